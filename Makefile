@@ -1,0 +1,40 @@
+# polymodal: `make demo` and `make test` each set everything up first.
+# The venv is (re)installed only when requirements/lock.txt or pyproject.toml change.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DEMO_DIR ?= runs/demo
+
+.PHONY: setup demo test test-all bench clean help
+
+help:
+	@echo "make demo      set up, then run the main job on the built-in ShapesWorld data"
+	@echo "make test      set up, then run the test suite (slow tests excluded)"
+	@echo "make test-all  the full test suite, slow tests included"
+	@echo "make bench     run the benchmark scripts under benchmarks/"
+
+setup: $(STAMP)
+
+$(STAMP): requirements/lock.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/lock.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/polymodal demo --out $(DEMO_DIR)
+
+test: $(STAMP)
+	$(PY) -m pytest -m "not slow" -n 2 -q
+
+test-all: $(STAMP)
+	$(PY) -m pytest -n 2 -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/shapes_generation.py
+	$(PY) benchmarks/data_loading.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis

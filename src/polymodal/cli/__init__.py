@@ -1,0 +1,1 @@
+"""Command-line interface: thin functions over the Python API."""

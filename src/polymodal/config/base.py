@@ -1,0 +1,150 @@
+"""Config loading that fails before any work starts.
+
+Every config section is a :class:`Config` (pydantic, unknown keys forbidden). Loading a YAML
+file validates it whole and turns pydantic's errors into one :class:`ConfigError` whose
+message names the file, the dotted field path, what was given and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+C = TypeVar("C", bound="Config")
+
+
+class Config(BaseModel):
+    """Base for every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class ConfigError(ValueError):
+    """A recipe or override is invalid; the message is meant for the user as is."""
+
+
+def _allowed(error: dict[str, Any]) -> str:
+    ctx = error.get("ctx") or {}
+    if "expected" in ctx:
+        return f"allowed: {ctx['expected']}"
+    if error["type"] == "extra_forbidden":
+        return ""
+    for key in ("gt", "ge", "lt", "le"):
+        if key in ctx:
+            op = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}[key]
+            return f"allowed: {op} {ctx[key]}"
+    return ""
+
+
+def _format_errors(exc: ValidationError, source: str, model: type[BaseModel]) -> str:
+    lines = [f"{source}: invalid {model.__name__} ({exc.error_count()} error(s))"]
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "<root>"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            parent = err["loc"][:-1]
+            known = _known_fields(model, parent)
+            msg = "unknown key" + (f"; known keys: {', '.join(known)}" if known else "")
+        given = err.get("input")
+        given_txt = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {given!r})"
+        allowed = _allowed(err)
+        lines.append(f"  {path}: {msg}{given_txt}" + (f"; {allowed}" if allowed and allowed not in msg else ""))
+    return "\n".join(lines)
+
+
+def _known_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the (nested) model at ``loc``, for 'unknown key' hints."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        annotation = fields[part].annotation
+        current = _first_model(annotation)
+        if current is None:
+            return []
+    return sorted(getattr(current, "model_fields", {}).keys())
+
+
+def _first_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _first_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: invalid YAML: {getattr(e, 'problem', e)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def _parse_value(text: str) -> Any:
+    """``--set`` values are YAML scalars or flow collections: 3, 1e-4, true, [a, b], null."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` overrides to a nested dict (a copy is returned)."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key.path=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r}: empty key in {key!r}")
+        node = out
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = _parse_value(value)
+    return out
+
+
+def validate(model: type[C], data: dict[str, Any], source: str) -> C:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source, model)) from None
+
+
+def load_config(model: type[C], path: str | os.PathLike, overrides: list[str] | None = None) -> C:
+    """Read ``path`` (YAML), apply ``key=value`` overrides, validate into ``model``."""
+    data = load_yaml(path)
+    if overrides:
+        data = apply_overrides(data, overrides)
+    return validate(model, data, str(path))

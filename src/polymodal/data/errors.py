@@ -1,0 +1,107 @@
+"""Bad input: one error type that names the file, the row and the field, and a log of
+skipped samples for lenient runs.
+
+Strict mode raises :class:`BadSampleError` at the first problem. Lenient mode (the default
+for training) hands the same error to a :class:`BadSampleLog`, which counts it, appends it
+to ``bad_samples.jsonl`` and lets the run go on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class BadSampleError(ValueError):
+    """A sample (or one field of it) cannot be used.
+
+    ``source`` is the file the sample came from (manifest, annotation JSON, tar shard or the
+    media file itself), ``row`` its 1-based line or index there, ``field`` the offending field.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        source: str | os.PathLike | None = None,
+        row: int | None = None,
+        field: str | None = None,
+        sample_id: str | None = None,
+        kind: str = "invalid",
+    ) -> None:
+        self.reason = reason
+        self.source = str(source) if source is not None else None
+        self.row = row
+        self.field = field
+        self.sample_id = sample_id
+        self.kind = kind  # short category for summaries: missing_file, bad_json, decode ...
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        where = self.source or "<input>"
+        if self.row is not None:
+            where += f", row {self.row}"
+        if self.field is not None:
+            where += f", field {self.field!r}"
+        return f"{where}: {self.reason}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "row": self.row,
+            "field": self.field,
+            "id": self.sample_id,
+            "kind": self.kind,
+            "reason": self.reason,
+        }
+
+
+@dataclass
+class BadSampleSummary:
+    total: int
+    by_kind: dict[str, int]
+    path: str | None
+
+
+class BadSampleLog:
+    """Counts skipped samples and appends each to a JSONL file (when given a path).
+
+    Thread-safe, because DataLoader-free decoding may happen in a thread pool. The file is
+    opened in append mode per record so that a killed run keeps every line written so far.
+    """
+
+    def __init__(self, path: str | os.PathLike | None = None, strict: bool = False) -> None:
+        self.path = Path(path) if path is not None else None
+        self.strict = strict
+        self.counts: Counter[str] = Counter()
+        self.examples: list[BadSampleError] = []
+        self._lock = threading.Lock()
+
+    def record(self, error: BadSampleError) -> None:
+        """Strict: raise. Lenient: count, keep for the summary, append to the file."""
+        if self.strict:
+            raise error
+        with self._lock:
+            self.counts[error.kind] += 1
+            if len(self.examples) < 1000:
+                self.examples.append(error)
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.path, "a", encoding="utf-8") as f:
+                    f.write(json.dumps(error.to_dict(), ensure_ascii=False) + "\n")
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def summary(self) -> BadSampleSummary:
+        return BadSampleSummary(
+            total=self.total,
+            by_kind=dict(self.counts),
+            path=str(self.path) if self.path is not None and self.total else None,
+        )

@@ -1,0 +1,143 @@
+"""Image decoding that never trusts its input.
+
+:func:`decode_image` turns a path or bytes into an RGB ``PIL.Image`` or raises a
+:class:`~polymodal.data.errors.BadSampleError` that says why: missing, empty, not an image,
+truncated, or a decompression bomb (checked from the header, before any pixels are decoded).
+EXIF orientation is applied, and every mode (L, LA, P with transparency, RGBA, CMYK, I;16,
+I, F ...) becomes 8-bit RGB, with transparency composited on white.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from polymodal.data.errors import BadSampleError
+from polymodal.data.schema import MediaRef
+
+# Far above any real training image (e.g. 16k x 11k), far below what fits a small file that
+# expands to gigabytes. Checked against the header's width x height before decoding.
+DEFAULT_MAX_PIXELS = 178_956_970
+
+_BACKGROUND = (255, 255, 255)
+
+
+def _describe(ref: MediaRef) -> str:
+    return ref if isinstance(ref, str) else f"<{len(ref)} bytes>"
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        # High bit-depth greyscale: rescale the actual value range to 0..255 rather than
+        # clipping (a 16-bit scan would otherwise be almost all white).
+        arr = np.asarray(img, dtype=np.float64)
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) * (255.0 / (hi - lo))
+        return Image.fromarray(np.nan_to_num(scaled).astype(np.uint8), "L").convert("RGB")
+    if mode == "P":
+        # Palette images may carry transparency in their info dict; go through RGBA so that
+        # transparent pixels become background, not the palette's arbitrary colour.
+        img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
+        if img.mode == "RGB":
+            return img
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _BACKGROUND + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def decode_image(
+    ref: MediaRef,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    source: str | None = None,
+    row: int | None = None,
+    field: str = "image",
+) -> Image.Image:
+    """Decode ``ref`` (path or encoded bytes) into an RGB image, or raise BadSampleError.
+
+    ``source``/``row`` name where the reference came from (e.g. the manifest and line), so the
+    error points at the row to fix; for a path the path itself is named as well.
+    """
+
+    def bad(reason: str, kind: str) -> BadSampleError:
+        where = source if source is not None else _describe(ref)
+        if source is not None and isinstance(ref, str):
+            reason = f"{ref}: {reason}"
+        return BadSampleError(reason, source=where, row=row, field=field, kind=kind)
+
+    if isinstance(ref, (str, os.PathLike)):
+        path = Path(ref)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise bad("file not found", "missing_file") from None
+        except OSError as e:
+            raise bad(f"cannot read file ({e.strerror})", "unreadable") from None
+        if not path.is_file():
+            raise bad("not a regular file", "unreadable")
+        if size == 0:
+            raise bad("file is empty (0 bytes)", "empty_file")
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise bad(f"cannot read file ({e.strerror})", "unreadable") from None
+    elif isinstance(ref, (bytes, bytearray, memoryview)):
+        data = bytes(ref)
+        if not data:
+            raise bad("image data is empty (0 bytes)", "empty_file")
+    else:
+        raise bad(f"expected a path or bytes, got {type(ref).__name__}", "invalid")
+
+    try:
+        with warnings.catch_warnings():
+            # We enforce our own pixel limit below; PIL's warning would only be noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width * height > max_pixels:
+                raise bad(
+                    f"image is {width}x{height} = {width * height:,} pixels, over the limit of "
+                    f"{max_pixels:,} (possible decompression bomb)",
+                    "too_large",
+                )
+            img.load()
+    except BadSampleError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise bad(f"decompression bomb: {e}", "too_large") from None
+    except Image.UnidentifiedImageError:
+        head = data[:16]
+        hint = " (looks like text)" if _looks_like_text(head) else ""
+        raise bad(f"not a recognised image format{hint}", "not_an_image") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        # PIL reports truncated data as OSError("image file is truncated ...") and corrupt
+        # headers as SyntaxError/ValueError depending on the plugin.
+        kind = "truncated" if "truncated" in str(e).lower() else "corrupt"
+        raise bad(f"cannot decode image: {e}", kind) from None
+
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the pixels
+        pass
+    return _to_rgb(img)
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if not head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(b >= 9 for b in head)

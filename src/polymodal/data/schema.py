@@ -1,0 +1,86 @@
+"""One sample schema for every modality.
+
+A reader turns a row of any dataset format into a :class:`Sample`. Media fields hold a
+reference (an absolute path, or the raw bytes when the sample came out of a tar shard), not
+decoded pixels: decoding happens later, in the data pipeline, where bad files are counted.
+A modality that a sample lacks is ``None`` (or an empty list), never an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Union
+
+# A reference to encoded media: a filesystem path (absolute, already resolved against the
+# dataset root) or the encoded bytes themselves.
+MediaRef = Union[str, bytes]
+Label = Union[int, float, str]
+
+
+class Modality(str, Enum):
+    IMAGE = "image"
+    TEXT = "text"
+    AUDIO = "audio"
+    VIDEO = "video"
+
+
+@dataclass(slots=True)
+class QA:
+    """A question about the sample with one or more reference answers.
+
+    VQAv2 has ten human answers per question; ShapesWorld has one. ``type`` groups questions
+    for per-type accuracy (``color``, ``count``, ``yes/no`` ...).
+    """
+
+    question: str
+    answers: list[str]
+    type: str | None = None
+    question_id: str | int | None = None
+
+    @property
+    def answer(self) -> str:
+        """The most frequent reference answer (ties: first seen)."""
+        return max(self.answers, key=self.answers.count)
+
+
+@dataclass(slots=True)
+class Statement:
+    """A claim about the sample and whether it is true; for fusion classifiers."""
+
+    text: str
+    label: bool
+
+
+@dataclass(slots=True)
+class Sample:
+    id: str
+    image: MediaRef | None = None
+    text: list[str] = field(default_factory=list)  # captions or other texts; many per sample
+    audio: MediaRef | None = None
+    video: MediaRef | None = None
+    label: Label | list[Label] | None = None
+    qa: list[QA] = field(default_factory=list)
+    statements: list[Statement] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    # Where the sample came from, so that every later error can name the file and row.
+    source: str | None = None
+    row: int | None = None
+
+    def modalities(self) -> set[Modality]:
+        present = set()
+        if self.image is not None:
+            present.add(Modality.IMAGE)
+        if self.text:
+            present.add(Modality.TEXT)
+        if self.audio is not None:
+            present.add(Modality.AUDIO)
+        if self.video is not None:
+            present.add(Modality.VIDEO)
+        return present
+
+    def where(self) -> str:
+        """``file:row`` (or just the id) for error messages."""
+        if self.source is None:
+            return f"sample {self.id!r}"
+        return f"{self.source}:{self.row}" if self.row is not None else self.source

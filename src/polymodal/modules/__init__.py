@@ -1,0 +1,1 @@
+"""Building blocks: encoders, fusion modules, heads, losses. Plain nn.Modules, no I/O."""

@@ -1,0 +1,32 @@
+"""The interface every fusion module offers.
+
+``forward(features, present) -> FusionOutput``:
+- ``features``: modality name -> EncoderOutput for the modalities that were encoded in this
+  batch. A modality absent from the whole batch is simply not in the dict.
+- ``present``: modality name -> (B,) bool, False where that sample lacks the modality (its
+  features are placeholders and must not influence the output or receive gradient).
+A fusion module is built with ``input_dims`` (modality -> D) and exposes ``output_dim``.
+It must never produce NaN, even when a sample has no modality at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor, nn
+
+from polymodal.modules.encoders.base import EncoderOutput
+
+
+@dataclass
+class FusionOutput:
+    pooled: Tensor  # (B, output_dim)
+    tokens: Tensor | None = None  # (B, T, D) for fusion that keeps a sequence (attention, graph)
+    mask: Tensor | None = None  # (B, T) bool
+
+
+class Fusion(nn.Module):
+    output_dim: int
+
+    def forward(self, features: dict[str, EncoderOutput], present: dict[str, Tensor]) -> FusionOutput:  # pragma: no cover
+        raise NotImplementedError
