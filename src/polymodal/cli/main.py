@@ -6,6 +6,8 @@ import typer
 
 from polymodal import __version__
 from polymodal.cli import data as data_cli
+from polymodal.cli.demo import demo
+from polymodal.cli.models import models
 
 app = typer.Typer(
     name="polymodal",
@@ -15,6 +17,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_cli.app, name="data")
+app.command("models")(models)
+app.command("demo")(demo)
 
 
 def _version(value: bool) -> None:

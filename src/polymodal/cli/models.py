@@ -1,0 +1,52 @@
+"""``polymodal models``: what can be built, read from the registries themselves."""
+
+from __future__ import annotations
+
+import typer
+from rich.table import Table
+
+from polymodal.cli.output import JsonOption, console, emit_json
+
+
+def _catalogue() -> dict[str, list[dict]]:
+    from polymodal.models import PRESETS
+    from polymodal.modules.encoders import ENCODERS
+    from polymodal.modules.fusion import FUSIONS
+    from polymodal.modules.heads import HEADS
+    from polymodal.modules.losses import LOSSES
+
+    return {
+        "presets": PRESETS.describe(),
+        "encoders": ENCODERS.describe(),
+        "fusion": FUSIONS.describe(),
+        "heads": HEADS.describe(),
+        "losses": LOSSES.describe(),
+    }
+
+
+def models(
+    kind: str = typer.Argument(None, help="Only this kind: presets, encoders, fusion, heads or losses."),
+    json: bool = JsonOption,
+) -> None:
+    """List the model presets, encoders, fusion modules, heads and losses with their parameters."""
+    catalogue = _catalogue()
+    if kind is not None:
+        if kind not in catalogue:
+            from polymodal.cli.output import fail
+
+            fail(f"unknown kind {kind!r}; choose from {', '.join(catalogue)}", as_json=json, code=2)
+        catalogue = {kind: catalogue[kind]}
+    if json:
+        emit_json(catalogue)
+        return
+    for section, rows in catalogue.items():
+        table = Table(title=section, title_justify="left", show_lines=False)
+        table.add_column("name", style="bold cyan", no_wrap=True)
+        table.add_column("summary")
+        table.add_column("parameters (default)")
+        for row in rows:
+            params = ", ".join(
+                p["name"] + ("" if p["required"] else f"={p['default']}") for p in row["params"]
+            )
+            table.add_row(row["name"], row["summary"], params)
+        console.print(table)

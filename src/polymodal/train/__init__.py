@@ -1,0 +1,1 @@
+"""Training: optimisation set-up, atomic checkpoints, tasks joining models and losses."""

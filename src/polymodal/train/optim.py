@@ -1,0 +1,65 @@
+"""AdamW parameter groups and the learning-rate schedule.
+
+Weight decay is not applied to norms, biases, embeddings and temperatures: decaying them
+hurts (a decayed LayerNorm gain or CLIP temperature drifts towards zero for no benefit).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+NO_DECAY_NAME_PARTS = ("bias", "norm", "embedding", "embed", "pos", "logit_scale", "temperature", "logit_bias", "cls_token")
+
+
+def _no_decay(name: str, param: nn.Parameter, module: nn.Module | None) -> bool:
+    if param.ndim < 2:  # biases, norm gains, scalar temperatures
+        return True
+    if isinstance(module, (nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d)):
+        return True
+    lowered = name.lower()
+    return any(part in lowered for part in NO_DECAY_NAME_PARTS)
+
+
+def param_groups(
+    modules: Iterable[tuple[str, nn.Module, float]], weight_decay: float
+) -> list[dict]:
+    """One decay and one no-decay group per (prefix, module, lr) entry; frozen params skipped.
+
+    Several entries give per-tower learning rates (e.g. a pretrained text tower at 1e-5 and a
+    new image tower at 1e-3). A parameter shared by two entries goes to the first.
+    """
+    seen: set[int] = set()
+    groups: list[dict] = []
+    for prefix, root, lr in modules:
+        owner = {}
+        for mod in root.modules():
+            for p in mod.parameters(recurse=False):
+                owner[id(p)] = mod
+        decay, no_decay = [], []
+        for name, p in root.named_parameters():
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            (no_decay if _no_decay(name, p, owner.get(id(p))) else decay).append(p)
+        if decay:
+            groups.append({"params": decay, "weight_decay": weight_decay, "lr": lr, "name": f"{prefix}.decay"})
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0, "lr": lr, "name": f"{prefix}.no_decay"})
+    return groups
+
+
+def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up from 0 to each group's lr, then cosine decay to ``min_ratio`` * lr."""
+
+    def factor(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        progress = min(1.0, progress)
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
