@@ -1,0 +1,40 @@
+"""The ``train:`` section of a recipe."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from polymodal.config import Config
+
+
+class TrainConfig(Config):
+    steps: int = Field(ge=1, description="optimizer steps")
+    batch_size: int = Field(64, ge=1, description="global batch per optimizer micro-step, over all processes")
+    accumulate: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1)
+    betas: tuple[float, float] = (0.9, 0.98)
+    grad_clip: float | None = Field(1.0, gt=0)
+    precision: Literal["no", "bf16", "fp16"] = "no"
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    num_workers: int = Field(0, ge=0)
+    log_every: int = Field(10, ge=1)
+    eval_every: int | None = Field(None, ge=1)
+    checkpoint_every: int | None = Field(None, ge=1)
+    keep_last: int = Field(2, ge=1)
+    metric: str | None = Field(None, description="evaluation metric that picks the best checkpoint")
+    metric_mode: Literal["max", "min"] = "max"
+    early_stopping_patience: int | None = Field(None, ge=1, description="evaluations without improvement")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainConfig:
+        if self.early_stopping_patience is not None and self.metric is None:
+            raise ValueError("early_stopping_patience needs a metric")
+        if self.warmup_steps > self.steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds steps ({self.steps})")
+        return self

@@ -1,0 +1,96 @@
+"""Tasks join a composed model with its weighted losses.
+
+A task is an ``nn.Module`` (so learnable loss parameters such as the CLIP temperature are
+optimised and checkpointed with the model) whose ``forward(model, batch)`` returns a dict of
+named loss values plus their weighted sum under ``"loss"``. The batch is a
+:class:`polymodal.data.collate.Batch` (or anything with the same attributes).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor, nn
+
+from polymodal.modules.losses import CaptionLoss, ClipLoss, CrossEntropyLoss
+
+
+def _weighted(parts: dict[str, tuple[float, Tensor]]) -> dict[str, Tensor]:
+    out = {name: value for name, (_, value) in parts.items()}
+    out["loss"] = sum(weight * value for weight, value in parts.values())  # type: ignore[assignment]
+    return out
+
+
+class ContrastiveTask(nn.Module):
+    """Dual encoder + CLIP (or SigLIP) loss on (image, caption) pairs."""
+
+    def __init__(self, loss: nn.Module | None = None) -> None:
+        super().__init__()
+        self.loss = loss if loss is not None else ClipLoss()
+
+    def forward(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
+        out = model(batch.images, batch.text_ids, batch.text_mask)
+        return _weighted({"contrastive": (1.0, self.loss(out["image_features"], out["text_features"]))})
+
+
+class ClassificationTask(nn.Module):
+    """FusionClassifier + cross-entropy on ``batch.labels``; modalities absent from the whole
+    batch are not passed, per-sample absence goes in as presence masks."""
+
+    def __init__(self, loss: nn.Module | None = None) -> None:
+        super().__init__()
+        self.loss = loss if loss is not None else CrossEntropyLoss()
+
+    def forward(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
+        logits = model(*classifier_inputs(batch))
+        return _weighted({"classification": (1.0, self.loss(logits, batch.labels))})
+
+
+def classifier_inputs(batch: Any) -> tuple[dict[str, tuple[Tensor, Tensor | None]], dict[str, Tensor]]:
+    inputs: dict[str, tuple[Tensor, Tensor | None]] = {}
+    present: dict[str, Tensor] = {}
+    if batch.images is not None and bool(batch.image_present.any()):
+        inputs["image"] = (batch.images, None)
+        present["image"] = batch.image_present
+    if batch.text_ids is not None and bool(batch.text_present.any()):
+        inputs["text"] = (batch.text_ids, batch.text_mask)
+        present["text"] = batch.text_present
+    return inputs, present
+
+
+class CaptionTask(nn.Module):
+    """Captioner + teacher-forced LM loss; with ``contrastive_weight > 0`` and a CoCa-style
+    captioner, a CLIP loss on the same pairs is added."""
+
+    def __init__(self, contrastive_weight: float = 0.0, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.caption_loss = CaptionLoss(label_smoothing=label_smoothing)
+        self.contrastive_weight = contrastive_weight
+        self.contrastive_loss = ClipLoss() if contrastive_weight > 0 else None
+
+    def forward(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
+        out = model(batch.images, batch.text_ids, batch.text_mask)
+        parts = {"caption": (1.0, self.caption_loss(out["logits"], batch.text_ids, batch.text_mask))}
+        if self.contrastive_loss is not None:
+            if "image_features" not in out:
+                raise ValueError("contrastive_weight > 0 needs a captioner with a contrastive_text_encoder")
+            parts["contrastive"] = (self.contrastive_weight, self.contrastive_loss(out["image_features"], out["text_features"]))
+        return _weighted(parts)
+
+
+class VQATask(nn.Module):
+    """VQAModel: cross-entropy over the answer vocabulary (``batch.labels``), or the LM loss
+    on answer tokens (``batch.extra['answer_ids']`` / ``['answer_mask']``) for generation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.classify_loss = CrossEntropyLoss()
+        self.generate_loss = CaptionLoss()
+
+    def forward(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
+        if getattr(model, "answer_head", None) is not None:
+            logits = model(batch.images, batch.text_ids, batch.text_mask)
+            return _weighted({"answer": (1.0, self.classify_loss(logits, batch.labels))})
+        answer_ids, answer_mask = batch.extra["answer_ids"], batch.extra["answer_mask"]
+        logits = model(batch.images, batch.text_ids, batch.text_mask, answer_ids=answer_ids, answer_mask=answer_mask)
+        return _weighted({"answer": (1.0, self.generate_loss(logits, answer_ids, answer_mask))})

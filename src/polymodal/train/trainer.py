@@ -1,0 +1,302 @@
+"""The training loop, on Hugging Face Accelerate.
+
+Accelerate owns devices, DDP/FSDP wrapping, mixed precision and gradient synchronisation;
+this loop owns what makes a run trustworthy: deterministic batches addressable by step
+(so resume is exact), atomic checkpoints with optimizer/scheduler/RNG state, best-checkpoint
+selection and early stopping on a named metric, and metrics written as JSONL.
+
+Only the main process writes files. A task (see ``tasks.py``) joins the model and its
+losses; its learnable parameters (temperatures) are optimised and checkpointed with it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from polymodal.train.checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
+from polymodal.train.config import TrainConfig
+from polymodal.train.optim import cosine_with_warmup, param_groups
+from polymodal.train.sampler import StepBatchSampler
+
+EvalFn = Callable[[nn.Module], dict[str, float]]
+
+
+class TrainModule(nn.Module):
+    """Model + task as one module, so DDP wraps (and checkpoints hold) both."""
+
+    def __init__(self, model: nn.Module, task: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.task = task
+
+    def forward(self, batch: Any) -> dict[str, Tensor]:
+        return self.task(self.model, batch)
+
+
+@dataclass
+class TrainResult:
+    step: int
+    stopped_early: bool
+    best_metric: float | None
+    best_step: int | None
+    last_losses: dict[str, float] = field(default_factory=dict)
+    samples_per_second: float = 0.0
+    skipped_batches: int = 0
+
+
+def _batch_size_of(batch: Any) -> int:
+    ids = getattr(batch, "ids", None)
+    if ids is not None:
+        return len(ids)
+    if isinstance(batch, dict):
+        first = next(iter(batch.values()))
+        return int(first.shape[0])
+    if isinstance(batch, (tuple, list)):
+        return int(batch[0].shape[0])
+    return int(batch.shape[0])
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if hasattr(batch, "to"):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: nn.Module,
+        task: nn.Module,
+        train_dataset: Dataset,
+        config: TrainConfig,
+        run_dir: str | Path,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+        evaluate: EvalFn | None = None,
+        param_lrs: dict[str, float] | None = None,
+        save_best: Callable[[nn.Module, Path], None] | None = None,
+        accelerator: Accelerator | None = None,
+        progress: bool = True,
+    ) -> None:
+        """``param_lrs`` maps attribute paths of ``model`` (e.g. ``"text_encoder"``) to their
+        own learning rate; everything else uses ``config.lr``. ``save_best`` writes the best
+        model (e.g. ``model.save``) into ``run_dir/best`` whenever the metric improves."""
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.evaluate = evaluate
+        self.save_best = save_best
+        self.progress = progress
+        self.accelerator = accelerator or Accelerator(
+            mixed_precision=config.precision, cpu=not torch.cuda.is_available()
+        )
+        set_seed(config.seed)
+        if config.gradient_checkpointing:
+            for module in model.modules():
+                if hasattr(module, "set_grad_checkpointing") and module is not model:
+                    module.set_grad_checkpointing(True)
+        self.module = TrainModule(model, task)
+        self.dataset = train_dataset
+        self.collate_fn = collate_fn
+        groups = param_groups(self._lr_entries(model, task, param_lrs or {}), config.weight_decay)
+        if not groups:
+            raise ValueError("nothing to train: every parameter is frozen")
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+        self.scheduler = cosine_with_warmup(self.optimizer, config.warmup_steps, config.steps, config.min_lr_ratio)
+        self.wrapped, self.optimizer = self.accelerator.prepare(self.module, self.optimizer)
+        self.step = 0
+        self.best_metric: float | None = None
+        self.best_step: int | None = None
+        self.evals_without_improvement = 0
+
+    def _lr_entries(self, model: nn.Module, task: nn.Module, param_lrs: dict[str, float]) -> list[tuple[str, nn.Module, float]]:
+        entries = []
+        for path, lr in param_lrs.items():
+            sub = model.get_submodule(path)
+            entries.append((path, sub, lr))
+        entries.append(("model", model, self.config.lr))
+        entries.append(("task", task, self.config.lr))
+        return entries
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    # ----------------------------------------------------------------- resume
+    def resume(self, run_dir: str | Path | None = None) -> int:
+        """Restore the newest complete checkpoint in ``run_dir``; returns its step (0: none)."""
+        checkpoints = list_checkpoints(run_dir or self.run_dir)
+        if not checkpoints:
+            return 0
+        meta = load_checkpoint(checkpoints[-1].path, self.module, self.optimizer, self.scheduler)
+        self.step = meta["step"]
+        self.best_metric = meta.get("best_metric")
+        self.best_step = meta.get("best_step")
+        self.evals_without_improvement = meta.get("evals_without_improvement", 0)
+        return self.step
+
+    def _checkpoint(self) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.is_main:
+            meta = {
+                "best_metric": self.best_metric,
+                "best_step": self.best_step,
+                "evals_without_improvement": self.evals_without_improvement,
+                "micro_batches_seen": self.step * self.config.accumulate,
+            }
+            save_checkpoint(self.run_dir, self.step, self.accelerator.unwrap_model(self.wrapped), self.optimizer, self.scheduler, meta)
+            keep = {self.best_step} if self.best_step is not None else set()
+            prune_checkpoints(self.run_dir, self.config.keep_last, keep)
+        self.accelerator.wait_for_everyone()
+
+    # ----------------------------------------------------------------- logging
+    def _log(self, record: dict[str, Any]) -> None:
+        if not self.is_main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _run_eval(self) -> bool:
+        """Evaluate, track the best metric, save the best model; True means stop early."""
+        if self.evaluate is None:
+            return False
+        model = self.accelerator.unwrap_model(self.wrapped).model
+        model.eval()
+        with torch.no_grad():
+            metrics = self.evaluate(model)
+        model.train()
+        self._log({"step": self.step, "eval": metrics})
+        cfg = self.config
+        if cfg.metric is None:
+            return False
+        if cfg.metric not in metrics:
+            raise KeyError(f"train.metric {cfg.metric!r} is not among the evaluation metrics {sorted(metrics)}")
+        value = float(metrics[cfg.metric])
+        better = self.best_metric is None or (value > self.best_metric if cfg.metric_mode == "max" else value < self.best_metric)
+        if better:
+            self.best_metric, self.best_step = value, self.step
+            self.evals_without_improvement = 0
+            if self.save_best is not None and self.is_main:
+                self.save_best(model, self.run_dir / "best")
+        else:
+            self.evals_without_improvement += 1
+        patience = cfg.early_stopping_patience
+        return patience is not None and self.evals_without_improvement >= patience
+
+    # ----------------------------------------------------------------- loop
+    def _loader(self) -> DataLoader:
+        cfg = self.config
+        sampler = StepBatchSampler(
+            len(self.dataset),  # type: ignore[arg-type]
+            cfg.batch_size,
+            seed=cfg.seed,
+            start_batch=self.step * cfg.accumulate,
+            num_batches=(cfg.steps - self.step) * cfg.accumulate,
+            rank=self.accelerator.process_index,
+            world_size=self.accelerator.num_processes,
+        )
+        # A private generator: otherwise creating the loader draws its worker base seed from
+        # the global RNG, and a resumed run would drift from an uninterrupted one.
+        generator = torch.Generator().manual_seed(cfg.seed + self.step)
+        return DataLoader(
+            self.dataset, batch_sampler=sampler, collate_fn=self.collate_fn, num_workers=cfg.num_workers, generator=generator
+        )
+
+    def fit(self) -> TrainResult:
+        cfg = self.config
+        acc = self.accelerator
+        self.wrapped.train()
+        loader = iter(self._loader())
+        progress = _Progress(cfg.steps, self.step, enabled=self.progress and self.is_main)
+        samples, started, skipped = 0, time.perf_counter(), 0
+        last: dict[str, float] = {}
+        stopped_early = False
+        with progress:
+            while self.step < cfg.steps:
+                totals: dict[str, float] = {}
+                for _ in range(cfg.accumulate):
+                    batch = next(loader)
+                    if batch is None or _batch_size_of(batch) == 0:
+                        skipped += 1  # every sample of the micro-batch was bad and skipped
+                        continue
+                    batch = _to_device(batch, acc.device)
+                    with acc.autocast():
+                        losses = self.wrapped(batch)
+                    loss = losses["loss"]
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(f"step {self.step}: loss is {loss.item()} ({ {k: float(v) for k, v in losses.items()} })")
+                    acc.backward(loss / cfg.accumulate)
+                    for k, v in losses.items():
+                        totals[k] = totals.get(k, 0.0) + float(v.detach()) / cfg.accumulate
+                    samples += _batch_size_of(batch) * acc.num_processes
+                if cfg.grad_clip is not None:
+                    grad_norm = float(acc.clip_grad_norm_(self.wrapped.parameters(), cfg.grad_clip))
+                    totals["grad_norm"] = grad_norm
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                last = totals
+                rate = samples / max(time.perf_counter() - started, 1e-9)
+                lr = self.scheduler.get_last_lr()[0]
+                progress.update(self.step, totals.get("loss", math.nan), lr, rate)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    self._log({"step": self.step, "lr": lr, "samples_per_s": rate, **totals})
+                if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
+                    stopped_early = self._run_eval()
+                if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or self.step == cfg.steps or stopped_early:
+                    self._checkpoint()
+                if stopped_early:
+                    break
+        return TrainResult(
+            step=self.step,
+            stopped_early=stopped_early,
+            best_metric=self.best_metric,
+            best_step=self.best_step,
+            last_losses=last,
+            samples_per_second=samples / max(time.perf_counter() - started, 1e-9),
+            skipped_batches=skipped,
+        )
+
+
+class _Progress:
+    """A rich progress bar with loss, learning rate and samples/s (main process only)."""
+
+    def __init__(self, total: int, start: int, enabled: bool) -> None:
+        self.enabled = enabled
+        if enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(
+                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+            )
+            self.task = self.bar.add_task("train", total=total, completed=start, info="")
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self.bar.__exit__(*exc)
+
+    def update(self, step: int, loss: float, lr: float, rate: float) -> None:
+        if self.enabled:
+            self.bar.update(self.task, completed=step, info=f"loss {loss:.4f}  lr {lr:.2e}  {rate:,.0f} samples/s")
