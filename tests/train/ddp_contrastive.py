@@ -1,0 +1,49 @@
+"""Run by test_distributed.py under ``accelerate launch`` (and once in-process as reference):
+a toy dual encoder trained with the CLIP loss; writes its final weights to ARGV[1]."""
+
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from polymodal.modules.losses import ClipLoss
+from polymodal.train.config import TrainConfig
+from polymodal.train.trainer import Trainer
+
+
+class Towers(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.image = nn.Linear(6, 8)
+        self.text = nn.Linear(5, 8)
+
+
+class Task(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loss = ClipLoss()
+
+    def forward(self, model: Towers, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        images, texts = batch
+        loss = self.loss(model.image(images), model.text(texts))
+        return {"loss": loss}
+
+
+def main(out: str) -> None:
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(64, 6, generator=g), torch.randn(64, 5, generator=g))
+    torch.manual_seed(0)
+    model = Towers()
+    cfg = TrainConfig(steps=10, batch_size=16, lr=1e-2, grad_clip=None, seed=1, log_every=5)
+    trainer = Trainer(model, Task(), data, cfg, Path(out).parent / "run", progress=False)
+    trainer.fit()
+    if trainer.is_main:
+        state = {k: v.detach().contiguous() for k, v in trainer.module.state_dict().items()}
+        save_file(state, out, metadata={"world_size": str(trainer.accelerator.num_processes)})
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
