@@ -1,6 +1,9 @@
 """Two CPU processes (gloo) under ``accelerate launch`` train to the same weights as one
 process on the same global batches: data is sharded, the CLIP loss gathers with gradient,
-and only the main process writes."""
+and only the main process writes.
+
+On a CPU-only machine accelerate needs `--multi_gpu` to start several processes (it then
+runs them on CPU with gloo); `--cpu` would start a single process."""
 
 import os
 import shutil
@@ -24,7 +27,7 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     double = tmp_path / "double" / "weights.safetensors"
     double.parent.mkdir()
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
-    cmd = [accelerate, "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0", str(SCRIPT), str(double)]
     result = subprocess.run(cmd, env=env, timeout=300, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
