@@ -8,6 +8,7 @@ from polymodal import __version__
 from polymodal.cli import data as data_cli
 from polymodal.cli.demo import demo
 from polymodal.cli.models import models
+from polymodal.cli.train import train
 
 app = typer.Typer(
     name="polymodal",
@@ -18,6 +19,7 @@ app = typer.Typer(
 )
 app.add_typer(data_cli.app, name="data")
 app.command("models")(models)
+app.command("train")(train)
 app.command("demo")(demo)
 
 

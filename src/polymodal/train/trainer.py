@@ -54,6 +54,7 @@ class TrainResult:
     last_losses: dict[str, float] = field(default_factory=dict)
     samples_per_second: float = 0.0
     skipped_batches: int = 0
+    dropped_samples: int = 0  # bad samples skipped inside batches (lenient mode)
 
 
 def _batch_size_of(batch: Any) -> int:
@@ -223,7 +224,7 @@ class Trainer:
         self.wrapped.train()
         loader = iter(self._loader())
         progress = _Progress(cfg.steps, self.step, enabled=self.progress and self.is_main)
-        samples, started, skipped = 0, time.perf_counter(), 0
+        samples, started, skipped, dropped = 0, time.perf_counter(), 0, 0
         last: dict[str, float] = {}
         stopped_early = False
         with progress:
@@ -231,6 +232,7 @@ class Trainer:
                 totals: dict[str, float] = {}
                 for _ in range(cfg.accumulate):
                     batch = next(loader)
+                    dropped += getattr(batch, "num_dropped", 0)
                     if batch is None or _batch_size_of(batch) == 0:
                         skipped += 1  # every sample of the micro-batch was bad and skipped
                         continue
@@ -271,6 +273,7 @@ class Trainer:
             last_losses=last,
             samples_per_second=samples / max(time.perf_counter() - started, 1e-9),
             skipped_batches=skipped,
+            dropped_samples=dropped,
         )
 
 

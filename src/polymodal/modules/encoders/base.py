@@ -29,6 +29,7 @@ class Encoder(nn.Module):
 
     modality: str = "unknown"
     output_dim: int
+    grad_checkpointing: bool = False  # subclasses honour it in forward while training
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:  # pragma: no cover
         raise NotImplementedError

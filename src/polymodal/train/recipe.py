@@ -1,0 +1,254 @@
+"""Recipes: one YAML file says what to train on what, and how.
+
+```yaml
+name: shapes-clip
+model: {preset: shapes-clip, params: {embed_dim: 128}}
+data:  {path: runs/demo/shapes, view: captions, image: {image_size: 64}}
+task:  {kind: contrastive, loss: clip}
+train: {steps: 600, batch_size: 64, lr: 1e-3}
+```
+
+``run_recipe`` reads the data, trains (or loads) the tokenizer, builds the model from its
+preset with the data's vocabulary and image size, joins it with its task, trains it, and
+leaves in the run directory: the resolved ``config.yaml``, ``metrics.jsonl``, checkpoints,
+``bad_samples.jsonl`` (when samples were skipped), ``best/`` and ``model/`` (saved models with
+their tokenizer and preprocessing).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import yaml
+from pydantic import Field
+
+from polymodal.config import Config, ConfigError, load_config
+from polymodal.data.dataset import MultimodalDataset, label_from_vocab, qa_samples, statement_samples
+from polymodal.data.errors import BadSampleLog
+from polymodal.data.readers import read_manifest
+from polymodal.data.schema import Sample
+from polymodal.data.text import TextTokenizer, train_tokenizer
+from polymodal.data.transforms import Augment, ImagePipeline, ImagePreprocess
+from polymodal.models import PRESETS, ComposedModel, build_model, load_model, parse_model_config
+from polymodal.train.config import TrainConfig
+from polymodal.train.evaluate import make_evaluator
+from polymodal.train.tasks import CaptionTask, ClassificationTask, ContrastiveTask, VQATask
+from polymodal.train.trainer import Trainer, TrainResult
+
+TASK_VIEWS = {"contrastive": "captions", "caption": "captions", "classification": "statements", "vqa": "qa"}
+
+
+class ModelSection(Config):
+    preset: str | None = Field(None, description="a name from `polymodal models presets`")
+    params: dict[str, Any] = Field(default_factory=dict, description="arguments of the preset")
+    config: dict[str, Any] | None = Field(None, description="a full model config instead of a preset")
+    init_from: str | None = Field(None, description="a model dir or run dir whose weights to start from")
+    freeze: dict[str, int] = Field(default_factory=dict, description="submodule -> trainable last blocks (0: frozen)")
+    lrs: dict[str, float] = Field(default_factory=dict, description="submodule -> its own learning rate")
+
+
+class DataSection(Config):
+    path: str = Field(description="a ShapesWorld directory or any directory holding the manifests")
+    train: str = "train.jsonl"
+    val: str | None = "val.jsonl"
+    view: Literal["captions", "statements", "qa", "labels"] | None = Field(
+        None, description="how rows become samples; default follows the task"
+    )
+    label_key: str | None = Field(None, description="for view 'labels': which entry of a dict label")
+    image: ImagePreprocess = ImagePreprocess(image_size=64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop="none")
+    augment: Augment = Augment()
+    max_length: int = Field(32, ge=4)
+    tokenizer: str | None = Field(None, description="tokenizer dir; default: train a word-level one on the data")
+    vocab_size: int = Field(1000, ge=16)
+    max_val_samples: int = Field(512, ge=1)
+    strict: bool = False
+
+
+class TaskSection(Config):
+    kind: Literal["contrastive", "classification", "caption", "vqa"]
+    loss: Literal["clip", "siglip"] = "clip"
+    contrastive_weight: float = Field(0.0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+
+
+class Recipe(Config):
+    name: str
+    model: ModelSection
+    data: DataSection
+    task: TaskSection
+    train: TrainConfig
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    recipe = load_config(Recipe, path, overrides)
+    if (recipe.model.preset is None) == (recipe.model.config is None):
+        raise ConfigError(f"{path}: model needs exactly one of 'preset' or 'config'")
+    if recipe.model.preset is not None and recipe.model.preset not in PRESETS:
+        raise ConfigError(f"{path}: model.preset {recipe.model.preset!r} is unknown; allowed: {', '.join(PRESETS.names())}")
+    return recipe
+
+
+# ----------------------------------------------------------------------------- data
+def _read(data: DataSection, name: str, bad_log: BadSampleLog) -> list[Sample]:
+    path = Path(data.path) / name
+    return list(read_manifest(path, strict=data.strict, bad_log=bad_log, label_key=data.label_key))
+
+
+def expand_view(samples: list[Sample], view: str) -> list[Sample]:
+    if view == "statements":
+        return statement_samples(samples)
+    if view == "qa":
+        return qa_samples(samples)
+    return samples
+
+
+def _corpus(samples: list[Sample]) -> list[str]:
+    texts = []
+    for s in samples:
+        texts.extend(s.text)
+        texts.extend(st.text for st in s.statements)
+        texts.extend(qa.question for qa in s.qa)
+        for qa in s.qa:
+            texts.extend(qa.answers)
+    return texts
+
+
+def _answer_vocab(samples: list[Sample]) -> dict[str, int]:
+    answers = sorted({qa.answer for s in samples for qa in s.qa})
+    return {a: i for i, a in enumerate(answers)}
+
+
+# ----------------------------------------------------------------------------- model
+def _preset_config(recipe: Recipe, vocab_size: int, extra: dict[str, Any]) -> Any:
+    builder = PRESETS.get(recipe.model.preset)  # type: ignore[arg-type]
+    accepted = inspect.signature(builder).parameters
+    derived = {"vocab_size": vocab_size, "image_size": recipe.data.image.image_size, "max_length": recipe.data.max_length, **extra}
+    params = {k: v for k, v in derived.items() if k in accepted}
+    unknown = set(recipe.model.params) - set(accepted)
+    if unknown:
+        raise ConfigError(f"model.params: {sorted(unknown)} not accepted by preset {recipe.model.preset!r}; allowed: {sorted(accepted)}")
+    return builder(**{**params, **recipe.model.params})
+
+
+def _find_model_dir(path: Path) -> Path:
+    for candidate in (path, path / "best", path / "model"):
+        if (candidate / "config.json").is_file():
+            return candidate
+    raise ConfigError(f"model.init_from: {path} holds no saved model (looked in ., best/, model/)")
+
+
+def build_recipe_model(recipe: Recipe, vocab_size: int, extra: dict[str, Any]) -> ComposedModel:
+    if recipe.model.config is not None:
+        model = build_model(parse_model_config(recipe.model.config, "model.config"))
+    else:
+        model = build_model(_preset_config(recipe, vocab_size, extra))
+    if recipe.model.init_from:
+        source = load_model(_find_model_dir(Path(recipe.model.init_from)))
+        # Transfer: copy every tensor whose name and shape match (towers), report the rest.
+        own = model.state_dict()
+        transferred = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(transferred, strict=False)
+        model.transfer_report = {"transferred": len(transferred), "total": len(own)}  # type: ignore[attr-defined]
+    for path, trainable_blocks in recipe.model.freeze.items():
+        module = model.get_submodule(path)
+        if hasattr(module, "freeze"):
+            module.freeze(unfreeze_last=trainable_blocks)
+        else:
+            module.requires_grad_(False)
+    return model
+
+
+def make_task(section: TaskSection) -> torch.nn.Module:
+    from polymodal.modules.losses import LOSSES
+
+    if section.kind == "contrastive":
+        return ContrastiveTask(LOSSES.build(section.loss))
+    if section.kind == "classification":
+        return ClassificationTask()
+    if section.kind == "caption":
+        return CaptionTask(contrastive_weight=section.contrastive_weight, label_smoothing=section.label_smoothing)
+    return VQATask()
+
+
+# ----------------------------------------------------------------------------- run
+def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
+    run_dir = Path(run_dir)
+    data = recipe.data
+    view = data.view or TASK_VIEWS[recipe.task.kind]
+    bad_log = BadSampleLog(run_dir / "bad_samples.jsonl", strict=data.strict)
+    train_rows = _read(data, data.train, bad_log)
+    if not train_rows:
+        raise ConfigError(f"{Path(data.path) / data.train}: no usable samples")
+    val_rows = _read(data, data.val, bad_log) if data.val else []
+
+    tokenizer_dir = run_dir / "tokenizer"
+    if resume and tokenizer_dir.is_dir():
+        tokenizer = TextTokenizer.load(tokenizer_dir)
+    elif data.tokenizer:
+        tokenizer = TextTokenizer.load(data.tokenizer)
+    else:
+        tokenizer = train_tokenizer(_corpus(train_rows), vocab_size=data.vocab_size, kind="wordlevel")
+
+    extra: dict[str, Any] = {}
+    label_fn = None
+    answers: dict[str, int] | None = None
+    if recipe.task.kind == "vqa":
+        answers_path = run_dir / "answers.json"
+        answers = json.loads(answers_path.read_text()) if resume and answers_path.is_file() else _answer_vocab(train_rows)
+        extra["num_answers"] = max(2, len(answers))
+        label_fn = label_from_vocab(answers)
+    elif recipe.task.kind == "classification" and view == "labels":
+        classes = sorted({str(s.label) for s in train_rows if s.label is not None})
+        extra["num_classes"] = len(classes)
+        answers = {c: i for i, c in enumerate(classes)}
+        label_fn = label_from_vocab(answers)
+
+    train_samples = expand_view(train_rows, view)
+    val_samples = expand_view(val_rows, view)[: data.max_val_samples]
+    pipeline = ImagePipeline.for_training(data.image, data.augment)
+    train_set = MultimodalDataset(
+        train_samples, pipeline, tokenizer, text_mode="random", label_fn=label_fn,
+        bad_log=bad_log, strict=data.strict, max_length=data.max_length, seed=recipe.train.seed,
+    )
+    model = build_recipe_model(recipe, tokenizer.vocab_size, extra)
+    task = make_task(recipe.task)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+    tokenizer.save(tokenizer_dir)
+    if answers is not None:
+        (run_dir / "answers.json").write_text(json.dumps(answers, indent=1))
+
+    evaluator = None
+    if val_samples:
+        val_set = MultimodalDataset(
+            val_samples, data.image, tokenizer, text_mode="first", label_fn=label_fn,
+            bad_log=bad_log, strict=data.strict, max_length=data.max_length,
+        )
+        evaluator = make_evaluator(recipe.task.kind, val_set, tokenizer, batch_size=recipe.train.batch_size)
+
+    def save(model_to_save: torch.nn.Module, where: Path) -> None:
+        model_to_save.save(where, preprocess=data.image.to_dict(), tokenizer=tokenizer)  # type: ignore[operator]
+
+    trainer = Trainer(
+        model, task, train_set, recipe.train, run_dir,
+        collate_fn=train_set.collate_fn, evaluate=evaluator, param_lrs=recipe.model.lrs or None,
+        save_best=save, progress=progress,
+    )
+    if resume:
+        trainer.resume()
+    result = trainer.fit()
+    if trainer.is_main:
+        save(model, run_dir / "model")
+        summary = bad_log.summary()
+        (run_dir / "train_summary.json").write_text(json.dumps({
+            "steps": result.step, "stopped_early": result.stopped_early, "best_metric": result.best_metric,
+            "best_step": result.best_step, "samples_per_second": result.samples_per_second,
+            "last_losses": result.last_losses, "bad_samples": summary.total, "bad_samples_by_kind": summary.by_kind,
+            "skipped_batches": result.skipped_batches,
+        }, indent=2))
+    return result
