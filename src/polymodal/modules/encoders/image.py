@@ -1,0 +1,156 @@
+"""Image encoders trained from scratch: a Vision Transformer and a small ResNet-style CNN.
+
+Both take images (B, 3, H, W) and return patch / feature-map tokens with ``mask=None``
+(every image token is real).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from polymodal.modules.encoders.base import Encoder, EncoderOutput
+from polymodal.modules.encoders.pooling import check_choice
+from polymodal.modules.layers import TransformerBlock, init_transformer_weights, maybe_checkpoint
+
+
+class ViTImageEncoder(Encoder):
+    """Vision Transformer: non-overlapping patches, learned positions, pre-norm blocks.
+
+    ``pooling``: ``cls`` (a learned token prepended to the patches; ``tokens`` then has
+    1 + patches rows, CLS first, as in HF ``ViTModel``) or ``mean`` (mean over patches).
+    """
+
+    modality = "image"
+
+    def __init__(
+        self,
+        image_size: int = 32,
+        patch_size: int = 8,
+        width: int = 256,
+        depth: int = 4,
+        heads: int = 4,
+        pooling: str = "cls",
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"image_size={image_size} is not divisible by patch_size={patch_size}")
+        self.pooling = check_choice("pooling", pooling, ("cls", "mean"))
+        self.image_size, self.patch_size, self.output_dim = image_size, patch_size, width
+        self.grad_checkpointing = False
+        num_patches = (image_size // patch_size) ** 2
+        self.patch_embed = nn.Conv2d(in_channels, width, patch_size, stride=patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, width)) if pooling == "cls" else None
+        self.position_embedding = nn.Parameter(torch.zeros(1, num_patches + (pooling == "cls"), width))
+        self.layers = nn.ModuleList(TransformerBlock(width, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.norm = nn.LayerNorm(width)
+        self.apply(init_transformer_weights)
+        for p in (self.cls_token, self.position_embedding):
+            if p is not None:
+                nn.init.trunc_normal_(p, std=0.02, a=-0.04, b=0.04)
+
+    def blocks(self) -> list[nn.Module]:
+        return list(self.layers)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
+        """x (B, C, H, W) with H = W = image_size; ``mask`` is ignored (all patches are real)."""
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            raise ValueError(f"expected {self.image_size}x{self.image_size} images, got {tuple(x.shape[-2:])}")
+        h = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, N, D)
+        if self.cls_token is not None:
+            h = torch.cat([self.cls_token.expand(h.size(0), -1, -1), h], dim=1)  # (B, 1 + N, D)
+        h = h + self.position_embedding
+        use_ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
+        for block in self.layers:
+            h = maybe_checkpoint(block, h, enabled=use_ckpt)
+        tokens = self.norm(h)
+        pooled = tokens[:, 0] if self.cls_token is not None else tokens.mean(dim=1)
+        return EncoderOutput(tokens, pooled, None)
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    # Up to 32 groups (Wu & He), as many as divide the channel count.
+    return nn.GroupNorm(math.gcd(32, channels), channels)
+
+
+class ResidualBlock(nn.Module):
+    """ResNet basic block: two 3x3 convs with a projection shortcut when the shape changes."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, norm: str = "batch") -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 3, stride, padding=1, bias=False),
+            _norm(norm, out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, 3, 1, padding=1, bias=False),
+            _norm(norm, out_channels),
+        )
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride, bias=False), _norm(norm, out_channels)
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(self.body(x) + self.shortcut(x))
+
+
+class ConvImageEncoder(Encoder):
+    """Small ResNet-style CNN: a 3x3 stem, then stages of residual blocks, each stage after
+    the first halving the resolution.
+
+    ``tokens`` is the final feature map flattened to (B, h*w, C); ``pooled`` its global
+    average. ``norm``: ``batch`` or ``group`` (GroupNorm for small or uneven batches).
+    Note: with BatchNorm, gradient checkpointing recomputes each block and so updates the
+    running statistics twice per step; gradients are unaffected.
+    """
+
+    modality = "image"
+
+    def __init__(
+        self,
+        widths: Sequence[int] = (32, 64, 128),
+        depths: Sequence[int] = (1, 1, 1),
+        norm: str = "batch",
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        if len(widths) != len(depths):
+            raise ValueError(f"widths ({len(widths)} stages) and depths ({len(depths)} stages) differ in length")
+        check_choice("norm", norm, ("batch", "group"))
+        self.output_dim = widths[-1]
+        self.grad_checkpointing = False
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False), _norm(norm, widths[0]), nn.ReLU(inplace=True)
+        )
+        layers: list[nn.Module] = []
+        prev = widths[0]
+        for stage, (width, depth) in enumerate(zip(widths, depths)):
+            for i in range(depth):
+                stride = 2 if stage > 0 and i == 0 else 1
+                layers.append(ResidualBlock(prev, width, stride, norm))
+                prev = width
+        self.layers = nn.ModuleList(layers)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def blocks(self) -> list[nn.Module]:
+        return list(self.layers)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
+        """x (B, C, H, W), any size; ``mask`` is ignored."""
+        h = self.stem(x)
+        use_ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
+        for block in self.layers:
+            h = maybe_checkpoint(block, h, enabled=use_ckpt)
+        tokens = h.flatten(2).transpose(1, 2)  # (B, h*w, C)
+        return EncoderOutput(tokens, h.mean(dim=(2, 3)), None)

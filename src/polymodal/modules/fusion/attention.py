@@ -1,0 +1,155 @@
+"""Cross-modal attention fusion: one direction (``cross_attention``) or all (``co_attention``).
+
+Each modality's tokens are projected to a shared width ``dim`` (plus a learned modality
+embedding). A *query* modality's tokens are updated by stacked pre-norm blocks that attend
+to the tokens of every other modality (their padding and absent samples masked out). The
+fused tokens, projected to ``output_dim``, are returned with their mask (a caption decoder
+can attend to them); ``pooled`` is their masked mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from polymodal.modules.encoders.base import EncoderOutput, masked_mean
+from polymodal.modules.fusion._common import MaskedFusion, any_present, keep_where, mlp
+from polymodal.modules.fusion.base import FusionOutput
+
+
+class CrossAttentionBlock(nn.Module):
+    """Pre-norm block: ``x += Attn(LN(x), LN(ctx))``, then ``x += MLP(LN(x))``.
+
+    A sample with no real context token (the other modalities are all absent) skips the
+    attention and keeps its own tokens. Depending on the torch version and backend, SDPA over
+    an all-masked row gives NaN or zeros (torch >= 2.5 on CPU: zeros), so such rows are given
+    an all-True mask (finite either way: the tokens are clean) and their result is discarded.
+    """
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"CrossAttentionBlock: dim {dim} is not divisible by heads {heads}")
+        self.heads = heads
+        self.dropout = dropout
+        self.norm_q = nn.LayerNorm(dim)
+        self.norm_kv = nn.LayerNorm(dim)
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.norm_mlp = nn.LayerNorm(dim)
+        self.mlp = mlp(dim, int(dim * mlp_ratio), dim, dropout)
+
+    def forward(self, x: Tensor, ctx: Tensor, ctx_mask: Tensor) -> Tensor:
+        """x (B, Tq, D), ctx (B, Tk, D), ctx_mask (B, Tk) bool -> (B, Tq, D)."""
+        B, Tq, D = x.shape
+        Tk, H = ctx.shape[1], self.heads
+        has_ctx = ctx_mask.any(1)  # (B,)
+        attn_mask = (ctx_mask | ~has_ctx.unsqueeze(1))[:, None, None, :]  # (B, 1, 1, Tk)
+        q = self.q(self.norm_q(x)).view(B, Tq, H, D // H).transpose(1, 2)  # (B, H, Tq, hd)
+        k, v = self.kv(self.norm_kv(ctx)).view(B, Tk, 2, H, D // H).permute(2, 0, 3, 1, 4)  # 2 x (B, H, Tk, hd)
+        attended = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        attended = attended.transpose(1, 2).reshape(B, Tq, D)  # (B, Tq, D)
+        x = x + keep_where(self.out(attended), has_ctx)
+        return x + self.mlp(self.norm_mlp(x))
+
+
+class AttentionFusion(MaskedFusion):
+    """Stacked cross-attention where each modality in ``queries`` attends to all the others.
+
+    The output tokens are the fused query tokens. A sample that lacks every query modality
+    falls back to the mean of the other modalities' (projected) tokens for ``pooled``.
+    """
+
+    def __init__(
+        self,
+        input_dims: Mapping[str, int],
+        output_dim: int,
+        queries: Sequence[str],
+        dim: int = 256,
+        heads: int = 4,
+        layers: int = 2,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__(input_dims, output_dim)
+        if len(self.modalities) < 2:
+            raise ValueError(f"{type(self).__name__} needs at least two modalities, got {self.modalities}")
+        unknown = [q for q in queries if q not in self.input_dims]
+        if unknown or not queries:
+            raise ValueError(f"{type(self).__name__}: query modalities {list(queries)} must be among {self.modalities}")
+        self.queries = list(queries)
+        self.proj = nn.ModuleDict({m: nn.Linear(d, dim) for m, d in self.input_dims.items()})
+        self.modality_embed = nn.Parameter(torch.randn(len(self.modalities), dim) * 0.02)
+        self.blocks = nn.ModuleList(
+            nn.ModuleDict({q: CrossAttentionBlock(dim, heads, mlp_ratio, dropout) for q in self.queries})
+            for _ in range(layers)
+        )
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, output_dim)
+
+    def forward(self, features: dict[str, EncoderOutput], present: dict[str, Tensor]) -> FusionOutput:
+        inputs = self.gather(features, present)
+        streams = {m: self.proj[m](x.tokens) + self.modality_embed[i] for i, (m, x) in enumerate(inputs.items())}
+        for layer in self.blocks:
+            updated = {}
+            for q in self.queries:  # every query reads the previous layer's streams (simultaneous update)
+                others = [m for m in self.modalities if m != q]
+                ctx = torch.cat([streams[m] for m in others], dim=1)  # (B, sum T, dim)
+                ctx_mask = torch.cat([inputs[m].mask for m in others], dim=1)  # (B, sum T)
+                updated[q] = layer[q](streams[q], ctx, ctx_mask)
+            streams.update(updated)
+
+        rest = [m for m in self.modalities if m not in self.queries]
+        tokens = self.head(self.norm(torch.cat([streams[q] for q in self.queries], dim=1)))  # (B, Tq, out)
+        mask = torch.cat([inputs[q].mask for q in self.queries], dim=1)  # (B, Tq)
+        pooled = masked_mean(tokens, mask)
+        if rest:
+            rest_tokens = self.head(self.norm(torch.cat([streams[m] for m in rest], dim=1)))
+            fallback = masked_mean(rest_tokens, torch.cat([inputs[m].mask for m in rest], dim=1))
+            pooled = torch.where(mask.any(1, keepdim=True), pooled, fallback)
+        return self.finish(pooled, any_present(inputs), tokens=tokens, mask=mask)
+
+
+class CrossAttentionFusion(AttentionFusion):
+    """One-direction cross-attention: ``query``'s tokens (default: the first modality) attend
+    to the tokens of all other modalities.
+    """
+
+    def __init__(
+        self,
+        input_dims: Mapping[str, int],
+        output_dim: int,
+        query: str | None = None,
+        dim: int = 256,
+        heads: int = 4,
+        layers: int = 2,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+    ) -> None:
+        query = query if query is not None else next(iter(input_dims), "")
+        super().__init__(input_dims, output_dim, [query], dim, heads, layers, mlp_ratio, dropout)
+
+
+class CoAttentionFusion(AttentionFusion):
+    """Co-attention: every modality's tokens attend to all the others' (ViLBERT-style
+    two-stream blocks, generalised to any number of modalities). Output tokens are all
+    modalities' fused tokens, concatenated.
+    """
+
+    def __init__(
+        self,
+        input_dims: Mapping[str, int],
+        output_dim: int,
+        dim: int = 256,
+        heads: int = 4,
+        layers: int = 2,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__(input_dims, output_dim, list(input_dims), dim, heads, layers, mlp_ratio, dropout)

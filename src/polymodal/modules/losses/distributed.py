@@ -1,0 +1,39 @@
+"""Cross-process helpers that contrastive losses use to see the global batch.
+
+Rank and world size are read from ``torch.distributed`` at call time, so one loss object works
+unchanged in a single process, under ``torchrun`` or under Accelerate.
+
+Gradient convention: :func:`all_gather_with_grad` sums, in backward, the gradient that every
+rank's loss sends to a rank's local slice. When every rank computes a loss whose rank-average is
+the global-batch loss, each rank's feature gradient is ``world_size`` times the single-process
+gradient of that slice, and DDP's gradient *averaging* then yields exactly the single-process
+parameter gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_fn
+from torch import Tensor
+from torch.distributed import ProcessGroup
+
+
+def rank_and_world_size(group: ProcessGroup | None = None) -> tuple[int, int]:
+    """This process's rank and the world size of ``group``; ``(0, 1)`` when not distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(group), dist.get_world_size(group)
+    return 0, 1
+
+
+def all_gather_with_grad(x: Tensor, group: ProcessGroup | None = None) -> Tensor:
+    """Concatenate ``x`` from every rank along dim 0, keeping the autograd graph.
+
+    ``x`` is (B, ...) and must have the same shape on every rank (use ``drop_last`` in
+    distributed data loaders); the result is (world_size * B, ...) in rank order, so rank r's
+    rows start at ``r * B``. Returns ``x`` itself in a single process.
+    """
+    _, world_size = rank_and_world_size(group)
+    if world_size == 1:
+        return x
+    return torch.cat(dist_fn.all_gather(x, group=group), dim=0)  # (W * B, ...)
