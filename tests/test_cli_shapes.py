@@ -1,0 +1,78 @@
+"""``polymodal data shapes`` and ``polymodal demo`` called in-process through typer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from typer.testing import CliRunner
+
+from polymodal.cli.data_shapes import shapes
+from polymodal.cli.demo import demo
+from polymodal.data.shapes import SPLITS, load_split
+
+runner = CliRunner()
+
+
+def _app(command: object, name: str) -> typer.Typer:
+    # A callback keeps typer from collapsing a one-command app into that command, so the
+    # invocation below reads like the real one: ``polymodal <name> ...``.
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    app.command(name)(command)
+    return app
+
+
+SHAPES_APP = _app(shapes, "shapes")
+DEMO_APP = _app(demo, "demo")
+
+
+def test_shapes_writes_dataset_and_json_summary(tmp_path: Path) -> None:
+    out = tmp_path / "sw"
+    result = runner.invoke(SHAPES_APP, ["shapes", str(out), "--n", "20", "--seed", "7", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["counts"] == {"train": 16, "val": 2, "test": 2, "test_novel": 2}
+    assert summary["params"] == {"n": 20, "seed": 7, "image_size": 64}
+    assert len(summary["held_out"]) == 6 and summary["elapsed_seconds"] >= 0
+    assert (out / "datasheet.md").is_file()
+    for split in SPLITS:
+        assert len(load_split(out, split)) == summary["counts"][split]
+    assert len(list((out / "images").glob("*.png"))) == 22
+
+
+def test_shapes_table_output(tmp_path: Path) -> None:
+    result = runner.invoke(SHAPES_APP, ["shapes", str(tmp_path), "--n", "10", "--image-size", "32"])
+    assert result.exit_code == 0, result.output
+    for needle in ["train", "test_novel", "held out", "yellow circle"]:
+        assert needle in result.stdout
+
+
+def test_shapes_rejects_bad_arguments(tmp_path: Path) -> None:
+    result = runner.invoke(SHAPES_APP, ["shapes", str(tmp_path), "--n", "0", "--json"])
+    assert result.exit_code == 1
+    assert json.loads(result.stdout) == {"error": "--n must be at least 1, got 0"}
+    result = runner.invoke(SHAPES_APP, ["shapes", str(tmp_path), "--image-size", "16"])
+    assert result.exit_code == 1
+    assert "--image-size must be at least 32 pixels, got 16" in result.output
+    assert not list(tmp_path.iterdir()), "nothing is written when the arguments are wrong"
+
+
+def test_demo_generates_once_then_reuses(tmp_path: Path) -> None:
+    first = runner.invoke(DEMO_APP, ["demo", "--out", str(tmp_path), "--n", "20", "--json"])
+    assert first.exit_code == 0, first.output
+    data = json.loads(first.stdout)["data"]
+    assert data["reused"] is False and data["counts"]["train"] == 16
+    train = tmp_path / "shapes" / "train.jsonl"
+    stamp = train.stat().st_mtime_ns
+
+    again = runner.invoke(DEMO_APP, ["demo", "--out", str(tmp_path), "--n", "20", "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["data"]["reused"] is True
+    assert train.stat().st_mtime_ns == stamp
+
+    other = runner.invoke(DEMO_APP, ["demo", "--out", str(tmp_path), "--n", "20", "--seed", "1"])
+    assert other.exit_code == 0, other.output
+    assert "reusing" not in other.stdout and "train" in other.stdout
+    assert train.stat().st_mtime_ns != stamp
