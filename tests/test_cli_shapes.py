@@ -60,19 +60,19 @@ def test_shapes_rejects_bad_arguments(tmp_path: Path) -> None:
 
 
 def test_demo_generates_once_then_reuses(tmp_path: Path) -> None:
-    first = runner.invoke(DEMO_APP, ["demo", "--out", str(tmp_path), "--n", "20", "--json"])
+    first = runner.invoke(DEMO_APP, ["demo", "--out", str(tmp_path), "--n", "20", "--data-only", "--json"])
     assert first.exit_code == 0, first.output
     data = json.loads(first.stdout)["data"]
     assert data["reused"] is False and data["counts"]["train"] == 16
     train = tmp_path / "shapes" / "train.jsonl"
     stamp = train.stat().st_mtime_ns
 
-    again = runner.invoke(DEMO_APP, ["demo", "--out", str(tmp_path), "--n", "20", "--json"])
+    again = runner.invoke(DEMO_APP, ["demo", "--out", str(tmp_path), "--n", "20", "--data-only", "--json"])
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["data"]["reused"] is True
     assert train.stat().st_mtime_ns == stamp
 
-    other = runner.invoke(DEMO_APP, ["demo", "--out", str(tmp_path), "--n", "20", "--seed", "1"])
+    other = runner.invoke(DEMO_APP, ["demo", "--out", str(tmp_path), "--n", "20", "--seed", "1", "--data-only"])
     assert other.exit_code == 0, other.output
     assert "reusing" not in other.stdout and "train" in other.stdout
     assert train.stat().st_mtime_ns != stamp

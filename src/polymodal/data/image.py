@@ -27,8 +27,12 @@ DEFAULT_MAX_PIXELS = 178_956_970
 _BACKGROUND = (255, 255, 255)
 
 
-def _describe(ref: MediaRef) -> str:
-    return ref if isinstance(ref, str) else f"<{len(ref)} bytes>"
+def _describe(ref: object) -> str:
+    if isinstance(ref, (str, os.PathLike)):
+        return str(ref)
+    if isinstance(ref, (bytes, bytearray, memoryview)):
+        return f"<{len(ref)} bytes>"
+    return f"<{type(ref).__name__}>"
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -72,7 +76,7 @@ def decode_image(
 
     def bad(reason: str, kind: str) -> BadSampleError:
         where = source if source is not None else _describe(ref)
-        if source is not None and isinstance(ref, str):
+        if source is not None and isinstance(ref, (str, os.PathLike)):
             reason = f"{ref}: {reason}"
         return BadSampleError(reason, source=where, row=row, field=field, kind=kind)
 

@@ -1,0 +1,31 @@
+"""Dataset readers: every format becomes an iterator of :class:`~polymodal.data.schema.Sample`.
+
+Every reader takes ``strict`` (raise :class:`~polymodal.data.errors.BadSampleError` at the
+first bad row, naming file, row and field) and ``bad_log`` (lenient mode: skip, count and log
+to ``bad_samples.jsonl``). Errors about a whole input file (missing, empty, not JSON) raise in
+both modes. Media paths come out absolute and inside the dataset root; shard media as bytes.
+"""
+
+from polymodal.data.readers.coco import KARPATHY_SPLITS, read_coco_captions, read_karpathy
+from polymodal.data.readers.dispatch import FORMATS, detect_format, open_dataset, open_dataset_with_format
+from polymodal.data.readers.imagefolder import read_image_folder
+from polymodal.data.readers.manifest import read_manifest
+from polymodal.data.readers.vqa import DEFAULT_IMAGE_PATTERN, read_vqa
+from polymodal.data.readers.webdataset import expand_shards, read_shards, write_shards
+
+__all__ = [
+    "DEFAULT_IMAGE_PATTERN",
+    "FORMATS",
+    "KARPATHY_SPLITS",
+    "detect_format",
+    "expand_shards",
+    "open_dataset",
+    "open_dataset_with_format",
+    "read_coco_captions",
+    "read_image_folder",
+    "read_karpathy",
+    "read_manifest",
+    "read_shards",
+    "read_vqa",
+    "write_shards",
+]

@@ -1,0 +1,312 @@
+"""What every reader shares: strict/lenient error routing, safe media paths, and the one
+function that turns a loosely typed record (a JSONL row, a CSV row, a tar sample's members)
+into a :class:`~polymodal.data.schema.Sample`.
+
+Readers check *structure*: JSON, field types, path containment, file existence. Image
+*content* (truncated files, bombs, text named ``.jpg``) is checked by
+:func:`polymodal.data.image.decode_image`, which ``polymodal data check`` runs on every sample.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from polymodal.data.errors import BadSampleError, BadSampleLog
+from polymodal.data.schema import QA, Label, MediaRef, Sample, Statement
+
+IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"})
+AUDIO_EXTENSIONS = frozenset({"wav", "flac", "mp3", "ogg", "m4a"})
+VIDEO_EXTENSIONS = frozenset({"mp4", "webm", "avi", "mkv", "mov"})
+
+# Row keys with a meaning of their own; every other key goes into ``Sample.metadata``.
+MEDIA_FIELDS = ("image", "audio", "video")
+RESERVED_FIELDS = frozenset({"id", "text", "captions", "label", "qa", "statements", "metadata", *MEDIA_FIELDS})
+
+# Turns a media field's raw value into a MediaRef (or raises BadSampleError).
+MediaResolver = Callable[[Any, str], MediaRef]
+
+
+def resolve_log(strict: bool, bad_log: BadSampleLog | None) -> BadSampleLog:
+    """The log that routes a reader's errors: ``strict=True`` always raises at the first one."""
+    if bad_log is None or (strict and not bad_log.strict):
+        return BadSampleLog(strict=strict)
+    return bad_log
+
+
+def file_error(reason: str, path: str | os.PathLike, kind: str) -> BadSampleError:
+    """An error about a whole input file (missing, empty, not JSON): raised in both modes,
+    because there is nothing left to read past it."""
+    return BadSampleError(reason, source=str(path), kind=kind)
+
+
+def require_file(path: str | os.PathLike) -> Path:
+    """``path`` as a Path, or a BadSampleError if it is not a readable, non-empty file."""
+    p = Path(path)
+    if not p.exists():
+        raise file_error("file not found", p, "missing_file")
+    if not p.is_file():
+        raise file_error("not a regular file", p, "unreadable")
+    if p.stat().st_size == 0:
+        raise file_error("file is empty (0 bytes)", p, "empty_file")
+    return p
+
+
+def load_json_file(path: str | os.PathLike) -> Any:
+    """Parse a whole JSON file (COCO, Karpathy, VQA annotations) or raise naming the file."""
+    p = require_file(path)
+    try:
+        with open(p, encoding="utf-8") as f:
+            return json.load(f)
+    except UnicodeDecodeError as e:
+        raise file_error(f"not valid UTF-8 ({e.reason} at byte {e.start})", p, "bad_encoding") from None
+    except json.JSONDecodeError as e:
+        raise file_error(f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}", p, "bad_json") from None
+
+
+def expect_list(data: Any, key: str, path: str | os.PathLike) -> list[Any]:
+    """``data[key]`` of a top-level JSON object, which must be a list."""
+    if not isinstance(data, dict):
+        raise file_error(f"expected a JSON object at the top level, got {type(data).__name__}", path, "invalid")
+    value = data.get(key)
+    if not isinstance(value, list):
+        found = "missing" if value is None else f"a {type(value).__name__}"
+        raise BadSampleError(f"expected a list, {found}", source=str(path), field=key, kind="invalid")
+    return value
+
+
+class PathResolver:
+    """Resolves relative media paths (against ``base``, default the root) and refuses any
+    that escape the dataset root.
+
+    Symlinks and ``..`` are resolved *before* the containment test, so ``../../etc/passwd``,
+    an absolute path outside the root and a link inside the root pointing outside are all
+    caught. The root itself may be a symlink (e.g. images on another disk).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        source: str,
+        *,
+        base: str | os.PathLike | None = None,
+        check_exists: bool = True,
+    ) -> None:
+        self.root = Path(root).resolve()
+        self.base = Path(base).resolve() if base is not None else self.root  # relative paths start here
+        self.source = source
+        self.check_exists = check_exists
+
+    def resolve(self, value: Any, field: str, row: int | None, sample_id: str | None = None) -> str:
+        def bad(reason: str, kind: str) -> BadSampleError:
+            return BadSampleError(reason, source=self.source, row=row, field=field, sample_id=sample_id, kind=kind)
+
+        if not isinstance(value, str) or not value.strip():
+            raise bad(f"expected a non-empty path string, got {value!r}", "invalid")
+        if "\x00" in value:
+            raise bad("path contains a NUL byte", "invalid")
+        candidate = Path(value)
+        if not candidate.is_absolute():
+            candidate = self.base / candidate
+        try:
+            real = candidate.resolve()
+            if not real.is_relative_to(self.root):
+                raise bad(f"path {value!r} escapes the dataset root {self.root}", "unsafe_path")
+            if self.check_exists and not real.is_file():
+                if not real.exists():
+                    raise bad(f"{value}: file not found", "missing_file")
+                raise bad(f"{value}: not a regular file", "unreadable")
+        except (OSError, RuntimeError) as e:  # symlink loops, names too long, permissions
+            raise bad(f"{value}: cannot resolve path ({e})", "unreadable") from None
+        return str(real)
+
+    def media(self, row: int | None, sample_id: str | None = None) -> MediaResolver:
+        """A MediaResolver bound to one row, for :func:`record_to_sample`."""
+        return lambda value, field: self.resolve(value, field, row, sample_id)
+
+
+class Where:
+    """Where a record came from; builds the errors that name its file, row and field."""
+
+    def __init__(self, source: str, row: int | None, sample_id: str | None = None) -> None:
+        self.source, self.row, self.sample_id = source, row, sample_id
+
+    def error(self, field: str | None, reason: str, kind: str = "invalid") -> BadSampleError:
+        return BadSampleError(
+            reason, source=self.source, row=self.row, field=field, sample_id=self.sample_id, kind=kind
+        )
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _texts(value: Any, field: str, at: Where) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(t, str) for t in value):
+        return list(value)
+    raise at.error(field, f"expected a string or a list of strings, got {_type_name(value)}")
+
+
+def _scalar_label(value: Any, field: str, at: Where) -> Label:
+    if isinstance(value, bool):  # bool is not a Label type; keep its meaning as 0/1
+        return int(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise at.error(field, f"label is {value} (not a finite number)", "nan_label")
+    if isinstance(value, (int, float, str)):
+        return value
+    raise at.error(field, f"expected an int, float or string label, got {_type_name(value)}")
+
+
+def _label(value: Any, at: Where, label_key: str | None, metadata: dict[str, Any]) -> Label | list[Label] | None:
+    """Scalar or list labels go to ``Sample.label``. A dict label (ShapesWorld: several
+    targets per image) is kept whole in ``metadata['label']``; ``label_key`` picks the entry
+    that becomes ``Sample.label``, else it stays ``None`` so collate never sees a dict."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        metadata["label"] = value
+        if label_key is None:
+            return None
+        if label_key not in value:
+            raise at.error(f"label.{label_key}", f"label has no key {label_key!r} (keys: {sorted(value)})")
+        return _label(value[label_key], at, None, {})
+    if isinstance(value, list):
+        return [_scalar_label(v, "label", at) for v in value]
+    return _scalar_label(value, "label", at)
+
+
+def _answer_text(value: Any, field: str, at: Where) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):  # JSON true/false as a VQA-style yes/no answer
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return str(value)  # counting answers may be stored as numbers
+    raise at.error(field, f"expected a string answer, got {_type_name(value)}")
+
+
+def _qa_list(value: Any, at: Where) -> list[QA]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise at.error("qa", f"expected a list of questions, got {_type_name(value)}")
+    out = []
+    for i, item in enumerate(value):
+        field = f"qa[{i}]"
+        if not isinstance(item, dict):
+            raise at.error(field, f"expected an object, got {_type_name(item)}")
+        question = item.get("question")
+        if not isinstance(question, str) or not question:
+            raise at.error(f"{field}.question", f"expected a non-empty string, got {question!r}")
+        if "answers" in item:
+            raw = item["answers"]
+            if not isinstance(raw, list):
+                raise at.error(f"{field}.answers", f"expected a list, got {_type_name(raw)}")
+            answers = [_answer_text(a, f"{field}.answers", at) for a in raw]
+        elif "answer" in item:
+            answers = [_answer_text(item["answer"], f"{field}.answer", at)]
+        else:
+            answers = []  # unanswered (test split) questions are allowed
+        qtype = item.get("type")
+        if qtype is not None and not isinstance(qtype, str):
+            raise at.error(f"{field}.type", f"expected a string, got {_type_name(qtype)}")
+        qid = item.get("question_id", item.get("id"))
+        if qid is not None and (isinstance(qid, bool) or not isinstance(qid, (str, int))):
+            raise at.error(f"{field}.question_id", f"expected a string or int, got {_type_name(qid)}")
+        out.append(QA(question=question, answers=answers, type=qtype, question_id=qid))
+    return out
+
+
+_TRUE = {"true": True, "false": False, "yes": True, "no": False, "1": True, "0": False}
+
+
+def _statements(value: Any, at: Where) -> list[Statement]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise at.error("statements", f"expected a list of statements, got {_type_name(value)}")
+    out = []
+    for i, item in enumerate(value):
+        field = f"statements[{i}]"
+        if not isinstance(item, dict):
+            raise at.error(field, f"expected an object, got {_type_name(item)}")
+        text, label = item.get("text"), item.get("label")
+        if not isinstance(text, str) or not text:
+            raise at.error(f"{field}.text", f"expected a non-empty string, got {text!r}")
+        if isinstance(label, bool):
+            truth = label
+        elif isinstance(label, int) and label in (0, 1):
+            truth = bool(label)
+        elif isinstance(label, str) and label.lower() in _TRUE:
+            truth = _TRUE[label.lower()]
+        else:
+            raise at.error(f"{field}.label", f"expected true/false, got {label!r}")
+        out.append(Statement(text=text, label=truth))
+    return out
+
+
+def record_to_sample(
+    record: dict[str, Any],
+    *,
+    source: str,
+    row: int | None,
+    default_id: str,
+    media: MediaResolver,
+    label_key: str | None = None,
+) -> Sample:
+    """Validate one record and build its Sample, or raise BadSampleError naming the field.
+
+    Fields: ``id``, ``image``/``audio``/``video`` (through ``media``), ``text`` and/or
+    ``captions`` (string or list; both are kept, text first), ``label``, ``qa`` (objects with
+    ``question`` and ``answer`` or ``answers``, optional ``type``/``question_id``),
+    ``statements`` (objects with ``text`` and a true/false ``label``), ``metadata`` (an object
+    merged into the metadata); every other key goes to ``metadata`` unchanged. A record
+    with none of the content fields is a bad sample of kind ``empty``.
+    """
+    raw_id = record.get("id")
+    at = Where(source, row, str(raw_id) if isinstance(raw_id, (str, int)) else None)
+    if raw_id is None:
+        sample_id = default_id
+    elif isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or raw_id == "":
+        raise at.error("id", f"expected a non-empty string or int, got {raw_id!r}")
+    else:
+        sample_id = str(raw_id)
+    at.sample_id = sample_id  # so that every later error in this row carries the id
+
+    metadata: dict[str, Any] = {}
+    extra = record.get("metadata")
+    if isinstance(extra, dict):
+        metadata.update(extra)
+    elif extra is not None:
+        metadata["metadata"] = extra
+    metadata.update({k: v for k, v in record.items() if k not in RESERVED_FIELDS})
+
+    try:
+        refs = {f: (media(record[f], f) if record.get(f) is not None else None) for f in MEDIA_FIELDS}
+    except BadSampleError as e:
+        e.sample_id = e.sample_id or sample_id  # resolvers do not know the id
+        raise
+    sample = Sample(
+        id=sample_id,
+        image=refs["image"],
+        text=_texts(record.get("text"), "text", at) + _texts(record.get("captions"), "captions", at),
+        audio=refs["audio"],
+        video=refs["video"],
+        label=_label(record.get("label"), at, label_key, metadata),
+        qa=_qa_list(record.get("qa"), at),
+        statements=_statements(record.get("statements"), at),
+        metadata=metadata,
+        source=source,
+        row=row,
+    )
+    if not sample.modalities() and sample.label is None and not sample.qa and not sample.statements:
+        raise at.error(None, "no image, text, audio, video, label, qa or statements: nothing to learn from", "empty")
+    return sample

@@ -1,0 +1,83 @@
+"""ImageFolder: ``root/<class name>/**/*.jpg`` -> Sample(label=class name).
+
+``metadata['class_index']`` numbers the classes by sorted folder name, as torchvision does;
+pass ``classes`` to pin the mapping (a validation split that lacks a class must not shift the
+indices of the others).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from polymodal.data.errors import BadSampleError, BadSampleLog
+from polymodal.data.readers.base import IMAGE_EXTENSIONS, PathResolver, resolve_log
+from polymodal.data.schema import Sample
+
+
+def class_folders(root: str | os.PathLike) -> list[str]:
+    """Sorted names of the visible sub-directories of ``root``: the classes."""
+    return sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def is_image_folder(root: str | os.PathLike) -> bool:
+    """True if ``root`` has at least one class folder holding an image file."""
+    base = Path(root)
+    if not base.is_dir():
+        return False
+    for name in class_folders(base):
+        for _, _, files in os.walk(base / name):
+            if any(_is_image(f) for f in files):
+                return True
+    return False
+
+
+def read_image_folder(
+    root: str | os.PathLike,
+    strict: bool = False,
+    bad_log: BadSampleLog | None = None,
+    *,
+    classes: Sequence[str] | None = None,
+) -> Iterator[Sample]:
+    """One Sample per image file under a class folder; ids are ``<class>/<relative path>``.
+
+    Files that are not images by extension (README.txt, .DS_Store) are ignored, not bad.
+    Symlinks that lead outside ``root`` are bad samples (kind ``unsafe_path``).
+    """
+    base = Path(root)
+    if not base.is_dir():
+        raise BadSampleError("not a directory", source=str(base), kind="missing_file")
+    names = list(classes) if classes is not None else class_folders(base)
+    return _samples(base, names, resolve_log(strict, bad_log))
+
+
+def _is_image(filename: str) -> bool:
+    return not filename.startswith(".") and filename.rpartition(".")[2].lower() in IMAGE_EXTENSIONS
+
+
+def _samples(base: Path, names: list[str], log: BadSampleLog) -> Iterator[Sample]:
+    index = {name: i for i, name in enumerate(names)}
+    resolver = PathResolver(base, str(base))
+    row = 0
+    for name in names:
+        folder = base / name
+        # os.walk does not descend into symlinked directories; a linked *file* is still
+        # resolved and checked against the root below.
+        for dirpath, dirnames, files in os.walk(folder):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for filename in sorted(filter(_is_image, files)):
+                row += 1
+                rel = (Path(dirpath) / filename).relative_to(base).as_posix()
+                try:
+                    path = resolver.resolve(rel, "image", row, sample_id=rel)
+                except BadSampleError as e:
+                    log.record(e)
+                    continue
+                yield Sample(
+                    id=rel,
+                    image=path,
+                    label=name,
+                    metadata={"class_index": index[name]},
+                    source=path,
+                )

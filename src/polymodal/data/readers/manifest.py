@@ -1,0 +1,164 @@
+"""JSONL and CSV manifests: one sample per row, media paths relative to the manifest file.
+
+JSONL is read line by line in binary so that one line of invalid UTF-8 or broken JSON costs
+that row only. CSV cells are strings: cells that start with ``[`` or ``{`` are parsed as JSON
+(lists of captions, qa, statements, label dicts) and ``label`` cells that look like numbers
+become numbers (``"nan"`` is a NaN label, which is rejected).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from polymodal.data.errors import BadSampleError, BadSampleLog
+from polymodal.data.readers.base import PathResolver, Where, record_to_sample, require_file, resolve_log
+from polymodal.data.schema import Sample
+
+MANIFEST_SUFFIXES = (".jsonl", ".csv")
+
+
+def read_manifest(
+    path: str | os.PathLike,
+    strict: bool = False,
+    bad_log: BadSampleLog | None = None,
+    *,
+    root: str | os.PathLike | None = None,
+    label_key: str | None = None,
+    check_files: bool = True,
+) -> Iterator[Sample]:
+    """Samples of a ``.jsonl`` or ``.csv`` manifest.
+
+    Media paths are relative to the manifest's directory; ``root`` is the directory no media
+    path may escape (default: the manifest's directory).
+    A row without ``id`` gets ``<manifest stem>-<row>``. ``label_key`` picks the entry of a
+    dict label that becomes ``Sample.label`` (the whole dict is always in
+    ``metadata['label']``). ``check_files=False`` skips the per-row existence check.
+    A missing or empty manifest raises at once, in both modes.
+    """
+    manifest = require_file(path)
+    suffix = manifest.suffix.lower()
+    if suffix not in MANIFEST_SUFFIXES:
+        raise ValueError(f"{manifest}: not a manifest (expected one of {', '.join(MANIFEST_SUFFIXES)})")
+    rows = _jsonl_records(manifest) if suffix == ".jsonl" else _csv_records(manifest)
+    resolver = PathResolver(
+        root if root is not None else manifest.parent, str(manifest), base=manifest.parent, check_exists=check_files
+    )
+    return _samples(rows, manifest, resolver, resolve_log(strict, bad_log), label_key)
+
+
+def _samples(
+    rows: Iterator[tuple[int, dict[str, Any] | BadSampleError]],
+    manifest: Path,
+    resolver: PathResolver,
+    log: BadSampleLog,
+    label_key: str | None,
+) -> Iterator[Sample]:
+    for row, record in rows:
+        try:
+            if isinstance(record, BadSampleError):
+                raise record
+            yield record_to_sample(
+                record,
+                source=str(manifest),
+                row=row,
+                default_id=f"{manifest.stem}-{row}",
+                media=resolver.media(row),
+                label_key=label_key,
+            )
+        except BadSampleError as e:
+            log.record(e)
+
+
+def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadSampleError]]:
+    """(row, record or the error that row raised), 1-based line numbers; blank lines skipped."""
+    src = str(path)
+    with open(path, "rb") as f:
+        for row, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield row, Where(src, row).error(None, f"invalid UTF-8 at byte {e.start}", "bad_encoding")
+                continue
+            if row == 1:
+                line = line.lstrip("\ufeff")  # a BOM from Windows editors is not an error
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield row, Where(src, row).error(None, f"invalid JSON: {e.msg} at column {e.colno}", "bad_json")
+                continue
+            if not isinstance(record, dict):
+                yield row, Where(src, row).error(None, f"expected a JSON object per line, got {type(record).__name__}")
+                continue
+            yield row, record
+
+
+def _csv_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadSampleError]]:
+    """(row, record or error) with the 1-based line where each CSV row starts."""
+    src = str(path)
+    # surrogateescape keeps invalid bytes as lone surrogates so that the bad row, not the
+    # whole file, is rejected.
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+        reader = csv.reader(f)
+        try:
+            header = next(reader)
+        except (StopIteration, csv.Error):
+            yield 1, Where(src, 1).error(None, "missing or unreadable CSV header")
+            return
+        bad_header = next((h for h in header if _has_surrogates(h)), None)
+        if bad_header is not None or len(set(header)) != len(header):
+            yield 1, Where(src, 1).error(None, "header has invalid UTF-8 or repeated columns")
+            return
+        while True:
+            row = reader.line_num + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as e:
+                yield row, Where(src, row).error(None, f"malformed CSV: {e}", "bad_csv")
+                continue
+            if not any(c.strip() for c in cells):
+                continue
+            yield row, _csv_record(header, cells, src, row)
+
+
+def _csv_record(header: list[str], cells: list[str], src: str, row: int) -> dict[str, Any] | BadSampleError:
+    at = Where(src, row)
+    if len(cells) > len(header):
+        return at.error(None, f"{len(cells)} cells but the header has {len(header)} columns")
+    record: dict[str, Any] = {}
+    for name, cell in zip(header, cells):
+        if _has_surrogates(cell):
+            return at.error(name, "invalid UTF-8", "bad_encoding")
+        if cell == "":
+            continue  # an empty cell is a missing field
+        if cell[:1] in "[{":
+            try:
+                record[name] = json.loads(cell)
+            except json.JSONDecodeError as e:
+                return at.error(name, f"invalid JSON in cell: {e.msg}", "bad_json")
+        elif name == "label":
+            record[name] = _number_or_text(cell)
+        else:
+            record[name] = cell
+    return record
+
+
+def _number_or_text(cell: str) -> int | float | str:
+    for convert in (int, float):
+        try:
+            return convert(cell)
+        except ValueError:
+            pass
+    return cell
+
+
+def _has_surrogates(text: str) -> bool:
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
