@@ -233,6 +233,8 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
 
     def save(model_to_save: torch.nn.Module, where: Path) -> None:
         model_to_save.save(where, preprocess=data.image.to_dict(), tokenizer=tokenizer)  # type: ignore[operator]
+        if answers is not None:  # the class vocabulary travels with the model
+            (where / "answers.json").write_text(json.dumps(answers, indent=1))
 
     trainer = Trainer(
         model, task, train_set, recipe.train, run_dir,

@@ -1,0 +1,57 @@
+"""``polymodal models`` and ``polymodal train`` through the real typer app."""
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from polymodal.cli.main import app
+from polymodal.data.shapes import generate_shapesworld
+from polymodal.modules.fusion import FUSIONS
+
+runner = CliRunner()
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def test_models_lists_every_registry_with_parameters() -> None:
+    result = runner.invoke(app, ["models", "--json"])
+    assert result.exit_code == 0, result.output
+    catalogue = json.loads(result.stdout)
+    assert set(catalogue) == {"presets", "encoders", "fusion", "heads", "losses"}
+    assert [row["name"] for row in catalogue["fusion"]] == FUSIONS.names()
+    vit = next(row for row in catalogue["encoders"] if row["name"] == "vit")
+    assert {"image_size", "patch_size", "width", "depth"} <= {p["name"] for p in vit["params"]}
+    assert {"shapes-clip", "shapes-fusion", "shapes-caption", "shapes-vqa"} <= {r["name"] for r in catalogue["presets"]}
+
+
+def test_models_unknown_kind_is_a_clear_error() -> None:
+    result = runner.invoke(app, ["models", "decoders"])
+    assert result.exit_code == 2 and "unknown kind 'decoders'" in result.output
+
+
+def test_train_recipe_then_resume(tmp_path: Path) -> None:
+    data = tmp_path / "shapes"
+    generate_shapesworld(data, 40, seed=0, image_size=32, progress=False)
+    args = ["train", str(RECIPES / "shapes-fusion.yaml"), "--set", f"data.path={data}",
+            "--set", "data.image.image_size=32", "--set", "train.steps=4", "--set", "train.batch_size=8",
+            "--set", "train.warmup_steps=1", "--set", "train.eval_every=2", "--set", "train.checkpoint_every=2",
+            "--set", "model.params.fusion=gmu", "--out", str(tmp_path / "run"), "--json"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["steps"] == 4 and 0.0 <= payload["best_metric"] <= 1.0
+    run = tmp_path / "run"
+    for name in ("config.yaml", "metrics.jsonl", "tokenizer", "model/config.json", "model/model.safetensors",
+                 "model/preprocess.json", "model/tokenizer", "best/config.json", "train_summary.json"):  # fmt: skip
+        assert (run / name).exists(), name
+    assert "fusion: gmu" in (run / "config.yaml").read_text()
+    # Resuming a finished run trains nothing more and keeps the step count.
+    again = runner.invoke(app, [*args[:-3], "--resume", str(run), "--json"])
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["steps"] == 4
+
+
+def test_train_bad_recipe_value_names_the_field(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["train", str(RECIPES / "shapes-clip.yaml"), "--set", "task.loss=infonce"])
+    assert result.exit_code == 2
+    assert "task.loss" in result.output and "'clip'" in result.output and "'siglip'" in result.output
