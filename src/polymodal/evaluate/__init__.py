@@ -1,0 +1,1 @@
+"""Evaluation: load saved models with their preprocessing and score them on benchmark splits."""

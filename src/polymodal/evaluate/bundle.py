@@ -1,0 +1,35 @@
+"""A saved model with what it needs at inference: tokenizer, preprocessing, answer vocabulary."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from polymodal.data.text import TextTokenizer
+from polymodal.data.transforms import ImagePreprocess
+from polymodal.models import ComposedModel, load_model
+from polymodal.models.base import TOKENIZER_DIR
+
+ANSWERS_FILE = "answers.json"
+
+
+@dataclass
+class ModelBundle:
+    model: ComposedModel
+    tokenizer: TextTokenizer | None
+    preprocess: ImagePreprocess
+    answers: list[str] | None  # class index -> answer/label, for classifiers over a vocabulary
+    path: Path
+
+
+def load_bundle(directory: str | Path) -> ModelBundle:
+    directory = Path(directory)
+    model = load_model(directory).eval()
+    tokenizer = TextTokenizer.load(directory / TOKENIZER_DIR) if (directory / TOKENIZER_DIR).is_dir() else None
+    preprocess = ImagePreprocess.load(directory) if (directory / "preprocess.json").is_file() else ImagePreprocess()
+    answers = None
+    if (directory / ANSWERS_FILE).is_file():
+        vocab: dict[str, int] = json.loads((directory / ANSWERS_FILE).read_text())
+        answers = [a for a, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+    return ModelBundle(model, tokenizer, preprocess, answers, directory)
