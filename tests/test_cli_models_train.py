@@ -55,3 +55,14 @@ def test_train_bad_recipe_value_names_the_field(tmp_path: Path) -> None:
     result = runner.invoke(app, ["train", str(RECIPES / "shapes-clip.yaml"), "--set", "task.loss=infonce"])
     assert result.exit_code == 2
     assert "task.loss" in result.output and "'clip'" in result.output and "'siglip'" in result.output
+
+
+def test_fresh_run_refuses_a_directory_with_checkpoints(tmp_path: Path) -> None:
+    data = tmp_path / "shapes"
+    generate_shapesworld(data, 40, seed=0, image_size=32, progress=False)
+    args = ["train", str(RECIPES / "shapes-clip.yaml"), "--set", f"data.path={data}", "--set", "data.image.image_size=32",
+            "--set", "train.steps=2", "--set", "train.batch_size=8", "--set", "train.warmup_steps=1",
+            "--out", str(tmp_path / "run"), "--json"]  # fmt: skip
+    assert runner.invoke(app, args).exit_code == 0
+    again = runner.invoke(app, args)
+    assert again.exit_code != 0 and "--resume" in again.output

@@ -146,3 +146,31 @@ def test_sigkill_at_arbitrary_step_then_resume_matches(tmp_path: Path) -> None:
     resumed, trainer = train(run, steps=steps, checkpoint_every=None, resume=True)
     assert trainer.step == steps
     assert same_weights(reference, resumed)
+
+
+def test_sampler_passes_epochs_and_dataset_redraws_captions_per_epoch() -> None:
+    from polymodal.data.dataset import MultimodalDataset
+    from polymodal.data.schema import Sample
+    from polymodal.data.transforms import ImagePreprocess
+    from polymodal.train.sampler import StepBatchSampler
+
+    sampler = StepBatchSampler(4, 2, seed=0, num_batches=6, with_epoch=True)
+    batches = list(sampler)
+    assert [e for batch in batches for e, _ in batch] == [0] * 4 + [1] * 4 + [2] * 4
+    assert sorted(i for batch in batches[:2] for _, i in batch) == [0, 1, 2, 3]
+    samples = [Sample(id="a", text=[f"caption {k}" for k in range(50)])]
+    dataset = MultimodalDataset(samples, ImagePreprocess(image_size=8), text_mode="random")
+    picks = {dataset[(epoch, 0)]["extra"]["text"] for epoch in range(10)}
+    assert len(picks) > 1, "the caption drawn must change with the epoch"
+    assert dataset[(3, 0)]["extra"]["text"] == dataset[(3, 0)]["extra"]["text"]
+
+
+def test_resume_after_early_stop_does_not_train_on(tmp_path: Path) -> None:
+    scores = iter([0.5, 0.4, 0.3])
+    cfg = config(steps=12, eval_every=2, checkpoint_every=2, metric="score", early_stopping_patience=2)
+    trainer = Trainer(Regression(), MSETask(), dataset(), cfg, tmp_path, evaluate=lambda m: {"score": next(scores)}, progress=False)
+    assert trainer.fit().step == 6
+    again = Trainer(Regression(), MSETask(), dataset(), cfg, tmp_path, evaluate=lambda m: {"score": 1.0}, progress=False)
+    again.resume()
+    result = again.fit()
+    assert result.step == 6 and result.stopped_early

@@ -9,6 +9,7 @@ table and writes ``results.json`` and ``report.md`` into the run directory.
 from __future__ import annotations
 
 import json as jsonlib
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,7 @@ def demo(
     from polymodal.data.readers import read_manifest
     from polymodal.evaluate.bundle import load_bundle
     from polymodal.evaluate.shapes import evaluate_bundle
+    from polymodal.models.base import find_model_dir
     from polymodal.train.recipe import load_recipe, run_recipe
 
     data_dir = out / "shapes"
@@ -92,12 +94,13 @@ def demo(
         ]
         recipe = load_recipe(_recipe_path(recipe_name), overrides)
         run_dir = out / label
+        shutil.rmtree(run_dir, ignore_errors=True)  # the demo's own output: each demo trains afresh
         if not json:
             console.rule(f"[bold]{label}[/] ({recipe_name}, {steps} steps)")
         t0 = time.perf_counter()
         run_recipe(recipe, run_dir, progress=not json)
         train_seconds = time.perf_counter() - t0
-        model_dir = run_dir / "best" if (run_dir / "best").is_dir() else run_dir / "model"
+        model_dir = find_model_dir(run_dir)
         bundle = load_bundle(model_dir)
         scores = {split: evaluate_bundle(bundle, samples) for split, samples in splits.items()}
         results["runs"][label] = {"recipe": recipe_name, "model_dir": str(model_dir),

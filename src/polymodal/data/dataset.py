@@ -112,9 +112,10 @@ class MultimodalDataset(Dataset):
         """The collate function for a DataLoader over this dataset (pads with the tokenizer's pad id)."""
         return Collator(self.tokenizer.pad_id if self.tokenizer is not None else 0)
 
-    def generator(self, index: int) -> torch.Generator:
+    def generator(self, index: int, epoch: int | None = None) -> torch.Generator:
         """Generator seeded from (seed, epoch, index): independent of worker count and order."""
-        state = np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(2, np.uint32)
+        epoch = self.epoch if epoch is None else epoch
+        state = np.random.SeedSequence([self.seed, epoch, index]).generate_state(2, np.uint32)
         return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
     def _texts(self, sample: Sample, generator: torch.Generator | None) -> list[str]:
@@ -127,11 +128,17 @@ class MultimodalDataset(Dataset):
         pick = int(torch.randint(len(sample.text), (), generator=generator))
         return [sample.text[pick]]
 
-    def __getitem__(self, index: int) -> Item | None:
+    # Samplers may pass (epoch, index) pairs (see polymodal.train.sampler.StepBatchSampler).
+    epoch_aware = True
+
+    def __getitem__(self, index: int | tuple[int, int]) -> Item | None:
+        epoch = None
+        if isinstance(index, tuple):
+            epoch, index = index
         sample = self.samples[index]
         # Seeding costs ~15 us (a tenth of decoding a 64px PNG): only seed when something is random.
         random_text = self.text_mode == "random" and len(sample.text) > 1
-        generator = self.generator(index) if random_text or self.pipeline.ops else None
+        generator = self.generator(index, epoch) if random_text or self.pipeline.ops else None
         image = None
         if sample.image is not None:
             try:

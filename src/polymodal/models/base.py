@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,6 +23,7 @@ from torch import nn
 from polymodal import __version__
 from polymodal.config import Config, ConfigError
 from polymodal.models.config import ModelConfig
+from polymodal.fsutil import atomic_directory
 from polymodal.weights import load_weights, save_weights
 
 CONFIG_FILE = "config.json"
@@ -55,9 +54,7 @@ class ComposedModel(nn.Module):
                 "from_config() to save it as a directory"
             )
         target = Path(directory)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-        try:
+        with atomic_directory(target) as tmp:
             meta = {"polymodal_version": __version__, "config": self.config.model_dump(mode="json")}
             (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
             save_weights(self, tmp / WEIGHTS_FILE)
@@ -65,23 +62,7 @@ class ComposedModel(nn.Module):
                 (tmp / PREPROCESS_FILE).write_text(json.dumps(preprocess, indent=2))
             if tokenizer is not None:
                 tokenizer.save(tmp / TOKENIZER_DIR)
-            _replace_dir(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         return target
-
-
-def _replace_dir(tmp: Path, target: Path) -> None:
-    """Rename ``tmp`` to ``target``; an existing target is moved aside first, then deleted."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, target)
 
 
 _CONFIG_ADAPTER: TypeAdapter[Any] = TypeAdapter(ModelConfig)
@@ -105,6 +86,15 @@ def build_model(config: Any) -> ComposedModel:
     from polymodal.models import MODEL_CLASSES
 
     return MODEL_CLASSES[config.kind].from_config(config)
+
+
+def find_model_dir(path: str | os.PathLike) -> Path:
+    """A saved model directory, given it or a run directory (its ``best/``, else ``model/``)."""
+    path = Path(path)
+    for candidate in (path, path / "best", path / "model"):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate
+    raise FileNotFoundError(f"{path}: no saved model here (looked in ., best/, model/)")
 
 
 def load_model(directory: str | os.PathLike) -> ComposedModel:

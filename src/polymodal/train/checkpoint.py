@@ -18,7 +18,6 @@ import os
 import random
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from polymodal.fsutil import atomic_directory
 from polymodal.weights import load_weights, save_weights
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d{8})$")
@@ -65,11 +65,8 @@ def save_checkpoint(
     scheduler: Any = None,
     meta: dict[str, Any] | None = None,
 ) -> Path:
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    target = run_dir / f"checkpoint-{step:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=run_dir))
-    try:
+    target = Path(run_dir) / f"checkpoint-{step:08d}"
+    with atomic_directory(target) as tmp:
         save_weights(model, tmp / "model.safetensors")
         torch.save(
             {
@@ -80,27 +77,7 @@ def save_checkpoint(
             tmp / "state.pt",
         )
         (tmp / "meta.json").write_text(json.dumps({"step": step, **(meta or {})}, indent=2, default=str))
-        _fsync_dir(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-        _fsync_dir(run_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
-
-
-def _fsync_dir(path: Path) -> None:
-    for child in path.iterdir() if path.is_dir() else []:
-        if child.is_file():
-            with open(child, "rb") as f:
-                os.fsync(f.fileno())
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def list_checkpoints(run_dir: str | os.PathLike) -> list[Checkpoint]:

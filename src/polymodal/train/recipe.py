@@ -34,6 +34,8 @@ from polymodal.data.schema import Sample
 from polymodal.data.text import TextTokenizer, train_tokenizer
 from polymodal.data.transforms import Augment, ImagePipeline, ImagePreprocess
 from polymodal.models import PRESETS, ComposedModel, build_model, load_model, parse_model_config
+from polymodal.models.base import find_model_dir
+from polymodal.train.checkpoint import list_checkpoints
 from polymodal.train.config import TrainConfig
 from polymodal.train.evaluate import make_evaluator
 from polymodal.train.tasks import CaptionTask, ClassificationTask, ContrastiveTask, VQATask
@@ -134,20 +136,16 @@ def _preset_config(recipe: Recipe, vocab_size: int, extra: dict[str, Any]) -> An
     return builder(**{**params, **recipe.model.params})
 
 
-def _find_model_dir(path: Path) -> Path:
-    for candidate in (path, path / "best", path / "model"):
-        if (candidate / "config.json").is_file():
-            return candidate
-    raise ConfigError(f"model.init_from: {path} holds no saved model (looked in ., best/, model/)")
-
-
 def build_recipe_model(recipe: Recipe, vocab_size: int, extra: dict[str, Any]) -> ComposedModel:
     if recipe.model.config is not None:
         model = build_model(parse_model_config(recipe.model.config, "model.config"))
     else:
         model = build_model(_preset_config(recipe, vocab_size, extra))
     if recipe.model.init_from:
-        source = load_model(_find_model_dir(Path(recipe.model.init_from)))
+        try:
+            source = load_model(find_model_dir(recipe.model.init_from))
+        except FileNotFoundError as e:
+            raise ConfigError(f"model.init_from: {e}") from None
         # Transfer: copy every tensor whose name and shape match (towers), report the rest.
         own = model.state_dict()
         transferred = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
@@ -177,6 +175,10 @@ def make_task(section: TaskSection) -> torch.nn.Module:
 # ----------------------------------------------------------------------------- run
 def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
     run_dir = Path(run_dir)
+    if not resume and list_checkpoints(run_dir):
+        # A fresh run must not mix with an old one: pruning keeps the highest steps, so the old
+        # checkpoints would win a later --resume.
+        raise ConfigError(f"{run_dir} already holds a run's checkpoints; pass --resume {run_dir} or choose another --out")
     data = recipe.data
     view = data.view or TASK_VIEWS[recipe.task.kind]
     bad_log = BadSampleLog(run_dir / "bad_samples.jsonl", strict=data.strict)

@@ -25,7 +25,11 @@ class StepBatchSampler(Sampler[list[int]]):
         num_batches: int | None = None,
         rank: int = 0,
         world_size: int = 1,
+        with_epoch: bool = False,
     ) -> None:
+        """``with_epoch``: yield ``(epoch, index)`` pairs, for datasets whose random draws
+        (caption choice, augmentation) depend on the epoch; passing the epoch with each index
+        stays exact under DataLoader workers' prefetching, unlike a ``set_epoch`` call."""
         if num_samples < batch_size:
             raise ValueError(f"dataset has {num_samples} samples, fewer than one batch of {batch_size}")
         if batch_size % world_size:
@@ -37,6 +41,7 @@ class StepBatchSampler(Sampler[list[int]]):
         self.num_batches = num_batches
         self.rank = rank
         self.world_size = world_size
+        self.with_epoch = with_epoch
         # The last incomplete batch of each epoch is dropped: every step has a full batch.
         self.batches_per_epoch = num_samples // batch_size
         self._perm_cache: tuple[int, torch.Tensor] | None = None
@@ -52,10 +57,15 @@ class StepBatchSampler(Sampler[list[int]]):
         perm = self._permutation(epoch)
         return perm[index * self.batch_size : (index + 1) * self.batch_size].tolist()
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list]:  # list[int] or list[tuple[int, int]]
         k = self.start_batch
         while self.num_batches is None or k < self.start_batch + self.num_batches:
-            yield self.global_batch(k)[self.rank :: self.world_size]
+            shard = self.global_batch(k)[self.rank :: self.world_size]
+            if self.with_epoch:
+                epoch = k // self.batches_per_epoch
+                yield [(epoch, i) for i in shard]
+            else:
+                yield shard
             k += 1
 
     def __len__(self) -> int:

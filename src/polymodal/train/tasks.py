@@ -43,7 +43,14 @@ class ClassificationTask(nn.Module):
 
     def forward(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
         logits = model(*classifier_inputs(batch))
-        return _weighted({"classification": (1.0, self.loss(logits, batch.labels))})
+        return _weighted({"classification": (1.0, self.loss(logits, *labels_of(batch)))})
+
+
+def labels_of(batch: Any) -> tuple[Tensor, Tensor]:
+    """Targets and their presence mask: unlabelled samples must not train as class 0."""
+    if batch.labels is None:
+        raise ValueError(f"batch of {len(batch.ids)} samples has no labels (ids {batch.ids[:3]}...)")
+    return batch.labels, batch.label_present
 
 
 def classifier_inputs(batch: Any) -> tuple[dict[str, tuple[Tensor, Tensor | None]], dict[str, Tensor]]:
@@ -90,7 +97,12 @@ class VQATask(nn.Module):
     def forward(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
         if getattr(model, "answer_head", None) is not None:
             logits = model(batch.images, batch.text_ids, batch.text_mask)
-            return _weighted({"answer": (1.0, self.classify_loss(logits, batch.labels))})
+            return _weighted({"answer": (1.0, self.classify_loss(logits, *labels_of(batch)))})
+        if "answer_ids" not in batch.extra:
+            raise ValueError(
+                "generative VQA training needs tokenized answers (batch.extra['answer_ids'/'answer_mask']); "
+                "the recipe pipeline supports answer_mode 'classify' only so far"
+            )
         answer_ids, answer_mask = batch.extra["answer_ids"], batch.extra["answer_mask"]
         logits = model(batch.images, batch.text_ids, batch.text_mask, answer_ids=answer_ids, answer_mask=answer_mask)
         return _weighted({"answer": (1.0, self.generate_loss(logits, answer_ids, answer_mask))})

@@ -123,6 +123,7 @@ class Trainer:
         self.best_metric: float | None = None
         self.best_step: int | None = None
         self.evals_without_improvement = 0
+        self.stopped_early = False
 
     def _lr_entries(self, model: nn.Module, task: nn.Module, param_lrs: dict[str, float]) -> list[tuple[str, nn.Module, float]]:
         entries = []
@@ -148,6 +149,7 @@ class Trainer:
         self.best_metric = meta.get("best_metric")
         self.best_step = meta.get("best_step")
         self.evals_without_improvement = meta.get("evals_without_improvement", 0)
+        self.stopped_early = meta.get("stopped_early", False)
         return self.step
 
     def _checkpoint(self) -> None:
@@ -157,6 +159,7 @@ class Trainer:
                 "best_metric": self.best_metric,
                 "best_step": self.best_step,
                 "evals_without_improvement": self.evals_without_improvement,
+                "stopped_early": self.stopped_early,
                 "micro_batches_seen": self.step * self.config.accumulate,
             }
             save_checkpoint(self.run_dir, self.step, self.accelerator.unwrap_model(self.wrapped), self.optimizer, self.scheduler, meta)
@@ -210,6 +213,7 @@ class Trainer:
             num_batches=(cfg.steps - self.step) * cfg.accumulate,
             rank=self.accelerator.process_index,
             world_size=self.accelerator.num_processes,
+            with_epoch=getattr(self.dataset, "epoch_aware", False),
         )
         # A private generator: otherwise creating the loader draws its worker base seed from
         # the global RNG, and a resumed run would drift from an uninterrupted one.
@@ -226,9 +230,9 @@ class Trainer:
         progress = _Progress(cfg.steps, self.step, enabled=self.progress and self.is_main)
         samples, started, skipped, dropped = 0, time.perf_counter(), 0, 0
         last: dict[str, float] = {}
-        stopped_early = False
+        stopped_early = self.stopped_early  # a resumed run that had stopped early stays stopped
         with progress:
-            while self.step < cfg.steps:
+            while self.step < cfg.steps and not stopped_early:
                 totals: dict[str, float] = {}
                 for _ in range(cfg.accumulate):
                     batch = next(loader)
@@ -260,7 +264,7 @@ class Trainer:
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     self._log({"step": self.step, "lr": lr, "samples_per_s": rate, **totals})
                 if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
-                    stopped_early = self._run_eval()
+                    stopped_early = self.stopped_early = self._run_eval()
                 if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or self.step == cfg.steps or stopped_early:
                     self._checkpoint()
                 if stopped_early:
