@@ -35,6 +35,8 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/shapes_generation.py
 	$(PY) benchmarks/data_loading.py
+	$(PY) benchmarks/model_throughput.py
+	$(PY) benchmarks/retrieval_eval.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis
