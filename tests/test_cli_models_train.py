@@ -66,3 +66,22 @@ def test_fresh_run_refuses_a_directory_with_checkpoints(tmp_path: Path) -> None:
     assert runner.invoke(app, args).exit_code == 0
     again = runner.invoke(app, args)
     assert again.exit_code != 0 and "--resume" in again.output
+
+
+def test_init_from_transfers_clip_towers_into_a_fusion_classifier(tmp_path: Path) -> None:
+    import torch
+
+    from polymodal.models import build_preset
+    from polymodal.train.recipe import build_recipe_model, load_recipe
+
+    clip = build_preset("shapes-clip", vocab_size=50, image_size=32)
+    clip.save(tmp_path / "clip")
+    recipe = load_recipe(RECIPES / "shapes-fusion.yaml",
+                         [f"model.init_from={tmp_path / 'clip'}", "data.image.image_size=32", "data.path=unused"])
+    fusion = build_recipe_model(recipe, vocab_size=50, extra={})
+    report = fusion.transfer_report
+    towers = sum(1 for k in clip.state_dict() if k.startswith(("image_encoder.", "text_encoder.")))
+    assert report["transferred"] == towers  # every tower tensor, none of the projections
+    for key, value in clip.state_dict().items():
+        if key.startswith("image_encoder."):
+            assert torch.equal(fusion.state_dict()["encoders.image." + key[len("image_encoder."):]], value)

@@ -136,6 +136,20 @@ def _preset_config(recipe: Recipe, vocab_size: int, extra: dict[str, Any]) -> An
     return builder(**{**params, **recipe.model.params})
 
 
+# Tower prefixes across model kinds: DualEncoder/Captioner name towers ``image_encoder``/
+# ``text_encoder``; FusionClassifier/VQAModel keep them in ``encoders.image``/``encoders.text``.
+_TOWER_ALIASES = {"image_encoder.": "encoders.image.", "text_encoder.": "encoders.text.",
+                  "encoders.image.": "image_encoder.", "encoders.text.": "text_encoder."}
+
+
+def _map_tower_key(key: str) -> str:
+    """``key`` with its tower prefix renamed to the other model kinds' spelling (else unchanged)."""
+    for prefix, alias in _TOWER_ALIASES.items():
+        if key.startswith(prefix):
+            return alias + key[len(prefix):]
+    return key
+
+
 def build_recipe_model(recipe: Recipe, vocab_size: int, extra: dict[str, Any]) -> ComposedModel:
     if recipe.model.config is not None:
         model = build_model(parse_model_config(recipe.model.config, "model.config"))
@@ -146,9 +160,15 @@ def build_recipe_model(recipe: Recipe, vocab_size: int, extra: dict[str, Any]) -
             source = load_model(find_model_dir(recipe.model.init_from))
         except FileNotFoundError as e:
             raise ConfigError(f"model.init_from: {e}") from None
-        # Transfer: copy every tensor whose name and shape match (towers), report the rest.
+        # Transfer: copy every tensor whose name (as is, or with its tower prefix renamed to this
+        # model kind's) and shape match, so e.g. CLIP towers initialise a fusion/VQA model.
         own = model.state_dict()
-        transferred = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
+        transferred = {}
+        for key, value in source.state_dict().items():
+            for name in (key, _map_tower_key(key)):
+                if name in own and own[name].shape == value.shape:
+                    transferred[name] = value
+                    break
         model.load_state_dict(transferred, strict=False)
         model.transfer_report = {"transferred": len(transferred), "total": len(own)}  # type: ignore[attr-defined]
     for path, trainable_blocks in recipe.model.freeze.items():
