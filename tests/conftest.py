@@ -12,3 +12,26 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+def _tiny(kind: str, factory: pytest.TempPathFactory):  # noqa: ANN202
+    from tests.tiny_models import save_tiny_model
+
+    return save_tiny_model(kind, factory.mktemp(kind) / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_dual_encoder_dir(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """A saved, untrained 32 px shapes-clip DualEncoder with tokenizer and preprocessing."""
+    return _tiny("dual_encoder", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_captioner_dir(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    return _tiny("captioner", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_vqa_dir(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """A saved classifying VQA model with answers.json (answers: tests.tiny_models.ANSWERS)."""
+    return _tiny("vqa", tmp_path_factory)

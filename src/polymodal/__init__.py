@@ -1,3 +1,11 @@
 """polymodal: compose, pretrain, fine-tune, evaluate and serve multimodal models."""
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):  # noqa: ANN202 - lazy, so `import polymodal` stays cheap (no torch import)
+    if name in ("load", "Model"):
+        from polymodal import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'polymodal' has no attribute {name!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -47,3 +48,26 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def hash_files(paths: Iterator[Path] | list[Path], root: Path | None = None, chunk: int = 1 << 20) -> str:
+    """sha256 over files' relative names and contents, in sorted order: a content identity for a model or dataset.
+
+    Names count too, so renaming a weight file changes the identity; modification times do not, so a copy of
+    the same model has the same identity.
+    """
+    digest = hashlib.sha256()
+    for path in sorted(Path(p) for p in paths):
+        name = str(path.relative_to(root)) if root is not None else path.name
+        digest.update(name.encode() + b"\0")
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def hash_directory(directory: str | os.PathLike) -> str:
+    """:func:`hash_files` over every file under ``directory`` (recursively)."""
+    root = Path(directory)
+    return hash_files([p for p in root.rglob("*") if p.is_file()], root=root)

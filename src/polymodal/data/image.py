@@ -35,7 +35,7 @@ def _describe(ref: object) -> str:
     return f"<{type(ref).__name__}>"
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
     mode = img.mode
     if mode == "RGB":
         return img
@@ -134,7 +134,7 @@ def decode_image(
         img = ImageOps.exif_transpose(img)
     except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the pixels
         pass
-    return _to_rgb(img)
+    return to_rgb(img)
 
 
 def _looks_like_text(head: bytes) -> bool:

@@ -22,6 +22,19 @@ class ModelBundle:
     answers: list[str] | None  # class index -> answer/label, for classifiers over a vocabulary
     path: Path
 
+    @property
+    def max_text_length(self) -> int:
+        """The longest token sequence the text encoder or decoder was built for (32 when it does not say)."""
+        cfg = self.model.config
+        for name in ("text_encoder", "decoder"):
+            section = getattr(cfg, name, None)
+            params = getattr(section, "params", None) or {}
+            if "max_length" in params:
+                return int(params["max_length"])
+            if hasattr(section, "max_length"):
+                return int(section.max_length)
+        return 32
+
 
 def load_bundle(directory: str | Path) -> ModelBundle:
     directory = Path(directory)

@@ -1,0 +1,165 @@
+"""The Python API: one handle over any loaded model, taking the inputs users have and returning numpy."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Callable, Iterator, Sequence, TypeVar
+
+import numpy as np
+import torch
+
+from polymodal.api.inputs import ImageInput, to_images
+from polymodal.backends import ANSWER, CAPTION, EMBED, Backend, TaskNotSupported, load_backend
+
+T = TypeVar("T")
+PRECISIONS = ("fp32", "bf16")
+# CLIP's fixed logit scale at the end of training (exp(4.6052) = 100); it turns cosine similarities into
+# probabilities with the sharpness zero-shot users expect, whatever temperature the model trained with.
+ZERO_SHOT_LOGIT_SCALE = 100.0
+
+
+def _batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Model:
+    """A loaded model: ``embed_text``, ``embed_image``, ``classify``, ``caption``, ``answer``.
+
+    Images may be paths, bytes, PIL images or numpy arrays (H, W[, C]); one input or a list. Work is done in
+    batches of ``batch_size``; ``precision="bf16"`` runs under bf16 autocast (fast on CPUs with AVX-512-bf16
+    and on GPUs) and still returns float32.
+    """
+
+    def __init__(self, backend: Backend, *, device: str = "cpu", precision: str = "fp32", batch_size: int = 32) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.backend = backend.to(device)
+        self.device = torch.device(device)
+        self.precision = precision
+        self.batch_size = batch_size
+
+    # -- what it is -------------------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+    @property
+    def identity(self) -> str:
+        return self.backend.identity
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return self.backend.capabilities
+
+    @property
+    def embed_dim(self) -> int | None:
+        return self.backend.embed_dim
+
+    def __repr__(self) -> str:
+        return f"Model({self.name!r}, capabilities={sorted(self.capabilities)}, precision={self.precision!r})"
+
+    def _require(self, capability: str, task: str) -> None:
+        if capability not in self.capabilities:
+            raise TaskNotSupported(self.backend, task)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[None]:
+        if self.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _map(self, fn: Callable[[Sequence[T]], torch.Tensor], items: Sequence[T]) -> np.ndarray:
+        with self._autocast():
+            parts = [fn(chunk).float().cpu() for chunk in _batches(items, self.batch_size)]
+        if not parts:
+            return np.zeros((0, self.embed_dim or 0), dtype=np.float32)
+        return torch.cat(parts).numpy()
+
+    # -- embeddings -------------------------------------------------------------------------------------------
+    def embed_text(self, texts: str | Sequence[str]) -> np.ndarray:
+        """(N, D) float32 unit vectors."""
+        self._require(EMBED, "embed text")
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        return self._map(self.backend.embed_text, texts)
+
+    def embed_image(self, images: ImageInput | Sequence[ImageInput]) -> np.ndarray:
+        """(N, D) float32 unit vectors."""
+        self._require(EMBED, "embed images")
+        decoded = to_images(images)
+        return self._map(self.backend.embed_images, decoded)
+
+    def _text_tensor(self, texts: list[str]) -> torch.Tensor:
+        return torch.from_numpy(self.embed_text(texts))
+
+    # -- tasks --------------------------------------------------------------------------------------------------
+    def classify(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        labels: Sequence[str],
+        *,
+        templates: str | Sequence[str] = "simple",
+        top_k: int | None = None,
+    ) -> list[list[tuple[str, float]]]:
+        """Zero-shot classification: per image, (label, probability) pairs, most probable first.
+
+        ``templates`` is a template set name (see ``polymodal.evaluate.prompts.TEMPLATES``) or a list of format
+        strings with one ``{}``; class embeddings average over the templates (CLIP's prompt ensembling).
+        """
+        from polymodal.evaluate.prompts import TEMPLATES, zero_shot_classifier
+
+        self._require(EMBED, "classify")
+        labels = [str(label).strip() for label in labels]
+        if len(labels) < 2 or any(not label for label in labels):
+            raise ValueError("classify needs at least two non-empty labels")
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"labels must be distinct, got {labels}")
+        if isinstance(templates, str):
+            if templates not in TEMPLATES:
+                raise ValueError(f"unknown template set {templates!r}; choose from {', '.join(sorted(TEMPLATES))}")
+            templates = TEMPLATES[templates]
+        classes = zero_shot_classifier(self._text_tensor, labels, list(templates))  # (C, D)
+        image_emb = torch.from_numpy(self.embed_image(images))  # (N, D)
+        probs = (ZERO_SHOT_LOGIT_SCALE * image_emb @ classes.float().T).softmax(dim=-1)  # (N, C)
+        k = len(labels) if top_k is None else max(1, min(top_k, len(labels)))
+        values, indices = probs.topk(k, dim=-1)
+        return [[(labels[i], float(v)) for v, i in zip(vs.tolist(), ids.tolist())] for vs, ids in zip(values, indices)]
+
+    def caption(
+        self, images: ImageInput | Sequence[ImageInput], *, max_new_tokens: int = 30, num_beams: int = 1
+    ) -> list[str]:
+        self._require(CAPTION, "caption")
+        decoded = to_images(images)
+        out: list[str] = []
+        with self._autocast():
+            for chunk in _batches(decoded, self.batch_size):
+                out.extend(self.backend.caption(chunk, max_new_tokens=max_new_tokens, num_beams=num_beams))
+        return out
+
+    def answer(self, images: ImageInput | Sequence[ImageInput], questions: str | Sequence[str]) -> list[str]:
+        """One answer per (image, question) pair; one image with many questions, or many with one, broadcast."""
+        self._require(ANSWER, "answer questions")
+        decoded = to_images(images)
+        questions = [questions] if isinstance(questions, str) else list(questions)
+        if len(decoded) == 1 and len(questions) > 1:
+            decoded = decoded * len(questions)
+        elif len(questions) == 1 and len(decoded) > 1:
+            questions = questions * len(decoded)
+        if len(decoded) != len(questions):
+            raise ValueError(f"got {len(decoded)} images and {len(questions)} questions; pass one of either or equal numbers")
+        pairs = list(zip(decoded, questions))
+        out: list[str] = []
+        with self._autocast():
+            for chunk in _batches(pairs, self.batch_size):
+                out.extend(self.backend.answer([p[0] for p in chunk], [p[1] for p in chunk]))
+        return out
+
+
+def load(
+    model: str | Path | None = None, *, device: str = "cpu", precision: str = "fp32", batch_size: int = 32
+) -> Model:
+    """Load a model: a polymodal model or run directory, a Hugging Face directory or hub id, or ``polymodal-base``
+    (the offline default, used when ``model`` is None)."""
+    return Model(load_backend(model), device=device, precision=precision, batch_size=batch_size)

@@ -1,0 +1,59 @@
+"""Load any supported model behind the one :class:`Backend` contract.
+
+``load_backend`` accepts, in this order: the name of the offline default (``polymodal-base``), a polymodal model
+directory or a training run directory (its ``best/`` or ``model/``), a Hugging Face model directory, or a
+Hugging Face hub id (loaded from the local cache only when there is no network).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from polymodal.backends.base import ANSWER, CAPTION, EMBED, Backend, TaskNotSupported
+from polymodal.models.base import CONFIG_FILE
+
+DEFAULT_MODEL = "polymodal-base"
+
+__all__ = ["ANSWER", "CAPTION", "DEFAULT_MODEL", "EMBED", "Backend", "TaskNotSupported", "load_backend"]
+
+
+def _is_polymodal_dir(directory: Path) -> bool:
+    config = directory / CONFIG_FILE
+    if not config.is_file():
+        return False
+    try:
+        return "polymodal_version" in json.loads(config.read_text())
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def load_backend(model: str | Path | None = None) -> Backend:
+    """The model at ``model`` (a path, a hub id or ``polymodal-base``; None means ``polymodal-base``)."""
+    spec = DEFAULT_MODEL if model is None else str(model)
+    if spec == DEFAULT_MODEL:
+        from polymodal.backends.conse import ConSEBackend
+
+        return ConSEBackend.load()
+    path = Path(spec).expanduser()
+    if path.exists():
+        for candidate in (path, path / "best", path / "model"):
+            if _is_polymodal_dir(candidate):
+                from polymodal.backends.polymodal_dir import PolymodalBackend
+
+                return PolymodalBackend.load(candidate)
+        if (path / CONFIG_FILE).is_file():
+            from polymodal.backends.hf import load_hf_backend
+
+            return load_hf_backend(path)
+        raise FileNotFoundError(
+            f"{path}: no model here: expected a polymodal model or run directory (config.json with "
+            f"polymodal_version, or best/ or model/ inside), or a Hugging Face model directory (config.json)"
+        )
+    if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
+        from polymodal.backends.hf import load_hf_backend
+
+        return load_hf_backend(spec)  # a hub id: transformers resolves it from the local cache when offline
+    raise FileNotFoundError(
+        f"{spec}: no such model directory, and not a Hugging Face hub id (org/name) or {DEFAULT_MODEL!r}"
+    )

@@ -1,0 +1,52 @@
+"""The contract every kind of loadable model meets, so the API, CLI, index and server treat them alike.
+
+A backend is whatever `polymodal.load()` found at a path or name: a polymodal model directory, a Hugging
+Face `CLIPModel`/BLIP directory, or the offline pretrained default. It takes decoded RGB images and plain
+strings and returns tensors; batching, input decoding, prompt templates and numpy conversion are done once,
+above it, in `polymodal.api.Model`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, Sequence, runtime_checkable
+
+import torch
+from PIL import Image
+
+# Capabilities a backend can declare; the API refuses a task the backend does not have with a clear error.
+EMBED = "embed"  # embed_text + embed_images into one space (zero-shot classify, search)
+CAPTION = "caption"
+ANSWER = "answer"
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str  # human-readable, e.g. "polymodal:runs/demo/shapes-clip" or "hf-clip:/models/clip"
+    identity: str  # stable content hash of config + weights: an index built with one model refuses another
+    capabilities: frozenset[str]
+    embed_dim: int | None  # None unless EMBED in capabilities
+
+    def embed_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """(N, D) float32, L2-normalised rows."""
+        ...
+
+    def embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """(N, D) float32, L2-normalised rows; images are decoded RGB PIL images of any size."""
+        ...
+
+    def caption(self, images: Sequence[Image.Image], *, max_new_tokens: int = 30, num_beams: int = 1) -> list[str]:
+        ...
+
+    def answer(self, images: Sequence[Image.Image], questions: Sequence[str]) -> list[str]:
+        ...
+
+    def to(self, device: str | torch.device) -> "Backend":
+        ...
+
+
+class TaskNotSupported(ValueError):
+    """Raised when a model is asked for a task it cannot do (e.g. caption with a dual encoder)."""
+
+    def __init__(self, backend: Backend, task: str) -> None:
+        can = ", ".join(sorted(backend.capabilities)) or "nothing"
+        super().__init__(f"model {backend.name} cannot {task}: it supports {can}")

@@ -1,0 +1,115 @@
+"""polymodal.load and the Model handle: inputs of every kind, tasks by capability, clear errors."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import polymodal
+from polymodal.backends import TaskNotSupported, load_backend
+from polymodal.data.errors import BadSampleError
+from tests.tiny_models import ANSWERS
+
+
+def _image(seed: int, size: int = 40) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def clip(tiny_dual_encoder_dir):  # noqa: ANN001, ANN201
+    return polymodal.load(tiny_dual_encoder_dir, batch_size=2)
+
+
+def test_every_image_input_kind_gives_the_same_embedding(clip, tmp_path) -> None:  # noqa: ANN001
+    img = _image(1)
+    path = tmp_path / "a.png"
+    img.save(path)
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG")
+    inputs = [img, str(path), path, buffer.getvalue(), np.asarray(img), np.asarray(img) / 255.0]
+    emb = clip.embed_image(inputs)
+    assert emb.shape == (6, clip.embed_dim) and emb.dtype == np.float32
+    np.testing.assert_allclose(emb, np.repeat(emb[:1], 6, axis=0), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+
+
+def test_batching_does_not_change_results(tiny_dual_encoder_dir) -> None:  # noqa: ANN001
+    images = [_image(i) for i in range(5)]
+    texts = ["a red circle", "two yellow stars", "a blue square", "no", "a green triangle"]
+    one = polymodal.load(tiny_dual_encoder_dir, batch_size=1)
+    many = polymodal.load(tiny_dual_encoder_dir, batch_size=64)
+    np.testing.assert_allclose(one.embed_image(images), many.embed_image(images), atol=1e-5)
+    np.testing.assert_allclose(one.embed_text(texts), many.embed_text(texts), atol=1e-5)
+
+
+def test_embed_text_matches_the_model_directly(clip, tiny_dual_encoder_dir) -> None:  # noqa: ANN001
+    backend = load_backend(tiny_dual_encoder_dir)
+    ids, mask = backend.bundle.tokenizer.encode_batch(["a red circle"], backend.bundle.max_text_length)
+    with torch.no_grad():
+        expected = backend.bundle.model.encode_text(ids, mask).numpy()
+    np.testing.assert_allclose(clip.embed_text("a red circle"), expected, atol=1e-6)
+
+
+def test_classify_ranks_by_similarity_and_probabilities_sum_to_one(clip) -> None:  # noqa: ANN001
+    labels = ["red circle", "blue square", "green triangle"]
+    images = [_image(3), _image(4)]
+    result = clip.classify(images, labels, templates=["{}"])
+    image_emb, label_emb = clip.embed_image(images), clip.embed_text(labels)
+    for ranked, sims in zip(result, image_emb @ label_emb.T):
+        assert [label for label, _ in ranked] == [labels[i] for i in np.argsort(-sims)]
+        assert sum(p for _, p in ranked) == pytest.approx(1.0, abs=1e-5)
+    assert len(clip.classify(images[0], labels, top_k=1)[0]) == 1
+
+
+def test_bf16_stays_close_to_fp32(tiny_dual_encoder_dir) -> None:  # noqa: ANN001
+    images = [_image(i) for i in range(3)]
+    fp32 = polymodal.load(tiny_dual_encoder_dir).embed_image(images)
+    bf16 = polymodal.load(tiny_dual_encoder_dir, precision="bf16").embed_image(images)
+    assert bf16.dtype == np.float32
+    assert float(np.min(np.sum(fp32 * bf16, axis=1))) > 0.98  # cosine similarity
+
+
+def test_tasks_follow_capabilities(clip, tiny_captioner_dir, tiny_vqa_dir) -> None:  # noqa: ANN001
+    with pytest.raises(TaskNotSupported, match="cannot caption: it supports embed"):
+        clip.caption(_image(0))
+    captioner = polymodal.load(tiny_captioner_dir)
+    captions = captioner.caption([_image(0), _image(1)], max_new_tokens=4)
+    assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
+    vqa = polymodal.load(tiny_vqa_dir)
+    answers = vqa.answer(_image(0), ["what color is the shape", "is there a circle", "how many shapes are there"])
+    assert len(answers) == 3 and set(answers) <= set(ANSWERS)
+    with pytest.raises(ValueError, match="2 images and 3 questions"):
+        vqa.answer([_image(0), _image(1)], ["a", "b", "c"])
+
+
+def test_bad_inputs_name_what_is_wrong(clip, tmp_path) -> None:  # noqa: ANN001
+    with pytest.raises(BadSampleError, match="missing.png"):
+        clip.embed_image(tmp_path / "missing.png")
+    with pytest.raises(BadSampleError, match="input #1"):
+        clip.embed_image([_image(0), b"not an image at all"])
+    with pytest.raises(ValueError, match="channels-first"):
+        clip.embed_image(np.zeros((3, 32, 32), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        clip.embed_image(np.full((8, 8, 3), 2.0))
+    with pytest.raises(ValueError, match="at least two"):
+        clip.classify(_image(0), ["only one"])
+    with pytest.raises(ValueError, match="precision"):
+        polymodal.load(clip.backend.bundle.path, precision="fp8")
+
+
+def test_load_backend_accepts_run_dirs_and_names_what_it_expected(tiny_dual_encoder_dir, tmp_path) -> None:  # noqa: ANN001
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best").symlink_to(tiny_dual_encoder_dir, target_is_directory=True)
+    backend = load_backend(run)
+    assert backend.identity == load_backend(tiny_dual_encoder_dir).identity
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="empty: no model here"):
+        load_backend(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="not a Hugging Face hub id"):
+        load_backend("no/such/thing")
