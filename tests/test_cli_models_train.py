@@ -85,3 +85,24 @@ def test_init_from_transfers_clip_towers_into_a_fusion_classifier(tmp_path: Path
     for key, value in clip.state_dict().items():
         if key.startswith("image_encoder."):
             assert torch.equal(fusion.state_dict()["encoders.image." + key[len("image_encoder."):]], value)
+
+
+def test_init_from_a_model_with_nothing_in_common_is_refused(tmp_path: Path) -> None:
+    import pytest
+
+    from polymodal.config import ConfigError
+    from polymodal.models import build_preset
+    from polymodal.train.recipe import build_recipe_model, load_recipe
+
+    build_preset("shapes-clip", vocab_size=50, image_size=32, image_encoder="cnn").save(tmp_path / "cnn-clip")
+    recipe = load_recipe(RECIPES / "shapes-fusion.yaml",
+                         [f"model.init_from={tmp_path / 'cnn-clip'}", "data.image.image_size=32", "data.path=unused",
+                          "model.params.image_encoder=vit"])
+    fusion = build_recipe_model(recipe, vocab_size=50, extra={})  # the text tower still matches
+    assert not any(k.startswith("encoders.image.") for k in set(fusion.state_dict()) - set(fusion.transfer_report["not_transferred"]))
+    # A CNN captioner has no text tower and a different image tower: nothing to copy is an error, not a no-op.
+    build_preset("shapes-caption", vocab_size=50, image_size=32, image_encoder="cnn").save(tmp_path / "cnn-caption")
+    recipe = load_recipe(RECIPES / "shapes-fusion.yaml",
+                         [f"model.init_from={tmp_path / 'cnn-caption'}", "data.image.image_size=32", "data.path=unused"])
+    with pytest.raises(ConfigError, match="no tensor matches"):
+        build_recipe_model(recipe, vocab_size=50, extra={})

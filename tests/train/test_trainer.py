@@ -75,6 +75,14 @@ def test_learns_and_logs(tmp_path: Path) -> None:
     assert records[-1]["step"] == 60 and "lr" in records[0] and "samples_per_s" in records[0]
     assert records[-1]["mse"] < 0.5 * records[0]["mse"]
     assert [c.step for c in list_checkpoints(tmp_path)] == [60]  # final checkpoint always written
+    # The same scalars as TensorBoard events, read back with TensorBoard's own reader.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    mse = events.Scalars("mse")
+    assert [e.step for e in mse] == [r["step"] for r in records]
+    assert mse[-1].value == pytest.approx(records[-1]["mse"], rel=1e-6)
 
 
 def test_resume_after_interruption_matches_uninterrupted(tmp_path: Path) -> None:
@@ -174,3 +182,13 @@ def test_resume_after_early_stop_does_not_train_on(tmp_path: Path) -> None:
     again.resume()
     result = again.fit()
     assert result.step == 6 and result.stopped_early
+
+
+def test_runs_with_different_precisions_in_one_process(tmp_path: Path) -> None:
+    # The demo and pretrain -> fine-tune chains run several recipes in one process; Accelerate's
+    # process-wide state would otherwise refuse the second precision.
+    _, bf16 = train(tmp_path / "bf16", precision="bf16", steps=4)
+    assert bf16.accelerator.mixed_precision == "bf16"
+    model, fp32 = train(tmp_path / "fp32", precision="no", steps=4)
+    assert fp32.accelerator.mixed_precision == "no"
+    assert all(p.dtype == torch.float32 for p in model.parameters())

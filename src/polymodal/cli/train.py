@@ -43,9 +43,15 @@ def train(
         "best_step": result.best_step,
         "samples_per_second": round(result.samples_per_second, 1),
         "last_losses": result.last_losses,
+        "transfer": result.transfer,
     }
     if json:
         emit_json(payload)
-    else:
-        console.print(f"[bold green]done[/] {run_dir}: {result.step} steps, "
-                      f"{result.samples_per_second:,.0f} samples/s, best {cfg.train.metric or 'metric'} = {result.best_metric}")
+        return
+    if result.transfer is not None:
+        t = result.transfer
+        new = t["not_transferred"]
+        listed = f" (trained from scratch: {', '.join(new[:6])}{' ...' if len(new) > 6 else ''})" if new else ""
+        console.print(f"initialised {t['transferred']}/{t['total']} tensors from {t['source']}{listed}", highlight=False)
+    console.print(f"[bold green]done[/] {run_dir}: {result.step} steps, "
+                  f"{result.samples_per_second:,.0f} samples/s, best {cfg.train.metric or 'metric'} = {result.best_metric}")

@@ -24,6 +24,7 @@ class TrainConfig(Config):
     seed: int = 0
     num_workers: int = Field(0, ge=0)
     log_every: int = Field(10, ge=1)
+    tensorboard: bool = Field(True, description="also write TensorBoard events (RUN_DIR/tensorboard) when installed")
     eval_every: int | None = Field(None, ge=1)
     checkpoint_every: int | None = Field(None, ge=1)
     keep_last: int = Field(2, ge=1)

@@ -169,8 +169,13 @@ def build_recipe_model(recipe: Recipe, vocab_size: int, extra: dict[str, Any]) -
                 if name in own and own[name].shape == value.shape:
                     transferred[name] = value
                     break
+        if not transferred:
+            raise ConfigError(f"model.init_from {recipe.model.init_from}: no tensor matches this model by name and shape")
         model.load_state_dict(transferred, strict=False)
-        model.transfer_report = {"transferred": len(transferred), "total": len(own)}  # type: ignore[attr-defined]
+        model.transfer_report = {  # type: ignore[attr-defined]
+            "source": str(recipe.model.init_from), "transferred": len(transferred), "total": len(own),
+            "not_transferred": sorted(set(own) - set(transferred)),
+        }
     for path, trainable_blocks in recipe.model.freeze.items():
         module = model.get_submodule(path)
         if hasattr(module, "freeze"):
@@ -266,6 +271,7 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
     if resume:
         trainer.resume()
     result = trainer.fit()
+    result.transfer = getattr(model, "transfer_report", None)
     if trainer.is_main:
         save(model, run_dir / "model")
         summary = bad_log.summary()
@@ -273,6 +279,6 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
             "steps": result.step, "stopped_early": result.stopped_early, "best_metric": result.best_metric,
             "best_step": result.best_step, "samples_per_second": result.samples_per_second,
             "last_losses": result.last_losses, "bad_samples": summary.total, "bad_samples_by_kind": summary.by_kind,
-            "skipped_batches": result.skipped_batches,
+            "skipped_batches": result.skipped_batches, "transfer": result.transfer,
         }, indent=2))
     return result

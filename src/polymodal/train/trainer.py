@@ -11,7 +11,6 @@ losses; its learnable parameters (temperatures) are optimised and checkpointed w
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -21,12 +20,14 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from polymodal.train.checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
 from polymodal.train.config import TrainConfig
+from polymodal.train.metrics_log import MetricsLog
 from polymodal.train.optim import cosine_with_warmup, param_groups
 from polymodal.train.sampler import StepBatchSampler
 
@@ -55,6 +56,7 @@ class TrainResult:
     samples_per_second: float = 0.0
     skipped_batches: int = 0
     dropped_samples: int = 0  # bad samples skipped inside batches (lenient mode)
+    transfer: dict[str, Any] | None = None  # what model.init_from copied: source, tensors transferred / total
 
 
 def _batch_size_of(batch: Any) -> int:
@@ -77,6 +79,19 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, (tuple, list)):
         return type(batch)(_to_device(v, device) for v in batch)
     return batch
+
+
+def _accelerator(precision: str) -> Accelerator:
+    """An Accelerator with ``precision``, even when an earlier run in this process used another.
+
+    Accelerate keeps one process-wide state and refuses a second Accelerator with a different
+    mixed precision; several recipes in one process (the demo, a pretrain -> fine-tune chain, tests)
+    each need their own. Resetting only the AcceleratorState keeps the process group (PartialState),
+    so this is safe under a distributed launch too.
+    """
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
 
 
 class Trainer:
@@ -102,9 +117,8 @@ class Trainer:
         self.evaluate = evaluate
         self.save_best = save_best
         self.progress = progress
-        self.accelerator = accelerator or Accelerator(
-            mixed_precision=config.precision, cpu=not torch.cuda.is_available()
-        )
+        self.metrics_log = MetricsLog(self.run_dir, tensorboard=config.tensorboard)
+        self.accelerator = accelerator or _accelerator(config.precision)
         set_seed(config.seed)
         if config.gradient_checkpointing:
             for module in model.modules():
@@ -169,11 +183,8 @@ class Trainer:
 
     # ----------------------------------------------------------------- logging
     def _log(self, record: dict[str, Any]) -> None:
-        if not self.is_main:
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        if self.is_main:
+            self.metrics_log.write(record)
 
     def _run_eval(self) -> bool:
         """Evaluate, track the best metric, save the best model; True means stop early."""
@@ -269,6 +280,7 @@ class Trainer:
                     self._checkpoint()
                 if stopped_early:
                     break
+        self.metrics_log.close()
         return TrainResult(
             step=self.step,
             stopped_early=stopped_early,

@@ -1,0 +1,62 @@
+"""Where training metrics go: ``metrics.jsonl`` always, TensorBoard events when tensorboard is installed."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+TENSORBOARD_DIR = "tensorboard"
+
+
+def _scalars(record: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Flatten ``{"eval": {"recall@1": 0.3}}`` to ``{"eval/recall@1": 0.3}``, numbers only."""
+    out: dict[str, float] = {}
+    for key, value in record.items():
+        if key == "step":
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_scalars(value, f"{name}/"))
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name] = float(value)
+    return out
+
+
+class MetricsLog:
+    """Append-only JSONL (the record of truth: resumable, greppable) plus TensorBoard scalars for viewing."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True) -> None:
+        self.path = run_dir / "metrics.jsonl"
+        self.run_dir = run_dir
+        self._want_tensorboard = tensorboard
+        self._writer: Any = None
+
+    def _tensorboard(self) -> Any:
+        if self._writer is None and self._want_tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                logger.info("tensorboard is not installed: metrics go to metrics.jsonl only "
+                            "(pip install 'polymodal[tensorboard]' for event files)")
+                self._want_tensorboard = False
+                return None
+            self._writer = SummaryWriter(log_dir=str(self.run_dir / TENSORBOARD_DIR))
+        return self._writer
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        writer = self._tensorboard()
+        if writer is not None:
+            for name, value in _scalars(record).items():
+                writer.add_scalar(name, value, global_step=int(record["step"]))
+            writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
