@@ -99,3 +99,18 @@ def test_load_transformers_bert_wordpiece(tmp_path) -> None:
 def test_load_missing_dir(tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match="nope"):
         TextTokenizer.load(tmp_path / "nope")
+
+
+def test_a_tokenizer_json_with_its_own_padding_and_truncation_is_not_padded_twice(tmp_path) -> None:  # noqa: ANN001
+    # sentence-transformers ships tokenizer.json files that pad every text to 128 and truncate.
+    tok = train_tokenizer(CORPUS, vocab_size=100, kind="wordlevel")
+    tok.save(tmp_path)
+    from tokenizers import Tokenizer
+
+    raw = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    raw.enable_padding(pad_id=tok.pad_id, pad_token=tok.tokens["pad"], length=64)
+    raw.enable_truncation(max_length=64)
+    raw.save(str(tmp_path / "tokenizer.json"))
+    again = TextTokenizer.load(tmp_path)
+    assert again.encode("a red circle", 16) == tok.encode("a red circle", 16)
+    assert tok.pad_id not in again.encode("a red circle", 16)

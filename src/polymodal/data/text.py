@@ -56,6 +56,11 @@ class TextTokenizer:
         eos_token: str | None = None,
         mask_token: str | None = None,
     ) -> None:
+        # Padding and truncation are ours (encode_many/pad_ids): a tokenizer.json saved with its own
+        # (sentence-transformers' pads every text to 128 and truncates) would pad before the special
+        # tokens are added, leaving pad ids inside the sequence.
+        backend.no_padding()
+        backend.no_truncation()
         self.backend = backend
         self.tokens = {"pad": pad_token, "bos": bos_token, "eos": eos_token, "mask": mask_token}
         for role, token in self.tokens.items():
