@@ -40,7 +40,7 @@ def _allowed(error: dict[str, Any]) -> str:
     return ""
 
 
-def _format_errors(exc: ValidationError, source: str, model: type[BaseModel]) -> str:
+def format_validation_errors(exc: ValidationError, source: str, model: type[BaseModel]) -> str:
     lines = [f"{source}: invalid {model.__name__} ({exc.error_count()} error(s))"]
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"]) or "<root>"
@@ -139,7 +139,7 @@ def validate(model: type[C], data: dict[str, Any], source: str) -> C:
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(_format_errors(e, source, model)) from None
+        raise ConfigError(format_validation_errors(e, source, model)) from None
 
 
 def load_config(model: type[C], path: str | os.PathLike, overrides: list[str] | None = None) -> C:

@@ -71,14 +71,14 @@ _CONFIG_ADAPTER: TypeAdapter[Any] = TypeAdapter(ModelConfig)
 def parse_model_config(data: dict[str, Any], source: str = "<config>") -> Any:
     from pydantic import ValidationError
 
-    from polymodal.config.base import _format_errors
+    from polymodal.config import format_validation_errors
 
     if not isinstance(data, dict) or "kind" not in data:
         raise ConfigError(f"{source}: model config needs a 'kind' (dual_encoder, fusion_classifier, captioner, vqa)")
     try:
         return _CONFIG_ADAPTER.validate_python(data)
     except ValidationError as e:
-        raise ConfigError(_format_errors(e, source, type(None))) from None  # type: ignore[arg-type]
+        raise ConfigError(format_validation_errors(e, source, type(None))) from None  # type: ignore[arg-type]
 
 
 def build_model(config: Any) -> ComposedModel:

@@ -1,0 +1,43 @@
+"""Example images as small PNG thumbnails (at most 128 px a side), decoded once per file."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from pathlib import Path
+
+from PIL import Image
+
+from polymodal.data.errors import BadSampleError
+from polymodal.data.image import decode_image
+from polymodal.report.blocks import Asset
+
+THUMB_PX = 128
+
+
+class Thumbnails:
+    """Path -> thumbnail cache: a gallery image that appears in many retrieval rows is decoded,
+    resized and (in Markdown) written once."""
+
+    def __init__(self, size: int = THUMB_PX) -> None:
+        self.size = size
+        self._cache: dict[str, tuple[Asset | None, str | None]] = {}
+
+    def get(self, path: str) -> tuple[Asset | None, str | None]:
+        """(thumbnail, None), or (None, reason) when the file is missing or not an image."""
+        if path not in self._cache:
+            self._cache[path] = self._make(path)
+        return self._cache[path]
+
+    def _make(self, path: str) -> tuple[Asset | None, str | None]:
+        try:
+            # decode_image refuses decompression bombs and normalises every mode to RGB.
+            image = decode_image(path)
+        except BadSampleError as e:
+            return None, e.reason
+        image.thumbnail((self.size, self.size), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", optimize=True)
+        # Named by the source path's hash: stable across runs, no untrusted text in file names.
+        slug = "img-" + hashlib.sha256(path.encode()).hexdigest()[:16]
+        return Asset(slug=slug, png=buffer.getvalue(), alt=Path(path).name, width=image.width, height=image.height), None
