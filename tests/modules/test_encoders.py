@@ -22,8 +22,14 @@ from polymodal.modules.encoders import (
 transformers = pytest.importorskip("transformers")
 
 # (registry name, builder kwargs); "path" values name a tiny HF model from the hf_dirs fixture.
-NO_FILE_BUILDERS = [row["name"] for row in ENCODERS.describe() if not any(p["required"] for p in row["params"])]
-CASES = [(name, {}) for name in NO_FILE_BUILDERS] + [
+# Small sizes for the from-scratch encoders (the classes' own defaults are realistic, slower ones).
+SMALL = {
+    "transformer_text": {"vocab_size": 1000, "width": 128, "depth": 2},
+    "rnn_text": {"vocab_size": 1000, "width": 128, "layers": 2},
+    "vit": {"width": 128, "depth": 2},
+}
+NEEDS_FILES = {row["name"] for row in ENCODERS.describe() if any(p["required"] and p["name"] == "path" for p in row["params"])}
+CASES = [(name, {}) for name in ENCODERS.names() if name not in NEEDS_FILES] + [
     ("transformer_text", {"positions": "rotary", "pooling": "mean"}),
     ("transformer_text", {"pooling": "eos", "causal": True}),
     ("rnn_text", {"cell": "gru", "bidirectional": False, "pooling": "mean"}),
@@ -69,7 +75,7 @@ def hf_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, nn
 
 def build(case: tuple[str, dict], hf_dirs: dict) -> Encoder:
     name, kwargs = case
-    kwargs = dict(kwargs)
+    kwargs = {**SMALL.get(name, {}), **kwargs}
     if "path" in kwargs:
         kwargs["path"] = hf_dirs[kwargs["path"]][0]
     return ENCODERS.build(name, **kwargs)
