@@ -106,3 +106,17 @@ def test_init_from_a_model_with_nothing_in_common_is_refused(tmp_path: Path) -> 
                          [f"model.init_from={tmp_path / 'cnn-caption'}", "data.image.image_size=32", "data.path=unused"])
     with pytest.raises(ConfigError, match="no tensor matches"):
         build_recipe_model(recipe, vocab_size=50, extra={})
+
+
+def test_fine_tuning_keeps_the_pretrained_models_tokenizer(tmp_path: Path) -> None:
+    data = tmp_path / "shapes"
+    generate_shapesworld(data, 40, seed=0, image_size=32, progress=False)
+    common = ["--set", f"data.path={data}", "--set", "data.image.image_size=32", "--set", "train.steps=2",
+              "--set", "train.batch_size=8", "--set", "train.warmup_steps=1", "--json"]  # fmt: skip
+    assert runner.invoke(app, ["train", str(RECIPES / "shapes-clip.yaml"), "--out", str(tmp_path / "clip"),
+                               "--set", "data.vocab_size=40", *common]).exit_code == 0
+    result = runner.invoke(app, ["train", str(RECIPES / "shapes-fusion.yaml"), "--out", str(tmp_path / "fusion"),
+                                 "--set", f"model.init_from={tmp_path / 'clip'}", *common])
+    assert result.exit_code == 0, result.output
+    # The fusion recipe alone would train a 512-word tokenizer; fine-tuning reuses the 40-word one.
+    assert (tmp_path / "fusion/tokenizer/tokenizer.json").read_text() == (tmp_path / "clip/tokenizer/tokenizer.json").read_text()

@@ -34,7 +34,7 @@ from polymodal.data.schema import Sample
 from polymodal.data.text import TextTokenizer, train_tokenizer
 from polymodal.data.transforms import Augment, ImagePipeline, ImagePreprocess
 from polymodal.models import PRESETS, ComposedModel, build_model, load_model, parse_model_config
-from polymodal.models.base import find_model_dir
+from polymodal.models.base import TOKENIZER_DIR, find_model_dir
 from polymodal.train.checkpoint import list_checkpoints
 from polymodal.train.config import TrainConfig
 from polymodal.train.evaluate import make_evaluator
@@ -185,6 +185,17 @@ def build_recipe_model(recipe: Recipe, vocab_size: int, extra: dict[str, Any]) -
     return model
 
 
+def _init_tokenizer_dir(recipe: Recipe) -> Path | None:
+    """The tokenizer saved with ``model.init_from``'s model, if it has one."""
+    if not recipe.model.init_from:
+        return None
+    try:
+        directory = find_model_dir(recipe.model.init_from) / TOKENIZER_DIR
+    except FileNotFoundError:
+        return None  # build_recipe_model reports the missing model with the field's name
+    return directory if directory.is_dir() else None
+
+
 def make_task(section: TaskSection) -> torch.nn.Module:
     from polymodal.modules.losses import LOSSES
 
@@ -217,6 +228,9 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
         tokenizer = TextTokenizer.load(tokenizer_dir)
     elif data.tokenizer:
         tokenizer = TextTokenizer.load(data.tokenizer)
+    elif _init_tokenizer_dir(recipe) is not None:
+        # Fine-tuning: token ids must mean what they meant to the pretrained text tower.
+        tokenizer = TextTokenizer.load(_init_tokenizer_dir(recipe))  # type: ignore[arg-type]
     else:
         tokenizer = train_tokenizer(_corpus(train_rows), vocab_size=data.vocab_size, kind="wordlevel")
 
