@@ -80,6 +80,7 @@ def test_tasks_follow_capabilities(clip, tiny_captioner_dir, tiny_vqa_dir) -> No
     captioner = polymodal.load(tiny_captioner_dir)
     captions = captioner.caption([_image(0), _image(1)], max_new_tokens=4)
     assert len(captions) == 2 and all(isinstance(c, str) for c in captions)
+    assert len(captioner.caption(_image(0), max_new_tokens=500)) == 1  # capped at the decoder's 16 positions
     vqa = polymodal.load(tiny_vqa_dir)
     answers = vqa.answer(_image(0), ["what color is the shape", "is there a circle", "how many shapes are there"])
     assert len(answers) == 3 and set(answers) <= set(ANSWERS)

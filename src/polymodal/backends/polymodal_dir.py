@@ -66,6 +66,8 @@ class PolymodalBackend:
     @torch.inference_mode()
     def caption(self, images: Sequence[Image.Image], *, max_new_tokens: int = 30, num_beams: int = 1) -> list[str]:
         strategy = {"strategy": "beam", "num_beams": num_beams} if num_beams > 1 else {"strategy": "greedy"}
+        # The decoder's positions end at max_text_length (one of them holds BOS): a longer request is capped.
+        max_new_tokens = min(max_new_tokens, self.bundle.max_text_length - 1)
         ids = self.bundle.model.generate(self._pixels(images), max_new_tokens=max_new_tokens, **strategy)  # type: ignore[operator]
         return [self.bundle.tokenizer.decode(row) for row in ids]  # type: ignore[union-attr]
 

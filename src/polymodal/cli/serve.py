@@ -1,0 +1,98 @@
+"""``polymodal serve``: the REST server and its web page, over one model and optionally an index."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from polymodal.cli.output import JsonOption, console, emit_json, err_console, fail
+
+
+def serve(
+    model: str = typer.Option(None, "--model", "-m", help="Model directory, HF id, or polymodal-base "
+                              "(default: the index's model with --index, else polymodal-base)."),
+    index: Path = typer.Option(None, "--index", "-i", help="Index directory (from `polymodal index build`) "
+                               "for /search."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind; 0.0.0.0 exposes the server to "
+                             "the network."),
+    port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on."),
+    api_key: str = typer.Option(None, "--api-key", envvar="POLYMODAL_API_KEY", show_envvar=True,
+                                help="Require this key (Authorization: Bearer KEY or X-API-Key: KEY)."),
+    max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="Largest request body, in MB."),
+    max_pixels: int = typer.Option(40_000_000, "--max-pixels", help="Largest decoded image, width x height."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Most items per batched model call."),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="How long a request waits to share a batch."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32 or bf16 (bf16: faster on AVX-512-bf16 CPUs)."),
+    device: str = typer.Option("cpu", "--device", help="Torch device for the model."),
+    cors_origin: list[str] = typer.Option([], "--cors-origin", help="Allow browser calls from this origin "
+                                          "(repeatable; default: no CORS)."),
+    json: bool = JsonOption,
+) -> None:
+    """Serve a model over HTTP: REST endpoints, an OpenAPI schema at /openapi.json and a web page at /.
+
+    Binds 127.0.0.1 unless --host says otherwise. Example:
+    `polymodal serve --index runs/shapes-index` then open http://127.0.0.1:8000/
+    """
+    app, summary = build_server(model=model, index=index, host=host, port=port, api_key=api_key,
+                                max_upload_mb=max_upload_mb, max_pixels=max_pixels, batch_size=batch_size,
+                                max_wait_ms=max_wait_ms, precision=precision, device=device,
+                                cors_origins=tuple(cors_origin), as_json=json)
+    if json:
+        emit_json(summary)
+    else:
+        working = ", ".join(path for path, ok in summary["endpoints"].items() if ok)
+        console.print(f"[bold green]serving[/] {summary['model']} on [bold]{summary['url']}[/] ({working})")
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
+
+
+def build_server(*, model: str | None, index: Path | None, host: str, port: int, api_key: str | None,
+                 max_upload_mb: float, max_pixels: int, batch_size: int, max_wait_ms: float, precision: str,
+                 device: str, cors_origins: tuple[str, ...], as_json: bool) -> tuple[Any, dict[str, Any]]:
+    """Everything ``serve`` does before listening: checks, loading, the app; exits with a message on errors."""
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        fail("the server needs fastapi and uvicorn: pip install 'polymodal[serve]'", as_json=as_json)
+    import polymodal
+    from polymodal.backends import DEFAULT_MODEL
+    from polymodal.serve import ServeSettings, create_app
+    from polymodal.serve.safety import bind_warning
+    from polymodal.serve.search import IndexDirectory
+
+    try:
+        settings = ServeSettings(api_key=api_key, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+                                 max_pixels=max_pixels, batch_size=batch_size, max_wait_ms=max_wait_ms,
+                                 cors_origins=cors_origins)
+    except ValueError as e:
+        fail(str(e), as_json=as_json, code=2)
+    opened = None
+    if index is not None:
+        try:
+            opened = IndexDirectory(index)
+        except (ValueError, OSError, RuntimeError) as e:  # faiss reports unreadable files as RuntimeError
+            fail(f"--index {index}: {e}", as_json=as_json)
+    model_ref = model or (opened.meta.model if opened is not None else DEFAULT_MODEL)
+    try:
+        loaded = polymodal.load(model_ref, device=device, precision=precision, batch_size=batch_size)
+        app = create_app(loaded, opened, settings)
+    except (ValueError, OSError, ImportError) as e:
+        fail(str(e), as_json=as_json)
+    warning = bind_warning(host, settings.api_key)
+    if warning:
+        err_console.print(f"[bold red on yellow] WARNING [/] [bold]{warning}[/]", highlight=False)
+    shown_host = f"[{host}]" if ":" in host else host
+    summary = {
+        "url": f"http://{shown_host}:{port}/",
+        "model": loaded.name,
+        "identity": loaded.identity,
+        "index": None if opened is None else {"path": str(index), "items": len(opened)},
+        "endpoints": app.state.service.endpoints(),
+        "auth_required": settings.api_key is not None,
+        "warning": warning,
+    }
+    return app, summary

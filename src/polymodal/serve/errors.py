@@ -1,0 +1,90 @@
+"""Every error the server returns has one shape: ``{"error": {"code": str, "message": str}}``.
+
+Client mistakes (bad JSON, base64 or image, a task the model cannot do, too large, wrong type) are 4xx with a
+message that says what to fix; only real bugs become a 500, and those are logged with their traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from polymodal.backends import TaskNotSupported
+from polymodal.data.errors import BadSampleError
+
+logger = logging.getLogger("polymodal.serve")
+
+_HTTP_CODES = {
+    400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+    413: "too_large", 415: "unsupported_media_type", 422: "invalid_request",
+}
+
+
+class ApiError(Exception):
+    """A client error with its HTTP status and a stable machine-readable code."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+
+
+def bad_image(error: BadSampleError, field: str, max_pixels: int) -> ApiError:
+    """A decoding failure as a client error; a decompression bomb is 413 and names this server's limit."""
+    if error.kind != "too_large":
+        return ApiError(422, "bad_image", f"{field}: {error.reason}")
+    limit = f"{max_pixels:,}"
+    # PIL may refuse a huge image before our own check does, quoting its own limit: name ours too.
+    reason = error.reason if limit in error.reason else f"{error.reason} (this server's limit: {limit} pixels)"
+    return ApiError(413, "image_too_large", f"{field}: {reason}")
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Route every exception to the one JSON error shape."""
+
+    @app.exception_handler(ApiError)
+    async def _api(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        invalid_json = any(err.get("type") == "json_invalid" for err in exc.errors())
+        code = "invalid_json" if invalid_json else "invalid_request"
+        return error_response(422, code, _validation_message(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(TaskNotSupported)
+    async def _unsupported(_: Request, exc: TaskNotSupported) -> JSONResponse:
+        return error_response(400, "not_supported", str(exc))
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unexpected error serving %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "internal_error", "internal server error (logged on the server)")

@@ -1,0 +1,33 @@
+"""Server settings: one small, validated object that ``create_app`` and ``polymodal serve`` share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How the server behaves; the defaults are the safe ones (no key only makes sense on loopback).
+
+    ``max_upload_bytes`` bounds every request body (checked while it streams in, so a missing or lying
+    Content-Length does not help); ``max_pixels`` bounds decoded images (checked from the header, before the
+    pixels are decoded, so a small decompression bomb is refused cheaply).
+    """
+
+    api_key: str | None = None
+    max_upload_bytes: int = 10 * 1024 * 1024
+    max_pixels: int = 40_000_000  # e.g. 8000 x 5000; far above any photo the model resizes to 224 px anyway
+    batch_size: int = 32  # most items one model call takes from the queue
+    max_wait_ms: float = 5.0  # how long the first request waits for company before its batch runs
+    cors_origins: tuple[str, ...] = field(default_factory=tuple)  # empty: no CORS headers at all
+
+    def __post_init__(self) -> None:
+        for name in ("max_upload_bytes", "max_pixels", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.max_wait_ms < 0:
+            raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ValueError("api_key must not be empty (leave it unset to disable authentication)")

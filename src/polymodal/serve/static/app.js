@@ -1,0 +1,245 @@
+// polymodal web page: talks to this server's REST API only (same origin, no external resources).
+
+const $ = (id) => document.getElementById(id);
+const state = { health: null, file: null, apiKey: sessionStorage.getItem("polymodal-api-key") || "" };
+const blobUrls = [];
+
+// ---------------------------------------------------------------------------------------------- API calls
+function authHeaders() {
+  return state.apiKey ? { Authorization: `Bearer ${state.apiKey}` } : {};
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path.replace(/^\//, ""), {
+    ...options, headers: { ...authHeaders(), ...(options.headers || {}) },
+  });
+  const isJson = (response.headers.get("content-type") || "").includes("application/json");
+  const body = isJson ? await response.json() : null;
+  if (!response.ok) {
+    const message = body && body.error ? body.error.message : `${response.status} ${response.statusText}`;
+    const error = new Error(message);
+    error.status = response.status;
+    throw error;
+  }
+  return body;
+}
+
+const postJson = (path, payload) =>
+  api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(payload) });
+
+function fileToDataUrl(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(new Error(`cannot read ${file.name}`));
+    reader.readAsDataURL(file);
+  });
+}
+
+// ---------------------------------------------------------------------------------------------- feedback
+function showError(error) {
+  const alert = $("alert");
+  alert.textContent = error.message || String(error);
+  alert.hidden = false;
+  if (error.status === 401) $("key-form").hidden = false;
+}
+
+function clearError() {
+  $("alert").hidden = true;
+}
+
+async function busy(button, work) {
+  clearError();
+  button.disabled = true;
+  try {
+    await work();
+  } catch (error) {
+    showError(error);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else node.setAttribute(key, value);
+  }
+  node.append(...children);
+  return node;
+}
+
+// ---------------------------------------------------------------------------------------------- start-up
+async function loadHealth() {
+  const health = await api("/health");
+  state.health = health;
+  const info = $("model-info");
+  info.textContent = health.model;
+  for (const capability of health.capabilities) info.append(el("span", { class: "badge", text: capability }));
+  if (health.index) info.append(el("span", { class: "badge", text: `${health.index.size.toLocaleString()} items` }));
+  $("key-form").hidden = !health.auth_required;
+  $("api-key").value = state.apiKey;
+
+  // Show only what this model (and index) can do.
+  const can = health.endpoints;
+  $("search-section").hidden = !can["/search"];
+  $("classify-form").hidden = !can["/classify"];
+  $("answer-form").hidden = !can["/answer"];
+  $("caption-button").hidden = !can["/caption"];
+  $("similar-button").hidden = !can["/search"];
+  $("image-section").hidden = !(can["/classify"] || can["/answer"] || can["/caption"] || can["/search"]);
+}
+
+// ---------------------------------------------------------------------------------------------- search
+async function thumbnailSrc(url) {
+  if (!state.apiKey) return url.replace(/^\//, "");
+  // <img src> cannot send the key: fetch the thumbnail ourselves and show it from a blob URL.
+  const response = await fetch(url.replace(/^\//, ""), { headers: authHeaders() });
+  if (!response.ok) throw new Error(`thumbnail: ${response.status}`);
+  const blobUrl = URL.createObjectURL(await response.blob());
+  blobUrls.push(blobUrl);
+  return blobUrl;
+}
+
+function hitName(hit) {
+  if (hit.path) return hit.path.split(/[\\/]/).pop();
+  return `#${hit.id}`;
+}
+
+async function renderHits(hits) {
+  blobUrls.splice(0).forEach((url) => URL.revokeObjectURL(url));
+  const list = $("results");
+  list.replaceChildren();
+  for (const hit of hits) {
+    const name = hitName(hit);
+    let visual;
+    if (hit.thumbnail_url) {
+      visual = el("img", { alt: hit.text || name, loading: "lazy", decoding: "async" });
+      visual.src = await thumbnailSrc(hit.thumbnail_url);
+    } else {
+      visual = el("div", { class: "text-item", text: hit.text || name });
+    }
+    const meta = el("div", { class: "meta" },
+      el("span", { class: "name", title: hit.path || hit.text || name, text: name }),
+      el("span", { class: "score", title: "cosine similarity", text: hit.score.toFixed(3) }));
+    list.append(el("li", { class: "hit", "data-id": String(hit.id) }, visual, meta));
+  }
+}
+
+async function search(payload, label) {
+  const status = $("search-status");
+  status.textContent = "Searching…";
+  const started = performance.now();
+  const result = await postJson("/search", { ...payload, k: Number($("k").value) });
+  await renderHits(result.hits);
+  const ms = Math.round(performance.now() - started);
+  status.textContent = `${result.hits.length} results for ${label} (${ms} ms)`;
+}
+
+// ---------------------------------------------------------------------------------------------- image actions
+function setFile(file) {
+  if (!file) return;
+  if (!file.type.startsWith("image/")) {
+    showError(new Error(`${file.name} is not an image`));
+    return;
+  }
+  clearError();
+  state.file = file;
+  const preview = $("preview");
+  if (preview.src.startsWith("blob:")) URL.revokeObjectURL(preview.src);
+  preview.src = URL.createObjectURL(file);
+  preview.alt = `Selected image: ${file.name}`;
+  preview.hidden = false;
+  $("drop-text").hidden = true;
+  $("image-output").replaceChildren();
+}
+
+function requireFile() {
+  if (!state.file) throw new Error("Choose or drop an image first.");
+  return state.file;
+}
+
+function imageForm(fields) {
+  const form = new FormData();
+  form.append("image", requireFile());
+  for (const [key, values] of Object.entries(fields)) {
+    for (const value of [].concat(values)) form.append(key, value);
+  }
+  return form;
+}
+
+function renderLabels(labels) {
+  const bars = el("ul", { class: "bars", "aria-label": "Classification" });
+  for (const { label, score } of labels) {
+    const percent = (100 * score).toFixed(1);
+    const fill = el("div", { class: "fill" });
+    fill.style.width = `${percent}%`;
+    bars.append(el("li", { class: "bar" },
+      el("span", { text: label }),
+      el("div", { class: "track", role: "presentation" }, fill),
+      el("span", { class: "value", text: `${percent}%` })));
+  }
+  $("image-output").replaceChildren(bars);
+}
+
+function renderText(text) {
+  $("image-output").replaceChildren(el("p", { class: "answer", text }));
+}
+
+function wire() {
+  $("search-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const query = $("query").value.trim();
+    if (query) busy(event.submitter || $("search-form").querySelector("button"), () => search({ text: query }, `“${query}”`));
+  });
+
+  const drop = $("drop");
+  $("file").addEventListener("change", (event) => setFile(event.target.files[0]));
+  for (const name of ["dragenter", "dragover"]) {
+    drop.addEventListener(name, (event) => { event.preventDefault(); drop.classList.add("dragging"); });
+  }
+  for (const name of ["dragleave", "drop"]) {
+    drop.addEventListener(name, () => drop.classList.remove("dragging"));
+  }
+  drop.addEventListener("drop", (event) => {
+    event.preventDefault();
+    setFile(event.dataTransfer.files[0]);
+  });
+
+  $("classify-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const labels = $("labels").value.split(",").map((s) => s.trim()).filter(Boolean);
+    busy(event.submitter, async () => {
+      const result = await api("/classify", { method: "POST", body: imageForm({ labels }) });
+      renderLabels(result.labels);
+    });
+  });
+  $("answer-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    busy(event.submitter, async () => {
+      const result = await api("/answer", { method: "POST", body: imageForm({ question: $("question").value }) });
+      renderText(result.answer);
+    });
+  });
+  $("caption-button").addEventListener("click", (event) => busy(event.currentTarget, async () => {
+    const result = await api("/caption", { method: "POST", body: imageForm({}) });
+    renderText(result.caption);
+  }));
+  $("similar-button").addEventListener("click", (event) => busy(event.currentTarget, async () => {
+    const file = requireFile();
+    await search({ image: await fileToDataUrl(file) }, file.name);
+    $("search-section").scrollIntoView({ behavior: "smooth" });
+  }));
+
+  $("key-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    state.apiKey = $("api-key").value.trim();
+    sessionStorage.setItem("polymodal-api-key", state.apiKey);
+    clearError();
+  });
+}
+
+wire();
+loadHealth().catch(showError);

@@ -1,0 +1,165 @@
+"""The web page in a real browser: uvicorn on a free port, Debian's Chromium driven headless by Playwright."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from polymodal.api import Model
+from polymodal.serve import ServeSettings, create_app
+from polymodal.serve.search import IndexDirectory
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's Chromium at /usr/bin/chromium")
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+
+ALL_LOADED = "[...document.querySelectorAll('#results img')].every(i => i.complete && i.naturalWidth > 0)"
+
+
+def wait_until(page, expression: str, timeout: float = 15.0) -> None:  # noqa: ANN001
+    """Poll ``expression`` in the page. (``page.wait_for_function`` evaluates strings with eval(), which the
+    page's Content-Security-Policy forbids, as it should; ``page.evaluate`` goes through the debugger instead.)"""
+    deadline = time.monotonic() + timeout
+    while not page.evaluate(expression):
+        assert time.monotonic() < deadline, f"timed out waiting for: {expression}"
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def serve(app: object) -> Iterator[str]:
+    """A real uvicorn server on 127.0.0.1 and a port the OS picked, in a thread of this process."""
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))  # type: ignore[arg-type]
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with playwright_api.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def server_url(model: Model, index_dir: Path) -> Iterator[str]:
+    with serve(create_app(model, IndexDirectory(index_dir))) as url:
+        yield url
+
+
+def test_search_shows_thumbnails_and_classify_works(browser, server_url: str, image_dir: Path) -> None:  # noqa: ANN001
+    requests: list[str] = []
+    problems: list[str] = []
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    page.on("request", lambda request: requests.append(request.url))
+    # CSP violations and script errors show up as console errors.
+    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    page.goto(server_url + "/")
+
+    page.wait_for_selector("#search-section:not([hidden])")
+    assert "embed" in page.inner_text("#model-info") and "6 items" in page.inner_text("#model-info")
+    # Only what the dual encoder can do is offered.
+    assert page.is_visible("#classify-form") and page.is_visible("#similar-button")
+    assert not page.is_visible("#caption-button") and not page.is_visible("#answer-form")
+    assert not page.is_visible("#key-form")  # no API key on this server
+
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "skip"  # keyboard users can skip to content
+    page.fill("#query", "a red circle")
+    page.press("#query", "Enter")
+    wait_until(page, "document.querySelectorAll('#results img').length === 6 && " + ALL_LOADED)
+    widths = page.eval_on_selector_all("#results img", "imgs => imgs.map(i => i.naturalWidth)")
+    assert len(widths) == 6 and all(w > 0 for w in widths)
+    scores = page.eval_on_selector_all("#results .score", "els => els.map(e => parseFloat(e.textContent))")
+    assert scores == sorted(scores, reverse=True)
+    assert "6 results" in page.inner_text("#search-status")
+
+    page.set_input_files("#file", str(image_dir / "green.png"))
+    page.wait_for_selector("#preview:not([hidden])")
+    page.fill("#labels", "red, green, blue")
+    page.click("#classify-form button")
+    page.wait_for_selector(".bars li", timeout=15_000)
+    rows = page.eval_on_selector_all(".bars li", "els => els.map(e => e.textContent)")
+    assert len(rows) == 3 and all("%" in r for r in rows)
+
+    page.click("#similar-button")  # search by the uploaded image: it is in the index, so it comes first
+    wait_until(page, "document.querySelector('#search-status').textContent.includes('green.png') && " + ALL_LOADED)
+    assert page.inner_text("#results li:first-child .name") == "green.png"
+
+    page.close()
+    assert not problems, problems
+    external = [url for url in requests if not url.startswith((server_url, "blob:"))]  # blob: the local preview
+    assert requests and not external, f"the page must not load anything external: {external}"
+
+
+def test_with_an_api_key_the_page_asks_for_it_and_thumbnails_still_load(browser, model: Model,  # noqa: ANN001
+                                                                       index_dir: Path) -> None:
+    app = create_app(model, IndexDirectory(index_dir), ServeSettings(api_key="page-key"))
+    with serve(app) as url:
+        page = browser.new_page()
+        page.goto(url + "/")
+        page.wait_for_selector("#key-form:not([hidden])")
+        page.fill("#query", "a blue circle")
+        page.press("#query", "Enter")
+        wait_until(page, "!document.querySelector('#alert').hidden")
+        assert "API key" in page.inner_text("#alert")
+        page.fill("#api-key", "page-key")
+        page.press("#api-key", "Enter")
+        page.press("#query", "Enter")
+        # <img src> cannot send the key: the page fetches thumbnails with it and shows blob: URLs.
+        wait_until(page, "document.querySelectorAll('#results img').length === 6 && " + ALL_LOADED)
+        assert all(src.startswith("blob:") for src in page.eval_on_selector_all("#results img", "i => i.map(e => e.src)"))
+        assert page.is_hidden("#alert")
+        page.close()
+
+
+@pytest.mark.parametrize("kind", ["captioner", "vqa"])
+def test_caption_and_question_actions_appear_only_for_models_that_have_them(browser, kind: str, request,  # noqa: ANN001
+                                                                          image_dir: Path) -> None:
+    import polymodal
+
+    model = polymodal.load(request.getfixturevalue(f"tiny_{kind}_dir"))
+    with serve(create_app(model)) as url:
+        page = browser.new_page()
+        page.goto(url + "/")
+        page.wait_for_selector("#image-section:not([hidden])")
+        assert page.is_hidden("#search-section") and page.is_hidden("#classify-form")  # no embed, no index
+        page.set_input_files("#file", str(image_dir / "red.png"))
+        if kind == "captioner":
+            assert page.is_visible("#caption-button") and page.is_hidden("#answer-form")
+            page.click("#caption-button")
+            # The tiny captioner generates at most 16 tokens, fewer than the API's default of 30: the server
+            # answers 422 with the reason, and the page shows it.
+            wait_until(page, "!document.querySelector('#alert').hidden")
+            assert "max_new_tokens=30 must be in [1, max_length=16]" in page.inner_text("#alert")
+        else:
+            assert page.is_visible("#answer-form") and page.is_hidden("#caption-button")
+            page.fill("#question", "what color is the shape")
+            page.press("#question", "Enter")
+            wait_until(page, "document.querySelector('#image-output .answer') !== null")
+            assert page.inner_text("#image-output .answer") == model.answer(image_dir / "red.png",
+                                                                             "what color is the shape")[0]
+        page.close()
