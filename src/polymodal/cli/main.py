@@ -6,8 +6,15 @@ import typer
 
 from polymodal import __version__
 from polymodal.cli import data as data_cli
+from polymodal.cli import index as index_cli
+from polymodal.cli import score as score_cli
 from polymodal.cli.demo import demo
+from polymodal.cli.eval import eval_command
+from polymodal.cli.export import export
 from polymodal.cli.models import models
+from polymodal.cli.report import report
+from polymodal.cli.serve import serve
+from polymodal.cli.tasks import ask, caption, classify
 from polymodal.cli.train import train
 
 app = typer.Typer(
@@ -21,6 +28,16 @@ app.add_typer(data_cli.app, name="data")
 app.command("models")(models)
 app.command("train")(train)
 app.command("demo")(demo)
+app.add_typer(index_cli.app, name="index")
+app.command("search")(index_cli.search)
+app.command("classify")(classify)
+app.command("caption")(caption)
+app.command("ask")(ask)
+app.command("serve")(serve)
+app.command("export")(export)
+app.command("report")(report)
+app.add_typer(score_cli.app, name="score")
+app.command("eval")(eval_command)
 
 
 def _version(value: bool) -> None:

@@ -16,39 +16,24 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from polymodal.data.image import decode_image
 from polymodal.data.schema import Sample
 from polymodal.data.transforms import ImagePipeline
 from polymodal.evaluate.bundle import ModelBundle
-from polymodal.metrics import captioning
+from polymodal.evaluate.prompts import SHAPES_TEMPLATES, zero_shot_classifier
+from polymodal.evaluate.scoring import caption_scores
 from polymodal.metrics.retrieval import retrieval_metrics
 from polymodal.models import Captioner, DualEncoder, FusionClassifier, VQAModel
 
+# Class phrases fill the "{}"; build_prompts turns "a orange ..." into "an orange ...".
 ZERO_SHOT_TEMPLATES = {
-    "shape": ["a picture with {a} {shape}", "{a} {shape}", "one object: {a} {shape}"],
-    "color": ["{color} shape", "{a} {color} object", "a picture of something {color}"],
-    "color_shape": ["one object: {a} {color} {shape}", "{a} {color} {shape}", "a picture with {a} {color} {shape}"],
+    "shape": SHAPES_TEMPLATES,
+    "color": ["{} shape", "a {} object", "a picture of something {}"],
+    "color_shape": SHAPES_TEMPLATES,
 }
 SHAPES = ["circle", "square", "triangle", "diamond", "star", "hexagon", "cross", "heart"]
 COLORS = ["red", "orange", "yellow", "green", "cyan", "blue", "purple", "pink"]
-
-
-def _article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
-
-
-def _max_length(bundle: ModelBundle, default: int = 32) -> int:
-    cfg = bundle.model.config
-    for name in ("text_encoder", "decoder"):
-        section = getattr(cfg, name, None)
-        params = getattr(section, "params", None) or {}
-        if "max_length" in params:
-            return int(params["max_length"])
-        if hasattr(section, "max_length"):
-            return int(section.max_length)
-    return default
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -63,7 +48,7 @@ def load_images(bundle: ModelBundle, samples: Sequence[Sample]) -> torch.Tensor:
 
 def _tokens(bundle: ModelBundle, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
     assert bundle.tokenizer is not None, f"{bundle.path}: model has no tokenizer"
-    return bundle.tokenizer.encode_batch(list(texts), _max_length(bundle))
+    return bundle.tokenizer.encode_batch(list(texts), bundle.max_text_length)
 
 
 @torch.no_grad()
@@ -104,14 +89,9 @@ def evaluate_dual_encoder(bundle: ModelBundle, samples: Sequence[Sample]) -> dic
                 classes = [{"color": c} for c in COLORS]
             else:
                 classes = [{"color": c, "shape": s} for c in COLORS for s in SHAPES]
-            class_emb = []
-            for cls in classes:
-                first = cls.get("color", cls.get("shape", ""))
-                prompts = [t.format(a=_article(first), **cls) for t in templates]
-                # Prompt ensembling: mean of the normalised prompt embeddings, renormalised.
-                class_emb.append(F.normalize(embed_texts(bundle, prompts).mean(0), dim=-1))
-            logits = image_emb[single] @ torch.stack(class_emb).T  # (N, C)
-            predicted = logits.argmax(1).tolist()
+            names = [" ".join(cls[k] for k in ("color", "shape") if k in cls) for cls in classes]
+            class_emb = zero_shot_classifier(lambda texts: embed_texts(bundle, texts), names, templates)  # (C, D)
+            predicted = (image_emb[single] @ class_emb.T).argmax(1).tolist()  # (N, C) -> (N,)
             correct = [all(obj[k] == classes[p][k] for k in classes[p]) for obj, p in zip(objs, predicted)]
             zero_shot[f"zero_shot_{task}"] = sum(correct) / len(correct)
     return {**retrieval, **zero_shot, "n_images": len(samples), "n_texts": len(texts), "n_zero_shot": len(single)}
@@ -138,20 +118,17 @@ def generate_captions(bundle: ModelBundle, samples: Sequence[Sample], batch_size
     images = load_images(bundle, samples)
     out = []
     for chunk in images.split(batch_size):
-        ids = model.generate(chunk, **{"strategy": "greedy", "max_new_tokens": _max_length(bundle) - 1, **kwargs})
+        ids = model.generate(chunk, **{"strategy": "greedy", "max_new_tokens": bundle.max_text_length - 1, **kwargs})
         out.extend(bundle.tokenizer.decode(row) for row in ids)
     return out
 
 
 def evaluate_captioner(bundle: ModelBundle, samples: Sequence[Sample]) -> dict[str, Any]:
     predictions = generate_captions(bundle, samples)
-    refs = {s.id: [captioning.tokenize(c) for c in s.text] for s in samples}
-    preds = {s.id: captioning.tokenize(p) for s, p in zip(samples, predictions)}
-    scores = captioning.bleu(refs, preds, 4)
+    ids = [s.id for s in samples]
+    metrics, _, _ = caption_scores({s.id: s.text for s in samples}, dict(zip(ids, predictions)), with_ci=False)
     return {
-        **{f"BLEU-{i + 1}": v for i, v in enumerate(scores)},
-        "ROUGE-L": captioning.rouge_l(refs, preds),
-        "CIDEr-D": captioning.cider_d(refs, preds),
+        **metrics,
         "examples": [{"id": s.id, "caption": p, "reference": s.text[0]} for s, p in list(zip(samples, predictions))[:8]],
     }
 

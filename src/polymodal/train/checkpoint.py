@@ -88,8 +88,13 @@ def list_checkpoints(run_dir: str | os.PathLike) -> list[Checkpoint]:
         return out
     for child in run_dir.iterdir():
         m = CHECKPOINT_RE.match(child.name)
-        if m and (child / "meta.json").is_file():
-            out.append(Checkpoint(child, int(m.group(1)), json.loads((child / "meta.json").read_text())))
+        if not m:
+            continue
+        try:
+            meta = json.loads((child / "meta.json").read_text())
+        except FileNotFoundError:  # incomplete, or pruned by a running trainer while we looked
+            continue
+        out.append(Checkpoint(child, int(m.group(1)), meta))
     return sorted(out, key=lambda c: c.step)
 
 
@@ -121,6 +126,12 @@ def prune_checkpoints(run_dir: str | os.PathLike, keep_last: int, keep: set[int]
     removed = []
     for c in checkpoints:
         if c.step not in protected:
-            shutil.rmtree(c.path, ignore_errors=True)
+            # Rename first (atomic) so a kill mid-delete never leaves a half checkpoint under a real name.
+            doomed = c.path.with_name(f".deleting-{c.path.name}")
+            try:
+                c.path.rename(doomed)
+            except FileNotFoundError:
+                continue
+            shutil.rmtree(doomed, ignore_errors=True)
             removed.append(c.path)
     return removed

@@ -6,6 +6,7 @@ to ``bad_samples.jsonl``). Errors about a whole input file (missing, empty, not 
 both modes. Media paths come out absolute and inside the dataset root; shard media as bytes.
 """
 
+from polymodal.data.readers.cifar import cifar_classes, read_cifar
 from polymodal.data.readers.coco import KARPATHY_SPLITS, read_coco_captions, read_karpathy
 from polymodal.data.readers.dispatch import FORMATS, detect_format, open_dataset, open_dataset_with_format
 from polymodal.data.readers.imagefolder import read_image_folder
@@ -17,10 +18,12 @@ __all__ = [
     "DEFAULT_IMAGE_PATTERN",
     "FORMATS",
     "KARPATHY_SPLITS",
+    "cifar_classes",
     "detect_format",
     "expand_shards",
     "open_dataset",
     "open_dataset_with_format",
+    "read_cifar",
     "read_coco_captions",
     "read_image_folder",
     "read_karpathy",

@@ -1,0 +1,243 @@
+"""``polymodal index build|add|remove|info`` and ``polymodal search``: a vector index over a model's embeddings.
+
+Builds show a progress bar (items/s), skip unreadable files (counted, and logged to INDEX/skipped.jsonl) and
+resume after an interruption: rerun the same command and finished chunks are not embedded again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from polymodal.cli.output import JsonOption, console, emit_json, err_console, fail
+from polymodal.cli.tasks import BatchOption, ModelOption, check_files, load_model_or_fail
+
+if TYPE_CHECKING:
+    from polymodal.index import BuildResult
+    from polymodal.index.build import ProgressFn
+
+T = TypeVar("T")
+app = typer.Typer(help="Build, extend and inspect vector indexes (search them with `polymodal search`).", no_args_is_help=True)
+
+TextsOption = typer.Option(False, "--texts", help="Also index the captions of a manifest (kind text), for image->text search.")
+ChunkOption = typer.Option(1024, "--chunk-size", min=1, help="Items per saved chunk: the unit of resume.")
+
+
+class _RateColumn(ProgressColumn):
+    """``done/total  N items/s`` (the total is unknown until the source has been counted)."""
+
+    def render(self, task: Any) -> Text:
+        total = f"{task.total:,.0f}" if task.total is not None else "?"
+        rate = f"{task.speed:,.1f} items/s" if task.speed else "- items/s"
+        return Text(f"{task.completed:,.0f}/{total}  {rate}", style="cyan")
+
+
+def _with_progress(show: bool, label: str, work: Callable[[ProgressFn | None], T]) -> T:
+    """Run ``work(progress_callback)`` under a rich progress bar on stderr (none with --json)."""
+    if not show:
+        return work(None)
+    columns = (TextColumn("{task.description}"), BarColumn(), _RateColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=False) as bar:
+        task = bar.add_task(label, total=None)
+        return work(lambda done, total: bar.update(task, completed=done, total=total))
+
+
+def _index_errors() -> tuple[type[BaseException], ...]:
+    return (OSError, ValueError, ImportError)
+
+
+def _run(what: str, index_dir: Path, as_json: bool, fn: Callable[[], T]) -> T:
+    """Turn every expected failure into one line; an interruption says how to resume."""
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        fail(f"{what} interrupted: finished chunks are kept in {index_dir}/.work; rerun the same command to resume",
+             as_json=as_json, code=130)
+    except _index_errors() as e:
+        from polymodal.backends import TaskNotSupported
+
+        fail(str(e), as_json=as_json, code=2 if isinstance(e, TaskNotSupported) else 1)
+
+
+def _report(result: BuildResult, verb: str, as_json: bool) -> None:
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    rate = result.added / result.seconds if result.seconds else 0.0
+    line = (f"[bold green]{verb}[/] {result.added:,} items into {escape(str(result.path))} {escape(f'[{result.type}]')} "
+            f"in {result.seconds:.1f} s ({rate:,.1f} items/s)")
+    line += f"; the index holds {result.items:,}"
+    if result.resumed_chunks:
+        line += f"; resumed {result.resumed_chunks} of {result.chunks} chunks"
+    if result.already_indexed:
+        line += f"; {result.already_indexed:,} already indexed"
+    console.print(line, highlight=False, soft_wrap=True)
+    if result.skipped:
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(result.skipped_by_kind.items()))
+        console.print(f"[yellow]skipped {result.skipped:,}[/] ({kinds}): see {escape(str(result.path / 'skipped.jsonl'))}",
+                      highlight=False, soft_wrap=True)
+        for s in result.skipped_examples[:3]:
+            console.print(f"  {escape(str(s['path']))}: {escape(s['reason'])}", highlight=False, soft_wrap=True)
+
+
+@app.command("build")
+def build(
+    source: Path = typer.Argument(..., help="A folder of images, an ImageFolder, a manifest (.jsonl/.csv) or shards."),
+    out: Path = typer.Option(..., "--out", "-o", help="Index directory to write."),
+    model: str = ModelOption,
+    type_: str = typer.Option("auto", "--type", help="auto (flat below 50k items, else hnsw), flat, hnsw or ivfpq."),
+    texts: bool = TextsOption,
+    batch_size: int = BatchOption,
+    chunk_size: int = ChunkOption,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index at --out."),
+    hnsw_m: int = typer.Option(32, "--hnsw-m", min=2, help="hnsw: graph degree M."),
+    ef_construction: int = typer.Option(80, "--ef-construction", min=1, help="hnsw: build-time candidate list."),
+    ef_search: int = typer.Option(64, "--ef-search", min=1, help="hnsw: search-time candidate list (recall vs speed)."),
+    nlist: int = typer.Option(None, "--nlist", min=1, help="ivfpq: inverted lists (default 4*sqrt(N))."),
+    pq_m: int = typer.Option(None, "--pq-m", min=1, help="ivfpq: sub-quantisers, must divide the dimension (default dim/8)."),
+    nbits: int = typer.Option(8, "--nbits", min=1, max=16, help="ivfpq: bits per code."),
+    nprobe: int = typer.Option(16, "--nprobe", min=1, help="ivfpq: lists searched per query."),
+    json: bool = JsonOption,
+) -> None:
+    """Embed SOURCE with the model and write a searchable index; rerun after an interruption to resume."""
+    from polymodal.index import IndexParams, build_index
+    from polymodal.index.build import model_reference
+
+    try:
+        params = IndexParams(type=type_, hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search,
+                             nlist=nlist, pq_m=pq_m, nbits=nbits, nprobe=nprobe)
+    except ValueError as e:
+        fail(str(e), as_json=json, code=2)
+    if not source.exists():
+        fail(f"{source}: no such file or directory", as_json=json)
+    loaded = load_model_or_fail(model, batch_size=batch_size, as_json=json)
+    result = _run("build", out, json, lambda: _with_progress(not json, "embedding", lambda progress: build_index(
+        source, out, loaded, params=params, texts=texts, chunk_size=chunk_size, overwrite=overwrite,
+        model_ref=model_reference(model), progress=progress)))
+    _report(result, "indexed", json)
+
+
+@app.command("add")
+def add(
+    index: Path = typer.Argument(..., help="An index directory."),
+    source: Path = typer.Argument(..., help="Images or a manifest to add; items already in the index are left out."),
+    model: str = typer.Option(None, "--model", "-m", help="Override the index's recorded model (same identity only)."),
+    texts: bool = TextsOption,
+    batch_size: int = BatchOption,
+    chunk_size: int = ChunkOption,
+    json: bool = JsonOption,
+) -> None:
+    """Add the new items of SOURCE to an index (resumable like build)."""
+    from polymodal.index import VectorIndex, add_to_index
+
+    if not source.exists():
+        fail(f"{source}: no such file or directory", as_json=json)
+    meta = _run("add", index, json, lambda: _meta(VectorIndex, index))
+    loaded = load_model_or_fail(model or meta.model, batch_size=batch_size, as_json=json)
+    result = _run("add", index, json, lambda: _with_progress(not json, "embedding", lambda progress: add_to_index(
+        index, source, loaded, texts=texts, chunk_size=chunk_size, progress=progress)))
+    _report(result, "added", json)
+
+
+def _meta(cls: Any, path: Path) -> Any:
+    with cls.open(path) as idx:
+        return idx.meta
+
+
+def _targets(raw: list[str]) -> Iterator[int | str]:
+    """Integer arguments are ids, anything else a path."""
+    for t in raw:
+        yield int(t) if t.isdigit() else t
+
+
+@app.command("remove")
+def remove(
+    index: Path = typer.Argument(..., help="An index directory."),
+    targets: list[str] = typer.Argument(..., help="Item ids, or paths (removes the image and its texts)."),
+    json: bool = JsonOption,
+) -> None:
+    """Remove items by id or path. Exits 1 if any target was not in the index (the others are removed)."""
+    from polymodal.index import VectorIndex
+
+    def go() -> tuple[list[int], list[int | str]]:
+        with VectorIndex.open(index) as idx:
+            return idx.remove(list(_targets(targets)))
+
+    removed, missing = _run("remove", index, json, go)
+    if json:
+        emit_json({"removed": removed, "not_found": missing})
+    else:
+        console.print(f"removed {len(removed)} items" + (f" (ids {', '.join(map(str, removed[:20]))})" if removed else ""))
+    if missing:
+        if json:
+            raise typer.Exit(1)  # the JSON above already lists them under not_found
+        fail(f"not in the index: {', '.join(map(str, missing))}")
+
+
+@app.command("info")
+def info(index: Path = typer.Argument(..., help="An index directory."), json: bool = JsonOption) -> None:
+    """Model, type, parameters and counts of an index."""
+    from polymodal.index import VectorIndex
+
+    def go() -> dict[str, Any]:
+        with VectorIndex.open(index) as idx:
+            return idx.info()
+
+    data = _run("info", index, json, go)
+    if json:
+        emit_json(data)
+        return
+    table = Table(show_header=False, box=None)
+    for key in ("path", "model", "model_name", "identity", "embed_dim", "metric", "type", "items", "counts",
+                "vectors", "tombstones", "skipped", "updated", "version"):
+        table.add_row(key, escape(str(data[key])))
+    params = data["params"]
+    knobs = {"flat": [], "hnsw": ["hnsw_m", "ef_construction", "ef_search"], "ivfpq": ["nlist", "pq_m", "nbits", "nprobe"]}
+    table.add_row("params", ", ".join(f"{k}={params[k]}" for k in knobs[data["type"]]) or "-")
+    console.print(table)
+
+
+def search(
+    index: Path = typer.Argument(..., help="An index directory."),
+    query: str = typer.Argument(None, help="Query text (or use --image)."),
+    image: Path = typer.Option(None, "--image", "-i", help="Query with an image file instead of text."),
+    k: int = typer.Option(10, "-k", "--top-k", min=1, help="Number of results."),
+    kind: str = typer.Option(None, "--kind", help="Only results of this kind: image or text."),
+    model: str = typer.Option(None, "--model", "-m", help="Override the index's recorded model (same identity only)."),
+    ef_search: int = typer.Option(None, "--ef-search", min=1, help="hnsw: candidate list for this search."),
+    nprobe: int = typer.Option(None, "--nprobe", min=1, help="ivfpq: lists to visit for this search."),
+    json: bool = JsonOption,
+) -> None:
+    """Search an index with a text or an image; prints rank, score and path/text."""
+    from polymodal.index import open_for_search
+
+    if (query is None) == (image is None):
+        fail("give a query text or --image FILE (one of them)", as_json=json, code=2)
+    if kind is not None and kind not in ("image", "text"):
+        fail(f"--kind must be image or text, got {kind!r}", as_json=json, code=2)
+    if image is not None:
+        check_files([image], json)
+
+    def go() -> list[Any]:
+        idx, loaded = open_for_search(index, model)
+        with idx:
+            vectors = loaded.embed_image(str(image)) if image is not None else loaded.embed_text(query)
+            return idx.search(vectors, k, kind=kind, ef_search=ef_search, nprobe=nprobe)[0]
+
+    hits = _run("search", index, json, go)
+    if json:
+        emit_json([{"rank": r, **h.to_dict()} for r, h in enumerate(hits, 1)])
+        return
+    table = Table("rank", "score", "kind", "id", box=None)
+    table.add_column("path / text", overflow="fold")  # last and folded: a long path wraps instead of being cut
+    for r, h in enumerate(hits, 1):
+        shown = h.text if h.kind == "text" else h.path or h.metadata.get("id")
+        table.add_row(str(r), f"{h.score:.4f}", h.kind, str(h.id), escape(str(shown)))
+    console.print(table)

@@ -1,0 +1,111 @@
+"""What every benchmark run shares: the loaded model, batching, the files read, options.
+
+The model is loaded once, lazily, in both forms a suite may need: the :class:`Backend`
+(embed / caption / answer, for any kind of model) and, for polymodal model directories only, the
+:class:`ModelBundle` (the suites that call a fusion model directly, e.g. to drop a modality).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+from PIL import Image
+
+from polymodal.backends import Backend, load_backend
+from polymodal.data.image import decode_image
+from polymodal.evaluate.bundle import ModelBundle
+
+T = TypeVar("T")
+# An image a benchmark holds: a path, encoded bytes, or pixels already decoded (CIFAR).
+ImageRef = str | bytes | Image.Image
+# Applied to every decoded image before the model sees it: (image, item index) -> image.
+ImageFn = Callable[[Image.Image, int], Image.Image]
+
+
+def batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass
+class EvalContext:
+    model: str
+    data: Path | None = None
+    templates: str | None = None  # None: each benchmark's own default set
+    seed: int = 0
+    batch_size: int = 64
+    n_resamples: int = 1000  # bootstrap resamples for the 95% CIs
+    meteor: bool = True  # METEOR when java exists (a Java start costs ~20 s)
+    files_read: set[Path] = field(default_factory=set)
+    _backend: Backend | None = field(default=None, init=False, repr=False)
+    _text_cache: dict[tuple[str, ...], torch.Tensor] = field(default_factory=dict, init=False, repr=False)
+
+    # -- model ------------------------------------------------------------------------------------------
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = load_backend(self.model)
+        return self._backend
+
+    @property
+    def is_polymodal(self) -> bool:
+        """True when the model is a polymodal model directory (its :class:`ModelBundle` is available)."""
+        return isinstance(getattr(self.backend, "bundle", None), ModelBundle)
+
+    @property
+    def bundle(self) -> ModelBundle:
+        """The polymodal model with its tokenizer and preprocessing (the backend's own, not a second copy)."""
+        if not self.is_polymodal:
+            raise ValueError(f"{self.model}: this suite needs a polymodal model directory")
+        return self.backend.bundle  # type: ignore[attr-defined]
+
+    @property
+    def model_dir(self) -> Path | None:
+        """The directory the model was loaded from (None for a named model such as ``polymodal-base``)."""
+        if self.is_polymodal:
+            return self.bundle.path
+        path = Path(self.model)
+        return path if path.is_dir() else None
+
+    def require(self, capability: str, benchmark: str) -> None:
+        if capability not in self.backend.capabilities:
+            can = ", ".join(sorted(self.backend.capabilities)) or "nothing"
+            raise ValueError(f"benchmark {benchmark} needs a model that can {capability}; {self.model} can: {can}")
+
+    # -- data -------------------------------------------------------------------------------------------
+    def read(self, *paths: str | Path) -> None:
+        """Record files a benchmark read, for the dataset hash."""
+        self.files_read.update(Path(p) for p in paths)
+
+    def images(self, refs: Sequence[ImageRef], indices: Sequence[int], image_fn: ImageFn | None) -> list[Image.Image]:
+        """Decode ``refs`` and apply ``image_fn`` (item ``indices`` seed per-image corruptions)."""
+        out = []
+        for ref, index in zip(refs, indices):
+            img = ref.convert("RGB") if isinstance(ref, Image.Image) else decode_image(ref)
+            out.append(image_fn(img, index) if image_fn is not None else img)
+        return out
+
+    def map_images(self, fn: Callable[[list[Image.Image]], T], refs: Sequence[ImageRef],
+                   image_fn: ImageFn | None = None) -> list[T]:  # fmt: skip
+        """``fn`` over decoded images in batches (decoding one batch at a time keeps memory flat)."""
+        out = []
+        for start in range(0, len(refs), self.batch_size):
+            chunk = refs[start : start + self.batch_size]
+            out.append(fn(self.images(chunk, range(start, start + len(chunk)), image_fn)))
+        return out
+
+    # -- embeddings -------------------------------------------------------------------------------------
+    def embed_images(self, refs: Sequence[ImageRef], image_fn: ImageFn | None = None) -> torch.Tensor:
+        return torch.cat(self.map_images(self.backend.embed_images, refs, image_fn)).float()  # (N, D)
+
+    def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """(N, D) text embeddings, cached: robustness reruns change the images, never the texts."""
+        key = tuple(texts)
+        if key not in self._text_cache:
+            out = [self.backend.embed_text(list(chunk)) for chunk in batches(texts, self.batch_size * 4)]
+            self._text_cache[key] = torch.cat(out).float()
+        return self._text_cache[key]

@@ -1,0 +1,102 @@
+"""``run_eval``: load a model once, run named benchmarks on their splits, add robustness and provenance.
+
+Determinism: models run in eval mode, torch and the bootstrap are seeded with ``seed``, and every
+corruption draws from a generator seeded by (seed, corruption, severity, image index), so the
+same command on the same files gives the same numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from polymodal.evaluate.benchmarks import BENCHMARKS, Task
+from polymodal.evaluate.context import EvalContext
+from polymodal.evaluate.corruptions import CORRUPTIONS, SEVERITIES, corrupt
+from polymodal.evaluate.provenance import command_line, data_hash, make_provenance, model_hash
+from polymodal.evaluate.results import Result, ResultFile, Robustness
+
+Progress = Callable[[str], None]
+
+
+def parse_benchmarks(names: str | Sequence[str]) -> list[str]:
+    """``"a,b"`` or a list -> names, each known (the error lists the known ones)."""
+    items = [n.strip() for n in (names.split(",") if isinstance(names, str) else names) if n.strip()]
+    if not items:
+        raise ValueError(f"no benchmark given; choose from {', '.join(BENCHMARKS)}")
+    unknown = [n for n in items if n not in BENCHMARKS]
+    if unknown:
+        raise ValueError(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    return items
+
+
+def _corrupted(name: str, severity: int, seed: int, image: Image.Image, index: int) -> Image.Image:
+    return corrupt(image, name, severity, seed=seed, index=index)
+
+
+def robustness(task: Task, headline_value: float, seed: int, severities: Sequence[int] = SEVERITIES,
+               progress: Progress | None = None) -> Robustness:  # fmt: skip
+    """The headline metric with each droppable modality absent and under each corruption severity."""
+    h = task.headline
+    out = Robustness(metric=h)
+    if task.drops:
+        out.missing_modality = {"none": headline_value}
+        for modality in task.drops:
+            out.missing_modality[modality] = task.score(None, modality, False).metrics[h]
+    out.corruptions = {}
+    for name in CORRUPTIONS:
+        curve = {"0": headline_value}
+        for severity in severities:
+            if progress:
+                progress(f"{task.benchmark}/{task.split}: {name} severity {severity}")
+            curve[str(severity)] = task.score(partial(_corrupted, name, severity, seed), None, False).metrics[h]
+        out.corruptions[name] = curve
+    return out
+
+
+def run_eval(
+    model: str,
+    benchmarks: str | Sequence[str],
+    *,
+    data: str | Path | None = None,
+    splits: Sequence[str] | None = None,
+    templates: str | None = None,
+    with_robustness: bool = False,
+    seed: int = 0,
+    batch_size: int = 64,
+    n_resamples: int = 1000,
+    meteor: bool = True,
+    command: str | None = None,
+    progress: Progress | None = None,
+) -> ResultFile:
+    """Evaluate ``model`` (a path or model name) on ``benchmarks``; ``splits`` overrides each one's defaults."""
+    names = parse_benchmarks(benchmarks)
+    ctx = EvalContext(model=str(model), data=Path(data) if data is not None else None, templates=templates,
+                      seed=seed, batch_size=batch_size, n_resamples=n_resamples, meteor=meteor)  # fmt: skip
+    ctx.backend  # load the model first: a wrong model path fails before any data is read
+    results: list[Result] = []
+    for name in names:
+        bench = BENCHMARKS[name]
+        for split in splits or bench.splits:
+            if progress:
+                progress(f"{name}/{split}")
+            torch.manual_seed(seed)
+            task = bench.load(ctx, split)
+            with torch.inference_mode():
+                run = task.score(None, None, True)
+                rob = robustness(task, run.metrics[task.headline], seed, progress=progress) if with_robustness else None
+            results.append(Result(benchmark=name, split=split, headline=task.headline, metrics=run.metrics,
+                                  ci95=run.ci95, details=run.details, robustness=rob, examples=run.examples))  # fmt: skip
+    provenance = make_provenance(
+        model=str(model),
+        model_hash_value=model_hash(ctx.model_dir, ctx.backend.identity),
+        data_path=data,
+        data_hash_value=data_hash(ctx.files_read, ctx.data if ctx.data is not None and ctx.data.is_dir() else None),
+        seed=seed,
+        command=command if command is not None else command_line(),
+    )
+    return ResultFile(provenance=provenance, results=results)

@@ -1,0 +1,101 @@
+"""Score predictions against references with 95% bootstrap CIs: shared by ``polymodal score`` and the suites.
+
+Caption CIs: ROUGE-L and CIDEr-D resample per-image scores (CIDEr-D's document frequencies stay
+those of the full set); BLEU is a corpus metric, so each resample recomputes it over the drawn
+images, with at most :data:`BLEU_RESAMPLES` resamples because each costs a full BLEU pass.
+METEOR comes from one Java run over the set and has no CI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from polymodal.metrics import bootstrap_ci, normalize_answer, vqa_accuracy
+from polymodal.metrics import captioning as cap
+
+BLEU_RESAMPLES = 200
+Interval = tuple[float, float]
+
+
+def caption_scores(
+    refs: Mapping[Any, Sequence[str]],
+    preds: Mapping[Any, str],
+    *,
+    seed: int = 0,
+    n_resamples: int = 1000,
+    with_meteor: bool | None = False,
+    with_ci: bool = True,
+) -> tuple[dict[str, float], dict[str, Interval], dict[Any, float]]:
+    """(metrics, ci95, per-image CIDEr-D) of raw captions; both sides are PTB-tokenised first.
+
+    ``with_ci=False`` skips the bootstrap (an empty ci95), for callers that only need the values.
+
+    Keys: BLEU-1..4, ROUGE-L, CIDEr-D, METEOR (when ``with_meteor``, or None and java + jar exist).
+    """
+    keys = list(preds)
+    tok_refs = {i: [cap.tokenize(r) for r in refs[k]] for i, k in enumerate(keys)}
+    tok_preds = {i: cap.tokenize(preds[k]) for i, k in enumerate(keys)}  # re-keyed by position, for resampling
+    metrics = {f"BLEU-{n + 1}": s for n, s in enumerate(cap.bleu(tok_refs, tok_preds, 4))}
+    rouge = cap.rouge_l_per_item(tok_refs, tok_preds)
+    cider = cap.cider_d_per_item(tok_refs, tok_preds)
+    metrics["ROUGE-L"] = float(np.mean(list(rouge.values())))
+    metrics["CIDEr-D"] = float(np.mean(list(cider.values())))
+    if with_meteor is None:
+        with_meteor = cap.meteor_available()
+    if with_meteor:
+        metrics["METEOR"] = cap.meteor(tok_refs, tok_preds)
+
+    def bleu4(idx: np.ndarray) -> float:
+        # Repeated draws must count repeatedly, so re-key each draw by its position.
+        return cap.bleu({j: tok_refs[int(i)] for j, i in enumerate(idx)},
+                        {j: tok_preds[int(i)] for j, i in enumerate(idx)}, 4)[3]  # fmt: skip
+
+    if not with_ci:
+        return metrics, {}, {k: cider[i] for i, k in enumerate(keys)}
+    ci = {
+        "ROUGE-L": bootstrap_ci(list(rouge.values()), n_resamples=n_resamples, seed=seed),
+        "CIDEr-D": bootstrap_ci(list(cider.values()), n_resamples=n_resamples, seed=seed),
+        "BLEU-4": bootstrap_ci(bleu4, n_items=len(keys), n_resamples=min(n_resamples, BLEU_RESAMPLES), seed=seed),
+    }
+    return metrics, ci, {k: cider[i] for i, k in enumerate(keys)}
+
+
+def vqa_scores(
+    preds: Mapping[Any, str],
+    answers: Mapping[Any, Sequence[str]],
+    types: Mapping[Any, str | None] | None = None,
+    *,
+    exact: bool = False,
+    seed: int = 0,
+    n_resamples: int = 1000,
+) -> tuple[dict[str, float], dict[str, Interval], dict[str, float], dict[Any, float]]:
+    """(metrics, ci95, accuracy per type, per-question accuracy).
+
+    ``exact=False``: the official VQA accuracy over the (10) human answers; ``exact=True``:
+    normalised exact match against the most frequent reference answer (datasets with one
+    answer per question, where the 10-annotator formula would give 0 for a correct answer).
+    """
+    missing = [q for q in answers if q not in preds]
+    if missing:
+        raise ValueError(f"no prediction for question ids {missing[:5]} ({len(missing)} missing)")
+    per_q: dict[Any, float] = {}
+    for q, gts in answers.items():
+        if exact:
+            per_q[q] = float(normalize_answer(preds[q]) == normalize_answer(max(gts, key=list(gts).count)))
+        else:
+            per_q[q] = vqa_accuracy(preds[q], gts)
+    by_type: dict[str, list[float]] = {}
+    for q, acc in per_q.items():
+        kind = (types or {}).get(q)
+        if kind:
+            by_type.setdefault(kind, []).append(acc)
+    per_type = {t: float(np.mean(v)) for t, v in sorted(by_type.items())}
+    values = list(per_q.values())
+    metrics = {"vqa_accuracy": float(np.mean(values)) if values else 0.0}
+    metrics.update({f"vqa_accuracy_{t}": v for t, v in per_type.items()})
+    ci = {"vqa_accuracy": bootstrap_ci(values, n_resamples=n_resamples, seed=seed)} if values else {}
+    return metrics, ci, per_type, per_q
+

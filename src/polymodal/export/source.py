@@ -1,0 +1,54 @@
+"""What an export starts from: a dual encoder with its tokenizer and image preprocessing,
+loaded from a polymodal model directory or a Hugging Face CLIP checkpoint."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from polymodal.data.text import TextTokenizer
+from polymodal.data.transforms import ImagePreprocess
+from polymodal.models import DualEncoder
+
+
+class ExportError(ValueError):
+    """The model cannot be exported as asked; the message says why."""
+
+
+@dataclass
+class DualEncoderSource:
+    model: DualEncoder
+    tokenizer: TextTokenizer | None
+    preprocess: ImagePreprocess
+    max_length: int  # longest token sequence the text tower accepts
+    kind: str  # "polymodal" or "hf-clip"
+    path: Path
+
+
+def load_dual_encoder(path: str | os.PathLike[str]) -> DualEncoderSource:
+    """A polymodal dual-encoder directory (or run directory), or a Hugging Face CLIPModel
+    directory or Hub id (resolved to a local snapshot; a clear error when offline and not cached)."""
+    from polymodal.interop import detect_hf_kind, load_clip, resolve_model_dir
+
+    path = resolve_model_dir(path)  # a directory as is; raises HFLoadError for anything else
+    kind = detect_hf_kind(path)  # raises, listing what is supported, for other HF architectures
+    if kind == "clip":
+        clip = load_clip(path)
+        return DualEncoderSource(clip.model, clip.tokenizer, clip.preprocess, clip.max_length, "hf-clip", path)
+    if kind is not None:
+        raise ExportError(f"{path}: a Hugging Face {kind} checkpoint; ONNX export supports dual encoders (CLIP) only")
+
+    from polymodal.evaluate.bundle import load_bundle
+    from polymodal.models.base import find_model_dir
+
+    try:
+        bundle = load_bundle(find_model_dir(path))
+    except FileNotFoundError as e:
+        raise ExportError(str(e)) from None
+    if not isinstance(bundle.model, DualEncoder):
+        kind = bundle.model.config.kind  # type: ignore[union-attr]
+        raise ExportError(f"{bundle.path}: a {kind} model; ONNX export supports dual encoders only")
+    return DualEncoderSource(
+        bundle.model, bundle.tokenizer, bundle.preprocess, bundle.max_text_length, "polymodal", bundle.path
+    )

@@ -1,0 +1,29 @@
+"""Vector index over a model's embeddings: build from a folder or manifest (resumably), add, remove, search.
+
+An index is a directory (see :mod:`polymodal.index.vector_index` for its layout) tied to the model that built it:
+queries are embedded with that model, and any other model is refused by its content identity. Needs faiss
+(``pip install 'polymodal[index]'``).
+"""
+
+from polymodal.index.build import BuildResult, add_to_index, build_index
+from polymodal.index.kinds import AUTO_HNSW_THRESHOLD, INDEX_TYPES, IndexParams
+from polymodal.index.query import open_for_search, search_image, search_text
+from polymodal.index.store import Hit, Item
+from polymodal.index.vector_index import IndexFormatError, ModelMismatchError, VectorIndex
+
+__all__ = [
+    "AUTO_HNSW_THRESHOLD",
+    "INDEX_TYPES",
+    "BuildResult",
+    "Hit",
+    "IndexFormatError",
+    "IndexParams",
+    "Item",
+    "ModelMismatchError",
+    "VectorIndex",
+    "add_to_index",
+    "build_index",
+    "open_for_search",
+    "search_image",
+    "search_text",
+]

@@ -1,0 +1,345 @@
+"""Build or extend an index from a source, resumably.
+
+Embedding is the slow part, so it is done in chunks of ``chunk_size`` items that are saved as they finish:
+``INDEX/.work/chunk-000007.npy`` (the vectors) and then ``chunk-000007.json`` (the items and the skipped
+inputs), each written to a temporary name and renamed, the JSON last, so a chunk exists whole or not at all.
+A build killed at any point (Ctrl-C, SIGKILL, power loss) and rerun with the same arguments skips the chunks that
+exist and embeds the rest; the FAISS index is built from all chunks at the end and the finished directory
+replaces the work directory atomically. ``work.json`` records what the chunks are of (source, model identity,
+chunk size, item count): if any of it changed, the old chunks are discarded rather than mixed in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from itertools import islice
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from polymodal.api import Model, load
+from polymodal.backends import DEFAULT_MODEL
+from polymodal.data.errors import BadSampleError, BadSampleLog
+from polymodal.data.image import decode_image
+from polymodal.index import store
+from polymodal.index.kinds import IndexParams, apply_search_params, new_index, resolve_type
+from polymodal.index.sources import SourceItem, iter_items
+from polymodal.index.store import Item
+from polymodal.index.vector_index import META_FILE, WORK_DIR, IndexMeta, VectorIndex, write_index
+
+DEFAULT_CHUNK_SIZE = 1024
+ProgressFn = Callable[[int, int], None]  # (items finished so far, total items)
+ChunkHook = Callable[[int], None]  # called with the chunk number after each chunk is saved
+
+
+@dataclass
+class BuildResult:
+    path: Path
+    added: int  # items embedded into the index by this call
+    skipped: int  # inputs that could not be embedded (see INDEX/skipped.jsonl)
+    skipped_by_kind: dict[str, int]
+    already_indexed: int  # items `add` left out because the index holds them
+    chunks: int
+    resumed_chunks: int  # chunks found finished from an interrupted earlier run
+    seconds: float
+    type: str
+    items: int  # items in the index now
+    skipped_examples: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dict(self.__dict__)
+        out["path"] = str(self.path)
+        return out
+
+
+@dataclass
+class _Embedded:
+    vectors: np.ndarray  # (N, D)
+    items: list[Item]
+    skipped: list[dict[str, Any]]
+    chunks: int
+    resumed: int
+    excluded: int
+
+
+def model_reference(model: str | os.PathLike | None) -> str:
+    """What index.json records to load ``model`` again for queries: an absolute path for a local directory (so
+    search works from any working directory), else the name or hub id as given."""
+    if model is None:
+        return DEFAULT_MODEL
+    return str(Path(model).resolve()) if Path(model).exists() else str(model)
+
+
+def _resolve_model(model: str | os.PathLike | Model | None, model_ref: str | None) -> tuple[Model, str]:
+    """The loaded model and the reference recorded in index.json to load it again for queries."""
+    if isinstance(model, Model):
+        return model, model_ref or model.name
+    return load(model), model_ref or model_reference(model)
+
+
+def build_index(
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    model: str | os.PathLike | Model | None = None,
+    *,
+    params: IndexParams | None = None,
+    texts: bool = False,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    overwrite: bool = False,
+    model_ref: str | None = None,
+    progress: ProgressFn | None = None,
+    on_chunk: ChunkHook | None = None,
+) -> BuildResult:
+    """Embed every item of ``source`` with ``model`` and write an index directory at ``out``.
+
+    Rerunning after an interruption resumes from the finished chunks. ``out`` must not already hold a finished
+    index unless ``overwrite``.
+    """
+    start = time.perf_counter()
+    out = Path(out)
+    params = params or IndexParams()
+    if (out / META_FILE).is_file() and not overwrite:
+        raise FileExistsError(f"{out}: already holds an index; use `polymodal index add` to extend it, or --overwrite")
+    if out.exists() and not (out / META_FILE).is_file() and not (out / WORK_DIR).is_dir() and any(out.iterdir()):
+        raise FileExistsError(f"{out}: exists and is not an index; choose another --out")
+    loaded, ref = _resolve_model(model, model_ref)
+    dim = _embed_dim(loaded)
+    done = _embed(source, loaded, out / WORK_DIR, texts=texts, chunk_size=chunk_size, progress=progress, on_chunk=on_chunk)
+    if not done.items:
+        raise ValueError(_nothing_message(source, texts, done))
+    kind = resolve_type(params.type, len(done.items))
+    index = new_index(kind, dim, params, train=done.vectors if kind == "ivfpq" else None)
+    ids = np.arange(len(done.items), dtype=np.int64)
+    index.add_with_ids(done.vectors, ids)
+    apply_search_params(index, kind, params)
+    meta = IndexMeta(model=ref, model_name=loaded.name, identity=loaded.identity, embed_dim=dim, type=kind,
+                     params=params.to_dict(), next_id=len(ids))
+    write_index(out, meta, index, lambda conn: store.insert(conn, ids.tolist(), done.items), skipped=done.skipped)
+    return _result(out, done, start, kind, sum(meta.counts.values()))
+
+
+def add_to_index(
+    index_path: str | os.PathLike,
+    source: str | os.PathLike,
+    model: str | os.PathLike | Model | None = None,
+    *,
+    texts: bool = False,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: ProgressFn | None = None,
+    on_chunk: ChunkHook | None = None,
+) -> BuildResult:
+    """Embed the items of ``source`` that the index does not hold yet (by path, and text) and add them.
+
+    The model defaults to the one recorded in the index; another model must have the same identity.
+    """
+    start = time.perf_counter()
+    index = VectorIndex.open(index_path)
+    try:
+        loaded = load(index.meta.model) if model is None else _resolve_model(model, None)[0]
+        index.check_model(loaded.identity, loaded.name)
+        known = _known_keys(index)
+        done = _embed(source, loaded, index.path / WORK_DIR, texts=texts, chunk_size=chunk_size, progress=progress,
+                      on_chunk=on_chunk, exclude=known)
+        first = index.meta.next_id
+        ids = np.arange(first, first + len(done.items), dtype=np.int64)
+        if len(ids):
+            index.faiss_index.add_with_ids(done.vectors, ids)
+        index.meta.next_id = first + len(ids)
+        index.commit(lambda conn: store.insert(conn, ids.tolist(), done.items), skipped=done.skipped)
+        return _result(index.path, done, start, index.meta.type, len(index))
+    finally:
+        index.close()
+
+
+# -- embedding in resumable chunks ---------------------------------------------------------------------------------
+def _embed(
+    source: str | os.PathLike,
+    model: Model,
+    work: Path,
+    *,
+    texts: bool,
+    chunk_size: int,
+    progress: ProgressFn | None,
+    on_chunk: ChunkHook | None,
+    exclude: set[tuple[str, str | None, str | None]] | None = None,
+) -> _Embedded:
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+
+    def items(log: BadSampleLog) -> Iterator[SourceItem]:
+        for s in iter_items(source, texts=texts, bad_log=log):
+            if exclude is None or _key(s.item) not in exclude:
+                yield s
+
+    # A first pass without decoding anything counts the items: the progress bar gets a total, and work.json a
+    # fingerprint that notices a source that changed between the interrupted run and this one.
+    total = excluded = 0
+    for s in iter_items(source, texts=texts, bad_log=BadSampleLog()):
+        total += 1
+        excluded += exclude is not None and _key(s.item) in exclude
+    fingerprint = {"source": str(Path(source).resolve()), "identity": model.identity, "texts": texts,
+                   "chunk_size": chunk_size, "items": total - excluded}
+    _prepare_work(work, fingerprint)
+    reader_log = BadSampleLog(work / "reader_skipped.jsonl")
+    reader_log.path.unlink(missing_ok=True)  # type: ignore[union-attr]  # every run re-reads the whole source
+    finished = resumed = chunks = 0
+    for number, group in enumerate(_batched(items(reader_log), chunk_size)):
+        chunks += 1
+        if (work / f"chunk-{number:06d}.json").is_file():
+            resumed += 1
+        else:
+            def tick(n: int, base: int = finished) -> None:
+                if progress is not None:
+                    progress(base + n, total - excluded)
+
+            vectors, embedded, skipped = _embed_chunk(group, model, tick)
+            _save_chunk(work, number, vectors, embedded, skipped)
+            if on_chunk is not None:
+                on_chunk(number)
+        finished += len(group)
+        if progress is not None:
+            progress(finished, total - excluded)
+    return _load_chunks(work, chunks, resumed, excluded, _embed_dim(model), reader_log)
+
+
+def _embed_chunk(
+    group: list[SourceItem], model: Model, tick: Callable[[int], None]
+) -> tuple[np.ndarray, list[Item], list[dict[str, Any]]]:
+    """Decode the images (skipping bad ones), embed images and texts, and return them in item order.
+
+    Works in batches of the model's batch size and calls ``tick(items done in this chunk)`` after each, so a
+    progress bar moves within a chunk; images are decoded one batch at a time to bound memory.
+    """
+    dim = _embed_dim(model)
+    vectors = np.zeros((len(group), dim), dtype=np.float32)  # (chunk, D); rows of skipped items are dropped below
+    keep: list[int] = []
+    skipped: list[dict[str, Any]] = []
+    step = model.batch_size
+    for start in range(0, len(group), step):
+        images, image_pos, text_pos = [], [], []
+        for pos in range(start, min(start + step, len(group))):
+            s = group[pos]
+            if s.item.kind == "text":
+                text_pos.append(pos)
+                continue
+            try:
+                images.append(decode_image(s.ref, source=s.item.source, row=s.item.row))  # type: ignore[arg-type]
+                image_pos.append(pos)
+            except BadSampleError as e:
+                skipped.append(_skip_record(s.item, e))
+        if images:
+            vectors[image_pos] = model.embed_image(images)
+        if text_pos:
+            vectors[text_pos] = model.embed_text([group[p].item.text or "" for p in text_pos])
+        keep += sorted(image_pos + text_pos)
+        tick(min(start + step, len(group)))
+    return vectors[keep], [group[p].item for p in keep], skipped
+
+
+def _skip_record(item: Item, error: BadSampleError) -> dict[str, Any]:
+    return {"path": item.path or f"{item.source}#{item.metadata.get('id')}", "reason": error.reason,
+            "kind": error.kind, "source": item.source, "row": item.row}
+
+
+def _prepare_work(work: Path, fingerprint: dict[str, Any]) -> None:
+    marker = work / "work.json"
+    if marker.is_file():
+        try:
+            same = json.loads(marker.read_text()) == fingerprint
+        except json.JSONDecodeError:
+            same = False
+        if same:
+            return
+        shutil.rmtree(work)  # chunks of another source, model or chunking: never mix them in
+    work.mkdir(parents=True, exist_ok=True)
+    _write_atomic(marker, json.dumps(fingerprint, indent=2).encode())
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _save_chunk(work: Path, number: int, vectors: np.ndarray, items: list[Item], skipped: list[dict[str, Any]]) -> None:
+    tmp = work / f".chunk-{number:06d}.npy.tmp"
+    with open(tmp, "wb") as f:
+        np.save(f, vectors)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, work / f"chunk-{number:06d}.npy")
+    # The JSON is the chunk's commit record: written last, so its presence means the vectors are complete.
+    record = {"items": [it.to_dict() for it in items], "skipped": skipped}
+    _write_atomic(work / f"chunk-{number:06d}.json", json.dumps(record, ensure_ascii=False, default=str).encode())
+
+
+def _load_chunks(work: Path, chunks: int, resumed: int, excluded: int, dim: int, reader_log: BadSampleLog) -> _Embedded:
+    vectors, items, skipped = [], [], []
+    for s in _reader_skips(reader_log):
+        skipped.append(s)
+    for number in range(chunks):
+        record = json.loads((work / f"chunk-{number:06d}.json").read_text())
+        vectors.append(np.load(work / f"chunk-{number:06d}.npy"))
+        items += [Item.from_dict(d) for d in record["items"]]
+        skipped += record["skipped"]
+    stacked = np.concatenate(vectors) if vectors else np.zeros((0, dim), dtype=np.float32)  # (N, D)
+    return _Embedded(np.ascontiguousarray(stacked, dtype=np.float32), items, skipped, chunks, resumed, excluded)
+
+
+def _reader_skips(log: BadSampleLog) -> Iterable[dict[str, Any]]:
+    """Rows the reader rejected (bad JSON, missing files ...), in the same shape as decode failures."""
+    if log.path is None or not log.path.is_file():
+        return []
+    out = []
+    for line in log.path.read_text().splitlines():
+        e = json.loads(line)
+        out.append({"path": e.get("id") or e.get("source"), "reason": e["reason"], "kind": e["kind"],
+                    "source": e.get("source"), "row": e.get("row")})
+    return out
+
+
+# -- helpers ---------------------------------------------------------------------------------------------------------
+def _batched(items: Iterable[SourceItem], size: int) -> Iterator[list[SourceItem]]:
+    it = iter(items)
+    while group := list(islice(it, size)):
+        yield group
+
+
+def _key(item: Item) -> tuple[str, str | None, str | None]:
+    return (item.kind, item.path, item.text)
+
+
+def _known_keys(index: VectorIndex) -> set[tuple[str, str | None, str | None]]:
+    return {(kind, path, text) for kind, path, text in index.conn.execute("SELECT kind, path, text FROM items")}
+
+
+def _embed_dim(model: Model) -> int:
+    from polymodal.backends import EMBED, TaskNotSupported
+
+    if EMBED not in model.capabilities or model.embed_dim is None:
+        raise TaskNotSupported(model.backend, "embed images and texts for an index")
+    return int(model.embed_dim)
+
+
+def _nothing_message(source: str | os.PathLike, texts: bool, done: _Embedded) -> str:
+    if done.skipped:
+        return f"{source}: nothing to index: all {len(done.skipped)} inputs were skipped (first: {done.skipped[0]['path']}: {done.skipped[0]['reason']})"
+    hint = "" if texts else " (pass --texts to index its captions)"
+    return f"{source}: nothing to index: no images found{hint}"
+
+
+def _result(path: Path, done: _Embedded, start: float, kind: str, items: int) -> BuildResult:
+    by_kind: dict[str, int] = {}
+    for s in done.skipped:
+        by_kind[s["kind"]] = by_kind.get(s["kind"], 0) + 1
+    return BuildResult(path=path, added=len(done.items), skipped=len(done.skipped), skipped_by_kind=by_kind,
+                       already_indexed=done.excluded, chunks=done.chunks, resumed_chunks=done.resumed,
+                       seconds=time.perf_counter() - start, type=kind, items=items, skipped_examples=done.skipped[:5])

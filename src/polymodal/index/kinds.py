@@ -1,0 +1,125 @@
+"""The FAISS index types an index directory can hold, and the knobs each one has.
+
+Every type scores by inner product on unit vectors (= cosine similarity):
+
+- ``flat``: exact search (``IndexIDMap2`` over ``IndexFlatIP``); removal is real.
+- ``hnsw``: graph search (``IndexIDMap2`` over ``IndexHNSWFlat``); fast and accurate, but HNSW cannot remove
+  vectors, so removal is a tombstone kept beside the index (see :mod:`polymodal.index.vector_index`).
+- ``ivfpq``: inverted lists of product-quantised codes (``IndexIVFPQ``), trained on a sample; the smallest in
+  memory (``m`` bytes per vector at 8 bits), with lower recall than ``hnsw``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+INDEX_TYPES = ("auto", "flat", "hnsw", "ivfpq")
+# Below this many vectors exact search is already fast (50k x 512 floats is ~25 MFLOP per query: a few ms on one
+# core) and needs no training or tuning; above it, exact search grows linearly while HNSW stays around a
+# millisecond at recall@10 >= 0.95 (see docs/index.md for the measured figures).
+AUTO_HNSW_THRESHOLD = 50_000
+# Vectors sampled to train the IVF coarse quantiser and the PQ codebooks: faiss warns below 39 per centroid.
+TRAIN_POINTS_PER_CENTROID = 40
+
+
+def _faiss() -> Any:
+    try:
+        import faiss
+    except ImportError:  # pragma: no cover - exercised only without the extra
+        raise ImportError("the vector index needs faiss: pip install 'polymodal[index]'") from None
+    return faiss
+
+
+@dataclass
+class IndexParams:
+    """Build and search options; the ones that do not apply to the chosen type are ignored (and recorded)."""
+
+    type: str = "auto"
+    hnsw_m: int = 32  # graph degree: more -> better recall, more memory and slower build
+    ef_construction: int = 80  # candidate list while building
+    ef_search: int = 64  # candidate list while searching: the recall/latency knob
+    nlist: int | None = None  # IVF lists; None -> 4 * sqrt(N), the usual rule of thumb
+    pq_m: int | None = None  # PQ sub-vectors (bytes per vector at 8 bits); None -> dim / 8, must divide dim
+    nbits: int = 8  # bits per PQ code
+    nprobe: int = 16  # IVF lists visited per query
+
+    def __post_init__(self) -> None:
+        if self.type not in INDEX_TYPES:
+            raise ValueError(f"index type must be one of {', '.join(INDEX_TYPES)}, got {self.type!r}")
+        for name in ("hnsw_m", "ef_construction", "ef_search", "nbits", "nprobe"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IndexParams:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def resolve_type(kind: str, n: int) -> str:
+    """The concrete type for ``kind`` at ``n`` vectors (``auto`` -> flat or hnsw)."""
+    if kind == "auto":
+        return "flat" if n < AUTO_HNSW_THRESHOLD else "hnsw"
+    return kind
+
+
+def new_index(kind: str, dim: int, params: IndexParams, train: np.ndarray | None = None) -> Any:
+    """An empty FAISS index of concrete type ``kind`` (``ivfpq`` is trained on ``train``, (N, D) float32)."""
+    faiss = _faiss()
+    if kind == "flat":
+        return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    if kind == "hnsw":
+        graph = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        graph.hnsw.efConstruction = params.ef_construction
+        return faiss.IndexIDMap2(graph)  # faiss's Python wrapper keeps `graph` alive with the map
+    if kind == "ivfpq":
+        return _new_ivfpq(dim, params, train)
+    raise ValueError(f"not a concrete index type: {kind!r}")
+
+
+def _new_ivfpq(dim: int, params: IndexParams, train: np.ndarray | None) -> Any:
+    faiss = _faiss()
+    if train is None or len(train) == 0:
+        raise ValueError("an ivfpq index is trained on the vectors it is built from: there are none")
+    n = len(train)
+    pq_m = params.pq_m or max(1, dim // 8)
+    if dim % pq_m:
+        raise ValueError(f"pq_m must divide the embedding dimension {dim}, got {pq_m}")
+    if n < 2**params.nbits:
+        raise ValueError(
+            f"ivfpq with nbits={params.nbits} needs at least {2**params.nbits} vectors to train its codebooks, "
+            f"got {n}: use --type flat (exact, and fast at this size) or fewer bits"
+        )
+    # More lists than the sample can train leaves empty centroids; cap at one list per 39 points.
+    nlist = params.nlist or int(4 * math.sqrt(n))
+    nlist = max(1, min(nlist, n // 39))
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m, params.nbits, faiss.METRIC_INNER_PRODUCT)
+    limit = max(nlist * TRAIN_POINTS_PER_CENTROID, 256 * TRAIN_POINTS_PER_CENTROID)
+    sample = train
+    if n > limit:
+        pick = np.random.default_rng(0).choice(n, size=limit, replace=False)
+        sample = train[np.sort(pick)]
+    index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    return index
+
+
+def apply_search_params(index: Any, kind: str, params: IndexParams) -> None:
+    """Set the search-time knobs (efSearch, nprobe) on a built or loaded index."""
+    faiss = _faiss()
+    if kind == "hnsw":
+        faiss.downcast_index(index.index).hnsw.efSearch = params.ef_search
+    elif kind == "ivfpq":
+        faiss.extract_index_ivf(index).nprobe = params.nprobe
+
+
+def can_remove(kind: str) -> bool:
+    """Whether FAISS can delete vectors from this type (HNSW graphs cannot)."""
+    return kind != "hnsw"

@@ -1,0 +1,130 @@
+"""The SQLite side of an index: integer id -> what was embedded (an image path or a text), plus tombstones.
+
+FAISS stores only vectors and 64-bit ids; everything a search result shows comes from here. Tombstones are ids
+removed from an index type that cannot delete vectors (HNSW): search drops them from its results.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+ITEM_KINDS = ("image", "text")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL CHECK (kind IN ('image', 'text')),
+    path TEXT,          -- image file (absolute), or the image a text belongs to; NULL for shard bytes
+    text TEXT,          -- the text, for kind = 'text'
+    metadata TEXT NOT NULL,
+    source TEXT,        -- the manifest / folder / shard the item came from
+    row INTEGER         -- its row there
+);
+CREATE INDEX IF NOT EXISTS items_path ON items (path);
+CREATE TABLE IF NOT EXISTS tombstones (id INTEGER PRIMARY KEY);
+"""
+
+
+@dataclass
+class Item:
+    """One embedded thing: an image (``path``) or a text (``text``; ``path`` is the image it describes, if any)."""
+
+    kind: str
+    path: str | None = None
+    text: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None
+    row: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Item:
+        return cls(**data)
+
+
+@dataclass
+class Hit:
+    """A search result: the item's id and fields, and its score (cosine similarity, higher is closer)."""
+
+    id: int
+    score: float
+    kind: str
+    path: str | None
+    text: str | None
+    metadata: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path))
+    conn.executescript(_SCHEMA)
+    return conn
+
+
+def insert(conn: sqlite3.Connection, ids: Sequence[int], items: Sequence[Item]) -> None:
+    conn.executemany(
+        "INSERT INTO items (id, kind, path, text, metadata, source, row) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (int(i), it.kind, it.path, it.text, json.dumps(it.metadata, ensure_ascii=False, default=str), it.source, it.row)
+            for i, it in zip(ids, items)
+        ],
+    )
+
+
+def _chunks(values: Sequence[Any], size: int = 900) -> Iterable[Sequence[Any]]:
+    # SQLite limits bound parameters per statement (999 in old builds).
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def get(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, Item]:
+    out: dict[int, Item] = {}
+    for part in _chunks([int(i) for i in ids]):
+        marks = ",".join("?" * len(part))
+        for row in conn.execute(f"SELECT id, kind, path, text, metadata, source, row FROM items WHERE id IN ({marks})", part):
+            out[row[0]] = Item(row[1], row[2], row[3], json.loads(row[4]), row[5], row[6])
+    return out
+
+
+def existing_ids(conn: sqlite3.Connection, ids: Sequence[int]) -> list[int]:
+    return sorted(get(conn, ids))
+
+
+def ids_for_paths(conn: sqlite3.Connection, paths: Sequence[str]) -> list[int]:
+    """Ids of every item at these paths (an image and the texts that describe it)."""
+    found: list[int] = []
+    for part in _chunks(list(paths)):
+        marks = ",".join("?" * len(part))
+        found += [r[0] for r in conn.execute(f"SELECT id FROM items WHERE path IN ({marks})", part)]
+    return sorted(found)
+
+
+def delete(conn: sqlite3.Connection, ids: Sequence[int], *, tombstone: bool) -> None:
+    """Drop the items; with ``tombstone`` also remember the ids, because their vectors stay in the index."""
+    for part in _chunks([int(i) for i in ids]):
+        marks = ",".join("?" * len(part))
+        conn.execute(f"DELETE FROM items WHERE id IN ({marks})", part)
+        if tombstone:
+            conn.executemany("INSERT OR IGNORE INTO tombstones (id) VALUES (?)", [(i,) for i in part])
+
+
+def tombstones(conn: sqlite3.Connection) -> set[int]:
+    return {r[0] for r in conn.execute("SELECT id FROM tombstones")}
+
+
+def counts(conn: sqlite3.Connection) -> dict[str, int]:
+    found = Counter({kind: n for kind, n in conn.execute("SELECT kind, COUNT(*) FROM items GROUP BY kind")})
+    return {kind: found.get(kind, 0) for kind in ITEM_KINDS}
+
+
+def all_ids(conn: sqlite3.Connection) -> list[int]:
+    return [r[0] for r in conn.execute("SELECT id FROM items ORDER BY id")]

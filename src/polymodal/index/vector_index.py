@@ -1,0 +1,279 @@
+"""An index directory: FAISS vectors + SQLite items + ``index.json``, replaced as a whole on every change.
+
+Layout::
+
+    INDEX/
+      index.json      model (name, identity, embed_dim), metric, type and parameters, counts, format version
+      index.faiss     faiss.write_index of the vectors, keyed by the item ids
+      items.sqlite    id -> item (kind, path or text, metadata, source row); tombstones
+      skipped.jsonl   inputs that could not be embedded (path + reason), one JSON object a line
+      .work/          only while a build or add is unfinished: embedded chunks to resume from
+
+Every change (build, add, remove) writes a complete new directory beside the old one and renames it into place
+(:func:`polymodal.fsutil.atomic_directory`), so a reader, or a crash, only ever sees a whole index.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from polymodal.fsutil import atomic_directory
+from polymodal.index import store
+from polymodal.index.kinds import IndexParams, _faiss, apply_search_params, can_remove
+from polymodal.index.store import Hit
+
+META_FILE = "index.json"
+FAISS_FILE = "index.faiss"
+ITEMS_FILE = "items.sqlite"
+SKIPPED_FILE = "skipped.jsonl"
+WORK_DIR = ".work"
+FORMAT_VERSION = 1
+METRIC = "inner_product"  # on unit vectors: cosine similarity
+SMALL_BATCH = 20  # below this many queries faiss searches them one thread each (its BLAS threshold)
+
+
+class IndexFormatError(ValueError):
+    """The directory is not a (complete, readable) index."""
+
+
+class ModelMismatchError(ValueError):
+    """The index was built with one model and is being queried or extended with another."""
+
+
+@dataclass
+class IndexMeta:
+    model: str  # what polymodal.load() takes to embed queries the same way
+    model_name: str
+    identity: str  # the model's content hash: vectors of another model are not comparable
+    embed_dim: int
+    type: str  # concrete FAISS type: flat | hnsw | ivfpq
+    params: dict[str, Any]
+    metric: str = METRIC
+    counts: dict[str, int] = field(default_factory=dict)
+    vectors: int = 0  # in FAISS, including tombstoned ones
+    tombstones: int = 0
+    next_id: int = 0
+    updated: str = ""
+    version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_model(meta: IndexMeta, identity: str, name: str, where: str | os.PathLike) -> None:
+    """Refuse a model other than the one the index was built with (its vectors live in another space)."""
+    if identity != meta.identity:
+        raise ModelMismatchError(
+            f"{where}: the index was built with model {meta.model_name} (identity {meta.identity[:12]}), "
+            f"not {name} (identity {identity[:12]}); rebuild the index or use the index's model"
+        )
+
+
+class VectorIndex:
+    """An open index: search, remove, info. Build or extend one with :mod:`polymodal.index.build`."""
+
+    def __init__(self, path: Path, meta: IndexMeta, index: Any, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self.meta = meta
+        self.faiss_index = index
+        self.conn = conn
+        self.params = IndexParams.from_dict(meta.params)
+        self.tombstones = store.tombstones(conn)
+
+    # -- opening ------------------------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> VectorIndex:
+        path = Path(path)
+        meta_path = path / META_FILE
+        if not meta_path.is_file():
+            if (path / WORK_DIR).is_dir():
+                raise IndexFormatError(
+                    f"{path}: the build of this index did not finish; rerun the same `polymodal index build` "
+                    "to resume it"
+                )
+            raise IndexFormatError(f"{path}: not an index directory (no {META_FILE})")
+        try:
+            data = json.loads(meta_path.read_text())
+            meta = IndexMeta(**data)
+        except (json.JSONDecodeError, TypeError) as e:
+            raise IndexFormatError(f"{meta_path}: unreadable index metadata ({e})") from None
+        if meta.version > FORMAT_VERSION:
+            raise IndexFormatError(f"{path}: index format {meta.version} is newer than this polymodal ({FORMAT_VERSION})")
+        index = _faiss().read_index(str(path / FAISS_FILE))
+        conn = store.connect(path / ITEMS_FILE)
+        opened = cls(path, meta, index, conn)
+        apply_search_params(index, meta.type, opened.params)
+        return opened
+
+    def check_model(self, identity: str, name: str) -> None:
+        check_model(self.meta, identity, name, self.path)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> VectorIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading ------------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return sum(self.meta.counts.values())
+
+    def items(self, ids: Sequence[int]) -> dict[int, store.Item]:
+        return store.get(self.conn, ids)
+
+    def vectors(self, ids: Sequence[int]) -> np.ndarray:
+        """(N, D) stored vectors (exact for flat and hnsw, decoded approximations for ivfpq)."""
+        return np.stack([self.faiss_index.reconstruct(int(i)) for i in ids]) if ids else np.zeros((0, self.meta.embed_dim), np.float32)
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int = 10,
+        *,
+        kind: str | None = None,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+    ) -> list[list[Hit]]:
+        """Per query row of ``queries`` (Q, D), the ``k`` best live items (of ``kind``, if given), best first.
+
+        Removed HNSW items and items of another kind are still in FAISS, so the search over-fetches
+        (k + tombstones first, then doubling) and filters until every query has k hits or the index is exhausted.
+        """
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)  # (Q, D)
+        if queries.shape[1] != self.meta.embed_dim:
+            raise ValueError(f"query vectors have dimension {queries.shape[1]}, the index holds {self.meta.embed_dim}")
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        if kind is not None and kind not in store.ITEM_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(store.ITEM_KINDS)}, got {kind!r}")
+        self._set_knobs(ef_search, nprobe)
+        total = int(self.faiss_index.ntotal)
+        live = self.meta.counts.get(kind, 0) if kind else len(self)
+        want = min(k, live)
+        fetch = min(total, k + len(self.tombstones))
+        while True:
+            with _threads_for(len(queries)):
+                scores, ids = self.faiss_index.search(queries, max(fetch, 1))  # (Q, fetch) each
+            found = self.items(sorted({int(i) for i in ids.ravel() if i >= 0} - self.tombstones))
+            hits = [self._filter(s_row, i_row, found, kind, k) for s_row, i_row in zip(scores, ids)]
+            if fetch >= total or all(len(h) >= want for h in hits):
+                return hits
+            fetch = min(total, fetch * 2)
+
+    def _filter(self, scores: np.ndarray, ids: np.ndarray, found: dict[int, store.Item], kind: str | None, k: int) -> list[Hit]:
+        out: list[Hit] = []
+        for score, i in zip(scores.tolist(), ids.tolist()):
+            item = found.get(i)
+            if item is None or (kind is not None and item.kind != kind):
+                continue  # -1 padding, a tombstone, or another kind
+            out.append(Hit(i, float(score), item.kind, item.path, item.text, item.metadata))
+            if len(out) == k:
+                break
+        return out
+
+    def _set_knobs(self, ef_search: int | None, nprobe: int | None) -> None:
+        params = IndexParams.from_dict(self.params.to_dict())
+        params.ef_search = ef_search or params.ef_search
+        params.nprobe = nprobe or params.nprobe
+        apply_search_params(self.faiss_index, self.meta.type, params)
+
+    def info(self) -> dict[str, Any]:
+        info = self.meta.to_dict()
+        info["path"] = str(self.path)
+        info["items"] = len(self)
+        skipped = self.path / SKIPPED_FILE
+        info["skipped"] = sum(1 for _ in skipped.open()) if skipped.is_file() else 0
+        return info
+
+    # -- changing -----------------------------------------------------------------------------------------------
+    def remove(self, targets: Sequence[int | str]) -> tuple[list[int], list[int | str]]:
+        """Remove items by id (int) or by path (str: every item at that path). Returns (removed ids, not found)."""
+        ids = [int(t) for t in targets if isinstance(t, int)]
+        paths = [str(Path(t).expanduser().resolve()) for t in targets if isinstance(t, str)]
+        existing = set(store.existing_ids(self.conn, ids))
+        missing: list[int | str] = [i for i in ids if i not in existing]
+        by_path: set[int] = set()
+        for raw, path in zip([t for t in targets if isinstance(t, str)], paths):
+            matched = store.ids_for_paths(self.conn, [path])
+            if not matched:
+                missing.append(raw)
+            by_path.update(matched)
+        doomed = sorted(existing | by_path)
+        if not doomed:
+            return [], missing
+        removable = can_remove(self.meta.type)
+        if removable:
+            self.faiss_index.remove_ids(np.asarray(doomed, dtype=np.int64))
+        else:
+            self.tombstones.update(doomed)
+        self.commit(lambda conn: store.delete(conn, doomed, tombstone=not removable))
+        return doomed, missing
+
+    def commit(self, edit: Callable[[sqlite3.Connection], None], skipped: Sequence[dict[str, Any]] = ()) -> None:
+        """Write the in-memory FAISS index and a copy of the items with ``edit`` applied as the new directory."""
+        write_index(self.path, self.meta, self.faiss_index, edit, base=self.conn, skipped=skipped)
+        self.conn.close()
+        self.conn = store.connect(self.path / ITEMS_FILE)
+        self.tombstones = store.tombstones(self.conn)
+
+
+@contextlib.contextmanager
+def _threads_for(n_queries: int) -> Iterator[None]:
+    """One OpenMP thread for a handful of queries: faiss parallelises over queries, so a single query gains
+    nothing from more threads, and on a busy machine waiting for a descheduled one cost 16 ms instead of 0.3
+    (benchmarks/index_search.py). The setting is per calling thread in OpenMP, so concurrent servers are safe."""
+    if n_queries >= SMALL_BATCH:
+        yield
+        return
+    faiss = _faiss()
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def write_index(
+    path: Path,
+    meta: IndexMeta,
+    index: Any,
+    edit: Callable[[sqlite3.Connection], None],
+    *,
+    base: sqlite3.Connection | None = None,
+    skipped: Sequence[dict[str, Any]] = (),
+) -> None:
+    """Atomically (re)write the index directory at ``path``: the items of ``base`` with ``edit`` applied, the
+    FAISS index, the skipped log (old lines + ``skipped``) and ``index.json`` with fresh counts.
+
+    The previous directory (with any ``.work/`` inside) is replaced as a whole.
+    """
+    old_skipped = (path / SKIPPED_FILE).read_text() if (path / SKIPPED_FILE).is_file() else ""
+    with atomic_directory(path) as tmp:
+        conn = store.connect(tmp / ITEMS_FILE)
+        if base is not None:
+            base.backup(conn)
+        edit(conn)
+        conn.commit()
+        meta.counts = store.counts(conn)
+        meta.tombstones = len(store.tombstones(conn))
+        conn.close()
+        meta.vectors = int(index.ntotal)
+        meta.updated = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        _faiss().write_index(index, str(tmp / FAISS_FILE))
+        lines = "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in skipped)
+        if old_skipped or lines:
+            (tmp / SKIPPED_FILE).write_text(old_skipped + lines)
+        (tmp / META_FILE).write_text(json.dumps(meta.to_dict(), indent=2))

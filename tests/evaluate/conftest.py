@@ -1,0 +1,67 @@
+"""Tiny ShapesWorld data and tiny untrained models of every kind, built once per test session.
+
+Untrained models give chance-level numbers; these tests check the harness (result shape, agreement
+with slow references, determinism, error messages), not model quality.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from polymodal.data.readers import read_manifest
+from polymodal.data.shapes import generate_shapesworld
+from polymodal.data.text import train_tokenizer
+from polymodal.models import build_model, parse_model_config
+
+IMG = 32
+VIT = {"name": "vit", "params": {"image_size": IMG, "patch_size": 8, "width": 16, "depth": 1, "heads": 2}}
+
+
+def _text(vocab: int) -> dict:
+    return {"name": "transformer_text", "params": {"vocab_size": vocab, "width": 16, "depth": 1, "heads": 2, "max_length": 24}}
+
+
+def configs(vocab: int) -> dict[str, dict]:
+    decoder = {"vocab_size": vocab, "width": 16, "depth": 1, "heads": 2, "max_length": 32}
+    return {
+        "clip": {"kind": "dual_encoder", "image_encoder": VIT, "text_encoder": _text(vocab), "embed_dim": 8},
+        "fusion": {"kind": "fusion_classifier", "encoders": {"image": VIT, "text": _text(vocab)},
+                   "fusion": {"name": "concat"}, "fusion_dim": 16, "num_classes": 2},
+        "caption": {"kind": "captioner", "image_encoder": VIT, "decoder": decoder},
+        "vqa": {"kind": "vqa", "image_encoder": VIT, "text_encoder": _text(vocab), "fusion": {"name": "concat"},
+                "fusion_dim": 16, "num_answers": 6},
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def shapes_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ShapesWorld with 100 images: test and test_novel hold 10 each."""
+    out = tmp_path_factory.mktemp("shapes")
+    generate_shapesworld(out, 100, seed=0, image_size=IMG, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def models(shapes_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """kind -> saved model directory (config, weights, tokenizer, preprocess; answers.json for VQA)."""
+    import torch
+
+    torch.manual_seed(0)
+    texts = []
+    for split in ("train", "test", "test_novel"):
+        for s in read_manifest(shapes_dir / f"{split}.jsonl"):
+            texts += s.text + [qa.question for qa in s.qa] + [st.text for st in s.statements]
+    tokenizer = train_tokenizer(texts + ["a photo of", "picture with one object :"], vocab_size=200)
+    root = tmp_path_factory.mktemp("models")
+    out = {}
+    for kind, cfg in configs(tokenizer.vocab_size).items():
+        model = build_model(parse_model_config(cfg))
+        path = model.save(root / kind, preprocess={"image_size": IMG}, tokenizer=tokenizer)
+        if kind == "vqa":
+            answers = ["yes", "no", "red", "circle", "1", "2"]
+            (path / "answers.json").write_text(json.dumps({a: i for i, a in enumerate(answers)}))
+        out[kind] = path
+    return out

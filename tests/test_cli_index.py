@@ -1,0 +1,133 @@
+"""``polymodal index build|add|remove|info`` and ``polymodal search`` through the real typer app."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from polymodal.cli.main import app
+from tests.index.fixtures import clip_model, image_folder, other_clip, tiny_clip, write_caption_manifest, write_images  # noqa: F401
+
+runner = CliRunner()
+
+
+def invoke(*args: str):  # type: ignore[no-untyped-def]
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def built(tmp_path: Path, image_folder: Path, tiny_clip: Path) -> Path:
+    out = tmp_path / "idx"
+    result = invoke("index", "build", image_folder, "--model", tiny_clip, "--out", out, "--json", "--chunk-size", "5")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_build_reports_counts_and_skips(built: Path, image_folder: Path, tmp_path: Path, tiny_clip: Path) -> None:
+    info = json.loads(invoke("index", "info", built, "--json").stdout)
+    assert info["counts"] == {"image": 12, "text": 0} and info["skipped"] == 2 and info["type"] == "flat"
+    assert info["model"] == str(tiny_clip.resolve())
+    # The human form says what was skipped and where the log is.
+    result = invoke("index", "build", image_folder, "--model", tiny_clip, "--out", tmp_path / "again")
+    assert result.exit_code == 0, result.output
+    assert "indexed 12 items" in result.output and "skipped 2" in result.output and "skipped.jsonl" in result.output
+    assert "broken.png" in result.output
+    text = invoke("index", "info", built).output
+    assert "flat" in text and "inner_product" in text
+
+
+def test_search_text_matches_brute_force(built: Path, image_folder: Path, clip_model) -> None:
+    result = invoke("search", built, "a red circle", "-k", "4", "--json")
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.stdout)
+    paths = sorted(image_folder.glob("img*.png"))
+    scores = clip_model.embed_image([str(p) for p in paths]) @ clip_model.embed_text("a red circle")[0]
+    order = np.argsort(-scores)[:4]
+    assert [h["rank"] for h in hits] == [1, 2, 3, 4]
+    assert [h["path"] for h in hits] == [str(paths[i].resolve()) for i in order]
+    np.testing.assert_allclose([h["score"] for h in hits], scores[order], atol=1e-5)
+    table = invoke("search", built, "a red circle", "-k", "2").output
+    assert "rank" in table and f"{hits[0]['score']:.4f}" in table
+    assert Path(hits[0]["path"]).name in table.replace("\n", "").replace(" ", "")
+
+
+def test_search_by_image_finds_itself(built: Path, image_folder: Path) -> None:
+    query = sorted(image_folder.glob("img*.png"))[7]
+    hits = json.loads(invoke("search", built, "--image", query, "-k", "1", "--json").stdout)
+    assert hits[0]["path"] == str(query.resolve()) and hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_search_errors_are_one_line(built: Path, other_clip: Path, tmp_path: Path) -> None:
+    result = invoke("search", built, "x", "--model", other_clip)
+    assert result.exit_code == 1 and "clip-other" in result.output and "built with model" in result.output
+    assert "Traceback" not in result.output
+    assert invoke("search", built).exit_code == 2
+    result = invoke("search", tmp_path, "x")
+    assert result.exit_code == 1 and "not an index directory" in result.output
+    result = invoke("search", built, "--image", tmp_path / "nope.png")
+    assert result.exit_code == 1 and "nope.png: no such file" in result.output
+
+
+def test_remove_add_and_info(built: Path, image_folder: Path, tmp_path: Path) -> None:
+    victim = sorted(image_folder.glob("img*.png"))[2]
+    result = invoke("index", "remove", built, "0", victim, "--json")
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["removed"]) == 2
+    result = invoke("index", "remove", built, "0")
+    assert result.exit_code == 1 and "not in the index: 0" in result.output
+    hits = json.loads(invoke("search", built, "--image", victim, "-k", "12", "--json").stdout)
+    assert len(hits) == 10 and str(victim.resolve()) not in {h["path"] for h in hits}
+
+    more = tmp_path / "more"
+    write_images(more, 3, seed=9, prefix="extra")
+    result = invoke("index", "add", built, more, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["added"] == 3
+    assert json.loads(invoke("index", "info", built, "--json").stdout)["counts"]["image"] == 13
+
+
+def test_build_errors(built: Path, image_folder: Path, tiny_clip: Path, tmp_path: Path) -> None:
+    result = invoke("index", "build", image_folder, "--model", tiny_clip, "--out", built)
+    assert result.exit_code == 1 and "index add" in result.output
+    result = invoke("index", "build", tmp_path / "missing", "--model", tiny_clip, "--out", tmp_path / "x")
+    assert result.exit_code == 1 and "missing: no such file or directory" in result.output
+    result = invoke("index", "build", image_folder, "--model", tiny_clip, "--out", tmp_path / "y", "--type", "annoy")
+    assert result.exit_code == 2 and "index type must be one of" in result.output
+
+
+def test_ctrl_c_then_rerun_resumes(image_folder: Path, tiny_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import polymodal.index.build as build_mod
+
+    real_save, saved = build_mod._save_chunk, []
+
+    def save_then_interrupt(*args, **kwargs):  # type: ignore[no-untyped-def]
+        real_save(*args, **kwargs)
+        saved.append(args[1])
+        if len(saved) == 2:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "idx"
+    monkeypatch.setattr(build_mod, "_save_chunk", save_then_interrupt)
+    result = invoke("index", "build", image_folder, "--model", tiny_clip, "--out", out, "--chunk-size", "4")
+    assert result.exit_code == 130 and "rerun the same command to resume" in result.output
+    monkeypatch.setattr(build_mod, "_save_chunk", real_save)
+    result = invoke("index", "build", image_folder, "--model", tiny_clip, "--out", out, "--chunk-size", "4", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["resumed_chunks"], report["chunks"], report["added"]) == (2, 4, 12)
+
+
+def test_texts_and_image_to_text_search(tmp_path: Path, tiny_clip: Path) -> None:
+    manifest = write_caption_manifest(tmp_path / "ds")
+    out = tmp_path / "idx"
+    result = invoke("index", "build", manifest, "--model", tiny_clip, "--out", out, "--texts", "--type", "hnsw", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["type"] == "hnsw"
+    hits = json.loads(invoke("search", out, "--image", tmp_path / "ds/images/img001.png", "--kind", "text", "-k", "3", "--json").stdout)
+    assert len(hits) == 3 and all(h["kind"] == "text" and h["text"] for h in hits)
+    info = json.loads(invoke("index", "info", out, "--json").stdout)
+    assert info["counts"] == {"image": 6, "text": 12} and info["params"]["hnsw_m"] == 32
