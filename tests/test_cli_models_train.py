@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from polymodal.cli.main import app
@@ -120,3 +121,13 @@ def test_fine_tuning_keeps_the_pretrained_models_tokenizer(tmp_path: Path) -> No
     assert result.exit_code == 0, result.output
     # The fusion recipe alone would train a 512-word tokenizer; fine-tuning reuses the 40-word one.
     assert (tmp_path / "fusion/tokenizer/tokenizer.json").read_text() == (tmp_path / "clip/tokenizer/tokenizer.json").read_text()
+
+
+def test_precision_no_survives_yaml_reading_it_as_false() -> None:
+    from polymodal.train.recipe import load_recipe
+
+    # YAML 1.1 turns a bare `no` into false; the recipe must still mean "no mixed precision".
+    recipe = load_recipe(RECIPES / "shapes-clip.yaml", ["train.precision=no"])
+    assert recipe.train.precision == "no"
+    with pytest.raises(Exception, match="precision"):
+        load_recipe(RECIPES / "shapes-clip.yaml", ["train.precision=yes"])

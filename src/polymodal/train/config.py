@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from polymodal.config import Config
 
@@ -31,6 +31,12 @@ class TrainConfig(Config):
     metric: str | None = Field(None, description="evaluation metric that picks the best checkpoint")
     metric_mode: Literal["max", "min"] = "max"
     early_stopping_patience: int | None = Field(None, ge=1, description="evaluations without improvement")
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _yaml_no(cls, value: object) -> object:
+        # YAML 1.1 reads a bare `no` (in a recipe or `--set train.precision=no`) as false.
+        return "no" if value is False else value
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:
