@@ -76,3 +76,18 @@ def test_demo_generates_once_then_reuses(tmp_path: Path) -> None:
     assert other.exit_code == 0, other.output
     assert "reusing" not in other.stdout and "train" in other.stdout
     assert train.stat().st_mtime_ns != stamp
+
+
+def test_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
+    """The whole demo path (CLIP pretraining, fine-tuning from it with per-tower rates, evaluation, report)."""
+    result = runner.invoke(DEMO_APP, ["demo", "--out", str(tmp_path), "--n", "100", "--steps", "2", "--fusions", "concat",
+                                      "--precision", "no", "--json"])
+    assert result.exit_code == 0, result.output
+    runs = json.loads(result.stdout)["runs"]
+    assert set(runs) == {"clip", "fusion-concat", "caption", "vqa"}
+    summary = json.loads((tmp_path / "fusion-concat" / "train_summary.json").read_text())
+    assert summary["transfer"]["source"] == str(tmp_path / "clip") and summary["transfer"]["transferred"] > 0
+    for split in ("test", "test_novel"):
+        assert 0 <= runs["fusion-concat"]["scores"][split]["statement_accuracy"] <= 1
+        assert "CIDEr-D" in runs["caption"]["scores"][split] and "vqa_accuracy" in runs["vqa"]["scores"][split]
+    assert "| clip |" in (tmp_path / "report.md").read_text()

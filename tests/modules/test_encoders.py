@@ -238,6 +238,25 @@ def test_vit_tokens_are_cls_plus_patches_and_size_is_checked():
         enc(torch.randn(1, 3, 32, 32))
 
 
+def test_vit_conv_stem_keeps_the_patch_grid_and_each_token_sees_only_its_patch():
+    enc = ViTImageEncoder(image_size=16, patch_size=4, width=16, depth=1, heads=2, stem="conv", stem_norm="batch").eval()  # BatchNorm in eval: per-pixel affine; GroupNorm would mix the whole map
+    assert enc(torch.randn(2, 3, 16, 16)).tokens.shape == (2, 1 + 16, 16)
+    strides = [m.stride[0] for m in enc.patch_embed.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert strides == [2, 2, 1]  # log2(4) stride-2 convs, then the 1x1 projection
+    # Locality: changing the top-left corner pixel changes the stem's output only in the first
+    # token rows of the 4x4 grid reachable through two 3x3 stride-2 convs (receptive field 7 px).
+    x = torch.randn(1, 3, 16, 16)
+    y = x.clone()
+    y[..., 0, 0] += 10
+    a, b = enc.patch_embed(x), enc.patch_embed(y)  # (1, 16, 4, 4)
+    changed = (a - b).abs().amax(1)[0] > 1e-6  # (4, 4)
+    assert changed[0, 0] and not changed[2:, :].any() and not changed[:, 2:].any()
+    with pytest.raises(ValueError, match="power-of-two patch_size"):
+        ViTImageEncoder(image_size=18, patch_size=6, width=16, depth=1, heads=2, stem="conv")
+    with pytest.raises(ValueError, match="stem"):
+        ViTImageEncoder(image_size=16, patch_size=4, width=16, depth=1, heads=2, stem="hybrid")
+
+
 def test_cnn_tokens_are_the_flattened_final_feature_map():
     enc = ConvImageEncoder(widths=(8, 16, 24), depths=(1, 2, 1), norm="group").eval()
     out = enc(torch.randn(2, 3, 20, 20))

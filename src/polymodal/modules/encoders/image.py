@@ -22,6 +22,15 @@ class ViTImageEncoder(Encoder):
 
     ``pooling``: ``cls`` (a learned token prepended to the patches; ``tokens`` then has
     1 + patches rows, CLS first, as in HF ``ViTModel``) or ``mean`` (mean over patches).
+
+    ``stem``: ``patch`` (one strided convolution, the original ViT) or ``conv`` (log2(patch_size)
+    stride-2 3x3 conv-norm-ReLU layers and a 1x1 projection; Xiao et al. 2021, "Early
+    convolutions help transformers see better"), ~20% more FLOPs. Trained from scratch on small
+    data the patch stem learns colour but hardly shape: on ShapesWorld a supervised shape probe
+    stays at the base rate for 500 steps with ``patch`` and reaches 0.39 exact-set accuracy with
+    ``conv``. ``stem_norm`` defaults to GroupNorm: BatchNorm's batch statistics hurt contrastive
+    training (shapes-clip, 300 steps, image->text R@1: 0.07 with BatchNorm, 0.38 with GroupNorm,
+    0.24 with the patch stem).
     """
 
     modality = "image"
@@ -37,20 +46,32 @@ class ViTImageEncoder(Encoder):
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
         in_channels: int = 3,
+        stem: str = "patch",
+        stem_norm: str = "group",
     ) -> None:
         super().__init__()
+        check_choice("stem", stem, ("patch", "conv"))
         if image_size % patch_size:
             raise ValueError(f"image_size={image_size} is not divisible by patch_size={patch_size}")
         self.pooling = check_choice("pooling", pooling, ("cls", "mean"))
         self.image_size, self.patch_size, self.output_dim = image_size, patch_size, width
         self.grad_checkpointing = False
         num_patches = (image_size // patch_size) ** 2
-        self.patch_embed = nn.Conv2d(in_channels, width, patch_size, stride=patch_size)
+        self.stem = stem
+        self.patch_embed = (
+            nn.Conv2d(in_channels, width, patch_size, stride=patch_size)
+            if stem == "patch"
+            else conv_stem(in_channels, width, patch_size, stem_norm)
+        )
         self.cls_token = nn.Parameter(torch.zeros(1, 1, width)) if pooling == "cls" else None
         self.position_embedding = nn.Parameter(torch.zeros(1, num_patches + (pooling == "cls"), width))
         self.layers = nn.ModuleList(TransformerBlock(width, heads, mlp_ratio, dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
         self.apply(init_transformer_weights)
+        if stem == "conv":  # convolutions keep PyTorch's fan-in init: 0.02 would starve the ReLUs
+            for module in self.patch_embed.modules():
+                if isinstance(module, nn.Conv2d):
+                    module.reset_parameters()
         for p in (self.cls_token, self.position_embedding):
             if p is not None:
                 nn.init.trunc_normal_(p, std=0.02, a=-0.04, b=0.04)
@@ -79,6 +100,26 @@ def _norm(kind: str, channels: int) -> nn.Module:
         return nn.BatchNorm2d(channels)
     # Up to 32 groups (Wu & He), as many as divide the channel count.
     return nn.GroupNorm(math.gcd(32, channels), channels)
+
+
+def conv_stem(in_channels: int, width: int, patch_size: int, norm: str = "group") -> nn.Sequential:
+    """Stride-2 3x3 conv-norm-ReLU layers down to 1/``patch_size`` resolution, then a 1x1 conv to ``width``.
+
+    Channels double from width / 2**(k-1) to width over the k = log2(patch_size) layers, so the stem's
+    output grid equals the patch grid of a ``patch_size`` patch embedding.
+    """
+    if patch_size < 2 or patch_size & (patch_size - 1):
+        raise ValueError(f"stem='conv' needs a power-of-two patch_size >= 2, got {patch_size}")
+    check_choice("stem_norm", norm, ("batch", "group"))
+    layers: list[nn.Module] = []
+    k = patch_size.bit_length() - 1
+    prev = in_channels
+    for i in range(k):
+        channels = max(16, width >> (k - 1 - i))
+        layers += [nn.Conv2d(prev, channels, 3, stride=2, padding=1, bias=False), _norm(norm, channels), nn.ReLU(inplace=True)]
+        prev = channels
+    layers.append(nn.Conv2d(prev, width, 1))
+    return nn.Sequential(*layers)
 
 
 class ResidualBlock(nn.Module):
