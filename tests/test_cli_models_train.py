@@ -131,3 +131,14 @@ def test_precision_no_survives_yaml_reading_it_as_false() -> None:
     assert recipe.train.precision == "no"
     with pytest.raises(Exception, match="precision"):
         load_recipe(RECIPES / "shapes-clip.yaml", ["train.precision=yes"])
+
+
+def test_hard_negatives_need_the_clip_loss_and_valid_groups() -> None:
+    from polymodal.config import ConfigError
+    from polymodal.train.recipe import load_recipe
+
+    assert load_recipe(RECIPES / "shapes-clip.yaml").task.hard_negatives  # the recipe uses them
+    with pytest.raises(ConfigError, match="hard_negatives works with kind: contrastive and loss: clip only"):
+        load_recipe(RECIPES / "shapes-clip.yaml", ["task.loss=siglip"])
+    with pytest.raises(ConfigError, match="'red' is in two groups"):
+        load_recipe(RECIPES / "shapes-clip.yaml", ["task.hard_negatives=[[red, blue], [red, green]]"])

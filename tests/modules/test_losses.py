@@ -93,6 +93,34 @@ def test_clip_matches_reference(smoothing: float, local_loss: bool) -> None:
         assert grad is not None and torch.isfinite(grad).all()
 
 
+def reference_clip_with_negatives(image, text, negatives, present, scale: float, smoothing: float = 0.0) -> float:  # noqa: ANN001
+    """Image->text candidates: every caption, then every present negative caption; text->image as plain CLIP."""
+    img, txt, neg = _unit_rows(image), _unit_rows(text), _unit_rows(negatives)
+    neg = [row for row, keep in zip(neg, present.tolist()) if keep]
+    n = len(img)
+    i2t = sum(_smoothed_ce([scale * _dot(img[i], t) for t in txt + neg], i, smoothing) for i in range(n)) / n
+    t2i = sum(_smoothed_ce([scale * _dot(txt[i], img[j]) for j in range(n)], i, smoothing) for i in range(n)) / n
+    return (i2t + t2i) / 2
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("local_loss", [False, True])
+def test_clip_hard_negatives_match_reference(smoothing: float, local_loss: bool) -> None:
+    image, text = _features()
+    negatives = torch.randn(6, 8, dtype=torch.float64, requires_grad=True)
+    present = torch.tensor([True, False, True, True, False, True])
+    loss_fn = ClipLoss(label_smoothing=smoothing, local_loss=local_loss).double()
+    loss = loss_fn(image, text, negatives, present)
+    expected = reference_clip_with_negatives(image.detach(), text.detach(), negatives.detach(), present,
+                                             loss_fn.scale.item(), smoothing)
+    assert loss.item() == pytest.approx(expected, rel=1e-10)
+    loss.backward()
+    assert torch.isfinite(loss) and (negatives.grad[~present] == 0).all() and (negatives.grad[present] != 0).all()
+    # No negative present: exactly the plain CLIP loss.
+    none = loss_fn(image, text, negatives, torch.zeros(6, dtype=torch.bool))
+    assert none.item() == pytest.approx(loss_fn(image, text).item(), rel=1e-12)
+
+
 def test_clip_initial_temperature_and_normalization() -> None:
     loss_fn = ClipLoss()
     assert loss_fn.logit_scale.item() == pytest.approx(math.log(1 / 0.07))

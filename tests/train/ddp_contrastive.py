@@ -1,5 +1,6 @@
 """Run by test_distributed.py under ``accelerate launch`` (and once in-process as reference):
-a toy dual encoder trained with the CLIP loss; writes its final weights to ARGV[1]."""
+a toy dual encoder trained with the CLIP loss; writes its final weights to ARGV[1]. With ARGV[2] ==
+"negatives" every other sample also has a hard negative caption (gathered across processes too)."""
 
 import sys
 from pathlib import Path
@@ -26,15 +27,22 @@ class Task(nn.Module):
         super().__init__()
         self.loss = ClipLoss()
 
-    def forward(self, model: Towers, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
-        images, texts = batch
-        loss = self.loss(model.image(images), model.text(texts))
-        return {"loss": loss}
+    def forward(self, model: Towers, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        if len(batch) == 2:
+            images, texts = batch
+            return {"loss": self.loss(model.image(images), model.text(texts))}
+        images, texts, negatives, present = batch
+        # As ContrastiveTask does: captions and negatives through the text tower in one call.
+        encoded_texts, encoded_negatives = model.text(torch.cat([texts, negatives])).split(len(texts))
+        return {"loss": self.loss(model.image(images), encoded_texts, encoded_negatives, present)}
 
 
-def main(out: str) -> None:
+def main(out: str, negatives: bool = False) -> None:
     g = torch.Generator().manual_seed(0)
-    data = TensorDataset(torch.randn(64, 6, generator=g), torch.randn(64, 5, generator=g))
+    tensors = [torch.randn(64, 6, generator=g), torch.randn(64, 5, generator=g)]
+    if negatives:
+        tensors += [torch.randn(64, 5, generator=g), torch.arange(64) % 2 == 0]
+    data = TensorDataset(*tensors)
     torch.manual_seed(0)
     model = Towers()
     cfg = TrainConfig(steps=10, batch_size=16, lr=1e-2, grad_clip=None, seed=1, log_every=5)
@@ -46,4 +54,4 @@ def main(out: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], negatives=sys.argv[2:] == ["negatives"])

@@ -18,17 +18,19 @@ from safetensors.torch import load_file
 SCRIPT = Path(__file__).with_name("ddp_contrastive.py")
 
 
-def test_two_processes_match_one(tmp_path: Path) -> None:
+@pytest.mark.parametrize("negatives", [False, True], ids=["clip", "clip+hard-negatives"])
+def test_two_processes_match_one(tmp_path: Path, negatives: bool) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SCRIPT.parent)}
+    extra = ["negatives"] if negatives else []
     single = tmp_path / "single" / "weights.safetensors"
     single.parent.mkdir()
-    subprocess.run([sys.executable, str(SCRIPT), str(single)], check=True, env=env, timeout=300)
+    subprocess.run([sys.executable, str(SCRIPT), str(single), *extra], check=True, env=env, timeout=300)
 
     double = tmp_path / "double" / "weights.safetensors"
     double.parent.mkdir()
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
     cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0", str(SCRIPT), str(double)]
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0", str(SCRIPT), str(double), *extra]
     result = subprocess.run(cmd, env=env, timeout=300, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
 

@@ -43,6 +43,10 @@ class Batch:
     text_mask: torch.Tensor | None = None  # (B or N, T) bool
     text_present: torch.Tensor | None = None  # (B,) bool
     text_owner: torch.Tensor | None = None  # (N,) long, only for several texts per sample
+    # Hard negative captions (see polymodal.data.hard_negatives), one row per sample when any has one.
+    negative_text_ids: torch.Tensor | None = None  # (B, T) long
+    negative_text_mask: torch.Tensor | None = None  # (B, T) bool
+    negative_present: torch.Tensor | None = None  # (B,) bool
     labels: torch.Tensor | None = None  # (B,) or (B, K); 0 where absent
     label_present: torch.Tensor | None = None  # (B,) bool
     # Placeholders until audio/video decoding exists: always None, present all False.
@@ -112,6 +116,17 @@ def _pad_texts(items: Sequence[Item], pad_id: int) -> dict[str, torch.Tensor | N
     return {"text_ids": ids, "text_mask": mask, "text_present": present, "text_owner": torch.tensor(owner)}
 
 
+def _pad_negatives(items: Sequence[Item], pad_id: int) -> dict[str, torch.Tensor]:
+    if not any("negative_text_ids" in it for it in items):
+        return {}
+    # A dataset that makes negatives always yields these tensors, even when no item has one, so that
+    # every process of a distributed run takes the same code path.
+    negatives = [it.get("negative_text_ids") for it in items]
+    ids, mask = pad_ids([n or [] for n in negatives], pad_id, max(1, max(len(n or []) for n in negatives)))  # (B, T)
+    present = torch.tensor([bool(n) for n in negatives], dtype=torch.bool)
+    return {"negative_text_ids": ids, "negative_text_mask": mask, "negative_present": present}
+
+
 def _stack_labels(items: Sequence[Item]) -> tuple[torch.Tensor | None, torch.Tensor]:
     labels = [it.get("label") for it in items]
     present = torch.tensor([lab is not None for lab in labels], dtype=torch.bool)
@@ -164,6 +179,7 @@ def collate(items: Sequence[Item | None], pad_id: int = 0) -> Batch:
         extra=extra,
         num_dropped=dropped,
         **_pad_texts(kept, pad_id),
+        **_pad_negatives(kept, pad_id),
     )
 
 

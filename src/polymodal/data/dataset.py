@@ -79,9 +79,15 @@ class MultimodalDataset(Dataset):
         strict: bool = False,
         max_length: int = 64,
         seed: int = 0,
+        negative_text: Callable[[str, torch.Generator | None], str | None] | None = None,
     ) -> None:
+        """``negative_text``: makes a hard negative caption from the sample's caption (e.g.
+        :class:`~polymodal.data.hard_negatives.WordSwapNegatives`); items then carry
+        ``negative_text_ids`` (None when it returns None). One caption per item only."""
         if text_mode not in ("random", "first", "all"):
             raise ValueError(f"text_mode {text_mode!r}; allowed: random, first, all")
+        if negative_text is not None and text_mode == "all":
+            raise ValueError("negative_text needs one caption per item (text_mode 'random' or 'first')")
         self.samples = samples
         # A bare preprocess is a pipeline without augmentation (evaluation, inference).
         self.pipeline = preprocess if isinstance(preprocess, ImagePipeline) else ImagePipeline(preprocess)
@@ -92,6 +98,7 @@ class MultimodalDataset(Dataset):
         self.bad_log = bad_log if bad_log is not None else BadSampleLog(strict=strict)
         self.max_length = max_length
         self.seed = seed
+        self.negative_text = negative_text
         # Shared memory: DataLoader workers (forked or spawned, persistent or not) read the
         # same storage, so set_epoch in the main process reaches them.
         self._epoch = torch.zeros((), dtype=torch.long).share_memory_()
@@ -138,7 +145,8 @@ class MultimodalDataset(Dataset):
         sample = self.samples[index]
         # Seeding costs ~15 us (a tenth of decoding a 64px PNG): only seed when something is random.
         random_text = self.text_mode == "random" and len(sample.text) > 1
-        generator = self.generator(index, epoch) if random_text or self.pipeline.ops else None
+        random_any = random_text or self.pipeline.ops or self.negative_text is not None
+        generator = self.generator(index, epoch) if random_any else None
         image = None
         if sample.image is not None:
             try:
@@ -158,7 +166,12 @@ class MultimodalDataset(Dataset):
             text_ids = encoded if self.text_mode == "all" else encoded[0]
         extra: dict[str, Any] = {"text": texts if self.text_mode == "all" else (texts[0] if texts else None)}
         label = self.label_fn(sample)
-        return {"id": sample.id, "image": image, "text_ids": text_ids, "label": label, "extra": extra}
+        item = {"id": sample.id, "image": image, "text_ids": text_ids, "label": label, "extra": extra}
+        if self.negative_text is not None:
+            negative = self.negative_text(texts[0], generator) if texts else None
+            encoded = negative is not None and self.tokenizer is not None
+            item["negative_text_ids"] = self.tokenizer.encode_many([negative], self.max_length)[0] if encoded else None
+        return item
 
 
 def _expand(samples: Iterable[Sample], items: Callable[[Sample], Sequence[Any]], make: Callable[[Sample, int, Any], Sample]) -> list[Sample]:

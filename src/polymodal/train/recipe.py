@@ -24,11 +24,12 @@ from typing import Any, Literal
 
 import torch
 import yaml
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from polymodal.config import Config, ConfigError, load_config
 from polymodal.data.dataset import MultimodalDataset, label_from_vocab, qa_samples, statement_samples
 from polymodal.data.errors import BadSampleLog
+from polymodal.data.hard_negatives import WordSwapNegatives
 from polymodal.data.readers import read_manifest
 from polymodal.data.schema import Sample
 from polymodal.data.text import TextTokenizer, train_tokenizer
@@ -75,6 +76,18 @@ class TaskSection(Config):
     loss: Literal["clip", "siglip"] = "clip"
     contrastive_weight: float = Field(0.0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    hard_negatives: list[list[str]] | None = Field(
+        None, description="contrastive, clip loss: groups of interchangeable words; each caption with one swapped "
+        "is an extra negative for its image (NegCLIP)",
+    )
+
+    @model_validator(mode="after")
+    def _hard_negatives_fit(self) -> TaskSection:
+        if self.hard_negatives is not None:
+            if self.kind != "contrastive" or self.loss != "clip":
+                raise ValueError("hard_negatives works with kind: contrastive and loss: clip only")
+            WordSwapNegatives(self.hard_negatives)  # checks the groups
+        return self
 
 
 class Recipe(Config):
@@ -251,9 +264,11 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
     train_samples = expand_view(train_rows, view)
     val_samples = expand_view(val_rows, view)[: data.max_val_samples]
     pipeline = ImagePipeline.for_training(data.image, data.augment)
+    negatives = WordSwapNegatives(recipe.task.hard_negatives) if recipe.task.hard_negatives else None
     train_set = MultimodalDataset(
         train_samples, pipeline, tokenizer, text_mode="random", label_fn=label_fn,
         bad_log=bad_log, strict=data.strict, max_length=data.max_length, seed=recipe.train.seed,
+        negative_text=negatives,
     )
     model = build_recipe_model(recipe, tokenizer.vocab_size, extra)
     task = make_task(recipe.task)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polymodal.modules.losses import CaptionLoss, ClipLoss, CrossEntropyLoss
@@ -22,15 +24,33 @@ def _weighted(parts: dict[str, tuple[float, Tensor]]) -> dict[str, Tensor]:
 
 
 class ContrastiveTask(nn.Module):
-    """Dual encoder + CLIP (or SigLIP) loss on (image, caption) pairs."""
+    """Dual encoder + CLIP (or SigLIP) loss on (image, caption) pairs; with the batch's hard
+    negative captions (``negative_text_ids``) as extra image->text candidates when it has them."""
 
     def __init__(self, loss: nn.Module | None = None) -> None:
         super().__init__()
         self.loss = loss if loss is not None else ClipLoss()
 
     def forward(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
-        out = model(batch.images, batch.text_ids, batch.text_mask)
-        return _weighted({"contrastive": (1.0, self.loss(out["image_features"], out["text_features"]))})
+        negatives = getattr(batch, "negative_text_ids", None)
+        if negatives is None:
+            out = model(batch.images, batch.text_ids, batch.text_mask)
+            return _weighted({"contrastive": (1.0, self.loss(out["image_features"], out["text_features"]))})
+        # One forward over captions + negatives (a DDP-wrapped model must see each parameter used once per step).
+        # Rows without a negative stay in (all padding) so every process gathers the same shape; the loss drops them.
+        ids, mask = _stack_padded([(batch.text_ids, batch.text_mask), (negatives, batch.negative_text_mask)])
+        out = model(batch.images, ids, mask)
+        texts, negative_features = out["text_features"].split([batch.text_ids.size(0), negatives.size(0)])
+        loss = self.loss(out["image_features"], texts, negative_features, batch.negative_present)
+        return _weighted({"contrastive": (1.0, loss)})
+
+
+def _stack_padded(parts: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """Concatenate (ids, mask) pairs of different lengths along the batch, right-padding with 0 / False."""
+    length = max(ids.size(1) for ids, _ in parts)
+    ids = torch.cat([F.pad(i, (0, length - i.size(1))) for i, _ in parts])  # (sum B, T)
+    mask = torch.cat([F.pad(m, (0, length - m.size(1))) for _, m in parts])
+    return ids, mask
 
 
 class ClassificationTask(nn.Module):

@@ -46,6 +46,12 @@ class ClipLoss(nn.Module):
     only scores its own B rows against all W*B columns (labels offset by ``rank * B``), which
     saves the (W*B)^2 logits matrix; each rank then holds a different value whose average over
     ranks is the global loss, and the gradients are identical to the default mode.
+
+    Hard negatives (NegCLIP): ``negative_text_features`` (B, D) are extra captions, e.g. each
+    caption with one word swapped (:mod:`polymodal.data.hard_negatives`). They join the
+    image->text candidates of every image (gathered like the texts); ``negative_present`` (B,)
+    marks the rows that hold one, the others are left out. Text->image is unchanged: a
+    negative caption has no image to find.
     """
 
     def __init__(
@@ -81,12 +87,28 @@ class ClipLoss(nn.Module):
         """
         return self.logit_scale.exp().clamp(max=self.max_scale)
 
-    def forward(self, image_features: Tensor, text_features: Tensor) -> Tensor:
+    def forward(
+        self,
+        image_features: Tensor,
+        text_features: Tensor,
+        negative_text_features: Tensor | None = None,
+        negative_present: Tensor | None = None,
+    ) -> Tensor:
         image, text = _prepare_pair(image_features, text_features, self.normalize)
         rank, world_size = rank_and_world_size(self.group) if self.gather else (0, 1)
         all_image = all_gather_with_grad(image, self.group) if world_size > 1 else image  # (N, D)
         all_text = all_gather_with_grad(text, self.group) if world_size > 1 else text  # (N, D)
         scale = self.scale
+        if negative_text_features is not None:
+            negatives = F.normalize(negative_text_features, dim=-1) if self.normalize else negative_text_features
+            present = (
+                negative_present.bool()
+                if negative_present is not None
+                else torch.ones(negatives.size(0), dtype=torch.bool, device=negatives.device)
+            )
+            if world_size > 1:
+                negatives = all_gather_with_grad(negatives, self.group)  # (N, D)
+                present = all_gather_with_grad(present.to(torch.uint8), self.group).bool()  # (N,)
 
         if self.local_loss:
             logits_i2t = scale * image @ all_text.T  # (B, N)
@@ -98,6 +120,11 @@ class ClipLoss(nn.Module):
             logits_t2i = logits_i2t.T
             labels = torch.arange(all_image.size(0), device=image.device)
 
+        if negative_text_features is not None:
+            rows = image if self.local_loss else all_image
+            # Absent rows are dropped, not masked to -inf, which label smoothing would turn into inf.
+            extra = scale * rows @ negatives[present].T  # (B or N, N_neg)
+            logits_i2t = torch.cat([logits_i2t, extra], dim=1)
         loss_i2t = F.cross_entropy(logits_i2t, labels, label_smoothing=self.label_smoothing)
         loss_t2i = F.cross_entropy(logits_t2i, labels, label_smoothing=self.label_smoothing)
         return (loss_i2t + loss_t2i) / 2
