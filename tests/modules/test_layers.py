@@ -39,6 +39,21 @@ def test_attend_matches_explicit_softmax(key_mask, causal, tq):
     torch.testing.assert_close(got, reference_attention(q, k, v, key_mask, causal), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("causal", [False, True], ids=["bidirectional", "causal"])
+def test_attend_long_sequences_take_the_fused_kernel_with_the_same_result(causal, monkeypatch):
+    import polymodal.modules.layers as layers
+
+    q, k, v = torch.randn(1, 2, 40, 8), torch.randn(1, 2, 40, 8), torch.randn(1, 2, 40, 8)
+    key_mask = torch.ones(1, 40, dtype=torch.bool)
+    key_mask[0, 30:] = False
+    short = attend(q, k, v, key_mask, causal)  # 40 x 40 pairs: the math kernel
+    monkeypatch.setattr(layers, "CPU_MATH_ATTENTION_MAX_PAIRS", 100)  # now "long": the fused kernel
+    long = attend(q, k, v, key_mask, causal)
+    expected = reference_attention(q, k, v, key_mask, causal)
+    torch.testing.assert_close(short, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(long, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_attend_all_padding_row_is_finite():
     q = k = v = torch.randn(2, 2, 4, 8)
     key_mask = torch.tensor([[True, True, False, False], [False, False, False, False]])
