@@ -39,6 +39,12 @@ def _small_image(kind: str, image_size: int) -> ComponentConfig:
     raise ValueError(f"image_encoder must be one of {', '.join(IMAGE_TOWERS)}, got {kind!r}")
 
 
+def _fusion(name: str) -> ComponentConfig:
+    # Cross-attention reads from the text: the statement's or question's tokens query the image patches,
+    # as in VQA models, rather than 64 patches each looking for a word.
+    return ComponentConfig(name=name, params={"query": "text"} if name == "cross_attention" else {})
+
+
 def _small_text(vocab_size: int, max_length: int) -> ComponentConfig:
     return ComponentConfig(
         name="transformer_text",
@@ -61,7 +67,7 @@ def shapes_fusion(
     """Image + statement classifier; ``fusion`` picks any registered fusion module."""
     return FusionClassifierConfig(
         encoders={"image": _small_image(image_encoder, image_size), "text": _small_text(vocab_size, max_length)},
-        fusion=ComponentConfig(name=fusion),
+        fusion=_fusion(fusion),
         fusion_dim=128,
         num_classes=num_classes,
     )
@@ -84,7 +90,7 @@ def shapes_vqa(
     return VQAConfig(
         image_encoder=_small_image(image_encoder, image_size),
         text_encoder=_small_text(vocab_size, max_length),
-        fusion=ComponentConfig(name=fusion),
+        fusion=_fusion(fusion),
         fusion_dim=128,
         answer_mode="classify",
         num_answers=num_answers,

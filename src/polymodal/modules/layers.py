@@ -46,18 +46,22 @@ def attend(
     q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None = None, causal: bool = False, dropout: float = 0.0
 ) -> Tensor:
     """Scaled dot-product attention on (B, H, T, hd) tensors, with padding and causal masks."""
-    if q.device.type == "cpu" and q.size(-2) * k.size(-2) <= CPU_MATH_ATTENTION_MAX_PAIRS:
-        with sdpa_kernel(SDPBackend.MATH):
-            return _sdpa(q, k, v, key_mask, causal, dropout)
-    return _sdpa(q, k, v, key_mask, causal, dropout)
-
-
-def _sdpa(q: Tensor, k: Tensor, v: Tensor, key_mask: Tensor | None, causal: bool, dropout: float) -> Tensor:
     if causal and key_mask is None and q.size(-2) == k.size(-2):
         # No explicit mask lets SDPA pick its fused causal kernels.
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        return scaled_dot_product(q, k, v, is_causal=True, dropout=dropout)
     mask = attention_mask(key_mask, q.size(-2), k.size(-2), causal, device=q.device)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+    return scaled_dot_product(q, k, v, attn_mask=mask, dropout=dropout)
+
+
+def scaled_dot_product(
+    q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None, is_causal: bool = False, dropout: float = 0.0
+) -> Tensor:
+    """``F.scaled_dot_product_attention`` with the faster kernel for short sequences on CPU (see
+    :data:`CPU_MATH_ATTENTION_MAX_PAIRS`). Every attention in polymodal goes through here."""
+    if q.device.type == "cpu" and q.size(-2) * k.size(-2) <= CPU_MATH_ATTENTION_MAX_PAIRS:
+        with sdpa_kernel(SDPBackend.MATH):
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout, is_causal=is_causal)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout, is_causal=is_causal)
 
 
 class RotaryEmbedding(nn.Module):

@@ -12,21 +12,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polymodal.modules.encoders.base import EncoderOutput, masked_mean
 from polymodal.modules.fusion._common import MaskedFusion, any_present, keep_where, mlp
 from polymodal.modules.fusion.base import FusionOutput
+from polymodal.modules.layers import attend
 
 
 class CrossAttentionBlock(nn.Module):
     """Pre-norm block: ``x += Attn(LN(x), LN(ctx))``, then ``x += MLP(LN(x))``.
 
     A sample with no real context token (the other modalities are all absent) skips the
-    attention and keeps its own tokens. Depending on the torch version and backend, SDPA over
-    an all-masked row gives NaN or zeros (torch >= 2.5 on CPU: zeros), so such rows are given
-    an all-True mask (finite either way: the tokens are clean) and their result is discarded.
+    attention and keeps its own tokens (:func:`~polymodal.modules.layers.attend` keeps its
+    all-masked rows finite; their result is discarded).
     """
 
     def __init__(self, dim: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0) -> None:
@@ -48,12 +47,10 @@ class CrossAttentionBlock(nn.Module):
         B, Tq, D = x.shape
         Tk, H = ctx.shape[1], self.heads
         has_ctx = ctx_mask.any(1)  # (B,)
-        attn_mask = (ctx_mask | ~has_ctx.unsqueeze(1))[:, None, None, :]  # (B, 1, 1, Tk)
         q = self.q(self.norm_q(x)).view(B, Tq, H, D // H).transpose(1, 2)  # (B, H, Tq, hd)
         k, v = self.kv(self.norm_kv(ctx)).view(B, Tk, 2, H, D // H).permute(2, 0, 3, 1, 4)  # 2 x (B, H, Tk, hd)
-        attended = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
-        )
+        # attend lets a row with no real key see every key (finite, and discarded by keep_where below).
+        attended = attend(q, k, v, ctx_mask, dropout=self.dropout if self.training else 0.0)
         attended = attended.transpose(1, 2).reshape(B, Tq, D)  # (B, Tq, D)
         x = x + keep_where(self.out(attended), has_ctx)
         return x + self.mlp(self.norm_mlp(x))

@@ -17,8 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from polymodal.modules.layers import scaled_dot_product
 
 
 @dataclass
@@ -73,7 +74,7 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
         """Queries from ``x`` (B, T, width) attend to ``k``/``v``; ``mask`` is bool, True = may attend."""
         q = self.split_heads(self.q(x))  # (B, H, T, hd)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, hd)
+        y = scaled_dot_product(q, k, v, attn_mask=mask)  # (B, H, T, hd)
         B, H, T, hd = y.shape
         return self.out(y.transpose(1, 2).reshape(B, T, H * hd))  # (B, T, width)
 
