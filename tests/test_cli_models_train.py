@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from polymodal.cli.main import app
@@ -50,6 +51,23 @@ def test_train_recipe_then_resume(tmp_path: Path) -> None:
     again = runner.invoke(app, [*args[:-3], "--resume", str(run), "--json"])
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["steps"] == 4
+
+
+def test_the_same_recipe_and_seed_give_bitwise_the_same_model(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    data = tmp_path / "shapes"
+    generate_shapesworld(data, 40, seed=0, image_size=32, progress=False)
+    models = []
+    for name in ("a", "b"):
+        args = ["train", str(RECIPES / "shapes-clip.yaml"), "--set", f"data.path={data}", "--set", "data.image.image_size=32",
+                "--set", "train.steps=2", "--set", "train.batch_size=8", "--set", "train.warmup_steps=1",
+                "--out", str(tmp_path / name), "--json"]  # fmt: skip
+        assert runner.invoke(app, args).exit_code == 0
+        models.append(load_file(tmp_path / name / "model" / "model.safetensors"))
+    assert models[0].keys() == models[1].keys()
+    for key in models[0]:  # initial weights included: the seed is set before the model is built
+        assert torch.equal(models[0][key], models[1][key]), key
 
 
 def test_train_bad_recipe_value_names_the_field(tmp_path: Path) -> None:

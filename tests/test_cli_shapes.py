@@ -88,6 +88,12 @@ def test_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "fusion-concat" / "train_summary.json").read_text())
     assert summary["transfer"]["source"] == str(tmp_path / "clip") and summary["transfer"]["transferred"] > 0
     for split in ("test", "test_novel"):
-        assert 0 <= runs["fusion-concat"]["scores"][split]["statement_accuracy"] <= 1
-        assert "CIDEr-D" in runs["caption"]["scores"][split] and "vqa_accuracy" in runs["vqa"]["scores"][split]
-    assert "| clip |" in (tmp_path / "report.md").read_text()
+        statements = runs["fusion-concat"]["scores"]["shapes-statements"][split]
+        assert 0 <= statements["metrics"]["accuracy"] <= 1 and len(statements["ci95"]["accuracy"]) == 2
+        assert "CIDEr-D" in runs["caption"]["scores"]["shapes-caption"][split]["metrics"]
+        assert "vqa_accuracy" in runs["vqa"]["scores"]["shapes-vqa"][split]["metrics"]
+    for label in runs:  # eval harness result files with provenance, and the report over all runs
+        doc = json.loads((tmp_path / label / "eval.json").read_text())
+        assert doc["provenance"]["command"].startswith(f"polymodal eval {tmp_path / label}")
+    report = (tmp_path / "report.md").read_text()
+    assert all(label in report for label in runs) and (tmp_path / "report.html").is_file()

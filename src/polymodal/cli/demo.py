@@ -1,9 +1,11 @@
 """``polymodal demo``: the end-to-end walk-through on the built-in ShapesWorld data.
 
 Generates ShapesWorld (reused when already complete), trains the four demo recipes (CLIP,
-statement classifiers with several fusion modules, captioner, VQA), evaluates each on
-``test`` and ``test_novel`` (colour-shape pairs never seen in training), prints a results
-table and writes ``results.json`` and ``report.md`` into the run directory.
+statement classifiers with several fusion modules, captioner, VQA), evaluates each with the
+``polymodal eval`` harness on ``test`` and ``test_novel`` (colour-shape pairs never seen in
+training; result files with 95% CIs and provenance in ``OUT/<run>/eval.json``), prints a results
+table and writes ``results.json`` plus the ``polymodal report`` pages (``report.md``,
+``report.html``) into the run directory.
 """
 
 from __future__ import annotations
@@ -21,11 +23,20 @@ from polymodal.cli.data_shapes import print_summary
 from polymodal.cli.output import JsonOption, console, emit_json, fail
 
 RECIPES_DIR = Path(__file__).resolve().parents[3] / "recipes"
+# What each kind of demo run is evaluated on, and the metrics of the results table (benchmark, metric, label).
+BENCHMARKS = {
+    "clip": "shapes-zeroshot,shapes-retrieval",
+    "fusion": "shapes-statements",
+    "caption": "shapes-caption",
+    "vqa": "shapes-vqa",
+}
 HEADLINE = {
-    "clip": ["zero_shot_shape", "zero_shot_color", "zero_shot_color_shape", "i2t_R@1", "t2i_R@1"],
-    "fusion": ["statement_accuracy"],
-    "caption": ["BLEU-4", "CIDEr-D"],
-    "vqa": ["vqa_accuracy"],
+    "clip": [("shapes-zeroshot", "color_accuracy", "zero-shot colour"), ("shapes-zeroshot", "shape_accuracy", "zero-shot shape"),
+             ("shapes-zeroshot", "accuracy", "zero-shot colour-shape"), ("shapes-retrieval", "i2t_R@1", "image->text R@1"),
+             ("shapes-retrieval", "t2i_R@1", "text->image R@1")],
+    "fusion": [("shapes-statements", "accuracy", "statement accuracy")],
+    "caption": [("shapes-caption", "BLEU-4", "BLEU-4"), ("shapes-caption", "CIDEr-D", "CIDEr-D")],
+    "vqa": [("shapes-vqa", "vqa_accuracy", "VQA accuracy")],
 }
 
 
@@ -81,14 +92,13 @@ def demo(
             emit_json({"data": summary})
         return
 
-    from polymodal.data.readers import read_manifest
-    from polymodal.evaluate.bundle import load_bundle
-    from polymodal.evaluate.shapes import evaluate_bundle
+    from polymodal.evaluate.results import dump_results, to_json
+    from polymodal.evaluate.runner import run_eval
     from polymodal.models.base import find_model_dir
+    from polymodal.report import write_report
     from polymodal.train.recipe import load_recipe, run_recipe
 
     data_dir = out / "shapes"
-    splits = {split: list(read_manifest(data_dir / f"{split}.jsonl")) for split in ("test", "test_novel")}
     # Pretrain -> fine-tune: the CLIP towers already tell colours apart, so the other models start from
     # them. The pretrained towers get a 10x lower learning rate than the new fusion and heads: at the full
     # rate, noisy gradients from a random head wipe the towers' features out within 100 steps (the
@@ -116,52 +126,56 @@ def demo(
         run_recipe(recipe, run_dir, progress=not json)
         train_seconds = time.perf_counter() - t0
         model_dir = find_model_dir(run_dir)
-        bundle = load_bundle(model_dir)
-        scores = {split: evaluate_bundle(bundle, samples) for split, samples in splits.items()}
-        results["runs"][label] = {"recipe": recipe_name, "model_dir": str(model_dir),
-                                  "train_seconds": round(train_seconds, 1), "scores": scores}  # fmt: skip
+        benchmarks = BENCHMARKS[label.split("-")[0]]
+        eval_file = run_dir / "eval.json"
+        command = f"polymodal eval {model_dir} --benchmark {benchmarks} --data {data_dir} --seed {seed} --out {eval_file}"
+        t0 = time.perf_counter()
+        doc = run_eval(str(model_dir), benchmarks, data=data_dir, seed=seed, command=command)
+        dump_results(doc, eval_file)
+        results["runs"][label] = {"recipe": recipe_name, "model_dir": str(model_dir), "eval_file": str(eval_file),
+                                  "train_seconds": round(train_seconds, 1), "eval_seconds": round(time.perf_counter() - t0, 1),
+                                  "scores": _scores(to_json(doc))}  # fmt: skip
     results["elapsed_seconds"] = round(time.perf_counter() - started, 1)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(jsonlib.dumps(results, indent=2))
-    (out / "report.md").write_text(render_report(results))
+    written = write_report([out / label for label in results["runs"]], out, title="ShapesWorld demo")
     if json:
         emit_json(results)
         return
     console.print(results_table(results))
-    console.print(f"report: {out / 'report.md'}   results: {out / 'results.json'}   "
+    console.print(f"report: {written.html} and {written.markdown}   results: {out / 'results.json'}   "
                   f"total {results['elapsed_seconds']:.0f} s", highlight=False)
+
+
+def _scores(doc: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """benchmark -> split -> {"metrics": ..., "ci95": ...} from a result file's JSON."""
+    scores: dict[str, dict[str, dict[str, Any]]] = {}
+    for result in doc["results"]:
+        scores.setdefault(result["benchmark"], {})[result["split"]] = {"metrics": result["metrics"], "ci95": result.get("ci95") or {}}
+    return scores
+
+
+def _cell(entry: dict[str, Any] | None, metric: str) -> str:
+    if entry is None or metric not in entry["metrics"]:
+        return "-"
+    ci = entry["ci95"].get(metric)
+    value = f"{entry['metrics'][metric]:.3f}"
+    return f"{value} ±{(ci[1] - ci[0]) / 2:.3f}" if ci else value  # the CI's half-width: narrow enough for a terminal
 
 
 def _headline_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     rows = []
     for label, run in results["runs"].items():
-        kind = label.split("-")[0]
-        for metric in HEADLINE[kind]:
-            test = run["scores"]["test"].get(metric)
-            novel = run["scores"]["test_novel"].get(metric)
-            rows.append((label, metric, f"{test:.3f}" if test is not None else "-", f"{novel:.3f}" if novel is not None else "-"))
+        for benchmark, metric, name in HEADLINE[label.split("-")[0]]:
+            splits = run["scores"].get(benchmark, {})
+            rows.append((label, name, _cell(splits.get("test"), metric), _cell(splits.get("test_novel"), metric)))
     return rows
 
 
 def results_table(results: dict[str, Any]) -> Table:
-    table = Table(title="ShapesWorld demo results", title_justify="left")
+    table = Table(title="ShapesWorld demo results (± half the 95% bootstrap CI; full intervals in the report)", title_justify="left")
     for column in ("model", "metric", "test", "test_novel"):
         table.add_column(column, justify="right" if column.startswith("test") else "left")
     for row in _headline_rows(results):
         table.add_row(*row)
     return table
-
-
-def render_report(results: dict[str, Any]) -> str:
-    lines = ["# ShapesWorld demo report", "",
-             f"Total time: {results['elapsed_seconds']:.0f} s. `test_novel` holds colour-shape pairs never seen in training.",
-             "", "| model | metric | test | test_novel |", "|---|---|---:|---:|"]  # fmt: skip
-    lines += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in _headline_rows(results)]
-    for label, run in results["runs"].items():
-        examples = run["scores"]["test"].get("examples")
-        if examples:
-            lines += ["", f"## {label}: example captions (test)", "", "| id | generated | a reference |", "|---|---|---|"]
-            lines += [f"| {e['id']} | {e['caption']} | {e['reference']} |" for e in examples]
-    lines += ["", "## Training time per recipe", "", "| model | seconds |", "|---|---:|"]
-    lines += [f"| {label} | {run['train_seconds']} |" for label, run in results["runs"].items()]
-    return "\n".join(lines) + "\n"

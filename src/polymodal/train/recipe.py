@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 import torch
 import yaml
+from accelerate.utils import set_seed
 from pydantic import Field, model_validator
 
 from polymodal.config import Config, ConfigError, load_config
@@ -270,6 +271,8 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
         bad_log=bad_log, strict=data.strict, max_length=data.max_length, seed=recipe.train.seed,
         negative_text=negatives,
     )
+    # Seeded before the model exists: its initial weights are part of what the seed must fix.
+    set_seed(recipe.train.seed)
     model = build_recipe_model(recipe, tokenizer.vocab_size, extra)
     task = make_task(recipe.task)
 
