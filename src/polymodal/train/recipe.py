@@ -66,7 +66,9 @@ class DataSection(Config):
     image: ImagePreprocess = ImagePreprocess(image_size=64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop="none")
     augment: Augment = Augment()
     max_length: int = Field(32, ge=4)
-    tokenizer: str | None = Field(None, description="tokenizer dir; default: train a word-level one on the data")
+    tokenizer: str | None = Field(
+        None, description="tokenizer dir or pretrained:minilm; default: train a word-level one on the data"
+    )
     vocab_size: int = Field(1000, ge=16)
     max_val_samples: int = Field(512, ge=1)
     strict: bool = False
@@ -241,7 +243,9 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
     if resume and tokenizer_dir.is_dir():
         tokenizer = TextTokenizer.load(tokenizer_dir)
     elif data.tokenizer:
-        tokenizer = TextTokenizer.load(data.tokenizer)
+        from polymodal.pretrained.locate import resolve_pretrained
+
+        tokenizer = TextTokenizer.load(resolve_pretrained(data.tokenizer))
     elif _init_tokenizer_dir(recipe) is not None:
         # Fine-tuning: token ids must mean what they meant to the pretrained text tower.
         tokenizer = TextTokenizer.load(_init_tokenizer_dir(recipe))  # type: ignore[arg-type]

