@@ -131,3 +131,17 @@ def test_texts_and_image_to_text_search(tmp_path: Path, tiny_clip: Path) -> None
     assert len(hits) == 3 and all(h["kind"] == "text" and h["text"] for h in hits)
     info = json.loads(invoke("index", "info", out, "--json").stdout)
     assert info["counts"] == {"image": 6, "text": 12} and info["params"]["hnsw_m"] == 32
+
+
+def test_an_index_built_from_a_loaded_model_object_records_where_to_load_it(
+    tmp_path: Path, image_folder: Path, tiny_clip: Path, clip_model, other_clip: Path  # noqa: ANN001
+) -> None:
+    from polymodal.index.build import build_index
+
+    out = tmp_path / "from-object"
+    build_index(image_folder, out, clip_model)  # a Model object, as a Python user would pass it
+    assert json.loads(invoke("index", "info", out, "--json").stdout)["model"] == str(tiny_clip.resolve())
+    result = invoke("search", out, "a red circle", "-k", "1", "--json")  # no --model: index.json says which
+    assert result.exit_code == 0, result.output
+    refused = invoke("search", out, "a red circle", "--model", other_clip)
+    assert refused.exit_code != 0 and "rebuild" in refused.output

@@ -48,6 +48,11 @@ class Model:
         return self.backend.name
 
     @property
+    def source(self) -> str:
+        """What ``polymodal.load`` takes to load this model again (an absolute directory or a model name)."""
+        return self.backend.source
+
+    @property
     def identity(self) -> str:
         return self.backend.identity
 

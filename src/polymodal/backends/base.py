@@ -22,6 +22,7 @@ ANSWER = "answer"
 @runtime_checkable
 class Backend(Protocol):
     name: str  # human-readable, e.g. "polymodal:runs/demo/shapes-clip" or "hf-clip:/models/clip"
+    source: str  # what load_backend takes to load this model again: an absolute directory or a model name
     identity: str  # stable content hash of config + weights: an index built with one model refuses another
     capabilities: frozenset[str]
     embed_dim: int | None  # None unless EMBED in capabilities

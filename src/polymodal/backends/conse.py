@@ -52,6 +52,7 @@ class ConSEBackend:
     """EfficientNet-Lite0 + MiniLM combined by ConSE; capabilities: embed (384-d)."""
 
     name = NAME
+    source = NAME
     capabilities = frozenset({EMBED})
 
     def __init__(

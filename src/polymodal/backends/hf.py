@@ -39,6 +39,7 @@ class _HFBackend:
 
     def __init__(self, kind: str, directory: Path, model: torch.nn.Module, preprocess: HFImagePreprocess) -> None:
         self.name = f"hf-{kind}:{directory}"
+        self.source = str(Path(directory).resolve())
         self.identity = checkpoint_identity(directory)
         self.directory = directory
         self.preprocess = preprocess

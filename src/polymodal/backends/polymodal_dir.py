@@ -21,6 +21,7 @@ class PolymodalBackend:
     def __init__(self, bundle: ModelBundle) -> None:
         self.bundle = bundle
         self.name = f"polymodal:{bundle.path}"
+        self.source = str(Path(bundle.path).resolve())
         self.identity = hash_files([p for p in bundle.path.rglob("*") if p.is_file()], root=bundle.path)
         model = bundle.model
         caps: set[str] = set()

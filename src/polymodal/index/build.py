@@ -78,7 +78,7 @@ def model_reference(model: str | os.PathLike | None) -> str:
 def _resolve_model(model: str | os.PathLike | Model | None, model_ref: str | None) -> tuple[Model, str]:
     """The loaded model and the reference recorded in index.json to load it again for queries."""
     if isinstance(model, Model):
-        return model, model_ref or model.name
+        return model, model_ref or model.source
     return load(model), model_ref or model_reference(model)
 
 
