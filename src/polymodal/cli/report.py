@@ -22,11 +22,12 @@ def report(
     Writes report.md (+ report_assets/*.png) and a self-contained report.html: metric tables
     with 95% CIs per benchmark and split, plots and example grids.
     """
-    from polymodal.report import ReportError, write_report
+    from polymodal.evaluate.results import ResultFileError
+    from polymodal.report import write_report
 
     try:
         written = write_report(list(inputs), out, title=title, max_examples=max_examples)
-    except ReportError as e:
+    except ResultFileError as e:  # includes ReportError
         fail(str(e), as_json=json, code=2)
     payload = {
         "markdown": str(written.markdown),

@@ -1,7 +1,7 @@
 """The evaluation result file (``polymodal eval --out FILE``), as pydantic models.
 
-``polymodal report`` reads the same file: :func:`load_results` validates one, :func:`dump_results`
-writes one. Optional parts are left out of the JSON when absent (not written as ``null``).
+``polymodal report`` reads the same file through the same models: :func:`load_results` validates one
+(errors name the file, line or field), :func:`dump_results` writes one. Optional parts are left out of the JSON when absent (not written as ``null``).
 
 Shape::
 
@@ -17,14 +17,23 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from polymodal.config import format_validation_errors
+
+EVAL_KEY = "polymodal_eval"
 FORMAT_VERSION = 1
 MAX_EXAMPLES = 16
 
 
+class ResultFileError(ValueError):
+    """A result file cannot be read or is invalid; the message names the file (and line or field)."""
+
+
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Unknown keys are ignored rather than rejected: reports must keep working on files written by a
+    # newer ``polymodal eval``.
+    model_config = ConfigDict(extra="ignore")
 
 
 class DataProvenance(_Model):
@@ -36,15 +45,33 @@ class Provenance(_Model):
     model: str
     model_hash: str
     data: DataProvenance
-    versions: dict[str, str | None]  # polymodal, torch, transformers, numpy (None: not installed)
-    seed: int
-    command: str
-    created: str  # ISO 8601, UTC
+    versions: dict[str, str | None] = Field(default_factory=dict)  # polymodal, torch, ... (None: not installed)
+    seed: int | None = None
+    command: str | None = None
+    created: str | None = None  # ISO 8601, UTC
+
+
+def _numeric_keys(curves: dict[str, dict[str, float]] | None) -> dict[str, dict[str, float]] | None:
+    """Curves are keyed by K or severity as strings ("1", "5"); they are plotted as numbers."""
+    for name, curve in (curves or {}).items():
+        for key in curve:
+            try:
+                float(key)
+            except ValueError:
+                raise ValueError(f"{name}: key {key!r} is not a number") from None
+    return curves
 
 
 class Confusion(_Model):
     classes: list[str]
     matrix: list[list[int]]  # row = true class, column = predicted class
+
+    @model_validator(mode="after")
+    def _square(self) -> Confusion:
+        n = len(self.classes)
+        if len(self.matrix) != n or any(len(row) != n for row in self.matrix):
+            raise ValueError(f"matrix must be {n}x{n} to match {n} classes")
+        return self
 
 
 class Details(_Model):
@@ -53,11 +80,15 @@ class Details(_Model):
     per_question_type: dict[str, float] | None = None
     recall_at_k: dict[str, dict[str, float]] | None = None  # {"i2t": {"1": r, ...}, "t2i": {...}}
 
+    _k_is_a_number = field_validator("recall_at_k")(_numeric_keys)
+
 
 class Robustness(_Model):
     metric: str  # the headline metric every number here measures
     missing_modality: dict[str, float] | None = None  # {"none": full input, "image": image dropped, "text": ...}
     corruptions: dict[str, dict[str, float]] | None = None  # corruption -> severity ("0".."5") -> metric
+
+    _severity_is_a_number = field_validator("corruptions")(_numeric_keys)
 
 
 class Retrieved(_Model):
@@ -88,7 +119,7 @@ class Result(_Model):
     @model_validator(mode="after")
     def _headline_is_a_metric(self) -> Result:
         if self.headline not in self.metrics:
-            raise ValueError(f"headline {self.headline!r} is not one of the metrics {sorted(self.metrics)}")
+            raise ValueError(f"headline {self.headline!r} is not a key of metrics {sorted(self.metrics)}")
         return self
 
 
@@ -113,18 +144,37 @@ def dump_results(doc: ResultFile, path: str | os.PathLike) -> Path:
     return target
 
 
-def load_results(path: str | os.PathLike) -> ResultFile:
-    """Read and validate a result file; errors name the file."""
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{p}: cannot read an evaluation result file: {e}") from None
-    if not isinstance(data, dict) or data.get("polymodal_eval") != FORMAT_VERSION:
-        raise ValueError(f"{p}: not a polymodal eval result file (expected \"polymodal_eval\": {FORMAT_VERSION})")
-    from pydantic import ValidationError
+def is_result_document(data: Any) -> bool:
+    """True for a parsed JSON document that claims to be a result file (valid or not)."""
+    return isinstance(data, dict) and EVAL_KEY in data
 
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file or raise :class:`ResultFileError` naming the file, line and column."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ResultFileError(f"{path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise ResultFileError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        raise ResultFileError(f"{path}, line {e.lineno}, column {e.colno}: invalid JSON: {e.msg}") from None
+
+
+def parse_results(data: Any, source: str | os.PathLike) -> ResultFile:
+    """Validate a parsed result document; errors name ``source`` and the field."""
+    if not is_result_document(data):
+        raise ResultFileError(f"{source}: not a polymodal result file (no top-level {EVAL_KEY!r} key)")
+    if data[EVAL_KEY] != FORMAT_VERSION:
+        raise ResultFileError(f"{source}: field {EVAL_KEY!r}: unsupported version {data[EVAL_KEY]!r}; "
+                              f"this polymodal reads {FORMAT_VERSION}")  # fmt: skip
     try:
         return ResultFile.model_validate(data)
     except ValidationError as e:
-        raise ValueError(f"{p}: invalid result file: {e}") from None
+        raise ResultFileError(format_validation_errors(e, str(source), ResultFile)) from None
+
+
+def load_results(path: str | os.PathLike) -> ResultFile:
+    """Read and validate one result file."""
+    return parse_results(read_json(path), path)

@@ -22,7 +22,8 @@ from polymodal.report.html import render_html
 from polymodal.report.markdown import render_markdown, write_assets
 from polymodal.report.plots import require_matplotlib
 from polymodal.report.runs import Run, load_runs
-from polymodal.report.schema import EvalFile, ReportError, load_eval_file
+from polymodal.evaluate.results import ResultFile, load_results
+from polymodal.report.errors import ReportError
 
 
 @dataclass
@@ -60,5 +61,5 @@ def write_report(
     return WrittenReport(out_dir / "report.md", out_dir / "report.html", assets, [r.name for r in runs], warnings)
 
 
-__all__ = ["EvalFile", "ReportError", "Run", "WrittenReport", "build_document", "load_eval_file", "load_runs",
+__all__ = ["ResultFile", "ReportError", "Run", "WrittenReport", "build_document", "load_results", "load_runs",
            "render_html", "render_markdown", "write_report"]

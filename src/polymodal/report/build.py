@@ -22,7 +22,7 @@ from polymodal.report.blocks import (
     Asset, Block, Document, ExampleCard, ExampleGrid, Heading, Paragraph, PlotGrid, RetrievedItem, Table, Verbatim,
 )
 from polymodal.report.runs import Run, TrainingLog
-from polymodal.report.schema import BenchmarkResult, Example
+from polymodal.evaluate.results import Example, Result
 from polymodal.report.thumbnails import Thumbnails
 
 MISSING = Verbatim("—")
@@ -122,7 +122,7 @@ class _Builder:
                     blocks.append(self.examples(run, result))
         return blocks
 
-    def metrics_table(self, present: list[tuple[Run, BenchmarkResult]]) -> Table:
+    def metrics_table(self, present: list[tuple[Run, Result]]) -> Table:
         """Metric rows (headline first), one column per run, ``value [lo, hi]`` cells."""
         headline = present[0][1].headline
         names = _ordered_union([[headline], *(res.metrics for _, res in present)])
@@ -133,7 +133,7 @@ class _Builder:
         caption = f"Headline metric: {headline}. Brackets hold the 95% confidence interval where the result file gives one."
         return Table(["metric", *[run.name for run, _ in present]], rows, caption=caption, bold_rows={0})
 
-    def benchmark_plots(self, key: str, present: list[tuple[Run, BenchmarkResult]]) -> list[Asset]:
+    def benchmark_plots(self, key: str, present: list[tuple[Run, Result]]) -> list[Asset]:
         figures = []
         if len(present) > 1:
             # Only rates (all values in [0, 1]) share one axis; ranks or CIDEr would flatten them.
@@ -155,7 +155,7 @@ class _Builder:
                 figures.append(self.plot(f"{key}-confusion-{run.name}", title, png))
         return figures
 
-    def recall_plot(self, key: str, present: list[tuple[Run, BenchmarkResult]]) -> list[Asset]:
+    def recall_plot(self, key: str, present: list[tuple[Run, Result]]) -> list[Asset]:
         panels: dict[str, list[plots.Series]] = {}
         for run, res in present:
             for direction, by_k in (res.details.recall_at_k or {}).items():
@@ -166,7 +166,7 @@ class _Builder:
         png = plots.line_panels("Recall@K", panels, "K", "recall")
         return [self.plot(f"{key}-recall", "Recall@K", png)]
 
-    def category_bars(self, key: str, present: list[tuple[Run, BenchmarkResult]], field: str, label: str) -> list[Asset]:
+    def category_bars(self, key: str, present: list[tuple[Run, Result]], field: str, label: str) -> list[Asset]:
         tables = [(run, getattr(res.details, field)) for run, res in present if getattr(res.details, field)]
         if not tables:
             return []
@@ -183,7 +183,7 @@ class _Builder:
         ordered = sorted(points)
         return plots.Series(run.name, [x for x, _ in ordered], [y for _, y in ordered], self.colour[id(run)])
 
-    def robustness_plots(self, key: str, present: list[tuple[Run, BenchmarkResult]]) -> list[Asset]:
+    def robustness_plots(self, key: str, present: list[tuple[Run, Result]]) -> list[Asset]:
         robust = [(run, res.robustness) for run, res in present if res.robustness is not None]
         if not robust:
             return []
@@ -205,7 +205,7 @@ class _Builder:
             figures.append(self.plot(f"{key}-missing-modality", "Missing modality", png))
         return figures
 
-    def examples(self, run: Run, result: BenchmarkResult) -> ExampleGrid:
+    def examples(self, run: Run, result: Result) -> ExampleGrid:
         cards = [self.card(example) for example in result.examples[: self.max_examples]]
         shown = f"{len(cards)} of {len(result.examples)}" if len(result.examples) > len(cards) else f"{len(cards)}"
         return ExampleGrid(f"Examples: {run.name} ({shown})", cards)

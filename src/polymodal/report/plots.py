@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from polymodal.report.schema import ReportError
+from polymodal.report.errors import ReportError
 
 DPI = 110
 # Inches: a plot fills half the HTML page width; a WIDE one (several panels) a whole row.

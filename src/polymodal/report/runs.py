@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from polymodal.report.schema import BenchmarkResult, EvalFile, ReportError, is_eval_document, parse_eval, read_json
+from polymodal.evaluate.results import Result, ResultFile, ResultFileError, is_result_document, parse_results, read_json
+from polymodal.report.errors import ReportError
 
 EVAL_DIRS = (".", "eval")
 
@@ -35,13 +36,13 @@ class Run:
 
     name: str
     path: Path
-    eval_files: list[tuple[Path, EvalFile]] = field(default_factory=list)
+    eval_files: list[tuple[Path, ResultFile]] = field(default_factory=list)
     training: TrainingLog | None = None
 
-    def results(self) -> dict[tuple[str, str], BenchmarkResult]:
+    def results(self) -> dict[tuple[str, str], Result]:
         """(benchmark, split) -> result; a later file (by ``created``, then name) wins a duplicate."""
         ordered = sorted(self.eval_files, key=lambda item: (item[1].provenance.created or "", str(item[0])))
-        merged: dict[tuple[str, str], BenchmarkResult] = {}
+        merged: dict[tuple[str, str], Result] = {}
         for _, doc in ordered:
             for result in doc.results:
                 merged[(result.benchmark, result.split)] = result
@@ -57,17 +58,17 @@ def _eval_candidates(directory: Path) -> list[Path]:
     return files
 
 
-def _read_eval_files(directory: Path, warnings: list[str]) -> list[tuple[Path, EvalFile]]:
+def _read_eval_files(directory: Path, warnings: list[str]) -> list[tuple[Path, ResultFile]]:
     found = []
     for path in _eval_candidates(directory):
         try:
             data = read_json(path)
-        except ReportError as e:
+        except ResultFileError as e:
             # Other JSON files live in run directories too; an unreadable one is not ours to fail on.
             warnings.append(f"skipped {e}")
             continue
-        if is_eval_document(data):
-            found.append((path, parse_eval(data, path)))  # a broken result file is an error
+        if is_result_document(data):
+            found.append((path, parse_results(data, path)))  # a broken result file is an error
     return found
 
 
@@ -120,7 +121,7 @@ def load_run(path: str | Path, warnings: list[str] | None = None) -> Run:
     path = Path(path)
     warnings = warnings if warnings is not None else []
     if path.is_file():
-        return Run(name=path.stem, path=path, eval_files=[(path, parse_eval(read_json(path), path))])
+        return Run(name=path.stem, path=path, eval_files=[(path, parse_results(read_json(path), path))])
     if not path.is_dir():
         raise ReportError(f"{path}: no such file or directory")
     run = Run(name=path.name, path=path, eval_files=_read_eval_files(path, warnings), training=_read_training(path, warnings))
