@@ -63,18 +63,25 @@ def load_caption_refs(path: str | os.PathLike) -> dict[Any, list[str]]:
     return out
 
 
-def load_caption_preds(path: str | os.PathLike, refs: dict[Any, list[str]]) -> dict[Any, str]:
-    """image_id -> predicted caption; each id once and with references."""
+def _predictions(path: str | os.PathLike, id_key: str, value_key: str, known: dict[Any, Any],
+                 twice: str, unknown: str) -> dict[Any, str]:
+    """id -> prediction from a COCO/VQA result list; an id predicted twice or unknown to ``known`` names its row."""
     entries, name = _entries(path, load_json_file(path), None)
     out: dict[Any, str] = {}
     for i, entry in enumerate(entries):
-        image_id = _field(path, name, i, entry, "image_id", "id")
-        caption = _field(path, name, i, entry, "caption", "text")
-        if image_id in out:
-            raise _bad(path, name, i, "image_id", f"image_id {image_id!r} is predicted twice")
-        if image_id not in refs:
-            raise _bad(path, name, i, "image_id", f"image_id {image_id!r} has no reference captions")
-        out[image_id] = caption
+        key = _field(path, name, i, entry, id_key, "id")
+        value = _field(path, name, i, entry, value_key, "text")
+        if key in out:
+            raise _bad(path, name, i, id_key, f"{id_key} {key!r} {twice}")
+        if key not in known:
+            raise _bad(path, name, i, id_key, f"{id_key} {key!r} {unknown}")
+        out[key] = value
+    return out
+
+
+def load_caption_preds(path: str | os.PathLike, refs: dict[Any, list[str]]) -> dict[Any, str]:
+    """image_id -> predicted caption; each id once and with references."""
+    out = _predictions(path, "image_id", "caption", refs, "is predicted twice", "has no reference captions")
     if not out:
         raise BadSampleError("no predictions", source=str(path), kind="empty_file")
     return out
@@ -104,16 +111,7 @@ def load_vqa_refs(path: str | os.PathLike) -> tuple[dict[Any, list[str]], dict[A
 
 def load_vqa_preds(path: str | os.PathLike, answers: dict[Any, list[str]]) -> dict[Any, str]:
     """question_id -> predicted answer; each id once, known to the annotations, and all of them covered."""
-    entries, name = _entries(path, load_json_file(path), None)
-    out: dict[Any, str] = {}
-    for i, entry in enumerate(entries):
-        qid = _field(path, name, i, entry, "question_id", "id")
-        answer = _field(path, name, i, entry, "answer", "text")
-        if qid in out:
-            raise _bad(path, name, i, "question_id", f"question_id {qid!r} is answered twice")
-        if qid not in answers:
-            raise _bad(path, name, i, "question_id", f"question_id {qid!r} is not in the annotations")
-        out[qid] = answer
+    out = _predictions(path, "question_id", "answer", answers, "is answered twice", "is not in the annotations")
     missing = [q for q in answers if q not in out]
     if missing:
         raise BadSampleError(f"no answer for {len(missing)} annotated question(s), e.g. question_id "
