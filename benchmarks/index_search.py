@@ -1,14 +1,15 @@
 """Vector index benchmark: build time, single-query latency (p50/p99) and recall@10 against exact search.
 
-Data are clustered unit vectors (a Gaussian mixture: 1000 centres, points scattered around them in a shared
+Data are clustered unit vectors (a Gaussian mixture: 1000 centres by default, ``--centres``, points scattered around them in a shared
 32-dimensional subspace plus a little noise in all dimensions), which is closer to real embeddings than uniform
 noise: clusters, and an intrinsic dimension far below the width. Queries
 come from the same mixture but are not in the database. The index types are the ones ``polymodal index build``
-makes (:func:`polymodal.index.kinds.new_index`); for HNSW and IVF-PQ the search knob (efSearch, nprobe) is swept
+makes (:func:`polymodal.index.kinds.new_index`); for HNSW, IVF and IVF-PQ the search knob (efSearch, nprobe) is swept
 and every setting is printed, so the smallest one meeting recall@10 >= 0.95 can be read off.
 
     .venv/bin/python benchmarks/index_search.py --sizes 100000 --dims 256 512
-    .venv/bin/python benchmarks/index_search.py --sizes 1000000 --dims 512 --types hnsw
+    .venv/bin/python benchmarks/index_search.py --sizes 1000000 --dims 512 --types ivf hnsw
+    .venv/bin/python benchmarks/index_search.py --sizes 1000000 --dims 512 --types ivf --centres 20000  # harder
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 import faiss
 import numpy as np
 
-from polymodal.index.kinds import IndexParams, apply_search_params, new_index
+from polymodal.index.kinds import IndexParams, apply_search_params, is_ivf, new_index
 
 K = 10
 INTRINSIC_DIM = 32
@@ -79,9 +80,9 @@ def latency_ms(index: faiss.Index, queries: np.ndarray, rounds: int) -> tuple[fl
 
 
 def run(n: int, dim: int, types: list[str], n_queries: int, seed: int, rounds: int, base_params: IndexParams,
-        build_threads: int, search_threads: list[int]) -> list[dict]:
+        build_threads: int, search_threads: list[int], n_centres: int = 1000) -> list[dict]:
     rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((1000, dim), dtype=np.float32) / np.sqrt(dim)  # (1000, dim), norm ~1
+    centres = rng.standard_normal((n_centres, dim), dtype=np.float32) / np.sqrt(dim)  # (C, dim), norm ~1
     basis = rng.standard_normal((INTRINSIC_DIM, dim), dtype=np.float32) / np.sqrt(dim)  # (r, dim), rows norm ~1
     base = mixture(n, dim, rng, centres, basis)
     queries = mixture(n_queries, dim, rng, centres, basis)
@@ -91,14 +92,14 @@ def run(n: int, dim: int, types: list[str], n_queries: int, seed: int, rounds: i
     for kind in types:
         params = IndexParams(**{**base_params.to_dict(), "type": kind})
         t0 = time.perf_counter()
-        index = new_index(kind, dim, params, train=base if kind == "ivfpq" else None)
+        index = new_index(kind, dim, params, train=base if is_ivf(kind) else None)
         index.add_with_ids(base, ids)
         build = time.perf_counter() - t0
-        sweep = {"flat": [None], "hnsw": [16, 32, 64, 128, 256], "ivfpq": [8, 16, 32, 64, 128]}[kind]
+        sweep = {"flat": [None], "hnsw": [16, 32, 64, 128, 256], "ivf": [8, 16, 32, 64, 128, 256], "ivfpq": [8, 16, 32, 64, 128]}[kind]
         for knob in sweep:
             if kind == "hnsw":
                 params.ef_search = knob
-            elif kind == "ivfpq":
+            elif is_ivf(kind):
                 params.nprobe = knob
             apply_search_params(index, kind, params)
             for threads in search_threads:
@@ -124,12 +125,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--dims", type=int, nargs="+", default=[256, 512])
-    parser.add_argument("--types", nargs="+", default=["flat", "hnsw", "ivfpq"], choices=["flat", "hnsw", "ivfpq"])
+    parser.add_argument("--types", nargs="+", default=["flat", "hnsw", "ivf", "ivfpq"], choices=["flat", "hnsw", "ivf", "ivfpq"])
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--threads", type=int, default=2, help="OpenMP threads for building and exact search.")
     parser.add_argument("--search-threads", type=int, nargs="+", default=[1, 2],
                         help="OpenMP threads while timing single queries (each setting is a row).")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--centres", type=int, default=1000,
+                        help="Mixture centres: more centres -> fewer points per cluster -> neighbours cross cluster "
+                             "boundaries, harder for IVF cells and HNSW alike.")
     parser.add_argument("--rounds", type=int, default=3, help="Latency rounds over the queries; the best p50 counts.")
     parser.add_argument("--hnsw-m", type=int, default=IndexParams.hnsw_m)
     parser.add_argument("--ef-construction", type=int, default=IndexParams.ef_construction)
@@ -137,12 +141,14 @@ def main() -> None:
     faiss.omp_set_num_threads(args.threads)
     base = IndexParams(hnsw_m=args.hnsw_m, ef_construction=args.ef_construction)
     print(f"faiss {faiss.__version__}, {args.threads} build threads, {args.queries} single queries x {args.rounds} rounds, "
-          f"k={K}, hnsw M={base.hnsw_m} efConstruction={base.ef_construction}, ivfpq m=dim/8 nbits={base.nbits}")
+          f"k={K}, {args.centres} centres, hnsw M={base.hnsw_m} efConstruction={base.ef_construction}, "
+          f"ivf/ivfpq nlist=4*sqrt(N), ivfpq m=dim/8 nbits={base.nbits}")
     print(f"{'vectors':>9} {'dim':>4} {'type':>6} {'search knob':>13} {'thr':>3} {'build s':>8} {'p50 ms':>7} {'p99 ms':>7} "
           f"{'recall@10':>9}")
     for n in args.sizes:
         for dim in args.dims:
-            run(n, dim, args.types, args.queries, args.seed, args.rounds, base, args.threads, args.search_threads)
+            run(n, dim, args.types, args.queries, args.seed, args.rounds, base, args.threads, args.search_threads,
+                args.centres)
 
 
 if __name__ == "__main__":

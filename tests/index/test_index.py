@@ -16,6 +16,7 @@ import pytest
 
 from polymodal.index import (
     AUTO_HNSW_THRESHOLD,
+    AUTO_IVF_THRESHOLD,
     IndexParams,
     ModelMismatchError,
     VectorIndex,
@@ -70,7 +71,7 @@ def test_flat_build_matches_brute_force_and_logs_skipped(tmp_path: Path, image_f
     assert hits[0].path == str(good[3].resolve()) and hits[0].score == pytest.approx(1.0, abs=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivfpq"])
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf", "ivfpq"])
 def test_each_type_finds_the_exact_neighbours_of_clustered_vectors(kind: str) -> None:
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((20, 32)).astype(np.float32)
@@ -85,20 +86,23 @@ def test_each_type_finds_the_exact_neighbours_of_clustered_vectors(kind: str) ->
     _, found = index.search(queries, 10)
     truth = np.argsort(-(queries @ base.T), axis=1)[:, :10] + 100  # (50, 10)
     recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)])
-    assert recall >= {"flat": 1.0, "hnsw": 0.95, "ivfpq": 0.5}[kind]
+    assert recall >= {"flat": 1.0, "hnsw": 0.95, "ivf": 0.95, "ivfpq": 0.5}[kind]
 
 
 def test_auto_type_switches_at_the_threshold() -> None:
     assert resolve_type("auto", AUTO_HNSW_THRESHOLD - 1) == "flat"
     assert resolve_type("auto", AUTO_HNSW_THRESHOLD) == "hnsw"
+    assert resolve_type("auto", AUTO_IVF_THRESHOLD - 1) == "hnsw"
+    assert resolve_type("auto", AUTO_IVF_THRESHOLD) == "ivf"
     with pytest.raises(ValueError, match="index type must be one of"):
         IndexParams(type="annoy")
 
 
-@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
 def test_remove_by_id_and_path(tmp_path: Path, image_folder: Path, clip_model, kind: str) -> None:
     out = tmp_path / "idx"
     build_index(image_folder, out, clip_model, params=IndexParams(type=kind))
+    ids_before, _, vectors_before = snapshot(out)
     good = sorted(image_folder.glob("img*.png"))
     query = clip_model.embed_image(str(good[0]))[0]
     with VectorIndex.open(out) as idx:
@@ -109,10 +113,13 @@ def test_remove_by_id_and_path(tmp_path: Path, image_folder: Path, clip_model, k
     with VectorIndex.open(out) as idx:
         after = idx.search(query, k=10)[0]
         info = idx.info()
-    # The rest keep their order and scores; HNSW keeps the vectors (tombstones), flat deletes them.
+    # The rest keep their order and scores; HNSW keeps the vectors (tombstones), flat and ivf delete them.
     assert [h.id for h in after] == [h.id for h in first if h.id not in removed][:10]
     assert info["items"] == 10
     assert (info["vectors"], info["tombstones"]) == ((12, 2) if kind == "hnsw" else (10, 0))
+    ids_after, _, vectors_after = snapshot(out)  # the survivors' vectors are still found by id, unchanged
+    keep = [ids_before.index(i) for i in ids_after]
+    np.testing.assert_array_equal(vectors_after, vectors_before[keep])
 
 
 def test_add_skips_what_is_indexed_and_continues_ids(tmp_path: Path, clip_model) -> None:

@@ -92,7 +92,7 @@ def build(
     source: Path = typer.Argument(..., help="A folder of images, an ImageFolder, a manifest (.jsonl/.csv) or shards."),
     out: Path = typer.Option(..., "--out", "-o", help="Index directory to write."),
     model: str = ModelOption,
-    type_: str = typer.Option("auto", "--type", help="auto (flat below 50k items, else hnsw), flat, hnsw or ivfpq."),
+    type_: str = typer.Option("auto", "--type", help="auto (flat below 50k items, hnsw below 500k, else ivf), flat, hnsw, ivf or ivfpq."),
     texts: bool = TextsOption,
     batch_size: int = BatchOption,
     chunk_size: int = ChunkOption,
@@ -100,10 +100,10 @@ def build(
     hnsw_m: int = typer.Option(32, "--hnsw-m", min=2, help="hnsw: graph degree M."),
     ef_construction: int = typer.Option(80, "--ef-construction", min=1, help="hnsw: build-time candidate list."),
     ef_search: int = typer.Option(64, "--ef-search", min=1, help="hnsw: search-time candidate list (recall vs speed)."),
-    nlist: int = typer.Option(None, "--nlist", min=1, help="ivfpq: inverted lists (default 4*sqrt(N))."),
+    nlist: int = typer.Option(None, "--nlist", min=1, help="ivf/ivfpq: k-means cells (default 4*sqrt(N))."),
     pq_m: int = typer.Option(None, "--pq-m", min=1, help="ivfpq: sub-quantisers, must divide the dimension (default dim/8)."),
     nbits: int = typer.Option(8, "--nbits", min=1, max=16, help="ivfpq: bits per code."),
-    nprobe: int = typer.Option(16, "--nprobe", min=1, help="ivfpq: lists searched per query."),
+    nprobe: int = typer.Option(16, "--nprobe", min=1, help="ivf/ivfpq: cells searched per query (recall vs speed)."),
     json: bool = JsonOption,
 ) -> None:
     """Embed SOURCE with the model and write a searchable index; rerun after an interruption to resume."""
@@ -199,7 +199,7 @@ def info(index: Path = typer.Argument(..., help="An index directory."), json: bo
                 "vectors", "tombstones", "skipped", "updated", "version"):
         table.add_row(key, escape(str(data[key])))
     params = data["params"]
-    knobs = {"flat": [], "hnsw": ["hnsw_m", "ef_construction", "ef_search"], "ivfpq": ["nlist", "pq_m", "nbits", "nprobe"]}
+    knobs = {"flat": [], "hnsw": ["hnsw_m", "ef_construction", "ef_search"], "ivf": ["nlist", "nprobe"], "ivfpq": ["nlist", "pq_m", "nbits", "nprobe"]}
     table.add_row("params", ", ".join(f"{k}={params[k]}" for k in knobs[data["type"]]) or "-")
     console.print(table)
 
@@ -212,7 +212,7 @@ def search(
     kind: str = typer.Option(None, "--kind", help="Only results of this kind: image or text."),
     model: str = typer.Option(None, "--model", "-m", help="Override the index's recorded model (same identity only)."),
     ef_search: int = typer.Option(None, "--ef-search", min=1, help="hnsw: candidate list for this search."),
-    nprobe: int = typer.Option(None, "--nprobe", min=1, help="ivfpq: lists to visit for this search."),
+    nprobe: int = typer.Option(None, "--nprobe", min=1, help="ivf/ivfpq: cells to visit for this search."),
     json: bool = JsonOption,
 ) -> None:
     """Search an index with a text or an image; prints rank, score and path/text."""

@@ -27,7 +27,7 @@ from polymodal.backends import DEFAULT_MODEL
 from polymodal.data.errors import BadSampleError, BadSampleLog
 from polymodal.data.image import decode_image
 from polymodal.index import store
-from polymodal.index.kinds import IndexParams, apply_search_params, new_index, resolve_type
+from polymodal.index.kinds import IndexParams, apply_search_params, is_ivf, new_index, resolve_type
 from polymodal.index.sources import SourceItem, iter_items
 from polymodal.index.store import Item
 from polymodal.index.vector_index import META_FILE, WORK_DIR, IndexMeta, VectorIndex, write_index
@@ -113,7 +113,7 @@ def build_index(
     if not done.items:
         raise ValueError(_nothing_message(source, texts, done))
     kind = resolve_type(params.type, len(done.items))
-    index = new_index(kind, dim, params, train=done.vectors if kind == "ivfpq" else None)
+    index = new_index(kind, dim, params, train=done.vectors if is_ivf(kind) else None)
     ids = np.arange(len(done.items), dtype=np.int64)
     index.add_with_ids(done.vectors, ids)
     apply_search_params(index, kind, params)

@@ -5,8 +5,11 @@ Every type scores by inner product on unit vectors (= cosine similarity):
 - ``flat``: exact search (``IndexIDMap2`` over ``IndexFlatIP``); removal is real.
 - ``hnsw``: graph search (``IndexIDMap2`` over ``IndexHNSWFlat``); fast and accurate, but HNSW cannot remove
   vectors, so removal is a tombstone kept beside the index (see :mod:`polymodal.index.vector_index`).
+- ``ivf``: inverted lists of the full vectors (``IndexIVFFlat``): k-means cells trained on a sample, a query
+  scores every vector in its ``nprobe`` nearest cells exactly. Trains and fills in a fraction of an HNSW build's
+  time at a million vectors, removal is real, memory is the same as ``flat``.
 - ``ivfpq``: inverted lists of product-quantised codes (``IndexIVFPQ``), trained on a sample; the smallest in
-  memory (``m`` bytes per vector at 8 bits), with lower recall than ``hnsw``.
+  memory (``m`` bytes per vector at 8 bits), with recall capped by the codes (~0.7-0.8 recall@10).
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ from typing import Any
 
 import numpy as np
 
-INDEX_TYPES = ("auto", "flat", "hnsw", "ivfpq")
+INDEX_TYPES = ("auto", "flat", "hnsw", "ivf", "ivfpq")
 # Below this many vectors exact search is already fast (50k x 512 floats is ~25 MFLOP per query: a few ms on one
 # core) and needs no training or tuning; above it, exact search grows linearly while HNSW stays around a
 # millisecond at recall@10 >= 0.95 (see docs/index.md for the measured figures).
 AUTO_HNSW_THRESHOLD = 50_000
+# From here on HNSW's build dominates (1M x 512 with M=16: ~10 min on 2 cores, and still only recall@10 0.87)
+# while IVF-Flat trains and fills in ~1.5 min and reaches recall@10 >= 0.95 at p50 < 1 ms (docs/index.md).
+AUTO_IVF_THRESHOLD = 500_000
 # Vectors sampled to train the IVF coarse quantiser and the PQ codebooks: faiss warns below 39 per centroid.
 TRAIN_POINTS_PER_CENTROID = 40
 
@@ -42,10 +48,10 @@ class IndexParams:
     hnsw_m: int = 32  # graph degree: more -> better recall, more memory and slower build
     ef_construction: int = 80  # candidate list while building
     ef_search: int = 64  # candidate list while searching: the recall/latency knob
-    nlist: int | None = None  # IVF lists; None -> 4 * sqrt(N), the usual rule of thumb
+    nlist: int | None = None  # IVF cells (ivf, ivfpq); None -> 4 * sqrt(N), the usual rule of thumb
     pq_m: int | None = None  # PQ sub-vectors (bytes per vector at 8 bits); None -> dim / 8, must divide dim
     nbits: int = 8  # bits per PQ code
-    nprobe: int = 16  # IVF lists visited per query
+    nprobe: int = 16  # IVF cells visited per query (ivf, ivfpq): the recall/latency knob
 
     def __post_init__(self) -> None:
         if self.type not in INDEX_TYPES:
@@ -64,14 +70,19 @@ class IndexParams:
 
 
 def resolve_type(kind: str, n: int) -> str:
-    """The concrete type for ``kind`` at ``n`` vectors (``auto`` -> flat or hnsw)."""
+    """The concrete type for ``kind`` at ``n`` vectors (``auto`` -> flat, hnsw or ivf by size)."""
     if kind == "auto":
-        return "flat" if n < AUTO_HNSW_THRESHOLD else "hnsw"
+        return "flat" if n < AUTO_HNSW_THRESHOLD else "hnsw" if n < AUTO_IVF_THRESHOLD else "ivf"
     return kind
 
 
+def is_ivf(kind: str) -> bool:
+    """Whether ``kind`` is trained on the vectors it is built from (k-means cells)."""
+    return kind in ("ivf", "ivfpq")
+
+
 def new_index(kind: str, dim: int, params: IndexParams, train: np.ndarray | None = None) -> Any:
-    """An empty FAISS index of concrete type ``kind`` (``ivfpq`` is trained on ``train``, (N, D) float32)."""
+    """An empty FAISS index of concrete type ``kind`` (``ivf``/``ivfpq`` are trained on ``train``, (N, D) float32)."""
     faiss = _faiss()
     if kind == "flat":
         return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
@@ -79,35 +90,43 @@ def new_index(kind: str, dim: int, params: IndexParams, train: np.ndarray | None
         graph = faiss.IndexHNSWFlat(dim, params.hnsw_m, faiss.METRIC_INNER_PRODUCT)
         graph.hnsw.efConstruction = params.ef_construction
         return faiss.IndexIDMap2(graph)  # faiss's Python wrapper keeps `graph` alive with the map
-    if kind == "ivfpq":
-        return _new_ivfpq(dim, params, train)
+    if is_ivf(kind):
+        return _new_ivf(kind, dim, params, train)
     raise ValueError(f"not a concrete index type: {kind!r}")
 
 
-def _new_ivfpq(dim: int, params: IndexParams, train: np.ndarray | None) -> Any:
+def _new_ivf(kind: str, dim: int, params: IndexParams, train: np.ndarray | None) -> Any:
     faiss = _faiss()
     if train is None or len(train) == 0:
-        raise ValueError("an ivfpq index is trained on the vectors it is built from: there are none")
+        raise ValueError(f"an {kind} index is trained on the vectors it is built from: there are none")
     n = len(train)
-    pq_m = params.pq_m or max(1, dim // 8)
-    if dim % pq_m:
-        raise ValueError(f"pq_m must divide the embedding dimension {dim}, got {pq_m}")
-    if n < 2**params.nbits:
-        raise ValueError(
-            f"ivfpq with nbits={params.nbits} needs at least {2**params.nbits} vectors to train its codebooks, "
-            f"got {n}: use --type flat (exact, and fast at this size) or fewer bits"
-        )
-    # More lists than the sample can train leaves empty centroids; cap at one list per 39 points.
+    # More cells than the sample can train leaves empty centroids; cap at one cell per 39 points.
     nlist = params.nlist or int(4 * math.sqrt(n))
     nlist = max(1, min(nlist, n // 39))
     quantizer = faiss.IndexFlatIP(dim)
-    index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m, params.nbits, faiss.METRIC_INNER_PRODUCT)
-    limit = max(nlist * TRAIN_POINTS_PER_CENTROID, 256 * TRAIN_POINTS_PER_CENTROID)
+    if kind == "ivf":
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        minimum = nlist
+    else:
+        pq_m = params.pq_m or max(1, dim // 8)
+        if dim % pq_m:
+            raise ValueError(f"pq_m must divide the embedding dimension {dim}, got {pq_m}")
+        if n < 2**params.nbits:
+            raise ValueError(
+                f"ivfpq with nbits={params.nbits} needs at least {2**params.nbits} vectors to train its codebooks, "
+                f"got {n}: use --type flat (exact, and fast at this size) or fewer bits"
+            )
+        index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m, params.nbits, faiss.METRIC_INNER_PRODUCT)
+        minimum = 2**params.nbits
+    limit = max(nlist, minimum) * TRAIN_POINTS_PER_CENTROID
     sample = train
     if n > limit:
         pick = np.random.default_rng(0).choice(n, size=limit, replace=False)
         sample = train[np.sort(pick)]
     index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    # A hash-table id -> list position map lets `reconstruct(id)` find a vector by our (non-contiguous) ids and
+    # keeps `remove_ids` working.
+    index.set_direct_map_type(faiss.DirectMap.Hashtable)
     return index
 
 
@@ -116,7 +135,7 @@ def apply_search_params(index: Any, kind: str, params: IndexParams) -> None:
     faiss = _faiss()
     if kind == "hnsw":
         faiss.downcast_index(index.index).hnsw.efSearch = params.ef_search
-    elif kind == "ivfpq":
+    elif is_ivf(kind):
         faiss.extract_index_ivf(index).nprobe = params.nprobe
 
 

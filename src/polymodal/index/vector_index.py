@@ -55,7 +55,7 @@ class IndexMeta:
     model_name: str
     identity: str  # the model's content hash: vectors of another model are not comparable
     embed_dim: int
-    type: str  # concrete FAISS type: flat | hnsw | ivfpq
+    type: str  # concrete FAISS type: flat | hnsw | ivf | ivfpq
     params: dict[str, Any]
     metric: str = METRIC
     counts: dict[str, int] = field(default_factory=dict)
@@ -134,7 +134,7 @@ class VectorIndex:
         return store.get(self.conn, ids)
 
     def vectors(self, ids: Sequence[int]) -> np.ndarray:
-        """(N, D) stored vectors (exact for flat and hnsw, decoded approximations for ivfpq)."""
+        """(N, D) stored vectors (exact for flat, hnsw and ivf; decoded approximations for ivfpq)."""
         return np.stack([self.faiss_index.reconstruct(int(i)) for i in ids]) if ids else np.zeros((0, self.meta.embed_dim), np.float32)
 
     def search(
