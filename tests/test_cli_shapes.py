@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import typer
 from typer.testing import CliRunner
 
 from polymodal.cli.data_shapes import shapes
-from polymodal.cli.demo import demo
+from polymodal.cli.demo import ATTENTION_FUSIONS, RECIPES_DIR, demo, fine_tune_overrides
 from polymodal.data.shapes import SPLITS, load_split
+from polymodal.train.recipe import load_recipe
 
 runner = CliRunner()
 
@@ -97,3 +99,20 @@ def test_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
         assert doc["provenance"]["command"].startswith(f"polymodal eval {tmp_path / label}")
     report = (tmp_path / "report.md").read_text()
     assert all(label in report for label in runs) and (tmp_path / "report.html").is_file()
+
+
+def test_demo_fine_tunes_attention_fusion_slowly_on_frozen_towers(tmp_path: Path) -> None:
+    """Attention fusion trains at 1e-4 on frozen CLIP towers; the others at the recipe rate with towers at 1e-4."""
+    clip = tmp_path / "clip"
+    recipe_path = RECIPES_DIR / "shapes-fusion.yaml"
+    assert {"cross_attention", "co_attention"} <= ATTENTION_FUSIONS and "concat" not in ATTENTION_FUSIONS
+    attention = load_recipe(recipe_path, ["model.params.fusion=cross_attention", *fine_tune_overrides(clip, "encoders", True)])
+    assert attention.train.lr == pytest.approx(1e-4) and attention.model.freeze == {"encoders": 0}
+    assert attention.model.init_from == str(clip) and not attention.model.lrs
+    concat = load_recipe(recipe_path, ["model.params.fusion=concat", *fine_tune_overrides(clip, "encoders")])
+    assert concat.train.lr == pytest.approx(1e-3) and concat.model.lrs == {"encoders": pytest.approx(1e-4)}
+    assert not concat.model.freeze
+    caption = load_recipe(RECIPES_DIR / "shapes-caption.yaml", fine_tune_overrides(clip, "image_encoder"))
+    assert caption.model.lrs == {"image_encoder": pytest.approx(1e-4)}
+    scratch = load_recipe(recipe_path, fine_tune_overrides(None, "encoders", True))  # --from-scratch: towers train
+    assert scratch.train.lr == pytest.approx(1e-4) and scratch.model.init_from is None and not scratch.model.freeze
