@@ -12,7 +12,7 @@ from torch.utils.data import TensorDataset
 
 from polymodal.modules.losses import ClipLoss
 from polymodal.train.config import TrainConfig
-from polymodal.train.trainer import Trainer
+from polymodal.train.trainer import Trainer, end_distributed
 
 
 class Towers(nn.Module):
@@ -51,6 +51,7 @@ def main(out: str, negatives: bool = False) -> None:
     if trainer.is_main:
         state = {k: v.detach().contiguous() for k, v in trainer.module.state_dict().items()}
         save_file(state, out, metadata={"world_size": str(trainer.accelerator.num_processes)})
+    end_distributed()
 
 
 if __name__ == "__main__":

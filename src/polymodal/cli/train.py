@@ -23,6 +23,7 @@ def train(
     """
     from polymodal.config import ConfigError
     from polymodal.train.recipe import load_recipe, run_recipe
+    from polymodal.train.trainer import end_distributed
 
     try:
         cfg = load_recipe(recipe, set_)
@@ -35,6 +36,8 @@ def train(
         result = run_recipe(cfg, run_dir, resume=resume is not None, progress=not json)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         fail(str(e), as_json=json)
+    finally:
+        end_distributed()
     payload = {
         "run_dir": str(run_dir),
         "steps": result.step,
