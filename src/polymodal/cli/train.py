@@ -36,8 +36,7 @@ def train(
         result = run_recipe(cfg, run_dir, resume=resume is not None, progress=not json)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         fail(str(e), as_json=json)
-    finally:
-        end_distributed()
+    end_distributed()
     payload = {
         "run_dir": str(run_dir),
         "steps": result.step,

@@ -95,13 +95,16 @@ def _accelerator(precision: str) -> Accelerator:
 
 
 def end_distributed() -> None:
-    """Tear the process group down before a launched process exits.
+    """Tear the process group down, together, before a launched process exits after training.
 
     A gloo process that exits with its group still alive can abort in teardown ("terminate called
     without an active exception", SIGABRT) and fail the whole ``accelerate launch`` after training
-    finished; seen on 2 loaded cores. A no-op in a single process.
+    finished (seen on 2 loaded cores). The barrier first keeps a rank from tearing down while another
+    is still writing the model. Call it on success only: after a failure on one rank the barrier would
+    wait for ranks that never come. A no-op in a single process.
     """
     if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 
