@@ -56,12 +56,13 @@ def encode_split(model: nn.Module, recipe, tokenizer: TextTokenizer, split: str,
                 "text_tokens": features["text"].tokens.half(), "text_pooled": features["text"].pooled.half(),
                 "text_mask": text_mask, "labels": labels_of(batch)[0],
             })  # fmt: skip
-    width = max(p["text_tokens"].shape[1] for p in parts)  # batches pad to their own longest statement
-
-    def pad(t: Tensor) -> Tensor:
-        return nn.functional.pad(t, (0, 0, 0, width - t.shape[1])) if t.dim() == 3 else nn.functional.pad(t, (0, width - t.shape[1]))
-
-    return {k: torch.cat([pad(p[k]) if k.startswith("text_") and k != "text_pooled" else p[k] for p in parts]) for k in parts[0]}
+    # Batches pad to their own longest statement: pad every batch's text to the longest overall.
+    width = max(p["text_tokens"].shape[1] for p in parts)
+    for p in parts:
+        extra = width - p["text_tokens"].shape[1]
+        p["text_tokens"] = nn.functional.pad(p["text_tokens"], (0, 0, 0, extra))
+        p["text_mask"] = nn.functional.pad(p["text_mask"], (0, extra))
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
 def cached_features(clip: Path, data: Path, cache: Path) -> dict[str, dict[str, Tensor]]:

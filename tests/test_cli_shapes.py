@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from polymodal.cli.data_shapes import shapes
-from polymodal.cli.demo import ATTENTION_FUSIONS, RECIPES_DIR, demo, fine_tune_overrides
+from polymodal.cli.demo import RECIPES_DIR, demo, fine_tune_overrides, is_attention_fusion
 from polymodal.data.shapes import SPLITS, load_split
 from polymodal.train.recipe import load_recipe
 
@@ -105,7 +105,8 @@ def test_demo_fine_tunes_attention_fusion_slowly_on_frozen_towers(tmp_path: Path
     """Attention fusion trains at 1e-4 on frozen CLIP towers; the others at the recipe rate with towers at 1e-4."""
     clip = tmp_path / "clip"
     recipe_path = RECIPES_DIR / "shapes-fusion.yaml"
-    assert {"cross_attention", "co_attention"} <= ATTENTION_FUSIONS and "concat" not in ATTENTION_FUSIONS
+    assert is_attention_fusion("cross_attention") and is_attention_fusion("co_attention")
+    assert not is_attention_fusion("concat") and not is_attention_fusion("gmu") and not is_attention_fusion("no-such")
     attention = load_recipe(recipe_path, ["model.params.fusion=cross_attention", *fine_tune_overrides(clip, "encoders", True)])
     assert attention.train.lr == pytest.approx(1e-4) and attention.model.freeze == {"encoders": 0}
     assert attention.model.init_from == str(clip) and not attention.model.lrs

@@ -103,7 +103,7 @@ def demo(
     data_dir = out / "shapes"
     clip_run = out / "clip" if from_clip else None
     jobs = [("clip", "shapes-clip", [])]
-    jobs += [(f"fusion-{f}", "shapes-fusion", [f"model.params.fusion={f}", *fine_tune_overrides(clip_run, "encoders", f in ATTENTION_FUSIONS)])
+    jobs += [(f"fusion-{f}", "shapes-fusion", [f"model.params.fusion={f}", *fine_tune_overrides(clip_run, "encoders", is_attention_fusion(f))])
              for f in fusions.split(",") if f]  # fmt: skip
     jobs += [("caption", "shapes-caption", fine_tune_overrides(clip_run, "image_encoder")),
              ("vqa", "shapes-vqa", fine_tune_overrides(clip_run, "encoders", attention=True))]  # VQA fuses by cross-attention
@@ -154,7 +154,13 @@ def demo(
 # same frozen CLIP tokens, so it is the optimisation, not the module; at 1e-4 it reaches 0.55 (measured with
 # benchmarks/fusion_probe.py, docs/training.md). With the fusion at 1e-4, tuning the towers at 1e-5 gave the
 # same accuracy as freezing them (VQA too: 0.447 frozen vs 0.445), and frozen towers train 1.6x faster.
-ATTENTION_FUSIONS = frozenset({"cross_attention", "co_attention"})
+def is_attention_fusion(name: str) -> bool:
+    """Whether the registered fusion module ``name`` is one of the cross-modal attention family."""
+    from polymodal.modules.fusion import FUSIONS
+    from polymodal.modules.fusion.attention import AttentionFusion
+
+    builder = FUSIONS.get(name) if name in FUSIONS else None
+    return isinstance(builder, type) and issubclass(builder, AttentionFusion)
 
 
 def fine_tune_overrides(clip_run: Path | None, towers: str, attention: bool = False) -> list[str]:
