@@ -2,6 +2,7 @@
 a toy dual encoder trained with the CLIP loss; writes its final weights to ARGV[1]. With ARGV[2] ==
 "negatives" every other sample also has a hard negative caption (gathered across processes too)."""
 
+import faulthandler
 import sys
 from pathlib import Path
 
@@ -38,6 +39,8 @@ class Task(nn.Module):
 
 
 def main(out: str, negatives: bool = False) -> None:
+    # A hung rank prints every thread's stack and exits instead of hanging the test (see test_distributed.py).
+    faulthandler.dump_traceback_later(120, exit=True)
     g = torch.Generator().manual_seed(0)
     tensors = [torch.randn(64, 6, generator=g), torch.randn(64, 5, generator=g)]
     if negatives:
@@ -52,6 +55,7 @@ def main(out: str, negatives: bool = False) -> None:
         state = {k: v.detach().contiguous() for k, v in trainer.module.state_dict().items()}
         save_file(state, out, metadata={"world_size": str(trainer.accelerator.num_processes)})
     end_distributed()
+    faulthandler.cancel_dump_traceback_later()
 
 
 if __name__ == "__main__":
