@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 from torch import Tensor
 from torch.distributed import ProcessGroup
 
@@ -36,4 +35,29 @@ def all_gather_with_grad(x: Tensor, group: ProcessGroup | None = None) -> Tensor
     _, world_size = rank_and_world_size(group)
     if world_size == 1:
         return x
-    return torch.cat(dist_fn.all_gather(x, group=group), dim=0)  # (W * B, ...)
+    return _GatherWithGrad.apply(x, group)  # (W * B, ...)
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """all_gather forward; backward all-reduces (sums) the gathered gradient and keeps this rank's rows.
+
+    Written on the public collectives because ``torch.distributed.nn.functional.all_gather`` is
+    deprecated and, on gloo, emulates its backward with all-to-all. An all-reduce moves ``world_size``
+    times more data than a reduce-scatter, which is nothing next to the features' compute and works on
+    every backend.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, group: ProcessGroup | None) -> Tensor:  # type: ignore[override]
+        rank, world_size = rank_and_world_size(group)
+        x = x.contiguous()
+        parts = [torch.empty_like(x) for _ in range(world_size)]
+        dist.all_gather(parts, x, group=group)
+        ctx.group, ctx.rows = group, slice(rank * x.shape[0], (rank + 1) * x.shape[0])
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        grad = grad.contiguous().clone()  # all_reduce works in place; autograd owns ``grad``
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
+        return grad[ctx.rows], None
