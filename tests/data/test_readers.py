@@ -74,7 +74,7 @@ SHAPES_ROW = {
         {"question": "how many shapes are there?", "answer": "2", "type": "count"},
         {"question": "is there a red square?", "answer": "yes", "type": "exist"},
     ],
-    "statements": [{"text": "there is a red square", "label": True}, {"text": "there is a green star", "label": False}],
+    "statements": [{"text": "there is a red square", "label": True}, {"text": "there is a green star", "label": False, "type": "shape"}],
     "label": {"count": 2, "majority_color": "red"},
 }
 
@@ -102,7 +102,7 @@ def test_jsonl_manifest_reads_every_field(dataset: Path) -> None:
     assert s1.image == str((dataset / "images" / "000001.png").resolve())
     assert s1.text == SHAPES_ROW["captions"]
     assert s1.qa == [QA("how many shapes are there?", ["2"], "count"), QA("is there a red square?", ["yes"], "exist")]
-    assert s1.statements == [Statement("there is a red square", True), Statement("there is a green star", False)]
+    assert s1.statements == [Statement("there is a red square", True), Statement("there is a green star", False, "shape")]
     # A dict label is kept whole in metadata and does not reach Sample.label (collate wants scalars).
     assert s1.label is None and s1.metadata["label"] == SHAPES_ROW["label"]
     assert s1.metadata["objects"] == SHAPES_ROW["objects"]
@@ -166,6 +166,7 @@ BAD_JSONL_LINES = {
     "qa_missing_question": ({"qa": [{"answer": "yes"}]}, "qa[0].question", "invalid"),
     "qa_answers_mistyped": ({"qa": [{"question": "q?", "answers": "yes"}]}, "qa[0].answers", "invalid"),
     "statement_label": ({"statements": [{"text": "t", "label": "maybe"}]}, "statements[0].label", "invalid"),
+    "statement_type": ({"statements": [{"text": "t", "label": True, "type": 3}]}, "statements[0].type", "invalid"),
     "label_mistyped": ({"label": [1, None]}, "label", "invalid"),
     "no_content": ({"id": "x", "note": "only metadata"}, None, "empty"),
     "symlink_loop": ({"image": "LOOP"}, "image", "unreadable"),
@@ -561,7 +562,7 @@ def test_write_shards_round_trip_and_atomic(tmp_path: Path) -> None:
     samples = [
         Sample(id="a.b/c", image=str(tmp_path / "x.png"), text=["one"], label=1),
         Sample(id="a_b_c", image=png_bytes((1, 2, 3)), text=["two", "three"], label="cat",
-               qa=[QA("q?", ["a", "b"], "t", 5)], statements=[Statement("s", False)], metadata={"k": [1, 2]}),
+               qa=[QA("q?", ["a", "b"], "t", 5)], statements=[Statement("s", False, "color")], metadata={"k": [1, 2]}),
         Sample(id="n", label=[1, 2]),
     ]
     out = tmp_path / "out"

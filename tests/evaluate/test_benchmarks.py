@@ -155,6 +155,14 @@ def test_statements_without_the_image_ignore_the_image(shapes_dir: Path, models:
     full = task.score(None, None, True)
     assert full.examples and full.ci95["accuracy"][0] <= full.metrics["accuracy"] <= full.ci95["accuracy"][1]
     assert task.drops == ("image", "text")
+    # Per statement type: each type's accuracy, and the overall figure is their statement-weighted mean.
+    types = [st.type for s in read_manifest(shapes_dir / "test.jsonl", strict=True) for st in s.statements]
+    counts = {t: types.count(t) for t in set(types)}
+    per_type = full.details.per_statement_type
+    assert set(per_type) == set(counts) and {"exists", "position", "count"} <= set(per_type)
+    assert all(full.metrics[f"accuracy_{t}"] == v for t, v in per_type.items())
+    weighted = sum(per_type[t] * n for t, n in counts.items()) / len(types)
+    assert weighted == pytest.approx(full.metrics["accuracy"])
 
 
 def test_shapes_suites_on_both_splits(shapes_dir: Path, models: dict) -> None:

@@ -46,10 +46,15 @@ class QA:
 
 @dataclass(slots=True)
 class Statement:
-    """A claim about the sample and whether it is true; for fusion classifiers."""
+    """A claim about the sample and whether it is true; for fusion classifiers.
+
+    ``type`` groups claims for per-type accuracy (ShapesWorld: ``color``, ``shape``, ``position``,
+    ``count``, ``relation``: what the false claim of each pair got wrong).
+    """
 
     text: str
     label: bool
+    type: str | None = None
 
 
 @dataclass(slots=True)

@@ -184,12 +184,13 @@ def _load_shapes_statements(ctx: EvalContext, split: str) -> Task:
     if not ctx.is_polymodal or not isinstance(ctx.bundle.model, FusionClassifier):
         raise ValueError(f"benchmark shapes-statements needs a polymodal fusion classifier; {ctx.model} is not one")
     samples = _shapes_split(ctx, "shapes-statements", split)
-    st = tasks.Statements([s.image for s in samples], [], [], [])
+    st = tasks.Statements([s.image for s in samples], [], [], [], [])
     for i, s in enumerate(samples):
         for statement in s.statements:
             st.image_index.append(i)
             st.texts.append(statement.text)
             st.labels.append(int(statement.label))
+            st.types.append(statement.type)
 
     def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> tasks.Run:
         return tasks.statements(ctx, st, image_fn, drop, full)

@@ -78,6 +78,7 @@ class Details(_Model):
     confusion: Confusion | None = None
     per_class: dict[str, float] | None = None
     per_question_type: dict[str, float] | None = None
+    per_statement_type: dict[str, float] | None = None
     recall_at_k: dict[str, dict[str, float]] | None = None  # {"i2t": {"1": r, ...}, "t2i": {...}}
 
     _k_is_a_number = field_validator("recall_at_k")(_numeric_keys)

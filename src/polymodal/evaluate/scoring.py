@@ -63,6 +63,16 @@ def caption_scores(
     return metrics, ci, {k: cider[i] for i, k in enumerate(keys)}
 
 
+def mean_by_type(scores: Mapping[Any, float], types: Mapping[Any, str | None]) -> dict[str, float]:
+    """Mean score per type (question type, statement type), sorted by type; untyped items are left out."""
+    by_type: dict[str, list[float]] = {}
+    for key, score in scores.items():
+        kind = types.get(key)
+        if kind:
+            by_type.setdefault(kind, []).append(score)
+    return {t: float(np.mean(v)) for t, v in sorted(by_type.items())}
+
+
 def vqa_scores(
     preds: Mapping[Any, str],
     answers: Mapping[Any, Sequence[str]],
@@ -87,12 +97,7 @@ def vqa_scores(
             per_q[q] = float(normalize_answer(preds[q]) == normalize_answer(max(gts, key=list(gts).count)))
         else:
             per_q[q] = vqa_accuracy(preds[q], gts)
-    by_type: dict[str, list[float]] = {}
-    for q, acc in per_q.items():
-        kind = (types or {}).get(q)
-        if kind:
-            by_type.setdefault(kind, []).append(acc)
-    per_type = {t: float(np.mean(v)) for t, v in sorted(by_type.items())}
+    per_type = mean_by_type(per_q, types or {})
     values = list(per_q.values())
     metrics = {"vqa_accuracy": float(np.mean(values)) if values else 0.0}
     metrics.update({f"vqa_accuracy_{t}": v for t, v in per_type.items()})

@@ -18,7 +18,7 @@ import torch
 from polymodal.evaluate.context import EvalContext, ImageFn, ImageRef, batches
 from polymodal.evaluate.prompts import zero_shot_classifier
 from polymodal.evaluate.results import MAX_EXAMPLES, Confusion, Details, Example, Retrieved
-from polymodal.evaluate.scoring import caption_scores, vqa_scores
+from polymodal.evaluate.scoring import caption_scores, mean_by_type, vqa_scores
 from polymodal.metrics import bootstrap_ci, confusion_matrix, precision_recall_f1
 from polymodal.metrics.retrieval import metrics_from_ranks, retrieval_ranks
 
@@ -227,13 +227,14 @@ class Statements:
     image_index: list[int]
     texts: list[str]
     labels: list[int]
+    types: list[str | None]  # what a false claim gets wrong (ShapesWorld: color, shape, ...), for per-type accuracy
 
 
 @torch.inference_mode()
 def statements(
     ctx: EvalContext, st: Statements, image_fn: ImageFn | None = None, drop: str | None = None, full: bool = True
 ) -> Run:
-    """Accuracy of a fusion classifier on true/false statements about images."""
+    """Accuracy of a fusion classifier on true/false statements about images, overall and per statement type."""
     predicted: list[int] = []
     for chunk in batches(range(len(st.texts)), ctx.batch_size):
         imgs = [ctx.images([st.images[st.image_index[i]]], [st.image_index[i]], image_fn)[0] for i in chunk]
@@ -241,11 +242,13 @@ def statements(
         logits = ctx.bundle.model({"image": (pixels, None), "text": (ids, mask)}, _absent(drop, len(chunk)))
         predicted.extend(logits.argmax(-1).tolist())
     hits = (np.asarray(predicted) == np.asarray(st.labels)).astype(np.float64)
-    metrics = {"accuracy": float(hits.mean()) if len(hits) else 0.0}
+    per_type = mean_by_type(dict(enumerate(hits.tolist())), dict(enumerate(st.types)))
+    metrics = {"accuracy": float(hits.mean()) if len(hits) else 0.0, **{f"accuracy_{t}": v for t, v in per_type.items()}}
     if not full or not len(hits):
         return Run(metrics)
     examples = [Example(image=_path(st.images[st.image_index[i]]), text=st.texts[i], prediction=str(bool(predicted[i])).lower(),
                         reference=str(bool(st.labels[i])).lower(), correct=bool(hits[i]))
                 for i in range(min(MAX_EXAMPLES, len(hits)))]  # fmt: skip
-    return Run(metrics, {"accuracy": bootstrap_ci(hits, n_resamples=ctx.n_resamples, seed=ctx.seed)}, Details(), examples)
+    ci = {"accuracy": bootstrap_ci(hits, n_resamples=ctx.n_resamples, seed=ctx.seed)}
+    return Run(metrics, ci, Details(per_statement_type=per_type or None), examples)
 

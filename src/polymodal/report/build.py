@@ -145,7 +145,8 @@ class _Builder:
                 png = plots.grouped_bars("Metrics by run (95% CI)", rates, groups, errors)
                 figures.append(self.plot(f"{key}-metrics", "Metrics by run", png))
         figures.extend(self.recall_plot(key, present))
-        for field, label in (("per_class", "Per class"), ("per_question_type", "Per question type")):
+        for field, label in (("per_class", "Per class"), ("per_question_type", "Per question type"),
+                             ("per_statement_type", "Per statement type")):
             figures.extend(self.category_bars(key, present, field, label))
         figures.extend(self.robustness_plots(key, present))
         for run, res in present:

@@ -193,6 +193,14 @@ def _answer_text(value: Any, field: str, at: Where) -> str:
     raise at.error(field, f"expected a string answer, got {_type_name(value)}")
 
 
+def _optional_type(item: dict[str, Any], field: str, at: Where) -> str | None:
+    """The optional ``type`` string of a question or statement (groups them for per-type accuracy)."""
+    kind = item.get("type")
+    if kind is not None and not isinstance(kind, str):
+        raise at.error(f"{field}.type", f"expected a string, got {_type_name(kind)}")
+    return kind
+
+
 def _qa_list(value: Any, at: Where) -> list[QA]:
     if value is None:
         return []
@@ -215,9 +223,7 @@ def _qa_list(value: Any, at: Where) -> list[QA]:
             answers = [_answer_text(item["answer"], f"{field}.answer", at)]
         else:
             answers = []  # unanswered (test split) questions are allowed
-        qtype = item.get("type")
-        if qtype is not None and not isinstance(qtype, str):
-            raise at.error(f"{field}.type", f"expected a string, got {_type_name(qtype)}")
+        qtype = _optional_type(item, field, at)
         qid = item.get("question_id", item.get("id"))
         if qid is not None and (isinstance(qid, bool) or not isinstance(qid, (str, int))):
             raise at.error(f"{field}.question_id", f"expected a string or int, got {_type_name(qid)}")
@@ -249,7 +255,7 @@ def _statements(value: Any, at: Where) -> list[Statement]:
             truth = _TRUE[label.lower()]
         else:
             raise at.error(f"{field}.label", f"expected true/false, got {label!r}")
-        out.append(Statement(text=text, label=truth))
+        out.append(Statement(text=text, label=truth, type=_optional_type(item, field, at)))
     return out
 
 
