@@ -160,3 +160,40 @@ def test_hard_negatives_need_the_clip_loss_and_valid_groups() -> None:
         load_recipe(RECIPES / "shapes-clip.yaml", ["task.loss=siglip"])
     with pytest.raises(ConfigError, match="'red' is in two groups"):
         load_recipe(RECIPES / "shapes-clip.yaml", ["task.hard_negatives=[[red, blue], [red, green]]"])
+
+
+def test_imagenet_recipes_lock_and_cache_the_pretrained_image_tower() -> None:
+    import pytest
+
+    from polymodal.config import ConfigError
+    from polymodal.modules.encoders import EfficientNetLite0
+    from polymodal.pretrained import load_efficientnet_lite0
+    from polymodal.train.recipe import build_recipe_model, load_recipe
+
+    packaged = load_efficientnet_lite0().state_dict()
+    for name, tower in (("shapes-clip-imagenet", "image_encoder"), ("shapes-caption-imagenet", "image_encoder"),
+                        ("shapes-vqa-imagenet", "encoders.image")):  # fmt: skip
+        recipe = load_recipe(RECIPES / f"{name}.yaml", ["data.path=unused"])
+        model = build_recipe_model(recipe, vocab_size=50, extra={"num_answers": 4} if "vqa" in name else {})
+        encoder = model.get_submodule(tower)
+        assert isinstance(encoder, EfficientNetLite0) and encoder.frozen and encoder.feature_cache is not None
+        assert all(torch.equal(encoder.state_dict()[k], v) for k, v in packaged.items())  # the ImageNet weights
+        model.train()
+        assert not encoder.training  # locked: BatchNorm keeps its ImageNet statistics
+        assert any(p.requires_grad for p in model.parameters())
+    # A tower must be frozen to be cached, and the errors name the field.
+    recipe = load_recipe(RECIPES / "shapes-clip-imagenet.yaml", ["data.path=unused", "model.freeze={}"])
+    with pytest.raises(ConfigError, match=r"model.cache.image_encoder: only a frozen tower.*model.freeze"):
+        build_recipe_model(recipe, vocab_size=50, extra={})
+    recipe = load_recipe(RECIPES / "shapes-clip-imagenet.yaml", ["data.path=unused", "model.cache={image_tower: 10}"])
+    with pytest.raises(ConfigError, match=r"model.cache.image_tower: no such submodule; towers: image_encoder, text_encoder"):
+        build_recipe_model(recipe, vocab_size=50, extra={})
+
+
+def test_freezing_a_container_of_towers_keeps_each_in_eval_mode() -> None:
+    from polymodal.train.recipe import build_recipe_model, load_recipe
+
+    recipe = load_recipe(RECIPES / "shapes-fusion.yaml", ["data.path=unused", "data.image.image_size=32", "model.freeze={encoders: 0}"])
+    model = build_recipe_model(recipe, vocab_size=50, extra={})
+    model.train()
+    assert all(e.frozen and not e.training for e in model.encoders.values()) and model.fusion.training

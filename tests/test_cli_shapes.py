@@ -86,8 +86,11 @@ def test_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
                                       "--precision", "no", "--json"])
     assert result.exit_code == 0, result.output
     runs = json.loads(result.stdout)["runs"]
-    assert set(runs) == {"clip", "fusion-concat", "caption", "vqa"}
+    assert set(runs) == {"clip", "clip-vit", "fusion-concat", "caption", "vqa"}
+    # The statement classifiers start from the ViT CLIP's towers, the VQA model from the ImageNet CLIP's text tower.
     summary = json.loads((tmp_path / "fusion-concat" / "train_summary.json").read_text())
+    assert summary["transfer"]["source"] == str(tmp_path / "clip-vit") and summary["transfer"]["transferred"] > 0
+    summary = json.loads((tmp_path / "vqa" / "train_summary.json").read_text())
     assert summary["transfer"]["source"] == str(tmp_path / "clip") and summary["transfer"]["transferred"] > 0
     for split in ("test", "test_novel"):
         statements = runs["fusion-concat"]["scores"]["shapes-statements"][split]

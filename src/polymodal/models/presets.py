@@ -22,7 +22,7 @@ from polymodal.registry import Registry
 PRESETS: Registry = Registry("preset")
 
 
-IMAGE_TOWERS = ("vit", "cnn")
+IMAGE_TOWERS = ("vit", "cnn", "efficientnet")
 
 
 def _small_image(kind: str, image_size: int) -> ComponentConfig:
@@ -30,8 +30,12 @@ def _small_image(kind: str, image_size: int) -> ComponentConfig:
 
     ``vit`` is the CLIP-standard choice, here with a convolutional stem: from scratch on a few thousand images a
     plain patch stem learns colour but never shape (see :class:`ViTImageEncoder`). ``cnn`` is a small ResNet,
-    about 2x the FLOPs per image.
+    about 2x the FLOPs per image. ``efficientnet`` is EfficientNet-Lite0 with the packaged ImageNet weights
+    (the ``pretrained`` extra), 1280-d tokens on the stride-32 grid, meant to be locked (``model.freeze``)
+    and cached (``model.cache``); it wants its own pixel statistics (recipes/shapes-clip.yaml).
     """
+    if kind == "efficientnet":
+        return ComponentConfig(name="efficientnet_lite0_imagenet", params={})
     if kind == "cnn":
         return ComponentConfig(name="cnn", params={"widths": [32, 64, 128, 128], "depths": [1, 1, 1, 1]})
     if kind == "vit":

@@ -37,6 +37,7 @@ from polymodal.data.text import TextTokenizer, train_tokenizer
 from polymodal.data.transforms import Augment, ImagePipeline, ImagePreprocess
 from polymodal.models import PRESETS, ComposedModel, build_model, load_model, parse_model_config
 from polymodal.models.base import TOKENIZER_DIR, find_model_dir
+from polymodal.modules.encoders import Encoder
 from polymodal.train.checkpoint import list_checkpoints
 from polymodal.train.config import TrainConfig
 from polymodal.train.evaluate import make_evaluator
@@ -53,6 +54,10 @@ class ModelSection(Config):
     init_from: str | None = Field(None, description="a model dir or run dir whose weights to start from")
     freeze: dict[str, int] = Field(default_factory=dict, description="submodule -> trainable last blocks (0: frozen)")
     lrs: dict[str, float] = Field(default_factory=dict, description="submodule -> its own learning rate")
+    cache: dict[str, int] = Field(
+        default_factory=dict,
+        description="frozen tower(s) -> samples whose outputs are kept: each distinct input costs one forward pass",
+    )
 
 
 class DataSection(Config):
@@ -193,12 +198,39 @@ def build_recipe_model(recipe: Recipe, vocab_size: int, extra: dict[str, Any]) -
             "not_transferred": sorted(set(own) - set(transferred)),
         }
     for path, trainable_blocks in recipe.model.freeze.items():
-        module = model.get_submodule(path)
+        module = _submodule(model, path, "model.freeze")
         if hasattr(module, "freeze"):
             module.freeze(unfreeze_last=trainable_blocks)
-        else:
+        else:  # a container of towers (``encoders``): freeze each, so each also stays in eval mode
             module.requires_grad_(False)
+            for encoder in _encoders_in(module):
+                encoder.freeze(0)
+    for path, max_items in recipe.model.cache.items():
+        encoders = _encoders_in(_submodule(model, path, "model.cache"))
+        if not encoders:
+            raise ConfigError(f"model.cache.{path}: holds no encoder (tower) to cache")
+        for encoder in encoders:
+            if not encoder.frozen:
+                raise ConfigError(f"model.cache.{path}: only a frozen tower can cache its outputs; add model.freeze: {{{path}: 0}}")
+            encoder.cache_outputs(max_items)
     return model
+
+
+def _submodule(model: torch.nn.Module, path: str, field: str) -> torch.nn.Module:
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        towers = sorted(name for name, m in model.named_modules() if isinstance(m, Encoder))
+        raise ConfigError(f"{field}.{path}: no such submodule; towers: {', '.join(towers)}") from None
+
+
+def _encoders_in(module: torch.nn.Module) -> list[Encoder]:
+    """``module`` itself if it is a tower, else the outermost towers inside it."""
+    if isinstance(module, Encoder):
+        return [module]
+    return [m for m in module.children() if isinstance(m, Encoder)] + [
+        e for m in module.children() if not isinstance(m, Encoder) for e in _encoders_in(m)
+    ]
 
 
 def _init_tokenizer_dir(recipe: Recipe) -> Path | None:

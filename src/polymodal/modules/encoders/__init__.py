@@ -25,7 +25,19 @@ ENCODERS.register("transformer_text")(TransformerTextEncoder)
 ENCODERS.register("rnn_text")(RNNTextEncoder)
 ENCODERS.register("vit")(ViTImageEncoder)
 ENCODERS.register("cnn")(ConvImageEncoder)
-ENCODERS.register("efficientnet_lite0")(EfficientNetLite0)  # random init; ImageNet weights: polymodal.pretrained
+ENCODERS.register("efficientnet_lite0")(EfficientNetLite0)  # random init; ImageNet weights: efficientnet_lite0_imagenet
+
+
+@ENCODERS.register("efficientnet_lite0_imagenet")
+def efficientnet_lite0_imagenet() -> EfficientNetLite0:
+    """EfficientNet-Lite0 with the packaged ImageNet weights (the ``pretrained`` extra; nothing is downloaded).
+
+    Expects pixels normalised as ``(x * 255 - 127) / 128`` (recipe: ``mean: [0.498, ...]``,
+    ``std: [0.502, ...]``); any input size works (tokens are the stride-32 grid).
+    """
+    from polymodal.pretrained import load_efficientnet_lite0  # the weights live with the package, not the modules
+
+    return load_efficientnet_lite0()
 
 
 # Hugging Face towers load from a directory; configs name it ``path``.

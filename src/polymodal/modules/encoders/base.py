@@ -8,9 +8,13 @@ image patches). ``output_dim`` is D. Audio and video encoders will implement the
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from polymodal.modules.encoders.cache import FeatureCache
 
 
 @dataclass
@@ -24,15 +28,39 @@ class Encoder(nn.Module):
     """Base class: subclasses set ``modality`` and ``output_dim`` and implement ``forward``.
 
     Freezing helpers work on ``blocks()`` (the ordered list of layers), so partial
-    unfreezing is uniform across architectures.
+    unfreezing is uniform across architectures. A fully frozen encoder stays in eval mode, and
+    :meth:`cache_outputs` can then memoise its outputs per input sample.
     """
 
     modality: str = "unknown"
     output_dim: int
     grad_checkpointing: bool = False  # subclasses honour it in forward while training
+    frozen: bool = False  # set by freeze(0): train() keeps the encoder in eval mode
+    feature_cache: FeatureCache | None = None
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:  # pragma: no cover
         raise NotImplementedError
+
+    def __call__(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
+        if self.feature_cache is not None:
+            return self.feature_cache.lookup(self, x, mask)
+        return super().__call__(x, mask)
+
+    def train(self, mode: bool = True) -> Encoder:
+        # Frozen means frozen, statistics included: in train mode a frozen tower's BatchNorm would
+        # normalise with batch statistics (and overwrite its running ones) and dropout would stay on.
+        return super().train(mode and not self.frozen)
+
+    def cache_outputs(self, max_items: int) -> None:
+        """Memoise this (fully frozen) encoder's outputs per input sample, up to ``max_items`` samples.
+
+        A locked tower then costs one forward pass per distinct input instead of one per step
+        (see :class:`~polymodal.modules.encoders.cache.FeatureCache`). Raises ValueError when a
+        parameter still trains.
+        """
+        from polymodal.modules.encoders.cache import FeatureCache
+
+        self.feature_cache = FeatureCache.for_encoder(self, max_items)
 
     def blocks(self) -> list[nn.Module]:
         """The encoder's stacked layers, first to last. Override in subclasses."""
@@ -46,10 +74,14 @@ class Encoder(nn.Module):
             for block in self.blocks()[-unfreeze_last:]:
                 for p in block.parameters():
                     p.requires_grad_(True)
+        self.frozen = not any(p.requires_grad for p in self.parameters())
+        if self.frozen:
+            self.eval()
 
     def unfreeze(self) -> None:
         for p in self.parameters():
             p.requires_grad_(True)
+        self.frozen, self.feature_cache = False, None
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable

@@ -1,0 +1,112 @@
+"""Memoised outputs of a frozen (locked) encoder, per input sample.
+
+A locked tower (LiT's image tower, a frozen pretrained backbone under a trained fusion) computes
+the same output for the same input at every step: on a CPU a pretrained tower can cost more than
+everything that trains. :class:`FeatureCache` keys each sample by a digest of its exact input bytes
+(with its mask, shape and device, the autocast dtype and whether inference mode is on), computes only the samples it has not seen, in
+one batch, and returns stored outputs for the rest, so each distinct image costs one forward pass.
+
+Stores are shared by every encoder with the same weights (a fingerprint of its parameters and
+buffers): several models built in one process on the same locked tower (the demo's fine-tuned
+models) reuse one another's work. Outputs are those of the first computation: bit-identical to
+recomputing in eval mode except for kernel-level batch-composition effects. The cached encoder must
+stay frozen; a lookup fails if any parameter trains again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from polymodal.modules.encoders.base import EncoderOutput
+
+if TYPE_CHECKING:
+    from polymodal.modules.encoders.base import Encoder
+
+Entry = tuple[Tensor, Tensor, Tensor | None]  # tokens (T, D), pooled (D,), mask (T,) or None
+
+
+class FeatureCache:
+    """A bounded LRU store of one frozen encoder's per-sample outputs (see the module docstring)."""
+
+    _shared: ClassVar[dict[str, FeatureCache]] = {}
+
+    def __init__(self, max_items: int) -> None:
+        if max_items < 1:
+            raise ValueError(f"max_items must be >= 1, got {max_items}")
+        self.max_items = max_items
+        self.entries: OrderedDict[bytes, Entry] = OrderedDict()
+        self.hits = self.misses = 0
+
+    @classmethod
+    def for_encoder(cls, encoder: nn.Module, max_items: int) -> FeatureCache:
+        """The store shared by every encoder with ``encoder``'s class and weights (created if new)."""
+        trainable = [name for name, p in encoder.named_parameters() if p.requires_grad]
+        if trainable:
+            raise ValueError(f"only a frozen encoder can cache its outputs; {len(trainable)} parameters train "
+                             f"(first: {trainable[0]}); freeze it first")  # fmt: skip
+        key = weights_fingerprint(encoder)
+        cache = cls._shared.get(key)
+        if cache is None:
+            cache = cls._shared[key] = cls(max_items)
+        cache.max_items = max(cache.max_items, max_items)
+        return cache
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def lookup(self, encoder: Encoder, x: Tensor, mask: Tensor | None) -> EncoderOutput:
+        """``encoder(x, mask)``, computing only the samples not stored yet."""
+        if any(p.requires_grad for p in encoder.parameters()):
+            raise RuntimeError(f"{type(encoder).__name__} caches its outputs but has trainable parameters again; "
+                               "a cached encoder must stay frozen")  # fmt: skip
+        keys = [self._key(x[i], None if mask is None else mask[i]) for i in range(x.shape[0])]
+        todo = [i for i, k in enumerate(keys) if k not in self.entries]
+        if todo:
+            with torch.no_grad():
+                rows = torch.tensor(todo, device=x.device)
+                out = nn.Module.__call__(encoder, x[rows], None if mask is None else mask[rows])
+            for j, i in enumerate(todo):
+                self._put(keys[i], (out.tokens[j].clone(), out.pooled[j].clone(), None if out.mask is None else out.mask[j].clone()))
+        self.misses += len(todo)
+        self.hits += len(keys) - len(todo)
+        entries = [self.entries[k] for k in keys]
+        for k in keys:
+            self.entries.move_to_end(k)
+        masks = [e[2] for e in entries]
+        return EncoderOutput(
+            torch.stack([e[0] for e in entries]), torch.stack([e[1] for e in entries]),
+            None if masks[0] is None else torch.stack(masks),  # type: ignore[arg-type]
+        )  # fmt: skip
+
+    def _put(self, key: bytes, entry: Entry) -> None:
+        self.entries[key] = entry
+        while len(self.entries) > self.max_items:
+            self.entries.popitem(last=False)
+
+    @staticmethod
+    def _key(x: Tensor, mask: Tensor | None) -> bytes:
+        digest = hashlib.blake2b(digest_size=16)
+        # The autocast dtype is part of the key: a bf16 training step and an fp32 evaluation give
+        # different outputs, and the layers after the tower expect the dtype of their own mode. So is
+        # inference mode: a tensor made under it cannot enter a training step's autograd graph later.
+        autocast = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else None
+        digest.update(f"{x.dtype}{tuple(x.shape)}{x.device}{autocast}{torch.is_inference_mode_enabled()}".encode())
+        digest.update(x.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
+        if mask is not None:
+            digest.update(mask.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
+        return digest.digest()
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """A digest of ``module``'s class, parameter and buffer names, shapes and values."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(type(module).__qualname__.encode())
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().contiguous().cpu().float().numpy().tobytes())
+    return digest.hexdigest()
