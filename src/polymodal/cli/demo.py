@@ -66,7 +66,8 @@ def demo(
     n: int = typer.Option(2000, "--n", help="ShapesWorld images in train+val+test."),
     seed: int = typer.Option(0, "--seed", help="Seed for data generation and training."),
     # 350 steps keep the whole demo under 10 minutes on a 2-core machine whose bf16 matmul peak is 430 GFLOP/s
-    # (450 steps took 711 s there, 475 s on one with an 890 GFLOP/s peak).
+    # (509 s there, 2026-11-30; before the locked-tower CLIP joined, 450 steps took 711 s there and 475 s on a
+    # machine with an 890 GFLOP/s peak).
     steps: int = typer.Option(350, "--steps", help="Optimizer steps per recipe."),
     # bf16 autocast trains the demo recipes 1.3-1.7x faster on CPU (measured: 410 s vs 533 s total).
     precision: str = typer.Option("bf16", "--precision", help="train.precision for every recipe: no, bf16 or fp16."),
