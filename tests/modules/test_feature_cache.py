@@ -136,3 +136,13 @@ def test_outputs_stored_under_inference_mode_never_reach_a_training_step() -> No
     head = torch.nn.Linear(1280, 1)
     head(encoder(x).pooled).sum().backward()  # an inference tensor here would fail in backward
     assert head.weight.grad is not None and encoder.feature_cache.misses == 2 * 2
+
+
+def test_a_batch_larger_than_the_store_is_still_answered_in_full() -> None:
+    encoder = frozen_efficientnet(seed=16)
+    x = torch.randn(5, 3, 32, 32)
+    reference = encoder(x)
+    encoder.cache_outputs(2)
+    out = encoder(x)  # storing five samples in a store of two evicts three of them on the way
+    torch.testing.assert_close(out.pooled, reference.pooled, rtol=0, atol=0)
+    assert len(encoder.feature_cache) == 2

@@ -16,6 +16,7 @@ stay frozen; a lookup fails if any parameter trains again.
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from typing import TYPE_CHECKING, ClassVar
 
@@ -41,10 +42,13 @@ class FeatureCache:
         self.max_items = max_items
         self.entries: OrderedDict[bytes, Entry] = OrderedDict()
         self.hits = self.misses = 0
+        # The server calls one model from several batching threads: a lookup must not see another's eviction.
+        self._lock = threading.Lock()
 
     @classmethod
     def for_encoder(cls, encoder: nn.Module, max_items: int) -> FeatureCache:
-        """The store shared by every encoder with ``encoder``'s class and weights (created if new)."""
+        """The store shared by every encoder with ``encoder``'s class and weights (created if new); its
+        bound is the largest ``max_items`` any of them asked for."""
         trainable = [name for name, p in encoder.named_parameters() if p.requires_grad]
         if trainable:
             raise ValueError(f"only a frozen encoder can cache its outputs; {len(trainable)} parameters train "
@@ -65,18 +69,25 @@ class FeatureCache:
             raise RuntimeError(f"{type(encoder).__name__} caches its outputs but has trainable parameters again; "
                                "a cached encoder must stay frozen")  # fmt: skip
         keys = [self._key(x[i], None if mask is None else mask[i]) for i in range(x.shape[0])]
-        todo = [i for i, k in enumerate(keys) if k not in self.entries]
+        with self._lock:
+            return self._lookup(encoder, keys, x, mask)
+
+    def _lookup(self, encoder: Encoder, keys: list[bytes], x: Tensor, mask: Tensor | None) -> EncoderOutput:
+        # Collected before anything is stored: storing this batch's new samples may evict others it needs.
+        found = {k: self.entries[k] for k in keys if k in self.entries}
+        for k in found:
+            self.entries.move_to_end(k)
+        todo = [i for i, k in enumerate(keys) if k not in found]
         if todo:
             with torch.no_grad():
                 rows = torch.tensor(todo, device=x.device)
                 out = nn.Module.__call__(encoder, x[rows], None if mask is None else mask[rows])
             for j, i in enumerate(todo):
-                self._put(keys[i], (out.tokens[j].clone(), out.pooled[j].clone(), None if out.mask is None else out.mask[j].clone()))
+                found[keys[i]] = (out.tokens[j].clone(), out.pooled[j].clone(), None if out.mask is None else out.mask[j].clone())
+                self._put(keys[i], found[keys[i]])
         self.misses += len(todo)
         self.hits += len(keys) - len(todo)
-        entries = [self.entries[k] for k in keys]
-        for k in keys:
-            self.entries.move_to_end(k)
+        entries = [found[k] for k in keys]
         masks = [e[2] for e in entries]
         return EncoderOutput(
             torch.stack([e[0] for e in entries]), torch.stack([e[1] for e in entries]),
