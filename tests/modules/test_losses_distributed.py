@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from polymodal.modules.losses import LOSSES
+from polymodal.modules.losses import LOSSES, all_gather_with_grad
 
 WORLD = 2
 PER_RANK = 4
@@ -73,6 +73,11 @@ def _worker(rank: int, init_file: str, out_file: str) -> None:
                 # (WORLD,) for scalars, (WORLD * PER_RANK, DIM) for feature gradients
                 gathered[key] = torch.stack(parts) if value.dim() == 0 else torch.cat(parts)
             results[case] = gathered
+        try:  # rank 0 holds one row fewer, as when a bad sample was dropped from its batch
+            all_gather_with_grad(torch.zeros(PER_RANK - (rank == 0), DIM))
+            results["uneven"] = {"error": ""}
+        except ValueError as e:
+            results["uneven"] = {"error": str(e)}
         if rank == 0:
             torch.save(results, out_file)
     finally:
@@ -97,6 +102,10 @@ def distributed_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, d
 def single_process() -> dict[str, dict[str, torch.Tensor]]:
     image, text = _global_batch()
     return {case: _run(name, kwargs, image, text) for case, (name, kwargs) in CASES.items()}
+
+
+def test_unequal_batches_are_refused_instead_of_gathering_garbage(distributed_results) -> None:
+    assert "ranks hold batches of [3, 4] rows" in distributed_results["uneven"]["error"]
 
 
 def test_default_clip_value_on_every_rank_is_the_global_loss(distributed_results, single_process) -> None:

@@ -14,12 +14,6 @@ from polymodal.evaluate.bundle import ModelBundle, load_bundle
 from polymodal.fsutil import hash_files
 from polymodal.models import Captioner, DualEncoder, VQAModel
 from polymodal.models.base import find_model_dir
-from polymodal.modules.encoders import Encoder
-
-# Image outputs kept per backend's towers: a VQA or statements suite asks many questions about each image
-# (about 17 per ShapesWorld image), so the image tower runs once per distinct image instead of once per
-# question (on the demo's EfficientNet tower: ~400 passes instead of ~7,000 per split).
-IMAGE_CACHE_ITEMS = 2048
 
 class PolymodalBackend:
     """Wraps a :class:`ModelBundle`; the model's kind decides what it can do."""
@@ -41,10 +35,6 @@ class PolymodalBackend:
         self.embed_dim = int(model.config.embed_dim) if EMBED in caps else None
         self._pipeline = ImagePipeline(bundle.preprocess)
         self.device = torch.device("cpu")
-        for encoder in model.modules():  # inference only: nothing here trains, so the image towers can be locked
-            if isinstance(encoder, Encoder) and encoder.modality == "image":
-                encoder.freeze(0)
-                encoder.cache_outputs(IMAGE_CACHE_ITEMS)
 
     @classmethod
     def load(cls, path: str | Path) -> PolymodalBackend:

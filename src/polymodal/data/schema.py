@@ -48,8 +48,8 @@ class QA:
 class Statement:
     """A claim about the sample and whether it is true; for fusion classifiers.
 
-    ``type`` groups claims for per-type accuracy (ShapesWorld: ``color``, ``shape``, ``position``,
-    ``count``, ``relation``: what the false claim of each pair got wrong).
+    ``type`` groups claims for per-type accuracy (ShapesWorld: ``exists`` (colour or shape edited),
+    ``position``, ``count``, ``relation``: what the false claim of each pair got wrong).
     """
 
     text: str

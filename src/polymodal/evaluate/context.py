@@ -18,6 +18,7 @@ from PIL import Image
 from polymodal.backends import Backend, load_backend
 from polymodal.data.image import decode_image
 from polymodal.evaluate.bundle import ModelBundle
+from polymodal.modules.encoders import Encoder
 
 T = TypeVar("T")
 # An image a benchmark holds: a path, encoded bytes, or pixels already decoded (CIFAR).
@@ -49,6 +50,8 @@ class EvalContext:
     def backend(self) -> Backend:
         if self._backend is None:
             self._backend = load_backend(self.model)
+            if self.is_polymodal:
+                _cache_image_towers(self._backend.bundle.model)  # type: ignore[attr-defined]
         return self._backend
 
     @property
@@ -109,3 +112,16 @@ class EvalContext:
             out = [self.backend.embed_text(list(chunk)) for chunk in batches(texts, self.batch_size * 4)]
             self._text_cache[key] = torch.cat(out).float()
         return self._text_cache[key]
+
+
+# Image outputs kept while evaluating: a VQA or statements suite asks many questions about each image (about 17
+# per ShapesWorld image), so each image tower runs once per distinct image instead of once per question.
+IMAGE_CACHE_ITEMS = 2048
+
+
+def _cache_image_towers(model: torch.nn.Module) -> None:
+    """Lock and cache the image towers of a model loaded for evaluation only (nothing trains it here)."""
+    for encoder in model.modules():
+        if isinstance(encoder, Encoder) and encoder.modality == "image":
+            encoder.freeze(0)
+            encoder.cache_outputs(IMAGE_CACHE_ITEMS)

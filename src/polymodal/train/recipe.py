@@ -201,10 +201,10 @@ def build_recipe_model(recipe: Recipe, vocab_size: int, extra: dict[str, Any]) -
         module = _submodule(model, path, "model.freeze")
         if hasattr(module, "freeze"):
             module.freeze(unfreeze_last=trainable_blocks)
-        else:  # a container of towers (``encoders``): freeze each, so each also stays in eval mode
+        else:  # a container of towers (``encoders``): freeze each the same way (fully frozen ones stay in eval mode)
             module.requires_grad_(False)
             for encoder in _encoders_in(module):
-                encoder.freeze(0)
+                encoder.freeze(unfreeze_last=trainable_blocks)
     for path, max_items in recipe.model.cache.items():
         encoders = _encoders_in(_submodule(model, path, "model.cache"))
         if not encoders:

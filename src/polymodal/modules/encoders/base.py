@@ -49,7 +49,9 @@ class Encoder(nn.Module):
     def train(self, mode: bool = True) -> Encoder:
         # Frozen means frozen, statistics included: in train mode a frozen tower's BatchNorm would
         # normalise with batch statistics (and overwrite its running ones) and dropout would stay on.
-        return super().train(mode and not self.frozen)
+        # Checked against requires_grad now, so unfreezing by hand (requires_grad_) trains normally again.
+        locked = self.frozen and not any(p.requires_grad for p in self.parameters())
+        return super().train(mode and not locked)
 
     def cache_outputs(self, max_items: int) -> None:
         """Memoise this (fully frozen) encoder's outputs per input sample, up to ``max_items`` samples.
@@ -61,6 +63,8 @@ class Encoder(nn.Module):
         from polymodal.modules.encoders.cache import FeatureCache
 
         self.feature_cache = FeatureCache.for_encoder(self, max_items)
+        if not hasattr(self, "_cache_reload_hook"):  # new weights, new store: outputs of the old ones must not be served
+            self._cache_reload_hook = self.register_load_state_dict_post_hook(_refresh_feature_cache)
 
     def blocks(self) -> list[nn.Module]:
         """The encoder's stacked layers, first to last. Override in subclasses."""
@@ -85,6 +89,12 @@ class Encoder(nn.Module):
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
+
+
+def _refresh_feature_cache(encoder: nn.Module, incompatible_keys: object) -> None:
+    cache = encoder.feature_cache  # type: ignore[union-attr]
+    if cache is not None:
+        encoder.cache_outputs(cache.max_items)  # type: ignore[operator]
 
 
 def masked_mean(tokens: Tensor, mask: Tensor | None) -> Tensor:

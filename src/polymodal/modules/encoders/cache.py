@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import weakref
 from collections import OrderedDict
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -34,7 +35,8 @@ Entry = tuple[Tensor, Tensor, Tensor | None]  # tokens (T, D), pooled (D,), mask
 class FeatureCache:
     """A bounded LRU store of one frozen encoder's per-sample outputs (see the module docstring)."""
 
-    _shared: ClassVar[dict[str, FeatureCache]] = {}
+    # Weak: a store lives as long as some encoder uses it, not as long as the process.
+    _shared: ClassVar[weakref.WeakValueDictionary[str, FeatureCache]] = weakref.WeakValueDictionary()
 
     def __init__(self, max_items: int) -> None:
         if max_items < 1:
@@ -42,13 +44,22 @@ class FeatureCache:
         self.max_items = max_items
         self.entries: OrderedDict[bytes, Entry] = OrderedDict()
         self.hits = self.misses = 0
-        # The server calls one model from several batching threads: a lookup must not see another's eviction.
+        # Models may be called from several threads: a lookup must not see another's eviction.
         self._lock = threading.Lock()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> FeatureCache:
+        return self  # a copied encoder has the same weights, so the same store (and a lock cannot be copied)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"max_items": self.max_items}  # pickled empty, without its lock
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["max_items"])  # type: ignore[misc]
 
     @classmethod
     def for_encoder(cls, encoder: nn.Module, max_items: int) -> FeatureCache:
-        """The store shared by every encoder with ``encoder``'s class and weights (created if new); its
-        bound is the largest ``max_items`` any of them asked for."""
+        """The store shared by every encoder with ``encoder``'s class, settings and weights (created if new);
+        its bound is the largest ``max_items`` any of them asked for."""
         trainable = [name for name, p in encoder.named_parameters() if p.requires_grad]
         if trainable:
             raise ValueError(f"only a frozen encoder can cache its outputs; {len(trainable)} parameters train "
@@ -68,6 +79,8 @@ class FeatureCache:
         if any(p.requires_grad for p in encoder.parameters()):
             raise RuntimeError(f"{type(encoder).__name__} caches its outputs but has trainable parameters again; "
                                "a cached encoder must stay frozen")  # fmt: skip
+        if x.shape[0] == 0 or x.requires_grad:  # nothing to store; or the caller wants gradients for its input
+            return nn.Module.__call__(encoder, x, mask)  # type: ignore[no-any-return]
         keys = [self._key(x[i], None if mask is None else mask[i]) for i in range(x.shape[0])]
         with self._lock:
             return self._lookup(encoder, keys, x, mask)
@@ -77,7 +90,11 @@ class FeatureCache:
         found = {k: self.entries[k] for k in keys if k in self.entries}
         for k in found:
             self.entries.move_to_end(k)
-        todo = [i for i, k in enumerate(keys) if k not in found]
+        todo, new = [], set()  # the first row of each key not stored: a repeated image is computed once
+        for i, k in enumerate(keys):
+            if k not in found and k not in new:
+                new.add(k)
+                todo.append(i)
         if todo:
             with torch.no_grad():
                 rows = torch.tensor(todo, device=x.device)
@@ -86,7 +103,7 @@ class FeatureCache:
                 found[keys[i]] = (out.tokens[j].clone(), out.pooled[j].clone(), None if out.mask is None else out.mask[j].clone())
                 self._put(keys[i], found[keys[i]])
         self.misses += len(todo)
-        self.hits += len(keys) - len(todo)
+        self.hits += len(keys) - len(todo)  # a repeat within the batch counts as a hit
         entries = [found[k] for k in keys]
         masks = [e[2] for e in entries]
         return EncoderOutput(
@@ -113,10 +130,19 @@ class FeatureCache:
         return digest.digest()
 
 
+# Attributes that say what a module is doing now, not what it computes.
+_STATE_FLAGS = {"training", "frozen", "grad_checkpointing"}
+
+
 def weights_fingerprint(module: nn.Module) -> str:
-    """A digest of ``module``'s class, parameter and buffer names, shapes and values."""
+    """A digest of ``module``'s class, settings (every submodule's plain attributes, e.g. ``pooling``),
+    parameter and buffer names, shapes and values."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(type(module).__qualname__.encode())
+    for name, sub in module.named_modules():
+        settings = {k: v for k, v in vars(sub).items()
+                    if not k.startswith("_") and k not in _STATE_FLAGS and isinstance(v, (bool, int, float, str, tuple, type(None)))}  # fmt: skip
+        digest.update(f"{name}{type(sub).__qualname__}{sorted(settings.items())}".encode())
     for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
         digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
         digest.update(tensor.detach().contiguous().cpu().float().numpy().tobytes())
