@@ -227,7 +227,7 @@ class Statements:
     image_index: list[int]
     texts: list[str]
     labels: list[int]
-    types: list[str | None]  # what a false claim gets wrong (ShapesWorld: color, shape, ...), for per-type accuracy
+    types: list[str | None]  # what a false claim gets wrong (ShapesWorld: exists, position, ...), for per-type accuracy
 
 
 @torch.inference_mode()

@@ -228,9 +228,7 @@ def _encoders_in(module: torch.nn.Module) -> list[Encoder]:
     """``module`` itself if it is a tower, else the outermost towers inside it."""
     if isinstance(module, Encoder):
         return [module]
-    return [m for m in module.children() if isinstance(m, Encoder)] + [
-        e for m in module.children() if not isinstance(m, Encoder) for e in _encoders_in(m)
-    ]
+    return [e for child in module.children() for e in _encoders_in(child)]
 
 
 def _init_tokenizer_dir(recipe: Recipe) -> Path | None:

@@ -35,7 +35,6 @@ class Encoder(nn.Module):
     modality: str = "unknown"
     output_dim: int
     grad_checkpointing: bool = False  # subclasses honour it in forward while training
-    frozen: bool = False  # set by freeze(0): train() keeps the encoder in eval mode
     feature_cache: FeatureCache | None = None
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:  # pragma: no cover
@@ -46,12 +45,15 @@ class Encoder(nn.Module):
             return self.feature_cache.lookup(self, x, mask)
         return super().__call__(x, mask)
 
+    @property
+    def frozen(self) -> bool:
+        """No parameter trains (read from ``requires_grad`` each time, so unfreezing by hand counts)."""
+        return not any(p.requires_grad for p in self.parameters())
+
     def train(self, mode: bool = True) -> Encoder:
         # Frozen means frozen, statistics included: in train mode a frozen tower's BatchNorm would
         # normalise with batch statistics (and overwrite its running ones) and dropout would stay on.
-        # Checked against requires_grad now, so unfreezing by hand (requires_grad_) trains normally again.
-        locked = self.frozen and not any(p.requires_grad for p in self.parameters())
-        return super().train(mode and not locked)
+        return super().train(mode and not self.frozen)
 
     def cache_outputs(self, max_items: int) -> None:
         """Memoise this (fully frozen) encoder's outputs per input sample, up to ``max_items`` samples.
@@ -78,14 +80,13 @@ class Encoder(nn.Module):
             for block in self.blocks()[-unfreeze_last:]:
                 for p in block.parameters():
                     p.requires_grad_(True)
-        self.frozen = not any(p.requires_grad for p in self.parameters())
         if self.frozen:
             self.eval()
 
     def unfreeze(self) -> None:
         for p in self.parameters():
             p.requires_grad_(True)
-        self.frozen, self.feature_cache = False, None
+        self.feature_cache = None
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable

@@ -81,7 +81,10 @@ class FeatureCache:
                                "a cached encoder must stay frozen")  # fmt: skip
         if x.shape[0] == 0 or x.requires_grad:  # nothing to store; or the caller wants gradients for its input
             return nn.Module.__call__(encoder, x, mask)  # type: ignore[no-any-return]
-        keys = [self._key(x[i], None if mask is None else mask[i]) for i in range(x.shape[0])]
+        host_x = x.detach().cpu().contiguous()  # one device-to-host copy per batch, not one per sample
+        host_mask = None if mask is None else mask.detach().cpu().contiguous()
+        prefix = self._key_prefix(x)
+        keys = [self._key(prefix, host_x[i], None if host_mask is None else host_mask[i]) for i in range(x.shape[0])]
         with self._lock:
             return self._lookup(encoder, keys, x, mask)
 
@@ -117,21 +120,25 @@ class FeatureCache:
             self.entries.popitem(last=False)
 
     @staticmethod
-    def _key(x: Tensor, mask: Tensor | None) -> bytes:
-        digest = hashlib.blake2b(digest_size=16)
+    def _key_prefix(x: Tensor) -> bytes:
         # The autocast dtype is part of the key: a bf16 training step and an fp32 evaluation give
         # different outputs, and the layers after the tower expect the dtype of their own mode. So is
         # inference mode: a tensor made under it cannot enter a training step's autograd graph later.
         autocast = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else None
-        digest.update(f"{x.dtype}{tuple(x.shape)}{x.device}{autocast}{torch.is_inference_mode_enabled()}".encode())
-        digest.update(x.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
+        return f"{x.dtype}{tuple(x.shape[1:])}{x.device}{autocast}{torch.is_inference_mode_enabled()}".encode()
+
+    @staticmethod
+    def _key(prefix: bytes, row: Tensor, mask: Tensor | None) -> bytes:
+        """Digest of one sample (host ``row`` and ``mask``) under the batch's ``prefix``."""
+        digest = hashlib.blake2b(prefix, digest_size=16)
+        digest.update(row.view(torch.uint8).numpy().tobytes())
         if mask is not None:
-            digest.update(mask.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
+            digest.update(mask.view(torch.uint8).numpy().tobytes())
         return digest.digest()
 
 
 # Attributes that say what a module is doing now, not what it computes.
-_STATE_FLAGS = {"training", "frozen", "grad_checkpointing"}
+_STATE_FLAGS = {"training", "grad_checkpointing"}
 
 
 def weights_fingerprint(module: nn.Module) -> str:
