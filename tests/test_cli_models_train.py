@@ -172,7 +172,7 @@ def test_imagenet_recipes_lock_and_cache_the_pretrained_image_tower() -> None:
 
     packaged = load_efficientnet_lite0().state_dict()
     for name, tower in (("shapes-clip-imagenet", "image_encoder"), ("shapes-caption-imagenet", "image_encoder"),
-                        ("shapes-vqa-imagenet", "encoders.image")):  # fmt: skip
+                        ("shapes-vqa-imagenet", "encoders.image"), ("shapes-fusion-imagenet", "encoders.image")):  # fmt: skip
         recipe = load_recipe(RECIPES / f"{name}.yaml", ["data.path=unused"])
         model = build_recipe_model(recipe, vocab_size=50, extra={"num_answers": 4} if "vqa" in name else {})
         encoder = model.get_submodule(tower)

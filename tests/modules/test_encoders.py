@@ -228,7 +228,7 @@ def test_rnn_last_pooling_matches_unpacked_runs_one_sequence_at_a_time(cell):
 def test_vit_tokens_are_cls_plus_patches_and_size_is_checked():
     enc = ViTImageEncoder(image_size=16, patch_size=4, width=16, depth=1, heads=2)
     out = enc(torch.randn(1, 3, 16, 16))
-    assert out.tokens.shape == (1, 1 + 16, 16)
+    assert out.tokens.shape == (1, 1 + 16, 16) and out.grid == (4, 4)  # the grid is the last 16 tokens
     torch.testing.assert_close(out.pooled, out.tokens[:, 0])
     mean = ViTImageEncoder(image_size=16, patch_size=4, width=16, depth=1, heads=2, pooling="mean")
     out = mean(torch.randn(1, 3, 16, 16))
@@ -260,7 +260,7 @@ def test_vit_conv_stem_keeps_the_patch_grid_and_each_token_sees_only_its_patch()
 def test_cnn_tokens_are_the_flattened_final_feature_map():
     enc = ConvImageEncoder(widths=(8, 16, 24), depths=(1, 2, 1), norm="group").eval()
     out = enc(torch.randn(2, 3, 20, 20))
-    assert out.tokens.shape == (2, 5 * 5, 24) and enc.output_dim == 24
+    assert out.tokens.shape == (2, 5 * 5, 24) and enc.output_dim == 24 and out.grid == (5, 5)
     assert len(enc.blocks()) == 4
     torch.testing.assert_close(out.pooled, out.tokens.mean(1))
 

@@ -50,7 +50,7 @@ def test_cached_outputs_equal_the_encoder_and_cost_one_pass_per_distinct_input()
     torch.testing.assert_close(first.tokens, reference.tokens, rtol=0, atol=0)
     torch.testing.assert_close(again.tokens, reference.tokens[order], rtol=0, atol=0)
     torch.testing.assert_close(again.pooled, reference.pooled[order], rtol=0, atol=0)
-    assert again.mask is None
+    assert again.mask is None and first.grid == again.grid == reference.grid == (2, 2)  # all stored, grid kept
     new = torch.randn(2, 3, 64, 64)
     mixed = encoder(torch.cat([x[:1], new]))  # one stored sample, two new ones: only the new ones are computed
     assert cache.misses == 8

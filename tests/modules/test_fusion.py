@@ -15,6 +15,7 @@ from polymodal.modules.fusion import (
     CoAttentionFusion,
     ConcatFusion,
     CrossAttentionFusion,
+    FiLMFusion,
     GatedMultimodalUnit,
     LateFusion,
     ProductFusion,
@@ -29,6 +30,7 @@ OUT = 6
 DIMS2 = {"image": 16, "text": 12}
 DIMS3 = {**DIMS2, "audio": 8}
 TOKENS = {"image": 5, "text": 7, "audio": 3}
+IMAGE_GRID = (2, 2)  # the image's last 4 tokens are a 2x2 map after a CLS-like token (FiLM convolves over it)
 TEXT_LENGTHS = [7, 3, 5, 1]
 
 # Every registered name with its defaults, plus the options that switch code paths.
@@ -41,6 +43,7 @@ CASES = [(name, {}) for name in FUSIONS.names()] + [
     ("graph", {"top_tokens": None}),
     ("graph", {"top_tokens": 0}),
     ("graph", {"top_tokens": 2}),
+    ("film", {"pool": "mean", "layers": 1, "kernel": 1, "dim": 8}),
 ]
 CASE_IDS = [name + "".join(f"-{k}={v}" for k, v in kw.items()) for name, kw in CASES]
 
@@ -63,7 +66,7 @@ def make_features(dims: dict[str, int]) -> dict[str, EncoderOutput]:
         mask = None
         if m == "text":
             mask = torch.arange(TOKENS[m]).unsqueeze(0) < torch.tensor(TEXT_LENGTHS).unsqueeze(1)  # (B, T)
-        features[m] = EncoderOutput(tokens=tokens, pooled=pooled, mask=mask)
+        features[m] = EncoderOutput(tokens=tokens, pooled=pooled, mask=mask, grid=IMAGE_GRID if m == "image" else None)
     return features
 
 
@@ -85,7 +88,7 @@ def replaced(feat: EncoderOutput, where: Tensor, value: str) -> EncoderOutput:
     pooled = feat.pooled
     if where.dim() == 1:
         pooled = torch.where(where.unsqueeze(-1), garbage(feat.pooled), feat.pooled)
-    return EncoderOutput(tokens=tokens, pooled=pooled.detach().requires_grad_(), mask=feat.mask)
+    return EncoderOutput(tokens=tokens, pooled=pooled.detach().requires_grad_(), mask=feat.mask, grid=feat.grid)
 
 
 def loss_of(out: FusionOutput) -> Tensor:
@@ -104,7 +107,7 @@ def assert_param_grads_finite(fusion: Fusion) -> None:
 def test_registry_lists_every_fusion() -> None:
     expected = {
         *("concat", "late", "weighted_sum", "product", "bilinear", "gmu"),
-        *("cross_attention", "co_attention", "graph"),
+        *("cross_attention", "co_attention", "graph", "film"),
     }
     assert set(FUSIONS.names()) == expected
     for row in FUSIONS.describe():
@@ -418,3 +421,44 @@ def test_graph_attention_layer_matches_slow_reference() -> None:
                     hi = hi + layer.out(torch.cat(heads))
                 hi = hi + layer.mlp(layer.norm_mlp(hi))
                 torch.testing.assert_close(out[b, i], hi, rtol=1e-4, atol=1e-5)
+
+
+def test_film_reads_positions_and_is_modulated_by_the_other_modalities() -> None:
+    torch.manual_seed(0)
+    fusion = FiLMFusion(DIMS2, OUT, dim=8).eval()
+    features = make_features(DIMS2)
+    present = all_present(DIMS2)
+    out = fusion(features, present).pooled
+
+    image = features["image"]
+    # The same tokens on the map in another order: CoordConv channels make where a feature is matter.
+    order = torch.tensor([0, 4, 3, 2, 1])  # keep the prefix token first, reverse the 2x2 map
+    moved = fusion({**features, "image": EncoderOutput(image.tokens[:, order], image.pooled, None, IMAGE_GRID)}, present)
+    assert not torch.allclose(moved.pooled, out)
+    # Tokens before the map (a CLS token) are not on it.
+    tokens = image.tokens.detach().clone()
+    tokens[:, 0] = 1e4
+    cls_changed = fusion({**features, "image": EncoderOutput(tokens, image.pooled, None, IMAGE_GRID)}, present)
+    torch.testing.assert_close(cls_changed.pooled, out)
+    # The text's pooled features set FiLM's scale and shift: another statement, another output.
+    text = features["text"]
+    other = fusion({**features, "text": EncoderOutput(text.tokens, text.pooled.flip(0), text.mask)}, present)
+    assert not torch.allclose(other.pooled, out)
+    # Output tokens are the per-position features of the map.
+    full = fusion(features, present)
+    assert full.tokens is not None and full.tokens.shape == (B, 4, OUT) and full.mask.all()
+
+
+def test_film_needs_a_grid_and_valid_options() -> None:
+    fusion = FiLMFusion(DIMS2, OUT)
+    features = make_features(DIMS2)
+    image = features["image"]
+    features["image"] = EncoderOutput(image.tokens, image.pooled, None, None)
+    with pytest.raises(ValueError, match=r"'image' has no spatial grid"):
+        fusion(features, all_present(DIMS2))
+    with pytest.raises(ValueError, match="pool must be"):
+        FiLMFusion(DIMS2, OUT, pool="sum")
+    with pytest.raises(ValueError, match="kernel must be odd"):
+        FiLMFusion(DIMS2, OUT, kernel=2)
+    with pytest.raises(ValueError, match="visual modality 'video'"):
+        FiLMFusion(DIMS2, OUT, visual="video")

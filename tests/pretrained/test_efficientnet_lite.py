@@ -40,7 +40,7 @@ def test_encoder_interface_on_random_weights():
     model = EfficientNetLite0().eval()
     x = torch.randn(2, 3, 64, 96)
     out = model(x)
-    assert out.tokens.shape == (2, 2 * 3, 1280) and out.mask is None
+    assert out.tokens.shape == (2, 2 * 3, 1280) and out.mask is None and out.grid == (2, 3)
     torch.testing.assert_close(out.pooled, out.tokens.mean(1))
     torch.testing.assert_close(model.classify(x), model._fc(out.pooled))
     assert model.output_dim == 1280 and len(model.blocks()) == 16

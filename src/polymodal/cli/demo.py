@@ -1,9 +1,8 @@
 """``polymodal demo``: the end-to-end walk-through on the built-in ShapesWorld data.
 
-Generates ShapesWorld (reused when already complete), trains the demo recipes (CLIP on a locked
-ImageNet tower and CLIP from scratch, statement classifiers with several fusion modules, captioner,
-VQA), evaluates each with the
-``polymodal eval`` harness on ``test`` and ``test_novel`` (colour-shape pairs never seen in
+Generates ShapesWorld (reused when already complete), trains the demo recipes on a locked ImageNet
+image tower (CLIP, statement classifiers with several fusion modules, captioner, VQA), evaluates each
+with the ``polymodal eval`` harness on ``test`` and ``test_novel`` (colour-shape pairs never seen in
 training; result files with 95% CIs and provenance in ``OUT/<run>/eval.json``), prints a results
 table and writes ``results.json`` plus the ``polymodal report`` pages (``report.md``,
 ``report.html``) into the run directory.
@@ -65,17 +64,17 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Run directory; data goes to OUT/shapes."),
     n: int = typer.Option(2000, "--n", help="ShapesWorld images in train+val+test."),
     seed: int = typer.Option(0, "--seed", help="Seed for data generation and training."),
-    # 350 steps keep the whole demo under 10 minutes on a 2-core machine whose bf16 matmul peak is 430 GFLOP/s
-    # (509 s there, 2026-11-30; before the locked-tower CLIP joined, 450 steps took 711 s there and 475 s on a
-    # machine with an 890 GFLOP/s peak).
+    # 350 steps (700 for the statement classifiers) keep the whole demo under 10 minutes on a 2-core machine whose
+    # bf16 matmul peak is 430 GFLOP/s (431 s there, 2026-11-30; with a second, from-scratch ViT CLIP and the
+    # statement classifiers on its towers, 509-536 s).
     steps: int = typer.Option(350, "--steps", help="Optimizer steps per recipe."),
     # bf16 autocast trains the demo recipes 1.3-1.7x faster on CPU (measured: 410 s vs 533 s total).
     precision: str = typer.Option("bf16", "--precision", help="train.precision for every recipe: no, bf16 or fp16."),
     from_clip: bool = typer.Option(
         True, "--from-clip/--from-scratch",
-        help="Fine-tune the fusion, caption and VQA models from the CLIP run's towers (pretrain -> fine-tune).",
+        help="Start the statement classifiers and the VQA model from the CLIP run's text tower (pretrain -> fine-tune).",
     ),
-    fusions: str = typer.Option("concat,gmu,cross_attention", "--fusions", help="Fusion modules to compare (comma-separated)."),
+    fusions: str = typer.Option("concat,gmu,film", "--fusions", help="Fusion modules to compare (comma-separated)."),
     data_only: bool = typer.Option(False, "--data-only", help="Only generate the data and print its summary."),
     json: bool = JsonOption,
 ) -> None:
@@ -110,28 +109,28 @@ def demo(
     from polymodal.train.recipe import load_recipe, run_recipe
 
     data_dir = out / "shapes"
-    # Two CLIP models: "clip" on the locked ImageNet EfficientNet tower (learns shape; its text tower starts the
-    # VQA model) and "clip-vit", a ViT trained from scratch, whose towers the statement classifiers fine-tune
-    # (on the locked ImageNet features they stayed at chance within the demo's budget; docs/training.md).
-    vit_run = out / "clip-vit" if from_clip else None
-    imagenet_run = out / "clip" if from_clip else None
-    jobs = [("clip", "shapes-clip-imagenet", []), ("clip-vit", "shapes-clip", [])]
-    jobs += [(f"fusion-{f}", "shapes-fusion", [f"model.params.fusion={f}", *fine_tune_overrides(vit_run, "encoders", is_attention_fusion(f))])
+    # Every model stands on the locked, cached ImageNet EfficientNet tower; "clip" trains a text tower against it,
+    # which the statement classifiers and the VQA model start from. The statement classifiers get twice the steps
+    # (a step on cached image features costs half a CLIP step); three times gave them nothing more (measured).
+    clip_run = out / "clip" if from_clip else None
+    jobs: list[tuple[str, str, list[str], int]] = [("clip", "shapes-clip-imagenet", [], steps)]
+    jobs += [(f"fusion-{f}", "shapes-fusion-imagenet",
+              [f"model.params.fusion={f}", *fine_tune_overrides(clip_run, "encoders.text", is_attention_fusion(f))], 2 * steps)
              for f in fusions.split(",") if f]  # fmt: skip
-    jobs += [("caption", "shapes-caption-imagenet", []),  # the decoder on the ImageNet tower: CLIP has nothing more to give it
-             ("vqa", "shapes-vqa-imagenet", fine_tune_overrides(imagenet_run, "encoders.text"))]  # fmt: skip
+    jobs += [("caption", "shapes-caption-imagenet", [], steps),  # the decoder on the ImageNet tower: CLIP has nothing more to give it
+             ("vqa", "shapes-vqa-imagenet", fine_tune_overrides(clip_run, "encoders.text"), steps)]  # fmt: skip
     results: dict[str, Any] = {"data": {k: v for k, v in summary.items() if k != "params"}, "runs": {}}
-    for label, recipe_name, extra in jobs:
+    for label, recipe_name, extra, job_steps in jobs:
         overrides = [
-            f"data.path={data_dir}", f"train.steps={steps}", f"train.seed={seed}",
-            f"train.warmup_steps={max(1, steps // 10)}", f"train.eval_every={max(1, steps // 3)}",
+            f"data.path={data_dir}", f"train.steps={job_steps}", f"train.seed={seed}",
+            f"train.warmup_steps={max(1, job_steps // 10)}", f"train.eval_every={max(1, job_steps // 3)}",
             f"train.precision={precision}", *extra,
         ]
         recipe = load_recipe(_recipe_path(recipe_name), overrides)
         run_dir = out / label
         shutil.rmtree(run_dir, ignore_errors=True)  # the demo's own output: each demo trains afresh
         if not json:
-            console.rule(f"[bold]{label}[/] ({recipe_name}, {steps} steps)")
+            console.rule(f"[bold]{label}[/] ({recipe_name}, {job_steps} steps)")
         t0 = time.perf_counter()
         run_recipe(recipe, run_dir, progress=not json)
         train_seconds = time.perf_counter() - t0
@@ -157,17 +156,14 @@ def demo(
                   f"total {results['elapsed_seconds']:.0f} s", highlight=False)
 
 
-# Pretrain -> fine-tune: the CLIP towers already tell colours apart, so the other models start from them.
-# The pretrained towers get a 10x lower learning rate than the new fusion and heads: at the full rate, noisy
-# gradients from a random head wipe the towers' features out within 100 steps (the statement classifiers then
-# sit at 0.50; measured) -- the usual backbone/head split in fine-tuning.
+# Pretrain -> fine-tune: the CLIP run's text tower already reads colour and shape words against the ImageNet
+# features, so the statement classifiers and the VQA model start from it. It gets a lower learning rate than the
+# new fusion and heads: at the full rate, noisy gradients from a random head wipe pretrained features out within
+# 100 steps (measured on ViT towers: the statement classifiers then sat at 0.50) -- the usual backbone/head split.
 #
-# Attention fusion trains at a 10x lower rate than that. At 1e-3 (and at 3e-4) a cross-attention statement
-# classifier stays at chance (0.50) through 450 steps, and so does a plain nn.MultiheadAttention block on the
-# same frozen CLIP tokens, so it is the optimisation, not the module; at 1e-4 it reaches 0.55 (measured with
-# benchmarks/fusion_probe.py, docs/training.md). With the fusion at 1e-4, tuning the towers at 1e-5 gave the
-# same accuracy as freezing them, and frozen towers train 1.6x faster. (The VQA model's image tower is the locked
-# ImageNet one; its cross-attention learns at the recipe's 1e-3 there: 0.475 against 0.419 on the ViT towers.)
+# Attention fusion trains at 1e-4 on frozen towers: at 1e-3 (and 3e-4) a cross-attention statement classifier
+# stayed at chance (0.50) through 450 steps, and so did a plain nn.MultiheadAttention block on the same frozen
+# tokens, so it is the optimisation, not the module (benchmarks/fusion_probe.py, docs/training.md).
 def is_attention_fusion(name: str) -> bool:
     """Whether the registered fusion module ``name`` is one of the cross-modal attention family."""
     from polymodal.modules.fusion import FUSIONS
@@ -181,12 +177,13 @@ def fine_tune_overrides(clip_run: Path | None, towers: str, attention: bool = Fa
     """Recipe overrides for a demo model fine-tuned from ``clip_run`` (None: trained from scratch).
 
     ``towers`` names the submodule holding the pretrained towers (``encoders``, ``encoders.text``);
-    ``attention``: the model fuses by cross-attention, so it trains at 1e-4 on frozen towers.
+    ``attention``: the fusion classifier fuses by cross-attention, so it trains at 1e-4 with every tower frozen.
     """
     extra = ["train.lr=1.0e-4"] if attention else []
     if clip_run is None:
         return extra
-    tower_setting = f"model.freeze={{{towers}: 0}}" if attention else f"model.lrs={{{towers}: 1.0e-4}}"
+    # An override replaces the recipe's whole freeze mapping, so name every tower: "encoders" holds them all.
+    tower_setting = "model.freeze={encoders: 0}" if attention else f"model.lrs={{{towers}: 1.0e-4}}"
     return [f"model.init_from={clip_run}", tower_setting, *extra]
 
 

@@ -22,6 +22,9 @@ class EncoderOutput:
     tokens: Tensor  # (B, T, D)
     pooled: Tensor  # (B, D)
     mask: Tensor | None = None  # (B, T) bool, True = real token
+    # (h, w) when the last h*w tokens are a spatial feature map in row-major order (any tokens before
+    # them, e.g. a CLS token, are not on it); None for sequences. FiLM fusion convolves over it.
+    grid: tuple[int, int] | None = None
 
 
 class Encoder(nn.Module):

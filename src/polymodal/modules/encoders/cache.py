@@ -29,7 +29,7 @@ from polymodal.modules.encoders.base import EncoderOutput
 if TYPE_CHECKING:
     from polymodal.modules.encoders.base import Encoder
 
-Entry = tuple[Tensor, Tensor, Tensor | None]  # tokens (T, D), pooled (D,), mask (T,) or None
+Entry = tuple[Tensor, Tensor, Tensor | None, tuple[int, int] | None]  # tokens (T, D), pooled (D,), mask (T,), grid
 
 
 class FeatureCache:
@@ -103,7 +103,7 @@ class FeatureCache:
                 rows = torch.tensor(todo, device=x.device)
                 out = nn.Module.__call__(encoder, x[rows], None if mask is None else mask[rows])
             for j, i in enumerate(todo):
-                found[keys[i]] = (out.tokens[j].clone(), out.pooled[j].clone(), None if out.mask is None else out.mask[j].clone())
+                found[keys[i]] = (out.tokens[j].clone(), out.pooled[j].clone(), None if out.mask is None else out.mask[j].clone(), out.grid)
                 self._put(keys[i], found[keys[i]])
         self.misses += len(todo)
         self.hits += len(keys) - len(todo)  # a repeat within the batch counts as a hit
@@ -112,6 +112,7 @@ class FeatureCache:
         return EncoderOutput(
             torch.stack([e[0] for e in entries]), torch.stack([e[1] for e in entries]),
             None if masks[0] is None else torch.stack(masks),  # type: ignore[arg-type]
+            entries[0][3],  # the grid follows from the input shape, which is part of every key
         )  # fmt: skip
 
     def _put(self, key: bytes, entry: Entry) -> None:

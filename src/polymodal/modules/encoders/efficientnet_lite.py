@@ -141,7 +141,7 @@ class EfficientNetLite0(Encoder):
         """``mask`` is ignored: every spatial position is a real token."""
         features = self.forward_features(x)  # (B, D, h, w)
         tokens = features.flatten(2).transpose(1, 2)  # (B, h*w, D)
-        return EncoderOutput(tokens, tokens.mean(dim=1), None)
+        return EncoderOutput(tokens, tokens.mean(dim=1), None, (features.shape[-2], features.shape[-1]))
 
     def forward_head(self, pooled: Tensor) -> Tensor:
         """Pooled features (B, 1280) -> class logits (B, num_classes)."""

@@ -83,7 +83,9 @@ class ViTImageEncoder(Encoder):
         """x (B, C, H, W) with H = W = image_size; ``mask`` is ignored (all patches are real)."""
         if x.shape[-2:] != (self.image_size, self.image_size):
             raise ValueError(f"expected {self.image_size}x{self.image_size} images, got {tuple(x.shape[-2:])}")
-        h = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, N, D)
+        patches = self.patch_embed(x)  # (B, D, h, w)
+        grid = (patches.shape[-2], patches.shape[-1])
+        h = patches.flatten(2).transpose(1, 2)  # (B, N, D)
         if self.cls_token is not None:
             h = torch.cat([self.cls_token.expand(h.size(0), -1, -1), h], dim=1)  # (B, 1 + N, D)
         h = h + self.position_embedding
@@ -92,7 +94,7 @@ class ViTImageEncoder(Encoder):
             h = maybe_checkpoint(block, h, enabled=use_ckpt)
         tokens = self.norm(h)
         pooled = tokens[:, 0] if self.cls_token is not None else tokens.mean(dim=1)
-        return EncoderOutput(tokens, pooled, None)
+        return EncoderOutput(tokens, pooled, None, grid)
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -194,4 +196,4 @@ class ConvImageEncoder(Encoder):
         for block in self.layers:
             h = maybe_checkpoint(block, h, enabled=use_ckpt)
         tokens = h.flatten(2).transpose(1, 2)  # (B, h*w, C)
-        return EncoderOutput(tokens, h.mean(dim=(2, 3)), None)
+        return EncoderOutput(tokens, h.mean(dim=(2, 3)), None, (h.shape[-2], h.shape[-1]))

@@ -9,6 +9,7 @@ place the options and defaults are written.
 from polymodal.modules.fusion.attention import AttentionFusion, CoAttentionFusion, CrossAttentionFusion
 from polymodal.modules.fusion.base import Fusion, FusionOutput
 from polymodal.modules.fusion.concat import ConcatFusion
+from polymodal.modules.fusion.film import FiLMFusion
 from polymodal.modules.fusion.gmu import GatedMultimodalUnit
 from polymodal.modules.fusion.graph import GraphFusion
 from polymodal.modules.fusion.late import LateFusion
@@ -26,6 +27,7 @@ FUSIONS.register("gmu")(GatedMultimodalUnit)
 FUSIONS.register("cross_attention")(CrossAttentionFusion)
 FUSIONS.register("co_attention")(CoAttentionFusion)
 FUSIONS.register("graph")(GraphFusion)
+FUSIONS.register("film")(FiLMFusion)
 
 __all__ = [
     "FUSIONS",
@@ -34,6 +36,7 @@ __all__ = [
     "CoAttentionFusion",
     "ConcatFusion",
     "CrossAttentionFusion",
+    "FiLMFusion",
     "Fusion",
     "FusionOutput",
     "GatedMultimodalUnit",

@@ -32,6 +32,7 @@ class ModalityFeatures:
     pooled: Tensor  # (B, D), zero at absent samples
     mask: Tensor  # (B, T) bool, True = real token of a present sample
     present: Tensor  # (B,) bool
+    grid: tuple[int, int] | None = None  # the encoder's spatial layout of the last h*w tokens (EncoderOutput.grid)
 
 
 def keep_where(x: Tensor, keep: Tensor) -> Tensor:
@@ -113,6 +114,7 @@ class MaskedFusion(Fusion):
                 pooled=keep_where(feat.pooled, here),
                 mask=token_mask,
                 present=here,
+                grid=feat.grid,
             )
         return out
 
