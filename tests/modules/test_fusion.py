@@ -425,16 +425,21 @@ def test_graph_attention_layer_matches_slow_reference() -> None:
 
 def test_film_reads_positions_and_is_modulated_by_the_other_modalities() -> None:
     torch.manual_seed(0)
-    fusion = FiLMFusion(DIMS2, OUT, dim=8).eval()
+    fusion = FiLMFusion(DIMS2, OUT, dim=8, kernel=1).eval()  # 1x1: nothing but the coordinates knows where a token is
     features = make_features(DIMS2)
     present = all_present(DIMS2)
     out = fusion(features, present).pooled
 
     image = features["image"]
-    # The same tokens on the map in another order: CoordConv channels make where a feature is matter.
+    # The same tokens on the map in another order: the coordinate projection makes where a feature is matter.
     order = torch.tensor([0, 4, 3, 2, 1])  # keep the prefix token first, reverse the 2x2 map
-    moved = fusion({**features, "image": EncoderOutput(image.tokens[:, order], image.pooled, None, IMAGE_GRID)}, present)
-    assert not torch.allclose(moved.pooled, out)
+    reordered = {**features, "image": EncoderOutput(image.tokens[:, order], image.pooled, None, IMAGE_GRID)}
+    assert (fusion(reordered, present).pooled - out).abs().max() > 1e-3
+    with torch.no_grad():
+        fusion.position.weight.zero_(), fusion.position.bias.zero_()
+    torch.testing.assert_close(fusion(reordered, present).pooled, fusion(features, present).pooled)  # no coordinates: order-blind
+    fusion = FiLMFusion(DIMS2, OUT, dim=8).eval()
+    out = fusion(features, present).pooled
     # Tokens before the map (a CLS token) are not on it.
     tokens = image.tokens.detach().clone()
     tokens[:, 0] = 1e4
@@ -444,9 +449,12 @@ def test_film_reads_positions_and_is_modulated_by_the_other_modalities() -> None
     text = features["text"]
     other = fusion({**features, "text": EncoderOutput(text.tokens, text.pooled.flip(0), text.mask)}, present)
     assert not torch.allclose(other.pooled, out)
-    # Output tokens are the per-position features of the map.
+    # Output tokens are the per-position features of the map; a sample without the image has none.
     full = fusion(features, present)
     assert full.tokens is not None and full.tokens.shape == (B, 4, OUT) and full.mask.all()
+    no_image = {**present, "image": torch.tensor([True, False, True, True])}
+    partial = fusion(features, no_image)
+    assert not partial.mask[1].any() and (partial.tokens[1] == 0).all()
 
 
 def test_film_needs_a_grid_and_valid_options() -> None:
@@ -455,6 +463,9 @@ def test_film_needs_a_grid_and_valid_options() -> None:
     image = features["image"]
     features["image"] = EncoderOutput(image.tokens, image.pooled, None, None)
     with pytest.raises(ValueError, match=r"'image' has no spatial grid"):
+        fusion(features, all_present(DIMS2))
+    features["image"] = EncoderOutput(image.tokens, image.pooled, None, (3, 3))
+    with pytest.raises(ValueError, match=r"'image' has 5 tokens, fewer than its 3x3 grid"):
         fusion(features, all_present(DIMS2))
     with pytest.raises(ValueError, match="pool must be"):
         FiLMFusion(DIMS2, OUT, pool="sum")

@@ -1,16 +1,20 @@
 """FiLM fusion (Perez et al., 2018): the other modalities modulate a spatial feature map.
 
-An image tower's grid of tokens (``EncoderOutput.grid``) is projected to ``dim`` channels, with two
-coordinate channels appended (CoordConv, as in the FiLM paper: claims such as "left of" or "in the top
-right" need to know where a feature is). Residual blocks then each run ``conv -> norm -> FiLM -> ReLU``,
-where FiLM is a per-channel affine map ``(1 + gamma) * h + beta`` whose ``gamma`` and ``beta`` are
-predicted from the other modalities' pooled features (a statement, a question). The result is pooled
-over positions (max by default: "is there a red circle anywhere").
+An image tower's grid of tokens (``EncoderOutput.grid``) is projected to ``dim`` channels, and a learned
+projection of each position's (row, column) is added (the paper appends coordinate maps, CoordConv:
+claims such as "left of" or "in the top right" need to know where a feature is). Residual blocks then
+each run ``conv -> norm -> FiLM -> ReLU``, where FiLM is a per-channel affine map
+``(1 + gamma) * h + beta`` whose ``gamma`` and ``beta`` are predicted from the other modalities' pooled
+features (a statement, a question). The result is pooled over positions (max by default: "is there a
+red circle anywhere").
 
-Why it learns where concatenation stalls: true and false claims about the same image differ in one
-word, so only an interaction between text and image separates them. Concat-then-MLP models start
-with none (the first gradient of a text x image term is zero, a saddle they leave slowly); FiLM's
-``gamma * h`` is that interaction from the first step, at every position of the map.
+True and false claims about the same image differ in one word, so only an interaction between text and
+image separates them: FiLM's ``gamma * h`` is one from the first step, at every position of the map,
+while fusions of pooled features (concat, GMU) cannot see where anything is (their position claims stay
+at chance on ShapesWorld; docs/training.md).
+
+The image is required: a sample without it gets the same output whatever its text (the positions it
+would pool are all masked). Hugging Face towers give no grid, so they cannot feed FiLM.
 """
 
 from __future__ import annotations
@@ -79,8 +83,7 @@ class FiLMFusion(MaskedFusion):
         condition_dim = sum(self.input_dims[m] for m in self.conditions)
         self.proj = nn.Linear(self.input_dims[visual], dim)
         # The coordinates get their own projection: as 2 of the 1,282 inputs of one (fan-in scaled) layer they
-        # would start 25x weaker than the features, and whether position claims were ever learnt became a
-        # matter of the initial weights (measured: docs/training.md).
+        # would start about 25x weaker than the features (docs/training.md).
         self.position = nn.Linear(2, dim)
         self.blocks = nn.ModuleList(FiLMBlock(dim, condition_dim, kernel) for _ in range(layers))
         self.classifier = nn.Linear(dim, dim)  # per position, before pooling (FiLM's 1x1 conv classifier stem)
@@ -92,11 +95,14 @@ class FiLMFusion(MaskedFusion):
         if image.grid is None:
             if image.present.any():
                 raise ValueError(f"FiLMFusion: modality {self.visual!r} has no spatial grid (EncoderOutput.grid); "
-                                 "use an image encoder with a feature map (vit, cnn, efficientnet)")  # fmt: skip
-            grid = (1, 1)  # absent from the whole batch: one zero position, the conditions still count
+                                 "use an image encoder with a feature map (vit, cnn, efficientnet; not a Hugging Face tower)")  # fmt: skip
+            grid = (1, 1)  # absent from the whole batch: one masked position (gather's placeholder)
         else:
             grid = image.grid
         height, width = grid
+        if image.tokens.shape[1] < height * width:
+            raise ValueError(f"FiLMFusion: modality {self.visual!r} has {image.tokens.shape[1]} tokens, fewer than its "
+                             f"{height}x{width} grid")  # fmt: skip
         tokens, mask = image.tokens[:, -height * width :], image.mask[:, -height * width :]  # (B, hw, D), (B, hw)
         batch = tokens.shape[0]
         x = self.proj(tokens) + self.position(coordinate_channels(height, width, tokens))  # (B, hw, dim)
@@ -109,4 +115,5 @@ class FiLMFusion(MaskedFusion):
             pooled = per_position.max(dim=1).values  # masked positions are 0, the floor of a ReLU
         else:
             pooled = per_position.sum(1) / mask.sum(1, keepdim=True).clamp(min=1).to(per_position.dtype)
-        return self.finish(self.head(pooled), any_present(inputs), tokens=self.head(per_position), mask=mask)
+        tokens_out = keep_where(self.head(per_position), mask)  # masked positions hold zeros, not the head's bias
+        return self.finish(self.head(pooled), any_present(inputs), tokens=tokens_out, mask=mask)
