@@ -67,7 +67,7 @@ def demo(
     # 350 steps (700 for the statement classifiers) keep the whole demo under 10 minutes on a 2-core machine whose
     # bf16 matmul peak is 430 GFLOP/s (431 s there, 2026-11-30; with a second, from-scratch ViT CLIP and the
     # statement classifiers on its towers, 509-536 s).
-    steps: int = typer.Option(350, "--steps", help="Optimizer steps per recipe."),
+    steps: int = typer.Option(350, "--steps", help="Optimizer steps per recipe (the statement classifiers train twice as many)."),
     # bf16 autocast trains the demo recipes 1.3-1.7x faster on CPU (measured: 410 s vs 533 s total).
     precision: str = typer.Option("bf16", "--precision", help="train.precision for every recipe: no, bf16 or fp16."),
     from_clip: bool = typer.Option(
