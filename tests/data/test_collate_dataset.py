@@ -162,6 +162,52 @@ def test_augmented_pipeline_reproducible_per_epoch(tmp_path) -> None:
     assert not torch.equal(first, ds[0]["image"])
 
 
+def test_image_memo_decodes_each_image_once(tmp_path, monkeypatch) -> None:
+    import polymodal.data.dataset as dataset_module
+
+    red, blue = _png(tmp_path / "r.png"), _png(tmp_path / "b.png", colour=(0, 0, 255))
+    blue_bytes = (tmp_path / "b.png").read_bytes()
+    # Three samples on the red file (a statement view), one on blue's bytes.
+    samples = [Sample(f"r{i}", image=red) for i in range(3)] + [Sample("b", image=blue_bytes)]
+    decoded = []
+    real = dataset_module.decode_image
+    monkeypatch.setattr(dataset_module, "decode_image", lambda ref, **kw: decoded.append(ref) or real(ref, **kw))
+    ds = MultimodalDataset(samples, PRE)
+    items = [ds[i]["image"] for i in (0, 1, 2, 3, 3, 0)]
+    assert decoded == [red, blue_bytes]  # once per distinct image, bytes included
+    assert torch.equal(items[0], PRE.to_tensor(Image.open(red).convert("RGB")))
+    assert torch.equal(items[3], PRE.to_tensor(Image.open(blue).convert("RGB")))
+    assert (ds.image_memo.hits, ds.image_memo.misses) == (4, 2)
+
+    decoded.clear()
+    off = MultimodalDataset(samples, PRE, image_memo_mb=0)
+    [off[i] for i in (0, 1, 0)]
+    assert decoded == [red, red, red]
+
+    # Augmented pipelines draw a new image every epoch: never memoised.
+    decoded.clear()
+    augmented = MultimodalDataset(samples, ImagePipeline.for_training(PRE, Augment(hflip=True)))
+    [augmented[i] for i in (0, 0)]
+    assert decoded == [red, red] and len(augmented.image_memo.entries) == 0
+
+
+def test_image_memo_is_bounded_by_bytes() -> None:
+    from polymodal.data.dataset import ImageMemo
+
+    one = torch.zeros(3, 8, 8)  # 768 bytes
+    memo = ImageMemo(2 * 768)
+    for key in "abc":
+        memo.put(key, one.clone())
+    assert list(memo.entries) == ["b", "c"] and memo.bytes == 2 * 768  # the oldest went
+    assert memo.get("b") is not None
+    memo.put("d", one.clone())
+    assert list(memo.entries) == ["b", "d"]  # "c" was least recently used
+    memo.put("huge", torch.zeros(3, 16, 16))  # larger than the whole memo: not stored, nothing evicted
+    assert list(memo.entries) == ["b", "d"]
+    with pytest.raises(ValueError, match="image_memo_mb"):
+        MultimodalDataset([], PRE, image_memo_mb=-1)
+
+
 def test_expand_statements_and_questions() -> None:
     s = Sample(
         "img1",

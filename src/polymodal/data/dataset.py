@@ -19,10 +19,19 @@ from a generator seeded from ``(seed, epoch, index)``, so it is the same whateve
 of workers or the order of loading. Call :meth:`MultimodalDataset.set_epoch` before each
 epoch (before ``iter(loader)``). The epoch lives in a shared-memory tensor, so it reaches
 ``persistent_workers=True`` workers too, which keep their copy of the dataset between epochs.
+
+Decoded images are memoised when nothing about them is random (no augmentation): several samples
+often share one image (a statement or question view has ~10 per image) and every epoch revisits it,
+while decoding, resizing and normalising it is most of a step's data time. The memo is an LRU bounded
+by ``image_memo_mb`` (0 turns it off), one per dataset copy (per DataLoader worker). A path is read
+once per run: a file changed on disk during a run is not seen again while it stays in the memo.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any, Literal
@@ -34,7 +43,7 @@ from torch.utils.data import Dataset
 from polymodal.data.collate import Collator, Item
 from polymodal.data.errors import BadSampleError, BadSampleLog
 from polymodal.data.image import decode_image
-from polymodal.data.schema import Label, Sample
+from polymodal.data.schema import Label, MediaRef, Sample
 from polymodal.data.text import TextTokenizer
 from polymodal.data.transforms import ImagePipeline, ImagePreprocess
 
@@ -80,10 +89,14 @@ class MultimodalDataset(Dataset):
         max_length: int = 64,
         seed: int = 0,
         negative_text: Callable[[str, torch.Generator | None], str | None] | None = None,
+        image_memo_mb: float = 1024,
     ) -> None:
         """``negative_text``: makes a hard negative caption from the sample's caption (e.g.
         :class:`~polymodal.data.hard_negatives.WordSwapNegatives`); items then carry
-        ``negative_text_ids`` (None when it returns None). One caption per item only."""
+        ``negative_text_ids`` (None when it returns None). One caption per item only.
+        ``image_memo_mb``: bound of the decoded-image memo (module docstring); 0 turns it off."""
+        if image_memo_mb < 0:
+            raise ValueError(f"image_memo_mb must be >= 0, got {image_memo_mb}")
         if text_mode not in ("random", "first", "all"):
             raise ValueError(f"text_mode {text_mode!r}; allowed: random, first, all")
         if negative_text is not None and text_mode == "all":
@@ -102,6 +115,7 @@ class MultimodalDataset(Dataset):
         # Shared memory: DataLoader workers (forked or spawned, persistent or not) read the
         # same storage, so set_epoch in the main process reaches them.
         self._epoch = torch.zeros((), dtype=torch.long).share_memory_()
+        self.image_memo = ImageMemo(int(image_memo_mb * 2**20))
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -149,16 +163,22 @@ class MultimodalDataset(Dataset):
         generator = self.generator(index, epoch) if random_any else None
         image = None
         if sample.image is not None:
-            try:
-                pil = decode_image(sample.image, source=sample.source, row=sample.row)
-            except BadSampleError as e:
-                if e.sample_id is None:
-                    e.sample_id = sample.id
-                if self.strict:
-                    raise
-                self.bad_log.record(e)  # raises if the log itself is strict
-                return None
-            image = self.pipeline(pil, generator)  # (3, S, S)
+            # Only a deterministic pipeline gives the same tensor every time (and then generator is
+            # None unless the text is random, which does not touch the image).
+            memo_key = None if self.pipeline.ops else self.image_memo.key(sample.image)
+            image = self.image_memo.get(memo_key)
+            if image is None:
+                try:
+                    pil = decode_image(sample.image, source=sample.source, row=sample.row)
+                except BadSampleError as e:
+                    if e.sample_id is None:
+                        e.sample_id = sample.id
+                    if self.strict:
+                        raise
+                    self.bad_log.record(e)  # raises if the log itself is strict
+                    return None
+                image = self.pipeline(pil, generator)  # (3, S, S)
+                self.image_memo.put(memo_key, image)
         texts = self._texts(sample, generator)
         text_ids: Any = None
         if texts and self.tokenizer is not None:
@@ -172,6 +192,49 @@ class MultimodalDataset(Dataset):
             encoded = negative is not None and self.tokenizer is not None
             item["negative_text_ids"] = self.tokenizer.encode_many([negative], self.max_length)[0] if encoded else None
         return item
+
+
+class ImageMemo:
+    """An LRU of preprocessed image tensors bounded by their total bytes (``max_bytes`` 0: off).
+
+    Stored tensors are handed out as they are: callers must not modify them in place (collate
+    stacks them into a new batch tensor).
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.entries: OrderedDict[Any, torch.Tensor] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def key(self, ref: MediaRef) -> Any:
+        """A memo key for an image reference: the path itself, or a digest of in-memory bytes."""
+        if not self.max_bytes:
+            return None
+        if isinstance(ref, (str, os.PathLike)):
+            return os.fspath(ref)
+        return hashlib.sha256(ref).digest()
+
+    def get(self, key: Any) -> torch.Tensor | None:
+        if key is None:
+            return None
+        image = self.entries.get(key)
+        if image is None:
+            self.misses += 1
+            return None
+        self.entries.move_to_end(key)
+        self.hits += 1
+        return image
+
+    def put(self, key: Any, image: torch.Tensor) -> None:
+        size = image.numel() * image.element_size()
+        if key is None or key in self.entries or size > self.max_bytes:
+            return
+        self.entries[key] = image
+        self.bytes += size
+        while self.bytes > self.max_bytes:
+            _, old = self.entries.popitem(last=False)
+            self.bytes -= old.numel() * old.element_size()
 
 
 def _expand(samples: Iterable[Sample], items: Callable[[Sample], Sequence[Any]], make: Callable[[Sample, int, Any], Sample]) -> list[Sample]:

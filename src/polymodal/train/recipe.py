@@ -77,6 +77,10 @@ class DataSection(Config):
     vocab_size: int = Field(1000, ge=16)
     max_val_samples: int = Field(512, ge=1)
     strict: bool = False
+    image_memo_mb: float = Field(
+        1024, ge=0, description="keep decoded images (without augmentation) in memory up to this many MiB per "
+        "dataset and worker; 0: decode every time"
+    )
 
 
 class TaskSection(Config):
@@ -303,7 +307,7 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
     train_set = MultimodalDataset(
         train_samples, pipeline, tokenizer, text_mode="random", label_fn=label_fn,
         bad_log=bad_log, strict=data.strict, max_length=data.max_length, seed=recipe.train.seed,
-        negative_text=negatives,
+        negative_text=negatives, image_memo_mb=data.image_memo_mb,
     )
     # Seeded before the model exists: its initial weights are part of what the seed must fix.
     set_seed(recipe.train.seed)
@@ -320,7 +324,7 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
     if val_samples:
         val_set = MultimodalDataset(
             val_samples, data.image, tokenizer, text_mode="first", label_fn=label_fn,
-            bad_log=bad_log, strict=data.strict, max_length=data.max_length,
+            bad_log=bad_log, strict=data.strict, max_length=data.max_length, image_memo_mb=data.image_memo_mb,
         )
         evaluator = make_evaluator(recipe.task.kind, val_set, tokenizer, batch_size=recipe.train.batch_size)
 

