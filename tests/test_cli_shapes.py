@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from polymodal.cli.data_shapes import shapes
-from polymodal.cli.demo import RECIPES_DIR, demo, fine_tune_overrides, is_attention_fusion
+from polymodal.cli.demo import RECIPES_DIR, STATEMENT_STEPS, VQA_STEPS, demo, fine_tune_overrides, is_attention_fusion
 from polymodal.data.shapes import SPLITS, load_split
 from polymodal.train.recipe import load_recipe
 
@@ -87,8 +87,8 @@ def test_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     runs = json.loads(result.stdout)["runs"]
     assert set(runs) == {"clip", "fusion-concat", "caption", "vqa"}
-    # The statement classifiers and the VQA model start from the CLIP run's text tower; the former train 2x the steps.
-    for label, steps in (("fusion-concat", 4), ("vqa", 2)):
+    # The statement classifiers and the VQA model start from the CLIP run's text tower and train 4x and 2x the steps.
+    for label, steps in (("fusion-concat", 2 * STATEMENT_STEPS), ("vqa", 2 * VQA_STEPS)):
         summary = json.loads((tmp_path / label / "train_summary.json").read_text())
         assert summary["transfer"]["source"] == str(tmp_path / "clip") and summary["transfer"]["transferred"] > 0
         assert summary["steps"] == steps, label

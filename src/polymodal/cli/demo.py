@@ -60,14 +60,20 @@ def _data(out: Path, n: int, seed: int, image_size: int, quiet: bool) -> dict[st
     return summary
 
 
+# Steps of the statement classifiers and the VQA model, as multiples of --steps: on the cached image tower a step of
+# theirs costs about half a CLIP step, and they are the slowest learners (the FiLM statement classifier's val accuracy
+# rises from 0.62 to 0.68-0.70 between 700 and 1,400 steps; benchmarks/fusion_probe.py).
+STATEMENT_STEPS = 4
+VQA_STEPS = 2
+
+
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Run directory; data goes to OUT/shapes."),
     n: int = typer.Option(2000, "--n", help="ShapesWorld images in train+val+test."),
     seed: int = typer.Option(0, "--seed", help="Seed for data generation and training."),
-    # 350 steps (700 for the statement classifiers) keep the whole demo under 10 minutes on a 2-core machine whose
-    # bf16 matmul peak is 430 GFLOP/s (431 s there, 2026-11-30; with a second, from-scratch ViT CLIP and the
-    # statement classifiers on its towers, 509-536 s).
-    steps: int = typer.Option(350, "--steps", help="Optimizer steps per recipe (the statement classifiers train twice as many)."),
+    # 350 steps (1,400 for the statement classifiers, 700 for VQA) keep the whole demo under 10 minutes on a 2-core
+    # machine whose bf16 matmul peak is 430 GFLOP/s (436 s there, 2026-11-30).
+    steps: int = typer.Option(350, "--steps", help=f"Optimizer steps per recipe (the statement classifiers train {STATEMENT_STEPS}x, VQA {VQA_STEPS}x as many)."),
     # bf16 autocast trains the demo recipes 1.3-1.7x faster on CPU (measured: 410 s vs 533 s total).
     precision: str = typer.Option("bf16", "--precision", help="train.precision for every recipe: no, bf16 or fp16."),
     from_clip: bool = typer.Option(
@@ -110,15 +116,15 @@ def demo(
 
     data_dir = out / "shapes"
     # Every model stands on the locked, cached ImageNet EfficientNet tower; "clip" trains a text tower against it,
-    # which the statement classifiers and the VQA model start from. The statement classifiers get twice the steps
-    # (a step on cached image features costs half a CLIP step); three times gave them nothing more (measured).
+    # which the statement classifiers and the VQA model start from (with more steps: STATEMENT_STEPS, VQA_STEPS).
     clip_run = out / "clip" if from_clip else None
     jobs: list[tuple[str, str, list[str], int]] = [("clip", "shapes-clip-imagenet", [], steps)]
     jobs += [(f"fusion-{f}", "shapes-fusion-imagenet",
-              [f"model.params.fusion={f}", *fine_tune_overrides(clip_run, "encoders.text", is_attention_fusion(f))], 2 * steps)
+              [f"model.params.fusion={f}", *fine_tune_overrides(clip_run, "encoders.text", is_attention_fusion(f))],
+              STATEMENT_STEPS * steps)
              for f in fusions.split(",") if f]  # fmt: skip
     jobs += [("caption", "shapes-caption-imagenet", [], steps),  # the decoder on the ImageNet tower: CLIP has nothing more to give it
-             ("vqa", "shapes-vqa-imagenet", fine_tune_overrides(clip_run, "encoders.text"), steps)]  # fmt: skip
+             ("vqa", "shapes-vqa-imagenet", fine_tune_overrides(clip_run, "encoders.text"), VQA_STEPS * steps)]  # fmt: skip
     results: dict[str, Any] = {"data": {k: v for k, v in summary.items() if k != "params"}, "runs": {}}
     for label, recipe_name, extra, job_steps in jobs:
         overrides = [
