@@ -127,6 +127,39 @@ def test_init_from_a_model_with_nothing_in_common_is_refused(tmp_path: Path) -> 
         build_recipe_model(recipe, vocab_size=50, extra={})
 
 
+def test_init_map_copies_a_submodule_whose_name_differs(tmp_path: Path) -> None:
+    """model.init_map: FiLM's input projection starts as the CLIP image projection (same shape, other name)."""
+    from polymodal.config import ConfigError
+    from polymodal.models import build_preset
+    from polymodal.train.recipe import build_recipe_model, load_recipe
+
+    clip = build_preset("shapes-clip", vocab_size=50, image_size=32)
+    clip.save(tmp_path / "clip")
+    base = [f"model.init_from={tmp_path / 'clip'}", "data.image.image_size=32", "data.path=unused", "model.params.fusion=film"]
+
+    def build(init_map: str):
+        return build_recipe_model(load_recipe(RECIPES / "shapes-fusion.yaml", [*base, f"model.init_map={init_map}"]), 50, {})
+
+    fusion = build("{fusion.proj: image_projection.proj}")
+    projection = clip.state_dict()["image_projection.proj.weight"]
+    assert torch.equal(fusion.state_dict()["fusion.proj.weight"], projection)
+    # The CLIP projection has no bias: FiLM's keeps its initialisation and is reported as not transferred.
+    assert "fusion.proj.bias" in fusion.transfer_report["not_transferred"]
+    assert "fusion.proj.weight" not in fusion.transfer_report["not_transferred"]
+    unmapped = build_recipe_model(load_recipe(RECIPES / "shapes-fusion.yaml", base), 50, {})
+    assert not torch.equal(unmapped.state_dict()["fusion.proj.weight"], projection)
+    assert fusion.transfer_report["transferred"] == unmapped.transfer_report["transferred"] + 1
+
+    with pytest.raises(ConfigError, match="no weights under 'image_projection.nope'"):
+        build("{fusion.proj: image_projection.nope}")
+    with pytest.raises(ConfigError, match="this model has no 'fusion.nope.weight'"):
+        build("{fusion.nope: image_projection.proj}")
+    with pytest.raises(ConfigError, match=r"has shape \(128, 128\), 'fusion.position.weight' wants \(128, 2\)"):
+        build("{fusion.position: image_projection.proj}")
+    with pytest.raises(ConfigError, match="init_map needs model.init_from"):
+        load_recipe(RECIPES / "shapes-fusion.yaml", ["data.path=unused", "model.init_map={fusion.proj: image_projection.proj}"])
+
+
 def test_fine_tuning_keeps_the_pretrained_models_tokenizer(tmp_path: Path) -> None:
     data = tmp_path / "shapes"
     generate_shapesworld(data, 40, seed=0, image_size=32, progress=False)

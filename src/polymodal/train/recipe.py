@@ -52,6 +52,11 @@ class ModelSection(Config):
     params: dict[str, Any] = Field(default_factory=dict, description="arguments of the preset")
     config: dict[str, Any] | None = Field(None, description="a full model config instead of a preset")
     init_from: str | None = Field(None, description="a model dir or run dir whose weights to start from")
+    init_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="with init_from: this model's submodule -> the source model's submodule to copy it from "
+        "(weights with the same names under each), for parts whose names differ",
+    )
     freeze: dict[str, int] = Field(default_factory=dict, description="submodule -> trainable last blocks (0: frozen)")
     lrs: dict[str, float] = Field(default_factory=dict, description="submodule -> its own learning rate")
     cache: dict[str, int] = Field(
@@ -116,6 +121,8 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raise ConfigError(f"{path}: model needs exactly one of 'preset' or 'config'")
     if recipe.model.preset is not None and recipe.model.preset not in PRESETS:
         raise ConfigError(f"{path}: model.preset {recipe.model.preset!r} is unknown; allowed: {', '.join(PRESETS.names())}")
+    if recipe.model.init_map and not recipe.model.init_from:
+        raise ConfigError(f"{path}: model.init_map needs model.init_from (the model to copy from)")
     return recipe
 
 
@@ -189,11 +196,13 @@ def build_recipe_model(recipe: Recipe, vocab_size: int, extra: dict[str, Any]) -
         # model kind's) and shape match, so e.g. CLIP towers initialise a fusion/VQA model.
         own = model.state_dict()
         transferred = {}
-        for key, value in source.state_dict().items():
+        source_state = source.state_dict()
+        for key, value in source_state.items():
             for name in (key, _map_tower_key(key)):
                 if name in own and own[name].shape == value.shape:
                     transferred[name] = value
                     break
+        transferred.update(_mapped_weights(recipe.model.init_map, own, source_state))
         if not transferred:
             raise ConfigError(f"model.init_from {recipe.model.init_from}: no tensor matches this model by name and shape")
         model.load_state_dict(transferred, strict=False)
@@ -218,6 +227,26 @@ def build_recipe_model(recipe: Recipe, vocab_size: int, extra: dict[str, Any]) -
                 raise ConfigError(f"model.cache.{path}: only a frozen tower can cache its outputs; add model.freeze: {{{path}: 0}}")
             encoder.cache_outputs(max_items)
     return model
+
+
+def _mapped_weights(init_map: dict[str, str], own: dict[str, torch.Tensor], source: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``model.init_map``: for each (target, origin) submodule pair, every source tensor under ``origin`` under
+    its name below ``target``. A target tensor the source lacks (a bias the source layer has not) keeps its
+    initialisation; a source tensor with no place, or another shape, is an error, not a silent half-transfer."""
+    mapped = {}
+    for target, origin in init_map.items():
+        keys = [k for k in source if k.startswith(f"{origin}.")]
+        if not keys:
+            raise ConfigError(f"model.init_map.{target}: the source model has no weights under {origin!r}")
+        for key in keys:
+            name = target + key[len(origin):]
+            if name not in own:
+                raise ConfigError(f"model.init_map.{target}: this model has no {name!r} to take {key!r}")
+            if source[key].shape != own[name].shape:
+                raise ConfigError(f"model.init_map.{target}: {key!r} has shape {tuple(source[key].shape)}, "
+                                  f"{name!r} wants {tuple(own[name].shape)}")  # fmt: skip
+            mapped[name] = source[key]
+    return mapped
 
 
 def _submodule(model: torch.nn.Module, path: str, field: str) -> torch.nn.Module:
