@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from polymodal.cli.data_shapes import shapes
-from polymodal.cli.demo import RECIPES_DIR, STATEMENT_STEPS, VQA_STEPS, demo, fine_tune_overrides, is_attention_fusion
+from polymodal.cli.demo import CLIP_PROJECTION_INIT, RECIPES_DIR, STATEMENT_STEPS, VQA_STEPS, demo, fine_tune_overrides, is_attention_fusion
 from polymodal.data.shapes import SPLITS, load_split
 from polymodal.train.recipe import load_recipe
 
@@ -92,6 +92,9 @@ def test_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
         summary = json.loads((tmp_path / label / "train_summary.json").read_text())
         assert summary["transfer"]["source"] == str(tmp_path / "clip") and summary["transfer"]["transferred"] > 0
         assert summary["steps"] == steps, label
+    # The VQA model fuses with FiLM, whose image projection starts as the CLIP run's (model.init_map).
+    vqa_transfer = json.loads((tmp_path / "vqa" / "train_summary.json").read_text())["transfer"]
+    assert "fusion.proj.weight" not in vqa_transfer["not_transferred"] and "fusion.proj.bias" in vqa_transfer["not_transferred"]
     for split in ("test", "test_novel"):
         statements = runs["fusion-concat"]["scores"]["shapes-statements"][split]
         assert 0 <= statements["metrics"]["accuracy"] <= 1 and len(statements["ci95"]["accuracy"]) == 2
@@ -110,15 +113,18 @@ def test_demo_fine_tunes_attention_fusion_slowly_on_frozen_towers(tmp_path: Path
     recipe_path = RECIPES_DIR / "shapes-fusion-imagenet.yaml"
     assert is_attention_fusion("cross_attention") and is_attention_fusion("co_attention")
     assert not is_attention_fusion("concat") and not is_attention_fusion("gmu") and not is_attention_fusion("no-such")
-    attention = load_recipe(recipe_path, ["model.params.fusion=cross_attention", *fine_tune_overrides(clip, "encoders.text", True)])
+    attention = load_recipe(recipe_path, ["model.params.fusion=cross_attention", *fine_tune_overrides(clip, "encoders.text", "cross_attention")])
     assert attention.train.lr == pytest.approx(1e-4) and attention.model.freeze == {"encoders": 0}
     assert attention.model.init_from == str(clip) and not attention.model.lrs
-    concat = load_recipe(recipe_path, ["model.params.fusion=concat", *fine_tune_overrides(clip, "encoders.text")])
+    concat = load_recipe(recipe_path, ["model.params.fusion=concat", *fine_tune_overrides(clip, "encoders.text", "concat")])
     assert concat.train.lr == pytest.approx(3e-4) and concat.model.lrs == {"encoders.text": pytest.approx(1e-4)}
-    assert concat.model.freeze == {"encoders.image": 0}
+    assert concat.model.freeze == {"encoders.image": 0} and not concat.model.init_map
+    for fusion, target in CLIP_PROJECTION_INIT.items():
+        recipe = load_recipe(recipe_path, [f"model.params.fusion={fusion}", *fine_tune_overrides(clip, "encoders.text", fusion)])
+        assert recipe.model.init_map == {target: "image_projection.proj"}
     caption = load_recipe(RECIPES_DIR / "shapes-caption.yaml", fine_tune_overrides(clip, "image_encoder"))
     assert caption.model.lrs == {"image_encoder": pytest.approx(1e-4)}
-    scratch = load_recipe(recipe_path, fine_tune_overrides(None, "encoders.text", True))  # --from-scratch: the text tower trains
+    scratch = load_recipe(recipe_path, fine_tune_overrides(None, "encoders.text", "co_attention"))  # --from-scratch: the text tower trains
     assert scratch.train.lr == pytest.approx(1e-4) and scratch.model.init_from is None
     assert scratch.model.freeze == {"encoders.image": 0}  # the ImageNet tower stays locked
 
@@ -133,3 +139,19 @@ def test_demo_without_the_pretrained_extra_fails_before_any_work(tmp_path: Path,
     result = runner.invoke(DEMO_APP, ["demo", "--out", str(tmp_path / "demo"), "--n", "20"])
     assert result.exit_code != 0 and "polymodal[pretrained]" in result.output
     assert not (tmp_path / "demo").exists()  # no data generated, nothing trained
+
+
+def test_clip_projection_init_names_real_layers_of_the_imagenet_fusion_models(tmp_path: Path) -> None:
+    """Every CLIP_PROJECTION_INIT entry copies the CLIP image projection into a layer of exactly its shape."""
+    import torch
+
+    from polymodal.models import build_preset
+    from polymodal.train.recipe import build_recipe_model
+
+    clip = build_preset("shapes-clip", vocab_size=40, image_encoder="efficientnet", image_size=128)
+    clip.save(tmp_path / "clip")
+    for fusion, target in CLIP_PROJECTION_INIT.items():
+        recipe = load_recipe(RECIPES_DIR / "shapes-fusion-imagenet.yaml",
+                             [f"model.params.fusion={fusion}", *fine_tune_overrides(tmp_path / "clip", "encoders.text", fusion)])
+        model = build_recipe_model(recipe, vocab_size=40, extra={})
+        assert torch.equal(model.get_submodule(target).weight, clip.image_projection.proj.weight), fusion
