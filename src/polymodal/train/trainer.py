@@ -144,7 +144,10 @@ class Trainer:
         groups = param_groups(self._lr_entries(model, task, param_lrs or {}), config.weight_decay)
         if not groups:
             raise ValueError("nothing to train: every parameter is frozen")
-        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+        # The fused kernel (one pass over all tensors) is 2.6x faster than the per-tensor loop torch uses on
+        # CPU by default (benchmarks/README.md); CPU and CUDA have it.
+        fused = self.accelerator.device.type in ("cpu", "cuda")
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=fused)
         self.scheduler = cosine_with_warmup(self.optimizer, config.warmup_steps, config.steps, config.min_lr_ratio)
         self.wrapped, self.optimizer = self.accelerator.prepare(self.module, self.optimizer)
         self.step = 0
