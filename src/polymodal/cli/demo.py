@@ -72,7 +72,7 @@ def demo(
     n: int = typer.Option(2000, "--n", help="ShapesWorld images in train+val+test."),
     seed: int = typer.Option(0, "--seed", help="Seed for data generation and training."),
     # 350 steps (1,400 for the statement classifiers, 700 for VQA) keep the whole demo under 10 minutes on a 2-core
-    # machine whose bf16 matmul peak is 430 GFLOP/s (440 s there, 2026-11-30).
+    # machine whose bf16 matmul peak is 430 GFLOP/s (423 s there, 2026-11-30).
     steps: int = typer.Option(350, "--steps", help=f"Optimizer steps per recipe (the statement classifiers train {STATEMENT_STEPS}x, VQA {VQA_STEPS}x as many)."),
     # bf16 autocast trains the demo recipes 1.3-1.7x faster on CPU (measured: 410 s vs 533 s total).
     precision: str = typer.Option("bf16", "--precision", help="train.precision for every recipe: no, bf16 or fp16."),
