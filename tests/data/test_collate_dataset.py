@@ -206,6 +206,10 @@ def test_image_memo_is_bounded_by_bytes() -> None:
     assert list(memo.entries) == ["b", "d"]
     with pytest.raises(ValueError, match="image_memo_mb"):
         MultimodalDataset([], PRE, image_memo_mb=-1)
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(memo))  # what a spawned DataLoader worker gets: the bound, no images
+    assert copy.max_bytes == memo.max_bytes and not copy.entries and copy.bytes == 0
 
 
 def test_expand_statements_and_questions() -> None:

@@ -207,6 +207,13 @@ class ImageMemo:
         self.entries: OrderedDict[Any, torch.Tensor] = OrderedDict()
         self.hits = self.misses = 0
 
+    def __getstate__(self) -> dict[str, int]:
+        # A dataset is pickled into each spawned DataLoader worker: send the bound, not the images.
+        return {"max_bytes": self.max_bytes}
+
+    def __setstate__(self, state: dict[str, int]) -> None:
+        self.__init__(state["max_bytes"])  # type: ignore[misc]
+
     def key(self, ref: MediaRef) -> Any:
         """A memo key for an image reference: the path itself, or a digest of in-memory bytes."""
         if not self.max_bytes:
