@@ -212,6 +212,28 @@ def test_image_memo_is_bounded_by_bytes() -> None:
     assert copy.max_bytes == memo.max_bytes and not copy.entries and copy.bytes == 0
 
 
+def test_image_memo_hands_out_copies_and_datasets_pickle(tmp_path, tok) -> None:
+    import pickle
+
+    path = _png(tmp_path / "r.png")
+    ds = MultimodalDataset([Sample("a", image=path), Sample("b", image=path)], PRE, tok)
+    first = ds[0]["image"]
+    expected = first.clone()
+    first.mul_(0)  # a caller modifying its item in place must not change what the next sample gets
+    assert torch.equal(ds[1]["image"], expected) and ds.image_memo.hits == 1
+    # Spawned DataLoader workers receive a pickled dataset: it pickles, with an empty memo and a working log.
+    copy = pickle.loads(pickle.dumps(ds))
+    assert not copy.image_memo.entries and torch.equal(copy[0]["image"], expected)
+    copy.bad_log.record(BadSampleError("broken", source="x", kind="decode"))
+    assert copy.bad_log.total == 1
+
+
+def test_a_reference_that_is_no_image_is_a_bad_sample_with_the_memo_on(tok) -> None:
+    log = BadSampleLog()
+    ds = MultimodalDataset([Sample("n", image=12)], PRE, tok, bad_log=log)  # type: ignore[arg-type]
+    assert ds[0] is None and log.total == 1
+
+
 def test_expand_statements_and_questions() -> None:
     s = Sample(
         "img1",

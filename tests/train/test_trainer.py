@@ -95,6 +95,22 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path: Path) -> None
     assert same_weights(reference, resumed)
 
 
+def test_resume_keeps_the_fused_optimizer_of_this_run(tmp_path: Path) -> None:
+    """A checkpoint written by a per-tensor AdamW (as before the fused kernel) must not switch fused off."""
+    train(tmp_path, steps=6, checkpoint_every=3)
+    state_file = list_checkpoints(tmp_path)[-1].path / "state.pt"
+    state = torch.load(state_file, weights_only=True)
+    assert all(group["fused"] for group in state["optimizer"]["param_groups"])  # this trainer's own checkpoints
+    for group in state["optimizer"]["param_groups"]:
+        group["fused"], group["foreach"] = None, None  # what an older run saved
+    torch.save(state, state_file)
+    trainer = Trainer(Regression(), MSETask(), dataset(), config(steps=9), tmp_path, progress=False)
+    assert trainer.resume() == 6
+    assert all(g["fused"] is True and g["foreach"] is None for g in trainer.optimizer.param_groups)
+    trainer.fit()  # and it trains on from there
+    assert trainer.step == 9
+
+
 def test_gradient_accumulation_equals_larger_batch(tmp_path: Path) -> None:
     big, _ = train(tmp_path / "big", batch_size=8, accumulate=1, checkpoint_every=None)
     acc, _ = train(tmp_path / "acc", batch_size=4, accumulate=2, checkpoint_every=None)

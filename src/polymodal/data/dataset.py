@@ -21,9 +21,9 @@ epoch (before ``iter(loader)``). The epoch lives in a shared-memory tensor, so i
 ``persistent_workers=True`` workers too, which keep their copy of the dataset between epochs.
 
 Decoded images are memoised when nothing about them is random (no augmentation): several samples
-often share one image (a statement or question view has ~10 per image) and every epoch revisits it,
+often share one image (a statement or question view has about 11 per image) and every epoch revisits it,
 while decoding, resizing and normalising it is most of a step's data time. The memo is an LRU bounded
-by ``image_memo_mb`` (0 turns it off), one per dataset copy (per DataLoader worker). A path is read
+by ``image_memo_mb`` (0 turns it off), one per dataset copy: each DataLoader worker fills its own. A path is read
 once per run: a file changed on disk during a run is not seen again while it stays in the memo.
 """
 
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
@@ -197,8 +198,8 @@ class MultimodalDataset(Dataset):
 class ImageMemo:
     """An LRU of preprocessed image tensors bounded by their total bytes (``max_bytes`` 0: off).
 
-    Stored tensors are handed out as they are: callers must not modify them in place (collate
-    stacks them into a new batch tensor).
+    Keys are image references (a path, or a digest of encoded bytes), not the pipeline: a memo
+    belongs to one dataset and its one pipeline. It stores and hands out copies.
     """
 
     def __init__(self, max_bytes: int) -> None:
@@ -206,6 +207,7 @@ class ImageMemo:
         self.bytes = 0
         self.entries: OrderedDict[Any, torch.Tensor] = OrderedDict()
         self.hits = self.misses = 0
+        self._lock = threading.Lock()  # a dataset may be indexed from several threads
 
     def __getstate__(self) -> dict[str, int]:
         # A dataset is pickled into each spawned DataLoader worker: send the bound, not the images.
@@ -220,28 +222,35 @@ class ImageMemo:
             return None
         if isinstance(ref, (str, os.PathLike)):
             return os.fspath(ref)
-        return hashlib.sha256(ref).digest()
+        if isinstance(ref, (bytes, bytearray, memoryview)):
+            return hashlib.sha256(ref).digest()
+        return None  # not an image reference: decoding reports it as a bad sample
 
     def get(self, key: Any) -> torch.Tensor | None:
+        """A copy of the stored image (callers may modify what they get), or None."""
         if key is None:
             return None
-        image = self.entries.get(key)
-        if image is None:
-            self.misses += 1
-            return None
-        self.entries.move_to_end(key)
-        self.hits += 1
-        return image
+        with self._lock:
+            image = self.entries.get(key)
+            if image is None:
+                self.misses += 1
+                return None
+            self.entries.move_to_end(key)
+            self.hits += 1
+        return image.clone()  # ~10 us for a 128 px image, against ~0.5 ms to decode and resize it
 
     def put(self, key: Any, image: torch.Tensor) -> None:
         size = image.numel() * image.element_size()
-        if key is None or key in self.entries or size > self.max_bytes:
+        if key is None or size > self.max_bytes:
             return
-        self.entries[key] = image
-        self.bytes += size
-        while self.bytes > self.max_bytes:
-            _, old = self.entries.popitem(last=False)
-            self.bytes -= old.numel() * old.element_size()
+        with self._lock:
+            if key in self.entries:
+                return
+            self.entries[key] = image.clone()  # the caller keeps (and may modify) its own tensor
+            self.bytes += size
+            while self.bytes > self.max_bytes:
+                _, old = self.entries.popitem(last=False)
+                self.bytes -= old.numel() * old.element_size()
 
 
 def _expand(samples: Iterable[Sample], items: Callable[[Sample], Sequence[Any]], make: Callable[[Sample, int, Any], Sample]) -> list[Sample]:

@@ -82,6 +82,14 @@ class BadSampleLog:
         self.examples: list[BadSampleError] = []
         self._lock = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Spawned DataLoader workers get a pickled copy: everything but the lock (which cannot be pickled).
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     def record(self, error: BadSampleError) -> None:
         """Strict: raise. Lenient: count, keep for the summary, append to the file."""
         if self.strict:

@@ -84,7 +84,7 @@ class DataSection(Config):
     strict: bool = False
     image_memo_mb: float = Field(
         1024, ge=0, description="keep decoded images (without augmentation) in memory up to this many MiB per "
-        "dataset and worker; 0: decode every time"
+        "dataset, split among the DataLoader workers (each holds its own); 0: decode every time"
     )
 
 
@@ -332,11 +332,13 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
     train_samples = expand_view(train_rows, view)
     val_samples = expand_view(val_rows, view)[: data.max_val_samples]
     pipeline = ImagePipeline.for_training(data.image, data.augment)
+    # Each DataLoader worker fills its own memo (of every image, as sampling is random): share the bound out.
+    memo_mb = data.image_memo_mb / max(1, recipe.train.num_workers)
     negatives = WordSwapNegatives(recipe.task.hard_negatives) if recipe.task.hard_negatives else None
     train_set = MultimodalDataset(
         train_samples, pipeline, tokenizer, text_mode="random", label_fn=label_fn,
         bad_log=bad_log, strict=data.strict, max_length=data.max_length, seed=recipe.train.seed,
-        negative_text=negatives, image_memo_mb=data.image_memo_mb,
+        negative_text=negatives, image_memo_mb=memo_mb,
     )
     # Seeded before the model exists: its initial weights are part of what the seed must fix.
     set_seed(recipe.train.seed)
