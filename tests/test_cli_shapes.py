@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from polymodal.cli.data_shapes import shapes
-from polymodal.cli.demo import CLIP_PROJECTION_INIT, RECIPES_DIR, STATEMENT_STEPS, VQA_STEPS, demo, fine_tune_overrides, is_attention_fusion
+from polymodal.cli.demo import CAPTION_STEPS, CLIP_PROJECTION_INIT, RECIPES_DIR, STATEMENT_STEPS, VQA_STEPS, demo, fine_tune_overrides, is_attention_fusion
 from polymodal.data.shapes import SPLITS, load_split
 from polymodal.train.recipe import load_recipe
 
@@ -87,11 +87,12 @@ def test_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     runs = json.loads(result.stdout)["runs"]
     assert set(runs) == {"clip", "fusion-concat", "caption", "vqa"}
-    # The statement classifiers and the VQA model start from the CLIP run's text tower and train 4x and 2x the steps.
+    # The statement classifiers and the VQA model start from the CLIP run's text tower and train more steps.
     for label, steps in (("fusion-concat", 2 * STATEMENT_STEPS), ("vqa", 2 * VQA_STEPS)):
         summary = json.loads((tmp_path / label / "train_summary.json").read_text())
         assert summary["transfer"]["source"] == str(tmp_path / "clip") and summary["transfer"]["transferred"] > 0
         assert summary["steps"] == steps, label
+    assert json.loads((tmp_path / "caption" / "train_summary.json").read_text())["steps"] == 2 * CAPTION_STEPS
     # The VQA model fuses with FiLM, whose image projection starts as the CLIP run's (model.init_map).
     vqa_transfer = json.loads((tmp_path / "vqa" / "train_summary.json").read_text())["transfer"]
     assert "fusion.proj.weight" not in vqa_transfer["not_transferred"] and "fusion.proj.bias" in vqa_transfer["not_transferred"]
