@@ -74,7 +74,7 @@ def demo(
     n: int = typer.Option(2000, "--n", help="ShapesWorld images in train+val+test."),
     seed: int = typer.Option(0, "--seed", help="Seed for data generation and training."),
     # 350 steps (1,400 for the statement classifiers and VQA, 700 for the captioner) keep the whole demo under 10 minutes on a 2-core
-    # machine whose bf16 matmul peak is 430 GFLOP/s (423 s there, 2026-11-30).
+    # machine whose bf16 matmul peak is 430 GFLOP/s (500-522 s there, 2026-11-30).
     steps: int = typer.Option(350, "--steps", help=f"Optimizer steps of the CLIP run; the statement classifiers train {STATEMENT_STEPS}x as many, VQA {VQA_STEPS}x, the captioner {CAPTION_STEPS}x."),
     # bf16 autocast trains the demo recipes 1.3-1.7x faster on CPU (measured: 410 s vs 533 s total).
     precision: str = typer.Option("bf16", "--precision", help="train.precision for every recipe: no, bf16 or fp16."),
