@@ -13,7 +13,7 @@ from torch.utils.data import TensorDataset
 
 from polymodal.modules.losses import ClipLoss
 from polymodal.train.config import TrainConfig
-from polymodal.train.trainer import Trainer, end_distributed
+from polymodal.train.trainer import Trainer, end_distributed, exit_launched_process
 
 
 class Towers(nn.Module):
@@ -54,8 +54,10 @@ def main(out: str, negatives: bool = False) -> None:
     if trainer.is_main:
         state = {k: v.detach().contiguous() for k, v in trainer.module.state_dict().items()}
         save_file(state, out, metadata={"world_size": str(trainer.accelerator.num_processes)})
-    end_distributed()
+    launched = end_distributed()
     faulthandler.cancel_dump_traceback_later()
+    if launched:  # as `polymodal train` does: without it, about one loaded run in ten aborted in teardown
+        exit_launched_process(0)
 
 
 if __name__ == "__main__":

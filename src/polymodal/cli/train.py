@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from polymodal.cli.output import JsonOption, console, emit_json, fail
+
+if TYPE_CHECKING:
+    from polymodal.train.trainer import TrainResult
 
 
 def train(
@@ -23,7 +27,7 @@ def train(
     """
     from polymodal.config import ConfigError
     from polymodal.train.recipe import load_recipe, run_recipe
-    from polymodal.train.trainer import end_distributed
+    from polymodal.train.trainer import end_distributed, exit_launched_process
 
     try:
         cfg = load_recipe(recipe, set_)
@@ -36,7 +40,19 @@ def train(
         result = run_recipe(cfg, run_dir, resume=resume is not None, progress=not json)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         fail(str(e), as_json=json)
-    end_distributed()
+    # Every rank of a launch gets here; one report (and one JSON document on stdout) is enough.
+    from accelerate import PartialState
+
+    reports = PartialState().is_main_process
+    launched = end_distributed()
+    if reports:
+        _report(result, run_dir, cfg.train.metric, json)
+    if launched:  # a rank of `accelerate launch`: see exit_launched_process for why it skips the teardown
+        exit_launched_process(0)
+
+
+def _report(result: TrainResult, run_dir: Path, metric: str | None, json: bool) -> None:
+    """The run's summary: one JSON document with ``--json``, else a line (and what was transferred)."""
     payload = {
         "run_dir": str(run_dir),
         "steps": result.step,
@@ -56,4 +72,4 @@ def train(
         listed = f" (trained from scratch: {', '.join(new[:6])}{' ...' if len(new) > 6 else ''})" if new else ""
         console.print(f"initialised {t['transferred']}/{t['total']} tensors from {t['source']}{listed}", highlight=False)
     console.print(f"[bold green]done[/] {run_dir}: {result.step} steps, "
-                  f"{result.samples_per_second:,.0f} samples/s, best {cfg.train.metric or 'metric'} = {result.best_metric}")
+                  f"{result.samples_per_second:,.0f} samples/s, best {metric or 'metric'} = {result.best_metric}")
