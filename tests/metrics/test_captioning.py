@@ -11,7 +11,7 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
 from polymodal.metrics import bleu, cider_d, rouge_l, score_captions, tokenize
-from polymodal.metrics.captioning import cider_d_per_item, meteor_available
+from polymodal.metrics.captioning import bleu_from_stats, bleu_stats, cider_d_per_item, meteor_available
 
 VOCAB = "a an the dog cat man woman sits on red blue table street with ball runs near park".split()
 
@@ -50,6 +50,21 @@ def test_bleu_brevity_penalty_and_zero_matches_match_pycocoevalcap() -> None:
     expected, _ = Bleu(4).compute_score(*_coco_format(refs, preds), verbose=0)
     np.testing.assert_allclose(bleu(refs, preds), expected, rtol=0, atol=1e-6)
 
+
+
+def test_bleu_of_a_resample_from_summed_statistics_matches_pycocoevalcap() -> None:
+    """What the bootstrap CI relies on: a resample's BLEU (repeats included) is the sum of its rows."""
+    refs, preds = _random_corpus(3, n_images=30)
+    keys = list(preds)
+    stats = bleu_stats(refs, preds, 4)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        idx = rng.integers(0, len(keys), len(keys))
+        assert len(set(idx.tolist())) < len(idx)  # repeats present: each must count again
+        resampled_refs = {j: refs[keys[i]] for j, i in enumerate(idx)}
+        resampled_preds = {j: [preds[keys[i]]] for j, i in enumerate(idx)}
+        expected, _ = Bleu(4).compute_score(resampled_refs, resampled_preds, verbose=0)
+        np.testing.assert_allclose(bleu_from_stats(stats[idx].sum(axis=0)), expected, rtol=0, atol=1e-6)
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_rouge_l_matches_pycocoevalcap(seed: int) -> None:

@@ -2,8 +2,8 @@
 
 Caption CIs: ROUGE-L and CIDEr-D resample per-image scores (CIDEr-D's document frequencies stay
 those of the full set); BLEU is a corpus metric, so each resample recomputes it over the drawn
-images, with at most :data:`BLEU_RESAMPLES` resamples because each costs a full BLEU pass.
-METEOR comes from one Java run over the set and has no CI.
+images, from per-image statistics counted once (exactly what a full BLEU pass over the resample
+gives, at the cost of a sum). METEOR comes from one Java run over the set and has no CI.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import numpy as np
 from polymodal.metrics import bootstrap_ci, normalize_answer, vqa_accuracy
 from polymodal.metrics import captioning as cap
 
-BLEU_RESAMPLES = 200
 Interval = tuple[float, float]
 
 
@@ -38,7 +37,8 @@ def caption_scores(
     keys = list(preds)
     tok_refs = {i: [cap.tokenize(r) for r in refs[k]] for i, k in enumerate(keys)}
     tok_preds = {i: cap.tokenize(preds[k]) for i, k in enumerate(keys)}  # re-keyed by position, for resampling
-    metrics = {f"BLEU-{n + 1}": s for n, s in enumerate(cap.bleu(tok_refs, tok_preds, 4))}
+    bleu_stats = cap.bleu_stats(tok_refs, tok_preds, 4)  # (N, 10) rows in the order of ``keys``
+    metrics = {f"BLEU-{n + 1}": float(s) for n, s in enumerate(cap.bleu_from_stats(bleu_stats.sum(axis=0)))}
     rouge = cap.rouge_l_per_item(tok_refs, tok_preds)
     cider = cap.cider_d_per_item(tok_refs, tok_preds)
     metrics["ROUGE-L"] = float(np.mean(list(rouge.values())))
@@ -48,17 +48,15 @@ def caption_scores(
     if with_meteor:
         metrics["METEOR"] = cap.meteor(tok_refs, tok_preds)
 
-    def bleu4(idx: np.ndarray) -> float:
-        # Repeated draws must count repeatedly, so re-key each draw by its position.
-        return cap.bleu({j: tok_refs[int(i)] for j, i in enumerate(idx)},
-                        {j: tok_preds[int(i)] for j, i in enumerate(idx)}, 4)[3]  # fmt: skip
+    def bleu4(idx: np.ndarray) -> float:  # a repeated draw counts repeatedly, as its row is summed again
+        return float(cap.bleu_from_stats(bleu_stats[idx].sum(axis=0))[3])
 
     if not with_ci:
         return metrics, {}, {k: cider[i] for i, k in enumerate(keys)}
     ci = {
         "ROUGE-L": bootstrap_ci(list(rouge.values()), n_resamples=n_resamples, seed=seed),
         "CIDEr-D": bootstrap_ci(list(cider.values()), n_resamples=n_resamples, seed=seed),
-        "BLEU-4": bootstrap_ci(bleu4, n_items=len(keys), n_resamples=min(n_resamples, BLEU_RESAMPLES), seed=seed),
+        "BLEU-4": bootstrap_ci(bleu4, n_items=len(keys), n_resamples=n_resamples, seed=seed),
     }
     return metrics, ci, {k: cider[i] for i, k in enumerate(keys)}
 

@@ -71,40 +71,54 @@ def _check(refs: Refs, preds: Preds) -> list:
     return list(preds)
 
 
-def bleu(refs: Refs, preds: Preds, n: int = 4) -> list[float]:
-    """Corpus BLEU-1..n as pycocoevalcap's ``Bleu`` computes it.
+def bleu_stats(refs: Refs, preds: Preds, n: int = 4) -> np.ndarray:
+    """Per-caption BLEU statistics, (N, 2n + 2) float64 rows in the order of ``preds``' ids.
 
-    Clipped n-gram counts are pooled over the corpus; the brevity penalty uses, per caption,
-    the reference length closest to the hypothesis length (the shorter one on a tie). The
-    tiny/small constants (1e-15, 1e-9) are pycocoevalcap's and make a zero match give ~0.
+    Columns: clipped n-gram matches for 1..n, hypothesis n-gram counts for 1..n, hypothesis
+    length, and the reference length closest to it (the shorter one on a tie). Corpus BLEU is a
+    function of their column sums (:func:`bleu_from_stats`), so the BLEU of any subset of the
+    captions, or of a bootstrap resample with repeats, is the sum of its rows: no n-gram is
+    counted twice.
     """
-    tiny, small = 1e-15, 1e-9
-    correct, guess = [0] * n, [0] * n
-    test_len = ref_len = 0
-    for key in _check(refs, preds):
+    keys = _check(refs, preds)
+    stats = np.zeros((len(keys), 2 * n + 2))
+    for row, key in enumerate(keys):
         words = preds[key].split()
-        counts = _ngrams(words, n)
         max_ref: Counter = Counter()
         ref_lens = []
         for ref in refs[key]:
             ref_words = ref.split()
             ref_lens.append(len(ref_words))
             max_ref |= _ngrams(ref_words, n)  # elementwise max
-        for gram, count in counts.items():
-            correct[len(gram) - 1] += min(max_ref[gram], count)
-        for k in range(n):
-            guess[k] += max(0, len(words) - k)
-        test_len += len(words)
-        ref_len += min((abs(length - len(words)), length) for length in ref_lens)[1]
+        for gram, count in _ngrams(words, n).items():
+            stats[row, len(gram) - 1] += min(max_ref[gram], count)
+        stats[row, n : 2 * n] = [max(0, len(words) - k) for k in range(n)]
+        stats[row, 2 * n] = len(words)
+        stats[row, 2 * n + 1] = min((abs(length - len(words)), length) for length in ref_lens)[1]
+    return stats
 
-    scores, product = [], 1.0
-    for k in range(n):
-        product *= (correct[k] + tiny) / (guess[k] + small)
-        scores.append(product ** (1.0 / (k + 1)))
-    ratio = (test_len + tiny) / (ref_len + small)
-    if ratio < 1:
-        scores = [s * math.exp(1 - 1 / ratio) for s in scores]
-    return scores
+
+def bleu_from_stats(totals: np.ndarray, n: int = 4) -> np.ndarray:
+    """BLEU-1..n (..., n) from summed :func:`bleu_stats` columns (..., 2n + 2), as pycocoevalcap's ``Bleu``.
+
+    The tiny/small constants (1e-15, 1e-9) are pycocoevalcap's and make a zero match give ~0.
+    """
+    tiny, small = 1e-15, 1e-9
+    totals = np.asarray(totals, dtype=np.float64)
+    precisions = (totals[..., :n] + tiny) / (totals[..., n : 2 * n] + small)
+    scores = np.cumprod(precisions, axis=-1) ** (1.0 / np.arange(1, n + 1))
+    ratio = (totals[..., 2 * n] + tiny) / (totals[..., 2 * n + 1] + small)
+    brevity = np.where(ratio < 1, np.exp(1 - 1 / ratio), 1.0)
+    return scores * brevity[..., None]
+
+
+def bleu(refs: Refs, preds: Preds, n: int = 4) -> list[float]:
+    """Corpus BLEU-1..n as pycocoevalcap's ``Bleu`` computes it.
+
+    Clipped n-gram counts are pooled over the corpus; the brevity penalty uses, per caption,
+    the reference length closest to the hypothesis length (the shorter one on a tie).
+    """
+    return [float(x) for x in bleu_from_stats(bleu_stats(refs, preds, n).sum(axis=0), n)]
 
 
 def _lcs(a: Sequence[str], b: Sequence[str]) -> int:
