@@ -87,10 +87,10 @@ def test_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     runs = json.loads(result.stdout)["runs"]
     assert set(runs) == {"clip", "fusion-concat", "caption", "vqa"}
-    # The statement classifiers and the VQA model start from the CLIP run's text tower and train more steps.
-    for label, steps in (("fusion-concat", 2 * STATEMENT_STEPS), ("vqa", 2 * VQA_STEPS)):
+    # A chain: the VQA model starts from the CLIP run's text tower, the statement classifiers from the VQA model.
+    for label, source, steps in (("vqa", "clip", 2 * VQA_STEPS), ("fusion-concat", "vqa", 2 * STATEMENT_STEPS)):
         summary = json.loads((tmp_path / label / "train_summary.json").read_text())
-        assert summary["transfer"]["source"] == str(tmp_path / "clip") and summary["transfer"]["transferred"] > 0
+        assert summary["transfer"]["source"] == str(tmp_path / source) and summary["transfer"]["transferred"] > 0
         assert summary["steps"] == steps, label
     assert json.loads((tmp_path / "caption" / "train_summary.json").read_text())["steps"] == 2 * CAPTION_STEPS
     # The VQA model fuses with FiLM, whose image projection starts as the CLIP run's (model.init_map).
@@ -123,6 +123,13 @@ def test_demo_fine_tunes_attention_fusion_slowly_on_frozen_towers(tmp_path: Path
     for fusion, target in CLIP_PROJECTION_INIT.items():
         recipe = load_recipe(recipe_path, [f"model.params.fusion={fusion}", *fine_tune_overrides(clip, "encoders.text", fusion)])
         assert recipe.model.init_map == {target: "image_projection.proj"}
+    # From a FiLM model (the VQA run): FiLM is copied whole by name, GMU's image branch from FiLM's projection.
+    vqa = tmp_path / "vqa"
+    film = load_recipe(recipe_path, ["model.params.fusion=film", *fine_tune_overrides(vqa, "encoders.text", "film", source_fusion="film")])
+    assert film.model.init_from == str(vqa) and not film.model.init_map
+    gmu = load_recipe(recipe_path, ["model.params.fusion=gmu", *fine_tune_overrides(vqa, "encoders.text", "gmu", source_fusion="film")])
+    assert gmu.model.init_map == {"fusion.hidden.image": "fusion.proj"}
+    assert not load_recipe(recipe_path, fine_tune_overrides(vqa, "encoders.text", "concat", source_fusion="film")).model.init_map
     caption = load_recipe(RECIPES_DIR / "shapes-caption.yaml", fine_tune_overrides(clip, "image_encoder"))
     assert caption.model.lrs == {"image_encoder": pytest.approx(1e-4)}
     scratch = load_recipe(recipe_path, fine_tune_overrides(None, "encoders.text", "co_attention"))  # --from-scratch: the text tower trains
@@ -156,3 +163,11 @@ def test_clip_projection_init_names_real_layers_of_the_imagenet_fusion_models(tm
                              [f"model.params.fusion={fusion}", *fine_tune_overrides(tmp_path / "clip", "encoders.text", fusion)])
         model = build_recipe_model(recipe, vocab_size=40, extra={})
         assert torch.equal(model.get_submodule(target).weight, clip.image_projection.proj.weight), fusion
+    # The statement classifiers of the demo's chain start from a FiLM VQA model: every fusion gets its projection.
+    vqa = build_preset("shapes-vqa", vocab_size=40, num_answers=5, image_encoder="efficientnet", image_size=128, fusion="film")
+    vqa.save(tmp_path / "vqa")
+    for fusion, target in CLIP_PROJECTION_INIT.items():
+        recipe = load_recipe(RECIPES_DIR / "shapes-fusion-imagenet.yaml",
+                             [f"model.params.fusion={fusion}", *fine_tune_overrides(tmp_path / "vqa", "encoders.text", fusion, "film")])
+        model = build_recipe_model(recipe, vocab_size=40, extra={})
+        assert torch.equal(model.get_submodule(target).weight, vqa.fusion.proj.weight), fusion

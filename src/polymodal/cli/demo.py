@@ -61,11 +61,12 @@ def _data(out: Path, n: int, seed: int, image_size: int, quiet: bool) -> dict[st
 
 
 # Steps of the models that fine-tune on the cached image tower, as multiples of --steps: a step of theirs costs about
-# half a CLIP step, and they learn slowly (the FiLM statement classifier's val accuracy rises from 0.62 to 0.68-0.70
-# between 700 and 1,400 steps, benchmarks/fusion_probe.py; polymodal train, test split: the VQA model from 0.660 at
-# 700 steps to 0.783 at 1,400, the captioner's BLEU-4 from 0.593 at 350 to 0.653 at 700).
-STATEMENT_STEPS = 4
-VQA_STEPS = 4
+# half a CLIP step, and they learn slowly. polymodal train, test split: the VQA model 0.660 at 700 steps, 0.783 at
+# 1,400, 0.810 at 2,100; the captioner's BLEU-4 0.593 at 350, 0.653 at 700. The statement classifiers start from the
+# VQA model and need fewer: FiLM 0.835 at 700 steps from it (0.821 with another seed), 0.845 at 1,400; 0.663 at 1,400
+# from the CLIP run alone, where 1,050 steps were too few to learn position claims at all (0.52-0.58).
+STATEMENT_STEPS = 2
+VQA_STEPS = 6
 CAPTION_STEPS = 2
 
 
@@ -73,14 +74,14 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Run directory; data goes to OUT/shapes."),
     n: int = typer.Option(2000, "--n", help="ShapesWorld images in train+val+test."),
     seed: int = typer.Option(0, "--seed", help="Seed for data generation and training."),
-    # 350 steps (1,400 for the statement classifiers and VQA, 700 for the captioner) keep the whole demo under 10 minutes on a 2-core
-    # machine whose bf16 matmul peak is 430 GFLOP/s (500-522 s there, 2026-11-30).
+    # 350 steps (2,100 for VQA, 700 for the statement classifiers and the captioner) keep the whole demo under 10 minutes on a
+    # 2-core machine whose bf16 matmul peak is 430 GFLOP/s (419 s there, 2026-11-30).
     steps: int = typer.Option(350, "--steps", help=f"Optimizer steps of the CLIP run; the statement classifiers train {STATEMENT_STEPS}x as many, VQA {VQA_STEPS}x, the captioner {CAPTION_STEPS}x."),
     # bf16 autocast trains the demo recipes 1.3-1.7x faster on CPU (measured: 410 s vs 533 s total).
     precision: str = typer.Option("bf16", "--precision", help="train.precision for every recipe: no, bf16 or fp16."),
     from_clip: bool = typer.Option(
         True, "--from-clip/--from-scratch",
-        help="Start the statement classifiers and the VQA model from the CLIP run's text tower (pretrain -> fine-tune).",
+        help="Fine-tune in a chain: the VQA model from the CLIP run's text tower, the statement classifiers from the VQA model.",
     ),
     fusions: str = typer.Option("concat,gmu,film", "--fusions", help="Fusion modules to compare (comma-separated)."),
     data_only: bool = typer.Option(False, "--data-only", help="Only generate the data and print its summary."),
@@ -117,17 +118,21 @@ def demo(
     from polymodal.train.recipe import load_recipe, run_recipe
 
     data_dir = out / "shapes"
-    # Every model stands on the locked, cached ImageNet EfficientNet tower; "clip" trains a text tower against it,
-    # which the statement classifiers and the VQA model start from (with more steps: STATEMENT_STEPS, VQA_STEPS, CAPTION_STEPS).
+    # Every model stands on the locked, cached ImageNet EfficientNet tower. A chain of fine-tuning runs: "clip" trains
+    # a text tower against it; the VQA model starts from that text tower; the statement classifiers start from the
+    # VQA model (its text tower and, for the fusion modules that match, its fusion). More steps for the models after
+    # CLIP: STATEMENT_STEPS, VQA_STEPS, CAPTION_STEPS.
     clip_run = out / "clip" if from_clip else None
-    jobs: list[tuple[str, str, list[str], int]] = [("clip", "shapes-clip-imagenet", [], steps)]
+    vqa_run, vqa_fusion = (out / "vqa" if from_clip else None), _fusion_of("shapes-vqa-imagenet")
+    jobs: list[tuple[str, str, list[str], int]] = [
+        ("clip", "shapes-clip-imagenet", [], steps),
+        ("caption", "shapes-caption-imagenet", [], CAPTION_STEPS * steps),  # the decoder on the ImageNet tower: CLIP has nothing more to give it
+        ("vqa", "shapes-vqa-imagenet", fine_tune_overrides(clip_run, "encoders.text", vqa_fusion), VQA_STEPS * steps),
+    ]
     jobs += [(f"fusion-{f}", "shapes-fusion-imagenet",
-              [f"model.params.fusion={f}", *fine_tune_overrides(clip_run, "encoders.text", f)],
+              [f"model.params.fusion={f}", *fine_tune_overrides(vqa_run, "encoders.text", f, source_fusion=vqa_fusion)],
               STATEMENT_STEPS * steps)
              for f in fusions.split(",") if f]  # fmt: skip
-    jobs += [("caption", "shapes-caption-imagenet", [], CAPTION_STEPS * steps),  # the decoder on the ImageNet tower: CLIP has nothing more to give it
-             ("vqa", "shapes-vqa-imagenet", fine_tune_overrides(clip_run, "encoders.text", _fusion_of("shapes-vqa-imagenet")),
-              VQA_STEPS * steps)]  # fmt: skip
     results: dict[str, Any] = {"data": {k: v for k, v in summary.items() if k != "params"}, "runs": {}}
     for label, recipe_name, extra, job_steps in jobs:
         overrides = [
@@ -189,22 +194,26 @@ def is_attention_fusion(name: str) -> bool:
 CLIP_PROJECTION_INIT = {"film": "fusion.proj", "gmu": "fusion.hidden.image"}
 
 
-def fine_tune_overrides(clip_run: Path | None, towers: str, fusion: str | None = None) -> list[str]:
-    """Recipe overrides for a demo model fine-tuned from ``clip_run`` (None: trained from scratch).
+def fine_tune_overrides(source_run: Path | None, towers: str, fusion: str | None = None, source_fusion: str | None = None) -> list[str]:
+    """Recipe overrides for a demo model fine-tuned from ``source_run`` (None: trained from scratch).
 
+    ``source_run`` is the CLIP run, or (``source_fusion`` given) a fusion model's run such as the VQA model's.
     ``towers`` names the submodule holding the pretrained towers (``encoders``, ``encoders.text``); ``fusion`` is
-    the model's fusion module: attention fusions train at 1e-4 with every tower frozen, and those in
-    :data:`CLIP_PROJECTION_INIT` start their image projection from the CLIP run's.
+    the model's fusion module: attention fusions train at 1e-4 with every tower frozen. The image projection of
+    a fusion in :data:`CLIP_PROJECTION_INIT` starts from the CLIP run's, or from the source model's fusion when
+    that has one: the same module is copied whole by ``init_from`` (same names), another one's projection by
+    ``init_map``.
     """
     attention = fusion is not None and is_attention_fusion(fusion)
     extra = ["train.lr=1.0e-4"] if attention else []
-    if clip_run is None:
+    if source_run is None:
         return extra
     # An override replaces the recipe's whole freeze mapping, so name every tower: "encoders" holds them all.
     tower_setting = "model.freeze={encoders: 0}" if attention else f"model.lrs={{{towers}: 1.0e-4}}"
-    if fusion in CLIP_PROJECTION_INIT:
-        extra.append(f"model.init_map={{{CLIP_PROJECTION_INIT[fusion]}: image_projection.proj}}")
-    return [f"model.init_from={clip_run}", tower_setting, *extra]
+    source_projection = "image_projection.proj" if source_fusion is None else CLIP_PROJECTION_INIT.get(source_fusion)
+    if fusion in CLIP_PROJECTION_INIT and fusion != source_fusion and source_projection is not None:
+        extra.append(f"model.init_map={{{CLIP_PROJECTION_INIT[fusion]}: {source_projection}}}")
+    return [f"model.init_from={source_run}", tower_setting, *extra]
 
 
 def _fusion_of(recipe_name: str) -> str | None:
