@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from polymodal.cli.data_shapes import shapes
-from polymodal.cli.demo import CAPTION_STEPS, CLIP_PROJECTION_INIT, RECIPES_DIR, STATEMENT_STEPS, VQA_STEPS, demo, fine_tune_overrides, is_attention_fusion
+from polymodal.cli.demo import CAPTION_STEPS, FUSION_IMAGE_PROJECTION, RECIPES_DIR, STATEMENT_STEPS, VQA_STEPS, demo, fine_tune_overrides, is_attention_fusion
 from polymodal.data.shapes import SPLITS, load_split
 from polymodal.train.recipe import load_recipe
 
@@ -120,16 +120,22 @@ def test_demo_fine_tunes_attention_fusion_slowly_on_frozen_towers(tmp_path: Path
     concat = load_recipe(recipe_path, ["model.params.fusion=concat", *fine_tune_overrides(clip, "encoders.text", "concat")])
     assert concat.train.lr == pytest.approx(3e-4) and concat.model.lrs == {"encoders.text": pytest.approx(1e-4)}
     assert concat.model.freeze == {"encoders.image": 0} and not concat.model.init_map
-    for fusion, target in CLIP_PROJECTION_INIT.items():
+    for fusion, target in FUSION_IMAGE_PROJECTION.items():
         recipe = load_recipe(recipe_path, [f"model.params.fusion={fusion}", *fine_tune_overrides(clip, "encoders.text", fusion)])
         assert recipe.model.init_map == {target: "image_projection.proj"}
     # From a FiLM model (the VQA run): FiLM is copied whole by name, GMU's image branch from FiLM's projection.
     vqa = tmp_path / "vqa"
-    film = load_recipe(recipe_path, ["model.params.fusion=film", *fine_tune_overrides(vqa, "encoders.text", "film", source_fusion="film")])
+    film = load_recipe(recipe_path, ["model.params.fusion=film", *fine_tune_overrides(vqa, "encoders.text", "film", source_fusion="film", source_is_clip=False)])
     assert film.model.init_from == str(vqa) and not film.model.init_map
-    gmu = load_recipe(recipe_path, ["model.params.fusion=gmu", *fine_tune_overrides(vqa, "encoders.text", "gmu", source_fusion="film")])
+    gmu = load_recipe(recipe_path, ["model.params.fusion=gmu", *fine_tune_overrides(vqa, "encoders.text", "gmu", source_fusion="film", source_is_clip=False)])
     assert gmu.model.init_map == {"fusion.hidden.image": "fusion.proj"}
-    assert not load_recipe(recipe_path, fine_tune_overrides(vqa, "encoders.text", "concat", source_fusion="film")).model.init_map
+    concat = load_recipe(recipe_path, ["model.params.fusion=concat",
+                                       *fine_tune_overrides(vqa, "encoders.text", "concat", source_fusion="film", source_is_clip=False)])
+    assert concat.model.init_from == str(vqa) and not concat.model.init_map
+    # A source fusion without a known projection (cross-attention) gives nothing to copy by init_map.
+    gmu = load_recipe(recipe_path, ["model.params.fusion=gmu",
+                                    *fine_tune_overrides(vqa, "encoders.text", "gmu", source_fusion="cross_attention", source_is_clip=False)])
+    assert not gmu.model.init_map
     caption = load_recipe(RECIPES_DIR / "shapes-caption.yaml", fine_tune_overrides(clip, "image_encoder"))
     assert caption.model.lrs == {"image_encoder": pytest.approx(1e-4)}
     scratch = load_recipe(recipe_path, fine_tune_overrides(None, "encoders.text", "co_attention"))  # --from-scratch: the text tower trains
@@ -150,7 +156,7 @@ def test_demo_without_the_pretrained_extra_fails_before_any_work(tmp_path: Path,
 
 
 def test_clip_projection_init_names_real_layers_of_the_imagenet_fusion_models(tmp_path: Path) -> None:
-    """Every CLIP_PROJECTION_INIT entry copies the CLIP image projection into a layer of exactly its shape."""
+    """Every FUSION_IMAGE_PROJECTION entry copies the CLIP image projection into a layer of exactly its shape."""
     import torch
 
     from polymodal.models import build_preset
@@ -158,7 +164,7 @@ def test_clip_projection_init_names_real_layers_of_the_imagenet_fusion_models(tm
 
     clip = build_preset("shapes-clip", vocab_size=40, image_encoder="efficientnet", image_size=128)
     clip.save(tmp_path / "clip")
-    for fusion, target in CLIP_PROJECTION_INIT.items():
+    for fusion, target in FUSION_IMAGE_PROJECTION.items():
         recipe = load_recipe(RECIPES_DIR / "shapes-fusion-imagenet.yaml",
                              [f"model.params.fusion={fusion}", *fine_tune_overrides(tmp_path / "clip", "encoders.text", fusion)])
         model = build_recipe_model(recipe, vocab_size=40, extra={})
@@ -166,8 +172,8 @@ def test_clip_projection_init_names_real_layers_of_the_imagenet_fusion_models(tm
     # The statement classifiers of the demo's chain start from a FiLM VQA model: every fusion gets its projection.
     vqa = build_preset("shapes-vqa", vocab_size=40, num_answers=5, image_encoder="efficientnet", image_size=128, fusion="film")
     vqa.save(tmp_path / "vqa")
-    for fusion, target in CLIP_PROJECTION_INIT.items():
+    for fusion, target in FUSION_IMAGE_PROJECTION.items():
         recipe = load_recipe(RECIPES_DIR / "shapes-fusion-imagenet.yaml",
-                             [f"model.params.fusion={fusion}", *fine_tune_overrides(tmp_path / "vqa", "encoders.text", fusion, "film")])
+                             [f"model.params.fusion={fusion}", *fine_tune_overrides(tmp_path / "vqa", "encoders.text", fusion, source_fusion="film", source_is_clip=False)])
         model = build_recipe_model(recipe, vocab_size=40, extra={})
         assert torch.equal(model.get_submodule(target).weight, vqa.fusion.proj.weight), fusion

@@ -37,6 +37,22 @@ def test_caption_scores_match_score_captions() -> None:
     assert caption_scores(REFS, PREDS, seed=1, n_resamples=300)[1] == ci  # seeded: same CIs
 
 
+def test_caption_bleu_interval_equals_recomputing_bleu_on_every_resample() -> None:
+    """The BLEU-4 interval sums per-caption statistics; it must equal a full BLEU pass per resample."""
+    from polymodal.metrics import bleu, bootstrap_ci, tokenize
+
+    preds = dict(reversed(list(PREDS.items())))  # an insertion order unlike the references'
+    _, ci, _ = caption_scores(REFS, preds, seed=3, n_resamples=200)
+    keys = list(preds)
+    tok_refs = {i: [tokenize(r) for r in REFS[k]] for i, k in enumerate(keys)}
+    tok_preds = {i: tokenize(preds[k]) for i, k in enumerate(keys)}
+
+    def recomputed(idx) -> float:
+        return bleu({j: tok_refs[int(i)] for j, i in enumerate(idx)}, {j: tok_preds[int(i)] for j, i in enumerate(idx)})[3]
+
+    expected = bootstrap_ci(recomputed, n_items=len(keys), n_resamples=200, seed=3)
+    assert ci["BLEU-4"] == pytest.approx(expected, abs=1e-12) and expected[0] < expected[1]
+
 def test_vqa_scores_match_official_formula_and_exact_mode() -> None:
     answers = {1: ["yes"] * 10, 2: ["2"] * 2 + ["3"] * 8, 3: ["red"] * 3 + ["blue"] * 7, 4: ["cat"] * 10}
     types = {1: "yes/no", 2: "number", 3: "other", 4: "other"}

@@ -49,7 +49,10 @@ def test_bleu_brevity_penalty_and_zero_matches_match_pycocoevalcap() -> None:
     preds = {1: "dog", 2: "ball red"}
     expected, _ = Bleu(4).compute_score(*_coco_format(refs, preds), verbose=0)
     np.testing.assert_allclose(bleu(refs, preds), expected, rtol=0, atol=1e-6)
-
+    # An empty prediction and an empty reference string among others.
+    refs, preds = {1: ["a dog runs", ""], 2: ["a red ball"], 3: ["the cat"]}, {1: "a dog runs", 2: "", 3: "the cat sits"}
+    expected, _ = Bleu(4).compute_score(*_coco_format(refs, preds), verbose=0)
+    np.testing.assert_allclose(bleu(refs, preds), expected, rtol=0, atol=1e-6)
 
 
 def test_bleu_of_a_resample_from_summed_statistics_matches_pycocoevalcap() -> None:
@@ -65,6 +68,9 @@ def test_bleu_of_a_resample_from_summed_statistics_matches_pycocoevalcap() -> No
         resampled_preds = {j: [preds[keys[i]]] for j, i in enumerate(idx)}
         expected, _ = Bleu(4).compute_score(resampled_refs, resampled_preds, verbose=0)
         np.testing.assert_allclose(bleu_from_stats(stats[idx].sum(axis=0)), expected, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="2n \\+ 2 BLEU statistics"):
+        bleu_from_stats(stats.sum(axis=0)[:-1])
+
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_rouge_l_matches_pycocoevalcap(seed: int) -> None:

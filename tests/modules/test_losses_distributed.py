@@ -25,6 +25,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from polymodal.modules.losses import LOSSES, all_gather_with_grad
+from polymodal.train.trainer import exit_launched_process
 
 WORLD = 2
 PER_RANK = 4
@@ -82,6 +83,9 @@ def _worker(rank: int, init_file: str, out_file: str) -> None:
             torch.save(results, out_file)
     finally:
         dist.destroy_process_group()
+    # Collectives ran during backward: leave as a launched training process does, or the interpreter's
+    # teardown can abort the worker (see polymodal.train.trainer.exit_launched_process).
+    exit_launched_process(0)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,9 @@
 a toy dual encoder trained with the CLIP loss; writes its final weights to ARGV[1]. With ARGV[2] ==
 "negatives" every other sample also has a hard negative caption (gathered across processes too)."""
 
+import atexit
 import faulthandler
+import os
 import sys
 from pathlib import Path
 
@@ -41,6 +43,9 @@ class Task(nn.Module):
 def main(out: str, negatives: bool = False) -> None:
     # A hung rank prints every thread's stack and exits instead of hanging the test (see test_distributed.py).
     faulthandler.dump_traceback_later(120, exit=True)
+    # Leaves a mark if the interpreter's teardown runs: a launched rank must skip it (exit_launched_process).
+    rank = os.environ.get("RANK")
+    atexit.register(lambda: (Path(out).parent / f"atexit-{'single' if rank is None else 'rank' + rank}").touch())
     g = torch.Generator().manual_seed(0)
     tensors = [torch.randn(64, 6, generator=g), torch.randn(64, 5, generator=g)]
     if negatives:

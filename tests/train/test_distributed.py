@@ -7,9 +7,11 @@ runs them on CPU with gloo); `--cpu` would start a single process."""
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,37 +19,61 @@ import torch
 from safetensors.torch import load_file
 
 SCRIPT = Path(__file__).with_name("ddp_contrastive.py")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SCRIPT.parent)}
+
+
+def launch_two(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``accelerate launch`` of ``args`` in 2 gloo processes; a timeout kills the launcher and both ranks."""
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
+    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+           "--dynamo_backend", "no", "--main_process_port", "0", *args]  # fmt: skip
+    with subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the ranks are in the launcher's session, not only the launcher
+            out, err = proc.communicate()
+            err += f"\n(killed after {timeout} s)"
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def launch_with_one_retry(args_for: Callable[[str], list[str]]) -> subprocess.CompletedProcess[str]:
+    """:func:`launch_two` of ``args_for(attempt)``, tried once more (fresh outputs) if it fails.
+
+    Two failures were seen on a loaded 2-core machine. Rank 1 aborting (SIGABRT) after training was found
+    and fixed: see exit_launched_process (under two busy loops, 3 of 31 launches failed before, 0 of 40
+    after), and a launch that succeeds must not show it. A rank hanging before its first step was seen in
+    earlier runs and never reproduced: ddp_contrastive.py dumps every thread's stack and exits after 120 s,
+    so a hang fails fast with a diagnosis. Only a failed launch is retried, never a wrong result: callers
+    check the successful launch's outputs.
+    """
+    failures = []
+    for attempt in ("first", "retry"):
+        result = launch_two(args_for(attempt))
+        if result.returncode == 0:
+            assert "terminate called" not in result.stderr, result.stderr[-3000:]
+            return result
+        failures.append(result.stderr[-3000:])
+        warnings.warn(f"2-process launch failed (retrying once); its stderr ends:\n{failures[-1]}", stacklevel=1)
+    pytest.fail("both 2-process launches failed:\n" + "\n-----\n".join(failures))
 
 
 @pytest.mark.parametrize("negatives", [False, True], ids=["clip", "clip+hard-negatives"])
 def test_two_processes_match_one(tmp_path: Path, negatives: bool) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SCRIPT.parent)}
     extra = ["negatives"] if negatives else []
     single = tmp_path / "single" / "weights.safetensors"
     single.parent.mkdir()
-    subprocess.run([sys.executable, str(SCRIPT), str(single), *extra], check=True, env=env, timeout=300)
+    subprocess.run([sys.executable, str(SCRIPT), str(single), *extra], check=True, env=ENV, timeout=300)
 
-    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
-    # Two failures were seen on a loaded 2-core machine. Rank 1 aborting (SIGABRT) after training was found
-    # and fixed: see exit_launched_process (under two busy loops, 3 of 31 launches failed before, 0 of 40
-    # after). A rank hanging before its first step was seen in earlier runs and never reproduced: the script
-    # dumps every thread's stack and exits after 120 s, so a hang fails fast with a diagnosis, and the launch
-    # is tried once more in a fresh directory. A wrong result is never retried: the comparison below runs
-    # on the successful launch only.
-    failures = []
-    for attempt in ("double", "double-retry"):
-        double = tmp_path / attempt / "weights.safetensors"
-        double.parent.mkdir()
-        cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-               "--dynamo_backend", "no", "--main_process_port", "0", str(SCRIPT), str(double), *extra]
-        result = subprocess.run(cmd, env=env, timeout=300, capture_output=True, text=True)
-        if result.returncode == 0:
-            break
-        failures.append(result.stderr[-3000:])
-        warnings.warn(f"2-process launch failed (retrying once); its stderr ends:\n{failures[-1]}", stacklevel=1)
-    else:
-        pytest.fail("both 2-process launches failed:\n" + "\n-----\n".join(failures))
+    outputs: list[Path] = []
 
+    def args_for(attempt: str) -> list[str]:
+        outputs.append(tmp_path / attempt / "weights.safetensors")
+        outputs[-1].parent.mkdir()
+        return [str(SCRIPT), str(outputs[-1]), *extra]
+
+    launch_with_one_retry(args_for)
+    double = outputs[-1]  # the successful launch's
     from safetensors import safe_open
 
     with safe_open(str(double), "pt") as f:
@@ -59,7 +85,9 @@ def test_two_processes_match_one(tmp_path: Path, negatives: bool) -> None:
     # Only the main process wrote the metrics log: one line per logged step, not two.
     lines = (double.parent / "run" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2
-
+    # Both ranks left without the interpreter's teardown (their atexit handlers would have left a mark);
+    # the single-process reference run, which has no process group, went through it.
+    assert not list(double.parent.glob("atexit-rank*")) and (single.parent / "atexit-single").is_file()
 
 
 def test_polymodal_train_under_accelerate_launch_reports_once(tmp_path: Path) -> None:
@@ -71,26 +99,31 @@ def test_polymodal_train_under_accelerate_launch_reports_once(tmp_path: Path) ->
     data = tmp_path / "shapes"
     generate_shapesworld(data, 40, seed=0, image_size=32, progress=False)
     recipe = Path(__file__).resolve().parents[2] / "recipes" / "shapes-clip.yaml"
-    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
-    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", "0", "-m", "polymodal", "train", str(recipe),
-           "--set", f"data.path={data}", "--set", "data.image.image_size=32", "--set", "train.steps=2",
-           "--set", "train.batch_size=8", "--set", "train.warmup_steps=1", "--out", str(tmp_path / "run"), "--json"]  # fmt: skip
-    result = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr[-3000:]
+
+    def args_for(attempt: str) -> list[str]:
+        return ["-m", "polymodal", "train", str(recipe), "--set", f"data.path={data}", "--set", "data.image.image_size=32",
+                "--set", "train.steps=2", "--set", "train.batch_size=8", "--set", "train.warmup_steps=1",
+                "--out", str(tmp_path / attempt), "--json"]  # fmt: skip
+
+    result = launch_with_one_retry(args_for)
     report = json.loads(result.stdout)  # exactly one JSON document: a second rank's would not parse
-    assert report["steps"] == 2 and report["run_dir"] == str(tmp_path / "run")
-    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+    run = Path(report["run_dir"])
+    assert report["steps"] == 2 and run.parent == tmp_path and (run / "model" / "model.safetensors").is_file()
+
 
 def test_exit_launched_process_flushes_output_and_keeps_the_code(tmp_path: Path) -> None:
     """It skips the interpreter's teardown (os._exit) but not what was printed or logged before."""
     script = tmp_path / "exits.py"
     log = tmp_path / "run.log"
     script.write_text(
-        "import logging, sys\n"
+        "import atexit, logging, logging.handlers, sys\n"
         "from polymodal.train.trainer import exit_launched_process\n"
-        f"logging.basicConfig(filename={str(log)!r}, level=logging.INFO)\n"
+        # Buffered: only logging.shutdown() (in exit_launched_process) writes the record to the file.
+        f"handler = logging.handlers.MemoryHandler(100, target=logging.FileHandler({str(log)!r}))\n"
+        "logging.getLogger().addHandler(handler)\n"
+        "logging.getLogger().setLevel(logging.INFO)\n"
         "logging.info('logged before exit')\n"
+        "atexit.register(print, 'atexit ran')\n"  # the teardown is skipped, atexit handlers with it
         "print('printed before exit')\n"  # block-buffered into a pipe: lost if exit did not flush
         "sys.stderr.write('stderr before exit')\n"
         "exit_launched_process(3)\n"

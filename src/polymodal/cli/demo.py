@@ -63,8 +63,10 @@ def _data(out: Path, n: int, seed: int, image_size: int, quiet: bool) -> dict[st
 # Steps of the models that fine-tune on the cached image tower, as multiples of --steps: a step of theirs costs about
 # half a CLIP step, and they learn slowly. polymodal train, test split: the VQA model 0.660 at 700 steps, 0.783 at
 # 1,400, 0.810 at 2,100; the captioner's BLEU-4 0.593 at 350, 0.653 at 700. The statement classifiers start from the
-# VQA model and need fewer: FiLM 0.835 at 700 steps from it (0.821 with another seed), 0.845 at 1,400; 0.663 at 1,400
-# from the CLIP run alone, where 1,050 steps were too few to learn position claims at all (0.52-0.58).
+# VQA model and need fewer: FiLM 0.835 at 700 steps from a 1,400-step VQA run (0.821 with another seed), 0.845 at
+# 1,400, 0.841 at 700 from the demo's 2,100-step VQA run; 0.663 at 1,400 from the CLIP run alone, where 1,050 steps
+# were too few to learn position claims at all (0.52-0.58). With --from-scratch there is no chain, and the statement
+# classifiers sit at chance (0.50) at any of these step counts.
 STATEMENT_STEPS = 2
 VQA_STEPS = 6
 CAPTION_STEPS = 2
@@ -77,7 +79,7 @@ def demo(
     # 350 steps (2,100 for VQA, 700 for the statement classifiers and the captioner) keep the whole demo under 10 minutes on a
     # 2-core machine whose bf16 matmul peak is 430 GFLOP/s (419 s there, 2026-11-30).
     steps: int = typer.Option(350, "--steps", help=f"Optimizer steps of the CLIP run; the statement classifiers train {STATEMENT_STEPS}x as many, VQA {VQA_STEPS}x, the captioner {CAPTION_STEPS}x."),
-    # bf16 autocast trains the demo recipes 1.3-1.7x faster on CPU (measured: 410 s vs 533 s total).
+    # bf16 autocast trains the demo recipes 1.3-1.7x faster on CPU (measured on an earlier, shorter demo: 410 s vs 533 s total).
     precision: str = typer.Option("bf16", "--precision", help="train.precision for every recipe: no, bf16 or fp16."),
     from_clip: bool = typer.Option(
         True, "--from-clip/--from-scratch",
@@ -130,7 +132,7 @@ def demo(
         ("vqa", "shapes-vqa-imagenet", fine_tune_overrides(clip_run, "encoders.text", vqa_fusion), VQA_STEPS * steps),
     ]
     jobs += [(f"fusion-{f}", "shapes-fusion-imagenet",
-              [f"model.params.fusion={f}", *fine_tune_overrides(vqa_run, "encoders.text", f, source_fusion=vqa_fusion)],
+              [f"model.params.fusion={f}", *fine_tune_overrides(vqa_run, "encoders.text", f, source_fusion=vqa_fusion, source_is_clip=False)],
               STATEMENT_STEPS * steps)
              for f in fusions.split(",") if f]  # fmt: skip
     results: dict[str, Any] = {"data": {k: v for k, v in summary.items() if k != "params"}, "runs": {}}
@@ -171,7 +173,7 @@ def demo(
 
 
 # Pretrain -> fine-tune: the CLIP run's text tower already reads colour and shape words against the ImageNet
-# features, so the statement classifiers and the VQA model start from it. It gets a lower learning rate than the
+# features, so the VQA model starts from it (and the statement classifiers from the VQA model). It gets a lower learning rate than the
 # new fusion and heads: at the full rate, noisy gradients from a random head wipe pretrained features out within
 # 100 steps (measured on ViT towers: the statement classifiers then sat at 0.50) -- the usual backbone/head split.
 #
@@ -187,22 +189,24 @@ def is_attention_fusion(name: str) -> bool:
     return isinstance(builder, type) and issubclass(builder, AttentionFusion)
 
 
-# The fusion layer that maps the image tower's features to 128 dimensions, as the CLIP run's image projection does:
+# Each fusion's layer that maps the image tower's features to 128 dimensions, as the CLIP run's image projection does:
 # starting it from that projection puts the image features where the CLIP text tower already meets them. Measured
-# with polymodal train, the demo's settings (test accuracy): FiLM seeds 0/1/2 0.627/0.626/0.619 -> 0.653/0.666/0.679
-# ("exists" claims 0.52 -> 0.60-0.65); GMU 0.587 -> 0.603. Concat's projection is 256 wide: nothing to copy.
-CLIP_PROJECTION_INIT = {"film": "fusion.proj", "gmu": "fusion.hidden.image"}
+# with polymodal train, 1,400 steps from the CLIP run (test accuracy): FiLM seeds 0/1/2 0.627/0.626/0.619 ->
+# 0.653/0.666/0.679 ("exists" claims 0.52 -> 0.60-0.65); GMU 0.587 -> 0.603. Concat's projection is 256 wide.
+FUSION_IMAGE_PROJECTION = {"film": "fusion.proj", "gmu": "fusion.hidden.image"}
+CLIP_IMAGE_PROJECTION = "image_projection.proj"
 
 
-def fine_tune_overrides(source_run: Path | None, towers: str, fusion: str | None = None, source_fusion: str | None = None) -> list[str]:
+def fine_tune_overrides(
+    source_run: Path | None, towers: str, fusion: str | None = None, *, source_fusion: str | None = None, source_is_clip: bool = True
+) -> list[str]:
     """Recipe overrides for a demo model fine-tuned from ``source_run`` (None: trained from scratch).
 
-    ``source_run`` is the CLIP run, or (``source_fusion`` given) a fusion model's run such as the VQA model's.
     ``towers`` names the submodule holding the pretrained towers (``encoders``, ``encoders.text``); ``fusion`` is
-    the model's fusion module: attention fusions train at 1e-4 with every tower frozen. The image projection of
-    a fusion in :data:`CLIP_PROJECTION_INIT` starts from the CLIP run's, or from the source model's fusion when
-    that has one: the same module is copied whole by ``init_from`` (same names), another one's projection by
-    ``init_map``.
+    the model's fusion module: attention fusions train at 1e-4 with every tower frozen. The source is a CLIP run
+    (``source_is_clip``) or a fusion model whose module is ``source_fusion`` (the VQA model). A fusion in
+    :data:`FUSION_IMAGE_PROJECTION` starts its image projection from the CLIP run's, or from the source fusion's:
+    the same module comes whole with ``init_from`` (same names), another one's projection through ``init_map``.
     """
     attention = fusion is not None and is_attention_fusion(fusion)
     extra = ["train.lr=1.0e-4"] if attention else []
@@ -210,9 +214,10 @@ def fine_tune_overrides(source_run: Path | None, towers: str, fusion: str | None
         return extra
     # An override replaces the recipe's whole freeze mapping, so name every tower: "encoders" holds them all.
     tower_setting = "model.freeze={encoders: 0}" if attention else f"model.lrs={{{towers}: 1.0e-4}}"
-    source_projection = "image_projection.proj" if source_fusion is None else CLIP_PROJECTION_INIT.get(source_fusion)
-    if fusion in CLIP_PROJECTION_INIT and fusion != source_fusion and source_projection is not None:
-        extra.append(f"model.init_map={{{CLIP_PROJECTION_INIT[fusion]}: {source_projection}}}")
+    source_projection = CLIP_IMAGE_PROJECTION if source_is_clip else FUSION_IMAGE_PROJECTION.get(source_fusion or "")
+    copied_whole = not source_is_clip and fusion == source_fusion
+    if fusion in FUSION_IMAGE_PROJECTION and source_projection is not None and not copied_whole:
+        extra.append(f"model.init_map={{{FUSION_IMAGE_PROJECTION[fusion]}: {source_projection}}}")
     return [f"model.init_from={source_run}", tower_setting, *extra]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
@@ -27,7 +27,7 @@ def train(
     """
     from polymodal.config import ConfigError
     from polymodal.train.recipe import load_recipe, run_recipe
-    from polymodal.train.trainer import end_distributed, exit_launched_process
+    from polymodal.train.trainer import distributed_rank, end_distributed, exit_launched_process
 
     try:
         cfg = load_recipe(recipe, set_)
@@ -39,16 +39,31 @@ def train(
     try:
         result = run_recipe(cfg, run_dir, resume=resume is not None, progress=not json)
     except (ConfigError, FileNotFoundError, ValueError) as e:
+        # Every rank reports its own error (they may differ); a launched one then leaves as below.
+        if distributed_rank() is not None:
+            _report_error_and_exit(str(e), json)
         fail(str(e), as_json=json)
     # Every rank of a launch gets here; one report (and one JSON document on stdout) is enough.
-    from accelerate import PartialState
-
-    reports = PartialState().is_main_process
+    reports = distributed_rank() in (None, 0)
     launched = end_distributed()
-    if reports:
-        _report(result, run_dir, cfg.train.metric, json)
-    if launched:  # a rank of `accelerate launch`: see exit_launched_process for why it skips the teardown
-        exit_launched_process(0)
+    code = 1
+    try:
+        if reports:
+            _report(result, run_dir, cfg.train.metric, json)
+        code = 0
+    finally:
+        if launched:  # a rank of `accelerate launch`: see exit_launched_process for why it skips the teardown
+            exit_launched_process(code)
+
+
+def _report_error_and_exit(message: str, json: bool) -> NoReturn:
+    """``fail`` for a rank of a distributed launch: the same message, then the launched process's exit."""
+    from polymodal.train.trainer import exit_launched_process
+
+    try:
+        fail(message, as_json=json)
+    except typer.Exit as stop:
+        exit_launched_process(stop.exit_code)
 
 
 def _report(result: TrainResult, run_dir: Path, metric: str | None, json: bool) -> None:

@@ -38,7 +38,7 @@ def caption_scores(
     tok_refs = {i: [cap.tokenize(r) for r in refs[k]] for i, k in enumerate(keys)}
     tok_preds = {i: cap.tokenize(preds[k]) for i, k in enumerate(keys)}  # re-keyed by position, for resampling
     bleu_stats = cap.bleu_stats(tok_refs, tok_preds, 4)  # (N, 10) rows in the order of ``keys``
-    metrics = {f"BLEU-{n + 1}": float(s) for n, s in enumerate(cap.bleu_from_stats(bleu_stats.sum(axis=0)))}
+    metrics = {f"BLEU-{n + 1}": s for n, s in enumerate(cap.bleu_from_stats(bleu_stats.sum(axis=0)))}
     rouge = cap.rouge_l_per_item(tok_refs, tok_preds)
     cider = cap.cider_d_per_item(tok_refs, tok_preds)
     metrics["ROUGE-L"] = float(np.mean(list(rouge.values())))
@@ -49,7 +49,7 @@ def caption_scores(
         metrics["METEOR"] = cap.meteor(tok_refs, tok_preds)
 
     def bleu4(idx: np.ndarray) -> float:  # a repeated draw counts repeatedly, as its row is summed again
-        return float(cap.bleu_from_stats(bleu_stats[idx].sum(axis=0))[3])
+        return cap.bleu_from_stats(bleu_stats[idx].sum(axis=0))[3]
 
     if not with_ci:
         return metrics, {}, {k: cider[i] for i, k in enumerate(keys)}

@@ -20,9 +20,9 @@ def bootstrap_ci(
     - mean-type metrics: pass per-item values (e.g. per-question VQA accuracy, per-query
       recall hits); each resample is the mean of items drawn with replacement.
     - corpus metrics (BLEU, CIDEr): pass ``metric(indices) -> float`` and ``n_items``; it is
-      called with each resample's item indices (duplicates included), e.g.
-      ``lambda idx: bleu({i: refs[ids[i]] ...}, ...)``. Keep duplicated ids distinct in the
-      dicts you build (re-key by position) so repeated items count repeatedly.
+      called with each resample's item indices (duplicates included), e.g. with per-item BLEU
+      statistics ``stats = bleu_stats(refs, preds)``: ``lambda idx: bleu_from_stats(stats[idx].sum(0))[3]``
+      (a repeated item's row is summed again, so it counts repeatedly).
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")

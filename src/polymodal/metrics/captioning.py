@@ -98,18 +98,25 @@ def bleu_stats(refs: Refs, preds: Preds, n: int = 4) -> np.ndarray:
     return stats
 
 
-def bleu_from_stats(totals: np.ndarray, n: int = 4) -> np.ndarray:
-    """BLEU-1..n (..., n) from summed :func:`bleu_stats` columns (..., 2n + 2), as pycocoevalcap's ``Bleu``.
+def bleu_from_stats(totals: Sequence[float] | np.ndarray) -> list[float]:
+    """BLEU-1..n from the column sums of :func:`bleu_stats` (2n + 2 numbers), as pycocoevalcap's ``Bleu``.
 
-    The tiny/small constants (1e-15, 1e-9) are pycocoevalcap's and make a zero match give ~0.
+    In Python floats, operation for operation as pycocoevalcap, so the values are bit-identical. The
+    tiny/small constants (1e-15, 1e-9) are pycocoevalcap's and make a zero match give ~0.
     """
+    totals = [float(t) for t in totals]
+    n, odd = divmod(len(totals) - 2, 2)
+    if n < 1 or odd:
+        raise ValueError(f"expected 2n + 2 BLEU statistics (n >= 1), got {len(totals)}")
     tiny, small = 1e-15, 1e-9
-    totals = np.asarray(totals, dtype=np.float64)
-    precisions = (totals[..., :n] + tiny) / (totals[..., n : 2 * n] + small)
-    scores = np.cumprod(precisions, axis=-1) ** (1.0 / np.arange(1, n + 1))
-    ratio = (totals[..., 2 * n] + tiny) / (totals[..., 2 * n + 1] + small)
-    brevity = np.where(ratio < 1, np.exp(1 - 1 / ratio), 1.0)
-    return scores * brevity[..., None]
+    scores, product = [], 1.0
+    for k in range(n):
+        product *= (totals[k] + tiny) / (totals[n + k] + small)
+        scores.append(product ** (1.0 / (k + 1)))
+    ratio = (totals[2 * n] + tiny) / (totals[2 * n + 1] + small)
+    if ratio < 1:
+        scores = [score * math.exp(1 - 1 / ratio) for score in scores]
+    return scores
 
 
 def bleu(refs: Refs, preds: Preds, n: int = 4) -> list[float]:
@@ -118,7 +125,7 @@ def bleu(refs: Refs, preds: Preds, n: int = 4) -> list[float]:
     Clipped n-gram counts are pooled over the corpus; the brevity penalty uses, per caption,
     the reference length closest to the hypothesis length (the shorter one on a tie).
     """
-    return [float(x) for x in bleu_from_stats(bleu_stats(refs, preds, n).sum(axis=0), n)]
+    return bleu_from_stats(bleu_stats(refs, preds, n).sum(axis=0))
 
 
 def _lcs(a: Sequence[str], b: Sequence[str]) -> int:

@@ -97,6 +97,13 @@ def _accelerator(precision: str) -> Accelerator:
     return Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
 
 
+def distributed_rank() -> int | None:
+    """This process's rank in the default process group; None when there is none (a single process)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    return None
+
+
 def end_distributed() -> bool:
     """Tear the process group down, together, after training; True if there was one (a launched process).
 
@@ -104,7 +111,7 @@ def end_distributed() -> bool:
     success only: after a failure on one rank the barrier would wait for ranks that never come. A no-op
     (False) in a single process. A launched process should then leave with :func:`exit_launched_process`.
     """
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+    if distributed_rank() is None:
         return False
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()
