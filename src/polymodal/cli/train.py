@@ -27,7 +27,8 @@ def train(
     """
     from polymodal.config import ConfigError
     from polymodal.train.recipe import load_recipe, run_recipe
-    from polymodal.train.trainer import distributed_rank, end_distributed, exit_launched_process
+    from polymodal.modules.losses.distributed import distributed_rank
+    from polymodal.train.trainer import end_distributed, exit_launched_process
 
     try:
         cfg = load_recipe(recipe, set_)

@@ -28,6 +28,7 @@ from accelerate.utils import set_seed
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from polymodal.modules.losses.distributed import distributed_rank
 from polymodal.train.checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
 from polymodal.train.config import TrainConfig
 from polymodal.train.metrics_log import MetricsLog
@@ -95,13 +96,6 @@ def _accelerator(precision: str) -> Accelerator:
     if AcceleratorState._shared_state and AcceleratorState().mixed_precision != precision:
         AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
-
-
-def distributed_rank() -> int | None:
-    """This process's rank in the default process group; None when there is none (a single process)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank()
-    return None
 
 
 def end_distributed() -> bool:

@@ -18,11 +18,18 @@ from torch import Tensor
 from torch.distributed import ProcessGroup
 
 
+def distributed_rank() -> int | None:
+    """This process's rank in the default process group; None when there is none (a single process)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank()
+    return None
+
+
 def rank_and_world_size(group: ProcessGroup | None = None) -> tuple[int, int]:
     """This process's rank and the world size of ``group``; ``(0, 1)`` when not distributed."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(group), dist.get_world_size(group)
-    return 0, 1
+    if distributed_rank() is None:
+        return 0, 1
+    return dist.get_rank(group), dist.get_world_size(group)
 
 
 def all_gather_with_grad(x: Tensor, group: ProcessGroup | None = None) -> Tensor:
