@@ -230,3 +230,77 @@ def test_freezing_a_container_of_towers_keeps_each_in_eval_mode() -> None:
     model = build_recipe_model(recipe, vocab_size=50, extra={})
     model.train()
     assert all(e.frozen and not e.training for e in model.encoders.values()) and model.fusion.training
+
+
+def _clip_args(data: Path, run: Path, *extra: str) -> list[str]:
+    return ["train", str(RECIPES / "shapes-clip.yaml"), "--set", f"data.path={data}", "--set", "data.image.image_size=32",
+            "--set", "train.batch_size=8", "--set", "train.warmup_steps=1", *extra, "--out", str(run), "--json"]  # fmt: skip
+
+
+def test_resume_refuses_a_recipe_other_than_the_runs(tmp_path: Path) -> None:
+    data = tmp_path / "shapes"
+    generate_shapesworld(data, 40, seed=0, image_size=32, progress=False)
+    run = tmp_path / "run"
+    assert runner.invoke(app, _clip_args(data, run, "--set", "train.steps=2")).exit_code == 0
+    other = runner.invoke(app, [*_clip_args(data, run, "--set", "train.steps=4"), "--resume", str(run)])
+    assert other.exit_code != 0
+    assert "train.steps: 2 in the run, 4 now" in other.output and "config.yaml" in other.output
+    # How often it logs or checkpoints is not part of what the run computes.
+    same = runner.invoke(app, [*_clip_args(data, run, "--set", "train.steps=2", "--set", "train.log_every=1"), "--resume", str(run)])
+    assert same.exit_code == 0, same.output
+    elsewhere = runner.invoke(app, [*_clip_args(data, tmp_path / "other", "--set", "train.steps=2"), "--resume", str(run)])
+    assert elsewhere.exit_code == 2 and "drop --out" in elsewhere.output
+
+
+def test_polymodal_train_killed_with_sigkill_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    """The issue's test: `polymodal train RECIPE` killed (SIGKILL) mid-run, `--resume RUN_DIR`, same tensors."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from safetensors.torch import load_file
+
+    from polymodal.train.checkpoint import list_checkpoints
+
+    data = tmp_path / "shapes"
+    generate_shapesworld(data, 40, seed=0, image_size=32, progress=False)
+    steps = 40
+    settings = ["--set", f"train.steps={steps}", "--set", "train.checkpoint_every=1", "--set", "train.eval_every=20"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the killed process: the same reductions, so bitwise the same sums
+    try:
+        reference = runner.invoke(app, _clip_args(data, tmp_path / "reference", *settings))
+        assert reference.exit_code == 0, reference.output
+        killed = tmp_path / "killed"
+        command = [sys.executable, "-m", "polymodal", *_clip_args(data, killed, *settings)]
+        proc = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL)
+        # Any step must do: a random one on either side of the evaluation at step 20, a random moment in it
+        # (a training step, a checkpoint being written, the evaluation).
+        chance = random.Random()
+        target, delay = chance.randint(3, 32), chance.uniform(0.0, 0.05)
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            newest = list_checkpoints(killed)
+            if newest and newest[-1].step >= target:
+                break
+            time.sleep(0.01)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        killed_at = list_checkpoints(killed)[-1].step
+        assert 0 < killed_at < steps, f"the kill must land mid-run (target step {target}, newest checkpoint {killed_at})"
+        resumed = runner.invoke(app, [*_clip_args(data, killed, *settings), "--resume", str(killed)])
+        assert resumed.exit_code == 0, resumed.output
+    finally:
+        torch.set_num_threads(threads)
+    assert json.loads(resumed.stdout)["steps"] == steps
+    want = load_file(tmp_path / "reference" / "model" / "model.safetensors")
+    got = load_file(killed / "model" / "model.safetensors")
+    assert want.keys() == got.keys()
+    for key in want:
+        assert torch.equal(want[key], got[key]), f"{key} differs after a kill at step {killed_at} (+{delay:.3f} s)"
+    logged = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines() if '"eval"' not in line]
+    assert logged == sorted(set(logged)), "a step logged twice"

@@ -1,4 +1,4 @@
-"""Atomic directory writes: a reader (or a resumed run) never sees a half-written directory."""
+"""Atomic writes: a reader (or a resumed run) never sees a half-written file or directory."""
 
 from __future__ import annotations
 
@@ -48,6 +48,18 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write ``data`` to ``path`` through a synced temporary sibling and a rename: never half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data.encode("utf-8") if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
 
 
 def hash_files(paths: Iterator[Path] | list[Path], root: Path | None = None, chunk: int = 1 << 20) -> str:

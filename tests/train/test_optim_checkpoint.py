@@ -36,6 +36,23 @@ def test_param_groups_no_decay_on_norm_bias_embedding_temperature() -> None:
     assert all(id(p) not in s for s in by_name.values() for p in model.frozen.parameters())
 
 
+class Stem(nn.Module):
+    """Names that only look like embeddings: a convolutional stem decays, a position table does not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patch_embed = nn.Conv2d(3, 4, 3)
+        self.position_embedding = nn.Parameter(torch.zeros(5, 4))
+        self.post_proj = nn.Linear(4, 4)
+
+
+def test_no_decay_matches_names_not_substrings() -> None:
+    model = Stem()
+    groups = {g["name"]: {id(p) for p in g["params"]} for g in param_groups([("m", model, 1e-3)], weight_decay=0.1)}
+    assert groups["m.decay"] == {id(model.patch_embed.weight), id(model.post_proj.weight)}
+    assert groups["m.no_decay"] == {id(model.position_embedding), id(model.patch_embed.bias), id(model.post_proj.bias)}
+
+
 def test_per_tower_learning_rates() -> None:
     model = Tiny()
     groups = param_groups([("embed", model.embed, 1e-5), ("rest", model, 1e-3)], weight_decay=0.1)

@@ -2,6 +2,7 @@
 gradients correctly, early-stops on a metric and keeps the best checkpoint."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -208,3 +209,96 @@ def test_runs_with_different_precisions_in_one_process(tmp_path: Path) -> None:
     model, fp32 = train(tmp_path / "fp32", precision="no", steps=4)
     assert fp32.accelerator.mixed_precision == "no"
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is allowed on a CUDA machine")
+def test_fp16_on_cpu_is_an_error_not_silent_fp32(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):
+        train(tmp_path, precision="fp16", steps=2)
+
+
+def test_resumed_run_logs_each_step_once(tmp_path: Path) -> None:
+    """Steps logged after the last checkpoint by the killed run are logged again by the resumed one: once only."""
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path, task=MSETask(fail_at_call=8))  # checkpoints at 3 and 6, steps 1-7 logged, dies in step 8
+    logged = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3, 4, 5, 6, 7]
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"step": 8, "mse"')  # a line the kill cut short
+    train(tmp_path, resume=True)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 13))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    mse = events.Scalars("mse")
+    assert [e.step for e in mse] == list(range(1, 13))
+    assert mse[-1].value == pytest.approx(records[-1]["mse"], rel=1e-6)
+
+
+def test_logged_lr_is_the_recipe_lr_and_each_tower_has_its_own(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    trainer = Trainer(Regression(), MSETask(), dataset(), config(steps=4, warmup_steps=0, lr=1e-2), tmp_path,
+                      param_lrs={"net.0": 1e-4}, progress=False)  # fmt: skip
+    assert trainer.optimizer.param_groups[0]["lr"] == 1e-4  # the tower's group comes first
+    trainer.fit()
+    first = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["lr"] == pytest.approx(1e-2 * 0.5 * (1 + math.cos(math.pi * 1 / 4)))
+    assert first["lrs"] == {"net.0": pytest.approx(1e-4 * 0.5 * (1 + math.cos(math.pi * 1 / 4)))}
+
+
+def test_gradients_are_clipped_before_the_step(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    trainer = Trainer(Regression(), MSETask(), dataset(), config(steps=3, grad_clip=0.01), tmp_path, progress=False)
+    norms: list[float] = []
+
+    def record(optimizer: torch.optim.Optimizer, *_: object) -> None:
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+
+    trainer.optimizer.optimizer.register_step_pre_hook(record)
+    trainer.fit()
+    logged = [json.loads(line)["grad_norm"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(norms) == 3 and all(n == pytest.approx(0.01, rel=1e-3) for n in norms)
+    assert all(n > 0.1 for n in logged)  # the log keeps the norm before clipping
+
+
+class Checkpointable(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Linear(4, 1)
+        self.checkpointing = False
+
+    def set_grad_checkpointing(self, enabled: bool = True) -> None:
+        self.checkpointing = enabled
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x).squeeze(-1)
+
+
+def test_gradient_checkpointing_flag_reaches_submodules(tmp_path: Path) -> None:
+    for enabled in (False, True):
+        model = nn.Sequential(Checkpointable())
+        Trainer(model, MSETask(), dataset(), config(steps=2, gradient_checkpointing=enabled), tmp_path / str(enabled),
+                progress=False)  # fmt: skip
+        assert model[0].checkpointing is enabled
+
+
+def test_caption_task_adds_the_weighted_contrastive_loss() -> None:
+    from types import SimpleNamespace
+
+    from polymodal.modules.losses import CaptionLoss, ClipLoss
+    from polymodal.train.tasks import CaptionTask
+
+    g = torch.Generator().manual_seed(0)
+    out = {"logits": torch.randn(4, 6, 10, generator=g), "image_features": torch.randn(4, 8, generator=g),
+           "text_features": torch.randn(4, 8, generator=g)}  # fmt: skip
+    batch = SimpleNamespace(images=None, text_ids=torch.randint(0, 10, (4, 6), generator=g), text_mask=torch.ones(4, 6, dtype=torch.bool))
+    losses = CaptionTask(contrastive_weight=0.5)(lambda *_: out, batch)
+    caption = CaptionLoss()(out["logits"], batch.text_ids, batch.text_mask)
+    contrastive = ClipLoss()(out["image_features"], out["text_features"])
+    torch.testing.assert_close(losses["loss"], caption + 0.5 * contrastive)
+    assert set(losses) == {"loss", "caption", "contrastive"}
+    with pytest.raises(ValueError, match="contrastive_text_encoder"):
+        CaptionTask(contrastive_weight=0.5)(lambda *_: {"logits": out["logits"]}, batch)

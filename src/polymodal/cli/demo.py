@@ -80,7 +80,7 @@ def demo(
     # 2-core machine whose bf16 matmul peak is 430 GFLOP/s (419 s there, 2026-11-30).
     steps: int = typer.Option(350, "--steps", help=f"Optimizer steps of the CLIP run; the statement classifiers train {STATEMENT_STEPS}x as many, VQA {VQA_STEPS}x, the captioner {CAPTION_STEPS}x."),
     # bf16 autocast trains the demo recipes 1.3-1.7x faster on CPU (measured on an earlier, shorter demo: 410 s vs 533 s total).
-    precision: str = typer.Option("bf16", "--precision", help="train.precision for every recipe: no, bf16 or fp16."),
+    precision: str = typer.Option("bf16", "--precision", help="train.precision for every recipe: no (fp32), bf16, or fp16 (CUDA only)."),
     from_clip: bool = typer.Option(
         True, "--from-clip/--from-scratch",
         help="Fine-tune in a chain: the VQA model from the CLIP run's text tower, the statement classifiers from the VQA model.",

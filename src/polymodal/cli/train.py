@@ -34,6 +34,9 @@ def train(
         cfg = load_recipe(recipe, set_)
     except ConfigError as e:
         fail(str(e), as_json=json, code=2)
+    if resume is not None and out is not None and out.resolve() != resume.resolve():
+        fail(f"--resume {resume} continues that run in place; --out {out} names another directory (drop --out)",
+             as_json=json, code=2)  # fmt: skip
     run_dir = resume or out or Path("runs") / cfg.name
     if resume is not None and not resume.is_dir():
         fail(f"--resume {resume}: no such run directory", as_json=json, code=2)

@@ -1,5 +1,13 @@
 """Typed configuration: YAML recipes parsed into pydantic models."""
 
-from polymodal.config.base import Config, ConfigError, apply_overrides, format_validation_errors, load_config, load_yaml
+from polymodal.config.base import (
+    Config,
+    ConfigError,
+    apply_overrides,
+    flatten_config,
+    format_validation_errors,
+    load_config,
+    load_yaml,
+)
 
-__all__ = ["Config", "ConfigError", "apply_overrides", "format_validation_errors", "load_config", "load_yaml"]
+__all__ = ["Config", "ConfigError", "apply_overrides", "flatten_config", "format_validation_errors", "load_config", "load_yaml"]

@@ -23,6 +23,18 @@ class Config(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
 
+def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 0.1}}`` -> ``{"train.lr": 0.1}`` (dotted paths, as ``--set`` writes them)."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten_config(value, name + "."))  # an empty section adds nothing
+        else:
+            out[name] = value
+    return out
+
+
 class ConfigError(ValueError):
     """A recipe or override is invalid; the message is meant for the user as is."""
 

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from polymodal.config import format_validation_errors
+from polymodal.fsutil import write_atomic
 
 EVAL_KEY = "polymodal_eval"
 FORMAT_VERSION = 1
@@ -139,10 +140,7 @@ def dump_results(doc: ResultFile, path: str | os.PathLike) -> Path:
     """Write ``doc`` to ``path`` (parents created); write-then-rename so a reader never sees half a file."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(json.dumps(to_json(doc), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, target)
-    return target
+    return write_atomic(target, json.dumps(to_json(doc), indent=2, ensure_ascii=False) + "\n")
 
 
 def is_result_document(data: Any) -> bool:

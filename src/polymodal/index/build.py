@@ -26,6 +26,7 @@ from polymodal.api import Model, load
 from polymodal.backends import DEFAULT_MODEL
 from polymodal.data.errors import BadSampleError, BadSampleLog
 from polymodal.data.image import decode_image
+from polymodal.fsutil import write_atomic
 from polymodal.index import store
 from polymodal.index.kinds import IndexParams, apply_search_params, is_ivf, new_index, resolve_type
 from polymodal.index.sources import SourceItem, iter_items
@@ -257,16 +258,7 @@ def _prepare_work(work: Path, fingerprint: dict[str, Any]) -> None:
             return
         shutil.rmtree(work)  # chunks of another source, model or chunking: never mix them in
     work.mkdir(parents=True, exist_ok=True)
-    _write_atomic(marker, json.dumps(fingerprint, indent=2).encode())
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_atomic(marker, json.dumps(fingerprint, indent=2).encode())
 
 
 def _save_chunk(work: Path, number: int, vectors: np.ndarray, items: list[Item], skipped: list[dict[str, Any]]) -> None:
@@ -278,7 +270,7 @@ def _save_chunk(work: Path, number: int, vectors: np.ndarray, items: list[Item],
     os.replace(tmp, work / f"chunk-{number:06d}.npy")
     # The JSON is the chunk's commit record: written last, so its presence means the vectors are complete.
     record = {"items": [it.to_dict() for it in items], "skipped": skipped}
-    _write_atomic(work / f"chunk-{number:06d}.json", json.dumps(record, ensure_ascii=False, default=str).encode())
+    write_atomic(work / f"chunk-{number:06d}.json", json.dumps(record, ensure_ascii=False, default=str).encode())
 
 
 def _load_chunks(work: Path, chunks: int, resumed: int, excluded: int, dim: int, reader_log: BadSampleLog) -> _Embedded:

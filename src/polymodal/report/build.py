@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from PIL import Image
 
 from polymodal import __version__
+from polymodal.config import flatten_config
 from polymodal.report import plots
 from polymodal.report.blocks import (
     Asset, Block, Document, ExampleCard, ExampleGrid, Heading, Paragraph, PlotGrid, RetrievedItem, Table, Verbatim,
@@ -258,7 +259,7 @@ class _Builder:
         return blocks
 
     def settings_table(self, trained: list[tuple[Run, TrainingLog]]) -> Table | None:
-        flat = [_flatten(log.config or {}) for _, log in trained]
+        flat = [flatten_config(log.config or {}) for _, log in trained]
         keys = [k for k in KEY_SETTINGS if any(k in f for f in flat)]
         if len(trained) > 1:
             differing = [k for k in _ordered_union(flat) if len({repr(f.get(k)) for f in flat}) > 1]
@@ -286,17 +287,6 @@ class _Builder:
             png = plots.line_panels("Validation during training", panels, "step", ylabel, sharey=False)
             figures.append(self.plot("training-eval", "Validation during training", png))
         return figures
-
-
-def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, name + "."))  # an empty section adds nothing
-        else:
-            out[name] = value
-    return out
 
 
 def build_document(runs: list[Run], *, title: str = "polymodal report", max_examples: int = 8, max_retrieved: int = 5) -> Document:

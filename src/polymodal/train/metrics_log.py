@@ -7,6 +7,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from polymodal.fsutil import write_atomic
+
 logger = logging.getLogger(__name__)
 TENSORBOARD_DIR = "tensorboard"
 
@@ -33,6 +35,25 @@ class MetricsLog:
         self.run_dir = run_dir
         self._want_tensorboard = tensorboard
         self._writer: Any = None
+        self._purge_step: int | None = None
+
+    def rewind(self, step: int) -> None:
+        """Forget what was logged after ``step``: a run resumed from its checkpoint at ``step`` logs those steps again.
+
+        ``metrics.jsonl`` keeps the records up to ``step`` (rewritten atomically; a line cut short by the kill is
+        dropped); TensorBoard hides the later events when this run first writes (``purge_step``).
+        """
+        if self.path.is_file():
+            kept = []
+            for line in self.path.read_text(encoding="utf-8").splitlines():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(record, dict) and int(record.get("step", 0)) <= step:
+                    kept.append(line + "\n")
+            write_atomic(self.path, "".join(kept))
+        self._purge_step = step + 1
 
     def _tensorboard(self) -> Any:
         if self._writer is None and self._want_tensorboard:
@@ -43,7 +64,7 @@ class MetricsLog:
                             "(pip install 'polymodal[tensorboard]' for event files)")
                 self._want_tensorboard = False
                 return None
-            self._writer = SummaryWriter(log_dir=str(self.run_dir / TENSORBOARD_DIR))
+            self._writer = SummaryWriter(log_dir=str(self.run_dir / TENSORBOARD_DIR), purge_step=self._purge_step)
         return self._writer
 
     def write(self, record: dict[str, Any]) -> None:

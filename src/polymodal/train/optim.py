@@ -12,16 +12,22 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-NO_DECAY_NAME_PARTS = ("bias", "norm", "embedding", "embed", "pos", "logit_scale", "temperature", "logit_bias", "cls_token")
+NORM_MODULES = (nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 def _no_decay(name: str, param: nn.Parameter, module: nn.Module | None) -> bool:
     if param.ndim < 2:  # biases, norm gains, scalar temperatures
         return True
-    if isinstance(module, (nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.BatchNorm2d)):
+    if isinstance(module, NORM_MODULES):
         return True
-    lowered = name.lower()
-    return any(part in lowered for part in NO_DECAY_NAME_PARTS)
+    *path, leaf = name.lower().split(".")
+    # A matrix a module registers under its own name rather than as a layer's ``weight`` is a table of learned
+    # vectors (position and type embeddings, a CLS token), not a map between features. Matching whole names,
+    # not substrings: a convolutional stem called ``patch_embed`` is a layer and decays (as in timm, open_clip).
+    if leaf not in ("weight", "weight_orig"):
+        return True
+    # A token embedding held by a Linear (its weight tied to the output layer) or a Hugging Face norm class.
+    return bool(path) and (path[-1].endswith("embedding") or "norm" in path[-1])
 
 
 def param_groups(

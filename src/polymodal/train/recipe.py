@@ -24,10 +24,11 @@ from typing import Any, Literal
 
 import torch
 import yaml
+from accelerate import PartialState
 from accelerate.utils import set_seed
 from pydantic import Field, model_validator
 
-from polymodal.config import Config, ConfigError, load_config
+from polymodal.config import Config, ConfigError, flatten_config, load_config
 from polymodal.data.dataset import MultimodalDataset, label_from_vocab, qa_samples, statement_samples
 from polymodal.data.errors import BadSampleLog
 from polymodal.data.hard_negatives import WordSwapNegatives
@@ -288,22 +289,59 @@ def make_task(section: TaskSection) -> torch.nn.Module:
 
 
 # ----------------------------------------------------------------------------- run
+CONFIG_NAME = "config.yaml"
+# Settings a resumed run may change: they decide how fast it runs, what it logs and which checkpoints it keeps,
+# not what it computes.
+RESUME_MAY_CHANGE = frozenset({
+    "train.num_workers", "train.log_every", "train.tensorboard", "train.checkpoint_every", "train.keep_last",
+    "data.image_memo_mb",
+})  # fmt: skip
+
+
+def check_resume_config(recipe: Recipe, run_dir: Path) -> None:
+    """Refuse to resume ``run_dir`` with a recipe other than the one it was started with.
+
+    A resumed run continues the same schedule from the same state; another ``train.steps``, learning rate or
+    dataset would silently make it a different run (and overwrite the record of what it was).
+    """
+    saved_path = run_dir / CONFIG_NAME
+    if not saved_path.is_file():
+        return  # a run killed before it wrote its config: nothing to compare against
+    saved = flatten_config(yaml.safe_load(saved_path.read_text()) or {})
+    now = flatten_config(recipe.model_dump(mode="json"))
+    changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and k not in RESUME_MAY_CHANGE)
+    if changed:
+        shown = "; ".join(f"{k}: {saved.get(k)!r} in the run, {now.get(k)!r} now" for k in changed[:5])
+        more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""
+        raise ConfigError(f"--resume {run_dir}: the recipe differs from the run's {saved_path} at {shown}{more}. "
+                          "Resume with the recipe and --set values it was started with, or train into a new --out.")  # fmt: skip
+
+
 def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
     run_dir = Path(run_dir)
     if not resume and list_checkpoints(run_dir):
         # A fresh run must not mix with an old one: pruning keeps the highest steps, so the old
         # checkpoints would win a later --resume.
         raise ConfigError(f"{run_dir} already holds a run's checkpoints; pass --resume {run_dir} or choose another --out")
+    if resume:
+        check_resume_config(recipe, run_dir)
+    # Under a distributed launch this joins the process group, so the rank is known before anything is written:
+    # only the main process writes the run's files. The others log their bad samples to their own file (each
+    # decodes its own shard of the images; appends from two processes to one file could interleave).
+    state = PartialState(cpu=not torch.cuda.is_available())
+    is_main = state.is_main_process
     data = recipe.data
     view = data.view or TASK_VIEWS[recipe.task.kind]
-    bad_log = BadSampleLog(run_dir / "bad_samples.jsonl", strict=data.strict)
+    bad_log_name = "bad_samples.jsonl" if is_main else f"bad_samples.rank{state.process_index}.jsonl"
+    bad_log = BadSampleLog(run_dir / bad_log_name, strict=data.strict)
     train_rows = _read(data, data.train, bad_log)
     if not train_rows:
         raise ConfigError(f"{Path(data.path) / data.train}: no usable samples")
     val_rows = _read(data, data.val, bad_log) if data.val else []
 
     tokenizer_dir = run_dir / "tokenizer"
-    if resume and tokenizer_dir.is_dir():
+    tokenizer_from_run = resume and tokenizer_dir.is_dir()
+    if tokenizer_from_run:
         tokenizer = TextTokenizer.load(tokenizer_dir)
     elif data.tokenizer:
         from polymodal.pretrained.locate import resolve_pretrained
@@ -345,11 +383,13 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
     model = build_recipe_model(recipe, tokenizer.vocab_size, extra)
     task = make_task(recipe.task)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
-    tokenizer.save(tokenizer_dir)
-    if answers is not None:
-        (run_dir / "answers.json").write_text(json.dumps(answers, indent=1))
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / CONFIG_NAME).write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+        if not tokenizer_from_run:
+            tokenizer.save(tokenizer_dir)
+        if answers is not None:
+            (run_dir / "answers.json").write_text(json.dumps(answers, indent=1))
 
     evaluator = None
     if val_samples:

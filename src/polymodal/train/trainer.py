@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -93,6 +93,9 @@ def _accelerator(precision: str) -> Accelerator:
     each need their own. Resetting only the AcceleratorState keeps the process group (PartialState),
     so this is safe under a distributed launch too.
     """
+    if precision == "fp16" and not torch.cuda.is_available():
+        # Accelerate would quietly train in fp32 instead: fp16 autocast on CPU is neither supported by it nor fast.
+        raise ValueError("train.precision=fp16 needs a CUDA GPU; on CPU use bf16 (or no, for fp32)")
     if AcceleratorState._shared_state and AcceleratorState().mixed_precision != precision:
         AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
@@ -160,6 +163,11 @@ class Trainer:
         self.progress = progress
         self.metrics_log = MetricsLog(self.run_dir, tensorboard=config.tensorboard)
         self.accelerator = accelerator or _accelerator(config.precision)
+        if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+            # Checkpoints, the best model and gradient accumulation here assume every rank holds the whole model
+            # (DDP); sharded weights and optimizer states would be saved incomplete.
+            raise ValueError(f"{self.accelerator.distributed_type.value} is not supported by polymodal's trainer yet; "
+                             "launch with DDP (accelerate launch --multi_gpu), see README 'Distributed training'")  # fmt: skip
         set_seed(config.seed)
         if config.gradient_checkpointing:
             for module in model.modules():
@@ -171,6 +179,11 @@ class Trainer:
         groups = param_groups(self._lr_entries(model, task, param_lrs or {}), config.weight_decay)
         if not groups:
             raise ValueError("nothing to train: every parameter is frozen")
+        # Which scheduler lr belongs to which entry ("model", "task" or a param_lrs path): the log's "lr" is the
+        # recipe's train.lr (group 0 is a tower's when param_lrs is given), "lrs" each entry's own.
+        self._lr_index: dict[str, int] = {}
+        for index, group in enumerate(groups):
+            self._lr_index.setdefault(group["name"].rsplit(".", 1)[0], index)
         # The fused kernel (one pass over all tensors) is 4.6-5x faster than the per-tensor loop torch uses on
         # CPU by default (benchmarks/README.md); CPU and CUDA have it.
         self.fused = self.accelerator.device.type in ("cpu", "cuda")
@@ -201,6 +214,8 @@ class Trainer:
         """Restore the newest complete checkpoint in ``run_dir``; returns its step (0: none)."""
         checkpoints = list_checkpoints(run_dir or self.run_dir)
         if not checkpoints:
+            if self.is_main:
+                self.metrics_log.rewind(0)  # killed before its first checkpoint: the run starts over
             return 0
         meta = load_checkpoint(checkpoints[-1].path, self.module, self.optimizer, self.scheduler)
         # Loading an optimizer state restores each group's settings, "fused" and "foreach" included: a checkpoint
@@ -213,6 +228,8 @@ class Trainer:
         self.best_step = meta.get("best_step")
         self.evals_without_improvement = meta.get("evals_without_improvement", 0)
         self.stopped_early = meta.get("stopped_early", False)
+        if self.is_main:
+            self.metrics_log.rewind(self.step)
         return self.step
 
     def _checkpoint(self) -> None:
@@ -319,10 +336,14 @@ class Trainer:
                 self.step += 1
                 last = totals
                 rate = samples / max(time.perf_counter() - started, 1e-9)
-                lr = self.scheduler.get_last_lr()[0]
+                lrs = self.scheduler.get_last_lr()
+                lr = lrs[self._lr_index.get("model", 0)]
                 progress.update(self.step, totals.get("loss", math.nan), lr, rate)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                    self._log({"step": self.step, "lr": lr, "samples_per_s": rate, **totals})
+                    record = {"step": self.step, "lr": lr, "samples_per_s": rate, **totals}
+                    if param_lrs_logged := {k: lrs[i] for k, i in self._lr_index.items() if k not in ("model", "task")}:
+                        record["lrs"] = param_lrs_logged
+                    self._log(record)
                 if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
                     stopped_early = self.stopped_early = self._run_eval()
                 if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or self.step == cfg.steps or stopped_early:
