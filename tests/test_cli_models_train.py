@@ -304,3 +304,22 @@ def test_polymodal_train_killed_with_sigkill_resumes_to_the_same_weights(tmp_pat
         assert torch.equal(want[key], got[key]), f"{key} differs after a kill at step {killed_at} (+{delay:.3f} s)"
     logged = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines() if '"eval"' not in line]
     assert logged == sorted(set(logged)), "a step logged twice"
+
+
+def test_caption_recipe_with_a_weighted_contrastive_loss(tmp_path: Path) -> None:
+    """Captioning + 0.5 x CLIP loss in one task (CoCa-style): both losses logged, their weighted sum trained."""
+    data = tmp_path / "shapes"
+    generate_shapesworld(data, 40, seed=0, image_size=32, progress=False)
+    args = ["train", str(RECIPES / "shapes-caption.yaml"), "--set", f"data.path={data}", "--set", "data.image.image_size=32",
+            "--set", "train.steps=3", "--set", "train.batch_size=8", "--set", "train.warmup_steps=1",
+            "--set", "train.log_every=1", "--set", "task.contrastive_weight=0.5"]  # fmt: skip
+    missing = runner.invoke(app, [*args, "--out", str(tmp_path / "no-tower"), "--json"])
+    assert missing.exit_code != 0 and "model.params.contrastive=true" in missing.output
+    result = runner.invoke(app, [*args, "--set", "model.params.contrastive=true", "--out", str(tmp_path / "run"), "--json"])
+    assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"eval"' not in line]
+    assert len(records) == 3
+    for r in records:
+        assert r["loss"] == pytest.approx(r["caption"] + 0.5 * r["contrastive"], rel=1e-5)
+    wrong_task = runner.invoke(app, ["train", str(RECIPES / "shapes-clip.yaml"), "--set", "task.contrastive_weight=0.5"])
+    assert wrong_task.exit_code == 2 and "task.contrastive_weight" in wrong_task.output

@@ -78,11 +78,16 @@ def shapes_fusion(
 
 
 @PRESETS.register("shapes-caption")
-def shapes_caption(vocab_size: int = 512, image_size: int = 64, max_length: int = 32, image_encoder: str = "vit") -> CaptionerConfig:
-    """ViT image encoder + 2-layer cross-attending text decoder."""
+def shapes_caption(
+    vocab_size: int = 512, image_size: int = 64, max_length: int = 32, image_encoder: str = "vit", contrastive: bool = False
+) -> CaptionerConfig:
+    """ViT image encoder + 2-layer cross-attending text decoder; ``contrastive`` adds a text tower and 128-d
+    projections (CoCa-style) so the recipe's ``task.contrastive_weight`` can add a CLIP loss to captioning."""
     return CaptionerConfig(
         image_encoder=_small_image(image_encoder, image_size),
         decoder=DecoderConfig(vocab_size=vocab_size, width=128, depth=2, heads=4, max_length=max_length),
+        contrastive_text_encoder=_small_text(vocab_size, max_length) if contrastive else None,
+        embed_dim=128,
     )
 
 

@@ -124,6 +124,9 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         raise ConfigError(f"{path}: model.preset {recipe.model.preset!r} is unknown; allowed: {', '.join(PRESETS.names())}")
     if recipe.model.init_map and not recipe.model.init_from:
         raise ConfigError(f"{path}: model.init_map needs model.init_from (the model to copy from)")
+    if recipe.task.contrastive_weight > 0 and recipe.task.kind != "caption":
+        raise ConfigError(f"{path}: task.contrastive_weight adds a CLIP loss to captioning (task.kind: caption); "
+                          f"a {recipe.task.kind} task would ignore it")  # fmt: skip
     return recipe
 
 
@@ -381,6 +384,9 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
     # Seeded before the model exists: its initial weights are part of what the seed must fix.
     set_seed(recipe.train.seed)
     model = build_recipe_model(recipe, tokenizer.vocab_size, extra)
+    if recipe.task.contrastive_weight > 0 and getattr(model, "text_encoder", None) is None:
+        raise ConfigError("task.contrastive_weight needs a captioner with a text tower for the contrastive loss: "
+                          "model.params.contrastive=true (shapes-caption) or a contrastive_text_encoder in model.config")  # fmt: skip
     task = make_task(recipe.task)
 
     if is_main:
