@@ -98,6 +98,8 @@ def test_polymodal_train_under_accelerate_launch_reports_once(tmp_path: Path) ->
 
     data = tmp_path / "shapes"
     generate_shapesworld(data, 40, seed=0, image_size=32, progress=False)
+    with open(data / "train.jsonl", "a", encoding="utf-8") as manifest:  # two rows every rank skips
+        manifest.write('{"id": "no-image", "image": "images/missing.png", "captions": ["a red circle"]}\n{not json\n')
     recipe = Path(__file__).resolve().parents[2] / "recipes" / "shapes-clip.yaml"
 
     def args_for(attempt: str) -> list[str]:
@@ -109,6 +111,11 @@ def test_polymodal_train_under_accelerate_launch_reports_once(tmp_path: Path) ->
     report = json.loads(result.stdout)  # exactly one JSON document: a second rank's would not parse
     run = Path(report["run_dir"])
     assert report["steps"] == 2 and run.parent == tmp_path and (run / "model" / "model.safetensors").is_file()
+    # Only the main process writes the run's files: the skipped rows once in bad_samples.jsonl (both ranks
+    # appending to it gave each twice), rank 1's in its own file.
+    main_log = [json.loads(line) for line in (run / "bad_samples.jsonl").read_text().splitlines()]
+    assert len(main_log) == 2, main_log
+    assert len((run / "bad_samples.rank1.jsonl").read_text().splitlines()) == 2
 
 
 def test_exit_launched_process_flushes_output_and_keeps_the_code(tmp_path: Path) -> None:
