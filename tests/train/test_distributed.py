@@ -111,6 +111,7 @@ def test_polymodal_train_under_accelerate_launch_reports_once(tmp_path: Path) ->
     report = json.loads(result.stdout)  # exactly one JSON document: a second rank's would not parse
     run = Path(report["run_dir"])
     assert report["steps"] == 2 and run.parent == tmp_path and (run / "model" / "model.safetensors").is_file()
+    assert report["processes"] == 2
     # Only the main process writes the run's files: the skipped rows once in bad_samples.jsonl (both ranks
     # appending to it gave each twice), rank 1's in its own file.
     main_log = [json.loads(line) for line in (run / "bad_samples.jsonl").read_text().splitlines()]

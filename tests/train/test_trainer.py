@@ -302,3 +302,14 @@ def test_caption_task_adds_the_weighted_contrastive_loss() -> None:
     assert set(losses) == {"loss", "caption", "contrastive"}
     with pytest.raises(ValueError, match="contrastive_text_encoder"):
         CaptionTask(contrastive_weight=0.5)(lambda *_: {"logits": out["logits"]}, batch)
+
+
+@pytest.mark.parametrize("sharded", ["FSDP", "DEEPSPEED"])
+def test_sharded_launches_are_refused_not_half_saved(tmp_path: Path, sharded: str) -> None:
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    accelerator = SimpleNamespace(distributed_type=DistributedType[sharded])  # what such a launch configures
+    with pytest.raises(ValueError, match=f"{sharded} is not supported.*--multi_gpu"):
+        Trainer(Regression(), MSETask(), dataset(), config(), tmp_path, accelerator=accelerator, progress=False)  # type: ignore[arg-type]

@@ -79,6 +79,7 @@ def _report(result: TrainResult, run_dir: Path, metric: str | None, json: bool) 
         "best_metric": result.best_metric,
         "best_step": result.best_step,
         "samples_per_second": round(result.samples_per_second, 1),
+        "processes": result.processes,
         "last_losses": result.last_losses,
         "transfer": result.transfer,
     }
@@ -90,5 +91,6 @@ def _report(result: TrainResult, run_dir: Path, metric: str | None, json: bool) 
         new = t["not_transferred"]
         listed = f" (trained from scratch: {', '.join(new[:6])}{' ...' if len(new) > 6 else ''})" if new else ""
         console.print(f"initialised {t['transferred']}/{t['total']} tensors from {t['source']}{listed}", highlight=False)
-    console.print(f"[bold green]done[/] {run_dir}: {result.step} steps, "
+    processes = f" on {result.processes} processes" if result.processes > 1 else ""
+    console.print(f"[bold green]done[/] {run_dir}: {result.step} steps{processes}, "
                   f"{result.samples_per_second:,.0f} samples/s, best {metric or 'metric'} = {result.best_metric}")

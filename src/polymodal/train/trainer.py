@@ -61,6 +61,7 @@ class TrainResult:
     skipped_batches: int = 0
     dropped_samples: int = 0  # bad samples skipped inside batches (lenient mode)
     transfer: dict[str, Any] | None = None  # what model.init_from copied: source, tensors transferred / total
+    processes: int = 1  # of the launch: `accelerate launch --num_processes 2` without --multi_gpu starts one on CPU
 
 
 def _batch_size_of(batch: Any) -> int:
@@ -360,6 +361,7 @@ class Trainer:
             samples_per_second=samples / max(time.perf_counter() - started, 1e-9),
             skipped_batches=skipped,
             dropped_samples=dropped,
+            processes=acc.num_processes,
         )
 
 
