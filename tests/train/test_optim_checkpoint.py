@@ -43,14 +43,21 @@ class Stem(nn.Module):
         super().__init__()
         self.patch_embed = nn.Conv2d(3, 4, 3)
         self.position_embedding = nn.Parameter(torch.zeros(5, 4))
-        self.post_proj = nn.Linear(4, 4)
+        self.post_proj = nn.Linear(4, 4, bias=False)
+        self.attn = nn.MultiheadAttention(4, 2, bias=False)  # in_proj_weight: a layer's weight under another name
+        self.rnn = nn.GRU(4, 4, bias=False)  # weight_ih_l0, weight_hh_l0
+        self.tokens = nn.Embedding(7, 4)
+        self.lm_head = nn.Linear(4, 7, bias=False)
+        self.lm_head.weight = self.tokens.weight  # tied: still the embedding
 
 
 def test_no_decay_matches_names_not_substrings() -> None:
     model = Stem()
     groups = {g["name"]: {id(p) for p in g["params"]} for g in param_groups([("m", model, 1e-3)], weight_decay=0.1)}
-    assert groups["m.decay"] == {id(model.patch_embed.weight), id(model.post_proj.weight)}
-    assert groups["m.no_decay"] == {id(model.position_embedding), id(model.patch_embed.bias), id(model.post_proj.bias)}
+    decayed = [model.patch_embed.weight, model.post_proj.weight, model.attn.in_proj_weight, model.attn.out_proj.weight,
+               model.rnn.weight_ih_l0, model.rnn.weight_hh_l0]  # fmt: skip
+    assert groups["m.decay"] == {id(p) for p in decayed}
+    assert groups["m.no_decay"] == {id(model.position_embedding), id(model.patch_embed.bias), id(model.tokens.weight)}
 
 
 def test_per_tower_learning_rates() -> None:

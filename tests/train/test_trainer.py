@@ -246,6 +246,12 @@ def test_logged_lr_is_the_recipe_lr_and_each_tower_has_its_own(tmp_path: Path) -
     first = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
     assert first["lr"] == pytest.approx(1e-2 * 0.5 * (1 + math.cos(math.pi * 1 / 4)))
     assert first["lrs"] == {"net.0": pytest.approx(1e-4 * 0.5 * (1 + math.cos(math.pi * 1 / 4)))}
+    # Also when the towers' rates cover every parameter and no group has train.lr.
+    whole = Trainer(Regression(), MSETask(), dataset(), config(steps=4, warmup_steps=0, lr=1e-2), tmp_path / "whole",
+                    param_lrs={"net": 1e-4}, progress=False)  # fmt: skip
+    whole.fit()
+    first = json.loads((tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["lr"] == pytest.approx(1e-2 * 0.5 * (1 + math.cos(math.pi * 1 / 4)))
 
 
 def test_gradients_are_clipped_before_the_step(tmp_path: Path) -> None:

@@ -40,8 +40,10 @@ def rng_state() -> dict[str, Any]:
         "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
                   "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
     }
-    if torch.cuda.is_available():  # dropout on a GPU draws from the device's generators, not the CPU's
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available():
+        # Dropout on a GPU draws from this process's device generator, not the CPU's. Only the main process
+        # saves, but every rank was seeded alike and draws alike, so each restores it to its own device.
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -51,9 +53,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), gauss))
     n = state["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    cuda = state.get("cuda")
-    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 @dataclass

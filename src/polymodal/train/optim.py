@@ -7,27 +7,36 @@ hurts (a decayed LayerNorm gain or CLIP temperature drifts towards zero for no b
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 
 import torch
 from torch import nn
 
 NORM_MODULES = (nn.Embedding, nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+# Matrices a module registers under its own name that are tables of learned vectors (position, type and
+# modality embeddings, a CLS token, a learned stand-in for a missing modality), not maps between features.
+TABLE_NAME_PARTS = ("embed", "token", "missing", "node_type")
 
 
-def _no_decay(name: str, param: nn.Parameter, module: nn.Module | None) -> bool:
+def _is_layer_weight(leaf: str) -> bool:
+    """A layer's weight matrix: ``weight``, an RNN's ``weight_ih_l0``, attention's ``in_proj_weight``, a
+    parametrised ``original0``."""
+    return leaf == "weight" or leaf.startswith("weight_") or leaf.endswith("_weight") or re.fullmatch(r"original\d+", leaf) is not None
+
+
+def _no_decay(name: str, param: nn.Parameter, owners: list[nn.Module]) -> bool:
+    """Whether ``param`` (called ``name``, held by ``owners``: more than one when tied) is exempt from decay."""
     if param.ndim < 2:  # biases, norm gains, scalar temperatures
         return True
-    if isinstance(module, NORM_MODULES):
+    if any(isinstance(m, NORM_MODULES) for m in owners):  # a tied output layer keeps its embedding's exemption
         return True
     *path, leaf = name.lower().split(".")
-    # A matrix a module registers under its own name rather than as a layer's ``weight`` is a table of learned
-    # vectors (position and type embeddings, a CLS token), not a map between features. Matching whole names,
-    # not substrings: a convolutional stem called ``patch_embed`` is a layer and decays (as in timm, open_clip).
-    if leaf not in ("weight", "weight_orig"):
-        return True
-    # A token embedding held by a Linear (its weight tied to the output layer) or a Hugging Face norm class.
-    return bool(path) and (path[-1].endswith("embedding") or "norm" in path[-1])
+    if not _is_layer_weight(leaf):
+        return any(part in leaf for part in TABLE_NAME_PARTS)
+    # Whole names, not substrings: a convolutional stem called ``patch_embed`` is a layer and decays (as in timm
+    # and open_clip). A Linear named as an embedding holds token vectors (tied to an output layer elsewhere).
+    return bool(path) and any(isinstance(m, nn.Linear) for m in owners) and path[-1].endswith(("embedding", "embeddings"))
 
 
 def param_groups(
@@ -41,16 +50,16 @@ def param_groups(
     seen: set[int] = set()
     groups: list[dict] = []
     for prefix, root, lr in modules:
-        owner = {}
+        owners: dict[int, list[nn.Module]] = {}
         for mod in root.modules():
             for p in mod.parameters(recurse=False):
-                owner[id(p)] = mod
+                owners.setdefault(id(p), []).append(mod)
         decay, no_decay = [], []
         for name, p in root.named_parameters():
             if not p.requires_grad or id(p) in seen:
                 continue
             seen.add(id(p))
-            (no_decay if _no_decay(name, p, owner.get(id(p))) else decay).append(p)
+            (no_decay if _no_decay(name, p, owners.get(id(p), [])) else decay).append(p)
         if decay:
             groups.append({"params": decay, "weight_decay": weight_decay, "lr": lr, "name": f"{prefix}.decay"})
         if no_decay:

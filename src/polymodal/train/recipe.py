@@ -26,7 +26,8 @@ import torch
 import yaml
 from accelerate import PartialState
 from accelerate.utils import set_seed
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
+from pydantic_core import to_jsonable_python
 
 from polymodal.config import Config, ConfigError, flatten_config, load_config
 from polymodal.data.dataset import MultimodalDataset, label_from_vocab, qa_samples, statement_samples
@@ -36,6 +37,7 @@ from polymodal.data.readers import read_manifest
 from polymodal.data.schema import Sample
 from polymodal.data.text import TextTokenizer, train_tokenizer
 from polymodal.data.transforms import Augment, ImagePipeline, ImagePreprocess
+from polymodal.fsutil import write_atomic
 from polymodal.models import PRESETS, ComposedModel, build_model, load_model, parse_model_config
 from polymodal.models.base import TOKENIZER_DIR, find_model_dir
 from polymodal.modules.encoders import Encoder
@@ -301,6 +303,57 @@ RESUME_MAY_CHANGE = frozenset({
 })  # fmt: skip
 
 
+# Recipe values that name files or directories: compared as paths (`./data/shapes` is `data/shapes`).
+PATH_KEYS = frozenset({"data.path", "data.tokenizer", "model.init_from"})
+
+
+def _recipe_field(recipe: Recipe, key: str) -> tuple[str, Any]:
+    """What the dotted ``key`` is in this version's recipe schema: ``("field", default)`` (its default as it
+    would be dumped), ``("entry", None)`` inside a free-form mapping (``model.params``), or ``("gone", None)``."""
+    node: Any = recipe
+    *parents, last = key.split(".")
+    for part in parents:
+        if isinstance(node, BaseModel) and part in type(node).model_fields:
+            node = getattr(node, part)
+        else:
+            return ("entry", None) if isinstance(node, dict) else ("gone", None)
+    if isinstance(node, BaseModel):
+        if last not in type(node).model_fields:
+            return "gone", None
+        field = type(node).model_fields[last]
+        if field.is_required():
+            return "entry", None  # no default to assume for a run that did not record it
+        return "field", to_jsonable_python(field.get_default(call_default_factory=True))
+    return ("entry", None) if isinstance(node, dict) else ("gone", None)
+
+
+def _same_setting(key: str, saved: Any, now: Any) -> bool:
+    if key in PATH_KEYS and isinstance(saved, str) and isinstance(now, str):
+        return Path(saved).resolve() == Path(now).resolve()
+    return saved == now
+
+
+def resume_config_differences(recipe: Recipe, saved_config: dict[str, Any]) -> list[str]:
+    """The settings (dotted keys) in which ``recipe`` differs from the config a run was started with.
+
+    A setting missing from the saved config was added to polymodal since: the run had its default. One only the
+    saved config has was removed since and is ignored, unless it is an entry of a free-form mapping.
+    """
+    saved, now = flatten_config(saved_config), flatten_config(recipe.model_dump(mode="json"))
+    changed = []
+    for key in sorted(saved.keys() | now.keys()):
+        if key in RESUME_MAY_CHANGE:
+            continue
+        if key in saved and key in now:
+            differs = not _same_setting(key, saved[key], now[key])
+        else:
+            kind, default = _recipe_field(recipe, key)
+            differs = kind == "entry" or (kind == "field" and key in now and now[key] != default)
+        if differs:
+            changed.append(key)
+    return changed
+
+
 def check_resume_config(recipe: Recipe, run_dir: Path) -> None:
     """Refuse to resume ``run_dir`` with a recipe other than the one it was started with.
 
@@ -310,10 +363,15 @@ def check_resume_config(recipe: Recipe, run_dir: Path) -> None:
     saved_path = run_dir / CONFIG_NAME
     if not saved_path.is_file():
         return  # a run killed before it wrote its config: nothing to compare against
-    saved = flatten_config(yaml.safe_load(saved_path.read_text()) or {})
-    now = flatten_config(recipe.model_dump(mode="json"))
-    changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and k not in RESUME_MAY_CHANGE)
+    try:
+        saved_config = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--resume {run_dir}: {saved_path} is not valid YAML ({e})") from e
+    if not isinstance(saved_config, dict):
+        raise ConfigError(f"--resume {run_dir}: {saved_path} is not a recipe (a mapping at the top level)")
+    changed = resume_config_differences(recipe, saved_config)
     if changed:
+        saved, now = flatten_config(saved_config), flatten_config(recipe.model_dump(mode="json"))
         shown = "; ".join(f"{k}: {saved.get(k)!r} in the run, {now.get(k)!r} now" for k in changed[:5])
         more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""
         raise ConfigError(f"--resume {run_dir}: the recipe differs from the run's {saved_path} at {shown}{more}. "
@@ -391,11 +449,11 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
 
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / CONFIG_NAME).write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+        write_atomic(run_dir / CONFIG_NAME, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
         if not tokenizer_from_run:
             tokenizer.save(tokenizer_dir)
         if answers is not None:
-            (run_dir / "answers.json").write_text(json.dumps(answers, indent=1))
+            write_atomic(run_dir / "answers.json", json.dumps(answers, indent=1))
 
     evaluator = None
     if val_samples:

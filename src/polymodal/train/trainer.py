@@ -180,11 +180,12 @@ class Trainer:
         groups = param_groups(self._lr_entries(model, task, param_lrs or {}), config.weight_decay)
         if not groups:
             raise ValueError("nothing to train: every parameter is frozen")
-        # Which scheduler lr belongs to which entry ("model", "task" or a param_lrs path): the log's "lr" is the
-        # recipe's train.lr (group 0 is a tower's when param_lrs is given), "lrs" each entry's own.
+        # Which scheduler lr belongs to which param_lrs entry, for the log's "lrs"; its "lr" is train.lr on the
+        # schedule (group 0 is a tower's when param_lrs is given, and "model" may have no group of its own).
         self._lr_index: dict[str, int] = {}
         for index, group in enumerate(groups):
-            self._lr_index.setdefault(group["name"].rsplit(".", 1)[0], index)
+            if (entry := group["name"].rsplit(".", 1)[0]) not in ("model", "task"):
+                self._lr_index.setdefault(entry, index)
         # The fused kernel (one pass over all tensors) is 4.6-5x faster than the per-tensor loop torch uses on
         # CPU by default (benchmarks/README.md); CPU and CUDA have it.
         self.fused = self.accelerator.device.type in ("cpu", "cuda")
@@ -338,12 +339,12 @@ class Trainer:
                 last = totals
                 rate = samples / max(time.perf_counter() - started, 1e-9)
                 lrs = self.scheduler.get_last_lr()
-                lr = lrs[self._lr_index.get("model", 0)]
+                lr = cfg.lr * lrs[0] / self.scheduler.base_lrs[0]  # the schedule's factor is the same for every group
                 progress.update(self.step, totals.get("loss", math.nan), lr, rate)
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     record = {"step": self.step, "lr": lr, "samples_per_s": rate, **totals}
-                    if param_lrs_logged := {k: lrs[i] for k, i in self._lr_index.items() if k not in ("model", "task")}:
-                        record["lrs"] = param_lrs_logged
+                    if self._lr_index:
+                        record["lrs"] = {entry: lrs[i] for entry, i in self._lr_index.items()}
                     self._log(record)
                 if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
                     stopped_early = self.stopped_early = self._run_eval()
