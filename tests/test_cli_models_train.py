@@ -250,6 +250,12 @@ def test_resume_refuses_a_recipe_other_than_the_runs(tmp_path: Path) -> None:
     assert same.exit_code == 0, same.output
     elsewhere = runner.invoke(app, [*_clip_args(data, tmp_path / "other", "--set", "train.steps=2"), "--resume", str(run)])
     assert elsewhere.exit_code == 2 and "drop --out" in elsewhere.output
+    # Without a RECIPE the run's own config.yaml is the recipe.
+    own = runner.invoke(app, ["train", "--resume", str(run), "--json"])
+    assert own.exit_code == 0, own.output
+    assert json.loads(own.stdout)["steps"] == 2
+    neither = runner.invoke(app, ["train"])
+    assert neither.exit_code == 2 and "--resume RUN_DIR" in neither.output
 
 
 def test_polymodal_train_killed_with_sigkill_resumes_to_the_same_weights(tmp_path: Path) -> None:

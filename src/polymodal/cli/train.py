@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 
 
 def train(
-    recipe: Path = typer.Argument(..., help="A recipe YAML (see recipes/)."),
+    recipe: Path = typer.Argument(None, help="A recipe YAML (see recipes/); with --resume it may be left out: "
+                                  "the run's own config.yaml is used.", show_default=False),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe value: key.path=value (repeatable)."),
     out: Path = typer.Option(None, "--out", help="Run directory (default: runs/<recipe name>)."),
     resume: Path = typer.Option(None, "--resume", help="Continue the run in this directory from its last checkpoint."),
@@ -26,10 +27,16 @@ def train(
     (on a CPU-only machine too, where `--multi_gpu` starts gloo processes).
     """
     from polymodal.config import ConfigError
-    from polymodal.train.recipe import load_recipe, run_recipe
+    from polymodal.train.recipe import CONFIG_NAME, load_recipe, run_recipe
     from polymodal.modules.losses.distributed import distributed_rank
     from polymodal.train.trainer import end_distributed, exit_launched_process
 
+    if recipe is None:
+        if resume is None:
+            fail("give a RECIPE to train (see recipes/), or --resume RUN_DIR to continue a run", as_json=json, code=2)
+        recipe = resume / CONFIG_NAME  # the resolved recipe the run was started with
+        if not recipe.is_file():
+            fail(f"--resume {resume}: no {CONFIG_NAME} in it; give the RECIPE the run was started with", as_json=json, code=2)
     try:
         cfg = load_recipe(recipe, set_)
     except ConfigError as e:
