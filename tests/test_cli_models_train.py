@@ -1,6 +1,7 @@
 """``polymodal models`` and ``polymodal train`` through the real typer app."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -352,3 +353,16 @@ def test_resume_config_differences_across_polymodal_versions() -> None:
     assert resume_config_differences(recipe, older) == []
     changed = load_recipe(RECIPES / "shapes-fusion.yaml", ["data.path=data/other", "train.gradient_checkpointing=true"])
     assert resume_config_differences(changed, older) == ["data.path", "model.params.fusion", "train.gradient_checkpointing"]
+
+
+def test_recipe_tower_learning_rates_reach_the_optimizer(tmp_path: Path) -> None:
+    data = tmp_path / "shapes"
+    generate_shapesworld(data, 40, seed=0, image_size=32, progress=False)
+    run = tmp_path / "run"
+    args = _clip_args(data, run, "--set", "train.steps=2", "--set", "train.log_every=1", "--set", "train.warmup_steps=0",
+                      "--set", "train.lr=1.0e-3", "--set", "model.lrs={text_encoder: 1.0e-5}")  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    factor = 0.5 * (1 + math.cos(math.pi * 1 / 2))  # cosine schedule after step 1 of 2
+    assert first["lr"] == pytest.approx(1e-3 * factor) and first["lrs"] == {"text_encoder": pytest.approx(1e-5 * factor)}

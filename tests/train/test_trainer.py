@@ -319,3 +319,10 @@ def test_sharded_launches_are_refused_not_half_saved(tmp_path: Path, sharded: st
     accelerator = SimpleNamespace(distributed_type=DistributedType[sharded])  # what such a launch configures
     with pytest.raises(ValueError, match=f"{sharded} is not supported.*--multi_gpu"):
         Trainer(Regression(), MSETask(), dataset(), config(), tmp_path, accelerator=accelerator, progress=False)  # type: ignore[arg-type]
+
+
+def test_progress_bar_shows_loss_lr_and_throughput(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    torch.manual_seed(0)
+    Trainer(Regression(), MSETask(), dataset(), config(steps=4), tmp_path, progress=True).fit()
+    shown = capsys.readouterr().out
+    assert "4/4" in shown and "loss " in shown and "lr " in shown and "samples/s" in shown, shown
