@@ -67,11 +67,12 @@ DEFAULT_OPENCLIP_PYTHON = HERE.parent / ".venv-openclip" / "bin" / "python"
 # ----------------------------------------------------------------- architecture and data
 
 
-def preset_config(vocab_size: int, image_size: int, text_length: int) -> DualEncoderConfig:
+def preset_config(vocab_size: int, image_size: int, text_length: int, stem: str = "patch") -> DualEncoderConfig:
     config = PRESETS.build(PRESET, vocab_size=vocab_size, image_size=image_size, max_length=text_length)
-    # open_clip's ViT embeds patches with one strided convolution: compare like with like (the preset's
-    # convolutional stem costs ~20% more FLOPs and has no open_clip counterpart).
-    config.image_encoder.params["stem"] = "patch"
+    # open_clip's ViT embeds patches with one strided convolution: by default compare like with like. The preset's
+    # convolutional stem (``--stem conv``: what shapes-clip.yaml trains) costs ~20% more FLOPs and has no open_clip
+    # counterpart.
+    config.image_encoder.params["stem"] = stem
     return config
 
 
@@ -137,10 +138,12 @@ class SavedRows(torch.utils.data.Dataset):
         return Batch(ids=[str(i) for i in indices], images=self.images[rows], text_ids=self.ids[rows], text_mask=self.mask[rows])
 
 
-def polymodal_trainer(arch: dict[str, int], precision: str, lr: float, weight_decay: float, rows: SavedRows, run_dir: Path) -> Trainer:
+def polymodal_trainer(
+    arch: dict[str, int], precision: str, lr: float, weight_decay: float, rows: SavedRows, run_dir: Path, stem: str = "patch"
+) -> Trainer:
     """A real polymodal Trainer for shapes-clip over ``rows``, one pass of them; no grad
     clipping (open_clip's default) and no warm-up, so both optimizers do the same work."""
-    model = build_model(preset_config(arch["vocab_size"], arch["image_size"], arch["context_length"]))
+    model = build_model(preset_config(arch["vocab_size"], arch["image_size"], arch["context_length"], stem))
     train = TrainConfig(
         steps=len(rows) // rows.batch, batch_size=rows.batch, lr=lr, weight_decay=weight_decay, grad_clip=None,
         precision="bf16" if precision == "bf16" else "no",
@@ -186,6 +189,7 @@ def time_trainer_fit(trainer: Trainer, batch: int, warmup: int) -> dict[str, Any
 def polymodal_worker(argv: list[str]) -> None:
     parser = worker_args("polymodal side of train_vs_openclip.py")
     parser.add_argument("--trainer", action="store_true", help="time Trainer.fit instead of the bare step")
+    parser.add_argument("--stem", choices=("patch", "conv"), default="patch")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -194,7 +198,7 @@ def polymodal_worker(argv: list[str]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp)
         rows = SavedRows(batches)
-        trainer = polymodal_trainer(arch, args.precision, args.lr, args.weight_decay, rows, run_dir)
+        trainer = polymodal_trainer(arch, args.precision, args.lr, args.weight_decay, rows, run_dir, args.stem)
         model: DualEncoder = trainer.module.model  # type: ignore[assignment]
         params = count_params(
             {
@@ -299,6 +303,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table per side (first round)")
     parser.add_argument("--openclip-python", type=Path, default=DEFAULT_OPENCLIP_PYTHON)
     parser.add_argument("--json", type=Path, help="also write every run and the summary here")
+    parser.add_argument("--stem", choices=("patch", "conv"), default="patch",
+                        help="polymodal's image stem: patch (like open_clip's) or conv (the shapes-clip recipe's)")
     args = parser.parse_args()
     if not args.openclip_python.exists():
         raise SystemExit(f"{args.openclip_python} not found: create it with 'bash benchmarks/openclip_env.sh'")
@@ -317,7 +323,7 @@ def main() -> None:
             "--threads", str(args.threads), "--lr", str(args.lr), "--weight-decay", str(args.weight_decay),
         ]
         commands = {
-            "polymodal": [sys.executable, __file__, "--worker", *common],
+            "polymodal": [sys.executable, __file__, "--worker", *common, "--stem", args.stem],
             "open_clip": [str(args.openclip_python), str(HERE / "_openclip_worker.py"), *common],
         }
         if args.trainer:
