@@ -31,6 +31,8 @@ def train(
     from polymodal.modules.losses.distributed import distributed_rank
     from polymodal.train.trainer import end_distributed, exit_launched_process
 
+    if resume is not None and not resume.is_dir():
+        fail(f"--resume {resume}: no such run directory", as_json=json, code=2)
     if recipe is None:
         if resume is None:
             fail("give a RECIPE to train (see recipes/), or --resume RUN_DIR to continue a run", as_json=json, code=2)
@@ -45,8 +47,6 @@ def train(
         fail(f"--resume {resume} continues that run in place; --out {out} names another directory (drop --out)",
              as_json=json, code=2)  # fmt: skip
     run_dir = resume or out or Path("runs") / cfg.name
-    if resume is not None and not resume.is_dir():
-        fail(f"--resume {resume}: no such run directory", as_json=json, code=2)
     try:
         result = run_recipe(cfg, run_dir, resume=resume is not None, progress=not json)
     except (ConfigError, FileNotFoundError, ValueError) as e:

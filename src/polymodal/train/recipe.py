@@ -333,14 +333,15 @@ def _same_setting(key: str, saved: Any, now: Any) -> bool:
     return saved == now
 
 
-def resume_config_differences(recipe: Recipe, saved_config: dict[str, Any]) -> list[str]:
-    """The settings (dotted keys) in which ``recipe`` differs from the config a run was started with.
+def resume_config_differences(recipe: Recipe, saved_config: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """The settings (dotted keys, sorted) in which ``recipe`` differs from the config a run was started with,
+    each with its value in the run and now (None where one side lacks it).
 
     A setting missing from the saved config was added to polymodal since: the run had its default. One only the
     saved config has was removed since and is ignored, unless it is an entry of a free-form mapping.
     """
     saved, now = flatten_config(saved_config), flatten_config(recipe.model_dump(mode="json"))
-    changed = []
+    changed: dict[str, tuple[Any, Any]] = {}
     for key in sorted(saved.keys() | now.keys()):
         if key in RESUME_MAY_CHANGE:
             continue
@@ -350,7 +351,7 @@ def resume_config_differences(recipe: Recipe, saved_config: dict[str, Any]) -> l
             kind, default = _recipe_field(recipe, key)
             differs = kind == "entry" or (kind == "field" and key in now and now[key] != default)
         if differs:
-            changed.append(key)
+            changed[key] = (saved.get(key), now.get(key))
     return changed
 
 
@@ -371,8 +372,7 @@ def check_resume_config(recipe: Recipe, run_dir: Path) -> None:
         raise ConfigError(f"--resume {run_dir}: {saved_path} is not a recipe (a mapping at the top level)")
     changed = resume_config_differences(recipe, saved_config)
     if changed:
-        saved, now = flatten_config(saved_config), flatten_config(recipe.model_dump(mode="json"))
-        shown = "; ".join(f"{k}: {saved.get(k)!r} in the run, {now.get(k)!r} now" for k in changed[:5])
+        shown = "; ".join(f"{k}: {was!r} in the run, {now!r} now" for k, (was, now) in list(changed.items())[:5])
         more = f" (and {len(changed) - 5} more)" if len(changed) > 5 else ""
         raise ConfigError(f"--resume {run_dir}: the recipe differs from the run's {saved_path} at {shown}{more}. "
                           "Resume with the recipe and --set values it was started with, or train into a new --out.")  # fmt: skip

@@ -168,7 +168,7 @@ class Trainer:
             # Checkpoints, the best model and gradient accumulation here assume every rank holds the whole model
             # (DDP); sharded weights and optimizer states would be saved incomplete.
             raise ValueError(f"{self.accelerator.distributed_type.value} is not supported by polymodal's trainer yet; "
-                             "launch with DDP (accelerate launch --multi_gpu), see README 'Distributed training'")  # fmt: skip
+                             "launch with DDP (accelerate launch --multi_gpu; README, 'Several processes, several GPUs')")  # fmt: skip
         set_seed(config.seed)
         if config.gradient_checkpointing:
             for module in model.modules():
@@ -215,11 +215,14 @@ class Trainer:
     def resume(self, run_dir: str | Path | None = None) -> int:
         """Restore the newest complete checkpoint in ``run_dir``; returns its step (0: none)."""
         checkpoints = list_checkpoints(run_dir or self.run_dir)
-        if not checkpoints:
-            if self.is_main:
-                self.metrics_log.rewind(0)  # killed before its first checkpoint: the run starts over
-            return 0
-        meta = load_checkpoint(checkpoints[-1].path, self.module, self.optimizer, self.scheduler)
+        if checkpoints:
+            self._restore(checkpoints[-1].path)
+        if self.is_main:  # what was logged after that checkpoint is logged again (all of it, if there was none)
+            self.metrics_log.rewind(self.step)
+        return self.step
+
+    def _restore(self, checkpoint: Path) -> None:
+        meta = load_checkpoint(checkpoint, self.module, self.optimizer, self.scheduler)
         # Loading an optimizer state restores each group's settings, "fused" and "foreach" included: a checkpoint
         # from before the fused kernel would switch it off (and on CUDA with fp16 the grad scaler, which saw a
         # fused optimizer, would then fail at the first step). How to step is this run's choice, not the file's.
@@ -230,9 +233,6 @@ class Trainer:
         self.best_step = meta.get("best_step")
         self.evals_without_improvement = meta.get("evals_without_improvement", 0)
         self.stopped_early = meta.get("stopped_early", False)
-        if self.is_main:
-            self.metrics_log.rewind(self.step)
-        return self.step
 
     def _checkpoint(self) -> None:
         self.accelerator.wait_for_everyone()
