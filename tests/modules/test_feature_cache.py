@@ -113,6 +113,31 @@ def test_encoders_with_the_same_weights_share_one_store() -> None:
     assert b.feature_cache.misses == misses
 
 
+def test_a_store_outlives_its_encoders_only_inside_keep_alive() -> None:
+    import gc
+
+    x = torch.randn(2, 3, 32, 32)
+
+    def run_once() -> FeatureCache:  # one job of a chain: builds its model, uses it, drops it
+        encoder = frozen_efficientnet(21)
+        encoder.cache_outputs(10)
+        encoder(x)
+        return encoder.feature_cache
+
+    with FeatureCache.keep_alive():
+        first = run_once()
+        gc.collect()
+        second = run_once()  # the next job on the same weights: served from the first job's store
+        assert second is first and (first.misses, first.hits) == (2, 2)
+        with FeatureCache.keep_alive():  # a nested block ending does not release the outer one's stores
+            pass
+        gc.collect()
+        assert run_once() is first
+    del first, second
+    gc.collect()
+    assert run_once().misses == 2  # after the block the store went with its last encoder
+
+
 def test_only_a_frozen_encoder_caches() -> None:
     encoder = ConvImageEncoder(widths=[8, 16], depths=[1, 1])
     with pytest.raises(ValueError, match="only a frozen encoder"):

@@ -116,6 +116,7 @@ def demo(
     from polymodal.evaluate.results import dump_results, to_json
     from polymodal.evaluate.runner import run_eval
     from polymodal.models.base import find_model_dir
+    from polymodal.modules.encoders.cache import FeatureCache
     from polymodal.report import write_report
     from polymodal.train.recipe import load_recipe, run_recipe
 
@@ -136,30 +137,32 @@ def demo(
               STATEMENT_STEPS * steps)
              for f in fusions.split(",") if f]  # fmt: skip
     results: dict[str, Any] = {"data": {k: v for k, v in summary.items() if k != "params"}, "runs": {}}
-    for label, recipe_name, extra, job_steps in jobs:
-        overrides = [
-            f"data.path={data_dir}", f"train.steps={job_steps}", f"train.seed={seed}",
-            f"train.warmup_steps={max(1, job_steps // 10)}", f"train.eval_every={max(1, job_steps // 3)}",
-            f"train.precision={precision}", *extra,
-        ]
-        recipe = load_recipe(_recipe_path(recipe_name), overrides)
-        run_dir = out / label
-        shutil.rmtree(run_dir, ignore_errors=True)  # the demo's own output: each demo trains afresh
-        if not json:
-            console.rule(f"[bold]{label}[/] ({recipe_name}, {job_steps} steps)")
-        t0 = time.perf_counter()
-        run_recipe(recipe, run_dir, progress=not json)
-        train_seconds = time.perf_counter() - t0
-        model_dir = find_model_dir(run_dir)
-        benchmarks = BENCHMARKS[label.split("-")[0]]
-        eval_file = run_dir / "eval.json"
-        command = f"polymodal eval {model_dir} --benchmark {benchmarks} --data {data_dir} --seed {seed} --out {eval_file}"
-        t0 = time.perf_counter()
-        doc = run_eval(str(model_dir), benchmarks, data=data_dir, seed=seed, command=command)
-        dump_results(doc, eval_file)
-        results["runs"][label] = {"recipe": recipe_name, "model_dir": str(model_dir), "eval_file": str(eval_file),
-                                  "train_seconds": round(train_seconds, 1), "eval_seconds": round(time.perf_counter() - t0, 1),
-                                  "scores": _scores(to_json(doc))}  # fmt: skip
+    # Every job trains and evaluates on the same locked tower: its outputs, once computed, serve the jobs after.
+    with FeatureCache.keep_alive():
+        for label, recipe_name, extra, job_steps in jobs:
+            overrides = [
+                f"data.path={data_dir}", f"train.steps={job_steps}", f"train.seed={seed}",
+                f"train.warmup_steps={max(1, job_steps // 10)}", f"train.eval_every={max(1, job_steps // 3)}",
+                f"train.precision={precision}", *extra,
+            ]
+            recipe = load_recipe(_recipe_path(recipe_name), overrides)
+            run_dir = out / label
+            shutil.rmtree(run_dir, ignore_errors=True)  # the demo's own output: each demo trains afresh
+            if not json:
+                console.rule(f"[bold]{label}[/] ({recipe_name}, {job_steps} steps)")
+            t0 = time.perf_counter()
+            run_recipe(recipe, run_dir, progress=not json)
+            train_seconds = time.perf_counter() - t0
+            model_dir = find_model_dir(run_dir)
+            benchmarks = BENCHMARKS[label.split("-")[0]]
+            eval_file = run_dir / "eval.json"
+            command = f"polymodal eval {model_dir} --benchmark {benchmarks} --data {data_dir} --seed {seed} --out {eval_file}"
+            t0 = time.perf_counter()
+            doc = run_eval(str(model_dir), benchmarks, data=data_dir, seed=seed, command=command)
+            dump_results(doc, eval_file)
+            results["runs"][label] = {"recipe": recipe_name, "model_dir": str(model_dir), "eval_file": str(eval_file),
+                                      "train_seconds": round(train_seconds, 1), "eval_seconds": round(time.perf_counter() - t0, 1),
+                                      "scores": _scores(to_json(doc))}  # fmt: skip
     results["elapsed_seconds"] = round(time.perf_counter() - started, 1)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(jsonlib.dumps(results, indent=2))

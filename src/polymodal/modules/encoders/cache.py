@@ -3,14 +3,16 @@
 A locked tower (LiT's image tower, a frozen pretrained backbone under a trained fusion) computes
 the same output for the same input at every step: on a CPU a pretrained tower can cost more than
 everything that trains. :class:`FeatureCache` keys each sample by a digest of its exact input bytes
-(with its mask, shape and device, the autocast dtype and whether inference mode is on), computes only the samples it has not seen, in
-one batch, and returns stored outputs for the rest, so each distinct image costs one forward pass.
+(with its mask, shape and device, the autocast dtype and whether inference mode is on), computes only
+the samples it has not seen, in one batch, and returns stored outputs for the rest, so each distinct
+image costs one forward pass.
 
 Stores are shared by every encoder with the same weights (a fingerprint of its parameters and
-buffers): several models built in one process on the same locked tower (the demo's fine-tuned
-models) reuse one another's work. Outputs are those of the first computation: bit-identical to
-recomputing in eval mode except for kernel-level batch-composition effects. The cached encoder must
-stay frozen; a lookup fails if any parameter trains again.
+buffers): several models built in one process on the same locked tower reuse one another's work while
+one of them lives, or until a :meth:`FeatureCache.keep_alive` block ends (the demo's chain of runs).
+Outputs are those of the first computation: bit-identical to recomputing in eval mode except for
+kernel-level batch-composition effects. The cached encoder must stay frozen; a lookup fails if any
+parameter trains again.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import hashlib
 import threading
 import weakref
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -37,6 +41,8 @@ class FeatureCache:
 
     # Weak: a store lives as long as some encoder uses it, not as long as the process.
     _shared: ClassVar[weakref.WeakValueDictionary[str, FeatureCache]] = weakref.WeakValueDictionary()
+    # Strong references held by the open keep_alive() blocks, innermost last.
+    _kept: ClassVar[list[dict[int, FeatureCache]]] = []
 
     def __init__(self, max_items: int) -> None:
         if max_items < 1:
@@ -69,7 +75,22 @@ class FeatureCache:
         if cache is None:
             cache = cls._shared[key] = cls(max_items)
         cache.max_items = max(cache.max_items, max_items)
+        for kept in cls._kept:
+            kept[id(cache)] = cache
         return cache
+
+    @classmethod
+    @contextmanager
+    def keep_alive(cls) -> Iterator[None]:
+        """Within the block, every store an encoder asks for lives until the block ends, not only as long
+        as its encoders: runs one after another in one process on the same locked tower (the demo's chain
+        of recipes and their evaluations) then compute each input once, instead of once per run."""
+        kept: dict[int, FeatureCache] = {}
+        cls._kept.append(kept)
+        try:
+            yield
+        finally:
+            cls._kept[:] = [k for k in cls._kept if k is not kept]  # by identity: two dicts may be equal
 
     def __len__(self) -> int:
         return len(self.entries)
