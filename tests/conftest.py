@@ -3,8 +3,12 @@ import os
 import pytest
 import torch
 
-# Two pytest-xdist workers share two cores: one torch thread each avoids oversubscription.
+# Two pytest-xdist workers share two cores: one torch thread each avoids oversubscription (in the processes the
+# tests start, too). fp32 wherever a precision is "auto", so the tests compute the same on every CPU; the tests of
+# the choice itself fake the hardware and clear this.
 torch.set_num_threads(1)
+os.environ.setdefault("POLYMODAL_THREADS", "1")
+os.environ.setdefault("POLYMODAL_PRECISION", "fp32")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

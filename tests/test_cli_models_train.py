@@ -178,9 +178,10 @@ def test_fine_tuning_keeps_the_pretrained_models_tokenizer(tmp_path: Path) -> No
 def test_precision_no_survives_yaml_reading_it_as_false() -> None:
     from polymodal.train.recipe import load_recipe
 
-    # YAML 1.1 turns a bare `no` into false; the recipe must still mean "no mixed precision".
+    # YAML 1.1 turns a bare `no` into false; the recipe must still mean "no mixed precision" (fp32).
     recipe = load_recipe(RECIPES / "shapes-clip.yaml", ["train.precision=no"])
-    assert recipe.train.precision == "no"
+    assert recipe.train.precision == "fp32"
+    assert load_recipe(RECIPES / "shapes-clip.yaml").train.precision == "auto"
     with pytest.raises(Exception, match="precision"):
         load_recipe(RECIPES / "shapes-clip.yaml", ["train.precision=yes"])
 

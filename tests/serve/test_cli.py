@@ -60,7 +60,7 @@ def test_api_key_from_the_environment(started: dict, tiny_dual_encoder_dir: Path
     (["--index", "{missing}"], "not an index directory", 1),
     (["--model", "{missing}"], "no such model directory", 1),
     (["--model", "{model}", "--max-upload-mb", "0"], "max_upload_bytes must be >= 1", 2),
-    (["--model", "{model}", "--precision", "fp16"], "precision must be one of fp32, bf16", 1),
+    (["--model", "{model}", "--precision", "fp16"], "fp16 needs a CUDA GPU", 1),
     (["--model", "{other}", "--index", "{index}"], "rebuild", 1),
 ])
 def test_errors_are_one_clear_line(started: dict, args: list[str], needle: str, code: int, tmp_path: Path,  # noqa: ANN001

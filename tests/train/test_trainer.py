@@ -321,8 +321,17 @@ def test_sharded_launches_are_refused_not_half_saved(tmp_path: Path, sharded: st
         Trainer(Regression(), MSETask(), dataset(), config(), tmp_path, accelerator=accelerator, progress=False)  # type: ignore[arg-type]
 
 
-def test_progress_bar_shows_loss_lr_and_throughput(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_progress_without_a_terminal_is_a_line_every_few_percent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Piped to a file or a CI log, training says how it goes (step, loss, lr, samples/s, ETA) every 5%, and
+    what it runs in; the run directory's train.log holds the same lines."""
     torch.manual_seed(0)
-    Trainer(Regression(), MSETask(), dataset(), config(steps=4), tmp_path, progress=True).fit()
-    shown = capsys.readouterr().out
-    assert "4/4" in shown and "loss " in shown and "lr " in shown and "samples/s" in shown, shown
+    Trainer(Regression(), MSETask(), dataset(), config(steps=40), tmp_path, progress=True).fit()
+    shown = capsys.readouterr().err.splitlines()
+    steps = [line for line in shown if line.startswith("train ")]
+    assert [line.split()[1] for line in steps] == [f"{s}/40" for s in range(2, 41, 2)], shown
+    for line in steps:
+        assert all(part in line for part in ("loss ", "lr ", "samples/s", "elapsed ", "ETA ")), line
+    assert shown[0].startswith("precision fp32 (POLYMODAL_PRECISION=fp32); 1 thread (POLYMODAL_THREADS=1)"), shown[0]
+    assert (tmp_path / "train.log").read_text().splitlines() == shown
+    machine = json.loads((tmp_path / "machine.json").read_text())
+    assert machine["precision"]["precision"] == "fp32" and machine["threads"]["threads"] == 1

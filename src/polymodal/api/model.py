@@ -11,9 +11,9 @@ import torch
 
 from polymodal.api.inputs import ImageInput, to_images
 from polymodal.backends import ANSWER, CAPTION, EMBED, Backend, TaskNotSupported, load_backend
+from polymodal.hardware import choose_precision
 
 T = TypeVar("T")
-PRECISIONS = ("fp32", "bf16")
 # CLIP's fixed logit scale at the end of training (exp(4.6052) = 100); it turns cosine similarities into
 # probabilities with the sharpness zero-shot users expect, whatever temperature the model trained with.
 ZERO_SHOT_LOGIT_SCALE = 100.0
@@ -28,18 +28,17 @@ class Model:
     """A loaded model: ``embed_text``, ``embed_image``, ``classify``, ``caption``, ``answer``.
 
     Images may be paths, bytes, PIL images or numpy arrays (H, W[, C]); one input or a list. Work is done in
-    batches of ``batch_size``; ``precision="bf16"`` runs under bf16 autocast (fast on CPUs with AVX-512-bf16
-    and on GPUs) and still returns float32.
+    batches of ``batch_size``. ``precision="auto"`` runs under bf16 autocast where the device has native bf16 and
+    in fp32 elsewhere (``precision_choice`` says which and why); results are float32 either way.
     """
 
-    def __init__(self, backend: Backend, *, device: str = "cpu", precision: str = "fp32", batch_size: int = 32) -> None:
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    def __init__(self, backend: Backend, *, device: str = "cpu", precision: str = "auto", batch_size: int = 32) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.backend = backend.to(device)
         self.device = torch.device(device)
-        self.precision = precision
+        self.precision_choice = choose_precision(precision, self.device)
+        self.backend = backend.to(device)
+        self.precision = self.precision_choice.precision
         self.batch_size = batch_size
 
     # -- what it is -------------------------------------------------------------------------------------------
@@ -72,9 +71,7 @@ class Model:
             raise TaskNotSupported(self.backend, task)
 
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
-        if self.precision == "bf16":
-            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return self.precision_choice.autocast(self.device)
 
     def _map(self, fn: Callable[[Sequence[T]], torch.Tensor], items: Sequence[T]) -> np.ndarray:
         with self._autocast():
@@ -163,7 +160,7 @@ class Model:
 
 
 def load(
-    model: str | Path | None = None, *, device: str = "cpu", precision: str = "fp32", batch_size: int = 32
+    model: str | Path | None = None, *, device: str = "cpu", precision: str = "auto", batch_size: int = 32
 ) -> Model:
     """Load a model: a polymodal model or run directory, a Hugging Face directory or hub id, or ``polymodal-base``
     (the offline default, used when ``model`` is None)."""

@@ -40,6 +40,8 @@ def eval_command(
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per model call."),
     resamples: int = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples for the 95% CIs."),
     meteor: bool = typer.Option(True, "--meteor/--no-meteor", help="METEOR for captioning when java exists (~20 s)."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 where the CPU runs it natively, else fp32), "
+                                  "fp32 or bf16; recorded in the result file."),
     json: bool = JsonOption,
 ) -> None:
     """Evaluate a model on standard benchmarks; every number comes with its provenance."""
@@ -58,7 +60,8 @@ def eval_command(
     progress = None if json else (lambda msg: err_console.print(f"[dim]{msg}[/]", highlight=False))
     try:
         doc = run_eval(model, names, data=data, splits=splits, templates=templates, with_robustness=robustness,
-                       seed=seed, batch_size=batch_size, n_resamples=resamples, meteor=meteor, progress=progress)  # fmt: skip
+                       seed=seed, batch_size=batch_size, n_resamples=resamples, meteor=meteor, progress=progress,
+                       precision=precision)  # fmt: skip
     except (BadSampleError, FileNotFoundError, ValueError) as e:
         fail(str(e), as_json=json)
     if out is not None:

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from polymodal.cli.output import JsonOption, console, emit_json, err_console, fail
-from polymodal.cli.tasks import BatchOption, ModelOption, check_files, load_model_or_fail
+from polymodal.cli.tasks import BatchOption, ModelOption, PrecisionOption, check_files, load_model_or_fail
 
 if TYPE_CHECKING:
     from polymodal.index import BuildResult
@@ -104,6 +104,7 @@ def build(
     pq_m: int = typer.Option(None, "--pq-m", min=1, help="ivfpq: sub-quantisers, must divide the dimension (default dim/8)."),
     nbits: int = typer.Option(8, "--nbits", min=1, max=16, help="ivfpq: bits per code."),
     nprobe: int = typer.Option(16, "--nprobe", min=1, help="ivf/ivfpq: cells searched per query (recall vs speed)."),
+    precision: str = PrecisionOption,
     json: bool = JsonOption,
 ) -> None:
     """Embed SOURCE with the model and write a searchable index; rerun after an interruption to resume."""
@@ -117,7 +118,8 @@ def build(
         fail(str(e), as_json=json, code=2)
     if not source.exists():
         fail(f"{source}: no such file or directory", as_json=json)
-    loaded = load_model_or_fail(model, batch_size=batch_size, as_json=json)
+    loaded = load_model_or_fail(model, batch_size=batch_size, precision=precision, as_json=json)
+    _threads_for_work(loaded, json)
     result = _run("build", out, json, lambda: _with_progress(not json, "embedding", lambda progress: build_index(
         source, out, loaded, params=params, texts=texts, chunk_size=chunk_size, overwrite=overwrite,
         model_ref=model_reference(model), progress=progress)))
@@ -132,6 +134,7 @@ def add(
     texts: bool = TextsOption,
     batch_size: int = BatchOption,
     chunk_size: int = ChunkOption,
+    precision: str = PrecisionOption,
     json: bool = JsonOption,
 ) -> None:
     """Add the new items of SOURCE to an index (resumable like build)."""
@@ -140,10 +143,23 @@ def add(
     if not source.exists():
         fail(f"{source}: no such file or directory", as_json=json)
     meta = _run("add", index, json, lambda: _meta(VectorIndex, index))
-    loaded = load_model_or_fail(model or meta.model, batch_size=batch_size, as_json=json)
+    loaded = load_model_or_fail(model or meta.model, batch_size=batch_size, precision=precision, as_json=json)
+    _threads_for_work(loaded, json)
     result = _run("add", index, json, lambda: _with_progress(not json, "embedding", lambda progress: add_to_index(
         index, source, loaded, texts=texts, chunk_size=chunk_size, progress=progress)))
     _report(result, "added", json)
+
+
+def _threads_for_work(loaded: Any, as_json: bool) -> None:
+    """Threads for the embedding work from the cores other processes leave free; said (with the precision)
+    unless --json."""
+    from polymodal.hardware import ThreadBudget
+
+    budget = ThreadBudget()
+    if not as_json:
+        choice = loaded.precision_choice
+        err_console.print(f"[dim]{choice.precision} ({choice.reason}); {budget.threads} threads ({budget.choice.reason})[/]",
+                          highlight=False)  # fmt: skip
 
 
 def _meta(cls: Any, path: Path) -> Any:

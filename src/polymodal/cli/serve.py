@@ -24,7 +24,8 @@ def serve(
     max_pixels: int = typer.Option(40_000_000, "--max-pixels", help="Largest decoded image, width x height."),
     batch_size: int = typer.Option(32, "--batch-size", help="Most items per batched model call."),
     max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="How long a request waits to share a batch."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 or bf16 (bf16: faster on AVX-512-bf16 CPUs)."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 where the CPU or GPU runs it natively, "
+                                  "else fp32), fp32 or bf16."),
     device: str = typer.Option("cpu", "--device", help="Torch device for the model."),
     cors_origin: list[str] = typer.Option([], "--cors-origin", help="Allow browser calls from this origin "
                                           "(repeatable; default: no CORS)."),
@@ -43,7 +44,8 @@ def serve(
         emit_json(summary)
     else:
         working = ", ".join(path for path, ok in summary["endpoints"].items() if ok)
-        console.print(f"[bold green]serving[/] {summary['model']} on [bold]{summary['url']}[/] ({working})")
+        console.print(f"[bold green]serving[/] {summary['model']} on [bold]{summary['url']}[/] ({working}); "
+                      f"{summary['precision']['precision']}, {summary['threads']['threads']} threads", highlight=False)
     import uvicorn
 
     uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
@@ -60,6 +62,7 @@ def build_server(*, model: str | None, index: Path | None, host: str, port: int,
         fail("the server needs fastapi and uvicorn: pip install 'polymodal[serve]'", as_json=as_json)
     import polymodal
     from polymodal.backends import DEFAULT_MODEL
+    from polymodal.hardware import ThreadBudget
     from polymodal.serve import ServeSettings, create_app
     from polymodal.serve.safety import bind_warning
     from polymodal.serve.search import IndexDirectory
@@ -79,7 +82,8 @@ def build_server(*, model: str | None, index: Path | None, host: str, port: int,
     model_ref = model or (opened.meta.model if opened is not None else DEFAULT_MODEL)
     try:
         loaded = polymodal.load(model_ref, device=device, precision=precision, batch_size=batch_size)
-        app = create_app(loaded, opened, settings)
+        threads = ThreadBudget(adaptive=True)  # a server runs for long: it follows the load other processes put on
+        app = create_app(loaded, opened, settings, threads=threads)
     except (ValueError, OSError, ImportError) as e:
         fail(str(e), as_json=as_json)
     warning = bind_warning(host, settings.api_key)
@@ -94,5 +98,7 @@ def build_server(*, model: str | None, index: Path | None, host: str, port: int,
         "endpoints": app.state.service.endpoints(),
         "auth_required": settings.api_key is not None,
         "warning": warning,
+        "precision": loaded.precision_choice.to_dict(),
+        "threads": threads.choice.to_dict(),
     }
     return app, summary

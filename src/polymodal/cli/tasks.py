@@ -20,14 +20,15 @@ if TYPE_CHECKING:
 
 ModelOption = typer.Option(None, "--model", "-m", help="Model directory, run directory, HF id or polymodal-base (default).")
 BatchOption = typer.Option(32, "--batch-size", min=1, help="Images per forward pass.")
+PrecisionOption = typer.Option("auto", "--precision", help="auto (bf16 where the CPU runs it natively, else fp32), fp32 or bf16.")
 
 
-def load_model_or_fail(model: str | None, *, batch_size: int = 32, as_json: bool = False) -> Model:
+def load_model_or_fail(model: str | None, *, batch_size: int = 32, precision: str = "auto", as_json: bool = False) -> Model:
     """``polymodal.load(model)``, with any loading problem turned into one clear line and exit code 1."""
     from polymodal.api import load
 
     try:
-        return load(model, batch_size=batch_size)
+        return load(model, batch_size=batch_size, precision=precision)
     except ModuleNotFoundError as e:
         fail(f"cannot load {model or 'polymodal-base'}: {e} (is the extra installed? pip install 'polymodal[pretrained]')", as_json=as_json)
     except (OSError, ImportError, ValueError, KeyError) as e:

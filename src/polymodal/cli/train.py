@@ -89,6 +89,7 @@ def _report(result: TrainResult, run_dir: Path, metric: str | None, json: bool) 
         "processes": result.processes,
         "last_losses": result.last_losses,
         "transfer": result.transfer,
+        "machine": result.machine,
     }
     if json:
         emit_json(payload)
@@ -99,5 +100,7 @@ def _report(result: TrainResult, run_dir: Path, metric: str | None, json: bool) 
         listed = f" (trained from scratch: {', '.join(new[:6])}{' ...' if len(new) > 6 else ''})" if new else ""
         console.print(f"initialised {t['transferred']}/{t['total']} tensors from {t['source']}{listed}", highlight=False)
     processes = f" on {result.processes} processes" if result.processes > 1 else ""
+    machine = result.machine
+    chosen = f" ({machine['precision']['precision']}, {machine['threads']['threads']} threads)" if machine else ""
     console.print(f"[bold green]done[/] {run_dir}: {result.step} steps{processes}, "
-                  f"{result.samples_per_second:,.0f} samples/s, best {metric or 'metric'} = {result.best_metric}")
+                  f"{result.samples_per_second:,.0f} samples/s{chosen}, best {metric or 'metric'} = {result.best_metric}")

@@ -8,7 +8,7 @@ import sys
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 from polymodal.evaluate.results import DataProvenance, Provenance
 from polymodal.fsutil import hash_directory, hash_files
@@ -57,6 +57,7 @@ def make_provenance(
     seed: int,
     command: str,
     created: datetime | None = None,
+    machine: dict[str, Any] | None = None,
 ) -> Provenance:
     """A :class:`Provenance` stamped now (UTC) unless ``created`` is given."""
     when = (created or datetime.now(timezone.utc)).isoformat(timespec="seconds")
@@ -68,4 +69,5 @@ def make_provenance(
         seed=seed,
         command=command,
         created=when,
+        machine=machine,
     )

@@ -50,6 +50,7 @@ class Provenance(_Model):
     seed: int | None = None
     command: str | None = None
     created: str | None = None  # ISO 8601, UTC
+    machine: dict[str, Any] | None = None  # CPU, flags, and the precision the model ran in (and why)
 
 
 def _numeric_keys(curves: dict[str, dict[str, float]] | None) -> dict[str, dict[str, float]] | None:

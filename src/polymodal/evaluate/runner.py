@@ -19,6 +19,7 @@ from polymodal.evaluate.context import EvalContext
 from polymodal.evaluate.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from polymodal.evaluate.provenance import command_line, data_hash, make_provenance, model_hash
 from polymodal.evaluate.results import Result, ResultFile, Robustness
+from polymodal.hardware import choose_precision, machine_record
 
 Progress = Callable[[str], None]
 
@@ -72,9 +73,14 @@ def run_eval(
     meteor: bool = True,
     command: str | None = None,
     progress: Progress | None = None,
+    precision: str = "auto",
 ) -> ResultFile:
-    """Evaluate ``model`` (a path or model name) on ``benchmarks``; ``splits`` overrides each one's defaults."""
+    """Evaluate ``model`` (a path or model name) on ``benchmarks``; ``splits`` overrides each one's defaults.
+
+    ``precision``: auto runs the model under bf16 autocast where the CPU has native bf16, else in fp32; the
+    result file's provenance records which (bf16 moves metrics in about the third decimal)."""
     names = parse_benchmarks(benchmarks)
+    choice = choose_precision(precision, "cpu")
     ctx = EvalContext(model=str(model), data=Path(data) if data is not None else None, templates=templates,
                       seed=seed, batch_size=batch_size, n_resamples=n_resamples, meteor=meteor)  # fmt: skip
     ctx.backend  # load the model first: a wrong model path fails before any data is read
@@ -86,7 +92,7 @@ def run_eval(
                 progress(f"{name}/{split}")
             torch.manual_seed(seed)
             task = bench.load(ctx, split)
-            with torch.inference_mode():
+            with torch.inference_mode(), choice.autocast("cpu"):
                 run = task.score(None, None, True)
                 rob = robustness(task, run.metrics[task.headline], seed, progress=progress) if with_robustness else None
             results.append(Result(benchmark=name, split=split, headline=task.headline, metrics=run.metrics,
@@ -98,5 +104,6 @@ def run_eval(
         data_hash_value=data_hash(ctx.files_read, ctx.data if ctx.data is not None and ctx.data.is_dir() else None),
         seed=seed,
         command=command if command is not None else command_line(),
+        machine=machine_record(choice),
     )
     return ResultFile(provenance=provenance, results=results)

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from polymodal import __version__
 from polymodal.api import Model
+from polymodal.hardware import ThreadBudget
 from polymodal.serve.batching import MicroBatcher
 from polymodal.serve.errors import ApiError, install_error_handlers
 from polymodal.serve.payloads import decode_base64, decode_upload, read_image_request, thumbnail
@@ -29,7 +30,7 @@ from polymodal.serve.safety import JSON, MULTIPART, RequestGuard, SecurityHeader
 from polymodal.serve.schemas import (
     AnswerOptions, AnswerRequest, AnswerResponse, Batching, CaptionOptions, CaptionRequest, CaptionResponse,
     ClassifyOptions, ClassifyRequest, ClassifyResponse, EmbedRequest, EmbedResponse, ErrorResponse, Health,
-    IndexInfo, LabelScore, Limits, SearchHit, SearchRequest, SearchResponse,
+    IndexInfo, LabelScore, Limits, Runtime, SearchHit, SearchRequest, SearchResponse,
 )
 from polymodal.serve.search import SearchIndex
 from polymodal.serve.service import Service
@@ -157,13 +158,15 @@ async def item_image(item_id: int, max_size: int | None = Query(None, ge=16, le=
     return FileResponse(path, media_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
 
 
-def create_app(model: Model, index: SearchIndex | None = None, settings: ServeSettings | None = None) -> FastAPI:
-    """The server for ``model`` (and ``index``, for /search and /items); see :class:`ServeSettings`."""
+def create_app(model: Model, index: SearchIndex | None = None, settings: ServeSettings | None = None,
+               threads: ThreadBudget | None = None) -> FastAPI:  # fmt: skip
+    """The server for ``model`` (and ``index``, for /search and /items); see :class:`ServeSettings`. An adaptive
+    ``threads`` budget follows the machine's load, re-checked before model calls on the batcher's thread."""
     settings = settings or ServeSettings()
     if index is not None and index.model_identity not in (None, model.identity):
         raise ValueError(f"the index was built with model {index.model_identity}, not with {model.name} "
                          f"({model.identity}): rebuild it with this model or serve the model it was built with")
-    batcher = MicroBatcher(settings.batch_size, settings.max_wait_ms)
+    batcher = MicroBatcher(settings.batch_size, settings.max_wait_ms, before_batch=None if threads is None else threads.update)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -175,6 +178,7 @@ def create_app(model: Model, index: SearchIndex | None = None, settings: ServeSe
                   description="Embed, classify, search, caption and answer with a polymodal model.")
     app.state.service = Service(model, index, batcher)
     app.state.settings = settings
+    app.state.threads = threads
     install_error_handlers(app)
     # Middleware added last runs first: security headers wrap everything, CORS sees preflights before the guard.
     app.add_middleware(RequestGuard, max_body_bytes=settings.max_upload_bytes, content_types=CONTENT_TYPES)
@@ -191,8 +195,13 @@ def create_app(model: Model, index: SearchIndex | None = None, settings: ServeSe
     return app
 
 
-async def _health(service: Service = Depends(_service), settings: ServeSettings = Depends(_settings)) -> Health:
+async def _health(request: Request, service: Service = Depends(_service),
+                  settings: ServeSettings = Depends(_settings)) -> Health:  # fmt: skip
     model = service.model
+    threads: ThreadBudget | None = request.app.state.threads
+    runtime = Runtime(precision=model.precision, precision_reason=model.precision_choice.reason,
+                      threads=None if threads is None else threads.threads,
+                      threads_reason=None if threads is None else threads.choice.reason)  # fmt: skip
     index = None if service.index is None else IndexInfo(size=await service.index_size(),
                                                          model_identity=service.index.model_identity)
     return Health(model=model.name, identity=model.identity, capabilities=sorted(model.capabilities),
@@ -200,7 +209,7 @@ async def _health(service: Service = Depends(_service), settings: ServeSettings 
                   auth_required=settings.api_key is not None,
                   limits=Limits(max_upload_bytes=settings.max_upload_bytes, max_pixels=settings.max_pixels,
                                 batch_size=settings.batch_size, max_wait_ms=settings.max_wait_ms),
-                  batching=Batching(**asdict(service.batcher.stats)))
+                  batching=Batching(**asdict(service.batcher.stats)), runtime=runtime)
 
 
 async def _page() -> FileResponse:

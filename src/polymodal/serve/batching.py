@@ -44,13 +44,16 @@ _STOP = object()
 class MicroBatcher:
     """Runs submitted jobs on one daemon worker thread, batching jobs that share a key."""
 
-    def __init__(self, max_batch_size: int = 32, max_wait_ms: float = 5.0, *, name: str = "polymodal-model") -> None:
+    def __init__(self, max_batch_size: int = 32, max_wait_ms: float = 5.0, *, name: str = "polymodal-model",
+                 before_batch: Callable[[], object] | None = None) -> None:  # fmt: skip
+        """``before_batch`` runs on the worker thread before each batch (e.g. to follow the machine's load)."""
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         self.max_batch_size = max_batch_size
         self.max_wait = max(0.0, max_wait_ms) / 1000.0
         self.stats = BatchStats()
         self.name = name
+        self.before_batch = before_batch
         self._queue: queue.Queue[Any] = queue.Queue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -91,6 +94,8 @@ class MicroBatcher:
             if first is _STOP:
                 return
             jobs, stopping = self._collect(first)
+            if self.before_batch is not None:
+                self.before_batch()
             for group in self._groups(jobs):
                 self._run_group(group)
 

@@ -133,6 +133,13 @@ class Batching(BaseModel):
     largest_batch: int
 
 
+class Runtime(BaseModel):
+    precision: str = Field(description="fp32, bf16 or fp16: what the model runs in.")
+    precision_reason: str
+    threads: int | None = Field(description="Compute threads now (None: not managed by this server).")
+    threads_reason: str | None
+
+
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
     model: str
@@ -144,6 +151,7 @@ class Health(BaseModel):
     auth_required: bool
     limits: Limits
     batching: Batching
+    runtime: Runtime
 
 
 class ErrorDetail(BaseModel):

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from polymodal.config import Config
+from polymodal.hardware import normalize_precision
 
 
 class TrainConfig(Config):
@@ -19,7 +20,10 @@ class TrainConfig(Config):
     min_lr_ratio: float = Field(0.0, ge=0, le=1)
     betas: tuple[float, float] = (0.9, 0.98)
     grad_clip: float | None = Field(1.0, gt=0)
-    precision: Literal["no", "bf16", "fp16"] = "no"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 where the device runs it natively, fp16 on CUDA without bf16, else fp32 ('no' = fp32)"
+    )
+    threads: int | None = Field(None, ge=1, description="torch threads; default: the cores left free by other processes")
     gradient_checkpointing: bool = False
     seed: int = 0
     num_workers: int = Field(0, ge=0)
@@ -34,9 +38,14 @@ class TrainConfig(Config):
 
     @field_validator("precision", mode="before")
     @classmethod
-    def _yaml_no(cls, value: object) -> object:
-        # YAML 1.1 reads a bare `no` (in a recipe or `--set train.precision=no`) as false.
-        return "no" if value is False else value
+    def _fp32_spellings(cls, value: object) -> object:
+        # YAML 1.1 reads a bare `no` (Accelerate's name for fp32, in older recipes) as false.
+        if value is False:
+            return "fp32"
+        try:
+            return normalize_precision(str(value))
+        except ValueError:
+            return value  # pydantic's own error lists the allowed values
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainConfig:

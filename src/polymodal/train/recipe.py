@@ -38,6 +38,7 @@ from polymodal.data.schema import Sample
 from polymodal.data.text import TextTokenizer, train_tokenizer
 from polymodal.data.transforms import Augment, ImagePipeline, ImagePreprocess
 from polymodal.fsutil import write_atomic
+from polymodal.hardware import normalize_precision
 from polymodal.models import PRESETS, ComposedModel, build_model, load_model, parse_model_config
 from polymodal.models.base import TOKENIZER_DIR, find_model_dir
 from polymodal.modules.encoders import Encoder
@@ -298,7 +299,7 @@ CONFIG_NAME = "config.yaml"
 # Settings a resumed run may change: they decide how fast it runs, what it logs and which checkpoints it keeps,
 # not what it computes.
 RESUME_MAY_CHANGE = frozenset({
-    "train.num_workers", "train.log_every", "train.tensorboard", "train.checkpoint_every", "train.keep_last",
+    "train.num_workers", "train.threads", "train.log_every", "train.tensorboard", "train.checkpoint_every", "train.keep_last",
     "data.image_memo_mb",
 })  # fmt: skip
 
@@ -330,6 +331,11 @@ def _recipe_field(recipe: Recipe, key: str) -> tuple[str, Any]:
 def _same_setting(key: str, saved: Any, now: Any) -> bool:
     if key in PATH_KEYS and isinstance(saved, str) and isinstance(now, str):
         return Path(saved).resolve() == Path(now).resolve()
+    if key == "train.precision" and isinstance(saved, (str, bool)) and isinstance(now, str):
+        try:  # older runs wrote fp32 as "no"
+            return normalize_precision("no" if saved is False else saved) == now
+        except ValueError:
+            return False
     return saved == now
 
 
@@ -484,6 +490,6 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
             "steps": result.step, "stopped_early": result.stopped_early, "best_metric": result.best_metric,
             "best_step": result.best_step, "samples_per_second": result.samples_per_second,
             "last_losses": result.last_losses, "bad_samples": summary.total, "bad_samples_by_kind": summary.by_kind,
-            "skipped_batches": result.skipped_batches, "transfer": result.transfer,
+            "skipped_batches": result.skipped_batches, "transfer": result.transfer, "machine": result.machine,
         }, indent=2))
     return result

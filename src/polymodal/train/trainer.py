@@ -11,6 +11,7 @@ losses; its learnable parameters (temperatures) are optimised and checkpointed w
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -28,7 +29,10 @@ from accelerate.utils import DistributedType, set_seed
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from polymodal.hardware import PrecisionChoice, ThreadBudget, choose_precision, machine_record
+from polymodal.fsutil import write_atomic
 from polymodal.modules.losses.distributed import distributed_rank
+from polymodal.progress import ProgressReporter
 from polymodal.train.checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
 from polymodal.train.config import TrainConfig
 from polymodal.train.metrics_log import MetricsLog
@@ -62,6 +66,7 @@ class TrainResult:
     dropped_samples: int = 0  # bad samples skipped inside batches (lenient mode)
     transfer: dict[str, Any] | None = None  # what model.init_from copied: source, tensors transferred / total
     processes: int = 1  # of the launch: `accelerate launch --num_processes 2` without --multi_gpu starts one on CPU
+    machine: dict[str, Any] = field(default_factory=dict)  # CPU, flags, and the precision and threads chosen (why)
 
 
 def _batch_size_of(batch: Any) -> int:
@@ -86,7 +91,7 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def _accelerator(precision: str) -> Accelerator:
+def _accelerator(precision: PrecisionChoice) -> Accelerator:
     """An Accelerator with ``precision``, even when an earlier run in this process used another.
 
     Accelerate keeps one process-wide state and refuses a second Accelerator with a different
@@ -94,12 +99,15 @@ def _accelerator(precision: str) -> Accelerator:
     each need their own. Resetting only the AcceleratorState keeps the process group (PartialState),
     so this is safe under a distributed launch too.
     """
-    if precision == "fp16" and not torch.cuda.is_available():
-        # Accelerate would quietly train in fp32 instead: fp16 autocast on CPU is neither supported by it nor fast.
-        raise ValueError("train.precision=fp16 needs a CUDA GPU; on CPU use bf16 (or no, for fp32)")
-    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != precision:
+    name = precision.accelerate_name
+    if AcceleratorState._shared_state and AcceleratorState().mixed_precision != name:
         AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=precision, cpu=not torch.cuda.is_available())
+    return Accelerator(mixed_precision=name, cpu=not torch.cuda.is_available())
+
+
+def training_device() -> torch.device:
+    """Where a run trains: this process's CUDA device when there is one, else the CPU."""
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
 def end_distributed() -> bool:
@@ -139,6 +147,18 @@ def exit_launched_process(code: int = 0) -> NoReturn:
     os._exit(code)
 
 
+TRAIN_LOG = "train.log"  # in the run directory: the progress lines, as a terminal would have shown them
+MACHINE_FILE = "machine.json"  # in the run directory: what the run trained on, and the precision and threads chosen
+
+
+def _read_machine_record(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads((run_dir / MACHINE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 class Trainer:
     def __init__(
         self,
@@ -163,7 +183,10 @@ class Trainer:
         self.save_best = save_best
         self.progress = progress
         self.metrics_log = MetricsLog(self.run_dir, tensorboard=config.tensorboard)
-        self.accelerator = accelerator or _accelerator(config.precision)
+        # fp16 on CPU is an error here: Accelerate would quietly train in fp32.
+        self.precision = choose_precision(config.precision, training_device())
+        self.threads = ThreadBudget(reserved=config.num_workers, fixed=config.threads)
+        self.accelerator = accelerator or _accelerator(self.precision)
         if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
             # Checkpoints, the best model and gradient accumulation here assume every rank holds the whole model
             # (DDP); sharded weights and optimizer states would be saved incomplete.
@@ -197,6 +220,7 @@ class Trainer:
         self.best_step: int | None = None
         self.evals_without_improvement = 0
         self.stopped_early = False
+        self._started_with: dict[str, Any] | None = None  # the machine record of the run this one resumes
 
     def _lr_entries(self, model: nn.Module, task: nn.Module, param_lrs: dict[str, float]) -> list[tuple[str, nn.Module, float]]:
         entries = []
@@ -217,6 +241,11 @@ class Trainer:
         checkpoints = list_checkpoints(run_dir or self.run_dir)
         if checkpoints:
             self._restore(checkpoints[-1].path)
+        self._started_with = _read_machine_record(Path(run_dir or self.run_dir))
+        recorded = (self._started_with or {}).get("threads", {}).get("threads")
+        if self.threads.chosen_from_load and isinstance(recorded, int) and recorded != self.threads.threads:
+            # The thread count changes the order of float sums: the count the run started with keeps resume exact.
+            self.threads.pin(recorded, f"the run started with {recorded} (a resumed run keeps its thread count)")
         if self.is_main:  # what was logged after that checkpoint is logged again (all of it, if there was none)
             self.metrics_log.rewind(self.step)
         return self.step
@@ -301,16 +330,32 @@ class Trainer:
             self.dataset, batch_sampler=sampler, collate_fn=self.collate_fn, num_workers=cfg.num_workers, generator=generator
         )
 
+    def machine(self) -> dict[str, Any]:
+        """What this run trains on: CPU and flags, the precision and threads chosen and why."""
+        record = machine_record(self.precision, self.threads.choice)
+        record["processes"] = self.accelerator.num_processes
+        if self._started_with is not None:
+            record["started_with"] = {k: v for k, v in self._started_with.items() if k != "started_with"}
+        return record
+
     def fit(self) -> TrainResult:
         cfg = self.config
         acc = self.accelerator
+        machine = self.machine()
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.run_dir / MACHINE_FILE, json.dumps(machine, indent=1))
         self.wrapped.train()
         loader = iter(self._loader())
-        progress = _Progress(cfg.steps, self.step, enabled=self.progress and self.is_main)
+        log_file = self.run_dir / TRAIN_LOG if self.is_main else None
+        progress = ProgressReporter("train", cfg.steps, start=self.step, enabled=self.progress and self.is_main, log_file=log_file)
         samples, started, skipped, dropped = 0, time.perf_counter(), 0, 0
         last: dict[str, float] = {}
         stopped_early = self.stopped_early  # a resumed run that had stopped early stays stopped
         with progress:
+            count = self.threads.threads
+            progress.note(f"precision {self.precision.precision} ({self.precision.reason}); {count} thread{'s' * (count != 1)} "
+                          f"({self.threads.choice.reason}); {machine['cpu']}")
             while self.step < cfg.steps and not stopped_early:
                 totals: dict[str, float] = {}
                 for _ in range(cfg.accumulate):
@@ -340,7 +385,7 @@ class Trainer:
                 rate = samples / max(time.perf_counter() - started, 1e-9)
                 lrs = self.scheduler.get_last_lr()
                 lr = cfg.lr * lrs[0] / self.scheduler.base_lrs[0]  # the schedule's factor is the same for every group
-                progress.update(self.step, totals.get("loss", math.nan), lr, rate)
+                progress.update(self.step, f"loss {totals.get('loss', math.nan):.4f}  lr {lr:.2e}  {rate:,.0f} samples/s")
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     record = {"step": self.step, "lr": lr, "samples_per_s": rate, **totals}
                     if self._lr_index:
@@ -363,32 +408,5 @@ class Trainer:
             skipped_batches=skipped,
             dropped_samples=dropped,
             processes=acc.num_processes,
+            machine=machine,
         )
-
-
-class _Progress:
-    """A rich progress bar with loss, learning rate and samples/s (main process only)."""
-
-    def __init__(self, total: int, start: int, enabled: bool) -> None:
-        self.enabled = enabled
-        if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(
-                TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"),
-            )
-            self.task = self.bar.add_task("train", total=total, completed=start, info="")
-
-    def __enter__(self) -> _Progress:
-        if self.enabled:
-            self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.enabled:
-            self.bar.__exit__(*exc)
-
-    def update(self, step: int, loss: float, lr: float, rate: float) -> None:
-        if self.enabled:
-            self.bar.update(self.task, completed=step, info=f"loss {loss:.4f}  lr {lr:.2e}  {rate:,.0f} samples/s")

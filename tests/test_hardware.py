@@ -1,0 +1,232 @@
+"""Precision and threads chosen from the hardware: the capability checks are faked both ways."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from polymodal import hardware
+from polymodal.hardware import BusyMeter, ThreadBudget, choose_precision, threads_for, usable_cores
+from polymodal.progress import ProgressReporter
+
+
+@pytest.fixture
+def unpinned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the test suite's POLYMODAL_PRECISION / POLYMODAL_THREADS pins."""
+    monkeypatch.delenv(hardware.PRECISION_ENV, raising=False)
+    monkeypatch.delenv(hardware.THREADS_ENV, raising=False)
+
+
+def fake_bf16(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: native)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_picks_bf16_only_where_the_device_runs_it_natively(monkeypatch: pytest.MonkeyPatch, unpinned: None,
+                                                               native: bool) -> None:  # fmt: skip
+    fake_bf16(monkeypatch, native)
+    cpu = choose_precision("auto", "cpu")
+    cuda = choose_precision("auto", "cuda")
+    assert cpu.precision == ("bf16" if native else "fp32") and cpu.requested == "auto"
+    assert cuda.precision == ("bf16" if native else "fp16")
+    assert ("natively" in cpu.reason) == native and ("without native bf16" in cpu.reason) != native
+    assert cpu.accelerate_name == ("bf16" if native else "no")
+
+
+def test_explicit_bf16_without_native_kernels_runs_with_a_measured_warning(
+    monkeypatch: pytest.MonkeyPatch, unpinned: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_bf16(monkeypatch, False)
+    monkeypatch.setattr(hardware, "bf16_slowdown", lambda: (140.7, 126.6, 0.9))
+    choice = choose_precision("bf16", "cpu")
+    assert choice.precision == "bf16"  # the user's choice stands
+    warning = capsys.readouterr().err
+    assert "141x slower than fp32 (0.9 vs 126.6 GFLOP/s)" in warning and "use precision auto or fp32" in warning
+    assert "141x slower" in choice.reason
+    fake_bf16(monkeypatch, True)
+    choose_precision("bf16", "cpu")
+    assert capsys.readouterr().err == ""  # native: nothing to warn about
+
+
+def test_the_slowdown_probe_measures_both_precisions_quickly() -> None:
+    ratio, fp32, bf16 = hardware.bf16_slowdown()
+    assert fp32 > 0 and bf16 > 0 and ratio == pytest.approx(fp32 / bf16)
+
+
+def test_fp16_on_cpu_and_unknown_names_are_errors(unpinned: None) -> None:
+    with pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):
+        choose_precision("fp16", "cpu")
+    with pytest.raises(ValueError, match="one of auto, fp32, bf16, fp16"):
+        choose_precision("fp8", "cpu")
+    assert choose_precision("no", "cpu").precision == "fp32"  # Accelerate's spelling of fp32
+
+
+def test_the_environment_pins_what_auto_means(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_bf16(monkeypatch, True)
+    monkeypatch.setenv(hardware.PRECISION_ENV, "fp32")
+    choice = choose_precision("auto", "cpu")
+    assert (choice.precision, choice.requested, choice.reason) == ("fp32", "auto", "POLYMODAL_PRECISION=fp32")
+    monkeypatch.setenv(hardware.PRECISION_ENV, "fast")
+    with pytest.raises(ValueError, match="POLYMODAL_PRECISION='fast'"):
+        choose_precision("auto", "cpu")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_training_run_records_the_precision_chosen_and_why(monkeypatch: pytest.MonkeyPatch, unpinned: None,
+                                                            tmp_path: Path, native: bool) -> None:  # fmt: skip
+    from tests.train.test_trainer import MSETask, Regression, config, dataset
+
+    from polymodal.train.trainer import Trainer
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
+    monkeypatch.setenv(hardware.THREADS_ENV, "1")
+    trainer = Trainer(Regression(), MSETask(), dataset(), config(steps=2, precision="auto"), tmp_path, progress=False)
+    assert trainer.accelerator.mixed_precision == ("bf16" if native else "no")
+    result = trainer.fit()
+    recorded = json.loads((tmp_path / "machine.json").read_text())
+    assert recorded == result.machine
+    assert recorded["precision"] == {"requested": "auto", "precision": "bf16" if native else "fp32",
+                                     "reason": choose_precision("auto", "cpu").reason}  # fmt: skip
+    assert recorded["threads"]["threads"] == 1 and recorded["cpu"]
+
+
+# ------------------------------------------------------------------------------------------------- threads
+
+
+def test_threads_leave_the_cores_others_keep_busy() -> None:
+    assert threads_for(2, None) == 2  # not measurable: all usable cores
+    assert threads_for(2, 0.2) == 2  # light load elsewhere
+    assert threads_for(2, 0.9) == 1  # another process holds one of two cores
+    assert threads_for(2, 3.5) == 1  # never fewer than one
+    assert threads_for(8, 2.0, reserved=2) == 4  # DataLoader workers keep cores of their own
+    assert threads_for(4, 0.0) == 4
+
+
+def write_proc(root: Path, busy_ticks: dict[int, int], own_ticks: int) -> None:
+    lines = ["cpu  0 0 0 0 0 0 0 0 0 0"]
+    for cpu, busy in busy_ticks.items():
+        lines.append(f"cpu{cpu} {busy} 0 0 1000 0 0 0 0 0 0")  # user=busy, idle=1000
+    (root / "self").mkdir(parents=True, exist_ok=True)
+    (root / "stat").write_text("\n".join(lines) + "\n")
+    # pid (comm with ) inside) state ... utime is field 14, stime field 15 of /proc/self/stat
+    fields = ["S"] + ["0"] * 10 + [str(own_ticks), "0"] + ["0"] * 30
+    (root / "self" / "stat").write_text("123 (python (x)) " + " ".join(fields) + "\n")
+
+
+def test_the_busy_meter_counts_other_processes_on_our_cpus_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = iter([100.0, 102.0])
+    monkeypatch.setattr(hardware.time, "monotonic", lambda: next(clock))
+    write_proc(tmp_path, {0: 0, 1: 0, 2: 0}, own_ticks=0)
+    meter = BusyMeter(cpus=[0, 1], proc=tmp_path)
+    meter.tick = 100
+    # 2 s later: cpu0 and cpu1 were busy 150 + 200 ticks (3.5 CPU-s), 150 ticks of it ours; cpu2 is not ours.
+    write_proc(tmp_path, {0: 150, 1: 200, 2: 200}, own_ticks=150)
+    assert meter.others_busy() == pytest.approx((3.5 - 1.5) / 2.0)
+
+
+def test_usable_cores_follow_affinity_and_the_cgroup_quota(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hardware, "allowed_cpus", lambda: [0, 1, 2, 3])
+    assert usable_cores(tmp_path) == 4  # no cgroup files: affinity alone
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # cgroup v2: 1.5 CPUs
+    assert usable_cores(tmp_path) == 2
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert usable_cores(tmp_path) == 4
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")  # cgroup v1: 1 CPU
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert usable_cores(tmp_path) == 1
+
+
+class FakeMeter:
+    def __init__(self, readings: list[float | None]) -> None:
+        self.readings = readings
+
+    def others_busy(self) -> float | None:
+        return self.readings.pop(0)
+
+
+def test_a_budget_takes_the_free_cores_and_an_adaptive_one_follows_the_load(monkeypatch: pytest.MonkeyPatch,
+                                                                           unpinned: None) -> None:  # fmt: skip
+    before = torch.get_num_threads()
+    try:
+        meter = FakeMeter([1.0, 0.0, 0.0])
+        budget = ThreadBudget(usable=2, window=0, interval=0, adaptive=True, meter_factory=lambda: meter)  # type: ignore[arg-type, return-value]
+        assert budget.threads == 1 and torch.get_num_threads() == 1
+        assert "1.0 kept busy by other processes" in budget.choice.reason
+        assert budget.update() == 2 and torch.get_num_threads() == 2  # the other process finished
+        assert budget.choice.changes[-1]["threads"] == 2
+        held = ThreadBudget(usable=2, window=0, interval=0, meter_factory=lambda: FakeMeter([0.0, 1.0]))  # type: ignore[arg-type, return-value]
+        assert held.threads == 2 and held.update() == 2  # not adaptive: a training run keeps its count
+        assert ThreadBudget(usable=2, fixed=1).choice.reason == "set in the configuration"
+        monkeypatch.setenv(hardware.THREADS_ENV, "3")
+        assert ThreadBudget(usable=2).threads == 3
+        monkeypatch.setenv(hardware.THREADS_ENV, "many")
+        with pytest.raises(ValueError, match="POLYMODAL_THREADS='many'"):
+            ThreadBudget(usable=2)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_the_real_meter_measures_something_on_linux() -> None:
+    meter = BusyMeter()
+    if meter.last is None:
+        pytest.skip("no /proc here")
+    sum(i * i for i in range(200_000))
+    busy = meter.others_busy()
+    assert busy is None or busy >= 0.0
+
+
+def test_a_resumed_run_keeps_the_thread_count_it_started_with(monkeypatch: pytest.MonkeyPatch, unpinned: None,
+                                                             tmp_path: Path) -> None:  # fmt: skip
+    from tests.train.test_trainer import MSETask, Regression, config, dataset
+
+    from polymodal.train.trainer import Trainer
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setattr(hardware, "usable_cores", lambda *a: 2)
+        monkeypatch.setattr(hardware, "BusyMeter", lambda: FakeMeter([1.0]))
+        cfg = config(steps=4, checkpoint_every=2)
+        first = Trainer(Regression(), MSETask(), dataset(), cfg, tmp_path, progress=False)
+        assert first.threads.threads == 1  # another process was busy when it started
+        first.fit()
+        monkeypatch.setattr(hardware, "BusyMeter", lambda: FakeMeter([0.0]))
+        again = Trainer(Regression(), MSETask(), dataset(), config(steps=6, checkpoint_every=2), tmp_path, progress=False)
+        assert again.threads.threads == 2  # the machine is quiet now ...
+        again.resume()
+        assert again.threads.threads == 1 and torch.get_num_threads() == 1  # ... but the run continues as it began
+        assert "resumed run keeps its thread count" in again.threads.choice.reason
+        again.fit()
+        assert json.loads((tmp_path / "machine.json").read_text())["started_with"]["threads"]["threads"] == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------------------------- progress
+
+
+def test_progress_in_a_terminal_is_a_bar_and_the_log_file_still_gets_lines(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    with ProgressReporter("embed", 10, stream=stream, terminal=True, log_file=tmp_path / "log.txt",
+                          every_percent=50) as progress:  # fmt: skip
+        for done in range(1, 11):
+            progress.update(done, f"{done * 10} items/s")
+    logged = (tmp_path / "log.txt").read_text().splitlines()
+    assert [line.split()[1] for line in logged] == ["5/10", "10/10"] and "100 items/s" in logged[-1]
+    assert "10/10" in stream.getvalue()  # rich's bar, drawn on the stream
+
+
+def test_progress_lines_say_eta(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    with ProgressReporter("index", 4, stream=stream, terminal=False) as progress:
+        progress.update(1)
+        progress.update(4)
+    lines = stream.getvalue().splitlines()
+    assert lines[0].startswith("index 1/4 (25%)  elapsed 0:00:00  ETA ") and lines[-1].startswith("index 4/4 (100%)")
