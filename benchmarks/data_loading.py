@@ -25,6 +25,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader
 
+from polymodal.hardware import machine_header
 from polymodal.data.dataset import MultimodalDataset
 from polymodal.data.image import decode_image
 from polymodal.data.schema import Sample
@@ -84,6 +85,7 @@ def main() -> None:
         "--out-size", type=int, default=None, help="preprocess image_size (default: min(size, 224))"
     )
     args = parser.parse_args()
+    print(machine_header())  # CPU, flags, threads and matmul peaks beside the figures
     torch.set_num_threads(1)  # decoding is single-threaded anyway; workers give the parallelism
 
     rows = []

@@ -30,6 +30,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from polymodal.hardware import machine_header
+
 SIZES = {
     # openai/clip-vit-base-patch32's architecture.
     "b32": {
@@ -103,6 +105,7 @@ def main() -> None:
     parser.add_argument("--no-onnx", dest="onnx", action="store_false")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    print(machine_header())  # CPU, flags, threads and matmul peaks beside the figures
 
     import transformers as t
 

@@ -20,6 +20,7 @@ import time
 import faiss
 import numpy as np
 
+from polymodal.hardware import machine_header
 from polymodal.index.kinds import IndexParams, apply_search_params, is_ivf, new_index
 
 K = 10
@@ -139,6 +140,7 @@ def main() -> None:
     parser.add_argument("--ef-construction", type=int, default=IndexParams.ef_construction)
     args = parser.parse_args()
     faiss.omp_set_num_threads(args.threads)
+    print(machine_header())  # CPU, flags, threads and matmul peaks beside the figures
     base = IndexParams(hnsw_m=args.hnsw_m, ef_construction=args.ef_construction)
     print(f"faiss {faiss.__version__}, {args.threads} build threads, {args.queries} single queries x {args.rounds} rounds, "
           f"k={K}, {args.centres} centres, hnsw M={base.hnsw_m} efConstruction={base.ef_construction}, "

@@ -16,6 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
+from polymodal.hardware import machine_header
 from polymodal.data.shapes import generate_shapesworld, is_complete
 from polymodal.data.shapes_paraphrase import synonym_class_names, write_paraphrase_split
 
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("runs/lit-bench/shapes"))
     parser.add_argument("--out", type=Path, default=Path("runs/lit-bench"))
     args = parser.parse_args()
+    print(machine_header())  # CPU, flags, threads and matmul peaks beside the figures
 
     from polymodal.data.shapes import COLORS, SHAPES
     from polymodal.evaluate.runner import run_eval

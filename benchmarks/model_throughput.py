@@ -1,10 +1,11 @@
 """Forward+backward throughput and model FLOP utilisation (MFU) of the small presets.
 
-MFU = (model FLOPs per training step, counted by torch's FlopCounterMode) x steps/s, divided
-by this machine's measured matmul peak on 2 threads (fp32 ~147 GFLOP/s, bf16 ~379 GFLOP/s,
-see DESIGN.md). The peak is re-measured here too, so the ratio is honest on another machine.
+MFU = (model FLOPs per training step, counted by torch's FlopCounterMode) x steps/s, divided by this
+machine's matmul peak in the precision the step ran in, measured in the same run (printed with the CPU flags).
+``--precisions auto`` (the default) runs what ``train.precision: auto`` would pick here; bf16 on a CPU without
+native bf16 is about 100x slower: ask for it by name.
 
-    .venv/bin/python benchmarks/model_throughput.py [--batch 64] [--steps 5] [--threads 2]
+    .venv/bin/python benchmarks/model_throughput.py [--batch 64] [--steps 5] [--threads 2] [--precisions fp32,bf16]
 """
 
 from __future__ import annotations
@@ -15,16 +16,13 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from polymodal.hardware import choose_precision, machine_header, matmul_peaks
 from polymodal.models import PRESETS, build_preset
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - start)
+def precisions_to_run(value: str) -> list[str]:
+    """``auto`` (what training would pick on this machine), or names such as ``fp32,bf16``."""
+    return [choose_precision(name.strip(), "cpu").precision for name in value.split(",") if name.strip()]
 
 
 def step_fn(name: str, model: torch.nn.Module, batch: int, vocab: int, image_size: int, precision: str):  # type: ignore[no-untyped-def]
@@ -53,14 +51,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--precisions", default="auto", help="auto, or a list such as fp32,bf16")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
-    print(f"measured matmul peak ({args.threads} threads): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
+    precisions = precisions_to_run(args.precisions)
+    peaks = matmul_peaks()
+    print(machine_header(peaks))
     print(f"{'preset':16} {'params':>8} {'precision':>9} {'samples/s':>10} {'GFLOP/step':>11} {'MFU':>6}")
     for name in PRESETS.names():
-        for precision in ("fp32", "bf16"):
+        for precision in precisions:
             model = build_preset(name, vocab_size=512, image_size=args.image_size)
             step = step_fn(name, model, args.batch, 512, args.image_size, precision)
             with FlopCounterMode(display=False) as counter:
@@ -72,7 +72,7 @@ def main() -> None:
                 step()
             seconds = (time.perf_counter() - start) / args.steps
             params = sum(p.numel() for p in model.parameters()) / 1e6
-            mfu = flops / seconds / peaks[precision]
+            mfu = flops / seconds / (peaks[precision] * 1e9)  # against the peak of the precision this step ran in
             print(f"{name:16} {params:7.2f}M {precision:>9} {args.batch / seconds:10.1f} {flops / 1e9:11.2f} {mfu:6.1%}")
 
 

@@ -31,6 +31,8 @@ from typing import Any, Callable
 
 import httpx
 
+from polymodal.hardware import machine_header
+
 QUERIES = ["a red circle", "a blue square", "two green triangles", "a yellow star left of a purple cross",
            "three shapes", "a small cyan heart", "a large red square above a blue circle"]
 LABELS = ["circle", "square", "triangle", "star", "heart"]
@@ -153,6 +155,7 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--json", action="store_true", help="print one JSON line per result")
     args = parser.parse_args()
+    print(machine_header())  # CPU, flags, threads and matmul peaks beside the figures
     if not Path(args.model).exists():
         raise SystemExit(f"{args.model}: no such model; run `polymodal demo` first or pass --model DIR")
 

@@ -14,6 +14,7 @@ import platform
 import tempfile
 import time
 
+from polymodal.hardware import machine_header
 from polymodal.data.shapes import generate_shapesworld, make_example
 
 
@@ -35,6 +36,7 @@ def main() -> None:
     default_dir = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
     parser.add_argument("--dir", default=default_dir, help="parent of the temporary output directories")
     args = parser.parse_args()
+    print(machine_header())  # CPU, flags, threads and matmul peaks beside the figures
     os.makedirs(args.dir, exist_ok=True)
 
     print(f"python {platform.python_version()}, {os.cpu_count()} cpus, n={args.n}, image_size={args.image_size}")

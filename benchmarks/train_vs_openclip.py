@@ -17,8 +17,9 @@ What is timed, per side (warm-up steps excluded):
 * ``polymodal Trainer.fit`` (``--trainer``): the whole loop, DataLoader over the same tensors,
   logging and scheduler; timed between the ends of consecutive optimizer steps.
 
-MFU = FLOPs of one forward+backward (``FlopCounterMode``) / measured step time / the matmul
-peak that ``model_throughput.matmul_peak`` measures (best of one measurement per round).
+MFU = FLOPs of one forward+backward (``FlopCounterMode``) / measured step time / the matmul peak of
+the precision the step ran in (``polymodal.hardware.matmul_peaks``, best of one measurement per round;
+both peaks and the CPU flags are printed with the figures).
 
     bash benchmarks/openclip_env.sh      # once
     .venv/bin/python benchmarks/train_vs_openclip.py [--rounds 2] [--steps 20] [--trainer] [--profile]
@@ -52,9 +53,9 @@ from _openclip_worker import (  # noqa: E402
     time_training,
     worker_args,
 )
-from model_throughput import matmul_peak  # noqa: E402
 
 from polymodal.data.collate import Batch  # noqa: E402
+from polymodal.hardware import machine_header, matmul_peaks  # noqa: E402
 from polymodal.models import PRESETS, DualEncoder, build_model  # noqa: E402
 from polymodal.models.config import DualEncoderConfig  # noqa: E402
 from polymodal.train.config import TrainConfig  # noqa: E402
@@ -332,8 +333,8 @@ def main() -> None:
         for round_ in range(args.rounds):
             # Re-measured every round and the highest kept: other jobs only ever lower it,
             # and a peak measured in a busy moment would inflate MFU past 100%.
-            for dtype_name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-                peaks[dtype_name] = max(peaks[dtype_name], matmul_peak(dtype))
+            for name, gflops in matmul_peaks().items():
+                peaks[name] = max(peaks[name], gflops * 1e9)
             for precision in args.precisions:
                 for side, command in commands.items():
                     profile = ["--profile"] if args.profile and round_ == 0 and "Trainer" not in side else []
@@ -347,6 +348,7 @@ def main() -> None:
                         print(f"\n--- torch.profiler, {r['side']} {precision} ({r['versions']}) ---\n{r['profile']}")
 
     print(f"\nmatmul peak, best of {args.rounds} measurements ({args.threads} threads): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
+    print(machine_header({name: value / 1e9 for name, value in peaks.items()}))
     first = {r["side"]: r for r in runs}
     print(f"\nversions: polymodal side {first['polymodal']['versions']}; open_clip side {first['open_clip']['versions']}")
     print_params(first["polymodal"]["params"], first["open_clip"]["params"])

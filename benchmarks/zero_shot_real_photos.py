@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from polymodal.hardware import machine_header
 from polymodal.api import Model
 from polymodal.backends.conse import ConSEBackend
 from polymodal.pretrained.photos import LABELS, real_photos
@@ -43,6 +44,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    print(machine_header())  # CPU, flags, threads and matmul peaks beside the figures
 
     start = time.perf_counter()
     backend = ConSEBackend.load(top_t=args.top_t)

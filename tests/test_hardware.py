@@ -17,8 +17,8 @@ from polymodal.progress import ProgressReporter
 @pytest.fixture
 def unpinned(monkeypatch: pytest.MonkeyPatch) -> None:
     """Without the test suite's POLYMODAL_PRECISION / POLYMODAL_THREADS pins."""
-    monkeypatch.delenv(hardware.PRECISION_ENV, raising=False)
-    monkeypatch.delenv(hardware.THREADS_ENV, raising=False)
+    for name in (hardware.PRECISION_ENV, hardware.THREADS_ENV, "OMP_NUM_THREADS", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
 
 
 def fake_bf16(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
@@ -170,6 +170,13 @@ def test_a_budget_takes_the_free_cores_and_an_adaptive_one_follows_the_load(monk
         monkeypatch.setenv(hardware.THREADS_ENV, "many")
         with pytest.raises(ValueError, match="POLYMODAL_THREADS='many'"):
             ThreadBudget(usable=2)
+        monkeypatch.delenv(hardware.THREADS_ENV)
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what torchrun sets for its processes
+        assert ThreadBudget(usable=2).choice.reason == "OMP_NUM_THREADS=1"
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        monkeypatch.setattr(hardware, "usable_cores", lambda *a: 4)
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # two processes of one launch on this machine
+        assert ThreadBudget(window=0, meter_factory=lambda: FakeMeter([0.0])).threads == 2  # type: ignore[arg-type, return-value]
     finally:
         torch.set_num_threads(before)
 

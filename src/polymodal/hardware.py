@@ -102,6 +102,25 @@ def matmul_gflops(dtype: torch.dtype, n: int = 2048, *, seconds: float = 0.5, de
             return 2 * n**3 * reps / elapsed / 1e9
 
 
+def matmul_peaks(seconds: float = 0.5) -> dict[str, float]:
+    """fp32 and bf16 matmul peaks in GFLOP/s, for MFU and for the record beside a figure.
+
+    bf16 is measured at 2048 where it has native kernels; elsewhere at 256, as a 2048 matmul in its slow
+    fallback takes about 20 s (the rate it shows is no better at larger sizes)."""
+    native = bf16_native("cpu")
+    return {"fp32": matmul_gflops(torch.float32, 2048, seconds=seconds),
+            "bf16": matmul_gflops(torch.bfloat16, 2048 if native else 256, seconds=seconds)}  # fmt: skip
+
+
+def machine_header(peaks: dict[str, float] | None = None) -> str:
+    """One line for a benchmark's output: CPU, flags, torch, threads and (measured now unless given) matmul peaks."""
+    info = cpu_info()
+    peaks = matmul_peaks() if peaks is None else peaks
+    measured = ", ".join(f"{name} {value:.0f} GFLOP/s" for name, value in peaks.items())
+    return (f"machine: {info.describe()}; native bf16: {'yes' if bf16_native('cpu') else 'no'}; torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads; matmul peak {measured}")  # fmt: skip
+
+
 def bf16_slowdown() -> tuple[float, float, float]:
     """(fp32 / bf16 time ratio, fp32 GFLOP/s, bf16 GFLOP/s) of a small matmul on this CPU: about 0.1 s."""
     fp32 = matmul_gflops(torch.float32, 256, seconds=0.02)
@@ -279,8 +298,9 @@ class ThreadBudget:
     Chosen once from the usable cores and the load other processes put on them (measured over ``window``
     seconds), then held: a training run keeps its thread count, as the count changes the order of float sums
     and so the bits of the result. ``adaptive`` budgets (a server) re-measure every ``interval`` seconds in
-    :meth:`update` and follow the load. ``POLYMODAL_THREADS`` pins the count; ``reserved`` cores are left to
-    the process's own workers (DataLoader worker processes).
+    :meth:`update` and follow the load. ``POLYMODAL_THREADS`` (else ``OMP_NUM_THREADS``) pins the count; the
+    processes of a launch (``LOCAL_WORLD_SIZE``) share the cores; ``reserved`` cores are left to the process's
+    own workers (DataLoader worker processes).
     """
 
     def __init__(self, *, reserved: int = 0, adaptive: bool = False, fixed: int | None = None, interval: float = 5.0,
@@ -289,15 +309,18 @@ class ThreadBudget:
         self.reserved = reserved
         self.adaptive = adaptive
         self.interval = interval
-        self.usable = usable if usable is not None else usable_cores()
+        # Processes of one launch on this machine share its cores.
+        local_processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+        self.usable = usable if usable is not None else max(1, usable_cores() // local_processes)
         self.meter: BusyMeter | None = None
-        pinned = os.environ.get(THREADS_ENV, "").strip()
+        pinned_by = next((name for name in (THREADS_ENV, "OMP_NUM_THREADS") if os.environ.get(name, "").strip()), None)
         if fixed is not None:
             self.choice = ThreadChoice(fixed, self.usable, None, "set in the configuration")
-        elif pinned:
+        elif pinned_by is not None:  # OMP_NUM_THREADS: set by the user or a launcher (torchrun sets 1)
+            pinned = os.environ[pinned_by].strip()
             if not pinned.isdigit() or int(pinned) < 1:
-                raise ValueError(f"{THREADS_ENV}={pinned!r}: give a whole number of threads >= 1")
-            self.choice = ThreadChoice(int(pinned), self.usable, None, f"{THREADS_ENV}={pinned}")
+                raise ValueError(f"{pinned_by}={pinned!r}: give a whole number of threads >= 1")
+            self.choice = ThreadChoice(int(pinned), self.usable, None, f"{pinned_by}={pinned}")
         else:
             self.meter = (meter_factory or BusyMeter)()
             if window > 0:

@@ -20,6 +20,7 @@ import typer
 from rich.table import Table
 
 from polymodal.cli.data_shapes import print_summary
+from polymodal.cli.demo_budget import DemoBudget, PlannedJob, load_reference
 from polymodal.cli.output import JsonOption, console, emit_json, fail
 
 RECIPES_DIR = Path(__file__).resolve().parents[3] / "recipes"
@@ -79,13 +80,15 @@ def demo(
     # 350 steps (2,100 for VQA, 700 for the statement classifiers and the captioner) keep the whole demo under 10 minutes on a
     # 2-core machine whose bf16 matmul peak is 430 GFLOP/s (419 s there, 2026-11-30).
     steps: int = typer.Option(350, "--steps", help=f"Optimizer steps of the CLIP run; the statement classifiers train {STATEMENT_STEPS}x as many, VQA {VQA_STEPS}x, the captioner {CAPTION_STEPS}x."),
-    # bf16 autocast trains the demo recipes 1.3-1.7x faster on CPU (measured on an earlier, shorter demo: 410 s vs 533 s total).
-    precision: str = typer.Option("bf16", "--precision", help="train.precision for every recipe: no (fp32), bf16, or fp16 (CUDA only)."),
+    precision: str = typer.Option("auto", "--precision", help="train.precision for every recipe: auto (bf16 where the "
+                                  "CPU or GPU runs it natively, else fp32), fp32, bf16, or fp16 (CUDA only)."),
     from_clip: bool = typer.Option(
         True, "--from-clip/--from-scratch",
         help="Fine-tune in a chain: the VQA model from the CLIP run's text tower, the statement classifiers from the VQA model.",
     ),
     fusions: str = typer.Option("concat,gmu,film", "--fusions", help="Fusion modules to compare (comma-separated)."),
+    budget_seconds: float = typer.Option(600, "--budget", min=0, help="Seconds the whole demo may take: on a slower "
+                                         "machine every job's steps are scaled to its measured speed (0: the demo's own steps)."),
     data_only: bool = typer.Option(False, "--data-only", help="Only generate the data and print its summary."),
     json: bool = JsonOption,
 ) -> None:
@@ -137,9 +140,17 @@ def demo(
               STATEMENT_STEPS * steps)
              for f in fusions.split(",") if f]  # fmt: skip
     results: dict[str, Any] = {"data": {k: v for k, v in summary.items() if k != "params"}, "runs": {}}
+    budget = _budget(budget_seconds, precision, [PlannedJob(label, job_steps) for label, _, _, job_steps in jobs], started)
+    if not json and budget.seconds > 0:
+        console.print(f"budget {budget.seconds:.0f} s: this machine runs {budget.precision} matmuls at "
+                      f"{budget.measured_gflops:.0f} GFLOP/s, so the demo's own steps would take about "
+                      f"{budget.predicted_total():.0f} s (reference: {budget.reference['machine']})", highlight=False)
     # Every job trains and evaluates on the same locked tower: its outputs, once computed, serve the jobs after.
     with FeatureCache.keep_alive():
-        for label, recipe_name, extra, job_steps in jobs:
+        for label, recipe_name, extra, own_steps in jobs:
+            job_started = time.perf_counter()
+            planned = PlannedJob(label, own_steps)
+            job_steps = budget.steps_for(planned)
             overrides = [
                 f"data.path={data_dir}", f"train.steps={job_steps}", f"train.seed={seed}",
                 f"train.warmup_steps={max(1, job_steps // 10)}", f"train.eval_every={max(1, job_steps // 3)}",
@@ -149,9 +160,11 @@ def demo(
             run_dir = out / label
             shutil.rmtree(run_dir, ignore_errors=True)  # the demo's own output: each demo trains afresh
             if not json:
-                console.rule(f"[bold]{label}[/] ({recipe_name}, {job_steps} steps)")
+                scaled = f", scaled from {own_steps} to fit the budget" if job_steps < own_steps else ""
+                console.rule(f"[bold]{label}[/] ({recipe_name}, {job_steps} steps{scaled})")
             t0 = time.perf_counter()
-            run_recipe(recipe, run_dir, progress=not json)
+            trained = run_recipe(recipe, run_dir, progress=not json)
+            results.setdefault("machine", trained.machine)
             train_seconds = time.perf_counter() - t0
             model_dir = find_model_dir(run_dir)
             benchmarks = BENCHMARKS[label.split("-")[0]]
@@ -161,8 +174,11 @@ def demo(
             doc = run_eval(str(model_dir), benchmarks, data=data_dir, seed=seed, command=command)
             dump_results(doc, eval_file)
             results["runs"][label] = {"recipe": recipe_name, "model_dir": str(model_dir), "eval_file": str(eval_file),
+                                      "steps": job_steps, "own_steps": own_steps,
                                       "train_seconds": round(train_seconds, 1), "eval_seconds": round(time.perf_counter() - t0, 1),
                                       "scores": _scores(to_json(doc))}  # fmt: skip
+            budget.finished(planned, job_steps, time.perf_counter() - job_started)
+    results["budget"] = budget.summary()
     results["elapsed_seconds"] = round(time.perf_counter() - started, 1)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(jsonlib.dumps(results, indent=2))
@@ -171,6 +187,7 @@ def demo(
         emit_json(results)
         return
     console.print(results_table(results))
+    console.print(machine_line(results), highlight=False)
     console.print(f"report: {written.html} and {written.markdown}   results: {out / 'results.json'}   "
                   f"total {results['elapsed_seconds']:.0f} s", highlight=False)
 
@@ -222,6 +239,32 @@ def fine_tune_overrides(
     if fusion in FUSION_IMAGE_PROJECTION and source_projection is not None and not copied_whole:
         extra.append(f"model.init_map={{{FUSION_IMAGE_PROJECTION[fusion]}: {source_projection}}}")
     return [f"model.init_from={source_run}", tower_setting, *extra]
+
+
+def _budget(seconds: float, precision: str, jobs: list[PlannedJob], started: float) -> DemoBudget:
+    """The demo's budget on this machine: the precision its recipes will train in, and its matmul rate in it."""
+    from polymodal.hardware import choose_precision, matmul_gflops
+    from polymodal.train.trainer import training_device
+
+    choice = choose_precision(precision, training_device())
+    gflops = matmul_gflops(choice.dtype, 512, seconds=0.25) if seconds > 0 else 0.0
+    return DemoBudget(seconds, jobs, choice.precision, load_reference(), gflops, started=started)
+
+
+def machine_line(results: dict[str, Any]) -> str:
+    """What the figures were measured on, and whether the budget scaled any job's steps."""
+    machine = results.get("machine") or {}
+    if not machine:
+        return ""
+    flags = " ".join(machine.get("cpu_flags", [])) or "no AVX2"
+    text = (f"machine: {machine['cpu']} ({flags}); {machine['precision']['precision']} ({machine['precision']['reason']}); "
+            f"{machine['threads']['threads']} threads; torch {machine['torch']}")  # fmt: skip
+    scaled = (results.get("budget") or {}).get("scaled_jobs") or {}
+    if scaled:
+        text += (f". Steps scaled to fit the {results['budget']['budget_seconds']:.0f} s budget: "
+                 + ", ".join(f"{label} {results['runs'][label]['steps']}/{results['runs'][label]['own_steps']}"
+                             for label in scaled if label in results["runs"]))  # fmt: skip
+    return text
 
 
 def _fusion_of(recipe_name: str) -> str | None:

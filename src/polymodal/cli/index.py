@@ -42,6 +42,17 @@ def _with_progress(show: bool, label: str, work: Callable[[ProgressFn | None], T
     """Run ``work(progress_callback)`` under a rich progress bar on stderr (none with --json)."""
     if not show:
         return work(None)
+    if not err_console.is_terminal:  # a pipe or a CI log: a line every 5% instead of a bar nobody sees
+        from polymodal.progress import ProgressReporter
+
+        lines: list[ProgressReporter] = []
+
+        def report(done: int, total: int) -> None:
+            if not lines or lines[-1].total != total:  # the total is known once the source has been counted
+                lines.append(ProgressReporter(label, total, stream=err_console.file, terminal=False))
+            lines[-1].update(done)
+
+        return work(report)
     columns = (TextColumn("{task.description}"), BarColumn(), _RateColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=False) as bar:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 
 from polymodal.data.text import TextTokenizer
@@ -29,9 +30,10 @@ class OnnxDualEncoder:
             raise ExportError(f"{self.directory}: no {MANIFEST_FILE}; not an ONNX export directory")
         self.manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-            options.inter_op_num_threads = 1
+        # The cores this process uses for torch (polymodal.hardware chooses them), not onnxruntime's own count of
+        # the host's cores: no oversubscription beside torch or FAISS.
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.inter_op_num_threads = 1
 
         def session(part: str) -> Any:
             path = str(self.directory / self.manifest[part]["file"])

@@ -54,6 +54,15 @@ def fmt_ci(value: float, interval: tuple[float, float] | None) -> Verbatim:
     return Verbatim(f"{fmt(value)} [{fmt(interval[0])}, {fmt(interval[1])}]")
 
 
+def _ran_in(machine: dict[str, Any] | None) -> str:
+    """``bf16, 2 threads on AMD EPYC (avx2 ... avx512_bf16)``: what a run trained on (machine.json's record)."""
+    if not machine or "precision" not in machine:
+        return MISSING
+    flags = " ".join(machine.get("cpu_flags", []))
+    return (f"{machine['precision']['precision']}, {machine['threads']['threads']} threads on {machine.get('cpu', '?')}"
+            + (f" ({flags})" if flags else ""))
+
+
 def _slugify(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "x"
 
@@ -247,6 +256,7 @@ class _Builder:
             ["best step", *[text(summary(g, "best_step")) for g in logs]],
             ["stopped early", *[{True: "yes", False: "no"}.get(summary(g, "stopped_early"), MISSING) for g in logs]],
             ["samples/s", *[fmt(summary(g, "samples_per_second")) for g in logs]],
+            ["ran in", *[_ran_in(summary(g, "machine")) for g in logs]],
             ["bad samples", *[text(summary(g, "bad_samples")) for g in logs]],
         ]
         blocks: list[Block] = [Heading("Training", anchor="training"), Table(["", *[r.name for r, _ in trained]], rows)]

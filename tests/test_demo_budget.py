@@ -1,0 +1,78 @@
+"""The demo's budget: steps scaled to the measured speed of the machine, never past the budget."""
+
+from __future__ import annotations
+
+import pytest
+
+from polymodal.cli.demo_budget import MIN_SCALE, PLAN_SHARE, DemoBudget, PlannedJob, load_reference
+
+REFERENCE = {
+    "machine": "reference CPU",
+    "precisions": {
+        "bf16": {"matmul_gflops": 400.0, "seconds_per_step": {"clip": 0.1, "vqa": 0.05}, "eval_seconds": {"clip": 5.0, "vqa": 5.0}},
+        "fp32": {"matmul_gflops": 160.0, "seconds_per_step": {"clip": 0.2, "vqa": 0.1}, "eval_seconds": {"clip": 6.0, "vqa": 6.0}},
+    },
+}
+JOBS = [PlannedJob("clip", 100), PlannedJob("vqa", 600)]  # reference fp32: 20 + 6 + 60 + 6 = 92 s
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def budget(seconds: float, gflops: float, precision: str = "fp32") -> tuple[DemoBudget, Clock]:
+    clock = Clock()
+    return DemoBudget(seconds, JOBS, precision, REFERENCE, gflops, started=0.0, clock=clock), clock
+
+
+def test_a_machine_as_fast_as_the_reference_runs_the_demos_own_steps() -> None:
+    plan, _ = budget(200, 160.0)
+    assert plan.predicted_total() == pytest.approx(92.0)
+    assert [plan.steps_for(job) for job in JOBS] == [100, 600]
+    assert plan.summary()["scaled_jobs"] == {}
+
+
+def test_a_slower_machine_gets_fewer_steps_that_fit_the_budget() -> None:
+    plan, _ = budget(100, 80.0)  # half the reference's matmul rate: 184 s at the demo's own steps
+    assert plan.estimated_slowdown == pytest.approx(2.0)
+    steps = plan.steps_for(JOBS[0])
+    scale = (100 * PLAN_SHARE - 2 * 12.0) / (2 * 80.0)  # (budget left - evaluations) / training at full steps
+    assert steps == round(100 * scale) and steps < 100
+    predicted = 2 * (0.2 * steps + 6 + 0.1 * round(600 * scale) + 6)
+    assert predicted <= 100 * PLAN_SHARE + 1
+
+
+def test_the_measured_time_of_finished_jobs_replaces_the_estimate() -> None:
+    plan, clock = budget(100, 160.0)  # looks as fast as the reference ...
+    assert plan.steps_for(JOBS[0]) == 100
+    clock.now = 78.0  # ... but the first job took three times its 26 s
+    plan.finished(JOBS[0], 100, 78.0)
+    assert plan.slowdown == pytest.approx(3.0)
+    steps = plan.steps_for(JOBS[1])
+    assert steps == round(600 * max(MIN_SCALE, (100 * PLAN_SHARE - 78.0 - 3 * 6.0) / (3 * 60.0)))
+    assert plan.summary()["scaled_jobs"] == {"vqa": pytest.approx(steps / 600, abs=1e-3)}
+
+
+def test_no_job_is_cut_below_the_floor_and_no_budget_means_no_scaling() -> None:
+    plan, _ = budget(10, 1.0)  # hopeless: 160x slower than the reference
+    assert plan.steps_for(JOBS[0]) == round(100 * MIN_SCALE)
+    unlimited, _ = budget(0, 1.0)
+    assert [unlimited.steps_for(job) for job in JOBS] == [100, 600]
+
+
+def test_bf16_costs_apply_to_a_bf16_demo() -> None:
+    plan, _ = budget(200, 400.0, precision="bf16")
+    assert plan.predicted_total() == pytest.approx(0.1 * 100 + 5 + 0.05 * 600 + 5)
+
+
+def test_the_shipped_reference_covers_every_demo_job_in_both_precisions() -> None:
+    reference = load_reference()
+    for precision in ("fp32", "bf16"):
+        costs = reference["precisions"][precision]
+        assert costs["matmul_gflops"] > 0
+        for kind in ("clip", "caption", "vqa", "fusion"):
+            assert costs["seconds_per_step"][kind] > 0 and costs["eval_seconds"][kind] > 0
