@@ -94,6 +94,7 @@ def test_a_training_run_records_the_precision_chosen_and_why(monkeypatch: pytest
     assert recorded["precision"] == {"requested": "auto", "precision": "bf16" if native else "fp32",
                                      "reason": choose_precision("auto", "cpu").reason}  # fmt: skip
     assert recorded["threads"]["threads"] == 1 and recorded["cpu"]
+    assert hardware.describe_record(recorded).startswith(f"{'bf16' if native else 'fp32'}, 1 thread on ")
 
 
 # ------------------------------------------------------------------------------------------------- threads
@@ -211,7 +212,13 @@ def test_a_resumed_run_keeps_the_thread_count_it_started_with(monkeypatch: pytes
         assert again.threads.threads == 1 and torch.get_num_threads() == 1  # ... but the run continues as it began
         assert "resumed run keeps its thread count" in again.threads.choice.reason
         again.fit()
-        assert json.loads((tmp_path / "machine.json").read_text())["started_with"]["threads"]["threads"] == 1
+        first_record = json.loads((tmp_path / "machine.json").read_text())["started_with"]
+        assert first_record["threads"]["threads"] == 1
+        third = Trainer(Regression(), MSETask(), dataset(), config(steps=8, checkpoint_every=2), tmp_path, progress=False)
+        third.resume()  # a second resume: still the count, and the record, of how the run first started
+        third.fit()
+        assert third.threads.threads == 1
+        assert json.loads((tmp_path / "machine.json").read_text())["started_with"] == first_record
     finally:
         torch.set_num_threads(before)
 

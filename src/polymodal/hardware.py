@@ -9,7 +9,6 @@ runs can record them beside their figures. The bottom layer: imports nothing fro
 from __future__ import annotations
 
 import contextlib
-import logging
 import math
 import os
 import platform
@@ -20,8 +19,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
-
-log = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Accepted spellings of fp32: Accelerate's "no" (older recipes and config.yaml files) and torch's name.
@@ -168,37 +165,35 @@ def choose_precision(requested: str = "auto", device: torch.device | str = "cpu"
     """
     asked = normalize_precision(requested)
     kind = torch.device(device).type
-    if asked == "auto":
-        pinned = os.environ.get(PRECISION_ENV, "").strip()
-        if pinned:
-            try:
-                chosen = normalize_precision(pinned)
-            except ValueError as e:
-                raise ValueError(f"{PRECISION_ENV}={pinned!r}: {e}") from None
-            if chosen != "auto":
-                asked, requested = chosen, "auto"
-                reason = f"{PRECISION_ENV}={pinned}"
-                return _checked(requested, asked, kind, reason)
-        if bf16_native(device):
-            why = "CUDA device supports bf16" if kind == "cuda" else "CPU runs bf16 natively (oneDNN reports bf16 support)"
-            return PrecisionChoice("auto", "bf16", why)
-        if kind == "cuda":
-            return PrecisionChoice("auto", "fp16", "CUDA device without bf16")
-        return PrecisionChoice("auto", "fp32", f"{kind.upper()} without native bf16 (bf16 would fall back to slow kernels)")
-    return _checked(requested, asked, kind, "asked for")
+    if asked != "auto":
+        return _checked(asked, asked, kind, "asked for")
+    pinned = os.environ.get(PRECISION_ENV, "").strip()
+    if pinned:
+        try:
+            chosen = normalize_precision(pinned)
+        except ValueError as e:
+            raise ValueError(f"{PRECISION_ENV}={pinned!r}: {e}") from None
+        if chosen != "auto":
+            return _checked("auto", chosen, kind, f"{PRECISION_ENV}={pinned}")
+    if bf16_native(device):
+        why = "CUDA device supports bf16" if kind == "cuda" else "CPU runs bf16 natively (oneDNN reports bf16 support)"
+        return PrecisionChoice("auto", "bf16", why)
+    if kind == "cuda":
+        return PrecisionChoice("auto", "fp16", "CUDA device without bf16")
+    return PrecisionChoice("auto", "fp32", f"{kind.upper()} without native bf16 (bf16 would fall back to slow kernels)")
 
 
 def _checked(requested: str, precision: str, kind: str, reason: str) -> PrecisionChoice:
+    """``precision`` on a ``kind`` device: fp16 off CUDA is an error, bf16 without native kernels a warning."""
     if precision == "fp16" and kind != "cuda":
         raise ValueError(f"precision fp16 needs a CUDA GPU; on {kind.upper()} use auto, bf16 or fp32")
     if precision == "bf16" and kind == "cpu" and not bf16_native(kind):
         ratio, fp32, bf16 = bf16_slowdown()
-        warning = (f"bf16 on this CPU ({cpu_info().model}) has no native kernels: a matmul measured {ratio:.0f}x slower "
-                   f"than fp32 ({bf16:.1f} vs {fp32:.1f} GFLOP/s); use precision auto or fp32")
-        log.warning(warning)
-        print(f"warning: {warning}", file=sys.stderr, flush=True)
+        print(f"warning: bf16 on this CPU ({cpu_info().model}) has no native kernels: a matmul measured {ratio:.0f}x "
+              f"slower than fp32 ({bf16:.1f} vs {fp32:.1f} GFLOP/s); use precision auto or fp32",
+              file=sys.stderr, flush=True)  # fmt: skip
         reason = f"{reason}; {ratio:.0f}x slower than fp32 here (no native bf16)"
-    return PrecisionChoice(normalize_precision(requested), precision, reason)
+    return PrecisionChoice(requested, precision, reason)
 
 
 # ----------------------------------------------------------------------------------------------- threads
@@ -389,3 +384,13 @@ def machine_record(precision: PrecisionChoice | None = None, threads: ThreadChoi
     if threads is not None:
         record["threads"] = threads.to_dict()
     return record
+
+
+def describe_record(record: dict[str, Any]) -> str:
+    """``bf16, 2 threads on AMD EPYC (avx2 ... avx512_bf16)``: a :func:`machine_record` in one line."""
+    flags = " ".join(record.get("cpu_flags", [])) or "no AVX2"
+    parts = [record["precision"]["precision"]] if "precision" in record else []
+    if "threads" in record:
+        count = record["threads"]["threads"]
+        parts.append(f"{count} thread{'s' * (count != 1)}")
+    return f"{', '.join(parts)} on {record.get('cpu', '?')} ({flags}), torch {record.get('torch', '?')}"

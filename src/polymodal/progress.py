@@ -36,7 +36,6 @@ class ProgressReporter:
         self.log_file = log_file
         self._log: IO[str] | None = None
         self.started = time.perf_counter()
-        self.done = start
         self.bar: Any = None
 
     def __enter__(self) -> ProgressReporter:
@@ -84,7 +83,6 @@ class ProgressReporter:
         return "  ".join(part for part in parts if part)
 
     def update(self, done: int, info: str = "") -> None:
-        self.done = done
         if self.bar is not None:
             self.bar.update(self.task, completed=done, info=info)
         if done < self.next_line and done < self.total:

@@ -254,12 +254,12 @@ def _budget(seconds: float, precision: str, jobs: list[PlannedJob], started: flo
 
 def machine_line(results: dict[str, Any]) -> str:
     """What the figures were measured on, and whether the budget scaled any job's steps."""
-    machine = results.get("machine") or {}
+    from polymodal.hardware import describe_record
+
+    machine = results.get("machine")
     if not machine:
         return ""
-    flags = " ".join(machine.get("cpu_flags", [])) or "no AVX2"
-    text = (f"machine: {machine['cpu']} ({flags}); {machine['precision']['precision']} ({machine['precision']['reason']}); "
-            f"{machine['threads']['threads']} threads; torch {machine['torch']}")  # fmt: skip
+    text = f"machine: {describe_record(machine)}; precision: {machine['precision']['reason']}"
     scaled = (results.get("budget") or {}).get("scaled_jobs") or {}
     if scaled:
         text += (f". Steps scaled to fit the {results['budget']['budget_seconds']:.0f} s budget: "

@@ -18,6 +18,7 @@ from PIL import Image
 
 from polymodal import __version__
 from polymodal.config import flatten_config
+from polymodal.hardware import describe_record
 from polymodal.report import plots
 from polymodal.report.blocks import (
     Asset, Block, Document, ExampleCard, ExampleGrid, Heading, Paragraph, PlotGrid, RetrievedItem, Table, Verbatim,
@@ -55,12 +56,8 @@ def fmt_ci(value: float, interval: tuple[float, float] | None) -> Verbatim:
 
 
 def _ran_in(machine: dict[str, Any] | None) -> str:
-    """``bf16, 2 threads on AMD EPYC (avx2 ... avx512_bf16)``: what a run trained on (machine.json's record)."""
-    if not machine or "precision" not in machine:
-        return MISSING
-    flags = " ".join(machine.get("cpu_flags", []))
-    return (f"{machine['precision']['precision']}, {machine['threads']['threads']} threads on {machine.get('cpu', '?')}"
-            + (f" ({flags})" if flags else ""))
+    """What a run trained on, from its machine.json record (runs from before it have none)."""
+    return describe_record(machine) if machine and "precision" in machine else MISSING
 
 
 def _slugify(text: str) -> str:

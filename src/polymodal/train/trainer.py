@@ -241,7 +241,9 @@ class Trainer:
         checkpoints = list_checkpoints(run_dir or self.run_dir)
         if checkpoints:
             self._restore(checkpoints[-1].path)
-        self._started_with = _read_machine_record(Path(run_dir or self.run_dir))
+        previous = _read_machine_record(Path(run_dir or self.run_dir))
+        # A run resumed before keeps, under started_with, the record of how it first started.
+        self._started_with = None if previous is None else previous.get("started_with", previous)
         recorded = (self._started_with or {}).get("threads", {}).get("threads")
         if self.threads.chosen_from_load and isinstance(recorded, int) and recorded != self.threads.threads:
             # The thread count changes the order of float sums: the count the run started with keeps resume exact.
@@ -335,7 +337,7 @@ class Trainer:
         record = machine_record(self.precision, self.threads.choice)
         record["processes"] = self.accelerator.num_processes
         if self._started_with is not None:
-            record["started_with"] = {k: v for k, v in self._started_with.items() if k != "started_with"}
+            record["started_with"] = self._started_with
         return record
 
     def fit(self) -> TrainResult:
