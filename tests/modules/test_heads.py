@@ -71,4 +71,4 @@ def test_every_registered_head_builds_and_backpropagates(name: str) -> None:
 
 
 def test_registry_lists_the_heads() -> None:
-    assert HEADS.names() == ["classification", "itm", "projection", "regression", "text_decoder"]
+    assert HEADS.names() == ["classification", "itm", "projection", "regression"]

@@ -9,7 +9,8 @@ memory_dim) with an optional ``memory_mask`` (B, S) bool, True = real. Two ways 
   projected from the memory once, on the first step.
 
 Both run the same ``_decode`` code, so the logits agree (tested to 1e-5). The attention here is
-self-contained; it could later share the blocks in ``modules/layers.py``.
+self-contained; it could later share the blocks in ``modules/layers.py``. The interface it shares
+with the other decoders is ``decoders.TextDecoder``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from polymodal.modules.heads.decoders import TextDecoder, safe_memory_mask
 from polymodal.modules.layers import scaled_dot_product
 
 
@@ -115,12 +117,8 @@ class DecoderBlock(nn.Module):
         return x, LayerCache(cache.cross_k, cache.cross_v, k, v)
 
 
-class TransformerDecoder(nn.Module):
-    """Token decoder conditioned on a memory; learned positions; tied input/output embeddings.
-
-    ``bos_id`` starts every generated sequence, ``eos_id`` ends it and ``pad_id`` fills the
-    positions after it (see ``polymodal.modules.heads.generation``).
-    """
+class TransformerDecoder(TextDecoder[DecoderCache]):
+    """Token decoder conditioned on a memory; learned positions; tied input/output embeddings."""
 
     def __init__(
         self,
@@ -135,16 +133,10 @@ class TransformerDecoder(nn.Module):
         eos_id: int,
         tie_embeddings: bool = True,
     ) -> None:
-        super().__init__()
         if width % heads:
             raise ValueError(f"width ({width}) must be divisible by heads ({heads})")
-        for name, value in (("pad_id", pad_id), ("bos_id", bos_id), ("eos_id", eos_id)):
-            if not 0 <= value < vocab_size:
-                raise ValueError(f"{name}={value} is outside the vocabulary [0, {vocab_size})")
-        self.vocab_size = vocab_size
+        super().__init__(vocab_size, max_length, pad_id, bos_id, eos_id)
         self.width = width
-        self.max_length = max_length
-        self.pad_id, self.bos_id, self.eos_id = pad_id, bos_id, eos_id
         self.token_embedding = nn.Embedding(vocab_size, width)
         self.position_embedding = nn.Parameter(torch.zeros(max_length, width))
         self.blocks = nn.ModuleList(DecoderBlock(width, heads, memory_dim) for _ in range(depth))
@@ -155,8 +147,11 @@ class TransformerDecoder(nn.Module):
         if tie_embeddings:
             self.lm_head.weight = self.token_embedding.weight
 
-    def init_cache(self, memory: Tensor) -> DecoderCache:
-        """An empty cache holding each block's cross-attention keys/values of ``memory``."""
+    def init_cache(self, memory: Tensor, memory_mask: Tensor | None = None) -> DecoderCache:
+        """An empty cache holding each block's cross-attention keys/values of ``memory``.
+
+        ``memory_mask`` is not needed here: each step applies it.
+        """
         return DecoderCache([LayerCache(*block.cross_attn.keys_values(memory)) for block in self.blocks])
 
     def forward(
@@ -204,8 +199,7 @@ class TransformerDecoder(nn.Module):
         self, input_ids: Tensor, cache: DecoderCache, memory_mask: Tensor | None, self_mask: Tensor | None
     ) -> tuple[Tensor, DecoderCache]:
         start, T = cache.length, input_ids.size(1)
-        if start + T > self.max_length:
-            raise ValueError(f"sequence length {start + T} exceeds the decoder's max_length={self.max_length}")
+        self.check_length(start + T)
         x = self.token_embedding(input_ids) + self.position_embedding[start : start + T]  # (B, T, D)
         cross_mask, cross_gate = _memory_attention_mask(memory_mask, x.dtype)
         layers = []
@@ -228,11 +222,8 @@ def _memory_attention_mask(memory_mask: Tensor | None, dtype: torch.dtype) -> tu
     """
     if memory_mask is None:
         return None, None
-    memory_mask = memory_mask.bool()
-    has_memory = memory_mask.any(dim=1)  # (B,)
-    safe = memory_mask | ~has_memory[:, None]
-    gate = None if bool(has_memory.all()) else has_memory.to(dtype)[:, None, None]
-    return safe[:, None, None, :], gate
+    safe, gate = safe_memory_mask(memory_mask, dtype)
+    return safe[:, None, None, :], None if gate is None else gate[:, None, None]
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -1,4 +1,4 @@
-"""Decoding strategies for ``TransformerDecoder``: greedy, beam search and top-k / top-p sampling.
+"""Decoding strategies for any ``TextDecoder``: greedy, beam search and top-k / top-p sampling.
 
 Conventions shared by every strategy:
 
@@ -19,7 +19,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from polymodal.modules.heads.decoder import DecoderCache, TransformerDecoder
+from polymodal.modules.heads.decoders import DecoderState, TextDecoder
 
 Strategy = Literal["greedy", "beam", "sample"]
 STRATEGIES = ("greedy", "beam", "sample")
@@ -27,7 +27,7 @@ STRATEGIES = ("greedy", "beam", "sample")
 
 @torch.no_grad()
 def generate(
-    decoder: TransformerDecoder,
+    decoder: TextDecoder,
     memory: Tensor,
     memory_mask: Tensor | None = None,
     strategy: Strategy = "greedy",
@@ -74,7 +74,7 @@ def generate(
     )
 
 
-def next_token_log_probs(logits: Tensor, decoder: TransformerDecoder) -> Tensor:
+def next_token_log_probs(logits: Tensor, decoder: TextDecoder) -> Tensor:
     """(..., V) logits -> float32 log-probabilities with pad and BOS removed (they are never generated)."""
     banned = sorted({decoder.pad_id, decoder.bos_id} - {decoder.eos_id})
     logits = logits.float().clone()
@@ -106,7 +106,7 @@ def top_p_filter(logits: Tensor, p: float) -> Tensor:
 
 @torch.no_grad()
 def score_sequences(
-    decoder: TransformerDecoder,
+    decoder: TextDecoder,
     memory: Tensor,
     tokens: Tensor,
     memory_mask: Tensor | None = None,
@@ -124,11 +124,11 @@ def score_sequences(
 
 
 class _Stepper:
-    """Next-token logits for the sequences so far, with or without the KV cache."""
+    """Next-token logits for the sequences so far, with or without the decoder's cache."""
 
-    def __init__(self, decoder: TransformerDecoder, memory: Tensor, memory_mask: Tensor | None, use_cache: bool):
+    def __init__(self, decoder: TextDecoder, memory: Tensor, memory_mask: Tensor | None, use_cache: bool):
         self.decoder, self.memory, self.memory_mask, self.use_cache = decoder, memory, memory_mask, use_cache
-        self.cache: DecoderCache | None = None
+        self.cache: DecoderState | None = None
 
     def __call__(self, tokens: Tensor) -> Tensor:
         """(N, t) every token so far -> (N, V) logits for the next one."""
@@ -148,7 +148,7 @@ def _length_norm(lengths: Tensor, length_penalty: float) -> Tensor:
 
 
 def _decode_one_path(
-    decoder: TransformerDecoder,
+    decoder: TextDecoder,
     stepper: _Stepper,
     max_new_tokens: int,
     length_penalty: float,
@@ -175,7 +175,7 @@ def _decode_one_path(
 
 
 def _beam_search(
-    decoder: TransformerDecoder,
+    decoder: TextDecoder,
     memory: Tensor,
     memory_mask: Tensor | None,
     max_new_tokens: int,
