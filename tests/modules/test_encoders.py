@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+import polymodal.pretrained  # noqa: F401 - registers efficientnet_lite0_imagenet: the same cases whatever ran first
 from polymodal.modules.encoders import (
     ENCODERS,
     ConvImageEncoder,

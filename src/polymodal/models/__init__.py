@@ -1,5 +1,6 @@
 """Composed models: DualEncoder, FusionClassifier, Captioner, VQAModel; save/load; presets."""
 
+import polymodal.pretrained  # noqa: F401 - registers the encoders of packaged weights before any config is built
 from polymodal.models.base import ComposedModel, build_model, load_model, parse_model_config
 from polymodal.models.captioner import Captioner
 from polymodal.models.dual_encoder import DualEncoder

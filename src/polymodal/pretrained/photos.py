@@ -58,4 +58,5 @@ def real_photos() -> list[Photo]:
     try:
         return [Photo(name, label, _load(source, name)) for source, name, label in PHOTOS]
     except ImportError as e:
-        raise ImportError(f"the real-photo set needs scikit-image and scikit-learn: pip install 'polymodal[test]' ({e})") from e
+        hint = "pip install 'polymodal[test]'"
+        raise ImportError(f"the real-photo set needs scikit-image and scikit-learn: {hint} ({e})") from e

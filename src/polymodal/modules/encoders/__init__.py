@@ -26,18 +26,8 @@ ENCODERS.register("rnn_text")(RNNTextEncoder)
 ENCODERS.register("vit")(ViTImageEncoder)
 ENCODERS.register("cnn")(ConvImageEncoder)
 ENCODERS.register("efficientnet_lite0")(EfficientNetLite0)  # random init; ImageNet weights: efficientnet_lite0_imagenet
-
-
-@ENCODERS.register("efficientnet_lite0_imagenet")
-def efficientnet_lite0_imagenet() -> EfficientNetLite0:
-    """EfficientNet-Lite0 with the packaged ImageNet weights (the ``pretrained`` extra; nothing is downloaded).
-
-    Expects pixels normalised as ``(x * 255 - 127) / 128`` (recipe: ``mean: [0.498, ...]``,
-    ``std: [0.502, ...]``); any input size works (tokens are the stride-32 grid).
-    """
-    from polymodal.pretrained import load_efficientnet_lite0  # the weights live with the package, not the modules
-
-    return load_efficientnet_lite0()
+# Builders that need packaged weights (efficientnet_lite0_imagenet) and the ``pretrained:NAME`` paths of the hf
+# towers register from polymodal.pretrained, the layer above; polymodal.models imports it.
 
 
 # Hugging Face towers load from a directory; configs name it ``path``.
@@ -51,6 +41,7 @@ def hf_text(path: str | os.PathLike[str], **kwargs: Any) -> HFTextEncoder:
 def hf_image(path: str | os.PathLike[str], **kwargs: Any) -> HFImageEncoder:
     """A Hugging Face vision model (ViTModel, CLIPVisionModel) from a local directory."""
     return HFImageEncoder.from_pretrained(path, **kwargs)
+
 
 __all__ = [
     "ENCODERS",

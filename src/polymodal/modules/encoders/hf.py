@@ -8,24 +8,36 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from torch import Tensor, nn
 
 from polymodal.modules.encoders.base import Encoder, EncoderOutput
 from polymodal.modules.encoders.pooling import check_choice, pool_tokens
+from polymodal.registry import Registry
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 E = TypeVar("E", bound="_HFEncoder")
 
+# Named directories a config can give instead of a machine-specific path, as ``SCHEME:NAME``: scheme -> NAME ->
+# directory. The modules know no names; polymodal.pretrained adds ``pretrained`` (directories inside PyPI packages).
+PATH_SCHEMES: Registry[Callable[[str], str | os.PathLike[str]]] = Registry("path scheme")
+
+
+def resolve_path(path: str | os.PathLike[str]) -> str | os.PathLike[str]:
+    """``SCHEME:NAME`` of a registered scheme -> that scheme's directory for NAME; any other path unchanged."""
+    scheme, sep, name = str(path).partition(":")
+    return PATH_SCHEMES.get(scheme)(name) if sep and scheme in PATH_SCHEMES else path
+
 
 def load_hf_model(
     model_or_path: PreTrainedModel | str | os.PathLike[str], tower: str | None = None
 ) -> PreTrainedModel:
-    """An already-built model as is, or a model loaded from a local directory (or ``pretrained:NAME``,
-    a directory shipped by a PyPI package: see :func:`polymodal.pretrained.locate.resolve_pretrained`).
+    """An already-built model as is, or a model loaded from a local directory (or ``SCHEME:NAME``, such as
+    ``pretrained:minilm``: see :data:`PATH_SCHEMES`).
 
     ``tower`` (``"text"`` or ``"vision"``) picks one tower of a dual checkpoint such as
     ``CLIPModel`` (whose config has ``text_config`` / ``vision_config``): the matching
@@ -35,11 +47,9 @@ def load_hf_model(
     if not isinstance(model_or_path, (str, os.PathLike)):
         return model_or_path
     from transformers import AutoConfig, AutoModel
-
-    from polymodal.pretrained.locate import resolve_pretrained
-
-    model_or_path = resolve_pretrained(model_or_path)  # pretrained:minilm -> the packaged directory
     from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    model_or_path = resolve_path(model_or_path)  # pretrained:minilm -> the packaged directory
 
     config = AutoConfig.from_pretrained(model_or_path, local_files_only=True)
     sub_config = getattr(config, f"{tower}_config", None) if tower else None

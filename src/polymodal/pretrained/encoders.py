@@ -1,0 +1,26 @@
+"""What the packaged weights add to the encoder registry: ``efficientnet_lite0_imagenet`` and ``pretrained:NAME``
+paths for the ``hf_text`` / ``hf_image`` towers.
+
+They register here because ``polymodal.modules`` sits below this package and may not import it. Importing
+``polymodal.pretrained`` registers them; ``polymodal.models`` does, so every model built from a config sees them.
+"""
+
+from __future__ import annotations
+
+from polymodal.modules.encoders import ENCODERS
+from polymodal.modules.encoders.efficientnet_lite import EfficientNetLite0
+from polymodal.modules.encoders.hf import PATH_SCHEMES
+from polymodal.pretrained.imagenet import load_efficientnet_lite0
+from polymodal.pretrained.locate import PRETRAINED_SCHEME, pretrained_dir
+
+PATH_SCHEMES.register(PRETRAINED_SCHEME.rstrip(":"))(pretrained_dir)  # pretrained:minilm -> the packaged directory
+
+
+@ENCODERS.register("efficientnet_lite0_imagenet")
+def efficientnet_lite0_imagenet() -> EfficientNetLite0:
+    """EfficientNet-Lite0 with the packaged ImageNet weights (the ``pretrained`` extra; nothing is downloaded).
+
+    Expects pixels normalised as ``(x * 255 - 127) / 128`` (recipe: ``mean: [0.498, ...]``,
+    ``std: [0.502, ...]``); any input size works (tokens are the stride-32 grid).
+    """
+    return load_efficientnet_lite0()
