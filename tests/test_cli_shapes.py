@@ -10,7 +10,7 @@ import typer
 from typer.testing import CliRunner
 
 from polymodal.cli.data_shapes import shapes
-from polymodal.cli.demo import CAPTION_STEPS, FUSION_IMAGE_PROJECTION, RECIPES_DIR, STATEMENT_STEPS, VQA_STEPS, demo, fine_tune_overrides, is_attention_fusion
+from polymodal.cli.demo import CAPTION_STEPS, FUSION_IMAGE_PROJECTION, STATEMENT_STEPS, VQA_STEPS, DemoJob, FineTune, demo, is_attention_fusion
 from polymodal.data.shapes import SPLITS, load_split
 from polymodal.train.recipe import load_recipe
 
@@ -86,7 +86,7 @@ def test_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
                                       "--precision", "no", "--json"])
     assert result.exit_code == 0, result.output
     runs = json.loads(result.stdout)["runs"]
-    assert set(runs) == {"clip", "fusion-concat", "caption", "vqa"}
+    assert set(runs) == {"clip", "fusion-concat", "caption", "caption-lstm", "vqa"}
     # A chain: the VQA model starts from the CLIP run's text tower, the statement classifiers from the VQA model.
     for label, source, steps in (("vqa", "clip", 2 * VQA_STEPS), ("fusion-concat", "vqa", 2 * STATEMENT_STEPS)):
         summary = json.loads((tmp_path / label / "train_summary.json").read_text())
@@ -99,7 +99,8 @@ def test_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
     for split in ("test", "test_novel"):
         statements = runs["fusion-concat"]["scores"]["shapes-statements"][split]
         assert 0 <= statements["metrics"]["accuracy"] <= 1 and len(statements["ci95"]["accuracy"]) == 2
-        assert "CIDEr-D" in runs["caption"]["scores"]["shapes-caption"][split]["metrics"]
+        for captioner in ("caption", "caption-lstm"):
+            assert "CIDEr-D" in runs[captioner]["scores"]["shapes-caption"][split]["metrics"]
         assert "vqa_accuracy" in runs["vqa"]["scores"]["shapes-vqa"][split]["metrics"]
     for label in runs:  # eval harness result files with provenance, and the report over all runs
         doc = json.loads((tmp_path / label / "eval.json").read_text())
@@ -108,37 +109,40 @@ def test_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
     assert all(label in report for label in runs) and (tmp_path / "report.html").is_file()
 
 
+def _tuned(fusion: str | None, fine_tune: FineTune, recipe: str = "shapes-fusion-imagenet"):  # type: ignore[no-untyped-def]
+    """The recipe the demo trains for a job with this fine-tuning (and preset fusion)."""
+    params = {"fusion": fusion} if fusion else {}
+    return DemoJob("job", recipe, 100, fine_tune, params).make_recipe(Path("data/shapes"), 100, 0, "fp32")
+
+
 def test_demo_fine_tunes_attention_fusion_slowly_on_frozen_towers(tmp_path: Path) -> None:
     """Attention fusion trains at 1e-4 on frozen towers; the others at the recipe rate with the CLIP text tower at 1e-4."""
     clip = tmp_path / "clip"
-    recipe_path = RECIPES_DIR / "shapes-fusion-imagenet.yaml"
     assert is_attention_fusion("cross_attention") and is_attention_fusion("co_attention")
     assert not is_attention_fusion("concat") and not is_attention_fusion("gmu") and not is_attention_fusion("no-such")
-    attention = load_recipe(recipe_path, ["model.params.fusion=cross_attention", *fine_tune_overrides(clip, "encoders.text", "cross_attention")])
+    attention = _tuned("cross_attention", FineTune(clip, "encoders.text", "cross_attention"))
     assert attention.train.lr == pytest.approx(1e-4) and attention.model.freeze == {"encoders": 0}
     assert attention.model.init_from == str(clip) and not attention.model.lrs
-    concat = load_recipe(recipe_path, ["model.params.fusion=concat", *fine_tune_overrides(clip, "encoders.text", "concat")])
+    concat = _tuned("concat", FineTune(clip, "encoders.text", "concat"))
     assert concat.train.lr == pytest.approx(3e-4) and concat.model.lrs == {"encoders.text": pytest.approx(1e-4)}
     assert concat.model.freeze == {"encoders.image": 0} and not concat.model.init_map
     for fusion, target in FUSION_IMAGE_PROJECTION.items():
-        recipe = load_recipe(recipe_path, [f"model.params.fusion={fusion}", *fine_tune_overrides(clip, "encoders.text", fusion)])
-        assert recipe.model.init_map == {target: "image_projection.proj"}
+        recipe = _tuned(fusion, FineTune(clip, "encoders.text", fusion))
+        assert recipe.model.init_map == {target: "projections.image.proj"}
     # From a FiLM model (the VQA run): FiLM is copied whole by name, GMU's image branch from FiLM's projection.
     vqa = tmp_path / "vqa"
-    film = load_recipe(recipe_path, ["model.params.fusion=film", *fine_tune_overrides(vqa, "encoders.text", "film", source_fusion="film", source_is_clip=False)])
+    film = _tuned("film", FineTune(vqa, "encoders.text", "film", source_fusion="film", source_is_clip=False))
     assert film.model.init_from == str(vqa) and not film.model.init_map
-    gmu = load_recipe(recipe_path, ["model.params.fusion=gmu", *fine_tune_overrides(vqa, "encoders.text", "gmu", source_fusion="film", source_is_clip=False)])
+    gmu = _tuned("gmu", FineTune(vqa, "encoders.text", "gmu", source_fusion="film", source_is_clip=False))
     assert gmu.model.init_map == {"fusion.hidden.image": "fusion.proj"}
-    concat = load_recipe(recipe_path, ["model.params.fusion=concat",
-                                       *fine_tune_overrides(vqa, "encoders.text", "concat", source_fusion="film", source_is_clip=False)])
+    concat = _tuned("concat", FineTune(vqa, "encoders.text", "concat", source_fusion="film", source_is_clip=False))
     assert concat.model.init_from == str(vqa) and not concat.model.init_map
     # A source fusion without a known projection (cross-attention) gives nothing to copy by init_map.
-    gmu = load_recipe(recipe_path, ["model.params.fusion=gmu",
-                                    *fine_tune_overrides(vqa, "encoders.text", "gmu", source_fusion="cross_attention", source_is_clip=False)])
+    gmu = _tuned("gmu", FineTune(vqa, "encoders.text", "gmu", source_fusion="cross_attention", source_is_clip=False))
     assert not gmu.model.init_map
-    caption = load_recipe(RECIPES_DIR / "shapes-caption.yaml", fine_tune_overrides(clip, "image_encoder"))
-    assert caption.model.lrs == {"image_encoder": pytest.approx(1e-4)}
-    scratch = load_recipe(recipe_path, fine_tune_overrides(None, "encoders.text", "co_attention"))  # --from-scratch: the text tower trains
+    caption = _tuned(None, FineTune(clip, "encoders.image"), recipe="shapes-caption")
+    assert caption.model.lrs == {"encoders.image": pytest.approx(1e-4)}
+    scratch = _tuned("co_attention", FineTune(None, "encoders.text", "co_attention"))  # --from-scratch: the text tower trains
     assert scratch.train.lr == pytest.approx(1e-4) and scratch.model.init_from is None
     assert scratch.model.freeze == {"encoders.image": 0}  # the ImageNet tower stays locked
 
@@ -159,21 +163,19 @@ def test_clip_projection_init_names_real_layers_of_the_imagenet_fusion_models(tm
     """Every FUSION_IMAGE_PROJECTION entry copies the CLIP image projection into a layer of exactly its shape."""
     import torch
 
-    from polymodal.models import build_preset
-    from polymodal.train.recipe import build_recipe_model
+    from polymodal.models import build_preset, save_model
+    from polymodal.train.build import build_recipe_model, recipe_model_config
 
     clip = build_preset("shapes-clip", vocab_size=40, image_encoder="efficientnet", image_size=128)
-    clip.save(tmp_path / "clip")
+    save_model(tmp_path / "clip", clip, {})
     for fusion, target in FUSION_IMAGE_PROJECTION.items():
-        recipe = load_recipe(RECIPES_DIR / "shapes-fusion-imagenet.yaml",
-                             [f"model.params.fusion={fusion}", *fine_tune_overrides(tmp_path / "clip", "encoders.text", fusion)])
-        model = build_recipe_model(recipe, vocab_size=40, extra={})
-        assert torch.equal(model.get_submodule(target).weight, clip.image_projection.proj.weight), fusion
+        recipe = _tuned(fusion, FineTune(tmp_path / "clip", "encoders.text", fusion))
+        model, _ = build_recipe_model(recipe, recipe_model_config(recipe, 40))
+        assert torch.equal(model.get_submodule(target).weight, clip.projections["image"].proj.weight), fusion
     # The statement classifiers of the demo's chain start from a FiLM VQA model: every fusion gets its projection.
     vqa = build_preset("shapes-vqa", vocab_size=40, num_answers=5, image_encoder="efficientnet", image_size=128, fusion="film")
-    vqa.save(tmp_path / "vqa")
+    save_model(tmp_path / "vqa", vqa, {})
     for fusion, target in FUSION_IMAGE_PROJECTION.items():
-        recipe = load_recipe(RECIPES_DIR / "shapes-fusion-imagenet.yaml",
-                             [f"model.params.fusion={fusion}", *fine_tune_overrides(tmp_path / "vqa", "encoders.text", fusion, source_fusion="film", source_is_clip=False)])
-        model = build_recipe_model(recipe, vocab_size=40, extra={})
+        recipe = _tuned(fusion, FineTune(tmp_path / "vqa", "encoders.text", fusion, source_fusion="film", source_is_clip=False))
+        model, _ = build_recipe_model(recipe, recipe_model_config(recipe, 40))
         assert torch.equal(model.get_submodule(target).weight, vqa.fusion.proj.weight), fusion

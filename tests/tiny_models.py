@@ -6,13 +6,14 @@ directly, so a test session builds each kind once.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
-from polymodal.data.text import train_tokenizer
-from polymodal.models import build_preset
+from polymodal.data.processors import ImageProcessor, TextProcessor
+from polymodal.data.text import TextTokenizer, train_tokenizer
+from polymodal.data.transforms import ImagePreprocess
+from polymodal.models import ComposedModel, build_preset, save_model
 
 IMAGE_SIZE = 32
 CORPUS = [
@@ -31,7 +32,14 @@ def save_tiny_model(kind: str, directory: Path, seed: int = 0) -> Path:
     if kind == "vqa":
         overrides["num_answers"] = len(ANSWERS)
     model = build_preset(_KIND_PRESET[kind], **overrides).eval()
-    model.save(directory, preprocess={"image_size": IMAGE_SIZE}, tokenizer=tokenizer)
-    if kind == "vqa":
-        (directory / "answers.json").write_text(json.dumps({a: i for i, a in enumerate(ANSWERS)}))
-    return directory
+    answers = {a: i for i, a in enumerate(ANSWERS)} if kind == "vqa" else None
+    return save_image_text_model(model, directory, tokenizer, IMAGE_SIZE, 16, answers)
+
+
+def save_image_text_model(
+    model: ComposedModel, directory: Path, tokenizer: TextTokenizer, image_size: int, max_length: int,
+    answers: dict[str, int] | None = None,
+) -> Path:
+    """Save ``model`` with an image processor at ``image_size`` (default statistics) and a text processor."""
+    processors = {"image": ImageProcessor(ImagePreprocess(image_size=image_size)), "text": TextProcessor(tokenizer, max_length)}
+    return save_model(directory, model, processors, answers)

@@ -1,6 +1,8 @@
 """polymodal: compose, pretrain, fine-tune, evaluate and serve multimodal models."""
 
-__version__ = "0.1.0"
+from polymodal.version import __version__
+
+__all__ = ["__version__"]
 
 
 def __getattr__(name: str):  # noqa: ANN202 - lazy, so `import polymodal` stays cheap (no torch import)

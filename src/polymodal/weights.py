@@ -37,7 +37,11 @@ def save_weights(model: nn.Module, path: str | os.PathLike) -> None:
 
 def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
     """Load ``path`` into ``model``; every non-tied key must be present and no key extra."""
-    state = load_file(str(path))
+    load_state(model, load_file(str(path)), path)
+
+
+def load_state(model: nn.Module, state: dict[str, Tensor], path: str | os.PathLike) -> None:
+    """Load a state dict read from ``path`` into ``model``, exactly (tied keys aside)."""
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if k not in tied_keys(model)]
     if missing or unexpected:

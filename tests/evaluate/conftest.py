@@ -6,7 +6,6 @@ with slow references, determinism, error messages), not model quality.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from polymodal.data.readers import read_manifest
 from polymodal.data.shapes import generate_shapesworld
 from polymodal.data.text import train_tokenizer
 from polymodal.models import build_model, parse_model_config
+from tests.tiny_models import save_image_text_model
 
 IMG = 32
 VIT = {"name": "vit", "params": {"image_size": IMG, "patch_size": 8, "width": 16, "depth": 1, "heads": 2}}
@@ -24,16 +24,21 @@ def _text(vocab: int) -> dict:
     return {"name": "transformer_text", "params": {"vocab_size": vocab, "width": 16, "depth": 1, "heads": 2, "max_length": 24}}
 
 
+# The longest text each kind reads or writes: its text tower's max_length, or the caption decoder's.
+TEXT_LENGTH = {"clip": 24, "fusion": 24, "caption": 32, "vqa": 24}
+
+
 def configs(vocab: int) -> dict[str, dict]:
-    decoder = {"vocab_size": vocab, "width": 16, "depth": 1, "heads": 2, "max_length": 32}
+    decoder = {"vocab_size": vocab, "max_length": 32, "params": {"width": 16, "depth": 1, "heads": 2}}
+    towers = {"image": VIT, "text": _text(vocab)}
     return {
-        "clip": {"kind": "dual_encoder", "image_encoder": VIT, "text_encoder": _text(vocab), "embed_dim": 8},
-        "fusion": {"kind": "fusion_classifier", "encoders": {"image": VIT, "text": _text(vocab)},
-                   "fusion": {"name": "concat"}, "fusion_dim": 16, "num_classes": 2},
-        "caption": {"kind": "captioner", "image_encoder": VIT, "decoder": decoder},
-        "vqa": {"kind": "vqa", "image_encoder": VIT, "text_encoder": _text(vocab), "fusion": {"name": "concat"},
-                "fusion_dim": 16, "num_answers": 6},
-    }  # fmt: skip
+        "clip": {"kind": "embedding", "encoders": towers, "embed_dim": 8},
+        "fusion": {"kind": "fusion_classifier", "encoders": towers, "fusion": {"name": "concat"}, "fusion_dim": 16,
+                   "num_classes": 2},
+        "caption": {"kind": "captioner", "encoders": {"image": VIT}, "decoder": decoder},
+        "vqa": {"kind": "question_answering", "encoders": towers, "fusion": {"name": "concat"}, "fusion_dim": 16,
+                "num_answers": 6},
+    }
 
 
 @pytest.fixture(scope="session")
@@ -59,9 +64,6 @@ def models(shapes_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     out = {}
     for kind, cfg in configs(tokenizer.vocab_size).items():
         model = build_model(parse_model_config(cfg))
-        path = model.save(root / kind, preprocess={"image_size": IMG}, tokenizer=tokenizer)
-        if kind == "vqa":
-            answers = ["yes", "no", "red", "circle", "1", "2"]
-            (path / "answers.json").write_text(json.dumps({a: i for i, a in enumerate(answers)}))
-        out[kind] = path
+        answers = {a: i for i, a in enumerate(["yes", "no", "red", "circle", "1", "2"])} if kind == "vqa" else None
+        out[kind] = save_image_text_model(model, root / kind, tokenizer, IMG, TEXT_LENGTH[kind], answers)
     return out

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from polymodal.backends.base import ANSWER, CAPTION, EMBED, Backend, TaskNotSupported
-from polymodal.models.base import CONFIG_FILE
+from polymodal.models.saved import CONFIG_FILE
 
 DEFAULT_MODEL = "polymodal-base"
 

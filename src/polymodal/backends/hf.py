@@ -1,7 +1,7 @@
 """Hugging Face checkpoints as Backends: ``CLIPModel`` (embed) and image captioners (caption).
 
 ``load_hf_backend(path)`` reads ``config.json`` (:func:`detect_hf_kind`) and builds the right
-backend. CLIP runs as a polymodal :class:`DualEncoder` (see :mod:`polymodal.interop.clip`);
+backend. CLIP runs as a polymodal :class:`EmbeddingModel` (see :mod:`polymodal.interop.clip`);
 BLIP and VisionEncoderDecoder captioners run transformers' own ``generate``, fed by
 polymodal's image preprocessing and tokenizer.
 """
@@ -68,7 +68,7 @@ class _HFBackend:
 
 
 class HFClipBackend(_HFBackend):
-    """A ``CLIPModel`` directory served by polymodal's DualEncoder over the same weights."""
+    """A ``CLIPModel`` directory served by polymodal's EmbeddingModel over the same weights."""
 
     capabilities = frozenset({EMBED})
 
@@ -90,11 +90,11 @@ class HFClipBackend(_HFBackend):
     @torch.inference_mode()
     def embed_text(self, texts: Sequence[str]) -> torch.Tensor:
         ids, mask = self.clip.tokens(list(texts))
-        return self.clip.model.encode_text(ids.to(self.device), mask.to(self.device)).float()
+        return self.clip.model.embed("text", ids.to(self.device), mask.to(self.device)).float()
 
     @torch.inference_mode()
     def embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        return self.clip.model.encode_image(self._pixels(images)).float()
+        return self.clip.model.embed("image", self._pixels(images)).float()
 
 
 class HFCaptionBackend(_HFBackend):

@@ -13,8 +13,9 @@ from __future__ import annotations
 import json as jsonlib
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
@@ -23,7 +24,9 @@ from polymodal.cli.data_shapes import print_summary
 from polymodal.cli.demo_budget import DemoBudget, PlannedJob, load_reference
 from polymodal.cli.output import JsonOption, console, emit_json, fail
 
-RECIPES_DIR = Path(__file__).resolve().parents[3] / "recipes"
+if TYPE_CHECKING:
+    from polymodal.train.recipe import Recipe
+
 # What each kind of demo run is evaluated on, and the metrics of the results table (benchmark, metric, label).
 BENCHMARKS = {
     "clip": "shapes-zeroshot,shapes-retrieval",
@@ -39,13 +42,6 @@ HEADLINE = {
     "caption": [("shapes-caption", "BLEU-4", "BLEU-4"), ("shapes-caption", "CIDEr-D", "CIDEr-D")],
     "vqa": [("shapes-vqa", "vqa_accuracy", "VQA accuracy")],
 }
-
-
-def _recipe_path(name: str) -> Path:
-    for candidate in (Path("recipes") / f"{name}.yaml", RECIPES_DIR / f"{name}.yaml"):
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(f"recipe {name}.yaml not found in ./recipes or {RECIPES_DIR}")
 
 
 def _data(out: Path, n: int, seed: int, image_size: int, quiet: bool) -> dict[str, Any]:
@@ -118,10 +114,10 @@ def demo(
 
     from polymodal.evaluate.results import dump_results, to_json
     from polymodal.evaluate.runner import run_eval
-    from polymodal.models.base import find_model_dir
+    from polymodal.models import find_model_dir
     from polymodal.modules.encoders.cache import FeatureCache
     from polymodal.report import write_report
-    from polymodal.train.recipe import load_recipe, run_recipe
+    from polymodal.train.run import run_recipe
 
     data_dir = out / "shapes"
     # Every model stands on the locked, cached ImageNet EfficientNet tower. A chain of fine-tuning runs: "clip" trains
@@ -130,33 +126,32 @@ def demo(
     # CLIP: STATEMENT_STEPS, VQA_STEPS, CAPTION_STEPS.
     clip_run = out / "clip" if from_clip else None
     vqa_run, vqa_fusion = (out / "vqa" if from_clip else None), _fusion_of("shapes-vqa-imagenet")
-    jobs: list[tuple[str, str, list[str], int]] = [
-        ("clip", "shapes-clip-imagenet", [], steps),
-        ("caption", "shapes-caption-imagenet", [], CAPTION_STEPS * steps),  # the decoder on the ImageNet tower: CLIP has nothing more to give it
-        ("vqa", "shapes-vqa-imagenet", fine_tune_overrides(clip_run, "encoders.text", vqa_fusion), VQA_STEPS * steps),
+    jobs = [
+        DemoJob("clip", "shapes-clip-imagenet", steps),
+        # The decoders on the ImageNet tower (CLIP has nothing more to give them): Transformer and LSTM.
+        DemoJob("caption", "shapes-caption-imagenet", CAPTION_STEPS * steps),
+        DemoJob("caption-lstm", "shapes-caption-imagenet", CAPTION_STEPS * steps, params={"decoder": "lstm"}),
+        DemoJob("vqa", "shapes-vqa-imagenet", VQA_STEPS * steps, FineTune(clip_run, "encoders.text", vqa_fusion)),
     ]
-    jobs += [(f"fusion-{f}", "shapes-fusion-imagenet",
-              [f"model.params.fusion={f}", *fine_tune_overrides(vqa_run, "encoders.text", f, source_fusion=vqa_fusion, source_is_clip=False)],
-              STATEMENT_STEPS * steps)
-             for f in fusions.split(",") if f]  # fmt: skip
+    jobs += [
+        DemoJob(f"fusion-{f}", "shapes-fusion-imagenet", STATEMENT_STEPS * steps,
+                FineTune(vqa_run, "encoders.text", f, source_fusion=vqa_fusion, source_is_clip=False), {"fusion": f})
+        for f in fusions.split(",") if f
+    ]
     results: dict[str, Any] = {"data": {k: v for k, v in summary.items() if k != "params"}, "runs": {}}
-    budget = _budget(budget_seconds, precision, [PlannedJob(label, job_steps) for label, _, _, job_steps in jobs], started)
+    budget = _budget(budget_seconds, precision, [PlannedJob(job.label, job.steps) for job in jobs], started)
     if not json and budget.seconds > 0:
         console.print(f"budget {budget.seconds:.0f} s: this machine runs {budget.precision} matmuls at "
                       f"{budget.measured_gflops:.0f} GFLOP/s, so the demo's own steps would take about "
                       f"{budget.predicted_total():.0f} s (reference: {budget.reference['machine']})", highlight=False)
     # Every job trains and evaluates on the same locked tower: its outputs, once computed, serve the jobs after.
     with FeatureCache.keep_alive():
-        for label, recipe_name, extra, own_steps in jobs:
+        for job in jobs:
+            label, recipe_name, own_steps = job.label, job.recipe, job.steps
             job_started = time.perf_counter()
             planned = PlannedJob(label, own_steps)
             job_steps = budget.steps_for(planned)
-            overrides = [
-                f"data.path={data_dir}", f"train.steps={job_steps}", f"train.seed={seed}",
-                f"train.warmup_steps={max(1, job_steps // 10)}", f"train.eval_every={max(1, job_steps // 3)}",
-                f"train.precision={precision}", *extra,
-            ]
-            recipe = load_recipe(_recipe_path(recipe_name), overrides)
+            recipe = job.make_recipe(data_dir, job_steps, seed, precision)
             run_dir = out / label
             shutil.rmtree(run_dir, ignore_errors=True)  # the demo's own output: each demo trains afresh
             if not json:
@@ -214,13 +209,12 @@ def is_attention_fusion(name: str) -> bool:
 # with polymodal train, 1,400 steps from the CLIP run (test accuracy): FiLM seeds 0/1/2 0.627/0.626/0.619 ->
 # 0.653/0.666/0.679 ("exists" claims 0.52 -> 0.60-0.65); GMU 0.587 -> 0.603. Concat's projection is 256 wide.
 FUSION_IMAGE_PROJECTION = {"film": "fusion.proj", "gmu": "fusion.hidden.image"}
-CLIP_IMAGE_PROJECTION = "image_projection.proj"
+CLIP_IMAGE_PROJECTION = "projections.image.proj"
 
 
-def fine_tune_overrides(
-    source_run: Path | None, towers: str, fusion: str | None = None, *, source_fusion: str | None = None, source_is_clip: bool = True
-) -> list[str]:
-    """Recipe overrides for a demo model fine-tuned from ``source_run`` (None: trained from scratch).
+@dataclass
+class FineTune:
+    """How a demo model starts from ``source_run`` (None: trained from scratch).
 
     ``towers`` names the submodule holding the pretrained towers (``encoders``, ``encoders.text``); ``fusion`` is
     the model's fusion module: attention fusions train at 1e-4 with every tower frozen. The source is a CLIP run
@@ -228,17 +222,53 @@ def fine_tune_overrides(
     :data:`FUSION_IMAGE_PROJECTION` starts its image projection from the CLIP run's, or from the source fusion's:
     the same module comes whole with ``init_from`` (same names), another one's projection through ``init_map``.
     """
-    attention = fusion is not None and is_attention_fusion(fusion)
-    extra = ["train.lr=1.0e-4"] if attention else []
-    if source_run is None:
-        return extra
-    # An override replaces the recipe's whole freeze mapping, so name every tower: "encoders" holds them all.
-    tower_setting = "model.freeze={encoders: 0}" if attention else f"model.lrs={{{towers}: 1.0e-4}}"
-    source_projection = CLIP_IMAGE_PROJECTION if source_is_clip else FUSION_IMAGE_PROJECTION.get(source_fusion or "")
-    copied_whole = not source_is_clip and fusion == source_fusion
-    if fusion in FUSION_IMAGE_PROJECTION and source_projection is not None and not copied_whole:
-        extra.append(f"model.init_map={{{FUSION_IMAGE_PROJECTION[fusion]}: {source_projection}}}")
-    return [f"model.init_from={source_run}", tower_setting, *extra]
+
+    source_run: Path | None
+    towers: str = "encoders.text"
+    fusion: str | None = None
+    source_fusion: str | None = None
+    source_is_clip: bool = True
+
+    def apply(self, recipe: Recipe) -> None:
+        attention = self.fusion is not None and is_attention_fusion(self.fusion)
+        if attention:
+            recipe.train.lr = 1.0e-4
+        if self.source_run is None:
+            return
+        recipe.model.init_from = str(self.source_run)
+        if attention:
+            recipe.model.freeze = {"encoders": 0}  # every tower, replacing the recipe's own mapping
+        else:
+            recipe.model.lrs = {self.towers: 1.0e-4}
+        source_projection = (CLIP_IMAGE_PROJECTION if self.source_is_clip
+                             else FUSION_IMAGE_PROJECTION.get(self.source_fusion or ""))
+        copied_whole = not self.source_is_clip and self.fusion == self.source_fusion
+        if self.fusion in FUSION_IMAGE_PROJECTION and source_projection is not None and not copied_whole:
+            recipe.model.init_map = {FUSION_IMAGE_PROJECTION[self.fusion]: source_projection}
+
+
+@dataclass
+class DemoJob:
+    """One demo run: a packaged recipe, its steps before the budget, how it starts, preset parameters."""
+
+    label: str
+    recipe: str
+    steps: int
+    fine_tune: FineTune | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def make_recipe(self, data_dir: Path, steps: int, seed: int, precision: str) -> Recipe:
+        from polymodal.train.recipe import Recipe, load_recipe
+
+        recipe = load_recipe(self.recipe)
+        recipe.data.path = str(data_dir)
+        recipe.model.params = {**recipe.model.params, **self.params}
+        schedule = {"steps": steps, "seed": seed, "precision": precision, "warmup_steps": max(1, steps // 10),
+                    "eval_every": max(1, steps // 3)}
+        recipe.train = type(recipe.train).model_validate({**recipe.train.model_dump(), **schedule})
+        if self.fine_tune is not None:
+            self.fine_tune.apply(recipe)
+        return Recipe.model_validate(recipe.model_dump())  # the cross-field checks, on the finished recipe
 
 
 def _budget(seconds: float, precision: str, jobs: list[PlannedJob], started: float) -> DemoBudget:
@@ -272,7 +302,7 @@ def _fusion_of(recipe_name: str) -> str | None:
     """The fusion module a demo recipe's model uses (its preset parameter)."""
     from polymodal.train.recipe import load_recipe
 
-    return load_recipe(_recipe_path(recipe_name)).model.params.get("fusion")
+    return load_recipe(recipe_name).model.params.get("fusion")
 
 
 def _scores(doc: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:

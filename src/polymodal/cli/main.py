@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from polymodal import __version__
+from polymodal.version import __version__
 from polymodal.cli import data as data_cli
 from polymodal.cli import index as index_cli
 from polymodal.cli import score as score_cli

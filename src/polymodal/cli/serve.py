@@ -60,7 +60,7 @@ def build_server(*, model: str | None, index: Path | None, host: str, port: int,
         import uvicorn  # noqa: F401
     except ImportError:
         fail("the server needs fastapi and uvicorn: pip install 'polymodal[serve]'", as_json=as_json)
-    import polymodal
+    from polymodal.api import load
     from polymodal.backends import DEFAULT_MODEL
     from polymodal.hardware import ThreadBudget
     from polymodal.serve import ServeSettings, create_app
@@ -81,7 +81,7 @@ def build_server(*, model: str | None, index: Path | None, host: str, port: int,
             fail(f"--index {index}: {e}", as_json=as_json)
     model_ref = model or (opened.meta.model if opened is not None else DEFAULT_MODEL)
     try:
-        loaded = polymodal.load(model_ref, device=device, precision=precision, batch_size=batch_size)
+        loaded = load(model_ref, device=device, precision=precision, batch_size=batch_size)
         threads = ThreadBudget(adaptive=True)  # a server runs for long: it follows the load other processes put on
         app = create_app(loaded, opened, settings, threads=threads)
     except (ValueError, OSError, ImportError) as e:

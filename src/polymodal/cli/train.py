@@ -27,7 +27,9 @@ def train(
     (on a CPU-only machine too, where `--multi_gpu` starts gloo processes).
     """
     from polymodal.config import ConfigError
-    from polymodal.train.recipe import CONFIG_NAME, load_recipe, run_recipe
+    from polymodal.train.recipe import load_recipe
+    from polymodal.train.resume import CONFIG_NAME
+    from polymodal.train.run import run_recipe
     from polymodal.modules.losses.distributed import distributed_rank
     from polymodal.train.trainer import end_distributed, exit_launched_process
 

@@ -83,7 +83,7 @@ def check_dataset(
 
 
 def _present(sample: Sample) -> list[str]:
-    names = [m.value for m in sample.modalities()]
+    names = sorted(sample.modalities())
     return names + [k for k in ("label", "qa", "statements") if getattr(sample, k) not in (None, [])]
 
 

@@ -1,47 +1,45 @@
-"""Collate per-sample items into a :class:`Batch` with a presence mask per modality.
+"""Collate per-sample items into a :class:`Batch`: each modality through its processor, with a presence mask.
 
-A missing modality is a state, not an error: a sample without an image gets a zero image and
-``image_present=False``; without text, a row of padding and ``text_present=False``. Items that
-are ``None`` (samples the dataset skipped as bad, in lenient mode) are dropped and counted in
-``Batch.num_dropped``, which is how skip counts get back from DataLoader worker processes.
+A missing modality is a state, not an error: a sample without an image gets a zero image and ``present["image"]``
+False; without text, a row of padding. Items that are ``None`` (samples the dataset skipped as bad, in lenient
+mode) are dropped and counted in ``Batch.num_dropped``, which is how skip counts get back from DataLoader worker
+processes.
 
 An item is a dict produced by :class:`~polymodal.data.dataset.MultimodalDataset`:
 
 ``id``          str
-``image``       (3, H, W) float tensor or None
-``text_ids``    list[int] (one text), list[list[int]] (``text_mode="all"``) or None
+``inputs``      modality -> the processor's per-sample value, or None
 ``label``       int | float | tensor | None
 ``extra``       dict of per-sample values (e.g. the raw ``text``), gathered into lists
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
 
+from polymodal.data.processors import Processor
 from polymodal.data.text import pad_ids
 
 Item = dict[str, Any]
+ModalityInput = tuple[torch.Tensor, "torch.Tensor | None"]
 
 
 @dataclass
 class Batch:
     """Tensors for one step. Row ``i`` of every (B, ...) tensor is sample ``ids[i]``.
 
-    With ``text_mode="all"`` a sample may have several texts: ``text_ids`` then has N rows
-    (all texts of the batch) and ``text_owner`` (N,) gives the sample row of each; otherwise
-    ``text_owner`` is None and text row ``i`` belongs to sample ``i``.
+    ``inputs`` holds ``(x, mask)`` for each modality at least one sample has: what a model's forward takes.
+    ``present`` holds a (B,) mask for every modality the dataset prepares. A sample may carry several texts
+    (``text_mode="all"``): the text input then has N rows and ``text_owner`` (N,) gives the sample row of each.
     """
 
     ids: list[str]
-    images: torch.Tensor | None = None  # (B, 3, H, W)
-    image_present: torch.Tensor | None = None  # (B,) bool
-    text_ids: torch.Tensor | None = None  # (B or N, T) long
-    text_mask: torch.Tensor | None = None  # (B or N, T) bool
-    text_present: torch.Tensor | None = None  # (B,) bool
+    inputs: dict[str, ModalityInput] = field(default_factory=dict)
+    present: dict[str, torch.Tensor] = field(default_factory=dict)
     text_owner: torch.Tensor | None = None  # (N,) long, only for several texts per sample
     # Hard negative captions (see polymodal.data.hard_negatives), one row per sample when any has one.
     negative_text_ids: torch.Tensor | None = None  # (B, T) long
@@ -49,71 +47,32 @@ class Batch:
     negative_present: torch.Tensor | None = None  # (B,) bool
     labels: torch.Tensor | None = None  # (B,) or (B, K); 0 where absent
     label_present: torch.Tensor | None = None  # (B,) bool
-    # Placeholders until audio/video decoding exists: always None, present all False.
-    audio: torch.Tensor | None = None
-    audio_present: torch.Tensor | None = None
-    video: torch.Tensor | None = None
-    video_present: torch.Tensor | None = None
     extra: dict[str, list[Any]] = field(default_factory=dict)
     num_dropped: int = 0  # bad samples skipped out of this batch
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    @property
-    def present(self) -> dict[str, torch.Tensor]:
-        """Modality name -> (B,) bool mask, for the modalities this batch carries at all."""
-        masks = {
-            "image": self.image_present,
-            "text": self.text_present,
-            "audio": self.audio_present,
-            "video": self.video_present,
-        }
-        return {name: m for name, m in masks.items() if m is not None}
+    def input(self, modality: str) -> ModalityInput:
+        """``(x, mask)`` of one modality; a clear error when no sample of the batch has it."""
+        if modality not in self.inputs:
+            raise KeyError(f"batch of {len(self.ids)} samples (ids {self.ids[:3]}...) has no {modality!r} input; "
+                           f"it has {sorted(self.inputs)}")
+        return self.inputs[modality]
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         """A copy with every tensor moved to ``device``."""
-        moved = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
+
+        def move(value: Any) -> Any:
             if isinstance(value, torch.Tensor):
-                value = value.to(device, non_blocking=non_blocking)
-            moved[f.name] = value
-        return Batch(**moved)
+                return value.to(device, non_blocking=non_blocking)
+            if isinstance(value, tuple):
+                return tuple(move(v) for v in value)
+            if isinstance(value, dict):
+                return {k: move(v) for k, v in value.items()}
+            return value
 
-
-def _stack_images(items: Sequence[Item]) -> tuple[torch.Tensor | None, torch.Tensor]:
-    present = torch.tensor([it.get("image") is not None for it in items], dtype=torch.bool)
-    shapes = {tuple(it["image"].shape) for it in items if it.get("image") is not None}
-    if not shapes:
-        return None, present
-    if len(shapes) > 1:
-        by_shape = {tuple(it["image"].shape): it["id"] for it in items if it.get("image") is not None}
-        raise ValueError(f"images in one batch differ in shape: {by_shape} (sample id per shape)")
-    blank = torch.zeros_like(next(it["image"] for it in items if it.get("image") is not None))
-    images = torch.stack([blank if it.get("image") is None else it["image"] for it in items])  # (B, 3, H, W)
-    return images, present
-
-
-def _pad_texts(items: Sequence[Item], pad_id: int) -> dict[str, torch.Tensor | None]:
-    texts = [it.get("text_ids") for it in items]
-    if all(t is None for t in texts):
-        return {"text_present": torch.zeros(len(items), dtype=torch.bool)}
-    several = any(t and isinstance(t[0], (list, tuple)) for t in texts)
-    if not several:
-        # One row per sample; a missing text is an all-padding row with an all-False mask.
-        ids, mask = pad_ids([t or [] for t in texts], pad_id)
-        present = torch.tensor([bool(t) for t in texts], dtype=torch.bool)
-        return {"text_ids": ids, "text_mask": mask, "text_present": present}
-    rows: list[list[int]] = []
-    owner: list[int] = []
-    for i, t in enumerate(texts):
-        for seq in t or []:
-            rows.append(list(seq))
-            owner.append(i)
-    ids, mask = pad_ids(rows, pad_id)  # (N, T)
-    present = torch.tensor([bool(t) for t in texts], dtype=torch.bool)
-    return {"text_ids": ids, "text_mask": mask, "text_present": present, "text_owner": torch.tensor(owner)}
+        return Batch(**{f.name: move(getattr(self, f.name)) for f in fields(self)})
 
 
 def _pad_negatives(items: Sequence[Item], pad_id: int) -> dict[str, torch.Tensor]:
@@ -147,19 +106,26 @@ def _stack_labels(items: Sequence[Item]) -> tuple[torch.Tensor | None, torch.Ten
     return out, present
 
 
-def collate(items: Sequence[Item | None], pad_id: int = 0) -> Batch:
+def collate(items: Sequence[Item | None], processors: Mapping[str, Processor]) -> Batch:
     """Stack items into a :class:`Batch`; ``None`` items are dropped and counted.
 
-    If every item was dropped the batch is empty (``len(batch) == 0``, tensors None); a
-    training loop should skip it.
+    If every item was dropped the batch is empty (``len(batch) == 0``); a training loop should skip it.
     """
     kept = [it for it in items if it is not None]
     dropped = len(items) - len(kept)
     if not kept:
         return Batch(ids=[], num_dropped=dropped)
-    images, image_present = _stack_images(kept)
+    inputs: dict[str, ModalityInput] = {}
+    present: dict[str, torch.Tensor] = {}
+    text_owner = None
+    for modality, processor in processors.items():
+        stacked = processor.collate([it["inputs"].get(modality) for it in kept])
+        present[modality] = stacked.present
+        if stacked.x is not None:
+            inputs[modality] = (stacked.x, stacked.mask)
+        if modality == "text":
+            text_owner = stacked.owner
     labels, label_present = _stack_labels(kept)
-    absent = torch.zeros(len(kept), dtype=torch.bool)
     extra: dict[str, list[Any]] = {}
     for i, it in enumerate(kept):
         for key, value in (it.get("extra") or {}).items():
@@ -168,26 +134,25 @@ def collate(items: Sequence[Item | None], pad_id: int = 0) -> Batch:
         for key in extra:
             if len(extra[key]) < i + 1:
                 extra[key].append(None)
+    text = processors.get("text")
     return Batch(
         ids=[str(it["id"]) for it in kept],
-        images=images,
-        image_present=image_present,
+        inputs=inputs,
+        present=present,
+        text_owner=text_owner,
         labels=labels,
         label_present=label_present,
-        audio_present=absent,
-        video_present=absent.clone(),
         extra=extra,
         num_dropped=dropped,
-        **_pad_texts(kept, pad_id),
-        **_pad_negatives(kept, pad_id),
+        **_pad_negatives(kept, getattr(text, "pad_id", 0)),
     )
 
 
 class Collator:
-    """``collate`` with a fixed pad id; a picklable object for DataLoader workers."""
+    """``collate`` with the dataset's processors; a picklable object for DataLoader workers."""
 
-    def __init__(self, pad_id: int = 0) -> None:
-        self.pad_id = pad_id
+    def __init__(self, processors: Mapping[str, Processor]) -> None:
+        self.processors = dict(processors)
 
     def __call__(self, items: Sequence[Item | None]) -> Batch:
-        return collate(items, pad_id=self.pad_id)
+        return collate(items, self.processors)

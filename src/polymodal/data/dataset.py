@@ -1,7 +1,8 @@
 """A torch Dataset over :class:`~polymodal.data.schema.Sample` lists.
 
-``__getitem__`` decodes the image, applies the image pipeline, picks and tokenizes a text and
-computes the label, returning an item dict for :func:`~polymodal.data.collate.collate`.
+``__getitem__`` prepares each modality the dataset has a processor for (decoding, augmenting,
+tokenizing a picked text), computes the label, and returns an item dict for
+:func:`~polymodal.data.collate.collate`.
 
 Bad samples: in lenient mode (``strict=False``, the default) a :class:`BadSampleError` is
 handed to the :class:`BadSampleLog` and the item is ``None``; collate drops it and counts it in
@@ -20,10 +21,10 @@ of workers or the order of loading. Call :meth:`MultimodalDataset.set_epoch` bef
 epoch (before ``iter(loader)``). The epoch lives in a shared-memory tensor, so it reaches
 ``persistent_workers=True`` workers too, which keep their copy of the dataset between epochs.
 
-Decoded images are memoised when nothing about them is random (no augmentation): several samples
+Prepared media (images ...) are memoised when nothing about them is random (no augmentation): several samples
 often share one image (a statement or question view has about 11 per image) and every epoch revisits it,
 while decoding, resizing and normalising it is most of a step's data time. The memo is an LRU bounded
-by ``image_memo_mb`` (0 turns it off), one per dataset copy: each DataLoader worker fills its own. A path is read
+by ``memo_mb`` (0 turns it off), one per dataset copy: each DataLoader worker fills its own. A path is read
 once per run: a file changed on disk during a run is not seen again while it stays in the memo.
 """
 
@@ -33,7 +34,7 @@ import hashlib
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -43,10 +44,8 @@ from torch.utils.data import Dataset
 
 from polymodal.data.collate import Collator, Item
 from polymodal.data.errors import BadSampleError, BadSampleLog
-from polymodal.data.image import decode_image
+from polymodal.data.processors import Processor, TextProcessor
 from polymodal.data.schema import Label, MediaRef, Sample
-from polymodal.data.text import TextTokenizer
-from polymodal.data.transforms import ImagePipeline, ImagePreprocess
 
 TextMode = Literal["random", "first", "all"]
 LabelFn = Callable[[Sample], "int | float | list[float] | torch.Tensor | None"]
@@ -80,43 +79,46 @@ class MultimodalDataset(Dataset):
     def __init__(
         self,
         samples: Sequence[Sample],
-        preprocess: ImagePreprocess | ImagePipeline,
-        tokenizer: TextTokenizer | None = None,
+        processors: Mapping[str, Processor],
         *,
         text_mode: TextMode = "random",
         label_fn: LabelFn | None = None,
         bad_log: BadSampleLog | None = None,
         strict: bool = False,
-        max_length: int = 64,
         seed: int = 0,
         negative_text: Callable[[str, torch.Generator | None], str | None] | None = None,
-        image_memo_mb: float = 1024,
+        memo_mb: float = 1024,
     ) -> None:
-        """``negative_text``: makes a hard negative caption from the sample's caption (e.g.
+        """``processors``: modality -> its :class:`~polymodal.data.processors.Processor`; the modalities prepared.
+        ``negative_text``: makes a hard negative caption from the sample's caption (e.g.
         :class:`~polymodal.data.hard_negatives.WordSwapNegatives`); items then carry
         ``negative_text_ids`` (None when it returns None). One caption per item only.
-        ``image_memo_mb``: bound of the decoded-image memo (module docstring); 0 turns it off."""
-        if image_memo_mb < 0:
-            raise ValueError(f"image_memo_mb must be >= 0, got {image_memo_mb}")
+        ``memo_mb``: bound of the prepared-media memo (module docstring); 0 turns it off."""
+        if memo_mb < 0:
+            raise ValueError(f"memo_mb must be >= 0, got {memo_mb}")
         if text_mode not in ("random", "first", "all"):
             raise ValueError(f"text_mode {text_mode!r}; allowed: random, first, all")
         if negative_text is not None and text_mode == "all":
             raise ValueError("negative_text needs one caption per item (text_mode 'random' or 'first')")
+        text = processors.get("text")
+        if text is not None and not isinstance(text, TextProcessor):
+            raise TypeError(f"the 'text' processor must be a TextProcessor, got {type(text).__name__}")
+        if negative_text is not None and text is None:
+            raise ValueError("negative_text needs a 'text' processor to tokenize the negatives")
         self.samples = samples
-        # A bare preprocess is a pipeline without augmentation (evaluation, inference).
-        self.pipeline = preprocess if isinstance(preprocess, ImagePipeline) else ImagePipeline(preprocess)
-        self.tokenizer = tokenizer
+        self.processors = dict(processors)
+        self.text: TextProcessor | None = text
         self.text_mode = text_mode
         self.label_fn = label_fn or default_label
         self.strict = strict
         self.bad_log = bad_log if bad_log is not None else BadSampleLog(strict=strict)
-        self.max_length = max_length
         self.seed = seed
         self.negative_text = negative_text
         # Shared memory: DataLoader workers (forked or spawned, persistent or not) read the
         # same storage, so set_epoch in the main process reaches them.
         self._epoch = torch.zeros((), dtype=torch.long).share_memory_()
-        self.image_memo = ImageMemo(int(image_memo_mb * 2**20))
+        self.memo = MediaMemo(int(memo_mb * 2**20))
+        self._random_media = any(not p.deterministic for m, p in self.processors.items() if m != "text")
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -131,8 +133,8 @@ class MultimodalDataset(Dataset):
 
     @property
     def collate_fn(self) -> Collator:
-        """The collate function for a DataLoader over this dataset (pads with the tokenizer's pad id)."""
-        return Collator(self.tokenizer.pad_id if self.tokenizer is not None else 0)
+        """The collate function for a DataLoader over this dataset."""
+        return Collator(self.processors)
 
     def generator(self, index: int, epoch: int | None = None) -> torch.Generator:
         """Generator seeded from (seed, epoch, index): independent of worker count and order."""
@@ -160,46 +162,53 @@ class MultimodalDataset(Dataset):
         sample = self.samples[index]
         # Seeding costs ~15 us (a tenth of decoding a 64px PNG): only seed when something is random.
         random_text = self.text_mode == "random" and len(sample.text) > 1
-        random_any = random_text or self.pipeline.ops or self.negative_text is not None
+        random_any = random_text or self._random_media or self.negative_text is not None
         generator = self.generator(index, epoch) if random_any else None
-        image = None
-        if sample.image is not None:
-            # Only a deterministic pipeline gives the same tensor every time (and then generator is
-            # None unless the text is random, which does not touch the image).
-            memo_key = None if self.pipeline.ops else self.image_memo.key(sample.image)
-            image = self.image_memo.get(memo_key)
-            if image is None:
-                try:
-                    pil = decode_image(sample.image, source=sample.source, row=sample.row)
-                except BadSampleError as e:
-                    if e.sample_id is None:
-                        e.sample_id = sample.id
-                    if self.strict:
-                        raise
-                    self.bad_log.record(e)  # raises if the log itself is strict
-                    return None
-                image = self.pipeline(pil, generator)  # (3, S, S)
-                self.image_memo.put(memo_key, image)
+        inputs: dict[str, Any] = {}
+        for modality, processor in self.processors.items():
+            if modality == "text":
+                continue
+            ref = sample.reference(modality)
+            inputs[modality] = None if ref is None else self._prepare(sample, modality, processor, ref, generator)
+            if ref is not None and inputs[modality] is None:
+                return None  # a bad sample, logged
         texts = self._texts(sample, generator)
-        text_ids: Any = None
-        if texts and self.tokenizer is not None:
-            encoded = self.tokenizer.encode_many(texts, self.max_length)
-            text_ids = encoded if self.text_mode == "all" else encoded[0]
+        if self.text is not None:
+            encoded = self.text.prepare_many(texts) if texts else None
+            inputs["text"] = encoded if encoded is None or self.text_mode == "all" else encoded[0]
         extra: dict[str, Any] = {"text": texts if self.text_mode == "all" else (texts[0] if texts else None)}
-        label = self.label_fn(sample)
-        item = {"id": sample.id, "image": image, "text_ids": text_ids, "label": label, "extra": extra}
+        item = {"id": sample.id, "inputs": inputs, "label": self.label_fn(sample), "extra": extra}
         if self.negative_text is not None:
             negative = self.negative_text(texts[0], generator) if texts else None
-            encoded = negative is not None and self.tokenizer is not None
-            item["negative_text_ids"] = self.tokenizer.encode_many([negative], self.max_length)[0] if encoded else None
+            item["negative_text_ids"] = None if negative is None else self.text.prepare(negative)  # type: ignore[union-attr]
         return item
 
+    def _prepare(
+        self, sample: Sample, modality: str, processor: Processor, ref: Any, generator: torch.Generator | None
+    ) -> Any:
+        """The processor's value for ``ref`` (from the memo when deterministic), or None for a bad sample."""
+        memo_key = self.memo.key(modality, ref) if processor.deterministic else None
+        value = self.memo.get(memo_key)
+        if value is not None:
+            return value
+        try:
+            value = processor.prepare(ref, generator, source=sample.source, row=sample.row)
+        except BadSampleError as e:
+            if e.sample_id is None:
+                e.sample_id = sample.id
+            if self.strict:
+                raise
+            self.bad_log.record(e)  # raises if the log itself is strict
+            return None
+        self.memo.put(memo_key, value)
+        return value
 
-class ImageMemo:
-    """An LRU of preprocessed image tensors bounded by their total bytes (``max_bytes`` 0: off).
 
-    Keys are image references (a path, or a digest of encoded bytes), not the pipeline: a memo
-    belongs to one dataset and its one pipeline. It stores and hands out copies.
+class MediaMemo:
+    """An LRU of prepared media tensors bounded by their total bytes (``max_bytes`` 0: off).
+
+    Keys are (modality, reference) pairs (a path, or a digest of encoded bytes), not the processor: a memo
+    belongs to one dataset and its processors. It stores and hands out copies.
     """
 
     def __init__(self, max_bytes: int) -> None:
@@ -216,18 +225,18 @@ class ImageMemo:
     def __setstate__(self, state: dict[str, int]) -> None:
         self.__init__(state["max_bytes"])  # type: ignore[misc]
 
-    def key(self, ref: MediaRef) -> Any:
-        """A memo key for an image reference: the path itself, or a digest of in-memory bytes."""
+    def key(self, modality: str, ref: MediaRef) -> Any:
+        """A memo key for a media reference: the path itself, or a digest of in-memory bytes."""
         if not self.max_bytes:
             return None
         if isinstance(ref, (str, os.PathLike)):
-            return os.fspath(ref)
+            return modality, os.fspath(ref)
         if isinstance(ref, (bytes, bytearray, memoryview)):
-            return hashlib.sha256(ref).digest()
-        return None  # not an image reference: decoding reports it as a bad sample
+            return modality, hashlib.sha256(ref).digest()
+        return None  # an inline value (or a bad reference, which preparing reports): not memoised
 
     def get(self, key: Any) -> torch.Tensor | None:
-        """A copy of the stored image (callers may modify what they get), or None."""
+        """A copy of the stored value (callers may modify what they get), or None."""
         if key is None:
             return None
         with self._lock:
@@ -240,8 +249,10 @@ class ImageMemo:
         return image.clone()  # ~10 us for a 128 px image, against ~0.5 ms to decode and resize it
 
     def put(self, key: Any, image: torch.Tensor) -> None:
+        if key is None or not isinstance(image, torch.Tensor):
+            return
         size = image.numel() * image.element_size()
-        if key is None or size > self.max_bytes:
+        if size > self.max_bytes:
             return
         with self._lock:
             if key in self.entries:

@@ -67,22 +67,25 @@ class Sample:
     label: Label | list[Label] | None = None
     qa: list[QA] = field(default_factory=list)
     statements: list[Statement] = field(default_factory=list)
+    # References of modalities beyond the fields above (any modality with a registered processor), by name.
+    media: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     # Where the sample came from, so that every later error can name the file and row.
     source: str | None = None
     row: int | None = None
 
-    def modalities(self) -> set[Modality]:
-        present = set()
-        if self.image is not None:
-            present.add(Modality.IMAGE)
-        if self.text:
-            present.add(Modality.TEXT)
-        if self.audio is not None:
-            present.add(Modality.AUDIO)
-        if self.video is not None:
-            present.add(Modality.VIDEO)
-        return present
+    def reference(self, modality: str) -> Any:
+        """What the sample holds for ``modality`` (its texts for ``text``), or None."""
+        if modality == Modality.TEXT:
+            return self.text or None
+        if modality in (Modality.IMAGE, Modality.AUDIO, Modality.VIDEO):
+            return getattr(self, Modality(modality).value)
+        return self.media.get(modality)
+
+    def modalities(self) -> set[str]:
+        """Names of the modalities the sample has."""
+        builtin = [m.value for m in Modality if self.reference(m.value) is not None]
+        return set(builtin) | {name for name, ref in self.media.items() if ref is not None}
 
     def where(self) -> str:
         """``file:row`` (or just the id) for error messages."""

@@ -164,7 +164,7 @@ def _vqa_task(ctx: EvalContext, name: str, split: str, qs: tasks.Questions, exac
 
     ctx.require(ANSWER, name)
     drops: tuple[str, ...] = ()
-    if ctx.is_polymodal and getattr(ctx.bundle.model, "answer_head", None) is not None:
+    if ctx.is_polymodal and getattr(ctx.saved.model, "answer_mode", None) == "classify":
         drops = ("image", "text")  # a classifying polymodal VQA model can run with a modality marked absent
 
     def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> tasks.Run:
@@ -181,7 +181,7 @@ def _load_shapes_vqa(ctx: EvalContext, split: str) -> Task:
 def _load_shapes_statements(ctx: EvalContext, split: str) -> Task:
     from polymodal.models import FusionClassifier
 
-    if not ctx.is_polymodal or not isinstance(ctx.bundle.model, FusionClassifier):
+    if not ctx.is_polymodal or not isinstance(ctx.saved.model, FusionClassifier):
         raise ValueError(f"benchmark shapes-statements needs a polymodal fusion classifier; {ctx.model} is not one")
     samples = _shapes_split(ctx, "shapes-statements", split)
     st = tasks.Statements([s.image for s in samples], [], [], [], [])

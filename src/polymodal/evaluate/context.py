@@ -2,7 +2,7 @@
 
 The model is loaded once, lazily, in both forms a suite may need: the :class:`Backend`
 (embed / caption / answer, for any kind of model) and, for polymodal model directories only, the
-:class:`ModelBundle` (the suites that call a fusion model directly, e.g. to drop a modality).
+:class:`SavedModel` (the suites that call a fusion model directly).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from PIL import Image
 
 from polymodal.backends import Backend, load_backend
 from polymodal.data.image import decode_image
-from polymodal.evaluate.bundle import ModelBundle
-from polymodal.modules.encoders import Encoder
+from polymodal.models import ComposedModel, SavedModel
+from polymodal.models.transfer import cache_towers, freeze_towers
 
 T = TypeVar("T")
 # An image a benchmark holds: a path, encoded bytes, or pixels already decoded (CIFAR).
@@ -51,26 +51,26 @@ class EvalContext:
         if self._backend is None:
             self._backend = load_backend(self.model)
             if self.is_polymodal:
-                _cache_image_towers(self._backend.bundle.model)  # type: ignore[attr-defined]
+                _cache_image_towers(self._backend.saved.model)  # type: ignore[attr-defined]
         return self._backend
 
     @property
     def is_polymodal(self) -> bool:
-        """True when the model is a polymodal model directory (its :class:`ModelBundle` is available)."""
-        return isinstance(getattr(self.backend, "bundle", None), ModelBundle)
+        """True when the model is a polymodal model directory (its :class:`SavedModel` is available)."""
+        return isinstance(getattr(self.backend, "saved", None), SavedModel)
 
     @property
-    def bundle(self) -> ModelBundle:
-        """The polymodal model with its tokenizer and preprocessing (the backend's own, not a second copy)."""
+    def saved(self) -> SavedModel:
+        """The polymodal model with its processors (the backend's own, not a second copy)."""
         if not self.is_polymodal:
             raise ValueError(f"{self.model}: this suite needs a polymodal model directory")
-        return self.backend.bundle  # type: ignore[attr-defined]
+        return self.backend.saved  # type: ignore[attr-defined, no-any-return]
 
     @property
     def model_dir(self) -> Path | None:
         """The directory the model was loaded from (None for a named model such as ``polymodal-base``)."""
         if self.is_polymodal:
-            return self.bundle.path
+            return self.saved.path
         path = Path(self.model)
         return path if path.is_dir() else None
 
@@ -119,9 +119,8 @@ class EvalContext:
 IMAGE_CACHE_ITEMS = 2048
 
 
-def _cache_image_towers(model: torch.nn.Module) -> None:
-    """Lock and cache the image towers of a model loaded for evaluation only (nothing trains it here)."""
-    for encoder in model.modules():
-        if isinstance(encoder, Encoder) and encoder.modality == "image":
-            encoder.freeze(0)
-            encoder.cache_outputs(IMAGE_CACHE_ITEMS)
+def _cache_image_towers(model: ComposedModel) -> None:
+    """Lock and cache the image tower of a model loaded for evaluation only (nothing trains it here)."""
+    if "image" in model.encoders:
+        freeze_towers(model, {"encoders.image": 0})
+        cache_towers(model, {"encoders.image": IMAGE_CACHE_ITEMS})

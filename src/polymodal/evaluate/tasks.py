@@ -162,7 +162,7 @@ def _answer_batches(ctx: EvalContext, qs: Questions, image_fn: ImageFn | None, d
         # The corruption index is the image's, so all questions about one image see the same noise.
         imgs = [ctx.images([r], [qs.image_index[i]], image_fn)[0] for r, i in zip(refs, chunk)]
         questions = [qs.questions[i] for i in chunk]
-        out.extend(ctx.backend.answer(imgs, questions) if drop is None else answer_dropping(ctx, imgs, questions, drop))
+        out.extend(ctx.backend.answer(imgs, questions) if drop is None else ctx.backend.answer(imgs, questions, drop=drop))  # type: ignore[call-arg]
     return out
 
 
@@ -187,38 +187,12 @@ def vqa(
     return Run(metrics, ci, Details(per_question_type=per_type), examples)
 
 
-# ---------------------------------------------------------------------------- fusion models on the bundle
-
-
-def _bundle_inputs(ctx: EvalContext, imgs: Sequence[Any], texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    from polymodal.data.transforms import ImagePipeline
-
-    bundle = ctx.bundle
-    if bundle.tokenizer is None:
-        raise ValueError(f"{bundle.path}: the model directory has no tokenizer/")
-    pixels = torch.stack([ImagePipeline(bundle.preprocess)(img) for img in imgs])  # (B, 3, H, W)
-    ids, mask = bundle.tokenizer.encode_batch(list(texts), bundle.max_text_length)
-    return pixels, ids, mask
+# ---------------------------------------------------------------------------- fusion models
 
 
 def _absent(drop: str | None, n: int) -> dict[str, torch.Tensor] | None:
-    """Presence masks with ``drop`` absent for every item: the fusion module ignores that modality."""
+    """Presence masks with ``drop`` absent for every item: the model ignores that modality."""
     return None if drop is None else {drop: torch.zeros(n, dtype=torch.bool)}
-
-
-@torch.inference_mode()
-def answer_dropping(ctx: EvalContext, imgs: Sequence[Any], questions: Sequence[str], drop: str) -> list[str]:
-    """A classifying VQA model's answers with one modality marked absent."""
-    from polymodal.models.fusion_classifier import encode_modalities
-
-    model, answers = ctx.bundle.model, ctx.bundle.answers
-    if answers is None:
-        raise ValueError(f"{ctx.bundle.path}: a classifying VQA model needs its answers.json")
-    pixels, ids, mask = _bundle_inputs(ctx, imgs, questions)
-    features, present = encode_modalities(model.encoders, {"image": (pixels, None), "text": (ids, mask)},
-                                          _absent(drop, len(questions)))  # fmt: skip
-    logits = model.answer_head(model.fusion(features, present).pooled)  # (B, A)
-    return [answers[i] for i in logits.argmax(-1).tolist()]
 
 
 @dataclass
@@ -238,8 +212,9 @@ def statements(
     predicted: list[int] = []
     for chunk in batches(range(len(st.texts)), ctx.batch_size):
         imgs = [ctx.images([st.images[st.image_index[i]]], [st.image_index[i]], image_fn)[0] for i in chunk]
-        pixels, ids, mask = _bundle_inputs(ctx, imgs, [st.texts[i] for i in chunk])
-        logits = ctx.bundle.model({"image": (pixels, None), "text": (ids, mask)}, _absent(drop, len(chunk)))
+        saved = ctx.saved
+        inputs = {"image": saved.inputs("image", imgs), "text": saved.inputs("text", [st.texts[i] for i in chunk])}
+        logits = saved.model(inputs, _absent(drop, len(chunk)))
         predicted.extend(logits.argmax(-1).tolist())
     hits = (np.asarray(predicted) == np.asarray(st.labels)).astype(np.float64)
     per_type = mean_by_type(dict(enumerate(hits.tolist())), dict(enumerate(st.types)))

@@ -1,4 +1,4 @@
-"""Export a dual encoder's towers to ONNX: ``image_encoder.onnx``, ``text_encoder.onnx`` and
+"""Export an image-text embedding model's towers to ONNX: ``image_encoder.onnx``, ``text_encoder.onnx`` and
 ``export.json`` (inputs, outputs, preprocessing), plus the tokenizer.
 
 Exporter: ``torch.onnx.export(..., dynamo=True)``, the torch.export-based exporter that is the
@@ -22,10 +22,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from polymodal import __version__
+from polymodal.version import __version__
 from polymodal.export.source import DualEncoderSource, ExportError, load_dual_encoder
 from polymodal.fsutil import atomic_directory
-from polymodal.models import DualEncoder
+from polymodal.models import EmbeddingModel
 
 IMAGE_FILE = "image_encoder.onnx"
 TEXT_FILE = "text_encoder.onnx"
@@ -46,12 +46,12 @@ def require_onnx() -> None:
 class ImageTower(nn.Module):
     """pixel_values (B, 3, S, S) -> image_embeds (B, D), unit norm."""
 
-    def __init__(self, model: DualEncoder) -> None:
+    def __init__(self, model: EmbeddingModel) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, pixel_values: Tensor) -> Tensor:
-        return self.model.encode_image(pixel_values)
+        return self.model.embed("image", pixel_values)
 
 
 class TextTower(nn.Module):
@@ -60,12 +60,12 @@ class TextTower(nn.Module):
     The mask is int64 in the graph (the ONNX convention runtimes expect) and made bool here.
     """
 
-    def __init__(self, model: DualEncoder) -> None:
+    def __init__(self, model: EmbeddingModel) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        return self.model.encode_text(input_ids, attention_mask.bool())
+        return self.model.embed("text", input_ids, attention_mask.bool())
 
 
 def _example_text(source: DualEncoderSource) -> tuple[Tensor, Tensor]:

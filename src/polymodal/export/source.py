@@ -1,4 +1,4 @@
-"""What an export starts from: a dual encoder with its tokenizer and image preprocessing,
+"""What an export starts from: an image-text embedding model with its tokenizer and image preprocessing,
 loaded from a polymodal model directory or a Hugging Face CLIP checkpoint."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from polymodal.data.text import TextTokenizer
 from polymodal.data.transforms import ImagePreprocess
-from polymodal.models import DualEncoder
+from polymodal.models import EmbeddingModel
 
 
 class ExportError(ValueError):
@@ -18,7 +18,7 @@ class ExportError(ValueError):
 
 @dataclass
 class DualEncoderSource:
-    model: DualEncoder
+    model: EmbeddingModel
     tokenizer: TextTokenizer | None
     preprocess: ImagePreprocess
     max_length: int  # longest token sequence the text tower accepts
@@ -39,16 +39,15 @@ def load_dual_encoder(path: str | os.PathLike[str]) -> DualEncoderSource:
     if kind is not None:
         raise ExportError(f"{path}: a Hugging Face {kind} checkpoint; ONNX export supports dual encoders (CLIP) only")
 
-    from polymodal.evaluate.bundle import load_bundle
-    from polymodal.models.base import find_model_dir
+    from polymodal.models import SavedModel, find_model_dir
 
     try:
-        bundle = load_bundle(find_model_dir(path))
+        saved = SavedModel.load(find_model_dir(path))
     except FileNotFoundError as e:
         raise ExportError(str(e)) from None
-    if not isinstance(bundle.model, DualEncoder):
-        kind = bundle.model.config.kind  # type: ignore[union-attr]
-        raise ExportError(f"{bundle.path}: a {kind} model; ONNX export supports dual encoders only")
-    return DualEncoderSource(
-        bundle.model, bundle.tokenizer, bundle.preprocess, bundle.max_text_length, "polymodal", bundle.path
-    )
+    model = saved.model
+    if not isinstance(model, EmbeddingModel) or sorted(model.modalities) != ["image", "text"]:
+        what = f"{model.config.kind} model over {sorted(model.modalities)}"
+        raise ExportError(f"{saved.path}: a {what}; ONNX export supports image-text embedding models only")
+    image = saved.processors["image"]
+    return DualEncoderSource(model, saved.tokenizer, image.preprocess, saved.text.max_length, "polymodal", saved.path)  # type: ignore[attr-defined]

@@ -1,9 +1,9 @@
-"""A transformers ``CLIPModel`` as a polymodal :class:`DualEncoder`, with its processor.
+"""A transformers ``CLIPModel`` as a polymodal :class:`EmbeddingModel`, with its processor.
 
 The HF towers are wrapped as they are (``HFImageEncoder`` over the vision transformer,
 ``HFTextEncoder`` with EOS pooling over the text transformer) and HF's projection matrices
 are copied into polymodal's bias-free linear ``ProjectionHead``s: the same weights, so
-``encode_image``/``encode_text`` equal ``get_image_features``/``get_text_features``
+``embed("image", ...)``/``embed("text", ...)`` equal ``get_image_features``/``get_text_features``
 normalised. The CLIP tokenizer ends every text with its EOS token (truncation keeps it), so
 polymodal's "last real token" pooling picks the same token as HF's pooler.
 """
@@ -22,7 +22,7 @@ from PIL import Image
 from polymodal.data.text import TextTokenizer
 from polymodal.interop.hub import HFLoadError, resolve_model_dir
 from polymodal.interop.preprocess import HFImagePreprocess, load_hf_preprocess
-from polymodal.models.dual_encoder import DualEncoder
+from polymodal.models.embedding import EmbeddingModel
 from polymodal.modules.encoders.hf import HFImageEncoder, HFTextEncoder
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 class ConvertedCLIP:
     """A CLIP checkpoint as polymodal parts: model, tokenizer and image preprocessing."""
 
-    model: DualEncoder
+    model: EmbeddingModel
     tokenizer: TextTokenizer
     preprocess: HFImagePreprocess
     logit_scale: float  # exp(HF logit_scale): multiply cosine similarities by it for CLIP's logits
@@ -49,15 +49,15 @@ class ConvertedCLIP:
         return self.tokenizer.encode_batch(texts, self.max_length)
 
 
-def dual_encoder_from_clip(clip: CLIPModel) -> DualEncoder:
+def embedding_model_from_clip(clip: CLIPModel) -> EmbeddingModel:
     """Wrap a loaded ``CLIPModel``'s towers and copy its projections (no weights are cloned:
     the towers are the same modules)."""
     image_encoder = HFImageEncoder(clip.vision_model)
     text_encoder = HFTextEncoder(clip.text_model, pooling="eos")
-    model = DualEncoder(image_encoder, text_encoder, embed_dim=clip.config.projection_dim, projection="linear")
+    model = EmbeddingModel({"image": image_encoder, "text": text_encoder}, embed_dim=clip.config.projection_dim)
     with torch.no_grad():
-        model.image_projection.proj.weight.copy_(clip.visual_projection.weight)  # (embed, vision_width)
-        model.text_projection.proj.weight.copy_(clip.text_projection.weight)  # (embed, text_width)
+        model.projections["image"].proj.weight.copy_(clip.visual_projection.weight)  # (embed, vision_width)
+        model.projections["text"].proj.weight.copy_(clip.text_projection.weight)  # (embed, text_width)
     # The projections are built in float32; follow the towers' dtype (bf16 when loaded so).
     return model.to(clip.dtype).eval()
 
@@ -83,7 +83,7 @@ def load_clip(id_or_dir: str | os.PathLike[str], *, dtype: torch.dtype | None = 
     except (OSError, ValueError, TypeError) as e:
         raise HFLoadError(f"{directory}: no usable tokenizer (tokenizer.json) in the checkpoint ({e})") from None
     return ConvertedCLIP(
-        model=dual_encoder_from_clip(clip),
+        model=embedding_model_from_clip(clip),
         tokenizer=tokenizer,
         preprocess=load_hf_preprocess(directory),
         logit_scale=math.exp(clip.logit_scale.item()),

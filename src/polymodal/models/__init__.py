@@ -1,30 +1,30 @@
-"""Composed models: DualEncoder, FusionClassifier, Captioner, VQAModel; save/load; presets."""
+"""Composed models over any modalities: embedding, fusion classifier, captioner, question answering;
+the saved-model directory; weight transfer; presets."""
 
 import polymodal.pretrained  # noqa: F401 - registers the encoders of packaged weights before any config is built
-from polymodal.models.base import ComposedModel, build_model, load_model, parse_model_config
+from polymodal.models.base import MODELS, ComposedModel, build_model
 from polymodal.models.captioner import Captioner
-from polymodal.models.dual_encoder import DualEncoder
+from polymodal.models.config import ModelConfig, parse_model_config
+from polymodal.models.embedding import EmbeddingModel
 from polymodal.models.fusion_classifier import FusionClassifier
 from polymodal.models.presets import PRESETS, build_preset
-from polymodal.models.vqa import VQAModel
-
-MODEL_CLASSES: dict[str, type[ComposedModel]] = {
-    "dual_encoder": DualEncoder,
-    "fusion_classifier": FusionClassifier,
-    "captioner": Captioner,
-    "vqa": VQAModel,
-}
+from polymodal.models.question_answering import QuestionAnswerer
+from polymodal.models.saved import SavedModel, find_model_dir, load_model, save_model
 
 __all__ = [
-    "MODEL_CLASSES",
+    "MODELS",
     "PRESETS",
     "Captioner",
     "ComposedModel",
-    "DualEncoder",
+    "EmbeddingModel",
     "FusionClassifier",
-    "VQAModel",
+    "ModelConfig",
+    "QuestionAnswerer",
+    "SavedModel",
     "build_model",
     "build_preset",
+    "find_model_dir",
     "load_model",
     "parse_model_config",
+    "save_model",
 ]

@@ -1,115 +1,69 @@
-"""Save and load composed models as self-describing directories.
+"""The base of every composed model: towers in one ``nn.ModuleDict`` keyed by modality.
 
-A saved model directory holds everything inference needs, so it cannot drift from training:
-
-    config.json         {"polymodal_version", "config": <model config>}
-    model.safetensors   the weights (no pickle: loading never executes code)
-    preprocess.json     image preprocessing the model was trained with (optional)
-    tokenizer/          the text tokenizer (optional)
-
-Directories are written atomically: into a temporary sibling, then renamed into place.
+Every model takes ``inputs: dict[modality, (x, mask)]`` and an optional ``present: dict[modality, (B,) bool]``
+(False where a sample lacks that modality); a modality left out of ``inputs`` is absent from the whole batch
+and its tower does not run. Evaluation drops a modality by passing ``present`` all False, through the
+model's own forward.
 """
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
-from pydantic import TypeAdapter
-from torch import nn
+import torch
+from torch import Tensor, nn
 
-from polymodal import __version__
-from polymodal.config import Config, ConfigError
-from polymodal.models.config import ModelConfig
-from polymodal.fsutil import atomic_directory
-from polymodal.weights import load_weights, save_weights
+from polymodal.models.config import ComponentConfig, ModelConfig
+from polymodal.modules.encoders import ENCODERS, Encoder, EncoderOutput
+from polymodal.registry import Registry
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-PREPROCESS_FILE = "preprocess.json"
-TOKENIZER_DIR = "tokenizer"
+ModalityInput = tuple[Tensor, Tensor | None]
+Inputs = Mapping[str, ModalityInput]
+Presence = Mapping[str, Tensor]
 
 
 class ComposedModel(nn.Module):
-    """Base of DualEncoder, FusionClassifier, Captioner and VQAModel.
+    """Base of the composed models; ``from_config`` builds the parts through the registries and passes them to
+    ``__init__`` (so a model can equally be composed by hand, without a config, and then not saved)."""
 
-    Subclasses implement ``from_config(config)``, which builds the submodules through the
-    registries and passes them to ``__init__`` (so a model can equally be composed by hand).
-    """
+    config: Any = None
+    capabilities: ClassVar[frozenset[str]] = frozenset()  # what the model can serve: embed, caption, answer, classify
 
-    config_class: ClassVar[type[Config]]
-    config: Config | None = None
+    def __init__(self, encoders: Mapping[str, nn.Module]) -> None:
+        super().__init__()
+        self.encoders = nn.ModuleDict(dict(encoders))
 
     @classmethod
     def from_config(cls, config: Any) -> ComposedModel:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def save(self, directory: str | os.PathLike, *, preprocess: dict[str, Any] | None = None, tokenizer: Any = None) -> Path:
-        """Write config, weights and (optionally) preprocessing and tokenizer to ``directory``."""
-        if self.config is None:
-            raise ValueError(
-                f"{type(self).__name__} was composed by hand, without a config; build it with "
-                "from_config() to save it as a directory"
-            )
-        target = Path(directory)
-        with atomic_directory(target) as tmp:
-            meta = {"polymodal_version": __version__, "config": self.config.model_dump(mode="json")}
-            (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
-            save_weights(self, tmp / WEIGHTS_FILE)
-            if preprocess is not None:
-                (tmp / PREPROCESS_FILE).write_text(json.dumps(preprocess, indent=2))
-            if tokenizer is not None:
-                tokenizer.save(tmp / TOKENIZER_DIR)
-        return target
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.encoders)
+
+    def encode(self, inputs: Inputs, present: Presence | None = None) -> tuple[dict[str, EncoderOutput], dict[str, Tensor]]:
+        """Run the tower of each given modality; presence defaults to all True."""
+        features: dict[str, EncoderOutput] = {}
+        masks: dict[str, Tensor] = {}
+        for name, (x, mask) in inputs.items():
+            if name not in self.encoders:
+                raise KeyError(f"{type(self).__name__} has no encoder for modality {name!r}; it has {self.modalities}")
+            features[name] = self.encoders[name](x, mask)
+            given = None if present is None else present.get(name)
+            masks[name] = given if given is not None else torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+        return features, masks
 
 
-_CONFIG_ADAPTER: TypeAdapter[Any] = TypeAdapter(ModelConfig)
+def build_encoders(components: Mapping[str, ComponentConfig]) -> dict[str, Encoder]:
+    return {modality: ENCODERS.build(c.name, **c.params) for modality, c in components.items()}
 
 
-def parse_model_config(data: dict[str, Any], source: str = "<config>") -> Any:
-    from pydantic import ValidationError
-
-    from polymodal.config import format_validation_errors
-
-    if not isinstance(data, dict) or "kind" not in data:
-        raise ConfigError(f"{source}: model config needs a 'kind' (dual_encoder, fusion_classifier, captioner, vqa)")
-    try:
-        return _CONFIG_ADAPTER.validate_python(data)
-    except ValidationError as e:
-        raise ConfigError(format_validation_errors(e, source, type(None))) from None  # type: ignore[arg-type]
+MODELS: Registry[Callable[[Any], ComposedModel]] = Registry("model kind")
 
 
-def build_model(config: Any) -> ComposedModel:
+def build_model(config: ModelConfig) -> ComposedModel:
     """Build the composed model a (validated) model config describes."""
-    from polymodal.models import MODEL_CLASSES
-
-    return MODEL_CLASSES[config.kind].from_config(config)
-
-
-def find_model_dir(path: str | os.PathLike) -> Path:
-    """A saved model directory, given it or a run directory (its ``best/``, else ``model/``)."""
-    path = Path(path)
-    for candidate in (path, path / "best", path / "model"):
-        if (candidate / CONFIG_FILE).is_file():
-            return candidate
-    raise FileNotFoundError(f"{path}: no saved model here (looked in ., best/, model/)")
-
-
-def load_model(directory: str | os.PathLike) -> ComposedModel:
-    """Load a model saved with ``save``; weights must match the config exactly."""
-    directory = Path(directory)
-    config_path = directory / CONFIG_FILE
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{directory}: not a polymodal model directory (no {CONFIG_FILE})")
-    meta = json.loads(config_path.read_text())
-    config = parse_model_config(meta.get("config", {}), str(config_path))
-    model = build_model(config)
-    load_weights(model, directory / WEIGHTS_FILE)
+    model = MODELS.get(config.kind)(config)
+    model.config = config
     return model
-
-
-def load_preprocess(directory: str | os.PathLike) -> dict[str, Any] | None:
-    path = Path(directory) / PREPROCESS_FILE
-    return json.loads(path.read_text()) if path.is_file() else None

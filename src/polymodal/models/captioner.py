@@ -1,70 +1,90 @@
-"""Captioner: an image encoder whose tokens a text decoder cross-attends to.
+"""Captioner: a source tower (image, or any modality) whose tokens a text decoder cross-attends to.
 
-With a ``contrastive_text_encoder`` it is CoCa-style: the same model also returns
-normalised image and text features so a contrastive loss can be added to the captioning loss.
+With a ``text`` tower beside the source it is CoCa-style: the same model also returns normalised source
+and caption features so a contrastive loss can be added to the captioning loss.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from polymodal.models.base import ComposedModel
+from polymodal.models.base import MODELS, ComposedModel, Inputs, Presence, build_encoders
 from polymodal.models.config import CaptionerConfig, DecoderConfig
-from polymodal.modules.encoders import ENCODERS
-from polymodal.modules.encoders.base import Encoder
-from polymodal.modules.heads import ProjectionHead
-from polymodal.modules.heads.decoder import TransformerDecoder
-from polymodal.modules.heads.generation import generate
+from polymodal.modules.heads import DECODERS, ProjectionHead, TextDecoder, generate
 
 
-def build_decoder(config: DecoderConfig, memory_dim: int) -> TransformerDecoder:
-    return TransformerDecoder(memory_dim=memory_dim, **config.model_dump())
+def build_decoder(config: DecoderConfig, memory_dim: int) -> TextDecoder:
+    return DECODERS.build(  # type: ignore[no-any-return]
+        config.name, memory_dim=memory_dim, vocab_size=config.vocab_size, max_length=config.max_length,
+        pad_id=config.pad_id, bos_id=config.bos_id, eos_id=config.eos_id, **config.params,
+    )
+
+
+def memory_of(tokens: Tensor, mask: Tensor | None, present: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Tokens for a decoder to attend to, masked where padding or where the sample lacks the modality."""
+    if present is None or bool(present.all()):
+        return tokens, mask
+    here = present.to(torch.bool)[:, None].expand(tokens.shape[:2])
+    return tokens, here if mask is None else here & mask.bool()
 
 
 class Captioner(ComposedModel):
-    config_class = CaptionerConfig
+    capabilities = frozenset({"caption"})
 
-    def __init__(
-        self,
-        image_encoder: Encoder,
-        decoder: TransformerDecoder,
-        contrastive_text_encoder: Encoder | None = None,
-        embed_dim: int = 256,
-    ) -> None:
-        super().__init__()
-        self.image_encoder = image_encoder
+    def __init__(self, encoders: Mapping[str, nn.Module], decoder: TextDecoder, source: str = "image",
+                 embed_dim: int = 256) -> None:
+        super().__init__(encoders)
+        if source not in self.encoders:
+            raise ValueError(f"source {source!r} has no encoder; encoders: {self.modalities}")
+        self.source = source
         self.decoder = decoder
-        self.text_encoder = contrastive_text_encoder
-        if contrastive_text_encoder is not None:
-            self.image_projection = ProjectionHead(image_encoder.output_dim, embed_dim)
-            self.text_projection = ProjectionHead(contrastive_text_encoder.output_dim, embed_dim)
+        self.contrastive = source != "text" and "text" in self.encoders
+        if self.contrastive:
+            self.projections = nn.ModuleDict(
+                {m: ProjectionHead(e.output_dim, embed_dim) for m, e in self.encoders.items()}  # type: ignore[arg-type]
+            )
+            self.capabilities = frozenset({"caption", "embed"})  # type: ignore[misc]
 
     @classmethod
     def from_config(cls, config: CaptionerConfig) -> Captioner:
-        image_encoder = ENCODERS.build(config.image_encoder.name, **config.image_encoder.params)
-        text_encoder = None
-        if config.contrastive_text_encoder is not None:
-            c = config.contrastive_text_encoder
-            text_encoder = ENCODERS.build(c.name, **c.params)
-        model = cls(image_encoder, build_decoder(config.decoder, image_encoder.output_dim), text_encoder, config.embed_dim)
-        model.config = config
-        return model
+        encoders = build_encoders(config.encoders)
+        decoder = build_decoder(config.decoder, encoders[config.source].output_dim)
+        return cls(encoders, decoder, config.source, config.embed_dim)
 
-    def forward(self, images: Tensor, input_ids: Tensor, attention_mask: Tensor | None = None) -> dict[str, Tensor]:
-        """Teacher forcing: logits (B, T, V) for every position of ``input_ids``."""
-        image = self.image_encoder(images)
-        out = {"logits": self.decoder(input_ids, image.tokens, memory_mask=image.mask, attention_mask=attention_mask)}
-        if self.text_encoder is not None:
-            out["image_features"] = F.normalize(self.image_projection(image.pooled), dim=-1)
-            text = self.text_encoder(input_ids, attention_mask)
-            out["text_features"] = F.normalize(self.text_projection(text.pooled), dim=-1)
+    def embed(self, modality: str, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """CoCa-style only: one modality's inputs -> (B, embed_dim) unit vectors."""
+        if not self.contrastive:
+            raise ValueError("this captioner has no contrastive text tower, so it does not embed")
+        return F.normalize(self.projections[modality](self.encoders[modality](x, mask).pooled), dim=-1)
+
+    def forward(self, inputs: Inputs, caption_ids: Tensor, caption_mask: Tensor | None = None,
+                present: Presence | None = None) -> dict[str, Any]:
+        """Teacher forcing: ``logits`` (B, T, V) for every position of ``caption_ids``; CoCa-style also
+        ``features`` (modality -> (B, embed_dim) unit vectors of the source and of the caption)."""
+        x, mask = inputs[self.source]
+        source = self.encoders[self.source](x, mask)
+        memory, memory_mask = memory_of(source.tokens, source.mask, None if present is None else present.get(self.source))
+        out: dict[str, Any] = {"logits": self.decoder(caption_ids, memory, memory_mask=memory_mask, attention_mask=caption_mask)}
+        if self.contrastive:
+            text = self.encoders["text"](caption_ids, caption_mask)
+            out["features"] = {
+                self.source: F.normalize(self.projections[self.source](source.pooled), dim=-1),
+                "text": F.normalize(self.projections["text"](text.pooled), dim=-1),
+            }
         return out
 
-    def generate(self, images: Tensor, **kwargs: Any) -> Tensor:
+    def generate(self, inputs: Inputs, present: Presence | None = None, **kwargs: Any) -> Tensor:
         """Caption token ids (B, L); kwargs go to :func:`generate` (strategy, num_beams ...)."""
-        image = self.image_encoder(images)
-        ids, _scores = generate(self.decoder, image.tokens, image.mask, **kwargs)
+        x, mask = inputs[self.source]
+        source = self.encoders[self.source](x, mask)
+        memory, memory_mask = memory_of(source.tokens, source.mask, None if present is None else present.get(self.source))
+        ids, _scores = generate(self.decoder, memory, memory_mask, **kwargs)
         return ids
+
+
+MODELS.register("captioner")(Captioner.from_config)

@@ -2,14 +2,15 @@
 
 A component is ``{name: <registry name>, params: {...}}``; the name is checked against its
 registry when the config is validated, so a typo fails before any weights are built, with
-the list of known names.
+the list of known names. Towers are always ``encoders: {modality: component}``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+import importlib
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from polymodal.config import Config
 
@@ -20,8 +21,6 @@ class ComponentConfig(Config):
 
 
 def _known(value: ComponentConfig, registry_attr: str, module: str) -> ComponentConfig:
-    import importlib
-
     # Imported lazily: the registries fill up when the module packages are imported.
     registry = getattr(importlib.import_module(module), registry_attr)
     if value.name not in registry:
@@ -29,90 +28,146 @@ def _known(value: ComponentConfig, registry_attr: str, module: str) -> Component
     return value
 
 
-def _encoder(value: ComponentConfig) -> ComponentConfig:
-    return _known(value, "ENCODERS", "polymodal.modules.encoders")
-
-
-def _fusion(value: ComponentConfig) -> ComponentConfig:
-    return _known(value, "FUSIONS", "polymodal.modules.fusion")
-
-
-def _check_encoder(cls: type, value: ComponentConfig | None) -> ComponentConfig | None:
-    return None if value is None else _encoder(value)
+def _check_encoders(cls: type, value: dict[str, ComponentConfig]) -> dict[str, ComponentConfig]:
+    if not value:
+        raise ValueError("at least one encoder (modality: component) is required")
+    for component in value.values():
+        _known(component, "ENCODERS", "polymodal.modules.encoders")
+    return value
 
 
 def _check_fusion(cls: type, value: ComponentConfig) -> ComponentConfig:
-    return _fusion(value)
+    return _known(value, "FUSIONS", "polymodal.modules.fusion")
 
 
-class DualEncoderConfig(Config):
-    kind: Literal["dual_encoder"] = "dual_encoder"
-    image_encoder: ComponentConfig
-    text_encoder: ComponentConfig
+def _check_head(cls: type, value: ComponentConfig) -> ComponentConfig:
+    return _known(value, "HEADS", "polymodal.modules.heads")
+
+
+class EmbeddingConfig(Config):
+    """Towers for N >= 2 modalities projected into one space (CLIP is the image-text case)."""
+
+    kind: Literal["embedding"] = "embedding"
+    encoders: dict[str, ComponentConfig]
     embed_dim: int = Field(256, ge=1)
     projection: Literal["linear", "mlp"] = "linear"
 
-    check_image = field_validator("image_encoder")(_check_encoder)
-    check_text = field_validator("text_encoder")(_check_encoder)
+    check_encoders = field_validator("encoders")(_check_encoders)
+
+    @field_validator("encoders")
+    @classmethod
+    def _two_or_more(cls, value: dict[str, ComponentConfig]) -> dict[str, ComponentConfig]:
+        if len(value) < 2:
+            raise ValueError(f"an embedding model binds at least two modalities, got {sorted(value)}")
+        return value
 
 
 class FusionClassifierConfig(Config):
     kind: Literal["fusion_classifier"] = "fusion_classifier"
-    encoders: dict[str, ComponentConfig]  # modality name -> encoder
+    encoders: dict[str, ComponentConfig]
     fusion: ComponentConfig
     fusion_dim: int = Field(256, ge=1)
     num_classes: int = Field(ge=1)
-    head_hidden: int | None = None
-    dropout: float = Field(0.1, ge=0, lt=1)
+    head: ComponentConfig = ComponentConfig(name="classification", params={"dropout": 0.1})
 
-    @field_validator("encoders")
-    @classmethod
-    def check_encoders(cls, value: dict[str, ComponentConfig]) -> dict[str, ComponentConfig]:
-        if not value:
-            raise ValueError("at least one encoder is required")
-        for component in value.values():
-            _encoder(component)
-        return value
-
+    check_encoders = field_validator("encoders")(_check_encoders)
     check_fusion = field_validator("fusion")(_check_fusion)
+    check_head = field_validator("head")(_check_head)
 
 
 class DecoderConfig(Config):
+    """A text decoder from ``polymodal.modules.heads.DECODERS``; ``params`` are its own (width, depth ...)."""
+
+    name: str = "transformer"
     vocab_size: int = Field(ge=2)
-    width: int = Field(256, ge=8)
-    depth: int = Field(2, ge=1)
-    heads: int = Field(4, ge=1)
     max_length: int = Field(32, ge=2)
     pad_id: int = 0
     bos_id: int = 2
     eos_id: int = 3
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known_decoder(cls, value: str) -> str:
+        registry = importlib.import_module("polymodal.modules.heads").DECODERS
+        if value not in registry:
+            raise ValueError(f"unknown decoder {value!r}; allowed: {', '.join(registry.names())}")
+        return value
 
 
 class CaptionerConfig(Config):
+    """Describes its ``source`` modality in text. A ``text`` tower beside the source makes it CoCa-style:
+    projections for a contrastive loss next to captioning."""
+
     kind: Literal["captioner"] = "captioner"
-    image_encoder: ComponentConfig
+    encoders: dict[str, ComponentConfig]
+    source: str = "image"
     decoder: DecoderConfig
-    # CoCa-style: a text encoder and projections for a contrastive loss beside captioning.
-    contrastive_text_encoder: ComponentConfig | None = None
     embed_dim: int = Field(256, ge=1)
 
-    check_image = field_validator("image_encoder")(_check_encoder)
-    check_contrastive = field_validator("contrastive_text_encoder")(_check_encoder)
+    check_encoders = field_validator("encoders")(_check_encoders)
+
+    @model_validator(mode="after")
+    def _towers_fit(self) -> CaptionerConfig:
+        if self.source not in self.encoders:
+            raise ValueError(f"source {self.source!r} has no encoder; encoders: {sorted(self.encoders)}")
+        others = set(self.encoders) - {self.source}
+        if others - {"text"}:
+            raise ValueError(f"besides the source, a captioner takes only a contrastive 'text' tower; got {sorted(others)}")
+        return self
+
+    @property
+    def contrastive(self) -> bool:
+        return self.source != "text" and "text" in self.encoders
 
 
-class VQAConfig(Config):
-    kind: Literal["vqa"] = "vqa"
-    image_encoder: ComponentConfig
-    text_encoder: ComponentConfig
+class QuestionAnsweringConfig(Config):
+    """Answers a ``question`` (a text tower) about the other modalities, fused; the answer is a class of an
+    answer vocabulary (``answer_mode: classify``) or generated by a decoder over the fused tokens."""
+
+    kind: Literal["question_answering"] = "question_answering"
+    encoders: dict[str, ComponentConfig]
+    question: str = "text"
     fusion: ComponentConfig
     fusion_dim: int = Field(256, ge=1)
     answer_mode: Literal["classify", "generate"] = "classify"
     num_answers: int | None = Field(None, ge=2)  # classify: size of the answer vocabulary
-    decoder: DecoderConfig | None = None  # generate: decoder over the fused tokens
+    head: ComponentConfig = ComponentConfig(name="classification")
+    decoder: DecoderConfig | None = None  # generate
 
-    check_image = field_validator("image_encoder")(_check_encoder)
-    check_text = field_validator("text_encoder")(_check_encoder)
+    check_encoders = field_validator("encoders")(_check_encoders)
     check_fusion = field_validator("fusion")(_check_fusion)
+    check_head = field_validator("head")(_check_head)
+
+    @model_validator(mode="after")
+    def _parts_fit(self) -> QuestionAnsweringConfig:
+        if self.question not in self.encoders or len(self.encoders) < 2:
+            raise ValueError(f"needs a {self.question!r} tower for the question and at least one other; "
+                             f"encoders: {sorted(self.encoders)}")
+        if self.answer_mode == "classify" and self.num_answers is None:
+            raise ValueError("answer_mode 'classify' needs num_answers")
+        if self.answer_mode == "generate" and self.decoder is None:
+            raise ValueError("answer_mode 'generate' needs a decoder")
+        return self
 
 
-ModelConfig = Union[DualEncoderConfig, FusionClassifierConfig, CaptionerConfig, VQAConfig]
+ModelConfig = Annotated[
+    Union[EmbeddingConfig, FusionClassifierConfig, CaptionerConfig, QuestionAnsweringConfig],
+    Field(discriminator="kind"),
+]
+MODEL_KINDS = ("embedding", "fusion_classifier", "captioner", "question_answering")
+
+
+def parse_model_config(data: Any, source: str = "<config>") -> Any:
+    """Validate a model config dict (a format-1 config is upgraded first); errors name ``source`` and the field."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from polymodal.config import ConfigError, format_validation_errors
+    from polymodal.models.legacy import upgrade_config
+
+    if not isinstance(data, dict) or "kind" not in data:
+        raise ConfigError(f"{source}: model config needs a 'kind' ({', '.join(MODEL_KINDS)})")
+    try:
+        return TypeAdapter(ModelConfig).validate_python(upgrade_config(data))
+    except ValidationError as e:
+        raise ConfigError(format_validation_errors(e, source, type(None))) from None  # type: ignore[arg-type]

@@ -13,9 +13,9 @@ from polymodal.models.config import (
     CaptionerConfig,
     ComponentConfig,
     DecoderConfig,
-    DualEncoderConfig,
+    EmbeddingConfig,
     FusionClassifierConfig,
-    VQAConfig,
+    QuestionAnsweringConfig,
 )
 from polymodal.registry import Registry
 
@@ -57,10 +57,13 @@ def _small_text(vocab_size: int, max_length: int) -> ComponentConfig:
 
 
 @PRESETS.register("shapes-clip")
-def shapes_clip(vocab_size: int = 512, image_size: int = 64, max_length: int = 32, image_encoder: str = "vit", embed_dim: int = 128) -> DualEncoderConfig:
-    """CLIP-style dual encoder: small ViT + text transformer, 128-d embedding space."""
-    return DualEncoderConfig(
-        image_encoder=_small_image(image_encoder, image_size), text_encoder=_small_text(vocab_size, max_length), embed_dim=embed_dim
+def shapes_clip(
+    vocab_size: int = 512, image_size: int = 64, max_length: int = 32, image_encoder: str = "vit", embed_dim: int = 128
+) -> EmbeddingConfig:
+    """CLIP-style embedding model: small ViT + text transformer, 128-d embedding space."""
+    return EmbeddingConfig(
+        encoders={"image": _small_image(image_encoder, image_size), "text": _small_text(vocab_size, max_length)},
+        embed_dim=embed_dim,
     )
 
 
@@ -79,26 +82,34 @@ def shapes_fusion(
 
 @PRESETS.register("shapes-caption")
 def shapes_caption(
-    vocab_size: int = 512, image_size: int = 64, max_length: int = 32, image_encoder: str = "vit", contrastive: bool = False
+    vocab_size: int = 512,
+    image_size: int = 64,
+    max_length: int = 32,
+    image_encoder: str = "vit",
+    contrastive: bool = False,
+    decoder: str = "transformer",
 ) -> CaptionerConfig:
-    """ViT image encoder + 2-layer cross-attending text decoder; ``contrastive`` adds a text tower and 128-d
-    projections (CoCa-style) so the recipe's ``task.contrastive_weight`` can add a CLIP loss to captioning."""
-    return CaptionerConfig(
-        image_encoder=_small_image(image_encoder, image_size),
-        decoder=DecoderConfig(vocab_size=vocab_size, width=128, depth=2, heads=4, max_length=max_length),
-        contrastive_text_encoder=_small_text(vocab_size, max_length) if contrastive else None,
-        embed_dim=128,
-    )
+    """Image tower + a cross-attending text decoder (``transformer``: 2 layers; ``lstm``: show-attend-and-tell);
+    ``contrastive`` adds a text tower and 128-d projections (CoCa-style) so the recipe's
+    ``task.contrastive_weight`` can add a CLIP loss to captioning."""
+    encoders = {"image": _small_image(image_encoder, image_size)}
+    if contrastive:
+        encoders["text"] = _small_text(vocab_size, max_length)
+    return CaptionerConfig(encoders=encoders, decoder=_decoder(decoder, vocab_size, max_length), embed_dim=128)
+
+
+def _decoder(name: str, vocab_size: int, max_length: int) -> DecoderConfig:
+    params = {"width": 128, "depth": 2, "heads": 4} if name == "transformer" else {"width": 256, "depth": 1}
+    return DecoderConfig(name=name, vocab_size=vocab_size, max_length=max_length, params=params)
 
 
 @PRESETS.register("shapes-vqa")
 def shapes_vqa(
     vocab_size: int = 512, image_size: int = 64, max_length: int = 32, image_encoder: str = "vit", num_answers: int = 64, fusion: str = "cross_attention"
-) -> VQAConfig:
+) -> QuestionAnsweringConfig:
     """ViT + question transformer, fused, classifying over an answer vocabulary."""
-    return VQAConfig(
-        image_encoder=_small_image(image_encoder, image_size),
-        text_encoder=_small_text(vocab_size, max_length),
+    return QuestionAnsweringConfig(
+        encoders={"image": _small_image(image_encoder, image_size), "text": _small_text(vocab_size, max_length)},
         fusion=_fusion(fusion),
         fusion_dim=128,
         answer_mode="classify",

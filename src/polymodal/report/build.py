@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 from PIL import Image
 
-from polymodal import __version__
+from polymodal.version import __version__
 from polymodal.config import flatten_config
 from polymodal.hardware import describe_record
 from polymodal.report import plots

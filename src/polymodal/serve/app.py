@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
-from polymodal import __version__
+from polymodal.version import __version__
 from polymodal.api import Model
 from polymodal.hardware import ThreadBudget
 from polymodal.serve.batching import MicroBatcher

@@ -5,7 +5,7 @@ this loop owns what makes a run trustworthy: deterministic batches addressable b
 (so resume is exact), atomic checkpoints with optimizer/scheduler/RNG state, best-checkpoint
 selection and early stopping on a named metric, and metrics written as JSONL.
 
-Only the main process writes files. A task (see ``tasks.py``) joins the model and its
+Only the main process writes files. An objective (see ``objectives.py``) joins the model and its
 losses; its learnable parameters (temperatures) are optimised and checkpointed with it.
 """
 
@@ -39,19 +39,19 @@ from polymodal.train.metrics_log import MetricsLog
 from polymodal.train.optim import cosine_with_warmup, param_groups
 from polymodal.train.sampler import StepBatchSampler
 
-EvalFn = Callable[[nn.Module], dict[str, float]]
+ValidateFn = Callable[[nn.Module], dict[str, float]]
 
 
 class TrainModule(nn.Module):
-    """Model + task as one module, so DDP wraps (and checkpoints hold) both."""
+    """Model + objective as one module, so DDP wraps (and checkpoints hold) both."""
 
-    def __init__(self, model: nn.Module, task: nn.Module) -> None:
+    def __init__(self, model: nn.Module, objective: nn.Module) -> None:
         super().__init__()
         self.model = model
-        self.task = task
+        self.objective = objective
 
     def forward(self, batch: Any) -> dict[str, Tensor]:
-        return self.task(self.model, batch)
+        return self.objective(self.model, batch)
 
 
 @dataclass
@@ -163,23 +163,23 @@ class Trainer:
     def __init__(
         self,
         model: nn.Module,
-        task: nn.Module,
+        objective: nn.Module,
         train_dataset: Dataset,
         config: TrainConfig,
         run_dir: str | Path,
         collate_fn: Callable[[list[Any]], Any] | None = None,
-        evaluate: EvalFn | None = None,
+        validate: ValidateFn | None = None,
         param_lrs: dict[str, float] | None = None,
         save_best: Callable[[nn.Module, Path], None] | None = None,
         accelerator: Accelerator | None = None,
         progress: bool = True,
     ) -> None:
-        """``param_lrs`` maps attribute paths of ``model`` (e.g. ``"text_encoder"``) to their
+        """``param_lrs`` maps attribute paths of ``model`` (e.g. ``"encoders.text"``) to their
         own learning rate; everything else uses ``config.lr``. ``save_best`` writes the best
-        model (e.g. ``model.save``) into ``run_dir/best`` whenever the metric improves."""
+        model (e.g. with ``save_model``) into ``run_dir/best`` whenever the metric improves."""
         self.config = config
         self.run_dir = Path(run_dir)
-        self.evaluate = evaluate
+        self.validate = validate
         self.save_best = save_best
         self.progress = progress
         self.metrics_log = MetricsLog(self.run_dir, tensorboard=config.tensorboard)
@@ -197,17 +197,17 @@ class Trainer:
             for module in model.modules():
                 if hasattr(module, "set_grad_checkpointing") and module is not model:
                     module.set_grad_checkpointing(True)
-        self.module = TrainModule(model, task)
+        self.module = TrainModule(model, objective)
         self.dataset = train_dataset
         self.collate_fn = collate_fn
-        groups = param_groups(self._lr_entries(model, task, param_lrs or {}), config.weight_decay)
+        groups = param_groups(self._lr_entries(model, objective, param_lrs or {}), config.weight_decay)
         if not groups:
             raise ValueError("nothing to train: every parameter is frozen")
         # Which scheduler lr belongs to which param_lrs entry, for the log's "lrs"; its "lr" is train.lr on the
         # schedule (group 0 is a tower's when param_lrs is given, and "model" may have no group of its own).
         self._lr_index: dict[str, int] = {}
         for index, group in enumerate(groups):
-            if (entry := group["name"].rsplit(".", 1)[0]) not in ("model", "task"):
+            if (entry := group["name"].rsplit(".", 1)[0]) not in ("model", "objective"):
                 self._lr_index.setdefault(entry, index)
         # The fused kernel (one pass over all tensors) is 4.6-5x faster than the per-tensor loop torch uses on
         # CPU by default (benchmarks/README.md); CPU and CUDA have it.
@@ -222,13 +222,13 @@ class Trainer:
         self.stopped_early = False
         self._started_with: dict[str, Any] | None = None  # the machine record of the run this one resumes
 
-    def _lr_entries(self, model: nn.Module, task: nn.Module, param_lrs: dict[str, float]) -> list[tuple[str, nn.Module, float]]:
+    def _lr_entries(self, model: nn.Module, objective: nn.Module, param_lrs: dict[str, float]) -> list[tuple[str, nn.Module, float]]:
         entries = []
         for path, lr in param_lrs.items():
             sub = model.get_submodule(path)
             entries.append((path, sub, lr))
         entries.append(("model", model, self.config.lr))
-        entries.append(("task", task, self.config.lr))
+        entries.append(("objective", objective, self.config.lr))
         return entries
 
     @property
@@ -287,12 +287,12 @@ class Trainer:
 
     def _run_eval(self) -> bool:
         """Evaluate, track the best metric, save the best model; True means stop early."""
-        if self.evaluate is None:
+        if self.validate is None:
             return False
         model = self.accelerator.unwrap_model(self.wrapped).model
         model.eval()
         with torch.no_grad():
-            metrics = self.evaluate(model)
+            metrics = self.validate(model)
         model.train()
         self._log({"step": self.step, "eval": metrics})
         cfg = self.config

@@ -18,6 +18,7 @@ from typing import Any
 
 from polymodal.data.errors import BadSampleError, BadSampleLog
 from polymodal.data.schema import QA, Label, MediaRef, Sample, Statement
+from polymodal.data.processors import PROCESSORS
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"})
 AUDIO_EXTENSIONS = frozenset({"wav", "flac", "mp3", "ogg", "m4a"})
@@ -293,10 +294,13 @@ def record_to_sample(
         metadata.update(extra)
     elif extra is not None:
         metadata["metadata"] = extra
-    metadata.update({k: v for k, v in record.items() if k not in RESERVED_FIELDS})
+    # A column named after a registered modality beyond the built-in ones is that modality's reference.
+    other = [k for k in record if k not in RESERVED_FIELDS and k in PROCESSORS and record[k] is not None]
+    metadata.update({k: v for k, v in record.items() if k not in RESERVED_FIELDS and k not in other})
 
     try:
         refs = {f: (media(record[f], f) if record.get(f) is not None else None) for f in MEDIA_FIELDS}
+        extra_media = {k: media(record[k], k) if PROCESSORS.get(k).reads_files else record[k] for k in other}
     except BadSampleError as e:
         e.sample_id = e.sample_id or sample_id  # resolvers do not know the id
         raise
@@ -309,6 +313,7 @@ def record_to_sample(
         label=_label(record.get("label"), at, label_key, metadata),
         qa=_qa_list(record.get("qa"), at),
         statements=_statements(record.get("statements"), at),
+        media=extra_media,
         metadata=metadata,
         source=source,
         row=row,

@@ -8,13 +8,9 @@ image patches). ``output_dim`` is D. Audio and video encoders will implement the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
-
-if TYPE_CHECKING:
-    from polymodal.modules.encoders.cache import FeatureCache
 
 
 @dataclass
@@ -31,22 +27,16 @@ class Encoder(nn.Module):
     """Base class: subclasses set ``modality`` and ``output_dim`` and implement ``forward``.
 
     Freezing helpers work on ``blocks()`` (the ordered list of layers), so partial
-    unfreezing is uniform across architectures. A fully frozen encoder stays in eval mode, and
-    :meth:`cache_outputs` can then memoise its outputs per input sample.
+    unfreezing is uniform across architectures. A fully frozen encoder stays in eval mode (and
+    :class:`~polymodal.modules.encoders.cache.CachedEncoder` can then memoise its outputs).
     """
 
     modality: str = "unknown"
     output_dim: int
     grad_checkpointing: bool = False  # subclasses honour it in forward while training
-    feature_cache: FeatureCache | None = None
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:  # pragma: no cover
         raise NotImplementedError
-
-    def __call__(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
-        if self.feature_cache is not None:
-            return self.feature_cache.lookup(self, x, mask)
-        return super().__call__(x, mask)
 
     @property
     def frozen(self) -> bool:
@@ -57,19 +47,6 @@ class Encoder(nn.Module):
         # Frozen means frozen, statistics included: in train mode a frozen tower's BatchNorm would
         # normalise with batch statistics (and overwrite its running ones) and dropout would stay on.
         return super().train(mode and not self.frozen)
-
-    def cache_outputs(self, max_items: int) -> None:
-        """Memoise this (fully frozen) encoder's outputs per input sample, up to ``max_items`` samples.
-
-        A locked tower then costs one forward pass per distinct input instead of one per step
-        (see :class:`~polymodal.modules.encoders.cache.FeatureCache`). Raises ValueError when a
-        parameter still trains.
-        """
-        from polymodal.modules.encoders.cache import FeatureCache
-
-        self.feature_cache = FeatureCache.for_encoder(self, max_items)
-        if not hasattr(self, "_cache_reload_hook"):  # new weights, new store: outputs of the old ones must not be served
-            self._cache_reload_hook = self.register_load_state_dict_post_hook(_refresh_feature_cache)
 
     def blocks(self) -> list[nn.Module]:
         """The encoder's stacked layers, first to last. Override in subclasses."""
@@ -89,16 +66,9 @@ class Encoder(nn.Module):
     def unfreeze(self) -> None:
         for p in self.parameters():
             p.requires_grad_(True)
-        self.feature_cache = None
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.grad_checkpointing = enable
-
-
-def _refresh_feature_cache(encoder: nn.Module, incompatible_keys: object) -> None:
-    cache = encoder.feature_cache  # type: ignore[union-attr]
-    if cache is not None:
-        encoder.cache_outputs(cache.max_items)  # type: ignore[operator]
 
 
 def masked_mean(tokens: Tensor, mask: Tensor | None) -> Tensor:

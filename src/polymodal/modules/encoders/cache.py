@@ -1,4 +1,4 @@
-"""Memoised outputs of a frozen (locked) encoder, per input sample.
+"""Memoised outputs of a frozen (locked) encoder, per input sample: :class:`CachedEncoder` wraps the tower.
 
 A locked tower (LiT's image tower, a frozen pretrained backbone under a trained fusion) computes
 the same output for the same input at every step: on a CPU a pretrained tower can cost more than
@@ -23,15 +23,12 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from polymodal.modules.encoders.base import EncoderOutput
-
-if TYPE_CHECKING:
-    from polymodal.modules.encoders.base import Encoder
+from polymodal.modules.encoders.base import Encoder, EncoderOutput
 
 Entry = tuple[Tensor, Tensor, Tensor | None, tuple[int, int] | None]  # tokens (T, D), pooled (D,), mask (T,), grid
 
@@ -178,3 +175,50 @@ def weights_fingerprint(module: nn.Module) -> str:
         digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
         digest.update(tensor.detach().contiguous().cpu().float().numpy().tobytes())
     return digest.hexdigest()
+
+
+class CachedEncoder(Encoder):
+    """A frozen tower whose outputs come from ``store`` (computed once per distinct input).
+
+    Its state dict is the tower's own (no extra prefix), so a model with a cached tower saves and loads like one
+    without. Loading new weights takes the store of those weights: outputs of the old ones are never served.
+    """
+
+    def __init__(self, encoder: Encoder, store: FeatureCache) -> None:
+        super().__init__()
+        if not encoder.frozen:
+            raise ValueError(f"only a frozen encoder can cache its outputs; freeze {type(encoder).__name__} first")
+        self.inner = encoder
+        self.store = store
+        self.modality = encoder.modality
+        self.output_dim = encoder.output_dim
+        self._register_state_dict_hook(_without_inner_prefix)
+        self._register_load_state_dict_pre_hook(_with_inner_prefix)
+        self.register_load_state_dict_post_hook(_new_weights_new_store)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
+        return self.store.lookup(self.inner, x, mask)
+
+    def blocks(self) -> list[nn.Module]:
+        return self.inner.blocks()
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:  # the tower's own attributes (vocab_size, image_size, grid ...)
+            return getattr(self._modules["inner"], name)
+
+
+def _without_inner_prefix(module: nn.Module, state: dict[str, Any], prefix: str, local_metadata: Any) -> None:
+    inner = prefix + "inner."
+    for key in [k for k in state if k.startswith(inner)]:
+        state[prefix + key[len(inner):]] = state.pop(key)
+
+
+def _with_inner_prefix(state: dict[str, Any], prefix: str, *args: Any) -> None:
+    for key in [k for k in state if k.startswith(prefix) and not k.startswith(prefix + "inner.")]:
+        state[prefix + "inner." + key[len(prefix):]] = state.pop(key)
+
+
+def _new_weights_new_store(module: nn.Module, incompatible_keys: Any) -> None:
+    module.store = FeatureCache.for_encoder(module.inner, module.store.max_items)  # type: ignore[union-attr]

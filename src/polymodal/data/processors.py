@@ -1,0 +1,191 @@
+"""Per-modality processing behind one small interface: a sample's reference in, a model input out.
+
+A :class:`Processor` turns one reference (a path, encoded bytes, a string, an inline value) into a
+per-sample value (``prepare``, raising :class:`BadSampleError` for a bad one) and stacks a batch of
+them, ``None`` where a sample lacks the modality, into a :class:`ModalityBatch` (``collate``).
+``settings()`` and ``save_files()`` are what a saved model directory keeps, so inference prepares
+inputs exactly as training did; ``PROCESSORS`` maps a modality name to the processor class that
+rebuilds itself from them (``from_settings``). A new modality is one processor registered here plus
+its encoders in ``polymodal.modules.encoders``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from PIL import Image
+
+from polymodal.data.image import decode_image
+from polymodal.data.text import TextTokenizer, pad_ids
+from polymodal.data.transforms import Augment, ImagePipeline, ImagePreprocess
+from polymodal.registry import Registry
+
+TOKENIZER_DIR = "tokenizer"
+
+
+@dataclass
+class ModalityBatch:
+    """One modality of a batch: the model's ``(x, mask)`` and which samples have it."""
+
+    x: torch.Tensor | None  # (B, ...) or (N, ...) with ``owner``; None when no sample has the modality
+    mask: torch.Tensor | None  # padding mask, True = real (sequences); None when every position is real
+    present: torch.Tensor  # (B,) bool
+    owner: torch.Tensor | None = None  # (N,) sample row of each x row, when a sample has several values
+
+
+class Processor:
+    """Base of every modality's processing; subclasses set ``modality`` and implement the methods."""
+
+    modality: ClassVar[str]
+    # A reference in a manifest is a file to resolve against the manifest's folder (True), or the value itself.
+    reads_files: ClassVar[bool] = True
+
+    @property
+    def deterministic(self) -> bool:
+        """The same reference always gives the same value (so a dataset may memoise it)."""
+        return True
+
+    def prepare(self, ref: Any, generator: torch.Generator | None = None, *, source: str | None = None,
+                row: int | None = None) -> Any:
+        """One reference -> the per-sample value; raises BadSampleError naming ``source:row``."""
+        raise NotImplementedError
+
+    def collate(self, values: Sequence[Any | None]) -> ModalityBatch:
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, Any]:
+        """JSON-able settings a saved model keeps (``from_settings`` rebuilds the processor from them)."""
+        return {}
+
+    def save_files(self, directory: Path) -> None:
+        """Write files the settings refer to (a tokenizer) into a model directory."""
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], directory: Path) -> Processor:
+        raise NotImplementedError
+
+    def batch(self, refs: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(x, mask)`` for a list of references at inference (no augmentation)."""
+        out = self.collate([self.prepare(r) for r in refs])
+        if out.x is None:
+            raise ValueError(f"{self.modality}: nothing to prepare")
+        return out.x, out.mask
+
+
+PROCESSORS: Registry[Callable[..., Processor]] = Registry("processor")
+
+
+def stack_present(values: Sequence[torch.Tensor | None], modality: str) -> ModalityBatch:
+    """Stack same-shape tensors; a missing value becomes zeros and ``present`` False."""
+    present = torch.tensor([v is not None for v in values], dtype=torch.bool)
+    given = [v for v in values if v is not None]
+    if not given:
+        return ModalityBatch(None, None, present)
+    shapes = {tuple(v.shape) for v in given}
+    if len(shapes) > 1:
+        raise ValueError(f"{modality} values in one batch differ in shape: {sorted(shapes)}")
+    blank = torch.zeros_like(given[0])
+    return ModalityBatch(torch.stack([blank if v is None else v for v in values]), None, present)
+
+
+@PROCESSORS.register("image")
+class ImageProcessor(Processor):
+    """Decode (safely) -> augment (training only) -> resize, crop, normalise: (3, S, S) float tensors."""
+
+    modality = "image"
+
+    def __init__(self, preprocess: ImagePreprocess, augment: Augment | None = None) -> None:
+        self.preprocess = preprocess
+        self.pipeline = ImagePipeline.for_training(preprocess, augment)
+
+    @property
+    def deterministic(self) -> bool:
+        return not self.pipeline.ops
+
+    def prepare(self, ref: Any, generator: torch.Generator | None = None, *, source: str | None = None,
+                row: int | None = None) -> torch.Tensor:
+        image = ref if isinstance(ref, Image.Image) else decode_image(ref, source=source, row=row)
+        return self.pipeline(image, generator)
+
+    def collate(self, values: Sequence[torch.Tensor | None]) -> ModalityBatch:
+        return stack_present(values, self.modality)
+
+    def settings(self) -> dict[str, Any]:
+        return self.preprocess.to_dict()
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], directory: Path) -> ImageProcessor:
+        return cls(ImagePreprocess.from_dict(dict(settings)))
+
+
+@PROCESSORS.register("text")
+class TextProcessor(Processor):
+    """Tokenize (special tokens kept, truncated to ``max_length``) -> right-padded ids with a mask.
+
+    A sample may carry several texts (all captions of an image for retrieval): its value is then a list of
+    id lists, and the batch has one row per text with ``owner`` naming the sample.
+    """
+
+    modality = "text"
+    reads_files = False
+
+    def __init__(self, tokenizer: TextTokenizer, max_length: int = 32) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_id
+
+    def prepare(self, ref: Any, generator: torch.Generator | None = None, *, source: str | None = None,
+                row: int | None = None) -> list[int]:
+        return self.tokenizer.encode(str(ref), self.max_length)
+
+    def prepare_many(self, texts: Sequence[str]) -> list[list[int]]:
+        return self.tokenizer.encode_many(list(texts), self.max_length)
+
+    def collate(self, values: Sequence[Any]) -> ModalityBatch:
+        present = torch.tensor([bool(v) for v in values], dtype=torch.bool)
+        if not any(present):
+            return ModalityBatch(None, None, present)
+        if not any(v and isinstance(v[0], (list, tuple)) for v in values):
+            ids, mask = pad_ids([v or [] for v in values], self.pad_id)  # a missing text: a row of padding
+            return ModalityBatch(ids, mask, present)
+        rows, owner = [], []
+        for i, value in enumerate(values):
+            for seq in value or []:
+                rows.append(list(seq))
+                owner.append(i)
+        ids, mask = pad_ids(rows, self.pad_id)  # (N, T)
+        return ModalityBatch(ids, mask, present, torch.tensor(owner))
+
+    def batch(self, refs: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        return pad_ids(self.prepare_many([str(r) for r in refs]), self.pad_id)
+
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        return self.tokenizer.decode(ids)
+
+    def settings(self) -> dict[str, Any]:
+        return {"max_length": self.max_length}
+
+    def save_files(self, directory: Path) -> None:
+        self.tokenizer.save(directory / TOKENIZER_DIR)
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], directory: Path) -> TextProcessor:
+        tokenizer_dir = directory / TOKENIZER_DIR
+        if not tokenizer_dir.is_dir():
+            raise FileNotFoundError(f"{directory}: the text processor needs its tokenizer in {TOKENIZER_DIR}/")
+        return cls(TextTokenizer.load(tokenizer_dir), int(settings.get("max_length", 32)))
+
+
+def build_processor(modality: str, settings: Mapping[str, Any], directory: Path) -> Processor:
+    """The registered processor of ``modality`` rebuilt from saved settings."""
+    if modality not in PROCESSORS:
+        raise KeyError(f"{directory}: the model has a {modality!r} input but no processor is registered for it; "
+                       f"registered: {', '.join(PROCESSORS.names())}")
+    return PROCESSORS.get(modality).from_settings(settings, directory)  # type: ignore[attr-defined, no-any-return]

@@ -1,0 +1,153 @@
+"""The saved-model directory: the one place that writes and reads it.
+
+    config.json         {"polymodal_version", "format", "config": <model config>}
+    model.safetensors   the weights (no pickle: loading never executes code)
+    processors.json     modality -> the settings its processor was trained with
+    tokenizer/          the text processor's tokenizer (when the model reads or writes text)
+    answers.json        answer or class -> output index (models that classify over a vocabulary)
+
+A directory is written atomically as a whole: into a temporary sibling, then renamed into place. A
+directory saved before the modality-generic core (format 1: ``dual_encoder``/``vqa`` kinds, ``preprocess.json``)
+loads through :mod:`polymodal.models.legacy`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from polymodal.version import __version__
+from polymodal.config import ConfigError
+from polymodal.data.processors import Processor, TextProcessor, build_processor
+from polymodal.data.text import TextTokenizer
+from polymodal.data.transforms import PREPROCESS_FILE
+from polymodal.fsutil import atomic_directory
+from polymodal.models.base import ComposedModel, build_model
+from polymodal.models.config import parse_model_config
+from polymodal.models.legacy import FORMAT, legacy_processor_settings, upgrade_state
+from polymodal.weights import load_state, save_weights
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+PROCESSORS_FILE = "processors.json"
+ANSWERS_FILE = "answers.json"
+
+
+def save_model(
+    directory: str | os.PathLike,
+    model: ComposedModel,
+    processors: Mapping[str, Processor],
+    answers: Mapping[str, int] | None = None,
+) -> Path:
+    """Write config, weights, processors (with their files) and answers to ``directory``, atomically."""
+    if model.config is None:
+        raise ValueError(f"{type(model).__name__} was composed by hand, without a config; build it with "
+                         "build_model() to save it as a directory")
+    target = Path(directory)
+    with atomic_directory(target) as tmp:
+        meta = {"polymodal_version": __version__, "format": FORMAT, "config": model.config.model_dump(mode="json")}
+        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
+        save_weights(model, tmp / WEIGHTS_FILE)
+        (tmp / PROCESSORS_FILE).write_text(json.dumps({m: p.settings() for m, p in processors.items()}, indent=2))
+        for processor in processors.values():
+            processor.save_files(tmp)
+        if answers is not None:
+            (tmp / ANSWERS_FILE).write_text(json.dumps(dict(answers), indent=1))
+    return target
+
+
+def find_model_dir(path: str | os.PathLike) -> Path:
+    """A saved model directory, given it or a run directory (its ``best/``, else ``model/``)."""
+    path = Path(path)
+    for candidate in (path, path / "best", path / "model"):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate
+    raise FileNotFoundError(f"{path}: no saved model here (looked in ., best/, model/)")
+
+
+def _read_meta(directory: Path) -> dict[str, Any]:
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory}: not a polymodal model directory (no {CONFIG_FILE})")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict):
+        raise ConfigError(f"{path}: expected an object")
+    return meta
+
+
+def load_model(directory: str | os.PathLike) -> ComposedModel:
+    """The model saved in ``directory`` (any format); its weights must match its config exactly."""
+    directory = Path(directory)
+    meta = _read_meta(directory)
+    raw = meta.get("config", {})
+    config = parse_model_config(raw, str(directory / CONFIG_FILE))
+    model = build_model(config)
+    state = upgrade_state(raw, load_file(str(directory / WEIGHTS_FILE)))
+    load_state(model, state, directory / WEIGHTS_FILE)
+    return model
+
+
+def load_processors(directory: str | os.PathLike, model: ComposedModel | None = None) -> dict[str, Processor]:
+    """The processors saved with the model in ``directory`` (read from a format-1 layout as well)."""
+    directory = Path(directory)
+    path = directory / PROCESSORS_FILE
+    if path.is_file():
+        settings = json.loads(path.read_text())
+    else:
+        settings = legacy_processor_settings(_read_meta(directory).get("config", {}), directory / PREPROCESS_FILE,
+                                             (directory / "tokenizer").is_dir())
+    return {modality: build_processor(modality, s, directory) for modality, s in settings.items()}
+
+
+def load_answers(directory: str | os.PathLike) -> list[str] | None:
+    """Output index -> answer (or class name), when the model classifies over a vocabulary."""
+    path = Path(directory) / ANSWERS_FILE
+    if not path.is_file():
+        return None
+    vocab: dict[str, int] = json.loads(path.read_text())
+    return [a for a, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
+
+
+@dataclass
+class SavedModel:
+    """A loaded model directory: the model, in eval mode, with what inference needs."""
+
+    model: ComposedModel
+    processors: dict[str, Processor]
+    answers: list[str] | None  # output index -> answer/class, for models classifying over a vocabulary
+    path: Path
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> SavedModel:
+        directory = Path(directory)
+        model = load_model(directory).eval()
+        return cls(model, load_processors(directory, model), load_answers(directory), directory)
+
+    @property
+    def text(self) -> TextProcessor:
+        text = self.processors.get("text")
+        if not isinstance(text, TextProcessor):
+            raise ValueError(f"{self.path}: the model directory has no text processor (tokenizer/)")
+        return text
+
+    @property
+    def tokenizer(self) -> TextTokenizer | None:
+        text = self.processors.get("text")
+        return text.tokenizer if isinstance(text, TextProcessor) else None
+
+    def inputs(self, modality: str, refs: Sequence[Any], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(x, mask)`` for the model from raw references (paths, PIL images, strings ...) of one modality."""
+        if modality not in self.processors:
+            raise ValueError(f"{self.path}: the model has no {modality!r} processor; it has {sorted(self.processors)}")
+        x, mask = self.processors[modality].batch(refs)
+        return x.to(device), None if mask is None else mask.to(device)

@@ -1,0 +1,67 @@
+"""What a recipe trains: its model config (from a preset or written out), the model started from other weights
+with its towers frozen and cached as asked, and its objective."""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+from typing import Any
+
+from torch import nn
+
+from polymodal.config import ConfigError
+from polymodal.models import PRESETS, ComposedModel, build_model, parse_model_config
+from polymodal.models.config import ModelConfig
+from polymodal.models.transfer import TransferReport, cache_towers, freeze_towers, transfer_weights
+from polymodal.modules.losses import LOSSES
+from polymodal.train.objectives import AnswerObjective, CaptionObjective, ClassificationObjective, ContrastiveObjective
+from polymodal.train.recipe import Recipe
+
+
+def recipe_model_config(recipe: Recipe, vocab_size: int, derived: dict[str, Any] | None = None) -> ModelConfig:
+    """The model config a recipe names: written out in ``model.config``, or its preset called with the values
+    the data decides (vocabulary and image size, text length, number of classes or answers) and ``model.params``."""
+    if recipe.model.config is not None:
+        return parse_model_config(recipe.model.config, "model.config")  # type: ignore[no-any-return]
+    builder = PRESETS.get(recipe.model.preset)  # type: ignore[arg-type]
+    accepted = inspect.signature(builder).parameters
+    from_data = {"vocab_size": vocab_size, "image_size": recipe.data.image.image_size,
+                 "max_length": recipe.data.max_length, **(derived or {})}
+    unknown = set(recipe.model.params) - set(accepted)
+    if unknown:
+        raise ConfigError(f"model.params: {sorted(unknown)} not accepted by preset {recipe.model.preset!r}; "
+                          f"allowed: {sorted(accepted)}")
+    return builder(**{k: v for k, v in from_data.items() if k in accepted}, **recipe.model.params)  # type: ignore[no-any-return]
+
+
+def build_recipe_model(recipe: Recipe, config: ModelConfig) -> tuple[ComposedModel, TransferReport | None]:
+    """The model: built, started from ``model.init_from``'s weights, towers frozen, locked towers cached."""
+    model = build_model(config)
+    report = transfer_weights(model, recipe.model.init_from, recipe.model.init_map) if recipe.model.init_from else None
+    freeze_towers(model, recipe.model.freeze)
+    cache_towers(model, recipe.model.cache)
+    return model, report
+
+
+def contrastive_pairs(recipe: Recipe, model: ComposedModel) -> list[tuple[str, str]]:
+    """The modality pairs a contrastive objective aligns: the recipe's, else every pair of the model's towers."""
+    pairs = recipe.objective.pairs or list(itertools.combinations(model.modalities, 2))
+    for a, b in pairs:
+        for modality in (a, b):
+            if modality not in model.modalities:
+                raise ConfigError(f"objective.pairs: {modality!r} is not a modality of the model ({model.modalities})")
+    return [(a, b) for a, b in pairs]
+
+
+def make_objective(recipe: Recipe, model: ComposedModel) -> nn.Module:
+    section = recipe.objective
+    if section.kind == "contrastive":
+        return ContrastiveObjective(contrastive_pairs(recipe, model), lambda: LOSSES.build(section.loss))
+    if section.kind == "classification":
+        return ClassificationObjective()
+    if section.kind == "caption":
+        if section.contrastive_weight > 0 and not getattr(model, "contrastive", False):
+            raise ConfigError("objective.contrastive_weight needs a captioner with a text tower for the contrastive "
+                              "loss: model.params.contrastive=true (shapes-caption) or a 'text' encoder in model.config")
+        return CaptionObjective(contrastive_weight=section.contrastive_weight, label_smoothing=section.label_smoothing)
+    return AnswerObjective(getattr(model, "answer_mode", "classify"))

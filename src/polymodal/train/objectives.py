@@ -1,0 +1,142 @@
+"""Training objectives join a composed model with its weighted losses.
+
+An objective is an ``nn.Module`` (so learnable loss parameters such as the CLIP temperature are
+optimised and checkpointed with the model) whose ``forward(model, batch)`` returns a dict of
+named loss values plus their weighted sum under ``"loss"``. The batch is a
+:class:`polymodal.data.collate.Batch` (or anything with the same attributes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from polymodal.modules.losses import CaptionLoss, ClipLoss, CrossEntropyLoss
+
+
+def _weighted(parts: dict[str, tuple[float, Tensor]]) -> dict[str, Tensor]:
+    out = {name: value for name, (_, value) in parts.items()}
+    out["loss"] = sum(weight * value for weight, value in parts.values())  # type: ignore[assignment]
+    return out
+
+
+class ContrastiveObjective(nn.Module):
+    """Embedding model + a contrastive loss (CLIP or SigLIP) per listed modality pair, summed (ImageBind-style
+    with more than two modalities). A pair scores the rows that have both modalities. With the batch's hard
+    negative captions (``negative_text_ids``) they are extra candidates for a pair ending in ``text`` (NegCLIP)."""
+
+    def __init__(self, pairs: Sequence[tuple[str, str]] = (("image", "text"),),
+                 make_loss: Callable[[], nn.Module] = ClipLoss) -> None:
+        super().__init__()
+        if not pairs:
+            raise ValueError("a contrastive objective needs at least one modality pair")
+        self.pairs = [(a, b) for a, b in pairs]
+        self.losses = nn.ModuleDict({f"{a}-{b}": make_loss() for a, b in self.pairs})
+
+    def _name(self, a: str, b: str) -> str:
+        return "contrastive" if len(self.pairs) == 1 else f"contrastive_{a}_{b}"
+
+    def forward(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
+        inputs = dict(batch.inputs)
+        negatives = getattr(batch, "negative_text_ids", None)
+        if negatives is not None:
+            # One forward over captions + negatives (a DDP-wrapped model must see each parameter used once per step).
+            # Rows without a negative stay in (all padding) so every process gathers the same shape; the loss drops them.
+            ids, mask = inputs["text"]
+            inputs["text"] = _stack_padded([(ids, mask), (negatives, batch.negative_text_mask)])
+        features = model(inputs)
+        negative_features = None
+        if negatives is not None:
+            features["text"], negative_features = features["text"].split([ids.size(0), negatives.size(0)])
+        parts = {}
+        for a, b in self.pairs:
+            loss = self.losses[f"{a}-{b}"]
+            both = batch.present[a] & batch.present[b]
+            rows = None if bool(both.all()) else both
+            fa, fb = (features[a], features[b]) if rows is None else (features[a][rows], features[b][rows])
+            if b == "text" and negative_features is not None:
+                neg, neg_present = negative_features, batch.negative_present
+                if rows is not None:
+                    neg, neg_present = neg[rows], neg_present[rows]
+                parts[self._name(a, b)] = (1.0, loss(fa, fb, neg, neg_present))
+            else:
+                parts[self._name(a, b)] = (1.0, loss(fa, fb))
+        return _weighted(parts)
+
+
+def _stack_padded(parts: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """Concatenate (ids, mask) pairs of different lengths along the batch, right-padding with 0 / False."""
+    length = max(ids.size(1) for ids, _ in parts)
+    ids = torch.cat([F.pad(i, (0, length - i.size(1))) for i, _ in parts])  # (sum B, T)
+    mask = torch.cat([F.pad(m, (0, length - m.size(1))) for _, m in parts])
+    return ids, mask
+
+
+def labels_of(batch: Any) -> tuple[Tensor, Tensor]:
+    """Targets and their presence mask: unlabelled samples must not train as class 0."""
+    if batch.labels is None:
+        raise ValueError(f"batch of {len(batch.ids)} samples has no labels (ids {batch.ids[:3]}...)")
+    return batch.labels, batch.label_present
+
+
+class ClassificationObjective(nn.Module):
+    """Fusion classifier (or a classifying question answerer) + cross-entropy on ``batch.labels``; modalities
+    absent from the whole batch are not passed, per-sample absence goes in as presence masks."""
+
+    def __init__(self, loss: nn.Module | None = None, name: str = "classification") -> None:
+        super().__init__()
+        self.loss = loss if loss is not None else CrossEntropyLoss()
+        self.name = name
+
+    def forward(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
+        logits = model(batch.inputs, batch.present)
+        return _weighted({self.name: (1.0, self.loss(logits, *labels_of(batch)))})
+
+
+class CaptionObjective(nn.Module):
+    """Captioner + teacher-forced LM loss on the batch's texts; with ``contrastive_weight > 0`` and a
+    CoCa-style captioner, a CLIP loss on the same pairs is added."""
+
+    def __init__(self, contrastive_weight: float = 0.0, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.caption_loss = CaptionLoss(label_smoothing=label_smoothing)
+        self.contrastive_weight = contrastive_weight
+        self.contrastive_loss = ClipLoss() if contrastive_weight > 0 else None
+
+    def forward(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
+        ids, mask = batch.input("text")
+        out = model(batch.inputs, ids, mask, batch.present)
+        parts = {"caption": (1.0, self.caption_loss(out["logits"], ids, mask))}
+        if self.contrastive_loss is not None:
+            if "features" not in out:
+                raise ValueError("contrastive_weight > 0 needs a captioner with a contrastive text tower")
+            source = out["features"]
+            parts["contrastive"] = (self.contrastive_weight, self.contrastive_loss(*source.values()))
+        return _weighted(parts)
+
+
+class AnswerObjective(nn.Module):
+    """Question answerer: cross-entropy over the answer vocabulary (``batch.labels``), or the LM loss on answer
+    tokens (``batch.extra['answer_ids']`` / ``['answer_mask']``) for a generating one."""
+
+    def __init__(self, answer_mode: str = "classify") -> None:
+        super().__init__()
+        self.answer_mode = answer_mode
+        self.classify = ClassificationObjective(name="answer")
+        self.generate_loss = CaptionLoss()
+
+    def forward(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
+        if self.answer_mode == "classify":
+            return self.classify(model, batch)  # type: ignore[no-any-return]
+        if "answer_ids" not in batch.extra:
+            raise ValueError(
+                "generative question answering needs tokenized answers (batch.extra['answer_ids'/'answer_mask']); "
+                "the recipe pipeline supports answer_mode 'classify' only so far"
+            )
+        answer_ids, answer_mask = batch.extra["answer_ids"], batch.extra["answer_mask"]
+        logits = model(batch.inputs, batch.present, answer_ids=answer_ids, answer_mask=answer_mask)
+        return _weighted({"answer": (1.0, self.generate_loss(logits, answer_ids, answer_mask))})

@@ -1,0 +1,145 @@
+"""A recipe's data: rows read (bad ones counted), the tokenizer, the label vocabulary, each modality's processor
+and the training and validation datasets."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from polymodal.config import ConfigError
+from polymodal.data.dataset import LabelFn, MultimodalDataset, label_from_vocab, qa_samples, statement_samples
+from polymodal.data.errors import BadSampleLog
+from polymodal.data.hard_negatives import WordSwapNegatives
+from polymodal.data.processors import PROCESSORS, TOKENIZER_DIR, ImageProcessor, Processor, TextProcessor
+from polymodal.data.readers import read_manifest
+from polymodal.data.schema import Sample
+from polymodal.data.text import TextTokenizer, train_tokenizer
+from polymodal.models import find_model_dir
+from polymodal.train.recipe import OBJECTIVE_VIEWS, DataSection, Recipe
+
+ANSWERS_NAME = "answers.json"
+
+
+def read_rows(data: DataSection, name: str, bad_log: BadSampleLog) -> list[Sample]:
+    path = Path(data.path) / name
+    return list(read_manifest(path, strict=data.strict, bad_log=bad_log, label_key=data.label_key))
+
+
+def expand_view(samples: list[Sample], view: str) -> list[Sample]:
+    if view == "statements":
+        return statement_samples(samples)
+    if view == "qa":
+        return qa_samples(samples)
+    return samples
+
+
+def _corpus(samples: list[Sample]) -> list[str]:
+    texts = []
+    for s in samples:
+        texts.extend(s.text)
+        texts.extend(st.text for st in s.statements)
+        texts.extend(qa.question for qa in s.qa)
+        for qa in s.qa:
+            texts.extend(qa.answers)
+    return texts
+
+
+def choose_tokenizer(recipe: Recipe, rows: list[Sample], run_dir: Path, resume: bool) -> tuple[TextTokenizer, bool]:
+    """The run's tokenizer and whether it came from the run itself (a resumed run keeps its own): else the
+    recipe's, else the one saved with ``model.init_from``'s model (token ids must mean what they meant to its text
+    tower), else one trained on the training texts."""
+    own = run_dir / TOKENIZER_DIR
+    if resume and own.is_dir():
+        return TextTokenizer.load(own), True
+    if recipe.data.tokenizer:
+        from polymodal.pretrained.locate import resolve_pretrained
+
+        return TextTokenizer.load(resolve_pretrained(recipe.data.tokenizer)), False
+    if recipe.model.init_from:
+        try:
+            source = find_model_dir(recipe.model.init_from) / TOKENIZER_DIR
+        except FileNotFoundError:
+            source = None  # the model build reports the missing model with the field's name
+        if source is not None and source.is_dir():
+            return TextTokenizer.load(source), False
+    return train_tokenizer(_corpus(rows), vocab_size=recipe.data.vocab_size, kind="wordlevel"), False
+
+
+@dataclass
+class Labels:
+    """What the rows' labels become: class ids through ``vocab`` (answers or class names), and the preset
+    arguments that follow from it (``num_answers``/``num_classes``)."""
+
+    fn: LabelFn | None = None
+    vocab: dict[str, int] | None = None
+    preset_args: dict[str, Any] | None = None
+
+
+def labels_for(recipe: Recipe, rows: list[Sample], view: str, run_dir: Path, resume: bool) -> Labels:
+    if recipe.objective.kind == "vqa":
+        saved = run_dir / ANSWERS_NAME
+        if resume and saved.is_file():
+            vocab = json.loads(saved.read_text())
+        else:
+            answers = sorted({qa.answer for s in rows for qa in s.qa})
+            vocab = {a: i for i, a in enumerate(answers)}
+        return Labels(label_from_vocab(vocab), vocab, {"num_answers": max(2, len(vocab))})
+    if recipe.objective.kind == "classification" and view == "labels":
+        classes = sorted({str(s.label) for s in rows if s.label is not None})
+        vocab = {c: i for i, c in enumerate(classes)}
+        return Labels(label_from_vocab(vocab), vocab, {"num_classes": len(classes)})
+    return Labels()
+
+
+def processors_for(modalities: list[str], recipe: Recipe, tokenizer: TextTokenizer, training: bool) -> dict[str, Processor]:
+    """Each modality's processor: image and text from the data section, others from ``data.processors``;
+    ``training`` adds the image augmentation."""
+    data = recipe.data
+    out: dict[str, Processor] = {}
+    for modality in modalities:
+        if modality == "image":
+            out[modality] = ImageProcessor(data.image, data.augment if training else None)
+        elif modality == "text":
+            out[modality] = TextProcessor(tokenizer, data.max_length)
+        elif modality in PROCESSORS:
+            settings = data.processors.get(modality, {})
+            out[modality] = PROCESSORS.get(modality).from_settings(settings, Path(data.path))  # type: ignore[attr-defined]
+        else:
+            raise ConfigError(f"the model has a {modality!r} tower but no processor is registered for it "
+                              f"(registered: {', '.join(PROCESSORS.names())})")
+    return out
+
+
+@dataclass
+class RecipeData:
+    train: MultimodalDataset
+    val: MultimodalDataset | None
+    processors: dict[str, Processor]  # as the model is saved with them (no augmentation)
+
+
+def make_datasets(
+    recipe: Recipe, modalities: list[str], tokenizer: TextTokenizer, train_rows: list[Sample], val_rows: list[Sample],
+    view: str, labels: Labels, bad_log: BadSampleLog,
+) -> RecipeData:
+    data = recipe.data
+    negatives = WordSwapNegatives(recipe.objective.hard_negatives) if recipe.objective.hard_negatives else None
+    train_set = MultimodalDataset(
+        expand_view(train_rows, view), processors_for(modalities, recipe, tokenizer, training=True),
+        text_mode="random", label_fn=labels.fn, bad_log=bad_log, strict=data.strict, seed=recipe.train.seed,
+        negative_text=negatives,
+        # Each DataLoader worker fills its own memo (of every item, as sampling is random): share the bound out.
+        memo_mb=data.image_memo_mb / max(1, recipe.train.num_workers),
+    )
+    processors = processors_for(modalities, recipe, tokenizer, training=False)
+    val_samples = expand_view(val_rows, view)[: data.max_val_samples]
+    val_set = None
+    if val_samples:
+        val_set = MultimodalDataset(val_samples, processors, text_mode="first", label_fn=labels.fn, bad_log=bad_log,
+                                    strict=data.strict, memo_mb=data.image_memo_mb)
+    return RecipeData(train_set, val_set, processors)
+
+
+def default_view(recipe: Recipe) -> str:
+    return recipe.data.view or OBJECTIVE_VIEWS[recipe.objective.kind]

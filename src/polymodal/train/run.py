@@ -1,0 +1,101 @@
+"""``run_recipe``: read the data, build the model and its objective, train, and save the model with its processors.
+
+The run directory ends up holding the resolved ``config.yaml``, ``metrics.jsonl``, ``train.log``, checkpoints,
+``bad_samples.jsonl`` (when samples were skipped), ``train_summary.json``, and ``best/`` and ``model/`` (saved
+model directories).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import yaml
+from accelerate import PartialState
+from accelerate.utils import set_seed
+
+from polymodal.config import ConfigError
+from polymodal.data.errors import BadSampleLog
+from polymodal.data.processors import TOKENIZER_DIR
+from polymodal.fsutil import write_atomic
+from polymodal.models import save_model
+from polymodal.train.build import build_recipe_model, make_objective, recipe_model_config
+from polymodal.train.checkpoint import list_checkpoints
+from polymodal.train.prepare import ANSWERS_NAME, choose_tokenizer, default_view, labels_for, make_datasets, read_rows
+from polymodal.train.recipe import Recipe
+from polymodal.train.resume import CONFIG_NAME, check_resume_config
+from polymodal.train.trainer import Trainer, TrainResult
+from polymodal.train.validation import make_validator
+
+
+def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
+    run_dir = Path(run_dir)
+    if not resume and list_checkpoints(run_dir):
+        # Pruning keeps the highest steps, so an old run's checkpoints would win a later --resume.
+        raise ConfigError(f"{run_dir} already holds a run's checkpoints; pass --resume {run_dir} or choose another --out")
+    if resume:
+        check_resume_config(recipe, run_dir)
+    # Under a distributed launch this joins the process group, so only the main process writes the run's files.
+    # The others log bad samples to their own file (appends from two processes to one file could interleave).
+    state = PartialState(cpu=not torch.cuda.is_available())
+    is_main = state.is_main_process
+    bad_log = BadSampleLog(run_dir / ("bad_samples.jsonl" if is_main else f"bad_samples.rank{state.process_index}.jsonl"),
+                           strict=recipe.data.strict)
+
+    # 1. Data: rows, tokenizer, labels.
+    train_rows = read_rows(recipe.data, recipe.data.train, bad_log)
+    if not train_rows:
+        raise ConfigError(f"{Path(recipe.data.path) / recipe.data.train}: no usable samples")
+    val_rows = read_rows(recipe.data, recipe.data.val, bad_log) if recipe.data.val else []
+    tokenizer, tokenizer_from_run = choose_tokenizer(recipe, train_rows, run_dir, resume)
+    view = default_view(recipe)
+    labels = labels_for(recipe, train_rows, view, run_dir, resume)
+
+    # 2. The model's config decides the modalities to prepare (a captioner also reads its target texts).
+    config = recipe_model_config(recipe, tokenizer.vocab_size, labels.preset_args)
+    modalities = list(config.encoders) + (["text"] if "text" not in config.encoders and config.kind == "captioner" else [])
+    datasets = make_datasets(recipe, modalities, tokenizer, train_rows, val_rows, view, labels, bad_log)
+
+    # 3. Model and objective, seeded before the model exists: its initial weights are part of what the seed fixes.
+    set_seed(recipe.train.seed)
+    model, transfer = build_recipe_model(recipe, config)
+    objective = make_objective(recipe, model)
+
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(run_dir / CONFIG_NAME, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+        if not tokenizer_from_run:
+            tokenizer.save(run_dir / TOKENIZER_DIR)
+        if labels.vocab is not None:
+            write_atomic(run_dir / ANSWERS_NAME, json.dumps(labels.vocab, indent=1))
+
+    # 4. Train.
+    validate = None
+    if datasets.val is not None:
+        pairs = tuple(getattr(objective, "pairs", ())) or (("image", "text"),)
+        validate = make_validator(recipe.objective.kind, datasets.val, recipe.train.batch_size, pairs)
+
+    def save(model_to_save: torch.nn.Module, where: Path) -> None:
+        save_model(where, model_to_save, datasets.processors, labels.vocab)  # type: ignore[arg-type]
+
+    trainer = Trainer(
+        model, objective, datasets.train, recipe.train, run_dir, collate_fn=datasets.train.collate_fn,
+        validate=validate, param_lrs=recipe.model.lrs or None, save_best=save, progress=progress,
+    )
+    if resume:
+        trainer.resume()
+    result = trainer.fit()
+    result.transfer = transfer.to_dict() if transfer is not None else None
+
+    # 5. Save the last model and what the run did.
+    if trainer.is_main:
+        save(model, run_dir / "model")
+        summary = bad_log.summary()
+        write_atomic(run_dir / "train_summary.json", json.dumps({
+            "steps": result.step, "stopped_early": result.stopped_early, "best_metric": result.best_metric,
+            "best_step": result.best_step, "samples_per_second": result.samples_per_second,
+            "last_losses": result.last_losses, "bad_samples": summary.total, "bad_samples_by_kind": summary.by_kind,
+            "skipped_batches": result.skipped_batches, "transfer": result.transfer, "machine": result.machine,
+        }, indent=2))
+    return result

@@ -1,0 +1,77 @@
+"""Validation during training: a small, fast metric per objective for best-checkpoint selection and early
+stopping (the full benchmark suites live in the evaluation layer)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from polymodal.data.collate import Batch
+from polymodal.data.dataset import MultimodalDataset
+from polymodal.modules.losses import CaptionLoss
+
+Validator = Callable[[nn.Module], dict[str, float]]
+
+
+def _batches(dataset: MultimodalDataset, batch_size: int, model: nn.Module) -> Iterator[Batch]:
+    """Validation batches on the model's device; empty batches (all samples bad) skipped."""
+    device = next(model.parameters()).device
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=dataset.collate_fn):
+        if len(batch):
+            yield batch.to(device)
+
+
+def recall_at_1(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str] = ("i", "t")) -> dict[str, float]:
+    """One ``b`` row per ``a`` row, row i matches row i: recall@1 in both directions (``i2t_recall@1`` ...)."""
+    sim = a @ b.T  # (N, N)
+    target = torch.arange(sim.shape[0], device=sim.device)
+    forward = (sim.argmax(1) == target).float().mean().item()
+    backward = (sim.argmax(0) == target).float().mean().item()
+    x, y = names
+    return {f"{x}2{y}_recall@1": forward, f"{y}2{x}_recall@1": backward, "recall@1": (forward + backward) / 2}
+
+
+def make_validator(objective: str, dataset: MultimodalDataset, batch_size: int = 64,
+                   pairs: tuple[tuple[str, str], ...] = (("image", "text"),)) -> Validator:
+    """The validation metric of an objective kind: ``contrastive`` (recall@1, averaged over the pairs),
+    ``classification`` and ``vqa`` (accuracy), ``caption`` (caption loss)."""
+
+    def contrastive(model: nn.Module) -> dict[str, float]:
+        features: dict[str, list[torch.Tensor]] = {}
+        for batch in _batches(dataset, batch_size, model):
+            for modality, value in model(batch.inputs).items():
+                features.setdefault(modality, []).append(value.float())
+        joined = {m: torch.cat(v) for m, v in features.items()}
+        if len(pairs) == 1:
+            (a, b), = pairs
+            return recall_at_1(joined[a], joined[b], (a[0], b[0]))
+        out = {f"{a}-{b}_recall@1": recall_at_1(joined[a], joined[b])["recall@1"] for a, b in pairs}
+        out["recall@1"] = sum(out.values()) / len(out)
+        return out
+
+    def classification(model: nn.Module) -> dict[str, float]:
+        correct = total = 0
+        for batch in _batches(dataset, batch_size, model):
+            logits = model(batch.inputs, batch.present)
+            keep = batch.label_present
+            correct += int((logits.argmax(-1)[keep] == batch.labels[keep]).sum())
+            # VQA: an answer outside the training vocabulary has no label but counts as a miss.
+            total += len(batch) if objective == "vqa" else int(keep.sum())
+        return {"accuracy": correct / max(total, 1)}
+
+    def caption(model: nn.Module) -> dict[str, float]:
+        loss_fn = CaptionLoss()
+        losses, n = 0.0, 0
+        for batch in _batches(dataset, batch_size, model):
+            ids, mask = batch.input("text")
+            logits = model(batch.inputs, ids, mask, batch.present)["logits"]
+            losses += float(loss_fn(logits, ids, mask)) * len(batch)
+            n += len(batch)
+        return {"caption_loss": losses / max(n, 1)}
+
+    validators = {"contrastive": contrastive, "classification": classification, "vqa": classification,
+                  "caption": caption}
+    return validators[objective]
