@@ -13,7 +13,20 @@ from polymodal.data.shapes import generate_shapesworld
 from polymodal.modules.fusion import FUSIONS
 
 runner = CliRunner()
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = Path(__file__).resolve().parents[1] / "src" / "polymodal" / "recipes"
+
+
+def _build(recipe, vocab_size: int = 50, derived: dict | None = None):  # type: ignore[no-untyped-def]
+    """The recipe's model and its transfer report, as a run builds them."""
+    from polymodal.train.build import build_recipe_model, recipe_model_config
+
+    return build_recipe_model(recipe, recipe_model_config(recipe, vocab_size, derived))
+
+
+def _save(model, directory: Path) -> None:  # type: ignore[no-untyped-def]
+    from polymodal.models import save_model
+
+    save_model(directory, model, {})
 
 
 def test_models_lists_every_registry_with_parameters() -> None:
@@ -45,7 +58,7 @@ def test_train_recipe_then_resume(tmp_path: Path) -> None:
     assert payload["steps"] == 4 and 0.0 <= payload["best_metric"] <= 1.0
     run = tmp_path / "run"
     for name in ("config.yaml", "metrics.jsonl", "tokenizer", "model/config.json", "model/model.safetensors",
-                 "model/preprocess.json", "model/tokenizer", "best/config.json", "train_summary.json"):  # fmt: skip
+                 "model/processors.json", "model/tokenizer", "best/config.json", "train_summary.json"):  # fmt: skip
         assert (run / name).exists(), name
     assert "fusion: gmu" in (run / "config.yaml").read_text()
     # Resuming a finished run trains nothing more and keeps the step count.
@@ -72,9 +85,9 @@ def test_the_same_recipe_and_seed_give_bitwise_the_same_model(tmp_path: Path) ->
 
 
 def test_train_bad_recipe_value_names_the_field(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["train", str(RECIPES / "shapes-clip.yaml"), "--set", "task.loss=infonce"])
+    result = runner.invoke(app, ["train", str(RECIPES / "shapes-clip.yaml"), "--set", "objective.loss=infonce"])
     assert result.exit_code == 2
-    assert "task.loss" in result.output and "'clip'" in result.output and "'siglip'" in result.output
+    assert "objective.loss" in result.output and "'clip'" in result.output and "'siglip'" in result.output
 
 
 def test_fresh_run_refuses_a_directory_with_checkpoints(tmp_path: Path) -> None:
@@ -92,19 +105,18 @@ def test_init_from_transfers_clip_towers_into_a_fusion_classifier(tmp_path: Path
     import torch
 
     from polymodal.models import build_preset
-    from polymodal.train.recipe import build_recipe_model, load_recipe
+    from polymodal.train.recipe import load_recipe
 
     clip = build_preset("shapes-clip", vocab_size=50, image_size=32)
-    clip.save(tmp_path / "clip")
+    _save(clip, tmp_path / "clip")
     recipe = load_recipe(RECIPES / "shapes-fusion.yaml",
                          [f"model.init_from={tmp_path / 'clip'}", "data.image.image_size=32", "data.path=unused"])
-    fusion = build_recipe_model(recipe, vocab_size=50, extra={})
-    report = fusion.transfer_report
-    towers = sum(1 for k in clip.state_dict() if k.startswith(("image_encoder.", "text_encoder.")))
-    assert report["transferred"] == towers  # every tower tensor, none of the projections
+    fusion, report = _build(recipe)
+    towers = sum(1 for k in clip.state_dict() if k.startswith("encoders."))
+    assert report.transferred == towers  # every tower tensor (same names in every model kind), no projection
     for key, value in clip.state_dict().items():
-        if key.startswith("image_encoder."):
-            assert torch.equal(fusion.state_dict()["encoders.image." + key[len("image_encoder."):]], value)
+        if key.startswith("encoders."):
+            assert torch.equal(fusion.state_dict()[key], value)
 
 
 def test_init_from_a_model_with_nothing_in_common_is_refused(tmp_path: Path) -> None:
@@ -112,53 +124,53 @@ def test_init_from_a_model_with_nothing_in_common_is_refused(tmp_path: Path) -> 
 
     from polymodal.config import ConfigError
     from polymodal.models import build_preset
-    from polymodal.train.recipe import build_recipe_model, load_recipe
+    from polymodal.train.recipe import load_recipe
 
-    build_preset("shapes-clip", vocab_size=50, image_size=32, image_encoder="cnn").save(tmp_path / "cnn-clip")
+    _save(build_preset("shapes-clip", vocab_size=50, image_size=32, image_encoder="cnn"), tmp_path / "cnn-clip")
     recipe = load_recipe(RECIPES / "shapes-fusion.yaml",
                          [f"model.init_from={tmp_path / 'cnn-clip'}", "data.image.image_size=32", "data.path=unused",
                           "model.params.image_encoder=vit"])
-    fusion = build_recipe_model(recipe, vocab_size=50, extra={})  # the text tower still matches
-    assert not any(k.startswith("encoders.image.") for k in set(fusion.state_dict()) - set(fusion.transfer_report["not_transferred"]))
+    fusion, report = _build(recipe)  # the text tower still matches
+    assert not any(k.startswith("encoders.image.") for k in set(fusion.state_dict()) - set(report.not_transferred))
     # A CNN captioner has no text tower and a different image tower: nothing to copy is an error, not a no-op.
-    build_preset("shapes-caption", vocab_size=50, image_size=32, image_encoder="cnn").save(tmp_path / "cnn-caption")
+    _save(build_preset("shapes-caption", vocab_size=50, image_size=32, image_encoder="cnn"), tmp_path / "cnn-caption")
     recipe = load_recipe(RECIPES / "shapes-fusion.yaml",
                          [f"model.init_from={tmp_path / 'cnn-caption'}", "data.image.image_size=32", "data.path=unused"])
     with pytest.raises(ConfigError, match="no tensor matches"):
-        build_recipe_model(recipe, vocab_size=50, extra={})
+        _build(recipe)
 
 
 def test_init_map_copies_a_submodule_whose_name_differs(tmp_path: Path) -> None:
     """model.init_map: FiLM's input projection starts as the CLIP image projection (same shape, other name)."""
     from polymodal.config import ConfigError
     from polymodal.models import build_preset
-    from polymodal.train.recipe import build_recipe_model, load_recipe
+    from polymodal.train.recipe import load_recipe
 
     clip = build_preset("shapes-clip", vocab_size=50, image_size=32)
-    clip.save(tmp_path / "clip")
+    _save(clip, tmp_path / "clip")
     base = [f"model.init_from={tmp_path / 'clip'}", "data.image.image_size=32", "data.path=unused", "model.params.fusion=film"]
 
     def build(init_map: str):
-        return build_recipe_model(load_recipe(RECIPES / "shapes-fusion.yaml", [*base, f"model.init_map={init_map}"]), 50, {})
+        return _build(load_recipe(RECIPES / "shapes-fusion.yaml", [*base, f"model.init_map={init_map}"]))
 
-    fusion = build("{fusion.proj: image_projection.proj}")
-    projection = clip.state_dict()["image_projection.proj.weight"]
+    fusion, report = build("{fusion.proj: projections.image.proj}")
+    projection = clip.state_dict()["projections.image.proj.weight"]
     assert torch.equal(fusion.state_dict()["fusion.proj.weight"], projection)
     # The CLIP projection has no bias: FiLM's keeps its initialisation and is reported as not transferred.
-    assert "fusion.proj.bias" in fusion.transfer_report["not_transferred"]
-    assert "fusion.proj.weight" not in fusion.transfer_report["not_transferred"]
-    unmapped = build_recipe_model(load_recipe(RECIPES / "shapes-fusion.yaml", base), 50, {})
+    assert "fusion.proj.bias" in report.not_transferred
+    assert "fusion.proj.weight" not in report.not_transferred
+    unmapped, unmapped_report = _build(load_recipe(RECIPES / "shapes-fusion.yaml", base))
     assert not torch.equal(unmapped.state_dict()["fusion.proj.weight"], projection)
-    assert fusion.transfer_report["transferred"] == unmapped.transfer_report["transferred"] + 1
+    assert report.transferred == unmapped_report.transferred + 1
 
-    with pytest.raises(ConfigError, match="no weights under 'image_projection.nope'"):
-        build("{fusion.proj: image_projection.nope}")
+    with pytest.raises(ConfigError, match="no weights under 'projections.image.nope'"):
+        build("{fusion.proj: projections.image.nope}")
     with pytest.raises(ConfigError, match="this model has no 'fusion.nope.weight'"):
-        build("{fusion.nope: image_projection.proj}")
+        build("{fusion.nope: projections.image.proj}")
     with pytest.raises(ConfigError, match=r"has shape \(128, 128\), 'fusion.position.weight' wants \(128, 2\)"):
-        build("{fusion.position: image_projection.proj}")
+        build("{fusion.position: projections.image.proj}")
     with pytest.raises(ConfigError, match="init_map needs model.init_from"):
-        load_recipe(RECIPES / "shapes-fusion.yaml", ["data.path=unused", "model.init_map={fusion.proj: image_projection.proj}"])
+        load_recipe(RECIPES / "shapes-fusion.yaml", ["data.path=unused", "model.init_map={fusion.proj: projections.image.proj}"])
 
 
 def test_fine_tuning_keeps_the_pretrained_models_tokenizer(tmp_path: Path) -> None:
@@ -190,11 +202,11 @@ def test_hard_negatives_need_the_clip_loss_and_valid_groups() -> None:
     from polymodal.config import ConfigError
     from polymodal.train.recipe import load_recipe
 
-    assert load_recipe(RECIPES / "shapes-clip.yaml").task.hard_negatives  # the recipe uses them
+    assert load_recipe(RECIPES / "shapes-clip.yaml").objective.hard_negatives  # the recipe uses them
     with pytest.raises(ConfigError, match="hard_negatives works with kind: contrastive and loss: clip only"):
-        load_recipe(RECIPES / "shapes-clip.yaml", ["task.loss=siglip"])
+        load_recipe(RECIPES / "shapes-clip.yaml", ["objective.loss=siglip"])
     with pytest.raises(ConfigError, match="'red' is in two groups"):
-        load_recipe(RECIPES / "shapes-clip.yaml", ["task.hard_negatives=[[red, blue], [red, green]]"])
+        load_recipe(RECIPES / "shapes-clip.yaml", ["objective.hard_negatives=[[red, blue], [red, green]]"])
 
 
 def test_imagenet_recipes_lock_and_cache_the_pretrained_image_tower() -> None:
@@ -203,33 +215,35 @@ def test_imagenet_recipes_lock_and_cache_the_pretrained_image_tower() -> None:
     from polymodal.config import ConfigError
     from polymodal.modules.encoders import EfficientNetLite0
     from polymodal.pretrained import load_efficientnet_lite0
-    from polymodal.train.recipe import build_recipe_model, load_recipe
+    from polymodal.modules.encoders.cache import CachedEncoder
+    from polymodal.train.recipe import load_recipe
 
     packaged = load_efficientnet_lite0().state_dict()
-    for name, tower in (("shapes-clip-imagenet", "image_encoder"), ("shapes-caption-imagenet", "image_encoder"),
-                        ("shapes-vqa-imagenet", "encoders.image"), ("shapes-fusion-imagenet", "encoders.image")):  # fmt: skip
+    for name in ("shapes-clip-imagenet", "shapes-caption-imagenet", "shapes-vqa-imagenet", "shapes-fusion-imagenet"):
         recipe = load_recipe(RECIPES / f"{name}.yaml", ["data.path=unused"])
-        model = build_recipe_model(recipe, vocab_size=50, extra={"num_answers": 4} if "vqa" in name else {})
-        encoder = model.get_submodule(tower)
-        assert isinstance(encoder, EfficientNetLite0) and encoder.frozen and encoder.feature_cache is not None
+        model, _ = _build(recipe, derived={"num_answers": 4} if "vqa" in name else {})
+        cached = model.get_submodule("encoders.image")
+        assert isinstance(cached, CachedEncoder) and isinstance(cached.inner, EfficientNetLite0)
+        encoder = cached.inner
+        assert encoder.frozen and cached.frozen
         assert all(torch.equal(encoder.state_dict()[k], v) for k, v in packaged.items())  # the ImageNet weights
         model.train()
         assert not encoder.training  # locked: BatchNorm keeps its ImageNet statistics
         assert any(p.requires_grad for p in model.parameters())
     # A tower must be frozen to be cached, and the errors name the field.
     recipe = load_recipe(RECIPES / "shapes-clip-imagenet.yaml", ["data.path=unused", "model.freeze={}"])
-    with pytest.raises(ConfigError, match=r"model.cache.image_encoder: only a frozen tower.*model.freeze"):
-        build_recipe_model(recipe, vocab_size=50, extra={})
+    with pytest.raises(ConfigError, match=r"model.cache.encoders.image: only a frozen tower.*model.freeze"):
+        _build(recipe)
     recipe = load_recipe(RECIPES / "shapes-clip-imagenet.yaml", ["data.path=unused", "model.cache={image_tower: 10}"])
-    with pytest.raises(ConfigError, match=r"model.cache.image_tower: no such submodule; towers: image_encoder, text_encoder"):
-        build_recipe_model(recipe, vocab_size=50, extra={})
+    with pytest.raises(ConfigError, match=r"model.cache.image_tower: no such submodule; towers: encoders.image, encoders.text"):
+        _build(recipe)
 
 
 def test_freezing_a_container_of_towers_keeps_each_in_eval_mode() -> None:
-    from polymodal.train.recipe import build_recipe_model, load_recipe
+    from polymodal.train.recipe import load_recipe
 
     recipe = load_recipe(RECIPES / "shapes-fusion.yaml", ["data.path=unused", "data.image.image_size=32", "model.freeze={encoders: 0}"])
-    model = build_recipe_model(recipe, vocab_size=50, extra={})
+    model, _ = _build(recipe)
     model.train()
     assert all(e.frozen and not e.training for e in model.encoders.values()) and model.fusion.training
 
@@ -325,7 +339,7 @@ def test_caption_recipe_with_a_weighted_contrastive_loss(tmp_path: Path) -> None
     generate_shapesworld(data, 40, seed=0, image_size=32, progress=False)
     args = ["train", str(RECIPES / "shapes-caption.yaml"), "--set", f"data.path={data}", "--set", "data.image.image_size=32",
             "--set", "train.steps=3", "--set", "train.batch_size=8", "--set", "train.warmup_steps=1",
-            "--set", "train.log_every=1", "--set", "task.contrastive_weight=0.5"]  # fmt: skip
+            "--set", "train.log_every=1", "--set", "objective.contrastive_weight=0.5"]  # fmt: skip
     missing = runner.invoke(app, [*args, "--out", str(tmp_path / "no-tower"), "--json"])
     assert missing.exit_code != 0 and "model.params.contrastive=true" in missing.output
     result = runner.invoke(app, [*args, "--set", "model.params.contrastive=true", "--out", str(tmp_path / "run"), "--json"])
@@ -334,23 +348,25 @@ def test_caption_recipe_with_a_weighted_contrastive_loss(tmp_path: Path) -> None
     assert len(records) == 3
     for r in records:
         assert r["loss"] == pytest.approx(r["caption"] + 0.5 * r["contrastive"], rel=1e-5)
-    wrong_task = runner.invoke(app, ["train", str(RECIPES / "shapes-clip.yaml"), "--set", "task.contrastive_weight=0.5"])
-    assert wrong_task.exit_code == 2 and "task.contrastive_weight" in wrong_task.output
+    wrong_task = runner.invoke(app, ["train", str(RECIPES / "shapes-clip.yaml"), "--set", "objective.contrastive_weight=0.5"])
+    assert wrong_task.exit_code == 2 and "objective" in wrong_task.output and "contrastive_weight" in wrong_task.output
 
 
 def test_resume_config_differences_across_polymodal_versions() -> None:
     """Settings added or removed since a run started do not block its resume; real changes do."""
     import copy
 
-    from polymodal.train.recipe import load_recipe, resume_config_differences
+    from polymodal.train.recipe import load_recipe
+    from polymodal.train.resume import resume_config_differences
 
     recipe = load_recipe(RECIPES / "shapes-fusion.yaml", ["data.path=data/shapes", "model.params.fusion=gmu"])
     saved = recipe.model_dump(mode="json")
     assert resume_config_differences(recipe, saved) == {}
     older = copy.deepcopy(saved)
-    del older["train"]["gradient_checkpointing"], older["task"]["contrastive_weight"]  # added since, at their defaults
+    del older["train"]["gradient_checkpointing"], older["objective"]["pairs"]  # added since, at their defaults
     older["train"]["retired_option"] = 3  # removed since
     older["data"]["path"] = "./data/shapes/"  # the same directory, spelled otherwise
+    older["task"] = older.pop("objective")  # the section's name before it was `objective`
     assert resume_config_differences(recipe, older) == {}
     changed = load_recipe(RECIPES / "shapes-fusion.yaml", ["data.path=data/other", "train.gradient_checkpointing=true"])
     assert list(resume_config_differences(changed, older)) == ["data.path", "model.params.fusion", "train.gradient_checkpointing"]
@@ -361,9 +377,9 @@ def test_recipe_tower_learning_rates_reach_the_optimizer(tmp_path: Path) -> None
     generate_shapesworld(data, 40, seed=0, image_size=32, progress=False)
     run = tmp_path / "run"
     args = _clip_args(data, run, "--set", "train.steps=2", "--set", "train.log_every=1", "--set", "train.warmup_steps=0",
-                      "--set", "train.lr=1.0e-3", "--set", "model.lrs={text_encoder: 1.0e-5}")  # fmt: skip
+                      "--set", "train.lr=1.0e-3", "--set", "model.lrs={encoders.text: 1.0e-5}")  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     factor = 0.5 * (1 + math.cos(math.pi * 1 / 2))  # cosine schedule after step 1 of 2
-    assert first["lr"] == pytest.approx(1e-3 * factor) and first["lrs"] == {"text_encoder": pytest.approx(1e-5 * factor)}
+    assert first["lr"] == pytest.approx(1e-3 * factor) and first["lrs"] == {"encoders.text": pytest.approx(1e-5 * factor)}

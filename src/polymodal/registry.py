@@ -31,6 +31,13 @@ class Registry(Generic[T]):
 
         return wrap
 
+    def unregister(self, name: str) -> T:
+        """Remove and return a builder (a plugin or a test that registered one for a while)."""
+        try:
+            return self._builders.pop(name)
+        except KeyError:
+            raise KeyError(f"{self.kind} {name!r} is not registered") from None
+
     def get(self, name: str) -> T:
         try:
             return self._builders[name]

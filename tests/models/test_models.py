@@ -6,29 +6,29 @@ import pytest
 import torch
 
 from polymodal.config import ConfigError
-from polymodal.models import PRESETS, build_model, build_preset, load_model, parse_model_config
+from polymodal.data.processors import ImageProcessor
+from polymodal.data.transforms import ImagePreprocess
+from polymodal.models import PRESETS, build_model, build_preset, load_model, parse_model_config, save_model
 from polymodal.modules.fusion import FUSIONS
 
 VOCAB, T, B, IMG = 20, 6, 3, 16
 VIT = {"name": "vit", "params": {"image_size": IMG, "patch_size": 8, "width": 16, "depth": 1, "heads": 2}}
 TEXT = {"name": "transformer_text", "params": {"vocab_size": VOCAB, "width": 16, "depth": 1, "heads": 2, "max_length": 16}}
-DECODER = {"vocab_size": VOCAB, "width": 16, "depth": 1, "heads": 2, "max_length": 16}
+DECODER = {"vocab_size": VOCAB, "max_length": 16, "params": {"width": 16, "depth": 1, "heads": 2}}
+LSTM = {"name": "lstm", "vocab_size": VOCAB, "max_length": 16, "params": {"width": 16, "depth": 1}}
+TOWERS = {"image": VIT, "text": TEXT}
 
 CONFIGS = {
-    "dual_encoder": {"kind": "dual_encoder", "image_encoder": VIT, "text_encoder": TEXT, "embed_dim": 8},
-    "fusion_classifier": {
-        "kind": "fusion_classifier",
-        "encoders": {"image": VIT, "text": TEXT},
-        "fusion": {"name": "concat"},
-        "fusion_dim": 16,
-        "num_classes": 3,
-    },
-    "captioner": {"kind": "captioner", "image_encoder": VIT, "decoder": DECODER, "contrastive_text_encoder": TEXT, "embed_dim": 8},
-    "vqa": {"kind": "vqa", "image_encoder": VIT, "text_encoder": TEXT, "fusion": {"name": "cross_attention"}, "fusion_dim": 16, "num_answers": 5},
-    "vqa_generate": {
-        "kind": "vqa", "image_encoder": VIT, "text_encoder": TEXT, "fusion": {"name": "cross_attention"},
-        "fusion_dim": 16, "answer_mode": "generate", "decoder": DECODER,
-    },
+    "embedding": {"kind": "embedding", "encoders": TOWERS, "embed_dim": 8},
+    "fusion_classifier": {"kind": "fusion_classifier", "encoders": TOWERS, "fusion": {"name": "concat"},
+                          "fusion_dim": 16, "num_classes": 3},
+    "captioner": {"kind": "captioner", "encoders": TOWERS, "decoder": DECODER, "embed_dim": 8},
+    "captioner_lstm": {"kind": "captioner", "encoders": {"image": VIT}, "decoder": LSTM},
+    "question_answering": {"kind": "question_answering", "encoders": TOWERS, "fusion": {"name": "cross_attention"},
+                           "fusion_dim": 16, "num_answers": 5},
+    "question_answering_generate": {"kind": "question_answering", "encoders": TOWERS,
+                                    "fusion": {"name": "cross_attention"}, "fusion_dim": 16,
+                                    "answer_mode": "generate", "decoder": LSTM},
 }
 
 
@@ -41,24 +41,25 @@ def inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return images, ids, mask
 
 
-def run(model, kind: str) -> torch.Tensor:
+def run(model, kind: str, present: dict | None = None) -> torch.Tensor:
     images, ids, mask = inputs()
-    if kind == "dual_encoder":
-        out = model(images, ids, mask)
-        return out["image_features"] @ out["text_features"].T
-    if kind == "fusion_classifier":
-        return model({"image": (images, None), "text": (ids, mask)})
-    if kind == "captioner":
-        out = model(images, ids, mask)
-        return out["logits"].sum() + (out["image_features"] @ out["text_features"].T).sum()
-    if kind == "vqa":
-        return model(images, ids, mask)
-    return model(images, ids, mask, answer_ids=ids, answer_mask=mask)
+    both = {"image": (images, None), "text": (ids, mask)}
+    if kind == "embedding":
+        out = model(both)
+        return out["image"] @ out["text"].T
+    if kind == "fusion_classifier" or kind == "question_answering":
+        return model(both, present)
+    if kind.startswith("captioner"):
+        out = model({"image": (images, None)}, ids, mask, present)
+        extra = (out["features"]["image"] @ out["features"]["text"].T).sum() if "features" in out else 0
+        return out["logits"].sum() + extra
+    return model(both, present, answer_ids=ids, answer_mask=mask)
 
 
 @pytest.mark.parametrize("kind", sorted(CONFIGS))
 def test_forward_backward_and_bitwise_round_trip(kind: str, tmp_path: Path) -> None:
     model = build_model(parse_model_config(CONFIGS[kind]))
+    assert isinstance(model.encoders, torch.nn.ModuleDict) and "image" in model.encoders
     out = run(model, kind)
     assert torch.isfinite(out).all()
     out.float().sum().backward()
@@ -66,7 +67,7 @@ def test_forward_backward_and_bitwise_round_trip(kind: str, tmp_path: Path) -> N
     assert any(g is not None and g.abs().sum() > 0 for g in grads)
     assert all(torch.isfinite(g).all() for g in grads if g is not None)
 
-    model.save(tmp_path / "m", preprocess={"image_size": IMG})
+    save_model(tmp_path / "m", model, {"image": ImageProcessor(ImagePreprocess(image_size=IMG))})
     loaded = load_model(tmp_path / "m")
     a, b = model.state_dict(), loaded.state_dict()
     assert a.keys() == b.keys()
@@ -74,6 +75,39 @@ def test_forward_backward_and_bitwise_round_trip(kind: str, tmp_path: Path) -> N
     model.eval(), loaded.eval()
     with torch.no_grad():
         assert torch.equal(run(model, kind), run(loaded, kind))
+
+
+@pytest.mark.parametrize("kind", ["fusion_classifier", "question_answering", "question_answering_generate", "captioner"])
+def test_a_modality_marked_absent_is_ignored_through_the_models_own_forward(kind: str) -> None:
+    """Evaluation drops a modality with the presence mask: what the absent input holds changes nothing."""
+    model = build_model(parse_model_config(CONFIGS[kind])).eval()
+    images, ids, mask = inputs()
+    absent = {"image": torch.tensor([False, True, False])}
+    noise = torch.randn_like(images)
+    with torch.no_grad():
+        if kind == "captioner":
+            first = model({"image": (images, None)}, ids, mask, absent)["logits"]
+            second = model({"image": (noise, None)}, ids, mask, absent)["logits"]
+        else:
+            extra = {} if kind != "question_answering_generate" else {"answer_ids": ids, "answer_mask": mask}
+            first = model({"image": (images, None), "text": (ids, mask)}, absent, **extra)
+            second = model({"image": (noise, None), "text": (ids, mask)}, absent, **extra)
+    rows = torch.tensor([True, False, True])
+    torch.testing.assert_close(first[rows], second[rows])
+    assert not torch.allclose(first[~rows], second[~rows])  # a present image does count
+
+
+def test_an_embedding_model_binds_three_modalities_into_one_space() -> None:
+    cfg = dict(CONFIGS["embedding"], encoders={**TOWERS, "caption": TEXT})
+    model = build_model(parse_model_config(cfg))
+    images, ids, mask = inputs()
+    out = model({"image": (images, None), "text": (ids, mask), "caption": (ids, mask)})
+    assert set(out) == {"image", "text", "caption"} and all(v.shape == (B, 8) for v in out.values())
+    torch.testing.assert_close(out["text"].norm(dim=-1), torch.ones(B))
+    with pytest.raises(KeyError, match="no 'audio' tower"):
+        model.embed("audio", images)
+    with pytest.raises(ConfigError, match="at least two modalities"):
+        parse_model_config({"kind": "embedding", "encoders": {"image": VIT}})
 
 
 @pytest.mark.parametrize("fusion", FUSIONS.names())
@@ -92,37 +126,49 @@ def test_fusion_classifier_every_fusion_and_absent_modality(fusion: str) -> None
     assert any(p.grad is not None for p in model.encoders["image"].parameters())
 
 
-def test_generation_from_captioner_and_vqa() -> None:
+def test_generation_from_captioner_and_question_answerer() -> None:
     images, ids, mask = inputs()
-    cap = build_model(parse_model_config(CONFIGS["captioner"])).eval()
-    out = cap.generate(images, strategy="greedy", max_new_tokens=5)
-    assert out.shape[0] == B and out.shape[1] <= 5 + 1 and out.dtype == torch.long
-    vqa = build_model(parse_model_config(CONFIGS["vqa_generate"])).eval()
-    assert vqa.generate(images, ids, mask, strategy="beam", num_beams=2, max_new_tokens=3).shape[0] == B
+    for kind in ("captioner", "captioner_lstm"):
+        cap = build_model(parse_model_config(CONFIGS[kind])).eval()
+        out = cap.generate({"image": (images, None)}, strategy="greedy", max_new_tokens=5)
+        assert out.shape[0] == B and out.shape[1] <= 5 + 1 and out.dtype == torch.long
+    qa = build_model(parse_model_config(CONFIGS["question_answering_generate"])).eval()
+    both = {"image": (images, None), "text": (ids, mask)}
+    assert qa.generate(both, strategy="beam", num_beams=2, max_new_tokens=3).shape[0] == B
 
 
 def test_config_errors_name_field_and_allowed_values() -> None:
-    bad = dict(CONFIGS["dual_encoder"], image_encoder={"name": "vitt"})
+    bad = dict(CONFIGS["embedding"], encoders={"image": {"name": "vitt"}, "text": TEXT})
     with pytest.raises(ConfigError) as e:
         parse_model_config(bad, "model.json")
-    assert "image_encoder" in str(e.value) and "vitt" in str(e.value) and "allowed:" in str(e.value)
+    assert "encoders" in str(e.value) and "vitt" in str(e.value) and "allowed:" in str(e.value)
     assert "vit" in str(e.value).split("allowed:")[1]
     with pytest.raises(ConfigError, match="needs a 'kind'"):
-        parse_model_config({"image_encoder": VIT})
+        parse_model_config({"encoders": TOWERS})
+    with pytest.raises(ConfigError, match="unknown decoder 'gru'"):
+        parse_model_config(dict(CONFIGS["captioner_lstm"], decoder=dict(LSTM, name="gru")))
+    with pytest.raises(ConfigError, match="unknown head"):
+        parse_model_config(dict(CONFIGS["fusion_classifier"], head={"name": "nope"}))
+    with pytest.raises(ConfigError, match="source 'audio' has no encoder"):
+        parse_model_config(dict(CONFIGS["captioner_lstm"], source="audio"))
+
+
+def test_heads_come_from_the_registry() -> None:
+    cfg = dict(CONFIGS["fusion_classifier"], head={"name": "regression", "params": {"hidden": 8}})
+    model = build_model(parse_model_config(cfg))
+    assert type(model.head).__name__ == "RegressionHead" and model.head.out_dim == 3
 
 
 def test_load_rejects_mismatched_weights(tmp_path: Path) -> None:
-    model = build_model(parse_model_config(CONFIGS["dual_encoder"]))
-    model.save(tmp_path / "m")
-    other = build_model(parse_model_config(dict(CONFIGS["dual_encoder"], embed_dim=4)))
     import json
 
+    model = build_model(parse_model_config(CONFIGS["embedding"]))
+    save_model(tmp_path / "m", model, {})
     cfg = json.loads((tmp_path / "m" / "config.json").read_text())
     cfg["config"]["embed_dim"] = 4
     (tmp_path / "m" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(RuntimeError, match="size mismatch"):
         load_model(tmp_path / "m")
-    assert other is not None
 
 
 @pytest.mark.parametrize("name", PRESETS.names())
@@ -130,10 +176,11 @@ def test_presets_build_and_run(name: str) -> None:
     model = build_preset(name, vocab_size=VOCAB, image_size=32).eval()
     images = torch.randn(2, 3, 32, 32)
     ids = torch.randint(4, VOCAB, (2, 5))
+    both = {"image": (images, None), "text": (ids, None)}
     with torch.no_grad():
-        if name == "shapes-fusion":
-            out = model({"image": (images, None), "text": (ids, None)})
+        if name == "shapes-caption":
+            out = model(both, ids)["logits"]
         else:
-            out = model(images, ids)
+            out = model(both)
     first = out if isinstance(out, torch.Tensor) else next(iter(out.values()))
     assert torch.isfinite(first).all()

@@ -14,11 +14,12 @@ if TYPE_CHECKING:
 
 
 def train(
-    recipe: Path = typer.Argument(None, help="A recipe YAML (see recipes/); with --resume it may be left out: "
+    recipe: Path = typer.Argument(None, help="A recipe YAML, or the name of one polymodal ships (`polymodal train --list`); with --resume it may be left out: "
                                   "the run's own config.yaml is used.", show_default=False),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe value: key.path=value (repeatable)."),
     out: Path = typer.Option(None, "--out", help="Run directory (default: runs/<recipe name>)."),
     resume: Path = typer.Option(None, "--resume", help="Continue the run in this directory from its last checkpoint."),
+    list_: bool = typer.Option(False, "--list", help="List the recipes polymodal ships and exit."),
     json: bool = JsonOption,
 ) -> None:
     """Train a model from a recipe; checkpoints, metrics and the best model go to the run directory.
@@ -33,11 +34,14 @@ def train(
     from polymodal.modules.losses.distributed import distributed_rank
     from polymodal.train.trainer import end_distributed, exit_launched_process
 
+    if list_:
+        _list_recipes(json)
+        return
     if resume is not None and not resume.is_dir():
         fail(f"--resume {resume}: no such run directory", as_json=json, code=2)
     if recipe is None:
         if resume is None:
-            fail("give a RECIPE to train (see recipes/), or --resume RUN_DIR to continue a run", as_json=json, code=2)
+            fail("give a RECIPE to train (`polymodal train --list` names the packaged ones), or --resume RUN_DIR to continue a run", as_json=json, code=2)
         recipe = resume / CONFIG_NAME  # the resolved recipe the run was started with
         if not recipe.is_file():
             fail(f"--resume {resume}: no {CONFIG_NAME} in it; give the RECIPE the run was started with", as_json=json, code=2)
@@ -106,3 +110,18 @@ def _report(result: TrainResult, run_dir: Path, metric: str | None, json: bool) 
     chosen = f" ({machine['precision']['precision']}, {machine['threads']['threads']} threads)" if machine else ""
     console.print(f"[bold green]done[/] {run_dir}: {result.step} steps{processes}, "
                   f"{result.samples_per_second:,.0f} samples/s{chosen}, best {metric or 'metric'} = {result.best_metric}")
+
+
+def _list_recipes(as_json: bool) -> None:
+    from polymodal.train.recipe import load_recipe, packaged_recipes
+
+    rows = []
+    for name in packaged_recipes():
+        recipe = load_recipe(name)
+        model = recipe.model.preset or recipe.model.config.get("kind")  # type: ignore[union-attr]
+        rows.append({"name": name, "model": model, "objective": recipe.objective.kind, "steps": recipe.train.steps})
+    if as_json:
+        emit_json(rows)
+        return
+    for row in rows:
+        console.print(f"{row['name']:<26} {row['model']:<14} {row['objective']:<15} {row['steps']} steps", highlight=False)

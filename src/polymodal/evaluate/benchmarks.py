@@ -1,7 +1,7 @@
 """The named benchmarks of ``polymodal eval``: where each finds its files and which passes it runs.
 
-A benchmark loads one split into a :class:`Task`, whose ``score(image_fn, drop, full)`` runs the
-scoring passes of :mod:`polymodal.evaluate.tasks`. The runner calls it once for the result and,
+A benchmark loads one split into a :class:`LoadedSplit`, whose ``score(image_fn, drop, full)`` runs the
+scoring passes of :mod:`polymodal.evaluate.passes`. The runner calls it once for the result and,
 with ``--robustness``, again per corruption severity and per dropped modality.
 
 Layouts on disk (``--data PATH``) are described in ``docs/evaluation.md`` and in each loader.
@@ -19,16 +19,16 @@ from polymodal.backends import CAPTION, EMBED
 from polymodal.data.readers import read_image_folder, read_karpathy, read_manifest, read_vqa
 from polymodal.data.readers.cifar import cifar_classes, cifar_files, read_cifar
 from polymodal.data.schema import Sample
-from polymodal.evaluate import tasks
+from polymodal.evaluate import passes
 from polymodal.evaluate.context import EvalContext, ImageFn
 from polymodal.evaluate.prompts import resolve_templates
 
-# (image_fn, drop, full) -> Run
-Scorer = Callable[[ImageFn | None, str | None, bool], tasks.Run]
+# (image_fn, drop, full) -> PassResult
+Scorer = Callable[[ImageFn | None, str | None, bool], passes.PassResult]
 
 
 @dataclass
-class Task:
+class LoadedSplit:
     benchmark: str
     split: str
     headline: str
@@ -40,7 +40,7 @@ class Task:
 class Benchmark:
     name: str
     splits: tuple[str, ...]  # default splits
-    load: Callable[[EvalContext, str], Task]
+    load: Callable[[EvalContext, str], LoadedSplit]
     summary: str
 
 
@@ -74,7 +74,7 @@ def _shapes_split(ctx: EvalContext, name: str, split: str) -> list[Sample]:
     return _read(ctx, list(read_manifest(manifest, strict=True)))
 
 
-def _load_shapes_zeroshot(ctx: EvalContext, split: str) -> Task:
+def _load_shapes_zeroshot(ctx: EvalContext, split: str) -> LoadedSplit:
     from polymodal.data.shapes import COLORS, SHAPES
 
     ctx.require(EMBED, "shapes-zeroshot")
@@ -93,10 +93,10 @@ def _load_shapes_zeroshot(ctx: EvalContext, split: str) -> Task:
         return {"color_accuracy": float(np.mean(y_true // n == y_pred // n)),
                 "shape_accuracy": float(np.mean(y_true % n == y_pred % n))}  # fmt: skip
 
-    def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> tasks.Run:
-        return tasks.zero_shot(ctx, images, labels, classnames, templates, image_fn, full, extra=parts)
+    def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
+        return passes.zero_shot(ctx, images, labels, classnames, templates, image_fn, full, extra=parts)
 
-    return Task("shapes-zeroshot", split, "accuracy", score)
+    return LoadedSplit("shapes-zeroshot", split, "accuracy", score)
 
 
 def _captions(samples: list[Sample]) -> tuple[list[str], list[int]]:
@@ -107,7 +107,7 @@ def _captions(samples: list[Sample]) -> tuple[list[str], list[int]]:
     return texts, owner
 
 
-def _retrieval_task(ctx: EvalContext, name: str, split: str, samples: list[Sample]) -> Task:
+def _retrieval_task(ctx: EvalContext, name: str, split: str, samples: list[Sample]) -> LoadedSplit:
     """Retrieval when the model embeds, captioning when it captions; both when it does both."""
     can = ctx.backend.capabilities
     if EMBED not in can and CAPTION not in can:
@@ -116,40 +116,40 @@ def _retrieval_task(ctx: EvalContext, name: str, split: str, samples: list[Sampl
     texts, owner = _captions(samples)
     refs = [s.text for s in samples]
 
-    def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> tasks.Run:
+    def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
         runs = []
         if EMBED in can:
-            runs.append(tasks.retrieval(ctx, images, texts, owner, image_fn, full))
+            runs.append(passes.retrieval(ctx, images, texts, owner, image_fn, full))
         # A robustness rerun (full=False) only needs the headline, which retrieval already gives.
         if CAPTION in can and (full or EMBED not in can):
-            runs.append(tasks.captioning(ctx, images, refs, image_fn, full))
+            runs.append(passes.captioning(ctx, images, refs, image_fn, full))
         if len(runs) == 1:
             return runs[0]
         ret, cap = runs  # one result: retrieval details, half the examples from each pass
-        return tasks.Run({**ret.metrics, **cap.metrics}, {**ret.ci95, **cap.ci95}, ret.details,
+        return passes.PassResult({**ret.metrics, **cap.metrics}, {**ret.ci95, **cap.ci95}, ret.details,
                          ret.examples[:8] + cap.examples[:8])  # fmt: skip
 
-    return Task(name, split, "t2i_R@1" if EMBED in can else "CIDEr-D", score)
+    return LoadedSplit(name, split, "t2i_R@1" if EMBED in can else "CIDEr-D", score)
 
 
-def _load_shapes_retrieval(ctx: EvalContext, split: str) -> Task:
+def _load_shapes_retrieval(ctx: EvalContext, split: str) -> LoadedSplit:
     ctx.require(EMBED, "shapes-retrieval")
     return _retrieval_task(ctx, "shapes-retrieval", split, _shapes_split(ctx, "shapes-retrieval", split))
 
 
-def _load_shapes_caption(ctx: EvalContext, split: str) -> Task:
+def _load_shapes_caption(ctx: EvalContext, split: str) -> LoadedSplit:
     ctx.require(CAPTION, "shapes-caption")
     samples = _shapes_split(ctx, "shapes-caption", split)
     images, refs = [s.image for s in samples], [s.text for s in samples]
 
-    def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> tasks.Run:
-        return tasks.captioning(ctx, images, refs, image_fn, full)
+    def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
+        return passes.captioning(ctx, images, refs, image_fn, full)
 
-    return Task("shapes-caption", split, "CIDEr-D", score)
+    return LoadedSplit("shapes-caption", split, "CIDEr-D", score)
 
 
-def _questions(samples: list[Sample]) -> tasks.Questions:
-    qs = tasks.Questions([s.image for s in samples], [], [], [], [])
+def _questions(samples: list[Sample]) -> passes.Questions:
+    qs = passes.Questions([s.image for s in samples], [], [], [], [])
     for i, s in enumerate(samples):
         for qa in s.qa:
             qs.image_index.append(i)
@@ -159,7 +159,7 @@ def _questions(samples: list[Sample]) -> tasks.Questions:
     return qs
 
 
-def _vqa_task(ctx: EvalContext, name: str, split: str, qs: tasks.Questions, exact: bool) -> Task:
+def _vqa_task(ctx: EvalContext, name: str, split: str, qs: passes.Questions, exact: bool) -> LoadedSplit:
     from polymodal.backends import ANSWER
 
     ctx.require(ANSWER, name)
@@ -167,24 +167,24 @@ def _vqa_task(ctx: EvalContext, name: str, split: str, qs: tasks.Questions, exac
     if ctx.is_polymodal and getattr(ctx.saved.model, "answer_mode", None) == "classify":
         drops = ("image", "text")  # a classifying polymodal VQA model can run with a modality marked absent
 
-    def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> tasks.Run:
-        return tasks.vqa(ctx, qs, exact, image_fn, drop, full)
+    def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
+        return passes.vqa(ctx, qs, exact, image_fn, drop, full)
 
-    return Task(name, split, "vqa_accuracy", score, drops)
+    return LoadedSplit(name, split, "vqa_accuracy", score, drops)
 
 
-def _load_shapes_vqa(ctx: EvalContext, split: str) -> Task:
+def _load_shapes_vqa(ctx: EvalContext, split: str) -> LoadedSplit:
     # One reference answer per question: exact match (the 10-annotator formula would score 0).
     return _vqa_task(ctx, "shapes-vqa", split, _questions(_shapes_split(ctx, "shapes-vqa", split)), exact=True)
 
 
-def _load_shapes_statements(ctx: EvalContext, split: str) -> Task:
+def _load_shapes_statements(ctx: EvalContext, split: str) -> LoadedSplit:
     from polymodal.models import FusionClassifier
 
     if not ctx.is_polymodal or not isinstance(ctx.saved.model, FusionClassifier):
         raise ValueError(f"benchmark shapes-statements needs a polymodal fusion classifier; {ctx.model} is not one")
     samples = _shapes_split(ctx, "shapes-statements", split)
-    st = tasks.Statements([s.image for s in samples], [], [], [], [])
+    st = passes.Statements([s.image for s in samples], [], [], [], [])
     for i, s in enumerate(samples):
         for statement in s.statements:
             st.image_index.append(i)
@@ -192,16 +192,16 @@ def _load_shapes_statements(ctx: EvalContext, split: str) -> Task:
             st.labels.append(int(statement.label))
             st.types.append(statement.type)
 
-    def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> tasks.Run:
-        return tasks.statements(ctx, st, image_fn, drop, full)
+    def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
+        return passes.statements(ctx, st, image_fn, drop, full)
 
-    return Task("shapes-statements", split, "accuracy", score, ("image", "text"))
+    return LoadedSplit("shapes-statements", split, "accuracy", score, ("image", "text"))
 
 
 # ------------------------------------------------------------------------------------------ standard sets
 
 
-def _classification_task(ctx: EvalContext, name: str, split: str, samples: list[Sample], classnames: list[str]) -> Task:
+def _classification_task(ctx: EvalContext, name: str, split: str, samples: list[Sample], classnames: list[str]) -> LoadedSplit:
     ctx.require(EMBED, name)
     images = [s.image for s in samples]
     labels = [int(s.metadata["class_index"]) for s in samples]
@@ -209,13 +209,13 @@ def _classification_task(ctx: EvalContext, name: str, split: str, samples: list[
     prompts = [c.replace("_", " ") for c in classnames]
     templates = _templates(ctx, "imagenet")
 
-    def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> tasks.Run:
-        return tasks.zero_shot(ctx, images, labels, prompts, templates, image_fn, full)
+    def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
+        return passes.zero_shot(ctx, images, labels, prompts, templates, image_fn, full)
 
-    return Task(name, split, "accuracy", score)
+    return LoadedSplit(name, split, "accuracy", score)
 
 
-def _load_imagefolder(ctx: EvalContext, split: str) -> Task:
+def _load_imagefolder(ctx: EvalContext, split: str) -> LoadedSplit:
     from polymodal.data.readers.imagefolder import class_folders
 
     root = _data(ctx, "imagefolder")
@@ -232,8 +232,8 @@ def _load_imagefolder(ctx: EvalContext, split: str) -> Task:
     return _classification_task(ctx, "imagefolder", split, samples, classes)
 
 
-def _cifar_loader(variant: str) -> Callable[[EvalContext, str], Task]:
-    def load(ctx: EvalContext, split: str) -> Task:
+def _cifar_loader(variant: str) -> Callable[[EvalContext, str], LoadedSplit]:
+    def load(ctx: EvalContext, split: str) -> LoadedSplit:
         root = _data(ctx, variant)
         ctx.read(*cifar_files(root, variant, split))  # type: ignore[arg-type]
         samples = list(read_cifar(root, variant, split, strict=True))  # type: ignore[arg-type]
@@ -242,8 +242,8 @@ def _cifar_loader(variant: str) -> Callable[[EvalContext, str], Task]:
     return load
 
 
-def _karpathy_loader(name: str, json_name: str, image_dirs: tuple[str, ...]) -> Callable[[EvalContext, str], Task]:
-    def load(ctx: EvalContext, split: str) -> Task:
+def _karpathy_loader(name: str, json_name: str, image_dirs: tuple[str, ...]) -> Callable[[EvalContext, str], LoadedSplit]:
+    def load(ctx: EvalContext, split: str) -> LoadedSplit:
         root = _data(ctx, name)
         annotations = root / json_name if root.is_dir() else root
         base = annotations.parent
@@ -257,7 +257,7 @@ def _karpathy_loader(name: str, json_name: str, image_dirs: tuple[str, ...]) -> 
     return load
 
 
-def _load_vqav2(ctx: EvalContext, split: str) -> Task:
+def _load_vqav2(ctx: EvalContext, split: str) -> LoadedSplit:
     root = _data(ctx, "vqav2")
     questions = root / f"v2_OpenEnded_mscoco_{split}_questions.json"
     annotations = root / f"v2_mscoco_{split}_annotations.json"

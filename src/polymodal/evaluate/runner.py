@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from polymodal.evaluate.benchmarks import BENCHMARKS, Task
+from polymodal.evaluate.benchmarks import BENCHMARKS, LoadedSplit
 from polymodal.evaluate.context import EvalContext
 from polymodal.evaluate.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from polymodal.evaluate.provenance import command_line, data_hash, make_provenance, model_hash
@@ -39,22 +39,22 @@ def _corrupted(name: str, severity: int, seed: int, image: Image.Image, index: i
     return corrupt(image, name, severity, seed=seed, index=index)
 
 
-def robustness(task: Task, headline_value: float, seed: int, severities: Sequence[int] = SEVERITIES,
+def robustness(loaded: LoadedSplit, headline_value: float, seed: int, severities: Sequence[int] = SEVERITIES,
                progress: Progress | None = None) -> Robustness:  # fmt: skip
     """The headline metric with each droppable modality absent and under each corruption severity."""
-    h = task.headline
+    h = loaded.headline
     out = Robustness(metric=h)
-    if task.drops:
+    if loaded.drops:
         out.missing_modality = {"none": headline_value}
-        for modality in task.drops:
-            out.missing_modality[modality] = task.score(None, modality, False).metrics[h]
+        for modality in loaded.drops:
+            out.missing_modality[modality] = loaded.score(None, modality, False).metrics[h]
     out.corruptions = {}
     for name in CORRUPTIONS:
         curve = {"0": headline_value}
         for severity in severities:
             if progress:
-                progress(f"{task.benchmark}/{task.split}: {name} severity {severity}")
-            curve[str(severity)] = task.score(partial(_corrupted, name, severity, seed), None, False).metrics[h]
+                progress(f"{loaded.benchmark}/{loaded.split}: {name} severity {severity}")
+            curve[str(severity)] = loaded.score(partial(_corrupted, name, severity, seed), None, False).metrics[h]
         out.corruptions[name] = curve
     return out
 
@@ -91,12 +91,12 @@ def run_eval(
             if progress:
                 progress(f"{name}/{split}")
             torch.manual_seed(seed)
-            task = bench.load(ctx, split)
+            loaded = bench.load(ctx, split)
             with torch.inference_mode(), choice.autocast("cpu"):
-                run = task.score(None, None, True)
-                rob = robustness(task, run.metrics[task.headline], seed, progress=progress) if with_robustness else None
-            results.append(Result(benchmark=name, split=split, headline=task.headline, metrics=run.metrics,
-                                  ci95=run.ci95, details=run.details, robustness=rob, examples=run.examples))  # fmt: skip
+                scored = loaded.score(None, None, True)
+                rob = robustness(loaded, scored.metrics[loaded.headline], seed, progress=progress) if with_robustness else None
+            results.append(Result(benchmark=name, split=split, headline=loaded.headline, metrics=scored.metrics,
+                                  ci95=scored.ci95, details=scored.details, robustness=rob, examples=scored.examples))  # fmt: skip
     provenance = make_provenance(
         model=str(model),
         model_hash_value=model_hash(ctx.model_dir, ctx.backend.identity),

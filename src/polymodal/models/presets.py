@@ -32,7 +32,7 @@ def _small_image(kind: str, image_size: int) -> ComponentConfig:
     plain patch stem learns colour but never shape (see :class:`ViTImageEncoder`). ``cnn`` is a small ResNet,
     about 2x the FLOPs per image. ``efficientnet`` is EfficientNet-Lite0 with the packaged ImageNet weights
     (the ``pretrained`` extra), 1280-d tokens on the stride-32 grid, meant to be locked (``model.freeze``)
-    and cached (``model.cache``); it wants its own pixel statistics (recipes/shapes-clip.yaml).
+    and cached (``model.cache``); it wants its own pixel statistics (the shapes-clip-imagenet recipe).
     """
     if kind == "efficientnet":
         return ComponentConfig(name="efficientnet_lite0_imagenet", params={})

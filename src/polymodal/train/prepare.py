@@ -90,7 +90,13 @@ def labels_for(recipe: Recipe, rows: list[Sample], view: str, run_dir: Path, res
         classes = sorted({str(s.label) for s in rows if s.label is not None})
         vocab = {c: i for i, c in enumerate(classes)}
         return Labels(label_from_vocab(vocab), vocab, {"num_classes": len(classes)})
+    if recipe.objective.kind in ("contrastive", "caption"):
+        return Labels(no_label)  # the objective learns from pairs; whatever labels the rows carry are not read
     return Labels()
+
+
+def no_label(sample: Sample) -> None:
+    return None
 
 
 def processors_for(modalities: list[str], recipe: Recipe, tokenizer: TextTokenizer, training: bool) -> dict[str, Processor]:

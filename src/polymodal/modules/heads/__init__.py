@@ -1,4 +1,4 @@
-"""Task heads: heads on pooled features, and the autoregressive text decoders.
+"""Heads: heads on pooled features, and the autoregressive text decoders.
 
 ``HEADS`` maps a recipe name to the head class;
 ``HEADS.build("classification", in_dim=512, num_classes=10)``.

@@ -2,7 +2,7 @@
 VQA and statement classification.
 
 Each pass takes already-loaded items and an optional ``image_fn`` (a corruption) and returns a
-:class:`Run`. ``full=False`` asks only for the metrics (no CIs, examples or details): robustness
+:class:`PassResult`. ``full=False`` asks only for the metrics (no CIs, examples or details): robustness
 curves rerun a pass many times and only read its headline metric.
 """
 
@@ -24,7 +24,7 @@ from polymodal.metrics.retrieval import metrics_from_ranks, retrieval_ranks
 
 
 @dataclass
-class Run:
+class PassResult:
     metrics: dict[str, float]
     ci95: dict[str, tuple[float, float]] = field(default_factory=dict)
     details: Details = field(default_factory=Details)
@@ -48,7 +48,7 @@ def zero_shot(
     image_fn: ImageFn | None = None,
     full: bool = True,
     extra: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None,
-) -> Run:
+) -> PassResult:
     """Top-1/top-5 accuracy and macro F1 (over classes present) of image -> class-prompt similarity.
 
     ``extra(y_true, y_pred)`` adds benchmark-specific metrics computed from the class indices.
@@ -67,13 +67,13 @@ def zero_shot(
     if extra is not None:
         metrics.update(extra(y_true, y_pred))
     if not full:
-        return Run(metrics)
+        return PassResult(metrics)
     matrix = confusion_matrix(y_true, y_pred, labels=all_classes)
     support = matrix.sum(axis=1)
     per_class = {name: float(matrix[c, c] / support[c]) for c, name in enumerate(classnames) if support[c]}
     examples = [Example(image=_path(images[i]), prediction=classnames[y_pred[i]], reference=classnames[y_true[i]],
                         correct=bool(hits[i])) for i in range(min(MAX_EXAMPLES, len(images)))]  # fmt: skip
-    return Run(
+    return PassResult(
         metrics,
         ci95={"accuracy": bootstrap_ci(hits, n_resamples=ctx.n_resamples, seed=ctx.seed)},
         details=Details(confusion=Confusion(classes=list(classnames), matrix=matrix.tolist()), per_class=per_class),
@@ -91,7 +91,7 @@ def retrieval(
     owner: Sequence[int],
     image_fn: ImageFn | None = None,
     full: bool = True,
-) -> Run:
+) -> PassResult:
     """Image <-> text retrieval (Karpathy protocol: an image query hits if any of its captions is in the top K)."""
     image_emb = ctx.embed_images(images, image_fn)  # (N_img, D)
     text_emb = ctx.embed_texts(texts)  # (N_txt, D)
@@ -99,7 +99,7 @@ def retrieval(
     metrics = metrics_from_ranks(ranks, ks=(1, 5, 10))
     metrics["rsum"] = sum(metrics[f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in (1, 5, 10))
     if not full:
-        return Run(metrics)
+        return PassResult(metrics)
     i2t_best = ranks.image_to_text[:, 0]  # rank of each image's best caption
     ci = {
         f"{d}_R@{k}": bootstrap_ci((r <= k).astype(np.float64), n_resamples=ctx.n_resamples, seed=ctx.seed)
@@ -116,7 +116,7 @@ def retrieval(
         retrieved = [Retrieved(text=texts[j], score=float(s)) for s, j in zip(top.values[i].tolist(), top.indices[i].tolist())]
         examples.append(Example(image=_path(images[i]), reference=texts[own], prediction=retrieved[0].text,
                                 correct=bool(owner_arr[top.indices[i, 0]] == i), retrieved=retrieved))  # fmt: skip
-    return Run(metrics, ci, Details(recall_at_k=recall), examples)
+    return PassResult(metrics, ci, Details(recall_at_k=recall), examples)
 
 
 # ---------------------------------------------------------------------------- captioning
@@ -128,17 +128,17 @@ def captioning(
     references: Sequence[Sequence[str]],
     image_fn: ImageFn | None = None,
     full: bool = True,
-) -> Run:
+) -> PassResult:
     """BLEU-1..4, ROUGE-L, CIDEr-D (and METEOR when java exists) of the model's greedy captions."""
     preds = [c for chunk in ctx.map_images(ctx.backend.caption, images, image_fn) for c in chunk]
     metrics, ci, _ = caption_scores(dict(enumerate(references)), dict(enumerate(preds)), seed=ctx.seed,
                                     n_resamples=ctx.n_resamples, with_meteor=None if full and ctx.meteor else False,
                                     with_ci=full)  # fmt: skip
     if not full:
-        return Run(metrics)
+        return PassResult(metrics)
     examples = [Example(image=_path(images[i]), prediction=preds[i], reference=references[i][0])
                 for i in range(min(MAX_EXAMPLES, len(images)))]  # fmt: skip
-    return Run(metrics, ci, Details(), examples)
+    return PassResult(metrics, ci, Details(), examples)
 
 
 # ---------------------------------------------------------------------------- VQA
@@ -173,18 +173,18 @@ def vqa(
     image_fn: ImageFn | None = None,
     drop: str | None = None,
     full: bool = True,
-) -> Run:
+) -> PassResult:
     """VQA accuracy overall and per question type (``exact``: one reference answer, exact match)."""
     preds = _answer_batches(ctx, qs, image_fn, drop)
     ids = range(len(preds))
     metrics, ci, per_type, per_q = vqa_scores(dict(zip(ids, preds)), dict(zip(ids, qs.answers)), dict(zip(ids, qs.types)),
                                               exact=exact, seed=ctx.seed, n_resamples=ctx.n_resamples)  # fmt: skip
     if not full:
-        return Run(metrics)
+        return PassResult(metrics)
     examples = [Example(image=_path(qs.images[qs.image_index[i]]), text=qs.questions[i], prediction=preds[i],
                         reference=max(qs.answers[i], key=qs.answers[i].count), correct=per_q[i] > 0)
                 for i in range(min(MAX_EXAMPLES, len(preds)))]  # fmt: skip
-    return Run(metrics, ci, Details(per_question_type=per_type), examples)
+    return PassResult(metrics, ci, Details(per_question_type=per_type), examples)
 
 
 # ---------------------------------------------------------------------------- fusion models
@@ -207,7 +207,7 @@ class Statements:
 @torch.inference_mode()
 def statements(
     ctx: EvalContext, st: Statements, image_fn: ImageFn | None = None, drop: str | None = None, full: bool = True
-) -> Run:
+) -> PassResult:
     """Accuracy of a fusion classifier on true/false statements about images, overall and per statement type."""
     predicted: list[int] = []
     for chunk in batches(range(len(st.texts)), ctx.batch_size):
@@ -220,10 +220,10 @@ def statements(
     per_type = mean_by_type(dict(enumerate(hits.tolist())), dict(enumerate(st.types)))
     metrics = {"accuracy": float(hits.mean()) if len(hits) else 0.0, **{f"accuracy_{t}": v for t, v in per_type.items()}}
     if not full or not len(hits):
-        return Run(metrics)
+        return PassResult(metrics)
     examples = [Example(image=_path(st.images[st.image_index[i]]), text=st.texts[i], prediction=str(bool(predicted[i])).lower(),
                         reference=str(bool(st.labels[i])).lower(), correct=bool(hits[i]))
                 for i in range(min(MAX_EXAMPLES, len(hits)))]  # fmt: skip
     ci = {"accuracy": bootstrap_ci(hits, n_resamples=ctx.n_resamples, seed=ctx.seed)}
-    return Run(metrics, ci, Details(per_statement_type=per_type or None), examples)
+    return PassResult(metrics, ci, Details(per_statement_type=per_type or None), examples)
 
