@@ -10,6 +10,7 @@ import torch
 from polymodal.data.collate import collate
 from polymodal.data.dataset import MultimodalDataset
 from polymodal.data.hard_negatives import WordSwapNegatives
+from polymodal.data.processors import ImageProcessor, TextProcessor
 from polymodal.data.schema import Sample
 from polymodal.data.text import train_tokenizer
 from polymodal.data.transforms import ImagePreprocess
@@ -61,18 +62,21 @@ def test_bad_groups_are_refused(groups, message) -> None:  # noqa: ANN001
 def test_dataset_items_carry_seeded_negatives_and_collate_masks_missing_ones() -> None:
     tok = train_tokenizer(["a red circle", "a blue square", "nothing to swap"], vocab_size=50)
     samples = [Sample("a", text=["a red circle"]), Sample("b", text=["nothing to swap"]), Sample("c", text=["a blue square"])]
-    preprocess = ImagePreprocess.preset("half", image_size=8)
-    ds = MultimodalDataset(samples, preprocess, tok, text_mode="random", negative_text=WordSwapNegatives([COLOURS, SHAPES]))
+    processors = {"image": ImageProcessor(ImagePreprocess.preset("half", image_size=8)), "text": TextProcessor(tok, max_length=64)}
+    ds = MultimodalDataset(samples, processors, text_mode="random", negative_text=WordSwapNegatives([COLOURS, SHAPES]))
     items = [ds[i] for i in range(3)]
     assert items[1]["negative_text_ids"] is None
     assert [ds[i]["negative_text_ids"] for i in range(3)] == [it["negative_text_ids"] for it in items]  # seeded
-    batch = collate(items, pad_id=tok.pad_id)
+    batch = collate(items, ds.processors)
     assert batch.negative_present.tolist() == [True, False, True]
     assert batch.negative_text_ids.shape[0] == 3 and not batch.negative_text_mask[1].any()
+    assert batch.negative_text_ids[1].eq(tok.pad_id).all()  # padded with the text processor's pad id
     decoded = tok.decode(batch.negative_text_ids[0][batch.negative_text_mask[0]].tolist())
     assert decoded != "a red circle" and len(decoded.split()) == 3
     # No item with a negative at all: the tensors still exist (every process of a run takes the same path).
-    lonely = collate([ds[1]], pad_id=tok.pad_id)
+    lonely = collate([ds[1]], ds.processors)
     assert lonely.negative_present.tolist() == [False] and lonely.negative_text_ids.shape == (1, 1)
     with pytest.raises(ValueError, match="one caption per item"):
-        MultimodalDataset(samples, preprocess, tok, text_mode="all", negative_text=WordSwapNegatives([COLOURS]))
+        MultimodalDataset(samples, processors, text_mode="all", negative_text=WordSwapNegatives([COLOURS]))
+    with pytest.raises(ValueError, match="needs a 'text' processor"):
+        MultimodalDataset(samples, {"image": processors["image"]}, negative_text=WordSwapNegatives([COLOURS]))

@@ -1,12 +1,17 @@
-"""Frozen encoders: they stay in eval mode, and their outputs can be cached per input sample."""
+"""Frozen encoders: they stay in eval mode, and a CachedEncoder wrapping one memoises its outputs per input sample."""
 
 from __future__ import annotations
+
+import copy
+import gc
+import weakref
 
 import pytest
 import torch
 
-from polymodal.modules.encoders import ConvImageEncoder, EfficientNetLite0, TransformerTextEncoder
-from polymodal.modules.encoders.cache import FeatureCache
+from polymodal.config import ConfigError
+from polymodal.modules.encoders import ConvImageEncoder, EfficientNetLite0, Encoder, TransformerTextEncoder
+from polymodal.modules.encoders.cache import CachedEncoder, FeatureCache
 
 
 def frozen_efficientnet(seed: int = 0) -> EfficientNetLite0:
@@ -16,6 +21,11 @@ def frozen_efficientnet(seed: int = 0) -> EfficientNetLite0:
     return encoder
 
 
+def cached(encoder: Encoder, max_items: int) -> CachedEncoder:
+    """What ``cache_towers`` puts in a model in place of a frozen tower."""
+    return CachedEncoder(encoder, FeatureCache.for_encoder(encoder, max_items))
+
+
 def test_a_frozen_encoder_stays_in_eval_mode_and_keeps_its_batchnorm_statistics() -> None:
     encoder = frozen_efficientnet()
     stats = encoder._bn0.running_mean.clone()
@@ -23,9 +33,14 @@ def test_a_frozen_encoder_stays_in_eval_mode_and_keeps_its_batchnorm_statistics(
     assert not encoder.training and not any(m.training for m in encoder.modules())
     encoder(torch.randn(4, 3, 32, 32) * 5)
     torch.testing.assert_close(encoder._bn0.running_mean, stats, rtol=0, atol=0)
+    wrapper = cached(encoder, 10)
+    wrapper.train()  # the wrapper is as frozen as its tower: it stays in eval mode too, and keeps the statistics
+    assert wrapper.frozen and not any(m.training for m in wrapper.modules())
+    wrapper(torch.randn(4, 3, 32, 32) * 5)
+    torch.testing.assert_close(encoder._bn0.running_mean, stats, rtol=0, atol=0)
     encoder.unfreeze()
     encoder.train()
-    assert encoder.training and encoder.feature_cache is None
+    assert encoder.training
     encoder(torch.randn(4, 3, 32, 32) * 5)
     assert not torch.equal(encoder._bn0.running_mean, stats)  # training again: statistics move
 
@@ -41,36 +56,36 @@ def test_cached_outputs_equal_the_encoder_and_cost_one_pass_per_distinct_input()
     encoder = frozen_efficientnet(seed=10)  # stores are shared by weights: each test its own weights
     x = torch.randn(6, 3, 64, 64)
     reference = encoder(x)
-    encoder.cache_outputs(100)
-    cache = encoder.feature_cache
-    first = encoder(x)
+    wrapper = cached(encoder, 100)
+    cache = wrapper.store
+    assert (wrapper.modality, wrapper.output_dim, wrapper.blocks()) == (encoder.modality, encoder.output_dim, encoder.blocks())
+    first = wrapper(x)
     order = torch.tensor([5, 0, 3, 3, 1, 2, 4])  # shuffled, with a repeat
-    again = encoder(x[order])
+    again = wrapper(x[order])
     assert (cache.misses, cache.hits, len(cache)) == (6, 7, 6)
     torch.testing.assert_close(first.tokens, reference.tokens, rtol=0, atol=0)
     torch.testing.assert_close(again.tokens, reference.tokens[order], rtol=0, atol=0)
     torch.testing.assert_close(again.pooled, reference.pooled[order], rtol=0, atol=0)
     assert again.mask is None and first.grid == again.grid == reference.grid == (2, 2)  # all stored, grid kept
     new = torch.randn(2, 3, 64, 64)
-    mixed = encoder(torch.cat([x[:1], new]))  # one stored sample, two new ones: only the new ones are computed
+    mixed = wrapper(torch.cat([x[:1], new]))  # one stored sample, two new ones: only the new ones are computed
     assert cache.misses == 8
-    torch.testing.assert_close(mixed.tokens[1:], encoder.__class__.forward(encoder, new).tokens)
+    torch.testing.assert_close(mixed.tokens[1:], encoder(new).tokens)  # the tower itself is not cached
 
 
 def test_the_store_is_bounded_and_evicts_the_least_recently_used() -> None:
-    encoder = frozen_efficientnet(seed=11)
-    encoder.cache_outputs(3)
-    cache = encoder.feature_cache
+    wrapper = cached(frozen_efficientnet(seed=11), 3)
+    cache = wrapper.store
     xs = torch.randn(4, 1, 3, 32, 32)
     for x in xs[:3]:
-        encoder(x)
-    encoder(xs[0])  # the first is now the most recent
-    encoder(xs[3])  # evicts the second
+        wrapper(x)
+    wrapper(xs[0])  # the first is now the most recent
+    wrapper(xs[3])  # evicts the second
     assert len(cache) == 3
     misses = cache.misses
-    encoder(xs[0])
+    wrapper(xs[0])
     assert cache.misses == misses
-    encoder(xs[1])
+    wrapper(xs[1])
     assert cache.misses == misses + 1
 
 
@@ -81,137 +96,211 @@ def test_text_masks_are_part_of_the_key_and_returned() -> None:
     ids = torch.randint(4, 50, (2, 6))
     mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
     reference = encoder(ids, mask)
-    encoder.cache_outputs(10)
-    out = encoder(ids, mask)
+    wrapper = cached(encoder, 10)
+    out = wrapper(ids, mask)
     torch.testing.assert_close(out.pooled, reference.pooled, rtol=0, atol=0)
     assert torch.equal(out.mask, mask)
-    other = encoder(ids, torch.ones_like(mask))  # same ids, different mask: a different sample
-    assert encoder.feature_cache.misses == 3
+    other = wrapper(ids, torch.ones_like(mask))  # same ids, different mask: a different sample
+    assert wrapper.store.misses == 3
     assert not torch.allclose(other.pooled[1], reference.pooled[1])
 
 
 def test_autocast_and_plain_calls_are_stored_apart() -> None:
-    encoder = frozen_efficientnet(seed=12)
-    encoder.cache_outputs(10)
+    wrapper = cached(frozen_efficientnet(seed=12), 10)
     x = torch.randn(2, 3, 32, 32)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        low = encoder(x)
-    full = encoder(x)
+        low = wrapper(x)
+    full = wrapper(x)
     assert low.tokens.dtype == torch.bfloat16 and full.tokens.dtype == torch.float32
-    assert encoder.feature_cache.misses == 4
+    assert wrapper.store.misses == 4
 
 
 def test_encoders_with_the_same_weights_share_one_store() -> None:
-    a, b, other = frozen_efficientnet(13), frozen_efficientnet(13), frozen_efficientnet(14)
-    for encoder in (a, b, other):
-        encoder.cache_outputs(10)
-    assert a.feature_cache is b.feature_cache and a.feature_cache is not other.feature_cache
+    a, b, other = (cached(frozen_efficientnet(seed), 10) for seed in (13, 13, 14))
+    assert a.store is b.store and a.store is not other.store
     x = torch.randn(2, 3, 32, 32)
     a(x)
-    misses = b.feature_cache.misses
+    misses = b.store.misses
     b(x)  # computed by a: a hit for b
-    assert b.feature_cache.misses == misses
+    assert b.store.misses == misses
+    assert FeatureCache.for_encoder(b.inner, 50) is b.store and b.store.max_items == 50  # the largest bound asked for
 
 
 def test_a_store_outlives_its_encoders_only_inside_keep_alive() -> None:
-    import gc
-
     x = torch.randn(2, 3, 32, 32)
 
     def run_once() -> FeatureCache:  # one job of a chain: builds its model, uses it, drops it
-        encoder = frozen_efficientnet(21)
-        encoder.cache_outputs(10)
-        encoder(x)
-        return encoder.feature_cache
+        wrapper = cached(frozen_efficientnet(21), 10)
+        wrapper(x)
+        return wrapper.store
 
     with FeatureCache.keep_alive():
-        first = run_once()
+        first = weakref.ref(run_once())  # weak: only the block may keep the store alive
         gc.collect()
+        assert first() is not None
         second = run_once()  # the next job on the same weights: served from the first job's store
-        assert second is first and (first.misses, first.hits) == (2, 2)
+        assert second is first() and (second.misses, second.hits) == (2, 2)
+        del second
         with FeatureCache.keep_alive():  # a nested block ending does not release the outer one's stores
             pass
         gc.collect()
-        assert run_once() is first
-    del first, second
+        assert first() is not None and run_once() is first()
     gc.collect()
-    assert run_once().misses == 2  # after the block the store went with its last encoder
+    assert first() is None  # after the block the store went with its last encoder
+    assert run_once().misses == 2
 
 
 def test_only_a_frozen_encoder_caches() -> None:
     encoder = ConvImageEncoder(widths=[8, 16], depths=[1, 1])
     with pytest.raises(ValueError, match="only a frozen encoder"):
-        encoder.cache_outputs(10)
+        FeatureCache.for_encoder(encoder, 10)
+    with pytest.raises(ValueError, match="only a frozen encoder"):
+        CachedEncoder(encoder, FeatureCache(10))
     encoder.freeze(0)
-    encoder.cache_outputs(10)
+    wrapper = cached(encoder, 10)
     for p in encoder.parameters():  # unfrozen behind the cache's back
         p.requires_grad_(True)
     with pytest.raises(RuntimeError, match="must stay frozen"):
-        encoder(torch.randn(1, 3, 32, 32))
+        wrapper(torch.randn(1, 3, 32, 32))
+    encoder.freeze(0)
+    wrapper.unfreeze()  # through the wrapper: the same parameters
+    assert not encoder.frozen
+    with pytest.raises(RuntimeError, match="must stay frozen"):
+        wrapper(torch.randn(1, 3, 32, 32))
     with pytest.raises(ValueError, match="max_items"):
         FeatureCache(0)
 
 
 def test_outputs_stored_under_inference_mode_never_reach_a_training_step() -> None:
-    encoder = frozen_efficientnet(seed=15)
-    encoder.cache_outputs(10)
+    wrapper = cached(frozen_efficientnet(seed=15), 10)
     x = torch.randn(2, 3, 32, 32)
     with torch.inference_mode():  # an evaluation in the same process, on the same weights
-        encoder(x)
+        wrapper(x)
     head = torch.nn.Linear(1280, 1)
-    head(encoder(x).pooled).sum().backward()  # an inference tensor here would fail in backward
-    assert head.weight.grad is not None and encoder.feature_cache.misses == 2 * 2
+    head(wrapper(x).pooled).sum().backward()  # an inference tensor here would fail in backward
+    assert head.weight.grad is not None and wrapper.store.misses == 2 * 2
 
 
 def test_a_batch_larger_than_the_store_is_still_answered_in_full() -> None:
     encoder = frozen_efficientnet(seed=16)
     x = torch.randn(5, 3, 32, 32)
     reference = encoder(x)
-    encoder.cache_outputs(2)
-    out = encoder(x)  # storing five samples in a store of two evicts three of them on the way
+    wrapper = cached(encoder, 2)
+    out = wrapper(x)  # storing five samples in a store of two evicts three of them on the way
     torch.testing.assert_close(out.pooled, reference.pooled, rtol=0, atol=0)
-    assert len(encoder.feature_cache) == 2
+    assert len(wrapper.store) == 2
 
 
 def test_repeats_in_a_batch_are_computed_once_and_empty_or_grad_inputs_bypass_the_store() -> None:
-    encoder = frozen_efficientnet(seed=17)
-    encoder.cache_outputs(10)
+    wrapper = cached(frozen_efficientnet(seed=17), 10)
     a, b = torch.randn(2, 1, 3, 32, 32)
-    out = encoder(torch.cat([a, a, a, b, a]))
-    assert encoder.feature_cache.misses == 2 and encoder.feature_cache.hits == 3
+    out = wrapper(torch.cat([a, a, a, b, a]))
+    assert wrapper.store.misses == 2 and wrapper.store.hits == 3
     torch.testing.assert_close(out.pooled[0], out.pooled[4], rtol=0, atol=0)
-    assert encoder(torch.randn(0, 3, 32, 32)).pooled.shape == (0, 1280)
+    assert wrapper(torch.randn(0, 3, 32, 32)).pooled.shape == (0, 1280)
     x = torch.randn(1, 3, 32, 32, requires_grad=True)
-    encoder(x).pooled.sum().backward()  # a saliency map needs the input gradient: computed, not served
-    assert x.grad is not None and encoder.feature_cache.misses == 2
+    wrapper(x).pooled.sum().backward()  # a saliency map needs the input gradient: computed, not served
+    assert x.grad is not None and wrapper.store.misses == 2 and len(wrapper.store) == 2
 
 
 def test_new_weights_or_settings_never_get_another_encoders_outputs() -> None:
-    encoder = frozen_efficientnet(seed=18)
-    encoder.cache_outputs(10)
+    wrapper = cached(frozen_efficientnet(seed=18), 10)
+    old_store = wrapper.store
     x = torch.randn(2, 3, 32, 32)
-    old = encoder(x).pooled
-    encoder.load_state_dict(frozen_efficientnet(seed=19).state_dict())
-    torch.testing.assert_close(encoder(x).pooled, EfficientNetLite0.forward(encoder, x).pooled, rtol=0, atol=0)
-    assert not torch.equal(encoder(x).pooled, old)  # (random-init outputs are tiny: compare exactly)
-    texts = []
+    old = wrapper(x).pooled
+    other = frozen_efficientnet(seed=19)
+    wrapper.load_state_dict(other.state_dict())  # the wrapper's keys are the tower's own
+    assert wrapper.store is not old_store and wrapper.store is FeatureCache.for_encoder(other, 10)
+    torch.testing.assert_close(wrapper(x).pooled, other(x).pooled, rtol=0, atol=0)
+    torch.testing.assert_close(wrapper(x).pooled, wrapper.inner(x).pooled, rtol=0, atol=0)
+    assert not torch.equal(wrapper(x).pooled, old)  # (random-init outputs are tiny: compare exactly)
+    stores = []
     for pooling in ("eos", "mean"):  # same weights, another setting: another store
         torch.manual_seed(0)
         text = TransformerTextEncoder(vocab_size=50, width=32, depth=1, heads=2, max_length=8, pooling=pooling)
         text.freeze(0)
-        text.cache_outputs(10)
-        texts.append(text)
-    assert texts[0].feature_cache is not texts[1].feature_cache
+        stores.append(cached(text, 10).store)
+    assert stores[0] is not stores[1]
 
 
 def test_unfrozen_by_hand_trains_normally_and_a_cached_encoder_can_be_copied() -> None:
-    import copy
-
-    encoder = frozen_efficientnet(seed=20)
-    encoder.cache_outputs(10)
-    twin = copy.deepcopy(encoder)  # EMA / SWA copies
-    assert twin.feature_cache is encoder.feature_cache
-    encoder.feature_cache = None
+    wrapper = cached(frozen_efficientnet(seed=20), 10)
+    twin = copy.deepcopy(wrapper)  # EMA / SWA copies
+    assert twin.store is wrapper.store and twin.inner is not wrapper.inner
+    x = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(twin(x).pooled, wrapper(x).pooled, rtol=0, atol=0)
+    assert wrapper.store.misses == 1  # the twin computed it, the original was served
+    encoder = wrapper.inner  # unwrapped: a plain tower again
     encoder.requires_grad_(True)
     encoder.train()
     assert encoder.training
+
+
+# -- a cached tower inside a model ---------------------------------------------------------------
+
+
+def small_embedding_model(seed: int):  # noqa: ANN201
+    from polymodal.models import build_preset
+
+    torch.manual_seed(seed)
+    return build_preset("shapes-clip", vocab_size=40, image_size=32, max_length=8, image_encoder="cnn", embed_dim=16)
+
+
+def test_a_model_with_a_cached_tower_saves_and_loads_like_one_without(tmp_path) -> None:
+    from polymodal.data.processors import ImageProcessor
+    from polymodal.data.transforms import ImagePreprocess
+    from polymodal.models import load_model, save_model
+    from polymodal.models.transfer import cache_towers, freeze_towers
+
+    model = small_embedding_model(seed=30)
+    with pytest.raises(ConfigError, match="only a frozen tower"):
+        cache_towers(model, {"encoders.image": 10})
+    freeze_towers(model, {"encoders.image": 0})
+    keys = {k: v.clone() for k, v in model.state_dict().items()}
+    tower = model.encoders["image"]
+    cache_towers(model, {"encoders.image": 10})
+    wrapper = model.encoders["image"]
+    assert isinstance(wrapper, CachedEncoder) and wrapper.inner is tower and not isinstance(model.encoders["text"], CachedEncoder)
+    assert list(model.state_dict()) == list(keys)  # no "inner." anywhere: same names, same order
+    assert all(torch.equal(v, keys[k]) for k, v in model.state_dict().items())
+    cache_towers(model, {"encoders.image": 10})  # already cached: left as is, not wrapped twice
+    assert model.encoders["image"] is wrapper
+    model.train()
+    assert not wrapper.training and not tower.training and model.encoders["text"].training
+
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        served = model.embed("image", x)
+        assert wrapper.store.misses == 3
+        torch.testing.assert_close(model.embed("image", x), served, rtol=0, atol=0)
+        assert wrapper.store.hits == 3
+    save_model(tmp_path / "m", model, {"image": ImageProcessor(ImagePreprocess(image_size=32))})
+    loaded = load_model(tmp_path / "m").eval()
+    assert list(loaded.state_dict()) == list(keys) and not isinstance(loaded.encoders["image"], CachedEncoder)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.embed("image", x), served, rtol=0, atol=0)
+    # And back: a cached model takes the state dict of an uncached one.
+    model.load_state_dict(loaded.state_dict())
+    assert model.encoders["image"] is wrapper
+
+
+def test_loading_other_weights_into_a_cached_model_serves_the_new_weights_outputs() -> None:
+    from polymodal.models.transfer import cache_towers, freeze_towers
+
+    model, other = small_embedding_model(seed=31), small_embedding_model(seed=32)
+    for m in (model, other):
+        freeze_towers(m, {"encoders.image": 0})
+        m.eval()
+    cache_towers(model, {"encoders.image": 10})
+    wrapper = model.encoders["image"]
+    old_store = wrapper.store
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        old = model.embed("image", x)
+        model.load_state_dict(other.state_dict())  # strict: every key of the uncached model matches
+        new = model.embed("image", x)
+        expected = other.embed("image", x)
+    assert model.encoders["image"] is wrapper and wrapper.store is not old_store
+    torch.testing.assert_close(new, expected, rtol=0, atol=0)
+    assert not torch.allclose(new, old)
+    assert wrapper.store.misses == 2 and old_store.misses == 2  # computed for the new weights, not served the old
