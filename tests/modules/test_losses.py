@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from polymodal.modules.heads import ItmHead
+from polymodal.modules.heads import ClassificationHead
 from polymodal.modules.losses import (
     LOSSES,
     BCELoss,
@@ -226,7 +226,7 @@ def test_itm_loss_matches_reference() -> None:
     batch, dim = 5, 6
     image = torch.randn(batch, dim)
     text = torch.randn(batch, dim)
-    head = ItmHead(2 * dim)
+    head = ClassificationHead(2 * dim, 2)
     sim = image @ text.T / 0.07
 
     def pair_logits(image_idx: torch.Tensor, text_idx: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,16 @@ from polymodal.models import PRESETS, ComposedModel, build_model, parse_model_co
 from polymodal.models.config import ModelConfig
 from polymodal.models.transfer import TransferReport, cache_towers, freeze_towers, transfer_weights
 from polymodal.modules.losses import LOSSES
-from polymodal.train.objectives import AnswerObjective, CaptionObjective, ClassificationObjective, ContrastiveObjective
+from polymodal.data.text import TextTokenizer
+from polymodal.models import FusionClassifier
+from polymodal.train.objectives import (
+    AnswerObjective,
+    CaptionObjective,
+    ClassificationObjective,
+    ContrastiveObjective,
+    MaskedLMObjective,
+    MatchingObjective,
+)
 from polymodal.train.recipe import Recipe
 
 
@@ -53,10 +62,22 @@ def contrastive_pairs(recipe: Recipe, model: ComposedModel) -> list[tuple[str, s
     return [(a, b) for a, b in pairs]
 
 
-def make_objective(recipe: Recipe, model: ComposedModel) -> nn.Module:
+def make_objective(recipe: Recipe, model: ComposedModel, tokenizer: TextTokenizer) -> nn.Module:
     section = recipe.objective
     if section.kind == "contrastive":
         return ContrastiveObjective(contrastive_pairs(recipe, model), lambda: LOSSES.build(section.loss))
+    if section.kind == "matching":
+        if not isinstance(model, FusionClassifier) or model.config.num_classes != 2:
+            raise ConfigError("objective.kind matching trains a fusion classifier with num_classes: 2 "
+                              "(match / no match), e.g. the shapes-fusion preset")
+        return MatchingObjective(contrastive_pairs(recipe, model)[0])
+    if section.kind == "masked_lm":
+        if "text" not in model.encoders or tokenizer.mask_id is None:
+            raise ConfigError("objective.kind masked_lm needs a model with a 'text' tower and a tokenizer with a "
+                              "mask token")
+        specials = {i for i in (tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id) if i is not None}
+        width = model.encoders["text"].output_dim
+        return MaskedLMObjective(width, tokenizer.vocab_size, tokenizer.mask_id, sorted(specials))
     if section.kind == "classification":
         return ClassificationObjective()
     if section.kind == "caption":

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from polymodal.modules.losses import CaptionLoss, ClipLoss, CrossEntropyLoss
+from polymodal.modules.losses import CaptionLoss, ClipLoss, CrossEntropyLoss, ItmLoss, MaskedLMLoss, mask_tokens
 
 
 def _weighted(parts: dict[str, tuple[float, Tensor]]) -> dict[str, Tensor]:
@@ -140,3 +140,45 @@ class AnswerObjective(nn.Module):
         answer_ids, answer_mask = batch.extra["answer_ids"], batch.extra["answer_mask"]
         logits = model(batch.inputs, batch.present, answer_ids=answer_ids, answer_mask=answer_mask)
         return _weighted({"answer": (1.0, self.generate_loss(logits, answer_ids, answer_mask))})
+
+
+class MatchingObjective(nn.Module):
+    """Image-text matching (ITM, as in ALBEF/BLIP) on a two-class fusion classifier: each batch's pairs are
+    matches (class 1), and every item also meets a partner drawn uniformly from the other items of the batch
+    (one per side, class 0)."""
+
+    def __init__(self, pair: tuple[str, str] = ("image", "text")) -> None:
+        super().__init__()
+        self.pair = pair
+        self.loss = ItmLoss()
+
+    def forward(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
+        a, b = self.pair
+        (xa, ma), (xb, mb) = batch.input(a), batch.input(b)
+        similarity = torch.zeros(len(batch), len(batch), device=xa.device)
+
+        def pair_logits(ia: Tensor, ib: Tensor) -> Tensor:
+            inputs = {a: (xa[ia], None if ma is None else ma[ia]), b: (xb[ib], None if mb is None else mb[ib])}
+            return model(inputs)  # type: ignore[no-any-return]
+
+        return _weighted({"matching": (1.0, self.loss(similarity, pair_logits))})
+
+
+class MaskedLMObjective(nn.Module):
+    """Masked language modelling (BERT) on the model's ``text`` tower: 15% of the real tokens corrupted
+    (80/10/10), predicted by a head the objective owns (pretraining only: it is not saved with the model)."""
+
+    def __init__(self, width: int, vocab_size: int, mask_id: int, special_ids: Sequence[int]) -> None:
+        super().__init__()
+        self.head = nn.Sequential(nn.Linear(width, width), nn.GELU(), nn.LayerNorm(width), nn.Linear(width, vocab_size))
+        self.vocab_size, self.mask_id, self.special_ids = vocab_size, mask_id, list(special_ids)
+        self.loss = MaskedLMLoss()
+
+    def corrupt(self, ids: Tensor, mask: Tensor | None, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        return mask_tokens(ids, mask, self.vocab_size, self.mask_id, self.special_ids, generator=generator)
+
+    def forward(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
+        ids, mask = batch.input("text")
+        inputs, labels = self.corrupt(ids, mask)
+        tokens = model.encoders["text"](inputs, mask).tokens  # (B, T, width)
+        return _weighted({"masked_lm": (1.0, self.loss(self.head(tokens), labels))})

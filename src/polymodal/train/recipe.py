@@ -28,7 +28,8 @@ from polymodal.models import PRESETS
 from polymodal.train.config import TrainConfig
 
 # How rows become samples, by objective kind (a recipe may choose another with ``data.view``).
-OBJECTIVE_VIEWS = {"contrastive": "captions", "caption": "captions", "classification": "statements", "vqa": "qa"}
+OBJECTIVE_VIEWS = {"contrastive": "captions", "caption": "captions", "classification": "statements", "vqa": "qa",
+                   "matching": "captions", "masked_lm": "captions"}
 
 
 class ModelSection(Config):
@@ -79,7 +80,10 @@ class DataSection(Config):
 
 
 class ObjectiveSection(Config):
-    kind: Literal["contrastive", "classification", "caption", "vqa"]
+    kind: Literal["contrastive", "classification", "caption", "vqa", "matching", "masked_lm"] = Field(
+        description="contrastive (CLIP/SigLIP), classification, caption, vqa, matching (image-text matching on a "
+        "two-class fusion classifier), masked_lm (BERT-style pretraining of the text tower)"
+    )
     loss: Literal["clip", "siglip"] = "clip"
     pairs: list[tuple[str, str]] | None = Field(
         None, description="contrastive: modality pairs to align; default: every pair of the model's modalities"
@@ -101,8 +105,10 @@ class ObjectiveSection(Config):
         if self.contrastive_weight > 0 and self.kind != "caption":
             raise ValueError(f"contrastive_weight adds a CLIP loss to captioning (kind: caption); "
                              f"a {self.kind} objective would ignore it")
-        if self.pairs is not None and self.kind != "contrastive":
-            raise ValueError("pairs are for kind: contrastive")
+        if self.pairs is not None and self.kind not in ("contrastive", "matching"):
+            raise ValueError("pairs are for kind: contrastive or matching")
+        if self.kind == "matching" and self.pairs is not None and len(self.pairs) != 1:
+            raise ValueError("matching takes one modality pair")
         return self
 
 

@@ -60,7 +60,7 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
     # 3. Model and objective, seeded before the model exists: its initial weights are part of what the seed fixes.
     set_seed(recipe.train.seed)
     model, transfer = build_recipe_model(recipe, config)
-    objective = make_objective(recipe, model)
+    objective = make_objective(recipe, model, tokenizer)
 
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -73,8 +73,7 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
     # 4. Train.
     validate = None
     if datasets.val is not None:
-        pairs = tuple(getattr(objective, "pairs", ())) or (("image", "text"),)
-        validate = make_validator(recipe.objective.kind, datasets.val, recipe.train.batch_size, pairs)
+        validate = make_validator(objective, recipe.objective.kind, datasets.val, recipe.train.batch_size)
 
     def save(model_to_save: torch.nn.Module, where: Path) -> None:
         save_model(where, model_to_save, datasets.processors, labels.vocab)  # type: ignore[arg-type]

@@ -34,10 +34,13 @@ def recall_at_1(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str] = ("i",
     return {f"{x}2{y}_recall@1": forward, f"{y}2{x}_recall@1": backward, "recall@1": (forward + backward) / 2}
 
 
-def make_validator(objective: str, dataset: MultimodalDataset, batch_size: int = 64,
-                   pairs: tuple[tuple[str, str], ...] = (("image", "text"),)) -> Validator:
-    """The validation metric of an objective kind: ``contrastive`` (recall@1, averaged over the pairs),
-    ``classification`` and ``vqa`` (accuracy), ``caption`` (caption loss)."""
+def make_validator(objective_module: nn.Module, objective: str, dataset: MultimodalDataset,
+                   batch_size: int = 64) -> Validator:
+    """The validation metric of an objective of kind ``objective``: ``contrastive`` (recall@1, averaged over
+    the pairs), ``classification`` and ``vqa`` (accuracy), ``caption`` (caption loss), ``matching`` (accuracy
+    on matches and on partners shifted by one), ``masked_lm`` (accuracy on masked tokens, the same masks each
+    time)."""
+    pairs = getattr(objective_module, "pairs", None) or [getattr(objective_module, "pair", ("image", "text"))]
 
     def contrastive(model: nn.Module) -> dict[str, float]:
         features: dict[str, list[torch.Tensor]] = {}
@@ -72,6 +75,31 @@ def make_validator(objective: str, dataset: MultimodalDataset, batch_size: int =
             n += len(batch)
         return {"caption_loss": losses / max(n, 1)}
 
+    def matching(model: nn.Module) -> dict[str, float]:
+        (a, b), correct, total = pairs[0], 0, 0
+        for batch in _batches(dataset, batch_size, model):
+            (xa, ma), (xb, mb) = batch.input(a), batch.input(b)
+            if len(batch) < 2:
+                continue
+            shifted = torch.roll(torch.arange(len(batch), device=xb.device), 1)
+            for rows, label in ((None, 1), (shifted, 0)):
+                other = (xb, mb) if rows is None else (xb[rows], None if mb is None else mb[rows])
+                correct += int((model({a: (xa, ma), b: other}).argmax(-1) == label).sum())
+                total += len(batch)
+        return {"accuracy": correct / max(total, 1)}
+
+    def masked_lm(model: nn.Module) -> dict[str, float]:
+        generator = torch.Generator().manual_seed(0)
+        correct = total = 0
+        for batch in _batches(dataset, batch_size, model):
+            ids, mask = batch.input("text")
+            inputs, labels = objective_module.corrupt(ids.cpu(), None if mask is None else mask.cpu(), generator)  # type: ignore[operator]
+            logits = objective_module.head(model.encoders["text"](inputs.to(ids.device), mask).tokens)  # type: ignore[operator]
+            chosen = labels.to(ids.device) != -100
+            correct += int((logits.argmax(-1)[chosen] == labels.to(ids.device)[chosen]).sum())
+            total += int(chosen.sum())
+        return {"accuracy": correct / max(total, 1)}
+
     validators = {"contrastive": contrastive, "classification": classification, "vqa": classification,
-                  "caption": caption}
+                  "caption": caption, "matching": matching, "masked_lm": masked_lm}
     return validators[objective]

@@ -206,7 +206,10 @@ class CachedEncoder(Encoder):
         try:
             return super().__getattr__(name)
         except AttributeError:  # the tower's own attributes (vocab_size, image_size, grid ...)
-            return getattr(self._modules["inner"], name)
+            inner = self.__dict__.get("_modules", {}).get("inner")
+            if inner is None:
+                raise
+            return getattr(inner, name)
 
 
 def _without_inner_prefix(module: nn.Module, state: dict[str, Any], prefix: str, local_metadata: Any) -> None:

@@ -9,7 +9,7 @@ pad_id=..., bos_id=..., eos_id=..., width=256, depth=1)``.
 
 from torch import nn
 
-from polymodal.modules.heads.classification import ClassificationHead, ItmHead, MLPHead, RegressionHead
+from polymodal.modules.heads.classification import ClassificationHead, MLPHead, RegressionHead
 from polymodal.modules.heads.decoder import TransformerDecoder
 from polymodal.modules.heads.decoders import TextDecoder
 from polymodal.modules.heads.generation import generate, score_sequences
@@ -21,7 +21,6 @@ HEADS: Registry[type[nn.Module]] = Registry("head")
 HEADS.register("classification")(ClassificationHead)
 HEADS.register("regression")(RegressionHead)
 HEADS.register("projection")(ProjectionHead)
-HEADS.register("itm")(ItmHead)
 
 DECODERS: Registry[type[TextDecoder]] = Registry("decoder")
 DECODERS.register("transformer")(TransformerDecoder)
@@ -31,7 +30,6 @@ __all__ = [
     "DECODERS",
     "HEADS",
     "ClassificationHead",
-    "ItmHead",
     "LSTMDecoder",
     "MLPHead",
     "ProjectionHead",

@@ -1,6 +1,6 @@
 """Heads on pooled features: ``forward(x (B, in_dim)) -> (B, out_dim)``.
 
-One small MLP shape serves classification, regression and image-text matching: optional
+One small MLP shape serves classification (image-text matching too: two classes) and regression: optional
 dropout, an optional hidden layer (Linear -> GELU -> Dropout), then the output Linear.
 """
 
@@ -49,14 +49,3 @@ class RegressionHead(MLPHead):
 
     def __init__(self, in_dim: int, out_dim: int = 1, hidden: int | None = None, dropout: float = 0.0) -> None:
         super().__init__(in_dim, out_dim, hidden, dropout)
-
-
-class ItmHead(MLPHead):
-    """Image-text matching logits (B, 2) from fused pair features (B, in_dim); class 1 = match.
-
-    ``ItmLoss`` labels positives 1 and negatives 0, and ``forward(x).softmax(-1)[:, 1]`` is the
-    match probability used for re-ranking retrieval candidates.
-    """
-
-    def __init__(self, in_dim: int, hidden: int | None = None, dropout: float = 0.0) -> None:
-        super().__init__(in_dim, 2, hidden, dropout)
