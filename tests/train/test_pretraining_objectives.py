@@ -1,4 +1,5 @@
-"""The matching (ITM) and masked-LM objectives train from a recipe like the others and beat chance."""
+"""The objectives beyond contrastive and cross-entropy train from a recipe like the others and beat chance: image-text
+matching, masked-LM pretraining, regression (mse) and multi-label classification (bce)."""
 
 from __future__ import annotations
 
@@ -71,3 +72,46 @@ def test_matching_needs_a_two_class_fusion_classifier(shapes: Path, tmp_path: Pa
     recipe = load_recipe("shapes-clip", [*_overrides(shapes, 2), "objective.kind=matching", "objective.hard_negatives=null"])
     with pytest.raises(ConfigError, match="matching trains a fusion classifier with num_classes: 2"):
         run_recipe(recipe, tmp_path / "bad", progress=False)
+
+
+def _square_rows(root: Path, labels: list) -> None:  # type: ignore[type-arg]
+    names = list(COLOURS)
+    for name, rgb in COLOURS.items():
+        Image.new("RGB", (16, 16), rgb).save(root / f"{name}.png")
+    for split, n in (("train", 128), ("val", 32)):
+        rows = [{"id": f"{split}{i}", "image": f"{names[i % 4]}.png", "text": f"a {names[i % 4]} square",
+                 "label": labels[i % 4]} for i in range(n)]
+        (root / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _tiny_fusion(data: Path, outputs: int, overrides: list[str]) -> Recipe:
+    recipe = load_recipe("shapes-fusion", [*_overrides(data, 300), "data.view=labels", "train.lr=3e-3",
+                                           "data.image.image_size=16", "data.vocab_size=32", *overrides])
+    towers = {"image": {"name": "cnn", "params": {"widths": [8, 16], "depths": [1, 1]}},
+              "text": {"name": "rnn_text", "params": {"vocab_size": 32, "width": 16}}}
+    config = {"kind": "fusion_classifier", "encoders": towers, "fusion": {"name": "concat", "params": {"hidden_dim": 32}},
+              "fusion_dim": 32, "num_classes": outputs}
+    return Recipe.model_validate({**recipe.model_dump(), "model": {"config": config}})
+
+
+def test_regression_and_multi_label_classification_from_a_recipe(tmp_path: Path) -> None:
+    """loss: mse learns a number per row (RMSE reported); loss: bce learns several labels per row."""
+    (tmp_path / "reg").mkdir()
+    _square_rows(tmp_path / "reg", [0.0, 1.0, 2.0, 3.0])
+    recipe = _tiny_fusion(tmp_path / "reg", 1, ["objective.loss=mse", "train.metric=rmse", "train.metric_mode=min"])
+    result = run_recipe(recipe, tmp_path / "reg-run", progress=False)
+    assert result.best_metric < 0.5  # labels spread 0..3 (std 1.1): the colour decides the number
+    assert SavedModel.load(tmp_path / "reg-run" / "model").model.config.num_classes == 1
+
+    (tmp_path / "multi").mkdir()
+    _square_rows(tmp_path / "multi", [["warm", "primary"], ["cool"], ["cool", "primary"], ["warm"]])
+    recipe = _tiny_fusion(tmp_path / "multi", 3, ["objective.loss=bce", "train.metric=exact_match"])
+    result = run_recipe(recipe, tmp_path / "multi-run", progress=False)
+    assert result.best_metric > 0.9
+    saved = SavedModel.load(tmp_path / "multi-run" / "model")
+    assert saved.answers == ["cool", "primary", "warm"] and saved.model.config.num_classes == 3
+
+
+def test_a_loss_that_does_not_go_with_the_objective_is_refused() -> None:
+    with pytest.raises(ConfigError, match="loss 'mse' does not go with kind 'contrastive'"):
+        load_recipe("shapes-clip", ["objective.loss=mse", "objective.hard_negatives=null"])

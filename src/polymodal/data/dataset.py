@@ -177,7 +177,11 @@ class MultimodalDataset(Dataset):
             encoded = self.text.prepare_many(texts) if texts else None
             inputs["text"] = encoded if encoded is None or self.text_mode == "all" else encoded[0]
         extra: dict[str, Any] = {"text": texts if self.text_mode == "all" else (texts[0] if texts else None)}
-        item = {"id": sample.id, "inputs": inputs, "label": self.label_fn(sample), "extra": extra}
+        try:
+            label = self.label_fn(sample)
+        except BadSampleError as e:
+            return self._bad(sample, e)
+        item = {"id": sample.id, "inputs": inputs, "label": label, "extra": extra}
         if self.negative_text is not None:
             negative = self.negative_text(texts[0], generator) if texts else None
             item["negative_text_ids"] = None if negative is None else self.text.prepare(negative)  # type: ignore[union-attr]
@@ -194,14 +198,17 @@ class MultimodalDataset(Dataset):
         try:
             value = processor.prepare(ref, generator, source=sample.source, row=sample.row)
         except BadSampleError as e:
-            if e.sample_id is None:
-                e.sample_id = sample.id
-            if self.strict:
-                raise
-            self.bad_log.record(e)  # raises if the log itself is strict
-            return None
+            return self._bad(sample, e)
         self.memo.put(memo_key, value)
         return value
+
+    def _bad(self, sample: Sample, error: BadSampleError) -> None:
+        """Raise in strict mode; else log the bad sample (it is skipped: the item is None)."""
+        if error.sample_id is None:
+            error.sample_id = sample.id
+        if self.strict:
+            raise error
+        self.bad_log.record(error)  # raises if the log itself is strict
 
 
 class MediaMemo:

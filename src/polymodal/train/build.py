@@ -65,7 +65,7 @@ def contrastive_pairs(recipe: Recipe, model: ComposedModel) -> list[tuple[str, s
 def make_objective(recipe: Recipe, model: ComposedModel, tokenizer: TextTokenizer) -> nn.Module:
     section = recipe.objective
     if section.kind == "contrastive":
-        return ContrastiveObjective(contrastive_pairs(recipe, model), lambda: LOSSES.build(section.loss))
+        return ContrastiveObjective(contrastive_pairs(recipe, model), lambda: LOSSES.build(section.loss or "clip"))
     if section.kind == "matching":
         if not isinstance(model, FusionClassifier) or model.config.num_classes != 2:
             raise ConfigError("objective.kind matching trains a fusion classifier with num_classes: 2 "
@@ -79,7 +79,7 @@ def make_objective(recipe: Recipe, model: ComposedModel, tokenizer: TextTokenize
         width = model.encoders["text"].output_dim
         return MaskedLMObjective(width, tokenizer.vocab_size, tokenizer.mask_id, sorted(specials))
     if section.kind == "classification":
-        return ClassificationObjective()
+        return ClassificationObjective(LOSSES.build(section.loss or "cross_entropy"))
     if section.kind == "caption":
         if section.contrastive_weight > 0 and not getattr(model, "contrastive", False):
             raise ConfigError("objective.contrastive_weight needs a captioner with a text tower for the contrastive "

@@ -94,7 +94,10 @@ class ClassificationObjective(nn.Module):
 
     def forward(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
         logits = model(batch.inputs, batch.present)
-        return _weighted({self.name: (1.0, self.loss(logits, *labels_of(batch)))})
+        labels, present = labels_of(batch)
+        if labels.is_floating_point() and labels.shape != logits.shape and labels.numel() == logits.numel():
+            labels = labels.view_as(logits)  # one regression target per row: (B,) against (B, 1)
+        return _weighted({self.name: (1.0, self.loss(logits, labels, present))})
 
 
 class CaptionObjective(nn.Module):

@@ -10,7 +10,7 @@ from typing import Any
 
 from polymodal.config import ConfigError
 from polymodal.data.dataset import LabelFn, MultimodalDataset, label_from_vocab, qa_samples, statement_samples
-from polymodal.data.errors import BadSampleLog
+from polymodal.data.errors import BadSampleError, BadSampleLog
 from polymodal.data.hard_negatives import WordSwapNegatives
 from polymodal.data.processors import PROCESSORS, TOKENIZER_DIR, ImageProcessor, Processor, TextProcessor
 from polymodal.data.readers import read_manifest
@@ -87,9 +87,13 @@ def labels_for(recipe: Recipe, rows: list[Sample], view: str, run_dir: Path, res
             vocab = {a: i for i, a in enumerate(answers)}
         return Labels(label_from_vocab(vocab), vocab, {"num_answers": max(2, len(vocab))})
     if recipe.objective.kind == "classification" and view == "labels":
-        classes = sorted({str(s.label) for s in rows if s.label is not None})
-        vocab = {c: i for i, c in enumerate(classes)}
-        return Labels(label_from_vocab(vocab), vocab, {"num_classes": len(classes)})
+        loss = recipe.objective.loss
+        if loss == "mse":
+            return Labels(numeric_label, None, {"num_classes": 1})
+        names = [str(x) for s in rows for x in (s.label if isinstance(s.label, list) else [s.label]) if x is not None]
+        vocab = {c: i for i, c in enumerate(sorted(set(names)))}
+        label_fn = multi_hot(vocab) if loss == "bce" else label_from_vocab(vocab)
+        return Labels(label_fn, vocab, {"num_classes": len(vocab)})
     if recipe.objective.kind in ("contrastive", "caption"):
         return Labels(no_label)  # the objective learns from pairs; whatever labels the rows carry are not read
     return Labels()
@@ -97,6 +101,33 @@ def labels_for(recipe: Recipe, rows: list[Sample], view: str, run_dir: Path, res
 
 def no_label(sample: Sample) -> None:
     return None
+
+
+def numeric_label(sample: Sample) -> float | None:
+    """A regression target: the row's label as a number (a bad sample if it is not one)."""
+    if sample.label is None:
+        return None
+    try:
+        return float(sample.label)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise BadSampleError(f"label {sample.label!r} is not a number (loss: mse is regression)", source=sample.source,
+                             row=sample.row, field="label", sample_id=sample.id, kind="bad_label") from None
+
+
+def multi_hot(vocab: dict[str, int]) -> LabelFn:
+    """Multi-label targets: a row's label (one class name or a list of them) as a 0/1 vector over ``vocab``."""
+
+    def label_fn(sample: Sample) -> list[float] | None:
+        if sample.label is None:
+            return None
+        names = sample.label if isinstance(sample.label, list) else [sample.label]
+        target = [0.0] * len(vocab)
+        for name in names:
+            if str(name) in vocab:
+                target[vocab[str(name)]] = 1.0
+        return target
+
+    return label_fn
 
 
 def processors_for(modalities: list[str], recipe: Recipe, tokenizer: TextTokenizer, training: bool) -> dict[str, Processor]:

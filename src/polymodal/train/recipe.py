@@ -84,7 +84,10 @@ class ObjectiveSection(Config):
         description="contrastive (CLIP/SigLIP), classification, caption, vqa, matching (image-text matching on a "
         "two-class fusion classifier), masked_lm (BERT-style pretraining of the text tower)"
     )
-    loss: Literal["clip", "siglip"] = "clip"
+    loss: Literal["clip", "siglip", "cross_entropy", "bce", "mse"] | None = Field(
+        None, description="contrastive: clip (default) or siglip; classification: cross_entropy (default), bce "
+        "(multi-label: a row's label is a list of class names) or mse (regression on numeric labels)"
+    )
     pairs: list[tuple[str, str]] | None = Field(
         None, description="contrastive: modality pairs to align; default: every pair of the model's modalities"
     )
@@ -99,12 +102,16 @@ class ObjectiveSection(Config):
     @model_validator(mode="after")
     def _fits(self) -> ObjectiveSection:
         if self.hard_negatives is not None:
-            if self.kind != "contrastive" or self.loss != "clip":
+            if self.kind != "contrastive" or self.loss not in (None, "clip"):
                 raise ValueError("hard_negatives works with kind: contrastive and loss: clip only")
             WordSwapNegatives(self.hard_negatives)  # checks the groups
         if self.contrastive_weight > 0 and self.kind != "caption":
             raise ValueError(f"contrastive_weight adds a CLIP loss to captioning (kind: caption); "
                              f"a {self.kind} objective would ignore it")
+        allowed = {"contrastive": ("clip", "siglip"), "classification": ("cross_entropy", "bce", "mse")}
+        if self.loss is not None and self.loss not in allowed.get(self.kind, ()):
+            raise ValueError(f"loss {self.loss!r} does not go with kind {self.kind!r}; allowed: "
+                             f"{', '.join(allowed.get(self.kind, ())) or 'none (the objective has its own)'}")
         if self.pairs is not None and self.kind not in ("contrastive", "matching"):
             raise ValueError("pairs are for kind: contrastive or matching")
         if self.kind == "matching" and self.pairs is not None and len(self.pairs) != 1:

@@ -56,6 +56,9 @@ def make_validator(objective_module: nn.Module, objective: str, dataset: Multimo
         return out
 
     def classification(model: nn.Module) -> dict[str, float]:
+        loss_kind = type(getattr(objective_module, "loss", None)).__name__
+        if loss_kind in ("MSELoss", "BCELoss"):
+            return regression_or_multilabel(model, loss_kind)
         correct = total = 0
         for batch in _batches(dataset, batch_size, model):
             logits = model(batch.inputs, batch.present)
@@ -64,6 +67,21 @@ def make_validator(objective_module: nn.Module, objective: str, dataset: Multimo
             # VQA: an answer outside the training vocabulary has no label but counts as a miss.
             total += len(batch) if objective == "vqa" else int(keep.sum())
         return {"accuracy": correct / max(total, 1)}
+
+    def regression_or_multilabel(model: nn.Module, loss_kind: str) -> dict[str, float]:
+        squared = hits = total = 0.0
+        for batch in _batches(dataset, batch_size, model):
+            keep = batch.label_present
+            out = model(batch.inputs, batch.present)[keep]
+            labels = batch.labels[keep].to(out.dtype).view_as(out)
+            if loss_kind == "MSELoss":
+                squared += float(((out - labels) ** 2).sum())
+            else:  # a row counts when every one of its labels is predicted right
+                hits += float(((out > 0) == (labels > 0.5)).all(-1).sum())
+            total += int(keep.sum())
+        if loss_kind == "MSELoss":
+            return {"rmse": (squared / max(total, 1)) ** 0.5}
+        return {"exact_match": hits / max(total, 1)}
 
     def caption(model: nn.Module) -> dict[str, float]:
         loss_fn = CaptionLoss()
