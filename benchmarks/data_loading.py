@@ -6,8 +6,8 @@ not like noise) into a temp dir, then times:
 * ``loop``      decode_image + ImagePreprocess.to_tensor, one image after another
 * ``dl w=0``    MultimodalDataset + collate through a DataLoader in the main process
 * ``dl w=N``    the same with N worker processes
-* ``epoch 2``   a second epoch over the same dataset in the main process, with the decoded-image memo
-                (``image_memo_mb``, on by default) and without it (``image_memo_mb=0``):
+* ``epoch 2``   a second epoch over the same dataset in the main process, with the prepared-media memo
+                (``memo_mb``, on by default) and without it (``memo_mb=0``):
                 what every epoch after the first costs when nothing is augmented
 
 Run: ``.venv/bin/python benchmarks/data_loading.py [--n 500] [--sizes 64 224 1024] [--workers 0 2]``
@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 from polymodal.hardware import machine_header
 from polymodal.data.dataset import MultimodalDataset
 from polymodal.data.image import decode_image
+from polymodal.data.processors import ImageProcessor
 from polymodal.data.schema import Sample
 from polymodal.data.transforms import ImagePreprocess
 
@@ -63,7 +64,7 @@ def time_loader(
     samples: list[Sample], pre: ImagePreprocess, workers: int, batch_size: int, ds: MultimodalDataset | None = None
 ) -> tuple[float, float]:
     """(images/s over the whole epoch including worker start-up, seconds to the first batch)."""
-    ds = ds if ds is not None else MultimodalDataset(samples, pre, text_mode="first")
+    ds = ds if ds is not None else MultimodalDataset(samples, {"image": ImageProcessor(pre)}, text_mode="first")
     loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=ds.collate_fn)
     start = time.perf_counter()  # includes worker start-up, as a real epoch does
     first = None
@@ -102,7 +103,7 @@ def main() -> None:
                 figures[f"DataLoader w={w} (img/s)"] = f"{rate:,.0f}"
                 figures[f"w={w} 1st batch (s)"] = f"{first:.2f}"
             for label, memo_mb in (("epoch 2, memo (img/s)", 1024), ("epoch 2, no memo (img/s)", 0)):
-                ds = MultimodalDataset(samples, pre, text_mode="first", image_memo_mb=memo_mb)
+                ds = MultimodalDataset(samples, {"image": ImageProcessor(pre)}, text_mode="first", memo_mb=memo_mb)
                 time_loader(samples, pre, 0, args.batch_size, ds)  # epoch 1 fills the memo
                 figures[label] = f"{time_loader(samples, pre, 0, args.batch_size, ds)[0]:,.0f}"
             rows.append((f"{args.n} x {size}px PNG ({kb:.0f} KB avg) -> {out}", figures))

@@ -1,9 +1,9 @@
-"""Embedding throughput: polymodal's DualEncoder vs transformers' CLIPModel on the SAME weights.
+"""Embedding throughput: polymodal's EmbeddingModel vs transformers' CLIPModel on the SAME weights.
 
 A random CLIP checkpoint (ViT-B/32 sized by default: 12+12 layers, 768/512 wide, 224 px,
 77 tokens) is saved to a temporary directory and loaded twice: as ``transformers.CLIPModel``
 (the reference, called as its docs show: ``get_image_features`` under ``torch.no_grad``, fp32)
-and through polymodal's interop (``load_clip``) as a ``DualEncoder``. Then images/s and
+and through polymodal's interop (``load_clip``) as an ``EmbeddingModel``. Then images/s and
 texts/s at one batch size, for these polymodal paths:
 
     fp32            inference_mode, float32 weights (the same math as HF: a sanity check)
@@ -139,7 +139,7 @@ def main() -> None:
     def pm(model: torch.nn.Module, tower: str, ctx: Callable = nullcontext) -> Callable[[], torch.Tensor]:
         def run() -> torch.Tensor:
             with torch.inference_mode(), ctx():
-                return model.encode_image(pixels) if tower == "image" else model.encode_text(ids, mask)
+                return model.embed("image", pixels) if tower == "image" else model.embed("text", ids, mask)
         return run
 
     rows: list[tuple[str, str, Callable[[], torch.Tensor]]] = [

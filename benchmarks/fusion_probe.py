@@ -10,12 +10,12 @@ optimisation problem. The tables in docs/training.md came from::
 
     .venv/bin/polymodal demo --out runs/probe --data-only
     # "Attention fusion wants a lower learning rate": ViT towers, text frozen, fp32
-    .venv/bin/polymodal train recipes/shapes-clip.yaml --out runs/probe/clip --set data.path=runs/probe/shapes \\
+    .venv/bin/polymodal train shapes-clip --out runs/probe/clip --set data.path=runs/probe/shapes \\
         --set train.steps=450 --set train.warmup_steps=45 --set train.precision=bf16
-    .venv/bin/python benchmarks/fusion_probe.py --clip runs/probe/clip --recipe recipes/shapes-fusion.yaml \\
+    .venv/bin/python benchmarks/fusion_probe.py --clip runs/probe/clip --recipe shapes-fusion \\
         --data runs/probe/shapes --fusion cross_attention --param query=text --lr 1e-4 --steps 3000
     # "Statement classifiers ... on the locked tower": ImageNet features, text tower trained, bf16
-    .venv/bin/polymodal train recipes/shapes-clip-imagenet.yaml --out runs/probe/clip-imagenet \\
+    .venv/bin/polymodal train shapes-clip-imagenet --out runs/probe/clip-imagenet \\
         --set data.path=runs/probe/shapes --set train.steps=350 --set train.warmup_steps=35 --set train.precision=bf16
     .venv/bin/python benchmarks/fusion_probe.py --clip runs/probe/clip-imagenet --data runs/probe/shapes \\
         --fusion film --lr 3e-4 --text-lr 1e-4 --bf16 --steps 700 [--param kernel=1]
@@ -35,26 +35,26 @@ from torch import Tensor, nn
 
 from polymodal.data.dataset import MultimodalDataset, statement_samples
 from polymodal.data.errors import BadSampleLog
+from polymodal.data.processors import TOKENIZER_DIR, ImageProcessor
 from polymodal.data.readers import read_manifest
 from polymodal.data.text import TextTokenizer
-from polymodal.models.base import TOKENIZER_DIR, find_model_dir
+from polymodal.models import find_model_dir
 from polymodal.modules.encoders.base import EncoderOutput
 from polymodal.modules.fusion import FUSIONS
 from polymodal.modules.heads import ClassificationHead
-from polymodal.train.recipe import build_recipe_model, load_recipe
-
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+from polymodal.train.build import build_recipe_model, recipe_model_config
+from polymodal.train.recipe import load_recipe
 
 
 def encode_split(model: nn.Module, recipe, tokenizer: TextTokenizer, split: str, log: BadSampleLog) -> dict[str, object]:
     """Frozen image features of every image of ``split`` (fp16) and its statements as token ids."""
     images = list(read_manifest(Path(recipe.data.path) / split, bad_log=log))
-    dataset = MultimodalDataset(images, recipe.data.image, tokenizer, text_mode="first", max_length=recipe.data.max_length)
+    dataset = MultimodalDataset(images, {"image": ImageProcessor(recipe.data.image)}, text_mode="first")
     tokens, pooled, grid = [], [], None
     with torch.no_grad():
         for start in range(0, len(dataset), 128):
             batch = dataset.collate_fn([dataset[i] for i in range(start, min(start + 128, len(dataset)))])
-            out = model.encoders["image"](batch.images)
+            out = model.encoders["image"](*batch.input("image"))
             tokens.append(out.tokens.half())
             pooled.append(out.pooled.half())
             grid = out.grid
@@ -70,10 +70,12 @@ def encode_split(model: nn.Module, recipe, tokenizer: TextTokenizer, split: str,
 
 
 def cached_features(clip: Path, recipe_path: Path, data: Path, cache: Path) -> tuple[nn.Module, dict[str, dict[str, object]]]:
-    """The fusion classifier built from ``recipe_path`` on ``clip``'s towers, and the cached splits."""
+    """The fusion classifier built from ``recipe_path`` (a file, or a packaged recipe's name) on ``clip``'s towers,
+    and the cached splits."""
     recipe = load_recipe(recipe_path, [f"data.path={data}", f"model.init_from={clip}"])
     tokenizer = TextTokenizer.load(find_model_dir(clip) / TOKENIZER_DIR)
-    model = build_recipe_model(recipe, tokenizer.vocab_size, {}).eval()
+    model, _transfer = build_recipe_model(recipe, recipe_model_config(recipe, tokenizer.vocab_size))
+    model.eval()
     if cache.is_file():
         return model, torch.load(cache, weights_only=True)
     log = BadSampleLog(cache.with_suffix(".bad.jsonl"))
@@ -117,8 +119,9 @@ def parse_params(pairs: list[str]) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clip", type=Path, required=True, help="A shapes-clip or shapes-clip-imagenet run (or model) directory.")
-    parser.add_argument("--recipe", type=Path, default=RECIPES / "shapes-fusion-imagenet.yaml",
-                        help="The fusion recipe whose towers (and preprocessing) to build on the CLIP run's weights.")
+    parser.add_argument("--recipe", type=Path, default=Path("shapes-fusion-imagenet"),
+                        help="The fusion recipe (a file, or a packaged recipe's name) whose towers (and preprocessing) "
+                        "to build on the CLIP run's weights.")
     parser.add_argument("--data", type=Path, required=True, help="The ShapesWorld directory it was trained on.")
     parser.add_argument("--cache", type=Path, default=None, help="Feature cache file (default: CLIP/probe-<recipe>.pt).")
     parser.add_argument("--fusion", default="film", help="A registered fusion module, or 'reference'.")

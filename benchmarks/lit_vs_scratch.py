@@ -1,5 +1,5 @@
 """What a locked pretrained text tower buys (LiT): shapes-lit (MiniLM, frozen) against the same
-dual encoder with a text transformer trained from scratch (shapes-clip without hard negatives:
+embedding model with a text transformer trained from scratch (shapes-clip without hard negatives:
 same image tower, steps, batch and learning rate), on ShapesWorld captions as trained and on
 paraphrases whose colour and shape words never occur in training (``test_paraphrase``).
 
@@ -20,18 +20,17 @@ from polymodal.hardware import machine_header
 from polymodal.data.shapes import generate_shapesworld, is_complete
 from polymodal.data.shapes_paraphrase import synonym_class_names, write_paraphrase_split
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-
 
 def train(recipe: str, out: Path, data: Path, steps: int, extra: list[str]) -> Path:
-    from polymodal.models.base import find_model_dir
-    from polymodal.train.recipe import load_recipe, run_recipe
+    from polymodal.models import find_model_dir
+    from polymodal.train.recipe import load_recipe
+    from polymodal.train.run import run_recipe
 
     overrides = [f"data.path={data}", f"train.steps={steps}", f"train.warmup_steps={max(1, steps // 10)}",
                  f"train.eval_every={steps}", "train.precision=bf16", *extra]  # fmt: skip
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
-    run_recipe(load_recipe(RECIPES / f"{recipe}.yaml", overrides), out, progress=True)
+    run_recipe(load_recipe(recipe, overrides), out, progress=True)  # a packaged recipe, by name
     print(f"{recipe}: trained {steps} steps in {time.perf_counter() - started:.0f} s")
     return find_model_dir(out)
 
@@ -65,7 +64,7 @@ def main() -> None:
         write_paraphrase_split(args.data, split)
     models = {
         "LiT (MiniLM locked)": train("shapes-lit", args.out / "lit", args.data, args.steps, []),
-        "text tower from scratch": train("shapes-clip", args.out / "scratch", args.data, args.steps, ["task.hard_negatives=null"]),
+        "text tower from scratch": train("shapes-clip", args.out / "scratch", args.data, args.steps, ["objective.hard_negatives=null"]),
     }
     originals = [f"{c} {s}" for c in COLORS for s in SHAPES]
     header = ["model", "split", "i2t R@1", "t2i R@1", "i2t R@1 para", "t2i R@1 para", "zero-shot", "zero-shot synonyms"]

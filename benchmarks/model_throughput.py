@@ -17,7 +17,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from polymodal.hardware import choose_precision, machine_header, matmul_peaks
-from polymodal.models import PRESETS, build_preset
+from polymodal.models import PRESETS, Captioner, ComposedModel, build_preset
 
 
 def precisions_to_run(value: str) -> list[str]:
@@ -25,17 +25,17 @@ def precisions_to_run(value: str) -> list[str]:
     return [choose_precision(name.strip(), "cpu").precision for name in value.split(",") if name.strip()]
 
 
-def step_fn(name: str, model: torch.nn.Module, batch: int, vocab: int, image_size: int, precision: str):  # type: ignore[no-untyped-def]
+def step_fn(model: ComposedModel, batch: int, vocab: int, image_size: int, precision: str):  # type: ignore[no-untyped-def]
     images = torch.randn(batch, 3, image_size, image_size)
     ids = torch.randint(4, vocab, (batch, 16))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
     def step() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            if name == "shapes-fusion":
-                out = model({"image": (images, None), "text": (ids, None)})
+            if isinstance(model, Captioner):  # the caption is the decoder's input (teacher forcing)
+                out = model({model.source: (images, None)}, ids)["logits"]
             else:
-                out = model(images, ids)
+                out = model({"image": (images, None), "text": (ids, None)})
             values = [out] if isinstance(out, torch.Tensor) else list(out.values())
             loss = sum(v.float().square().mean() for v in values)
         loss.backward()
@@ -62,7 +62,7 @@ def main() -> None:
     for name in PRESETS.names():
         for precision in precisions:
             model = build_preset(name, vocab_size=512, image_size=args.image_size)
-            step = step_fn(name, model, args.batch, 512, args.image_size, precision)
+            step = step_fn(model, args.batch, 512, args.image_size, precision)
             with FlopCounterMode(display=False) as counter:
                 step()
             flops = counter.get_total_flops()

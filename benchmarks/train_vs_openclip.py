@@ -11,7 +11,7 @@ rounds, so load from other jobs on a shared machine hits both sides alike.
 What is timed, per side (warm-up steps excluded):
 
 * ``polymodal``: the body of ``Trainer.fit`` on a real ``Trainer`` (its Accelerate autocast,
-  its AdamW parameter groups and LR schedule): ``ContrastiveTask`` forward, backward, step.
+  its AdamW parameter groups and LR schedule): ``ContrastiveObjective`` forward, backward, step.
 * ``open_clip``: the body of ``open_clip_train``'s ``train_one_epoch``: ``CLIP`` forward,
   ``ClipLoss``, backward, AdamW step, ``logit_scale`` clamp (see ``_openclip_worker.py``).
 * ``polymodal Trainer.fit`` (``--trainer``): the whole loop, DataLoader over the same tensors,
@@ -56,10 +56,10 @@ from _openclip_worker import (  # noqa: E402
 
 from polymodal.data.collate import Batch  # noqa: E402
 from polymodal.hardware import machine_header, matmul_peaks  # noqa: E402
-from polymodal.models import PRESETS, DualEncoder, build_model  # noqa: E402
-from polymodal.models.config import DualEncoderConfig  # noqa: E402
+from polymodal.models import PRESETS, EmbeddingModel, build_model  # noqa: E402
+from polymodal.models.config import EmbeddingConfig  # noqa: E402
 from polymodal.train.config import TrainConfig  # noqa: E402
-from polymodal.train.tasks import ContrastiveTask  # noqa: E402
+from polymodal.train.objectives import ContrastiveObjective  # noqa: E402
 from polymodal.train.trainer import Trainer  # noqa: E402
 
 PRESET = "shapes-clip"
@@ -68,19 +68,19 @@ DEFAULT_OPENCLIP_PYTHON = HERE.parent / ".venv-openclip" / "bin" / "python"
 # ----------------------------------------------------------------- architecture and data
 
 
-def preset_config(vocab_size: int, image_size: int, text_length: int, stem: str = "patch") -> DualEncoderConfig:
+def preset_config(vocab_size: int, image_size: int, text_length: int, stem: str = "patch") -> EmbeddingConfig:
     config = PRESETS.build(PRESET, vocab_size=vocab_size, image_size=image_size, max_length=text_length)
     # open_clip's ViT embeds patches with one strided convolution: by default compare like with like. The preset's
     # convolutional stem (``--stem conv``: what shapes-clip.yaml trains) costs ~20% more FLOPs and has no open_clip
     # counterpart.
-    config.image_encoder.params["stem"] = stem
+    config.encoders["image"].params["stem"] = stem
     return config
 
 
-def arch_of(config: DualEncoderConfig) -> dict[str, int]:
+def arch_of(config: EmbeddingConfig) -> dict[str, int]:
     """The sizes open_clip's CLIPVisionCfg / CLIPTextCfg need, read off the preset so the
     two sides cannot drift apart."""
-    vision, text = config.image_encoder.params, config.text_encoder.params
+    vision, text = config.encoders["image"].params, config.encoders["text"].params
     return {
         "image_size": vision["image_size"],
         "patch_size": vision["patch_size"],
@@ -118,6 +118,13 @@ def make_batches(path: Path, count: int, batch: int, arch: dict[str, int], min_l
 # ----------------------------------------------------------------- polymodal side (worker)
 
 
+def image_text_batch(images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, names: list[str] | None = None) -> Batch:
+    """A batch in which every sample has both its image and its caption."""
+    present = torch.ones(images.size(0), dtype=torch.bool)  # (B,)
+    return Batch(ids=names or [], inputs={"image": (images, None), "text": (ids, mask)},
+                 present={"image": present, "text": present})
+
+
 class SavedRows(torch.utils.data.Dataset):
     """The saved batches as S*B rows, for ``Trainer.fit``; items are row indices and
     ``collate`` gathers them (the cheapest possible data pipeline)."""
@@ -136,7 +143,7 @@ class SavedRows(torch.utils.data.Dataset):
 
     def collate(self, indices: list[int]) -> Batch:
         rows = torch.tensor(indices)
-        return Batch(ids=[str(i) for i in indices], images=self.images[rows], text_ids=self.ids[rows], text_mask=self.mask[rows])
+        return image_text_batch(self.images[rows], self.ids[rows], self.mask[rows], [str(i) for i in indices])
 
 
 def polymodal_trainer(
@@ -149,7 +156,7 @@ def polymodal_trainer(
         steps=len(rows) // rows.batch, batch_size=rows.batch, lr=lr, weight_decay=weight_decay, grad_clip=None,
         precision="bf16" if precision == "bf16" else "no",
     )
-    return Trainer(model, ContrastiveTask(), rows, train, run_dir, collate_fn=rows.collate, progress=False)
+    return Trainer(model, ContrastiveObjective(), rows, train, run_dir, collate_fn=rows.collate, progress=False)
 
 
 def polymodal_step(trainer: Trainer) -> StepFn:
@@ -157,7 +164,7 @@ def polymodal_step(trainer: Trainer) -> StepFn:
     acc = trainer.accelerator
 
     def step(images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        batch = Batch(ids=[], images=images, text_ids=ids, text_mask=mask)
+        batch = image_text_batch(images, ids, mask)
         with acc.autocast():
             loss = trainer.wrapped(batch)["loss"]
         acc.backward(loss)
@@ -200,12 +207,12 @@ def polymodal_worker(argv: list[str]) -> None:
         run_dir = Path(tmp)
         rows = SavedRows(batches)
         trainer = polymodal_trainer(arch, args.precision, args.lr, args.weight_decay, rows, run_dir, args.stem)
-        model: DualEncoder = trainer.module.model  # type: ignore[assignment]
+        model: EmbeddingModel = trainer.module.model  # type: ignore[assignment]
         params = count_params(
             {
-                "vision": [*model.image_encoder.parameters(), *model.image_projection.parameters()],
-                "text": [*model.text_encoder.parameters(), *model.text_projection.parameters()],
-                "temperature": list(trainer.module.task.parameters()),
+                "vision": [*model.encoders["image"].parameters(), *model.projections["image"].parameters()],
+                "text": [*model.encoders["text"].parameters(), *model.projections["text"].parameters()],
+                "temperature": list(trainer.module.objective.parameters()),
             }
         )
         if args.trainer:

@@ -49,9 +49,10 @@ def test_batching_does_not_change_results(tiny_dual_encoder_dir) -> None:  # noq
 
 def test_embed_text_matches_the_model_directly(clip, tiny_dual_encoder_dir) -> None:  # noqa: ANN001
     backend = load_backend(tiny_dual_encoder_dir)
-    ids, mask = backend.bundle.tokenizer.encode_batch(["a red circle"], backend.bundle.max_text_length)
+    text = backend.saved.text  # the tokenizer and length the model was saved with
+    ids, mask = text.tokenizer.encode_batch(["a red circle"], text.max_length)
     with torch.no_grad():
-        expected = backend.bundle.model.encode_text(ids, mask).numpy()
+        expected = backend.saved.model.embed("text", ids, mask).numpy()
     np.testing.assert_allclose(clip.embed_text("a red circle"), expected, atol=1e-6)
 
 
@@ -100,7 +101,7 @@ def test_bad_inputs_name_what_is_wrong(clip, tmp_path) -> None:  # noqa: ANN001
     with pytest.raises(ValueError, match="at least two"):
         clip.classify(_image(0), ["only one"])
     with pytest.raises(ValueError, match="precision"):
-        polymodal.load(clip.backend.bundle.path, precision="fp8")
+        polymodal.load(clip.backend.saved.path, precision="fp8")
 
 
 def test_load_backend_accepts_run_dirs_and_names_what_it_expected(tiny_dual_encoder_dir, tmp_path) -> None:  # noqa: ANN001

@@ -1,4 +1,4 @@
-"""ONNX export of dual-encoder towers: onnxruntime must reproduce PyTorch at any batch size."""
+"""ONNX export of image-text embedding model towers: onnxruntime must reproduce PyTorch at any batch size."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from typer.testing import CliRunner
 
 from polymodal.cli.main import app
 from polymodal.data.text import train_tokenizer
-from polymodal.data.transforms import ImagePreprocess
 from polymodal.export import ExportError, OnnxDualEncoder, export_onnx
 from polymodal.interop import clip_features
-from polymodal.models import build_preset, load_model
+from polymodal.models import build_preset, load_model, save_model
 from tests.interop.tiny import save_tiny_clip
+from tests.tiny_models import save_image_text_model
 
 onnxruntime = pytest.importorskip("onnxruntime")
 runner = CliRunner()
@@ -29,7 +29,7 @@ TEXTS = ["a red circle", "a small blue square left of a big green triangle", "ca
 def _save_polymodal_clip(directory: Path) -> Path:
     tokenizer = train_tokenizer(["a small big red blue green circle square triangle left of cat"], vocab_size=32)
     model = build_preset("shapes-clip", vocab_size=32, image_size=32, max_length=16, embed_dim=24)
-    return model.save(directory, preprocess=ImagePreprocess(image_size=32).to_dict(), tokenizer=tokenizer)
+    return save_image_text_model(model, directory, tokenizer, image_size=32, max_length=16)
 
 
 def _images(n: int) -> list[Image.Image]:
@@ -37,7 +37,7 @@ def _images(n: int) -> list[Image.Image]:
     return [Image.fromarray(rng.randint(0, 256, (40, 48, 3), dtype=np.uint8)) for _ in range(n)]
 
 
-def test_cli_exports_a_polymodal_dual_encoder(tmp_path: Path) -> None:
+def test_cli_exports_a_polymodal_embedding_model(tmp_path: Path) -> None:
     model_dir = _save_polymodal_clip(tmp_path / "model")
     out = tmp_path / "onnx"
     result = runner.invoke(app, ["export", str(model_dir), "--format", "onnx", "--out", str(out), "--json"])
@@ -59,7 +59,7 @@ def test_cli_exports_a_polymodal_dual_encoder(tmp_path: Path) -> None:
         mask = torch.ones(batch, length, dtype=torch.bool)
         mask[0, length - 2 :] = False
         with torch.inference_mode():
-            want_image, want_text = model.encode_image(pixels), model.encode_text(ids, mask)
+            want_image, want_text = model.embed("image", pixels), model.embed("text", ids, mask)
         np.testing.assert_allclose(onnx.embed_pixels(pixels.numpy()), want_image.numpy(), atol=1e-4)
         np.testing.assert_allclose(onnx.embed_ids(ids.numpy(), mask.numpy()), want_text.numpy(), atol=1e-4)
     # The exported tokenizer and preprocessing reproduce the model's own inputs end to end.
@@ -88,9 +88,10 @@ def test_hf_clip_export_equals_transformers(tmp_path: Path) -> None:
 
 
 def test_cli_refuses_what_it_cannot_export(tmp_path: Path) -> None:
-    build_preset("shapes-caption", vocab_size=32, image_size=32).save(tmp_path / "captioner")
+    save_model(tmp_path / "captioner", build_preset("shapes-caption", vocab_size=32, image_size=32), processors={})
     result = runner.invoke(app, ["export", str(tmp_path / "captioner"), "--out", str(tmp_path / "o")])
-    assert result.exit_code == 1 and "captioner model; ONNX export supports dual encoders only" in result.output
+    assert result.exit_code == 1, result.output
+    assert "captioner model over ['image']; ONNX export supports image-text embedding models only" in result.output
     assert "Traceback" not in result.output
 
     result = runner.invoke(app, ["export", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--json"])

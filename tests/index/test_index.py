@@ -127,7 +127,7 @@ def test_add_skips_what_is_indexed_and_continues_ids(tmp_path: Path, clip_model)
     write_images(a, 4)
     write_images(b, 3, seed=5, prefix="new")
     out = tmp_path / "idx"
-    build_index(a, out, clip_model, model_ref=str(clip_model.backend.bundle.path))
+    build_index(a, out, clip_model, model_ref=str(clip_model.backend.saved.path))
     for p in sorted(a.glob("*.png"))[:2]:
         (b / p.name).write_bytes(p.read_bytes())  # b now also holds two images of a, by content but not path
     result = add_to_index(out, a, clip_model)
@@ -157,10 +157,10 @@ def test_texts_from_manifest_and_image_to_text_search(tmp_path: Path, clip_model
 
 def test_another_model_is_refused_naming_both(tmp_path: Path, image_folder: Path, clip_model, other_clip: Path) -> None:
     out = tmp_path / "idx"
-    build_index(image_folder, out, clip_model, model_ref=str(clip_model.backend.bundle.path))
+    build_index(image_folder, out, clip_model, model_ref=str(clip_model.backend.saved.path))
     with pytest.raises(ModelMismatchError) as err:
         open_for_search(out, other_clip)
-    assert "clip-other" in str(err.value) and str(clip_model.backend.bundle.path) in str(err.value)
+    assert "clip-other" in str(err.value) and str(clip_model.backend.saved.path) in str(err.value)
     with pytest.raises(ModelMismatchError):
         add_to_index(out, image_folder, str(other_clip))
     index, model = open_for_search(out)  # the recorded model

@@ -1,4 +1,4 @@
-"""A transformers CLIPModel loaded as a polymodal DualEncoder must compute the same features."""
+"""A transformers CLIPModel loaded as a polymodal EmbeddingModel must compute the same features."""
 
 from __future__ import annotations
 
@@ -45,8 +45,8 @@ def test_features_equal_get_image_and_text_features(clip_dir: Path, hf_clip: t.C
     with torch.no_grad():
         ref_image = F.normalize(clip_features(hf_clip, pixel_values=pixels), dim=-1)
         ref_text = F.normalize(clip_features(hf_clip, input_ids=ids, attention_mask=mask.long()), dim=-1)
-        torch.testing.assert_close(converted.model.encode_image(pixels), ref_image, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(converted.model.encode_text(ids, mask), ref_text, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(converted.model.embed("image", pixels), ref_image, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(converted.model.embed("text", ids, mask), ref_text, atol=1e-5, rtol=1e-5)
     assert converted.logit_scale == pytest.approx(hf_clip.logit_scale.exp().item())
     assert converted.model.embed_dim == 24
 

@@ -14,7 +14,7 @@ from PIL import Image
 from polymodal.backends.base import CAPTION, TaskNotSupported
 from polymodal.backends.hf import HFCaptionBackend, load_hf_backend
 from polymodal.interop import HFLoadError, UnsupportedHFModel, detect_hf_kind
-from polymodal.models import build_preset
+from polymodal.models import build_preset, save_model
 from tests.interop.tiny import save_tiny_blip, save_tiny_clip, save_tiny_vision_encoder_decoder
 
 SAVERS = {"blip-caption": save_tiny_blip, "vision-encoder-decoder": save_tiny_vision_encoder_decoder}
@@ -66,7 +66,7 @@ def test_detect_hf_kind(tmp_path: Path) -> None:
     assert detect_hf_kind(tmp_path / "clip") == "clip"
     # Not a transformers checkpoint at all: None, so a dispatcher can try other formats.
     assert detect_hf_kind(tmp_path) is None
-    build_preset("shapes-clip", image_size=32).save(tmp_path / "polymodal")
+    save_model(tmp_path / "polymodal", build_preset("shapes-clip", image_size=32), processors={})
     assert detect_hf_kind(tmp_path / "polymodal") is None
     # model_type alone is enough when architectures is missing.
     (tmp_path / "ved").mkdir()

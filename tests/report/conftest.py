@@ -90,7 +90,7 @@ def write_training(folder: Path, slope: float = 1.0, preset: str = "fusion-conca
             lines.append({"step": step, "eval": {"accuracy": slope * step / 200}})
     (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in lines) + "\n{\"step\": 11")  # truncated tail
     (folder / "config.yaml").write_text(
-        f"name: {folder.name}\nmodel: {{preset: {preset}, params: {{}}}}\ntask: {{kind: classification}}\n"
+        f"name: {folder.name}\nmodel: {{preset: {preset}, params: {{}}}}\nobjective: {{kind: classification}}\n"
         "train: {steps: 100, batch_size: 32, lr: 0.001}\n"
     )
     (folder / "train_summary.json").write_text(json.dumps(

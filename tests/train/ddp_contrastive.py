@@ -25,7 +25,7 @@ class Towers(nn.Module):
         self.text = nn.Linear(5, 8)
 
 
-class Task(nn.Module):
+class Objective(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.loss = ClipLoss()
@@ -35,7 +35,7 @@ class Task(nn.Module):
             images, texts = batch
             return {"loss": self.loss(model.image(images), model.text(texts))}
         images, texts, negatives, present = batch
-        # As ContrastiveTask does: captions and negatives through the text tower in one call.
+        # As ContrastiveObjective does: captions and negatives through the text tower in one call.
         encoded_texts, encoded_negatives = model.text(torch.cat([texts, negatives])).split(len(texts))
         return {"loss": self.loss(model.image(images), encoded_texts, encoded_negatives, present)}
 
@@ -54,7 +54,7 @@ def main(out: str, negatives: bool = False) -> None:
     torch.manual_seed(0)
     model = Towers()
     cfg = TrainConfig(steps=10, batch_size=16, lr=1e-2, grad_clip=None, seed=1, log_every=5)
-    trainer = Trainer(model, Task(), data, cfg, Path(out).parent / "run", progress=False)
+    trainer = Trainer(model, Objective(), data, cfg, Path(out).parent / "run", progress=False)
     trainer.fit()
     if trainer.is_main:
         state = {k: v.detach().contiguous() for k, v in trainer.module.state_dict().items()}

@@ -100,10 +100,10 @@ def test_polymodal_train_under_accelerate_launch_reports_once(tmp_path: Path) ->
     generate_shapesworld(data, 40, seed=0, image_size=32, progress=False)
     with open(data / "train.jsonl", "a", encoding="utf-8") as manifest:  # two rows every rank skips
         manifest.write('{"id": "no-image", "image": "images/missing.png", "captions": ["a red circle"]}\n{not json\n')
-    recipe = Path(__file__).resolve().parents[2] / "recipes" / "shapes-clip.yaml"
+    recipe = "shapes-clip"  # packaged: `polymodal train` loads it by name
 
     def args_for(attempt: str) -> list[str]:
-        return ["-m", "polymodal", "train", str(recipe), "--set", f"data.path={data}", "--set", "data.image.image_size=32",
+        return ["-m", "polymodal", "train", recipe, "--set", f"data.path={data}", "--set", "data.image.image_size=32",
                 "--set", "train.steps=2", "--set", "train.batch_size=8", "--set", "train.warmup_steps=1",
                 "--out", str(tmp_path / attempt), "--json"]  # fmt: skip
 

