@@ -25,12 +25,12 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader
 
-from polymodal.hardware import machine_header
 from polymodal.data.dataset import MultimodalDataset
 from polymodal.data.image import decode_image
 from polymodal.data.processors import ImageProcessor
 from polymodal.data.schema import Sample
 from polymodal.data.transforms import ImagePreprocess
+from polymodal.hardware import machine_header
 
 
 def make_images(directory: Path, n: int, size: int, seed: int = 0) -> list[Sample]:
@@ -82,9 +82,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 224])
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument(
-        "--out-size", type=int, default=None, help="preprocess image_size (default: min(size, 224))"
-    )
+    parser.add_argument("--out-size", type=int, default=None, help="preprocess image_size (default: min(size, 224))")
     args = parser.parse_args()
     print(machine_header())  # CPU, flags, threads and matmul peaks beside the figures
     torch.set_num_threads(1)  # decoding is single-threaded anyway; workers give the parallelism

@@ -36,14 +36,26 @@ SIZES = {
     # openai/clip-vit-base-patch32's architecture.
     "b32": {
         "text": {"hidden_size": 512, "num_hidden_layers": 12, "num_attention_heads": 8, "intermediate_size": 2048},
-        "vision": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
-                   "image_size": 224, "patch_size": 32},
+        "vision": {
+            "hidden_size": 768,
+            "num_hidden_layers": 12,
+            "num_attention_heads": 12,
+            "intermediate_size": 3072,
+            "image_size": 224,
+            "patch_size": 32,
+        },
         "projection_dim": 512,
     },
     "small": {
         "text": {"hidden_size": 256, "num_hidden_layers": 4, "num_attention_heads": 4, "intermediate_size": 1024},
-        "vision": {"hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 6, "intermediate_size": 1536,
-                   "image_size": 224, "patch_size": 32},
+        "vision": {
+            "hidden_size": 384,
+            "num_hidden_layers": 6,
+            "num_attention_heads": 6,
+            "intermediate_size": 1536,
+            "image_size": 224,
+            "patch_size": 32,
+        },
         "projection_dim": 256,
     },
 }
@@ -63,15 +75,23 @@ def save_random_clip(directory: Path, size: str) -> None:
     ).save_pretrained(directory)
     config = t.CLIPConfig(
         # Real CLIP has a 49408-token vocabulary: the embedding table's size matters for memory, not speed.
-        text_config={**spec["text"], "vocab_size": 49408, "max_position_embeddings": CONTEXT,
-                     "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3},
+        text_config={
+            **spec["text"],
+            "vocab_size": 49408,
+            "max_position_embeddings": CONTEXT,
+            "pad_token_id": 0,
+            "bos_token_id": 2,
+            "eos_token_id": 3,
+        },
         vision_config=spec["vision"],
         projection_dim=spec["projection_dim"],
     )
     torch.manual_seed(0)
     t.CLIPModel(config).save_pretrained(directory)
     side = spec["vision"]["image_size"]
-    t.CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side}).save_pretrained(directory)
+    t.CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side}).save_pretrained(
+        directory
+    )
 
 
 def time_rows(fns: list[Callable[[], torch.Tensor]], rounds: int) -> tuple[list[float], list[torch.Tensor]]:
@@ -128,18 +148,21 @@ def main() -> None:
         def run() -> torch.Tensor:
             with torch.no_grad(), ctx():
                 return clip_features(hf, pixel_values=pixels)
+
         return run
 
     def hf_text(ctx: Callable = nullcontext) -> Callable[[], torch.Tensor]:
         def run() -> torch.Tensor:
             with torch.no_grad(), ctx():
                 return clip_features(hf, input_ids=ids, attention_mask=mask.long())
+
         return run
 
     def pm(model: torch.nn.Module, tower: str, ctx: Callable = nullcontext) -> Callable[[], torch.Tensor]:
         def run() -> torch.Tensor:
             with torch.inference_mode(), ctx():
                 return model.embed("image", pixels) if tower == "image" else model.embed("text", ids, mask)
+
         return run
 
     rows: list[tuple[str, str, Callable[[], torch.Tensor]]] = [
@@ -165,8 +188,10 @@ def main() -> None:
         rows.insert(5, ("image", "polymodal onnxruntime fp32", lambda: torch.from_numpy(onnx.embed_pixels(np_pixels))))
         rows.append(("text", "polymodal onnxruntime fp32", lambda: torch.from_numpy(onnx.embed_ids(np_ids, np_mask))))
 
-    print(f"CLIP size {args.size}, batch {args.batch}, {args.threads} threads, best of {args.iters}, torch {torch.__version__}, "
-          f"attention {hf.config._attn_implementation}")
+    print(
+        f"CLIP size {args.size}, batch {args.batch}, {args.threads} threads, best of {args.iters}, torch {torch.__version__}, "
+        f"attention {hf.config._attn_implementation}"
+    )
     print(f"{'tower':6} {'path':42} {'items/s':>9} {'vs HF fp32':>10} {'cos vs fp32':>11}")
     seconds, outs = time_rows([fn for _, _, fn in rows], args.iters)
     reference: dict[str, tuple[float, torch.Tensor]] = {}
@@ -176,6 +201,7 @@ def main() -> None:
             reference[tower] = (rate, F.normalize(out.float(), dim=-1))
         base_rate, base_out = reference[tower]
         print(f"{tower:6} {name:42} {rate:9.1f} {rate / base_rate:9.2f}x {cosine(out, base_out):11.5f}", flush=True)
+
 
 if __name__ == "__main__":
     main()

@@ -46,7 +46,9 @@ from polymodal.train.build import build_recipe_model, recipe_model_config
 from polymodal.train.recipe import load_recipe
 
 
-def encode_split(model: nn.Module, recipe, tokenizer: TextTokenizer, split: str, log: BadSampleLog) -> dict[str, object]:
+def encode_split(
+    model: nn.Module, recipe, tokenizer: TextTokenizer, split: str, log: BadSampleLog
+) -> dict[str, object]:
     """Frozen image features of every image of ``split`` (fp16) and its statements as token ids."""
     images = list(read_manifest(Path(recipe.data.path) / split, bad_log=log))
     dataset = MultimodalDataset(images, {"image": ImageProcessor(recipe.data.image)}, text_mode="first")
@@ -62,14 +64,20 @@ def encode_split(model: nn.Module, recipe, tokenizer: TextTokenizer, split: str,
     statements = statement_samples(images)
     ids, mask = tokenizer.encode_batch([s.text[0] for s in statements], recipe.data.max_length)
     return {
-        "image_tokens": torch.cat(tokens), "image_pooled": torch.cat(pooled), "grid": grid,
+        "image_tokens": torch.cat(tokens),
+        "image_pooled": torch.cat(pooled),
+        "grid": grid,
         "image_index": torch.tensor([index[s.metadata["parent_id"]] for s in statements]),
-        "text_ids": ids, "text_mask": mask, "labels": torch.tensor([int(s.label) for s in statements]),
+        "text_ids": ids,
+        "text_mask": mask,
+        "labels": torch.tensor([int(s.label) for s in statements]),
         "types": [s.statements[0].type or "untyped" for s in statements],
-    }  # fmt: skip
+    }
 
 
-def cached_features(clip: Path, recipe_path: Path, data: Path, cache: Path) -> tuple[nn.Module, dict[str, dict[str, object]]]:
+def cached_features(
+    clip: Path, recipe_path: Path, data: Path, cache: Path
+) -> tuple[nn.Module, dict[str, dict[str, object]]]:
     """The fusion classifier built from ``recipe_path`` (a file, or a packaged recipe's name) on ``clip``'s towers,
     and the cached splits."""
     recipe = load_recipe(recipe_path, [f"data.path={data}", f"model.init_from={clip}"])
@@ -79,7 +87,9 @@ def cached_features(clip: Path, recipe_path: Path, data: Path, cache: Path) -> t
     if cache.is_file():
         return model, torch.load(cache, weights_only=True)
     log = BadSampleLog(cache.with_suffix(".bad.jsonl"))
-    splits = {split: encode_split(model, recipe, tokenizer, getattr(recipe.data, split), log) for split in ("train", "val")}
+    splits = {
+        split: encode_split(model, recipe, tokenizer, getattr(recipe.data, split), log) for split in ("train", "val")
+    }
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp")
     torch.save(splits, tmp)
@@ -118,12 +128,20 @@ def parse_params(pairs: list[str]) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clip", type=Path, required=True, help="A shapes-clip or shapes-clip-imagenet run (or model) directory.")
-    parser.add_argument("--recipe", type=Path, default=Path("shapes-fusion-imagenet"),
-                        help="The fusion recipe (a file, or a packaged recipe's name) whose towers (and preprocessing) "
-                        "to build on the CLIP run's weights.")
+    parser.add_argument(
+        "--clip", type=Path, required=True, help="A shapes-clip or shapes-clip-imagenet run (or model) directory."
+    )
+    parser.add_argument(
+        "--recipe",
+        type=Path,
+        default=Path("shapes-fusion-imagenet"),
+        help="The fusion recipe (a file, or a packaged recipe's name) whose towers (and preprocessing) "
+        "to build on the CLIP run's weights.",
+    )
     parser.add_argument("--data", type=Path, required=True, help="The ShapesWorld directory it was trained on.")
-    parser.add_argument("--cache", type=Path, default=None, help="Feature cache file (default: CLIP/probe-<recipe>.pt).")
+    parser.add_argument(
+        "--cache", type=Path, default=None, help="Feature cache file (default: CLIP/probe-<recipe>.pt)."
+    )
     parser.add_argument("--fusion", default="film", help="A registered fusion module, or 'reference'.")
     parser.add_argument("--param", action="append", default=[], help="Fusion parameter key=value (repeatable).")
     parser.add_argument("--lr", type=float, default=3e-4, help="Fusion and head learning rate.")
@@ -135,7 +153,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    model, splits = cached_features(args.clip, args.recipe, args.data, args.cache or args.clip / f"probe-{args.recipe.stem}.pt")
+    model, splits = cached_features(
+        args.clip, args.recipe, args.data, args.cache or args.clip / f"probe-{args.recipe.stem}.pt"
+    )
     train, val = splits["train"], splits["val"]
     text_tower = model.encoders["text"].requires_grad_(args.text_lr > 0).train(args.text_lr > 0)
     dims = {"image": train["image_tokens"].shape[-1], "text": text_tower.output_dim}
@@ -158,7 +178,9 @@ def main() -> None:
         image = split["image_index"][idx]
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
             features = {
-                "image": EncoderOutput(split["image_tokens"][image].float(), split["image_pooled"][image].float(), None, split["grid"]),
+                "image": EncoderOutput(
+                    split["image_tokens"][image].float(), split["image_pooled"][image].float(), None, split["grid"]
+                ),
                 "text": text_tower(split["text_ids"][idx], split["text_mask"][idx]),
             }
             present = {m: torch.ones(len(idx), dtype=torch.bool) for m in features}
@@ -180,8 +202,10 @@ def main() -> None:
     generator = torch.Generator().manual_seed(args.seed)
     every = max(1, args.steps // args.evals)
     started = time.perf_counter()
-    print(f"{args.fusion} {parse_params(args.param)} lr={args.lr} text_lr={args.text_lr} on {args.recipe.name}: "
-          f"{len(train['labels'])} train / {len(val['labels'])} val statements")  # fmt: skip
+    print(
+        f"{args.fusion} {parse_params(args.param)} lr={args.lr} text_lr={args.text_lr} on {args.recipe.name}: "
+        f"{len(train['labels'])} train / {len(val['labels'])} val statements"
+    )
     for step in range(1, args.steps + 1):
         idx = torch.randint(0, len(train["labels"]), (args.batch_size,), generator=generator)
         loss = nn.functional.cross_entropy(logits(train, idx), train["labels"][idx])
@@ -191,7 +215,10 @@ def main() -> None:
         optimizer.step()
         schedule.step()
         if step % every == 0 or step == args.steps:
-            print(f"  step {step:5d}  loss {loss.item():.3f}  val accuracy {accuracy()}  ({time.perf_counter() - started:.0f} s)", flush=True)
+            print(
+                f"  step {step:5d}  loss {loss.item():.3f}  val accuracy {accuracy()}  ({time.perf_counter() - started:.0f} s)",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

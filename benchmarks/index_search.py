@@ -27,8 +27,15 @@ K = 10
 INTRINSIC_DIM = 32
 
 
-def mixture(n: int, dim: int, rng: np.random.Generator, centres: np.ndarray, basis: np.ndarray,
-            spread: float = 0.8, noise: float = 0.1) -> np.ndarray:
+def mixture(
+    n: int,
+    dim: int,
+    rng: np.random.Generator,
+    centres: np.ndarray,
+    basis: np.ndarray,
+    spread: float = 0.8,
+    noise: float = 0.1,
+) -> np.ndarray:
     """(n, dim) unit vectors: a random centre each, plus a Gaussian step in a shared low-dimensional subspace
     (``basis``, (r, dim)) and a little isotropic noise, normalised.
 
@@ -80,8 +87,18 @@ def latency_ms(index: faiss.Index, queries: np.ndarray, rounds: int) -> tuple[fl
     return best[0], best[1], np.stack(found)
 
 
-def run(n: int, dim: int, types: list[str], n_queries: int, seed: int, rounds: int, base_params: IndexParams,
-        build_threads: int, search_threads: list[int], n_centres: int = 1000) -> list[dict]:
+def run(
+    n: int,
+    dim: int,
+    types: list[str],
+    n_queries: int,
+    seed: int,
+    rounds: int,
+    base_params: IndexParams,
+    build_threads: int,
+    search_threads: list[int],
+    n_centres: int = 1000,
+) -> list[dict]:
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((n_centres, dim), dtype=np.float32) / np.sqrt(dim)  # (C, dim), norm ~1
     basis = rng.standard_normal((INTRINSIC_DIM, dim), dtype=np.float32) / np.sqrt(dim)  # (r, dim), rows norm ~1
@@ -96,7 +113,12 @@ def run(n: int, dim: int, types: list[str], n_queries: int, seed: int, rounds: i
         index = new_index(kind, dim, params, train=base if is_ivf(kind) else None)
         index.add_with_ids(base, ids)
         build = time.perf_counter() - t0
-        sweep = {"flat": [None], "hnsw": [16, 32, 64, 128, 256], "ivf": [8, 16, 32, 64, 128, 256], "ivfpq": [8, 16, 32, 64, 128]}[kind]
+        sweep = {
+            "flat": [None],
+            "hnsw": [16, 32, 64, 128, 256],
+            "ivf": [8, 16, 32, 64, 128, 256],
+            "ivfpq": [8, 16, 32, 64, 128],
+        }[kind]
         for knob in sweep:
             if kind == "hnsw":
                 params.ef_search = knob
@@ -106,11 +128,19 @@ def run(n: int, dim: int, types: list[str], n_queries: int, seed: int, rounds: i
             for threads in search_threads:
                 faiss.omp_set_num_threads(threads)
                 p50, p99, found = latency_ms(index, queries, rounds)
-                rows.append({
-                    "n": n, "dim": dim, "type": kind, "knob": "-" if knob is None else
-                    f"{'efSearch' if kind == 'hnsw' else 'nprobe'}={knob}", "threads": threads,
-                    "build_s": build, "p50_ms": p50, "p99_ms": p99, "recall@10": recall_at_k(found, truth),
-                })
+                rows.append(
+                    {
+                        "n": n,
+                        "dim": dim,
+                        "type": kind,
+                        "knob": "-" if knob is None else f"{'efSearch' if kind == 'hnsw' else 'nprobe'}={knob}",
+                        "threads": threads,
+                        "build_s": build,
+                        "p50_ms": p50,
+                        "p99_ms": p99,
+                        "recall@10": recall_at_k(found, truth),
+                    }
+                )
                 print_row(rows[-1])
             faiss.omp_set_num_threads(build_threads)
         del index
@@ -118,23 +148,37 @@ def run(n: int, dim: int, types: list[str], n_queries: int, seed: int, rounds: i
 
 
 def print_row(r: dict) -> None:
-    print(f"{r['n']:>9,} {r['dim']:>4} {r['type']:>6} {r['knob']:>13} {r['threads']:>3} {r['build_s']:>8.1f} "
-          f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['recall@10']:>9.3f}", flush=True)
+    print(
+        f"{r['n']:>9,} {r['dim']:>4} {r['type']:>6} {r['knob']:>13} {r['threads']:>3} {r['build_s']:>8.1f} "
+        f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['recall@10']:>9.3f}",
+        flush=True,
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--dims", type=int, nargs="+", default=[256, 512])
-    parser.add_argument("--types", nargs="+", default=["flat", "hnsw", "ivf", "ivfpq"], choices=["flat", "hnsw", "ivf", "ivfpq"])
+    parser.add_argument(
+        "--types", nargs="+", default=["flat", "hnsw", "ivf", "ivfpq"], choices=["flat", "hnsw", "ivf", "ivfpq"]
+    )
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--threads", type=int, default=2, help="OpenMP threads for building and exact search.")
-    parser.add_argument("--search-threads", type=int, nargs="+", default=[1, 2],
-                        help="OpenMP threads while timing single queries (each setting is a row).")
+    parser.add_argument(
+        "--search-threads",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="OpenMP threads while timing single queries (each setting is a row).",
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--centres", type=int, default=1000,
-                        help="Mixture centres: more centres -> fewer points per cluster -> neighbours cross cluster "
-                             "boundaries, harder for IVF cells and HNSW alike.")
+    parser.add_argument(
+        "--centres",
+        type=int,
+        default=1000,
+        help="Mixture centres: more centres -> fewer points per cluster -> neighbours cross cluster "
+        "boundaries, harder for IVF cells and HNSW alike.",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="Latency rounds over the queries; the best p50 counts.")
     parser.add_argument("--hnsw-m", type=int, default=IndexParams.hnsw_m)
     parser.add_argument("--ef-construction", type=int, default=IndexParams.ef_construction)
@@ -142,15 +186,29 @@ def main() -> None:
     faiss.omp_set_num_threads(args.threads)
     print(machine_header())  # CPU, flags, threads and matmul peaks beside the figures
     base = IndexParams(hnsw_m=args.hnsw_m, ef_construction=args.ef_construction)
-    print(f"faiss {faiss.__version__}, {args.threads} build threads, {args.queries} single queries x {args.rounds} rounds, "
-          f"k={K}, {args.centres} centres, hnsw M={base.hnsw_m} efConstruction={base.ef_construction}, "
-          f"ivf/ivfpq nlist=4*sqrt(N), ivfpq m=dim/8 nbits={base.nbits}")
-    print(f"{'vectors':>9} {'dim':>4} {'type':>6} {'search knob':>13} {'thr':>3} {'build s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'recall@10':>9}")
+    print(
+        f"faiss {faiss.__version__}, {args.threads} build threads, {args.queries} single queries x {args.rounds} rounds, "
+        f"k={K}, {args.centres} centres, hnsw M={base.hnsw_m} efConstruction={base.ef_construction}, "
+        f"ivf/ivfpq nlist=4*sqrt(N), ivfpq m=dim/8 nbits={base.nbits}"
+    )
+    print(
+        f"{'vectors':>9} {'dim':>4} {'type':>6} {'search knob':>13} {'thr':>3} {'build s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'recall@10':>9}"
+    )
     for n in args.sizes:
         for dim in args.dims:
-            run(n, dim, args.types, args.queries, args.seed, args.rounds, base, args.threads, args.search_threads,
-                args.centres)
+            run(
+                n,
+                dim,
+                args.types,
+                args.queries,
+                args.seed,
+                args.rounds,
+                base,
+                args.threads,
+                args.search_threads,
+                args.centres,
+            )
 
 
 if __name__ == "__main__":

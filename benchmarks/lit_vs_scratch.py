@@ -16,9 +16,9 @@ import shutil
 import time
 from pathlib import Path
 
-from polymodal.hardware import machine_header
 from polymodal.data.shapes import generate_shapesworld, is_complete
 from polymodal.data.shapes_paraphrase import synonym_class_names, write_paraphrase_split
+from polymodal.hardware import machine_header
 
 
 def train(recipe: str, out: Path, data: Path, steps: int, extra: list[str]) -> Path:
@@ -26,8 +26,14 @@ def train(recipe: str, out: Path, data: Path, steps: int, extra: list[str]) -> P
     from polymodal.train.recipe import load_recipe
     from polymodal.train.run import run_recipe
 
-    overrides = [f"data.path={data}", f"train.steps={steps}", f"train.warmup_steps={max(1, steps // 10)}",
-                 f"train.eval_every={steps}", "train.precision=bf16", *extra]  # fmt: skip
+    overrides = [
+        f"data.path={data}",
+        f"train.steps={steps}",
+        f"train.warmup_steps={max(1, steps // 10)}",
+        f"train.eval_every={steps}",
+        "train.precision=bf16",
+        *extra,
+    ]
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
     run_recipe(load_recipe(recipe, overrides), out, progress=True)  # a packaged recipe, by name
@@ -43,7 +49,9 @@ def zero_shot(model_dir: Path, data: Path, split: str, class_names: list[str], t
     samples = [s for s in read_manifest(data / f"{split}.jsonl") if len(s.metadata["objects"]) == 1]
     truth = [f"{s.metadata['objects'][0]['color']} {s.metadata['objects'][0]['shape']}" for s in samples]
     originals = [f"{c} {s}" for c in COLORS for s in SHAPES]
-    predictions = polymodal.load(model_dir).classify([s.image for s in samples], class_names, templates=templates, top_k=1)
+    predictions = polymodal.load(model_dir).classify(
+        [s.image for s in samples], class_names, templates=templates, top_k=1
+    )
     return sum(originals[class_names.index(p[0][0])] == t for p, t in zip(predictions, truth)) / len(samples)
 
 
@@ -64,14 +72,22 @@ def main() -> None:
         write_paraphrase_split(args.data, split)
     models = {
         "LiT (MiniLM locked)": train("shapes-lit", args.out / "lit", args.data, args.steps, []),
-        "text tower from scratch": train("shapes-clip", args.out / "scratch", args.data, args.steps, ["objective.hard_negatives=null"]),
+        "text tower from scratch": train(
+            "shapes-clip", args.out / "scratch", args.data, args.steps, ["objective.hard_negatives=null"]
+        ),
     }
     originals = [f"{c} {s}" for c in COLORS for s in SHAPES]
     header = ["model", "split", "i2t R@1", "t2i R@1", "i2t R@1 para", "t2i R@1 para", "zero-shot", "zero-shot synonyms"]
     print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for name, model_dir in models.items():
         for split in ("test", "test_novel"):
-            doc = run_eval(str(model_dir), "shapes-retrieval", data=args.data, splits=[split, f"{split}_paraphrase"], n_resamples=10)
+            doc = run_eval(
+                str(model_dir),
+                "shapes-retrieval",
+                data=args.data,
+                splits=[split, f"{split}_paraphrase"],
+                n_resamples=10,
+            )
             plain, para = (r.metrics for r in doc.results)
             zs = zero_shot(model_dir, args.data, split, originals, ["a picture with a {}"])
             zs_syn = zero_shot(model_dir, args.data, split, synonym_class_names(), ["an image containing a {}"])

@@ -73,7 +73,9 @@ def main() -> None:
             seconds = (time.perf_counter() - start) / args.steps
             params = sum(p.numel() for p in model.parameters()) / 1e6
             mfu = flops / seconds / (peaks[precision] * 1e9)  # against the peak of the precision this step ran in
-            print(f"{name:16} {params:7.2f}M {precision:>9} {args.batch / seconds:10.1f} {flops / 1e9:11.2f} {mfu:6.1%}")
+            print(
+                f"{name:16} {params:7.2f}M {precision:>9} {args.batch / seconds:10.1f} {flops / 1e9:11.2f} {mfu:6.1%}"
+            )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,11 @@ MODELS = {
     "shapes-fusion, FiLM (ViT + text transformer)": ("shapes-fusion", {"fusion": "film"}),
     "shapes-caption": ("shapes-caption", {}),
 }
-VARIANTS = {"per-tensor loop (CPU default)": {"foreach": False}, "foreach": {"foreach": True}, "fused (the trainer)": {"fused": True}}
+VARIANTS = {
+    "per-tensor loop (CPU default)": {"foreach": False},
+    "foreach": {"foreach": True},
+    "fused (the trainer)": {"fused": True},
+}
 
 
 def time_step(params: list[torch.nn.Parameter], steps: int, **options: bool) -> float:
@@ -50,8 +54,11 @@ def main() -> None:
             p.grad = torch.randn_like(p)
         ms = {v: time_step(trainable, args.steps, **options) for v, options in VARIANTS.items()}
         speedup = ms["per-tensor loop (CPU default)"] / ms["fused (the trainer)"]
-        print(f"| {label} | {len(trainable)} | {sum(p.numel() for p in trainable):,} | "
-              + " | ".join(f"{ms[v]:.2f}" for v in VARIANTS) + f" | {speedup:.1f}x |")
+        print(
+            f"| {label} | {len(trainable)} | {sum(p.numel() for p in trainable):,} | "
+            + " | ".join(f"{ms[v]:.2f}" for v in VARIANTS)
+            + f" | {speedup:.1f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -57,10 +57,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     n_texts = len(owner)
     full_matrix_gib = args.images * n_texts * 4 / 2**30
     print(f"{args.images} images x {n_texts} texts, dim {args.dim}, chunk {args.chunk_size}, {args.threads} threads")
-    print(f"time {seconds:.1f} s | {args.images / seconds:,.0f} image queries/s | "
-          f"{n_texts / seconds:,.0f} text queries/s (both directions in one pass)")  # fmt: skip
-    print(f"peak RSS {peak:,.0f} MiB (after building inputs: {rss_inputs:,.0f} MiB); "
-          f"a full fp32 similarity matrix would be {full_matrix_gib:,.1f} GiB")  # fmt: skip
+    print(
+        f"time {seconds:.1f} s | {args.images / seconds:,.0f} image queries/s | "
+        f"{n_texts / seconds:,.0f} text queries/s (both directions in one pass)"
+    )
+    print(
+        f"peak RSS {peak:,.0f} MiB (after building inputs: {rss_inputs:,.0f} MiB); "
+        f"a full fp32 similarity matrix would be {full_matrix_gib:,.1f} GiB"
+    )
     print({k: round(v, 5) for k, v in metrics.items()})
     return {"seconds": seconds, "peak_rss_mib": peak, **metrics}
 

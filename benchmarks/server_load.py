@@ -26,15 +26,23 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 
 from polymodal.hardware import machine_header
 
-QUERIES = ["a red circle", "a blue square", "two green triangles", "a yellow star left of a purple cross",
-           "three shapes", "a small cyan heart", "a large red square above a blue circle"]
+QUERIES = [
+    "a red circle",
+    "a blue square",
+    "two green triangles",
+    "a yellow star left of a purple cross",
+    "three shapes",
+    "a small cyan heart",
+    "a large red square above a blue circle",
+]
 LABELS = ["circle", "square", "triangle", "star", "heart"]
 
 
@@ -71,9 +79,26 @@ def indexed_images(index: Path) -> list[Path]:
 
 
 def start_server(model: str, index: Path, port: int, args: argparse.Namespace) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "polymodal", "serve", "--model", model, "--index", str(index), "--host", "127.0.0.1",
-           "--port", str(port), "--batch-size", str(args.batch_size), "--max-wait-ms", str(args.max_wait_ms),
-           "--precision", args.precision]
+    cmd = [
+        sys.executable,
+        "-m",
+        "polymodal",
+        "serve",
+        "--model",
+        model,
+        "--index",
+        str(index),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--batch-size",
+        str(args.batch_size),
+        "--max-wait-ms",
+        str(args.max_wait_ms),
+        "--precision",
+        args.precision,
+    ]
     server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -100,13 +125,16 @@ def scenarios(images: list[Path]) -> dict[str, Callable[[httpx.AsyncClient, int]
         return client.post("/embed", json={"images": [encoded[i % len(encoded)]]})
 
     def classify(client: httpx.AsyncClient, i: int) -> Any:
-        return client.post("/classify", files={"image": ("x.png", sample[i % len(sample)], "image/png")},
-                           data={"labels": LABELS})
+        return client.post(
+            "/classify", files={"image": ("x.png", sample[i % len(sample)], "image/png")}, data={"labels": LABELS}
+        )
 
     return {"search": search, "embed-image": embed_image, "classify": classify}
 
 
-async def load(base_url: str, request: Callable[[httpx.AsyncClient, int], Any], total: int, concurrency: int) -> dict[str, Any]:
+async def load(
+    base_url: str, request: Callable[[httpx.AsyncClient, int], Any], total: int, concurrency: int
+) -> dict[str, Any]:
     """``total`` requests, ``concurrency`` in flight at once; latency per request, wall time overall."""
     latencies: list[float] = []
     errors = 0
@@ -114,6 +142,7 @@ async def load(base_url: str, request: Callable[[httpx.AsyncClient, int], Any], 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
     async with httpx.AsyncClient(base_url=base_url, timeout=60, limits=limits) as client:
+
         async def worker() -> None:
             nonlocal errors
             for i in counter:
@@ -130,7 +159,9 @@ async def load(base_url: str, request: Callable[[httpx.AsyncClient, int], Any], 
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     latencies.sort()
     return {
-        "requests": total, "concurrency": concurrency, "errors": errors,
+        "requests": total,
+        "concurrency": concurrency,
+        "errors": errors,
         "requests_per_s": total / wall,
         "p50_ms": 1000 * statistics.median(latencies),
         "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
@@ -169,10 +200,14 @@ def main() -> None:
         server = start_server(args.model, index, port, args)
         try:
             requests = scenarios(images)
-            print(f"server: {args.model}, {len(images):,} indexed images, batch size {args.batch_size}, "
-                  f"max wait {args.max_wait_ms:g} ms, {args.precision}, {os.cpu_count()} CPUs shared with the client")
-            print(f"{'scenario':<12} {'conc.':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
-                  f"{'batched calls':>13} {'client CPU':>10}")
+            print(
+                f"server: {args.model}, {len(images):,} indexed images, batch size {args.batch_size}, "
+                f"max wait {args.max_wait_ms:g} ms, {args.precision}, {os.cpu_count()} CPUs shared with the client"
+            )
+            print(
+                f"{'scenario':<12} {'conc.':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
+                f"{'batched calls':>13} {'client CPU':>10}"
+            )
             for name in args.scenarios:
                 asyncio.run(load(base_url, requests[name], min(20, args.requests), 4))  # warm-up
                 for concurrency in args.concurrency:
@@ -185,8 +220,10 @@ def main() -> None:
                     if args.json:
                         print(json.dumps(result))
                     else:
-                        print(f"{name:<12} {concurrency:>5} {result['requests_per_s']:>8.1f} {result['p50_ms']:>8.1f} "
-                              f"{result['p99_ms']:>8.1f} {result['errors']:>6} {result['model_calls']:>13} {result['client_cpu']:>10.2f}")
+                        print(
+                            f"{name:<12} {concurrency:>5} {result['requests_per_s']:>8.1f} {result['p50_ms']:>8.1f} "
+                            f"{result['p99_ms']:>8.1f} {result['errors']:>6} {result['model_calls']:>13} {result['client_cpu']:>10.2f}"
+                        )
                     if result["errors"]:
                         raise SystemExit(f"{result['errors']} errors in {name} at concurrency {concurrency}")
         finally:

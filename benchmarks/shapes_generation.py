@@ -14,8 +14,8 @@ import platform
 import tempfile
 import time
 
-from polymodal.hardware import machine_header
 from polymodal.data.shapes import generate_shapesworld, make_example
+from polymodal.hardware import machine_header
 
 
 def _render_only(n: int, image_size: int) -> float:

@@ -53,7 +53,6 @@ from _openclip_worker import (  # noqa: E402
     time_training,
     worker_args,
 )
-
 from polymodal.data.collate import Batch  # noqa: E402
 from polymodal.hardware import machine_header, matmul_peaks  # noqa: E402
 from polymodal.models import PRESETS, EmbeddingModel, build_model  # noqa: E402
@@ -118,11 +117,16 @@ def make_batches(path: Path, count: int, batch: int, arch: dict[str, int], min_l
 # ----------------------------------------------------------------- polymodal side (worker)
 
 
-def image_text_batch(images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, names: list[str] | None = None) -> Batch:
+def image_text_batch(
+    images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, names: list[str] | None = None
+) -> Batch:
     """A batch in which every sample has both its image and its caption."""
     present = torch.ones(images.size(0), dtype=torch.bool)  # (B,)
-    return Batch(ids=names or [], inputs={"image": (images, None), "text": (ids, mask)},
-                 present={"image": present, "text": present})
+    return Batch(
+        ids=names or [],
+        inputs={"image": (images, None), "text": (ids, mask)},
+        present={"image": present, "text": present},
+    )
 
 
 class SavedRows(torch.utils.data.Dataset):
@@ -147,13 +151,23 @@ class SavedRows(torch.utils.data.Dataset):
 
 
 def polymodal_trainer(
-    arch: dict[str, int], precision: str, lr: float, weight_decay: float, rows: SavedRows, run_dir: Path, stem: str = "patch"
+    arch: dict[str, int],
+    precision: str,
+    lr: float,
+    weight_decay: float,
+    rows: SavedRows,
+    run_dir: Path,
+    stem: str = "patch",
 ) -> Trainer:
     """A real polymodal Trainer for shapes-clip over ``rows``, one pass of them; no grad
     clipping (open_clip's default) and no warm-up, so both optimizers do the same work."""
     model = build_model(preset_config(arch["vocab_size"], arch["image_size"], arch["context_length"], stem))
     train = TrainConfig(
-        steps=len(rows) // rows.batch, batch_size=rows.batch, lr=lr, weight_decay=weight_decay, grad_clip=None,
+        steps=len(rows) // rows.batch,
+        batch_size=rows.batch,
+        lr=lr,
+        weight_decay=weight_decay,
+        grad_clip=None,
         precision="bf16" if precision == "bf16" else "no",
     )
     return Trainer(model, ContrastiveObjective(), rows, train, run_dir, collate_fn=rows.collate, progress=False)
@@ -191,7 +205,12 @@ def time_trainer_fit(trainer: Trainer, batch: int, warmup: int) -> dict[str, Any
     result = trainer.fit()
     wall = [b[0] - a[0] for a, b in zip(marks, marks[1:])][warmup - 1 :]
     cpu = [b[1] - a[1] for a, b in zip(marks, marks[1:])][warmup - 1 :]
-    return {"flops_per_step": None, **step_times(wall, batch, cpu), "first_loss": None, "last_loss": result.last_losses.get("loss")}
+    return {
+        "flops_per_step": None,
+        **step_times(wall, batch, cpu),
+        "first_loss": None,
+        "last_loss": result.last_losses.get("loss"),
+    }
 
 
 def polymodal_worker(argv: list[str]) -> None:
@@ -280,9 +299,14 @@ def summarise(runs: list[dict[str, Any]], peaks: dict[str, float], precisions: l
             side_flops = results[0]["flops_per_step"] or flops  # Trainer.fit: the same model
             rows.append(
                 {
-                    "side": side, "precision": precision, "samples_per_s": batch / ms * 1e3, "ms_per_step": ms,
-                    "gflop_per_step": side_flops / 1e9, "mfu": side_flops / (ms / 1e3) / peaks[precision],
-                    "vs_open_clip": medians["open_clip"] / ms, "steps": sum(len(r["step_ms"]) for r in results),
+                    "side": side,
+                    "precision": precision,
+                    "samples_per_s": batch / ms * 1e3,
+                    "ms_per_step": ms,
+                    "gflop_per_step": side_flops / 1e9,
+                    "mfu": side_flops / (ms / 1e3) / peaks[precision],
+                    "vs_open_clip": medians["open_clip"] / ms,
+                    "steps": sum(len(r["step_ms"]) for r in results),
                     "cpu_ms_per_step": cpu[side],
                     "cpu_vs_open_clip": cpu["open_clip"] / cpu[side] if cpu[side] else None,
                 }
@@ -311,8 +335,12 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table per side (first round)")
     parser.add_argument("--openclip-python", type=Path, default=DEFAULT_OPENCLIP_PYTHON)
     parser.add_argument("--json", type=Path, help="also write every run and the summary here")
-    parser.add_argument("--stem", choices=("patch", "conv"), default="patch",
-                        help="polymodal's image stem: patch (like open_clip's) or conv (the shapes-clip recipe's)")
+    parser.add_argument(
+        "--stem",
+        choices=("patch", "conv"),
+        default="patch",
+        help="polymodal's image stem: patch (like open_clip's) or conv (the shapes-clip recipe's)",
+    )
     args = parser.parse_args()
     if not args.openclip_python.exists():
         raise SystemExit(f"{args.openclip_python} not found: create it with 'bash benchmarks/openclip_env.sh'")
@@ -320,15 +348,27 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     peaks = {"fp32": 0.0, "bf16": 0.0}
     arch = arch_of(preset_config(args.vocab_size, args.image_size, args.text_length))
-    print(f"{PRESET}: {json.dumps(arch)}; batch {args.batch}, {args.warmup} warm-up + {args.steps} timed steps, {args.threads} threads")
+    print(
+        f"{PRESET}: {json.dumps(arch)}; batch {args.batch}, {args.warmup} warm-up + {args.steps} timed steps, {args.threads} threads"
+    )
 
     runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         batches = Path(tmp) / "batches.pt"
         make_batches(batches, args.warmup + args.steps, args.batch, arch, args.min_text_length, args.seed)
         common = [
-            "--batches", str(batches), "--arch", json.dumps(arch), "--warmup", str(args.warmup),
-            "--threads", str(args.threads), "--lr", str(args.lr), "--weight-decay", str(args.weight_decay),
+            "--batches",
+            str(batches),
+            "--arch",
+            json.dumps(arch),
+            "--warmup",
+            str(args.warmup),
+            "--threads",
+            str(args.threads),
+            "--lr",
+            str(args.lr),
+            "--weight-decay",
+            str(args.weight_decay),
         ]
         commands = {
             "polymodal": [sys.executable, __file__, "--worker", *common, "--stem", args.stem],
@@ -336,7 +376,9 @@ def main() -> None:
         }
         if args.trainer:
             commands["polymodal Trainer.fit"] = [*commands["polymodal"], "--trainer"]
-        print(f"\n{'round':>5} {'side':22} {'precision':9} {'samples/s':>10} {'ms/step':>8} {'first/last loss':>16} {'load':>5}")
+        print(
+            f"\n{'round':>5} {'side':22} {'precision':9} {'samples/s':>10} {'ms/step':>8} {'first/last loss':>16} {'load':>5}"
+        )
         for round_ in range(args.rounds):
             # Re-measured every round and the highest kept: other jobs only ever lower it,
             # and a peak measured in a busy moment would inflate MFU past 100%.
@@ -350,18 +392,27 @@ def main() -> None:
                     r["round"], r["load_before"], r["batch"] = round_ + 1, load, args.batch
                     runs.append(r)
                     first = "-" if r["first_loss"] is None else f"{r['first_loss']:.3f}"
-                    print(f"{round_ + 1:5} {r['side']:22} {precision:9} {r['samples_per_s']:10.1f} {r['ms_per_step']:8.1f} {first:>7} / {r['last_loss']:.3f} {load:5.1f}", flush=True)
+                    print(
+                        f"{round_ + 1:5} {r['side']:22} {precision:9} {r['samples_per_s']:10.1f} {r['ms_per_step']:8.1f} {first:>7} / {r['last_loss']:.3f} {load:5.1f}",
+                        flush=True,
+                    )
                     if "profile" in r:
                         print(f"\n--- torch.profiler, {r['side']} {precision} ({r['versions']}) ---\n{r['profile']}")
 
-    print(f"\nmatmul peak, best of {args.rounds} measurements ({args.threads} threads): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
+    print(
+        f"\nmatmul peak, best of {args.rounds} measurements ({args.threads} threads): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s"
+    )
     print(machine_header({name: value / 1e9 for name, value in peaks.items()}))
     first = {r["side"]: r for r in runs}
-    print(f"\nversions: polymodal side {first['polymodal']['versions']}; open_clip side {first['open_clip']['versions']}")
+    print(
+        f"\nversions: polymodal side {first['polymodal']['versions']}; open_clip side {first['open_clip']['versions']}"
+    )
     print_params(first["polymodal"]["params"], first["open_clip"]["params"])
     summary = summarise(runs, peaks, args.precisions)
     print(f"\nmedian step time over all timed steps of {args.rounds} rounds")
-    print(f"{'side':22} {'precision':9} {'samples/s':>10} {'ms/step':>8} {'GFLOP/step':>10} {'MFU':>6} {'vs open_clip':>12} {'CPU ms/step':>11} {'CPU vs open_clip':>16}")
+    print(
+        f"{'side':22} {'precision':9} {'samples/s':>10} {'ms/step':>8} {'GFLOP/step':>10} {'MFU':>6} {'vs open_clip':>12} {'CPU ms/step':>11} {'CPU vs open_clip':>16}"
+    )
     for row in summary:
         cpu_ms = "-" if row["cpu_ms_per_step"] is None else f"{row['cpu_ms_per_step']:.1f}"
         cpu_ratio = "-" if row["cpu_vs_open_clip"] is None else f"{row['cpu_vs_open_clip']:.2f}x"

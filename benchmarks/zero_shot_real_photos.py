@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from polymodal.hardware import machine_header
 from polymodal.api import Model
 from polymodal.backends.conse import ConSEBackend
+from polymodal.hardware import machine_header
 from polymodal.pretrained.photos import LABELS, real_photos
 
 
@@ -63,13 +63,19 @@ def main() -> None:
         correct += hit
         shown = ", ".join(f"{label} {p:.2f}" for label, p in top)
         print(f"{'ok ' if hit else 'MISS'} {photo.name:18s} true={photo.label!r:18s} top-3: {shown}")
-    print(f"top-1 accuracy: {correct}/{len(photos)} = {correct / len(photos):.3f}  (T={args.top_t}, {len(LABELS)} labels)")
+    print(
+        f"top-1 accuracy: {correct}/{len(photos)} = {correct / len(photos):.3f}  (T={args.top_t}, {len(LABELS)} labels)"
+    )
 
     # How the number of combined classes matters (same towers, same cached class embeddings).
     sweep = []
     for top_t in (1, 3, 5, 10, 20, 50):
-        other = Model(ConSEBackend(backend.classifier, backend.text, backend.class_names, top_t=top_t,
-                                   weights_hash=backend.weights_hash), precision=args.precision)
+        other = Model(
+            ConSEBackend(
+                backend.classifier, backend.text, backend.class_names, top_t=top_t, weights_hash=backend.weights_hash
+            ),
+            precision=args.precision,
+        )
         top1 = [top[0][0] for top in other.classify(images, list(LABELS), top_k=1)]
         sweep.append(f"T={top_t}: {sum(t == p.label for t, p in zip(top1, photos))}/{len(photos)}")
     print("accuracy by T:", ", ".join(sweep))
@@ -77,11 +83,17 @@ def main() -> None:
     texts = [f"a photo of a {label}." for label in LABELS] * 16  # 256 short prompts
     images_wall, images_cpu = best_rate(lambda: model.embed_image(images), len(images), args.repeats)
     texts_wall, texts_cpu = best_rate(lambda: model.embed_text(texts), len(texts), args.repeats)
-    print(f"threads={args.threads}, precision={args.precision}: load {load_s:.1f} s, 1000 class prompts embedded once in {class_s:.1f} s "
-          f"({class_cpu:.1f} CPU-s)")
-    print(f"embed_image: {images_wall:.1f} images/s, {images_cpu:.1f} images per CPU-second "
-          "(resize+EfficientNet-Lite0+ConSE, batch 12)")
-    print(f"embed_text: {texts_wall:.0f} texts/s, {texts_cpu:.0f} texts per CPU-second (MiniLM, batch 32 short prompts)")
+    print(
+        f"threads={args.threads}, precision={args.precision}: load {load_s:.1f} s, 1000 class prompts embedded once in {class_s:.1f} s "
+        f"({class_cpu:.1f} CPU-s)"
+    )
+    print(
+        f"embed_image: {images_wall:.1f} images/s, {images_cpu:.1f} images per CPU-second "
+        "(resize+EfficientNet-Lite0+ConSE, batch 12)"
+    )
+    print(
+        f"embed_text: {texts_wall:.0f} texts/s, {texts_cpu:.0f} texts per CPU-second (MiniLM, batch 32 short prompts)"
+    )
 
 
 if __name__ == "__main__":

@@ -17,15 +17,32 @@ runner = CliRunner()
 
 
 def _metrics(doc: dict) -> list:
-    return [(r["benchmark"], r["split"], r["metrics"], r["ci95"], r.get("robustness"), r["examples"]) for r in doc["results"]]
+    return [
+        (r["benchmark"], r["split"], r["metrics"], r["ci95"], r.get("robustness"), r["examples"])
+        for r in doc["results"]
+    ]
 
 
 def test_eval_twice_gives_the_same_numbers_and_a_valid_file(tmp_path: Path, shapes_dir: Path, models: dict) -> None:
     docs = []
     for i in range(2):
         out = tmp_path / f"r{i}.json"
-        args = ["eval", str(models["vqa"]), "--benchmark", "shapes-vqa", "--data", str(shapes_dir), "--split", "test",
-                "--robustness", "--resamples", "100", "--out", str(out), "--json"]  # fmt: skip
+        args = [
+            "eval",
+            str(models["vqa"]),
+            "--benchmark",
+            "shapes-vqa",
+            "--data",
+            str(shapes_dir),
+            "--split",
+            "test",
+            "--robustness",
+            "--resamples",
+            "100",
+            "--out",
+            str(out),
+            "--json",
+        ]
         result = runner.invoke(app, args)
         assert result.exit_code == 0, result.output
         assert json.loads(result.stdout) == json.loads(out.read_text())
@@ -39,8 +56,9 @@ def test_eval_twice_gives_the_same_numbers_and_a_valid_file(tmp_path: Path, shap
 
 
 def test_eval_table_output(shapes_dir: Path, models: dict) -> None:
-    result = runner.invoke(app, ["eval", str(models["clip"]), "-b", "shapes-retrieval", "--data", str(shapes_dir),
-                                 "--resamples", "20"])  # fmt: skip
+    result = runner.invoke(
+        app, ["eval", str(models["clip"]), "-b", "shapes-retrieval", "--data", str(shapes_dir), "--resamples", "20"]
+    )
     assert result.exit_code == 0, result.output
     assert "shapes-retrieval" in result.stdout and "t2i_R@1" in result.stdout and "test_novel" in result.stdout
 
@@ -61,7 +79,9 @@ def test_eval_errors_are_clear(tmp_path: Path, shapes_dir: Path, models: dict) -
     lines[1] = json.dumps(row)
     (broken / "test.jsonl").write_text("\n".join(lines) + "\n")
     shutil.copytree(shapes_dir / "images", broken / "images")
-    res = runner.invoke(app, ["eval", str(models["clip"]), "-b", "shapes-retrieval", "--data", str(broken), "--split", "test"])
+    res = runner.invoke(
+        app, ["eval", str(models["clip"]), "-b", "shapes-retrieval", "--data", str(broken), "--split", "test"]
+    )
     assert res.exit_code == 1 and "test.jsonl" in res.output and "row 2" in res.output and "Traceback" not in res.output
 
 

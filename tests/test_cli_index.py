@@ -99,7 +99,9 @@ def test_build_errors(built: Path, image_folder: Path, tiny_clip: Path, tmp_path
     assert result.exit_code == 2 and "index type must be one of" in result.output
 
 
-def test_ctrl_c_then_rerun_resumes(image_folder: Path, tiny_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ctrl_c_then_rerun_resumes(
+    image_folder: Path, tiny_clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import polymodal.index.build as build_mod
 
     real_save, saved = build_mod._save_chunk, []
@@ -124,17 +126,27 @@ def test_ctrl_c_then_rerun_resumes(image_folder: Path, tiny_clip: Path, tmp_path
 def test_texts_and_image_to_text_search(tmp_path: Path, tiny_clip: Path) -> None:
     manifest = write_caption_manifest(tmp_path / "ds")
     out = tmp_path / "idx"
-    result = invoke("index", "build", manifest, "--model", tiny_clip, "--out", out, "--texts", "--type", "hnsw", "--json")
+    result = invoke(
+        "index", "build", manifest, "--model", tiny_clip, "--out", out, "--texts", "--type", "hnsw", "--json"
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["type"] == "hnsw"
-    hits = json.loads(invoke("search", out, "--image", tmp_path / "ds/images/img001.png", "--kind", "text", "-k", "3", "--json").stdout)
+    hits = json.loads(
+        invoke(
+            "search", out, "--image", tmp_path / "ds/images/img001.png", "--kind", "text", "-k", "3", "--json"
+        ).stdout
+    )
     assert len(hits) == 3 and all(h["kind"] == "text" and h["text"] for h in hits)
     info = json.loads(invoke("index", "info", out, "--json").stdout)
     assert info["counts"] == {"image": 6, "text": 12} and info["params"]["hnsw_m"] == 32
 
 
 def test_an_index_built_from_a_loaded_model_object_records_where_to_load_it(
-    tmp_path: Path, image_folder: Path, tiny_clip: Path, clip_model, other_clip: Path  # noqa: ANN001
+    tmp_path: Path,
+    image_folder: Path,
+    tiny_clip: Path,
+    clip_model,
+    other_clip: Path,  # noqa: ANN001
 ) -> None:
     from polymodal.index.build import build_index
 

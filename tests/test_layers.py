@@ -143,4 +143,3 @@ def test_checker_reports_an_upward_import(tmp_path, statement, module):
     (root / "extra" / "__init__.py").write_text("")
     assert "pkg/peer.py:1  1 peer -> 1 low (pkg.low)" in layer_violations(root, layers)
     assert unplaced(root, layers) == ["extra"]
-

@@ -34,11 +34,17 @@ class VectorProcessor(Processor):
     def __init__(self, dim: int) -> None:
         self.dim = dim
 
-    def prepare(self, ref: Any, generator: torch.Generator | None = None, *, source: str | None = None,
-                row: int | None = None) -> Tensor:
+    def prepare(
+        self, ref: Any, generator: torch.Generator | None = None, *, source: str | None = None, row: int | None = None
+    ) -> Tensor:
         if not isinstance(ref, list) or len(ref) != self.dim:
-            raise BadSampleError(f"expected a list of {self.dim} numbers, got {ref!r}", source=source, row=row,
-                                 field="vector", kind="bad_vector")
+            raise BadSampleError(
+                f"expected a list of {self.dim} numbers, got {ref!r}",
+                source=source,
+                row=row,
+                field="vector",
+                kind="bad_vector",
+            )
         return torch.tensor(ref, dtype=torch.float32)
 
     def collate(self, values: Sequence[Tensor | None]) -> ModalityBatch:
@@ -91,8 +97,15 @@ def _rows(root: Path, n: int, seed: int) -> list[dict[str, Any]]:
             Image.new("RGB", (16, 16), COLOURS[names[c]]).save(path)
         vector = [1.0 if j == c else 0.0 for j in range(len(names))] + [0.1 * float(torch.randn((), generator=g))]
         vector.append(1.0 if label else -1.0)
-        rows.append({"id": f"s{seed}-{i}", "image": f"images/{names[c]}.png", "text": f"a {names[c]} square",
-                     "vector": vector, "label": "yes" if label else "no"})
+        rows.append(
+            {
+                "id": f"s{seed}-{i}",
+                "image": f"images/{names[c]}.png",
+                "text": f"a {names[c]} square",
+                "vector": vector,
+                "label": "yes" if label else "no",
+            }
+        )
     return rows
 
 
@@ -115,22 +128,43 @@ TOWERS = {
 
 
 def _recipe(data: Path, model: dict[str, Any], objective: dict[str, Any], metric: str, view: str | None) -> Recipe:
-    return Recipe.model_validate({
-        "name": "vector-toy",
-        "model": {"config": model},
-        "data": {"path": str(data), "view": view, "image": {"image_size": 16, "crop": "none"}, "vocab_size": 64,
-                 "max_length": 8, "processors": {"vector": {"dim": DIM}}},
-        "objective": objective,
-        "train": {"steps": 120, "batch_size": 32, "lr": 3e-3, "warmup_steps": 10, "eval_every": 60, "metric": metric,
-                  "precision": "fp32"},
-    })
+    return Recipe.model_validate(
+        {
+            "name": "vector-toy",
+            "model": {"config": model},
+            "data": {
+                "path": str(data),
+                "view": view,
+                "image": {"image_size": 16, "crop": "none"},
+                "vocab_size": 64,
+                "max_length": 8,
+                "processors": {"vector": {"dim": DIM}},
+            },
+            "objective": objective,
+            "train": {
+                "steps": 120,
+                "batch_size": 32,
+                "lr": 3e-3,
+                "warmup_steps": 10,
+                "eval_every": 60,
+                "metric": metric,
+                "precision": "fp32",
+            },
+        }
+    )
 
 
 def test_a_three_modality_fusion_classifier_trains_saves_loads_and_evaluates(data: Path, tmp_path: Path) -> None:
-    model = {"kind": "fusion_classifier", "encoders": TOWERS, "fusion": {"name": "concat", "params": {"hidden_dim": 32}},
-             "fusion_dim": 32, "num_classes": 2}
-    result = run_recipe(_recipe(data, model, {"kind": "classification"}, "accuracy", "labels"), tmp_path / "run",
-                        progress=False)
+    model = {
+        "kind": "fusion_classifier",
+        "encoders": TOWERS,
+        "fusion": {"name": "concat", "params": {"hidden_dim": 32}},
+        "fusion_dim": 32,
+        "num_classes": 2,
+    }
+    result = run_recipe(
+        _recipe(data, model, {"kind": "classification"}, "accuracy", "labels"), tmp_path / "run", progress=False
+    )
     assert result.best_metric is not None and result.best_metric > 0.9  # only the vector knows the label
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert list(summary["bad_samples_by_kind"]) == ["bad_vector"]  # the malformed row: counted each draw, not fatal
@@ -158,17 +192,23 @@ def test_a_three_modality_fusion_classifier_trains_saves_loads_and_evaluates(dat
 
 def test_a_three_modality_embedding_model_aligns_every_pair(data: Path, tmp_path: Path) -> None:
     model = {"kind": "embedding", "encoders": TOWERS, "embed_dim": 16}
-    result = run_recipe(_recipe(data, model, {"kind": "contrastive"}, "recall@1", None), tmp_path / "run",
-                        progress=False)
-    assert result.last_losses is not None and {"contrastive_image_text", "contrastive_image_vector",
-                                                "contrastive_text_vector"} <= set(result.last_losses)
+    result = run_recipe(
+        _recipe(data, model, {"kind": "contrastive"}, "recall@1", None), tmp_path / "run", progress=False
+    )
+    assert result.last_losses is not None and {
+        "contrastive_image_text",
+        "contrastive_image_vector",
+        "contrastive_text_vector",
+    } <= set(result.last_losses)
     saved = SavedModel.load(tmp_path / "run" / "model")
     names = list(COLOURS)
     with torch.no_grad():
         texts = saved.model.embed("text", *saved.inputs("text", [f"a {n} square" for n in names]))
         vectors = [[1.0 if j == c else 0.0 for j in range(len(names))] + [0.0, 1.0] for c in range(len(names))]
         from_vectors = saved.model.embed("vector", *saved.inputs("vector", vectors))
-        images = saved.model.embed("image", *saved.inputs("image", [Image.new("RGB", (16, 16), COLOURS[n]) for n in names]))
+        images = saved.model.embed(
+            "image", *saved.inputs("image", [Image.new("RGB", (16, 16), COLOURS[n]) for n in names])
+        )
     # Each colour's vector and image find that colour's caption among the four.
     assert (from_vectors @ texts.T).argmax(-1).tolist() == list(range(len(names)))
     assert (images @ texts.T).argmax(-1).tolist() == list(range(len(names)))

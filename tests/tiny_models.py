@@ -17,11 +17,27 @@ from polymodal.models import ComposedModel, build_preset, save_model
 
 IMAGE_SIZE = 32
 CORPUS = [
-    "a red circle", "a blue square", "a green triangle", "two yellow stars", "a purple heart left of a cyan cross",
-    "what color is the shape", "how many shapes are there", "is there a circle", "yes", "no", "one", "two", "three",
+    "a red circle",
+    "a blue square",
+    "a green triangle",
+    "two yellow stars",
+    "a purple heart left of a cyan cross",
+    "what color is the shape",
+    "how many shapes are there",
+    "is there a circle",
+    "yes",
+    "no",
+    "one",
+    "two",
+    "three",
 ]
 ANSWERS = ["red", "blue", "green", "yes", "no", "1", "2", "3"]
-_KIND_PRESET = {"dual_encoder": "shapes-clip", "captioner": "shapes-caption", "vqa": "shapes-vqa", "fusion": "shapes-fusion"}
+_KIND_PRESET = {
+    "dual_encoder": "shapes-clip",
+    "captioner": "shapes-caption",
+    "vqa": "shapes-vqa",
+    "fusion": "shapes-fusion",
+}
 
 
 def save_tiny_model(kind: str, directory: Path, seed: int = 0) -> Path:
@@ -37,9 +53,16 @@ def save_tiny_model(kind: str, directory: Path, seed: int = 0) -> Path:
 
 
 def save_image_text_model(
-    model: ComposedModel, directory: Path, tokenizer: TextTokenizer, image_size: int, max_length: int,
+    model: ComposedModel,
+    directory: Path,
+    tokenizer: TextTokenizer,
+    image_size: int,
+    max_length: int,
     answers: dict[str, int] | None = None,
 ) -> Path:
     """Save ``model`` with an image processor at ``image_size`` (default statistics) and a text processor."""
-    processors = {"image": ImageProcessor(ImagePreprocess(image_size=image_size)), "text": TextProcessor(tokenizer, max_length)}
+    processors = {
+        "image": ImageProcessor(ImagePreprocess(image_size=image_size)),
+        "text": TextProcessor(tokenizer, max_length),
+    }
     return save_model(directory, model, processors, answers)

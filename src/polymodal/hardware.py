@@ -14,9 +14,10 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
@@ -114,8 +115,10 @@ def machine_header(peaks: dict[str, float] | None = None) -> str:
     info = cpu_info()
     peaks = matmul_peaks() if peaks is None else peaks
     measured = ", ".join(f"{name} {value:.0f} GFLOP/s" for name, value in peaks.items())
-    return (f"machine: {info.describe()}; native bf16: {'yes' if bf16_native('cpu') else 'no'}; torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads; matmul peak {measured}")  # fmt: skip
+    return (
+        f"machine: {info.describe()}; native bf16: {'yes' if bf16_native('cpu') else 'no'}; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; matmul peak {measured}"
+    )
 
 
 def bf16_slowdown() -> tuple[float, float, float]:
@@ -189,9 +192,12 @@ def _checked(requested: str, precision: str, kind: str, reason: str) -> Precisio
         raise ValueError(f"precision fp16 needs a CUDA GPU; on {kind.upper()} use auto, bf16 or fp32")
     if precision == "bf16" and kind == "cpu" and not bf16_native(kind):
         ratio, fp32, bf16 = bf16_slowdown()
-        print(f"warning: bf16 on this CPU ({cpu_info().model}) has no native kernels: a matmul measured {ratio:.0f}x "
-              f"slower than fp32 ({bf16:.1f} vs {fp32:.1f} GFLOP/s); use precision auto or fp32",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"warning: bf16 on this CPU ({cpu_info().model}) has no native kernels: a matmul measured {ratio:.0f}x "
+            f"slower than fp32 ({bf16:.1f} vs {fp32:.1f} GFLOP/s); use precision auto or fp32",
+            file=sys.stderr,
+            flush=True,
+        )
         reason = f"{reason}; {ratio:.0f}x slower than fp32 here (no native bf16)"
     return PrecisionChoice(requested, precision, reason)
 
@@ -298,8 +304,17 @@ class ThreadBudget:
     own workers (DataLoader worker processes).
     """
 
-    def __init__(self, *, reserved: int = 0, adaptive: bool = False, fixed: int | None = None, interval: float = 5.0,
-                 window: float = 0.2, meter_factory: Callable[[], BusyMeter] | None = None, usable: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        *,
+        reserved: int = 0,
+        adaptive: bool = False,
+        fixed: int | None = None,
+        interval: float = 5.0,
+        window: float = 0.2,
+        meter_factory: Callable[[], BusyMeter] | None = None,
+        usable: int | None = None,
+    ) -> None:
         """``fixed`` (a setting such as ``train.threads``) wins over ``POLYMODAL_THREADS``, which wins over the load."""
         self.reserved = reserved
         self.adaptive = adaptive
@@ -322,8 +337,7 @@ class ThreadBudget:
                 time.sleep(window)
             busy = self.meter.others_busy()
             count = threads_for(self.usable, busy, reserved)
-            self.choice = ThreadChoice(count, self.usable, None if busy is None else round(busy, 2),
-                                       self._reason(busy))  # fmt: skip
+            self.choice = ThreadChoice(count, self.usable, None if busy is None else round(busy, 2), self._reason(busy))
         self._next_check = time.monotonic() + interval
         apply_threads(self.choice.threads)
 
@@ -377,8 +391,13 @@ def apply_threads(count: int) -> None:
 def machine_record(precision: PrecisionChoice | None = None, threads: ThreadChoice | None = None) -> dict[str, Any]:
     """What a figure was measured on: CPU, flags, torch version, and the precision and threads chosen."""
     info = cpu_info()
-    record: dict[str, Any] = {"cpu": info.model, "cpu_flags": list(info.flags), "torch": torch.__version__,
-                              "bf16_native": bf16_native("cpu"), "cuda": torch.cuda.is_available()}  # fmt: skip
+    record: dict[str, Any] = {
+        "cpu": info.model,
+        "cpu_flags": list(info.flags),
+        "torch": torch.__version__,
+        "bf16_native": bf16_native("cpu"),
+        "cuda": torch.cuda.is_available(),
+    }
     if precision is not None:
         record["precision"] = precision.to_dict()
     if threads is not None:

@@ -24,8 +24,18 @@ class ProgressReporter:
     lines in both cases (appended).
     """
 
-    def __init__(self, label: str, total: int, *, start: int = 0, enabled: bool = True, log_file: Path | None = None,
-                 every_percent: float = 5.0, stream: IO[str] | None = None, terminal: bool | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        label: str,
+        total: int,
+        *,
+        start: int = 0,
+        enabled: bool = True,
+        log_file: Path | None = None,
+        every_percent: float = 5.0,
+        stream: IO[str] | None = None,
+        terminal: bool | None = None,
+    ) -> None:
         self.label, self.total, self.start = label, max(0, total), start
         self.enabled = enabled
         self.stream = stream if stream is not None else sys.stderr
@@ -47,8 +57,12 @@ class ProgressReporter:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self.bar = Progress(
-                TextColumn(f"[bold]{self.label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"), console=Console(file=self.stream),
+                TextColumn(f"[bold]{self.label}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[info]}"),
+                console=Console(file=self.stream),
             )
             self.bar.__enter__()
             self.task = self.bar.add_task(self.label, total=self.total, completed=self.start, info="")
@@ -78,8 +92,12 @@ class ProgressReporter:
         rate = (done - self.start) / elapsed if elapsed > 0 else 0.0
         eta = (self.total - done) / rate if rate > 0 else float("nan")
         pct = 100.0 * done / self.total if self.total else 100.0
-        parts = [f"{self.label} {done}/{self.total} ({pct:.0f}%)", info, f"elapsed {_clock(elapsed)}",
-                 f"ETA {_clock(eta) if eta == eta else '?'}"]  # fmt: skip
+        parts = [
+            f"{self.label} {done}/{self.total} ({pct:.0f}%)",
+            info,
+            f"elapsed {_clock(elapsed)}",
+            f"ETA {_clock(eta) if eta == eta else '?'}",
+        ]
         return "  ".join(part for part in parts if part)
 
     def update(self, done: int, info: str = "") -> None:

@@ -67,11 +67,18 @@ def test_lenient_report_counts(manifest: Path, tmp_path: Path) -> None:
 def test_strict_raises_first_error_with_file_row_field(manifest: Path) -> None:
     with pytest.raises(BadSampleError) as info:
         check_dataset(manifest, strict=True, progress=False)
-    assert (info.value.source, info.value.row, info.value.field, info.value.kind) == (str(manifest), 3, "image", "not_an_image")
+    assert (info.value.source, info.value.row, info.value.field, info.value.kind) == (
+        str(manifest),
+        3,
+        "image",
+        "not_an_image",
+    )
 
 
 def test_max_pixels_and_shards(tmp_path: Path) -> None:
-    shards = write_shards([Sample(id="small", image=png((4, 4))), Sample(id="big", image=png((40, 40)))], str(tmp_path / "s-%d.tar"))
+    shards = write_shards(
+        [Sample(id="small", image=png((4, 4))), Sample(id="big", image=png((40, 40)))], str(tmp_path / "s-%d.tar")
+    )
     report = check_dataset(shards[0], max_pixels=100, progress=False)
     assert (report.format, report.samples, report.bad_by_kind) == ("webdataset", 1, {"too_large": 1})
     assert report.bad_examples[0]["source"] == shards[0] and report.bad_examples[0]["row"] == 2
@@ -127,7 +134,9 @@ def test_cli_image_root_for_json_formats(cli: typer.Typer, tmp_path: Path) -> No
     (tmp_path / "images" / "1.png").write_bytes(png())
     coco = tmp_path / "annotations" / "captions.json"
     coco.parent.mkdir()
-    coco.write_text(json.dumps({"images": [{"id": 1, "file_name": "1.png"}], "annotations": [{"image_id": 1, "caption": "c"}]}))
+    coco.write_text(
+        json.dumps({"images": [{"id": 1, "file_name": "1.png"}], "annotations": [{"image_id": 1, "caption": "c"}]})
+    )
     without = json.loads(CliRunner().invoke(cli, ["check", str(coco), "--json"]).stdout)
     assert (without["samples"], without["bad_by_kind"]) == (0, {"missing_file": 1})  # default: the JSON's folder
     result = CliRunner().invoke(cli, ["check", str(coco), "--json", "--image-root", str(tmp_path / "images")])

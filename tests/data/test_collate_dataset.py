@@ -26,7 +26,9 @@ from polymodal.data.transforms import Augment, ImagePreprocess
 PRE = ImagePreprocess.preset("half", image_size=8)
 
 
-def procs(tok: TextTokenizer | None = None, augment: Augment | None = None, max_length: int = 64) -> dict[str, Processor]:
+def procs(
+    tok: TextTokenizer | None = None, augment: Augment | None = None, max_length: int = 64
+) -> dict[str, Processor]:
     """An image processor over PRE, plus a text processor when given a tokenizer."""
     out: dict[str, Processor] = {"image": ImageProcessor(PRE, augment)}
     if tok is not None:
@@ -117,7 +119,10 @@ def test_collate_all_dropped_and_shape_mismatch() -> None:
     assert len(empty) == 0 and empty.num_dropped == 2 and empty.inputs == {}
     with pytest.raises(ValueError, match="differ in shape"):
         collate(
-            [{"id": "a", "inputs": {"image": torch.zeros(3, 4, 4)}}, {"id": "b", "inputs": {"image": torch.zeros(3, 5, 5)}}],
+            [
+                {"id": "a", "inputs": {"image": torch.zeros(3, 4, 4)}},
+                {"id": "b", "inputs": {"image": torch.zeros(3, 5, 5)}},
+            ],
             procs(),
         )
 

@@ -49,11 +49,14 @@ def test_phrases_match_whole_words_longest_first_and_no_match_gives_none() -> No
     assert swap("", generator) is None
 
 
-@pytest.mark.parametrize(("groups", "message"), [
-    ([["red"]], "at least two different words"),
-    ([["red", "red"]], "at least two different words"),
-    ([["red", "blue"], ["blue", "square"]], "'blue' is in two groups"),
-])
+@pytest.mark.parametrize(
+    ("groups", "message"),
+    [
+        ([["red"]], "at least two different words"),
+        ([["red", "red"]], "at least two different words"),
+        ([["red", "blue"], ["blue", "square"]], "'blue' is in two groups"),
+    ],
+)
 def test_bad_groups_are_refused(groups, message) -> None:  # noqa: ANN001
     with pytest.raises(ValueError, match=message):
         WordSwapNegatives(groups)
@@ -61,8 +64,15 @@ def test_bad_groups_are_refused(groups, message) -> None:  # noqa: ANN001
 
 def test_dataset_items_carry_seeded_negatives_and_collate_masks_missing_ones() -> None:
     tok = train_tokenizer(["a red circle", "a blue square", "nothing to swap"], vocab_size=50)
-    samples = [Sample("a", text=["a red circle"]), Sample("b", text=["nothing to swap"]), Sample("c", text=["a blue square"])]
-    processors = {"image": ImageProcessor(ImagePreprocess.preset("half", image_size=8)), "text": TextProcessor(tok, max_length=64)}
+    samples = [
+        Sample("a", text=["a red circle"]),
+        Sample("b", text=["nothing to swap"]),
+        Sample("c", text=["a blue square"]),
+    ]
+    processors = {
+        "image": ImageProcessor(ImagePreprocess.preset("half", image_size=8)),
+        "text": TextProcessor(tok, max_length=64),
+    }
     ds = MultimodalDataset(samples, processors, text_mode="random", negative_text=WordSwapNegatives([COLOURS, SHAPES]))
     items = [ds[i] for i in range(3)]
     assert items[1]["negative_text_ids"] is None

@@ -74,7 +74,10 @@ SHAPES_ROW = {
         {"question": "how many shapes are there?", "answer": "2", "type": "count"},
         {"question": "is there a red square?", "answer": "yes", "type": "exist"},
     ],
-    "statements": [{"text": "there is a red square", "label": True}, {"text": "there is a green star", "label": False, "type": "shape"}],
+    "statements": [
+        {"text": "there is a red square", "label": True},
+        {"text": "there is a green star", "label": False, "type": "shape"},
+    ],
     "label": {"count": 2, "majority_color": "red"},
 }
 
@@ -92,8 +95,13 @@ def test_jsonl_manifest_reads_every_field(dataset: Path) -> None:
         [
             SHAPES_ROW,
             {"image": "images/000002.png", "text": "one caption", "label": 3, "audio": None, "source": "web"},
-            {"id": 7, "text": ["a", "b"], "captions": "c", "qa": [{"question": "q?", "answers": ["x", "y", "x"]}],
-             "metadata": {"split": "train"}},
+            {
+                "id": 7,
+                "text": ["a", "b"],
+                "captions": "c",
+                "qa": [{"question": "q?", "answers": ["x", "y", "x"]}],
+                "metadata": {"split": "train"},
+            },
         ],
     )
     s1, s2, s3 = read_manifest(manifest, strict=True)
@@ -102,7 +110,10 @@ def test_jsonl_manifest_reads_every_field(dataset: Path) -> None:
     assert s1.image == str((dataset / "images" / "000001.png").resolve())
     assert s1.text == SHAPES_ROW["captions"]
     assert s1.qa == [QA("how many shapes are there?", ["2"], "count"), QA("is there a red square?", ["yes"], "exist")]
-    assert s1.statements == [Statement("there is a red square", True), Statement("there is a green star", False, "shape")]
+    assert s1.statements == [
+        Statement("there is a red square", True),
+        Statement("there is a green star", False, "shape"),
+    ]
     # A dict label is kept whole in metadata and does not reach Sample.label (collate wants scalars).
     assert s1.label is None and s1.metadata["label"] == SHAPES_ROW["label"]
     assert s1.metadata["objects"] == SHAPES_ROW["objects"]
@@ -315,11 +326,13 @@ def _coco(tmp_path: Path, annotations: list | None = None, images: list | None =
     write_image(image_root / "000000000001.jpg")
     write_image(image_root / "000000000002.jpg")
     data = {
-        "images": images or [
+        "images": images
+        or [
             {"id": 1, "file_name": "000000000001.jpg", "height": 3, "width": 4},
             {"id": 2, "file_name": "000000000002.jpg"},
         ],
-        "annotations": annotations or [
+        "annotations": annotations
+        or [
             {"id": 10, "image_id": 1, "caption": "A cat. "},
             {"id": 11, "image_id": 1, "caption": "A small cat."},
         ],
@@ -340,9 +353,16 @@ def test_coco_captions_one_sample_per_image(tmp_path: Path) -> None:
 def test_coco_bad_entries(tmp_path: Path) -> None:
     path, image_root = _coco(
         tmp_path,
-        annotations=[{"image_id": 1, "caption": "ok"}, {"image_id": 99, "caption": "orphan"}, {"image_id": 2, "caption": 5}],
-        images=[{"id": 1, "file_name": "000000000001.jpg"}, {"id": 2, "file_name": "../../etc/passwd"},
-                {"id": 3, "file_name": "missing.jpg"}],
+        annotations=[
+            {"image_id": 1, "caption": "ok"},
+            {"image_id": 99, "caption": "orphan"},
+            {"image_id": 2, "caption": 5},
+        ],
+        images=[
+            {"id": 1, "file_name": "000000000001.jpg"},
+            {"id": 2, "file_name": "../../etc/passwd"},
+            {"id": 3, "file_name": "missing.jpg"},
+        ],
     )
     with pytest.raises(BadSampleError) as info:
         list(read_coco_captions(path, image_root, strict=True))
@@ -376,8 +396,15 @@ def _karpathy(tmp_path: Path) -> tuple[Path, Path]:
     write_image(root / "train2014" / "b.jpg")
     write_image(root / "flat.jpg")
     images = [
-        {"filepath": "val2014", "filename": "a.jpg", "split": "test", "imgid": 0, "cocoid": 42,
-         "sentences": [{"raw": "A dog runs.", "tokens": ["a"]}, {"raw": " Dog. "}], "sentids": [0, 1]},
+        {
+            "filepath": "val2014",
+            "filename": "a.jpg",
+            "split": "test",
+            "imgid": 0,
+            "cocoid": 42,
+            "sentences": [{"raw": "A dog runs.", "tokens": ["a"]}, {"raw": " Dog. "}],
+            "sentids": [0, 1],
+        },
         {"filepath": "train2014", "filename": "b.jpg", "split": "restval", "imgid": 1, "cocoid": 7, "sentences": []},
         {"filename": "flat.jpg", "split": "train", "imgid": 2, "sentences": [{"raw": "flat"}]},
         {"filepath": "val2014", "filename": "a.jpg", "split": "val", "imgid": 3, "sentences": [{"tokens": []}]},
@@ -418,11 +445,25 @@ def _vqa(tmp_path: Path) -> tuple[Path, Path, Path]:
             {"image_id": 44, "question": "No image?", "question_id": 440},
         ],
     }
+
     def ann(qid: int, image_id: int, answers: list[str], atype: str) -> dict:
-        return {"question_id": qid, "image_id": image_id, "answers": [{"answer": a, "answer_id": i} for i, a in enumerate(answers)],
-                "answer_type": atype, "multiple_choice_answer": answers[0], "question_type": "what"}
-    annotations = {"annotations": [ann(420, 42, ["red", "red", "blue"], "other"), ann(430, 43, ["2"], "number"),
-                                   ann(421, 42, ["yes"], "yes/no"), ann(440, 44, ["x"], "other")]}
+        return {
+            "question_id": qid,
+            "image_id": image_id,
+            "answers": [{"answer": a, "answer_id": i} for i, a in enumerate(answers)],
+            "answer_type": atype,
+            "multiple_choice_answer": answers[0],
+            "question_type": "what",
+        }
+
+    annotations = {
+        "annotations": [
+            ann(420, 42, ["red", "red", "blue"], "other"),
+            ann(430, 43, ["2"], "number"),
+            ann(421, 42, ["yes"], "yes/no"),
+            ann(440, 44, ["x"], "other"),
+        ]
+    }
     qpath, apath = tmp_path / "questions.json", tmp_path / "annotations.json"
     qpath.write_text(json.dumps(questions))
     apath.write_text(json.dumps(annotations))
@@ -436,13 +477,19 @@ def test_vqa_per_image_and_per_question(tmp_path: Path) -> None:
     s42 = samples[0]
     assert s42.image == str((image_dir / "COCO_val2014_000000000042.jpg").resolve())
     assert [(q.question, q.answer, q.type, q.question_id) for q in s42.qa] == [
-        ("What color?", "red", "other", 420), ("Is it red?", "yes", "yes/no", 421)]
+        ("What color?", "red", "other", 420),
+        ("Is it red?", "yes", "yes/no", 421),
+    ]
     assert s42.metadata["multiple_choice_answer"] == ["red", "yes"]
     assert log.total == 1 and log.examples[0].row == 4 and log.examples[0].field == "image_id"
     assert "COCO_val2014_000000000044.jpg" in str(log.examples[0])
 
     per_q = list(read_vqa(qpath, image_dir, apath, per="question"))
-    assert [(s.id, len(s.qa), s.metadata["image_id"]) for s in per_q] == [("420", 1, 42), ("430", 1, 43), ("421", 1, 42)]
+    assert [(s.id, len(s.qa), s.metadata["image_id"]) for s in per_q] == [
+        ("420", 1, 42),
+        ("430", 1, 43),
+        ("421", 1, 42),
+    ]
     no_answers = list(read_vqa(qpath, image_dir))
     assert all(q.answers == [] for s in no_answers for q in s.qa)
 
@@ -480,11 +527,17 @@ def write_tar(path: Path, members: list[tuple[str, bytes]], *, cut: int | None =
 
 def test_read_shards_groups_members(tmp_path: Path) -> None:
     img = png_bytes()
-    write_tar(tmp_path / "shard-000000.tar", [
-        ("0001.jpg", img), ("0001.txt", b"a caption"), ("0001.cls", b"3"),
-        ("0002.png", img), ("0002.json", json.dumps({"label": "dog", "text": ["x", "y"], "url": "u"}).encode()),
-        ("README", b"not a sample"),
-    ])
+    write_tar(
+        tmp_path / "shard-000000.tar",
+        [
+            ("0001.jpg", img),
+            ("0001.txt", b"a caption"),
+            ("0001.cls", b"3"),
+            ("0002.png", img),
+            ("0002.json", json.dumps({"label": "dog", "text": ["x", "y"], "url": "u"}).encode()),
+            ("README", b"not a sample"),
+        ],
+    )
     write_tar(tmp_path / "shard-000001.tar", [("./sub/0003.webp", img), ("sub/0003.txt", "ünï".encode())])
     s1, s2, s3 = read_shards(str(tmp_path / "shard-{000000..000001}.tar"), strict=True)
     assert (s1.id, s1.image, s1.text, s1.label, s1.row) == ("0001", img, ["a caption"], 3, 1)
@@ -531,15 +584,19 @@ def test_symlink_member_rejected(tmp_path: Path) -> None:
 
 def test_member_media_win_and_oversized_members_are_refused(tmp_path: Path) -> None:
     img = png_bytes()
-    shard = write_tar(tmp_path / "s.tar", [("a.json", b'{"image": "../x.jpg", "text": "t"}'), ("a.jpg", img),
-                                           ("b.txt", b"t"), ("b.png", b"x" * 2000)])
+    shard = write_tar(
+        tmp_path / "s.tar",
+        [("a.json", b'{"image": "../x.jpg", "text": "t"}'), ("a.jpg", img), ("b.txt", b"t"), ("b.png", b"x" * 2000)],
+    )
     samples, log, _ = lenient(read_shards, shard, max_member_bytes=1000)
     assert [(s.id, s.image) for s in samples] == [("a", img), ("b", None)]
     assert log.examples[0].kind == "too_large" and log.examples[0].field == "b.png"
 
 
 def test_truncated_empty_and_missing_shards(tmp_path: Path) -> None:
-    members = [(f"{i:04d}.{ext}", png_bytes() if ext == "png" else b"caption") for i in range(3) for ext in ("png", "txt")]
+    members = [
+        (f"{i:04d}.{ext}", png_bytes() if ext == "png" else b"caption") for i in range(3) for ext in ("png", "txt")
+    ]
     full = write_tar(tmp_path / "full.tar", members).read_bytes()
     # Cut inside the third sample's first header. Sample 2 may have had more members after the
     # cut, so only sample 1 is known complete; sample 2 is dropped with the damage.
@@ -549,7 +606,9 @@ def test_truncated_empty_and_missing_shards(tmp_path: Path) -> None:
     with pytest.raises(BadSampleError, match="truncated") as info:
         list(read_shards(tmp_path / "cut.tar", strict=True))
     assert info.value.source == str(tmp_path / "cut.tar") and info.value.row == 2
-    samples, log, _ = lenient(read_shards, [tmp_path / "cut.tar", tmp_path / "empty.tar", tmp_path / "nope.tar", tmp_path / "full.tar"])
+    samples, log, _ = lenient(
+        read_shards, [tmp_path / "cut.tar", tmp_path / "empty.tar", tmp_path / "nope.tar", tmp_path / "full.tar"]
+    )
     assert [s.id for s in samples] == ["0000", "0000", "0001", "0002"]
     assert dict(log.counts) == {"truncated": 1, "empty_file": 1, "missing_file": 1}
     for cut in range(0, len(full), 997):  # no cut position crashes lenient reading
@@ -561,8 +620,15 @@ def test_write_shards_round_trip_and_atomic(tmp_path: Path) -> None:
     write_image(tmp_path / "x.png")
     samples = [
         Sample(id="a.b/c", image=str(tmp_path / "x.png"), text=["one"], label=1),
-        Sample(id="a_b_c", image=png_bytes((1, 2, 3)), text=["two", "three"], label="cat",
-               qa=[QA("q?", ["a", "b"], "t", 5)], statements=[Statement("s", False, "color")], metadata={"k": [1, 2]}),
+        Sample(
+            id="a_b_c",
+            image=png_bytes((1, 2, 3)),
+            text=["two", "three"],
+            label="cat",
+            qa=[QA("q?", ["a", "b"], "t", 5)],
+            statements=[Statement("s", False, "color")],
+            metadata={"k": [1, 2]},
+        ),
         Sample(id="n", label=[1, 2]),
     ]
     out = tmp_path / "out"
@@ -574,7 +640,14 @@ def test_write_shards_round_trip_and_atomic(tmp_path: Path) -> None:
     for got, want in zip(back, samples):
         want_image = Path(want.image).read_bytes() if isinstance(want.image, str) else want.image
         assert (got.id, got.image, got.text, got.label, got.qa, got.statements, got.metadata) == (
-            want.id, want_image, want.text, want.label, want.qa, want.statements, want.metadata)
+            want.id,
+            want_image,
+            want.text,
+            want.label,
+            want.qa,
+            want.statements,
+            want.metadata,
+        )
 
     def failing():
         yield samples[2]

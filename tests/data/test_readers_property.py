@@ -16,10 +16,18 @@ from polymodal.data.readers import expand_shards, read_manifest, read_shards, wr
 from polymodal.data.readers.base import PathResolver
 from polymodal.data.schema import QA, Sample, Statement
 
-SETTINGS = settings(max_examples=50, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(
+    max_examples=50, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
-json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8)
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3), max_leaves=6)
+json_scalars = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=8)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
 fields = st.sampled_from(["id", "image", "text", "captions", "label", "qa", "statements", "audio", "metadata", "other"])
 
 # Lines that may or may not be valid rows: raw bytes, any JSON, objects with random field types.
@@ -49,7 +57,10 @@ def good_rows(draw: st.DrawFn, index: int) -> dict:
 def manifests(draw: st.DrawFn) -> list[tuple[bool, bytes]]:
     """(is_good, line) pairs."""
     kinds = draw(st.lists(st.booleans(), max_size=12))
-    return [(True, json.dumps(draw(good_rows(i))).encode()) if good else (False, draw(garbage_lines)) for i, good in enumerate(kinds)]
+    return [
+        (True, json.dumps(draw(good_rows(i))).encode()) if good else (False, draw(garbage_lines))
+        for i, good in enumerate(kinds)
+    ]
 
 
 def _write(root: Path, lines: list[tuple[bool, bytes]]) -> Path:
@@ -107,8 +118,13 @@ def test_resolved_paths_never_escape_root(parts: list[str]) -> None:
 
 captions = st.text(max_size=12)
 labels = st.none() | st.integers() | st.text(max_size=6) | st.lists(st.integers(), max_size=3)
-qas = st.builds(QA, question=st.text(min_size=1, max_size=8), answers=st.lists(st.text(max_size=4), max_size=3),
-                type=st.none() | st.text(max_size=4), question_id=st.none() | st.integers())
+qas = st.builds(
+    QA,
+    question=st.text(min_size=1, max_size=8),
+    answers=st.lists(st.text(max_size=4), max_size=3),
+    type=st.none() | st.text(max_size=4),
+    question_id=st.none() | st.integers(),
+)
 samples_strategy = st.builds(
     Sample,
     id=st.text(min_size=1, max_size=12),
@@ -131,7 +147,14 @@ def test_write_shards_then_read_round_trips(samples: list[Sample], max_count: in
         assert len(back) == len(samples)
         for got, want in zip(back, samples):
             assert (got.id, got.image, got.text, got.label, got.qa, got.statements, got.metadata) == (
-                want.id, want.image, want.text, want.label, want.qa, want.statements, want.metadata)
+                want.id,
+                want.image,
+                want.text,
+                want.label,
+                want.qa,
+                want.statements,
+                want.metadata,
+            )
         assert sorted(p.name for p in Path(tmp).iterdir()) == sorted(Path(p).name for p in paths)
 
 

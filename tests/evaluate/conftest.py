@@ -21,7 +21,10 @@ VIT = {"name": "vit", "params": {"image_size": IMG, "patch_size": 8, "width": 16
 
 
 def _text(vocab: int) -> dict:
-    return {"name": "transformer_text", "params": {"vocab_size": vocab, "width": 16, "depth": 1, "heads": 2, "max_length": 24}}
+    return {
+        "name": "transformer_text",
+        "params": {"vocab_size": vocab, "width": 16, "depth": 1, "heads": 2, "max_length": 24},
+    }
 
 
 # The longest text each kind reads or writes: its text tower's max_length, or the caption decoder's.
@@ -33,11 +36,21 @@ def configs(vocab: int) -> dict[str, dict]:
     towers = {"image": VIT, "text": _text(vocab)}
     return {
         "clip": {"kind": "embedding", "encoders": towers, "embed_dim": 8},
-        "fusion": {"kind": "fusion_classifier", "encoders": towers, "fusion": {"name": "concat"}, "fusion_dim": 16,
-                   "num_classes": 2},
+        "fusion": {
+            "kind": "fusion_classifier",
+            "encoders": towers,
+            "fusion": {"name": "concat"},
+            "fusion_dim": 16,
+            "num_classes": 2,
+        },
         "caption": {"kind": "captioner", "encoders": {"image": VIT}, "decoder": decoder},
-        "vqa": {"kind": "question_answering", "encoders": towers, "fusion": {"name": "concat"}, "fusion_dim": 16,
-                "num_answers": 6},
+        "vqa": {
+            "kind": "question_answering",
+            "encoders": towers,
+            "fusion": {"name": "concat"},
+            "fusion_dim": 16,
+            "num_answers": 6,
+        },
     }
 
 

@@ -15,7 +15,7 @@ from polymodal.backends import load_backend
 from polymodal.data.readers import read_manifest
 from polymodal.evaluate.benchmarks import BENCHMARKS
 from polymodal.evaluate.context import EvalContext
-from polymodal.evaluate.results import load_results, dump_results
+from polymodal.evaluate.results import dump_results, load_results
 from polymodal.evaluate.runner import run_eval
 from polymodal.fsutil import hash_directory, hash_files
 from polymodal.metrics import vqa_accuracy
@@ -58,7 +58,7 @@ def test_imagefolder_zero_shot_matches_per_image_reference(tmp_path: Path, shape
     assert np.trace(np.array(confusion.matrix)) == correct
     assert result.examples[0].image.startswith(str(root)) and len(result.examples) == min(16, n)
     # Every image read is in the dataset hash.
-    assert doc.provenance.data.hash == hash_files([p for p in root.rglob("*.png")], root=root)
+    assert doc.provenance.data.hash == hash_files(list(root.rglob("*.png")), root=root)
 
 
 def test_cifar10_and_provenance(tmp_path: Path, models: dict) -> None:
@@ -95,14 +95,17 @@ def test_flickr30k_retrieval_matches_full_similarity_reference(tmp_path: Path, s
     (result,) = run_eval(str(models["clip"]), "flickr30k", data=root, n_resamples=50).results
     entries = [e for e in json.loads((root / "dataset_flickr30k.json").read_text())["images"] if e["split"] == "test"]
     backend = load_backend(models["clip"])
-    img = torch.cat([backend.embed_images([Image.open(root / "flickr30k-images" / e["filename"]).convert("RGB")])
-                     for e in entries]).numpy()  # fmt: skip
+    img = torch.cat(
+        [backend.embed_images([Image.open(root / "flickr30k-images" / e["filename"]).convert("RGB")]) for e in entries]
+    ).numpy()
     texts = [s["raw"].strip() for e in entries for s in e["sentences"]]
     owner = np.repeat(np.arange(len(entries)), 5)
     txt = torch.cat([backend.embed_text([t]) for t in texts]).numpy()
     sims = img @ txt.T  # (N_img, N_txt), the full matrix
     t2i = np.array([1 + np.sum(sims[:, j] > sims[owner[j], j] + 1e-6) for j in range(len(texts))])
-    i2t = np.array([min(1 + np.sum(sims[i] > sims[i, j] + 1e-6) for j in np.flatnonzero(owner == i)) for i in range(len(entries))])
+    i2t = np.array(
+        [min(1 + np.sum(sims[i] > sims[i, j] + 1e-6) for j in np.flatnonzero(owner == i)) for i in range(len(entries))]
+    )
     for k in (1, 5, 10):
         assert result.metrics[f"t2i_R@{k}"] == pytest.approx(np.mean(t2i <= k))
         assert result.metrics[f"i2t_R@{k}"] == pytest.approx(np.mean(i2t <= k))
@@ -112,7 +115,9 @@ def test_flickr30k_retrieval_matches_full_similarity_reference(tmp_path: Path, s
     assert len(example.retrieved) == 3 and example.retrieved[0].score >= example.retrieved[1].score
 
 
-def test_vqav2_matches_per_question_reference_and_drops_modalities(tmp_path: Path, shapes_dir: Path, models: dict) -> None:
+def test_vqav2_matches_per_question_reference_and_drops_modalities(
+    tmp_path: Path, shapes_dir: Path, models: dict
+) -> None:
     root = tmp_path / "vqa"
     (root / "val2014").mkdir(parents=True)
     questions, annotations = [], []
@@ -123,8 +128,15 @@ def test_vqav2_matches_per_question_reference_and_drops_modalities(tmp_path: Pat
             qid = image_id * 100 + j
             questions.append({"image_id": image_id, "question": qa.question, "question_id": qid})
             answers = [{"answer": qa.answer}] * 7 + [{"answer": "yes"}] * 3  # ten annotators, some disagreeing
-            annotations.append({"question_id": qid, "image_id": image_id, "answers": answers,
-                                "answer_type": kinds.get(qa.type, "other"), "question_type": qa.type})  # fmt: skip
+            annotations.append(
+                {
+                    "question_id": qid,
+                    "image_id": image_id,
+                    "answers": answers,
+                    "answer_type": kinds.get(qa.type, "other"),
+                    "question_type": qa.type,
+                }
+            )
     (root / "v2_OpenEnded_mscoco_val2014_questions.json").write_text(json.dumps({"questions": questions}))
     (root / "v2_mscoco_val2014_annotations.json").write_text(json.dumps({"annotations": annotations}))
     (result,) = run_eval(str(models["vqa"]), "vqav2", data=root, with_robustness=True, n_resamples=50).results
@@ -142,8 +154,10 @@ def test_vqav2_matches_per_question_reference_and_drops_modalities(tmp_path: Pat
     assert rob.metric == "vqa_accuracy" and rob.missing_modality["none"] == result.metrics["vqa_accuracy"]
     assert set(rob.missing_modality) == {"none", "image", "text"}
     assert set(rob.corruptions) == {"gaussian_noise", "blur", "jpeg"}
-    assert all(list(c) == ["0", "1", "2", "3", "4", "5"] and c["0"] == result.metrics["vqa_accuracy"]
-               for c in rob.corruptions.values())  # fmt: skip
+    assert all(
+        list(c) == ["0", "1", "2", "3", "4", "5"] and c["0"] == result.metrics["vqa_accuracy"]
+        for c in rob.corruptions.values()
+    )
 
 
 def test_statements_without_the_image_ignore_the_image(shapes_dir: Path, models: dict) -> None:
@@ -168,13 +182,17 @@ def test_statements_without_the_image_ignore_the_image(shapes_dir: Path, models:
 def test_shapes_suites_on_both_splits(shapes_dir: Path, models: dict) -> None:
     doc = run_eval(str(models["clip"]), "shapes-zeroshot,shapes-retrieval", data=shapes_dir, n_resamples=50)
     assert [(r.benchmark, r.split) for r in doc.results] == [
-        ("shapes-zeroshot", "test"), ("shapes-zeroshot", "test_novel"),
-        ("shapes-retrieval", "test"), ("shapes-retrieval", "test_novel")]  # fmt: skip
+        ("shapes-zeroshot", "test"),
+        ("shapes-zeroshot", "test_novel"),
+        ("shapes-retrieval", "test"),
+        ("shapes-retrieval", "test_novel"),
+    ]
     zs = doc.results[0]
     assert {"accuracy", "color_accuracy", "shape_accuracy"} <= set(zs.metrics)
     assert len(zs.details.confusion.classes) == 64
-    (cap,) = run_eval(str(models["caption"]), "shapes-caption", data=shapes_dir, splits=["test"], meteor=False,
-                      n_resamples=20).results  # fmt: skip
+    (cap,) = run_eval(
+        str(models["caption"]), "shapes-caption", data=shapes_dir, splits=["test"], meteor=False, n_resamples=20
+    ).results
     assert cap.headline == "CIDEr-D" and {"BLEU-4", "ROUGE-L", "CIDEr-D"} <= set(cap.metrics)
     assert cap.examples[0].prediction is not None and cap.examples[0].reference
     (vqa,) = run_eval(str(models["vqa"]), "shapes-vqa", data=shapes_dir, splits=["test"], n_resamples=20).results

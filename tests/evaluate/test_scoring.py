@@ -48,10 +48,13 @@ def test_caption_bleu_interval_equals_recomputing_bleu_on_every_resample() -> No
     tok_preds = {i: tokenize(preds[k]) for i, k in enumerate(keys)}
 
     def recomputed(idx) -> float:
-        return bleu({j: tok_refs[int(i)] for j, i in enumerate(idx)}, {j: tok_preds[int(i)] for j, i in enumerate(idx)})[3]
+        return bleu(
+            {j: tok_refs[int(i)] for j, i in enumerate(idx)}, {j: tok_preds[int(i)] for j, i in enumerate(idx)}
+        )[3]
 
     expected = bootstrap_ci(recomputed, n_items=len(keys), n_resamples=200, seed=3)
     assert ci["BLEU-4"] == pytest.approx(expected, abs=1e-12) and expected[0] < expected[1]
+
 
 def test_vqa_scores_match_official_formula_and_exact_mode() -> None:
     answers = {1: ["yes"] * 10, 2: ["2"] * 2 + ["3"] * 8, 3: ["red"] * 3 + ["blue"] * 7, 4: ["cat"] * 10}
@@ -92,8 +95,12 @@ def test_caption_files_accept_both_reference_forms_and_name_bad_entries(tmp_path
 
 
 def test_vqa_files_name_bad_entries(tmp_path: Path) -> None:
-    ann = {"annotations": [{"question_id": 10, "answers": [{"answer": "yes"}], "answer_type": "yes/no"},
-                           {"question_id": 11, "answers": [{"answer": "2"}], "answer_type": "number"}]}  # fmt: skip
+    ann = {
+        "annotations": [
+            {"question_id": 10, "answers": [{"answer": "yes"}], "answer_type": "yes/no"},
+            {"question_id": 11, "answers": [{"answer": "2"}], "answer_type": "number"},
+        ]
+    }
     answers, types = load_vqa_refs(_write(tmp_path / "ann.json", ann))
     assert answers == {10: ["yes"], 11: ["2"]} and types == {10: "yes/no", 11: "number"}
     with pytest.raises(BadSampleError, match="holds questions but no answers"):

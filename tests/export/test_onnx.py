@@ -43,7 +43,12 @@ def test_cli_exports_a_polymodal_embedding_model(tmp_path: Path) -> None:
     result = runner.invoke(app, ["export", str(model_dir), "--format", "onnx", "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    assert sorted(p.name for p in out.iterdir()) == ["export.json", "image_encoder.onnx", "text_encoder.onnx", "tokenizer"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "export.json",
+        "image_encoder.onnx",
+        "text_encoder.onnx",
+        "tokenizer",
+    ]
     manifest = json.loads((out / "export.json").read_text())
     assert payload["embed_dim"] == manifest["embed_dim"] == 24
     assert manifest["image_encoder"]["inputs"][0]["shape"] == ["batch", 3, 32, 32]
@@ -74,7 +79,9 @@ def test_cli_exports_a_polymodal_embedding_model(tmp_path: Path) -> None:
 def test_hf_clip_export_equals_transformers(tmp_path: Path) -> None:
     clip = save_tiny_clip(tmp_path / "clip")
     manifest = export_onnx(tmp_path / "clip", tmp_path / "onnx")
-    assert manifest["source"]["kind"] == "hf-clip" and manifest["image_encoder"]["preprocess"]["crop_offsets"] == "floor"
+    assert (
+        manifest["source"]["kind"] == "hf-clip" and manifest["image_encoder"]["preprocess"]["crop_offsets"] == "floor"
+    )
     onnx = OnnxDualEncoder(tmp_path / "onnx")
     hf_tok = t.AutoTokenizer.from_pretrained(tmp_path / "clip", local_files_only=True)
     for texts in (TEXTS[:1], TEXTS):
@@ -97,7 +104,9 @@ def test_cli_refuses_what_it_cannot_export(tmp_path: Path) -> None:
     result = runner.invoke(app, ["export", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--json"])
     assert result.exit_code == 1 and "missing: not a model directory" in json.loads(result.stdout)["error"]
 
-    result = runner.invoke(app, ["export", str(tmp_path / "captioner"), "--format", "tflite", "--out", str(tmp_path / "o")])
+    result = runner.invoke(
+        app, ["export", str(tmp_path / "captioner"), "--format", "tflite", "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 2 and "unknown --format 'tflite'; supported: onnx" in result.output
 
     (tmp_path / "busy").mkdir()

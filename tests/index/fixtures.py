@@ -57,8 +57,10 @@ def write_caption_manifest(folder: Path, n: int = 6) -> Path:
     """A JSONL manifest of ``n`` images with two captions each, plus a row pointing at a missing file."""
     paths = write_images(folder / "images", n)
     words = ["red", "blue", "green", "yellow", "purple", "cyan", "white", "black"]
-    rows = [{"id": f"s{i}", "image": f"images/{p.name}", "text": [f"a {words[i % 8]} circle", f"two {words[i % 8]} stars"]}
-            for i, p in enumerate(paths)]
+    rows = [
+        {"id": f"s{i}", "image": f"images/{p.name}", "text": [f"a {words[i % 8]} circle", f"two {words[i % 8]} stars"]}
+        for i, p in enumerate(paths)
+    ]
     rows.append({"id": "gone", "image": "images/missing.png", "text": ["lost"]})
     manifest = folder / "captions.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))

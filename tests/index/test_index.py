@@ -24,8 +24,8 @@ from polymodal.index import (
     build_index,
     open_for_search,
     search_image,
+    store,
 )
-from polymodal.index import store
 from polymodal.index.kinds import apply_search_params, new_index, resolve_type
 from polymodal.index.vector_index import WORK_DIR
 from tests.index.fixtures import clip_model, image_folder, other_clip, tiny_clip, write_caption_manifest, write_images  # noqa: F401
@@ -213,13 +213,19 @@ build_index(sys.argv[1], sys.argv[2], sys.argv[3], chunk_size=3, on_chunk=stall)
 """
 
 
-def test_sigkill_mid_build_then_resume_equals_clean_build(tmp_path: Path, image_folder: Path, tiny_clip: Path, clip_model) -> None:
+def test_sigkill_mid_build_then_resume_equals_clean_build(
+    tmp_path: Path, image_folder: Path, tiny_clip: Path, clip_model
+) -> None:
     killed = tmp_path / "killed"
     script = tmp_path / "slow_build.py"
     script.write_text(SLOW_BUILD)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, str(script), str(image_folder), str(killed), str(tiny_clip)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(image_folder), str(killed), str(tiny_clip)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     marker = killed / WORK_DIR / "chunk-000001.json"
     deadline = time.monotonic() + 120
     while not marker.exists():

@@ -17,7 +17,11 @@ from polymodal.backends.hf import HFClipBackend, load_hf_backend
 from polymodal.interop import HFLoadError, clip_features, load_clip
 from tests.interop.tiny import EOS_ID, save_tiny_clip
 
-TEXTS = ["a photo of a cat", "red", "a big blue square on the left of a small green triangle and a red circle on the right"]
+TEXTS = [
+    "a photo of a cat",
+    "red",
+    "a big blue square on the left of a small green triangle and a red circle on the right",
+]
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +124,9 @@ def test_bf16_weights_stay_close_to_float32(clip_dir: Path) -> None:
     exact = HFClipBackend.load(clip_dir)
     assert next(fast.clip.model.parameters()).dtype == torch.bfloat16
     images = [_image(i, (32, 32)) for i in range(3)]
-    for a, b in ((fast.embed_images(images), exact.embed_images(images)), (fast.embed_text(TEXTS), exact.embed_text(TEXTS))):
+    for a, b in (
+        (fast.embed_images(images), exact.embed_images(images)),
+        (fast.embed_text(TEXTS), exact.embed_text(TEXTS)),
+    ):
         assert a.dtype == torch.float32  # the backend contract: float32 out, whatever runs inside
         assert F.cosine_similarity(a, b).min() > 0.99

@@ -57,7 +57,9 @@ def test_beam_search_is_passed_through(caption_dirs: dict[str, Path]) -> None:
     backend = load_hf_backend(caption_dirs["blip-caption"])
     images = _images(2)
     with torch.no_grad():
-        ids = backend.model.generate(pixel_values=backend._pixels(images), max_new_tokens=6, num_beams=3, do_sample=False)
+        ids = backend.model.generate(
+            pixel_values=backend._pixels(images), max_new_tokens=6, num_beams=3, do_sample=False
+        )
     assert backend.caption(images, max_new_tokens=6, num_beams=3) == [backend.tokenizer.decode(r).strip() for r in ids]
 
 
@@ -103,7 +105,9 @@ def test_polymodal_load_serves_hf_directories(tmp_path: Path, caption_dirs: dict
     assert clip.capabilities == {"embed"} and clip.name == f"hf-clip:{tmp_path / 'clip'}"
     image = np.random.RandomState(0).randint(0, 256, (32, 32, 3), dtype=np.uint8)
     backend = load_hf_backend(tmp_path / "clip")
-    np.testing.assert_allclose(clip.embed_image(image), backend.embed_images([Image.fromarray(image)]).numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        clip.embed_image(image), backend.embed_images([Image.fromarray(image)]).numpy(), atol=1e-6
+    )
     blip = polymodal.load(caption_dirs["blip-caption"])
     assert blip.caption(image, max_new_tokens=5) == load_hf_backend(caption_dirs["blip-caption"]).caption(
         [Image.fromarray(image)], max_new_tokens=5

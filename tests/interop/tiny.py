@@ -13,7 +13,7 @@ import transformers as t
 
 from polymodal.data.text import TextTokenizer, train_tokenizer
 
-WORDS = "a photo of the red blue green small big circle square triangle cat dog on left right".split()
+WORDS = ["a", "photo", "of", "the", "red", "blue", "green", "small", "big", "circle", "square", "triangle", "cat", "dog", "on", "left", "right"]
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 IMAGE_SIZE = 32
 # train_tokenizer's fixed specials: [PAD]=0 [UNK]=1 [BOS]=2 [EOS]=3 [MASK]=4.
@@ -24,8 +24,12 @@ def save_tokenizer(directory: Path) -> TextTokenizer:
     """A WordLevel tokenizer saved the way transformers saves one (tokenizer.json + config)."""
     tok = train_tokenizer([" ".join(WORDS)] * 2, vocab_size=64)
     hf = t.PreTrainedTokenizerFast(
-        tokenizer_object=tok.backend, pad_token="[PAD]", unk_token="[UNK]", bos_token="[BOS]",
-        eos_token="[EOS]", mask_token="[MASK]",
+        tokenizer_object=tok.backend,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        bos_token="[BOS]",
+        eos_token="[EOS]",
+        mask_token="[MASK]",
     )
     hf.save_pretrained(directory)
     return tok
@@ -75,9 +79,14 @@ def save_tiny_vision_encoder_decoder(directory: Path) -> t.VisionEncoderDecoderM
     encoder = t.ViTModel(t.ViTConfig(**TINY, image_size=IMAGE_SIZE, patch_size=8))
     decoder = t.GPT2LMHeadModel(
         t.GPT2Config(
-            n_embd=32, n_layer=2, n_head=2, n_positions=32, add_cross_attention=True, is_decoder=True,
+            n_embd=32,
+            n_layer=2,
+            n_head=2,
+            n_positions=32,
+            add_cross_attention=True,
+            is_decoder=True,
             tie_word_embeddings=False,  # tied, a random GPT-2 just repeats its input token
-            **_ids(tok.vocab_size)
+            **_ids(tok.vocab_size),
         )
     )
     model = t.VisionEncoderDecoderModel(encoder=encoder, decoder=decoder).eval()

@@ -13,7 +13,7 @@ from pycocoevalcap.rouge.rouge import Rouge
 from polymodal.metrics import bleu, cider_d, rouge_l, score_captions, tokenize
 from polymodal.metrics.captioning import bleu_from_stats, bleu_stats, cider_d_per_item, meteor_available
 
-VOCAB = "a an the dog cat man woman sits on red blue table street with ball runs near park".split()
+VOCAB = ["a", "an", "the", "dog", "cat", "man", "woman", "sits", "on", "red", "blue", "table", "street", "with", "ball", "runs", "near", "park"]
 
 
 def _random_corpus(seed: int, n_images: int = 60) -> tuple[dict, dict]:
@@ -50,7 +50,10 @@ def test_bleu_brevity_penalty_and_zero_matches_match_pycocoevalcap() -> None:
     expected, _ = Bleu(4).compute_score(*_coco_format(refs, preds), verbose=0)
     np.testing.assert_allclose(bleu(refs, preds), expected, rtol=0, atol=1e-6)
     # An empty prediction and an empty reference string among others.
-    refs, preds = {1: ["a dog runs", ""], 2: ["a red ball"], 3: ["the cat"]}, {1: "a dog runs", 2: "", 3: "the cat sits"}
+    refs, preds = (
+        {1: ["a dog runs", ""], 2: ["a red ball"], 3: ["the cat"]},
+        {1: "a dog runs", 2: "", 3: "the cat sits"},
+    )
     expected, _ = Bleu(4).compute_score(*_coco_format(refs, preds), verbose=0)
     np.testing.assert_allclose(bleu(refs, preds), expected, rtol=0, atol=1e-6)
 
@@ -126,8 +129,11 @@ def test_tokenize_matches_java_ptb_tokenizer() -> None:
 def test_score_captions_reads_coco_json(tmp_path: Path) -> None:
     refs, preds = _random_corpus(3, n_images=10)
     ids = {key: i for i, key in enumerate(refs)}
-    annotations = [{"image_id": ids[k], "id": j, "caption": c.capitalize() + "."}
-                   for k, caps in refs.items() for j, c in enumerate(caps)]  # fmt: skip
+    annotations = [
+        {"image_id": ids[k], "id": j, "caption": c.capitalize() + "."}
+        for k, caps in refs.items()
+        for j, c in enumerate(caps)
+    ]
     path = tmp_path / "captions_val.json"
     path.write_text(json.dumps({"annotations": annotations}))
     results = [{"image_id": ids[k], "caption": c.upper()} for k, c in preds.items()]
@@ -143,8 +149,10 @@ def test_score_captions_reads_coco_json(tmp_path: Path) -> None:
 
 def test_score_captions_names_unknown_image() -> None:
     with pytest.raises(ValueError, match=r"preds\[1\] image_id 99 has no reference"):
-        score_captions({"annotations": [{"image_id": 1, "caption": "a dog"}]},
-                       [{"image_id": 1, "caption": "a dog"}, {"image_id": 99, "caption": "x"}])  # fmt: skip
+        score_captions(
+            {"annotations": [{"image_id": 1, "caption": "a dog"}]},
+            [{"image_id": 1, "caption": "a dog"}, {"image_id": 99, "caption": "x"}],
+        )
 
 
 def test_mismatched_ids_are_reported() -> None:

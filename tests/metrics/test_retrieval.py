@@ -35,10 +35,13 @@ def _reference(images: np.ndarray, texts: np.ndarray, owner: np.ndarray, ks: tup
         out[f"t2i_R@{k}"] = sum(r <= k for r in t2i_ranks) / len(t2i_ranks)
         out[f"i2t_R@{k}"] = sum(r <= k for r in i2t_best) / len(i2t_best)
     out.update(
-        t2i_median_rank=float(np.median(t2i_ranks)), t2i_mean_rank=float(np.mean(t2i_ranks)),
-        i2t_median_rank=float(np.median(i2t_best)), i2t_mean_rank=float(np.mean(i2t_best)),
-        t2i_mAP=float(np.mean(t2i_ap)), i2t_mAP=float(np.mean(i2t_ap)),
-    )  # fmt: skip
+        t2i_median_rank=float(np.median(t2i_ranks)),
+        t2i_mean_rank=float(np.mean(t2i_ranks)),
+        i2t_median_rank=float(np.median(i2t_best)),
+        i2t_mean_rank=float(np.mean(i2t_best)),
+        t2i_mAP=float(np.mean(t2i_ap)),
+        i2t_mAP=float(np.mean(i2t_ap)),
+    )
     return out
 
 

@@ -13,22 +13,40 @@ from polymodal.modules.fusion import FUSIONS
 
 VOCAB, T, B, IMG = 20, 6, 3, 16
 VIT = {"name": "vit", "params": {"image_size": IMG, "patch_size": 8, "width": 16, "depth": 1, "heads": 2}}
-TEXT = {"name": "transformer_text", "params": {"vocab_size": VOCAB, "width": 16, "depth": 1, "heads": 2, "max_length": 16}}
+TEXT = {
+    "name": "transformer_text",
+    "params": {"vocab_size": VOCAB, "width": 16, "depth": 1, "heads": 2, "max_length": 16},
+}
 DECODER = {"vocab_size": VOCAB, "max_length": 16, "params": {"width": 16, "depth": 1, "heads": 2}}
 LSTM = {"name": "lstm", "vocab_size": VOCAB, "max_length": 16, "params": {"width": 16, "depth": 1}}
 TOWERS = {"image": VIT, "text": TEXT}
 
 CONFIGS = {
     "embedding": {"kind": "embedding", "encoders": TOWERS, "embed_dim": 8},
-    "fusion_classifier": {"kind": "fusion_classifier", "encoders": TOWERS, "fusion": {"name": "concat"},
-                          "fusion_dim": 16, "num_classes": 3},
+    "fusion_classifier": {
+        "kind": "fusion_classifier",
+        "encoders": TOWERS,
+        "fusion": {"name": "concat"},
+        "fusion_dim": 16,
+        "num_classes": 3,
+    },
     "captioner": {"kind": "captioner", "encoders": TOWERS, "decoder": DECODER, "embed_dim": 8},
     "captioner_lstm": {"kind": "captioner", "encoders": {"image": VIT}, "decoder": LSTM},
-    "question_answering": {"kind": "question_answering", "encoders": TOWERS, "fusion": {"name": "cross_attention"},
-                           "fusion_dim": 16, "num_answers": 5},
-    "question_answering_generate": {"kind": "question_answering", "encoders": TOWERS,
-                                    "fusion": {"name": "cross_attention"}, "fusion_dim": 16,
-                                    "answer_mode": "generate", "decoder": LSTM},
+    "question_answering": {
+        "kind": "question_answering",
+        "encoders": TOWERS,
+        "fusion": {"name": "cross_attention"},
+        "fusion_dim": 16,
+        "num_answers": 5,
+    },
+    "question_answering_generate": {
+        "kind": "question_answering",
+        "encoders": TOWERS,
+        "fusion": {"name": "cross_attention"},
+        "fusion_dim": 16,
+        "answer_mode": "generate",
+        "decoder": LSTM,
+    },
 }
 
 
@@ -77,7 +95,9 @@ def test_forward_backward_and_bitwise_round_trip(kind: str, tmp_path: Path) -> N
         assert torch.equal(run(model, kind), run(loaded, kind))
 
 
-@pytest.mark.parametrize("kind", ["fusion_classifier", "question_answering", "question_answering_generate", "captioner"])
+@pytest.mark.parametrize(
+    "kind", ["fusion_classifier", "question_answering", "question_answering_generate", "captioner"]
+)
 def test_a_modality_marked_absent_is_ignored_through_the_models_own_forward(kind: str) -> None:
     """Evaluation drops a modality with the presence mask: what the absent input holds changes nothing."""
     model = build_model(parse_model_config(CONFIGS[kind])).eval()

@@ -25,8 +25,15 @@ def tiny_decoder(seed: int = 5, vocab_size: int = 12, max_length: int = 10) -> T
     """A random tiny decoder with large weights, so its distributions are peaked and ties rare."""
     torch.manual_seed(seed)
     decoder = TransformerDecoder(
-        vocab_size=vocab_size, width=16, depth=2, heads=2, max_length=max_length,
-        memory_dim=MEMORY_DIM, pad_id=PAD, bos_id=BOS, eos_id=EOS,
+        vocab_size=vocab_size,
+        width=16,
+        depth=2,
+        heads=2,
+        max_length=max_length,
+        memory_dim=MEMORY_DIM,
+        pad_id=PAD,
+        bos_id=BOS,
+        eos_id=EOS,
     )
     for p in decoder.parameters():
         if p.dim() > 1:
@@ -130,7 +137,7 @@ def test_too_long_sequence_names_max_length() -> None:
 def test_cache_equals_no_cache(strategy: str) -> None:
     decoder = tiny_decoder()
     memory, mask = memory_batch()
-    kwargs = dict(strategy=strategy, max_new_tokens=8, num_beams=4, top_k=5)
+    kwargs = {"strategy": strategy, "max_new_tokens": 8, "num_beams": 4, "top_k": 5}
     cached = generate(decoder, memory, mask, generator=torch.Generator().manual_seed(3), **kwargs)
     plain = generate(decoder, memory, mask, generator=torch.Generator().manual_seed(3), use_cache=False, **kwargs)
     assert (cached[0] == EOS).any() and (cached[0] != PAD).all(dim=1).any()  # rows that stop early and late
@@ -143,7 +150,13 @@ def test_output_format_and_scores_match_teacher_forcing(strategy: str) -> None:
     decoder = tiny_decoder()
     memory, mask = memory_batch()
     tokens, scores = generate(
-        decoder, memory, mask, strategy=strategy, max_new_tokens=8, num_beams=3, length_penalty=0.6,
+        decoder,
+        memory,
+        mask,
+        strategy=strategy,
+        max_new_tokens=8,
+        num_beams=3,
+        length_penalty=0.6,
         generator=torch.Generator().manual_seed(0),
     )
     assert tokens.dtype == torch.long and tokens.shape[0] == 3 and tokens.shape[1] <= 8
@@ -174,7 +187,13 @@ def test_top_k_one_sampling_equals_greedy() -> None:
     memory, mask = memory_batch()
     greedy = generate(decoder, memory, mask, strategy="greedy", max_new_tokens=8)
     sampled = generate(
-        decoder, memory, mask, strategy="sample", top_k=1, temperature=2.0, max_new_tokens=8,
+        decoder,
+        memory,
+        mask,
+        strategy="sample",
+        top_k=1,
+        temperature=2.0,
+        max_new_tokens=8,
         generator=torch.Generator().manual_seed(5),
     )
     assert torch.equal(greedy[0], sampled[0])
@@ -188,8 +207,9 @@ def test_sampling_is_reproducible_with_a_seed() -> None:
 
     def run(seed: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(seed)
-        return generate(decoder, memory, mask, strategy="sample", top_p=0.95, temperature=1.5,
-                        max_new_tokens=8, generator=gen)[0]
+        return generate(
+            decoder, memory, mask, strategy="sample", top_p=0.95, temperature=1.5, max_new_tokens=8, generator=gen
+        )[0]
 
     assert torch.equal(run(7), run(7))
     assert any(not torch.equal(run(7), run(s)) for s in (8, 9, 10))
@@ -250,10 +270,10 @@ def test_exhaustive_beam_search_finds_brute_force_optimum(length_penalty: float)
     for seed in range(6):
         decoder = tiny_decoder(seed, vocab_size=5)
         memory, _ = memory_batch(B=2, seed=seed)
-        tokens, scores = generate(decoder, memory, strategy="beam", num_beams=25, max_new_tokens=3,
-                                  length_penalty=length_penalty)
-        _, greedy_scores = generate(decoder, memory, strategy="greedy", max_new_tokens=3,
-                                    length_penalty=length_penalty)
+        tokens, scores = generate(
+            decoder, memory, strategy="beam", num_beams=25, max_new_tokens=3, length_penalty=length_penalty
+        )
+        _, greedy_scores = generate(decoder, memory, strategy="greedy", max_new_tokens=3, length_penalty=length_penalty)
         assert (scores >= greedy_scores - 1e-6).all()
         beats_greedy += int((scores > greedy_scores + 1e-4).sum())
         for b in range(2):
@@ -269,8 +289,9 @@ def test_batched_beam_search_equals_one_sample_at_a_time() -> None:
     memory, mask = memory_batch()
     tokens, scores = generate(decoder, memory, mask, strategy="beam", num_beams=4, max_new_tokens=8)
     for b in range(3):
-        one_tokens, one_score = generate(decoder, memory[b : b + 1], mask[b : b + 1], strategy="beam",
-                                         num_beams=4, max_new_tokens=8)
+        one_tokens, one_score = generate(
+            decoder, memory[b : b + 1], mask[b : b + 1], strategy="beam", num_beams=4, max_new_tokens=8
+        )
         row = tokens[b, : one_tokens.size(1)]
         assert torch.equal(row, one_tokens[0]) and (tokens[b, one_tokens.size(1) :] == PAD).all()
         torch.testing.assert_close(scores[b], one_score[0], atol=1e-5, rtol=0)

@@ -29,7 +29,9 @@ SMALL = {
     "rnn_text": {"vocab_size": 1000, "width": 128, "layers": 2},
     "vit": {"width": 128, "depth": 2},
 }
-NEEDS_FILES = {row["name"] for row in ENCODERS.describe() if any(p["required"] and p["name"] == "path" for p in row["params"])}
+NEEDS_FILES = {
+    row["name"] for row in ENCODERS.describe() if any(p["required"] and p["name"] == "path" for p in row["params"])
+}
 CASES = [(name, {}) for name in ENCODERS.names() if name not in NEEDS_FILES] + [
     ("transformer_text", {"positions": "rotary", "pooling": "mean"}),
     ("transformer_text", {"pooling": "eos", "causal": True}),
@@ -54,8 +56,18 @@ def _tiny_models() -> dict[str, nn.Module]:
     return {
         "bert": t.BertModel(t.BertConfig(vocab_size=50, max_position_embeddings=32, **TINY, **no_dropout)),
         "gpt2": t.GPT2Model(
-            t.GPT2Config(vocab_size=50, n_positions=32, n_embd=16, n_layer=2, n_head=2,
-                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=1, eos_token_id=1)
+            t.GPT2Config(
+                vocab_size=50,
+                n_positions=32,
+                n_embd=16,
+                n_layer=2,
+                n_head=2,
+                resid_pdrop=0.0,
+                embd_pdrop=0.0,
+                attn_pdrop=0.0,
+                bos_token_id=1,
+                eos_token_id=1,
+            )
         ),
         "vit": t.ViTModel(t.ViTConfig(image_size=16, patch_size=8, **TINY, **no_dropout)),
         "clip": t.CLIPVisionModel(t.CLIPVisionConfig(image_size=16, patch_size=8, **TINY)),
@@ -120,8 +132,11 @@ def test_forward_backward_shapes_and_finite(case, hf_dirs):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in first), "no gradient reaches the first block"
 
 
-@pytest.mark.parametrize(("case", "pad"), [(c, p) for c, _ in TEXT_CASES for p in (0, 3)],
-                         ids=[f"{i}-pad{p}" for _, i in TEXT_CASES for p in (0, 3)])
+@pytest.mark.parametrize(
+    ("case", "pad"),
+    [(c, p) for c, _ in TEXT_CASES for p in (0, 3)],
+    ids=[f"{i}-pad{p}" for _, i in TEXT_CASES for p in (0, 3)],
+)
 def test_text_padding_does_not_change_outputs(case, pad, hf_dirs):
     enc = build(case, hf_dirs).eval()
     x, mask = example(enc)
@@ -240,7 +255,9 @@ def test_vit_tokens_are_cls_plus_patches_and_size_is_checked():
 
 
 def test_vit_conv_stem_keeps_the_patch_grid_and_each_token_sees_only_its_patch():
-    enc = ViTImageEncoder(image_size=16, patch_size=4, width=16, depth=1, heads=2, stem="conv", stem_norm="batch").eval()  # BatchNorm in eval: per-pixel affine; GroupNorm would mix the whole map
+    enc = ViTImageEncoder(
+        image_size=16, patch_size=4, width=16, depth=1, heads=2, stem="conv", stem_norm="batch"
+    ).eval()  # BatchNorm in eval: per-pixel affine; GroupNorm would mix the whole map
     assert enc(torch.randn(2, 3, 16, 16)).tokens.shape == (2, 1 + 16, 16)
     strides = [m.stride[0] for m in enc.patch_embed.modules() if isinstance(m, torch.nn.Conv2d)]
     assert strides == [2, 2, 1]  # log2(4) stride-2 convs, then the 1x1 projection

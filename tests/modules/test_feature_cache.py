@@ -58,7 +58,11 @@ def test_cached_outputs_equal_the_encoder_and_cost_one_pass_per_distinct_input()
     reference = encoder(x)
     wrapper = cached(encoder, 100)
     cache = wrapper.store
-    assert (wrapper.modality, wrapper.output_dim, wrapper.blocks()) == (encoder.modality, encoder.output_dim, encoder.blocks())
+    assert (wrapper.modality, wrapper.output_dim, wrapper.blocks()) == (
+        encoder.modality,
+        encoder.output_dim,
+        encoder.blocks(),
+    )
     first = wrapper(x)
     order = torch.tensor([5, 0, 3, 3, 1, 2, 4])  # shuffled, with a repeat
     again = wrapper(x[order])
@@ -260,7 +264,11 @@ def test_a_model_with_a_cached_tower_saves_and_loads_like_one_without(tmp_path) 
     tower = model.encoders["image"]
     cache_towers(model, {"encoders.image": 10})
     wrapper = model.encoders["image"]
-    assert isinstance(wrapper, CachedEncoder) and wrapper.inner is tower and not isinstance(model.encoders["text"], CachedEncoder)
+    assert (
+        isinstance(wrapper, CachedEncoder)
+        and wrapper.inner is tower
+        and not isinstance(model.encoders["text"], CachedEncoder)
+    )
     assert list(model.state_dict()) == list(keys)  # no "inner." anywhere: same names, same order
     assert all(torch.equal(v, keys[k]) for k, v in model.state_dict().items())
     cache_towers(model, {"encoders.image": 10})  # already cached: left as is, not wrapped twice

@@ -22,8 +22,8 @@ from polymodal.modules.fusion import (
     WeightedSumFusion,
 )
 from polymodal.modules.fusion._common import masked_softmax
-from polymodal.modules.fusion.graph import GraphAttentionLayer
 from polymodal.modules.fusion.base import Fusion, FusionOutput
+from polymodal.modules.fusion.graph import GraphAttentionLayer
 
 B = 4
 OUT = 6
@@ -437,7 +437,9 @@ def test_film_reads_positions_and_is_modulated_by_the_other_modalities() -> None
     assert (fusion(reordered, present).pooled - out).abs().max() > 1e-3
     with torch.no_grad():
         fusion.position.weight.zero_(), fusion.position.bias.zero_()
-    torch.testing.assert_close(fusion(reordered, present).pooled, fusion(features, present).pooled)  # no coordinates: order-blind
+    torch.testing.assert_close(
+        fusion(reordered, present).pooled, fusion(features, present).pooled
+    )  # no coordinates: order-blind
     fusion = FiLMFusion(DIMS2, OUT, dim=8).eval()
     out = fusion(features, present).pooled
     # Tokens before the map (a CLS token) are not on it.

@@ -111,8 +111,9 @@ def test_clip_hard_negatives_match_reference(smoothing: float, local_loss: bool)
     present = torch.tensor([True, False, True, True, False, True])
     loss_fn = ClipLoss(label_smoothing=smoothing, local_loss=local_loss).double()
     loss = loss_fn(image, text, negatives, present)
-    expected = reference_clip_with_negatives(image.detach(), text.detach(), negatives.detach(), present,
-                                             loss_fn.scale.item(), smoothing)
+    expected = reference_clip_with_negatives(
+        image.detach(), text.detach(), negatives.detach(), present, loss_fn.scale.item(), smoothing
+    )
     assert loss.item() == pytest.approx(expected, rel=1e-10)
     loss.backward()
     assert torch.isfinite(loss) and (negatives.grad[~present] == 0).all() and (negatives.grad[present] != 0).all()
@@ -363,7 +364,10 @@ def test_caption_loss_without_shift_uses_aligned_targets() -> None:
     targets = torch.tensor([[1, 2, 3, -100], [4, 0, -100, -100]])
     loss = CaptionLoss(shift=False)(logits, targets)
     terms = [
-        _smoothed_ce(logits[b, t].tolist(), int(targets[b, t])) for b in range(2) for t in range(4) if targets[b, t] >= 0
+        _smoothed_ce(logits[b, t].tolist(), int(targets[b, t]))
+        for b in range(2)
+        for t in range(4)
+        if targets[b, t] >= 0
     ]
     assert loss.item() == pytest.approx(sum(terms) / len(terms), rel=1e-10)
 
@@ -387,9 +391,9 @@ def test_cross_entropy_accepts_probability_targets() -> None:
     logits = torch.randn(4, 3, dtype=torch.float64)
     hard = torch.tensor([2, 0, 1, 1])
     soft = F.one_hot(hard, 3).double() * 0.7 + 0.1  # rows sum to 1
-    expected = sum(
-        -sum(soft[i, c].item() * lp for c, lp in enumerate(_log_softmax(logits[i].tolist()))) for i in range(4)
-    ) / 4
+    expected = (
+        sum(-sum(soft[i, c].item() * lp for c, lp in enumerate(_log_softmax(logits[i].tolist()))) for i in range(4)) / 4
+    )
     assert CrossEntropyLoss()(logits, soft).item() == pytest.approx(expected, rel=1e-10)
     assert CrossEntropyLoss()(logits, F.one_hot(hard, 3).double()).item() == pytest.approx(
         CrossEntropyLoss()(logits, hard).item(), rel=1e-12

@@ -11,16 +11,23 @@ from polymodal.modules.heads.generation import generate, score_sequences
 
 PAD, BOS, EOS = 0, 1, 2
 MEMORY_DIM = 8
-COMMON = dict(memory_dim=MEMORY_DIM, vocab_size=12, max_length=10, pad_id=PAD, bos_id=BOS, eos_id=EOS)
-PARAMS = {"transformer": dict(width=16, depth=2, heads=2), "lstm": dict(width=16, depth=2)}
+COMMON = {"memory_dim": MEMORY_DIM, "vocab_size": 12, "max_length": 10, "pad_id": PAD, "bos_id": BOS, "eos_id": EOS}
+PARAMS = {"transformer": {"width": 16, "depth": 2, "heads": 2}, "lstm": {"width": 16, "depth": 2}}
 
 
 def tiny_lstm(seed: int = 5, vocab_size: int = 12, max_length: int = 10) -> LSTMDecoder:
     """A random tiny decoder with large weights, so its distributions are peaked and ties rare."""
     torch.manual_seed(seed)
     decoder = LSTMDecoder(
-        vocab_size=vocab_size, width=16, depth=2, max_length=max_length,
-        memory_dim=MEMORY_DIM, pad_id=PAD, bos_id=BOS, eos_id=EOS, dropout=0.1,
+        vocab_size=vocab_size,
+        width=16,
+        depth=2,
+        max_length=max_length,
+        memory_dim=MEMORY_DIM,
+        pad_id=PAD,
+        bos_id=BOS,
+        eos_id=EOS,
+        dropout=0.1,
     )
     for p in decoder.parameters():
         if p.dim() > 1:
@@ -42,7 +49,11 @@ def test_registry_builds_every_decoder_with_the_common_arguments() -> None:
         decoder = DECODERS.build(name, **COMMON, **PARAMS[name])
         assert isinstance(decoder, TextDecoder)
         assert (decoder.vocab_size, decoder.max_length, decoder.pad_id, decoder.bos_id, decoder.eos_id) == (
-            12, 10, PAD, BOS, EOS
+            12,
+            10,
+            PAD,
+            BOS,
+            EOS,
         )
     with pytest.raises(KeyError, match="unknown decoder 'gru'; known: lstm, transformer"):
         DECODERS.build("gru", **COMMON)
@@ -153,7 +164,7 @@ def test_too_long_sequence_names_max_length() -> None:
 def test_cache_equals_no_cache(strategy: str) -> None:
     decoder = tiny_lstm()
     memory, mask = memory_batch()
-    kwargs = dict(strategy=strategy, max_new_tokens=8, num_beams=4, top_k=5)
+    kwargs = {"strategy": strategy, "max_new_tokens": 8, "num_beams": 4, "top_k": 5}
     cached = generate(decoder, memory, mask, generator=torch.Generator().manual_seed(3), **kwargs)
     plain = generate(decoder, memory, mask, generator=torch.Generator().manual_seed(3), use_cache=False, **kwargs)
     assert torch.equal(cached[0], plain[0])
@@ -165,7 +176,13 @@ def test_output_format_and_scores_match_teacher_forcing(strategy: str) -> None:
     decoder = tiny_lstm()
     memory, mask = memory_batch(B=6)
     tokens, scores = generate(
-        decoder, memory, mask, strategy=strategy, max_new_tokens=8, num_beams=3, length_penalty=0.6,
+        decoder,
+        memory,
+        mask,
+        strategy=strategy,
+        max_new_tokens=8,
+        num_beams=3,
+        length_penalty=0.6,
         generator=torch.Generator().manual_seed(0),
     )
     assert tokens.dtype == torch.long and tokens.shape[0] == 6 and tokens.shape[1] <= 8
@@ -187,8 +204,14 @@ def test_generation_ends_at_eos_and_pads_after() -> None:
     with torch.no_grad():
         decoder.lm_head.weight[EOS] *= 3  # make EOS likely somewhere, so some rows stop early
     for strategy in ("greedy", "beam", "sample"):
-        tokens, _ = generate(decoder, memory, strategy=strategy, max_new_tokens=8, num_beams=3,
-                             generator=torch.Generator().manual_seed(1))
+        tokens, _ = generate(
+            decoder,
+            memory,
+            strategy=strategy,
+            max_new_tokens=8,
+            num_beams=3,
+            generator=torch.Generator().manual_seed(1),
+        )
         ended = (tokens == EOS).any(dim=1)
         assert ended.any(), strategy
         for row in tokens[ended].tolist():
@@ -241,8 +264,14 @@ def test_lstm_decoder_learns_to_copy_its_memory() -> None:
     torch.manual_seed(0)
     symbols, S = 6, 4
     decoder = LSTMDecoder(
-        vocab_size=3 + symbols, width=32, depth=1, max_length=S + 2, memory_dim=symbols + S,
-        pad_id=PAD, bos_id=BOS, eos_id=EOS,
+        vocab_size=3 + symbols,
+        width=32,
+        depth=1,
+        max_length=S + 2,
+        memory_dim=symbols + S,
+        pad_id=PAD,
+        bos_id=BOS,
+        eos_id=EOS,
     )
     optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-2)
     g = torch.Generator().manual_seed(0)

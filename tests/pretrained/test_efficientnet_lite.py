@@ -75,8 +75,18 @@ def test_imagenet_class_names_are_in_standard_order():
     names = imagenet_classes()
     assert len(names) == 1000
     # Anchors of the standard (sorted WordNet id) order used by every ImageNet classifier.
-    expected = {0: "tench", 1: "goldfish", 281: "tabby cat", 285: "Egyptian Mau", 504: "coffee mug",
-                657: "missile", 812: "space shuttle", 817: "sports car", 967: "espresso", 999: "toilet paper"}
+    expected = {
+        0: "tench",
+        1: "goldfish",
+        281: "tabby cat",
+        285: "Egyptian Mau",
+        504: "coffee mug",
+        657: "missile",
+        812: "space shuttle",
+        817: "sports car",
+        967: "espresso",
+        999: "toilet paper",
+    }
     assert {i: names[i] for i in expected} == expected
 
 

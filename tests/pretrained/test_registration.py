@@ -27,8 +27,14 @@ def test_modules_alone_know_nothing_pretrained_and_models_registers_it():
 
 def test_hf_builders_resolve_pretrained_names(monkeypatch, tmp_path):
     transformers = pytest.importorskip("transformers")
-    config = transformers.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                     intermediate_size=32, max_position_embeddings=16)
+    config = transformers.BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+    )
     transformers.BertModel(config).save_pretrained(tmp_path)
     monkeypatch.setitem(locate.PRETRAINED_DIRS, "tiny", lambda: tmp_path)
     assert resolve_path("pretrained:tiny") == tmp_path and resolve_path(tmp_path) == tmp_path

@@ -41,7 +41,9 @@ def three_runs(tmp_path_factory: pytest.TempPathFactory) -> Built:
     out = root / "report"
     result = runner.invoke(app, ["report", *[str(root / n) for n in RUNS], "--out", str(out), "--json"])
     assert result.exit_code == 0, result.output
-    return Built(root, out, (out / "report.md").read_text(), (out / "report.html").read_text(), json.loads(result.output))
+    return Built(
+        root, out, (out / "report.md").read_text(), (out / "report.html").read_text(), json.loads(result.output)
+    )
 
 
 def _md_row(md: str, section: str, first_cell: str) -> list[str]:
@@ -61,7 +63,9 @@ def test_one_column_per_run_with_values_and_cis(three_runs: Built) -> None:
     expected = [f"{a:.3f} [{a - 0.04:.3f}, {a + 0.03:.3f}]" for a in RUNS.values()]
     assert _md_row(three_runs.md, "shapes-classify · test", "accuracy") == expected
     assert _md_row(three_runs.md, "shapes-classify · test", "macro_f1") == [f"{a - 0.05:.3f}" for a in RUNS.values()]
-    assert _md_row(three_runs.md, "shapes-vqa · test_novel", "vqa_accuracy") == [f"{a - 0.2:.3f}" for a in RUNS.values()]
+    assert _md_row(three_runs.md, "shapes-vqa · test_novel", "vqa_accuracy") == [
+        f"{a - 0.2:.3f}" for a in RUNS.values()
+    ]
     for cell in expected:
         assert cell in three_runs.html
     assert three_runs.payload["runs"] == list(RUNS)
@@ -80,8 +84,6 @@ def test_training_section(three_runs: Built) -> None:
     assert any("metrics.jsonl, line 13" in w for w in three_runs.payload["warnings"])
 
 
-@pytest.mark.xfail(strict=True, reason="report/build.py KEY_SETTINGS still lists task.kind and task.loss; "
-                   "runs save their recipe's objective section as objective:")
 def test_training_section_names_the_objective(three_runs: Built) -> None:
     assert _md_row(three_runs.md, "Training", "objective.kind") == ["classification"] * 3
 
@@ -115,8 +117,17 @@ def test_markdown_assets_exist(three_runs: Built) -> None:
     # Expected plots: metrics comparison, per-class, corruptions, missing modality, 3 confusion
     # matrices, recall@K, per-question-type, training loss and validation curves.
     names = " ".join(refs)
-    for kind in ("metrics", "per-class", "corruptions", "missing-modality", "confusion-gmu", "recall",
-                 "per-question-type", "training-loss", "training-eval"):
+    for kind in (
+        "metrics",
+        "per-class",
+        "corruptions",
+        "missing-modality",
+        "confusion-gmu",
+        "recall",
+        "per-question-type",
+        "training-loss",
+        "training-eval",
+    ):
         assert kind in names, kind
     assert "file not found" in three_runs.md  # an example whose image is missing says so
 
@@ -141,7 +152,10 @@ def test_single_file_defaults_out_to_its_folder(tmp_path: Path, images: dict[str
         (lambda d: d["results"][0]["details"]["confusion"]["matrix"].pop(), "results.0.details.confusion"),
         (lambda d: d["results"][1].update(headline="nope"), "results.1"),
         (lambda d: d.update(polymodal_eval=2), "'polymodal_eval'"),
-        (lambda d: d["results"][0]["robustness"]["corruptions"]["blur"].update(high=0.1), "results.0.robustness.corruptions"),
+        (
+            lambda d: d["results"][0]["robustness"]["corruptions"]["blur"].update(high=0.1),
+            "results.0.robustness.corruptions",
+        ),
     ],
 )
 def test_bad_result_file_names_file_and_field(tmp_path: Path, images: dict[str, Path], mutate, field: str) -> None:  # type: ignore[no-untyped-def]

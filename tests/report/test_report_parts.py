@@ -38,13 +38,16 @@ def test_md_escape(text: str, escaped: str) -> None:
 
 def test_renderers_escape_every_text_field() -> None:
     evil = '<b onclick="x">"quoted"</b>'
-    doc = Document(title=evil, blocks=[
-        Paragraph(evil),
-        Table([evil, evil], [[evil, evil]], caption=evil),
-        ExampleGrid(evil, [ExampleCard(None, evil, [(evil, evil)], correct=True)]),
-    ])
+    doc = Document(
+        title=evil,
+        blocks=[
+            Paragraph(evil),
+            Table([evil, evil], [[evil, evil]], caption=evil),
+            ExampleGrid(evil, [ExampleCard(None, evil, [(evil, evil)], correct=True)]),
+        ],
+    )
     page = render_html(doc)
-    assert "<b " not in page and "onclick=\"" not in page
+    assert "<b " not in page and 'onclick="' not in page
     assert page.count(html.escape(evil)) >= 8
     markdown = render_markdown(doc)
     assert not re.search(r"(?<!\\)<b ", markdown)  # every < is backslash-escaped
@@ -117,7 +120,11 @@ def test_reads_what_the_eval_writer_writes(tmp_path: Path, images: dict[str, Pat
     doc["provenance"]["versions"]["transformers"] = None  # the writer records "not installed" as null
     path = results.dump_results(results.ResultFile.model_validate(doc), tmp_path / "run" / "eval.json")
     run = load_run(path)
-    assert run.results()[("shapes-vqa", "test_novel")].details.per_question_type == {"color": 0.7, "shape": 0.5, "count": 0.3}
+    assert run.results()[("shapes-vqa", "test_novel")].details.per_question_type == {
+        "color": 0.7,
+        "shape": 0.5,
+        "count": 0.3,
+    }
     assert run.eval_files[0][1].provenance.versions["transformers"] is None
 
 
@@ -129,8 +136,11 @@ def test_runs_without_a_benchmark_get_no_column(tmp_path: Path, images: dict[str
     write_result(tmp_path / "vqa", vqa_only)
     from polymodal.report.build import build_document
 
-    tables = [b for b in build_document(load_runs([tmp_path / "full", tmp_path / "vqa"]), max_examples=0).blocks
-              if isinstance(b, Table) and b.columns[0] == "metric"]
+    tables = [
+        b
+        for b in build_document(load_runs([tmp_path / "full", tmp_path / "vqa"]), max_examples=0).blocks
+        if isinstance(b, Table) and b.columns[0] == "metric"
+    ]
     assert [t.columns[1:] for t in tables] == [["full"], ["full"], ["full", "vqa"]]
 
 
@@ -140,7 +150,9 @@ def test_plots_are_deterministic_and_take_any_name() -> None:
     # A pair of "$" starts matplotlib mathtext; "$^$" is invalid math and unescaped fails savefig.
     groups = [("run $_$ 2", 0, [0.5, None]), ("a$\\frac$b", 1, [0.25, 0.75])]
     first = plots.grouped_bars("per $^$ class", ["x$^$", "y"], groups, errors=[[(0.4, 0.6), None], [None, None]])
-    assert first == plots.grouped_bars("per $^$ class", ["x$^$", "y"], groups, errors=[[(0.4, 0.6), None], [None, None]])
+    assert first == plots.grouped_bars(
+        "per $^$ class", ["x$^$", "y"], groups, errors=[[(0.4, 0.6), None], [None, None]]
+    )
     with Image.open(io.BytesIO(first)) as im:
         assert im.format == "PNG" and im.size == (round(plots.WIDTH * plots.DPI), round(plots.HEIGHT * plots.DPI))
     heatmap = plots.confusion_heatmap("c", ["a", "b"], [[3, 0], [1, 2]])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -18,8 +18,14 @@ from polymodal.serve import ServeSettings, create_app
 from polymodal.serve.search import IndexDirectory
 from tests.serve.fakes import FakeIndex
 
-COLORS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 60, 220), "yellow": (240, 210, 30),
-          "purple": (140, 40, 170), "cyan": (30, 200, 210)}
+COLORS = {
+    "red": (220, 30, 30),
+    "green": (30, 180, 60),
+    "blue": (40, 60, 220),
+    "yellow": (240, 210, 30),
+    "purple": (140, 40, 170),
+    "cyan": (30, 200, 210),
+}
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -55,8 +61,9 @@ def model(tiny_dual_encoder_dir: Path) -> Model:
 
 
 @pytest.fixture(scope="session")
-def index_dir(model: Model, image_dir: Path, tiny_dual_encoder_dir: Path,
-              tmp_path_factory: pytest.TempPathFactory) -> Path:
+def index_dir(
+    model: Model, image_dir: Path, tiny_dual_encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
     """A real FAISS + SQLite index of the PNGs, built with the tiny model (recorded so `serve` can reload it)."""
     from polymodal.index import build_index
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -31,8 +32,11 @@ class FakeIndex:
 
     @classmethod
     def build(cls, model: Model, images: Sequence[Path], texts: Sequence[str] = ()) -> FakeIndex:
-        vectors = np.concatenate([model.embed_image(list(images)), model.embed_text(list(texts))]) if texts \
+        vectors = (
+            np.concatenate([model.embed_image(list(images)), model.embed_text(list(texts))])
+            if texts
             else model.embed_image(list(images))
+        )
         items = [FakeHit(i, 0.0, "image", str(p), None, {"file": p.name}) for i, p in enumerate(images)]
         items += [FakeHit(len(images) + i, 0.0, "text", None, t) for i, t in enumerate(texts)]
         return cls(vectors, items, model.identity)

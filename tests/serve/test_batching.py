@@ -35,9 +35,11 @@ def test_concurrent_jobs_share_calls_and_get_their_own_results() -> None:
     assert results == [[i * i, (i + 100) ** 2] for i in range(10)]
     assert len(square.batches) < 10
     assert max(len(b) for b in square.batches) <= 8
-    assert sorted(x for b in square.batches for x in b) == sorted([i for i in range(10)] + [i + 100 for i in range(10)])
+    assert sorted(x for b in square.batches for x in b) == sorted(list(range(10)) + [i + 100 for i in range(10)])
     assert square.threads == {"polymodal-model"}  # the model is only ever called from the one worker thread
-    assert batcher.stats.requests == 10 and batcher.stats.items == 20 and batcher.stats.model_calls == len(square.batches)
+    assert (
+        batcher.stats.requests == 10 and batcher.stats.items == 20 and batcher.stats.model_calls == len(square.batches)
+    )
 
 
 def test_jobs_with_different_keys_never_share_a_call() -> None:

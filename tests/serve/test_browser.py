@@ -6,8 +6,8 @@ import contextlib
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -115,8 +115,11 @@ def test_search_shows_thumbnails_and_classify_works(browser, server_url: str, im
     assert requests and not external, f"the page must not load anything external: {external}"
 
 
-def test_with_an_api_key_the_page_asks_for_it_and_thumbnails_still_load(browser, model: Model,  # noqa: ANN001
-                                                                       index_dir: Path) -> None:
+def test_with_an_api_key_the_page_asks_for_it_and_thumbnails_still_load(
+    browser,
+    model: Model,  # noqa: ANN001
+    index_dir: Path,
+) -> None:
     app = create_app(model, IndexDirectory(index_dir), ServeSettings(api_key="page-key"))
     with serve(app) as url:
         page = browser.new_page()
@@ -131,14 +134,20 @@ def test_with_an_api_key_the_page_asks_for_it_and_thumbnails_still_load(browser,
         page.press("#query", "Enter")
         # <img src> cannot send the key: the page fetches thumbnails with it and shows blob: URLs.
         wait_until(page, "document.querySelectorAll('#results img').length === 6 && " + ALL_LOADED)
-        assert all(src.startswith("blob:") for src in page.eval_on_selector_all("#results img", "i => i.map(e => e.src)"))
+        assert all(
+            src.startswith("blob:") for src in page.eval_on_selector_all("#results img", "i => i.map(e => e.src)")
+        )
         assert page.is_hidden("#alert")
         page.close()
 
 
 @pytest.mark.parametrize("kind", ["captioner", "vqa"])
-def test_caption_and_question_actions_appear_only_for_models_that_have_them(browser, kind: str, request,  # noqa: ANN001
-                                                                          image_dir: Path) -> None:
+def test_caption_and_question_actions_appear_only_for_models_that_have_them(
+    browser,
+    kind: str,
+    request,  # noqa: ANN001
+    image_dir: Path,
+) -> None:
     import polymodal
 
     model = polymodal.load(request.getfixturevalue(f"tiny_{kind}_dir"))
@@ -161,6 +170,8 @@ def test_caption_and_question_actions_appear_only_for_models_that_have_them(brow
             page.fill("#question", "what color is the shape")
             page.press("#question", "Enter")
             wait_until(page, "document.querySelector('#image-output .answer') !== null")
-            assert page.inner_text("#image-output .answer") == model.answer(image_dir / "red.png",
-                                                                             "what color is the shape")[0]
+            assert (
+                page.inner_text("#image-output .answer")
+                == model.answer(image_dir / "red.png", "what color is the shape")[0]
+            )
         page.close()

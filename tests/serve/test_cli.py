@@ -26,8 +26,9 @@ def started(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
 
 def test_serve_loads_the_index_model_and_binds_loopback(started: dict, index_dir: Path, model) -> None:  # noqa: ANN001
-    result = runner.invoke(cli, ["serve", "--index", str(index_dir), "--batch-size", "4", "--max-upload-mb", "1",
-                                 "--json"])
+    result = runner.invoke(
+        cli, ["serve", "--index", str(index_dir), "--batch-size", "4", "--max-upload-mb", "1", "--json"]
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["url"] == "http://127.0.0.1:8000/" and summary["identity"] == model.identity
@@ -47,8 +48,11 @@ def test_binding_all_interfaces_warns_loudly(started: dict, tiny_dual_encoder_di
 
 
 def test_api_key_from_the_environment(started: dict, tiny_dual_encoder_dir: Path) -> None:  # noqa: ANN001
-    result = runner.invoke(cli, ["serve", "--model", str(tiny_dual_encoder_dir), "--host", "0.0.0.0"],
-                           env={"POLYMODAL_API_KEY": "from-env"})
+    result = runner.invoke(
+        cli,
+        ["serve", "--model", str(tiny_dual_encoder_dir), "--host", "0.0.0.0"],
+        env={"POLYMODAL_API_KEY": "from-env"},
+    )
     assert result.exit_code == 0 and "all network interfaces" in result.stderr
     assert "WITHOUT AUTHENTICATION" not in result.stderr
     with TestClient(started["app"]) as client:
@@ -56,17 +60,32 @@ def test_api_key_from_the_environment(started: dict, tiny_dual_encoder_dir: Path
         assert client.post("/embed", json={"texts": ["a"]}, headers={"X-API-Key": "from-env"}).status_code == 200
 
 
-@pytest.mark.parametrize("args,needle,code", [
-    (["--index", "{missing}"], "not an index directory", 1),
-    (["--model", "{missing}"], "no such model directory", 1),
-    (["--model", "{model}", "--max-upload-mb", "0"], "max_upload_bytes must be >= 1", 2),
-    (["--model", "{model}", "--precision", "fp16"], "fp16 needs a CUDA GPU", 1),
-    (["--model", "{other}", "--index", "{index}"], "rebuild", 1),
-])
-def test_errors_are_one_clear_line(started: dict, args: list[str], needle: str, code: int, tmp_path: Path,  # noqa: ANN001
-                                   tiny_dual_encoder_dir: Path, tiny_captioner_dir: Path, index_dir: Path) -> None:
-    values = {"missing": tmp_path / "nope", "model": tiny_dual_encoder_dir, "other": tiny_captioner_dir,
-              "index": index_dir}
+@pytest.mark.parametrize(
+    "args,needle,code",
+    [
+        (["--index", "{missing}"], "not an index directory", 1),
+        (["--model", "{missing}"], "no such model directory", 1),
+        (["--model", "{model}", "--max-upload-mb", "0"], "max_upload_bytes must be >= 1", 2),
+        (["--model", "{model}", "--precision", "fp16"], "fp16 needs a CUDA GPU", 1),
+        (["--model", "{other}", "--index", "{index}"], "rebuild", 1),
+    ],
+)
+def test_errors_are_one_clear_line(
+    started: dict,
+    args: list[str],
+    needle: str,
+    code: int,
+    tmp_path: Path,  # noqa: ANN001
+    tiny_dual_encoder_dir: Path,
+    tiny_captioner_dir: Path,
+    index_dir: Path,
+) -> None:
+    values = {
+        "missing": tmp_path / "nope",
+        "model": tiny_dual_encoder_dir,
+        "other": tiny_captioner_dir,
+        "index": index_dir,
+    }
     result = runner.invoke(cli, ["serve", *[a.format(**values) for a in args], "--json"])
     assert result.exit_code == code, result.output
     assert needle in json.loads(result.stdout)["error"]

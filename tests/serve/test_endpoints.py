@@ -25,8 +25,14 @@ def test_health_describes_model_index_and_endpoints(client, model: Model) -> Non
     assert health["model"] == model.name and health["identity"] == model.identity
     assert health["capabilities"] == ["embed"] and health["embed_dim"] == model.embed_dim
     assert health["index"] == {"size": len(COLORS), "model_identity": model.identity}
-    assert health["endpoints"] == {"/embed": True, "/classify": True, "/search": True,
-                                   "/items/{item_id}/image": True, "/caption": False, "/answer": False}
+    assert health["endpoints"] == {
+        "/embed": True,
+        "/classify": True,
+        "/search": True,
+        "/items/{item_id}/image": True,
+        "/caption": False,
+        "/answer": False,
+    }
     assert health["auth_required"] is False
 
 
@@ -46,17 +52,23 @@ def test_classify_json_and_multipart_agree_with_the_python_api(client, model: Mo
     image = shape_image("red")
     expected = model.classify(image, labels)[0]
     as_json = client.post("/classify", json={"image": b64(image), "labels": labels}).json()["labels"]
-    as_form = client.post("/classify", files={"image": ("red.png", png_bytes(image), "image/png")},
-                          data={"labels": labels}).json()["labels"]
-    comma = client.post("/classify", files={"image": ("red.png", png_bytes(image), "image/png")},
-                        data={"labels": ",".join(labels), "top_k": "2"}).json()["labels"]
+    as_form = client.post(
+        "/classify", files={"image": ("red.png", png_bytes(image), "image/png")}, data={"labels": labels}
+    ).json()["labels"]
+    comma = client.post(
+        "/classify",
+        files={"image": ("red.png", png_bytes(image), "image/png")},
+        data={"labels": ",".join(labels), "top_k": "2"},
+    ).json()["labels"]
     for got in (as_json, as_form):
         assert [g["label"] for g in got] == [label for label, _ in expected]
         np.testing.assert_allclose([g["score"] for g in got], [s for _, s in expected], atol=1e-5)
     assert comma == as_form[:2]
     # A data: URL is accepted, and a single custom template is a template, not the name of a template set.
-    custom = client.post("/classify", json={"image": f"data:image/png;base64,{b64(image)}", "labels": labels,
-                                            "templates": "a drawing of a {}"}).json()["labels"]
+    custom = client.post(
+        "/classify",
+        json={"image": f"data:image/png;base64,{b64(image)}", "labels": labels, "templates": "a drawing of a {}"},
+    ).json()["labels"]
     reference = model.classify(image, labels, templates=["a drawing of a {}"])[0]
     assert [g["label"] for g in custom] == [label for label, _ in reference]
 
@@ -132,15 +144,20 @@ def test_caption_and_answer_match_the_python_api(tiny_captioner_dir: Path, tiny_
         assert body == {"caption": captioner.caption(image, max_new_tokens=5)[0]}
         # More tokens than the decoder holds (16) is capped at its length, as in the Python API, not refused.
         too_long = client.post("/caption", json={"image": b64(image), "max_new_tokens": 40})
-        assert too_long.status_code == 200 and too_long.json() == {"caption": captioner.caption(image, max_new_tokens=15)[0]}
+        assert too_long.status_code == 200 and too_long.json() == {
+            "caption": captioner.caption(image, max_new_tokens=15)[0]
+        }
         too_many = client.post("/caption", json={"image": b64(image), "max_new_tokens": 101})  # schema bound
         assert too_many.status_code == 422 and "max_new_tokens" in str(too_many.json()["error"])
     vqa = polymodal.load(tiny_vqa_dir)
     with make_client(vqa) as client:
         endpoints = client.get("/health").json()["endpoints"]
         assert endpoints["/answer"] is True and endpoints["/classify"] is False
-        form = client.post("/answer", files={"image": ("y.png", png_bytes(image), "image/png")},
-                           data={"question": "what color is the shape"}).json()
+        form = client.post(
+            "/answer",
+            files={"image": ("y.png", png_bytes(image), "image/png")},
+            data={"question": "what color is the shape"},
+        ).json()
         assert form == {"answer": vqa.answer(image, "what color is the shape")[0]}
         assert form["answer"] in ANSWERS
 

@@ -26,11 +26,14 @@ def error(response) -> dict:  # noqa: ANN001
 
 def bomb_png(width: int, height: int) -> bytes:
     """A valid PNG header claiming width x height, with a tiny payload: a decompression bomb's shape."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +52,19 @@ def test_body_over_the_limit_is_413_by_content_length(small) -> None:  # noqa: A
 def test_body_over_the_limit_is_413_without_content_length(model: Model) -> None:
     """Driven at the ASGI level: TestClient reads a streamed body whole before the app sees it."""
     app = create_app(model, settings=ServeSettings(max_upload_bytes=64 * 1024))
-    scope = {"type": "http", "method": "POST", "path": "/embed", "raw_path": b"/embed", "query_string": b"",
-             "headers": [(b"content-type", b"application/json")], "http_version": "1.1", "scheme": "http",
-             "server": ("test", 80), "client": ("test", 1), "root_path": ""}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/embed",
+        "raw_path": b"/embed",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("test", 80),
+        "client": ("test", 1),
+        "root_path": "",
+    }
     received, sent = [], []
 
     async def receive() -> dict:
@@ -68,41 +81,49 @@ def test_body_over_the_limit_is_413_without_content_length(model: Model) -> None
 
 def test_decompression_bomb_is_413_naming_the_pixel_limit(small) -> None:  # noqa: ANN001
     data = base64.b64encode(bomb_png(20_000, 20_000)).decode()
-    for response in (small.post("/classify", json={"image": data, "labels": ["a", "b"]}),
-                     small.post("/classify", files={"image": ("bomb.png", bomb_png(20_000, 20_000), "image/png")},
-                                data={"labels": "a,b"}),
-                     small.post("/embed", json={"images": [data]})):
+    for response in (
+        small.post("/classify", json={"image": data, "labels": ["a", "b"]}),
+        small.post(
+            "/classify", files={"image": ("bomb.png", bomb_png(20_000, 20_000), "image/png")}, data={"labels": "a,b"}
+        ),
+        small.post("/embed", json={"images": [data]}),
+    ):
         assert response.status_code == 413
         err = error(response)
         assert err["code"] == "image_too_large" and "limit" in err["message"] and "100,000 pixels" in err["message"]
 
 
 def test_wrong_content_type_is_415(small) -> None:  # noqa: ANN001
-    for path, kwargs in [("/embed", {"content": b'{"texts": ["a"]}', "headers": {"Content-Type": "text/plain"}}),
-                         ("/search", {"content": b'{"text": "a"}'}),  # no Content-Type at all
-                         ("/embed", {"files": {"image": ("a.png", b"x", "image/png")}}),
-                         ("/caption", {"content": b"raw", "headers": {"Content-Type": "image/png"}})]:
+    for path, kwargs in [
+        ("/embed", {"content": b'{"texts": ["a"]}', "headers": {"Content-Type": "text/plain"}}),
+        ("/search", {"content": b'{"text": "a"}'}),  # no Content-Type at all
+        ("/embed", {"files": {"image": ("a.png", b"x", "image/png")}}),
+        ("/caption", {"content": b"raw", "headers": {"Content-Type": "image/png"}}),
+    ]:
         response = small.post(path, **kwargs)
         assert response.status_code == 415, (path, response.text)
         assert error(response)["code"] == "unsupported_media_type" and "application/json" in error(response)["message"]
 
 
-@pytest.mark.parametrize("path,body,code,needle", [
-    ("/embed", b'{"texts": [', "invalid_json", "JSON"),
-    ("/classify", b'{"image": ', "invalid_json", "not valid JSON"),
-    ("/classify", b'\xff\xfe', "invalid_json", "not valid JSON"),
-    ("/embed", b'{}', "invalid_request", "at least one of texts or images"),
-    ("/embed", b'{"texts": "not a list"}', "invalid_request", "texts"),
-    ("/embed", b'{"texts": ["a"], "colour": 1}', "invalid_request", "colour"),
-    ("/embed", b'{"images": ["%%%not base64"]}', "bad_base64", "images[0]"),
-    ("/embed", b'{"images": [""]}', "bad_image", "empty"),
-    ("/embed", b'{"images": ["aGVsbG8gd29ybGQ="]}', "bad_image", "not a recognised image format"),
-    ("/search", b'{"text": "a", "image": "x"}', "invalid_request", "exactly one of text or image"),
-    ("/search", b'{"text": "a", "k": 0}', "invalid_request", "k"),
-    ("/search", b'{"image": "data:image/png,abc"}', "bad_base64", "base64"),
-    ("/classify", b'{"labels": ["a", "b"]}', "invalid_request", "image"),
-    ("/classify", b'{"image": "aGk=", "labels": ["only one"]}', "invalid_request", "labels"),
-])
+@pytest.mark.parametrize(
+    "path,body,code,needle",
+    [
+        ("/embed", b'{"texts": [', "invalid_json", "JSON"),
+        ("/classify", b'{"image": ', "invalid_json", "not valid JSON"),
+        ("/classify", b"\xff\xfe", "invalid_json", "not valid JSON"),
+        ("/embed", b"{}", "invalid_request", "at least one of texts or images"),
+        ("/embed", b'{"texts": "not a list"}', "invalid_request", "texts"),
+        ("/embed", b'{"texts": ["a"], "colour": 1}', "invalid_request", "colour"),
+        ("/embed", b'{"images": ["%%%not base64"]}', "bad_base64", "images[0]"),
+        ("/embed", b'{"images": [""]}', "bad_image", "empty"),
+        ("/embed", b'{"images": ["aGVsbG8gd29ybGQ="]}', "bad_image", "not a recognised image format"),
+        ("/search", b'{"text": "a", "image": "x"}', "invalid_request", "exactly one of text or image"),
+        ("/search", b'{"text": "a", "k": 0}', "invalid_request", "k"),
+        ("/search", b'{"image": "data:image/png,abc"}', "bad_base64", "base64"),
+        ("/classify", b'{"labels": ["a", "b"]}', "invalid_request", "image"),
+        ("/classify", b'{"image": "aGk=", "labels": ["only one"]}', "invalid_request", "labels"),
+    ],
+)
 def test_malformed_requests_are_422_with_a_json_error(small, path: str, body: bytes, code: str, needle: str) -> None:  # noqa: ANN001
     response = small.post(path, content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 422, response.text
@@ -118,8 +139,9 @@ def test_image_and_label_problems_in_valid_requests_are_422(small) -> None:  # n
     assert response.status_code == 422 and "'image'" in error(response)["message"]
     response = small.post("/classify", json={"image": b64(shape_image("red")), "labels": ["a", "a"]})
     assert response.status_code == 422 and "distinct" in error(response)["message"]
-    response = small.post("/classify", json={"image": b64(shape_image("red")), "labels": ["a", "b"],
-                                             "templates": "no-such-set"})
+    response = small.post(
+        "/classify", json={"image": b64(shape_image("red")), "labels": ["a", "b"], "templates": "no-such-set"}
+    )
     assert response.status_code == 422 and "unknown template set" in error(response)["message"]
 
 
@@ -197,6 +219,7 @@ def test_pixel_limit_allows_images_under_it(small) -> None:  # noqa: ANN001
     image = Image.new("RGB", (300, 300), (10, 200, 10))  # 90,000 pixels: under the 100,000 limit
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG")
-    response = small.post("/classify", files={"image": ("ok.jpg", buffer.getvalue(), "image/jpeg")},
-                          data={"labels": ["green", "red"]})
+    response = small.post(
+        "/classify", files={"image": ("ok.jpg", buffer.getvalue(), "image/jpeg")}, data={"labels": ["green", "red"]}
+    )
     assert response.status_code == 200 and len(response.json()["labels"]) == 2

@@ -11,19 +11,29 @@ import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
-
 from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: E402
 
 from polymodal.api import Model  # noqa: E402
 from polymodal.serve import ServeSettings, create_app  # noqa: E402
 from tests.serve.fakes import FakeIndex  # noqa: E402
 
-OPERATIONS = ["GET /health", "POST /embed", "POST /classify", "POST /caption", "POST /answer", "POST /search",
-              "GET /items/{item_id}/image"]
+OPERATIONS = [
+    "GET /health",
+    "POST /embed",
+    "POST /classify",
+    "POST /caption",
+    "POST /answer",
+    "POST /search",
+    "GET /items/{item_id}/image",
+]
 POSITIVE, NEGATIVE = schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE
 # GET /health takes no input at all, so there is nothing invalid to generate for it.
-CASES = [pytest.param(label, mode, id=f"{label} {mode}") for label in OPERATIONS for mode in (POSITIVE, NEGATIVE)
-         if not (label == "GET /health" and mode is NEGATIVE)]
+CASES = [
+    pytest.param(label, mode, id=f"{label} {mode}")
+    for label in OPERATIONS
+    for mode in (POSITIVE, NEGATIVE)
+    if not (label == "GET /health" and mode is NEGATIVE)
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +47,10 @@ def generative_schemas(tiny_captioner_dir, tiny_vqa_dir) -> dict:  # noqa: ANN00
     """Schemas of servers whose models caption / answer, so those endpoints run the model rather than a 400."""
     import polymodal
 
-    return {label: schemathesis.openapi.from_asgi("/openapi.json", create_app(polymodal.load(path)))
-            for label, path in [("POST /caption", tiny_captioner_dir), ("POST /answer", tiny_vqa_dir)]}
+    return {
+        label: schemathesis.openapi.from_asgi("/openapi.json", create_app(polymodal.load(path)))
+        for label, path in [("POST /caption", tiny_captioner_dir), ("POST /answer", tiny_vqa_dir)]
+    }
 
 
 def _check(api_schema, label: str, mode, examples: int) -> None:  # noqa: ANN001
@@ -46,8 +58,9 @@ def _check(api_schema, label: str, mode, examples: int) -> None:  # noqa: ANN001
     assert set(operations) == set(OPERATIONS)  # a new endpoint must be added to the list above
 
     @given(case=operations[label].as_strategy(generation_mode=mode))
-    @settings(max_examples=examples, deadline=None, derandomize=True, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=examples, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck)
+    )
     def run(case) -> None:  # noqa: ANN001
         # Schema-valid is not always acceptable here: a base64 string the schema allows is rarely an image, and
         # "texts or images" / "text or image" are rules JSON Schema cannot say; those are 4xx, checked elsewhere.

@@ -25,9 +25,25 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SCRIPT.parent)}
 def launch_two(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """``accelerate launch`` of ``args`` in 2 gloo processes; a timeout kills the launcher and both ranks."""
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
-    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-           "--dynamo_backend", "no", "--main_process_port", "0", *args]  # fmt: skip
-    with subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
+    cmd = [
+        accelerate,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "0",
+        *args,
+    ]
+    with subprocess.Popen(
+        cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    ) as proc:
         try:
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -103,9 +119,25 @@ def test_polymodal_train_under_accelerate_launch_reports_once(tmp_path: Path) ->
     recipe = "shapes-clip"  # packaged: `polymodal train` loads it by name
 
     def args_for(attempt: str) -> list[str]:
-        return ["-m", "polymodal", "train", recipe, "--set", f"data.path={data}", "--set", "data.image.image_size=32",
-                "--set", "train.steps=2", "--set", "train.batch_size=8", "--set", "train.warmup_steps=1",
-                "--out", str(tmp_path / attempt), "--json"]  # fmt: skip
+        return [
+            "-m",
+            "polymodal",
+            "train",
+            recipe,
+            "--set",
+            f"data.path={data}",
+            "--set",
+            "data.image.image_size=32",
+            "--set",
+            "train.steps=2",
+            "--set",
+            "train.batch_size=8",
+            "--set",
+            "train.warmup_steps=1",
+            "--out",
+            str(tmp_path / attempt),
+            "--json",
+        ]
 
     result = launch_with_one_retry(args_for)
     report = json.loads(result.stdout)  # exactly one JSON document: a second rank's would not parse

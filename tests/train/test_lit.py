@@ -30,15 +30,23 @@ def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_lit_trains_the_image_tower_only_and_the_model_loads_back(shapes: Path, tmp_path: Path) -> None:
+    from safetensors.torch import load_file as load_state
+
     import polymodal
     from polymodal.pretrained import minilm_dir
     from polymodal.train.build import build_recipe_model, recipe_model_config
     from polymodal.train.recipe import load_recipe
     from polymodal.train.run import run_recipe
-    from safetensors.torch import load_file as load_state
 
-    overrides = [f"data.path={shapes}", "data.image.image_size=32", "model.config.encoders.image.params.image_size=32",
-                 "train.steps=2", "train.batch_size=8", "train.warmup_steps=1", "train.precision=no"]  # fmt: skip
+    overrides = [
+        f"data.path={shapes}",
+        "data.image.image_size=32",
+        "model.config.encoders.image.params.image_size=32",
+        "train.steps=2",
+        "train.batch_size=8",
+        "train.warmup_steps=1",
+        "train.precision=no",
+    ]
     recipe = load_recipe(RECIPE, overrides)
     model, transfer = build_recipe_model(recipe, recipe_model_config(recipe, vocab_size=0))
     assert transfer is None
@@ -47,7 +55,9 @@ def test_lit_trains_the_image_tower_only_and_the_model_loads_back(shapes: Path, 
     run_recipe(recipe, tmp_path / "run", progress=False)
     trained = load_state(tmp_path / "run" / "model" / "model.safetensors")
     pretrained = load_state(minilm_dir() / "model.safetensors")
-    text = {k.removeprefix("encoders.text.model."): v for k, v in trained.items() if k.startswith("encoders.text.model.")}
+    text = {
+        k.removeprefix("encoders.text.model."): v for k, v in trained.items() if k.startswith("encoders.text.model.")
+    }
     assert text and all(torch.equal(v, pretrained[k]) for k, v in text.items() if k in pretrained)
     assert sum(k in pretrained for k in text) >= 0.9 * len(text)
     config = json.loads((tmp_path / "run" / "model" / "config.json").read_text())

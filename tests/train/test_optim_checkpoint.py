@@ -31,7 +31,11 @@ def test_param_groups_no_decay_on_norm_bias_embedding_temperature() -> None:
     by_name = {g["name"]: {id(p) for p in g["params"]} for g in groups}
     assert by_name["model.decay"] == {id(model.linear.weight)}
     assert by_name["model.no_decay"] == {
-        id(model.embed.weight), id(model.linear.bias), id(model.norm.weight), id(model.norm.bias), id(model.logit_scale)
+        id(model.embed.weight),
+        id(model.linear.bias),
+        id(model.norm.weight),
+        id(model.norm.bias),
+        id(model.logit_scale),
     }
     assert all(id(p) not in s for s in by_name.values() for p in model.frozen.parameters())
 
@@ -54,8 +58,14 @@ class Stem(nn.Module):
 def test_no_decay_matches_names_not_substrings() -> None:
     model = Stem()
     groups = {g["name"]: {id(p) for p in g["params"]} for g in param_groups([("m", model, 1e-3)], weight_decay=0.1)}
-    decayed = [model.patch_embed.weight, model.post_proj.weight, model.attn.in_proj_weight, model.attn.out_proj.weight,
-               model.rnn.weight_ih_l0, model.rnn.weight_hh_l0]  # fmt: skip
+    decayed = [
+        model.patch_embed.weight,
+        model.post_proj.weight,
+        model.attn.in_proj_weight,
+        model.attn.out_proj.weight,
+        model.rnn.weight_ih_l0,
+        model.rnn.weight_hh_l0,
+    ]
     assert groups["m.decay"] == {id(p) for p in decayed}
     assert groups["m.no_decay"] == {id(model.position_embedding), id(model.patch_embed.bias), id(model.tokens.weight)}
 

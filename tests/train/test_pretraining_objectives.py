@@ -24,9 +24,17 @@ def shapes(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _overrides(data: Path, steps: int) -> list[str]:
-    return [f"data.path={data}", "data.image.image_size=32", f"train.steps={steps}", "train.batch_size=32",
-            f"train.warmup_steps={min(5, steps)}", f"train.eval_every={steps}", "train.metric=accuracy", "train.precision=fp32",
-            "data.max_val_samples=128"]
+    return [
+        f"data.path={data}",
+        "data.image.image_size=32",
+        f"train.steps={steps}",
+        "train.batch_size=32",
+        f"train.warmup_steps={min(5, steps)}",
+        f"train.eval_every={steps}",
+        "train.metric=accuracy",
+        "train.precision=fp32",
+        "data.max_val_samples=128",
+    ]
 
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 30)}
@@ -40,18 +48,35 @@ def squares(tmp_path_factory: pytest.TempPathFactory) -> Path:
         Image.new("RGB", (16, 16), rgb).save(root / f"{name}.png")
     names = list(COLOURS)
     for split, n in (("train", 256), ("val", 64)):
-        rows = [{"id": f"{split}{i}", "image": f"{names[i % 4]}.png", "text": f"a {names[i % 4]} square"} for i in range(n)]
+        rows = [
+            {"id": f"{split}{i}", "image": f"{names[i % 4]}.png", "text": f"a {names[i % 4]} square"} for i in range(n)
+        ]
         (root / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return root
 
 
 def test_matching_trains_a_two_class_fusion_classifier(squares: Path, tmp_path: Path) -> None:
-    recipe = load_recipe("shapes-fusion", [*_overrides(squares, 400), "objective.kind=matching", "train.lr=3e-3",
-                                           "data.image.image_size=16", "data.vocab_size=32"])
-    towers = {"image": {"name": "cnn", "params": {"widths": [8, 16], "depths": [1, 1]}},
-              "text": {"name": "rnn_text", "params": {"vocab_size": 32, "width": 16}}}
-    config = {"kind": "fusion_classifier", "encoders": towers, "fusion": {"name": "bilinear"}, "fusion_dim": 32,
-              "num_classes": 2}
+    recipe = load_recipe(
+        "shapes-fusion",
+        [
+            *_overrides(squares, 400),
+            "objective.kind=matching",
+            "train.lr=3e-3",
+            "data.image.image_size=16",
+            "data.vocab_size=32",
+        ],
+    )
+    towers = {
+        "image": {"name": "cnn", "params": {"widths": [8, 16], "depths": [1, 1]}},
+        "text": {"name": "rnn_text", "params": {"vocab_size": 32, "width": 16}},
+    }
+    config = {
+        "kind": "fusion_classifier",
+        "encoders": towers,
+        "fusion": {"name": "bilinear"},
+        "fusion_dim": 32,
+        "num_classes": 2,
+    }
     recipe = Recipe.model_validate({**recipe.model_dump(), "model": {"config": config}})
     result = run_recipe(recipe, tmp_path / "itm", progress=False)
     assert "matching" in result.last_losses
@@ -61,15 +86,26 @@ def test_matching_trains_a_two_class_fusion_classifier(squares: Path, tmp_path: 
 
 
 def test_masked_lm_pretrains_the_text_tower(shapes: Path, tmp_path: Path) -> None:
-    recipe = load_recipe("shapes-clip", [*_overrides(shapes, 150), "objective.kind=masked_lm", "objective.hard_negatives=null",
-                                         "train.lr=2e-3"])
+    recipe = load_recipe(
+        "shapes-clip",
+        [
+            *_overrides(shapes, 150),
+            "objective.kind=masked_lm",
+            "objective.hard_negatives=null",
+            "objective.loss=null",
+            "train.lr=2e-3",
+        ],
+    )
     result = run_recipe(recipe, tmp_path / "mlm", progress=False)
     assert "masked_lm" in result.last_losses
     assert result.best_metric > 0.3  # masked words of captions: chance is about 1 in the vocabulary (~60)
 
 
 def test_matching_needs_a_two_class_fusion_classifier(shapes: Path, tmp_path: Path) -> None:
-    recipe = load_recipe("shapes-clip", [*_overrides(shapes, 2), "objective.kind=matching", "objective.hard_negatives=null"])
+    recipe = load_recipe(
+        "shapes-clip",
+        [*_overrides(shapes, 2), "objective.kind=matching", "objective.hard_negatives=null", "objective.loss=null"],
+    )
     with pytest.raises(ConfigError, match="matching trains a fusion classifier with num_classes: 2"):
         run_recipe(recipe, tmp_path / "bad", progress=False)
 
@@ -79,18 +115,41 @@ def _square_rows(root: Path, labels: list) -> None:  # type: ignore[type-arg]
     for name, rgb in COLOURS.items():
         Image.new("RGB", (16, 16), rgb).save(root / f"{name}.png")
     for split, n in (("train", 128), ("val", 32)):
-        rows = [{"id": f"{split}{i}", "image": f"{names[i % 4]}.png", "text": f"a {names[i % 4]} square",
-                 "label": labels[i % 4]} for i in range(n)]
+        rows = [
+            {
+                "id": f"{split}{i}",
+                "image": f"{names[i % 4]}.png",
+                "text": f"a {names[i % 4]} square",
+                "label": labels[i % 4],
+            }
+            for i in range(n)
+        ]
         (root / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def _tiny_fusion(data: Path, outputs: int, overrides: list[str]) -> Recipe:
-    recipe = load_recipe("shapes-fusion", [*_overrides(data, 300), "data.view=labels", "train.lr=3e-3",
-                                           "data.image.image_size=16", "data.vocab_size=32", *overrides])
-    towers = {"image": {"name": "cnn", "params": {"widths": [8, 16], "depths": [1, 1]}},
-              "text": {"name": "rnn_text", "params": {"vocab_size": 32, "width": 16}}}
-    config = {"kind": "fusion_classifier", "encoders": towers, "fusion": {"name": "concat", "params": {"hidden_dim": 32}},
-              "fusion_dim": 32, "num_classes": outputs}
+    recipe = load_recipe(
+        "shapes-fusion",
+        [
+            *_overrides(data, 300),
+            "data.view=labels",
+            "train.lr=3e-3",
+            "data.image.image_size=16",
+            "data.vocab_size=32",
+            *overrides,
+        ],
+    )
+    towers = {
+        "image": {"name": "cnn", "params": {"widths": [8, 16], "depths": [1, 1]}},
+        "text": {"name": "rnn_text", "params": {"vocab_size": 32, "width": 16}},
+    }
+    config = {
+        "kind": "fusion_classifier",
+        "encoders": towers,
+        "fusion": {"name": "concat", "params": {"hidden_dim": 32}},
+        "fusion_dim": 32,
+        "num_classes": outputs,
+    }
     return Recipe.model_validate({**recipe.model_dump(), "model": {"config": config}})
 
 

@@ -52,7 +52,7 @@ def dataset(n: int = 64) -> TensorDataset:
 
 
 def config(**kw) -> TrainConfig:
-    base = dict(steps=12, batch_size=8, lr=1e-2, warmup_steps=2, checkpoint_every=3, log_every=1, seed=3)
+    base = {"steps": 12, "batch_size": 8, "lr": 1e-2, "warmup_steps": 2, "checkpoint_every": 3, "log_every": 1, "seed": 3}
     return TrainConfig(**{**base, **kw})
 
 
@@ -124,10 +124,14 @@ def test_early_stopping_and_best_checkpoint(tmp_path: Path) -> None:
     saved: list[int] = []
     torch.manual_seed(0)
     trainer = Trainer(
-        Regression(), MSETask(), dataset(),
+        Regression(),
+        MSETask(),
+        dataset(),
         config(steps=12, eval_every=2, checkpoint_every=2, keep_last=1, metric="score", early_stopping_patience=3),
-        tmp_path, validate=lambda m: {"score": next(scores)},
-        save_best=lambda m, p: saved.append(trainer.step), progress=False,
+        tmp_path,
+        validate=lambda m: {"score": next(scores)},
+        save_best=lambda m, p: saved.append(trainer.step),
+        progress=False,
     )
     result = trainer.fit()
     assert result.stopped_early and result.step == 10
@@ -175,8 +179,8 @@ def test_sigkill_at_arbitrary_step_then_resume_matches(tmp_path: Path) -> None:
 
 def test_sampler_passes_epochs_and_dataset_redraws_captions_per_epoch() -> None:
     from polymodal.data.dataset import MultimodalDataset
-    from polymodal.data.schema import Sample
     from polymodal.data.processors import ImageProcessor
+    from polymodal.data.schema import Sample
     from polymodal.data.transforms import ImagePreprocess
     from polymodal.train.sampler import StepBatchSampler
 
@@ -194,9 +198,13 @@ def test_sampler_passes_epochs_and_dataset_redraws_captions_per_epoch() -> None:
 def test_resume_after_early_stop_does_not_train_on(tmp_path: Path) -> None:
     scores = iter([0.5, 0.4, 0.3])
     cfg = config(steps=12, eval_every=2, checkpoint_every=2, metric="score", early_stopping_patience=2)
-    trainer = Trainer(Regression(), MSETask(), dataset(), cfg, tmp_path, validate=lambda m: {"score": next(scores)}, progress=False)
+    trainer = Trainer(
+        Regression(), MSETask(), dataset(), cfg, tmp_path, validate=lambda m: {"score": next(scores)}, progress=False
+    )
     assert trainer.fit().step == 6
-    again = Trainer(Regression(), MSETask(), dataset(), cfg, tmp_path, validate=lambda m: {"score": 1.0}, progress=False)
+    again = Trainer(
+        Regression(), MSETask(), dataset(), cfg, tmp_path, validate=lambda m: {"score": 1.0}, progress=False
+    )
     again.resume()
     result = again.fit()
     assert result.step == 6 and result.stopped_early
@@ -240,16 +248,30 @@ def test_resumed_run_logs_each_step_once(tmp_path: Path) -> None:
 
 def test_logged_lr_is_the_recipe_lr_and_each_tower_has_its_own(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    trainer = Trainer(Regression(), MSETask(), dataset(), config(steps=4, warmup_steps=0, lr=1e-2), tmp_path,
-                      param_lrs={"net.0": 1e-4}, progress=False)  # fmt: skip
+    trainer = Trainer(
+        Regression(),
+        MSETask(),
+        dataset(),
+        config(steps=4, warmup_steps=0, lr=1e-2),
+        tmp_path,
+        param_lrs={"net.0": 1e-4},
+        progress=False,
+    )
     assert trainer.optimizer.param_groups[0]["lr"] == 1e-4  # the tower's group comes first
     trainer.fit()
     first = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])
     assert first["lr"] == pytest.approx(1e-2 * 0.5 * (1 + math.cos(math.pi * 1 / 4)))
     assert first["lrs"] == {"net.0": pytest.approx(1e-4 * 0.5 * (1 + math.cos(math.pi * 1 / 4)))}
     # Also when the towers' rates cover every parameter and no group has train.lr.
-    whole = Trainer(Regression(), MSETask(), dataset(), config(steps=4, warmup_steps=0, lr=1e-2), tmp_path / "whole",
-                    param_lrs={"net": 1e-4}, progress=False)  # fmt: skip
+    whole = Trainer(
+        Regression(),
+        MSETask(),
+        dataset(),
+        config(steps=4, warmup_steps=0, lr=1e-2),
+        tmp_path / "whole",
+        param_lrs={"net": 1e-4},
+        progress=False,
+    )
     whole.fit()
     first = json.loads((tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()[0])
     assert first["lr"] == pytest.approx(1e-2 * 0.5 * (1 + math.cos(math.pi * 1 / 4)))
@@ -287,8 +309,14 @@ class Checkpointable(nn.Module):
 def test_gradient_checkpointing_flag_reaches_submodules(tmp_path: Path) -> None:
     for enabled in (False, True):
         model = nn.Sequential(Checkpointable())
-        Trainer(model, MSETask(), dataset(), config(steps=2, gradient_checkpointing=enabled), tmp_path / str(enabled),
-                progress=False)  # fmt: skip
+        Trainer(
+            model,
+            MSETask(),
+            dataset(),
+            config(steps=2, gradient_checkpointing=enabled),
+            tmp_path / str(enabled),
+            progress=False,
+        )
         assert model[0].checkpointing is enabled
 
 
@@ -298,8 +326,10 @@ def test_caption_objective_adds_the_weighted_contrastive_loss() -> None:
     from polymodal.train.objectives import CaptionObjective
 
     g = torch.Generator().manual_seed(0)
-    out = {"logits": torch.randn(4, 6, 10, generator=g),
-           "features": {"image": torch.randn(4, 8, generator=g), "text": torch.randn(4, 8, generator=g)}}  # fmt: skip
+    out = {
+        "logits": torch.randn(4, 6, 10, generator=g),
+        "features": {"image": torch.randn(4, 8, generator=g), "text": torch.randn(4, 8, generator=g)},
+    }
     ids, mask = torch.randint(0, 10, (4, 6), generator=g), torch.ones(4, 6, dtype=torch.bool)
     batch = Batch(ids=list("abcd"), inputs={"text": (ids, mask)}, present={"text": torch.ones(4, dtype=torch.bool)})
     losses = CaptionObjective(contrastive_weight=0.5)(lambda *_: out, batch)
@@ -322,7 +352,9 @@ def test_sharded_launches_are_refused_not_half_saved(tmp_path: Path, sharded: st
         Trainer(Regression(), MSETask(), dataset(), config(), tmp_path, accelerator=accelerator, progress=False)  # type: ignore[arg-type]
 
 
-def test_progress_without_a_terminal_is_a_line_every_few_percent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_progress_without_a_terminal_is_a_line_every_few_percent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Piped to a file or a CI log, training says how it goes (step, loss, lr, samples/s, ETA) every 5%, and
     what it runs in; the run directory's train.log holds the same lines."""
     torch.manual_seed(0)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 import numpy as np
 from PIL import Image

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -150,7 +151,9 @@ class Model:
         elif len(questions) == 1 and len(decoded) > 1:
             questions = questions * len(decoded)
         if len(decoded) != len(questions):
-            raise ValueError(f"got {len(decoded)} images and {len(questions)} questions; pass one of either or equal numbers")
+            raise ValueError(
+                f"got {len(decoded)} images and {len(questions)} questions; pass one of either or equal numbers"
+            )
         pairs = list(zip(decoded, questions))
         out: list[str] = []
         with self._autocast():

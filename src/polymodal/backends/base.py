@@ -8,7 +8,8 @@ above it, in `polymodal.api.Model`.
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 import torch
 from PIL import Image
@@ -35,14 +36,11 @@ class Backend(Protocol):
         """(N, D) float32, L2-normalised rows; images are decoded RGB PIL images of any size."""
         ...
 
-    def caption(self, images: Sequence[Image.Image], *, max_new_tokens: int = 30, num_beams: int = 1) -> list[str]:
-        ...
+    def caption(self, images: Sequence[Image.Image], *, max_new_tokens: int = 30, num_beams: int = 1) -> list[str]: ...
 
-    def answer(self, images: Sequence[Image.Image], questions: Sequence[str]) -> list[str]:
-        ...
+    def answer(self, images: Sequence[Image.Image], questions: Sequence[str]) -> list[str]: ...
 
-    def to(self, device: str | torch.device) -> "Backend":
-        ...
+    def to(self, device: str | torch.device) -> Backend: ...
 
 
 class TaskNotSupported(ValueError):

@@ -69,7 +69,9 @@ class ConSEBackend:
         if not 1 <= top_t <= len(class_names):
             raise ValueError(f"top_t must be in 1..{len(class_names)}, got {top_t}")
         if classifier.num_classes != len(class_names):
-            raise ValueError(f"the classifier has {classifier.num_classes} classes but {len(class_names)} names were given")
+            raise ValueError(
+                f"the classifier has {classifier.num_classes} classes but {len(class_names)} names were given"
+            )
         # channels_last: PyTorch's CPU depthwise/pointwise convolutions run ~25% faster on NHWC (measured).
         self.classifier = classifier.eval().to(memory_format=torch.channels_last)
         self.text = text
@@ -154,4 +156,3 @@ def conse_combine(probs: torch.Tensor, class_embeddings: torch.Tensor, top_t: in
         weights = top_p / top_p.sum(dim=-1, keepdim=True)  # renormalised over the top T
         chosen = class_embeddings.float()[top_i]  # (N, T, D)
         return F.normalize(torch.einsum("nt,ntd->nd", weights, chosen), dim=-1)
-

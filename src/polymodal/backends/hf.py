@@ -9,8 +9,9 @@ polymodal's image preprocessing and tokenizer.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from PIL import Image

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from PIL import Image
@@ -53,8 +53,11 @@ class PolymodalBackend:
         # The decoder's positions end at the text length (one of them holds BOS): a longer request is capped.
         max_new_tokens = min(max_new_tokens, self.saved.text.max_length - 1)
         model = self.saved.model
-        ids = model.generate({model.source: self._inputs(model.source, images)}, max_new_tokens=max_new_tokens,  # type: ignore[operator, union-attr]
-                             **strategy)
+        ids = model.generate(
+            {model.source: self._inputs(model.source, images)},
+            max_new_tokens=max_new_tokens,  # type: ignore[operator, union-attr]
+            **strategy,
+        )
         return [self.saved.text.decode(row) for row in ids]
 
     @torch.inference_mode()

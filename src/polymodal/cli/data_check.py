@@ -14,7 +14,9 @@ from polymodal.data.errors import BadSampleError
 
 
 def check(
-    path: Path = typer.Argument(..., help="Manifest (.jsonl/.csv), ImageFolder, .tar shard(s), COCO/Karpathy/VQA JSON."),
+    path: Path = typer.Argument(
+        ..., help="Manifest (.jsonl/.csv), ImageFolder, .tar shard(s), COCO/Karpathy/VQA JSON."
+    ),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad sample and exit non-zero."),
     json: bool = JsonOption,
     bad_samples: Path | None = typer.Option(None, "--bad-samples", help="Write every bad sample to this JSONL file."),
@@ -52,6 +54,8 @@ def _print(report: CheckReport) -> None:
     for example in report.bad_examples[:5]:
         where = {k: example[k] for k in ("source", "row", "field")}
         # Text, not markup: field names like qa[0] must print as they are.
-        console.print(Text("bad: ", style="red") + Text(str(BadSampleError(example["reason"], **where))), soft_wrap=True)
+        console.print(
+            Text("bad: ", style="red") + Text(str(BadSampleError(example["reason"], **where))), soft_wrap=True
+        )
     if report.bad_samples_path:
         console.print(Text(f"all bad samples: {report.bad_samples_path}"), soft_wrap=True)

@@ -35,9 +35,13 @@ BENCHMARKS = {
     "vqa": "shapes-vqa",
 }
 HEADLINE = {
-    "clip": [("shapes-zeroshot", "color_accuracy", "zero-shot colour"), ("shapes-zeroshot", "shape_accuracy", "zero-shot shape"),
-             ("shapes-zeroshot", "accuracy", "zero-shot colour-shape"), ("shapes-retrieval", "i2t_R@1", "image->text R@1"),
-             ("shapes-retrieval", "t2i_R@1", "text->image R@1")],
+    "clip": [
+        ("shapes-zeroshot", "color_accuracy", "zero-shot colour"),
+        ("shapes-zeroshot", "shape_accuracy", "zero-shot shape"),
+        ("shapes-zeroshot", "accuracy", "zero-shot colour-shape"),
+        ("shapes-retrieval", "i2t_R@1", "image->text R@1"),
+        ("shapes-retrieval", "t2i_R@1", "text->image R@1"),
+    ],
     "fusion": [("shapes-statements", "accuracy", "statement accuracy")],
     "caption": [("shapes-caption", "BLEU-4", "BLEU-4"), ("shapes-caption", "CIDEr-D", "CIDEr-D")],
     "vqa": [("shapes-vqa", "vqa_accuracy", "VQA accuracy")],
@@ -50,8 +54,13 @@ def _data(out: Path, n: int, seed: int, image_size: int, quiet: bool) -> dict[st
     data_dir = out / "shapes"
     if is_complete(data_dir, n, seed, image_size):
         manifest = read_manifest(data_dir) or {}
-        return {**manifest, "out_dir": str(data_dir), "total": sum(manifest["counts"].values()),
-                "elapsed_seconds": None, "reused": True}  # fmt: skip
+        return {
+            **manifest,
+            "out_dir": str(data_dir),
+            "total": sum(manifest["counts"].values()),
+            "elapsed_seconds": None,
+            "reused": True,
+        }
     summary = generate_shapesworld(data_dir, n, seed=seed, image_size=image_size, progress=not quiet)
     summary["reused"] = False
     return summary
@@ -73,18 +82,33 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Run directory; data goes to OUT/shapes."),
     n: int = typer.Option(2000, "--n", help="ShapesWorld images in train+val+test."),
     seed: int = typer.Option(0, "--seed", help="Seed for data generation and training."),
-    # 350 steps (2,100 for VQA, 700 for the statement classifiers and the captioner) keep the whole demo under 10 minutes on a
-    # 2-core machine whose bf16 matmul peak is 430 GFLOP/s (419 s there, 2026-11-30).
-    steps: int = typer.Option(350, "--steps", help=f"Optimizer steps of the CLIP run; the statement classifiers train {STATEMENT_STEPS}x as many, VQA {VQA_STEPS}x, the captioner {CAPTION_STEPS}x."),
-    precision: str = typer.Option("auto", "--precision", help="train.precision for every recipe: auto (bf16 where the "
-                                  "CPU or GPU runs it natively, else fp32), fp32, bf16, or fp16 (CUDA only)."),
+    # The default keeps the whole demo within its budget on a 2-core machine (timings: benchmarks/README.md).
+    steps: int = typer.Option(
+        350,
+        "--steps",
+        help=f"Optimizer steps of the CLIP run; the statement classifiers train {STATEMENT_STEPS}x as many, "
+        f"VQA {VQA_STEPS}x, the captioners {CAPTION_STEPS}x.",
+    ),
+    precision: str = typer.Option(
+        "auto",
+        "--precision",
+        help="train.precision for every recipe: auto (bf16 where the "
+        "CPU or GPU runs it natively, else fp32), fp32, bf16, or fp16 (CUDA only).",
+    ),
     from_clip: bool = typer.Option(
-        True, "--from-clip/--from-scratch",
-        help="Fine-tune in a chain: the VQA model from the CLIP run's text tower, the statement classifiers from the VQA model.",
+        True,
+        "--from-clip/--from-scratch",
+        help="Fine-tune in a chain: the VQA model from the CLIP run's text tower, the statement classifiers from "
+        "the VQA model.",
     ),
     fusions: str = typer.Option("concat,gmu,film", "--fusions", help="Fusion modules to compare (comma-separated)."),
-    budget_seconds: float = typer.Option(600, "--budget", min=0, help="Seconds the whole demo may take: on a slower "
-                                         "machine every job's steps are scaled to its measured speed (0: the demo's own steps)."),
+    budget_seconds: float = typer.Option(
+        600,
+        "--budget",
+        min=0,
+        help="Seconds the whole demo may take: on a slower "
+        "machine every job's steps are scaled to its measured speed (0: the demo's own steps).",
+    ),
     data_only: bool = typer.Option(False, "--data-only", help="Only generate the data and print its summary."),
     json: bool = JsonOption,
 ) -> None:
@@ -134,16 +158,25 @@ def demo(
         DemoJob("vqa", "shapes-vqa-imagenet", VQA_STEPS * steps, FineTune(clip_run, "encoders.text", vqa_fusion)),
     ]
     jobs += [
-        DemoJob(f"fusion-{f}", "shapes-fusion-imagenet", STATEMENT_STEPS * steps,
-                FineTune(vqa_run, "encoders.text", f, source_fusion=vqa_fusion, source_is_clip=False), {"fusion": f})
-        for f in fusions.split(",") if f
+        DemoJob(
+            f"fusion-{f}",
+            "shapes-fusion-imagenet",
+            STATEMENT_STEPS * steps,
+            FineTune(vqa_run, "encoders.text", f, source_fusion=vqa_fusion, source_is_clip=False),
+            {"fusion": f},
+        )
+        for f in fusions.split(",")
+        if f
     ]
     results: dict[str, Any] = {"data": {k: v for k, v in summary.items() if k != "params"}, "runs": {}}
     budget = _budget(budget_seconds, precision, [PlannedJob(job.label, job.steps) for job in jobs], started)
     if not json and budget.seconds > 0:
-        console.print(f"budget {budget.seconds:.0f} s: this machine runs {budget.precision} matmuls at "
-                      f"{budget.measured_gflops:.0f} GFLOP/s, so the demo's own steps would take about "
-                      f"{budget.predicted_total():.0f} s (reference: {budget.reference['machine']})", highlight=False)
+        console.print(
+            f"budget {budget.seconds:.0f} s: this machine runs {budget.precision} matmuls at "
+            f"{budget.measured_gflops:.0f} GFLOP/s, so the demo's own steps would take about "
+            f"{budget.predicted_total():.0f} s (reference: {budget.reference['machine']})",
+            highlight=False,
+        )
     # Every job trains and evaluates on the same locked tower: its outputs, once computed, serve the jobs after.
     with FeatureCache.keep_alive():
         for job in jobs:
@@ -164,14 +197,22 @@ def demo(
             model_dir = find_model_dir(run_dir)
             benchmarks = BENCHMARKS[label.split("-")[0]]
             eval_file = run_dir / "eval.json"
-            command = f"polymodal eval {model_dir} --benchmark {benchmarks} --data {data_dir} --seed {seed} --out {eval_file}"
+            command = (
+                f"polymodal eval {model_dir} --benchmark {benchmarks} --data {data_dir} --seed {seed} --out {eval_file}"
+            )
             t0 = time.perf_counter()
             doc = run_eval(str(model_dir), benchmarks, data=data_dir, seed=seed, command=command)
             dump_results(doc, eval_file)
-            results["runs"][label] = {"recipe": recipe_name, "model_dir": str(model_dir), "eval_file": str(eval_file),
-                                      "steps": job_steps, "own_steps": own_steps,
-                                      "train_seconds": round(train_seconds, 1), "eval_seconds": round(time.perf_counter() - t0, 1),
-                                      "scores": _scores(to_json(doc))}  # fmt: skip
+            results["runs"][label] = {
+                "recipe": recipe_name,
+                "model_dir": str(model_dir),
+                "eval_file": str(eval_file),
+                "steps": job_steps,
+                "own_steps": own_steps,
+                "train_seconds": round(train_seconds, 1),
+                "eval_seconds": round(time.perf_counter() - t0, 1),
+                "scores": _scores(to_json(doc)),
+            }
             budget.finished(planned, job_steps, time.perf_counter() - job_started)
     results["budget"] = budget.summary()
     results["elapsed_seconds"] = round(time.perf_counter() - started, 1)
@@ -183,18 +224,17 @@ def demo(
         return
     console.print(results_table(results))
     console.print(machine_line(results), highlight=False)
-    console.print(f"report: {written.html} and {written.markdown}   results: {out / 'results.json'}   "
-                  f"total {results['elapsed_seconds']:.0f} s", highlight=False)
+    console.print(
+        f"report: {written.html} and {written.markdown}   results: {out / 'results.json'}   "
+        f"total {results['elapsed_seconds']:.0f} s",
+        highlight=False,
+    )
 
 
 # Pretrain -> fine-tune: the CLIP run's text tower already reads colour and shape words against the ImageNet
-# features, so the VQA model starts from it (and the statement classifiers from the VQA model). It gets a lower learning rate than the
-# new fusion and heads: at the full rate, noisy gradients from a random head wipe pretrained features out within
-# 100 steps (measured on ViT towers: the statement classifiers then sat at 0.50) -- the usual backbone/head split.
-#
-# Attention fusion trains at 1e-4 on frozen towers: at 1e-3 (and 3e-4) a cross-attention statement classifier
-# stayed at chance (0.50) through 450 steps, and so did a plain nn.MultiheadAttention block on the same frozen
-# tokens, so it is the optimisation, not the module (benchmarks/fusion_probe.py, docs/training.md).
+# features, so the VQA model starts from it (and the statement classifiers from the VQA model), at a lower learning
+# rate than the new fusion and heads, whose noisy early gradients would otherwise wipe the pretrained features out.
+# Attention fusion trains at 1e-4 on frozen towers: at the usual rates it stays at chance (docs/training.md).
 def is_attention_fusion(name: str) -> bool:
     """Whether the registered fusion module ``name`` is one of the cross-modal attention family."""
     from polymodal.modules.fusion import FUSIONS
@@ -240,8 +280,9 @@ class FineTune:
             recipe.model.freeze = {"encoders": 0}  # every tower, replacing the recipe's own mapping
         else:
             recipe.model.lrs = {self.towers: 1.0e-4}
-        source_projection = (CLIP_IMAGE_PROJECTION if self.source_is_clip
-                             else FUSION_IMAGE_PROJECTION.get(self.source_fusion or ""))
+        source_projection = (
+            CLIP_IMAGE_PROJECTION if self.source_is_clip else FUSION_IMAGE_PROJECTION.get(self.source_fusion or "")
+        )
         copied_whole = not self.source_is_clip and self.fusion == self.source_fusion
         if self.fusion in FUSION_IMAGE_PROJECTION and source_projection is not None and not copied_whole:
             recipe.model.init_map = {FUSION_IMAGE_PROJECTION[self.fusion]: source_projection}
@@ -263,8 +304,13 @@ class DemoJob:
         recipe = load_recipe(self.recipe)
         recipe.data.path = str(data_dir)
         recipe.model.params = {**recipe.model.params, **self.params}
-        schedule = {"steps": steps, "seed": seed, "precision": precision, "warmup_steps": max(1, steps // 10),
-                    "eval_every": max(1, steps // 3)}
+        schedule = {
+            "steps": steps,
+            "seed": seed,
+            "precision": precision,
+            "warmup_steps": max(1, steps // 10),
+            "eval_every": max(1, steps // 3),
+        }
         recipe.train = type(recipe.train).model_validate({**recipe.train.model_dump(), **schedule})
         if self.fine_tune is not None:
             self.fine_tune.apply(recipe)
@@ -292,9 +338,11 @@ def machine_line(results: dict[str, Any]) -> str:
     text = f"machine: {describe_record(machine)}; precision: {machine['precision']['reason']}"
     scaled = (results.get("budget") or {}).get("scaled_jobs") or {}
     if scaled:
-        text += (f". Steps scaled to fit the {results['budget']['budget_seconds']:.0f} s budget: "
-                 + ", ".join(f"{label} {results['runs'][label]['steps']}/{results['runs'][label]['own_steps']}"
-                             for label in scaled if label in results["runs"]))  # fmt: skip
+        text += f". Steps scaled to fit the {results['budget']['budget_seconds']:.0f} s budget: " + ", ".join(
+            f"{label} {results['runs'][label]['steps']}/{results['runs'][label]['own_steps']}"
+            for label in scaled
+            if label in results["runs"]
+        )
     return text
 
 
@@ -309,7 +357,10 @@ def _scores(doc: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
     """benchmark -> split -> {"metrics": ..., "ci95": ...} from a result file's JSON."""
     scores: dict[str, dict[str, dict[str, Any]]] = {}
     for result in doc["results"]:
-        scores.setdefault(result["benchmark"], {})[result["split"]] = {"metrics": result["metrics"], "ci95": result.get("ci95") or {}}
+        scores.setdefault(result["benchmark"], {})[result["split"]] = {
+            "metrics": result["metrics"],
+            "ci95": result.get("ci95") or {},
+        }
     return scores
 
 
@@ -331,7 +382,10 @@ def _headline_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 
 def results_table(results: dict[str, Any]) -> Table:
-    table = Table(title="ShapesWorld demo results (± half the 95% bootstrap CI; full intervals in the report)", title_justify="left")
+    table = Table(
+        title="ShapesWorld demo results (± half the 95% bootstrap CI; full intervals in the report)",
+        title_justify="left",
+    )
     for column in ("model", "metric", "test", "test_novel"):
         table.add_column(column, justify="right" if column.startswith("test") else "left")
     for row in _headline_rows(results):

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REFERENCE_FILE = Path(__file__).with_name("demo_reference.json")
 # Plan to this share of the budget: start-up, the report and the machine's variance take the rest.
@@ -89,7 +90,12 @@ class DemoBudget:
 
     def summary(self) -> dict[str, Any]:
         scaled = {label: round(s, 3) for label, s in self.scales.items() if s < 1.0}
-        return {"budget_seconds": self.seconds, "precision": self.precision,
-                "matmul_gflops": round(self.measured_gflops, 1), "reference_machine": self.reference["machine"],
-                "estimated_slowdown": round(self.estimated_slowdown, 3), "measured_slowdown": round(self.slowdown, 3),
-                "scaled_jobs": scaled}  # fmt: skip
+        return {
+            "budget_seconds": self.seconds,
+            "precision": self.precision,
+            "matmul_gflops": round(self.measured_gflops, 1),
+            "reference_machine": self.reference["machine"],
+            "estimated_slowdown": round(self.estimated_slowdown, 3),
+            "measured_slowdown": round(self.slowdown, 3),
+            "scaled_jobs": scaled,
+        }

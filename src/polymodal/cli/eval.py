@@ -17,7 +17,9 @@ def _table(doc: dict) -> Table:
     for r in doc["results"]:
         h = r["headline"]
         ci = r.get("ci95", {}).get(h)
-        table.add_row(r["benchmark"], r["split"], h, f"{r['metrics'][h]:.4f}", f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "-")
+        table.add_row(
+            r["benchmark"], r["split"], h, f"{r['metrics'][h]:.4f}", f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "-"
+        )
         rob = r.get("robustness")
         for name, curve in (rob or {}).get("corruptions", {}).items():
             worst = curve[max(curve, key=int)]
@@ -29,19 +31,28 @@ def _table(doc: dict) -> Table:
 
 
 def eval_command(
-    model: str = typer.Argument(..., help="Model directory, run directory, Hugging Face directory or 'polymodal-base'."),
-    benchmark: str = typer.Option(..., "--benchmark", "-b", help="Benchmark name(s), comma-separated (see docs/evaluation.md)."),
+    model: str = typer.Argument(
+        ..., help="Model directory, run directory, Hugging Face directory or 'polymodal-base'."
+    ),
+    benchmark: str = typer.Option(
+        ..., "--benchmark", "-b", help="Benchmark name(s), comma-separated (see docs/evaluation.md)."
+    ),
     data: Path = typer.Option(None, "--data", help="Dataset location in the benchmark's layout."),
     split: str = typer.Option(None, "--split", help="Split(s), comma-separated (default: each benchmark's own)."),
     out: Path = typer.Option(None, "--out", help="Write the result file (JSON) here."),
-    templates: str = typer.Option(None, "--templates", help="Prompt template set for zero-shot: simple, imagenet, shapes."),
+    templates: str = typer.Option(
+        None, "--templates", help="Prompt template set for zero-shot: simple, imagenet, shapes."
+    ),
     robustness: bool = typer.Option(False, "--robustness", help="Add missing-modality and corruption curves."),
     seed: int = typer.Option(0, "--seed", help="Seed for corruptions and the bootstrap."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per model call."),
     resamples: int = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples for the 95% CIs."),
     meteor: bool = typer.Option(True, "--meteor/--no-meteor", help="METEOR for captioning when java exists (~20 s)."),
-    precision: str = typer.Option("auto", "--precision", help="auto (bf16 where the CPU runs it natively, else fp32), "
-                                  "fp32 or bf16; recorded in the result file."),
+    precision: str = typer.Option(
+        "auto",
+        "--precision",
+        help="auto (bf16 where the CPU runs it natively, else fp32), fp32 or bf16; recorded in the result file.",
+    ),
     json: bool = JsonOption,
 ) -> None:
     """Evaluate a model on standard benchmarks; every number comes with its provenance."""
@@ -59,9 +70,20 @@ def eval_command(
     splits = [s.strip() for s in split.split(",") if s.strip()] if split else None
     progress = None if json else (lambda msg: err_console.print(f"[dim]{msg}[/]", highlight=False))
     try:
-        doc = run_eval(model, names, data=data, splits=splits, templates=templates, with_robustness=robustness,
-                       seed=seed, batch_size=batch_size, n_resamples=resamples, meteor=meteor, progress=progress,
-                       precision=precision)  # fmt: skip
+        doc = run_eval(
+            model,
+            names,
+            data=data,
+            splits=splits,
+            templates=templates,
+            with_robustness=robustness,
+            seed=seed,
+            batch_size=batch_size,
+            n_resamples=resamples,
+            meteor=meteor,
+            progress=progress,
+            precision=precision,
+        )
     except (BadSampleError, FileNotFoundError, ValueError) as e:
         fail(str(e), as_json=json)
     if out is not None:

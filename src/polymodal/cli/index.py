@@ -6,8 +6,9 @@ resume after an interruption: rerun the same command and finished chunks are not
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.markup import escape
@@ -23,9 +24,13 @@ if TYPE_CHECKING:
     from polymodal.index.build import ProgressFn
 
 T = TypeVar("T")
-app = typer.Typer(help="Build, extend and inspect vector indexes (search them with `polymodal search`).", no_args_is_help=True)
+app = typer.Typer(
+    help="Build, extend and inspect vector indexes (search them with `polymodal search`).", no_args_is_help=True
+)
 
-TextsOption = typer.Option(False, "--texts", help="Also index the captions of a manifest (kind text), for image->text search.")
+TextsOption = typer.Option(
+    False, "--texts", help="Also index the captions of a manifest (kind text), for image->text search."
+)
 ChunkOption = typer.Option(1024, "--chunk-size", min=1, help="Items per saved chunk: the unit of resume.")
 
 
@@ -53,8 +58,7 @@ def _with_progress(show: bool, label: str, work: Callable[[ProgressFn | None], T
             lines[-1].update(done)
 
         return work(report)
-    columns = (TextColumn("{task.description}"), BarColumn(), _RateColumn(),
-               TimeElapsedColumn(), TimeRemainingColumn())
+    columns = (TextColumn("{task.description}"), BarColumn(), _RateColumn(), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=err_console, transient=False) as bar:
         task = bar.add_task(label, total=None)
         return work(lambda done, total: bar.update(task, completed=done, total=total))
@@ -69,8 +73,11 @@ def _run(what: str, index_dir: Path, as_json: bool, fn: Callable[[], T]) -> T:
     try:
         return fn()
     except KeyboardInterrupt:
-        fail(f"{what} interrupted: finished chunks are kept in {index_dir}/.work; rerun the same command to resume",
-             as_json=as_json, code=130)
+        fail(
+            f"{what} interrupted: finished chunks are kept in {index_dir}/.work; rerun the same command to resume",
+            as_json=as_json,
+            code=130,
+        )
     except _index_errors() as e:
         from polymodal.backends import TaskNotSupported
 
@@ -82,8 +89,10 @@ def _report(result: BuildResult, verb: str, as_json: bool) -> None:
         emit_json(result.to_dict())
         return
     rate = result.added / result.seconds if result.seconds else 0.0
-    line = (f"[bold green]{verb}[/] {result.added:,} items into {escape(str(result.path))} {escape(f'[{result.type}]')} "
-            f"in {result.seconds:.1f} s ({rate:,.1f} items/s)")
+    line = (
+        f"[bold green]{verb}[/] {result.added:,} items into {escape(str(result.path))} {escape(f'[{result.type}]')} "
+        f"in {result.seconds:.1f} s ({rate:,.1f} items/s)"
+    )
     line += f"; the index holds {result.items:,}"
     if result.resumed_chunks:
         line += f"; resumed {result.resumed_chunks} of {result.chunks} chunks"
@@ -92,8 +101,11 @@ def _report(result: BuildResult, verb: str, as_json: bool) -> None:
     console.print(line, highlight=False, soft_wrap=True)
     if result.skipped:
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(result.skipped_by_kind.items()))
-        console.print(f"[yellow]skipped {result.skipped:,}[/] ({kinds}): see {escape(str(result.path / 'skipped.jsonl'))}",
-                      highlight=False, soft_wrap=True)
+        console.print(
+            f"[yellow]skipped {result.skipped:,}[/] ({kinds}): see {escape(str(result.path / 'skipped.jsonl'))}",
+            highlight=False,
+            soft_wrap=True,
+        )
         for s in result.skipped_examples[:3]:
             console.print(f"  {escape(str(s['path']))}: {escape(s['reason'])}", highlight=False, soft_wrap=True)
 
@@ -103,7 +115,9 @@ def build(
     source: Path = typer.Argument(..., help="A folder of images, an ImageFolder, a manifest (.jsonl/.csv) or shards."),
     out: Path = typer.Option(..., "--out", "-o", help="Index directory to write."),
     model: str = ModelOption,
-    type_: str = typer.Option("auto", "--type", help="auto (flat below 50k items, hnsw below 500k, else ivf), flat, hnsw, ivf or ivfpq."),
+    type_: str = typer.Option(
+        "auto", "--type", help="auto (flat below 50k items, hnsw below 500k, else ivf), flat, hnsw, ivf or ivfpq."
+    ),
     texts: bool = TextsOption,
     batch_size: int = BatchOption,
     chunk_size: int = ChunkOption,
@@ -112,7 +126,9 @@ def build(
     ef_construction: int = typer.Option(80, "--ef-construction", min=1, help="hnsw: build-time candidate list."),
     ef_search: int = typer.Option(64, "--ef-search", min=1, help="hnsw: search-time candidate list (recall vs speed)."),
     nlist: int = typer.Option(None, "--nlist", min=1, help="ivf/ivfpq: k-means cells (default 4*sqrt(N))."),
-    pq_m: int = typer.Option(None, "--pq-m", min=1, help="ivfpq: sub-quantisers, must divide the dimension (default dim/8)."),
+    pq_m: int = typer.Option(
+        None, "--pq-m", min=1, help="ivfpq: sub-quantisers, must divide the dimension (default dim/8)."
+    ),
     nbits: int = typer.Option(8, "--nbits", min=1, max=16, help="ivfpq: bits per code."),
     nprobe: int = typer.Option(16, "--nprobe", min=1, help="ivf/ivfpq: cells searched per query (recall vs speed)."),
     precision: str = PrecisionOption,
@@ -123,17 +139,42 @@ def build(
     from polymodal.index.build import model_reference
 
     try:
-        params = IndexParams(type=type_, hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search,
-                             nlist=nlist, pq_m=pq_m, nbits=nbits, nprobe=nprobe)
+        params = IndexParams(
+            type=type_,
+            hnsw_m=hnsw_m,
+            ef_construction=ef_construction,
+            ef_search=ef_search,
+            nlist=nlist,
+            pq_m=pq_m,
+            nbits=nbits,
+            nprobe=nprobe,
+        )
     except ValueError as e:
         fail(str(e), as_json=json, code=2)
     if not source.exists():
         fail(f"{source}: no such file or directory", as_json=json)
     loaded = load_model_or_fail(model, batch_size=batch_size, precision=precision, as_json=json)
     _threads_for_work(loaded, json)
-    result = _run("build", out, json, lambda: _with_progress(not json, "embedding", lambda progress: build_index(
-        source, out, loaded, params=params, texts=texts, chunk_size=chunk_size, overwrite=overwrite,
-        model_ref=model_reference(model), progress=progress)))
+    result = _run(
+        "build",
+        out,
+        json,
+        lambda: _with_progress(
+            not json,
+            "embedding",
+            lambda progress: build_index(
+                source,
+                out,
+                loaded,
+                params=params,
+                texts=texts,
+                chunk_size=chunk_size,
+                overwrite=overwrite,
+                model_ref=model_reference(model),
+                progress=progress,
+            ),
+        ),
+    )
     _report(result, "indexed", json)
 
 
@@ -156,8 +197,16 @@ def add(
     meta = _run("add", index, json, lambda: _meta(VectorIndex, index))
     loaded = load_model_or_fail(model or meta.model, batch_size=batch_size, precision=precision, as_json=json)
     _threads_for_work(loaded, json)
-    result = _run("add", index, json, lambda: _with_progress(not json, "embedding", lambda progress: add_to_index(
-        index, source, loaded, texts=texts, chunk_size=chunk_size, progress=progress)))
+    result = _run(
+        "add",
+        index,
+        json,
+        lambda: _with_progress(
+            not json,
+            "embedding",
+            lambda progress: add_to_index(index, source, loaded, texts=texts, chunk_size=chunk_size, progress=progress),
+        ),
+    )
     _report(result, "added", json)
 
 
@@ -169,8 +218,10 @@ def _threads_for_work(loaded: Any, as_json: bool) -> None:
     budget = ThreadBudget()
     if not as_json:
         choice = loaded.precision_choice
-        err_console.print(f"[dim]{choice.precision} ({choice.reason}); {budget.threads} threads ({budget.choice.reason})[/]",
-                          highlight=False)  # fmt: skip
+        err_console.print(
+            f"[dim]{choice.precision} ({choice.reason}); {budget.threads} threads ({budget.choice.reason})[/]",
+            highlight=False,
+        )
 
 
 def _meta(cls: Any, path: Path) -> Any:
@@ -201,7 +252,9 @@ def remove(
     if json:
         emit_json({"removed": removed, "not_found": missing})
     else:
-        console.print(f"removed {len(removed)} items" + (f" (ids {', '.join(map(str, removed[:20]))})" if removed else ""))
+        console.print(
+            f"removed {len(removed)} items" + (f" (ids {', '.join(map(str, removed[:20]))})" if removed else "")
+        )
     if missing:
         if json:
             raise typer.Exit(1)  # the JSON above already lists them under not_found
@@ -222,11 +275,30 @@ def info(index: Path = typer.Argument(..., help="An index directory."), json: bo
         emit_json(data)
         return
     table = Table(show_header=False, box=None)
-    for key in ("path", "model", "model_name", "identity", "embed_dim", "metric", "type", "items", "counts",
-                "vectors", "tombstones", "skipped", "updated", "version"):
+    for key in (
+        "path",
+        "model",
+        "model_name",
+        "identity",
+        "embed_dim",
+        "metric",
+        "type",
+        "items",
+        "counts",
+        "vectors",
+        "tombstones",
+        "skipped",
+        "updated",
+        "version",
+    ):
         table.add_row(key, escape(str(data[key])))
     params = data["params"]
-    knobs = {"flat": [], "hnsw": ["hnsw_m", "ef_construction", "ef_search"], "ivf": ["nlist", "nprobe"], "ivfpq": ["nlist", "pq_m", "nbits", "nprobe"]}
+    knobs = {
+        "flat": [],
+        "hnsw": ["hnsw_m", "ef_construction", "ef_search"],
+        "ivf": ["nlist", "nprobe"],
+        "ivfpq": ["nlist", "pq_m", "nbits", "nprobe"],
+    }
     table.add_row("params", ", ".join(f"{k}={params[k]}" for k in knobs[data["type"]]) or "-")
     console.print(table)
 

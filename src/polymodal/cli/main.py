@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from polymodal.version import __version__
 from polymodal.cli import data as data_cli
 from polymodal.cli import index as index_cli
 from polymodal.cli import score as score_cli
@@ -16,6 +15,7 @@ from polymodal.cli.report import report
 from polymodal.cli.serve import serve
 from polymodal.cli.tasks import ask, caption, classify
 from polymodal.cli.train import train
+from polymodal.version import __version__
 
 app = typer.Typer(
     name="polymodal",

@@ -45,8 +45,6 @@ def models(
         table.add_column("summary")
         table.add_column("parameters (default)")
         for row in rows:
-            params = ", ".join(
-                p["name"] + ("" if p["required"] else f"={p['default']}") for p in row["params"]
-            )
+            params = ", ".join(p["name"] + ("" if p["required"] else f"={p['default']}") for p in row["params"])
             table.add_row(row["name"], row["summary"], params)
         console.print(table)

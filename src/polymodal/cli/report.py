@@ -11,8 +11,12 @@ from polymodal.cli.output import JsonOption, console, emit_json, fail
 
 
 def report(
-    inputs: list[Path] = typer.Argument(..., metavar="RUN_DIR", help="Run directories and/or result files; one column per input."),
-    out: Path = typer.Option(None, "--out", help="Where report.md, report.html and report_assets/ go (default: the first input's directory)."),
+    inputs: list[Path] = typer.Argument(
+        ..., metavar="RUN_DIR", help="Run directories and/or result files; one column per input."
+    ),
+    out: Path = typer.Option(
+        None, "--out", help="Where report.md, report.html and report_assets/ go (default: the first input's directory)."
+    ),
     title: str = typer.Option("polymodal report", "--title", help="Report title."),
     max_examples: int = typer.Option(8, "--max-examples", min=0, help="Examples shown per run and benchmark."),
     json: bool = JsonOption,
@@ -42,4 +46,6 @@ def report(
     for warning in written.warnings:
         console.print(Text(f"warning: {warning}", style="yellow"), soft_wrap=True)
     console.print(Text(f"report for {len(written.runs)} run(s): {', '.join(written.runs)}"), soft_wrap=True)
-    console.print(Text(f"  {written.html}\n  {written.markdown} (+ {written.assets} PNGs in report_assets/)"), soft_wrap=True)
+    console.print(
+        Text(f"  {written.html}\n  {written.markdown} (+ {written.assets} PNGs in report_assets/)"), soft_wrap=True
+    )

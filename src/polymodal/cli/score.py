@@ -10,8 +10,9 @@ from rich.table import Table
 
 from polymodal.cli.output import JsonOption, console, emit_json, fail
 
-app = typer.Typer(help="Score prediction files (COCO captions, VQAv2) with standard metrics and 95% CIs.",
-                  no_args_is_help=True)  # fmt: skip
+app = typer.Typer(
+    help="Score prediction files (COCO captions, VQAv2) with standard metrics and 95% CIs.", no_args_is_help=True
+)
 
 ResamplesOption = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples for the 95% CIs.")
 SeedOption = typer.Option(0, "--seed", help="Bootstrap seed (same seed, same CIs).")

@@ -11,24 +11,38 @@ from polymodal.cli.output import JsonOption, console, emit_json, err_console, fa
 
 
 def serve(
-    model: str = typer.Option(None, "--model", "-m", help="Model directory, HF id, or polymodal-base "
-                              "(default: the index's model with --index, else polymodal-base)."),
-    index: Path = typer.Option(None, "--index", "-i", help="Index directory (from `polymodal index build`) "
-                               "for /search."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind; 0.0.0.0 exposes the server to "
-                             "the network."),
+    model: str = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Model directory, HF id, or polymodal-base "
+        "(default: the index's model with --index, else polymodal-base).",
+    ),
+    index: Path = typer.Option(
+        None, "--index", "-i", help="Index directory (from `polymodal index build`) for /search."
+    ),
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Interface to bind; 0.0.0.0 exposes the server to the network."
+    ),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port to listen on."),
-    api_key: str = typer.Option(None, "--api-key", envvar="POLYMODAL_API_KEY", show_envvar=True,
-                                help="Require this key (Authorization: Bearer KEY or X-API-Key: KEY)."),
+    api_key: str = typer.Option(
+        None,
+        "--api-key",
+        envvar="POLYMODAL_API_KEY",
+        show_envvar=True,
+        help="Require this key (Authorization: Bearer KEY or X-API-Key: KEY).",
+    ),
     max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="Largest request body, in MB."),
     max_pixels: int = typer.Option(40_000_000, "--max-pixels", help="Largest decoded image, width x height."),
     batch_size: int = typer.Option(32, "--batch-size", help="Most items per batched model call."),
     max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="How long a request waits to share a batch."),
-    precision: str = typer.Option("auto", "--precision", help="auto (bf16 where the CPU or GPU runs it natively, "
-                                  "else fp32), fp32 or bf16."),
+    precision: str = typer.Option(
+        "auto", "--precision", help="auto (bf16 where the CPU or GPU runs it natively, else fp32), fp32 or bf16."
+    ),
     device: str = typer.Option("cpu", "--device", help="Torch device for the model."),
-    cors_origin: list[str] = typer.Option([], "--cors-origin", help="Allow browser calls from this origin "
-                                          "(repeatable; default: no CORS)."),
+    cors_origin: list[str] = typer.Option(
+        [], "--cors-origin", help="Allow browser calls from this origin (repeatable; default: no CORS)."
+    ),
     json: bool = JsonOption,
 ) -> None:
     """Serve a model over HTTP: REST endpoints, an OpenAPI schema at /openapi.json and a web page at /.
@@ -36,24 +50,51 @@ def serve(
     Binds 127.0.0.1 unless --host says otherwise. Example:
     `polymodal serve --index runs/shapes-index` then open http://127.0.0.1:8000/
     """
-    app, summary = build_server(model=model, index=index, host=host, port=port, api_key=api_key,
-                                max_upload_mb=max_upload_mb, max_pixels=max_pixels, batch_size=batch_size,
-                                max_wait_ms=max_wait_ms, precision=precision, device=device,
-                                cors_origins=tuple(cors_origin), as_json=json)
+    app, summary = build_server(
+        model=model,
+        index=index,
+        host=host,
+        port=port,
+        api_key=api_key,
+        max_upload_mb=max_upload_mb,
+        max_pixels=max_pixels,
+        batch_size=batch_size,
+        max_wait_ms=max_wait_ms,
+        precision=precision,
+        device=device,
+        cors_origins=tuple(cors_origin),
+        as_json=json,
+    )
     if json:
         emit_json(summary)
     else:
         working = ", ".join(path for path, ok in summary["endpoints"].items() if ok)
-        console.print(f"[bold green]serving[/] {summary['model']} on [bold]{summary['url']}[/] ({working}); "
-                      f"{summary['precision']['precision']}, {summary['threads']['threads']} threads", highlight=False)
+        console.print(
+            f"[bold green]serving[/] {summary['model']} on [bold]{summary['url']}[/] ({working}); "
+            f"{summary['precision']['precision']}, {summary['threads']['threads']} threads",
+            highlight=False,
+        )
     import uvicorn
 
     uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
 
 
-def build_server(*, model: str | None, index: Path | None, host: str, port: int, api_key: str | None,
-                 max_upload_mb: float, max_pixels: int, batch_size: int, max_wait_ms: float, precision: str,
-                 device: str, cors_origins: tuple[str, ...], as_json: bool) -> tuple[Any, dict[str, Any]]:
+def build_server(
+    *,
+    model: str | None,
+    index: Path | None,
+    host: str,
+    port: int,
+    api_key: str | None,
+    max_upload_mb: float,
+    max_pixels: int,
+    batch_size: int,
+    max_wait_ms: float,
+    precision: str,
+    device: str,
+    cors_origins: tuple[str, ...],
+    as_json: bool,
+) -> tuple[Any, dict[str, Any]]:
     """Everything ``serve`` does before listening: checks, loading, the app; exits with a message on errors."""
     try:
         import fastapi  # noqa: F401
@@ -68,9 +109,14 @@ def build_server(*, model: str | None, index: Path | None, host: str, port: int,
     from polymodal.serve.search import IndexDirectory
 
     try:
-        settings = ServeSettings(api_key=api_key, max_upload_bytes=int(max_upload_mb * 1024 * 1024),
-                                 max_pixels=max_pixels, batch_size=batch_size, max_wait_ms=max_wait_ms,
-                                 cors_origins=cors_origins)
+        settings = ServeSettings(
+            api_key=api_key,
+            max_upload_bytes=int(max_upload_mb * 1024 * 1024),
+            max_pixels=max_pixels,
+            batch_size=batch_size,
+            max_wait_ms=max_wait_ms,
+            cors_origins=cors_origins,
+        )
     except ValueError as e:
         fail(str(e), as_json=as_json, code=2)
     opened = None

@@ -18,19 +18,29 @@ from polymodal.cli.output import JsonOption, console, emit_json, fail
 if TYPE_CHECKING:
     from polymodal.api import Model
 
-ModelOption = typer.Option(None, "--model", "-m", help="Model directory, run directory, HF id or polymodal-base (default).")
+ModelOption = typer.Option(
+    None, "--model", "-m", help="Model directory, run directory, HF id or polymodal-base (default)."
+)
 BatchOption = typer.Option(32, "--batch-size", min=1, help="Images per forward pass.")
-PrecisionOption = typer.Option("auto", "--precision", help="auto (bf16 where the CPU runs it natively, else fp32), fp32 or bf16.")
+PrecisionOption = typer.Option(
+    "auto", "--precision", help="auto (bf16 where the CPU runs it natively, else fp32), fp32 or bf16."
+)
 
 
-def load_model_or_fail(model: str | None, *, batch_size: int = 32, precision: str = "auto", as_json: bool = False) -> Model:
+def load_model_or_fail(
+    model: str | None, *, batch_size: int = 32, precision: str = "auto", as_json: bool = False
+) -> Model:
     """``polymodal.load(model)``, with any loading problem turned into one clear line and exit code 1."""
     from polymodal.api import load
 
     try:
         return load(model, batch_size=batch_size, precision=precision)
     except ModuleNotFoundError as e:
-        fail(f"cannot load {model or 'polymodal-base'}: {e} (is the extra installed? pip install 'polymodal[pretrained]')", as_json=as_json)
+        fail(
+            f"cannot load {model or 'polymodal-base'}: {e} "
+            "(is the extra installed? pip install 'polymodal[pretrained]')",
+            as_json=as_json,
+        )
     except (OSError, ImportError, ValueError, KeyError) as e:
         fail(f"cannot load model {model or 'polymodal-base'}: {e}", as_json=as_json)
 
@@ -57,7 +67,9 @@ def classify(
     images: list[Path] = typer.Argument(..., help="Image files."),
     labels: str = typer.Option(..., "--labels", "-l", help="Comma-separated class names, e.g. 'cat,dog,bird'."),
     model: str = ModelOption,
-    templates: str = typer.Option("simple", "--templates", help="Prompt template set (see polymodal.evaluate.prompts)."),
+    templates: str = typer.Option(
+        "simple", "--templates", help="Prompt template set (see polymodal.evaluate.prompts)."
+    ),
     top_k: int = typer.Option(None, "--top-k", min=1, help="Show only the k most probable labels."),
     batch_size: int = BatchOption,
     json: bool = JsonOption,
@@ -68,9 +80,13 @@ def classify(
         fail(f"--labels needs at least two comma-separated labels, got {labels!r}", as_json=json, code=2)
     check_files(images, json)
     loaded = load_model_or_fail(model, batch_size=batch_size, as_json=json)
-    results = run_task("classify", lambda: loaded.classify([str(p) for p in images], names, templates=templates, top_k=top_k), json)
-    payload = [{"image": str(p), "predictions": [{"label": lab, "score": round(s, 6)} for lab, s in preds]}
-               for p, preds in zip(images, results)]
+    results = run_task(
+        "classify", lambda: loaded.classify([str(p) for p in images], names, templates=templates, top_k=top_k), json
+    )
+    payload = [
+        {"image": str(p), "predictions": [{"label": lab, "score": round(s, 6)} for lab, s in preds]}
+        for p, preds in zip(images, results)
+    ]
     if json:
         emit_json(payload)
         return
@@ -93,7 +109,11 @@ def caption(
     """Describe each image in a sentence (needs a captioning model)."""
     check_files(images, json)
     loaded = load_model_or_fail(model, batch_size=batch_size, as_json=json)
-    texts = run_task("caption", lambda: loaded.caption([str(p) for p in images], max_new_tokens=max_new_tokens, num_beams=beams), json)
+    texts = run_task(
+        "caption",
+        lambda: loaded.caption([str(p) for p in images], max_new_tokens=max_new_tokens, num_beams=beams),
+        json,
+    )
     payload = [{"image": str(p), "caption": t} for p, t in zip(images, texts)]
     if json:
         emit_json(payload)

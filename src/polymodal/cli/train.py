@@ -14,8 +14,13 @@ if TYPE_CHECKING:
 
 
 def train(
-    recipe: Path = typer.Argument(None, help="A recipe YAML, or the name of one polymodal ships (`polymodal train --list`); with --resume it may be left out: "
-                                  "the run's own config.yaml is used.", show_default=False),
+    recipe: Path = typer.Argument(
+        None,
+        help="A recipe YAML, or the name of one polymodal ships (`polymodal train --list`); "
+        "with --resume it may be left out: "
+        "the run's own config.yaml is used.",
+        show_default=False,
+    ),
     set_: list[str] = typer.Option([], "--set", help="Override a recipe value: key.path=value (repeatable)."),
     out: Path = typer.Option(None, "--out", help="Run directory (default: runs/<recipe name>)."),
     resume: Path = typer.Option(None, "--resume", help="Continue the run in this directory from its last checkpoint."),
@@ -28,10 +33,10 @@ def train(
     (on a CPU-only machine too, where `--multi_gpu` starts gloo processes).
     """
     from polymodal.config import ConfigError
+    from polymodal.modules.losses.distributed import distributed_rank
     from polymodal.train.recipe import load_recipe
     from polymodal.train.resume import CONFIG_NAME
     from polymodal.train.run import run_recipe
-    from polymodal.modules.losses.distributed import distributed_rank
     from polymodal.train.trainer import end_distributed, exit_launched_process
 
     if list_:
@@ -41,17 +46,29 @@ def train(
         fail(f"--resume {resume}: no such run directory", as_json=json, code=2)
     if recipe is None:
         if resume is None:
-            fail("give a RECIPE to train (`polymodal train --list` names the packaged ones), or --resume RUN_DIR to continue a run", as_json=json, code=2)
+            fail(
+                "give a RECIPE to train (`polymodal train --list` names the packaged ones), "
+                "or --resume RUN_DIR to continue a run",
+                as_json=json,
+                code=2,
+            )
         recipe = resume / CONFIG_NAME  # the resolved recipe the run was started with
         if not recipe.is_file():
-            fail(f"--resume {resume}: no {CONFIG_NAME} in it; give the RECIPE the run was started with", as_json=json, code=2)
+            fail(
+                f"--resume {resume}: no {CONFIG_NAME} in it; give the RECIPE the run was started with",
+                as_json=json,
+                code=2,
+            )
     try:
         cfg = load_recipe(recipe, set_)
     except ConfigError as e:
         fail(str(e), as_json=json, code=2)
     if resume is not None and out is not None and out.resolve() != resume.resolve():
-        fail(f"--resume {resume} continues that run in place; --out {out} names another directory (drop --out)",
-             as_json=json, code=2)  # fmt: skip
+        fail(
+            f"--resume {resume} continues that run in place; --out {out} names another directory (drop --out)",
+            as_json=json,
+            code=2,
+        )
     run_dir = resume or out or Path("runs") / cfg.name
     try:
         result = run_recipe(cfg, run_dir, resume=resume is not None, progress=not json)
@@ -104,12 +121,16 @@ def _report(result: TrainResult, run_dir: Path, metric: str | None, json: bool) 
         t = result.transfer
         new = t["not_transferred"]
         listed = f" (trained from scratch: {', '.join(new[:6])}{' ...' if len(new) > 6 else ''})" if new else ""
-        console.print(f"initialised {t['transferred']}/{t['total']} tensors from {t['source']}{listed}", highlight=False)
+        console.print(
+            f"initialised {t['transferred']}/{t['total']} tensors from {t['source']}{listed}", highlight=False
+        )
     processes = f" on {result.processes} processes" if result.processes > 1 else ""
     machine = result.machine
     chosen = f" ({machine['precision']['precision']}, {machine['threads']['threads']} threads)" if machine else ""
-    console.print(f"[bold green]done[/] {run_dir}: {result.step} steps{processes}, "
-                  f"{result.samples_per_second:,.0f} samples/s{chosen}, best {metric or 'metric'} = {result.best_metric}")
+    console.print(
+        f"[bold green]done[/] {run_dir}: {result.step} steps{processes}, "
+        f"{result.samples_per_second:,.0f} samples/s{chosen}, best {metric or 'metric'} = {result.best_metric}"
+    )
 
 
 def _list_recipes(as_json: bool) -> None:
@@ -124,4 +145,6 @@ def _list_recipes(as_json: bool) -> None:
         emit_json(rows)
         return
     for row in rows:
-        console.print(f"{row['name']:<26} {row['model']:<14} {row['objective']:<15} {row['steps']} steps", highlight=False)
+        console.print(
+            f"{row['name']:<26} {row['model']:<14} {row['objective']:<15} {row['steps']} steps", highlight=False
+        )

@@ -10,4 +10,12 @@ from polymodal.config.base import (
     load_yaml,
 )
 
-__all__ = ["Config", "ConfigError", "apply_overrides", "flatten_config", "format_validation_errors", "load_config", "load_yaml"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "apply_overrides",
+    "flatten_config",
+    "format_validation_errors",
+    "load_config",
+    "load_yaml",
+]

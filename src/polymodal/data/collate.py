@@ -56,8 +56,10 @@ class Batch:
     def input(self, modality: str) -> ModalityInput:
         """``(x, mask)`` of one modality; a clear error when no sample of the batch has it."""
         if modality not in self.inputs:
-            raise KeyError(f"batch of {len(self.ids)} samples (ids {self.ids[:3]}...) has no {modality!r} input; "
-                           f"it has {sorted(self.inputs)}")
+            raise KeyError(
+                f"batch of {len(self.ids)} samples (ids {self.ids[:3]}...) has no {modality!r} input; "
+                f"it has {sorted(self.inputs)}"
+            )
         return self.inputs[modality]
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:

@@ -271,23 +271,43 @@ class MediaMemo:
                 self.bytes -= old.numel() * old.element_size()
 
 
-def _expand(samples: Iterable[Sample], items: Callable[[Sample], Sequence[Any]], make: Callable[[Sample, int, Any], Sample]) -> list[Sample]:
+def _expand(
+    samples: Iterable[Sample], items: Callable[[Sample], Sequence[Any]], make: Callable[[Sample, int, Any], Sample]
+) -> list[Sample]:
     """One sample per item of each sample (its statements, its questions ...), built by ``make``."""
     return [make(s, j, item) for s in samples for j, item in enumerate(items(s))]
 
 
 def statement_samples(samples: Iterable[Sample]) -> list[Sample]:
     """One sample per (image, statement): text = [statement], label = 1 if true else 0."""
-    return _expand(samples, lambda s: s.statements, lambda s, j, st: replace(
-        s, id=f"{s.id}#s{j}", text=[st.text], label=int(st.label), qa=[], statements=[st],
-        metadata={**s.metadata, "parent_id": s.id},
-    ))
+    return _expand(
+        samples,
+        lambda s: s.statements,
+        lambda s, j, st: replace(
+            s,
+            id=f"{s.id}#s{j}",
+            text=[st.text],
+            label=int(st.label),
+            qa=[],
+            statements=[st],
+            metadata={**s.metadata, "parent_id": s.id},
+        ),
+    )
 
 
 def qa_samples(samples: Iterable[Sample]) -> list[Sample]:
     """One sample per (image, question): text = [question], label = the majority answer (a
     string: map it with ``label_from_vocab``), ``qa`` = [that QA] for answer-set metrics."""
-    return _expand(samples, lambda s: s.qa, lambda s, j, qa: replace(
-        s, id=f"{s.id}#q{j}", text=[qa.question], label=qa.answer, qa=[qa], statements=[],
-        metadata={**s.metadata, "parent_id": s.id, "question_type": qa.type},
-    ))
+    return _expand(
+        samples,
+        lambda s: s.qa,
+        lambda s, j, qa: replace(
+            s,
+            id=f"{s.id}#q{j}",
+            text=[qa.question],
+            label=qa.answer,
+            qa=[qa],
+            statements=[],
+            metadata={**s.metadata, "parent_id": s.id, "question_type": qa.type},
+        ),
+    )

@@ -49,8 +49,9 @@ class Processor:
         """The same reference always gives the same value (so a dataset may memoise it)."""
         return True
 
-    def prepare(self, ref: Any, generator: torch.Generator | None = None, *, source: str | None = None,
-                row: int | None = None) -> Any:
+    def prepare(
+        self, ref: Any, generator: torch.Generator | None = None, *, source: str | None = None, row: int | None = None
+    ) -> Any:
         """One reference -> the per-sample value; raises BadSampleError naming ``source:row``."""
         raise NotImplementedError
 
@@ -106,8 +107,9 @@ class ImageProcessor(Processor):
     def deterministic(self) -> bool:
         return not self.pipeline.ops
 
-    def prepare(self, ref: Any, generator: torch.Generator | None = None, *, source: str | None = None,
-                row: int | None = None) -> torch.Tensor:
+    def prepare(
+        self, ref: Any, generator: torch.Generator | None = None, *, source: str | None = None, row: int | None = None
+    ) -> torch.Tensor:
         image = ref if isinstance(ref, Image.Image) else decode_image(ref, source=source, row=row)
         return self.pipeline(image, generator)
 
@@ -141,8 +143,9 @@ class TextProcessor(Processor):
     def pad_id(self) -> int:
         return self.tokenizer.pad_id
 
-    def prepare(self, ref: Any, generator: torch.Generator | None = None, *, source: str | None = None,
-                row: int | None = None) -> list[int]:
+    def prepare(
+        self, ref: Any, generator: torch.Generator | None = None, *, source: str | None = None, row: int | None = None
+    ) -> list[int]:
         return self.tokenizer.encode(str(ref), self.max_length)
 
     def prepare_many(self, texts: Sequence[str]) -> list[list[int]]:
@@ -186,6 +189,8 @@ class TextProcessor(Processor):
 def build_processor(modality: str, settings: Mapping[str, Any], directory: Path) -> Processor:
     """The registered processor of ``modality`` rebuilt from saved settings."""
     if modality not in PROCESSORS:
-        raise KeyError(f"{directory}: the model has a {modality!r} input but no processor is registered for it; "
-                       f"registered: {', '.join(PROCESSORS.names())}")
+        raise KeyError(
+            f"{directory}: the model has a {modality!r} input but no processor is registered for it; "
+            f"registered: {', '.join(PROCESSORS.names())}"
+        )
     return PROCESSORS.get(modality).from_settings(settings, directory)  # type: ignore[attr-defined, no-any-return]

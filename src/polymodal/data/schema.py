@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Union
+from typing import Any
 
 # A reference to encoded media: a filesystem path (absolute, already resolved against the
 # dataset root) or the encoded bytes themselves.
-MediaRef = Union[str, bytes]
-Label = Union[int, float, str]
+MediaRef = str | bytes
+Label = int | float | str
 
 
 class Modality(str, Enum):

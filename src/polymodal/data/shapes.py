@@ -55,10 +55,16 @@ COLORS: dict[str, tuple[int, int, int]] = {
 SIZES = {"small": 0.24, "large": 0.38}
 # Index = row * 3 + col.
 POSITIONS = (
-    "top left", "top middle", "top right",
-    "middle left", "center", "middle right",
-    "bottom left", "bottom middle", "bottom right",
-)  # fmt: skip
+    "top left",
+    "top middle",
+    "top right",
+    "middle left",
+    "center",
+    "middle right",
+    "bottom left",
+    "bottom middle",
+    "bottom right",
+)
 # 6 of 64 colour-shape combinations (~9%). Fixed, not seeded, so results compare across
 # datasets; each colour and each shape is held out at most once, so every colour and every
 # shape is still seen in training (only the combination is new).
@@ -408,8 +414,14 @@ def make_example(seed: int, index: int, image_size: int, novel: bool) -> tuple[I
         "objects": [o.to_dict() for o in objs],
         "qa": make_qa(objs, allowed, rng),
         "statements": make_statements(objs, allowed, rng),
-        "label": {"shape": main.shape, "color": main.color, "color_shape": main.name, "size": main.size,
-                  "position": main.position, "count": len(objs)},  # fmt: skip
+        "label": {
+            "shape": main.shape,
+            "color": main.color,
+            "color_shape": main.name,
+            "size": main.size,
+            "position": main.position,
+            "count": len(objs),
+        },
         "background": background,
     }
     return image, row
@@ -496,8 +508,13 @@ def generate_shapesworld(
     }
     (out / "datasheet.md").write_text(datasheet(manifest), encoding="utf-8")
     (out / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return {**manifest, "out_dir": str(out), "total": total, "elapsed_seconds": round(elapsed, 3),
-            "images_per_second": round(total / elapsed, 1) if elapsed > 0 else None}  # fmt: skip
+    return {
+        **manifest,
+        "out_dir": str(out),
+        "total": total,
+        "elapsed_seconds": round(elapsed, 3),
+        "images_per_second": round(total / elapsed, 1) if elapsed > 0 else None,
+    }
 
 
 def _remove_stale_images(images: Path, total: int) -> None:

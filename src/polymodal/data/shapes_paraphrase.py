@@ -18,16 +18,25 @@ from typing import Any
 from polymodal.data.shapes import COLORS, SHAPES
 
 COLOR_SYNONYMS: dict[str, tuple[str, ...]] = {
-    "red": ("crimson", "scarlet"), "orange": ("amber", "tangerine"), "yellow": ("golden", "lemon"),
-    "green": ("emerald", "lime"), "cyan": ("turquoise", "aqua"), "blue": ("navy", "azure"),
-    "purple": ("violet", "lilac"), "pink": ("rose", "blush"),
-}  # fmt: skip
+    "red": ("crimson", "scarlet"),
+    "orange": ("amber", "tangerine"),
+    "yellow": ("golden", "lemon"),
+    "green": ("emerald", "lime"),
+    "cyan": ("turquoise", "aqua"),
+    "blue": ("navy", "azure"),
+    "purple": ("violet", "lilac"),
+    "pink": ("rose", "blush"),
+}
 SHAPE_SYNONYMS: dict[str, tuple[str, ...]] = {
-    "circle": ("disk", "round dot"), "square": ("box", "quadrate"), "triangle": ("wedge", "trigon"),
-    "diamond": ("rhombus", "lozenge"), "star": ("pentagram", "five-pointed asterisk"),
-    "hexagon": ("six-sided polygon", "honeycomb cell"), "cross": ("plus sign", "plus"),
+    "circle": ("disk", "round dot"),
+    "square": ("box", "quadrate"),
+    "triangle": ("wedge", "trigon"),
+    "diamond": ("rhombus", "lozenge"),
+    "star": ("pentagram", "five-pointed asterisk"),
+    "hexagon": ("six-sided polygon", "honeycomb cell"),
+    "cross": ("plus sign", "plus"),
     "heart": ("valentine", "love symbol"),
-}  # fmt: skip
+}
 FRAMES = ("an image containing {}", "this photo shows {}", "{} drawn here")
 # Words a sentence cannot do without; everything else in a paraphrase must be new.
 ALLOWED_SHARED = frozenset({"a", "an", "and"})
@@ -72,7 +81,11 @@ def training_vocabulary(data_dir: str | Path) -> set[str]:
 
 def paraphrase_vocabulary() -> set[str]:
     out: set[str] = set()
-    for phrase in [*FRAMES, *(s for syn in COLOR_SYNONYMS.values() for s in syn), *(s for syn in SHAPE_SYNONYMS.values() for s in syn)]:
+    for phrase in [
+        *FRAMES,
+        *(s for syn in COLOR_SYNONYMS.values() for s in syn),
+        *(s for syn in SHAPE_SYNONYMS.values() for s in syn),
+    ]:
         out.update(words(phrase.replace("{}", "")))
     return out
 

@@ -258,9 +258,7 @@ class Augment(Config):
         """The augmentation ops in order, sized for ``preprocess``."""
         ops: list[AugmentOp] = []
         if self.random_resized_crop:
-            ops.append(
-                RandomResizedCrop(preprocess.image_size, self.scale, self.ratio, preprocess.interpolation)
-            )
+            ops.append(RandomResizedCrop(preprocess.image_size, self.scale, self.ratio, preprocess.interpolation))
         if self.hflip:
             ops.append(RandomHorizontalFlip(self.hflip_p))
         return ops

@@ -68,8 +68,9 @@ def _read(ctx: EvalContext, samples: list[Sample]) -> list[Sample]:
 def _shapes_split(ctx: EvalContext, name: str, split: str) -> list[Sample]:
     manifest = _data(ctx, name) / f"{split}.jsonl"
     if not manifest.is_file():
-        raise FileNotFoundError(f"{manifest}: no such file; --data must be a ShapesWorld directory "
-                                "(polymodal data shapes OUT)")  # fmt: skip
+        raise FileNotFoundError(
+            f"{manifest}: no such file; --data must be a ShapesWorld directory (polymodal data shapes OUT)"
+        )
     ctx.read(manifest)
     return _read(ctx, list(read_manifest(manifest, strict=True)))
 
@@ -90,8 +91,10 @@ def _load_shapes_zeroshot(ctx: EvalContext, split: str) -> LoadedSplit:
     def parts(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
         # colour-shape class index = colour * n_shapes + shape
         n = len(SHAPES)
-        return {"color_accuracy": float(np.mean(y_true // n == y_pred // n)),
-                "shape_accuracy": float(np.mean(y_true % n == y_pred % n))}  # fmt: skip
+        return {
+            "color_accuracy": float(np.mean(y_true // n == y_pred // n)),
+            "shape_accuracy": float(np.mean(y_true % n == y_pred % n)),
+        }
 
     def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
         return passes.zero_shot(ctx, images, labels, classnames, templates, image_fn, full, extra=parts)
@@ -126,8 +129,9 @@ def _retrieval_task(ctx: EvalContext, name: str, split: str, samples: list[Sampl
         if len(runs) == 1:
             return runs[0]
         ret, cap = runs  # one result: retrieval details, half the examples from each pass
-        return passes.PassResult({**ret.metrics, **cap.metrics}, {**ret.ci95, **cap.ci95}, ret.details,
-                         ret.examples[:8] + cap.examples[:8])  # fmt: skip
+        return passes.PassResult(
+            {**ret.metrics, **cap.metrics}, {**ret.ci95, **cap.ci95}, ret.details, ret.examples[:8] + cap.examples[:8]
+        )
 
     return LoadedSplit(name, split, "t2i_R@1" if EMBED in can else "CIDEr-D", score)
 
@@ -201,7 +205,9 @@ def _load_shapes_statements(ctx: EvalContext, split: str) -> LoadedSplit:
 # ------------------------------------------------------------------------------------------ standard sets
 
 
-def _classification_task(ctx: EvalContext, name: str, split: str, samples: list[Sample], classnames: list[str]) -> LoadedSplit:
+def _classification_task(
+    ctx: EvalContext, name: str, split: str, samples: list[Sample], classnames: list[str]
+) -> LoadedSplit:
     ctx.require(EMBED, name)
     images = [s.image for s in samples]
     labels = [int(s.metadata["class_index"]) for s in samples]
@@ -242,7 +248,9 @@ def _cifar_loader(variant: str) -> Callable[[EvalContext, str], LoadedSplit]:
     return load
 
 
-def _karpathy_loader(name: str, json_name: str, image_dirs: tuple[str, ...]) -> Callable[[EvalContext, str], LoadedSplit]:
+def _karpathy_loader(
+    name: str, json_name: str, image_dirs: tuple[str, ...]
+) -> Callable[[EvalContext, str], LoadedSplit]:
     def load(ctx: EvalContext, split: str) -> LoadedSplit:
         root = _data(ctx, name)
         annotations = root / json_name if root.is_dir() else root
@@ -268,18 +276,29 @@ def _load_vqav2(ctx: EvalContext, split: str) -> LoadedSplit:
 
 
 SHAPES_SPLITS = ("test", "test_novel")
-BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [
-    Benchmark("shapes-zeroshot", SHAPES_SPLITS, _load_shapes_zeroshot, "zero-shot colour-shape classification"),
-    Benchmark("shapes-retrieval", SHAPES_SPLITS, _load_shapes_retrieval, "image<->caption retrieval"),
-    Benchmark("shapes-caption", SHAPES_SPLITS, _load_shapes_caption, "captioning: BLEU, ROUGE-L, CIDEr-D"),
-    Benchmark("shapes-vqa", SHAPES_SPLITS, _load_shapes_vqa, "VQA exact match, per question type"),
-    Benchmark("shapes-statements", SHAPES_SPLITS, _load_shapes_statements, "true/false statements (fusion)"),
-    Benchmark("imagefolder", ("all",), _load_imagefolder, "zero-shot classification over class folders"),
-    Benchmark("cifar10", ("test",), _cifar_loader("cifar10"), "zero-shot CIFAR-10 (binary version)"),
-    Benchmark("cifar100", ("test",), _cifar_loader("cifar100"), "zero-shot CIFAR-100 (binary version)"),
-    Benchmark("flickr30k", ("test",), _karpathy_loader("flickr30k", "dataset_flickr30k.json",
-                                                       ("flickr30k-images", "images")), "Karpathy-split retrieval + captioning"),
-    Benchmark("coco-karpathy", ("test",), _karpathy_loader("coco-karpathy", "dataset_coco.json", ()),
-              "Karpathy-split retrieval + captioning"),
-    Benchmark("vqav2", ("val2014",), _load_vqav2, "VQA accuracy (10 human answers) per answer type"),
-]}  # fmt: skip
+BENCHMARKS: dict[str, Benchmark] = {
+    b.name: b
+    for b in [
+        Benchmark("shapes-zeroshot", SHAPES_SPLITS, _load_shapes_zeroshot, "zero-shot colour-shape classification"),
+        Benchmark("shapes-retrieval", SHAPES_SPLITS, _load_shapes_retrieval, "image<->caption retrieval"),
+        Benchmark("shapes-caption", SHAPES_SPLITS, _load_shapes_caption, "captioning: BLEU, ROUGE-L, CIDEr-D"),
+        Benchmark("shapes-vqa", SHAPES_SPLITS, _load_shapes_vqa, "VQA exact match, per question type"),
+        Benchmark("shapes-statements", SHAPES_SPLITS, _load_shapes_statements, "true/false statements (fusion)"),
+        Benchmark("imagefolder", ("all",), _load_imagefolder, "zero-shot classification over class folders"),
+        Benchmark("cifar10", ("test",), _cifar_loader("cifar10"), "zero-shot CIFAR-10 (binary version)"),
+        Benchmark("cifar100", ("test",), _cifar_loader("cifar100"), "zero-shot CIFAR-100 (binary version)"),
+        Benchmark(
+            "flickr30k",
+            ("test",),
+            _karpathy_loader("flickr30k", "dataset_flickr30k.json", ("flickr30k-images", "images")),
+            "Karpathy-split retrieval + captioning",
+        ),
+        Benchmark(
+            "coco-karpathy",
+            ("test",),
+            _karpathy_loader("coco-karpathy", "dataset_coco.json", ()),
+            "Karpathy-split retrieval + captioning",
+        ),
+        Benchmark("vqav2", ("val2014",), _load_vqav2, "VQA accuracy (10 human answers) per answer type"),
+    ]
+}

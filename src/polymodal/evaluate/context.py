@@ -92,8 +92,9 @@ class EvalContext:
             out.append(image_fn(img, index) if image_fn is not None else img)
         return out
 
-    def map_images(self, fn: Callable[[list[Image.Image]], T], refs: Sequence[ImageRef],
-                   image_fn: ImageFn | None = None) -> list[T]:  # fmt: skip
+    def map_images(
+        self, fn: Callable[[list[Image.Image]], T], refs: Sequence[ImageRef], image_fn: ImageFn | None = None
+    ) -> list[T]:
         """``fn`` over decoded images in batches (decoding one batch at a time keeps memory flat)."""
         out = []
         for start in range(0, len(refs), self.batch_size):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -71,8 +70,15 @@ def zero_shot(
     matrix = confusion_matrix(y_true, y_pred, labels=all_classes)
     support = matrix.sum(axis=1)
     per_class = {name: float(matrix[c, c] / support[c]) for c, name in enumerate(classnames) if support[c]}
-    examples = [Example(image=_path(images[i]), prediction=classnames[y_pred[i]], reference=classnames[y_true[i]],
-                        correct=bool(hits[i])) for i in range(min(MAX_EXAMPLES, len(images)))]  # fmt: skip
+    examples = [
+        Example(
+            image=_path(images[i]),
+            prediction=classnames[y_pred[i]],
+            reference=classnames[y_true[i]],
+            correct=bool(hits[i]),
+        )
+        for i in range(min(MAX_EXAMPLES, len(images)))
+    ]
     return PassResult(
         metrics,
         ci95={"accuracy": bootstrap_ci(hits, n_resamples=ctx.n_resamples, seed=ctx.seed)},
@@ -103,8 +109,9 @@ def retrieval(
     i2t_best = ranks.image_to_text[:, 0]  # rank of each image's best caption
     ci = {
         f"{d}_R@{k}": bootstrap_ci((r <= k).astype(np.float64), n_resamples=ctx.n_resamples, seed=ctx.seed)
-        for d, r in (("i2t", i2t_best), ("t2i", ranks.text_to_image)) for k in (1, 5, 10)
-    }  # fmt: skip
+        for d, r in (("i2t", i2t_best), ("t2i", ranks.text_to_image))
+        for k in (1, 5, 10)
+    }
     recall = {d: {str(k): metrics[f"{d}_R@{k}"] for k in (1, 5, 10)} for d in ("i2t", "t2i")}
     n_show = min(MAX_EXAMPLES, len(images))
     sims = image_emb[:n_show] @ text_emb.T  # (n_show, N_txt)
@@ -113,9 +120,18 @@ def retrieval(
     examples = []
     for i in range(n_show):
         own = int(np.flatnonzero(owner_arr == i)[0])
-        retrieved = [Retrieved(text=texts[j], score=float(s)) for s, j in zip(top.values[i].tolist(), top.indices[i].tolist())]
-        examples.append(Example(image=_path(images[i]), reference=texts[own], prediction=retrieved[0].text,
-                                correct=bool(owner_arr[top.indices[i, 0]] == i), retrieved=retrieved))  # fmt: skip
+        retrieved = [
+            Retrieved(text=texts[j], score=float(s)) for s, j in zip(top.values[i].tolist(), top.indices[i].tolist())
+        ]
+        examples.append(
+            Example(
+                image=_path(images[i]),
+                reference=texts[own],
+                prediction=retrieved[0].text,
+                correct=bool(owner_arr[top.indices[i, 0]] == i),
+                retrieved=retrieved,
+            )
+        )
     return PassResult(metrics, ci, Details(recall_at_k=recall), examples)
 
 
@@ -131,13 +147,20 @@ def captioning(
 ) -> PassResult:
     """BLEU-1..4, ROUGE-L, CIDEr-D (and METEOR when java exists) of the model's greedy captions."""
     preds = [c for chunk in ctx.map_images(ctx.backend.caption, images, image_fn) for c in chunk]
-    metrics, ci, _ = caption_scores(dict(enumerate(references)), dict(enumerate(preds)), seed=ctx.seed,
-                                    n_resamples=ctx.n_resamples, with_meteor=None if full and ctx.meteor else False,
-                                    with_ci=full)  # fmt: skip
+    metrics, ci, _ = caption_scores(
+        dict(enumerate(references)),
+        dict(enumerate(preds)),
+        seed=ctx.seed,
+        n_resamples=ctx.n_resamples,
+        with_meteor=None if full and ctx.meteor else False,
+        with_ci=full,
+    )
     if not full:
         return PassResult(metrics)
-    examples = [Example(image=_path(images[i]), prediction=preds[i], reference=references[i][0])
-                for i in range(min(MAX_EXAMPLES, len(images)))]  # fmt: skip
+    examples = [
+        Example(image=_path(images[i]), prediction=preds[i], reference=references[i][0])
+        for i in range(min(MAX_EXAMPLES, len(images)))
+    ]
     return PassResult(metrics, ci, Details(), examples)
 
 
@@ -162,7 +185,9 @@ def _answer_batches(ctx: EvalContext, qs: Questions, image_fn: ImageFn | None, d
         # The corruption index is the image's, so all questions about one image see the same noise.
         imgs = [ctx.images([r], [qs.image_index[i]], image_fn)[0] for r, i in zip(refs, chunk)]
         questions = [qs.questions[i] for i in chunk]
-        out.extend(ctx.backend.answer(imgs, questions) if drop is None else ctx.backend.answer(imgs, questions, drop=drop))  # type: ignore[call-arg]
+        out.extend(
+            ctx.backend.answer(imgs, questions) if drop is None else ctx.backend.answer(imgs, questions, drop=drop)
+        )  # type: ignore[call-arg]
     return out
 
 
@@ -177,13 +202,26 @@ def vqa(
     """VQA accuracy overall and per question type (``exact``: one reference answer, exact match)."""
     preds = _answer_batches(ctx, qs, image_fn, drop)
     ids = range(len(preds))
-    metrics, ci, per_type, per_q = vqa_scores(dict(zip(ids, preds)), dict(zip(ids, qs.answers)), dict(zip(ids, qs.types)),
-                                              exact=exact, seed=ctx.seed, n_resamples=ctx.n_resamples)  # fmt: skip
+    metrics, ci, per_type, per_q = vqa_scores(
+        dict(zip(ids, preds)),
+        dict(zip(ids, qs.answers)),
+        dict(zip(ids, qs.types)),
+        exact=exact,
+        seed=ctx.seed,
+        n_resamples=ctx.n_resamples,
+    )
     if not full:
         return PassResult(metrics)
-    examples = [Example(image=_path(qs.images[qs.image_index[i]]), text=qs.questions[i], prediction=preds[i],
-                        reference=max(qs.answers[i], key=qs.answers[i].count), correct=per_q[i] > 0)
-                for i in range(min(MAX_EXAMPLES, len(preds)))]  # fmt: skip
+    examples = [
+        Example(
+            image=_path(qs.images[qs.image_index[i]]),
+            text=qs.questions[i],
+            prediction=preds[i],
+            reference=max(qs.answers[i], key=qs.answers[i].count),
+            correct=per_q[i] > 0,
+        )
+        for i in range(min(MAX_EXAMPLES, len(preds)))
+    ]
     return PassResult(metrics, ci, Details(per_question_type=per_type), examples)
 
 
@@ -218,12 +256,21 @@ def statements(
         predicted.extend(logits.argmax(-1).tolist())
     hits = (np.asarray(predicted) == np.asarray(st.labels)).astype(np.float64)
     per_type = mean_by_type(dict(enumerate(hits.tolist())), dict(enumerate(st.types)))
-    metrics = {"accuracy": float(hits.mean()) if len(hits) else 0.0, **{f"accuracy_{t}": v for t, v in per_type.items()}}
+    metrics = {
+        "accuracy": float(hits.mean()) if len(hits) else 0.0,
+        **{f"accuracy_{t}": v for t, v in per_type.items()},
+    }
     if not full or not len(hits):
         return PassResult(metrics)
-    examples = [Example(image=_path(st.images[st.image_index[i]]), text=st.texts[i], prediction=str(bool(predicted[i])).lower(),
-                        reference=str(bool(st.labels[i])).lower(), correct=bool(hits[i]))
-                for i in range(min(MAX_EXAMPLES, len(hits)))]  # fmt: skip
+    examples = [
+        Example(
+            image=_path(st.images[st.image_index[i]]),
+            text=st.texts[i],
+            prediction=str(bool(predicted[i])).lower(),
+            reference=str(bool(st.labels[i])).lower(),
+            correct=bool(hits[i]),
+        )
+        for i in range(min(MAX_EXAMPLES, len(hits)))
+    ]
     ci = {"accuracy": bootstrap_ci(hits, n_resamples=ctx.n_resamples, seed=ctx.seed)}
     return PassResult(metrics, ci, Details(per_statement_type=per_type or None), examples)
-

@@ -7,7 +7,7 @@ ensembling"): averaging several phrasings smooths out the quirks of any single o
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F

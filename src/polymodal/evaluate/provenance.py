@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from polymodal.evaluate.results import DataProvenance, Provenance
 from polymodal.fsutil import hash_directory, hash_files

@@ -1,7 +1,8 @@
 """The evaluation result file (``polymodal eval --out FILE``), as pydantic models.
 
 ``polymodal report`` reads the same file through the same models: :func:`load_results` validates one
-(errors name the file, line or field), :func:`dump_results` writes one. Optional parts are left out of the JSON when absent (not written as ``null``).
+(errors name the file, line or field), :func:`dump_results` writes one. Optional parts are left out of the JSON
+when absent (not written as ``null``).
 
 Shape::
 
@@ -167,8 +168,10 @@ def parse_results(data: Any, source: str | os.PathLike) -> ResultFile:
     if not is_result_document(data):
         raise ResultFileError(f"{source}: not a polymodal result file (no top-level {EVAL_KEY!r} key)")
     if data[EVAL_KEY] != FORMAT_VERSION:
-        raise ResultFileError(f"{source}: field {EVAL_KEY!r}: unsupported version {data[EVAL_KEY]!r}; "
-                              f"this polymodal reads {FORMAT_VERSION}")  # fmt: skip
+        raise ResultFileError(
+            f"{source}: field {EVAL_KEY!r}: unsupported version {data[EVAL_KEY]!r}; "
+            f"this polymodal reads {FORMAT_VERSION}"
+        )
     try:
         return ResultFile.model_validate(data)
     except ValidationError as e:

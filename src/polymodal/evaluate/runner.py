@@ -39,8 +39,13 @@ def _corrupted(name: str, severity: int, seed: int, image: Image.Image, index: i
     return corrupt(image, name, severity, seed=seed, index=index)
 
 
-def robustness(loaded: LoadedSplit, headline_value: float, seed: int, severities: Sequence[int] = SEVERITIES,
-               progress: Progress | None = None) -> Robustness:  # fmt: skip
+def robustness(
+    loaded: LoadedSplit,
+    headline_value: float,
+    seed: int,
+    severities: Sequence[int] = SEVERITIES,
+    progress: Progress | None = None,
+) -> Robustness:
     """The headline metric with each droppable modality absent and under each corruption severity."""
     h = loaded.headline
     out = Robustness(metric=h)
@@ -81,9 +86,16 @@ def run_eval(
     result file's provenance records which (bf16 moves metrics in about the third decimal)."""
     names = parse_benchmarks(benchmarks)
     choice = choose_precision(precision, "cpu")
-    ctx = EvalContext(model=str(model), data=Path(data) if data is not None else None, templates=templates,
-                      seed=seed, batch_size=batch_size, n_resamples=n_resamples, meteor=meteor)  # fmt: skip
-    ctx.backend  # load the model first: a wrong model path fails before any data is read
+    ctx = EvalContext(
+        model=str(model),
+        data=Path(data) if data is not None else None,
+        templates=templates,
+        seed=seed,
+        batch_size=batch_size,
+        n_resamples=n_resamples,
+        meteor=meteor,
+    )
+    _ = ctx.backend  # load the model first: a wrong model path fails before any data is read
     results: list[Result] = []
     for name in names:
         bench = BENCHMARKS[name]
@@ -94,9 +106,23 @@ def run_eval(
             loaded = bench.load(ctx, split)
             with torch.inference_mode(), choice.autocast("cpu"):
                 scored = loaded.score(None, None, True)
-                rob = robustness(loaded, scored.metrics[loaded.headline], seed, progress=progress) if with_robustness else None
-            results.append(Result(benchmark=name, split=split, headline=loaded.headline, metrics=scored.metrics,
-                                  ci95=scored.ci95, details=scored.details, robustness=rob, examples=scored.examples))  # fmt: skip
+                rob = (
+                    robustness(loaded, scored.metrics[loaded.headline], seed, progress=progress)
+                    if with_robustness
+                    else None
+                )
+            results.append(
+                Result(
+                    benchmark=name,
+                    split=split,
+                    headline=loaded.headline,
+                    metrics=scored.metrics,
+                    ci95=scored.ci95,
+                    details=scored.details,
+                    robustness=rob,
+                    examples=scored.examples,
+                )
+            )
     provenance = make_provenance(
         model=str(model),
         model_hash_value=model_hash(ctx.model_dir, ctx.backend.identity),

@@ -63,8 +63,9 @@ def load_caption_refs(path: str | os.PathLike) -> dict[Any, list[str]]:
     return out
 
 
-def _predictions(path: str | os.PathLike, id_key: str, value_key: str, known: dict[Any, Any],
-                 twice: str, unknown: str) -> dict[Any, str]:
+def _predictions(
+    path: str | os.PathLike, id_key: str, value_key: str, known: dict[Any, Any], twice: str, unknown: str
+) -> dict[Any, str]:
     """id -> prediction from a COCO/VQA result list; an id predicted twice or unknown to ``known`` names its row."""
     entries, name = _entries(path, load_json_file(path), None)
     out: dict[Any, str] = {}
@@ -91,15 +92,22 @@ def load_vqa_refs(path: str | os.PathLike) -> tuple[dict[Any, list[str]], dict[A
     """(question_id -> human answers, question_id -> answer_type) from a VQAv2 annotations file."""
     data = load_json_file(path)
     if isinstance(data, dict) and "questions" in data and "annotations" not in data:
-        raise BadSampleError("holds questions but no answers: pass the annotations file "
-                             "(v2_mscoco_*_annotations.json)", source=str(path), kind="invalid")  # fmt: skip
+        raise BadSampleError(
+            "holds questions but no answers: pass the annotations file (v2_mscoco_*_annotations.json)",
+            source=str(path),
+            kind="invalid",
+        )
     entries, name = _entries(path, data, "annotations")
     answers: dict[Any, list[str]] = {}
     types: dict[Any, str | None] = {}
     for i, entry in enumerate(entries):
         qid = _field(path, name, i, entry, "question_id", "id")
         raw = _field(path, name, i, entry, "answers", "list")
-        if not isinstance(raw, list) or not raw or not all(isinstance(a, dict) and isinstance(a.get("answer"), str) for a in raw):
+        if (
+            not isinstance(raw, list)
+            or not raw
+            or not all(isinstance(a, dict) and isinstance(a.get("answer"), str) for a in raw)
+        ):
             raise _bad(path, name, i, "answers", 'answers must be a non-empty list of {"answer": string}')
         answers[qid] = [a["answer"] for a in raw]
         kind = entry.get("answer_type")
@@ -114,6 +122,9 @@ def load_vqa_preds(path: str | os.PathLike, answers: dict[Any, list[str]]) -> di
     out = _predictions(path, "question_id", "answer", answers, "is answered twice", "is not in the annotations")
     missing = [q for q in answers if q not in out]
     if missing:
-        raise BadSampleError(f"no answer for {len(missing)} annotated question(s), e.g. question_id "
-                             f"{missing[0]!r}", source=str(path), kind="invalid")  # fmt: skip
+        raise BadSampleError(
+            f"no answer for {len(missing)} annotated question(s), e.g. question_id {missing[0]!r}",
+            source=str(path),
+            kind="invalid",
+        )
     return out

@@ -101,4 +101,3 @@ def vqa_scores(
     metrics.update({f"vqa_accuracy_{t}": v for t, v in per_type.items()})
     ci = {"vqa_accuracy": bootstrap_ci(values, n_resamples=n_resamples, seed=seed)} if values else {}
     return metrics, ci, per_type, per_q
-

@@ -22,10 +22,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from polymodal.version import __version__
 from polymodal.export.source import DualEncoderSource, ExportError, load_dual_encoder
 from polymodal.fsutil import atomic_directory
 from polymodal.models import EmbeddingModel
+from polymodal.version import __version__
 
 IMAGE_FILE = "image_encoder.onnx"
 TEXT_FILE = "text_encoder.onnx"
@@ -81,8 +81,15 @@ def _example_text(source: DualEncoderSource) -> tuple[Tensor, Tensor]:
     return ids, mask
 
 
-def _export_one(module: nn.Module, args: tuple[Tensor, ...], names: list[str], output: str,
-                dynamic: dict[str, dict[int, Any]], path: Path, opset: int | None) -> tuple[float, int]:
+def _export_one(
+    module: nn.Module,
+    args: tuple[Tensor, ...],
+    names: list[str],
+    output: str,
+    dynamic: dict[str, dict[int, Any]],
+    path: Path,
+    opset: int | None,
+) -> tuple[float, int]:
     """Export ``module`` to ``path``; return onnxruntime's max |difference| from PyTorch on ``args``
     and the graph's ONNX opset."""
     import onnxruntime as ort
@@ -90,8 +97,16 @@ def _export_one(module: nn.Module, args: tuple[Tensor, ...], names: list[str], o
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter is chatty about deprecations inside torch
         program = torch.onnx.export(
-            module, args, str(path), dynamo=True, input_names=names, output_names=[output],
-            dynamic_shapes=dynamic, opset_version=opset, external_data=False, verbose=False,
+            module,
+            args,
+            str(path),
+            dynamo=True,
+            input_names=names,
+            output_names=[output],
+            dynamic_shapes=dynamic,
+            opset_version=opset,
+            external_data=False,
+            verbose=False,
         )
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = session.run(None, {n: a.numpy() for n, a in zip(names, args)})[0]
@@ -100,8 +115,13 @@ def _export_one(module: nn.Module, args: tuple[Tensor, ...], names: list[str], o
     return float((torch.from_numpy(got) - want).abs().max()), int(program.model.opset_imports[""])
 
 
-def export_onnx(model_path: str | os.PathLike[str], out: str | os.PathLike[str], *, opset: int | None = None,
-                overwrite: bool = False) -> dict[str, Any]:
+def export_onnx(
+    model_path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    opset: int | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
     """Export the towers of the dual encoder at ``model_path`` into ``out``; returns export.json's content."""
     require_onnx()
     out = Path(out)
@@ -116,11 +136,24 @@ def export_onnx(model_path: str | os.PathLike[str], out: str | os.PathLike[str],
     ids, mask = _example_text(source)
 
     with atomic_directory(out) as tmp:
-        image_diff, used_opset = _export_one(ImageTower(model), (pixels,), ["pixel_values"], "image_embeds",
-                                 {"pixel_values": {0: batch}}, tmp / IMAGE_FILE, opset)
-        text_diff, _ = _export_one(TextTower(model), (ids, mask), ["input_ids", "attention_mask"], "text_embeds",
-                                {"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}},
-                                tmp / TEXT_FILE, opset)
+        image_diff, used_opset = _export_one(
+            ImageTower(model),
+            (pixels,),
+            ["pixel_values"],
+            "image_embeds",
+            {"pixel_values": {0: batch}},
+            tmp / IMAGE_FILE,
+            opset,
+        )
+        text_diff, _ = _export_one(
+            TextTower(model),
+            (ids, mask),
+            ["input_ids", "attention_mask"],
+            "text_embeds",
+            {"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}},
+            tmp / TEXT_FILE,
+            opset,
+        )
         if max(image_diff, text_diff) > CHECK_TOLERANCE:
             raise ExportError(
                 f"onnxruntime differs from PyTorch by {max(image_diff, text_diff):.2e} "
@@ -160,12 +193,17 @@ def _manifest(source: DualEncoderSource, image_diff: float, text_diff: float, op
             "file": TEXT_FILE,
             "inputs": [
                 {"name": "input_ids", "dtype": "int64", "shape": ["batch", "sequence"]},
-                {"name": "attention_mask", "dtype": "int64", "shape": ["batch", "sequence"],
-                 "values": "1 = token, 0 = padding"},
+                {
+                    "name": "attention_mask",
+                    "dtype": "int64",
+                    "shape": ["batch", "sequence"],
+                    "values": "1 = token, 0 = padding",
+                },
             ],
             "outputs": [{"name": "text_embeds", **embeds}],
             "max_length": source.max_length,
-            "tokenizer": None if tokenizer is None
+            "tokenizer": None
+            if tokenizer is None
             else {"dir": TOKENIZER_DIR, "pad_id": tokenizer.pad_id, "padding": "right"},
             "max_abs_diff": text_diff,
         },

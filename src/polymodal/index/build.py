@@ -15,10 +15,11 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -110,7 +111,9 @@ def build_index(
         raise FileExistsError(f"{out}: exists and is not an index; choose another --out")
     loaded, ref = _resolve_model(model, model_ref)
     dim = _embed_dim(loaded)
-    done = _embed(source, loaded, out / WORK_DIR, texts=texts, chunk_size=chunk_size, progress=progress, on_chunk=on_chunk)
+    done = _embed(
+        source, loaded, out / WORK_DIR, texts=texts, chunk_size=chunk_size, progress=progress, on_chunk=on_chunk
+    )
     if not done.items:
         raise ValueError(_nothing_message(source, texts, done))
     kind = resolve_type(params.type, len(done.items))
@@ -118,8 +121,15 @@ def build_index(
     ids = np.arange(len(done.items), dtype=np.int64)
     index.add_with_ids(done.vectors, ids)
     apply_search_params(index, kind, params)
-    meta = IndexMeta(model=ref, model_name=loaded.name, identity=loaded.identity, embed_dim=dim, type=kind,
-                     params=params.to_dict(), next_id=len(ids))
+    meta = IndexMeta(
+        model=ref,
+        model_name=loaded.name,
+        identity=loaded.identity,
+        embed_dim=dim,
+        type=kind,
+        params=params.to_dict(),
+        next_id=len(ids),
+    )
     write_index(out, meta, index, lambda conn: store.insert(conn, ids.tolist(), done.items), skipped=done.skipped)
     return _result(out, done, start, kind, sum(meta.counts.values()))
 
@@ -144,8 +154,16 @@ def add_to_index(
         loaded = load(index.meta.model) if model is None else _resolve_model(model, None)[0]
         index.check_model(loaded.identity, loaded.name)
         known = _known_keys(index)
-        done = _embed(source, loaded, index.path / WORK_DIR, texts=texts, chunk_size=chunk_size, progress=progress,
-                      on_chunk=on_chunk, exclude=known)
+        done = _embed(
+            source,
+            loaded,
+            index.path / WORK_DIR,
+            texts=texts,
+            chunk_size=chunk_size,
+            progress=progress,
+            on_chunk=on_chunk,
+            exclude=known,
+        )
         first = index.meta.next_id
         ids = np.arange(first, first + len(done.items), dtype=np.int64)
         if len(ids):
@@ -183,8 +201,13 @@ def _embed(
     for s in iter_items(source, texts=texts, bad_log=BadSampleLog()):
         total += 1
         excluded += exclude is not None and _key(s.item) in exclude
-    fingerprint = {"source": str(Path(source).resolve()), "identity": model.identity, "texts": texts,
-                   "chunk_size": chunk_size, "items": total - excluded}
+    fingerprint = {
+        "source": str(Path(source).resolve()),
+        "identity": model.identity,
+        "texts": texts,
+        "chunk_size": chunk_size,
+        "items": total - excluded,
+    }
     _prepare_work(work, fingerprint)
     reader_log = BadSampleLog(work / "reader_skipped.jsonl")
     reader_log.path.unlink(missing_ok=True)  # type: ignore[union-attr]  # every run re-reads the whole source
@@ -194,6 +217,7 @@ def _embed(
         if (work / f"chunk-{number:06d}.json").is_file():
             resumed += 1
         else:
+
             def tick(n: int, base: int = finished) -> None:
                 if progress is not None:
                     progress(base + n, total - excluded)
@@ -243,8 +267,13 @@ def _embed_chunk(
 
 
 def _skip_record(item: Item, error: BadSampleError) -> dict[str, Any]:
-    return {"path": item.path or f"{item.source}#{item.metadata.get('id')}", "reason": error.reason,
-            "kind": error.kind, "source": item.source, "row": item.row}
+    return {
+        "path": item.path or f"{item.source}#{item.metadata.get('id')}",
+        "reason": error.reason,
+        "kind": error.kind,
+        "source": item.source,
+        "row": item.row,
+    }
 
 
 def _prepare_work(work: Path, fingerprint: dict[str, Any]) -> None:
@@ -293,8 +322,15 @@ def _reader_skips(log: BadSampleLog) -> Iterable[dict[str, Any]]:
     out = []
     for line in log.path.read_text().splitlines():
         e = json.loads(line)
-        out.append({"path": e.get("id") or e.get("source"), "reason": e["reason"], "kind": e["kind"],
-                    "source": e.get("source"), "row": e.get("row")})
+        out.append(
+            {
+                "path": e.get("id") or e.get("source"),
+                "reason": e["reason"],
+                "kind": e["kind"],
+                "source": e.get("source"),
+                "row": e.get("row"),
+            }
+        )
     return out
 
 
@@ -323,7 +359,11 @@ def _embed_dim(model: Model) -> int:
 
 def _nothing_message(source: str | os.PathLike, texts: bool, done: _Embedded) -> str:
     if done.skipped:
-        return f"{source}: nothing to index: all {len(done.skipped)} inputs were skipped (first: {done.skipped[0]['path']}: {done.skipped[0]['reason']})"
+        first = done.skipped[0]
+        return (
+            f"{source}: nothing to index: all {len(done.skipped)} inputs were skipped "
+            f"(first: {first['path']}: {first['reason']})"
+        )
     hint = "" if texts else " (pass --texts to index its captions)"
     return f"{source}: nothing to index: no images found{hint}"
 
@@ -332,6 +372,16 @@ def _result(path: Path, done: _Embedded, start: float, kind: str, items: int) ->
     by_kind: dict[str, int] = {}
     for s in done.skipped:
         by_kind[s["kind"]] = by_kind.get(s["kind"], 0) + 1
-    return BuildResult(path=path, added=len(done.items), skipped=len(done.skipped), skipped_by_kind=by_kind,
-                       already_indexed=done.excluded, chunks=done.chunks, resumed_chunks=done.resumed,
-                       seconds=time.perf_counter() - start, type=kind, items=items, skipped_examples=done.skipped[:5])
+    return BuildResult(
+        path=path,
+        added=len(done.items),
+        skipped=len(done.skipped),
+        skipped_by_kind=by_kind,
+        already_indexed=done.excluded,
+        chunks=done.chunks,
+        resumed_chunks=done.resumed,
+        seconds=time.perf_counter() - start,
+        type=kind,
+        items=items,
+        skipped_examples=done.skipped[:5],
+    )

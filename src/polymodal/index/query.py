@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from polymodal.api import ImageInput, Model, load
 from polymodal.index.store import Hit
 from polymodal.index.vector_index import VectorIndex
 
 
-def open_for_search(path: str | os.PathLike, model: str | os.PathLike | Model | None = None) -> tuple[VectorIndex, Model]:
+def open_for_search(
+    path: str | os.PathLike, model: str | os.PathLike | Model | None = None
+) -> tuple[VectorIndex, Model]:
     """The index at ``path`` and the model to embed queries with: the one recorded in the index, or ``model``
     (which must be the same model, by identity: another model's vectors live in another space)."""
     index = VectorIndex.open(path)
@@ -23,11 +25,15 @@ def open_for_search(path: str | os.PathLike, model: str | os.PathLike | Model | 
     return index, loaded
 
 
-def search_text(index: VectorIndex, model: Model, texts: str | Sequence[str], k: int = 10, *, kind: str | None = None) -> list[list[Hit]]:
+def search_text(
+    index: VectorIndex, model: Model, texts: str | Sequence[str], k: int = 10, *, kind: str | None = None
+) -> list[list[Hit]]:
     """Hits per query text (text -> image search, or text -> text when the index holds texts)."""
     return index.search(model.embed_text(texts), k, kind=kind)
 
 
-def search_image(index: VectorIndex, model: Model, images: ImageInput | Sequence[ImageInput], k: int = 10, *, kind: str | None = None) -> list[list[Hit]]:
+def search_image(
+    index: VectorIndex, model: Model, images: ImageInput | Sequence[ImageInput], k: int = 10, *, kind: str | None = None
+) -> list[list[Hit]]:
     """Hits per query image (image -> image, or image -> text with ``kind="text"``)."""
     return index.search(model.embed_image(images), k, kind=kind)

@@ -54,10 +54,14 @@ def _sample_items(sample: Sample, texts: bool) -> Iterator[SourceItem]:
         yield SourceItem(Item("image", path=path, metadata=meta, source=sample.source, row=sample.row), sample.image)
     if texts:
         for caption in sample.text:
-            yield SourceItem(Item("text", path=path, text=caption, metadata={"id": sample.id}, source=sample.source, row=sample.row))
+            yield SourceItem(
+                Item("text", path=path, text=caption, metadata={"id": sample.id}, source=sample.source, row=sample.row)
+            )
 
 
-def iter_items(source: str | os.PathLike, *, texts: bool = False, bad_log: BadSampleLog | None = None) -> Iterator[SourceItem]:
+def iter_items(
+    source: str | os.PathLike, *, texts: bool = False, bad_log: BadSampleLog | None = None
+) -> Iterator[SourceItem]:
     """Items of ``source``: its images, and with ``texts`` its captions too (kind ``text``, path = their image).
 
     A directory with image files in it is walked recursively; anything else goes to

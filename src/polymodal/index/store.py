@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 ITEM_KINDS = ("image", "text")
 
@@ -74,7 +75,15 @@ def insert(conn: sqlite3.Connection, ids: Sequence[int], items: Sequence[Item]) 
     conn.executemany(
         "INSERT INTO items (id, kind, path, text, metadata, source, row) VALUES (?, ?, ?, ?, ?, ?, ?)",
         [
-            (int(i), it.kind, it.path, it.text, json.dumps(it.metadata, ensure_ascii=False, default=str), it.source, it.row)
+            (
+                int(i),
+                it.kind,
+                it.path,
+                it.text,
+                json.dumps(it.metadata, ensure_ascii=False, default=str),
+                it.source,
+                it.row,
+            )
             for i, it in zip(ids, items)
         ],
     )
@@ -90,7 +99,9 @@ def get(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, Item]:
     out: dict[int, Item] = {}
     for part in _chunks([int(i) for i in ids]):
         marks = ",".join("?" * len(part))
-        for row in conn.execute(f"SELECT id, kind, path, text, metadata, source, row FROM items WHERE id IN ({marks})", part):
+        for row in conn.execute(
+            f"SELECT id, kind, path, text, metadata, source, row FROM items WHERE id IN ({marks})", part
+        ):
             out[row[0]] = Item(row[1], row[2], row[3], json.loads(row[4]), row[5], row[6])
     return out
 
@@ -122,7 +133,7 @@ def tombstones(conn: sqlite3.Connection) -> set[int]:
 
 
 def counts(conn: sqlite3.Connection) -> dict[str, int]:
-    found = Counter({kind: n for kind, n in conn.execute("SELECT kind, COUNT(*) FROM items GROUP BY kind")})
+    found = Counter(dict(conn.execute("SELECT kind, COUNT(*) FROM items GROUP BY kind")))
     return {kind: found.get(kind, 0) for kind in ITEM_KINDS}
 
 

@@ -20,9 +20,10 @@ import datetime as dt
 import json
 import os
 import sqlite3
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -107,7 +108,9 @@ class VectorIndex:
         except (json.JSONDecodeError, TypeError) as e:
             raise IndexFormatError(f"{meta_path}: unreadable index metadata ({e})") from None
         if meta.version > FORMAT_VERSION:
-            raise IndexFormatError(f"{path}: index format {meta.version} is newer than this polymodal ({FORMAT_VERSION})")
+            raise IndexFormatError(
+                f"{path}: index format {meta.version} is newer than this polymodal ({FORMAT_VERSION})"
+            )
         index = _faiss().read_index(str(path / FAISS_FILE))
         conn = store.connect(path / ITEMS_FILE)
         opened = cls(path, meta, index, conn)
@@ -135,7 +138,11 @@ class VectorIndex:
 
     def vectors(self, ids: Sequence[int]) -> np.ndarray:
         """(N, D) stored vectors (exact for flat, hnsw and ivf; decoded approximations for ivfpq)."""
-        return np.stack([self.faiss_index.reconstruct(int(i)) for i in ids]) if ids else np.zeros((0, self.meta.embed_dim), np.float32)
+        return (
+            np.stack([self.faiss_index.reconstruct(int(i)) for i in ids])
+            if ids
+            else np.zeros((0, self.meta.embed_dim), np.float32)
+        )
 
     def search(
         self,
@@ -172,7 +179,9 @@ class VectorIndex:
                 return hits
             fetch = min(total, fetch * 2)
 
-    def _filter(self, scores: np.ndarray, ids: np.ndarray, found: dict[int, store.Item], kind: str | None, k: int) -> list[Hit]:
+    def _filter(
+        self, scores: np.ndarray, ids: np.ndarray, found: dict[int, store.Item], kind: str | None, k: int
+    ) -> list[Hit]:
         out: list[Hit] = []
         for score, i in zip(scores.tolist(), ids.tolist()):
             item = found.get(i)

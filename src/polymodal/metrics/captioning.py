@@ -16,9 +16,10 @@ import shutil
 import subprocess
 import warnings
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from importlib.util import find_spec
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,8 +28,9 @@ Preds = Mapping[Any, str]
 
 # pycocoevalcap lowercases PTB output and then drops exactly these tokens. Its list holds
 # "-LRB-" etc. in upper case, so the lowercased "-lrb-" bracket tokens survive: reproduced.
-_DROPPED = frozenset({"''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-",
-                      ".", "?", "!", ",", ":", "-", "--", "...", ";"})  # fmt: skip
+_DROPPED = frozenset(
+    {"''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";"}
+)
 _BRACKETS = {"(": "-lrb-", ")": "-rrb-", "[": "-lsb-", "]": "-rsb-", "{": "-lcb-", "}": "-rcb-"}
 # PTB splits these clitics off the word before them ("don't" -> "do n't", "dog's" -> "dog 's").
 _CLITIC = re.compile(r"(?<=\w)(n't|'s|'re|'ve|'ll|'d|'m)\b")
@@ -63,8 +65,10 @@ def _check(refs: Refs, preds: Preds) -> list:
     """The ids to score; refs and preds must cover the same ids (as pycocoevalcap asserts)."""
     if set(refs) != set(preds):
         missing, extra = set(refs) - set(preds), set(preds) - set(refs)
-        raise ValueError(f"refs and preds need the same ids; missing preds {sorted(missing, key=str)[:5]}, "
-                         f"preds without refs {sorted(extra, key=str)[:5]}")
+        raise ValueError(
+            f"refs and preds need the same ids; missing preds {sorted(missing, key=str)[:5]}, "
+            f"preds without refs {sorted(extra, key=str)[:5]}"
+        )
     for key, captions in refs.items():
         if isinstance(captions, str) or len(captions) == 0:
             raise ValueError(f"refs[{key!r}] must be a non-empty list of captions")
@@ -245,7 +249,11 @@ def meteor(refs: Refs, preds: Preds, jar: str | os.PathLike | None = None) -> fl
     # -stdio mode: one SCORE line per segment returns stats; EVAL with all stats gives the corpus score.
     proc = subprocess.Popen(
         ["java", "-jar", "-Xmx2G", str(jar_path), "-", "-", "-stdio", "-l", "en", "-norm"],
-        cwd=jar_path.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=jar_path.parent,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdin is not None and proc.stdout is not None
     stats = []

@@ -8,8 +8,9 @@ recall, both zero -> F1) is reported as 0, i.e. sklearn's ``zero_division=0``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 

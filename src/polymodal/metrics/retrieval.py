@@ -13,8 +13,8 @@ captions ranks <= K, and its median/mean rank use the best-ranked caption (the u
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -53,10 +53,12 @@ def retrieval_ranks(
     captions = _captions_per_image(owner, n_img)  # (N_image, C), -1 padded
 
     # Similarity of each text to its own image; the block loop counts rivals above it.
-    own_score = torch.cat([
-        (texts[i : i + chunk_size] * images[owner[i : i + chunk_size]]).sum(dim=1)
-        for i in range(0, n_txt, chunk_size)
-    ])  # (N_text,), in chunks so no (N_text, D) gathered copy of the images is made
+    own_score = torch.cat(
+        [
+            (texts[i : i + chunk_size] * images[owner[i : i + chunk_size]]).sum(dim=1)
+            for i in range(0, n_txt, chunk_size)
+        ]
+    )  # (N_text,), in chunks so no (N_text, D) gathered copy of the images is made
     t2i_above = torch.zeros(n_txt, dtype=torch.long, device=images.device)
     i2t_ranks = torch.full(captions.shape, -1, dtype=torch.long, device=images.device)
 
@@ -160,7 +162,9 @@ def _captions_per_image(owner: torch.Tensor, n_img: int) -> torch.Tensor:
         missing = (counts == 0).nonzero().squeeze(1)[:5].tolist()
         raise ValueError(f"images {missing} have no caption in text_to_image; every image needs one")
     order = torch.argsort(owner, stable=True)  # texts grouped by image
-    slot = torch.arange(len(owner), device=owner.device) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    slot = torch.arange(len(owner), device=owner.device) - torch.repeat_interleave(
+        torch.cumsum(counts, 0) - counts, counts
+    )
     table = torch.full((n_img, int(counts.max())), -1, dtype=torch.long, device=owner.device)
     table[owner[order], slot] = order
     return table

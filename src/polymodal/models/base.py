@@ -42,7 +42,9 @@ class ComposedModel(nn.Module):
     def modalities(self) -> list[str]:
         return list(self.encoders)
 
-    def encode(self, inputs: Inputs, present: Presence | None = None) -> tuple[dict[str, EncoderOutput], dict[str, Tensor]]:
+    def encode(
+        self, inputs: Inputs, present: Presence | None = None
+    ) -> tuple[dict[str, EncoderOutput], dict[str, Tensor]]:
         """Run the tower of each given modality; presence defaults to all True."""
         features: dict[str, EncoderOutput] = {}
         masks: dict[str, Tensor] = {}

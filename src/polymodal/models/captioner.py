@@ -20,8 +20,14 @@ from polymodal.modules.heads import DECODERS, ProjectionHead, TextDecoder, gener
 
 def build_decoder(config: DecoderConfig, memory_dim: int) -> TextDecoder:
     return DECODERS.build(  # type: ignore[no-any-return]
-        config.name, memory_dim=memory_dim, vocab_size=config.vocab_size, max_length=config.max_length,
-        pad_id=config.pad_id, bos_id=config.bos_id, eos_id=config.eos_id, **config.params,
+        config.name,
+        memory_dim=memory_dim,
+        vocab_size=config.vocab_size,
+        max_length=config.max_length,
+        pad_id=config.pad_id,
+        bos_id=config.bos_id,
+        eos_id=config.eos_id,
+        **config.params,
     )
 
 
@@ -36,8 +42,9 @@ def memory_of(tokens: Tensor, mask: Tensor | None, present: Tensor | None) -> tu
 class Captioner(ComposedModel):
     capabilities = frozenset({"caption"})
 
-    def __init__(self, encoders: Mapping[str, nn.Module], decoder: TextDecoder, source: str = "image",
-                 embed_dim: int = 256) -> None:
+    def __init__(
+        self, encoders: Mapping[str, nn.Module], decoder: TextDecoder, source: str = "image", embed_dim: int = 256
+    ) -> None:
         super().__init__(encoders)
         if source not in self.encoders:
             raise ValueError(f"source {source!r} has no encoder; encoders: {self.modalities}")
@@ -62,14 +69,19 @@ class Captioner(ComposedModel):
             raise ValueError("this captioner has no contrastive text tower, so it does not embed")
         return F.normalize(self.projections[modality](self.encoders[modality](x, mask).pooled), dim=-1)
 
-    def forward(self, inputs: Inputs, caption_ids: Tensor, caption_mask: Tensor | None = None,
-                present: Presence | None = None) -> dict[str, Any]:
+    def forward(
+        self, inputs: Inputs, caption_ids: Tensor, caption_mask: Tensor | None = None, present: Presence | None = None
+    ) -> dict[str, Any]:
         """Teacher forcing: ``logits`` (B, T, V) for every position of ``caption_ids``; CoCa-style also
         ``features`` (modality -> (B, embed_dim) unit vectors of the source and of the caption)."""
         x, mask = inputs[self.source]
         source = self.encoders[self.source](x, mask)
-        memory, memory_mask = memory_of(source.tokens, source.mask, None if present is None else present.get(self.source))
-        out: dict[str, Any] = {"logits": self.decoder(caption_ids, memory, memory_mask=memory_mask, attention_mask=caption_mask)}
+        memory, memory_mask = memory_of(
+            source.tokens, source.mask, None if present is None else present.get(self.source)
+        )
+        out: dict[str, Any] = {
+            "logits": self.decoder(caption_ids, memory, memory_mask=memory_mask, attention_mask=caption_mask)
+        }
         if self.contrastive:
             text = self.encoders["text"](caption_ids, caption_mask)
             out["features"] = {
@@ -82,7 +94,9 @@ class Captioner(ComposedModel):
         """Caption token ids (B, L); kwargs go to :func:`generate` (strategy, num_beams ...)."""
         x, mask = inputs[self.source]
         source = self.encoders[self.source](x, mask)
-        memory, memory_mask = memory_of(source.tokens, source.mask, None if present is None else present.get(self.source))
+        memory, memory_mask = memory_of(
+            source.tokens, source.mask, None if present is None else present.get(self.source)
+        )
         ids, _scores = generate(self.decoder, memory, memory_mask, **kwargs)
         return ids
 

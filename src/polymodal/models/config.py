@@ -8,7 +8,7 @@ the list of known names. Towers are always ``encoders: {modality: component}``.
 from __future__ import annotations
 
 import importlib
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -113,7 +113,9 @@ class CaptionerConfig(Config):
             raise ValueError(f"source {self.source!r} has no encoder; encoders: {sorted(self.encoders)}")
         others = set(self.encoders) - {self.source}
         if others - {"text"}:
-            raise ValueError(f"besides the source, a captioner takes only a contrastive 'text' tower; got {sorted(others)}")
+            raise ValueError(
+                f"besides the source, a captioner takes only a contrastive 'text' tower; got {sorted(others)}"
+            )
         return self
 
     @property
@@ -142,8 +144,10 @@ class QuestionAnsweringConfig(Config):
     @model_validator(mode="after")
     def _parts_fit(self) -> QuestionAnsweringConfig:
         if self.question not in self.encoders or len(self.encoders) < 2:
-            raise ValueError(f"needs a {self.question!r} tower for the question and at least one other; "
-                             f"encoders: {sorted(self.encoders)}")
+            raise ValueError(
+                f"needs a {self.question!r} tower for the question and at least one other; "
+                f"encoders: {sorted(self.encoders)}"
+            )
         if self.answer_mode == "classify" and self.num_answers is None:
             raise ValueError("answer_mode 'classify' needs num_answers")
         if self.answer_mode == "generate" and self.decoder is None:
@@ -152,7 +156,7 @@ class QuestionAnsweringConfig(Config):
 
 
 ModelConfig = Annotated[
-    Union[EmbeddingConfig, FusionClassifierConfig, CaptionerConfig, QuestionAnsweringConfig],
+    EmbeddingConfig | FusionClassifierConfig | CaptionerConfig | QuestionAnsweringConfig,
     Field(discriminator="kind"),
 ]
 MODEL_KINDS = ("embedding", "fusion_classifier", "captioner", "question_answering")

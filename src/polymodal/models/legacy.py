@@ -22,8 +22,11 @@ _DECODER_FIELDS = ("vocab_size", "max_length", "pad_id", "bos_id", "eos_id")
 def _decoder(old: dict[str, Any] | None) -> dict[str, Any] | None:
     if old is None or "name" in old:
         return old
-    return {"name": "transformer", **{k: old[k] for k in _DECODER_FIELDS if k in old},
-            "params": {k: v for k, v in old.items() if k not in _DECODER_FIELDS}}
+    return {
+        "name": "transformer",
+        **{k: old[k] for k in _DECODER_FIELDS if k in old},
+        "params": {k: v for k, v in old.items() if k not in _DECODER_FIELDS},
+    }
 
 
 def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
@@ -31,11 +34,17 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
     kind = config.get("kind")
     c = dict(config)
     if kind == "dual_encoder":
-        return {"kind": "embedding", "encoders": {"image": c["image_encoder"], "text": c["text_encoder"]},
-                **{k: c[k] for k in ("embed_dim", "projection") if k in c}}
+        return {
+            "kind": "embedding",
+            "encoders": {"image": c["image_encoder"], "text": c["text_encoder"]},
+            **{k: c[k] for k in ("embed_dim", "projection") if k in c},
+        }
     if kind == "vqa":
-        out = {"kind": "question_answering", "encoders": {"image": c["image_encoder"], "text": c["text_encoder"]},
-               **{k: c[k] for k in ("fusion", "fusion_dim", "answer_mode", "num_answers") if k in c}}
+        out = {
+            "kind": "question_answering",
+            "encoders": {"image": c["image_encoder"], "text": c["text_encoder"]},
+            **{k: c[k] for k in ("fusion", "fusion_dim", "answer_mode", "num_answers") if k in c},
+        }
         if c.get("decoder") is not None:
             out["decoder"] = _decoder(c["decoder"])
         return out
@@ -43,8 +52,13 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
         encoders = {"image": c["image_encoder"]}
         if c.get("contrastive_text_encoder") is not None:
             encoders["text"] = c["contrastive_text_encoder"]
-        return {"kind": "captioner", "encoders": encoders, "source": "image", "decoder": _decoder(c["decoder"]),
-                **{k: c[k] for k in ("embed_dim",) if k in c}}
+        return {
+            "kind": "captioner",
+            "encoders": encoders,
+            "source": "image",
+            "decoder": _decoder(c["decoder"]),
+            **{k: c[k] for k in ("embed_dim",) if k in c},
+        }
     if kind == "fusion_classifier" and ("head_hidden" in c or "dropout" in c or "head" not in c):
         params: dict[str, Any] = {"dropout": c.pop("dropout", 0.1)}
         hidden = c.pop("head_hidden", None)
@@ -55,10 +69,18 @@ def upgrade_config(config: dict[str, Any]) -> dict[str, Any]:
 
 
 _RENAMES = {
-    "dual_encoder": {"image_encoder.": "encoders.image.", "text_encoder.": "encoders.text.",
-                     "image_projection.": "projections.image.", "text_projection.": "projections.text."},
-    "captioner": {"image_encoder.": "encoders.image.", "text_encoder.": "encoders.text.",
-                  "image_projection.": "projections.image.", "text_projection.": "projections.text."},
+    "dual_encoder": {
+        "image_encoder.": "encoders.image.",
+        "text_encoder.": "encoders.text.",
+        "image_projection.": "projections.image.",
+        "text_projection.": "projections.text.",
+    },
+    "captioner": {
+        "image_encoder.": "encoders.image.",
+        "text_encoder.": "encoders.text.",
+        "image_projection.": "projections.image.",
+        "text_projection.": "projections.text.",
+    },
     "vqa": {"answer_head.": "head."},
 }
 
@@ -72,7 +94,7 @@ def upgrade_state(config: dict[str, Any], state: dict[str, Tensor]) -> dict[str,
     for key, value in state.items():
         for old, new in renames.items():
             if key.startswith(old):
-                key = new + key[len(old):]
+                key = new + key[len(old) :]
                 break
         out[key] = value
     return out

@@ -39,7 +39,10 @@ def _small_image(kind: str, image_size: int) -> ComponentConfig:
     if kind == "cnn":
         return ComponentConfig(name="cnn", params={"widths": [32, 64, 128, 128], "depths": [1, 1, 1, 1]})
     if kind == "vit":
-        return ComponentConfig(name="vit", params={"image_size": image_size, "patch_size": 8, "width": 128, "depth": 4, "heads": 4, "stem": "conv"})
+        return ComponentConfig(
+            name="vit",
+            params={"image_size": image_size, "patch_size": 8, "width": 128, "depth": 4, "heads": 4, "stem": "conv"},
+        )
     raise ValueError(f"image_encoder must be one of {', '.join(IMAGE_TOWERS)}, got {kind!r}")
 
 
@@ -52,7 +55,14 @@ def _fusion(name: str) -> ComponentConfig:
 def _small_text(vocab_size: int, max_length: int) -> ComponentConfig:
     return ComponentConfig(
         name="transformer_text",
-        params={"vocab_size": vocab_size, "width": 128, "depth": 3, "heads": 4, "max_length": max_length, "pooling": "eos"},
+        params={
+            "vocab_size": vocab_size,
+            "width": 128,
+            "depth": 3,
+            "heads": 4,
+            "max_length": max_length,
+            "pooling": "eos",
+        },
     )
 
 
@@ -69,7 +79,12 @@ def shapes_clip(
 
 @PRESETS.register("shapes-fusion")
 def shapes_fusion(
-    vocab_size: int = 512, image_size: int = 64, max_length: int = 32, image_encoder: str = "vit", fusion: str = "cross_attention", num_classes: int = 2
+    vocab_size: int = 512,
+    image_size: int = 64,
+    max_length: int = 32,
+    image_encoder: str = "vit",
+    fusion: str = "cross_attention",
+    num_classes: int = 2,
 ) -> FusionClassifierConfig:
     """Image + statement classifier; ``fusion`` picks any registered fusion module."""
     return FusionClassifierConfig(
@@ -105,7 +120,12 @@ def _decoder(name: str, vocab_size: int, max_length: int) -> DecoderConfig:
 
 @PRESETS.register("shapes-vqa")
 def shapes_vqa(
-    vocab_size: int = 512, image_size: int = 64, max_length: int = 32, image_encoder: str = "vit", num_answers: int = 64, fusion: str = "cross_attention"
+    vocab_size: int = 512,
+    image_size: int = 64,
+    max_length: int = 32,
+    image_encoder: str = "vit",
+    num_answers: int = 64,
+    fusion: str = "cross_attention",
 ) -> QuestionAnsweringConfig:
     """ViT + question transformer, fused, classifying over an answer vocabulary."""
     return QuestionAnsweringConfig(

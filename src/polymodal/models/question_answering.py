@@ -19,8 +19,14 @@ from polymodal.modules.heads import TextDecoder, generate
 class QuestionAnswerer(ComposedModel):
     capabilities = frozenset({"answer"})
 
-    def __init__(self, encoders: Mapping[str, nn.Module], fusion: Fusion, head: nn.Module | None = None,
-                 decoder: TextDecoder | None = None, question: str = "text") -> None:
+    def __init__(
+        self,
+        encoders: Mapping[str, nn.Module],
+        fusion: Fusion,
+        head: nn.Module | None = None,
+        decoder: TextDecoder | None = None,
+        question: str = "text",
+    ) -> None:
         super().__init__(encoders)
         if (head is None) == (decoder is None):
             raise ValueError("QuestionAnswerer needs exactly one of head (classify) or decoder (generate)")
@@ -58,8 +64,13 @@ class QuestionAnswerer(ComposedModel):
             return fused.tokens, fused.mask
         return fused.pooled.unsqueeze(1), None  # (B, 1, D)
 
-    def forward(self, inputs: Inputs, present: Presence | None = None, answer_ids: Tensor | None = None,
-                answer_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        inputs: Inputs,
+        present: Presence | None = None,
+        answer_ids: Tensor | None = None,
+        answer_mask: Tensor | None = None,
+    ) -> Tensor:
         """classify: answer logits (B, A). generate: decoder logits (B, T, V) for ``answer_ids``."""
         fused = self.fuse(inputs, present)
         if self.head is not None:

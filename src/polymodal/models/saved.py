@@ -23,7 +23,6 @@ from typing import Any
 import torch
 from safetensors.torch import load_file
 
-from polymodal.version import __version__
 from polymodal.config import ConfigError
 from polymodal.data.processors import Processor, TextProcessor, build_processor
 from polymodal.data.text import TextTokenizer
@@ -32,6 +31,7 @@ from polymodal.fsutil import atomic_directory
 from polymodal.models.base import ComposedModel, build_model
 from polymodal.models.config import parse_model_config
 from polymodal.models.legacy import FORMAT, legacy_processor_settings, upgrade_state
+from polymodal.version import __version__
 from polymodal.weights import load_state, save_weights
 
 CONFIG_FILE = "config.json"
@@ -48,8 +48,10 @@ def save_model(
 ) -> Path:
     """Write config, weights, processors (with their files) and answers to ``directory``, atomically."""
     if model.config is None:
-        raise ValueError(f"{type(model).__name__} was composed by hand, without a config; build it with "
-                         "build_model() to save it as a directory")
+        raise ValueError(
+            f"{type(model).__name__} was composed by hand, without a config; build it with "
+            "build_model() to save it as a directory"
+        )
     target = Path(directory)
     with atomic_directory(target) as tmp:
         meta = {"polymodal_version": __version__, "format": FORMAT, "config": model.config.model_dump(mode="json")}
@@ -104,8 +106,9 @@ def load_processors(directory: str | os.PathLike, model: ComposedModel | None = 
     if path.is_file():
         settings = json.loads(path.read_text())
     else:
-        settings = legacy_processor_settings(_read_meta(directory).get("config", {}), directory / PREPROCESS_FILE,
-                                             (directory / "tokenizer").is_dir())
+        settings = legacy_processor_settings(
+            _read_meta(directory).get("config", {}), directory / PREPROCESS_FILE, (directory / "tokenizer").is_dir()
+        )
     return {modality: build_processor(modality, s, directory) for modality, s in settings.items()}
 
 
@@ -145,7 +148,9 @@ class SavedModel:
         text = self.processors.get("text")
         return text.tokenizer if isinstance(text, TextProcessor) else None
 
-    def inputs(self, modality: str, refs: Sequence[Any], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor | None]:
+    def inputs(
+        self, modality: str, refs: Sequence[Any], device: torch.device | str = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(x, mask)`` for the model from raw references (paths, PIL images, strings ...) of one modality."""
         if modality not in self.processors:
             raise ValueError(f"{self.path}: the model has no {modality!r} processor; it has {sorted(self.processors)}")

@@ -105,17 +105,20 @@ def cache_towers(model: nn.Module, cache: Mapping[str, int]) -> None:
     frozen tower there is replaced by a :class:`CachedEncoder` over the store shared by its weights."""
     for path, max_items in cache.items():
         parent = submodule(model, path, "model.cache")
-        found = [(path, parent)] if isinstance(parent, Encoder) else [
-            (f"{path}.{name}", child) for name, child in parent.named_children() if isinstance(child, Encoder)
-        ]
+        found = (
+            [(path, parent)]
+            if isinstance(parent, Encoder)
+            else [(f"{path}.{name}", child) for name, child in parent.named_children() if isinstance(child, Encoder)]
+        )
         if not found:
             raise ConfigError(f"model.cache.{path}: holds no encoder (tower) to cache")
         for tower_path, encoder in found:
             if isinstance(encoder, CachedEncoder):
                 continue
             if not encoder.frozen:
-                raise ConfigError(f"model.cache.{path}: only a frozen tower can cache its outputs; "
-                                  f"add model.freeze: {{{path}: 0}}")
+                raise ConfigError(
+                    f"model.cache.{path}: only a frozen tower can cache its outputs; add model.freeze: {{{path}: 0}}"
+                )
             owner_path, _, name = tower_path.rpartition(".")
             owner = model.get_submodule(owner_path) if owner_path else model
             setattr(owner, name, CachedEncoder(encoder, FeatureCache.for_encoder(encoder, max_items)))

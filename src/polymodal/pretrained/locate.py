@@ -26,9 +26,7 @@ def find_package_dir(package: str) -> Path:
     """Directory of an installed (not imported) package, or :class:`PretrainedNotInstalled`."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise PretrainedNotInstalled(
-            f"the pretrained weights package {package!r} is not installed: {INSTALL_HINT}"
-        )
+        raise PretrainedNotInstalled(f"the pretrained weights package {package!r} is not installed: {INSTALL_HINT}")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -68,4 +66,4 @@ def resolve_pretrained(path: str | os.PathLike[str]) -> str | os.PathLike[str]:
     text = str(path)
     if not text.startswith(PRETRAINED_SCHEME):
         return path
-    return str(pretrained_dir(text[len(PRETRAINED_SCHEME):]))
+    return str(pretrained_dir(text[len(PRETRAINED_SCHEME) :]))

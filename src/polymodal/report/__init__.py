@@ -17,13 +17,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from polymodal.evaluate.results import ResultFile, load_results
 from polymodal.report.build import build_document
+from polymodal.report.errors import ReportError
 from polymodal.report.html import render_html
 from polymodal.report.markdown import render_markdown, write_assets
 from polymodal.report.plots import require_matplotlib
 from polymodal.report.runs import Run, load_runs
-from polymodal.evaluate.results import ResultFile, load_results
-from polymodal.report.errors import ReportError
 
 
 @dataclass
@@ -61,5 +61,15 @@ def write_report(
     return WrittenReport(out_dir / "report.md", out_dir / "report.html", assets, [r.name for r in runs], warnings)
 
 
-__all__ = ["ResultFile", "ReportError", "Run", "WrittenReport", "build_document", "load_results", "load_runs",
-           "render_html", "render_markdown", "write_report"]
+__all__ = [
+    "ResultFile",
+    "ReportError",
+    "Run",
+    "WrittenReport",
+    "build_document",
+    "load_results",
+    "load_runs",
+    "render_html",
+    "render_markdown",
+    "write_report",
+]

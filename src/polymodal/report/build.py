@@ -16,21 +16,40 @@ from typing import Any, TypeVar
 
 from PIL import Image
 
-from polymodal.version import __version__
 from polymodal.config import flatten_config
+from polymodal.evaluate.results import Example, Result
 from polymodal.hardware import describe_record
 from polymodal.report import plots
 from polymodal.report.blocks import (
-    Asset, Block, Document, ExampleCard, ExampleGrid, Heading, Paragraph, PlotGrid, RetrievedItem, Table, Verbatim,
+    Asset,
+    Block,
+    Document,
+    ExampleCard,
+    ExampleGrid,
+    Heading,
+    Paragraph,
+    PlotGrid,
+    RetrievedItem,
+    Table,
+    Verbatim,
 )
 from polymodal.report.runs import Run, TrainingLog
-from polymodal.evaluate.results import Example, Result
 from polymodal.report.thumbnails import Thumbnails
+from polymodal.version import __version__
 
 MISSING = Verbatim("—")
 DIRECTIONS = {"i2t": "image → text", "t2i": "text → image"}
 # Always shown for training runs (when present), beside every setting that differs between runs.
-KEY_SETTINGS = ["model.preset", "task.kind", "task.loss", "train.steps", "train.batch_size", "train.lr", "train.precision", "train.seed"]
+KEY_SETTINGS = [
+    "model.preset",
+    "objective.kind",
+    "objective.loss",
+    "train.steps",
+    "train.batch_size",
+    "train.lr",
+    "train.precision",
+    "train.seed",
+]
 MAX_BAR_CATEGORIES = 40
 T = TypeVar("T")
 
@@ -88,7 +107,9 @@ class _Builder:
         self._plot_count += 1
         with Image.open(io.BytesIO(png)) as im:
             width, height = im.size
-        return Asset(slug=f"plot-{self._plot_count:02d}-{_slugify(name)}", png=png, alt=title, width=width, height=height)
+        return Asset(
+            slug=f"plot-{self._plot_count:02d}-{_slugify(name)}", png=png, alt=title, width=width, height=height
+        )
 
     # ------------------------------------------------------------------ sections
     def provenance(self) -> list[Block]:
@@ -97,7 +118,9 @@ class _Builder:
             return []
 
         def cell(run: Run, get: Any) -> str:
-            values = _ordered_union([[str(v)] for v in (get(doc.provenance) for _, doc in run.eval_files) if v not in (None, "", {})])
+            values = _ordered_union(
+                [[str(v)] for v in (get(doc.provenance) for _, doc in run.eval_files) if v not in (None, "", {})]
+            )
             return "; ".join(values) if values else MISSING
 
         rows = [
@@ -106,19 +129,29 @@ class _Builder:
             ["data", *[cell(r, lambda p: p.data.path) for r in eval_runs]],
             ["data hash", *[cell(r, lambda p: p.data.hash[:12]) for r in eval_runs]],
             ["seed", *[cell(r, lambda p: p.seed) for r in eval_runs]],
-            ["versions", *[cell(r, lambda p: ", ".join(f"{k} {v or '—'}" for k, v in p.versions.items())) for r in eval_runs]],
+            [
+                "versions",
+                *[cell(r, lambda p: ", ".join(f"{k} {v or '—'}" for k, v in p.versions.items())) for r in eval_runs],
+            ],
             ["command", *[cell(r, lambda p: p.command) for r in eval_runs]],
             ["created", *[cell(r, lambda p: p.created) for r in eval_runs]],
             ["result files", *["; ".join(str(path) for path, _ in r.eval_files) for r in eval_runs]],
         ]
-        return [Heading("Provenance", anchor="provenance"), Table(["", *[r.name for r in eval_runs]], rows, numeric=False)]
+        return [
+            Heading("Provenance", anchor="provenance"),
+            Table(["", *[r.name for r in eval_runs]], rows, numeric=False),
+        ]
 
     def benchmarks(self) -> list[Block]:
         keys = _ordered_union(self.results[id(r)].keys() for r in self.runs)
         blocks: list[Block] = []
         for benchmark, split in keys:
             # Only runs evaluated on this benchmark and split get a column and a line.
-            present = [(r, self.results[id(r)][(benchmark, split)]) for r in self.runs if (benchmark, split) in self.results[id(r)]]
+            present = [
+                (r, self.results[id(r)][(benchmark, split)])
+                for r in self.runs
+                if (benchmark, split) in self.results[id(r)]
+            ]
             blocks.append(Heading(f"{benchmark} · {split}", anchor=_slugify(f"{benchmark}-{split}")))
             blocks.append(self.metrics_table(present))
             figures = self.benchmark_plots(f"{benchmark}-{split}", present)
@@ -134,10 +167,18 @@ class _Builder:
         headline = present[0][1].headline
         names = _ordered_union([[headline], *(res.metrics for _, res in present)])
         rows = [
-            [name, *[fmt_ci(res.metrics[name], res.ci95.get(name)) if name in res.metrics else MISSING for _, res in present]]
+            [
+                name,
+                *[
+                    fmt_ci(res.metrics[name], res.ci95.get(name)) if name in res.metrics else MISSING
+                    for _, res in present
+                ],
+            ]
             for name in names
         ]
-        caption = f"Headline metric: {headline}. Brackets hold the 95% confidence interval where the result file gives one."
+        caption = (
+            f"Headline metric: {headline}. Brackets hold the 95% confidence interval where the result file gives one."
+        )
         return Table(["metric", *[run.name for run, _ in present]], rows, caption=caption, bold_rows={0})
 
     def benchmark_plots(self, key: str, present: list[tuple[Run, Result]]) -> list[Asset]:
@@ -152,8 +193,11 @@ class _Builder:
                 png = plots.grouped_bars("Metrics by run (95% CI)", rates, groups, errors)
                 figures.append(self.plot(f"{key}-metrics", "Metrics by run", png))
         figures.extend(self.recall_plot(key, present))
-        for field, label in (("per_class", "Per class"), ("per_question_type", "Per question type"),
-                             ("per_statement_type", "Per statement type")):
+        for field, label in (
+            ("per_class", "Per class"),
+            ("per_question_type", "Per question type"),
+            ("per_statement_type", "Per statement type"),
+        ):
             figures.extend(self.category_bars(key, present, field, label))
         figures.extend(self.robustness_plots(key, present))
         for run, res in present:
@@ -200,7 +244,9 @@ class _Builder:
         panels: dict[str, list[plots.Series]] = {}
         for run, rob in robust:
             for corruption, by_severity in (rob.corruptions or {}).items():
-                panels.setdefault(corruption, []).append(self.series(run, ((float(s), v) for s, v in by_severity.items())))
+                panels.setdefault(corruption, []).append(
+                    self.series(run, ((float(s), v) for s, v in by_severity.items()))
+                )
         if panels:
             png = plots.line_panels(f"Robustness to corruptions ({metric})", panels, "severity", metric)
             figures.append(self.plot(f"{key}-corruptions", "Robustness to corruptions", png))
@@ -220,9 +266,15 @@ class _Builder:
 
     def card(self, example: Example) -> ExampleCard:
         image, note = self.thumbnails.get(example.image) if example.image else (None, None)
-        fields = [(label, value) for label, value in (
-            ("text", example.text), ("prediction", example.prediction), ("reference", example.reference)
-        ) if value is not None]
+        fields = [
+            (label, value)
+            for label, value in (
+                ("text", example.text),
+                ("prediction", example.prediction),
+                ("reference", example.reference),
+            )
+            if value is not None
+        ]
         retrieved = []
         for item in (example.retrieved or [])[: self.max_retrieved]:
             thumb = self.thumbnails.get(item.image)[0] if item.image else None
@@ -274,7 +326,9 @@ class _Builder:
         if not keys:
             return None
         rows = [[k, *[str(f[k]) if k in f else MISSING for f in flat]] for k in keys]
-        caption = "Recipe settings (config.yaml): key settings" + (" and every setting that differs between runs." if len(trained) > 1 else ".")
+        caption = "Recipe settings (config.yaml): key settings" + (
+            " and every setting that differs between runs." if len(trained) > 1 else "."
+        )
         return Table(["setting", *[r.name for r, _ in trained]], rows, caption=caption, numeric=False)
 
     def training_plots(self, trained: list[tuple[Run, TrainingLog]]) -> list[Asset]:
@@ -282,7 +336,11 @@ class _Builder:
         loss = [self.series(r, ((s["step"], s["loss"]) for s in log.steps if "loss" in s)) for r, log in trained]
         loss = [s for s in loss if s.xs]
         if loss:
-            figures.append(self.plot("training-loss", "Training loss", plots.line_panels("Training loss", {"loss": loss}, "step", "loss")))
+            figures.append(
+                self.plot(
+                    "training-loss", "Training loss", plots.line_panels("Training loss", {"loss": loss}, "step", "loss")
+                )
+            )
         panels: dict[str, list[plots.Series]] = {}
         for name in _ordered_union(m for _, log in trained for _, m in log.evals)[:4]:
             for r, log in trained:
@@ -296,11 +354,17 @@ class _Builder:
         return figures
 
 
-def build_document(runs: list[Run], *, title: str = "polymodal report", max_examples: int = 8, max_retrieved: int = 5) -> Document:
+def build_document(
+    runs: list[Run], *, title: str = "polymodal report", max_examples: int = 8, max_retrieved: int = 5
+) -> Document:
     """The whole report as blocks, ready for :func:`~polymodal.report.markdown.render_markdown`
     and :func:`~polymodal.report.html.render_html`."""
     builder = _Builder(runs, max_examples, max_retrieved)
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    intro = Paragraph(f"{len(runs)} {'run' if len(runs) == 1 else 'runs'}: {', '.join(r.name for r in runs)}. Generated {created} by polymodal {__version__}.", muted=True)
+    intro = Paragraph(
+        f"{len(runs)} {'run' if len(runs) == 1 else 'runs'}: {', '.join(r.name for r in runs)}. "
+        f"Generated {created} by polymodal {__version__}.",
+        muted=True,
+    )
     blocks: list[Block] = [intro, *builder.provenance(), *builder.benchmarks(), *builder.training()]
     return Document(title=title, blocks=blocks)

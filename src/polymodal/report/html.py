@@ -11,7 +11,15 @@ import base64
 from html import escape
 
 from polymodal.report.blocks import (
-    Asset, Document, ExampleCard, ExampleGrid, Heading, Paragraph, PlotGrid, RetrievedItem, Table,
+    Asset,
+    Document,
+    ExampleCard,
+    ExampleGrid,
+    Heading,
+    Paragraph,
+    PlotGrid,
+    RetrievedItem,
+    Table,
 )
 
 WIDE_PX = 600  # a plot wider than the 5-inch default (several panels) gets a whole row
@@ -28,7 +36,8 @@ h3 { font-size: 16px; margin: 24px 0 10px; }
 p.muted, .caption { color: var(--muted); font-size: 13px; }
 nav { font-size: 13px; margin: 8px 0 0; }
 nav a { color: #1d4ed8; text-decoration: none; margin-right: 14px; }
-.table-wrap { width: fit-content; min-width: min(520px, 100%); max-width: 100%; margin: 10px 0; overflow-x: auto; background: #fff; border: 1px solid var(--line); border-radius: 8px; }
+.table-wrap { width: fit-content; min-width: min(520px, 100%); max-width: 100%; margin: 10px 0; overflow-x: auto;
+  background: #fff; border: 1px solid var(--line); border-radius: 8px; }
 table { border-collapse: collapse; width: 100%; font-size: 13.5px; }
 th, td { padding: 7px 12px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
 th { background: #f3f4f6; font-weight: 600; white-space: nowrap; }
@@ -37,7 +46,8 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-sp
 tr.bold td { font-weight: 600; }
 td.key { color: #374151; white-space: nowrap; }
 td { overflow-wrap: anywhere; }
-.plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(440px, 1fr)); grid-auto-flow: dense; gap: 16px; margin: 16px 0; }
+.plots { display: grid; grid-template-columns: repeat(auto-fill, minmax(440px, 1fr)); grid-auto-flow: dense;
+  gap: 16px; margin: 16px 0; }
 figure.wide { grid-column: 1 / -1; }
 figure { margin: 0; background: #fff; border: 1px solid var(--line); border-radius: 8px; padding: 10px; }
 figure img { max-width: 100%; height: auto; display: block; margin: 0 auto; }
@@ -47,7 +57,8 @@ figure img { max-width: 100%; height: auto; display: block; margin: 0 auto; }
 .card.ok { border-left-color: var(--ok); }
 .card.bad { border-left-color: var(--bad); }
 .thumb { flex: 0 0 auto; align-self: flex-start; width: 128px; min-height: 64px; display: flex; align-items: center;
-  justify-content: center; background: #f3f4f6; border-radius: 4px; color: var(--muted); font-size: 11px; text-align: center; }
+  justify-content: center; background: #f3f4f6; border-radius: 4px; color: var(--muted); font-size: 11px;
+  text-align: center; }
 /* Thumbnails are at most 128 px; smaller sources (64 px benchmark images) are shown at 128 too. */
 .thumb img { width: 128px; height: auto; border-radius: 4px; display: block; }
 .fields { min-width: 0; }
@@ -71,8 +82,7 @@ def data_uri(asset: Asset) -> str:
 
 def _img(asset: Asset, css_class: str = "") -> str:
     cls = f' class="{css_class}"' if css_class else ""
-    return (f'<img{cls} src="{data_uri(asset)}" alt="{escape(asset.alt)}" '
-            f'width="{asset.width}" height="{asset.height}">')
+    return f'<img{cls} src="{data_uri(asset)}" alt="{escape(asset.alt)}" width="{asset.width}" height="{asset.height}">'
 
 
 def _table(table: Table) -> str:
@@ -87,11 +97,14 @@ def _table(table: Table) -> str:
         attr = ' class="bold"' if r in table.bold_rows else ""
         rows.append(f"<tr{attr}>" + "".join(cell("td", c, i) for i, c in enumerate(cells)) + "</tr>")
     caption = f'<p class="caption">{escape(table.caption)}</p>' if table.caption else ""
-    return f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>{caption}'
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    return f'<div class="table-wrap">{table}</div>{caption}'
 
 
 def _plots(grid: PlotGrid) -> str:
-    figures = "".join(f'<figure{" class=wide" if plot.width > WIDE_PX else ""}>{_img(plot)}</figure>' for plot in grid.plots)
+    figures = "".join(
+        f"<figure{' class=wide' if plot.width > WIDE_PX else ''}>{_img(plot)}</figure>" for plot in grid.plots
+    )
     return f'<div class="plots">{figures}</div>'
 
 
@@ -124,7 +137,7 @@ def _card(card: ExampleCard) -> str:
 
 
 def _examples(grid: ExampleGrid) -> str:
-    return f"<h3>{escape(grid.title)}</h3><div class=\"examples\">{''.join(_card(c) for c in grid.cards)}</div>"
+    return f'<h3>{escape(grid.title)}</h3><div class="examples">{"".join(_card(c) for c in grid.cards)}</div>'
 
 
 def render_html(document: Document) -> str:
@@ -137,7 +150,7 @@ def render_html(document: Document) -> str:
             anchor = f' id="{escape(block.anchor)}"' if block.anchor else ""
             body.append(f"<h{block.level}{anchor}>{escape(block.text)}</h{block.level}>")
         elif isinstance(block, Paragraph):
-            body.append(f'<p{" class=muted" if block.muted else ""}>{escape(block.text)}</p>')
+            body.append(f"<p{' class=muted' if block.muted else ''}>{escape(block.text)}</p>")
         elif isinstance(block, Table):
             body.append(_table(block))
         elif isinstance(block, PlotGrid):
@@ -145,10 +158,11 @@ def render_html(document: Document) -> str:
         elif isinstance(block, ExampleGrid):
             body.append(_examples(block))
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
         # The page may not fetch anything: a CSP keeps even a forged tag from reaching out.
-        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">"
+        '<meta http-equiv="Content-Security-Policy" '
+        "content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">"
         f"<title>{escape(document.title)}</title><style>{CSS}</style></head>"
         f"<body><main><h1>{escape(document.title)}</h1><nav>{nav}</nav>{''.join(body)}</main></body></html>\n"
     )

@@ -59,11 +59,18 @@ def _mark(correct: bool | None) -> str:
 def _examples(grid: ExampleGrid) -> list[str]:
     lines = [f"### {md_escape(grid.title)}", ""]
     # Only the columns some card fills: a zero-shot example has no text, a caption no result.
-    labels = [label for label in ("text", "prediction", "reference") if any(label in dict(c.fields) for c in grid.cards)]
+    labels = [
+        label for label in ("text", "prediction", "reference") if any(label in dict(c.fields) for c in grid.cards)
+    ]
     has_image = any(c.image is not None or c.image_note for c in grid.cards)
     has_result = any(c.correct is not None for c in grid.cards)
     has_retrieved = any(c.retrieved for c in grid.cards)
-    header = (["image"] if has_image else []) + labels + (["result"] if has_result else []) + (["retrieved (score)"] if has_retrieved else [])
+    header = (
+        (["image"] if has_image else [])
+        + labels
+        + (["result"] if has_result else [])
+        + (["retrieved (score)"] if has_retrieved else [])
+    )
     lines.append("| " + " | ".join(header) + " |")
     lines.append("| " + " | ".join("---" for _ in header) + " |")
     for card in grid.cards:
@@ -75,7 +82,10 @@ def _examples(grid: ExampleGrid) -> list[str]:
         if has_result:
             cells.append(_mark(card.correct))
         if has_retrieved:
-            items = [f"{item.score:.3f} " + (_image(item.image) if item.image else md_escape(item.text or "")) for item in card.retrieved]
+            items = [
+                f"{item.score:.3f} " + (_image(item.image) if item.image else md_escape(item.text or ""))
+                for item in card.retrieved
+            ]
             cells.append(" · ".join(items))
         lines.append("| " + " | ".join(cells) + " |")
     return lines

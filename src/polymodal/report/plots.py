@@ -25,7 +25,9 @@ def require_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise ReportError("reports draw plots with matplotlib, which is not installed: pip install 'polymodal[report]'") from None
+        raise ReportError(
+            "reports draw plots with matplotlib, which is not installed: pip install 'polymodal[report]'"
+        ) from None
 
 
 def colour(index: int) -> str:
@@ -85,8 +87,14 @@ def _legend(fig: Any, axes: Sequence[Any]) -> None:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             by_label.setdefault(label, handle)
     if len(by_label) > 1:
-        fig.legend(list(by_label.values()), list(by_label), loc="outside lower center",
-                   ncols=min(len(by_label), 4), fontsize=8, frameon=False)
+        fig.legend(
+            list(by_label.values()),
+            list(by_label),
+            loc="outside lower center",
+            ncols=min(len(by_label), 4),
+            fontsize=8,
+            frameon=False,
+        )
 
 
 def grouped_bars(
@@ -114,7 +122,14 @@ def grouped_bars(
             for xi, value, interval in zip(offsets, values, errors[g]):
                 if interval is not None and value is not None:
                     lo, hi = interval
-                    ax.errorbar(xi, value, yerr=[[max(value - lo, 0)], [max(hi - value, 0)]], color="#374151", capsize=2, linewidth=0.9)
+                    ax.errorbar(
+                        xi,
+                        value,
+                        yerr=[[max(value - lo, 0)], [max(hi - value, 0)]],
+                        color="#374151",
+                        capsize=2,
+                        linewidth=0.9,
+                    )
     rotate = len(categories) > 5
     ax.set_xticks(x, [_short(c) for c in categories], rotation=30 if rotate else 0, ha="right" if rotate else "center")
     ax.set_ylabel(_text(ylabel), fontsize=9)
@@ -143,8 +158,15 @@ def line_panels(
     for ax, (panel, series) in zip(axes, panels.items()):
         xs_all = sorted({x for s in series for x in s.xs})
         for s in series:
-            ax.plot(s.xs, s.ys, marker="o", markersize=3.5, linewidth=1.6, color=colour(s.colour_index),
-                    label=_text(s.label))
+            ax.plot(
+                s.xs,
+                s.ys,
+                marker="o",
+                markersize=3.5,
+                linewidth=1.6,
+                color=colour(s.colour_index),
+                label=_text(s.label),
+            )
         if len(xs_all) <= 8:
             ax.set_xticks(xs_all, [f"{x:g}" for x in xs_all])
         else:
@@ -172,7 +194,13 @@ def confusion_heatmap(title: str, classes: Sequence[str], matrix: Sequence[Seque
     shown = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     ticks = range(len(classes))
     labels = [_short(c, 14) for c in classes]
-    ax.set_xticks(ticks, labels, rotation=90 if len(classes) > 20 else 45, ha="center" if len(classes) > 20 else "right", fontsize=fontsize)
+    ax.set_xticks(
+        ticks,
+        labels,
+        rotation=90 if len(classes) > 20 else 45,
+        ha="center" if len(classes) > 20 else "right",
+        fontsize=fontsize,
+    )
     ax.set_yticks(ticks, labels, fontsize=fontsize)
     ax.set_xlabel("predicted", fontsize=9)
     ax.set_ylabel("true", fontsize=9)
@@ -180,8 +208,15 @@ def confusion_heatmap(title: str, classes: Sequence[str], matrix: Sequence[Seque
     if len(classes) <= 12:
         for i in ticks:
             for j in ticks:
-                ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=7,
-                        color="white" if rates[i, j] > 0.5 else "#111827")
+                ax.text(
+                    j,
+                    i,
+                    f"{int(counts[i, j])}",
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if rates[i, j] > 0.5 else "#111827",
+                )
     bar = fig.colorbar(shown, ax=ax, shrink=0.8)
     bar.set_label("fraction of true class", fontsize=8)
     bar.ax.tick_params(labelsize=7)

@@ -16,6 +16,7 @@ import yaml
 
 from polymodal.evaluate.results import Result, ResultFile, ResultFileError, is_result_document, parse_results, read_json
 from polymodal.report.errors import ReportError
+from polymodal.train.recipe import upgrade_recipe_dict
 
 EVAL_DIRS = (".", "eval")
 
@@ -72,7 +73,9 @@ def _read_eval_files(directory: Path, warnings: list[str]) -> list[tuple[Path, R
     return found
 
 
-def read_metrics_jsonl(path: Path, warnings: list[str]) -> tuple[list[dict[str, float]], list[tuple[int, dict[str, float]]]]:
+def read_metrics_jsonl(
+    path: Path, warnings: list[str]
+) -> tuple[list[dict[str, float]], list[tuple[int, dict[str, float]]]]:
     """Split ``metrics.jsonl`` into training-step records and evaluation records.
 
     A killed run can leave a truncated last line, so unparsable lines are skipped with a warning.
@@ -113,7 +116,8 @@ def _read_training(directory: Path, warnings: list[str]) -> TrainingLog | None:
             config = yaml.safe_load((directory / "config.yaml").read_text(encoding="utf-8"))
         except yaml.YAMLError:
             warnings.append(f"{directory / 'config.yaml'}: skipped (invalid YAML)")
-    return TrainingLog(steps=steps, evals=evals, summary=summary, config=config if isinstance(config, dict) else None)
+    config = upgrade_recipe_dict(config) if isinstance(config, dict) else None  # a run from before `objective:`
+    return TrainingLog(steps=steps, evals=evals, summary=summary, config=config)
 
 
 def load_run(path: str | Path, warnings: list[str] | None = None) -> Run:
@@ -124,7 +128,9 @@ def load_run(path: str | Path, warnings: list[str] | None = None) -> Run:
         return Run(name=path.stem, path=path, eval_files=[(path, parse_results(read_json(path), path))])
     if not path.is_dir():
         raise ReportError(f"{path}: no such file or directory")
-    run = Run(name=path.name, path=path, eval_files=_read_eval_files(path, warnings), training=_read_training(path, warnings))
+    run = Run(
+        name=path.name, path=path, eval_files=_read_eval_files(path, warnings), training=_read_training(path, warnings)
+    )
     if not run.eval_files and run.training is None:
         raise ReportError(
             f"{path}: nothing to report: no result files (*.json with {'polymodal_eval'!r}) and no metrics.jsonl"

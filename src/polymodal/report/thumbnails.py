@@ -40,4 +40,6 @@ class Thumbnails:
         image.save(buffer, format="PNG", optimize=True)
         # Named by the source path's hash: stable across runs, no untrusted text in file names.
         slug = "img-" + hashlib.sha256(path.encode()).hexdigest()[:16]
-        return Asset(slug=slug, png=buffer.getvalue(), alt=Path(path).name, width=image.width, height=image.height), None
+        return Asset(
+            slug=slug, png=buffer.getvalue(), alt=Path(path).name, width=image.width, height=image.height
+        ), None

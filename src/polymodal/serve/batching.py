@@ -13,9 +13,10 @@ import asyncio
 import queue
 import threading
 import time
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any
 
 RunBatch = Callable[[list[Any]], Sequence[Any]]  # items -> one result per item, in order
 
@@ -44,8 +45,14 @@ _STOP = object()
 class MicroBatcher:
     """Runs submitted jobs on one daemon worker thread, batching jobs that share a key."""
 
-    def __init__(self, max_batch_size: int = 32, max_wait_ms: float = 5.0, *, name: str = "polymodal-model",
-                 before_batch: Callable[[], object] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 5.0,
+        *,
+        name: str = "polymodal-model",
+        before_batch: Callable[[], object] | None = None,
+    ) -> None:
         """``before_batch`` runs on the worker thread before each batch (e.g. to follow the machine's load)."""
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -169,4 +176,3 @@ class MicroBatcher:
         self.stats.items += len(items)
         self.stats.largest_batch = max(self.stats.largest_batch, len(items))
         return results
-

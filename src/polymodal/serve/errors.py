@@ -20,8 +20,13 @@ from polymodal.data.errors import BadSampleError
 logger = logging.getLogger("polymodal.serve")
 
 _HTTP_CODES = {
-    400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-    413: "too_large", 415: "unsupported_media_type", 422: "invalid_request",
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
 }
 
 

@@ -69,7 +69,7 @@ async def read_image_request(
             if not isinstance(upload, UploadFile):
                 raise ApiError(422, "invalid_request", f"multipart body needs a file part named {IMAGE_FIELD!r}")
             raw = await upload.read()
-            fields = {key: _form_value(options, key, form.getlist(key)) for key in form.keys() if key != IMAGE_FIELD}
+            fields = {key: _form_value(options, key, form.getlist(key)) for key in form if key != IMAGE_FIELD}
         parsed = validate(options, fields)
     else:
         try:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hmac
-from typing import Any, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from fastapi import Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -72,8 +73,12 @@ class RequestGuard:
 
     def _too_large(self) -> Callable[..., Awaitable[None]]:
         mb = self.max_body_bytes / (1024 * 1024)
-        return error_response(413, "too_large", f"request body is over the upload limit of {mb:g} MB "
-                                                f"({self.max_body_bytes:,} bytes)", {"Connection": "close"})
+        return error_response(
+            413,
+            "too_large",
+            f"request body is over the upload limit of {mb:g} MB ({self.max_body_bytes:,} bytes)",
+            {"Connection": "close"},
+        )
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -105,8 +110,12 @@ def api_key_dependency(expected: str) -> Callable[..., Any]:
         supplied = credentials.credentials if credentials is not None else api_key
         # compare_digest: the time taken must not reveal how many leading characters were right.
         if supplied is None or not hmac.compare_digest(supplied.encode(), expected_bytes):
-            raise ApiError(401, "unauthorized", "missing or wrong API key: send 'Authorization: Bearer KEY' "
-                                                "or 'X-API-Key: KEY'", {"WWW-Authenticate": "Bearer"})
+            raise ApiError(
+                401,
+                "unauthorized",
+                "missing or wrong API key: send 'Authorization: Bearer KEY' or 'X-API-Key: KEY'",
+                {"WWW-Authenticate": "Bearer"},
+            )
 
     return require_api_key
 
@@ -123,8 +132,10 @@ def bind_warning(host: str, api_key: str | None) -> str | None:
 
 
 # The page loads only its own files: no CDN, no inline script, no framing by other sites.
-CONTENT_SECURITY_POLICY = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
-                           "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),

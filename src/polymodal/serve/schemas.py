@@ -43,7 +43,8 @@ class EmbedResponse(BaseModel):
 class ClassifyOptions(_Strict):
     labels: list[str] = Field(min_length=2, max_length=MAX_LABELS, description="Candidate class names.")
     templates: str | list[str] = Field(
-        "simple", description="A template set name or a list of prompt templates with one '{}' each.")
+        "simple", description="A template set name or a list of prompt templates with one '{}' each."
+    )
     top_k: int | None = Field(None, ge=1, le=MAX_LABELS, description="Return only the k most probable labels.")
 
 

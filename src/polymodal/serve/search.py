@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -16,8 +17,7 @@ class SearchIndex(Protocol):
 
     model_identity: str | None  # the identity of the model whose vectors the index holds
 
-    def __len__(self) -> int:
-        ...
+    def __len__(self) -> int: ...
 
     def search_vectors(self, vectors: np.ndarray, *, k: int, kind: str | None = None) -> Sequence[Sequence[Any]]:
         """(Q, D) unit vectors -> per query, hits with id, score, kind, path, text, metadata; best first."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -35,8 +36,10 @@ class Service:
 
     # -- what works -------------------------------------------------------------------------------------------
     def endpoints(self) -> dict[str, bool]:
-        return {path: (cap is None or cap in self.model.capabilities) and (not needs_index or self.index is not None)
-                for path, (cap, needs_index) in ENDPOINT_NEEDS.items()}
+        return {
+            path: (cap is None or cap in self.model.capabilities) and (not needs_index or self.index is not None)
+            for path, (cap, needs_index) in ENDPOINT_NEEDS.items()
+        }
 
     def require(self, endpoint: str, task: str) -> None:
         """A 400 naming what the model can do, or a 404 when the endpoint needs an index and there is none."""
@@ -94,8 +97,9 @@ class Service:
         """
         assert self.index is not None
         index = self.index
-        (hits,) = await self.batcher.run(("search", k, kind), [vector],
-                                         lambda vectors: index.search_vectors(np.stack(vectors), k=k, kind=kind))
+        (hits,) = await self.batcher.run(
+            ("search", k, kind), [vector], lambda vectors: index.search_vectors(np.stack(vectors), k=k, kind=kind)
+        )
         return hits
 
     async def image_path(self, item_id: int) -> Path | None:

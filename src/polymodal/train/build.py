@@ -10,12 +10,11 @@ from typing import Any
 from torch import nn
 
 from polymodal.config import ConfigError
-from polymodal.models import PRESETS, ComposedModel, build_model, parse_model_config
+from polymodal.data.text import TextTokenizer
+from polymodal.models import PRESETS, ComposedModel, FusionClassifier, build_model, parse_model_config
 from polymodal.models.config import ModelConfig
 from polymodal.models.transfer import TransferReport, cache_towers, freeze_towers, transfer_weights
 from polymodal.modules.losses import LOSSES
-from polymodal.data.text import TextTokenizer
-from polymodal.models import FusionClassifier
 from polymodal.train.objectives import (
     AnswerObjective,
     CaptionObjective,
@@ -34,12 +33,18 @@ def recipe_model_config(recipe: Recipe, vocab_size: int, derived: dict[str, Any]
         return parse_model_config(recipe.model.config, "model.config")  # type: ignore[no-any-return]
     builder = PRESETS.get(recipe.model.preset)  # type: ignore[arg-type]
     accepted = inspect.signature(builder).parameters
-    from_data = {"vocab_size": vocab_size, "image_size": recipe.data.image.image_size,
-                 "max_length": recipe.data.max_length, **(derived or {})}
+    from_data = {
+        "vocab_size": vocab_size,
+        "image_size": recipe.data.image.image_size,
+        "max_length": recipe.data.max_length,
+        **(derived or {}),
+    }
     unknown = set(recipe.model.params) - set(accepted)
     if unknown:
-        raise ConfigError(f"model.params: {sorted(unknown)} not accepted by preset {recipe.model.preset!r}; "
-                          f"allowed: {sorted(accepted)}")
+        raise ConfigError(
+            f"model.params: {sorted(unknown)} not accepted by preset {recipe.model.preset!r}; "
+            f"allowed: {sorted(accepted)}"
+        )
     return builder(**{k: v for k, v in from_data.items() if k in accepted}, **recipe.model.params)  # type: ignore[no-any-return]
 
 
@@ -68,13 +73,16 @@ def make_objective(recipe: Recipe, model: ComposedModel, tokenizer: TextTokenize
         return ContrastiveObjective(contrastive_pairs(recipe, model), lambda: LOSSES.build(section.loss or "clip"))
     if section.kind == "matching":
         if not isinstance(model, FusionClassifier) or model.config.num_classes != 2:
-            raise ConfigError("objective.kind matching trains a fusion classifier with num_classes: 2 "
-                              "(match / no match), e.g. the shapes-fusion preset")
+            raise ConfigError(
+                "objective.kind matching trains a fusion classifier with num_classes: 2 "
+                "(match / no match), e.g. the shapes-fusion preset"
+            )
         return MatchingObjective(contrastive_pairs(recipe, model)[0])
     if section.kind == "masked_lm":
         if "text" not in model.encoders or tokenizer.mask_id is None:
-            raise ConfigError("objective.kind masked_lm needs a model with a 'text' tower and a tokenizer with a "
-                              "mask token")
+            raise ConfigError(
+                "objective.kind masked_lm needs a model with a 'text' tower and a tokenizer with a mask token"
+            )
         specials = {i for i in (tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id) if i is not None}
         width = model.encoders["text"].output_dim
         return MaskedLMObjective(width, tokenizer.vocab_size, tokenizer.mask_id, sorted(specials))
@@ -82,7 +90,9 @@ def make_objective(recipe: Recipe, model: ComposedModel, tokenizer: TextTokenize
         return ClassificationObjective(LOSSES.build(section.loss or "cross_entropy"))
     if section.kind == "caption":
         if section.contrastive_weight > 0 and not getattr(model, "contrastive", False):
-            raise ConfigError("objective.contrastive_weight needs a captioner with a text tower for the contrastive "
-                              "loss: model.params.contrastive=true (shapes-caption) or a 'text' encoder in model.config")
+            raise ConfigError(
+                "objective.contrastive_weight needs a captioner with a text tower for the contrastive "
+                "loss: model.params.contrastive=true (shapes-caption) or a 'text' encoder in model.config"
+            )
         return CaptionObjective(contrastive_weight=section.contrastive_weight, label_smoothing=section.label_smoothing)
     return AnswerObjective(getattr(model, "answer_mode", "classify"))

@@ -21,9 +21,12 @@ class TrainConfig(Config):
     betas: tuple[float, float] = (0.9, 0.98)
     grad_clip: float | None = Field(1.0, gt=0)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        "auto", description="auto: bf16 where the device runs it natively, fp16 on CUDA without bf16, else fp32 ('no' = fp32)"
+        "auto",
+        description="auto: bf16 where the device runs it natively, fp16 on CUDA without bf16, else fp32 ('no' = fp32)",
     )
-    threads: int | None = Field(None, ge=1, description="torch threads; default: the cores left free by other processes")
+    threads: int | None = Field(
+        None, ge=1, description="torch threads; default: the cores left free by other processes"
+    )
     gradient_checkpointing: bool = False
     seed: int = 0
     num_workers: int = Field(0, ge=0)

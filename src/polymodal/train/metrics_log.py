@@ -60,8 +60,10 @@ class MetricsLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                logger.info("tensorboard is not installed: metrics go to metrics.jsonl only "
-                            "(pip install 'polymodal[tensorboard]' for event files)")
+                logger.info(
+                    "tensorboard is not installed: metrics go to metrics.jsonl only "
+                    "(pip install 'polymodal[tensorboard]' for event files)"
+                )
                 self._want_tensorboard = False
                 return None
             self._writer = SummaryWriter(log_dir=str(self.run_dir / TENSORBOARD_DIR), purge_step=self._purge_step)

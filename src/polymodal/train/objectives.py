@@ -29,8 +29,9 @@ class ContrastiveObjective(nn.Module):
     with more than two modalities). A pair scores the rows that have both modalities. With the batch's hard
     negative captions (``negative_text_ids``) they are extra candidates for a pair ending in ``text`` (NegCLIP)."""
 
-    def __init__(self, pairs: Sequence[tuple[str, str]] = (("image", "text"),),
-                 make_loss: Callable[[], nn.Module] = ClipLoss) -> None:
+    def __init__(
+        self, pairs: Sequence[tuple[str, str]] = (("image", "text"),), make_loss: Callable[[], nn.Module] = ClipLoss
+    ) -> None:
         super().__init__()
         if not pairs:
             raise ValueError("a contrastive objective needs at least one modality pair")
@@ -45,7 +46,7 @@ class ContrastiveObjective(nn.Module):
         negatives = getattr(batch, "negative_text_ids", None)
         if negatives is not None:
             # One forward over captions + negatives (a DDP-wrapped model must see each parameter used once per step).
-            # Rows without a negative stay in (all padding) so every process gathers the same shape; the loss drops them.
+            # Rows without a negative stay in (all padding): every process gathers one shape; the loss drops them.
             ids, mask = inputs["text"]
             inputs["text"] = _stack_padded([(ids, mask), (negatives, batch.negative_text_mask)])
         features = model(inputs)
@@ -177,7 +178,9 @@ class MaskedLMObjective(nn.Module):
         self.vocab_size, self.mask_id, self.special_ids = vocab_size, mask_id, list(special_ids)
         self.loss = MaskedLMLoss()
 
-    def corrupt(self, ids: Tensor, mask: Tensor | None, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    def corrupt(
+        self, ids: Tensor, mask: Tensor | None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
         return mask_tokens(ids, mask, self.vocab_size, self.mask_id, self.special_ids, generator=generator)
 
     def forward(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:

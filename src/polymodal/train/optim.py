@@ -22,7 +22,12 @@ TABLE_NAME_PARTS = ("embed", "token", "missing", "node_type")
 def _is_layer_weight(leaf: str) -> bool:
     """A layer's weight matrix: ``weight``, an RNN's ``weight_ih_l0``, attention's ``in_proj_weight``, a
     parametrised ``original0``."""
-    return leaf == "weight" or leaf.startswith("weight_") or leaf.endswith("_weight") or re.fullmatch(r"original\d+", leaf) is not None
+    return (
+        leaf == "weight"
+        or leaf.startswith("weight_")
+        or leaf.endswith("_weight")
+        or re.fullmatch(r"original\d+", leaf) is not None
+    )
 
 
 def _no_decay(name: str, param: nn.Parameter, owners: list[nn.Module]) -> bool:
@@ -36,12 +41,12 @@ def _no_decay(name: str, param: nn.Parameter, owners: list[nn.Module]) -> bool:
         return any(part in leaf for part in TABLE_NAME_PARTS)
     # Whole names, not substrings: a convolutional stem called ``patch_embed`` is a layer and decays (as in timm
     # and open_clip). A Linear named as an embedding holds token vectors (tied to an output layer elsewhere).
-    return bool(path) and any(isinstance(m, nn.Linear) for m in owners) and path[-1].endswith(("embedding", "embeddings"))
+    return (
+        bool(path) and any(isinstance(m, nn.Linear) for m in owners) and path[-1].endswith(("embedding", "embeddings"))
+    )
 
 
-def param_groups(
-    modules: Iterable[tuple[str, nn.Module, float]], weight_decay: float
-) -> list[dict]:
+def param_groups(modules: Iterable[tuple[str, nn.Module, float]], weight_decay: float) -> list[dict]:
     """One decay and one no-decay group per (prefix, module, lr) entry; frozen params skipped.
 
     Several entries give per-tower learning rates (e.g. a pretrained text tower at 1e-5 and a
@@ -67,7 +72,9 @@ def param_groups(
     return groups
 
 
-def cosine_with_warmup(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+def cosine_with_warmup(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_ratio: float = 0.0
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Linear warm-up from 0 to each group's lr, then cosine decay to ``min_ratio`` * lr."""
 
     def factor(step: int) -> float:

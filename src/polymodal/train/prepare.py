@@ -110,8 +110,14 @@ def numeric_label(sample: Sample) -> float | None:
     try:
         return float(sample.label)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise BadSampleError(f"label {sample.label!r} is not a number (loss: mse is regression)", source=sample.source,
-                             row=sample.row, field="label", sample_id=sample.id, kind="bad_label") from None
+        raise BadSampleError(
+            f"label {sample.label!r} is not a number (loss: mse is regression)",
+            source=sample.source,
+            row=sample.row,
+            field="label",
+            sample_id=sample.id,
+            kind="bad_label",
+        ) from None
 
 
 def multi_hot(vocab: dict[str, int]) -> LabelFn:
@@ -130,7 +136,9 @@ def multi_hot(vocab: dict[str, int]) -> LabelFn:
     return label_fn
 
 
-def processors_for(modalities: list[str], recipe: Recipe, tokenizer: TextTokenizer, training: bool) -> dict[str, Processor]:
+def processors_for(
+    modalities: list[str], recipe: Recipe, tokenizer: TextTokenizer, training: bool
+) -> dict[str, Processor]:
     """Each modality's processor: image and text from the data section, others from ``data.processors``;
     ``training`` adds the image augmentation."""
     data = recipe.data
@@ -144,8 +152,10 @@ def processors_for(modalities: list[str], recipe: Recipe, tokenizer: TextTokeniz
             settings = data.processors.get(modality, {})
             out[modality] = PROCESSORS.get(modality).from_settings(settings, Path(data.path))  # type: ignore[attr-defined]
         else:
-            raise ConfigError(f"the model has a {modality!r} tower but no processor is registered for it "
-                              f"(registered: {', '.join(PROCESSORS.names())})")
+            raise ConfigError(
+                f"the model has a {modality!r} tower but no processor is registered for it "
+                f"(registered: {', '.join(PROCESSORS.names())})"
+            )
     return out
 
 
@@ -157,14 +167,25 @@ class RecipeData:
 
 
 def make_datasets(
-    recipe: Recipe, modalities: list[str], tokenizer: TextTokenizer, train_rows: list[Sample], val_rows: list[Sample],
-    view: str, labels: Labels, bad_log: BadSampleLog,
+    recipe: Recipe,
+    modalities: list[str],
+    tokenizer: TextTokenizer,
+    train_rows: list[Sample],
+    val_rows: list[Sample],
+    view: str,
+    labels: Labels,
+    bad_log: BadSampleLog,
 ) -> RecipeData:
     data = recipe.data
     negatives = WordSwapNegatives(recipe.objective.hard_negatives) if recipe.objective.hard_negatives else None
     train_set = MultimodalDataset(
-        expand_view(train_rows, view), processors_for(modalities, recipe, tokenizer, training=True),
-        text_mode="random", label_fn=labels.fn, bad_log=bad_log, strict=data.strict, seed=recipe.train.seed,
+        expand_view(train_rows, view),
+        processors_for(modalities, recipe, tokenizer, training=True),
+        text_mode="random",
+        label_fn=labels.fn,
+        bad_log=bad_log,
+        strict=data.strict,
+        seed=recipe.train.seed,
         negative_text=negatives,
         # Each DataLoader worker fills its own memo (of every item, as sampling is random): share the bound out.
         memo_mb=data.image_memo_mb / max(1, recipe.train.num_workers),
@@ -173,8 +194,15 @@ def make_datasets(
     val_samples = expand_view(val_rows, view)[: data.max_val_samples]
     val_set = None
     if val_samples:
-        val_set = MultimodalDataset(val_samples, processors, text_mode="first", label_fn=labels.fn, bad_log=bad_log,
-                                    strict=data.strict, memo_mb=data.image_memo_mb)
+        val_set = MultimodalDataset(
+            val_samples,
+            processors,
+            text_mode="first",
+            label_fn=labels.fn,
+            bad_log=bad_log,
+            strict=data.strict,
+            memo_mb=data.image_memo_mb,
+        )
     return RecipeData(train_set, val_set, processors)
 
 

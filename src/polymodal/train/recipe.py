@@ -28,8 +28,14 @@ from polymodal.models import PRESETS
 from polymodal.train.config import TrainConfig
 
 # How rows become samples, by objective kind (a recipe may choose another with ``data.view``).
-OBJECTIVE_VIEWS = {"contrastive": "captions", "caption": "captions", "classification": "statements", "vqa": "qa",
-                   "matching": "captions", "masked_lm": "captions"}
+OBJECTIVE_VIEWS = {
+    "contrastive": "captions",
+    "caption": "captions",
+    "classification": "statements",
+    "vqa": "qa",
+    "matching": "captions",
+    "masked_lm": "captions",
+}
 
 
 class ModelSection(Config):
@@ -85,8 +91,9 @@ class ObjectiveSection(Config):
         "two-class fusion classifier), masked_lm (BERT-style pretraining of the text tower)"
     )
     loss: Literal["clip", "siglip", "cross_entropy", "bce", "mse"] | None = Field(
-        None, description="contrastive: clip (default) or siglip; classification: cross_entropy (default), bce "
-        "(multi-label: a row's label is a list of class names) or mse (regression on numeric labels)"
+        None,
+        description="contrastive: clip (default) or siglip; classification: cross_entropy (default), bce "
+        "(multi-label: a row's label is a list of class names) or mse (regression on numeric labels)",
     )
     pairs: list[tuple[str, str]] | None = Field(
         None, description="contrastive: modality pairs to align; default: every pair of the model's modalities"
@@ -106,12 +113,16 @@ class ObjectiveSection(Config):
                 raise ValueError("hard_negatives works with kind: contrastive and loss: clip only")
             WordSwapNegatives(self.hard_negatives)  # checks the groups
         if self.contrastive_weight > 0 and self.kind != "caption":
-            raise ValueError(f"contrastive_weight adds a CLIP loss to captioning (kind: caption); "
-                             f"a {self.kind} objective would ignore it")
+            raise ValueError(
+                f"contrastive_weight adds a CLIP loss to captioning (kind: caption); "
+                f"a {self.kind} objective would ignore it"
+            )
         allowed = {"contrastive": ("clip", "siglip"), "classification": ("cross_entropy", "bce", "mse")}
         if self.loss is not None and self.loss not in allowed.get(self.kind, ()):
-            raise ValueError(f"loss {self.loss!r} does not go with kind {self.kind!r}; allowed: "
-                             f"{', '.join(allowed.get(self.kind, ())) or 'none (the objective has its own)'}")
+            raise ValueError(
+                f"loss {self.loss!r} does not go with kind {self.kind!r}; allowed: "
+                f"{', '.join(allowed.get(self.kind, ())) or 'none (the objective has its own)'}"
+            )
         if self.pairs is not None and self.kind not in ("contrastive", "matching"):
             raise ValueError("pairs are for kind: contrastive or matching")
         if self.kind == "matching" and self.pairs is not None and len(self.pairs) != 1:
@@ -146,8 +157,11 @@ def upgrade_recipe_dict(data: dict[str, Any]) -> dict[str, Any]:
 
 def packaged_recipes() -> list[str]:
     """Names of the recipes that ship with polymodal."""
-    return sorted(p.name.removesuffix(".yaml") for p in resources.files("polymodal").joinpath("recipes").iterdir()
-                  if p.name.endswith(".yaml"))
+    return sorted(
+        p.name.removesuffix(".yaml")
+        for p in resources.files("polymodal").joinpath("recipes").iterdir()
+        if p.name.endswith(".yaml")
+    )
 
 
 def recipe_path(name_or_path: str | Path) -> Path:
@@ -158,8 +172,10 @@ def recipe_path(name_or_path: str | Path) -> Path:
     packaged = resources.files("polymodal").joinpath("recipes") / f"{path.name.removesuffix('.yaml')}.yaml"
     if path.parent == Path(".") and packaged.is_file():
         return Path(str(packaged))
-    raise ConfigError(f"{name_or_path}: no such recipe file, and no packaged recipe of that name "
-                      f"(packaged: {', '.join(packaged_recipes())})")
+    raise ConfigError(
+        f"{name_or_path}: no such recipe file, and no packaged recipe of that name "
+        f"(packaged: {', '.join(packaged_recipes())})"
+    )
 
 
 def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) -> Recipe:

@@ -19,8 +19,13 @@ CONFIG_NAME = "config.yaml"
 # not what it computes.
 RESUME_MAY_CHANGE = frozenset(
     {
-        "train.num_workers", "train.threads", "train.log_every", "train.tensorboard", "train.checkpoint_every",
-        "train.keep_last", "data.image_memo_mb",
+        "train.num_workers",
+        "train.threads",
+        "train.log_every",
+        "train.tensorboard",
+        "train.checkpoint_every",
+        "train.keep_last",
+        "data.image_memo_mb",
     }
 )
 

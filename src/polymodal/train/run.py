@@ -33,15 +33,19 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
     run_dir = Path(run_dir)
     if not resume and list_checkpoints(run_dir):
         # Pruning keeps the highest steps, so an old run's checkpoints would win a later --resume.
-        raise ConfigError(f"{run_dir} already holds a run's checkpoints; pass --resume {run_dir} or choose another --out")
+        raise ConfigError(
+            f"{run_dir} already holds a run's checkpoints; pass --resume {run_dir} or choose another --out"
+        )
     if resume:
         check_resume_config(recipe, run_dir)
     # Under a distributed launch this joins the process group, so only the main process writes the run's files.
     # The others log bad samples to their own file (appends from two processes to one file could interleave).
     state = PartialState(cpu=not torch.cuda.is_available())
     is_main = state.is_main_process
-    bad_log = BadSampleLog(run_dir / ("bad_samples.jsonl" if is_main else f"bad_samples.rank{state.process_index}.jsonl"),
-                           strict=recipe.data.strict)
+    bad_log = BadSampleLog(
+        run_dir / ("bad_samples.jsonl" if is_main else f"bad_samples.rank{state.process_index}.jsonl"),
+        strict=recipe.data.strict,
+    )
 
     # 1. Data: rows, tokenizer, labels.
     train_rows = read_rows(recipe.data, recipe.data.train, bad_log)
@@ -54,7 +58,9 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
 
     # 2. The model's config decides the modalities to prepare (a captioner also reads its target texts).
     config = recipe_model_config(recipe, tokenizer.vocab_size, labels.preset_args)
-    modalities = list(config.encoders) + (["text"] if "text" not in config.encoders and config.kind == "captioner" else [])
+    modalities = list(config.encoders) + (
+        ["text"] if "text" not in config.encoders and config.kind == "captioner" else []
+    )
     datasets = make_datasets(recipe, modalities, tokenizer, train_rows, val_rows, view, labels, bad_log)
 
     # 3. Model and objective, seeded before the model exists: its initial weights are part of what the seed fixes.
@@ -79,8 +85,16 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
         save_model(where, model_to_save, datasets.processors, labels.vocab)  # type: ignore[arg-type]
 
     trainer = Trainer(
-        model, objective, datasets.train, recipe.train, run_dir, collate_fn=datasets.train.collate_fn,
-        validate=validate, param_lrs=recipe.model.lrs or None, save_best=save, progress=progress,
+        model,
+        objective,
+        datasets.train,
+        recipe.train,
+        run_dir,
+        collate_fn=datasets.train.collate_fn,
+        validate=validate,
+        param_lrs=recipe.model.lrs or None,
+        save_best=save,
+        progress=progress,
     )
     if resume:
         trainer.resume()
@@ -91,10 +105,23 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
     if trainer.is_main:
         save(model, run_dir / "model")
         summary = bad_log.summary()
-        write_atomic(run_dir / "train_summary.json", json.dumps({
-            "steps": result.step, "stopped_early": result.stopped_early, "best_metric": result.best_metric,
-            "best_step": result.best_step, "samples_per_second": result.samples_per_second,
-            "last_losses": result.last_losses, "bad_samples": summary.total, "bad_samples_by_kind": summary.by_kind,
-            "skipped_batches": result.skipped_batches, "transfer": result.transfer, "machine": result.machine,
-        }, indent=2))
+        write_atomic(
+            run_dir / "train_summary.json",
+            json.dumps(
+                {
+                    "steps": result.step,
+                    "stopped_early": result.stopped_early,
+                    "best_metric": result.best_metric,
+                    "best_step": result.best_step,
+                    "samples_per_second": result.samples_per_second,
+                    "last_losses": result.last_losses,
+                    "bad_samples": summary.total,
+                    "bad_samples_by_kind": summary.by_kind,
+                    "skipped_batches": result.skipped_batches,
+                    "transfer": result.transfer,
+                    "machine": result.machine,
+                },
+                indent=2,
+            ),
+        )
     return result

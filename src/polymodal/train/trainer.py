@@ -29,8 +29,8 @@ from accelerate.utils import DistributedType, set_seed
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from polymodal.hardware import PrecisionChoice, ThreadBudget, choose_precision, machine_record
 from polymodal.fsutil import write_atomic
+from polymodal.hardware import PrecisionChoice, ThreadBudget, choose_precision, machine_record
 from polymodal.modules.losses.distributed import distributed_rank
 from polymodal.progress import ProgressReporter
 from polymodal.train.checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
@@ -190,8 +190,10 @@ class Trainer:
         if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
             # Checkpoints, the best model and gradient accumulation here assume every rank holds the whole model
             # (DDP); sharded weights and optimizer states would be saved incomplete.
-            raise ValueError(f"{self.accelerator.distributed_type.value} is not supported by polymodal's trainer yet; "
-                             "launch with DDP (accelerate launch --multi_gpu; README, 'Several processes, several GPUs')")  # fmt: skip
+            raise ValueError(
+                f"{self.accelerator.distributed_type.value} is not supported by polymodal's trainer yet; "
+                "launch with DDP (accelerate launch --multi_gpu; README, 'Several processes, several GPUs')"
+            )
         set_seed(config.seed)
         if config.gradient_checkpointing:
             for module in model.modules():
@@ -222,7 +224,9 @@ class Trainer:
         self.stopped_early = False
         self._started_with: dict[str, Any] | None = None  # the machine record of the run this one resumes
 
-    def _lr_entries(self, model: nn.Module, objective: nn.Module, param_lrs: dict[str, float]) -> list[tuple[str, nn.Module, float]]:
+    def _lr_entries(
+        self, model: nn.Module, objective: nn.Module, param_lrs: dict[str, float]
+    ) -> list[tuple[str, nn.Module, float]]:
         entries = []
         for path, lr in param_lrs.items():
             sub = model.get_submodule(path)
@@ -275,7 +279,14 @@ class Trainer:
                 "stopped_early": self.stopped_early,
                 "micro_batches_seen": self.step * self.config.accumulate,
             }
-            save_checkpoint(self.run_dir, self.step, self.accelerator.unwrap_model(self.wrapped), self.optimizer, self.scheduler, meta)
+            save_checkpoint(
+                self.run_dir,
+                self.step,
+                self.accelerator.unwrap_model(self.wrapped),
+                self.optimizer,
+                self.scheduler,
+                meta,
+            )
             keep = {self.best_step} if self.best_step is not None else set()
             prune_checkpoints(self.run_dir, self.config.keep_last, keep)
         self.accelerator.wait_for_everyone()
@@ -301,7 +312,9 @@ class Trainer:
         if cfg.metric not in metrics:
             raise KeyError(f"train.metric {cfg.metric!r} is not among the evaluation metrics {sorted(metrics)}")
         value = float(metrics[cfg.metric])
-        better = self.best_metric is None or (value > self.best_metric if cfg.metric_mode == "max" else value < self.best_metric)
+        better = self.best_metric is None or (
+            value > self.best_metric if cfg.metric_mode == "max" else value < self.best_metric
+        )
         if better:
             self.best_metric, self.best_step = value, self.step
             self.evals_without_improvement = 0
@@ -329,7 +342,11 @@ class Trainer:
         # the global RNG, and a resumed run would drift from an uninterrupted one.
         generator = torch.Generator().manual_seed(cfg.seed + self.step)
         return DataLoader(
-            self.dataset, batch_sampler=sampler, collate_fn=self.collate_fn, num_workers=cfg.num_workers, generator=generator
+            self.dataset,
+            batch_sampler=sampler,
+            collate_fn=self.collate_fn,
+            num_workers=cfg.num_workers,
+            generator=generator,
         )
 
     def machine(self) -> dict[str, Any]:
@@ -350,14 +367,18 @@ class Trainer:
         self.wrapped.train()
         loader = iter(self._loader())
         log_file = self.run_dir / TRAIN_LOG if self.is_main else None
-        progress = ProgressReporter("train", cfg.steps, start=self.step, enabled=self.progress and self.is_main, log_file=log_file)
+        progress = ProgressReporter(
+            "train", cfg.steps, start=self.step, enabled=self.progress and self.is_main, log_file=log_file
+        )
         samples, started, skipped, dropped = 0, time.perf_counter(), 0, 0
         last: dict[str, float] = {}
         stopped_early = self.stopped_early  # a resumed run that had stopped early stays stopped
         with progress:
             count = self.threads.threads
-            progress.note(f"precision {self.precision.precision} ({self.precision.reason}); {count} thread{'s' * (count != 1)} "
-                          f"({self.threads.choice.reason}); {machine['cpu']}")
+            progress.note(
+                f"precision {self.precision.precision} ({self.precision.reason}); {count} thread{'s' * (count != 1)} "
+                f"({self.threads.choice.reason}); {machine['cpu']}"
+            )
             while self.step < cfg.steps and not stopped_early:
                 totals: dict[str, float] = {}
                 for _ in range(cfg.accumulate):
@@ -371,7 +392,9 @@ class Trainer:
                         losses = self.wrapped(batch)
                     loss = losses["loss"]
                     if not torch.isfinite(loss):
-                        raise FloatingPointError(f"step {self.step}: loss is {loss.item()} ({ {k: float(v) for k, v in losses.items()} })")
+                        raise FloatingPointError(
+                            f"step {self.step}: loss is {loss.item()} ({ {k: float(v) for k, v in losses.items()} })"
+                        )
                     acc.backward(loss / cfg.accumulate)
                     for k, v in losses.items():
                         totals[k] = totals.get(k, 0.0) + float(v.detach()) / cfg.accumulate
@@ -387,7 +410,9 @@ class Trainer:
                 rate = samples / max(time.perf_counter() - started, 1e-9)
                 lrs = self.scheduler.get_last_lr()
                 lr = cfg.lr * lrs[0] / self.scheduler.base_lrs[0]  # the schedule's factor is the same for every group
-                progress.update(self.step, f"loss {totals.get('loss', math.nan):.4f}  lr {lr:.2e}  {rate:,.0f} samples/s")
+                progress.update(
+                    self.step, f"loss {totals.get('loss', math.nan):.4f}  lr {lr:.2e}  {rate:,.0f} samples/s"
+                )
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     record = {"step": self.step, "lr": lr, "samples_per_s": rate, **totals}
                     if self._lr_index:
@@ -395,7 +420,11 @@ class Trainer:
                     self._log(record)
                 if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
                     stopped_early = self.stopped_early = self._run_eval()
-                if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or self.step == cfg.steps or stopped_early:
+                if (
+                    (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0)
+                    or self.step == cfg.steps
+                    or stopped_early
+                ):
                     self._checkpoint()
                 if stopped_early:
                     break

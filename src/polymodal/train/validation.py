@@ -34,8 +34,9 @@ def recall_at_1(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str] = ("i",
     return {f"{x}2{y}_recall@1": forward, f"{y}2{x}_recall@1": backward, "recall@1": (forward + backward) / 2}
 
 
-def make_validator(objective_module: nn.Module, objective: str, dataset: MultimodalDataset,
-                   batch_size: int = 64) -> Validator:
+def make_validator(
+    objective_module: nn.Module, objective: str, dataset: MultimodalDataset, batch_size: int = 64
+) -> Validator:
     """The validation metric of an objective of kind ``objective``: ``contrastive`` (recall@1, averaged over
     the pairs), ``classification`` and ``vqa`` (accuracy), ``caption`` (caption loss), ``matching`` (accuracy
     on matches and on partners shifted by one), ``masked_lm`` (accuracy on masked tokens, the same masks each
@@ -49,7 +50,7 @@ def make_validator(objective_module: nn.Module, objective: str, dataset: Multimo
                 features.setdefault(modality, []).append(value.float())
         joined = {m: torch.cat(v) for m, v in features.items()}
         if len(pairs) == 1:
-            (a, b), = pairs
+            ((a, b),) = pairs
             return recall_at_1(joined[a], joined[b], (a[0], b[0]))
         out = {f"{a}-{b}_recall@1": recall_at_1(joined[a], joined[b])["recall@1"] for a, b in pairs}
         out["recall@1"] = sum(out.values()) / len(out)
@@ -118,6 +119,12 @@ def make_validator(objective_module: nn.Module, objective: str, dataset: Multimo
             total += int(chosen.sum())
         return {"accuracy": correct / max(total, 1)}
 
-    validators = {"contrastive": contrastive, "classification": classification, "vqa": classification,
-                  "caption": caption, "matching": matching, "masked_lm": masked_lm}
+    validators = {
+        "contrastive": contrastive,
+        "classification": classification,
+        "vqa": classification,
+        "caption": caption,
+        "matching": matching,
+        "masked_lm": masked_lm,
+    }
     return validators[objective]

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from polymodal.data.errors import BadSampleError, BadSampleLog
-from polymodal.data.schema import QA, Label, MediaRef, Sample, Statement
 from polymodal.data.processors import PROCESSORS
+from polymodal.data.schema import QA, Label, MediaRef, Sample, Statement
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"})
 AUDIO_EXTENSIONS = frozenset({"wav", "flac", "mp3", "ogg", "m4a"})

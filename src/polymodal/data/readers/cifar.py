@@ -29,10 +29,14 @@ from polymodal.data.shapes import encode_png
 PIXELS = 32 * 32 * 3
 LAYOUTS = {
     # variant: (folder, label bytes before the pixels, label names file, files per split)
-    "cifar10": ("cifar-10-batches-bin", 1, "batches.meta.txt",
-                {"train": [f"data_batch_{i}.bin" for i in range(1, 6)], "test": ["test_batch.bin"]}),
+    "cifar10": (
+        "cifar-10-batches-bin",
+        1,
+        "batches.meta.txt",
+        {"train": [f"data_batch_{i}.bin" for i in range(1, 6)], "test": ["test_batch.bin"]},
+    ),
     "cifar100": ("cifar-100-binary", 2, "fine_label_names.txt", {"train": ["train.bin"], "test": ["test.bin"]}),
-}  # fmt: skip
+}
 Variant = Literal["cifar10", "cifar100"]
 
 
@@ -84,22 +88,39 @@ def read_cifar(
     return _records(cifar_files(root, variant, split)[1:], classes, n_label_bytes, record, log)
 
 
-def _records(files: list[Path], classes: list[str], n_label_bytes: int, record: int, log: BadSampleLog) -> Iterator[Sample]:
+def _records(
+    files: list[Path], classes: list[str], n_label_bytes: int, record: int, log: BadSampleLog
+) -> Iterator[Sample]:
     for path in files:
         data = np.fromfile(require_file(path), dtype=np.uint8)
         if data.size % record:
-            raise file_error(f"size {data.size} is not a multiple of the {record}-byte CIFAR record "
-                             "(is this the binary version?)", path, "invalid")  # fmt: skip
+            raise file_error(
+                f"size {data.size} is not a multiple of the {record}-byte CIFAR record (is this the binary version?)",
+                path,
+                "invalid",
+            )
         rows = data.reshape(-1, record)  # (N, label bytes + 3072)
         for i, row in enumerate(rows):
             label = int(row[n_label_bytes - 1])  # CIFAR-100: the fine label is the second byte
             if label >= len(classes):
-                log.record(BadSampleError(f"label {label} is out of range for {len(classes)} classes",
-                                          source=str(path), row=i + 1, field="label"))  # fmt: skip
+                log.record(
+                    BadSampleError(
+                        f"label {label} is out of range for {len(classes)} classes",
+                        source=str(path),
+                        row=i + 1,
+                        field="label",
+                    )
+                )
                 continue
             pixels = row[n_label_bytes:].reshape(3, 32, 32).transpose(1, 2, 0)  # (3, H, W) planes -> (H, W, 3)
             metadata = {"class_index": label}
             if n_label_bytes == 2:
                 metadata["coarse_index"] = int(row[0])
-            yield Sample(id=f"{path.stem}/{i}", image=encode_png(Image.fromarray(np.ascontiguousarray(pixels))),
-                         label=classes[label], metadata=metadata, source=str(path), row=i + 1)  # fmt: skip
+            yield Sample(
+                id=f"{path.stem}/{i}",
+                image=encode_png(Image.fromarray(np.ascontiguousarray(pixels))),
+                label=classes[label],
+                metadata=metadata,
+                source=str(path),
+                row=i + 1,
+            )

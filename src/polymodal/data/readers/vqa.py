@@ -149,4 +149,3 @@ class _VQAReader:
             # Name this question's row; the reason (which file is missing) is the same.
             raise BadSampleError(cached.reason, source=self.src, row=row, field="image_id", kind=cached.kind)
         return cached
-

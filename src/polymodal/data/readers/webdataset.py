@@ -182,9 +182,7 @@ class _ShardReader:
     def _flush(self, key: str | None, group: dict[str, bytes]) -> Iterator[Sample]:
         try:
             record = _group_record(group, self._bad)
-            yield record_to_sample(
-                record, source=self.path, row=self.row, default_id=str(key), media=self._media
-            )
+            yield record_to_sample(record, source=self.path, row=self.row, default_id=str(key), media=self._media)
         except BadSampleError as e:
             self.log.record(e)
 
@@ -232,7 +230,12 @@ def _utf8(data: bytes, field: str, bad: _ErrorFactory) -> str:
 # --- writing --------------------------------------------------------------------------------
 
 _MAGIC = (
-    (b"\x89PNG", "png"), (b"\xff\xd8", "jpg"), (b"GIF8", "gif"), (b"BM", "bmp"), (b"II*\x00", "tiff"), (b"MM\x00*", "tiff"),
+    (b"\x89PNG", "png"),
+    (b"\xff\xd8", "jpg"),
+    (b"GIF8", "gif"),
+    (b"BM", "bmp"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
 )
 
 

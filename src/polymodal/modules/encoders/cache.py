@@ -65,8 +65,10 @@ class FeatureCache:
         its bound is the largest ``max_items`` any of them asked for."""
         trainable = [name for name, p in encoder.named_parameters() if p.requires_grad]
         if trainable:
-            raise ValueError(f"only a frozen encoder can cache its outputs; {len(trainable)} parameters train "
-                             f"(first: {trainable[0]}); freeze it first")  # fmt: skip
+            raise ValueError(
+                f"only a frozen encoder can cache its outputs; {len(trainable)} parameters train "
+                f"(first: {trainable[0]}); freeze it first"
+            )
         key = weights_fingerprint(encoder)
         cache = cls._shared.get(key)
         if cache is None:
@@ -95,8 +97,10 @@ class FeatureCache:
     def lookup(self, encoder: Encoder, x: Tensor, mask: Tensor | None) -> EncoderOutput:
         """``encoder(x, mask)``, computing only the samples not stored yet."""
         if any(p.requires_grad for p in encoder.parameters()):
-            raise RuntimeError(f"{type(encoder).__name__} caches its outputs but has trainable parameters again; "
-                               "a cached encoder must stay frozen")  # fmt: skip
+            raise RuntimeError(
+                f"{type(encoder).__name__} caches its outputs but has trainable parameters again; "
+                "a cached encoder must stay frozen"
+            )
         if x.shape[0] == 0 or x.requires_grad:  # nothing to store; or the caller wants gradients for its input
             return nn.Module.__call__(encoder, x, mask)  # type: ignore[no-any-return]
         host_x = x.detach().cpu().contiguous()  # one device-to-host copy per batch, not one per sample
@@ -121,17 +125,23 @@ class FeatureCache:
                 rows = torch.tensor(todo, device=x.device)
                 out = nn.Module.__call__(encoder, x[rows], None if mask is None else mask[rows])
             for j, i in enumerate(todo):
-                found[keys[i]] = (out.tokens[j].clone(), out.pooled[j].clone(), None if out.mask is None else out.mask[j].clone(), out.grid)
+                found[keys[i]] = (
+                    out.tokens[j].clone(),
+                    out.pooled[j].clone(),
+                    None if out.mask is None else out.mask[j].clone(),
+                    out.grid,
+                )
                 self._put(keys[i], found[keys[i]])
         self.misses += len(todo)
         self.hits += len(keys) - len(todo)  # a repeat within the batch counts as a hit
         entries = [found[k] for k in keys]
         masks = [e[2] for e in entries]
         return EncoderOutput(
-            torch.stack([e[0] for e in entries]), torch.stack([e[1] for e in entries]),
+            torch.stack([e[0] for e in entries]),
+            torch.stack([e[1] for e in entries]),
             None if masks[0] is None else torch.stack(masks),  # type: ignore[arg-type]
             entries[0][3],  # the grid follows from the input shape, which is part of every key
-        )  # fmt: skip
+        )
 
     def _put(self, key: bytes, entry: Entry) -> None:
         self.entries[key] = entry
@@ -168,8 +178,13 @@ def weights_fingerprint(module: nn.Module) -> str:
     digest = hashlib.blake2b(digest_size=16)
     digest.update(type(module).__qualname__.encode())
     for name, sub in module.named_modules():
-        settings = {k: v for k, v in vars(sub).items()
-                    if not k.startswith("_") and k not in _STATE_FLAGS and isinstance(v, (bool, int, float, str, tuple, type(None)))}  # fmt: skip
+        settings = {
+            k: v
+            for k, v in vars(sub).items()
+            if not k.startswith("_")
+            and k not in _STATE_FLAGS
+            and isinstance(v, (bool, int, float, str, tuple, type(None)))
+        }
         digest.update(f"{name}{type(sub).__qualname__}{sorted(settings.items())}".encode())
     for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
         digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
@@ -215,12 +230,12 @@ class CachedEncoder(Encoder):
 def _without_inner_prefix(module: nn.Module, state: dict[str, Any], prefix: str, local_metadata: Any) -> None:
     inner = prefix + "inner."
     for key in [k for k in state if k.startswith(inner)]:
-        state[prefix + key[len(inner):]] = state.pop(key)
+        state[prefix + key[len(inner) :]] = state.pop(key)
 
 
 def _with_inner_prefix(state: dict[str, Any], prefix: str, *args: Any) -> None:
     for key in [k for k in state if k.startswith(prefix) and not k.startswith(prefix + "inner.")]:
-        state[prefix + "inner." + key[len(prefix):]] = state.pop(key)
+        state[prefix + "inner." + key[len(prefix) :]] = state.pop(key)
 
 
 def _new_weights_new_store(module: nn.Module, incompatible_keys: Any) -> None:

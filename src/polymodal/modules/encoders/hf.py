@@ -33,9 +33,7 @@ def resolve_path(path: str | os.PathLike[str]) -> str | os.PathLike[str]:
     return PATH_SCHEMES.get(scheme)(name) if sep and scheme in PATH_SCHEMES else path
 
 
-def load_hf_model(
-    model_or_path: PreTrainedModel | str | os.PathLike[str], tower: str | None = None
-) -> PreTrainedModel:
+def load_hf_model(model_or_path: PreTrainedModel | str | os.PathLike[str], tower: str | None = None) -> PreTrainedModel:
     """An already-built model as is, or a model loaded from a local directory (or ``SCHEME:NAME``, such as
     ``pretrained:minilm``: see :data:`PATH_SCHEMES`).
 

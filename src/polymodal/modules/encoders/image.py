@@ -118,7 +118,11 @@ def conv_stem(in_channels: int, width: int, patch_size: int, norm: str = "group"
     prev = in_channels
     for i in range(k):
         channels = max(16, width >> (k - 1 - i))
-        layers += [nn.Conv2d(prev, channels, 3, stride=2, padding=1, bias=False), _norm(norm, channels), nn.ReLU(inplace=True)]
+        layers += [
+            nn.Conv2d(prev, channels, 3, stride=2, padding=1, bias=False),
+            _norm(norm, channels),
+            nn.ReLU(inplace=True),
+        ]
         prev = channels
     layers.append(nn.Conv2d(prev, width, 1))
     return nn.Sequential(*layers)

@@ -28,5 +28,7 @@ class FusionOutput:
 class Fusion(nn.Module):
     output_dim: int
 
-    def forward(self, features: dict[str, EncoderOutput], present: dict[str, Tensor]) -> FusionOutput:  # pragma: no cover
+    def forward(
+        self, features: dict[str, EncoderOutput], present: dict[str, Tensor]
+    ) -> FusionOutput:  # pragma: no cover
         raise NotImplementedError

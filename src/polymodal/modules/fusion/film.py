@@ -73,7 +73,9 @@ class FiLMFusion(MaskedFusion):
     ) -> None:
         super().__init__(input_dims, output_dim)
         if visual not in self.input_dims or len(self.modalities) < 2:
-            raise ValueError(f"FiLMFusion: visual modality {visual!r} and at least one other must be among {self.modalities}")
+            raise ValueError(
+                f"FiLMFusion: visual modality {visual!r} and at least one other must be among {self.modalities}"
+            )
         if pool not in ("max", "mean"):
             raise ValueError(f"FiLMFusion: pool must be 'max' or 'mean', got {pool!r}")
         if kernel < 1 or kernel % 2 == 0:
@@ -94,15 +96,19 @@ class FiLMFusion(MaskedFusion):
         image = inputs[self.visual]
         if image.grid is None:
             if image.present.any():
-                raise ValueError(f"FiLMFusion: modality {self.visual!r} has no spatial grid (EncoderOutput.grid); "
-                                 "use an image encoder with a feature map (vit, cnn, efficientnet; not a Hugging Face tower)")  # fmt: skip
+                raise ValueError(
+                    f"FiLMFusion: modality {self.visual!r} has no spatial grid (EncoderOutput.grid); "
+                    "use an image encoder with a feature map (vit, cnn, efficientnet; not a Hugging Face tower)"
+                )
             grid = (1, 1)  # absent from the whole batch: one masked position (gather's placeholder)
         else:
             grid = image.grid
         height, width = grid
         if image.tokens.shape[1] < height * width:
-            raise ValueError(f"FiLMFusion: modality {self.visual!r} has {image.tokens.shape[1]} tokens, fewer than its "
-                             f"{height}x{width} grid")  # fmt: skip
+            raise ValueError(
+                f"FiLMFusion: modality {self.visual!r} has {image.tokens.shape[1]} tokens, fewer than its "
+                f"{height}x{width} grid"
+            )
         tokens, mask = image.tokens[:, -height * width :], image.mask[:, -height * width :]  # (B, hw, D), (B, hw)
         batch = tokens.shape[0]
         x = self.proj(tokens) + self.position(coordinate_channels(height, width, tokens))  # (B, hw, dim)

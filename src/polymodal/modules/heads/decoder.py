@@ -91,9 +91,7 @@ class DecoderBlock(nn.Module):
         self.norm2 = nn.LayerNorm(width)
         self.cross_attn = Attention(width, heads, memory_dim)
         self.norm3 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(
-            nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width)
-        )
+        self.mlp = nn.Sequential(nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width))
 
     def forward(
         self,

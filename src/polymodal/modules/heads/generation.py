@@ -57,7 +57,10 @@ def generate(
         return _beam_search(decoder, memory, memory_mask, max_new_tokens, num_beams, length_penalty, use_cache)
     if strategy == "greedy":
         return _decode_one_path(
-            decoder, _Stepper(decoder, memory, memory_mask, use_cache), max_new_tokens, length_penalty,
+            decoder,
+            _Stepper(decoder, memory, memory_mask, use_cache),
+            max_new_tokens,
+            length_penalty,
             pick=lambda log_probs: log_probs.argmax(dim=-1),
         )
     if temperature <= 0:

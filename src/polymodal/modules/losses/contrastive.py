@@ -68,9 +68,7 @@ class ClipLoss(nn.Module):
         super().__init__()
         if init_temperature <= 0:
             raise ValueError(f"init_temperature must be > 0, got {init_temperature}")
-        self.logit_scale = nn.Parameter(
-            torch.tensor(math.log(1.0 / init_temperature)), requires_grad=learn_temperature
-        )
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / init_temperature)), requires_grad=learn_temperature)
         self.max_scale = max_scale
         self.label_smoothing = label_smoothing
         self.local_loss = local_loss

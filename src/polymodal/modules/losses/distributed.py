@@ -62,8 +62,10 @@ class _GatherWithGrad(torch.autograd.Function):
         sizes = [torch.zeros((), dtype=torch.long, device=x.device) for _ in range(world_size)]
         dist.all_gather(sizes, torch.tensor(x.shape[0], device=x.device), group=group)
         if any(int(s) != x.shape[0] for s in sizes):
-            raise ValueError(f"all_gather_with_grad: the ranks hold batches of {[int(s) for s in sizes]} rows; every rank "
-                             "needs the same batch size (drop_last, and no samples dropped as bad in a distributed run)")
+            raise ValueError(
+                f"all_gather_with_grad: the ranks hold batches of {[int(s) for s in sizes]} rows; every rank "
+                "needs the same batch size (drop_last, and no samples dropped as bad in a distributed run)"
+            )
         parts = [torch.empty_like(x) for _ in range(world_size)]
         dist.all_gather(parts, x, group=group)
         ctx.group, ctx.rows = group, slice(rank * x.shape[0], (rank + 1) * x.shape[0])
