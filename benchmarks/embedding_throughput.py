@@ -15,7 +15,8 @@ and, for fairness, HF with the same bf16 autocast. Every row also prints the cos
 of its embeddings with the fp32 reference, so a speed-up that costs accuracy shows it.
 Text batches are 77 tokens long (CLIP pads to its context length).
 
-    .venv/bin/python benchmarks/embedding_throughput.py [--size b32|small] [--batch 32] [--iters 5] [--threads 2] [--no-onnx]
+    .venv/bin/python benchmarks/embedding_throughput.py [--size b32|small] [--batch 32] [--iters 5]
+                                                        [--threads 2] [--no-onnx]
 """
 
 from __future__ import annotations
@@ -189,8 +190,8 @@ def main() -> None:
         rows.append(("text", "polymodal onnxruntime fp32", lambda: torch.from_numpy(onnx.embed_ids(np_ids, np_mask))))
 
     print(
-        f"CLIP size {args.size}, batch {args.batch}, {args.threads} threads, best of {args.iters}, torch {torch.__version__}, "
-        f"attention {hf.config._attn_implementation}"
+        f"CLIP size {args.size}, batch {args.batch}, {args.threads} threads, best of {args.iters}, "
+        f"torch {torch.__version__}, attention {hf.config._attn_implementation}"
     )
     print(f"{'tower':6} {'path':42} {'items/s':>9} {'vs HF fp32':>10} {'cos vs fp32':>11}")
     seconds, outs = time_rows([fn for _, _, fn in rows], args.iters)

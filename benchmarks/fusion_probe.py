@@ -216,7 +216,8 @@ def main() -> None:
         schedule.step()
         if step % every == 0 or step == args.steps:
             print(
-                f"  step {step:5d}  loss {loss.item():.3f}  val accuracy {accuracy()}  ({time.perf_counter() - started:.0f} s)",
+                f"  step {step:5d}  loss {loss.item():.3f}  val accuracy {accuracy()}  "
+                f"({time.perf_counter() - started:.0f} s)",
                 flush=True,
             )
 

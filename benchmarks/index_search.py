@@ -1,8 +1,8 @@
 """Vector index benchmark: build time, single-query latency (p50/p99) and recall@10 against exact search.
 
-Data are clustered unit vectors (a Gaussian mixture: 1000 centres by default, ``--centres``, points scattered around them in a shared
-32-dimensional subspace plus a little noise in all dimensions), which is closer to real embeddings than uniform
-noise: clusters, and an intrinsic dimension far below the width. Queries
+Data are clustered unit vectors (a Gaussian mixture: 1000 centres by default, ``--centres``, points scattered
+around them in a shared 32-dimensional subspace plus a little noise in all dimensions), which is closer to real
+embeddings than uniform noise: clusters, and an intrinsic dimension far below the width. Queries
 come from the same mixture but are not in the database. The index types are the ones ``polymodal index build``
 makes (:func:`polymodal.index.kinds.new_index`); for HNSW, IVF and IVF-PQ the search knob (efSearch, nprobe) is swept
 and every setting is printed, so the smallest one meeting recall@10 >= 0.95 can be read off.
@@ -187,13 +187,13 @@ def main() -> None:
     print(machine_header())  # CPU, flags, threads and matmul peaks beside the figures
     base = IndexParams(hnsw_m=args.hnsw_m, ef_construction=args.ef_construction)
     print(
-        f"faiss {faiss.__version__}, {args.threads} build threads, {args.queries} single queries x {args.rounds} rounds, "
-        f"k={K}, {args.centres} centres, hnsw M={base.hnsw_m} efConstruction={base.ef_construction}, "
+        f"faiss {faiss.__version__}, {args.threads} build threads, {args.queries} single queries x {args.rounds} "
+        f"rounds, k={K}, {args.centres} centres, hnsw M={base.hnsw_m} efConstruction={base.ef_construction}, "
         f"ivf/ivfpq nlist=4*sqrt(N), ivfpq m=dim/8 nbits={base.nbits}"
     )
     print(
-        f"{'vectors':>9} {'dim':>4} {'type':>6} {'search knob':>13} {'thr':>3} {'build s':>8} {'p50 ms':>7} {'p99 ms':>7} "
-        f"{'recall@10':>9}"
+        f"{'vectors':>9} {'dim':>4} {'type':>6} {'search knob':>13} {'thr':>3} {'build s':>8} {'p50 ms':>7} "
+        f"{'p99 ms':>7} {'recall@10':>9}"
     )
     for n in args.sizes:
         for dim in args.dims:

@@ -222,7 +222,8 @@ def main() -> None:
                     else:
                         print(
                             f"{name:<12} {concurrency:>5} {result['requests_per_s']:>8.1f} {result['p50_ms']:>8.1f} "
-                            f"{result['p99_ms']:>8.1f} {result['errors']:>6} {result['model_calls']:>13} {result['client_cpu']:>10.2f}"
+                            f"{result['p99_ms']:>8.1f} {result['errors']:>6} {result['model_calls']:>13} "
+                            f"{result['client_cpu']:>10.2f}"
                         )
                     if result["errors"]:
                         raise SystemExit(f"{result['errors']} errors in {name} at concurrency {concurrency}")

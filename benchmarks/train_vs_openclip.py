@@ -349,7 +349,8 @@ def main() -> None:
     peaks = {"fp32": 0.0, "bf16": 0.0}
     arch = arch_of(preset_config(args.vocab_size, args.image_size, args.text_length))
     print(
-        f"{PRESET}: {json.dumps(arch)}; batch {args.batch}, {args.warmup} warm-up + {args.steps} timed steps, {args.threads} threads"
+        f"{PRESET}: {json.dumps(arch)}; batch {args.batch}, {args.warmup} warm-up + {args.steps} timed steps, "
+        f"{args.threads} threads"
     )
 
     runs: list[dict[str, Any]] = []
@@ -377,7 +378,8 @@ def main() -> None:
         if args.trainer:
             commands["polymodal Trainer.fit"] = [*commands["polymodal"], "--trainer"]
         print(
-            f"\n{'round':>5} {'side':22} {'precision':9} {'samples/s':>10} {'ms/step':>8} {'first/last loss':>16} {'load':>5}"
+            f"\n{'round':>5} {'side':22} {'precision':9} {'samples/s':>10} {'ms/step':>8} "
+            f"{'first/last loss':>16} {'load':>5}"
         )
         for round_ in range(args.rounds):
             # Re-measured every round and the highest kept: other jobs only ever lower it,
@@ -393,14 +395,16 @@ def main() -> None:
                     runs.append(r)
                     first = "-" if r["first_loss"] is None else f"{r['first_loss']:.3f}"
                     print(
-                        f"{round_ + 1:5} {r['side']:22} {precision:9} {r['samples_per_s']:10.1f} {r['ms_per_step']:8.1f} {first:>7} / {r['last_loss']:.3f} {load:5.1f}",
+                        f"{round_ + 1:5} {r['side']:22} {precision:9} {r['samples_per_s']:10.1f} "
+                        f"{r['ms_per_step']:8.1f} {first:>7} / {r['last_loss']:.3f} {load:5.1f}",
                         flush=True,
                     )
                     if "profile" in r:
                         print(f"\n--- torch.profiler, {r['side']} {precision} ({r['versions']}) ---\n{r['profile']}")
 
     print(
-        f"\nmatmul peak, best of {args.rounds} measurements ({args.threads} threads): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s"
+        f"\nmatmul peak, best of {args.rounds} measurements ({args.threads} threads): "
+        f"fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s"
     )
     print(machine_header({name: value / 1e9 for name, value in peaks.items()}))
     first = {r["side"]: r for r in runs}
@@ -411,7 +415,8 @@ def main() -> None:
     summary = summarise(runs, peaks, args.precisions)
     print(f"\nmedian step time over all timed steps of {args.rounds} rounds")
     print(
-        f"{'side':22} {'precision':9} {'samples/s':>10} {'ms/step':>8} {'GFLOP/step':>10} {'MFU':>6} {'vs open_clip':>12} {'CPU ms/step':>11} {'CPU vs open_clip':>16}"
+        f"{'side':22} {'precision':9} {'samples/s':>10} {'ms/step':>8} {'GFLOP/step':>10} {'MFU':>6} "
+        f"{'vs open_clip':>12} {'CPU ms/step':>11} {'CPU vs open_clip':>16}"
     )
     for row in summary:
         cpu_ms = "-" if row["cpu_ms_per_step"] is None else f"{row['cpu_ms_per_step']:.1f}"

@@ -84,8 +84,8 @@ def main() -> None:
     images_wall, images_cpu = best_rate(lambda: model.embed_image(images), len(images), args.repeats)
     texts_wall, texts_cpu = best_rate(lambda: model.embed_text(texts), len(texts), args.repeats)
     print(
-        f"threads={args.threads}, precision={args.precision}: load {load_s:.1f} s, 1000 class prompts embedded once in {class_s:.1f} s "
-        f"({class_cpu:.1f} CPU-s)"
+        f"threads={args.threads}, precision={args.precision}: load {load_s:.1f} s, "
+        f"1000 class prompts embedded once in {class_s:.1f} s ({class_cpu:.1f} CPU-s)"
     )
     print(
         f"embed_image: {images_wall:.1f} images/s, {images_cpu:.1f} images per CPU-second "

@@ -142,7 +142,7 @@ def _tuned(fusion: str | None, fine_tune: FineTune, recipe: str = "shapes-fusion
 
 
 def test_demo_fine_tunes_attention_fusion_slowly_on_frozen_towers(tmp_path: Path) -> None:
-    """Attention fusion trains at 1e-4 on frozen towers; the others at the recipe rate with the CLIP text tower at 1e-4."""
+    """Attention fusion trains at 1e-4 on frozen towers; the others at the recipe rate, the CLIP text tower at 1e-4."""
     clip = tmp_path / "clip"
     assert is_attention_fusion("cross_attention") and is_attention_fusion("co_attention")
     assert not is_attention_fusion("concat") and not is_attention_fusion("gmu") and not is_attention_fusion("no-such")

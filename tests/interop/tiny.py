@@ -13,7 +13,25 @@ import transformers as t
 
 from polymodal.data.text import TextTokenizer, train_tokenizer
 
-WORDS = ["a", "photo", "of", "the", "red", "blue", "green", "small", "big", "circle", "square", "triangle", "cat", "dog", "on", "left", "right"]
+WORDS = [
+    "a",
+    "photo",
+    "of",
+    "the",
+    "red",
+    "blue",
+    "green",
+    "small",
+    "big",
+    "circle",
+    "square",
+    "triangle",
+    "cat",
+    "dog",
+    "on",
+    "left",
+    "right",
+]
 TINY = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
 IMAGE_SIZE = 32
 # train_tokenizer's fixed specials: [PAD]=0 [UNK]=1 [BOS]=2 [EOS]=3 [MASK]=4.

@@ -13,7 +13,26 @@ from pycocoevalcap.rouge.rouge import Rouge
 from polymodal.metrics import bleu, cider_d, rouge_l, score_captions, tokenize
 from polymodal.metrics.captioning import bleu_from_stats, bleu_stats, cider_d_per_item, meteor_available
 
-VOCAB = ["a", "an", "the", "dog", "cat", "man", "woman", "sits", "on", "red", "blue", "table", "street", "with", "ball", "runs", "near", "park"]
+VOCAB = [
+    "a",
+    "an",
+    "the",
+    "dog",
+    "cat",
+    "man",
+    "woman",
+    "sits",
+    "on",
+    "red",
+    "blue",
+    "table",
+    "street",
+    "with",
+    "ball",
+    "runs",
+    "near",
+    "park",
+]
 
 
 def _random_corpus(seed: int, n_images: int = 60) -> tuple[dict, dict]:

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-sklearn_metrics = pytest.importorskip("sklearn.metrics")
-
 from polymodal.metrics import accuracy, confusion_matrix, precision_recall_f1, top_k_accuracy
+
+sklearn_metrics = pytest.importorskip("sklearn.metrics")
 
 
 def _random_labels(seed: int, n: int = 200, n_classes: int = 6) -> tuple[np.ndarray, np.ndarray]:

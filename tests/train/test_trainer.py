@@ -52,7 +52,15 @@ def dataset(n: int = 64) -> TensorDataset:
 
 
 def config(**kw) -> TrainConfig:
-    base = {"steps": 12, "batch_size": 8, "lr": 1e-2, "warmup_steps": 2, "checkpoint_every": 3, "log_every": 1, "seed": 3}
+    base = {
+        "steps": 12,
+        "batch_size": 8,
+        "lr": 1e-2,
+        "warmup_steps": 2,
+        "checkpoint_every": 3,
+        "log_every": 1,
+        "seed": 3,
+    }
     return TrainConfig(**{**base, **kw})
 
 
