@@ -7,12 +7,13 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup browser demo test test-all bench clean help
+.PHONY: setup browser demo lint test test-all bench clean help
 
 help:
 	@echo "make demo      set up, then run the main job on the built-in ShapesWorld data"
 	@echo "make test      set up, then run the test suite (slow tests excluded)"
 	@echo "make test-all  the full test suite, slow tests included"
+	@echo "make lint      ruff: formatting and lint (part of make test)"
 	@echo "make bench     run the benchmark scripts under benchmarks/"
 
 setup: $(STAMP)
@@ -37,7 +38,11 @@ browser:
 	      || echo "warning: could not install chromium: the browser test will be skipped"; \
 	  else echo "note: /usr/bin/chromium missing and apt-get unavailable: the browser test will be skipped"; fi; }
 
-test: $(STAMP) browser
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks
+
+test: $(STAMP) browser lint
 	$(PY) -m pytest -m "not slow" -n 2 -q
 
 test-all: $(STAMP) browser

@@ -7,19 +7,22 @@ The ``shapes-*`` presets are sized to train on ShapesWorld on a laptop CPU in mi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from polymodal.models.base import ComposedModel, build_model
 from polymodal.models.config import (
     CaptionerConfig,
     ComponentConfig,
     DecoderConfig,
     EmbeddingConfig,
     FusionClassifierConfig,
+    ModelConfig,
     QuestionAnsweringConfig,
 )
 from polymodal.registry import Registry
 
-PRESETS: Registry = Registry("preset")
+PRESETS: Registry[Callable[..., ModelConfig]] = Registry("preset")
 
 
 IMAGE_TOWERS = ("vit", "cnn", "efficientnet")
@@ -137,8 +140,7 @@ def shapes_vqa(
     )
 
 
-def build_preset(name: str, **overrides: Any):  # type: ignore[no-untyped-def]
+def build_preset(name: str, **overrides: Any) -> ComposedModel:
     """Build the model a preset describes; overrides go to the preset function."""
-    from polymodal.models.base import build_model
 
     return build_model(PRESETS.build(name, **overrides))

@@ -17,7 +17,7 @@ from polymodal.modules.fusion.product import BilinearFusion, ProductFusion
 from polymodal.modules.fusion.weighted import WeightedSumFusion
 from polymodal.registry import Registry
 
-FUSIONS: Registry = Registry("fusion")
+FUSIONS: Registry[type[Fusion]] = Registry("fusion")
 FUSIONS.register("concat")(ConcatFusion)
 FUSIONS.register("late")(LateFusion)
 FUSIONS.register("weighted_sum")(WeightedSumFusion)
