@@ -33,7 +33,8 @@ def test_models_lists_every_registry_with_parameters() -> None:
     result = runner.invoke(app, ["models", "--json"])
     assert result.exit_code == 0, result.output
     catalogue = json.loads(result.stdout)
-    assert set(catalogue) == {"presets", "encoders", "fusion", "heads", "losses"}
+    assert set(catalogue) == {"presets", "processors", "encoders", "fusion", "heads", "decoders", "losses"}
+    assert [row["name"] for row in catalogue["decoders"]] == ["lstm", "transformer"]
     assert [row["name"] for row in catalogue["fusion"]] == FUSIONS.names()
     vit = next(row for row in catalogue["encoders"] if row["name"] == "vit")
     assert {"image_size", "patch_size", "width", "depth"} <= {p["name"] for p in vit["params"]}

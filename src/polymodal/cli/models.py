@@ -9,26 +9,31 @@ from polymodal.cli.output import JsonOption, console, emit_json
 
 
 def _catalogue() -> dict[str, list[dict]]:
+    from polymodal.data.processors import PROCESSORS
     from polymodal.models import PRESETS
     from polymodal.modules.encoders import ENCODERS
     from polymodal.modules.fusion import FUSIONS
-    from polymodal.modules.heads import HEADS
+    from polymodal.modules.heads import DECODERS, HEADS
     from polymodal.modules.losses import LOSSES
 
     return {
         "presets": PRESETS.describe(),
+        "processors": PROCESSORS.describe(),
         "encoders": ENCODERS.describe(),
         "fusion": FUSIONS.describe(),
         "heads": HEADS.describe(),
+        "decoders": DECODERS.describe(),
         "losses": LOSSES.describe(),
     }
 
 
 def models(
-    kind: str = typer.Argument(None, help="Only this kind: presets, encoders, fusion, heads or losses."),
+    kind: str = typer.Argument(
+        None, help="Only this kind: presets, processors, encoders, fusion, heads, decoders or losses."
+    ),
     json: bool = JsonOption,
 ) -> None:
-    """List the model presets, encoders, fusion modules, heads and losses with their parameters."""
+    """List what models are built from: presets, processors, encoders, fusion modules, heads, decoders, losses."""
     catalogue = _catalogue()
     if kind is not None:
         if kind not in catalogue:
