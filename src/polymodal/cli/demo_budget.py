@@ -58,7 +58,8 @@ class DemoBudget:
 
     def _predicted(self, job: PlannedJob, steps: int) -> float:
         """Seconds for ``job`` at ``steps`` on the reference machine: training plus evaluation."""
-        return self.costs["seconds_per_step"][job.kind] * steps + self.costs["eval_seconds"][job.kind]
+        kind = job.label if job.label in self.costs["seconds_per_step"] else job.kind  # caption-lstm has its own
+        return self.costs["seconds_per_step"][kind] * steps + self.costs["eval_seconds"][kind]
 
     @property
     def slowdown(self) -> float:

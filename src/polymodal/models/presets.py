@@ -109,7 +109,7 @@ def shapes_caption(
 ) -> CaptionerConfig:
     """Image tower + a cross-attending text decoder (``transformer``: 2 layers; ``lstm``: show-attend-and-tell);
     ``contrastive`` adds a text tower and 128-d projections (CoCa-style) so the recipe's
-    ``task.contrastive_weight`` can add a CLIP loss to captioning."""
+    ``objective.contrastive_weight`` can add a CLIP loss to captioning."""
     encoders = {"image": _small_image(image_encoder, image_size)}
     if contrastive:
         encoders["text"] = _small_text(vocab_size, max_length)
