@@ -42,8 +42,8 @@ def test_models_lists_every_registry_with_parameters() -> None:
 
 
 def test_models_unknown_kind_is_a_clear_error() -> None:
-    result = runner.invoke(app, ["models", "decoders"])
-    assert result.exit_code == 2 and "unknown kind 'decoders'" in result.output
+    result = runner.invoke(app, ["models", "tokenizers"])
+    assert result.exit_code == 2 and "unknown kind 'tokenizers'" in result.output and "decoders" in result.output
 
 
 def test_train_recipe_then_resume(tmp_path: Path) -> None:
