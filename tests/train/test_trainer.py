@@ -376,3 +376,21 @@ def test_progress_without_a_terminal_is_a_line_every_few_percent(
     assert (tmp_path / "train.log").read_text().splitlines() == shown
     machine = json.loads((tmp_path / "machine.json").read_text())
     assert machine["precision"]["precision"] == "fp32" and machine["threads"]["threads"] == 1
+
+
+def test_a_resumed_runs_event_file_is_read_after_the_killed_runs(tmp_path: Path, monkeypatch) -> None:
+    """TensorBoard reads a directory's event files in name order, and a resumed run's purge only hides what was
+    read before it. Names of one process within one second differ by a counter that sorts wrongly from .9 to .10:
+    the resumed run's file must still come last."""
+    from tensorboard.summary.writer import event_file_writer
+
+    from polymodal.train.metrics_log import MetricsLog
+
+    monkeypatch.setattr(event_file_writer._global_uid, "_value", 9)  # the next two files: .9, then .10
+    killed = MetricsLog(tmp_path)
+    killed.write({"step": 1, "mse": 1.0})
+    resumed = MetricsLog(tmp_path)
+    resumed.rewind(0)
+    resumed.write({"step": 1, "mse": 2.0})
+    names = sorted(p.name for p in (tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(names) == 2 and names[-1].endswith(".10")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,8 @@ class MetricsLog:
                 )
                 self._want_tensorboard = False
                 return None
+            if self._purge_step is not None:
+                _after_existing_event_files(self.run_dir / TENSORBOARD_DIR)
             self._writer = SummaryWriter(log_dir=str(self.run_dir / TENSORBOARD_DIR), purge_step=self._purge_step)
         return self._writer
 
@@ -83,3 +86,14 @@ class MetricsLog:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def _after_existing_event_files(directory: Path) -> None:
+    """Wait (under a second) until the clock is past the newest event file's timestamp: TensorBoard reads the
+    files of a directory in name order, and a resumed run's purge only hides what was read before it. Within one
+    second the names of one process differ by a counter, which sorts wrongly from .9 to .10."""
+    stamps = [
+        int(p.name.split(".")[3]) for p in directory.glob("events.out.tfevents.*") if p.name.split(".")[3].isdigit()
+    ]
+    while stamps and int(time.time()) <= max(stamps):
+        time.sleep(0.02)
