@@ -212,3 +212,40 @@ def test_a_three_modality_embedding_model_aligns_every_pair(data: Path, tmp_path
     # Each colour's vector and image find that colour's caption among the four.
     assert (from_vectors @ texts.T).argmax(-1).tolist() == list(range(len(names)))
     assert (images @ texts.T).argmax(-1).tolist() == list(range(len(names)))
+
+
+def test_a_captioner_and_a_question_answerer_over_the_toy_modality(tmp_path: Path) -> None:
+    """The captioner describes any source modality and the question answerer answers about any modality."""
+    from polymodal.data.processors import TextProcessor
+    from polymodal.data.text import train_tokenizer
+    from polymodal.models import build_model, parse_model_config, save_model
+
+    tokenizer = train_tokenizer(["a red square", "what colour is it", "red", "green"], vocab_size=32)
+    processors = {"vector": VectorProcessor(DIM), "text": TextProcessor(tokenizer, 8)}
+    vector = TOWERS["vector"]
+    decoder = {"name": "lstm", "vocab_size": tokenizer.vocab_size, "max_length": 8, "params": {"width": 16, "depth": 1}}
+    text = {"name": "rnn_text", "params": {"vocab_size": tokenizer.vocab_size, "width": 16}}
+    configs = {
+        "captioner": {"kind": "captioner", "encoders": {"vector": vector}, "source": "vector", "decoder": decoder},
+        "qa": {
+            "kind": "question_answering",
+            "encoders": {"vector": vector, "text": text},
+            "fusion": {"name": "gmu"},
+            "fusion_dim": 16,
+            "num_answers": 2,
+        },
+    }
+    vectors = [[1.0, 0, 0, 0, 0.1, 1.0], [0, 1.0, 0, 0, -0.1, -1.0]]
+    for kind, config in configs.items():
+        model = build_model(parse_model_config(config)).eval()
+        save_model(tmp_path / kind, model, processors, {"red": 0, "green": 1} if kind == "qa" else None)
+        saved = SavedModel.load(tmp_path / kind)
+        inputs = {"vector": saved.inputs("vector", vectors)}
+        with torch.no_grad():
+            if kind == "captioner":
+                ids = saved.model.generate(inputs, strategy="beam", num_beams=2, max_new_tokens=5)
+                assert ids.shape[0] == 2 and all(isinstance(saved.text.decode(row), str) for row in ids)
+            else:
+                inputs["text"] = saved.inputs("text", ["what colour is it"] * 2)
+                logits = saved.model(inputs)
+                assert logits.shape == (2, 2) and torch.equal(logits, model(inputs))
