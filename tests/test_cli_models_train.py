@@ -570,3 +570,19 @@ def test_recipe_tower_learning_rates_reach_the_optimizer(tmp_path: Path) -> None
     assert first["lr"] == pytest.approx(1e-3 * factor) and first["lrs"] == {
         "encoders.text": pytest.approx(1e-5 * factor)
     }
+
+
+def test_resuming_a_run_started_before_the_objective_section_is_refused_clearly(tmp_path: Path) -> None:
+    """Such a run's checkpoints name the weights the old way: the refusal says what to do instead."""
+    import yaml
+
+    from polymodal.config import ConfigError
+    from polymodal.train.recipe import load_recipe
+    from polymodal.train.resume import CONFIG_NAME, check_resume_config
+
+    recipe = load_recipe(RECIPES / "shapes-clip.yaml", ["data.path=unused"])
+    old = recipe.model_dump(mode="json")
+    old["task"] = old.pop("objective")
+    (tmp_path / CONFIG_NAME).write_text(yaml.safe_dump(old))
+    with pytest.raises(ConfigError, match="before the modality-generic core.*model.init_from"):
+        check_resume_config(recipe, tmp_path)

@@ -72,3 +72,17 @@ def test_a_legacy_model_saved_again_is_written_in_the_current_layout(tmp_path: P
 def test_a_legacy_directory_copied_elsewhere_still_loads(tmp_path: Path) -> None:
     shutil.copytree(FIXTURES / "dual_encoder", tmp_path / "m")
     assert SavedModel.load(tmp_path / "m").text.tokenizer.vocab_size > 5
+
+
+def test_the_text_length_of_a_legacy_fusion_classifier_comes_from_its_text_tower() -> None:
+    assert SavedModel.load(FIXTURES / "fusion_classifier").text.max_length == 12
+
+
+def test_a_directory_of_a_newer_format_is_refused_clearly(tmp_path: Path) -> None:
+    from polymodal.config import ConfigError
+
+    shutil.copytree(FIXTURES / "dual_encoder", tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    (tmp_path / "m" / "config.json").write_text(json.dumps({**meta, "format": 99, "polymodal_version": "9.0"}))
+    with pytest.raises(ConfigError, match="format 99 by polymodal 9.0.*upgrade polymodal"):
+        SavedModel.load(tmp_path / "m")

@@ -204,3 +204,22 @@ def test_presets_build_and_run(name: str) -> None:
             out = model(both)
     first = out if isinstance(out, torch.Tensor) else next(iter(out.values()))
     assert torch.isfinite(first).all()
+
+
+def test_a_captioner_trains_on_a_batch_without_its_source() -> None:
+    """A batch where no sample has the source: the decoder gets a fully masked memory, not a KeyError."""
+    model = build_model(parse_model_config(CONFIGS["captioner"]))
+    _, ids, mask = inputs()
+    out = model({}, ids, mask)
+    assert torch.isfinite(out["logits"]).all() and "features" not in out
+    with pytest.raises(ValueError, match="needs the 'image' input"):
+        model.generate({})
+
+
+def test_decoder_params_are_checked_against_the_decoder() -> None:
+    with pytest.raises(ConfigError, match=r"params of decoder 'transformer': missing \['depth', 'heads', 'width'\]"):
+        parse_model_config(dict(CONFIGS["captioner"], decoder={"vocab_size": VOCAB}))
+    with pytest.raises(ConfigError, match=r"unknown \['widht'\]"):
+        parse_model_config(dict(CONFIGS["captioner_lstm"], decoder=dict(LSTM, params={"widht": 16, "depth": 1})))
+    with pytest.raises(ConfigError, match="source cannot be text"):
+        parse_model_config(dict(CONFIGS["captioner_lstm"], encoders={"text": TEXT}, source="text"))

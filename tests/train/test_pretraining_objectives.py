@@ -174,3 +174,28 @@ def test_regression_and_multi_label_classification_from_a_recipe(tmp_path: Path)
 def test_a_loss_that_does_not_go_with_the_objective_is_refused() -> None:
     with pytest.raises(ConfigError, match="loss 'mse' does not go with kind 'contrastive'"):
         load_recipe("shapes-clip", ["objective.loss=mse", "objective.hard_negatives=null"])
+
+
+def test_a_contrastive_pair_no_row_has_counts_zero_not_nan() -> None:
+    import torch
+
+    from polymodal.data.collate import Batch
+    from polymodal.models import build_model, parse_model_config
+    from polymodal.train.objectives import ContrastiveObjective
+
+    towers = {
+        "a": {"name": "rnn_text", "params": {"vocab_size": 16, "width": 8}},
+        "b": {"name": "rnn_text", "params": {"vocab_size": 16, "width": 8}},
+        "c": {"name": "rnn_text", "params": {"vocab_size": 16, "width": 8}},
+    }
+    model = build_model(parse_model_config({"kind": "embedding", "encoders": towers, "embed_dim": 4}))
+    ids = torch.randint(1, 16, (4, 5))
+    present = {
+        "a": torch.tensor([True, True, False, False]),
+        "b": torch.tensor([False, False, True, True]),
+        "c": torch.ones(4, dtype=torch.bool),
+    }
+    batch = Batch(ids=list("wxyz"), inputs=dict.fromkeys(towers, (ids, None)), present=present)
+    losses = ContrastiveObjective([("a", "b"), ("a", "c"), ("b", "c")])(model, batch)
+    assert losses["contrastive_a_b"].item() == 0.0 and torch.isfinite(losses["loss"])
+    losses["loss"].backward()  # the pairs that have rows train

@@ -51,7 +51,7 @@ class PolymodalBackend:
     def caption(self, images: Sequence[Image.Image], *, max_new_tokens: int = 30, num_beams: int = 1) -> list[str]:
         strategy = {"strategy": "beam", "num_beams": num_beams} if num_beams > 1 else {"strategy": "greedy"}
         # The decoder's positions end at the text length (one of them holds BOS): a longer request is capped.
-        max_new_tokens = min(max_new_tokens, self.saved.text.max_length - 1)
+        max_new_tokens = min(max_new_tokens, self.saved.model.decoder.max_length - 1)  # type: ignore[union-attr]
         model = self.saved.model
         ids = model.generate(
             {model.source: self._inputs(model.source, images)},

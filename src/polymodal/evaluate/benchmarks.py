@@ -22,6 +22,7 @@ from polymodal.data.schema import Sample
 from polymodal.evaluate import passes
 from polymodal.evaluate.context import EvalContext, ImageFn
 from polymodal.evaluate.prompts import resolve_templates
+from polymodal.models import FusionClassifier, QuestionAnswerer
 
 # (image_fn, drop, full) -> PassResult
 Scorer = Callable[[ImageFn | None, str | None, bool], passes.PassResult]
@@ -110,7 +111,7 @@ def _captions(samples: list[Sample]) -> tuple[list[str], list[int]]:
     return texts, owner
 
 
-def _retrieval_task(ctx: EvalContext, name: str, split: str, samples: list[Sample]) -> LoadedSplit:
+def _retrieval_split(ctx: EvalContext, name: str, split: str, samples: list[Sample]) -> LoadedSplit:
     """Retrieval when the model embeds, captioning when it captions; both when it does both."""
     can = ctx.backend.capabilities
     if EMBED not in can and CAPTION not in can:
@@ -138,7 +139,7 @@ def _retrieval_task(ctx: EvalContext, name: str, split: str, samples: list[Sampl
 
 def _load_shapes_retrieval(ctx: EvalContext, split: str) -> LoadedSplit:
     ctx.require(EMBED, "shapes-retrieval")
-    return _retrieval_task(ctx, "shapes-retrieval", split, _shapes_split(ctx, "shapes-retrieval", split))
+    return _retrieval_split(ctx, "shapes-retrieval", split, _shapes_split(ctx, "shapes-retrieval", split))
 
 
 def _load_shapes_caption(ctx: EvalContext, split: str) -> LoadedSplit:
@@ -163,13 +164,13 @@ def _questions(samples: list[Sample]) -> passes.Questions:
     return qs
 
 
-def _vqa_task(ctx: EvalContext, name: str, split: str, qs: passes.Questions, exact: bool) -> LoadedSplit:
+def _vqa_split(ctx: EvalContext, name: str, split: str, qs: passes.Questions, exact: bool) -> LoadedSplit:
     from polymodal.backends import ANSWER
 
     ctx.require(ANSWER, name)
     drops: tuple[str, ...] = ()
-    if ctx.is_polymodal and getattr(ctx.saved.model, "answer_mode", None) == "classify":
-        drops = ("image", "text")  # a classifying polymodal VQA model can run with a modality marked absent
+    if ctx.is_polymodal and isinstance(ctx.saved.model, QuestionAnswerer):
+        drops = tuple(ctx.saved.model.modalities)  # a polymodal model runs with a modality marked absent
 
     def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
         return passes.vqa(ctx, qs, exact, image_fn, drop, full)
@@ -179,11 +180,10 @@ def _vqa_task(ctx: EvalContext, name: str, split: str, qs: passes.Questions, exa
 
 def _load_shapes_vqa(ctx: EvalContext, split: str) -> LoadedSplit:
     # One reference answer per question: exact match (the 10-annotator formula would score 0).
-    return _vqa_task(ctx, "shapes-vqa", split, _questions(_shapes_split(ctx, "shapes-vqa", split)), exact=True)
+    return _vqa_split(ctx, "shapes-vqa", split, _questions(_shapes_split(ctx, "shapes-vqa", split)), exact=True)
 
 
 def _load_shapes_statements(ctx: EvalContext, split: str) -> LoadedSplit:
-    from polymodal.models import FusionClassifier
 
     if not ctx.is_polymodal or not isinstance(ctx.saved.model, FusionClassifier):
         raise ValueError(f"benchmark shapes-statements needs a polymodal fusion classifier; {ctx.model} is not one")
@@ -199,13 +199,13 @@ def _load_shapes_statements(ctx: EvalContext, split: str) -> LoadedSplit:
     def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
         return passes.statements(ctx, st, image_fn, drop, full)
 
-    return LoadedSplit("shapes-statements", split, "accuracy", score, ("image", "text"))
+    return LoadedSplit("shapes-statements", split, "accuracy", score, tuple(ctx.saved.model.modalities))
 
 
 # ------------------------------------------------------------------------------------------ standard sets
 
 
-def _classification_task(
+def _classification_split(
     ctx: EvalContext, name: str, split: str, samples: list[Sample], classnames: list[str]
 ) -> LoadedSplit:
     ctx.require(EMBED, name)
@@ -235,7 +235,7 @@ def _load_imagefolder(ctx: EvalContext, split: str) -> LoadedSplit:
     samples = _read(ctx, list(read_image_folder(root, strict=True, classes=classes)))
     if not samples:
         raise ValueError(f"{root}: no images in the class folders")
-    return _classification_task(ctx, "imagefolder", split, samples, classes)
+    return _classification_split(ctx, "imagefolder", split, samples, classes)
 
 
 def _cifar_loader(variant: str) -> Callable[[EvalContext, str], LoadedSplit]:
@@ -243,7 +243,7 @@ def _cifar_loader(variant: str) -> Callable[[EvalContext, str], LoadedSplit]:
         root = _data(ctx, variant)
         ctx.read(*cifar_files(root, variant, split))  # type: ignore[arg-type]
         samples = list(read_cifar(root, variant, split, strict=True))  # type: ignore[arg-type]
-        return _classification_task(ctx, variant, split, samples, cifar_classes(root, variant))  # type: ignore[arg-type]
+        return _classification_split(ctx, variant, split, samples, cifar_classes(root, variant))  # type: ignore[arg-type]
 
     return load
 
@@ -260,7 +260,7 @@ def _karpathy_loader(
         samples = _read(ctx, list(read_karpathy(annotations, image_root, split=split, strict=True)))
         if not samples:
             raise ValueError(f"{annotations}: no images in split {split!r}")
-        return _retrieval_task(ctx, name, split, samples)
+        return _retrieval_split(ctx, name, split, samples)
 
     return load
 
@@ -272,7 +272,7 @@ def _load_vqav2(ctx: EvalContext, split: str) -> LoadedSplit:
     image_dir = root / split if (root / split).is_dir() else root
     ctx.read(questions, annotations)
     samples = _read(ctx, list(read_vqa(questions, image_dir, annotations, strict=True, subtype=split)))
-    return _vqa_task(ctx, "vqav2", split, _questions(samples), exact=False)
+    return _vqa_split(ctx, "vqav2", split, _questions(samples), exact=False)
 
 
 SHAPES_SPLITS = ("test", "test_novel")

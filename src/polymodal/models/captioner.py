@@ -69,20 +69,30 @@ class Captioner(ComposedModel):
             raise ValueError("this captioner has no contrastive text tower, so it does not embed")
         return F.normalize(self.projections[modality](self.encoders[modality](x, mask).pooled), dim=-1)
 
+    def _memory(self, inputs: Inputs, present: Presence | None, batch: int) -> tuple[Tensor, Tensor | None, Any]:
+        """Source tokens and mask for the decoder, and the source's encoder output; when no sample of the batch has
+        the source, one masked placeholder token (the decoders gate a fully masked memory to zero) and None."""
+        if self.source not in inputs:
+            weight = next(self.decoder.parameters())
+            tokens = weight.new_zeros(batch, 1, self.encoders[self.source].output_dim)
+            return tokens, torch.zeros(batch, 1, dtype=torch.bool, device=weight.device), None
+        x, mask = inputs[self.source]
+        source = self.encoders[self.source](x, mask)
+        here = None if present is None else present.get(self.source)
+        memory, memory_mask = memory_of(source.tokens, source.mask, here)
+        return memory, memory_mask, source
+
     def forward(
         self, inputs: Inputs, caption_ids: Tensor, caption_mask: Tensor | None = None, present: Presence | None = None
     ) -> dict[str, Any]:
         """Teacher forcing: ``logits`` (B, T, V) for every position of ``caption_ids``; CoCa-style also
-        ``features`` (modality -> (B, embed_dim) unit vectors of the source and of the caption)."""
-        x, mask = inputs[self.source]
-        source = self.encoders[self.source](x, mask)
-        memory, memory_mask = memory_of(
-            source.tokens, source.mask, None if present is None else present.get(self.source)
-        )
+        ``features`` (modality -> (B, embed_dim) unit vectors of the source and of the caption) when the batch
+        has the source."""
+        memory, memory_mask, source = self._memory(inputs, present, caption_ids.size(0))
         out: dict[str, Any] = {
             "logits": self.decoder(caption_ids, memory, memory_mask=memory_mask, attention_mask=caption_mask)
         }
-        if self.contrastive:
+        if self.contrastive and source is not None:
             text = self.encoders["text"](caption_ids, caption_mask)
             out["features"] = {
                 self.source: F.normalize(self.projections[self.source](source.pooled), dim=-1),
@@ -92,11 +102,9 @@ class Captioner(ComposedModel):
 
     def generate(self, inputs: Inputs, present: Presence | None = None, **kwargs: Any) -> Tensor:
         """Caption token ids (B, L); kwargs go to :func:`generate` (strategy, num_beams ...)."""
-        x, mask = inputs[self.source]
-        source = self.encoders[self.source](x, mask)
-        memory, memory_mask = memory_of(
-            source.tokens, source.mask, None if present is None else present.get(self.source)
-        )
+        if self.source not in inputs:
+            raise ValueError(f"a caption needs the {self.source!r} input to describe; got {sorted(inputs)}")
+        memory, memory_mask, _ = self._memory(inputs, present, 0)
         ids, _scores = generate(self.decoder, memory, memory_mask, **kwargs)
         return ids
 

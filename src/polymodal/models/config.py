@@ -8,6 +8,7 @@ the list of known names. Towers are always ``encoders: {modality: component}``.
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -94,6 +95,21 @@ class DecoderConfig(Config):
             raise ValueError(f"unknown decoder {value!r}; allowed: {', '.join(registry.names())}")
         return value
 
+    @model_validator(mode="after")
+    def _params_fit(self) -> DecoderConfig:
+        builder = importlib.import_module("polymodal.modules.heads").DECODERS.get(self.name)
+        own = {n: p for n, p in inspect.signature(builder).parameters.items() if n not in _DECODER_GIVEN}
+        unknown = sorted(set(self.params) - set(own))
+        missing = sorted(n for n, p in own.items() if p.default is p.empty and n not in self.params)
+        if unknown or missing:
+            problem = f"unknown {unknown}" if unknown else f"missing {missing}"
+            raise ValueError(f"params of decoder {self.name!r}: {problem}; its parameters: {sorted(own)}")
+        return self
+
+
+# What a model passes to every decoder itself; the rest are the decoder's own ``params``.
+_DECODER_GIVEN = {"self", "memory_dim", "vocab_size", "max_length", "pad_id", "bos_id", "eos_id"}
+
 
 class CaptionerConfig(Config):
     """Describes its ``source`` modality in text. A ``text`` tower beside the source makes it CoCa-style:
@@ -111,6 +127,8 @@ class CaptionerConfig(Config):
     def _towers_fit(self) -> CaptionerConfig:
         if self.source not in self.encoders:
             raise ValueError(f"source {self.source!r} has no encoder; encoders: {sorted(self.encoders)}")
+        if self.source == "text":
+            raise ValueError("a captioner's source cannot be text: its captions are the target")
         others = set(self.encoders) - {self.source}
         if others - {"text"}:
             raise ValueError(

@@ -1,4 +1,4 @@
-"""Models saved before the modality-generic core (format 1) load as today's models.
+"""Model directories of format 1 (``dual_encoder``/``vqa`` kinds, ``preprocess.json``) load as format-2 models.
 
 Format 1 named towers per model kind (``dual_encoder``: ``image_encoder``/``text_encoder`` with
 ``image_projection``/``text_projection``; ``vqa``: ``answer_head``), kept image preprocessing in
@@ -14,9 +14,11 @@ from typing import Any
 
 from torch import Tensor
 
-FORMAT = 2
-
 _DECODER_FIELDS = ("vocab_size", "max_length", "pad_id", "bos_id", "eos_id")
+
+
+# What a format-1 decoder config left out meant (the DecoderConfig defaults of that format).
+_DECODER_DEFAULTS = {"width": 256, "depth": 2, "heads": 4}
 
 
 def _decoder(old: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -25,7 +27,7 @@ def _decoder(old: dict[str, Any] | None) -> dict[str, Any] | None:
     return {
         "name": "transformer",
         **{k: old[k] for k in _DECODER_FIELDS if k in old},
-        "params": {k: v for k, v in old.items() if k not in _DECODER_FIELDS},
+        "params": {**_DECODER_DEFAULTS, **{k: v for k, v in old.items() if k not in _DECODER_FIELDS}},
     }
 
 
@@ -105,6 +107,8 @@ def legacy_processor_settings(config: dict[str, Any], preprocess_file: Path, has
     settings: dict[str, Any] = {}
     if preprocess_file.is_file():
         settings["image"] = json.loads(preprocess_file.read_text())
+    elif "image_encoder" in config or "image" in (config.get("encoders") or {}):
+        settings["image"] = {}  # format 1 then meant the default preprocessing
     if has_tokenizer:
         settings["text"] = {"max_length": _text_length(config)}
     return settings
@@ -112,8 +116,14 @@ def legacy_processor_settings(config: dict[str, Any], preprocess_file: Path, has
 
 def _text_length(config: dict[str, Any]) -> int:
     """The longest token sequence the text tower or decoder was built for (32 when it does not say)."""
-    for name in ("text_encoder", "contrastive_text_encoder", "decoder"):
-        section = config.get(name) or {}
+    sections = [
+        config.get("text_encoder"),
+        (config.get("encoders") or {}).get("text"),
+        config.get("decoder"),
+        config.get("contrastive_text_encoder"),
+    ]
+    for section in sections:
+        section = section or {}
         length = (section.get("params") or {}).get("max_length", section.get("max_length"))
         if length is not None:
             return int(length)

@@ -6,9 +6,8 @@
     tokenizer/          the text processor's tokenizer (when the model reads or writes text)
     answers.json        answer or class -> output index (models that classify over a vocabulary)
 
-A directory is written atomically as a whole: into a temporary sibling, then renamed into place. A
-directory saved before the modality-generic core (format 1: ``dual_encoder``/``vqa`` kinds, ``preprocess.json``)
-loads through :mod:`polymodal.models.legacy`.
+A directory is written atomically as a whole: into a temporary sibling, then renamed into place. A format-1
+directory (``dual_encoder``/``vqa`` kinds, ``preprocess.json``) loads through :mod:`polymodal.models.legacy`.
 """
 
 from __future__ import annotations
@@ -30,10 +29,11 @@ from polymodal.data.transforms import PREPROCESS_FILE
 from polymodal.fsutil import atomic_directory
 from polymodal.models.base import ComposedModel, build_model
 from polymodal.models.config import parse_model_config
-from polymodal.models.legacy import FORMAT, legacy_processor_settings, upgrade_state
+from polymodal.models.legacy import legacy_processor_settings, upgrade_state
 from polymodal.version import __version__
 from polymodal.weights import load_state, save_weights
 
+FORMAT = 2  # of the directory; format 1 is read through polymodal.models.legacy
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 PROCESSORS_FILE = "processors.json"
@@ -91,6 +91,11 @@ def load_model(directory: str | os.PathLike) -> ComposedModel:
     """The model saved in ``directory`` (any format); its weights must match its config exactly."""
     directory = Path(directory)
     meta = _read_meta(directory)
+    if int(meta.get("format", 1)) > FORMAT:
+        raise ConfigError(
+            f"{directory}: saved in format {meta['format']} by polymodal {meta.get('polymodal_version')}; "
+            f"this polymodal reads formats up to {FORMAT}: upgrade polymodal"
+        )
     raw = meta.get("config", {})
     config = parse_model_config(raw, str(directory / CONFIG_FILE))
     model = build_model(config)
@@ -99,7 +104,7 @@ def load_model(directory: str | os.PathLike) -> ComposedModel:
     return model
 
 
-def load_processors(directory: str | os.PathLike, model: ComposedModel | None = None) -> dict[str, Processor]:
+def load_processors(directory: str | os.PathLike) -> dict[str, Processor]:
     """The processors saved with the model in ``directory`` (read from a format-1 layout as well)."""
     directory = Path(directory)
     path = directory / PROCESSORS_FILE
@@ -134,7 +139,7 @@ class SavedModel:
     def load(cls, directory: str | os.PathLike) -> SavedModel:
         directory = Path(directory)
         model = load_model(directory).eval()
-        return cls(model, load_processors(directory, model), load_answers(directory), directory)
+        return cls(model, load_processors(directory), load_answers(directory), directory)
 
     @property
     def text(self) -> TextProcessor:

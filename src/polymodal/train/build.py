@@ -11,7 +11,15 @@ from torch import nn
 
 from polymodal.config import ConfigError
 from polymodal.data.text import TextTokenizer
-from polymodal.models import PRESETS, ComposedModel, FusionClassifier, build_model, parse_model_config
+from polymodal.models import (
+    PRESETS,
+    Captioner,
+    ComposedModel,
+    FusionClassifier,
+    QuestionAnswerer,
+    build_model,
+    parse_model_config,
+)
 from polymodal.models.config import ModelConfig
 from polymodal.models.transfer import TransferReport, cache_towers, freeze_towers, transfer_weights
 from polymodal.modules.losses import LOSSES
@@ -89,10 +97,18 @@ def make_objective(recipe: Recipe, model: ComposedModel, tokenizer: TextTokenize
     if section.kind == "classification":
         return ClassificationObjective(LOSSES.build(section.loss or "cross_entropy"))
     if section.kind == "caption":
-        if section.contrastive_weight > 0 and not getattr(model, "contrastive", False):
+        if not isinstance(model, Captioner):
+            raise ConfigError(f"objective.kind caption trains a captioner; the recipe builds {model.config.kind}")
+        if section.contrastive_weight > 0 and not model.contrastive:
             raise ConfigError(
                 "objective.contrastive_weight needs a captioner with a text tower for the contrastive "
                 "loss: model.params.contrastive=true (shapes-caption) or a 'text' encoder in model.config"
             )
         return CaptionObjective(contrastive_weight=section.contrastive_weight, label_smoothing=section.label_smoothing)
-    return AnswerObjective(getattr(model, "answer_mode", "classify"))
+    if not isinstance(model, QuestionAnswerer):
+        raise ConfigError(
+            f"objective.kind vqa trains a question-answering model; the recipe builds {model.config.kind}"
+        )
+    if model.answer_mode != "classify":
+        raise ConfigError("objective.kind vqa trains answer_mode classify; recipes do not feed generated answers yet")
+    return AnswerObjective(model.answer_mode)

@@ -26,8 +26,10 @@ def _weighted(parts: dict[str, tuple[float, Tensor]]) -> dict[str, Tensor]:
 
 class ContrastiveObjective(nn.Module):
     """Embedding model + a contrastive loss (CLIP or SigLIP) per listed modality pair, summed (ImageBind-style
-    with more than two modalities). A pair scores the rows that have both modalities. With the batch's hard
-    negative captions (``negative_text_ids``) they are extra candidates for a pair ending in ``text`` (NegCLIP)."""
+    with more than two modalities). A pair scores the rows that have both modalities, and counts zero when the
+    batch has none (with several processes, rows must then be present alike on every rank: the loss gathers equal
+    shapes). With the batch's hard negative captions (``negative_text_ids``) they are extra candidates for a pair
+    ending in ``text`` (NegCLIP)."""
 
     def __init__(
         self, pairs: Sequence[tuple[str, str]] = (("image", "text"),), make_loss: Callable[[], nn.Module] = ClipLoss
@@ -42,11 +44,12 @@ class ContrastiveObjective(nn.Module):
         return "contrastive" if len(self.pairs) == 1 else f"contrastive_{a}_{b}"
 
     def forward(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
-        inputs = dict(batch.inputs)
-        negatives = getattr(batch, "negative_text_ids", None)
+        paired = {m for pair in self.pairs for m in pair}
+        inputs = {m: value for m, value in batch.inputs.items() if m in paired}  # towers in no pair do not run
+        negatives = getattr(batch, "negative_text_ids", None) if "text" in inputs else None
         if negatives is not None:
             # One forward over captions + negatives (a DDP-wrapped model must see each parameter used once per step).
-            # Rows without a negative stay in (all padding): every process gathers one shape; the loss drops them.
+            # Rows without a negative stay in (all padding) so the shapes do not depend on them; the loss drops them.
             ids, mask = inputs["text"]
             inputs["text"] = _stack_padded([(ids, mask), (negatives, batch.negative_text_mask)])
         features = model(inputs)
@@ -56,7 +59,13 @@ class ContrastiveObjective(nn.Module):
         parts = {}
         for a, b in self.pairs:
             loss = self.losses[f"{a}-{b}"]
+            if a not in features or b not in features:  # a modality no sample of this batch has
+                parts[self._name(a, b)] = (1.0, sum(f.sum() for f in features.values()) * 0.0)
+                continue
             both = batch.present[a] & batch.present[b]
+            if not bool(both.any()):
+                parts[self._name(a, b)] = (1.0, (features[a].sum() + features[b].sum()) * 0.0)
+                continue
             rows = None if bool(both.all()) else both
             fa, fb = (features[a], features[b]) if rows is None else (features[a][rows], features[b][rows])
             if b == "text" and negative_features is not None:
@@ -85,8 +94,9 @@ def labels_of(batch: Any) -> tuple[Tensor, Tensor]:
 
 
 class ClassificationObjective(nn.Module):
-    """Fusion classifier (or a classifying question answerer) + cross-entropy on ``batch.labels``; modalities
-    absent from the whole batch are not passed, per-sample absence goes in as presence masks."""
+    """Fusion classifier (or a classifying question answerer) + a supervised loss on ``batch.labels``
+    (cross-entropy by default; BCE for multi-label, MSE for regression); per-sample absence goes in as presence
+    masks."""
 
     def __init__(self, loss: nn.Module | None = None, name: str = "classification") -> None:
         super().__init__()
@@ -115,9 +125,7 @@ class CaptionObjective(nn.Module):
         ids, mask = batch.input("text")
         out = model(batch.inputs, ids, mask, batch.present)
         parts = {"caption": (1.0, self.caption_loss(out["logits"], ids, mask))}
-        if self.contrastive_loss is not None:
-            if "features" not in out:
-                raise ValueError("contrastive_weight > 0 needs a captioner with a contrastive text tower")
+        if self.contrastive_loss is not None and "features" in out:  # none when no sample has the source
             source = out["features"]
             parts["contrastive"] = (self.contrastive_weight, self.contrastive_loss(*source.values()))
         return _weighted(parts)
@@ -125,7 +133,8 @@ class CaptionObjective(nn.Module):
 
 class AnswerObjective(nn.Module):
     """Question answerer: cross-entropy over the answer vocabulary (``batch.labels``), or the LM loss on answer
-    tokens (``batch.extra['answer_ids']`` / ``['answer_mask']``) for a generating one."""
+    tokens (``batch.extra['answer_ids']`` / ``['answer_mask']``) for a generating one (which the recipe pipeline
+    does not feed yet: ``make_objective`` refuses it)."""
 
     def __init__(self, answer_mode: str = "classify") -> None:
         super().__init__()
@@ -138,8 +147,7 @@ class AnswerObjective(nn.Module):
             return self.classify(model, batch)  # type: ignore[no-any-return]
         if "answer_ids" not in batch.extra:
             raise ValueError(
-                "generative question answering needs tokenized answers (batch.extra['answer_ids'/'answer_mask']); "
-                "the recipe pipeline supports answer_mode 'classify' only so far"
+                "generative question answering needs tokenized answers (batch.extra['answer_ids'/'answer_mask'])"
             )
         answer_ids, answer_mask = batch.extra["answer_ids"], batch.extra["answer_mask"]
         logits = model(batch.inputs, batch.present, answer_ids=answer_ids, answer_mask=answer_mask)

@@ -17,9 +17,8 @@ from polymodal.data.readers import read_manifest
 from polymodal.data.schema import Sample
 from polymodal.data.text import TextTokenizer, train_tokenizer
 from polymodal.models import find_model_dir
+from polymodal.models.saved import ANSWERS_FILE
 from polymodal.train.recipe import OBJECTIVE_VIEWS, DataSection, Recipe
-
-ANSWERS_NAME = "answers.json"
 
 
 def read_rows(data: DataSection, name: str, bad_log: BadSampleLog) -> list[Sample]:
@@ -79,7 +78,7 @@ class Labels:
 
 def labels_for(recipe: Recipe, rows: list[Sample], view: str, run_dir: Path, resume: bool) -> Labels:
     if recipe.objective.kind == "vqa":
-        saved = run_dir / ANSWERS_NAME
+        saved = run_dir / ANSWERS_FILE
         if resume and saved.is_file():
             vocab = json.loads(saved.read_text())
         else:
@@ -94,7 +93,7 @@ def labels_for(recipe: Recipe, rows: list[Sample], view: str, run_dir: Path, res
         vocab = {c: i for i, c in enumerate(sorted(set(names)))}
         label_fn = multi_hot(vocab) if loss == "bce" else label_from_vocab(vocab)
         return Labels(label_fn, vocab, {"num_classes": len(vocab)})
-    if recipe.objective.kind in ("contrastive", "caption"):
+    if recipe.objective.kind in ("contrastive", "caption", "matching", "masked_lm"):
         return Labels(no_label)  # the objective learns from pairs; whatever labels the rows carry are not read
     return Labels()
 

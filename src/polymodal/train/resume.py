@@ -103,6 +103,12 @@ def check_resume_config(recipe: Recipe, run_dir: Path) -> None:
         raise ConfigError(f"--resume {run_dir}: {saved_path} is not valid YAML ({e})") from e
     if not isinstance(saved_config, dict):
         raise ConfigError(f"--resume {run_dir}: {saved_path} is not a recipe (a mapping at the top level)")
+    if "task" in saved_config and "objective" not in saved_config:
+        raise ConfigError(
+            f"--resume {run_dir}: the run was started by a polymodal from before the modality-generic core, whose "
+            "checkpoints name the weights otherwise; resume it with that version, or start it again here (its saved "
+            "models in best/ and model/ load, and model.init_from can start from them)"
+        )
     changed = resume_config_differences(recipe, saved_config)
     if changed:
         shown = "; ".join(f"{k}: {was!r} in the run, {now!r} now" for k, (was, now) in list(changed.items())[:5])

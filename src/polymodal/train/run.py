@@ -20,9 +20,10 @@ from polymodal.data.errors import BadSampleLog
 from polymodal.data.processors import TOKENIZER_DIR
 from polymodal.fsutil import write_atomic
 from polymodal.models import save_model
+from polymodal.models.saved import ANSWERS_FILE
 from polymodal.train.build import build_recipe_model, make_objective, recipe_model_config
 from polymodal.train.checkpoint import list_checkpoints
-from polymodal.train.prepare import ANSWERS_NAME, choose_tokenizer, default_view, labels_for, make_datasets, read_rows
+from polymodal.train.prepare import choose_tokenizer, default_view, labels_for, make_datasets, read_rows
 from polymodal.train.recipe import Recipe
 from polymodal.train.resume import CONFIG_NAME, check_resume_config
 from polymodal.train.trainer import Trainer, TrainResult
@@ -74,7 +75,7 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
         if not tokenizer_from_run:
             tokenizer.save(run_dir / TOKENIZER_DIR)
         if labels.vocab is not None:
-            write_atomic(run_dir / ANSWERS_NAME, json.dumps(labels.vocab, indent=1))
+            write_atomic(run_dir / ANSWERS_FILE, json.dumps(labels.vocab, indent=1))
 
     # 4. Train.
     validate = None

@@ -51,7 +51,7 @@ def make_validator(
         joined = {m: torch.cat(v) for m, v in features.items()}
         if len(pairs) == 1:
             ((a, b),) = pairs
-            return recall_at_1(joined[a], joined[b], (a[0], b[0]))
+            return recall_at_1(joined[a], joined[b], ("i", "t") if (a, b) == ("image", "text") else (a, b))
         out = {f"{a}-{b}_recall@1": recall_at_1(joined[a], joined[b])["recall@1"] for a, b in pairs}
         out["recall@1"] = sum(out.values()) / len(out)
         return out
