@@ -70,7 +70,7 @@ class Processor:
         raise NotImplementedError
 
     def batch(self, refs: Sequence[Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``(x, mask)`` for a list of references at inference (no augmentation)."""
+        """``(x, mask)`` for a list of references (at inference, with the processor a model was saved with)."""
         out = self.collate([self.prepare(r) for r in refs])
         if out.x is None:
             raise ValueError(f"{self.modality}: nothing to prepare")

@@ -8,9 +8,8 @@ memory_dim) with an optional ``memory_mask`` (B, S) bool, True = real. Two ways 
   each block's self-attention keys/values so far and its cross-attention keys/values, which are
   projected from the memory once, on the first step.
 
-Both run the same ``_decode`` code, so the logits agree (tested to 1e-5). The attention here is
-self-contained; it could later share the blocks in ``modules/layers.py``. The interface it shares
-with the other decoders is ``decoders.TextDecoder``.
+Both run the same ``_decode`` code, so the logits agree. The interface it shares with the other decoders
+is ``decoders.TextDecoder``.
 """
 
 from __future__ import annotations
