@@ -28,6 +28,7 @@ SMALL = {
     "transformer_text": {"vocab_size": 1000, "width": 128, "depth": 2},
     "rnn_text": {"vocab_size": 1000, "width": 128, "layers": 2},
     "vit": {"width": 128, "depth": 2},
+    "audio_cnn": {"channels": 16, "widths": (8, 16), "width": 32},
 }
 NEEDS_FILES = {
     row["name"] for row in ENCODERS.describe() if any(p["required"] and p["name"] == "path" for p in row["params"])
@@ -95,7 +96,12 @@ def build(case: tuple[str, dict], hf_dirs: dict) -> Encoder:
 
 
 def example(enc: Encoder, length: int = 6) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """A batch of 2: text with the second row padded after 4 tokens, or random images."""
+    """A batch of 2: text with the second row padded after 4 tokens, spectrogram frames with the second row's sound
+    ending after 10 frames, or random images."""
+    if enc.modality == "audio":
+        frames = torch.ones(2, 24, dtype=torch.bool)
+        frames[1, 10:] = False
+        return torch.randn(2, enc.input_norm.num_features, 24), frames
     if enc.modality == "text":
         ids = torch.randint(2, enc.vocab_size, (2, length))
         mask = torch.ones(2, length, dtype=torch.bool)
@@ -120,6 +126,8 @@ def test_forward_backward_shapes_and_finite(case, hf_dirs):
     assert out.pooled.shape == (2, enc.output_dim)
     if enc.modality == "text":
         assert t == x.size(1) and torch.equal(out.mask, mask)
+    elif enc.modality == "audio":  # a token per 2 ** len(widths) frames, holding sound where any of them does
+        assert out.mask.shape == (2, t) and out.mask[0].all() and out.mask[1].tolist() == [True] * 3 + [False] * (t - 3)
     else:
         assert out.mask is None
     assert torch.isfinite(out.tokens).all() and torch.isfinite(out.pooled).all()

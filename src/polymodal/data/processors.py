@@ -6,7 +6,7 @@ them, ``None`` where a sample lacks the modality, into a :class:`ModalityBatch` 
 ``settings()`` and ``save_files()`` are what a saved model directory keeps, so inference prepares
 inputs exactly as training did; ``PROCESSORS`` maps a modality name to the processor class that
 rebuilds itself from them (``from_settings``). A new modality is one processor registered here plus
-its encoders in ``polymodal.modules.encoders``.
+its encoders in ``polymodal.modules.encoders``; audio is one (``AudioProcessor``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ from typing import Any, ClassVar
 
 import torch
 from PIL import Image
+from pydantic import Field
 
+from polymodal.config import Config
+from polymodal.data.audio import AudioFeatures, decode_audio
 from polymodal.data.image import decode_image
 from polymodal.data.text import TextTokenizer, pad_ids
 from polymodal.data.transforms import Augment, ImagePipeline, ImagePreprocess
@@ -194,3 +197,66 @@ def build_processor(modality: str, settings: Mapping[str, Any], directory: Path)
             f"registered: {', '.join(PROCESSORS.names())}"
         )
     return PROCESSORS.get(modality).from_settings(settings, directory)  # type: ignore[attr-defined, no-any-return]
+
+
+class AudioAugment(Config):
+    """Training-time audio augmentation: a random window of a longer clip, and a random gain."""
+
+    random_crop: bool = True
+    gain_db: float = Field(6.0, ge=0, description="gain drawn uniformly in [-gain_db, +gain_db] dB; 0: off")
+
+
+@PROCESSORS.register("audio")
+class AudioProcessor(Processor):
+    """Decode (safely, mono, resampled) -> a window of at most ``clip_seconds`` -> batched log-mel or MFCC frames
+    with a mask of the frames that hold sound (a shorter clip is padded with silence)."""
+
+    modality = "audio"
+
+    def __init__(self, features: AudioFeatures | None = None, augment: AudioAugment | None = None) -> None:
+        self.features = features or AudioFeatures()
+        self.augment = augment
+
+    @property
+    def deterministic(self) -> bool:
+        return self.augment is None
+
+    def prepare(
+        self, ref: Any, generator: torch.Generator | None = None, *, source: str | None = None, row: int | None = None
+    ) -> torch.Tensor:
+        wave = (
+            ref
+            if isinstance(ref, torch.Tensor)
+            else decode_audio(ref, self.features.sample_rate, source=source, row=row)
+        )
+        clip = self.features.clip_samples
+        start = 0
+        if wave.shape[-1] > clip and self.augment is not None and self.augment.random_crop:
+            start = int(torch.randint(wave.shape[-1] - clip + 1, (), generator=generator))
+        wave = wave[..., start : start + clip]
+        if self.augment is not None and self.augment.gain_db > 0:
+            gain_db = (torch.rand((), generator=generator) * 2 - 1) * self.augment.gain_db
+            wave = wave * 10 ** (gain_db / 20)
+        return wave
+
+    def collate(self, values: Sequence[torch.Tensor | None]) -> ModalityBatch:
+        present = torch.tensor([v is not None for v in values], dtype=torch.bool)
+        if not any(present):
+            return ModalityBatch(None, None, present)
+        clip = self.features.clip_samples
+        waves = torch.zeros(len(values), clip)
+        lengths = torch.zeros(len(values), dtype=torch.long)
+        for i, v in enumerate(values):
+            if v is not None:
+                waves[i, : v.shape[-1]] = v
+                lengths[i] = v.shape[-1]
+        features = self.features(waves)  # (B, channels, frames)
+        starts = torch.arange(features.shape[-1]) * self.features.hop_length
+        return ModalityBatch(features, starts[None, :] < lengths[:, None], present)
+
+    def settings(self) -> dict[str, Any]:
+        return self.features.model_dump(mode="json")
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], directory: Path) -> AudioProcessor:
+        return cls(AudioFeatures.model_validate(dict(settings)))

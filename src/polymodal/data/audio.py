@@ -1,0 +1,173 @@
+"""Audio decoding that cannot end a run: any file libsndfile reads (WAV, FLAC, OGG, MP3), as mono float32 at
+the model's sample rate.
+
+A missing, empty, truncated or undecodable file, an absurd sample rate or a clip longer than ``max_seconds``
+raises :class:`BadSampleError` naming the file (and the manifest row, when given), which a dataset counts and
+skips. Resampling is band-limited (FFT), so a tone keeps its pitch exactly and nothing above the new Nyquist
+frequency folds back.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from polymodal.config import Config
+from polymodal.data.errors import BadSampleError
+from polymodal.data.schema import MediaRef
+
+MAX_SECONDS = 600.0  # a longer clip is a mistake (a whole album, a stream), not a sample
+SAMPLE_RATES = (1_000, 384_000)  # outside this range a header is broken or the file is not audio
+
+
+def _soundfile():  # type: ignore[no-untyped-def]
+    try:
+        import soundfile
+    except ImportError:
+        raise ImportError("reading audio needs soundfile: pip install 'polymodal[audio]'") from None
+    return soundfile
+
+
+def decode_audio(
+    ref: MediaRef,
+    sample_rate: int,
+    *,
+    max_seconds: float = MAX_SECONDS,
+    source: str | None = None,
+    row: int | None = None,
+    field: str = "audio",
+) -> torch.Tensor:
+    """``ref`` (a path or encoded bytes) -> (samples,) float32 mono at ``sample_rate``, or BadSampleError."""
+    where = source if source is not None else (os.fspath(ref) if isinstance(ref, (str, os.PathLike)) else "<bytes>")
+
+    def bad(reason: str, kind: str) -> BadSampleError:
+        if source is not None and isinstance(ref, (str, os.PathLike)):
+            reason = f"{ref}: {reason}"
+        return BadSampleError(reason, source=where, row=row, field=field, kind=kind)
+
+    if isinstance(ref, (str, os.PathLike)):
+        path = Path(ref)
+        if not path.is_file():
+            raise bad("no such file", "missing_file")
+        if path.stat().st_size == 0:
+            raise bad("file is empty (0 bytes)", "empty_file")
+        handle: object = path
+    elif isinstance(ref, (bytes, bytearray, memoryview)):
+        if len(ref) == 0:
+            raise bad("empty bytes", "empty_file")
+        handle = io.BytesIO(bytes(ref))
+    else:
+        raise bad(f"expected a path or bytes, got {type(ref).__name__}", "invalid")
+    sf = _soundfile()
+    try:
+        with sf.SoundFile(handle) as f:
+            rate, frames = int(f.samplerate), int(f.frames)
+            if not SAMPLE_RATES[0] <= rate <= SAMPLE_RATES[1]:
+                raise bad(f"sample rate {rate} Hz is outside {SAMPLE_RATES[0]}-{SAMPLE_RATES[1]} Hz", "bad_audio")
+            limit = int(max_seconds * rate)
+            if frames > limit:
+                raise bad(f"{frames / rate:.0f} s long, more than the {max_seconds:.0f} s allowed", "too_long")
+            data = f.read(min(frames, limit) if frames > 0 else limit + 1, dtype="float32", always_2d=True)
+    except BadSampleError:
+        raise
+    except Exception as e:  # libsndfile's errors (truncated, not audio, unsupported) come in several types
+        raise bad(f"cannot decode audio ({type(e).__name__}: {e})", "decode") from None
+    if len(data) > limit:  # a stream that does not say its length
+        raise bad(f"longer than the {max_seconds:.0f} s allowed", "too_long")
+    if len(data) == 0:
+        raise bad("no audio samples", "empty_file")
+    if not np.isfinite(data).all():
+        raise bad("samples are not finite numbers", "decode")
+    mono = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))  # (samples,)
+    return resample(mono, rate, sample_rate)
+
+
+def resample(wave: torch.Tensor, rate: int, target: int) -> torch.Tensor:
+    """Band-limited resampling of (..., samples) from ``rate`` to ``target`` Hz through the spectrum."""
+    if rate == target:
+        return wave
+    n = wave.shape[-1]
+    m = max(1, round(n * target / rate))
+    spectrum = torch.fft.rfft(wave.double(), dim=-1)
+    bins = m // 2 + 1
+    if bins <= spectrum.shape[-1]:
+        spectrum = spectrum[..., :bins]
+    else:
+        spectrum = torch.nn.functional.pad(spectrum, (0, bins - spectrum.shape[-1]))
+    return (torch.fft.irfft(spectrum, n=m, dim=-1) * (m / n)).to(wave.dtype)
+
+
+class AudioFeatures(Config):
+    """What a clip becomes for an audio tower: log-mel frames or MFCCs over a fixed-length window at one rate.
+
+    Saved with the model (``processors.json``), so inference computes exactly what training did.
+    """
+
+    sample_rate: int = Field(16_000, ge=SAMPLE_RATES[0], le=SAMPLE_RATES[1])
+    clip_seconds: float = Field(5.0, gt=0, le=MAX_SECONDS, description="clips are cropped or padded to this length")
+    kind: Literal["log_mel", "mfcc"] = "log_mel"
+    n_fft: int = Field(400, ge=16)
+    hop_length: int = Field(160, ge=1)
+    n_mels: int = Field(64, ge=4)
+    f_min: float = Field(0.0, ge=0)
+    f_max: float | None = Field(None, gt=0, description="default: half the sample rate")
+    n_mfcc: int = Field(20, ge=2)
+
+    @property
+    def clip_samples(self) -> int:
+        return round(self.clip_seconds * self.sample_rate)
+
+    def frames(self, samples: int) -> int:
+        """STFT frames of ``samples`` samples (centred frames, as torch.stft with center=True)."""
+        return samples // self.hop_length + 1
+
+    def mel_filters(self) -> torch.Tensor:
+        """(n_fft // 2 + 1, n_mels) HTK mel filter bank."""
+        from transformers.audio_utils import mel_filter_bank
+
+        bank = mel_filter_bank(
+            self.n_fft // 2 + 1,
+            self.n_mels,
+            self.f_min,
+            self.f_max or self.sample_rate / 2,
+            self.sample_rate,
+            norm=None,
+            mel_scale="htk",
+        )
+        return torch.from_numpy(bank).float()
+
+    def __call__(self, waves: torch.Tensor) -> torch.Tensor:
+        """(B, samples) -> (B, n_mels or n_mfcc, frames): log power mel spectrogram, or its MFCCs."""
+        window = torch.hann_window(self.n_fft, periodic=True, device=waves.device)
+        spec = torch.stft(
+            waves.float(),
+            self.n_fft,
+            self.hop_length,
+            window=window,
+            center=True,
+            pad_mode="reflect",
+            return_complex=True,
+        )
+        mel = self.mel_filters().to(waves.device).T @ spec.abs().pow(2)  # (B, n_mels, frames)
+        log_mel = mel.clamp_min(1e-10).log()
+        if self.kind == "log_mel":
+            return log_mel
+        return _dct_matrix(self.n_mels, self.n_mfcc).to(waves.device) @ log_mel  # (B, n_mfcc, frames)
+
+    @property
+    def channels(self) -> int:
+        return self.n_mels if self.kind == "log_mel" else self.n_mfcc
+
+
+def _dct_matrix(n: int, k: int) -> torch.Tensor:
+    """(k, n) orthonormal DCT-II: the cosine transform that turns log-mel bands into cepstral coefficients."""
+    i = torch.arange(n, dtype=torch.float64)
+    rows = torch.cos(torch.pi / n * (i + 0.5) * torch.arange(k, dtype=torch.float64)[:, None])
+    rows[0] *= 1 / np.sqrt(2)
+    return (rows * np.sqrt(2 / n)).float()
