@@ -171,3 +171,15 @@ def test_an_audio_text_model_trains_from_a_recipe_and_matches_sounds_to_words(tm
         sounds = saved.model.embed("audio", *saved.inputs("audio", [tmp_path / f"{n}3.wav" for n in names]))
         words = saved.model.embed("text", *saved.inputs("text", [f"a {n} sound" for n in names]))
     assert (sounds @ words.T).argmax(-1).tolist() == [0, 1, 2, 3]
+
+
+def test_data_check_decodes_audio_and_reports_bad_files_with_their_row(tmp_path: Path) -> None:
+    from polymodal.data.check import check_dataset
+
+    sf.write(tmp_path / "ok.flac", tone(440, 0.5, 16000), 16000, format="FLAC")
+    (tmp_path / "bad.wav").write_text("not audio")
+    rows = [{"id": "a", "audio": "ok.flac", "text": "a tone"}, {"id": "b", "audio": "bad.wav", "text": "noise"}]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    report = check_dataset(tmp_path / "m.jsonl")
+    assert report.modalities["audio"] == 1 and report.bad == 1
+    assert report.bad_examples[0]["row"] == 2 and report.bad_examples[0]["field"] == "audio"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import wave
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,13 @@ def manifest(tmp_path: Path) -> Path:
     (tmp_path / "ok.png").write_bytes(png())
     (tmp_path / "fake.jpg").write_text("hello, I am text")
     (tmp_path / "cut.png").write_bytes(png((64, 64))[:60])
-    (tmp_path / "a.wav").write_bytes(b"RIFF....WAVE")
+    wav = io.BytesIO()
+    with wave.open(wav, "wb") as w:  # a real (silent) clip: data check decodes audio
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(8000)
+        w.writeframes(b"\0\0" * 800)
+    (tmp_path / "a.wav").write_bytes(wav.getvalue())
     rows = [
         {"id": "a", "image": "ok.png", "text": "x"},
         {"id": "b", "text": ["y", "z"], "label": 1},

@@ -13,6 +13,7 @@ from torch import nn
 import polymodal.pretrained  # noqa: F401 - registers efficientnet_lite0_imagenet: the same cases whatever ran first
 from polymodal.modules.encoders import (
     ENCODERS,
+    AudioCNN,
     ConvImageEncoder,
     Encoder,
     RNNTextEncoder,
@@ -29,6 +30,7 @@ SMALL = {
     "rnn_text": {"vocab_size": 1000, "width": 128, "layers": 2},
     "vit": {"width": 128, "depth": 2},
     "audio_cnn": {"channels": 16, "widths": (8, 16), "width": 32},
+    "audio_lstm": {"channels": 16, "width": 32},
 }
 NEEDS_FILES = {
     row["name"] for row in ENCODERS.describe() if any(p["required"] and p["name"] == "path" for p in row["params"])
@@ -126,8 +128,10 @@ def test_forward_backward_shapes_and_finite(case, hf_dirs):
     assert out.pooled.shape == (2, enc.output_dim)
     if enc.modality == "text":
         assert t == x.size(1) and torch.equal(out.mask, mask)
-    elif enc.modality == "audio":  # a token per 2 ** len(widths) frames, holding sound where any of them does
+    elif isinstance(enc, AudioCNN):  # a token per 2 ** len(widths) frames, holding sound where any of them does
         assert out.mask.shape == (2, t) and out.mask[0].all() and out.mask[1].tolist() == [True] * 3 + [False] * (t - 3)
+    elif enc.modality == "audio":  # a token per frame
+        assert t == x.size(2) and torch.equal(out.mask, mask)
     else:
         assert out.mask is None
     assert torch.isfinite(out.tokens).all() and torch.isfinite(out.pooled).all()

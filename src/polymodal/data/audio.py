@@ -36,14 +36,15 @@ def _soundfile():  # type: ignore[no-untyped-def]
 
 def decode_audio(
     ref: MediaRef,
-    sample_rate: int,
+    sample_rate: int | None,
     *,
     max_seconds: float = MAX_SECONDS,
     source: str | None = None,
     row: int | None = None,
     field: str = "audio",
 ) -> torch.Tensor:
-    """``ref`` (a path or encoded bytes) -> (samples,) float32 mono at ``sample_rate``, or BadSampleError."""
+    """``ref`` (a path or encoded bytes) -> (samples,) float32 mono at ``sample_rate`` (None: the file's own), or
+    BadSampleError."""
     where = source if source is not None else (os.fspath(ref) if isinstance(ref, (str, os.PathLike)) else "<bytes>")
 
     def bad(reason: str, kind: str) -> BadSampleError:
@@ -85,7 +86,7 @@ def decode_audio(
     if not np.isfinite(data).all():
         raise bad("samples are not finite numbers", "decode")
     mono = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))  # (samples,)
-    return resample(mono, rate, sample_rate)
+    return mono if sample_rate is None else resample(mono, rate, sample_rate)
 
 
 def resample(wave: torch.Tensor, rate: int, target: int) -> torch.Tensor:

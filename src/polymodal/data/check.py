@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from polymodal.data.audio import decode_audio
 from polymodal.data.errors import BadSampleError, BadSampleLog
 from polymodal.data.image import DEFAULT_MAX_PIXELS, decode_image
 from polymodal.data.readers import open_dataset_with_format
@@ -90,10 +91,10 @@ def _present(sample: Sample) -> list[str]:
 def _check_media(sample: Sample, max_pixels: int) -> None:
     if sample.image is not None:
         decode_image(sample.image, max_pixels=max_pixels, source=sample.source, row=sample.row)
-    for name in ("audio", "video"):
-        ref: MediaRef | None = getattr(sample, name)
-        if ref is not None:
-            _check_exists(ref, name, sample)
+    if sample.audio is not None:
+        decode_audio(sample.audio, None, source=sample.source, row=sample.row)
+    if sample.video is not None:
+        _check_exists(sample.video, "video", sample)
 
 
 def _check_exists(ref: MediaRef, name: str, sample: Sample) -> None:

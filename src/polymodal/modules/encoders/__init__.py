@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from polymodal.modules.encoders.audio import AudioCNN
+from polymodal.modules.encoders.audio import AudioCNN, AudioLSTM
 from polymodal.modules.encoders.base import Encoder, EncoderOutput, last_token, masked_mean
 from polymodal.modules.encoders.efficientnet_lite import EfficientNetLite0
 from polymodal.modules.encoders.hf import HFImageEncoder, HFTextEncoder
@@ -27,6 +27,7 @@ ENCODERS.register("rnn_text")(RNNTextEncoder)
 ENCODERS.register("vit")(ViTImageEncoder)
 ENCODERS.register("cnn")(ConvImageEncoder)
 ENCODERS.register("audio_cnn")(AudioCNN)
+ENCODERS.register("audio_lstm")(AudioLSTM)
 ENCODERS.register("efficientnet_lite0")(EfficientNetLite0)  # random init; ImageNet weights: efficientnet_lite0_imagenet
 # Builders that need packaged weights (efficientnet_lite0_imagenet) and the ``pretrained:NAME`` paths of the hf
 # towers register from polymodal.pretrained, the layer above; polymodal.models imports it.
@@ -48,6 +49,7 @@ def hf_image(path: str | os.PathLike[str], **kwargs: Any) -> HFImageEncoder:
 __all__ = [
     "ENCODERS",
     "AudioCNN",
+    "AudioLSTM",
     "ConvImageEncoder",
     "EfficientNetLite0",
     "Encoder",

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polymodal.modules.encoders.base import Encoder, EncoderOutput, masked_mean
+from polymodal.modules.encoders.text import RecurrentEncoder
 from polymodal.modules.layers import maybe_checkpoint
 
 
@@ -54,3 +55,32 @@ class AudioCNN(Encoder):
             pooled = F.max_pool1d(mask.float().unsqueeze(1), self.downsample, ceil_mode=True).squeeze(1)
             token_mask = pooled[:, : tokens.shape[1]].bool()
         return EncoderOutput(tokens, masked_mean(tokens, token_mask), token_mask)
+
+
+class AudioLSTM(RecurrentEncoder):
+    """Stacked LSTM/GRU over spectrogram or MFCC frames (the frames' bands normalised, then projected to
+    ``width``), one token per frame; padded frames are skipped."""
+
+    modality = "audio"
+
+    def __init__(
+        self,
+        channels: int = 20,
+        width: int = 128,
+        cell: str = "lstm",
+        layers: int = 2,
+        bidirectional: bool = True,
+        pooling: str = "mean",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.cell, self.pooling = self._check(width, cell, bidirectional, pooling)
+        self.output_dim = width
+        self.input_norm = nn.BatchNorm1d(channels)
+        self.proj = nn.Linear(channels, width)
+        self._init_recurrence(width, cell, layers, bidirectional, dropout)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
+        h = self.proj(self.input_norm(x).transpose(1, 2))  # (B, frames, width)
+        frames = torch.ones(h.shape[:2], dtype=torch.bool, device=h.device) if mask is None else mask.bool()
+        return self._encode(h, frames)

@@ -79,37 +79,24 @@ class TransformerTextEncoder(Encoder):
         return EncoderOutput(tokens, pool_tokens(tokens, mask, self.pooling), mask)
 
 
-class RNNTextEncoder(Encoder):
-    """Stacked LSTM/GRU over token embeddings, run on packed sequences so padding is skipped.
+class RecurrentEncoder(Encoder):
+    """Stacked LSTM/GRU layers over a sequence of vectors (B, T, width) with a mask, run on packed sequences so
+    padding is skipped: the part the text and audio recurrent towers share (each adds its own input layer).
 
     ``width`` is the output width; a bidirectional layer gives each direction ``width // 2``.
-    ``pooling``: ``last`` (final hidden states of both directions) or ``mean`` (real tokens).
+    ``pooling``: ``last`` (final hidden states of both directions) or ``mean`` (real positions).
     Each layer is its own module so ``freeze(unfreeze_last=k)`` can pick the top layers.
     """
 
-    modality = "text"
-
-    def __init__(
-        self,
-        vocab_size: int,
-        width: int = 256,
-        cell: str = "lstm",
-        layers: int = 1,
-        bidirectional: bool = True,
-        pooling: str = "last",
-        pad_id: int = 0,
-        dropout: float = 0.0,
-    ) -> None:
-        super().__init__()
-        self.cell = check_choice("cell", cell, ("lstm", "gru"))
-        self.pooling = check_choice("pooling", pooling, ("last", "mean"))
+    @staticmethod
+    def _check(width: int, cell: str, bidirectional: bool, pooling: str) -> tuple[str, str]:
         if bidirectional and width % 2:
             raise ValueError(f"width={width} must be even for a bidirectional RNN")
-        self.vocab_size, self.pad_id, self.output_dim = vocab_size, pad_id, width
-        self.grad_checkpointing = False
+        return check_choice("cell", cell, ("lstm", "gru")), check_choice("pooling", pooling, ("last", "mean"))
+
+    def _init_recurrence(self, width: int, cell: str, layers: int, bidirectional: bool, dropout: float) -> None:
         rnn_cls = nn.LSTM if cell == "lstm" else nn.GRU
         hidden = width // 2 if bidirectional else width
-        self.embedding = nn.Embedding(vocab_size, width)
         self.layers = nn.ModuleList(
             rnn_cls(width, hidden, batch_first=True, bidirectional=bidirectional) for _ in range(layers)
         )
@@ -126,15 +113,41 @@ class RNNTextEncoder(Encoder):
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=h.size(1))
         return out, h_n.transpose(0, 1).reshape(h.size(0), -1)  # (B, directions * hidden)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
-        mask = _text_mask(x, mask, self.pad_id)
-        # Packing rejects empty rows; an all-padding row reads its first (pad) token instead.
+    def _encode(self, h: Tensor, mask: Tensor) -> EncoderOutput:
+        """(B, T, width) inputs and their (B, T) mask -> the stacked layers' outputs, pooled."""
+        # Packing rejects empty rows; an all-padding row reads its first position instead.
         lengths = mask.sum(1).clamp_min(1).cpu()
         use_ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
-        h = self.embedding(x)  # (B, T, W)
         for i, rnn in enumerate(self.layers):
             if i:
                 h = self.drop(h)
             h, last = maybe_checkpoint(self._run_layer, rnn, h, lengths, enabled=use_ckpt)
         pooled = last if self.pooling == "last" else masked_mean(h, mask)
         return EncoderOutput(h, pooled, mask)
+
+
+class RNNTextEncoder(RecurrentEncoder):
+    """Stacked LSTM/GRU over token embeddings (see :class:`RecurrentEncoder`)."""
+
+    modality = "text"
+
+    def __init__(
+        self,
+        vocab_size: int,
+        width: int = 256,
+        cell: str = "lstm",
+        layers: int = 1,
+        bidirectional: bool = True,
+        pooling: str = "last",
+        pad_id: int = 0,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.cell, self.pooling = self._check(width, cell, bidirectional, pooling)
+        self.vocab_size, self.pad_id, self.output_dim = vocab_size, pad_id, width
+        self.grad_checkpointing = False
+        self.embedding = nn.Embedding(vocab_size, width)
+        self._init_recurrence(width, cell, layers, bidirectional, dropout)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
+        return self._encode(self.embedding(x), _text_mask(x, mask, self.pad_id))
