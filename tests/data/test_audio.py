@@ -116,10 +116,12 @@ def test_the_processor_crops_pads_masks_and_keeps_its_settings(tmp_path: Path) -
     b = training.prepare(long, torch.Generator().manual_seed(1))
     assert not training.deterministic and torch.equal(a, b) and a.shape == (8000,)
     assert not torch.equal(a, training.prepare(long, torch.Generator().manual_seed(2)))
+    assert training.for_inference().deterministic and training.for_inference().features == features
 
 
 def test_an_audio_text_model_trains_from_a_recipe_and_matches_sounds_to_words(tmp_path: Path) -> None:
-    """CLAP-style: tones whose pitch names a colour, captioned with the colour; a broken file is skipped."""
+    """CLAP-style: tones whose pitch names a colour, captioned with the colour, trained with random gain; a broken
+    file is skipped."""
     from polymodal.models import SavedModel
     from polymodal.train.recipe import Recipe
     from polymodal.train.run import run_recipe
@@ -156,7 +158,7 @@ def test_an_audio_text_model_trains_from_a_recipe_and_matches_sounds_to_words(tm
                 "val": None,
                 "vocab_size": 32,
                 "max_length": 8,
-                "processors": {"audio": features},
+                "processors": {"audio": {**features, "augment": {"gain_db": 3.0}}},
             },
             "objective": {"kind": "contrastive"},
             "train": {"steps": 150, "batch_size": 16, "lr": 3e-3, "warmup_steps": 10, "precision": "fp32"},
@@ -166,7 +168,9 @@ def test_an_audio_text_model_trains_from_a_recipe_and_matches_sounds_to_words(tm
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert summary["bad_samples_by_kind"] and set(summary["bad_samples_by_kind"]) <= {"decode"}
     saved = SavedModel.load(tmp_path / "run" / "model")
-    assert json.loads((saved.path / "processors.json").read_text())["audio"]["sample_rate"] == 8000
+    saved_settings = json.loads((saved.path / "processors.json").read_text())["audio"]
+    assert saved_settings["sample_rate"] == 8000 and "augment" not in saved_settings  # training-time only
+    assert saved.processors["audio"].deterministic
     with torch.no_grad():
         sounds = saved.model.embed("audio", *saved.inputs("audio", [tmp_path / f"{n}3.wav" for n in names]))
         words = saved.model.embed("text", *saved.inputs("text", [f"a {n} sound" for n in names]))

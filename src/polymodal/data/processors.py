@@ -68,6 +68,10 @@ class Processor:
     def save_files(self, directory: Path) -> None:
         """Write files the settings refer to (a tokenizer) into a model directory."""
 
+    def for_inference(self) -> Processor:
+        """The same processing without training-time augmentation (what validation and a saved model use)."""
+        return self
+
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], directory: Path) -> Processor:
         raise NotImplementedError
@@ -109,6 +113,9 @@ class ImageProcessor(Processor):
     @property
     def deterministic(self) -> bool:
         return not self.pipeline.ops
+
+    def for_inference(self) -> ImageProcessor:
+        return ImageProcessor(self.preprocess)
 
     def prepare(
         self, ref: Any, generator: torch.Generator | None = None, *, source: str | None = None, row: int | None = None
@@ -221,6 +228,9 @@ class AudioProcessor(Processor):
     def deterministic(self) -> bool:
         return self.augment is None
 
+    def for_inference(self) -> AudioProcessor:
+        return AudioProcessor(self.features)
+
     def prepare(
         self, ref: Any, generator: torch.Generator | None = None, *, source: str | None = None, row: int | None = None
     ) -> torch.Tensor:
@@ -259,4 +269,9 @@ class AudioProcessor(Processor):
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], directory: Path) -> AudioProcessor:
-        return cls(AudioFeatures.model_validate(dict(settings)))
+        """From saved settings, or a recipe's ``data.processors.audio`` (which may add ``augment``)."""
+        features = {k: v for k, v in settings.items() if k != "augment"}
+        augment = settings.get("augment")
+        return cls(
+            AudioFeatures.model_validate(features), None if augment is None else AudioAugment.model_validate(augment)
+        )

@@ -138,8 +138,8 @@ def multi_hot(vocab: dict[str, int]) -> LabelFn:
 def processors_for(
     modalities: list[str], recipe: Recipe, tokenizer: TextTokenizer, training: bool
 ) -> dict[str, Processor]:
-    """Each modality's processor: image and text from the data section, others from ``data.processors``;
-    ``training`` adds the image augmentation."""
+    """Each modality's processor: image and text from the data section, others from ``data.processors`` (whose
+    settings may name a training-time ``augment``); without ``training``, every augmentation is dropped."""
     data = recipe.data
     out: dict[str, Processor] = {}
     for modality in modalities:
@@ -149,7 +149,8 @@ def processors_for(
             out[modality] = TextProcessor(tokenizer, data.max_length)
         elif modality in PROCESSORS:
             settings = data.processors.get(modality, {})
-            out[modality] = PROCESSORS.get(modality).from_settings(settings, Path(data.path))  # type: ignore[attr-defined]
+            processor = PROCESSORS.get(modality).from_settings(settings, Path(data.path))  # type: ignore[attr-defined]
+            out[modality] = processor if training else processor.for_inference()
         else:
             raise ConfigError(
                 f"the model has a {modality!r} tower but no processor is registered for it "
