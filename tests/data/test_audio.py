@@ -187,3 +187,17 @@ def test_data_check_decodes_audio_and_reports_bad_files_with_their_row(tmp_path:
     report = check_dataset(tmp_path / "m.jsonl")
     assert report.modalities["audio"] == 1 and report.bad == 1
     assert report.bad_examples[0]["row"] == 2 and report.bad_examples[0]["field"] == "audio"
+
+
+def test_class_folders_of_sounds_read_as_audio_samples(tmp_path: Path) -> None:
+    """UrbanSound8K-style or a plain folder of class folders: each audio file an `audio` sample with its label."""
+    from polymodal.data.readers import open_dataset, read_class_folders
+
+    for label in ("dog", "rain"):
+        (tmp_path / label).mkdir()
+        sf.write(tmp_path / label / "a.flac", tone(300, 0.2, 8000), 8000, format="FLAC")
+    (tmp_path / "rain" / "notes.txt").write_text("not a sample")
+    samples = list(read_class_folders(tmp_path))
+    assert [(s.id, s.label, s.image) for s in samples] == [("dog/a.flac", "dog", None), ("rain/a.flac", "rain", None)]
+    assert all(Path(s.audio).is_file() for s in samples)
+    assert [s.id for s in open_dataset(tmp_path)] == ["dog/a.flac", "rain/a.flac"]  # detected as class folders

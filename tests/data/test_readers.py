@@ -18,8 +18,8 @@ from polymodal.data.readers import (
     detect_format,
     expand_shards,
     open_dataset,
+    read_class_folders,
     read_coco_captions,
-    read_image_folder,
     read_karpathy,
     read_manifest,
     read_shards,
@@ -295,14 +295,14 @@ def test_image_folder(tmp_path: Path) -> None:
     (root / "cat" / "README.txt").write_text("not an image")
     (root / ".hidden").mkdir()
     write_image(root / ".hidden" / "x.png")
-    samples = list(read_image_folder(root, strict=True))
+    samples = list(read_class_folders(root, strict=True))
     assert [(s.id, s.label, s.metadata["class_index"]) for s in samples] == [
         ("cat/a.jpg", "cat", 0),
         ("cat/nested/c.png", "cat", 0),
         ("dog/b.png", "dog", 1),
     ]
     assert all(Path(s.image).is_absolute() and Path(s.image).is_file() for s in samples)
-    pinned = list(read_image_folder(root, classes=["ant", "cat", "dog"]))
+    pinned = list(read_class_folders(root, classes=["ant", "cat", "dog"]))
     assert [s.metadata["class_index"] for s in pinned] == [1, 1, 2]
 
 
@@ -312,9 +312,9 @@ def test_image_folder_symlink_escape(tmp_path: Path) -> None:
     outside = write_image(tmp_path / "elsewhere" / "secret.png")
     (root / "cat" / "z.png").symlink_to(outside)
     with pytest.raises(BadSampleError, match="escapes the dataset root") as info:
-        list(read_image_folder(root, strict=True))
+        list(read_class_folders(root, strict=True))
     assert info.value.field == "image" and info.value.row == 2
-    samples, log, _ = lenient(read_image_folder, root)
+    samples, log, _ = lenient(read_class_folders, root)
     assert [s.id for s in samples] == ["cat/a.png"] and log.counts["unsafe_path"] == 1
 
 

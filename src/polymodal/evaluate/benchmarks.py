@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from polymodal.backends import CAPTION, EMBED
-from polymodal.data.readers import read_image_folder, read_karpathy, read_manifest, read_vqa
+from polymodal.data.readers import read_class_folders, read_karpathy, read_manifest, read_vqa
 from polymodal.data.readers.cifar import cifar_classes, cifar_files, read_cifar
 from polymodal.data.schema import Sample
 from polymodal.evaluate import passes
@@ -222,7 +222,7 @@ def _classification_split(
 
 
 def _load_imagefolder(ctx: EvalContext, split: str) -> LoadedSplit:
-    from polymodal.data.readers.imagefolder import class_folders
+    from polymodal.data.readers.classfolders import class_folders
 
     root = _data(ctx, "imagefolder")
     if split != "all":  # DATA/<split>/<class>/...; "all" is DATA/<class>/...
@@ -232,7 +232,7 @@ def _load_imagefolder(ctx: EvalContext, split: str) -> LoadedSplit:
     classes = class_folders(root)
     if not classes:
         raise ValueError(f"{root}: no class folders (expected {root}/<class name>/<image>)")
-    samples = _read(ctx, list(read_image_folder(root, strict=True, classes=classes)))
+    samples = _read(ctx, list(read_class_folders(root, strict=True, classes=classes)))
     if not samples:
         raise ValueError(f"{root}: no images in the class folders")
     return _classification_split(ctx, "imagefolder", split, samples, classes)

@@ -20,8 +20,8 @@ from typing import Any
 
 from polymodal.data.errors import BadSampleLog
 from polymodal.data.readers.base import load_json_file, resolve_log
+from polymodal.data.readers.classfolders import is_class_folders, read_class_folders
 from polymodal.data.readers.coco import _splits, coco_captions_samples, karpathy_samples
-from polymodal.data.readers.imagefolder import is_image_folder, read_image_folder
 from polymodal.data.readers.manifest import MANIFEST_SUFFIXES, read_manifest
 from polymodal.data.readers.vqa import read_vqa
 from polymodal.data.readers.webdataset import is_shard_pattern, read_shards
@@ -49,7 +49,7 @@ def _detect(path: str | os.PathLike) -> tuple[str, Any]:
         manifests = sorted(q.name for q in p.iterdir() if q.suffix.lower() in MANIFEST_SUFFIXES)
         if manifests:
             raise ValueError(f"{p}: directory holds manifests ({', '.join(manifests)}): pass one of them")
-        if is_image_folder(p):
+        if is_class_folders(p):
             return "imagefolder", None
         raise ValueError(f"{p}: directory is neither an ImageFolder nor a folder of .tar shards")
     if p.suffix.lower() == ".json":
@@ -101,7 +101,7 @@ def _open(
     if fmt == "webdataset":
         return read_shards(path, strict, bad_log, **kw)
     if fmt == "imagefolder":
-        return read_image_folder(path, strict, bad_log, **kw)
+        return read_class_folders(path, strict, bad_log, **kw)
     if fmt == "vqa":
         # image_root is accepted as well, so one option serves every JSON format.
         image_dir = kw.pop("image_dir", None) or kw.pop("image_root", None) or Path(path).parent

@@ -1,4 +1,4 @@
-"""ImageFolder: ``root/<class name>/**/*.jpg`` -> Sample(label=class name).
+"""Class folders: ``root/<class name>/**/*.{jpg,png,...,wav,flac,...}`` -> Sample(image= or audio=, label=class name).
 
 ``metadata['class_index']`` numbers the classes by sorted folder name, as torchvision does;
 pass ``classes`` to pin the mapping (a validation split that lacks a class must not shift the
@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from polymodal.data.errors import BadSampleError, BadSampleLog
-from polymodal.data.readers.base import IMAGE_EXTENSIONS, PathResolver, resolve_log
+from polymodal.data.readers.base import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, PathResolver, resolve_log
 from polymodal.data.schema import Sample
 
 
@@ -21,28 +21,29 @@ def class_folders(root: str | os.PathLike) -> list[str]:
     return sorted(p.name for p in Path(root).iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def is_image_folder(root: str | os.PathLike) -> bool:
-    """True if ``root`` has at least one class folder holding an image file."""
+def is_class_folders(root: str | os.PathLike) -> bool:
+    """True if ``root`` has at least one class folder holding an image or audio file."""
     base = Path(root)
     if not base.is_dir():
         return False
     for name in class_folders(base):
         for _, _, files in os.walk(base / name):
-            if any(_is_image(f) for f in files):
+            if any(_media_field(f) for f in files):
                 return True
     return False
 
 
-def read_image_folder(
+def read_class_folders(
     root: str | os.PathLike,
     strict: bool = False,
     bad_log: BadSampleLog | None = None,
     *,
     classes: Sequence[str] | None = None,
 ) -> Iterator[Sample]:
-    """One Sample per image file under a class folder; ids are ``<class>/<relative path>``.
+    """One Sample per image or audio file under a class folder (its extension says which); ids are
+    ``<class>/<relative path>``.
 
-    Files that are not images by extension (README.txt, .DS_Store) are ignored, not bad.
+    Files that are neither by extension (README.txt, .DS_Store) are ignored, not bad.
     Symlinks that lead outside ``root`` are bad samples (kind ``unsafe_path``).
     """
     base = Path(root)
@@ -52,8 +53,12 @@ def read_image_folder(
     return _samples(base, names, resolve_log(strict, bad_log))
 
 
-def _is_image(filename: str) -> bool:
-    return not filename.startswith(".") and filename.rpartition(".")[2].lower() in IMAGE_EXTENSIONS
+def _media_field(filename: str) -> str | None:
+    """``image`` or ``audio`` by the file's extension; None for anything else (and hidden files)."""
+    if filename.startswith("."):
+        return None
+    extension = filename.rpartition(".")[2].lower()
+    return "image" if extension in IMAGE_EXTENSIONS else "audio" if extension in AUDIO_EXTENSIONS else None
 
 
 def _samples(base: Path, names: list[str], log: BadSampleLog) -> Iterator[Sample]:
@@ -66,17 +71,18 @@ def _samples(base: Path, names: list[str], log: BadSampleLog) -> Iterator[Sample
         # resolved and checked against the root below.
         for dirpath, dirnames, files in os.walk(folder):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for filename in sorted(filter(_is_image, files)):
+            for filename in sorted(f for f in files if _media_field(f)):
                 row += 1
                 rel = (Path(dirpath) / filename).relative_to(base).as_posix()
                 try:
-                    path = resolver.resolve(rel, "image", row, sample_id=rel)
+                    field = _media_field(filename)
+                    path = resolver.resolve(rel, field, row, sample_id=rel)
                 except BadSampleError as e:
                     log.record(e)
                     continue
                 yield Sample(
                     id=rel,
-                    image=path,
+                    **{field: path},
                     label=name,
                     metadata={"class_index": index[name]},
                     source=path,
