@@ -201,3 +201,35 @@ def test_class_folders_of_sounds_read_as_audio_samples(tmp_path: Path) -> None:
     assert [(s.id, s.label, s.image) for s in samples] == [("dog/a.flac", "dog", None), ("rain/a.flac", "rain", None)]
     assert all(Path(s.audio).is_file() for s in samples)
     assert [s.id for s in open_dataset(tmp_path)] == ["dog/a.flac", "rain/a.flac"]  # detected as class folders
+
+
+def test_esc50_reads_folds_and_categories_and_counts_bad_rows(tmp_path: Path) -> None:
+    from polymodal.data.errors import BadSampleLog
+    from polymodal.data.readers import open_dataset, read_esc50
+
+    (tmp_path / "meta").mkdir()
+    (tmp_path / "audio").mkdir()
+    rows = [
+        ("1-100-A-0.wav", 1, 0, "dog", "True"),
+        ("2-200-A-10.wav", 2, 10, "rain", "True"),
+        ("3-300-A-5.wav", 3, 5, "cat", "False"),
+        ("missing.wav", 1, 0, "dog", "True"),
+        ("bad.wav", "x", 0, "dog", "True"),
+    ]
+    for name, *_ in rows[:3]:
+        sf.write(tmp_path / "audio" / name, tone(300, 0.2, 8000), 8000)
+    header = "filename,fold,target,category,esc10,src_file,take\n"
+    (tmp_path / "meta" / "esc50.csv").write_text(
+        header + "".join(f"{n},{f},{t},{c},{e},0,A\n" for n, f, t, c, e in rows)
+    )
+    log = BadSampleLog()
+    samples = list(read_esc50(tmp_path, bad_log=log))
+    assert [(s.id, s.label, s.metadata["fold"]) for s in samples] == [
+        ("1-100-A-0.wav", "dog", 1),
+        ("2-200-A-10.wav", "rain", 2),
+        ("3-300-A-5.wav", "cat", 3),
+    ]
+    assert all(Path(s.audio).is_file() for s in samples) and log.total == 2
+    assert sorted(e.row for e in log.examples) == [5, 6]  # the header is row 1
+    assert [s.id for s in read_esc50(tmp_path, folds=[2, 3], esc10=True)] == ["2-200-A-10.wav"]
+    assert len(list(open_dataset(tmp_path))) == 3  # detected as ESC-50

@@ -10,6 +10,7 @@ from polymodal.data.readers.cifar import cifar_classes, read_cifar
 from polymodal.data.readers.classfolders import read_class_folders
 from polymodal.data.readers.coco import KARPATHY_SPLITS, read_coco_captions, read_karpathy
 from polymodal.data.readers.dispatch import FORMATS, detect_format, open_dataset, open_dataset_with_format
+from polymodal.data.readers.esc50 import read_esc50
 from polymodal.data.readers.manifest import read_manifest
 from polymodal.data.readers.vqa import DEFAULT_IMAGE_PATTERN, read_vqa
 from polymodal.data.readers.webdataset import expand_shards, read_shards, write_shards
@@ -26,6 +27,7 @@ __all__ = [
     "read_cifar",
     "read_coco_captions",
     "read_class_folders",
+    "read_esc50",
     "read_karpathy",
     "read_manifest",
     "read_shards",

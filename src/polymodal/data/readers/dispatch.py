@@ -22,12 +22,13 @@ from polymodal.data.errors import BadSampleLog
 from polymodal.data.readers.base import load_json_file, resolve_log
 from polymodal.data.readers.classfolders import is_class_folders, read_class_folders
 from polymodal.data.readers.coco import _splits, coco_captions_samples, karpathy_samples
+from polymodal.data.readers.esc50 import is_esc50, read_esc50
 from polymodal.data.readers.manifest import MANIFEST_SUFFIXES, read_manifest
 from polymodal.data.readers.vqa import read_vqa
 from polymodal.data.readers.webdataset import is_shard_pattern, read_shards
 from polymodal.data.schema import Sample
 
-FORMATS = ("manifest", "webdataset", "imagefolder", "vqa", "karpathy", "coco_captions")
+FORMATS = ("manifest", "webdataset", "imagefolder", "esc50", "vqa", "karpathy", "coco_captions")
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -49,9 +50,11 @@ def _detect(path: str | os.PathLike) -> tuple[str, Any]:
         manifests = sorted(q.name for q in p.iterdir() if q.suffix.lower() in MANIFEST_SUFFIXES)
         if manifests:
             raise ValueError(f"{p}: directory holds manifests ({', '.join(manifests)}): pass one of them")
+        if is_esc50(p):
+            return "esc50", None
         if is_class_folders(p):
             return "imagefolder", None
-        raise ValueError(f"{p}: directory is neither an ImageFolder nor a folder of .tar shards")
+        raise ValueError(f"{p}: directory is neither class folders, ESC-50 nor a folder of .tar shards")
     if p.suffix.lower() == ".json":
         data = load_json_file(p)
         return _json_format(data, p), data
@@ -102,6 +105,8 @@ def _open(
         return read_shards(path, strict, bad_log, **kw)
     if fmt == "imagefolder":
         return read_class_folders(path, strict, bad_log, **kw)
+    if fmt == "esc50":
+        return read_esc50(path, strict, bad_log, **kw)
     if fmt == "vqa":
         # image_root is accepted as well, so one option serves every JSON format.
         image_dir = kw.pop("image_dir", None) or kw.pop("image_root", None) or Path(path).parent
