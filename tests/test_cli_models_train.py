@@ -103,23 +103,7 @@ def test_the_same_recipe_and_seed_give_bitwise_the_same_model(tmp_path: Path) ->
     generate_shapesworld(data, 40, seed=0, image_size=32, progress=False)
     models = []
     for name in ("a", "b"):
-        args = [
-            "train",
-            str(RECIPES / "shapes-clip.yaml"),
-            "--set",
-            f"data.path={data}",
-            "--set",
-            "data.image.image_size=32",
-            "--set",
-            "train.steps=2",
-            "--set",
-            "train.batch_size=8",
-            "--set",
-            "train.warmup_steps=1",
-            "--out",
-            str(tmp_path / name),
-            "--json",
-        ]
+        args = _clip_args(data, tmp_path / name, "--set", "train.steps=2")
         assert runner.invoke(app, args).exit_code == 0
         models.append(load_file(tmp_path / name / "model" / "model.safetensors"))
     assert models[0].keys() == models[1].keys()
@@ -136,23 +120,7 @@ def test_train_bad_recipe_value_names_the_field(tmp_path: Path) -> None:
 def test_fresh_run_refuses_a_directory_with_checkpoints(tmp_path: Path) -> None:
     data = tmp_path / "shapes"
     generate_shapesworld(data, 40, seed=0, image_size=32, progress=False)
-    args = [
-        "train",
-        str(RECIPES / "shapes-clip.yaml"),
-        "--set",
-        f"data.path={data}",
-        "--set",
-        "data.image.image_size=32",
-        "--set",
-        "train.steps=2",
-        "--set",
-        "train.batch_size=8",
-        "--set",
-        "train.warmup_steps=1",
-        "--out",
-        str(tmp_path / "run"),
-        "--json",
-    ]
+    args = _clip_args(data, tmp_path / "run", "--set", "train.steps=2")
     assert runner.invoke(app, args).exit_code == 0
     again = runner.invoke(app, args)
     assert again.exit_code != 0 and "--resume" in again.output

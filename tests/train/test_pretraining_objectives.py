@@ -55,16 +55,13 @@ def squares(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_matching_trains_a_two_class_fusion_classifier(squares: Path, tmp_path: Path) -> None:
+def _tiny_fusion(
+    data: Path, outputs: int, overrides: list[str], steps: int = 300, fusion: dict | None = None
+) -> Recipe:
+    """The shapes-fusion recipe on 16 px data with a tiny CNN + RNN model of ``outputs`` classes."""
     recipe = load_recipe(
         "shapes-fusion",
-        [
-            *_overrides(squares, 400),
-            "objective.kind=matching",
-            "train.lr=3e-3",
-            "data.image.image_size=16",
-            "data.vocab_size=32",
-        ],
+        [*_overrides(data, steps), "train.lr=3e-3", "data.image.image_size=16", "data.vocab_size=32", *overrides],
     )
     towers = {
         "image": {"name": "cnn", "params": {"widths": [8, 16], "depths": [1, 1]}},
@@ -73,11 +70,15 @@ def test_matching_trains_a_two_class_fusion_classifier(squares: Path, tmp_path: 
     config = {
         "kind": "fusion_classifier",
         "encoders": towers,
-        "fusion": {"name": "bilinear"},
+        "fusion": fusion or {"name": "concat", "params": {"hidden_dim": 32}},
         "fusion_dim": 32,
-        "num_classes": 2,
+        "num_classes": outputs,
     }
-    recipe = Recipe.model_validate({**recipe.model_dump(), "model": {"config": config}})
+    return Recipe.model_validate({**recipe.model_dump(), "model": {"config": config}})
+
+
+def test_matching_trains_a_two_class_fusion_classifier(squares: Path, tmp_path: Path) -> None:
+    recipe = _tiny_fusion(squares, 2, ["objective.kind=matching"], steps=400, fusion={"name": "bilinear"})
     result = run_recipe(recipe, tmp_path / "itm", progress=False)
     assert "matching" in result.last_losses
     # Matches against partners shifted by one (another colour, as rows cycle through the four): chance 0.5.
@@ -127,44 +128,20 @@ def _square_rows(root: Path, labels: list) -> None:  # type: ignore[type-arg]
         (root / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-def _tiny_fusion(data: Path, outputs: int, overrides: list[str]) -> Recipe:
-    recipe = load_recipe(
-        "shapes-fusion",
-        [
-            *_overrides(data, 300),
-            "data.view=labels",
-            "train.lr=3e-3",
-            "data.image.image_size=16",
-            "data.vocab_size=32",
-            *overrides,
-        ],
-    )
-    towers = {
-        "image": {"name": "cnn", "params": {"widths": [8, 16], "depths": [1, 1]}},
-        "text": {"name": "rnn_text", "params": {"vocab_size": 32, "width": 16}},
-    }
-    config = {
-        "kind": "fusion_classifier",
-        "encoders": towers,
-        "fusion": {"name": "concat", "params": {"hidden_dim": 32}},
-        "fusion_dim": 32,
-        "num_classes": outputs,
-    }
-    return Recipe.model_validate({**recipe.model_dump(), "model": {"config": config}})
-
-
 def test_regression_and_multi_label_classification_from_a_recipe(tmp_path: Path) -> None:
     """loss: mse learns a number per row (RMSE reported); loss: bce learns several labels per row."""
     (tmp_path / "reg").mkdir()
     _square_rows(tmp_path / "reg", [0.0, 1.0, 2.0, 3.0])
-    recipe = _tiny_fusion(tmp_path / "reg", 1, ["objective.loss=mse", "train.metric=rmse", "train.metric_mode=min"])
+    recipe = _tiny_fusion(
+        tmp_path / "reg", 1, ["data.view=labels", "objective.loss=mse", "train.metric=rmse", "train.metric_mode=min"]
+    )
     result = run_recipe(recipe, tmp_path / "reg-run", progress=False)
     assert result.best_metric < 0.5  # labels spread 0..3 (std 1.1): the colour decides the number
     assert SavedModel.load(tmp_path / "reg-run" / "model").model.config.num_classes == 1
 
     (tmp_path / "multi").mkdir()
     _square_rows(tmp_path / "multi", [["warm", "primary"], ["cool"], ["cool", "primary"], ["warm"]])
-    recipe = _tiny_fusion(tmp_path / "multi", 3, ["objective.loss=bce", "train.metric=exact_match"])
+    recipe = _tiny_fusion(tmp_path / "multi", 3, ["data.view=labels", "objective.loss=bce", "train.metric=exact_match"])
     result = run_recipe(recipe, tmp_path / "multi-run", progress=False)
     assert result.best_metric > 0.9
     saved = SavedModel.load(tmp_path / "multi-run" / "model")
