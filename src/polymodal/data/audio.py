@@ -10,6 +10,7 @@ frequency folds back.
 from __future__ import annotations
 
 import io
+import math
 import os
 from pathlib import Path
 from typing import Literal
@@ -95,13 +96,30 @@ def resample(wave: torch.Tensor, rate: int, target: int) -> torch.Tensor:
         return wave
     n = wave.shape[-1]
     m = max(1, round(n * target / rate))
-    spectrum = torch.fft.rfft(wave.double(), dim=-1)
-    bins = m // 2 + 1
+    # Zero-pad to a length whose FFT is fast (a 5-smooth multiple of rate / gcd) and whose resampled length is
+    # whole, then trim: an FFT of a length with a large prime factor is orders of magnitude slower.
+    step = rate // math.gcd(rate, target)
+    padded = step * _smooth_at_least(-(-n // step))
+    out_len = padded * target // rate
+    spectrum = torch.fft.rfft(torch.nn.functional.pad(wave.double(), (0, padded - n)), dim=-1)
+    bins = out_len // 2 + 1
     if bins <= spectrum.shape[-1]:
         spectrum = spectrum[..., :bins]
     else:
         spectrum = torch.nn.functional.pad(spectrum, (0, bins - spectrum.shape[-1]))
-    return (torch.fft.irfft(spectrum, n=m, dim=-1) * (m / n)).to(wave.dtype)
+    return (torch.fft.irfft(spectrum, n=out_len, dim=-1)[..., :m] * (out_len / padded)).to(wave.dtype)
+
+
+def _smooth_at_least(k: int) -> int:
+    """The smallest integer >= ``k`` with no prime factor above 5."""
+    while True:
+        r = k
+        for p in (2, 3, 5):
+            while r % p == 0:
+                r //= p
+        if r == 1:
+            return k
+        k += 1
 
 
 class AudioFeatures(Config):
