@@ -103,3 +103,21 @@ def test_torch_inputs_give_the_same_metrics_as_numpy() -> None:
     from_numpy = retrieval_metrics(images, texts, owner, chunk_size=6)
     from_torch = retrieval_metrics(torch.from_numpy(images), torch.from_numpy(texts), torch.from_numpy(owner))
     assert from_torch == from_numpy
+
+
+def test_map_at_10_matches_a_hand_computed_example() -> None:
+    """Text queries: one relevant item each, AP@10 = 1/rank within the top 10 else 0. Item queries: precision at
+    each of its captions ranked in the top 10, divided by its number of captions."""
+    from polymodal.metrics.retrieval import RetrievalRanks, map_at_k
+
+    ranks = RetrievalRanks(
+        text_to_image=np.array([1, 2, 10, 11]),  # AP@10: 1, 1/2, 1/10, 0
+        # item 0: captions at 1 and 3 -> (1/1 + 2/3) / 2; item 1: captions at 2, 12, padding -> (1/2 + 0) / 2;
+        # item 2: two captions tied at rank 10 take positions 10 and 11 -> (1/10 + 0) / 2
+        image_to_text=np.array([[1, 3, -1], [2, 12, -1], [10, 10, -1]]),
+    )
+    got = map_at_k(ranks, 10)
+    assert got["t2i_mAP@10"] == pytest.approx((1 + 1 / 2 + 1 / 10 + 0) / 4)
+    assert got["i2t_mAP@10"] == pytest.approx(((1 + 2 / 3) / 2 + (1 / 2) / 2 + (1 / 10) / 2) / 3)
+    # Without a cut-off the same ranks give the plain AP the other metrics report.
+    assert map_at_k(ranks, 100)["t2i_mAP@100"] == pytest.approx(np.mean([1, 1 / 2, 1 / 10, 1 / 11]))

@@ -117,18 +117,30 @@ def metrics_from_ranks(ranks: RetrievalRanks, ks: Sequence[int] = (1, 5, 10)) ->
     return out
 
 
-def average_precision_from_ranks(sorted_ranks: np.ndarray) -> np.ndarray:
-    """AP per row from ascending 1-based ranks of the relevant items (-1 = padding).
+def average_precision_from_ranks(sorted_ranks: np.ndarray, k: int | None = None) -> np.ndarray:
+    """AP per row (AP@K with ``k``) from ascending 1-based ranks of the relevant items (-1 = padding).
 
     AP = mean over relevant items i (in rank order) of i / position_i, i.e. precision at each
     hit. Relevant items tied with each other cannot share a position: the i-th one sits at
-    position p_i = max(rank_i, p_{i-1} + 1) = i + max_{j<=i}(rank_j - j).
+    position p_i = max(rank_i, p_{i-1} + 1) = i + max_{j<=i}(rank_j - j). AP@K counts only the hits
+    at positions <= K and still divides by the number of relevant items.
     """
     valid = sorted_ranks > 0  # (N, C); padding sits at the end of each row
     hit_number = np.cumsum(valid, axis=1)  # i for the i-th relevant item
     position = hit_number + np.maximum.accumulate(sorted_ranks - hit_number, axis=1)
-    precision = np.where(valid, hit_number / np.where(valid, position, 1), 0.0)
+    counted = valid if k is None else valid & (position <= k)
+    precision = np.where(counted, hit_number / np.where(valid, position, 1), 0.0)
     return precision.sum(axis=1) / valid.sum(axis=1)
+
+
+def map_at_k(ranks: RetrievalRanks, k: int = 10) -> dict[str, float]:
+    """``t2i_mAP@K`` and ``i2t_mAP@K`` as the audio-retrieval papers report mAP@10 (DCASE task 6b, CLAP): a text
+    query scores 1/rank when its one relevant item ranks <= K, else 0; an item query averages the precision at
+    each of its captions ranked <= K over all of its captions."""
+    return {
+        f"t2i_mAP@{k}": float(np.mean(average_precision_from_ranks(ranks.text_to_image[:, None], k))),
+        f"i2t_mAP@{k}": float(np.mean(average_precision_from_ranks(ranks.image_to_text, k))),
+    }
 
 
 def retrieval_metrics(
