@@ -6,8 +6,10 @@ to ``bad_samples.jsonl``). Errors about a whole input file (missing, empty, not 
 both modes. Media paths come out absolute and inside the dataset root; shard media as bytes.
 """
 
+from polymodal.data.readers.audiocaps import read_audiocaps
 from polymodal.data.readers.cifar import cifar_classes, read_cifar
 from polymodal.data.readers.classfolders import read_class_folders
+from polymodal.data.readers.clotho import read_clotho
 from polymodal.data.readers.coco import KARPATHY_SPLITS, read_coco_captions, read_karpathy
 from polymodal.data.readers.dispatch import FORMATS, detect_format, open_dataset, open_dataset_with_format
 from polymodal.data.readers.esc50 import read_esc50
@@ -24,9 +26,11 @@ __all__ = [
     "expand_shards",
     "open_dataset",
     "open_dataset_with_format",
+    "read_audiocaps",
     "read_cifar",
     "read_coco_captions",
     "read_class_folders",
+    "read_clotho",
     "read_esc50",
     "read_karpathy",
     "read_manifest",

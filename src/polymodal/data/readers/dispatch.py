@@ -1,5 +1,6 @@
 """``open_dataset``: pick the reader from what the path is.
 
+- ``*.csv`` with AudioCaps / Clotho columns      -> AudioCaps / Clotho (``audio_dir=``; default beside it)
 - ``*.jsonl`` / ``*.csv``                         -> manifest
 - ``*.tar``, a brace pattern, a dir of ``*.tar``   -> WebDataset shards
 - a directory with class sub-folders of images    -> ImageFolder (unless it holds manifests)
@@ -19,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from polymodal.data.errors import BadSampleLog
+from polymodal.data.readers.audiocaps import is_audiocaps, read_audiocaps
 from polymodal.data.readers.base import load_json_file, resolve_log
 from polymodal.data.readers.classfolders import is_class_folders, read_class_folders
+from polymodal.data.readers.clotho import is_clotho, read_clotho
 from polymodal.data.readers.coco import _splits, coco_captions_samples, karpathy_samples
 from polymodal.data.readers.esc50 import is_esc50, read_esc50
 from polymodal.data.readers.manifest import MANIFEST_SUFFIXES, read_manifest
@@ -28,7 +31,17 @@ from polymodal.data.readers.vqa import read_vqa
 from polymodal.data.readers.webdataset import is_shard_pattern, read_shards
 from polymodal.data.schema import Sample
 
-FORMATS = ("manifest", "webdataset", "imagefolder", "esc50", "vqa", "karpathy", "coco_captions")
+FORMATS = (
+    "manifest",
+    "webdataset",
+    "imagefolder",
+    "esc50",
+    "audiocaps",
+    "clotho",
+    "vqa",
+    "karpathy",
+    "coco_captions",
+)
 
 
 def detect_format(path: str | os.PathLike) -> str:
@@ -39,6 +52,10 @@ def detect_format(path: str | os.PathLike) -> str:
 def _detect(path: str | os.PathLike) -> tuple[str, Any]:
     """(format, the parsed JSON for the JSON formats else None)."""
     p = Path(path)
+    if is_audiocaps(p):
+        return "audiocaps", None
+    if is_clotho(p):
+        return "clotho", None
     if p.suffix.lower() in MANIFEST_SUFFIXES:
         return "manifest", None
     if is_shard_pattern(p) or (p.is_dir() and any(p.glob("*.tar"))):
@@ -107,6 +124,9 @@ def _open(
         return read_class_folders(path, strict, bad_log, **kw)
     if fmt == "esc50":
         return read_esc50(path, strict, bad_log, **kw)
+    if fmt in ("audiocaps", "clotho"):
+        read = read_audiocaps if fmt == "audiocaps" else read_clotho
+        return read(path, kw.pop("audio_dir", None), strict, bad_log, **kw)
     if fmt == "vqa":
         # image_root is accepted as well, so one option serves every JSON format.
         image_dir = kw.pop("image_dir", None) or kw.pop("image_root", None) or Path(path).parent
