@@ -9,7 +9,7 @@ above it, in `polymodal.api.Model`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from PIL import Image
@@ -18,6 +18,8 @@ from PIL import Image
 EMBED = "embed"  # embed_text + embed_images into one space (zero-shot classify, search)
 CAPTION = "caption"
 ANSWER = "answer"
+# What a backend that does not say otherwise takes: images (and text, for embedding).
+IMAGE_MEDIA = {EMBED: frozenset({"image", "text"}), CAPTION: frozenset({"image"}), ANSWER: frozenset({"image"})}
 
 
 @runtime_checkable
@@ -49,3 +51,21 @@ class TaskNotSupported(ValueError):
     def __init__(self, backend: Backend, task: str) -> None:
         can = ", ".join(sorted(backend.capabilities)) or "nothing"
         super().__init__(f"model {backend.name} cannot {task}: it supports {can}")
+
+
+def media(backend: Backend, capability: str) -> frozenset[str]:
+    """The modalities ``backend`` takes for ``capability`` (a polymodal model says; the others take images)."""
+    if capability not in backend.capabilities:
+        return frozenset()
+    own = getattr(backend, "media", None)
+    return frozenset(own[capability]) if own is not None else IMAGE_MEDIA[capability]
+
+
+def embed(backend: Backend, modality: str, refs: Sequence[Any]) -> torch.Tensor:
+    """(N, D) embeddings of ``refs`` of ``modality``: decoded images, strings, or media references (paths, bytes)
+    for the other modalities of a backend that embeds them (one with an ``embed(modality, refs)`` method)."""
+    if modality not in media(backend, EMBED):
+        raise TaskNotSupported(backend, f"embed {modality}")
+    if hasattr(backend, "embed"):
+        return backend.embed(modality, refs)  # type: ignore[no-any-return]
+    return backend.embed_images(refs) if modality == "image" else backend.embed_text(refs)

@@ -24,6 +24,10 @@ class PolymodalBackend:
         model = saved.model
         self.capabilities = frozenset(c for c in (EMBED, CAPTION, ANSWER) if c in model.capabilities)
         self.embed_dim = int(model.config.embed_dim) if EMBED in self.capabilities else None
+        # capability -> the modalities it takes: every tower embeds, a captioner reads its source.
+        self.media = {EMBED: frozenset(model.encoders), ANSWER: frozenset(model.encoders) - {"text"}}
+        if CAPTION in self.capabilities:
+            self.media[CAPTION] = frozenset({model.source})  # type: ignore[arg-type]
         self.device = torch.device("cpu")
 
     @classmethod
@@ -40,15 +44,20 @@ class PolymodalBackend:
 
     # -- capabilities -------------------------------------------------------------------------------------
     @torch.inference_mode()
-    def embed_text(self, texts: Sequence[str]) -> torch.Tensor:
-        return self.saved.model.embed("text", *self._inputs("text", texts)).float()  # type: ignore[operator]
+    def embed(self, modality: str, refs: Sequence[object]) -> torch.Tensor:
+        """(N, D) unit embeddings of ``refs`` of any modality the model has a tower for (images decoded, texts as
+        strings, audio as paths or encoded bytes: whatever that modality's processor reads)."""
+        return self.saved.model.embed(modality, *self._inputs(modality, refs)).float()  # type: ignore[operator]
 
-    @torch.inference_mode()
+    def embed_text(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.embed("text", texts)
+
     def embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        return self.saved.model.embed("image", *self._inputs("image", images)).float()  # type: ignore[operator]
+        return self.embed("image", images)
 
     @torch.inference_mode()
     def caption(self, images: Sequence[Image.Image], *, max_new_tokens: int = 30, num_beams: int = 1) -> list[str]:
+        """Captions of the captioner's source items (images, or references of its source modality)."""
         strategy = {"strategy": "beam", "num_beams": num_beams} if num_beams > 1 else {"strategy": "greedy"}
         # The decoder's positions end at the text length (one of them holds BOS): a longer request is capped.
         max_new_tokens = min(max_new_tokens, self.saved.model.decoder.max_length - 1)  # type: ignore[union-attr]

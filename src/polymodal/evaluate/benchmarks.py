@@ -9,18 +9,26 @@ Layouts on disk (``--data PATH``) are described in ``docs/evaluation.md`` and in
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from polymodal.backends import CAPTION, EMBED
-from polymodal.data.readers import read_class_folders, read_karpathy, read_manifest, read_vqa
+from polymodal.data.readers import (
+    read_audiocaps,
+    read_class_folders,
+    read_clotho,
+    read_esc50,
+    read_karpathy,
+    read_manifest,
+    read_vqa,
+)
 from polymodal.data.readers.cifar import cifar_classes, cifar_files, read_cifar
 from polymodal.data.schema import Sample
 from polymodal.evaluate import passes
-from polymodal.evaluate.context import EvalContext, ImageFn
+from polymodal.evaluate.context import EvalContext, ImageFn, ItemRef
 from polymodal.evaluate.prompts import resolve_templates
 from polymodal.models import FusionClassifier, QuestionAnswerer
 
@@ -35,6 +43,7 @@ class LoadedSplit:
     headline: str
     score: Scorer
     drops: tuple[str, ...] = ()  # modalities the model can be evaluated without
+    media: str = "image"  # the modality of the items scored; corruption curves need images
 
 
 @dataclass(frozen=True)
@@ -59,15 +68,30 @@ def _templates(ctx: EvalContext, default: str) -> list[str]:
 
 def _read(ctx: EvalContext, samples: list[Sample]) -> list[Sample]:
     """Record the media files of ``samples`` as read, for the dataset hash."""
-    ctx.read(*(s.image for s in samples if isinstance(s.image, str)))
+    ctx.read(*(ref for s in samples for ref in (s.image, s.audio) if isinstance(ref, str)))
     return samples
+
+
+def _items(samples: list[Sample], modality: str) -> list[ItemRef]:
+    """Each sample's reference of ``modality``; a sample without one is an error naming its row."""
+    refs = [s.reference(modality) for s in samples]
+    missing = next((s for s, ref in zip(samples, refs) if ref is None), None)
+    if missing is not None:
+        raise ValueError(f"{missing.where()}: sample {missing.id!r} has no {modality}")
+    return refs
+
+
+def _name(kind: str, modality: str) -> str:
+    """ShapesWorld benchmark names: ``shapes-zeroshot`` for images, ``shapes-audio-zeroshot`` for sounds."""
+    return f"shapes-{kind}" if modality == "image" else f"shapes-{modality}-{kind}"
 
 
 # ------------------------------------------------------------------------------------------ ShapesWorld
 
 
-def _shapes_split(ctx: EvalContext, name: str, split: str) -> list[Sample]:
-    manifest = _data(ctx, name) / f"{split}.jsonl"
+def _shapes_split(ctx: EvalContext, name: str, split: str, prefix: str = "") -> list[Sample]:
+    """The rows of ``{prefix}{split}.jsonl`` (``speech_test.jsonl`` ...) in the ShapesWorld directory."""
+    manifest = _data(ctx, name) / f"{prefix}{split}.jsonl"
     if not manifest.is_file():
         raise FileNotFoundError(
             f"{manifest}: no such file; --data must be a ShapesWorld directory (polymodal data shapes OUT)"
@@ -76,31 +100,38 @@ def _shapes_split(ctx: EvalContext, name: str, split: str) -> list[Sample]:
     return _read(ctx, list(read_manifest(manifest, strict=True)))
 
 
-def _load_shapes_zeroshot(ctx: EvalContext, split: str) -> LoadedSplit:
-    from polymodal.data.shapes import COLORS, SHAPES
+def _shapes_zeroshot(modality: str) -> Callable[[EvalContext, str], LoadedSplit]:
+    name = _name("zeroshot", modality)
 
-    ctx.require(EMBED, "shapes-zeroshot")
-    # One-object images only: the label names the single object, so the prompt can be right.
-    samples = [s for s in _shapes_split(ctx, "shapes-zeroshot", split) if len(s.metadata.get("objects", [])) == 1]
-    if not samples:
-        raise ValueError(f"{ctx.data}/{split}.jsonl: no one-object images to classify")
-    classnames = [f"{c} {s}" for c in COLORS for s in SHAPES]
-    labels = [classnames.index(s.metadata["label"]["color_shape"]) for s in samples]
-    images = [s.image for s in samples]
-    templates = _templates(ctx, "shapes")
+    def load(ctx: EvalContext, split: str) -> LoadedSplit:
+        from polymodal.data.shapes import COLORS, SHAPES
 
-    def parts(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
-        # colour-shape class index = colour * n_shapes + shape
-        n = len(SHAPES)
-        return {
-            "color_accuracy": float(np.mean(y_true // n == y_pred // n)),
-            "shape_accuracy": float(np.mean(y_true % n == y_pred % n)),
-        }
+        ctx.require(EMBED, name, modality)
+        # One-object scenes only: the label names the single object, so the prompt can be right.
+        samples = [s for s in _shapes_split(ctx, name, split) if len(s.metadata.get("objects", [])) == 1]
+        if not samples:
+            raise ValueError(f"{ctx.data}/{split}.jsonl: no one-object scenes to classify")
+        classnames = [f"{c} {s}" for c in COLORS for s in SHAPES]
+        labels = [classnames.index(s.metadata["label"]["color_shape"]) for s in samples]
+        items = _items(samples, modality)
+        templates = _templates(ctx, "shapes")
 
-    def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
-        return passes.zero_shot(ctx, images, labels, classnames, templates, image_fn, full, extra=parts)
+        def parts(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+            # colour-shape class index = colour * n_shapes + shape
+            n = len(SHAPES)
+            return {
+                "color_accuracy": float(np.mean(y_true // n == y_pred // n)),
+                "shape_accuracy": float(np.mean(y_true % n == y_pred % n)),
+            }
 
-    return LoadedSplit("shapes-zeroshot", split, "accuracy", score)
+        def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
+            return passes.zero_shot(
+                ctx, items, labels, classnames, templates, image_fn, full, extra=parts, modality=modality
+            )
+
+        return LoadedSplit(name, split, "accuracy", score, media=modality)
+
+    return load
 
 
 def _captions(samples: list[Sample]) -> tuple[list[str], list[int]]:
@@ -111,46 +142,83 @@ def _captions(samples: list[Sample]) -> tuple[list[str], list[int]]:
     return texts, owner
 
 
-def _retrieval_split(ctx: EvalContext, name: str, split: str, samples: list[Sample]) -> LoadedSplit:
-    """Retrieval when the model embeds, captioning when it captions; both when it does both."""
-    can = ctx.backend.capabilities
-    if EMBED not in can and CAPTION not in can:
-        ctx.require(EMBED, name)
-    images = [s.image for s in samples]
+def _retrieval_split(
+    ctx: EvalContext,
+    name: str,
+    split: str,
+    samples: list[Sample],
+    modality: str = "image",
+    map_at: int | None = None,
+) -> LoadedSplit:
+    """Retrieval when the model embeds ``modality``, captioning when it captions it; both when it does both."""
+    embeds, captions = ctx.takes(EMBED, modality), ctx.takes(CAPTION, modality)
+    if not embeds and not captions:
+        ctx.require(EMBED, name, modality)
+    items = _items(samples, modality)
     texts, owner = _captions(samples)
     refs = [s.text for s in samples]
 
     def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
         runs = []
-        if EMBED in can:
-            runs.append(passes.retrieval(ctx, images, texts, owner, image_fn, full))
+        if embeds:
+            runs.append(passes.retrieval(ctx, items, texts, owner, image_fn, full, modality=modality, map_at=map_at))
         # A robustness rerun (full=False) only needs the headline, which retrieval already gives.
-        if CAPTION in can and (full or EMBED not in can):
-            runs.append(passes.captioning(ctx, images, refs, image_fn, full))
-        if len(runs) == 1:
-            return runs[0]
-        ret, cap = runs  # one result: retrieval details, half the examples from each pass
-        return passes.PassResult(
-            {**ret.metrics, **cap.metrics}, {**ret.ci95, **cap.ci95}, ret.details, ret.examples[:8] + cap.examples[:8]
-        )
+        if captions and (full or not embeds):
+            runs.append(passes.captioning(ctx, items, refs, image_fn, full, modality=modality))
+        return passes.merge(*runs)  # retrieval details, half the examples from each pass
 
-    return LoadedSplit(name, split, "t2i_R@1" if EMBED in can else "CIDEr-D", score)
+    return LoadedSplit(name, split, f"t2{modality[0]}_R@1" if embeds else "CIDEr-D", score, media=modality)
 
 
-def _load_shapes_retrieval(ctx: EvalContext, split: str) -> LoadedSplit:
-    ctx.require(EMBED, "shapes-retrieval")
-    return _retrieval_split(ctx, "shapes-retrieval", split, _shapes_split(ctx, "shapes-retrieval", split))
+def _shapes_retrieval(modality: str) -> Callable[[EvalContext, str], LoadedSplit]:
+    name = _name("retrieval", modality)
+
+    def load(ctx: EvalContext, split: str) -> LoadedSplit:
+        ctx.require(EMBED, name, modality)
+        return _retrieval_split(ctx, name, split, _shapes_split(ctx, name, split), modality)
+
+    return load
 
 
-def _load_shapes_caption(ctx: EvalContext, split: str) -> LoadedSplit:
-    ctx.require(CAPTION, "shapes-caption")
-    samples = _shapes_split(ctx, "shapes-caption", split)
-    images, refs = [s.image for s in samples], [s.text for s in samples]
+def _shapes_caption(modality: str) -> Callable[[EvalContext, str], LoadedSplit]:
+    name = _name("caption", modality)
+
+    def load(ctx: EvalContext, split: str) -> LoadedSplit:
+        ctx.require(CAPTION, name, modality)
+        samples = _shapes_split(ctx, name, split)
+        items, refs = _items(samples, modality), [s.text for s in samples]
+
+        def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
+            return passes.captioning(ctx, items, refs, image_fn, full, modality=modality)
+
+        return LoadedSplit(name, split, "CIDEr-D", score, media=modality)
+
+    return load
+
+
+def _load_shapes_speech(ctx: EvalContext, split: str) -> LoadedSplit:
+    """Spoken captions (``speech_{split}.jsonl``, one row per caption read aloud) against their words, and against
+    the image they describe when the model embeds images too."""
+    name = "shapes-speech-retrieval"
+    ctx.require(EMBED, name, "audio")
+    ctx.require(EMBED, name, "text")
+    samples = _shapes_split(ctx, name, split, "speech_")
+    speech = _items(samples, "audio")
+    texts = [t[0] for t in _items(samples, "text")]  # one caption per row
+    with_images = ctx.takes(EMBED, "image")
+    images: list[ItemRef] = []
+    image_owner: list[int] = []
+    if with_images:
+        index = {ref: i for i, ref in enumerate(dict.fromkeys(_items(samples, "image")))}
+        images, image_owner = list(index), [index[s.image] for s in samples]  # type: ignore[index]
 
     def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
-        return passes.captioning(ctx, images, refs, image_fn, full)
+        runs = [passes.retrieval(ctx, speech, texts, list(range(len(texts))), None, full, modality="audio")]
+        if with_images:  # each image owns the clips of its captions: i2a / a2i
+            runs.append(passes.retrieval(ctx, images, speech, image_owner, None, full, caption_modality="audio"))
+        return passes.merge(*runs)
 
-    return LoadedSplit("shapes-caption", split, "CIDEr-D", score)
+    return LoadedSplit(name, split, "t2a_R@1", score, media="audio")
 
 
 def _questions(samples: list[Sample]) -> passes.Questions:
@@ -183,15 +251,21 @@ def _load_shapes_vqa(ctx: EvalContext, split: str) -> LoadedSplit:
     return _vqa_split(ctx, "shapes-vqa", split, _questions(_shapes_split(ctx, "shapes-vqa", split)), exact=True)
 
 
-def _load_shapes_statements(ctx: EvalContext, split: str) -> LoadedSplit:
+def _fusion_classifier(ctx: EvalContext, name: str, modalities: set[str]) -> FusionClassifier:
+    model = ctx.saved.model if ctx.is_polymodal else None
+    if not isinstance(model, FusionClassifier) or not modalities <= set(model.modalities):
+        need = " and ".join(sorted(modalities))
+        raise ValueError(f"benchmark {name} needs a polymodal fusion classifier of {need}; {ctx.model} is not one")
+    return model
 
-    if not ctx.is_polymodal or not isinstance(ctx.saved.model, FusionClassifier):
-        raise ValueError(f"benchmark shapes-statements needs a polymodal fusion classifier; {ctx.model} is not one")
+
+def _load_shapes_statements(ctx: EvalContext, split: str) -> LoadedSplit:
+    model = _fusion_classifier(ctx, "shapes-statements", {"image", "text"})
     samples = _shapes_split(ctx, "shapes-statements", split)
     st = passes.Statements([s.image for s in samples], [], [], [], [])
     for i, s in enumerate(samples):
         for statement in s.statements:
-            st.image_index.append(i)
+            st.item_index.append(i)
             st.texts.append(statement.text)
             st.labels.append(int(statement.label))
             st.types.append(statement.type)
@@ -199,26 +273,62 @@ def _load_shapes_statements(ctx: EvalContext, split: str) -> LoadedSplit:
     def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
         return passes.statements(ctx, st, image_fn, drop, full)
 
-    return LoadedSplit("shapes-statements", split, "accuracy", score, tuple(ctx.saved.model.modalities))
+    return LoadedSplit("shapes-statements", split, "accuracy", score, tuple(model.modalities))
+
+
+def _load_shapes_sentiment(ctx: EvalContext, split: str) -> LoadedSplit:
+    """Spoken sentences (``sentiment_{split}.jsonl``) whose label needs the words and how they are said: accuracy
+    of an audio + text fusion classifier, and (``--robustness``) with each modality dropped."""
+    name = "shapes-sentiment"
+    model = _fusion_classifier(ctx, name, {"audio", "text"})
+    samples = _shapes_split(ctx, name, split, "sentiment_")
+    # Class index -> name as trained (answers.json), else the sorted label names, as training numbers them.
+    classes = ctx.saved.answers or sorted({str(s.label) for s in samples})
+    unknown = next((s for s in samples if str(s.label) not in classes), None)
+    if unknown is not None:
+        raise ValueError(f"{unknown.where()}: label {unknown.label!r} is not one of the model's classes {classes}")
+    st = passes.Statements(
+        items=_items(samples, "audio"),
+        item_index=list(range(len(samples))),
+        texts=[t[0] for t in _items(samples, "text")],
+        labels=[classes.index(str(s.label)) for s in samples],
+        types=[s.metadata.get("delivery") for s in samples],  # sincere / sarcastic: where the words mislead
+        classes=classes,
+        modality="audio",
+    )
+
+    def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
+        return passes.statements(ctx, st, image_fn, drop, full)
+
+    return LoadedSplit(name, split, "accuracy", score, tuple(model.modalities), media="audio")
 
 
 # ------------------------------------------------------------------------------------------ standard sets
 
 
 def _classification_split(
-    ctx: EvalContext, name: str, split: str, samples: list[Sample], classnames: list[str]
+    ctx: EvalContext,
+    name: str,
+    split: str,
+    samples: list[Sample],
+    classnames: list[str],
+    labels: list[int] | None = None,
+    modality: str = "image",
+    extra: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None,
 ) -> LoadedSplit:
-    ctx.require(EMBED, name)
-    images = [s.image for s in samples]
-    labels = [int(s.metadata["class_index"]) for s in samples]
+    """Zero-shot classification of ``samples`` (labels: ``metadata["class_index"]`` unless given; ``extra`` adds
+    metrics from the true and predicted class indices)."""
+    ctx.require(EMBED, name, modality)
+    items = _items(samples, modality)
+    labels = labels if labels is not None else [int(s.metadata["class_index"]) for s in samples]
     # Folder and file names use "_" for spaces ("maple_tree"); prompts need the words.
     prompts = [c.replace("_", " ") for c in classnames]
-    templates = _templates(ctx, "imagenet")
+    templates = _templates(ctx, "audio" if modality == "audio" else "imagenet")
 
     def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
-        return passes.zero_shot(ctx, images, labels, prompts, templates, image_fn, full)
+        return passes.zero_shot(ctx, items, labels, prompts, templates, image_fn, full, extra, modality)
 
-    return LoadedSplit(name, split, "accuracy", score)
+    return LoadedSplit(name, split, "accuracy", score, media=modality)
 
 
 def _load_imagefolder(ctx: EvalContext, split: str) -> LoadedSplit:
@@ -234,8 +344,10 @@ def _load_imagefolder(ctx: EvalContext, split: str) -> LoadedSplit:
         raise ValueError(f"{root}: no class folders (expected {root}/<class name>/<image>)")
     samples = _read(ctx, list(read_class_folders(root, strict=True, classes=classes)))
     if not samples:
-        raise ValueError(f"{root}: no images in the class folders")
-    return _classification_split(ctx, "imagefolder", split, samples, classes)
+        raise ValueError(f"{root}: no images or sounds in the class folders")
+    # Class folders hold images or sounds (UrbanSound8K-style); the first file says which.
+    modality = "audio" if samples[0].audio is not None else "image"
+    return _classification_split(ctx, "imagefolder", split, samples, classes, modality=modality)
 
 
 def _cifar_loader(variant: str) -> Callable[[EvalContext, str], LoadedSplit]:
@@ -275,15 +387,81 @@ def _load_vqav2(ctx: EvalContext, split: str) -> LoadedSplit:
     return _vqa_split(ctx, "vqav2", split, _questions(samples), exact=False)
 
 
+# ------------------------------------------------------------------------------------------ audio sets
+
+
+def _load_esc50(ctx: EvalContext, split: str) -> LoadedSplit:
+    """ESC-50 (``--split esc10``: its ESC-10 subset): zero-shot over the categories and a linear probe on the
+    frozen audio embeddings, both scored on each of the five folds (the probe trained on the other four)."""
+    from polymodal.data.readers.esc50 import META
+
+    if split not in ("all", "esc10"):
+        raise ValueError(f"esc50 has the splits all and esc10, not {split!r}")
+    ctx.require(EMBED, "esc50", "audio")
+    root = _data(ctx, "esc50")
+    ctx.read(root / META)
+    samples = _read(ctx, list(read_esc50(root, strict=True, esc10=split == "esc10")))
+    if not samples:
+        raise ValueError(f"{root / META}: no clips in split {split!r}")
+    names = {int(s.metadata["class_index"]): str(s.label) for s in samples}
+    targets = sorted(names)  # ESC-10 keeps its ESC-50 targets: number the classes present
+    labels = [targets.index(int(s.metadata["class_index"])) for s in samples]
+    folds = [int(s.metadata["fold"]) for s in samples]
+    classnames = [names[t] for t in targets]
+
+    def per_fold(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+        return passes.fold_accuracies((y_true == y_pred).astype(np.float64), folds, "accuracy")
+
+    zero_shot = _classification_split(ctx, "esc50", split, samples, classnames, labels, "audio", per_fold)
+    items = _items(samples, "audio")
+
+    def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
+        zs = zero_shot.score(image_fn, drop, full)
+        return passes.merge(zs, passes.linear_probe(ctx, items, labels, folds, len(targets), full, "audio"))
+
+    return LoadedSplit("esc50", split, "accuracy", score, media="audio")
+
+
+def _audio_captions_loader(
+    name: str, read: Callable[..., Iterator[Sample]], csv_name: str
+) -> Callable[[EvalContext, str], LoadedSplit]:
+    """AudioCaps / Clotho: ``csv_name`` (formatted with the split) under ``--data``, read by ``read``; retrieval
+    both ways with mAP@10, and captioning when the model captions audio."""
+
+    def load(ctx: EvalContext, split: str) -> LoadedSplit:
+        root = _data(ctx, name)
+        csv_file = root / csv_name.format(split) if root.is_dir() else root
+        if not csv_file.is_file():
+            raise FileNotFoundError(f"{csv_file}: no such file (see docs/evaluation.md for the {name} layout)")
+        ctx.read(csv_file)
+        samples = _read(ctx, list(read(csv_file, strict=True)))
+        if not samples:
+            raise ValueError(f"{csv_file}: no clips")
+        return _retrieval_split(ctx, name, split, samples, "audio", map_at=10)
+
+    return load
+
+
 SHAPES_SPLITS = ("test", "test_novel")
 BENCHMARKS: dict[str, Benchmark] = {
     b.name: b
     for b in [
-        Benchmark("shapes-zeroshot", SHAPES_SPLITS, _load_shapes_zeroshot, "zero-shot colour-shape classification"),
-        Benchmark("shapes-retrieval", SHAPES_SPLITS, _load_shapes_retrieval, "image<->caption retrieval"),
-        Benchmark("shapes-caption", SHAPES_SPLITS, _load_shapes_caption, "captioning: BLEU, ROUGE-L, CIDEr-D"),
+        Benchmark("shapes-zeroshot", SHAPES_SPLITS, _shapes_zeroshot("image"), "zero-shot colour-shape classification"),
+        Benchmark("shapes-retrieval", SHAPES_SPLITS, _shapes_retrieval("image"), "image<->caption retrieval"),
+        Benchmark("shapes-caption", SHAPES_SPLITS, _shapes_caption("image"), "captioning: BLEU, ROUGE-L, CIDEr-D"),
         Benchmark("shapes-vqa", SHAPES_SPLITS, _load_shapes_vqa, "VQA exact match, per question type"),
         Benchmark("shapes-statements", SHAPES_SPLITS, _load_shapes_statements, "true/false statements (fusion)"),
+        Benchmark(
+            "shapes-audio-zeroshot", SHAPES_SPLITS, _shapes_zeroshot("audio"), "zero-shot colour-shape of sounds"
+        ),
+        Benchmark(
+            "shapes-audio-retrieval", SHAPES_SPLITS, _shapes_retrieval("audio"), "scene sound<->caption retrieval"
+        ),
+        Benchmark("shapes-audio-caption", SHAPES_SPLITS, _shapes_caption("audio"), "captioning of scene sounds"),
+        Benchmark(
+            "shapes-speech-retrieval", SHAPES_SPLITS, _load_shapes_speech, "spoken caption<->text (and <->image)"
+        ),
+        Benchmark("shapes-sentiment", SHAPES_SPLITS, _load_shapes_sentiment, "spoken sentiment (audio+text fusion)"),
         Benchmark("imagefolder", ("all",), _load_imagefolder, "zero-shot classification over class folders"),
         Benchmark("cifar10", ("test",), _cifar_loader("cifar10"), "zero-shot CIFAR-10 (binary version)"),
         Benchmark("cifar100", ("test",), _cifar_loader("cifar100"), "zero-shot CIFAR-100 (binary version)"),
@@ -300,5 +478,18 @@ BENCHMARKS: dict[str, Benchmark] = {
             "Karpathy-split retrieval + captioning",
         ),
         Benchmark("vqav2", ("val2014",), _load_vqav2, "VQA accuracy (10 human answers) per answer type"),
+        Benchmark("esc50", ("all",), _load_esc50, "five-fold zero-shot and linear probe on ESC-50"),
+        Benchmark(
+            "audiocaps",
+            ("test",),
+            _audio_captions_loader("audiocaps", read_audiocaps, "{}.csv"),
+            "audio<->caption retrieval, mAP@10",
+        ),
+        Benchmark(
+            "clotho",
+            ("evaluation",),
+            _audio_captions_loader("clotho", read_clotho, "clotho_captions_{}.csv"),
+            "audio<->caption retrieval, mAP@10",
+        ),
     ]
 }

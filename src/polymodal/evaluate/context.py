@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from PIL import Image
 
 from polymodal.backends import Backend, load_backend
+from polymodal.backends.base import embed, media
 from polymodal.data.image import decode_image
 from polymodal.models import ComposedModel, SavedModel
 from polymodal.models.transfer import cache_towers, freeze_towers
@@ -23,6 +24,8 @@ from polymodal.models.transfer import cache_towers, freeze_towers
 T = TypeVar("T")
 # An image a benchmark holds: a path, encoded bytes, or pixels already decoded (CIFAR).
 ImageRef = str | bytes | Image.Image
+# An item of a benchmark's media modality: an image as above, other media as a path or encoded bytes.
+ItemRef = ImageRef
 # Applied to every decoded image before the model sees it: (image, item index) -> image.
 ImageFn = Callable[[Image.Image, int], Image.Image]
 
@@ -44,6 +47,7 @@ class EvalContext:
     files_read: set[Path] = field(default_factory=set)
     _backend: Backend | None = field(default=None, init=False, repr=False)
     _text_cache: dict[tuple[str, ...], torch.Tensor] = field(default_factory=dict, init=False, repr=False)
+    _media_cache: dict[tuple[Any, ...], torch.Tensor] = field(default_factory=dict, init=False, repr=False)
 
     # -- model ------------------------------------------------------------------------------------------
     @property
@@ -74,10 +78,21 @@ class EvalContext:
         path = Path(self.model)
         return path if path.is_dir() else None
 
-    def require(self, capability: str, benchmark: str) -> None:
+    def require(self, capability: str, benchmark: str, modality: str | None = None) -> None:
+        """Refuse a model that lacks ``capability`` (for ``modality``, when given) before any data is read."""
         if capability not in self.backend.capabilities:
             can = ", ".join(sorted(self.backend.capabilities)) or "nothing"
             raise ValueError(f"benchmark {benchmark} needs a model that can {capability}; {self.model} can: {can}")
+        if modality is not None and not self.takes(capability, modality):
+            takes = ", ".join(sorted(media(self.backend, capability)))
+            raise ValueError(
+                f"benchmark {benchmark} needs a model that can {capability} {modality}; "
+                f"{self.model} can {capability}: {takes}"
+            )
+
+    def takes(self, capability: str, modality: str) -> bool:
+        """True when the model can ``capability`` (embed, caption, ...) items of ``modality``."""
+        return modality in media(self.backend, capability)
 
     # -- data -------------------------------------------------------------------------------------------
     def read(self, *paths: str | Path) -> None:
@@ -92,19 +107,47 @@ class EvalContext:
             out.append(image_fn(img, index) if image_fn is not None else img)
         return out
 
-    def map_images(
-        self, fn: Callable[[list[Image.Image]], T], refs: Sequence[ImageRef], image_fn: ImageFn | None = None
+    def map_media(
+        self,
+        fn: Callable[[list[Any]], T],
+        modality: str,
+        refs: Sequence[Any],
+        image_fn: ImageFn | None = None,
     ) -> list[T]:
-        """``fn`` over decoded images in batches (decoding one batch at a time keeps memory flat)."""
+        """``fn`` over batches of ``refs``: images decoded here (one batch at a time keeps memory flat) and
+        corrupted by ``image_fn``; other media passed as references, which the model's processor decodes."""
         out = []
         for start in range(0, len(refs), self.batch_size):
             chunk = refs[start : start + self.batch_size]
-            out.append(fn(self.images(chunk, range(start, start + len(chunk)), image_fn)))
+            out.append(fn(self.decode(modality, chunk, range(start, start + len(chunk)), image_fn)))
         return out
 
+    def decode(
+        self, modality: str, refs: Sequence[Any], indices: Sequence[int], image_fn: ImageFn | None = None
+    ) -> list[Any]:
+        """What the model takes for ``refs``: images decoded and corrupted (see :meth:`images`), other media as
+        they are (the model's processor decodes them)."""
+        if modality == "image":
+            return self.images(refs, indices, image_fn)
+        if image_fn is not None:
+            raise ValueError(f"image corruptions do not apply to {modality}")
+        return list(refs)
+
     # -- embeddings -------------------------------------------------------------------------------------
-    def embed_images(self, refs: Sequence[ImageRef], image_fn: ImageFn | None = None) -> torch.Tensor:
-        return torch.cat(self.map_images(self.backend.embed_images, refs, image_fn)).float()  # (N, D)
+    def embed_media(self, modality: str, refs: Sequence[Any], image_fn: ImageFn | None = None) -> torch.Tensor:
+        """(N, D) embeddings of ``refs`` of ``modality`` (``image_fn`` corrupts images first). Other media are
+        cached: nothing corrupts them, and one benchmark may score the same clips twice (zero-shot and a probe)."""
+
+        def run() -> torch.Tensor:
+            out = self.map_media(lambda items: embed(self.backend, modality, items), modality, refs, image_fn)
+            return torch.cat(out).float()  # (N, D)
+
+        if modality == "image":
+            return run()
+        key = (modality, *refs)
+        if key not in self._media_cache:
+            self._media_cache[key] = run()
+        return self._media_cache[key]
 
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """(N, D) text embeddings, cached: robustness reruns change the images, never the texts."""

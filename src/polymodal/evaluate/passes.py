@@ -1,5 +1,5 @@
-"""The scoring passes every benchmark is made of: zero-shot classification, retrieval, captioning,
-VQA and statement classification.
+"""The scoring passes every benchmark is made of: zero-shot classification, linear probes, retrieval,
+captioning, VQA and statement classification.
 
 Each pass takes already-loaded items and an optional ``image_fn`` (a corruption) and returns a
 :class:`PassResult`. ``full=False`` asks only for the metrics (no CIs, examples or details): robustness
@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from polymodal.evaluate.context import EvalContext, ImageFn, ImageRef, batches
+from polymodal.evaluate.context import EvalContext, ImageFn, ImageRef, ItemRef, batches
+from polymodal.evaluate.probe import probe_predictions
 from polymodal.evaluate.prompts import zero_shot_classifier
 from polymodal.evaluate.results import MAX_EXAMPLES, Confusion, Details, Example, Retrieved
 from polymodal.evaluate.scoring import caption_scores, mean_by_type, vqa_scores
 from polymodal.metrics import bootstrap_ci, confusion_matrix, precision_recall_f1
-from polymodal.metrics.retrieval import metrics_from_ranks, retrieval_ranks
+from polymodal.metrics.retrieval import map_at_k, metrics_from_ranks, retrieval_ranks
 
 
 @dataclass
@@ -35,32 +36,60 @@ def _path(ref: ImageRef) -> str | None:
     return ref if isinstance(ref, str) else None
 
 
+def _shown(modality: str, ref: ItemRef) -> dict[str, str | None]:
+    """The example field showing an item: its path under the modality's name (its words for text)."""
+    return {modality: _path(ref)} if modality in ("image", "audio", "text") else {}
+
+
+def merge(*runs: PassResult) -> PassResult:
+    """Passes over one split as one result: all metrics, CIs and details, the examples shared out evenly."""
+    details = Details()
+    for run in runs:
+        for name, value in run.details:
+            if value is None:
+                continue
+            if isinstance(value, dict):
+                value = {**(getattr(details, name) or {}), **value}
+            setattr(details, name, value)
+    if len(runs) == 1:
+        return runs[0]
+    share = MAX_EXAMPLES // len(runs)
+    return PassResult(
+        {k: v for run in runs for k, v in run.metrics.items()},
+        {k: v for run in runs for k, v in run.ci95.items()},
+        details,
+        [e for run in runs for e in run.examples[:share]],
+    )
+
+
 # ---------------------------------------------------------------------------- zero-shot classification
 
 
 def zero_shot(
     ctx: EvalContext,
-    images: Sequence[ImageRef],
+    items: Sequence[ItemRef],
     labels: Sequence[int],
     classnames: Sequence[str],
     templates: Sequence[str],
     image_fn: ImageFn | None = None,
     full: bool = True,
     extra: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None,
+    modality: str = "image",
 ) -> PassResult:
-    """Top-1/top-5 accuracy and macro F1 (over classes present) of image -> class-prompt similarity.
+    """Top-1/top-5 accuracy and macro F1 (over classes present) of item -> class-prompt similarity, for items of
+    ``modality`` (images, sounds ...).
 
     ``extra(y_true, y_pred)`` adds benchmark-specific metrics computed from the class indices.
     """
     classes = zero_shot_classifier(ctx.embed_texts, classnames, templates)  # (C, D)
-    logits = ctx.embed_images(images, image_fn) @ classes.T  # (N, C)
+    logits = ctx.embed_media(modality, items, image_fn) @ classes.T  # (N, C)
     y_true, y_pred = np.asarray(labels), logits.argmax(dim=1).numpy()
     hits = (y_true == y_pred).astype(np.float64)
     metrics = {"accuracy": float(hits.mean())}
     if len(classnames) > 5:
         top5 = logits.topk(5, dim=1).indices.numpy()  # (N, 5)
         metrics["top5_accuracy"] = float((top5 == y_true[:, None]).any(axis=1).mean())
-    # Macro F1 over the classes the split contains: a class with no test images has no defined recall.
+    # Macro F1 over the classes the split contains: a class with no test items has no defined recall.
     metrics["macro_f1"] = precision_recall_f1(y_true, y_pred, "macro", labels=np.unique(y_true)).avg_f1
     all_classes = np.arange(len(classnames))
     if extra is not None:
@@ -72,12 +101,12 @@ def zero_shot(
     per_class = {name: float(matrix[c, c] / support[c]) for c, name in enumerate(classnames) if support[c]}
     examples = [
         Example(
-            image=_path(images[i]),
+            **_shown(modality, items[i]),
             prediction=classnames[y_pred[i]],
             reference=classnames[y_true[i]],
             correct=bool(hits[i]),
         )
-        for i in range(min(MAX_EXAMPLES, len(images)))
+        for i in range(min(MAX_EXAMPLES, len(items)))
     ]
     return PassResult(
         metrics,
@@ -87,47 +116,99 @@ def zero_shot(
     )
 
 
+def fold_accuracies(hits: np.ndarray, folds: Sequence[int], prefix: str) -> dict[str, float]:
+    """``{prefix}_fold{k}`` accuracy on each fold and ``{prefix}_fold_mean``, their mean (cross-validation)."""
+    folds_arr = np.asarray(folds)
+    out = {f"{prefix}_fold{k}": float(hits[folds_arr == k].mean()) for k in np.unique(folds_arr)}
+    out[f"{prefix}_fold_mean"] = float(np.mean(list(out.values())))
+    return out
+
+
+def linear_probe(
+    ctx: EvalContext,
+    items: Sequence[ItemRef],
+    labels: Sequence[int],
+    folds: Sequence[int],
+    n_classes: int,
+    full: bool = True,
+    modality: str = "image",
+) -> PassResult:
+    """Leave-one-fold-out logistic regression on the frozen embeddings of ``items``: ``probe_accuracy`` (every
+    item scored by the probe trained on the other folds) and ``probe_accuracy_fold{k}``, ``_fold_mean``."""
+    features = ctx.embed_media(modality, items)  # (N, D)
+    y, folds_arr = np.asarray(labels), np.asarray(folds)
+    if len(np.unique(folds_arr)) < 2:
+        raise ValueError(f"a linear probe needs at least two folds (train on the others, test on one); got {folds[:1]}")
+    predicted = np.zeros_like(y)
+    for k in np.unique(folds_arr):
+        test = folds_arr == k
+        train_y = torch.as_tensor(y[~test])
+        predicted[test] = probe_predictions(features[~test], train_y, features[test], n_classes).numpy()
+    hits = (predicted == y).astype(np.float64)
+    metrics = {"probe_accuracy": float(hits.mean()), **fold_accuracies(hits, folds, "probe_accuracy")}
+    if not full:
+        return PassResult(metrics)
+    return PassResult(metrics, {"probe_accuracy": bootstrap_ci(hits, n_resamples=ctx.n_resamples, seed=ctx.seed)})
+
+
 # ---------------------------------------------------------------------------- retrieval
 
 
 def retrieval(
     ctx: EvalContext,
-    images: Sequence[ImageRef],
-    texts: Sequence[str],
+    items: Sequence[ItemRef],
+    captions: Sequence[ItemRef],
     owner: Sequence[int],
     image_fn: ImageFn | None = None,
     full: bool = True,
+    modality: str = "image",
+    caption_modality: str = "text",
+    map_at: int | None = None,
 ) -> PassResult:
-    """Image <-> text retrieval (Karpathy protocol: an image query hits if any of its captions is in the top K)."""
-    image_emb = ctx.embed_images(images, image_fn)  # (N_img, D)
-    text_emb = ctx.embed_texts(texts)  # (N_txt, D)
-    ranks = retrieval_ranks(image_emb, text_emb, owner)
-    metrics = metrics_from_ranks(ranks, ks=(1, 5, 10))
-    metrics["rsum"] = sum(metrics[f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in (1, 5, 10))
+    """Item <-> caption retrieval (Karpathy protocol: an item query hits if any of its captions is in the top K).
+
+    Items are of ``modality``; captions (``owner[j]``: caption j's item) of ``caption_modality``: texts, or
+    e.g. spoken captions. Metric names start with the two modalities' initials (``i2t``/``t2i``, ``a2t``/``t2a``);
+    ``map_at`` adds mAP@K in both directions (K = 10 as the audio-retrieval papers report it).
+    """
+    forward, backward = f"{modality[0]}2{caption_modality[0]}", f"{caption_modality[0]}2{modality[0]}"
+    item_emb = ctx.embed_media(modality, items, image_fn)  # (N_item, D)
+    caption_emb = (
+        ctx.embed_texts(captions) if caption_modality == "text" else ctx.embed_media(caption_modality, captions)
+    )  # (N_caption, D)
+    ranks = retrieval_ranks(item_emb, caption_emb, owner)
+    found = metrics_from_ranks(ranks, ks=(1, 5, 10))
+    if map_at is not None:
+        found.update(map_at_k(ranks, map_at))
+    # metrics_from_ranks names directions by images and texts; here they are the items' and captions' modalities.
+    names = {"i2t": forward, "t2i": backward}
+    metrics = {f"{names[k[:3]]}{k[3:]}": v for k, v in found.items()}
+    metrics["rsum"] = sum(metrics[f"{d}_R@{k}"] for d in (forward, backward) for k in (1, 5, 10))
     if not full:
         return PassResult(metrics)
-    i2t_best = ranks.image_to_text[:, 0]  # rank of each image's best caption
+    best = ranks.image_to_text[:, 0]  # rank of each item's best caption
     ci = {
         f"{d}_R@{k}": bootstrap_ci((r <= k).astype(np.float64), n_resamples=ctx.n_resamples, seed=ctx.seed)
-        for d, r in (("i2t", i2t_best), ("t2i", ranks.text_to_image))
+        for d, r in ((forward, best), (backward, ranks.text_to_image))
         for k in (1, 5, 10)
     }
-    recall = {d: {str(k): metrics[f"{d}_R@{k}"] for k in (1, 5, 10)} for d in ("i2t", "t2i")}
-    n_show = min(MAX_EXAMPLES, len(images))
-    sims = image_emb[:n_show] @ text_emb.T  # (n_show, N_txt)
-    top = sims.topk(min(3, len(texts)), dim=1)
+    recall = {d: {str(k): metrics[f"{d}_R@{k}"] for k in (1, 5, 10)} for d in (forward, backward)}
+    n_show = min(MAX_EXAMPLES, len(items))
+    sims = item_emb[:n_show] @ caption_emb.T  # (n_show, N_caption)
+    top = sims.topk(min(3, len(captions)), dim=1)
     owner_arr = np.asarray(owner)
     examples = []
     for i in range(n_show):
         own = int(np.flatnonzero(owner_arr == i)[0])
         retrieved = [
-            Retrieved(text=texts[j], score=float(s)) for s, j in zip(top.values[i].tolist(), top.indices[i].tolist())
+            Retrieved(**_shown(caption_modality, captions[j]), score=float(s))
+            for s, j in zip(top.values[i].tolist(), top.indices[i].tolist())
         ]
         examples.append(
             Example(
-                image=_path(images[i]),
-                reference=texts[own],
-                prediction=retrieved[0].text,
+                **_shown(modality, items[i]),
+                reference=_path(captions[own]),
+                prediction=_path(captions[top.indices[i, 0]]),
                 correct=bool(owner_arr[top.indices[i, 0]] == i),
                 retrieved=retrieved,
             )
@@ -140,13 +221,14 @@ def retrieval(
 
 def captioning(
     ctx: EvalContext,
-    images: Sequence[ImageRef],
+    items: Sequence[ItemRef],
     references: Sequence[Sequence[str]],
     image_fn: ImageFn | None = None,
     full: bool = True,
+    modality: str = "image",
 ) -> PassResult:
-    """BLEU-1..4, ROUGE-L, CIDEr-D (and METEOR when java exists) of the model's greedy captions."""
-    preds = [c for chunk in ctx.map_images(ctx.backend.caption, images, image_fn) for c in chunk]
+    """BLEU-1..4, ROUGE-L, CIDEr-D (and METEOR when java exists) of the model's greedy captions of ``items``."""
+    preds = [c for chunk in ctx.map_media(ctx.backend.caption, modality, items, image_fn) for c in chunk]
     metrics, ci, _ = caption_scores(
         dict(enumerate(references)),
         dict(enumerate(preds)),
@@ -158,8 +240,8 @@ def captioning(
     if not full:
         return PassResult(metrics)
     examples = [
-        Example(image=_path(images[i]), prediction=preds[i], reference=references[i][0])
-        for i in range(min(MAX_EXAMPLES, len(images)))
+        Example(**_shown(modality, items[i]), prediction=preds[i], reference=references[i][0])
+        for i in range(min(MAX_EXAMPLES, len(items)))
     ]
     return PassResult(metrics, ci, Details(), examples)
 
@@ -235,23 +317,34 @@ def _absent(drop: str | None, n: int) -> dict[str, torch.Tensor] | None:
 
 @dataclass
 class Statements:
-    images: Sequence[ImageRef]
-    image_index: list[int]
+    """Texts about items (images, sounds ...) with a class each, for fusion classifiers; ``item_index[j]`` says
+    which of ``items`` text j is about."""
+
+    items: Sequence[ItemRef]
+    item_index: list[int]
     texts: list[str]
     labels: list[int]
     types: list[str | None]  # what a false claim gets wrong (ShapesWorld: exists, position, ...), for per-type accuracy
+    classes: Sequence[str] = ("false", "true")  # class index -> the name examples show
+    modality: str = "image"
 
 
 @torch.inference_mode()
 def statements(
     ctx: EvalContext, st: Statements, image_fn: ImageFn | None = None, drop: str | None = None, full: bool = True
 ) -> PassResult:
-    """Accuracy of a fusion classifier on true/false statements about images, overall and per statement type."""
+    """Accuracy of a fusion classifier on (item, text) pairs, overall and per statement type; ``drop`` names a
+    modality every pair is treated as lacking."""
     predicted: list[int] = []
     for chunk in batches(range(len(st.texts)), ctx.batch_size):
-        imgs = [ctx.images([st.images[st.image_index[i]]], [st.image_index[i]], image_fn)[0] for i in chunk]
+        owners = [st.item_index[i] for i in chunk]
+        # The corruption index is the item's, so all statements about one image see the same noise.
+        items = ctx.decode(st.modality, [st.items[k] for k in owners], owners, image_fn)
         saved = ctx.saved
-        inputs = {"image": saved.inputs("image", imgs), "text": saved.inputs("text", [st.texts[i] for i in chunk])}
+        inputs = {
+            st.modality: saved.inputs(st.modality, items),
+            "text": saved.inputs("text", [st.texts[i] for i in chunk]),
+        }
         logits = saved.model(inputs, _absent(drop, len(chunk)))
         predicted.extend(logits.argmax(-1).tolist())
     hits = (np.asarray(predicted) == np.asarray(st.labels)).astype(np.float64)
@@ -264,10 +357,10 @@ def statements(
         return PassResult(metrics)
     examples = [
         Example(
-            image=_path(st.images[st.image_index[i]]),
+            **_shown(st.modality, st.items[st.item_index[i]]),
             text=st.texts[i],
-            prediction=str(bool(predicted[i])).lower(),
-            reference=str(bool(st.labels[i])).lower(),
+            prediction=st.classes[predicted[i]],
+            reference=st.classes[st.labels[i]],
             correct=bool(hits[i]),
         )
         for i in range(min(MAX_EXAMPLES, len(hits)))

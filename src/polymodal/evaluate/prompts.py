@@ -42,10 +42,20 @@ SHAPES_TEMPLATES = [
     "one object: a {}",
 ]
 
+# Sound classes (ESC-50 and the like): phrasings of a recording, as the CLAP papers prompt ("the sound of ...").
+AUDIO_TEMPLATES = [
+    "the sound of {}.",
+    "the sound of a {}.",
+    "a recording of {}.",
+    "this is a sound of {}.",
+    "a {} can be heard.",
+]
+
 TEMPLATES: dict[str, list[str]] = {
     "simple": ["a photo of a {}."],
     "imagenet": IMAGENET_TEMPLATES,
     "shapes": SHAPES_TEMPLATES,
+    "audio": AUDIO_TEMPLATES,
 }
 
 

@@ -91,18 +91,21 @@ class Robustness(_Model):
     metric: str  # the headline metric every number here measures
     missing_modality: dict[str, float] | None = None  # {"none": full input, "image": image dropped, "text": ...}
     corruptions: dict[str, dict[str, float]] | None = None  # corruption -> severity ("0".."5") -> metric
+    skipped: dict[str, str] | None = None  # curve -> why it was not run (image corruptions on sounds)
 
     _severity_is_a_number = field_validator("corruptions")(_numeric_keys)
 
 
 class Retrieved(_Model):
     image: str | None = None
+    audio: str | None = None  # absolute path
     text: str | None = None
     score: float
 
 
 class Example(_Model):
     image: str | None = None  # absolute path
+    audio: str | None = None  # absolute path
     text: str | None = None
     prediction: str | None = None
     reference: str | None = None

@@ -46,13 +46,16 @@ def robustness(
     severities: Sequence[int] = SEVERITIES,
     progress: Progress | None = None,
 ) -> Robustness:
-    """The headline metric with each droppable modality absent and under each corruption severity."""
+    """The headline metric with each droppable modality absent and, for images, under each corruption severity."""
     h = loaded.headline
     out = Robustness(metric=h)
     if loaded.drops:
         out.missing_modality = {"none": headline_value}
         for modality in loaded.drops:
             out.missing_modality[modality] = loaded.score(None, modality, False).metrics[h]
+    if loaded.media != "image":
+        out.skipped = {"corruptions": f"image corruptions; this benchmark scores {loaded.media}"}
+        return out
     out.corruptions = {}
     for name in CORRUPTIONS:
         curve = {"0": headline_value}
