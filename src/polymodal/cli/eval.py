@@ -41,7 +41,7 @@ def eval_command(
     split: str = typer.Option(None, "--split", help="Split(s), comma-separated (default: each benchmark's own)."),
     out: Path = typer.Option(None, "--out", help="Write the result file (JSON) here."),
     templates: str = typer.Option(
-        None, "--templates", help="Prompt template set for zero-shot: simple, imagenet, shapes."
+        None, "--templates", help="Prompt template set for zero-shot: simple, imagenet, shapes, audio."
     ),
     robustness: bool = typer.Option(False, "--robustness", help="Add missing-modality and corruption curves."),
     seed: int = typer.Option(0, "--seed", help="Seed for corruptions and the bootstrap."),
