@@ -233,3 +233,29 @@ def test_esc50_reads_folds_and_categories_and_counts_bad_rows(tmp_path: Path) ->
     assert sorted(e.row for e in log.examples) == [5, 6]  # the header is row 1
     assert [s.id for s in read_esc50(tmp_path, folds=[2, 3], esc10=True)] == ["2-200-A-10.wav"]
     assert len(list(open_dataset(tmp_path))) == 3  # detected as ESC-50
+
+
+def test_the_waveform_kind_collates_samples_with_a_per_sample_mask(tmp_path: Path) -> None:
+    """For towers that read raw audio (Wav2Vec2, HuBERT): (B, 1, samples), one frame per sample."""
+    features = AudioFeatures(sample_rate=8000, clip_seconds=0.5, kind="waveform")
+    processor = AudioProcessor(features)
+    short = torch.from_numpy(tone(300, 0.25, 8000))
+    batch = processor.collate([torch.from_numpy(tone(300, 1.0, 8000))[:4000], short, None])
+    assert batch.x.shape == (3, 1, 4000) and features.channels == 1 and features.frames(4000) == 4000
+    assert batch.mask.sum(1).tolist() == [4000, 2000, 0]
+    assert torch.equal(batch.x[1, 0, :2000], short) and not batch.x[1, 0, 2000:].any()
+    again = AudioProcessor.from_settings(json.loads(json.dumps(processor.settings())), tmp_path)
+    assert again.features.kind == "waveform" and torch.equal(again.collate([short]).x[0, 0, :2000], short)
+
+
+def test_audio_settings_saved_before_the_newer_fields_load_with_the_old_features(tmp_path: Path) -> None:
+    old = {"sample_rate": 8000, "clip_seconds": 0.5, "kind": "log_mel", "n_fft": 256, "hop_length": 128}
+    old |= {
+        "n_mels": 32,
+        "f_min": 0.0,
+        "f_max": None,
+        "n_mfcc": 20,
+    }  # processors.json as the first audio models wrote it
+    loaded = AudioProcessor.from_settings(old, tmp_path)
+    assert loaded.features.model_dump() == {**AudioFeatures().model_dump(), **old}  # every newer field at its default
+    assert loaded.collate([torch.from_numpy(tone(440, 0.5, 8000))]).x.shape == (1, 32, 32)

@@ -123,14 +123,18 @@ def _smooth_at_least(k: int) -> int:
 
 
 class AudioFeatures(Config):
-    """What a clip becomes for an audio tower: log-mel frames or MFCCs over a fixed-length window at one rate.
+    """What a clip becomes for an audio tower: log-mel frames, MFCCs or the waveform itself, over a fixed-length
+    window at one rate.
 
-    Saved with the model (``processors.json``), so inference computes exactly what training did.
+    ``kind: waveform`` (for towers that read raw audio, such as Wav2Vec2 and HuBERT) gives (B, 1, samples): one
+    channel, one frame per sample, masked per sample; the spectrogram settings are then unused. Saved with the
+    model (``processors.json``), so inference computes exactly what training did; settings saved before a field
+    existed load with its default.
     """
 
     sample_rate: int = Field(16_000, ge=SAMPLE_RATES[0], le=SAMPLE_RATES[1])
     clip_seconds: float = Field(5.0, gt=0, le=MAX_SECONDS, description="clips are cropped or padded to this length")
-    kind: Literal["log_mel", "mfcc"] = "log_mel"
+    kind: Literal["log_mel", "mfcc", "waveform"] = "log_mel"
     n_fft: int = Field(400, ge=16)
     hop_length: int = Field(160, ge=1)
     n_mels: int = Field(64, ge=4)
@@ -143,8 +147,14 @@ class AudioFeatures(Config):
         return round(self.clip_seconds * self.sample_rate)
 
     def frames(self, samples: int) -> int:
-        """STFT frames of ``samples`` samples (centred frames, as torch.stft with center=True)."""
-        return samples // self.hop_length + 1
+        """STFT frames of ``samples`` samples (centred frames, as torch.stft with center=True); for a waveform, the
+        samples themselves."""
+        return samples if self.kind == "waveform" else samples // self.hop_length + 1
+
+    def frame_mask(self, lengths: torch.Tensor, frames: int) -> torch.Tensor:
+        """(B,) clip lengths in samples -> (B, frames) bool, True where a frame starts inside the clip."""
+        step = 1 if self.kind == "waveform" else self.hop_length
+        return (torch.arange(frames, device=lengths.device) * step)[None, :] < lengths[:, None]
 
     def mel_filters(self) -> torch.Tensor:
         """(n_fft // 2 + 1, n_mels) HTK mel filter bank."""
@@ -162,7 +172,10 @@ class AudioFeatures(Config):
         return torch.from_numpy(bank).float()
 
     def __call__(self, waves: torch.Tensor) -> torch.Tensor:
-        """(B, samples) -> (B, n_mels or n_mfcc, frames): log power mel spectrogram, or its MFCCs."""
+        """(B, samples) -> (B, n_mels or n_mfcc, frames): log power mel spectrogram, or its MFCCs; or (B, 1, samples),
+        the waveform."""
+        if self.kind == "waveform":
+            return waves.float().unsqueeze(1)
         window = torch.hann_window(self.n_fft, periodic=True, device=waves.device)
         spec = torch.stft(
             waves.float(),
@@ -181,7 +194,7 @@ class AudioFeatures(Config):
 
     @property
     def channels(self) -> int:
-        return self.n_mels if self.kind == "log_mel" else self.n_mfcc
+        return {"log_mel": self.n_mels, "mfcc": self.n_mfcc, "waveform": 1}[self.kind]
 
 
 def _dct_matrix(n: int, k: int) -> torch.Tensor:

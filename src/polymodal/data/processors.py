@@ -215,8 +215,8 @@ class AudioAugment(Config):
 
 @PROCESSORS.register("audio")
 class AudioProcessor(Processor):
-    """Decode (safely, mono, resampled) -> a window of at most ``clip_seconds`` -> batched log-mel or MFCC frames
-    with a mask of the frames that hold sound (a shorter clip is padded with silence)."""
+    """Decode (safely, mono, resampled) -> a window of at most ``clip_seconds`` -> batched log-mel or MFCC frames, or
+    the waveform, with a mask of the frames (samples) that hold sound (a shorter clip is padded with silence)."""
 
     modality = "audio"
 
@@ -260,9 +260,8 @@ class AudioProcessor(Processor):
             if v is not None:
                 waves[i, : v.shape[-1]] = v
                 lengths[i] = v.shape[-1]
-        features = self.features(waves)  # (B, channels, frames)
-        starts = torch.arange(features.shape[-1]) * self.features.hop_length
-        return ModalityBatch(features, starts[None, :] < lengths[:, None], present)
+        features = self.features(waves)  # (B, channels, frames); a waveform: (B, 1, samples)
+        return ModalityBatch(features, self.features.frame_mask(lengths, features.shape[-1]), present)
 
     def settings(self) -> dict[str, Any]:
         return self.features.model_dump(mode="json")
