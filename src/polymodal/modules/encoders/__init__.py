@@ -1,7 +1,7 @@
 """Encoders: one interface (``forward(x, mask) -> EncoderOutput``) for every modality.
 
 ``ENCODERS`` maps a name to an encoder class; ``ENCODERS.describe()`` lists their parameters.
-Each variant is a class in ``text``, ``image``, ``hf``, ``efficientnet_lite``.
+Each variant is a class in ``text``, ``image``, ``audio``, ``hf``, ``efficientnet_lite``.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from polymodal.modules.encoders.audio import AudioCNN, AudioLSTM
+from polymodal.modules.encoders.audio import AudioCNN, AudioLSTM, AudioTransformer
 from polymodal.modules.encoders.base import Encoder, EncoderOutput, last_token, masked_mean
 from polymodal.modules.encoders.efficientnet_lite import EfficientNetLite0
-from polymodal.modules.encoders.hf import HFImageEncoder, HFTextEncoder
+from polymodal.modules.encoders.hf import HFAudioEncoder, HFImageEncoder, HFTextEncoder
 from polymodal.modules.encoders.image import ConvImageEncoder, ViTImageEncoder
 from polymodal.modules.encoders.text import RNNTextEncoder, TransformerTextEncoder
 from polymodal.registry import Registry
@@ -28,6 +28,7 @@ ENCODERS.register("vit")(ViTImageEncoder)
 ENCODERS.register("cnn")(ConvImageEncoder)
 ENCODERS.register("audio_cnn")(AudioCNN)
 ENCODERS.register("audio_lstm")(AudioLSTM)
+ENCODERS.register("audio_transformer")(AudioTransformer)
 ENCODERS.register("efficientnet_lite0")(EfficientNetLite0)  # random init; ImageNet weights: efficientnet_lite0_imagenet
 # Builders that need packaged weights (efficientnet_lite0_imagenet) and the ``pretrained:NAME`` paths of the hf
 # towers register from polymodal.pretrained, the layer above; polymodal.models imports it.
@@ -46,14 +47,23 @@ def hf_image(path: str | os.PathLike[str], **kwargs: Any) -> HFImageEncoder:
     return HFImageEncoder.from_pretrained(path, **kwargs)
 
 
+@ENCODERS.register("hf_audio")
+def hf_audio(path: str | os.PathLike[str], **kwargs: Any) -> HFAudioEncoder:
+    """A Hugging Face audio tower (Wav2Vec2, HuBERT, Whisper's encoder, AST, CLAP's audio model) from a local
+    directory; kwargs: normalize."""
+    return HFAudioEncoder.from_pretrained(path, **kwargs)
+
+
 __all__ = [
     "ENCODERS",
     "AudioCNN",
     "AudioLSTM",
+    "AudioTransformer",
     "ConvImageEncoder",
     "EfficientNetLite0",
     "Encoder",
     "EncoderOutput",
+    "HFAudioEncoder",
     "HFImageEncoder",
     "HFTextEncoder",
     "RNNTextEncoder",

@@ -1,4 +1,4 @@
-"""Wrappers that give Hugging Face ``transformers`` models the encoder interface.
+"""Wrappers that give Hugging Face ``transformers`` models the encoder interface: text, vision and audio towers.
 
 Models load from a local directory only (``local_files_only=True``): nothing downloads at
 run time. ``transformers`` is imported lazily so that importing polymodal stays fast.
@@ -7,13 +7,20 @@ run time. ``transformers`` is imported lazily so that importing polymodal stays 
 from __future__ import annotations
 
 import inspect
+import json
+import math
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from polymodal.modules.encoders.base import Encoder, EncoderOutput
+from polymodal.modules.encoders.audio import patch_token_mask
+from polymodal.modules.encoders.base import Encoder, EncoderOutput, masked_mean
 from polymodal.modules.encoders.pooling import check_choice, pool_tokens
 from polymodal.registry import Registry
 
@@ -63,10 +70,13 @@ class _HFEncoder(Encoder):
 
     def __init__(self, model_or_path: PreTrainedModel | str | os.PathLike[str]) -> None:
         super().__init__()
-        self.model = load_hf_model(model_or_path, self.tower)
+        self.model = self._load(model_or_path)
         self.output_dim = self.model.config.hidden_size
         self.grad_checkpointing = False
         self._hf_checkpointing = False  # what the wrapped model was last told
+
+    def _load(self, model_or_path: PreTrainedModel | str | os.PathLike[str]) -> PreTrainedModel:
+        return load_hf_model(model_or_path, self.tower)
 
     @classmethod
     def from_pretrained(cls: type[E], path: str | os.PathLike[str], **kwargs: Any) -> E:
@@ -148,3 +158,249 @@ class HFImageEncoder(_HFEncoder):
         tokens = out.last_hidden_state  # (B, T, D)
         pooled = getattr(out, "pooler_output", None)
         return EncoderOutput(tokens, tokens[:, 0] if pooled is None else pooled, None)
+
+
+# The natural-log mel power of silence: polymodal's AudioFeatures floor the power at 1e-10 before the log.
+SILENCE_LOG_MEL = math.log(1e-10)
+
+
+@dataclass(frozen=True)
+class AudioTower:
+    """How one Hugging Face audio architecture is fed and where its audio tower and layer stack are."""
+
+    input: str  # "waveform" (AudioFeatures kind waveform) or "log_mel"
+    part: str | None  # attribute of the loaded model that holds the audio tower; None: the model itself
+    layers: tuple[str, ...]  # dotted paths of the tower's layer stack (blocks()); the first that exists
+
+
+AUDIO_TOWERS = {
+    "wav2vec2": AudioTower("waveform", None, ("encoder.layers",)),
+    "hubert": AudioTower("waveform", None, ("encoder.layers",)),
+    "whisper": AudioTower("log_mel", "encoder", ("layers",)),
+    "audio-spectrogram-transformer": AudioTower("log_mel", None, ("layers", "encoder.layer")),  # transformers 5, 4
+    "clap": AudioTower("log_mel", "audio_model", ("audio_encoder.layers",)),
+    "clap_audio_model": AudioTower("log_mel", "audio_model", ("audio_encoder.layers",)),
+}
+CLAP_AUDIO_CLASSES = ("ClapAudioModel", "ClapAudioModelWithProjection")
+
+
+def _audio_tower(model_type: str, where: object) -> AudioTower:
+    if model_type not in AUDIO_TOWERS:
+        raise ValueError(
+            f"{where}: model_type {model_type!r} is not a supported audio tower; supported: {', '.join(AUDIO_TOWERS)}"
+        )
+    return AUDIO_TOWERS[model_type]
+
+
+def load_hf_audio_model(
+    model_or_path: PreTrainedModel | str | os.PathLike[str],
+) -> tuple[PreTrainedModel, str, dict[str, Any]]:
+    """The audio tower of a model (built, or saved in a local directory), its ``model_type`` and the directory's
+    ``preprocessor_config.json`` (empty when there is none): Whisper's encoder, CLAP's audio model, or the model.
+
+    A checkpoint that lacks any weight of the tower is an error: transformers would fill it with random values
+    (as a ``ClapAudioModel`` loaded from a ``ClapModel`` directory silently is), so a dual checkpoint loads whole
+    and the tower is taken from it.
+    """
+    if not isinstance(model_or_path, (str, os.PathLike)):
+        model_type = model_or_path.config.model_type
+        spec = _audio_tower(model_type, type(model_or_path).__name__)
+        return _tower_part(model_or_path, spec), model_type, {}
+    import transformers
+    from transformers import AutoConfig, AutoModel
+
+    path = resolve_path(model_or_path)
+    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    spec = _audio_tower(config.model_type, path)
+    loader: Any = AutoModel
+    if config.model_type == "clap_audio_model":  # no AutoModel entry: the class the directory names
+        name = (config.architectures or ["ClapAudioModel"])[0]
+        if name not in CLAP_AUDIO_CLASSES:
+            raise ValueError(f"{path}: architecture {name!r} is not one of {', '.join(CLAP_AUDIO_CLASSES)}")
+        loader = getattr(transformers, name)
+    model, info = loader.from_pretrained(path, local_files_only=True, output_loading_info=True)
+    prefix = f"{spec.part}." if spec.part and hasattr(model, spec.part) else ""
+    missing = sorted(k for k in info["missing_keys"] if k.startswith(prefix))
+    if missing:
+        raise ValueError(
+            f"{path}: the checkpoint has no weights for {len(missing)} parameters of the audio tower "
+            f"({', '.join(missing[:3])} ...); they would start from random values"
+        )
+    settings_file = Path(path) / "preprocessor_config.json"
+    settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
+    return _tower_part(model, spec), config.model_type, settings
+
+
+def _tower_part(model: PreTrainedModel, spec: AudioTower) -> PreTrainedModel:
+    return getattr(model, spec.part) if spec.part and hasattr(model, spec.part) else model
+
+
+def _zero_mean_unit_var(wave: Tensor, mask: Tensor | None) -> Tensor:
+    """Each clip's real samples to mean 0 and variance 1, padding 0 (Wav2Vec2FeatureExtractor's do_normalize)."""
+    weights = torch.ones_like(wave) if mask is None else mask.to(wave.dtype)
+    count = weights.sum(-1, keepdim=True).clamp_min(1.0)
+    mean = (wave * weights).sum(-1, keepdim=True) / count
+    var = ((wave - mean).pow(2) * weights).sum(-1, keepdim=True) / count
+    return (wave - mean) / torch.sqrt(var + 1e-7) * weights
+
+
+class HFAudioEncoder(_HFEncoder):
+    """A Hugging Face audio tower, chosen by the directory's ``model_type`` (see :data:`AUDIO_TOWERS`).
+
+    Inputs are what polymodal's audio processor gives; model-specific scaling happens here, so the saved
+    ``AudioFeatures`` stay plain:
+
+    - ``wav2vec2`` / ``hubert``: the waveform (``kind: waveform``; (B, 1, samples) or (B, samples)) with a
+      per-sample mask. ``normalize`` (default: the directory's ``do_normalize``, else True) scales each clip's
+      real samples to zero mean and unit variance. The mask reaches the model only when its feature encoder
+      uses layer norm (``feat_extract_norm: layer``); a group-norm model (wav2vec2-base) gets zero padding
+      and no mask, as transformers advises, and its outputs then shift a little with the padding.
+      One token per conv-encoder step; the token mask follows the model's own output lengths.
+    - ``whisper`` (the encoder only): natural-log mel (B, num_mel_bins, frames) from Slaney-scale, Slaney-normed
+      filters; padding frames become silence, the input is padded with silence to the model's 30 s (or cut by
+      the one extra centred frame a full 30 s clip has) and scaled as WhisperFeatureExtractor does (log10,
+      floor at max - 8, (x + 4) / 4). One token per two frames.
+    - ``audio-spectrogram-transformer`` (AST): natural-log Kaldi-scale fbank (B, num_mel_bins, frames); padding
+      frames are zeroed and the input zero-padded to ``max_length`` as ASTFeatureExtractor pads, then normalised
+      with its mean and std (the directory's, else AudioSet's). Tokens: CLS, distillation, then the
+      frequency-major patch grid; pooled = the model's pooler (mean of the first two).
+    - ``clap`` / ``clap_audio_model`` (HTSAT audio tower): natural-log HTK mel (B, num_mel_bins, frames), turned
+      into dB; padding frames become silence and the input is padded with silence to the extractor's frame
+      count (the directory's ``nb_max_samples``, else the model's widest input). The tower folds time into
+      image rows, so its tokens carry no time mask; pooled = its pooler. Fused checkpoints see every clip as
+      short (no local fusion).
+    """
+
+    modality = "audio"
+
+    def __init__(self, model_or_path: PreTrainedModel | str | os.PathLike[str], normalize: bool | None = None) -> None:
+        super().__init__(model_or_path)
+        config = self.model.config
+        self.normalize = bool(self._preprocessing.get("do_normalize", True)) if normalize is None else normalize
+        if self.model_type == "whisper":
+            self.output_dim = config.d_model
+        elif self.model_type.startswith("clap"):
+            self.output_dim = self.model.audio_encoder.num_features
+
+    def _load(self, model_or_path: PreTrainedModel | str | os.PathLike[str]) -> PreTrainedModel:
+        model, self.model_type, self._preprocessing = load_hf_audio_model(model_or_path)
+        self.spec = AUDIO_TOWERS[self.model_type]
+        return model
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        if enable and not self.model.supports_gradient_checkpointing:  # CLAP's audio model does not offer it
+            raise ValueError(f"{type(self.model).__name__} ({self.model_type}) has no gradient checkpointing")
+        super().set_grad_checkpointing(enable)
+
+    def blocks(self) -> list[nn.Module]:
+        modules = dict(self.model.named_modules())
+        return list(next(modules[path] for path in self.spec.layers if path in modules))
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
+        """x: the waveform (B, 1, samples) or log-mel frames (B, mel bins, frames), as the tower takes (see the
+        class); ``mask`` (B, samples or frames), True where the clip holds sound."""
+        mask = None if mask is None else mask.bool()
+        self._sync_grad_checkpointing()
+        if self.spec.input == "waveform":
+            return self._waveform(x, mask)
+        if x.dim() != 3 or x.shape[1] != self._mel_bins:
+            raise ValueError(
+                f"{self.model_type} takes log-mel frames (B, {self._mel_bins}, frames); got {tuple(x.shape)}: "
+                f"set the audio processor's kind: log_mel and n_mels: {self._mel_bins}"
+            )
+        if self.model_type == "whisper":
+            return self._whisper(x, mask)
+        if self.model_type == "audio-spectrogram-transformer":
+            return self._ast(x, mask)
+        return self._clap(x, mask)
+
+    @property
+    def _mel_bins(self) -> int:
+        return int(self.model.config.num_mel_bins)
+
+    def _fixed_length(self, x: Tensor, mask: Tensor | None, frames: int, pad_value: float) -> tuple[Tensor, Tensor]:
+        """Padding frames set to ``pad_value`` and the input padded to ``frames``; with the real-frame mask."""
+        if x.shape[-1] > frames:
+            raise ValueError(
+                f"{self.model_type} takes at most {frames} frames, got {x.shape[-1]}: shorten the audio processor's "
+                "clip_seconds"
+            )
+        real = torch.ones(x.shape[0], x.shape[-1], dtype=torch.bool, device=x.device) if mask is None else mask
+        x = x.masked_fill(~real[:, None, :], pad_value)
+        pad = frames - x.shape[-1]
+        return F.pad(x, (0, pad), value=pad_value), F.pad(real, (0, pad), value=False)
+
+    def _waveform(self, x: Tensor, mask: Tensor | None) -> EncoderOutput:
+        if x.dim() == 3 and x.shape[1] == 1:
+            x = x[:, 0]  # (B, samples)
+        if x.dim() != 2:
+            raise ValueError(
+                f"{self.model_type} takes the waveform (B, 1, samples) or (B, samples), got {tuple(x.shape)}: "
+                "set the audio processor's kind: waveform"
+            )
+        wave = x.float() if mask is None else x.float().masked_fill(~mask, 0.0)
+        if self.normalize:
+            wave = _zero_mean_unit_var(wave, mask)
+        with_mask = mask is not None and self.model.config.feat_extract_norm == "layer"
+        out = self.model(input_values=wave, attention_mask=mask.long() if with_mask else None)
+        tokens = out.last_hidden_state  # (B, T, D)
+        token_mask = None
+        if mask is not None:
+            token_mask = self.model._get_feature_vector_attention_mask(tokens.shape[1], mask.long()).bool()
+        return EncoderOutput(tokens, masked_mean(tokens, token_mask), token_mask)
+
+    def whisper_features(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Natural-log mel (B, mel, frames) -> Whisper's ``input_features`` (B, mel, 2 * max_source_positions)
+        and the mask of its real frames."""
+        encoder = self.model
+        frames = self.model.config.max_source_positions * encoder.conv1.stride[0] * encoder.conv2.stride[0]
+        if x.shape[-1] == frames + 1:  # a full 30 s clip has one centred frame more; WhisperFeatureExtractor drops it
+            x, mask = x[..., :frames], None if mask is None else mask[:, :frames]
+        x, real = self._fixed_length(x, mask, frames, SILENCE_LOG_MEL)
+        log10 = x / math.log(10)
+        log10 = torch.maximum(log10, log10.amax(dim=(1, 2), keepdim=True) - 8.0)
+        return (log10 + 4.0) / 4.0, real
+
+    def _whisper(self, x: Tensor, mask: Tensor | None) -> EncoderOutput:
+        features, real = self.whisper_features(x, mask)
+        tokens = self.model(input_features=features).last_hidden_state  # (B, frames / 2, D)
+        stride = self.model.conv1.stride[0] * self.model.conv2.stride[0]
+        token_mask = real[:, ::stride]  # a token is centred on every second frame
+        return EncoderOutput(tokens, masked_mean(tokens, token_mask), token_mask)
+
+    def ast_features(self, x: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Natural-log fbank (B, mel, frames) -> AST's ``input_features`` (B, max_length, mel) and the real-frame
+        mask."""
+        x, real = self._fixed_length(x, mask, self.model.config.max_length, 0.0)
+        if self.normalize:
+            mean = float(self._preprocessing.get("mean", -4.2677393))  # AudioSet's, ASTFeatureExtractor's default
+            std = float(self._preprocessing.get("std", 4.5689974))
+            x = (x - mean) / (2 * std)
+        return x.transpose(1, 2), real
+
+    def _ast(self, x: Tensor, mask: Tensor | None) -> EncoderOutput:
+        features, real = self.ast_features(x, mask)
+        out = self.model(input_values=features)
+        config = self.model.config
+        freq_patches = (config.num_mel_bins - config.patch_size) // config.frequency_stride + 1
+        patches = patch_token_mask(real, config.patch_size, config.time_stride, freq_patches)
+        token_mask = F.pad(patches, (2, 0), value=True)  # CLS and distillation tokens first
+        return EncoderOutput(out.last_hidden_state, out.pooler_output, token_mask)
+
+    def clap_features(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Natural-log mel (B, mel, frames) -> CLAP's ``input_features`` (B, 1 or 4, frames, mel) in dB."""
+        encoder = self.model.audio_encoder
+        widest = encoder.spec_size * encoder.freq_ratio
+        settings = self._preprocessing
+        frames = settings["nb_max_samples"] // settings["hop_length"] + 1 if "nb_max_samples" in settings else widest
+        db = x * (10 / math.log(10))
+        db, _ = self._fixed_length(db, mask, min(frames, widest), 10 * math.log10(1e-10))
+        features = db.transpose(1, 2).unsqueeze(1)  # (B, 1, frames, mel)
+        return features.expand(-1, 4, -1, -1) if encoder.enable_fusion else features
+
+    def _clap(self, x: Tensor, mask: Tensor | None) -> EncoderOutput:
+        features = self.clap_features(x, mask)
+        is_longer = torch.zeros(x.shape[0], 1, dtype=torch.bool, device=x.device)
+        out = self.model(input_features=features, is_longer=is_longer)
+        tokens = out.last_hidden_state.flatten(2).transpose(1, 2)  # (B, C, rows, cols) -> (B, rows * cols, C)
+        return EncoderOutput(tokens, out.pooler_output, None)
