@@ -16,11 +16,16 @@ help:
 	@echo "make lint      ruff: formatting and lint (part of make test)"
 	@echo "make bench     run the benchmark scripts under benchmarks/"
 
+# resemblyzer ships the speaker encoder's weights; what it declares (webrtcvad built from source, the old `typing`
+# backport) is not wanted: polymodal reads only its weights file, and the lock has what its own code imports.
+NO_DEPS := resemblyzer==0.1.4
+
 setup: $(STAMP)
 
-$(STAMP): requirements/lock.txt pyproject.toml
+$(STAMP): requirements/lock.txt pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/lock.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps $(NO_DEPS)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 

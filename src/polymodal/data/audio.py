@@ -25,6 +25,9 @@ from polymodal.data.schema import MediaRef
 
 MAX_SECONDS = 600.0  # a longer clip is a mistake (a whole album, a stream), not a sample
 SAMPLE_RATES = (1_000, 384_000)  # outside this range a header is broken or the file is not audio
+# Features are computed over at most this many samples at once: a whole batch's spectrum (100 MB for 64
+# clips of 10 s) costs more to allocate and walk than to compute.
+CHUNK_SAMPLES = 2**19
 
 
 def _soundfile():  # type: ignore[no-untyped-def]
@@ -86,7 +89,7 @@ def decode_audio(
         raise bad("no audio samples", "empty_file")
     if not np.isfinite(data).all():
         raise bad("samples are not finite numbers", "decode")
-    mono = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))  # (samples,)
+    mono = torch.from_numpy(np.ascontiguousarray(data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)))
     return mono if sample_rate is None else resample(mono, rate, sample_rate)
 
 
@@ -141,6 +144,12 @@ class AudioFeatures(Config):
     f_min: float = Field(0.0, ge=0)
     f_max: float | None = Field(None, gt=0, description="default: half the sample rate")
     n_mfcc: int = Field(20, ge=2)
+    mel_scale: Literal["htk", "slaney"] = Field(
+        "htk", description="slaney: Slaney's scale with area-normalised filters (librosa's default)"
+    )
+    pad_mode: Literal["reflect", "constant"] = Field(
+        "reflect", description="how centred frames extend the clip's ends (constant: zeros, as librosa >= 0.10)"
+    )
 
     @property
     def clip_samples(self) -> int:
@@ -157,7 +166,7 @@ class AudioFeatures(Config):
         return (torch.arange(frames, device=lengths.device) * step)[None, :] < lengths[:, None]
 
     def mel_filters(self) -> torch.Tensor:
-        """(n_fft // 2 + 1, n_mels) HTK mel filter bank."""
+        """(n_fft // 2 + 1, n_mels) mel filter bank on the HTK or Slaney scale."""
         from transformers.audio_utils import mel_filter_bank
 
         bank = mel_filter_bank(
@@ -166,8 +175,8 @@ class AudioFeatures(Config):
             self.f_min,
             self.f_max or self.sample_rate / 2,
             self.sample_rate,
-            norm=None,
-            mel_scale="htk",
+            norm="slaney" if self.mel_scale == "slaney" else None,
+            mel_scale=self.mel_scale,
         )
         return torch.from_numpy(bank).float()
 
@@ -176,6 +185,9 @@ class AudioFeatures(Config):
         the waveform."""
         if self.kind == "waveform":
             return waves.float().unsqueeze(1)
+        rows = max(1, CHUNK_SAMPLES // max(1, waves.shape[-1]))
+        if waves.shape[0] > rows:  # a few clips at a time (benchmarks/audio_features.py)
+            return torch.cat([self(chunk) for chunk in waves.split(rows)])
         window = torch.hann_window(self.n_fft, periodic=True, device=waves.device)
         spec = torch.stft(
             waves.float(),
@@ -183,11 +195,11 @@ class AudioFeatures(Config):
             self.hop_length,
             window=window,
             center=True,
-            pad_mode="reflect",
+            pad_mode=self.pad_mode,
             return_complex=True,
         )
-        mel = self.mel_filters().to(waves.device).T @ spec.abs().pow(2)  # (B, n_mels, frames)
-        log_mel = mel.clamp_min(1e-10).log()
+        power = spec.real.square() + spec.imag.square()  # |X|^2 without abs's square root
+        log_mel = (self.mel_filters().to(waves.device).T @ power).clamp_min_(1e-10).log_()  # (B, n_mels, frames)
         if self.kind == "log_mel":
             return log_mel
         return _dct_matrix(self.n_mels, self.n_mfcc).to(waves.device) @ log_mel  # (B, n_mfcc, frames)
