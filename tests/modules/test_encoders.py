@@ -10,16 +10,19 @@ import pytest
 import torch
 from torch import nn
 
-import polymodal.pretrained  # noqa: F401 - registers efficientnet_lite0_imagenet: the same cases whatever ran first
+import polymodal.pretrained  # noqa: F401 - registers the packaged encoders: the same cases whatever ran first
 from polymodal.modules.encoders import (
     ENCODERS,
     AudioCNN,
+    AudioTransformer,
     ConvImageEncoder,
     Encoder,
+    HFAudioEncoder,
     RNNTextEncoder,
     TransformerTextEncoder,
     ViTImageEncoder,
 )
+from polymodal.pretrained.speaker import SpeakerLSTM
 
 transformers = pytest.importorskip("transformers")
 
@@ -31,6 +34,7 @@ SMALL = {
     "vit": {"width": 128, "depth": 2},
     "audio_cnn": {"channels": 16, "widths": (8, 16), "width": 32},
     "audio_lstm": {"channels": 16, "width": 32},
+    "audio_transformer": {"channels": 16, "frames": 24, "patch_size": 8, "width": 32, "depth": 2, "heads": 2},
 }
 NEEDS_FILES = {
     row["name"] for row in ENCODERS.describe() if any(p["required"] and p["name"] == "path" for p in row["params"])
@@ -46,6 +50,7 @@ CASES = [(name, {}) for name in ENCODERS.names() if name not in NEEDS_FILES] + [
     ("hf_text", {"path": "gpt2", "pooling": "eos"}),
     ("hf_image", {"path": "vit"}),
     ("hf_image", {"path": "clip"}),
+    ("hf_audio", {"path": "hubert"}),
 ]
 IDS = [f"{name}-" + "-".join(f"{k}={v}" for k, v in kw.items()) for name, kw in CASES]
 TEXT_CASES = [(c, i) for c, i in zip(CASES, IDS) if "text" in c[0]]
@@ -74,6 +79,24 @@ def _tiny_models() -> dict[str, nn.Module]:
         ),
         "vit": t.ViTModel(t.ViTConfig(image_size=16, patch_size=8, **TINY, **no_dropout)),
         "clip": t.CLIPVisionModel(t.CLIPVisionConfig(image_size=16, patch_size=8, **TINY)),
+        "hubert": t.HubertModel(
+            t.HubertConfig(
+                **TINY,
+                conv_dim=(8, 8),
+                conv_stride=(5, 2),
+                conv_kernel=(10, 3),
+                num_feat_extract_layers=2,
+                num_conv_pos_embeddings=4,
+                num_conv_pos_embedding_groups=2,
+                feat_extract_norm="layer",
+                layerdrop=0.0,
+                mask_time_prob=0.0,
+                hidden_dropout=0.0,
+                attention_dropout=0.0,
+                activation_dropout=0.0,
+                feat_proj_dropout=0.0,
+            )
+        ),
     }
 
 
@@ -100,10 +123,15 @@ def build(case: tuple[str, dict], hf_dirs: dict) -> Encoder:
 def example(enc: Encoder, length: int = 6) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A batch of 2: text with the second row padded after 4 tokens, spectrogram frames with the second row's sound
     ending after 10 frames, or random images."""
+    if isinstance(enc, HFAudioEncoder):  # a waveform, the second clip's sound ending after 200 samples
+        samples = torch.ones(2, 400, dtype=torch.bool)
+        samples[1, 200:] = False
+        return torch.randn(2, 1, 400), samples
     if enc.modality == "audio":
         frames = torch.ones(2, 24, dtype=torch.bool)
         frames[1, 10:] = False
-        return torch.randn(2, enc.input_norm.num_features, 24), frames
+        channels = enc.channels if isinstance(enc, SpeakerLSTM) else enc.input_norm.num_features
+        return torch.randn(2, channels, 24), frames
     if enc.modality == "text":
         ids = torch.randint(2, enc.vocab_size, (2, length))
         mask = torch.ones(2, length, dtype=torch.bool)
@@ -130,6 +158,12 @@ def test_forward_backward_shapes_and_finite(case, hf_dirs):
         assert t == x.size(1) and torch.equal(out.mask, mask)
     elif isinstance(enc, AudioCNN):  # a token per 2 ** len(widths) frames, holding sound where any of them does
         assert out.mask.shape == (2, t) and out.mask[0].all() and out.mask[1].tolist() == [True] * 3 + [False] * (t - 3)
+    elif isinstance(enc, AudioTransformer):  # CLS, then 2 bands x 3 time patches of 8 frames
+        assert t == 1 + 2 * 3 and out.mask[0].all() and out.mask[1].tolist() == [True] + [True, True, False] * 2
+    elif isinstance(enc, SpeakerLSTM):  # a token per 1.6 s window: one for 24 frames and one for 10
+        assert out.mask.tolist() == [[True], [True]]
+    elif isinstance(enc, HFAudioEncoder):  # a token per conv-encoder step of the waveform
+        assert out.mask[0].all() and 0 < out.mask[1].sum() < t
     elif enc.modality == "audio":  # a token per frame
         assert t == x.size(2) and torch.equal(out.mask, mask)
     else:
