@@ -215,3 +215,13 @@ def test_clip_projection_init_names_real_layers_of_the_imagenet_fusion_models(tm
         )
         model, _ = build_recipe_model(recipe, recipe_model_config(recipe, 40))
         assert torch.equal(model.get_submodule(target).weight, vqa.fusion.proj.weight), fusion
+
+
+def test_shapes_sound_flag_writes_a_sound_per_image(tmp_path: Path) -> None:
+    result = runner.invoke(
+        SHAPES_APP, ["shapes", str(tmp_path), "--n", "10", "--image-size", "32", "--sound", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["params"]["sound"] is True
+    rows = load_split(tmp_path, "train")
+    assert all((tmp_path / r["audio"]).stat().st_size > 0 for r in rows)

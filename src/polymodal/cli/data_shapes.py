@@ -18,9 +18,14 @@ def shapes(
     seed: int = typer.Option(0, "--seed", help="Same seed, same bytes."),
     image_size: int = typer.Option(64, "--image-size", help="Image side in pixels (at least 32)."),
     workers: int = typer.Option(1, "--workers", help="Processes; the output does not depend on it."),
+    sound: bool = typer.Option(False, "--sound", help="Also render each scene as a sound (sounds/*.flac)."),
+    speech: bool = typer.Option(
+        False, "--speech", help="Also read a caption per image aloud and make the spoken-sentiment task (eSpeak NG)."
+    ),
     json: bool = JsonOption,
 ) -> None:
-    """Generate ShapesWorld: images, train/val/test/test_novel JSONL and a datasheet."""
+    """Generate ShapesWorld: images (and with --sound/--speech their sounds and spoken captions),
+    train/val/test/test_novel JSONL and a datasheet."""
     if n < 1:
         fail(f"--n must be at least 1, got {n}", as_json=json)
     if image_size < 32:
@@ -28,9 +33,13 @@ def shapes(
     if workers < 1:
         fail(f"--workers must be at least 1, got {workers}", as_json=json)
     try:
-        summary = generate_shapesworld(out, n, seed=seed, image_size=image_size, workers=workers, progress=not json)
+        summary = generate_shapesworld(
+            out, n, seed=seed, image_size=image_size, workers=workers, progress=not json, sound=sound, speech=speech
+        )
     except OSError as e:
         fail(f"cannot write {out}: {e}", as_json=json)
+    except ImportError as e:
+        fail(str(e), as_json=json)
     if json:
         emit_json(summary)
     else:

@@ -9,9 +9,15 @@ so a classifier must look at both modalities) and a label for zero-shot classifi
 val or test -- neither in the images nor in any text -- to measure compositional
 generalisation.
 
-Reproducibility: image ``i`` is drawn from ``numpy.random.default_rng([seed, i])`` alone, so
-the same seed gives the same bytes whatever the number of workers, and generation is
-embarrassingly parallel. Nothing time-dependent is written to disk.
+With ``sound=True`` every scene is also heard (``audio``: each object a sound event, see
+:mod:`polymodal.data.shapes_audio`); with ``speech=True`` one caption per image is read aloud
+(``speech_{split}.jsonl``) and a spoken-sentiment sentence is made per index
+(``sentiment_{split}.jsonl``).
+
+Reproducibility: image ``i`` is drawn from ``numpy.random.default_rng([seed, i])`` alone (its sound,
+speech and sentence from ``[seed, i, stream]``), so the same seed gives the same bytes whatever the
+number of workers or the audio options, and generation is embarrassingly parallel. Nothing
+time-dependent is written to disk.
 """
 
 from __future__ import annotations
@@ -427,6 +433,48 @@ def make_example(seed: int, index: int, image_size: int, novel: bool) -> tuple[I
     return image, row
 
 
+def objects_of(row: dict[str, Any]) -> list[ShapeObject]:
+    """The scene objects of a manifest row, main object first."""
+    return [ShapeObject(o["shape"], o["color"], o["size"], POSITIONS.index(o["position"])) for o in row["objects"]]
+
+
+# Random streams beside the image's: audio never changes an image.
+_SOUND_STREAM, _SPEECH_STREAM, _SENTIMENT_STREAM = 1, 2, 3
+AUDIO_DIRS = {"sound": "sounds", "speech": "speech", "sentiment": "sentiment"}
+
+
+def add_sound(row: dict[str, Any], seed: int, index: int, out_dir: Path) -> None:
+    """Write the scene's sound next to its image; the row gains ``audio``."""
+    from polymodal.data.shapes_audio import encode_flac, render_scene_sound
+
+    rng = np.random.default_rng([seed, index, _SOUND_STREAM])
+    row["audio"] = f"{AUDIO_DIRS['sound']}/{row['id']}.flac"
+    wave = render_scene_sound(objects_of(row), row["background"], rng)
+    (out_dir / row["audio"]).write_bytes(encode_flac(wave))
+
+
+def spoken_rows(row: dict[str, Any], seed: int, index: int, out_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Write one of the row's captions read aloud and a spoken-sentiment sentence about its scene; return
+    their ``speech_*.jsonl`` and ``sentiment_*.jsonl`` rows."""
+    from polymodal.data.shapes_audio import draw_voice, encode_flac, make_sentiment, speak
+
+    rng = np.random.default_rng([seed, index, _SPEECH_STREAM])
+    which = int(rng.integers(len(row["captions"])))
+    voice = draw_voice(rng)
+    speech = {
+        "id": f"{row['id']}-{which}",
+        "audio": f"{AUDIO_DIRS['speech']}/{row['id']}-{which}.flac",
+        "text": row["captions"][which],
+        "image": row["image"],
+        **voice.to_dict(),
+    }
+    (out_dir / speech["audio"]).write_bytes(encode_flac(speak(speech["text"], voice)))
+    sentence, wave = make_sentiment(objects_of(row), np.random.default_rng([seed, index, _SENTIMENT_STREAM]))
+    sentiment = {"id": row["id"], "audio": f"{AUDIO_DIRS['sentiment']}/{row['id']}.flac", **sentence}
+    (out_dir / sentiment["audio"]).write_bytes(encode_flac(wave))
+    return speech, sentiment
+
+
 def encode_png(image: Image.Image) -> bytes:
     """PNG bytes; no timestamp or other metadata, so equal pixels give equal bytes."""
     buf = io.BytesIO()
@@ -435,19 +483,27 @@ def encode_png(image: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-def _write_example(index: int, *, out_dir: Path, seed: int, image_size: int, sizes: dict[str, int]) -> dict[str, Any]:
+def _write_example(
+    index: int, *, out_dir: Path, seed: int, image_size: int, sizes: dict[str, int], sound: bool, speech: bool
+) -> tuple[str, dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
+    """(split, row, speech row, sentiment row) of image ``index``, its files written."""
     split = _split_of(index, sizes)
     image, row = make_example(seed, index, image_size, novel=split == "test_novel")
     (out_dir / row["image"]).write_bytes(encode_png(image))
-    row["split"] = split
-    return row
+    if sound:
+        add_sound(row, seed, index, out_dir)
+    spoken, sentiment = spoken_rows(row, seed, index, out_dir) if speech else (None, None)
+    return split, row, spoken, sentiment
 
 
-def _rows(indices: range, worker: partial, workers: int) -> Iterator[dict[str, Any]]:
+def _rows(indices: range, worker: partial, workers: int, fork: bool = True) -> Iterator[Any]:
+    """``worker`` over ``indices`` in order; ``fork=False`` starts clean processes (a forked copy of a process
+    whose torch or eSpeak NG threads have run can hang)."""
     if workers == 1:
         yield from map(worker, indices)
         return
-    with multiprocessing.Pool(workers) as pool:
+    context = multiprocessing.get_context("fork" if fork else "spawn")
+    with context.Pool(workers) as pool:
         # imap keeps index order, so the manifests do not depend on scheduling.
         yield from pool.imap(worker, indices, chunksize=64)
 
@@ -462,12 +518,16 @@ def generate_shapesworld(
     image_size: int = 64,
     workers: int = 1,
     progress: bool = True,
+    sound: bool = False,
+    speech: bool = False,
 ) -> dict[str, Any]:
     """Write ShapesWorld to ``out_dir`` and return a summary.
 
     ``n`` images go to train/val/test (80/10/10) and ``max(1, n // 10)`` more to test_novel.
     Writes ``images/*.png``, ``{split}.jsonl``, ``datasheet.md`` and, last, the manifest
-    ``shapesworld.json`` whose presence marks the dataset as complete.
+    ``shapesworld.json`` whose presence marks the dataset as complete. ``sound`` adds
+    ``sounds/*.flac``; ``speech`` adds ``speech/*.flac``, ``sentiment/*.flac`` and their
+    ``speech_{split}.jsonl`` / ``sentiment_{split}.jsonl`` (it needs ``polymodal[speech]``).
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
@@ -475,22 +535,39 @@ def generate_shapesworld(
         raise ValueError(f"image_size must be at least 32 pixels, got {image_size}")
     if workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    if speech:
+        from polymodal.data.shapes_audio import require_speech
+
+        require_speech()  # fail before writing anything
     out = Path(out_dir)
-    images = out / "images"
-    images.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST_NAME).unlink(missing_ok=True)  # incomplete until rewritten at the end
     sizes = split_sizes(n)
     total = sum(sizes.values())
-    _remove_stale_images(images, total)
+    media = {"images": ".png", AUDIO_DIRS["sound"]: ".flac"} if sound else {"images": ".png"}
+    if speech:
+        media.update({AUDIO_DIRS["speech"]: ".flac", AUDIO_DIRS["sentiment"]: ".flac"})
+    for folder in (*AUDIO_DIRS.values(), "images"):
+        if folder in media:
+            (out / folder).mkdir(parents=True, exist_ok=True)
+        _remove_stale_files(out / folder, media.get(folder), total)
+    views = {"": True, "speech_": speech, "sentiment_": speech}  # manifest prefix -> written
 
     start = time.perf_counter()
-    worker = partial(_write_example, out_dir=out, seed=seed, image_size=image_size, sizes=sizes)
-    files = {split: (out / f"{split}.jsonl").open("w", encoding="utf-8") for split in SPLITS}
+    worker = partial(
+        _write_example, out_dir=out, seed=seed, image_size=image_size, sizes=sizes, sound=sound, speech=speech
+    )
+    files = {
+        (prefix, split): (out / f"{prefix}{split}.jsonl").open("w", encoding="utf-8")
+        for prefix, on in views.items()
+        if on
+        for split in SPLITS
+    }
     try:
         with _progress_bar(progress, total) as advance:
-            for row in _rows(range(total), worker, workers):
-                split = row.pop("split")
-                files[split].write(json.dumps(row, ensure_ascii=False) + "\n")
+            for split, *rows in _rows(range(total), worker, workers, fork=not (sound or speech)):
+                for prefix, row in zip(views, rows):
+                    if row is not None:
+                        files[prefix, split].write(json.dumps(row, ensure_ascii=False) + "\n")
                 advance()
     finally:
         for f in files.values():
@@ -500,7 +577,7 @@ def generate_shapesworld(
     manifest = {
         "generator": "shapesworld",
         "version": GENERATOR_VERSION,
-        "params": {"n": n, "seed": seed, "image_size": image_size},
+        "params": _params(n, seed, image_size, sound, speech),
         "counts": sizes,
         "shapes": list(SHAPES),
         "colors": list(COLORS),
@@ -517,11 +594,20 @@ def generate_shapesworld(
     }
 
 
-def _remove_stale_images(images: Path, total: int) -> None:
-    """Delete PNGs left by an earlier, larger run so the folder matches the manifests."""
-    expected = {f"{image_id(i)}.png" for i in range(total)}
-    for path in images.glob("*.png"):
-        if path.name not in expected:
+def _params(n: int, seed: int, image_size: int, sound: bool, speech: bool) -> dict[str, Any]:
+    """The manifest's parameters; the audio options appear only when on, so image-only datasets keep theirs."""
+    params: dict[str, Any] = {"n": n, "seed": seed, "image_size": image_size}
+    return {**params, **({"sound": True} if sound else {}), **({"speech": True} if speech else {})}
+
+
+def _remove_stale_files(folder: Path, suffix: str | None, total: int) -> None:
+    """Delete media left by an earlier, larger run (or all of it when ``suffix`` is None, the kind no longer
+    made) so the folder matches the manifests. Media names start with the image id."""
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        index = path.name[:6]
+        if path.is_file() and (suffix is None or not index.isdigit() or int(index) >= total or path.suffix != suffix):
             path.unlink()
 
 
@@ -548,29 +634,62 @@ def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:
         return None
 
 
-def is_complete(out_dir: str | Path, n: int, seed: int, image_size: int) -> bool:
+def is_complete(
+    out_dir: str | Path, n: int, seed: int, image_size: int, sound: bool = False, speech: bool = False
+) -> bool:
     """True when ``out_dir`` holds a finished dataset made with exactly these parameters."""
     manifest = read_manifest(out_dir)
     if manifest is None or manifest.get("version") != GENERATOR_VERSION:
         return False
-    if manifest.get("params") != {"n": n, "seed": seed, "image_size": image_size}:
+    if manifest.get("params") != _params(n, seed, image_size, sound, speech):
         return False
     out = Path(out_dir)
     total = sum(split_sizes(n).values())
-    return all((out / f"{s}.jsonl").is_file() for s in SPLITS) and all(
+    prefixes = ["", "speech_", "sentiment_"] if speech else [""]
+    return all((out / f"{p}{s}.jsonl").is_file() for p in prefixes for s in SPLITS) and all(
         (out / "images" / f"{image_id(i)}.png").is_file() for i in range(total)
     )
 
 
-def load_split(out_dir: str | Path, split: str) -> list[dict[str, Any]]:
-    """The rows of ``OUT/{split}.jsonl``; ``image`` stays relative to ``out_dir``."""
+def load_split(out_dir: str | Path, split: str, view: str = "") -> list[dict[str, Any]]:
+    """The rows of ``OUT/{view}{split}.jsonl`` (view ``""``, ``speech_`` or ``sentiment_``); media paths stay
+    relative to ``out_dir``."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-    path = Path(out_dir) / f"{split}.jsonl"
+    path = Path(out_dir) / f"{view}{split}.jsonl"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file (generate ShapesWorld first: polymodal data shapes)")
+        flag = " --speech" if view else ""
+        raise FileNotFoundError(f"{path}: no such file (generate ShapesWorld first: polymodal data shapes{flag})")
     with path.open(encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def _audio_datasheet(params: dict[str, Any]) -> str:
+    """The datasheet's section on sounds and speech, empty for an image-only dataset."""
+    if not (params.get("sound") or params.get("speech")):
+        return ""
+    from polymodal.data.shapes_audio import SAMPLE_RATE, SCENE_SECONDS, VOICES, color_pitch
+
+    pitches = ", ".join(f"{c} {color_pitch(c):.0f} Hz" for c in COLORS)
+    parts = ["## Sound and speech\n"]
+    if params.get("sound"):
+        parts.append(
+            f"- `audio` (`sounds/ID.flac`, {SAMPLE_RATE} Hz mono, {SCENE_SECONDS:.0f} s): one sound event per "
+            "object, left to right (top first within a column); timbre = shape (circle sine, square odd "
+            "harmonics, triangle all harmonics, diamond bell, star tremolo, hexagon organ, cross pluck, heart "
+            f"double beat); pitch = colour, +-30 cents ({pitches}); length = size. Drawn from "
+            "`default_rng([seed, i, 1])`.\n"
+        )
+    if params.get("speech"):
+        parts.append(
+            "- `speech_{split}.jsonl`: one caption per image read aloud by eSpeak NG (`speech/ID-K.flac`, K = "
+            f"the caption's index) in one of {len(VOICES)} voices ({', '.join(VOICES)}) at 140-190 words per "
+            "minute and pitch 35-70; the row names text, image, voice, rate and pitch.\n"
+            "- `sentiment_{split}.jsonl`: a sentence about a shape with a positive or negative verb, said "
+            "sincerely (fast, higher, lively) or sarcastically (slow, low, flat); `label` is the meant sentiment, "
+            "the words' polarity flipped by sarcasm, so neither the text nor the delivery alone decides it.\n"
+        )
+    return "\n".join(parts) + "\n"
 
 
 def datasheet(manifest: dict[str, Any]) -> str:
@@ -630,7 +749,7 @@ Caption templates (one caption each, object order shuffled):
 
 {templates}
 
-## Licence
+{_audio_datasheet(p)}## Licence
 
 Synthetic: every image and text is generated procedurally. No third-party content, no personal
 data.
