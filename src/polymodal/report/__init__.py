@@ -33,6 +33,7 @@ class WrittenReport:
     assets: int  # PNG files in report_assets/
     runs: list[str]
     warnings: list[str] = field(default_factory=list)
+    clips: int = 0  # FLAC clips in report_assets/ (and embedded in report.html)
 
 
 def write_report(
@@ -42,8 +43,8 @@ def write_report(
     title: str = "polymodal report",
     max_examples: int = 8,
 ) -> WrittenReport:
-    """Write ``report.md``, ``report_assets/*.png`` and ``report.html`` into ``out``
-    (default: the first input's directory, or the folder of a first input that is a file)."""
+    """Write ``report.md``, ``report_assets/*.png`` (and ``*.flac`` for examples with sounds) and ``report.html``
+    into ``out`` (default: the first input's directory, or the folder of a first input that is a file)."""
     if not inputs:
         raise ReportError("give at least one run directory or result file")
     require_matplotlib()
@@ -58,7 +59,14 @@ def write_report(
     assets = write_assets(document, out_dir)
     (out_dir / "report.md").write_text(render_markdown(document), encoding="utf-8")
     (out_dir / "report.html").write_text(render_html(document), encoding="utf-8")
-    return WrittenReport(out_dir / "report.md", out_dir / "report.html", assets, [r.name for r in runs], warnings)
+    return WrittenReport(
+        out_dir / "report.md",
+        out_dir / "report.html",
+        assets,
+        [r.name for r in runs],
+        warnings,
+        clips=len(document.clips()),
+    )
 
 
 __all__ = [

@@ -54,10 +54,26 @@ class PlotGrid:
 
 
 @dataclass
+class Sound:
+    """A clip an example refers to: its spectrogram always, the clip itself (FLAC) when it fits the report's
+    budget (HTML: an ``<audio>`` player over a data URI; Markdown: ``report_assets/<slug>.flac``)."""
+
+    slug: str
+    name: str  # the file name, for labels
+    path: str  # the source file, shown when the clip is not embedded
+    seconds: float
+    spectrogram: Asset
+    clip: bytes | None
+    note: str | None = None  # why the clip is not embedded
+
+
+@dataclass
 class RetrievedItem:
     image: Asset | None
     text: str | None
     score: float
+    sound: Sound | None = None
+    note: str | None = None  # why an image or sound could not be shown (names the file)
 
 
 @dataclass
@@ -67,6 +83,8 @@ class ExampleCard:
     fields: list[tuple[str, str]]  # (label, text): text, prediction, reference
     correct: bool | None
     retrieved: list[RetrievedItem] = field(default_factory=list)
+    sound: Sound | None = None
+    sound_note: str | None = None  # why there is no spectrogram (missing or undecodable file, named)
 
 
 @dataclass
@@ -83,8 +101,23 @@ class Document:
     title: str
     blocks: list[Block]
 
+    def sounds(self) -> list[Sound]:
+        """Every distinct sound (by slug), in order, preferring a use that embeds its clip."""
+        seen: dict[str, Sound] = {}
+        for block in self.blocks:
+            if isinstance(block, ExampleGrid):
+                for card in block.cards:
+                    for sound in [card.sound, *(item.sound for item in card.retrieved)]:
+                        if sound is not None and (sound.slug not in seen or seen[sound.slug].clip is None):
+                            seen[sound.slug] = sound
+        return list(seen.values())
+
+    def clips(self) -> list[Sound]:
+        """The sounds whose clip the report embeds (Markdown: writes beside itself)."""
+        return [sound for sound in self.sounds() if sound.clip is not None]
+
     def images(self) -> list[Asset]:
-        """Every distinct image (by slug), in order: the assets the Markdown file references."""
+        """Every distinct image (by slug), in order: the assets the Markdown file references (spectrograms too)."""
         seen: dict[str, Asset] = {}
         for block in self.blocks:
             if isinstance(block, PlotGrid):
@@ -99,4 +132,6 @@ class Document:
             for image in candidates:
                 if image is not None:
                     seen.setdefault(image.slug, image)
+        for sound in self.sounds():
+            seen.setdefault(sound.slug, sound.spectrogram)
         return list(seen.values())

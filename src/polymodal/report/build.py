@@ -34,11 +34,12 @@ from polymodal.report.blocks import (
     Verbatim,
 )
 from polymodal.report.runs import Run, TrainingLog
+from polymodal.report.sounds import Sounds
 from polymodal.report.thumbnails import Thumbnails
 from polymodal.version import __version__
 
 MISSING = Verbatim("—")
-DIRECTIONS = {"i2t": "image → text", "t2i": "text → image"}
+INITIALS = {"i": "image", "t": "text", "a": "audio"}  # recall directions are named "i2t", "a2t", "t2a" ...
 # Always shown for training runs (when present), beside every setting that differs between runs.
 KEY_SETTINGS = [
     "model.preset",
@@ -79,6 +80,14 @@ def _ran_in(machine: dict[str, Any] | None) -> str:
     return describe_record(machine) if machine and "precision" in machine else MISSING
 
 
+def _direction(name: str) -> str:
+    """``"a2t"`` -> ``"audio → text"``; other names as they are."""
+    source, _, target = name.partition("2")
+    if source in INITIALS and target in INITIALS:
+        return f"{INITIALS[source]} → {INITIALS[target]}"
+    return name
+
+
 def _slugify(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "x"
 
@@ -98,6 +107,7 @@ class _Builder:
         self.max_examples = max_examples
         self.max_retrieved = max_retrieved
         self.thumbnails = Thumbnails()
+        self.sounds = Sounds()
         self.colour = {id(run): i for i, run in enumerate(runs)}
         self.results = {id(run): run.results() for run in runs}
         self._plot_count = 0
@@ -157,6 +167,7 @@ class _Builder:
             figures = self.benchmark_plots(f"{benchmark}-{split}", present)
             if figures:
                 blocks.append(PlotGrid(figures))
+            blocks.extend(self.skipped_curves(present))
             for run, result in present:
                 if result.examples and self.max_examples > 0:
                     blocks.append(self.examples(run, result))
@@ -212,7 +223,7 @@ class _Builder:
         for run, res in present:
             for direction, by_k in (res.details.recall_at_k or {}).items():
                 series = self.series(run, ((float(k), v) for k, v in by_k.items()))
-                panels.setdefault(DIRECTIONS.get(direction, direction), []).append(series)
+                panels.setdefault(_direction(direction), []).append(series)
         if not panels:
             return []
         png = plots.line_panels("Recall@K", panels, "K", "recall")
@@ -259,6 +270,22 @@ class _Builder:
             figures.append(self.plot(f"{key}-missing-modality", "Missing modality", png))
         return figures
 
+    def skipped_curves(self, present: list[tuple[Run, Result]]) -> list[Paragraph]:
+        """A line per robustness curve a result file says was not run, and why, where its plot would be."""
+        runs_by_reason: dict[tuple[str, str], list[str]] = {}
+        for run, res in present:
+            for curve, reason in ((res.robustness.skipped or {}) if res.robustness else {}).items():
+                runs_by_reason.setdefault((curve, reason), []).append(run.name)
+        return [
+            Paragraph(
+                f"Robustness to {curve}: not run"
+                + (f" for {', '.join(names)}" if len(present) > 1 else "")
+                + f" ({reason}).",
+                muted=True,
+            )
+            for (curve, reason), names in runs_by_reason.items()
+        ]
+
     def examples(self, run: Run, result: Result) -> ExampleGrid:
         cards = [self.card(example) for example in result.examples[: self.max_examples]]
         shown = f"{len(cards)} of {len(result.examples)}" if len(result.examples) > len(cards) else f"{len(cards)}"
@@ -266,6 +293,7 @@ class _Builder:
 
     def card(self, example: Example) -> ExampleCard:
         image, note = self.thumbnails.get(example.image) if example.image else (None, None)
+        sound, sound_note = self.sounds.get(example.audio) if example.audio else (None, None)
         fields = [
             (label, value)
             for label, value in (
@@ -277,9 +305,10 @@ class _Builder:
         ]
         retrieved = []
         for item in (example.retrieved or [])[: self.max_retrieved]:
-            thumb = self.thumbnails.get(item.image)[0] if item.image else None
-            retrieved.append(RetrievedItem(thumb, item.text, item.score))
-        return ExampleCard(image, note, fields, example.correct, retrieved)
+            thumb, thumb_note = self.thumbnails.get(item.image) if item.image else (None, None)
+            clip, clip_note = self.sounds.get(item.audio) if item.audio else (None, None)
+            retrieved.append(RetrievedItem(thumb, item.text, item.score, clip, thumb_note or clip_note))
+        return ExampleCard(image, note, fields, example.correct, retrieved, sound, sound_note)
 
     # ------------------------------------------------------------------ training
     def training(self) -> list[Block]:

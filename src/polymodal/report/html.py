@@ -1,7 +1,8 @@
 """Render a :class:`Document` as one self-contained HTML file.
 
-Self-contained means: inline CSS, every image a base64 ``data:`` URI, no scripts, no request
-to anything outside the file (it opens the same air-gapped, attached to an email or archived).
+Self-contained means: inline CSS, every image and sound clip a base64 ``data:`` URI, no scripts, no
+request to anything outside the file (it opens the same air-gapped, attached to an email or archived).
+Clips are bounded in size (:mod:`polymodal.report.sounds`).
 All text goes through :func:`html.escape`: captions, names and paths are untrusted input.
 """
 
@@ -19,6 +20,7 @@ from polymodal.report.blocks import (
     Paragraph,
     PlotGrid,
     RetrievedItem,
+    Sound,
     Table,
 )
 
@@ -70,6 +72,15 @@ figure img { max-width: 100%; height: auto; display: block; margin: 0 auto; }
 .retrieved { display: flex; flex-wrap: wrap; gap: 6px; margin-top: 6px; }
 .retrieved div { width: 72px; font-size: 11px; text-align: center; color: var(--muted); overflow-wrap: anywhere; }
 .retrieved img { width: 64px; height: 64px; object-fit: cover; border-radius: 4px; display: block; margin: 0 auto 2px; }
+.media { flex: 0 0 auto; display: flex; flex-direction: column; gap: 8px; }
+.thumb { overflow-wrap: anywhere; }
+.examples.sounds { grid-template-columns: repeat(auto-fill, minmax(440px, 1fr)); }
+.sound { width: 192px; font-size: 11px; color: var(--muted); overflow-wrap: anywhere; }
+.sound img { width: 192px; height: 64px; border-radius: 4px; display: block; image-rendering: pixelated; }
+.sound audio { width: 192px; height: 32px; display: block; margin-top: 4px; }
+.retrieved div.sound, .retrieved div.note { width: 156px; text-align: left; }
+.retrieved .sound img { width: 156px; height: 52px; object-fit: fill; margin: 0 0 2px; }
+.retrieved .sound audio { width: 156px; }
 ol.ranked { margin: 4px 0 0; padding-left: 20px; color: var(--fg); }
 ol.ranked li { margin-bottom: 2px; }
 .score { color: var(--muted); font-variant-numeric: tabular-nums; margin-right: 6px; }
@@ -78,6 +89,10 @@ ol.ranked li { margin-bottom: 2px; }
 
 def data_uri(asset: Asset) -> str:
     return "data:image/png;base64," + base64.b64encode(asset.png).decode("ascii")
+
+
+def clip_uri(sound: Sound) -> str:
+    return "data:audio/flac;base64," + base64.b64encode(sound.clip or b"").decode("ascii")
 
 
 def _img(asset: Asset, css_class: str = "") -> str:
@@ -108,14 +123,33 @@ def _plots(grid: PlotGrid) -> str:
     return f'<div class="plots">{figures}</div>'
 
 
+def _sound(sound: Sound, extra: str = "") -> str:
+    """The spectrogram, a player when the clip is embedded, and the clip's name and length (or why not embedded)."""
+    player = (
+        f'<audio controls preload="metadata" src="{clip_uri(sound)}" title="{escape(sound.name)}"></audio>'
+        if sound.clip is not None
+        else ""
+    )
+    label = f"{escape(sound.name)} · {sound.seconds:.1f} s"
+    if sound.note:
+        label += f"<br>{escape(sound.note)}"
+    return f'<div class="sound">{_img(sound.spectrogram)}{player}{label}{extra}</div>'
+
+
 def _retrieved(items: list[RetrievedItem]) -> str:
-    """Retrieved images as a row of tiles; retrieved texts (captions) as a ranked list."""
-    if any(item.image is not None for item in items):
+    """Retrieved images or sounds as a row of tiles; retrieved texts (captions) as a ranked list."""
+    if any(item.image is not None or item.sound is not None or item.note for item in items):
         tiles = []
         for item in items:
+            caption = escape(item.text) + "<br>" if item.text else ""
+            if item.sound is not None:
+                tiles.append(_sound(item.sound, f"<br>{caption}{item.score:.3f}"))
+                continue
+            if item.image is None and item.note:  # the file could not be read: say which and why
+                tiles.append(f'<div class="note">{escape(item.note)}<br>{caption}{item.score:.3f}</div>')
+                continue
             what = _img(item.image) if item.image else ""
-            text = escape(item.text) + "<br>" if item.text else ""
-            tiles.append(f"<div>{what}{text}{item.score:.3f}</div>")
+            tiles.append(f"<div>{what}{caption}{item.score:.3f}</div>")
         return '<div class="retrieved">' + "".join(tiles) + "</div>"
     rows = "".join(f'<li><span class="score">{item.score:.3f}</span>{escape(item.text or "")}</li>' for item in items)
     return f'<ol class="ranked">{rows}</ol>'
@@ -131,13 +165,26 @@ def _card(card: ExampleCard) -> str:
     parts.append(f"<dl>{items}</dl>")
     if card.retrieved:
         parts.append("<dt>retrieved</dt>" + _retrieved(card.retrieved))
-    show_thumb = card.image is not None or card.image_note is not None
-    thumb_html = f'<div class="thumb">{thumb}</div>' if show_thumb else ""
-    return f'<div class="card{state}">{thumb_html}<div class="fields">{"".join(parts)}</div></div>'
+    media = []
+    if card.image is not None or card.image_note is not None:
+        media.append(f'<div class="thumb">{thumb}</div>')
+    if card.sound is not None:
+        media.append(_sound(card.sound))
+    elif card.sound_note is not None:
+        media.append(f'<div class="thumb sound">{escape(card.sound_note)}</div>')
+    media_html = f'<div class="media">{"".join(media)}</div>' if media else ""
+    return f'<div class="card{state}">{media_html}<div class="fields">{"".join(parts)}</div></div>'
+
+
+def _has_sound(card: ExampleCard) -> bool:
+    return card.sound is not None or card.sound_note is not None or any(i.sound is not None for i in card.retrieved)
 
 
 def _examples(grid: ExampleGrid) -> str:
-    return f'<h3>{escape(grid.title)}</h3><div class="examples">{"".join(_card(c) for c in grid.cards)}</div>'
+    # Spectrograms and players are wider than image thumbnails: fewer, wider cards per row.
+    wide = " sounds" if any(_has_sound(c) for c in grid.cards) else ""
+    cards = "".join(_card(c) for c in grid.cards)
+    return f'<h3>{escape(grid.title)}</h3><div class="examples{wide}">{cards}</div>'
 
 
 def render_html(document: Document) -> str:
@@ -162,7 +209,7 @@ def render_html(document: Document) -> str:
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         # The page may not fetch anything: a CSP keeps even a forged tag from reaching out.
         '<meta http-equiv="Content-Security-Policy" '
-        "content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">"
+        "content=\"default-src 'none'; img-src data:; media-src data:; style-src 'unsafe-inline'\">"
         f"<title>{escape(document.title)}</title><style>{CSS}</style></head>"
         f"<body><main><h1>{escape(document.title)}</h1><nav>{nav}</nav>{''.join(body)}</main></body></html>\n"
     )

@@ -1,4 +1,5 @@
-"""Render a :class:`Document` as Markdown that references PNGs in ``report_assets/``.
+"""Render a :class:`Document` as Markdown that references PNGs (plots, thumbnails, spectrograms) and FLAC clips
+in ``report_assets/``.
 
 Input text is escaped so that a caption cannot break a table (``|``), inject HTML
 (``<script>``) or forge a link (``[x](...)``) in a Markdown viewer.
@@ -9,7 +10,17 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from polymodal.report.blocks import Asset, Document, ExampleGrid, Heading, Paragraph, PlotGrid, Table, Verbatim
+from polymodal.report.blocks import (
+    Asset,
+    Document,
+    ExampleGrid,
+    Heading,
+    Paragraph,
+    PlotGrid,
+    Sound,
+    Table,
+    Verbatim,
+)
 
 ASSETS_DIR = "report_assets"
 
@@ -33,8 +44,20 @@ def asset_path(asset: Asset) -> str:
     return f"{ASSETS_DIR}/{asset.slug}.png"
 
 
+def clip_path(sound: Sound) -> str:
+    return f"{ASSETS_DIR}/{sound.slug}.flac"
+
+
 def _image(asset: Asset) -> str:
     return f"![{md_escape(asset.alt)}]({asset_path(asset)})"
+
+
+def _sound(sound: Sound, written: set[str]) -> str:
+    """The spectrogram and a link to the clip's copy in ``report_assets/``, or the source path and why there is
+    no copy (``written``: slugs whose clip is written)."""
+    if sound.slug in written:
+        return f"{_image(sound.spectrogram)} [▶ {md_escape(sound.name)}]({clip_path(sound)}) {sound.seconds:.1f} s"
+    return f"{_image(sound.spectrogram)} {md_escape(sound.path)} ({md_escape(sound.note or '')})"
 
 
 def _table(table: Table) -> list[str]:
@@ -56,17 +79,19 @@ def _mark(correct: bool | None) -> str:
     return {True: "✓ correct", False: "✗ wrong", None: ""}[correct]
 
 
-def _examples(grid: ExampleGrid) -> list[str]:
+def _examples(grid: ExampleGrid, written: set[str]) -> list[str]:
     lines = [f"### {md_escape(grid.title)}", ""]
     # Only the columns some card fills: a zero-shot example has no text, a caption no result.
     labels = [
         label for label in ("text", "prediction", "reference") if any(label in dict(c.fields) for c in grid.cards)
     ]
     has_image = any(c.image is not None or c.image_note for c in grid.cards)
+    has_sound = any(c.sound is not None or c.sound_note for c in grid.cards)
     has_result = any(c.correct is not None for c in grid.cards)
     has_retrieved = any(c.retrieved for c in grid.cards)
     header = (
         (["image"] if has_image else [])
+        + (["sound"] if has_sound else [])
         + labels
         + (["result"] if has_result else [])
         + (["retrieved (score)"] if has_retrieved else [])
@@ -78,21 +103,29 @@ def _examples(grid: ExampleGrid) -> list[str]:
         cells = []
         if has_image:
             cells.append(_image(card.image) if card.image else md_escape(card.image_note or ""))
+        if has_sound:
+            cells.append(_sound(card.sound, written) if card.sound else md_escape(card.sound_note or ""))
         cells += [md_escape(fields.get(label, "")) for label in labels]
         if has_result:
             cells.append(_mark(card.correct))
         if has_retrieved:
-            items = [
-                f"{item.score:.3f} " + (_image(item.image) if item.image else md_escape(item.text or ""))
-                for item in card.retrieved
-            ]
+            items = []
+            for item in card.retrieved:
+                if item.sound is not None:
+                    shown = _sound(item.sound, written)
+                elif item.image is not None:
+                    shown = _image(item.image)
+                else:
+                    shown = md_escape(item.text or item.note or "")
+                items.append(f"{item.score:.3f} {shown}")
             cells.append(" · ".join(items))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
 def render_markdown(document: Document) -> str:
-    """The Markdown text; the caller writes ``document.images()`` to :func:`asset_path`."""
+    """The Markdown text; :func:`write_assets` writes the files it references."""
+    written = {sound.slug for sound in document.clips()}
     lines = [f"# {md_escape(document.title)}", ""]
     for block in document.blocks:
         if isinstance(block, Heading):
@@ -105,21 +138,26 @@ def render_markdown(document: Document) -> str:
         elif isinstance(block, PlotGrid):
             lines.extend(_image(plot) for plot in block.plots)
         elif isinstance(block, ExampleGrid):
-            lines.extend(_examples(block))
+            lines.extend(_examples(block, written))
         lines.append("")
     return "\n".join(lines)
 
 
 def write_assets(document: Document, out_dir: Path) -> int:
-    """Write every image of ``document`` into ``out_dir/report_assets``; returns how many."""
+    """Write every image of ``document`` and every clip it embeds into ``out_dir/report_assets``; returns how many
+    PNGs."""
     images = document.images()
+    clips = document.clips()
     folder = out_dir / ASSETS_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    keep = {f"{asset.slug}.png" for asset in images}
-    # A re-run must not leave the previous report's plots behind; only our own names are removed.
-    for stale in [*folder.glob("plot-*.png"), *folder.glob("img-*.png")]:
-        if stale.name not in keep:
-            stale.unlink()
+    keep = {f"{asset.slug}.png" for asset in images} | {f"{sound.slug}.flac" for sound in clips}
+    # A re-run must not leave the previous report's files behind; only our own names are removed.
+    for pattern in ("plot-*.png", "img-*.png", "snd-*.png", "snd-*.flac"):
+        for stale in folder.glob(pattern):
+            if stale.name not in keep:
+                stale.unlink()
     for asset in images:
         (folder / f"{asset.slug}.png").write_bytes(asset.png)
+    for sound in clips:
+        (folder / f"{sound.slug}.flac").write_bytes(sound.clip or b"")
     return len(images)

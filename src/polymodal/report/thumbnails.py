@@ -24,7 +24,7 @@ class Thumbnails:
         self._cache: dict[str, tuple[Asset | None, str | None]] = {}
 
     def get(self, path: str) -> tuple[Asset | None, str | None]:
-        """(thumbnail, None), or (None, reason) when the file is missing or not an image."""
+        """(thumbnail, None), or (None, reason naming the file) when the file is missing or not an image."""
         if path not in self._cache:
             self._cache[path] = self._make(path)
         return self._cache[path]
@@ -34,7 +34,7 @@ class Thumbnails:
             # decode_image refuses decompression bombs and normalises every mode to RGB.
             image = decode_image(path)
         except BadSampleError as e:
-            return None, e.reason
+            return None, f"{path}: {e.reason}"
         image.thumbnail((self.size, self.size), Image.Resampling.LANCZOS)
         buffer = io.BytesIO()
         image.save(buffer, format="PNG", optimize=True)
