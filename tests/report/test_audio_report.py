@@ -175,7 +175,7 @@ def test_clips_over_a_cap_show_the_spectrogram_and_say_why(
     examples = json.loads((audio_run.run / "eval.json").read_text())["results"][0]["examples"]
     first = examples[0]["audio"]
     decodable = sum(1 for e in examples if "audio" in e and "000999" not in e["audio"]) + 1  # + the retrieved one
-    clip_size = len(Sounds()._make(first)[0].clip)  # type: ignore[union-attr]
+    clip_size = len(Sounds().get(first)[0].clip)  # type: ignore[union-attr, arg-type]
     # Room for two clips in the report, and the per-clip cap just above this clip's size.
     monkeypatch.setattr(build, "Sounds", functools.partial(Sounds, max_clip=clip_size, max_total=2 * clip_size + 10))
     html = write_report([audio_run.run], tmp_path).html.read_text()
