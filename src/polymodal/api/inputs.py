@@ -1,4 +1,5 @@
-"""Turn what users pass (paths, bytes, PIL images, numpy arrays) into decoded RGB PIL images."""
+"""Turn what users pass into what a backend embeds: decoded RGB PIL images (from paths, bytes, PIL images, numpy
+arrays), strings, or the paths and encoded bytes of the media a model's processor decodes itself (audio)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from PIL import Image
 from polymodal.data.image import DEFAULT_MAX_PIXELS, decode_image, to_rgb
 
 ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, Image.Image, np.ndarray]
+MediaInput = Union[str, "os.PathLike[str]", bytes, bytearray]  # a file path or the encoded file (WAV, FLAC ...)
 
 
 def to_image(value: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS, index: int | None = None) -> Image.Image:
@@ -47,3 +49,27 @@ def _from_array(array: np.ndarray, index: int | None) -> Image.Image:
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     return to_rgb(Image.fromarray(array))
+
+
+def to_media(values: MediaInput | Sequence[MediaInput]) -> list[str | bytes]:
+    """A list of paths (as strings) and encoded bytes from one input or a sequence of them."""
+    if isinstance(values, (str, os.PathLike, bytes, bytearray)):
+        values = [values]
+    out: list[str | bytes] = []
+    for i, value in enumerate(values):
+        if isinstance(value, (str, os.PathLike)):
+            out.append(os.fspath(value))
+        elif isinstance(value, (bytes, bytearray)):
+            out.append(bytes(value))
+        else:
+            raise ValueError(f"input #{i}: expected a file path or encoded bytes, got {type(value).__name__}")
+    return out
+
+
+def to_inputs(modality: str, values: object) -> list[object]:
+    """What a backend embeds for ``modality``: decoded images, strings, or media paths and bytes."""
+    if modality == "image":
+        return list(to_images(values))  # type: ignore[arg-type]
+    if modality == "text":
+        return [values] if isinstance(values, str) else [str(v) for v in values]  # type: ignore[attr-defined]
+    return list(to_media(values))  # type: ignore[arg-type]

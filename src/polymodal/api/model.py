@@ -10,8 +10,9 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from polymodal.api.inputs import ImageInput, to_images
+from polymodal.api.inputs import ImageInput, MediaInput, to_images, to_inputs
 from polymodal.backends import ANSWER, CAPTION, EMBED, Backend, TaskNotSupported, load_backend
+from polymodal.backends.base import embed, media
 from polymodal.hardware import choose_precision
 
 T = TypeVar("T")
@@ -26,9 +27,11 @@ def _batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 
 
 class Model:
-    """A loaded model: ``embed_text``, ``embed_image``, ``classify``, ``caption``, ``answer``.
+    """A loaded model: ``embed`` (``embed_text``, ``embed_image``, ``embed_audio``), ``classify``, ``caption``,
+    ``answer``.
 
-    Images may be paths, bytes, PIL images or numpy arrays (H, W[, C]); one input or a list. Work is done in
+    Images may be paths, bytes, PIL images or numpy arrays (H, W[, C]); sounds (and other media the model's
+    processors decode) paths or encoded bytes (WAV, FLAC, OGG, MP3); one input or a list. Work is done in
     batches of ``batch_size``. ``precision="auto"`` runs under bf16 autocast where the device has native bf16 and
     in fp32 elsewhere (``precision_choice`` says which and why); results are float32 either way.
     """
@@ -67,9 +70,16 @@ class Model:
     def __repr__(self) -> str:
         return f"Model({self.name!r}, capabilities={sorted(self.capabilities)}, precision={self.precision!r})"
 
-    def _require(self, capability: str, task: str) -> None:
+    def media(self, capability: str = EMBED) -> frozenset[str]:
+        """The modalities the model takes for ``capability`` (for ``embed``: those it embeds into its space)."""
+        return media(self.backend, capability)
+
+    def _require(self, capability: str, task: str, modality: str | None = None) -> None:
         if capability not in self.capabilities:
             raise TaskNotSupported(self.backend, task)
+        if modality is not None and modality not in self.media(capability):
+            takes = ", ".join(sorted(self.media(capability)))
+            raise TaskNotSupported(self.backend, f"{task} from {modality} (it takes {takes})")
 
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
         return self.precision_choice.autocast(self.device)
@@ -82,17 +92,24 @@ class Model:
         return torch.cat(parts).numpy()
 
     # -- embeddings -------------------------------------------------------------------------------------------
+    def embed(self, modality: str, items: object) -> np.ndarray:
+        """(N, D) float32 unit vectors of ``items`` of ``modality`` (one of ``media()``): texts as strings, images
+        and sounds as above."""
+        self._require(EMBED, "embed", modality)
+        prepared = to_inputs(modality, items)
+        return self._map(lambda chunk: embed(self.backend, modality, chunk), prepared)
+
     def embed_text(self, texts: str | Sequence[str]) -> np.ndarray:
         """(N, D) float32 unit vectors."""
-        self._require(EMBED, "embed text")
-        texts = [texts] if isinstance(texts, str) else list(texts)
-        return self._map(self.backend.embed_text, texts)
+        return self.embed("text", texts)
 
     def embed_image(self, images: ImageInput | Sequence[ImageInput]) -> np.ndarray:
         """(N, D) float32 unit vectors."""
-        self._require(EMBED, "embed images")
-        decoded = to_images(images)
-        return self._map(self.backend.embed_images, decoded)
+        return self.embed("image", images)
+
+    def embed_audio(self, clips: MediaInput | Sequence[MediaInput]) -> np.ndarray:
+        """(N, D) float32 unit vectors of sound files (paths or encoded bytes), decoded as the model was trained."""
+        return self.embed("audio", clips)
 
     def _text_tensor(self, texts: list[str]) -> torch.Tensor:
         return torch.from_numpy(self.embed_text(texts))
@@ -100,20 +117,22 @@ class Model:
     # -- tasks --------------------------------------------------------------------------------------------------
     def classify(
         self,
-        images: ImageInput | Sequence[ImageInput],
+        items: ImageInput | MediaInput | Sequence[ImageInput | MediaInput],
         labels: Sequence[str],
         *,
+        modality: str = "image",
         templates: str | Sequence[str] = "simple",
         top_k: int | None = None,
     ) -> list[list[tuple[str, float]]]:
-        """Zero-shot classification: per image, (label, probability) pairs, most probable first.
+        """Zero-shot classification of images (or sounds, with ``modality="audio"``): per item, (label,
+        probability) pairs, most probable first.
 
         ``templates`` is a template set name (see ``polymodal.evaluate.prompts.TEMPLATES``) or a list of format
         strings with one ``{}``; class embeddings average over the templates (CLIP's prompt ensembling).
         """
         from polymodal.evaluate.prompts import TEMPLATES, zero_shot_classifier
 
-        self._require(EMBED, "classify")
+        self._require(EMBED, "classify", modality)
         labels = [str(label).strip() for label in labels]
         if len(labels) < 2 or any(not label for label in labels):
             raise ValueError("classify needs at least two non-empty labels")
@@ -124,20 +143,26 @@ class Model:
                 raise ValueError(f"unknown template set {templates!r}; choose from {', '.join(sorted(TEMPLATES))}")
             templates = TEMPLATES[templates]
         classes = zero_shot_classifier(self._text_tensor, labels, list(templates))  # (C, D)
-        image_emb = torch.from_numpy(self.embed_image(images))  # (N, D)
-        probs = (ZERO_SHOT_LOGIT_SCALE * image_emb @ classes.float().T).softmax(dim=-1)  # (N, C)
+        item_emb = torch.from_numpy(self.embed(modality, items))  # (N, D)
+        probs = (ZERO_SHOT_LOGIT_SCALE * item_emb @ classes.float().T).softmax(dim=-1)  # (N, C)
         k = len(labels) if top_k is None else max(1, min(top_k, len(labels)))
         values, indices = probs.topk(k, dim=-1)
         return [[(labels[i], float(v)) for v, i in zip(vs.tolist(), ids.tolist())] for vs, ids in zip(values, indices)]
 
     def caption(
-        self, images: ImageInput | Sequence[ImageInput], *, max_new_tokens: int = 30, num_beams: int = 1
+        self,
+        items: ImageInput | MediaInput | Sequence[ImageInput | MediaInput],
+        *,
+        max_new_tokens: int = 30,
+        num_beams: int = 1,
     ) -> list[str]:
+        """A caption per item of the modality the captioner describes (images, or sounds for an audio captioner)."""
         self._require(CAPTION, "caption")
-        decoded = to_images(images)
+        (source,) = self.media(CAPTION)
+        prepared = to_inputs(source, items)
         out: list[str] = []
         with self._autocast():
-            for chunk in _batches(decoded, self.batch_size):
+            for chunk in _batches(prepared, self.batch_size):
                 out.extend(self.backend.caption(chunk, max_new_tokens=max_new_tokens, num_beams=num_beams))
         return out
 

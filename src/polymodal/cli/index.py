@@ -1,7 +1,9 @@
 """``polymodal index build|add|remove|info`` and ``polymodal search``: a vector index over a model's embeddings.
 
-Builds show a progress bar (items/s), skip unreadable files (counted, and logged to INDEX/skipped.jsonl) and
-resume after an interruption: rerun the same command and finished chunks are not embedded again.
+An index holds every modality the model embeds: the images and sounds of a folder or manifest (and with --texts
+its captions), each item of its own kind. Builds show a progress bar (items/s), skip unreadable files (counted, and
+logged to INDEX/skipped.jsonl) and resume after an interruption: rerun the same command and finished chunks are not
+embedded again.
 """
 
 from __future__ import annotations
@@ -112,7 +114,9 @@ def _report(result: BuildResult, verb: str, as_json: bool) -> None:
 
 @app.command("build")
 def build(
-    source: Path = typer.Argument(..., help="A folder of images, an ImageFolder, a manifest (.jsonl/.csv) or shards."),
+    source: Path = typer.Argument(
+        ..., help="A folder of images and/or sounds, class folders, a manifest (.jsonl/.csv) or shards."
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Index directory to write."),
     model: str = ModelOption,
     type_: str = typer.Option(
@@ -181,7 +185,9 @@ def build(
 @app.command("add")
 def add(
     index: Path = typer.Argument(..., help="An index directory."),
-    source: Path = typer.Argument(..., help="Images or a manifest to add; items already in the index are left out."),
+    source: Path = typer.Argument(
+        ..., help="Images, sounds or a manifest to add; items already in the index are left out."
+    ),
     model: str = typer.Option(None, "--model", "-m", help="Override the index's recorded model (same identity only)."),
     texts: bool = TextsOption,
     batch_size: int = BatchOption,
@@ -238,7 +244,7 @@ def _targets(raw: list[str]) -> Iterator[int | str]:
 @app.command("remove")
 def remove(
     index: Path = typer.Argument(..., help="An index directory."),
-    targets: list[str] = typer.Argument(..., help="Item ids, or paths (removes the image and its texts)."),
+    targets: list[str] = typer.Argument(..., help="Item ids, or paths (removes the file and its texts)."),
     json: bool = JsonOption,
 ) -> None:
     """Remove items by id or path. Exits 1 if any target was not in the index (the others are removed)."""
@@ -305,29 +311,33 @@ def info(index: Path = typer.Argument(..., help="An index directory."), json: bo
 
 def search(
     index: Path = typer.Argument(..., help="An index directory."),
-    query: str = typer.Argument(None, help="Query text (or use --image)."),
+    query: str = typer.Argument(None, help="Query text (or use --image or --audio)."),
     image: Path = typer.Option(None, "--image", "-i", help="Query with an image file instead of text."),
+    audio: Path = typer.Option(None, "--audio", "-a", help="Query with a sound file (WAV, FLAC, OGG, MP3)."),
     k: int = typer.Option(10, "-k", "--top-k", min=1, help="Number of results."),
-    kind: str = typer.Option(None, "--kind", help="Only results of this kind: image or text."),
+    kind: str = typer.Option(None, "--kind", help="Only results of this kind: image, audio or text."),
     model: str = typer.Option(None, "--model", "-m", help="Override the index's recorded model (same identity only)."),
     ef_search: int = typer.Option(None, "--ef-search", min=1, help="hnsw: candidate list for this search."),
     nprobe: int = typer.Option(None, "--nprobe", min=1, help="ivf/ivfpq: cells to visit for this search."),
     json: bool = JsonOption,
 ) -> None:
-    """Search an index with a text or an image; prints rank, score and path/text."""
+    """Search an index with a text, an image or a sound; prints rank, score and path/text."""
     from polymodal.index import open_for_search
+    from polymodal.index.store import ITEM_KINDS
 
-    if (query is None) == (image is None):
-        fail("give a query text or --image FILE (one of them)", as_json=json, code=2)
-    if kind is not None and kind not in ("image", "text"):
-        fail(f"--kind must be image or text, got {kind!r}", as_json=json, code=2)
-    if image is not None:
-        check_files([image], json)
+    given = {m: q for m, q in (("text", query), ("image", image), ("audio", audio)) if q is not None}
+    if len(given) != 1:
+        fail("give one query: a text, --image FILE or --audio FILE", as_json=json, code=2)
+    if kind is not None and kind not in ITEM_KINDS:
+        fail(f"--kind must be one of {', '.join(ITEM_KINDS)}, got {kind!r}", as_json=json, code=2)
+    ((modality, value),) = given.items()
+    if modality != "text":
+        check_files([value], json)
 
     def go() -> list[Any]:
         idx, loaded = open_for_search(index, model)
         with idx:
-            vectors = loaded.embed_image(str(image)) if image is not None else loaded.embed_text(query)
+            vectors = loaded.embed(modality, str(value))
             return idx.search(vectors, k, kind=kind, ef_search=ef_search, nprobe=nprobe)[0]
 
     hits = _run("search", index, json, go)

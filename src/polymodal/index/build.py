@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
@@ -26,7 +27,6 @@ import numpy as np
 from polymodal.api import Model, load
 from polymodal.backends import DEFAULT_MODEL
 from polymodal.data.errors import BadSampleError, BadSampleLog
-from polymodal.data.image import decode_image
 from polymodal.fsutil import write_atomic
 from polymodal.index import store
 from polymodal.index.kinds import IndexParams, apply_search_params, is_ivf, new_index, resolve_type
@@ -99,8 +99,9 @@ def build_index(
 ) -> BuildResult:
     """Embed every item of ``source`` with ``model`` and write an index directory at ``out``.
 
-    Rerunning after an interruption resumes from the finished chunks. ``out`` must not already hold a finished
-    index unless ``overwrite``.
+    The items are the source's files of every modality the model embeds (images, sounds: each item records its
+    kind), and with ``texts`` the captions of a dataset. Rerunning after an interruption resumes from the finished
+    chunks. ``out`` must not already hold a finished index unless ``overwrite``.
     """
     start = time.perf_counter()
     out = Path(out)
@@ -115,7 +116,7 @@ def build_index(
         source, loaded, out / WORK_DIR, texts=texts, chunk_size=chunk_size, progress=progress, on_chunk=on_chunk
     )
     if not done.items:
-        raise ValueError(_nothing_message(source, texts, done))
+        raise ValueError(_nothing_message(source, loaded, texts, done))
     kind = resolve_type(params.type, len(done.items))
     index = new_index(kind, dim, params, train=done.vectors if is_ivf(kind) else None)
     ids = np.arange(len(done.items), dtype=np.int64)
@@ -189,22 +190,24 @@ def _embed(
 ) -> _Embedded:
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    media = _media(model)
 
     def items(log: BadSampleLog) -> Iterator[SourceItem]:
-        for s in iter_items(source, texts=texts, bad_log=log):
+        for s in iter_items(source, texts=texts, media=media, bad_log=log):
             if exclude is None or _key(s.item) not in exclude:
                 yield s
 
     # A first pass without decoding anything counts the items: the progress bar gets a total, and work.json a
     # fingerprint that notices a source that changed between the interrupted run and this one.
     total = excluded = 0
-    for s in iter_items(source, texts=texts, bad_log=BadSampleLog()):
+    for s in iter_items(source, texts=texts, media=media, bad_log=BadSampleLog()):
         total += 1
         excluded += exclude is not None and _key(s.item) in exclude
     fingerprint = {
         "source": str(Path(source).resolve()),
         "identity": model.identity,
         "texts": texts,
+        "media": sorted(media),
         "chunk_size": chunk_size,
         "items": total - excluded,
     }
@@ -235,10 +238,10 @@ def _embed(
 def _embed_chunk(
     group: list[SourceItem], model: Model, tick: Callable[[int], None]
 ) -> tuple[np.ndarray, list[Item], list[dict[str, Any]]]:
-    """Decode the images (skipping bad ones), embed images and texts, and return them in item order.
+    """Embed the items of each kind (skipping files that cannot be decoded) and return them in item order.
 
     Works in batches of the model's batch size and calls ``tick(items done in this chunk)`` after each, so a
-    progress bar moves within a chunk; images are decoded one batch at a time to bound memory.
+    progress bar moves within a chunk; media are decoded one batch at a time to bound memory.
     """
     dim = _embed_dim(model)
     vectors = np.zeros((len(group), dim), dtype=np.float32)  # (chunk, D); rows of skipped items are dropped below
@@ -246,30 +249,42 @@ def _embed_chunk(
     skipped: list[dict[str, Any]] = []
     step = model.batch_size
     for start in range(0, len(group), step):
-        images, image_pos, text_pos = [], [], []
+        by_kind: dict[str, list[int]] = {}
         for pos in range(start, min(start + step, len(group))):
-            s = group[pos]
-            if s.item.kind == "text":
-                text_pos.append(pos)
-                continue
-            try:
-                images.append(decode_image(s.ref, source=s.item.source, row=s.item.row))  # type: ignore[arg-type]
-                image_pos.append(pos)
-            except BadSampleError as e:
-                skipped.append(_skip_record(s.item, e))
-        if images:
-            vectors[image_pos] = model.embed_image(images)
-        if text_pos:
-            vectors[text_pos] = model.embed_text([group[p].item.text or "" for p in text_pos])
-        keep += sorted(image_pos + text_pos)
+            by_kind.setdefault(group[pos].item.kind, []).append(pos)
+        for kind, positions in by_kind.items():
+            refs = [group[p].item.text if kind == "text" else group[p].ref for p in positions]
+            embedded, bad = _embed_refs(model, kind, refs)
+            good = [p for i, p in enumerate(positions) if i not in bad]
+            vectors[good] = embedded
+            keep += good
+            skipped += [_skip_record(group[positions[i]].item, e) for i, e in bad.items()]
         tick(min(start + step, len(group)))
+    keep.sort()
     return vectors[keep], [group[p].item for p in keep], skipped
 
 
+def _embed_refs(model: Model, kind: str, refs: list[Any]) -> tuple[np.ndarray, dict[int, BadSampleError]]:
+    """(embeddings of the good refs, {position: error} of the bad ones). A batch holding a bad file is embedded
+    again one ref at a time, so only the bad file is left out (bad files are rare; the common case is one call)."""
+    try:
+        return model.embed(kind, refs), {}
+    except BadSampleError:
+        pass
+    rows, bad = [], {}
+    for i, ref in enumerate(refs):
+        try:
+            rows.append(model.embed(kind, [ref]))
+        except BadSampleError as e:
+            bad[i] = e
+    return (np.concatenate(rows) if rows else np.zeros((0, _embed_dim(model)), np.float32)), bad
+
+
 def _skip_record(item: Item, error: BadSampleError) -> dict[str, Any]:
+    path = item.path or f"{item.source}#{item.metadata.get('id')}"
     return {
-        "path": item.path or f"{item.source}#{item.metadata.get('id')}",
-        "reason": error.reason,
+        "path": path,
+        "reason": error.reason if path in error.reason else f"{path}: {error.reason}",
         "kind": error.kind,
         "source": item.source,
         "row": item.row,
@@ -349,23 +364,30 @@ def _known_keys(index: VectorIndex) -> set[tuple[str, str | None, str | None]]:
     return {(kind, path, text) for kind, path, text in index.conn.execute("SELECT kind, path, text FROM items")}
 
 
+def _media(model: Model) -> frozenset[str]:
+    """The media kinds of a source this model indexes: those it embeds, of the kinds an index holds."""
+    return model.media() & frozenset(store.MEDIA_KINDS)
+
+
 def _embed_dim(model: Model) -> int:
     from polymodal.backends import EMBED, TaskNotSupported
 
     if EMBED not in model.capabilities or model.embed_dim is None:
-        raise TaskNotSupported(model.backend, "embed images and texts for an index")
+        raise TaskNotSupported(model.backend, "embed items for an index")
     return int(model.embed_dim)
 
 
-def _nothing_message(source: str | os.PathLike, texts: bool, done: _Embedded) -> str:
+def _nothing_message(source: str | os.PathLike, model: Model, texts: bool, done: _Embedded) -> str:
     if done.skipped:
         first = done.skipped[0]
-        return (
-            f"{source}: nothing to index: all {len(done.skipped)} inputs were skipped "
-            f"(first: {first['path']}: {first['reason']})"
-        )
-    hint = "" if texts else " (pass --texts to index its captions)"
-    return f"{source}: nothing to index: no images found{hint}"
+        return f"{source}: nothing to index: all {len(done.skipped)} inputs were skipped (first: {first['reason']})"
+    media = _media(model)
+    found = Counter(s.item.kind for s in iter_items(source, bad_log=BadSampleLog()))
+    other = ", ".join(f"{n} {kind}" for kind, n in sorted(found.items()) if kind not in media)
+    message = f"{source}: nothing to index: no {' or '.join(sorted(media))} files found"
+    if other:
+        return f"{message}; it holds {other} files, which {model.name} does not embed"
+    return message + ("" if texts else " (pass --texts to index its captions)")
 
 
 def _result(path: Path, done: _Embedded, start: float, kind: str, items: int) -> BuildResult:

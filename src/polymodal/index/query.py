@@ -1,11 +1,11 @@
-"""Search an index with text or images, embedding the queries with the index's own model."""
+"""Search an index with texts, images or sounds, embedding the queries with the index's own model."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
 
-from polymodal.api import ImageInput, Model, load
+from polymodal.api import ImageInput, MediaInput, Model, load
 from polymodal.index.store import Hit
 from polymodal.index.vector_index import VectorIndex
 
@@ -25,15 +25,30 @@ def open_for_search(
     return index, loaded
 
 
+def search(
+    index: VectorIndex, model: Model, modality: str, queries: object, k: int = 10, *, kind: str | None = None
+) -> list[list[Hit]]:
+    """Hits per query of ``modality`` (texts, images or sounds: whatever ``model.embed`` takes), best first;
+    ``kind`` keeps only items of that kind (``search(idx, m, "audio", clip, kind="text")``: sound -> text)."""
+    return index.search(model.embed(modality, queries), k, kind=kind)
+
+
 def search_text(
     index: VectorIndex, model: Model, texts: str | Sequence[str], k: int = 10, *, kind: str | None = None
 ) -> list[list[Hit]]:
-    """Hits per query text (text -> image search, or text -> text when the index holds texts)."""
-    return index.search(model.embed_text(texts), k, kind=kind)
+    """Hits per query text (text -> image or sound search, or text -> text when the index holds texts)."""
+    return search(index, model, "text", texts, k, kind=kind)
 
 
 def search_image(
     index: VectorIndex, model: Model, images: ImageInput | Sequence[ImageInput], k: int = 10, *, kind: str | None = None
 ) -> list[list[Hit]]:
     """Hits per query image (image -> image, or image -> text with ``kind="text"``)."""
-    return index.search(model.embed_image(images), k, kind=kind)
+    return search(index, model, "image", images, k, kind=kind)
+
+
+def search_audio(
+    index: VectorIndex, model: Model, clips: MediaInput | Sequence[MediaInput], k: int = 10, *, kind: str | None = None
+) -> list[list[Hit]]:
+    """Hits per query sound (a path or encoded bytes): sound -> sound, text or image in the same space."""
+    return search(index, model, "audio", clips, k, kind=kind)

@@ -1,5 +1,5 @@
-"""What an index is built from: a folder of images, or any dataset the readers know (manifest, ImageFolder,
-WebDataset shards, COCO/Karpathy), turned into a deterministic stream of items to embed.
+"""What an index is built from: a folder of media files (images, sounds), or any dataset the readers know (manifest,
+class folders, WebDataset shards, COCO/Karpathy, ESC-50 ...), turned into a deterministic stream of items to embed.
 
 The order is deterministic (sorted folder walk, manifest row order) because a resumed build matches embedded
 chunks to items by position.
@@ -8,70 +8,95 @@ chunks to items by position.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from polymodal.data.errors import BadSampleLog
 from polymodal.data.readers import open_dataset
-from polymodal.data.readers.base import IMAGE_EXTENSIONS
+from polymodal.data.readers.base import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
 from polymodal.data.schema import MediaRef, Sample
-from polymodal.index.store import Item
+from polymodal.index.store import MEDIA_KINDS, Item
+
+EXTENSIONS = {"image": IMAGE_EXTENSIONS, "audio": AUDIO_EXTENSIONS}  # media kind -> file extensions
 
 
 @dataclass
 class SourceItem:
     item: Item
-    ref: MediaRef | None = None  # what to decode, for images (a path, or bytes from a tar shard)
+    ref: MediaRef | None = None  # what to embed, for media items (a path, or bytes from a tar shard)
 
 
-def _is_image(name: str) -> bool:
-    return not name.startswith(".") and name.rpartition(".")[2].lower() in IMAGE_EXTENSIONS
+def file_kind(name: str | os.PathLike | None) -> str | None:
+    """The media kind of a file by its extension (``image``, ``audio``), or None (hidden files, anything else)."""
+    if name is None:
+        return None
+    base = Path(name).name
+    extension = base.rpartition(".")[2].lower()
+    return None if base.startswith(".") else next((k for k, exts in EXTENSIONS.items() if extension in exts), None)
 
 
-def _has_loose_images(path: Path) -> bool:
-    return path.is_dir() and any(p.is_file() and _is_image(p.name) for p in path.iterdir())
+def media_file(kind: str, path: str | None) -> str | None:
+    """The media kind of an item's file: its own kind for a media item, the file's for a text that describes one."""
+    if path is None:
+        return None
+    return kind if kind in MEDIA_KINDS else file_kind(path)
 
 
-def _walk_images(root: Path) -> Iterator[SourceItem]:
-    """Every image file under ``root`` (recursively, sorted, hidden entries skipped)."""
+def _has_loose_media(path: Path) -> bool:
+    return path.is_dir() and any(p.is_file() and file_kind(p.name) for p in path.iterdir())
+
+
+def _walk_media(root: Path, media: Collection[str]) -> Iterator[SourceItem]:
+    """Every file of the ``media`` kinds under ``root`` (recursively, sorted, hidden entries skipped)."""
     row = 0
     for dirpath, dirnames, files in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filter(_is_image, files)):
+        for name in sorted(files):
+            kind = file_kind(name)
+            if kind not in media:
+                continue
             row += 1
             path = str((Path(dirpath) / name).resolve())
             rel = (Path(dirpath) / name).relative_to(root).as_posix()
-            yield SourceItem(Item("image", path=path, metadata={"id": rel}, source=str(root), row=row), path)
+            yield SourceItem(Item(kind, path=path, metadata={"id": rel}, source=str(root), row=row), path)
 
 
-def _sample_items(sample: Sample, texts: bool) -> Iterator[SourceItem]:
-    path = sample.image if isinstance(sample.image, str) else None
+def _sample_items(sample: Sample, texts: bool, media: Collection[str]) -> Iterator[SourceItem]:
+    refs = {kind: sample.reference(kind) for kind in MEDIA_KINDS}
+    # Texts point at the file they describe (the image first, as image indexes always did).
+    described = next((ref for ref in refs.values() if isinstance(ref, str)), None)
     meta = {"id": sample.id, **sample.metadata}
     if sample.label is not None:
         meta["label"] = sample.label
-    if sample.image is not None:
-        yield SourceItem(Item("image", path=path, metadata=meta, source=sample.source, row=sample.row), sample.image)
+    for kind, ref in refs.items():
+        if ref is not None and kind in media:
+            path = ref if isinstance(ref, str) else None
+            yield SourceItem(Item(kind, path=path, metadata=meta, source=sample.source, row=sample.row), ref)
     if texts:
         for caption in sample.text:
-            yield SourceItem(
-                Item("text", path=path, text=caption, metadata={"id": sample.id}, source=sample.source, row=sample.row)
-            )
+            own = {"id": sample.id}
+            yield SourceItem(Item("text", described, caption, own, source=sample.source, row=sample.row))
 
 
 def iter_items(
-    source: str | os.PathLike, *, texts: bool = False, bad_log: BadSampleLog | None = None
+    source: str | os.PathLike,
+    *,
+    texts: bool = False,
+    media: Collection[str] = MEDIA_KINDS,
+    bad_log: BadSampleLog | None = None,
 ) -> Iterator[SourceItem]:
-    """Items of ``source``: its images, and with ``texts`` its captions too (kind ``text``, path = their image).
+    """Items of ``source``: its files of the ``media`` kinds (each item's kind is its modality), and with ``texts``
+    its captions too (kind ``text``, path = the file they describe).
 
-    A directory with image files in it is walked recursively; anything else goes to
+    A directory with media files in it is walked recursively; anything else goes to
     :func:`polymodal.data.readers.open_dataset` (bad rows go to ``bad_log``; a missing source raises).
     """
     path = Path(source)
     if not path.exists() and "{" not in str(source):
         raise FileNotFoundError(f"{source}: no such file or directory")
-    if _has_loose_images(path):
-        yield from _walk_images(path.resolve())
+    if _has_loose_media(path):
+        yield from _walk_media(path.resolve(), media)
         return
     for sample in open_dataset(path, bad_log=bad_log or BadSampleLog()):
-        yield from _sample_items(sample, texts)
+        yield from _sample_items(sample, texts, media)

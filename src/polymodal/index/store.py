@@ -1,4 +1,4 @@
-"""The SQLite side of an index: integer id -> what was embedded (an image path or a text), plus tombstones.
+"""The SQLite side of an index: integer id -> what was embedded (a media file or a text), plus tombstones.
 
 FAISS stores only vectors and 64-bit ids; everything a search result shows comes from here. Tombstones are ids
 removed from an index type that cannot delete vectors (HNSW): search drops them from its results.
@@ -14,13 +14,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-ITEM_KINDS = ("image", "text")
+# An item's kind is its modality. Media kinds are embedded from a file (or shard bytes); text from its string.
+MEDIA_KINDS = ("image", "audio")
+ITEM_KINDS = ("image", "text", "audio")
+# Every index reports these counts, even at zero; other kinds appear once an index holds them.
+ALWAYS_COUNTED = ("image", "text")
+_ALLOWED = ", ".join(f"'{k}'" for k in ITEM_KINDS)
 
-_SCHEMA = """
+_SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS items (
     id INTEGER PRIMARY KEY,
-    kind TEXT NOT NULL CHECK (kind IN ('image', 'text')),
-    path TEXT,          -- image file (absolute), or the image a text belongs to; NULL for shard bytes
+    kind TEXT NOT NULL CHECK (kind IN ({_ALLOWED})),
+    path TEXT,          -- media file (absolute), or the file a text describes; NULL for shard bytes
     text TEXT,          -- the text, for kind = 'text'
     metadata TEXT NOT NULL,
     source TEXT,        -- the manifest / folder / shard the item came from
@@ -33,7 +38,8 @@ CREATE TABLE IF NOT EXISTS tombstones (id INTEGER PRIMARY KEY);
 
 @dataclass
 class Item:
-    """One embedded thing: an image (``path``) or a text (``text``; ``path`` is the image it describes, if any)."""
+    """One embedded thing: a media file of its ``kind`` (``path``) or a text (``text``; ``path`` is the file it
+    describes, if any)."""
 
     kind: str
     path: str | None = None
@@ -69,6 +75,19 @@ def connect(path: str | Path) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path))
     conn.executescript(_SCHEMA)
     return conn
+
+
+def allow_all_kinds(conn: sqlite3.Connection) -> None:
+    """Rebuild an items table whose CHECK predates a kind (an image index gaining sounds); SQLite cannot alter a
+    constraint in place, so the rows are copied into a table made from the current schema."""
+    (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'items'").fetchone()
+    if _ALLOWED in sql:
+        return
+    conn.execute("ALTER TABLE items RENAME TO items_old")
+    conn.executescript(_SCHEMA)
+    conn.execute("INSERT INTO items SELECT id, kind, path, text, metadata, source, row FROM items_old")
+    conn.execute("DROP TABLE items_old")  # drops its path index too; the schema creates it again
+    conn.executescript(_SCHEMA)
 
 
 def insert(conn: sqlite3.Connection, ids: Sequence[int], items: Sequence[Item]) -> None:
@@ -111,7 +130,7 @@ def existing_ids(conn: sqlite3.Connection, ids: Sequence[int]) -> list[int]:
 
 
 def ids_for_paths(conn: sqlite3.Connection, paths: Sequence[str]) -> list[int]:
-    """Ids of every item at these paths (an image and the texts that describe it)."""
+    """Ids of every item at these paths (a media file and the texts that describe it)."""
     found: list[int] = []
     for part in _chunks(list(paths)):
         marks = ",".join("?" * len(part))
@@ -134,7 +153,7 @@ def tombstones(conn: sqlite3.Connection) -> set[int]:
 
 def counts(conn: sqlite3.Connection) -> dict[str, int]:
     found = Counter(dict(conn.execute("SELECT kind, COUNT(*) FROM items GROUP BY kind")))
-    return {kind: found.get(kind, 0) for kind in ITEM_KINDS}
+    return {kind: found.get(kind, 0) for kind in ITEM_KINDS if kind in ALWAYS_COUNTED or found.get(kind)}
 
 
 def all_ids(conn: sqlite3.Connection) -> list[int]:

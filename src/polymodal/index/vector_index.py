@@ -5,7 +5,7 @@ Layout::
     INDEX/
       index.json      model (name, identity, embed_dim), metric, type and parameters, counts, format version
       index.faiss     faiss.write_index of the vectors, keyed by the item ids
-      items.sqlite    id -> item (kind, path or text, metadata, source row); tombstones
+      items.sqlite    id -> item (kind = modality, path or text, metadata, source row); tombstones
       skipped.jsonl   inputs that could not be embedded (path + reason), one JSON object a line
       .work/          only while a build or add is unfinished: embedded chunks to resume from
 
@@ -274,6 +274,7 @@ def write_index(
         conn = store.connect(tmp / ITEMS_FILE)
         if base is not None:
             base.backup(conn)
+            store.allow_all_kinds(conn)
         edit(conn)
         conn.commit()
         meta.counts = store.counts(conn)

@@ -1,0 +1,145 @@
+"""Indexes of sounds: folders and manifests of audio (alone and beside images), bad files counted, search by text
+and by a clip (library and CLI), and an image index's table taking sounds."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import polymodal
+from polymodal.cli.main import app
+from polymodal.index import VectorIndex, add_to_index, build_index, open_for_search, search, search_audio, store
+from tests.api.audio_model import CAPTIONS, audio_model_dir, write_sounds, write_tone  # noqa: F401
+from tests.index.fixtures import clip_model, tiny_clip, write_images  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def model(audio_model_dir: Path):  # type: ignore[no-untyped-def]  # noqa: F811
+    return polymodal.load(audio_model_dir, precision="fp32")
+
+
+@pytest.fixture
+def sounds(tmp_path: Path) -> tuple[Path, dict[str, list[Path]]]:
+    """Six tones (WAV, FLAC, OGG; one subfolder), a truncated WAV, an empty FLAC and a README to ignore."""
+    folder = tmp_path / "sounds"
+    files = write_sounds(folder)
+    (folder / "broken.wav").write_bytes(write_tone(tmp_path / "whole.wav", 440.0).read_bytes()[:30])
+    (folder / "more" / "empty.flac").write_bytes(b"")
+    (folder / "README.txt").write_text("not a sound")
+    return folder, files
+
+
+def names(hits) -> list[str]:  # noqa: ANN001
+    return [Path(h.path).name for h in hits]
+
+
+def test_a_folder_of_sounds_is_indexed_and_searched_by_text_and_by_clip(tmp_path: Path, sounds, model) -> None:  # noqa: ANN001
+    folder, files = sounds
+    result = build_index(folder, tmp_path / "idx", model, chunk_size=4)
+    assert (result.added, result.skipped) == (6, 2)
+    assert result.skipped_by_kind == {"decode": 1, "empty_file": 1}
+    skipped = [json.loads(line) for line in (tmp_path / "idx" / "skipped.jsonl").read_text().splitlines()]
+    assert sorted(Path(s["path"]).name for s in skipped) == ["broken.wav", "empty.flac"]
+    assert all(Path(s["path"]).name in s["reason"] for s in skipped), "the reason names the file"
+    meta = json.loads((tmp_path / "idx" / "index.json").read_text())
+    assert meta["counts"] == {"image": 0, "text": 0, "audio": 6}
+    with VectorIndex.open(tmp_path / "idx") as idx:
+        ids = store.all_ids(idx.conn)
+        items = idx.items(ids)
+        assert {it.kind for it in items.values()} == {"audio"}
+        assert sorted(it.metadata["id"] for it in items.values())[-2:] == ["more/high-c.ogg", "more/low-c.ogg"]
+        # The index holds what the model gives for each file.
+        by_path = {items[i].path: v for i, v in zip(ids, idx.vectors(ids))}
+        np.testing.assert_allclose(by_path[str(files["low"][0])], model.embed_audio(files["low"][0])[0], atol=1e-5)
+    idx, loaded = open_for_search(tmp_path / "idx", model)
+    with idx:
+        high, low = search(idx, loaded, "text", [CAPTIONS["high"], CAPTIONS["low"]], k=3)
+        assert sorted(names(high)) == sorted(p.name for p in files["high"])
+        assert sorted(names(low)) == sorted(p.name for p in files["low"])
+        clip = files["high"][1]
+        (by_clip,) = search_audio(idx, loaded, clip.read_bytes(), k=6)
+        assert by_clip[0].path == str(clip) and by_clip[0].score > 0.999
+        assert sorted(names(by_clip[:3])) == sorted(p.name for p in files["high"])
+
+
+def test_images_and_sounds_in_one_folder_are_items_of_their_own_kind(tmp_path: Path, model) -> None:  # noqa: ANN001
+    folder = tmp_path / "mixed"
+    files = write_sounds(folder)
+    images = write_images(folder / "pics", 3)
+    result = build_index(folder, tmp_path / "idx", model)
+    assert result.added == 9 and result.skipped == 0
+    with VectorIndex.open(tmp_path / "idx") as idx:
+        assert idx.meta.counts == {"image": 3, "text": 0, "audio": 6}
+        clip = files["low"][2]
+        (only_images,) = search_audio(idx, model, clip, k=5, kind="image")
+        assert len(only_images) == 3 and {h.kind for h in only_images} == {"image"}
+        assert sorted(names(only_images)) == sorted(p.name for p in images)
+        (first,) = search(idx, model, "image", images[1], k=1)
+        assert first[0].path == str(images[1]) and first[0].kind == "image"
+
+
+def test_a_manifest_with_an_audio_column_and_captions(tmp_path: Path, model) -> None:  # noqa: ANN001
+    write_sounds(tmp_path / "clips")
+    rows = [
+        {"id": "a", "audio": "clips/low-a.wav", "text": ["a low tone"]},
+        {"id": "b", "audio": "clips/high-a.wav", "text": ["a high tone"]},
+        {"id": "c", "audio": "clips/gone.wav", "text": ["lost"]},
+    ]
+    manifest = tmp_path / "sounds.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = build_index(manifest, tmp_path / "idx", model, texts=True)
+    assert result.added == 4 and result.skipped == 1 and result.skipped_examples[0]["row"] == 3
+    with VectorIndex.open(tmp_path / "idx") as idx:
+        assert idx.meta.counts == {"image": 0, "text": 2, "audio": 2}
+        (to_text,) = search_audio(idx, model, tmp_path / "clips" / "high-b.flac", k=1, kind="text")
+        # The text says what it describes: its sound, which /items/{id}/audio can then play.
+        assert to_text[0].text == "a high tone" and to_text[0].path == str(tmp_path / "clips" / "high-a.wav")
+
+
+def test_models_that_do_not_embed_audio_say_so(tmp_path: Path, sounds, clip_model, model) -> None:  # noqa: ANN001
+    folder, _ = sounds
+    with pytest.raises(ValueError, match=r"no image files found; it holds 8 audio files, which .* does not embed"):
+        build_index(folder, tmp_path / "idx", clip_model)
+    # Sounds added to an index of images only go in when the model embeds them (here it does: one space).
+    write_images(tmp_path / "pics", 2)
+    build_index(tmp_path / "pics", tmp_path / "idx2", model)
+    added = add_to_index(tmp_path / "idx2", folder, model)
+    assert added.added == 6 and added.items == 8 and added.skipped == 2
+
+
+def test_an_items_table_from_before_sounds_takes_them_after_a_rebuild(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "items.sqlite")
+    conn.executescript(
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('image', 'text')), path TEXT, "
+        "text TEXT, metadata TEXT NOT NULL, source TEXT, row INTEGER); CREATE INDEX items_path ON items (path);"
+    )
+    store.insert(conn, [0], [store.Item("image", path="/a.png")])
+    with pytest.raises(sqlite3.IntegrityError):
+        store.insert(conn, [1], [store.Item("audio", path="/b.wav")])
+    store.allow_all_kinds(conn)
+    store.insert(conn, [1], [store.Item("audio", path="/b.wav")])
+    assert store.get(conn, [0, 1])[0].path == "/a.png" and store.ids_for_paths(conn, ["/b.wav"]) == [1]
+    assert store.counts(conn) == {"image": 1, "text": 0, "audio": 1}
+    indexes = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")]
+    assert indexes == ["items_path"]
+
+
+def test_cli_builds_from_sounds_and_searches_by_clip(tmp_path: Path, sounds, audio_model_dir: Path) -> None:  # noqa: F811
+    folder, files = sounds
+    runner = CliRunner()
+    out = tmp_path / "idx"
+    built = runner.invoke(app, ["index", "build", str(folder), "--model", str(audio_model_dir), "--out", str(out)])
+    assert built.exit_code == 0, built.output
+    assert "indexed 6 items" in built.output and "skipped 2" in built.output and "broken.wav" in built.output
+    clip = files["low"][0]
+    found = runner.invoke(app, ["search", str(out), "--audio", str(clip), "--kind", "audio", "-k", "2", "--json"])
+    assert found.exit_code == 0, found.output
+    hits = json.loads(found.stdout)
+    assert hits[0]["path"] == str(clip) and hits[0]["kind"] == "audio" and len(hits) == 2
+    both = runner.invoke(app, ["search", str(out), "a low tone", "--audio", str(clip)])
+    assert both.exit_code == 2 and "give one query" in both.output
