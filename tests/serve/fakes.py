@@ -51,7 +51,7 @@ class FakeIndex:
             out.append([FakeHit(**{**self.items[i].__dict__, "score": float(scores[i])}) for i in order[:k]])
         return out
 
-    def image_path(self, item_id: int) -> Path | None:
-        if 0 <= item_id < len(self.items) and self.items[item_id].path is not None:
+    def media_path(self, item_id: int, modality: str) -> Path | None:
+        if 0 <= item_id < len(self.items) and self.items[item_id].path is not None and modality == "image":
             return Path(self.items[item_id].path)
         return None

@@ -14,6 +14,8 @@ import pytest
 from polymodal.api import Model
 from polymodal.serve import ServeSettings, create_app
 from polymodal.serve.search import IndexDirectory
+from tests.api.audio_model import audio_model_dir, write_sounds  # noqa: F401
+from tests.serve.conftest import shape_image
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's Chromium at /usr/bin/chromium")
@@ -175,3 +177,52 @@ def test_caption_and_question_actions_appear_only_for_models_that_have_them(
                 == model.answer(image_dir / "red.png", "what color is the shape")[0]
             )
         page.close()
+
+
+ALL_PLAYABLE = "[...document.querySelectorAll('#results audio')].every(a => a.readyState >= 1 && a.duration > 0)"
+
+
+def test_sounds_are_searched_played_and_classified(browser, audio_model_dir: Path, tmp_path: Path) -> None:  # noqa: ANN001, F811
+    """An audio-image-text model over a folder of tones and a picture: the page offers a sound input, plays sound
+    results from /items/{id}/audio (WAV, FLAC and OGG), classifies a chosen sound and finds it by itself."""
+    import polymodal
+    from polymodal.index import build_index
+
+    folder = tmp_path / "media"
+    files = write_sounds(folder)
+    shape_image("red").save(folder / "red.png")
+    model = polymodal.load(audio_model_dir, precision="fp32")
+    build_index(folder, tmp_path / "index", model)
+    problems: list[str] = []
+    with serve(create_app(model, IndexDirectory(tmp_path / "index"))) as url:
+        page = browser.new_page(viewport={"width": 1200, "height": 1100})
+        page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+        page.goto(url + "/")
+        page.wait_for_selector("#sound-pick:not([hidden])")
+        assert page.inner_text("#image-title") == "Ask about an image or a sound"
+        assert page.get_attribute("#file", "accept") == "image/*,audio/*"
+
+        page.fill("#query", "a high tone")
+        page.press("#query", "Enter")
+        wait_until(page, f"document.querySelectorAll('#results li').length === 7 && {ALL_PLAYABLE} && {ALL_LOADED}")
+        shown = page.eval_on_selector_all("#results .name", "els => els.map(e => e.textContent)")
+        assert sorted(shown[:3]) == sorted(p.name for p in files["high"]), shown
+        assert page.eval_on_selector_all("#results img", "imgs => imgs.length") == 1  # the picture, as before
+
+        page.set_input_files("#audio-file", str(files["low"][1]))
+        page.wait_for_selector("#sound-preview:not([hidden])")
+        assert page.is_hidden("#preview")
+        page.fill("#labels", "low, high")
+        page.click("#classify-form button")
+        page.wait_for_selector(".bars li", timeout=15_000)
+        assert page.eval_on_selector_all(".bars li", "els => els.length") == 2
+
+        page.click("#similar-button")  # search by the chosen sound: it is in the index, so it comes first
+        status = "document.querySelector('#search-status').textContent"
+        wait_until(page, f"{status}.includes('low-b.flac') && {ALL_PLAYABLE}")
+        assert page.inner_text("#results li:first-child .name") == "low-b.flac"
+        page.screenshot(path=str(tmp_path / "sounds.png"), full_page=True)
+        page.close()
+    assert not problems, problems

@@ -30,6 +30,7 @@ def test_health_describes_model_index_and_endpoints(client, model: Model) -> Non
         "/classify": True,
         "/search": True,
         "/items/{item_id}/image": True,
+        "/items/{item_id}/audio": True,
         "/caption": False,
         "/answer": False,
     }

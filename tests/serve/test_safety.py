@@ -97,7 +97,7 @@ def test_wrong_content_type_is_415(small) -> None:  # noqa: ANN001
     for path, kwargs in [
         ("/embed", {"content": b'{"texts": ["a"]}', "headers": {"Content-Type": "text/plain"}}),
         ("/search", {"content": b'{"text": "a"}'}),  # no Content-Type at all
-        ("/embed", {"files": {"image": ("a.png", b"x", "image/png")}}),
+        ("/search", {"files": {"image": ("a.png", b"x", "image/png")}}),
         ("/caption", {"content": b"raw", "headers": {"Content-Type": "image/png"}}),
     ]:
         response = small.post(path, **kwargs)
@@ -111,13 +111,13 @@ def test_wrong_content_type_is_415(small) -> None:  # noqa: ANN001
         ("/embed", b'{"texts": [', "invalid_json", "JSON"),
         ("/classify", b'{"image": ', "invalid_json", "not valid JSON"),
         ("/classify", b"\xff\xfe", "invalid_json", "not valid JSON"),
-        ("/embed", b"{}", "invalid_request", "at least one of texts or images"),
+        ("/embed", b"{}", "invalid_request", "at least one of texts, images or audio"),
         ("/embed", b'{"texts": "not a list"}', "invalid_request", "texts"),
         ("/embed", b'{"texts": ["a"], "colour": 1}', "invalid_request", "colour"),
         ("/embed", b'{"images": ["%%%not base64"]}', "bad_base64", "images[0]"),
         ("/embed", b'{"images": [""]}', "bad_image", "empty"),
         ("/embed", b'{"images": ["aGVsbG8gd29ybGQ="]}', "bad_image", "not a recognised image format"),
-        ("/search", b'{"text": "a", "image": "x"}', "invalid_request", "exactly one of text or image"),
+        ("/search", b'{"text": "a", "image": "x"}', "invalid_request", "exactly one of text, image or audio"),
         ("/search", b'{"text": "a", "k": 0}', "invalid_request", "k"),
         ("/search", b'{"image": "data:image/png,abc"}', "bad_base64", "base64"),
         ("/classify", b'{"labels": ["a", "b"]}', "invalid_request", "image"),

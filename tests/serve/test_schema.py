@@ -25,6 +25,7 @@ OPERATIONS = [
     "POST /answer",
     "POST /search",
     "GET /items/{item_id}/image",
+    "GET /items/{item_id}/audio",
 ]
 POSITIVE, NEGATIVE = schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE
 # GET /health takes no input at all, so there is nothing invalid to generate for it.

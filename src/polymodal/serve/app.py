@@ -1,8 +1,9 @@
 """The REST server: ``create_app(model, index, settings)`` -> a FastAPI app with the web page at ``/``.
 
 Endpoints: ``GET /health``, ``POST /embed``, ``POST /classify``, ``POST /search``, ``GET /items/{id}/image``,
-``POST /caption``, ``POST /answer``. The OpenAPI schema is at ``/openapi.json``; the interactive docs UI is off
-because it would load scripts from a CDN.
+``GET /items/{id}/audio``, ``POST /caption``, ``POST /answer``. Images and sounds are both media: a request names
+its item's modality by its field (``image``, ``audio``), the model says which modalities it takes. The OpenAPI
+schema is at ``/openapi.json``; the interactive docs UI is off because it would load scripts from a CDN.
 """
 
 from __future__ import annotations
@@ -25,9 +26,19 @@ from polymodal.api import Model
 from polymodal.hardware import ThreadBudget
 from polymodal.serve.batching import MicroBatcher
 from polymodal.serve.errors import ApiError, install_error_handlers
-from polymodal.serve.payloads import decode_base64, decode_upload, read_image_request, thumbnail
+from polymodal.serve.payloads import (
+    Upload,
+    decode_base64,
+    decode_media,
+    read_embed_request,
+    read_media_request,
+    thumbnail,
+)
 from polymodal.serve.safety import JSON, MULTIPART, RequestGuard, SecurityHeaders, api_key_dependency
 from polymodal.serve.schemas import (
+    AUDIO_DOC,
+    IMAGE_DOC,
+    QUERY_MEDIA,
     AnswerOptions,
     AnswerRequest,
     AnswerResponse,
@@ -57,9 +68,12 @@ from polymodal.version import __version__
 
 STATIC = Path(__file__).parent / "static"
 THUMBNAIL_SIZE = 256
+# Sound files by extension; browsers play these from /items/{id}/audio (mimetypes lacks some, e.g. FLAC).
+AUDIO_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg", "mp3": "audio/mpeg", "m4a": "audio/mp4"}
+EMBED_FIELDS = {"images": "image", "audio": "audio"}  # /embed's media fields -> their modality
 # Body routes and the media types they take; everything else is refused with 415 before it is read.
 CONTENT_TYPES = {
-    "/embed": (JSON,),
+    "/embed": (JSON, MULTIPART),
     "/search": (JSON,),
     "/classify": (JSON, MULTIPART),
     "/caption": (JSON, MULTIPART),
@@ -78,17 +92,28 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _image_body(options: type[BaseModel], with_image: type[BaseModel]) -> dict[str, Any]:
-    """OpenAPI for an endpoint that parses its own body: base64 JSON or a multipart upload."""
+def _media_body(
+    options: type[BaseModel], with_media: type[BaseModel], fields: dict[str, str], *, many: bool = False
+) -> dict[str, Any]:
+    """OpenAPI for an endpoint that parses its own body: base64 JSON or a multipart upload with one file part of
+    ``fields`` (name -> description; ``many``: each file field repeatable, and none required)."""
     form = options.model_json_schema()
-    form["properties"] = {"image": {"type": "string", "format": "binary"}, **form.get("properties", {})}
-    form["required"] = ["image", *form.get("required", [])]
+    file: dict[str, Any] = {"type": "string", "format": "binary"}
+    parts = {
+        name: {"type": "array", "items": file} if many else {**file, "description": doc} for name, doc in fields.items()
+    }
+    form["properties"] = {**parts, **form.get("properties", {})}
+    if len(fields) == 1 and not many:
+        form["required"] = [*fields, *form.get("required", [])]
     return {
         "requestBody": {
             "required": True,
-            "content": {JSON: {"schema": with_image.model_json_schema()}, MULTIPART: {"schema": form}},
+            "content": {JSON: {"schema": with_media.model_json_schema()}, MULTIPART: {"schema": form}},
         }
     }
+
+
+QUERY_DOCS = {"image": IMAGE_DOC, "audio": AUDIO_DOC}
 
 
 # async on purpose: FastAPI runs plain ``def`` dependencies in its thread pool, a thread hop per request for nothing.
@@ -103,40 +128,59 @@ async def _settings(request: Request) -> ServeSettings:
 router = APIRouter(responses=_ERRORS)
 
 
-@router.post("/embed", response_model=EmbedResponse, summary="Embed texts and/or images")
+class _EmbedForm(BaseModel):
+    texts: list[str] = []
+
+
+@router.post(
+    "/embed",
+    response_model=EmbedResponse,
+    summary="Embed texts, images and/or sounds",
+    openapi_extra=_media_body(_EmbedForm, EmbedRequest, dict.fromkeys(EMBED_FIELDS, ""), many=True),
+)
 async def embed(
-    body: EmbedRequest, service: Service = Depends(_service), settings: ServeSettings = Depends(_settings)
+    request: Request, service: Service = Depends(_service), settings: ServeSettings = Depends(_settings)
 ) -> EmbedResponse:
     service.require("/embed", "embed")
-    raw = [decode_base64(data, f"images[{i}]") for i, data in enumerate(body.images)]
-    # Decoded side by side in the thread pool.
-    images = await asyncio.gather(
-        *(decode_upload(data, f"images[{i}]", settings.max_pixels) for i, data in enumerate(raw))
-    )
-    texts = await service.embed_texts(body.texts) if body.texts else None
-    image_vectors = await service.embed_images(images) if images else None
+    texts, uploads = await read_embed_request(request, EMBED_FIELDS)
+    for modality in {u.modality for u in uploads}:
+        service.require("/embed", "embed", modality)
+    decoded = await asyncio.gather(*(decode_media(u, settings) for u in uploads))  # side by side in the thread pool
+    vectors = {"text": (await service.embed("text", texts)).tolist() if texts else []}
+    for modality in EMBED_FIELDS.values():
+        items = [item for u, item in zip(uploads, decoded) if u.modality == modality]
+        vectors[modality] = (await service.embed(modality, items)).tolist() if items else []
     return EmbedResponse(
         dim=service.model.embed_dim or 0,
-        text_embeddings=[] if texts is None else texts.tolist(),
-        image_embeddings=[] if image_vectors is None else image_vectors.tolist(),
+        text_embeddings=vectors["text"],
+        image_embeddings=vectors["image"],
+        audio_embeddings=vectors["audio"],
     )
+
+
+async def _media_item(upload: Upload, endpoint: str, task: str, service: Service, settings: ServeSettings) -> Any:
+    """The decoded item of a checked upload, once the model is known to take its modality for ``task``."""
+    service.require(endpoint, task, upload.modality)
+    return await decode_media(upload, settings)
 
 
 @router.post(
     "/classify",
     response_model=ClassifyResponse,
-    summary="Zero-shot classify an image",
-    openapi_extra=_image_body(ClassifyOptions, ClassifyRequest),
+    summary="Zero-shot classify an image or a sound",
+    openapi_extra=_media_body(ClassifyOptions, ClassifyRequest, QUERY_DOCS),
 )
 async def classify(
     request: Request, service: Service = Depends(_service), settings: ServeSettings = Depends(_settings)
 ) -> ClassifyResponse:
     service.require("/classify", "classify")
-    options, image = await read_image_request(request, ClassifyOptions, ClassifyRequest, settings.max_pixels)
+    options, upload = await read_media_request(request, ClassifyOptions, ClassifyRequest, QUERY_MEDIA)
+    item = await _media_item(upload, "/classify", "classify", service, settings)
     templates = options.templates
     if isinstance(templates, str) and "{}" in templates:
         templates = [templates]  # one custom template rather than the name of a template set
-    ranked = await service.classify(image, [label.strip() for label in options.labels], templates, options.top_k)
+    labels = [label.strip() for label in options.labels]
+    ranked = await service.classify(item, upload.modality, labels, templates, options.top_k)
     return ClassifyResponse(labels=[LabelScore(label=label, score=score) for label, score in ranked])
 
 
@@ -144,13 +188,14 @@ async def classify(
     "/caption",
     response_model=CaptionResponse,
     summary="Caption an image",
-    openapi_extra=_image_body(CaptionOptions, CaptionRequest),
+    openapi_extra=_media_body(CaptionOptions, CaptionRequest, {"image": IMAGE_DOC}),
 )
 async def caption(
     request: Request, service: Service = Depends(_service), settings: ServeSettings = Depends(_settings)
 ) -> CaptionResponse:
     service.require("/caption", "caption")
-    options, image = await read_image_request(request, CaptionOptions, CaptionRequest, settings.max_pixels)
+    options, upload = await read_media_request(request, CaptionOptions, CaptionRequest)
+    image = await _media_item(upload, "/caption", "caption", service, settings)
     return CaptionResponse(caption=await service.caption(image, options.max_new_tokens, options.num_beams))
 
 
@@ -158,17 +203,18 @@ async def caption(
     "/answer",
     response_model=AnswerResponse,
     summary="Answer a question about an image",
-    openapi_extra=_image_body(AnswerOptions, AnswerRequest),
+    openapi_extra=_media_body(AnswerOptions, AnswerRequest, {"image": IMAGE_DOC}),
 )
 async def answer(
     request: Request, service: Service = Depends(_service), settings: ServeSettings = Depends(_settings)
 ) -> AnswerResponse:
     service.require("/answer", "answer questions")
-    options, image = await read_image_request(request, AnswerOptions, AnswerRequest, settings.max_pixels)
+    options, upload = await read_media_request(request, AnswerOptions, AnswerRequest)
+    image = await _media_item(upload, "/answer", "answer questions about", service, settings)
     return AnswerResponse(answer=await service.answer(image, options.question))
 
 
-@router.post("/search", response_model=SearchResponse, summary="Search the index by text or image")
+@router.post("/search", response_model=SearchResponse, summary="Search the index by text, image or sound")
 async def search(
     body: SearchRequest,
     request: Request,
@@ -177,19 +223,22 @@ async def search(
 ) -> SearchResponse:
     service.require("/search", "search")
     if body.text is not None:
-        vector = (await service.embed_texts([body.text]))[0]  # (D,)
+        vector = (await service.embed("text", [body.text]))[0]  # (D,)
     else:
-        image = await decode_upload(decode_base64(body.image or "", "image"), "image", settings.max_pixels)
-        vector = (await service.embed_images([image]))[0]
+        (field,) = [f for f in QUERY_MEDIA if getattr(body, f) is not None]
+        upload = Upload(field, field, decode_base64(getattr(body, field), field))
+        item = await _media_item(upload, "/search", "search by", service, settings)
+        vector = (await service.embed(field, [item]))[0]
     hits = await service.search(vector, body.k, body.kind)
     return SearchResponse(hits=[_hit(hit, request) for hit in hits])
 
 
 def _hit(hit: Any, request: Request) -> SearchHit:
-    url = None
-    if hit.path is not None:
-        # Relative, so the page works behind a proxy that mounts the server under another host name.
-        url = f"{request.app.url_path_for('item_image', item_id=str(hit.id))}?max_size={THUMBNAIL_SIZE}"
+    from polymodal.index.sources import media_file
+
+    # Relative URLs, so the page works behind a proxy that mounts the server under another host name.
+    media = media_file(hit.kind, hit.path)
+    item_id = str(hit.id)
     return SearchHit(
         id=hit.id,
         score=hit.score,
@@ -197,7 +246,12 @@ def _hit(hit: Any, request: Request) -> SearchHit:
         path=hit.path,
         text=hit.text,
         metadata=hit.metadata,
-        thumbnail_url=url,
+        thumbnail_url=(
+            f"{request.app.url_path_for('item_image', item_id=item_id)}?max_size={THUMBNAIL_SIZE}"
+            if media == "image"
+            else None
+        ),
+        audio_url=request.app.url_path_for("item_audio", item_id=item_id) if media == "audio" else None,
     )
 
 
@@ -214,20 +268,41 @@ async def item_image(
     service: Service = Depends(_service),
     settings: ServeSettings = Depends(_settings),
 ) -> Response:
-    service.require("/items/{item_id}/image", "serve images")
-    # The path comes from the index, never from the request: only registered files can be served.
-    path = await service.image_path(item_id)
-    if path is None:
-        raise ApiError(404, "not_found", f"no image item with id {item_id} in the index")
+    path = await _item_file(item_id, "image", service)
     if max_size is not None:
         return Response(
             await thumbnail(path, max_size, settings.max_pixels),
             media_type="image/jpeg",
             headers={"Cache-Control": "private, max-age=3600"},
         )
+    return _file_response(path, item_id, mimetypes.guess_type(path.name)[0])
+
+
+@router.get(
+    "/items/{item_id}/audio",
+    name="item_audio",
+    summary="An indexed item's sound file (by id only)",
+    response_class=Response,
+    responses={200: {"content": {"audio/*": {}}, "description": "The sound file, as indexed"}},
+)
+async def item_audio(item_id: int, service: Service = Depends(_service)) -> Response:
+    path = await _item_file(item_id, "audio", service)
+    return _file_response(path, item_id, AUDIO_TYPES.get(path.suffix.lower().lstrip(".")))
+
+
+async def _item_file(item_id: int, modality: str, service: Service) -> Path:
+    service.require(f"/items/{{item_id}}/{modality}", f"serve {modality} files")
+    # The path comes from the index, never from the request: only registered files can be served.
+    path = await service.media_path(item_id, modality)
+    if path is None:
+        raise ApiError(404, "not_found", f"no {modality} item with id {item_id} in the index")
+    return path
+
+
+def _file_response(path: Path, item_id: int, content_type: str | None) -> FileResponse:
     if not path.is_file():
-        raise ApiError(404, "not_found", f"the image file of item {item_id} is gone from disk")
-    return FileResponse(path, media_type=mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+        raise ApiError(404, "not_found", f"the file of item {item_id} is gone from disk")
+    return FileResponse(path, media_type=content_type or "application/octet-stream")
 
 
 def create_app(
@@ -305,6 +380,7 @@ async def _health(
         model=model.name,
         identity=model.identity,
         capabilities=sorted(model.capabilities),
+        media={capability: sorted(model.media(capability)) for capability in sorted(model.capabilities)},
         embed_dim=model.embed_dim,
         endpoints=service.endpoints(),
         index=index,
@@ -312,6 +388,7 @@ async def _health(
         limits=Limits(
             max_upload_bytes=settings.max_upload_bytes,
             max_pixels=settings.max_pixels,
+            max_audio_seconds=settings.max_audio_seconds,
             batch_size=settings.batch_size,
             max_wait_ms=settings.max_wait_ms,
         ),

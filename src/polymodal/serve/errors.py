@@ -1,6 +1,6 @@
 """Every error the server returns has one shape: ``{"error": {"code": str, "message": str}}``.
 
-Client mistakes (bad JSON, base64 or image, a task the model cannot do, too large, wrong type) are 4xx with a
+Client mistakes (bad JSON, base64, image or sound, a task the model cannot do, too large, wrong type) are 4xx with a
 message that says what to fix; only real bugs become a 500, and those are logged with their traceback.
 """
 
@@ -49,14 +49,18 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return JSONResponse(error_body(code, message), status_code=status, headers=headers)
 
 
-def bad_image(error: BadSampleError, field: str, max_pixels: int) -> ApiError:
-    """A decoding failure as a client error; a decompression bomb is 413 and names this server's limit."""
-    if error.kind != "too_large":
-        return ApiError(422, "bad_image", f"{field}: {error.reason}")
-    limit = f"{max_pixels:,}"
+# Decode failures of the upload's size (a decompression bomb, an hour of audio) rather than of its bytes.
+TOO_BIG = ("too_large", "too_long")
+
+
+def bad_media(error: BadSampleError, field: str, modality: str, limit: str) -> ApiError:
+    """A decoding failure as a client error naming the field (``bad_image``, ``bad_audio``); one over the server's
+    size or length ``limit`` ("40,000,000 pixels", "60 s") is 413 and names it."""
+    if error.kind not in TOO_BIG:
+        return ApiError(422, f"bad_{modality}", f"{field}: {error.reason}")
     # PIL may refuse a huge image before our own check does, quoting its own limit: name ours too.
-    reason = error.reason if limit in error.reason else f"{error.reason} (this server's limit: {limit} pixels)"
-    return ApiError(413, "image_too_large", f"{field}: {reason}")
+    reason = error.reason if limit in error.reason else f"{error.reason} (this server's limit: {limit})"
+    return ApiError(413, f"{modality}_{error.kind}", f"{field}: {reason}")
 
 
 def _validation_message(exc: RequestValidationError) -> str:

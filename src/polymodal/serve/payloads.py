@@ -1,4 +1,5 @@
-"""Turn request payloads (base64 strings, multipart uploads) into decoded images, or into 4xx errors."""
+"""Turn request payloads (base64 strings, multipart uploads) into decoded images and checked sounds, or into 4xx
+errors that name the field."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import binascii
 import functools
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar, get_origin
 
@@ -17,14 +19,26 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from polymodal.data.audio import decode_audio
 from polymodal.data.errors import BadSampleError
 from polymodal.data.image import decode_image
-from polymodal.serve.errors import ApiError, bad_image
+from polymodal.serve.errors import ApiError, bad_media
 from polymodal.serve.safety import MULTIPART, media_type
+from polymodal.serve.schemas import MAX_ITEMS, EmbedRequest
+from polymodal.serve.settings import ServeSettings
 
 Options = TypeVar("Options", bound=BaseModel)
 IMAGE_FIELD = "image"
 MAX_FORM_FIELDS = 2000  # labels may come as one repeated form field per label
+
+
+@dataclass
+class Upload:
+    """One media item of a request, still encoded: its modality and the field it came in (for error messages)."""
+
+    modality: str
+    field: str
+    data: bytes
 
 
 def decode_base64(data: str, field: str) -> bytes:
@@ -37,8 +51,6 @@ def decode_base64(data: str, field: str) -> bytes:
         raw = base64.b64decode("".join(data.split()), validate=True)
     except (binascii.Error, ValueError) as e:
         raise ApiError(422, "bad_base64", f"{field}: not valid base64 ({e})") from None
-    if not raw:
-        raise ApiError(422, "bad_image", f"{field}: image data is empty (0 bytes)")
     return raw
 
 
@@ -47,7 +59,26 @@ async def decode_upload(data: bytes, field: str, max_pixels: int) -> Image.Image
     try:
         return await run_in_threadpool(decode_image, data, max_pixels=max_pixels, source=field, field=field)
     except BadSampleError as e:
-        raise bad_image(e, field, max_pixels) from None
+        raise bad_media(e, field, "image", f"{max_pixels:,} pixels") from None
+
+
+async def check_audio(data: bytes, field: str, max_seconds: float) -> bytes:
+    """The upload itself once it decodes as a sound no longer than ``max_seconds`` (the length is read from the
+    header first). The model decodes it again at its own sample rate, which this layer does not know."""
+    try:
+        await run_in_threadpool(decode_audio, data, None, max_seconds=max_seconds, source=field, field=field)
+    except BadSampleError as e:
+        raise bad_media(e, field, "audio", f"{max_seconds:g} s") from None
+    return data
+
+
+async def decode_media(upload: Upload, settings: ServeSettings) -> object:
+    """What the model embeds for ``upload``: a decoded image, or the checked bytes of a sound; 4xx if it is bad."""
+    if not upload.data:
+        raise ApiError(422, f"bad_{upload.modality}", f"{upload.field}: {upload.modality} data is empty (0 bytes)")
+    if upload.modality == "image":
+        return await decode_upload(upload.data, upload.field, settings.max_pixels)
+    return await check_audio(upload.data, upload.field, settings.max_audio_seconds)
 
 
 def validate(model: type[Options], data: object) -> Options:
@@ -58,30 +89,55 @@ def validate(model: type[Options], data: object) -> Options:
         raise RequestValidationError([{**err, "loc": ("body", *err["loc"])} for err in e.errors()]) from None
 
 
-async def read_image_request(
-    request: Request, options: type[Options], with_image: type[BaseModel], max_pixels: int
-) -> tuple[Options, Image.Image]:
-    """An image endpoint's body: JSON (``with_image``: options + base64 ``image``) or multipart (options as form
-    fields + an ``image`` file part). Returns the options and the decoded image."""
+async def read_json(request: Request) -> object:
+    try:
+        return json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ApiError(422, "invalid_json", f"body is not valid JSON: {e}") from None
+
+
+async def read_media_request(
+    request: Request, options: type[Options], with_media: type[BaseModel], fields: tuple[str, ...] = (IMAGE_FIELD,)
+) -> tuple[Options, Upload]:
+    """A media endpoint's body: JSON (``with_media``: options + one base64 field of ``fields``) or multipart
+    (options as form fields + one file part named after one of ``fields``). Returns the options and the upload,
+    still encoded: the endpoint checks the model takes that modality before anything is decoded."""
+    names = " or ".join(repr(f) for f in fields)
     if media_type(request.headers.get("content-type")) == MULTIPART:
         async with request.form(max_files=1, max_fields=MAX_FORM_FIELDS) as form:  # closes spooled uploads
-            upload = form.get(IMAGE_FIELD)
-            if not isinstance(upload, UploadFile):
-                raise ApiError(422, "invalid_request", f"multipart body needs a file part named {IMAGE_FIELD!r}")
-            raw = await upload.read()
-            fields = {key: _form_value(options, key, form.getlist(key)) for key in form if key != IMAGE_FIELD}
-        parsed = validate(options, fields)
+            given = [key for key in fields if key in form]
+            part = form.get(given[0]) if len(given) == 1 else None
+            if not isinstance(part, UploadFile):
+                raise ApiError(422, "invalid_request", f"multipart body needs one file part named {names}")
+            upload = Upload(given[0], given[0], await part.read())
+            values = {key: _form_value(options, key, form.getlist(key)) for key in form if key not in fields}
+        return validate(options, values), upload
+    full = validate(with_media, await read_json(request))
+    (field,) = [f for f in fields if getattr(full, f, None) is not None]  # with_media's validator allows one
+    upload = Upload(field, field, decode_base64(getattr(full, field), field))
+    return options.model_validate(full.model_dump(exclude=set(fields))), upload
+
+
+async def read_embed_request(request: Request, fields: dict[str, str]) -> tuple[list[str], list[Upload]]:
+    """/embed's body: JSON (texts and lists of base64 per media field) or multipart (``texts`` form fields and
+    file parts named after the media fields, each repeatable). ``fields``: field name -> modality."""
+    if media_type(request.headers.get("content-type")) == MULTIPART:
+        async with request.form(max_files=len(fields) * MAX_ITEMS, max_fields=MAX_ITEMS) as form:
+            unknown = sorted(set(form) - {"texts", *fields})
+            if unknown:
+                expected = ", ".join(["texts", *fields])
+                raise ApiError(422, "invalid_request", f"{unknown[0]}: unknown part; expected {expected}")
+            texts, parts = form.getlist("texts"), {name: form.getlist(name) for name in fields}
+            if any(not isinstance(t, str) for t in texts) or any(isinstance(v, str) for p in parts.values() for v in p):
+                raise ApiError(422, "invalid_request", f"texts must be text fields, {', '.join(fields)} file parts")
+            data = {name: [await v.read() for v in vs] for name, vs in parts.items()}  # type: ignore[union-attr]
+        # The same checks as JSON (counts, at least one item), with a placeholder for each file part.
+        body = validate(EmbedRequest, {"texts": texts, **{name: [""] * len(v) for name, v in data.items()}})
     else:
-        try:
-            body = json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ApiError(422, "invalid_json", f"body is not valid JSON: {e}") from None
-        full = validate(with_image, body)
-        raw = decode_base64(getattr(full, IMAGE_FIELD), IMAGE_FIELD)
-        parsed = options.model_validate(full.model_dump(exclude={IMAGE_FIELD}))
-    if not raw:
-        raise ApiError(422, "bad_image", f"{IMAGE_FIELD}: image data is empty (0 bytes)")
-    return parsed, await decode_upload(raw, IMAGE_FIELD, max_pixels)
+        body = validate(EmbedRequest, await read_json(request))
+        data = {name: [decode_base64(v, f"{name}[{i}]") for i, v in enumerate(getattr(body, name))] for name in fields}
+    uploads = [Upload(fields[name], f"{name}[{i}]", raw) for name, items in data.items() for i, raw in enumerate(items)]
+    return body.texts, uploads
 
 
 def _form_value(options: type[BaseModel], key: str, values: list[str | UploadFile]) -> object:

@@ -133,7 +133,7 @@ def bind_warning(host: str, api_key: str | None) -> str | None:
 
 # The page loads only its own files: no CDN, no inline script, no framing by other sites.
 CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+    "default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
 )
 SECURITY_HEADERS = [

@@ -1,7 +1,8 @@
 """Request and response bodies; they are the OpenAPI schema at ``/openapi.json``.
 
-Images travel as base64 strings in JSON (a ``data:image/...;base64,`` URL prefix is accepted), or as a file
-part named ``image`` in ``multipart/form-data`` on the image endpoints (classify, caption, answer).
+Images and sounds travel as base64 strings in JSON (a ``data:...;base64,`` URL prefix is accepted), or as file
+parts in ``multipart/form-data`` (``image`` or ``audio`` on classify, ``image`` on caption and answer, ``images``
+and ``audio`` on embed).
 """
 
 from __future__ import annotations
@@ -10,11 +11,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-MAX_ITEMS = 256  # texts or images in one /embed request
+MAX_ITEMS = 256  # texts, images or sounds in one /embed request
 MAX_LABELS = 1000
 MAX_K = 100
 Text = Field(max_length=2000)
-Base64Image = Field(description="Base64-encoded image file (PNG, JPEG, WebP ...), optionally a data: URL.")
+IMAGE_DOC = "Base64-encoded image file (PNG, JPEG, WebP ...), optionally a data: URL."
+Base64Image = Field(description=IMAGE_DOC)
+AUDIO_DOC = "Base64-encoded sound file (WAV, FLAC, OGG, MP3), optionally a data: URL."
+QUERY_MEDIA = ("image", "audio")  # what a classify or search request may send as its one media item
+ItemKind = Literal["image", "text", "audio"]
+
+
+def _given(body: BaseModel, fields: tuple[str, ...]) -> list[str]:
+    return [f for f in fields if getattr(body, f) is not None]
 
 
 class _Strict(BaseModel):
@@ -25,11 +34,12 @@ class _Strict(BaseModel):
 class EmbedRequest(_Strict):
     texts: list[str] = Field(default_factory=list, max_length=MAX_ITEMS, description="Texts to embed.")
     images: list[str] = Field(default_factory=list, max_length=MAX_ITEMS, description="Base64-encoded images.")
+    audio: list[str] = Field(default_factory=list, max_length=MAX_ITEMS, description="Base64-encoded sound files.")
 
     @model_validator(mode="after")
     def _something(self) -> EmbedRequest:
-        if not self.texts and not self.images:
-            raise ValueError("give at least one of texts or images")
+        if not self.texts and not self.images and not self.audio:
+            raise ValueError("give at least one of texts, images or audio")
         return self
 
 
@@ -37,6 +47,7 @@ class EmbedResponse(BaseModel):
     dim: int
     text_embeddings: list[list[float]] = Field(description="(len(texts), dim) unit vectors.")
     image_embeddings: list[list[float]] = Field(description="(len(images), dim) unit vectors.")
+    audio_embeddings: list[list[float]] = Field(default_factory=list, description="(len(audio), dim) unit vectors.")
 
 
 # -- classify ------------------------------------------------------------------------------------------------
@@ -49,7 +60,14 @@ class ClassifyOptions(_Strict):
 
 
 class ClassifyRequest(ClassifyOptions):
-    image: str = Base64Image
+    image: str | None = Field(None, description=IMAGE_DOC)
+    audio: str | None = Field(None, description=AUDIO_DOC)
+
+    @model_validator(mode="after")
+    def _one_item(self) -> ClassifyRequest:
+        if len(_given(self, QUERY_MEDIA)) != 1:
+            raise ValueError("give exactly one of image or audio")
+        return self
 
 
 class LabelScore(BaseModel):
@@ -91,24 +109,30 @@ class AnswerResponse(BaseModel):
 class SearchRequest(_Strict):
     text: str | None = Field(None, max_length=2000, description="Text query.")
     image: str | None = Field(None, description="Base64-encoded image query.")
+    audio: str | None = Field(None, description="Base64-encoded sound query (WAV, FLAC, OGG, MP3).")
     k: int = Field(10, ge=1, le=MAX_K)
-    kind: Literal["image", "text"] | None = Field(None, description="Only return items of this kind.")
+    kind: ItemKind | None = Field(None, description="Only return items of this kind.")
 
     @model_validator(mode="after")
     def _one_query(self) -> SearchRequest:
-        if (self.text is None) == (self.image is None):
-            raise ValueError("give exactly one of text or image")
+        if len(_given(self, ("text", *QUERY_MEDIA))) != 1:
+            raise ValueError("give exactly one of text, image or audio")
         return self
 
 
 class SearchHit(BaseModel):
     id: int
     score: float = Field(description="Cosine similarity to the query.")
-    kind: str = Field(description="'image' or 'text'.")
+    kind: str = Field(description="The item's modality: 'image', 'audio' or 'text'.")
     path: str | None = None
     text: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
-    thumbnail_url: str | None = Field(None, description="Served by GET /items/{id}/image for image items.")
+    thumbnail_url: str | None = Field(
+        None, description="Served by GET /items/{id}/image for images (and texts that describe one)."
+    )
+    audio_url: str | None = Field(
+        None, description="Served by GET /items/{id}/audio for sounds (and texts that describe one)."
+    )
 
 
 class SearchResponse(BaseModel):
@@ -124,6 +148,7 @@ class IndexInfo(BaseModel):
 class Limits(BaseModel):
     max_upload_bytes: int
     max_pixels: int
+    max_audio_seconds: float
     batch_size: int
     max_wait_ms: float
 
@@ -146,6 +171,7 @@ class Health(BaseModel):
     model: str
     identity: str
     capabilities: list[str]
+    media: dict[str, list[str]] = Field(description="Capability -> the modalities the model takes for it.")
     embed_dim: int | None
     endpoints: dict[str, bool] = Field(description="Endpoint path -> whether this server can serve it.")
     index: IndexInfo | None

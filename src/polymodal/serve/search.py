@@ -13,7 +13,7 @@ import numpy as np
 
 @runtime_checkable
 class SearchIndex(Protocol):
-    """Search by query vectors; look an item's image file up by its id (the only files the server serves)."""
+    """Search by query vectors; look an item's media file up by its id (the only files the server serves)."""
 
     model_identity: str | None  # the identity of the model whose vectors the index holds
 
@@ -23,8 +23,9 @@ class SearchIndex(Protocol):
         """(Q, D) unit vectors -> per query, hits with id, score, kind, path, text, metadata; best first."""
         ...
 
-    def image_path(self, item_id: int) -> Path | None:
-        """The image file registered for ``item_id``, or None (no such item, or a text without an image)."""
+    def media_path(self, item_id: int, modality: str) -> Path | None:
+        """The file of ``modality`` (image, audio) registered for ``item_id``: the item's own, or the one a text
+        item describes; None if there is no such item or its file is of another modality."""
         ...
 
 
@@ -60,9 +61,13 @@ class IndexDirectory:
     def search_vectors(self, vectors: np.ndarray, *, k: int, kind: str | None = None) -> Sequence[Sequence[Any]]:
         return self._index().search(vectors, k, kind=kind)
 
-    def image_path(self, item_id: int) -> Path | None:
+    def media_path(self, item_id: int, modality: str) -> Path | None:
+        from polymodal.index.sources import media_file
+
         # Item ids are 64-bit in FAISS and SQLite; a larger number cannot be an item (and would overflow SQLite).
         if not 0 <= item_id < 2**63:
             return None
         item = self._index().items([item_id]).get(item_id)
-        return Path(item.path) if item is not None and item.path else None
+        if item is None or media_file(item.kind, item.path) != modality:
+            return None
+        return Path(item.path)  # type: ignore[arg-type]

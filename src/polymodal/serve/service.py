@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from polymodal.api import Model
 from polymodal.backends import ANSWER, CAPTION, EMBED, TaskNotSupported
@@ -21,6 +20,7 @@ ENDPOINT_NEEDS: dict[str, tuple[str | None, bool]] = {
     "/classify": (EMBED, False),
     "/search": (EMBED, True),
     "/items/{item_id}/image": (None, True),
+    "/items/{item_id}/audio": (None, True),
     "/caption": (CAPTION, False),
     "/answer": (ANSWER, False),
 }
@@ -41,40 +41,42 @@ class Service:
             for path, (cap, needs_index) in ENDPOINT_NEEDS.items()
         }
 
-    def require(self, endpoint: str, task: str) -> None:
-        """A 400 naming what the model can do, or a 404 when the endpoint needs an index and there is none."""
+    def require(self, endpoint: str, task: str, modality: str | None = None) -> None:
+        """A 400 naming what the model can do (with ``modality``: also that it takes that modality for the task), or
+        a 404 when the endpoint needs an index and there is none."""
         capability, needs_index = ENDPOINT_NEEDS[endpoint]
         if capability is not None and capability not in self.model.capabilities:
             raise ApiError(400, "not_supported", str(TaskNotSupported(self.model.backend, task)))
+        if capability is not None and modality is not None and modality not in self.model.media(capability):
+            takes = ", ".join(sorted(self.model.media(capability)))
+            raise ApiError(400, "not_supported", f"model {self.model.name} cannot {task} {modality}: it takes {takes}")
         if needs_index and self.index is None:
             raise ApiError(404, "no_index", "this server has no index: start it with --index DIR")
 
     # -- model calls ------------------------------------------------------------------------------------------
-    async def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        rows = await self.batcher.run("embed_text", texts, lambda batch: list(self.model.embed_text(batch)))
-        return _stack(rows, self.model.embed_dim)
-
-    async def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        rows = await self.batcher.run("embed_image", images, lambda batch: list(self.model.embed_image(batch)))
+    async def embed(self, modality: str, items: Sequence[Any]) -> np.ndarray:
+        """(N, D) embeddings of texts, decoded images or checked sound bytes; one batch per modality."""
+        rows = await self.batcher.run(("embed", modality), items, lambda batch: list(self.model.embed(modality, batch)))
         return _stack(rows, self.model.embed_dim)
 
     async def classify(
-        self, image: Image.Image, labels: list[str], templates: str | list[str], top_k: int | None
+        self, item: Any, modality: str, labels: list[str], templates: str | list[str], top_k: int | None
     ) -> list[tuple[str, float]]:
         # Requests with the same labels and templates share one call: the label embeddings are computed once.
-        key = ("classify", tuple(labels), templates if isinstance(templates, str) else tuple(templates), top_k)
+        template_key = templates if isinstance(templates, str) else tuple(templates)
+        key = ("classify", modality, tuple(labels), template_key, top_k)
 
-        def run(images: list[Image.Image]) -> list[list[tuple[str, float]]]:
-            return self.model.classify(images, labels, templates=templates, top_k=top_k)
+        def run(items: list[Any]) -> list[list[tuple[str, float]]]:
+            return self.model.classify(items, labels, modality=modality, templates=templates, top_k=top_k)
 
         try:
-            (ranked,) = await self.batcher.run(key, [image], run)
+            (ranked,) = await self.batcher.run(key, [item], run)
         except ValueError as e:  # Model.classify's checks of labels and templates: the client's to fix
             raise ApiError(422, "invalid_request", str(e)) from None
         return ranked
 
-    async def caption(self, image: Image.Image, max_new_tokens: int, num_beams: int) -> str:
-        def run(images: list[Image.Image]) -> list[str]:
+    async def caption(self, image: Any, max_new_tokens: int, num_beams: int) -> str:
+        def run(images: list[Any]) -> list[str]:
             return self.model.caption(images, max_new_tokens=max_new_tokens, num_beams=num_beams)
 
         try:
@@ -83,8 +85,8 @@ class Service:
             raise ApiError(422, "invalid_request", str(e)) from None
         return text
 
-    async def answer(self, image: Image.Image, question: str) -> str:
-        def run(pairs: list[tuple[Image.Image, str]]) -> list[str]:
+    async def answer(self, image: Any, question: str) -> str:
+        def run(pairs: list[tuple[Any, str]]) -> list[str]:
             return self.model.answer([p[0] for p in pairs], [p[1] for p in pairs])
 
         (text,) = await self.batcher.run("answer", [(image, question)], run)
@@ -102,10 +104,12 @@ class Service:
         )
         return hits
 
-    async def image_path(self, item_id: int) -> Path | None:
+    async def media_path(self, item_id: int, modality: str) -> Path | None:
         assert self.index is not None
         index = self.index
-        (path,) = await self.batcher.run("image_path", [item_id], lambda ids: [index.image_path(i) for i in ids])
+        (path,) = await self.batcher.run(
+            ("media_path", modality), [item_id], lambda ids: [index.media_path(i, modality) for i in ids]
+        )
         return path
 
     async def index_size(self) -> int:

@@ -1,7 +1,8 @@
 // polymodal web page: talks to this server's REST API only (same origin, no external resources).
 
 const $ = (id) => document.getElementById(id);
-const state = { health: null, file: null, apiKey: sessionStorage.getItem("polymodal-api-key") || "" };
+// file: the chosen image or sound; modality: "image" or "audio", the form field it is sent in.
+const state = { health: null, file: null, modality: null, apiKey: sessionStorage.getItem("polymodal-api-key") || "" };
 const blobUrls = [];
 
 // ---------------------------------------------------------------------------------------------- API calls
@@ -82,22 +83,43 @@ async function loadHealth() {
   $("key-form").hidden = !health.auth_required;
   $("api-key").value = state.apiKey;
 
-  // Show only what this model (and index) can do.
+  // Show only what this model (and index) can do, and the kinds of file it takes.
   const can = health.endpoints;
-  $("search-section").hidden = !can["/search"];
-  $("classify-form").hidden = !can["/classify"];
-  $("answer-form").hidden = !can["/answer"];
-  $("caption-button").hidden = !can["/caption"];
-  $("similar-button").hidden = !can["/search"];
   $("image-section").hidden = !(can["/classify"] || can["/answer"] || can["/caption"] || can["/search"]);
+  $("search-section").hidden = !can["/search"];
+  const takes = accepted();
+  if (takes.audio) {
+    $("sound-pick").hidden = false;
+    $("image-title").textContent = takes.image ? "Ask about an image or a sound" : "Ask about a sound";
+    $("drop-what").textContent = takes.image ? "Drop an image or a sound here" : "Drop a sound here";
+    $("file").accept = takes.image ? "image/*,audio/*" : "audio/*";
+  }
+  showActions();
+}
+
+// Which modalities the page offers files of: what the model embeds, or captions / answers about.
+function accepted() {
+  const media = state.health.media || {};
+  const any = (modality) => Object.values(media).some((list) => list.includes(modality));
+  return { image: any("image"), audio: (media.embed || []).includes("audio") };
+}
+
+// An action shows when the server can do it and the model takes the chosen file's modality for it.
+function showActions() {
+  const { endpoints: can, media = {} } = state.health;
+  const takes = (capability) => !state.modality || (media[capability] || []).includes(state.modality);
+  $("classify-form").hidden = !(can["/classify"] && takes("embed"));
+  $("similar-button").hidden = !(can["/search"] && takes("embed"));
+  $("answer-form").hidden = !(can["/answer"] && takes("answer"));
+  $("caption-button").hidden = !(can["/caption"] && takes("caption"));
 }
 
 // ---------------------------------------------------------------------------------------------- search
-async function thumbnailSrc(url) {
+async function mediaSrc(url) {
   if (!state.apiKey) return url.replace(/^\//, "");
-  // <img src> cannot send the key: fetch the thumbnail ourselves and show it from a blob URL.
+  // <img src> and <audio src> cannot send the key: fetch the file ourselves and show it from a blob URL.
   const response = await fetch(url.replace(/^\//, ""), { headers: authHeaders() });
-  if (!response.ok) throw new Error(`thumbnail: ${response.status}`);
+  if (!response.ok) throw new Error(`${url}: ${response.status}`);
   const blobUrl = URL.createObjectURL(await response.blob());
   blobUrls.push(blobUrl);
   return blobUrl;
@@ -117,7 +139,11 @@ async function renderHits(hits) {
     let visual;
     if (hit.thumbnail_url) {
       visual = el("img", { alt: hit.text || name, loading: "lazy", decoding: "async" });
-      visual.src = await thumbnailSrc(hit.thumbnail_url);
+      visual.src = await mediaSrc(hit.thumbnail_url);
+    } else if (hit.audio_url) {
+      const player = el("audio", { controls: "", preload: "metadata", "aria-label": `Play ${name}` });
+      player.src = await mediaSrc(hit.audio_url);
+      visual = el("div", { class: "sound-item" }, el("span", { class: "sound-label", text: hit.text || `♪ ${name}` }), player);
     } else {
       visual = el("div", { class: "text-item", text: hit.text || name });
     }
@@ -138,32 +164,42 @@ async function search(payload, label) {
   status.textContent = `${result.hits.length} results for ${label} (${ms} ms)`;
 }
 
-// ---------------------------------------------------------------------------------------------- image actions
+// ---------------------------------------------------------------------------------------------- file actions
 function setFile(file) {
   if (!file) return;
-  if (!file.type.startsWith("image/")) {
-    showError(new Error(`${file.name} is not an image`));
+  const takes = accepted();
+  const modality = file.type.startsWith("image/") ? "image" : file.type.startsWith("audio/") ? "audio" : null;
+  if (!modality || !takes[modality]) {
+    const wanted = takes.audio ? (takes.image ? "an image or a sound" : "a sound") : "an image";
+    showError(new Error(`${file.name} is not ${wanted}`));
     return;
   }
   clearError();
   state.file = file;
-  const preview = $("preview");
-  if (preview.src.startsWith("blob:")) URL.revokeObjectURL(preview.src);
+  state.modality = modality;
+  const preview = modality === "image" ? $("preview") : $("sound-preview");
+  for (const old of [$("preview"), $("sound-preview")]) {
+    if (old.src.startsWith("blob:")) URL.revokeObjectURL(old.src);
+    old.removeAttribute("src");
+    old.hidden = true;
+  }
   preview.src = URL.createObjectURL(file);
-  preview.alt = `Selected image: ${file.name}`;
+  if (modality === "image") preview.alt = `Selected image: ${file.name}`;
+  else preview.setAttribute("aria-label", `Selected sound: ${file.name}`);
   preview.hidden = false;
-  $("drop-text").hidden = true;
+  $("drop-text").hidden = modality === "image";
   $("image-output").replaceChildren();
+  showActions();
 }
 
 function requireFile() {
-  if (!state.file) throw new Error("Choose or drop an image first.");
+  if (!state.file) throw new Error(`Choose or drop ${accepted().audio ? "a file" : "an image"} first.`);
   return state.file;
 }
 
-function imageForm(fields) {
+function mediaForm(fields) {
   const form = new FormData();
-  form.append("image", requireFile());
+  form.append(state.modality, requireFile());
   for (const [key, values] of Object.entries(fields)) {
     for (const value of [].concat(values)) form.append(key, value);
   }
@@ -197,6 +233,7 @@ function wire() {
 
   const drop = $("drop");
   $("file").addEventListener("change", (event) => setFile(event.target.files[0]));
+  $("audio-file").addEventListener("change", (event) => setFile(event.target.files[0]));
   for (const name of ["dragenter", "dragover"]) {
     drop.addEventListener(name, (event) => { event.preventDefault(); drop.classList.add("dragging"); });
   }
@@ -212,24 +249,24 @@ function wire() {
     event.preventDefault();
     const labels = $("labels").value.split(",").map((s) => s.trim()).filter(Boolean);
     busy(event.submitter, async () => {
-      const result = await api("/classify", { method: "POST", body: imageForm({ labels }) });
+      const result = await api("/classify", { method: "POST", body: mediaForm({ labels }) });
       renderLabels(result.labels);
     });
   });
   $("answer-form").addEventListener("submit", (event) => {
     event.preventDefault();
     busy(event.submitter, async () => {
-      const result = await api("/answer", { method: "POST", body: imageForm({ question: $("question").value }) });
+      const result = await api("/answer", { method: "POST", body: mediaForm({ question: $("question").value }) });
       renderText(result.answer);
     });
   });
   $("caption-button").addEventListener("click", (event) => busy(event.currentTarget, async () => {
-    const result = await api("/caption", { method: "POST", body: imageForm({}) });
+    const result = await api("/caption", { method: "POST", body: mediaForm({}) });
     renderText(result.caption);
   }));
   $("similar-button").addEventListener("click", (event) => busy(event.currentTarget, async () => {
     const file = requireFile();
-    await search({ image: await fileToDataUrl(file) }, file.name);
+    await search({ [state.modality]: await fileToDataUrl(file) }, file.name);
     $("search-section").scrollIntoView({ behavior: "smooth" });
   }));
 
