@@ -195,11 +195,16 @@ def test_shapes_audio_retrieval_both_ways_matches_brute_force(sounds_dir: Path, 
     texts = [t for r in rows for t in r["text"]]
     owner = [i for i, r in enumerate(rows) for _ in r["text"]]
     text_emb = _embed(saved, "text", texts)
-    assert result.headline == "t2a_R@1" and set(result.details.recall_at_k) == {"a2t", "t2a"}
+    assert result.headline == "t2a_R@1" and set(result.details.recall_at_k) == {"a2t", "t2a", "i2a", "a2i"}
     assert result.metrics["t2a_R@1"] == pytest.approx(_recall_at_1(text_emb, clips, owner))
     sims = clips @ text_emb.T
     a2t = np.mean([owner[int(sims[i].argmax())] == i for i in range(len(rows))])
     assert result.metrics["a2t_R@1"] == pytest.approx(a2t)
+    # The model embeds images too: each scene's image against its own sound, both ways.
+    images = _embed(saved, "image", [str(sounds_dir / r["image"]) for r in rows])
+    own = list(range(len(rows)))
+    assert result.metrics["a2i_R@1"] == pytest.approx(_recall_at_1(clips, images, own))
+    assert result.metrics["i2a_R@1"] == pytest.approx(_recall_at_1(images, clips, own))
     assert "i2t_R@1" not in result.metrics and "t2a_mAP@10" not in result.metrics  # mAP@10: AudioCaps/Clotho only
     assert result.examples[0].audio.endswith("000000.flac") and result.examples[0].retrieved[0].text in texts
 
@@ -254,7 +259,7 @@ def test_shapes_sentiment_fusion_with_modality_drops(sounds_dir: Path, audio_mod
     assert missing["audio"] == pytest.approx(accuracy("audio")) and missing["text"] == pytest.approx(accuracy("text"))
     assert result.robustness.corruptions is None
     assert result.examples[0].prediction in ("positive", "negative") and result.examples[0].audio.endswith(".flac")
-    with pytest.raises(ValueError, match="shapes-sentiment needs a polymodal fusion classifier of audio and text"):
+    with pytest.raises(ValueError, match="shapes-sentiment needs a polymodal fusion classifier of audio or text"):
         run_eval(str(models["fusion"]), "shapes-sentiment", data=sounds_dir, splits=["test"])
 
 

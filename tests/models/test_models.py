@@ -197,6 +197,9 @@ def test_presets_build_and_run(name: str) -> None:
     images = torch.randn(2, 3, 32, 32)
     ids = torch.randint(4, VOCAB, (2, 5))
     both = {"image": (images, None), "text": (ids, None)}
+    if "audio" in model.encoders:  # 64 log-mel bands, 40 frames
+        both["audio"] = (torch.randn(2, 64, 40), None)
+    both = {m: x for m, x in both.items() if m in model.encoders}
     with torch.no_grad():
         if name == "shapes-caption":
             out = model(both, ids)["logits"]

@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from polymodal.config import ConfigError
-from polymodal.modules.encoders import ConvImageEncoder, EfficientNetLite0, Encoder, TransformerTextEncoder
+from polymodal.modules.encoders import (
+    ConvImageEncoder,
+    EfficientNetLite0,
+    Encoder,
+    EncoderOutput,
+    TransformerTextEncoder,
+)
 from polymodal.modules.encoders.cache import CachedEncoder, FeatureCache
 
 
@@ -312,3 +318,37 @@ def test_loading_other_weights_into_a_cached_model_serves_the_new_weights_output
     torch.testing.assert_close(new, expected, rtol=0, atol=0)
     assert not torch.allclose(new, old)
     assert wrapper.store.misses == 2 and old_store.misses == 2  # computed for the new weights, not served the old
+
+
+class _WindowEncoder(Encoder):
+    """A token per 4 real frames, as many as the batch's longest input needs (like a speaker tower's windows)."""
+
+    modality = "audio"
+    output_dim = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> EncoderOutput:
+        assert mask is not None
+        counts = (mask.sum(dim=1) + 3) // 4  # (B,)
+        windows = int(counts.max())
+        token_mask = torch.arange(windows)[None, :] < counts[:, None]
+        tokens = x[:, :2, : windows * 4 : 4].transpose(1, 2) * self.scale  # (B, windows, 2)
+        return EncoderOutput(tokens, (tokens * token_mask[..., None]).sum(1), token_mask)
+
+
+def test_tokens_whose_count_follows_the_batch_are_padded_and_masked() -> None:
+    encoder = _WindowEncoder().requires_grad_(False)
+    cached = CachedEncoder(encoder, FeatureCache(16))
+    x = torch.randn(3, 2, 16)
+    mask = torch.zeros(3, 16, dtype=torch.bool)
+    for i, n in enumerate((16, 8, 4)):
+        mask[i, :n] = True
+    cached(x[1:], mask[1:])  # stores samples 1 and 2 from a batch whose longest needs 2 windows
+    out, direct = cached(x, mask), encoder(x, mask)  # sample 0 needs 4 windows
+    assert out.tokens.shape == direct.tokens.shape == (3, 4, 2)
+    assert torch.equal(out.mask, direct.mask)
+    assert torch.equal(out.tokens[out.mask], direct.tokens[direct.mask])
+    assert torch.allclose(out.pooled, direct.pooled)

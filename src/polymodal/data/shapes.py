@@ -466,6 +466,7 @@ def spoken_rows(row: dict[str, Any], seed: int, index: int, out_dir: Path) -> tu
         "audio": f"{AUDIO_DIRS['speech']}/{row['id']}-{which}.flac",
         "text": row["captions"][which],
         "image": row["image"],
+        "label": voice.name,  # the speaker, for speaker identification
         **voice.to_dict(),
     }
     (out_dir / speech["audio"]).write_bytes(encode_flac(speak(speech["text"], voice)))
@@ -684,7 +685,8 @@ def _audio_datasheet(params: dict[str, Any]) -> str:
         parts.append(
             "- `speech_{split}.jsonl`: one caption per image read aloud by eSpeak NG (`speech/ID-K.flac`, K = "
             f"the caption's index) in one of {len(VOICES)} voices ({', '.join(VOICES)}) at 140-190 words per "
-            "minute and pitch 35-70; the row names text, image, voice, rate and pitch.\n"
+            "minute and pitch 35-70; the row names text, image, voice (also its `label`, for speaker "
+            "identification), rate and pitch.\n"
             "- `sentiment_{split}.jsonl`: a sentence about a shape with a positive or negative verb, said "
             "sincerely (fast, higher, lively) or sarcastically (slow, low, flat); `label` is the meant sentiment, "
             "the words' polarity flipped by sarcasm, so neither the text nor the delivery alone decides it.\n"

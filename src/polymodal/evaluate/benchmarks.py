@@ -175,7 +175,21 @@ def _shapes_retrieval(modality: str) -> Callable[[EvalContext, str], LoadedSplit
 
     def load(ctx: EvalContext, split: str) -> LoadedSplit:
         ctx.require(EMBED, name, modality)
-        return _retrieval_split(ctx, name, split, _shapes_split(ctx, name, split), modality)
+        samples = _shapes_split(ctx, name, split)
+        loaded = _retrieval_split(ctx, name, split, samples, modality)
+        if modality == "image" or not ctx.takes(EMBED, "image"):
+            return loaded
+        # A model that embeds images too (one space for image, audio and text): image <-> sound of the same scene,
+        # which emerges when only image-text and audio-text pairs were trained.
+        images, sounds, own = _items(samples, "image"), _items(samples, modality), list(range(len(samples)))
+        with_text = loaded.score
+
+        def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
+            cross = passes.retrieval(ctx, images, sounds, own, None, full, caption_modality=modality)
+            return passes.merge(with_text(image_fn, drop, full), cross)
+
+        loaded.score = score
+        return loaded
 
     return load
 
@@ -251,12 +265,15 @@ def _load_shapes_vqa(ctx: EvalContext, split: str) -> LoadedSplit:
     return _vqa_split(ctx, "shapes-vqa", split, _questions(_shapes_split(ctx, "shapes-vqa", split)), exact=True)
 
 
-def _fusion_classifier(ctx: EvalContext, name: str, modalities: set[str]) -> FusionClassifier:
+def _fusion_classifier(ctx: EvalContext, name: str, modalities: set[str], any_of: bool = False) -> FusionClassifier:
+    """The model as a fusion classifier of ``modalities`` (``any_of``: of some of them and nothing else)."""
     model = ctx.saved.model if ctx.is_polymodal else None
-    if not isinstance(model, FusionClassifier) or not modalities <= set(model.modalities):
-        need = " and ".join(sorted(modalities))
+    have = set(model.modalities) if isinstance(model, FusionClassifier) else set()
+    fits = (have and have <= modalities) if any_of else modalities <= have
+    if not fits:
+        need = (" or " if any_of else " and ").join(sorted(modalities))
         raise ValueError(f"benchmark {name} needs a polymodal fusion classifier of {need}; {ctx.model} is not one")
-    return model
+    return model  # type: ignore[return-value]
 
 
 def _load_shapes_statements(ctx: EvalContext, split: str) -> LoadedSplit:
@@ -278,9 +295,10 @@ def _load_shapes_statements(ctx: EvalContext, split: str) -> LoadedSplit:
 
 def _load_shapes_sentiment(ctx: EvalContext, split: str) -> LoadedSplit:
     """Spoken sentences (``sentiment_{split}.jsonl``) whose label needs the words and how they are said: accuracy
-    of an audio + text fusion classifier, and (``--robustness``) with each modality dropped."""
+    of an audio + text fusion classifier, and (``--robustness``) with each modality dropped; or of a unimodal
+    baseline (audio alone, text alone)."""
     name = "shapes-sentiment"
-    model = _fusion_classifier(ctx, name, {"audio", "text"})
+    model = _fusion_classifier(ctx, name, {"audio", "text"}, any_of=True)  # the unimodal baselines too
     samples = _shapes_split(ctx, name, split, "sentiment_")
     # Class index -> name as trained (answers.json), else the sorted label names, as training numbers them.
     classes = ctx.saved.answers or sorted({str(s.label) for s in samples})
@@ -300,7 +318,33 @@ def _load_shapes_sentiment(ctx: EvalContext, split: str) -> LoadedSplit:
     def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
         return passes.statements(ctx, st, image_fn, drop, full)
 
-    return LoadedSplit(name, split, "accuracy", score, tuple(model.modalities), media="audio")
+    drops = tuple(model.modalities) if len(model.modalities) > 1 else ()
+    return LoadedSplit(name, split, "accuracy", score, drops, media="audio")
+
+
+def _load_shapes_speaker(ctx: EvalContext, split: str) -> LoadedSplit:
+    """Who is speaking (``speech_{split}.jsonl``, label = the eSpeak voice): accuracy of an audio classifier."""
+    name = "shapes-speaker"
+    _fusion_classifier(ctx, name, {"audio"})
+    samples = _shapes_split(ctx, name, split, "speech_")
+    classes = ctx.saved.answers or sorted({str(s.label) for s in samples})
+    unknown = next((s for s in samples if str(s.label) not in classes), None)
+    if unknown is not None:
+        raise ValueError(f"{unknown.where()}: speaker {unknown.label!r} is not one of the model's classes {classes}")
+    st = passes.Statements(
+        items=_items(samples, "audio"),
+        item_index=list(range(len(samples))),
+        texts=[t[0] for t in _items(samples, "text")],
+        labels=[classes.index(str(s.label)) for s in samples],
+        types=[str(s.label) for s in samples],  # per-speaker accuracy
+        classes=classes,
+        modality="audio",
+    )
+
+    def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
+        return passes.statements(ctx, st, image_fn, drop, full)
+
+    return LoadedSplit(name, split, "accuracy", score, media="audio")
 
 
 # ------------------------------------------------------------------------------------------ standard sets
@@ -462,6 +506,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             "shapes-speech-retrieval", SHAPES_SPLITS, _load_shapes_speech, "spoken caption<->text (and <->image)"
         ),
         Benchmark("shapes-sentiment", SHAPES_SPLITS, _load_shapes_sentiment, "spoken sentiment (audio+text fusion)"),
+        Benchmark("shapes-speaker", SHAPES_SPLITS, _load_shapes_speaker, "speaker identification of spoken captions"),
         Benchmark("imagefolder", ("all",), _load_imagefolder, "zero-shot classification over class folders"),
         Benchmark("cifar10", ("test",), _cifar_loader("cifar10"), "zero-shot CIFAR-10 (binary version)"),
         Benchmark("cifar100", ("test",), _cifar_loader("cifar100"), "zero-shot CIFAR-100 (binary version)"),

@@ -341,10 +341,11 @@ def statements(
         # The corruption index is the item's, so all statements about one image see the same noise.
         items = ctx.decode(st.modality, [st.items[k] for k in owners], owners, image_fn)
         saved = ctx.saved
-        inputs = {
-            st.modality: saved.inputs(st.modality, items),
-            "text": saved.inputs("text", [st.texts[i] for i in chunk]),
-        }
+        inputs = {}  # what the model reads: a unimodal classifier (a speaker's voice, words alone) takes one
+        if st.modality in saved.model.encoders:
+            inputs[st.modality] = saved.inputs(st.modality, items)
+        if "text" in saved.model.encoders:
+            inputs["text"] = saved.inputs("text", [st.texts[i] for i in chunk])
         logits = saved.model(inputs, _absent(drop, len(chunk)))
         predicted.extend(logits.argmax(-1).tolist())
     hits = (np.asarray(predicted) == np.asarray(st.labels)).astype(np.float64)

@@ -49,6 +49,33 @@ def _small_image(kind: str, image_size: int) -> ComponentConfig:
     raise ValueError(f"image_encoder must be one of {', '.join(IMAGE_TOWERS)}, got {kind!r}")
 
 
+AUDIO_TOWERS = ("cnn", "transformer", "lstm")
+
+
+def _small_audio(kind: str, n_mels: int = 64) -> ComponentConfig:
+    """A small audio tower over ``n_mels`` log-mel bands: ``cnn`` (PANNs-style, a token per 8 frames), ``transformer``
+    (AST-style patches) or ``lstm`` (over the frames)."""
+    if kind == "cnn":
+        return ComponentConfig(name="audio_cnn", params={"channels": n_mels, "widths": [16, 32, 64], "width": 128})
+    if kind == "transformer":
+        return ComponentConfig(
+            name="audio_transformer",
+            params={"channels": n_mels, "patch_size": 8, "width": 128, "depth": 3, "heads": 4},
+        )
+    if kind == "lstm":
+        return ComponentConfig(name="audio_lstm", params={"channels": n_mels, "width": 128})
+    raise ValueError(f"audio_encoder must be one of {', '.join(AUDIO_TOWERS)}, got {kind!r}")
+
+
+def _source_tower(source: str, image_encoder: str, image_size: int, audio_encoder: str) -> dict[str, ComponentConfig]:
+    """The tower of a model's non-text modality: ``image`` or ``audio``."""
+    if source == "image":
+        return {"image": _small_image(image_encoder, image_size)}
+    if source == "audio":
+        return {"audio": _small_audio(audio_encoder)}
+    raise ValueError(f"source must be image or audio, got {source!r}")
+
+
 def _fusion(name: str) -> ComponentConfig:
     # Cross-attention reads from the text: the statement's or question's tokens query the image patches,
     # as in VQA models, rather than 64 patches each looking for a word.
@@ -80,6 +107,23 @@ def shapes_clip(
     )
 
 
+@PRESETS.register("shapes-clap")
+def shapes_clap(
+    vocab_size: int = 512,
+    max_length: int = 32,
+    audio_encoder: str = "cnn",
+    image_encoder: str | None = None,
+    image_size: int = 64,
+    embed_dim: int = 128,
+) -> EmbeddingConfig:
+    """CLAP-style audio-text embedding model; with ``image_encoder`` an image tower joins the same space (binding
+    image, audio and text)."""
+    encoders = {"audio": _small_audio(audio_encoder), "text": _small_text(vocab_size, max_length)}
+    if image_encoder is not None:
+        encoders["image"] = _small_image(image_encoder, image_size)
+    return EmbeddingConfig(encoders=encoders, embed_dim=embed_dim)
+
+
 @PRESETS.register("shapes-fusion")
 def shapes_fusion(
     vocab_size: int = 512,
@@ -88,10 +132,19 @@ def shapes_fusion(
     image_encoder: str = "vit",
     fusion: str = "cross_attention",
     num_classes: int = 2,
+    source: str | None = "image",
+    audio_encoder: str = "cnn",
+    text: bool = True,
 ) -> FusionClassifierConfig:
-    """Image + statement classifier; ``fusion`` picks any registered fusion module."""
+    """``source`` (image or audio) + text classifier; ``fusion`` picks any registered fusion module. Without
+    ``source`` or ``text`` it classifies the other alone (a unimodal baseline)."""
+    encoders = _source_tower(source, image_encoder, image_size, audio_encoder) if source is not None else {}
+    if text:
+        encoders["text"] = _small_text(vocab_size, max_length)
+    if not encoders:
+        raise ValueError("a fusion classifier needs a source tower, a text tower or both")
     return FusionClassifierConfig(
-        encoders={"image": _small_image(image_encoder, image_size), "text": _small_text(vocab_size, max_length)},
+        encoders=encoders,
         fusion=_fusion(fusion),
         fusion_dim=128,
         num_classes=num_classes,
@@ -106,14 +159,18 @@ def shapes_caption(
     image_encoder: str = "vit",
     contrastive: bool = False,
     decoder: str = "transformer",
+    source: str = "image",
+    audio_encoder: str = "cnn",
 ) -> CaptionerConfig:
-    """Image tower + a cross-attending text decoder (``transformer``: 2 layers; ``lstm``: show-attend-and-tell);
-    ``contrastive`` adds a text tower and 128-d projections (CoCa-style) so the recipe's
+    """``source`` (image or audio) tower + a cross-attending text decoder (``transformer``: 2 layers; ``lstm``:
+    show-attend-and-tell); ``contrastive`` adds a text tower and 128-d projections (CoCa-style) so the recipe's
     ``objective.contrastive_weight`` can add a CLIP loss to captioning."""
-    encoders = {"image": _small_image(image_encoder, image_size)}
+    encoders = _source_tower(source, image_encoder, image_size, audio_encoder)
     if contrastive:
         encoders["text"] = _small_text(vocab_size, max_length)
-    return CaptionerConfig(encoders=encoders, decoder=_decoder(decoder, vocab_size, max_length), embed_dim=128)
+    return CaptionerConfig(
+        encoders=encoders, source=source, decoder=_decoder(decoder, vocab_size, max_length), embed_dim=128
+    )
 
 
 def _decoder(name: str, vocab_size: int, max_length: int) -> DecoderConfig:

@@ -135,11 +135,11 @@ class FeatureCache:
         self.misses += len(todo)
         self.hits += len(keys) - len(todo)  # a repeat within the batch counts as a hit
         entries = [found[k] for k in keys]
-        masks = [e[2] for e in entries]
+        tokens, masks = _padded([e[0] for e in entries], [e[2] for e in entries])
         return EncoderOutput(
-            torch.stack([e[0] for e in entries]),
+            tokens,
             torch.stack([e[1] for e in entries]),
-            None if masks[0] is None else torch.stack(masks),  # type: ignore[arg-type]
+            masks,
             entries[0][3],  # the grid follows from the input shape, which is part of every key
         )
 
@@ -166,6 +166,22 @@ class FeatureCache:
         if mask is not None:
             digest.update(mask.contiguous().view(torch.uint8).numpy())
         return digest.digest()
+
+
+def _padded(tokens: list[Tensor], masks: list[Tensor | None]) -> tuple[Tensor, Tensor | None]:
+    """Stack samples' (T_i, D) tokens and (T_i,) masks, padding to the longest (masked out): a tower whose token
+    count follows the batch's longest input (a window per 1.6 s of speech) stores samples of different lengths."""
+    longest = max(t.shape[0] for t in tokens)
+    if all(t.shape[0] == longest for t in tokens):
+        return torch.stack(tokens), None if masks[0] is None else torch.stack(masks)  # type: ignore[arg-type]
+    if any(m is None for m in masks):
+        raise RuntimeError("cached tokens differ in length but the tower gives no token mask to pad them with")
+    stacked = tokens[0].new_zeros(len(tokens), longest, tokens[0].shape[-1])
+    mask = torch.zeros(len(tokens), longest, dtype=torch.bool, device=tokens[0].device)
+    for i, (t, m) in enumerate(zip(tokens, masks)):
+        stacked[i, : t.shape[0]] = t
+        mask[i, : t.shape[0]] = m  # type: ignore[index]
+    return stacked, mask
 
 
 # Attributes that say what a module is doing now, not what it computes.
