@@ -31,6 +31,7 @@ $(STAMP): requirements/lock.txt pyproject.toml Makefile
 
 demo: $(STAMP)
 	$(VENV)/bin/polymodal demo --out $(DEMO_DIR)
+	@echo "Sounds, speech and voices: $(VENV)/bin/polymodal demo audio (about 10 minutes; docs/audio.md)"
 
 # The server's browser test drives Debian's Chromium (Playwright's own browser download would
 # reach outside the package registries). Installed from apt when missing and we may; otherwise

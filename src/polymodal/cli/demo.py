@@ -1,11 +1,15 @@
-"""``polymodal demo``: the end-to-end walk-through on the built-in ShapesWorld data.
+"""``polymodal demo [image|audio]``: the end-to-end walk-through on the built-in ShapesWorld data.
 
-Generates ShapesWorld (reused when already complete), trains the demo recipes on a locked ImageNet
-image tower (CLIP, statement classifiers with several fusion modules, captioner, VQA), evaluates each
-with the ``polymodal eval`` harness on ``test`` and ``test_novel`` (colour-shape pairs never seen in
-training; result files with 95% CIs and provenance in ``OUT/<run>/eval.json``), prints a results
-table and writes ``results.json`` plus the ``polymodal report`` pages (``report.md``,
-``report.html``) into the run directory.
+Generates ShapesWorld (reused when already complete), trains the suite's recipes, evaluates each with the
+``polymodal eval`` harness on ``test`` and ``test_novel`` (colour-shape pairs never seen in training; result
+files with 95% CIs and provenance in ``OUT/<run>/eval.json``), prints a results table and writes
+``results.json`` plus the ``polymodal report`` pages (``report.md``, ``report.html``) into the run directory.
+
+- ``image``: on a locked ImageNet image tower, CLIP, statement classifiers with several fusion modules,
+  captioners and VQA.
+- ``audio``: ShapesWorld with sounds and speech; one space for image, audio and text (with the image<->audio
+  retrieval that emerges), an audio captioner, spoken sentiment fused against each modality alone, and speaker
+  identification on the pretrained voice tower.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ BENCHMARKS = {
     "fusion": "shapes-statements",
     "caption": "shapes-caption",
     "vqa": "shapes-vqa",
+    "bind": "shapes-audio-zeroshot,shapes-audio-retrieval",
+    "audiocap": "shapes-audio-caption",
+    "sentiment": "shapes-sentiment",
+    "speaker": "shapes-speaker",
 }
 HEADLINE = {
     "clip": [
@@ -45,14 +53,27 @@ HEADLINE = {
     "fusion": [("shapes-statements", "accuracy", "statement accuracy")],
     "caption": [("shapes-caption", "BLEU-4", "BLEU-4"), ("shapes-caption", "CIDEr-D", "CIDEr-D")],
     "vqa": [("shapes-vqa", "vqa_accuracy", "VQA accuracy")],
+    "bind": [
+        ("shapes-audio-zeroshot", "color_accuracy", "zero-shot colour of a sound"),
+        ("shapes-audio-zeroshot", "shape_accuracy", "zero-shot shape of a sound"),
+        ("shapes-audio-zeroshot", "accuracy", "zero-shot colour-shape of a sound"),
+        ("shapes-audio-retrieval", "a2t_R@1", "audio->text R@1"),
+        ("shapes-audio-retrieval", "t2a_R@1", "text->audio R@1"),
+        ("shapes-audio-retrieval", "i2a_R@1", "image->audio R@1 (never paired)"),
+        ("shapes-audio-retrieval", "a2i_R@1", "audio->image R@1 (never paired)"),
+    ],
+    "audiocap": [("shapes-audio-caption", "BLEU-4", "BLEU-4"), ("shapes-audio-caption", "CIDEr-D", "CIDEr-D")],
+    "sentiment": [("shapes-sentiment", "accuracy", "sentiment accuracy")],
+    "speaker": [("shapes-speaker", "accuracy", "speaker accuracy")],
 }
+SUITES = ("image", "audio")
 
 
-def _data(out: Path, n: int, seed: int, image_size: int, quiet: bool) -> dict[str, Any]:
+def _data(out: Path, n: int, seed: int, image_size: int, quiet: bool, audio: bool = False) -> dict[str, Any]:
     from polymodal.data.shapes import generate_shapesworld, is_complete, read_manifest
 
     data_dir = out / "shapes"
-    if is_complete(data_dir, n, seed, image_size):
+    if is_complete(data_dir, n, seed, image_size, sound=audio, speech=audio):
         manifest = read_manifest(data_dir) or {}
         return {
             **manifest,
@@ -61,7 +82,17 @@ def _data(out: Path, n: int, seed: int, image_size: int, quiet: bool) -> dict[st
             "elapsed_seconds": None,
             "reused": True,
         }
-    summary = generate_shapesworld(data_dir, n, seed=seed, image_size=image_size, progress=not quiet)
+    # Sounds and speech cost about 10x an image: both cores then (the output does not depend on it).
+    summary = generate_shapesworld(
+        data_dir,
+        n,
+        seed=seed,
+        image_size=image_size,
+        progress=not quiet,
+        sound=audio,
+        speech=audio,
+        workers=2 if audio else 1,
+    )
     summary["reused"] = False
     return summary
 
@@ -76,10 +107,17 @@ def _data(out: Path, n: int, seed: int, image_size: int, quiet: bool) -> dict[st
 STATEMENT_STEPS = 2
 VQA_STEPS = 6
 CAPTION_STEPS = 2
+# The audio suite's steps as multiples of --steps (docs/audio.md has the measurements).
+AUDIO_STEPS = {"bind": 3, "audiocap": 3, "sentiment": 2, "speaker": 1}
 
 
 def demo(
-    out: Path = typer.Option(Path("runs/demo"), "--out", help="Run directory; data goes to OUT/shapes."),
+    suite: str = typer.Argument(
+        "image", help="image: CLIP, fusion, captioning and VQA on images; audio: sounds, speech and voices."
+    ),
+    out: Path = typer.Option(
+        None, "--out", help="Run directory (default runs/demo, or runs/demo-audio); data goes to OUT/shapes."
+    ),
     n: int = typer.Option(2000, "--n", help="ShapesWorld images in train+val+test."),
     seed: int = typer.Option(0, "--seed", help="Seed for data generation and training."),
     # The default keeps the whole demo within its budget on a 2-core machine (timings: benchmarks/README.md).
@@ -101,7 +139,9 @@ def demo(
         help="Fine-tune in a chain: the VQA model from the CLIP run's text tower, the statement classifiers from "
         "the VQA model.",
     ),
-    fusions: str = typer.Option("concat,gmu,film", "--fusions", help="Fusion modules to compare (comma-separated)."),
+    fusions: str = typer.Option(
+        "concat,gmu,film", "--fusions", help="Fusion modules to compare (comma-separated; image suite)."
+    ),
     budget_seconds: float = typer.Option(
         600,
         "--budget",
@@ -113,20 +153,21 @@ def demo(
     json: bool = JsonOption,
 ) -> None:
     """Generate ShapesWorld, train the demo recipes, evaluate on test and test_novel, report."""
+    if suite not in SUITES:
+        fail(f"unknown demo {suite!r}; choose from {', '.join(SUITES)}", as_json=json)
+    audio = suite == "audio"
+    out = out if out is not None else Path("runs/demo-audio" if audio else "runs/demo")
     if n < 20:
         fail(f"--n must be at least 20, got {n}", as_json=json)
     if not data_only:
-        from polymodal.pretrained.locate import efficientnet_lite0_weights
-
-        try:  # the ImageNet image tower: fail now, not after the data and the first models
-            efficientnet_lite0_weights()
-        except ImportError as e:
-            fail(f"the demo trains on the packaged ImageNet tower: {e}", as_json=json)
+        _require_packaged_towers(audio, json)
     started = time.perf_counter()
     try:
-        summary = _data(out, n, seed, 64, quiet=json)
+        summary = _data(out, n, seed, 64, quiet=json, audio=audio)
     except OSError as e:
         fail(f"cannot write {out / 'shapes'}: {e}", as_json=json)
+    except ImportError as e:
+        fail(str(e), as_json=json)
     if not json:
         if summary["reused"]:
             console.print(f"ShapesWorld already in {out / 'shapes'} (same parameters): reusing it.", highlight=False)
@@ -144,31 +185,8 @@ def demo(
     from polymodal.train.run import run_recipe
 
     data_dir = out / "shapes"
-    # Every model stands on the locked, cached ImageNet EfficientNet tower. A chain of fine-tuning runs: "clip" trains
-    # a text tower against it; the VQA model starts from that text tower; the statement classifiers start from the
-    # VQA model (its text tower and, for the fusion modules that match, its fusion). More steps for the models after
-    # CLIP: STATEMENT_STEPS, VQA_STEPS, CAPTION_STEPS.
-    clip_run = out / "clip" if from_clip else None
-    vqa_run, vqa_fusion = (out / "vqa" if from_clip else None), _fusion_of("shapes-vqa-imagenet")
-    jobs = [
-        DemoJob("clip", "shapes-clip-imagenet", steps),
-        # The decoders on the ImageNet tower (CLIP has nothing more to give them): Transformer and LSTM.
-        DemoJob("caption", "shapes-caption-imagenet", CAPTION_STEPS * steps),
-        DemoJob("caption-lstm", "shapes-caption-imagenet", CAPTION_STEPS * steps, params={"decoder": "lstm"}),
-        DemoJob("vqa", "shapes-vqa-imagenet", VQA_STEPS * steps, FineTune(clip_run, "encoders.text", vqa_fusion)),
-    ]
-    jobs += [
-        DemoJob(
-            f"fusion-{f}",
-            "shapes-fusion-imagenet",
-            STATEMENT_STEPS * steps,
-            FineTune(vqa_run, "encoders.text", f, source_fusion=vqa_fusion, source_is_clip=False),
-            {"fusion": f},
-        )
-        for f in fusions.split(",")
-        if f
-    ]
-    results: dict[str, Any] = {"data": {k: v for k, v in summary.items() if k != "params"}, "runs": {}}
+    jobs = audio_jobs(steps) if audio else image_jobs(out, steps, from_clip, fusions)
+    results: dict[str, Any] = {"suite": suite, "data": {k: v for k, v in summary.items() if k != "params"}, "runs": {}}
     budget = _budget(budget_seconds, precision, [PlannedJob(job.label, job.steps) for job in jobs], started)
     if not json and budget.seconds > 0:
         console.print(
@@ -200,8 +218,13 @@ def demo(
             command = (
                 f"polymodal eval {model_dir} --benchmark {benchmarks} --data {data_dir} --seed {seed} --out {eval_file}"
             )
+            # The sentiment model's accuracy with each modality dropped, beside its unimodal baselines.
+            robust = label == "sentiment"
+            command += " --robustness" if robust else ""
             t0 = time.perf_counter()
-            doc = run_eval(str(model_dir), benchmarks, data=data_dir, seed=seed, command=command)
+            doc = run_eval(
+                str(model_dir), benchmarks, data=data_dir, seed=seed, command=command, with_robustness=robust
+            )
             dump_results(doc, eval_file)
             results["runs"][label] = {
                 "recipe": recipe_name,
@@ -218,7 +241,8 @@ def demo(
     results["elapsed_seconds"] = round(time.perf_counter() - started, 1)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(jsonlib.dumps(results, indent=2))
-    written = write_report([out / label for label in results["runs"]], out, title="ShapesWorld demo")
+    title = "ShapesWorld audio demo" if audio else "ShapesWorld demo"
+    written = write_report([out / label for label in results["runs"]], out, title=title)
     if json:
         emit_json(results)
         return
@@ -229,6 +253,62 @@ def demo(
         f"total {results['elapsed_seconds']:.0f} s",
         highlight=False,
     )
+
+
+def _require_packaged_towers(audio: bool, json: bool) -> None:
+    """Fail now, not after the data and the first models, when a packaged tower a suite trains on is missing."""
+    from polymodal.pretrained.locate import efficientnet_lite0_weights, resemblyzer_weights
+
+    try:
+        efficientnet_lite0_weights()
+    except ImportError as e:
+        fail(f"the demo trains on the packaged ImageNet tower: {e}", as_json=json)
+    if audio:
+        try:
+            resemblyzer_weights()
+        except ImportError as e:
+            fail(f"the audio demo identifies speakers with the packaged voice tower: {e}", as_json=json)
+
+
+def image_jobs(out: Path, steps: int, from_clip: bool, fusions: str) -> list[DemoJob]:
+    """The image suite. Every model stands on the locked, cached ImageNet EfficientNet tower. A chain of fine-tuning
+    runs: "clip" trains a text tower against it; the VQA model starts from that text tower; the statement
+    classifiers start from the VQA model (its text tower and, for the fusion modules that match, its fusion). More
+    steps for the models after CLIP: STATEMENT_STEPS, VQA_STEPS, CAPTION_STEPS."""
+    clip_run = out / "clip" if from_clip else None
+    vqa_run, vqa_fusion = (out / "vqa" if from_clip else None), _fusion_of("shapes-vqa-imagenet")
+    jobs = [
+        DemoJob("clip", "shapes-clip-imagenet", steps),
+        # The decoders on the ImageNet tower (CLIP has nothing more to give them): Transformer and LSTM.
+        DemoJob("caption", "shapes-caption-imagenet", CAPTION_STEPS * steps),
+        DemoJob("caption-lstm", "shapes-caption-imagenet", CAPTION_STEPS * steps, params={"decoder": "lstm"}),
+        DemoJob("vqa", "shapes-vqa-imagenet", VQA_STEPS * steps, FineTune(clip_run, "encoders.text", vqa_fusion)),
+    ]
+    return jobs + [
+        DemoJob(
+            f"fusion-{f}",
+            "shapes-fusion-imagenet",
+            STATEMENT_STEPS * steps,
+            FineTune(vqa_run, "encoders.text", f, source_fusion=vqa_fusion, source_is_clip=False),
+            {"fusion": f},
+        )
+        for f in fusions.split(",")
+        if f
+    ]
+
+
+def audio_jobs(steps: int) -> list[DemoJob]:
+    """The audio suite: image, audio and text in one space (image<->audio never paired), a captioner of sounds, spoken
+    sentiment fused and from each modality alone, and speakers on the pretrained voice tower."""
+    sentiment = AUDIO_STEPS["sentiment"] * steps
+    return [
+        DemoJob("bind", "shapes-audio-bind", AUDIO_STEPS["bind"] * steps),
+        DemoJob("audiocap", "shapes-audio-caption", AUDIO_STEPS["audiocap"] * steps),
+        DemoJob("sentiment", "shapes-sentiment", sentiment),
+        DemoJob("sentiment-text", "shapes-sentiment", sentiment, params={"source": None}),
+        DemoJob("sentiment-audio", "shapes-sentiment", sentiment, params={"text": False}),
+        DemoJob("speaker", "shapes-speaker", AUDIO_STEPS["speaker"] * steps),
+    ]
 
 
 # Pretrain -> fine-tune: the CLIP run's text tower already reads colour and shape words against the ImageNet
@@ -382,8 +462,9 @@ def _headline_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
 
 
 def results_table(results: dict[str, Any]) -> Table:
+    suite = "audio demo" if results.get("suite") == "audio" else "demo"
     table = Table(
-        title="ShapesWorld demo results (± half the 95% bootstrap CI; full intervals in the report)",
+        title=f"ShapesWorld {suite} results (± half the 95% bootstrap CI; full intervals in the report)",
         title_justify="left",
     )
     for column in ("model", "metric", "test", "test_novel"):
