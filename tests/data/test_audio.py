@@ -259,3 +259,37 @@ def test_audio_settings_saved_before_the_newer_fields_load_with_the_old_features
     loaded = AudioProcessor.from_settings(old, tmp_path)
     assert loaded.features.model_dump() == {**AudioFeatures().model_dump(), **old}  # every newer field at its default
     assert loaded.collate([torch.from_numpy(tone(440, 0.5, 8000))]).x.shape == (1, 32, 32)
+
+
+def test_spec_augment_masks_drawn_spans_of_frames_and_bands_with_the_clip_mean() -> None:
+    features = AudioFeatures(sample_rate=16_000, clip_seconds=1.0, n_mels=32, hop_length=160)
+    augment = AudioAugment(random_crop=False, gain_db=0, time_masks=2, time_mask_seconds=0.2, freq_masks=1)
+    processor = AudioProcessor(features, augment)
+    wave = torch.sin(torch.arange(12_000) / 16_000 * 2 * torch.pi * 440)  # 0.75 s: the rest is padding
+
+    def draw(seed: int):  # type: ignore[no-untyped-def]
+        return processor.prepare(wave, torch.Generator().manual_seed(seed))
+
+    clip = draw(0)
+    again = draw(0)
+    assert clip.time_spans == again.time_spans and clip.band_spans == again.band_spans  # seeded: exact resume
+    assert {tuple(draw(s).time_spans) for s in range(8)} != {tuple(clip.time_spans)}  # and they vary
+    assert all(0 <= a <= b <= 12_000 and b - a <= 3_200 for a, b in clip.time_spans)
+    plain = AudioProcessor(features).collate([wave])
+    masked = processor.collate([clip, None])
+    x, y = plain.x[0], masked.x[0]
+    assert torch.equal(masked.mask[0], plain.mask[0]) and masked.present.tolist() == [True, False]
+    changed_bands = {int(b) for b in (x != y).any(dim=1).nonzero()}
+    low, high = clip.band_spans[0]
+    assert set(range(low, high)) <= changed_bands
+    fill = x[:, plain.mask[0]].mean()
+    assert torch.allclose(y[low:high], fill.expand(high - low, y.shape[1]))
+    for start, end in clip.time_spans:  # every frame whose hop overlaps the span
+        assert torch.allclose(y[:, start // 160 : -(-end // 160)], fill)
+    kept_frames = torch.ones(x.shape[1], dtype=torch.bool)
+    for start, end in clip.time_spans:
+        kept_frames[start // 160 : -(-end // 160)] = False
+    kept_bands = [b for b in range(32) if not low <= b < high]
+    assert kept_frames.any() and torch.equal(x[kept_bands][:, kept_frames], y[kept_bands][:, kept_frames])
+    with pytest.raises(Exception, match="freq_masks need spectrogram features"):
+        AudioProcessor(AudioFeatures(kind="waveform"), AudioAugment(freq_masks=1))

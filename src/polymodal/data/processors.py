@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 from pydantic import Field
 
-from polymodal.config import Config
+from polymodal.config import Config, ConfigError
 from polymodal.data.audio import AudioFeatures, decode_audio
 from polymodal.data.image import decode_image
 from polymodal.data.text import TextTokenizer, pad_ids
@@ -207,10 +207,34 @@ def build_processor(modality: str, settings: Mapping[str, Any], directory: Path)
 
 
 class AudioAugment(Config):
-    """Training-time audio augmentation: a random window of a longer clip, and a random gain."""
+    """Training-time audio augmentation: a random window of a longer clip, a random gain, and SpecAugment's time
+    and frequency masks (Park et al. 2019): spans of frames and of bands set to the clip's mean feature."""
 
     random_crop: bool = True
     gain_db: float = Field(6.0, ge=0, description="gain drawn uniformly in [-gain_db, +gain_db] dB; 0: off")
+    time_masks: int = Field(0, ge=0, description="spans of frames masked per clip")
+    time_mask_seconds: float = Field(0.1, gt=0, description="each time mask's width, drawn in [0, this]")
+    freq_masks: int = Field(0, ge=0, description="spans of bands (mel or MFCC) masked per clip")
+    freq_mask_bands: int = Field(8, ge=1, description="each frequency mask's width, drawn in [0, this]")
+
+
+@dataclass
+class MaskedClip:
+    """A training clip with the SpecAugment spans drawn for it: ``[start, end)`` in samples and in bands."""
+
+    wave: torch.Tensor
+    time_spans: list[tuple[int, int]]
+    band_spans: list[tuple[int, int]]
+
+
+def _spans(count: int, width: int, total: int, generator: torch.Generator | None) -> list[tuple[int, int]]:
+    """``count`` spans of a width drawn in [0, ``width``] at uniform starts within ``total``."""
+    out = []
+    for _ in range(count):
+        w = int(torch.randint(min(width, total) + 1, (), generator=generator))
+        start = int(torch.randint(total - w + 1, (), generator=generator))
+        out.append((start, start + w))
+    return out
 
 
 @PROCESSORS.register("audio")
@@ -223,6 +247,10 @@ class AudioProcessor(Processor):
     def __init__(self, features: AudioFeatures | None = None, augment: AudioAugment | None = None) -> None:
         self.features = features or AudioFeatures()
         self.augment = augment
+        if augment is not None and augment.freq_masks and self.features.kind == "waveform":
+            raise ConfigError(
+                "audio augment: freq_masks need spectrogram features (kind log_mel or mfcc), not waveform"
+            )
 
     @property
     def deterministic(self) -> bool:
@@ -233,7 +261,7 @@ class AudioProcessor(Processor):
 
     def prepare(
         self, ref: Any, generator: torch.Generator | None = None, *, source: str | None = None, row: int | None = None
-    ) -> torch.Tensor:
+    ) -> torch.Tensor | MaskedClip:
         wave = (
             ref
             if isinstance(ref, torch.Tensor)
@@ -247,9 +275,16 @@ class AudioProcessor(Processor):
         if self.augment is not None and self.augment.gain_db > 0:
             gain_db = (torch.rand((), generator=generator) * 2 - 1) * self.augment.gain_db
             wave = wave * 10 ** (gain_db / 20)
+        if self.augment is not None and (self.augment.time_masks or self.augment.freq_masks):
+            width = round(self.augment.time_mask_seconds * self.features.sample_rate)
+            return MaskedClip(
+                wave,
+                _spans(self.augment.time_masks, width, wave.shape[-1], generator),
+                _spans(self.augment.freq_masks, self.augment.freq_mask_bands, self.features.channels, generator),
+            )
         return wave
 
-    def collate(self, values: Sequence[torch.Tensor | None]) -> ModalityBatch:
+    def collate(self, values: Sequence[torch.Tensor | MaskedClip | None]) -> ModalityBatch:
         present = torch.tensor([v is not None for v in values], dtype=torch.bool)
         if not any(present):
             return ModalityBatch(None, None, present)
@@ -258,10 +293,26 @@ class AudioProcessor(Processor):
         lengths = torch.zeros(len(values), dtype=torch.long)
         for i, v in enumerate(values):
             if v is not None:
-                waves[i, : v.shape[-1]] = v
-                lengths[i] = v.shape[-1]
+                wave = v.wave if isinstance(v, MaskedClip) else v
+                waves[i, : wave.shape[-1]] = wave
+                lengths[i] = wave.shape[-1]
         features = self.features(waves)  # (B, channels, frames); a waveform: (B, 1, samples)
-        return ModalityBatch(features, self.features.frame_mask(lengths, features.shape[-1]), present)
+        mask = self.features.frame_mask(lengths, features.shape[-1])
+        for i, v in enumerate(values):
+            if isinstance(v, MaskedClip):
+                self._spec_augment(features[i], mask[i], v)
+        return ModalityBatch(features, mask, present)
+
+    def _spec_augment(self, features: torch.Tensor, mask: torch.Tensor, clip: MaskedClip) -> None:
+        """Set ``clip``'s masked frames and bands of its (channels, frames) ``features`` to their mean over real
+        frames (in place)."""
+        real = features[:, mask]
+        fill = real.mean() if real.numel() else features.new_zeros(())
+        per_frame = 1 if self.features.kind == "waveform" else self.features.hop_length
+        for start, end in clip.time_spans:
+            features[:, start // per_frame : -(-end // per_frame)] = fill
+        for low, high in clip.band_spans:
+            features[low:high, :] = fill
 
     def settings(self) -> dict[str, Any]:
         return self.features.model_dump(mode="json")
