@@ -475,3 +475,20 @@ def test_processor_output_feeds_the_towers_from_a_file(hf_dirs, tmp_path):
     assert x.shape == (1, 1, 2000) and int(mask.sum()) == 800
     out = tower("hubert", hf_dirs).eval()(x, mask)
     assert out.mask.shape[1] == out.tokens.shape[1] and out.mask.any()
+
+
+def test_audio_cnn_flatten_keeps_the_band_groups_in_each_token() -> None:
+    """``frequency: flatten`` projects every band group's features (a pitch moved by 16 bands changes the token),
+    where ``mean`` averages the frequency axis away."""
+    from polymodal.modules.encoders import AudioCNN
+
+    torch.manual_seed(0)
+    flat = AudioCNN(channels=40, widths=(8, 16), width=32, frequency="flatten").eval()
+    assert flat.proj.in_features == 16 * 10  # 40 bands -> 20 -> 10 groups
+    x = torch.zeros(2, 40, 24)
+    x[0, 4:8], x[1, 20:24] = 5.0, 5.0  # the same tone, 16 bands apart
+    out = flat(x, torch.ones(2, 24, dtype=torch.bool))
+    assert out.tokens.shape == (2, 6, 32)
+    assert not torch.allclose(out.pooled[0], out.pooled[1], atol=1e-3)
+    with pytest.raises(ValueError, match="frequency='max' is not one of"):
+        AudioCNN(frequency="max")  # type: ignore[arg-type]

@@ -56,7 +56,10 @@ def _small_audio(kind: str, n_mels: int = 64) -> ComponentConfig:
     """A small audio tower over ``n_mels`` log-mel bands: ``cnn`` (PANNs-style, a token per 8 frames), ``transformer``
     (AST-style patches) or ``lstm`` (over the frames)."""
     if kind == "cnn":
-        return ComponentConfig(name="audio_cnn", params={"channels": n_mels, "widths": [16, 32, 64], "width": 128})
+        return ComponentConfig(
+            name="audio_cnn",
+            params={"channels": n_mels, "widths": [16, 32, 64], "width": 128, "frequency": "flatten"},
+        )
     if kind == "transformer":
         return ComponentConfig(
             name="audio_transformer",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -15,13 +16,21 @@ from polymodal.modules.layers import TransformerBlock, init_transformer_weights,
 
 
 class AudioCNN(Encoder):
-    """PANNs-style CNN: blocks of two 3x3 convolutions (BatchNorm, ReLU) each halving frequency and time, then
-    the frequency axis averaged away: one token per group of ``2 ** len(widths)`` frames. With gradient
+    """PANNs-style CNN: blocks of two 3x3 convolutions (BatchNorm, ReLU) each halving frequency and time, then the
+    frequency axis averaged away (``frequency: mean``, as PANNs) or kept (``flatten``: every band group's features
+    into the token, so the token knows where in frequency a sound is: its pitch, which convolutions followed by a
+    mean over frequency cannot tell): one token per group of ``2 ** len(widths)`` frames. With gradient
     checkpointing each block runs twice in training, so its BatchNorm statistics update twice (as in ``cnn``)."""
 
     modality = "audio"
 
-    def __init__(self, channels: int = 64, widths: tuple[int, ...] = (32, 64, 128), width: int = 128) -> None:
+    def __init__(
+        self,
+        channels: int = 64,
+        widths: tuple[int, ...] = (32, 64, 128),
+        width: int = 128,
+        frequency: Literal["mean", "flatten"] = "mean",
+    ) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         previous = 1
@@ -40,7 +49,11 @@ class AudioCNN(Encoder):
             previous = w
         self.stages = nn.ModuleList(layers)
         self.input_norm = nn.BatchNorm1d(channels)  # per-band statistics: log-mel bands differ by orders of magnitude
-        self.proj = nn.Linear(previous, width)
+        self.frequency = check_choice("frequency", frequency, ("mean", "flatten"))
+        bands = channels
+        for _ in widths:
+            bands = -(-bands // 2)  # each stage halves the bands, rounding up
+        self.proj = nn.Linear(previous * (bands if frequency == "flatten" else 1), width)
         self.output_dim = width
         self.downsample = 2 ** len(widths)
 
@@ -52,7 +65,11 @@ class AudioCNN(Encoder):
         use_ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for stage in self.stages:
             h = maybe_checkpoint(stage, h, enabled=use_ckpt)
-        tokens = self.proj(h.mean(dim=2).transpose(1, 2))  # (B, frames / downsample, width)
+        if self.frequency == "mean":
+            h = h.mean(dim=2)  # (B, widths[-1], frames / downsample)
+        else:
+            h = h.flatten(1, 2)  # (B, widths[-1] * bands, frames / downsample)
+        tokens = self.proj(h.transpose(1, 2))  # (B, frames / downsample, width)
         token_mask = None
         if mask is not None:  # a token holds sound when any of its frames does
             pooled = F.max_pool1d(mask.float().unsqueeze(1), self.downsample, ceil_mode=True).squeeze(1)
