@@ -108,7 +108,7 @@ STATEMENT_STEPS = 2
 VQA_STEPS = 6
 CAPTION_STEPS = 2
 # The audio suite's steps as multiples of --steps (docs/audio.md has the measurements).
-AUDIO_STEPS = {"bind": 3, "audiocap": 3, "sentiment": 2, "speaker": 1}
+AUDIO_STEPS = {"bind": 3, "audiocap": 2, "sentiment": 0.5, "speaker": 1}
 
 
 def demo(
@@ -300,14 +300,14 @@ def image_jobs(out: Path, steps: int, from_clip: bool, fusions: str) -> list[Dem
 def audio_jobs(steps: int) -> list[DemoJob]:
     """The audio suite: image, audio and text in one space (image<->audio never paired), a captioner of sounds, spoken
     sentiment fused and from each modality alone, and speakers on the pretrained voice tower."""
-    sentiment = AUDIO_STEPS["sentiment"] * steps
+    sentiment = round(AUDIO_STEPS["sentiment"] * steps)
     return [
-        DemoJob("bind", "shapes-audio-bind", AUDIO_STEPS["bind"] * steps),
-        DemoJob("audiocap", "shapes-audio-caption", AUDIO_STEPS["audiocap"] * steps),
+        DemoJob("bind", "shapes-audio-bind", round(AUDIO_STEPS["bind"] * steps)),
+        DemoJob("audiocap", "shapes-audio-caption", round(AUDIO_STEPS["audiocap"] * steps)),
         DemoJob("sentiment", "shapes-sentiment", sentiment),
         DemoJob("sentiment-text", "shapes-sentiment", sentiment, params={"source": None}),
         DemoJob("sentiment-audio", "shapes-sentiment", sentiment, params={"text": False}),
-        DemoJob("speaker", "shapes-speaker", AUDIO_STEPS["speaker"] * steps),
+        DemoJob("speaker", "shapes-speaker", round(AUDIO_STEPS["speaker"] * steps)),
     ]
 
 

@@ -58,8 +58,12 @@ class DemoBudget:
 
     def _predicted(self, job: PlannedJob, steps: int) -> float:
         """Seconds for ``job`` at ``steps`` on the reference machine: training plus evaluation."""
-        kind = job.label if job.label in self.costs["seconds_per_step"] else job.kind  # caption-lstm has its own
-        return self.costs["seconds_per_step"][kind] * steps + self.costs["eval_seconds"][kind]
+        key = self._key(job)
+        return self.costs["seconds_per_step"][key] * steps + self.costs["eval_seconds"][key]
+
+    def _key(self, job: PlannedJob) -> str:
+        """The job's own reference entry (caption-lstm, sentiment-text) if it has one, else its kind's."""
+        return job.label if job.label in self.costs["seconds_per_step"] else job.kind
 
     @property
     def slowdown(self) -> float:
@@ -76,8 +80,8 @@ class DemoBudget:
             return job.steps
         remaining = [j for j in self.jobs if j.label not in {d.label for d, _, _ in self.done}]
         left = self.seconds * PLAN_SHARE - (self.clock() - self.started)
-        fixed = sum(self.costs["eval_seconds"][j.kind] for j in remaining) * self.slowdown
-        per_full_scale = sum(self.costs["seconds_per_step"][j.kind] * j.steps for j in remaining) * self.slowdown
+        fixed = sum(self.costs["eval_seconds"][self._key(j)] for j in remaining) * self.slowdown
+        per_full_scale = sum(self.costs["seconds_per_step"][self._key(j)] * j.steps for j in remaining) * self.slowdown
         scale = 1.0 if per_full_scale <= 0 else min(1.0, max(MIN_SCALE, (left - fixed) / per_full_scale))
         self.scales[job.label] = scale
         return max(1, round(job.steps * scale))

@@ -497,6 +497,13 @@ def _write_example(
     return split, row, spoken, sentiment
 
 
+def _one_thread() -> None:
+    """A pool worker computes with one thread: the pool has a process per core already."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def _rows(indices: range, worker: partial, workers: int, fork: bool = True) -> Iterator[Any]:
     """``worker`` over ``indices`` in order; ``fork=False`` starts clean processes (a forked copy of a process
     whose torch or eSpeak NG threads have run can hang)."""
@@ -504,7 +511,7 @@ def _rows(indices: range, worker: partial, workers: int, fork: bool = True) -> I
         yield from map(worker, indices)
         return
     context = multiprocessing.get_context("fork" if fork else "spawn")
-    with context.Pool(workers) as pool:
+    with context.Pool(workers, initializer=None if fork else _one_thread) as pool:
         # imap keeps index order, so the manifests do not depend on scheduling.
         yield from pool.imap(worker, indices, chunksize=64)
 
