@@ -135,6 +135,38 @@ def test_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
     assert all(label in report for label in runs) and (tmp_path / "report.html").is_file()
 
 
+def test_audio_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
+    """``polymodal demo audio``: ShapesWorld with sound and speech, the six audio runs, their evaluations, a report."""
+    args = ["demo", "audio", "--out", str(tmp_path), "--n", "100", "--steps", "2", "--precision", "no", "--json"]
+    result = runner.invoke(DEMO_APP, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    runs = doc["runs"]
+    assert doc["suite"] == "audio" and doc["data"]["total"] == 110
+    assert set(runs) == {"bind", "audiocap", "sentiment", "sentiment-text", "sentiment-audio", "speaker"}
+    assert all((tmp_path / "shapes" / f"{view}test.jsonl").is_file() for view in ("", "speech_", "sentiment_"))
+    bind = runs["bind"]["scores"]
+    for split in ("test", "test_novel"):
+        assert {"a2t_R@1", "t2a_R@1", "i2a_R@1", "a2i_R@1"} <= set(bind["shapes-audio-retrieval"][split]["metrics"])
+        assert "color_accuracy" in bind["shapes-audio-zeroshot"][split]["metrics"]
+        assert "CIDEr-D" in runs["audiocap"]["scores"]["shapes-audio-caption"][split]["metrics"]
+        assert 0 <= runs["speaker"]["scores"]["shapes-speaker"][split]["metrics"]["accuracy"] <= 1
+    # Each baseline reads one modality; the fused model is also scored with each modality dropped.
+    towers = {
+        label: json.loads((tmp_path / label / "best" / "config.json").read_text())["config"]["encoders"]
+        for label in ("sentiment", "sentiment-text", "sentiment-audio")
+    }
+    assert {k: sorted(v) for k, v in towers.items()} == {
+        "sentiment": ["audio", "text"],
+        "sentiment-text": ["text"],
+        "sentiment-audio": ["audio"],
+    }
+    fused = json.loads((tmp_path / "sentiment" / "eval.json").read_text())["results"][0]
+    assert set(fused["robustness"]["missing_modality"]) == {"none", "audio", "text"}
+    report = (tmp_path / "report.md").read_text()
+    assert "ShapesWorld audio demo" in report and all(label in report for label in runs)
+
+
 def _tuned(fusion: str | None, fine_tune: FineTune, recipe: str = "shapes-fusion-imagenet"):  # type: ignore[no-untyped-def]
     """The recipe the demo trains for a job with this fine-tuning (and preset fusion)."""
     params = {"fusion": fusion} if fusion else {}
