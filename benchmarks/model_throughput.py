@@ -88,9 +88,8 @@ def main() -> None:
             seconds = (time.perf_counter() - start) / args.steps
             millions = sum(p.numel() for p in model.parameters()) / 1e6
             mfu = flops / seconds / (peaks[precision] * 1e9)  # against the peak of the precision this step ran in
-            print(
-                f"{label:40} {millions:7.2f}M {precision:>9} {args.batch / seconds:10.1f} {flops / 1e9:11.2f} {mfu:6.1%}"
-            )
+            rate = args.batch / seconds
+            print(f"{label:40} {millions:7.2f}M {precision:>9} {rate:10.1f} {flops / 1e9:11.2f} {mfu:6.1%}")
 
 
 if __name__ == "__main__":
