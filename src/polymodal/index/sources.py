@@ -14,11 +14,9 @@ from pathlib import Path
 
 from polymodal.data.errors import BadSampleLog
 from polymodal.data.readers import open_dataset
-from polymodal.data.readers.base import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
+from polymodal.data.readers.base import media_kind
 from polymodal.data.schema import MediaRef, Sample
 from polymodal.index.store import MEDIA_KINDS, Item
-
-EXTENSIONS = {"image": IMAGE_EXTENSIONS, "audio": AUDIO_EXTENSIONS}  # media kind -> file extensions
 
 
 @dataclass
@@ -29,11 +27,7 @@ class SourceItem:
 
 def file_kind(name: str | os.PathLike | None) -> str | None:
     """The media kind of a file by its extension (``image``, ``audio``), or None (hidden files, anything else)."""
-    if name is None:
-        return None
-    base = Path(name).name
-    extension = base.rpartition(".")[2].lower()
-    return None if base.startswith(".") else next((k for k, exts in EXTENSIONS.items() if extension in exts), None)
+    return None if name is None else media_kind(name)
 
 
 def media_file(kind: str, path: str | None) -> str | None:

@@ -23,6 +23,18 @@ from polymodal.data.schema import QA, Label, MediaRef, Sample, Statement
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"})
 AUDIO_EXTENSIONS = frozenset({"wav", "flac", "mp3", "ogg", "m4a"})
 VIDEO_EXTENSIONS = frozenset({"mp4", "webm", "avi", "mkv", "mov"})
+# The media a folder of files may hold, by extension (video has no processor yet).
+MEDIA_EXTENSIONS = {"image": IMAGE_EXTENSIONS, "audio": AUDIO_EXTENSIONS}
+
+
+def media_kind(name: str | os.PathLike[str]) -> str | None:
+    """``image`` or ``audio`` by a file's extension; None for anything else and for hidden files."""
+    base = os.path.basename(os.fspath(name))
+    if base.startswith("."):
+        return None
+    extension = base.rpartition(".")[2].lower()
+    return next((kind for kind, extensions in MEDIA_EXTENSIONS.items() if extension in extensions), None)
+
 
 # Row keys with a meaning of their own; every other key goes into ``Sample.metadata``.
 MEDIA_FIELDS = ("image", "audio", "video")

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from polymodal.data.errors import BadSampleError, BadSampleLog
-from polymodal.data.readers.base import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, PathResolver, resolve_log
+from polymodal.data.readers.base import PathResolver, media_kind, resolve_log
 from polymodal.data.schema import Sample
 
 
@@ -28,7 +28,7 @@ def is_class_folders(root: str | os.PathLike) -> bool:
         return False
     for name in class_folders(base):
         for _, _, files in os.walk(base / name):
-            if any(_media_field(f) for f in files):
+            if any(media_kind(f) for f in files):
                 return True
     return False
 
@@ -53,14 +53,6 @@ def read_class_folders(
     return _samples(base, names, resolve_log(strict, bad_log))
 
 
-def _media_field(filename: str) -> str | None:
-    """``image`` or ``audio`` by the file's extension; None for anything else (and hidden files)."""
-    if filename.startswith("."):
-        return None
-    extension = filename.rpartition(".")[2].lower()
-    return "image" if extension in IMAGE_EXTENSIONS else "audio" if extension in AUDIO_EXTENSIONS else None
-
-
 def _samples(base: Path, names: list[str], log: BadSampleLog) -> Iterator[Sample]:
     index = {name: i for i, name in enumerate(names)}
     resolver = PathResolver(base, str(base))
@@ -71,11 +63,11 @@ def _samples(base: Path, names: list[str], log: BadSampleLog) -> Iterator[Sample
         # resolved and checked against the root below.
         for dirpath, dirnames, files in os.walk(folder):
             dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for filename in sorted(f for f in files if _media_field(f)):
+            for filename in sorted(f for f in files if media_kind(f)):
                 row += 1
                 rel = (Path(dirpath) / filename).relative_to(base).as_posix()
                 try:
-                    field = _media_field(filename)
+                    field = media_kind(filename)
                     path = resolver.resolve(rel, field, row, sample_id=rel)
                 except BadSampleError as e:
                     log.record(e)
