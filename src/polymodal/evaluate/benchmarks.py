@@ -293,27 +293,36 @@ def _load_shapes_statements(ctx: EvalContext, split: str) -> LoadedSplit:
     return LoadedSplit("shapes-statements", split, "accuracy", score, tuple(model.modalities))
 
 
+def _labelled_clips(
+    ctx: EvalContext, name: str, split: str, view: str, types: Callable[[Sample], str | None]
+) -> passes.Statements:
+    """The rows of ``{view}{split}.jsonl`` as (clip, text, class) for a classifier; ``types`` names the group each
+    row's accuracy is also reported for."""
+    samples = _shapes_split(ctx, name, split, view)
+    # Class index -> name as trained (answers.json), else the sorted label names, as training numbers them.
+    classes = ctx.saved.answers or sorted({str(s.label) for s in samples})
+    unknown = next((s for s in samples if str(s.label) not in classes), None)
+    if unknown is not None:
+        raise ValueError(f"{unknown.where()}: label {unknown.label!r} is not one of the model's classes {classes}")
+    return passes.Statements(
+        items=_items(samples, "audio"),
+        item_index=list(range(len(samples))),
+        texts=[t[0] for t in _items(samples, "text")],
+        labels=[classes.index(str(s.label)) for s in samples],
+        types=[types(s) for s in samples],
+        classes=classes,
+        modality="audio",
+    )
+
+
 def _load_shapes_sentiment(ctx: EvalContext, split: str) -> LoadedSplit:
     """Spoken sentences (``sentiment_{split}.jsonl``) whose label needs the words and how they are said: accuracy
     of an audio + text fusion classifier, and (``--robustness``) with each modality dropped; or of a unimodal
     baseline (audio alone, text alone)."""
     name = "shapes-sentiment"
     model = _fusion_classifier(ctx, name, {"audio", "text"}, any_of=True)  # the unimodal baselines too
-    samples = _shapes_split(ctx, name, split, "sentiment_")
-    # Class index -> name as trained (answers.json), else the sorted label names, as training numbers them.
-    classes = ctx.saved.answers or sorted({str(s.label) for s in samples})
-    unknown = next((s for s in samples if str(s.label) not in classes), None)
-    if unknown is not None:
-        raise ValueError(f"{unknown.where()}: label {unknown.label!r} is not one of the model's classes {classes}")
-    st = passes.Statements(
-        items=_items(samples, "audio"),
-        item_index=list(range(len(samples))),
-        texts=[t[0] for t in _items(samples, "text")],
-        labels=[classes.index(str(s.label)) for s in samples],
-        types=[s.metadata.get("delivery") for s in samples],  # sincere / sarcastic: where the words mislead
-        classes=classes,
-        modality="audio",
-    )
+    # Per delivery (sincere / sarcastic): where the words mislead.
+    st = _labelled_clips(ctx, name, split, "sentiment_", lambda s: s.metadata.get("delivery"))
 
     def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
         return passes.statements(ctx, st, image_fn, drop, full)
@@ -323,23 +332,11 @@ def _load_shapes_sentiment(ctx: EvalContext, split: str) -> LoadedSplit:
 
 
 def _load_shapes_speaker(ctx: EvalContext, split: str) -> LoadedSplit:
-    """Who is speaking (``speech_{split}.jsonl``, label = the eSpeak voice): accuracy of an audio classifier."""
+    """Who is speaking (``speech_{split}.jsonl``, label = the eSpeak voice): accuracy of an audio classifier, and
+    per speaker."""
     name = "shapes-speaker"
     _fusion_classifier(ctx, name, {"audio"})
-    samples = _shapes_split(ctx, name, split, "speech_")
-    classes = ctx.saved.answers or sorted({str(s.label) for s in samples})
-    unknown = next((s for s in samples if str(s.label) not in classes), None)
-    if unknown is not None:
-        raise ValueError(f"{unknown.where()}: speaker {unknown.label!r} is not one of the model's classes {classes}")
-    st = passes.Statements(
-        items=_items(samples, "audio"),
-        item_index=list(range(len(samples))),
-        texts=[t[0] for t in _items(samples, "text")],
-        labels=[classes.index(str(s.label)) for s in samples],
-        types=[str(s.label) for s in samples],  # per-speaker accuracy
-        classes=classes,
-        modality="audio",
-    )
+    st = _labelled_clips(ctx, name, split, "speech_", lambda s: str(s.label))
 
     def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
         return passes.statements(ctx, st, image_fn, drop, full)
