@@ -112,6 +112,7 @@ def test_untrusted_text_is_escaped(three_runs: Built) -> None:
 def test_markdown_assets_exist(three_runs: Built) -> None:
     refs = re.findall(r"\]\((report_assets/[^)]+\.png)\)", three_runs.md)
     assert len(set(refs)) == three_runs.payload["assets"] == len(list((three_runs.out / "report_assets").glob("*.png")))
+    assert three_runs.payload["clips"] == 0  # image runs: no sound clips
     for ref in refs:
         assert (three_runs.out / ref).is_file()
     # Expected plots: metrics comparison, per-class, corruptions, missing modality, 3 confusion

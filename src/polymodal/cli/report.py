@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.text import Text
 
 from polymodal.cli.output import JsonOption, console, emit_json, fail
+
+if TYPE_CHECKING:
+    from polymodal.report import WrittenReport
 
 
 def report(
@@ -23,8 +27,9 @@ def report(
 ) -> None:
     """Report evaluation results (from `polymodal eval`) and training runs side by side.
 
-    Writes report.md (+ report_assets/*.png) and a self-contained report.html: metric tables
-    with 95% CIs per benchmark and split, plots and example grids.
+    Writes report.md (+ report_assets/: PNGs, and FLAC clips of sound examples) and a self-contained report.html:
+    metric tables with 95% CIs per benchmark and split, plots and example grids (spectrograms and players for
+    sounds).
     """
     from polymodal.evaluate.results import ResultFileError
     from polymodal.report import write_report
@@ -37,6 +42,7 @@ def report(
         "markdown": str(written.markdown),
         "html": str(written.html),
         "assets": written.assets,
+        "clips": written.clips,
         "runs": written.runs,
         "warnings": written.warnings,
     }
@@ -47,5 +53,11 @@ def report(
         console.print(Text(f"warning: {warning}", style="yellow"), soft_wrap=True)
     console.print(Text(f"report for {len(written.runs)} run(s): {', '.join(written.runs)}"), soft_wrap=True)
     console.print(
-        Text(f"  {written.html}\n  {written.markdown} (+ {written.assets} PNGs in report_assets/)"), soft_wrap=True
+        Text(f"  {written.html}\n  {written.markdown} (+ {_assets(written)} in report_assets/)"), soft_wrap=True
     )
+
+
+def _assets(written: WrittenReport) -> str:
+    """What report_assets/ holds: PNG pictures and, for sound examples, FLAC clips."""
+    clips = f" and {written.clips} FLAC clips" if written.clips else ""
+    return f"{written.assets} PNGs{clips}"
