@@ -1,11 +1,12 @@
-"""Export an image-text embedding model's towers to ONNX: ``image_encoder.onnx``, ``text_encoder.onnx`` and
-``export.json`` (inputs, outputs, preprocessing), plus the tokenizer.
+"""Export an embedding model's towers to ONNX: ``image_encoder.onnx``, ``text_encoder.onnx``, ``audio_encoder.onnx``
+(those the model has) and ``export.json`` (inputs, outputs, preprocessing, audio features), plus the tokenizer.
 
 Exporter: ``torch.onnx.export(..., dynamo=True)``, the torch.export-based exporter that is the
 default since torch 2.9. The TorchScript exporter (``dynamo=False``) also handles these
 towers on torch 2.13 and is faster to run, but it is deprecated there and emits a warning
 on every call; the dynamo path is the one that keeps working. Batch (and, for text, sequence
-length) are dynamic dimensions, so one file serves any batch size.
+length) are dynamic dimensions, so one file serves any batch size; audio channels and frames are fixed by the
+saved features (every clip is cropped or padded to ``clip_seconds``).
 
 Every export is checked before it is written: onnxruntime must reproduce PyTorch on the
 example inputs (``max_abs_diff`` in export.json), else nothing is written.
@@ -17,21 +18,25 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from polymodal.export.source import DualEncoderSource, ExportError, load_dual_encoder
+from polymodal.data.audio import AudioFeatures
+from polymodal.export.source import ExportError, ExportSource, load_export_source
 from polymodal.fsutil import atomic_directory
 from polymodal.models import EmbeddingModel
 from polymodal.version import __version__
 
 IMAGE_FILE = "image_encoder.onnx"
 TEXT_FILE = "text_encoder.onnx"
+AUDIO_FILE = "audio_encoder.onnx"
 MANIFEST_FILE = "export.json"
 TOKENIZER_DIR = "tokenizer"
 CHECK_TOLERANCE = 1e-4
+TOWERS = ("image", "text", "audio")  # export and manifest order (image-text exports keep their layout)
+PARTS = {"image": "image_encoder", "text": "text_encoder", "audio": "audio_encoder"}  # manifest key per modality
 
 
 def require_onnx() -> None:
@@ -68,8 +73,33 @@ class TextTower(nn.Module):
         return self.model.embed("text", input_ids, attention_mask.bool())
 
 
-def _example_text(source: DualEncoderSource) -> tuple[Tensor, Tensor]:
+class AudioTower(nn.Module):
+    """audio_features (B, channels, frames) float32, audio_mask (B, frames) int64 1/0 -> audio_embeds (B, D), unit
+    norm."""
+
+    def __init__(self, model: EmbeddingModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, audio_features: Tensor, audio_mask: Tensor) -> Tensor:
+        return self.model.embed("audio", audio_features, audio_mask.bool())
+
+
+def _example_audio(features: AudioFeatures) -> tuple[Tensor, Tensor]:
+    """Two tones through polymodal's own AudioProcessor, the second half the clip long: real features and a real
+    padded mask, as inference computes them."""
+    from polymodal.data.processors import AudioProcessor
+
+    t = torch.arange(features.clip_samples) / features.sample_rate
+    waves = [0.5 * torch.sin(2 * torch.pi * 440 * t), 0.5 * torch.sin(2 * torch.pi * 880 * t[: max(1, len(t) // 2)])]
+    x, mask = AudioProcessor(features).batch(waves)
+    assert mask is not None  # an audio batch always has a frame mask
+    return x, mask.long()
+
+
+def _example_text(source: ExportSource) -> tuple[Tensor, Tensor]:
     # Batch 2 and length >= 2 with real padding: torch.export specialises dimensions of size 1.
+    assert source.max_length is not None  # a text tower's source always has one
     length = min(8, source.max_length)
     ids = torch.randint(5, 20, (2, length))
     if source.tokenizer is not None:
@@ -122,59 +152,103 @@ def export_onnx(
     opset: int | None = None,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Export the towers of the dual encoder at ``model_path`` into ``out``; returns export.json's content."""
+    """Export every tower of the embedding model at ``model_path`` into ``out``; returns export.json's content."""
     require_onnx()
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ExportError(f"{out}: directory exists and is not empty (pass overwrite=True / --overwrite to replace it)")
-    source = load_dual_encoder(model_path)
+    source = load_export_source(model_path)
     model = source.model.eval().float()
-    size = source.preprocess.image_size
     batch = torch.export.Dim("batch", min=1)
-    sequence = torch.export.Dim("sequence", min=1, max=source.max_length)
-    pixels = torch.randn(2, 3, size, size)
-    ids, mask = _example_text(source)
-
+    diffs: dict[str, float] = {}
+    used_opset = 0
     with atomic_directory(out) as tmp:
-        image_diff, used_opset = _export_one(
-            ImageTower(model),
-            (pixels,),
-            ["pixel_values"],
-            "image_embeds",
-            {"pixel_values": {0: batch}},
-            tmp / IMAGE_FILE,
-            opset,
-        )
-        text_diff, _ = _export_one(
-            TextTower(model),
-            (ids, mask),
-            ["input_ids", "attention_mask"],
-            "text_embeds",
-            {"input_ids": {0: batch, 1: sequence}, "attention_mask": {0: batch, 1: sequence}},
-            tmp / TEXT_FILE,
-            opset,
-        )
-        if max(image_diff, text_diff) > CHECK_TOLERANCE:
-            raise ExportError(
-                f"onnxruntime differs from PyTorch by {max(image_diff, text_diff):.2e} "
-                f"(> {CHECK_TOLERANCE}); nothing written"
-            )
+        for modality in TOWERS:
+            if modality not in source.modalities:
+                continue
+            t = _tower(modality, source, model, batch)
+            try:
+                diffs[modality], used_opset = _export_one(
+                    t.module, t.args, t.names, t.output, t.dynamic, tmp / t.file, opset
+                )
+            except ExportError:
+                raise
+            except Exception as e:  # the exporter and onnxruntime fail in many types; name the tower that failed
+                raise ExportError(
+                    f"the dynamo ONNX exporter cannot export the {modality} tower ({_tower_kind(model, modality)}): "
+                    f"{_reason(e)}; nothing written"
+                ) from e
+        worst = max(diffs.values())
+        if worst > CHECK_TOLERANCE:
+            raise ExportError(f"onnxruntime differs from PyTorch by {worst:.2e} (> {CHECK_TOLERANCE}); nothing written")
         if source.tokenizer is not None:
             source.tokenizer.save(tmp / TOKENIZER_DIR)
-        manifest = _manifest(source, image_diff, text_diff, used_opset)
+        manifest = _manifest(source, diffs, used_opset)
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
 
 
-def _manifest(source: DualEncoderSource, image_diff: float, text_diff: float, opset: int) -> dict[str, Any]:
-    """What a consumer in any language needs to feed the two graphs."""
-    size, dim = source.preprocess.image_size, source.model.embed_dim
+class Tower(NamedTuple):
+    """One tower to export: its wrapper module, example inputs, input and output names, dynamic dimensions, file."""
+
+    module: nn.Module
+    args: tuple[Tensor, ...]
+    names: list[str]
+    output: str
+    dynamic: dict[str, dict[int, Any]]
+    file: str
+
+
+def _tower(modality: str, source: ExportSource, model: EmbeddingModel, batch: Any) -> Tower:
+    if modality == "image":
+        assert source.preprocess is not None  # an image tower's source always has one
+        size = source.preprocess.image_size
+        return Tower(
+            ImageTower(model),
+            (torch.randn(2, 3, size, size),),
+            ["pixel_values"],
+            "image_embeds",
+            {"pixel_values": {0: batch}},
+            IMAGE_FILE,
+        )
+    if modality == "text":
+        sequence = torch.export.Dim("sequence", min=1, max=source.max_length)
+        dims = {0: batch, 1: sequence}
+        names = ["input_ids", "attention_mask"]
+        return Tower(
+            TextTower(model), _example_text(source), names, "text_embeds", dict.fromkeys(names, dims), TEXT_FILE
+        )
+    assert source.audio is not None  # an audio tower's source always has its features
+    names = ["audio_features", "audio_mask"]
+    return Tower(
+        AudioTower(model),
+        _example_audio(source.audio),
+        names,
+        "audio_embeds",
+        dict.fromkeys(names, {0: batch}),
+        AUDIO_FILE,
+    )
+
+
+def _tower_kind(model: EmbeddingModel, modality: str) -> str:
+    """The tower's registered name (``audio_cnn``) when the model has a polymodal config, else its class."""
+    component = getattr(getattr(model, "config", None), "encoders", {}).get(modality)
+    return getattr(component, "name", None) or type(model.encoders[modality]).__name__
+
+
+def _reason(error: BaseException) -> str:
+    """The innermost cause's type and first line: the exporter wraps the real reason in pages of advice."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    first = next((line for line in str(error).splitlines() if line.strip()), "")
+    return f"{type(error).__name__}: {first[:300]}"
+
+
+def _manifest(source: ExportSource, diffs: dict[str, float], opset: int) -> dict[str, Any]:
+    """What a consumer in any language needs to feed each graph."""
+    dim = source.model.embed_dim
     embeds = {"dtype": "float32", "shape": ["batch", dim], "l2_normalized": True}
-    preprocess = source.preprocess.to_dict()
-    # HF checkpoints floor the centre-crop offsets, polymodal rounds them (see interop.preprocess).
-    preprocess["crop_offsets"] = "floor" if source.kind == "hf-clip" else "round"
-    tokenizer = source.tokenizer
-    return {
+    manifest: dict[str, Any] = {
         "format": "onnx",
         "polymodal_version": __version__,
         "torch_version": torch.__version__,
@@ -182,29 +256,68 @@ def _manifest(source: DualEncoderSource, image_diff: float, text_diff: float, op
         "opset": opset,
         "source": {"kind": source.kind, "path": str(source.path)},
         "embed_dim": dim,
-        "image_encoder": {
-            "file": IMAGE_FILE,
-            "inputs": [{"name": "pixel_values", "dtype": "float32", "shape": ["batch", 3, size, size]}],
-            "outputs": [{"name": "image_embeds", **embeds}],
-            "preprocess": preprocess,
-            "max_abs_diff": image_diff,
-        },
-        "text_encoder": {
-            "file": TEXT_FILE,
-            "inputs": [
-                {"name": "input_ids", "dtype": "int64", "shape": ["batch", "sequence"]},
-                {
-                    "name": "attention_mask",
-                    "dtype": "int64",
-                    "shape": ["batch", "sequence"],
-                    "values": "1 = token, 0 = padding",
-                },
-            ],
-            "outputs": [{"name": "text_embeds", **embeds}],
-            "max_length": source.max_length,
-            "tokenizer": None
-            if tokenizer is None
-            else {"dir": TOKENIZER_DIR, "pad_id": tokenizer.pad_id, "padding": "right"},
-            "max_abs_diff": text_diff,
-        },
+    }
+    entries = {"image": _image_entry, "text": _text_entry, "audio": _audio_entry}
+    for modality, diff in diffs.items():
+        manifest[PARTS[modality]] = entries[modality](source, embeds, diff)
+    return manifest
+
+
+def _image_entry(source: ExportSource, embeds: dict[str, Any], diff: float) -> dict[str, Any]:
+    assert source.preprocess is not None
+    size = source.preprocess.image_size
+    preprocess = source.preprocess.to_dict()
+    # HF checkpoints floor the centre-crop offsets, polymodal rounds them (see interop.preprocess).
+    preprocess["crop_offsets"] = "floor" if source.kind == "hf-clip" else "round"
+    return {
+        "file": IMAGE_FILE,
+        "inputs": [{"name": "pixel_values", "dtype": "float32", "shape": ["batch", 3, size, size]}],
+        "outputs": [{"name": "image_embeds", **embeds}],
+        "preprocess": preprocess,
+        "max_abs_diff": diff,
+    }
+
+
+def _text_entry(source: ExportSource, embeds: dict[str, Any], diff: float) -> dict[str, Any]:
+    tokenizer = source.tokenizer
+    return {
+        "file": TEXT_FILE,
+        "inputs": [
+            {"name": "input_ids", "dtype": "int64", "shape": ["batch", "sequence"]},
+            {
+                "name": "attention_mask",
+                "dtype": "int64",
+                "shape": ["batch", "sequence"],
+                "values": "1 = token, 0 = padding",
+            },
+        ],
+        "outputs": [{"name": "text_embeds", **embeds}],
+        "max_length": source.max_length,
+        "tokenizer": None
+        if tokenizer is None
+        else {"dir": TOKENIZER_DIR, "pad_id": tokenizer.pad_id, "padding": "right"},
+        "max_abs_diff": diff,
+    }
+
+
+def _audio_entry(source: ExportSource, embeds: dict[str, Any], diff: float) -> dict[str, Any]:
+    features = source.audio
+    assert features is not None
+    channels, frames = features.channels, features.frames(features.clip_samples)
+    return {
+        "file": AUDIO_FILE,
+        "inputs": [
+            {"name": "audio_features", "dtype": "float32", "shape": ["batch", channels, frames]},
+            {
+                "name": "audio_mask",
+                "dtype": "int64",
+                "shape": ["batch", frames],
+                "values": "1 = the frame starts inside the clip, 0 = padding after a shorter clip",
+            },
+        ],
+        "outputs": [{"name": "audio_embeds", **embeds}],
+        # How a clip becomes audio_features: decode to mono at sample_rate, crop or zero-pad to clip_seconds, then
+        # log-mel (or MFCC, or the waveform itself, per kind) with these STFT and mel settings.
+        "features": features.model_dump(mode="json"),
+        "max_abs_diff": diff,
     }

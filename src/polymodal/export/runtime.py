@@ -1,4 +1,4 @@
-"""Run an exported dual encoder with onnxruntime alone (no PyTorch model needed)."""
+"""Run an export with onnxruntime (no PyTorch model needed): whichever of the image, text and audio towers it has."""
 
 from __future__ import annotations
 
@@ -12,14 +12,17 @@ import numpy as np
 import torch
 from PIL import Image
 
+from polymodal.data.audio import AudioFeatures
+from polymodal.data.processors import AudioProcessor
 from polymodal.data.text import TextTokenizer
 from polymodal.data.transforms import ImagePreprocess
-from polymodal.export.onnx import MANIFEST_FILE, ExportError, require_onnx
+from polymodal.export.onnx import MANIFEST_FILE, PARTS, ExportError, require_onnx
 from polymodal.interop.preprocess import HFImagePreprocess
 
 
-class OnnxDualEncoder:
-    """``embed_images``/``embed_text`` over ``image_encoder.onnx``/``text_encoder.onnx``."""
+class OnnxEmbedder:
+    """``embed_images``/``embed_text``/``embed_audio`` over the towers an export holds; only those are loaded, and
+    asking for another raises ExportError."""
 
     def __init__(self, directory: str | os.PathLike[str], threads: int | None = None) -> None:
         require_onnx()
@@ -35,33 +38,85 @@ class OnnxDualEncoder:
         # the host's cores: no oversubscription beside torch or FAISS.
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
+        self.sessions: dict[str, Any] = {
+            modality: ort.InferenceSession(
+                str(self.directory / self.manifest[part]["file"]), options, providers=["CPUExecutionProvider"]
+            )
+            for modality, part in PARTS.items()
+            if part in self.manifest
+        }
+        self.preprocess: ImagePreprocess | None = None
+        if "image" in self.sessions:
+            pre = dict(self.manifest["image_encoder"]["preprocess"])
+            floor = pre.pop("crop_offsets", "round") == "floor"
+            self.preprocess = (HFImagePreprocess if floor else ImagePreprocess).from_dict(pre)
+        self.tokenizer: TextTokenizer | None = None
+        self.max_length: int | None = None
+        if "text" in self.sessions:
+            tok = self.manifest["text_encoder"].get("tokenizer")
+            self.tokenizer = TextTokenizer.load(self.directory / tok["dir"]) if tok else None
+            self.max_length = int(self.manifest["text_encoder"]["max_length"])
+        self.audio: AudioProcessor | None = None
+        if "audio" in self.sessions:
+            self.audio = AudioProcessor(AudioFeatures.model_validate(self.manifest["audio_encoder"]["features"]))
 
-        def session(part: str) -> Any:
-            path = str(self.directory / self.manifest[part]["file"])
-            return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    @property
+    def modalities(self) -> list[str]:
+        return sorted(self.sessions)
 
-        self.image_session, self.text_session = session("image_encoder"), session("text_encoder")
-        pre = dict(self.manifest["image_encoder"]["preprocess"])
-        floor = pre.pop("crop_offsets", "round") == "floor"
-        self.preprocess = (HFImagePreprocess if floor else ImagePreprocess).from_dict(pre)
-        tok = self.manifest["text_encoder"].get("tokenizer")
-        self.tokenizer = TextTokenizer.load(self.directory / tok["dir"]) if tok else None
-        self.max_length = int(self.manifest["text_encoder"]["max_length"])
+    def _require(self, modality: str) -> None:
+        if modality not in self.sessions:
+            raise ExportError(f"{self.directory}: the export has no {modality} tower; it has {self.modalities}")
+
+    def _run(self, modality: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        self._require(modality)
+        return self.sessions[modality].run(None, feeds)[0]
+
+    @property
+    def image_session(self) -> Any:
+        return self.sessions.get("image")
+
+    @property
+    def text_session(self) -> Any:
+        return self.sessions.get("text")
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """(N, 3, S, S) float32 -> (N, D)."""
-        return self.image_session.run(None, {"pixel_values": np.ascontiguousarray(pixels, dtype=np.float32)})[0]
+        return self._run("image", {"pixel_values": np.ascontiguousarray(pixels, dtype=np.float32)})
 
     def embed_ids(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """(N, T) int64 ids and 1/0 mask -> (N, D)."""
         feeds = {"input_ids": input_ids.astype(np.int64), "attention_mask": attention_mask.astype(np.int64)}
-        return self.text_session.run(None, feeds)[0]
+        return self._run("text", feeds)
+
+    def embed_features(self, features: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """(N, channels, frames) float32 audio features and (N, frames) 1/0 frame mask -> (N, D)."""
+        feeds = {
+            "audio_features": np.ascontiguousarray(features, dtype=np.float32),
+            "audio_mask": np.asarray(mask).astype(np.int64),
+        }
+        return self._run("audio", feeds)
 
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        self._require("image")
+        assert self.preprocess is not None  # loaded with the image tower
         return self.embed_pixels(np.stack([self.preprocess.to_tensor(img).numpy() for img in images]))
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
-        if self.tokenizer is None:
+        self._require("text")
+        if self.tokenizer is None or self.max_length is None:
             raise ExportError(f"{self.directory}: the export has no tokenizer/; use embed_ids")
         ids, mask = self.tokenizer.encode_batch(list(texts), self.max_length)
         return self.embed_ids(ids.numpy(), mask.numpy())
+
+    def embed_audio(self, clips: Sequence[str | os.PathLike[str] | bytes]) -> np.ndarray:
+        """Audio files (paths) or their encoded bytes -> (N, D): decoded, cropped or padded and turned into features
+        by polymodal's AudioProcessor with the export's settings."""
+        self._require("audio")
+        assert self.audio is not None  # loaded with the audio tower
+        x, mask = self.audio.batch(list(clips))
+        assert mask is not None  # an audio batch always has a frame mask
+        return self.embed_features(x.numpy(), mask.numpy())
+
+
+OnnxDualEncoder = OnnxEmbedder  # the image-text name, kept for existing callers

@@ -1,5 +1,6 @@
-"""What an export starts from: an image-text embedding model with its tokenizer and image preprocessing,
-loaded from a polymodal model directory or a Hugging Face CLIP checkpoint."""
+"""What an export starts from: an embedding model over any of image, text and audio, with what its towers' inputs
+need (tokenizer, image preprocessing, audio features), loaded from a polymodal model directory or a Hugging Face
+CLIP checkpoint."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from polymodal.data.audio import AudioFeatures
 from polymodal.data.text import TextTokenizer
 from polymodal.data.transforms import ImagePreprocess
 from polymodal.models import EmbeddingModel
+
+EXPORTABLE = ("audio", "image", "text")
 
 
 class ExportError(ValueError):
@@ -17,28 +21,40 @@ class ExportError(ValueError):
 
 
 @dataclass
-class DualEncoderSource:
+class ExportSource:
+    """A tower's inputs are known for each modality the model has: ``preprocess`` for image, ``tokenizer`` (None:
+    ids only) and ``max_length`` for text, ``audio`` for audio."""
+
     model: EmbeddingModel
     tokenizer: TextTokenizer | None
-    preprocess: ImagePreprocess
-    max_length: int  # longest token sequence the text tower accepts
+    preprocess: ImagePreprocess | None
+    max_length: int | None  # longest token sequence the text tower accepts
     kind: str  # "polymodal" or "hf-clip"
     path: Path
+    audio: AudioFeatures | None = None
+
+    @property
+    def modalities(self) -> list[str]:
+        return sorted(self.model.modalities)
 
 
-def load_dual_encoder(path: str | os.PathLike[str]) -> DualEncoderSource:
-    """A polymodal dual-encoder directory (or run directory), or a Hugging Face CLIPModel
-    directory or Hub id (resolved to a local snapshot; a clear error when offline and not cached)."""
+DualEncoderSource = ExportSource  # the image-text case's former name
+
+
+def load_export_source(path: str | os.PathLike[str]) -> ExportSource:
+    """A polymodal embedding-model directory (or run directory) over any of audio, image and text, or a Hugging Face
+    CLIPModel directory or Hub id (resolved to a local snapshot; a clear error when offline and not cached)."""
     from polymodal.interop import detect_hf_kind, load_clip, resolve_model_dir
 
     path = resolve_model_dir(path)  # a directory as is; raises HFLoadError for anything else
     kind = detect_hf_kind(path)  # raises, listing what is supported, for other HF architectures
     if kind == "clip":
         clip = load_clip(path)
-        return DualEncoderSource(clip.model, clip.tokenizer, clip.preprocess, clip.max_length, "hf-clip", path)
+        return ExportSource(clip.model, clip.tokenizer, clip.preprocess, clip.max_length, "hf-clip", path)
     if kind is not None:
         raise ExportError(f"{path}: a Hugging Face {kind} checkpoint; ONNX export supports dual encoders (CLIP) only")
 
+    from polymodal.data.processors import AudioProcessor, ImageProcessor
     from polymodal.models import SavedModel, find_model_dir
 
     try:
@@ -46,8 +62,26 @@ def load_dual_encoder(path: str | os.PathLike[str]) -> DualEncoderSource:
     except FileNotFoundError as e:
         raise ExportError(str(e)) from None
     model = saved.model
-    if not isinstance(model, EmbeddingModel) or sorted(model.modalities) != ["image", "text"]:
-        what = f"{model.config.kind} model over {sorted(model.modalities)}"
-        raise ExportError(f"{saved.path}: a {what}; ONNX export supports image-text embedding models only")
-    image = saved.processors["image"]
-    return DualEncoderSource(model, saved.tokenizer, image.preprocess, saved.text.max_length, "polymodal", saved.path)  # type: ignore[attr-defined]
+    modalities = sorted(model.modalities)
+    if not isinstance(model, EmbeddingModel) or not set(modalities) <= set(EXPORTABLE):
+        raise ExportError(
+            f"{saved.path}: a {model.config.kind} model over {modalities}; ONNX export supports image-text embedding "
+            f"models only, or embedding models with an audio tower (over any of {', '.join(EXPORTABLE)})"
+        )
+    processors = {m: saved.processors.get(m) for m in modalities}
+    missing = [m for m, p in processors.items() if p is None]
+    if missing:
+        raise ExportError(f"{saved.path}: no saved processor for {missing}; the export needs each tower's inputs")
+    image, audio = processors.get("image"), processors.get("audio")
+    return ExportSource(
+        model,
+        saved.tokenizer,
+        image.preprocess if isinstance(image, ImageProcessor) else None,
+        saved.text.max_length if "text" in modalities else None,
+        "polymodal",
+        saved.path,
+        audio.features if isinstance(audio, AudioProcessor) else None,
+    )
+
+
+load_dual_encoder = load_export_source  # the image-text case's former name

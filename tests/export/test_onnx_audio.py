@@ -1,0 +1,170 @@
+"""ONNX export of audio towers: onnxruntime, fed by the features the manifest describes, reproduces the PyTorch model
+on real files (a clip padded, one cropped), beside the text and image towers of the same embedding model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from polymodal.cli.main import app
+from polymodal.data.audio import AudioFeatures
+from polymodal.data.processors import AudioProcessor, ImageProcessor, TextProcessor
+from polymodal.data.text import train_tokenizer
+from polymodal.data.transforms import ImagePreprocess
+from polymodal.export import ExportError, OnnxDualEncoder, OnnxEmbedder, export_onnx
+from polymodal.models import SavedModel, build_model, parse_model_config, save_model
+from tests.api.audio_model import FEATURES, IMAGE, TEXT, write_tone
+
+pytest.importorskip("onnxruntime")
+runner = CliRunner()
+TEXTS = ["a low tone", "a high tone", "tone"]
+AUDIO_CNN = {"name": "audio_cnn", "params": {"channels": 32, "widths": [8, 16], "width": 32}}
+
+
+def _save(directory: Path, audio: dict, *, image: bool = False, kind: str = "embedding") -> Path:
+    """A tiny untrained model over audio + text (+ image), saved with its processors. The audio tower's band
+    normalisation is set from real tones, so its embeddings differ from clip to clip."""
+    torch.manual_seed(0)
+    tokenizer = train_tokenizer(TEXTS, vocab_size=32, kind="wordlevel")
+    text = {**TEXT, "params": {**TEXT["params"], "vocab_size": tokenizer.vocab_size}}
+    encoders = {"audio": audio, "text": text, **({"image": IMAGE} if image else {})}
+    if kind == "embedding":
+        config = {"kind": "embedding", "encoders": encoders, "embed_dim": 16}
+    else:
+        config = {"kind": kind, "encoders": encoders, "fusion": {"name": "concat"}, "fusion_dim": 16, "num_classes": 2}
+    model = build_model(parse_model_config(config)).eval()
+    processors = {"audio": AudioProcessor(AudioFeatures(**FEATURES)), "text": TextProcessor(tokenizer, 8)}
+    if image:
+        processors["image"] = ImageProcessor(ImagePreprocess(image_size=32))
+    t = torch.arange(4000) / 8000
+    x, _ = processors["audio"].batch([torch.sin(2 * torch.pi * f * t) for f in (220.0, 880.0, 1760.0)])
+    norm = model.encoders["audio"].input_norm
+    norm.running_mean.copy_(x.mean(dim=(0, 2)))
+    norm.running_var.copy_(x.var(dim=(0, 2)) + 1)
+    return save_model(directory, model, processors)
+
+
+def _clips(folder: Path) -> list[Path]:
+    """A full-length clip (0.5 s), a shorter one (padded), a longer one (cropped), in WAV and FLAC."""
+    return [
+        write_tone(folder / "low.wav", 220.0, 0.5),
+        write_tone(folder / "short.flac", 1760.0, 0.2),
+        write_tone(folder / "long.wav", 880.0, 0.8),
+    ]
+
+
+def _want(saved: SavedModel, modality: str, refs: list) -> np.ndarray:
+    with torch.inference_mode():
+        return saved.model.embed(modality, *saved.inputs(modality, refs)).numpy()
+
+
+@pytest.mark.parametrize("frequency", ["mean", "flatten"])
+def test_audio_text_export_matches_pytorch(tmp_path: Path, frequency: str) -> None:
+    audio = {**AUDIO_CNN, "params": {**AUDIO_CNN["params"], "frequency": frequency}}
+    model_dir = _save(tmp_path / "model", audio)
+    out = tmp_path / "onnx"
+    result = runner.invoke(app, ["export", str(model_dir), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["files"] == ["text_encoder.onnx", "audio_encoder.onnx", "export.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "audio_encoder.onnx",
+        "export.json",
+        "text_encoder.onnx",
+        "tokenizer",
+    ]
+
+    manifest = json.loads((out / "export.json").read_text())
+    entry = manifest["audio_encoder"]
+    frames = 4000 // 128 + 1  # 0.5 s at 8 kHz, hop 128, centred frames
+    assert entry["inputs"] == [
+        {"name": "audio_features", "dtype": "float32", "shape": ["batch", 32, frames]},
+        {
+            "name": "audio_mask",
+            "dtype": "int64",
+            "shape": ["batch", frames],
+            "values": "1 = the frame starts inside the clip, 0 = padding after a shorter clip",
+        },
+    ]
+    assert entry["outputs"] == [
+        {"name": "audio_embeds", "dtype": "float32", "shape": ["batch", 16], "l2_normalized": True}
+    ]
+    assert entry["features"] == AudioFeatures(**FEATURES).model_dump(mode="json") and entry["max_abs_diff"] < 1e-4
+    assert "image_encoder" not in manifest
+
+    saved = SavedModel.load(model_dir)
+    onnx = OnnxEmbedder(out)
+    assert OnnxDualEncoder is OnnxEmbedder and onnx.modalities == ["audio", "text"]
+    clips = _clips(tmp_path / "clips")
+    want = _want(saved, "audio", clips)
+    assert np.abs(want[0] - want[1]).max() > 1e-3  # distinct clips (10x the tolerance), so the check means something
+    got = onnx.embed_audio([*clips[:2], clips[2].read_bytes()])  # paths or encoded bytes
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+    # The padded clip's mask really is shorter; raw features at batch 1 (batch is dynamic).
+    x, mask = saved.inputs("audio", clips[1:2])
+    assert mask is not None and 0 < int(mask.sum()) < frames
+    np.testing.assert_allclose(onnx.embed_features(x.numpy(), mask.numpy()), want[1:2], atol=1e-4)
+    np.testing.assert_allclose(onnx.embed_text(TEXTS), _want(saved, "text", TEXTS), atol=1e-4)
+
+    with pytest.raises(ExportError, match=r"the export has no image tower; it has \['audio', 'text'\]"):
+        onnx.embed_images([Image.new("RGB", (32, 32))])
+
+
+def test_audio_image_text_export_serves_all_three(tmp_path: Path) -> None:
+    model_dir = _save(tmp_path / "model", AUDIO_CNN, image=True)
+    manifest = export_onnx(model_dir, tmp_path / "onnx")
+    assert list(manifest)[-3:] == ["image_encoder", "text_encoder", "audio_encoder"]
+    assert max(manifest[p]["max_abs_diff"] for p in ("image_encoder", "text_encoder", "audio_encoder")) < 1e-4
+
+    saved = SavedModel.load(model_dir)
+    onnx = OnnxEmbedder(tmp_path / "onnx")
+    clips = _clips(tmp_path / "clips")
+    images = [Image.fromarray(np.random.RandomState(i).randint(0, 256, (40, 48, 3), dtype=np.uint8)) for i in range(2)]
+    np.testing.assert_allclose(onnx.embed_audio(clips), _want(saved, "audio", clips), atol=1e-4)
+    np.testing.assert_allclose(onnx.embed_images(images), _want(saved, "image", images), atol=1e-4)
+    np.testing.assert_allclose(onnx.embed_text(TEXTS), _want(saved, "text", TEXTS), atol=1e-4)
+
+
+def test_image_text_export_has_no_audio_tower(tmp_path: Path) -> None:
+    from tests.export.test_onnx import _save_polymodal_clip
+
+    manifest = export_onnx(_save_polymodal_clip(tmp_path / "model"), tmp_path / "onnx")
+    assert list(manifest) == [
+        "format",
+        "polymodal_version",
+        "torch_version",
+        "exporter",
+        "opset",
+        "source",
+        "embed_dim",
+        "image_encoder",
+        "text_encoder",
+    ]
+    onnx = OnnxDualEncoder(tmp_path / "onnx")
+    with pytest.raises(ExportError, match=r"the export has no audio tower; it has \['image', 'text'\]"):
+        onnx.embed_audio([write_tone(tmp_path / "a.wav", 440.0)])
+    with pytest.raises(ExportError, match="no audio tower"):
+        onnx.embed_features(np.zeros((1, 32, 33), np.float32), np.ones((1, 33), np.int64))
+
+
+def test_a_tower_the_exporter_cannot_handle_is_named_and_nothing_written(tmp_path: Path) -> None:
+    # The LSTM packs padded sequences by their lengths, which torch.export cannot trace.
+    lstm = {"name": "audio_lstm", "params": {"channels": 32, "width": 16, "layers": 1}}
+    model_dir = _save(tmp_path / "model", lstm)
+    with pytest.raises(ExportError, match=r"cannot export the audio tower \(audio_lstm\): \w+"):
+        export_onnx(model_dir, tmp_path / "onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_cli_refuses_an_audio_fusion_classifier(tmp_path: Path) -> None:
+    model_dir = _save(tmp_path / "fusion", AUDIO_CNN, kind="fusion_classifier")
+    result = runner.invoke(app, ["export", str(model_dir), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "a fusion_classifier model over ['audio', 'text']; ONNX export supports" in result.output
+    assert not (tmp_path / "o").exists()
