@@ -25,8 +25,8 @@ def export(
 ) -> None:
     """Export each tower to image_encoder.onnx / text_encoder.onnx / audio_encoder.onnx + export.json.
 
-    Batch size (and text length) are dynamic; audio features have the saved clip length. Each graph is
-    checked against PyTorch with onnxruntime before anything is written.
+    Batch size (and text length) are dynamic; audio features have the saved clip length.
+    Each graph is checked against PyTorch with onnxruntime before anything is written.
     """
     if format not in FORMATS:
         fail(f"unknown --format {format!r}; supported: {', '.join(FORMATS)}", as_json=json, code=2)
