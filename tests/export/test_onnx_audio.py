@@ -64,9 +64,20 @@ def _want(saved: SavedModel, modality: str, refs: list) -> np.ndarray:
         return saved.model.embed(modality, *saved.inputs(modality, refs)).numpy()
 
 
-@pytest.mark.parametrize("frequency", ["mean", "flatten"])
-def test_audio_text_export_matches_pytorch(tmp_path: Path, frequency: str) -> None:
-    audio = {**AUDIO_CNN, "params": {**AUDIO_CNN["params"], "frequency": frequency}}
+AUDIO_TRANSFORMER = {
+    "name": "audio_transformer",
+    "params": {"channels": 32, "patch_size": 8, "width": 32, "depth": 1, "heads": 2},
+}
+TOWERS = {
+    "cnn-mean": {**AUDIO_CNN, "params": {**AUDIO_CNN["params"], "frequency": "mean"}},
+    "cnn-flatten": {**AUDIO_CNN, "params": {**AUDIO_CNN["params"], "frequency": "flatten"}},
+    "transformer": AUDIO_TRANSFORMER,
+}
+
+
+@pytest.mark.parametrize("tower", TOWERS)
+def test_audio_text_export_matches_pytorch(tmp_path: Path, tower: str) -> None:
+    audio = TOWERS[tower]
     model_dir = _save(tmp_path / "model", audio)
     out = tmp_path / "onnx"
     result = runner.invoke(app, ["export", str(model_dir), "--out", str(out), "--json"])

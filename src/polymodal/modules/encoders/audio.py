@@ -184,9 +184,12 @@ class AudioTransformer(Encoder):
         h = x.transpose(1, 2)  # (B, frames, channels)
         if mask is None:
             h = self.input_norm(h.reshape(-1, self.channels)).view_as(h)
-        else:  # batch statistics from real frames only; padding becomes the normalised mean, 0
+        elif self.training:  # batch statistics from real frames only; padding becomes the normalised mean, 0
             mask = mask.bool()
             h = h.new_zeros(h.shape).index_put((mask,), self.input_norm(h[mask]))
+        else:  # running statistics: every frame alike, padding zeroed (no data-dependent shape, so it exports)
+            mask = mask.bool()
+            h = torch.where(mask.unsqueeze(-1), self.input_norm(h.reshape(-1, self.channels)).view_as(h), 0.0)
         time_patches = self._time_patches(h.shape[1])
         pad = self.patch_size + (time_patches - 1) * self.stride - h.shape[1]
         h = F.pad(h.transpose(1, 2), (0, pad)).unsqueeze(1)  # (B, 1, channels, padded frames)
