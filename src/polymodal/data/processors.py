@@ -25,6 +25,7 @@ from polymodal.data.audio import AudioFeatures, decode_audio
 from polymodal.data.image import decode_image
 from polymodal.data.text import TextTokenizer, pad_ids
 from polymodal.data.transforms import Augment, ImagePipeline, ImagePreprocess
+from polymodal.data.video import VideoSampling, decode_video
 from polymodal.registry import Registry
 
 TOKENIZER_DIR = "tokenizer"
@@ -324,4 +325,81 @@ class AudioProcessor(Processor):
         augment = settings.get("augment")
         return cls(
             AudioFeatures.model_validate(features), None if augment is None else AudioAugment.model_validate(augment)
+        )
+
+
+class VideoAugment(Augment):
+    """Training-time video augmentation: the image augmentation, drawn once per clip and applied identically to every
+    frame, and a random frame of each segment (TSN) when sampling is ``segments``."""
+
+    random_segments: bool = True
+
+
+@PROCESSORS.register("video")
+class VideoProcessor(Processor):
+    """Decode (safely) the frames ``sampling`` picks -> augment (training only, the same for every frame) -> the image
+    preprocessing per frame: (T, 3, S, S) float tensors, batched with a mask of the real frames (a clip with fewer
+    frames than T is padded with zero frames)."""
+
+    modality = "video"
+
+    def __init__(
+        self, sampling: VideoSampling, preprocess: ImagePreprocess, augment: VideoAugment | None = None
+    ) -> None:
+        self.sampling = sampling
+        self.preprocess = preprocess
+        self.augment = augment
+        self.pipeline = ImagePipeline.for_training(preprocess, augment)
+
+    @property
+    def random_segments(self) -> bool:
+        return self.augment is not None and self.augment.random_segments and self.sampling.sampling == "segments"
+
+    @property
+    def deterministic(self) -> bool:
+        return not self.pipeline.ops and not self.random_segments
+
+    def for_inference(self) -> VideoProcessor:
+        return VideoProcessor(self.sampling, self.preprocess)
+
+    def prepare(
+        self, ref: Any, generator: torch.Generator | None = None, *, source: str | None = None, row: int | None = None
+    ) -> torch.Tensor:
+        clip = decode_video(ref, self.sampling, generator, random=self.random_segments, source=source, row=row)
+        if not self.pipeline.ops:
+            return torch.stack([self.preprocess.to_tensor(frame) for frame in clip.frames])  # (n, 3, S, S)
+        # One seed per clip, replayed for each frame: every frame gets the same crop and flip.
+        seed = int(torch.randint(2**62, (), generator=generator))
+        return torch.stack([self.pipeline(frame, torch.Generator().manual_seed(seed)) for frame in clip.frames])
+
+    def collate(self, values: Sequence[torch.Tensor | None]) -> ModalityBatch:
+        present = torch.tensor([v is not None for v in values], dtype=torch.bool)
+        given = [v for v in values if v is not None]
+        if not given:
+            return ModalityBatch(None, None, present)
+        shapes = {tuple(v.shape[1:]) for v in given}
+        if len(shapes) > 1:
+            raise ValueError(f"video frames in one batch differ in shape: {sorted(shapes)}")
+        frames = self.sampling.frames
+        x = torch.zeros(len(values), frames, *given[0].shape[1:])  # (B, T, 3, S, S)
+        mask = torch.zeros(len(values), frames, dtype=torch.bool)  # (B, T), True = a real frame
+        for i, v in enumerate(values):
+            if v is not None:
+                x[i, : len(v)] = v[:frames]
+                mask[i, : len(v)] = True
+        return ModalityBatch(x, mask, present)
+
+    def settings(self) -> dict[str, Any]:
+        return {**self.sampling.model_dump(mode="json"), "image": self.preprocess.to_dict()}
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any], directory: Path) -> VideoProcessor:
+        """From saved settings, or a recipe's ``data.processors.video`` (``image``: the per-frame ImagePreprocess;
+        ``augment``: training-time VideoAugment)."""
+        sampling = {k: v for k, v in settings.items() if k not in ("image", "augment")}
+        augment = settings.get("augment")
+        return cls(
+            VideoSampling.model_validate(sampling),
+            ImagePreprocess.from_dict(dict(settings.get("image") or {})),
+            None if augment is None else VideoAugment.model_validate(augment),
         )

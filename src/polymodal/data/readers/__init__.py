@@ -13,7 +13,9 @@ from polymodal.data.readers.clotho import read_clotho
 from polymodal.data.readers.coco import KARPATHY_SPLITS, read_coco_captions, read_karpathy
 from polymodal.data.readers.dispatch import FORMATS, detect_format, open_dataset, open_dataset_with_format
 from polymodal.data.readers.esc50 import read_esc50
+from polymodal.data.readers.kinetics import read_kinetics
 from polymodal.data.readers.manifest import read_manifest
+from polymodal.data.readers.msrvtt import read_msrvtt
 from polymodal.data.readers.vqa import DEFAULT_IMAGE_PATTERN, read_vqa
 from polymodal.data.readers.webdataset import expand_shards, read_shards, write_shards
 
@@ -33,7 +35,9 @@ __all__ = [
     "read_clotho",
     "read_esc50",
     "read_karpathy",
+    "read_kinetics",
     "read_manifest",
+    "read_msrvtt",
     "read_shards",
     "read_vqa",
     "write_shards",

@@ -23,12 +23,12 @@ from polymodal.data.schema import QA, Label, MediaRef, Sample, Statement
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"})
 AUDIO_EXTENSIONS = frozenset({"wav", "flac", "mp3", "ogg", "m4a"})
 VIDEO_EXTENSIONS = frozenset({"mp4", "webm", "avi", "mkv", "mov"})
-# The media a folder of files may hold, by extension (video has no processor yet).
-MEDIA_EXTENSIONS = {"image": IMAGE_EXTENSIONS, "audio": AUDIO_EXTENSIONS}
+# The media a folder of files may hold, by extension.
+MEDIA_EXTENSIONS = {"image": IMAGE_EXTENSIONS, "audio": AUDIO_EXTENSIONS, "video": VIDEO_EXTENSIONS}
 
 
 def media_kind(name: str | os.PathLike[str]) -> str | None:
-    """``image`` or ``audio`` by a file's extension; None for anything else and for hidden files."""
+    """``image``, ``audio`` or ``video`` by a file's extension; None for anything else and for hidden files."""
     base = os.path.basename(os.fspath(name))
     if base.startswith("."):
         return None
@@ -129,7 +129,8 @@ class PathResolver:
             real = candidate.resolve()
             if not real.is_relative_to(self.root):
                 raise bad(f"path {value!r} escapes the dataset root {self.root}", "unsafe_path")
-            if self.check_exists and not real.is_file():
+            # A video may be a folder of frame images.
+            if self.check_exists and not real.is_file() and not (field == "video" and real.is_dir()):
                 if not real.exists():
                     raise bad(f"{value}: file not found", "missing_file")
                 raise bad(f"{value}: not a regular file", "unreadable")

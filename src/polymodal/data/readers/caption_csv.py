@@ -1,5 +1,5 @@
-"""What the audio-caption readers (AudioCaps, Clotho) share: CSV rows with a checked header, and the audio files
-of a folder by name without extension (downloads name a clip by its id, in any audio format)."""
+"""What the caption and clip readers (AudioCaps, Clotho, Kinetics, MSR-VTT) share: CSV rows with a checked header,
+and the media files of a folder by name without extension (downloads name a clip by its id, in any format)."""
 
 from __future__ import annotations
 
@@ -39,14 +39,22 @@ def csv_rows(path: str | os.PathLike, columns: Sequence[str]) -> Iterator[tuple[
 
 def audio_files(folder: str | os.PathLike) -> dict[str, str]:
     """File name without extension -> file name, for the audio files directly in ``folder``."""
+    return files_by_stem(folder, AUDIO_EXTENSIONS)
+
+
+def files_by_stem(folder: str | os.PathLike, extensions: frozenset[str], recursive: bool = False) -> dict[str, str]:
+    """File name without extension -> path relative to ``folder``, for the files with one of ``extensions`` directly
+    in it (or anywhere below, sorted, with ``recursive``)."""
     base = Path(folder)
     if not base.is_dir():
         return {}
-    return {
-        Path(e.name).stem: e.name
-        for e in os.scandir(base)
-        if e.is_file() and Path(e.name).suffix.lower().lstrip(".") in AUDIO_EXTENSIONS
-    }
+    out: dict[str, str] = {}
+    for dirpath, dirnames, files in os.walk(base):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")) if recursive else []
+        for name in sorted(files):
+            if Path(name).suffix.lower().lstrip(".") in extensions:
+                out.setdefault(Path(name).stem, (Path(dirpath) / name).relative_to(base).as_posix())
+    return out
 
 
 def first_folder(*candidates: Path) -> Path:

@@ -1,4 +1,6 @@
-"""Class folders: ``root/<class name>/**/*.{jpg,png,...,wav,flac,...}`` -> Sample(image= or audio=, label=class name).
+"""Class folders: ``root/<class name>/**/*.{jpg,...,wav,...,mp4,avi,...}`` -> Sample(image=, audio= or video=,
+label=class name). UCF101/HMDB-style clip folders read the same way, or through a split list (``split_list``:
+UCF101's ``trainlist01.txt``/``testlist01.txt``, lines ``<class>/<clip> [class number]``).
 
 ``metadata['class_index']`` numbers the classes by sorted folder name, as torchvision does;
 pass ``classes`` to pin the mapping (a validation split that lacks a class must not shift the
@@ -12,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from polymodal.data.errors import BadSampleError, BadSampleLog
-from polymodal.data.readers.base import PathResolver, media_kind, resolve_log
+from polymodal.data.readers.base import PathResolver, media_kind, require_file, resolve_log
 from polymodal.data.schema import Sample
 
 
@@ -22,7 +24,7 @@ def class_folders(root: str | os.PathLike) -> list[str]:
 
 
 def is_class_folders(root: str | os.PathLike) -> bool:
-    """True if ``root`` has at least one class folder holding an image or audio file."""
+    """True if ``root`` has at least one class folder holding an image, audio or video file."""
     base = Path(root)
     if not base.is_dir():
         return False
@@ -39,9 +41,11 @@ def read_class_folders(
     bad_log: BadSampleLog | None = None,
     *,
     classes: Sequence[str] | None = None,
+    split_list: str | os.PathLike | None = None,
 ) -> Iterator[Sample]:
-    """One Sample per image or audio file under a class folder (its extension says which); ids are
-    ``<class>/<relative path>``.
+    """One Sample per image, audio or video file under a class folder (its extension says which); ids are
+    ``<class>/<relative path>``. With ``split_list`` only the files it names, in its order (a missing one is a
+    bad sample naming the list's line); its classes come from ``classInd.txt`` beside it when there is one.
 
     Files that are neither by extension (README.txt, .DS_Store) are ignored, not bad.
     Symlinks that lead outside ``root`` are bad samples (kind ``unsafe_path``).
@@ -49,8 +53,42 @@ def read_class_folders(
     base = Path(root)
     if not base.is_dir():
         raise BadSampleError("not a directory", source=str(base), kind="missing_file")
+    if split_list is not None:
+        listed = require_file(split_list)
+        index_file = listed.parent / "classInd.txt"
+        if classes is None and index_file.is_file():
+            classes = [line.split()[1] for line in index_file.read_text().splitlines() if len(line.split()) == 2]
+        names = list(classes) if classes is not None else class_folders(base)
+        return _listed(base, listed, names, resolve_log(strict, bad_log))
     names = list(classes) if classes is not None else class_folders(base)
     return _samples(base, names, resolve_log(strict, bad_log))
+
+
+def _listed(base: Path, listed: Path, names: list[str], log: BadSampleLog) -> Iterator[Sample]:
+    index = {name: i for i, name in enumerate(names)}
+    resolver = PathResolver(base, str(listed))
+    for row, line in enumerate(listed.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        rel = line.split()[0]
+        name = rel.split("/")[0]
+        try:
+            field = media_kind(rel)
+            if field is None or name not in index or "/" not in rel:
+                why = "not a media file" if field is None else f"class {name!r} is not one of the {len(index)} classes"
+                raise BadSampleError(f"{rel}: {why}", source=str(listed), row=row, field="path", sample_id=rel)
+            path = resolver.resolve(rel, field, row, sample_id=rel)
+        except BadSampleError as e:
+            log.record(e)
+            continue
+        yield Sample(
+            id=rel,
+            **{field: path},
+            label=name,
+            metadata={"class_index": index[name]},
+            source=str(listed),
+            row=row,
+        )
 
 
 def _samples(base: Path, names: list[str], log: BadSampleLog) -> Iterator[Sample]:

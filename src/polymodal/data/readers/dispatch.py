@@ -1,9 +1,11 @@
 """``open_dataset``: pick the reader from what the path is.
 
 - ``*.csv`` with AudioCaps / Clotho columns      -> AudioCaps / Clotho (``audio_dir=``; default beside it)
+- ``*.csv`` with Kinetics / MSR-VTT 1k-A columns -> Kinetics / MSR-VTT (``video_dir=``; default beside it)
 - ``*.jsonl`` / ``*.csv``                         -> manifest
 - ``*.tar``, a brace pattern, a dir of ``*.tar``   -> WebDataset shards
 - a directory with class sub-folders of images    -> ImageFolder (unless it holds manifests)
+- ``*.json`` with ``videos`` and ``sentences``    -> MSR-VTT (``video_dir=``, ``split=``)
 - ``*.json`` with ``questions``                   -> VQAv2 (``image_dir=``, ``annotations=``)
 - ``*.json`` with ``images`` holding ``sentences`` -> Karpathy split (``image_root=``, ``split=``)
 - ``*.json`` with ``images`` and ``annotations``  -> COCO captions (``image_root=``)
@@ -26,7 +28,9 @@ from polymodal.data.readers.classfolders import is_class_folders, read_class_fol
 from polymodal.data.readers.clotho import is_clotho, read_clotho
 from polymodal.data.readers.coco import _splits, coco_captions_samples, karpathy_samples
 from polymodal.data.readers.esc50 import is_esc50, read_esc50
+from polymodal.data.readers.kinetics import is_kinetics, read_kinetics
 from polymodal.data.readers.manifest import MANIFEST_SUFFIXES, read_manifest
+from polymodal.data.readers.msrvtt import is_msrvtt_csv, is_msrvtt_json, read_msrvtt
 from polymodal.data.readers.vqa import read_vqa
 from polymodal.data.readers.webdataset import is_shard_pattern, read_shards
 from polymodal.data.schema import Sample
@@ -38,6 +42,8 @@ FORMATS = (
     "esc50",
     "audiocaps",
     "clotho",
+    "kinetics",
+    "msrvtt",
     "vqa",
     "karpathy",
     "coco_captions",
@@ -56,6 +62,10 @@ def _detect(path: str | os.PathLike) -> tuple[str, Any]:
         return "audiocaps", None
     if is_clotho(p):
         return "clotho", None
+    if is_kinetics(p):
+        return "kinetics", None
+    if is_msrvtt_csv(p):
+        return "msrvtt", None
     if p.suffix.lower() in MANIFEST_SUFFIXES:
         return "manifest", None
     if is_shard_pattern(p) or (p.is_dir() and any(p.glob("*.tar"))):
@@ -79,6 +89,8 @@ def _detect(path: str | os.PathLike) -> tuple[str, Any]:
 
 
 def _json_format(data: Any, path: Path) -> str:
+    if is_msrvtt_json(data):
+        return "msrvtt"
     if isinstance(data, dict) and isinstance(data.get("questions"), list):
         return "vqa"
     images = data.get("images") if isinstance(data, dict) else None
@@ -87,7 +99,7 @@ def _json_format(data: Any, path: Path) -> str:
             return "karpathy"
         if isinstance(data.get("annotations"), list):
             return "coco_captions"
-    raise ValueError(f"{path}: JSON is not COCO captions, a Karpathy split or VQAv2 questions")
+    raise ValueError(f"{path}: JSON is not COCO captions, a Karpathy split, VQAv2 questions or MSR-VTT")
 
 
 def open_dataset(
@@ -127,6 +139,10 @@ def _open(
     if fmt in ("audiocaps", "clotho"):
         read = read_audiocaps if fmt == "audiocaps" else read_clotho
         return read(path, kw.pop("audio_dir", None), strict, bad_log, **kw)
+    if fmt == "kinetics":
+        return read_kinetics(path, kw.pop("video_dir", None), strict, bad_log, **kw)
+    if fmt == "msrvtt":
+        return read_msrvtt(path, kw.pop("video_dir", None), strict, bad_log, data=data, **kw)
     if fmt == "vqa":
         # image_root is accepted as well, so one option serves every JSON format.
         image_dir = kw.pop("image_dir", None) or kw.pop("image_root", None) or Path(path).parent

@@ -1,0 +1,259 @@
+"""Video decoding that cannot end a run: any container and codec PyAV's bundled FFmpeg reads (mp4/H.264, webm/VP9,
+mkv, avi), or a folder of frame images, sampled to at most ``frames`` RGB frames with their timestamps.
+
+Only the sampled frames are converted to RGB; the decoder seeks to a far target instead of decoding the frames
+between. A missing, empty, truncated or undecodable file, one that is not a video (an image, a sound), a clip longer
+than ``max_seconds``, frames larger than ``max_pixels`` or a decode slower than ``timeout_seconds`` raises
+:class:`BadSampleError` naming the file (and the manifest row, when given), which a dataset counts and skips.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from PIL import Image
+from pydantic import Field, model_validator
+
+from polymodal.config import Config
+from polymodal.data.errors import BadSampleError
+from polymodal.data.image import decode_image
+from polymodal.data.schema import MediaRef
+
+Sampling = Literal["uniform", "fps", "segments"]
+
+MAX_SECONDS = 3600.0  # a longer clip is a mistake (a stream, a whole film), not a sample
+MAX_PIXELS = 3840 * 2160  # per frame: 4K; beyond it a sample costs seconds per frame
+TIMEOUT_SECONDS = 60.0  # checked between packets: a broken or endless file fails instead of hanging
+SEEK_GAP = 2.0  # seconds: a nearer target is reached by decoding on, a farther one by seeking
+FRAME_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp"})  # the frames of a frame folder
+
+
+def _av():  # type: ignore[no-untyped-def]
+    try:
+        import av
+    except ImportError:
+        raise ImportError("reading video needs PyAV: pip install 'polymodal[video]'") from None
+    return av
+
+
+class VideoSampling(Config):
+    """Which frames of a clip a model sees, and the bounds on what is decoded at all."""
+
+    frames: int = Field(8, ge=1, le=1024, description="T: frames per clip (a shorter clip is padded and masked)")
+    sampling: Sampling = Field(
+        "uniform",
+        description="uniform: T frames evenly over the clip; fps: one every 1/fps s from the start, up to T; "
+        "segments: T equal segments, a random frame of each in training (TSN), the middle one otherwise",
+    )
+    fps: float | None = Field(None, gt=0, description="the rate of sampling: fps")
+    folder_fps: float = Field(25.0, gt=0, description="the frame rate of a folder of frame images")
+    max_seconds: float = Field(MAX_SECONDS, gt=0)
+    max_pixels: int = Field(MAX_PIXELS, gt=0)
+    timeout_seconds: float = Field(TIMEOUT_SECONDS, gt=0)
+
+    @model_validator(mode="after")
+    def _fps_given(self) -> VideoSampling:
+        if self.sampling == "fps" and self.fps is None:
+            raise ValueError("sampling 'fps' needs fps (frames per second to sample)")
+        return self
+
+
+@dataclass
+class Clip:
+    """Sampled frames in time order (RGB) with each one's time in seconds from the clip's start."""
+
+    frames: list[Image.Image]
+    times: list[float]
+    duration: float  # seconds
+    rate: float  # the clip's frames per second
+
+
+def sample_indices(
+    count: int, rate: float, settings: VideoSampling, generator: torch.Generator | None = None, random: bool = False
+) -> list[int]:
+    """Indices (sorted, of ``count`` frames at ``rate``) that ``settings`` samples; ``random`` draws segment frames."""
+    t = settings.frames
+    if count <= 0:
+        return []
+    if settings.sampling == "fps":
+        step = rate / float(settings.fps)  # type: ignore[arg-type]
+        return [min(count - 1, math.floor(k * step + 1e-9)) for k in range(min(t, math.ceil(count / step - 1e-9)))]
+    if count <= t:
+        return list(range(count))  # every frame; the rest of the T slots are padding
+    if settings.sampling == "uniform":
+        return [round(i * (count - 1) / (t - 1)) for i in range(t)] if t > 1 else [(count - 1) // 2]
+    bounds = [i * count / t for i in range(t + 1)]
+    out = []
+    for i in range(t):
+        low, high = math.floor(bounds[i]), max(math.floor(bounds[i]), math.ceil(bounds[i + 1]) - 1)
+        if random:
+            out.append(low + int(torch.randint(high - low + 1, (), generator=generator)))
+        else:
+            out.append((low + high) // 2)
+    return out
+
+
+def decode_video(
+    ref: MediaRef,
+    settings: VideoSampling | None = None,
+    generator: torch.Generator | None = None,
+    *,
+    random: bool = False,
+    source: str | None = None,
+    row: int | None = None,
+    field: str = "video",
+) -> Clip:
+    """``ref`` (a video file, its bytes, or a folder of frame images) -> the frames ``settings`` samples, or
+    BadSampleError. ``random`` draws the frame of each segment from ``generator`` (training)."""
+    settings = settings or VideoSampling()
+    where = source if source is not None else (os.fspath(ref) if isinstance(ref, (str, os.PathLike)) else "<bytes>")
+
+    def bad(reason: str, kind: str) -> BadSampleError:
+        if source is not None and isinstance(ref, (str, os.PathLike)):
+            reason = f"{ref}: {reason}"
+        return BadSampleError(reason, source=where, row=row, field=field, kind=kind)
+
+    if isinstance(ref, (str, os.PathLike)):
+        path = Path(ref)
+        if path.is_dir():
+            return _decode_folder(path, settings, generator, random, bad, source, row, field)
+        if not path.is_file():
+            raise bad("no such file", "missing_file")
+        if path.stat().st_size == 0:
+            raise bad("file is empty (0 bytes)", "empty_file")
+        handle: Any = os.fspath(path)
+    elif isinstance(ref, (bytes, bytearray, memoryview)):
+        if len(ref) == 0:
+            raise bad("empty bytes", "empty_file")
+        handle = io.BytesIO(bytes(ref))
+    else:
+        raise bad(f"expected a path, bytes or a folder of frames, got {type(ref).__name__}", "invalid")
+    av = _av()
+    deadline = time.monotonic() + settings.timeout_seconds
+    try:
+        container = av.open(handle, metadata_errors="ignore")
+    except Exception as e:  # FFmpeg's errors (not a container, truncated header) come in several types
+        raise bad(f"cannot open as video ({type(e).__name__}: {e})", "decode") from None
+    try:
+        with container:
+            return _decode_container(container, settings, generator, random, deadline, bad)
+    except BadSampleError:
+        raise
+    except Exception as e:
+        raise bad(f"cannot decode video ({type(e).__name__}: {e})", "decode") from None
+
+
+def _decode_container(container, settings, generator, random, deadline, bad) -> Clip:  # type: ignore[no-untyped-def]
+    """Probe the stream (rate, frame count, bounds), then decode the sampled frames with seeks."""
+    fmt = container.format.name
+    if fmt == "image2" or fmt.endswith("_pipe"):
+        raise bad(f"an image ({fmt.removesuffix('_pipe')}), not a video", "not_a_video")
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["nothing"]
+        raise bad(f"no video stream ({fmt} holding {', '.join(kinds)})", "not_a_video")
+    stream = container.streams.video[0]
+    width, height = stream.codec_context.width, stream.codec_context.height
+    if width * height > settings.max_pixels:
+        raise bad(f"frames are {width}x{height}, over the {settings.max_pixels:,} pixels allowed", "too_large")
+    rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+    base = stream.time_base
+    start = float(stream.start_time * base) if stream.start_time is not None else 0.0
+    if stream.duration:
+        duration = float(stream.duration * base)
+    elif container.duration:
+        duration = container.duration / 1_000_000  # AV_TIME_BASE
+    else:
+        duration = _demux_length(container, stream, rate, settings, deadline, bad)
+    if duration > settings.max_seconds:
+        raise bad(f"{duration:.0f} s long, more than the {settings.max_seconds:.0f} s allowed", "too_long")
+    count = int(stream.frames) or max(1, round(duration * rate))
+    indices = sample_indices(count, rate, settings, generator, random)
+    targets = sorted({start + i / rate for i in indices})
+    found = _seek_and_decode(container, stream, targets, rate, count, settings, deadline, bad)
+    if not found:
+        raise bad("no decodable frames", "decode")
+    missing = [t for t in targets if t not in found]
+    if missing:
+        last = max(found)
+        if missing[0] - last > max(1.0, 0.1 * duration):
+            raise bad(f"frames end at {last - start:.2f} s of the {duration:.2f} s the header declares", "truncated")
+        for t in missing:  # the last frames a header promised: the clip's last decodable frame stands in
+            found[t] = found[last]
+    times = [start + i / rate for i in indices]
+    return Clip([found[t][1] for t in times], [found[t][0] - start for t in times], duration, rate)
+
+
+def _demux_length(container, stream, rate, settings, deadline, bad) -> float:  # type: ignore[no-untyped-def]
+    """Seconds of a stream whose header does not say, from its packets (not decoded), bounded by the limits."""
+    packets = 0
+    for packet in container.demux(stream):
+        if packet.size:
+            packets += 1
+        if packets > settings.max_seconds * rate:
+            raise bad(f"longer than the {settings.max_seconds:.0f} s allowed", "too_long")
+        if time.monotonic() > deadline:
+            raise bad(f"reading took longer than {settings.timeout_seconds:.0f} s", "timeout")
+    container.seek(0)
+    return packets / rate
+
+
+def _seek_and_decode(container, stream, targets, rate, count, settings, deadline, bad):  # type: ignore[no-untyped-def]
+    """{target time: (frame time, RGB image)} of the first frame at or after each target (half a frame early)."""
+    half = 0.5 / rate
+    found: dict[float, tuple[float, Image.Image]] = {}
+    frames = None  # the decoder's frame iterator, restarted after each seek
+    position = -math.inf  # time of the last frame decoded
+    decoded = 0
+    seeks_help = True  # false once a seek lands behind where decoding already was (sparse keyframes)
+    landed = None  # time of the first frame after the last (re)start
+    for target in targets:
+        if frames is None or (seeks_help and target - position > SEEK_GAP):
+            if frames is not None or target > SEEK_GAP:
+                container.seek(int(target / stream.time_base), stream=stream, backward=True)
+            frames = iter(container.decode(stream))
+            landed = None
+        for frame in frames:
+            decoded += 1
+            if decoded > count + settings.max_seconds * rate or time.monotonic() > deadline:
+                kind = "timeout" if time.monotonic() > deadline else "too_long"
+                raise bad(f"decoding ran past the bounds ({settings.timeout_seconds:.0f} s, {decoded} frames)", kind)
+            now = float(frame.time) if frame.pts is not None else position + 1 / rate
+            if landed is None:
+                landed = now
+                seeks_help = seeks_help and not (now < position - half)
+            position = now
+            if now >= target - half:
+                if frame.width * frame.height > settings.max_pixels:
+                    raise bad(f"frames are {frame.width}x{frame.height}, over the pixel bound", "too_large")
+                found[target] = (now, frame.to_image())
+                break
+        else:
+            break  # the stream ended before this target: the rest are missing too
+    return found
+
+
+def _decode_folder(path, settings, generator, random, bad, source, row, field) -> Clip:  # type: ignore[no-untyped-def]
+    """A folder of frame images (sorted by name) as a clip at ``folder_fps``; only sampled frames are decoded."""
+    names = sorted(
+        e.name
+        for e in os.scandir(path)
+        if e.is_file() and not e.name.startswith(".") and e.name.rpartition(".")[2].lower() in FRAME_EXTENSIONS
+    )
+    if not names:
+        raise bad("folder holds no frame images", "empty_file")
+    rate = settings.folder_fps
+    if len(names) > settings.max_seconds * rate:
+        raise bad(f"{len(names)} frames, more than {settings.max_seconds:.0f} s at {rate:g} fps", "too_long")
+    indices = sample_indices(len(names), rate, settings, generator, random)
+    frames = []
+    for i in indices:
+        image = decode_image(path / names[i], max_pixels=settings.max_pixels, source=source, row=row, field=field)
+        frames.append(image)
+    return Clip(frames, [i / rate for i in indices], len(names) / rate, rate)
