@@ -20,6 +20,7 @@ from polymodal.modules.encoders import (
     HFAudioEncoder,
     RNNTextEncoder,
     TransformerTextEncoder,
+    VideoViT,
     ViTImageEncoder,
 )
 from polymodal.pretrained.speaker import SpeakerLSTM
@@ -35,6 +36,8 @@ SMALL = {
     "audio_cnn": {"channels": 16, "widths": (8, 16), "width": 32},
     "audio_lstm": {"channels": 16, "width": 32},
     "audio_transformer": {"channels": 16, "frames": 24, "patch_size": 8, "width": 32, "depth": 2, "heads": 2},
+    "video_frames": {"frame_encoder": {"name": "cnn", "params": {"widths": (8, 16), "depths": (1, 1)}}},
+    "video_vit": {"frames": 6, "image_size": 16, "width": 32, "depth": 2, "heads": 2},
 }
 NEEDS_FILES = {
     row["name"] for row in ENCODERS.describe() if any(p["required"] and p["name"] == "path" for p in row["params"])
@@ -45,6 +48,9 @@ CASES = [(name, {}) for name in ENCODERS.names() if name not in NEEDS_FILES] + [
     ("rnn_text", {"cell": "gru", "bidirectional": False, "pooling": "mean"}),
     ("vit", {"pooling": "mean"}),
     ("cnn", {"norm": "group", "widths": (16, 32), "depths": (2, 1)}),
+    ("video_frames", {"temporal": "transformer", "width": 32, "depth": 2, "heads": 2}),
+    ("video_frames", {"temporal": "lstm", "depth": 2}),
+    ("video_vit", {"pooling": "mean", "tubelet": 3}),
     ("hf_text", {"path": "bert", "pooling": "cls"}),
     ("hf_text", {"path": "bert", "pooling": "mean"}),
     ("hf_text", {"path": "gpt2", "pooling": "eos"}),
@@ -122,7 +128,7 @@ def build(case: tuple[str, dict], hf_dirs: dict) -> Encoder:
 
 def example(enc: Encoder, length: int = 6) -> tuple[torch.Tensor, torch.Tensor | None]:
     """A batch of 2: text with the second row padded after 4 tokens, spectrogram frames with the second row's sound
-    ending after 10 frames, or random images."""
+    ending after 10 frames, 6-frame clips with the second one's frames ending after 3, or random images."""
     if isinstance(enc, HFAudioEncoder):  # a waveform, the second clip's sound ending after 200 samples
         samples = torch.ones(2, 400, dtype=torch.bool)
         samples[1, 200:] = False
@@ -137,6 +143,11 @@ def example(enc: Encoder, length: int = 6) -> tuple[torch.Tensor, torch.Tensor |
         mask = torch.ones(2, length, dtype=torch.bool)
         mask[1, 4:] = False
         return ids.masked_fill(~mask, 0), mask
+    if enc.modality == "video":  # padding frames are zeros
+        size = getattr(enc, "image_size", 16)
+        frames = torch.ones(2, 6, dtype=torch.bool)
+        frames[1, 3:] = False
+        return torch.randn(2, 6, 3, size, size) * frames[:, :, None, None, None], frames
     size = getattr(enc, "image_size", 32)  # a CNN takes any size
     return torch.randn(2, 3, size, size), None
 
@@ -166,6 +177,13 @@ def test_forward_backward_shapes_and_finite(case, hf_dirs):
         assert out.mask[0].all() and 0 < out.mask[1].sum() < t
     elif enc.modality == "audio":  # a token per frame
         assert t == x.size(2) and torch.equal(out.mask, mask)
+    elif isinstance(enc, VideoViT):  # CLS if any, then 2 x 2 patches per tubelet, real when its first frame is
+        real = [i * enc.tubelet < 3 for i in range(6 // enc.tubelet)]
+        assert out.mask[0].all() and out.mask[1].tolist() == [True] * (t - 4 * len(real)) + [
+            r for r in real for _ in "1234"
+        ]
+    elif enc.modality == "video":  # a token per frame
+        assert t == x.size(1) and torch.equal(out.mask, mask)
     else:
         assert out.mask is None
     assert torch.isfinite(out.tokens).all() and torch.isfinite(out.pooled).all()

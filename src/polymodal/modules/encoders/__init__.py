@@ -1,13 +1,14 @@
 """Encoders: one interface (``forward(x, mask) -> EncoderOutput``) for every modality.
 
 ``ENCODERS`` maps a name to an encoder class; ``ENCODERS.describe()`` lists their parameters.
-Each variant is a class in ``text``, ``image``, ``audio``, ``hf``, ``efficientnet_lite``.
+Each variant is a class in ``text``, ``image``, ``audio``, ``video``, ``hf``, ``efficientnet_lite``.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from polymodal.modules.encoders.audio import AudioCNN, AudioLSTM, AudioTransformer
@@ -16,6 +17,7 @@ from polymodal.modules.encoders.efficientnet_lite import EfficientNetLite0
 from polymodal.modules.encoders.hf import HFAudioEncoder, HFImageEncoder, HFTextEncoder
 from polymodal.modules.encoders.image import ConvImageEncoder, ViTImageEncoder
 from polymodal.modules.encoders.text import RNNTextEncoder, TransformerTextEncoder
+from polymodal.modules.encoders.video import FrameEncoder, VideoViT
 from polymodal.registry import Registry
 
 ENCODERS: Registry[Callable[..., Encoder]] = Registry("encoder")
@@ -29,6 +31,7 @@ ENCODERS.register("cnn")(ConvImageEncoder)
 ENCODERS.register("audio_cnn")(AudioCNN)
 ENCODERS.register("audio_lstm")(AudioLSTM)
 ENCODERS.register("audio_transformer")(AudioTransformer)
+ENCODERS.register("video_vit")(VideoViT)
 ENCODERS.register("efficientnet_lite0")(EfficientNetLite0)  # random init; ImageNet weights: efficientnet_lite0_imagenet
 # Builders that need packaged weights (efficientnet_lite0_imagenet) and the ``pretrained:NAME`` paths of the hf
 # towers register from polymodal.pretrained, the layer above; polymodal.models imports it.
@@ -54,6 +57,32 @@ def hf_audio(path: str | os.PathLike[str], **kwargs: Any) -> HFAudioEncoder:
     return HFAudioEncoder.from_pretrained(path, **kwargs)
 
 
+@ENCODERS.register("video_frames")
+def video_frames(frame_encoder: Mapping[str, Any] | Encoder | None = None, **kwargs: Any) -> FrameEncoder:
+    """Any image encoder on each real frame, then a temporal model (mean, transformer or lstm; see FrameEncoder).
+
+    ``frame_encoder`` is a component ``{name, params}`` of this registry (default: ``cnn``), e.g.
+    ``{name: efficientnet_lite0_imagenet}``, or a built image encoder."""
+    if isinstance(frame_encoder, Encoder):
+        return FrameEncoder(frame_encoder, **kwargs)
+    spec = dict(frame_encoder or {"name": "cnn"})
+    unknown = set(spec) - {"name", "params"}
+    if "name" not in spec or unknown:
+        raise ValueError(f"frame_encoder must be {{name, params}}, got keys {sorted(spec)}")
+    return FrameEncoder(ENCODERS.build(spec["name"], **spec.get("params", {})), **kwargs)
+
+
+# describe() lists FrameEncoder's own parameters beside frame_encoder, read from the class, not copied.
+video_frames.__signature__ = inspect.signature(
+    video_frames
+).replace(  # type: ignore[attr-defined]
+    parameters=[
+        inspect.signature(video_frames).parameters["frame_encoder"],
+        *list(inspect.signature(FrameEncoder).parameters.values())[1:],
+    ]
+)
+
+
 __all__ = [
     "ENCODERS",
     "AudioCNN",
@@ -63,11 +92,13 @@ __all__ = [
     "EfficientNetLite0",
     "Encoder",
     "EncoderOutput",
+    "FrameEncoder",
     "HFAudioEncoder",
     "HFImageEncoder",
     "HFTextEncoder",
     "RNNTextEncoder",
     "TransformerTextEncoder",
+    "VideoViT",
     "ViTImageEncoder",
     "last_token",
     "masked_mean",

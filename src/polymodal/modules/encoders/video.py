@@ -1,0 +1,221 @@
+"""Video towers over clips ``x`` (B, T, 3, H, W) with a frame mask (B, T), True = a real frame.
+
+:class:`FrameEncoder` runs any image encoder on each real frame and a temporal model over the frames' pooled
+features (CLIP4Clip's meanP, seqTransf and seqLSTM); :class:`VideoViT` is a space-time transformer over tubelets,
+trained from scratch. Both return one token per frame (or per tubelet) with its mask, so padding frames never
+change a clip's output.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from polymodal.modules.encoders.base import Encoder, EncoderOutput, masked_mean
+from polymodal.modules.encoders.pooling import check_choice
+from polymodal.modules.encoders.text import RecurrentEncoder
+from polymodal.modules.layers import TransformerBlock, init_transformer_weights, maybe_checkpoint
+
+TEMPORAL_KINDS = ("mean", "transformer", "lstm")
+
+
+def _frame_mask(x: Tensor, mask: Tensor | None) -> Tensor:
+    """The (B, T) bool mask of clips ``x`` (B, T, C, H, W); every frame is real without one."""
+    if x.dim() != 5:
+        raise ValueError(f"expected clips (B, T, C, H, W), got shape {tuple(x.shape)}")
+    if mask is None:
+        return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+    return mask.bool()
+
+
+class TemporalMean(Encoder):
+    """CLIP4Clip's meanP: the frames' features as they are, pooled by their masked mean (order-invariant)."""
+
+    modality = "video"
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.output_dim = width
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
+        return EncoderOutput(x, masked_mean(x, mask), mask)
+
+
+class TemporalTransformer(Encoder):
+    """CLIP4Clip's seqTransf: pre-norm blocks over the frame features with learned frame positions and padding
+    masked out, added back to the frame features (so training starts from meanP), then the masked mean."""
+
+    modality = "video"
+
+    def __init__(self, width: int, depth: int = 2, heads: int = 4, max_frames: int = 32, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.output_dim, self.max_frames = width, max_frames
+        self.position_embedding = nn.Parameter(torch.zeros(1, max_frames, width))
+        self.layers = nn.ModuleList(TransformerBlock(width, heads, dropout=dropout) for _ in range(depth))
+        self.norm = nn.LayerNorm(width)
+        self.apply(init_transformer_weights)
+        nn.init.trunc_normal_(self.position_embedding, std=0.02, a=-0.04, b=0.04)
+
+    def blocks(self) -> list[nn.Module]:
+        return list(self.layers)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
+        if x.shape[1] > self.max_frames:
+            raise ValueError(f"{x.shape[1]} frames exceed max_frames {self.max_frames}")
+        h = x + self.position_embedding[:, : x.shape[1]]
+        use_ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
+        for block in self.layers:
+            h = maybe_checkpoint(block, h, mask, enabled=use_ckpt)
+        tokens = self.norm(h) + x
+        return EncoderOutput(tokens, masked_mean(tokens, mask), mask)
+
+
+class TemporalLSTM(RecurrentEncoder):
+    """CLIP4Clip's seqLSTM: a forward LSTM over the real frames (packed: padding skipped), added back to the frame
+    features, then the masked mean."""
+
+    modality = "video"
+
+    def __init__(self, width: int, layers: int = 1, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.cell, self.pooling = self._check(width, "lstm", False, "mean")
+        self.output_dim = width
+        self._init_recurrence(width, "lstm", layers, False, dropout)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
+        frames = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if mask is None else mask
+        tokens = self._encode(x, frames).tokens + x
+        return EncoderOutput(tokens, masked_mean(tokens, frames), mask)
+
+
+class FrameEncoder(Encoder):
+    """An image encoder applied to every real frame (a TimeDistributed CNN), then a temporal model.
+
+    ``frames``: the built image tower; padding frames never reach it, and each frame is one of its samples, so a
+    frozen tower cached as ``encoders.video.frames`` computes each distinct frame once. Its pooled features, projected
+    to ``width`` when given, go through ``temporal``: ``mean`` (meanP), ``transformer`` (seqTransf, ``depth`` blocks
+    of ``heads`` heads, at most ``max_frames`` frames) or ``lstm`` (seqLSTM, ``depth`` layers). ``tokens`` is one
+    row per frame (zeros at padding) with the frame mask; ``pooled`` their masked mean.
+    """
+
+    modality = "video"
+
+    def __init__(
+        self,
+        frames: Encoder,
+        temporal: str = "mean",
+        width: int | None = None,
+        depth: int = 1,
+        heads: int = 4,
+        max_frames: int = 32,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if frames.modality != "image":
+            raise ValueError(f"frame_encoder must be an image encoder, got a {frames.modality} one")
+        self.temporal_kind = check_choice("temporal", temporal, TEMPORAL_KINDS)
+        self.output_dim = width or frames.output_dim
+        self.frames = frames
+        self.proj = nn.Linear(frames.output_dim, width) if width and width != frames.output_dim else None
+        self.temporal: Encoder
+        if temporal == "mean":
+            self.temporal = TemporalMean(self.output_dim)
+        elif temporal == "transformer":
+            self.temporal = TemporalTransformer(self.output_dim, depth, heads, max_frames, dropout)
+        else:
+            self.temporal = TemporalLSTM(self.output_dim, depth, dropout)
+
+    def blocks(self) -> list[nn.Module]:
+        return self.frames.blocks() + self.temporal.blocks()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        super().set_grad_checkpointing(enable)
+        self.frames.set_grad_checkpointing(enable)
+        self.temporal.set_grad_checkpointing(enable)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
+        """x (B, T, C, H, W) clips; ``mask`` (B, T) True for real frames."""
+        frames = _frame_mask(x, mask)
+        per_frame = self.frames(x[frames]).pooled  # (real frames, D): B and T folded, padding skipped
+        feats = per_frame.new_zeros(*frames.shape, per_frame.shape[-1]).index_put((frames,), per_frame)  # (B, T, D)
+        if self.proj is not None:
+            feats = self.proj(feats)
+        out = self.temporal(feats, frames)
+        tokens = out.tokens.masked_fill(~frames.unsqueeze(-1), 0.0)  # (B, T, D)
+        return EncoderOutput(tokens, out.pooled, frames)
+
+
+class VideoViT(Encoder):
+    """A space-time ViT from scratch (ViViT's tubelet embedding, joint space-time attention).
+
+    Each ``tubelet`` x ``patch_size`` x ``patch_size`` block of the clip is one token (a strided 3D convolution),
+    with learned time and space positions added (one table each, so a clip of fewer than ``frames`` frames uses the
+    first time rows). Padding frames are zeroed and a tubelet holding no real frame is masked out of attention and
+    pooling; a clip whose length is not a multiple of ``tubelet`` is padded with masked frames. Tokens are time-major:
+    (t, h, w) flattened, after the CLS token with ``pooling: cls``.
+    """
+
+    modality = "video"
+
+    def __init__(
+        self,
+        frames: int = 16,
+        image_size: int = 32,
+        patch_size: int = 8,
+        tubelet: int = 2,
+        width: int = 256,
+        depth: int = 4,
+        heads: int = 4,
+        pooling: str = "cls",
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        in_channels: int = 3,
+    ) -> None:
+        super().__init__()
+        if image_size % patch_size:
+            raise ValueError(f"image_size={image_size} is not divisible by patch_size={patch_size}")
+        self.pooling = check_choice("pooling", pooling, ("cls", "mean"))
+        self.image_size, self.patch_size, self.tubelet, self.output_dim = image_size, patch_size, tubelet, width
+        self.time_patches = -(-frames // tubelet)
+        size = (tubelet, patch_size, patch_size)
+        self.patch_embed = nn.Conv3d(in_channels, width, size, stride=size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, width)) if pooling == "cls" else None
+        self.time_position = nn.Parameter(torch.zeros(1, self.time_patches, 1, width))
+        self.space_position = nn.Parameter(torch.zeros(1, 1, (image_size // patch_size) ** 2, width))
+        self.layers = nn.ModuleList(TransformerBlock(width, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.norm = nn.LayerNorm(width)
+        self.apply(init_transformer_weights)
+        nn.init.trunc_normal_(self.patch_embed.weight, std=0.02, a=-0.04, b=0.04)  # as the image ViT's patches
+        nn.init.zeros_(self.patch_embed.bias)
+        for p in (self.cls_token, self.time_position, self.space_position):
+            if p is not None:
+                nn.init.trunc_normal_(p, std=0.02, a=-0.04, b=0.04)
+
+    def blocks(self) -> list[nn.Module]:
+        return list(self.layers)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
+        """x (B, T, C, H, W) clips with H = W = image_size; ``mask`` (B, T) True for real frames."""
+        frames = _frame_mask(x, mask)
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            raise ValueError(f"expected {self.image_size}x{self.image_size} frames, got {tuple(x.shape[-2:])}")
+        pad = -x.shape[1] % self.tubelet
+        x = F.pad(x * frames[:, :, None, None, None], (0, 0, 0, 0, 0, 0, 0, pad))  # padding frames are zeros
+        frames = F.pad(frames, (0, pad), value=False)
+        patches = self.patch_embed(x.transpose(1, 2))  # (B, D, t, h, w)
+        b, _, t, hp, wp = patches.shape
+        if t > self.time_patches:
+            raise ValueError(f"{t * self.tubelet} frames exceed frames={self.time_patches * self.tubelet}")
+        h = patches.flatten(3).permute(0, 2, 3, 1)  # (B, t, h * w, D)
+        h = (h + self.time_position[:, :t] + self.space_position).flatten(1, 2)  # (B, t * h * w, D), time-major
+        token_mask = frames.view(b, t, self.tubelet).any(-1).repeat_interleave(hp * wp, dim=1)  # (B, t * h * w)
+        if self.cls_token is not None:
+            h = torch.cat([self.cls_token.expand(b, -1, -1), h], dim=1)  # (B, 1 + t * h * w, D)
+            token_mask = F.pad(token_mask, (1, 0), value=True)
+        use_ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
+        for block in self.layers:
+            h = maybe_checkpoint(block, h, token_mask, enabled=use_ckpt)
+        tokens = self.norm(h)
+        pooled = tokens[:, 0] if self.cls_token is not None else masked_mean(tokens, token_mask)
+        return EncoderOutput(tokens, pooled, token_mask)
