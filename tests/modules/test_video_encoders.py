@@ -9,10 +9,12 @@ import pytest
 import torch
 from torch import nn
 
-from polymodal.models.base import ComposedModel
+from polymodal.models.base import ComposedModel, build_model
+from polymodal.models.config import EmbeddingConfig
 from polymodal.models.transfer import cache_towers, freeze_towers
 from polymodal.modules.encoders import ENCODERS, Encoder, FrameEncoder, VideoViT, ViTImageEncoder
 from polymodal.modules.encoders.cache import CachedEncoder
+from polymodal.pretrained import load_efficientnet_lite0  # also registers efficientnet_lite0_imagenet
 
 SIZE = 8  # frame side in pixels
 VIT_FRAMES = {"name": "vit", "params": {"image_size": SIZE, "patch_size": 4, "width": 16, "depth": 1, "heads": 2}}
@@ -101,6 +103,31 @@ def test_a_locked_cached_frame_tower_computes_each_distinct_frame_once():
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(model.encoders.video(x, mask).pooled, reference.encoders.video(x, mask).pooled)
+
+
+def test_a_model_config_locks_and_caches_the_imagenet_efficientnet_per_frame():
+    video = {"frame_encoder": {"name": "efficientnet_lite0_imagenet"}, "temporal": "lstm", "width": 32}
+    text = {"vocab_size": 50, "width": 32, "depth": 1, "heads": 2}
+    config = EmbeddingConfig(
+        encoders={
+            "video": {"name": "video_frames", "params": video},
+            "text": {"name": "transformer_text", "params": text},
+        },
+        embed_dim=16,
+    )
+    model = build_model(config)
+    packaged = load_efficientnet_lite0().state_dict()
+    assert all(torch.equal(t, packaged[k]) for k, t in model.encoders.video.frames.state_dict().items())
+    freeze_towers(model, {"encoders.video.frames": 0})
+    cache_towers(model, {"encoders.video.frames": 100})
+    rows = []
+    model.encoders.video.frames.inner.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
+    x, mask = clips(frames=3, real=(3, 2))
+    x = torch.rand(2, 3, 3, 32, 32) * mask[:, :, None, None, None]  # 32 px frames: any size works
+    for _ in range(2):
+        out = model.encoders.video(x, mask)
+    assert rows == [5] and out.pooled.shape == (2, 32)  # 5 real frames, computed once over two steps
+    assert all(p.requires_grad for p in model.encoders.video.temporal.parameters())
 
 
 # ---- a toy task that needs frame order -------------------------------------------------------
