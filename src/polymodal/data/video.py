@@ -137,20 +137,30 @@ def decode_video(
         raise bad(f"expected a path, bytes or a folder of frames, got {type(ref).__name__}", "invalid")
     av = _av()
     deadline = time.monotonic() + settings.timeout_seconds
+    opened = []
+
+    def reopen():  # type: ignore[no-untyped-def]
+        """The container from its start (a raw stream cannot seek back)."""
+        if isinstance(handle, io.BytesIO):
+            handle.seek(0)
+        try:
+            opened.append(av.open(handle, metadata_errors="ignore"))
+        except Exception as e:  # FFmpeg's errors (not a container, truncated header) come in several types
+            raise bad(f"cannot open as video ({type(e).__name__}: {e})", "decode") from None
+        return opened[-1]
+
     try:
-        container = av.open(handle, metadata_errors="ignore")
-    except Exception as e:  # FFmpeg's errors (not a container, truncated header) come in several types
-        raise bad(f"cannot open as video ({type(e).__name__}: {e})", "decode") from None
-    try:
-        with container:
-            return _decode_container(container, settings, generator, random, deadline, bad)
+        return _decode_container(reopen(), reopen, settings, generator, random, deadline, bad)
     except BadSampleError:
         raise
     except Exception as e:
         raise bad(f"cannot decode video ({type(e).__name__}: {e})", "decode") from None
+    finally:
+        for container in opened:
+            container.close()
 
 
-def _decode_container(container, settings, generator, random, deadline, bad) -> Clip:  # type: ignore[no-untyped-def]
+def _decode_container(container, reopen, settings, generator, random, deadline, bad) -> Clip:  # type: ignore[no-untyped-def]
     """Probe the stream (rate, frame count, bounds), then decode the sampled frames with seeks."""
     fmt = container.format.name
     if fmt == "image2" or fmt.endswith("_pipe"):
@@ -171,6 +181,8 @@ def _decode_container(container, settings, generator, random, deadline, bad) -> 
         duration = container.duration / 1_000_000  # AV_TIME_BASE
     else:
         duration = _demux_length(container, stream, rate, settings, deadline, bad)
+        container = reopen()
+        stream = container.streams.video[0]
     if duration > settings.max_seconds:
         raise bad(f"{duration:.0f} s long, more than the {settings.max_seconds:.0f} s allowed", "too_long")
     count = int(stream.frames) or max(1, round(duration * rate))
@@ -182,8 +194,9 @@ def _decode_container(container, settings, generator, random, deadline, bad) -> 
     missing = [t for t in targets if t not in found]
     if missing:
         last = max(found)
-        if missing[0] - last > max(1.0, 0.1 * duration):
-            raise bad(f"frames end at {last - start:.2f} s of the {duration:.2f} s the header declares", "truncated")
+        end = found[last][0]
+        if start + duration - 1 / rate - end > max(0.5, 0.1 * duration):
+            raise bad(f"frames end at {end - start:.2f} s of the {duration:.2f} s the header declares", "truncated")
         for t in missing:  # the last frames a header promised: the clip's last decodable frame stands in
             found[t] = found[last]
     times = [start + i / rate for i in indices]
@@ -200,7 +213,6 @@ def _demux_length(container, stream, rate, settings, deadline, bad) -> float:  #
             raise bad(f"longer than the {settings.max_seconds:.0f} s allowed", "too_long")
         if time.monotonic() > deadline:
             raise bad(f"reading took longer than {settings.timeout_seconds:.0f} s", "timeout")
-    container.seek(0)
     return packets / rate
 
 
@@ -215,16 +227,21 @@ def _seek_and_decode(container, stream, targets, rate, count, settings, deadline
     landed = None  # time of the first frame after the last (re)start
     for target in targets:
         if frames is None or (seeks_help and target - position > SEEK_GAP):
-            if frames is not None or target > SEEK_GAP:
-                container.seek(int(target / stream.time_base), stream=stream, backward=True)
-            frames = iter(container.decode(stream))
-            landed = None
+            try:
+                if frames is not None or target > SEEK_GAP:
+                    container.seek(int(target / stream.time_base), stream=stream, backward=True)
+                frames, landed = iter(container.decode(stream)), None
+            except Exception:  # a raw stream cannot seek: decode on from where the decoder is
+                seeks_help = False
+                if frames is None:
+                    frames, landed = iter(container.decode(stream)), None
         for frame in frames:
             decoded += 1
             if decoded > count + settings.max_seconds * rate or time.monotonic() > deadline:
                 kind = "timeout" if time.monotonic() > deadline else "too_long"
                 raise bad(f"decoding ran past the bounds ({settings.timeout_seconds:.0f} s, {decoded} frames)", kind)
-            now = float(frame.time) if frame.pts is not None else position + 1 / rate
+            # A raw stream has no timestamps (and cannot seek): count frames from the start.
+            now = float(frame.time) if frame.pts is not None else max(position + 1 / rate, 0.0)
             if landed is None:
                 landed = now
                 seeks_help = seeks_help and not (now < position - half)
