@@ -231,11 +231,24 @@ def _draw_object(canvas: Image.Image, obj: ShapeObject, rng: np.random.Generator
     cy = (row + 0.5 + rng.uniform(-_JITTER, _JITTER)) * cell
     radius = SIZES[obj.size] * cell
     theta = math.radians(rng.uniform(-_MAX_ROTATION, _MAX_ROTATION))
-    rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
-    pts = _OUTLINES[obj.shape] @ rot.T * radius + (cx, cy)  # (V, 2) in output pixels
     jitter = rng.integers(-10, 11, size=3).tolist()
     color = tuple(min(255, max(0, c + d)) for c, d in zip(COLORS[obj.color], jitter))
+    draw_shape(canvas, obj.shape, color, cx, cy, radius, theta)  # type: ignore[arg-type]
 
+
+def draw_shape(
+    canvas: Image.Image,
+    shape: str,
+    color: tuple[int, int, int],
+    cx: float,
+    cy: float,
+    radius: float,
+    theta: float,
+) -> None:
+    """Blend ``shape`` centred at (``cx``, ``cy``) pixels, rotated by ``theta`` radians, into ``canvas``."""
+    size = canvas.width
+    rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+    pts = _OUTLINES[shape] @ rot.T * radius + (cx, cy)  # (V, 2) in output pixels
     x0, y0 = (max(0, math.floor(v) - 1) for v in pts.min(0).tolist())
     x1, y1 = (min(size, math.ceil(v) + 1) for v in pts.max(0).tolist())
     mask = Image.new("L", ((x1 - x0) * _SUPERSAMPLE, (y1 - y0) * _SUPERSAMPLE), 0)
