@@ -73,22 +73,12 @@ def _listed(base: Path, listed: Path, names: list[str], log: BadSampleLog) -> It
         rel = line.split()[0]
         name = rel.split("/")[0]
         try:
-            field = media_kind(rel)
-            if field is None or name not in index or "/" not in rel:
-                why = "not a media file" if field is None else f"class {name!r} is not one of the {len(index)} classes"
+            if media_kind(rel) is None or name not in index or "/" not in rel:
+                why = "not a media file" if media_kind(rel) is None else f"class {name!r} is not one of {len(index)}"
                 raise BadSampleError(f"{rel}: {why}", source=str(listed), row=row, field="path", sample_id=rel)
-            path = resolver.resolve(rel, field, row, sample_id=rel)
+            yield _sample(resolver, rel, name, index[name], row, str(listed))
         except BadSampleError as e:
             log.record(e)
-            continue
-        yield Sample(
-            id=rel,
-            **{field: path},
-            label=name,
-            metadata={"class_index": index[name]},
-            source=str(listed),
-            row=row,
-        )
 
 
 def _samples(base: Path, names: list[str], log: BadSampleLog) -> Iterator[Sample]:
@@ -105,15 +95,22 @@ def _samples(base: Path, names: list[str], log: BadSampleLog) -> Iterator[Sample
                 row += 1
                 rel = (Path(dirpath) / filename).relative_to(base).as_posix()
                 try:
-                    field = media_kind(filename)
-                    path = resolver.resolve(rel, field, row, sample_id=rel)
+                    yield _sample(resolver, rel, name, index[name], row, None)
                 except BadSampleError as e:
                     log.record(e)
-                    continue
-                yield Sample(
-                    id=rel,
-                    **{field: path},
-                    label=name,
-                    metadata={"class_index": index[name]},
-                    source=path,
-                )
+
+
+def _sample(resolver: PathResolver, rel: str, label: str, class_index: int, row: int, listed: str | None) -> Sample:
+    """The Sample of the media file ``rel`` (its kind by extension); its source is the split list that names it (with
+    the line), else the file itself."""
+    field = media_kind(rel)
+    assert field is not None  # callers pass media files only
+    path = resolver.resolve(rel, field, row, sample_id=rel)
+    return Sample(
+        id=rel,
+        **{field: path},
+        label=label,
+        metadata={"class_index": class_index},
+        source=listed or path,
+        row=row if listed else None,
+    )
