@@ -257,3 +257,16 @@ def test_shapes_sound_flag_writes_a_sound_per_image(tmp_path: Path) -> None:
     assert json.loads(result.output)["params"]["sound"] is True
     rows = load_split(tmp_path, "train")
     assert all((tmp_path / r["audio"]).stat().st_size > 0 for r in rows)
+
+
+def test_shapes_video_writes_clips_and_refuses_bad_sizes(tmp_path: Path) -> None:
+    from polymodal.cli.data_shapes import shapes_video
+
+    app = _app(shapes_video, "shapes-video")
+    result = runner.invoke(app, ["shapes-video", str(tmp_path), "--n", "10", "--frames", "8", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["params"]["frames"] == 8 and summary["total"] == 11
+    assert all((tmp_path / r["video"]).stat().st_size > 0 for r in load_split(tmp_path, "train"))
+    bad = runner.invoke(app, ["shapes-video", str(tmp_path / "b"), "--size", "16"])
+    assert bad.exit_code != 0 and "size >= 32" in bad.output

@@ -61,3 +61,37 @@ def print_summary(summary: dict[str, Any]) -> None:
     if summary.get("elapsed_seconds") is not None:
         rate = summary.get("images_per_second")
         console.print(f"generated in {summary['elapsed_seconds']:.2f} s ({rate} images/s)", highlight=False)
+
+
+def shapes_video(
+    out: Path = typer.Argument(..., help="Output directory (created if missing)."),
+    n: int = typer.Option(1000, "--n", help="Clips in train+val+test (80/10/10); test_novel adds n // 10."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same bytes."),
+    size: int = typer.Option(64, "--size", help="Frame side in pixels (at least 32)."),
+    frames: int = typer.Option(16, "--frames", help="Frames per clip (at least 4; 8 per second)."),
+    workers: int = typer.Option(1, "--workers", help="Processes; the output does not depend on it."),
+    json: bool = JsonOption,
+) -> None:
+    """Generate ShapesWorld moves: clips of shapes whose events happen in order, with captions, questions and
+    statements about them (videos/*.mp4, train/val/test/test_novel JSONL)."""
+    from polymodal.data.shapes_video import generate_shapesworld_video
+
+    try:
+        summary = generate_shapesworld_video(out, n, seed=seed, size=size, frames=frames, workers=workers)
+    except ValueError as e:
+        fail(str(e), as_json=json)
+    except (OSError, ImportError) as e:
+        fail(f"cannot write {out}: {e}", as_json=json)
+    if json:
+        emit_json(summary)
+        return
+    table = Table(title=f"ShapesWorld moves in {summary['out_dir']}", show_header=True)
+    table.add_column("split")
+    table.add_column("clips", justify="right")
+    for split, count in summary["counts"].items():
+        table.add_row(split, str(count))
+    console.print(table)
+    console.print(f"held out (test_novel only): {', '.join(summary['held_out'])}", highlight=False)
+    console.print(
+        f"generated in {summary['elapsed_seconds']:.2f} s ({summary['clips_per_second']} clips/s)", highlight=False
+    )

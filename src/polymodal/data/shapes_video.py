@@ -1,0 +1,301 @@
+"""ShapesWorld moves: short clips of one to three shapes in which events happen one after another.
+
+A clip has ``frames`` frames (16 by default) of ``size`` pixels. One or two of its objects each do one event in
+turn: move left/right/up/down, grow, shrink, turn another colour, appear or disappear. Every clip comes with
+captions that tell the events in order ("the red circle moves left, then the blue square turns green"), its
+actions, questions about time and true/false statements whose false half swaps the order or the action.
+
+``test_novel`` holds colour-shape-action combinations (:data:`HELD_OUT_EVENTS`) that no other split shows. Clip
+``i`` is drawn from ``default_rng([seed, i])`` alone and encoded bit-exactly, so the same seed gives the same bytes
+whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from polymodal.data.shapes import (
+    COLORS,
+    SHAPES,
+    SPLITS,
+    _background,
+    _pick,
+    _rows,
+    _split_of,
+    draw_shape,
+    split_sizes,
+)
+
+VIDEO_GENERATOR_VERSION = 1
+VIDEO_MANIFEST_NAME = "shapesworld_video.json"  # written last: its presence marks a complete dataset
+
+MOVES = {"moves left": (-1, 0), "moves right": (1, 0), "moves up": (0, -1), "moves down": (0, 1)}
+ACTIONS = (*MOVES, "grows", "shrinks", "turns", "appears", "disappears")  # "turns" takes a colour: "turns green"
+# (colour, shape, action) never seen outside test_novel; each action, colour and shape is held out at most once.
+HELD_OUT_EVENTS: tuple[tuple[str, str, str], ...] = (
+    ("red", "circle", "moves left"),
+    ("blue", "square", "grows"),
+    ("green", "triangle", "turns"),
+    ("yellow", "star", "disappears"),
+    ("purple", "heart", "moves up"),
+    ("orange", "diamond", "appears"),
+)
+_RADIUS = {"small": 0.09, "large": 0.14}  # of the frame side
+_MOVE = 0.3  # a move covers this share of the frame side
+_SCALE = 1.6  # grow / shrink factor
+
+
+@dataclass(frozen=True)
+class Mover:
+    """An object of a clip: where it starts (centre, fraction of the frame), its look, and its event, if any."""
+
+    shape: str
+    color: str
+    size: str
+    x: float
+    y: float
+    theta: float
+    action: str | None = None
+    new_color: str | None = None  # for "turns"
+    start: int = 0  # the frames over which the event happens: [start, end)
+    end: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.color} {self.shape}"
+
+    def phrase(self) -> str:
+        """The event in words: "moves left", "turns green"."""
+        return f"turns {self.new_color}" if self.action == "turns" else str(self.action)
+
+    def state(self, frame: int) -> tuple[float, float, float, str, bool]:
+        """(x, y, radius fraction, colour, visible) at ``frame``."""
+        t = 0.0 if self.action is None else min(1.0, max(0.0, (frame - self.start) / max(1, self.end - self.start)))
+        x, y, radius, color, visible = self.x, self.y, _RADIUS[self.size], self.color, True
+        if self.action in MOVES:
+            dx, dy = MOVES[self.action]
+            x, y = x + dx * _MOVE * t, y + dy * _MOVE * t
+        elif self.action == "grows":
+            radius *= _SCALE**t
+        elif self.action == "shrinks":
+            radius /= _SCALE**t
+        elif self.action == "turns":
+            color = self.new_color if t >= 0.5 else self.color  # type: ignore[assignment]
+        elif self.action == "appears":
+            visible = t >= 0.5
+        elif self.action == "disappears":
+            visible = t < 0.5
+        return x, y, radius, color, visible
+
+
+def _allowed(color: str, shape: str, action: str, novel: bool) -> bool:
+    return novel or (color, shape, action) not in HELD_OUT_EVENTS
+
+
+def _place(
+    rng: np.random.Generator, action: str | None, size: str, taken: list[tuple[float, float]]
+) -> tuple[float, float]:
+    """A start centre that keeps the whole event inside the frame and away from the other objects' starts."""
+    margin = _RADIUS[size] * (_SCALE if action == "grows" else 1.0) + 0.02
+    low_x = low_y = margin
+    high_x = high_y = 1 - margin
+    if action in MOVES:
+        dx, dy = MOVES[action]
+        low_x, high_x = (low_x - min(dx, 0) * _MOVE, high_x - max(dx, 0) * _MOVE)
+        low_y, high_y = (low_y - min(dy, 0) * _MOVE, high_y - max(dy, 0) * _MOVE)
+    for _ in range(50):
+        x, y = rng.uniform(low_x, high_x), rng.uniform(low_y, high_y)
+        if all(math.hypot(x - a, y - b) > 0.3 for a, b in taken):
+            return x, y
+    return x, y
+
+
+def sample_clip(rng: np.random.Generator, frames: int, novel: bool) -> list[Mover]:
+    """1-3 objects with distinct colour-shape pairs; one or two of them (in the order returned) do an event each,
+    one after the other. A novel clip's first event is a held-out combination."""
+    k = int(rng.integers(1, 4))
+    n_events = 1 if k == 1 else int(rng.integers(1, 3))
+    pairs = [(c, s) for c in COLORS for s in SHAPES]
+    chosen = [pairs[int(i)] for i in rng.choice(len(pairs), size=k, replace=False)]
+    events: list[tuple[str, str | None]] = []
+    for j in range(n_events):
+        color, shape = chosen[j]
+        if novel and j == 0:
+            color, shape, action = _pick(rng, HELD_OUT_EVENTS)
+            chosen[0] = (color, shape)
+            if len(set(chosen)) < len(chosen):  # the held-out pair was drawn for another object: replace that one
+                chosen = [chosen[0]] + [p for p in pairs if p not in chosen][: k - 1]
+        else:
+            action = _pick(rng, [a for a in ACTIONS if _allowed(color, shape, a, novel)])
+        new_color = _pick(rng, [c for c in COLORS if c != color]) if action == "turns" else None
+        events.append((action, new_color))
+    span = frames // n_events
+    movers: list[Mover] = []
+    taken: list[tuple[float, float]] = []
+    for j, (color, shape) in enumerate(chosen):
+        action, new_color = events[j] if j < n_events else (None, None)
+        size = "large" if rng.random() < 0.5 else "small"
+        x, y = _place(rng, action, size, taken)
+        taken.append((x, y))
+        theta = math.radians(rng.uniform(-15, 15))
+        start, end = (j * span + 1, (j + 1) * span - 1) if action is not None else (0, 0)
+        movers.append(Mover(shape, color, size, x, y, theta, action, new_color, start, end))
+    return movers
+
+
+def render_clip(
+    movers: Sequence[Mover], rng: np.random.Generator, frames: int, size: int
+) -> tuple[list[Image.Image], str]:
+    """The clip's frames over one background (plain or textured), and the background kind."""
+    textured = bool(rng.integers(2))
+    background = _background(rng, size, textured)
+    out = []
+    for f in range(frames):
+        canvas = background.copy()
+        for m in movers:
+            x, y, radius, color, visible = m.state(f)
+            if visible:
+                draw_shape(canvas, m.shape, COLORS[color], x * size, y * size, radius * size, m.theta)
+        out.append(canvas)
+    return out, "textured" if textured else "plain"
+
+
+def encode_mp4(frames: Sequence[Image.Image], fps: int = 8) -> bytes:
+    """MPEG-4 Part 2 video in MP4 (FFmpeg's own encoder, one thread, bitexact): equal frames give equal bytes.
+    libx264's output depended on what the process had encoded before, so a dataset would differ by --workers."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, mode="w", format="mp4", options={"fflags": "+bitexact"}) as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height = frames[0].size
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.thread_count = 1
+        stream.codec_context.options = {"qscale": "3", "flags": "+bitexact"}
+        for image in frames:
+            for packet in stream.encode(av.VideoFrame.from_image(image)):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return buf.getvalue()
+
+
+def _events_text(events: Sequence[Mover], rng: np.random.Generator) -> list[str]:
+    said = [f"the {m.name} {m.phrase()}" for m in events]
+    if len(said) == 1:
+        return [said[0], f"a {events[0].name} {events[0].phrase()}"]
+    return [f"{said[0]}, then {said[1]}", f"first {said[0]}, then {said[1]}", f"{said[1]} after {said[0]}"]
+
+
+def make_qa(events: Sequence[Mover], movers: Sequence[Mover]) -> list[dict[str, str]]:
+    qa = [{"question": f"what did the {m.name} do", "answer": m.phrase(), "type": "action"} for m in events]
+    if len(events) == 2:
+        qa.append({"question": "which shape changed first", "answer": events[0].shape, "type": "order"})
+        qa.append({"question": "which shape changed last", "answer": events[1].shape, "type": "order"})
+    qa.append({"question": "how many shapes are there", "answer": str(len(movers)), "type": "count"})
+    return qa
+
+
+def make_statements(events: Sequence[Mover], rng: np.random.Generator, novel: bool) -> list[dict[str, Any]]:
+    """Each true claim beside a false one: the order reversed, or another action."""
+    out: list[dict[str, Any]] = []
+    truth = _events_text(events, rng)[0]
+    if len(events) == 2:
+        out += [
+            {"text": truth, "label": True, "type": "order"},
+            {
+                "text": f"the {events[1].name} {events[1].phrase()}, then the {events[0].name} {events[0].phrase()}",
+                "label": False,
+                "type": "order",
+            },
+        ]
+    m = events[0]
+    others = [a for a in ACTIONS if a not in (m.action, "turns") and _allowed(m.color, m.shape, a, novel)]
+    out += [
+        {"text": f"the {m.name} {m.phrase()}", "label": True, "type": "action"},
+        {"text": f"the {m.name} {_pick(rng, others)}", "label": False, "type": "action"},
+    ]
+    return out
+
+
+def make_clip(seed: int, index: int, frames: int, size: int, novel: bool) -> tuple[list[Image.Image], dict[str, Any]]:
+    """Clip ``index`` of the dataset with ``seed``: its frames and its manifest row (no split)."""
+    rng = np.random.default_rng([seed, index])
+    movers = sample_clip(rng, frames, novel)
+    images, background = render_clip(movers, rng, frames, size)
+    events = [m for m in movers if m.action is not None]
+    row = {
+        "id": f"{index:06d}",
+        "video": f"videos/{index:06d}.mp4",
+        "captions": _events_text(events, rng),
+        "objects": [
+            {"shape": m.shape, "color": m.color, "size": m.size, "action": m.phrase() if m.action else None}
+            for m in movers
+        ],
+        "events": [{"object": m.name, "action": m.phrase(), "start": m.start, "end": m.end} for m in events],
+        "qa": make_qa(events, movers),
+        "statements": make_statements(events, rng, novel),
+        "label": {"action": events[0].action, "object": events[0].name, "actions": [m.action for m in events]},
+        "background": background,
+    }
+    return images, row
+
+
+def _write_clip(
+    index: int, *, out_dir: Path, seed: int, frames: int, size: int, sizes: dict[str, int]
+) -> tuple[str, dict[str, Any]]:
+    split = _split_of(index, sizes)
+    images, row = make_clip(seed, index, frames, size, novel=split == "test_novel")
+    (out_dir / row["video"]).write_bytes(encode_mp4(images))
+    return split, row
+
+
+def generate_shapesworld_video(
+    out_dir: str | Path, n: int, seed: int = 0, size: int = 64, frames: int = 16, workers: int = 1
+) -> dict[str, Any]:
+    """Write ``n`` clips (80/10/10 train/val/test, and ``max(1, n // 10)`` more for test_novel) to ``out_dir``:
+    ``videos/*.mp4``, ``{split}.jsonl`` and, last, ``shapesworld_video.json``; returns a summary."""
+    if n < 1 or size < 32 or frames < 4:
+        raise ValueError(f"need n >= 1, size >= 32 and frames >= 4; got n={n}, size={size}, frames={frames}")
+    out = Path(out_dir)
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    (out / VIDEO_MANIFEST_NAME).unlink(missing_ok=True)
+    sizes = split_sizes(n)
+    total = sum(sizes.values())
+    started = time.perf_counter()
+    worker = partial(_write_clip, out_dir=out, seed=seed, frames=frames, size=size, sizes=sizes)
+    files = {split: (out / f"{split}.jsonl").open("w", encoding="utf-8") for split in SPLITS}
+    try:
+        for split, row in _rows(range(total), worker, workers, fork=False):
+            files[split].write(json.dumps(row, ensure_ascii=False) + "\n")
+    finally:
+        for f in files.values():
+            f.close()
+    elapsed = time.perf_counter() - started
+    manifest = {
+        "generator": "shapesworld-video",
+        "version": VIDEO_GENERATOR_VERSION,
+        "params": {"n": n, "seed": seed, "size": size, "frames": frames},
+        "counts": sizes,
+        "actions": list(ACTIONS),
+        "held_out": [f"{c} {s} {a}" for c, s, a in HELD_OUT_EVENTS],
+    }
+    (out / VIDEO_MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return {
+        **manifest,
+        "out_dir": str(out),
+        "total": total,
+        "elapsed_seconds": round(elapsed, 3),
+        "clips_per_second": round(total / elapsed, 1) if elapsed > 0 else None,
+    }
