@@ -209,6 +209,38 @@ def test_presets_build_and_run(name: str) -> None:
     assert torch.isfinite(first).all()
 
 
+@pytest.mark.parametrize("video_encoder", ["mean", "transformer", "lstm", "vit"])
+def test_presets_take_a_video_source(video_encoder: str) -> None:
+    """Each preset with ``source: video``: a clip padded with masked frames embeds, classifies and captions as the
+    clip alone does."""
+    kw = {"vocab_size": VOCAB, "image_size": 32, "source": "video", "video_encoder": video_encoder, "frames": 8}
+    torch.manual_seed(0)
+    clip = torch.randn(1, 4, 3, 32, 32)
+    padded = torch.cat([clip, torch.randn(1, 2, 3, 32, 32)], dim=1)
+    ids = torch.randint(4, VOCAB, (1, 5))
+    alone = (clip, torch.ones(1, 4, dtype=torch.bool))
+    with_padding = (padded, torch.tensor([[True] * 4 + [False] * 2]))
+    clip_model = build_preset("shapes-clip", image_encoder="cnn", **kw).eval()
+    fusion = build_preset("shapes-fusion", image_encoder="cnn", **kw).eval()
+    captioner = build_preset("shapes-caption", image_encoder="cnn", **kw).eval()
+    assert set(clip_model.encoders) == set(fusion.encoders) == {"video", "text"} and set(captioner.encoders) == {
+        "video"
+    }
+    with torch.no_grad():
+        for video in (alone, with_padding):
+            outputs = [
+                clip_model.embed("video", *video),
+                fusion({"video": video, "text": (ids, None)}),
+                captioner({"video": video}, ids)["logits"],
+            ]
+            if video is alone:
+                expected = outputs
+        for out, ref in zip(outputs, expected):
+            torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="video_encoder must be one of mean, transformer, lstm, vit"):
+        build_preset("shapes-clip", source="video", video_encoder="3d")
+
+
 def test_a_captioner_trains_on_a_batch_without_its_source() -> None:
     """A batch where no sample has the source: the decoder gets a fully masked memory, not a KeyError."""
     model = build_model(parse_model_config(CONFIGS["captioner"]))

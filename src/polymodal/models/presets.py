@@ -70,13 +70,59 @@ def _small_audio(kind: str, n_mels: int = 64) -> ComponentConfig:
     raise ValueError(f"audio_encoder must be one of {', '.join(AUDIO_TOWERS)}, got {kind!r}")
 
 
-def _source_tower(source: str, image_encoder: str, image_size: int, audio_encoder: str) -> dict[str, ComponentConfig]:
-    """The tower of a model's non-text modality: ``image`` or ``audio``."""
+VIDEO_TOWERS = ("mean", "transformer", "lstm", "vit")
+
+
+def _small_video(kind: str, image_encoder: str, image_size: int, frames: int) -> ComponentConfig:
+    """A video tower over clips of up to ``frames`` frames: ``mean``, ``transformer`` or ``lstm`` is the
+    ``image_encoder`` tower on every frame (``efficientnet``: locked and cached as ``encoders.video.frames``) under
+    that temporal model (CLIP4Clip's meanP, seqTransf, seqLSTM); ``vit`` a space-time ViT from scratch."""
+    if kind == "vit":
+        return ComponentConfig(
+            name="video_vit",
+            params={
+                "frames": frames,
+                "image_size": image_size,
+                "patch_size": 8,
+                "tubelet": 2,
+                "width": 128,
+                "depth": 4,
+                "heads": 4,
+            },
+        )
+    if kind in ("mean", "transformer", "lstm"):
+        frame = _small_image(image_encoder, image_size)
+        # 128-d frame features (EfficientNet's 1280-d pool projected) keep the temporal model small.
+        params = {
+            "frame_encoder": {"name": frame.name, "params": frame.params},
+            "temporal": kind,
+            "width": 128,
+            "depth": 2 if kind == "transformer" else 1,
+            "max_frames": frames,
+        }
+        return ComponentConfig(name="video_frames", params=params)
+    raise ValueError(f"video_encoder must be one of {', '.join(VIDEO_TOWERS)}, got {kind!r}")
+
+
+SOURCES = ("image", "audio", "video")
+
+
+def _source_tower(
+    source: str,
+    image_encoder: str,
+    image_size: int,
+    audio_encoder: str,
+    video_encoder: str = "transformer",
+    frames: int = 16,
+) -> dict[str, ComponentConfig]:
+    """The tower of a model's non-text modality: ``image``, ``audio`` or ``video`` (frames of ``image_size``)."""
     if source == "image":
         return {"image": _small_image(image_encoder, image_size)}
     if source == "audio":
         return {"audio": _small_audio(audio_encoder)}
-    raise ValueError(f"source must be image or audio, got {source!r}")
+    if source == "video":
+        return {"video": _small_video(video_encoder, image_encoder, image_size, frames)}
+    raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
 
 
 def _fusion(name: str) -> ComponentConfig:
@@ -101,13 +147,20 @@ def _small_text(vocab_size: int, max_length: int) -> ComponentConfig:
 
 @PRESETS.register("shapes-clip")
 def shapes_clip(
-    vocab_size: int = 512, image_size: int = 64, max_length: int = 32, image_encoder: str = "vit", embed_dim: int = 128
+    vocab_size: int = 512,
+    image_size: int = 64,
+    max_length: int = 32,
+    image_encoder: str = "vit",
+    embed_dim: int = 128,
+    source: str = "image",
+    audio_encoder: str = "cnn",
+    video_encoder: str = "transformer",
+    frames: int = 16,
 ) -> EmbeddingConfig:
-    """CLIP-style embedding model: small ViT + text transformer, 128-d embedding space."""
-    return EmbeddingConfig(
-        encoders={"image": _small_image(image_encoder, image_size), "text": _small_text(vocab_size, max_length)},
-        embed_dim=embed_dim,
-    )
+    """CLIP-style embedding model: a small ``source`` tower (image: ViT; audio; video: ``video_encoder`` over
+    ``frames`` frames) + text transformer, 128-d embedding space."""
+    encoders = _source_tower(source, image_encoder, image_size, audio_encoder, video_encoder, frames)
+    return EmbeddingConfig(encoders={**encoders, "text": _small_text(vocab_size, max_length)}, embed_dim=embed_dim)
 
 
 @PRESETS.register("shapes-clap")
@@ -138,10 +191,16 @@ def shapes_fusion(
     source: str | None = "image",
     audio_encoder: str = "cnn",
     text: bool = True,
+    video_encoder: str = "transformer",
+    frames: int = 16,
 ) -> FusionClassifierConfig:
-    """``source`` (image or audio) + text classifier; ``fusion`` picks any registered fusion module. Without
+    """``source`` (image, audio or video) + text classifier; ``fusion`` picks any registered fusion module. Without
     ``source`` or ``text`` it classifies the other alone (a unimodal baseline)."""
-    encoders = _source_tower(source, image_encoder, image_size, audio_encoder) if source is not None else {}
+    encoders = (
+        _source_tower(source, image_encoder, image_size, audio_encoder, video_encoder, frames)
+        if source is not None
+        else {}
+    )
     if text:
         encoders["text"] = _small_text(vocab_size, max_length)
     if not encoders:
@@ -164,11 +223,13 @@ def shapes_caption(
     decoder: str = "transformer",
     source: str = "image",
     audio_encoder: str = "cnn",
+    video_encoder: str = "transformer",
+    frames: int = 16,
 ) -> CaptionerConfig:
-    """``source`` (image or audio) tower + a cross-attending text decoder (``transformer``: 2 layers; ``lstm``:
+    """``source`` (image, audio or video) tower + a cross-attending text decoder (``transformer``: 2 layers; ``lstm``:
     show-attend-and-tell); ``contrastive`` adds a text tower and 128-d projections (CoCa-style) so the recipe's
     ``objective.contrastive_weight`` can add a CLIP loss to captioning."""
-    encoders = _source_tower(source, image_encoder, image_size, audio_encoder)
+    encoders = _source_tower(source, image_encoder, image_size, audio_encoder, video_encoder, frames)
     if contrastive:
         encoders["text"] = _small_text(vocab_size, max_length)
     return CaptionerConfig(
@@ -189,10 +250,15 @@ def shapes_vqa(
     image_encoder: str = "vit",
     num_answers: int = 64,
     fusion: str = "cross_attention",
+    source: str = "image",
+    audio_encoder: str = "cnn",
+    video_encoder: str = "transformer",
+    frames: int = 16,
 ) -> QuestionAnsweringConfig:
-    """ViT + question transformer, fused, classifying over an answer vocabulary."""
+    """``source`` (image: ViT; audio; video) + question transformer, fused, classifying over an answer vocabulary."""
+    encoders = _source_tower(source, image_encoder, image_size, audio_encoder, video_encoder, frames)
     return QuestionAnsweringConfig(
-        encoders={"image": _small_image(image_encoder, image_size), "text": _small_text(vocab_size, max_length)},
+        encoders={**encoders, "text": _small_text(vocab_size, max_length)},
         fusion=_fusion(fusion),
         fusion_dim=128,
         answer_mode="classify",
