@@ -9,10 +9,7 @@ frequency folds back.
 
 from __future__ import annotations
 
-import io
 import math
-import os
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -20,7 +17,7 @@ import torch
 from pydantic import Field
 
 from polymodal.config import Config
-from polymodal.data.errors import BadSampleError
+from polymodal.data.errors import BadSampleError, media_errors, open_media
 from polymodal.data.schema import MediaRef
 
 MAX_SECONDS = 600.0  # a longer clip is a mistake (a whole album, a stream), not a sample
@@ -49,26 +46,8 @@ def decode_audio(
 ) -> torch.Tensor:
     """``ref`` (a path or encoded bytes) -> (samples,) float32 mono at ``sample_rate`` (None: the file's own), or
     BadSampleError."""
-    where = source if source is not None else (os.fspath(ref) if isinstance(ref, (str, os.PathLike)) else "<bytes>")
-
-    def bad(reason: str, kind: str) -> BadSampleError:
-        if source is not None and isinstance(ref, (str, os.PathLike)):
-            reason = f"{ref}: {reason}"
-        return BadSampleError(reason, source=where, row=row, field=field, kind=kind)
-
-    if isinstance(ref, (str, os.PathLike)):
-        path = Path(ref)
-        if not path.is_file():
-            raise bad("no such file", "missing_file")
-        if path.stat().st_size == 0:
-            raise bad("file is empty (0 bytes)", "empty_file")
-        handle: object = path
-    elif isinstance(ref, (bytes, bytearray, memoryview)):
-        if len(ref) == 0:
-            raise bad("empty bytes", "empty_file")
-        handle = io.BytesIO(bytes(ref))
-    else:
-        raise bad(f"expected a path or bytes, got {type(ref).__name__}", "invalid")
+    bad = media_errors(ref, source, row, field)
+    handle = open_media(ref, bad)
     sf = _soundfile()
     try:
         with sf.SoundFile(handle) as f:

@@ -8,10 +8,12 @@ to ``bad_samples.jsonl`` and lets the run go on.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,3 +115,34 @@ class BadSampleLog:
             by_kind=dict(self.counts),
             path=str(self.path) if self.path is not None and self.total else None,
         )
+
+
+def media_errors(ref: object, source: str | None, row: int | None, field: str) -> Callable[[str, str], BadSampleError]:
+    """``bad(reason, kind)``: a BadSampleError about ``ref`` (a path or encoded bytes) naming the manifest ``source``
+    and ``row`` when given, else the file itself."""
+    is_path = isinstance(ref, (str, os.PathLike))
+    where = source if source is not None else (os.fspath(ref) if is_path else "<bytes>")  # type: ignore[arg-type]
+
+    def bad(reason: str, kind: str) -> BadSampleError:
+        if source is not None and is_path:
+            reason = f"{ref}: {reason}"
+        return BadSampleError(reason, source=where, row=row, field=field, kind=kind)
+
+    return bad
+
+
+def open_media(ref: object, bad: Callable[[str, str], BadSampleError], expected: str = "a path or bytes") -> Any:
+    """A decoder's handle on ``ref``: the file's path, or the bytes as a file object; missing, empty or other
+    references raise ``bad``."""
+    if isinstance(ref, (str, os.PathLike)):
+        path = Path(ref)
+        if not path.is_file():
+            raise bad("no such file", "missing_file")
+        if path.stat().st_size == 0:
+            raise bad("file is empty (0 bytes)", "empty_file")
+        return path
+    if isinstance(ref, (bytes, bytearray, memoryview)):
+        if len(ref) == 0:
+            raise bad("empty bytes", "empty_file")
+        return io.BytesIO(bytes(ref))
+    raise bad(f"expected {expected}, got {type(ref).__name__}", "invalid")

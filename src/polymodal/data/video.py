@@ -22,7 +22,7 @@ from PIL import Image
 from pydantic import Field, model_validator
 
 from polymodal.config import Config
-from polymodal.data.errors import BadSampleError
+from polymodal.data.errors import BadSampleError, media_errors, open_media
 from polymodal.data.image import decode_image
 from polymodal.data.schema import MediaRef
 
@@ -113,28 +113,12 @@ def decode_video(
     """``ref`` (a video file, its bytes, or a folder of frame images) -> the frames ``settings`` samples, or
     BadSampleError. ``random`` draws the frame of each segment from ``generator`` (training)."""
     settings = settings or VideoSampling()
-    where = source if source is not None else (os.fspath(ref) if isinstance(ref, (str, os.PathLike)) else "<bytes>")
-
-    def bad(reason: str, kind: str) -> BadSampleError:
-        if source is not None and isinstance(ref, (str, os.PathLike)):
-            reason = f"{ref}: {reason}"
-        return BadSampleError(reason, source=where, row=row, field=field, kind=kind)
-
-    if isinstance(ref, (str, os.PathLike)):
-        path = Path(ref)
-        if path.is_dir():
-            return _decode_folder(path, settings, generator, random, bad, source, row, field)
-        if not path.is_file():
-            raise bad("no such file", "missing_file")
-        if path.stat().st_size == 0:
-            raise bad("file is empty (0 bytes)", "empty_file")
-        handle: Any = os.fspath(path)
-    elif isinstance(ref, (bytes, bytearray, memoryview)):
-        if len(ref) == 0:
-            raise bad("empty bytes", "empty_file")
-        handle = io.BytesIO(bytes(ref))
-    else:
-        raise bad(f"expected a path, bytes or a folder of frames, got {type(ref).__name__}", "invalid")
+    bad = media_errors(ref, source, row, field)
+    if isinstance(ref, (str, os.PathLike)) and Path(ref).is_dir():
+        return _decode_folder(Path(ref), settings, generator, random, bad, source, row, field)
+    handle: Any = open_media(ref, bad, "a path, bytes or a folder of frames")
+    if isinstance(handle, Path):
+        handle = os.fspath(handle)
     av = _av()
     deadline = time.monotonic() + settings.timeout_seconds
     opened = []
