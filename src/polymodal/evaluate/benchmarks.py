@@ -68,7 +68,7 @@ def _templates(ctx: EvalContext, default: str) -> list[str]:
 
 def _read(ctx: EvalContext, samples: list[Sample]) -> list[Sample]:
     """Record the media files of ``samples`` as read, for the dataset hash."""
-    ctx.read(*(ref for s in samples for ref in (s.image, s.audio) if isinstance(ref, str)))
+    ctx.read(*(ref for s in samples for ref in (s.image, s.audio, s.video) if isinstance(ref, str)))
     return samples
 
 
@@ -82,7 +82,8 @@ def _items(samples: list[Sample], modality: str) -> list[ItemRef]:
 
 
 def _name(kind: str, modality: str) -> str:
-    """ShapesWorld benchmark names: ``shapes-zeroshot`` for images, ``shapes-audio-zeroshot`` for sounds."""
+    """ShapesWorld benchmark names: ``shapes-zeroshot`` for images, ``shapes-audio-zeroshot`` for sounds,
+    ``shapes-video-retrieval`` for clips."""
     return f"shapes-{kind}" if modality == "image" else f"shapes-{modality}-{kind}"
 
 
@@ -276,42 +277,54 @@ def _fusion_classifier(ctx: EvalContext, name: str, modalities: set[str], any_of
     return model  # type: ignore[return-value]
 
 
-def _load_shapes_statements(ctx: EvalContext, split: str) -> LoadedSplit:
-    model = _fusion_classifier(ctx, "shapes-statements", {"image", "text"})
-    samples = _shapes_split(ctx, "shapes-statements", split)
-    st = passes.Statements([s.image for s in samples], [], [], [], [])
-    for i, s in enumerate(samples):
-        for statement in s.statements:
-            st.item_index.append(i)
-            st.texts.append(statement.text)
-            st.labels.append(int(statement.label))
-            st.types.append(statement.type)
+def _shapes_statements(modality: str) -> Callable[[EvalContext, str], LoadedSplit]:
+    """True/false statements about each item of ``modality`` (a scene's image, a clip) for a fusion classifier of
+    it and text; ``--robustness`` adds the accuracy with each modality dropped."""
+    name = _name("statements", modality)
 
-    def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
-        return passes.statements(ctx, st, image_fn, drop, full)
+    def load(ctx: EvalContext, split: str) -> LoadedSplit:
+        model = _fusion_classifier(ctx, name, {modality, "text"})
+        samples = _shapes_split(ctx, name, split)
+        st = passes.Statements(_items(samples, modality), [], [], [], [], modality=modality)
+        for i, s in enumerate(samples):
+            for statement in s.statements:
+                st.item_index.append(i)
+                st.texts.append(statement.text)
+                st.labels.append(int(statement.label))
+                st.types.append(statement.type)
 
-    return LoadedSplit("shapes-statements", split, "accuracy", score, tuple(model.modalities))
+        def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
+            return passes.statements(ctx, st, image_fn, drop, full)
+
+        return LoadedSplit(name, split, "accuracy", score, tuple(model.modalities), media=modality)
+
+    return load
 
 
 def _labelled_clips(
-    ctx: EvalContext, name: str, split: str, view: str, types: Callable[[Sample], str | None]
+    ctx: EvalContext,
+    samples: list[Sample],
+    modality: str,
+    label: Callable[[Sample], str],
+    types: Callable[[Sample], str | None],
+    texts: bool = True,
 ) -> passes.Statements:
-    """The rows of ``{view}{split}.jsonl`` as (clip, text, class) for a classifier; ``types`` names the group each
-    row's accuracy is also reported for."""
-    samples = _shapes_split(ctx, name, split, view)
+    """``samples`` as (item of ``modality``, text, class) for a classifier; ``label`` names each one's class,
+    ``types`` the group each row's accuracy is also reported for. Without ``texts`` the classifier reads the
+    items alone."""
     # Class index -> name as trained (answers.json), else the sorted label names, as training numbers them.
-    classes = ctx.saved.answers or sorted({str(s.label) for s in samples})
-    unknown = next((s for s in samples if str(s.label) not in classes), None)
+    classes = ctx.saved.answers or sorted({label(s) for s in samples})
+    unknown = next((s for s in samples if label(s) not in classes), None)
     if unknown is not None:
-        raise ValueError(f"{unknown.where()}: label {unknown.label!r} is not one of the model's classes {classes}")
+        raise ValueError(f"{unknown.where()}: label {label(unknown)!r} is not one of the model's classes {classes}")
     return passes.Statements(
-        items=_items(samples, "audio"),
+        items=_items(samples, modality),
         item_index=list(range(len(samples))),
-        texts=[t[0] for t in _items(samples, "text")],
-        labels=[classes.index(str(s.label)) for s in samples],
+        texts=[t[0] for t in _items(samples, "text")] if texts else [""] * len(samples),
+        labels=[classes.index(label(s)) for s in samples],
         types=[types(s) for s in samples],
         classes=classes,
-        modality="audio",
+        modality=modality,
     )
 
 
@@ -322,7 +335,8 @@ def _load_shapes_sentiment(ctx: EvalContext, split: str) -> LoadedSplit:
     name = "shapes-sentiment"
     model = _fusion_classifier(ctx, name, {"audio", "text"}, any_of=True)  # the unimodal baselines too
     # Per delivery (sincere / sarcastic): where the words mislead.
-    st = _labelled_clips(ctx, name, split, "sentiment_", lambda s: s.metadata.get("delivery"))
+    samples = _shapes_split(ctx, name, split, "sentiment_")
+    st = _labelled_clips(ctx, samples, "audio", lambda s: str(s.label), lambda s: s.metadata.get("delivery"))
 
     def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
         return passes.statements(ctx, st, image_fn, drop, full)
@@ -336,12 +350,53 @@ def _load_shapes_speaker(ctx: EvalContext, split: str) -> LoadedSplit:
     per speaker."""
     name = "shapes-speaker"
     _fusion_classifier(ctx, name, {"audio"})
-    st = _labelled_clips(ctx, name, split, "speech_", lambda s: str(s.label))
+    samples = _shapes_split(ctx, name, split, "speech_")
+    st = _labelled_clips(ctx, samples, "audio", lambda s: str(s.label), lambda s: str(s.label))
 
     def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
         return passes.statements(ctx, st, image_fn, drop, full)
 
     return LoadedSplit(name, split, "accuracy", score, media="audio")
+
+
+def _first_action(sample: Sample) -> str:
+    """The action of a ShapesWorld-moves clip's first event (``label.action``)."""
+    label = sample.metadata.get("label")
+    if not isinstance(label, dict) or "action" not in label:
+        raise ValueError(
+            f"{sample.where()}: no label.action; --data must be ShapesWorld moves (polymodal data shapes-video)"
+        )
+    return str(label["action"])
+
+
+def _load_shapes_video_action(ctx: EvalContext, split: str) -> LoadedSplit:
+    """What the first event of each clip is: a video classifier's accuracy (per action), or zero-shot for a model
+    that embeds video and text (each clip against prompts of the nine actions, "a shape moves left")."""
+    from polymodal.data.shapes_video import ACTIONS
+
+    name = "shapes-video-action"
+    model = ctx.saved.model if ctx.is_polymodal else None
+    if isinstance(model, FusionClassifier):
+        _fusion_classifier(ctx, name, {"video"}, any_of=True)  # the clip alone: no words to give the action away
+        samples = _shapes_split(ctx, name, split)
+        st = _labelled_clips(ctx, samples, "video", _first_action, _first_action, texts=False)
+
+        def classify(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
+            return passes.statements(ctx, st, image_fn, drop, full)
+
+        return LoadedSplit(name, split, "accuracy", classify, media="video")
+    ctx.require(EMBED, name, "video")
+    samples = _shapes_split(ctx, name, split)
+    unknown = next((s for s in samples if _first_action(s) not in ACTIONS), None)
+    if unknown is not None:
+        raise ValueError(f"{unknown.where()}: action {_first_action(unknown)!r} is not one of {', '.join(ACTIONS)}")
+    labels = [ACTIONS.index(_first_action(s)) for s in samples]
+    items, templates = _items(samples, "video"), _templates(ctx, "actions")
+
+    def zero_shot(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
+        return passes.zero_shot(ctx, items, labels, list(ACTIONS), templates, image_fn, full, modality="video")
+
+    return LoadedSplit(name, split, "accuracy", zero_shot, media="video")
 
 
 # ------------------------------------------------------------------------------------------ standard sets
@@ -491,7 +546,7 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark("shapes-retrieval", SHAPES_SPLITS, _shapes_retrieval("image"), "image<->caption retrieval"),
         Benchmark("shapes-caption", SHAPES_SPLITS, _shapes_caption("image"), "captioning: BLEU, ROUGE-L, CIDEr-D"),
         Benchmark("shapes-vqa", SHAPES_SPLITS, _load_shapes_vqa, "VQA exact match, per question type"),
-        Benchmark("shapes-statements", SHAPES_SPLITS, _load_shapes_statements, "true/false statements (fusion)"),
+        Benchmark("shapes-statements", SHAPES_SPLITS, _shapes_statements("image"), "true/false statements (fusion)"),
         Benchmark(
             "shapes-audio-zeroshot", SHAPES_SPLITS, _shapes_zeroshot("audio"), "zero-shot colour-shape of sounds"
         ),
@@ -504,6 +559,22 @@ BENCHMARKS: dict[str, Benchmark] = {
         ),
         Benchmark("shapes-sentiment", SHAPES_SPLITS, _load_shapes_sentiment, "spoken sentiment (audio+text fusion)"),
         Benchmark("shapes-speaker", SHAPES_SPLITS, _load_shapes_speaker, "speaker identification of spoken captions"),
+        Benchmark(
+            "shapes-video-retrieval", SHAPES_SPLITS, _shapes_retrieval("video"), "ShapesWorld-moves clip<->caption"
+        ),
+        Benchmark("shapes-video-caption", SHAPES_SPLITS, _shapes_caption("video"), "captioning of clips' events"),
+        Benchmark(
+            "shapes-video-action",
+            SHAPES_SPLITS,
+            _load_shapes_video_action,
+            "first event's action: classifier or zero-shot",
+        ),
+        Benchmark(
+            "shapes-video-statements",
+            SHAPES_SPLITS,
+            _shapes_statements("video"),
+            "true/false statements on clips (fusion)",
+        ),
         Benchmark("imagefolder", ("all",), _load_imagefolder, "zero-shot classification over class folders"),
         Benchmark("cifar10", ("test",), _cifar_loader("cifar10"), "zero-shot CIFAR-10 (binary version)"),
         Benchmark("cifar100", ("test",), _cifar_loader("cifar100"), "zero-shot CIFAR-100 (binary version)"),

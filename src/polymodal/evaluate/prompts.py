@@ -51,11 +51,19 @@ AUDIO_TEMPLATES = [
     "a {} can be heard.",
 ]
 
+# ShapesWorld moves: what a shape does in a clip ("moves left", "grows"), phrased as its captions tell events.
+ACTION_TEMPLATES = [
+    "a shape {}",
+    "the shape {}",
+    "one of the shapes {}",
+]
+
 TEMPLATES: dict[str, list[str]] = {
     "simple": ["a photo of a {}."],
     "imagenet": IMAGENET_TEMPLATES,
     "shapes": SHAPES_TEMPLATES,
     "audio": AUDIO_TEMPLATES,
+    "actions": ACTION_TEMPLATES,
 }
 
 

@@ -1,0 +1,166 @@
+"""Video benchmarks on a tiny generated ShapesWorld-moves dataset and tiny untrained video models, each checked against
+a slow per-clip reference computed with the saved model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from polymodal.backends import load_backend
+from polymodal.data.processors import TextProcessor, VideoProcessor
+from polymodal.data.shapes_video import ACTIONS, generate_shapesworld_video
+from polymodal.data.text import train_tokenizer
+from polymodal.data.transforms import ImagePreprocess
+from polymodal.data.video import VideoSampling
+from polymodal.evaluate.prompts import ACTION_TEMPLATES
+from polymodal.evaluate.results import Result
+from polymodal.evaluate.runner import run_eval
+from polymodal.models import SavedModel, build_model, parse_model_config, save_model
+
+from .conftest import IMG, VIT, _text
+
+VIDEO = {
+    "name": "video_frames",
+    "params": {"frame_encoder": VIT, "temporal": "transformer", "width": 16, "max_frames": 8},
+}
+
+
+@pytest.fixture(scope="module")
+def moves(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("moves") / "shapes-video"
+    generate_shapesworld_video(out, 40, size=32, frames=8)
+    return out
+
+
+def _rows(moves: Path) -> list[dict]:
+    return [json.loads(line) for line in (moves / "test.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def video_models(moves: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """clip: video + text in one space; caption: a video captioner; statements: video + text fusion; action: a video
+    classifier of the first event's action."""
+    torch.manual_seed(0)
+    rows = [json.loads(line) for f in moves.glob("*.jsonl") for line in f.read_text().splitlines()]
+    words = [t for r in rows for t in r["captions"]] + [t.format(a) for t in ACTION_TEMPLATES for a in ACTIONS]
+    tokenizer = train_tokenizer(words, vocab_size=128, kind="wordlevel")
+    vocab = tokenizer.vocab_size
+    processors = {
+        "video": VideoProcessor(VideoSampling(frames=8), ImagePreprocess(image_size=IMG)),
+        "text": TextProcessor(tokenizer, 24),
+    }
+    decoder = {"vocab_size": vocab, "max_length": 24, "params": {"width": 16, "depth": 1, "heads": 2}}
+    fusion = {"kind": "fusion_classifier", "fusion": {"name": "concat"}, "fusion_dim": 16}
+    configs = {
+        "clip": {"kind": "embedding", "encoders": {"video": VIDEO, "text": _text(vocab)}, "embed_dim": 8},
+        "caption": {"kind": "captioner", "encoders": {"video": VIDEO}, "source": "video", "decoder": decoder},
+        "statements": {**fusion, "encoders": {"video": VIDEO, "text": _text(vocab)}, "num_classes": 2},
+        "action": {**fusion, "encoders": {"video": VIDEO}, "num_classes": len(ACTIONS)},
+    }
+    root = tmp_path_factory.mktemp("video_models")
+    out = {}
+    for name, config in configs.items():
+        answers = {a: i for i, a in enumerate(sorted(ACTIONS))} if name == "action" else None
+        model = build_model(parse_model_config(config))
+        out[name] = save_model(root / name, model, processors, answers)
+    return out
+
+
+def _embed(saved: SavedModel, modality: str, refs: list) -> torch.Tensor:
+    """One item at a time: the slow reference for the batched passes."""
+    with torch.no_grad():
+        return torch.cat([saved.model.embed(modality, *saved.inputs(modality, [r])) for r in refs])
+
+
+def _evaluate(model: Path, benchmark: str, data: Path, **kw: object) -> tuple[Result, SavedModel]:
+    (result,) = run_eval(str(model), benchmark, data=data, splits=["test"], n_resamples=20, **kw).results  # type: ignore[arg-type]
+    return result, SavedModel.load(model)
+
+
+def test_shapes_video_retrieval_both_ways_matches_brute_force(moves: Path, video_models: dict) -> None:
+    result, saved = _evaluate(video_models["clip"], "shapes-video-retrieval", moves, with_robustness=True)
+    rows = _rows(moves)
+    clips = _embed(saved, "video", [str(moves / r["video"]) for r in rows])
+    texts = [t for r in rows for t in r["captions"]]
+    owner = [i for i, r in enumerate(rows) for _ in r["captions"]]
+    sims = _embed(saved, "text", texts) @ clips.T  # (N_text, N_clip)
+    assert result.headline == "t2v_R@1" and set(result.details.recall_at_k) == {"v2t", "t2v"}
+    assert result.metrics["t2v_R@1"] == pytest.approx(
+        np.mean([int(s.argmax()) == owner[j] for j, s in enumerate(sims)])
+    )
+    v2t = np.mean([owner[int(sims[:, i].argmax())] == i for i in range(len(rows))])
+    assert result.metrics["v2t_R@1"] == pytest.approx(v2t)
+    assert result.examples[0].retrieved[0].text in texts
+    # Image corruptions do not apply to clips: no curves, and the reason is in the result.
+    assert result.robustness.corruptions is None and "video" in result.robustness.skipped["corruptions"]
+
+
+def test_shapes_video_caption_uses_the_video_captioner(moves: Path, video_models: dict, models: dict) -> None:
+    result, _ = _evaluate(video_models["caption"], "shapes-video-caption", moves, meteor=False)
+    first = str(moves / _rows(moves)[0]["video"])
+    assert result.headline == "CIDEr-D" and {"BLEU-4", "CIDEr-D"} <= set(result.metrics)
+    assert result.examples[0].prediction == load_backend(video_models["caption"]).caption([first])[0]
+    with pytest.raises(ValueError, match="shapes-video-caption needs a model that can caption video.*caption: image"):
+        run_eval(str(models["caption"]), "shapes-video-caption", data=moves, splits=["test"])
+
+
+def test_shapes_video_action_zero_shot_matches_per_clip_reference(moves: Path, video_models: dict) -> None:
+    result, saved = _evaluate(video_models["clip"], "shapes-video-action", moves)
+    rows = _rows(moves)
+    clips = _embed(saved, "video", [str(moves / r["video"]) for r in rows])
+    prompts = torch.nn.functional.normalize(
+        _embed(saved, "text", [t.format(a) for a in ACTIONS for t in ACTION_TEMPLATES]), dim=-1
+    )
+    classes = prompts.view(len(ACTIONS), len(ACTION_TEMPLATES), -1).mean(1)
+    predicted = (clips @ classes.T).argmax(1).tolist()
+    truth = [ACTIONS.index(r["label"]["action"]) for r in rows]
+    assert result.headline == "accuracy" and result.details.confusion.classes == list(ACTIONS)
+    assert result.metrics["accuracy"] == pytest.approx(np.mean(np.equal(predicted, truth)))
+    for action, accuracy in result.details.per_class.items():  # per action present in the split
+        own = [p == t for p, t in zip(predicted, truth) if ACTIONS[t] == action]
+        assert accuracy == pytest.approx(np.mean(own))
+
+
+def test_shapes_video_action_classifier_accuracy_per_action(moves: Path, video_models: dict) -> None:
+    result, saved = _evaluate(video_models["action"], "shapes-video-action", moves)
+    hits = []
+    for r in _rows(moves):
+        with torch.no_grad():
+            logits = saved.model({"video": saved.inputs("video", [str(moves / r["video"])])})
+        hits.append(saved.answers[int(logits.argmax())] == r["label"]["action"])
+    assert result.metrics["accuracy"] == pytest.approx(np.mean(hits))
+    first = {r["label"]["action"] for r in _rows(moves)}
+    assert set(result.details.per_statement_type) == first
+    assert result.examples[0].prediction in ACTIONS
+
+
+def test_shapes_video_statements_with_modality_drops(moves: Path, video_models: dict, models: dict) -> None:
+    result, saved = _evaluate(video_models["statements"], "shapes-video-statements", moves, with_robustness=True)
+
+    def accuracy(drop: str | None) -> float:
+        hits = []
+        for r in _rows(moves):
+            for st in r["statements"]:
+                inputs = {
+                    "video": saved.inputs("video", [str(moves / r["video"])]),
+                    "text": saved.inputs("text", [st["text"]]),
+                }
+                present = None if drop is None else {drop: torch.zeros(1, dtype=torch.bool)}
+                with torch.no_grad():
+                    hits.append(int(saved.model(inputs, present).argmax()) == int(st["label"]))
+        return float(np.mean(hits))
+
+    assert result.metrics["accuracy"] == pytest.approx(accuracy(None))
+    types = {st["type"] for r in _rows(moves) for st in r["statements"]}
+    assert set(result.details.per_statement_type) == types and "action" in types
+    missing = result.robustness.missing_modality
+    assert missing["video"] == pytest.approx(accuracy("video")) and missing["text"] == pytest.approx(accuracy("text"))
+    assert result.robustness.corruptions is None
+    with pytest.raises(
+        ValueError, match="shapes-video-statements needs a polymodal fusion classifier of text and video"
+    ):
+        run_eval(str(models["fusion"]), "shapes-video-statements", data=moves, splits=["test"])
