@@ -1,16 +1,20 @@
-"""Audio decoding that cannot end a run: any file libsndfile reads (WAV, FLAC, OGG, MP3), as mono float32 at
-the model's sample rate.
+"""Audio decoding that cannot end a run: any file libsndfile reads (WAV, FLAC, OGG, MP3), or the sound track of
+a video container (MP4, MKV, WebM, AVI, MOV: decoded by PyAV), as mono float32 at the model's sample rate.
 
-A missing, empty, truncated or undecodable file, an absurd sample rate or a clip longer than ``max_seconds``
-raises :class:`BadSampleError` naming the file (and the manifest row, when given), which a dataset counts and
-skips. Resampling is band-limited (FFT), so a tone keeps its pitch exactly and nothing above the new Nyquist
-frequency folds back.
+A missing, empty, truncated or undecodable file, an absurd sample rate, a clip longer than ``max_seconds``, a
+decode slower than ``timeout_seconds`` or a video without a sound track (``no_audio``) raises
+:class:`BadSampleError` naming the file (and the manifest row, when given), which a dataset counts and skips.
+Resampling is band-limited (FFT), so a tone keeps its pitch exactly and nothing above the new Nyquist frequency
+folds back.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+import os
+import time
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -19,8 +23,11 @@ from pydantic import Field
 from polymodal.config import Config
 from polymodal.data.errors import BadSampleError, media_errors, open_media
 from polymodal.data.schema import MediaRef
+from polymodal.data.video import require_av
 
 MAX_SECONDS = 600.0  # a longer clip is a mistake (a whole album, a stream), not a sample
+TIMEOUT_SECONDS = 60.0  # a video container's track, checked between frames: a broken file fails instead of hanging
+VIDEO_CONTAINERS = frozenset({"mp4", "m4v", "mkv", "webm", "avi", "mov"})  # their sound track is decoded by PyAV
 SAMPLE_RATES = (1_000, 384_000)  # outside this range a header is broken or the file is not audio
 # Features are computed over at most this many samples at once: a whole batch's spectrum (100 MB for 64
 # clips of 10 s) costs more to allocate and walk than to compute.
@@ -40,20 +47,49 @@ def decode_audio(
     sample_rate: int | None,
     *,
     max_seconds: float = MAX_SECONDS,
+    timeout_seconds: float = TIMEOUT_SECONDS,
     source: str | None = None,
     row: int | None = None,
     field: str = "audio",
 ) -> torch.Tensor:
-    """``ref`` (a path or encoded bytes) -> (samples,) float32 mono at ``sample_rate`` (None: the file's own), or
-    BadSampleError."""
+    """``ref`` (a path or encoded bytes of a sound file or a video container) -> (samples,) float32 mono at
+    ``sample_rate`` (None: the file's own), or BadSampleError."""
     bad = media_errors(ref, source, row, field)
     handle = open_media(ref, bad)
+    if is_video_container(ref):
+        data, rate = _decode_track(handle, max_seconds, timeout_seconds, bad)
+    else:
+        data, rate = _decode_sound_file(handle, max_seconds, bad)
+    if len(data) == 0:
+        raise bad("no audio samples", "empty_file")
+    if not np.isfinite(data).all():
+        raise bad("samples are not finite numbers", "decode")
+    mono = torch.from_numpy(np.ascontiguousarray(data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)))
+    return mono if sample_rate is None else resample(mono, rate, sample_rate)
+
+
+def is_video_container(ref: object) -> bool:
+    """True for a path with a video container's extension, or bytes that start like MP4/MOV, Matroska/WebM or AVI."""
+    if isinstance(ref, (str, os.PathLike)):
+        return Path(ref).suffix.lower().lstrip(".") in VIDEO_CONTAINERS
+    if isinstance(ref, (bytes, bytearray, memoryview)):
+        head = bytes(ref[:12])
+        return head[4:8] == b"ftyp" or head[:4] == b"\x1a\x45\xdf\xa3" or (head[:4], head[8:12]) == (b"RIFF", b"AVI ")
+    return False
+
+
+def _check_rate(rate: int, bad: Any) -> None:
+    if not SAMPLE_RATES[0] <= rate <= SAMPLE_RATES[1]:
+        raise bad(f"sample rate {rate} Hz is outside {SAMPLE_RATES[0]}-{SAMPLE_RATES[1]} Hz", "bad_audio")
+
+
+def _decode_sound_file(handle: Any, max_seconds: float, bad: Any) -> tuple[np.ndarray, int]:
+    """(samples, channels) float32 and the rate of a file libsndfile reads."""
     sf = _soundfile()
     try:
         with sf.SoundFile(handle) as f:
             rate, frames = int(f.samplerate), int(f.frames)
-            if not SAMPLE_RATES[0] <= rate <= SAMPLE_RATES[1]:
-                raise bad(f"sample rate {rate} Hz is outside {SAMPLE_RATES[0]}-{SAMPLE_RATES[1]} Hz", "bad_audio")
+            _check_rate(rate, bad)
             limit = int(max_seconds * rate)
             if frames > limit:
                 raise bad(f"{frames / rate:.0f} s long, more than the {max_seconds:.0f} s allowed", "too_long")
@@ -64,12 +100,59 @@ def decode_audio(
         raise bad(f"cannot decode audio ({type(e).__name__}: {e})", "decode") from None
     if len(data) > limit:  # a stream that does not say its length
         raise bad(f"longer than the {max_seconds:.0f} s allowed", "too_long")
-    if len(data) == 0:
-        raise bad("no audio samples", "empty_file")
-    if not np.isfinite(data).all():
-        raise bad("samples are not finite numbers", "decode")
-    mono = torch.from_numpy(np.ascontiguousarray(data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)))
-    return mono if sample_rate is None else resample(mono, rate, sample_rate)
+    return data, rate
+
+
+def _decode_track(handle: Any, max_seconds: float, timeout_seconds: float, bad: Any) -> tuple[np.ndarray, int]:
+    """(samples, channels) float32 and the rate of a video container's first sound track, through PyAV."""
+    av = require_av()
+    deadline = time.monotonic() + timeout_seconds
+    try:
+        container = av.open(os.fspath(handle) if isinstance(handle, Path) else handle, metadata_errors="ignore")
+    except Exception as e:  # FFmpeg's errors (not a container, truncated header) come in several types
+        raise bad(f"cannot open as a video container ({type(e).__name__}: {e})", "decode") from None
+    try:
+        with container:
+            return _read_track(av, container, max_seconds, deadline, timeout_seconds, bad)
+    except BadSampleError:
+        raise
+    except Exception as e:
+        raise bad(f"cannot decode the sound track ({type(e).__name__}: {e})", "decode") from None
+
+
+def _read_track(av, container, max_seconds, deadline, timeout_seconds, bad) -> tuple[np.ndarray, int]:  # type: ignore[no-untyped-def]
+    if not container.streams.audio:
+        kinds = sorted({s.type for s in container.streams}) or ["nothing"]
+        raise bad(f"no audio stream ({container.format.name} holding {', '.join(kinds)})", "no_audio")
+    stream = container.streams.audio[0]
+    rate = int(stream.rate or stream.codec_context.sample_rate or 0)
+    _check_rate(rate, bad)
+    if stream.duration:
+        declared = float(stream.duration * stream.time_base)
+    else:
+        declared = container.duration / 1_000_000 if container.duration else None  # AV_TIME_BASE
+    if declared is not None and declared > max_seconds:
+        raise bad(f"{declared:.0f} s long, more than the {max_seconds:.0f} s allowed", "too_long")
+    limit = int(max_seconds * rate)
+    to_float = av.AudioResampler(format="fltp")  # planar float32 at the track's own rate and channels
+    chunks, total = [], 0
+    for frame in container.decode(stream):
+        for converted in to_float.resample(frame):
+            chunks.append(converted.to_ndarray())  # (channels, samples)
+            total += chunks[-1].shape[1]
+        if total > limit:  # a stream that does not say its length
+            raise bad(f"longer than the {max_seconds:.0f} s allowed", "too_long")
+        if time.monotonic() > deadline:
+            raise bad(f"decoding took longer than {timeout_seconds:.0f} s", "timeout")
+    chunks += [f.to_ndarray() for f in to_float.resample(None)]
+    data = np.concatenate(chunks, axis=1).T if chunks else np.zeros((0, 1), dtype=np.float32)
+    if declared is not None:
+        if declared - len(data) / rate > max(0.5, 0.1 * declared):
+            raise bad(
+                f"sound ends at {len(data) / rate:.2f} s of the {declared:.2f} s the header declares", "truncated"
+            )
+        data = data[: round(declared * rate)]  # the encoder's padding of the last frame
+    return np.asarray(data, dtype=np.float32), rate
 
 
 def resample(wave: torch.Tensor, rate: int, target: int) -> torch.Tensor:

@@ -35,7 +35,8 @@ SEEK_GAP = 2.0  # seconds: a nearer target is reached by decoding on, a farther 
 FRAME_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp"})  # the frames of a frame folder
 
 
-def _av():  # type: ignore[no-untyped-def]
+def require_av():  # type: ignore[no-untyped-def]
+    """The PyAV module, or an ImportError that says how to install it."""
     try:
         import av
     except ImportError:
@@ -119,7 +120,7 @@ def decode_video(
     handle: Any = open_media(ref, bad, "a path, bytes or a folder of frames")
     if isinstance(handle, Path):
         handle = os.fspath(handle)
-    av = _av()
+    av = require_av()
     deadline = time.monotonic() + settings.timeout_seconds
     opened = []
 
