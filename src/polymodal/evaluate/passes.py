@@ -31,14 +31,17 @@ class PassResult:
     examples: list[Example] = field(default_factory=list)
 
 
+SHOWN = ("image", "audio", "video", "text")  # the modalities an Example names by path (or words)
+
+
 def _path(ref: ImageRef) -> str | None:
-    """The image as an absolute path for examples (None for bytes or decoded pixels)."""
+    """The item (image, sound, clip) as an absolute path for examples (None for bytes or decoded values)."""
     return ref if isinstance(ref, str) else None
 
 
 def _shown(modality: str, ref: ItemRef) -> dict[str, str | None]:
     """The example field showing an item: its path under the modality's name (its words for text)."""
-    return {modality: _path(ref)} if modality in ("image", "audio", "text") else {}
+    return {modality: _path(ref)} if modality in SHOWN else {}
 
 
 def merge(*runs: PassResult) -> PassResult:

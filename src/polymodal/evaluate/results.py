@@ -99,6 +99,7 @@ class Robustness(_Model):
 class Retrieved(_Model):
     image: str | None = None
     audio: str | None = None  # absolute path
+    video: str | None = None  # absolute path (a file, or a folder of frames)
     text: str | None = None
     score: float
 
@@ -106,6 +107,7 @@ class Retrieved(_Model):
 class Example(_Model):
     image: str | None = None  # absolute path
     audio: str | None = None  # absolute path
+    video: str | None = None  # absolute path (a file, or a folder of frames)
     text: str | None = None
     prediction: str | None = None
     reference: str | None = None
