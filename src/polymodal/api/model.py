@@ -11,8 +11,19 @@ import numpy as np
 import torch
 
 from polymodal.api.inputs import ImageInput, MediaInput, to_images, to_inputs
+from polymodal.api.video import (
+    IMAGE_FRAMES,
+    VIDEO_TOWER,
+    VideoInput,
+    VideoSegment,
+    decoded,
+    embed_by_frames,
+    segment_clip,
+    to_clips,
+)
 from polymodal.backends import ANSWER, CAPTION, EMBED, Backend, TaskNotSupported, load_backend
 from polymodal.backends.base import embed, media
+from polymodal.data.video import Clip, VideoSampling
 from polymodal.hardware import choose_precision
 
 T = TypeVar("T")
@@ -27,11 +38,14 @@ def _batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 
 
 class Model:
-    """A loaded model: ``embed`` (``embed_text``, ``embed_image``, ``embed_audio``), ``classify``, ``caption``,
-    ``answer``.
+    """A loaded model: ``embed`` (``embed_text``, ``embed_image``, ``embed_audio``, ``embed_video``), ``classify``,
+    ``caption``, ``answer``.
 
     Images may be paths, bytes, PIL images or numpy arrays (H, W[, C]); sounds (and other media the model's
-    processors decode) paths or encoded bytes (WAV, FLAC, OGG, MP3); one input or a list. Work is done in
+    processors decode) paths or encoded bytes (WAV, FLAC, OGG, MP3); videos paths, encoded bytes or decoded
+    :class:`~polymodal.data.video.Clip` frames; one input or a list. A model with a video tower embeds clips with
+    it; an image-text model without one embeds them zero-shot with its image tower per frame
+    (``video_embedding`` says which). Work is done in
     batches of ``batch_size``. ``precision="auto"`` runs under bf16 autocast where the device has native bf16 and
     in fp32 elsewhere (``precision_choice`` says which and why); results are float32 either way.
     """
@@ -71,14 +85,30 @@ class Model:
         return f"Model({self.name!r}, capabilities={sorted(self.capabilities)}, precision={self.precision!r})"
 
     def media(self, capability: str = EMBED) -> frozenset[str]:
-        """The modalities the model takes for ``capability`` (for ``embed``: those it embeds into its space)."""
+        """The modalities the model has towers for for ``capability`` (for ``embed``: those it embeds into its
+        space); ``accepts`` adds video embedded through the image tower."""
         return media(self.backend, capability)
+
+    @property
+    def video_embedding(self) -> str | None:
+        """How ``embed("video", ...)`` works: ``"video tower"`` (the model's own), ``"image tower per frame ..."``
+        (zero-shot, an image-text model without a video tower: CLIP4Clip's meanP over ``VideoSampling()`` frames,
+        8 uniform ones, each through the model's image processing) or None (the model cannot embed clips)."""
+        own = self.media(EMBED)
+        if "video" in own:
+            return VIDEO_TOWER
+        return IMAGE_FRAMES if {"image", "text"} <= own else None
+
+    def accepts(self, capability: str = EMBED) -> frozenset[str]:
+        """The modalities the API takes for ``capability``: ``media`` plus, for embed, video by frames."""
+        own = self.media(capability)
+        return own | {"video"} if capability == EMBED and self.video_embedding else own
 
     def _require(self, capability: str, task: str, modality: str | None = None) -> None:
         if capability not in self.capabilities:
             raise TaskNotSupported(self.backend, task)
-        if modality is not None and modality not in self.media(capability):
-            takes = ", ".join(sorted(self.media(capability)))
+        if modality is not None and modality not in self.accepts(capability):
+            takes = ", ".join(sorted(self.accepts(capability)))
             raise TaskNotSupported(self.backend, f"{task} from {modality} (it takes {takes})")
 
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
@@ -93,9 +123,11 @@ class Model:
 
     # -- embeddings -------------------------------------------------------------------------------------------
     def embed(self, modality: str, items: object) -> np.ndarray:
-        """(N, D) float32 unit vectors of ``items`` of ``modality`` (one of ``media()``): texts as strings, images
-        and sounds as above."""
+        """(N, D) float32 unit vectors of ``items`` of ``modality`` (one of ``accepts()``): texts as strings,
+        images, sounds and videos as above."""
         self._require(EMBED, "embed", modality)
+        if modality == "video":
+            return self._map(self._embed_clips, to_clips(items))  # type: ignore[arg-type]
         prepared = to_inputs(modality, items)
         return self._map(lambda chunk: embed(self.backend, modality, chunk), prepared)
 
@@ -111,6 +143,42 @@ class Model:
         """(N, D) float32 unit vectors of sound files (paths or encoded bytes), decoded as the model was trained."""
         return self.embed("audio", clips)
 
+    def embed_video(self, clips: VideoInput | Sequence[VideoInput]) -> np.ndarray:
+        """(N, D) float32 unit vectors of clips (paths, encoded bytes or decoded Clips), by the model's video tower
+        or, without one, by its image tower per frame (see ``video_embedding``)."""
+        return self.embed("video", clips)
+
+    def video_sampling(self) -> VideoSampling:
+        """The frames a clip is embedded from: the video processor's settings, or ``VideoSampling()`` by frames."""
+        processor = getattr(getattr(self.backend, "saved", None), "processors", {}).get("video")
+        return processor.sampling if processor is not None else VideoSampling()
+
+    def video_segments(self, clip: str | bytes, seconds: float) -> list[VideoSegment]:
+        """``clip`` cut into ``seconds``-long segments, each with the frames its embedding reads (pass their
+        ``.clip`` to ``embed_video``); a bad file raises BadSampleError."""
+        return segment_clip(clip, seconds, self.video_sampling())
+
+    def _embed_clips(self, clips: Sequence[str | bytes | Clip]) -> torch.Tensor:
+        if self.video_embedding == IMAGE_FRAMES:
+            frames = lambda images: embed(self.backend, "image", images)  # noqa: E731
+            return embed_by_frames(frames, clips, self.video_sampling(), self.batch_size)
+        if not any(isinstance(c, Clip) for c in clips):
+            return embed(self.backend, "video", clips)  # the processor decodes the files itself
+        return self._embed_decoded(clips)
+
+    @torch.inference_mode()
+    def _embed_decoded(self, clips: Sequence[str | bytes | Clip]) -> torch.Tensor:
+        """The video tower over decoded frames (segments), each frame through the video processor's preprocessing."""
+        saved = self.backend.saved  # type: ignore[attr-defined]  # only a polymodal model has a video tower
+        processor = saved.processors["video"]
+        tensors = [
+            torch.stack([processor.preprocess.to_tensor(f) for f in decoded(c, processor.sampling).frames])
+            for c in clips
+        ]
+        batch = processor.collate(tensors)  # x (B, T, 3, S, S), mask (B, T)
+        x, mask = batch.x.to(self.device), batch.mask.to(self.device)
+        return saved.model.embed("video", x, mask).float()
+
     def _text_tensor(self, texts: list[str]) -> torch.Tensor:
         return torch.from_numpy(self.embed_text(texts))
 
@@ -124,8 +192,8 @@ class Model:
         templates: str | Sequence[str] = "simple",
         top_k: int | None = None,
     ) -> list[list[tuple[str, float]]]:
-        """Zero-shot classification of images (or sounds, with ``modality="audio"``): per item, (label,
-        probability) pairs, most probable first.
+        """Zero-shot classification of images (or sounds, clips, with ``modality="audio"``, ``"video"``): per
+        item, (label, probability) pairs, most probable first.
 
         ``templates`` is a template set name (see ``polymodal.evaluate.prompts.TEMPLATES``) or a list of format
         strings with one ``{}``; class embeddings average over the templates (CLIP's prompt ensembling).

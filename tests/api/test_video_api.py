@@ -1,0 +1,91 @@
+"""The Python API with clips: zero-shot by an image-text model's image tower per frame (checked against the mean
+of the frames' own embeddings), by a video tower, segments with their times, zero-shot classification, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import polymodal
+from polymodal.api.video import IMAGE_FRAMES, VIDEO_TOWER
+from polymodal.backends import TaskNotSupported
+from polymodal.data.errors import BadSampleError
+from polymodal.data.video import VideoSampling, decode_video
+from tests.api.video_model import colour_model_dir, colour_video_model_dir, write_clip  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("clips")
+    return {
+        "red": write_clip(folder / "red.mp4", ["red"], 2.0),
+        "blue": write_clip(folder / "blue.mp4", ["blue"], 1.5),
+        "red-then-blue": write_clip(folder / "red-then-blue.mp4", ["red", "blue"], 1.0),
+    }
+
+
+def test_an_image_text_model_embeds_a_clip_as_the_mean_of_its_frames(colour_model_dir, clips) -> None:  # noqa: ANN001, F811
+    model = polymodal.load(colour_model_dir, precision="fp32")
+    assert model.video_embedding == IMAGE_FRAMES and model.media() == {"image", "text"}
+    assert model.accepts() == {"image", "text", "video"}
+    vectors = model.embed_video([clips["red-then-blue"], clips["red"].read_bytes()])
+    assert vectors.shape == (2, model.embed_dim) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    frames = decode_video(clips["red-then-blue"], VideoSampling()).frames  # 8 uniform frames: 4 red, 4 blue
+    assert len(frames) == 8
+    mean = model.embed_image(frames).mean(0)
+    np.testing.assert_allclose(vectors[0], mean / np.linalg.norm(mean), atol=1e-5)
+    np.testing.assert_allclose(model.embed("video", str(clips["red"])), vectors[1:], atol=1e-5)
+
+
+def test_classify_clips_zero_shot_with_the_image_tower(colour_model_dir, clips) -> None:  # noqa: ANN001, F811
+    model = polymodal.load(colour_model_dir, precision="fp32", batch_size=3)  # frames span several image batches
+    ranked = model.classify(
+        [clips["blue"], clips["red"]], ["red", "blue"], modality="video", templates=["a {} picture"]
+    )
+    assert [r[0][0] for r in ranked] == ["blue", "red"] and all(r[0][1] > 0.5 for r in ranked)
+
+
+def test_segments_carry_their_times_and_embed_only_their_frames(colour_model_dir, clips) -> None:  # noqa: ANN001, F811
+    model = polymodal.load(colour_model_dir, precision="fp32")
+    segments = model.video_segments(str(clips["red-then-blue"]), 1.0)
+    assert [(s.start, s.end) for s in segments] == [(0.0, 1.0), (1.0, 2.0)]
+    assert all(len(s.clip.frames) == 8 and all(s.start <= t < s.end for t in s.clip.times) for s in segments)
+    red, blue = model.embed_video([s.clip for s in segments])
+    captions = model.embed_text(["a red picture", "a blue picture"])
+    assert (captions @ red).argmax() == 0 and (captions @ blue).argmax() == 1
+    # Shorter than a segment: one segment, the whole clip.
+    (whole,) = model.video_segments(str(clips["blue"]), 5.0)
+    assert (whole.start, whole.end) == (0.0, 1.5)
+    with pytest.raises(ValueError, match="segment seconds must be > 0"):
+        model.video_segments(str(clips["blue"]), 0)
+
+
+def test_a_video_tower_embeds_files_and_decoded_segments_alike(colour_video_model_dir, colour_model_dir, clips) -> None:  # noqa: ANN001, F811
+    model = polymodal.load(colour_video_model_dir, precision="fp32")
+    assert model.video_embedding == VIDEO_TOWER and model.media() == {"text", "video"}
+    red, mixed = model.embed_video([clips["red"], clips["red-then-blue"]])
+    first, second = model.embed_video([s.clip for s in model.video_segments(str(clips["red-then-blue"]), 1.0)])
+    np.testing.assert_allclose(first, red, atol=0.02)  # a red second embeds like a red clip (codec noise apart)
+    captions = model.embed_text(["a red picture", "a blue picture"])
+    assert (captions @ second).argmax() == 1 and (captions @ mixed).max() < (captions @ red).max()
+    # The tower averages the same frames the image-text model averages one by one: the two paths agree.
+    by_frames = polymodal.load(colour_model_dir, precision="fp32").embed_video(clips["red"])[0]
+    assert float(red @ by_frames) > 0.99
+
+
+def test_bad_clips_and_models_that_cannot_embed_video(colour_model_dir, tiny_captioner_dir, tmp_path: Path) -> None:  # noqa: ANN001, F811
+    model = polymodal.load(colour_model_dir, precision="fp32")
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 40)
+    with pytest.raises(BadSampleError, match="broken.mp4"):
+        model.embed_video(broken)
+    with pytest.raises(BadSampleError, match="empty"):
+        model.embed_video(b"")
+    with pytest.raises(ValueError, match="expected a video path, encoded bytes or a Clip"):
+        model.embed_video([np.zeros(3)])
+    captioner = polymodal.load(tiny_captioner_dir)
+    assert captioner.video_embedding is None
+    with pytest.raises(TaskNotSupported, match="cannot embed"):
+        captioner.embed_video(broken)
