@@ -29,7 +29,7 @@ def report(
 
     Writes report.md (+ report_assets/: PNGs, and FLAC clips of sound examples) and a self-contained report.html:
     metric tables with 95% CIs per benchmark and split, plots and example grids (spectrograms and players for
-    sounds).
+    sounds, strips of 8 frames for clips).
     """
     from polymodal.evaluate.results import ResultFileError
     from polymodal.report import write_report

@@ -68,12 +68,27 @@ class Sound:
 
 
 @dataclass
+class FrameStrip:
+    """A clip an example refers to, as a row of small frames sampled uniformly over it, each with its time; no
+    frames, and a note saying why, once the report's budget for strips is spent."""
+
+    slug: str
+    name: str  # the file name, for labels
+    path: str  # the source file, shown when the frames are not
+    seconds: float  # the clip's length
+    frames: list[Asset]
+    times: list[float]  # each frame's time in seconds from the clip's start
+    note: str | None = None  # why the frames are not shown
+
+
+@dataclass
 class RetrievedItem:
     image: Asset | None
     text: str | None
     score: float
     sound: Sound | None = None
-    note: str | None = None  # why an image or sound could not be shown (names the file)
+    note: str | None = None  # why an image, sound or clip could not be shown (names the file)
+    strip: FrameStrip | None = None
 
 
 @dataclass
@@ -85,6 +100,8 @@ class ExampleCard:
     retrieved: list[RetrievedItem] = field(default_factory=list)
     sound: Sound | None = None
     sound_note: str | None = None  # why there is no spectrogram (missing or undecodable file, named)
+    strip: FrameStrip | None = None
+    strip_note: str | None = None  # why there is no frame strip (missing or undecodable clip, named)
 
 
 @dataclass
@@ -117,7 +134,8 @@ class Document:
         return [sound for sound in self.sounds() if sound.clip is not None]
 
     def images(self) -> list[Asset]:
-        """Every distinct image (by slug), in order: the assets the Markdown file references (spectrograms too)."""
+        """Every distinct image (by slug), in order: the assets the Markdown file references (spectrograms and the
+        frames of strips too)."""
         seen: dict[str, Asset] = {}
         for block in self.blocks:
             if isinstance(block, PlotGrid):
@@ -127,6 +145,8 @@ class Document:
                 for card in block.cards:
                     candidates.append(card.image)
                     candidates.extend(item.image for item in card.retrieved)
+                    for strip in [card.strip, *(item.strip for item in card.retrieved)]:
+                        candidates.extend(strip.frames if strip is not None else [])
             else:
                 continue
             for image in candidates:

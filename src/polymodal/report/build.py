@@ -35,11 +35,12 @@ from polymodal.report.blocks import (
 )
 from polymodal.report.runs import Run, TrainingLog
 from polymodal.report.sounds import Sounds
+from polymodal.report.strips import FrameStrips
 from polymodal.report.thumbnails import Thumbnails
 from polymodal.version import __version__
 
 MISSING = Verbatim("—")
-INITIALS = {"i": "image", "t": "text", "a": "audio"}  # recall directions are named "i2t", "a2t", "t2a" ...
+INITIALS = {"i": "image", "t": "text", "a": "audio", "v": "video"}  # recall directions: "i2t", "a2t", "t2v" ...
 # Always shown for training runs (when present), beside every setting that differs between runs.
 KEY_SETTINGS = [
     "model.preset",
@@ -88,6 +89,11 @@ def _direction(name: str) -> str:
     return name
 
 
+def _shown(cache: Thumbnails | Sounds | FrameStrips, path: str | None) -> tuple[Any, str | None]:
+    """What ``cache`` shows of an example's file and why not (a note naming it); nothing without a file."""
+    return cache.get(path) if path else (None, None)
+
+
 def _slugify(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "x"
 
@@ -108,6 +114,7 @@ class _Builder:
         self.max_retrieved = max_retrieved
         self.thumbnails = Thumbnails()
         self.sounds = Sounds()
+        self.strips = FrameStrips()
         self.colour = {id(run): i for i, run in enumerate(runs)}
         self.results = {id(run): run.results() for run in runs}
         self._plot_count = 0
@@ -292,8 +299,9 @@ class _Builder:
         return ExampleGrid(f"Examples: {run.name} ({shown})", cards)
 
     def card(self, example: Example) -> ExampleCard:
-        image, note = self.thumbnails.get(example.image) if example.image else (None, None)
-        sound, sound_note = self.sounds.get(example.audio) if example.audio else (None, None)
+        image, note = _shown(self.thumbnails, example.image)
+        sound, sound_note = _shown(self.sounds, example.audio)
+        strip, strip_note = _shown(self.strips, example.video)
         fields = [
             (label, value)
             for label, value in (
@@ -305,10 +313,13 @@ class _Builder:
         ]
         retrieved = []
         for item in (example.retrieved or [])[: self.max_retrieved]:
-            thumb, thumb_note = self.thumbnails.get(item.image) if item.image else (None, None)
-            clip, clip_note = self.sounds.get(item.audio) if item.audio else (None, None)
-            retrieved.append(RetrievedItem(thumb, item.text, item.score, clip, thumb_note or clip_note))
-        return ExampleCard(image, note, fields, example.correct, retrieved, sound, sound_note)
+            thumb, thumb_note = _shown(self.thumbnails, item.image)
+            clip, clip_note = _shown(self.sounds, item.audio)
+            frames, frames_note = _shown(self.strips, item.video)
+            retrieved.append(
+                RetrievedItem(thumb, item.text, item.score, clip, thumb_note or clip_note or frames_note, frames)
+            )
+        return ExampleCard(image, note, fields, example.correct, retrieved, sound, sound_note, strip, strip_note)
 
     # ------------------------------------------------------------------ training
     def training(self) -> list[Block]:

@@ -2,7 +2,7 @@
 
 Self-contained means: inline CSS, every image and sound clip a base64 ``data:`` URI, no scripts, no
 request to anything outside the file (it opens the same air-gapped, attached to an email or archived).
-Clips are bounded in size (:mod:`polymodal.report.sounds`).
+Sound clips and frame strips are bounded in size (:mod:`polymodal.report.sounds`, :mod:`polymodal.report.strips`).
 All text goes through :func:`html.escape`: captions, names and paths are untrusted input.
 """
 
@@ -16,6 +16,7 @@ from polymodal.report.blocks import (
     Document,
     ExampleCard,
     ExampleGrid,
+    FrameStrip,
     Heading,
     Paragraph,
     PlotGrid,
@@ -81,6 +82,13 @@ figure img { max-width: 100%; height: auto; display: block; margin: 0 auto; }
 .retrieved div.sound, .retrieved div.note { width: 156px; text-align: left; }
 .retrieved .sound img { width: 156px; height: 52px; object-fit: fill; margin: 0 0 2px; }
 .retrieved .sound audio { width: 156px; }
+.examples.videos { grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); }
+.strip { font-size: 11px; color: var(--muted); overflow-wrap: anywhere; }
+.strip .frames { display: flex; gap: 2px; margin-bottom: 2px; }
+.strip figure { margin: 0; padding: 0; border: none; background: none; text-align: center; }
+.strip img { width: 64px; height: auto; border-radius: 2px; display: block; }
+.retrieved div.strip, .retrieved div.strip div { width: auto; text-align: left; }
+.retrieved .strip img { width: 48px; height: auto; margin: 0; }
 ol.ranked { margin: 4px 0 0; padding-left: 20px; color: var(--fg); }
 ol.ranked li { margin-bottom: 2px; }
 .score { color: var(--muted); font-variant-numeric: tabular-nums; margin-right: 6px; }
@@ -136,14 +144,29 @@ def _sound(sound: Sound, extra: str = "") -> str:
     return f'<div class="sound">{_img(sound.spectrogram)}{player}{label}{extra}</div>'
 
 
+def _strip(strip: FrameStrip, extra: str = "") -> str:
+    """The frames in a row, each over its time, then the clip's name and length (or why the frames are not shown)."""
+    frames = "".join(
+        f"<figure>{_img(frame)}<figcaption>{time:.2f} s</figcaption></figure>"
+        for frame, time in zip(strip.frames, strip.times)
+    )
+    label = f"{escape(strip.name)} · {strip.seconds:.1f} s"
+    if strip.note:
+        label += f"<br>{escape(strip.note)}"
+    return f'<div class="strip"><div class="frames">{frames}</div>{label}{extra}</div>'
+
+
 def _retrieved(items: list[RetrievedItem]) -> str:
-    """Retrieved images or sounds as a row of tiles; retrieved texts (captions) as a ranked list."""
-    if any(item.image is not None or item.sound is not None or item.note for item in items):
+    """Retrieved images, sounds or clips as a row of tiles; retrieved texts (captions) as a ranked list."""
+    if any(item.image is not None or item.sound is not None or item.strip is not None or item.note for item in items):
         tiles = []
         for item in items:
             caption = escape(item.text) + "<br>" if item.text else ""
             if item.sound is not None:
                 tiles.append(_sound(item.sound, f"<br>{caption}{item.score:.3f}"))
+                continue
+            if item.strip is not None:
+                tiles.append(_strip(item.strip, f"<br>{caption}{item.score:.3f}"))
                 continue
             if item.image is None and item.note:  # the file could not be read: say which and why
                 tiles.append(f'<div class="note">{escape(item.note)}<br>{caption}{item.score:.3f}</div>')
@@ -172,6 +195,10 @@ def _card(card: ExampleCard) -> str:
         media.append(_sound(card.sound))
     elif card.sound_note is not None:
         media.append(f'<div class="thumb sound">{escape(card.sound_note)}</div>')
+    if card.strip is not None:
+        media.append(_strip(card.strip))
+    elif card.strip_note is not None:
+        media.append(f'<div class="thumb strip">{escape(card.strip_note)}</div>')
     media_html = f'<div class="media">{"".join(media)}</div>' if media else ""
     return f'<div class="card{state}">{media_html}<div class="fields">{"".join(parts)}</div></div>'
 
@@ -180,9 +207,17 @@ def _has_sound(card: ExampleCard) -> bool:
     return card.sound is not None or card.sound_note is not None or any(i.sound is not None for i in card.retrieved)
 
 
+def _has_strip(card: ExampleCard) -> bool:
+    return card.strip is not None or card.strip_note is not None or any(i.strip is not None for i in card.retrieved)
+
+
 def _examples(grid: ExampleGrid) -> str:
-    # Spectrograms and players are wider than image thumbnails: fewer, wider cards per row.
-    wide = " sounds" if any(_has_sound(c) for c in grid.cards) else ""
+    # Spectrograms, players and frame strips are wider than image thumbnails: fewer, wider cards per row.
+    wide = ""
+    if any(_has_strip(c) for c in grid.cards):
+        wide = " videos"
+    elif any(_has_sound(c) for c in grid.cards):
+        wide = " sounds"
     cards = "".join(_card(c) for c in grid.cards)
     return f'<h3>{escape(grid.title)}</h3><div class="examples{wide}">{cards}</div>'
 

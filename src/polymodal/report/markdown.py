@@ -1,5 +1,5 @@
-"""Render a :class:`Document` as Markdown that references PNGs (plots, thumbnails, spectrograms) and FLAC clips
-in ``report_assets/``.
+"""Render a :class:`Document` as Markdown that references PNGs (plots, thumbnails, spectrograms, video frames) and
+FLAC clips in ``report_assets/``.
 
 Input text is escaped so that a caption cannot break a table (``|``), inject HTML
 (``<script>``) or forge a link (``[x](...)``) in a Markdown viewer.
@@ -14,6 +14,7 @@ from polymodal.report.blocks import (
     Asset,
     Document,
     ExampleGrid,
+    FrameStrip,
     Heading,
     Paragraph,
     PlotGrid,
@@ -60,6 +61,14 @@ def _sound(sound: Sound, written: set[str]) -> str:
     return f"{_image(sound.spectrogram)} {md_escape(sound.path)} ({md_escape(sound.note or '')})"
 
 
+def _strip(strip: FrameStrip) -> str:
+    """The frames, each followed by its time, and the clip's name and length; or its path and why no frames."""
+    if not strip.frames:
+        return f"{md_escape(strip.path)} ({md_escape(strip.note or '')})"
+    frames = " ".join(f"{_image(frame)} {time:.2f} s" for frame, time in zip(strip.frames, strip.times))
+    return f"{frames} · {md_escape(strip.name)} {strip.seconds:.1f} s"
+
+
 def _table(table: Table) -> list[str]:
     def row(cells: list[str], bold: bool) -> str:
         texts = [md_escape(c) for c in cells]
@@ -87,11 +96,13 @@ def _examples(grid: ExampleGrid, written: set[str]) -> list[str]:
     ]
     has_image = any(c.image is not None or c.image_note for c in grid.cards)
     has_sound = any(c.sound is not None or c.sound_note for c in grid.cards)
+    has_video = any(c.strip is not None or c.strip_note for c in grid.cards)
     has_result = any(c.correct is not None for c in grid.cards)
     has_retrieved = any(c.retrieved for c in grid.cards)
     header = (
         (["image"] if has_image else [])
         + (["sound"] if has_sound else [])
+        + (["video"] if has_video else [])
         + labels
         + (["result"] if has_result else [])
         + (["retrieved (score)"] if has_retrieved else [])
@@ -105,6 +116,8 @@ def _examples(grid: ExampleGrid, written: set[str]) -> list[str]:
             cells.append(_image(card.image) if card.image else md_escape(card.image_note or ""))
         if has_sound:
             cells.append(_sound(card.sound, written) if card.sound else md_escape(card.sound_note or ""))
+        if has_video:
+            cells.append(_strip(card.strip) if card.strip else md_escape(card.strip_note or ""))
         cells += [md_escape(fields.get(label, "")) for label in labels]
         if has_result:
             cells.append(_mark(card.correct))
@@ -113,6 +126,8 @@ def _examples(grid: ExampleGrid, written: set[str]) -> list[str]:
             for item in card.retrieved:
                 if item.sound is not None:
                     shown = _sound(item.sound, written)
+                elif item.strip is not None:
+                    shown = _strip(item.strip)
                 elif item.image is not None:
                     shown = _image(item.image)
                 else:
@@ -152,7 +167,7 @@ def write_assets(document: Document, out_dir: Path) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     keep = {f"{asset.slug}.png" for asset in images} | {f"{sound.slug}.flac" for sound in clips}
     # A re-run must not leave the previous report's files behind; only our own names are removed.
-    for pattern in ("plot-*.png", "img-*.png", "snd-*.png", "snd-*.flac"):
+    for pattern in ("plot-*.png", "img-*.png", "snd-*.png", "snd-*.flac", "vid-*.png"):
         for stale in folder.glob(pattern):
             if stale.name not in keep:
                 stale.unlink()

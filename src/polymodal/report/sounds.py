@@ -11,7 +11,6 @@ Size budget, so that a report with sounds stays one file that mails and opens qu
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 from dataclasses import replace
@@ -22,6 +21,8 @@ import numpy as np
 from polymodal.data.audio import AudioFeatures, decode_audio
 from polymodal.data.errors import BadSampleError
 from polymodal.report.blocks import Asset, Sound
+from polymodal.report.budget import Budget, kib
+from polymodal.report.thumbnails import path_slug
 
 SAMPLE_RATE = 16_000
 MAX_SECONDS = 120.0  # longer recordings are named, not drawn: a report is no place for a whole album
@@ -32,10 +33,6 @@ DB_RANGE = 80.0
 FEATURES = AudioFeatures(sample_rate=SAMPLE_RATE, n_fft=400, hop_length=160, n_mels=SPECTROGRAM_PX[1])
 _LOG_FLOOR = math.log(1e-10)  # AudioFeatures clamps power here: pure silence
 _NATS = DB_RANGE / 10 * math.log(10)  # the dB range on AudioFeatures' natural-log scale
-
-
-def _kib(n: int) -> str:
-    return f"{n / 1024:.0f} KB" if n < 1024 * 1024 else f"{n / 1024 / 1024:.0f} MB"
 
 
 def spectrogram_png(wave: np.ndarray) -> bytes:
@@ -73,8 +70,7 @@ class Sounds:
 
     def __init__(self, max_clip: int = MAX_CLIP_BYTES, max_total: int = MAX_REPORT_CLIP_BYTES) -> None:
         self.max_clip = max_clip
-        self.max_total = max_total
-        self.embedded = 0  # clip bytes handed out so far, counted per use
+        self.budget = Budget(max_total)  # clip bytes handed out, counted per use
         self._cache: dict[str, tuple[Sound | None, str | None]] = {}
 
     def get(self, path: str) -> tuple[Sound | None, str | None]:
@@ -85,10 +81,8 @@ class Sounds:
         sound, note = self._cache[path]
         if sound is None or sound.clip is None:
             return sound, note
-        if self.embedded + len(sound.clip) > self.max_total:
-            spent = f"clip not embedded: the report's {_kib(self.max_total)} for clips is spent"
-            return replace(sound, clip=None, note=spent), None
-        self.embedded += len(sound.clip)
+        if not self.budget.take(len(sound.clip)):
+            return replace(sound, clip=None, note=self.budget.spent_note("clip", "clips")), None
         return sound, None
 
     def _make(self, path: str) -> tuple[Sound | None, str | None]:
@@ -100,8 +94,7 @@ class Sounds:
             return None, f"{path}: {e}"
         name = Path(path).name
         seconds = len(wave) / SAMPLE_RATE
-        # Named by the source path's hash: stable across runs, no untrusted text in file names.
-        slug = "snd-" + hashlib.sha256(path.encode()).hexdigest()[:16]
+        slug = path_slug("snd", path)
         width, height = SPECTROGRAM_PX
         spectrogram = Asset(
             slug=slug,
@@ -113,7 +106,7 @@ class Sounds:
         clip: bytes | None = flac_bytes(wave)
         note = None
         if len(clip) > self.max_clip:
-            note = f"clip not embedded: {_kib(len(clip))} of FLAC is over the {_kib(self.max_clip)} a clip may take"
+            note = f"clip not embedded: {kib(len(clip))} of FLAC is over the {kib(self.max_clip)} a clip may take"
             clip = None
         return Sound(
             slug=slug, name=name, path=path, seconds=seconds, spectrogram=spectrogram, clip=clip, note=note

@@ -1,4 +1,5 @@
-"""Example images as small PNG thumbnails (at most 128 px a side), decoded once per file."""
+"""Example images as small PNG thumbnails (at most 128 px a side), decoded once per file; :func:`thumbnail` makes
+the frames of video strips too."""
 
 from __future__ import annotations
 
@@ -35,11 +36,17 @@ class Thumbnails:
             image = decode_image(path)
         except BadSampleError as e:
             return None, f"{path}: {e.reason}"
-        image.thumbnail((self.size, self.size), Image.Resampling.LANCZOS)
-        buffer = io.BytesIO()
-        image.save(buffer, format="PNG", optimize=True)
-        # Named by the source path's hash: stable across runs, no untrusted text in file names.
-        slug = "img-" + hashlib.sha256(path.encode()).hexdigest()[:16]
-        return Asset(
-            slug=slug, png=buffer.getvalue(), alt=Path(path).name, width=image.width, height=image.height
-        ), None
+        return thumbnail(image, self.size, path_slug("img", path), Path(path).name), None
+
+
+def path_slug(prefix: str, path: str) -> str:
+    """An asset name from the source path's hash: stable across runs, no untrusted text in file names."""
+    return f"{prefix}-{hashlib.sha256(path.encode()).hexdigest()[:16]}"
+
+
+def thumbnail(image: Image.Image, size: int, slug: str, alt: str) -> Asset:
+    """``image`` shrunk (in place) to at most ``size`` px a side, keeping its aspect, as a PNG asset."""
+    image.thumbnail((size, size), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return Asset(slug=slug, png=buffer.getvalue(), alt=alt, width=image.width, height=image.height)
