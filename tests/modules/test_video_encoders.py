@@ -221,3 +221,29 @@ def test_checkpointing_covers_the_temporal_blocks_with_the_same_grads():
         assert len(calls) == (2 if enabled else 1)  # recomputed in backward
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-5, rtol=1e-5, msg=name)
+
+
+def test_a_spatial_grid_tells_where_a_shape_is_when_the_pooled_vector_cannot():
+    """A dot on the left and the same dot on the right: a CNN's global mean sees the same features (the tower is
+    translation-equivariant away from the border); its feature map averaged to 2 x 2 cells does not."""
+    torch.manual_seed(0)
+    cnn = {"name": "cnn", "params": {"widths": [8, 8], "depths": [1, 1]}}
+    pooled = ENCODERS.build("video_frames", frame_encoder=cnn, temporal="mean").eval()
+    gridded = ENCODERS.build("video_frames", frame_encoder=cnn, temporal="mean", spatial_grid=2, cell_width=4).eval()
+    assert gridded.output_dim == 2 * 2 * 4
+    left = torch.zeros(1, 1, 3, 32, 32)
+    left[..., 12:16, 8:12] = 1.0
+    right = left.roll(12, -1)  # columns 20:24: the other half of the frame, the same distance from the border
+    with torch.no_grad():
+        a, b = pooled(left).pooled, pooled(right).pooled
+        assert torch.allclose(a, b, atol=1e-6)
+        ga, gb = gridded(left).pooled, gridded(right).pooled
+        assert (ga - gb).norm() > 0.02 * ga.norm()
+
+
+def test_a_spatial_grid_needs_a_frame_tower_with_a_feature_map():
+    vit_frames = ENCODERS.build("video_frames", frame_encoder=VIT_FRAMES, temporal="mean", spatial_grid=2)
+    out = vit_frames(torch.randn(1, 2, 3, SIZE, SIZE))  # the ViT reports its patch grid: accepted
+    assert out.pooled.shape == (1, 2 * 2 * 32)
+    with pytest.raises(ValueError, match="spatial_grid"):
+        ENCODERS.build("video_frames", frame_encoder=VIT_FRAMES, spatial_grid=-1)

@@ -93,10 +93,12 @@ class FrameEncoder(Encoder):
     """An image encoder applied to every real frame (a TimeDistributed CNN), then a temporal model.
 
     ``frames``: the built image tower; padding frames never reach it, and each frame is one of its samples, so a
-    frozen tower cached as ``encoders.video.frames`` computes each distinct frame once. Its pooled features, projected
-    to ``width`` when given, go through ``temporal``: ``mean`` (meanP), ``transformer`` (seqTransf, ``depth`` blocks
-    of ``heads`` heads, at most ``max_frames`` frames) or ``lstm`` (seqLSTM, ``depth`` layers). ``tokens`` is one
-    row per frame (zeros at padding) with the frame mask; ``pooled`` their masked mean.
+    frozen tower cached as ``encoders.video.frames`` computes each distinct frame once. A frame's features are the
+    tower's pooled vector, or with ``spatial_grid: g`` its feature map averaged to g x g cells, each projected to
+    ``cell_width`` and concatenated (where things are: a pooled CNN vector barely tells left from right).
+    Projected to ``width`` when given, they go through ``temporal``: ``mean`` (meanP), ``transformer`` (seqTransf,
+    ``depth`` blocks of ``heads`` heads, at most ``max_frames`` frames) or ``lstm`` (seqLSTM, ``depth`` layers).
+    ``tokens`` is one row per frame (zeros at padding) with the frame mask; ``pooled`` their masked mean.
     """
 
     modality = "video"
@@ -110,14 +112,21 @@ class FrameEncoder(Encoder):
         heads: int = 4,
         max_frames: int = 32,
         dropout: float = 0.0,
+        spatial_grid: int = 0,
+        cell_width: int = 32,
     ) -> None:
         super().__init__()
         if frames.modality != "image":
             raise ValueError(f"frame_encoder must be an image encoder, got a {frames.modality} one")
+        if spatial_grid < 0 or cell_width < 1:
+            raise ValueError(f"need spatial_grid >= 0 and cell_width >= 1, got {spatial_grid} and {cell_width}")
         self.temporal_kind = check_choice("temporal", temporal, TEMPORAL_KINDS)
-        self.output_dim = width or frames.output_dim
+        self.spatial_grid = spatial_grid
+        self.cell_proj = nn.Linear(frames.output_dim, cell_width) if spatial_grid else None
+        frame_dim = spatial_grid * spatial_grid * cell_width if spatial_grid else frames.output_dim
+        self.output_dim = width or frame_dim
         self.frames = frames
-        self.proj = nn.Linear(frames.output_dim, width) if width and width != frames.output_dim else None
+        self.proj = nn.Linear(frame_dim, width) if width and width != frame_dim else None
         self.temporal: Encoder
         if temporal == "mean":
             self.temporal = TemporalMean(self.output_dim)
@@ -137,13 +146,26 @@ class FrameEncoder(Encoder):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
         """x (B, T, C, H, W) clips; ``mask`` (B, T) True for real frames."""
         frames = _frame_mask(x, mask)
-        per_frame = self.frames(x[frames]).pooled  # (real frames, D): B and T folded, padding skipped
+        per_frame = self._frame_features(self.frames(x[frames]))  # (real frames, D): B and T folded, no padding
         feats = per_frame.new_zeros(*frames.shape, per_frame.shape[-1]).index_put((frames,), per_frame)  # (B, T, D)
         if self.proj is not None:
             feats = self.proj(feats)
         out = self.temporal(feats, frames)
         tokens = out.tokens.masked_fill(~frames.unsqueeze(-1), 0.0)  # (B, T, D)
         return EncoderOutput(tokens, out.pooled, frames)
+
+    def _frame_features(self, out: EncoderOutput) -> Tensor:
+        """(N, D) per frame: the pooled vector, or the g x g cells of the feature map, projected and concatenated."""
+        if self.cell_proj is None:
+            return out.pooled
+        if out.grid is None:
+            raise ValueError(
+                f"spatial_grid needs a frame encoder with a feature map; {type(self.frames).__name__} has none"
+            )
+        h, w = out.grid
+        feature_map = out.tokens[:, -h * w :].transpose(1, 2).unflatten(2, (h, w))  # (N, C, h, w)
+        cells = F.adaptive_avg_pool2d(feature_map, self.spatial_grid).flatten(2).transpose(1, 2)  # (N, g*g, C)
+        return self.cell_proj(cells).flatten(1)
 
 
 class VideoViT(Encoder):
