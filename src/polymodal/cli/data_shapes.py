@@ -70,6 +70,12 @@ def shapes_video(
     size: int = typer.Option(64, "--size", help="Frame side in pixels (at least 32)."),
     frames: int = typer.Option(16, "--frames", help="Frames per clip (at least 4; 8 per second)."),
     workers: int = typer.Option(1, "--workers", help="Processes; the output does not depend on it."),
+    sound: bool = typer.Option(
+        False,
+        "--sound",
+        help="Give every clip a soundtrack (each event heard when it happens: timbre = shape, pitch = colour) and "
+        "write as many audio-visual clips (av_{split}.jsonl: which shape made the sound?).",
+    ),
     json: bool = JsonOption,
 ) -> None:
     """Generate ShapesWorld moves: clips of shapes whose events happen in order, with captions, questions and
@@ -77,7 +83,7 @@ def shapes_video(
     from polymodal.data.shapes_video import generate_shapesworld_video
 
     try:
-        summary = generate_shapesworld_video(out, n, seed=seed, size=size, frames=frames, workers=workers)
+        summary = generate_shapesworld_video(out, n, seed=seed, size=size, frames=frames, workers=workers, sound=sound)
     except ValueError as e:
         fail(str(e), as_json=json)
     except (OSError, ImportError) as e:

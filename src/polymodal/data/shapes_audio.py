@@ -2,7 +2,7 @@
 
 - A scene sound: each object is one sound event, left to right (top first within a column). Its timbre
   names its shape, its pitch its colour, its length its size; so one event per object and the count is
-  heard too.
+  heard too. ShapesWorld moves' soundtracks (``shapes_video``) reuse the events and the mixing.
 - Spoken captions: a caption read aloud by eSpeak NG (its C library and voice data ship in the
   ``espeakng-loader`` wheel) in one of :data:`VOICES`, at a drawn speaking rate and pitch.
 - Spoken sentiment: a sentence about a shape whose meant sentiment is its words' polarity, flipped when it
@@ -115,15 +115,40 @@ def _hearing_order(objects: Sequence[Any]) -> list[Any]:
 def render_scene_sound(objects: Sequence[Any], background: str, rng: np.random.Generator) -> np.ndarray:
     """(SCENE_SECONDS * SAMPLE_RATE,) float32 in [-1, 1]: the scene's events over a little background noise
     (more on a textured background)."""
-    out = np.zeros(int(SCENE_SECONDS * SAMPLE_RATE), dtype=np.float64)
     at = rng.uniform(*_LEAD_SECONDS)
+    events = []
     for obj in _hearing_order(objects):
-        f0 = color_pitch(obj.color) * 2.0 ** (rng.uniform(-_DETUNE_CENTS, _DETUNE_CENTS) / 1200)
-        event = _tone(obj.shape, f0, _EVENT_SECONDS[obj.size]) * rng.uniform(0.5, 0.8)
-        start = int(at * SAMPLE_RATE)
-        out[start : start + len(event)] += event[: len(out) - start]
+        events.append((at, object_sound(obj.shape, obj.color, obj.size, rng)))
         at += _EVENT_SECONDS[obj.size] + _GAP_SECONDS
-    noise_db = rng.uniform(-42, -34) if background == "textured" else rng.uniform(-60, -50)
+    return mix_sounds(events, SCENE_SECONDS, background == "textured", rng)
+
+
+def object_sound(shape: str, color: str, size: str, rng: np.random.Generator) -> np.ndarray:
+    """One object's sound event: its shape's timbre at its colour's pitch (detuned a little), as long as its size
+    says, at a drawn loudness."""
+    f0 = color_pitch(color) * 2.0 ** (rng.uniform(-_DETUNE_CENTS, _DETUNE_CENTS) / 1200)
+    return _tone(shape, f0, _EVENT_SECONDS[size]) * rng.uniform(0.5, 0.8)
+
+
+def click() -> np.ndarray:
+    """The same short broadband click whatever made it (40 ms of decaying noise, peak 0.7): a sound that says when,
+    not who."""
+    t = np.arange(int(0.04 * SAMPLE_RATE)) / SAMPLE_RATE
+    burst = np.random.default_rng(0).standard_normal(len(t)) * np.exp(-t / 0.008)
+    return 0.7 * burst / float(np.abs(burst).max())
+
+
+def mix_sounds(
+    events: Sequence[tuple[float, np.ndarray]], seconds: float, noisy: bool, rng: np.random.Generator
+) -> np.ndarray:
+    """(seconds * SAMPLE_RATE,) float32 in [-1, 1]: each (start second, wave) event added in, cut at the end, over
+    background noise (louder when ``noisy``)."""
+    out = np.zeros(int(seconds * SAMPLE_RATE), dtype=np.float64)
+    for at, event in events:
+        start = int(at * SAMPLE_RATE)
+        if start < len(out):
+            out[start : start + len(event)] += event[: len(out) - start]
+    noise_db = rng.uniform(-42, -34) if noisy else rng.uniform(-60, -50)
     out += rng.standard_normal(len(out)) * 10 ** (noise_db / 20)
     return np.clip(out, -1.0, 1.0).astype(np.float32)
 

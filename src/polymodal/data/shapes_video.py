@@ -1,9 +1,16 @@
 """ShapesWorld moves: short clips of one to three shapes in which events happen one after another.
 
-A clip has ``frames`` frames (16 by default) of ``size`` pixels. One or two of its objects each do one event in
-turn: move left/right/up/down, grow, shrink, turn another colour, appear or disappear. Every clip comes with
-captions that tell the events in order ("the red circle moves left, then the blue square turns green"), its
-actions, questions about time and true/false statements whose false half swaps the order or the action.
+A clip has ``frames`` frames (16 by default, 8 per second) of ``size`` pixels. One or two of its objects each do
+one event in turn: move left/right/up/down, grow, shrink, turn another colour, appear, disappear or bounce off a
+wall (move to it, touch it, come back). Every clip comes with captions that tell the events in order ("the red
+circle moves left, then the blue square bounces off the top wall"), its actions, questions about time and
+true/false statements whose false half swaps the order or the action.
+
+With ``sound`` a clip carries a soundtrack (AAC in the mp4): each event sounds when it happens (a bounce when it
+hits the wall) in the voice of :mod:`shapes_audio` (timbre = shape, pitch = colour), and ``av_{split}.jsonl`` adds
+audio-visual clips: two shapes act at different times, only one of them with a sound, the same neutral click for
+every shape. "The red circle made the sound" is then true or false, and only the pictures and the sound together
+tell which.
 
 ``test_novel`` holds colour-shape-action combinations (:data:`HELD_OUT_EVENTS`) that no other split shows. Clip
 ``i`` is drawn from ``default_rng([seed, i])`` alone and encoded bit-exactly, so the same seed gives the same bytes
@@ -36,12 +43,23 @@ from polymodal.data.shapes import (
     draw_shape,
     split_sizes,
 )
+from polymodal.data.shapes_audio import SAMPLE_RATE, click, mix_sounds, object_sound
+from polymodal.fsutil import write_atomic
 
-VIDEO_GENERATOR_VERSION = 1
+VIDEO_GENERATOR_VERSION = 2  # 2: bounces, soundtracks and the audio-visual clips
 VIDEO_MANIFEST_NAME = "shapesworld_video.json"  # written last: its presence marks a complete dataset
 
+FPS = 8
 MOVES = {"moves left": (-1, 0), "moves right": (1, 0), "moves up": (0, -1), "moves down": (0, 1)}
-ACTIONS = (*MOVES, "grows", "shrinks", "turns", "appears", "disappears")  # "turns" takes a colour: "turns green"
+WALLS = {"left": (-1, 0), "right": (1, 0), "top": (0, -1), "bottom": (0, 1)}
+# "turns" takes a colour ("turns green"), "bounces" a wall ("bounces off the left wall").
+ACTIONS = (*MOVES, "grows", "shrinks", "turns", "appears", "disappears", "bounces")
+INSTANT = (
+    "turns",
+    "appears",
+    "disappears",
+    "bounces",
+)  # seen (and heard) at the middle of the event, the rest from its start
 # (colour, shape, action) never seen outside test_novel; each action, colour and shape is held out at most once.
 HELD_OUT_EVENTS: tuple[tuple[str, str, str], ...] = (
     ("red", "circle", "moves left"),
@@ -54,6 +72,9 @@ HELD_OUT_EVENTS: tuple[tuple[str, str, str], ...] = (
 _RADIUS = {"small": 0.09, "large": 0.14}  # of the frame side
 _MOVE = 0.3  # a move covers this share of the frame side
 _SCALE = 1.6  # grow / shrink factor
+_BOUNCE = (0.12, 0.3)  # how far from the wall a bounce starts, as a share of the frame side
+# Streams of random numbers beside a clip's own: a soundtrack never changes the frames.
+_SOUND_STREAM, _AV_STREAM = 1, 2
 
 
 @dataclass(frozen=True)
@@ -70,6 +91,7 @@ class Mover:
     new_color: str | None = None  # for "turns"
     start: int = 0  # the frames over which the event happens: [start, end)
     end: int = 0
+    wall: str | None = None  # for "bounces"
 
     @property
     def name(self) -> str:
@@ -77,7 +99,15 @@ class Mover:
 
     def phrase(self) -> str:
         """The event in words: "moves left", "turns green"."""
-        return f"turns {self.new_color}" if self.action == "turns" else str(self.action)
+        if self.action == "turns":
+            return f"turns {self.new_color}"
+        return f"bounces off the {self.wall} wall" if self.action == "bounces" else str(self.action)
+
+    @property
+    def moment(self) -> float:
+        """The frame (fractional) at which the event is seen and heard: an instant change or a bounce's touch at
+        the event's middle, a gradual one from its start."""
+        return self.start + (self.end - self.start) / 2 if self.action in INSTANT else float(self.start)
 
     def state(self, frame: int) -> tuple[float, float, float, str, bool]:
         """(x, y, radius fraction, colour, visible) at ``frame``."""
@@ -86,6 +116,11 @@ class Mover:
         if self.action in MOVES:
             dx, dy = MOVES[self.action]
             x, y = x + dx * _MOVE * t, y + dy * _MOVE * t
+        elif self.action == "bounces":
+            dx, dy = WALLS[self.wall]  # type: ignore[index]
+            # to the wall (touching it at t = 0.5) and back: the gap between shape and wall closes and reopens
+            gap = (x - radius if dx < 0 else 1 - radius - x) if dx else (y - radius if dy < 0 else 1 - radius - y)
+            x, y = x + dx * gap * (1 - abs(1 - 2 * t)), y + dy * gap * (1 - abs(1 - 2 * t))
         elif self.action == "grows":
             radius *= _SCALE**t
         elif self.action == "shrinks":
@@ -104,9 +139,10 @@ def _allowed(color: str, shape: str, action: str, novel: bool) -> bool:
 
 
 def _place(
-    rng: np.random.Generator, action: str | None, size: str, taken: list[tuple[float, float]]
+    rng: np.random.Generator, action: str | None, size: str, taken: list[tuple[float, float]], wall: str | None = None
 ) -> tuple[float, float]:
-    """A start centre that keeps the whole event inside the frame and away from the other objects' starts."""
+    """A start centre that keeps the whole event inside the frame and away from the other objects' starts (a
+    bounce's within reach of its wall)."""
     margin = _RADIUS[size] * (_SCALE if action == "grows" else 1.0) + 0.02
     low_x = low_y = margin
     high_x = high_y = 1 - margin
@@ -114,6 +150,13 @@ def _place(
         dx, dy = MOVES[action]
         low_x, high_x = (low_x - min(dx, 0) * _MOVE, high_x - max(dx, 0) * _MOVE)
         low_y, high_y = (low_y - min(dy, 0) * _MOVE, high_y - max(dy, 0) * _MOVE)
+    elif action == "bounces":
+        dx, dy = WALLS[wall]  # type: ignore[index]
+        near, far = margin - 0.02 + _BOUNCE[0], margin - 0.02 + _BOUNCE[1]  # centre to wall
+        if dx:
+            low_x, high_x = (near, far) if dx < 0 else (1 - far, 1 - near)
+        else:
+            low_y, high_y = (near, far) if dy < 0 else (1 - far, 1 - near)
     for _ in range(50):
         x, y = rng.uniform(low_x, high_x), rng.uniform(low_y, high_y)
         if all(math.hypot(x - a, y - b) > 0.3 for a, b in taken):
@@ -121,14 +164,14 @@ def _place(
     return x, y
 
 
-def sample_clip(rng: np.random.Generator, frames: int, novel: bool) -> list[Mover]:
-    """1-3 objects with distinct colour-shape pairs; one or two of them (in the order returned) do an event each,
-    one after the other. A novel clip's first event is a held-out combination."""
-    k = int(rng.integers(1, 4))
-    n_events = 1 if k == 1 else int(rng.integers(1, 3))
+def sample_clip(rng: np.random.Generator, frames: int, novel: bool, two_events: bool = False) -> list[Mover]:
+    """1-3 objects with distinct colour-shape pairs; one or two of them (``two_events``: two) do an event each, in
+    the order returned, one after the other. A novel clip's first event is a held-out combination."""
+    k = int(rng.integers(2 if two_events else 1, 4))
+    n_events = 2 if two_events else 1 if k == 1 else int(rng.integers(1, 3))
     pairs = [(c, s) for c in COLORS for s in SHAPES]
     chosen = [pairs[int(i)] for i in rng.choice(len(pairs), size=k, replace=False)]
-    events: list[tuple[str, str | None]] = []
+    events: list[tuple[str, str | None]] = []  # (action, its colour or wall)
     for j in range(n_events):
         color, shape = chosen[j]
         if novel and j == 0:
@@ -138,19 +181,22 @@ def sample_clip(rng: np.random.Generator, frames: int, novel: bool) -> list[Move
                 chosen = [chosen[0]] + [p for p in pairs if p not in chosen][: k - 1]
         else:
             action = _pick(rng, [a for a in ACTIONS if _allowed(color, shape, a, novel)])
-        new_color = _pick(rng, [c for c in COLORS if c != color]) if action == "turns" else None
-        events.append((action, new_color))
+        if action == "turns":
+            events.append((action, _pick(rng, [c for c in COLORS if c != color])))
+        else:
+            events.append((action, _pick(rng, list(WALLS)) if action == "bounces" else None))
     span = frames // n_events
     movers: list[Mover] = []
     taken: list[tuple[float, float]] = []
     for j, (color, shape) in enumerate(chosen):
-        action, new_color = events[j] if j < n_events else (None, None)
+        action, detail = events[j] if j < n_events else (None, None)
+        new_color, wall = (detail, None) if action == "turns" else (None, detail)
         size = "large" if rng.random() < 0.5 else "small"
-        x, y = _place(rng, action, size, taken)
+        x, y = _place(rng, action, size, taken, wall)
         taken.append((x, y))
         theta = math.radians(rng.uniform(-15, 15))
         start, end = (j * span + 1, (j + 1) * span - 1) if action is not None else (0, 0)
-        movers.append(Mover(shape, color, size, x, y, theta, action, new_color, start, end))
+        movers.append(Mover(shape, color, size, x, y, theta, action, new_color, start, end, wall))
     return movers
 
 
@@ -171,9 +217,11 @@ def render_clip(
     return out, "textured" if textured else "plain"
 
 
-def encode_mp4(frames: Sequence[Image.Image], fps: int = 8) -> bytes:
+def encode_mp4(frames: Sequence[Image.Image], fps: int = FPS, sound: np.ndarray | None = None) -> bytes:
     """MPEG-4 Part 2 video in MP4 (FFmpeg's own encoder, one thread, bitexact): equal frames give equal bytes.
-    libx264's output depended on what the process had encoded before, so a dataset would differ by --workers."""
+    libx264's output depended on what the process had encoded before, so a dataset would differ by --workers.
+    ``sound`` (mono float at :data:`shapes_audio.SAMPLE_RATE`) becomes an AAC track (FFmpeg's own encoder, also
+    bit-exact)."""
     import av
 
     buf = io.BytesIO()
@@ -183,12 +231,28 @@ def encode_mp4(frames: Sequence[Image.Image], fps: int = 8) -> bytes:
         stream.pix_fmt = "yuv420p"
         stream.codec_context.thread_count = 1
         stream.codec_context.options = {"qscale": "3", "flags": "+bitexact"}
+        track = None  # every stream is added before the first packet (the header) is written
+        if sound is not None:
+            track = container.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
+            track.codec_context.thread_count = 1
+            track.codec_context.options = {"flags": "+bitexact", "aac_coder": "fast"}  # 4x the default coder's speed
         for image in frames:
             for packet in stream.encode(av.VideoFrame.from_image(image)):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+        if track is not None:
+            frame = av.AudioFrame.from_ndarray(sound[None, :].astype(np.float32), format="fltp", layout="mono")  # type: ignore[index]
+            frame.sample_rate, frame.pts = SAMPLE_RATE, 0
+            for packet in [*track.encode(frame), *track.encode()]:
+                container.mux(packet)
     return buf.getvalue()
+
+
+def soundtrack(events: Sequence[Mover], frames: int, background: str, rng: np.random.Generator) -> np.ndarray:
+    """The clip's sound: each event's sound (timbre = shape, pitch = colour) from its :attr:`Mover.moment`."""
+    sounds = [(m.moment / FPS, object_sound(m.shape, m.color, m.size, rng)) for m in events]
+    return mix_sounds(sounds, frames / FPS, background == "textured", rng)
 
 
 def _events_text(events: Sequence[Mover], rng: np.random.Generator) -> list[str]:
@@ -222,15 +286,24 @@ def make_statements(events: Sequence[Mover], rng: np.random.Generator, novel: bo
         ]
     m = events[0]
     others = [a for a in ACTIONS if a not in (m.action, "turns") and _allowed(m.color, m.shape, a, novel)]
+    wrong = _pick(rng, others)
+    wrong = f"bounces off the {_pick(rng, list(WALLS))} wall" if wrong == "bounces" else wrong
     out += [
         {"text": f"the {m.name} {m.phrase()}", "label": True, "type": "action"},
-        {"text": f"the {m.name} {_pick(rng, others)}", "label": False, "type": "action"},
+        {"text": f"the {m.name} {wrong}", "label": False, "type": "action"},
     ]
     return out
 
 
-def make_clip(seed: int, index: int, frames: int, size: int, novel: bool) -> tuple[list[Image.Image], dict[str, Any]]:
-    """Clip ``index`` of the dataset with ``seed``: its frames and its manifest row (no split)."""
+def _event_rows(events: Sequence[Mover]) -> list[dict[str, Any]]:
+    return [{"object": m.name, "action": m.phrase(), "start": m.start, "end": m.end} for m in events]
+
+
+def make_clip(
+    seed: int, index: int, frames: int, size: int, novel: bool, sound: bool = False
+) -> tuple[list[Image.Image], dict[str, Any], np.ndarray | None]:
+    """Clip ``index`` of the dataset with ``seed``: its frames, its manifest row (no split) and, with ``sound``, its
+    soundtrack (each event's ``sound_at`` second in the row)."""
     rng = np.random.default_rng([seed, index])
     movers = sample_clip(rng, frames, novel)
     images, background = render_clip(movers, rng, frames, size)
@@ -243,29 +316,78 @@ def make_clip(seed: int, index: int, frames: int, size: int, novel: bool) -> tup
             {"shape": m.shape, "color": m.color, "size": m.size, "action": m.phrase() if m.action else None}
             for m in movers
         ],
-        "events": [{"object": m.name, "action": m.phrase(), "start": m.start, "end": m.end} for m in events],
+        "events": _event_rows(events),
         "qa": make_qa(events, movers),
         "statements": make_statements(events, rng, novel),
         "label": {"action": events[0].action, "object": events[0].name, "actions": [m.action for m in events]},
         "background": background,
     }
-    return images, row
+    if not sound:
+        return images, row, None
+    row["audio"] = row["video"]
+    for told, m in zip(row["events"], events):
+        told["sound_at"] = m.moment / FPS
+    return images, row, soundtrack(events, frames, background, np.random.default_rng([seed, index, _SOUND_STREAM]))
+
+
+def make_av_clip(
+    seed: int, index: int, frames: int, size: int, novel: bool
+) -> tuple[list[Image.Image], dict[str, Any], np.ndarray]:
+    """Audio-visual clip ``index``: two shapes act one after the other and only one event clicks (the same click
+    for every shape). Its statements say which shape made the sound, one true, one false; their ``type`` says
+    whether the first or the second event sounded."""
+    rng = np.random.default_rng([seed, index, _AV_STREAM])
+    movers = sample_clip(rng, frames, novel, two_events=True)
+    images, background = render_clip(movers, rng, frames, size)
+    events = [m for m in movers if m.action is not None]
+    heard = int(rng.integers(2))
+    order = ("first", "second")[heard]
+    track = mix_sounds([(events[heard].moment / FPS, click())], frames / FPS, background == "textured", rng)
+    told = _event_rows(events)
+    told[heard]["sound_at"] = events[heard].moment / FPS
+    row = {
+        "id": f"av{index:06d}",
+        "video": f"videos/av{index:06d}.mp4",
+        "audio": f"videos/av{index:06d}.mp4",
+        "captions": _events_text(events, rng),
+        "objects": [{"shape": m.shape, "color": m.color, "size": m.size} for m in movers],
+        "events": told,
+        "statements": [
+            {"text": f"the {m.name} made the sound", "label": m is events[heard], "type": order} for m in events
+        ],
+        "label": {"sounding": events[heard].name, "order": order},
+        "background": background,
+    }
+    return images, row, track
 
 
 def _write_clip(
-    index: int, *, out_dir: Path, seed: int, frames: int, size: int, sizes: dict[str, int]
-) -> tuple[str, dict[str, Any]]:
+    index: int, *, out_dir: Path, seed: int, frames: int, size: int, sizes: dict[str, int], sound: bool
+) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
+    """Clip ``index`` (and, with ``sound``, audio-visual clip ``index``) written; its split and rows."""
     split = _split_of(index, sizes)
-    images, row = make_clip(seed, index, frames, size, novel=split == "test_novel")
-    (out_dir / row["video"]).write_bytes(encode_mp4(images))
-    return split, row
+    novel = split == "test_novel"
+    images, row, track = make_clip(seed, index, frames, size, novel, sound)
+    (out_dir / row["video"]).write_bytes(encode_mp4(images, sound=track))
+    if not sound:
+        return split, row, None
+    images, av_row, track = make_av_clip(seed, index, frames, size, novel)
+    (out_dir / av_row["video"]).write_bytes(encode_mp4(images, sound=track))
+    return split, row, av_row
 
 
 def generate_shapesworld_video(
-    out_dir: str | Path, n: int, seed: int = 0, size: int = 64, frames: int = 16, workers: int = 1
+    out_dir: str | Path,
+    n: int,
+    seed: int = 0,
+    size: int = 64,
+    frames: int = 16,
+    workers: int = 1,
+    sound: bool = False,
 ) -> dict[str, Any]:
     """Write ``n`` clips (80/10/10 train/val/test, and ``max(1, n // 10)`` more for test_novel) to ``out_dir``:
-    ``videos/*.mp4``, ``{split}.jsonl`` and, last, ``shapesworld_video.json``; returns a summary."""
+    ``videos/*.mp4``, ``{split}.jsonl`` and, last, ``shapesworld_video.json``; returns a summary. ``sound`` gives
+    every clip a soundtrack and adds as many audio-visual clips (``videos/av*.mp4``, ``av_{split}.jsonl``)."""
     if n < 1 or size < 32 or frames < 4:
         raise ValueError(f"need n >= 1, size >= 32 and frames >= 4; got n={n}, size={size}, frames={frames}")
     out = Path(out_dir)
@@ -274,11 +396,14 @@ def generate_shapesworld_video(
     sizes = split_sizes(n)
     total = sum(sizes.values())
     started = time.perf_counter()
-    worker = partial(_write_clip, out_dir=out, seed=seed, frames=frames, size=size, sizes=sizes)
-    files = {split: (out / f"{split}.jsonl").open("w", encoding="utf-8") for split in SPLITS}
+    worker = partial(_write_clip, out_dir=out, seed=seed, frames=frames, size=size, sizes=sizes, sound=sound)
+    prefixes = ("", "av_") if sound else ("",)
+    files = {(p, split): (out / f"{p}{split}.jsonl").open("w", encoding="utf-8") for p in prefixes for split in SPLITS}
     try:
-        for split, row in _rows(range(total), worker, workers, fork=False):
-            files[split].write(json.dumps(row, ensure_ascii=False) + "\n")
+        for split, row, av_row in _rows(range(total), worker, workers, fork=False):
+            files["", split].write(json.dumps(row, ensure_ascii=False) + "\n")
+            if av_row is not None:
+                files["av_", split].write(json.dumps(av_row, ensure_ascii=False) + "\n")
     finally:
         for f in files.values():
             f.close()
@@ -286,12 +411,12 @@ def generate_shapesworld_video(
     manifest = {
         "generator": "shapesworld-video",
         "version": VIDEO_GENERATOR_VERSION,
-        "params": {"n": n, "seed": seed, "size": size, "frames": frames},
+        "params": {"n": n, "seed": seed, "size": size, "frames": frames, "sound": sound},
         "counts": sizes,
         "actions": list(ACTIONS),
         "held_out": [f"{c} {s} {a}" for c, s, a in HELD_OUT_EVENTS],
     }
-    (out / VIDEO_MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    write_atomic(out / VIDEO_MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
     return {
         **manifest,
         "out_dir": str(out),
