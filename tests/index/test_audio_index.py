@@ -103,7 +103,9 @@ def test_a_manifest_with_an_audio_column_and_captions(tmp_path: Path, model) -> 
 
 def test_models_that_do_not_embed_audio_say_so(tmp_path: Path, sounds, clip_model, model) -> None:  # noqa: ANN001
     folder, _ = sounds
-    with pytest.raises(ValueError, match=r"no image files found; it holds 8 audio files, which .* does not embed"):
+    with pytest.raises(
+        ValueError, match=r"no image or video files found; it holds 8 audio files, which .* does not embed"
+    ):
         build_index(folder, tmp_path / "idx", clip_model)
     # Sounds added to an index of images only go in when the model embeds them (here it does: one space).
     write_images(tmp_path / "pics", 2)

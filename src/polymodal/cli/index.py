@@ -1,9 +1,9 @@
 """``polymodal index build|add|remove|info`` and ``polymodal search``: a vector index over a model's embeddings.
 
-An index holds every modality the model embeds: the images and sounds of a folder or manifest (and with --texts
-its captions), each item of its own kind. Builds show a progress bar (items/s), skip unreadable files (counted, and
-logged to INDEX/skipped.jsonl) and resume after an interruption: rerun the same command and finished chunks are not
-embedded again.
+An index holds every modality the model embeds: the images, sounds and clips of a folder or manifest (and with
+--texts its captions), each item of its own kind; with --segment-seconds S a clip is one item per S-second segment.
+Builds show a progress bar (items/s), skip unreadable files (counted, and logged to INDEX/skipped.jsonl) and resume
+after an interruption: rerun the same command and finished chunks are not embedded again.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def _report(result: BuildResult, verb: str, as_json: bool) -> None:
 @app.command("build")
 def build(
     source: Path = typer.Argument(
-        ..., help="A folder of images and/or sounds, class folders, a manifest (.jsonl/.csv) or shards."
+        ..., help="A folder of images, sounds and/or videos, class folders, a manifest (.jsonl/.csv) or shards."
     ),
     out: Path = typer.Option(..., "--out", "-o", help="Index directory to write."),
     model: str = ModelOption,
@@ -123,6 +123,13 @@ def build(
         "auto", "--type", help="auto (flat below 50k items, hnsw below 500k, else ivf), flat, hnsw, ivf or ivfpq."
     ),
     texts: bool = TextsOption,
+    segment_seconds: float = typer.Option(
+        None,
+        "--segment-seconds",
+        min=0.001,
+        help="Index each video as segments of this many seconds (one item each, with its start and end time); "
+        "by default one item per clip.",
+    ),
     batch_size: int = BatchOption,
     chunk_size: int = ChunkOption,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index at --out."),
@@ -172,6 +179,7 @@ def build(
                 loaded,
                 params=params,
                 texts=texts,
+                segment_seconds=segment_seconds,
                 chunk_size=chunk_size,
                 overwrite=overwrite,
                 model_ref=model_reference(model),
@@ -311,23 +319,26 @@ def info(index: Path = typer.Argument(..., help="An index directory."), json: bo
 
 def search(
     index: Path = typer.Argument(..., help="An index directory."),
-    query: str = typer.Argument(None, help="Query text (or use --image or --audio)."),
+    query: str = typer.Argument(None, help="Query text (or use --image, --audio or --video)."),
     image: Path = typer.Option(None, "--image", "-i", help="Query with an image file instead of text."),
     audio: Path = typer.Option(None, "--audio", "-a", help="Query with a sound file (WAV, FLAC, OGG, MP3)."),
+    video: Path = typer.Option(None, "--video", "-v", help="Query with a video file (MP4, WebM, MKV, AVI ...)."),
     k: int = typer.Option(10, "-k", "--top-k", min=1, help="Number of results."),
-    kind: str = typer.Option(None, "--kind", help="Only results of this kind: image, audio or text."),
+    kind: str = typer.Option(None, "--kind", help="Only results of this kind: image, audio, video or text."),
     model: str = typer.Option(None, "--model", "-m", help="Override the index's recorded model (same identity only)."),
     ef_search: int = typer.Option(None, "--ef-search", min=1, help="hnsw: candidate list for this search."),
     nprobe: int = typer.Option(None, "--nprobe", min=1, help="ivf/ivfpq: cells to visit for this search."),
     json: bool = JsonOption,
 ) -> None:
-    """Search an index with a text, an image or a sound; prints rank, score and path/text."""
+    """Search an index with a text, an image, a sound or a clip; prints rank, score and path/text (with the
+    segment's start and end for a video segment)."""
     from polymodal.index import open_for_search
     from polymodal.index.store import ITEM_KINDS
 
-    given = {m: q for m, q in (("text", query), ("image", image), ("audio", audio)) if q is not None}
+    queries = (("text", query), ("image", image), ("audio", audio), ("video", video))
+    given = {m: q for m, q in queries if q is not None}
     if len(given) != 1:
-        fail("give one query: a text, --image FILE or --audio FILE", as_json=json, code=2)
+        fail("give one query: a text, --image FILE, --audio FILE or --video FILE", as_json=json, code=2)
     if kind is not None and kind not in ITEM_KINDS:
         fail(f"--kind must be one of {', '.join(ITEM_KINDS)}, got {kind!r}", as_json=json, code=2)
     ((modality, value),) = given.items()
@@ -347,6 +358,8 @@ def search(
     table = Table("rank", "score", "kind", "id", box=None)
     table.add_column("path / text", overflow="fold")  # last and folded: a long path wraps instead of being cut
     for r, h in enumerate(hits, 1):
-        shown = h.text if h.kind == "text" else h.path or h.metadata.get("id")
-        table.add_row(str(r), f"{h.score:.4f}", h.kind, str(h.id), escape(str(shown)))
+        shown = str(h.text if h.kind == "text" else h.path or h.metadata.get("id"))
+        if "start" in h.metadata:
+            shown += f" @ {h.metadata['start']:g}-{h.metadata['end']:g} s"
+        table.add_row(str(r), f"{h.score:.4f}", h.kind, str(h.id), escape(shown))
     console.print(table)

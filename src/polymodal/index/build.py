@@ -11,6 +11,7 @@ chunk size, item count): if any of it changed, the old chunks are discarded rath
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -91,6 +92,7 @@ def build_index(
     *,
     params: IndexParams | None = None,
     texts: bool = False,
+    segment_seconds: float | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     overwrite: bool = False,
     model_ref: str | None = None,
@@ -99,13 +101,16 @@ def build_index(
 ) -> BuildResult:
     """Embed every item of ``source`` with ``model`` and write an index directory at ``out``.
 
-    The items are the source's files of every modality the model embeds (images, sounds: each item records its
-    kind), and with ``texts`` the captions of a dataset. Rerunning after an interruption resumes from the finished
-    chunks. ``out`` must not already hold a finished index unless ``overwrite``.
+    The items are the source's files of every modality the model embeds (images, sounds, clips: each item records
+    its kind), and with ``texts`` the captions of a dataset. With ``segment_seconds`` a clip gives one item per
+    segment of that length, its ``start`` and ``end`` seconds in the metadata. Rerunning after an interruption
+    resumes from the finished chunks. ``out`` must not already hold a finished index unless ``overwrite``.
     """
     start = time.perf_counter()
     out = Path(out)
     params = params or IndexParams()
+    if segment_seconds is not None and not segment_seconds > 0:
+        raise ValueError(f"segment seconds must be > 0, got {segment_seconds}")
     if (out / META_FILE).is_file() and not overwrite:
         raise FileExistsError(f"{out}: already holds an index; use `polymodal index add` to extend it, or --overwrite")
     if out.exists() and not (out / META_FILE).is_file() and not (out / WORK_DIR).is_dir() and any(out.iterdir()):
@@ -113,7 +118,14 @@ def build_index(
     loaded, ref = _resolve_model(model, model_ref)
     dim = _embed_dim(loaded)
     done = _embed(
-        source, loaded, out / WORK_DIR, texts=texts, chunk_size=chunk_size, progress=progress, on_chunk=on_chunk
+        source,
+        loaded,
+        out / WORK_DIR,
+        texts=texts,
+        segment_seconds=segment_seconds,
+        chunk_size=chunk_size,
+        progress=progress,
+        on_chunk=on_chunk,
     )
     if not done.items:
         raise ValueError(_nothing_message(source, loaded, texts, done))
@@ -129,6 +141,7 @@ def build_index(
         embed_dim=dim,
         type=kind,
         params=params.to_dict(),
+        segment_seconds=segment_seconds,
         next_id=len(ids),
     )
     write_index(out, meta, index, lambda conn: store.insert(conn, ids.tolist(), done.items), skipped=done.skipped)
@@ -147,7 +160,8 @@ def add_to_index(
 ) -> BuildResult:
     """Embed the items of ``source`` that the index does not hold yet (by path, and text) and add them.
 
-    The model defaults to the one recorded in the index; another model must have the same identity.
+    The model defaults to the one recorded in the index; another model must have the same identity. Clips are cut
+    into the segments the index was built with.
     """
     start = time.perf_counter()
     index = VectorIndex.open(index_path)
@@ -160,6 +174,7 @@ def add_to_index(
             loaded,
             index.path / WORK_DIR,
             texts=texts,
+            segment_seconds=index.meta.segment_seconds,
             chunk_size=chunk_size,
             progress=progress,
             on_chunk=on_chunk,
@@ -183,6 +198,7 @@ def _embed(
     work: Path,
     *,
     texts: bool,
+    segment_seconds: float | None,
     chunk_size: int,
     progress: ProgressFn | None,
     on_chunk: ChunkHook | None,
@@ -208,6 +224,7 @@ def _embed(
         "identity": model.identity,
         "texts": texts,
         "media": sorted(media),
+        "segment_seconds": segment_seconds,
         "chunk_size": chunk_size,
         "items": total - excluded,
     }
@@ -225,7 +242,7 @@ def _embed(
                 if progress is not None:
                     progress(base + n, total - excluded)
 
-            vectors, embedded, skipped = _embed_chunk(group, model, tick)
+            vectors, embedded, skipped = _embed_chunk(group, model, tick, segment_seconds)
             _save_chunk(work, number, vectors, embedded, skipped)
             if on_chunk is not None:
                 on_chunk(number)
@@ -236,16 +253,15 @@ def _embed(
 
 
 def _embed_chunk(
-    group: list[SourceItem], model: Model, tick: Callable[[int], None]
+    group: list[SourceItem], model: Model, tick: Callable[[int], None], segment_seconds: float | None = None
 ) -> tuple[np.ndarray, list[Item], list[dict[str, Any]]]:
-    """Embed the items of each kind (skipping files that cannot be decoded) and return them in item order.
+    """Embed the items of each kind (skipping files that cannot be decoded) and return them in item order; with
+    ``segment_seconds`` a clip becomes one item per segment.
 
     Works in batches of the model's batch size and calls ``tick(items done in this chunk)`` after each, so a
     progress bar moves within a chunk; media are decoded one batch at a time to bound memory.
     """
-    dim = _embed_dim(model)
-    vectors = np.zeros((len(group), dim), dtype=np.float32)  # (chunk, D); rows of skipped items are dropped below
-    keep: list[int] = []
+    rows: dict[int, tuple[list[Item], np.ndarray]] = {}  # position in the group -> its items and (n, D) vectors
     skipped: list[dict[str, Any]] = []
     step = model.batch_size
     for start in range(0, len(group), step):
@@ -253,15 +269,42 @@ def _embed_chunk(
         for pos in range(start, min(start + step, len(group))):
             by_kind.setdefault(group[pos].item.kind, []).append(pos)
         for kind, positions in by_kind.items():
-            refs = [group[p].item.text if kind == "text" else group[p].ref for p in positions]
-            embedded, bad = _embed_refs(model, kind, refs)
-            good = [p for i, p in enumerate(positions) if i not in bad]
-            vectors[good] = embedded
-            keep += good
+            if kind == "video" and segment_seconds is not None:
+                done, bad = _embed_segments(model, [group[p] for p in positions], segment_seconds)
+            else:
+                refs = [group[p].item.text if kind == "text" else group[p].ref for p in positions]
+                embedded, bad = _embed_refs(model, kind, refs)
+                good = [i for i in range(len(positions)) if i not in bad]
+                done = {i: ([group[positions[i]].item], embedded[j : j + 1]) for j, i in enumerate(good)}
+            rows.update({positions[i]: row for i, row in done.items()})
             skipped += [_skip_record(group[positions[i]].item, e) for i, e in bad.items()]
         tick(min(start + step, len(group)))
-    keep.sort()
-    return vectors[keep], [group[p].item for p in keep], skipped
+    order = sorted(rows)
+    if not order:
+        return np.zeros((0, _embed_dim(model)), np.float32), [], skipped
+    return np.concatenate([rows[p][1] for p in order]), [it for p in order for it in rows[p][0]], skipped
+
+
+def _embed_segments(
+    model: Model, clips: list[SourceItem], seconds: float
+) -> tuple[dict[int, tuple[list[Item], np.ndarray]], dict[int, BadSampleError]]:
+    """({position: (one item per segment with its start and end, their vectors)}, {position: error}) of ``clips``,
+    each decoded once and cut into ``seconds``-long segments."""
+    done, bad = {}, {}
+    for i, clip in enumerate(clips):
+        try:
+            segments = model.video_segments(clip.ref, seconds)  # type: ignore[arg-type]
+        except BadSampleError as e:
+            bad[i] = e
+            continue
+        items = [
+            dataclasses.replace(
+                clip.item, metadata={**clip.item.metadata, "start": round(seg.start, 3), "end": round(seg.end, 3)}
+            )
+            for seg in segments
+        ]
+        done[i] = (items, model.embed("video", [seg.clip for seg in segments]))
+    return done, bad
 
 
 def _embed_refs(model: Model, kind: str, refs: list[Any]) -> tuple[np.ndarray, dict[int, BadSampleError]]:
@@ -365,8 +408,9 @@ def _known_keys(index: VectorIndex) -> set[tuple[str, str | None, str | None]]:
 
 
 def _media(model: Model) -> frozenset[str]:
-    """The media kinds of a source this model indexes: those it embeds, of the kinds an index holds."""
-    return model.media() & frozenset(store.MEDIA_KINDS)
+    """The media kinds of a source this model indexes: those it embeds (clips too, by frames), of the kinds an
+    index holds."""
+    return model.accepts() & frozenset(store.MEDIA_KINDS)
 
 
 def _embed_dim(model: Model) -> int:

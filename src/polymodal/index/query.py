@@ -1,4 +1,4 @@
-"""Search an index with texts, images or sounds, embedding the queries with the index's own model."""
+"""Search an index with texts, images, sounds or clips, embedding the queries with the index's own model."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 from collections.abc import Sequence
 
 from polymodal.api import ImageInput, MediaInput, Model, load
+from polymodal.api.video import VideoInput
 from polymodal.index.store import Hit
 from polymodal.index.vector_index import VectorIndex
 
@@ -28,7 +29,7 @@ def open_for_search(
 def search(
     index: VectorIndex, model: Model, modality: str, queries: object, k: int = 10, *, kind: str | None = None
 ) -> list[list[Hit]]:
-    """Hits per query of ``modality`` (texts, images or sounds: whatever ``model.embed`` takes), best first;
+    """Hits per query of ``modality`` (texts, images, sounds or clips: whatever ``model.embed`` takes), best first;
     ``kind`` keeps only items of that kind (``search(idx, m, "audio", clip, kind="text")``: sound -> text)."""
     return index.search(model.embed(modality, queries), k, kind=kind)
 
@@ -52,3 +53,10 @@ def search_audio(
 ) -> list[list[Hit]]:
     """Hits per query sound (a path or encoded bytes): sound -> sound, text or image in the same space."""
     return search(index, model, "audio", clips, k, kind=kind)
+
+
+def search_video(
+    index: VectorIndex, model: Model, clips: VideoInput | Sequence[VideoInput], k: int = 10, *, kind: str | None = None
+) -> list[list[Hit]]:
+    """Hits per query clip (a path, encoded bytes or a decoded Clip): clip -> clip or segment, text or image."""
+    return search(index, model, "video", clips, k, kind=kind)

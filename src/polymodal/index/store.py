@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 # An item's kind is its modality. Media kinds are embedded from a file (or shard bytes); text from its string.
-MEDIA_KINDS = ("image", "audio")
-ITEM_KINDS = ("image", "text", "audio")
+MEDIA_KINDS = ("image", "audio", "video")
+ITEM_KINDS = ("image", "text", "audio", "video")
 # Every index reports these counts, even at zero; other kinds appear once an index holds them.
 ALWAYS_COUNTED = ("image", "text")
 _ALLOWED = ", ".join(f"'{k}'" for k in ITEM_KINDS)
@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS tombstones (id INTEGER PRIMARY KEY);
 @dataclass
 class Item:
     """One embedded thing: a media file of its ``kind`` (``path``) or a text (``text``; ``path`` is the file it
-    describes, if any)."""
+    describes, if any). A segment of a video carries its ``start`` and ``end`` seconds in ``metadata``."""
 
     kind: str
     path: str | None = None

@@ -58,6 +58,7 @@ class IndexMeta:
     embed_dim: int
     type: str  # concrete FAISS type: flat | hnsw | ivf | ivfpq
     params: dict[str, Any]
+    segment_seconds: float | None = None  # videos indexed as segments of this length (None: one item per clip)
     metric: str = METRIC
     counts: dict[str, int] = field(default_factory=dict)
     vectors: int = 0  # in FAISS, including tombstoned ones
