@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file as load_state
 
 from polymodal.data.shapes_video import ACTIONS, generate_shapesworld_video
+from polymodal.models.presets import PRESETS
 from polymodal.pretrained import load_efficientnet_lite0
 from polymodal.train.recipe import load_recipe
 from polymodal.train.run import run_recipe
@@ -88,3 +89,19 @@ def test_shapes_video_qa_answers_questions_about_clips(moves: Path, tmp_path: Pa
     rows = [json.loads(line) for line in (moves / "train.jsonl").read_text().splitlines()]
     assert set(answers) == {qa["answer"] for r in rows for qa in r["qa"]}
     _frame_tower_is_packaged(tmp_path / "run" / "model")
+
+
+def test_shapes_video_av_trains_a_fusion_of_frames_sound_and_text(tmp_path: Path) -> None:
+    data = tmp_path / "moves"
+    generate_shapesworld_video(data, 30, size=32, frames=8, sound=True)
+    result = _train("shapes-video-av", data, tmp_path / "run")
+    assert result.step == 3 and result.best_metric is not None and 0.0 <= result.best_metric <= 1.0
+    model_dir = tmp_path / "run" / "model"
+    _frame_tower_is_packaged(model_dir)
+    config = json.loads((model_dir / "config.json").read_text())["config"]
+    assert set(config["encoders"]) == {"video", "audio", "text"} and config["num_classes"] == 2
+    assert config["encoders"]["audio"]["name"] == "audio_cnn"
+    processors = json.loads((model_dir / "processors.json").read_text())
+    assert processors["audio"]["clip_seconds"] == 2.0 and processors["video"]["frames"] == 8
+    with pytest.raises(ValueError, match="one of image, audio, video or several joined by '\\+', got 'video\\+smell'"):
+        PRESETS.build("shapes-fusion", source="video+smell")

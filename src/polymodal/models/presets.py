@@ -104,7 +104,7 @@ def _small_video(kind: str, image_encoder: str, image_size: int, frames: int) ->
     raise ValueError(f"video_encoder must be one of {', '.join(VIDEO_TOWERS)}, got {kind!r}")
 
 
-SOURCES = ("image", "audio", "video")
+SOURCES = ("image", "audio", "video")  # several join with "+": "video+audio" is a clip's frames and its sound
 
 
 def _source_tower(
@@ -115,14 +115,19 @@ def _source_tower(
     video_encoder: str = "transformer",
     frames: int = 16,
 ) -> dict[str, ComponentConfig]:
-    """The tower of a model's non-text modality: ``image``, ``audio`` or ``video`` (frames of ``image_size``)."""
-    if source == "image":
-        return {"image": _small_image(image_encoder, image_size)}
-    if source == "audio":
-        return {"audio": _small_audio(audio_encoder)}
-    if source == "video":
-        return {"video": _small_video(video_encoder, image_encoder, image_size, frames)}
-    raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
+    """The towers of a model's non-text modalities: ``image``, ``audio``, ``video`` (frames of ``image_size``) or
+    several of them joined by ``+``, one tower each."""
+    towers: dict[str, ComponentConfig] = {}
+    for part in source.split("+"):
+        if part == "image":
+            towers["image"] = _small_image(image_encoder, image_size)
+        elif part == "audio":
+            towers["audio"] = _small_audio(audio_encoder)
+        elif part == "video":
+            towers["video"] = _small_video(video_encoder, image_encoder, image_size, frames)
+        else:
+            raise ValueError(f"source must be one of {', '.join(SOURCES)} or several joined by '+', got {source!r}")
+    return towers
 
 
 def _fusion(name: str) -> ComponentConfig:
@@ -194,8 +199,9 @@ def shapes_fusion(
     video_encoder: str = "transformer",
     frames: int = 16,
 ) -> FusionClassifierConfig:
-    """``source`` (image, audio or video) + text classifier; ``fusion`` picks any registered fusion module. Without
-    ``source`` or ``text`` it classifies the other alone (a unimodal baseline)."""
+    """``source`` (image, audio, video, or several joined by ``+``: ``video+audio``) + text classifier; ``fusion``
+    picks any registered fusion module. Without ``source`` or ``text`` it classifies the other alone (a unimodal
+    baseline)."""
     encoders = (
         _source_tower(source, image_encoder, image_size, audio_encoder, video_encoder, frames)
         if source is not None
