@@ -91,7 +91,7 @@ def test_classify_a_sound_in_json_and_multipart(client, media) -> None:  # noqa:
     by_form = client.post("/classify", data=options, files={"audio": (clip.name, clip.read_bytes())}).json()["labels"]
     assert by_json[0]["label"] == "high" and by_json == by_form
     both = client.post("/classify", json={**options, "audio": b64_file(clip), "image": b64(shape_image("red"))})
-    assert both.status_code == 422 and "exactly one of image or audio" in error(both)["message"]
+    assert both.status_code == 422 and "exactly one of image, audio or video" in error(both)["message"]
 
 
 def test_search_by_a_clip_and_by_text_finds_sounds_that_play(client, media) -> None:  # noqa: ANN001
@@ -165,5 +165,5 @@ def test_size_limit_and_models_without_audio(audio_model: Model, model: Model, m
             image_only.post("/classify", json={"audio": b64_file(clip), "labels": ["a", "b"]}),
         ]:
             assert response.status_code == 400 and error(response)["code"] == "not_supported"
-            assert "audio: it takes image, text" in error(response)["message"]
+            assert "audio: it takes image, text, video" in error(response)["message"]
         assert image_only.get("/health").json()["media"] == {"embed": ["image", "text"]}

@@ -31,6 +31,7 @@ def test_health_describes_model_index_and_endpoints(client, model: Model) -> Non
         "/search": True,
         "/items/{item_id}/image": True,
         "/items/{item_id}/audio": True,
+        "/items/{item_id}/video": True,
         "/caption": False,
         "/answer": False,
     }

@@ -26,6 +26,7 @@ OPERATIONS = [
     "POST /search",
     "GET /items/{item_id}/image",
     "GET /items/{item_id}/audio",
+    "GET /items/{item_id}/video",
 ]
 POSITIVE, NEGATIVE = schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE
 # GET /health takes no input at all, so there is nothing invalid to generate for it.

@@ -1,8 +1,9 @@
 """The REST server: ``create_app(model, index, settings)`` -> a FastAPI app with the web page at ``/``.
 
 Endpoints: ``GET /health``, ``POST /embed``, ``POST /classify``, ``POST /search``, ``GET /items/{id}/image``,
-``GET /items/{id}/audio``, ``POST /caption``, ``POST /answer``. Images and sounds are both media: a request names
-its item's modality by its field (``image``, ``audio``), the model says which modalities it takes. The OpenAPI
+``GET /items/{id}/audio``, ``GET /items/{id}/video``, ``POST /caption``, ``POST /answer``. Images, sounds and clips
+are all media: a request names its item's modality by its field (``image``, ``audio``, ``video``), the model says
+which modalities it takes. The OpenAPI
 schema is at ``/openapi.json``; the interactive docs UI is off because it would load scripts from a CDN.
 """
 
@@ -37,8 +38,10 @@ from polymodal.serve.payloads import (
 from polymodal.serve.safety import JSON, MULTIPART, RequestGuard, SecurityHeaders, api_key_dependency
 from polymodal.serve.schemas import (
     AUDIO_DOC,
+    CAPTION_MEDIA,
     IMAGE_DOC,
     QUERY_MEDIA,
+    VIDEO_DOC,
     AnswerOptions,
     AnswerRequest,
     AnswerResponse,
@@ -68,9 +71,20 @@ from polymodal.version import __version__
 
 STATIC = Path(__file__).parent / "static"
 THUMBNAIL_SIZE = 256
-# Sound files by extension; browsers play these from /items/{id}/audio (mimetypes lacks some, e.g. FLAC).
-AUDIO_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg", "mp3": "audio/mpeg", "m4a": "audio/mp4"}
-EMBED_FIELDS = {"images": "image", "audio": "audio"}  # /embed's media fields -> their modality
+# Sound and video files by extension; browsers play these from /items/{id}/audio and /items/{id}/video (mimetypes
+# lacks some, e.g. FLAC, MKV).
+MEDIA_TYPES = {
+    "audio": {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg", "mp3": "audio/mpeg", "m4a": "audio/mp4"},
+    "video": {
+        "mp4": "video/mp4",
+        "m4v": "video/mp4",
+        "webm": "video/webm",
+        "mkv": "video/x-matroska",
+        "mov": "video/quicktime",
+        "avi": "video/x-msvideo",
+    },
+}
+EMBED_FIELDS = {"images": "image", "audio": "audio", "videos": "video"}  # /embed's media fields -> their modality
 # Body routes and the media types they take; everything else is refused with 415 before it is read.
 CONTENT_TYPES = {
     "/embed": (JSON, MULTIPART),
@@ -113,7 +127,7 @@ def _media_body(
     }
 
 
-QUERY_DOCS = {"image": IMAGE_DOC, "audio": AUDIO_DOC}
+QUERY_DOCS = {"image": IMAGE_DOC, "audio": AUDIO_DOC, "video": VIDEO_DOC}
 
 
 # async on purpose: FastAPI runs plain ``def`` dependencies in its thread pool, a thread hop per request for nothing.
@@ -135,7 +149,7 @@ class _EmbedForm(BaseModel):
 @router.post(
     "/embed",
     response_model=EmbedResponse,
-    summary="Embed texts, images and/or sounds",
+    summary="Embed texts, images, sounds and/or clips",
     openapi_extra=_media_body(_EmbedForm, EmbedRequest, dict.fromkeys(EMBED_FIELDS, ""), many=True),
 )
 async def embed(
@@ -155,6 +169,7 @@ async def embed(
         text_embeddings=vectors["text"],
         image_embeddings=vectors["image"],
         audio_embeddings=vectors["audio"],
+        video_embeddings=vectors["video"],
     )
 
 
@@ -167,7 +182,7 @@ async def _media_item(upload: Upload, endpoint: str, task: str, service: Service
 @router.post(
     "/classify",
     response_model=ClassifyResponse,
-    summary="Zero-shot classify an image or a sound",
+    summary="Zero-shot classify an image, a sound or a clip",
     openapi_extra=_media_body(ClassifyOptions, ClassifyRequest, QUERY_DOCS),
 )
 async def classify(
@@ -187,16 +202,16 @@ async def classify(
 @router.post(
     "/caption",
     response_model=CaptionResponse,
-    summary="Caption an image",
-    openapi_extra=_media_body(CaptionOptions, CaptionRequest, {"image": IMAGE_DOC}),
+    summary="Caption an image (or a clip, for a captioner of clips)",
+    openapi_extra=_media_body(CaptionOptions, CaptionRequest, {m: QUERY_DOCS[m] for m in CAPTION_MEDIA}),
 )
 async def caption(
     request: Request, service: Service = Depends(_service), settings: ServeSettings = Depends(_settings)
 ) -> CaptionResponse:
     service.require("/caption", "caption")
-    options, upload = await read_media_request(request, CaptionOptions, CaptionRequest)
-    image = await _media_item(upload, "/caption", "caption", service, settings)
-    return CaptionResponse(caption=await service.caption(image, options.max_new_tokens, options.num_beams))
+    options, upload = await read_media_request(request, CaptionOptions, CaptionRequest, CAPTION_MEDIA)
+    item = await _media_item(upload, "/caption", "caption", service, settings)
+    return CaptionResponse(caption=await service.caption(item, options.max_new_tokens, options.num_beams))
 
 
 @router.post(
@@ -214,7 +229,7 @@ async def answer(
     return AnswerResponse(answer=await service.answer(image, options.question))
 
 
-@router.post("/search", response_model=SearchResponse, summary="Search the index by text, image or sound")
+@router.post("/search", response_model=SearchResponse, summary="Search the index by text, image, sound or clip")
 async def search(
     body: SearchRequest,
     request: Request,
@@ -239,6 +254,7 @@ def _hit(hit: Any, request: Request) -> SearchHit:
     # Relative URLs, so the page works behind a proxy that mounts the server under another host name.
     media = media_file(hit.kind, hit.path)
     item_id = str(hit.id)
+    played = {m: request.app.url_path_for(f"item_{m}", item_id=item_id) if media == m else None for m in MEDIA_TYPES}
     return SearchHit(
         id=hit.id,
         score=hit.score,
@@ -251,7 +267,10 @@ def _hit(hit: Any, request: Request) -> SearchHit:
             if media == "image"
             else None
         ),
-        audio_url=request.app.url_path_for("item_audio", item_id=item_id) if media == "audio" else None,
+        audio_url=played["audio"],
+        video_url=played["video"],
+        start=hit.metadata.get("start"),
+        end=hit.metadata.get("end"),
     )
 
 
@@ -286,8 +305,27 @@ async def item_image(
     responses={200: {"content": {"audio/*": {}}, "description": "The sound file, as indexed"}},
 )
 async def item_audio(item_id: int, service: Service = Depends(_service)) -> Response:
-    path = await _item_file(item_id, "audio", service)
-    return _file_response(path, item_id, AUDIO_TYPES.get(path.suffix.lower().lstrip(".")))
+    return await _played_file(item_id, "audio", service)
+
+
+@router.get(
+    "/items/{item_id}/video",
+    name="item_video",
+    summary="An indexed item's video file (by id only; Range requests let a player seek)",
+    response_class=Response,
+    responses={
+        200: {"content": {"video/*": {}}, "description": "The video file, as indexed"},
+        206: {"content": {"video/*": {}}, "description": "The requested byte range of it"},
+    },
+)
+async def item_video(item_id: int, service: Service = Depends(_service)) -> Response:
+    return await _played_file(item_id, "video", service)
+
+
+async def _played_file(item_id: int, modality: str, service: Service) -> Response:
+    """A sound or video file with its content type; Starlette's FileResponse answers Range requests (206)."""
+    path = await _item_file(item_id, modality, service)
+    return _file_response(path, item_id, MEDIA_TYPES[modality].get(path.suffix.lower().lstrip(".")))
 
 
 async def _item_file(item_id: int, modality: str, service: Service) -> Path:
@@ -381,6 +419,7 @@ async def _health(
         identity=model.identity,
         capabilities=sorted(model.capabilities),
         media={capability: sorted(model.media(capability)) for capability in sorted(model.capabilities)},
+        video_embedding=model.video_embedding,
         embed_dim=model.embed_dim,
         endpoints=service.endpoints(),
         index=index,
@@ -389,6 +428,7 @@ async def _health(
             max_upload_bytes=settings.max_upload_bytes,
             max_pixels=settings.max_pixels,
             max_audio_seconds=settings.max_audio_seconds,
+            max_video_seconds=settings.max_video_seconds,
             batch_size=settings.batch_size,
             max_wait_ms=settings.max_wait_ms,
         ),

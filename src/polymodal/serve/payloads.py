@@ -1,5 +1,5 @@
-"""Turn request payloads (base64 strings, multipart uploads) into decoded images and checked sounds, or into 4xx
-errors that name the field."""
+"""Turn request payloads (base64 strings, multipart uploads) into decoded images and checked sounds and clips, or
+into 4xx errors that name the field."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from starlette.datastructures import UploadFile
 from polymodal.data.audio import decode_audio
 from polymodal.data.errors import BadSampleError
 from polymodal.data.image import decode_image
+from polymodal.data.video import VideoSampling, decode_video
 from polymodal.serve.errors import ApiError, bad_media
 from polymodal.serve.safety import MULTIPART, media_type
 from polymodal.serve.schemas import MAX_ITEMS, EmbedRequest
@@ -72,12 +73,27 @@ async def check_audio(data: bytes, field: str, max_seconds: float) -> bytes:
     return data
 
 
+async def check_video(data: bytes, field: str, max_seconds: float, max_pixels: int) -> bytes:
+    """The upload itself once it opens as a clip no longer than ``max_seconds`` with frames of at most
+    ``max_pixels`` (one frame decoded); the model samples its own frames from it."""
+    bounds = VideoSampling(frames=1, max_seconds=max_seconds, max_pixels=max_pixels)
+    try:
+        await run_in_threadpool(decode_video, data, bounds, source=field, field=field)
+    except BadSampleError as e:
+        limit = f"{max_pixels:,} pixels" if e.kind == "too_large" else f"{max_seconds:g} s"
+        raise bad_media(e, field, "video", limit) from None
+    return data
+
+
 async def decode_media(upload: Upload, settings: ServeSettings) -> object:
-    """What the model embeds for ``upload``: a decoded image, or the checked bytes of a sound; 4xx if it is bad."""
+    """What the model embeds for ``upload``: a decoded image, or the checked bytes of a sound or a clip; 4xx if it
+    is bad."""
     if not upload.data:
         raise ApiError(422, f"bad_{upload.modality}", f"{upload.field}: {upload.modality} data is empty (0 bytes)")
     if upload.modality == "image":
         return await decode_upload(upload.data, upload.field, settings.max_pixels)
+    if upload.modality == "video":
+        return await check_video(upload.data, upload.field, settings.max_video_seconds, settings.max_pixels)
     return await check_audio(upload.data, upload.field, settings.max_audio_seconds)
 
 

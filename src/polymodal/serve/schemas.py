@@ -1,8 +1,8 @@
 """Request and response bodies; they are the OpenAPI schema at ``/openapi.json``.
 
-Images and sounds travel as base64 strings in JSON (a ``data:...;base64,`` URL prefix is accepted), or as file
-parts in ``multipart/form-data`` (``image`` or ``audio`` on classify, ``image`` on caption and answer, ``images``
-and ``audio`` on embed).
+Images, sounds and clips travel as base64 strings in JSON (a ``data:...;base64,`` URL prefix is accepted), or as
+file parts in ``multipart/form-data`` (``image``, ``audio`` or ``video`` on classify, ``image`` or ``video`` on
+caption, ``image`` on answer, ``images``, ``audio`` and ``videos`` on embed).
 """
 
 from __future__ import annotations
@@ -18,8 +18,10 @@ Text = Field(max_length=2000)
 IMAGE_DOC = "Base64-encoded image file (PNG, JPEG, WebP ...), optionally a data: URL."
 Base64Image = Field(description=IMAGE_DOC)
 AUDIO_DOC = "Base64-encoded sound file (WAV, FLAC, OGG, MP3), optionally a data: URL."
-QUERY_MEDIA = ("image", "audio")  # what a classify or search request may send as its one media item
-ItemKind = Literal["image", "text", "audio"]
+VIDEO_DOC = "Base64-encoded video file (MP4, WebM, MKV, AVI, MOV), optionally a data: URL."
+QUERY_MEDIA = ("image", "audio", "video")  # what a classify or search request may send as its one media item
+CAPTION_MEDIA = ("image", "video")  # what /caption takes: the modality the captioner describes
+ItemKind = Literal["image", "text", "audio", "video"]
 
 
 def _given(body: BaseModel, fields: tuple[str, ...]) -> list[str]:
@@ -35,11 +37,12 @@ class EmbedRequest(_Strict):
     texts: list[str] = Field(default_factory=list, max_length=MAX_ITEMS, description="Texts to embed.")
     images: list[str] = Field(default_factory=list, max_length=MAX_ITEMS, description="Base64-encoded images.")
     audio: list[str] = Field(default_factory=list, max_length=MAX_ITEMS, description="Base64-encoded sound files.")
+    videos: list[str] = Field(default_factory=list, max_length=MAX_ITEMS, description="Base64-encoded video files.")
 
     @model_validator(mode="after")
     def _something(self) -> EmbedRequest:
-        if not self.texts and not self.images and not self.audio:
-            raise ValueError("give at least one of texts, images or audio")
+        if not self.texts and not self.images and not self.audio and not self.videos:
+            raise ValueError("give at least one of texts, images, audio or videos")
         return self
 
 
@@ -48,6 +51,7 @@ class EmbedResponse(BaseModel):
     text_embeddings: list[list[float]] = Field(description="(len(texts), dim) unit vectors.")
     image_embeddings: list[list[float]] = Field(description="(len(images), dim) unit vectors.")
     audio_embeddings: list[list[float]] = Field(default_factory=list, description="(len(audio), dim) unit vectors.")
+    video_embeddings: list[list[float]] = Field(default_factory=list, description="(len(videos), dim) unit vectors.")
 
 
 # -- classify ------------------------------------------------------------------------------------------------
@@ -62,11 +66,12 @@ class ClassifyOptions(_Strict):
 class ClassifyRequest(ClassifyOptions):
     image: str | None = Field(None, description=IMAGE_DOC)
     audio: str | None = Field(None, description=AUDIO_DOC)
+    video: str | None = Field(None, description=VIDEO_DOC)
 
     @model_validator(mode="after")
     def _one_item(self) -> ClassifyRequest:
         if len(_given(self, QUERY_MEDIA)) != 1:
-            raise ValueError("give exactly one of image or audio")
+            raise ValueError("give exactly one of image, audio or video")
         return self
 
 
@@ -86,7 +91,14 @@ class CaptionOptions(_Strict):
 
 
 class CaptionRequest(CaptionOptions):
-    image: str = Base64Image
+    image: str | None = Field(None, description=IMAGE_DOC)
+    video: str | None = Field(None, description=VIDEO_DOC + " For a captioner of clips.")
+
+    @model_validator(mode="after")
+    def _one_item(self) -> CaptionRequest:
+        if len(_given(self, CAPTION_MEDIA)) != 1:
+            raise ValueError("give exactly one of image or video")
+        return self
 
 
 class CaptionResponse(BaseModel):
@@ -110,20 +122,21 @@ class SearchRequest(_Strict):
     text: str | None = Field(None, max_length=2000, description="Text query.")
     image: str | None = Field(None, description="Base64-encoded image query.")
     audio: str | None = Field(None, description="Base64-encoded sound query (WAV, FLAC, OGG, MP3).")
+    video: str | None = Field(None, description="Base64-encoded video query (MP4, WebM, MKV, AVI, MOV).")
     k: int = Field(10, ge=1, le=MAX_K)
     kind: ItemKind | None = Field(None, description="Only return items of this kind.")
 
     @model_validator(mode="after")
     def _one_query(self) -> SearchRequest:
         if len(_given(self, ("text", *QUERY_MEDIA))) != 1:
-            raise ValueError("give exactly one of text, image or audio")
+            raise ValueError("give exactly one of text, image, audio or video")
         return self
 
 
 class SearchHit(BaseModel):
     id: int
     score: float = Field(description="Cosine similarity to the query.")
-    kind: str = Field(description="The item's modality: 'image', 'audio' or 'text'.")
+    kind: str = Field(description="The item's modality: 'image', 'audio', 'video' or 'text'.")
     path: str | None = None
     text: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -133,6 +146,12 @@ class SearchHit(BaseModel):
     audio_url: str | None = Field(
         None, description="Served by GET /items/{id}/audio for sounds (and texts that describe one)."
     )
+    video_url: str | None = Field(
+        None,
+        description="Served by GET /items/{id}/video for clips (and texts that describe one); Range requests work.",
+    )
+    start: float | None = Field(None, description="A video segment's start, in seconds from the clip's start.")
+    end: float | None = Field(None, description="A video segment's end, in seconds.")
 
 
 class SearchResponse(BaseModel):
@@ -149,6 +168,7 @@ class Limits(BaseModel):
     max_upload_bytes: int
     max_pixels: int
     max_audio_seconds: float
+    max_video_seconds: float
     batch_size: int
     max_wait_ms: float
 
@@ -171,7 +191,12 @@ class Health(BaseModel):
     model: str
     identity: str
     capabilities: list[str]
-    media: dict[str, list[str]] = Field(description="Capability -> the modalities the model takes for it.")
+    media: dict[str, list[str]] = Field(description="Capability -> the modalities the model has towers for.")
+    video_embedding: str | None = Field(
+        None,
+        description="How /embed, /classify and /search take clips: the video tower, the image tower per frame, "
+        "or None (not at all).",
+    )
     embed_dim: int | None
     endpoints: dict[str, bool] = Field(description="Endpoint path -> whether this server can serve it.")
     index: IndexInfo | None

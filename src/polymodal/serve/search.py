@@ -24,7 +24,7 @@ class SearchIndex(Protocol):
         ...
 
     def media_path(self, item_id: int, modality: str) -> Path | None:
-        """The file of ``modality`` (image, audio) registered for ``item_id``: the item's own, or the one a text
+        """The file of ``modality`` (image, audio, video) registered for ``item_id``: the item's own, or the one a text
         item describes; None if there is no such item or its file is of another modality."""
         ...
 

@@ -21,6 +21,7 @@ ENDPOINT_NEEDS: dict[str, tuple[str | None, bool]] = {
     "/search": (EMBED, True),
     "/items/{item_id}/image": (None, True),
     "/items/{item_id}/audio": (None, True),
+    "/items/{item_id}/video": (None, True),
     "/caption": (CAPTION, False),
     "/answer": (ANSWER, False),
 }
@@ -47,15 +48,15 @@ class Service:
         capability, needs_index = ENDPOINT_NEEDS[endpoint]
         if capability is not None and capability not in self.model.capabilities:
             raise ApiError(400, "not_supported", str(TaskNotSupported(self.model.backend, task)))
-        if capability is not None and modality is not None and modality not in self.model.media(capability):
-            takes = ", ".join(sorted(self.model.media(capability)))
+        if capability is not None and modality is not None and modality not in self.model.accepts(capability):
+            takes = ", ".join(sorted(self.model.accepts(capability)))
             raise ApiError(400, "not_supported", f"model {self.model.name} cannot {task} {modality}: it takes {takes}")
         if needs_index and self.index is None:
             raise ApiError(404, "no_index", "this server has no index: start it with --index DIR")
 
     # -- model calls ------------------------------------------------------------------------------------------
     async def embed(self, modality: str, items: Sequence[Any]) -> np.ndarray:
-        """(N, D) embeddings of texts, decoded images or checked sound bytes; one batch per modality."""
+        """(N, D) embeddings of texts, decoded images or checked sound and clip bytes; one batch per modality."""
         rows = await self.batcher.run(("embed", modality), items, lambda batch: list(self.model.embed(modality, batch)))
         return _stack(rows, self.model.embed_dim)
 

@@ -14,13 +14,14 @@ class ServeSettings:
     ``max_upload_bytes`` bounds every request body (checked while it streams in, so a missing or lying
     Content-Length does not help); ``max_pixels`` bounds decoded images (checked from the header, before the
     pixels are decoded, so a small decompression bomb is refused cheaply); ``max_audio_seconds`` bounds uploaded
-    sounds the same way (a few kB of FLAC silence can say it lasts an hour).
+    sounds the same way (a few kB of FLAC silence can say it lasts an hour), and ``max_video_seconds`` clips.
     """
 
     api_key: str | None = None
     max_upload_bytes: int = 10 * 1024 * 1024
     max_pixels: int = 40_000_000  # e.g. 8000 x 5000; far above any photo the model resizes to 224 px anyway
     max_audio_seconds: float = 60.0  # models crop clips to a few seconds; longer uploads only cost decoding
+    max_video_seconds: float = 600.0  # a clip is embedded from 8 frames: a longer one only costs seeking
     batch_size: int = 32  # most items one model call takes from the queue
     max_wait_ms: float = 5.0  # how long the first request waits for company before its batch runs
     cors_origins: tuple[str, ...] = field(default_factory=tuple)  # empty: no CORS headers at all
@@ -29,8 +30,9 @@ class ServeSettings:
         for name in ("max_upload_bytes", "max_pixels", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.max_audio_seconds > 0:
-            raise ValueError(f"max_audio_seconds must be > 0, got {self.max_audio_seconds}")
+        for name in ("max_audio_seconds", "max_video_seconds"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
         if self.api_key is not None and not self.api_key.strip():
