@@ -44,6 +44,21 @@ def write_clip(path: Path, colours: list[str], seconds_each: float = 1.0) -> Pat
     return path
 
 
+def write_webm(path: Path, colours: list[str], seconds_each: float = 1.0) -> Path:
+    """The same clip as VP8 in WebM (what every browser plays), a keyframe each second so players seek fast."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format="webm") as out:
+        stream = out.add_stream("libvpx", rate=FPS, options={"g": str(FPS)})
+        stream.width = stream.height = SIZE
+        stream.pix_fmt = "yuv420p"
+        for i, colour in enumerate(c for c in colours for _ in range(round(seconds_each * FPS))):
+            out.mux(stream.encode(av.VideoFrame.from_image(picture(colour, seed=i))))
+        out.mux(stream.encode())
+    return path
+
+
 def save_colour_model(directory: Path, *, video_tower: bool = False, steps: int = 60, seed: int = 0) -> Path:
     """Train an image and a text tower so each colour's picture is nearest its caption (both ways, as CLIP does);
     save them as an image-text model, or with ``video_tower`` the image tower under a ``video_frames`` tower with

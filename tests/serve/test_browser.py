@@ -15,6 +15,7 @@ from polymodal.api import Model
 from polymodal.serve import ServeSettings, create_app
 from polymodal.serve.search import IndexDirectory
 from tests.api.audio_model import audio_model_dir, write_sounds  # noqa: F401
+from tests.api.video_model import colour_model_dir, picture, write_webm  # noqa: F401
 from tests.serve.conftest import shape_image
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -201,8 +202,9 @@ def test_sounds_are_searched_played_and_classified(browser, audio_model_dir: Pat
         page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
         page.goto(url + "/")
         page.wait_for_selector("#sound-pick:not([hidden])")
-        assert page.inner_text("#image-title") == "Ask about an image or a sound"
-        assert page.get_attribute("#file", "accept") == "image/*,audio/*"
+        # Its image tower embeds clips by frames too, so the page takes all three.
+        assert page.inner_text("#image-title") == "Ask about an image, a sound or a video"
+        assert page.get_attribute("#file", "accept") == "image/*,audio/*,video/*"
 
         page.fill("#query", "a high tone")
         page.press("#query", "Enter")
@@ -224,5 +226,74 @@ def test_sounds_are_searched_played_and_classified(browser, audio_model_dir: Pat
         wait_until(page, f"{status}.includes('low-b.flac') && {ALL_PLAYABLE}")
         assert page.inner_text("#results li:first-child .name") == "low-b.flac"
         page.screenshot(path=str(tmp_path / "sounds.png"), full_page=True)
+        page.close()
+    assert not problems, problems
+
+
+ALL_SEEKED = (
+    "[...document.querySelectorAll('#results video')].every(v => v.readyState >= 1 && v.duration > 0 && "
+    "Math.abs(v.currentTime - parseFloat(v.src.split('#t=')[1] || '0')) < 0.01)"
+)
+
+
+def test_videos_are_searched_played_from_their_moment_and_classified(
+    browser, colour_model_dir: Path, tmp_path: Path
+) -> None:  # noqa: ANN001, F811
+    """An image-text model over WebM clips cut into 1-second segments and a picture: the page offers a video input,
+    plays each segment from its moment (src .../video#t=START, seeking through Range requests), classifies a chosen
+    clip by its frames and finds the clip by itself."""
+    import polymodal
+    from polymodal.index import build_index
+
+    folder = tmp_path / "media"
+    write_webm(folder / "red.webm", ["red"], 2.0)
+    write_webm(folder / "blue.webm", ["blue"], 2.0)
+    write_webm(folder / "red-then-blue.webm", ["red", "blue"], 1.0)
+    picture("red").save(folder / "still.png")
+    model = polymodal.load(colour_model_dir, precision="fp32")
+    build_index(folder, tmp_path / "index", model, segment_seconds=1.0)
+    problems: list[str] = []
+    ranges: list[str] = []
+    with serve(create_app(model, IndexDirectory(tmp_path / "index"))) as url:
+        page = browser.new_page(viewport={"width": 1200, "height": 1100})
+        page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+        page.on("pageerror", lambda error: problems.append(str(error)))
+        page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+        page.on("request", lambda r: ranges.append(r.headers.get("range", "")) if "/video" in r.url else None)
+        page.goto(url + "/")
+        page.wait_for_selector("#video-pick:not([hidden])")
+        assert page.is_hidden("#sound-pick")
+        assert page.inner_text("#image-title") == "Ask about an image or a video"
+        assert page.get_attribute("#file", "accept") == "image/*,video/*"
+
+        page.fill("#query", "a blue picture")
+        page.press("#query", "Enter")
+        wait_until(page, f"document.querySelectorAll('#results li').length === 7 && {ALL_SEEKED} && {ALL_LOADED}")
+        first = page.eval_on_selector_all(
+            "#results li",
+            "els => els.slice(0, 3).map(e => [e.querySelector('.name').textContent, "
+            "e.querySelector('video').src.split('#')[1]])",
+        )
+        assert sorted(first) == [["blue.webm", "t=0"], ["blue.webm", "t=1"], ["red-then-blue.webm", "t=1"]], first
+        times = page.eval_on_selector_all("#results video", "vs => vs.map(v => v.currentTime)")
+        assert sorted(times) == [0, 0, 0, 1, 1, 1]  # each player waits at its segment's start
+        assert page.inner_text("#results li:first-child .moment") in ("0–1 s", "1–2 s")
+        assert page.eval_on_selector_all("#results img", "imgs => imgs.length") == 1  # the picture, as before
+        assert any(r.startswith("bytes=") for r in ranges), "the player asks for byte ranges"
+
+        page.set_input_files("#video-file", str(folder / "blue.webm"))
+        page.wait_for_selector("#video-preview:not([hidden])")
+        assert page.is_hidden("#preview") and page.is_hidden("#sound-preview")
+        page.fill("#labels", "red, blue")
+        page.click("#classify-form button")
+        page.wait_for_selector(".bars li", timeout=15_000)
+        assert page.inner_text(".bars li:first-child span") == "blue"
+
+        page.click("#similar-button")  # search by the chosen clip: the blue seconds come first
+        status = "document.querySelector('#search-status').textContent"
+        wait_until(page, f"{status}.includes('blue.webm') && {ALL_SEEKED}")
+        names = page.eval_on_selector_all("#results .name", "els => els.slice(0, 3).map(e => e.textContent)")
+        assert sorted(names) == ["blue.webm", "blue.webm", "red-then-blue.webm"], names
+        page.screenshot(path=str(tmp_path / "videos.png"), full_page=True)
         page.close()
     assert not problems, problems

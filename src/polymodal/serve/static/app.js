@@ -1,9 +1,15 @@
 // polymodal web page: talks to this server's REST API only (same origin, no external resources).
 
 const $ = (id) => document.getElementById(id);
-// file: the chosen image or sound; modality: "image" or "audio", the form field it is sent in.
+// file: the chosen image, sound or video; modality: "image", "audio" or "video", the form field it is sent in.
 const state = { health: null, file: null, modality: null, apiKey: sessionStorage.getItem("polymodal-api-key") || "" };
 const blobUrls = [];
+// Per modality: how the page names a file of it, where a chosen one is previewed, the picker beside the drop zone.
+const MEDIA = {
+  image: { noun: "an image", preview: "preview" },
+  audio: { noun: "a sound", preview: "sound-preview", pick: "sound-pick" },
+  video: { noun: "a video", preview: "video-preview", pick: "video-pick" },
+};
 
 // ---------------------------------------------------------------------------------------------- API calls
 function authHeaders() {
@@ -87,27 +93,38 @@ async function loadHealth() {
   const can = health.endpoints;
   $("image-section").hidden = !(can["/classify"] || can["/answer"] || can["/caption"] || can["/search"]);
   $("search-section").hidden = !can["/search"];
-  const takes = accepted();
-  if (takes.audio) {
-    $("sound-pick").hidden = false;
-    $("image-title").textContent = takes.image ? "Ask about an image or a sound" : "Ask about a sound";
-    $("drop-what").textContent = takes.image ? "Drop an image or a sound here" : "Drop a sound here";
-    $("file").accept = takes.image ? "image/*,audio/*" : "audio/*";
+  const offered = Object.keys(MEDIA).filter((modality) => accepted()[modality]);
+  if (offered.some((modality) => modality !== "image")) {
+    for (const modality of offered) if (MEDIA[modality].pick) $(MEDIA[modality].pick).hidden = false;
+    $("image-title").textContent = `Ask about ${wanted()}`;
+    $("drop-what").textContent = `Drop ${wanted()} here`;
+    $("file").accept = offered.map((modality) => `${modality}/*`).join(",");
   }
   showActions();
 }
 
+// The modalities the model takes for ``capability``: its towers, and for embed clips by frames too.
+function takesFor(capability) {
+  const own = (state.health.media || {})[capability] || [];
+  return capability === "embed" && state.health.video_embedding ? [...own, "video"] : own;
+}
+
 // Which modalities the page offers files of: what the model embeds, or captions / answers about.
 function accepted() {
-  const media = state.health.media || {};
-  const any = (modality) => Object.values(media).some((list) => list.includes(modality));
-  return { image: any("image"), audio: (media.embed || []).includes("audio") };
+  const any = (modality) => state.health.capabilities.some((capability) => takesFor(capability).includes(modality));
+  return { image: any("image"), audio: takesFor("embed").includes("audio"), video: any("video") };
+}
+
+// "an image", "an image or a sound", "an image, a sound or a video": the files the page takes.
+function wanted() {
+  const nouns = Object.keys(MEDIA).filter((modality) => accepted()[modality]).map((modality) => MEDIA[modality].noun);
+  return nouns.length > 1 ? `${nouns.slice(0, -1).join(", ")} or ${nouns[nouns.length - 1]}` : nouns[0] || "a file";
 }
 
 // An action shows when the server can do it and the model takes the chosen file's modality for it.
 function showActions() {
-  const { endpoints: can, media = {} } = state.health;
-  const takes = (capability) => !state.modality || (media[capability] || []).includes(state.modality);
+  const can = state.health.endpoints;
+  const takes = (capability) => !state.modality || takesFor(capability).includes(state.modality);
   $("classify-form").hidden = !(can["/classify"] && takes("embed"));
   $("similar-button").hidden = !(can["/search"] && takes("embed"));
   $("answer-form").hidden = !(can["/answer"] && takes("answer"));
@@ -117,7 +134,7 @@ function showActions() {
 // ---------------------------------------------------------------------------------------------- search
 async function mediaSrc(url) {
   if (!state.apiKey) return url.replace(/^\//, "");
-  // <img src> and <audio src> cannot send the key: fetch the file ourselves and show it from a blob URL.
+  // <img src>, <audio src> and <video src> cannot send the key: fetch the file ourselves and show it from a blob URL.
   const response = await fetch(url.replace(/^\//, ""), { headers: authHeaders() });
   if (!response.ok) throw new Error(`${url}: ${response.status}`);
   const blobUrl = URL.createObjectURL(await response.blob());
@@ -140,6 +157,11 @@ async function renderHits(hits) {
     if (hit.thumbnail_url) {
       visual = el("img", { alt: hit.text || name, loading: "lazy", decoding: "async" });
       visual.src = await mediaSrc(hit.thumbnail_url);
+    } else if (hit.video_url) {
+      // A media fragment starts the player at the segment's moment (Range requests let it seek there).
+      const player = el("video", { controls: "", muted: "", playsinline: "", preload: "metadata", "aria-label": `Play ${name}` });
+      player.src = (await mediaSrc(hit.video_url)) + (hit.start != null ? `#t=${hit.start}` : "");
+      visual = player;
     } else if (hit.audio_url) {
       const player = el("audio", { controls: "", preload: "metadata", "aria-label": `Play ${name}` });
       player.src = await mediaSrc(hit.audio_url);
@@ -148,8 +170,11 @@ async function renderHits(hits) {
       visual = el("div", { class: "text-item", text: hit.text || name });
     }
     const meta = el("div", { class: "meta" },
-      el("span", { class: "name", title: hit.path || hit.text || name, text: name }),
-      el("span", { class: "score", title: "cosine similarity", text: hit.score.toFixed(3) }));
+      el("span", { class: "name", title: hit.path || hit.text || name, text: name }));
+    if (hit.start != null) {
+      meta.append(el("span", { class: "moment", title: "segment, in seconds", text: `${hit.start}–${hit.end} s` }));
+    }
+    meta.append(el("span", { class: "score", title: "cosine similarity", text: hit.score.toFixed(3) }));
     list.append(el("li", { class: "hit", "data-id": String(hit.id) }, visual, meta));
   }
 }
@@ -167,25 +192,23 @@ async function search(payload, label) {
 // ---------------------------------------------------------------------------------------------- file actions
 function setFile(file) {
   if (!file) return;
-  const takes = accepted();
-  const modality = file.type.startsWith("image/") ? "image" : file.type.startsWith("audio/") ? "audio" : null;
-  if (!modality || !takes[modality]) {
-    const wanted = takes.audio ? (takes.image ? "an image or a sound" : "a sound") : "an image";
-    showError(new Error(`${file.name} is not ${wanted}`));
+  const modality = Object.keys(MEDIA).find((m) => file.type.startsWith(`${m}/`));
+  if (!modality || !accepted()[modality]) {
+    showError(new Error(`${file.name} is not ${wanted()}`));
     return;
   }
   clearError();
   state.file = file;
   state.modality = modality;
-  const preview = modality === "image" ? $("preview") : $("sound-preview");
-  for (const old of [$("preview"), $("sound-preview")]) {
+  const preview = $(MEDIA[modality].preview);
+  for (const old of Object.values(MEDIA).map((m) => $(m.preview))) {
     if (old.src.startsWith("blob:")) URL.revokeObjectURL(old.src);
     old.removeAttribute("src");
     old.hidden = true;
   }
   preview.src = URL.createObjectURL(file);
   if (modality === "image") preview.alt = `Selected image: ${file.name}`;
-  else preview.setAttribute("aria-label", `Selected sound: ${file.name}`);
+  else preview.setAttribute("aria-label", `Selected ${modality === "audio" ? "sound" : modality}: ${file.name}`);
   preview.hidden = false;
   $("drop-text").hidden = modality === "image";
   $("image-output").replaceChildren();
@@ -193,7 +216,7 @@ function setFile(file) {
 }
 
 function requireFile() {
-  if (!state.file) throw new Error(`Choose or drop ${accepted().audio ? "a file" : "an image"} first.`);
+  if (!state.file) throw new Error(`Choose or drop ${wanted()} first.`);
   return state.file;
 }
 
@@ -234,6 +257,7 @@ function wire() {
   const drop = $("drop");
   $("file").addEventListener("change", (event) => setFile(event.target.files[0]));
   $("audio-file").addEventListener("change", (event) => setFile(event.target.files[0]));
+  $("video-file").addEventListener("change", (event) => setFile(event.target.files[0]));
   for (const name of ["dragenter", "dragover"]) {
     drop.addEventListener(name, (event) => { event.preventDefault(); drop.classList.add("dragging"); });
   }
