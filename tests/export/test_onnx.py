@@ -98,7 +98,10 @@ def test_cli_refuses_what_it_cannot_export(tmp_path: Path) -> None:
     save_model(tmp_path / "captioner", build_preset("shapes-caption", vocab_size=32, image_size=32), processors={})
     result = runner.invoke(app, ["export", str(tmp_path / "captioner"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 1, result.output
-    assert "captioner model over ['image']; ONNX export supports image-text embedding models only" in result.output
+    assert (
+        "captioner model over ['image']; ONNX export supports embedding models over any of audio, image, text, video"
+        in result.output
+    )
     assert "Traceback" not in result.output
 
     result = runner.invoke(app, ["export", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--json"])

@@ -162,6 +162,8 @@ def test_image_text_export_has_no_audio_tower(tmp_path: Path) -> None:
         onnx.embed_audio([write_tone(tmp_path / "a.wav", 440.0)])
     with pytest.raises(ExportError, match="no audio tower"):
         onnx.embed_features(np.zeros((1, 32, 33), np.float32), np.ones((1, 33), np.int64))
+    with pytest.raises(ExportError, match=r"the export has no video tower; it has \['image', 'text'\]"):
+        onnx.embed_video([tmp_path / "clip.mp4"])
 
 
 def test_a_tower_the_exporter_cannot_handle_is_named_and_nothing_written(tmp_path: Path) -> None:

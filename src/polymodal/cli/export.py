@@ -1,4 +1,4 @@
-"""``polymodal export MODEL --format onnx --out DIR``: an embedding model's towers (image, text, audio) as ONNX
+"""``polymodal export MODEL --format onnx --out DIR``: an embedding model's towers (image, text, audio, video) as ONNX
 graphs."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ FORMATS = ("onnx",)
 def export(
     model: Path = typer.Argument(
         ...,
-        help="A polymodal embedding model (towers over image, text, audio) or a Hugging Face CLIPModel directory.",
+        help="A polymodal embedding model (towers over image, text, audio, video) or a Hugging Face CLIPModel "
+        "directory.",
     ),
     format: str = typer.Option("onnx", "--format", help="Export format (only onnx for now)."),
     out: Path = typer.Option(..., "--out", help="Directory to write (atomically)."),
@@ -23,9 +24,10 @@ def export(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out directory."),
     json: bool = JsonOption,
 ) -> None:
-    """Export each tower to image_encoder.onnx / text_encoder.onnx / audio_encoder.onnx + export.json.
+    """Export each tower (image, text, audio, video) to <modality>_encoder.onnx, plus export.json.
 
     Batch size (and text length) are dynamic; audio features have the saved clip length.
+    Video clips have the saved frames per clip, a shorter clip padded and masked.
     Each graph is checked against PyTorch with onnxruntime before anything is written.
     """
     if format not in FORMATS:

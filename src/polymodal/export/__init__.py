@@ -1,4 +1,5 @@
-"""Export models for other runtimes. ONNX: the image, text and audio towers of an embedding model (see :mod:`.onnx`)."""
+"""Export models for other runtimes. ONNX: the image, text, audio and video towers of an embedding model (see
+:mod:`.onnx`)."""
 
 from polymodal.export.onnx import MANIFEST_FILE, export_onnx
 from polymodal.export.runtime import OnnxDualEncoder, OnnxEmbedder

@@ -1,12 +1,14 @@
-"""Export an embedding model's towers to ONNX: ``image_encoder.onnx``, ``text_encoder.onnx``, ``audio_encoder.onnx``
-(those the model has) and ``export.json`` (inputs, outputs, preprocessing, audio features), plus the tokenizer.
+"""Export an embedding model's towers to ONNX: ``image_encoder.onnx``, ``text_encoder.onnx``, ``audio_encoder.onnx``,
+``video_encoder.onnx`` (those the model has) and ``export.json`` (inputs, outputs, preprocessing, audio features, video
+sampling), plus the tokenizer.
 
 Exporter: ``torch.onnx.export(..., dynamo=True)``, the torch.export-based exporter that is the
 default since torch 2.9. The TorchScript exporter (``dynamo=False``) also handles these
 towers on torch 2.13 and is faster to run, but it is deprecated there and emits a warning
 on every call; the dynamo path is the one that keeps working. Batch (and, for text, sequence
 length) are dynamic dimensions, so one file serves any batch size; audio channels and frames are fixed by the
-saved features (every clip is cropped or padded to ``clip_seconds``).
+saved features (every clip is cropped or padded to ``clip_seconds``), video frames by the saved sampling (T frames,
+a shorter clip padded and masked).
 
 Every export is checked before it is written: onnxruntime must reproduce PyTorch on the
 example inputs (``max_abs_diff`` in export.json), else nothing is written.
@@ -21,22 +23,27 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
+from PIL import Image
 from torch import Tensor, nn
 
 from polymodal.data.audio import AudioFeatures
+from polymodal.data.processors import VideoProcessor
 from polymodal.export.source import ExportError, ExportSource, load_export_source
 from polymodal.fsutil import atomic_directory
 from polymodal.models import EmbeddingModel
+from polymodal.modules.encoders.base import Encoder
+from polymodal.modules.encoders.text import RecurrentEncoder
 from polymodal.version import __version__
 
 IMAGE_FILE = "image_encoder.onnx"
 TEXT_FILE = "text_encoder.onnx"
 AUDIO_FILE = "audio_encoder.onnx"
+VIDEO_FILE = "video_encoder.onnx"
 MANIFEST_FILE = "export.json"
 TOKENIZER_DIR = "tokenizer"
 CHECK_TOLERANCE = 1e-4
-TOWERS = ("image", "text", "audio")  # export and manifest order (image-text exports keep their layout)
-PARTS = {"image": "image_encoder", "text": "text_encoder", "audio": "audio_encoder"}  # manifest key per modality
+TOWERS = ("image", "text", "audio", "video")  # export and manifest order (image-text exports keep their layout)
+PARTS = {m: f"{m}_encoder" for m in TOWERS}  # manifest key per modality
 
 
 def require_onnx() -> None:
@@ -83,6 +90,39 @@ class AudioTower(nn.Module):
 
     def forward(self, audio_features: Tensor, audio_mask: Tensor) -> Tensor:
         return self.model.embed("audio", audio_features, audio_mask.bool())
+
+
+class VideoTower(nn.Module):
+    """video_frames (B, T, 3, S, S) float32, video_mask (B, T) int64 1/0 -> video_embeds (B, D), unit norm."""
+
+    def __init__(self, model: EmbeddingModel) -> None:
+        super().__init__()
+        self.model = model
+        for module in model.encoders["video"].modules():
+            if isinstance(module, Encoder) and module.modality == "image":
+                module.register_forward_pre_hook(_some_real_frames)
+
+    def forward(self, video_frames: Tensor, video_mask: Tensor) -> Tensor:
+        return self.model.embed("video", video_frames, video_mask.bool())
+
+
+def _some_real_frames(module: nn.Module, args: tuple[Tensor, ...]) -> None:
+    """A frame tower sees only the clips' real frames, a count the exporter knows only as a symbol; telling it the
+    count is not zero lets batch norm trace (its kernel branches on an empty batch)."""
+    torch._check(args[0].shape[0] > 0)
+
+
+def _example_video(processor: VideoProcessor) -> tuple[Tensor, Tensor]:
+    """Two clips of distinct frames preprocessed and padded by polymodal's own VideoProcessor, the second half as
+    long: real frames and a real padded mask, as inference makes them."""
+    t, size = processor.sampling.frames, processor.preprocess.image_size
+    frames = [
+        processor.preprocess.to_tensor(Image.new("RGB", (size + 8, size), (40 * i % 256, 200 - 20 * i % 200, 90)))
+        for i in range(t)
+    ]
+    batch = processor.collate([torch.stack(frames), torch.stack(frames[: max(1, t // 2)])])
+    assert batch.x is not None and batch.mask is not None  # both clips are present
+    return batch.x, batch.mask.long()
 
 
 def _example_audio(features: AudioFeatures) -> tuple[Tensor, Tensor]:
@@ -167,6 +207,12 @@ def export_onnx(
             if modality not in source.modalities:
                 continue
             t = _tower(modality, source, model, batch)
+            untraceable = _untraceable(model.encoders[modality])
+            if untraceable:
+                raise ExportError(
+                    f"the dynamo ONNX exporter cannot export the {modality} tower ({_tower_kind(model, modality)}): "
+                    f"{untraceable}; nothing written"
+                )
             try:
                 diffs[modality], used_opset = _export_one(
                     t.module, t.args, t.names, t.output, t.dynamic, tmp / t.file, opset
@@ -218,6 +264,17 @@ def _tower(modality: str, source: ExportSource, model: EmbeddingModel, batch: An
         return Tower(
             TextTower(model), _example_text(source), names, "text_embeds", dict.fromkeys(names, dims), TEXT_FILE
         )
+    if modality == "video":
+        assert source.video is not None  # a video tower's source always has its processor
+        names = ["video_frames", "video_mask"]
+        return Tower(
+            VideoTower(model),
+            _example_video(source.video),
+            names,
+            "video_embeds",
+            dict.fromkeys(names, {0: batch}),
+            VIDEO_FILE,
+        )
     assert source.audio is not None  # an audio tower's source always has its features
     names = ["audio_features", "audio_mask"]
     return Tower(
@@ -234,6 +291,18 @@ def _tower_kind(model: EmbeddingModel, modality: str) -> str:
     """The tower's registered name (``audio_cnn``) when the model has a polymodal config, else its class."""
     component = getattr(getattr(model, "config", None), "encoders", {}).get(modality)
     return getattr(component, "name", None) or type(model.encoders[modality]).__name__
+
+
+def _untraceable(tower: nn.Module) -> str | None:
+    """Why torch.export cannot trace ``tower``, for the parts known to fail (None: try it)."""
+    for name, module in tower.named_modules():
+        if isinstance(module, RecurrentEncoder):
+            part = f"its {name} ({type(module).__name__})" if name else "it"
+            return (
+                f"{part} packs each sequence's real steps by the lengths in the mask (pack_padded_sequence), "
+                "a data-dependent shape torch.export cannot trace"
+            )
+    return None
 
 
 def _reason(error: BaseException) -> str:
@@ -257,7 +326,7 @@ def _manifest(source: ExportSource, diffs: dict[str, float], opset: int) -> dict
         "source": {"kind": source.kind, "path": str(source.path)},
         "embed_dim": dim,
     }
-    entries = {"image": _image_entry, "text": _text_entry, "audio": _audio_entry}
+    entries = {"image": _image_entry, "text": _text_entry, "audio": _audio_entry, "video": _video_entry}
     for modality, diff in diffs.items():
         manifest[PARTS[modality]] = entries[modality](source, embeds, diff)
     return manifest
@@ -319,5 +388,29 @@ def _audio_entry(source: ExportSource, embeds: dict[str, Any], diff: float) -> d
         # How a clip becomes audio_features: decode to mono at sample_rate, crop or zero-pad to clip_seconds, then
         # log-mel (or MFCC, or the waveform itself, per kind) with these STFT and mel settings.
         "features": features.model_dump(mode="json"),
+        "max_abs_diff": diff,
+    }
+
+
+def _video_entry(source: ExportSource, embeds: dict[str, Any], diff: float) -> dict[str, Any]:
+    processor = source.video
+    assert processor is not None
+    t, size = processor.sampling.frames, processor.preprocess.image_size
+    return {
+        "file": VIDEO_FILE,
+        "inputs": [
+            {"name": "video_frames", "dtype": "float32", "shape": ["batch", t, 3, size, size]},
+            {
+                "name": "video_mask",
+                "dtype": "int64",
+                "shape": ["batch", t],
+                "values": "1 = a real frame, 0 = padding after a shorter clip (its frames are zeros)",
+            },
+        ],
+        "outputs": [{"name": "video_embeds", **embeds}],
+        # How a clip becomes video_frames: the frames `sampling` picks (VideoSampling: which frames, and the bounds
+        # on what is decoded), each preprocessed as an image with `preprocess`, then zero-padded to T frames.
+        "sampling": processor.sampling.model_dump(mode="json"),
+        "preprocess": processor.preprocess.to_dict(),
         "max_abs_diff": diff,
     }

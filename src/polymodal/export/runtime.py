@@ -1,4 +1,5 @@
-"""Run an export with onnxruntime (no PyTorch model needed): whichever of the image, text and audio towers it has."""
+"""Run an export with onnxruntime (no PyTorch model needed): whichever of the image, text, audio and video towers it
+has."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import torch
 from PIL import Image
 
 from polymodal.data.audio import AudioFeatures
-from polymodal.data.processors import AudioProcessor
+from polymodal.data.processors import AudioProcessor, VideoProcessor
 from polymodal.data.text import TextTokenizer
 from polymodal.data.transforms import ImagePreprocess
 from polymodal.export.onnx import MANIFEST_FILE, PARTS, ExportError, require_onnx
@@ -21,8 +22,8 @@ from polymodal.interop.preprocess import HFImagePreprocess
 
 
 class OnnxEmbedder:
-    """``embed_images``/``embed_text``/``embed_audio`` over the towers an export holds; only those are loaded, and
-    asking for another raises ExportError."""
+    """``embed_images``/``embed_text``/``embed_audio``/``embed_video`` over the towers an export holds; only those are
+    loaded, and asking for another raises ExportError."""
 
     def __init__(self, directory: str | os.PathLike[str], threads: int | None = None) -> None:
         require_onnx()
@@ -59,6 +60,12 @@ class OnnxEmbedder:
         self.audio: AudioProcessor | None = None
         if "audio" in self.sessions:
             self.audio = AudioProcessor(AudioFeatures.model_validate(self.manifest["audio_encoder"]["features"]))
+        self.video: VideoProcessor | None = None
+        if "video" in self.sessions:
+            entry = self.manifest["video_encoder"]
+            self.video = VideoProcessor.from_settings(
+                {**entry["sampling"], "image": entry["preprocess"]}, self.directory
+            )
 
     @property
     def modalities(self) -> list[str]:
@@ -97,6 +104,14 @@ class OnnxEmbedder:
         }
         return self._run("audio", feeds)
 
+    def embed_frames(self, frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """(N, T, 3, S, S) float32 preprocessed frames and (N, T) 1/0 frame mask -> (N, D)."""
+        feeds = {
+            "video_frames": np.ascontiguousarray(frames, dtype=np.float32),
+            "video_mask": np.asarray(mask).astype(np.int64),
+        }
+        return self._run("video", feeds)
+
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         self._require("image")
         assert self.preprocess is not None  # loaded with the image tower
@@ -117,6 +132,15 @@ class OnnxEmbedder:
         x, mask = self.audio.batch(list(clips))
         assert mask is not None  # an audio batch always has a frame mask
         return self.embed_features(x.numpy(), mask.numpy())
+
+    def embed_video(self, clips: Sequence[str | os.PathLike[str] | bytes]) -> np.ndarray:
+        """Video files, folders of frames (paths) or encoded bytes -> (N, D): the frames the export's sampling picks,
+        preprocessed and padded to T by polymodal's VideoProcessor with the export's settings."""
+        self._require("video")
+        assert self.video is not None  # loaded with the video tower
+        x, mask = self.video.batch(list(clips))
+        assert mask is not None  # a video batch always has a frame mask
+        return self.embed_frames(x.numpy(), mask.numpy())
 
 
 OnnxDualEncoder = OnnxEmbedder  # the image-text name, kept for existing callers

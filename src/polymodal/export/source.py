@@ -1,19 +1,23 @@
-"""What an export starts from: an embedding model over any of image, text and audio, with what its towers' inputs
-need (tokenizer, image preprocessing, audio features), loaded from a polymodal model directory or a Hugging Face
-CLIP checkpoint."""
+"""What an export starts from: an embedding model over any of image, text, audio and video, with what its towers'
+inputs need (tokenizer, image preprocessing, audio features, video processing), loaded from a polymodal model
+directory or a Hugging Face CLIP checkpoint."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from polymodal.data.audio import AudioFeatures
 from polymodal.data.text import TextTokenizer
 from polymodal.data.transforms import ImagePreprocess
 from polymodal.models import EmbeddingModel
 
-EXPORTABLE = ("audio", "image", "text")
+if TYPE_CHECKING:
+    from polymodal.data.processors import VideoProcessor
+
+EXPORTABLE = ("audio", "image", "text", "video")
 
 
 class ExportError(ValueError):
@@ -23,7 +27,7 @@ class ExportError(ValueError):
 @dataclass
 class ExportSource:
     """A tower's inputs are known for each modality the model has: ``preprocess`` for image, ``tokenizer`` (None:
-    ids only) and ``max_length`` for text, ``audio`` for audio."""
+    ids only) and ``max_length`` for text, ``audio`` for audio, ``video`` (the inference processor) for video."""
 
     model: EmbeddingModel
     tokenizer: TextTokenizer | None
@@ -32,6 +36,7 @@ class ExportSource:
     kind: str  # "polymodal" or "hf-clip"
     path: Path
     audio: AudioFeatures | None = None
+    video: VideoProcessor | None = None
 
     @property
     def modalities(self) -> list[str]:
@@ -54,7 +59,7 @@ def load_export_source(path: str | os.PathLike[str]) -> ExportSource:
     if kind is not None:
         raise ExportError(f"{path}: a Hugging Face {kind} checkpoint; ONNX export supports dual encoders (CLIP) only")
 
-    from polymodal.data.processors import AudioProcessor, ImageProcessor
+    from polymodal.data.processors import AudioProcessor, ImageProcessor, VideoProcessor
     from polymodal.models import SavedModel, find_model_dir
 
     try:
@@ -65,14 +70,14 @@ def load_export_source(path: str | os.PathLike[str]) -> ExportSource:
     modalities = sorted(model.modalities)
     if not isinstance(model, EmbeddingModel) or not set(modalities) <= set(EXPORTABLE):
         raise ExportError(
-            f"{saved.path}: a {model.config.kind} model over {modalities}; ONNX export supports image-text embedding "
-            f"models only, or embedding models with an audio tower (over any of {', '.join(EXPORTABLE)})"
+            f"{saved.path}: a {model.config.kind} model over {modalities}; ONNX export supports embedding models "
+            f"over any of {', '.join(EXPORTABLE)}"
         )
     processors = {m: saved.processors.get(m) for m in modalities}
     missing = [m for m, p in processors.items() if p is None]
     if missing:
         raise ExportError(f"{saved.path}: no saved processor for {missing}; the export needs each tower's inputs")
-    image, audio = processors.get("image"), processors.get("audio")
+    image, audio, video = processors.get("image"), processors.get("audio"), processors.get("video")
     return ExportSource(
         model,
         saved.tokenizer,
@@ -81,6 +86,7 @@ def load_export_source(path: str | os.PathLike[str]) -> ExportSource:
         "polymodal",
         saved.path,
         audio.features if isinstance(audio, AudioProcessor) else None,
+        video.for_inference() if isinstance(video, VideoProcessor) else None,
     )
 
 
