@@ -9,11 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from polymodal.data.readers import read_manifest
 from polymodal.data.shapes import generate_shapesworld
 from polymodal.data.text import train_tokenizer
-from polymodal.models import build_model, parse_model_config
+from polymodal.evaluate.results import Result
+from polymodal.evaluate.runner import run_eval
+from polymodal.models import SavedModel, build_model, parse_model_config
 from tests.tiny_models import save_image_text_model
 
 IMG = 32
@@ -80,3 +83,15 @@ def models(shapes_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[s
         answers = {a: i for i, a in enumerate(["yes", "no", "red", "circle", "1", "2"])} if kind == "vqa" else None
         out[kind] = save_image_text_model(model, root / kind, tokenizer, IMG, TEXT_LENGTH[kind], answers)
     return out
+
+
+def embed_each(saved: SavedModel, modality: str, refs: list) -> torch.Tensor:
+    """One item at a time: the slow reference for the batched passes."""
+    with torch.no_grad():
+        return torch.cat([saved.model.embed(modality, *saved.inputs(modality, [r])) for r in refs])
+
+
+def evaluate_test(model: Path, benchmark: str, data: Path, **kw: object) -> tuple[Result, SavedModel]:
+    """The one result of ``benchmark`` on the test split, and the saved model for the slow reference."""
+    (result,) = run_eval(str(model), benchmark, data=data, splits=["test"], n_resamples=20, **kw).results  # type: ignore[arg-type]
+    return result, SavedModel.load(model)

@@ -20,12 +20,11 @@ from polymodal.data.processors import AudioProcessor, ImageProcessor, TextProces
 from polymodal.data.text import train_tokenizer
 from polymodal.data.transforms import ImagePreprocess
 from polymodal.evaluate.probe import fit_logistic_regression
-from polymodal.evaluate.results import Result
 from polymodal.evaluate.runner import run_eval
 from polymodal.models import SavedModel, build_model, parse_model_config, save_model
 from tests.data.test_audio_readers import audiocaps_tree, write_csv
 
-from .conftest import IMG, VIT, _text
+from .conftest import IMG, VIT, _text, embed_each, evaluate_test
 
 RATE = 8000
 FEATURES = {"sample_rate": RATE, "clip_seconds": 0.4, "n_fft": 256, "hop_length": 128, "n_mels": 32}
@@ -134,18 +133,6 @@ def _rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def _embed(saved: SavedModel, modality: str, refs: list) -> torch.Tensor:
-    """One item at a time: the slow reference for the batched passes."""
-    with torch.no_grad():
-        return torch.cat([saved.model.embed(modality, *saved.inputs(modality, [r])) for r in refs])
-
-
-def _evaluate(model: Path, benchmark: str, data: Path, **kw: object) -> tuple[Result, SavedModel]:
-    """The one result of ``benchmark`` on the test split, and the saved model for the slow reference."""
-    (result,) = run_eval(str(model), benchmark, data=data, splits=["test"], n_resamples=20, **kw).results  # type: ignore[arg-type]
-    return result, SavedModel.load(model)
-
-
 def _recall_at_1(queries: torch.Tensor, gallery: torch.Tensor, owner: list[int]) -> float:
     """Fraction of queries whose most similar gallery item is their own (owner[q] = index of q's gallery item)."""
     return float(np.mean([int((gallery @ q).argmax()) == owner[i] for i, q in enumerate(queries)]))
@@ -154,7 +141,7 @@ def _recall_at_1(queries: torch.Tensor, gallery: torch.Tensor, owner: list[int])
 def test_shapes_audio_zeroshot_matches_per_clip_reference_and_skips_image_corruptions(
     sounds_dir: Path, audio_models: dict
 ) -> None:
-    result, saved = _evaluate(
+    result, saved = evaluate_test(
         audio_models["clap"], "shapes-audio-zeroshot", sounds_dir, templates="simple", with_robustness=True
     )
     from polymodal.data.shapes import COLORS
@@ -162,8 +149,8 @@ def test_shapes_audio_zeroshot_matches_per_clip_reference_and_skips_image_corrup
 
     classes = [f"{c} {s}" for c in COLORS for s in ALL_SHAPES]
     one = [r for r in _rows(sounds_dir / "test.jsonl") if len(r["objects"]) == 1]
-    clips = _embed(saved, "audio", [str(sounds_dir / r["audio"]) for r in one])
-    prompts = _embed(saved, "text", [f"a photo of a {c}." for c in classes])
+    clips = embed_each(saved, "audio", [str(sounds_dir / r["audio"]) for r in one])
+    prompts = embed_each(saved, "text", [f"a photo of a {c}." for c in classes])
     predicted = (clips @ prompts.T).argmax(1).tolist()
     truth = [classes.index(r["label"]["color_shape"]) for r in one]
     assert result.headline == "accuracy" and len(result.details.confusion.matrix) == len(classes)
@@ -189,19 +176,19 @@ def _files_read(audio_models: dict, sounds_dir: Path) -> set[Path]:
 
 
 def test_shapes_audio_retrieval_both_ways_matches_brute_force(sounds_dir: Path, audio_models: dict) -> None:
-    result, saved = _evaluate(audio_models["clap"], "shapes-audio-retrieval", sounds_dir)
+    result, saved = evaluate_test(audio_models["clap"], "shapes-audio-retrieval", sounds_dir)
     rows = _rows(sounds_dir / "test.jsonl")
-    clips = _embed(saved, "audio", [str(sounds_dir / r["audio"]) for r in rows])
+    clips = embed_each(saved, "audio", [str(sounds_dir / r["audio"]) for r in rows])
     texts = [t for r in rows for t in r["text"]]
     owner = [i for i, r in enumerate(rows) for _ in r["text"]]
-    text_emb = _embed(saved, "text", texts)
+    text_emb = embed_each(saved, "text", texts)
     assert result.headline == "t2a_R@1" and set(result.details.recall_at_k) == {"a2t", "t2a", "i2a", "a2i"}
     assert result.metrics["t2a_R@1"] == pytest.approx(_recall_at_1(text_emb, clips, owner))
     sims = clips @ text_emb.T
     a2t = np.mean([owner[int(sims[i].argmax())] == i for i in range(len(rows))])
     assert result.metrics["a2t_R@1"] == pytest.approx(a2t)
     # The model embeds images too: each scene's image against its own sound, both ways.
-    images = _embed(saved, "image", [str(sounds_dir / r["image"]) for r in rows])
+    images = embed_each(saved, "image", [str(sounds_dir / r["image"]) for r in rows])
     own = list(range(len(rows)))
     assert result.metrics["a2i_R@1"] == pytest.approx(_recall_at_1(clips, images, own))
     assert result.metrics["i2a_R@1"] == pytest.approx(_recall_at_1(images, clips, own))
@@ -222,12 +209,12 @@ def test_shapes_audio_caption_uses_the_audio_captioner(sounds_dir: Path, audio_m
 
 
 def test_shapes_speech_retrieval_against_text_and_images(sounds_dir: Path, audio_models: dict) -> None:
-    result, saved = _evaluate(audio_models["clap"], "shapes-speech-retrieval", sounds_dir)
+    result, saved = evaluate_test(audio_models["clap"], "shapes-speech-retrieval", sounds_dir)
     rows = _rows(sounds_dir / "speech_test.jsonl")
-    speech = _embed(saved, "audio", [str(sounds_dir / r["audio"]) for r in rows])
-    texts = _embed(saved, "text", [r["text"] for r in rows])
+    speech = embed_each(saved, "audio", [str(sounds_dir / r["audio"]) for r in rows])
+    texts = embed_each(saved, "text", [r["text"] for r in rows])
     images = list(dict.fromkeys(r["image"] for r in rows))
-    image_emb = _embed(saved, "image", [Image.open(sounds_dir / p).convert("RGB") for p in images])
+    image_emb = embed_each(saved, "image", [Image.open(sounds_dir / p).convert("RGB") for p in images])
     owner = [images.index(r["image"]) for r in rows]
     assert result.metrics["t2a_R@1"] == pytest.approx(_recall_at_1(texts, speech, list(range(len(rows)))))
     assert result.metrics["a2t_R@1"] == pytest.approx(_recall_at_1(speech, texts, list(range(len(rows)))))
@@ -237,7 +224,7 @@ def test_shapes_speech_retrieval_against_text_and_images(sounds_dir: Path, audio
 
 
 def test_shapes_sentiment_fusion_with_modality_drops(sounds_dir: Path, audio_models: dict, models: dict) -> None:
-    result, saved = _evaluate(audio_models["sentiment"], "shapes-sentiment", sounds_dir, with_robustness=True)
+    result, saved = evaluate_test(audio_models["sentiment"], "shapes-sentiment", sounds_dir, with_robustness=True)
     rows = _rows(sounds_dir / "sentiment_test.jsonl")
 
     def accuracy(drop: str | None) -> float:
@@ -314,11 +301,11 @@ def test_esc50_five_fold_zero_shot_and_linear_probe_match_references(tmp_path: P
     saved = SavedModel.load(audio_models["clap"])
     with open(root / "meta" / "esc50.csv") as f:
         meta = list(csv.DictReader(f))
-    clips = _embed(saved, "audio", [str(root / "audio" / r["filename"]) for r in meta])
+    clips = embed_each(saved, "audio", [str(root / "audio" / r["filename"]) for r in meta])
     classes = ["dog", "rain", "chainsaw"]  # by target
     labels = np.array([classes.index(r["category"]) for r in meta])
     folds = np.array([int(r["fold"]) for r in meta])
-    prompts = _embed(saved, "text", [f"a photo of a {c}." for c in classes])
+    prompts = embed_each(saved, "text", [f"a photo of a {c}." for c in classes])
     zero_shot_hits = (clips @ prompts.T).argmax(1).numpy() == labels
     for k in range(1, 6):
         assert result.metrics[f"accuracy_fold{k}"] == pytest.approx(zero_shot_hits[folds == k].mean())
@@ -386,10 +373,10 @@ def test_audio_caption_sets_report_recall_and_map_at_10(tmp_path: Path, audio_mo
     (result,) = doc.results
     assert result.split == ("test" if name == "audiocaps" else "evaluation") and result.headline == "t2a_R@1"
     saved = SavedModel.load(audio_models["clap"])
-    clips = _embed(saved, "audio", [s.audio for s in samples])
+    clips = embed_each(saved, "audio", [s.audio for s in samples])
     texts = [t for s in samples for t in s.text]
     owner = [i for i, s in enumerate(samples) for _ in s.text]
-    text_emb = _embed(saved, "text", texts)
+    text_emb = embed_each(saved, "text", texts)
     sims = text_emb @ clips.T  # (N_text, N_clip)
     ranks = [1 + int((row > row[owner[j]]).sum()) for j, row in enumerate(sims)]
     assert result.metrics["t2a_R@1"] == pytest.approx(np.mean(np.equal(ranks, 1)))

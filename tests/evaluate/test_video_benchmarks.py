@@ -11,17 +11,17 @@ import pytest
 import torch
 
 from polymodal.backends import load_backend
-from polymodal.data.processors import TextProcessor, VideoProcessor
+from polymodal.data.audio import AudioFeatures
+from polymodal.data.processors import AudioProcessor, TextProcessor, VideoProcessor
 from polymodal.data.shapes_video import ACTIONS, generate_shapesworld_video
 from polymodal.data.text import train_tokenizer
 from polymodal.data.transforms import ImagePreprocess
 from polymodal.data.video import VideoSampling
 from polymodal.evaluate.prompts import ACTION_TEMPLATES
-from polymodal.evaluate.results import Result
 from polymodal.evaluate.runner import run_eval
-from polymodal.models import SavedModel, build_model, parse_model_config, save_model
+from polymodal.models import FusionClassifier, SavedModel, build_model, parse_model_config, save_model
 
-from .conftest import IMG, VIT, _text
+from .conftest import IMG, VIT, _text, embed_each, evaluate_test
 
 VIDEO = {
     "name": "video_frames",
@@ -36,8 +36,8 @@ def moves(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _rows(moves: Path) -> list[dict]:
-    return [json.loads(line) for line in (moves / "test.jsonl").read_text().splitlines()]
+def _rows(moves: Path, manifest: str = "test") -> list[dict]:
+    return [json.loads(line) for line in (moves / f"{manifest}.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -70,24 +70,13 @@ def video_models(moves: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[
     return out
 
 
-def _embed(saved: SavedModel, modality: str, refs: list) -> torch.Tensor:
-    """One item at a time: the slow reference for the batched passes."""
-    with torch.no_grad():
-        return torch.cat([saved.model.embed(modality, *saved.inputs(modality, [r])) for r in refs])
-
-
-def _evaluate(model: Path, benchmark: str, data: Path, **kw: object) -> tuple[Result, SavedModel]:
-    (result,) = run_eval(str(model), benchmark, data=data, splits=["test"], n_resamples=20, **kw).results  # type: ignore[arg-type]
-    return result, SavedModel.load(model)
-
-
 def test_shapes_video_retrieval_both_ways_matches_brute_force(moves: Path, video_models: dict) -> None:
-    result, saved = _evaluate(video_models["clip"], "shapes-video-retrieval", moves, with_robustness=True)
+    result, saved = evaluate_test(video_models["clip"], "shapes-video-retrieval", moves, with_robustness=True)
     rows = _rows(moves)
-    clips = _embed(saved, "video", [str(moves / r["video"]) for r in rows])
+    clips = embed_each(saved, "video", [str(moves / r["video"]) for r in rows])
     texts = [t for r in rows for t in r["captions"]]
     owner = [i for i, r in enumerate(rows) for _ in r["captions"]]
-    sims = _embed(saved, "text", texts) @ clips.T  # (N_text, N_clip)
+    sims = embed_each(saved, "text", texts) @ clips.T  # (N_text, N_clip)
     assert result.headline == "t2v_R@1" and set(result.details.recall_at_k) == {"v2t", "t2v"}
     assert result.metrics["t2v_R@1"] == pytest.approx(
         np.mean([int(s.argmax()) == owner[j] for j, s in enumerate(sims)])
@@ -100,7 +89,7 @@ def test_shapes_video_retrieval_both_ways_matches_brute_force(moves: Path, video
 
 
 def test_shapes_video_caption_uses_the_video_captioner(moves: Path, video_models: dict, models: dict) -> None:
-    result, _ = _evaluate(video_models["caption"], "shapes-video-caption", moves, meteor=False)
+    result, _ = evaluate_test(video_models["caption"], "shapes-video-caption", moves, meteor=False)
     first = str(moves / _rows(moves)[0]["video"])
     assert result.headline == "CIDEr-D" and {"BLEU-4", "CIDEr-D"} <= set(result.metrics)
     assert result.examples[0].prediction == load_backend(video_models["caption"]).caption([first])[0]
@@ -109,11 +98,11 @@ def test_shapes_video_caption_uses_the_video_captioner(moves: Path, video_models
 
 
 def test_shapes_video_action_zero_shot_matches_per_clip_reference(moves: Path, video_models: dict) -> None:
-    result, saved = _evaluate(video_models["clip"], "shapes-video-action", moves)
+    result, saved = evaluate_test(video_models["clip"], "shapes-video-action", moves)
     rows = _rows(moves)
-    clips = _embed(saved, "video", [str(moves / r["video"]) for r in rows])
+    clips = embed_each(saved, "video", [str(moves / r["video"]) for r in rows])
     prompts = torch.nn.functional.normalize(
-        _embed(saved, "text", [t.format(a) for a in ACTIONS for t in ACTION_TEMPLATES]), dim=-1
+        embed_each(saved, "text", [t.format(a) for a in ACTIONS for t in ACTION_TEMPLATES]), dim=-1
     )
     classes = prompts.view(len(ACTIONS), len(ACTION_TEMPLATES), -1).mean(1)
     predicted = (clips @ classes.T).argmax(1).tolist()
@@ -126,7 +115,7 @@ def test_shapes_video_action_zero_shot_matches_per_clip_reference(moves: Path, v
 
 
 def test_shapes_video_action_classifier_accuracy_per_action(moves: Path, video_models: dict) -> None:
-    result, saved = _evaluate(video_models["action"], "shapes-video-action", moves)
+    result, saved = evaluate_test(video_models["action"], "shapes-video-action", moves)
     hits = []
     for r in _rows(moves):
         with torch.no_grad():
@@ -139,7 +128,7 @@ def test_shapes_video_action_classifier_accuracy_per_action(moves: Path, video_m
 
 
 def test_shapes_video_statements_with_modality_drops(moves: Path, video_models: dict, models: dict) -> None:
-    result, saved = _evaluate(video_models["statements"], "shapes-video-statements", moves, with_robustness=True)
+    result, saved = evaluate_test(video_models["statements"], "shapes-video-statements", moves, with_robustness=True)
 
     def accuracy(drop: str | None) -> float:
         hits = []
@@ -164,3 +153,100 @@ def test_shapes_video_statements_with_modality_drops(moves: Path, video_models: 
         ValueError, match="shapes-video-statements needs a polymodal fusion classifier of text and video"
     ):
         run_eval(str(models["fusion"]), "shapes-video-statements", data=moves, splits=["test"])
+
+
+AUDIO = {"name": "audio_cnn", "params": {"channels": 32, "widths": [8, 16], "width": 32}}
+
+
+@pytest.fixture(scope="module")
+def av_moves(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("av") / "shapes-video"
+    generate_shapesworld_video(out, 60, size=32, frames=8, sound=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def av_models(av_moves: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """fused: video + audio + text; video, audio: a baseline that reads one of them beside the text."""
+    torch.manual_seed(0)
+    rows = [json.loads(line) for f in av_moves.glob("av_*.jsonl") for line in f.read_text().splitlines()]
+    tokenizer = train_tokenizer([st["text"] for r in rows for st in r["statements"]], vocab_size=64, kind="wordlevel")
+    processors = {
+        "video": VideoProcessor(VideoSampling(frames=8), ImagePreprocess(image_size=IMG)),
+        "audio": AudioProcessor(
+            AudioFeatures(sample_rate=8000, clip_seconds=1.0, n_fft=256, hop_length=128, n_mels=32)
+        ),
+        "text": TextProcessor(tokenizer, 24),
+    }
+    towers = {"video": VIDEO, "audio": AUDIO, "text": _text(tokenizer.vocab_size)}
+    root = tmp_path_factory.mktemp("av_models")
+    out = {}
+    for name, media in {"fused": ("video", "audio"), "video": ("video",), "audio": ("audio",)}.items():
+        keep = (*media, "text")
+        config = {
+            "kind": "fusion_classifier",
+            "encoders": {m: towers[m] for m in keep},
+            "fusion": {"name": "concat"},
+            "fusion_dim": 16,
+            "num_classes": 2,
+        }
+        out[name] = save_model(root / name, build_model(parse_model_config(config)), {m: processors[m] for m in keep})
+    return out
+
+
+def _av_predictions(saved: SavedModel, moves: Path, drop: str | None = None) -> tuple[list[int], list[int]]:
+    """Statement by statement (the slow reference), each clip's file read by every clip tower the model has:
+    the predicted and the true classes."""
+    predicted, truth = [], []
+    for r in _rows(moves, "av_test"):
+        for st in r["statements"]:
+            inputs = {m: saved.inputs(m, [str(moves / r[m])]) for m in ("video", "audio") if m in saved.model.encoders}
+            inputs["text"] = saved.inputs("text", [st["text"]])
+            present = None if drop is None else {drop: torch.zeros(1, dtype=torch.bool)}
+            with torch.no_grad():
+                predicted.append(int(saved.model(inputs, present).argmax()))
+            truth.append(int(st["label"]))
+    return predicted, truth
+
+
+def _av_accuracy(saved: SavedModel, moves: Path, drop: str | None = None) -> float:
+    predicted, truth = _av_predictions(saved, moves, drop)
+    return float(np.mean(np.equal(predicted, truth)))
+
+
+def test_shapes_video_av_fuses_frames_sound_and_text_with_drops_and_baselines(
+    av_moves: Path, av_models: dict, models: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()  # (modalities given, modalities marked absent)
+    forward = FusionClassifier.forward
+
+    def spy(self: FusionClassifier, inputs: dict, present: dict | None = None) -> torch.Tensor:
+        absent = tuple(sorted(m for m, p in (present or {}).items() if not p.any()))
+        seen.add((tuple(sorted(inputs)), absent))
+        return forward(self, inputs, present)
+
+    monkeypatch.setattr(FusionClassifier, "forward", spy)
+    result, saved = evaluate_test(av_models["fused"], "shapes-video-av", av_moves, with_robustness=True)
+    monkeypatch.undo()
+    given = ("audio", "text", "video")  # every batch reads the clip's frames and its sound, whatever is dropped
+    assert seen == {(given, ()), (given, ("video",)), (given, ("audio",)), (given, ("text",))}
+    fused = _av_predictions(saved, av_moves)[0]
+    assert [e.prediction for e in result.examples] == [("false", "true")[p] for p in fused][: len(result.examples)]
+    assert result.headline == "accuracy" and result.metrics["accuracy"] == pytest.approx(_av_accuracy(saved, av_moves))
+    heard = {r["label"]["order"] for r in _rows(av_moves, "av_test")}
+    assert set(result.details.per_statement_type) == heard and heard <= {"first", "second"}
+    missing = result.robustness.missing_modality
+    assert set(missing) == {"none", "video", "audio", "text"}
+    for dropped in ("video", "audio", "text"):
+        assert missing[dropped] == pytest.approx(_av_accuracy(saved, av_moves, dropped)), dropped
+    assert result.robustness.corruptions is None and "video" in result.robustness.skipped["corruptions"]
+    example = result.examples[0]
+    assert example.video == example.audio and example.video.endswith(".mp4") and "made the sound" in example.text
+    for baseline in ("video", "audio"):  # the unimodal baselines: one clip tower and the text
+        result, saved = evaluate_test(av_models[baseline], "shapes-video-av", av_moves, with_robustness=True)
+        assert result.metrics["accuracy"] == pytest.approx(_av_accuracy(saved, av_moves))
+        assert set(result.robustness.missing_modality) == {"none", baseline, "text"}
+    with pytest.raises(
+        ValueError, match="shapes-video-av needs a polymodal fusion classifier of audio or text or video"
+    ):
+        run_eval(str(models["fusion"]), "shapes-video-av", data=av_moves, splits=["test"])

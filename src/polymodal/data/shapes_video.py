@@ -422,5 +422,5 @@ def generate_shapesworld_video(
         "out_dir": str(out),
         "total": total,
         "elapsed_seconds": round(elapsed, 3),
-        "clips_per_second": round(total / elapsed, 1) if elapsed > 0 else None,
+        "clips_per_second": round(len(prefixes) * total / elapsed, 1) if elapsed > 0 else None,  # av clips too
     }
