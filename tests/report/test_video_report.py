@@ -16,26 +16,12 @@ from PIL import Image
 from polymodal.data.video import VideoSampling, decode_video
 from polymodal.report import build, write_report
 from polymodal.report.strips import MAX_REPORT_STRIP_BYTES, STRIP_FRAMES, FrameStrips
+from tests.data.test_video import RATE, write_clip
 from tests.report.conftest import result_document, write_result
 
-av = pytest.importorskip("av")
-
-RATE, FRAMES, WIDTH, HEIGHT = 24, 48, 160, 96
+FRAMES, SIZE = 48, 96  # 2 s at 24 fps; frame i has red level 4 i (tests.data.test_video.frame_array)
 FIGURE = re.compile(r'<figure><img src="data:image/png;base64,([^"]*)" alt="([^"]*)"[^>]*><figcaption>([0-9.]+) s')
 STRIP = re.compile(r'<div class="strip"><div class="frames">(.*?)</div>')
-
-
-def write_clip(path: Path) -> Path:
-    """2 s of H.264 at 24 fps, 160x96; frame i has red level 5 i, so a thumbnail tells which frame it is."""
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=RATE)
-        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        for i in range(FRAMES):
-            frame = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
-            frame[..., 0] = 5 * i
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        out.mux(stream.encode())
-    return path
 
 
 def _png(data: str) -> Image.Image:
@@ -46,7 +32,11 @@ def _png(data: str) -> Image.Image:
 def clips(tmp_path: Path) -> dict[str, Path]:
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(b"not a video at all" * 10)
-    return {"clip": write_clip(tmp_path / "moves.mp4"), "missing": tmp_path / "gone.mp4", "garbage": garbage}
+    return {
+        "clip": write_clip(tmp_path / "moves.mp4", FRAMES, size=SIZE),
+        "missing": tmp_path / "gone.mp4",
+        "garbage": garbage,
+    }
 
 
 def _run(folder: Path, clips: dict[str, Path], images: dict[str, Path]) -> Path:
@@ -95,11 +85,12 @@ def test_html_shows_eight_frames_of_the_clip_with_their_times(
         figures = FIGURE.findall(strip)
         assert [float(t) for _, _, t in figures] == pytest.approx([i / RATE for i in indices], abs=0.006)
         assert [float(t) for _, _, t in figures] == pytest.approx(want.times, abs=0.006)
-        for (data, alt, time), index in zip(figures, indices):
+        for (data, alt, time), frame in zip(figures, want.frames):
             with _png(data) as im:
-                assert im.format == "PNG" and im.size == (64, 38)  # 160x96 shrunk to 64 px wide, aspect kept
+                assert im.format == "PNG" and im.size == (64, 64)  # 96 px shrunk to the strip's 64
                 red = np.asarray(im.convert("RGB"))[..., 0].mean()
-            assert abs(red - 5 * index) <= 6  # this frame, not a neighbour (one frame is 5 levels)
+            # The decoded frame itself, not a neighbour (frame numbers are 4 red levels apart).
+            assert abs(red - np.asarray(frame)[..., 0].mean()) < 0.5
             assert alt == f"moves.mp4 at {time} s"
     assert "moves.mp4 · 2.0 s" in html
     assert 'class="examples videos"' in html
