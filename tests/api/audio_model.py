@@ -60,14 +60,18 @@ def save_audio_model(directory: Path, *, image: bool = False, steps: int = 100, 
         freqs = [list(PITCHES.values())[i] * 2 ** rng.uniform(-0.3, 0.3) for i in labels.tolist()]
         waves = [torch.from_numpy(tone(f, rng.uniform(0.2, 0.5), seed=int(rng.integers(1 << 30)))) for f in freqs]
         sounds = model.embed("audio", *processors["audio"].batch(waves))  # (8, D)
-        logits = 20 * sounds @ model.embed("text", *captions).T  # (8, 2)
-        # Both ways, as CLIP does: each tone finds its caption, and each caption its tones (search needs this).
-        positives = F.one_hot(labels, len(PITCHES)).float().T  # (2, 8)
-        loss = F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, positives / positives.sum(1, keepdim=True))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        contrastive_step(optimizer, 20 * sounds @ model.embed("text", *captions).T, labels)  # logits (8, 2)
     return save_model(directory, model.eval(), processors)
+
+
+def contrastive_step(optimizer: torch.optim.Optimizer, logits: torch.Tensor, labels: torch.Tensor) -> None:
+    """One step on (N, C) item-caption logits, both ways as CLIP does: each item finds its caption, and each caption
+    its items (search needs this)."""
+    positives = F.one_hot(labels, logits.shape[1]).float().T  # (C, N)
+    loss = F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, positives / positives.sum(1, keepdim=True))
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
 
 
 def write_sounds(folder: Path) -> dict[str, list[Path]]:

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from polymodal.data.processors import ImageProcessor, TextProcessor, VideoProcessor
@@ -18,6 +17,7 @@ from polymodal.data.text import train_tokenizer
 from polymodal.data.transforms import ImagePreprocess
 from polymodal.data.video import VideoSampling
 from polymodal.models import build_model, parse_model_config, save_model
+from tests.api.audio_model import contrastive_step
 
 pytest.importorskip("av")
 from polymodal.data.shapes_video import encode_mp4  # noqa: E402  # needs PyAV
@@ -60,7 +60,7 @@ def write_webm(path: Path, colours: list[str], seconds_each: float = 1.0) -> Pat
 
 
 def save_colour_model(directory: Path, *, video_tower: bool = False, steps: int = 60, seed: int = 0) -> Path:
-    """Train an image and a text tower so each colour's picture is nearest its caption (both ways, as CLIP does);
+    """Train an image and a text tower so each colour's picture is nearest its caption;
     save them as an image-text model, or with ``video_tower`` the image tower under a ``video_frames`` tower with
     a parameter-free temporal mean, so both paths embed the same frames the same way."""
     torch.manual_seed(seed)
@@ -75,12 +75,7 @@ def save_colour_model(directory: Path, *, video_tower: bool = False, steps: int 
         labels = torch.arange(8) % len(COLOURS)
         names = [list(COLOURS)[i] for i in labels.tolist()]
         pictures = model.embed("image", *image.batch([picture(n, seed=step * 8 + i) for i, n in enumerate(names)]))
-        logits = 20 * pictures @ model.embed("text", *targets).T  # (8, 2)
-        positives = F.one_hot(labels, len(COLOURS)).float().T  # (2, 8)
-        loss = F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, positives / positives.sum(1, keepdim=True))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        contrastive_step(optimizer, 20 * pictures @ model.embed("text", *targets).T, labels)  # logits (8, 2)
     model.eval()
     if not video_tower:
         return save_model(directory, model, {"image": image, "text": captions})

@@ -180,6 +180,15 @@ def test_caption_and_question_actions_appear_only_for_models_that_have_them(
         page.close()
 
 
+def watched_page(browser, problems: list[str]):  # noqa: ANN001, ANN201
+    """A tall page whose script errors, CSP violations (console errors) and 4xx/5xx responses go to ``problems``."""
+    page = browser.new_page(viewport={"width": 1200, "height": 1100})
+    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    return page
+
+
 ALL_PLAYABLE = "[...document.querySelectorAll('#results audio')].every(a => a.readyState >= 1 && a.duration > 0)"
 
 
@@ -196,10 +205,7 @@ def test_sounds_are_searched_played_and_classified(browser, audio_model_dir: Pat
     build_index(folder, tmp_path / "index", model)
     problems: list[str] = []
     with serve(create_app(model, IndexDirectory(tmp_path / "index"))) as url:
-        page = browser.new_page(viewport={"width": 1200, "height": 1100})
-        page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
-        page.on("pageerror", lambda error: problems.append(str(error)))
-        page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+        page = watched_page(browser, problems)
         page.goto(url + "/")
         page.wait_for_selector("#sound-pick:not([hidden])")
         # Its image tower embeds clips by frames too, so the page takes all three.
@@ -255,10 +261,7 @@ def test_videos_are_searched_played_from_their_moment_and_classified(
     problems: list[str] = []
     ranges: list[str] = []
     with serve(create_app(model, IndexDirectory(tmp_path / "index"))) as url:
-        page = browser.new_page(viewport={"width": 1200, "height": 1100})
-        page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
-        page.on("pageerror", lambda error: problems.append(str(error)))
-        page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+        page = watched_page(browser, problems)
         page.on("request", lambda r: ranges.append(r.headers.get("range", "")) if "/video" in r.url else None)
         page.goto(url + "/")
         page.wait_for_selector("#video-pick:not([hidden])")

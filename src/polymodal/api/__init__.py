@@ -2,5 +2,16 @@
 
 from polymodal.api.inputs import ImageInput, MediaInput, to_image, to_images, to_media
 from polymodal.api.model import Model, load
+from polymodal.api.video import VideoInput, VideoSegment
 
-__all__ = ["ImageInput", "MediaInput", "Model", "load", "to_image", "to_images", "to_media"]
+__all__ = [
+    "ImageInput",
+    "MediaInput",
+    "Model",
+    "VideoInput",
+    "VideoSegment",
+    "load",
+    "to_image",
+    "to_images",
+    "to_media",
+]

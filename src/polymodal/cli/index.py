@@ -299,6 +299,7 @@ def info(index: Path = typer.Argument(..., help="An index directory."), json: bo
         "type",
         "items",
         "counts",
+        "segment_seconds",
         "vectors",
         "tombstones",
         "skipped",
