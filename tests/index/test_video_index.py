@@ -4,6 +4,7 @@ counted and named, search by text and by a clip (library and CLI), add keeping t
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -113,3 +114,35 @@ def test_cli_builds_segments_and_searches_by_text_and_by_clip(tmp_path: Path, vi
     assert table.output.count("blue.mp4 @ ") == 2 and "@ 0-1 s" in table.output and "@ 1-1.5 s" in table.output
     missing = runner.invoke(app, ["search", str(out), "--video", str(tmp_path / "nope.mp4")])
     assert missing.exit_code != 0 and "nope.mp4" in missing.output
+
+
+def test_a_manifest_of_clips_with_captions_points_texts_at_their_clip(tmp_path: Path, videos: Path, model) -> None:  # noqa: ANN001
+    rows = [
+        {"id": "r", "video": "videos/red.mp4", "captions": ["a red picture"]},
+        {"id": "b", "video": "videos/blue.mp4", "captions": ["a blue picture"]},
+        {"id": "gone", "video": "videos/missing.mp4", "captions": ["nothing"]},
+    ]
+    manifest = tmp_path / "clips.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = build_index(manifest, tmp_path / "idx", model, texts=True, segment_seconds=1.0)
+    assert result.added == 6 and result.skipped == 1  # 2 + 2 segments, 2 captions; the missing clip's row
+    with VectorIndex.open(tmp_path / "idx") as idx:
+        assert idx.meta.counts == {"image": 0, "text": 2, "video": 4}
+        (by_clip,) = search_video(idx, model, videos / "blue.mp4", k=1, kind="text")
+        # The text says what it describes: its clip, which /items/{id}/video can then play.
+        assert by_clip[0].text == "a blue picture" and by_clip[0].path == str(videos / "blue.mp4")
+
+
+def test_an_items_table_from_before_clips_takes_them_after_a_rebuild(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "items.sqlite")
+    conn.executescript(
+        "CREATE TABLE items (id INTEGER PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('image', 'text', 'audio')), "
+        "path TEXT, text TEXT, metadata TEXT NOT NULL, source TEXT, row INTEGER);"
+    )
+    store.insert(conn, [0], [store.Item("audio", path="/a.wav")])
+    clip = store.Item("video", path="/b.mp4", metadata={"start": 2.0, "end": 4.0})
+    with pytest.raises(sqlite3.IntegrityError):
+        store.insert(conn, [1], [clip])
+    store.allow_all_kinds(conn)
+    store.insert(conn, [1], [clip])
+    assert store.get(conn, [1])[1] == clip and store.counts(conn) == {"image": 0, "text": 0, "audio": 1, "video": 1}

@@ -1,4 +1,4 @@
-"""What an index is built from: a folder of media files (images, sounds), or any dataset the readers know (manifest,
+"""What an index is built from: a folder of media files (images, sounds, videos), or any dataset the readers know (manifest,
 class folders, WebDataset shards, COCO/Karpathy, ESC-50 ...), turned into a deterministic stream of items to embed.
 
 The order is deterministic (sorted folder walk, manifest row order) because a resumed build matches embedded
@@ -26,7 +26,8 @@ class SourceItem:
 
 
 def file_kind(name: str | os.PathLike | None) -> str | None:
-    """The media kind of a file by its extension (``image``, ``audio``), or None (hidden files, anything else)."""
+    """The media kind of a file by its extension (``image``, ``audio``, ``video``), or None (hidden files, anything
+    else)."""
     return None if name is None else media_kind(name)
 
 
