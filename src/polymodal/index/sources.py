@@ -1,5 +1,6 @@
-"""What an index is built from: a folder of media files (images, sounds, videos), or any dataset the readers know (manifest,
-class folders, WebDataset shards, COCO/Karpathy, ESC-50 ...), turned into a deterministic stream of items to embed.
+"""What an index is built from: a folder of media files (images, sounds, videos), or any dataset the readers know
+(manifest, class folders, WebDataset shards, COCO/Karpathy, ESC-50 ...), turned into a deterministic stream of items
+to embed.
 
 The order is deterministic (sorted folder walk, manifest row order) because a resumed build matches embedded
 chunks to items by position.
