@@ -21,7 +21,7 @@ from polymodal.data.transforms import ImagePreprocess
 from polymodal.data.video import VideoSampling
 from polymodal.models import build_preset, save_model
 from polymodal.serve.search import IndexDirectory
-from tests.api.video_model import colour_model_dir, picture, write_clip  # noqa: F401
+from tests.api.video_model import colour_model_dir, colour_video_model_dir, picture, write_clip  # noqa: F401
 from tests.serve.conftest import make_client, png_bytes
 
 
@@ -179,3 +179,14 @@ def test_caption_takes_a_clip_when_the_captioner_reads_clips(video_captioner: Mo
     with make_client(model) as embedder:
         refused = embedder.post("/caption", json={"video": b64_file(clips["red"])})
         assert refused.status_code == 400 and error(refused)["code"] == "not_supported"
+
+
+def test_a_video_tower_serves_clips_through_its_own_tower(colour_video_model_dir: Path, clips) -> None:  # noqa: ANN001, F811
+    model = polymodal.load(colour_video_model_dir, precision="fp32")
+    with make_client(model) as tower:
+        health = tower.get("/health").json()
+        assert health["media"] == {"embed": ["text", "video"]} and health["video_embedding"] == "video tower"
+        response = tower.post("/embed", files=[("videos", ("b.mp4", clips["blue"].read_bytes(), "video/mp4"))])
+        np.testing.assert_allclose(response.json()["video_embeddings"], model.embed_video(clips["blue"]), atol=1e-5)
+        image = tower.post("/classify", json={"image": b64_file(clips["still"]), "labels": ["red", "blue"]})
+        assert image.status_code == 400 and "it takes text, video" in error(image)["message"]
