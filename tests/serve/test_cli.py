@@ -27,7 +27,9 @@ def started(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
 
 def test_serve_loads_the_index_model_and_binds_loopback(started: dict, index_dir: Path, model) -> None:  # noqa: ANN001
     result = runner.invoke(
-        cli, ["serve", "--index", str(index_dir), "--batch-size", "4", "--max-upload-mb", "1", "--json"]
+        cli,
+        ["serve", "--index", str(index_dir), "--batch-size", "4", "--max-upload-mb", "1", "--max-video-seconds", "30"]
+        + ["--json"],
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -37,6 +39,7 @@ def test_serve_loads_the_index_model_and_binds_loopback(started: dict, index_dir
     with TestClient(started["app"]) as client:
         limits = client.get("/health").json()["limits"]
         assert limits["batch_size"] == 4 and limits["max_upload_bytes"] == 1024 * 1024
+        assert limits["max_video_seconds"] == 30 and limits["max_audio_seconds"] == 60
         assert client.post("/search", json={"text": "a red circle", "k": 2}).status_code == 200
 
 
@@ -66,6 +69,7 @@ def test_api_key_from_the_environment(started: dict, tiny_dual_encoder_dir: Path
         (["--index", "{missing}"], "not an index directory", 1),
         (["--model", "{missing}"], "no such model directory", 1),
         (["--model", "{model}", "--max-upload-mb", "0"], "max_upload_bytes must be >= 1", 2),
+        (["--model", "{model}", "--max-video-seconds", "0"], "max_video_seconds must be > 0", 2),
         (["--model", "{model}", "--precision", "fp16"], "fp16 needs a CUDA GPU", 1),
         (["--model", "{other}", "--index", "{index}"], "rebuild", 1),
     ],
