@@ -62,6 +62,10 @@ def write_caption_manifest(folder: Path, n: int = 6) -> Path:
         for i, p in enumerate(paths)
     ]
     rows.append({"id": "gone", "image": "images/missing.png", "text": ["lost"]})
-    manifest = folder / "captions.jsonl"
-    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return manifest
+    return write_manifest(folder / "captions.jsonl", rows)
+
+
+def write_manifest(path: Path, rows: list[dict]) -> Path:
+    """``rows`` as a JSONL manifest at ``path``."""
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

@@ -15,7 +15,7 @@ import polymodal
 from polymodal.cli.main import app
 from polymodal.index import VectorIndex, add_to_index, build_index, open_for_search, search, search_audio, store
 from tests.api.audio_model import CAPTIONS, audio_model_dir, write_sounds, write_tone  # noqa: F401
-from tests.index.fixtures import clip_model, tiny_clip, write_images  # noqa: F401
+from tests.index.fixtures import clip_model, tiny_clip, write_images, write_manifest  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +90,7 @@ def test_a_manifest_with_an_audio_column_and_captions(tmp_path: Path, model) -> 
         {"id": "b", "audio": "clips/high-a.wav", "text": ["a high tone"]},
         {"id": "c", "audio": "clips/gone.wav", "text": ["lost"]},
     ]
-    manifest = tmp_path / "sounds.jsonl"
-    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    manifest = write_manifest(tmp_path / "sounds.jsonl", rows)
     result = build_index(manifest, tmp_path / "idx", model, texts=True)
     assert result.added == 4 and result.skipped == 1 and result.skipped_examples[0]["row"] == 3
     with VectorIndex.open(tmp_path / "idx") as idx:

@@ -15,6 +15,7 @@ import polymodal
 from polymodal.cli.main import app
 from polymodal.index import VectorIndex, add_to_index, build_index, open_for_search, search_text, search_video, store
 from tests.api.video_model import colour_model_dir, picture, write_clip  # noqa: F401
+from tests.index.fixtures import write_manifest
 
 runner = CliRunner()
 
@@ -122,8 +123,7 @@ def test_a_manifest_of_clips_with_captions_points_texts_at_their_clip(tmp_path: 
         {"id": "b", "video": "videos/blue.mp4", "captions": ["a blue picture"]},
         {"id": "gone", "video": "videos/missing.mp4", "captions": ["nothing"]},
     ]
-    manifest = tmp_path / "clips.jsonl"
-    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    manifest = write_manifest(tmp_path / "clips.jsonl", rows)
     result = build_index(manifest, tmp_path / "idx", model, texts=True, segment_seconds=1.0)
     assert result.added == 6 and result.skipped == 1  # 2 + 2 segments, 2 captions; the missing clip's row
     with VectorIndex.open(tmp_path / "idx") as idx:
