@@ -113,19 +113,28 @@ def test_models_that_do_not_embed_audio_say_so(tmp_path: Path, sounds, clip_mode
     assert added.added == 6 and added.items == 8 and added.skipped == 2
 
 
-def test_an_items_table_from_before_sounds_takes_them_after_a_rebuild(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "allowed,new",
+    [
+        ("'image', 'text'", store.Item("audio", path="/b.wav")),
+        ("'image', 'text', 'audio'", store.Item("video", path="/b.mp4", metadata={"start": 2.0, "end": 4.0})),
+    ],
+    ids=["sounds", "clips"],
+)
+def test_an_items_table_from_before_a_kind_takes_it_after_a_rebuild(tmp_path: Path, allowed: str, new) -> None:  # noqa: ANN001
     conn = sqlite3.connect(tmp_path / "items.sqlite")
     conn.executescript(
-        "CREATE TABLE items (id INTEGER PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('image', 'text')), path TEXT, "
+        f"CREATE TABLE items (id INTEGER PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ({allowed})), path TEXT, "
         "text TEXT, metadata TEXT NOT NULL, source TEXT, row INTEGER); CREATE INDEX items_path ON items (path);"
     )
     store.insert(conn, [0], [store.Item("image", path="/a.png")])
     with pytest.raises(sqlite3.IntegrityError):
-        store.insert(conn, [1], [store.Item("audio", path="/b.wav")])
+        store.insert(conn, [1], [new])
     store.allow_all_kinds(conn)
-    store.insert(conn, [1], [store.Item("audio", path="/b.wav")])
-    assert store.get(conn, [0, 1])[0].path == "/a.png" and store.ids_for_paths(conn, ["/b.wav"]) == [1]
-    assert store.counts(conn) == {"image": 1, "text": 0, "audio": 1}
+    store.insert(conn, [1], [new])
+    assert store.get(conn, [0, 1]) == {0: store.Item("image", path="/a.png"), 1: new}
+    assert store.ids_for_paths(conn, [new.path]) == [1]
+    assert store.counts(conn) == {"image": 1, "text": 0, new.kind: 1}
     indexes = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")]
     assert indexes == ["items_path"]
 

@@ -4,7 +4,6 @@ counted and named, search by text and by a clip (library and CLI), add keeping t
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -131,18 +130,3 @@ def test_a_manifest_of_clips_with_captions_points_texts_at_their_clip(tmp_path: 
         (by_clip,) = search_video(idx, model, videos / "blue.mp4", k=1, kind="text")
         # The text says what it describes: its clip, which /items/{id}/video can then play.
         assert by_clip[0].text == "a blue picture" and by_clip[0].path == str(videos / "blue.mp4")
-
-
-def test_an_items_table_from_before_clips_takes_them_after_a_rebuild(tmp_path: Path) -> None:
-    conn = sqlite3.connect(tmp_path / "items.sqlite")
-    conn.executescript(
-        "CREATE TABLE items (id INTEGER PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('image', 'text', 'audio')), "
-        "path TEXT, text TEXT, metadata TEXT NOT NULL, source TEXT, row INTEGER);"
-    )
-    store.insert(conn, [0], [store.Item("audio", path="/a.wav")])
-    clip = store.Item("video", path="/b.mp4", metadata={"start": 2.0, "end": 4.0})
-    with pytest.raises(sqlite3.IntegrityError):
-        store.insert(conn, [1], [clip])
-    store.allow_all_kinds(conn)
-    store.insert(conn, [1], [clip])
-    assert store.get(conn, [1])[1] == clip and store.counts(conn) == {"image": 0, "text": 0, "audio": 1, "video": 1}
