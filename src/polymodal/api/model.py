@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -85,7 +86,7 @@ class Model:
         return f"Model({self.name!r}, capabilities={sorted(self.capabilities)}, precision={self.precision!r})"
 
     def media(self, capability: str = EMBED) -> frozenset[str]:
-        """The modalities the model has towers for for ``capability`` (for ``embed``: those it embeds into its
+        """The modalities the model has a tower for, for ``capability`` (for ``embed``: those it embeds into its
         space); ``accepts`` adds video embedded through the image tower."""
         return media(self.backend, capability)
 
@@ -160,8 +161,8 @@ class Model:
 
     def _embed_clips(self, clips: Sequence[str | bytes | Clip]) -> torch.Tensor:
         if self.video_embedding == IMAGE_FRAMES:
-            frames = lambda images: embed(self.backend, "image", images)  # noqa: E731
-            return embed_by_frames(frames, clips, self.video_sampling(), self.batch_size)
+            by_image_tower = functools.partial(embed, self.backend, "image")
+            return embed_by_frames(by_image_tower, clips, self.video_sampling(), self.batch_size)
         if not any(isinstance(c, Clip) for c in clips):
             return embed(self.backend, "video", clips)  # the processor decodes the files itself
         return self._embed_decoded(clips)
