@@ -194,7 +194,9 @@ def build(
 def add(
     index: Path = typer.Argument(..., help="An index directory."),
     source: Path = typer.Argument(
-        ..., help="Images, sounds or a manifest to add; items already in the index are left out."
+        ...,
+        help="Images, sounds, videos or a manifest to add; items already in the index are left out (clips are cut "
+        "into the index's segments).",
     ),
     model: str = typer.Option(None, "--model", "-m", help="Override the index's recorded model (same identity only)."),
     texts: bool = TextsOption,
