@@ -80,30 +80,20 @@ class TextTower(nn.Module):
         return self.model.embed("text", input_ids, attention_mask.bool())
 
 
-class AudioTower(nn.Module):
-    """audio_features (B, channels, frames) float32, audio_mask (B, frames) int64 1/0 -> audio_embeds (B, D), unit
-    norm."""
+class MaskedTower(nn.Module):
+    """The audio and video towers: ``{modality}_features``/``_frames`` float32 and ``{modality}_mask`` (B, positions)
+    int64 1/0 -> ``{modality}_embeds`` (B, D), unit norm. An image encoder inside (a video tower's frame tower) is
+    told it always gets some real frames."""
 
-    def __init__(self, model: EmbeddingModel) -> None:
+    def __init__(self, model: EmbeddingModel, modality: str) -> None:
         super().__init__()
-        self.model = model
-
-    def forward(self, audio_features: Tensor, audio_mask: Tensor) -> Tensor:
-        return self.model.embed("audio", audio_features, audio_mask.bool())
-
-
-class VideoTower(nn.Module):
-    """video_frames (B, T, 3, S, S) float32, video_mask (B, T) int64 1/0 -> video_embeds (B, D), unit norm."""
-
-    def __init__(self, model: EmbeddingModel) -> None:
-        super().__init__()
-        self.model = model
-        for module in model.encoders["video"].modules():
+        self.model, self.modality = model, modality
+        for module in model.encoders[modality].modules():
             if isinstance(module, Encoder) and module.modality == "image":
                 module.register_forward_pre_hook(_some_real_frames)
 
-    def forward(self, video_frames: Tensor, video_mask: Tensor) -> Tensor:
-        return self.model.embed("video", video_frames, video_mask.bool())
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        return self.model.embed(self.modality, x, mask.bool())
 
 
 def _some_real_frames(module: nn.Module, args: tuple[Tensor, ...]) -> None:
@@ -241,7 +231,7 @@ class Tower(NamedTuple):
     args: tuple[Tensor, ...]
     names: list[str]
     output: str
-    dynamic: dict[str, dict[int, Any]]
+    dynamic: dict[str, dict[int, Any]]  # by the module's forward arguments
     file: str
 
 
@@ -264,26 +254,21 @@ def _tower(modality: str, source: ExportSource, model: EmbeddingModel, batch: An
         return Tower(
             TextTower(model), _example_text(source), names, "text_embeds", dict.fromkeys(names, dims), TEXT_FILE
         )
-    if modality == "video":
-        assert source.video is not None  # a video tower's source always has its processor
-        names = ["video_frames", "video_mask"]
-        return Tower(
-            VideoTower(model),
-            _example_video(source.video),
-            names,
-            "video_embeds",
-            dict.fromkeys(names, {0: batch}),
-            VIDEO_FILE,
-        )
-    assert source.audio is not None  # an audio tower's source always has its features
-    names = ["audio_features", "audio_mask"]
+    # audio or video: features or frames, and a mask of the real positions
+    inputs = {
+        "audio": ("audio_features", source.audio, _example_audio),
+        "video": ("video_frames", source.video, _example_video),
+    }
+    name, settings, example = inputs[modality]
+    assert settings is not None  # a tower's source always has what makes its inputs
+    names = [name, f"{modality}_mask"]
     return Tower(
-        AudioTower(model),
-        _example_audio(source.audio),
+        MaskedTower(model, modality),
+        example(settings),  # type: ignore[operator]
         names,
-        "audio_embeds",
-        dict.fromkeys(names, {0: batch}),
-        AUDIO_FILE,
+        f"{modality}_embeds",
+        dict.fromkeys(["x", "mask"], {0: batch}),  # MaskedTower.forward's arguments
+        {"audio": AUDIO_FILE, "video": VIDEO_FILE}[modality],
     )
 
 
