@@ -83,6 +83,7 @@ figure img { max-width: 100%; height: auto; display: block; margin: 0 auto; }
 .retrieved .sound img { width: 156px; height: 52px; object-fit: fill; margin: 0 0 2px; }
 .retrieved .sound audio { width: 156px; }
 .examples.videos { grid-template-columns: repeat(auto-fill, minmax(560px, 1fr)); }
+.examples.videos .card { flex-wrap: wrap; }  /* on a narrow page the fields go under the strip */
 .strip { font-size: 11px; color: var(--muted); overflow-wrap: anywhere; }
 .strip .frames { display: flex; gap: 2px; margin-bottom: 2px; }
 .strip figure { margin: 0; padding: 0; border: none; background: none; text-align: center; }
