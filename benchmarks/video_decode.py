@@ -38,7 +38,7 @@ import torch
 from polymodal.data.processors import VideoProcessor
 from polymodal.data.shapes_video import generate_shapesworld_video
 from polymodal.data.transforms import ImagePreprocess
-from polymodal.data.video import VideoSampling, decode_video, sample_indices
+from polymodal.data.video import VideoSampling, decode_video, require_av, sample_indices
 from polymodal.hardware import machine_header
 
 FPS, WIDTH, HEIGHT = 30, 320, 240
@@ -48,8 +48,7 @@ CODECS = {"h264": ("libx264", "mp4"), "mpeg4": ("mpeg4", "mp4")}
 def write_long_clip(path: Path, codec: str, seconds: float, seed: int) -> Path:
     """A drifting colour gradient with a square crossing it and a little noise, so the encoder has motion and
     texture to code, at :data:`FPS` fps and :data:`WIDTH` x :data:`HEIGHT`."""
-    import av
-
+    av = require_av()
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:HEIGHT, 0:WIDTH].astype(np.float32)
     with av.open(str(path), "w") as out:
@@ -71,17 +70,13 @@ def write_long_clip(path: Path, codec: str, seconds: float, seed: int) -> Path:
 
 def pyav_loop(path: Path, sampling: VideoSampling) -> list[np.ndarray]:
     """The plain way: decode and convert every frame, keep them, then pick the sampled ones."""
-    import av
-
-    with av.open(str(path)) as container:
+    with require_av().open(str(path)) as container:
         frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
     return [frames[i] for i in sample_indices(len(frames), float(FPS), sampling)]
 
 
 def frame_count(path: Path) -> int:
-    import av
-
-    with av.open(str(path)) as container:
+    with require_av().open(str(path)) as container:
         return container.streams.video[0].frames
 
 
@@ -118,9 +113,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     try:
-        import av
-    except ImportError:
-        print("PyAV is missing: pip install 'polymodal[video]'", file=sys.stderr)
+        av = require_av()
+    except ImportError as e:
+        print(e, file=sys.stderr)
         sys.exit(2)
     torch.set_num_threads(args.threads)
     print(machine_header())  # CPU, flags, threads and matmul peaks beside the figures
