@@ -247,3 +247,23 @@ def test_a_spatial_grid_needs_a_frame_tower_with_a_feature_map():
     assert out.pooled.shape == (1, 2 * 2 * 32)
     with pytest.raises(ValueError, match="spatial_grid"):
         ENCODERS.build("video_frames", frame_encoder=VIT_FRAMES, spatial_grid=-1)
+
+
+def test_motion_difference_gives_the_frame_tower_each_frame_and_what_changed():
+    torch.manual_seed(0)
+    enc = ENCODERS.build(
+        "video_frames", frame_encoder={"name": "cnn", "params": {"widths": [8], "depths": [1]}}, motion="difference"
+    ).eval()
+    seen: list[torch.Tensor] = []
+    enc.frames.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
+    x, mask = clips(real=(4, 2))
+    with torch.no_grad():
+        enc(x, mask)
+    frames = seen[0]  # the 4 + 2 real frames, 6 channels each
+    assert frames.shape == (6, 6, SIZE, SIZE)
+    assert torch.equal(frames[:, :3], x[mask])
+    assert torch.equal(frames[0, 3:], torch.zeros(3, SIZE, SIZE))  # a clip's first frame: nothing changed yet
+    assert torch.allclose(frames[1, 3:], x[0, 1] - x[0, 0])
+    assert torch.allclose(frames[5, 3:], x[1, 1] - x[1, 0])
+    with pytest.raises(ValueError, match="in_channels"):
+        ENCODERS.build("video_frames", frame_encoder={"name": "efficientnet_lite0_imagenet"}, motion="difference")

@@ -18,6 +18,7 @@ from polymodal.modules.encoders.text import RecurrentEncoder
 from polymodal.modules.layers import TransformerBlock, init_transformer_weights, maybe_checkpoint
 
 TEMPORAL_KINDS = ("mean", "transformer", "lstm")
+MOTION_KINDS = ("none", "difference")
 
 
 def _frame_mask(x: Tensor, mask: Tensor | None) -> Tensor:
@@ -99,6 +100,8 @@ class FrameEncoder(Encoder):
     Projected to ``width`` when given, they go through ``temporal``: ``mean`` (meanP), ``transformer`` (seqTransf,
     ``depth`` blocks of ``heads`` heads, at most ``max_frames`` frames) or ``lstm`` (seqLSTM, ``depth`` layers).
     ``tokens`` is one row per frame (zeros at padding) with the frame mask; ``pooled`` their masked mean.
+    ``motion: difference`` gives the frame tower each frame with its difference from the previous frame stacked on
+    the channels (TSN's RGB difference; the tower takes 2x the channels): what moved, at the first layer.
     """
 
     modality = "video"
@@ -114,6 +117,7 @@ class FrameEncoder(Encoder):
         dropout: float = 0.0,
         spatial_grid: int = 0,
         cell_width: int = 32,
+        motion: str = "none",
     ) -> None:
         super().__init__()
         if frames.modality != "image":
@@ -121,6 +125,7 @@ class FrameEncoder(Encoder):
         if spatial_grid < 0 or cell_width < 1:
             raise ValueError(f"need spatial_grid >= 0 and cell_width >= 1, got {spatial_grid} and {cell_width}")
         self.temporal_kind = check_choice("temporal", temporal, TEMPORAL_KINDS)
+        self.motion = check_choice("motion", motion, MOTION_KINDS)
         self.spatial_grid = spatial_grid
         self.cell_proj = nn.Linear(frames.output_dim, cell_width) if spatial_grid else None
         frame_dim = spatial_grid * spatial_grid * cell_width if spatial_grid else frames.output_dim
@@ -146,6 +151,8 @@ class FrameEncoder(Encoder):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
         """x (B, T, C, H, W) clips; ``mask`` (B, T) True for real frames."""
         frames = _frame_mask(x, mask)
+        if self.motion == "difference":
+            x = torch.cat([x, frame_differences(x)], dim=2)
         per_frame = self._frame_features(self.frames(x[frames]))  # (real frames, D): B and T folded, no padding
         feats = per_frame.new_zeros(*frames.shape, per_frame.shape[-1]).index_put((frames,), per_frame)  # (B, T, D)
         if self.proj is not None:
@@ -166,6 +173,11 @@ class FrameEncoder(Encoder):
         feature_map = out.tokens[:, -h * w :].transpose(1, 2).unflatten(2, (h, w))  # (N, C, h, w)
         cells = F.adaptive_avg_pool2d(feature_map, self.spatial_grid).flatten(2).transpose(1, 2)  # (N, g*g, C)
         return self.cell_proj(cells).flatten(1)
+
+
+def frame_differences(x: Tensor) -> Tensor:
+    """Each frame of clips ``x`` (B, T, C, H, W) minus the one before it; zeros for the first."""
+    return torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], dim=1)
 
 
 class VideoViT(Encoder):
