@@ -252,7 +252,9 @@ def test_a_spatial_grid_needs_a_frame_tower_with_a_feature_map():
 def test_motion_difference_gives_the_frame_tower_each_frame_and_what_changed():
     torch.manual_seed(0)
     enc = ENCODERS.build(
-        "video_frames", frame_encoder={"name": "cnn", "params": {"widths": [8], "depths": [1]}}, motion="difference"
+        "video_frames",
+        frame_encoder={"name": "cnn", "params": {"widths": [8], "depths": [1]}},
+        motion="pixel_difference",
     ).eval()
     seen: list[torch.Tensor] = []
     enc.frames.register_forward_pre_hook(lambda _, args: seen.append(args[0]))
@@ -266,4 +268,19 @@ def test_motion_difference_gives_the_frame_tower_each_frame_and_what_changed():
     assert torch.allclose(frames[1, 3:], x[0, 1] - x[0, 0])
     assert torch.allclose(frames[5, 3:], x[1, 1] - x[1, 0])
     with pytest.raises(ValueError, match="in_channels"):
-        ENCODERS.build("video_frames", frame_encoder={"name": "efficientnet_lite0_imagenet"}, motion="difference")
+        ENCODERS.build("video_frames", frame_encoder={"name": "efficientnet_lite0_imagenet"}, motion="pixel_difference")
+
+
+def test_feature_difference_puts_each_frames_change_beside_its_features():
+    torch.manual_seed(0)
+    enc = ENCODERS.build("video_frames", frame_encoder=VIT_FRAMES, temporal="mean", motion="feature_difference")
+    enc.eval()
+    assert enc.proj is None and enc.output_dim == 2 * 16  # the ViT's 16-d pool, then its change
+    x, mask = clips(real=(4, 2))
+    with torch.no_grad():
+        per_frame = enc.frames(x[mask]).pooled
+        out = enc(x, mask)
+    first = out.tokens[0]  # (4, 32): the clip with 4 real frames
+    assert torch.allclose(first[:, :16], per_frame[:4], atol=1e-6)
+    assert torch.allclose(first[0, 16:], torch.zeros(16))
+    assert torch.allclose(first[2, 16:], per_frame[2] - per_frame[1], atol=1e-6)

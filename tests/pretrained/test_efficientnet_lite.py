@@ -109,3 +109,22 @@ def test_top5_on_real_photos(efficientnet, photos):
         predicted = [names[i] for i in row]
         assert allowed & set(predicted), f"{photo}: top-5 {predicted} has none of {allowed}"
         assert predicted[0] in allowed, f"{photo}: top-1 {predicted[0]!r} not in {allowed}"
+
+
+def test_the_first_stages_alone_give_that_stage_of_the_packaged_network(efficientnet):
+    """stages=5: the ImageNet weights of stages 1-5 only, their feature map (112-d, stride 16) as the tokens."""
+    from polymodal.pretrained.imagenet import load_efficientnet_lite0
+
+    cut = load_efficientnet_lite0(stages=5)
+    assert cut.output_dim == 112 and len(cut.blocks()) == 11 and not hasattr(cut, "_fc")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        h = torch.nn.functional.relu6(efficientnet._bn0(efficientnet._conv_stem(x)))
+        for block in efficientnet.blocks()[:11]:
+            h = block(h)
+        out = cut(x)
+    assert out.grid == (4, 4) and torch.equal(out.tokens, h.flatten(2).transpose(1, 2))
+    with pytest.raises(ValueError, match="no classifier"):
+        cut.classify(x)
+    with pytest.raises(ValueError, match="stages"):
+        EfficientNetLite0(stages=0)

@@ -18,13 +18,14 @@ PATH_SCHEMES.register(PRETRAINED_SCHEME.rstrip(":"))(pretrained_dir)  # pretrain
 
 
 @ENCODERS.register("efficientnet_lite0_imagenet")
-def efficientnet_lite0_imagenet() -> EfficientNetLite0:
+def efficientnet_lite0_imagenet(stages: int = 7) -> EfficientNetLite0:
     """EfficientNet-Lite0 with the packaged ImageNet weights (the ``pretrained`` extra; nothing is downloaded).
 
     Expects pixels normalised as ``(x * 255 - 127) / 128`` (recipe: ``mean: [0.498, ...]``,
-    ``std: [0.502, ...]``); any input size works (tokens are the stride-32 grid).
+    ``std: [0.502, ...]``); any input size works (tokens are the stride-32 grid). ``stages`` < 7: the first
+    stages only, their last feature map the tokens (stage 5: 112-d at stride 16).
     """
-    return load_efficientnet_lite0()
+    return load_efficientnet_lite0(stages=stages)
 
 
 @ENCODERS.register("resemblyzer_speaker")

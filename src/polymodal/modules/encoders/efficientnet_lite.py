@@ -102,40 +102,47 @@ class EfficientNetLite0(Encoder):
     ``forward(x)`` takes (B, 3, H, W) normalised pixels (224x224 for the ImageNet weights; any size
     works) and returns the final feature map as tokens (B, H/32 * W/32, 1280) and their mean as
     ``pooled`` (B, 1280), the input of the classifier. ``classify(x)`` returns (B, num_classes) logits.
+    ``stages`` < 7 keeps only the first stages and no head: their last feature map is the output (stage 5:
+    112 channels at stride 16), finer and far cheaper than the last one, where small things still have a place.
     """
 
     modality = "image"
 
-    def __init__(self, num_classes: int = 1000, dropout: float = 0.2) -> None:
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.2, stages: int = len(LITE0_STAGES)) -> None:
         super().__init__()
-        self.output_dim = HEAD_WIDTH
+        if not 1 <= stages <= len(LITE0_STAGES):
+            raise ValueError(f"stages must be 1..{len(LITE0_STAGES)}, got {stages}")
+        self.stages = stages
+        self.full = stages == len(LITE0_STAGES)
+        self.output_dim = HEAD_WIDTH if self.full else LITE0_STAGES[stages - 1][-1]
         self.num_classes = num_classes
         self._conv_stem = SameConv2d(3, STEM_WIDTH, 3, stride=2)
         self._bn0 = _bn(STEM_WIDTH)
         blocks = []
-        for repeats, kernel, stride, expand, c_in, c_out in LITE0_STAGES:
+        for repeats, kernel, stride, expand, c_in, c_out in LITE0_STAGES[:stages]:
             for i in range(repeats):
                 # Only a stage's first block changes resolution and width.
                 blocks.append(MBConv(c_in if i == 0 else c_out, c_out, kernel, stride if i == 0 else 1, expand))
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = SameConv2d(LITE0_STAGES[-1][-1], HEAD_WIDTH, 1)
-        self._bn1 = _bn(HEAD_WIDTH)
-        self._dropout = nn.Dropout(dropout)
-        self._fc = nn.Linear(HEAD_WIDTH, num_classes)
+        if self.full:
+            self._conv_head = SameConv2d(LITE0_STAGES[-1][-1], HEAD_WIDTH, 1)
+            self._bn1 = _bn(HEAD_WIDTH)
+            self._dropout = nn.Dropout(dropout)
+            self._fc = nn.Linear(HEAD_WIDTH, num_classes)
 
     def blocks(self) -> list[nn.Module]:
-        """The 16 MBConv blocks (stem and head conv are not counted)."""
+        """The MBConv blocks, 16 in all stages (stem and head conv are not counted)."""
         return list(self._blocks)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        """(B, 3, H, W) -> final feature map (B, 1280, ceil(H/32), ceil(W/32))."""
+        """(B, 3, H, W) -> final feature map (B, 1280, ceil(H/32), ceil(W/32)), or the last kept stage's."""
         x = F.relu6(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             if self.grad_checkpointing and self.training:
                 x = checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
-        return F.relu6(self._bn1(self._conv_head(x)))
+        return F.relu6(self._bn1(self._conv_head(x))) if self.full else x
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
         """``mask`` is ignored: every spatial position is a real token."""
@@ -145,6 +152,8 @@ class EfficientNetLite0(Encoder):
 
     def forward_head(self, pooled: Tensor) -> Tensor:
         """Pooled features (B, 1280) -> class logits (B, num_classes)."""
+        if not self.full:
+            raise ValueError(f"an EfficientNet-Lite0 cut to {self.stages} stages has no classifier")
         return self._fc(self._dropout(pooled))
 
     def classify(self, x: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ from polymodal.modules.encoders.text import RecurrentEncoder
 from polymodal.modules.layers import TransformerBlock, init_transformer_weights, maybe_checkpoint
 
 TEMPORAL_KINDS = ("mean", "transformer", "lstm")
-MOTION_KINDS = ("none", "difference")
+MOTION_KINDS = ("none", "pixel_difference", "feature_difference")
 
 
 def _frame_mask(x: Tensor, mask: Tensor | None) -> Tensor:
@@ -100,8 +100,9 @@ class FrameEncoder(Encoder):
     Projected to ``width`` when given, they go through ``temporal``: ``mean`` (meanP), ``transformer`` (seqTransf,
     ``depth`` blocks of ``heads`` heads, at most ``max_frames`` frames) or ``lstm`` (seqLSTM, ``depth`` layers).
     ``tokens`` is one row per frame (zeros at padding) with the frame mask; ``pooled`` their masked mean.
-    ``motion: difference`` gives the frame tower each frame with its difference from the previous frame stacked on
-    the channels (TSN's RGB difference; the tower takes 2x the channels): what moved, at the first layer.
+    ``motion`` says what changed since the previous frame: ``pixel_difference`` stacks the frames' difference on
+    their channels for the frame tower (TSN's RGB difference; the tower takes 2x the channels);
+    ``feature_difference`` puts the change of a frame's features beside them (any tower, cached ones too).
     """
 
     modality = "video"
@@ -129,6 +130,7 @@ class FrameEncoder(Encoder):
         self.spatial_grid = spatial_grid
         self.cell_proj = nn.Linear(frames.output_dim, cell_width) if spatial_grid else None
         frame_dim = spatial_grid * spatial_grid * cell_width if spatial_grid else frames.output_dim
+        frame_dim *= 2 if motion == "feature_difference" else 1
         self.output_dim = width or frame_dim
         self.frames = frames
         self.proj = nn.Linear(frame_dim, width) if width and width != frame_dim else None
@@ -151,10 +153,12 @@ class FrameEncoder(Encoder):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
         """x (B, T, C, H, W) clips; ``mask`` (B, T) True for real frames."""
         frames = _frame_mask(x, mask)
-        if self.motion == "difference":
+        if self.motion == "pixel_difference":
             x = torch.cat([x, frame_differences(x)], dim=2)
         per_frame = self._frame_features(self.frames(x[frames]))  # (real frames, D): B and T folded, no padding
         feats = per_frame.new_zeros(*frames.shape, per_frame.shape[-1]).index_put((frames,), per_frame)  # (B, T, D)
+        if self.motion == "feature_difference":
+            feats = torch.cat([feats, frame_differences(feats)], dim=-1)
         if self.proj is not None:
             feats = self.proj(feats)
         out = self.temporal(feats, frames)
@@ -176,7 +180,7 @@ class FrameEncoder(Encoder):
 
 
 def frame_differences(x: Tensor) -> Tensor:
-    """Each frame of clips ``x`` (B, T, C, H, W) minus the one before it; zeros for the first."""
+    """Each frame of clips ``x`` (B, T, ...) minus the one before it; zeros for the first."""
     return torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:] - x[:, :-1]], dim=1)
 
 
