@@ -190,3 +190,33 @@ def test_a_video_tower_serves_clips_through_its_own_tower(colour_video_model_dir
         np.testing.assert_allclose(response.json()["video_embeddings"], model.embed_video(clips["blue"]), atol=1e-5)
         image = tower.post("/classify", json={"image": b64_file(clips["still"]), "labels": ["red", "blue"]})
         assert image.status_code == 400 and "it takes text, video" in error(image)["message"]
+
+
+def test_clips_over_the_models_own_bounds_are_refused_before_the_model_sees_them(client) -> None:  # noqa: ANN001
+    from PIL import Image
+
+    from polymodal.data.shapes_video import encode_mp4
+
+    huge = encode_mp4([Image.new("RGB", (4000, 2200), (200, 20, 20))] * 2)  # under 40M pixels, over 4K
+    response = client.post("/embed", json={"videos": [base64.b64encode(huge).decode()]})
+    assert response.status_code == 413 and error(response)["code"] == "video_too_large"
+    assert "8,294,400 pixels" in error(response)["message"] and error(response)["message"].startswith("videos[0]: ")
+
+
+def test_a_sample_the_model_cannot_decode_is_a_4xx_not_a_500(colour_model: Model, clips, monkeypatch) -> None:  # noqa: ANN001
+    from polymodal.data.errors import BadSampleError
+
+    embed = colour_model.embed
+
+    def refuse(modality: str, items: object) -> np.ndarray:
+        if modality != "video":
+            return embed(modality, items)
+        raise BadSampleError("stream ends early", source="<bytes>", field=modality, kind="truncated")
+
+    monkeypatch.setattr(colour_model, "embed", refuse)
+    with make_client(colour_model) as refusing:
+        embedded = refusing.post("/embed", json={"videos": [b64_file(clips["red"])]})
+        assert embedded.status_code == 422 and error(embedded)["code"] == "bad_video"
+        assert "stream ends early" in error(embedded)["message"]
+        ranked = refusing.post("/classify", json={"video": b64_file(clips["red"]), "labels": ["red", "blue"]})
+        assert ranked.status_code == 422 and error(ranked)["code"] == "bad_video"

@@ -159,7 +159,8 @@ async def embed(
     texts, uploads = await read_embed_request(request, EMBED_FIELDS)
     for modality in {u.modality for u in uploads}:
         service.require("/embed", "embed", modality)
-    decoded = await asyncio.gather(*(decode_media(u, settings) for u in uploads))  # side by side in the thread pool
+    video = service.model.video_sampling()
+    decoded = await asyncio.gather(*(decode_media(u, settings, video) for u in uploads))  # side by side in threads
     vectors = {"text": (await service.embed("text", texts)).tolist() if texts else []}
     for modality in EMBED_FIELDS.values():
         items = [item for u, item in zip(uploads, decoded) if u.modality == modality]
@@ -176,7 +177,7 @@ async def embed(
 async def _media_item(upload: Upload, endpoint: str, task: str, service: Service, settings: ServeSettings) -> Any:
     """The decoded item of a checked upload, once the model is known to take its modality for ``task``."""
     service.require(endpoint, task, upload.modality)
-    return await decode_media(upload, settings)
+    return await decode_media(upload, settings, service.model.video_sampling())
 
 
 @router.post(

@@ -89,6 +89,13 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
+    @app.exception_handler(BadSampleError)
+    async def _bad_sample(_: Request, exc: BadSampleError) -> JSONResponse:
+        # An upload that passed the checks but not the model's own decoding: still the client's to fix.
+        modality = exc.field or "input"
+        status, code = (413, f"{modality}_{exc.kind}") if exc.kind in TOO_BIG else (422, f"bad_{modality}")
+        return error_response(status, code, str(exc))
+
     @app.exception_handler(TaskNotSupported)
     async def _unsupported(_: Request, exc: TaskNotSupported) -> JSONResponse:
         return error_response(400, "not_supported", str(exc))

@@ -73,27 +73,36 @@ async def check_audio(data: bytes, field: str, max_seconds: float) -> bytes:
     return data
 
 
-async def check_video(data: bytes, field: str, max_seconds: float, max_pixels: int) -> bytes:
-    """The upload itself once it opens as a clip no longer than ``max_seconds`` with frames of at most
-    ``max_pixels`` (one frame decoded); the model samples its own frames from it."""
-    bounds = VideoSampling(frames=1, max_seconds=max_seconds, max_pixels=max_pixels)
+async def check_video(data: bytes, field: str, bounds: VideoSampling) -> bytes:
+    """The upload itself once it opens as a clip within ``bounds`` (length, frame size, decoding time; one frame
+    decoded); the model samples its own frames from it."""
     try:
-        await run_in_threadpool(decode_video, data, bounds, source=field, field=field)
+        await run_in_threadpool(decode_video, data, bounds.model_copy(update={"frames": 1}), source=field, field=field)
     except BadSampleError as e:
-        limit = f"{max_pixels:,} pixels" if e.kind == "too_large" else f"{max_seconds:g} s"
+        limit = f"{bounds.max_pixels:,} pixels" if e.kind == "too_large" else f"{bounds.max_seconds:g} s"
         raise bad_media(e, field, "video", limit) from None
     return data
 
 
-async def decode_media(upload: Upload, settings: ServeSettings) -> object:
-    """What the model embeds for ``upload``: a decoded image, or the checked bytes of a sound or a clip; 4xx if it
-    is bad."""
+def video_bounds(settings: ServeSettings, model: VideoSampling) -> VideoSampling:
+    """The tighter of the server's limits and those the model decodes clips with, so a checked clip also decodes."""
+    return model.model_copy(
+        update={
+            "max_seconds": min(settings.max_video_seconds, model.max_seconds),
+            "max_pixels": min(settings.max_pixels, model.max_pixels),
+        }
+    )
+
+
+async def decode_media(upload: Upload, settings: ServeSettings, video: VideoSampling | None = None) -> object:
+    """What the model embeds for ``upload``: a decoded image, or the checked bytes of a sound or a clip (within
+    the model's ``video`` sampling bounds too); 4xx if it is bad."""
     if not upload.data:
         raise ApiError(422, f"bad_{upload.modality}", f"{upload.field}: {upload.modality} data is empty (0 bytes)")
     if upload.modality == "image":
         return await decode_upload(upload.data, upload.field, settings.max_pixels)
     if upload.modality == "video":
-        return await check_video(upload.data, upload.field, settings.max_video_seconds, settings.max_pixels)
+        return await check_video(upload.data, upload.field, video_bounds(settings, video or VideoSampling()))
     return await check_audio(upload.data, upload.field, settings.max_audio_seconds)
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from polymodal.api import Model
 from polymodal.backends import ANSWER, CAPTION, EMBED, TaskNotSupported
+from polymodal.data.errors import BadSampleError
 from polymodal.serve.batching import MicroBatcher
 from polymodal.serve.errors import ApiError
 from polymodal.serve.search import SearchIndex
@@ -72,6 +73,8 @@ class Service:
 
         try:
             (ranked,) = await self.batcher.run(key, [item], run)
+        except BadSampleError:
+            raise  # an upload the model cannot decode: answered like one the checks refused
         except ValueError as e:  # Model.classify's checks of labels and templates: the client's to fix
             raise ApiError(422, "invalid_request", str(e)) from None
         return ranked
