@@ -16,7 +16,7 @@ from polymodal.data.processors import ImageProcessor, TextProcessor, VideoProces
 from polymodal.data.text import train_tokenizer
 from polymodal.data.transforms import ImagePreprocess
 from polymodal.data.video import VideoSampling
-from polymodal.models import build_model, parse_model_config, save_model
+from polymodal.models import build_model, build_preset, parse_model_config, save_model
 from tests.api.audio_model import contrastive_step
 
 pytest.importorskip("av")
@@ -89,6 +89,24 @@ def save_colour_model(directory: Path, *, video_tower: bool = False, steps: int 
         tower.projections[name].load_state_dict(model.projections[source].state_dict())
     processors = {"video": VideoProcessor(VideoSampling(frames=8), image.preprocess), "text": captions}
     return save_model(directory, tower.eval(), processors)
+
+
+def save_video_captioner(directory: Path) -> Path:
+    """An untrained captioner of clips: a ViT per frame under a temporal transformer, and a text decoder."""
+    tokenizer = train_tokenizer(list(CAPTIONS.values()), vocab_size=32, kind="wordlevel")
+    model = build_preset(
+        "shapes-caption", source="video", image_size=SIZE, frames=8, vocab_size=tokenizer.vocab_size, max_length=8
+    )
+    processors = {
+        "video": VideoProcessor(VideoSampling(frames=8), ImagePreprocess(image_size=SIZE)),
+        "text": TextProcessor(tokenizer, 8),
+    }
+    return save_model(directory, model.eval(), processors)
+
+
+@pytest.fixture(scope="session")
+def video_captioner_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_video_captioner(tmp_path_factory.mktemp("video-captioner") / "model")
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from polymodal.api import Model
 from polymodal.serve import ServeSettings, create_app
 from polymodal.serve.search import IndexDirectory
 from tests.api.audio_model import audio_model_dir, write_sounds  # noqa: F401
-from tests.api.video_model import colour_model_dir, picture, write_webm  # noqa: F401
+from tests.api.video_model import colour_model_dir, picture, video_captioner_dir, write_webm  # noqa: F401
 from tests.serve.conftest import shape_image
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -298,5 +298,29 @@ def test_videos_are_searched_played_from_their_moment_and_classified(
         names = page.eval_on_selector_all("#results .name", "els => els.slice(0, 3).map(e => e.textContent)")
         assert sorted(names) == ["blue.webm", "blue.webm", "red-then-blue.webm"], names
         page.screenshot(path=str(tmp_path / "videos.png"), full_page=True)
+        page.close()
+    assert not problems, problems
+
+
+def test_a_captioner_of_clips_offers_a_video_input_and_captions_it(
+    browser, video_captioner_dir: Path, tmp_path: Path
+) -> None:  # noqa: ANN001, F811
+    import polymodal
+
+    clip = write_webm(tmp_path / "clip.webm", ["red", "blue"], 1.0)
+    model = polymodal.load(video_captioner_dir, precision="fp32")
+    problems: list[str] = []
+    with serve(create_app(model)) as url:
+        page = watched_page(browser, problems)
+        page.goto(url + "/")
+        page.wait_for_selector("#video-pick:not([hidden])")
+        assert page.inner_text("#image-title") == "Ask about a video" and page.is_hidden("#sound-pick")
+        assert page.get_attribute("#file", "accept") == "video/*"
+        page.set_input_files("#video-file", str(clip))
+        page.wait_for_selector("#video-preview:not([hidden])")
+        assert page.is_visible("#caption-button") and page.is_hidden("#classify-form")
+        page.click("#caption-button")
+        wait_until(page, "document.querySelector('#image-output .answer') !== null")
+        assert page.inner_text("#image-output .answer") == model.caption(clip)[0].strip()
         page.close()
     assert not problems, problems

@@ -15,13 +15,14 @@ from fastapi.testclient import TestClient
 import polymodal
 from polymodal.api import Model
 from polymodal.api.video import IMAGE_FRAMES
-from polymodal.data.processors import TextProcessor, VideoProcessor
-from polymodal.data.text import train_tokenizer
-from polymodal.data.transforms import ImagePreprocess
-from polymodal.data.video import VideoSampling
-from polymodal.models import build_preset, save_model
 from polymodal.serve.search import IndexDirectory
-from tests.api.video_model import colour_model_dir, colour_video_model_dir, picture, write_clip  # noqa: F401
+from tests.api.video_model import (  # noqa: F401
+    colour_model_dir,
+    colour_video_model_dir,
+    picture,
+    video_captioner_dir,
+    write_clip,
+)
 from tests.serve.conftest import make_client, png_bytes
 
 
@@ -139,23 +140,8 @@ def test_bad_long_and_mislabelled_clips_are_4xx_naming_the_field(client, clips, 
 
 
 @pytest.fixture(scope="module")
-def video_captioner(tmp_path_factory: pytest.TempPathFactory) -> Model:
-    """An untrained captioner of clips: a ViT per frame under a temporal transformer, and a text decoder."""
-    tokenizer = train_tokenizer(["a red picture", "a blue picture"], vocab_size=32, kind="wordlevel")
-    model = build_preset(
-        "shapes-caption",
-        source="video",
-        image_size=32,
-        frames=8,
-        vocab_size=tokenizer.vocab_size,
-        max_length=8,
-    )
-    processors = {
-        "video": VideoProcessor(VideoSampling(frames=8), ImagePreprocess(image_size=32)),
-        "text": TextProcessor(tokenizer, 8),
-    }
-    directory = save_model(tmp_path_factory.mktemp("video_captioner") / "model", model.eval(), processors)
-    return polymodal.load(directory, precision="fp32")
+def video_captioner(video_captioner_dir: Path) -> Model:  # noqa: F811
+    return polymodal.load(video_captioner_dir, precision="fp32")
 
 
 def test_caption_takes_a_clip_when_the_captioner_reads_clips(video_captioner: Model, model: Model, clips) -> None:  # noqa: ANN001
