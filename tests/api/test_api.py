@@ -85,7 +85,7 @@ def test_tasks_follow_capabilities(clip, tiny_captioner_dir, tiny_vqa_dir) -> No
     vqa = polymodal.load(tiny_vqa_dir)
     answers = vqa.answer(_image(0), ["what color is the shape", "is there a circle", "how many shapes are there"])
     assert len(answers) == 3 and set(answers) <= set(ANSWERS)
-    with pytest.raises(ValueError, match="2 images and 3 questions"):
+    with pytest.raises(ValueError, match="2 image inputs and 3 questions"):
         vqa.answer([_image(0), _image(1)], ["a", "b", "c"])
 
 

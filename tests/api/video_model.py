@@ -104,6 +104,26 @@ def save_video_captioner(directory: Path) -> Path:
     return save_model(directory, model.eval(), processors)
 
 
+def save_video_question_answerer(directory: Path) -> Path:
+    """An untrained question answerer of clips: a ViT per frame under a temporal transformer and a question tower,
+    classifying over the two colours."""
+    questions = ["what colour is the shape", "what colour came first"]
+    tokenizer = train_tokenizer(questions, vocab_size=32, kind="wordlevel")
+    model = build_preset(
+        "shapes-vqa", source="video", image_size=SIZE, frames=8, vocab_size=tokenizer.vocab_size, num_answers=2
+    )
+    processors = {
+        "video": VideoProcessor(VideoSampling(frames=8), ImagePreprocess(image_size=SIZE)),
+        "text": TextProcessor(tokenizer, 8),
+    }
+    return save_model(directory, model.eval(), processors, {name: i for i, name in enumerate(COLOURS)})
+
+
+@pytest.fixture(scope="session")
+def video_question_answerer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_video_question_answerer(tmp_path_factory.mktemp("video-qa") / "model")
+
+
 @pytest.fixture(scope="session")
 def video_captioner_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_video_captioner(tmp_path_factory.mktemp("video-captioner") / "model")

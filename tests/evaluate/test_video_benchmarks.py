@@ -250,3 +250,77 @@ def test_shapes_video_av_fuses_frames_sound_and_text_with_drops_and_baselines(
         ValueError, match="shapes-video-av needs a polymodal fusion classifier of audio or text or video"
     ):
         run_eval(str(models["fusion"]), "shapes-video-av", data=av_moves, splits=["test"])
+
+
+@pytest.fixture(scope="module")
+def video_qa_dir(moves: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A question answerer of clips trained here by the shapes-video-qa recipe for a few steps, a small ViT per frame
+    in place of EfficientNet-Lite0 (its run directory)."""
+    from polymodal.train.recipe import load_recipe
+    from polymodal.train.run import run_recipe
+
+    overrides = [
+        f"data.path={moves}",
+        "model.params.image_encoder=vit",
+        f"data.image.image_size={IMG}",
+        f"data.processors.video.image.image_size={IMG}",
+        "train.steps=20",
+        "train.batch_size=16",
+        "train.warmup_steps=2",
+        "train.eval_every=20",
+        "train.precision=no",
+    ]
+    out = tmp_path_factory.mktemp("video-qa") / "run"
+    run_recipe(load_recipe("shapes-video-qa", overrides), out, progress=False)
+    return out / "model"
+
+
+def _answers_each(saved: SavedModel, moves: Path, manifest: str) -> tuple[list[str], list[str], list[str]]:
+    """Question by question (the slow reference): the model's answers, the true ones and the question types."""
+    predicted, truth, types = [], [], []
+    for r in _rows(moves, manifest):
+        for qa in r["qa"]:
+            inputs = {
+                "video": saved.inputs("video", [str(moves / r["video"])]),
+                "text": saved.inputs("text", [qa["question"]]),
+            }
+            with torch.no_grad():
+                predicted.append(saved.answers[int(saved.model(inputs).argmax())])
+            truth.append(qa["answer"])
+            types.append(qa["type"])
+    return predicted, truth, types
+
+
+def test_shapes_video_qa_exact_match_per_question_type(moves: Path, video_qa_dir: Path, models: dict) -> None:
+    (test, novel) = run_eval(str(video_qa_dir), "shapes-video-qa", data=moves, n_resamples=20).results
+    saved = SavedModel.load(video_qa_dir)
+    for result, manifest in ((test, "test"), (novel, "test_novel")):
+        predicted, truth, types = _answers_each(saved, moves, manifest)
+        hits = np.equal(predicted, truth)
+        assert result.split == manifest and result.headline == "vqa_accuracy"
+        assert result.metrics["vqa_accuracy"] == pytest.approx(np.mean(hits))
+        assert set(result.details.per_question_type) == set(types) == {"action", "order", "count"}
+        for kind in ("action", "order", "count"):
+            own = [h for h, t in zip(hits, types) if t == kind]
+            assert result.metrics[f"vqa_accuracy_{kind}"] == pytest.approx(np.mean(own)), kind
+        assert result.examples[0].video.endswith(".mp4") and result.examples[0].prediction == predicted[0]
+    with pytest.raises(ValueError, match="shapes-video-qa needs a model that can answer video.*answer: image"):
+        run_eval(str(models["vqa"]), "shapes-video-qa", data=moves, splits=["test"])
+
+
+def test_a_video_question_answerer_answers_about_clips_through_the_api(moves: Path, video_qa_dir: Path) -> None:
+    import polymodal
+
+    model = polymodal.load(video_qa_dir)
+    assert model.media("answer") == {"video"}
+    rows = _rows(moves)[:3]
+    clips = [str(moves / r["video"]) for r in rows]
+    questions = [r["qa"][-1]["question"] for r in rows]  # "how many shapes are there"
+    saved = SavedModel.load(video_qa_dir)
+    expected = []
+    for clip, question in zip(clips, questions):
+        inputs = {"video": saved.inputs("video", [clip]), "text": saved.inputs("text", [question])}
+        with torch.no_grad():
+            expected.append(saved.answers[int(saved.model(inputs).argmax())])
+    assert model.answer(clips, questions) == expected
+    assert model.answer((moves / rows[0]["video"]).read_bytes(), questions[:1]) == expected[:1]  # encoded bytes too

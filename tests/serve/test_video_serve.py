@@ -1,6 +1,7 @@
 """The server with clips: /embed, /classify and /search take video uploads (an image-text model embeds them per
 frame), search hits carry a segment's times, GET /items/{id}/video streams only indexed clips and answers Range
-requests, /caption takes a clip for a captioner of clips, and bad or long uploads are 4xx naming the field."""
+requests, /caption and /answer take a clip for a captioner or question answerer of clips, and bad or long uploads
+are 4xx naming the field."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from tests.api.video_model import (  # noqa: F401
     colour_video_model_dir,
     picture,
     video_captioner_dir,
+    video_question_answerer_dir,
     write_clip,
 )
 from tests.serve.conftest import make_client, png_bytes
@@ -164,6 +166,42 @@ def test_caption_takes_a_clip_when_the_captioner_reads_clips(video_captioner: Mo
     # An image-text embedding model embeds clips by frames, but cannot caption them.
     with make_client(model) as embedder:
         refused = embedder.post("/caption", json={"video": b64_file(clips["red"])})
+        assert refused.status_code == 400 and error(refused)["code"] == "not_supported"
+
+
+def test_answer_takes_a_clip_when_the_question_answerer_reads_clips(
+    video_question_answerer_dir: Path,  # noqa: F811
+    model: Model,
+    clips,  # noqa: ANN001
+) -> None:
+    answerer = polymodal.load(video_question_answerer_dir, precision="fp32")
+    assert answerer.media("answer") == {"video"}
+    question = "what colour is the shape"
+    expected = answerer.answer([clips["red"], clips["blue"]], question)
+    assert set(expected) <= {"red", "blue"}
+    with make_client(answerer) as server:
+        for name, answer in zip(("red", "blue"), expected):
+            by_form = server.post(
+                "/answer",
+                data={"question": question},
+                files={"video": ("c.mp4", clips[name].read_bytes(), "video/mp4")},
+            )
+            assert by_form.status_code == 200, by_form.text
+            assert by_form.json() == {"answer": answer}
+            by_json = server.post("/answer", json={"video": b64_file(clips[name]), "question": question})
+            assert by_json.json() == {"answer": answer}
+        assert server.get("/health").json()["media"]["answer"] == ["video"]
+        image = server.post(
+            "/answer", files={"image": ("s.png", clips["still"].read_bytes(), "image/png")}, data={"question": question}
+        )
+        assert image.status_code == 400 and "it takes video" in error(image)["message"]
+        both = server.post(
+            "/answer", json={"video": b64_file(clips["red"]), "image": b64_file(clips["still"]), "question": question}
+        )
+        assert both.status_code == 422
+    # An image-text embedding model embeds clips by frames, but cannot answer questions about them.
+    with make_client(model) as embedder:
+        refused = embedder.post("/answer", json={"video": b64_file(clips["red"]), "question": question})
         assert refused.status_code == 400 and error(refused)["code"] == "not_supported"
 
 

@@ -11,7 +11,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from polymodal.api.inputs import ImageInput, MediaInput, to_images, to_inputs
+from polymodal.api.inputs import ImageInput, MediaInput, to_inputs
 from polymodal.api.video import (
     IMAGE_FRAMES,
     VIDEO_TOWER,
@@ -235,20 +235,27 @@ class Model:
                 out.extend(self.backend.caption(chunk, max_new_tokens=max_new_tokens, num_beams=num_beams))
         return out
 
-    def answer(self, images: ImageInput | Sequence[ImageInput], questions: str | Sequence[str]) -> list[str]:
-        """One answer per (image, question) pair; one image with many questions, or many with one, broadcast."""
+    def answer(
+        self,
+        items: ImageInput | MediaInput | Sequence[ImageInput | MediaInput],
+        questions: str | Sequence[str],
+    ) -> list[str]:
+        """One answer per (item, question) pair, the items of the modality the model answers about (images, or
+        clips and sounds as paths or bytes); one item with many questions, or many with one, broadcast."""
         self._require(ANSWER, "answer questions")
-        decoded = to_images(images)
+        (source,) = self.media(ANSWER)
+        prepared = to_inputs(source, items)
         questions = [questions] if isinstance(questions, str) else list(questions)
-        if len(decoded) == 1 and len(questions) > 1:
-            decoded = decoded * len(questions)
-        elif len(questions) == 1 and len(decoded) > 1:
-            questions = questions * len(decoded)
-        if len(decoded) != len(questions):
+        if len(prepared) == 1 and len(questions) > 1:
+            prepared = prepared * len(questions)
+        elif len(questions) == 1 and len(prepared) > 1:
+            questions = questions * len(prepared)
+        if len(prepared) != len(questions):
             raise ValueError(
-                f"got {len(decoded)} images and {len(questions)} questions; pass one of either or equal numbers"
+                f"got {len(prepared)} {source} inputs and {len(questions)} questions; "
+                "pass one of either or equal numbers"
             )
-        pairs = list(zip(decoded, questions))
+        pairs = list(zip(prepared, questions))
         out: list[str] = []
         with self._autocast():
             for chunk in _batches(pairs, self.batch_size):

@@ -24,10 +24,13 @@ class PolymodalBackend:
         model = saved.model
         self.capabilities = frozenset(c for c in (EMBED, CAPTION, ANSWER) if c in model.capabilities)
         self.embed_dim = int(model.config.embed_dim) if EMBED in self.capabilities else None
-        # capability -> the modalities it takes: every tower embeds, a captioner reads its source.
-        self.media = {EMBED: frozenset(model.encoders), ANSWER: frozenset(model.encoders) - {"text"}}
+        # capability -> the modalities it takes: every tower embeds, a captioner reads its source, a question
+        # answerer the towers beside its question's.
+        self.media = {EMBED: frozenset(model.encoders)}
         if CAPTION in self.capabilities:
             self.media[CAPTION] = frozenset({model.source})  # type: ignore[arg-type]
+        if ANSWER in self.capabilities:
+            self.media[ANSWER] = frozenset(model.encoders) - {model.question}  # type: ignore[operator]
         self.device = torch.device("cpu")
 
     @classmethod
@@ -69,11 +72,21 @@ class PolymodalBackend:
         )
         return [self.saved.text.decode(row) for row in ids]
 
+    @property
+    def answer_source(self) -> str:
+        """The one modality the question answerer's items are of (image, video, audio)."""
+        own = sorted(self.media.get(ANSWER, ()))
+        if len(own) != 1:
+            raise ValueError(f"{self.saved.path}: answering takes items of one modality; this model reads {own}")
+        return own[0]
+
     @torch.inference_mode()
-    def answer(self, images: Sequence[Image.Image], questions: Sequence[str], drop: str | None = None) -> list[str]:
-        """Answers about each image; ``drop`` names a modality every item is treated as lacking."""
+    def answer(self, items: Sequence[object], questions: Sequence[str], drop: str | None = None) -> list[str]:
+        """Answers about each item of the model's source modality (images decoded, other media as references its
+        processor reads); ``drop`` names a modality every item is treated as lacking."""
         model = self.saved.model
-        inputs = {"image": self._inputs("image", images), "text": self._inputs("text", questions)}
+        source = self.answer_source
+        inputs = {source: self._inputs(source, items), model.question: self._inputs(model.question, questions)}
         present = None if drop is None else {drop: torch.zeros(len(questions), dtype=torch.bool, device=self.device)}
         if model.answer_mode == "generate":  # type: ignore[union-attr]
             out = model.generate(inputs, present, strategy="greedy", max_new_tokens=8)  # type: ignore[operator]

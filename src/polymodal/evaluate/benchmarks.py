@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from polymodal.backends import CAPTION, EMBED
+from polymodal.backends import ANSWER, CAPTION, EMBED
 from polymodal.data.readers import (
     read_audiocaps,
     read_class_folders,
@@ -240,11 +240,12 @@ def _load_shapes_speech(ctx: EvalContext, split: str) -> LoadedSplit:
     return LoadedSplit(name, split, "t2a_R@1", score, media="audio")
 
 
-def _questions(samples: list[Sample]) -> passes.Questions:
-    qs = passes.Questions([s.image for s in samples], [], [], [], [])
+def _questions(samples: list[Sample], modality: str = "image") -> passes.Questions:
+    """Every question of ``samples`` about its item of ``modality``, with its answers and type."""
+    qs = passes.Questions(_items(samples, modality), [], [], [], [], modality=modality)
     for i, s in enumerate(samples):
         for qa in s.qa:
-            qs.image_index.append(i)
+            qs.item_index.append(i)
             qs.questions.append(qa.question)
             qs.answers.append(list(qa.answers))
             qs.types.append(qa.type)
@@ -252,9 +253,6 @@ def _questions(samples: list[Sample]) -> passes.Questions:
 
 
 def _vqa_split(ctx: EvalContext, name: str, split: str, qs: passes.Questions, exact: bool) -> LoadedSplit:
-    from polymodal.backends import ANSWER
-
-    ctx.require(ANSWER, name)
     drops: tuple[str, ...] = ()
     if ctx.is_polymodal and isinstance(ctx.saved.model, QuestionAnswerer):
         drops = tuple(ctx.saved.model.modalities)  # a polymodal model runs with a modality marked absent
@@ -262,12 +260,18 @@ def _vqa_split(ctx: EvalContext, name: str, split: str, qs: passes.Questions, ex
     def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
         return passes.vqa(ctx, qs, exact, image_fn, drop, full)
 
-    return LoadedSplit(name, split, "vqa_accuracy", score, drops)
+    return LoadedSplit(name, split, "vqa_accuracy", score, drops, media=qs.modality)
 
 
-def _load_shapes_vqa(ctx: EvalContext, split: str) -> LoadedSplit:
-    # One reference answer per question: exact match (the 10-annotator formula would score 0).
-    return _vqa_split(ctx, "shapes-vqa", split, _questions(_shapes_split(ctx, "shapes-vqa", split)), exact=True)
+def _shapes_vqa(name: str, modality: str) -> Callable[[EvalContext, str], LoadedSplit]:
+    """Questions about ShapesWorld scenes (or clips) for a model that answers about ``modality``; one reference
+    answer per question: exact match (the 10-annotator formula would score 0)."""
+
+    def load(ctx: EvalContext, split: str) -> LoadedSplit:
+        ctx.require(ANSWER, name, modality)
+        return _vqa_split(ctx, name, split, _questions(_shapes_split(ctx, name, split), modality), exact=True)
+
+    return load
 
 
 def _fusion_classifier(ctx: EvalContext, name: str, modalities: set[str], any_of: bool = False) -> FusionClassifier:
@@ -380,7 +384,7 @@ def _first_action(sample: Sample) -> str:
 
 def _load_shapes_video_action(ctx: EvalContext, split: str) -> LoadedSplit:
     """What the first event of each clip is: a video classifier's accuracy (per action), or zero-shot for a model
-    that embeds video and text (each clip against prompts of the nine actions, "a shape moves left")."""
+    that embeds video and text (each clip against prompts of the ten actions, "a shape moves left")."""
     from polymodal.data.shapes_video import ACTIONS
 
     name = "shapes-video-action"
@@ -545,6 +549,7 @@ def _load_vqav2(ctx: EvalContext, split: str) -> LoadedSplit:
     questions = root / f"v2_OpenEnded_mscoco_{split}_questions.json"
     annotations = root / f"v2_mscoco_{split}_annotations.json"
     image_dir = root / split if (root / split).is_dir() else root
+    ctx.require(ANSWER, "vqav2", "image")
     ctx.read(questions, annotations)
     samples = _read(ctx, list(read_vqa(questions, image_dir, annotations, strict=True, subtype=split)))
     return _vqa_split(ctx, "vqav2", split, _questions(samples), exact=False)
@@ -612,7 +617,9 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark("shapes-zeroshot", SHAPES_SPLITS, _shapes_zeroshot("image"), "zero-shot colour-shape classification"),
         Benchmark("shapes-retrieval", SHAPES_SPLITS, _shapes_retrieval("image"), "image<->caption retrieval"),
         Benchmark("shapes-caption", SHAPES_SPLITS, _shapes_caption("image"), "captioning: BLEU, ROUGE-L, CIDEr-D"),
-        Benchmark("shapes-vqa", SHAPES_SPLITS, _load_shapes_vqa, "VQA exact match, per question type"),
+        Benchmark(
+            "shapes-vqa", SHAPES_SPLITS, _shapes_vqa("shapes-vqa", "image"), "VQA exact match, per question type"
+        ),
         Benchmark("shapes-statements", SHAPES_SPLITS, _shapes_statements("image"), "true/false statements (fusion)"),
         Benchmark(
             "shapes-audio-zeroshot", SHAPES_SPLITS, _shapes_zeroshot("audio"), "zero-shot colour-shape of sounds"
@@ -635,6 +642,12 @@ BENCHMARKS: dict[str, Benchmark] = {
             SHAPES_SPLITS,
             _load_shapes_video_action,
             "first event's action: classifier or zero-shot",
+        ),
+        Benchmark(
+            "shapes-video-qa",
+            SHAPES_SPLITS,
+            _shapes_vqa("shapes-video-qa", "video"),
+            "questions about clips' events, exact match",
         ),
         Benchmark(
             "shapes-video-statements",

@@ -254,24 +254,26 @@ def captioning(
 
 @dataclass
 class Questions:
-    """Questions aligned by index; ``image_index`` says which of ``images`` each one is about."""
+    """Questions aligned by index about items of ``modality`` (images, clips ...); ``item_index`` says which of
+    ``items`` each one is about."""
 
-    images: Sequence[ImageRef]
-    image_index: list[int]
+    items: Sequence[ItemRef]
+    item_index: list[int]
     questions: list[str]
     answers: list[list[str]]
     types: list[str | None]
+    modality: str = "image"
 
 
 def _answer_batches(ctx: EvalContext, qs: Questions, image_fn: ImageFn | None, drop: str | None) -> list[str]:
     out: list[str] = []
     for chunk in batches(range(len(qs.questions)), ctx.batch_size):
-        refs = [qs.images[qs.image_index[i]] for i in chunk]
-        # The corruption index is the image's, so all questions about one image see the same noise.
-        imgs = [ctx.images([r], [qs.image_index[i]], image_fn)[0] for r, i in zip(refs, chunk)]
+        owners = [qs.item_index[i] for i in chunk]
+        # The corruption index is the item's, so all questions about one image see the same noise.
+        items = ctx.decode(qs.modality, [qs.items[k] for k in owners], owners, image_fn)
         questions = [qs.questions[i] for i in chunk]
         out.extend(
-            ctx.backend.answer(imgs, questions) if drop is None else ctx.backend.answer(imgs, questions, drop=drop)
+            ctx.backend.answer(items, questions) if drop is None else ctx.backend.answer(items, questions, drop=drop)
         )  # type: ignore[call-arg]
     return out
 
@@ -299,7 +301,7 @@ def vqa(
         return PassResult(metrics)
     examples = [
         Example(
-            image=_path(qs.images[qs.image_index[i]]),
+            **_shown(qs.modality, qs.items[qs.item_index[i]]),
             text=qs.questions[i],
             prediction=preds[i],
             reference=max(qs.answers[i], key=qs.answers[i].count),

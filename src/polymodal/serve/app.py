@@ -38,9 +38,9 @@ from polymodal.serve.payloads import (
 from polymodal.serve.safety import JSON, MULTIPART, RequestGuard, SecurityHeaders, api_key_dependency
 from polymodal.serve.schemas import (
     AUDIO_DOC,
-    CAPTION_MEDIA,
     IMAGE_DOC,
     QUERY_MEDIA,
+    SOURCE_MEDIA,
     VIDEO_DOC,
     AnswerOptions,
     AnswerRequest,
@@ -204,13 +204,13 @@ async def classify(
     "/caption",
     response_model=CaptionResponse,
     summary="Caption an image (or a clip, for a captioner of clips)",
-    openapi_extra=_media_body(CaptionOptions, CaptionRequest, {m: QUERY_DOCS[m] for m in CAPTION_MEDIA}),
+    openapi_extra=_media_body(CaptionOptions, CaptionRequest, {m: QUERY_DOCS[m] for m in SOURCE_MEDIA}),
 )
 async def caption(
     request: Request, service: Service = Depends(_service), settings: ServeSettings = Depends(_settings)
 ) -> CaptionResponse:
     service.require("/caption", "caption")
-    options, upload = await read_media_request(request, CaptionOptions, CaptionRequest, CAPTION_MEDIA)
+    options, upload = await read_media_request(request, CaptionOptions, CaptionRequest, SOURCE_MEDIA)
     item = await _media_item(upload, "/caption", "caption", service, settings)
     return CaptionResponse(caption=await service.caption(item, options.max_new_tokens, options.num_beams))
 
@@ -218,16 +218,16 @@ async def caption(
 @router.post(
     "/answer",
     response_model=AnswerResponse,
-    summary="Answer a question about an image",
-    openapi_extra=_media_body(AnswerOptions, AnswerRequest, {"image": IMAGE_DOC}),
+    summary="Answer a question about an image (or a clip, for a question answerer of clips)",
+    openapi_extra=_media_body(AnswerOptions, AnswerRequest, {m: QUERY_DOCS[m] for m in SOURCE_MEDIA}),
 )
 async def answer(
     request: Request, service: Service = Depends(_service), settings: ServeSettings = Depends(_settings)
 ) -> AnswerResponse:
     service.require("/answer", "answer questions")
-    options, upload = await read_media_request(request, AnswerOptions, AnswerRequest)
-    image = await _media_item(upload, "/answer", "answer questions about", service, settings)
-    return AnswerResponse(answer=await service.answer(image, options.question))
+    options, upload = await read_media_request(request, AnswerOptions, AnswerRequest, SOURCE_MEDIA)
+    item = await _media_item(upload, "/answer", "answer questions about", service, settings)
+    return AnswerResponse(answer=await service.answer(item, options.question))
 
 
 @router.post("/search", response_model=SearchResponse, summary="Search the index by text, image, sound or clip")

@@ -20,7 +20,7 @@ Base64Image = Field(description=IMAGE_DOC)
 AUDIO_DOC = "Base64-encoded sound file (WAV, FLAC, OGG, MP3), optionally a data: URL."
 VIDEO_DOC = "Base64-encoded video file (MP4, WebM, MKV, AVI, MOV), optionally a data: URL."
 QUERY_MEDIA = ("image", "audio", "video")  # what a classify or search request may send as its one media item
-CAPTION_MEDIA = ("image", "video")  # what /caption takes: the modality the captioner describes
+SOURCE_MEDIA = ("image", "video")  # what /caption and /answer take: the modality the model describes or asks about
 ItemKind = Literal["image", "text", "audio", "video"]
 
 
@@ -96,7 +96,7 @@ class CaptionRequest(CaptionOptions):
 
     @model_validator(mode="after")
     def _one_item(self) -> CaptionRequest:
-        if len(_given(self, CAPTION_MEDIA)) != 1:
+        if len(_given(self, SOURCE_MEDIA)) != 1:
             raise ValueError("give exactly one of image or video")
         return self
 
@@ -110,7 +110,14 @@ class AnswerOptions(_Strict):
 
 
 class AnswerRequest(AnswerOptions):
-    image: str = Base64Image
+    image: str | None = Field(None, description=IMAGE_DOC)
+    video: str | None = Field(None, description=VIDEO_DOC + " For a question answerer of clips.")
+
+    @model_validator(mode="after")
+    def _one_item(self) -> AnswerRequest:
+        if len(_given(self, SOURCE_MEDIA)) != 1:
+            raise ValueError("give exactly one of image or video")
+        return self
 
 
 class AnswerResponse(BaseModel):
