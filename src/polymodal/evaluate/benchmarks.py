@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from polymodal.backends import ANSWER, CAPTION, EMBED
 from polymodal.data.readers import (
@@ -29,11 +28,8 @@ from polymodal.data.readers import (
 from polymodal.data.readers.cifar import cifar_classes, cifar_files, read_cifar
 from polymodal.data.schema import Sample
 from polymodal.evaluate import passes
-from polymodal.evaluate.context import EvalContext, ImageFn, ItemRef, batches
+from polymodal.evaluate.context import EvalContext, ImageFn, ItemRef
 from polymodal.evaluate.prompts import resolve_templates
-from polymodal.evaluate.results import MAX_EXAMPLES, Details, Example
-from polymodal.evaluate.scoring import mean_by_type
-from polymodal.metrics import bootstrap_ci
 from polymodal.models import FusionClassifier, QuestionAnswerer
 
 # (image_fn, drop, full) -> PassResult
@@ -292,7 +288,7 @@ def _shapes_statements(modality: str) -> Callable[[EvalContext, str], LoadedSpli
 
     def load(ctx: EvalContext, split: str) -> LoadedSplit:
         model = _fusion_classifier(ctx, name, {modality, "text"})
-        st = _statements_of(_shapes_split(ctx, name, split), modality)
+        st = _statements_of(_shapes_split(ctx, name, split), [modality])
 
         def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
             return passes.statements(ctx, st, image_fn, drop, full)
@@ -302,9 +298,9 @@ def _shapes_statements(modality: str) -> Callable[[EvalContext, str], LoadedSpli
     return load
 
 
-def _statements_of(samples: list[Sample], modality: str) -> passes.Statements:
-    """Every statement of ``samples`` about its item of ``modality``, true (1) or false (0)."""
-    st = passes.Statements(_items(samples, modality), [], [], [], [], modality=modality)
+def _statements_of(samples: list[Sample], modalities: list[str]) -> passes.Statements:
+    """Every statement of ``samples`` about its item (its references of ``modalities``), true (1) or false (0)."""
+    st = passes.Statements({m: _items(samples, m) for m in modalities}, [], [], [], [])
     for i, s in enumerate(samples):
         for statement in s.statements:
             st.item_index.append(i)
@@ -331,13 +327,12 @@ def _labelled_clips(
     if unknown is not None:
         raise ValueError(f"{unknown.where()}: label {label(unknown)!r} is not one of the model's classes {classes}")
     return passes.Statements(
-        items=_items(samples, modality),
+        items={modality: _items(samples, modality)},
         item_index=list(range(len(samples))),
         texts=[t[0] for t in _items(samples, "text")] if texts else [""] * len(samples),
         labels=[classes.index(label(s)) for s in samples],
         types=[types(s) for s in samples],
         classes=classes,
-        modality=modality,
     )
 
 
@@ -421,53 +416,13 @@ def _load_shapes_video_av(ctx: EvalContext, split: str) -> LoadedSplit:
     model = _fusion_classifier(ctx, name, {"video", "audio", "text"}, any_of=True)
     samples = _shapes_split(ctx, name, split, "av_")
     media = [m for m in ("video", "audio") if m in model.modalities] or ["video"]  # text alone reads no clip
-    st = _statements_of(samples, media[0])
-    clips = {m: _items(samples, m) for m in media}
+    st = _statements_of(samples, media)
 
     def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
-        if len(media) == 1:
-            return passes.statements(ctx, st, image_fn, drop, full)
-        if image_fn is not None:
-            raise ValueError("image corruptions do not apply to video and audio")
-        return _clip_statements(ctx, st, clips, drop, full)
+        return passes.statements(ctx, st, image_fn, drop, full)
 
     drops = tuple(model.modalities) if len(model.modalities) > 1 else ()
     return LoadedSplit(name, split, "accuracy", score, drops, media="video")
-
-
-@torch.inference_mode()
-def _clip_statements(
-    ctx: EvalContext, st: passes.Statements, clips: dict[str, list[ItemRef]], drop: str | None, full: bool
-) -> passes.PassResult:
-    """:func:`passes.statements` for a classifier that reads several media of each item (a clip's frames and its
-    sound track) beside the text; ``drop`` names a modality every pair is treated as lacking."""
-    saved, predicted = ctx.saved, []
-    for chunk in batches(range(len(st.texts)), ctx.batch_size):
-        owners = [st.item_index[i] for i in chunk]
-        inputs = {m: saved.inputs(m, [refs[k] for k in owners]) for m, refs in clips.items()}
-        inputs["text"] = saved.inputs("text", [st.texts[i] for i in chunk])
-        present = None if drop is None else {drop: torch.zeros(len(chunk), dtype=torch.bool)}
-        predicted.extend(saved.model(inputs, present).argmax(-1).tolist())
-    hits = (np.asarray(predicted) == np.asarray(st.labels)).astype(np.float64)
-    per_type = mean_by_type(dict(enumerate(hits.tolist())), dict(enumerate(st.types)))
-    metrics = {
-        "accuracy": float(hits.mean()) if len(hits) else 0.0,
-        **{f"accuracy_{t}": v for t, v in per_type.items()},
-    }
-    if not full or not len(hits):
-        return passes.PassResult(metrics)
-    examples = [
-        Example(
-            **{m: refs[st.item_index[i]] for m, refs in clips.items() if isinstance(refs[st.item_index[i]], str)},
-            text=st.texts[i],
-            prediction=st.classes[predicted[i]],
-            reference=st.classes[st.labels[i]],
-            correct=bool(hits[i]),
-        )
-        for i in range(min(MAX_EXAMPLES, len(hits)))
-    ]
-    ci = {"accuracy": bootstrap_ci(hits, n_resamples=ctx.n_resamples, seed=ctx.seed)}
-    return passes.PassResult(metrics, ci, Details(per_statement_type=per_type or None), examples)
 
 
 # ------------------------------------------------------------------------------------------ standard sets

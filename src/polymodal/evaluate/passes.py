@@ -8,7 +8,7 @@ curves rerun a pass many times and only read its headline metric.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -322,33 +322,34 @@ def _absent(drop: str | None, n: int) -> dict[str, torch.Tensor] | None:
 
 @dataclass
 class Statements:
-    """Texts about items (images, sounds ...) with a class each, for fusion classifiers; ``item_index[j]`` says
-    which of ``items`` text j is about."""
+    """Texts about items with a class each, for fusion classifiers. ``items`` holds each item's references per
+    modality (an image; a clip's frames and its sound track), aligned by index; ``item_index[j]`` says which item
+    text j is about."""
 
-    items: Sequence[ItemRef]
+    items: Mapping[str, Sequence[ItemRef]]
     item_index: list[int]
     texts: list[str]
     labels: list[int]
     types: list[str | None]  # what a false claim gets wrong (ShapesWorld: exists, position, ...), for per-type accuracy
     classes: Sequence[str] = ("false", "true")  # class index -> the name examples show
-    modality: str = "image"
 
 
 @torch.inference_mode()
 def statements(
     ctx: EvalContext, st: Statements, image_fn: ImageFn | None = None, drop: str | None = None, full: bool = True
 ) -> PassResult:
-    """Accuracy of a fusion classifier on (item, text) pairs, overall and per statement type; ``drop`` names a
-    modality every pair is treated as lacking."""
-    predicted: list[int] = []
+    """Accuracy of a fusion classifier on (item, text) pairs, overall and per statement type; the model reads each
+    of the item's modalities it has a tower for (a unimodal classifier, a speaker's voice or words alone, reads one).
+    ``drop`` names a modality every pair is treated as lacking."""
+    saved, predicted = ctx.saved, []
     for chunk in batches(range(len(st.texts)), ctx.batch_size):
         owners = [st.item_index[i] for i in chunk]
-        # The corruption index is the item's, so all statements about one image see the same noise.
-        items = ctx.decode(st.modality, [st.items[k] for k in owners], owners, image_fn)
-        saved = ctx.saved
-        inputs = {}  # what the model reads: a unimodal classifier (a speaker's voice, words alone) takes one
-        if st.modality in saved.model.encoders:
-            inputs[st.modality] = saved.inputs(st.modality, items)
+        inputs = {}
+        for modality, refs in st.items.items():
+            if modality in saved.model.encoders:
+                # The corruption index is the item's, so all statements about one image see the same noise.
+                items = ctx.decode(modality, [refs[k] for k in owners], owners, image_fn)
+                inputs[modality] = saved.inputs(modality, items)
         if "text" in saved.model.encoders:
             inputs["text"] = saved.inputs("text", [st.texts[i] for i in chunk])
         logits = saved.model(inputs, _absent(drop, len(chunk)))
@@ -363,7 +364,9 @@ def statements(
         return PassResult(metrics)
     examples = [
         Example(
-            **_shown(st.modality, st.items[st.item_index[i]]),
+            **{
+                m: v for modality, refs in st.items.items() for m, v in _shown(modality, refs[st.item_index[i]]).items()
+            },
             text=st.texts[i],
             prediction=st.classes[predicted[i]],
             reference=st.classes[st.labels[i]],
