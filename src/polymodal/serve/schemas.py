@@ -90,15 +90,21 @@ class CaptionOptions(_Strict):
     num_beams: int = Field(1, ge=1, le=8)
 
 
-class CaptionRequest(CaptionOptions):
+class _SourceItem(BaseModel):
+    """The one image or clip /caption and /answer read: of the modality the model describes or asks about."""
+
     image: str | None = Field(None, description=IMAGE_DOC)
-    video: str | None = Field(None, description=VIDEO_DOC + " For a captioner of clips.")
+    video: str | None = Field(None, description=VIDEO_DOC + " For a captioner or question answerer of clips.")
 
     @model_validator(mode="after")
-    def _one_item(self) -> CaptionRequest:
+    def _one_item(self) -> _SourceItem:
         if len(_given(self, SOURCE_MEDIA)) != 1:
             raise ValueError("give exactly one of image or video")
         return self
+
+
+class CaptionRequest(CaptionOptions, _SourceItem):
+    pass
 
 
 class CaptionResponse(BaseModel):
@@ -109,15 +115,8 @@ class AnswerOptions(_Strict):
     question: str = Field(min_length=1, max_length=1000)
 
 
-class AnswerRequest(AnswerOptions):
-    image: str | None = Field(None, description=IMAGE_DOC)
-    video: str | None = Field(None, description=VIDEO_DOC + " For a question answerer of clips.")
-
-    @model_validator(mode="after")
-    def _one_item(self) -> AnswerRequest:
-        if len(_given(self, SOURCE_MEDIA)) != 1:
-            raise ValueError("give exactly one of image or video")
-        return self
+class AnswerRequest(AnswerOptions, _SourceItem):
+    pass
 
 
 class AnswerResponse(BaseModel):
