@@ -167,6 +167,27 @@ def test_audio_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
     assert "ShapesWorld audio demo" in report and all(label in report for label in runs)
 
 
+def test_video_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
+    """``polymodal demo video``: ShapesWorld moves, the four video runs on the cached frame tower, their evaluations
+    on test and test_novel, a report."""
+    args = ["demo", "video", "--out", str(tmp_path), "--n", "80", "--steps", "2", "--precision", "no", "--json"]
+    result = runner.invoke(DEMO_APP, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    runs = doc["runs"]
+    assert doc["suite"] == "video" and doc["data"]["total"] == 88
+    assert set(runs) == {"video-clip", "video-action", "video-caption", "video-statements"}
+    for split in ("test", "test_novel"):
+        clip = runs["video-clip"]["scores"]
+        assert {"t2v_R@1", "v2t_R@1"} <= set(clip["shapes-video-retrieval"][split]["metrics"])
+        assert 0 <= clip["shapes-video-action"][split]["metrics"]["accuracy"] <= 1  # zero-shot, from the embeddings
+        assert 0 <= runs["video-action"]["scores"]["shapes-video-action"][split]["metrics"]["accuracy"] <= 1
+        assert "CIDEr-D" in runs["video-caption"]["scores"]["shapes-video-caption"][split]["metrics"]
+        assert "accuracy" in runs["video-statements"]["scores"]["shapes-video-statements"][split]["metrics"]
+    report = (tmp_path / "report.md").read_text()
+    assert "ShapesWorld video demo" in report and all(label in report for label in runs)
+
+
 def _tuned(fusion: str | None, fine_tune: FineTune, recipe: str = "shapes-fusion-imagenet"):  # type: ignore[no-untyped-def]
     """The recipe the demo trains for a job with this fine-tuning (and preset fusion)."""
     params = {"fusion": fusion} if fusion else {}

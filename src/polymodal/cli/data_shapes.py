@@ -91,6 +91,11 @@ def shapes_video(
     if json:
         emit_json(summary)
         return
+    print_video_summary(summary)
+
+
+def print_video_summary(summary: dict[str, Any]) -> None:
+    """A people-readable table of a :func:`generate_shapesworld_video` summary."""
     table = Table(title=f"ShapesWorld moves in {summary['out_dir']}", show_header=True)
     table.add_column("split")
     table.add_column("clips", justify="right")

@@ -1,4 +1,4 @@
-"""``polymodal demo [image|audio]``: the end-to-end walk-through on the built-in ShapesWorld data.
+"""``polymodal demo [image|audio|video]``: the end-to-end walk-through on the built-in ShapesWorld data.
 
 Generates ShapesWorld (reused when already complete), trains the suite's recipes, evaluates each with the
 ``polymodal eval`` harness on ``test`` and ``test_novel`` (colour-shape pairs never seen in training; result
@@ -10,6 +10,8 @@ files with 95% CIs and provenance in ``OUT/<run>/eval.json``), prints a results 
 - ``audio``: ShapesWorld with sounds and speech; one space for image, audio and text (with the image<->audio
   retrieval that emerges), an audio captioner, spoken sentiment fused against each modality alone, and speaker
   identification on the pretrained voice tower.
+- ``video``: ShapesWorld moves (clips of events); clip<->caption retrieval, action classification, captions that
+  tell the events in order and true/false statements about them, every model on the locked ImageNet tower per frame.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 from rich.table import Table
 
-from polymodal.cli.data_shapes import print_summary
+from polymodal.cli.data_shapes import print_summary, print_video_summary
 from polymodal.cli.demo_budget import DemoBudget, PlannedJob, load_reference
 from polymodal.cli.output import JsonOption, console, emit_json, fail
 
@@ -41,6 +43,10 @@ BENCHMARKS = {
     "audiocap": "shapes-audio-caption",
     "sentiment": "shapes-sentiment",
     "speaker": "shapes-speaker",
+    "video-clip": "shapes-video-retrieval,shapes-video-action",
+    "video-action": "shapes-video-action",
+    "video-caption": "shapes-video-caption",
+    "video-statements": "shapes-video-statements",
 }
 HEADLINE = {
     "clip": [
@@ -65,8 +71,25 @@ HEADLINE = {
     "audiocap": [("shapes-audio-caption", "BLEU-4", "BLEU-4"), ("shapes-audio-caption", "CIDEr-D", "CIDEr-D")],
     "sentiment": [("shapes-sentiment", "accuracy", "sentiment accuracy")],
     "speaker": [("shapes-speaker", "accuracy", "speaker accuracy")],
+    "video-clip": [
+        ("shapes-video-retrieval", "t2v_R@1", "text->video R@1"),
+        ("shapes-video-retrieval", "v2t_R@1", "video->text R@1"),
+        ("shapes-video-action", "accuracy", "zero-shot first action"),
+    ],
+    "video-action": [("shapes-video-action", "accuracy", "first action accuracy")],
+    "video-caption": [("shapes-video-caption", "BLEU-4", "BLEU-4"), ("shapes-video-caption", "CIDEr-D", "CIDEr-D")],
+    "video-statements": [("shapes-video-statements", "accuracy", "statement accuracy (order, action)")],
 }
-SUITES = ("image", "audio")
+SUITES = ("image", "audio", "video")
+DEFAULT_OUT = {"image": "runs/demo", "audio": "runs/demo-audio", "video": "runs/demo-video"}
+TITLES = {"image": "ShapesWorld demo", "audio": "ShapesWorld audio demo", "video": "ShapesWorld video demo"}
+
+
+def job_kind(label: str) -> str:
+    """The kind of a demo job (its BENCHMARKS and HEADLINE entry): the longest dash-separated prefix of its label
+    that has one ("fusion-gmu" -> "fusion", "video-clip" -> "video-clip")."""
+    parts = label.split("-")
+    return next(k for k in ("-".join(parts[:i]) for i in range(len(parts), 0, -1)) if k in BENCHMARKS)
 
 
 def _data(out: Path, n: int, seed: int, image_size: int, quiet: bool, audio: bool = False) -> dict[str, Any]:
@@ -109,16 +132,26 @@ VQA_STEPS = 6
 CAPTION_STEPS = 2
 # The audio suite's steps as multiples of --steps (docs/audio.md has the measurements).
 AUDIO_STEPS = {"bind": 3, "audiocap": 2, "sentiment": 0.5, "speaker": 1}
+# The video suite's steps as multiples of --steps (docs/video.md has the measurements).
+VIDEO_STEPS = {"clip": 3, "action": 2, "caption": 2, "statements": 3}
+# Clips in the video suite's train+val+test when --n is not given (images: 2,000).
+VIDEO_CLIPS = 3000
 
 
 def demo(
     suite: str = typer.Argument(
-        "image", help="image: CLIP, fusion, captioning and VQA on images; audio: sounds, speech and voices."
+        "image",
+        help="image: CLIP, fusion, captioning and VQA on images; audio: sounds, speech and voices; video: clips of "
+        "events.",
     ),
     out: Path = typer.Option(
-        None, "--out", help="Run directory (default runs/demo, or runs/demo-audio); data goes to OUT/shapes."
+        None,
+        "--out",
+        help="Run directory (default runs/demo, runs/demo-audio or runs/demo-video); data goes to OUT/shapes.",
     ),
-    n: int = typer.Option(2000, "--n", help="ShapesWorld images in train+val+test."),
+    n: int = typer.Option(
+        None, "--n", help=f"ShapesWorld images (or clips) in train+val+test (default 2000; video: {VIDEO_CLIPS})."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for data generation and training."),
     # The default keeps the whole demo within its budget on a 2-core machine (timings: benchmarks/README.md).
     steps: int = typer.Option(
@@ -156,14 +189,15 @@ def demo(
     if suite not in SUITES:
         fail(f"unknown demo {suite!r}; choose from {', '.join(SUITES)}", as_json=json)
     audio = suite == "audio"
-    out = out if out is not None else Path("runs/demo-audio" if audio else "runs/demo")
+    out = out if out is not None else Path(DEFAULT_OUT[suite])
+    n = n if n is not None else (VIDEO_CLIPS if suite == "video" else 2000)
     if n < 20:
         fail(f"--n must be at least 20, got {n}", as_json=json)
     if not data_only:
         _require_packaged_towers(audio, json)
     started = time.perf_counter()
     try:
-        summary = _data(out, n, seed, 64, quiet=json, audio=audio)
+        summary = _video_data(out, n, seed) if suite == "video" else _data(out, n, seed, 64, quiet=json, audio=audio)
     except OSError as e:
         fail(f"cannot write {out / 'shapes'}: {e}", as_json=json)
     except ImportError as e:
@@ -171,7 +205,7 @@ def demo(
     if not json:
         if summary["reused"]:
             console.print(f"ShapesWorld already in {out / 'shapes'} (same parameters): reusing it.", highlight=False)
-        print_summary(summary)
+        (print_video_summary if suite == "video" else print_summary)(summary)
     if data_only:
         if json:
             emit_json({"data": summary})
@@ -185,7 +219,10 @@ def demo(
     from polymodal.train.run import run_recipe
 
     data_dir = out / "shapes"
-    jobs = audio_jobs(steps) if audio else image_jobs(out, steps, from_clip, fusions)
+    if suite == "image":
+        jobs = image_jobs(out, steps, from_clip, fusions)
+    else:
+        jobs = audio_jobs(steps) if audio else video_jobs(out, steps, from_clip)
     results: dict[str, Any] = {"suite": suite, "data": {k: v for k, v in summary.items() if k != "params"}, "runs": {}}
     budget = _budget(budget_seconds, precision, [PlannedJob(job.label, job.steps) for job in jobs], started)
     if not json and budget.seconds > 0:
@@ -213,7 +250,7 @@ def demo(
             results.setdefault("machine", trained.machine)
             train_seconds = time.perf_counter() - t0
             model_dir = find_model_dir(run_dir)
-            benchmarks = BENCHMARKS[label.split("-")[0]]
+            benchmarks = BENCHMARKS[job_kind(label)]
             eval_file = run_dir / "eval.json"
             command = (
                 f"polymodal eval {model_dir} --benchmark {benchmarks} --data {data_dir} --seed {seed} --out {eval_file}"
@@ -241,8 +278,7 @@ def demo(
     results["elapsed_seconds"] = round(time.perf_counter() - started, 1)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(jsonlib.dumps(results, indent=2))
-    title = "ShapesWorld audio demo" if audio else "ShapesWorld demo"
-    written = write_report([out / label for label in results["runs"]], out, title=title)
+    written = write_report([out / label for label in results["runs"]], out, title=TITLES[suite])
     if json:
         emit_json(results)
         return
@@ -253,6 +289,15 @@ def demo(
         f"total {results['elapsed_seconds']:.0f} s",
         highlight=False,
     )
+
+
+def _video_data(out: Path, n: int, seed: int) -> dict[str, Any]:
+    """ShapesWorld moves in OUT/shapes: a few seconds to generate, so made afresh each time."""
+    from polymodal.data.shapes_video import generate_shapesworld_video
+
+    summary = generate_shapesworld_video(out / "shapes", n, seed=seed)
+    summary["reused"] = False
+    return summary
 
 
 def _require_packaged_towers(audio: bool, json: bool) -> None:
@@ -308,6 +353,23 @@ def audio_jobs(steps: int) -> list[DemoJob]:
         DemoJob("sentiment-text", "shapes-sentiment", sentiment, params={"source": None}),
         DemoJob("sentiment-audio", "shapes-sentiment", sentiment, params={"text": False}),
         DemoJob("speaker", "shapes-speaker", round(AUDIO_STEPS["speaker"] * steps)),
+    ]
+
+
+def video_jobs(out: Path, steps: int, from_clip: bool) -> list[DemoJob]:
+    """The video suite, every model on the locked, cached ImageNet tower per frame under a temporal transformer:
+    clip<->caption retrieval (and zero-shot actions from it), the first action from the clip alone, captions that
+    tell the events in order, and true/false statements about order and action. The captioner and the statement
+    classifier start from the retrieval run's towers (``from_clip``): on their own, statements stay at chance."""
+    chain = FineTune(out / "video-clip" if from_clip else None, "encoders")
+    return [
+        DemoJob(
+            f"video-{kind}",
+            f"shapes-video-{kind}",
+            round(multiple * steps),
+            chain if kind in ("caption", "statements") else None,
+        )
+        for kind, multiple in VIDEO_STEPS.items()
     ]
 
 
@@ -455,16 +517,16 @@ def _cell(entry: dict[str, Any] | None, metric: str) -> str:
 def _headline_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     rows = []
     for label, run in results["runs"].items():
-        for benchmark, metric, name in HEADLINE[label.split("-")[0]]:
+        for benchmark, metric, name in HEADLINE[job_kind(label)]:
             splits = run["scores"].get(benchmark, {})
             rows.append((label, name, _cell(splits.get("test"), metric), _cell(splits.get("test_novel"), metric)))
     return rows
 
 
 def results_table(results: dict[str, Any]) -> Table:
-    suite = "audio demo" if results.get("suite") == "audio" else "demo"
+    title = TITLES[results.get("suite", "image")]
     table = Table(
-        title=f"ShapesWorld {suite} results (± half the 95% bootstrap CI; full intervals in the report)",
+        title=f"{title} results (± half the 95% bootstrap CI; full intervals in the report)",
         title_justify="left",
     )
     for column in ("model", "metric", "test", "test_novel"):
