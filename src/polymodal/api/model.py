@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
@@ -12,18 +11,10 @@ import numpy as np
 import torch
 
 from polymodal.api.inputs import ImageInput, MediaInput, to_inputs
-from polymodal.api.video import (
-    IMAGE_FRAMES,
-    VIDEO_TOWER,
-    VideoInput,
-    VideoSegment,
-    decoded,
-    embed_by_frames,
-    segment_clip,
-    to_clips,
-)
+from polymodal.api.video import VideoInput, VideoSegment, decoded, segment_clip, to_clips
 from polymodal.backends import ANSWER, CAPTION, EMBED, Backend, TaskNotSupported, load_backend
-from polymodal.backends.base import embed, media
+from polymodal.backends.base import accepts, embed, media, video_embedding
+from polymodal.backends.video import IMAGE_FRAMES
 from polymodal.data.video import Clip, VideoSampling
 from polymodal.hardware import choose_precision
 
@@ -95,15 +86,11 @@ class Model:
         """How ``embed("video", ...)`` works: ``"video tower"`` (the model's own), ``"image tower per frame ..."``
         (zero-shot, an image-text model without a video tower: CLIP4Clip's meanP over ``VideoSampling()`` frames,
         8 uniform ones, each through the model's image processing) or None (the model cannot embed clips)."""
-        own = self.media(EMBED)
-        if "video" in own:
-            return VIDEO_TOWER
-        return IMAGE_FRAMES if {"image", "text"} <= own else None
+        return video_embedding(self.backend)
 
     def accepts(self, capability: str = EMBED) -> frozenset[str]:
         """The modalities the API takes for ``capability``: ``media`` plus, for embed, video by frames."""
-        own = self.media(capability)
-        return own | {"video"} if capability == EMBED and self.video_embedding else own
+        return accepts(self.backend, capability)
 
     def _require(self, capability: str, task: str, modality: str | None = None) -> None:
         if capability not in self.capabilities:
@@ -161,8 +148,7 @@ class Model:
 
     def _embed_clips(self, clips: Sequence[str | bytes | Clip]) -> torch.Tensor:
         if self.video_embedding == IMAGE_FRAMES:
-            by_image_tower = functools.partial(embed, self.backend, "image")
-            return embed_by_frames(by_image_tower, clips, self.video_sampling(), self.batch_size)
+            return embed(self.backend, "video", clips, frame_batch=self.batch_size)
         if not any(isinstance(c, Clip) for c in clips):
             return embed(self.backend, "video", clips)  # the processor decodes the files itself
         return self._embed_decoded(clips)

@@ -1,27 +1,32 @@
-"""Video for the Python API: clips as files, bytes or decoded :class:`Clip` frames, cut into timed segments, and
-embedded zero-shot by an image tower (CLIP4Clip's meanP: the mean of the clip's unit frame embeddings, re-normalised).
-"""
+"""Video for the Python API: clips as files, bytes or decoded :class:`Clip` frames, cut into timed segments; an
+image-text model embeds them zero-shot by its image tower per frame (see :mod:`polymodal.backends.video`)."""
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Union
 
-import torch
-import torch.nn.functional as F
-from PIL import Image
-
+from polymodal.backends.video import IMAGE_FRAMES, VIDEO_TOWER, decoded, embed_by_frames
 from polymodal.data.video import Clip, VideoSampling, decode_video
+
+__all__ = [
+    "IMAGE_FRAMES",
+    "MAX_DECODED_FRAMES",
+    "VIDEO_TOWER",
+    "VideoInput",
+    "VideoSegment",
+    "decoded",
+    "embed_by_frames",
+    "segment_clip",
+    "to_clips",
+]
 
 VideoInput = Union[str, "os.PathLike[str]", bytes, bytearray, Clip]  # a file, its bytes, or frames already decoded
 # VideoSampling caps frames per decode at 1024: a segmented clip takes fewer frames per segment beyond that.
 MAX_DECODED_FRAMES = 1024
-# How Model.video_embedding names the two ways a model embeds clips.
-VIDEO_TOWER = "video tower"
-IMAGE_FRAMES = "image tower per frame (mean of unit frame embeddings)"
 
 
 @dataclass
@@ -48,29 +53,6 @@ def to_clips(values: VideoInput | Sequence[VideoInput]) -> list[str | bytes | Cl
         else:
             raise ValueError(f"input #{i}: expected a video path, encoded bytes or a Clip, got {type(value).__name__}")
     return out
-
-
-def decoded(clip: str | bytes | Clip, sampling: VideoSampling) -> Clip:
-    """The clip's sampled frames (a decoded clip is taken as it is); a bad file raises BadSampleError."""
-    return clip if isinstance(clip, Clip) else decode_video(clip, sampling)
-
-
-def embed_by_frames(
-    embed_images: Callable[[list[Image.Image]], torch.Tensor],
-    clips: Sequence[str | bytes | Clip],
-    sampling: VideoSampling,
-    batch_size: int,
-) -> torch.Tensor:
-    """(N, D) unit vectors: each clip's sampled frames embedded by ``embed_images`` ((F, D) unit rows), averaged and
-    re-normalised (CLIP4Clip's parameter-free meanP). Frames go to the image tower ``batch_size`` at a time."""
-    frames = [decoded(clip, sampling).frames for clip in clips]
-    flat = [frame for clip_frames in frames for frame in clip_frames]
-    if not flat:
-        raise ValueError("no frames to embed")
-    rows = torch.cat([embed_images(flat[i : i + batch_size]).float() for i in range(0, len(flat), batch_size)])
-    owner = torch.repeat_interleave(torch.arange(len(frames)), torch.tensor([len(f) for f in frames]))  # (F,)
-    sums = torch.zeros(len(frames), rows.shape[1]).index_add_(0, owner, rows.cpu())  # (N, D)
-    return F.normalize(sums, dim=-1)
 
 
 def segment_clip(ref: str | bytes, seconds: float, sampling: VideoSampling) -> list[VideoSegment]:

@@ -8,11 +8,15 @@ above it, in `polymodal.api.Model`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 from PIL import Image
+
+from polymodal.backends.video import IMAGE_FRAMES, VIDEO_TOWER, embed_by_frames
+from polymodal.data.video import VideoSampling
 
 # Capabilities a backend can declare; the API refuses a task the backend does not have with a clear error.
 EMBED = "embed"  # embed_text + embed_images into one space (zero-shot classify, search)
@@ -61,11 +65,30 @@ def media(backend: Backend, capability: str) -> frozenset[str]:
     return frozenset(own[capability]) if own is not None else IMAGE_MEDIA[capability]
 
 
-def embed(backend: Backend, modality: str, refs: Sequence[Any]) -> torch.Tensor:
+def video_embedding(backend: Backend) -> str | None:
+    """How ``backend`` embeds clips: ``VIDEO_TOWER`` (its own), ``IMAGE_FRAMES`` (an image-text model without one,
+    zero-shot by its image tower per frame) or None (it cannot)."""
+    own = media(backend, EMBED)
+    if "video" in own:
+        return VIDEO_TOWER
+    return IMAGE_FRAMES if {"image", "text"} <= own else None
+
+
+def accepts(backend: Backend, capability: str) -> frozenset[str]:
+    """The modalities ``backend`` takes for ``capability``: ``media``, plus for embed video by frames."""
+    own = media(backend, capability)
+    return own | {"video"} if capability == EMBED and video_embedding(backend) else own
+
+
+def embed(backend: Backend, modality: str, refs: Sequence[Any], frame_batch: int = 32) -> torch.Tensor:
     """(N, D) embeddings of ``refs`` of ``modality``: decoded images, strings, or media references (paths, bytes)
-    for the other modalities of a backend that embeds them (one with an ``embed(modality, refs)`` method)."""
-    if modality not in media(backend, EMBED):
+    for the other modalities of a backend that embeds them (one with an ``embed(modality, refs)`` method). Clips
+    a backend has no video tower for go through its image tower per frame, ``frame_batch`` frames at a time."""
+    if modality not in accepts(backend, EMBED):
         raise TaskNotSupported(backend, f"embed {modality}")
+    if modality == "video" and video_embedding(backend) == IMAGE_FRAMES:
+        by_image_tower = functools.partial(embed, backend, "image")
+        return embed_by_frames(by_image_tower, refs, VideoSampling(), frame_batch)
     if hasattr(backend, "embed"):
         return backend.embed(modality, refs)  # type: ignore[no-any-return]
     return backend.embed_images(refs) if modality == "image" else backend.embed_text(refs)

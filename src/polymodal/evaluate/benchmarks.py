@@ -23,13 +23,14 @@ from polymodal.data.readers import (
     read_esc50,
     read_karpathy,
     read_manifest,
+    read_msrvtt,
     read_vqa,
 )
 from polymodal.data.readers.cifar import cifar_classes, cifar_files, read_cifar
 from polymodal.data.schema import Sample
 from polymodal.evaluate import passes
 from polymodal.evaluate.context import EvalContext, ImageFn, ItemRef
-from polymodal.evaluate.prompts import resolve_templates
+from polymodal.evaluate.prompts import class_words, resolve_templates
 from polymodal.models import FusionClassifier, QuestionAnswerer
 
 # (image_fn, drop, full) -> PassResult
@@ -178,7 +179,7 @@ def _shapes_retrieval(modality: str) -> Callable[[EvalContext, str], LoadedSplit
         ctx.require(EMBED, name, modality)
         samples = _shapes_split(ctx, name, split)
         loaded = _retrieval_split(ctx, name, split, samples, modality)
-        if modality == "image" or not ctx.takes(EMBED, "image"):
+        if modality == "image" or not ctx.takes(EMBED, "image") or any(s.image is None for s in samples):
             return loaded
         # A model that embeds images too (one space for image, audio and text): image <-> sound of the same scene,
         # which emerges when only image-text and audio-text pairs were trained.
@@ -443,9 +444,9 @@ def _classification_split(
     ctx.require(EMBED, name, modality)
     items = _items(samples, modality)
     labels = labels if labels is not None else [int(s.metadata["class_index"]) for s in samples]
-    # Folder and file names use "_" for spaces ("maple_tree"); prompts need the words.
-    prompts = [c.replace("_", " ") for c in classnames]
-    templates = _templates(ctx, "audio" if modality == "audio" else "imagenet")
+    # Folder and file names use "_" for spaces ("maple_tree") or camel case ("ApplyEyeMakeup"); prompts need words.
+    prompts = [class_words(c) for c in classnames]
+    templates = _templates(ctx, {"audio": "audio", "video": "human_actions"}.get(modality, "imagenet"))
 
     def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
         return passes.zero_shot(ctx, items, labels, prompts, templates, image_fn, full, extra, modality)
@@ -545,13 +546,21 @@ def _load_esc50(ctx: EvalContext, split: str) -> LoadedSplit:
     return LoadedSplit("esc50", split, "accuracy", score, media="audio")
 
 
-def _audio_captions_loader(
-    name: str, read: Callable[..., Iterator[Sample]], csv_name: str
+def _caption_csv_loader(
+    name: str,
+    read: Callable[..., Iterator[Sample]],
+    csv_name: str,
+    modality: str,
+    map_at: int | None = None,
+    splits: tuple[str, ...] | None = None,
 ) -> Callable[[EvalContext, str], LoadedSplit]:
-    """AudioCaps / Clotho: ``csv_name`` (formatted with the split) under ``--data``, read by ``read``; retrieval
-    both ways with mAP@10, and captioning when the model captions audio."""
+    """AudioCaps, Clotho, MSR-VTT 1k-A: ``csv_name`` (formatted with the split) under ``--data``, read by ``read``;
+    item (of ``modality``) <-> caption retrieval both ways (``map_at``: with mAP@K), and captioning when the model
+    captions that modality. ``splits``: the only ones the file layout has."""
 
     def load(ctx: EvalContext, split: str) -> LoadedSplit:
+        if splits is not None and split not in splits:
+            raise ValueError(f"{name} has the split{'s' * (len(splits) > 1)} {', '.join(splits)}, not {split!r}")
         root = _data(ctx, name)
         csv_file = root / csv_name.format(split) if root.is_dir() else root
         if not csv_file.is_file():
@@ -560,9 +569,54 @@ def _audio_captions_loader(
         samples = _read(ctx, list(read(csv_file, strict=True)))
         if not samples:
             raise ValueError(f"{csv_file}: no clips")
-        return _retrieval_split(ctx, name, split, samples, "audio", map_at=10)
+        return _retrieval_split(ctx, name, split, samples, modality, map_at=map_at)
 
     return load
+
+
+# ------------------------------------------------------------------------------------------ video sets
+
+UCF101_SPLITS = ("split1", "split2", "split3")
+
+
+def _load_ucf101(ctx: EvalContext, split: str) -> LoadedSplit:
+    """UCF101 (``split1``: ``testlist01.txt``, classes numbered by ``classInd.txt``): zero-shot accuracy over the
+    classes the lists name ("a video of a person apply eye makeup"), and with ``trainlist01.txt`` beside it a linear
+    probe on the frozen video embeddings, fitted on the train list's clips and scored on the test list's."""
+    from polymodal.data.readers.caption_csv import first_folder
+
+    name = "ucf101"
+    if split not in UCF101_SPLITS:
+        raise ValueError(f"{name} has the splits {', '.join(UCF101_SPLITS)}, not {split!r}")
+    ctx.require(EMBED, name, "video")
+    root = _data(ctx, name)
+    lists, videos = first_folder(root / "ucfTrainTestlist", root), first_folder(root / "UCF-101", root)
+    number = split.removeprefix("split")
+    test_list, train_list = lists / f"testlist0{number}.txt", lists / f"trainlist0{number}.txt"
+    if not test_list.is_file():
+        raise FileNotFoundError(f"{test_list}: no such file (see docs/evaluation.md for the {name} layout)")
+    ctx.read(*(f for f in (test_list, train_list, lists / "classInd.txt") if f.is_file()))
+    test = _read(ctx, list(read_class_folders(videos, strict=True, split_list=test_list)))
+    train = (
+        _read(ctx, list(read_class_folders(videos, strict=True, split_list=train_list))) if train_list.is_file() else []
+    )
+    if not test:
+        raise ValueError(f"{test_list}: no clips")
+    names = {int(s.metadata["class_index"]): str(s.label) for s in test + train}
+    targets = sorted(names)  # the classes the lists name, in classInd.txt's order
+    number_of = {t: i for i, t in enumerate(targets)}
+    labels = [number_of[int(s.metadata["class_index"])] for s in test]
+    zero_shot = _classification_split(ctx, name, split, test, [names[t] for t in targets], labels, "video")
+    if not train:
+        return zero_shot
+    items, train_items = _items(test, "video"), _items(train, "video")
+    train_labels = [number_of[int(s.metadata["class_index"])] for s in train]
+
+    def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
+        probe = passes.train_test_probe(ctx, train_items, train_labels, items, labels, len(targets), full, "video")
+        return passes.merge(zero_shot.score(image_fn, drop, full), probe)
+
+    return LoadedSplit(name, split, "accuracy", score, media="video")
 
 
 SHAPES_SPLITS = ("test", "test_novel")
@@ -636,14 +690,21 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark(
             "audiocaps",
             ("test",),
-            _audio_captions_loader("audiocaps", read_audiocaps, "{}.csv"),
+            _caption_csv_loader("audiocaps", read_audiocaps, "{}.csv", "audio", map_at=10),
             "audio<->caption retrieval, mAP@10",
         ),
         Benchmark(
             "clotho",
             ("evaluation",),
-            _audio_captions_loader("clotho", read_clotho, "clotho_captions_{}.csv"),
+            _caption_csv_loader("clotho", read_clotho, "clotho_captions_{}.csv", "audio", map_at=10),
             "audio<->caption retrieval, mAP@10",
         ),
+        Benchmark(
+            "msrvtt",
+            ("test",),
+            _caption_csv_loader("msrvtt", read_msrvtt, "MSRVTT_JSFUSION_test.csv", "video", splits=("test",)),
+            "MSR-VTT 1k-A text<->video retrieval, R@K and median rank",
+        ),
+        Benchmark("ucf101", ("split1",), _load_ucf101, "UCF101 zero-shot and linear probe on a split's lists"),
     ]
 }

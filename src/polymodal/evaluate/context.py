@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from polymodal.backends import Backend, load_backend
-from polymodal.backends.base import embed, media
+from polymodal.backends.base import accepts, embed
 from polymodal.data.image import decode_image
 from polymodal.models import ComposedModel, SavedModel
 from polymodal.models.transfer import cache_towers, freeze_towers
@@ -84,15 +84,16 @@ class EvalContext:
             can = ", ".join(sorted(self.backend.capabilities)) or "nothing"
             raise ValueError(f"benchmark {benchmark} needs a model that can {capability}; {self.model} can: {can}")
         if modality is not None and not self.takes(capability, modality):
-            takes = ", ".join(sorted(media(self.backend, capability)))
+            takes = ", ".join(sorted(accepts(self.backend, capability)))
             raise ValueError(
                 f"benchmark {benchmark} needs a model that can {capability} {modality}; "
                 f"{self.model} can {capability}: {takes}"
             )
 
     def takes(self, capability: str, modality: str) -> bool:
-        """True when the model can ``capability`` (embed, caption, ...) items of ``modality``."""
-        return modality in media(self.backend, capability)
+        """True when the model can ``capability`` (embed, caption, ...) items of ``modality`` (embed: clips too, by
+        frames, for an image-text model without a video tower)."""
+        return modality in accepts(self.backend, capability)
 
     # -- data -------------------------------------------------------------------------------------------
     def read(self, *paths: str | Path) -> None:
@@ -139,7 +140,12 @@ class EvalContext:
         cached: nothing corrupts them, and one benchmark may score the same clips twice (zero-shot and a probe)."""
 
         def run() -> torch.Tensor:
-            out = self.map_media(lambda items: embed(self.backend, modality, items), modality, refs, image_fn)
+            out = self.map_media(
+                lambda items: embed(self.backend, modality, items, frame_batch=self.batch_size),
+                modality,
+                refs,
+                image_fn,
+            )
             return torch.cat(out).float()  # (N, D)
 
         if modality == "image":

@@ -154,6 +154,27 @@ def linear_probe(
     return PassResult(metrics, {"probe_accuracy": bootstrap_ci(hits, n_resamples=ctx.n_resamples, seed=ctx.seed)})
 
 
+def train_test_probe(
+    ctx: EvalContext,
+    train_items: Sequence[ItemRef],
+    train_labels: Sequence[int],
+    items: Sequence[ItemRef],
+    labels: Sequence[int],
+    n_classes: int,
+    full: bool = True,
+    modality: str = "image",
+) -> PassResult:
+    """``probe_accuracy`` on ``items`` of a logistic regression fitted on the frozen embeddings of ``train_items``
+    (a dataset's own train/test split, as UCF101's lists give it)."""
+    train_x, test_x = ctx.embed_media(modality, train_items), ctx.embed_media(modality, items)  # (N, D) each
+    predicted = probe_predictions(train_x, torch.as_tensor(train_labels), test_x, n_classes).numpy()
+    hits = (predicted == np.asarray(labels)).astype(np.float64)
+    metrics = {"probe_accuracy": float(hits.mean())}
+    if not full:
+        return PassResult(metrics)
+    return PassResult(metrics, {"probe_accuracy": bootstrap_ci(hits, n_resamples=ctx.n_resamples, seed=ctx.seed)})
+
+
 # ---------------------------------------------------------------------------- retrieval
 
 

@@ -7,6 +7,7 @@ ensembling"): averaging several phrasings smooths out the quirks of any single o
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 
 import torch
@@ -58,13 +59,29 @@ ACTION_TEMPLATES = [
     "one of the shapes {}",
 ]
 
+# People acting in videos (UCF101, Kinetics): CLIP's 48 UCF101 prompts, "a video of a person {}" and its variants.
+HUMAN_ACTION_TEMPLATES = [
+    f"a {medium} of {who} {verb}{{}}."
+    for verb in ("", "using ", "doing ", "during ", "performing ", "practicing ")
+    for who in ("a person", "the person")
+    for medium in ("photo", "video", "example", "demonstration")
+]
+
 TEMPLATES: dict[str, list[str]] = {
     "simple": ["a photo of a {}."],
     "imagenet": IMAGENET_TEMPLATES,
     "shapes": SHAPES_TEMPLATES,
     "audio": AUDIO_TEMPLATES,
     "actions": ACTION_TEMPLATES,
+    "human_actions": HUMAN_ACTION_TEMPLATES,
 }
+
+
+def class_words(name: str) -> str:
+    """A class's folder or file name as prompt words: ``maple_tree`` -> "maple tree", ``ApplyEyeMakeup`` -> "apply
+    eye makeup" (capitalised words lowercased, acronyms such as ``UFO`` kept)."""
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name.replace("_", " ")).split()
+    return " ".join(w.lower() if w[1:].islower() else w for w in words)
 
 
 def resolve_templates(templates: str | Sequence[str]) -> list[str]:
