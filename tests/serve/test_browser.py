@@ -15,7 +15,13 @@ from polymodal.api import Model
 from polymodal.serve import ServeSettings, create_app
 from polymodal.serve.search import IndexDirectory
 from tests.api.audio_model import audio_model_dir, write_sounds  # noqa: F401
-from tests.api.video_model import colour_model_dir, picture, video_captioner_dir, write_webm  # noqa: F401
+from tests.api.video_model import (  # noqa: F401
+    colour_model_dir,
+    picture,
+    video_captioner_dir,
+    video_question_answerer_dir,
+    write_webm,
+)
 from tests.serve.conftest import shape_image
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -302,13 +308,16 @@ def test_videos_are_searched_played_from_their_moment_and_classified(
     assert not problems, problems
 
 
-def test_a_captioner_of_clips_offers_a_video_input_and_captions_it(
-    browser, video_captioner_dir: Path, tmp_path: Path
+@pytest.mark.parametrize("kind", ["captioner", "question answerer"])
+def test_a_model_of_clips_offers_a_video_input_and_captions_it_or_answers_about_it(
+    browser, kind: str, request, tmp_path: Path
 ) -> None:  # noqa: ANN001, F811
     import polymodal
 
     clip = write_webm(tmp_path / "clip.webm", ["red", "blue"], 1.0)
-    model = polymodal.load(video_captioner_dir, precision="fp32")
+    model_dir = request.getfixturevalue("video_captioner_dir" if kind == "captioner" else "video_question_answerer_dir")
+    model = polymodal.load(model_dir, precision="fp32")
+    question = "what colour is the shape"
     problems: list[str] = []
     with serve(create_app(model)) as url:
         page = watched_page(browser, problems)
@@ -318,9 +327,17 @@ def test_a_captioner_of_clips_offers_a_video_input_and_captions_it(
         assert page.get_attribute("#file", "accept") == "video/*"
         page.set_input_files("#video-file", str(clip))
         page.wait_for_selector("#video-preview:not([hidden])")
-        assert page.is_visible("#caption-button") and page.is_hidden("#classify-form")
-        page.click("#caption-button")
+        assert page.is_hidden("#classify-form")
+        if kind == "captioner":
+            assert page.is_visible("#caption-button") and page.is_hidden("#answer-form")
+            page.click("#caption-button")
+            expected = model.caption(clip)[0]
+        else:
+            assert page.is_visible("#answer-form") and page.is_hidden("#caption-button")
+            page.fill("#question", question)
+            page.click("#answer-form button[type=submit]")
+            expected = model.answer(clip, question)[0]
         wait_until(page, "document.querySelector('#image-output .answer') !== null")
-        assert page.inner_text("#image-output .answer") == model.caption(clip)[0].strip()
+        assert page.inner_text("#image-output .answer") == expected.strip()
         page.close()
     assert not problems, problems
