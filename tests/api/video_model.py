@@ -17,6 +17,8 @@ from polymodal.data.text import train_tokenizer
 from polymodal.data.transforms import ImagePreprocess
 from polymodal.data.video import VideoSampling
 from polymodal.models import build_model, build_preset, parse_model_config, save_model
+from polymodal.models.config import ComponentConfig
+from polymodal.models.presets import PRESETS
 from tests.api.audio_model import contrastive_step
 
 pytest.importorskip("av")
@@ -104,18 +106,20 @@ def save_video_captioner(directory: Path) -> Path:
     return save_model(directory, model.eval(), processors)
 
 
-def save_video_question_answerer(directory: Path) -> Path:
+def save_video_question_answerer(directory: Path, with_image: bool = False) -> Path:
     """An untrained question answerer of clips: a ViT per frame under a temporal transformer and a question tower,
-    classifying over the two colours."""
+    classifying over the two colours; ``with_image``: an image tower beside them, read together with the clip."""
     questions = ["what colour is the shape", "what colour came first"]
     tokenizer = train_tokenizer(questions, vocab_size=32, kind="wordlevel")
-    model = build_preset(
+    config = PRESETS.build(
         "shapes-vqa", source="video", image_size=SIZE, frames=8, vocab_size=tokenizer.vocab_size, num_answers=2
     )
-    processors = {
-        "video": VideoProcessor(VideoSampling(frames=8), ImagePreprocess(image_size=SIZE)),
-        "text": TextProcessor(tokenizer, 8),
-    }
+    image = ImagePreprocess(image_size=SIZE)
+    processors = {"video": VideoProcessor(VideoSampling(frames=8), image), "text": TextProcessor(tokenizer, 8)}
+    if with_image:
+        config = config.model_copy(update={"encoders": {**config.encoders, "image": ComponentConfig(**IMAGE)}})
+        processors["image"] = ImageProcessor(image)
+    model = build_model(config)
     return save_model(directory, model.eval(), processors, {name: i for i, name in enumerate(COLOURS)})
 
 

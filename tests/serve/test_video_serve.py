@@ -244,3 +244,39 @@ def test_a_sample_the_model_cannot_decode_is_a_4xx_not_a_500(colour_model: Model
         assert "stream ends early" in error(embedded)["message"]
         ranked = refusing.post("/classify", json={"video": b64_file(clips["red"]), "labels": ["red", "blue"]})
         assert ranked.status_code == 422 and error(ranked)["code"] == "bad_video"
+
+
+@pytest.mark.parametrize("endpoint", ["/caption", "/answer"])
+def test_a_clip_the_captioner_or_answerer_cannot_decode_is_bad_video(
+    endpoint: str,
+    video_captioner_dir: Path,  # noqa: F811
+    video_question_answerer_dir: Path,  # noqa: F811
+    clips,  # noqa: ANN001
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    from polymodal.data.errors import BadSampleError
+
+    model = polymodal.load(video_captioner_dir if endpoint == "/caption" else video_question_answerer_dir)
+
+    def refuse(*args: object, **kwargs: object) -> list[str]:
+        raise BadSampleError("stream ends early", source="<bytes>", field="video", kind="truncated")
+
+    monkeypatch.setattr(model, endpoint.lstrip("/"), refuse)
+    with make_client(model) as refusing:
+        body = {"video": b64_file(clips["red"]), **({"question": "what colour"} if endpoint == "/answer" else {})}
+        response = refusing.post(endpoint, json=body)
+        assert response.status_code == 422 and error(response)["code"] == "bad_video", response.text
+        assert "stream ends early" in error(response)["message"]
+
+
+def test_a_question_answerer_of_two_media_together_is_a_clear_4xx(tmp_path: Path, clips) -> None:  # noqa: ANN001
+    from tests.api.video_model import save_video_question_answerer
+
+    model = polymodal.load(save_video_question_answerer(tmp_path / "model", with_image=True))
+    assert model.media("answer") == {"image", "video"}
+    with pytest.raises(ValueError, match="reads image and video together to answer questions; pass items of one"):
+        model.answer(clips["red"], "what colour is the shape")
+    with make_client(model) as server:
+        response = server.post("/answer", json={"video": b64_file(clips["red"]), "question": "what colour"})
+        assert response.status_code == 422 and error(response)["code"] == "invalid_request"
+        assert "reads image and video together" in error(response)["message"]

@@ -99,6 +99,14 @@ class Model:
             takes = ", ".join(sorted(self.accepts(capability)))
             raise TaskNotSupported(self.backend, f"{task} from {modality} (it takes {takes})")
 
+    def _source(self, capability: str, task: str) -> str:
+        """The one modality ``capability`` reads items of: what a captioner describes, a question answerer is asked
+        about."""
+        own = sorted(self.media(capability))
+        if len(own) != 1:
+            raise ValueError(f"model {self.name} reads {' and '.join(own)} together to {task}; pass items of one")
+        return own[0]
+
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
         return self.precision_choice.autocast(self.device)
 
@@ -213,8 +221,7 @@ class Model:
     ) -> list[str]:
         """A caption per item of the modality the captioner describes (images, or sounds for an audio captioner)."""
         self._require(CAPTION, "caption")
-        (source,) = self.media(CAPTION)
-        prepared = to_inputs(source, items)
+        prepared = to_inputs(self._source(CAPTION, "caption"), items)
         out: list[str] = []
         with self._autocast():
             for chunk in _batches(prepared, self.batch_size):
@@ -229,7 +236,7 @@ class Model:
         """One answer per (item, question) pair, the items of the modality the model answers about (images, or
         clips and sounds as paths or bytes); one item with many questions, or many with one, broadcast."""
         self._require(ANSWER, "answer questions")
-        (source,) = self.media(ANSWER)
+        source = self._source(ANSWER, "answer questions")
         prepared = to_inputs(source, items)
         questions = [questions] if isinstance(questions, str) else list(questions)
         if len(prepared) == 1 and len(questions) > 1:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,30 +71,33 @@ class Service:
         def run(items: list[Any]) -> list[list[tuple[str, float]]]:
             return self.model.classify(items, labels, modality=modality, templates=templates, top_k=top_k)
 
-        try:
-            (ranked,) = await self.batcher.run(key, [item], run)
-        except BadSampleError:
-            raise  # an upload the model cannot decode: answered like one the checks refused
-        except ValueError as e:  # Model.classify's checks of labels and templates: the client's to fix
-            raise ApiError(422, "invalid_request", str(e)) from None
+        (ranked,) = await self._checked(key, [item], run)
         return ranked
 
-    async def caption(self, image: Any, max_new_tokens: int, num_beams: int) -> str:
-        def run(images: list[Any]) -> list[str]:
-            return self.model.caption(images, max_new_tokens=max_new_tokens, num_beams=num_beams)
+    async def caption(self, item: Any, max_new_tokens: int, num_beams: int) -> str:
+        def run(items: list[Any]) -> list[str]:
+            return self.model.caption(items, max_new_tokens=max_new_tokens, num_beams=num_beams)
 
-        try:
-            (text,) = await self.batcher.run(("caption", max_new_tokens, num_beams), [image], run)
-        except ValueError as e:  # generation options this model cannot take (e.g. longer than its max_length)
-            raise ApiError(422, "invalid_request", str(e)) from None
+        (text,) = await self._checked(("caption", max_new_tokens, num_beams), [item], run)
         return text
 
-    async def answer(self, image: Any, question: str) -> str:
+    async def answer(self, item: Any, question: str) -> str:
         def run(pairs: list[tuple[Any, str]]) -> list[str]:
             return self.model.answer([p[0] for p in pairs], [p[1] for p in pairs])
 
-        (text,) = await self.batcher.run("answer", [(image, question)], run)
+        (text,) = await self._checked("answer", [(item, question)], run)
         return text
+
+    async def _checked(self, key: Hashable, items: list[Any], run: Callable[[list[Any]], list[Any]]) -> list[Any]:
+        """The batched model call; a ValueError it raises (labels, templates or generation options the model cannot
+        take) is the client's 422, a BadSampleError (an upload the model cannot decode) answered like one the checks
+        refused."""
+        try:
+            return await self.batcher.run(key, items, run)
+        except BadSampleError:
+            raise
+        except ValueError as e:
+            raise ApiError(422, "invalid_request", str(e)) from None
 
     async def search(self, vector: np.ndarray, k: int, kind: str | None) -> list[Any]:
         """Hits for one (D,) query vector.
