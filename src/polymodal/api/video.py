@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Union
 
-from polymodal.backends.video import IMAGE_FRAMES, VIDEO_TOWER, decoded, embed_by_frames
+from polymodal.backends.video import IMAGE_FRAMES, VIDEO_TOWER, decoded
 from polymodal.data.video import Clip, VideoSampling, decode_video
 
 __all__ = [
@@ -19,7 +19,6 @@ __all__ = [
     "VideoInput",
     "VideoSegment",
     "decoded",
-    "embed_by_frames",
     "segment_clip",
     "to_clips",
 ]
