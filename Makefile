@@ -32,6 +32,7 @@ $(STAMP): requirements/lock.txt pyproject.toml Makefile
 demo: $(STAMP)
 	$(VENV)/bin/polymodal demo --out $(DEMO_DIR)
 	@echo "Sounds, speech and voices: $(VENV)/bin/polymodal demo audio (about 10 minutes; docs/audio.md)"
+	@echo "Clips of events: $(VENV)/bin/polymodal demo video (docs/video.md)"
 
 # The server's browser test drives Debian's Chromium (Playwright's own browser download would
 # reach outside the package registries). Installed from apt when missing and we may; otherwise
@@ -59,6 +60,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/data_loading.py
 	$(PY) benchmarks/model_throughput.py
 	$(PY) benchmarks/retrieval_eval.py
+	$(PY) benchmarks/video_decode.py
+	$(PY) benchmarks/video_training.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis

@@ -135,14 +135,21 @@ def test_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
     assert all(label in report for label in runs) and (tmp_path / "report.html").is_file()
 
 
-def test_audio_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
-    """``polymodal demo audio``: ShapesWorld with sound and speech, the six audio runs, their evaluations, a report."""
-    args = ["demo", "audio", "--out", str(tmp_path), "--n", "100", "--steps", "2", "--precision", "no", "--json"]
+def _tiny_demo(suite: str, out: Path, n: int) -> dict:  # type: ignore[type-arg]
+    """``polymodal demo SUITE`` on ``n`` items, 2 steps a job, fp32; its JSON document."""
+    args = ["demo", suite, "--out", str(out), "--n", str(n), "--steps", "2", "--precision", "no", "--json"]
     result = runner.invoke(DEMO_APP, args)
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
+    assert doc["suite"] == suite
+    return doc  # type: ignore[no-any-return]
+
+
+def test_audio_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
+    """``polymodal demo audio``: ShapesWorld with sound and speech, the six audio runs, their evaluations, a report."""
+    doc = _tiny_demo("audio", tmp_path, 100)
     runs = doc["runs"]
-    assert doc["suite"] == "audio" and doc["data"]["total"] == 110
+    assert doc["data"]["total"] == 110
     assert set(runs) == {"bind", "audiocap", "sentiment", "sentiment-text", "sentiment-audio", "speaker"}
     assert all((tmp_path / "shapes" / f"{view}test.jsonl").is_file() for view in ("", "speech_", "sentiment_"))
     bind = runs["bind"]["scores"]
@@ -168,15 +175,12 @@ def test_audio_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
 
 
 def test_video_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
-    """``polymodal demo video``: ShapesWorld moves, the four video runs on the cached frame tower, their evaluations
+    """``polymodal demo video``: ShapesWorld moves, the five video runs on the cached frame tower, their evaluations
     on test and test_novel, a report."""
-    args = ["demo", "video", "--out", str(tmp_path), "--n", "80", "--steps", "2", "--precision", "no", "--json"]
-    result = runner.invoke(DEMO_APP, args)
-    assert result.exit_code == 0, result.output
-    doc = json.loads(result.stdout)
+    doc = _tiny_demo("video", tmp_path, 80)
     runs = doc["runs"]
-    assert doc["suite"] == "video" and doc["data"]["total"] == 88
-    assert set(runs) == {"video-clip", "video-action", "video-caption", "video-statements"}
+    assert doc["data"]["total"] == 88
+    assert set(runs) == {"video-clip", "video-action", "video-caption", "video-statements", "video-qa"}
     for split in ("test", "test_novel"):
         clip = runs["video-clip"]["scores"]
         assert {"t2v_R@1", "v2t_R@1"} <= set(clip["shapes-video-retrieval"][split]["metrics"])
@@ -184,6 +188,7 @@ def test_video_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
         assert 0 <= runs["video-action"]["scores"]["shapes-video-action"][split]["metrics"]["accuracy"] <= 1
         assert "CIDEr-D" in runs["video-caption"]["scores"]["shapes-video-caption"][split]["metrics"]
         assert "accuracy" in runs["video-statements"]["scores"]["shapes-video-statements"][split]["metrics"]
+        assert "vqa_accuracy_order" in runs["video-qa"]["scores"]["shapes-video-qa"][split]["metrics"]
     report = (tmp_path / "report.md").read_text()
     assert "ShapesWorld video demo" in report and all(label in report for label in runs)
 

@@ -47,7 +47,14 @@ BENCHMARKS = {
     "video-action": "shapes-video-action",
     "video-caption": "shapes-video-caption",
     "video-statements": "shapes-video-statements",
+    "video-qa": "shapes-video-qa",
 }
+
+
+def _caption_rows(benchmark: str) -> list[tuple[str, str, str]]:
+    return [(benchmark, "BLEU-4", "BLEU-4"), (benchmark, "CIDEr-D", "CIDEr-D")]
+
+
 HEADLINE = {
     "clip": [
         ("shapes-zeroshot", "color_accuracy", "zero-shot colour"),
@@ -57,7 +64,7 @@ HEADLINE = {
         ("shapes-retrieval", "t2i_R@1", "text->image R@1"),
     ],
     "fusion": [("shapes-statements", "accuracy", "statement accuracy")],
-    "caption": [("shapes-caption", "BLEU-4", "BLEU-4"), ("shapes-caption", "CIDEr-D", "CIDEr-D")],
+    "caption": _caption_rows("shapes-caption"),
     "vqa": [("shapes-vqa", "vqa_accuracy", "VQA accuracy")],
     "bind": [
         ("shapes-audio-zeroshot", "color_accuracy", "zero-shot colour of a sound"),
@@ -68,7 +75,7 @@ HEADLINE = {
         ("shapes-audio-retrieval", "i2a_R@1", "image->audio R@1 (never paired)"),
         ("shapes-audio-retrieval", "a2i_R@1", "audio->image R@1 (never paired)"),
     ],
-    "audiocap": [("shapes-audio-caption", "BLEU-4", "BLEU-4"), ("shapes-audio-caption", "CIDEr-D", "CIDEr-D")],
+    "audiocap": _caption_rows("shapes-audio-caption"),
     "sentiment": [("shapes-sentiment", "accuracy", "sentiment accuracy")],
     "speaker": [("shapes-speaker", "accuracy", "speaker accuracy")],
     "video-clip": [
@@ -77,8 +84,12 @@ HEADLINE = {
         ("shapes-video-action", "accuracy", "zero-shot first action"),
     ],
     "video-action": [("shapes-video-action", "accuracy", "first action accuracy")],
-    "video-caption": [("shapes-video-caption", "BLEU-4", "BLEU-4"), ("shapes-video-caption", "CIDEr-D", "CIDEr-D")],
+    "video-caption": _caption_rows("shapes-video-caption"),
     "video-statements": [("shapes-video-statements", "accuracy", "statement accuracy (order, action)")],
+    "video-qa": [
+        ("shapes-video-qa", "vqa_accuracy", "question accuracy"),
+        ("shapes-video-qa", "vqa_accuracy_order", "which shape changed first/last"),
+    ],
 }
 SUITES = ("image", "audio", "video")
 DEFAULT_OUT = {"image": "runs/demo", "audio": "runs/demo-audio", "video": "runs/demo-video"}
@@ -133,7 +144,7 @@ CAPTION_STEPS = 2
 # The audio suite's steps as multiples of --steps (docs/audio.md has the measurements).
 AUDIO_STEPS = {"bind": 3, "audiocap": 2, "sentiment": 0.5, "speaker": 1}
 # The video suite's steps as multiples of --steps (docs/video.md has the measurements).
-VIDEO_STEPS = {"clip": 3, "action": 2, "caption": 2, "statements": 3}
+VIDEO_STEPS = {"clip": 3, "action": 2, "caption": 2, "statements": 3, "qa": 2}
 # Clips in the video suite's train+val+test when --n is not given (images: 2,000).
 VIDEO_CLIPS = 3000
 
@@ -359,15 +370,16 @@ def audio_jobs(steps: int) -> list[DemoJob]:
 def video_jobs(out: Path, steps: int, from_clip: bool) -> list[DemoJob]:
     """The video suite, every model on the locked, cached ImageNet tower per frame under a temporal transformer:
     clip<->caption retrieval (and zero-shot actions from it), the first action from the clip alone, captions that
-    tell the events in order, and true/false statements about order and action. The captioner and the statement
-    classifier start from the retrieval run's towers (``from_clip``): on their own, statements stay at chance."""
+    tell the events in order, true/false statements about order and action, and questions about time. The
+    captioner, the statement classifier and the question answerer start from the retrieval run's towers
+    (``from_clip``): on their own, statements stay at chance."""
     chain = FineTune(out / "video-clip" if from_clip else None, "encoders")
     return [
         DemoJob(
             f"video-{kind}",
             f"shapes-video-{kind}",
             round(multiple * steps),
-            chain if kind in ("caption", "statements") else None,
+            chain if kind in ("caption", "statements", "qa") else None,
         )
         for kind, multiple in VIDEO_STEPS.items()
     ]
