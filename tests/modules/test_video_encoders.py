@@ -18,14 +18,15 @@ from polymodal.pretrained import load_efficientnet_lite0  # also registers effic
 
 SIZE = 8  # frame side in pixels
 VIT_FRAMES = {"name": "vit", "params": {"image_size": SIZE, "patch_size": 4, "width": 16, "depth": 1, "heads": 2}}
-KINDS = ["mean", "transformer", "lstm", "video_vit"]
+KINDS = ["mean", "transformer", "lstm", "space_time", "video_vit"]
 
 
 def build(kind: str, frames: int = 8) -> Encoder:
     """A small video tower: a ViT frame tower under one of the temporal models, or a VideoViT."""
     if kind == "video_vit":
         return VideoViT(frames=frames, image_size=SIZE, patch_size=4, tubelet=2, width=16, depth=2, heads=2)
-    return ENCODERS.build("video_frames", frame_encoder=VIT_FRAMES, temporal=kind, depth=2, heads=2, width=24)
+    grid = {"spatial_grid": 2, "cell_width": 8} if kind == "space_time" else {}  # the ViT's 2x2 patches as cells
+    return ENCODERS.build("video_frames", frame_encoder=VIT_FRAMES, temporal=kind, depth=2, heads=2, width=24, **grid)
 
 
 def clips(batch: int = 2, frames: int = 4, real: tuple[int, ...] = (4, 2)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -44,6 +45,9 @@ def test_shapes_of_a_padded_batch(kind):
     if kind == "video_vit":  # CLS, then 2 tubelets of 2 x 2 patches; the second clip's 2 frames fill the first
         assert out.tokens.shape == (2, 1 + 2 * 4, 16)
         assert out.mask[1].tolist() == [True] * 5 + [False] * 4
+    elif kind == "space_time":  # one token per frame and cell, time-major, zeros at padding frames
+        assert out.tokens.shape == (2, 4 * 4, 24) and torch.equal(out.mask, mask.repeat_interleave(4, dim=1))
+        assert (out.tokens[~out.mask] == 0).all()
     else:  # one token per frame, zeros at padding
         assert out.tokens.shape == (2, 4, 24) and torch.equal(out.mask, mask)
         assert (out.tokens[~mask] == 0).all()
@@ -169,7 +173,7 @@ def train_on_order(kind: str, steps: int = 120) -> float:
         return (head(enc(x, mask).pooled).argmax(-1) == y).float().mean().item()
 
 
-@pytest.mark.parametrize("kind", ["transformer", "lstm", "video_vit"])
+@pytest.mark.parametrize("kind", ["transformer", "lstm", "space_time", "video_vit"])
 def test_temporal_models_learn_which_colour_comes_first(kind):
     assert train_on_order(kind) == 1.0
 

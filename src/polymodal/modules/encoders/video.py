@@ -1,9 +1,9 @@
 """Video towers over clips ``x`` (B, T, 3, H, W) with a frame mask (B, T), True = a real frame.
 
-:class:`FrameEncoder` runs any image encoder on each real frame and a temporal model over the frames' pooled
-features (CLIP4Clip's meanP, seqTransf and seqLSTM); :class:`VideoViT` is a space-time transformer over tubelets,
-trained from scratch. Both return one token per frame (or per tubelet) with its mask, so padding frames never
-change a clip's output.
+:class:`FrameEncoder` runs any image encoder on each real frame and a temporal model over the frames' features
+(CLIP4Clip's meanP, seqTransf and seqLSTM, or joint attention over every frame's grid cells); :class:`VideoViT` is
+a space-time transformer over tubelets, trained from scratch. They return one token per frame (per frame and cell,
+per tubelet) with its mask, so padding frames never change a clip's output.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from polymodal.modules.encoders.pooling import check_choice
 from polymodal.modules.encoders.text import RecurrentEncoder
 from polymodal.modules.layers import TransformerBlock, init_transformer_weights, maybe_checkpoint
 
-TEMPORAL_KINDS = ("mean", "transformer", "lstm")
+TEMPORAL_KINDS = ("mean", "transformer", "lstm", "space_time")
 MOTION_KINDS = ("none", "pixel_difference", "feature_difference")
 
 
@@ -70,6 +70,43 @@ class TemporalTransformer(Encoder):
             h = maybe_checkpoint(block, h, mask, enabled=use_ckpt)
         tokens = self.norm(h) + x
         return EncoderOutput(tokens, masked_mean(tokens, mask), mask)
+
+
+class SpaceTimeTransformer(Encoder):
+    """Joint attention over every frame's grid cells: x (B, T, cells, D) with learned time and cell positions, so an
+    event's where, what and when meet in one token (which shape changed first needs all three). Tokens are
+    time-major (B, T * cells, D), zeros at padding frames; pooled: their masked mean."""
+
+    modality = "video"
+
+    def __init__(
+        self, width: int, cells: int, depth: int = 2, heads: int = 4, max_frames: int = 32, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.output_dim, self.cells, self.max_frames = width, cells, max_frames
+        self.time_embedding = nn.Parameter(torch.zeros(1, max_frames, 1, width))
+        self.cell_embedding = nn.Parameter(torch.zeros(1, 1, cells, width))
+        self.layers = nn.ModuleList(TransformerBlock(width, heads, dropout=dropout) for _ in range(depth))
+        self.norm = nn.LayerNorm(width)
+        self.apply(init_transformer_weights)
+        for p in (self.time_embedding, self.cell_embedding):
+            nn.init.trunc_normal_(p, std=0.02, a=-0.04, b=0.04)
+
+    def blocks(self) -> list[nn.Module]:
+        return list(self.layers)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
+        """x (B, T, cells, D); ``mask`` (B, T) True for real frames."""
+        if x.shape[1] > self.max_frames:
+            raise ValueError(f"{x.shape[1]} frames exceed max_frames {self.max_frames}")
+        frames = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device) if mask is None else mask
+        token_mask = frames.repeat_interleave(self.cells, dim=1)  # (B, T * cells)
+        h = (x + self.time_embedding[:, : x.shape[1]] + self.cell_embedding).flatten(1, 2)
+        use_ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
+        for block in self.layers:
+            h = maybe_checkpoint(block, h, token_mask, enabled=use_ckpt)
+        tokens = (self.norm(h) + x.flatten(1, 2)).masked_fill(~token_mask.unsqueeze(-1), 0.0)
+        return EncoderOutput(tokens, masked_mean(tokens, token_mask), token_mask)
 
 
 class TemporalLSTM(RecurrentEncoder):
@@ -127,15 +164,21 @@ class FrameEncoder(Encoder):
             raise ValueError(f"need spatial_grid >= 0 and cell_width >= 1, got {spatial_grid} and {cell_width}")
         self.temporal_kind = check_choice("temporal", temporal, TEMPORAL_KINDS)
         self.motion = check_choice("motion", motion, MOTION_KINDS)
-        self.spatial_grid = spatial_grid
+        if temporal == "space_time" and not spatial_grid:
+            raise ValueError("temporal: space_time attends over grid cells: set spatial_grid")
+        self.spatial_grid, self.cell_width = spatial_grid, cell_width
         self.cell_proj = nn.Linear(frames.output_dim, cell_width) if spatial_grid else None
         frame_dim = spatial_grid * spatial_grid * cell_width if spatial_grid else frames.output_dim
         frame_dim *= 2 if motion == "feature_difference" else 1
+        if temporal == "space_time":  # one token per cell: its (and its change's) features, projected to width
+            frame_dim //= spatial_grid * spatial_grid
         self.output_dim = width or frame_dim
         self.frames = frames
         self.proj = nn.Linear(frame_dim, width) if width and width != frame_dim else None
         self.temporal: Encoder
-        if temporal == "mean":
+        if temporal == "space_time":
+            self.temporal = SpaceTimeTransformer(self.output_dim, spatial_grid**2, depth, heads, max_frames, dropout)
+        elif temporal == "mean":
             self.temporal = TemporalMean(self.output_dim)
         elif temporal == "transformer":
             self.temporal = TemporalTransformer(self.output_dim, depth, heads, max_frames, dropout)
@@ -159,9 +202,14 @@ class FrameEncoder(Encoder):
         feats = per_frame.new_zeros(*frames.shape, per_frame.shape[-1]).index_put((frames,), per_frame)  # (B, T, D)
         if self.motion == "feature_difference":
             feats = torch.cat([feats, frame_differences(feats)], dim=-1)
+        if self.temporal_kind == "space_time":  # (B, T, cells, k * cell_width): each cell's features, then changes
+            cells = self.spatial_grid**2
+            feats = feats.unflatten(-1, (-1, cells, self.cell_width)).transpose(2, 3).flatten(3)
         if self.proj is not None:
             feats = self.proj(feats)
         out = self.temporal(feats, frames)
+        if self.temporal_kind == "space_time":
+            return out
         tokens = out.tokens.masked_fill(~frames.unsqueeze(-1), 0.0)  # (B, T, D)
         return EncoderOutput(tokens, out.pooled, frames)
 
