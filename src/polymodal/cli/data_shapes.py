@@ -46,13 +46,19 @@ def shapes(
         print_summary(summary)
 
 
+def _split_table(title: str, unit: str, counts: dict[str, int]) -> Table:
+    """A table of how many ``unit`` (images, clips) each split holds."""
+    table = Table(title=title, show_header=True)
+    table.add_column("split")
+    table.add_column(unit, justify="right")
+    for split, count in counts.items():
+        table.add_row(split, str(count))
+    return table
+
+
 def print_summary(summary: dict[str, Any]) -> None:
     """A people-readable table of a :func:`generate_shapesworld` summary."""
-    table = Table(title=f"ShapesWorld in {summary['out_dir']}", show_header=True)
-    table.add_column("split")
-    table.add_column("images", justify="right")
-    for split, count in summary["counts"].items():
-        table.add_row(split, str(count))
+    table = _split_table(f"ShapesWorld in {summary['out_dir']}", "images", summary["counts"])
     table.add_row("[bold]total[/]", f"[bold]{summary['total']}[/]")
     console.print(table)
     console.print(f"shapes: {', '.join(summary['shapes'])}", highlight=False)
@@ -96,12 +102,7 @@ def shapes_video(
 
 def print_video_summary(summary: dict[str, Any]) -> None:
     """A people-readable table of a :func:`generate_shapesworld_video` summary."""
-    table = Table(title=f"ShapesWorld moves in {summary['out_dir']}", show_header=True)
-    table.add_column("split")
-    table.add_column("clips", justify="right")
-    for split, count in summary["counts"].items():
-        table.add_row(split, str(count))
-    console.print(table)
+    console.print(_split_table(f"ShapesWorld moves in {summary['out_dir']}", "clips", summary["counts"]))
     console.print(f"held out (test_novel only): {', '.join(summary['held_out'])}", highlight=False)
     console.print(
         f"generated in {summary['elapsed_seconds']:.2f} s ({summary['clips_per_second']} clips/s)", highlight=False
