@@ -37,6 +37,8 @@ _KIND_PRESET = {
     "captioner": "shapes-caption",
     "vqa": "shapes-vqa",
     "fusion": "shapes-fusion",
+    "diffusion": "shapes-diffusion",
+    "gan": "shapes-gan",
 }
 
 

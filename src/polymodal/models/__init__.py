@@ -1,5 +1,5 @@
-"""Composed models over any modalities: embedding, fusion classifier, captioner, question answering;
-the saved-model directory; weight transfer; presets."""
+"""Composed models over any modalities: embedding, fusion classifier, captioner, question answering, text-to-image
+generators (diffusion, GAN); the saved-model directory; weight transfer; presets."""
 
 import polymodal.pretrained  # noqa: F401 - registers the encoders of packaged weights before any config is built
 from polymodal.models.base import MODELS, ComposedModel, build_model
@@ -7,6 +7,7 @@ from polymodal.models.captioner import Captioner
 from polymodal.models.config import ModelConfig, parse_model_config
 from polymodal.models.embedding import EmbeddingModel
 from polymodal.models.fusion_classifier import FusionClassifier
+from polymodal.models.generator import AdversarialGenerator, DiffusionGenerator
 from polymodal.models.presets import PRESETS, build_preset
 from polymodal.models.question_answering import QuestionAnswerer
 from polymodal.models.saved import SavedModel, find_model_dir, load_model, save_model
@@ -14,8 +15,10 @@ from polymodal.models.saved import SavedModel, find_model_dir, load_model, save_
 __all__ = [
     "MODELS",
     "PRESETS",
+    "AdversarialGenerator",
     "Captioner",
     "ComposedModel",
+    "DiffusionGenerator",
     "EmbeddingModel",
     "FusionClassifier",
     "ModelConfig",

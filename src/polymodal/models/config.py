@@ -173,11 +173,60 @@ class QuestionAnsweringConfig(Config):
         return self
 
 
+def _text_condition_only(cls: type, value: dict[str, ComponentConfig]) -> dict[str, ComponentConfig]:
+    if set(value) != {"text"}:
+        raise ValueError(f"a generator is conditioned by one 'text' tower; got encoders {sorted(value)}")
+    return value
+
+
+class DiffusionConfig(Config):
+    """Text-to-image diffusion: a text tower whose tokens a UNet cross-attends to while it denoises ``image``
+    (pixels normalised to [-1, 1]); DDPM training, DDIM / DPM-Solver / DDPM sampling, classifier-free guidance."""
+
+    kind: Literal["diffusion"] = "diffusion"
+    encoders: dict[str, ComponentConfig]
+    target: Literal["image"] = "image"
+    image_size: int = Field(32, ge=8)
+    channels: int = Field(3, ge=1)
+    widths: list[int] = Field(default_factory=lambda: [32, 64, 64], min_length=1)
+    layers_per_block: int = Field(1, ge=1)
+    attention_levels: int = Field(2, ge=0, description="the lowest-resolution levels that cross-attend to the text")
+    context_dim: int = Field(128, ge=1)
+    head_dim: int = Field(8, ge=1)
+    norm_groups: int = Field(8, ge=1)
+    num_train_timesteps: int = Field(1000, ge=2)
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
+    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+
+    check_encoders = field_validator("encoders")(_check_encoders)
+    text_only = field_validator("encoders")(_text_condition_only)
+
+
+class GanConfig(Config):
+    """Text-to-image GAN: a generator from noise and the text tower's pooled features, a projection discriminator
+    judging image and text together, and an exponential moving average of the generator that is what generates."""
+
+    kind: Literal["gan"] = "gan"
+    encoders: dict[str, ComponentConfig]
+    target: Literal["image"] = "image"
+    image_size: int = Field(32, ge=8)
+    channels: int = Field(3, ge=1)
+    noise_dim: int = Field(64, ge=1)
+    condition_dim: int = Field(128, ge=1)
+    generator_widths: list[int] = Field(default_factory=lambda: [256, 128, 64], min_length=1)
+    discriminator_widths: list[int] = Field(default_factory=lambda: [64, 128, 256], min_length=1)
+    feature_dim: int = Field(256, ge=1)
+    ema_decay: float = Field(0.999, ge=0, lt=1)
+
+    check_encoders = field_validator("encoders")(_check_encoders)
+    text_only = field_validator("encoders")(_text_condition_only)
+
+
 ModelConfig = Annotated[
-    EmbeddingConfig | FusionClassifierConfig | CaptionerConfig | QuestionAnsweringConfig,
+    EmbeddingConfig | FusionClassifierConfig | CaptionerConfig | QuestionAnsweringConfig | DiffusionConfig | GanConfig,
     Field(discriminator="kind"),
 ]
-MODEL_KINDS = ("embedding", "fusion_classifier", "captioner", "question_answering")
+MODEL_KINDS = ("embedding", "fusion_classifier", "captioner", "question_answering", "diffusion", "gan")
 
 
 def parse_model_config(data: Any, source: str = "<config>") -> Any:

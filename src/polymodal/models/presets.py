@@ -15,8 +15,10 @@ from polymodal.models.config import (
     CaptionerConfig,
     ComponentConfig,
     DecoderConfig,
+    DiffusionConfig,
     EmbeddingConfig,
     FusionClassifierConfig,
+    GanConfig,
     ModelConfig,
     QuestionAnsweringConfig,
 )
@@ -278,6 +280,20 @@ def shapes_vqa(
         answer_mode="classify",
         num_answers=num_answers,
     )
+
+
+@PRESETS.register("shapes-diffusion")
+def shapes_diffusion(vocab_size: int = 512, max_length: int = 32, image_size: int = 32) -> DiffusionConfig:
+    """Text-to-image diffusion on ShapesWorld: a 1.7M-parameter UNet (widths 32/64/64, cross-attention at 1/2 and
+    1/4 resolution) conditioned on a text transformer's tokens."""
+    return DiffusionConfig(encoders={"text": _small_text(vocab_size, max_length)}, image_size=image_size)
+
+
+@PRESETS.register("shapes-gan")
+def shapes_gan(vocab_size: int = 512, max_length: int = 32, image_size: int = 32) -> GanConfig:
+    """Text-to-image GAN on ShapesWorld: a generator with text-conditioned group norm and a projection
+    discriminator with spectral norm, both reading a text transformer's pooled features."""
+    return GanConfig(encoders={"text": _small_text(vocab_size, max_length)}, image_size=image_size)
 
 
 def build_preset(name: str, **overrides: Any) -> ComposedModel:

@@ -13,8 +13,10 @@ from polymodal.config import ConfigError
 from polymodal.data.text import TextTokenizer
 from polymodal.models import (
     PRESETS,
+    AdversarialGenerator,
     Captioner,
     ComposedModel,
+    DiffusionGenerator,
     FusionClassifier,
     QuestionAnswerer,
     build_model,
@@ -24,10 +26,12 @@ from polymodal.models.config import ModelConfig
 from polymodal.models.transfer import TransferReport, cache_towers, freeze_towers, transfer_weights
 from polymodal.modules.losses import LOSSES
 from polymodal.train.objectives import (
+    AdversarialObjective,
     AnswerObjective,
     CaptionObjective,
     ClassificationObjective,
     ContrastiveObjective,
+    DiffusionObjective,
     MaskedLMObjective,
     MatchingObjective,
 )
@@ -94,6 +98,18 @@ def make_objective(recipe: Recipe, model: ComposedModel, tokenizer: TextTokenize
         specials = {i for i in (tokenizer.pad_id, tokenizer.bos_id, tokenizer.eos_id) if i is not None}
         width = model.encoders["text"].output_dim
         return MaskedLMObjective(width, tokenizer.vocab_size, tokenizer.mask_id, sorted(specials))
+    generators = {
+        "diffusion": (DiffusionGenerator, "shapes-diffusion"),
+        "adversarial": (AdversarialGenerator, "shapes-gan"),
+    }
+    if section.kind in generators:
+        kind, preset = generators[section.kind]
+        if not isinstance(model, kind):
+            raise ConfigError(
+                f"objective.kind {section.kind} trains a {kind.__name__} (e.g. the {preset} preset); "
+                f"the recipe builds {model.config.kind}"
+            )
+        return DiffusionObjective(section.empty_text_rate) if section.kind == "diffusion" else AdversarialObjective()
     if section.kind == "classification":
         return ClassificationObjective(LOSSES.build(section.loss or "cross_entropy"))
     if section.kind == "caption":

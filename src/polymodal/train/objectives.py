@@ -15,7 +15,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from polymodal.modules.losses import CaptionLoss, ClipLoss, CrossEntropyLoss, ItmLoss, MaskedLMLoss, mask_tokens
+from polymodal.modules.losses import (
+    CaptionLoss,
+    ClipLoss,
+    CrossEntropyLoss,
+    ItmLoss,
+    MaskedLMLoss,
+    hinge_discriminator_loss,
+    hinge_generator_loss,
+    mask_tokens,
+)
 
 
 def _weighted(parts: dict[str, tuple[float, Tensor]]) -> dict[str, Tensor]:
@@ -196,3 +205,80 @@ class MaskedLMObjective(nn.Module):
         inputs, labels = self.corrupt(ids, mask)
         tokens = model.encoders["text"](inputs, mask).tokens  # (B, T, width)
         return _weighted({"masked_lm": (1.0, self.loss(self.head(tokens), labels))})
+
+
+def _image_rows(batch: Any) -> tuple[Tensor, dict[str, Any], Tensor | None]:
+    """The batch's images (the target of a generator), its text input, and which rows have text; rows without
+    an image are dropped."""
+    images, _ = batch.input("image")
+    ids, mask = batch.input("text") if "text" in batch.inputs else (None, None)
+    has_text = batch.present.get("text") if ids is not None else None
+    keep = batch.present["image"]
+    if not bool(keep.all()):
+        images = images[keep]
+        if ids is not None:
+            ids, mask = ids[keep], (None if mask is None else mask[keep])
+            has_text = None if has_text is None else has_text[keep]
+    if ids is None:
+        raise ValueError(f"a text-to-image objective needs texts; batch of {len(batch.ids)} has none")
+    return images, {"text": (ids, mask)}, has_text
+
+
+class DiffusionObjective(nn.Module):
+    """DDPM training of a text-to-image diffusion model: noise each image at a uniformly drawn timestep and regress
+    the noise (or ``v``); a share ``empty_text_rate`` of the rows, and every row without a text, see the learned
+    empty text instead, so the model also learns the unconditional prediction classifier-free guidance needs."""
+
+    def __init__(self, empty_text_rate: float = 0.1) -> None:
+        super().__init__()
+        self.empty_text_rate = empty_text_rate
+
+    def forward(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
+        images, text, has_text = _image_rows(batch)
+        scheduler = model.schedulers["train"]
+        noise = torch.randn_like(images)
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (images.size(0),), device=images.device)
+        noisy = scheduler.add_noise(images, noise, timesteps)
+        drop = torch.rand(images.size(0), device=images.device) < self.empty_text_rate
+        if has_text is not None:
+            drop |= ~has_text
+        prediction = model(text, noisy, timesteps, drop)
+        target = (
+            noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(images, noise, timesteps)
+        )
+        return _weighted({"denoising": (1.0, F.mse_loss(prediction.float(), target.float()))})
+
+
+class AdversarialObjective(nn.Module):
+    """Conditional GAN training in two phases per step: the discriminator (hinge loss; real images with their
+    text are real, generated ones and real images with another row's text are fake: matching-aware, so the text
+    must matter), then the generator (hinge loss against the updated discriminator), then the generator's EMA.
+
+    The text tower trains with the discriminator (or stays frozen); the generator reads its features detached."""
+
+    phases = ("discriminator", "generator")
+
+    def phase_modules(self, model: nn.Module) -> dict[str, list[str]]:
+        return {"discriminator": ["discriminator", "encoders"], "generator": ["generator"]}
+
+    def forward(self, model: nn.Module, batch: Any, phase: str) -> dict[str, Tensor]:
+        images, text_input, _ = _image_rows(batch)
+        text = model.text_features(text_input)
+        noise = model.noise(images.size(0), images.device)
+        if phase == "discriminator":
+            with torch.no_grad():
+                fakes = model.generator(noise, text.detach())
+            real = model.discriminator(images, text)
+            fake = model.discriminator(fakes, text)
+            mismatched = model.discriminator(images, text[torch.roll(torch.arange(len(text), device=text.device), 1)])
+            loss = hinge_discriminator_loss(real, torch.cat([fake, mismatched]))
+            return _weighted({"discriminator": (1.0, loss)})
+        if phase == "generator":
+            text = text.detach()
+            loss = hinge_generator_loss(model.discriminator(model.generator(noise, text), text))
+            return _weighted({"generator": (1.0, loss)})
+        raise ValueError(f"unknown phase {phase!r}; phases: {', '.join(self.phases)}")
+
+    def after_phase(self, model: nn.Module, phase: str | None) -> None:
+        if phase == "generator":
+            model.update_ema()

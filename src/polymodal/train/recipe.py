@@ -35,7 +35,10 @@ OBJECTIVE_VIEWS = {
     "vqa": "qa",
     "matching": "captions",
     "masked_lm": "captions",
+    "diffusion": "captions",
+    "adversarial": "captions",
 }
+GENERATING = ("diffusion", "adversarial")  # objectives whose target is the image
 
 
 class ModelSection(Config):
@@ -86,9 +89,13 @@ class DataSection(Config):
 
 
 class ObjectiveSection(Config):
-    kind: Literal["contrastive", "classification", "caption", "vqa", "matching", "masked_lm"] = Field(
+    kind: Literal[
+        "contrastive", "classification", "caption", "vqa", "matching", "masked_lm", "diffusion", "adversarial"
+    ] = Field(
         description="contrastive (CLIP/SigLIP), classification, caption, vqa, matching (image-text matching on a "
-        "two-class fusion classifier), masked_lm (BERT-style pretraining of the text tower)"
+        "two-class fusion classifier), masked_lm (BERT-style pretraining of the text tower), diffusion (denoising "
+        "training of a text-to-image diffusion model), adversarial (a text-to-image GAN: discriminator and "
+        "generator steps)"
     )
     loss: Literal["clip", "siglip", "cross_entropy", "bce", "mse"] | None = Field(
         None,
@@ -100,6 +107,9 @@ class ObjectiveSection(Config):
     )
     contrastive_weight: float = Field(0.0, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    empty_text_rate: float = Field(
+        0.1, ge=0, lt=1, description="diffusion: share of rows trained with the empty text (classifier-free guidance)"
+    )
     hard_negatives: list[list[str]] | None = Field(
         None,
         description="contrastive, clip loss: groups of interchangeable words; each caption with one swapped "
@@ -145,6 +155,12 @@ class Recipe(Config):
             raise ValueError(f"model.preset {self.model.preset!r} is unknown; allowed: {', '.join(PRESETS.names())}")
         if self.model.init_map and not self.model.init_from:
             raise ValueError("model.init_map needs model.init_from (the model to copy from)")
+        image = self.data.image
+        if self.objective.kind in GENERATING and (set(image.mean) != {0.5} or set(image.std) != {0.5}):
+            raise ValueError(
+                f"objective.kind {self.objective.kind} generates pixels in [-1, 1]: data.image needs "
+                f"mean [0.5, 0.5, 0.5] and std [0.5, 0.5, 0.5] (got mean {list(image.mean)}, std {list(image.std)})"
+            )
         return self
 
 

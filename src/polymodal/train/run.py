@@ -57,11 +57,11 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
     view = default_view(recipe)
     labels = labels_for(recipe, train_rows, view, run_dir, resume)
 
-    # 2. The model's config decides the modalities to prepare (a captioner also reads its target texts).
+    # 2. The model's config decides the modalities to prepare (a captioner also reads its target texts, a
+    # generator its target images).
     config = recipe_model_config(recipe, tokenizer.vocab_size, labels.preset_args)
-    modalities = list(config.encoders) + (
-        ["text"] if "text" not in config.encoders and config.kind == "captioner" else []
-    )
+    target = "text" if config.kind == "captioner" else getattr(config, "target", None)
+    modalities = list(config.encoders) + ([target] if target is not None and target not in config.encoders else [])
     datasets = make_datasets(recipe, modalities, tokenizer, train_rows, val_rows, view, labels, bad_log)
 
     # 3. Model and objective, seeded before the model exists: its initial weights are part of what the seed fixes.

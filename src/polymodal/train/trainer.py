@@ -6,7 +6,9 @@ this loop owns what makes a run trustworthy: deterministic batches addressable b
 selection and early stopping on a named metric, and metrics written as JSONL.
 
 Only the main process writes files. An objective (see ``objectives.py``) joins the model and its
-losses; its learnable parameters (temperatures) are optimised and checkpointed with it.
+losses; its learnable parameters (temperatures) are optimised and checkpointed with it. An objective with
+``phases`` (a GAN: discriminator, then generator) gets one optimizer and schedule per phase, and each step runs
+its phases in order on the same batch, each stepping only its own parameters.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any, NoReturn
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import DistributedType, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, DistributedType, set_seed
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -50,8 +52,27 @@ class TrainModule(nn.Module):
         self.model = model
         self.objective = objective
 
-    def forward(self, batch: Any) -> dict[str, Tensor]:
-        return self.objective(self.model, batch)
+    def forward(self, batch: Any, phase: str | None = None) -> dict[str, Tensor]:
+        if phase is None:
+            return self.objective(self.model, batch)  # type: ignore[no-any-return]
+        return self.objective(self.model, batch, phase)  # type: ignore[no-any-return]
+
+
+class PhaseStates:
+    """Several optimizers (or schedulers) saved and restored as one state: ``{"phases": {name: state}}``."""
+
+    def __init__(self, parts: dict[str, Any]) -> None:
+        self.parts = parts
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"phases": {name: part.state_dict() for name, part in self.parts.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        saved = state.get("phases", {})
+        if set(saved) != set(self.parts):
+            raise ValueError(f"the checkpoint has optimizer phases {sorted(saved)}, this run {sorted(self.parts)}")
+        for name, part in self.parts.items():
+            part.load_state_dict(saved[name])
 
 
 @dataclass
@@ -91,18 +112,20 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     return batch
 
 
-def _accelerator(precision: PrecisionChoice) -> Accelerator:
+def _accelerator(precision: PrecisionChoice, several_phases: bool = False) -> Accelerator:
     """An Accelerator with ``precision``, even when an earlier run in this process used another.
 
     Accelerate keeps one process-wide state and refuses a second Accelerator with a different
     mixed precision; several recipes in one process (the demo, a pretrain -> fine-tune chain, tests)
     each need their own. Resetting only the AcceleratorState keeps the process group (PartialState),
-    so this is safe under a distributed launch too.
+    so this is safe under a distributed launch too. With ``several_phases`` DDP expects parameters a phase
+    does not use (a GAN's generator in the discriminator's step).
     """
     name = precision.accelerate_name
     if AcceleratorState._shared_state and AcceleratorState().mixed_precision != name:
         AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=name, cpu=not torch.cuda.is_available())
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)] if several_phases else None
+    return Accelerator(mixed_precision=name, cpu=not torch.cuda.is_available(), kwargs_handlers=handlers)
 
 
 def training_device() -> torch.device:
@@ -186,7 +209,7 @@ class Trainer:
         # fp16 on CPU is an error here: Accelerate would quietly train in fp32.
         self.precision = choose_precision(config.precision, training_device())
         self.threads = ThreadBudget(reserved=config.num_workers, fixed=config.threads)
-        self.accelerator = accelerator or _accelerator(self.precision)
+        self.accelerator = accelerator or _accelerator(self.precision, bool(getattr(objective, "phases", None)))
         if self.accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
             # Checkpoints, the best model and gradient accumulation here assume every rank holds the whole model
             # (DDP); sharded weights and optimizer states would be saved incomplete.
@@ -202,21 +225,44 @@ class Trainer:
         self.module = TrainModule(model, objective)
         self.dataset = train_dataset
         self.collate_fn = collate_fn
-        groups = param_groups(self._lr_entries(model, objective, param_lrs or {}), config.weight_decay)
-        if not groups:
-            raise ValueError("nothing to train: every parameter is frozen")
-        # Which scheduler lr belongs to which param_lrs entry, for the log's "lrs"; its "lr" is train.lr on the
-        # schedule (group 0 is a tower's when param_lrs is given, and "model" may have no group of its own).
-        self._lr_index: dict[str, int] = {}
-        for index, group in enumerate(groups):
-            if (entry := group["name"].rsplit(".", 1)[0]) not in ("model", "objective"):
-                self._lr_index.setdefault(entry, index)
+        self.after_phase = getattr(objective, "after_phase", None)
         # The fused kernel (one pass over all tensors) is 4.6-5x faster than the per-tensor loop torch uses on
         # CPU by default (benchmarks/README.md); CPU and CUDA have it.
         self.fused = self.accelerator.device.type in ("cpu", "cuda")
-        self.optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=self.fused)
-        self.scheduler = cosine_with_warmup(self.optimizer, config.warmup_steps, config.steps, config.min_lr_ratio)
-        self.wrapped, self.optimizer = self.accelerator.prepare(self.module, self.optimizer)
+        self.phases: list[str | None] = list(getattr(objective, "phases", None) or [None])
+        owners = self._phase_owners(model, objective) if self.phases != [None] else {None: [("model", model)]}
+        optimizers, self.schedulers = [], []
+        # Which scheduler lr belongs to which param_lrs entry, for the log's "lrs"; its "lr" is train.lr on the
+        # schedule (group 0 is a tower's when param_lrs is given, and "model" may have no group of its own).
+        self._lr_index: dict[str, int] = {}
+        for phase in self.phases:
+            entries = self._lr_entries(model, owners[phase], param_lrs or {})
+            if phase == self.phases[0]:
+                entries.append(("objective", objective, config.lr))
+            groups = param_groups(entries, config.weight_decay)
+            if not groups:
+                where = "" if phase is None else f" of phase {phase!r}"
+                raise ValueError(f"nothing to train{where}: every parameter is frozen")
+            if phase == self.phases[0]:
+                for index, group in enumerate(groups):
+                    if (entry := group["name"].rsplit(".", 1)[0]) in (param_lrs or {}):
+                        self._lr_index.setdefault(entry, index)
+            optimizer = torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, fused=self.fused)
+            optimizers.append(optimizer)
+            self.schedulers.append(
+                cosine_with_warmup(optimizer, config.warmup_steps, config.steps, config.min_lr_ratio)
+            )
+        prepared = self.accelerator.prepare(self.module, *optimizers)
+        self.wrapped, self.optimizers = prepared[0], list(prepared[1:])
+        self.optimizer = self.optimizers[0]
+        self.scheduler = self.schedulers[0]
+        several = len(self.phases) > 1
+        self._optimizer_state = (
+            PhaseStates(dict(zip(self.phases, self.optimizers, strict=True))) if several else self.optimizer
+        )
+        self._scheduler_state = (
+            PhaseStates(dict(zip(self.phases, self.schedulers, strict=True))) if several else self.scheduler
+        )
         self.step = 0
         self.best_metric: float | None = None
         self.best_step: int | None = None
@@ -225,15 +271,35 @@ class Trainer:
         self._started_with: dict[str, Any] | None = None  # the machine record of the run this one resumes
 
     def _lr_entries(
-        self, model: nn.Module, objective: nn.Module, param_lrs: dict[str, float]
+        self, model: nn.Module, owned: list[tuple[str, nn.Module]], param_lrs: dict[str, float]
     ) -> list[tuple[str, nn.Module, float]]:
+        """(name, module, lr) for the param_lrs entries inside ``owned`` (these first), then ``owned``."""
         entries = []
         for path, lr in param_lrs.items():
-            sub = model.get_submodule(path)
-            entries.append((path, sub, lr))
-        entries.append(("model", model, self.config.lr))
-        entries.append(("objective", objective, self.config.lr))
+            if any(path == name or path.startswith(name + ".") or name == "model" for name, _ in owned):
+                entries.append((path, model.get_submodule(path), lr))
+        entries += [(name, module, self.config.lr) for name, module in owned]
         return entries
+
+    @staticmethod
+    def _phase_owners(model: nn.Module, objective: nn.Module) -> dict[str | None, list[tuple[str, nn.Module]]]:
+        """Each phase's submodules (``objective.phase_modules(model)``); every trainable parameter must belong to
+        exactly one phase."""
+        owners = {
+            phase: [(path, model.get_submodule(path)) for path in paths]
+            for phase, paths in objective.phase_modules(model).items()  # type: ignore[operator]
+        }
+        claimed: dict[int, str] = {}
+        for phase, modules in owners.items():
+            for path, module in modules:
+                for p in module.parameters():
+                    if id(p) in claimed and claimed[id(p)] != phase:
+                        raise ValueError(f"{path}: parameters in two phases ({claimed[id(p)]} and {phase})")
+                    claimed[id(p)] = phase  # type: ignore[assignment]
+        for name, p in model.named_parameters():
+            if p.requires_grad and id(p) not in claimed:
+                raise ValueError(f"{name} is trainable but in no phase of {type(objective).__name__}")
+        return owners  # type: ignore[return-value]
 
     @property
     def is_main(self) -> bool:
@@ -257,12 +323,13 @@ class Trainer:
         return self.step
 
     def _restore(self, checkpoint: Path) -> None:
-        meta = load_checkpoint(checkpoint, self.module, self.optimizer, self.scheduler)
+        meta = load_checkpoint(checkpoint, self.module, self._optimizer_state, self._scheduler_state)
         # Loading an optimizer state restores each group's settings, "fused" and "foreach" included: a checkpoint
         # from before the fused kernel would switch it off (and on CUDA with fp16 the grad scaler, which saw a
         # fused optimizer, would then fail at the first step). How to step is this run's choice, not the file's.
-        for group in self.optimizer.param_groups:
-            group["fused"], group["foreach"] = self.fused, None
+        for optimizer in self.optimizers:
+            for group in optimizer.param_groups:
+                group["fused"], group["foreach"] = self.fused, None
         self.step = meta["step"]
         self.best_metric = meta.get("best_metric")
         self.best_step = meta.get("best_step")
@@ -283,8 +350,8 @@ class Trainer:
                 self.run_dir,
                 self.step,
                 self.accelerator.unwrap_model(self.wrapped),
-                self.optimizer,
-                self.scheduler,
+                self._optimizer_state,
+                self._scheduler_state,
                 meta,
             )
             keep = {self.best_step} if self.best_step is not None else set()
@@ -349,6 +416,39 @@ class Trainer:
             generator=generator,
         )
 
+    def _phase_step(
+        self, phase: str | None, optimizer: torch.optim.Optimizer, micro_batches: list[Any]
+    ) -> dict[str, float]:
+        """Forward and backward every micro-batch for ``phase``, clip, step its optimizer; its losses by name
+        (with several phases, the total is ``loss_<phase>``)."""
+        cfg, acc = self.config, self.accelerator
+        totals: dict[str, float] = {}
+        for batch in micro_batches:
+            with acc.autocast():
+                losses = self.wrapped(batch) if phase is None else self.wrapped(batch, phase)
+            loss = losses["loss"]
+            if not torch.isfinite(loss):
+                where = "" if phase is None else f" ({phase})"
+                raise FloatingPointError(
+                    f"step {self.step}{where}: loss is {loss.item()} ({ {k: float(v) for k, v in losses.items()} })"
+                )
+            acc.backward(loss / cfg.accumulate)
+            for k, v in losses.items():
+                name = f"loss_{phase}" if k == "loss" and phase is not None else k
+                totals[name] = totals.get(name, 0.0) + float(v.detach()) / cfg.accumulate
+        if cfg.grad_clip is not None:
+            params = [p for group in optimizer.param_groups for p in group["params"]]
+            totals["grad_norm" if phase is None else f"grad_norm_{phase}"] = float(
+                acc.clip_grad_norm_(params, cfg.grad_clip)
+            )
+        optimizer.step()
+        # Every phase's gradients go: the generator's pass also reaches the discriminator's parameters.
+        for each in self.optimizers:
+            each.zero_grad(set_to_none=True)
+        if self.after_phase is not None:
+            self.after_phase(self.accelerator.unwrap_model(self.wrapped).model, phase)
+        return totals
+
     def machine(self) -> dict[str, Any]:
         """What this run trains on: CPU and flags, the precision and threads chosen and why."""
         record = machine_record(self.precision, self.threads.choice)
@@ -380,39 +480,29 @@ class Trainer:
                 f"({self.threads.choice.reason}); {machine['cpu']}"
             )
             while self.step < cfg.steps and not stopped_early:
-                totals: dict[str, float] = {}
+                micro_batches = []
                 for _ in range(cfg.accumulate):
                     batch = next(loader)
                     dropped += getattr(batch, "num_dropped", 0)
                     if batch is None or _batch_size_of(batch) == 0:
                         skipped += 1  # every sample of the micro-batch was bad and skipped
                         continue
-                    batch = _to_device(batch, acc.device)
-                    with acc.autocast():
-                        losses = self.wrapped(batch)
-                    loss = losses["loss"]
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(
-                            f"step {self.step}: loss is {loss.item()} ({ {k: float(v) for k, v in losses.items()} })"
-                        )
-                    acc.backward(loss / cfg.accumulate)
-                    for k, v in losses.items():
-                        totals[k] = totals.get(k, 0.0) + float(v.detach()) / cfg.accumulate
+                    micro_batches.append(_to_device(batch, acc.device))
                     samples += _batch_size_of(batch) * acc.num_processes
-                if cfg.grad_clip is not None:
-                    grad_norm = float(acc.clip_grad_norm_(self.wrapped.parameters(), cfg.grad_clip))
-                    totals["grad_norm"] = grad_norm
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
+                totals: dict[str, float] = {}
+                for phase, optimizer, scheduler in zip(self.phases, self.optimizers, self.schedulers, strict=True):
+                    totals.update(self._phase_step(phase, optimizer, micro_batches))
+                    scheduler.step()
+                if len(self.phases) > 1:
+                    totals["loss"] = sum(totals[f"loss_{phase}"] for phase in self.phases)
                 self.step += 1
                 last = totals
                 rate = samples / max(time.perf_counter() - started, 1e-9)
                 lrs = self.scheduler.get_last_lr()
                 lr = cfg.lr * lrs[0] / self.scheduler.base_lrs[0]  # the schedule's factor is the same for every group
-                progress.update(
-                    self.step, f"loss {totals.get('loss', math.nan):.4f}  lr {lr:.2e}  {rate:,.0f} samples/s"
-                )
+                shown = [f"loss_{p}" for p in self.phases] if len(self.phases) > 1 else ["loss"]
+                losses_text = "  ".join(f"{name} {totals.get(name, math.nan):.4f}" for name in shown)
+                progress.update(self.step, f"{losses_text}  lr {lr:.2e}  {rate:,.0f} samples/s")
                 if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     record = {"step": self.step, "lr": lr, "samples_per_s": rate, **totals}
                     if self._lr_index:

@@ -40,7 +40,7 @@ def make_validator(
     """The validation metric of an objective of kind ``objective``: ``contrastive`` (recall@1, averaged over
     the pairs), ``classification`` and ``vqa`` (accuracy), ``caption`` (caption loss), ``matching`` (accuracy
     on matches and on partners shifted by one), ``masked_lm`` (accuracy on masked tokens, the same masks each
-    time)."""
+    time), ``diffusion`` (denoising loss), ``adversarial`` (the discriminator's accuracy on each kind of pair)."""
     pairs = getattr(objective_module, "pairs", None) or [getattr(objective_module, "pair", ("image", "text"))]
 
     def contrastive(model: nn.Module) -> dict[str, float]:
@@ -119,6 +119,45 @@ def make_validator(
             total += int(chosen.sum())
         return {"accuracy": correct / max(total, 1)}
 
+    def diffusion(model: nn.Module) -> dict[str, float]:
+        """The denoising loss at the same noise and timesteps every time (drawn from a fixed seed)."""
+        generator = torch.Generator().manual_seed(0)
+        scheduler = model.schedulers["train"]  # type: ignore[index]
+        total, n = 0.0, 0
+        for batch in _batches(dataset, batch_size, model):
+            images, text = batch.input("image")[0], {"text": batch.input("text")}
+            noise = torch.randn(images.shape, generator=generator).to(images.device)
+            steps = scheduler.config.num_train_timesteps
+            timesteps = torch.randint(0, steps, (images.size(0),), generator=generator).to(images.device)
+            prediction = model(text, scheduler.add_noise(images, noise, timesteps), timesteps)
+            if scheduler.config.prediction_type == "epsilon":
+                target = noise
+            else:
+                target = scheduler.get_velocity(images, noise, timesteps)
+            total += float(((prediction.float() - target) ** 2).mean()) * len(batch)
+            n += len(batch)
+        return {"denoising_loss": total / max(n, 1)}
+
+    def adversarial(model: nn.Module) -> dict[str, float]:
+        """How often the discriminator is right: real pairs judged real; generated images (EMA generator, fixed
+        noise) and real images with another row's text judged fake."""
+        generator = torch.Generator().manual_seed(0)
+        right = {"real": 0, "generated": 0, "mismatched": 0}
+        n = 0
+        for batch in _batches(dataset, batch_size, model):
+            images, text = batch.input("image")[0], model.text_features({"text": batch.input("text")})  # type: ignore[operator]
+            noise = torch.randn(images.size(0), model.generator.noise_dim, generator=generator).to(images.device)  # type: ignore[union-attr]
+            shifted = torch.roll(torch.arange(len(batch), device=images.device), 1)
+            judged = {
+                "real": model.discriminator(images, text) > 0,  # type: ignore[operator]
+                "generated": model.discriminator(model.ema_generator(noise, text), text) < 0,  # type: ignore[operator]
+                "mismatched": model.discriminator(images, text[shifted]) < 0,  # type: ignore[operator]
+            }
+            for name, correct in judged.items():
+                right[name] += int(correct.sum())
+            n += len(batch)
+        return {f"discriminator_{name}_accuracy": count / max(n, 1) for name, count in right.items()}
+
     validators = {
         "contrastive": contrastive,
         "classification": classification,
@@ -126,5 +165,7 @@ def make_validator(
         "caption": caption,
         "matching": matching,
         "masked_lm": masked_lm,
+        "diffusion": diffusion,
+        "adversarial": adversarial,
     }
     return validators[objective]

@@ -6,6 +6,7 @@ including cross-process gathering for the contrastive ones.
 
 from torch import nn
 
+from polymodal.modules.losses.adversarial import hinge_discriminator_loss, hinge_generator_loss
 from polymodal.modules.losses.basic import BCELoss, CrossEntropyLoss, MSELoss, masked_sample_mean, token_cross_entropy
 from polymodal.modules.losses.caption import CaptionLoss
 from polymodal.modules.losses.contrastive import ClipLoss, SigLipLoss
@@ -35,6 +36,8 @@ __all__ = [
     "MaskedLMLoss",
     "SigLipLoss",
     "all_gather_with_grad",
+    "hinge_discriminator_loss",
+    "hinge_generator_loss",
     "mask_tokens",
     "masked_sample_mean",
     "rank_and_world_size",

@@ -1,0 +1,119 @@
+"""Text-to-image generators: seeded sampling, classifier-free guidance, the EMA generator, save and load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from polymodal.models import AdversarialGenerator, DiffusionGenerator, build_model, load_model, parse_model_config
+from polymodal.models.config import DiffusionConfig, GanConfig
+
+TEXT = {"name": "transformer_text", "params": {"vocab_size": 32, "width": 16, "depth": 1, "heads": 2, "max_length": 8}}
+
+
+def tiny(kind: str) -> DiffusionGenerator | AdversarialGenerator:
+    torch.manual_seed(0)
+    if kind == "diffusion":
+        config = DiffusionConfig(
+            encoders={"text": TEXT}, image_size=8, widths=[8, 16], context_dim=16, head_dim=4, norm_groups=4
+        )
+    else:
+        config = GanConfig(
+            encoders={"text": TEXT},
+            image_size=8,
+            noise_dim=8,
+            condition_dim=8,
+            generator_widths=[16, 8],
+            discriminator_widths=[8, 16],
+            feature_dim=16,
+        )
+    return build_model(config).eval()  # type: ignore[return-value]
+
+
+def texts(n: int = 2) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    ids = torch.arange(n * 6).remainder(28).add(4).view(n, 6)
+    return {"text": (ids, torch.ones(n, 6, dtype=torch.bool))}
+
+
+@pytest.mark.parametrize("kind", ["diffusion", "gan"])
+def test_same_seed_same_pixels_other_seed_other_pixels(kind: str) -> None:
+    model = tiny(kind)
+    a = model.generate(texts(), num_per_text=3, steps=4, seed=7)
+    assert a.shape == (6, 3, 8, 8) and a.min() >= -1 and a.max() <= 1
+    assert torch.equal(a, model.generate(texts(), num_per_text=3, steps=4, seed=7))
+    assert not torch.allclose(a, model.generate(texts(), num_per_text=3, steps=4, seed=8))
+    assert not torch.allclose(a[0], a[1])  # each image of a text starts from its own noise
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpm_solver", "ddpm"])
+def test_every_sampler_runs_the_asked_steps(sampler: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tiny("diffusion")
+    calls = []
+    forward = model.unet.forward
+    monkeypatch.setattr(model.unet, "forward", lambda *a, **k: calls.append(a[0].shape[0]) or forward(*a, **k))
+    out = model.generate(texts(), steps=5, guidance=2.0, sampler=sampler)
+    assert out.shape == (2, 3, 8, 8) and torch.isfinite(out).all()
+    assert calls == [4] * 5  # five steps, each with the texts and the empty text in one batch
+
+
+def test_guidance_uses_the_learned_empty_text() -> None:
+    model = tiny("diffusion")
+    unguided = model.generate(texts(), steps=3, guidance=1.0)
+    guided = model.generate(texts(), steps=3, guidance=4.0)
+    assert not torch.allclose(unguided, guided)
+    with torch.no_grad():
+        model.null_text_embedding.add_(1.0)
+    assert torch.equal(unguided, model.generate(texts(), steps=3, guidance=1.0))  # no guidance: never read
+    assert not torch.allclose(guided, model.generate(texts(), steps=3, guidance=4.0))
+
+
+def test_dropped_rows_see_only_the_empty_text() -> None:
+    model = tiny("diffusion")
+    other = texts()
+    other["text"][0][1] = torch.arange(6) + 10
+    drop = torch.tensor([False, True])
+    context, mask = model.context(texts(), drop)
+    context2, mask2 = model.context(other, drop)
+    assert torch.equal(context[1], context2[1]) and torch.equal(mask[1], mask2[1])  # the text of row 1 is gone
+    assert mask[1].tolist() == [True] + [False] * 5
+    assert not torch.equal(context[0], context[1])  # row 0 keeps its text
+
+
+def test_bad_sampler_and_counts_are_errors() -> None:
+    model = tiny("diffusion")
+    with pytest.raises(ValueError, match="sampler must be one of ddim, dpm_solver, ddpm"):
+        model.generate(texts(), sampler="euler")
+    with pytest.raises(ValueError, match="steps and num_per_text"):
+        model.generate(texts(), steps=0)
+
+
+def test_ema_generator_ramps_towards_the_trained_one() -> None:
+    model = tiny("gan")
+    start = [p.clone() for p in model.ema_generator.parameters()]
+    with torch.no_grad():
+        for p in model.generator.parameters():
+            p.add_(1.0)
+    model.update_ema()  # first update: decay 1/10, so 90% of the way
+    moved = [e - s for e, s in zip(model.ema_generator.parameters(), start, strict=True)]
+    assert all(torch.allclose(m, torch.full_like(m, 0.9)) for m in moved)
+    assert int(model.ema_updates) == 1
+    assert not any(p.requires_grad for p in model.ema_generator.parameters())
+
+
+def test_generators_need_one_text_tower_only() -> None:
+    with pytest.raises(Exception, match="conditioned by one 'text' tower"):
+        parse_model_config({"kind": "diffusion", "encoders": {"text": TEXT, "image": {"name": "cnn"}}})
+
+
+@pytest.mark.parametrize("kind", ["diffusion", "gan"])
+def test_saved_and_loaded_generator_gives_the_same_pixels(kind: str, tmp_path: Path) -> None:
+    from polymodal.models import save_model
+
+    model = tiny(kind)
+    model.update_ema() if kind == "gan" else None
+    save_model(tmp_path / "m", model, {})
+    loaded = load_model(tmp_path / "m")
+    assert type(loaded) is type(model)
+    assert torch.equal(model.generate(texts(), steps=3, seed=1), loaded.generate(texts(), steps=3, seed=1))
