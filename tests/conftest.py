@@ -39,3 +39,15 @@ def tiny_captioner_dir(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN20
 def tiny_vqa_dir(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     """A saved classifying VQA model with answers.json (answers: tests.tiny_models.ANSWERS)."""
     return _tiny("vqa", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_diffusion_dir(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """A saved, untrained 32 px text-to-image diffusion model (DiffusionGenerator)."""
+    return _tiny("diffusion", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_gan_dir(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """A saved, untrained 32 px conditional GAN (AdversarialGenerator)."""
+    return _tiny("gan", tmp_path_factory)

@@ -9,19 +9,26 @@ from typing import TypeVar
 
 import numpy as np
 import torch
+from PIL import Image
 
 from polymodal.api.inputs import ImageInput, MediaInput, to_inputs
 from polymodal.api.video import VideoInput, VideoSegment, decoded, segment_clip, to_clips
-from polymodal.backends import ANSWER, CAPTION, EMBED, Backend, TaskNotSupported, load_backend
+from polymodal.backends import ANSWER, CAPTION, EMBED, GENERATE, Backend, TaskNotSupported, load_backend
 from polymodal.backends.base import accepts, embed, media, video_embedding
 from polymodal.backends.video import IMAGE_FRAMES
 from polymodal.data.video import Clip, VideoSampling
 from polymodal.hardware import choose_precision
+from polymodal.modules.generators.unet import SAMPLERS
 
 T = TypeVar("T")
 # CLIP's fixed logit scale at the end of training (exp(4.6052) = 100); it turns cosine similarities into
 # probabilities with the sharpness zero-shot users expect, whatever temperature the model trained with.
 ZERO_SHOT_LOGIT_SCALE = 100.0
+# What ``generate`` accepts: beyond these a call is a mistake (or hours of CPU), not a request.
+MAX_IMAGES_PER_TEXT = 64
+MAX_STEPS = 1000  # the schedulers' training timesteps: more sampling steps than that are not steps
+MAX_GUIDANCE = 50.0
+MAX_SEED = 2**53 - 1  # every seed survives a JSON round trip through JavaScript numbers
 
 
 def _batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -31,7 +38,7 @@ def _batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 
 class Model:
     """A loaded model: ``embed`` (``embed_text``, ``embed_image``, ``embed_audio``, ``embed_video``), ``classify``,
-    ``caption``, ``answer``.
+    ``caption``, ``answer``, ``generate``.
 
     Images may be paths, bytes, PIL images or numpy arrays (H, W[, C]); sounds (and other media the model's
     processors decode) paths or encoded bytes (WAV, FLAC, OGG, MP3); videos paths, encoded bytes or decoded
@@ -254,6 +261,57 @@ class Model:
             for chunk in _batches(pairs, self.batch_size):
                 out.extend(self.backend.answer([p[0] for p in chunk], [p[1] for p in chunk]))
         return out
+
+    def generate(
+        self,
+        texts: str | Sequence[str],
+        n: int = 1,
+        steps: int = 25,
+        guidance: float = 3.0,
+        seed: int = 0,
+        sampler: str = "ddim",
+    ) -> list[Image.Image]:
+        """``n`` RGB images per text, text-major (``n`` for the first text, then the next ...), by a text-to-image
+        model. Seeded: the same text, options and seed give the same pixels, whatever else is in the call.
+
+        ``steps``, ``guidance`` (classifier-free; 1 turns it off) and ``sampler`` (one of ``SAMPLERS``) drive a
+        diffusion model's sampling; a GAN draws in one pass and ignores them.
+        """
+        self._require(GENERATE, "generate images")
+        prompts = check_generate_options(texts, n=n, steps=steps, guidance=guidance, seed=seed, sampler=sampler)
+        out: list[Image.Image] = []
+        # One model call per text: the model draws every row's noise from one seeded stream, so texts batched
+        # together would each get pixels that depend on their neighbours in the call.
+        with self._autocast():
+            for prompt in prompts:
+                out.extend(
+                    self.backend.generate(
+                        [prompt], num_per_text=n, steps=steps, guidance=guidance, seed=seed, sampler=sampler
+                    )
+                )
+        return out
+
+
+def check_generate_options(
+    texts: str | Sequence[str], *, n: int, steps: int, guidance: float, seed: int, sampler: str
+) -> list[str]:
+    """The prompts of a ``generate`` call as a list, once every option is within bounds (else a ValueError that
+    names the option and its range)."""
+    prompts = [texts] if isinstance(texts, str) else list(texts)
+    if not prompts:
+        raise ValueError("generate needs at least one text")
+    for i, prompt in enumerate(prompts):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"text #{i} is empty: give a prompt such as 'a red circle above a blue square'")
+    for name, value, high in (("n", n, MAX_IMAGES_PER_TEXT), ("steps", steps, MAX_STEPS), ("seed", seed, MAX_SEED)):
+        low = 0 if name == "seed" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"{name} must be an integer in {low}..{high}, got {value!r}")
+    if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not 0.0 <= guidance <= MAX_GUIDANCE:
+        raise ValueError(f"guidance must be a number in 0..{MAX_GUIDANCE:g}, got {guidance!r}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+    return prompts
 
 
 def load(

@@ -10,12 +10,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from polymodal.backends.base import ANSWER, CAPTION, EMBED, Backend, TaskNotSupported
+from polymodal.backends.base import ANSWER, CAPTION, EMBED, GENERATE, Backend, TaskNotSupported
 from polymodal.models.saved import CONFIG_FILE
 
 DEFAULT_MODEL = "polymodal-base"
 
-__all__ = ["ANSWER", "CAPTION", "DEFAULT_MODEL", "EMBED", "Backend", "TaskNotSupported", "load_backend"]
+__all__ = [
+    "ANSWER",
+    "CAPTION",
+    "DEFAULT_MODEL",
+    "EMBED",
+    "GENERATE",
+    "Backend",
+    "TaskNotSupported",
+    "load_backend",
+]
 
 
 def _is_polymodal_dir(directory: Path) -> bool:

@@ -22,8 +22,14 @@ from polymodal.data.video import VideoSampling
 EMBED = "embed"  # embed_text + embed_images into one space (zero-shot classify, search)
 CAPTION = "caption"
 ANSWER = "answer"
-# What a backend that does not say otherwise takes: images (and text, for embedding).
-IMAGE_MEDIA = {EMBED: frozenset({"image", "text"}), CAPTION: frozenset({"image"}), ANSWER: frozenset({"image"})}
+GENERATE = "generate"  # text -> images
+# What a backend that does not say otherwise takes: images (and text, for embedding); a generator reads text.
+IMAGE_MEDIA = {
+    EMBED: frozenset({"image", "text"}),
+    CAPTION: frozenset({"image"}),
+    ANSWER: frozenset({"image"}),
+    GENERATE: frozenset({"text"}),
+}
 
 
 @runtime_checkable
@@ -46,6 +52,12 @@ class Backend(Protocol):
 
     def answer(self, images: Sequence[Image.Image], questions: Sequence[str]) -> list[str]:
         """One answer per (item, question): decoded images, or references of the modality ``media(ANSWER)`` names."""
+        ...
+
+    def generate(
+        self, texts: Sequence[str], *, num_per_text: int, steps: int, guidance: float, seed: int, sampler: str
+    ) -> list[Image.Image]:
+        """``num_per_text`` RGB images per text, text-major, from one seeded model call over ``texts``."""
         ...
 
     def to(self, device: str | torch.device) -> Backend: ...

@@ -147,6 +147,9 @@ class ConSEBackend:
     def answer(self, images: Sequence[Image.Image], questions: Sequence[str]) -> list[str]:
         raise TaskNotSupported(self, "answer questions")
 
+    def generate(self, texts: Sequence[str], **options: object) -> list[Image.Image]:
+        raise TaskNotSupported(self, "generate images")
+
 
 def conse_combine(probs: torch.Tensor, class_embeddings: torch.Tensor, top_t: int) -> torch.Tensor:
     """(N, C) probabilities, (C, D) class embeddings -> (N, D) unit ConSE embeddings over the top ``top_t`` classes."""

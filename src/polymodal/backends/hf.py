@@ -67,6 +67,9 @@ class _HFBackend:
     def answer(self, images: Sequence[Image.Image], questions: Sequence[str]) -> list[str]:
         raise TaskNotSupported(self, "answer questions")  # type: ignore[arg-type]
 
+    def generate(self, texts: Sequence[str], **options: object) -> list[Image.Image]:
+        raise TaskNotSupported(self, "generate images")  # type: ignore[arg-type]
+
 
 class HFClipBackend(_HFBackend):
     """A ``CLIPModel`` directory served by polymodal's EmbeddingModel over the same weights."""

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from polymodal.backends.base import ANSWER, CAPTION, EMBED
+from polymodal.backends.base import ANSWER, CAPTION, EMBED, GENERATE
+from polymodal.data.processors import ImageProcessor
 from polymodal.fsutil import hash_files
 from polymodal.models import SavedModel, find_model_dir
 
@@ -22,7 +23,7 @@ class PolymodalBackend:
         self.source = str(Path(saved.path).resolve())
         self.identity = hash_files([p for p in saved.path.rglob("*") if p.is_file()], root=saved.path)
         model = saved.model
-        self.capabilities = frozenset(c for c in (EMBED, CAPTION, ANSWER) if c in model.capabilities)
+        self.capabilities = frozenset(c for c in (EMBED, CAPTION, ANSWER, GENERATE) if c in model.capabilities)
         self.embed_dim = int(model.config.embed_dim) if EMBED in self.capabilities else None
         # capability -> the modalities it takes: every tower embeds, a captioner reads its source, a question
         # answerer the towers beside its question's.
@@ -31,6 +32,8 @@ class PolymodalBackend:
             self.media[CAPTION] = frozenset({model.source})  # type: ignore[arg-type]
         if ANSWER in self.capabilities:
             self.media[ANSWER] = frozenset(model.encoders) - {model.question}  # type: ignore[operator]
+        if GENERATE in self.capabilities:
+            self.media[GENERATE] = frozenset({"text"})
         self.device = torch.device("cpu")
 
     @classmethod
@@ -94,3 +97,22 @@ class PolymodalBackend:
         if self.saved.answers is None:
             raise ValueError(f"{self.saved.path}: a classifying question-answering model needs its answers.json")
         return [self.saved.answers[i] for i in model(inputs, present).argmax(-1).tolist()]
+
+    @torch.inference_mode()
+    def generate(
+        self, texts: Sequence[str], *, num_per_text: int, steps: int, guidance: float, seed: int, sampler: str
+    ) -> list[Image.Image]:
+        """``num_per_text`` images per text, text-major, mapped from model space to pixels by the image processor the
+        model was saved with."""
+        image = self.saved.processors.get("image")
+        if not isinstance(image, ImageProcessor):
+            raise ValueError(f"{self.saved.path}: a generator needs its image processor (processors.json 'image')")
+        pixels = self.saved.model.generate(  # type: ignore[operator]
+            {"text": self._inputs("text", texts)},
+            num_per_text=num_per_text,
+            steps=steps,
+            guidance=guidance,
+            seed=seed,
+            sampler=sampler,
+        )  # (len(texts) * num_per_text, 3, S, S)
+        return image.preprocess.to_images(pixels)

@@ -156,6 +156,19 @@ class ImagePreprocess(Config):
         """Resize, crop and normalize: RGB image -> (3, image_size, image_size) float32."""
         return self.normalize(self.geometry(img))
 
+    def to_images(self, pixels: torch.Tensor) -> list[Image.Image]:
+        """The inverse of ``normalize``: (N, 3, H, W) or (3, H, W) model-space tensors -> RGB images,
+        ``x * std + mean`` per channel, clipped to [0, 1], scaled to 0..255 and rounded."""
+        if pixels.ndim == 3:
+            pixels = pixels.unsqueeze(0)
+        if pixels.ndim != 4 or pixels.shape[1] != 3:
+            raise ValueError(f"expected image tensors (N, 3, H, W) or (3, H, W), got {tuple(pixels.shape)}")
+        std = torch.tensor(self.std, dtype=torch.float32).view(1, 3, 1, 1)
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        unit = (pixels.detach().float().cpu() * std + mean).nan_to_num(0.0).clamp_(0.0, 1.0)
+        levels = unit.mul_(255.0).round_().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (N, H, W, 3)
+        return [Image.fromarray(np.ascontiguousarray(image)) for image in levels]
+
     def __call__(self, img: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
         return self.to_tensor(img)
 
