@@ -10,6 +10,7 @@ from polymodal.cli import score as score_cli
 from polymodal.cli.demo import demo
 from polymodal.cli.eval import eval_command
 from polymodal.cli.export import export
+from polymodal.cli.generate import generate
 from polymodal.cli.models import models
 from polymodal.cli.report import report
 from polymodal.cli.serve import serve
@@ -33,6 +34,7 @@ app.command("search")(index_cli.search)
 app.command("classify")(classify)
 app.command("caption")(caption)
 app.command("ask")(ask)
+app.command("generate")(generate)
 app.command("serve")(serve)
 app.command("export")(export)
 app.command("report")(report)
