@@ -34,6 +34,7 @@ def test_health_describes_model_index_and_endpoints(client, model: Model) -> Non
         "/items/{item_id}/video": True,
         "/caption": False,
         "/answer": False,
+        "/generate": False,
     }
     assert health["auth_required"] is False
 
@@ -115,8 +116,12 @@ def test_text_hits_without_an_image_get_no_thumbnail(model: Model, fake_index: F
 
 
 def test_endpoints_the_model_cannot_serve_say_why(client) -> None:  # noqa: ANN001
-    for path in ("/caption", "/answer"):
-        response = client.post(path, json={"image": b64(shape_image("red")), "question": "what colour?"})
+    for path, body in [
+        ("/caption", {"image": b64(shape_image("red"))}),
+        ("/answer", {"image": b64(shape_image("red")), "question": "what colour?"}),
+        ("/generate", {"text": "a red circle"}),
+    ]:
+        response = client.post(path, json=body)
         assert response.status_code == 400
         assert response.json()["error"]["code"] == "not_supported"
         assert "supports embed" in response.json()["error"]["message"]

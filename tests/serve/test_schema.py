@@ -23,6 +23,7 @@ OPERATIONS = [
     "POST /classify",
     "POST /caption",
     "POST /answer",
+    "POST /generate",
     "POST /search",
     "GET /items/{item_id}/image",
     "GET /items/{item_id}/audio",
@@ -45,13 +46,18 @@ def api_schema(model: Model, fake_index: FakeIndex):  # noqa: ANN201
 
 
 @pytest.fixture(scope="module")
-def generative_schemas(tiny_captioner_dir, tiny_vqa_dir) -> dict:  # noqa: ANN001
-    """Schemas of servers whose models caption / answer, so those endpoints run the model rather than a 400."""
+def generative_schemas(tiny_captioner_dir, tiny_vqa_dir, tiny_gan_dir) -> dict:  # noqa: ANN001
+    """Schemas of servers whose models caption / answer / generate (a GAN: one pass, whatever the steps), so those
+    endpoints run the model rather than a 400."""
     import polymodal
 
     return {
         label: schemathesis.openapi.from_asgi("/openapi.json", create_app(polymodal.load(path)))
-        for label, path in [("POST /caption", tiny_captioner_dir), ("POST /answer", tiny_vqa_dir)]
+        for label, path in [
+            ("POST /caption", tiny_captioner_dir),
+            ("POST /answer", tiny_vqa_dir),
+            ("POST /generate", tiny_gan_dir),
+        ]
     }
 
 
@@ -107,7 +113,7 @@ def test_generated_requests_never_cause_a_server_error(api_schema, label: str, m
 
 
 @pytest.mark.parametrize("mode", [POSITIVE, NEGATIVE], ids=str)
-@pytest.mark.parametrize("label", ["POST /caption", "POST /answer"])
+@pytest.mark.parametrize("label", ["POST /caption", "POST /answer", "POST /generate"])
 def test_generative_endpoints_with_models_that_have_them(generative_schemas, label: str, mode) -> None:  # noqa: ANN001
     _check(generative_schemas[label], label, mode, examples=6)
 

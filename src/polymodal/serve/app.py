@@ -1,10 +1,10 @@
 """The REST server: ``create_app(model, index, settings)`` -> a FastAPI app with the web page at ``/``.
 
 Endpoints: ``GET /health``, ``POST /embed``, ``POST /classify``, ``POST /search``, ``GET /items/{id}/image``,
-``GET /items/{id}/audio``, ``GET /items/{id}/video``, ``POST /caption``, ``POST /answer``. Images, sounds and clips
-are all media: a request names its item's modality by its field (``image``, ``audio``, ``video``), the model says
-which modalities it takes. The OpenAPI
-schema is at ``/openapi.json``; the interactive docs UI is off because it would load scripts from a CDN.
+``GET /items/{id}/audio``, ``GET /items/{id}/video``, ``POST /caption``, ``POST /answer``, ``POST /generate``. Images,
+sounds and clips are all media: a request names its item's modality by its field (``image``, ``audio``, ``video``),
+the model says which modalities it takes. The OpenAPI schema is at ``/openapi.json``; the interactive docs UI is off
+because it would load scripts from a CDN.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from polymodal.api import Model
+from polymodal.api.model import check_generate_options
 from polymodal.hardware import ThreadBudget
 from polymodal.serve.batching import MicroBatcher
 from polymodal.serve.errors import ApiError, install_error_handlers
@@ -31,6 +32,7 @@ from polymodal.serve.payloads import (
     Upload,
     decode_base64,
     decode_media,
+    png_base64,
     read_embed_request,
     read_media_request,
     thumbnail,
@@ -55,6 +57,9 @@ from polymodal.serve.schemas import (
     EmbedRequest,
     EmbedResponse,
     ErrorResponse,
+    GeneratedImage,
+    GenerateRequest,
+    GenerateResponse,
     Health,
     IndexInfo,
     LabelScore,
@@ -92,6 +97,7 @@ CONTENT_TYPES = {
     "/classify": (JSON, MULTIPART),
     "/caption": (JSON, MULTIPART),
     "/answer": (JSON, MULTIPART),
+    "/generate": (JSON,),
 }
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text}
@@ -228,6 +234,45 @@ async def answer(
     options, upload = await read_media_request(request, AnswerOptions, AnswerRequest, SOURCE_MEDIA)
     item = await _media_item(upload, "/answer", "answer questions about", service, settings)
     return AnswerResponse(answer=await service.answer(item, options.question))
+
+
+@router.post(
+    "/generate",
+    response_model=GenerateResponse,
+    summary="Generate images from text (needs a text-to-image model); seeded: the same request, the same images",
+)
+async def generate(
+    body: GenerateRequest, service: Service = Depends(_service), settings: ServeSettings = Depends(_settings)
+) -> GenerateResponse:
+    service.require("/generate", "generate images")
+    texts = body.prompts
+    try:  # before batching: a request sharing a model call must not fail for another's mistake
+        check_generate_options(
+            texts, n=body.n, steps=body.steps, guidance=body.guidance, seed=body.seed, sampler=body.sampler
+        )
+    except ValueError as e:
+        raise ApiError(422, "invalid_request", str(e)) from None
+    total = len(texts) * body.n
+    if total > settings.max_generate_images:
+        raise ApiError(
+            422,
+            "too_many_images",
+            f"{len(texts)} text(s) x n={body.n} = {total} images; this server makes at most "
+            f"{settings.max_generate_images} per request",
+        )
+    if body.steps > settings.max_generate_steps:
+        raise ApiError(
+            422, "too_many_steps", f"steps={body.steps}: this server samples at most {settings.max_generate_steps}"
+        )
+    per_text = await service.generate(texts, body.n, body.steps, body.guidance, body.seed, body.sampler)
+    encoded = await png_base64([image for images in per_text for image in images])
+    return GenerateResponse(
+        images=[
+            GeneratedImage(text_index=t, image_index=i, text=texts[t], image=encoded[t * body.n + i])
+            for t in range(len(texts))
+            for i in range(body.n)
+        ]
+    )
 
 
 @router.post("/search", response_model=SearchResponse, summary="Search the index by text, image, sound or clip")
@@ -374,7 +419,7 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
-        description="Embed, classify, search, caption and answer with a polymodal model.",
+        description="Embed, classify, search, caption, answer and generate with a polymodal model.",
     )
     app.state.service = Service(model, index, batcher)
     app.state.settings = settings
@@ -432,6 +477,8 @@ async def _health(
             max_video_seconds=settings.max_video_seconds,
             batch_size=settings.batch_size,
             max_wait_ms=settings.max_wait_ms,
+            max_generate_images=settings.max_generate_images,
+            max_generate_steps=settings.max_generate_steps,
         ),
         batching=Batching(**asdict(service.batcher.stats)),
         runtime=runtime,

@@ -1,5 +1,5 @@
 """Turn request payloads (base64 strings, multipart uploads) into decoded images and checked sounds and clips, or
-into 4xx errors that name the field."""
+into 4xx errors that name the field; and images into the base64 PNGs a response carries."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from starlette.datastructures import UploadFile
 from polymodal.data.audio import decode_audio
 from polymodal.data.errors import BadSampleError
 from polymodal.data.image import decode_image
+from polymodal.data.shapes import encode_png
 from polymodal.data.video import VideoSampling, decode_video
 from polymodal.serve.errors import ApiError, bad_media
 from polymodal.serve.safety import MULTIPART, media_type
@@ -104,6 +105,15 @@ async def decode_media(upload: Upload, settings: ServeSettings, video: VideoSamp
     if upload.modality == "video":
         return await check_video(upload.data, upload.field, video_bounds(settings, video or VideoSampling()))
     return await check_audio(upload.data, upload.field, settings.max_audio_seconds)
+
+
+async def png_base64(images: list[Image.Image]) -> list[str]:
+    """Base64 PNGs without metadata (equal pixels, equal strings), encoded in a worker thread."""
+
+    def encode() -> list[str]:
+        return [base64.b64encode(encode_png(image)).decode("ascii") for image in images]
+
+    return await run_in_threadpool(encode)
 
 
 def validate(model: type[Options], data: object) -> Options:

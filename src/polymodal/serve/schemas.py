@@ -2,18 +2,23 @@
 
 Images, sounds and clips travel as base64 strings in JSON (a ``data:...;base64,`` URL prefix is accepted), or as
 file parts in ``multipart/form-data`` (``image``, ``audio`` or ``video`` on classify, ``image`` or ``video`` on
-caption, ``image`` on answer, ``images``, ``audio`` and ``videos`` on embed).
+caption, ``image`` on answer, ``images``, ``audio`` and ``videos`` on embed). Generated images come back as base64
+PNG strings (/generate).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from polymodal.api.model import MAX_GUIDANCE, MAX_IMAGES_PER_TEXT, MAX_SEED, MAX_STEPS
+from polymodal.modules.generators.unet import SAMPLERS
 
 MAX_ITEMS = 256  # texts, images or sounds in one /embed request
 MAX_LABELS = 1000
 MAX_K = 100
+MAX_GENERATE_TEXTS = 64  # prompts in one /generate request (the server's max_generate_images bounds texts x n too)
 Text = Field(max_length=2000)
 IMAGE_DOC = "Base64-encoded image file (PNG, JPEG, WebP ...), optionally a data: URL."
 Base64Image = Field(description=IMAGE_DOC)
@@ -123,6 +128,43 @@ class AnswerResponse(BaseModel):
     answer: str
 
 
+# -- generate ------------------------------------------------------------------------------------------------
+Prompt = Annotated[str, Field(min_length=1, max_length=2000)]
+
+
+class GenerateRequest(_Strict):
+    text: str | None = Field(None, min_length=1, max_length=2000, description="One prompt.")
+    texts: list[Prompt] | None = Field(
+        None, min_length=1, max_length=MAX_GENERATE_TEXTS, description="Several prompts (instead of text)."
+    )
+    n: int = Field(1, ge=1, le=MAX_IMAGES_PER_TEXT, description="Images per prompt.")
+    steps: int = Field(25, ge=1, le=MAX_STEPS, description="Sampling steps of a diffusion model (a GAN ignores them).")
+    guidance: float = Field(3.0, ge=0, le=MAX_GUIDANCE, description="Classifier-free guidance scale; 1 turns it off.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="The same request and seed give the same images.")
+    sampler: Literal[SAMPLERS] = Field("ddim", description="A diffusion model's sampler.")  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _one_of(self) -> GenerateRequest:
+        if len(_given(self, ("text", "texts"))) != 1:
+            raise ValueError("give exactly one of text or texts")
+        return self
+
+    @property
+    def prompts(self) -> list[str]:
+        return [self.text] if self.text is not None else list(self.texts or [])
+
+
+class GeneratedImage(BaseModel):
+    text_index: int = Field(description="Which prompt (0 for a request with text).")
+    image_index: int = Field(description="Which of its n images.")
+    text: str
+    image: str = Field(description="Base64-encoded PNG file.")
+
+
+class GenerateResponse(BaseModel):
+    images: list[GeneratedImage] = Field(description="n per prompt, prompt by prompt.")
+
+
 # -- search --------------------------------------------------------------------------------------------------
 class SearchRequest(_Strict):
     text: str | None = Field(None, max_length=2000, description="Text query.")
@@ -177,6 +219,8 @@ class Limits(BaseModel):
     max_video_seconds: float
     batch_size: int
     max_wait_ms: float
+    max_generate_images: int = Field(description="Most images (texts x n) one /generate request may ask for.")
+    max_generate_steps: int = Field(description="Most sampling steps one /generate request may ask for.")
 
 
 class Batching(BaseModel):

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from polymodal.api import Model
-from polymodal.backends import ANSWER, CAPTION, EMBED, TaskNotSupported
+from polymodal.backends import ANSWER, CAPTION, EMBED, GENERATE, TaskNotSupported
 from polymodal.data.errors import BadSampleError
 from polymodal.serve.batching import MicroBatcher
 from polymodal.serve.errors import ApiError
@@ -25,6 +26,7 @@ ENDPOINT_NEEDS: dict[str, tuple[str | None, bool]] = {
     "/items/{item_id}/video": (None, True),
     "/caption": (CAPTION, False),
     "/answer": (ANSWER, False),
+    "/generate": (GENERATE, False),
 }
 
 
@@ -87,6 +89,18 @@ class Service:
 
         (text,) = await self._checked("answer", [(item, question)], run)
         return text
+
+    async def generate(
+        self, texts: list[str], n: int, steps: int, guidance: float, seed: int, sampler: str
+    ) -> list[list[Image.Image]]:
+        """``n`` images per text. Requests with the same options share a model call; a text's images do not depend
+        on what else is in the call, so a request gets the same pixels alone or batched."""
+
+        def run(batch: list[str]) -> list[list[Image.Image]]:
+            images = self.model.generate(batch, n=n, steps=steps, guidance=guidance, seed=seed, sampler=sampler)
+            return [images[i * n : (i + 1) * n] for i in range(len(batch))]
+
+        return await self._checked(("generate", n, steps, guidance, seed, sampler), texts, run)
 
     async def _checked(self, key: Hashable, items: list[Any], run: Callable[[list[Any]], list[Any]]) -> list[Any]:
         """The batched model call; a ValueError it raises (labels, templates or generation options the model cannot

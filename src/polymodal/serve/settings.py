@@ -15,6 +15,8 @@ class ServeSettings:
     Content-Length does not help); ``max_pixels`` bounds decoded images (checked from the header, before the
     pixels are decoded, so a small decompression bomb is refused cheaply); ``max_audio_seconds`` bounds uploaded
     sounds the same way (a few kB of FLAC silence can say it lasts an hour), and ``max_video_seconds`` clips.
+    ``max_generate_images`` (texts x n) and ``max_generate_steps`` bound one /generate request, so that a single
+    request cannot hold the model for minutes.
     """
 
     api_key: str | None = None
@@ -24,10 +26,12 @@ class ServeSettings:
     max_video_seconds: float = 600.0  # a clip is embedded from 8 frames: a longer one only costs seeking
     batch_size: int = 32  # most items one model call takes from the queue
     max_wait_ms: float = 5.0  # how long the first request waits for company before its batch runs
+    max_generate_images: int = 16
+    max_generate_steps: int = 200
     cors_origins: tuple[str, ...] = field(default_factory=tuple)  # empty: no CORS headers at all
 
     def __post_init__(self) -> None:
-        for name in ("max_upload_bytes", "max_pixels", "batch_size"):
+        for name in ("max_upload_bytes", "max_pixels", "batch_size", "max_generate_images", "max_generate_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("max_audio_seconds", "max_video_seconds"):
