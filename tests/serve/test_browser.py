@@ -93,6 +93,7 @@ def test_search_shows_thumbnails_and_classify_works(browser, server_url: str, im
     # Only what the dual encoder can do is offered.
     assert page.is_visible("#classify-form") and page.is_visible("#similar-button")
     assert not page.is_visible("#caption-button") and not page.is_visible("#answer-form")
+    assert page.is_hidden("#generate-section")  # a dual encoder does not generate
     assert not page.is_visible("#key-form")  # no API key on this server
 
     page.keyboard.press("Tab")
@@ -341,3 +342,57 @@ def test_a_model_of_clips_offers_a_video_input_and_captions_it_or_answers_about_
         assert page.inner_text("#image-output .answer") == expected.strip()
         page.close()
     assert not problems, problems
+
+
+def test_a_generator_offers_only_the_generate_section_and_shows_the_apis_images(
+    browser, tiny_diffusion_dir: Path, tmp_path: Path
+) -> None:  # noqa: ANN001
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    import polymodal
+
+    model = polymodal.load(tiny_diffusion_dir)
+    prompt = "a red circle above a blue square"
+    problems: list[str] = []
+    requests: list[str] = []
+    with serve(create_app(model, settings=ServeSettings(max_generate_images=6, max_generate_steps=50))) as url:
+        page = watched_page(browser, problems)
+        page.on("request", lambda request: requests.append(request.url))
+        page.goto(url + "/")
+        page.wait_for_selector("#generate-section:not([hidden])")
+        assert page.is_hidden("#search-section") and page.is_hidden("#image-section")
+        assert "generate" in page.inner_text("#model-info")
+        # The inputs stop at this server's limits.
+        assert page.get_attribute("#gen-n", "max") == "6" and page.get_attribute("#gen-steps", "max") == "50"
+        assert page.input_value("#gen-steps") == "25"
+
+        page.fill("#prompt", prompt)
+        page.fill("#gen-n", "3")
+        page.fill("#gen-steps", "2")
+        page.fill("#gen-seed", "5")
+        page.select_option("#gen-sampler", "dpm_solver")
+        page.press("#prompt", "Enter")
+        shown = "[...document.querySelectorAll('#generated img')]"
+        wait_until(page, f"{shown}.length === 3 && {shown}.every(i => i.complete && i.naturalWidth === 32)")
+        assert page.is_hidden("#alert") and "3 images" in page.inner_text("#generate-status")
+        sources = page.eval_on_selector_all("#generated img", "imgs => imgs.map(i => i.src)")
+        expected = model.generate(prompt, n=3, steps=2, seed=5, sampler="dpm_solver")
+        for src, want in zip(sources, expected):
+            header, _, data = src.partition(",")
+            assert header == "data:image/png;base64"
+            np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(base64.b64decode(data)))), np.asarray(want))
+        alts = page.eval_on_selector_all("#generated img", "imgs => imgs.map(i => i.alt)")
+        assert alts[0] == f"{prompt} (image 1 of 3)"
+        page.screenshot(path=str(tmp_path / "generate.png"), full_page=True)
+
+        page.fill("#prompt", "   ")  # blank after trimming: nothing is sent
+        page.press("#prompt", "Enter")
+        page.close()
+    assert not problems, problems
+    assert sum("/generate" in r for r in requests) == 1
+    external = [r for r in requests if not r.startswith((url, "data:"))]
+    assert not external, external

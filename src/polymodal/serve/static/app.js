@@ -93,6 +93,14 @@ async function loadHealth() {
   const can = health.endpoints;
   $("image-section").hidden = !(can["/classify"] || can["/answer"] || can["/caption"] || can["/search"]);
   $("search-section").hidden = !can["/search"];
+  $("generate-section").hidden = !can["/generate"];
+  if (can["/generate"]) {
+    // The inputs stop where this server's per-request limits do.
+    for (const [id, limit] of [["gen-n", health.limits.max_generate_images], ["gen-steps", health.limits.max_generate_steps]]) {
+      $(id).max = String(limit);
+      $(id).value = String(Math.min(Number($(id).value), limit));
+    }
+  }
   const offered = Object.keys(MEDIA).filter((modality) => accepted()[modality]);
   if (offered.some((modality) => modality !== "image")) {
     for (const modality of offered) if (MEDIA[modality].pick) $(MEDIA[modality].pick).hidden = false;
@@ -189,6 +197,32 @@ async function search(payload, label) {
   status.textContent = `${result.hits.length} results for ${label} (${ms} ms)`;
 }
 
+// ---------------------------------------------------------------------------------------------- generate
+async function generate(prompt) {
+  const status = $("generate-status");
+  status.textContent = "Generating…";
+  const n = Number($("gen-n").value);
+  const started = performance.now();
+  const result = await postJson("/generate", {
+    text: prompt,
+    n,
+    steps: Number($("gen-steps").value),
+    guidance: Number($("gen-guidance").value),
+    seed: Number($("gen-seed").value),
+    sampler: $("gen-sampler").value,
+  });
+  const grid = $("generated");
+  grid.replaceChildren();
+  for (const image of result.images) {
+    const picture = el("img", { alt: `${image.text} (image ${image.image_index + 1} of ${n})`, decoding: "async" });
+    picture.src = `data:image/png;base64,${image.image}`;
+    const meta = el("div", { class: "meta" }, el("span", { class: "name", text: `#${image.image_index + 1}` }));
+    grid.append(el("li", { class: "hit" }, picture, meta));
+  }
+  const ms = Math.round(performance.now() - started);
+  status.textContent = `${result.images.length} images for “${prompt}”, seed ${$("gen-seed").value} (${ms} ms)`;
+}
+
 // ---------------------------------------------------------------------------------------------- file actions
 function setFile(file) {
   if (!file) return;
@@ -252,6 +286,12 @@ function wire() {
     event.preventDefault();
     const query = $("query").value.trim();
     if (query) busy(event.submitter || $("search-form").querySelector("button"), () => search({ text: query }, `“${query}”`));
+  });
+
+  $("generate-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const prompt = $("prompt").value.trim();
+    if (prompt) busy(event.submitter || $("generate-form").querySelector("button"), () => generate(prompt));
   });
 
   const drop = $("drop");
