@@ -51,3 +51,19 @@ def tiny_diffusion_dir(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN20
 def tiny_gan_dir(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     """A saved, untrained 32 px conditional GAN (AdversarialGenerator)."""
     return _tiny("gan", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_diffusion(tiny_diffusion_dir):  # noqa: ANN001, ANN201
+    """``polymodal.load`` of ``tiny_diffusion_dir`` (generation keeps no state, so tests share it)."""
+    import polymodal
+
+    return polymodal.load(tiny_diffusion_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_gan(tiny_gan_dir):  # noqa: ANN001, ANN201
+    """``polymodal.load`` of ``tiny_gan_dir``."""
+    import polymodal
+
+    return polymodal.load(tiny_gan_dir)

@@ -16,16 +16,6 @@ from polymodal.data.transforms import ImagePreprocess
 PROMPTS = ["a red circle", "a blue square above a green triangle"]
 
 
-@pytest.fixture(scope="module")
-def diffusion(tiny_diffusion_dir) -> Model:  # noqa: ANN001
-    return polymodal.load(tiny_diffusion_dir)
-
-
-@pytest.fixture(scope="module")
-def gan(tiny_gan_dir) -> Model:  # noqa: ANN001
-    return polymodal.load(tiny_gan_dir)
-
-
 def pixels(images: list[Image.Image]) -> np.ndarray:
     return np.stack([np.asarray(image) for image in images])  # (N, H, W, 3) uint8
 
@@ -43,7 +33,7 @@ def test_to_images_inverts_normalize() -> None:
         half.to_images(torch.zeros(2, 1, 4, 4))
 
 
-@pytest.mark.parametrize("kind", ["diffusion", "gan"])
+@pytest.mark.parametrize("kind", ["tiny_diffusion", "tiny_gan"])
 def test_generate_gives_the_models_pixels_through_the_saved_preprocess(kind: str, request) -> None:  # noqa: ANN001
     model: Model = request.getfixturevalue(kind)
     assert model.capabilities == {"generate"} and model.media("generate") == {"text"}
@@ -61,7 +51,7 @@ def test_generate_gives_the_models_pixels_through_the_saved_preprocess(kind: str
         np.testing.assert_array_equal(pixels(images[2 * t : 2 * t + 2]), expected)  # text-major
 
 
-@pytest.mark.parametrize("kind", ["diffusion", "gan"])
+@pytest.mark.parametrize("kind", ["tiny_diffusion", "tiny_gan"])
 def test_generate_is_seeded_and_a_text_does_not_depend_on_its_batch_mates(kind: str, request) -> None:  # noqa: ANN001
     model: Model = request.getfixturevalue(kind)
     both = pixels(model.generate(PROMPTS, n=2, steps=2, seed=3))
@@ -71,21 +61,25 @@ def test_generate_is_seeded_and_a_text_does_not_depend_on_its_batch_mates(kind: 
     assert not np.array_equal(both[:2], pixels(model.generate(PROMPTS[0], n=2, steps=2, seed=4)))
 
 
-def test_samplers_and_steps_drive_diffusion_but_not_the_gan(diffusion: Model, gan: Model) -> None:
-    by_sampler = {s: pixels(diffusion.generate(PROMPTS[0], steps=2, sampler=s)) for s in ("ddim", "dpm_solver", "ddpm")}
+def test_samplers_and_steps_drive_diffusion_but_not_the_gan(tiny_diffusion: Model, tiny_gan: Model) -> None:
+    by_sampler = {
+        s: pixels(tiny_diffusion.generate(PROMPTS[0], steps=2, sampler=s)) for s in ("ddim", "dpm_solver", "ddpm")
+    }
     assert not np.array_equal(by_sampler["ddim"], by_sampler["ddpm"])
-    np.testing.assert_array_equal(by_sampler["ddpm"], pixels(diffusion.generate(PROMPTS[0], steps=2, sampler="ddpm")))
-    assert not np.array_equal(by_sampler["ddim"], pixels(diffusion.generate(PROMPTS[0], steps=3)))
-    one = pixels(gan.generate(PROMPTS[0], steps=2, guidance=1.0, sampler="ddim"))
-    np.testing.assert_array_equal(one, pixels(gan.generate(PROMPTS[0], steps=50, guidance=7.5, sampler="ddpm")))
+    np.testing.assert_array_equal(
+        by_sampler["ddpm"], pixels(tiny_diffusion.generate(PROMPTS[0], steps=2, sampler="ddpm"))
+    )
+    assert not np.array_equal(by_sampler["ddim"], pixels(tiny_diffusion.generate(PROMPTS[0], steps=3)))
+    one = pixels(tiny_gan.generate(PROMPTS[0], steps=2, guidance=1.0, sampler="ddim"))
+    np.testing.assert_array_equal(one, pixels(tiny_gan.generate(PROMPTS[0], steps=50, guidance=7.5, sampler="ddpm")))
 
 
-def test_generate_errors_name_what_is_wrong(gan: Model, tiny_dual_encoder_dir) -> None:  # noqa: ANN001
+def test_generate_errors_name_what_is_wrong(tiny_gan: Model, tiny_dual_encoder_dir) -> None:  # noqa: ANN001
     clip = polymodal.load(tiny_dual_encoder_dir)
     with pytest.raises(TaskNotSupported, match="cannot generate images: it supports embed"):
         clip.generate("a red circle")
     with pytest.raises(TaskNotSupported, match="cannot caption: it supports generate"):
-        gan.caption(Image.new("RGB", (32, 32)))
+        tiny_gan.caption(Image.new("RGB", (32, 32)))
     bad = [
         ({"n": 0}, f"n must be an integer in 1..{MAX_IMAGES_PER_TEXT}, got 0"),
         ({"n": MAX_IMAGES_PER_TEXT + 1}, "n must be"),
@@ -98,8 +92,8 @@ def test_generate_errors_name_what_is_wrong(gan: Model, tiny_dual_encoder_dir) -
     ]
     for options, message in bad:
         with pytest.raises(ValueError, match=message.replace(".", r"\.").replace("(", r"\(")):
-            gan.generate("a red circle", **options)
+            tiny_gan.generate("a red circle", **options)
     with pytest.raises(ValueError, match="text #1 is empty"):
-        gan.generate(["a red circle", "  "])
+        tiny_gan.generate(["a red circle", "  "])
     with pytest.raises(ValueError, match="at least one text"):
-        gan.generate([])
+        tiny_gan.generate([])

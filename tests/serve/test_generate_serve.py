@@ -19,23 +19,13 @@ from tests.serve.conftest import make_client
 PROMPTS = ["a red circle above a blue square", "two yellow stars"]
 
 
-@pytest.fixture(scope="module")
-def diffusion(tiny_diffusion_dir) -> Model:  # noqa: ANN001
-    return polymodal.load(tiny_diffusion_dir)
-
-
-@pytest.fixture(scope="module")
-def gan(tiny_gan_dir) -> Model:  # noqa: ANN001
-    return polymodal.load(tiny_gan_dir)
-
-
 def decoded(entry: dict) -> np.ndarray:
     image = Image.open(io.BytesIO(base64.b64decode(entry["image"], validate=True)))
     assert image.format == "PNG"
     return np.asarray(image)
 
 
-@pytest.mark.parametrize("kind", ["diffusion", "gan"])
+@pytest.mark.parametrize("kind", ["tiny_diffusion", "tiny_gan"])
 def test_generate_returns_the_apis_images_as_pngs(kind: str, request) -> None:  # noqa: ANN001
     model: Model = request.getfixturevalue(kind)
     options = {"n": 2, "steps": 2, "guidance": 2.5, "seed": 11, "sampler": "dpm_solver"}
@@ -62,8 +52,8 @@ def test_generate_returns_the_apis_images_as_pngs(kind: str, request) -> None:  
         assert [e["image"] for e in other_seed] != [e["image"] for e in images]
 
 
-def test_generate_bounds_are_enforced_with_clear_messages(gan: Model) -> None:
-    with make_client(gan, max_generate_images=4, max_generate_steps=10) as client:
+def test_generate_bounds_are_enforced_with_clear_messages(tiny_gan: Model) -> None:
+    with make_client(tiny_gan, max_generate_images=4, max_generate_steps=10) as client:
         assert client.get("/health").json()["limits"]["max_generate_images"] == 4
         cases = [
             ({"texts": PROMPTS, "n": 3}, "too_many_images", "2 text(s) x n=3 = 6 images; this server makes at most 4"),
