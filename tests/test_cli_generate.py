@@ -104,3 +104,14 @@ def test_readme_command_runs(kind: str, request, tmp_path: Path) -> None:  # noq
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert len(list((tmp_path / "out").glob("000-0?.png"))) == 4
+
+
+def test_a_long_prompts_list_gets_a_sheet_of_its_first_rows(
+    tiny_gan_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("polymodal.cli.generate.SHEET_ROWS", 2)
+    result = invoke("generate", tiny_gan_dir, "a", "b", "c", "--out", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "out").glob("00?-00.png"))) == 3
+    sheet = Image.open(tmp_path / "out" / CONTACT_SHEET)
+    assert sheet.height == GAP + 2 * (LABEL_HEIGHT + MIN_TILE + GAP)

@@ -1,9 +1,9 @@
 """``polymodal generate MODEL PROMPT...``: text-to-image into a folder of PNGs and a contact sheet.
 
 ``--out DIR`` receives ``PPP-II.png`` per image (prompt index, then image index, both from 0 and zero-padded),
-``contact_sheet.png`` (one labelled row per prompt) and ``generate.json`` (model, options, prompts, files). The folder
-is written as a whole and atomically: a reader sees the old one or the new one, never a mix, and a folder holding
-files ``generate`` did not write is refused rather than replaced.
+``contact_sheet.png`` (one labelled row per prompt, the first ``SHEET_ROWS`` of them) and ``generate.json`` (model,
+options, prompts, files). The folder is written as a whole and atomically: a reader sees the old one or the new one,
+never a mix, and a folder holding files ``generate`` did not write is refused rather than replaced.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ CONTACT_SHEET = "contact_sheet.png"
 MIN_TILE = 128  # contact-sheet cells are at least this many pixels wide: a 32 px image is scaled up to be seen
 LABEL_HEIGHT = 20
 GAP = 4
+SHEET_ROWS = 64  # a prompts file of thousands of lines still gets a sheet one can open
 
 
 def image_name(prompt_index: int, image_index: int, prompt_digits: int = 3) -> str:
@@ -110,7 +111,7 @@ def write_outputs(
     with atomic_directory(out) as tmp:
         for entry, image in zip(files, images):
             (tmp / entry["file"]).write_bytes(encode_png(image))
-        (tmp / CONTACT_SHEET).write_bytes(encode_png(contact_sheet(rows)))
+        (tmp / CONTACT_SHEET).write_bytes(encode_png(contact_sheet(rows[:SHEET_ROWS])))
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return manifest
 
