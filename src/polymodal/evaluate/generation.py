@@ -39,6 +39,7 @@ from polymodal.data.shapes import (
     objects_of,
     read_manifest,
 )
+from polymodal.data.transforms import ImagePreprocess
 from polymodal.fsutil import atomic_directory, write_atomic
 from polymodal.metrics.generation import SceneObject, frechet_distance_of_features, scene_scores
 from polymodal.metrics.generation import clip_score as clip_score_of_embeddings
@@ -53,6 +54,8 @@ FD_NAME = "FD (EfficientNet-Lite0)"
 # 256) would cut off the outer half of the border cells' objects.
 FD_PREPROCESS = EFFICIENTNET_LITE0_PREPROCESS.model_copy(update={"crop": "none", "resize": None})
 
+_UNIT_PIXELS = ImagePreprocess(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # tensors in [0, 1] as they are
+
 SCENE_CHECKER_RECIPE = "shapes-scene-checker"
 CELL_PIXELS = 16  # a grid cell resampled to this square (10.7 px in a 32 px image); the recipe's image_size
 EMPTY = "empty"  # the label of a cell without an object
@@ -64,27 +67,26 @@ EMPTY = "empty"  # the label of a cell without an object
 def to_pil_images(images: ImagesInput) -> list[Image.Image]:
     """RGB PIL images from PIL images or tensors ((N, 3, H, W), (3, H, W); float in [0, 1] or uint8)."""
     if isinstance(images, torch.Tensor):
-        if images.ndim == 3:
-            images = images.unsqueeze(0)
-        if images.ndim != 4 or images.shape[1] != 3:
-            raise ValueError(f"expected image tensors (N, 3, H, W) or (3, H, W), got {tuple(images.shape)}")
-        images = list(images)
+        return _tensor_images(images, "images")
     out = []
     for i, image in enumerate(images):
         if isinstance(image, Image.Image):
             out.append(to_rgb(image))
-            continue
-        if not isinstance(image, torch.Tensor) or image.ndim != 3 or image.shape[0] != 3:
+        elif isinstance(image, torch.Tensor) and image.ndim == 3:
+            out.extend(_tensor_images(image, f"image #{i}"))
+        else:
             raise ValueError(f"image #{i}: expected a PIL image or a (3, H, W) tensor, got {type(image).__name__}")
-        pixels = image.detach().cpu()
-        if pixels.dtype != torch.uint8:
-            if not pixels.is_floating_point():
-                raise ValueError(f"image #{i}: expected uint8 or float pixels, got {pixels.dtype}")
-            if not torch.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 1:
-                raise ValueError(f"image #{i}: float pixels must be finite and lie in [0, 1]")
-            pixels = (pixels.float() * 255).round().to(torch.uint8)
-        out.append(Image.fromarray(pixels.permute(1, 2, 0).numpy()))  # (H, W, 3)
     return out
+
+
+def _tensor_images(pixels: torch.Tensor, where: str) -> list[Image.Image]:
+    if pixels.dtype == torch.uint8:
+        pixels = pixels.float() / 255.0
+    elif not pixels.is_floating_point():
+        raise ValueError(f"{where}: expected uint8 or float pixels, got {pixels.dtype}")
+    elif not bool(torch.isfinite(pixels).all()) or pixels.min() < 0 or pixels.max() > 1:
+        raise ValueError(f"{where}: float pixels must be finite and lie in [0, 1] (map a generator's output first)")
+    return _UNIT_PIXELS.to_images(pixels)
 
 
 def load_shapes_images(
