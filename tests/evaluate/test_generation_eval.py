@@ -3,7 +3,9 @@ score through the API, FD (EfficientNet-Lite0); the checker trained for real on 
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,7 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from polymodal.data.shapes import COLORS, POSITIONS, ShapeObject, load_split, make_example, objects_of, render
+from polymodal.data.errors import BadSampleError
+from polymodal.data.shapes import COLORS, HELD_OUT, POSITIONS, ShapeObject, load_split, make_example, objects_of, render
 from polymodal.evaluate.generation import (
     FD_NAME,
     SCENE_CHECKER_RECIPE,
@@ -200,3 +203,37 @@ def test_a_checker_trained_on_real_cells_reads_real_scenes_and_catches_wrong_col
     # Larger images are read after downscaling to the checker's resolution.
     big = [image.resize((64, 64), Image.Resampling.BICUBIC) for image in load_shapes_images(shapes, rows[:20])]
     assert attribute_accuracy(checker, big, [r["objects"] for r in rows[:20]])["count_accuracy"] > 0.9
+
+
+def test_checker_data_hold_every_val_cell_and_the_held_out_combinations_in_train(
+    shapes_dir: Path, tmp_path: Path
+) -> None:
+    cells = write_scene_checker_data(shapes_dir, tmp_path / "cells", image_size=32)
+    train = [json.loads(line) for line in (cells / "train.jsonl").read_text().splitlines()]
+    val = [json.loads(line) for line in (cells / "val.jsonl").read_text().splitlines()]
+    n_train, n_val = len(load_split(shapes_dir, "train")), len(load_split(shapes_dir, "val"))
+    assert len(val) == 9 * n_val
+    images = {row["id"].split("-")[0] for row in train}
+    assert len(images) == n_train + round(0.25 * n_train)  # the train split and test_novel-style extras
+    assert sum(row["label"] == ["empty"] for row in train) == len(images)  # one empty cell per image
+    combos = {tuple(row["label"]) for row in train}
+    assert {(c, s) for c, s in HELD_OUT} <= combos
+    assert all(Image.open(cells / row["image"]).size == (16, 16) for row in train[:20])
+
+
+def test_a_row_with_an_unknown_position_is_named(shapes_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "shapes"
+    shutil.copytree(shapes_dir, broken)
+    lines = (broken / "train.jsonl").read_text().splitlines()
+    row = json.loads(lines[2])
+    row["objects"][0]["position"] = "upstairs"
+    lines[2] = json.dumps(row)
+    (broken / "train.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(BadSampleError, match=r"train\.jsonl.*3.*position 'upstairs' is not one of") as info:
+        write_scene_checker_data(broken, tmp_path / "cells")
+    assert info.value.field == "objects" and not (tmp_path / "cells").exists()
+    teal = [_obj("teal", "circle", "center")]
+    with pytest.raises(ValueError, match="object #0: color 'teal' is not one of red, orange"):
+        attribute_accuracy(FakeChecker({8: []}), [Image.new("RGB", (8, 8))], [teal])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="object #0: color 'teal'"):
+        scene_prompt(teal)

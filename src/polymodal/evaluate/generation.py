@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from polymodal.data.errors import BadSampleError
 from polymodal.data.image import decode_image, to_rgb
 from polymodal.data.shapes import (
     COLORS,
@@ -162,12 +163,19 @@ def clip_score(model: Embedder, images: ImagesInput, texts: Sequence[str]) -> fl
 def scene_prompt(objects: Sequence[dict[str, Any]]) -> str:
     """The full-spec prompt of a ShapesWorld row's objects, in their order, worded as the ``positions`` caption:
     "a red circle in the top left and a blue square in the center"."""
+    scene_of(objects)  # unknown values are errors naming the object
     return _join([f"{_a(o.name)} in the {o.position}" for o in objects_of({"objects": objects})])
 
 
 def scene_of(objects: Sequence[dict[str, Any]]) -> list[SceneObject]:
-    """A row's objects as (position, colour, shape)."""
-    return [(o["position"], o["color"], o["shape"]) for o in objects]
+    """A row's objects as (position, colour, shape); an unknown value is an error naming the object and field."""
+    scene = []
+    for i, obj in enumerate(objects):
+        for field, allowed in (("position", POSITIONS), ("color", tuple(COLORS)), ("shape", SHAPES)):
+            if obj.get(field) not in allowed:
+                raise ValueError(f"object #{i}: {field} {obj.get(field)!r} is not one of {', '.join(allowed)}")
+        scene.append((obj["position"], obj["color"], obj["shape"]))
+    return scene
 
 
 # ------------------------------------------------------------------------------------- scene checker
@@ -190,8 +198,8 @@ def cell_crops(image: Image.Image, size: int = CELL_PIXELS) -> list[Image.Image]
 
 def cell_labels(objects: Sequence[dict[str, Any]]) -> list[list[str]]:
     """Per cell the checker's targets: ``[colour, shape]`` of its object, or ``["empty"]``."""
-    by_cell = {POSITIONS.index(o["position"]): o for o in objects}
-    return [[by_cell[c]["color"], by_cell[c]["shape"]] if c in by_cell else [EMPTY] for c in range(9)]
+    by_cell = {POSITIONS.index(position): [color, shape] for position, color, shape in scene_of(objects)}
+    return [by_cell.get(c, [EMPTY]) for c in range(9)]
 
 
 def write_scene_checker_data(
@@ -227,8 +235,14 @@ def write_scene_checker_data(
             if not examples:
                 raise ValueError(f"{shapes_dir}: the {split} split has no images")
             lines = []
-            for row, image in examples:
-                labels = cell_labels(row["objects"])
+            for i, (row, image) in enumerate(examples):
+                try:
+                    labels = cell_labels(row["objects"])
+                except (KeyError, ValueError) as e:
+                    where = Path(shapes_dir) / f"{split}.jsonl"
+                    raise BadSampleError(
+                        str(e), source=where, row=i + 1, field="objects", sample_id=row.get("id")
+                    ) from None
                 empty = [c for c in range(9) if labels[c] == [EMPTY]]
                 keep = set(range(9)) if split == "val" else {c for c in range(9) if c not in empty[empty_per_image:]}
                 for cell, crop in enumerate(cell_crops(image)):
