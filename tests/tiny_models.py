@@ -51,7 +51,9 @@ def save_tiny_model(kind: str, directory: Path, seed: int = 0) -> Path:
         overrides["num_answers"] = len(ANSWERS)
     model = build_preset(_KIND_PRESET[kind], **overrides).eval()
     answers = {a: i for i, a in enumerate(ANSWERS)} if kind == "vqa" else None
-    return save_image_text_model(model, directory, tokenizer, IMAGE_SIZE, 16, answers)
+    # Generators work in [-1, 1] pixels, as their recipes' statistics say.
+    statistics = "half" if "generate" in model.capabilities else None
+    return save_image_text_model(model, directory, tokenizer, IMAGE_SIZE, 16, answers, statistics)
 
 
 def save_image_text_model(
@@ -61,10 +63,15 @@ def save_image_text_model(
     image_size: int,
     max_length: int,
     answers: dict[str, int] | None = None,
+    statistics: str | None = None,
 ) -> Path:
-    """Save ``model`` with an image processor at ``image_size`` (default statistics) and a text processor."""
+    """Save ``model`` with an image processor at ``image_size`` (``statistics``: a preprocess preset; default:
+    the default statistics) and a text processor."""
+    preprocess = ImagePreprocess(image_size=image_size)
+    if statistics is not None:
+        preprocess = ImagePreprocess.preset(statistics, image_size=image_size)
     processors = {
-        "image": ImageProcessor(ImagePreprocess(image_size=image_size)),
+        "image": ImageProcessor(preprocess),
         "text": TextProcessor(tokenizer, max_length),
     }
     return save_model(directory, model, processors, answers)

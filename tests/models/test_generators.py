@@ -117,3 +117,16 @@ def test_saved_and_loaded_generator_gives_the_same_pixels(kind: str, tmp_path: P
     loaded = load_model(tmp_path / "m")
     assert type(loaded) is type(model)
     assert torch.equal(model.generate(texts(), steps=3, seed=1), loaded.generate(texts(), steps=3, seed=1))
+
+
+@pytest.mark.parametrize(("kind", "sampler"), [("diffusion", "ddim"), ("diffusion", "ddpm"), ("gan", "ddim")])
+def test_a_texts_images_depend_on_its_own_seed_not_its_batch_mates(kind: str, sampler: str) -> None:
+    model = tiny(kind)
+    both = texts(2)
+    ids, mask = both["text"]
+    together = model.generate(both, num_per_text=2, steps=3, seed=[3, 5], sampler=sampler)
+    first = model.generate({"text": (ids[:1], mask[:1])}, num_per_text=2, steps=3, seed=3, sampler=sampler)
+    second = model.generate({"text": (ids[1:], mask[1:])}, num_per_text=2, steps=3, seed=[5], sampler=sampler)
+    torch.testing.assert_close(together, torch.cat([first, second]), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="3 seeds for 2 texts"):
+        model.generate(both, seed=[1, 2, 3])

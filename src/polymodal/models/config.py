@@ -196,7 +196,9 @@ class DiffusionConfig(Config):
     norm_groups: int = Field(8, ge=1)
     num_train_timesteps: int = Field(1000, ge=2)
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
-    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
+    prediction_type: Literal["epsilon", "v_prediction", "sample"] = Field(
+        "epsilon", description="what the UNet predicts: the noise, v (Salimans & Ho 2022), or the clean image"
+    )
 
     check_encoders = field_validator("encoders")(_check_encoders)
     text_only = field_validator("encoders")(_text_condition_only)

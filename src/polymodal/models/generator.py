@@ -8,7 +8,7 @@ game with its two optimizers) live in ``polymodal.train.objectives``.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -20,10 +20,22 @@ from polymodal.modules.generators import ConditionalGenerator, ProjectionDiscrim
 from polymodal.modules.generators.unet import SAMPLERS, noise_schedulers
 
 
-def _starting_noise(shape: tuple[int, ...], seed: int, device: torch.device) -> tuple[Tensor, torch.Generator]:
-    """Gaussian noise drawn on the CPU from ``seed`` (the same pixels on every device), and the generator."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=generator).to(device), generator
+Seeds = int | Sequence[int]
+
+
+def _noise_generators(seeds: Seeds, texts: int, num_per_text: int) -> list[torch.Generator]:
+    """One CPU generator per text, seeded with its seed (an int: the same for every text), repeated for each of its
+    images: a text's pixels then depend on its own seed only, never on the other texts of the call."""
+    per_text = [seeds] * texts if isinstance(seeds, int) else list(seeds)
+    if len(per_text) != texts:
+        raise ValueError(f"{len(per_text)} seeds for {texts} texts: give one seed, or one per text")
+    generators = [torch.Generator().manual_seed(int(seed)) for seed in per_text]
+    return [g for g in generators for _ in range(num_per_text)]
+
+
+def _starting_noise(shape: tuple[int, ...], generators: list[torch.Generator], device: torch.device) -> Tensor:
+    """Gaussian noise of ``shape`` (one row per generator), drawn on the CPU: the same pixels on every device."""
+    return torch.stack([torch.randn(shape[1:], generator=g) for g in generators]).to(device)
 
 
 class DiffusionGenerator(ComposedModel):
@@ -95,11 +107,12 @@ class DiffusionGenerator(ComposedModel):
         num_per_text: int = 1,
         steps: int = 25,
         guidance: float = 3.0,
-        seed: int = 0,
+        seed: Seeds = 0,
         sampler: str = "ddim",
     ) -> Tensor:
         """``num_per_text`` images per text (B * n, C, S, S) in [-1, 1], text-major; ``guidance`` 1 turns
-        classifier-free guidance off."""
+        classifier-free guidance off. ``seed``: one for every text, or one per text (each text's images depend on
+        its seed alone, so texts batch together without changing their pixels)."""
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
         if steps < 1 or num_per_text < 1:
@@ -116,7 +129,8 @@ class DiffusionGenerator(ComposedModel):
         template = self.schedulers[sampler]
         scheduler = type(template).from_config(template.config)  # a sampler keeps state (its steps, past outputs)
         scheduler.set_timesteps(steps)
-        images, generator = _starting_noise((ids.size(0), *self.image_shape), seed, context.device)
+        generators = _noise_generators(seed, len(inputs["text"][0]), num_per_text)
+        images = _starting_noise((ids.size(0), *self.image_shape), generators, context.device)
         images = images * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
             x = scheduler.scale_model_input(images, t)
@@ -125,7 +139,8 @@ class DiffusionGenerator(ComposedModel):
             if guided:
                 text_prediction, empty_prediction = prediction.chunk(2)
                 prediction = empty_prediction + guidance * (text_prediction - empty_prediction)
-            images = scheduler.step(prediction, t, images, generator=generator).prev_sample
+            # A stochastic sampler (DDPM) draws each row's noise from that row's generator.
+            images = scheduler.step(prediction, t, images, generator=generators).prev_sample
         return images.clamp(-1.0, 1.0)
 
 
@@ -193,13 +208,15 @@ class AdversarialGenerator(ComposedModel):
         self.ema_updates += 1
 
     @torch.no_grad()
-    def generate(self, inputs: Inputs, num_per_text: int = 1, seed: int = 0, **_: Any) -> Tensor:
-        """``num_per_text`` images per text (B * n, C, S, S) in [-1, 1], text-major, from the EMA generator
-        (sampler settings such as ``steps`` and ``guidance`` are a diffusion model's and do not apply)."""
+    def generate(self, inputs: Inputs, num_per_text: int = 1, seed: Seeds = 0, **_: Any) -> Tensor:
+        """``num_per_text`` images per text (B * n, C, S, S) in [-1, 1], text-major, from the EMA generator;
+        ``seed`` as for :meth:`DiffusionGenerator.generate` (sampler settings such as ``steps`` and ``guidance``
+        are a diffusion model's and do not apply)."""
         if num_per_text < 1:
             raise ValueError(f"num_per_text must be >= 1, got {num_per_text}")
         text = self.text_features(inputs).repeat_interleave(num_per_text, 0)
-        noise, _generator = _starting_noise((text.size(0), self.generator.noise_dim), seed, text.device)
+        generators = _noise_generators(seed, len(inputs["text"][0]), num_per_text)
+        noise = _starting_noise((text.size(0), self.generator.noise_dim), generators, text.device)
         return self.ema_generator(noise, text).float().clamp(-1.0, 1.0)
 
     def forward(self, inputs: Inputs, noise: Tensor) -> Tensor:

@@ -283,10 +283,17 @@ def shapes_vqa(
 
 
 @PRESETS.register("shapes-diffusion")
-def shapes_diffusion(vocab_size: int = 512, max_length: int = 32, image_size: int = 32) -> DiffusionConfig:
+def shapes_diffusion(
+    vocab_size: int = 512, max_length: int = 32, image_size: int = 32, prediction_type: str = "epsilon"
+) -> DiffusionConfig:
     """Text-to-image diffusion on ShapesWorld: a 1.7M-parameter UNet (widths 32/64/64, cross-attention at 1/2 and
-    1/4 resolution) conditioned on a text transformer's tokens."""
-    return DiffusionConfig(encoders={"text": _small_text(vocab_size, max_length)}, image_size=image_size)
+    1/4 resolution) conditioned on a text transformer's tokens; ``prediction_type`` epsilon, v_prediction or
+    sample (the clean image)."""
+    return DiffusionConfig(
+        encoders={"text": _small_text(vocab_size, max_length)},
+        image_size=image_size,
+        prediction_type=prediction_type,  # type: ignore[arg-type]
+    )
 
 
 @PRESETS.register("shapes-gan")

@@ -224,6 +224,19 @@ def _image_rows(batch: Any) -> tuple[Tensor, dict[str, Any], Tensor | None]:
     return images, {"text": (ids, mask)}, has_text
 
 
+def denoising_target(scheduler: Any, images: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
+    """What a diffusion model learns to predict from the noised ``images``: by its scheduler's ``prediction_type``,
+    the noise, the velocity ``v``, or the clean image."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(images, noise, timesteps)  # type: ignore[no-any-return]
+    if kind == "sample":
+        return images
+    raise ValueError(f"unknown prediction_type {kind!r}")
+
+
 class DiffusionObjective(nn.Module):
     """DDPM training of a text-to-image diffusion model: noise each image at a uniformly drawn timestep and regress
     the noise (or ``v``); a share ``empty_text_rate`` of the rows, and every row without a text, see the learned
@@ -243,9 +256,7 @@ class DiffusionObjective(nn.Module):
         if has_text is not None:
             drop |= ~has_text
         prediction = model(text, noisy, timesteps, drop)
-        target = (
-            noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(images, noise, timesteps)
-        )
+        target = denoising_target(scheduler, images, noise, timesteps)
         return _weighted({"denoising": (1.0, F.mse_loss(prediction.float(), target.float()))})
 
 

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 from polymodal.data.collate import Batch
 from polymodal.data.dataset import MultimodalDataset
 from polymodal.modules.losses import CaptionLoss
+from polymodal.train.objectives import denoising_target
 
 Validator = Callable[[nn.Module], dict[str, float]]
 
@@ -130,10 +131,7 @@ def make_validator(
             steps = scheduler.config.num_train_timesteps
             timesteps = torch.randint(0, steps, (images.size(0),), generator=generator).to(images.device)
             prediction = model(text, scheduler.add_noise(images, noise, timesteps), timesteps)
-            if scheduler.config.prediction_type == "epsilon":
-                target = noise
-            else:
-                target = scheduler.get_velocity(images, noise, timesteps)
+            target = denoising_target(scheduler, images, noise, timesteps)
             total += float(((prediction.float() - target) ** 2).mean()) * len(batch)
             n += len(batch)
         return {"denoising_loss": total / max(n, 1)}
