@@ -19,7 +19,6 @@ from polymodal.models.config import DiffusionConfig, GanConfig
 from polymodal.modules.generators import ConditionalGenerator, ProjectionDiscriminator, TextConditionedUNet
 from polymodal.modules.generators.unet import SAMPLERS, noise_schedulers
 
-
 Seeds = int | Sequence[int]
 
 
