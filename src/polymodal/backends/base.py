@@ -55,9 +55,17 @@ class Backend(Protocol):
         ...
 
     def generate(
-        self, texts: Sequence[str], *, num_per_text: int, steps: int, guidance: float, seed: int, sampler: str
+        self,
+        texts: Sequence[str],
+        *,
+        num_per_text: int,
+        steps: int,
+        guidance: float,
+        seed: int | Sequence[int],
+        sampler: str,
     ) -> list[Image.Image]:
-        """``num_per_text`` RGB images per text, text-major, from one seeded model call over ``texts``."""
+        """``num_per_text`` RGB images per text, text-major, from one seeded model call over ``texts`` (``seed``: one
+        for all, or one per text)."""
         ...
 
     def to(self, device: str | torch.device) -> Backend: ...

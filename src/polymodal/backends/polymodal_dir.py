@@ -100,7 +100,14 @@ class PolymodalBackend:
 
     @torch.inference_mode()
     def generate(
-        self, texts: Sequence[str], *, num_per_text: int, steps: int, guidance: float, seed: int, sampler: str
+        self,
+        texts: Sequence[str],
+        *,
+        num_per_text: int,
+        steps: int,
+        guidance: float,
+        seed: int | Sequence[int],
+        sampler: str,
     ) -> list[Image.Image]:
         """``num_per_text`` images per text, text-major, mapped from model space to pixels by the image processor the
         model was saved with."""

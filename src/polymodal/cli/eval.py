@@ -53,6 +53,11 @@ def eval_command(
         "--precision",
         help="auto (bf16 where the CPU runs it natively, else fp32), fp32 or bf16; recorded in the result file.",
     ),
+    judge: list[str] = typer.Option(
+        None,
+        "--judge",
+        help="NAME=PATH: a model a benchmark scores with (shapes-generation: checker=SCENE_CHECKER, clip=CLIP_MODEL).",
+    ),
     json: bool = JsonOption,
 ) -> None:
     """Evaluate a model on standard benchmarks; every number comes with its provenance."""
@@ -68,6 +73,12 @@ def eval_command(
     if templates is not None and templates not in TEMPLATES:
         fail(f"unknown template set {templates!r}; choose from {', '.join(TEMPLATES)}", as_json=json, code=2)
     splits = [s.strip() for s in split.split(",") if s.strip()] if split else None
+    judges = {}
+    for entry in judge or []:
+        name, sep, path = entry.partition("=")
+        if not sep or not name.strip() or not path.strip():
+            fail(f"--judge {entry!r}: expected NAME=PATH (e.g. checker=runs/checker)", as_json=json, code=2)
+        judges[name.strip()] = path.strip()
     progress = None if json else (lambda msg: err_console.print(f"[dim]{msg}[/]", highlight=False))
     try:
         doc = run_eval(
@@ -83,6 +94,7 @@ def eval_command(
             meteor=meteor,
             progress=progress,
             precision=precision,
+            judges=judges,
         )
     except (BadSampleError, FileNotFoundError, ValueError) as e:
         fail(str(e), as_json=json)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from polymodal.backends import ANSWER, CAPTION, EMBED
+from polymodal.backends import ANSWER, CAPTION, EMBED, GENERATE
 from polymodal.data.readers import (
     read_audiocaps,
     read_class_folders,
@@ -454,6 +454,41 @@ def _classification_split(
     return LoadedSplit(name, split, "accuracy", score, media=modality)
 
 
+# Prompts per split: the first rows of the manifest (256 images take about a minute to sample on 2 CPU cores).
+GENERATION_PROMPTS = 256
+
+
+def _load_shapes_generation(ctx: EvalContext, split: str) -> LoadedSplit:
+    """Text-to-image on ShapesWorld: each row's full-spec prompt ("a red circle in the top left and ..."), one
+    image each, judged by ``--judge checker=`` (a scene checker trained on real images) and, when given,
+    ``--judge clip=`` (an image-text embedding model, for the CLIP score); FD against the same rows' real images."""
+    from polymodal.backends import load_backend
+    from polymodal.data.shapes import load_split
+    from polymodal.evaluate.generation import SceneChecker, scene_prompt
+
+    name = "shapes-generation"
+    ctx.require(GENERATE, name)
+    manifest = _data(ctx, name) / f"{split}.jsonl"
+    if not manifest.is_file():
+        raise FileNotFoundError(
+            f"{manifest}: no such file; --data must be a ShapesWorld directory (polymodal data shapes OUT)"
+        )
+    ctx.read(manifest)
+    rows = load_split(manifest.parent, split)[:GENERATION_PROMPTS]
+    checker = SceneChecker.load(ctx.judge("checker", name))
+    clip = load_backend(ctx.judges["clip"]) if "clip" in ctx.judges else None
+    prompts = [scene_prompt(row["objects"]) for row in rows]
+    real = [str(manifest.parent / row["image"]) for row in rows]
+    media = None if ctx.media_dir is None else ctx.media_dir / f"{name}-{split}"
+    settings = passes.GenerationSettings()
+
+    def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
+        objects = [row["objects"] for row in rows]
+        return passes.generation(ctx, prompts, objects, real, checker, clip, settings, media, full)
+
+    return LoadedSplit(name, split, "all_correct", score, media="text")
+
+
 def _load_imagefolder(ctx: EvalContext, split: str) -> LoadedSplit:
     from polymodal.data.readers.classfolders import class_folders
 
@@ -669,6 +704,12 @@ BENCHMARKS: dict[str, Benchmark] = {
             SHAPES_SPLITS,
             _load_shapes_video_av,
             "which shape made the sound (video+audio+text fusion)",
+        ),
+        Benchmark(
+            "shapes-generation",
+            SHAPES_SPLITS,
+            _load_shapes_generation,
+            "text-to-image: attribute accuracy (scene checker), CLIP score, FD (EfficientNet-Lite0)",
         ),
         Benchmark("imagefolder", ("all",), _load_imagefolder, "zero-shot classification over class folders"),
         Benchmark("cifar10", ("test",), _cifar_loader("cifar10"), "zero-shot CIFAR-10 (binary version)"),

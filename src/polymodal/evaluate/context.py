@@ -44,6 +44,8 @@ class EvalContext:
     batch_size: int = 64
     n_resamples: int = 1000  # bootstrap resamples for the 95% CIs
     meteor: bool = True  # METEOR when java exists (a Java start costs ~20 s)
+    judges: dict[str, str] = field(default_factory=dict)  # name -> model path: instruments a benchmark scores with
+    media_dir: Path | None = None  # where a benchmark writes what the model made (generated images), for examples
     files_read: set[Path] = field(default_factory=set)
     _backend: Backend | None = field(default=None, init=False, repr=False)
     _text_cache: dict[tuple[str, ...], torch.Tensor] = field(default_factory=dict, init=False, repr=False)
@@ -89,6 +91,13 @@ class EvalContext:
                 f"benchmark {benchmark} needs a model that can {capability} {modality}; "
                 f"{self.model} can {capability}: {takes}"
             )
+
+    def judge(self, name: str, benchmark: str) -> str:
+        """The model a benchmark scores with (``--judge NAME=PATH``), or an error saying which is missing."""
+        if name not in self.judges:
+            given = ", ".join(sorted(self.judges)) or "none"
+            raise ValueError(f"benchmark {benchmark} needs --judge {name}=PATH (judges given: {given})")
+        return self.judges[name]
 
     def takes(self, capability: str, modality: str) -> bool:
         """True when the model can ``capability`` (embed, caption, ...) items of ``modality`` (embed: clips too, by

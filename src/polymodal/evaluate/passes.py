@@ -1,5 +1,5 @@
 """The scoring passes every benchmark is made of: zero-shot classification, linear probes, retrieval,
-captioning, VQA and statement classification.
+captioning, VQA, statement classification and text-to-image generation.
 
 Each pass takes already-loaded items and an optional ``image_fn`` (a corruption) and returns a
 :class:`PassResult`. ``full=False`` asks only for the metrics (no CIs, examples or details): robustness
@@ -10,16 +10,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
+from polymodal.backends import Backend
+from polymodal.backends.base import embed
+from polymodal.data.image import decode_image
+from polymodal.data.shapes import encode_png
 from polymodal.evaluate.context import EvalContext, ImageFn, ImageRef, ItemRef, batches
+from polymodal.evaluate.generation import FD_NAME as FD_METRIC
+from polymodal.evaluate.generation import SceneChecker, frechet_efficientnet_distance, scene_of
 from polymodal.evaluate.probe import probe_predictions
 from polymodal.evaluate.prompts import zero_shot_classifier
 from polymodal.evaluate.results import MAX_EXAMPLES, Confusion, Details, Example, Retrieved
 from polymodal.evaluate.scoring import caption_scores, mean_by_type, vqa_scores
+from polymodal.fsutil import write_atomic
 from polymodal.metrics import bootstrap_ci, confusion_matrix, precision_recall_f1
+from polymodal.metrics.generation import clip_score as clip_score_of_embeddings
+from polymodal.metrics.generation import scene_scores
 from polymodal.metrics.retrieval import map_at_k, metrics_from_ranks, retrieval_ranks
 
 
@@ -397,3 +408,79 @@ def statements(
     ]
     ci = {"accuracy": bootstrap_ci(hits, n_resamples=ctx.n_resamples, seed=ctx.seed)}
     return PassResult(metrics, ci, Details(per_statement_type=per_type or None), examples)
+
+
+# ---------------------------------------------------------------------------- text-to-image generation
+
+
+@dataclass
+class GenerationSettings:
+    """How a generation benchmark samples: one image per prompt, prompt ``i`` from seed ``seed * 1_000_000 + i``."""
+
+    steps: int = 25
+    guidance: float = 3.0
+    sampler: str = "ddim"
+
+
+def generation(
+    ctx: EvalContext,
+    prompts: Sequence[str],
+    objects: Sequence[Sequence[dict]],
+    real: Sequence[ImageRef],
+    checker: SceneChecker,
+    clip: Backend | None,
+    settings: GenerationSettings,
+    media_dir: Path | None = None,
+    full: bool = True,
+) -> PassResult:
+    """One image per prompt, judged by what it shows: the scene checker's attribute accuracies (with the checker's
+    own on the real images of the same rows beside them, ``real_*``), the CLIP score with ``clip`` (when given)
+    and ``FD (EfficientNet-Lite0)`` against the real images. The first images are written to ``media_dir`` (when
+    given) and shown as examples."""
+    images: list[Image.Image] = []
+    for chunk in batches(range(len(prompts)), ctx.batch_size):
+        images += ctx.backend.generate(
+            [prompts[i] for i in chunk],
+            num_per_text=1,
+            steps=settings.steps,
+            guidance=settings.guidance,
+            seed=[ctx.seed * 1_000_000 + i for i in chunk],
+            sampler=settings.sampler,
+        )
+    size = images[0].size
+    wanted = [scene_of(o) for o in objects]
+    read = checker.read(images)
+    metrics = {k: v for k, v in scene_scores(read, wanted).items() if k not in ("images", "objects")}
+    real_images = [decode_image(ref).resize(size, Image.Resampling.BOX) for ref in real]
+    real_read = checker.read(real_images)
+    metrics |= {f"real_{k}": v for k, v in scene_scores(real_read, wanted).items() if k not in ("images", "objects")}
+    if clip is not None:
+        pairs = (embed(clip, "image", images), clip.embed_text(list(prompts)))
+        metrics["clip_score"] = clip_score_of_embeddings(*pairs)
+        metrics["real_clip_score"] = clip_score_of_embeddings(embed(clip, "image", real_images), pairs[1])
+    metrics[FD_METRIC] = frechet_efficientnet_distance(images, real_images)
+    if not full:
+        return PassResult(metrics)
+    ci = {
+        name: bootstrap_ci(
+            lambda idx, name=name: scene_scores([read[i] for i in idx], [wanted[i] for i in idx])[name],
+            n_items=len(wanted),
+            n_resamples=ctx.n_resamples,
+            seed=ctx.seed,
+        )
+        for name in ("all_correct", "count_accuracy", "color_accuracy", "shape_accuracy", "position_accuracy")
+    }
+    examples = []
+    if media_dir is not None:
+        media_dir.mkdir(parents=True, exist_ok=True)
+        for i in range(min(MAX_EXAMPLES, len(prompts))):
+            path = media_dir / f"{i:04d}.png"
+            write_atomic(path, encode_png(images[i]))
+            seen = ", ".join(f"{color} {shape} in the {position}" for position, color, shape in read[i]) or "nothing"
+            correct = set(read[i]) == set(wanted[i]) and len(read[i]) == len(wanted[i])
+            examples.append(
+                Example(
+                    image=str(path.resolve()), text=prompts[i], prediction=f"checker reads: {seen}", correct=correct
+                )
+            )
+    return PassResult(metrics, ci, Details(), examples)

@@ -82,11 +82,15 @@ def run_eval(
     command: str | None = None,
     progress: Progress | None = None,
     precision: str = "auto",
+    judges: dict[str, str] | None = None,
+    media_dir: str | Path | None = None,
 ) -> ResultFile:
     """Evaluate ``model`` (a path or model name) on ``benchmarks``; ``splits`` overrides each one's defaults.
 
     ``precision``: auto runs the model under bf16 autocast where the CPU has native bf16, else in fp32; the
-    result file's provenance records which (bf16 moves metrics in about the third decimal)."""
+    result file's provenance records which (bf16 moves metrics in about the third decimal). ``judges``: models a
+    benchmark scores with (name -> path), such as shapes-generation's scene checker; ``media_dir``: where a benchmark
+    may write what the model made (generated images), shown as examples."""
     names = parse_benchmarks(benchmarks)
     choice = choose_precision(precision, "cpu")
     ctx = EvalContext(
@@ -97,6 +101,8 @@ def run_eval(
         batch_size=batch_size,
         n_resamples=n_resamples,
         meteor=meteor,
+        judges=dict(judges or {}),
+        media_dir=Path(media_dir) if media_dir is not None else None,
     )
     _ = ctx.backend  # load the model first: a wrong model path fails before any data is read
     results: list[Result] = []
