@@ -38,6 +38,8 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image, ImageDraw
 
+from polymodal.fsutil import write_atomic
+
 T = TypeVar("T")
 
 GENERATOR_VERSION = 1
@@ -300,6 +302,12 @@ def relation(a: ShapeObject, b: ShapeObject) -> str:
 _OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 
 
+def positions_caption(objs: Sequence[ShapeObject]) -> str:
+    """Every object with its colour, shape and cell, in the given order: "a red circle in the top left and a blue
+    square in the center" (the ``positions`` template; a text-to-image prompt that pins the whole scene down)."""
+    return _join([f"{_a(o.name)} in the {o.position}" for o in objs])
+
+
 def make_captions(objs: Sequence[ShapeObject], background: str, rng: np.random.Generator) -> list[str]:
     """One caption per template in :data:`CAPTION_TEMPLATES`, all distinct."""
 
@@ -317,7 +325,7 @@ def make_captions(objs: Sequence[ShapeObject], background: str, rng: np.random.G
     captions = [
         _join([_a(f"{o.size} {o.name}") for o in shuffled()]) + f" on a {background} background",
         f"{_NUMBERS[k]} object{'s' if k > 1 else ''}: " + _join([_a(o.name) for o in shuffled()]),
-        _join([f"{_a(o.name)} in the {o.position}" for o in shuffled()]),
+        positions_caption(shuffled()),
         rel,
         "a picture with " + _join(_counted([o.shape for o in shuffled()])),
         _join(list(dict.fromkeys(o.color for o in shuffled()))) + (" shapes" if k > 1 else " shape"),
@@ -673,8 +681,8 @@ def is_complete(
 
 
 def load_split(out_dir: str | Path, split: str, view: str = "") -> list[dict[str, Any]]:
-    """The rows of ``OUT/{view}{split}.jsonl`` (view ``""``, ``speech_`` or ``sentiment_``); media paths stay
-    relative to ``out_dir``."""
+    """The rows of ``OUT/{view}{split}.jsonl`` (view ``""``, ``speech_``, ``sentiment_`` or ``prompts_``); media paths
+    stay relative to ``out_dir``."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     path = Path(out_dir) / f"{view}{split}.jsonl"
@@ -683,6 +691,26 @@ def load_split(out_dir: str | Path, split: str, view: str = "") -> list[dict[str
         raise FileNotFoundError(f"{path}: no such file (generate ShapesWorld first: polymodal data shapes{flag})")
     with path.open(encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+PROMPTS_VIEW = "prompts_"  # one full-spec caption per image: text-to-image training and its prompts
+
+
+def write_prompt_manifests(out_dir: str | Path) -> dict[str, Path]:
+    """``OUT/prompts_{split}.jsonl``: each image with the one caption that names every object's colour, shape and
+    cell (:func:`positions_caption`, objects in the row's order), for training and prompting text-to-image models."""
+    written = {}
+    for split in SPLITS:
+        lines = []
+        for row in load_split(out_dir, split):
+            caption = positions_caption(objects_of(row))
+            lines.append(
+                json.dumps({"id": row["id"], "image": row["image"], "captions": [caption], "objects": row["objects"]})
+            )
+        path = Path(out_dir) / f"{PROMPTS_VIEW}{split}.jsonl"
+        write_atomic(path, "\n".join(lines) + "\n")
+        written[split] = path
+    return written
 
 
 def _audio_datasheet(params: dict[str, Any]) -> str:

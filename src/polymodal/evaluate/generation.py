@@ -32,12 +32,11 @@ from polymodal.data.shapes import (
     MANIFEST_NAME,
     POSITIONS,
     SHAPES,
-    _a,
-    _join,
     encode_png,
     load_split,
     make_example,
     objects_of,
+    positions_caption,
     read_manifest,
 )
 from polymodal.data.transforms import ImagePreprocess
@@ -164,7 +163,7 @@ def scene_prompt(objects: Sequence[dict[str, Any]]) -> str:
     """The full-spec prompt of a ShapesWorld row's objects, in their order, worded as the ``positions`` caption:
     "a red circle in the top left and a blue square in the center"."""
     scene_of(objects)  # unknown values are errors naming the object
-    return _join([f"{_a(o.name)} in the {o.position}" for o in objects_of({"objects": objects})])
+    return positions_caption(objects_of({"objects": objects}))
 
 
 def scene_of(objects: Sequence[dict[str, Any]]) -> list[SceneObject]:
