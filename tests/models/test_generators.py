@@ -65,6 +65,7 @@ def test_guidance_uses_the_learned_empty_text() -> None:
     assert not torch.allclose(unguided, guided)
     with torch.no_grad():
         model.null_text_embedding.add_(1.0)
+        model.null_pooled_embedding.add_(1.0)
     assert torch.equal(unguided, model.generate(texts(), steps=3, guidance=1.0))  # no guidance: never read
     assert not torch.allclose(guided, model.generate(texts(), steps=3, guidance=4.0))
 
@@ -74,11 +75,11 @@ def test_dropped_rows_see_only_the_empty_text() -> None:
     other = texts()
     other["text"][0][1] = torch.arange(6) + 10
     drop = torch.tensor([False, True])
-    context, mask = model.context(texts(), drop)
-    context2, mask2 = model.context(other, drop)
-    assert torch.equal(context[1], context2[1]) and torch.equal(mask[1], mask2[1])  # the text of row 1 is gone
-    assert mask[1].tolist() == [True] + [False] * 5
-    assert not torch.equal(context[0], context[1])  # row 0 keeps its text
+    a, b = model.context(texts(), drop), model.context(other, drop)
+    for field in ("tokens", "mask", "pooled"):  # the text of row 1 is gone from every part of its conditioning
+        assert torch.equal(getattr(a, field)[1], getattr(b, field)[1]), field
+    assert a.mask[1].tolist() == [True] + [False] * 5
+    assert not torch.equal(a.tokens[0], a.tokens[1]) and not torch.equal(a.pooled[0], a.pooled[1])
 
 
 def test_bad_sampler_and_counts_are_errors() -> None:

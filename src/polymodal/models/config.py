@@ -194,6 +194,9 @@ class DiffusionConfig(Config):
     context_dim: int = Field(128, ge=1)
     head_dim: int = Field(8, ge=1)
     norm_groups: int = Field(8, ge=1)
+    pooled_conditioning: bool = Field(
+        True, description="also add the pooled text to the timestep embedding every block reads (as Imagen does)"
+    )
     num_train_timesteps: int = Field(1000, ge=2)
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "squaredcos_cap_v2"
     prediction_type: Literal["epsilon", "v_prediction", "sample"] = Field(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -37,17 +37,32 @@ def _starting_noise(shape: tuple[int, ...], generators: list[torch.Generator], d
     return torch.stack([torch.randn(shape[1:], generator=g) for g in generators]).to(device)
 
 
+class Conditioning(NamedTuple):
+    """What the UNet reads of a text: its projected tokens and their mask, and (optionally) a pooled vector."""
+
+    tokens: Tensor  # (B, T, context_dim)
+    mask: Tensor  # (B, T) bool
+    pooled: Tensor | None  # (B, context_dim)
+
+
 class DiffusionGenerator(ComposedModel):
     capabilities = frozenset({"generate"})
 
     def __init__(
-        self, encoders: Mapping[str, nn.Module], unet: TextConditionedUNet, schedule: Mapping[str, Any] | None = None
+        self,
+        encoders: Mapping[str, nn.Module],
+        unet: TextConditionedUNet,
+        schedule: Mapping[str, Any] | None = None,
+        pooled_conditioning: bool = False,
     ) -> None:
         super().__init__(encoders)
         self.unet = unet
-        self.to_context = nn.Linear(self.encoders["text"].output_dim, unet.context_dim)  # type: ignore[arg-type]
-        # Classifier-free guidance's "no text": one learned context token (Ho & Salimans 2022).
+        text_dim = self.encoders["text"].output_dim
+        self.to_context = nn.Linear(text_dim, unet.context_dim)  # type: ignore[arg-type]
+        # Classifier-free guidance's "no text": one learned context token (Ho & Salimans 2022), and a pooled one.
         self.null_text_embedding = nn.Parameter(torch.zeros(1, 1, unet.context_dim))
+        self.to_pooled = nn.Linear(text_dim, unet.context_dim) if pooled_conditioning else None  # type: ignore[arg-type]
+        self.null_pooled_embedding = nn.Parameter(torch.zeros(1, unet.context_dim)) if pooled_conditioning else None
         self.schedule = dict(schedule or {})
         self.schedulers = noise_schedulers(**self.schedule)  # stateless templates; sampling copies one
 
@@ -62,42 +77,48 @@ class DiffusionGenerator(ComposedModel):
             context_dim=config.context_dim,
             head_dim=config.head_dim,
             norm_groups=config.norm_groups,
+            pooled_dim=config.context_dim if config.pooled_conditioning else None,
         )
         schedule = {
             "num_train_timesteps": config.num_train_timesteps,
             "beta_schedule": config.beta_schedule,
             "prediction_type": config.prediction_type,
         }
-        return cls(build_encoders(config.encoders), unet, schedule)
+        return cls(build_encoders(config.encoders), unet, schedule, config.pooled_conditioning)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return (self.unet.channels, self.unet.image_size, self.unet.image_size)
 
-    def context(self, inputs: Inputs, drop: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """Text tokens projected for cross-attention, and their mask; rows where ``drop`` is True get the learned
-        empty text instead (one token, the rest masked)."""
+    def context(self, inputs: Inputs, drop: Tensor | None = None) -> Conditioning:
+        """Text tokens projected for cross-attention, their mask and the pooled vector; rows where ``drop`` is True
+        get the learned empty text instead (one token, the rest masked)."""
         ids, mask = inputs["text"]
         text = self.encoders["text"](ids, mask)
-        context = self.to_context(text.tokens)
-        context_mask = text.mask if text.mask is not None else torch.ones(context.shape[:2], device=context.device)
-        context_mask = context_mask.bool()
+        tokens = self.to_context(text.tokens)
+        token_mask = text.mask if text.mask is not None else torch.ones(tokens.shape[:2], device=tokens.device)
+        token_mask = token_mask.bool()
+        pooled = None if self.to_pooled is None else self.to_pooled(text.pooled)
         if drop is not None and bool(drop.any()):
-            empty, empty_mask = self._empty_context(context.size(0), context.size(1), context.device)
-            context = torch.where(drop[:, None, None], empty.to(context.dtype), context)
-            context_mask = torch.where(drop[:, None], empty_mask, context_mask)
-        return context, context_mask
+            empty = self._empty_context(tokens.size(0), tokens.size(1), tokens.device)
+            tokens = torch.where(drop[:, None, None], empty.tokens.to(tokens.dtype), tokens)
+            token_mask = torch.where(drop[:, None], empty.mask, token_mask)
+            if pooled is not None and empty.pooled is not None:
+                pooled = torch.where(drop[:, None], empty.pooled.to(pooled.dtype), pooled)
+        return Conditioning(tokens, token_mask, pooled)
 
-    def _empty_context(self, batch: int, length: int, device: torch.device) -> tuple[Tensor, Tensor]:
-        empty = self.null_text_embedding.expand(batch, length, -1)
+    def _empty_context(self, batch: int, length: int, device: torch.device) -> Conditioning:
+        tokens = self.null_text_embedding.expand(batch, length, -1)
         mask = torch.zeros(batch, length, dtype=torch.bool, device=device)
         mask[:, 0] = True
-        return empty, mask
+        pooled = None if self.null_pooled_embedding is None else self.null_pooled_embedding.expand(batch, -1)
+        return Conditioning(tokens, mask, pooled)
 
     def forward(self, inputs: Inputs, noisy: Tensor, timesteps: Tensor, drop: Tensor | None = None) -> Tensor:
-        """The UNet's prediction (noise, or v) for ``noisy`` images at ``timesteps`` given the text."""
-        context, context_mask = self.context(inputs, drop)
-        return self.unet(noisy, timesteps, context, context_mask)
+        """The UNet's prediction (noise, v or the clean image) for ``noisy`` images at ``timesteps`` given the
+        text."""
+        condition = self.context(inputs, drop)
+        return self.unet(noisy, timesteps, condition.tokens, condition.mask, condition.pooled)
 
     @torch.no_grad()
     def generate(
@@ -119,22 +140,27 @@ class DiffusionGenerator(ComposedModel):
         ids, mask = inputs["text"]
         ids = ids.repeat_interleave(num_per_text, 0)
         mask = None if mask is None else mask.repeat_interleave(num_per_text, 0)
-        context, context_mask = self.context({"text": (ids, mask)})
+        condition = self.context({"text": (ids, mask)})
         guided = guidance != 1.0
         if guided:
-            empty, empty_mask = self._empty_context(context.size(0), context.size(1), context.device)
-            context = torch.cat([context, empty.to(context.dtype)])
-            context_mask = torch.cat([context_mask, empty_mask])
+            empty = self._empty_context(condition.tokens.size(0), condition.tokens.size(1), condition.tokens.device)
+            condition = Conditioning(
+                torch.cat([condition.tokens, empty.tokens.to(condition.tokens.dtype)]),
+                torch.cat([condition.mask, empty.mask]),
+                None if condition.pooled is None else torch.cat([condition.pooled, empty.pooled]),  # type: ignore[list-item]
+            )
+        device = condition.tokens.device
         template = self.schedulers[sampler]
         scheduler = type(template).from_config(template.config)  # a sampler keeps state (its steps, past outputs)
         scheduler.set_timesteps(steps)
         generators = _noise_generators(seed, len(inputs["text"][0]), num_per_text)
-        images = _starting_noise((ids.size(0), *self.image_shape), generators, context.device)
+        images = _starting_noise((ids.size(0), *self.image_shape), generators, device)
         images = images * scheduler.init_noise_sigma
         for t in scheduler.timesteps:
             x = scheduler.scale_model_input(images, t)
             x = torch.cat([x, x]) if guided else x
-            prediction = self.unet(x, t.expand(x.size(0)).to(x.device), context, context_mask).float()
+            timesteps = t.expand(x.size(0)).to(x.device)
+            prediction = self.unet(x, timesteps, condition.tokens, condition.mask, condition.pooled).float()
             if guided:
                 text_prediction, empty_prediction = prediction.chunk(2)
                 prediction = empty_prediction + guidance * (text_prediction - empty_prediction)

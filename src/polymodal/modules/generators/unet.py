@@ -24,8 +24,9 @@ def _diffusers() -> Any:
 
 
 class TextConditionedUNet(nn.Module):
-    """Predicts the noise (or ``v``) of a noisy image at timestep ``t``, cross-attending to text tokens of width
-    ``context_dim`` in the blocks at the lower resolutions (``attention_levels`` counts them from the bottom)."""
+    """Predicts the noise (or ``v``, or the clean image) of a noisy image at timestep ``t``, cross-attending to text
+    tokens of width ``context_dim`` in the blocks at the lower resolutions (``attention_levels`` counts them from the
+    bottom); with ``pooled_dim``, a pooled text vector also joins the timestep embedding that every block reads."""
 
     def __init__(
         self,
@@ -37,6 +38,7 @@ class TextConditionedUNet(nn.Module):
         context_dim: int = 128,
         head_dim: int = 8,
         norm_groups: int = 8,
+        pooled_dim: int | None = None,
     ) -> None:
         super().__init__()
         if not 0 <= attention_levels <= len(widths):
@@ -59,12 +61,21 @@ class TextConditionedUNet(nn.Module):
             cross_attention_dim=context_dim,
             attention_head_dim=head_dim,
             norm_num_groups=norm_groups,
+            class_embed_type="projection" if pooled_dim else None,
+            projection_class_embeddings_input_dim=pooled_dim,
         )
         self.image_size, self.channels, self.context_dim = image_size, channels, context_dim
 
-    def forward(self, noisy: Tensor, timesteps: Tensor, context: Tensor, context_mask: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        noisy: Tensor,
+        timesteps: Tensor,
+        context: Tensor,
+        context_mask: Tensor | None = None,
+        pooled: Tensor | None = None,
+    ) -> Tensor:
         return self.unet(  # type: ignore[no-any-return]
-            noisy, timesteps, encoder_hidden_states=context, encoder_attention_mask=context_mask
+            noisy, timesteps, encoder_hidden_states=context, encoder_attention_mask=context_mask, class_labels=pooled
         ).sample
 
 
