@@ -193,6 +193,25 @@ def test_video_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
     assert "ShapesWorld video demo" in report and all(label in report for label in runs)
 
 
+def test_generation_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
+    """``polymodal demo generation``: ShapesWorld at 32 px with its prompts, the scene checker, a CLIP model, the
+    diffusion model and the GAN, both judged on test and test_novel by the checker and the CLIP model, a report."""
+    doc = _tiny_demo("generation", tmp_path, 80)
+    runs = doc["runs"]
+    assert set(runs) == {"scene-checker", "gen-clip", "diffusion", "gan"}
+    assert (tmp_path / "shapes" / "prompts_train.jsonl").is_file() and (tmp_path / "scene-checker-cells").is_dir()
+    assert runs["scene-checker"]["scores"] == {}  # an instrument: its reading of real images is in the others'
+    for label in ("diffusion", "gan"):
+        eval_file = json.loads((tmp_path / label / "eval.json").read_text())
+        assert "--judge checker=" in eval_file["provenance"]["command"]
+        for split in ("test", "test_novel"):
+            metrics = runs[label]["scores"]["shapes-generation"][split]["metrics"]
+            assert {"all_correct", "real_all_correct", "clip_score", "FD (EfficientNet-Lite0)"} <= set(metrics)
+        assert list((tmp_path / label / "generated" / "shapes-generation-test").glob("*.png"))
+    report = (tmp_path / "report.md").read_text()
+    assert "ShapesWorld text-to-image demo" in report and all(label in report for label in runs)
+
+
 def _tuned(fusion: str | None, fine_tune: FineTune, recipe: str = "shapes-fusion-imagenet"):  # type: ignore[no-untyped-def]
     """The recipe the demo trains for a job with this fine-tuning (and preset fusion)."""
     params = {"fusion": fusion} if fusion else {}

@@ -78,10 +78,11 @@ def test_bf16_costs_apply_to_a_bf16_demo() -> None:
 
 
 def test_the_shipped_reference_covers_every_demo_job_in_both_precisions(tmp_path) -> None:
-    from polymodal.cli.demo import audio_jobs, image_jobs, video_jobs
+    from polymodal.cli.demo import audio_jobs, generation_jobs, image_jobs, video_jobs
 
     reference = load_reference()
     jobs = image_jobs(tmp_path, 10, True, "concat,gmu,film") + audio_jobs(10) + video_jobs(tmp_path, 10, True)
+    jobs += generation_jobs(10)
     for precision in ("fp32", "bf16"):
         costs = reference["precisions"][precision]
         assert costs["matmul_gflops"] > 0

@@ -48,6 +48,10 @@ BENCHMARKS = {
     "video-caption": "shapes-video-caption",
     "video-statements": "shapes-video-statements",
     "video-qa": "shapes-video-qa",
+    "scene-checker": "",  # an instrument: the generation benchmark reports its reading of the real images
+    "gen-clip": "shapes-zeroshot,shapes-retrieval",
+    "diffusion": "shapes-generation",
+    "gan": "shapes-generation",
 }
 
 
@@ -91,9 +95,35 @@ HEADLINE = {
         ("shapes-video-qa", "vqa_accuracy_order", "which shape changed first/last"),
     ],
 }
-SUITES = ("image", "audio", "video")
-DEFAULT_OUT = {"image": "runs/demo", "audio": "runs/demo-audio", "video": "runs/demo-video"}
-TITLES = {"image": "ShapesWorld demo", "audio": "ShapesWorld audio demo", "video": "ShapesWorld video demo"}
+_GENERATION_ROWS = [
+    ("shapes-generation", "all_correct", "whole scene right (checker)"),
+    ("shapes-generation", "color_accuracy", "colour in its cell"),
+    ("shapes-generation", "shape_accuracy", "shape in its cell"),
+    ("shapes-generation", "count_accuracy", "number of objects"),
+    ("shapes-generation", "clip_score", "CLIP score (real images: next row)"),
+    ("shapes-generation", "real_clip_score", "CLIP score of the real images"),
+    ("shapes-generation", "FD (EfficientNet-Lite0)", "FD (EfficientNet-Lite0), lower is better"),
+]
+HEADLINE["scene-checker"] = []
+HEADLINE["gen-clip"] = [
+    ("shapes-zeroshot", "accuracy", "zero-shot colour-shape"),
+    ("shapes-retrieval", "t2i_R@1", "text->image R@1"),
+]
+HEADLINE["diffusion"] = [*_GENERATION_ROWS, ("shapes-generation", "real_all_correct", "checker on the real images")]
+HEADLINE["gan"] = _GENERATION_ROWS
+SUITES = ("image", "audio", "video", "generation")
+DEFAULT_OUT = {
+    "image": "runs/demo",
+    "audio": "runs/demo-audio",
+    "video": "runs/demo-video",
+    "generation": "runs/demo-generation",
+}
+TITLES = {
+    "image": "ShapesWorld demo",
+    "audio": "ShapesWorld audio demo",
+    "video": "ShapesWorld video demo",
+    "generation": "ShapesWorld text-to-image demo",
+}
 
 
 def job_kind(label: str) -> str:
@@ -147,21 +177,30 @@ AUDIO_STEPS = {"bind": 3, "audiocap": 2, "sentiment": 0.5, "speaker": 1}
 VIDEO_STEPS = {"clip": 3, "action": 2, "caption": 2, "statements": 3, "qa": 2}
 # Clips in the video suite's train+val+test when --n is not given (images: 2,000).
 VIDEO_CLIPS = 3000
+# The generation suite's steps as multiples of --steps (docs/generation.md has the measurements), its images
+# (32 px) when --n is not given, and where its scene checker's training cells go.
+GENERATION_STEPS = {"scene-checker": 2, "gen-clip": 1, "diffusion": 2, "gan": 2}
+GENERATION_IMAGES = 6000
+CHECKER_CELLS = "scene-checker-cells"
 
 
 def demo(
     suite: str = typer.Argument(
         "image",
         help="image: CLIP, fusion, captioning and VQA on images; audio: sounds, speech and voices; video: clips of "
-        "events.",
+        "events; generation: text-to-image diffusion and GAN, judged by a scene checker.",
     ),
     out: Path = typer.Option(
         None,
         "--out",
-        help="Run directory (default runs/demo, runs/demo-audio or runs/demo-video); data goes to OUT/shapes.",
+        help="Run directory (default runs/demo, runs/demo-audio, runs/demo-video or runs/demo-generation); data goes "
+        "to OUT/shapes.",
     ),
     n: int = typer.Option(
-        None, "--n", help=f"ShapesWorld images (or clips) in train+val+test (default 2000; video: {VIDEO_CLIPS})."
+        None,
+        "--n",
+        help=f"ShapesWorld images (or clips) in train+val+test (default 2000; video: {VIDEO_CLIPS}; generation: "
+        f"{GENERATION_IMAGES} at 32 px).",
     ),
     seed: int = typer.Option(0, "--seed", help="Seed for data generation and training."),
     # The default keeps the whole demo within its budget on a 2-core machine (timings: benchmarks/README.md).
@@ -201,14 +240,19 @@ def demo(
         fail(f"unknown demo {suite!r}; choose from {', '.join(SUITES)}", as_json=json)
     audio = suite == "audio"
     out = out if out is not None else Path(DEFAULT_OUT[suite])
-    n = n if n is not None else (VIDEO_CLIPS if suite == "video" else 2000)
+    n = n if n is not None else {"video": VIDEO_CLIPS, "generation": GENERATION_IMAGES}.get(suite, 2000)
     if n < 20:
         fail(f"--n must be at least 20, got {n}", as_json=json)
     if not data_only:
         _require_packaged_towers(audio, json)
     started = time.perf_counter()
     try:
-        summary = _video_data(out, n, seed) if suite == "video" else _data(out, n, seed, 64, quiet=json, audio=audio)
+        if suite == "video":
+            summary = _video_data(out, n, seed)
+        elif suite == "generation":
+            summary = _generation_data(out, n, seed, quiet=json)
+        else:
+            summary = _data(out, n, seed, 64, quiet=json, audio=audio)
     except OSError as e:
         fail(f"cannot write {out / 'shapes'}: {e}", as_json=json)
     except ImportError as e:
@@ -232,6 +276,8 @@ def demo(
     data_dir = out / "shapes"
     if suite == "image":
         jobs = image_jobs(out, steps, from_clip, fusions)
+    elif suite == "generation":
+        jobs = generation_jobs(steps)
     else:
         jobs = audio_jobs(steps) if audio else video_jobs(out, steps, from_clip)
     results: dict[str, Any] = {"suite": suite, "data": {k: v for k, v in summary.items() if k != "params"}, "runs": {}}
@@ -250,7 +296,7 @@ def demo(
             job_started = time.perf_counter()
             planned = PlannedJob(label, own_steps)
             job_steps = budget.steps_for(planned)
-            recipe = job.make_recipe(data_dir, job_steps, seed, precision)
+            recipe = job.make_recipe(out / job.data_dir if job.data_dir else data_dir, job_steps, seed, precision)
             run_dir = out / label
             shutil.rmtree(run_dir, ignore_errors=True)  # the demo's own output: each demo trains afresh
             if not json:
@@ -262,28 +308,41 @@ def demo(
             train_seconds = time.perf_counter() - t0
             model_dir = find_model_dir(run_dir)
             benchmarks = BENCHMARKS[job_kind(label)]
-            eval_file = run_dir / "eval.json"
-            command = (
-                f"polymodal eval {model_dir} --benchmark {benchmarks} --data {data_dir} --seed {seed} --out {eval_file}"
-            )
-            # The sentiment model's accuracy with each modality dropped, beside its unimodal baselines.
-            robust = label == "sentiment"
-            command += " --robustness" if robust else ""
-            t0 = time.perf_counter()
-            doc = run_eval(
-                str(model_dir), benchmarks, data=data_dir, seed=seed, command=command, with_robustness=robust
-            )
-            dump_results(doc, eval_file)
-            results["runs"][label] = {
+            run_record: dict[str, Any] = {
                 "recipe": recipe_name,
                 "model_dir": str(model_dir),
-                "eval_file": str(eval_file),
                 "steps": job_steps,
                 "own_steps": own_steps,
                 "train_seconds": round(train_seconds, 1),
-                "eval_seconds": round(time.perf_counter() - t0, 1),
-                "scores": _scores(to_json(doc)),
             }
+            if benchmarks:
+                eval_file = run_dir / "eval.json"
+                judges = {name: str(find_model_dir(out / source)) for name, source in job.judges.items()}
+                command = (
+                    f"polymodal eval {model_dir} --benchmark {benchmarks} --data {data_dir} --seed {seed} "
+                    f"--out {eval_file}" + "".join(f" --judge {name}={path}" for name, path in judges.items())
+                )
+                # The sentiment model's accuracy with each modality dropped, beside its unimodal baselines.
+                robust = label == "sentiment"
+                command += " --robustness" if robust else ""
+                t0 = time.perf_counter()
+                doc = run_eval(
+                    str(model_dir),
+                    benchmarks,
+                    data=data_dir,
+                    seed=seed,
+                    command=command,
+                    with_robustness=robust,
+                    judges=judges,
+                    media_dir=run_dir / "generated" if judges else None,
+                )
+                dump_results(doc, eval_file)
+                run_record |= {
+                    "eval_file": str(eval_file),
+                    "eval_seconds": round(time.perf_counter() - t0, 1),
+                    "scores": _scores(to_json(doc)),
+                }
+            results["runs"][label] = {**run_record, "scores": run_record.get("scores", {})}
             budget.finished(planned, job_steps, time.perf_counter() - job_started)
     results["budget"] = budget.summary()
     results["elapsed_seconds"] = round(time.perf_counter() - started, 1)
@@ -300,6 +359,19 @@ def demo(
         f"total {results['elapsed_seconds']:.0f} s",
         highlight=False,
     )
+
+
+def _generation_data(out: Path, n: int, seed: int, quiet: bool) -> dict[str, Any]:
+    """ShapesWorld at 32 px in OUT/shapes with its full-spec prompt manifests, and the scene checker's training cells
+    (real images only) in OUT/scene-checker-cells."""
+    from polymodal.data.shapes import write_prompt_manifests
+    from polymodal.evaluate.generation import write_scene_checker_data
+
+    summary = _data(out, n, seed, 32, quiet)
+    write_prompt_manifests(out / "shapes")
+    shutil.rmtree(out / CHECKER_CELLS, ignore_errors=True)
+    write_scene_checker_data(out / "shapes", out / CHECKER_CELLS, image_size=32)
+    return summary
 
 
 def _video_data(out: Path, n: int, seed: int) -> dict[str, Any]:
@@ -385,6 +457,22 @@ def video_jobs(out: Path, steps: int, from_clip: bool) -> list[DemoJob]:
     ]
 
 
+def generation_jobs(steps: int) -> list[DemoJob]:
+    """The generation suite: a scene checker trained on real cells (the instrument), a CLIP model on the same 32 px
+    images (for the CLIP score), then the diffusion model and the GAN, each on the full-spec prompts and judged by
+    both."""
+    prompts = {"train": "prompts_train.jsonl", "val": "prompts_val.jsonl"}
+    judges = {"checker": "scene-checker", "clip": "gen-clip"}
+    image = {"image": {"image_size": 32, "crop": "none", "mean": [0.5] * 3, "std": [0.5] * 3}}
+    scaled = {label: round(multiple * steps) for label, multiple in GENERATION_STEPS.items()}
+    return [
+        DemoJob("scene-checker", "shapes-scene-checker", scaled["scene-checker"], data_dir=CHECKER_CELLS),
+        DemoJob("gen-clip", "shapes-clip", scaled["gen-clip"], data=image),
+        DemoJob("diffusion", "shapes-diffusion", scaled["diffusion"], data=prompts, judges=judges),
+        DemoJob("gan", "shapes-gan", scaled["gan"], data=prompts, judges=judges),
+    ]
+
+
 # Pretrain -> fine-tune: the CLIP run's text tower already reads colour and shape words against the ImageNet
 # features, so the VQA model starts from it (and the statement classifiers from the VQA model), at a lower learning
 # rate than the new fusion and heads, whose noisy early gradients would otherwise wipe the pretrained features out.
@@ -451,6 +539,9 @@ class DemoJob:
     steps: int
     fine_tune: FineTune | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)  # recipe.data settings (manifests, image size)
+    data_dir: str | None = None  # the job's data under the demo's OUT (default: OUT/shapes)
+    judges: dict[str, str] = field(default_factory=dict)  # the evaluation's judges: name -> an earlier job's label
 
     def make_recipe(self, data_dir: Path, steps: int, seed: int, precision: str) -> Recipe:
         from polymodal.train.recipe import Recipe, load_recipe
@@ -458,6 +549,7 @@ class DemoJob:
         recipe = load_recipe(self.recipe)
         recipe.data.path = str(data_dir)
         recipe.model.params = {**recipe.model.params, **self.params}
+        recipe.data = type(recipe.data).model_validate({**recipe.data.model_dump(), **self.data})
         schedule = {
             "steps": steps,
             "seed": seed,
