@@ -33,6 +33,7 @@ demo: $(STAMP)
 	$(VENV)/bin/polymodal demo --out $(DEMO_DIR)
 	@echo "Sounds, speech and voices: $(VENV)/bin/polymodal demo audio (about 10 minutes; docs/audio.md)"
 	@echo "Clips of events: $(VENV)/bin/polymodal demo video (docs/video.md)"
+	@echo "Text to image: $(VENV)/bin/polymodal demo generation (docs/generation.md)"
 
 # The server's browser test drives Debian's Chromium (Playwright's own browser download would
 # reach outside the package registries). Installed from apt when missing and we may; otherwise
