@@ -281,7 +281,9 @@ def test_hard_negatives_need_the_clip_loss_and_valid_groups() -> None:
     from polymodal.train.recipe import load_recipe
 
     assert load_recipe(RECIPES / "shapes-clip.yaml").objective.hard_negatives  # the recipe uses them
-    with pytest.raises(ConfigError, match="hard_negatives works with kind: contrastive and loss: clip only"):
+    with pytest.raises(
+        ConfigError, match="hard_negatives works with kind: contrastive and loss: clip, or kind: adversarial"
+    ):
         load_recipe(RECIPES / "shapes-clip.yaml", ["objective.loss=siglip"])
     with pytest.raises(ConfigError, match="'red' is in two groups"):
         load_recipe(RECIPES / "shapes-clip.yaml", ["objective.hard_negatives=[[red, blue], [red, green]]"])

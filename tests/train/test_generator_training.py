@@ -158,3 +158,20 @@ def test_generator_recipes_need_pixels_in_minus_one_to_one() -> None:
 
     with pytest.raises(ConfigError, match=r"needs mean \[0.5, 0.5, 0.5\]"):
         load_recipe("shapes-diffusion", ["data.image.mean=[0.48, 0.45, 0.4]"])
+
+
+def test_word_swapped_captions_are_one_more_kind_of_fake_for_the_discriminator() -> None:
+    torch.manual_seed(0)
+    model = build_model(GanConfig(**GAN))
+    images, ids = pairs(4).tensors
+    batch = Pairs(images, ids)
+    judged: list[int] = []
+    forward = model.discriminator.forward
+    model.discriminator.forward = lambda x, t: judged.append(len(x)) or forward(x, t)  # type: ignore[method-assign]
+    AdversarialObjective()(model, batch, "discriminator")
+    assert judged == [4, 4, 4]  # real, generated, another row's text
+    judged.clear()
+    batch.negative_text_ids, batch.negative_text_mask = ids.flip(1), torch.ones_like(ids, dtype=torch.bool)
+    batch.negative_present = torch.tensor([True, False, True, True])  # a row without a swappable word has none
+    AdversarialObjective()(model, batch, "discriminator")
+    assert judged == [4, 4, 4, 3]

@@ -297,11 +297,21 @@ def shapes_diffusion(
 
 
 @PRESETS.register("shapes-gan")
-def shapes_gan(vocab_size: int = 512, max_length: int = 32, image_size: int = 32) -> GanConfig:
+def shapes_gan(
+    vocab_size: int = 512,
+    max_length: int = 32,
+    image_size: int = 32,
+    generator_widths: tuple[int, ...] = (128, 64, 32),
+    discriminator_widths: tuple[int, ...] = (32, 64, 128),
+) -> GanConfig:
     """Text-to-image GAN on ShapesWorld: a generator with text-conditioned group norm and a projection
     discriminator with spectral norm, both reading a text transformer's pooled features."""
-    return GanConfig(encoders={"text": _small_text(vocab_size, max_length)}, image_size=image_size)
-
+    return GanConfig(
+        encoders={"text": _small_text(vocab_size, max_length)},
+        image_size=image_size,
+        generator_widths=list(generator_widths),
+        discriminator_widths=list(discriminator_widths),
+    )
 
 def build_preset(name: str, **overrides: Any) -> ComposedModel:
     """Build the model a preset describes; overrides go to the preset function."""

@@ -207,9 +207,9 @@ class MaskedLMObjective(nn.Module):
         return _weighted({"masked_lm": (1.0, self.loss(self.head(tokens), labels))})
 
 
-def _image_rows(batch: Any) -> tuple[Tensor, dict[str, Any], Tensor | None]:
-    """The batch's images (the target of a generator), its text input, and which rows have text; rows without
-    an image are dropped."""
+def _image_rows(batch: Any) -> tuple[Tensor, dict[str, Any], Tensor | None, Tensor]:
+    """The batch's images (the target of a generator), its text input, which rows have text, and which rows of the
+    batch these are (rows without an image are dropped)."""
     images, _ = batch.input("image")
     ids, mask = batch.input("text") if "text" in batch.inputs else (None, None)
     has_text = batch.present.get("text") if ids is not None else None
@@ -221,7 +221,20 @@ def _image_rows(batch: Any) -> tuple[Tensor, dict[str, Any], Tensor | None]:
             has_text = None if has_text is None else has_text[keep]
     if ids is None:
         raise ValueError(f"a text-to-image objective needs texts; batch of {len(batch.ids)} has none")
-    return images, {"text": (ids, mask)}, has_text
+    return images, {"text": (ids, mask)}, has_text, keep
+
+
+def _word_swapped(batch: Any, keep: Tensor) -> tuple[dict[str, Any], Tensor] | None:
+    """The batch's hard negative texts (one colour or shape word swapped, ``objective.hard_negatives``) of the kept
+    rows, and which of those rows have one; None without any."""
+    ids = getattr(batch, "negative_text_ids", None)
+    if ids is None:
+        return None
+    present = batch.negative_present[keep]
+    if not bool(present.any()):
+        return None
+    mask = batch.negative_text_mask
+    return {"text": (ids[keep][present], None if mask is None else mask[keep][present])}, present
 
 
 def denoising_target(scheduler: Any, images: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
@@ -247,7 +260,7 @@ class DiffusionObjective(nn.Module):
         self.empty_text_rate = empty_text_rate
 
     def forward(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
-        images, text, has_text = _image_rows(batch)
+        images, text, has_text, _ = _image_rows(batch)
         scheduler = model.schedulers["train"]
         noise = torch.randn_like(images)
         timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (images.size(0),), device=images.device)
@@ -263,7 +276,9 @@ class DiffusionObjective(nn.Module):
 class AdversarialObjective(nn.Module):
     """Conditional GAN training in two phases per step: the discriminator (hinge loss; real images with their
     text are real, generated ones and real images with another row's text are fake: matching-aware, so the text
-    must matter), then the generator (hinge loss against the updated discriminator), then the generator's EMA.
+    must matter; with ``objective.hard_negatives``, real images with their text one colour or shape word off are
+    fake too, so every word must), then the generator (hinge loss against the updated discriminator), then the
+    generator's EMA.
 
     The text tower trains with the discriminator (or stays frozen); the generator reads its features detached."""
 
@@ -273,7 +288,7 @@ class AdversarialObjective(nn.Module):
         return {"discriminator": ["discriminator", "encoders"], "generator": ["generator"]}
 
     def forward(self, model: nn.Module, batch: Any, phase: str) -> dict[str, Tensor]:
-        images, text_input, _ = _image_rows(batch)
+        images, text_input, _, keep = _image_rows(batch)
         text = model.text_features(text_input)
         noise = model.noise(images.size(0), images.device)
         if phase == "discriminator":
@@ -282,7 +297,12 @@ class AdversarialObjective(nn.Module):
             real = model.discriminator(images, text)
             fake = model.discriminator(fakes, text)
             mismatched = model.discriminator(images, text[torch.roll(torch.arange(len(text), device=text.device), 1)])
-            loss = hinge_discriminator_loss(real, torch.cat([fake, mismatched]))
+            fakes = [fake, mismatched]
+            swapped = _word_swapped(batch, keep)
+            if swapped is not None:
+                swapped_text, rows = swapped
+                fakes.append(model.discriminator(images[rows], model.text_features(swapped_text)))
+            loss = hinge_discriminator_loss(real, torch.cat(fakes))
             return _weighted({"discriminator": (1.0, loss)})
         if phase == "generator":
             text = text.detach()

@@ -113,14 +113,14 @@ class ObjectiveSection(Config):
     hard_negatives: list[list[str]] | None = Field(
         None,
         description="contrastive, clip loss: groups of interchangeable words; each caption with one swapped "
-        "is an extra negative for its image (NegCLIP)",
+        "is an extra negative for its image (NegCLIP); adversarial: an extra mismatched pair for the discriminator",
     )
 
     @model_validator(mode="after")
     def _fits(self) -> ObjectiveSection:
         if self.hard_negatives is not None:
-            if self.kind != "contrastive" or self.loss not in (None, "clip"):
-                raise ValueError("hard_negatives works with kind: contrastive and loss: clip only")
+            if not (self.kind == "adversarial" or (self.kind == "contrastive" and self.loss in (None, "clip"))):
+                raise ValueError("hard_negatives works with kind: contrastive and loss: clip, or kind: adversarial")
             WordSwapNegatives(self.hard_negatives)  # checks the groups
         if self.contrastive_weight > 0 and self.kind != "caption":
             raise ValueError(
