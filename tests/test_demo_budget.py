@@ -82,7 +82,7 @@ def test_the_shipped_reference_covers_every_demo_job_in_both_precisions(tmp_path
 
     reference = load_reference()
     jobs = image_jobs(tmp_path, 10, True, "concat,gmu,film") + audio_jobs(10) + video_jobs(tmp_path, 10, True)
-    jobs += generation_jobs(10)
+    jobs += generation_jobs(tmp_path, 10)
     for precision in ("fp32", "bf16"):
         costs = reference["precisions"][precision]
         assert costs["matmul_gflops"] > 0

@@ -277,7 +277,7 @@ def demo(
     if suite == "image":
         jobs = image_jobs(out, steps, from_clip, fusions)
     elif suite == "generation":
-        jobs = generation_jobs(steps)
+        jobs = generation_jobs(out, steps)
     else:
         jobs = audio_jobs(steps) if audio else video_jobs(out, steps, from_clip)
     results: dict[str, Any] = {"suite": suite, "data": {k: v for k, v in summary.items() if k != "params"}, "runs": {}}
@@ -457,18 +457,23 @@ def video_jobs(out: Path, steps: int, from_clip: bool) -> list[DemoJob]:
     ]
 
 
-def generation_jobs(steps: int) -> list[DemoJob]:
+def generation_jobs(out: Path, steps: int) -> list[DemoJob]:
     """The generation suite: a scene checker trained on real cells (the instrument), a CLIP model on the same 32 px
-    images (for the CLIP score), then the diffusion model and the GAN, each on the full-spec prompts and judged by
-    both."""
+    images (for the CLIP score, and the diffusion model's text tower, locked and cached), then the diffusion model
+    and the GAN, each on the full-spec prompts and judged by both."""
     prompts = {"train": "prompts_train.jsonl", "val": "prompts_val.jsonl"}
     judges = {"checker": "scene-checker", "clip": "gen-clip"}
     image = {"image": {"image_size": 32, "crop": "none", "mean": [0.5] * 3, "std": [0.5] * 3}}
+    clip_text = {
+        "init_from": str(out / "gen-clip"),
+        "freeze": {"encoders.text": 0},
+        "cache": {"encoders.text": 100_000},
+    }
     scaled = {label: round(multiple * steps) for label, multiple in GENERATION_STEPS.items()}
     return [
         DemoJob("scene-checker", "shapes-scene-checker", scaled["scene-checker"], data_dir=CHECKER_CELLS),
         DemoJob("gen-clip", "shapes-clip", scaled["gen-clip"], data=image),
-        DemoJob("diffusion", "shapes-diffusion", scaled["diffusion"], data=prompts, judges=judges),
+        DemoJob("diffusion", "shapes-diffusion", scaled["diffusion"], data=prompts, model=clip_text, judges=judges),
         DemoJob("gan", "shapes-gan", scaled["gan"], data=prompts, judges=judges),
     ]
 
@@ -540,6 +545,7 @@ class DemoJob:
     fine_tune: FineTune | None = None
     params: dict[str, Any] = field(default_factory=dict)
     data: dict[str, Any] = field(default_factory=dict)  # recipe.data settings (manifests, image size)
+    model: dict[str, Any] = field(default_factory=dict)  # recipe.model settings (init_from, freeze, cache)
     data_dir: str | None = None  # the job's data under the demo's OUT (default: OUT/shapes)
     judges: dict[str, str] = field(default_factory=dict)  # the evaluation's judges: name -> an earlier job's label
 
@@ -550,6 +556,7 @@ class DemoJob:
         recipe.data.path = str(data_dir)
         recipe.model.params = {**recipe.model.params, **self.params}
         recipe.data = type(recipe.data).model_validate({**recipe.data.model_dump(), **self.data})
+        recipe.model = type(recipe.model).model_validate({**recipe.model.model_dump(), **self.model})
         schedule = {
             "steps": steps,
             "seed": seed,
