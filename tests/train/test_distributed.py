@@ -174,3 +174,32 @@ def test_exit_launched_process_flushes_output_and_keeps_the_code(tmp_path: Path)
     assert result.stdout == "printed before exit\n"
     assert "stderr before exit" in result.stderr
     assert "logged before exit" in log.read_text()
+
+
+def test_a_gan_trains_its_two_phases_in_two_processes(tmp_path: Path) -> None:
+    """The adversarial objective under DDP: the generator's parameters sit unused in the discriminator's step (and
+    the word-swapped captions vary per batch), which DDP accepts only with find_unused_parameters."""
+    import json
+
+    from polymodal.data.shapes import generate_shapesworld
+
+    data = tmp_path / "shapes"
+    generate_shapesworld(data, 40, seed=0, image_size=32, progress=False)
+
+    def args_for(attempt: str) -> list[str]:
+        settings = ["data.max_length=12", "train.steps=2", "train.batch_size=8", "train.eval_every=2"]
+        return [
+            "-m",
+            "polymodal",
+            "train",
+            "shapes-gan",
+            *[arg for setting in [f"data.path={data}", *settings] for arg in ("--set", setting)],
+            "--out",
+            str(tmp_path / attempt),
+            "--json",
+        ]
+
+    report = json.loads(launch_with_one_retry(args_for).stdout)
+    assert report["steps"] == 2 and report["processes"] == 2
+    logged = [json.loads(line) for line in (Path(report["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss_discriminator" in r and "loss_generator" in r for r in logged)
