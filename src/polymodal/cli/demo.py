@@ -179,7 +179,7 @@ VIDEO_STEPS = {"clip": 3, "action": 2, "caption": 2, "statements": 3, "qa": 2}
 VIDEO_CLIPS = 3000
 # The generation suite's steps as multiples of --steps (docs/generation.md has the measurements), its images
 # (32 px) when --n is not given, and where its scene checker's training cells go.
-GENERATION_STEPS = {"scene-checker": 2, "gen-clip": 1, "diffusion": 2, "gan": 2}
+GENERATION_STEPS = {"scene-checker": 2.3, "gen-clip": 1, "diffusion": 2, "gan": 2.5}
 GENERATION_IMAGES = 6000
 CHECKER_CELLS = "scene-checker-cells"
 
