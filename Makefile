@@ -63,6 +63,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/retrieval_eval.py
 	$(PY) benchmarks/video_decode.py
 	$(PY) benchmarks/video_training.py
+	$(PY) benchmarks/generation.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .hypothesis
