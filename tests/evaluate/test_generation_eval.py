@@ -116,9 +116,22 @@ RIGHT = [("top left", "red", "circle"), ("center", "blue", "square")]
     [
         ([("top left", "green", "circle"), RIGHT[1]], {"color_accuracy", "present_accuracy", "position_accuracy"}),
         ([("top left", "red", "star"), RIGHT[1]], {"shape_accuracy", "present_accuracy", "position_accuracy"}),
-        ([RIGHT[1]], {"count_accuracy", "color_accuracy", "shape_accuracy", "present_accuracy", "position_accuracy"}),
+        (
+            [RIGHT[1]],
+            {
+                "count_accuracy",
+                "cell_accuracy",
+                "color_accuracy",
+                "shape_accuracy",
+                "present_accuracy",
+                "position_accuracy",
+            },
+        ),
         ([*RIGHT, ("bottom left", "pink", "heart")], {"count_accuracy"}),
-        ([("top right", "red", "circle"), RIGHT[1]], {"color_accuracy", "shape_accuracy", "position_accuracy"}),
+        (
+            [("top right", "red", "circle"), RIGHT[1]],
+            {"cell_accuracy", "color_accuracy", "shape_accuracy", "position_accuracy"},
+        ),
     ],
     ids=["wrong colour", "wrong shape", "missing object", "extra object", "wrong cell"],
 )
@@ -126,7 +139,8 @@ def test_each_mistake_in_a_generated_scene_lowers_its_metric(seen: list[SceneObj
     images = [Image.new("RGB", (8, 8)), Image.new("RGB", (9, 9))]  # image 1 right, image 2 with the mistake
     scores = attribute_accuracy(FakeChecker({8: RIGHT, 9: seen}), images, [PROMPTED, PROMPTED])  # type: ignore[arg-type]
     assert scores["all_correct"] == 0.5
-    metrics = {"count_accuracy", "color_accuracy", "shape_accuracy", "present_accuracy", "position_accuracy"}
+    metrics = {"count_accuracy", "cell_accuracy", "color_accuracy", "shape_accuracy", "present_accuracy"}
+    metrics.add("position_accuracy")
     assert {m for m in metrics if scores[m] < 1.0} == lowered
 
 

@@ -98,7 +98,15 @@ PROMPT = [("top left", "red", "circle"), ("center", "blue", "square")]
 def test_scene_scores_of_a_perfect_reading() -> None:
     scores = scene_scores([PROMPT], [PROMPT])
     assert {k: scores[k] for k in scores if k.endswith("accuracy") or k == "all_correct"} == dict.fromkeys(
-        ["count_accuracy", "all_correct", "color_accuracy", "shape_accuracy", "present_accuracy", "position_accuracy"],
+        [
+            "count_accuracy",
+            "all_correct",
+            "cell_accuracy",
+            "color_accuracy",
+            "shape_accuracy",
+            "present_accuracy",
+            "position_accuracy",
+        ],
         1.0,
     )
     assert scores["images"] == 1 and scores["objects"] == 2
@@ -113,12 +121,12 @@ def test_each_mistake_lowers_the_metric_it_concerns() -> None:
         0.5,
         0.5,
     )
-    assert s["count_accuracy"] == 1.0 and s["all_correct"] == 0.0
+    assert s["count_accuracy"] == 1.0 and s["all_correct"] == 0.0 and s["cell_accuracy"] == 1.0  # layout right
 
     missing = [("center", "blue", "square")]
     s = scene_scores([missing], [PROMPT])
     assert s["count_accuracy"] == 0.0 and s["color_accuracy"] == 0.5 and s["shape_accuracy"] == 0.5
-    assert s["all_correct"] == 0.0
+    assert s["all_correct"] == 0.0 and s["cell_accuracy"] == 0.5
 
     extra = [*PROMPT, ("bottom right", "pink", "heart")]
     s = scene_scores([extra], [PROMPT])
@@ -128,6 +136,7 @@ def test_each_mistake_lowers_the_metric_it_concerns() -> None:
     moved = [("top right", "red", "circle"), ("center", "blue", "square")]
     s = scene_scores([moved], [PROMPT])
     assert s["present_accuracy"] == 1.0 and s["position_accuracy"] == 0.5 and s["color_accuracy"] == 0.5
+    assert s["cell_accuracy"] == 0.5
 
     # Averages over images (count, all_correct) and over prompted objects (the rest).
     s = scene_scores([PROMPT, missing], [PROMPT, PROMPT])

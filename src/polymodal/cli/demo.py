@@ -100,6 +100,7 @@ _GENERATION_ROWS = [
     ("shapes-generation", "color_accuracy", "colour in its cell"),
     ("shapes-generation", "shape_accuracy", "shape in its cell"),
     ("shapes-generation", "count_accuracy", "number of objects"),
+    ("shapes-generation", "cell_accuracy", "an object in each prompted cell"),
     ("shapes-generation", "clip_score", "CLIP score (real images: next row)"),
     ("shapes-generation", "real_clip_score", "CLIP score of the real images"),
     ("shapes-generation", "FD (EfficientNet-Lite0)", "FD (EfficientNet-Lite0), lower is better"),
@@ -181,6 +182,7 @@ VIDEO_CLIPS = 3000
 # (32 px) when --n is not given, and where its scene checker's training cells go.
 GENERATION_STEPS = {"scene-checker": 2.3, "gen-clip": 1, "diffusion": 2, "gan": 2.5}
 GENERATION_IMAGES = 6000
+GENERATION_BUDGET = 900  # seconds: two generators and their judges take longer than the other suites
 CHECKER_CELLS = "scene-checker-cells"
 
 
@@ -226,11 +228,11 @@ def demo(
         "concat,gmu,film", "--fusions", help="Fusion modules to compare (comma-separated; image suite)."
     ),
     budget_seconds: float = typer.Option(
-        600,
+        None,
         "--budget",
         min=0,
-        help="Seconds the whole demo may take: on a slower "
-        "machine every job's steps are scaled to its measured speed (0: the demo's own steps).",
+        help="Seconds the whole demo may take (default 600; generation: 900): on a slower machine every job's "
+        "steps are scaled to its measured speed (0: the demo's own steps).",
     ),
     data_only: bool = typer.Option(False, "--data-only", help="Only generate the data and print its summary."),
     json: bool = JsonOption,
@@ -241,6 +243,8 @@ def demo(
     audio = suite == "audio"
     out = out if out is not None else Path(DEFAULT_OUT[suite])
     n = n if n is not None else {"video": VIDEO_CLIPS, "generation": GENERATION_IMAGES}.get(suite, 2000)
+    if budget_seconds is None:
+        budget_seconds = GENERATION_BUDGET if suite == "generation" else 600
     if n < 20:
         fail(f"--n must be at least 20, got {n}", as_json=json)
     if not data_only:

@@ -468,7 +468,14 @@ def generation(
             n_resamples=ctx.n_resamples,
             seed=ctx.seed,
         )
-        for name in ("all_correct", "count_accuracy", "color_accuracy", "shape_accuracy", "position_accuracy")
+        for name in (
+            "all_correct",
+            "count_accuracy",
+            "cell_accuracy",
+            "color_accuracy",
+            "shape_accuracy",
+            "position_accuracy",
+        )
     }
     examples = []
     if media_dir is not None:

@@ -84,16 +84,16 @@ def scene_scores(read: Sequence[Sequence[SceneObject]], prompted: Sequence[Seque
     """How well scenes read from images match the prompted scenes, one (position, colour, shape) per object.
 
     Per image: ``count`` (as many objects read as prompted) and ``all_correct`` (exactly the prompted objects,
-    nothing else). Per prompted object: ``color`` / ``shape`` (the object read at its position has that colour /
-    shape), ``present`` (an object of its colour and shape is read anywhere) and ``position`` (one is read at its
-    position).
+    nothing else). Per prompted object: ``cell`` (some object is read at its position: the layout alone),
+    ``color`` / ``shape`` (the object read at its position has that colour / shape), ``present`` (an object of its
+    colour and shape is read anywhere) and ``position`` (one is read at its position).
     """
     if len(read) != len(prompted):
         raise ValueError(f"{len(read)} read scenes for {len(prompted)} prompted ones")
     if not prompted:
         raise ValueError("scene_scores needs at least one scene")
     images = {"count": 0, "all_correct": 0}
-    objects = {"color": 0, "shape": 0, "present": 0, "position": 0}
+    objects = {"cell": 0, "color": 0, "shape": 0, "present": 0, "position": 0}
     n_objects = 0
     for seen, wanted in zip(read, prompted):
         at = {position: (color, shape) for position, color, shape in seen}
@@ -102,6 +102,7 @@ def scene_scores(read: Sequence[Sequence[SceneObject]], prompted: Sequence[Seque
         for position, color, shape in wanted:
             n_objects += 1
             found = at.get(position)
+            objects["cell"] += found is not None
             objects["color"] += found is not None and found[0] == color
             objects["shape"] += found is not None and found[1] == shape
             objects["present"] += (color, shape) in at.values()
