@@ -313,6 +313,7 @@ def shapes_gan(
         discriminator_widths=list(discriminator_widths),
     )
 
+
 def build_preset(name: str, **overrides: Any) -> ComposedModel:
     """Build the model a preset describes; overrides go to the preset function."""
 
