@@ -29,7 +29,7 @@ def test_serve_loads_the_index_model_and_binds_loopback(started: dict, index_dir
     result = runner.invoke(
         cli,
         ["serve", "--index", str(index_dir), "--batch-size", "4", "--max-upload-mb", "1", "--max-video-seconds", "30"]
-        + ["--json"],
+        + ["--max-generate-images", "4", "--max-generate-steps", "50", "--json"],
     )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
@@ -40,6 +40,7 @@ def test_serve_loads_the_index_model_and_binds_loopback(started: dict, index_dir
         limits = client.get("/health").json()["limits"]
         assert limits["batch_size"] == 4 and limits["max_upload_bytes"] == 1024 * 1024
         assert limits["max_video_seconds"] == 30 and limits["max_audio_seconds"] == 60
+        assert limits["max_generate_images"] == 4 and limits["max_generate_steps"] == 50
         assert client.post("/search", json={"text": "a red circle", "k": 2}).status_code == 200
 
 
@@ -70,6 +71,7 @@ def test_api_key_from_the_environment(started: dict, tiny_dual_encoder_dir: Path
         (["--model", "{missing}"], "no such model directory", 1),
         (["--model", "{model}", "--max-upload-mb", "0"], "max_upload_bytes must be >= 1", 2),
         (["--model", "{model}", "--max-video-seconds", "0"], "max_video_seconds must be > 0", 2),
+        (["--model", "{model}", "--max-generate-steps", "0"], "max_generate_steps must be >= 1", 2),
         (["--model", "{model}", "--precision", "fp16"], "fp16 needs a CUDA GPU", 1),
         (["--model", "{other}", "--index", "{index}"], "rebuild", 1),
     ],

@@ -36,6 +36,10 @@ def serve(
     max_pixels: int = typer.Option(40_000_000, "--max-pixels", help="Largest decoded image, width x height."),
     max_audio_seconds: float = typer.Option(60.0, "--max-audio-seconds", help="Longest uploaded sound, in seconds."),
     max_video_seconds: float = typer.Option(600.0, "--max-video-seconds", help="Longest uploaded clip, in seconds."),
+    max_generate_images: int = typer.Option(
+        16, "--max-generate-images", help="Most images one /generate request may ask for (texts x n)."
+    ),
+    max_generate_steps: int = typer.Option(200, "--max-generate-steps", help="Most sampler steps of one /generate."),
     batch_size: int = typer.Option(32, "--batch-size", help="Most items per batched model call."),
     max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="How long a request waits to share a batch."),
     precision: str = typer.Option(
@@ -62,6 +66,8 @@ def serve(
         max_pixels=max_pixels,
         max_audio_seconds=max_audio_seconds,
         max_video_seconds=max_video_seconds,
+        max_generate_images=max_generate_images,
+        max_generate_steps=max_generate_steps,
         batch_size=batch_size,
         max_wait_ms=max_wait_ms,
         precision=precision,
@@ -94,6 +100,8 @@ def build_server(
     max_pixels: int,
     max_audio_seconds: float,
     max_video_seconds: float,
+    max_generate_images: int,
+    max_generate_steps: int,
     batch_size: int,
     max_wait_ms: float,
     precision: str,
@@ -121,6 +129,8 @@ def build_server(
             max_pixels=max_pixels,
             max_audio_seconds=max_audio_seconds,
             max_video_seconds=max_video_seconds,
+            max_generate_images=max_generate_images,
+            max_generate_steps=max_generate_steps,
             batch_size=batch_size,
             max_wait_ms=max_wait_ms,
             cors_origins=cors_origins,
