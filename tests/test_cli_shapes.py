@@ -52,6 +52,20 @@ def test_shapes_writes_dataset_and_json_summary(tmp_path: Path) -> None:
     assert len(list((out / "images").glob("*.png"))) == 22
 
 
+def test_shapes_prompts_pair_each_image_with_its_full_spec_caption(tmp_path: Path) -> None:
+    out = tmp_path / "sw"
+    result = runner.invoke(SHAPES_APP, ["shapes", str(out), "--n", "20", "--image-size", "32", "--prompts", "--json"])
+    assert result.exit_code == 0, result.output
+    assert set(json.loads(result.stdout)["prompts"]) == set(SPLITS)
+    for split in SPLITS:
+        rows, prompts = load_split(out, split), load_split(out, split, view="prompts_")
+        assert [p["image"] for p in prompts] == [r["image"] for r in rows]
+        for row, prompt in zip(rows, prompts, strict=True):
+            (caption,) = prompt["captions"]
+            assert caption in row["captions"] or len(row["objects"]) > 1  # the positions caption, objects in order
+            assert all(f"{o['color']} {o['shape']} in the {o['position']}" in caption for o in row["objects"])
+
+
 def test_shapes_table_output(tmp_path: Path) -> None:
     result = runner.invoke(SHAPES_APP, ["shapes", str(tmp_path), "--n", "10", "--image-size", "32"])
     assert result.exit_code == 0, result.output

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from polymodal.cli.output import JsonOption, console, emit_json, fail
-from polymodal.data.shapes import generate_shapesworld
+from polymodal.data.shapes import generate_shapesworld, write_prompt_manifests
 
 
 def shapes(
@@ -21,6 +21,12 @@ def shapes(
     sound: bool = typer.Option(False, "--sound", help="Also render each scene as a sound (sounds/*.flac)."),
     speech: bool = typer.Option(
         False, "--speech", help="Also read a caption per image aloud and make the spoken-sentiment task (eSpeak NG)."
+    ),
+    prompts: bool = typer.Option(
+        False,
+        "--prompts",
+        help="Also write prompts_{split}.jsonl: each image with the caption naming every object's colour, shape and "
+        "cell (text-to-image training and prompts).",
     ),
     json: bool = JsonOption,
 ) -> None:
@@ -36,6 +42,8 @@ def shapes(
         summary = generate_shapesworld(
             out, n, seed=seed, image_size=image_size, workers=workers, progress=not json, sound=sound, speech=speech
         )
+        if prompts:
+            summary["prompts"] = {split: str(path) for split, path in write_prompt_manifests(out).items()}
     except OSError as e:
         fail(f"cannot write {out}: {e}", as_json=json)
     except ImportError as e:
