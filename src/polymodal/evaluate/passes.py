@@ -461,22 +461,21 @@ def generation(
     metrics[FD_METRIC] = frechet_efficientnet_distance(images, real_images)
     if not full:
         return PassResult(metrics)
-    ci = {
-        name: bootstrap_ci(
-            lambda idx, name=name: scene_scores([read[i] for i in idx], [wanted[i] for i in idx])[name],
-            n_items=len(wanted),
+    # Each image's own scores, once: image metrics are means over images, object metrics over prompted objects.
+    per_image = [scene_scores([seen], [prompted]) for seen, prompted in zip(read, wanted, strict=True)]
+    objects_in = np.array([scores["objects"] for scores in per_image], dtype=np.float64)
+    ci = {}
+    for name in ("all_correct", "count_accuracy"):
+        values = np.array([scores[name] for scores in per_image])
+        ci[name] = bootstrap_ci(values, n_resamples=ctx.n_resamples, seed=ctx.seed)
+    for name in ("cell_accuracy", "color_accuracy", "shape_accuracy", "position_accuracy"):
+        hits = np.array([scores[name] for scores in per_image]) * objects_in
+        ci[name] = bootstrap_ci(
+            lambda idx, hits=hits: float(hits[idx].sum() / max(objects_in[idx].sum(), 1.0)),
+            n_items=len(per_image),
             n_resamples=ctx.n_resamples,
             seed=ctx.seed,
         )
-        for name in (
-            "all_correct",
-            "count_accuracy",
-            "cell_accuracy",
-            "color_accuracy",
-            "shape_accuracy",
-            "position_accuracy",
-        )
-    }
     examples = []
     if media_dir is not None:
         media_dir.mkdir(parents=True, exist_ok=True)

@@ -63,8 +63,7 @@ class DiffusionGenerator(ComposedModel):
         self.null_text_embedding = nn.Parameter(torch.zeros(1, 1, unet.context_dim))
         self.to_pooled = nn.Linear(text_dim, unet.context_dim) if pooled_conditioning else None  # type: ignore[arg-type]
         self.null_pooled_embedding = nn.Parameter(torch.zeros(1, unet.context_dim)) if pooled_conditioning else None
-        self.schedule = dict(schedule or {})
-        self.schedulers = noise_schedulers(**self.schedule)  # stateless templates; sampling copies one
+        self.schedulers = noise_schedulers(**(schedule or {}))  # stateless templates; sampling copies one
 
     @classmethod
     def from_config(cls, config: DiffusionConfig) -> DiffusionGenerator:

@@ -144,7 +144,7 @@ def make_validator(
         n = 0
         for batch in _batches(dataset, batch_size, model):
             images, text = batch.input("image")[0], model.text_features({"text": batch.input("text")})  # type: ignore[operator]
-            noise = torch.randn(images.size(0), model.generator.noise_dim, generator=generator).to(images.device)  # type: ignore[union-attr]
+            noise = model.noise(images.size(0), images.device, generator)  # type: ignore[operator]
             shifted = torch.roll(torch.arange(len(batch), device=images.device), 1)
             judged = {
                 "real": model.discriminator(images, text) > 0,  # type: ignore[operator]
