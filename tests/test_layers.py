@@ -24,12 +24,13 @@ LAYERS: dict[str, int] = {
     "backends": 6,
     **dict.fromkeys(["train", "evaluate", "export"], 7),
     "report": 8,
-    "api": 9,
-    "index": 10,
-    "serve": 11,
-    "cli": 12,
+    "fit": 9,
+    "api": 10,
+    "index": 11,
+    "serve": 12,
+    "cli": 13,
     # The entry points, above everything: `polymodal.load` (the package's __init__) and `python -m polymodal`.
-    **dict.fromkeys(["__init__", "__main__"], 13),
+    **dict.fromkeys(["__init__", "__main__"], 14),
 }
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "polymodal"

@@ -10,6 +10,7 @@ from polymodal.cli import score as score_cli
 from polymodal.cli.demo import demo
 from polymodal.cli.eval import eval_command
 from polymodal.cli.export import export
+from polymodal.cli.fit import fit, predict
 from polymodal.cli.generate import generate
 from polymodal.cli.models import models
 from polymodal.cli.report import report
@@ -40,6 +41,8 @@ app.command("export")(export)
 app.command("report")(report)
 app.add_typer(score_cli.app, name="score")
 app.command("eval")(eval_command)
+app.command("fit")(fit)
+app.command("predict")(predict)
 
 
 def _version(value: bool) -> None:

@@ -2,7 +2,14 @@
 
 from polymodal.metrics.bootstrap import bootstrap_ci
 from polymodal.metrics.captioning import bleu, cider_d, meteor, rouge_l, score_captions, tokenize
-from polymodal.metrics.classification import accuracy, confusion_matrix, precision_recall_f1, top_k_accuracy
+from polymodal.metrics.classification import (
+    accuracy,
+    confusion_matrix,
+    precision_recall_f1,
+    roc_auc,
+    top_k_accuracy,
+)
+from polymodal.metrics.regression import regression_metrics
 from polymodal.metrics.retrieval import RetrievalRanks, metrics_from_ranks, retrieval_metrics, retrieval_ranks
 from polymodal.metrics.vqa import normalize_answer, vqa_accuracy, vqa_score
 
@@ -17,8 +24,10 @@ __all__ = [
     "metrics_from_ranks",
     "normalize_answer",
     "precision_recall_f1",
+    "regression_metrics",
     "retrieval_metrics",
     "retrieval_ranks",
+    "roc_auc",
     "rouge_l",
     "score_captions",
     "tokenize",

@@ -43,6 +43,30 @@ def top_k_accuracy(scores: np.ndarray, labels: Sequence[int] | np.ndarray, k: in
     return float(np.mean(rivals < k))
 
 
+def roc_auc(y_true: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for the binary labels ``y_true`` (1 = positive): the chance that a
+    random positive outscores a random negative, ties counting half (Mann-Whitney U). Needs both classes."""
+    truth = np.asarray(y_true).astype(bool)
+    values = np.asarray(scores, dtype=np.float64)
+    if truth.shape != values.shape or truth.ndim != 1:
+        raise ValueError(f"need two equal-length 1-d arrays, got {truth.shape} and {values.shape}")
+    positives, negatives = int(truth.sum()), int((~truth).sum())
+    if not positives or not negatives:
+        raise ValueError("ROC-AUC needs both positive and negative examples")
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(len(values), dtype=np.float64)
+    ranks[order] = np.arange(1, len(values) + 1)
+    sorted_values = values[order]
+    # Tied scores share the mean of their ranks.
+    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
+    ends = np.r_[starts[1:], len(values)]
+    for start, end in zip(starts, ends):
+        if end - start > 1:
+            ranks[order[start:end]] = (start + 1 + end) / 2
+    u = ranks[truth].sum() - positives * (positives + 1) / 2
+    return float(u / (positives * negatives))
+
+
 def confusion_matrix(
     y_true: Sequence | np.ndarray,
     y_pred: Sequence | np.ndarray,

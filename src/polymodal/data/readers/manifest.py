@@ -44,7 +44,7 @@ def read_manifest(
     suffix = manifest.suffix.lower()
     if suffix not in MANIFEST_SUFFIXES:
         raise ValueError(f"{manifest}: not a manifest (expected one of {', '.join(MANIFEST_SUFFIXES)})")
-    rows = _jsonl_records(manifest) if suffix == ".jsonl" else _csv_records(manifest)
+    rows = jsonl_records(manifest) if suffix == ".jsonl" else csv_records(manifest)
     resolver = PathResolver(
         root if root is not None else manifest.parent, str(manifest), base=manifest.parent, check_exists=check_files
     )
@@ -74,7 +74,7 @@ def _samples(
             log.record(e)
 
 
-def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadSampleError]]:
+def jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadSampleError]]:
     """(row, record or the error that row raised), 1-based line numbers; blank lines skipped."""
     src = str(path)
     with open(path, "rb") as f:
@@ -99,7 +99,7 @@ def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadSample
             yield row, record
 
 
-def _csv_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadSampleError]]:
+def csv_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadSampleError]]:
     """(row, record or error) with the 1-based line where each CSV row starts."""
     src = str(path)
     # surrogateescape keeps invalid bytes as lone surrogates so that the bad row, not the

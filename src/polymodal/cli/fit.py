@@ -1,0 +1,189 @@
+"""``polymodal fit TABLE --label COLUMN --out DIR`` and ``polymodal predict DIR TABLE --out preds.csv``.
+
+``fit`` prints the columns as it reads them before it trains, each candidate as it finishes, and writes the
+predictor directory atomically with its ``report.html``; ``fit.log`` and ``bad_samples.jsonl`` go beside it while it
+runs (in ``DIR.logs/``), and into the directory when it is written.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import typer
+from rich.markup import escape
+from rich.table import Table as RichTable
+
+from polymodal.cli.output import JsonOption, console, emit_json, fail
+
+CacheOption = typer.Option(
+    True,
+    "--cache/--no-cache",
+    help="Keep the pretrained towers' features of each file and text "
+    "($POLYMODAL_CACHE_DIR/features.sqlite, default ~/.cache/polymodal) for the next fit or predict.",
+)
+
+
+def _store(cache: bool):  # type: ignore[no-untyped-def]
+    from polymodal.fit.store import FeatureStore
+
+    return FeatureStore.default() if cache else None
+
+
+def _kinds(values: list[str] | None) -> dict[str, str]:
+    from polymodal.fit import COLUMN_KINDS
+
+    out = {}
+    for value in values or []:
+        name, sep, kind = value.rpartition("=")
+        if not sep or not name or kind not in COLUMN_KINDS:
+            raise ValueError(f"--column {value!r}: expected NAME=KIND with KIND one of {', '.join(COLUMN_KINDS)}")
+        out[name] = kind
+    return out
+
+
+def fit(
+    table: Path = typer.Argument(..., help="A CSV, JSONL or Parquet file, or a folder of class folders."),
+    label: str = typer.Option(None, "--label", "-y", help="The column to predict (a folder of class folders: label)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The predictor directory to write."),
+    column: list[str] = typer.Option(
+        None,
+        "--column",
+        help="Override a detected kind: NAME=KIND (image, audio, video, text, categorical, "
+        "numeric, ignore). Repeatable.",
+    ),
+    problem: str = typer.Option(
+        None,
+        "--problem",
+        help="binary, multiclass, multilabel or regression (default: detected from the label column).",
+    ),
+    val: Path = typer.Option(None, "--val", help="A validation table (default: a stratified fifth of TABLE)."),
+    time_limit: float = typer.Option(600.0, "--time-limit", help="Seconds for features, search and baselines."),
+    seed: int = typer.Option(0, "--seed", help="The same seed and table give the same predictor."),
+    cache: bool = CacheOption,
+    json: bool = JsonOption,
+) -> None:
+    """Train a classifier or regressor on your table: columns detected, pretrained towers, fusion searched."""
+    from polymodal.data.errors import BadSampleError, BadSampleLog
+    from polymodal.fit import TablePredictor, read_table
+    from polymodal.fit.predictor import BAD_SAMPLES_FILE, LOG_FILE
+    from polymodal.fit.table import FOLDER_LABEL_COLUMN
+
+    if time_limit <= 0:
+        fail(f"--time-limit must be positive, got {time_limit}", as_json=json)
+    logs = out.with_name(out.name + ".logs")
+    logs.mkdir(parents=True, exist_ok=True)
+    log_file, bad_file = logs / LOG_FILE, logs / BAD_SAMPLES_FILE
+    for stale in (log_file, bad_file):
+        stale.unlink(missing_ok=True)
+
+    def say(message: str) -> None:
+        with open(log_file, "a", encoding="utf-8") as f:
+            f.write(message + "\n")
+        if not json:
+            console.print(escape(message), highlight=False)
+
+    try:
+        train_table = read_table(table)
+        label = label or (FOLDER_LABEL_COLUMN if table.is_dir() else None)
+        if label is None:
+            raise ValueError(f"give --label COLUMN; {table} has columns {', '.join(train_table.columns)}")
+        val_table = read_table(val) if val is not None else None
+        bad_log = BadSampleLog(bad_file)
+        predictor = TablePredictor.fit(
+            train_table,
+            label,
+            kinds=_kinds(column),
+            problem=problem,
+            val=val_table,
+            time_limit=time_limit,
+            seed=seed,
+            say=say,
+            log_file=log_file,
+            bad_log=bad_log,
+        )
+        for unreadable in train_table.bad + (val_table.bad if val_table else []):
+            bad_log.record(unreadable)
+        extra = {LOG_FILE: log_file.read_text(encoding="utf-8")}
+        if bad_file.is_file():
+            extra[BAD_SAMPLES_FILE] = bad_file.read_text(encoding="utf-8")
+        predictor.save(out, extra)
+    except (BadSampleError, ValueError, ImportError, OSError) as e:
+        fail(str(e), as_json=json)
+    summary = predictor.to_dict()
+    if json:
+        emit_json(
+            {
+                "out": str(out),
+                **{
+                    k: summary[k]
+                    for k in ("problem", "columns", "validation", "leaderboard", "baselines", "seconds", "bad_cells")
+                },
+            }
+        )
+        return
+    _print_summary(summary, out)
+
+
+def _print_summary(summary: dict, out: Path) -> None:
+    metrics = summary["validation"]
+    name = metrics["score_name"]
+    board = RichTable(title="validation", title_justify="left")
+    for header in ("candidate", "inputs", name, "epoch", "s"):
+        board.add_column(header, justify="left" if header in ("candidate", "inputs") else "right")
+    for kind, trials in (("", summary["leaderboard"]), ("alone: ", summary["baselines"])):
+        for t in trials:
+            value = t["metrics"]["score"]
+            board.add_row(
+                escape(kind + t["candidate"]),
+                escape(", ".join(t["inputs"])),
+                f"{abs(value) if name == 'rmse' else value:.4f}",
+                str(t["epochs"]),
+                f"{t['seconds']:.1f}",
+            )
+    console.print(board)
+    shown = {
+        k: metrics[k] for k in ("accuracy", "f1_macro", "roc_auc", "f1_micro", "rmse", "mae", "r2") if k in metrics
+    }
+    console.print("best: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()), highlight=False)
+    console.print(f"wrote {escape(str(out))} (report.html, fit.json, model.safetensors)", highlight=False)
+
+
+def predict(
+    model: Path = typer.Argument(..., help="A predictor directory written by `polymodal fit`."),
+    table: Path = typer.Argument(..., help="A CSV, JSONL or Parquet file with the columns the predictor was fit on."),
+    out: Path = typer.Option(..., "--out", "-o", help="CSV of predictions: row, prediction, probability_<class>."),
+    cache: bool = CacheOption,
+    json: bool = JsonOption,
+) -> None:
+    """Predict every row of a table with a fitted predictor (missing cells and bad files are missing inputs)."""
+    from polymodal.data.errors import BadSampleError, BadSampleLog
+    from polymodal.fit import TablePredictor, read_table
+    from polymodal.fsutil import write_atomic
+
+    try:
+        predictor = TablePredictor.load(model)
+        rows = read_table(table)
+        bad_log = BadSampleLog(out.with_name(out.name + ".bad_samples.jsonl"))
+        result = predictor.predict(rows, bad_log, store=_store(cache))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(out, result.to_csv())
+    except (BadSampleError, ValueError, ImportError, OSError) as e:
+        fail(str(e), as_json=json)
+    payload = {
+        "out": str(out),
+        "rows": len(result.row_numbers),
+        "unreadable_rows": len(rows.bad),
+        "bad_cells": bad_log.total,
+    }
+    if predictor.problem.kind in ("binary", "multiclass"):
+        payload["predicted"] = dict(Counter(result.labels).most_common())
+    if json:
+        emit_json(payload)
+        return
+    counts = ", ".join(f"{k} {v}" for k, v in payload.get("predicted", {}).items())
+    console.print(
+        f"{payload['rows']} predictions -> {escape(str(out))}{'; ' + escape(counts) if counts else ''}; "
+        f"{bad_log.total} bad cells, {len(rows.bad)} unreadable rows",
+        highlight=False,
+    )

@@ -1,0 +1,25 @@
+"""``polymodal fit``: a classifier or regressor from a user's table (CSV, JSONL, Parquet or class folders).
+
+Columns are detected by content (image, audio, video paths; text; categorical; numeric), featurized by the offline
+pretrained towers (locked), and a small search over fusion modules and heads picks a network on a validation split
+within a time limit. :class:`TablePredictor` saves, loads and predicts.
+"""
+
+from polymodal.fit.columns import COLUMN_KINDS, PROBLEMS, ColumnInfo, Problem, describe_column, detect_problem
+from polymodal.fit.predictor import Predictions, TablePredictor, is_fit_dir
+from polymodal.fit.table import Table, read_table, rows_table
+
+__all__ = [
+    "COLUMN_KINDS",
+    "PROBLEMS",
+    "ColumnInfo",
+    "Predictions",
+    "Problem",
+    "Table",
+    "TablePredictor",
+    "describe_column",
+    "detect_problem",
+    "is_fit_dir",
+    "read_table",
+    "rows_table",
+]

@@ -1,0 +1,201 @@
+"""What each column of a table is, and what kind of problem its label column poses, read from the content.
+
+A column is a media path (``image``, ``audio``, ``video``: by the files' extensions), free ``text``, a
+``categorical`` value, a ``numeric`` value, or ``ignore`` (an identifier, or nothing usable). The label decides
+between classification (``binary``, ``multiclass``; ``multilabel`` for lists) and ``regression``. Every guess
+carries its reason and can be overridden (``--column NAME=KIND``, ``--problem``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from polymodal.data.readers.base import media_kind
+
+COLUMN_KINDS = ("image", "audio", "video", "text", "categorical", "numeric", "ignore")
+MEDIA_KINDS = ("image", "audio", "video")
+TABULAR_KINDS = ("categorical", "numeric")
+PROBLEMS = ("binary", "multiclass", "multilabel", "regression")
+
+MEDIA_SHARE = 0.9  # of a column's values must be paths of one media kind
+TEXT_MIN_WORDS = 3.0  # mean words per value from which strings are free text, not categories
+MAX_CLASSES_FOR_INTEGERS = 20  # an integer label with more distinct values is a regression target
+ID_NAMES = frozenset({"id", "uid", "uuid", "key", "index"})
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    """One column: its kind, why, and what it holds."""
+
+    name: str
+    kind: str
+    reason: str
+    missing: int
+    distinct: int
+    example: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("name", "kind", "reason", "missing", "distinct", "example")}
+
+
+def is_missing(value: Any) -> bool:
+    """None, an empty or blank string, or a NaN float."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    return isinstance(value, float) and math.isnan(value)
+
+
+def as_number(value: Any) -> float | None:
+    """The value as a float (numbers, booleans, numeric strings), or None."""
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
+    return None
+
+
+def describe_column(name: str, values: Sequence[Any], kind: str | None = None) -> ColumnInfo:
+    """The column's :class:`ColumnInfo`; ``kind`` given (an override) is kept, with that as its reason."""
+    present = [v for v in values if not is_missing(v)]
+    distinct = len({_hashable(v) for v in present})
+    example = _short(present[0]) if present else ""
+    missing = len(values) - len(present)
+    if kind is not None:
+        if kind not in COLUMN_KINDS:
+            raise ValueError(f"column {name!r}: unknown kind {kind!r}; kinds: {', '.join(COLUMN_KINDS)}")
+        return ColumnInfo(name, kind, "given", missing, distinct, example)
+    detected, reason = _detect(name, present, distinct)
+    return ColumnInfo(name, detected, reason, missing, distinct, example)
+
+
+def _detect(name: str, present: list[Any], distinct: int) -> tuple[str, str]:
+    if not present:
+        return "ignore", "no values"
+    if any(isinstance(v, (list, dict)) for v in present):
+        return "ignore", "holds lists or objects"
+    strings = [v for v in present if isinstance(v, str)]
+    if len(strings) == len(present):
+        kinds = [media_kind(v.strip()) for v in strings]
+        for media in MEDIA_KINDS:
+            share = kinds.count(media) / len(kinds)
+            if share >= MEDIA_SHARE:
+                return media, f"{share:.0%} of values are {media} file paths"
+    numbers = [as_number(v) for v in present]
+    if all(n is not None for n in numbers):
+        if name.lower() in ID_NAMES and distinct == len(present):
+            return "ignore", "an identifier: every value differs"
+        return "numeric", "every value is a number"
+    if name.lower() in ID_NAMES:
+        return "ignore", f"named {name!r}"
+    words = sum(len(str(v).split()) for v in present) / len(present)
+    if distinct == len(present) and words < 1.5 and len(present) >= 20:
+        return "ignore", "an identifier: every value differs and is one word"
+    if words >= TEXT_MIN_WORDS:
+        return "text", f"{words:.1f} words per value"
+    if distinct > max(50, len(present) // 2):
+        return "text", f"{distinct} distinct values"
+    return "categorical", f"{distinct} distinct values, {words:.1f} words each"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What the label column asks for: its kind and, for classification, its classes in a fixed order."""
+
+    kind: str
+    label: str
+    classes: tuple[str, ...] = ()
+    reason: str = ""
+
+    @property
+    def is_classification(self) -> bool:
+        return self.kind != "regression"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "label": self.label, "classes": list(self.classes), "reason": self.reason}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Problem:
+        return cls(data["kind"], data["label"], tuple(data.get("classes", ())), data.get("reason", ""))
+
+
+def class_name(value: Any) -> str:
+    """A label value as its class name: ``1.0`` and ``"1"`` are the same class ``"1"``."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    number = as_number(value)
+    if number is not None and number.is_integer() and not isinstance(value, str):
+        return str(int(number))
+    return str(value).strip()
+
+
+def label_values(value: Any) -> list[str]:
+    """A multi-label cell as its class names: a JSON list, or a string split on ``|`` or ``;``."""
+    if isinstance(value, list):
+        return sorted({class_name(v) for v in value if not is_missing(v)})
+    text = str(value)
+    for separator in ("|", ";"):
+        if separator in text:
+            return sorted({p.strip() for p in text.split(separator) if p.strip()})
+    return [class_name(value)] if text.strip() else []
+
+
+def detect_problem(label: str, values: Sequence[Any], kind: str | None = None) -> Problem:
+    """The problem the ``label`` column's non-missing ``values`` pose (``kind`` given: that one)."""
+    present = [v for v in values if not is_missing(v)]
+    if not present:
+        raise ValueError(f"label column {label!r} has no values")
+    if kind is not None and kind not in PROBLEMS:
+        raise ValueError(f"unknown problem {kind!r}; problems: {', '.join(PROBLEMS)}")
+    if kind == "regression" or (kind is None and _looks_continuous(present)):
+        bad = [v for v in present if as_number(v) is None]
+        if bad:
+            raise ValueError(f"label column {label!r}: regression needs numbers; got {bad[0]!r}")
+        reason = "given" if kind else "numbers with many distinct or fractional values"
+        return Problem("regression", label, (), reason)
+    if kind == "multilabel" or (kind is None and any(isinstance(v, list) for v in present)):
+        classes = sorted({c for v in present for c in label_values(v)})
+        return Problem("multilabel", label, tuple(classes), "given" if kind else "lists of labels")
+    classes = _class_order([class_name(v) for v in present])
+    if len(classes) < 2:
+        raise ValueError(f"label column {label!r} has a single class {classes[0]!r}: nothing to learn")
+    chosen = kind or ("binary" if len(classes) == 2 else "multiclass")
+    if chosen == "binary" and len(classes) != 2:
+        raise ValueError(f"label column {label!r}: binary needs 2 classes, found {len(classes)}")
+    return Problem(chosen, label, tuple(classes), "given" if kind else f"{len(classes)} classes")
+
+
+def _looks_continuous(present: list[Any]) -> bool:
+    numbers = [as_number(v) for v in present]
+    if any(n is None for n in numbers) or any(isinstance(v, (bool, list)) for v in present):
+        return False
+    if any(not n.is_integer() for n in numbers):  # type: ignore[union-attr]
+        return True
+    return len(set(numbers)) > MAX_CLASSES_FOR_INTEGERS
+
+
+def _class_order(names: list[str]) -> list[str]:
+    """Sorted numerically when every class is a number (2 before 10), else alphabetically."""
+    distinct = set(names)
+    if all(as_number(n) is not None for n in distinct):
+        return sorted(distinct, key=lambda n: as_number(n))  # type: ignore[arg-type,return-value]
+    return sorted(distinct)
+
+
+def _hashable(value: Any) -> Any:
+    return repr(value) if isinstance(value, (list, dict)) else value
+
+
+def _short(value: Any, limit: int = 48) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

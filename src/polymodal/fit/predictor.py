@@ -1,0 +1,360 @@
+"""``TablePredictor``: a classifier or regressor fitted to a user's table, saved as a directory, and its predictions.
+
+A saved predictor is ``fit.json`` (columns and their kinds, the problem, each featurizer's state, the chosen
+network, the leaderboard, the single-input baselines and the validation metrics), ``model.safetensors`` (the
+network) and ``report.html``. The pretrained towers are not copied: they come from the installed packages.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from polymodal.data.errors import BadSampleError, BadSampleLog
+from polymodal.fit.columns import ColumnInfo, Problem, describe_column, detect_problem
+from polymodal.fit.features import Featurizer, featurizer_from_state, featurizers_for
+from polymodal.fit.network import Candidate, FeatureNetwork
+from polymodal.fit.search import (
+    Features,
+    Targets,
+    Trial,
+    encode_targets,
+    output_size,
+    outputs_of,
+    predictions,
+    score,
+    search,
+)
+from polymodal.fit.store import FeatureStore
+from polymodal.fit.table import Table, read_table, rows_table
+from polymodal.fsutil import atomic_directory, write_atomic
+from polymodal.progress import ProgressReporter
+from polymodal.version import __version__
+from polymodal.weights import load_state, save_weights
+
+FIT_FILE = "fit.json"
+WEIGHTS_FILE = "model.safetensors"
+REPORT_FILE = "report.html"
+LOG_FILE = "fit.log"
+BAD_SAMPLES_FILE = "bad_samples.jsonl"
+FORMAT = 1
+VALIDATION_SHARE = 0.2
+Say = Callable[[str], None]
+
+
+def is_fit_dir(path: str | os.PathLike[str]) -> bool:
+    return (Path(path) / FIT_FILE).is_file()
+
+
+def holdout_split(problem: Problem, targets: Targets, share: float, seed: int) -> tuple[list[int], list[int]]:
+    """Row indices (train, validation): ``share`` of the labelled rows held out, per class for classification (a
+    class with one row stays in training); rows without a label go nowhere."""
+    generator = torch.Generator().manual_seed(seed)
+    known = torch.nonzero(targets.known).squeeze(1)
+    if problem.kind in ("binary", "multiclass"):
+        groups = [known[targets.y[known] == c] for c in range(len(problem.classes))]
+    else:
+        groups = [known]
+    train, val = [], []
+    for group in groups:
+        shuffled = group[torch.randperm(len(group), generator=generator)].tolist()
+        held = round(share * len(shuffled)) if len(shuffled) > 1 else 0
+        held = max(held, 1) if len(shuffled) > 1 else 0
+        val += shuffled[:held]
+        train += shuffled[held:]
+    if not val or not train:
+        raise ValueError(f"too few labelled rows ({len(known)}) to hold out a validation split; pass --val")
+    return sorted(train), sorted(val)
+
+
+@dataclass
+class Predictions:
+    """Per row of the table: the prediction and, for classification, each class's probability."""
+
+    problem: Problem
+    values: np.ndarray  # (N, C) probabilities, or (N,) regression values
+    row_numbers: list[int]
+    bad: list[BadSampleError] = field(default_factory=list)
+
+    @property
+    def labels(self) -> list[Any]:
+        if self.problem.kind == "regression":
+            return [float(v) for v in self.values]
+        if self.problem.kind == "multilabel":
+            return [[c for c, p in zip(self.problem.classes, row) if p > 0.5] for row in self.values]
+        return [self.problem.classes[int(i)] for i in self.values.argmax(1)]
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        """One dict per row: ``row``, ``prediction`` and ``probability_<class>`` (classification)."""
+        out = []
+        for number, label, value in zip(self.row_numbers, self.labels, self.values):
+            row: dict[str, Any] = {"row": number, "prediction": "|".join(label) if isinstance(label, list) else label}
+            if self.problem.kind != "regression":
+                row.update({f"probability_{c}": round(float(p), 6) for c, p in zip(self.problem.classes, value)})
+            out.append(row)
+        return out
+
+    def to_csv(self) -> str:
+        rows = self.to_rows()
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]) if rows else ["row", "prediction"])
+        writer.writeheader()
+        writer.writerows(rows)
+        return buffer.getvalue()
+
+
+class TablePredictor:
+    """Featurizers (locked pretrained towers, tabular statistics) + a trained :class:`FeatureNetwork`."""
+
+    def __init__(
+        self,
+        problem: Problem,
+        columns: Sequence[ColumnInfo],
+        featurizers: Sequence[Featurizer],
+        network: FeatureNetwork,
+        targets: tuple[float, float] = (0.0, 1.0),
+        summary: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.problem = problem
+        self.columns = list(columns)
+        self.featurizers = list(featurizers)
+        self.network = network.eval()
+        self.target_mean, self.target_std = targets
+        self.summary = dict(summary or {})
+
+    # -- fitting ------------------------------------------------------------------------------------------------
+    @classmethod
+    def fit(
+        cls,
+        table: Table,
+        label: str,
+        *,
+        kinds: Mapping[str, str] | None = None,
+        problem: str | None = None,
+        val: Table | None = None,
+        time_limit: float = 600.0,
+        seed: int = 0,
+        say: Say | None = None,
+        log_file: Path | None = None,
+        bad_log: BadSampleLog | None = None,
+        store: FeatureStore | None = None,
+    ) -> TablePredictor:
+        """Detect the columns and the problem, featurize, search, and return the best predictor. ``kinds`` override
+        detected column kinds; ``val`` is a validation table (default: a stratified fifth of ``table``); ``store`` keeps
+        the pretrained towers' features across runs."""
+        started = time.monotonic()
+        say = say or (lambda _: None)
+        bad_log = bad_log or BadSampleLog()
+        if label not in table.columns:
+            raise ValueError(f"{table.source}: no label column {label!r}; columns: {', '.join(table.columns)}")
+        overrides = dict(kinds or {})
+        unknown = sorted(set(overrides) - set(table.columns))
+        if unknown:
+            raise ValueError(f"--column names {unknown} are not columns of {table.source}: {', '.join(table.columns)}")
+        columns = [describe_column(c, table.values(c), overrides.get(c)) for c in table.columns if c != label]
+        used = {c.name: c.kind for c in columns if c.kind != "ignore"}
+        if not used:
+            raise ValueError(f"{table.source}: no column besides {label!r} can be used (all ignored)")
+        the_problem = detect_problem(label, table.values(label) + (val.values(label) if val else []), problem)
+        say(describe_inputs(columns, the_problem, len(table)))
+        featurizers = featurizers_for(used)
+        if val is None:
+            targets = encode_targets(the_problem, table.values(label))
+            train_rows, val_rows = holdout_split(the_problem, targets, VALIDATION_SHARE, seed)
+            train_table, val_table = table.subset(train_rows), table.subset(val_rows)
+        else:
+            train_table, val_table = table, val
+        for featurizer in featurizers:
+            featurizer.fit(train_table)
+        train = featurize(featurizers, train_table, bad_log, "train", log_file, store)
+        held = featurize(featurizers, val_table, bad_log, "validation", log_file, store)
+        train_targets = encode_targets(the_problem, train_table.values(label))
+        val_targets = encode_targets(the_problem, val_table.values(label))
+        val_targets = Targets(
+            (val_targets.y * val_targets.std + val_targets.mean - train_targets.mean) / train_targets.std
+            if the_problem.kind == "regression"
+            else val_targets.y,
+            val_targets.known,
+            train_targets.mean,
+            train_targets.std,
+        )
+        featurized = time.monotonic() - started
+        say(
+            f"features: {len(train_table)} training and {len(val_table)} validation rows in {featurized:.1f} s; "
+            f"{bad_log.total} bad cells"
+        )
+        remaining = max(1.0, time_limit - featurized)
+
+        def report(trial: Trial, done: int, total: int) -> None:
+            say(
+                f"candidate {done}/{total} {trial.candidate.label}: {trial.metrics['score_name']} "
+                f"{abs(trial.score):.4f} (epoch {trial.epochs}, {trial.seconds:.1f} s)"
+            )
+
+        best, leaderboard, baselines = search(
+            the_problem, train, train_targets, held, val_targets, time_limit=remaining, seed=seed, report=report
+        )
+        assert best.network is not None
+        summary = {
+            "rows": {"train": len(train_table), "validation": len(val_table), "unreadable": len(table.bad)},
+            "bad_cells": bad_log.total,
+            "bad_by_kind": dict(bad_log.counts),
+            "validation": best.metrics,
+            "leaderboard": [t.to_dict() for t in leaderboard],
+            "baselines": [t.to_dict() for t in baselines],
+            "seconds": {"featurize": round(featurized, 2), "total": round(time.monotonic() - started, 2)},
+            "time_limit": time_limit,
+            "seed": seed,
+            "source": table.source,
+        }
+        return cls(the_problem, columns, featurizers, best.network, (train_targets.mean, train_targets.std), summary)
+
+    # -- predicting ---------------------------------------------------------------------------------------------
+    def predict(
+        self,
+        table: Table | str | os.PathLike[str] | Sequence[Mapping[str, Any]],
+        bad_log: BadSampleLog | None = None,
+        log_file: Path | None = None,
+        store: FeatureStore | None = None,
+    ) -> Predictions:
+        """Predictions for every row of ``table`` (a :class:`Table`, a table file, or rows as dicts whose media paths
+        are absolute or relative to the working directory); a bad file or missing cell only removes that input."""
+        table = as_table(table)
+        bad_log = bad_log or BadSampleLog()
+        features = featurize(self.featurizers, table, bad_log, "predict", log_file, store)
+        outputs = outputs_of(self.network, features)
+        values = predictions(self.problem, outputs, self.target_mean, self.target_std)
+        return Predictions(self.problem, values, list(table.row_numbers), list(bad_log.examples))
+
+    def evaluate(
+        self, table: Table | str | os.PathLike[str] | Sequence[Mapping[str, Any]], store: FeatureStore | None = None
+    ) -> dict[str, Any]:
+        """The metrics of this predictor on a labelled ``table`` (as :meth:`predict` takes it)."""
+        table = as_table(table)
+        features = featurize(self.featurizers, table, BadSampleLog(), "evaluate", None, store)
+        targets = encode_targets(self.problem, table.values(self.problem.label))
+        if self.problem.kind == "regression":
+            targets = Targets(
+                (targets.y * targets.std + targets.mean - self.target_mean) / self.target_std,
+                targets.known,
+                self.target_mean,
+                self.target_std,
+            )
+        outputs = outputs_of(self.network, features)
+        return score(self.problem, predictions(self.problem, outputs, self.target_mean, self.target_std), targets)
+
+    @property
+    def inputs(self) -> list[str]:
+        return [f.name for f in self.featurizers]
+
+    # -- saving -------------------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "polymodal_version": __version__,
+            "problem": self.problem.to_dict(),
+            "columns": [c.to_dict() for c in self.columns],
+            "featurizers": [f.state() for f in self.featurizers],
+            "network": {
+                "candidate": self.network.candidate.to_dict(),
+                "input_dims": self.network.input_dims,
+                "outputs": output_size(self.problem),
+            },
+            "targets": {"mean": self.target_mean, "std": self.target_std},
+            **self.summary,
+        }
+
+    def save(self, directory: str | os.PathLike[str], extra_files: Mapping[str, str | bytes] | None = None) -> Path:
+        """Write the predictor (and ``extra_files``: name -> content) atomically to ``directory``."""
+        from polymodal.fit.report import fit_report_html
+
+        target = Path(directory)
+        with atomic_directory(target) as tmp:
+            save_weights(self.network, tmp / WEIGHTS_FILE)
+            (tmp / FIT_FILE).write_text(json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n")
+            (tmp / REPORT_FILE).write_text(fit_report_html(self.to_dict()), encoding="utf-8")
+            for name, content in (extra_files or {}).items():
+                write_atomic(tmp / name, content)
+        return target
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> TablePredictor:
+        path = Path(directory)
+        if not is_fit_dir(path):
+            raise FileNotFoundError(f"{path}: not a fitted predictor (no {FIT_FILE}); make one with `polymodal fit`")
+        data = json.loads((path / FIT_FILE).read_text(encoding="utf-8"))
+        if data.get("format") != FORMAT:
+            raise ValueError(f"{path / FIT_FILE}: format {data.get('format')!r}, this polymodal reads {FORMAT}")
+        problem = Problem.from_dict(data["problem"])
+        columns = [ColumnInfo(**c) for c in data["columns"]]
+        featurizers = [featurizer_from_state(s) for s in data["featurizers"]]
+        spec = data["network"]
+        network = FeatureNetwork(spec["input_dims"], Candidate(**spec["candidate"]), spec["outputs"])
+        load_state(network, load_file(str(path / WEIGHTS_FILE)), path / WEIGHTS_FILE)
+        skip = {"format", "polymodal_version", "problem", "columns", "featurizers", "network", "targets"}
+        summary = {k: v for k, v in data.items() if k not in skip}
+        targets = (float(data["targets"]["mean"]), float(data["targets"]["std"]))
+        return cls(problem, columns, featurizers, network, targets, summary)
+
+
+def as_table(data: Table | str | os.PathLike[str] | Sequence[Mapping[str, Any]]) -> Table:
+    if isinstance(data, Table):
+        return data
+    if isinstance(data, (str, os.PathLike)):
+        return read_table(data)
+    return rows_table(data, Path.cwd())
+
+
+def featurize(
+    featurizers: Sequence[Featurizer],
+    table: Table,
+    bad_log: BadSampleLog,
+    stage: str,
+    log_file: Path | None,
+    store: FeatureStore | None = None,
+) -> Features:
+    """Every input's features for ``table``, with progress per input (terminal and ``log_file``)."""
+    values, present = {}, {}
+    for featurizer in featurizers:
+        label = f"{stage} features: {featurizer.name} ({featurizer.kind})"
+        with ProgressReporter(label, len(table), log_file=log_file, enabled=len(table) > 0) as progress:
+            values[featurizer.name], present[featurizer.name] = featurizer.transform(
+                table, bad_log, progress.update, store
+            )
+    return Features(values, present)
+
+
+def describe_inputs(columns: Sequence[ColumnInfo], problem: Problem, rows: int) -> str:
+    """The detected columns and problem as a small text table (printed before training)."""
+    width = max(len(c.name) for c in columns)
+    lines = [f"{rows} rows; label {problem.label!r}: {problem.kind} ({problem.reason})"]
+    if problem.classes:
+        shown = ", ".join(problem.classes[:10]) + (" ..." if len(problem.classes) > 10 else "")
+        lines.append(f"  classes: {shown}")
+    for c in columns:
+        lines.append(f"  {c.name:<{width}}  {c.kind:<11} {c.reason}; {c.missing} missing, e.g. {c.example!r}")
+    return "\n".join(lines)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
+
+
+__all__ = ["Predictions", "TablePredictor", "holdout_split", "is_fit_dir"]
