@@ -76,3 +76,31 @@ def test_shape_errors_are_explicit() -> None:
         accuracy([1, 2], [1])
     with pytest.raises(ValueError, match="average must be one of"):
         precision_recall_f1([1], [1], average="samples")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_roc_auc_matches_sklearn_with_ties(seed: int) -> None:
+    from polymodal.metrics import roc_auc
+
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 2, 200)
+    scores = np.round(rng.random(200) + 0.3 * truth, 1)  # rounded: many tied scores
+    assert roc_auc(truth, scores) == pytest.approx(sklearn_metrics.roc_auc_score(truth, scores), abs=1e-12)
+
+
+def test_roc_auc_needs_both_classes() -> None:
+    from polymodal.metrics import roc_auc
+
+    with pytest.raises(ValueError, match="both positive and negative"):
+        roc_auc([1, 1, 1], [0.1, 0.2, 0.3])
+
+
+def test_regression_metrics_match_sklearn() -> None:
+    from polymodal.metrics import regression_metrics
+
+    rng = np.random.default_rng(0)
+    truth, pred = rng.normal(size=100), rng.normal(size=100)
+    out = regression_metrics(truth, pred)
+    assert out["rmse"] == pytest.approx(np.sqrt(sklearn_metrics.mean_squared_error(truth, pred)))
+    assert out["mae"] == pytest.approx(sklearn_metrics.mean_absolute_error(truth, pred))
+    assert out["r2"] == pytest.approx(sklearn_metrics.r2_score(truth, pred))

@@ -26,6 +26,7 @@ from polymodal.fit.columns import ColumnInfo, Problem, describe_column, detect_p
 from polymodal.fit.features import Featurizer, featurizer_from_state, featurizers_for
 from polymodal.fit.network import Candidate, FeatureNetwork
 from polymodal.fit.search import (
+    CANDIDATES,
     Features,
     Targets,
     Trial,
@@ -149,10 +150,11 @@ class TablePredictor:
         log_file: Path | None = None,
         bad_log: BadSampleLog | None = None,
         store: FeatureStore | None = None,
+        candidates: Sequence[Candidate] = CANDIDATES,
     ) -> TablePredictor:
         """Detect the columns and the problem, featurize, search, and return the best predictor. ``kinds`` override
         detected column kinds; ``val`` is a validation table (default: a stratified fifth of ``table``); ``store`` keeps
-        the pretrained towers' features across runs."""
+        the pretrained towers' features across runs; ``candidates`` are the networks searched, in order."""
         started = time.monotonic()
         say = say or (lambda _: None)
         bad_log = bad_log or BadSampleLog()
@@ -203,7 +205,15 @@ class TablePredictor:
             )
 
         best, leaderboard, baselines = search(
-            the_problem, train, train_targets, held, val_targets, time_limit=remaining, seed=seed, report=report
+            the_problem,
+            train,
+            train_targets,
+            held,
+            val_targets,
+            time_limit=remaining,
+            candidates=candidates,
+            seed=seed,
+            report=report,
         )
         assert best.network is not None
         summary = {

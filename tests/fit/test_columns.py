@@ -1,0 +1,74 @@
+"""Column kinds and problems read from a table's content, with their reasons and overrides."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from polymodal.fit.columns import as_number, class_name, describe_column, detect_problem, is_missing, label_values
+
+
+@pytest.mark.parametrize(
+    ("values", "kind"),
+    [
+        (["a.png", "b.JPG", "c.webp", None], "image"),
+        (["x/1.flac", "x/2.wav", "x/3.mp3"], "audio"),
+        (["clip.mp4", "other.webm"], "video"),
+        ([1, 2.5, "3", None, ""], "numeric"),
+        (["red", "blue", "red", "green"] * 10, "categorical"),
+        (["the red circle is above the blue square", "a small green star", "nothing at all here"], "text"),
+        ([None, "", "  "], "ignore"),
+        ([[1, 2], [3]], "ignore"),
+    ],
+)
+def test_kinds_are_read_from_the_values(values: list, kind: str) -> None:
+    info = describe_column("col", values)
+    assert info.kind == kind, info.reason
+    assert info.reason
+
+
+def test_identifiers_are_ignored_and_overrides_win() -> None:
+    ids = [f"row{i:04d}" for i in range(100)]
+    assert describe_column("anything", ids).kind == "ignore"
+    assert describe_column("id", list(range(100))).kind == "ignore"
+    assert describe_column("id", list(range(100)), "categorical").kind == "categorical"
+    assert describe_column("id", list(range(100)), "categorical").reason == "given"
+    with pytest.raises(ValueError, match="unknown kind 'picture'"):
+        describe_column("x", ["a.png"], "picture")
+
+
+def test_many_distinct_short_strings_are_text_and_missing_is_counted() -> None:
+    words = [f"word{i} more" for i in range(80)] + [None] * 5
+    info = describe_column("title", words)
+    assert (info.kind, info.missing, info.distinct) == ("text", 5, 80)
+
+
+def test_problems_follow_the_label() -> None:
+    assert detect_problem("y", ["cat", "dog", "cat"]).kind == "binary"
+    multi = detect_problem("y", [3, 1, 2, 10, 2])
+    assert (multi.kind, multi.classes) == ("multiclass", ("1", "2", "3", "10"))  # numeric order, not "10" < "2"
+    assert detect_problem("y", [0.5, 1.25, 3.0]).kind == "regression"
+    assert detect_problem("y", list(range(100))).kind == "regression"  # many distinct integers
+    tags = detect_problem("y", [["a", "b"], ["b"], ["c"]])
+    assert (tags.kind, tags.classes) == ("multilabel", ("a", "b", "c"))
+    assert detect_problem("y", [1, 2, 1], "regression").kind == "regression"
+
+
+def test_problem_errors_are_clear() -> None:
+    with pytest.raises(ValueError, match="single class 'a'"):
+        detect_problem("y", ["a", "a"])
+    with pytest.raises(ValueError, match="has no values"):
+        detect_problem("y", [None, ""])
+    with pytest.raises(ValueError, match="regression needs numbers"):
+        detect_problem("y", ["a", "b"], "regression")
+    with pytest.raises(ValueError, match="binary needs 2 classes"):
+        detect_problem("y", ["a", "b", "c"], "binary")
+
+
+def test_value_helpers() -> None:
+    assert is_missing(float("nan")) and is_missing(" ") and not is_missing(0)
+    assert as_number("2.5") == 2.5 and as_number("inf") is None and as_number(True) == 1.0
+    assert class_name(1.0) == "1" and class_name("1") == "1" and class_name(True) == "true"
+    assert label_values("a|b|a") == ["a", "b"] and label_values(["x", None]) == ["x"]
+    assert math.isclose(as_number(" 3 "), 3.0)
