@@ -9,13 +9,15 @@ bad file is counted, naming the table, row and column); the tabular input is alw
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterator, Sequence
 from functools import lru_cache
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from polymodal.data.audio import decode_audio
 from polymodal.data.errors import BadSampleError, BadSampleLog
@@ -77,77 +79,101 @@ def featurizer_from_state(state: dict[str, Any]) -> Featurizer:
     return FEATURIZERS.get(state["kind"]).from_state(state)
 
 
-class MediaFeaturizer(Featurizer):
-    """A column of file paths embedded ``BATCH_SIZE`` files at a time; a missing cell or a bad file is absent."""
+class TowerFeaturizer(Featurizer):
+    """One column through a pretrained tower: each cell is prepared (decoded, preprocessed) on its own, prepared cells
+    are collated into a batch, and :meth:`forward` runs a tower on it. The locked packaged tower featurizes, unless
+    fine-tuning gave this featurizer a ``tower`` of its own; :meth:`forward` is the same in both cases."""
 
-    def load(self, path: str, field: str, source: str, row: int) -> Any:
-        """One decoded file, ready for :meth:`embed` (or BadSampleError)."""
+    def __init__(self, columns: Sequence[str]) -> None:
+        super().__init__(columns)
+        self.tower: nn.Module | None = None  # fine-tuned weights of its own; None: the packaged tower, locked
+
+    def packaged_tower(self) -> nn.Module:
         raise NotImplementedError
 
-    def embed(self, decoded: list[Any]) -> Tensor:
-        """(n, dim) features of decoded files."""
+    def reference(self, value: Any, resolver: PathResolver, row: int) -> tuple[Any, bytes]:
+        """What :meth:`prepare` reads for a cell (a resolved path), and the digest that files its features."""
+        path = resolver.resolve(str(value).strip(), self.name, row)
+        try:
+            return path, digest_file(path)
+        except OSError as e:
+            raise BadSampleError(
+                f"cannot read the file: {e.strerror or e}",
+                source=resolver.source,
+                row=row,
+                field=self.name,
+                kind="missing_file",
+            ) from None
+
+    def prepare(self, reference: Any, source: str, row: int) -> Any:
+        """One cell, ready to collate (or BadSampleError naming the table, row and column)."""
         raise NotImplementedError
+
+    def collate(self, prepared: list[Any]) -> Any:
+        return torch.stack(prepared)
+
+    def forward(self, tower: nn.Module, batch: Any) -> Tensor:
+        """(n, dim) features of a collated batch; differentiable when the tower trains."""
+        raise NotImplementedError
+
+    def trainable_tower(self) -> nn.Module:
+        """A copy of the tower in use, every parameter trainable (fine-tuning)."""
+        tower = copy.deepcopy(self.tower if self.tower is not None else self.packaged_tower())
+        tower.requires_grad_(True)
+        return tower.train()
+
+    @property
+    def store_id(self) -> str:
+        return super().store_id if self.tower is None else ""  # a tuned tower's features are never stored
 
     def transform(
         self, table: Table, bad: BadSampleLog, progress: Progress | None = None, store: FeatureStore | None = None
     ) -> tuple[Tensor, Tensor]:
-        column = self.name
+        store = store if self.tower is None else None
         features = torch.zeros(len(table), self.dim)
         present = torch.zeros(len(table), dtype=torch.bool)
         resolver = PathResolver(table.root, table.source)
         for start, chunk in _chunks(len(table)):
-            paths: dict[int, tuple[str, bytes]] = {}
+            references: dict[int, tuple[Any, bytes]] = {}
             for i in chunk:
-                value = table.rows[i].get(column)
-                if is_missing(value):
-                    continue
-                try:
-                    path = resolver.resolve(str(value).strip(), column, table.row_numbers[i])
-                    paths[i] = (path, digest_file(path))
-                except BadSampleError as e:
-                    bad.record(e)
-                except OSError as e:
-                    bad.record(_unreadable(table, i, column, e))
-            stored = store.get(self.store_id, [d for _, d in paths.values()], self.dim) if store else {}
-            decoded, rows = [], []
-            for i, (path, key) in paths.items():
+                value = table.rows[i].get(self.name)
+                if not is_missing(value):
+                    try:
+                        references[i] = self.reference(value, resolver, table.row_numbers[i])
+                    except BadSampleError as e:
+                        bad.record(e)
+            stored = store.get(self.store_id, [d for _, d in references.values()], self.dim) if store else {}
+            prepared, rows = [], []
+            for i, (reference, key) in references.items():
                 if key in stored:
                     features[i], present[i] = stored[key], True
                     continue
                 try:
-                    decoded.append(self.load(path, column, table.source, table.row_numbers[i]))
+                    prepared.append(self.prepare(reference, table.source, table.row_numbers[i]))
                     rows.append(i)
                 except BadSampleError as e:
                     bad.record(e)
-            if decoded:
+            if prepared:  # the tower is loaded only when something is not in the store
+                tower = (self.tower if self.tower is not None else self.packaged_tower()).eval()
                 with torch.inference_mode():
-                    features[rows] = self.embed(decoded).float()
+                    features[rows] = self.forward(tower, self.collate(prepared)).float()
                 present[rows] = True
                 if store is not None:
-                    store.put(self.store_id, [paths[i][1] for i in rows], features[rows])
+                    store.put(self.store_id, [references[i][1] for i in rows], features[rows])
             if progress is not None:
                 progress(start + len(chunk))
         return features, present
 
 
-def _unreadable(table: Table, index: int, column: str, error: OSError) -> BadSampleError:
-    return BadSampleError(
-        f"cannot read the file: {error.strerror or error}",
-        source=table.source,
-        row=table.row_numbers[index],
-        field=column,
-        kind="missing_file",
-    )
-
-
 @lru_cache(maxsize=1)
-def _image_tower() -> Any:
+def _image_tower() -> nn.Module:
     from polymodal.pretrained.imagenet import load_efficientnet_lite0
 
     # channels-last convolutions run about twice as fast on CPU, with the same fp32 results.
     return load_efficientnet_lite0().to(memory_format=torch.channels_last)
 
 
+@lru_cache(maxsize=1)
 def _image_pipeline() -> ImagePipeline:
     from polymodal.pretrained.imagenet import EFFICIENTNET_LITE0_PREPROCESS
 
@@ -155,42 +181,50 @@ def _image_pipeline() -> ImagePipeline:
 
 
 @FEATURIZERS.register("image")
-class ImageFeaturizer(MediaFeaturizer):
-    """EfficientNet-Lite0 (ImageNet weights, locked): the 1280-d mean of its last feature map at 224 px."""
+class ImageFeaturizer(TowerFeaturizer):
+    """EfficientNet-Lite0 (ImageNet weights): the 1280-d mean of its last feature map at 224 px."""
 
     kind = "image"
     dim = 1280
 
-    def load(self, path: str, field: str, source: str, row: int) -> Tensor:
-        return _image_pipeline()(decode_image(path, source=source, row=row, field=field), None)
+    def packaged_tower(self) -> nn.Module:
+        return _image_tower()
 
-    def embed(self, decoded: list[Tensor]) -> Tensor:
-        pixels = torch.stack(decoded).contiguous(memory_format=torch.channels_last)
-        return _image_tower()(pixels).pooled  # type: ignore[no-any-return]
+    def prepare(self, reference: Any, source: str, row: int) -> Tensor:
+        return _image_pipeline()(decode_image(reference, source=source, row=row, field=self.name), None)
+
+    def collate(self, prepared: list[Tensor]) -> Tensor:
+        return torch.stack(prepared).contiguous(memory_format=torch.channels_last)
+
+    def forward(self, tower: nn.Module, batch: Tensor) -> Tensor:
+        return tower(batch).pooled  # type: ignore[no-any-return]
 
 
 @FEATURIZERS.register("video")
-class VideoFeaturizer(MediaFeaturizer):
-    """Eight frames sampled uniformly over the clip, each through the image featurizer's tower, averaged (meanP)."""
+class VideoFeaturizer(ImageFeaturizer):
+    """Eight frames sampled uniformly over the clip, each through the image tower, averaged (CLIP4Clip's meanP)."""
 
     kind = "video"
-    dim = 1280
     sampling = VideoSampling(frames=8)
 
-    def load(self, path: str, field: str, source: str, row: int) -> Tensor:
-        clip = decode_video(path, self.sampling, source=source, row=row, field=field)
+    def prepare(self, reference: Any, source: str, row: int) -> Tensor:
+        clip = decode_video(reference, self.sampling, source=source, row=row, field=self.name)
         if not clip.frames:
-            raise BadSampleError("no frames", source=source, row=row, field=field, kind="empty_file")
+            raise BadSampleError("no frames", source=source, row=row, field=self.name, kind="empty_file")
         pipeline = _image_pipeline()
         return torch.stack([pipeline(frame, None) for frame in clip.frames])  # (F, 3, 224, 224)
 
-    def embed(self, decoded: list[Tensor]) -> Tensor:
-        frames = _image_tower()(torch.cat(decoded).contiguous(memory_format=torch.channels_last)).pooled  # (sum F, D)
-        return torch.stack([part.mean(0) for part in frames.split([len(d) for d in decoded])])
+    def collate(self, prepared: list[Tensor]) -> tuple[Tensor, list[int]]:
+        frames = torch.cat(prepared).contiguous(memory_format=torch.channels_last)
+        return frames, [len(p) for p in prepared]
+
+    def forward(self, tower: nn.Module, batch: tuple[Tensor, list[int]]) -> Tensor:
+        frames, counts = batch
+        return torch.stack([part.mean(0) for part in tower(frames).pooled.split(counts)])
 
 
 @lru_cache(maxsize=1)
-def _voice_tower() -> Any:
+def _voice_tower() -> nn.Module:
     from polymodal.pretrained.speaker import load_speaker_lstm
 
     return load_speaker_lstm()
@@ -200,37 +234,49 @@ AUDIO_SECONDS = 10.0  # the part of each clip that is featurized
 
 
 @FEATURIZERS.register("audio")
-class AudioFeaturizer(MediaFeaturizer):
-    """Who speaks and how: Resemblyzer's 256-d voice embedding (locked) beside the per-band mean and standard
-    deviation of the 40 log-mel bands over the clip's sound and its log duration (pitch, loudness, pace)."""
+class AudioFeaturizer(TowerFeaturizer):
+    """Who speaks and how: Resemblyzer's 256-d voice embedding beside the per-band mean and standard deviation of
+    the 40 log-mel bands over the clip's sound and its log duration (pitch, loudness, pace)."""
 
     kind = "audio"
     bands = 40
     dim = 256 + 2 * 40 + 1
 
-    def load(self, path: str, field: str, source: str, row: int) -> Tensor:
-        from polymodal.pretrained.speaker import RESEMBLYZER_FEATURES
+    def packaged_tower(self) -> nn.Module:
+        return _voice_tower()
 
-        wave = decode_audio(path, RESEMBLYZER_FEATURES.sample_rate, source=source, row=row, field=field)
-        return wave[: round(AUDIO_SECONDS * RESEMBLYZER_FEATURES.sample_rate)]
+    def prepare(self, reference: Any, source: str, row: int) -> Tensor:
+        settings = _voice_features()
+        wave = decode_audio(reference, settings.sample_rate, source=source, row=row, field=self.name)
+        return wave[: settings.clip_samples]
 
-    def embed(self, decoded: list[Tensor]) -> Tensor:
-        from polymodal.pretrained.speaker import RESEMBLYZER_FEATURES
-
-        settings = RESEMBLYZER_FEATURES.model_copy(update={"clip_seconds": AUDIO_SECONDS})
-        lengths = torch.tensor([len(w) for w in decoded])
-        waves = torch.zeros(len(decoded), int(lengths.max()))
-        for i, wave in enumerate(decoded):
+    def collate(self, prepared: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """(log-mel (n, 40, frames), frame mask, statistics (n, 81)): the statistics are fixed, the mel feeds the
+        tower."""
+        settings = _voice_features()
+        lengths = torch.tensor([len(w) for w in prepared])
+        waves = torch.zeros(len(prepared), int(lengths.max()))
+        for i, wave in enumerate(prepared):
             waves[i, : len(wave)] = wave
-        mel = settings(waves)  # (n, 40, frames) log-mel
+        mel = settings(waves)
         mask = settings.frame_mask(lengths, mel.shape[-1])
-        voice = _voice_tower()(mel, mask).pooled  # (n, 256)
         weights = mask.unsqueeze(1).to(mel.dtype)  # (n, 1, frames)
         count = weights.sum(-1).clamp(min=1)
         mean = (mel * weights).sum(-1) / count
         std = (((mel - mean.unsqueeze(-1)) ** 2 * weights).sum(-1) / count).sqrt()
         seconds = (lengths.float() / settings.sample_rate).clamp(min=1e-3).log().unsqueeze(-1)
-        return torch.cat([voice, mean, std, seconds], dim=-1)
+        return mel, mask, torch.cat([mean, std, seconds], dim=-1)
+
+    def forward(self, tower: nn.Module, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        mel, mask, statistics = batch
+        return torch.cat([tower(mel, mask).pooled, statistics.to(mel.dtype)], dim=-1)
+
+
+@lru_cache(maxsize=1)
+def _voice_features() -> Any:
+    from polymodal.pretrained.speaker import RESEMBLYZER_FEATURES
+
+    return RESEMBLYZER_FEATURES.model_copy(update={"clip_seconds": AUDIO_SECONDS})
 
 
 @lru_cache(maxsize=1)
@@ -240,34 +286,31 @@ def _text_tower() -> Any:
     return MiniLM.load()
 
 
+TEXT_TOKENS = 256  # MiniLM's own limit (sentence-transformers' max_seq_length)
+
+
 @FEATURIZERS.register("text")
-class TextFeaturizer(Featurizer):
-    """MiniLM (all-MiniLM-L6-v2, locked): the 384-d unit sentence embedding of each cell (at most 256 tokens)."""
+class TextFeaturizer(TowerFeaturizer):
+    """MiniLM (all-MiniLM-L6-v2): the 384-d unit sentence embedding of each cell (at most 256 tokens)."""
 
     kind = "text"
     dim = 384
 
-    def transform(
-        self, table: Table, bad: BadSampleLog, progress: Progress | None = None, store: FeatureStore | None = None
-    ) -> tuple[Tensor, Tensor]:
-        features = torch.zeros(len(table), self.dim)
-        present = torch.zeros(len(table), dtype=torch.bool)
-        for start, chunk in _chunks(len(table), 256):
-            texts = {i: str(table.rows[i][self.name]) for i in chunk if not is_missing(table.rows[i].get(self.name))}
-            keys = {i: digest_bytes(t.encode("utf-8", "surrogatepass")) for i, t in texts.items()}
-            stored = store.get(self.store_id, list(keys.values()), self.dim) if store else {}
-            rows = [i for i in texts if keys[i] not in stored]
-            for i in texts:
-                if keys[i] in stored:
-                    features[i] = stored[keys[i]]
-            if rows:
-                features[rows] = _text_tower().embed([texts[i] for i in rows])
-                if store is not None:
-                    store.put(self.store_id, [keys[i] for i in rows], features[rows])
-            present[list(texts)] = True
-            if progress is not None:
-                progress(start + len(chunk))
-        return features, present
+    def packaged_tower(self) -> nn.Module:
+        return _text_tower().encoder  # type: ignore[no-any-return]
+
+    def reference(self, value: Any, resolver: PathResolver, row: int) -> tuple[Any, bytes]:
+        text = str(value)
+        return text, digest_bytes(text.encode("utf-8", "surrogatepass"))
+
+    def prepare(self, reference: Any, source: str, row: int) -> str:
+        return str(reference)
+
+    def collate(self, prepared: list[str]) -> tuple[Tensor, Tensor]:
+        return _text_tower().tokenizer.encode_batch(prepared, TEXT_TOKENS)  # type: ignore[no-any-return]
+
+    def forward(self, tower: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+        return F.normalize(tower(*batch).pooled, dim=-1)
 
 
 MAX_CATEGORIES = 50  # per categorical column: the most frequent values each get a slot, the rest share "other"
