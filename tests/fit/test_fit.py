@@ -149,6 +149,7 @@ def test_fit_and_predict_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert kinds == {"id": "ignore", "x": "numeric", "colour": "text"}
     assert payload["validation"]["accuracy"] > 0.8
     assert {"fit.json", "model.safetensors", "report.html", "fit.log"} <= {p.name for p in out.iterdir()}
+    assert (tmp_path / "cache" / "features.sqlite").is_file()  # the text column's features, for the next run
     preds = tmp_path / "preds.csv"
     result = runner.invoke(app, ["predict", str(out), str(table), "--out", str(preds)])
     assert result.exit_code == 0, result.output

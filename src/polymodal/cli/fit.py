@@ -60,6 +60,12 @@ def fit(
     val: Path = typer.Option(None, "--val", help="A validation table (default: a stratified fifth of TABLE)."),
     time_limit: float = typer.Option(600.0, "--time-limit", help="Seconds for features, search and baselines."),
     seed: int = typer.Option(0, "--seed", help="The same seed and table give the same predictor."),
+    fine_tune: bool = typer.Option(
+        False,
+        "--fine-tune",
+        help="After the search, train the winner with its pretrained towers end to end in the "
+        "rest of the time (kept when it validates better; slower, and the saved predictor carries the towers).",
+    ),
     cache: bool = CacheOption,
     json: bool = JsonOption,
 ) -> None:
@@ -101,10 +107,12 @@ def fit(
             say=say,
             log_file=log_file,
             bad_log=bad_log,
+            store=_store(cache),
+            fine_tune=fine_tune,
         )
         for unreadable in train_table.bad + (val_table.bad if val_table else []):
             bad_log.record(unreadable)
-        extra = {LOG_FILE: log_file.read_text(encoding="utf-8")}
+        extra = {p.name: p.read_text(encoding="utf-8") for p in logs.glob("*.log")}
         if bad_file.is_file():
             extra[BAD_SAMPLES_FILE] = bad_file.read_text(encoding="utf-8")
         predictor.save(out, extra)

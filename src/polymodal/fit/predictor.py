@@ -11,20 +11,26 @@ import csv
 import io
 import json
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file
+from torch import nn
 
 from polymodal.data.errors import BadSampleError, BadSampleLog
 from polymodal.fit.columns import ColumnInfo, Problem, describe_column, detect_problem
-from polymodal.fit.features import Featurizer, featurizer_from_state, featurizers_for
+from polymodal.fit.features import Featurizer, TowerFeaturizer, featurizer_from_state, featurizers_for
 from polymodal.fit.network import Candidate, FeatureNetwork
+
+if TYPE_CHECKING:
+    from polymodal.fit.finetune import FineTuneResult
 from polymodal.fit.search import (
     CANDIDATES,
     Features,
@@ -46,6 +52,8 @@ from polymodal.weights import load_state, save_weights
 
 FIT_FILE = "fit.json"
 WEIGHTS_FILE = "model.safetensors"
+TOWERS_FILE = "towers.safetensors"  # the towers' weights, when fine-tuning trained them
+FINE_TUNE_SEARCH_SHARE = 0.3  # of the time after features, with --fine-tune: the rest fine-tunes
 REPORT_FILE = "report.html"
 LOG_FILE = "fit.log"
 BAD_SAMPLES_FILE = "bad_samples.jsonl"
@@ -151,10 +159,12 @@ class TablePredictor:
         bad_log: BadSampleLog | None = None,
         store: FeatureStore | None = None,
         candidates: Sequence[Candidate] = CANDIDATES,
+        fine_tune: bool = False,
     ) -> TablePredictor:
         """Detect the columns and the problem, featurize, search, and return the best predictor. ``kinds`` override
         detected column kinds; ``val`` is a validation table (default: a stratified fifth of ``table``); ``store`` keeps
-        the pretrained towers' features across runs; ``candidates`` are the networks searched, in order."""
+        the pretrained towers' features across runs; ``candidates`` are the networks searched, in order. ``fine_tune``
+        then trains the winner with its towers end to end in the rest of the time (kept if it validates better)."""
         started = time.monotonic()
         say = say or (lambda _: None)
         bad_log = bad_log or BadSampleLog()
@@ -197,6 +207,7 @@ class TablePredictor:
             f"{bad_log.total} bad cells"
         )
         remaining = max(1.0, time_limit - featurized)
+        search_seconds = remaining * (FINE_TUNE_SEARCH_SHARE if fine_tune else 1.0)
 
         def report(trial: Trial, done: int, total: int) -> None:
             say(
@@ -210,17 +221,40 @@ class TablePredictor:
             train_targets,
             held,
             val_targets,
-            time_limit=remaining,
+            time_limit=search_seconds,
             candidates=candidates,
             seed=seed,
             report=report,
         )
         assert best.network is not None
+        network, validation, tuned = best.network, best.metrics, None
+        if fine_tune:
+            tuned = _fine_tune(
+                featurizers,
+                best,
+                the_problem,
+                (train_table, train_targets),
+                (val_table, val_targets),
+                seconds=time_limit - (time.monotonic() - started),
+                log_dir=log_file.parent if log_file else None,
+                bad_log=bad_log,
+                seed=seed,
+                say=say,
+            )
+            if tuned is not None and tuned.metrics and tuned.metrics["score"] > best.score:
+                network, validation = tuned.model.network, tuned.metrics
+                for name, tower in tuned.model.towers.items():
+                    featurizer = next(f for f in featurizers if f.name == name)
+                    featurizer.tower = tower.requires_grad_(False).eval()  # type: ignore[attr-defined]
         summary = {
             "rows": {"train": len(train_table), "validation": len(val_table), "unreadable": len(table.bad)},
             "bad_cells": bad_log.total,
             "bad_by_kind": dict(bad_log.counts),
-            "validation": best.metrics,
+            "validation": validation,
+            "fine_tuned": network is not best.network,
+            "fine_tune": None
+            if tuned is None
+            else {"steps": tuned.steps, "seconds": round(tuned.seconds, 2), "metrics": tuned.metrics},
             "leaderboard": [t.to_dict() for t in leaderboard],
             "baselines": [t.to_dict() for t in baselines],
             "seconds": {"featurize": round(featurized, 2), "total": round(time.monotonic() - started, 2)},
@@ -228,7 +262,7 @@ class TablePredictor:
             "seed": seed,
             "source": table.source,
         }
-        return cls(the_problem, columns, featurizers, best.network, (train_targets.mean, train_targets.std), summary)
+        return cls(the_problem, columns, featurizers, network, (train_targets.mean, train_targets.std), summary)
 
     # -- predicting ---------------------------------------------------------------------------------------------
     def predict(
@@ -292,6 +326,9 @@ class TablePredictor:
         target = Path(directory)
         with atomic_directory(target) as tmp:
             save_weights(self.network, tmp / WEIGHTS_FILE)
+            tuned = {f.name: f.tower for f in self.featurizers if isinstance(f, TowerFeaturizer) and f.tower}
+            if tuned:
+                save_weights(nn.ModuleDict(tuned), tmp / TOWERS_FILE)
             (tmp / FIT_FILE).write_text(json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n")
             (tmp / REPORT_FILE).write_text(fit_report_html(self.to_dict()), encoding="utf-8")
             for name, content in (extra_files or {}).items():
@@ -312,10 +349,61 @@ class TablePredictor:
         spec = data["network"]
         network = FeatureNetwork(spec["input_dims"], Candidate(**spec["candidate"]), spec["outputs"])
         load_state(network, load_file(str(path / WEIGHTS_FILE)), path / WEIGHTS_FILE)
+        if data.get("fine_tuned"):
+            _load_tuned_towers(featurizers, path / TOWERS_FILE)
         skip = {"format", "polymodal_version", "problem", "columns", "featurizers", "network", "targets"}
         summary = {k: v for k, v in data.items() if k not in skip}
         targets = (float(data["targets"]["mean"]), float(data["targets"]["std"]))
         return cls(problem, columns, featurizers, network, targets, summary)
+
+
+def _fine_tune(
+    featurizers: Sequence[Featurizer],
+    best: Trial,
+    problem: Problem,
+    train: tuple[Table, Targets],
+    val: tuple[Table, Targets],
+    *,
+    seconds: float,
+    log_dir: Path | None,
+    bad_log: BadSampleLog,
+    seed: int,
+    say: Say,
+) -> FineTuneResult | None:
+    from polymodal.fit.finetune import fine_tune
+
+    say(f"fine-tuning {best.candidate.label} with its towers for up to {seconds:.0f} s")
+    with tempfile.TemporaryDirectory(prefix="polymodal-fit-") as run_dir:
+        tuned = fine_tune(
+            featurizers,
+            best.network,
+            problem,
+            train,
+            val,
+            seconds=seconds,
+            run_dir=Path(run_dir),  # type: ignore[arg-type]
+            bad_log=bad_log,
+            seed=seed,
+        )
+        if log_dir is not None and (Path(run_dir) / "train.log").is_file():
+            shutil.copyfile(Path(run_dir) / "train.log", log_dir / "fine_tune.log")
+    if tuned is None:
+        say("fine-tuning skipped: no tower input, or no time left for a step")
+    else:
+        name = tuned.metrics.get("score_name", "score")
+        say(
+            f"fine-tuned {tuned.steps} steps in {tuned.seconds:.0f} s: {name} {abs(tuned.metrics.get('score', 0)):.4f} "
+            f"(locked towers: {abs(best.score):.4f})"
+        )
+    return tuned
+
+
+def _load_tuned_towers(featurizers: Sequence[Featurizer], path: Path) -> None:
+    towers = {f.name: f for f in featurizers if isinstance(f, TowerFeaturizer)}
+    modules = nn.ModuleDict({name: f.trainable_tower() for name, f in towers.items()})
+    load_state(modules, load_file(str(path)), path)
+    for name, featurizer in towers.items():
+        featurizer.tower = modules[name].requires_grad_(False).eval()
 
 
 def as_table(data: Table | str | os.PathLike[str] | Sequence[Mapping[str, Any]]) -> Table:
