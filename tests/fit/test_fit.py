@@ -160,3 +160,24 @@ def test_fit_and_predict_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert bad.exit_code == 1 and "no label column 'nope'" in bad.output
     bad = runner.invoke(app, ["fit", str(table), "--label", "label", "--out", str(out), "--column", "x=picture"])
     assert bad.exit_code == 1 and "NAME=KIND" in bad.output
+
+
+def test_video_clips_with_a_truncated_one(tmp_path: Path) -> None:
+    pytest.importorskip("av")
+    from tests.api.video_model import write_clip
+
+    rows = []
+    for i in range(24):
+        colour = ["red", "blue"][i % 2]
+        write_clip(tmp_path / "clips" / f"{i}.mp4", [colour], seconds_each=0.5)
+        rows.append({"clip": f"clips/{i}.mp4", "label": colour})
+    whole = (tmp_path / "clips" / "0.mp4").read_bytes()
+    (tmp_path / "clips" / "cut.mp4").write_bytes(whole[: len(whole) // 3])
+    (tmp_path / "clips" / "empty.mp4").write_bytes(b"")
+    rows += [{"clip": "clips/cut.mp4", "label": "red"}, {"clip": "clips/empty.mp4", "label": "blue"}]
+    predictor = TablePredictor.fit(rows_table(rows, tmp_path), "label", time_limit=60, candidates=FAST[:1])
+    assert predictor.columns[0].kind == "video"
+    assert predictor.summary["validation"]["accuracy"] == 1.0
+    result = predictor.predict(rows_table(rows, tmp_path))
+    assert result.labels[:24] == [r["label"] for r in rows[:24]]
+    assert {e.row for e in result.bad} >= {26}  # the empty file; a truncated MP4 may still hold decodable frames
