@@ -66,6 +66,13 @@ def test_problem_errors_are_clear() -> None:
         detect_problem("y", ["a", "b", "c"], "binary")
 
 
+def test_missing_markers_and_a_few_bad_numbers_keep_a_column_numeric() -> None:
+    values = [str(i) for i in range(40)] + ["NA", "n/a", "null", "?", "oops"]
+    info = describe_column("price", values)
+    assert (info.kind, info.missing) == ("numeric", 4), info.reason
+    assert "98% of values are numbers" == info.reason
+
+
 def test_value_helpers() -> None:
     assert is_missing(float("nan")) and is_missing(" ") and not is_missing(0)
     assert as_number("2.5") == 2.5 and as_number("inf") is None and as_number(True) == 1.0

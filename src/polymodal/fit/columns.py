@@ -21,6 +21,7 @@ TABULAR_KINDS = ("categorical", "numeric")
 PROBLEMS = ("binary", "multiclass", "multilabel", "regression")
 
 MEDIA_SHARE = 0.9  # of a column's values must be paths of one media kind
+NUMERIC_SHARE = 0.95  # of a column's values must be numbers (the others are then bad cells, counted)
 TEXT_MIN_WORDS = 3.0  # mean words per value from which strings are free text, not categories
 MAX_CLASSES_FOR_INTEGERS = 20  # an integer label with more distinct values is a regression target
 ID_NAMES = frozenset({"id", "uid", "uuid", "key", "index"})
@@ -41,12 +42,15 @@ class ColumnInfo:
         return {k: getattr(self, k) for k in ("name", "kind", "reason", "missing", "distinct", "example")}
 
 
+MISSING_MARKERS = frozenset({"", "na", "n/a", "nan", "null", "none", "-", "?"})  # what spreadsheets write for nothing
+
+
 def is_missing(value: Any) -> bool:
-    """None, an empty or blank string, or a NaN float."""
+    """None, a NaN float, or a string that is blank or a usual marker of nothing (``NA``, ``n/a``, ``null`` ...)."""
     if value is None:
         return True
     if isinstance(value, str):
-        return not value.strip()
+        return value.strip().lower() in MISSING_MARKERS
     return isinstance(value, float) and math.isnan(value)
 
 
@@ -92,10 +96,11 @@ def _detect(name: str, present: list[Any], distinct: int) -> tuple[str, str]:
             if share >= MEDIA_SHARE:
                 return media, f"{share:.0%} of values are {media} file paths"
     numbers = [as_number(v) for v in present]
-    if all(n is not None for n in numbers):
+    share = sum(n is not None for n in numbers) / len(numbers)
+    if share >= NUMERIC_SHARE:
         if name.lower() in ID_NAMES and distinct == len(present):
             return "ignore", "an identifier: every value differs"
-        return "numeric", "every value is a number"
+        return "numeric", "every value is a number" if share == 1 else f"{share:.0%} of values are numbers"
     if name.lower() in ID_NAMES:
         return "ignore", f"named {name!r}"
     words = sum(len(str(v).split()) for v in present) / len(present)
