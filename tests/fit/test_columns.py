@@ -70,7 +70,7 @@ def test_missing_markers_and_a_few_bad_numbers_keep_a_column_numeric() -> None:
     values = [str(i) for i in range(40)] + ["NA", "n/a", "null", "?", "oops"]
     info = describe_column("price", values)
     assert (info.kind, info.missing) == ("numeric", 4), info.reason
-    assert "98% of values are numbers" == info.reason
+    assert info.reason == "98% of values are numbers"
 
 
 def test_value_helpers() -> None:
