@@ -181,3 +181,17 @@ def test_video_clips_with_a_truncated_one(tmp_path: Path) -> None:
     result = predictor.predict(rows_table(rows, tmp_path))
     assert result.labels[:24] == [r["label"] for r in rows[:24]]
     assert {e.row for e in result.bad} >= {26}  # the empty file; a truncated MP4 may still hold decodable frames
+
+
+def test_a_folder_of_class_folders_needs_no_label(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POLYMODAL_CACHE_DIR", str(tmp_path / "cache"))
+    for row in _image_table(tmp_path / "src", 24, 0):
+        folder = tmp_path / "photos" / row["label"]
+        folder.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "src" / row["photo"]).rename(folder / Path(row["photo"]).name)
+    out = tmp_path / "model"
+    result = CliRunner().invoke(app, ["fit", str(tmp_path / "photos"), "--out", str(out), "--time-limit", "30"])
+    assert result.exit_code == 0, result.output
+    fitted = json.loads((out / "fit.json").read_text())
+    assert fitted["problem"]["classes"] == ["blue", "red"] and fitted["columns"][0]["kind"] == "image"
+    assert fitted["validation"]["accuracy"] == 1.0
