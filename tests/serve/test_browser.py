@@ -15,6 +15,7 @@ from polymodal.api import Model
 from polymodal.serve import ServeSettings, create_app
 from polymodal.serve.search import IndexDirectory
 from tests.api.audio_model import audio_model_dir, write_sounds  # noqa: F401
+from tests.api.table_predictor import fit_dir  # noqa: F401
 from tests.api.video_model import (  # noqa: F401
     colour_model_dir,
     picture,
@@ -185,6 +186,34 @@ def test_caption_and_question_actions_appear_only_for_models_that_have_them(
                 == model.answer(image_dir / "red.png", "what color is the shape")[0]
             )
         page.close()
+
+
+def test_predict_form_of_a_fitted_predictor(browser, fit_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001, F811
+    import polymodal
+
+    model = polymodal.load(fit_dir)
+    problems: list[str] = []
+    with serve(create_app(model)) as url:
+        page = watched_page(browser, problems)
+        page.goto(url + "/")
+        page.wait_for_selector("#predict-section:not([hidden])")
+        assert page.is_hidden("#image-section") and page.is_hidden("#search-section")  # it only predicts
+        kinds = page.eval_on_selector_all("#predict-fields input", "els => els.map(e => [e.dataset.column, e.type])")
+        assert kinds == [["x", "number"], ["colour", "text"], ["review", "text"], ["photo", "file"]]
+        row = {"x": "0.4", "colour": "green", "review": "rude staff and a broken shower", "photo": "photos/red.png"}
+        for i, column in enumerate(["x", "colour", "review"]):
+            page.fill(f"#predict-{i}", row[column])
+        page.set_input_files("#predict-3", str(fit_dir.parent / row["photo"]))
+        page.click("#predict-form button")
+        wait_until(page, "document.querySelector('#predict-output .prediction') !== null")
+        monkeypatch.chdir(fit_dir.parent)
+        expected = model.predict([row])
+        assert page.inner_text("#predict-output .prediction strong") == expected.labels[0]
+        shown = page.eval_on_selector_all("#predict-output .bar", "els => els.map(e => e.textContent)")
+        best = max(zip(model.predictor.problem.classes, expected.values[0]), key=lambda pair: pair[1])
+        assert len(shown) == 2 and shown[0] == f"{best[0]}{100 * best[1]:.1f}%"
+        page.close()
+    assert not problems, problems
 
 
 def watched_page(browser, problems: list[str]):  # noqa: ANN001, ANN201

@@ -35,8 +35,9 @@ def test_health_describes_model_index_and_endpoints(client, model: Model) -> Non
         "/caption": False,
         "/answer": False,
         "/generate": False,
+        "/predict": False,
     }
-    assert health["auth_required"] is False
+    assert health["predictor"] is None and health["auth_required"] is False
 
 
 def test_embed_matches_the_python_api(client, model: Model) -> None:  # noqa: ANN001
@@ -120,6 +121,7 @@ def test_endpoints_the_model_cannot_serve_say_why(client) -> None:  # noqa: ANN0
         ("/caption", {"image": b64(shape_image("red"))}),
         ("/answer", {"image": b64(shape_image("red")), "question": "what colour?"}),
         ("/generate", {"text": "a red circle"}),
+        ("/predict", {"rows": [{"x": 1}]}),
     ]:
         response = client.post(path, json=body)
         assert response.status_code == 400

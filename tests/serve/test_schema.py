@@ -15,6 +15,7 @@ from schemathesis.specs.openapi.checks import negative_data_rejection, positive_
 
 from polymodal.api import Model  # noqa: E402
 from polymodal.serve import ServeSettings, create_app  # noqa: E402
+from tests.api.table_predictor import fit_dir  # noqa: E402, F401
 from tests.serve.fakes import FakeIndex  # noqa: E402
 
 OPERATIONS = [
@@ -25,6 +26,7 @@ OPERATIONS = [
     "POST /answer",
     "POST /generate",
     "POST /search",
+    "POST /predict",
     "GET /items/{item_id}/image",
     "GET /items/{item_id}/audio",
     "GET /items/{item_id}/video",
@@ -46,9 +48,9 @@ def api_schema(model: Model, fake_index: FakeIndex):  # noqa: ANN201
 
 
 @pytest.fixture(scope="module")
-def generative_schemas(tiny_captioner_dir, tiny_vqa_dir, tiny_gan_dir) -> dict:  # noqa: ANN001
-    """Schemas of servers whose models caption / answer / generate (a GAN: one pass, whatever the steps), so those
-    endpoints run the model rather than a 400."""
+def generative_schemas(tiny_captioner_dir, tiny_vqa_dir, tiny_gan_dir, fit_dir) -> dict:  # noqa: ANN001, F811
+    """Schemas of servers whose models caption / answer / generate (a GAN: one pass, whatever the steps) / predict
+    (a fitted table predictor), so those endpoints run the model rather than a 400."""
     import polymodal
 
     return {
@@ -57,6 +59,7 @@ def generative_schemas(tiny_captioner_dir, tiny_vqa_dir, tiny_gan_dir) -> dict: 
             ("POST /caption", tiny_captioner_dir),
             ("POST /answer", tiny_vqa_dir),
             ("POST /generate", tiny_gan_dir),
+            ("POST /predict", fit_dir),
         ]
     }
 
@@ -113,7 +116,7 @@ def test_generated_requests_never_cause_a_server_error(api_schema, label: str, m
 
 
 @pytest.mark.parametrize("mode", [POSITIVE, NEGATIVE], ids=str)
-@pytest.mark.parametrize("label", ["POST /caption", "POST /answer", "POST /generate"])
+@pytest.mark.parametrize("label", ["POST /caption", "POST /answer", "POST /generate", "POST /predict"])
 def test_generative_endpoints_with_models_that_have_them(generative_schemas, label: str, mode) -> None:  # noqa: ANN001
     _check(generative_schemas[label], label, mode, examples=6)
 

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image
 
 from polymodal.api.inputs import ImageInput, MediaInput, to_inputs
+from polymodal.api.predictor import PredictorBackend
 from polymodal.api.video import VideoInput, VideoSegment, decoded, segment_clip, to_clips
-from polymodal.backends import ANSWER, CAPTION, EMBED, GENERATE, Backend, TaskNotSupported, load_backend
+from polymodal.backends import ANSWER, CAPTION, EMBED, GENERATE, PREDICT, Backend, TaskNotSupported, load_backend
 from polymodal.backends.base import accepts, embed, media, video_embedding
 from polymodal.backends.video import IMAGE_FRAMES
 from polymodal.data.video import Clip, VideoSampling
-from polymodal.hardware import choose_precision
+from polymodal.hardware import PrecisionChoice, choose_precision, normalize_precision
 from polymodal.modules.generators.unet import SAMPLERS
+
+if TYPE_CHECKING:
+    from polymodal.fit import Predictions, Table, TablePredictor
 
 T = TypeVar("T")
 # CLIP's fixed logit scale at the end of training (exp(4.6052) = 100); it turns cosine similarities into
@@ -38,7 +43,7 @@ def _batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 
 class Model:
     """A loaded model: ``embed`` (``embed_text``, ``embed_image``, ``embed_audio``, ``embed_video``), ``classify``,
-    ``caption``, ``answer``, ``generate``.
+    ``caption``, ``answer``, ``generate``; or a fitted table predictor (``polymodal fit``): ``predict``.
 
     Images may be paths, bytes, PIL images or numpy arrays (H, W[, C]); sounds (and other media the model's
     processors decode) paths or encoded bytes (WAV, FLAC, OGG, MP3); videos paths, encoded bytes or decoded
@@ -53,7 +58,11 @@ class Model:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
-        self.precision_choice = choose_precision(precision, self.device)
+        # A backend that runs in one precision only (a fitted predictor) says which.
+        fixed: PrecisionChoice | None = getattr(backend, "precision_choice", None)
+        if fixed is not None and normalize_precision(precision) not in ("auto", fixed.precision):
+            raise ValueError(f"model {backend.name} runs in {fixed.precision} only, not {precision}: {fixed.reason}")
+        self.precision_choice = fixed or choose_precision(precision, self.device)
         self.backend = backend.to(device)
         self.precision = self.precision_choice.precision
         self.batch_size = batch_size
@@ -82,6 +91,12 @@ class Model:
 
     def __repr__(self) -> str:
         return f"Model({self.name!r}, capabilities={sorted(self.capabilities)}, precision={self.precision!r})"
+
+    @property
+    def predictor(self) -> TablePredictor | None:
+        """The fitted table predictor of a ``polymodal fit`` directory (its ``problem``, ``columns``, ``summary``);
+        None for any other model."""
+        return self.backend.predictor if isinstance(self.backend, PredictorBackend) else None
 
     def media(self, capability: str = EMBED) -> frozenset[str]:
         """The modalities the model has a tower for, for ``capability`` (for ``embed``: those it embeds into its
@@ -185,6 +200,16 @@ class Model:
         return torch.from_numpy(self.embed_text(texts))
 
     # -- tasks --------------------------------------------------------------------------------------------------
+    def predict(self, rows: Table | str | os.PathLike[str] | Sequence[Mapping[str, Any]]) -> Predictions:
+        """A fitted table predictor's prediction per row (``.labels``, ``.values``, ``.to_rows()``): rows as dicts
+        column -> value (media columns hold paths of files inside the working directory: relative to it, or absolute), a
+        :class:`~polymodal.fit.Table`, or a table file. A bad file or a missing cell only removes that input; the
+        errors are in ``.bad``."""
+        self._require(PREDICT, "predict")
+        predictor = self.predictor
+        assert predictor is not None  # only a PredictorBackend declares PREDICT
+        return predictor.predict(rows)
+
     def classify(
         self,
         items: ImageInput | MediaInput | Sequence[ImageInput | MediaInput],
@@ -317,6 +342,13 @@ def check_generate_options(
 def load(
     model: str | Path | None = None, *, device: str = "cpu", precision: str = "auto", batch_size: int = 32
 ) -> Model:
-    """Load a model: a polymodal model or run directory, a Hugging Face directory or hub id, or ``polymodal-base``
-    (the offline default, used when ``model`` is None)."""
-    return Model(load_backend(model), device=device, precision=precision, batch_size=batch_size)
+    """Load a model: a polymodal model or run directory, a Hugging Face directory or hub id, ``polymodal-base``
+    (the offline default, used when ``model`` is None), or a ``polymodal fit`` directory: a table predictor, whose
+    :meth:`Model.predict` takes rows and whose other tasks are refused (it runs on the CPU, in fp32)."""
+    from polymodal.fit import is_fit_dir
+
+    if model is not None and is_fit_dir(Path(model).expanduser()):
+        backend: Backend = PredictorBackend.load(Path(model).expanduser())
+    else:
+        backend = load_backend(model)
+    return Model(backend, device=device, precision=precision, batch_size=batch_size)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from polymodal.backends.base import ANSWER, CAPTION, EMBED, GENERATE, Backend, TaskNotSupported
+from polymodal.backends.base import ANSWER, CAPTION, EMBED, GENERATE, PREDICT, Backend, TaskNotSupported
 from polymodal.models.saved import CONFIG_FILE
 
 DEFAULT_MODEL = "polymodal-base"
@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "EMBED",
     "GENERATE",
+    "PREDICT",
     "Backend",
     "TaskNotSupported",
     "load_backend",

@@ -23,6 +23,7 @@ EMBED = "embed"  # embed_text + embed_images into one space (zero-shot classify,
 CAPTION = "caption"
 ANSWER = "answer"
 GENERATE = "generate"  # text -> images
+PREDICT = "predict"  # rows of a table -> a fitted predictor's predictions (`polymodal fit`)
 # What a backend that does not say otherwise takes: images (and text, for embedding); a generator reads text.
 IMAGE_MEDIA = {
     EMBED: frozenset({"image", "text"}),

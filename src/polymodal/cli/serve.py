@@ -11,11 +11,14 @@ from polymodal.cli.output import JsonOption, console, emit_json, err_console, fa
 
 
 def serve(
+    model_argument: str = typer.Argument(
+        None, metavar="[MODEL]", help="A model or a `polymodal fit` predictor directory (the same as --model)."
+    ),
     model: str = typer.Option(
         None,
         "--model",
         "-m",
-        help="Model directory, HF id, or polymodal-base "
+        help="Model directory, `polymodal fit` predictor directory, HF id, or polymodal-base "
         "(default: the index's model with --index, else polymodal-base).",
     ),
     index: Path = typer.Option(
@@ -53,9 +56,13 @@ def serve(
 ) -> None:
     """Serve a model over HTTP: REST endpoints, an OpenAPI schema at /openapi.json and a web page at /.
 
-    Binds 127.0.0.1 unless --host says otherwise. Example:
-    `polymodal serve --index runs/shapes-index` then open http://127.0.0.1:8000/
+    Binds 127.0.0.1 unless --host says otherwise. Examples:
+    `polymodal serve --index runs/shapes-index` then open http://127.0.0.1:8000/;
+    `polymodal serve runs/churn-predictor` serves a `polymodal fit` predictor (POST /predict, a form on the page).
     """
+    if model_argument is not None and model is not None and model_argument != model:
+        fail(f"give the model once: {model_argument!r} and --model {model!r} differ", as_json=json, code=2)
+    model = model if model is not None else model_argument
     app, summary = build_server(
         model=model,
         index=index,

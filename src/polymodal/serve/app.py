@@ -1,22 +1,24 @@
 """The REST server: ``create_app(model, index, settings)`` -> a FastAPI app with the web page at ``/``.
 
 Endpoints: ``GET /health``, ``POST /embed``, ``POST /classify``, ``POST /search``, ``GET /items/{id}/image``,
-``GET /items/{id}/audio``, ``GET /items/{id}/video``, ``POST /caption``, ``POST /answer``, ``POST /generate``. Images,
-sounds and clips are all media: a request names its item's modality by its field (``image``, ``audio``, ``video``),
-the model says which modalities it takes. The OpenAPI schema is at ``/openapi.json``; the interactive docs UI is off
-because it would load scripts from a CDN.
+``GET /items/{id}/audio``, ``GET /items/{id}/video``, ``POST /caption``, ``POST /answer``, ``POST /generate``, and
+``POST /predict`` for a fitted table predictor (``polymodal fit``). Images, sounds and clips are all media: a request
+names its item's modality by its field (``image``, ``audio``, ``video``), the model says which modalities it takes.
+The OpenAPI schema is at ``/openapi.json``; the interactive docs UI is off because it would load scripts from a CDN.
 """
 
 from __future__ import annotations
 
 import asyncio
 import mimetypes
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, Response
@@ -37,6 +39,7 @@ from polymodal.serve.payloads import (
     read_media_request,
     thumbnail,
 )
+from polymodal.serve.rows import bad_cell, predictor_rows
 from polymodal.serve.safety import JSON, MULTIPART, RequestGuard, SecurityHeaders, api_key_dependency
 from polymodal.serve.schemas import (
     AUDIO_DOC,
@@ -64,6 +67,11 @@ from polymodal.serve.schemas import (
     IndexInfo,
     LabelScore,
     Limits,
+    PredictedRow,
+    PredictorColumn,
+    PredictorInfo,
+    PredictRequest,
+    PredictResponse,
     Runtime,
     SearchHit,
     SearchRequest,
@@ -98,6 +106,7 @@ CONTENT_TYPES = {
     "/caption": (JSON, MULTIPART),
     "/answer": (JSON, MULTIPART),
     "/generate": (JSON,),
+    "/predict": (JSON,),
 }
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": text}
@@ -275,6 +284,40 @@ async def generate(
     )
 
 
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    summary="Predict table rows with a fitted predictor (from `polymodal fit`); media cells as base64 files",
+)
+async def predict(
+    body: PredictRequest, service: Service = Depends(_service), settings: ServeSettings = Depends(_settings)
+) -> PredictResponse:
+    service.require("/predict", "predict")
+    predictor = service.model.predictor
+    assert predictor is not None  # only a predictor can predict
+    kinds = {c.name: c.kind for c in predictor.columns}
+    # The request's media files live in a directory of its own, removed when it is answered.
+    with tempfile.TemporaryDirectory(prefix="polymodal-predict-") as directory:
+        rows = await predictor_rows(body.rows, predictor, Path(directory), settings)
+        predicted = await service.predict(rows, Path(directory))
+    for i, (label, values, bad) in enumerate(predicted):
+        if bad:
+            raise bad_cell(bad[0], kinds)
+        if not np.isfinite(np.asarray(values if values is not None else label, dtype=float)).all():
+            raise ApiError(
+                422, "invalid_request", f"rows[{i}]: the prediction is not a finite number (extreme values?)"
+            )
+    classes = predictor.problem.classes
+    return PredictResponse(
+        problem=predictor.problem.kind,
+        label=predictor.problem.label,
+        predictions=[
+            PredictedRow(row=i, prediction=label, probabilities=None if values is None else dict(zip(classes, values)))
+            for i, (label, values, _) in enumerate(predicted)
+        ],
+    )
+
+
 @router.post("/search", response_model=SearchResponse, summary="Search the index by text, image, sound or clip")
 async def search(
     body: SearchRequest,
@@ -419,7 +462,8 @@ def create_app(
         docs_url=None,
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
-        description="Embed, classify, search, caption, answer and generate with a polymodal model.",
+        description="Embed, classify, search, caption, answer and generate with a polymodal model, or predict table "
+        "rows with a fitted predictor.",
     )
     app.state.service = Service(model, index, batcher)
     app.state.settings = settings
@@ -468,6 +512,7 @@ async def _health(
         video_embedding=model.video_embedding,
         embed_dim=model.embed_dim,
         endpoints=service.endpoints(),
+        predictor=_predictor_info(model),
         index=index,
         auth_required=settings.api_key is not None,
         limits=Limits(
@@ -482,6 +527,18 @@ async def _health(
         ),
         batching=Batching(**asdict(service.batcher.stats)),
         runtime=runtime,
+    )
+
+
+def _predictor_info(model: Model) -> PredictorInfo | None:
+    predictor = model.predictor
+    if predictor is None:
+        return None
+    return PredictorInfo(
+        problem=predictor.problem.kind,
+        label=predictor.problem.label,
+        classes=list(predictor.problem.classes),
+        columns=[PredictorColumn(name=c.name, kind=c.kind) for c in predictor.columns],
     )
 
 

@@ -3,7 +3,7 @@
 Images, sounds and clips travel as base64 strings in JSON (a ``data:...;base64,`` URL prefix is accepted), or as
 file parts in ``multipart/form-data`` (``image``, ``audio`` or ``video`` on classify, ``image`` or ``video`` on
 caption, ``image`` on answer, ``images``, ``audio`` and ``videos`` on embed). Generated images come back as base64
-PNG strings (/generate).
+PNG strings (/generate). /predict takes table rows as JSON, its media columns' files as base64 strings.
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from polymodal.api.model import MAX_GUIDANCE, MAX_IMAGES_PER_TEXT, MAX_SEED, MAX_STEPS
+from polymodal.fit.columns import COLUMN_KINDS, PROBLEMS
 from polymodal.modules.generators.unet import SAMPLERS
 
 MAX_ITEMS = 256  # texts, images or sounds in one /embed request
 MAX_LABELS = 1000
 MAX_K = 100
+MAX_ROWS = 256  # table rows in one /predict request
 MAX_GENERATE_TEXTS = 64  # prompts in one /generate request (the server's max_generate_images bounds texts x n too)
 Text = Field(max_length=2000)
 IMAGE_DOC = "Base64-encoded image file (PNG, JPEG, WebP ...), optionally a data: URL."
@@ -206,6 +208,51 @@ class SearchResponse(BaseModel):
     hits: list[SearchHit]
 
 
+# -- predict (a fitted table predictor) ----------------------------------------------------------------------
+Cell = str | int | float | bool | None
+ProblemKind = Literal[PROBLEMS]  # type: ignore[valid-type]
+ColumnKind = Literal[COLUMN_KINDS]  # type: ignore[valid-type]
+
+
+class PredictRequest(_Strict):
+    rows: list[dict[str, Cell]] = Field(
+        min_length=1,
+        max_length=MAX_ROWS,
+        description="Table rows: column -> value. Text, categorical and numeric columns take their value; image, "
+        "audio and video columns a base64-encoded file (optionally a data: URL). A missing column is a missing "
+        "value; the label column and ignored columns may be sent and are not read.",
+    )
+
+
+class PredictedRow(BaseModel):
+    row: int = Field(description="The row's index in the request.")
+    prediction: str | float | list[str] = Field(
+        description="The most probable class (binary, multiclass), the classes over 0.5 (multilabel) or the value "
+        "(regression)."
+    )
+    probabilities: dict[str, float] | None = Field(
+        None, description="Class -> probability (classification; independent per class for multilabel)."
+    )
+
+
+class PredictResponse(BaseModel):
+    problem: ProblemKind
+    label: str = Field(description="The column the predictor predicts.")
+    predictions: list[PredictedRow] = Field(description="One per request row, in order.")
+
+
+class PredictorColumn(BaseModel):
+    name: str
+    kind: ColumnKind
+
+
+class PredictorInfo(BaseModel):
+    problem: ProblemKind
+    label: str
+    classes: list[str] = Field(description="The classes it predicts (empty for regression).")
+    columns: list[PredictorColumn] = Field(description="The columns a row may hold; 'ignore' ones are not read.")
+
+
 # -- health --------------------------------------------------------------------------------------------------
 class IndexInfo(BaseModel):
     size: int
@@ -249,6 +296,7 @@ class Health(BaseModel):
     )
     embed_dim: int | None
     endpoints: dict[str, bool] = Field(description="Endpoint path -> whether this server can serve it.")
+    predictor: PredictorInfo | None = Field(None, description="The table predictor served (/predict), if it is one.")
     index: IndexInfo | None
     auth_required: bool
     limits: Limits

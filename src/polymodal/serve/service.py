@@ -10,8 +10,9 @@ import numpy as np
 from PIL import Image
 
 from polymodal.api import Model
-from polymodal.backends import ANSWER, CAPTION, EMBED, GENERATE, TaskNotSupported
+from polymodal.backends import ANSWER, CAPTION, EMBED, GENERATE, PREDICT, TaskNotSupported
 from polymodal.data.errors import BadSampleError
+from polymodal.fit import rows_table
 from polymodal.serve.batching import MicroBatcher
 from polymodal.serve.errors import ApiError
 from polymodal.serve.search import SearchIndex
@@ -27,6 +28,7 @@ ENDPOINT_NEEDS: dict[str, tuple[str | None, bool]] = {
     "/caption": (CAPTION, False),
     "/answer": (ANSWER, False),
     "/generate": (GENERATE, False),
+    "/predict": (PREDICT, False),
 }
 
 
@@ -101,6 +103,23 @@ class Service:
             return [images[i * n : (i + 1) * n] for i in range(len(batch))]
 
         return await self._checked(("generate", n, steps, guidance, seed, sampler), texts, run)
+
+    async def predict(self, rows: list[dict[str, Any]], root: Path) -> list[tuple[Any, Any, list[BadSampleError]]]:
+        """Per row (its media files under ``root``): the prediction, the class probabilities (None for regression)
+        and the cells the predictor could not read. One model call per request: each has its own ``root``."""
+        regression = self.model.predictor is not None and self.model.predictor.problem.kind == "regression"
+
+        def run(batch: list[dict[str, Any]]) -> list[tuple[Any, Any, list[BadSampleError]]]:
+            result = self.model.predict(rows_table(batch, root, source="request"))
+            bad: dict[int | None, list[BadSampleError]] = {}
+            for error in result.bad:
+                bad.setdefault(error.row, []).append(error)
+            return [
+                (label, None if regression else [float(p) for p in values], bad.get(number, []))
+                for label, values, number in zip(result.labels, result.values, result.row_numbers)
+            ]
+
+        return await self.batcher.run(("predict", str(root)), rows, run)
 
     async def _checked(self, key: Hashable, items: list[Any], run: Callable[[list[Any]], list[Any]]) -> list[Any]:
         """The batched model call; a ValueError it raises (labels, templates or generation options the model cannot

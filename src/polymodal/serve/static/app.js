@@ -94,6 +94,8 @@ async function loadHealth() {
   $("image-section").hidden = !(can["/classify"] || can["/answer"] || can["/caption"] || can["/search"]);
   $("search-section").hidden = !can["/search"];
   $("generate-section").hidden = !can["/generate"];
+  $("predict-section").hidden = !(can["/predict"] && health.predictor);
+  if (can["/predict"] && health.predictor) predictForm(health.predictor);
   if (can["/generate"]) {
     // The inputs stop where this server's per-request limits do.
     for (const [id, limit] of [["gen-n", health.limits.max_generate_images], ["gen-steps", health.limits.max_generate_steps]]) {
@@ -223,6 +225,56 @@ async function generate(prompt) {
   status.textContent = `${result.images.length} images for “${prompt}”, seed ${$("gen-seed").value} (${ms} ms)`;
 }
 
+// ---------------------------------------------------------------------------------------------- predict
+const MEDIA_KINDS = ["image", "audio", "video"];
+
+// One input per column the predictor reads: a file picker for media, a number box for numbers, else a text box.
+function predictForm(predictor) {
+  const classes = predictor.classes.length ? `: ${predictor.classes.join(", ")}` : "";
+  $("predict-about").textContent = `Predicts “${predictor.label}” (${predictor.problem}${classes}). Empty fields are missing values.`;
+  const fields = $("predict-fields");
+  fields.replaceChildren();
+  predictor.columns.filter((column) => column.kind !== "ignore").forEach((column, i) => {
+    const input = el("input", { id: `predict-${i}`, "data-column": column.name, "data-kind": column.kind });
+    if (MEDIA_KINDS.includes(column.kind)) {
+      input.type = "file";
+      input.accept = `${column.kind}/*`;
+    } else {
+      input.type = column.kind === "numeric" ? "number" : "text";
+      if (column.kind === "numeric") input.step = "any";
+      input.autocomplete = "off";
+    }
+    fields.append(el("label", { for: input.id }, `${column.name} `, el("span", { class: "kind", text: column.kind }), input));
+  });
+}
+
+async function predictRow() {
+  const row = {};
+  for (const input of $("predict-fields").querySelectorAll("input")) {
+    const { column, kind } = input.dataset;
+    if (MEDIA_KINDS.includes(kind)) {
+      if (input.files[0]) row[column] = await fileToDataUrl(input.files[0]);
+    } else if (input.value.trim()) {
+      row[column] = kind === "numeric" ? Number(input.value) : input.value;
+    }
+  }
+  return row;
+}
+
+async function predict() {
+  const result = await postJson("/predict", { rows: [await predictRow()] });
+  const [first] = result.predictions;
+  const shown = Array.isArray(first.prediction) ? first.prediction.join(", ") || "(none)" : String(first.prediction);
+  const output = $("predict-output");
+  output.replaceChildren();
+  const bars = el("div");
+  if (first.probabilities) {
+    const ranked = Object.entries(first.probabilities).sort((a, b) => b[1] - a[1]);
+    renderLabels(ranked.map(([label, score]) => ({ label, score })), bars);
+  }
+  output.append(el("p", { class: "prediction" }, `${result.label}: `, el("strong", { text: shown })), bars);
+}
+
 // ---------------------------------------------------------------------------------------------- file actions
 function setFile(file) {
   if (!file) return;
@@ -263,7 +315,7 @@ function mediaForm(fields) {
   return form;
 }
 
-function renderLabels(labels) {
+function renderLabels(labels, target = $("image-output")) {
   const bars = el("ul", { class: "bars", "aria-label": "Classification" });
   for (const { label, score } of labels) {
     const percent = (100 * score).toFixed(1);
@@ -274,7 +326,7 @@ function renderLabels(labels) {
       el("div", { class: "track", role: "presentation" }, fill),
       el("span", { class: "value", text: `${percent}%` })));
   }
-  $("image-output").replaceChildren(bars);
+  target.replaceChildren(bars);
 }
 
 function renderText(text) {
@@ -333,6 +385,11 @@ function wire() {
     await search({ [state.modality]: await fileToDataUrl(file) }, file.name);
     $("search-section").scrollIntoView({ behavior: "smooth" });
   }));
+
+  $("predict-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    busy(event.submitter || $("predict-form").querySelector("button"), predict);
+  });
 
   $("key-form").addEventListener("submit", (event) => {
     event.preventDefault();
