@@ -106,6 +106,8 @@ def test_images_with_bad_files_are_counted_and_rows_still_predicted(tmp_path: Pa
     assert {e.field for e in result.bad} == {"photo"} and {e.row for e in result.bad} == {62, 63, 64}
     assert any("escapes" in e.reason for e in result.bad)
     assert len(store) == 60  # each good image once (bad files are never stored)
+    absolute = predictor.predict([{"photo": str(tmp_path / rows[0]["photo"]), "note": "a photo"}], progress=False)
+    assert absolute.labels == [rows[0]["label"]] and not absolute.bad  # rows from code may name files anywhere
 
 
 def test_the_store_spares_the_towers_a_second_pass(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -202,7 +202,7 @@ class Model:
     # -- tasks --------------------------------------------------------------------------------------------------
     def predict(self, rows: Table | str | os.PathLike[str] | Sequence[Mapping[str, Any]]) -> Predictions:
         """A fitted table predictor's prediction per row (``.labels``, ``.values``, ``.to_rows()``): rows as dicts
-        column -> value (media columns hold paths of files inside the working directory: relative to it, or absolute), a
+        column -> value (media columns hold file paths: absolute, or relative to the working directory), a
         :class:`~polymodal.fit.Table`, or a table file. A bad file or a missing cell only removes that input; the
         errors are in ``.bad``."""
         self._require(PREDICT, "predict")

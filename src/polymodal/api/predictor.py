@@ -49,7 +49,7 @@ class PredictorBackend:
         return cls(TablePredictor.load(directory), directory)
 
     def predict(self, rows: Table | str | os.PathLike[str] | Sequence[Mapping[str, Any]]) -> Predictions:
-        return self.predictor.predict(rows)
+        return self.predictor.predict(rows, progress=False)  # quiet, like every other Model task (and the server's)
 
     def to(self, device: str | torch.device) -> PredictorBackend:
         if torch.device(device).type != "cpu":

@@ -132,7 +132,7 @@ class TowerFeaturizer(Featurizer):
         store = store if self.tower is None else None
         features = torch.zeros(len(table), self.dim)
         present = torch.zeros(len(table), dtype=torch.bool)
-        resolver = PathResolver(table.root, table.source)
+        resolver = table.resolver()
         for start, chunk in _chunks(len(table)):
             references: dict[int, tuple[Any, bytes]] = {}
             for i in chunk:

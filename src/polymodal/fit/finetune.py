@@ -22,7 +22,6 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from polymodal.data.errors import BadSampleError, BadSampleLog
-from polymodal.data.readers.base import PathResolver
 from polymodal.fit.columns import Problem, is_missing
 from polymodal.fit.features import Featurizer, TowerFeaturizer
 from polymodal.fit.network import FeatureNetwork
@@ -75,7 +74,7 @@ class RowDataset(Dataset):
         self.table, self.targets, self.bad_log = table, targets, bad_log
         self.towers = [f for f in featurizers if isinstance(f, TowerFeaturizer)]
         self.fixed = {f.name: f.transform(table, bad_log)[0] for f in featurizers if not isinstance(f, TowerFeaturizer)}
-        resolver = PathResolver(table.root, table.source)
+        resolver = table.resolver()
         self.references: dict[str, list[Any]] = {}
         for featurizer in self.towers:
             column = []

@@ -271,12 +271,14 @@ class TablePredictor:
         bad_log: BadSampleLog | None = None,
         log_file: Path | None = None,
         store: FeatureStore | None = None,
+        progress: bool = True,
     ) -> Predictions:
         """Predictions for every row of ``table`` (a :class:`Table`, a table file, or rows as dicts whose media paths
-        are absolute or relative to the working directory); a bad file or missing cell only removes that input."""
+        are absolute or relative to the working directory); a bad file or missing cell only removes that input.
+        ``progress``: a line per input as it is featurized (terminal and ``log_file``)."""
         table = as_table(table)
         bad_log = bad_log or BadSampleLog()
-        features = featurize(self.featurizers, table, bad_log, "predict", log_file, store)
+        features = featurize(self.featurizers, table, bad_log, "predict", log_file, store, progress)
         outputs = outputs_of(self.network, features)
         values = predictions(self.problem, outputs, self.target_mean, self.target_std)
         return Predictions(self.problem, values, list(table.row_numbers), list(bad_log.examples))
@@ -411,7 +413,8 @@ def as_table(data: Table | str | os.PathLike[str] | Sequence[Mapping[str, Any]])
         return data
     if isinstance(data, (str, os.PathLike)):
         return read_table(data)
-    return rows_table(data, Path.cwd())
+    # Rows from the caller's own code: their files may be anywhere, relative paths start at the working directory.
+    return rows_table(data, Path(Path.cwd().anchor), base=Path.cwd())
 
 
 def featurize(
@@ -421,14 +424,16 @@ def featurize(
     stage: str,
     log_file: Path | None,
     store: FeatureStore | None = None,
+    progress: bool = True,
 ) -> Features:
     """Every input's features for ``table``, with progress per input (terminal and ``log_file``)."""
     values, present = {}, {}
     for featurizer in featurizers:
         label = f"{stage} features: {featurizer.name} ({featurizer.kind})"
-        with ProgressReporter(label, len(table), log_file=log_file, enabled=len(table) > 0) as progress:
+        shown = progress and len(table) > 0
+        with ProgressReporter(label, len(table), log_file=log_file, enabled=shown) as reporter:
             values[featurizer.name], present[featurizer.name] = featurizer.transform(
-                table, bad_log, progress.update, store
+                table, bad_log, reporter.update, store
             )
     return Features(values, present)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from polymodal.data.errors import BadSampleError
-from polymodal.data.readers.base import media_kind, require_file
+from polymodal.data.readers.base import PathResolver, media_kind, require_file
 from polymodal.data.readers.classfolders import class_folders
 from polymodal.data.readers.manifest import csv_records, jsonl_records
 
@@ -25,13 +25,18 @@ FOLDER_LABEL_COLUMN = "label"
 
 @dataclass
 class Table:
-    """Rows of one table; ``root`` is the folder relative media paths start from (and may not escape)."""
+    """Rows of one table; ``root`` is the folder media paths may not escape, ``base`` (default: the root) the one
+    relative paths start from."""
 
     source: str
     root: Path
     rows: list[dict[str, Any]]
     row_numbers: list[int]  # the 1-based line (CSV/JSONL) or index (Parquet, folders) of each row
     bad: list[BadSampleError] = field(default_factory=list)  # rows that could not be read
+    base: Path | None = None
+
+    def resolver(self) -> PathResolver:
+        return PathResolver(self.root, self.source, base=self.base)
 
     @property
     def columns(self) -> list[str]:
@@ -50,7 +55,8 @@ class Table:
 
     def subset(self, indices: Iterable[int]) -> Table:
         chosen = list(indices)
-        return Table(self.source, self.root, [self.rows[i] for i in chosen], [self.row_numbers[i] for i in chosen], [])
+        rows, numbers = [self.rows[i] for i in chosen], [self.row_numbers[i] for i in chosen]
+        return Table(self.source, self.root, rows, numbers, [], self.base)
 
 
 def read_table(path: str | os.PathLike[str]) -> Table:
@@ -81,10 +87,17 @@ def read_table(path: str | os.PathLike[str]) -> Table:
     return Table(str(file), file.parent, rows, numbers, bad)
 
 
-def rows_table(rows: Iterable[Mapping[str, Any]], root: str | os.PathLike[str], source: str = "<rows>") -> Table:
-    """A table of in-memory rows (the Python API, the server); media paths resolve against ``root``."""
+def rows_table(
+    rows: Iterable[Mapping[str, Any]],
+    root: str | os.PathLike[str],
+    source: str = "<rows>",
+    base: str | os.PathLike[str] | None = None,
+) -> Table:
+    """A table of in-memory rows (the Python API, the server): media paths may not escape ``root`` and relative ones
+    start from ``base`` (default: the root)."""
     records = [dict(r) for r in rows]
-    return Table(source, Path(root), records, list(range(1, len(records) + 1)))
+    numbers = list(range(1, len(records) + 1))
+    return Table(source, Path(root), records, numbers, [], None if base is None else Path(base))
 
 
 def _parquet_table(file: Path) -> Table:
