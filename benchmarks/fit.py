@@ -46,8 +46,8 @@ import torch
 
 from polymodal.data.errors import BadSampleLog
 from polymodal.data.shapes import generate_shapesworld, is_complete, load_split
-from polymodal.fit import Table, TablePredictor, describe_column, rows_table
-from polymodal.fit.features import Featurizer, featurizers_for
+from polymodal.fit import Table, TablePredictor, plan_inputs, rows_table
+from polymodal.fit.features import Featurizer
 from polymodal.fit.predictor import featurize
 from polymodal.fit.search import encode_targets
 from polymodal.fit.store import FeatureStore
@@ -119,8 +119,7 @@ def few_shot_classes(data: Path, shots: int, count: int) -> list[str]:
 def prime_store(tables: dict[str, Table], store: FeatureStore) -> list[Featurizer]:
     """Every tower's features of every split into ``store``; the featurizers ``fit`` chooses for these columns."""
     train = tables["train"]
-    columns = [describe_column(c, train.values(c)) for c in train.columns if c != LABEL]
-    featurizers = featurizers_for({c.name: c.kind for c in columns if c.kind != "ignore"})
+    featurizers = plan_inputs(train, LABEL, val=tables.get("val"))[2]
     for featurizer in featurizers:
         featurizer.fit(train)
     for split, table in tables.items():
@@ -146,7 +145,13 @@ def run_polymodal_fit(tables: dict[str, Table], store: FeatureStore, args: argpa
     stored = len(store)
     started = time.perf_counter()
     predictor = TablePredictor.fit(
-        tables["train"], LABEL, val=tables["val"], time_limit=args.time_limit, seed=args.seed, store=store
+        tables["train"],
+        LABEL,
+        val=tables["val"],
+        time_limit=args.time_limit,
+        seed=args.seed,
+        store=store,
+        progress=False,
     )
     seconds = time.perf_counter() - started
     if len(store) != stored:

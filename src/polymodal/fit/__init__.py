@@ -6,7 +6,7 @@ within a time limit. :class:`TablePredictor` saves, loads and predicts.
 """
 
 from polymodal.fit.columns import COLUMN_KINDS, PROBLEMS, ColumnInfo, Problem, describe_column, detect_problem
-from polymodal.fit.predictor import Predictions, TablePredictor, is_fit_dir
+from polymodal.fit.predictor import Predictions, TablePredictor, is_fit_dir, plan_inputs
 from polymodal.fit.table import Table, read_table, rows_table
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "describe_column",
     "detect_problem",
     "is_fit_dir",
+    "plan_inputs",
     "read_table",
     "rows_table",
 ]

@@ -160,27 +160,18 @@ class TablePredictor:
         store: FeatureStore | None = None,
         candidates: Sequence[Candidate] = CANDIDATES,
         fine_tune: bool = False,
+        progress: bool = True,
     ) -> TablePredictor:
         """Detect the columns and the problem, featurize, search, and return the best predictor. ``kinds`` override
         detected column kinds; ``val`` is a validation table (default: a stratified fifth of ``table``); ``store`` keeps
         the pretrained towers' features across runs; ``candidates`` are the networks searched, in order. ``fine_tune``
-        then trains the winner with its towers end to end in the rest of the time (kept if it validates better)."""
+        then trains the winner with its towers end to end in the rest of the time (kept if it validates better).
+        ``progress``: a line per input as it is featurized, and the fine-tuning's progress."""
         started = time.monotonic()
         say = say or (lambda _: None)
         bad_log = bad_log or BadSampleLog()
-        if label not in table.columns:
-            raise ValueError(f"{table.source}: no label column {label!r}; columns: {', '.join(table.columns)}")
-        overrides = dict(kinds or {})
-        unknown = sorted(set(overrides) - set(table.columns))
-        if unknown:
-            raise ValueError(f"--column names {unknown} are not columns of {table.source}: {', '.join(table.columns)}")
-        columns = [describe_column(c, table.values(c), overrides.get(c)) for c in table.columns if c != label]
-        used = {c.name: c.kind for c in columns if c.kind != "ignore"}
-        if not used:
-            raise ValueError(f"{table.source}: no column besides {label!r} can be used (all ignored)")
-        the_problem = detect_problem(label, table.values(label) + (val.values(label) if val else []), problem)
+        columns, the_problem, featurizers = plan_inputs(table, label, kinds, problem, val)
         say(describe_inputs(columns, the_problem, len(table)))
-        featurizers = featurizers_for(used)
         if val is None:
             targets = encode_targets(the_problem, table.values(label))
             train_rows, val_rows = holdout_split(the_problem, targets, VALIDATION_SHARE, seed)
@@ -189,8 +180,8 @@ class TablePredictor:
             train_table, val_table = table, val
         for featurizer in featurizers:
             featurizer.fit(train_table)
-        train = featurize(featurizers, train_table, bad_log, "train", log_file, store)
-        held = featurize(featurizers, val_table, bad_log, "validation", log_file, store)
+        train = featurize(featurizers, train_table, bad_log, "train", log_file, store, progress)
+        held = featurize(featurizers, val_table, bad_log, "validation", log_file, store, progress)
         train_targets = encode_targets(the_problem, train_table.values(label))
         val_targets = encode_targets(the_problem, val_table.values(label))
         val_targets = Targets(
@@ -240,6 +231,7 @@ class TablePredictor:
                 bad_log=bad_log,
                 seed=seed,
                 say=say,
+                progress=progress,
             )
             if tuned is not None and tuned.metrics and tuned.metrics["score"] > best.score:
                 network, validation = tuned.model.network, tuned.metrics
@@ -371,6 +363,7 @@ def _fine_tune(
     bad_log: BadSampleLog,
     seed: int,
     say: Say,
+    progress: bool,
 ) -> FineTuneResult | None:
     from polymodal.fit.finetune import fine_tune
 
@@ -386,6 +379,7 @@ def _fine_tune(
             run_dir=Path(run_dir),  # type: ignore[arg-type]
             bad_log=bad_log,
             seed=seed,
+            progress=progress,
         )
         if log_dir is not None and (Path(run_dir) / "train.log").is_file():
             shutil.copyfile(Path(run_dir) / "train.log", log_dir / "fine_tune.log")
@@ -406,6 +400,30 @@ def _load_tuned_towers(featurizers: Sequence[Featurizer], path: Path) -> None:
     load_state(modules, load_file(str(path)), path)
     for name, featurizer in towers.items():
         featurizer.tower = modules[name].requires_grad_(False).eval()
+
+
+def plan_inputs(
+    table: Table,
+    label: str,
+    kinds: Mapping[str, str] | None = None,
+    problem: str | None = None,
+    val: Table | None = None,
+) -> tuple[list[ColumnInfo], Problem, list[Featurizer]]:
+    """What ``fit`` will read: each column described (``kinds`` override the detected ones), the problem the label
+    poses (over ``table`` and ``val``), and the featurizers of the used columns; clear errors for a missing label,
+    unknown overrides or no usable column."""
+    if label not in table.columns:
+        raise ValueError(f"{table.source}: no label column {label!r}; columns: {', '.join(table.columns)}")
+    overrides = dict(kinds or {})
+    unknown = sorted(set(overrides) - set(table.columns))
+    if unknown:
+        raise ValueError(f"--column names {unknown} are not columns of {table.source}: {', '.join(table.columns)}")
+    columns = [describe_column(c, table.values(c), overrides.get(c)) for c in table.columns if c != label]
+    used = {c.name: c.kind for c in columns if c.kind != "ignore"}
+    if not used:
+        raise ValueError(f"{table.source}: no column besides {label!r} can be used (all ignored)")
+    the_problem = detect_problem(label, table.values(label) + (val.values(label) if val else []), problem)
+    return columns, the_problem, featurizers_for(used)
 
 
 def as_table(data: Table | str | os.PathLike[str] | Sequence[Mapping[str, Any]]) -> Table:
