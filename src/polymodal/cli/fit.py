@@ -143,7 +143,7 @@ def _print_summary(summary: dict, out: Path) -> None:
         for t in trials:
             value = t["metrics"]["score"]
             board.add_row(
-                escape(kind + t["candidate"]),
+                escape(kind + t["candidate"] + (" (chosen)" if t.get("chosen") else "")),
                 escape(", ".join(t["inputs"])),
                 f"{abs(value) if name == 'rmse' else value:.4f}",
                 str(t["epochs"]),
@@ -153,7 +153,7 @@ def _print_summary(summary: dict, out: Path) -> None:
     shown = {
         k: metrics[k] for k in ("accuracy", "f1_macro", "roc_auc", "f1_micro", "rmse", "mae", "r2") if k in metrics
     }
-    console.print("best: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()), highlight=False)
+    console.print("chosen: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()), highlight=False)
     console.print(f"wrote {escape(str(out))} (report.html, fit.json, model.safetensors)", highlight=False)
 
 

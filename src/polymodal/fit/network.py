@@ -27,9 +27,13 @@ class Candidate:
     head_hidden: int | None = None
     dropout: float = 0.1
     lr: float = 1e-3
+    weight_decay: float = 1e-4
+    solver: str = "adamw"  # or "lbfgs": full batch, weight_decay as an L2 penalty (see fit.search)
 
     @property
     def label(self) -> str:
+        if self.fusion == "late" and not self.params.get("hidden_dim") and not self.head_hidden:
+            return "linear (late fusion of linear predictors)"
         head = f"head {self.head_hidden}" if self.head_hidden else "linear head"
         return f"{self.fusion} {self.fusion_dim}, {head}"
 

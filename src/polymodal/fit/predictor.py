@@ -247,7 +247,7 @@ class TablePredictor:
             "fine_tune": None
             if tuned is None
             else {"steps": tuned.steps, "seconds": round(tuned.seconds, 2), "metrics": tuned.metrics},
-            "leaderboard": [t.to_dict() for t in leaderboard],
+            "leaderboard": [{**t.to_dict(), "chosen": t is best} for t in leaderboard],
             "baselines": [t.to_dict() for t in baselines],
             "seconds": {"featurize": round(featurized, 2), "total": round(time.monotonic() - started, 2)},
             "time_limit": time_limit,

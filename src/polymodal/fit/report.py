@@ -62,8 +62,12 @@ def fit_report_blocks(fit: dict[str, Any]) -> list[Any]:
     score_name = metrics.get("score_name", "score")
     blocks += [
         Heading("Candidates", anchor="candidates"),
-        Paragraph(f"Each candidate trained on the training rows' features, ranked by validation {score_name}."),
-        _trials_table(fit.get("leaderboard", []), score_name, bold_first=True),
+        Paragraph(
+            f"Each candidate trained on the training rows' features, ranked by validation {score_name}. The chosen "
+            "one (bold) is the simplest within one standard error of the best accuracy: a small validation split "
+            "cannot tell closer scores apart."
+        ),
+        _trials_table(fit.get("leaderboard", []), score_name),
         Heading("Each input alone", anchor="baselines"),
         Paragraph("The winner's settings on one input at a time: what fusing the inputs adds over the best of them."),
         _trials_table(fit.get("baselines", []), score_name),
@@ -79,7 +83,7 @@ def fit_report_blocks(fit: dict[str, Any]) -> list[Any]:
     return blocks
 
 
-def _trials_table(trials: list[dict[str, Any]], score_name: str, bold_first: bool = False) -> Table:
+def _trials_table(trials: list[dict[str, Any]], score_name: str) -> Table:
     rows = [
         [
             t["candidate"],
@@ -91,7 +95,9 @@ def _trials_table(trials: list[dict[str, Any]], score_name: str, bold_first: boo
         for t in trials
     ]
     return Table(
-        ["candidate", "inputs", score_name, "best epoch", "seconds"], rows, bold_rows={0} if bold_first else set()
+        ["candidate", "inputs", score_name, "best epoch", "seconds"],
+        rows,
+        bold_rows={i for i, t in enumerate(trials) if t.get("chosen")},
     )
 
 

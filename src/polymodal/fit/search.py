@@ -25,6 +25,9 @@ from polymodal.metrics.regression import regression_metrics
 
 # The search's default order: the cheapest, most often good candidates first, so a short budget still has them.
 CANDIDATES = (
+    # Late fusion of one linear predictor per input under a linear head, by L-BFGS: a regularised linear model over
+    # all the features (logistic regression, for classes), the strong baseline on few rows.
+    Candidate("late", {}, 64, dropout=0.0, weight_decay=1.0, solver="lbfgs"),
     Candidate("concat", {"hidden_dim": 128, "dropout": 0.1}),
     Candidate("late", {"hidden_dim": 128, "dropout": 0.1}),
     Candidate("gmu", {}),
@@ -178,7 +181,7 @@ class Trial:
         return float(self.metrics["score"])
 
     def to_dict(self) -> dict[str, Any]:
-        keep = ("score", "score_name", "accuracy", "f1_macro", "roc_auc", "rmse", "mae", "r2", "f1_micro")
+        keep = ("score", "score_name", "loss", "accuracy", "f1_macro", "roc_auc", "rmse", "mae", "r2", "f1_micro")
         return {
             "candidate": self.candidate.label,
             "settings": self.candidate.to_dict(),
@@ -203,20 +206,53 @@ def train_network(
     patience: int = 20,
     batch_size: int = 64,
 ) -> Trial:
-    """Train ``candidate`` on ``train`` (AdamW, input dropout), keep the epoch with the best validation score, stop
-    after ``patience`` epochs without a gain, at ``max_epochs`` or at ``deadline`` (time.monotonic)."""
+    """Train ``candidate`` on ``train`` (AdamW with input dropout, or full-batch L-BFGS), keep the epoch with the best
+    validation score, stop after ``patience`` epochs without a gain, at ``max_epochs`` or at ``deadline``
+    (time.monotonic)."""
     started = time.monotonic()
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     network = FeatureNetwork(train.dims, candidate, output_size(problem))
     rows = torch.nonzero(train_targets.known).squeeze(1)
     network.set_statistics(train.values, train.present)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=candidate.lr, weight_decay=1e-4)
-    several = len(train.values) > 1
+    run_epoch = (
+        _lbfgs_epochs(network, problem, train.rows(rows), train_targets.rows(rows))
+        if candidate.solver == "lbfgs"
+        else _adamw_epochs(network, problem, train, train_targets, rows, generator, batch_size)
+    )
     best: tuple[float, float] = (-math.inf, -math.inf)
     best_state, best_epoch, best_metrics, epoch = None, 0, {}, 0
     for epoch in range(1, max_epochs + 1):
         network.train()
+        run_epoch()
+        metrics, val_loss = evaluate(network, problem, val, val_targets)
+        key = (metrics["score"], -val_loss)
+        if key > best:
+            best, best_epoch, best_metrics = key, epoch, {**metrics, "loss": val_loss}
+            best_state = copy.deepcopy(network.state_dict())
+        if epoch - best_epoch >= patience or time.monotonic() > deadline:
+            break
+    if best_state is not None:
+        network.load_state_dict(best_state)
+    network.eval()
+    return Trial(candidate, list(train.values), best_metrics, best_epoch, time.monotonic() - started, network)
+
+
+def _adamw_epochs(
+    network: FeatureNetwork,
+    problem: Problem,
+    train: Features,
+    targets: Targets,
+    rows: Tensor,
+    generator: torch.Generator,
+    batch_size: int,
+) -> Callable[[], None]:
+    """One epoch of shuffled mini-batches per call; each input of a row is hidden with probability INPUT_DROPOUT."""
+    candidate = network.candidate
+    optimizer = torch.optim.AdamW(network.parameters(), lr=candidate.lr, weight_decay=candidate.weight_decay)
+    several = len(train.values) > 1
+
+    def epoch() -> None:
         order = rows[torch.randperm(len(rows), generator=generator)]
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
@@ -227,21 +263,34 @@ def train_network(
             if several:
                 hidden = {k: torch.rand(len(batch), generator=generator) < INPUT_DROPOUT for k in present}
                 present = {k: v & ~hidden[k] for k, v in present.items()}
-            loss = loss_of(problem, network(part.values, present), train_targets.rows(batch))
+            loss = loss_of(problem, network(part.values, present), targets.rows(batch))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-        metrics, val_loss = evaluate(network, problem, val, val_targets)
-        key = (metrics["score"], -val_loss)
-        if key > best:
-            best, best_epoch, best_metrics = key, epoch, metrics
-            best_state = copy.deepcopy(network.state_dict())
-        if epoch - best_epoch >= patience or time.monotonic() > deadline:
-            break
-    if best_state is not None:
-        network.load_state_dict(best_state)
-    network.eval()
-    return Trial(candidate, list(train.values), best_metrics, best_epoch, time.monotonic() - started, network)
+
+    return epoch
+
+
+LBFGS_ITERATIONS = 20  # per epoch
+
+
+def _lbfgs_epochs(network: FeatureNetwork, problem: Problem, train: Features, targets: Targets) -> Callable[[], None]:
+    """L-BFGS over all rows at once on the mean loss plus ``weight_decay / (2 n)`` times the squared weights (the
+    objective of scikit-learn's logistic regression at ``C = 1 / weight_decay``), ``LBFGS_ITERATIONS`` per call."""
+    weights = [p for name, p in network.named_parameters() if p.dim() > 1]
+    optimizer = torch.optim.LBFGS(
+        network.parameters(), lr=1.0, max_iter=LBFGS_ITERATIONS, history_size=20, line_search_fn="strong_wolfe"
+    )
+    penalty = network.candidate.weight_decay / (2 * max(len(train), 1))
+
+    def closure() -> Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_of(problem, network(train.values, train.present), targets)
+        loss = loss + penalty * sum((w**2).sum() for w in weights)
+        loss.backward()
+        return loss
+
+    return lambda: optimizer.step(closure)  # type: ignore[no-any-return]
 
 
 @torch.no_grad()
@@ -262,6 +311,17 @@ def evaluate(network: FeatureNetwork, problem: Problem, features: Features, targ
     return score(problem, predictions(problem, outputs, targets.mean, targets.std), targets), loss
 
 
+def choose(trials: Sequence[Trial], validation_rows: int) -> Trial:
+    """The one-standard-error rule (Breiman et al. 1984): the first, simplest, trial whose validation accuracy is
+    within one standard error of the best one's, so a small validation split's noise does not pick a bigger network
+    over a linear model. Other scores (RMSE, micro-F1): the best; equal scores go to the lower validation loss."""
+    top = max(trials, key=lambda t: (t.score, -t.metrics.get("loss", 0.0)))
+    if top.metrics.get("score_name") != "accuracy" or validation_rows < 1:
+        return top
+    error = math.sqrt(top.score * (1 - top.score) / validation_rows)
+    return next(t for t in trials if t.score >= top.score - error)
+
+
 Report = Callable[[Trial, int, int], None]  # (trial, done, total): after each candidate
 
 
@@ -278,8 +338,8 @@ def search(
     report: Report | None = None,
 ) -> tuple[Trial, list[Trial], list[Trial]]:
     """Train the candidates in order until ``time_limit`` seconds have passed (at least one always trains), then
-    each input alone with the winner's settings. Returns the best trial, the leaderboard (best first) and the
-    single-input baselines."""
+    each input alone with the winner's settings. Returns the chosen trial (see :func:`choose`), the leaderboard (best
+    first) and the single-input baselines."""
     started = time.monotonic()
     several = len(train.values) > 1
     # The single-input baselines get the last BASELINE_SHARE of the budget, and the candidates the rest.
@@ -294,8 +354,8 @@ def search(
         )
         if report is not None:
             report(trials[-1], k + 1, len(usable))
-    leaderboard = sorted(trials, key=lambda t: t.score, reverse=True)
-    best = leaderboard[0]
+    leaderboard = sorted(trials, key=lambda t: (t.score, -t.metrics.get("loss", 0.0)), reverse=True)
+    best = choose(trials, int(val_targets.known.sum()))
     baselines = []
     if several:
         alone = best.candidate

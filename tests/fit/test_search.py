@@ -1,0 +1,52 @@
+"""The search's choices: the L-BFGS linear candidate is logistic regression, and the one-standard-error rule keeps a
+small validation split's noise from picking a bigger network."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from polymodal.fit.columns import Problem
+from polymodal.fit.network import Candidate
+from polymodal.fit.search import CANDIDATES, Features, Targets, Trial, choose, evaluate, train_network
+
+sklearn_linear = pytest.importorskip("sklearn.linear_model")
+
+
+def _split(x: np.ndarray, y: np.ndarray) -> tuple[Features, Targets]:
+    features = Features({"v": torch.tensor(x, dtype=torch.float32)}, {"v": torch.ones(len(x), dtype=torch.bool)})
+    return features, Targets(torch.tensor(y), torch.ones(len(y), dtype=torch.bool))
+
+
+def test_the_linear_candidate_agrees_with_logistic_regression() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 50))
+    labels = rng.integers(0, 4, 300)
+    x = centres[labels] + 1.5 * rng.normal(size=(300, 50))
+    problem = Problem("multiclass", "y", ("a", "b", "c", "d"))
+    train, train_y = _split(x[:40], labels[:40])  # few rows, many features: where regularisation decides
+    test, test_y = _split(x[100:], labels[100:])
+    linear = CANDIDATES[0]
+    assert linear.solver == "lbfgs" and linear.label.startswith("linear")
+    trial = train_network(linear, problem, train, train_y, test, test_y, deadline=float("inf"), max_epochs=30)
+    ours = evaluate(trial.network, problem, test, test_y)[0]["accuracy"]
+    mean, std = x[:40].mean(0), x[:40].std(0)
+    reference = sklearn_linear.LogisticRegression(max_iter=2000).fit((x[:40] - mean) / std, labels[:40])
+    theirs = reference.score((x[100:] - mean) / std, labels[100:])
+    assert abs(ours - theirs) <= 0.05, (ours, theirs)
+
+
+def _trial(label: str, accuracy: float, loss: float = 1.0) -> Trial:
+    metrics = {"score": accuracy, "score_name": "accuracy", "accuracy": accuracy, "loss": loss}
+    return Trial(Candidate(label), ["v"], metrics, 1, 0.1)
+
+
+def test_one_standard_error_rule() -> None:
+    trials = [_trial("late", 0.36), _trial("concat", 0.40), _trial("gmu", 0.44)]
+    assert choose(trials, 25).candidate.fusion == "late"  # 0.44 - 0.36 is less than one SE (0.099) of 25 rows
+    assert choose(trials, 2500).candidate.fusion == "gmu"  # the SE of 2,500 rows is 0.0099
+    rmse = [
+        Trial(Candidate(n), ["v"], {"score": s, "score_name": "rmse"}, 1, 0.1) for n, s in (("a", -2.0), ("b", -1.0))
+    ]
+    assert choose(rmse, 25).candidate.fusion == "b"
