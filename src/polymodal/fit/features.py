@@ -281,9 +281,17 @@ def _voice_features() -> Any:
 
 @lru_cache(maxsize=1)
 def _text_tower() -> Any:
+    from transformers.utils import logging as hf_logging
+
     from polymodal.pretrained.minilm import MiniLM
 
-    return MiniLM.load()
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # its "Loading weights" bar would break fit's own progress lines
+    try:
+        return MiniLM.load()
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
 
 
 TEXT_TOKENS = 256  # MiniLM's own limit (sentence-transformers' max_seq_length)

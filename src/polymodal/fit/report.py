@@ -90,7 +90,7 @@ def _trials_table(trials: list[dict[str, Any]], score_name: str) -> Table:
             ", ".join(t["inputs"]),
             _num(abs(t["metrics"]["score"]) if score_name == "rmse" else t["metrics"]["score"]),
             _num(t["epochs"]),
-            _num(t["seconds"]),
+            Verbatim(f"{t['seconds']:.1f}"),
         ]
         for t in trials
     ]
