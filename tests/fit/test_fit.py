@@ -157,7 +157,14 @@ def test_fit_and_predict_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert result.exit_code == 0, result.output
     with open(preds) as f:
         written = list(csv.DictReader(f))
-    assert len(written) == 300 and set(written[0]) == {"row", "prediction", "probability_high", "probability_low"}
+    assert len(written) == 300 and list(written[0]) == [
+        "row",
+        "id",
+        "prediction",
+        "probability_high",
+        "probability_low",
+    ]
+    assert [r["id"] for r in written[:3]] == ["0", "1", "2"]  # the table's id column, to join the predictions back
     bad = runner.invoke(app, ["fit", str(table), "--label", "nope", "--out", str(out)])
     assert bad.exit_code == 1 and "no label column 'nope'" in bad.output
     bad = runner.invoke(app, ["fit", str(table), "--label", "label", "--out", str(out), "--column", "x=picture"])

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from polymodal.data.errors import BadSampleError, BadSampleLog
-from polymodal.fit.columns import ColumnInfo, Problem, describe_column, detect_problem
+from polymodal.fit.columns import ID_NAMES, ColumnInfo, Problem, describe_column, detect_problem
 from polymodal.fit.features import Featurizer, TowerFeaturizer, featurizer_from_state, featurizers_for
 from polymodal.fit.network import Candidate, FeatureNetwork
 
@@ -95,6 +95,7 @@ class Predictions:
     values: np.ndarray  # (N, C) probabilities, or (N,) regression values
     row_numbers: list[int]
     bad: list[BadSampleError] = field(default_factory=list)
+    keys: dict[str, list[Any]] = field(default_factory=dict)  # the table's identifier columns (id ...), per row
 
     @property
     def labels(self) -> list[Any]:
@@ -105,10 +106,12 @@ class Predictions:
         return [self.problem.classes[int(i)] for i in self.values.argmax(1)]
 
     def to_rows(self) -> list[dict[str, Any]]:
-        """One dict per row: ``row``, ``prediction`` and ``probability_<class>`` (classification)."""
+        """One dict per row: ``row``, the table's identifier columns (``id`` ...), ``prediction`` and
+        ``probability_<class>`` (classification)."""
         out = []
-        for number, label, value in zip(self.row_numbers, self.labels, self.values):
-            row: dict[str, Any] = {"row": number, "prediction": "|".join(label) if isinstance(label, list) else label}
+        for i, (number, label, value) in enumerate(zip(self.row_numbers, self.labels, self.values)):
+            row: dict[str, Any] = {"row": number, **{name: values[i] for name, values in self.keys.items()}}
+            row["prediction"] = "|".join(label) if isinstance(label, list) else label
             if self.problem.kind != "regression":
                 row.update({f"probability_{c}": round(float(p), 6) for c, p in zip(self.problem.classes, value)})
             out.append(row)
@@ -273,7 +276,8 @@ class TablePredictor:
         features = featurize(self.featurizers, table, bad_log, "predict", log_file, store, progress)
         outputs = outputs_of(self.network, features)
         values = predictions(self.problem, outputs, self.target_mean, self.target_std)
-        return Predictions(self.problem, values, list(table.row_numbers), list(bad_log.examples))
+        keys = {c: table.values(c) for c in table.columns if c.lower() in ID_NAMES and c != "row"}
+        return Predictions(self.problem, values, list(table.row_numbers), list(bad_log.examples), keys)
 
     def evaluate(
         self, table: Table | str | os.PathLike[str] | Sequence[Mapping[str, Any]], store: FeatureStore | None = None
