@@ -240,7 +240,7 @@ class AudioFeaturizer(TowerFeaturizer):
 
     kind = "audio"
     bands = 40
-    dim = 256 + 2 * 40 + 1
+    dim = 256 + 2 * bands + 1
 
     def packaged_tower(self) -> nn.Module:
         return _voice_tower()

@@ -186,15 +186,7 @@ class TablePredictor:
         train = featurize(featurizers, train_table, bad_log, "train", log_file, store, progress)
         held = featurize(featurizers, val_table, bad_log, "validation", log_file, store, progress)
         train_targets = encode_targets(the_problem, train_table.values(label))
-        val_targets = encode_targets(the_problem, val_table.values(label))
-        val_targets = Targets(
-            (val_targets.y * val_targets.std + val_targets.mean - train_targets.mean) / train_targets.std
-            if the_problem.kind == "regression"
-            else val_targets.y,
-            val_targets.known,
-            train_targets.mean,
-            train_targets.std,
-        )
+        val_targets = encode_targets(the_problem, val_table.values(label), (train_targets.mean, train_targets.std))
         featurized = time.monotonic() - started
         say(
             f"features: {len(train_table)} training and {len(val_table)} validation rows in {featurized:.1f} s; "
@@ -285,14 +277,7 @@ class TablePredictor:
         """The metrics of this predictor on a labelled ``table`` (as :meth:`predict` takes it)."""
         table = as_table(table)
         features = featurize(self.featurizers, table, BadSampleLog(), "evaluate", None, store)
-        targets = encode_targets(self.problem, table.values(self.problem.label))
-        if self.problem.kind == "regression":
-            targets = Targets(
-                (targets.y * targets.std + targets.mean - self.target_mean) / self.target_std,
-                targets.known,
-                self.target_mean,
-                self.target_std,
-            )
+        targets = encode_targets(self.problem, table.values(self.problem.label), (self.target_mean, self.target_std))
         outputs = outputs_of(self.network, features)
         return score(self.problem, predictions(self.problem, outputs, self.target_mean, self.target_std), targets)
 

@@ -77,17 +77,23 @@ class Targets:
         return Targets(self.y[index], self.known[index], self.mean, self.std)
 
 
-def encode_targets(problem: Problem, values: Sequence[Any]) -> Targets:
-    """The label cells as :class:`Targets`; a cell that fits no class (or is not a number) counts as unknown."""
+def encode_targets(problem: Problem, values: Sequence[Any], scale: tuple[float, float] | None = None) -> Targets:
+    """The label cells as :class:`Targets`; a cell that fits no class (or is not a number) counts as unknown.
+    Regression values are standardised by ``scale`` (mean, std: the training rows', for any other rows), by default
+    by their own."""
     known = torch.tensor([not is_missing(v) for v in values], dtype=torch.bool)
     if problem.kind == "regression":
         numbers = [as_number(v) if k else None for v, k in zip(values, known.tolist())]
         known &= torch.tensor([n is not None for n in numbers])
         y = torch.tensor([n if n is not None else 0.0 for n in numbers], dtype=torch.float32)
         given = y[known]
-        mean = float(given.mean()) if len(given) else 0.0
-        std = float(given.std(unbiased=False)) if len(given) > 1 else 1.0
-        return Targets((y - mean) / (std or 1.0), known, mean, std or 1.0)
+        if scale is None:
+            scale = (
+                float(given.mean()) if len(given) else 0.0,
+                float(given.std(unbiased=False)) if len(given) > 1 else 1.0,
+            )
+        mean, std = scale[0], scale[1] or 1.0
+        return Targets((y - mean) / std, known, mean, std)
     index = {c: i for i, c in enumerate(problem.classes)}
     if problem.kind == "multilabel":
         y = torch.zeros(len(values), len(problem.classes))
@@ -311,11 +317,16 @@ def evaluate(network: FeatureNetwork, problem: Problem, features: Features, targ
     return score(problem, predictions(problem, outputs, targets.mean, targets.std), targets), loss
 
 
+def _rank(trial: Trial) -> tuple[float, float]:
+    """Higher score first; equal scores go to the lower validation loss."""
+    return trial.score, -trial.metrics.get("loss", 0.0)
+
+
 def choose(trials: Sequence[Trial], validation_rows: int) -> Trial:
     """The one-standard-error rule (Breiman et al. 1984): the first, simplest, trial whose validation accuracy is
     within one standard error of the best one's, so a small validation split's noise does not pick a bigger network
     over a linear model. Other scores (RMSE, micro-F1): the best; equal scores go to the lower validation loss."""
-    top = max(trials, key=lambda t: (t.score, -t.metrics.get("loss", 0.0)))
+    top = max(trials, key=_rank)
     if top.metrics.get("score_name") != "accuracy" or validation_rows < 1:
         return top
     error = math.sqrt(top.score * (1 - top.score) / validation_rows)
@@ -354,7 +365,7 @@ def search(
         )
         if report is not None:
             report(trials[-1], k + 1, len(usable))
-    leaderboard = sorted(trials, key=lambda t: (t.score, -t.metrics.get("loss", 0.0)), reverse=True)
+    leaderboard = sorted(trials, key=_rank, reverse=True)
     best = choose(trials, int(val_targets.known.sum()))
     baselines = []
     if several:
