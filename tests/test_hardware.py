@@ -60,6 +60,24 @@ def test_the_slowdown_probe_measures_both_precisions_quickly() -> None:
     assert fp32 > 0 and bf16 > 0 and ratio == pytest.approx(fp32 / bf16)
 
 
+def test_the_machine_header_measures_only_the_precisions_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    measured: list[torch.dtype] = []
+
+    def fake_gflops(dtype: torch.dtype, n: int = 2048, **_: object) -> float:
+        measured.append(dtype)
+        return 100.0 + n / 512
+
+    monkeypatch.setattr(hardware, "matmul_gflops", fake_gflops)
+    header = hardware.machine_header(precisions=("fp32",))
+    assert set(measured) == {torch.float32} and header.endswith("matmul peak fp32 104 GFLOP/s")
+    measured.clear()
+    assert set(hardware.matmul_peaks()) == {"fp32", "bf16"} and set(measured) == {torch.float32, torch.bfloat16}
+    measured.clear()
+    assert "fp32 7 GFLOP/s" in hardware.machine_header({"fp32": 7.0}, precisions=("bf16",)) and not measured
+    with pytest.raises(ValueError, match="fp32 and bf16, not fp16"):
+        hardware.matmul_peaks(precisions=("fp32", "fp16"))
+
+
 def test_fp16_on_cpu_and_unknown_names_are_errors(unpinned: None) -> None:
     with pytest.raises(ValueError, match="fp16 needs a CUDA GPU"):
         choose_precision("fp16", "cpu")

@@ -14,7 +14,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,20 +100,26 @@ def matmul_gflops(dtype: torch.dtype, n: int = 2048, *, seconds: float = 0.5, de
             return 2 * n**3 * reps / elapsed / 1e9
 
 
-def matmul_peaks(seconds: float = 0.2) -> dict[str, float]:
-    """fp32 and bf16 matmul peaks in GFLOP/s (the best of sizes 512-2048), for MFU and the record beside a figure.
+def matmul_peaks(seconds: float = 0.2, precisions: Sequence[str] = ("fp32", "bf16")) -> dict[str, float]:
+    """Matmul peaks in GFLOP/s of ``precisions`` (fp32, bf16; the best of sizes 512-2048), for MFU and the record
+    beside a figure.
 
     Where bf16 has no native kernels it is measured at 256 only: a 2048 matmul in the slow fallback takes about
     20 s, and the rate it shows is no better at larger sizes."""
     sizes = {"fp32": (512, 1024, 2048), "bf16": (512, 1024, 2048) if bf16_native("cpu") else (256,)}
     dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16}
-    return {name: max(matmul_gflops(dtypes[name], n, seconds=seconds) for n in sizes[name]) for name in sizes}
+    names = [normalize_precision(name) for name in precisions]
+    unknown = [name for name in names if name not in sizes]
+    if unknown:
+        raise ValueError(f"matmul peaks are measured for fp32 and bf16, not {', '.join(unknown)}")
+    return {name: max(matmul_gflops(dtypes[name], n, seconds=seconds) for n in sizes[name]) for name in names}
 
 
-def machine_header(peaks: dict[str, float] | None = None) -> str:
-    """One line for a benchmark's output: CPU, flags, torch, threads and (measured now unless given) matmul peaks."""
+def machine_header(peaks: dict[str, float] | None = None, precisions: Sequence[str] = ("fp32", "bf16")) -> str:
+    """One line for a benchmark's output: CPU, flags, torch, threads and matmul peaks (given, or measured now for
+    ``precisions``: only those a benchmark runs, as a bf16 peak takes minutes on a CPU without native bf16)."""
     info = cpu_info()
-    peaks = matmul_peaks() if peaks is None else peaks
+    peaks = matmul_peaks(precisions=precisions) if peaks is None else peaks
     measured = ", ".join(f"{name} {value:.0f} GFLOP/s" for name, value in peaks.items())
     return (
         f"machine: {info.describe()}; native bf16: {'yes' if bf16_native('cpu') else 'no'}; torch {torch.__version__}, "
