@@ -8,7 +8,7 @@ from concurrent.futures import Future
 
 import pytest
 
-from polymodal.serve.batching import MicroBatcher
+from polymodal.serve.batching import MicroBatcher, Overloaded
 
 
 class Recorder:
@@ -97,3 +97,51 @@ def test_wrong_result_count_is_an_error_not_a_hang() -> None:
     # A closed batcher starts a fresh worker on the next job (the app's lifespan may run more than once).
     assert batcher.submit("k", [1, 2], lambda items: [x * 10 for x in items]).result(timeout=5) == [10, 20]
     batcher.close()
+
+
+def test_a_job_waits_for_company_only_while_another_request_may_still_submit() -> None:
+    # One active request, and it has its job queued: nothing can join, so the job runs at once (not after 30 s).
+    alone = MicroBatcher(max_batch_size=8, max_wait_ms=30_000, active_requests=lambda: 1)
+    square = Recorder()
+    assert alone.submit("k", [2], square).result(timeout=10) == [4]
+    alone.close()
+    # Two active requests and one job queued: the job waits, and the second request's job joins its call.
+    active = [2]
+    shared = MicroBatcher(max_batch_size=8, max_wait_ms=30_000, active_requests=lambda: active[0])
+    together = Recorder()
+    first = shared.submit("k", [2], together)
+    time.sleep(0.1)
+    second = shared.submit("k", [3], together)
+    assert first.result(timeout=10) == [4] and second.result(timeout=10) == [9]
+    shared.close()
+    assert together.batches == [[2, 3]]
+
+
+def test_admission_control_refuses_work_the_queue_cannot_serve_within_the_budget() -> None:
+    batcher = MicroBatcher(max_batch_size=1, max_wait_ms=0, max_queue_ms=600)
+    slow = Recorder(delay=0.5)  # 0.5 s per call of one item
+    assert batcher.submit("slow", [1], slow).result(timeout=5) == [1]  # teaches the estimate: 0.5 s per item
+    # The first is admitted into an empty queue, the second behind at most 0.5 s of work; then 0.5 s more is queued.
+    queued = [batcher.submit("slow", [i], slow) for i in range(2)]
+    with pytest.raises(Overloaded) as refused:
+        batcher.submit("slow", [9], slow)
+    assert refused.value.retry_after >= 1 and refused.value.expected_wait > 0.6
+    assert "busy" in str(refused.value)
+    with pytest.raises(Overloaded):
+        batcher.admit()
+    assert batcher.stats.rejected == 2
+    # Lookups that must answer under load skip the check; and once the queue drains, work is admitted again.
+    assert batcher.submit("lookup", [5], square_items, admit=False).result(timeout=5) == [25]
+    assert [f.result(timeout=5) for f in queued] == [[0], [1]]
+    assert batcher.submit("slow", [3], slow).result(timeout=5) == [9]
+    batcher.close()
+    assert 9 not in [x for b in slow.batches for x in b]
+
+
+def square_items(items: list[int]) -> list[int]:
+    return [x * x for x in items]
+
+
+def test_admission_needs_a_positive_budget() -> None:
+    with pytest.raises(ValueError, match="max_queue_ms"):
+        MicroBatcher(max_queue_ms=0)

@@ -45,6 +45,14 @@ def serve(
     max_generate_steps: int = typer.Option(200, "--max-generate-steps", help="Most sampler steps of one /generate."),
     batch_size: int = typer.Option(32, "--batch-size", help="Most items per batched model call."),
     max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="How long a request waits to share a batch."),
+    max_queue_ms: float = typer.Option(
+        1000.0,
+        "--max-queue-ms",
+        help="Admission budget: a request the queued work would hold up longer is answered 503 with Retry-After "
+        "(0: admit everything).",
+    ),
+    log_file: Path = typer.Option(None, "--log-file", help="Also append the access log (one line per request) here."),
+    access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Print one line per request."),
     precision: str = typer.Option(
         "auto", "--precision", help="auto (bf16 where the CPU or GPU runs it natively, else fp32), fp32 or bf16."
     ),
@@ -77,6 +85,7 @@ def serve(
         max_generate_steps=max_generate_steps,
         batch_size=batch_size,
         max_wait_ms=max_wait_ms,
+        max_queue_ms=max_queue_ms,
         precision=precision,
         device=device,
         cors_origins=tuple(cors_origin),
@@ -93,7 +102,14 @@ def serve(
         )
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
+    from polymodal.serve.traffic import start_access_log
+
+    # Access lines are written by a thread of their own (uvicorn's would be written on the event loop).
+    listener = start_access_log(log_file, terminal=access_log)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, server_header=False)
+    finally:
+        listener.stop()
 
 
 def build_server(
@@ -111,6 +127,7 @@ def build_server(
     max_generate_steps: int,
     batch_size: int,
     max_wait_ms: float,
+    max_queue_ms: float,
     precision: str,
     device: str,
     cors_origins: tuple[str, ...],
@@ -140,6 +157,7 @@ def build_server(
             max_generate_steps=max_generate_steps,
             batch_size=batch_size,
             max_wait_ms=max_wait_ms,
+            max_queue_ms=None if max_queue_ms == 0 else max_queue_ms,
             cors_origins=cors_origins,
         )
     except ValueError as e:

@@ -10,6 +10,7 @@ The OpenAPI schema is at ``/openapi.json``; the interactive docs UI is off becau
 from __future__ import annotations
 
 import asyncio
+import gc
 import mimetypes
 import tempfile
 from collections.abc import AsyncIterator
@@ -80,6 +81,7 @@ from polymodal.serve.schemas import (
 from polymodal.serve.search import SearchIndex
 from polymodal.serve.service import Service
 from polymodal.serve.settings import ServeSettings
+from polymodal.serve.traffic import ActiveRequests, Traffic
 from polymodal.version import __version__
 
 STATIC = Path(__file__).parent / "static"
@@ -327,13 +329,12 @@ async def search(
 ) -> SearchResponse:
     service.require("/search", "search")
     if body.text is not None:
-        vector = (await service.embed("text", [body.text]))[0]  # (D,)
+        hits = await service.search("text", body.text, body.k, body.kind)
     else:
         (field,) = [f for f in QUERY_MEDIA if getattr(body, f) is not None]
         upload = Upload(field, field, decode_base64(getattr(body, field), field))
         item = await _media_item(upload, "/search", "search by", service, settings)
-        vector = (await service.embed(field, [item]))[0]
-    hits = await service.search(vector, body.k, body.kind)
+        hits = await service.search(field, item, body.k, body.kind)
     return SearchResponse(hits=[_hit(hit, request) for hit in hits])
 
 
@@ -446,12 +447,21 @@ def create_app(
             f"the index was built with model {index.model_identity}, not with {model.name} "
             f"({model.identity}): rebuild it with this model or serve the model it was built with"
         )
+    active = ActiveRequests()
     batcher = MicroBatcher(
-        settings.batch_size, settings.max_wait_ms, before_batch=None if threads is None else threads.update
+        settings.batch_size,
+        settings.max_wait_ms,
+        before_batch=None if threads is None else threads.update,
+        max_queue_ms=settings.max_queue_ms,
+        active_requests=active,
     )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # The model and libraries loaded so far live as long as the server: moved out of the collector's reach, a
+        # full collection no longer walks them (it paused every request for tens of milliseconds).
+        gc.collect()
+        gc.freeze()
         yield
         batcher.close()
 
@@ -479,6 +489,7 @@ def create_app(
             allow_headers=["Authorization", "X-API-Key", "Content-Type"],
         )
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(Traffic, active=active)
 
     app.add_api_route("/health", _health, methods=["GET"], response_model=Health, summary="What this server can do")
     auth = [Depends(api_key_dependency(settings.api_key))] if settings.api_key else []
@@ -522,6 +533,7 @@ async def _health(
             max_video_seconds=settings.max_video_seconds,
             batch_size=settings.batch_size,
             max_wait_ms=settings.max_wait_ms,
+            max_queue_ms=settings.max_queue_ms,
             max_generate_images=settings.max_generate_images,
             max_generate_steps=settings.max_generate_steps,
         ),

@@ -16,6 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from polymodal.backends import TaskNotSupported
 from polymodal.data.errors import BadSampleError
+from polymodal.serve.batching import Overloaded
 
 logger = logging.getLogger("polymodal.serve")
 
@@ -27,6 +28,7 @@ _HTTP_CODES = {
     413: "too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
+    503: "overloaded",
 }
 
 
@@ -95,6 +97,10 @@ def install_error_handlers(app: FastAPI) -> None:
         modality = exc.field or "input"
         status, code = (413, f"{modality}_{exc.kind}") if exc.kind in TOO_BIG else (422, f"bad_{modality}")
         return error_response(status, code, str(exc))
+
+    @app.exception_handler(Overloaded)
+    async def _overloaded(_: Request, exc: Overloaded) -> JSONResponse:
+        return error_response(503, "overloaded", str(exc), {"Retry-After": str(exc.retry_after)})
 
     @app.exception_handler(TaskNotSupported)
     async def _unsupported(_: Request, exc: TaskNotSupported) -> JSONResponse:

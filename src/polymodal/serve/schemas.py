@@ -266,6 +266,7 @@ class Limits(BaseModel):
     max_video_seconds: float
     batch_size: int
     max_wait_ms: float
+    max_queue_ms: float | None = Field(description="Admission budget: longer waits are answered 503 (None: off).")
     max_generate_images: int = Field(description="Most images (texts x n) one /generate request may ask for.")
     max_generate_steps: int = Field(description="Most sampling steps one /generate request may ask for.")
 
@@ -274,6 +275,7 @@ class Batching(BaseModel):
     requests: int = Field(description="Requests served by the model thread so far.")
     model_calls: int = Field(description="Batched model calls they took (fewer than requests: batching works).")
     largest_batch: int
+    rejected: int = Field(description="Requests answered 503 because the queue was over its time budget.")
 
 
 class Runtime(BaseModel):

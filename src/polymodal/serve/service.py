@@ -48,9 +48,11 @@ class Service:
         }
 
     def require(self, endpoint: str, task: str, modality: str | None = None) -> None:
-        """A 400 naming what the model can do (with ``modality``: also that it takes that modality for the task), or
-        a 404 when the endpoint needs an index and there is none."""
+        """A 400 naming what the model can do (with ``modality``: also that it takes that modality for the task), a
+        404 when the endpoint needs an index and there is none, or a 503 when the model's queue is over its budget."""
         capability, needs_index = ENDPOINT_NEEDS[endpoint]
+        if capability is not None:
+            self.batcher.admit()  # 503 before any decoding when the queue is over its time budget
         if capability is not None and capability not in self.model.capabilities:
             raise ApiError(400, "not_supported", str(TaskNotSupported(self.model.backend, task)))
         if capability is not None and modality is not None and modality not in self.model.accepts(capability):
@@ -132,30 +134,31 @@ class Service:
         except ValueError as e:
             raise ApiError(422, "invalid_request", str(e)) from None
 
-    async def search(self, vector: np.ndarray, k: int, kind: str | None) -> list[Any]:
-        """Hits for one (D,) query vector.
-
-        Index calls run on the model thread too: the index (FAISS + SQLite) is then only ever used from one thread.
-        """
+    async def search(self, modality: str, query: Any, k: int, kind: str | None) -> list[Any]:
+        """Hits for one query (a text or a decoded media item): embedded and searched in one batched call, so a
+        query queues once. Index calls run on the model thread: the index (FAISS + SQLite) only sees one thread."""
         assert self.index is not None
         index = self.index
-        (hits,) = await self.batcher.run(
-            ("search", k, kind), [vector], lambda vectors: index.search_vectors(np.stack(vectors), k=k, kind=kind)
-        )
+
+        def run(queries: list[Any]) -> Sequence[Any]:
+            vectors = _stack(list(self.model.embed(modality, queries)), self.model.embed_dim)
+            return index.search_vectors(vectors, k=k, kind=kind)
+
+        (hits,) = await self.batcher.run(("search", modality, k, kind), [query], run)
         return hits
 
     async def media_path(self, item_id: int, modality: str) -> Path | None:
         assert self.index is not None
         index = self.index
         (path,) = await self.batcher.run(
-            ("media_path", modality), [item_id], lambda ids: [index.media_path(i, modality) for i in ids]
+            ("media_path", modality), [item_id], lambda ids: [index.media_path(i, modality) for i in ids], admit=False
         )
         return path
 
     async def index_size(self) -> int:
         assert self.index is not None
         index = self.index
-        (size,) = await self.batcher.run("index_size", [None], lambda nones: [len(index)] * len(nones))
+        (size,) = await self.batcher.run("index_size", [None], lambda nones: [len(index)] * len(nones), admit=False)
         return size
 
 

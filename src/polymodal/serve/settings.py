@@ -16,7 +16,8 @@ class ServeSettings:
     pixels are decoded, so a small decompression bomb is refused cheaply); ``max_audio_seconds`` bounds uploaded
     sounds the same way (a few kB of FLAC silence can say it lasts an hour), and ``max_video_seconds`` clips.
     ``max_generate_images`` (texts x n) and ``max_generate_steps`` bound one /generate request, so that a single
-    request cannot hold the model for minutes.
+    request cannot hold the model for minutes. ``max_queue_ms`` bounds waiting: when the work queued ahead of a
+    request would hold it up longer, it is answered 503 with ``Retry-After`` instead of waiting seconds.
     """
 
     api_key: str | None = None
@@ -26,6 +27,7 @@ class ServeSettings:
     max_video_seconds: float = 600.0  # a clip is embedded from 8 frames: a longer one only costs seeking
     batch_size: int = 32  # most items one model call takes from the queue
     max_wait_ms: float = 5.0  # how long the first request waits for company before its batch runs
+    max_queue_ms: float | None = 1000.0  # admission budget: a request the queue would hold longer gets 503 at once
     max_generate_images: int = 16
     max_generate_steps: int = 200
     cors_origins: tuple[str, ...] = field(default_factory=tuple)  # empty: no CORS headers at all
@@ -37,6 +39,8 @@ class ServeSettings:
         for name in ("max_audio_seconds", "max_video_seconds"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.max_queue_ms is not None and not self.max_queue_ms > 0:
+            raise ValueError(f"max_queue_ms must be > 0 (or None: no admission control), got {self.max_queue_ms}")
         if self.max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
         if self.api_key is not None and not self.api_key.strip():
