@@ -1,4 +1,4 @@
-"""Embedding throughput: polymodal's EmbeddingModel vs transformers' CLIPModel on the SAME weights.
+"""Embedding throughput: polymodal's EmbeddingModel and ONNX export vs transformers' CLIPModel on the SAME weights.
 
 A random CLIP checkpoint (ViT-B/32 sized by default: 12+12 layers, 768/512 wide, 224 px,
 77 tokens) is saved to a temporary directory and loaded twice: as ``transformers.CLIPModel``
@@ -6,17 +6,21 @@ A random CLIP checkpoint (ViT-B/32 sized by default: 12+12 layers, 768/512 wide,
 and through polymodal's interop (``load_clip``) as an ``EmbeddingModel``. Then images/s and
 texts/s at one batch size, for these polymodal paths:
 
-    fp32            inference_mode, float32 weights (the same math as HF: a sanity check)
-    bf16 autocast   inference_mode + torch.autocast(bfloat16), float32 weights
-    bf16 weights    load_clip(..., dtype=torch.bfloat16): weights stored in bf16
-    onnxruntime     the towers exported by ``polymodal export`` (fp32), run by onnxruntime
+    fp32              inference_mode, float32 weights (the same math as HF: a sanity check)
+    bf16 autocast     inference_mode + torch.autocast(bfloat16), float32 weights        (bf16 only)
+    bf16 weights      load_clip(..., dtype=torch.bfloat16): weights stored in bf16      (bf16 only)
+    onnxruntime fp32  the towers exported by ``polymodal export``, run by onnxruntime
+    onnxruntime int8  the export's int8 variant (weights int8, dynamic quantisation)
 
-and, for fairness, HF with the same bf16 autocast. Every row also prints the cosine similarity
-of its embeddings with the fp32 reference, so a speed-up that costs accuracy shows it.
-Text batches are 77 tokens long (CLIP pads to its context length).
+and, for fairness, HF with the same bf16 autocast (bf16 only). The bf16 rows run only where
+the CPU runs bf16 natively, unless ``--precisions fp32,bf16`` asks for them. Every row prints
+its ratio to HF fp32 measured in the same run and the cosine similarity of its embeddings with
+that reference; the ONNX variant the export chose as default is marked. Text batches are 77
+tokens long (CLIP pads to its context length). Everything is written to a temporary directory
+that is removed at the end, also on errors and Ctrl-C.
 
     .venv/bin/python benchmarks/embedding_throughput.py [--size b32|small] [--batch 32] [--iters 5]
-                                                        [--threads 2] [--no-onnx]
+                                                        [--threads 2] [--no-onnx] [--precisions fp32,bf16]
 """
 
 from __future__ import annotations
@@ -27,11 +31,12 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from polymodal.hardware import machine_header
+from polymodal.hardware import bf16_native, machine_header
 
 SIZES = {
     # openai/clip-vit-base-patch32's architecture.
@@ -117,6 +122,17 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(F.cosine_similarity(a, b, dim=-1).mean())
 
 
+def parse_precisions(text: str | None) -> tuple[str, ...]:
+    """``fp32,bf16`` -> ('fp32', 'bf16'); by default fp32, and bf16 where the CPU runs it natively."""
+    if text is None:
+        return ("fp32", "bf16") if bf16_native("cpu") else ("fp32",)
+    names = tuple(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    unknown = [p for p in names if p not in ("fp32", "bf16")]
+    if unknown or "fp32" not in names:
+        raise SystemExit(f"--precisions {text!r}: give fp32, optionally with bf16 (fp32 is the reference)")
+    return names
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=list(SIZES), default="b32")
@@ -124,19 +140,26 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=5, help="timed rounds over all paths")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-onnx", dest="onnx", action="store_false")
+    parser.add_argument(
+        "--precisions", default=None, help="fp32 or fp32,bf16 (default: bf16 too only where the CPU runs it natively)"
+    )
     args = parser.parse_args()
+    precisions = parse_precisions(args.precisions)
     torch.set_num_threads(args.threads)
-    print(machine_header())  # CPU, flags, threads and matmul peaks beside the figures
+    # CPU, flags, threads and the matmul peaks of the precisions measured here, beside the figures
+    print(machine_header(precisions=precisions))
+    with tempfile.TemporaryDirectory(prefix="polymodal-bench-") as tmp:
+        run(Path(tmp), args, precisions)
 
+
+def run(tmp: Path, args: argparse.Namespace, precisions: tuple[str, ...]) -> None:
     import transformers as t
 
     from polymodal.interop import clip_features, load_clip
 
-    tmp = Path(tempfile.mkdtemp(prefix="polymodal-bench-"))
     save_random_clip(tmp / "clip", args.size)
     hf = t.CLIPModel.from_pretrained(tmp / "clip", local_files_only=True).eval()
     fp32 = load_clip(tmp / "clip")
-    bf16 = load_clip(tmp / "clip", dtype=torch.bfloat16)
     side = fp32.preprocess.image_size
     torch.manual_seed(1)
     pixels = torch.randn(args.batch, 3, side, side)
@@ -145,53 +168,39 @@ def main() -> None:
     mask = torch.ones_like(ids, dtype=torch.bool)
     bf16_autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
 
-    def hf_image(ctx: Callable = nullcontext) -> Callable[[], torch.Tensor]:
-        def run() -> torch.Tensor:
+    def hf_run(tower: str, ctx: Callable = nullcontext) -> Callable[[], torch.Tensor]:
+        inputs = {"pixel_values": pixels} if tower == "image" else {"input_ids": ids, "attention_mask": mask.long()}
+
+        def go() -> torch.Tensor:
             with torch.no_grad(), ctx():
-                return clip_features(hf, pixel_values=pixels)
+                return clip_features(hf, **inputs)
 
-        return run
-
-    def hf_text(ctx: Callable = nullcontext) -> Callable[[], torch.Tensor]:
-        def run() -> torch.Tensor:
-            with torch.no_grad(), ctx():
-                return clip_features(hf, input_ids=ids, attention_mask=mask.long())
-
-        return run
+        return go
 
     def pm(model: torch.nn.Module, tower: str, ctx: Callable = nullcontext) -> Callable[[], torch.Tensor]:
-        def run() -> torch.Tensor:
+        def go() -> torch.Tensor:
             with torch.inference_mode(), ctx():
                 return model.embed("image", pixels) if tower == "image" else model.embed("text", ids, mask)
 
-        return run
+        return go
 
-    rows: list[tuple[str, str, Callable[[], torch.Tensor]]] = [
-        ("image", "transformers CLIPModel fp32 (reference)", hf_image()),
-        ("image", "transformers CLIPModel + bf16 autocast", hf_image(bf16_autocast)),
-        ("image", "polymodal fp32", pm(fp32.model, "image")),
-        ("image", "polymodal bf16 autocast", pm(fp32.model, "image", bf16_autocast)),
-        ("image", "polymodal bf16 weights", pm(bf16.model, "image")),
-        ("text", "transformers CLIPModel fp32 (reference)", hf_text()),
-        ("text", "transformers CLIPModel + bf16 autocast", hf_text(bf16_autocast)),
-        ("text", "polymodal fp32", pm(fp32.model, "text")),
-        ("text", "polymodal bf16 autocast", pm(fp32.model, "text", bf16_autocast)),
-        ("text", "polymodal bf16 weights", pm(bf16.model, "text")),
-    ]
-    if args.onnx:
-        from polymodal.export import OnnxDualEncoder, export_onnx
-
-        start = time.perf_counter()
-        export_onnx(tmp / "clip", tmp / "onnx")
-        print(f"ONNX export of both towers: {time.perf_counter() - start:.0f} s")
-        onnx = OnnxDualEncoder(tmp / "onnx", threads=args.threads)
-        np_pixels, np_ids, np_mask = pixels.numpy(), ids.numpy(), mask.numpy()
-        rows.insert(5, ("image", "polymodal onnxruntime fp32", lambda: torch.from_numpy(onnx.embed_pixels(np_pixels))))
-        rows.append(("text", "polymodal onnxruntime fp32", lambda: torch.from_numpy(onnx.embed_ids(np_ids, np_mask))))
+    rows: list[tuple[str, str, Callable[[], torch.Tensor]]] = []
+    manifest, onnx = export_variants(tmp, args.threads) if args.onnx else ({}, {})
+    bf16 = load_clip(tmp / "clip", dtype=torch.bfloat16) if "bf16" in precisions else None
+    for tower in ("image", "text"):
+        rows.append((tower, "transformers CLIPModel fp32 (reference)", hf_run(tower)))
+        rows.append((tower, "polymodal fp32", pm(fp32.model, tower)))
+        if bf16 is not None:
+            rows.append((tower, "transformers CLIPModel + bf16 autocast", hf_run(tower, bf16_autocast)))
+            rows.append((tower, "polymodal bf16 autocast", pm(fp32.model, tower, bf16_autocast)))
+            rows.append((tower, "polymodal bf16 weights", pm(bf16.model, tower)))
+        for name, embedder in onnx.items():
+            marked = " (default)" if manifest[f"{tower}_encoder"]["default"] == name else ""
+            rows.append((tower, f"polymodal onnxruntime {name}{marked}", onnx_run(embedder, tower, pixels, ids, mask)))
 
     print(
         f"CLIP size {args.size}, batch {args.batch}, {args.threads} threads, best of {args.iters}, "
-        f"torch {torch.__version__}, attention {hf.config._attn_implementation}"
+        f"torch {torch.__version__}, attention {hf.config._attn_implementation}, precisions {','.join(precisions)}"
     )
     print(f"{'tower':6} {'path':42} {'items/s':>9} {'vs HF fp32':>10} {'cos vs fp32':>11}")
     seconds, outs = time_rows([fn for _, _, fn in rows], args.iters)
@@ -202,6 +211,35 @@ def main() -> None:
             reference[tower] = (rate, F.normalize(out.float(), dim=-1))
         base_rate, base_out = reference[tower]
         print(f"{tower:6} {name:42} {rate:9.1f} {rate / base_rate:9.2f}x {cosine(out, base_out):11.5f}", flush=True)
+
+
+def export_variants(tmp: Path, threads: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Export the checkpoint (int8 variants and the default chosen on this machine); (manifest, OnnxEmbedder per
+    variant)."""
+    from polymodal.export import OnnxEmbedder, export_onnx
+    from polymodal.export.onnx import PARTS
+
+    start = time.perf_counter()
+    manifest = export_onnx(tmp / "clip", tmp / "onnx")
+    print(f"ONNX export of both towers, int8 variants and the choice: {time.perf_counter() - start:.0f} s")
+    for modality in ("image", "text"):
+        entry = manifest[PARTS[modality]]
+        figures = ", ".join(
+            f"{name} {v['items_per_second']:.1f}/s cosine {v['cosine_min']:.5f}"
+            for name, v in entry["variants"].items()
+        )
+        print(f"  default for {modality}: {entry['default']} (on the export's sample of 8: {figures})")
+    names = {name for modality in ("image", "text") for name in manifest[PARTS[modality]]["variants"]}
+    return manifest, {name: OnnxEmbedder(tmp / "onnx", threads=threads, variant=name) for name in sorted(names)}
+
+
+def onnx_run(
+    onnx: Any, tower: str, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor
+) -> Callable[[], torch.Tensor]:
+    np_pixels, np_ids, np_mask = pixels.numpy(), ids.numpy(), mask.numpy()
+    if tower == "image":
+        return lambda: torch.from_numpy(onnx.embed_pixels(np_pixels))
+    return lambda: torch.from_numpy(onnx.embed_ids(np_ids, np_mask))
 
 
 if __name__ == "__main__":

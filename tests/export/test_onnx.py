@@ -45,7 +45,10 @@ def test_cli_exports_a_polymodal_embedding_model(tmp_path: Path) -> None:
     payload = json.loads(result.stdout)
     assert sorted(p.name for p in out.iterdir()) == [
         "export.json",
+        "image_encoder.int8.onnx",
         "image_encoder.onnx",
+        "sample.npz",
+        "text_encoder.int8.onnx",
         "text_encoder.onnx",
         "tokenizer",
     ]
@@ -57,7 +60,7 @@ def test_cli_exports_a_polymodal_embedding_model(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".onnx.*"))  # the atomic write left no temporary sibling
 
     model = load_model(model_dir).eval()
-    onnx = OnnxDualEncoder(out)
+    onnx = OnnxDualEncoder(out, variant="fp32")  # the exported graph itself
     for batch, length in [(1, 5), (4, 16)]:  # batch and sequence length are both dynamic
         pixels = torch.randn(batch, 3, 32, 32)
         ids = torch.randint(5, 32, (batch, length))
@@ -82,7 +85,7 @@ def test_hf_clip_export_equals_transformers(tmp_path: Path) -> None:
     assert (
         manifest["source"]["kind"] == "hf-clip" and manifest["image_encoder"]["preprocess"]["crop_offsets"] == "floor"
     )
-    onnx = OnnxDualEncoder(tmp_path / "onnx")
+    onnx = OnnxDualEncoder(tmp_path / "onnx", variant="fp32")
     hf_tok = t.AutoTokenizer.from_pretrained(tmp_path / "clip", local_files_only=True)
     for texts in (TEXTS[:1], TEXTS):
         pixels = torch.randn(len(texts) + 1, 3, 32, 32)

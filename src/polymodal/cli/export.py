@@ -1,5 +1,6 @@
 """``polymodal export MODEL --format onnx --out DIR``: an embedding model's towers (image, text, audio, video) as ONNX
-graphs."""
+graphs, with int8 variants and the default chosen by measurement; ``polymodal export DIR --choose`` chooses again on
+this machine."""
 
 from __future__ import annotations
 
@@ -10,45 +11,74 @@ import typer
 from polymodal.cli.output import JsonOption, console, emit_json, fail
 
 FORMATS = ("onnx",)
+DEFAULTS = ("auto", "fp32", "int8")
 
 
 def export(
     model: Path = typer.Argument(
         ...,
         help="A polymodal embedding model (towers over image, text, audio, video) or a Hugging Face CLIPModel "
-        "directory.",
+        "directory; with --choose, an export directory.",
     ),
     format: str = typer.Option("onnx", "--format", help="Export format (only onnx for now)."),
-    out: Path = typer.Option(..., "--out", help="Directory to write (atomically)."),
+    out: Path = typer.Option(None, "--out", help="Directory to write (atomically); not with --choose."),
     opset: int = typer.Option(None, "--opset", help="ONNX opset (default: the exporter's)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out directory."),
+    quantize: bool = typer.Option(True, "--quantize/--no-quantize", help="Also write each tower's int8 variant."),
+    default: str = typer.Option(
+        "auto",
+        "--default",
+        help="The variant the runtime loads: auto (per tower, the fastest that keeps cosine >= 0.999 to PyTorch "
+        "fp32, measured now), fp32 or int8.",
+    ),
+    choose: bool = typer.Option(
+        False, "--choose", help="Time the variants of the export MODEL on this machine and record the default again."
+    ),
     json: bool = JsonOption,
 ) -> None:
-    """Export each tower (image, text, audio, video) to <modality>_encoder.onnx, plus export.json.
+    """Export each tower (image, text, audio, video) to <modality>_encoder.onnx (+ .int8.onnx), plus export.json.
 
     Batch size (and text length) are dynamic; audio features have the saved clip length.
     Video clips have the saved frames per clip, a shorter clip padded and masked.
-    Each graph is checked against PyTorch with onnxruntime before anything is written.
+    Each graph is checked against PyTorch with onnxruntime before anything is written; each variant is timed
+    and its cosine to PyTorch's fp32 embeddings of a fixed sample recorded.
     """
     if format not in FORMATS:
         fail(f"unknown --format {format!r}; supported: {', '.join(FORMATS)}", as_json=json, code=2)
+    if default not in DEFAULTS:
+        fail(f"unknown --default {default!r}; supported: {', '.join(DEFAULTS)}", as_json=json, code=2)
+    if (out is None) != choose:
+        fail("give --out DIR to export, or --choose to choose again in an export", as_json=json, code=2)
     from polymodal.config import ConfigError
     from polymodal.export import ExportError, export_onnx
-    from polymodal.export.onnx import PARTS
+    from polymodal.export.onnx import PARTS, choose_again
+    from polymodal.export.variants import SAMPLE_FILE
     from polymodal.interop import HFLoadError
 
     try:
-        manifest = export_onnx(model, out, opset=opset, overwrite=overwrite)
+        if choose:
+            out = model
+            manifest = choose_again(model, default=default)
+        else:
+            manifest = export_onnx(model, out, opset=opset, overwrite=overwrite, quantize=quantize, default=default)
     except (ExportError, HFLoadError, ConfigError, FileNotFoundError) as e:
         fail(str(e), as_json=json)
-    towers = [manifest[part] for part in PARTS.values() if part in manifest]
-    files = [tower["file"] for tower in towers] + ["export.json"]
+    towers = {modality: manifest[part] for modality, part in PARTS.items() if part in manifest}
+    files = [v["file"] for tower in towers.values() for v in tower.get("variants", {"fp32": tower}).values()]
+    files += [SAMPLE_FILE, "export.json"]
     if json:
         emit_json({"out": str(out), "files": files, **manifest})
         return
-    diff = max(tower["max_abs_diff"] for tower in towers)
-    console.print(
-        f"[bold green]exported[/] {manifest['source']['kind']} {model} -> {out}: {', '.join(files)} "
-        f"(embed_dim {manifest['embed_dim']}, onnxruntime vs PyTorch max |diff| {diff:.1e})",
-        highlight=False,
-    )
+    diff = max(tower["max_abs_diff"] for tower in towers.values())
+    if not choose:
+        console.print(
+            f"[bold green]exported[/] {manifest['source']['kind']} {model} -> {out}: {', '.join(files)} "
+            f"(embed_dim {manifest['embed_dim']}, onnxruntime vs PyTorch max |diff| {diff:.1e})",
+            highlight=False,
+        )
+    for modality, tower in towers.items():
+        figures = ", ".join(
+            f"{name} {v['items_per_second']:.1f}/s cosine {v['cosine_min']:.5f}"
+            for name, v in tower.get("variants", {}).items()
+        )
+        console.print(f"{modality}: default {tower.get('default', 'fp32')} ({figures})", highlight=False)

@@ -11,7 +11,8 @@ saved features (every clip is cropped or padded to ``clip_seconds``), video fram
 a shorter clip padded and masked).
 
 Every export is checked before it is written: onnxruntime must reproduce PyTorch on the
-example inputs (``max_abs_diff`` in export.json), else nothing is written.
+example inputs (``max_abs_diff`` in export.json), else nothing is written. Beside each fp32 graph an int8 variant is
+written, and each tower's default variant is chosen from measurements on this machine (see :mod:`.variants`).
 """
 
 from __future__ import annotations
@@ -22,13 +23,15 @@ import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from torch import Tensor, nn
 
 from polymodal.data.audio import AudioFeatures
 from polymodal.data.processors import VideoProcessor
 from polymodal.export.source import ExportError, ExportSource, load_export_source
+from polymodal.export.variants import choose_variants, quantize_int8, save_sample, variant_file
 from polymodal.fsutil import atomic_directory
 from polymodal.models import EmbeddingModel
 from polymodal.modules.encoders.base import Encoder
@@ -127,6 +130,58 @@ def _example_audio(features: AudioFeatures) -> tuple[Tensor, Tensor]:
     return x, mask.long()
 
 
+SAMPLE_SIZE = 8
+SAMPLE_TEXTS = (
+    "a photo of a cat sitting on a red sofa",
+    "two dogs playing in the snow",
+    "a bowl of fruit on a wooden table",
+    "a city street at night with cars and lights",
+    "a small blue square left of a big green triangle",
+    "an aerial view of a coastline",
+    "a man riding a bicycle",
+    "diagram",
+)
+
+
+def _sample(modality: str, source: ExportSource, tower: Tower) -> tuple[Tensor, ...]:
+    """The fixed sample the variants are measured on: images and texts through the export's own preprocessing and
+    tokenizer (seeded, so every export of a model measures the same inputs); audio and video their example clips."""
+    if modality == "image":
+        assert source.preprocess is not None  # an image tower's source always has one
+        return (torch.stack([source.preprocess.to_tensor(img) for img in _sample_images(SAMPLE_SIZE)]),)
+    if modality == "text":
+        assert source.max_length is not None  # a text tower's source always has one
+        if source.tokenizer is not None:
+            ids, mask = source.tokenizer.encode_batch(list(SAMPLE_TEXTS), source.max_length)
+            return ids, mask.long()
+        generator = torch.Generator().manual_seed(0)
+        ids = torch.randint(5, 20, (SAMPLE_SIZE, source.max_length), generator=generator)
+        lengths = (torch.arange(1, SAMPLE_SIZE + 1) * source.max_length // SAMPLE_SIZE).clamp(min=1)
+        return ids, (torch.arange(source.max_length) < lengths[:, None]).long()
+    return tower.args
+
+
+def _sample_images(count: int) -> list[Image.Image]:
+    """Seeded pictures with some structure (a colour gradient and a few filled shapes), not noise: activations like
+    a photo's are what quantisation error depends on."""
+    rng = np.random.RandomState(0)
+    images = []
+    for _ in range(count):
+        width, height = int(rng.randint(200, 320)), int(rng.randint(200, 320))
+        start, stop = rng.randint(0, 256, 3), rng.randint(0, 256, 3)
+        ramp = np.linspace(0, 1, width)[None, :, None]
+        pixels = (start + (stop - start) * ramp) * np.ones((height, 1, 1))
+        image = Image.fromarray(pixels.astype(np.uint8))
+        draw = ImageDraw.Draw(image)
+        for _ in range(4):
+            x0, y0 = int(rng.randint(0, width - 20)), int(rng.randint(0, height - 20))
+            box = (x0, y0, x0 + int(rng.randint(10, width // 2)), y0 + int(rng.randint(10, height // 2)))
+            colour = tuple(int(c) for c in rng.randint(0, 256, 3))
+            (draw.ellipse if rng.rand() < 0.5 else draw.rectangle)(box, fill=colour)
+        images.append(image)
+    return images
+
+
 def _example_text(source: ExportSource) -> tuple[Tensor, Tensor]:
     # Batch 2 and length >= 2 with real padding: torch.export specialises dimensions of size 1.
     assert source.max_length is not None  # a text tower's source always has one
@@ -181,8 +236,13 @@ def export_onnx(
     *,
     opset: int | None = None,
     overwrite: bool = False,
+    quantize: bool = True,
+    default: str = "auto",
 ) -> dict[str, Any]:
-    """Export every tower of the embedding model at ``model_path`` into ``out``; returns export.json's content."""
+    """Export every tower of the embedding model at ``model_path`` into ``out``; returns export.json's content.
+
+    ``quantize`` also writes each tower's int8 variant; ``default`` (auto, fp32 or int8) is the variant the runtime
+    loads: auto picks it per tower from this machine's measurements (:func:`.variants.choose_variants`)."""
     require_onnx()
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -191,6 +251,7 @@ def export_onnx(
     model = source.model.eval().float()
     batch = torch.export.Dim("batch", min=1)
     diffs: dict[str, float] = {}
+    samples: dict[str, tuple[dict[str, Any], Any]] = {}
     used_opset = 0
     with atomic_directory(out) as tmp:
         for modality in TOWERS:
@@ -214,13 +275,40 @@ def export_onnx(
                     f"the dynamo ONNX exporter cannot export the {modality} tower ({_tower_kind(model, modality)}): "
                     f"{_reason(e)}; nothing written"
                 ) from e
+            sample = _sample(modality, source, t)
+            with torch.inference_mode():
+                samples[modality] = ({n: a.numpy() for n, a in zip(t.names, sample)}, t.module(*sample).numpy())
         worst = max(diffs.values())
         if worst > CHECK_TOLERANCE:
             raise ExportError(f"onnxruntime differs from PyTorch by {worst:.2e} (> {CHECK_TOLERANCE}); nothing written")
         if source.tokenizer is not None:
             source.tokenizer.save(tmp / TOKENIZER_DIR)
         manifest = _manifest(source, diffs, used_opset)
+        save_sample(tmp, samples)
+        for modality in diffs:
+            entry = manifest[PARTS[modality]]
+            nodes = quantize_int8(tmp / entry["file"], tmp / variant_file(entry["file"], "int8")) if quantize else 0
+            if nodes:
+                entry["variants"] = {"int8": {"quantized_nodes": nodes}}
+        choose_variants(tmp, manifest, PARTS, threads=torch.get_num_threads(), default=default)
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+def choose_again(directory: str | os.PathLike[str], *, default: str = "auto") -> dict[str, Any]:
+    """Time the variants of the export in ``directory`` on this machine from its saved sample, record each tower's
+    default in its export.json (replaced atomically) and return the manifest."""
+    require_onnx()
+    directory = Path(directory)
+    path = directory / MANIFEST_FILE
+    if not path.is_file():
+        raise ExportError(f"{directory}: no {MANIFEST_FILE}; not an ONNX export directory")
+    manifest = choose_variants(
+        directory, json.loads(path.read_text(encoding="utf-8")), PARTS, threads=torch.get_num_threads(), default=default
+    )
+    staged = path.with_name(f".{MANIFEST_FILE}.tmp")
+    staged.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(staged, path)
     return manifest
 
 

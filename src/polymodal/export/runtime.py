@@ -18,33 +18,50 @@ from polymodal.data.processors import AudioProcessor, VideoProcessor
 from polymodal.data.text import TextTokenizer
 from polymodal.data.transforms import ImagePreprocess
 from polymodal.export.onnx import MANIFEST_FILE, PARTS, ExportError, require_onnx
+from polymodal.export.variants import VARIANTS, make_session, variant_file
 from polymodal.interop.preprocess import HFImagePreprocess
 
 
 class OnnxEmbedder:
     """``embed_images``/``embed_text``/``embed_audio``/``embed_video`` over the towers an export holds; only those are
-    loaded, and asking for another raises ExportError."""
+    loaded, and asking for another raises ExportError.
 
-    def __init__(self, directory: str | os.PathLike[str], threads: int | None = None) -> None:
+    Each tower runs the variant its export chose for it (``default`` in export.json, fp32 in exports made before
+    variants) unless ``variant`` names one for all towers. ``threads`` defaults to polymodal's thread budget (torch's
+    intra-op threads, which :class:`polymodal.hardware.ThreadBudget` sets), ``optimization`` is onnxruntime's graph
+    optimisation level (disable, basic, extended, all) and ``batch_size`` splits larger inputs into runs of that
+    many items.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        threads: int | None = None,
+        *,
+        variant: str | None = None,
+        optimization: str = "all",
+        batch_size: int | None = None,
+    ) -> None:
         require_onnx()
-        import onnxruntime as ort
-
         self.directory = Path(directory)
         path = self.directory / MANIFEST_FILE
         if not path.is_file():
             raise ExportError(f"{self.directory}: no {MANIFEST_FILE}; not an ONNX export directory")
+        if batch_size is not None and batch_size < 1:
+            raise ExportError(f"batch_size {batch_size}: give a whole number >= 1")
         self.manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        options = ort.SessionOptions()
+        self.batch_size = batch_size
         # The cores this process uses for torch (polymodal.hardware chooses them), not onnxruntime's own count of
         # the host's cores: no oversubscription beside torch or FAISS.
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
+        self.threads = threads or torch.get_num_threads()
+        self.variants: dict[str, str] = {
+            modality: self._variant(part, variant) for modality, part in PARTS.items() if part in self.manifest
+        }
         self.sessions: dict[str, Any] = {
-            modality: ort.InferenceSession(
-                str(self.directory / self.manifest[part]["file"]), options, providers=["CPUExecutionProvider"]
+            modality: make_session(
+                self.directory / variant_file(self.manifest[PARTS[modality]]["file"], name), self.threads, optimization
             )
-            for modality, part in PARTS.items()
-            if part in self.manifest
+            for modality, name in self.variants.items()
         }
         self.preprocess: ImagePreprocess | None = None
         if "image" in self.sessions:
@@ -67,6 +84,19 @@ class OnnxEmbedder:
                 {**entry["sampling"], "image": entry["preprocess"]}, self.directory
             )
 
+    def _variant(self, part: str, asked: str | None) -> str:
+        """The variant to run for ``part``: ``asked``, else the export's recorded default, else fp32."""
+        entry = self.manifest[part]
+        name = asked or entry.get("default", "fp32")
+        if name not in VARIANTS:
+            raise ExportError(f"variant {name!r}: choose one of {', '.join(VARIANTS)}")
+        if name != "fp32" and name not in entry.get("variants", {}):
+            raise ExportError(
+                f"{self.directory}: the export has no {name} variant of {part} (it has "
+                f"{', '.join(['fp32', *entry.get('variants', {})])}); export again with quantisation"
+            )
+        return name
+
     @property
     def modalities(self) -> list[str]:
         return sorted(self.sessions)
@@ -77,7 +107,16 @@ class OnnxEmbedder:
 
     def _run(self, modality: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
         self._require(modality)
-        return self.sessions[modality].run(None, feeds)[0]
+        session = self.sessions[modality]
+        items = len(next(iter(feeds.values())))
+        step = self.batch_size or items
+        if items <= step:
+            return session.run(None, feeds)[0]
+        runs = [
+            session.run(None, {name: value[start : start + step] for name, value in feeds.items()})[0]
+            for start in range(0, items, step)
+        ]
+        return np.concatenate(runs)
 
     @property
     def image_session(self) -> Any:

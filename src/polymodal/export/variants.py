@@ -1,0 +1,192 @@
+"""The runtime variants of an export's towers and which one runs by default on this machine.
+
+``fp32`` is the exported graph. ``int8`` is the same graph with the weights of its MatMul and Gemm nodes quantised to
+int8 per output channel (onnxruntime's dynamic quantisation: activations are quantised per call, so no calibration
+data is needed). Each tower's variants are timed on a fixed sample with this process's threads and compared with
+PyTorch's fp32 embeddings of that sample; the tower's default is the fastest variant whose worst row keeps cosine
+>= ``COSINE_FLOOR`` and that beats fp32 by ``SPEEDUP_MARGIN`` (so timing noise cannot flip the choice). The sample and
+its PyTorch embeddings are saved with the export, so the choice can be made again on another machine without the
+PyTorch model.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from polymodal.export.source import ExportError
+from polymodal.hardware import bf16_native, cpu_info
+
+VARIANTS = ("fp32", "int8")
+COSINE_FLOOR = 0.999
+SPEEDUP_MARGIN = 1.1
+SAMPLE_FILE = "sample.npz"  # per tower: the fixed sample's inputs and PyTorch's fp32 embeddings of it
+CHOICE_KEY = "variant_choice"
+OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+QUANTIZED_OPS = ("MatMul", "Gemm")
+
+
+def variant_file(fp32_file: str, variant: str) -> str:
+    """``image_encoder.onnx`` -> ``image_encoder.int8.onnx``; fp32 is the exported file itself."""
+    return fp32_file if variant == "fp32" else fp32_file.removesuffix(".onnx") + f".{variant}.onnx"
+
+
+def make_session(path: Path, threads: int, optimization: str = "all") -> Any:
+    """An onnxruntime CPU session on ``threads`` intra-op threads (one inter-op thread: the towers are sequential
+    graphs) with graph optimisation ``optimization`` (one of OPTIMIZATION_LEVELS)."""
+    import onnxruntime as ort
+
+    levels = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    if optimization not in levels:
+        raise ExportError(f"optimization {optimization!r}: choose one of {', '.join(OPTIMIZATION_LEVELS)}")
+    if threads < 1:
+        raise ExportError(f"threads {threads}: give a whole number >= 1")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = levels[optimization]
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def quantize_int8(source: Path, target: Path) -> int:
+    """Write ``source`` with its weight MatMul/Gemm nodes quantised to int8 (per channel) to ``target``; returns how
+    many nodes were quantised (0: nothing to quantise, nothing written). MatMuls of two activations (attention
+    scores) stay fp32: quantising both sides costs accuracy for little speed."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = onnx.load(str(source))
+    # The exporter's shape annotations can disagree with onnx's own inference, which the quantiser re-runs.
+    del model.graph.value_info[:]
+    weights = {init.name for init in model.graph.initializer}
+    nodes = [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS and n.input[1] in weights]
+    if not nodes:
+        return 0
+    quantize_dynamic(model, target, weight_type=QuantType.QInt8, per_channel=True, nodes_to_quantize=nodes)
+    return len(nodes)
+
+
+def save_sample(directory: Path, samples: dict[str, tuple[dict[str, np.ndarray], np.ndarray]]) -> None:
+    """``samples``: per modality, the graph's feeds and PyTorch's fp32 embeddings of them."""
+    arrays = {}
+    for modality, (feeds, embeds) in samples.items():
+        arrays.update({f"{modality}/{name}": value for name, value in feeds.items()})
+        arrays[f"{modality}/embeds"] = embeds
+    np.savez_compressed(directory / SAMPLE_FILE, **arrays)
+
+
+def load_sample(directory: Path) -> dict[str, tuple[dict[str, np.ndarray], np.ndarray]]:
+    """The saved sample per modality; empty for an export made before samples were saved."""
+    path = directory / SAMPLE_FILE
+    if not path.is_file():
+        return {}
+    out: dict[str, tuple[dict[str, np.ndarray], np.ndarray]] = {}
+    with np.load(path) as data:
+        for key in data.files:
+            modality, name = key.split("/", 1)
+            feeds, embeds = out.setdefault(modality, ({}, np.empty(0)))
+            if name == "embeds":
+                out[modality] = (feeds, data[key])
+            else:
+                feeds[name] = data[key]
+    return out
+
+
+def cosines(got: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity."""
+    got, want = got.astype(np.float64), want.astype(np.float64)
+    norms = np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1)
+    return (got * want).sum(axis=1) / np.maximum(norms, 1e-12)
+
+
+def measure(sessions: dict[str, Any], feeds: dict[str, np.ndarray], want: np.ndarray, rounds: int) -> dict[str, Any]:
+    """Per variant: items/s (best of ``rounds``, the variants taking turns so a burst of load hits all alike) and the
+    cosine of its embeddings to ``want`` (worst row and mean)."""
+    outputs = {name: s.run(None, feeds)[0] for name, s in sessions.items()}  # also the warm-up
+    best = dict.fromkeys(sessions, float("inf"))
+    for _ in range(rounds):
+        for name, session in sessions.items():
+            start = time.perf_counter()
+            session.run(None, feeds)
+            best[name] = min(best[name], time.perf_counter() - start)
+    items = len(want)
+    result = {}
+    for name in sessions:
+        cos = cosines(outputs[name], want)
+        result[name] = {
+            "items_per_second": round(items / best[name], 2),
+            "cosine_min": round(float(cos.min()), 6),
+            "cosine_mean": round(float(cos.mean()), 6),
+        }
+    return result
+
+
+def pick(measured: dict[str, dict[str, Any]]) -> str:
+    """The fastest variant that keeps cosine >= COSINE_FLOOR on every row and beats fp32 by SPEEDUP_MARGIN; fp32
+    otherwise."""
+    floor = measured["fp32"]["items_per_second"] * SPEEDUP_MARGIN
+    fast = [
+        name
+        for name, m in measured.items()
+        if name != "fp32" and m["cosine_min"] >= COSINE_FLOOR and m["items_per_second"] >= floor
+    ]
+    return max(fast, key=lambda name: measured[name]["items_per_second"], default="fp32")
+
+
+def choose_variants(
+    directory: Path,
+    manifest: dict[str, Any],
+    parts: dict[str, str],
+    *,
+    threads: int,
+    default: str = "auto",
+    rounds: int = 3,
+) -> dict[str, Any]:
+    """Time and check every variant of every tower in ``directory`` that has a saved sample, record the figures and
+    each tower's default in ``manifest`` (returned; the caller writes it). ``default`` other than ``auto`` forces
+    that variant wherever the tower has it (its figures are recorded all the same)."""
+    if default != "auto" and default not in VARIANTS:
+        raise ExportError(f"default variant {default!r}: choose auto or one of {', '.join(VARIANTS)}")
+    samples = load_sample(directory)
+    if not samples:
+        raise ExportError(f"{directory}: no {SAMPLE_FILE}; export again to measure the variants")
+    for modality, part in parts.items():
+        if part not in manifest or modality not in samples:
+            continue
+        entry = manifest[part]
+        files = {v: variant_file(entry["file"], v) for v in VARIANTS}
+        present = {v: f for v, f in files.items() if (directory / f).is_file()}
+        feeds, want = samples[modality]
+        sessions = {v: make_session(directory / f, threads) for v, f in present.items()}
+        measured = measure(sessions, feeds, want, rounds)
+        entry["variants"] = {
+            name: {"file": file, **measured[name], **_built(entry, name)} for name, file in present.items()
+        }
+        entry["default"] = default if default in present else pick(measured)
+    manifest[CHOICE_KEY] = {
+        "rule": (
+            f"fastest variant with cosine >= {COSINE_FLOOR} to PyTorch fp32 on every sample row and >= "
+            f"{SPEEDUP_MARGIN}x fp32's items/s; else fp32"
+        ),
+        "forced": None if default == "auto" else default,
+        "threads": threads,
+        "optimization": "all",
+        "rounds": rounds,
+        "machine": cpu_info().describe(),
+        "bf16_native": bf16_native("cpu"),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    return manifest
+
+
+def _built(entry: dict[str, Any], name: str) -> dict[str, Any]:
+    """What building the variant recorded (e.g. how many nodes were quantised), kept across re-choosing."""
+    return {k: v for k, v in entry.get("variants", {}).get(name, {}).items() if k == "quantized_nodes"}

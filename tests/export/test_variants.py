@@ -1,0 +1,176 @@
+"""The export's runtime variants: int8 beside fp32, each measured (speed, cosine to PyTorch fp32 on a fixed sample)
+and recorded, the default chosen from those figures and loaded by the runtime; session options; old exports."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from polymodal.cli.main import app
+from polymodal.export import ExportError, OnnxEmbedder, export_onnx
+from polymodal.export.onnx import MANIFEST_FILE, PARTS, choose_again
+from polymodal.export.variants import COSINE_FLOOR, SAMPLE_FILE, SPEEDUP_MARGIN, cosines, load_sample, pick
+from polymodal.interop import clip_features
+from tests.interop.tiny import save_tiny_clip
+
+onnxruntime = pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny HF CLIP checkpoint and its export (both towers, int8 variants, default chosen here)."""
+    root = tmp_path_factory.mktemp("variants")
+    save_tiny_clip(root / "clip")
+    export_onnx(root / "clip", root / "onnx")
+    return root / "clip", root / "onnx"
+
+
+def _copy(directory: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(directory, tmp_path / directory.name))
+
+
+def _run(embedder: OnnxEmbedder, modality: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    return embedder.embed_pixels(**feeds) if modality == "image" else embedder.embed_ids(**feeds)
+
+
+def test_each_variant_is_measured_against_pytorch_and_the_default_follows_the_rule(exported: tuple[Path, Path]) -> None:
+    clip_dir, out = exported
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    samples = load_sample(out)
+    import transformers as t
+
+    clip = t.CLIPModel.from_pretrained(clip_dir, local_files_only=True).eval()
+    for modality in ("image", "text"):
+        entry = manifest[PARTS[modality]]
+        assert set(entry["variants"]) == {"fp32", "int8"} and entry["variants"]["int8"]["quantized_nodes"] > 0
+        assert (out / entry["variants"]["int8"]["file"]).is_file() and entry["variants"]["fp32"]["file"] == entry[
+            "file"
+        ]
+        feeds, want = samples[modality]
+        assert len(want) == 8  # the fixed sample: 8 images or texts
+        # The sample's reference embeddings are PyTorch fp32's (here, transformers' own CLIPModel).
+        inputs = {k: torch.from_numpy(v) for k, v in feeds.items()}
+        with torch.no_grad():
+            torch_embeds = F.normalize(clip_features(clip, **inputs), dim=-1).numpy()
+        np.testing.assert_allclose(want, torch_embeds, atol=1e-5)
+        # The recorded cosine is the variant's own on that sample.
+        for variant, figures in entry["variants"].items():
+            got = _run(
+                OnnxEmbedder(out, variant=variant),
+                modality,
+                {"pixels": feeds["pixel_values"]}
+                if modality == "image"
+                else {"input_ids": feeds["input_ids"], "attention_mask": feeds["attention_mask"]},
+            )
+            assert figures["cosine_min"] == pytest.approx(float(cosines(got, want).min()), abs=1e-5)
+            assert figures["items_per_second"] > 0
+        assert entry["default"] == pick(entry["variants"])
+    assert OnnxEmbedder(out).variants == {m: manifest[PARTS[m]]["default"] for m in ("image", "text")}
+    choice = manifest["variant_choice"]
+    assert choice["forced"] is None and choice["threads"] >= 1 and str(COSINE_FLOOR) in choice["rule"]
+
+
+def test_the_rule_keeps_fp32_unless_a_variant_is_accurate_and_clearly_faster() -> None:
+    def figures(fp32_rate: float, int8_rate: float, int8_cosine: float) -> dict[str, dict[str, float]]:
+        return {
+            "fp32": {"items_per_second": fp32_rate, "cosine_min": 1.0},
+            "int8": {"items_per_second": int8_rate, "cosine_min": int8_cosine},
+        }
+
+    assert pick(figures(10, 30, COSINE_FLOOR)) == "int8"
+    assert pick(figures(10, 30, COSINE_FLOOR - 1e-4)) == "fp32"  # fast but not accurate enough
+    assert pick(figures(10, 10 * SPEEDUP_MARGIN * 0.99, 1.0)) == "fp32"  # accurate but within timing noise
+    assert pick({"fp32": {"items_per_second": 10, "cosine_min": 1.0}}) == "fp32"
+
+
+def test_a_forced_default_is_loaded_and_the_runtime_can_override_it(
+    exported: tuple[Path, Path], tmp_path: Path
+) -> None:
+    out = _copy(exported[1], tmp_path)
+    result = CliRunner().invoke(app, ["export", str(out), "--choose", "--default", "int8", "--json"])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    assert json.loads(result.stdout)["variant_choice"]["forced"] == "int8"
+    assert all(manifest[part]["default"] == "int8" for part in ("image_encoder", "text_encoder"))
+    pixels = np.random.RandomState(0).randn(3, 3, 32, 32).astype(np.float32)
+    int8_session = onnxruntime.InferenceSession(
+        str(out / "image_encoder.int8.onnx"), providers=["CPUExecutionProvider"]
+    )
+    fp32_session = onnxruntime.InferenceSession(str(out / "image_encoder.onnx"), providers=["CPUExecutionProvider"])
+    default = OnnxEmbedder(out)
+    assert default.variants == {"image": "int8", "text": "int8"}
+    np.testing.assert_allclose(
+        default.embed_pixels(pixels), int8_session.run(None, {"pixel_values": pixels})[0], atol=1e-6
+    )
+    overridden = OnnxEmbedder(out, variant="fp32")
+    np.testing.assert_allclose(
+        overridden.embed_pixels(pixels), fp32_session.run(None, {"pixel_values": pixels})[0], atol=1e-6
+    )
+
+    manifest = choose_again(out, default="fp32")
+    assert OnnxEmbedder(out).variants == {"image": "fp32", "text": "fp32"}
+    assert manifest["image_encoder"]["variants"]["int8"]["quantized_nodes"] > 0  # kept from the export
+    with pytest.raises(ExportError, match="default variant 'int4': choose auto or one of fp32, int8"):
+        choose_again(out, default="int4")
+
+
+def test_session_options_threads_optimization_and_batches(exported: tuple[Path, Path]) -> None:
+    out = exported[1]
+    basic = OnnxEmbedder(out, threads=1, optimization="basic", variant="fp32", batch_size=2)
+    options = basic.sessions["image"].get_session_options()
+    assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 1
+    assert options.graph_optimization_level == onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    full = OnnxEmbedder(out, threads=2, variant="fp32")
+    assert full.sessions["text"].get_session_options().graph_optimization_level == (
+        onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    )
+    assert full.sessions["text"].get_session_options().intra_op_num_threads == 2
+    pixels = np.random.RandomState(1).randn(5, 3, 32, 32).astype(np.float32)
+    np.testing.assert_allclose(basic.embed_pixels(pixels), full.embed_pixels(pixels), atol=1e-5)  # 3 runs vs 1
+    texts = ["a red circle", "a small blue square left of a big green triangle", "cat"]
+    np.testing.assert_allclose(basic.embed_text(texts), full.embed_text(texts), atol=1e-5)
+    with pytest.raises(ExportError, match="optimization 'max': choose one of disable, basic, extended, all"):
+        OnnxEmbedder(out, optimization="max")
+    with pytest.raises(ExportError, match="variant 'fp16': choose one of fp32, int8"):
+        OnnxEmbedder(out, variant="fp16")
+    with pytest.raises(ExportError, match="batch_size 0"):
+        OnnxEmbedder(out, batch_size=0)
+
+
+def test_an_export_without_variants_still_loads(exported: tuple[Path, Path], tmp_path: Path) -> None:
+    out = _copy(exported[1], tmp_path)
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    manifest.pop("variant_choice")
+    for part in ("image_encoder", "text_encoder"):
+        (out / manifest[part].pop("variants")["int8"]["file"]).unlink()
+        manifest[part].pop("default")
+    (out / SAMPLE_FILE).unlink()
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest))
+
+    old = OnnxEmbedder(out)
+    assert old.variants == {"image": "fp32", "text": "fp32"}
+    want = OnnxEmbedder(exported[1], variant="fp32").embed_text(["a cat", "a dog"])
+    np.testing.assert_allclose(old.embed_text(["a cat", "a dog"]), want, atol=1e-6)
+    with pytest.raises(ExportError, match="has no int8 variant of image_encoder \\(it has fp32\\)"):
+        OnnxEmbedder(out, variant="int8")
+    with pytest.raises(ExportError, match=f"no {SAMPLE_FILE}; export again"):
+        choose_again(out)
+
+
+def test_no_quantize_writes_fp32_only(exported: tuple[Path, Path], tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["export", str(exported[0]), "--out", str(tmp_path / "o"), "--no-quantize", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert sorted(payload["files"]) == ["export.json", "image_encoder.onnx", SAMPLE_FILE, "text_encoder.onnx"]
+    assert payload["image_encoder"]["default"] == "fp32" and set(payload["image_encoder"]["variants"]) == {"fp32"}
+    result = CliRunner().invoke(app, ["export", str(exported[0])])
+    assert result.exit_code == 2 and "give --out DIR to export, or --choose" in result.output
