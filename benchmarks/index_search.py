@@ -10,6 +10,12 @@ and every setting is printed, so the smallest one meeting recall@10 >= 0.95 can 
     .venv/bin/python benchmarks/index_search.py --sizes 100000 --dims 256 512
     .venv/bin/python benchmarks/index_search.py --sizes 1000000 --dims 512 --types ivf hnsw
     .venv/bin/python benchmarks/index_search.py --sizes 1000000 --dims 512 --types ivf --centres 20000  # harder
+
+With ``--tune`` it instead builds what ``polymodal index build`` builds by default (``--type auto``), once untuned and
+once tuned by the same tuner (:func:`polymodal.index.tuning.build_tuned`), and prints both against the held-out
+mixture queries:
+
+    .venv/bin/python benchmarks/index_search.py --tune --sizes 1000000 --dims 512 --centres 20000
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ import faiss
 import numpy as np
 
 from polymodal.hardware import machine_header
-from polymodal.index.kinds import IndexParams, apply_search_params, is_ivf, new_index
+from polymodal.index.kinds import KNOBS, IndexParams, apply_search_params, is_ivf, new_index
+from polymodal.index.tuning import TuningOptions, build_tuned, summary
 
 K = 10
 INTRINSIC_DIM = 32
@@ -87,6 +94,53 @@ def latency_ms(index: faiss.Index, queries: np.ndarray, rounds: int) -> tuple[fl
     return best[0], best[1], np.stack(found)
 
 
+def dataset(n: int, dim: int, n_queries: int, seed: int, n_centres: int) -> tuple[np.ndarray, ...]:
+    """(base (n, dim), held-out queries (Q, dim), their exact top-k ids (Q, k)) of one mixture."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_centres, dim), dtype=np.float32) / np.sqrt(dim)  # (C, dim), norm ~1
+    basis = rng.standard_normal((INTRINSIC_DIM, dim), dtype=np.float32) / np.sqrt(dim)  # (r, dim), rows norm ~1
+    base = mixture(n, dim, rng, centres, basis)
+    queries = mixture(n_queries, dim, rng, centres, basis)
+    return base, queries, exact_topk(base, queries)
+
+
+def run_tuned(
+    n: int, dim: int, n_queries: int, seed: int, rounds: int, n_centres: int, options: TuningOptions
+) -> list[dict]:
+    """The default index (``--type auto``) untuned and tuned, measured on the held-out mixture queries."""
+    base, queries, truth = dataset(n, dim, n_queries, seed, n_centres)
+    rows = []
+    for label, tuning in (("default", None), ("tuned", options)):
+        t0 = time.perf_counter()
+        built = build_tuned(base, IndexParams(), tuning, report=lambda line: print(f"    {line}", flush=True))
+        build = time.perf_counter() - t0
+        with_threads = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(1)
+        p50, p99, found = latency_ms(built.index, queries, rounds)
+        faiss.omp_set_num_threads(with_threads)
+        knobs = " ".join(f"{k}={getattr(built.params, k)}" for k in KNOBS[built.type])
+        rows.append(
+            {
+                "n": n,
+                "dim": dim,
+                "type": f"{label}: {built.type} {knobs}".strip(),
+                "build_s": build,
+                "p50_ms": p50,
+                "p99_ms": p99,
+                "recall@10": recall_at_k(found, truth),
+            }
+        )
+        print(
+            f"{n:>9,} {dim:>4} {rows[-1]['type']:<44} {build:>8.1f} {p50:>7.2f} {p99:>7.2f} "
+            f"{rows[-1]['recall@10']:>9.3f}",
+            flush=True,
+        )
+        if built.tuning is not None:
+            print(f"    {summary(built.tuning)}", flush=True)
+        del built
+    return rows
+
+
 def run(
     n: int,
     dim: int,
@@ -99,12 +153,7 @@ def run(
     search_threads: list[int],
     n_centres: int = 1000,
 ) -> list[dict]:
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((n_centres, dim), dtype=np.float32) / np.sqrt(dim)  # (C, dim), norm ~1
-    basis = rng.standard_normal((INTRINSIC_DIM, dim), dtype=np.float32) / np.sqrt(dim)  # (r, dim), rows norm ~1
-    base = mixture(n, dim, rng, centres, basis)
-    queries = mixture(n_queries, dim, rng, centres, basis)
-    truth = exact_topk(base, queries)
+    base, queries, truth = dataset(n, dim, n_queries, seed, n_centres)
     rows = []
     ids = np.arange(n, dtype=np.int64)
     for kind in types:
@@ -182,9 +231,28 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="Latency rounds over the queries; the best p50 counts.")
     parser.add_argument("--hnsw-m", type=int, default=IndexParams.hnsw_m)
     parser.add_argument("--ef-construction", type=int, default=IndexParams.ef_construction)
+    parser.add_argument(
+        "--tune",
+        action="store_true",
+        help="Compare the default index untuned and tuned by the build's tuner (ignores --types and the sweeps).",
+    )
+    parser.add_argument("--recall-target", type=float, default=TuningOptions.recall_target)
+    parser.add_argument("--max-latency-ms", type=float, default=TuningOptions.max_latency_ms)
     args = parser.parse_args()
     faiss.omp_set_num_threads(args.threads)
-    print(machine_header())  # CPU, flags, threads and matmul peaks beside the figures
+    print(machine_header(precisions=("fp32",)))  # CPU, flags, threads and the fp32 matmul peak beside the figures
+    if args.tune:
+        options = TuningOptions(recall_target=args.recall_target, max_latency_ms=args.max_latency_ms)
+        print(
+            f"faiss {faiss.__version__}, {args.threads} build threads, {args.queries} held-out mixture queries x "
+            f"{args.rounds} rounds on 1 thread, k={K}, {args.centres} centres; tuning to recall@{K} >= "
+            f"{options.recall_target} at p50 <= {options.max_latency_ms} ms"
+        )
+        print(f"{'vectors':>9} {'dim':>4} {'index':<44} {'build s':>8} {'p50 ms':>7} {'p99 ms':>7} {'recall@10':>9}")
+        for n in args.sizes:
+            for dim in args.dims:
+                run_tuned(n, dim, args.queries, args.seed, args.rounds, args.centres, options)
+        return
     base = IndexParams(hnsw_m=args.hnsw_m, ef_construction=args.ef_construction)
     print(
         f"faiss {faiss.__version__}, {args.threads} build threads, {args.queries} single queries x {args.rounds} "

@@ -157,3 +157,36 @@ def test_an_index_built_from_a_loaded_model_object_records_where_to_load_it(
     assert result.exit_code == 0, result.output
     refused = invoke("search", out, "a red circle", "--model", other_clip)
     assert refused.exit_code != 0 and "rebuild" in refused.output
+
+
+def test_build_tunes_reports_and_records_a_missed_target(tmp_path: Path, tiny_clip: Path) -> None:
+    folder = tmp_path / "many"
+    write_images(folder, 240)
+    out = tmp_path / "idx"
+    args = ("index", "build", folder, "--model", tiny_clip, "--out", out, "--type", "ivf")
+    result = invoke(*args, "--max-latency-ms", "0.000001")
+    assert result.exit_code == 0, result.output
+    assert "tuning on 24 held-out vectors" in result.output and "ivf nlist=" in result.output
+    assert "warning: recall@10 >= 0.95 at p50 <= 1e-06 ms not met; best trade-off" in result.output
+    info = json.loads(invoke("index", "info", out, "--json").stdout)
+    tuning = info["tuning"]
+    assert not tuning["met"] and tuning["queries"] == 24 and tuning["tried"]
+    assert info["params"]["nprobe"] == tuning["chosen"]["params"]["nprobe"]
+    assert "not met" in invoke("index", "info", out).output
+
+    result = invoke(*args, "--recall-target", "0.5", "--overwrite", "--json")
+    assert result.exit_code == 0, result.output
+    tuning = json.loads(result.stdout)["tuning"]
+    assert tuning["met"] and tuning["chosen"]["recall"] >= 0.5 and tuning["recall_target"] == 0.5
+
+
+def test_build_options_of_the_tuning(image_folder: Path, tiny_clip: Path, tmp_path: Path) -> None:
+    base = ("index", "build", image_folder, "--model", tiny_clip, "--type", "ivf")
+    result = invoke(*base, "--out", tmp_path / "a", "--nprobe", "4")
+    assert result.exit_code == 2 and "--no-tune" in result.output
+    result = invoke(*base, "--out", tmp_path / "b", "--recall-target", "1.5")
+    assert result.exit_code == 2 and "recall target must be in (0, 1]" in result.output
+    result = invoke(*base, "--out", tmp_path / "c", "--nprobe", "4", "--no-tune", "--json")
+    assert result.exit_code == 0, result.output
+    info = json.loads(invoke("index", "info", tmp_path / "c", "--json").stdout)
+    assert info["params"]["nprobe"] == 4 and info["tuning"] is None

@@ -101,6 +101,8 @@ def _report(result: BuildResult, verb: str, as_json: bool) -> None:
     if result.already_indexed:
         line += f"; {result.already_indexed:,} already indexed"
     console.print(line, highlight=False, soft_wrap=True)
+    if result.tuning is not None:
+        _report_tuning(result.tuning)
     if result.skipped:
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(result.skipped_by_kind.items()))
         console.print(
@@ -112,6 +114,15 @@ def _report(result: BuildResult, verb: str, as_json: bool) -> None:
             console.print(f"  {escape(str(s['path']))}: {escape(s['reason'])}", highlight=False, soft_wrap=True)
 
 
+def _report_tuning(record: dict[str, Any]) -> None:
+    """One line for what the tuning chose, a warning when it missed the target."""
+    from polymodal.index.tuning import summary
+
+    met = record.get("met", True)
+    style = "green" if met else "yellow"
+    console.print(f"[{style}]{escape(summary(record))}[/]", highlight=False, soft_wrap=True)
+
+
 @app.command("build")
 def build(
     source: Path = typer.Argument(
@@ -120,7 +131,10 @@ def build(
     out: Path = typer.Option(..., "--out", "-o", help="Index directory to write."),
     model: str = ModelOption,
     type_: str = typer.Option(
-        "auto", "--type", help="auto (flat below 50k items, hnsw below 500k, else ivf), flat, hnsw, ivf or ivfpq."
+        "auto",
+        "--type",
+        help="auto (flat below 50k items, hnsw below 500k, else ivf; the tuning may switch it to meet "
+        "--recall-target), flat, hnsw, ivf or ivfpq.",
     ),
     texts: bool = TextsOption,
     segment_seconds: float = typer.Option(
@@ -135,31 +149,55 @@ def build(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index at --out."),
     hnsw_m: int = typer.Option(32, "--hnsw-m", min=2, help="hnsw: graph degree M."),
     ef_construction: int = typer.Option(80, "--ef-construction", min=1, help="hnsw: build-time candidate list."),
-    ef_search: int = typer.Option(64, "--ef-search", min=1, help="hnsw: search-time candidate list (recall vs speed)."),
+    ef_search: int = typer.Option(
+        None, "--ef-search", min=1, help="hnsw: search-time candidate list, with --no-tune (default 64)."
+    ),
     nlist: int = typer.Option(None, "--nlist", min=1, help="ivf/ivfpq: k-means cells (default 4*sqrt(N))."),
     pq_m: int = typer.Option(
         None, "--pq-m", min=1, help="ivfpq: sub-quantisers, must divide the dimension (default dim/8)."
     ),
     nbits: int = typer.Option(8, "--nbits", min=1, max=16, help="ivfpq: bits per code."),
-    nprobe: int = typer.Option(16, "--nprobe", min=1, help="ivf/ivfpq: cells searched per query (recall vs speed)."),
+    nprobe: int = typer.Option(
+        None, "--nprobe", min=1, help="ivf/ivfpq: cells searched per query, with --no-tune (default 16)."
+    ),
+    recall_target: float = typer.Option(
+        None,
+        "--recall-target",
+        help="Tune the search setting (with --type auto also the type) until recall@10 on held-out items reaches "
+        "this (default 0.95).",
+    ),
+    max_latency_ms: float = typer.Option(
+        None, "--max-latency-ms", help="The tuning's latency bound: p50 of one query in ms (default 5)."
+    ),
+    tune: bool = typer.Option(True, "--tune/--no-tune", help="Measure and tune recall after building."),
     precision: str = PrecisionOption,
     json: bool = JsonOption,
 ) -> None:
-    """Embed SOURCE with the model and write a searchable index; rerun after an interruption to resume."""
-    from polymodal.index import IndexParams, build_index
+    """Embed SOURCE with the model, write a searchable index tuned to a recall target on held-out items; rerun
+    after an interruption to resume."""
+    from polymodal.index import IndexParams, TuningOptions, build_index
     from polymodal.index.build import model_reference
 
+    if tune and (nprobe is not None or ef_search is not None):
+        fail(
+            "--nprobe and --ef-search fix the search setting: add --no-tune, or leave them out to let the build "
+            "tune it to --recall-target",
+            as_json=json,
+            code=2,
+        )
     try:
         params = IndexParams(
             type=type_,
             hnsw_m=hnsw_m,
             ef_construction=ef_construction,
-            ef_search=ef_search,
+            ef_search=ef_search or IndexParams.ef_search,
             nlist=nlist,
             pq_m=pq_m,
             nbits=nbits,
-            nprobe=nprobe,
+            nprobe=nprobe or IndexParams.nprobe,
         )
+        given = {"recall_target": recall_target, "max_latency_ms": max_latency_ms}
+        tuning = TuningOptions(**{k: v for k, v in given.items() if v is not None}) if tune else None
     except ValueError as e:
         fail(str(e), as_json=json, code=2)
     if not source.exists():
@@ -184,10 +222,16 @@ def build(
                 overwrite=overwrite,
                 model_ref=model_reference(model),
                 progress=progress,
+                tuning=tuning,
+                report=None if json else _say,
             ),
         ),
     )
     _report(result, "indexed", json)
+
+
+def _say(line: str) -> None:
+    err_console.print(f"[dim]{escape(line)}[/]", highlight=False, soft_wrap=True)
 
 
 @app.command("add")
@@ -309,14 +353,12 @@ def info(index: Path = typer.Argument(..., help="An index directory."), json: bo
         "version",
     ):
         table.add_row(key, escape(str(data[key])))
+    from polymodal.index.kinds import KNOBS
+    from polymodal.index.tuning import summary
+
     params = data["params"]
-    knobs = {
-        "flat": [],
-        "hnsw": ["hnsw_m", "ef_construction", "ef_search"],
-        "ivf": ["nlist", "nprobe"],
-        "ivfpq": ["nlist", "pq_m", "nbits", "nprobe"],
-    }
-    table.add_row("params", ", ".join(f"{k}={params[k]}" for k in knobs[data["type"]]) or "-")
+    table.add_row("params", ", ".join(f"{k}={params[k]}" for k in KNOBS[data["type"]]) or "-")
+    table.add_row("tuning", escape(summary(data["tuning"])) if data.get("tuning") else "- (built before tuning)")
     console.print(table)
 
 

@@ -10,6 +10,7 @@ from polymodal.index.build import BuildResult, add_to_index, build_index
 from polymodal.index.kinds import AUTO_HNSW_THRESHOLD, AUTO_IVF_THRESHOLD, INDEX_TYPES, IndexParams
 from polymodal.index.query import open_for_search, search, search_audio, search_image, search_text, search_video
 from polymodal.index.store import Hit, Item
+from polymodal.index.tuning import TuningOptions
 from polymodal.index.vector_index import IndexFormatError, ModelMismatchError, VectorIndex
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "IndexParams",
     "Item",
     "ModelMismatchError",
+    "TuningOptions",
     "VectorIndex",
     "add_to_index",
     "build_index",

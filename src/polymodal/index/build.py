@@ -30,9 +30,10 @@ from polymodal.backends import DEFAULT_MODEL
 from polymodal.data.errors import BadSampleError, BadSampleLog
 from polymodal.fsutil import write_atomic
 from polymodal.index import store
-from polymodal.index.kinds import IndexParams, apply_search_params, is_ivf, new_index, resolve_type
+from polymodal.index.kinds import IndexParams
 from polymodal.index.sources import SourceItem, iter_items
 from polymodal.index.store import Item
+from polymodal.index.tuning import DEFAULT_TUNING, ReportFn, TuningOptions, build_tuned
 from polymodal.index.vector_index import META_FILE, WORK_DIR, IndexMeta, VectorIndex, write_index
 
 DEFAULT_CHUNK_SIZE = 1024
@@ -53,6 +54,7 @@ class BuildResult:
     type: str
     items: int  # items in the index now
     skipped_examples: list[dict[str, Any]] = field(default_factory=list)
+    tuning: dict[str, Any] | None = None  # what build measured and chose (see polymodal.index.tuning)
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -91,6 +93,7 @@ def build_index(
     model: str | os.PathLike | Model | None = None,
     *,
     params: IndexParams | None = None,
+    tuning: TuningOptions | None = DEFAULT_TUNING,
     texts: bool = False,
     segment_seconds: float | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
@@ -98,6 +101,7 @@ def build_index(
     model_ref: str | None = None,
     progress: ProgressFn | None = None,
     on_chunk: ChunkHook | None = None,
+    report: ReportFn | None = None,
 ) -> BuildResult:
     """Embed every item of ``source`` with ``model`` and write an index directory at ``out``.
 
@@ -105,6 +109,8 @@ def build_index(
     its kind), and with ``texts`` the captions of a dataset. With ``segment_seconds`` a clip gives one item per
     segment of that length, its ``start`` and ``end`` seconds in the metadata. Rerunning after an interruption
     resumes from the finished chunks. ``out`` must not already hold a finished index unless ``overwrite``.
+    The index is then tuned to ``tuning`` on held-out items (None: the knobs of ``params`` as given), each step
+    told to ``report``, and the record kept in ``index.json``.
     """
     start = time.perf_counter()
     out = Path(out)
@@ -129,23 +135,21 @@ def build_index(
     )
     if not done.items:
         raise ValueError(_nothing_message(source, loaded, texts, done))
-    kind = resolve_type(params.type, len(done.items))
-    index = new_index(kind, dim, params, train=done.vectors if is_ivf(kind) else None)
+    built = build_tuned(done.vectors, params, tuning, report)
     ids = np.arange(len(done.items), dtype=np.int64)
-    index.add_with_ids(done.vectors, ids)
-    apply_search_params(index, kind, params)
     meta = IndexMeta(
         model=ref,
         model_name=loaded.name,
         identity=loaded.identity,
         embed_dim=dim,
-        type=kind,
-        params=params.to_dict(),
+        type=built.type,
+        params=built.params.to_dict(),
         segment_seconds=segment_seconds,
         next_id=len(ids),
+        tuning=built.tuning,
     )
-    write_index(out, meta, index, lambda conn: store.insert(conn, ids.tolist(), done.items), skipped=done.skipped)
-    return _result(out, done, start, kind, sum(meta.counts.values()))
+    write_index(out, meta, built.index, lambda conn: store.insert(conn, ids.tolist(), done.items), skipped=done.skipped)
+    return _result(out, done, start, built.type, sum(meta.counts.values()), built.tuning)
 
 
 def add_to_index(
@@ -434,7 +438,9 @@ def _nothing_message(source: str | os.PathLike, model: Model, texts: bool, done:
     return message + ("" if texts else " (pass --texts to index its captions)")
 
 
-def _result(path: Path, done: _Embedded, start: float, kind: str, items: int) -> BuildResult:
+def _result(
+    path: Path, done: _Embedded, start: float, kind: str, items: int, tuning: dict[str, Any] | None = None
+) -> BuildResult:
     by_kind: dict[str, int] = {}
     for s in done.skipped:
         by_kind[s["kind"]] = by_kind.get(s["kind"], 0) + 1
@@ -450,4 +456,5 @@ def _result(path: Path, done: _Embedded, start: float, kind: str, items: int) ->
         type=kind,
         items=items,
         skipped_examples=done.skipped[:5],
+        tuning=tuning,
     )

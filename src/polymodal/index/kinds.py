@@ -14,7 +14,9 @@ Every type scores by inner product on unit vectors (= cosine similarity):
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -30,6 +32,14 @@ AUTO_HNSW_THRESHOLD = 50_000
 AUTO_IVF_THRESHOLD = 500_000
 # Vectors sampled to train the IVF coarse quantiser and the PQ codebooks: faiss warns below 39 per centroid.
 TRAIN_POINTS_PER_CENTROID = 40
+# The parameters that shape each type (what `index info` shows and the tuning record keeps); the last one of an
+# approximate type is its search-time knob.
+KNOBS = {
+    "flat": (),
+    "hnsw": ("hnsw_m", "ef_construction", "ef_search"),
+    "ivf": ("nlist", "nprobe"),
+    "ivfpq": ("nlist", "pq_m", "nbits", "nprobe"),
+}
 
 
 def _faiss() -> Any:
@@ -52,11 +62,12 @@ class IndexParams:
     pq_m: int | None = None  # PQ sub-vectors (bytes per vector at 8 bits); None -> dim / 8, must divide dim
     nbits: int = 8  # bits per PQ code
     nprobe: int = 16  # IVF cells visited per query (ivf, ivfpq): the recall/latency knob
+    train_per_cell: int = TRAIN_POINTS_PER_CENTROID  # vectors sampled per IVF cell to train k-means
 
     def __post_init__(self) -> None:
         if self.type not in INDEX_TYPES:
             raise ValueError(f"index type must be one of {', '.join(INDEX_TYPES)}, got {self.type!r}")
-        for name in ("hnsw_m", "ef_construction", "ef_search", "nbits", "nprobe"):
+        for name in ("hnsw_m", "ef_construction", "ef_search", "nbits", "nprobe", "train_per_cell"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -74,6 +85,11 @@ def resolve_type(kind: str, n: int) -> str:
     if kind == "auto":
         return "flat" if n < AUTO_HNSW_THRESHOLD else "hnsw" if n < AUTO_IVF_THRESHOLD else "ivf"
     return kind
+
+
+def search_knob(kind: str) -> str | None:
+    """The search-time parameter trading recall for latency (None for exact search)."""
+    return KNOBS[kind][-1] if KNOBS[kind] else None
 
 
 def is_ivf(kind: str) -> bool:
@@ -100,9 +116,10 @@ def _new_ivf(kind: str, dim: int, params: IndexParams, train: np.ndarray | None)
     if train is None or len(train) == 0:
         raise ValueError(f"an {kind} index is trained on the vectors it is built from: there are none")
     n = len(train)
-    # More cells than the sample can train leaves empty centroids; cap at one cell per 39 points.
+    # More cells than the sample can train leaves empty centroids; cap at one cell per `train_per_cell` points
+    # (at most 39, below which faiss warns).
     nlist = params.nlist or int(4 * math.sqrt(n))
-    nlist = max(1, min(nlist, n // 39))
+    nlist = max(1, min(nlist, n // min(39, params.train_per_cell)))
     quantizer = faiss.IndexFlatIP(dim)
     if kind == "ivf":
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
@@ -118,7 +135,8 @@ def _new_ivf(kind: str, dim: int, params: IndexParams, train: np.ndarray | None)
             )
         index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m, params.nbits, faiss.METRIC_INNER_PRODUCT)
         minimum = 2**params.nbits
-    limit = max(nlist, minimum) * TRAIN_POINTS_PER_CENTROID
+    limit = max(nlist, minimum) * params.train_per_cell
+    index.cp.min_points_per_centroid = min(index.cp.min_points_per_centroid, params.train_per_cell)
     sample = train
     if n > limit:
         pick = np.random.default_rng(0).choice(n, size=limit, replace=False)
@@ -137,6 +155,18 @@ def apply_search_params(index: Any, kind: str, params: IndexParams) -> None:
         faiss.downcast_index(index.index).hnsw.efSearch = params.ef_search
     elif is_ivf(kind):
         faiss.extract_index_ivf(index).nprobe = params.nprobe
+
+
+@contextlib.contextmanager
+def threads(count: int) -> Iterator[None]:
+    """Run faiss with ``count`` OpenMP threads inside the block (per calling thread in OpenMP)."""
+    faiss = _faiss()
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(count)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def can_remove(kind: str) -> bool:

@@ -16,6 +16,7 @@ Every change (build, add, remove) writes a complete new directory beside the old
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -29,7 +30,7 @@ import numpy as np
 
 from polymodal.fsutil import atomic_directory
 from polymodal.index import store
-from polymodal.index.kinds import IndexParams, _faiss, apply_search_params, can_remove
+from polymodal.index.kinds import IndexParams, _faiss, apply_search_params, can_remove, threads
 from polymodal.index.store import Hit
 
 META_FILE = "index.json"
@@ -66,6 +67,7 @@ class IndexMeta:
     next_id: int = 0
     updated: str = ""
     version: int = FORMAT_VERSION
+    tuning: dict[str, Any] | None = None  # what the build measured and chose; None in indexes built before tuning
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,8 +107,9 @@ class VectorIndex:
             raise IndexFormatError(f"{path}: not an index directory (no {META_FILE})")
         try:
             data = json.loads(meta_path.read_text())
-            meta = IndexMeta(**data)
-        except (json.JSONDecodeError, TypeError) as e:
+            known = {f.name for f in dataclasses.fields(IndexMeta)}
+            meta = IndexMeta(**{k: v for k, v in data.items() if k in known})  # fields added later are optional
+        except (json.JSONDecodeError, TypeError, AttributeError) as e:
             raise IndexFormatError(f"{meta_path}: unreadable index metadata ({e})") from None
         if meta.version > FORMAT_VERSION:
             raise IndexFormatError(
@@ -247,13 +250,8 @@ def _threads_for(n_queries: int) -> Iterator[None]:
     if n_queries >= SMALL_BATCH:
         yield
         return
-    faiss = _faiss()
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
+    with threads(1):
         yield
-    finally:
-        faiss.omp_set_num_threads(before)
 
 
 def write_index(

@@ -1,0 +1,405 @@
+"""Tune an index on the user's own vectors until it meets a recall target within a latency bound.
+
+Queries are a seeded sample of the vectors being indexed, held out while the index is measured: they are not in
+the k-means training, the cells or the HNSW graph, and are added only once the settings are chosen. So a query
+never finds itself, and the measured index is the built one minus those few vectors. Recall@k counts a found item
+as a hit when its exact score reaches the k-th exact score of that query (brute force over the same vectors), so a
+tie with the k-th neighbour is not a miss. Latency is the p50/p99 of one query at a time on one thread, as the
+index searches a single query.
+
+The search knob (nprobe for ivf/ivfpq, efSearch for hnsw) doubles until the target is met or the latency bound is
+passed, then is bisected towards the smallest setting that meets it, which is chosen (a larger knob only costs more
+time). When no setting does and the type was ``auto``, other types are built and measured in turn
+(:func:`alternatives`) until one meets the target; when none does, the best trade-off found is kept and the record
+says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from polymodal.index.kinds import (
+    AUTO_IVF_THRESHOLD,
+    KNOBS,
+    IndexParams,
+    _faiss,
+    apply_search_params,
+    is_ivf,
+    new_index,
+    resolve_type,
+    search_knob,
+    threads,
+)
+
+DEFAULT_RECALL_TARGET = 0.95
+DEFAULT_MAX_LATENCY_MS = 5.0
+RECALL_K = 10
+MAX_QUERIES = 1000
+LATENCY_QUERIES = 200
+MIN_QUERIES = 20  # fewer cannot tell 0.95 from 0.90
+HELD_OUT_SHARE = 10  # hold out at most one vector in this many
+BISECT_STEPS = 3
+MAX_EF_SEARCH = 4096
+ADD_CHUNK = 65_536
+# An ivf whose default cells (4 * sqrt(N)) miss the target is rebuilt with 16 * sqrt(N), the top of faiss's
+# guideline range; trained on fewer vectors per cell so that k-means stays minutes, not hours, at a million.
+MORE_CELLS = 16
+MORE_CELLS_TRAIN_PER_CELL = 10
+ReportFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TuningOptions:
+    """What the tuner aims for and how it measures; ``change_type`` lets it try other index types when the type
+    was ``auto``."""
+
+    recall_target: float = DEFAULT_RECALL_TARGET
+    max_latency_ms: float = DEFAULT_MAX_LATENCY_MS
+    queries: int = MAX_QUERIES
+    latency_queries: int = LATENCY_QUERIES
+    seed: int = 0
+    change_type: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0 < self.recall_target <= 1:
+            raise ValueError(f"recall target must be in (0, 1], got {self.recall_target}")
+        if not self.max_latency_ms > 0:
+            raise ValueError(f"max latency must be > 0 ms, got {self.max_latency_ms}")
+        if self.queries < 1 or self.latency_queries < 1:
+            raise ValueError(f"queries must be >= 1, got {self.queries} and {self.latency_queries}")
+
+
+DEFAULT_TUNING = TuningOptions()
+
+
+@dataclass
+class Trial:
+    """One measured setting: the type, its build and search parameters, recall@k and single-query latency."""
+
+    type: str
+    params: dict[str, Any]
+    recall: float
+    p50_ms: float
+    p99_ms: float
+
+    def meets(self, options: TuningOptions) -> bool:
+        return self.recall >= options.recall_target and self.p50_ms <= options.max_latency_ms
+
+    def describe(self) -> str:
+        knobs = " ".join(f"{k}={v}" for k, v in self.params.items())
+        return (
+            f"{self.type}{' ' + knobs if knobs else ''}: recall@{RECALL_K} {self.recall:.3f}, p50 {self.p50_ms:.2f} ms"
+        )
+
+
+@dataclass
+class Built:
+    """A filled FAISS index, its concrete type and parameters, and the tuning record (None when not tuned)."""
+
+    index: Any
+    type: str
+    params: IndexParams
+    tuning: dict[str, Any] | None = None
+
+
+@dataclass
+class HeldOut:
+    """Held-out query vectors and what exact search finds for them among the other vectors."""
+
+    positions: np.ndarray  # (Q,) rows of the vectors used as queries
+    queries: np.ndarray  # (Q, D)
+    kth_scores: np.ndarray  # (Q,) exact score of each query's k-th neighbour among the kept vectors
+    vectors: np.ndarray  # (N, D) all vectors: ids are row positions
+    latency_queries: int
+
+    def recall(self, found: np.ndarray) -> float:
+        """Recall@k of ``found`` ((Q, k) ids, -1 for none): hits are items scoring at least the k-th exact score."""
+        valid = found >= 0
+        scores = np.einsum("qd,qkd->qk", self.queries, self.vectors[np.where(valid, found, 0)])  # (Q, k)
+        hits = (scores >= self.kth_scores[:, None] - 1e-5) & valid
+        return float(np.minimum(hits.sum(axis=1), RECALL_K).sum() / (RECALL_K * len(self.queries)))
+
+    def measure(self, index: Any, kind: str, params: IndexParams) -> Trial:
+        apply_search_params(index, kind, params)
+        _, found = index.search(self.queries, RECALL_K)  # (Q, k), all threads: the results equal single queries'
+        p50, p99 = self.latency(index)
+        return Trial(kind, _knobs(kind, params), round(self.recall(found), 4), round(p50, 3), round(p99, 3))
+
+    def latency(self, index: Any, count: int | None = None) -> tuple[float, float]:
+        """p50 and p99 milliseconds of searching one query at a time on one thread."""
+        sample = self.queries[: count or self.latency_queries]
+        times = []
+        with threads(1):
+            index.search(sample[:1], RECALL_K)  # warm the caches
+            for q in sample:
+                start = time.perf_counter()
+                index.search(q[None, :], RECALL_K)
+                times.append((time.perf_counter() - start) * 1000)
+        return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+@dataclass
+class _Candidate:
+    type: str
+    params: IndexParams
+    index: Any = None
+    trials: list[Trial] = field(default_factory=list)
+
+
+def build_tuned(
+    vectors: np.ndarray, params: IndexParams, options: TuningOptions | None, report: ReportFn | None = None
+) -> Built:
+    """A FAISS index over ``vectors`` ((N, D) float32 unit rows; ids are row positions) of ``params.type``,
+    tuned to ``options`` (or with the given knobs when ``options`` is None)."""
+    say = report or (lambda line: None)
+    n = len(vectors)
+    kind = resolve_type(params.type, n)
+    params = dataclasses.replace(params)
+    if options is None:
+        return Built(_filled(kind, params, vectors, np.arange(n), say), kind, params)
+    held = _hold_out(n, options)
+    if len(held) < MIN_QUERIES:
+        index = _filled(kind, params, vectors, np.arange(n), say)
+        reason = f"{n} vectors: too few to hold out {MIN_QUERIES} queries (one in {HELD_OUT_SHARE} at most)"
+        return Built(index, kind, params, {"measured": False, "reason": reason, **_targets(options)})
+    start = time.perf_counter()
+    keep = np.setdiff1d(np.arange(n), held)
+    say(
+        f"tuning on {len(held):,} held-out vectors: recall@{RECALL_K} >= {options.recall_target} at p50 <= "
+        f"{options.max_latency_ms:g} ms"
+    )
+    bench = _held_out_bench(vectors, held, keep, options)
+    first = _Candidate(kind, params)
+    may_change = options.change_type and params.type == "auto"  # a type the user named is kept
+    ladder = [first] + (alternatives(kind, len(keep), params) if may_change else [])
+    best: _Candidate | None = None
+    for rung, candidate in enumerate(ladder):
+        if rung:
+            say(f"no {ladder[rung - 1].type} setting met it: trying {_shape(candidate)}")
+        if not _measure_candidate(candidate, vectors, keep, bench, options, say, required=not rung):
+            continue  # exact search too slow: not built
+        if best is None or _better(_pick(candidate.trials, options), _pick(best.trials, options), options):
+            if best is not None:
+                best.index = None  # a million vectors each: keep only the best index in memory
+            best = candidate
+        else:
+            candidate.index = None
+        if _pick(candidate.trials, options).meets(options):
+            break
+    assert best is not None and best.index is not None
+    chosen = _pick(best.trials, options)
+    _set_knob(best, chosen)
+    best.index.add_with_ids(vectors[held], held.astype(np.int64))  # the held-out queries join the index
+    apply_search_params(best.index, best.type, best.params)
+    record = {
+        "measured": True,
+        **_targets(options),
+        "met": chosen.meets(options),
+        "chosen": dataclasses.asdict(chosen),
+        "tried": [dataclasses.asdict(t) for c in ladder for t in c.trials],
+        "queries": len(held),
+        "latency_queries": min(options.latency_queries, len(held)),
+        "seed": options.seed,
+        "vectors": n,
+        "seconds": round(time.perf_counter() - start, 1),
+        "method": f"held-out sample of the indexed vectors; recall@{RECALL_K} against exact inner-product search "
+        "over the other vectors, ties with the k-th score counting; p50/p99 of single queries on one thread",
+    }
+    return Built(best.index, best.type, best.params, record)
+
+
+def alternatives(kind: str, n: int, params: IndexParams) -> list[_Candidate]:
+    """What to build when no setting of ``kind`` meets the target, cheapest first: exact search (kept only if
+    fast enough), then an HNSW graph below the ivf threshold, then IVF with more cells."""
+    out = [] if kind == "flat" else [_Candidate("flat", dataclasses.replace(params, type="flat"))]
+    if kind != "hnsw" and n < AUTO_IVF_THRESHOLD:
+        out.append(_Candidate("hnsw", dataclasses.replace(params, type="hnsw")))
+    more = min(int(MORE_CELLS * math.sqrt(n)), n // MORE_CELLS_TRAIN_PER_CELL)
+    if more > (params.nlist or int(4 * math.sqrt(n))) and n >= AUTO_IVF_THRESHOLD // 10:
+        cells = dataclasses.replace(params, type="ivf", nlist=more, train_per_cell=MORE_CELLS_TRAIN_PER_CELL)
+        out.append(_Candidate("ivf", cells))
+    return out
+
+
+def _measure_candidate(
+    candidate: _Candidate,
+    vectors: np.ndarray,
+    keep: np.ndarray,
+    bench: HeldOut,
+    options: TuningOptions,
+    say: ReportFn,
+    *,
+    required: bool,
+) -> bool:
+    """Build ``candidate`` on the kept vectors and sweep its knob; exact search is only timed (its recall is 1 by
+    construction) and, unless ``required``, dropped when a few queries already show it is too slow."""
+    if candidate.type == "flat":
+        flat = _faiss().IndexIDMap2(_faiss().IndexFlatIP(vectors.shape[1]))
+        _add(flat, "flat", vectors, keep, say)
+        p50, p99 = bench.latency(flat, count=min(bench.latency_queries, 50))
+        candidate.trials.append(Trial("flat", {}, 1.0, round(p50, 3), round(p99, 3)))
+        say(f"  {candidate.trials[-1].describe()} (exact)")
+        if p50 > options.max_latency_ms and not required:
+            return False
+        candidate.index = flat
+        return True
+    started = time.perf_counter()
+    candidate.index = _filled(candidate.type, candidate.params, vectors, keep, say)
+    if len(keep) >= ADD_CHUNK:
+        say(f"  built {_shape(candidate)} in {time.perf_counter() - started:.1f} s")
+    candidate.trials += _sweep(candidate, bench, options, say)
+    return True
+
+
+def _sweep(candidate: _Candidate, bench: HeldOut, options: TuningOptions, say: ReportFn) -> list[Trial]:
+    """Double the knob until the target is met or the latency bound passed, then bisect below the first setting
+    that meets the recall target."""
+    knob = search_knob(candidate.type)
+    if knob is None:
+        return [_announce(bench.measure(candidate.index, candidate.type, candidate.params), say)]
+    top = _faiss().extract_index_ivf(candidate.index).nlist if knob == "nprobe" else MAX_EF_SEARCH
+    values = [v for v in (2**i for i in range(14)) if v <= top and (knob == "nprobe" or v >= 16)]
+    if values[-1] != top and knob == "nprobe":
+        values.append(top)
+    tried: dict[int, Trial] = {}
+
+    def at(value: int) -> Trial:
+        setting = dataclasses.replace(candidate.params, **{knob: value})
+        tried[value] = _announce(bench.measure(candidate.index, candidate.type, setting), say)
+        return tried[value]
+
+    low = None
+    for value in values:
+        trial = at(value)
+        if trial.recall >= options.recall_target or trial.p50_ms > options.max_latency_ms:
+            break
+        low = value
+    passing = [v for v, t in tried.items() if t.recall >= options.recall_target]
+    if passing and low is not None:
+        high = min(passing)
+        for _ in range(BISECT_STEPS):
+            if high - low <= max(1, low // 8):
+                break
+            middle = (low + high) // 2
+            if at(middle).recall >= options.recall_target:
+                high = middle
+            else:
+                low = middle
+    return [tried[v] for v in sorted(tried)]
+
+
+def _pick(trials: list[Trial], options: TuningOptions) -> Trial:
+    """Of one type's trials: the smallest knob meeting the target (a larger knob only costs more; two close
+    settings' measured p50s differ by noise), else the best trade-off."""
+    meeting = [t for t in trials if t.meets(options)]
+    if meeting:
+        return min(meeting, key=lambda t: (t.params.get(search_knob(t.type) or "", 0), t.p50_ms))
+    return _trade_off(trials, options)
+
+
+def _trade_off(trials: list[Trial], options: TuningOptions) -> Trial:
+    """When none meets the target: the best recall within the latency bound, else the fastest."""
+    within = [t for t in trials if t.p50_ms <= options.max_latency_ms]
+    if within:
+        return max(within, key=lambda t: (t.recall, -t.p50_ms))
+    return min(trials, key=lambda t: t.p50_ms)
+
+
+def _better(a: Trial, b: Trial, options: TuningOptions) -> bool:
+    """Whether type ``a``'s choice beats type ``b``'s: meeting the target first, then the lower p50."""
+    if a.meets(options) != b.meets(options):
+        return a.meets(options)
+    if a.meets(options):
+        return a.p50_ms < b.p50_ms
+    return _trade_off([b, a], options) is a
+
+
+def _set_knob(candidate: _Candidate, chosen: Trial) -> None:
+    knob = search_knob(candidate.type)
+    if knob is not None:
+        candidate.params = dataclasses.replace(candidate.params, **{knob: chosen.params[knob]})
+
+
+def _hold_out(n: int, options: TuningOptions) -> np.ndarray:
+    count = min(options.queries, n // HELD_OUT_SHARE)
+    rng = np.random.default_rng(options.seed)
+    return np.sort(rng.choice(n, size=count, replace=False)) if count else np.zeros(0, np.int64)
+
+
+def _held_out_bench(vectors: np.ndarray, held: np.ndarray, keep: np.ndarray, options: TuningOptions) -> HeldOut:
+    queries = np.ascontiguousarray(vectors[held])  # (Q, D)
+    top = np.full((len(held), RECALL_K), -np.inf, dtype=np.float32)  # (Q, k) best exact scores so far
+    for start in range(0, len(keep), 4 * ADD_CHUNK):  # exact search over the kept vectors, a block at a time
+        block = vectors[keep[start : start + 4 * ADD_CHUNK]]
+        scores, _ = _faiss().knn(queries, block, min(RECALL_K, len(block)), metric=_faiss().METRIC_INNER_PRODUCT)
+        top = -np.sort(-np.concatenate([top, scores], axis=1), axis=1)[:, :RECALL_K]
+    return HeldOut(held, queries, top[:, -1], vectors, min(options.latency_queries, len(held)))
+
+
+def _filled(kind: str, params: IndexParams, vectors: np.ndarray, rows: np.ndarray, say: ReportFn) -> Any:
+    """A new index of ``kind`` trained (ivf, ivfpq) on and filled with ``vectors[rows]`` under ids ``rows``."""
+    train = vectors[rows] if is_ivf(kind) else None
+    if is_ivf(kind) and len(rows) >= ADD_CHUNK:
+        say(f"  training {kind} cells (k-means)")
+    index = new_index(kind, vectors.shape[1], params, train=train)
+    del train
+    if is_ivf(kind):
+        params.nlist = int(_faiss().extract_index_ivf(index).nlist)
+    _add(index, kind, vectors, rows, say)
+    apply_search_params(index, kind, params)
+    return index
+
+
+def _add(index: Any, kind: str, vectors: np.ndarray, rows: np.ndarray, say: ReportFn) -> None:
+    """Add ``vectors[rows]`` under ids ``rows`` a chunk at a time, saying how far a long add has got."""
+    step = max(ADD_CHUNK, len(rows) // 10)
+    for start in range(0, len(rows), step):
+        part = rows[start : start + step]
+        index.add_with_ids(np.ascontiguousarray(vectors[part]), part.astype(np.int64))
+        if len(rows) > step:
+            say(f"  adding to {kind}: {min(start + step, len(rows)):,}/{len(rows):,}")
+
+
+def _announce(trial: Trial, say: ReportFn) -> Trial:
+    say(f"  {trial.describe()}")
+    return trial
+
+
+def _knobs(kind: str, params: IndexParams) -> dict[str, Any]:
+    return {k: getattr(params, k) for k in KNOBS[kind]}
+
+
+def _shape(candidate: _Candidate) -> str:
+    build = [k for k in KNOBS[candidate.type] if k != search_knob(candidate.type)]
+    shape = " ".join(f"{k}={getattr(candidate.params, k)}" for k in build if getattr(candidate.params, k) is not None)
+    return f"{candidate.type}{' ' + shape if shape else ''}"
+
+
+def _targets(options: TuningOptions) -> dict[str, Any]:
+    return {"recall_target": options.recall_target, "max_latency_ms": options.max_latency_ms, "k": RECALL_K}
+
+
+def summary(record: dict[str, Any]) -> str:
+    """One line for a tuning record: what was chosen, or a warning with the best trade-off when the target was
+    not met within the bound."""
+    goal = f"recall@{record['k']} >= {record['recall_target']:g} at p50 <= {record['max_latency_ms']:g} ms"
+    if not record.get("measured"):
+        return f"tuning not measured ({record['reason']}): search settings as given"
+    chosen = Trial(**record["chosen"])
+    tried = [Trial(**t) for t in record["tried"]]
+    basis = f"{record['queries']:,} held-out queries, {len(tried)} setting{'s' if len(tried) > 1 else ''} tried"
+    if record["met"]:
+        return f"tuned to {chosen.describe()} ({goal}; {basis})"
+    line = f"warning: {goal} not met; best trade-off {chosen.describe()} ({basis})"
+    reaching = [t for t in tried if t.recall >= record["recall_target"]]
+    if reaching:
+        fastest = min(reaching, key=lambda t: t.p50_ms)
+        line += f"; the recall target needs {fastest.describe()}"
+    return line + ": raise --max-latency-ms or lower --recall-target to trade one for the other"

@@ -1,0 +1,148 @@
+"""Tuning an index to a recall target on held-out vectors: reaching it where the default knob does not, recording
+it, opening with it, saying so when it cannot be met, changing type only for ``auto``, and old metadata."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+
+from polymodal.index import IndexParams, TuningOptions, VectorIndex, store
+from polymodal.index import tuning as tuning_mod
+from polymodal.index.tuning import Trial, build_tuned, summary
+from polymodal.index.vector_index import IndexMeta, write_index
+
+NO_BOUND = 1e9  # ms: these tests assert recall, never timings
+
+
+def spread_vectors(n: int = 4000, dim: int = 32, seed: int = 0) -> np.ndarray:
+    """(n, dim) unit vectors without clusters: IVF cells cut every neighbourhood, so nprobe=16 misses many."""
+    x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def brute_recall(index, vectors: np.ndarray, queries: np.ndarray, exclude_self: np.ndarray | None, k: int = 10):  # type: ignore[no-untyped-def]
+    """Recall@k of ``index`` against numpy brute force; with ``exclude_self`` each query's own id is dropped from
+    both lists (the queries are in the index)."""
+    extra = 0 if exclude_self is None else 1
+    truth = np.argsort(-(queries @ vectors.T), axis=1)[:, : k + extra]  # (Q, k[+1])
+    _, found = index.search(queries, k + extra)
+    hits = 0
+    for row, (t, f) in enumerate(zip(truth, found)):
+        if exclude_self is not None:
+            t = [i for i in t if i != exclude_self[row]][:k]
+            f = [i for i in f if i != exclude_self[row]][:k]
+        hits += len(set(t) & set(f))
+    return hits / (k * len(queries))
+
+
+def test_the_tuner_raises_nprobe_until_the_target_is_met_and_records_it() -> None:
+    vectors = spread_vectors()
+    default = build_tuned(vectors, IndexParams(type="ivf"), None)
+    held = np.arange(0, 4000, 10)
+    assert default.params.nprobe == 16
+    assert brute_recall(default.index, vectors, vectors[held], held) < 0.9, "the default knob must miss the target"
+
+    built = build_tuned(vectors, IndexParams(type="ivf"), TuningOptions(max_latency_ms=NO_BOUND))
+    record = built.tuning
+    assert record is not None and record["met"] and record["measured"]
+    assert built.type == "ivf" and built.params.nprobe > 16 and built.index.ntotal == 4000
+    assert faiss.extract_index_ivf(built.index).nprobe == built.params.nprobe
+    assert record["chosen"]["params"] == {"nlist": built.params.nlist, "nprobe": built.params.nprobe}
+    assert record["chosen"]["recall"] >= 0.95 and record["queries"] == 400
+    tried = [t["params"]["nprobe"] for t in record["tried"]]
+    assert 16 in tried and built.params.nprobe in tried
+    below = [t for t in record["tried"] if t["params"]["nprobe"] < built.params.nprobe]
+    assert below and all(t["recall"] < 0.95 for t in below), "the smallest setting meeting the target wins"
+    # Measured independently, on other queries (in the index, their own id dropped): the setting carries over.
+    assert brute_recall(built.index, vectors, vectors[held], held) >= 0.9
+
+
+def test_the_tuned_setting_is_what_an_opened_index_searches_with(tmp_path: Path) -> None:
+    vectors = spread_vectors(2000)
+    built = build_tuned(vectors, IndexParams(type="hnsw", ef_search=16), TuningOptions(max_latency_ms=NO_BOUND))
+    out = write_vectors(tmp_path / "idx", vectors, built)
+    with VectorIndex.open(out) as idx:
+        assert faiss.downcast_index(idx.faiss_index.index).hnsw.efSearch == built.params.ef_search
+        assert idx.meta.tuning == json.loads(json.dumps(built.tuning))
+        hits = idx.search(vectors[:3], k=5)
+    _, expected = built.index.search(vectors[:3], 5)
+    assert [[h.id for h in row] for row in hits] == expected.tolist()
+
+
+def test_a_missed_target_is_reported_with_the_best_trade_off() -> None:
+    vectors = spread_vectors(2000)
+    built = build_tuned(vectors, IndexParams(type="ivf"), TuningOptions(max_latency_ms=1e-6))
+    record = built.tuning
+    assert record is not None and not record["met"] and built.type == "ivf"
+    fastest = min(record["tried"], key=lambda t: t["p50_ms"])
+    assert record["chosen"] == fastest and built.params.nprobe == fastest["params"]["nprobe"]
+    line = summary(record)
+    assert line.startswith("warning:") and "not met" in line and "best trade-off" in line
+    assert f"recall@10 {fastest['recall']:.3f}" in line
+
+
+def test_auto_changes_type_when_no_setting_meets_the_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    vectors = spread_vectors(2000)
+    # ivfpq with 2-byte codes caps recall far below 0.95 at any nprobe: the tuner must move on to exact search.
+    monkeypatch.setattr(tuning_mod, "resolve_type", lambda kind, n: "ivfpq" if kind == "auto" else kind)
+    params = IndexParams(type="auto", pq_m=2, nbits=8)
+    built = build_tuned(vectors, params, TuningOptions(max_latency_ms=NO_BOUND))
+    record = built.tuning
+    assert record is not None and record["met"] and built.type == "flat" and built.index.ntotal == 2000
+    assert {t["type"] for t in record["tried"]} >= {"ivfpq", "flat"}
+    assert all(t["recall"] < 0.95 for t in record["tried"] if t["type"] == "ivfpq")
+    # A type the user named is kept, and the miss reported.
+    named = build_tuned(vectors, IndexParams(type="ivfpq", pq_m=2), TuningOptions(max_latency_ms=NO_BOUND))
+    assert named.type == "ivfpq" and named.tuning is not None and not named.tuning["met"]
+    assert {t["type"] for t in named.tuning["tried"]} == {"ivfpq"}
+
+
+def test_recall_counts_ties_with_the_kth_neighbour_as_hits() -> None:
+    vectors = spread_vectors(300, dim=8)
+    vectors[100:200] = vectors[0]  # 101 copies: any 10 of them are an exact answer
+    bench = tuning_mod._held_out_bench(vectors, np.array([0]), np.arange(1, 300), TuningOptions())
+    assert bench.recall(np.array([[150 + i for i in range(10)]])) == 1.0
+    assert bench.recall(np.array([[150, 151, 250, -1, -1, -1, -1, -1, -1, -1]])) == pytest.approx(0.2)
+
+
+def test_too_few_vectors_are_not_measured() -> None:
+    built = build_tuned(spread_vectors(50), IndexParams(), TuningOptions())
+    assert built.type == "flat" and built.tuning is not None and not built.tuning["measured"]
+    assert "too few" in summary(built.tuning) and built.index.ntotal == 50
+
+
+def test_metadata_without_a_tuning_record_still_opens(tmp_path: Path) -> None:
+    vectors = spread_vectors(100)
+    out = write_vectors(tmp_path / "old", vectors, build_tuned(vectors, IndexParams(type="ivf", nprobe=3), None))
+    meta = json.loads((out / "index.json").read_text())
+    del meta["tuning"], meta["params"]["train_per_cell"]  # as written before tuning existed
+    (out / "index.json").write_text(json.dumps(meta))
+    with VectorIndex.open(out) as idx:
+        assert idx.meta.tuning is None and faiss.extract_index_ivf(idx.faiss_index).nprobe == 3
+        assert idx.search(vectors[7], k=1)[0][0].id == 7
+
+
+def test_trial_lines_name_type_settings_recall_and_latency() -> None:
+    line = Trial("ivf", {"nlist": 200, "nprobe": 32}, 0.9512, 1.234, 2.0).describe()
+    assert line == "ivf nlist=200 nprobe=32: recall@10 0.951, p50 1.23 ms"
+
+
+def write_vectors(out: Path, vectors: np.ndarray, built) -> Path:  # type: ignore[no-untyped-def]
+    """An index directory of ``built`` with one text item per vector."""
+    meta = IndexMeta(
+        model="m",
+        model_name="m",
+        identity="x",
+        embed_dim=vectors.shape[1],
+        type=built.type,
+        params=built.params.to_dict(),
+        next_id=len(vectors),
+        tuning=built.tuning,
+    )
+    items = [store.Item("text", text=f"t{i}") for i in range(len(vectors))]
+    write_index(out, meta, built.index, lambda conn: store.insert(conn, list(range(len(vectors))), items))
+    return out
