@@ -7,6 +7,7 @@ own grid geometry, so a bug in the generator's text cannot agree with itself.
 from __future__ import annotations
 
 import difflib
+import io
 import json
 import re
 from pathlib import Path
@@ -14,8 +15,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
+from polymodal.data import shapes
 from polymodal.data.shapes import (
     COLORS,
     HELD_OUT,
@@ -228,3 +230,76 @@ def test_bad_arguments_and_splits(tmp_path: Path) -> None:
         load_split(tmp_path, "dev")
     with pytest.raises(FileNotFoundError, match="train.jsonl"):
         load_split(tmp_path, "train")
+
+
+# ------------------------------------------------------- fast paths against plain references
+
+
+def _reference_background(rng: np.random.Generator, size: int, textured: bool) -> np.ndarray:
+    """The background in the plainest numpy: uniform draws, float floor division, no caching or in-place ops."""
+    grey = int(rng.integers(50, 101))
+    if not textured:
+        return np.full((size, size, 3), grey, np.uint8)
+    kind = int(rng.integers(3))
+    amp = float(rng.uniform(8.0, 16.0))
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    if kind == 0:
+        texture = rng.normal(0.0, amp / 2, size=(size, size))
+    elif kind == 1:
+        angle = rng.uniform(0.0, np.pi)
+        period = rng.uniform(5.0, 12.0) * size / 64
+        texture = amp * np.sin((xx * np.cos(angle) + yy * np.sin(angle)) * (2 * np.pi / period))
+    else:
+        period = int(rng.integers(4, 9)) * max(1, size // 64)
+        texture = amp * (((xx // period + yy // period) % 2) * 2 - 1)
+    plane = np.clip(np.rint(grey + texture), 0, 255).astype(np.uint8)
+    return np.repeat(plane[..., None], 3, axis=2)
+
+
+@pytest.mark.parametrize("size", [64, 96, 128])
+def test_backgrounds_match_the_plain_reference(size: int) -> None:
+    for seed in range(60):
+        textured = seed % 4 != 0
+        fast = shapes._background(np.random.default_rng([seed, 1]), size, textured)
+        reference = _reference_background(np.random.default_rng([seed, 1]), size, textured)
+        assert np.array_equal(np.asarray(fast), reference), (seed, size)
+
+
+def test_shapes_match_the_plain_reference_drawing() -> None:
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        shape = SHAPES[int(rng.integers(len(SHAPES)))]
+        color = tuple(rng.integers(0, 256, size=3).tolist())
+        cx, cy = rng.uniform(4.0, 60.0, size=2).tolist()
+        radius, theta = float(rng.uniform(3.0, 12.0)), float(rng.uniform(-0.3, 0.3))
+        fast, reference = Image.new("RGB", (64, 64), (70, 70, 70)), Image.new("RGB", (64, 64), (70, 70, 70))
+        shapes.draw_shape(fast, shape, color, cx, cy, radius, theta)  # type: ignore[arg-type]
+        rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+        pts = shapes._OUTLINES[shape] @ rot.T * radius + (cx, cy)
+        x0, y0 = (max(0, int(np.floor(v)) - 1) for v in pts.min(0))
+        x1, y1 = (min(64, int(np.ceil(v)) + 1) for v in pts.max(0))
+        mask = Image.new("L", ((x1 - x0) * 4, (y1 - y0) * 4), 0)
+        ImageDraw.Draw(mask).polygon([tuple(p) for p in ((pts - (x0, y0)) * 4).tolist()], fill=255)
+        reference.paste(color, (x0, y0, x1, y1), mask.reduce(4))  # type: ignore[arg-type]
+        assert fast.tobytes() == reference.tobytes(), (shape, cx, cy, radius, theta)
+
+
+def test_fast_uniform_is_numpys_uniform() -> None:
+    for low, high in ((-0.05, 0.05), (-15.0, 15.0), (0.0, np.pi), (8.0, 16.0)):
+        fast, reference = np.random.default_rng([3, 4]), np.random.default_rng([3, 4])
+        assert [shapes._uniform(fast, low, high) for _ in range(300)] == [
+            reference.uniform(low, high) for _ in range(300)
+        ]
+        assert fast.bit_generator.state == reference.bit_generator.state  # the stream goes on in step
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA", "P"])  # the last two through Pillow
+def test_png_round_trips_every_mode_with_no_metadata(mode: str) -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, size=(37, 53, 4), dtype=np.uint8)
+    image = Image.fromarray(pixels, "RGBA").convert(mode)
+    data = shapes.encode_png(image)
+    assert data == shapes.encode_png(image)  # equal pixels, equal bytes
+    assert b"tIME" not in data and b"tEXt" not in data
+    decoded = Image.open(io.BytesIO(data))
+    assert decoded.size == image.size and decoded.mode == image.mode
+    assert np.array_equal(np.asarray(decoded), np.asarray(image))
