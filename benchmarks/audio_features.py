@@ -106,7 +106,7 @@ def main() -> None:
         print(f"{e.name} is missing: install the test extra (make setup, or pip install librosa)", file=sys.stderr)
         sys.exit(2)
     torch.set_num_threads(args.threads)
-    print(machine_header())  # CPU, flags, threads and matmul peaks beside the figures
+    print(machine_header(precisions=["fp32"]))  # CPU, flags, threads and the fp32 matmul peak beside the figures
     features = AudioFeatures(sample_rate=RATE, clip_seconds=SECONDS, n_mels=args.n_mels)
     with threadpool_limits(args.threads), tempfile.TemporaryDirectory() as tmp:
         pools = ", ".join(

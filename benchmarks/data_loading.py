@@ -84,7 +84,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--out-size", type=int, default=None, help="preprocess image_size (default: min(size, 224))")
     args = parser.parse_args()
-    print(machine_header())  # CPU, flags, threads and matmul peaks beside the figures
+    print(machine_header(precisions=["fp32"]))  # CPU, flags, threads and the fp32 matmul peak beside the figures
     torch.set_num_threads(1)  # decoding is single-threaded anyway; workers give the parallelism
 
     rows = []

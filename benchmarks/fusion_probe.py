@@ -38,6 +38,7 @@ from polymodal.data.errors import BadSampleLog
 from polymodal.data.processors import TOKENIZER_DIR, ImageProcessor
 from polymodal.data.readers import read_manifest
 from polymodal.data.text import TextTokenizer
+from polymodal.hardware import machine_header
 from polymodal.models import find_model_dir
 from polymodal.modules.encoders.base import EncoderOutput
 from polymodal.modules.fusion import FUSIONS
@@ -152,6 +153,7 @@ def main() -> None:
     parser.add_argument("--evals", type=int, default=4, help="Val evaluations, evenly spaced.")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    print(machine_header(precisions=["bf16" if args.bf16 else "fp32"]))  # CPU, flags, threads, the run's matmul peak
 
     model, splits = cached_features(
         args.clip, args.recipe, args.data, args.cache or args.clip / f"probe-{args.recipe.stem}.pt"

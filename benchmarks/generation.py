@@ -126,7 +126,8 @@ def main() -> None:
     settings = sampler_settings(counts, ddpm_counts)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    print(machine_header())  # CPU, flags, threads and matmul peaks beside the figures
+    precisions = precisions_to_run(args.precisions)
+    print(machine_header(precisions=precisions))  # CPU, flags, threads and the matmul peaks of the precisions run
     load = os.getloadavg()
     print(f"load average at the start: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} (1, 5, 15 min)")
     results: dict[str, Any] = {"load_average_start": load, "precisions": {}}
@@ -137,7 +138,7 @@ def main() -> None:
         rows = [json.loads(line) for line in (data / "test.jsonl").read_text().splitlines()]
         captions = [r["captions"][0] for r in rows]
         prompts = [captions[i % len(captions)] for i in range(args.prompts)]
-        for precision in precisions_to_run(args.precisions):
+        for precision in precisions:
             record = machine_record(choose_precision(precision, "cpu"))
             record["threads"] = {"threads": args.threads}
             training, generation = [], {}

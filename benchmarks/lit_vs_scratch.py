@@ -3,7 +3,7 @@ embedding model with a text transformer trained from scratch (shapes-clip withou
 same image tower, steps, batch and learning rate), on ShapesWorld captions as trained and on
 paraphrases whose colour and shape words never occur in training (``test_paraphrase``).
 
-    .venv/bin/python benchmarks/lit_vs_scratch.py --steps 400 [--data DIR] [--out DIR]
+    .venv/bin/python benchmarks/lit_vs_scratch.py --steps 400 [--data DIR] [--out DIR] [--precision auto]
 
 Prints image<->text recall@1 and zero-shot colour-shape accuracy (64 classes, one-object images)
 with the training words and with synonyms, for both models.
@@ -18,10 +18,10 @@ from pathlib import Path
 
 from polymodal.data.shapes import generate_shapesworld, is_complete
 from polymodal.data.shapes_paraphrase import synonym_class_names, write_paraphrase_split
-from polymodal.hardware import machine_header
+from polymodal.hardware import choose_precision, machine_header
 
 
-def train(recipe: str, out: Path, data: Path, steps: int, extra: list[str]) -> Path:
+def train(recipe: str, out: Path, data: Path, steps: int, precision: str, extra: list[str]) -> Path:
     from polymodal.models import find_model_dir
     from polymodal.train.recipe import load_recipe
     from polymodal.train.run import run_recipe
@@ -31,7 +31,7 @@ def train(recipe: str, out: Path, data: Path, steps: int, extra: list[str]) -> P
         f"train.steps={steps}",
         f"train.warmup_steps={max(1, steps // 10)}",
         f"train.eval_every={steps}",
-        "train.precision=bf16",
+        f"train.precision={precision}",
         *extra,
     ]
     shutil.rmtree(out, ignore_errors=True)
@@ -60,8 +60,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--data", type=Path, default=Path("runs/lit-bench/shapes"))
     parser.add_argument("--out", type=Path, default=Path("runs/lit-bench"))
+    parser.add_argument(
+        "--precision", default="auto", help="train.precision: auto is bf16 where the CPU runs it natively"
+    )
     args = parser.parse_args()
-    print(machine_header())  # CPU, flags, threads and matmul peaks beside the figures
+    precision = choose_precision(args.precision, "cpu").precision
+    print(machine_header(precisions=[precision]))  # CPU, flags, threads and the matmul peak of the precision trained in
 
     from polymodal.data.shapes import COLORS, SHAPES
     from polymodal.evaluate.runner import run_eval
@@ -71,9 +75,9 @@ def main() -> None:
     for split in ("test", "test_novel"):
         write_paraphrase_split(args.data, split)
     models = {
-        "LiT (MiniLM locked)": train("shapes-lit", args.out / "lit", args.data, args.steps, []),
+        "LiT (MiniLM locked)": train("shapes-lit", args.out / "lit", args.data, args.steps, precision, []),
         "text tower from scratch": train(
-            "shapes-clip", args.out / "scratch", args.data, args.steps, ["objective.hard_negatives=null"]
+            "shapes-clip", args.out / "scratch", args.data, args.steps, precision, ["objective.hard_negatives=null"]
         ),
     }
     originals = [f"{c} {s}" for c in COLORS for s in SHAPES]

@@ -65,7 +65,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     precisions = precisions_to_run(args.precisions)
-    peaks = matmul_peaks()
+    peaks = matmul_peaks(precisions=precisions)
     print(machine_header(peaks))
     print(f"{'preset':40} {'params':>8} {'precision':>9} {'samples/s':>10} {'GFLOP/step':>11} {'MFU':>6}")
     # Each preset as the packaged recipes use it; the audio ones with their audio tower.

@@ -43,7 +43,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=50)
     args = parser.parse_args()
-    print(machine_header())  # CPU, flags, threads and matmul peaks beside the figures
+    print(machine_header(precisions=["fp32"]))  # CPU, flags, threads and the fp32 matmul peak beside the figures
     torch.manual_seed(0)
     print("| model | tensors | parameters | " + " | ".join(f"{v} (ms)" for v in VARIANTS) + " | fused speed-up |")
     print("|---|---:|---:|" + "---:|" * (len(VARIANTS) + 1))

@@ -26,6 +26,11 @@ def _render_only(n: int, image_size: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+def _load() -> str:
+    """The 1, 5 and 15 minute load averages: other jobs on the machine, for the record beside each figure."""
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=4000, help="images in train+val+test per run")
@@ -36,10 +41,11 @@ def main() -> None:
     default_dir = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
     parser.add_argument("--dir", default=default_dir, help="parent of the temporary output directories")
     args = parser.parse_args()
-    print(machine_header())  # CPU, flags, threads and matmul peaks beside the figures
+    print(machine_header(precisions=["fp32"]))  # CPU, flags, threads and the fp32 matmul peak beside the figures
     os.makedirs(args.dir, exist_ok=True)
 
     print(f"python {platform.python_version()}, {os.cpu_count()} cpus, n={args.n}, image_size={args.image_size}")
+    print(f"load average at the start: {_load()}")
     print(f"output under {args.dir}")
     print(f"render only (1 process): {_render_only(min(args.n, 2000), args.image_size):,.0f} images/s")
     for workers in (1, 2):
@@ -48,7 +54,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
                 summary = generate_shapesworld(tmp, args.n, image_size=args.image_size, workers=workers, progress=False)
             best = max(best, summary["total"] / summary["elapsed_seconds"])
-        print(f"generate_shapesworld workers={workers}: {best:,.0f} images/s (best of {args.repeats})")
+        print(f"generate_shapesworld workers={workers}: {best:,.0f} images/s (best of {args.repeats}; load {_load()})")
 
 
 if __name__ == "__main__":

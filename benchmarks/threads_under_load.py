@@ -62,8 +62,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.pop("POLYMODAL_THREADS", None)
     cores = usable_cores()
-    print(machine_header())
     precision = choose_precision(args.precision, "cpu").precision
+    print(machine_header(precisions=[precision]))
     print(f"shapes-fusion (gmu), batch {args.batch}, {args.steps} timed steps, {precision}, {cores} usable cores")
     print(f"{'situation':28} {'threads':>7} {'samples/s':>10}")
     for busy in (0, args.busy):

@@ -118,7 +118,7 @@ def main() -> None:
         print(e, file=sys.stderr)
         sys.exit(2)
     torch.set_num_threads(args.threads)
-    print(machine_header())  # CPU, flags, threads and matmul peaks beside the figures
+    print(machine_header(precisions=["fp32"]))  # CPU, flags, threads and the fp32 matmul peak beside the figures
     print(f"PyAV {av.__version__}, FFmpeg {'.'.join(map(str, av.library_versions['libavcodec']))} (libavcodec)")
     sampling = VideoSampling(frames=8, sampling="uniform")
     processor = VideoProcessor(sampling, ImagePreprocess(image_size=args.size))

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from polymodal.data.shapes_video import generate_shapesworld_video
-from polymodal.hardware import describe_record, machine_header
+from polymodal.hardware import choose_precision, describe_record, machine_header
 from polymodal.train.recipe import load_recipe
 from polymodal.train.run import run_recipe
 
@@ -47,7 +47,8 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", help="the recipe's train.precision")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(machine_header())  # CPU, flags, threads and matmul peaks beside the figures
+    precision = choose_precision(args.precision, "cpu").precision
+    print(machine_header(precisions=[precision]))  # CPU, flags, threads and the matmul peak of the precision run
     with tempfile.TemporaryDirectory() as tmp:
         data, run = Path(tmp) / "moves", Path(tmp) / "run"
         generate_shapesworld_video(data, args.n)

@@ -44,7 +44,7 @@ def main() -> None:
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(machine_header())  # CPU, flags, threads and matmul peaks beside the figures
+    print(machine_header(precisions=[args.precision]))  # CPU, flags, threads and the precision's matmul peak
 
     start = time.perf_counter()
     backend = ConSEBackend.load(top_t=args.top_t)
