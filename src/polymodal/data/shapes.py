@@ -181,7 +181,7 @@ def sample_objects(rng: np.random.Generator, novel: bool) -> list[ShapeObject]:
     """
     k = int(rng.integers(1, 4))
     cells = rng.choice(9, size=k, replace=False)
-    sizes = rng.integers(0, 2, size=k)
+    sizes = [int(rng.integers(0, 2)) for _ in range(k)]  # scalar draws: the values of size=k, less overhead
     if novel:
         first = _pick(rng, HELD_OUT)
         rest = [c for c in ALL_COMBOS if c != first]
@@ -190,7 +190,7 @@ def sample_objects(rng: np.random.Generator, novel: bool) -> list[ShapeObject]:
         combos = [SEEN_COMBOS[i] for i in rng.choice(len(SEEN_COMBOS), size=k, replace=False).tolist()]
     return [
         ShapeObject(shape=s, color=c, size=_SIZE_NAMES[z], cell=cell)
-        for (c, s), z, cell in zip(combos, sizes.tolist(), cells.tolist())
+        for (c, s), z, cell in zip(combos, sizes, cells.tolist())
     ]
 
 
@@ -255,7 +255,7 @@ def _draw_object(canvas: Image.Image, obj: ShapeObject, rng: np.random.Generator
     cy = (row + 0.5 + _uniform(rng, -_JITTER, _JITTER)) * cell
     radius = SIZES[obj.size] * cell
     theta = math.radians(_uniform(rng, -_MAX_ROTATION, _MAX_ROTATION))
-    jitter = rng.integers(-10, 11, size=3).tolist()
+    jitter = [int(rng.integers(-10, 11)) for _ in range(3)]  # the values of one size=3 draw, less overhead
     color = tuple(min(255, max(0, c + d)) for c, d in zip(COLORS[obj.color], jitter))
     draw_shape(canvas, obj.shape, color, cx, cy, radius, theta)  # type: ignore[arg-type]
 
@@ -273,7 +273,7 @@ def draw_shape(
     size = canvas.width
     cos, sin = math.cos(theta), math.sin(theta)
     pts = _OUTLINES[shape] @ np.array(((cos, sin), (-sin, cos))) * radius + (cx, cy)  # (V, 2) in output pixels
-    (left, top), (right, bottom) = pts.min(0).tolist(), pts.max(0).tolist()
+    (left, top), (right, bottom) = np.minimum.reduce(pts).tolist(), np.maximum.reduce(pts).tolist()
     x0, y0 = max(0, math.floor(left) - 1), max(0, math.floor(top) - 1)
     x1, y1 = min(size, math.ceil(right) + 1), min(size, math.ceil(bottom) + 1)
     mask = Image.new("L", ((x1 - x0) * _SUPERSAMPLE, (y1 - y0) * _SUPERSAMPLE), 0)
@@ -322,6 +322,7 @@ def relation(a: ShapeObject, b: ShapeObject) -> str:
     return "above" if ra < rb else "below"
 
 
+_OTHER_POSITIONS = tuple(POSITIONS[:cell] + POSITIONS[cell + 1 :] for cell in range(len(POSITIONS)))
 _OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
 
 
@@ -357,13 +358,19 @@ def make_captions(objs: Sequence[ShapeObject], background: str, rng: np.random.G
     return list(dict.fromkeys(captions))  # drop exact duplicates, keep order
 
 
+# Each combination's one-word edits: (other colours, same shape) and (same colour, other shapes).
+_EDITS: dict[Combo, tuple[list[Combo], list[Combo]]] = {
+    (color, shape): ([(c, shape) for c in COLORS if c != color], [(color, s) for s in SHAPES if s != shape])
+    for color, shape in ALL_COMBOS
+}
+
+
 def _edit_combo(
     obj: ShapeObject, objs: Sequence[ShapeObject], allowed: Collection[Combo], rng: np.random.Generator
 ) -> Combo:
     """A minimal edit of ``obj``'s colour or shape that names no object in the image."""
     present = {(o.color, o.shape) for o in objs}
-    by_color = [(c, obj.shape) for c in COLORS if c != obj.color]
-    by_shape = [(obj.color, s) for s in SHAPES if s != obj.shape]
+    by_color, by_shape = _EDITS[obj.color, obj.shape]
     edits = by_color if rng.integers(2) == 0 else by_shape
     options = [x for x in edits if x not in present and x in allowed]
     if not options:  # fall back to the other kind of edit; always non-empty for <= 3 objects
@@ -383,8 +390,7 @@ def make_statements(
     for o in objs:
         c, s = _edit_combo(o, objs, allowed, rng)
         pairs.append(("exists", f"there is {_a(o.name)}", f"there is {_a(c + ' ' + s)}"))
-        wrong = [p for p in POSITIONS if p != o.position]
-        p = _pick(rng, wrong)
+        p = _pick(rng, _OTHER_POSITIONS[o.cell])
         pairs.append(("position", f"the {o.name} is in the {o.position}", f"the {o.name} is in the {p}"))
     k = len(objs)
     wrong_k = [x for x in (1, 2, 3) if x != k]
