@@ -654,7 +654,7 @@ def generate_shapesworld(
     worker = partial(
         _write_example, out_dir=out, seed=seed, image_size=image_size, sizes=sizes, sound=sound, speech=speech
     )
-    row_encoder = json.JSONEncoder(ensure_ascii=False)
+    row_encoder = json.JSONEncoder(ensure_ascii=False, check_circular=False)  # rows are trees
     files = {
         (prefix, split): (out / f"{prefix}{split}.jsonl").open("w", encoding="utf-8")
         for prefix, on in views.items()
