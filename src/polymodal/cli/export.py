@@ -11,7 +11,6 @@ import typer
 from polymodal.cli.output import JsonOption, console, emit_json, fail
 
 FORMATS = ("onnx",)
-DEFAULTS = ("auto", "fp32", "int8")
 
 
 def export(
@@ -24,19 +23,19 @@ def export(
     out: Path = typer.Option(None, "--out", help="Directory to write (atomically); not with --choose."),
     opset: int = typer.Option(None, "--opset", help="ONNX opset (default: the exporter's)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out directory."),
-    quantize: bool = typer.Option(True, "--quantize/--no-quantize", help="Also write each tower's int8 variant."),
+    quantize: bool = typer.Option(True, "--quantize/--no-quantize", help="Also write each tower's int8 variants."),
     default: str = typer.Option(
         "auto",
         "--default",
         help="The variant the runtime loads: auto (per tower, the fastest that keeps cosine >= 0.999 to PyTorch "
-        "fp32, measured now), fp32 or int8.",
+        "fp32, measured now), fp32, int8 or int8-block.",
     ),
     choose: bool = typer.Option(
         False, "--choose", help="Time the variants of the export MODEL on this machine and record the default again."
     ),
     json: bool = JsonOption,
 ) -> None:
-    """Export each tower (image, text, audio, video) to <modality>_encoder.onnx (+ .int8.onnx), plus export.json.
+    """Export each tower (image, text, audio, video) to <modality>_encoder.onnx (+ .int8, .int8-block), export.json.
 
     Batch size (and text length) are dynamic; audio features have the saved clip length.
     Video clips have the saved frames per clip, a shorter clip padded and masked.
@@ -45,14 +44,15 @@ def export(
     """
     if format not in FORMATS:
         fail(f"unknown --format {format!r}; supported: {', '.join(FORMATS)}", as_json=json, code=2)
-    if default not in DEFAULTS:
-        fail(f"unknown --default {default!r}; supported: {', '.join(DEFAULTS)}", as_json=json, code=2)
+    from polymodal.export.variants import SAMPLE_FILE, VARIANTS
+
+    if default not in ("auto", *VARIANTS):
+        fail(f"unknown --default {default!r}; supported: auto, {', '.join(VARIANTS)}", as_json=json, code=2)
     if (out is None) != choose:
         fail("give --out DIR to export, or --choose to choose again in an export", as_json=json, code=2)
     from polymodal.config import ConfigError
     from polymodal.export import ExportError, export_onnx
     from polymodal.export.onnx import PARTS, choose_again
-    from polymodal.export.variants import SAMPLE_FILE
     from polymodal.interop import HFLoadError
 
     try:

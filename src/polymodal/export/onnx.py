@@ -11,7 +11,7 @@ saved features (every clip is cropped or padded to ``clip_seconds``), video fram
 a shorter clip padded and masked).
 
 Every export is checked before it is written: onnxruntime must reproduce PyTorch on the
-example inputs (``max_abs_diff`` in export.json), else nothing is written. Beside each fp32 graph an int8 variant is
+example inputs (``max_abs_diff`` in export.json), else nothing is written. Beside each fp32 graph its int8 variants are
 written, and each tower's default variant is chosen from measurements on this machine (see :mod:`.variants`).
 """
 
@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from polymodal.data.audio import AudioFeatures
 from polymodal.data.processors import VideoProcessor
 from polymodal.export.source import ExportError, ExportSource, load_export_source
-from polymodal.export.variants import choose_variants, quantize_int8, save_sample, variant_file
+from polymodal.export.variants import QUANTIZERS, choose_variants, save_sample, variant_file
 from polymodal.fsutil import atomic_directory
 from polymodal.models import EmbeddingModel
 from polymodal.modules.encoders.base import Encoder
@@ -241,7 +241,7 @@ def export_onnx(
 ) -> dict[str, Any]:
     """Export every tower of the embedding model at ``model_path`` into ``out``; returns export.json's content.
 
-    ``quantize`` also writes each tower's int8 variant; ``default`` (auto, fp32 or int8) is the variant the runtime
+    ``quantize`` also writes each tower's int8 variants; ``default`` (auto or a variant name) is the variant the runtime
     loads: auto picks it per tower from this machine's measurements (:func:`.variants.choose_variants`)."""
     require_onnx()
     out = Path(out)
@@ -285,11 +285,12 @@ def export_onnx(
             source.tokenizer.save(tmp / TOKENIZER_DIR)
         manifest = _manifest(source, diffs, used_opset)
         save_sample(tmp, samples)
-        for modality in diffs:
+        for modality in diffs if quantize else ():
             entry = manifest[PARTS[modality]]
-            nodes = quantize_int8(tmp / entry["file"], tmp / variant_file(entry["file"], "int8")) if quantize else 0
-            if nodes:
-                entry["variants"] = {"int8": {"quantized_nodes": nodes}}
+            built = {
+                v: build(tmp / entry["file"], tmp / variant_file(entry["file"], v)) for v, build in QUANTIZERS.items()
+            }
+            entry["variants"] = {v: {"quantized_nodes": nodes} for v, nodes in built.items() if nodes}
         choose_variants(tmp, manifest, PARTS, threads=torch.get_num_threads(), default=default)
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest

@@ -1,12 +1,15 @@
 """The runtime variants of an export's towers and which one runs by default on this machine.
 
 ``fp32`` is the exported graph. ``int8`` is the same graph with the weights of its MatMul and Gemm nodes quantised to
-int8 per output channel (onnxruntime's dynamic quantisation: activations are quantised per call, so no calibration
-data is needed). Each tower's variants are timed on a fixed sample with this process's threads and compared with
-PyTorch's fp32 embeddings of that sample; the tower's default is the fastest variant whose worst row keeps cosine
->= ``COSINE_FLOOR`` and that beats fp32 by ``SPEEDUP_MARGIN`` (so timing noise cannot flip the choice). The sample and
-its PyTorch embeddings are saved with the export, so the choice can be made again on another machine without the
-PyTorch model.
+int8 per output channel (onnxruntime's dynamic quantisation: each activation tensor is quantised per call with one
+scale, so no calibration data is needed): the fastest, but an activation with outliers loses precision. ``int8-block``
+quantises the MatMul weights to int8 in blocks of 32 along the inner dimension (onnxruntime's MatMulNBits) and
+computes in int8 with the activations quantised per block of 32 too: slower than ``int8``, closer to fp32.
+
+Each tower's variants are timed on a fixed sample with this process's threads and compared with PyTorch's fp32
+embeddings of that sample; the tower's default is the fastest variant whose worst row keeps cosine >= ``COSINE_FLOOR``
+and that beats fp32 by ``SPEEDUP_MARGIN`` (so timing noise cannot flip the choice). The sample and its PyTorch
+embeddings are saved with the export, so the choice can be made again on another machine without the PyTorch model.
 """
 
 from __future__ import annotations
@@ -20,13 +23,14 @@ import numpy as np
 from polymodal.export.source import ExportError
 from polymodal.hardware import bf16_native, cpu_info
 
-VARIANTS = ("fp32", "int8")
+VARIANTS = ("fp32", "int8", "int8-block")
 COSINE_FLOOR = 0.999
 SPEEDUP_MARGIN = 1.1
 SAMPLE_FILE = "sample.npz"  # per tower: the fixed sample's inputs and PyTorch's fp32 embeddings of it
 CHOICE_KEY = "variant_choice"
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 QUANTIZED_OPS = ("MatMul", "Gemm")
+BLOCK_SIZE = 32
 
 
 def variant_file(fp32_file: str, variant: str) -> str:
@@ -56,22 +60,45 @@ def make_session(path: Path, threads: int, optimization: str = "all") -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def quantize_int8(source: Path, target: Path) -> int:
-    """Write ``source`` with its weight MatMul/Gemm nodes quantised to int8 (per channel) to ``target``; returns how
-    many nodes were quantised (0: nothing to quantise, nothing written). MatMuls of two activations (attention
-    scores) stay fp32: quantising both sides costs accuracy for little speed."""
+def _weight_nodes(source: Path, ops: tuple[str, ...]) -> tuple[Any, list[str]]:
+    """The graph at ``source`` and its ``ops`` nodes whose second input is a weight. MatMuls of two activations
+    (attention scores) stay fp32: quantising both sides costs accuracy for little speed."""
     import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     model = onnx.load(str(source))
-    # The exporter's shape annotations can disagree with onnx's own inference, which the quantiser re-runs.
+    # The exporter's shape annotations can disagree with onnx's own inference, which the quantisers re-run.
     del model.graph.value_info[:]
     weights = {init.name for init in model.graph.initializer}
-    nodes = [n.name for n in model.graph.node if n.op_type in QUANTIZED_OPS and n.input[1] in weights]
-    if not nodes:
-        return 0
-    quantize_dynamic(model, target, weight_type=QuantType.QInt8, per_channel=True, nodes_to_quantize=nodes)
+    return model, [n.name for n in model.graph.node if n.op_type in ops and n.input[1] in weights]
+
+
+def quantize_int8(source: Path, target: Path) -> int:
+    """Write ``source`` with its weight MatMul/Gemm nodes quantised to int8 (per channel, dynamic activations) to
+    ``target``; returns how many nodes were quantised (0: nothing to quantise, nothing written)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model, nodes = _weight_nodes(source, QUANTIZED_OPS)
+    if nodes:
+        quantize_dynamic(model, target, weight_type=QuantType.QInt8, per_channel=True, nodes_to_quantize=nodes)
     return len(nodes)
+
+
+def quantize_int8_block(source: Path, target: Path) -> int:
+    """Write ``source`` with its weight MatMul nodes as MatMulNBits (8-bit weights in blocks of BLOCK_SIZE, int8
+    compute: accuracy level 4) to ``target``; returns how many nodes were quantised (0: nothing written)."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    model, nodes = _weight_nodes(source, ("MatMul",))
+    if nodes:
+        quantizer = MatMulNBitsQuantizer(
+            model, bits=8, block_size=BLOCK_SIZE, is_symmetric=True, accuracy_level=4, nodes_to_include=nodes
+        )
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(target), use_external_data_format=False)
+    return len(nodes)
+
+
+QUANTIZERS = {"int8": quantize_int8, "int8-block": quantize_int8_block}  # variant -> how it is built from fp32
 
 
 def save_sample(directory: Path, samples: dict[str, tuple[dict[str, np.ndarray], np.ndarray]]) -> None:
@@ -88,16 +115,17 @@ def load_sample(directory: Path) -> dict[str, tuple[dict[str, np.ndarray], np.nd
     path = directory / SAMPLE_FILE
     if not path.is_file():
         return {}
-    out: dict[str, tuple[dict[str, np.ndarray], np.ndarray]] = {}
     with np.load(path) as data:
-        for key in data.files:
-            modality, name = key.split("/", 1)
-            feeds, embeds = out.setdefault(modality, ({}, np.empty(0)))
-            if name == "embeds":
-                out[modality] = (feeds, data[key])
-            else:
-                feeds[name] = data[key]
-    return out
+        arrays = {key: data[key] for key in data.files}
+    samples: dict[str, tuple[dict[str, np.ndarray], np.ndarray]] = {}
+    for modality in {key.split("/", 1)[0] for key in arrays}:
+        feeds = {
+            key.split("/", 1)[1]: value
+            for key, value in arrays.items()
+            if key.startswith(f"{modality}/") and key != f"{modality}/embeds"
+        }
+        samples[modality] = (feeds, arrays[f"{modality}/embeds"])
+    return samples
 
 
 def cosines(got: np.ndarray, want: np.ndarray) -> np.ndarray:
