@@ -231,6 +231,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="Latency rounds over the queries; the best p50 counts.")
     parser.add_argument("--hnsw-m", type=int, default=IndexParams.hnsw_m)
     parser.add_argument("--ef-construction", type=int, default=IndexParams.ef_construction)
+    parser.add_argument("--nlist", type=int, default=None, help="ivf/ivfpq cells (default 4*sqrt(N)).")
     parser.add_argument(
         "--tune",
         action="store_true",
@@ -253,11 +254,11 @@ def main() -> None:
             for dim in args.dims:
                 run_tuned(n, dim, args.queries, args.seed, args.rounds, args.centres, options)
         return
-    base = IndexParams(hnsw_m=args.hnsw_m, ef_construction=args.ef_construction)
+    base = IndexParams(hnsw_m=args.hnsw_m, ef_construction=args.ef_construction, nlist=args.nlist)
     print(
         f"faiss {faiss.__version__}, {args.threads} build threads, {args.queries} single queries x {args.rounds} "
         f"rounds, k={K}, {args.centres} centres, hnsw M={base.hnsw_m} efConstruction={base.ef_construction}, "
-        f"ivf/ivfpq nlist=4*sqrt(N), ivfpq m=dim/8 nbits={base.nbits}"
+        f"ivf/ivfpq nlist={base.nlist or '4*sqrt(N)'}, ivfpq m=dim/8 nbits={base.nbits}"
     )
     print(
         f"{'vectors':>9} {'dim':>4} {'type':>6} {'search knob':>13} {'thr':>3} {'build s':>8} {'p50 ms':>7} "

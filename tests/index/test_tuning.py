@@ -146,3 +146,14 @@ def write_vectors(out: Path, vectors: np.ndarray, built) -> Path:  # type: ignor
     items = [store.Item("text", text=f"t{i}") for i in range(len(vectors))]
     write_index(out, meta, built.index, lambda conn: store.insert(conn, list(range(len(vectors))), items))
     return out
+
+
+def test_the_ladder_of_other_types_goes_from_cheap_to_slow_builds() -> None:
+    def shapes(kind: str, n: int) -> list[tuple[str, int | None]]:
+        return [(c.type, c.params.nlist) for c in tuning_mod.alternatives(kind, n, IndexParams())]
+
+    assert shapes("ivf", 1_000_000) == [("flat", None), ("ivf", 16_000), ("hnsw", None)]
+    assert shapes("hnsw", 100_000) == [("flat", None), ("ivf", 5_059)]
+    assert shapes("flat", 10_000) == [("hnsw", None)], "too few vectors for finer cells"
+    finer = tuning_mod.alternatives("ivf", 1_000_000, IndexParams())[1].params
+    assert finer.train_per_cell == tuning_mod.MORE_CELLS_TRAIN_PER_CELL
