@@ -166,3 +166,20 @@ def test_no_quantize_writes_fp32_only(exported: tuple[Path, Path], tmp_path: Pat
     assert payload["image_encoder"]["default"] == "fp32" and set(payload["image_encoder"]["variants"]) == {"fp32"}
     result = CliRunner().invoke(app, ["export", str(exported[0])])
     assert result.exit_code == 2 and "give --out DIR to export, or --choose" in result.output
+
+
+def test_a_variant_the_quantiser_cannot_build_is_left_out_with_the_reason(
+    exported: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import polymodal.export.onnx as onnx_export
+
+    shutil.copy(exported[1] / "image_encoder.onnx", tmp_path / "image_encoder.onnx")
+
+    def unsupported(source: Path, target: Path) -> int:
+        raise NotImplementedError("no kernel for this graph")
+
+    monkeypatch.setitem(onnx_export.QUANTIZERS, "int8-block", unsupported)
+    entry = {"file": "image_encoder.onnx"}
+    onnx_export._quantize(tmp_path, entry)
+    assert set(entry["variants"]) == {"int8"} and (tmp_path / "image_encoder.int8.onnx").is_file()
+    assert entry["variants_not_built"] == {"int8-block": "NotImplementedError: no kernel for this graph"}

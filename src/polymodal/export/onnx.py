@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from polymodal.data.audio import AudioFeatures
 from polymodal.data.processors import VideoProcessor
 from polymodal.export.source import ExportError, ExportSource, load_export_source
-from polymodal.export.variants import QUANTIZERS, choose_variants, save_sample, variant_file
+from polymodal.export.variants import QUANTIZERS, check_default, choose_variants, save_sample, variant_file
 from polymodal.fsutil import atomic_directory
 from polymodal.models import EmbeddingModel
 from polymodal.modules.encoders.base import Encoder
@@ -244,6 +244,7 @@ def export_onnx(
     ``quantize`` also writes each tower's int8 variants; ``default`` (auto or a variant name) is the variant the runtime
     loads: auto picks it per tower from this machine's measurements (:func:`.variants.choose_variants`)."""
     require_onnx()
+    check_default(default)
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ExportError(f"{out}: directory exists and is not empty (pass overwrite=True / --overwrite to replace it)")
@@ -286,14 +287,23 @@ def export_onnx(
         manifest = _manifest(source, diffs, used_opset)
         save_sample(tmp, samples)
         for modality in diffs if quantize else ():
-            entry = manifest[PARTS[modality]]
-            built = {
-                v: build(tmp / entry["file"], tmp / variant_file(entry["file"], v)) for v, build in QUANTIZERS.items()
-            }
-            entry["variants"] = {v: {"quantized_nodes": nodes} for v, nodes in built.items() if nodes}
+            _quantize(tmp, manifest[PARTS[modality]])
         choose_variants(tmp, manifest, PARTS, threads=torch.get_num_threads(), default=default)
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
+
+
+def _quantize(directory: Path, entry: dict[str, Any]) -> None:
+    """Write the tower's int8 variants beside its fp32 graph and note them in its manifest ``entry``; a variant the
+    quantiser cannot build is left out with the reason (the fp32 export stands)."""
+    for variant, build in QUANTIZERS.items():
+        try:
+            nodes = build(directory / entry["file"], directory / variant_file(entry["file"], variant))
+        except Exception as e:  # the quantisers fail in many types on graphs they do not handle
+            entry.setdefault("variants_not_built", {})[variant] = _reason(e)
+            continue
+        if nodes:
+            entry.setdefault("variants", {})[variant] = {"quantized_nodes": nodes}
 
 
 def choose_again(directory: str | os.PathLike[str], *, default: str = "auto") -> dict[str, Any]:

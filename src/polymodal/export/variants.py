@@ -169,6 +169,11 @@ def pick(measured: dict[str, dict[str, Any]]) -> str:
     return max(fast, key=lambda name: measured[name]["items_per_second"], default="fp32")
 
 
+def check_default(default: str) -> None:
+    if default != "auto" and default not in VARIANTS:
+        raise ExportError(f"default variant {default!r}: choose auto or one of {', '.join(VARIANTS)}")
+
+
 def choose_variants(
     directory: Path,
     manifest: dict[str, Any],
@@ -181,8 +186,7 @@ def choose_variants(
     """Time and check every variant of every tower in ``directory`` that has a saved sample, record the figures and
     each tower's default in ``manifest`` (returned; the caller writes it). ``default`` other than ``auto`` forces
     that variant wherever the tower has it (its figures are recorded all the same)."""
-    if default != "auto" and default not in VARIANTS:
-        raise ExportError(f"default variant {default!r}: choose auto or one of {', '.join(VARIANTS)}")
+    check_default(default)
     samples = load_sample(directory)
     if not samples:
         raise ExportError(f"{directory}: no {SAMPLE_FILE}; export again to measure the variants")
