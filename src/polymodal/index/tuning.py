@@ -5,7 +5,7 @@ the k-means training, the cells or the HNSW graph, and are added only once the s
 never finds itself, and the measured index is the built one minus those few vectors. Recall@k counts a found item
 as a hit when its exact score reaches the k-th exact score of that query (brute force over the same vectors), so a
 tie with the k-th neighbour is not a miss. Latency is the p50/p99 of one query at a time on one thread, as the
-index searches a single query.
+index searches a single query; the best of three rounds counts, against a shared machine's hiccups.
 
 The search knob (nprobe for ivf/ivfpq, efSearch for hnsw) doubles until the target is met or the latency bound is
 passed, then is bisected towards the smallest setting that meets it, which is chosen (a larger knob only costs more
@@ -43,6 +43,7 @@ DEFAULT_MAX_LATENCY_MS = 5.0
 RECALL_K = 10
 MAX_QUERIES = 1000
 LATENCY_QUERIES = 200
+LATENCY_ROUNDS = 3
 MIN_QUERIES = 20  # fewer cannot tell 0.95 from 0.90
 HELD_OUT_SHARE = 10  # hold out at most one vector in this many
 BISECT_STEPS = 3
@@ -133,16 +134,20 @@ class HeldOut:
         return Trial(kind, _knobs(kind, params), round(self.recall(found), 4), round(p50, 3), round(p99, 3))
 
     def latency(self, index: Any, count: int | None = None) -> tuple[float, float]:
-        """p50 and p99 milliseconds of searching one query at a time on one thread."""
+        """p50 and p99 milliseconds of searching one query at a time on one thread, of the round (of
+        ``LATENCY_ROUNDS``) with the lowest p50: on a shared machine a descheduled round measures the scheduler."""
         sample = self.queries[: count or self.latency_queries]
-        times = []
+        rounds = []
         with threads(1):
             index.search(sample[:1], RECALL_K)  # warm the caches
-            for q in sample:
-                start = time.perf_counter()
-                index.search(q[None, :], RECALL_K)
-                times.append((time.perf_counter() - start) * 1000)
-        return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+            for _ in range(LATENCY_ROUNDS):
+                times = []
+                for q in sample:
+                    start = time.perf_counter()
+                    index.search(q[None, :], RECALL_K)
+                    times.append((time.perf_counter() - start) * 1000)
+                rounds.append((float(np.percentile(times, 50)), float(np.percentile(times, 99))))
+        return min(rounds)
 
 
 @dataclass
@@ -244,7 +249,7 @@ def _measure_candidate(
     if candidate.type == "flat":
         flat = _faiss().IndexIDMap2(_faiss().IndexFlatIP(vectors.shape[1]))
         _add(flat, "flat", vectors, keep, say)
-        p50, p99 = bench.latency(flat, count=min(bench.latency_queries, 50))
+        p50, p99 = bench.latency(flat, count=min(bench.latency_queries, 20))
         candidate.trials.append(Trial("flat", {}, 1.0, round(p50, 3), round(p99, 3)))
         say(f"  {candidate.trials[-1].describe()} (exact)")
         if p50 > options.max_latency_ms and not required:
