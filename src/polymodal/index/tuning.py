@@ -114,7 +114,6 @@ class Built:
 class HeldOut:
     """Held-out query vectors and what exact search finds for them among the other vectors."""
 
-    positions: np.ndarray  # (Q,) rows of the vectors used as queries
     queries: np.ndarray  # (Q, D)
     kth_scores: np.ndarray  # (Q,) exact score of each query's k-th neighbour among the kept vectors
     vectors: np.ndarray  # (N, D) all vectors: ids are row positions
@@ -346,7 +345,7 @@ def _held_out_bench(vectors: np.ndarray, held: np.ndarray, keep: np.ndarray, opt
         block = vectors[keep[start : start + 4 * ADD_CHUNK]]
         scores, _ = _faiss().knn(queries, block, min(RECALL_K, len(block)), metric=_faiss().METRIC_INNER_PRODUCT)
         top = -np.sort(-np.concatenate([top, scores], axis=1), axis=1)[:, :RECALL_K]
-    return HeldOut(held, queries, top[:, -1], vectors, min(options.latency_queries, len(held)))
+    return HeldOut(queries, top[:, -1], vectors, min(options.latency_queries, len(held)))
 
 
 def _filled(kind: str, params: IndexParams, vectors: np.ndarray, rows: np.ndarray, say: ReportFn) -> Any:
