@@ -29,6 +29,7 @@ class FakeIndex:
         self.vectors = vectors  # (N, D)
         self.items = items
         self.model_identity = model_identity
+        self.search_tuning = None  # exact search: nothing to tune
 
     @classmethod
     def build(cls, model: Model, images: Sequence[Path], texts: Sequence[str] = ()) -> FakeIndex:

@@ -24,7 +24,9 @@ def test_health_describes_model_index_and_endpoints(client, model: Model) -> Non
     health = client.get("/health").json()
     assert health["model"] == model.name and health["identity"] == model.identity
     assert health["capabilities"] == ["embed"] and health["embed_dim"] == model.embed_dim
+    tuning = health["index"].pop("search_tuning")
     assert health["index"] == {"size": len(COLORS), "model_identity": model.identity}
+    assert tuning.startswith("tuning not measured")  # six items: exact search, nothing to hold out or tune
     assert health["endpoints"] == {
         "/embed": True,
         "/classify": True,

@@ -513,7 +513,11 @@ async def _health(
     index = (
         None
         if service.index is None
-        else IndexInfo(size=await service.index_size(), model_identity=service.index.model_identity)
+        else IndexInfo(
+            size=await service.index_size(),
+            model_identity=service.index.model_identity,
+            search_tuning=service.index.search_tuning,
+        )
     )
     return Health(
         model=model.name,

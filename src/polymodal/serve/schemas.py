@@ -257,6 +257,9 @@ class PredictorInfo(BaseModel):
 class IndexInfo(BaseModel):
     size: int
     model_identity: str | None = None
+    search_tuning: str | None = Field(
+        None, description="What the index's build measured and chose (recall@10, latency); None if not tuned."
+    )
 
 
 class Limits(BaseModel):

@@ -16,6 +16,7 @@ class SearchIndex(Protocol):
     """Search by query vectors; look an item's media file up by its id (the only files the server serves)."""
 
     model_identity: str | None  # the identity of the model whose vectors the index holds
+    search_tuning: str | None  # what its build measured and chose for its search settings, in one line
 
     def __len__(self) -> int: ...
 
@@ -40,6 +41,7 @@ class IndexDirectory:
     def __init__(self, path: str | os.PathLike) -> None:
         try:
             from polymodal.index import VectorIndex
+            from polymodal.index.tuning import summary as tuning_summary
         except ImportError:  # pragma: no cover - only without the extra
             raise ImportError("serving an index needs faiss: pip install 'polymodal[serve]'") from None
         self._open = VectorIndex.open
@@ -47,6 +49,7 @@ class IndexDirectory:
         with VectorIndex.open(self.path) as probe:
             self.meta = probe.meta
         self.model_identity: str | None = self.meta.identity
+        self.search_tuning: str | None = None if self.meta.tuning is None else tuning_summary(self.meta.tuning)
         self._local = threading.local()
 
     def _index(self) -> Any:
