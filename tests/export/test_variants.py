@@ -45,9 +45,9 @@ def test_each_variant_is_measured_against_pytorch_and_the_default_follows_the_ru
     clip = t.CLIPModel.from_pretrained(clip_dir, local_files_only=True).eval()
     for modality in ("image", "text"):
         entry = manifest[PARTS[modality]]
-        assert set(entry["variants"]) == {"fp32", "int8", "int8-block"}
+        assert set(entry["variants"]) == {"fp32", "int8", "int8-mixed", "int8-block"}
         assert entry["variants"]["fp32"]["file"] == entry["file"]
-        for variant in ("int8", "int8-block"):
+        for variant in ("int8", "int8-mixed", "int8-block"):
             assert entry["variants"][variant]["quantized_nodes"] > 0
             assert (out / entry["variants"][variant]["file"]).is_file()
         feeds, want = samples[modality]
@@ -108,7 +108,9 @@ def test_a_forced_default_is_loaded_and_the_runtime_can_override_it(
     manifest = choose_again(out, default="fp32")
     assert OnnxEmbedder(out).variants == {"image": "fp32", "text": "fp32"}
     assert manifest["image_encoder"]["variants"]["int8"]["quantized_nodes"] > 0  # kept from the export
-    with pytest.raises(ExportError, match="default variant 'int4': choose auto or one of fp32, int8, int8-block"):
+    with pytest.raises(
+        ExportError, match="default variant 'int4': choose auto or one of fp32, int8, int8-mixed, int8-block"
+    ):
         choose_again(out, default="int4")
 
 
@@ -129,7 +131,7 @@ def test_session_options_threads_optimization_and_batches(exported: tuple[Path, 
     np.testing.assert_allclose(basic.embed_text(texts), full.embed_text(texts), atol=1e-5)
     with pytest.raises(ExportError, match="optimization 'max': choose one of disable, basic, extended, all"):
         OnnxEmbedder(out, optimization="max")
-    with pytest.raises(ExportError, match="variant 'fp16': choose one of fp32, int8, int8-block"):
+    with pytest.raises(ExportError, match="variant 'fp16': choose one of fp32, int8, int8-mixed, int8-block"):
         OnnxEmbedder(out, variant="fp16")
     with pytest.raises(ExportError, match="batch_size 0"):
         OnnxEmbedder(out, batch_size=0)
@@ -140,7 +142,7 @@ def test_an_export_without_variants_still_loads(exported: tuple[Path, Path], tmp
     manifest = json.loads((out / MANIFEST_FILE).read_text())
     manifest.pop("variant_choice")
     for part in ("image_encoder", "text_encoder"):
-        for variant in ("int8", "int8-block"):
+        for variant in ("int8", "int8-mixed", "int8-block"):
             (out / manifest[part]["variants"][variant]["file"]).unlink()
         manifest[part].pop("variants"), manifest[part].pop("default")
     (out / SAMPLE_FILE).unlink()
@@ -175,11 +177,62 @@ def test_a_variant_the_quantiser_cannot_build_is_left_out_with_the_reason(
 
     shutil.copy(exported[1] / "image_encoder.onnx", tmp_path / "image_encoder.onnx")
 
-    def unsupported(source: Path, target: Path) -> int:
+    def unsupported(source: Path, target: Path, feeds: dict[str, np.ndarray]) -> int:
         raise NotImplementedError("no kernel for this graph")
 
     monkeypatch.setitem(onnx_export.QUANTIZERS, "int8-block", unsupported)
     entry = {"file": "image_encoder.onnx"}
-    onnx_export._quantize(tmp_path, entry)
-    assert set(entry["variants"]) == {"int8"} and (tmp_path / "image_encoder.int8.onnx").is_file()
+    onnx_export._quantize(tmp_path, entry, load_sample(exported[1])["image"][0])
+    assert set(entry["variants"]) == {"int8", "int8-mixed"} and (tmp_path / "image_encoder.int8.onnx").is_file()
     assert entry["variants_not_built"] == {"int8-block": "NotImplementedError: no kernel for this graph"}
+
+
+def test_int8_mixed_smooths_in_the_weights_and_keeps_narrowing_matmuls_in_blocks(
+    exported: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import onnx
+
+    from polymodal.export.variants import _is_narrowing, _smooth, _weight_nodes
+
+    out = exported[1]
+    feeds = load_sample(out)["image"][0]
+    fp32_file = out / "image_encoder.onnx"
+    model, nodes = _weight_nodes(fp32_file, ("MatMul",))
+    weights = {init.name: init for init in model.graph.initializer}
+    by_name = {node.name: node for node in model.graph.node}
+    gemms = [node for node in model.graph.node if node.op_type == "Gemm" and node.input[1] in weights]
+    narrowing = {n for n in nodes if _is_narrowing(weights[by_name[n].input[1]])}
+    assert narrowing and len(narrowing) < len(nodes)  # the MLP down-projections
+    # Smoothing alone rescales activations and weights against each other: the fp32 function is unchanged.
+    _smooth(model, [by_name[n] for n in nodes if n not in narrowing], feeds)
+    onnx.save(model, str(tmp_path / "smoothed.onnx"))
+    inverse_scales = [i for i in model.graph.initializer if i.name.endswith("_inverse_scale")]
+    assert inverse_scales and not all(np.allclose(onnx.numpy_helper.to_array(i), 1) for i in inverse_scales)
+    smoothed = onnxruntime.InferenceSession(str(tmp_path / "smoothed.onnx"), providers=["CPUExecutionProvider"])
+    original = onnxruntime.InferenceSession(str(fp32_file), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(smoothed.run(None, feeds)[0], original.run(None, feeds)[0], atol=1e-5)
+    # The built variant: the narrowing MatMuls and the Gemm (projection head) as 8-bit blocks, the other weight
+    # MatMuls per-channel int8.
+    mixed = onnx.load(str(out / "image_encoder.int8-mixed.onnx"))
+    ops = [node.op_type for node in mixed.graph.node]
+    assert ops.count("MatMulNBits") == len(narrowing) + len(gemms)
+    assert ops.count("MatMulInteger") + ops.count("DynamicQuantizeMatMul") == len(nodes) - len(narrowing)
+
+
+def test_int8_mixed_is_recorded_and_chosen_when_it_is_the_fastest_accurate_variant(
+    exported: tuple[Path, Path], tmp_path: Path
+) -> None:
+    out = exported[1]
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    figures = manifest["text_encoder"]["variants"]["int8-mixed"]
+    assert figures["file"] == "text_encoder.int8-mixed.onnx" and figures["cosine_min"] >= COSINE_FLOOR
+    rates = {"fp32": (10, 1.0), "int8": (30, COSINE_FLOOR - 1e-3), "int8-mixed": (25, 0.9995), "int8-block": (18, 1.0)}
+    assert pick({n: {"items_per_second": r, "cosine_min": c} for n, (r, c) in rates.items()}) == "int8-mixed"
+    copy = _copy(out, tmp_path)
+    choose_again(copy, default="int8-mixed")
+    texts = ["a red circle", "cat"]
+    chosen = OnnxEmbedder(copy)
+    assert chosen.variants == {"image": "int8-mixed", "text": "int8-mixed"}
+    np.testing.assert_allclose(
+        chosen.embed_text(texts), OnnxEmbedder(out, variant="int8-mixed").embed_text(texts), atol=1e-6
+    )

@@ -28,14 +28,14 @@ def export(
         "auto",
         "--default",
         help="The variant the runtime loads: auto (per tower, the fastest that keeps cosine >= 0.999 to PyTorch "
-        "fp32, measured now), fp32, int8 or int8-block.",
+        "fp32, measured now), fp32, int8, int8-mixed or int8-block.",
     ),
     choose: bool = typer.Option(
         False, "--choose", help="Time the variants of the export MODEL on this machine and record the default again."
     ),
     json: bool = JsonOption,
 ) -> None:
-    """Export each tower (image, text, audio, video) to <modality>_encoder.onnx (+ .int8, .int8-block), export.json.
+    """Export each tower (image, text, audio, video) to <modality>_encoder.onnx (+ its int8 variants), export.json.
 
     Batch size (and text length) are dynamic; audio features have the saved clip length.
     Video clips have the saved frames per clip, a shorter clip padded and masked.

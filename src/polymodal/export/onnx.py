@@ -287,18 +287,19 @@ def export_onnx(
         manifest = _manifest(source, diffs, used_opset)
         save_sample(tmp, samples)
         for modality in diffs if quantize else ():
-            _quantize(tmp, manifest[PARTS[modality]])
+            _quantize(tmp, manifest[PARTS[modality]], samples[modality][0])
         choose_variants(tmp, manifest, PARTS, threads=torch.get_num_threads(), default=default)
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
 
 
-def _quantize(directory: Path, entry: dict[str, Any]) -> None:
-    """Write the tower's int8 variants beside its fp32 graph and note them in its manifest ``entry``; a variant the
-    quantiser cannot build is left out with the reason (the fp32 export stands)."""
+def _quantize(directory: Path, entry: dict[str, Any], feeds: dict[str, Any]) -> None:
+    """Write the tower's int8 variants beside its fp32 graph (``feeds``: its sample, which int8-mixed calibrates on)
+    and note them in its manifest ``entry``; a variant the quantiser cannot build is left out with the reason (the
+    fp32 export stands)."""
     for variant, build in QUANTIZERS.items():
         try:
-            nodes = build(directory / entry["file"], directory / variant_file(entry["file"], variant))
+            nodes = build(directory / entry["file"], directory / variant_file(entry["file"], variant), feeds)
         except Exception as e:  # the quantisers fail in many types on graphs they do not handle
             entry.setdefault("variants_not_built", {})[variant] = _reason(e)
             continue

@@ -5,6 +5,10 @@ int8 per output channel (onnxruntime's dynamic quantisation: each activation ten
 scale, so no calibration data is needed): the fastest, but an activation with outliers loses precision. ``int8-block``
 quantises the MatMul weights to int8 in blocks of 32 along the inner dimension (onnxruntime's MatMulNBits) and
 computes in int8 with the activations quantised per block of 32 too: slower than ``int8``, closer to fp32.
+``int8-mixed`` sits between them: per-channel activation outliers are first moved into the weights (SmoothQuant, scales
+from the export's own sample), then most weight MatMuls run as ``int8``; the narrowing ones (inner dimension larger
+than the output: a transformer's MLP down-projections, whose post-activation inputs carry the worst outliers) run as
+``int8-block``.
 
 Each tower's variants are timed on a fixed sample with this process's threads and compared with PyTorch's fp32
 embeddings of that sample; the tower's default is the fastest variant whose worst row keeps cosine >= ``COSINE_FLOOR``
@@ -23,7 +27,7 @@ import numpy as np
 from polymodal.export.source import ExportError
 from polymodal.hardware import bf16_native, cpu_info
 
-VARIANTS = ("fp32", "int8", "int8-block")
+VARIANTS = ("fp32", "int8", "int8-mixed", "int8-block")
 COSINE_FLOOR = 0.999
 SPEEDUP_MARGIN = 1.1
 SAMPLE_FILE = "sample.npz"  # per tower: the fixed sample's inputs and PyTorch's fp32 embeddings of it
@@ -31,6 +35,7 @@ CHOICE_KEY = "variant_choice"
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 QUANTIZED_OPS = ("MatMul", "Gemm")
 BLOCK_SIZE = 32
+SMOOTHING_ALPHA = 0.65  # how much of an activation channel's range moves into the weights (SmoothQuant's alpha)
 
 
 def variant_file(fp32_file: str, variant: str) -> str:
@@ -72,33 +77,132 @@ def _weight_nodes(source: Path, ops: tuple[str, ...]) -> tuple[Any, list[str]]:
     return model, [n.name for n in model.graph.node if n.op_type in ops and n.input[1] in weights]
 
 
-def quantize_int8(source: Path, target: Path) -> int:
+def quantize_int8(source: Path, target: Path, feeds: dict[str, np.ndarray]) -> int:
     """Write ``source`` with its weight MatMul/Gemm nodes quantised to int8 (per channel, dynamic activations) to
     ``target``; returns how many nodes were quantised (0: nothing to quantise, nothing written)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     model, nodes = _weight_nodes(source, QUANTIZED_OPS)
     if nodes:
-        quantize_dynamic(model, target, weight_type=QuantType.QInt8, per_channel=True, nodes_to_quantize=nodes)
+        _dynamic_int8(model, target, nodes)
     return len(nodes)
 
 
-def quantize_int8_block(source: Path, target: Path) -> int:
+def quantize_int8_block(source: Path, target: Path, feeds: dict[str, np.ndarray]) -> int:
     """Write ``source`` with its weight MatMul nodes as MatMulNBits (8-bit weights in blocks of BLOCK_SIZE, int8
     compute: accuracy level 4) to ``target``; returns how many nodes were quantised (0: nothing written)."""
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
     model, nodes = _weight_nodes(source, ("MatMul",))
     if nodes:
-        quantizer = MatMulNBitsQuantizer(
-            model, bits=8, block_size=BLOCK_SIZE, is_symmetric=True, accuracy_level=4, nodes_to_include=nodes
-        )
-        quantizer.process()
-        quantizer.model.save_model_to_file(str(target), use_external_data_format=False)
+        _block_int8(model, target, nodes)
     return len(nodes)
 
 
-QUANTIZERS = {"int8": quantize_int8, "int8-block": quantize_int8_block}  # variant -> how it is built from fp32
+def quantize_int8_mixed(source: Path, target: Path, feeds: dict[str, np.ndarray]) -> int:
+    """Write ``source`` to ``target`` with its weight MatMuls smoothed (each input channel's range on ``feeds``, the
+    tower's sample, shared with the weights) and quantised: narrowing MatMuls and Gemms (which dynamic quantisation
+    leaves fp32) as int8 blocks, the rest int8 per channel; returns how many nodes were quantised (0: nothing
+    written)."""
+    model, nodes = _weight_nodes(source, QUANTIZED_OPS)
+    if not nodes:
+        return 0
+    weights = {init.name: init for init in model.graph.initializer}
+    by_name = {node.name: node for node in model.graph.node}
+    blocks = [n for n in nodes if by_name[n].op_type == "Gemm" or _is_narrowing(weights[by_name[n].input[1]])]
+    per_channel = [n for n in nodes if n not in blocks]
+    _smooth(model, [by_name[n] for n in per_channel], feeds)
+    if per_channel:
+        _dynamic_int8(model, target, per_channel)
+    if blocks:
+        import onnx
+
+        # The block quantiser takes every MatMul with a constant weight still in the graph: ``blocks`` (a Gemm after
+        # dynamic quantisation has become MatMul + Add).
+        _block_int8(onnx.load(str(target)) if per_channel else model, target, blocks)
+    return len(nodes)
+
+
+def _dynamic_int8(model: Any, target: Path, nodes: list[str]) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(model, target, weight_type=QuantType.QInt8, per_channel=True, nodes_to_quantize=nodes)
+
+
+def _block_int8(model: Any, target: Path, nodes: list[str]) -> None:
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quantizer = MatMulNBitsQuantizer(
+        model, bits=8, block_size=BLOCK_SIZE, is_symmetric=True, accuracy_level=4, nodes_to_include=nodes
+    )
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(target), use_external_data_format=False)
+
+
+def _is_narrowing(weight: Any) -> bool:
+    """A 2-D (inner, output) weight with inner > output."""
+    return len(weight.dims) == 2 and weight.dims[0] > weight.dims[1]
+
+
+def _smooth(model: Any, nodes: list[Any], feeds: dict[str, np.ndarray]) -> None:
+    """SmoothQuant in place: for each activation feeding ``nodes`` (MatMuls with 2-D weights), per input channel j
+    s_j = max|x_j| ** alpha / max|w_j| ** (1 - alpha) over the sample ``feeds`` and the weights it feeds; the
+    activation is divided by s (a Mul before its MatMuls) and each weight's row j multiplied by s_j, so the product
+    is unchanged in exact arithmetic and the activation's outlier channels shrink before it is quantised per tensor."""
+    from onnx import helper, numpy_helper
+
+    weights = {init.name: init for init in model.graph.initializer}
+    groups: dict[str, list[Any]] = {}
+    for node in nodes:
+        if len(weights[node.input[1]].dims) == 2:
+            groups.setdefault(node.input[0], []).append(node)
+    if not groups:
+        return
+    ranges = _channel_ranges(model, list(groups), feeds)
+    first_user = {}
+    for activation, users in groups.items():
+        rows = [numpy_helper.to_array(weights[node.input[1]]) for node in users]
+        weight_range = np.max([np.abs(w).max(axis=1) for w in rows], axis=0)
+        act_range = ranges[activation]
+        scale = np.maximum(act_range, 1e-5) ** SMOOTHING_ALPHA / np.maximum(weight_range, 1e-5) ** (1 - SMOOTHING_ALPHA)
+        scale = np.where((act_range > 0) & (weight_range > 0), scale, 1.0).astype(np.float32)
+        for node, w in zip(users, rows):
+            name = f"{node.input[1]}_smoothed_{node.name}"
+            model.graph.initializer.append(numpy_helper.from_array((w * scale[:, None]).astype(np.float32), name))
+            node.input[1] = name
+        smoothed = f"{activation}_smoothed"
+        model.graph.initializer.append(numpy_helper.from_array(1 / scale, f"{smoothed}_inverse_scale"))
+        first_user[users[0].name] = helper.make_node(
+            "Mul", [activation, f"{smoothed}_inverse_scale"], [smoothed], name=f"{smoothed}_mul"
+        )
+        for node in users:
+            node.input[0] = smoothed
+    ordered = []
+    for node in model.graph.node:
+        if node.name in first_user:
+            ordered.append(first_user[node.name])
+        ordered.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(ordered)
+    used = {name for node in model.graph.node for name in node.input}
+    kept = [init for init in model.graph.initializer if init.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+
+
+def _channel_ranges(model: Any, activations: list[str], feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """max |x| per last-axis channel of each tensor in ``activations`` when ``model`` runs on ``feeds``."""
+    import onnx
+    import onnxruntime as ort
+
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    inner = [name for name in activations if name not in feeds]
+    probe.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in inner)
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    values = dict(zip(inner, session.run(inner, feeds)))
+    values.update({name: feeds[name] for name in activations if name in feeds})
+    return {name: np.abs(v.reshape(-1, v.shape[-1])).max(axis=0) for name, v in values.items()}
+
+
+# variant -> how it is built from the fp32 graph and the tower's sample feeds
+QUANTIZERS = {"int8": quantize_int8, "int8-mixed": quantize_int8_mixed, "int8-block": quantize_int8_block}
 
 
 def save_sample(directory: Path, samples: dict[str, tuple[dict[str, np.ndarray], np.ndarray]]) -> None:
