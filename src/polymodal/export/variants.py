@@ -194,7 +194,10 @@ def _channel_ranges(model: Any, activations: list[str], feeds: dict[str, np.ndar
     probe = onnx.ModelProto()
     probe.CopyFrom(model)
     inner = [name for name in activations if name not in feeds]
-    probe.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in inner)
+    outputs = {output.name for output in probe.graph.output}
+    probe.graph.output.extend(
+        onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in inner if n not in outputs
+    )
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     values = dict(zip(inner, session.run(inner, feeds)))
     values.update({name: feeds[name] for name in activations if name in feeds})
