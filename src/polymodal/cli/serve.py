@@ -100,9 +100,17 @@ def serve(
             f"{summary['precision']['precision']}, {summary['threads']['threads']} threads",
             highlight=False,
         )
+    import gc
+
     import uvicorn
 
     from polymodal.serve.traffic import start_access_log
+
+    # The model and libraries loaded so far live as long as this process: out of the collector's reach, a full
+    # collection no longer walks them (it paused requests for tens of milliseconds). The process is the server's,
+    # so this is done here, not in create_app, which other programs may call.
+    gc.collect()
+    gc.freeze()
 
     # Access lines are written by a thread of their own (uvicorn's would be written on the event loop).
     listener = start_access_log(log_file, terminal=access_log)

@@ -10,7 +10,6 @@ The OpenAPI schema is at ``/openapi.json``; the interactive docs UI is off becau
 from __future__ import annotations
 
 import asyncio
-import gc
 import mimetypes
 import tempfile
 from collections.abc import AsyncIterator
@@ -458,10 +457,6 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        # The model and libraries loaded so far live as long as the server: moved out of the collector's reach, a
-        # full collection no longer walks them (it paused every request for tens of milliseconds).
-        gc.collect()
-        gc.freeze()
         yield
         batcher.close()
 
