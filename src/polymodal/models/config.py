@@ -209,7 +209,8 @@ class DiffusionConfig(Config):
 
 class GanConfig(Config):
     """Text-to-image GAN: a generator from noise and the text tower's pooled features, a projection discriminator
-    judging image and text together, and an exponential moving average of the generator that is what generates."""
+    judging image and text together, and an exponential moving average of the generator that is what generates;
+    optionally both also read the text's tokens (``word_attention``, ``word_matching``)."""
 
     kind: Literal["gan"] = "gan"
     encoders: dict[str, ComponentConfig]
@@ -222,6 +223,11 @@ class GanConfig(Config):
     discriminator_widths: list[int] = Field(default_factory=lambda: [64, 128, 256], min_length=1)
     feature_dim: int = Field(256, ge=1)
     ema_decay: float = Field(0.999, ge=0, lt=1)
+    # Word-level conditioning (AttnGAN): the generator's feature-map sides that cross-attend to the text's tokens,
+    # and the discriminator's feature-map side whose regions the tokens are matched against (None: off).
+    word_attention: list[int] = Field(default_factory=list)
+    word_matching: int | None = Field(None, ge=1)
+    word_dim: int = Field(64, ge=1)
 
     check_encoders = field_validator("encoders")(_check_encoders)
     text_only = field_validator("encoders")(_text_condition_only)

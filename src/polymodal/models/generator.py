@@ -16,7 +16,12 @@ from torch import Tensor, nn
 
 from polymodal.models.base import MODELS, ComposedModel, Inputs, build_encoders
 from polymodal.models.config import DiffusionConfig, GanConfig
-from polymodal.modules.generators import ConditionalGenerator, ProjectionDiscriminator, TextConditionedUNet
+from polymodal.modules.generators import (
+    ConditionalGenerator,
+    ProjectionDiscriminator,
+    TextCondition,
+    TextConditionedUNet,
+)
 from polymodal.modules.generators.unet import SAMPLERS, noise_schedulers
 
 Seeds = int | Sequence[int]
@@ -169,8 +174,9 @@ class DiffusionGenerator(ComposedModel):
 
 
 class AdversarialGenerator(ComposedModel):
-    """A conditional GAN: ``generator`` and ``discriminator`` both read the text tower's pooled features; the
-    exponential moving average of the generator (``ema_generator``) is what ``generate`` uses."""
+    """A conditional GAN: ``generator`` and ``discriminator`` both read the text tower's pooled features (and, if
+    configured, its tokens); the exponential moving average of the generator (``ema_generator``) is what
+    ``generate`` uses."""
 
     capabilities = frozenset({"generate"})
 
@@ -201,6 +207,8 @@ class AdversarialGenerator(ComposedModel):
             image_size=config.image_size,
             channels=config.channels,
             widths=config.generator_widths,
+            word_attention=config.word_attention,
+            word_dim=config.word_dim,
         )
         discriminator = ProjectionDiscriminator(
             text_dim,
@@ -208,13 +216,17 @@ class AdversarialGenerator(ComposedModel):
             channels=config.channels,
             widths=config.discriminator_widths,
             feature_dim=config.feature_dim,
+            word_matching=config.word_matching,
+            word_dim=config.word_dim,
         )
         shape = (config.channels, config.image_size, config.image_size)
         return cls(encoders, generator, discriminator, shape, config.ema_decay)
 
-    def text_features(self, inputs: Inputs) -> Tensor:
+    def text_features(self, inputs: Inputs) -> TextCondition:
+        """The text tower's pooled features, tokens and token mask, indexed and detached together."""
         ids, mask = inputs["text"]
-        return self.encoders["text"](ids, mask).pooled  # type: ignore[no-any-return]
+        text = self.encoders["text"](ids, mask)
+        return TextCondition(text.pooled, text.tokens, text.mask)
 
     def noise(self, batch: int, device: torch.device, generator: torch.Generator | None = None) -> Tensor:
         return torch.randn(batch, self.generator.noise_dim, generator=generator).to(device)
