@@ -44,6 +44,7 @@ def test_cli_exports_a_polymodal_embedding_model(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
     assert sorted(p.name for p in out.iterdir()) == [
+        "check.npz",
         "export.json",
         "image_encoder.int8-block.onnx",
         "image_encoder.int8-mixed.onnx",

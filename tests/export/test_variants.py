@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from polymodal.cli.main import app
 from polymodal.export import ExportError, OnnxEmbedder, export_onnx
 from polymodal.export.onnx import MANIFEST_FILE, PARTS, choose_again
-from polymodal.export.variants import COSINE_FLOOR, SAMPLE_FILE, SPEEDUP_MARGIN, cosines, load_sample, pick
+from polymodal.export.variants import CHECK_FILE, COSINE_FLOOR, SAMPLE_FILE, SPEEDUP_MARGIN, cosines, load_sample, pick
 from polymodal.interop import clip_features
 from tests.interop.tiny import save_tiny_clip
 
@@ -164,7 +164,13 @@ def test_no_quantize_writes_fp32_only(exported: tuple[Path, Path], tmp_path: Pat
     )
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    assert sorted(payload["files"]) == ["export.json", "image_encoder.onnx", SAMPLE_FILE, "text_encoder.onnx"]
+    assert sorted(payload["files"]) == [
+        CHECK_FILE,
+        "export.json",
+        "image_encoder.onnx",
+        SAMPLE_FILE,
+        "text_encoder.onnx",
+    ]
     assert payload["image_encoder"]["default"] == "fp32" and set(payload["image_encoder"]["variants"]) == {"fp32"}
     result = CliRunner().invoke(app, ["export", str(exported[0])])
     assert result.exit_code == 2 and "give --out DIR to export, or --choose" in result.output

@@ -12,7 +12,9 @@ a shorter clip padded and masked).
 
 Every export is checked before it is written: onnxruntime must reproduce PyTorch on the
 example inputs (``max_abs_diff`` in export.json), else nothing is written. Beside each fp32 graph its int8 variants are
-written, and each tower's default variant is chosen from measurements on this machine (see :mod:`.variants`).
+written, and each tower's default variant is chosen from measurements on this machine (see :mod:`.variants`): speed
+on a fixed sample (which also calibrates int8-mixed), accuracy on that sample and on a held-out check set
+(:mod:`.check`).
 """
 
 from __future__ import annotations
@@ -30,8 +32,17 @@ from torch import Tensor, nn
 
 from polymodal.data.audio import AudioFeatures
 from polymodal.data.processors import VideoProcessor
+from polymodal.export.check import CHECK_BATCH, check_set, read_check_images, read_check_texts
 from polymodal.export.source import ExportError, ExportSource, load_export_source
-from polymodal.export.variants import QUANTIZERS, check_default, choose_variants, save_sample, variant_file
+from polymodal.export.variants import (
+    CHECK_FILE,
+    QUANTIZERS,
+    check_default,
+    choose_variants,
+    save_check,
+    save_sample,
+    variant_file,
+)
 from polymodal.fsutil import atomic_directory
 from polymodal.models import EmbeddingModel
 from polymodal.modules.encoders.base import Encoder
@@ -144,8 +155,10 @@ SAMPLE_TEXTS = (
 
 
 def _sample(modality: str, source: ExportSource, tower: Tower) -> tuple[Tensor, ...]:
-    """The fixed sample the variants are measured on: images and texts through the export's own preprocessing and
-    tokenizer (seeded, so every export of a model measures the same inputs); audio and video their example clips."""
+    """The fixed calibration sample: int8-mixed's smoothing scales come from it and the variants are timed on it
+    (their accuracy is also checked on a held-out set, :mod:`.check`). Images and texts through the export's own
+    preprocessing and tokenizer (seeded, so every export of a model uses the same inputs); audio and video their
+    example clips."""
     if modality == "image":
         assert source.preprocess is not None  # an image tower's source always has one
         return (torch.stack([source.preprocess.to_tensor(img) for img in _sample_images(SAMPLE_SIZE)]),)
@@ -238,21 +251,33 @@ def export_onnx(
     overwrite: bool = False,
     quantize: bool = True,
     default: str = "auto",
+    check_texts: str | os.PathLike[str] | None = None,
+    check_images: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
     """Export every tower of the embedding model at ``model_path`` into ``out``; returns export.json's content.
 
     ``quantize`` also writes each tower's int8 variants; ``default`` (auto or a variant name) is the variant the runtime
-    loads: auto picks it per tower from this machine's measurements (:func:`.variants.choose_variants`)."""
+    loads: auto picks it per tower from this machine's measurements (:func:`.variants.choose_variants`).
+    ``check_texts`` (a file, one text per line) and ``check_images`` (a directory) join the built-in held-out check
+    set the variants must stay accurate on."""
     require_onnx()
     check_default(default)
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ExportError(f"{out}: directory exists and is not empty (pass overwrite=True / --overwrite to replace it)")
+    user_texts = read_check_texts(check_texts) if check_texts is not None else []
+    user_images = read_check_images(check_images) if check_images is not None else []
     source = load_export_source(model_path)
+    for modality, given in (("text", check_texts), ("image", check_images)):
+        if given is not None and modality not in source.modalities:
+            raise ExportError(
+                f"check {modality}s {given}: the model has no {modality} tower (it has {source.modalities})"
+            )
     model = source.model.eval().float()
     batch = torch.export.Dim("batch", min=1)
     diffs: dict[str, float] = {}
     samples: dict[str, tuple[dict[str, Any], Any]] = {}
+    checks: dict[str, list[tuple[dict[str, Any], Any]]] = {}
     used_opset = 0
     with atomic_directory(out) as tmp:
         for modality in TOWERS:
@@ -279,13 +304,27 @@ def export_onnx(
             sample = _sample(modality, source, t)
             with torch.inference_mode():
                 samples[modality] = ({n: a.numpy() for n, a in zip(t.names, sample)}, t.module(*sample).numpy())
+                checks[modality] = [
+                    ({n: a.numpy() for n, a in zip(t.names, batch)}, t.module(*batch).numpy())
+                    for batch in check_set(modality, source, user_texts, user_images)
+                ]
         worst = max(diffs.values())
         if worst > CHECK_TOLERANCE:
             raise ExportError(f"onnxruntime differs from PyTorch by {worst:.2e} (> {CHECK_TOLERANCE}); nothing written")
         if source.tokenizer is not None:
             source.tokenizer.save(tmp / TOKENIZER_DIR)
         manifest = _manifest(source, diffs, used_opset)
+        user_rows = {"text": len(user_texts), "image": len(user_images)}
+        for modality, batches in checks.items():
+            rows = sum(len(embeds) for _, embeds in batches)
+            manifest[PARTS[modality]]["check_set"] = {
+                "file": CHECK_FILE,
+                "rows": rows,
+                "user_rows": user_rows.get(modality, 0),
+                "batch_size": CHECK_BATCH,
+            }
         save_sample(tmp, samples)
+        save_check(tmp, checks)
         for modality in diffs if quantize else ():
             _quantize(tmp, manifest[PARTS[modality]], samples[modality][0])
         choose_variants(tmp, manifest, PARTS, threads=torch.get_num_threads(), default=default)
