@@ -1,4 +1,4 @@
-"""``polymodal index build|add|remove|info`` and ``polymodal search`` through the real typer app."""
+"""``polymodal index build|add|tune|remove|info`` and ``polymodal search`` through the real typer app."""
 
 from __future__ import annotations
 
@@ -10,7 +10,16 @@ import pytest
 from typer.testing import CliRunner
 
 from polymodal.cli.main import app
-from tests.index.fixtures import clip_model, image_folder, other_clip, tiny_clip, write_caption_manifest, write_images  # noqa: F401
+from tests.index.fixtures import (  # noqa: F401
+    clip_model,
+    image_folder,
+    other_clip,
+    spread_vectors,
+    tiny_clip,
+    write_caption_manifest,
+    write_images,
+    write_vectors,
+)
 
 runner = CliRunner()
 
@@ -190,3 +199,58 @@ def test_build_options_of_the_tuning(image_folder: Path, tiny_clip: Path, tmp_pa
     assert result.exit_code == 0, result.output
     info = json.loads(invoke("index", "info", tmp_path / "c", "--json").stdout)
     assert info["params"]["nprobe"] == 4 and info["tuning"] is None
+
+
+def test_tune_re_tunes_an_existing_index_and_keeps_the_record(tmp_path: Path) -> None:
+    from polymodal.index import IndexParams
+    from polymodal.index.tuning import build_tuned
+
+    vectors = spread_vectors(3000)
+    out = write_vectors(tmp_path / "idx", vectors, build_tuned(vectors, IndexParams(type="ivf", nprobe=1), None))
+    result = invoke("index", "tune", out, "--max-latency-ms", "1000000")
+    assert result.exit_code == 0, result.output
+    assert "measuring on 300 of 3,000 stored vectors as queries" in result.output
+    assert "re-tuned to ivf nlist=" in result.output and "before: ivf nlist=" in result.output
+    info = json.loads(invoke("index", "info", out, "--json").stdout)
+    tuning = info["tuning"]
+    assert tuning["by"] == "tune" and tuning["met"] and tuning["before"]["params"]["nprobe"] == 1
+    assert info["params"]["nprobe"] == tuning["chosen"]["params"]["nprobe"] > 1
+    assert tuning["chosen"]["recall"] > tuning["before"]["recall"]
+    assert "re-tuned to" in invoke("index", "info", out).output
+
+    result = invoke("index", "tune", out, "--max-latency-ms", "0.000001", "--json")
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.stdout)
+    assert not record["met"] and record["recall_target"] == 0.95  # the recorded target, the bound given
+    assert "needs a rebuild" in invoke("index", "info", out).output.replace("\n", " ")
+    result = invoke("index", "tune", out, "--recall-target", "1.5")
+    assert result.exit_code == 2 and "recall target must be in (0, 1]" in result.output
+    result = invoke("index", "tune", tmp_path)
+    assert result.exit_code == 1 and "not an index directory" in result.output
+
+
+def test_add_measures_again_once_the_index_grew_by_a_fifth(tmp_path: Path, tiny_clip: Path) -> None:
+    out = tmp_path / "idx"
+    write_images(tmp_path / "first", 240)
+    result = invoke("index", "build", tmp_path / "first", "--model", tiny_clip, "--out", out, "--type", "ivf", "--json")
+    assert result.exit_code == 0, result.output
+    built = json.loads(result.stdout)["tuning"]
+    assert built["vectors"] == 240
+
+    def add(n: int, seed: int, *flags: str) -> str:
+        folder = tmp_path / f"more{seed}"
+        write_images(folder, n, seed=seed, prefix=f"more{seed}-")
+        result = invoke("index", "add", out, folder, *flags)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    def record() -> dict:
+        return json.loads(invoke("index", "info", out, "--json").stdout)["tuning"]
+
+    assert "recall@10" not in add(30, 1) and record() == built  # 12.5%: nothing measured
+    assert "recall@10" not in add(30, 2, "--no-tune") and record() == built  # 25%, but skipped
+    output = add(1, 3)  # 301 vectors: more than a fifth past the 240 measured
+    now = record()
+    assert now["by"] == "add" and now["vectors"] == 301 and now["grown_from"] == 240 and now["measured"]
+    assert "measuring on 30 of 301 stored vectors" in output
+    assert "re-measured at 301 vectors (last measured at 240)" in output or "re-tuned to ivf" in output

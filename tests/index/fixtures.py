@@ -1,4 +1,5 @@
-"""Shared fixtures for the index and CLI task tests: a tiny saved dual encoder and folders of small images."""
+"""Shared fixtures for the index and CLI task tests: a tiny saved dual encoder, folders of small images, and
+index directories of synthetic vectors."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from polymodal.index import IndexParams, store
+from polymodal.index.vector_index import IndexMeta, write_index
 from tests.tiny_models import save_tiny_model
+
+NO_BOUND = 1e9  # ms: a latency bound for tests that assert recall, never timings
 
 
 @pytest.fixture(scope="session")
@@ -69,3 +74,53 @@ def write_manifest(path: Path, rows: list[dict]) -> Path:
     """``rows`` as a JSONL manifest at ``path``."""
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+def spread_vectors(n: int = 4000, dim: int = 32, seed: int = 0) -> np.ndarray:
+    """(n, dim) unit vectors without clusters: IVF cells cut every neighbourhood, so nprobe=16 misses many."""
+    x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def brute_recall(index, vectors: np.ndarray, queries: np.ndarray, exclude_self: np.ndarray | None, k: int = 10):  # type: ignore[no-untyped-def]
+    """Recall@k of ``index`` against numpy brute force; with ``exclude_self`` each query's own id is dropped from
+    both lists (the queries are in the index)."""
+    extra = 0 if exclude_self is None else 1
+    truth = np.argsort(-(queries @ vectors.T), axis=1)[:, : k + extra]  # (Q, k[+1])
+    _, found = index.search(queries, k + extra)
+    hits = 0
+    for row, (t, f) in enumerate(zip(truth, found)):
+        if exclude_self is not None:
+            t = [i for i in t if i != exclude_self[row]][:k]
+            f = [i for i in f if i != exclude_self[row]][:k]
+        hits += len(set(t) & set(f))
+    return hits / (k * len(queries))
+
+
+def write_vectors(out: Path, vectors: np.ndarray, built) -> Path:  # type: ignore[no-untyped-def]
+    """An index directory of ``built`` with one text item per vector."""
+    meta = IndexMeta(
+        model="m",
+        model_name="m",
+        identity="x",
+        embed_dim=vectors.shape[1],
+        type=built.type,
+        params=built.params.to_dict(),
+        next_id=len(vectors),
+        tuning=built.tuning,
+    )
+    items = [store.Item("text", text=f"t{i}") for i in range(len(vectors))]
+    write_index(out, meta, built.index, lambda conn: store.insert(conn, list(range(len(vectors))), items))
+    return out
+
+
+def write_pre_tuning_index(out: Path, vectors: np.ndarray, params: IndexParams) -> Path:
+    """An index directory of ``vectors`` with ``params`` as written before tuning existed: no ``tuning`` record,
+    no ``train_per_cell`` parameter."""
+    from polymodal.index.tuning import build_tuned
+
+    write_vectors(out, vectors, build_tuned(vectors, params, None))
+    meta = json.loads((out / "index.json").read_text())
+    del meta["tuning"], meta["params"]["train_per_cell"]
+    (out / "index.json").write_text(json.dumps(meta))
+    return out

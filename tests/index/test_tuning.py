@@ -10,33 +10,10 @@ import faiss
 import numpy as np
 import pytest
 
-from polymodal.index import IndexParams, TuningOptions, VectorIndex, store
+from polymodal.index import IndexParams, TuningOptions, VectorIndex
 from polymodal.index import tuning as tuning_mod
 from polymodal.index.tuning import Trial, build_tuned, summary
-from polymodal.index.vector_index import IndexMeta, write_index
-
-NO_BOUND = 1e9  # ms: these tests assert recall, never timings
-
-
-def spread_vectors(n: int = 4000, dim: int = 32, seed: int = 0) -> np.ndarray:
-    """(n, dim) unit vectors without clusters: IVF cells cut every neighbourhood, so nprobe=16 misses many."""
-    x = np.random.default_rng(seed).standard_normal((n, dim)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def brute_recall(index, vectors: np.ndarray, queries: np.ndarray, exclude_self: np.ndarray | None, k: int = 10):  # type: ignore[no-untyped-def]
-    """Recall@k of ``index`` against numpy brute force; with ``exclude_self`` each query's own id is dropped from
-    both lists (the queries are in the index)."""
-    extra = 0 if exclude_self is None else 1
-    truth = np.argsort(-(queries @ vectors.T), axis=1)[:, : k + extra]  # (Q, k[+1])
-    _, found = index.search(queries, k + extra)
-    hits = 0
-    for row, (t, f) in enumerate(zip(truth, found)):
-        if exclude_self is not None:
-            t = [i for i in t if i != exclude_self[row]][:k]
-            f = [i for i in f if i != exclude_self[row]][:k]
-        hits += len(set(t) & set(f))
-    return hits / (k * len(queries))
+from tests.index.fixtures import NO_BOUND, brute_recall, spread_vectors, write_pre_tuning_index, write_vectors
 
 
 def test_the_tuner_raises_nprobe_until_the_target_is_met_and_records_it() -> None:
@@ -117,10 +94,7 @@ def test_too_few_vectors_are_not_measured() -> None:
 
 def test_metadata_without_a_tuning_record_still_opens(tmp_path: Path) -> None:
     vectors = spread_vectors(100)
-    out = write_vectors(tmp_path / "old", vectors, build_tuned(vectors, IndexParams(type="ivf", nprobe=3), None))
-    meta = json.loads((out / "index.json").read_text())
-    del meta["tuning"], meta["params"]["train_per_cell"]  # as written before tuning existed
-    (out / "index.json").write_text(json.dumps(meta))
+    out = write_pre_tuning_index(tmp_path / "old", vectors, IndexParams(type="ivf", nprobe=3))
     with VectorIndex.open(out) as idx:
         assert idx.meta.tuning is None and faiss.extract_index_ivf(idx.faiss_index).nprobe == 3
         assert idx.search(vectors[7], k=1)[0][0].id == 7
@@ -129,23 +103,6 @@ def test_metadata_without_a_tuning_record_still_opens(tmp_path: Path) -> None:
 def test_trial_lines_name_type_settings_recall_and_latency() -> None:
     line = Trial("ivf", {"nlist": 200, "nprobe": 32}, 0.9512, 1.234, 2.0).describe()
     assert line == "ivf nlist=200 nprobe=32: recall@10 0.951, p50 1.23 ms"
-
-
-def write_vectors(out: Path, vectors: np.ndarray, built) -> Path:  # type: ignore[no-untyped-def]
-    """An index directory of ``built`` with one text item per vector."""
-    meta = IndexMeta(
-        model="m",
-        model_name="m",
-        identity="x",
-        embed_dim=vectors.shape[1],
-        type=built.type,
-        params=built.params.to_dict(),
-        next_id=len(vectors),
-        tuning=built.tuning,
-    )
-    items = [store.Item("text", text=f"t{i}") for i in range(len(vectors))]
-    write_index(out, meta, built.index, lambda conn: store.insert(conn, list(range(len(vectors))), items))
-    return out
 
 
 def test_the_ladder_of_other_types_goes_from_cheap_to_slow_builds() -> None:

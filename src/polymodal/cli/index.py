@@ -1,9 +1,10 @@
-"""``polymodal index build|add|remove|info`` and ``polymodal search``: a vector index over a model's embeddings.
+"""``polymodal index build|add|tune|remove|info`` and ``polymodal search``: a vector index over a model's embeddings.
 
 An index holds every modality the model embeds: the images, sounds and clips of a folder or manifest (and with
 --texts its captions), each item of its own kind; with --segment-seconds S a clip is one item per S-second segment.
 Builds show a progress bar (items/s), skip unreadable files (counted, and logged to INDEX/skipped.jsonl) and resume
-after an interruption: rerun the same command and finished chunks are not embedded again.
+after an interruption: rerun the same command and finished chunks are not embedded again. ``index tune`` measures
+an existing index on its stored vectors and re-tunes its search setting.
 """
 
 from __future__ import annotations
@@ -70,11 +71,14 @@ def _index_errors() -> tuple[type[BaseException], ...]:
     return (OSError, ValueError, ImportError)
 
 
-def _run(what: str, index_dir: Path, as_json: bool, fn: Callable[[], T]) -> T:
-    """Turn every expected failure into one line; an interruption says how to resume."""
+def _run(what: str, index_dir: Path, as_json: bool, fn: Callable[[], T], *, resumable: bool = True) -> T:
+    """Turn every expected failure into one line; an interruption says how to resume (or, for work that writes
+    only at the end, that the index is unchanged)."""
     try:
         return fn()
     except KeyboardInterrupt:
+        if not resumable:
+            fail(f"{what} interrupted: {index_dir} is unchanged", as_json=as_json, code=130)
         fail(
             f"{what} interrupted: finished chunks are kept in {index_dir}/.work; rerun the same command to resume",
             as_json=as_json,
@@ -246,10 +250,17 @@ def add(
     texts: bool = TextsOption,
     batch_size: int = BatchOption,
     chunk_size: int = ChunkOption,
+    tune: bool = typer.Option(
+        True,
+        "--tune/--no-tune",
+        help="Once the index has grown by more than 20% since it was tuned, measure its recall again (and re-tune "
+        "nprobe/efSearch if it fell below the target).",
+    ),
     precision: str = PrecisionOption,
     json: bool = JsonOption,
 ) -> None:
-    """Add the new items of SOURCE to an index (resumable like build)."""
+    """Add the new items of SOURCE to an index (resumable like build); a tuned index that grew by more than 20% is
+    measured again."""
     from polymodal.index import VectorIndex, add_to_index
 
     if not source.exists():
@@ -264,10 +275,53 @@ def add(
         lambda: _with_progress(
             not json,
             "embedding",
-            lambda progress: add_to_index(index, source, loaded, texts=texts, chunk_size=chunk_size, progress=progress),
+            lambda progress: add_to_index(
+                index,
+                source,
+                loaded,
+                texts=texts,
+                chunk_size=chunk_size,
+                progress=progress,
+                tune=tune,
+                report=None if json else _say,
+            ),
         ),
     )
     _report(result, "added", json)
+
+
+@app.command("tune")
+def tune(
+    index: Path = typer.Argument(..., help="An index directory."),
+    recall_target: float = typer.Option(
+        None,
+        "--recall-target",
+        help="recall@10 to reach on a sample of the stored vectors (default: the index's recorded target, else 0.95).",
+    ),
+    max_latency_ms: float = typer.Option(
+        None,
+        "--max-latency-ms",
+        help="Latency bound: p50 of one query in ms (default: the index's recorded bound, else 5).",
+    ),
+    json: bool = JsonOption,
+) -> None:
+    """Measure recall@10 and latency of an existing index on a sample of its stored vectors (each query's own id
+    left out) and re-tune its search setting, nprobe (ivf, ivfpq) or efSearch (hnsw), to the goal. The index type
+    is kept: changing it needs a rebuild (index build --type auto --overwrite)."""
+    from polymodal.index import TuningOptions, tune_index
+
+    given = {"recall_target": recall_target, "max_latency_ms": max_latency_ms}
+    try:
+        TuningOptions(**{k: v for k, v in given.items() if v is not None})
+    except ValueError as e:
+        fail(str(e), as_json=json, code=2)
+    record = _run(
+        "tune", index, json, lambda: tune_index(index, **given, report=None if json else _say), resumable=False
+    )
+    if json:
+        emit_json(record)
+    else:
+        _report_tuning(record)
 
 
 def _threads_for_work(loaded: Any, as_json: bool) -> None:

@@ -31,6 +31,7 @@ from polymodal.data.errors import BadSampleError, BadSampleLog
 from polymodal.fsutil import write_atomic
 from polymodal.index import store
 from polymodal.index.kinds import IndexParams
+from polymodal.index.retune import remeasure_if_grown
 from polymodal.index.sources import SourceItem, iter_items
 from polymodal.index.store import Item
 from polymodal.index.tuning import DEFAULT_TUNING, ReportFn, TuningOptions, build_tuned
@@ -161,11 +162,15 @@ def add_to_index(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: ProgressFn | None = None,
     on_chunk: ChunkHook | None = None,
+    tune: bool = True,
+    report: ReportFn | None = None,
 ) -> BuildResult:
     """Embed the items of ``source`` that the index does not hold yet (by path, and text) and add them.
 
     The model defaults to the one recorded in the index; another model must have the same identity. Clips are cut
-    into the segments the index was built with.
+    into the segments the index was built with. With ``tune``, an index that has grown by more than a fifth since
+    its tuning record was made is measured again, and re-tuned if its recall fell below the target (steps told to
+    ``report``); the result's ``tuning`` is then the new record.
     """
     start = time.perf_counter()
     index = VectorIndex.open(index_path)
@@ -189,8 +194,9 @@ def add_to_index(
         if len(ids):
             index.faiss_index.add_with_ids(done.vectors, ids)
         index.meta.next_id = first + len(ids)
+        tuning = remeasure_if_grown(index, report) if tune and len(ids) else None
         index.commit(lambda conn: store.insert(conn, ids.tolist(), done.items), skipped=done.skipped)
-        return _result(index.path, done, start, index.meta.type, len(index))
+        return _result(index.path, done, start, index.meta.type, len(index), tuning)
     finally:
         index.close()
 

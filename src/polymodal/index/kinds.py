@@ -172,3 +172,19 @@ def threads(count: int) -> Iterator[None]:
 def can_remove(kind: str) -> bool:
     """Whether FAISS can delete vectors from this type (HNSW graphs cannot)."""
     return kind != "hnsw"
+
+
+def stored_ids(index: Any, kind: str) -> np.ndarray:
+    """(N,) sorted ids of every vector in a built index of concrete type ``kind`` (tombstoned ones included: an
+    HNSW graph keeps them)."""
+    faiss = _faiss()
+    if not is_ivf(kind):
+        return np.sort(faiss.vector_to_array(index.id_map))
+    ivf = faiss.extract_index_ivf(index)
+    lists = ivf.invlists
+    parts = [
+        faiss.rev_swig_ptr(lists.get_ids(cell), lists.list_size(cell)).copy()
+        for cell in range(ivf.nlist)
+        if lists.list_size(cell)
+    ]
+    return np.sort(np.concatenate(parts)) if parts else np.zeros(0, np.int64)

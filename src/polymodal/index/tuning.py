@@ -53,6 +53,15 @@ ADD_CHUNK = 65_536
 # guideline range; trained on fewer vectors per cell so that k-means stays minutes, not hours, at a million.
 MORE_CELLS = 16
 MORE_CELLS_TRAIN_PER_CELL = 10
+# `index add` measures again once the index has grown by more than this share of its size when last measured.
+REMEASURE_GROWTH = 0.2
+METHODS = {
+    "held-out": f"held-out sample of the indexed vectors; recall@{RECALL_K} against exact inner-product search over "
+    "the other vectors, ties with the k-th score counting; p50/p99 of single queries on one thread",
+    "stored": f"sample of the stored vectors as queries, each one's own id left out of both result lists; "
+    f"recall@{RECALL_K} against exact inner-product search over the stored vectors (decoded codes for ivfpq), ties "
+    "with the k-th score counting; p50/p99 of single queries on one thread",
+}
 ReportFn = Callable[[str], None]
 
 
@@ -112,23 +121,32 @@ class Built:
 
 @dataclass
 class HeldOut:
-    """Held-out query vectors and what exact search finds for them among the other vectors."""
+    """Query vectors and what exact search finds for them: held-out ones (not in the index) while building, or
+    stored ones (in the index, their own id left out of both exact and approximate results) when re-tuning."""
 
     queries: np.ndarray  # (Q, D)
-    kth_scores: np.ndarray  # (Q,) exact score of each query's k-th neighbour among the kept vectors
-    vectors: np.ndarray  # (N, D) all vectors: ids are row positions
+    kth_scores: np.ndarray  # (Q,) exact score of each query's k-th neighbour (itself left out)
+    vectors: np.ndarray  # (N, D) the vectors exact search ran over
     latency_queries: int
+    ids: np.ndarray | None = None  # (N,) sorted ids of the rows of ``vectors``; None: ids are row positions
+    own_ids: np.ndarray | None = None  # (Q,) each query's own id when the queries are in the index
 
     def recall(self, found: np.ndarray) -> float:
         """Recall@k of ``found`` ((Q, k) ids, -1 for none): hits are items scoring at least the k-th exact score."""
         valid = found >= 0
-        scores = np.einsum("qd,qkd->qk", self.queries, self.vectors[np.where(valid, found, 0)])  # (Q, k)
+        rows = np.where(valid, found, 0)
+        if self.ids is not None:
+            rows = np.minimum(np.searchsorted(self.ids, rows), len(self.ids) - 1)
+        scores = np.einsum("qd,qkd->qk", self.queries, self.vectors[rows])  # (Q, k)
         hits = (scores >= self.kth_scores[:, None] - 1e-5) & valid
         return float(np.minimum(hits.sum(axis=1), RECALL_K).sum() / (RECALL_K * len(self.queries)))
 
     def measure(self, index: Any, kind: str, params: IndexParams) -> Trial:
         apply_search_params(index, kind, params)
-        _, found = index.search(self.queries, RECALL_K)  # (Q, k), all threads: the results equal single queries'
+        extra = 0 if self.own_ids is None else 1
+        _, found = index.search(self.queries, RECALL_K + extra)  # all threads: the results equal single queries'
+        if self.own_ids is not None:
+            found = _without_own(found, self.own_ids)  # (Q, k)
         p50, p99 = self.latency(index)
         return Trial(kind, _knobs(kind, params), round(self.recall(found), 4), round(p50, 3), round(p99, 3))
 
@@ -171,8 +189,7 @@ def build_tuned(
     held = _hold_out(n, options)
     if len(held) < MIN_QUERIES:
         index = _filled(kind, params, vectors, np.arange(n), say)
-        reason = f"{n} vectors: too few to hold out {MIN_QUERIES} queries (one in {HELD_OUT_SHARE} at most)"
-        return Built(index, kind, params, {"measured": False, "reason": reason, **_targets(options)})
+        return Built(index, kind, params, _unmeasured(n, options, "build"))
     start = time.perf_counter()
     keep = np.setdiff1d(np.arange(n), held)
     say(
@@ -202,21 +219,84 @@ def build_tuned(
     _set_knob(best, chosen)
     best.index.add_with_ids(vectors[held], held.astype(np.int64))  # the held-out queries join the index
     apply_search_params(best.index, best.type, best.params)
-    record = {
-        "measured": True,
-        **_targets(options),
-        "met": chosen.meets(options),
-        "chosen": dataclasses.asdict(chosen),
-        "tried": [dataclasses.asdict(t) for c in ladder for t in c.trials],
-        "queries": len(held),
-        "latency_queries": min(options.latency_queries, len(held)),
-        "seed": options.seed,
-        "vectors": n,
-        "seconds": round(time.perf_counter() - start, 1),
-        "method": f"held-out sample of the indexed vectors; recall@{RECALL_K} against exact inner-product search "
-        "over the other vectors, ties with the k-th score counting; p50/p99 of single queries on one thread",
-    }
+    tried = [t for c in ladder for t in c.trials]
+    record = _record(options, chosen, tried, len(held), n, start, by="build", sample="held-out")
     return Built(best.index, best.type, best.params, record)
+
+
+@dataclass
+class Retuned:
+    """The search parameters chosen for an existing index (only its knob differs) and the new tuning record."""
+
+    params: IndexParams
+    record: dict[str, Any]
+
+
+def retune(
+    index: Any,
+    kind: str,
+    params: IndexParams,
+    ids: np.ndarray,
+    options: TuningOptions,
+    report: ReportFn | None = None,
+    *,
+    by: str = "tune",
+    sweep: bool = True,
+) -> Retuned:
+    """Measure the search setting of a built ``index`` of concrete type ``kind`` holding ``ids`` ((N,) sorted) on a
+    sample of its own vectors, and choose the knob as a build does: with ``sweep``, or when the recall misses the
+    target, the knob is swept; otherwise the measured setting is kept. Changing the type needs a rebuild.
+
+    Queries are stored vectors, so each one's own id is left out of the exact and the approximate results (for
+    ivfpq, exact search runs over the decoded codes: the recall counts what nprobe loses, not what the codes do).
+    """
+    say = report or (lambda line: None)
+    n = len(ids)
+    rows = _hold_out(n, options)
+    if len(rows) < MIN_QUERIES:
+        return Retuned(params, _unmeasured(n, options, by))
+    start = time.perf_counter()
+    say(
+        f"measuring on {len(rows):,} of {n:,} stored vectors as queries: recall@{RECALL_K} >= "
+        f"{options.recall_target} at p50 <= {options.max_latency_ms:g} ms"
+    )
+    vectors = index.reconstruct_batch(ids)  # (N, D)
+    bench = _stored_bench(vectors, ids, rows, options)
+    before = _announce(bench.measure(index, kind, params), say)
+    candidate = _Candidate(kind, dataclasses.replace(params), index, [before])
+    knob = search_knob(kind)
+    if knob is not None and (sweep or before.recall < options.recall_target):
+        candidate.trials = _sweep(candidate, bench, options, say, known={before.params[knob]: before})
+    chosen = _pick(candidate.trials, options)
+    _set_knob(candidate, chosen)
+    apply_search_params(index, kind, candidate.params)
+    record = _record(
+        options,
+        chosen,
+        candidate.trials,
+        len(rows),
+        n,
+        start,
+        by=by,
+        sample="stored",
+        before=dataclasses.asdict(before),
+    )
+    return Retuned(candidate.params, record)
+
+
+def needs_remeasure(record: dict[str, Any] | None, vectors: int) -> bool:
+    """Whether an index now holding ``vectors`` has grown by more than ``REMEASURE_GROWTH`` of its size when its
+    tuning ``record`` was made (an index without a record keeps the settings it was given)."""
+    return record is not None and vectors > (1 + REMEASURE_GROWTH) * record.get("vectors", 0)
+
+
+def recorded_options(record: dict[str, Any] | None) -> TuningOptions:
+    """The goal a tuning record was made for (the defaults without a record)."""
+    if record is None:
+        return DEFAULT_TUNING
+    return TuningOptions(
+        recall_target=record["recall_target"], max_latency_ms=record["max_latency_ms"], seed=record.get("seed", 0)
+    )
 
 
 def alternatives(kind: str, n: int, params: IndexParams) -> list[_Candidate]:
@@ -263,9 +343,15 @@ def _measure_candidate(
     return True
 
 
-def _sweep(candidate: _Candidate, bench: HeldOut, options: TuningOptions, say: ReportFn) -> list[Trial]:
+def _sweep(
+    candidate: _Candidate,
+    bench: HeldOut,
+    options: TuningOptions,
+    say: ReportFn,
+    known: dict[int, Trial] | None = None,
+) -> list[Trial]:
     """Double the knob until the target is met or the latency bound passed, then bisect below the first setting
-    that meets the recall target."""
+    that meets the recall target; settings in ``known`` (knob value -> trial) are not measured again."""
     knob = search_knob(candidate.type)
     if knob is None:
         return [_announce(bench.measure(candidate.index, candidate.type, candidate.params), say)]
@@ -273,9 +359,11 @@ def _sweep(candidate: _Candidate, bench: HeldOut, options: TuningOptions, say: R
     values = [v for v in (2**i for i in range(14)) if v <= top and (knob == "nprobe" or v >= 16)]
     if values[-1] != top and knob == "nprobe":
         values.append(top)
-    tried: dict[int, Trial] = {}
+    tried: dict[int, Trial] = dict(known or {})
 
     def at(value: int) -> Trial:
+        if value in tried:
+            return tried[value]
         setting = dataclasses.replace(candidate.params, **{knob: value})
         tried[value] = _announce(bench.measure(candidate.index, candidate.type, setting), say)
         return tried[value]
@@ -340,12 +428,45 @@ def _hold_out(n: int, options: TuningOptions) -> np.ndarray:
 
 def _held_out_bench(vectors: np.ndarray, held: np.ndarray, keep: np.ndarray, options: TuningOptions) -> HeldOut:
     queries = np.ascontiguousarray(vectors[held])  # (Q, D)
-    top = np.full((len(held), RECALL_K), -np.inf, dtype=np.float32)  # (Q, k) best exact scores so far
-    for start in range(0, len(keep), 4 * ADD_CHUNK):  # exact search over the kept vectors, a block at a time
-        block = vectors[keep[start : start + 4 * ADD_CHUNK]]
-        scores, _ = _faiss().knn(queries, block, min(RECALL_K, len(block)), metric=_faiss().METRIC_INNER_PRODUCT)
-        top = -np.sort(-np.concatenate([top, scores], axis=1), axis=1)[:, :RECALL_K]
-    return HeldOut(queries, top[:, -1], vectors, min(options.latency_queries, len(held)))
+    kth = _kth_exact_scores(queries, vectors, keep)
+    return HeldOut(queries, kth, vectors, min(options.latency_queries, len(held)))
+
+
+def _stored_bench(vectors: np.ndarray, ids: np.ndarray, rows: np.ndarray, options: TuningOptions) -> HeldOut:
+    """Queries ``vectors[rows]`` that are in the index: exact search runs over all ``vectors`` (under ``ids``) and
+    each query's own row is left out."""
+    queries = np.ascontiguousarray(vectors[rows])  # (Q, D)
+    kth = _kth_exact_scores(queries, vectors, np.arange(len(vectors)), own=rows)
+    return HeldOut(queries, kth, vectors, min(options.latency_queries, len(rows)), ids=ids, own_ids=ids[rows])
+
+
+def _kth_exact_scores(
+    queries: np.ndarray, vectors: np.ndarray, rows: np.ndarray, own: np.ndarray | None = None
+) -> np.ndarray:
+    """(Q,) each query's k-th best exact inner-product score among ``vectors[rows]``, searched a block at a time;
+    with ``own`` ((Q,) row positions) each query's own row does not count."""
+    k = RECALL_K + (own is not None)
+    top = np.full((len(queries), k), -np.inf, dtype=np.float32)  # (Q, k) best exact scores so far
+    top_rows = np.full((len(queries), k), -1, dtype=np.int64)  # (Q, k) their rows
+    for start in range(0, len(rows), 4 * ADD_CHUNK):
+        block = rows[start : start + 4 * ADD_CHUNK]
+        scores, found = _faiss().knn(queries, vectors[block], min(k, len(block)), metric=_faiss().METRIC_INNER_PRODUCT)
+        scores, found = np.concatenate([top, scores], axis=1), np.concatenate([top_rows, block[found]], axis=1)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        top, top_rows = np.take_along_axis(scores, order, axis=1), np.take_along_axis(found, order, axis=1)
+    if own is not None:
+        top = np.take_along_axis(top, _others_first(top_rows, own), axis=1)
+    return top[:, RECALL_K - 1]
+
+
+def _others_first(found: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """Column order putting each row's ``own`` entry last, the others in their order."""
+    return np.argsort(found == own[:, None], axis=1, kind="stable")
+
+
+def _without_own(found: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """(Q, k) of ``found`` ((Q, k + 1) ids) without each query's own id (else without the last)."""
+    return np.take_along_axis(found, _others_first(found, own), axis=1)[:, :RECALL_K]
 
 
 def _filled(kind: str, params: IndexParams, vectors: np.ndarray, rows: np.ndarray, say: ReportFn) -> Any:
@@ -387,24 +508,76 @@ def _shape(candidate: _Candidate) -> str:
     return f"{candidate.type}{' ' + shape if shape else ''}"
 
 
+def _record(
+    options: TuningOptions,
+    chosen: Trial,
+    tried: list[Trial],
+    queries: int,
+    vectors: int,
+    start: float,
+    *,
+    by: str,
+    sample: str,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The tuning record kept in index.json: the goal, the choice, every measured setting and how it was measured
+    (``by`` build, tune or add; queries ``held-out`` or ``stored``)."""
+    return {
+        "measured": True,
+        **_targets(options),
+        "met": chosen.meets(options),
+        "chosen": dataclasses.asdict(chosen),
+        "tried": [dataclasses.asdict(t) for t in tried],
+        "queries": queries,
+        "latency_queries": min(options.latency_queries, queries),
+        "seed": options.seed,
+        "vectors": vectors,
+        "seconds": round(time.perf_counter() - start, 1),
+        "by": by,
+        "sample": sample,
+        "method": METHODS[sample],
+        **extra,
+    }
+
+
+def _unmeasured(n: int, options: TuningOptions, by: str) -> dict[str, Any]:
+    reason = f"{n} vectors: too few to hold out {MIN_QUERIES} queries (one in {HELD_OUT_SHARE} at most)"
+    return {"measured": False, "reason": reason, **_targets(options), "vectors": n, "by": by}
+
+
 def _targets(options: TuningOptions) -> dict[str, Any]:
     return {"recall_target": options.recall_target, "max_latency_ms": options.max_latency_ms, "k": RECALL_K}
 
 
 def summary(record: dict[str, Any]) -> str:
-    """One line for a tuning record: what was chosen, or a warning with the best trade-off when the target was
-    not met within the bound."""
+    """One line for a tuning record: what was chosen (and, after a re-tune, what was in use before), or a warning
+    with the best trade-off when the target was not met within the bound."""
     goal = f"recall@{record['k']} >= {record['recall_target']:g} at p50 <= {record['max_latency_ms']:g} ms"
     if not record.get("measured"):
         return f"tuning not measured ({record['reason']}): search settings as given"
     chosen = Trial(**record["chosen"])
     tried = [Trial(**t) for t in record["tried"]]
-    basis = f"{record['queries']:,} held-out queries, {len(tried)} setting{'s' if len(tried) > 1 else ''} tried"
+    by = record.get("by", "build")
+    basis = (
+        f"{record['queries']:,} {record.get('sample', 'held-out')} queries, "
+        f"{len(tried)} setting{'s' if len(tried) > 1 else ''} tried"
+    )
+    measured_only = by == "add" and len(tried) == 1
+    if measured_only:
+        grown = f" (last measured at {record['grown_from']:,})" if "grown_from" in record else ""
+        done = f"re-measured at {record['vectors']:,} vectors{grown}: {chosen.describe()}"
+    else:
+        done = f"{'tuned' if by == 'build' else 're-tuned'} to {chosen.describe()}"
+    before = record.get("before")
+    was = f"; before: {Trial(**before).describe()}" if before is not None and not measured_only else ""
     if record["met"]:
-        return f"tuned to {chosen.describe()} ({goal}; {basis})"
-    line = f"warning: {goal} not met; best trade-off {chosen.describe()} ({basis})"
+        return f"{done} ({goal}; {basis}){was}"
+    line = f"warning: {goal} not met; {done if measured_only else 'best trade-off ' + chosen.describe()} ({basis}){was}"
     reaching = [t for t in tried if t.recall >= record["recall_target"]]
     if reaching:
         fastest = min(reaching, key=lambda t: t.p50_ms)
         line += f"; the recall target needs {fastest.describe()}"
-    return line + ": raise --max-latency-ms or lower --recall-target to trade one for the other"
+    line += ": raise --max-latency-ms or lower --recall-target to trade one for the other"
+    if by != "build":
+        line += "; changing the index type needs a rebuild (index build --type auto --overwrite tries other types)"
+    return line

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from polymodal.fsutil import atomic_directory
+from polymodal.fsutil import atomic_directory, write_atomic
 from polymodal.index import store
 from polymodal.index.kinds import IndexParams, _faiss, apply_search_params, can_remove, threads
 from polymodal.index.store import Hit
@@ -85,9 +85,17 @@ def check_model(meta: IndexMeta, identity: str, name: str, where: str | os.PathL
 class VectorIndex:
     """An open index: search, remove, info. Build or extend one with :mod:`polymodal.index.build`."""
 
-    def __init__(self, path: Path, meta: IndexMeta, index: Any, conn: sqlite3.Connection) -> None:
+    def __init__(
+        self,
+        path: Path,
+        meta: IndexMeta,
+        index: Any,
+        conn: sqlite3.Connection,
+        meta_stamp: tuple[int, int, int] | None = None,
+    ) -> None:
         self.path = path
         self.meta = meta
+        self.meta_stamp = meta_stamp  # which index.json was opened: a settings-only save checks it is still there
         self.faiss_index = index
         self.conn = conn
         self.params = IndexParams.from_dict(meta.params)
@@ -106,6 +114,7 @@ class VectorIndex:
                 )
             raise IndexFormatError(f"{path}: not an index directory (no {META_FILE})")
         try:
+            meta_stamp = _stamp(meta_path)
             data = json.loads(meta_path.read_text())
             known = {f.name for f in dataclasses.fields(IndexMeta)}
             meta = IndexMeta(**{k: v for k, v in data.items() if k in known})  # fields added later are optional
@@ -117,7 +126,7 @@ class VectorIndex:
             )
         index = _faiss().read_index(str(path / FAISS_FILE))
         conn = store.connect(path / ITEMS_FILE)
-        opened = cls(path, meta, index, conn)
+        opened = cls(path, meta, index, conn, meta_stamp)
         apply_search_params(index, meta.type, opened.params)
         return opened
 
@@ -234,12 +243,31 @@ class VectorIndex:
         self.commit(lambda conn: store.delete(conn, doomed, tombstone=not removable))
         return doomed, missing
 
+    def set_search_params(self, params: IndexParams, tuning: dict[str, Any] | None) -> None:
+        """Search with ``params`` (only the knob may differ from the built index's) and keep ``tuning`` as the
+        record, in memory; :meth:`save_settings` or :meth:`commit` writes them."""
+        self.params = params
+        self.meta.params = params.to_dict()
+        self.meta.tuning = tuning
+        apply_search_params(self.faiss_index, self.meta.type, params)
+
+    def save_settings(self) -> None:
+        """Write ``index.json`` alone (the vectors and items are unchanged), atomically; refused when another
+        process changed the index since it was opened, rather than pairing this metadata with its vectors."""
+        meta_path = self.path / META_FILE
+        if _stamp(meta_path) != self.meta_stamp:
+            raise IndexFormatError(f"{self.path}: the index was changed by another process meanwhile; run again")
+        self.meta.updated = _now()
+        write_atomic(meta_path, json.dumps(self.meta.to_dict(), indent=2))
+        self.meta_stamp = _stamp(meta_path)
+
     def commit(self, edit: Callable[[sqlite3.Connection], None], skipped: Sequence[dict[str, Any]] = ()) -> None:
         """Write the in-memory FAISS index and a copy of the items with ``edit`` applied as the new directory."""
         write_index(self.path, self.meta, self.faiss_index, edit, base=self.conn, skipped=skipped)
         self.conn.close()
         self.conn = store.connect(self.path / ITEMS_FILE)
         self.tombstones = store.tombstones(self.conn)
+        self.meta_stamp = _stamp(self.path / META_FILE)
 
 
 @contextlib.contextmanager
@@ -280,9 +308,19 @@ def write_index(
         meta.tombstones = len(store.tombstones(conn))
         conn.close()
         meta.vectors = int(index.ntotal)
-        meta.updated = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        meta.updated = _now()
         _faiss().write_index(index, str(tmp / FAISS_FILE))
         lines = "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in skipped)
         if old_skipped or lines:
             (tmp / SKIPPED_FILE).write_text(old_skipped + lines)
         (tmp / META_FILE).write_text(json.dumps(meta.to_dict(), indent=2))
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _stamp(path: Path) -> tuple[int, int, int]:
+    """Which file ``path`` is: every change writes a new one (a new inode and modification time)."""
+    stat = path.stat()
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
