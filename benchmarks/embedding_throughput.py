@@ -20,13 +20,14 @@ tokens long (CLIP pads to its context length). Everything is written to a tempor
 that is removed at the end, also on errors and Ctrl-C.
 
 Random weights have no outlier activations, so they flatter quantisation: ``--trained-text``
-also exports the packaged MiniLM sentence encoder (trained weights, 6 layers) the same way and
-prints each variant's cosine to its PyTorch fp32 embeddings of a few sentences (int8-mixed
-calibrated, as in an export, on the export's own sample texts, which the second set avoids).
+(``--trained-text-only`` without the CLIP rows) also exports the packaged MiniLM sentence encoder
+(trained weights, 6 layers) with ``polymodal export``, prints the default it chose and each
+variant's cosine to PyTorch fp32 on the export's calibration sample and held-out check set, and
+times the variants against transformers' MiniLM on the held-out texts repeated to the batch.
 
     .venv/bin/python benchmarks/embedding_throughput.py [--size b32|small] [--batch 32] [--iters 5]
                                                         [--threads 2] [--no-onnx] [--precisions fp32,bf16]
-                                                        [--trained-text]
+                                                        [--trained-text | --trained-text-only]
 """
 
 from __future__ import annotations
@@ -149,16 +150,20 @@ def main() -> None:
     parser.add_argument(
         "--precisions", default=None, help="fp32 or fp32,bf16 (default: bf16 too only where the CPU runs it natively)"
     )
-    parser.add_argument("--trained-text", action="store_true", help="also int8 accuracy on the packaged MiniLM")
+    parser.add_argument(
+        "--trained-text", action="store_true", help="also export the packaged MiniLM: its choice, accuracy and speed"
+    )
+    parser.add_argument("--trained-text-only", action="store_true", help="only the MiniLM part of --trained-text")
     args = parser.parse_args()
     precisions = parse_precisions(args.precisions)
     torch.set_num_threads(args.threads)
     # CPU, flags, threads and the matmul peaks of the precisions measured here, beside the figures
     print(machine_header(precisions=precisions))
     with tempfile.TemporaryDirectory(prefix="polymodal-bench-") as tmp:
-        run(Path(tmp), args, precisions)
-        if args.trained_text:
-            trained_text_accuracy(Path(tmp))
+        if not args.trained_text_only:
+            run(Path(tmp), args, precisions)
+        if args.trained_text or args.trained_text_only:
+            trained_text(Path(tmp), args)
 
 
 def run(tmp: Path, args: argparse.Namespace, precisions: tuple[str, ...]) -> None:
@@ -251,87 +256,80 @@ def onnx_run(
     return lambda: torch.from_numpy(onnx.embed_ids(np_ids, np_mask))
 
 
-SENTENCES = [
-    "a photo of a cat sitting on a red sofa",
-    "two dogs playing in the snow",
-    "The quarterly report shows revenue grew 12% year over year.",
-    "How do I reset my password?",
-    "Photosynthesis converts light energy into chemical energy.",
-    "Il pleut des cordes ce matin.",
-    "def f(x): return x * 2",
-    "diagram",
-]
-OTHER_SENTENCES = [  # none of them in the export's own sample (polymodal.export.onnx.SAMPLE_TEXTS)
-    "a man riding a horse along the beach at sunset",
-    "Where is the nearest train station?",
-    "The stock market fell sharply after the announcement.",
-    "Neural networks learn representations from data.",
-    "Ich habe heute leider keine Zeit.",
-    "SELECT name FROM users WHERE id = 1;",
-    "sunset",
-    "Please find the attached invoice for March.",
-    "The patient reported mild headaches and nausea.",
-    "a child flying a kite in a green park",
-    "What is the capital of Australia?",
-    "Water boils at 100 degrees Celsius at sea level.",
-    "El perro duerme en el sofá.",
-    "Update the firmware before restarting the router.",
-    "ok",
-    "A long, winding road through snowy mountains under a grey sky, with a single red car far away.",
-]
-
-
-def trained_text_accuracy(tmp: Path) -> None:
-    """The packaged MiniLM (trained weights) exported and quantised like a tower (int8-mixed calibrated on the
-    export's own sample texts): each variant's cosine to PyTorch on SENTENCES and on OTHER_SENTENCES."""
-    import warnings
-
-    from polymodal.export.onnx import SAMPLE_TEXTS
-    from polymodal.export.variants import QUANTIZERS, cosines, make_session
+def save_minilm_model(directory: Path) -> Path:
+    """A polymodal embedding model whose text tower is the packaged MiniLM (trained weights, mean pooling, 256
+    tokens) with an identity projection, so its text embeddings are MiniLM's own, beside a tiny random image tower
+    (an embedding model binds two modalities)."""
+    from polymodal.data.processors import ImageProcessor, TextProcessor
+    from polymodal.data.transforms import ImagePreprocess
+    from polymodal.models import build_model, parse_model_config, save_model
     from polymodal.pretrained import MiniLM
+    from polymodal.pretrained.minilm import MAX_TOKENS
 
     minilm = MiniLM.load()
-
-    def feeds_and_embeds(texts: list[str]) -> tuple[dict[str, Any], Any]:
-        ids, mask = minilm.tokenizer.encode_batch(texts, 64)
-        with torch.inference_mode():
-            return {"ids": ids.numpy(), "mask": mask.long().numpy()}, tower(ids, mask.long()).numpy()
-
-    class Tower(torch.nn.Module):
-        def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-            return F.normalize(minilm.encoder(ids, mask.bool()).pooled, dim=-1)
-
-    tower = Tower().eval()
-    calibration, _ = feeds_and_embeds(list(SAMPLE_TEXTS))
-    sets = {
-        "8 sentences": feeds_and_embeds(SENTENCES),
-        f"{len(OTHER_SENTENCES)} others": feeds_and_embeds(OTHER_SENTENCES),
+    image = {"name": "vit", "params": {"image_size": 32, "patch_size": 8, "width": 32, "depth": 1, "heads": 2}}
+    text = {"name": "hf_text", "params": {"path": "pretrained:minilm", "pooling": "mean"}}
+    config = parse_model_config(
+        {"kind": "embedding", "embed_dim": minilm.dim, "encoders": {"image": image, "text": text}}
+    )
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    with torch.no_grad():
+        model.projections["text"].proj.weight.copy_(torch.eye(minilm.dim))
+    processors = {
+        "image": ImageProcessor(ImagePreprocess(image_size=32)),
+        "text": TextProcessor(minilm.tokenizer, MAX_TOKENS),
     }
-    example = {name: torch.from_numpy(value) for name, value in sets["8 sentences"][0].items()}
-    batch, sequence = torch.export.Dim("batch", min=1), torch.export.Dim("sequence", min=1, max=64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            tower,
-            (example["ids"], example["mask"]),
-            str(tmp / "minilm.onnx"),
-            dynamo=True,
-            input_names=["ids", "mask"],
-            dynamic_shapes={"ids": {0: batch, 1: sequence}, "mask": {0: batch, 1: sequence}},
-            external_data=False,
-            verbose=False,
+    return save_model(directory, model, processors)
+
+
+def trained_text(tmp: Path, args: argparse.Namespace) -> None:
+    """The packaged MiniLM (trained weights) through ``polymodal export``: the default it chooses and each variant's
+    cosine on the export's calibration sample and held-out check set, then texts/s against transformers' own MiniLM
+    (mean pooling, as sentence-transformers computes it) on the held-out texts repeated to the batch."""
+    import transformers as t
+
+    from polymodal.export import OnnxEmbedder, export_onnx
+    from polymodal.export.check import CHECK_TEXTS
+    from polymodal.pretrained.locate import minilm_dir
+
+    start = time.perf_counter()
+    manifest = export_onnx(save_minilm_model(tmp / "minilm"), tmp / "minilm-onnx")
+    entry = manifest["text_encoder"]
+    print(f"\nMiniLM export (both towers, variants, choice): {time.perf_counter() - start:.0f} s")
+    print(f"MiniLM default: {entry['default']}; cosine to PyTorch fp32, worst / mean:")
+    print(f"  {'variant':11} {'sample of 8':>19} {'held-out ' + str(entry['check_set']['rows']):>19} {'items/s':>9}")
+    for name, v in entry["variants"].items():
+        print(
+            f"  {name:11} {v['cosine_min']:9.5f} / {v['cosine_mean']:.5f} "
+            f"{v['heldout_cosine_min']:9.5f} / {v['heldout_cosine_mean']:.5f} {v['items_per_second']:9.1f}"
         )
-    files = {"fp32": tmp / "minilm.onnx"}
-    for name, build in QUANTIZERS.items():
-        start = time.perf_counter()
-        build(files["fp32"], tmp / f"minilm.{name}.onnx", calibration)
-        files[name] = tmp / f"minilm.{name}.onnx"
-        print(f"MiniLM {name} built in {time.perf_counter() - start:.1f} s")
-    print("MiniLM (trained weights): cosine to PyTorch fp32, worst / mean, on " + " | ".join(sets))
-    for name, path in files.items():
-        session = make_session(path, torch.get_num_threads())
-        figures = [cosines(session.run(None, feeds)[0], want) for feeds, want in sets.values()]
-        print(f"  {name:11} " + " | ".join(f"{cos.min():.5f} / {cos.mean():.5f}" for cos in figures))
+
+    texts = [CHECK_TEXTS[i % len(CHECK_TEXTS)] for i in range(args.batch)]
+    tokenizer = t.AutoTokenizer.from_pretrained(minilm_dir(), local_files_only=True)
+    hf = t.AutoModel.from_pretrained(minilm_dir(), local_files_only=True).eval()
+    inputs = tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+    ids, mask = inputs["input_ids"].numpy(), inputs["attention_mask"].numpy()
+
+    def hf_run() -> torch.Tensor:
+        with torch.no_grad():
+            hidden = hf(**inputs).last_hidden_state
+            weights = inputs["attention_mask"].unsqueeze(-1).float()
+            return F.normalize((hidden * weights).sum(1) / weights.sum(1), dim=-1)
+
+    rows: list[tuple[str, Callable[[], torch.Tensor]]] = [("transformers MiniLM fp32 (reference)", hf_run)]
+    for name in entry["variants"]:
+        embedder = OnnxEmbedder(tmp / "minilm-onnx", threads=args.threads, variant=name)
+        marked = " (default)" if entry["default"] == name else ""
+        rows.append((f"onnxruntime {name}{marked}", lambda e=embedder: torch.from_numpy(e.embed_ids(ids, mask))))
+    seconds, outs = time_rows([fn for _, fn in rows], args.iters)
+    print(f"MiniLM texts/s, batch {args.batch} ({ids.shape[1]} tokens), {args.threads} threads, best of {args.iters}")
+    print(f"  {'path':40} {'texts/s':>9} {'vs HF fp32':>10} {'cos vs fp32':>11}")
+    for (name, _), secs, out in zip(rows, seconds, outs):
+        rate = args.batch / secs
+        print(
+            f"  {name:40} {rate:9.1f} {rate * seconds[0] / args.batch:9.2f}x {cosine(out, outs[0]):11.5f}", flush=True
+        )
 
 
 if __name__ == "__main__":

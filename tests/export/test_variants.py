@@ -1,5 +1,6 @@
-"""The export's runtime variants: int8 beside fp32, each measured (speed, cosine to PyTorch fp32 on a fixed sample)
-and recorded, the default chosen from those figures and loaded by the runtime; session options; old exports."""
+"""The export's runtime variants: int8 beside fp32, each measured (speed and cosine to PyTorch fp32 on a fixed
+calibration sample, cosine on a held-out check set) and recorded, the default chosen from those figures and loaded by
+the runtime; session options; old exports."""
 
 from __future__ import annotations
 
@@ -16,8 +17,19 @@ from typer.testing import CliRunner
 from polymodal.cli.main import app
 from polymodal.export import ExportError, OnnxEmbedder, export_onnx
 from polymodal.export.onnx import MANIFEST_FILE, PARTS, choose_again
-from polymodal.export.variants import CHECK_FILE, COSINE_FLOOR, SAMPLE_FILE, SPEEDUP_MARGIN, cosines, load_sample, pick
+from polymodal.export.variants import (
+    CHECK_FILE,
+    COSINE_FLOOR,
+    SAMPLE_FILE,
+    SPEEDUP_MARGIN,
+    choose_variants,
+    cosines,
+    load_check,
+    load_sample,
+    pick,
+)
 from polymodal.interop import clip_features
+from tests.export import assert_held_out
 from tests.interop.tiny import save_tiny_clip
 
 onnxruntime = pytest.importorskip("onnxruntime")
@@ -57,12 +69,22 @@ def test_each_variant_is_measured_against_pytorch_and_the_default_follows_the_ru
         with torch.no_grad():
             torch_embeds = F.normalize(clip_features(clip, **inputs), dim=-1).numpy()
         np.testing.assert_allclose(want, torch_embeds, atol=1e-5)
-        # The recorded cosine is the variant's own on that sample.
+        # The recorded cosines are the variant's own on that sample and on the held-out check batches, whose
+        # references are PyTorch's too.
+        check = load_check(out)[modality]
+        with torch.no_grad():
+            first = F.normalize(clip_features(clip, **{k: torch.from_numpy(v) for k, v in check[0][0].items()}), dim=-1)
+        np.testing.assert_allclose(check[0][1], first.numpy(), atol=1e-5)
         for variant, figures in entry["variants"].items():
-            got = OnnxEmbedder(out, variant=variant).sessions[modality].run(None, feeds)[0]
+            session = OnnxEmbedder(out, variant=variant).sessions[modality]
+            got = session.run(None, feeds)[0]
             assert figures["cosine_min"] == pytest.approx(float(cosines(got, want).min()), abs=1e-5)
             assert figures["items_per_second"] > 0
+            held = np.concatenate([cosines(session.run(None, f)[0], w) for f, w in check])
+            assert figures["heldout_cosine_min"] == pytest.approx(float(held.min()), abs=1e-5)
+            assert figures["heldout_cosine_mean"] == pytest.approx(float(held.mean()), abs=1e-5)
         assert entry["default"] == pick(entry["variants"])
+    assert_held_out(out)
     assert OnnxEmbedder(out).variants == {m: manifest[PARTS[m]]["default"] for m in ("image", "text")}
     choice = manifest["variant_choice"]
     assert choice["forced"] is None and choice["threads"] >= 1 and str(COSINE_FLOOR) in choice["rule"]
@@ -79,6 +101,63 @@ def test_the_rule_keeps_fp32_unless_a_variant_is_accurate_and_clearly_faster() -
     assert pick(figures((30, COSINE_FLOOR - 1e-4))) == "fp32"  # fast but not accurate enough
     assert pick(figures((10 * SPEEDUP_MARGIN * 0.99, 1.0))) == "fp32"  # accurate but within timing noise
     assert pick({"fp32": {"items_per_second": 10, "cosine_min": 1.0}}) == "fp32"
+    held_out = figures((30, 1.0), (20, 1.0))
+    held_out["int8"]["heldout_cosine_min"] = COSINE_FLOOR - 1e-4  # accurate on the sample only
+    held_out["int8-block"]["heldout_cosine_min"] = COSINE_FLOOR
+    assert pick(held_out) == "int8-block"
+
+
+class _DriftingSession:
+    """An onnxruntime session standing in for a variant tuned to its own calibration data: its embeddings are the
+    real ones on the calibration ``sample`` and perturbed on every other input."""
+
+    def __init__(self, session: object, sample: dict[str, np.ndarray]) -> None:
+        self.session, self.sample = session, sample
+
+    def run(self, outputs: None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        (got,) = self.session.run(outputs, feeds)  # type: ignore[attr-defined]
+        if feeds.keys() == self.sample.keys() and all(np.array_equal(feeds[k], self.sample[k]) for k in feeds):
+            return [got]
+        return [got + np.random.RandomState(0).normal(0, 0.2, got.shape).astype(got.dtype)]
+
+
+@pytest.mark.parametrize("drift", [False, True])
+def test_a_variant_accurate_only_on_its_calibration_sample_is_not_chosen(
+    exported: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, drift: bool
+) -> None:
+    import polymodal.export.variants as variants
+
+    out = _copy(exported[1], tmp_path)
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    for part in ("image_encoder", "text_encoder"):  # fp32 and int8 only
+        for variant in ("int8-mixed", "int8-block"):
+            (out / manifest[part]["variants"][variant]["file"]).unlink()
+    samples = load_sample(out)
+    real_session, real_measure = variants.make_session, variants.measure
+
+    def session(path: Path, threads: int, optimization: str = "all") -> object:
+        real = real_session(path, threads)
+        return (
+            _DriftingSession(real, samples[path.name.split("_", 1)[0]][0]) if drift and ".int8" in path.name else real
+        )
+
+    def measure(*args: object, **kwargs: object) -> dict[str, dict[str, float]]:
+        measured = real_measure(*args, **kwargs)  # type: ignore[arg-type]
+        for name, rate in (("fp32", 10.0), ("int8", 30.0)):  # int8 clearly faster: only accuracy can rule it out
+            measured[name]["items_per_second"] = rate
+        return measured
+
+    monkeypatch.setattr(variants, "make_session", session)
+    monkeypatch.setattr(variants, "measure", measure)
+    chosen = choose_variants(out, manifest, PARTS, threads=1)
+    for part in ("image_encoder", "text_encoder"):
+        int8 = chosen[part]["variants"]["int8"]
+        assert int8["cosine_min"] >= COSINE_FLOOR  # on the calibration sample it holds either way
+        if drift:
+            assert int8["heldout_cosine_min"] < COSINE_FLOOR and chosen[part]["default"] == "fp32"
+        else:
+            assert int8["heldout_cosine_min"] >= COSINE_FLOOR and chosen[part]["default"] == "int8"
+    assert "held-out" in chosen["variant_choice"]["rule"]
 
 
 def test_a_forced_default_is_loaded_and_the_runtime_can_override_it(
@@ -156,6 +235,84 @@ def test_an_export_without_variants_still_loads(exported: tuple[Path, Path], tmp
         OnnxEmbedder(out, variant="int8")
     with pytest.raises(ExportError, match=f"no {SAMPLE_FILE}; export again"):
         choose_again(out)
+
+
+def test_an_export_without_a_check_set_is_chosen_on_its_sample(exported: tuple[Path, Path], tmp_path: Path) -> None:
+    out = _copy(exported[1], tmp_path)
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    for part in ("image_encoder", "text_encoder"):
+        manifest[part].pop("check_set")
+        for figures in manifest[part]["variants"].values():
+            for key in ("heldout_cosine_min", "heldout_cosine_mean", "heldout_rows"):
+                figures.pop(key)
+    (out / CHECK_FILE).unlink()
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest))
+
+    assert OnnxEmbedder(out).variants == {m: manifest[PARTS[m]]["default"] for m in ("image", "text")}
+    again = choose_again(out)
+    assert f"no {CHECK_FILE}: an older export" in again["variant_choice"]["rule"]
+    for part in ("image_encoder", "text_encoder"):
+        assert not any("heldout_rows" in figures for figures in again[part]["variants"].values())
+        assert again[part]["default"] == pick(again[part]["variants"])
+
+
+def test_user_check_texts_and_images_join_the_held_out_set(exported: tuple[Path, Path], tmp_path: Path) -> None:
+    from PIL import Image
+
+    from polymodal.export.check import SAMPLE_TEXTS
+
+    texts = tmp_path / "texts.txt"
+    texts.write_text(f"a user's query\n\n{SAMPLE_TEXTS[0]}\nanother one, 42\n", encoding="utf-8")
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        Image.new("RGB", (20 + i, 30), (60 * i, 10, 200)).save(images / f"{i}.png")
+    (images / "notes.txt").write_text("not an image")
+    result = CliRunner().invoke(
+        app,
+        [
+            "export",
+            str(exported[0]),
+            "--out",
+            str(tmp_path / "o"),
+            "--no-quantize",
+            "--check-texts",
+            str(texts),
+            "--check-images",
+            str(images),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((tmp_path / "o" / MANIFEST_FILE).read_text())
+    built_in = json.loads((exported[1] / MANIFEST_FILE).read_text())
+    # the calibration text in the file is left out: it would not be held out
+    assert manifest["text_encoder"]["check_set"]["user_rows"] == 2
+    assert manifest["image_encoder"]["check_set"]["user_rows"] == 3
+    for part, extra in (("text_encoder", 2), ("image_encoder", 3)):
+        assert manifest[part]["check_set"]["rows"] == built_in[part]["check_set"]["rows"] + extra
+    assert_held_out(tmp_path / "o")
+    assert "held-out worst" in result.output and "(held-out check set: " in result.output
+
+
+def test_bad_check_inputs_are_refused_naming_the_file(exported: tuple[Path, Path], tmp_path: Path) -> None:
+    clip = str(exported[0])
+
+    def export(*options: str) -> str:
+        result = CliRunner().invoke(app, ["export", clip, "--out", str(tmp_path / "o"), *options])
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        assert not (tmp_path / "o").exists()
+        return " ".join(result.output.split())
+
+    (tmp_path / "blank.txt").write_text("\n  \n")
+    assert "blank.txt: no texts (give one per line)" in export("--check-texts", str(tmp_path / "blank.txt"))
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    assert "latin1.txt: check texts must be UTF-8" in export("--check-texts", str(tmp_path / "latin1.txt"))
+    assert "missing.txt: check texts file not found" in export("--check-texts", str(tmp_path / "missing.txt"))
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    assert "broken.jpg" in export("--check-images", str(tmp_path / "images"))
+    result = CliRunner().invoke(app, ["export", str(exported[1]), "--choose", "--check-texts", "x.txt"])
+    assert result.exit_code == 2 and "need the model" in result.output
 
 
 def test_no_quantize_writes_fp32_only(exported: tuple[Path, Path], tmp_path: Path) -> None:

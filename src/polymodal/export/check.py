@@ -29,7 +29,19 @@ from polymodal.export.source import ExportError, ExportSource
 if TYPE_CHECKING:
     from polymodal.data.audio import AudioFeatures
     from polymodal.data.processors import VideoProcessor
+    from polymodal.data.text import TextTokenizer
+    from polymodal.data.transforms import ImagePreprocess
 
+SAMPLE_TEXTS = (  # the calibration sample's texts (sample.npz); never in the check set
+    "a photo of a cat sitting on a red sofa",
+    "two dogs playing in the snow",
+    "a bowl of fruit on a wooden table",
+    "a city street at night with cars and lights",
+    "a small blue square left of a big green triangle",
+    "an aerial view of a coastline",
+    "a man riding a bicycle",
+    "diagram",
+)
 CHECK_BATCH = 8  # rows per run: per-tensor int8 scales depend on what shares the batch, as at run time
 CHECK_SEED = 1  # the calibration sample uses seed 0
 CHECK_TEXTS = (
@@ -118,21 +130,23 @@ def _batches(args: tuple[Tensor, ...]) -> list[tuple[Tensor, ...]]:
     return [tuple(a[i : i + CHECK_BATCH] for a in args) for i in range(0, len(args[0]), CHECK_BATCH)]
 
 
-def text_check_set(source: ExportSource, user_texts: Sequence[str] = ()) -> list[tuple[Tensor, Tensor]]:
-    """Batches of (input_ids, attention_mask int64), each padded to its longest row as the runtime pads."""
-    assert source.max_length is not None  # a text tower's source always has one
-    if source.tokenizer is not None:
+def text_check_set(
+    tokenizer: TextTokenizer | None, max_length: int, user_texts: Sequence[str] = ()
+) -> list[tuple[Tensor, Tensor]]:
+    """Batches of (input_ids, attention_mask int64), each padded to its longest row as the runtime pads; without a
+    tokenizer, seeded ids of lengths from 1 to ``max_length``."""
+    if tokenizer is not None:
         texts = [*CHECK_TEXTS, LONG_TEXT, *user_texts]
         batches = []
         for start in range(0, len(texts), CHECK_BATCH):
-            ids, mask = source.tokenizer.encode_batch(texts[start : start + CHECK_BATCH], source.max_length)
+            ids, mask = tokenizer.encode_batch(texts[start : start + CHECK_BATCH], max_length)
             batches.append((ids, mask.long()))
         return batches
     count = len(CHECK_TEXTS) + 1
     generator = torch.Generator().manual_seed(CHECK_SEED)
-    ids = torch.randint(5, 40, (count, source.max_length), generator=generator)
-    lengths = torch.linspace(1, source.max_length, count).round().long()[torch.randperm(count, generator=generator)]
-    return _batches((ids, (torch.arange(source.max_length) < lengths[:, None]).long()))  # type: ignore[return-value]
+    ids = torch.randint(5, 40, (count, max_length), generator=generator)
+    lengths = torch.linspace(1, max_length, count).round().long()[torch.randperm(count, generator=generator)]
+    return _batches((ids, (torch.arange(max_length) < lengths[:, None]).long()))  # type: ignore[return-value]
 
 
 def check_images(size: int) -> list[Image.Image]:
@@ -162,10 +176,9 @@ def check_images(size: int) -> list[Image.Image]:
     return [group[i] for i in range(max(map(len, kinds))) for group in kinds if i < len(group)]
 
 
-def image_check_set(source: ExportSource, user_images: Sequence[Image.Image] = ()) -> list[tuple[Tensor]]:
-    assert source.preprocess is not None  # an image tower's source always has one
-    images = [*check_images(source.preprocess.image_size), *user_images]
-    pixels = torch.stack([source.preprocess.to_tensor(img) for img in images])
+def image_check_set(preprocess: ImagePreprocess, user_images: Sequence[Image.Image] = ()) -> list[tuple[Tensor]]:
+    images = [*check_images(preprocess.image_size), *user_images]
+    pixels = torch.stack([preprocess.to_tensor(img) for img in images])
     return [(b[0],) for b in _batches((pixels,))]
 
 
@@ -239,8 +252,8 @@ def check_set(
 ) -> list[tuple[Tensor, ...]]:
     """The tower's held-out check batches, in the order of its graph's inputs."""
     builders: dict[str, Callable[[], list]] = {
-        "text": lambda: text_check_set(source, user_texts),
-        "image": lambda: image_check_set(source, user_images),
+        "text": lambda: text_check_set(source.tokenizer, source.max_length, user_texts),  # type: ignore[arg-type]
+        "image": lambda: image_check_set(source.preprocess, user_images),  # type: ignore[arg-type]
         "audio": lambda: audio_check_set(source.audio),  # type: ignore[arg-type]
         "video": lambda: video_check_set(source.video),  # type: ignore[arg-type]
     }

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from polymodal.data.audio import AudioFeatures
 from polymodal.data.processors import VideoProcessor
-from polymodal.export.check import CHECK_BATCH, check_set, read_check_images, read_check_texts
+from polymodal.export.check import CHECK_BATCH, SAMPLE_TEXTS, check_set, read_check_images, read_check_texts
 from polymodal.export.source import ExportError, ExportSource, load_export_source
 from polymodal.export.variants import (
     CHECK_FILE,
@@ -142,16 +142,6 @@ def _example_audio(features: AudioFeatures) -> tuple[Tensor, Tensor]:
 
 
 SAMPLE_SIZE = 8
-SAMPLE_TEXTS = (
-    "a photo of a cat sitting on a red sofa",
-    "two dogs playing in the snow",
-    "a bowl of fruit on a wooden table",
-    "a city street at night with cars and lights",
-    "a small blue square left of a big green triangle",
-    "an aerial view of a coastline",
-    "a man riding a bicycle",
-    "diagram",
-)
 
 
 def _sample(modality: str, source: ExportSource, tower: Tower) -> tuple[Tensor, ...]:
@@ -265,7 +255,8 @@ def export_onnx(
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ExportError(f"{out}: directory exists and is not empty (pass overwrite=True / --overwrite to replace it)")
-    user_texts = read_check_texts(check_texts) if check_texts is not None else []
+    # A user text that is also a calibration text would not be held out.
+    user_texts = [t for t in read_check_texts(check_texts) if t not in SAMPLE_TEXTS] if check_texts is not None else []
     user_images = read_check_images(check_images) if check_images is not None else []
     source = load_export_source(model_path)
     for modality, given in (("text", check_texts), ("image", check_images)):
