@@ -303,14 +303,20 @@ def shapes_gan(
     image_size: int = 32,
     generator_widths: tuple[int, ...] = (128, 64, 32),
     discriminator_widths: tuple[int, ...] = (32, 64, 128),
+    word_attention: tuple[int, ...] = (),
+    word_matching: int | None = None,
 ) -> GanConfig:
     """Text-to-image GAN on ShapesWorld: a generator with text-conditioned group norm and a projection
-    discriminator with spectral norm, both reading a text transformer's pooled features."""
+    discriminator with spectral norm, both reading a text transformer's pooled features; ``word_attention`` (the
+    generator's feature-map sides that cross-attend to the tokens) and ``word_matching`` (the discriminator's
+    feature-map side matched word by word) add word-level conditioning."""
     return GanConfig(
         encoders={"text": _small_text(vocab_size, max_length)},
         image_size=image_size,
         generator_widths=list(generator_widths),
         discriminator_widths=list(discriminator_widths),
+        word_attention=list(word_attention),
+        word_matching=word_matching,
     )
 
 
