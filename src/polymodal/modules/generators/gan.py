@@ -67,7 +67,10 @@ def _masked_attention(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | 
     """Multi-head attention (B, Q, D) x (B, K, D) -> (B, Q, D); keys where ``mask`` (B, K) is False get no weight,
     and a row with no real key at all attends to nothing (zeros)."""
     b, q_len, dim = query.shape
-    split = lambda t: t.view(b, t.size(1), heads, dim // heads).transpose(1, 2)  # noqa: E731  (B, h, N, d)
+
+    def split(t: Tensor) -> Tensor:
+        return t.view(b, t.size(1), heads, dim // heads).transpose(1, 2)  # (B, h, N, dim / h)
+
     allowed = None
     if mask is not None:
         any_key = mask.any(-1)
