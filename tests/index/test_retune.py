@@ -44,11 +44,16 @@ def test_an_index_without_a_tuning_record_is_tuned(tmp_path: Path) -> None:
     vectors = spread_vectors(2000)
     out = write_pre_tuning_index(tmp_path / "old", vectors, IndexParams(type="hnsw", ef_search=16))
 
-    record = tune_index(out, recall_target=0.99, max_latency_ms=NO_BOUND)
+    lines: list[str] = []
+    record = tune_index(out, recall_target=0.99, max_latency_ms=NO_BOUND, report=lines.append)
     assert record["recall_target"] == 0.99 and record["max_latency_ms"] == NO_BOUND
+    # A query inside the graph would reach its neighbours through its own links: measured on a graph without them.
+    assert record["sample"] == "held-out" and "graph" in record["method"] and "building an hnsw graph" in lines[1]
+    assert record["chosen"]["params"]["ef_search"] > 16 and record["chosen"]["recall"] >= 0.99
     with VectorIndex.open(out) as idx:
         assert idx.meta.tuning == record and idx.params.ef_search == record["chosen"]["params"]["ef_search"]
         assert faiss.downcast_index(idx.faiss_index.index).hnsw.efSearch == idx.params.ef_search
+        assert idx.faiss_index.ntotal == 2000 and idx.search(vectors[9], k=1)[0][0].id == 9
     # Tuning again without a goal keeps the recorded one.
     assert tune_index(out)["recall_target"] == 0.99
 

@@ -61,6 +61,9 @@ METHODS = {
     "stored": f"sample of the stored vectors as queries, each one's own id left out of both result lists; "
     f"recall@{RECALL_K} against exact inner-product search over the stored vectors (decoded codes for ivfpq), ties "
     "with the k-th score counting; p50/p99 of single queries on one thread",
+    "rebuilt graph": "held-out sample of the stored vectors; an HNSW graph of the index's shape built over the "
+    f"other stored vectors to measure on; recall@{RECALL_K} against exact inner-product search over those, ties "
+    "with the k-th score counting; p50/p99 of single queries on one thread",
 }
 ReportFn = Callable[[str], None]
 
@@ -247,8 +250,11 @@ def retune(
     sample of its own vectors, and choose the knob as a build does: with ``sweep``, or when the recall misses the
     target, the knob is swept; otherwise the measured setting is kept. Changing the type needs a rebuild.
 
-    Queries are stored vectors, so each one's own id is left out of the exact and the approximate results (for
-    ivfpq, exact search runs over the decoded codes: the recall counts what nprobe loses, not what the codes do).
+    Queries are a sample of the stored vectors. In flat and IVF indexes each one's own id is left out of the exact
+    and the approximate results (for ivfpq, exact search runs over the decoded codes: the recall counts what nprobe
+    loses, not what the codes do). An HNSW graph cannot leave a vector out, and a query inside it reaches its
+    neighbours through its own links, so the knob is measured, as in a build, on a graph of the same shape built
+    over the other stored vectors (the slow part), and the choice applied to the index.
     """
     say = report or (lambda line: None)
     n = len(ids)
@@ -261,9 +267,20 @@ def retune(
         f"{options.recall_target} at p50 <= {options.max_latency_ms:g} ms"
     )
     vectors = index.reconstruct_batch(ids)  # (N, D)
-    bench = _stored_bench(vectors, ids, rows, options)
-    before = _announce(bench.measure(index, kind, params), say)
-    candidate = _Candidate(kind, dataclasses.replace(params), index, [before])
+    if kind == "hnsw":
+        keep = np.setdiff1d(np.arange(n), rows)
+        say(
+            f"  building an hnsw graph of the other {len(keep):,} vectors to measure on (the index's own graph "
+            "cannot leave the queries out)"
+        )
+        measured, sample, method = _filled(kind, params, vectors, keep, say), "held-out", "rebuilt graph"
+        bench = _held_out_bench(vectors, rows, keep, options)
+    else:
+        measured, sample, method = index, "stored", "stored"
+        bench = _stored_bench(vectors, ids, rows, options)
+    candidate = _Candidate(kind, dataclasses.replace(params), measured)
+    before = _announce(bench.measure(measured, kind, params), say)
+    candidate.trials = [before]
     knob = search_knob(kind)
     if knob is not None and (sweep or before.recall < options.recall_target):
         candidate.trials = _sweep(candidate, bench, options, say, known={before.params[knob]: before})
@@ -278,7 +295,8 @@ def retune(
         n,
         start,
         by=by,
-        sample="stored",
+        sample=sample,
+        method=method,
         before=dataclasses.asdict(before),
     )
     return Retuned(candidate.params, record)
@@ -518,10 +536,11 @@ def _record(
     *,
     by: str,
     sample: str,
+    method: str | None = None,
     **extra: Any,
 ) -> dict[str, Any]:
     """The tuning record kept in index.json: the goal, the choice, every measured setting and how it was measured
-    (``by`` build, tune or add; queries ``held-out`` or ``stored``)."""
+    (``by`` build, tune or add; queries ``held-out`` or ``stored``; ``method`` a key of METHODS, else ``sample``)."""
     return {
         "measured": True,
         **_targets(options),
@@ -535,7 +554,7 @@ def _record(
         "seconds": round(time.perf_counter() - start, 1),
         "by": by,
         "sample": sample,
-        "method": METHODS[sample],
+        "method": METHODS[method or sample],
         **extra,
     }
 
