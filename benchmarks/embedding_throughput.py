@@ -239,10 +239,11 @@ def export_variants(tmp: Path, threads: int) -> tuple[dict[str, Any], dict[str, 
     for modality in ("image", "text"):
         entry = manifest[PARTS[modality]]
         figures = ", ".join(
-            f"{name} {v['items_per_second']:.1f}/s cosine {v['cosine_min']:.5f}"
+            f"{name} {v['items_per_second']:.1f}/s worst cosine {v['cosine_min']:.5f} / {v['heldout_cosine_min']:.5f}"
             for name, v in entry["variants"].items()
         )
-        print(f"  default for {modality}: {entry['default']} (on the export's sample of 8: {figures})")
+        rows = entry["check_set"]["rows"]
+        print(f"  default for {modality}: {entry['default']} (sample of 8 / held-out {rows}: {figures})")
     names = {name for modality in ("image", "text") for name in manifest[PARTS[modality]]["variants"]}
     return manifest, {name: OnnxEmbedder(tmp / "onnx", threads=threads, variant=name) for name in sorted(names)}
 
