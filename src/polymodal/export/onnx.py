@@ -296,8 +296,8 @@ def export_onnx(
             with torch.inference_mode():
                 samples[modality] = ({n: a.numpy() for n, a in zip(t.names, sample)}, t.module(*sample).numpy())
                 checks[modality] = [
-                    ({n: a.numpy() for n, a in zip(t.names, batch)}, t.module(*batch).numpy())
-                    for batch in check_set(modality, source, user_texts, user_images)
+                    ({n: a.numpy() for n, a in zip(t.names, inputs)}, t.module(*inputs).numpy())
+                    for inputs in check_set(modality, source, user_texts, user_images)
                 ]
         worst = max(diffs.values())
         if worst > CHECK_TOLERANCE:
