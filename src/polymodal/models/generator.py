@@ -42,6 +42,20 @@ def _starting_noise(shape: tuple[int, ...], generators: list[torch.Generator], d
     return torch.stack([torch.randn(shape[1:], generator=g) for g in generators]).to(device)
 
 
+def _fixed_length_text(tower: nn.Module, ids: Tensor, mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """``ids`` (B, T) and ``mask`` padded to the tower's ``max_length`` when it has one, so that attention over a
+    text's tokens has the same shape whatever the other texts of the call: in bf16 the padded length changes the
+    attention's sums, and with them the pixels."""
+    length = getattr(tower, "max_length", None)
+    if length is None or ids.size(1) >= length:
+        return ids, mask
+    extra = length - ids.size(1)
+    ids = torch.cat([ids, ids.new_full((ids.size(0), extra), getattr(tower, "pad_id", 0))], dim=1)  # (B, max_length)
+    if mask is not None:
+        mask = torch.cat([mask, mask.new_zeros((mask.size(0), extra))], dim=1)
+    return ids, mask
+
+
 class Conditioning(NamedTuple):
     """What the UNet reads of a text: its projected tokens and their mask, and (optionally) a pooled vector."""
 
@@ -136,12 +150,12 @@ class DiffusionGenerator(ComposedModel):
     ) -> Tensor:
         """``num_per_text`` images per text (B * n, C, S, S) in [-1, 1], text-major; ``guidance`` 1 turns
         classifier-free guidance off. ``seed``: one for every text, or one per text (each text's images depend on
-        its seed alone, so texts batch together without changing their pixels)."""
+        its seed alone, so texts batch together without changing their pixels beyond float rounding)."""
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
         if steps < 1 or num_per_text < 1:
             raise ValueError(f"steps and num_per_text must be >= 1, got {steps} and {num_per_text}")
-        ids, mask = inputs["text"]
+        ids, mask = _fixed_length_text(self.encoders["text"], *inputs["text"])
         ids = ids.repeat_interleave(num_per_text, 0)
         mask = None if mask is None else mask.repeat_interleave(num_per_text, 0)
         condition = self.context({"text": (ids, mask)})
@@ -250,7 +264,8 @@ class AdversarialGenerator(ComposedModel):
         are a diffusion model's and do not apply)."""
         if num_per_text < 1:
             raise ValueError(f"num_per_text must be >= 1, got {num_per_text}")
-        text = self.text_features(inputs).repeat_interleave(num_per_text, 0)
+        fixed = _fixed_length_text(self.encoders["text"], *inputs["text"])
+        text = self.text_features({"text": fixed}).repeat_interleave(num_per_text, 0)
         generators = _noise_generators(seed, len(inputs["text"][0]), num_per_text)
         noise = _starting_noise((text.size(0), self.generator.noise_dim), generators, text.device)
         return self.ema_generator(noise, text).float().clamp(-1.0, 1.0)
