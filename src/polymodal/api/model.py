@@ -297,21 +297,22 @@ class Model:
         sampler: str = "ddim",
     ) -> list[Image.Image]:
         """``n`` RGB images per text, text-major (``n`` for the first text, then the next ...), by a text-to-image
-        model. Seeded: the same text, options and seed give the same pixels, whatever else is in the call.
+        model. Seeded: the same text, options and seed give the same pixels, whatever else is in the call (up to
+        float rounding: kernels may sum in another order at another batch size).
 
         ``steps``, ``guidance`` (classifier-free; 1 turns it off) and ``sampler`` (one of ``SAMPLERS``) drive a
-        diffusion model's sampling; a GAN draws in one pass and ignores them.
+        diffusion model's sampling; a GAN draws in one pass and ignores them. Texts share model calls, as many per
+        call as fit ``batch_size`` images (at least one text, whose ``n`` images stay together).
         """
         self._require(GENERATE, "generate images")
         prompts = check_generate_options(texts, n=n, steps=steps, guidance=guidance, seed=seed, sampler=sampler)
         out: list[Image.Image] = []
-        # One model call per text: the model draws every row's noise from one seeded stream, so texts batched
-        # together would each get pixels that depend on their neighbours in the call.
+        # Texts batch safely: a model draws each text's noise from that text's own seeded generator.
         with self._autocast():
-            for prompt in prompts:
+            for chunk in _batches(prompts, max(1, self.batch_size // n)):
                 out.extend(
                     self.backend.generate(
-                        [prompt], num_per_text=n, steps=steps, guidance=guidance, seed=seed, sampler=sampler
+                        chunk, num_per_text=n, steps=steps, guidance=guidance, seed=seed, sampler=sampler
                     )
                 )
         return out
