@@ -97,8 +97,9 @@ class Service:
     async def generate(
         self, texts: list[str], n: int, steps: int, guidance: float, seed: int, sampler: str
     ) -> list[list[Image.Image]]:
-        """``n`` images per text. Requests with the same options share a model call; a text's images do not depend
-        on what else is in the call, so a request gets the same pixels alone or batched."""
+        """``n`` images per text. Requests with the same options share model calls (``Model.generate`` batches
+        their texts); a text's images do not depend on what else is in the call, so a request gets the same pixels
+        alone or batched, up to float rounding."""
 
         def run(batch: list[str]) -> list[list[Image.Image]]:
             images = self.model.generate(batch, n=n, steps=steps, guidance=guidance, seed=seed, sampler=sampler)
