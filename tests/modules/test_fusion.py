@@ -34,7 +34,8 @@ IMAGE_GRID = (2, 2)  # the image's last 4 tokens are a 2x2 map after a CLS-like 
 TEXT_LENGTHS = [7, 3, 5, 1]
 
 # Every registered name with its defaults, plus the options that switch code paths.
-CASES = [(name, {}) for name in FUSIONS.names()] + [
+# track reads a clip's space-time cells, which these features do not have: tests/modules/test_track_fusion.py.
+CASES = [(name, {}) for name in FUSIONS.names() if name != "track"] + [
     ("concat", {"missing": "zeros"}),
     ("late", {"combine": "learned", "hidden_dim": 8}),
     ("bilinear", {"mode": "mlb", "rank": 32}),
@@ -107,7 +108,7 @@ def assert_param_grads_finite(fusion: Fusion) -> None:
 def test_registry_lists_every_fusion() -> None:
     expected = {
         *("concat", "late", "weighted_sum", "product", "bilinear", "gmu"),
-        *("cross_attention", "co_attention", "graph", "film"),
+        *("cross_attention", "co_attention", "graph", "film", "track"),
     }
     assert set(FUSIONS.names()) == expected
     for row in FUSIONS.describe():

@@ -72,13 +72,14 @@ def _small_audio(kind: str, n_mels: int = 64) -> ComponentConfig:
     raise ValueError(f"audio_encoder must be one of {', '.join(AUDIO_TOWERS)}, got {kind!r}")
 
 
-VIDEO_TOWERS = ("mean", "transformer", "lstm", "vit")
+VIDEO_TOWERS = ("mean", "transformer", "lstm", "space_time", "vit")
 
 
 def _small_video(kind: str, image_encoder: str, image_size: int, frames: int) -> ComponentConfig:
     """A video tower over clips of up to ``frames`` frames: ``mean``, ``transformer`` or ``lstm`` is the
     ``image_encoder`` tower on every frame (``efficientnet``: locked and cached as ``encoders.video.frames``) under
-    that temporal model (CLIP4Clip's meanP, seqTransf, seqLSTM); ``vit`` a space-time ViT from scratch."""
+    that temporal model (CLIP4Clip's meanP, seqTransf, seqLSTM, or ``space_time``: every frame's cells and their
+    changes as tokens, for the ``track`` fusion to follow); ``vit`` a space-time ViT from scratch."""
     if kind == "vit":
         return ComponentConfig(
             name="video_vit",
@@ -92,7 +93,7 @@ def _small_video(kind: str, image_encoder: str, image_size: int, frames: int) ->
                 "heads": 4,
             },
         )
-    if kind in ("mean", "transformer", "lstm"):
+    if kind in ("mean", "transformer", "lstm", "space_time"):
         frame = _small_image(image_encoder, image_size)
         frame_params = dict(frame.params)
         if image_encoder == "efficientnet":
@@ -105,7 +106,7 @@ def _small_video(kind: str, image_encoder: str, image_size: int, frames: int) ->
             "frame_encoder": {"name": frame.name, "params": frame_params},
             "temporal": kind,
             "width": 128,
-            "depth": 2 if kind == "transformer" else 1,
+            "depth": {"transformer": 2, "space_time": 0}.get(kind, 1),
             "max_frames": frames,
             "spatial_grid": 4,
             "motion": "feature_difference",
@@ -143,7 +144,7 @@ def _source_tower(
 def _fusion(name: str) -> ComponentConfig:
     # Cross-attention reads from the text: the statement's or question's tokens query the image patches,
     # as in VQA models, rather than 64 patches each looking for a word.
-    return ComponentConfig(name=name, params={"query": "text"} if name == "cross_attention" else {})
+    return ComponentConfig(name=name, params={"query": "text"} if name in ("cross_attention", "track") else {})
 
 
 def _small_text(vocab_size: int, max_length: int) -> ComponentConfig:

@@ -21,6 +21,9 @@ class EncoderOutput:
     # (h, w) when the last h*w tokens are a spatial feature map in row-major order (any tokens before
     # them, e.g. a CLS token, are not on it); None for sequences. FiLM fusion convolves over it.
     grid: tuple[int, int] | None = None
+    # When tokens are a clip's frames in time order, each frame's cells in a row (a video tower's space-time
+    # tokens, (B, T * cells, D)): the cells per frame. Tracking fusion reads each frame's cells apart.
+    cells_per_frame: int | None = None
 
 
 class Encoder(nn.Module):

@@ -106,7 +106,7 @@ class SpaceTimeTransformer(Encoder):
         for block in self.layers:
             h = maybe_checkpoint(block, h, token_mask, enabled=use_ckpt)
         tokens = (self.norm(h) + x.flatten(1, 2)).masked_fill(~token_mask.unsqueeze(-1), 0.0)
-        return EncoderOutput(tokens, masked_mean(tokens, token_mask), token_mask)
+        return EncoderOutput(tokens, masked_mean(tokens, token_mask), token_mask, cells_per_frame=self.cells)
 
 
 class TemporalLSTM(RecurrentEncoder):

@@ -14,6 +14,7 @@ from polymodal.modules.fusion.gmu import GatedMultimodalUnit
 from polymodal.modules.fusion.graph import GraphFusion
 from polymodal.modules.fusion.late import LateFusion
 from polymodal.modules.fusion.product import BilinearFusion, ProductFusion
+from polymodal.modules.fusion.track import TrackFusion
 from polymodal.modules.fusion.weighted import WeightedSumFusion
 from polymodal.registry import Registry
 
@@ -28,6 +29,7 @@ FUSIONS.register("cross_attention")(CrossAttentionFusion)
 FUSIONS.register("co_attention")(CoAttentionFusion)
 FUSIONS.register("graph")(GraphFusion)
 FUSIONS.register("film")(FiLMFusion)
+FUSIONS.register("track")(TrackFusion)
 
 __all__ = [
     "FUSIONS",
@@ -43,5 +45,6 @@ __all__ = [
     "GraphFusion",
     "LateFusion",
     "ProductFusion",
+    "TrackFusion",
     "WeightedSumFusion",
 ]

@@ -33,6 +33,7 @@ class ModalityFeatures:
     mask: Tensor  # (B, T) bool, True = real token of a present sample
     present: Tensor  # (B,) bool
     grid: tuple[int, int] | None = None  # the encoder's spatial layout of the last h*w tokens (EncoderOutput.grid)
+    cells_per_frame: int | None = None  # tokens are frames of this many cells (EncoderOutput.cells_per_frame)
 
 
 def keep_where(x: Tensor, keep: Tensor) -> Tensor:
@@ -115,6 +116,7 @@ class MaskedFusion(Fusion):
                 mask=token_mask,
                 present=here,
                 grid=feat.grid,
+                cells_per_frame=feat.cells_per_frame,
             )
         return out
 

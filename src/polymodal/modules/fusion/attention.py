@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from polymodal.modules.encoders.base import EncoderOutput, masked_mean
-from polymodal.modules.fusion._common import MaskedFusion, any_present, keep_where, mlp
+from polymodal.modules.fusion._common import MaskedFusion, ModalityFeatures, any_present, keep_where, mlp
 from polymodal.modules.fusion.base import FusionOutput
 from polymodal.modules.layers import attend
 
@@ -92,7 +92,14 @@ class AttentionFusion(MaskedFusion):
 
     def forward(self, features: dict[str, EncoderOutput], present: dict[str, Tensor]) -> FusionOutput:
         inputs = self.gather(features, present)
-        streams = {m: self.proj[m](x.tokens) + self.modality_embed[i] for i, (m, x) in enumerate(inputs.items())}
+        return self.fuse(inputs, self.project(inputs))
+
+    def project(self, inputs: dict[str, ModalityFeatures]) -> dict[str, Tensor]:
+        """Each modality's tokens at the shared width, with its modality embedding: (B, T, dim)."""
+        return {m: self.proj[m](x.tokens) + self.modality_embed[i] for i, (m, x) in enumerate(inputs.items())}
+
+    def fuse(self, inputs: dict[str, ModalityFeatures], streams: dict[str, Tensor]) -> FusionOutput:
+        """The query streams through the attention blocks, normed, projected and pooled."""
         for layer in self.blocks:
             updated = {}
             for q in self.queries:  # every query reads the previous layer's streams (simultaneous update)

@@ -1,0 +1,94 @@
+"""Tracking fusion: the text's tokens find what they name in every frame of a clip and read when it changed.
+
+"The red circle made the sound" asks when the red circle acted. Cross-attention from the words to a clip's
+space-time cells has to learn that binding of what, where and when from the answers alone, and on ShapesWorld
+moves it stays at chance; here the binding is built in, per text token:
+
+1. it attends over every cell of every frame at once for what it names (one softmax over space and time: the named
+   thing may be missing from some frames, as a shape that appears or disappears is);
+2. its place is that attention summed over time: where the thing was, whenever it was there;
+3. each frame is read at that place (the cells' values weighted by the place), and the frames' readings, in time
+   order, become the token's track, added to the token.
+
+The tokens then attend to the other modalities (a clip's sound too) as in :class:`CrossAttentionFusion`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from polymodal.modules.encoders.base import EncoderOutput
+from polymodal.modules.fusion._common import ModalityFeatures, keep_where, masked_softmax, mlp
+from polymodal.modules.fusion.attention import CrossAttentionFusion
+from polymodal.modules.fusion.base import FusionOutput
+
+
+class TrackFusion(CrossAttentionFusion):
+    """Cross-attention from ``query`` (default: the first modality) to the others, after each query token has read
+    its track through the frames of ``track``, a tower whose tokens are space-time cells
+    (``EncoderOutput.cells_per_frame``: the video tower with ``temporal: space_time``). A frame's reading is
+    ``reading_width`` numbers; the readings of up to ``max_frames`` frames, in order, go through an MLP to ``dim``.
+    """
+
+    def __init__(
+        self,
+        input_dims: Mapping[str, int],
+        output_dim: int,
+        query: str | None = None,
+        track: str = "video",
+        dim: int = 256,
+        heads: int = 4,
+        layers: int = 2,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        reading_width: int = 16,
+        max_frames: int = 32,
+    ) -> None:
+        super().__init__(input_dims, output_dim, query, dim, heads, layers, mlp_ratio, dropout)
+        if track not in self.input_dims or track in self.queries:
+            others = [m for m in self.modalities if m not in self.queries]
+            raise ValueError(f"TrackFusion: track must be one of the non-query modalities {others}, got {track!r}")
+        if reading_width < 1 or max_frames < 1:
+            raise ValueError(
+                f"TrackFusion: need reading_width >= 1 and max_frames >= 1, got {reading_width}, {max_frames}"
+            )
+        self.track, self.max_frames, self.reading_width = track, max_frames, reading_width
+        self.match_query = nn.Linear(dim, dim)
+        self.match_key = nn.Linear(dim, dim)
+        self.reading = nn.Linear(dim, reading_width)
+        self.track_mlp = mlp(max_frames * reading_width, dim, dim, dropout)
+
+    def forward(self, features: dict[str, EncoderOutput], present: dict[str, Tensor]) -> FusionOutput:
+        inputs = self.gather(features, present)
+        streams = self.project(inputs)
+        query, clip = self.queries[0], inputs[self.track]
+        if clip.present.any():  # a batch without clips has no tracks to read
+            streams[query] = streams[query] + self.read_tracks(streams[query], streams[self.track], clip)
+        return self.fuse(inputs, streams)
+
+    def read_tracks(self, words: Tensor, cells: Tensor, clip: ModalityFeatures) -> Tensor:
+        """(B, L, dim): each of ``words``' L tokens' track through the clip's cells (B, T * cells, dim)."""
+        per_frame = clip.cells_per_frame
+        if per_frame is None:
+            raise ValueError(
+                f"TrackFusion: the {self.track!r} tower's tokens are not frames of cells; "
+                "give its video tower temporal: space_time (and a spatial_grid)"
+            )
+        b, n, d = cells.shape
+        frames = n // per_frame
+        if frames * per_frame != n or frames > self.max_frames:
+            raise ValueError(
+                f"TrackFusion: {n} tokens are not at most {self.max_frames} frames of {per_frame} cells; "
+                "raise max_frames"
+            )
+        cells = cells.view(b, frames, per_frame, d)
+        real = clip.mask.view(b, frames, per_frame)  # padding frames and absent clips: False
+        scores = torch.einsum("bld,bnd->bln", self.match_query(words), self.match_key(cells.flatten(1, 2))) / d**0.5
+        match = masked_softmax(scores, clip.mask.unsqueeze(1))  # (B, L, T * C): over every frame's cells at once
+        place = match.view(b, -1, frames, per_frame).sum(dim=2)  # (B, L, C): where it was, whenever it was there
+        readings = torch.einsum("blc,btcr->bltr", place, keep_where(self.reading(cells), real))  # (B, L, T, r)
+        readings = nn.functional.pad(readings, (0, 0, 0, self.max_frames - frames))  # later frames: none
+        return keep_where(self.track_mlp(readings.flatten(2)), clip.present)  # no clip, no track
