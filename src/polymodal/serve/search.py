@@ -16,7 +16,7 @@ class SearchIndex(Protocol):
     """Search by query vectors; look an item's media file up by its id (the only files the server serves)."""
 
     model_identity: str | None  # the identity of the model whose vectors the index holds
-    search_tuning: str | None  # what its build measured and chose for its search settings, in one line
+    search_tuning: str | None  # what the last tuning (build, tune or add) measured and chose, in one line
 
     def __len__(self) -> int: ...
 
