@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from polymodal.modules.layers import attend
+
 
 class TextCondition:
     """A batch of texts as the networks read them: the pooled vector (B, D), and optionally the tokens (B, T, D)
@@ -65,19 +67,17 @@ def _words(text: Tensor | TextCondition, network: str) -> tuple[Tensor, Tensor]:
 
 def _masked_attention(query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None, heads: int) -> Tensor:
     """Multi-head attention (B, Q, D) x (B, K, D) -> (B, Q, D); keys where ``mask`` (B, K) is False get no weight,
-    and a row with no real key at all attends to nothing (zeros)."""
+    and a row with no real key at all gives zeros (not an average of its padding)."""
     b, q_len, dim = query.shape
 
     def split(t: Tensor) -> Tensor:
         return t.view(b, t.size(1), heads, dim // heads).transpose(1, 2)  # (B, h, N, dim / h)
 
-    allowed = None
-    if mask is not None:
-        any_key = mask.any(-1)
-        allowed = (mask | ~any_key[:, None])[:, None, None, :]  # (B, 1, 1, K)
-    out = F.scaled_dot_product_attention(split(query), split(key), split(value), attn_mask=allowed)
+    out = attend(split(query), split(key), split(value), mask)
     out = out.transpose(1, 2).reshape(b, q_len, dim)  # (B, Q, D)
-    return out if mask is None else out * any_key[:, None, None].to(out.dtype)
+    if mask is None:
+        return out
+    return out * mask.any(-1)[:, None, None].to(out.dtype)
 
 
 class _WordAttention(nn.Module):
