@@ -9,7 +9,7 @@ which place; a word attending to a place can."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,7 @@ class TextCondition:
         self.pooled, self.tokens = pooled, tokens
         self.mask = None if mask is None else mask.bool()
 
-    def _map(self, fn) -> TextCondition:  # type: ignore[no-untyped-def]
+    def _map(self, fn: Callable[[Tensor], Tensor]) -> TextCondition:
         tokens = None if self.tokens is None else fn(self.tokens)
         return TextCondition(fn(self.pooled), tokens, None if self.mask is None else fn(self.mask))
 
