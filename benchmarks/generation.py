@@ -12,12 +12,16 @@ for each precision:
             diffusion model with each sampler at each step count, classifier-free guidance off (1.0) and on (3.0:
             the UNet reads the batch twice), and the GAN (one forward of its EMA generator); images/s = prompts /
             wall seconds of the call, after one untimed warm-up call per model.
+* batching  ``Model.generate`` (the API) on ``--batching-prompts`` captions, one image each, DDIM at
+            ``--batching-steps``, guidance off and on: one call per prompt (how the API ran before texts shared
+            model calls) against all prompts in one call, alternated ``--batching-repeats`` times; the median
+            images/s of each.
 
 ``--json PATH`` also writes every figure with the machine it was measured on (CPU model and flags, precision,
 threads, the load average). ``--quick`` is a smoke run of a few seconds per part: its figures mean little.
 
-Run: ``.venv/bin/python benchmarks/generation.py [--steps 8] [--prompts 16] [--threads 2] [--precisions auto]
-[--json out.json] [--quick]``
+Run: ``.venv/bin/python benchmarks/generation.py [--steps 8] [--prompts 16] [--batching-prompts 8] [--threads 2]
+[--precisions auto] [--json out.json] [--quick]``
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +37,7 @@ from typing import Any
 
 import torch
 
+import polymodal
 from model_throughput import precisions_to_run
 from polymodal.data.shapes import generate_shapesworld
 from polymodal.fsutil import write_atomic
@@ -105,6 +111,38 @@ def generation_rates(
     return rows
 
 
+def prompt_batching_rates(
+    model_dir: Path, prompts: list[str], steps: int, precision: str, repeats: int
+) -> list[dict[str, Any]]:
+    """Images/s of ``Model.generate`` over ``prompts`` at DDIM ``steps``, guidance off and on: one call per prompt
+    against one call for all (a batch that holds them all), alternated ``repeats`` times; the median of each."""
+    model = polymodal.load(model_dir, precision=precision, batch_size=len(prompts))
+    model.generate(prompts, steps=1)  # warm-up
+    calls = {"per text": lambda options: [model.generate(p, **options) for p in prompts]}
+    calls["batched"] = lambda options: model.generate(prompts, **options)
+    rows = []
+    for guidance in (1.0, GUIDANCE_ON):
+        options = {"steps": steps, "guidance": guidance, "sampler": "ddim"}
+        rates: dict[str, list[float]] = {name: [] for name in calls}
+        for _ in range(repeats):
+            for name, call in calls.items():
+                started = time.perf_counter()
+                call(options)
+                rates[name].append(len(prompts) / (time.perf_counter() - started))
+        for name, measured in rates.items():
+            rows.append(
+                {
+                    "calls": name,
+                    "prompts": len(prompts),
+                    "steps": steps,
+                    "guidance": guidance,
+                    "images_per_s": statistics.median(measured),
+                    "images_per_s_each": [round(r, 3) for r in measured],
+                }
+            )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=600, help="ShapesWorld scenes generated (80%% train)")
@@ -113,6 +151,9 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=16, help="test captions in each generate call")
     parser.add_argument("--step-counts", default="10,25,50", help="DDIM and DPM-Solver steps")
     parser.add_argument("--ddpm-step-counts", default="25,50", help="DDPM steps (empty: no DDPM)")
+    parser.add_argument("--batching-prompts", type=int, default=8, help="prompts timed one call each vs in one")
+    parser.add_argument("--batching-steps", type=int, default=10, help="DDIM steps of the batching comparison")
+    parser.add_argument("--batching-repeats", type=int, default=3, help="alternated runs of that comparison")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
     parser.add_argument("--precisions", default="auto", help="auto, or a list such as fp32,bf16")
     parser.add_argument("--json", type=Path, help="also write every figure and the machine here")
@@ -120,6 +161,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.n, args.warmup, args.steps, args.prompts = 120, 1, 2, 4
+        args.batching_prompts, args.batching_steps, args.batching_repeats = 4, 2, 1
         args.step_counts, args.ddpm_step_counts = "2", "2"
     counts = [int(c) for c in args.step_counts.split(",") if c.strip()]
     ddpm_counts = [int(c) for c in args.ddpm_step_counts.split(",") if c.strip()]
@@ -146,7 +188,20 @@ def main() -> None:
                 run = Path(tmp) / f"{recipe}-{precision}"
                 training.append(train_rate(recipe, data, run, args, precision))
                 generation[recipe] = generation_rates(run / "model", prompts, settings, precision)
-            results["precisions"][precision] = {"machine": record, "training": training, "generation": generation}
+            batch_prompts = [captions[i % len(captions)] for i in range(args.batching_prompts)]
+            batching = prompt_batching_rates(
+                Path(tmp) / f"shapes-diffusion-{precision}" / "model",
+                batch_prompts,
+                args.batching_steps,
+                precision,
+                args.batching_repeats,
+            )
+            results["precisions"][precision] = {
+                "machine": record,
+                "training": training,
+                "generation": generation,
+                "prompt_batching": batching,
+            }
             print(f"\n{describe_record(record)}")
             print(f"training: {args.warmup} warm-up + {args.steps} timed steps on {int(args.n * 0.8)} scenes, 32 px")
             print("| recipe | batch | samples/s | s/step (mean) | s/step (min-max) |")
@@ -169,12 +224,25 @@ def main() -> None:
                 )
             gan = generation["shapes-gan"][0]
             print(f"| shapes-gan | one forward | 1 | {gan['images_per_s']:,.1f} | - |")
+            print_prompt_batching(batching)
     load = os.getloadavg()
     results["load_average_end"] = load
     wall = time.perf_counter() - started
     print(f"\nload average at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; wall {wall:.0f} s")
     if args.json:
         write_atomic(args.json, json.dumps(results, indent=1))
+
+
+def print_prompt_batching(rows: list[dict[str, Any]]) -> None:
+    first = rows[0]
+    print(f"prompt batching: Model.generate on {first['prompts']} prompts, one image each, DDIM {first['steps']} steps")
+    print("| calls | images/s, guidance off | images/s, guidance 3.0 |")
+    print("|---|---:|---:|")
+    by_calls: dict[str, dict[float, float]] = {}
+    for row in rows:
+        by_calls.setdefault(row["calls"], {})[row["guidance"]] = row["images_per_s"]
+    for calls, rates in by_calls.items():
+        print(f"| {calls} | {rates[1.0]:,.2f} | {rates[GUIDANCE_ON]:,.2f} |")
 
 
 if __name__ == "__main__":
