@@ -142,8 +142,10 @@ def generate(
     loaded = load_model_or_fail(model, precision=precision, as_json=json)
     images: list[Image.Image] = []
     with ProgressReporter("generate", len(texts) * n, enabled=not json, stream=err_console.file) as progress:
-        for text in texts:  # one prompt at a time, for progress: a text's pixels do not depend on its batch mates
-            images.extend(run_task("generate", lambda text=text: loaded.generate(text, **options), json))
+        per_call = max(1, loaded.batch_size // n)  # the texts Model.generate would batch; a chunk, then progress
+        for start in range(0, len(texts), per_call):
+            chunk = texts[start : start + per_call]
+            images.extend(run_task("generate", lambda chunk=chunk: loaded.generate(chunk, **options), json))
             progress.update(len(images))
     manifest = run_task(
         "generate",
