@@ -195,3 +195,34 @@ def test_the_sound_flag_of_the_cli_writes_the_audio_visual_manifests(tmp_path: P
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["params"]["sound"] is True
     assert len(_rows(tmp_path, "av_train")) == len(_rows(tmp_path, "train")) == 8
+
+
+def test_av_alone_writes_the_same_audio_visual_clips_and_silent_ordinary_ones(tmp_path: Path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from polymodal.cli.data_shapes import shapes_video
+
+    generate_shapesworld_video(tmp_path / "sound", 10, seed=3, sound=True)
+    app = typer.Typer()
+    app.callback()(lambda: None)
+    app.command("shapes-video")(shapes_video)
+    only = tmp_path / "av"
+    result = CliRunner().invoke(app, ["shapes-video", str(only), "--n", "10", "--seed", "3", "--av", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["params"] == {
+        "n": 10,
+        "seed": 3,
+        "size": 64,
+        "frames": 16,
+        "sound": False,
+        "av": True,
+    }
+    for split in SPLITS:
+        rows = _rows(only, "av_" + split)
+        assert rows == _rows(tmp_path / "sound", "av_" + split)
+        assert all((only / r["video"]).read_bytes() == (tmp_path / "sound" / r["video"]).read_bytes() for r in rows)
+        for row in _rows(only, split):
+            assert "audio" not in row
+            with av.open(str(only / row["video"])) as clip:
+                assert not clip.streams.audio

@@ -90,6 +90,9 @@ def shapes_video(
         help="Give every clip a soundtrack (each event heard when it happens: timbre = shape, pitch = colour) and "
         "write as many audio-visual clips (av_{split}.jsonl: which shape made the sound?).",
     ),
+    av: bool = typer.Option(
+        False, "--av", help="Write the audio-visual clips without soundtracks on the other clips (faster than --sound)."
+    ),
     json: bool = JsonOption,
 ) -> None:
     """Generate ShapesWorld moves: clips of shapes whose events happen in order, with captions, questions and
@@ -97,7 +100,9 @@ def shapes_video(
     from polymodal.data.shapes_video import generate_shapesworld_video
 
     try:
-        summary = generate_shapesworld_video(out, n, seed=seed, size=size, frames=frames, workers=workers, sound=sound)
+        summary = generate_shapesworld_video(
+            out, n, seed=seed, size=size, frames=frames, workers=workers, sound=sound, av=sound or av
+        )
     except ValueError as e:
         fail(str(e), as_json=json)
     except (OSError, ImportError) as e:

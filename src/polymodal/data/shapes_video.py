@@ -359,14 +359,15 @@ def make_av_clip(
 
 
 def _write_clip(
-    index: int, *, out_dir: Path, seed: int, frames: int, size: int, sizes: dict[str, int], sound: bool
+    index: int, *, out_dir: Path, seed: int, frames: int, size: int, sizes: dict[str, int], sound: bool, av: bool
 ) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
-    """Clip ``index`` (and, with ``sound``, audio-visual clip ``index``) written; its split and rows."""
+    """Clip ``index`` (with a soundtrack when ``sound``) and, with ``av``, audio-visual clip ``index`` written; its
+    split and rows."""
     split = _split_of(index, sizes)
     novel = split == "test_novel"
     images, row, track = make_clip(seed, index, frames, size, novel, sound)
     (out_dir / row["video"]).write_bytes(encode_mp4(images, sound=track))
-    if not sound:
+    if not av:
         return split, row, None
     images, av_row, track = make_av_clip(seed, index, frames, size, novel)
     (out_dir / av_row["video"]).write_bytes(encode_mp4(images, sound=track))
@@ -381,10 +382,13 @@ def generate_shapesworld_video(
     frames: int = 16,
     workers: int = 1,
     sound: bool = False,
+    av: bool | None = None,
 ) -> dict[str, Any]:
     """Write ``n`` clips (80/10/10 train/val/test, and ``max(1, n // 10)`` more for test_novel) to ``out_dir``:
     ``videos/*.mp4``, ``{split}.jsonl`` and, last, ``shapesworld_video.json``; returns a summary. ``sound`` gives
-    every clip a soundtrack and adds as many audio-visual clips (``videos/av*.mp4``, ``av_{split}.jsonl``)."""
+    every clip a soundtrack; ``av`` (default: as ``sound``) adds as many audio-visual clips (``videos/av*.mp4``,
+    ``av_{split}.jsonl``), which always have theirs."""
+    av = sound if av is None else av
     if n < 1 or size < 32 or frames < 4:
         raise ValueError(f"need n >= 1, size >= 32 and frames >= 4; got n={n}, size={size}, frames={frames}")
     out = Path(out_dir)
@@ -393,8 +397,8 @@ def generate_shapesworld_video(
     sizes = split_sizes(n)
     total = sum(sizes.values())
     started = time.perf_counter()
-    worker = partial(_write_clip, out_dir=out, seed=seed, frames=frames, size=size, sizes=sizes, sound=sound)
-    prefixes = ("", "av_") if sound else ("",)
+    worker = partial(_write_clip, out_dir=out, seed=seed, frames=frames, size=size, sizes=sizes, sound=sound, av=av)
+    prefixes = ("", "av_") if av else ("",)
     files = {(p, split): (out / f"{p}{split}.jsonl").open("w", encoding="utf-8") for p in prefixes for split in SPLITS}
     try:
         for split, row, av_row in _rows(range(total), worker, workers, fork=False):
@@ -408,7 +412,7 @@ def generate_shapesworld_video(
     manifest = {
         "generator": "shapesworld-video",
         "version": VIDEO_GENERATOR_VERSION,
-        "params": {"n": n, "seed": seed, "size": size, "frames": frames, "sound": sound},
+        "params": {"n": n, "seed": seed, "size": size, "frames": frames, "sound": sound, "av": av},
         "counts": sizes,
         "actions": list(ACTIONS),
         "held_out": [f"{c} {s} {a}" for c, s, a in HELD_OUT_EVENTS],
