@@ -130,7 +130,8 @@ def test_an_embedding_model_binds_three_modalities_into_one_space() -> None:
         parse_model_config({"kind": "embedding", "encoders": {"image": VIT}})
 
 
-@pytest.mark.parametrize("fusion", FUSIONS.names())
+# track follows a clip's space-time cells: test_presets_take_a_video_source builds it on a video tower.
+@pytest.mark.parametrize("fusion", [name for name in FUSIONS.names() if name != "track"])
 def test_fusion_classifier_every_fusion_and_absent_modality(fusion: str) -> None:
     cfg = dict(CONFIGS["fusion_classifier"], fusion={"name": fusion})
     model = build_model(parse_model_config(cfg))
@@ -211,7 +212,7 @@ def test_presets_build_and_run(name: str) -> None:
     assert torch.isfinite(first).all()
 
 
-@pytest.mark.parametrize("video_encoder", ["mean", "transformer", "lstm", "vit"])
+@pytest.mark.parametrize("video_encoder", ["mean", "transformer", "lstm", "space_time", "vit"])
 def test_presets_take_a_video_source(video_encoder: str) -> None:
     """Each preset with ``source: video``: a clip padded with masked frames embeds, classifies and captions as the
     clip alone does."""
@@ -223,7 +224,8 @@ def test_presets_take_a_video_source(video_encoder: str) -> None:
     alone = (clip, torch.ones(1, 4, dtype=torch.bool))
     with_padding = (padded, torch.tensor([[True] * 4 + [False] * 2]))
     clip_model = build_preset("shapes-clip", image_encoder="cnn", **kw).eval()
-    fusion = build_preset("shapes-fusion", image_encoder="cnn", **kw).eval()
+    fusion_name = "track" if video_encoder == "space_time" else "cross_attention"  # track reads the cells
+    fusion = build_preset("shapes-fusion", image_encoder="cnn", fusion=fusion_name, **kw).eval()
     captioner = build_preset("shapes-caption", image_encoder="cnn", **kw).eval()
     assert set(clip_model.encoders) == set(fusion.encoders) == {"video", "text"} and set(captioner.encoders) == {
         "video"
@@ -239,7 +241,7 @@ def test_presets_take_a_video_source(video_encoder: str) -> None:
                 expected = outputs
         for out, ref in zip(outputs, expected):
             torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-4)
-    with pytest.raises(ValueError, match="video_encoder must be one of mean, transformer, lstm, vit"):
+    with pytest.raises(ValueError, match="video_encoder must be one of mean, transformer, lstm, space_time, vit"):
         build_preset("shapes-clip", source="video", video_encoder="3d")
 
 
