@@ -140,6 +140,8 @@ class FrameEncoder(Encoder):
     ``motion`` says what changed since the previous frame: ``pixel_difference`` stacks the frames' difference on
     their channels for the frame tower (TSN's RGB difference; the tower takes 2x the channels);
     ``feature_difference`` puts the change of a frame's features beside them (any tower, cached ones too).
+    ``feature_norm: batch`` standardises each channel of the frame tower's features (a BatchNorm): a locked
+    ImageNet tower's channels differ widely in offset and scale, and probes on them learn only once standardised.
     """
 
     modality = "video"
@@ -156,6 +158,7 @@ class FrameEncoder(Encoder):
         spatial_grid: int = 0,
         cell_width: int = 32,
         motion: str = "none",
+        feature_norm: str = "none",
     ) -> None:
         super().__init__()
         if frames.modality != "image":
@@ -167,6 +170,12 @@ class FrameEncoder(Encoder):
         if temporal == "space_time" and not spatial_grid:
             raise ValueError("temporal: space_time attends over grid cells: set spatial_grid")
         self.spatial_grid, self.cell_width = spatial_grid, cell_width
+        # Each channel of the frame tower's features standardised over the batch (running statistics in eval).
+        self.feature_norm = (
+            nn.BatchNorm1d(frames.output_dim)
+            if check_choice("feature_norm", feature_norm, ("none", "batch")) == "batch"
+            else None
+        )
         self.cell_proj = nn.Linear(frames.output_dim, cell_width) if spatial_grid else None
         frame_dim = spatial_grid * spatial_grid * cell_width if spatial_grid else frames.output_dim
         frame_dim *= 2 if motion == "feature_difference" else 1
@@ -216,7 +225,7 @@ class FrameEncoder(Encoder):
     def _frame_features(self, out: EncoderOutput) -> Tensor:
         """(N, D) per frame: the pooled vector, or the g x g cells of the feature map, projected and concatenated."""
         if self.cell_proj is None:
-            return out.pooled
+            return out.pooled if self.feature_norm is None else self.feature_norm(out.pooled)
         if out.grid is None:
             raise ValueError(
                 f"spatial_grid needs a frame encoder with a feature map; {type(self.frames).__name__} has none"
@@ -224,6 +233,8 @@ class FrameEncoder(Encoder):
         h, w = out.grid
         feature_map = out.tokens[:, -h * w :].transpose(1, 2).unflatten(2, (h, w))  # (N, C, h, w)
         cells = F.adaptive_avg_pool2d(feature_map, self.spatial_grid).flatten(2).transpose(1, 2)  # (N, g*g, C)
+        if self.feature_norm is not None:
+            cells = self.feature_norm(cells.flatten(0, 1)).view(cells.shape)
         return self.cell_proj(cells).flatten(1)
 
 
