@@ -287,6 +287,11 @@ class Model:
                 out.extend(self.backend.answer([p[0] for p in chunk], [p[1] for p in chunk]))
         return out
 
+    def texts_per_generate_call(self, n: int) -> int:
+        """How many texts one model call of :meth:`generate` takes at ``n`` images each: as many as fit
+        ``batch_size`` images, at least one."""
+        return max(1, self.batch_size // n)
+
     def generate(
         self,
         texts: str | Sequence[str],
@@ -309,7 +314,7 @@ class Model:
         out: list[Image.Image] = []
         # Texts batch safely: a model draws each text's noise from that text's own seeded generator.
         with self._autocast():
-            for chunk in _batches(prompts, max(1, self.batch_size // n)):
+            for chunk in _batches(prompts, self.texts_per_generate_call(n)):
                 out.extend(
                     self.backend.generate(
                         chunk, num_per_text=n, steps=steps, guidance=guidance, seed=seed, sampler=sampler

@@ -142,7 +142,7 @@ def generate(
     loaded = load_model_or_fail(model, precision=precision, as_json=json)
     images: list[Image.Image] = []
     with ProgressReporter("generate", len(texts) * n, enabled=not json, stream=err_console.file) as progress:
-        per_call = max(1, loaded.batch_size // n)  # the texts Model.generate would batch; a chunk, then progress
+        per_call = loaded.texts_per_generate_call(n)  # progress after each of generate's own chunks
         for start in range(0, len(texts), per_call):
             chunk = texts[start : start + per_call]
             images.extend(run_task("generate", lambda chunk=chunk: loaded.generate(chunk, **options), json))
