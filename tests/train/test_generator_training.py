@@ -66,9 +66,11 @@ class KilledAt(AdversarialObjective):
         return super().forward(model, batch, phase)
 
 
-def train_gan(run_dir: Path, objective: AdversarialObjective | None = None, resume: bool = False, **kw):  # type: ignore[no-untyped-def]
+def train_gan(  # type: ignore[no-untyped-def]
+    run_dir: Path, objective: AdversarialObjective | None = None, resume: bool = False, gan: dict | None = None, **kw
+):
     torch.manual_seed(0)
-    model = build_model(GanConfig(**GAN))
+    model = build_model(GanConfig(**{**GAN, **(gan or {})}))
     config = TrainConfig(
         **{"steps": 6, "batch_size": 8, "lr": 1e-3, "betas": (0.0, 0.9), "checkpoint_every": 2, "seed": 1, **kw}
     )
@@ -123,6 +125,18 @@ def test_interrupted_adversarial_run_resumes_exactly(tmp_path: Path) -> None:
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_binding_terms_train_deterministically_and_change_the_weights(tmp_path: Path) -> None:
+    terms = {"matching_penalty": 2.0, "matching_penalty_power": 2.0, "contrastive_weight": 1.0}
+    a, _ = train_gan(tmp_path / "a", gan=terms, steps=3)
+    b, _ = train_gan(tmp_path / "b", gan=terms, steps=3)
+    plain, _ = train_gan(tmp_path / "plain", steps=3)
+    sa, sb, sp = a.state_dict(), b.state_dict(), plain.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sp[k]) for k in sp)  # the terms change the steps
+    record = json.loads((tmp_path / "a" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"matching_penalty", "contrastive_real", "contrastive_generated"} <= set(record)
+
+
 @pytest.fixture(scope="module")
 def shapes32(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from polymodal.data.shapes import generate_shapesworld
@@ -166,8 +180,8 @@ def test_word_swapped_captions_are_one_more_kind_of_fake_for_the_discriminator()
     images, ids = pairs(4).tensors
     batch = Pairs(images, ids)
     judged: list[int] = []
-    forward = model.discriminator.forward
-    model.discriminator.forward = lambda x, t: judged.append(len(x)) or forward(x, t)  # type: ignore[method-assign]
+    judge = model.discriminator.judge
+    model.discriminator.judge = lambda x, t: judged.append(len(x)) or judge(x, t)  # type: ignore[method-assign]
     AdversarialObjective()(model, batch, "discriminator")
     assert judged == [4, 4, 4]  # real, generated, another row's text
     judged.clear()

@@ -210,7 +210,8 @@ class DiffusionConfig(Config):
 class GanConfig(Config):
     """Text-to-image GAN: a generator from noise and the text tower's pooled features, a projection discriminator
     judging image and text together, and an exponential moving average of the generator that is what generates;
-    optionally both also read the text's tokens (``word_attention``, ``word_matching``)."""
+    optionally both also read the text's tokens (``word_attention``, ``word_matching``), and the discriminator's
+    training checks word binding harder (``matching_penalty``, ``contrastive_weight``)."""
 
     kind: Literal["gan"] = "gan"
     encoders: dict[str, ComponentConfig]
@@ -228,6 +229,15 @@ class GanConfig(Config):
     word_attention: list[int] = Field(default_factory=list)
     word_matching: int | None = Field(None, ge=1)
     word_dim: int = Field(64, ge=1)
+    # Discriminator terms that ask it to check which words go together (0: off). DF-GAN's matching-aware gradient
+    # penalty, ``matching_penalty * mean ||(dD/dx, dD/dt)||**matching_penalty_power`` at real images with their own
+    # text (DF-GAN: 2 and 6); and an InfoNCE between the discriminator's image features and the pooled text over
+    # the batch (word-swapped captions as extra negatives), on real images for the discriminator and on generated
+    # ones for the generator, each weighted ``contrastive_weight``, in a space of ``contrastive_dim`` (XMC-GAN).
+    matching_penalty: float = Field(0.0, ge=0)
+    matching_penalty_power: float = Field(6.0, gt=0)
+    contrastive_weight: float = Field(0.0, ge=0)
+    contrastive_dim: int = Field(128, ge=1)
 
     check_encoders = field_validator("encoders")(_check_encoders)
     text_only = field_validator("encoders")(_text_condition_only)

@@ -190,7 +190,9 @@ class DiffusionGenerator(ComposedModel):
 class AdversarialGenerator(ComposedModel):
     """A conditional GAN: ``generator`` and ``discriminator`` both read the text tower's pooled features (and, if
     configured, its tokens); the exponential moving average of the generator (``ema_generator``) is what
-    ``generate`` uses."""
+    ``generate`` uses. ``matching_penalty`` (with ``matching_penalty_power``) and ``contrastive_weight`` are the
+    weights of the adversarial objective's extra terms for this model (0: off; see :class:`GanConfig`); a
+    contrastive term needs a discriminator with contrastive heads."""
 
     capabilities = frozenset({"generate"})
 
@@ -201,10 +203,17 @@ class AdversarialGenerator(ComposedModel):
         discriminator: ProjectionDiscriminator,
         image_shape: tuple[int, int, int],
         ema_decay: float = 0.999,
+        matching_penalty: float = 0.0,
+        matching_penalty_power: float = 6.0,
+        contrastive_weight: float = 0.0,
     ) -> None:
         super().__init__(encoders)
+        if contrastive_weight > 0 and discriminator.contrastive_image is None:
+            raise ValueError("contrastive_weight > 0 needs a discriminator built with contrastive_dim")
         self.generator = generator
         self.discriminator = discriminator
+        self.matching_penalty, self.matching_penalty_power = matching_penalty, matching_penalty_power
+        self.contrastive_weight = contrastive_weight
         self.ema_generator = copy.deepcopy(generator).requires_grad_(False)
         self.ema_decay = ema_decay
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
@@ -232,9 +241,19 @@ class AdversarialGenerator(ComposedModel):
             feature_dim=config.feature_dim,
             word_matching=config.word_matching,
             word_dim=config.word_dim,
+            contrastive_dim=config.contrastive_dim if config.contrastive_weight > 0 else None,
         )
         shape = (config.channels, config.image_size, config.image_size)
-        return cls(encoders, generator, discriminator, shape, config.ema_decay)
+        return cls(
+            encoders,
+            generator,
+            discriminator,
+            shape,
+            config.ema_decay,
+            matching_penalty=config.matching_penalty,
+            matching_penalty_power=config.matching_penalty_power,
+            contrastive_weight=config.contrastive_weight,
+        )
 
     def text_features(self, inputs: Inputs) -> TextCondition:
         """The text tower's pooled features, tokens and token mask, indexed and detached together."""

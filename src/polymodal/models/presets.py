@@ -307,11 +307,15 @@ def shapes_gan(
     discriminator_widths: tuple[int, ...] = (32, 64, 128),
     word_attention: tuple[int, ...] = (),
     word_matching: int | None = None,
+    matching_penalty: float = 0.0,
+    contrastive_weight: float = 0.0,
 ) -> GanConfig:
     """Text-to-image GAN on ShapesWorld: a generator with text-conditioned group norm and a projection
     discriminator with spectral norm, both reading a text transformer's pooled features; ``word_attention`` (the
     generator's feature-map sides that cross-attend to the tokens) and ``word_matching`` (the discriminator's
-    feature-map side matched word by word) add word-level conditioning."""
+    feature-map side matched word by word) add word-level conditioning; ``matching_penalty`` (DF-GAN's
+    matching-aware gradient penalty, power 6) and ``contrastive_weight`` (an image-text InfoNCE on the
+    discriminator's features) are training terms that ask the discriminator to check it (0: off)."""
     return GanConfig(
         encoders={"text": _small_text(vocab_size, max_length)},
         image_size=image_size,
@@ -319,6 +323,8 @@ def shapes_gan(
         discriminator_widths=list(discriminator_widths),
         word_attention=list(word_attention),
         word_matching=word_matching,
+        matching_penalty=matching_penalty,
+        contrastive_weight=contrastive_weight,
     )
 
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from polymodal.modules.generators import matching_gradient_penalty
 from polymodal.modules.losses import (
     CaptionLoss,
     ClipLoss,
@@ -237,6 +238,21 @@ def _word_swapped(batch: Any, keep: Tensor) -> tuple[dict[str, Any], Tensor] | N
     return {"text": (ids[keep][present], None if mask is None else mask[keep][present])}, present
 
 
+def _image_text_contrast(
+    discriminator: nn.Module, features: Tensor, text: Any, swapped: tuple[Any, Tensor] | None
+) -> Tensor:
+    """InfoNCE between the discriminator's image features ``phi(x)`` (B, feature_dim) and their texts over the
+    batch, in the discriminator's contrastive space; ``swapped`` (the word-swapped texts and which rows have one)
+    adds each row's swapped caption as one more text its image must not pick."""
+    image = discriminator.embed_image(features).float()  # (B, D)
+    negatives, present = None, None
+    if swapped is not None:
+        swapped_text, present = swapped
+        negatives = image.new_zeros(image.shape)  # rows without a swapped caption stay zero; the loss leaves them out
+        negatives[present] = discriminator.embed_text(swapped_text).float()
+    return _IMAGE_TEXT_CONTRAST(image, discriminator.embed_text(text).float(), negatives, present)
+
+
 def denoising_target(scheduler: Any, images: Tensor, noise: Tensor, timesteps: Tensor) -> Tensor:
     """What a diffusion model learns to predict from the noised ``images``: by its scheduler's ``prediction_type``,
     the noise, the velocity ``v``, or the clean image."""
@@ -273,12 +289,23 @@ class DiffusionObjective(nn.Module):
         return _weighted({"denoising": (1.0, F.mse_loss(prediction.float(), target.float()))})
 
 
+# XMC-GAN's fixed temperature (0.1): with nothing to learn, the loss holds no state, so one instance serves every
+# adversarial objective and adds nothing to their checkpoints.
+_IMAGE_TEXT_CONTRAST = ClipLoss(init_temperature=0.1, learn_temperature=False)
+
+
 class AdversarialObjective(nn.Module):
     """Conditional GAN training in two phases per step: the discriminator (hinge loss; real images with their
     text are real, generated ones and real images with another row's text are fake: matching-aware, so the text
     must matter; with ``objective.hard_negatives``, real images with their text one colour or shape word off are
     fake too, so every word must), then the generator (hinge loss against the updated discriminator), then the
     generator's EMA.
+
+    Two optional terms, weighted by the model (:class:`~polymodal.models.generator.AdversarialGenerator`), push the
+    discriminator to check which words go together: ``matching_penalty`` (DF-GAN's matching-aware gradient penalty at
+    the real pairs) and ``contrastive_weight`` (an InfoNCE between the discriminator's image features and the texts
+    of the batch, the word-swapped captions as extra negatives: on real images in the discriminator's phase, on the
+    generated ones in the generator's, as XMC-GAN does).
 
     The text tower trains with the discriminator (or stays frozen); the generator reads its features detached."""
 
@@ -291,23 +318,36 @@ class AdversarialObjective(nn.Module):
         images, text_input, _, keep = _image_rows(batch)
         text = model.text_features(text_input)
         noise = model.noise(images.size(0), images.device)
+        swapped = _word_swapped(batch, keep)
+        discriminator = model.discriminator
         if phase == "discriminator":
             with torch.no_grad():
                 fakes = model.generator(noise, text.detach())
-            real = model.discriminator(images, text)
-            fake = model.discriminator(fakes, text)
-            mismatched = model.discriminator(images, text[torch.roll(torch.arange(len(text), device=text.device), 1)])
-            fakes = [fake, mismatched]
-            swapped = _word_swapped(batch, keep)
-            if swapped is not None:
-                swapped_text, rows = swapped
-                fakes.append(model.discriminator(images[rows], model.text_features(swapped_text)))
-            loss = hinge_discriminator_loss(real, torch.cat(fakes))
-            return _weighted({"discriminator": (1.0, loss)})
+            real = discriminator.judge(images, text)
+            fake_logits = [discriminator.judge(fakes, text).logits]
+            mismatched = text[torch.roll(torch.arange(len(text), device=text.device), 1)]
+            fake_logits.append(discriminator.judge(images, mismatched).logits)
+            swapped_text = None if swapped is None else (model.text_features(swapped[0]), swapped[1])
+            if swapped_text is not None:
+                fake_logits.append(discriminator.judge(images[swapped_text[1]], swapped_text[0]).logits)
+            parts = {"discriminator": (1.0, hinge_discriminator_loss(real.logits, torch.cat(fake_logits)))}
+            if model.matching_penalty > 0:
+                penalty = matching_gradient_penalty(discriminator, images, text, model.matching_penalty_power)
+                parts["matching_penalty"] = (model.matching_penalty, penalty)
+            if model.contrastive_weight > 0:
+                contrast = _image_text_contrast(discriminator, real.features, text, swapped_text)
+                parts["contrastive_real"] = (model.contrastive_weight, contrast)
+            return _weighted(parts)
         if phase == "generator":
             text = text.detach()
-            loss = hinge_generator_loss(model.discriminator(model.generator(noise, text), text))
-            return _weighted({"generator": (1.0, loss)})
+            generated = discriminator.judge(model.generator(noise, text), text)
+            parts = {"generator": (1.0, hinge_generator_loss(generated.logits))}
+            if model.contrastive_weight > 0:
+                with torch.no_grad():
+                    swapped_text = None if swapped is None else (model.text_features(swapped[0]), swapped[1])
+                contrast = _image_text_contrast(discriminator, generated.features, text, swapped_text)
+                parts["contrastive_generated"] = (model.contrastive_weight, contrast)
+            return _weighted(parts)
         raise ValueError(f"unknown phase {phase!r}; phases: {', '.join(self.phases)}")
 
     def after_phase(self, model: nn.Module, phase: str | None) -> None:

@@ -5,11 +5,16 @@ normalisation on every layer.
 Both read the text's pooled vector. Optionally they also read its tokens, word by word (AttnGAN, Xu et al. 2018):
 the generator cross-attends from its feature maps to the tokens (``word_attention``), and the discriminator adds a
 word-region matching score (``word_matching``). A pooled vector cannot say which colour goes with which shape in
-which place; a word attending to a place can."""
+which place; a word attending to a place can.
+
+Two discriminator terms ask it to check that binding (the adversarial objective adds them): DF-GAN's matching-aware
+gradient penalty (:func:`matching_gradient_penalty`, Tao et al. 2022), and a contrastive image-text term over the
+discriminator's features (``contrastive_dim``; XMC-GAN, Zhang et al. 2021)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -198,11 +203,20 @@ class _WordRegionMatching(nn.Module):
         return (agreement * weight).sum(-1) / weight.sum(-1).clamp(min=1.0)
 
 
+class Judgement(NamedTuple):
+    """What the discriminator makes of a batch of image-text pairs."""
+
+    logits: Tensor  # (B,)
+    features: Tensor  # (B, feature_dim): phi(x), the image's features the logit projects the text onto
+
+
 class ProjectionDiscriminator(nn.Module):
     """Images (B, C, S, S) + text -> (B,) logits: ``w . phi(x) + <V t, phi(x)>``, with ``phi`` the convolutional
     features of the whole final map (not pooled: where a shape is, matters) and ``t`` the pooled text.
     ``word_matching``: the side of the feature map (after one of the downsamplings, e.g. 8) whose regions the text's
-    tokens are matched against, a score added to the logit (``text`` then a :class:`TextCondition` with tokens)."""
+    tokens are matched against, a score added to the logit (``text`` then a :class:`TextCondition` with tokens).
+    ``contrastive_dim``: two heads that embed ``phi(x)`` and the pooled text in one space of that size
+    (:meth:`embed_image`, :meth:`embed_text`), for a contrastive term beside the logit; they do not change it."""
 
     def __init__(
         self,
@@ -214,6 +228,7 @@ class ProjectionDiscriminator(nn.Module):
         word_matching: int | None = None,
         word_dim: int = 64,
         word_heads: int = 2,
+        contrastive_dim: int | None = None,
     ) -> None:
         super().__init__()
         final = image_size // 2 ** len(widths)
@@ -244,8 +259,30 @@ class ProjectionDiscriminator(nn.Module):
             level = sides.index(word_matching)
             self.matching_layer = 4 * level + 3
             self.word_matching = _WordRegionMatching(widths[level], text_dim, word_matching, word_dim, word_heads)
+        self.contrastive_image: nn.Linear | None = None
+        self.contrastive_text: nn.Linear | None = None
+        if contrastive_dim is not None:
+            self.contrastive_image = nn.Linear(feature_dim, contrastive_dim)
+            self.contrastive_text = nn.Linear(text_dim, contrastive_dim)
 
     def forward(self, images: Tensor, text: Tensor | TextCondition) -> Tensor:
+        return self.judge(images, text).logits
+
+    def embed_image(self, features: Tensor) -> Tensor:
+        """``phi(x)`` (B, feature_dim) of :meth:`judge` -> (B, contrastive_dim), for the contrastive term."""
+        return self._contrastive_heads()[0](features)
+
+    def embed_text(self, text: Tensor | TextCondition) -> Tensor:
+        """The pooled text -> (B, contrastive_dim), for the contrastive term."""
+        return self._contrastive_heads()[1](_pooled(text))
+
+    def _contrastive_heads(self) -> tuple[nn.Linear, nn.Linear]:
+        if self.contrastive_image is None or self.contrastive_text is None:
+            raise ValueError("this discriminator has no contrastive heads: build it with contrastive_dim")
+        return self.contrastive_image, self.contrastive_text
+
+    def judge(self, images: Tensor, text: Tensor | TextCondition) -> Judgement:
+        """The logits and the image features ``phi(x)`` they were computed from."""
         tokens, mask = _words(text, "discriminator") if self.word_matching is not None else (None, None)
         x, regions = images, None
         for i, layer in enumerate(self.features):
@@ -256,4 +293,26 @@ class ProjectionDiscriminator(nn.Module):
         logits = self.score(phi).squeeze(-1) + (self.projection(_pooled(text)) * phi).sum(-1)
         if self.word_matching is not None:
             logits = logits + self.word_matching(regions, tokens, mask)
-        return logits
+        return Judgement(logits, phi)
+
+
+def matching_gradient_penalty(
+    discriminator: Callable[[Tensor, TextCondition | Tensor], Tensor],
+    images: Tensor,
+    text: Tensor | TextCondition,
+    power: float = 6.0,
+) -> Tensor:
+    """DF-GAN's matching-aware gradient penalty (MA-GP): the mean over rows of ``||(dD/dx, dD/dt)||**power``, the
+    norm of the discriminator's gradient with respect to the image and the pooled text together, at real images
+    with their own text. It flattens the discriminator around the matched pairs, so that a mismatched text (another
+    row's, or one word off) stands out from them. Both inputs enter detached: the penalty trains the discriminator
+    only, not the text tower. Differentiable (the gradient is built with ``create_graph``)."""
+    images = images.detach().requires_grad_(True)
+    text = text.detach()
+    pooled = _pooled(text).requires_grad_(True)
+    condition = TextCondition(pooled, text.tokens, text.mask) if isinstance(text, TextCondition) else pooled
+    logits = discriminator(images, condition)
+    # Rows are judged independently, so the gradient of the sum holds each row's own gradient.
+    image_grad, text_grad = torch.autograd.grad(logits.sum(), (images, pooled), create_graph=True)
+    norms = torch.cat([image_grad.flatten(1), text_grad.flatten(1)], dim=1).float().norm(dim=1)  # (B,)
+    return norms.pow(power).mean()
