@@ -21,18 +21,9 @@ from polymodal.modules.generators import (
     matching_gradient_penalty,
 )
 from polymodal.train.objectives import AdversarialObjective
+from tests.train.test_generator_training import GAN
 
 TEXT_DIM = 16
-TEXT = {"name": "transformer_text", "params": {"vocab_size": 32, "width": 16, "depth": 1, "heads": 2, "max_length": 8}}
-GAN = {
-    "encoders": {"text": TEXT},
-    "image_size": 8,
-    "noise_dim": 8,
-    "condition_dim": 8,
-    "generator_widths": [16, 8],
-    "discriminator_widths": [8, 16],
-    "feature_dim": 16,
-}
 
 
 class LinearJudge(nn.Module):
