@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from polymodal.modules.encoders.base import EncoderOutput
 from polymodal.modules.fusion import FUSIONS, TrackFusion
+from polymodal.modules.losses.grounding import grounding_loss
 
 FRAMES, CELLS, WIDTH = 4, 4, 8
 DIMS = {"text": WIDTH, "video": WIDTH, "audio": 6}
@@ -64,7 +65,7 @@ def test_the_track_reaches_the_output_and_gets_gradients() -> None:
     feats = features()
     out = fusion(feats, present())
     out.pooled.pow(2).sum().backward()
-    for name in ("match_query.weight", "match_key.weight", "reading.weight", "track_mlp.0.weight"):
+    for name in ("match_query.0.weight", "match_key.0.weight", "reading.weight", "track_mlp.0.0.weight"):
         grad = dict(fusion.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
 
@@ -79,6 +80,48 @@ def test_clip_without_cells_or_too_long_is_refused() -> None:
         fusion({**feats, "video": clip_features(torch.randn(3, 6, CELLS, WIDTH))}, present())
     with pytest.raises(ValueError, match="track must be one of"):
         FUSIONS.build("track", input_dims=DIMS, output_dim=5, query="text", track="text")
+
+
+def test_training_returns_the_grounding_loss_and_inference_does_not() -> None:
+    feats = features()
+    fusion = build().train()
+    out = fusion(feats, present())
+    assert set(out.losses) == {"grounding"} and out.losses["grounding"] > 0
+    out.losses["grounding"].backward()
+    assert fusion.match_query[0].weight.grad.abs().sum() > 0 and fusion.match_key[0].weight.grad.abs().sum() > 0
+    assert fusion.eval()(feats, present()).losses == {}
+    assert build(grounding_weight=0.0).train()(feats, present()).losses == {}
+    half = build(grounding_weight=0.5).train()(feats, present()).losses["grounding"]
+    torch.testing.assert_close(half, 0.5 * out.losses["grounding"].detach())
+    with pytest.raises(ValueError, match="grounding_weight"):
+        build(grounding_weight=-1.0)
+
+
+def test_grounding_leaves_out_rows_without_a_clip_and_duplicate_clips() -> None:
+    fusion = build().train()
+    feats = features()
+    no_clip = {**present(), "video": torch.tensor([True, True, False])}
+    two_rows = {m: _rows(f, 2) for m, f in feats.items()}
+    expected = fusion(two_rows, present(2)).losses["grounding"]
+    torch.testing.assert_close(fusion(feats, no_clip).losses["grounding"], expected)
+    # Rows 0 and 2 hold the same clip (two statements about it): neither is the other's negative.
+    video = feats["video"].tokens.view(3, FRAMES, CELLS, WIDTH).clone()
+    video[2] = video[0]
+    same = {**feats, "video": clip_features(video)}
+    inputs = fusion.gather(same, present())
+    streams = fusion.project(inputs)
+    queries, keys = fusion.match_query(streams["text"]), fusion.match_key(streams["video"])
+    pairs = torch.tensor([[False, False, True], [False, False, False], [True, False, False]])
+    expected = grounding_loss(queries, inputs["text"].mask, keys, inputs["video"].mask, pairs)
+    torch.testing.assert_close(fusion(same, present()).losses["grounding"], expected)
+    unmasked = grounding_loss(queries, inputs["text"].mask, keys, inputs["video"].mask)
+    assert not torch.allclose(unmasked, expected)
+
+
+def _rows(f: EncoderOutput, n: int) -> EncoderOutput:
+    return EncoderOutput(
+        f.tokens[:n], f.pooled[:n], None if f.mask is None else f.mask[:n], cells_per_frame=f.cells_per_frame
+    )
 
 
 def _which_changed_first(n: int, g: torch.Generator) -> tuple[dict[str, EncoderOutput], Tensor]:
@@ -117,7 +160,8 @@ def test_learns_which_named_thing_changed_first() -> None:
     opt = torch.optim.AdamW([*fusion.parameters(), *head.parameters()], lr=3e-3)
     for _ in range(250):
         feats, label = _which_changed_first(64, g)
-        loss = nn.functional.binary_cross_entropy_with_logits(head(fusion(feats, present(64)).pooled)[:, 0], label)
+        out = fusion(feats, present(64))
+        loss = nn.functional.binary_cross_entropy_with_logits(head(out.pooled)[:, 0], label) + out.losses["grounding"]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -125,3 +169,32 @@ def test_learns_which_named_thing_changed_first() -> None:
     with torch.no_grad():
         accuracy = ((head(fusion.eval()(feats, present(500)).pooled)[:, 0] > 0).float() == label).float().mean()
     assert accuracy > 0.9
+
+
+class _Tower(nn.Module):
+    """Passes precomputed features through as a tower's output (the inputs are the features)."""
+
+    def __init__(self, output_dim: int) -> None:
+        super().__init__()
+        self.output_dim = output_dim
+
+    def forward(self, x: EncoderOutput, mask: Tensor | None = None) -> EncoderOutput:
+        return x
+
+
+def test_the_classification_objective_adds_the_fusions_grounding_loss() -> None:
+    from polymodal.data.collate import Batch
+    from polymodal.models.fusion_classifier import FusionClassifier
+    from polymodal.train.objectives import ClassificationObjective
+
+    feats = features()
+    model = FusionClassifier({m: _Tower(d) for m, d in DIMS.items()}, build().train(), nn.Linear(5, 2))
+    inputs = {m: (f, None) for m, f in feats.items()}
+    labels = torch.tensor([0, 1, 1])
+    batch = Batch(ids=list("abc"), inputs=inputs, present=present(), labels=labels, label_present=present()["text"])
+    parts = ClassificationObjective()(model, batch)
+    auxiliary: dict[str, Tensor] = {}
+    logits = model(inputs, present(), auxiliary=auxiliary)
+    torch.testing.assert_close(parts["grounding"], auxiliary["grounding"])
+    torch.testing.assert_close(parts["loss"], nn.functional.cross_entropy(logits, labels) + auxiliary["grounding"])
+    assert model.eval()(inputs, present()).shape == (3, 2)

@@ -245,6 +245,20 @@ def test_a_spatial_grid_tells_where_a_shape_is_when_the_pooled_vector_cannot():
         assert (ga - gb).norm() > 0.02 * ga.norm()
 
 
+def test_cells_without_a_width_keep_the_frame_towers_own_channels():
+    torch.manual_seed(0)
+    cnn = {"name": "cnn", "params": {"widths": [8, 8], "depths": [1, 1]}}
+    cells = ENCODERS.build("video_frames", frame_encoder=cnn, temporal="mean", spatial_grid=2, cell_width=None).eval()
+    assert cells.cell_proj is None and cells.output_dim == 2 * 2 * cells.frames.output_dim
+    clip = torch.randn(1, 2, 3, 32, 32)
+    with torch.no_grad():
+        feature_map = cells.frames(clip[0])
+        h, w = feature_map.grid
+        grid = feature_map.tokens[:, -h * w :].transpose(1, 2).unflatten(2, (h, w))
+        expected = torch.nn.functional.adaptive_avg_pool2d(grid, 2).flatten(2).transpose(1, 2).flatten(1)
+        torch.testing.assert_close(cells(clip).tokens[0], expected)
+
+
 def test_a_spatial_grid_needs_a_frame_tower_with_a_feature_map():
     vit_frames = ENCODERS.build("video_frames", frame_encoder=VIT_FRAMES, temporal="mean", spatial_grid=2)
     out = vit_frames(torch.randn(1, 2, 3, SIZE, SIZE))  # the ViT reports its patch grid: accepted

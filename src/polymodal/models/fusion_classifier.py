@@ -39,11 +39,17 @@ class FusionClassifier(ComposedModel):
         fusion = build_fusion(config.fusion, encoders, config.fusion_dim)
         return cls(encoders, fusion, build_head(config.head, fusion.output_dim, config.num_classes))
 
-    def forward(self, inputs: Inputs, present: Presence | None = None) -> Tensor:
-        """``inputs``: modality -> (x, mask); ``present``: modality -> (B,) bool. Returns logits."""
+    def forward(
+        self, inputs: Inputs, present: Presence | None = None, auxiliary: dict[str, Tensor] | None = None
+    ) -> Tensor:
+        """``inputs``: modality -> (x, mask); ``present``: modality -> (B,) bool. Returns logits. A dict given as
+        ``auxiliary`` receives the fusion's auxiliary training losses (``FusionOutput.losses``)."""
         if not inputs:
             raise ValueError("FusionClassifier needs at least one modality input")
-        return self.head(self.fusion(*self.encode(inputs, present)).pooled)
+        fused = self.fusion(*self.encode(inputs, present))
+        if auxiliary is not None:
+            auxiliary.update(fused.losses)
+        return self.head(fused.pooled)  # type: ignore[no-any-return]
 
 
 MODELS.register("fusion_classifier")(FusionClassifier.from_config)

@@ -110,7 +110,9 @@ def _small_video(kind: str, image_encoder: str, image_size: int, frames: int) ->
             "max_frames": frames,
             "spatial_grid": 4,
             "motion": "feature_difference",
-            **({"feature_norm": "batch"} if kind == "space_time" else {}),
+            # space_time: each cell keeps all the tower's channels, standardised; projected to 32-d the words'
+            # grounding on the cells stalls (docs/video.md).
+            **({"feature_norm": "batch", "cell_width": None} if kind == "space_time" else {}),
         }
         return ComponentConfig(name="video_frames", params=params)
     raise ValueError(f"video_encoder must be one of {', '.join(VIDEO_TOWERS)}, got {kind!r}")

@@ -70,9 +70,13 @@ class QuestionAnswerer(ComposedModel):
         present: Presence | None = None,
         answer_ids: Tensor | None = None,
         answer_mask: Tensor | None = None,
+        auxiliary: dict[str, Tensor] | None = None,
     ) -> Tensor:
-        """classify: answer logits (B, A). generate: decoder logits (B, T, V) for ``answer_ids``."""
+        """classify: answer logits (B, A). generate: decoder logits (B, T, V) for ``answer_ids``. A dict given as
+        ``auxiliary`` receives the fusion's auxiliary training losses (``FusionOutput.losses``)."""
         fused = self.fuse(inputs, present)
+        if auxiliary is not None:
+            auxiliary.update(fused.losses)
         if self.head is not None:
             return self.head(fused.pooled)  # type: ignore[no-any-return]
         if answer_ids is None:

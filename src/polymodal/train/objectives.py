@@ -96,6 +96,11 @@ def _stack_padded(parts: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
     return ids, mask
 
 
+def _auxiliary_parts(auxiliary: dict[str, Tensor]) -> dict[str, tuple[float, Tensor]]:
+    """A model's auxiliary losses (already weighted by the module that made them) as parts of the total."""
+    return {name: (1.0, value) for name, value in auxiliary.items()}
+
+
 def labels_of(batch: Any) -> tuple[Tensor, Tensor]:
     """Targets and their presence mask: unlabelled samples must not train as class 0."""
     if batch.labels is None:
@@ -114,11 +119,12 @@ class ClassificationObjective(nn.Module):
         self.name = name
 
     def forward(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
-        logits = model(batch.inputs, batch.present)
+        auxiliary: dict[str, Tensor] = {}
+        logits = model(batch.inputs, batch.present, auxiliary=auxiliary)
         labels, present = labels_of(batch)
         if labels.is_floating_point() and labels.shape != logits.shape and labels.numel() == logits.numel():
             labels = labels.view_as(logits)  # one regression target per row: (B,) against (B, 1)
-        return _weighted({self.name: (1.0, self.loss(logits, labels, present))})
+        return _weighted({self.name: (1.0, self.loss(logits, labels, present)), **_auxiliary_parts(auxiliary)})
 
 
 class CaptionObjective(nn.Module):
@@ -160,8 +166,10 @@ class AnswerObjective(nn.Module):
                 "generative question answering needs tokenized answers (batch.extra['answer_ids'/'answer_mask'])"
             )
         answer_ids, answer_mask = batch.extra["answer_ids"], batch.extra["answer_mask"]
-        logits = model(batch.inputs, batch.present, answer_ids=answer_ids, answer_mask=answer_mask)
-        return _weighted({"answer": (1.0, self.generate_loss(logits, answer_ids, answer_mask))})
+        auxiliary: dict[str, Tensor] = {}
+        logits = model(batch.inputs, batch.present, answer_ids=answer_ids, answer_mask=answer_mask, auxiliary=auxiliary)
+        loss = self.generate_loss(logits, answer_ids, answer_mask)
+        return _weighted({"answer": (1.0, loss), **_auxiliary_parts(auxiliary)})
 
 
 class MatchingObjective(nn.Module):

@@ -133,7 +133,8 @@ class FrameEncoder(Encoder):
     ``frames``: the built image tower; padding frames never reach it, and each frame is one of its samples, so a
     frozen tower cached as ``encoders.video.frames`` computes each distinct frame once. A frame's features are the
     tower's pooled vector, or with ``spatial_grid: g`` its feature map averaged to g x g cells, each projected to
-    ``cell_width`` and concatenated (where things are: a pooled CNN vector barely tells left from right).
+    ``cell_width`` (``None``: the tower's own channels, unprojected) and concatenated (where things are: a pooled
+    CNN vector barely tells left from right).
     Projected to ``width`` when given, they go through ``temporal``: ``mean`` (meanP), ``transformer`` (seqTransf,
     ``depth`` blocks of ``heads`` heads, at most ``max_frames`` frames) or ``lstm`` (seqLSTM, ``depth`` layers).
     ``tokens`` is one row per frame (zeros at padding) with the frame mask; ``pooled`` their masked mean.
@@ -156,28 +157,28 @@ class FrameEncoder(Encoder):
         max_frames: int = 32,
         dropout: float = 0.0,
         spatial_grid: int = 0,
-        cell_width: int = 32,
+        cell_width: int | None = 32,
         motion: str = "none",
         feature_norm: str = "none",
     ) -> None:
         super().__init__()
         if frames.modality != "image":
             raise ValueError(f"frame_encoder must be an image encoder, got a {frames.modality} one")
-        if spatial_grid < 0 or cell_width < 1:
+        if spatial_grid < 0 or (cell_width is not None and cell_width < 1):
             raise ValueError(f"need spatial_grid >= 0 and cell_width >= 1, got {spatial_grid} and {cell_width}")
         self.temporal_kind = check_choice("temporal", temporal, TEMPORAL_KINDS)
         self.motion = check_choice("motion", motion, MOTION_KINDS)
         if temporal == "space_time" and not spatial_grid:
             raise ValueError("temporal: space_time attends over grid cells: set spatial_grid")
-        self.spatial_grid, self.cell_width = spatial_grid, cell_width
+        self.spatial_grid, self.cell_width = spatial_grid, cell_width or frames.output_dim
         # Each channel of the frame tower's features standardised over the batch (running statistics in eval).
         self.feature_norm = (
             nn.BatchNorm1d(frames.output_dim)
             if check_choice("feature_norm", feature_norm, ("none", "batch")) == "batch"
             else None
         )
-        self.cell_proj = nn.Linear(frames.output_dim, cell_width) if spatial_grid else None
-        frame_dim = spatial_grid * spatial_grid * cell_width if spatial_grid else frames.output_dim
+        self.cell_proj = nn.Linear(frames.output_dim, cell_width) if spatial_grid and cell_width else None
+        frame_dim = spatial_grid * spatial_grid * self.cell_width if spatial_grid else frames.output_dim
         frame_dim *= 2 if motion == "feature_difference" else 1
         if temporal == "space_time":  # one token per cell: its (and its change's) features, projected to width
             frame_dim //= spatial_grid * spatial_grid
@@ -224,7 +225,7 @@ class FrameEncoder(Encoder):
 
     def _frame_features(self, out: EncoderOutput) -> Tensor:
         """(N, D) per frame: the pooled vector, or the g x g cells of the feature map, projected and concatenated."""
-        if self.cell_proj is None:
+        if not self.spatial_grid:
             return out.pooled if self.feature_norm is None else self.feature_norm(out.pooled)
         if out.grid is None:
             raise ValueError(
@@ -235,7 +236,7 @@ class FrameEncoder(Encoder):
         cells = F.adaptive_avg_pool2d(feature_map, self.spatial_grid).flatten(2).transpose(1, 2)  # (N, g*g, C)
         if self.feature_norm is not None:
             cells = self.feature_norm(cells.flatten(0, 1)).view(cells.shape)
-        return self.cell_proj(cells).flatten(1)
+        return (cells if self.cell_proj is None else self.cell_proj(cells)).flatten(1)
 
 
 def frame_differences(x: Tensor) -> Tensor:

@@ -11,7 +11,7 @@ It must never produce NaN, even when a sample has no modality at all.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
@@ -23,6 +23,8 @@ class FusionOutput:
     pooled: Tensor  # (B, output_dim)
     tokens: Tensor | None = None  # (B, T, D) for fusion that keeps a sequence (attention, graph)
     mask: Tensor | None = None  # (B, T) bool
+    # Auxiliary training losses the fusion asks to be minimised beside the task's (name -> scalar, weighted).
+    losses: dict[str, Tensor] = field(default_factory=dict)
 
 
 class Fusion(nn.Module):
