@@ -100,7 +100,10 @@ def test_shapes_video_av_trains_a_fusion_of_frames_sound_and_text(tmp_path: Path
     _frame_tower_is_packaged(model_dir)
     config = json.loads((model_dir / "config.json").read_text())["config"]
     assert set(config["encoders"]) == {"video", "audio", "text"} and config["num_classes"] == 2
-    assert config["encoders"]["audio"]["name"] == "audio_cnn"
+    assert config["encoders"]["audio"]["name"] == "audio_transformer"  # its tokens know their time
+    assert config["encoders"]["video"]["params"]["temporal"] == "space_time" and config["fusion"]["name"] == "track"
+    losses = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any(entry.get("grounding", 0) > 0 for entry in losses)  # the track fusion's grounding loss trains
     processors = json.loads((model_dir / "processors.json").read_text())
     assert processors["audio"]["clip_seconds"] == 2.0 and processors["video"]["frames"] == 8
     with pytest.raises(ValueError, match="one of image, audio, video or several joined by '\\+', got 'video\\+smell'"):

@@ -327,12 +327,16 @@ def make_clip(
     return images, row, soundtrack(events, frames, background, np.random.default_rng([seed, index, _SOUND_STREAM]))
 
 
+ACTED_FIRST = "acted_first"  # the type of an audio-visual clip's statements about who acted first
+
+
 def make_av_clip(
     seed: int, index: int, frames: int, size: int, novel: bool
 ) -> tuple[list[Image.Image], dict[str, Any], np.ndarray]:
     """Audio-visual clip ``index``: two shapes act one after the other and only one event clicks (the same click
     for every shape). Its statements say which shape made the sound, one true, one false; their ``type`` says
-    whether the first or the second event sounded."""
+    whether the first or the second event sounded. Two more (``type`` ``acted_first``) say which shape acted first:
+    the pictures' half of the answer, which the sound statements alone do not teach (docs/video.md)."""
     rng = np.random.default_rng([seed, index, _AV_STREAM])
     movers = sample_clip(rng, frames, novel, two_events=True)
     images, background = render_clip(movers, rng, frames, size)
@@ -350,7 +354,8 @@ def make_av_clip(
         "objects": [{"shape": m.shape, "color": m.color, "size": m.size} for m in movers],
         "events": told,
         "statements": [
-            {"text": f"the {m.name} made the sound", "label": m is events[heard], "type": order} for m in events
+            *({"text": f"the {m.name} made the sound", "label": m is events[heard], "type": order} for m in events),
+            *({"text": f"the {m.name} changed first", "label": m is events[0], "type": ACTED_FIRST} for m in events),
         ],
         "label": {"sounding": events[heard].name, "order": order},
         "background": background,

@@ -299,11 +299,14 @@ def _shapes_statements(modality: str) -> Callable[[EvalContext, str], LoadedSpli
     return load
 
 
-def _statements_of(samples: list[Sample], modalities: list[str]) -> passes.Statements:
-    """Every statement of ``samples`` about its item (its references of ``modalities``), true (1) or false (0)."""
+def _statements_of(samples: list[Sample], modalities: list[str], skip_type: str | None = None) -> passes.Statements:
+    """Every statement of ``samples`` about its item (its references of ``modalities``), true (1) or false (0),
+    but those of type ``skip_type``."""
     st = passes.Statements({m: _items(samples, m) for m in modalities}, [], [], [], [])
     for i, s in enumerate(samples):
         for statement in s.statements:
+            if skip_type is not None and statement.type == skip_type:
+                continue
             st.item_index.append(i)
             st.texts.append(statement.text)
             st.labels.append(int(statement.label))
@@ -412,12 +415,15 @@ def _load_shapes_video_av(ctx: EvalContext, split: str) -> LoadedSplit:
     """Which shape made the sound (``av_{split}.jsonl``): two shapes act one after the other and only one event
     clicks, the same click for every shape, so "the red circle made the sound" needs the frames (who acted when) and
     the sound (when it clicked). Accuracy of a video + audio + text fusion classifier, per event heard (first,
-    second), and (``--robustness``) with video or audio dropped; or of a baseline that reads one of them (and text)."""
+    second), and (``--robustness``) with video or audio dropped; or of a baseline that reads one of them (and text).
+    The rows' statements about who acted first (a training aid) are not scored."""
+    from polymodal.data.shapes_video import ACTED_FIRST
+
     name = "shapes-video-av"
     model = _fusion_classifier(ctx, name, {"video", "audio", "text"}, any_of=True)
     samples = _shapes_split(ctx, name, split, "av_")
     media = [m for m in ("video", "audio") if m in model.modalities] or ["video"]  # text alone reads no clip
-    st = _statements_of(samples, media)
+    st = _statements_of(samples, media, skip_type=ACTED_FIRST)
 
     def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
         return passes.statements(ctx, st, image_fn, drop, full)
