@@ -556,3 +556,22 @@ def test_resuming_a_run_started_before_the_objective_section_is_refused_clearly(
     (tmp_path / CONFIG_NAME).write_text(yaml.safe_dump(old))
     with pytest.raises(ConfigError, match="before the modality-generic core.*model.init_from"):
         check_resume_config(recipe, tmp_path)
+
+
+@pytest.mark.parametrize(("encoder", "kind"), [("transformer", "log_mel"), ("cnn", "mfcc"), ("lstm", "log_mel")])
+def test_a_presets_audio_tower_reads_as_many_bands_as_the_recipes_audio_features_make(encoder: str, kind: str) -> None:
+    """``data.processors.audio`` with 16 mel bands (or 13 MFCCs) builds an audio tower over 16 (13) bands, not the
+    preset's default 64, so the recipe's features go through it."""
+    from polymodal.data.audio import AudioFeatures
+    from polymodal.train.recipe import load_recipe
+
+    settings = [f"data.processors.audio.{k}={v}" for k, v in {"kind": kind, "n_mels": 16, "n_mfcc": 13}.items()]
+    recipe = load_recipe("shapes-sentiment", [f"model.params.audio_encoder={encoder}", "data.path=unused", *settings])
+    model, _ = _build(recipe)
+    features = AudioFeatures(kind=kind, n_mels=16, n_mfcc=13, clip_seconds=0.5)(torch.randn(2, 8000))
+    assert features.shape[1] == (16 if kind == "log_mel" else 13)
+    tower = model.encoders["audio"].eval()
+    with torch.no_grad():
+        assert tower(features).tokens.shape[0] == 2
+    default = load_recipe("shapes-sentiment", ["data.path=unused", "data.processors={}"])
+    assert _build(default)[0].encoders["audio"].input_norm.num_features == 64  # no audio settings: the preset's own

@@ -54,21 +54,21 @@ def _small_image(kind: str, image_size: int) -> ComponentConfig:
 AUDIO_TOWERS = ("cnn", "transformer", "lstm")
 
 
-def _small_audio(kind: str, n_mels: int = 64) -> ComponentConfig:
-    """A small audio tower over ``n_mels`` log-mel bands: ``cnn`` (PANNs-style, a token per 8 frames), ``transformer``
-    (AST-style patches) or ``lstm`` (over the frames)."""
+def _small_audio(kind: str, channels: int = 64) -> ComponentConfig:
+    """A small audio tower over ``channels`` feature bands (log-mel bands or MFCCs): ``cnn`` (PANNs-style, a token
+    per 8 frames), ``transformer`` (AST-style patches) or ``lstm`` (over the frames)."""
     if kind == "cnn":
         return ComponentConfig(
             name="audio_cnn",
-            params={"channels": n_mels, "widths": [16, 32, 64], "width": 128, "frequency": "flatten"},
+            params={"channels": channels, "widths": [16, 32, 64], "width": 128, "frequency": "flatten"},
         )
     if kind == "transformer":
         return ComponentConfig(
             name="audio_transformer",
-            params={"channels": n_mels, "patch_size": 8, "width": 128, "depth": 3, "heads": 4},
+            params={"channels": channels, "patch_size": min(8, channels), "width": 128, "depth": 3, "heads": 4},
         )
     if kind == "lstm":
-        return ComponentConfig(name="audio_lstm", params={"channels": n_mels, "width": 128})
+        return ComponentConfig(name="audio_lstm", params={"channels": channels, "width": 128})
     raise ValueError(f"audio_encoder must be one of {', '.join(AUDIO_TOWERS)}, got {kind!r}")
 
 
@@ -128,6 +128,7 @@ def _source_tower(
     audio_encoder: str,
     video_encoder: str = "transformer",
     frames: int = 16,
+    audio_channels: int = 64,
 ) -> dict[str, ComponentConfig]:
     """The towers of a model's non-text modalities: ``image``, ``audio``, ``video`` (frames of ``image_size``) or
     several of them joined by ``+``, one tower each."""
@@ -136,7 +137,7 @@ def _source_tower(
         if part == "image":
             towers["image"] = _small_image(image_encoder, image_size)
         elif part == "audio":
-            towers["audio"] = _small_audio(audio_encoder)
+            towers["audio"] = _small_audio(audio_encoder, audio_channels)
         elif part == "video":
             towers["video"] = _small_video(video_encoder, image_encoder, image_size, frames)
         else:
@@ -144,10 +145,12 @@ def _source_tower(
     return towers
 
 
-def _fusion(name: str) -> ComponentConfig:
-    # Cross-attention reads from the text: the statement's or question's tokens query the image patches,
-    # as in VQA models, rather than 64 patches each looking for a word.
-    return ComponentConfig(name=name, params={"query": "text"} if name in ("cross_attention", "track") else {})
+def _fusion(name: str, params: dict[str, Any] | None = None) -> ComponentConfig:
+    """The fusion ``name`` with ``params`` (its constructor's keyword arguments). Cross-attention reads from the
+    text: the statement's or question's tokens query the image patches, as in VQA models, rather than 64 patches
+    each looking for a word."""
+    query = {"query": "text"} if name in ("cross_attention", "track") else {}
+    return ComponentConfig(name=name, params={**query, **(params or {})})
 
 
 def _small_text(vocab_size: int, max_length: int) -> ComponentConfig:
@@ -175,10 +178,11 @@ def shapes_clip(
     audio_encoder: str = "cnn",
     video_encoder: str = "transformer",
     frames: int = 16,
+    audio_channels: int = 64,
 ) -> EmbeddingConfig:
     """CLIP-style embedding model: a small ``source`` tower (image: ViT; audio; video: ``video_encoder`` over
     ``frames`` frames) + text transformer, 128-d embedding space."""
-    encoders = _source_tower(source, image_encoder, image_size, audio_encoder, video_encoder, frames)
+    encoders = _source_tower(source, image_encoder, image_size, audio_encoder, video_encoder, frames, audio_channels)
     return EmbeddingConfig(encoders={**encoders, "text": _small_text(vocab_size, max_length)}, embed_dim=embed_dim)
 
 
@@ -190,10 +194,11 @@ def shapes_clap(
     image_encoder: str | None = None,
     image_size: int = 64,
     embed_dim: int = 128,
+    audio_channels: int = 64,
 ) -> EmbeddingConfig:
     """CLAP-style audio-text embedding model; with ``image_encoder`` an image tower joins the same space (binding
     image, audio and text)."""
-    encoders = {"audio": _small_audio(audio_encoder), "text": _small_text(vocab_size, max_length)}
+    encoders = {"audio": _small_audio(audio_encoder, audio_channels), "text": _small_text(vocab_size, max_length)}
     if image_encoder is not None:
         encoders["image"] = _small_image(image_encoder, image_size)
     return EmbeddingConfig(encoders=encoders, embed_dim=embed_dim)
@@ -212,12 +217,14 @@ def shapes_fusion(
     text: bool = True,
     video_encoder: str = "transformer",
     frames: int = 16,
+    audio_channels: int = 64,
+    fusion_params: dict[str, Any] | None = None,
 ) -> FusionClassifierConfig:
     """``source`` (image, audio, video, or several joined by ``+``: ``video+audio``) + text classifier; ``fusion``
-    picks any registered fusion module. Without ``source`` or ``text`` it classifies the other alone (a unimodal
-    baseline)."""
+    picks any registered fusion module (``fusion_params``: its settings, e.g. ``{gate_by: [audio]}``). Without
+    ``source`` or ``text`` it classifies the other alone (a unimodal baseline)."""
     encoders = (
-        _source_tower(source, image_encoder, image_size, audio_encoder, video_encoder, frames)
+        _source_tower(source, image_encoder, image_size, audio_encoder, video_encoder, frames, audio_channels)
         if source is not None
         else {}
     )
@@ -227,7 +234,7 @@ def shapes_fusion(
         raise ValueError("a fusion classifier needs a source tower, a text tower or both")
     return FusionClassifierConfig(
         encoders=encoders,
-        fusion=_fusion(fusion),
+        fusion=_fusion(fusion, fusion_params),
         fusion_dim=128,
         num_classes=num_classes,
     )
@@ -245,11 +252,12 @@ def shapes_caption(
     audio_encoder: str = "cnn",
     video_encoder: str = "transformer",
     frames: int = 16,
+    audio_channels: int = 64,
 ) -> CaptionerConfig:
     """``source`` (image, audio or video) tower + a cross-attending text decoder (``transformer``: 2 layers; ``lstm``:
     show-attend-and-tell); ``contrastive`` adds a text tower and 128-d projections (CoCa-style) so the recipe's
     ``objective.contrastive_weight`` can add a CLIP loss to captioning."""
-    encoders = _source_tower(source, image_encoder, image_size, audio_encoder, video_encoder, frames)
+    encoders = _source_tower(source, image_encoder, image_size, audio_encoder, video_encoder, frames, audio_channels)
     if contrastive:
         encoders["text"] = _small_text(vocab_size, max_length)
     return CaptionerConfig(
@@ -274,12 +282,15 @@ def shapes_vqa(
     audio_encoder: str = "cnn",
     video_encoder: str = "transformer",
     frames: int = 16,
+    audio_channels: int = 64,
+    fusion_params: dict[str, Any] | None = None,
 ) -> QuestionAnsweringConfig:
-    """``source`` (image: ViT; audio; video) + question transformer, fused, classifying over an answer vocabulary."""
-    encoders = _source_tower(source, image_encoder, image_size, audio_encoder, video_encoder, frames)
+    """``source`` (image: ViT; audio; video) + question transformer, fused (``fusion_params``: the fusion's
+    settings), classifying over an answer vocabulary."""
+    encoders = _source_tower(source, image_encoder, image_size, audio_encoder, video_encoder, frames, audio_channels)
     return QuestionAnsweringConfig(
         encoders={**encoders, "text": _small_text(vocab_size, max_length)},
-        fusion=_fusion(fusion),
+        fusion=_fusion(fusion, fusion_params),
         fusion_dim=128,
         answer_mode="classify",
         num_answers=num_answers,

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import inspect
 import itertools
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from polymodal.config import ConfigError
+from polymodal.data.processors import AudioProcessor
 from polymodal.data.text import TextTokenizer
 from polymodal.models import (
     PRESETS,
@@ -40,7 +42,8 @@ from polymodal.train.recipe import Recipe
 
 def recipe_model_config(recipe: Recipe, vocab_size: int, derived: dict[str, Any] | None = None) -> ModelConfig:
     """The model config a recipe names: written out in ``model.config``, or its preset called with the values
-    the data decides (vocabulary and image size, text length, number of classes or answers) and ``model.params``."""
+    the data decides (vocabulary and image size, text length, the audio features' bands, number of classes or
+    answers) and ``model.params``."""
     if recipe.model.config is not None:
         return parse_model_config(recipe.model.config, "model.config")  # type: ignore[no-any-return]
     builder = PRESETS.get(recipe.model.preset)  # type: ignore[arg-type]
@@ -49,6 +52,7 @@ def recipe_model_config(recipe: Recipe, vocab_size: int, derived: dict[str, Any]
         "vocab_size": vocab_size,
         "image_size": recipe.data.image.image_size,
         "max_length": recipe.data.max_length,
+        **_audio_channels(recipe),
         **(derived or {}),
     }
     unknown = set(recipe.model.params) - set(accepted)
@@ -58,6 +62,16 @@ def recipe_model_config(recipe: Recipe, vocab_size: int, derived: dict[str, Any]
             f"allowed: {sorted(accepted)}"
         )
     return builder(**{k: v for k, v in from_data.items() if k in accepted}, **recipe.model.params)  # type: ignore[no-any-return]
+
+
+def _audio_channels(recipe: Recipe) -> dict[str, int]:
+    """``audio_channels``: the bands (mel or MFCC) of the recipe's audio features, which a preset's audio tower
+    reads."""
+    settings = recipe.data.processors.get("audio")
+    if settings is None:
+        return {}
+    processor = AudioProcessor.from_settings(settings, Path(recipe.data.path))
+    return {"audio_channels": processor.features.channels}
 
 
 def build_recipe_model(recipe: Recipe, config: ModelConfig) -> tuple[ComposedModel, TransferReport | None]:
