@@ -41,6 +41,7 @@ CASES = [(name, {}) for name in FUSIONS.names() if name != "track"] + [
     ("bilinear", {"mode": "mlb", "rank": 32}),
     ("gmu", {"gate": "sigmoid"}),
     ("cross_attention", {"query": "text", "dim": 16, "heads": 2}),
+    ("cross_attention", {"query": "text", "dim": 16, "heads": 2, "gate_by": ["image"]}),
     ("graph", {"top_tokens": None}),
     ("graph", {"top_tokens": 0}),
     ("graph", {"top_tokens": 2}),
@@ -476,3 +477,46 @@ def test_film_needs_a_grid_and_valid_options() -> None:
         FiLMFusion(DIMS2, OUT, kernel=2)
     with pytest.raises(ValueError, match="visual modality 'video'"):
         FiLMFusion(DIMS2, OUT, visual="video")
+
+
+def test_a_gate_multiplies_the_pooled_output_by_one_plus_the_gating_modalitys_projection() -> None:
+    """``gate_by``: pooled * (1 + g(mean of the gate modality's stream)); a zero gate, or a sample without the gate
+    modality, gives the ungated output; the gate must be a non-query modality."""
+    torch.manual_seed(0)
+    gated = build("cross_attention", {"query": "text", "dim": 16, "heads": 2, "gate_by": ["audio"]}, DIMS3)
+    plain = build("cross_attention", {"query": "text", "dim": 16, "heads": 2}, DIMS3)
+    plain.load_state_dict({k: v for k, v in gated.state_dict().items() if not k.startswith("gates.")})
+    features, present = make_features(DIMS3), all_present(DIMS3)
+    with torch.no_grad():
+        out, reference = gated(features, present), plain(features, present)
+        assert not torch.allclose(out.pooled, reference.pooled)
+        assert torch.equal(out.tokens, reference.tokens)  # the tokens a decoder reads are not gated
+        streams = gated.project(gated.gather(features, present))
+        g = gated.gates["audio"](streams["audio"].mean(1))
+        expected = gated.finish(reference_pooled(plain, features, present) * (1 + g), torch.ones(B, dtype=torch.bool))
+        torch.testing.assert_close(out.pooled, expected.pooled)
+        no_audio = {**present, "audio": torch.tensor([True, False, True, True])}
+        assert torch.allclose(gated(features, no_audio).pooled[1], plain(features, no_audio).pooled[1])
+        for p in gated.gates.parameters():
+            p.zero_()
+        torch.testing.assert_close(gated(features, present).pooled, reference.pooled)
+    for bad in (["text"], ["video"]):
+        with pytest.raises(ValueError, match="gate_by"):
+            CrossAttentionFusion(DIMS3, OUT, query="text", gate_by=bad)
+
+
+def reference_pooled(fusion: CrossAttentionFusion, features: dict[str, EncoderOutput], present: dict[str, Tensor]):
+    """The ungated fusion's pooled tokens before its final step (``finish``)."""
+    captured = {}
+    original = fusion.finish
+
+    def capture(pooled, *args, **kwargs):  # type: ignore[no-untyped-def]
+        captured["pooled"] = pooled
+        return original(pooled, *args, **kwargs)
+
+    fusion.finish = capture  # type: ignore[method-assign]
+    try:
+        fusion(features, present)
+    finally:
+        del fusion.finish
+    return captured["pooled"]

@@ -4,7 +4,8 @@ Each modality's tokens are projected to a shared width ``dim`` (plus a learned m
 embedding). A *query* modality's tokens are updated by stacked pre-norm blocks that attend
 to the tokens of every other modality (their padding and absent samples masked out). The
 fused tokens, projected to ``output_dim``, are returned with their mask (a caption decoder
-can attend to them); ``pooled`` is their masked mean.
+can attend to them); ``pooled`` is their masked mean, optionally gated by other modalities
+(``gate_by``: a product after the attention).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from torch import Tensor, nn
 from polymodal.modules.encoders.base import EncoderOutput, masked_mean
 from polymodal.modules.fusion._common import MaskedFusion, ModalityFeatures, any_present, keep_where, mlp
 from polymodal.modules.fusion.base import FusionOutput
+from polymodal.modules.fusion.product import present_product
 from polymodal.modules.layers import attend
 
 
@@ -61,6 +63,11 @@ class AttentionFusion(MaskedFusion):
 
     The output tokens are the fused query tokens. A sample that lacks every query modality
     falls back to the mean of the other modalities' (projected) tokens for ``pooled``.
+
+    ``gate_by`` (non-query modalities): ``pooled`` is multiplied element-wise by ``1 + g_m`` for each, ``g_m`` a
+    projection of modality ``m``'s mean token (an absent ``m``: no gate). An answer that is an XOR of what the
+    query read and what ``m`` holds ("the X made the sound": X acted first, the sound came first) is then a linear
+    function of the product, as in a product fusion, where the attention's sums leave it to be found by chance.
     """
 
     def __init__(
@@ -73,6 +80,7 @@ class AttentionFusion(MaskedFusion):
         layers: int = 2,
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
+        gate_by: Sequence[str] = (),
     ) -> None:
         super().__init__(input_dims, output_dim)
         if len(self.modalities) < 2:
@@ -89,6 +97,13 @@ class AttentionFusion(MaskedFusion):
         )
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, output_dim)
+        bad_gates = [m for m in gate_by if m not in self.input_dims or m in self.queries]
+        if bad_gates:
+            others = [m for m in self.modalities if m not in self.queries]
+            raise ValueError(
+                f"{type(self).__name__}: gate_by {bad_gates} must be among the non-query modalities {others}"
+            )
+        self.gates = nn.ModuleDict({m: nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, output_dim)) for m in gate_by})
 
     def forward(self, features: dict[str, EncoderOutput], present: dict[str, Tensor]) -> FusionOutput:
         inputs = self.gather(features, present)
@@ -117,6 +132,9 @@ class AttentionFusion(MaskedFusion):
             rest_tokens = self.head(self.norm(torch.cat([streams[m] for m in rest], dim=1)))
             fallback = masked_mean(rest_tokens, torch.cat([inputs[m].mask for m in rest], dim=1))
             pooled = torch.where(mask.any(1, keepdim=True), pooled, fallback)
+        if self.gates:
+            gates = {m: 1 + gate(masked_mean(streams[m], inputs[m].mask)) for m, gate in self.gates.items()}
+            pooled = pooled * present_product(gates, inputs)
         return self.finish(pooled, any_present(inputs), tokens=tokens, mask=mask)
 
 
@@ -135,9 +153,10 @@ class CrossAttentionFusion(AttentionFusion):
         layers: int = 2,
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
+        gate_by: Sequence[str] = (),
     ) -> None:
         query = query if query is not None else next(iter(input_dims), "")
-        super().__init__(input_dims, output_dim, [query], dim, heads, layers, mlp_ratio, dropout)
+        super().__init__(input_dims, output_dim, [query], dim, heads, layers, mlp_ratio, dropout, gate_by)
 
 
 class CoAttentionFusion(AttentionFusion):

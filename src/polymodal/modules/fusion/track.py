@@ -20,7 +20,7 @@ keys: each text must pick its own clip among the batch's by its words' best-matc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -38,7 +38,7 @@ class TrackFusion(CrossAttentionFusion):
     (``EncoderOutput.cells_per_frame``: the video tower with ``temporal: space_time``). A frame's reading is
     ``reading_width`` numbers; the readings of up to ``max_frames`` frames, in order, go through an MLP to ``dim``.
     In training, ``grounding_weight`` times the grounding loss (at ``grounding_temperature``) joins
-    ``FusionOutput.losses`` as ``grounding``; 0 turns it off.
+    ``FusionOutput.losses`` as ``grounding``; 0 turns it off. ``gate_by``: as in :class:`AttentionFusion`.
     """
 
     def __init__(
@@ -56,8 +56,9 @@ class TrackFusion(CrossAttentionFusion):
         max_frames: int = 32,
         grounding_weight: float = 1.0,
         grounding_temperature: float = 0.07,
+        gate_by: Sequence[str] = (),
     ) -> None:
-        super().__init__(input_dims, output_dim, query, dim, heads, layers, mlp_ratio, dropout)
+        super().__init__(input_dims, output_dim, query, dim, heads, layers, mlp_ratio, dropout, gate_by)
         if track not in self.input_dims or track in self.queries:
             others = [m for m in self.modalities if m not in self.queries]
             raise ValueError(f"TrackFusion: track must be one of the non-query modalities {others}, got {track!r}")
