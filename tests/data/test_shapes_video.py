@@ -170,12 +170,16 @@ def test_audio_visual_clips_click_once_at_the_event_of_the_shape_the_true_statem
             assert len(events) == 2 and events[0]["end"] <= events[1]["start"]
             heard = [e for e in events if "sound_at" in e]
             assert len(heard) == 1 and row["label"]["sounding"] == heard[0]["object"]
-            sound = [s for s in statements if s["type"] != "acted_first"]
+            sound = [s for s in statements if s["type"] not in ("acted_first", "sound_time")]
             acted = [s for s in statements if s["type"] == "acted_first"]
+            when = [s for s in statements if s["type"] == "sound_time"]
             assert [s["label"] for s in sound] == [e is heard[0] for e in events]
             assert [s["text"] for s in sound] == [f"the {e['object']} made the sound" for e in events]
             assert [(s["text"], s["label"]) for s in acted] == [
                 (f"the {e['object']} changed first", e is events[0]) for e in events
+            ]
+            assert [(s["text"], s["label"]) for s in when] == [
+                ("the sound came with the first change", heard[0] is events[0])
             ]
             wave = _track(out / row["audio"])
             assert _onset(wave) == pytest.approx(heard[0]["sound_at"], abs=0.005)  # the click starts at the event

@@ -199,7 +199,8 @@ def _av_predictions(saved: SavedModel, moves: Path, drop: str | None = None) -> 
     the predicted and the true classes."""
     predicted, truth = [], []
     for r in _rows(moves, "av_test"):
-        for st in (s for s in r["statements"] if s["type"] != "acted_first"):  # who acted first is not scored
+        # Who acted first and when the sound came (training aids) are not scored.
+        for st in (s for s in r["statements"] if s["type"] not in ("acted_first", "sound_time")):
             inputs = {m: saved.inputs(m, [str(moves / r[m])]) for m in ("video", "audio") if m in saved.model.encoders}
             inputs["text"] = saved.inputs("text", [st["text"]])
             present = None if drop is None else {drop: torch.zeros(1, dtype=torch.bool)}

@@ -46,7 +46,7 @@ from polymodal.data.shapes import (
 from polymodal.data.shapes_audio import SAMPLE_RATE, click, mix_sounds, object_sound
 from polymodal.fsutil import write_atomic
 
-VIDEO_GENERATOR_VERSION = 2  # 2: bounces, soundtracks and the audio-visual clips
+VIDEO_GENERATOR_VERSION = 3  # 2: bounces, soundtracks and the audio-visual clips; 3: their training aids
 VIDEO_MANIFEST_NAME = "shapesworld_video.json"  # written last: its presence marks a complete dataset
 
 FPS = 8
@@ -327,7 +327,11 @@ def make_clip(
     return images, row, soundtrack(events, frames, background, np.random.default_rng([seed, index, _SOUND_STREAM]))
 
 
-ACTED_FIRST = "acted_first"  # the type of an audio-visual clip's statements about who acted first
+# Types of an audio-visual clip's statements that teach one half of the answer each, and are not scored: who acted
+# first (the pictures' half) and which event the sound came with (the sound's half).
+ACTED_FIRST = "acted_first"
+SOUND_TIME = "sound_time"
+AV_TRAINING_AIDS = (ACTED_FIRST, SOUND_TIME)
 
 
 def make_av_clip(
@@ -335,8 +339,11 @@ def make_av_clip(
 ) -> tuple[list[Image.Image], dict[str, Any], np.ndarray]:
     """Audio-visual clip ``index``: two shapes act one after the other and only one event clicks (the same click
     for every shape). Its statements say which shape made the sound, one true, one false; their ``type`` says
-    whether the first or the second event sounded. Two more (``type`` ``acted_first``) say which shape acted first:
-    the pictures' half of the answer, which the sound statements alone do not teach (docs/video.md)."""
+    whether the first or the second event sounded. Two more (``type`` ``acted_first``) say which shape acted first,
+    the pictures' half of the answer, and one (``sound_time``) whether the sound came with the first event, the
+    sound's half: the sound statements alone teach neither (docs/video.md). It is one statement, true or false, not
+    a true and a false one as the others: "first" and "second" against early and late sound is an XOR of a word and
+    the sound, which a model starts learning only by chance (an audio and text model stayed at 0.5 on it)."""
     rng = np.random.default_rng([seed, index, _AV_STREAM])
     movers = sample_clip(rng, frames, novel, two_events=True)
     images, background = render_clip(movers, rng, frames, size)
@@ -356,6 +363,7 @@ def make_av_clip(
         "statements": [
             *({"text": f"the {m.name} made the sound", "label": m is events[heard], "type": order} for m in events),
             *({"text": f"the {m.name} changed first", "label": m is events[0], "type": ACTED_FIRST} for m in events),
+            {"text": "the sound came with the first change", "label": heard == 0, "type": SOUND_TIME},
         ],
         "label": {"sounding": events[heard].name, "order": order},
         "background": background,

@@ -9,7 +9,7 @@ Layouts on disk (``--data PATH``) are described in ``docs/evaluation.md`` and in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -299,13 +299,13 @@ def _shapes_statements(modality: str) -> Callable[[EvalContext, str], LoadedSpli
     return load
 
 
-def _statements_of(samples: list[Sample], modalities: list[str], skip_type: str | None = None) -> passes.Statements:
+def _statements_of(samples: list[Sample], modalities: list[str], skip_types: Collection[str] = ()) -> passes.Statements:
     """Every statement of ``samples`` about its item (its references of ``modalities``), true (1) or false (0),
-    but those of type ``skip_type``."""
+    but those of a type in ``skip_types``."""
     st = passes.Statements({m: _items(samples, m) for m in modalities}, [], [], [], [])
     for i, s in enumerate(samples):
         for statement in s.statements:
-            if skip_type is not None and statement.type == skip_type:
+            if statement.type in skip_types:
                 continue
             st.item_index.append(i)
             st.texts.append(statement.text)
@@ -416,14 +416,14 @@ def _load_shapes_video_av(ctx: EvalContext, split: str) -> LoadedSplit:
     clicks, the same click for every shape, so "the red circle made the sound" needs the frames (who acted when) and
     the sound (when it clicked). Accuracy of a video + audio + text fusion classifier, per event heard (first,
     second), and (``--robustness``) with video or audio dropped; or of a baseline that reads one of them (and text).
-    The rows' statements about who acted first (a training aid) are not scored."""
-    from polymodal.data.shapes_video import ACTED_FIRST
+    The rows' statements about who acted first and when the sound came (training aids) are not scored."""
+    from polymodal.data.shapes_video import AV_TRAINING_AIDS
 
     name = "shapes-video-av"
     model = _fusion_classifier(ctx, name, {"video", "audio", "text"}, any_of=True)
     samples = _shapes_split(ctx, name, split, "av_")
     media = [m for m in ("video", "audio") if m in model.modalities] or ["video"]  # text alone reads no clip
-    st = _statements_of(samples, media, skip_type=ACTED_FIRST)
+    st = _statements_of(samples, media, skip_types=AV_TRAINING_AIDS)
 
     def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
         return passes.statements(ctx, st, image_fn, drop, full)
