@@ -204,3 +204,43 @@ def test_settings_round_trip_through_processors_json(tmp_path: Path) -> None:
     assert "augment" not in recipe.settings() and recipe.sampling.frames == 4
     with pytest.raises(ValueError, match="fps"):
         VideoSampling(sampling="fps")
+
+
+def test_clips_browsers_cannot_play_are_transcoded_to_h264_with_their_frames_and_sound(tmp_path: Path) -> None:
+    from polymodal.data.shapes_video import encode_mp4
+    from polymodal.data.video import transcode_for_web, web_playable
+
+    # Frame numbers 8 apart (so a dropped or repeated frame shows); odd sizes: H.264's 4:2:0 wants even ones.
+    frames = [Image.fromarray(frame_array(8 * i, 33)) for i in range(16)]
+    sound = np.sin(np.arange(32_000) / 16_000 * 2 * np.pi * 440).astype(np.float32)
+    mpeg4 = tmp_path / "part2.mp4"
+    mpeg4.write_bytes(encode_mp4(frames, fps=8, sound=sound))  # MPEG-4 Part 2, which Chromium does not play
+    h264, vp9 = write_clip(tmp_path / "h264.mp4", 8), write_clip(tmp_path / "vp9.webm", 8, "libvpx-vp9")
+    assert not web_playable(mpeg4) and web_playable(h264) and web_playable(vp9)
+    assert not web_playable(write_clip(tmp_path / "h264.mkv", 8))  # Matroska: not every browser
+
+    out = transcode_for_web(mpeg4, tmp_path / "cache" / "played.mp4")
+    assert web_playable(out) and not list(out.parent.glob("*.tmp*"))  # written atomically
+    with av.open(str(out)) as played:
+        video, audio = played.streams.video[0], played.streams.audio[0]
+        assert (video.codec_context.name, audio.codec_context.name) == ("h264", "aac")
+        assert (video.codec_context.width, video.codec_context.height) == (32, 32)
+        assert float(played.duration) / av.time_base == pytest.approx(2.0, abs=0.15)
+        assert audio.codec_context.sample_rate == 16_000
+    clip, original = (decode_video(p, VideoSampling(frames=16)) for p in (out, mpeg4))
+    assert len(clip.frames) == 16 and np.allclose(frame_numbers(clip), frame_numbers(original), atol=2)
+
+    assert bad_kind_of_transcode(mpeg4, tmp_path, VideoSampling(max_seconds=1.0)) == "too_long"
+    assert bad_kind_of_transcode(mpeg4, tmp_path, VideoSampling(max_pixels=32 * 32)) == "too_large"
+    (tmp_path / "cut.mp4").write_bytes(mpeg4.read_bytes()[:400])
+    assert bad_kind_of_transcode(tmp_path / "cut.mp4", tmp_path) == "decode"
+    assert not (tmp_path / "out.mp4").exists()  # nothing written for a bad clip
+
+
+def bad_kind_of_transcode(path: Path, folder: Path, settings: VideoSampling | None = None) -> str:
+    from polymodal.data.video import transcode_for_web
+
+    with pytest.raises(BadSampleError) as e:
+        transcode_for_web(path, folder / "out.mp4", settings)
+    assert str(path) in str(e.value)
+    return e.value.kind

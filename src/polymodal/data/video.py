@@ -14,6 +14,7 @@ import math
 import os
 import time
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
@@ -259,3 +260,91 @@ def _decode_folder(path, settings, generator, random, bad, source, row, field) -
         image = decode_image(path / names[i], max_pixels=settings.max_pixels, source=source, row=row, field=field)
         frames.append(image)
     return Clip(frames, [i / rate for i in indices], len(names) / rate, rate)
+
+
+# What browsers' <video> plays: these codecs in MP4 or WebM files (MPEG-4 Part 2, HEVC, MJPEG, and AVI, MOV or MKV
+# files, are not played by every browser; Chromium plays no MPEG-4 Part 2 at all). The suffix decides the content type
+# a file is served with, so it counts too (FFmpeg reads WebM and MKV with one demuxer).
+WEB_VIDEO_CODECS = frozenset({"h264", "vp8", "vp9", "av1"})
+WEB_SUFFIXES = {".mp4": "mp4", ".m4v": "mp4", ".webm": "webm"}  # -> one of the container's demuxer names
+WEB_AUDIO_CODECS = frozenset({"aac", "mp3", "opus", "vorbis", "flac"})
+
+
+def web_playable(path: str | os.PathLike) -> bool:
+    """Whether browsers play ``path`` as it is: an MP4 or WebM whose video and sound use the codecs they decode."""
+    av = require_av()
+    container_name = WEB_SUFFIXES.get(Path(path).suffix.lower())
+    if container_name is None:
+        return False
+    with av.open(os.fspath(path), metadata_errors="ignore") as container:
+        if not container.streams.video or container_name not in container.format.name.split(","):
+            return False
+        if any(s.codec_context.name not in WEB_VIDEO_CODECS for s in container.streams.video):
+            return False
+        return all(s.codec_context.name in WEB_AUDIO_CODECS for s in container.streams.audio)
+
+
+def transcode_for_web(
+    source: str | os.PathLike, target: str | os.PathLike, settings: VideoSampling | None = None
+) -> Path:
+    """``source`` re-encoded as H.264 (and its first sound track as AAC) in an MP4 that every browser plays, written
+    atomically to ``target``. The bounds of ``settings`` on duration, frame size and time apply: BadSampleError."""
+    from polymodal.fsutil import atomic_file
+
+    settings = settings or VideoSampling()
+    bad = media_errors(source, None, None, "video")
+    av = require_av()
+    deadline = time.monotonic() + settings.timeout_seconds
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with av.open(os.fspath(source), metadata_errors="ignore") as container, atomic_file(target) as written:
+            if not container.streams.video:
+                raise bad("has no video stream", "decode")
+            video = container.streams.video[0]
+            width, height = video.codec_context.width, video.codec_context.height
+            if width * height > settings.max_pixels:
+                raise bad(f"frames of {width}x{height} exceed {settings.max_pixels} pixels", "too_large")
+            seconds = float(container.duration or 0) / av.time_base
+            if seconds > settings.max_seconds:
+                raise bad(f"{seconds:.0f} s is longer than {settings.max_seconds:.0f} s", "too_long")
+            sound = container.streams.audio[0] if container.streams.audio else None
+            rate = video.average_rate or video.guessed_rate or 25
+            # faststart: the index first, so a player starts before the whole file has arrived.
+            with av.open(os.fspath(written), "w", format="mp4", options={"movflags": "+faststart"}) as out:
+                picture = out.add_stream("libx264", rate=rate, options={"preset": "veryfast", "crf": "20"})
+                picture.width, picture.height = width - width % 2, height - height % 2  # 4:2:0 needs even sizes
+                picture.pix_fmt = "yuv420p"
+                step = 1 / Fraction(rate)  # frames are renumbered at the clip's average rate
+                picture.codec_context.time_base = step
+                track = resampler = None
+                if sound is not None:
+                    layout = "stereo" if sound.codec_context.channels > 1 else "mono"
+                    track = out.add_stream("aac", rate=sound.codec_context.sample_rate, layout=layout)
+                    resampler = av.AudioResampler(format="fltp", layout=layout, rate=track.codec_context.sample_rate)
+                count = 0
+                for packet in container.demux(*(s for s in (video, sound) if s is not None)):
+                    if time.monotonic() > deadline:
+                        raise bad(f"transcoding took over {settings.timeout_seconds:.0f} s", "timeout")
+                    for frame in packet.decode():
+                        if packet.stream is video:
+                            image = frame.reformat(picture.width, picture.height, "yuv420p")
+                            image.pts, image.time_base = count, step
+                            count += 1
+                            out.mux(picture.encode(image))
+                        else:
+                            for part in resampler.resample(frame):  # type: ignore[union-attr]
+                                part.pts = None  # the encoder counts samples
+                                out.mux(track.encode(part))  # type: ignore[union-attr]
+                if count == 0:
+                    raise bad("has no decodable frame", "decode")
+                out.mux(picture.encode())
+                if track is not None:
+                    for part in resampler.resample(None):  # type: ignore[union-attr]
+                        out.mux(track.encode(part))
+                    out.mux(track.encode())
+    except BadSampleError:
+        raise
+    except Exception as e:  # FFmpeg's errors (truncated, not a container) come in several types
+        raise bad(f"cannot transcode ({type(e).__name__}: {e})", "decode") from None
+    return target

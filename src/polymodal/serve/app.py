@@ -412,8 +412,11 @@ async def item_video(item_id: int, service: Service = Depends(_service)) -> Resp
 
 
 async def _played_file(item_id: int, modality: str, service: Service) -> Response:
-    """A sound or video file with its content type; Starlette's FileResponse answers Range requests (206)."""
+    """A sound or video file with its content type; Starlette's FileResponse answers Range requests (206). A video
+    browsers cannot play is sent as its H.264 copy (:mod:`polymodal.serve.playable`)."""
     path = await _item_file(item_id, modality, service)
+    if modality == "video" and path.is_file():
+        path = await asyncio.to_thread(service.playable.path_for, path)
     return _file_response(path, item_id, MEDIA_TYPES[modality].get(path.suffix.lower().lstrip(".")))
 
 
@@ -456,9 +459,10 @@ def create_app(
     )
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
         batcher.close()
+        app.state.service.playable.close()
 
     app = FastAPI(
         title="polymodal",

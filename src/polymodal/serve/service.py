@@ -15,6 +15,7 @@ from polymodal.data.errors import BadSampleError
 from polymodal.fit import rows_table
 from polymodal.serve.batching import MicroBatcher
 from polymodal.serve.errors import ApiError
+from polymodal.serve.playable import PlayableVideos
 from polymodal.serve.search import SearchIndex
 
 # Endpoint -> what it needs: a model capability, and for search/items an index.
@@ -39,6 +40,7 @@ class Service:
         self.model = model
         self.index = index
         self.batcher = batcher
+        self.playable = PlayableVideos()
 
     # -- what works -------------------------------------------------------------------------------------------
     def endpoints(self) -> dict[str, bool]:
