@@ -189,12 +189,12 @@ def test_audio_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
 
 
 def test_video_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
-    """``polymodal demo video``: ShapesWorld moves, the five video runs on the cached frame tower, their evaluations
-    on test and test_novel, a report."""
+    """``polymodal demo video``: ShapesWorld moves and the audio-visual clips, the six video runs on the cached frame
+    tower, their evaluations on test and test_novel (the audio-visual one with each modality dropped), a report."""
     doc = _tiny_demo("video", tmp_path, 80)
     runs = doc["runs"]
     assert doc["data"]["total"] == 88
-    assert set(runs) == {"video-clip", "video-action", "video-caption", "video-statements", "video-qa"}
+    assert set(runs) == {"video-clip", "video-action", "video-caption", "video-statements", "video-qa", "video-av"}
     for split in ("test", "test_novel"):
         clip = runs["video-clip"]["scores"]
         assert {"t2v_R@1", "v2t_R@1"} <= set(clip["shapes-video-retrieval"][split]["metrics"])
@@ -203,6 +203,10 @@ def test_video_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
         assert "CIDEr-D" in runs["video-caption"]["scores"]["shapes-video-caption"][split]["metrics"]
         assert "accuracy" in runs["video-statements"]["scores"]["shapes-video-statements"][split]["metrics"]
         assert "vqa_accuracy_order" in runs["video-qa"]["scores"]["shapes-video-qa"][split]["metrics"]
+        av = runs["video-av"]["scores"]["shapes-video-av"][split]["metrics"]
+        wanted = {"accuracy", "accuracy_first", "accuracy_second", "accuracy without video", "accuracy without audio"}
+        assert wanted <= set(av) and all(0 <= av[k] <= 1 for k in wanted)
+    assert len(list((tmp_path / "shapes").glob("av_*.jsonl"))) == 4
     report = (tmp_path / "report.md").read_text()
     assert "ShapesWorld video demo" in report and all(label in report for label in runs)
 

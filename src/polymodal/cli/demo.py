@@ -48,6 +48,7 @@ BENCHMARKS = {
     "video-caption": "shapes-video-caption",
     "video-statements": "shapes-video-statements",
     "video-qa": "shapes-video-qa",
+    "video-av": "shapes-video-av",
     "scene-checker": "",  # an instrument: the generation benchmark reports its reading of the real images
     "gen-clip": "shapes-zeroshot,shapes-retrieval",
     "diffusion": "shapes-generation",
@@ -93,6 +94,13 @@ HEADLINE = {
     "video-qa": [
         ("shapes-video-qa", "vqa_accuracy", "question accuracy"),
         ("shapes-video-qa", "vqa_accuracy_order", "which shape changed first/last"),
+    ],
+    "video-av": [
+        ("shapes-video-av", "accuracy", "which shape made the sound"),
+        ("shapes-video-av", "accuracy_first", "  when the first event sounded"),
+        ("shapes-video-av", "accuracy_second", "  when the second event sounded"),
+        ("shapes-video-av", "accuracy without video", "  with the video dropped"),
+        ("shapes-video-av", "accuracy without audio", "  with the audio dropped"),
     ],
 }
 _GENERATION_ROWS = [
@@ -175,7 +183,7 @@ CAPTION_STEPS = 2
 # The audio suite's steps as multiples of --steps (docs/audio.md has the measurements).
 AUDIO_STEPS = {"bind": 3, "audiocap": 2, "sentiment": 0.5, "speaker": 1}
 # The video suite's steps as multiples of --steps (docs/video.md has the measurements).
-VIDEO_STEPS = {"clip": 3, "action": 2, "caption": 2, "statements": 3, "qa": 2}
+VIDEO_STEPS = {"clip": 3, "action": 2, "caption": 2, "statements": 3, "qa": 2, "av": 0.85}
 # Clips in the video suite's train+val+test when --n is not given (images: 2,000).
 VIDEO_CLIPS = 3000
 # The generation suite's steps as multiples of --steps (docs/generation.md has the measurements), its images
@@ -327,8 +335,9 @@ def demo(
                     f"polymodal eval {model_dir} --benchmark {benchmarks} --data {data_dir} --seed {seed} "
                     f"--out {eval_file}" + "".join(f" --judge {name}={path}" for name, path in judges.items())
                 )
-                # The sentiment model's accuracy with each modality dropped, beside its unimodal baselines.
-                robust = label == "sentiment"
+                # The accuracy with each modality dropped: the sentiment model's beside its unimodal baselines,
+                # and the audio-visual model's, which needs both.
+                robust = label in ("sentiment", "video-av")
                 command += " --robustness" if robust else ""
                 t0 = time.perf_counter()
                 doc = run_eval(
@@ -380,10 +389,10 @@ def _generation_data(out: Path, n: int, seed: int, quiet: bool) -> dict[str, Any
 
 
 def _video_data(out: Path, n: int, seed: int) -> dict[str, Any]:
-    """ShapesWorld moves in OUT/shapes: a few seconds to generate, so made afresh each time."""
+    """ShapesWorld moves and the audio-visual clips in OUT/shapes: seconds to generate, so made afresh each time."""
     from polymodal.data.shapes_video import generate_shapesworld_video
 
-    summary = generate_shapesworld_video(out / "shapes", n, seed=seed)
+    summary = generate_shapesworld_video(out / "shapes", n, seed=seed, av=True, workers=2)
     summary["reused"] = False
     return summary
 
@@ -447,9 +456,10 @@ def audio_jobs(steps: int) -> list[DemoJob]:
 def video_jobs(out: Path, steps: int, from_clip: bool) -> list[DemoJob]:
     """The video suite, every model on the locked, cached ImageNet tower per frame under a temporal transformer:
     clip<->caption retrieval (and zero-shot actions from it), the first action from the clip alone, captions that
-    tell the events in order, true/false statements about order and action, and questions about time. The
-    captioner, the statement classifier and the question answerer start from the retrieval run's towers
-    (``from_clip``): on their own, statements stay at chance."""
+    tell the events in order, true/false statements about order and action, questions about time, and which shape
+    made the sound (the audio-visual clips, which need both pictures and sound). The captioner, the statement
+    classifier and the question answerer start from the retrieval run's towers (``from_clip``): on their own,
+    statements stay at chance."""
     chain = FineTune(out / "video-clip" if from_clip else None, "encoders")
     return [
         DemoJob(
@@ -612,11 +622,18 @@ def _fusion_of(recipe_name: str) -> str | None:
 
 
 def _scores(doc: dict[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
-    """benchmark -> split -> {"metrics": ..., "ci95": ...} from a result file's JSON."""
+    """benchmark -> split -> {"metrics": ..., "ci95": ...} from a result file's JSON; the metric with each modality
+    dropped (``--robustness``) joins the metrics as "accuracy without video"."""
     scores: dict[str, dict[str, dict[str, Any]]] = {}
     for result in doc["results"]:
+        robustness = result.get("robustness") or {}
+        dropped = {
+            f"{robustness['metric']} without {modality}": value
+            for modality, value in (robustness.get("missing_modality") or {}).items()
+            if modality != "none"
+        }
         scores.setdefault(result["benchmark"], {})[result["split"]] = {
-            "metrics": result["metrics"],
+            "metrics": {**result["metrics"], **dropped},
             "ci95": result.get("ci95") or {},
         }
     return scores

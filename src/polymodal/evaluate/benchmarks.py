@@ -428,7 +428,9 @@ def _load_shapes_video_av(ctx: EvalContext, split: str) -> LoadedSplit:
     def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
         return passes.statements(ctx, st, image_fn, drop, full)
 
-    drops = tuple(model.modalities) if len(model.modalities) > 1 else ()
+    # The clip's modalities are dropped in turn, not the text: without it the true and the false statement about a
+    # clip are one input, so exactly half are right whatever the model.
+    drops = tuple(m for m in model.modalities if m != "text") if len(model.modalities) > 1 else ()
     return LoadedSplit(name, split, "accuracy", score, drops, media="video")
 
 
