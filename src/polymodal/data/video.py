@@ -26,6 +26,7 @@ from polymodal.config import Config
 from polymodal.data.errors import BadSampleError, media_errors, open_media
 from polymodal.data.image import decode_image
 from polymodal.data.schema import MediaRef
+from polymodal.fsutil import atomic_file
 
 Sampling = Literal["uniform", "fps", "segments"]
 
@@ -289,8 +290,6 @@ def transcode_for_web(
 ) -> Path:
     """``source`` re-encoded as H.264 (and its first sound track as AAC) in an MP4 that every browser plays, written
     atomically to ``target``. The bounds of ``settings`` on duration, frame size and time apply: BadSampleError."""
-    from polymodal.fsutil import atomic_file
-
     settings = settings or VideoSampling()
     bad = media_errors(source, None, None, "video")
     av = require_av()
