@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,6 +78,30 @@ def test_the_machine_header_measures_only_the_precisions_asked_for(monkeypatch: 
     assert "fp32 7 GFLOP/s" in hardware.machine_header({"fp32": 7.0}, precisions=("bf16",)) and not measured
     with pytest.raises(ValueError, match="fp32 and bf16, not fp16"):
         hardware.matmul_peaks(precisions=("fp32", "fp16"))
+
+
+def test_instruction_set_caps_are_recorded_beside_the_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in hardware.ISA_CAP_ENVS:
+        monkeypatch.delenv(name, raising=False)
+    assert hardware.isa_caps() == {} and "capped" not in hardware.kernels_note()
+    assert "capped" not in hardware.describe_record(hardware.machine_record())
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert hardware.isa_caps() == {"ONEDNN_MAX_CPU_ISA": "AVX2"}
+    assert hardware.kernels_note().endswith("kernels (capped: ONEDNN_MAX_CPU_ISA=AVX2)")
+    record = hardware.machine_record()
+    assert record["isa_caps"] == {"ONEDNN_MAX_CPU_ISA": "AVX2"} and record["kernels"]
+    assert f"capped to {record['kernels']} kernels" in hardware.describe_record(record)
+
+
+def test_capping_the_instruction_sets_to_avx2_turns_native_bf16_off() -> None:
+    """What benchmarks/avx2_only.sh relies on: under the caps, an AVX-512 CPU reports and runs AVX2 kernels."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "avx2_only.sh"
+    code = (
+        "import torch; from polymodal import hardware; "
+        "print(torch.backends.cpu.get_cpu_capability(), hardware.bf16_native('cpu'))"
+    )
+    out = subprocess.run([str(script), sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["AVX2", "False"]
 
 
 def test_fp16_on_cpu_and_unknown_names_are_errors(unpinned: None) -> None:

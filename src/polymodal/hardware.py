@@ -30,6 +30,9 @@ PRECISION_ENV = "POLYMODAL_PRECISION"
 THREADS_ENV = "POLYMODAL_THREADS"
 # CPU flags worth recording beside a figure: they decide which kernels run.
 FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile", "avx_vnni")
+# Environment variables that cap the instruction sets torch, oneDNN, MKL and numpy use below what the CPU has: set,
+# they make an AVX-512 machine run the kernels of an AVX2-only one, so a figure records them beside the flags.
+ISA_CAP_ENVS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "NPY_DISABLE_CPU_FEATURES")
 
 
 def normalize_precision(value: str) -> str:
@@ -74,6 +77,18 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
     except OSError:
         pass
     return CpuInfo(model, tuple(f for f in FLAGS_OF_INTEREST if f in flags))
+
+
+def isa_caps() -> dict[str, str]:
+    """The instruction-set caps in effect (:data:`ISA_CAP_ENVS` that are set), by variable."""
+    return {name: os.environ[name] for name in ISA_CAP_ENVS if os.environ.get(name)}
+
+
+def kernels_note() -> str:
+    """Which vector kernels torch runs (``AVX512``, ``AVX2``, ...), with the caps that lowered them, if any."""
+    caps = isa_caps()
+    capped = f" (capped: {' '.join(f'{k}={v}' for k, v in caps.items())})" if caps else ""
+    return f"{torch.backends.cpu.get_cpu_capability()} kernels{capped}"
 
 
 def bf16_native(device: torch.device | str = "cpu") -> bool:
@@ -122,7 +137,8 @@ def machine_header(peaks: dict[str, float] | None = None, precisions: Sequence[s
     peaks = matmul_peaks(precisions=precisions) if peaks is None else peaks
     measured = ", ".join(f"{name} {value:.0f} GFLOP/s" for name, value in peaks.items())
     return (
-        f"machine: {info.describe()}; native bf16: {'yes' if bf16_native('cpu') else 'no'}; torch {torch.__version__}, "
+        f"machine: {info.describe()}; {kernels_note()}; native bf16: {'yes' if bf16_native('cpu') else 'no'}; "
+        f"torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; matmul peak {measured}"
     )
 
@@ -401,6 +417,8 @@ def machine_record(precision: PrecisionChoice | None = None, threads: ThreadChoi
         "cpu": info.model,
         "cpu_flags": list(info.flags),
         "torch": torch.__version__,
+        "kernels": torch.backends.cpu.get_cpu_capability(),
+        "isa_caps": isa_caps(),
         "bf16_native": bf16_native("cpu"),
         "cuda": torch.cuda.is_available(),
     }
@@ -414,6 +432,8 @@ def machine_record(precision: PrecisionChoice | None = None, threads: ThreadChoi
 def describe_record(record: dict[str, Any]) -> str:
     """``bf16, 2 threads on AMD EPYC (avx2 ... avx512_bf16)``: a :func:`machine_record` in one line."""
     flags = " ".join(record.get("cpu_flags", [])) or "no AVX2"
+    if record.get("isa_caps"):
+        flags += f"; capped to {record.get('kernels', '?')} kernels"
     parts = [record["precision"]["precision"]] if "precision" in record else []
     if "threads" in record:
         count = record["threads"]["threads"]
