@@ -23,11 +23,13 @@ Random weights have no outlier activations, so they flatter quantisation: ``--tr
 (``--trained-text-only`` without the CLIP rows) also exports the packaged MiniLM sentence encoder
 (trained weights, 6 layers) with ``polymodal export``, prints the default it chose and each
 variant's cosine to PyTorch fp32 on the export's calibration sample and held-out check set, and
-times the variants against transformers' MiniLM on the held-out texts repeated to the batch.
+times the variants against transformers' MiniLM on the held-out texts repeated to the batch; then over a corpus
+of ``--corpus-batches`` batches, where polymodal's ``embed_text`` batches texts of like length together, against
+transformers in corpus order and sorted by length as sentence-transformers does.
 
     .venv/bin/python benchmarks/embedding_throughput.py [--size b32|small] [--batch 32] [--iters 5]
                                                         [--threads 2] [--no-onnx] [--precisions fp32,bf16]
-                                                        [--trained-text | --trained-text-only]
+                                                        [--trained-text | --trained-text-only] [--corpus-batches 8]
 """
 
 from __future__ import annotations
@@ -145,6 +147,9 @@ def main() -> None:
     parser.add_argument("--size", choices=list(SIZES), default="b32")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--iters", type=int, default=5, help="timed rounds over all paths")
+    parser.add_argument(
+        "--corpus-batches", type=int, default=8, help="MiniLM corpus rows: batches of held-out texts in the corpus"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-onnx", dest="onnx", action="store_false")
     parser.add_argument(
@@ -322,9 +327,8 @@ def trained_text(tmp: Path, args: argparse.Namespace, precisions: tuple[str, ...
             return F.normalize((hidden * weights).sum(1) / weights.sum(1), dim=-1)
 
     rows: list[tuple[str, Callable[[], torch.Tensor]]] = [("transformers MiniLM fp32 (reference)", hf_run)]
-    for precision in precisions:
-        model = polymodal.load(tmp / "minilm", precision=precision, batch_size=args.batch)
-        rows.append((f"polymodal {precision}", lambda m=model: torch.as_tensor(m.embed_text(texts))))
+    models = {f"polymodal {p}": polymodal.load(tmp / "minilm", precision=p, batch_size=args.batch) for p in precisions}
+    rows += [(name, lambda m=model: torch.as_tensor(m.embed_text(texts))) for name, model in models.items()]
     for name in entry["variants"]:
         embedder = OnnxEmbedder(tmp / "minilm-onnx", threads=args.threads, variant=name)
         marked = " (default)" if entry["default"] == name else ""
@@ -338,6 +342,51 @@ def trained_text(tmp: Path, args: argparse.Namespace, precisions: tuple[str, ...
         print(
             f"  {name:40} {rate:9.1f} {rate * seconds[0] / args.batch:9.2f}x {worst:8.5f} / {cosine(out, outs[0]):.5f}",
             flush=True,
+        )
+    corpus_rows(tokenizer, hf, models, args)
+
+
+def corpus_rows(tokenizer: Any, hf: Any, models: dict[str, Any], args: argparse.Namespace) -> None:
+    """Texts/s over a corpus of ``--corpus-batches`` batches of the held-out texts in a shuffled order: transformers
+    in batches of the corpus order (a plain loop) and in batches sorted by length (as sentence-transformers'
+    ``encode`` does), against polymodal's ``embed_text`` of the whole list (which sorts by length too). Tokenizing
+    is timed in every row, as ``embed_text`` includes it."""
+    import random
+
+    from polymodal.export.check import CHECK_TEXTS
+
+    rng = random.Random(0)
+    corpus = [CHECK_TEXTS[rng.randrange(len(CHECK_TEXTS))] for _ in range(args.batch * args.corpus_batches)]
+
+    def hf_embed(texts: list[str]) -> torch.Tensor:
+        inputs = tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+        with torch.no_grad():
+            hidden = hf(**inputs).last_hidden_state
+        weights = inputs["attention_mask"].unsqueeze(-1).float()
+        return F.normalize((hidden * weights).sum(1) / weights.sum(1), dim=-1)
+
+    def hf_in_order() -> torch.Tensor:
+        return torch.cat([hf_embed(corpus[i : i + args.batch]) for i in range(0, len(corpus), args.batch)])
+
+    def hf_by_length() -> torch.Tensor:
+        order = sorted(range(len(corpus)), key=lambda i: len(corpus[i]))
+        rows = torch.cat(
+            [hf_embed([corpus[j] for j in order[i : i + args.batch]]) for i in range(0, len(order), args.batch)]
+        )
+        return rows[torch.argsort(torch.tensor(order))]
+
+    rows = [("transformers MiniLM fp32, corpus order (reference)", hf_in_order)]
+    rows.append(("transformers MiniLM fp32, sorted by length", hf_by_length))
+    rows += [(f"{name} embed_text", lambda m=m: torch.as_tensor(m.embed_text(corpus))) for name, m in models.items()]
+    seconds, outs = time_rows([fn for _, fn in rows], args.iters)
+    shape = f"batches of {args.batch}, {args.threads} threads, best of {args.iters}"
+    print(f"MiniLM texts/s over a corpus of {len(corpus)} texts, {shape}")
+    print(f"  {'path':52} {'texts/s':>9} {'vs HF fp32':>10} {'cos worst / mean':>17}")
+    for (name, _), secs, out in zip(rows, seconds, outs):
+        worst = float(F.cosine_similarity(out.float(), outs[0].float(), dim=-1).min())
+        rate = len(corpus) / secs
+        print(
+            f"  {name:52} {rate:9.1f} {seconds[0] / secs:9.2f}x {worst:8.5f} / {cosine(out, outs[0]):.5f}", flush=True
         )
 
 

@@ -47,6 +47,32 @@ def test_batching_does_not_change_results(tiny_dual_encoder_dir) -> None:  # noq
     np.testing.assert_allclose(one.embed_text(texts), many.embed_text(texts), atol=1e-5)
 
 
+def test_texts_are_batched_by_length_and_come_back_in_order(
+    tiny_dual_encoder_dir, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
+    """More texts than a batch go in batches of like lengths (each pads to its own longest), rows in input order."""
+    import polymodal.api.model as api_model
+
+    texts = ["a red circle above a blue square", "no", "two yellow stars", "a", "a green triangle", "big"]
+    chunks: list[list[str]] = []
+
+    def spy(backend, modality, chunk):  # noqa: ANN001, ANN202
+        chunks.append(list(chunk))
+        return real(backend, modality, chunk)
+
+    real = api_model.embed
+    model = polymodal.load(tiny_dual_encoder_dir, batch_size=2)
+    monkeypatch.setattr(api_model, "embed", spy)
+    rows = model.embed_text(texts)
+    assert chunks == [
+        ["a", "no"],
+        ["big", "two yellow stars"],
+        ["a green triangle", "a red circle above a blue square"],
+    ]
+    alone = np.concatenate([model.embed_text(t) for t in texts])
+    np.testing.assert_allclose(rows, alone, atol=1e-5)
+
+
 def test_embed_text_matches_the_model_directly(clip, tiny_dual_encoder_dir) -> None:  # noqa: ANN001
     backend = load_backend(tiny_dual_encoder_dir)
     text = backend.saved.text  # the tokenizer and length the model was saved with

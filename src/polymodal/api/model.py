@@ -132,12 +132,31 @@ class Model:
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
         return self.precision_choice.autocast(self.device)
 
-    def _map(self, fn: Callable[[Sequence[T]], torch.Tensor], items: Sequence[T]) -> np.ndarray:
+    def _map(
+        self,
+        fn: Callable[[Sequence[T]], torch.Tensor],
+        items: Sequence[T],
+        length: Callable[[T], int] | None = None,
+    ) -> np.ndarray:
+        """``fn`` over batches of ``items``, rows in the order of ``items``. With ``length``, more items than a batch
+        are batched in order of length, so a batch pads to lengths like its own (texts pad to their batch's
+        longest), and the rows are put back in order."""
+        order = (
+            sorted(range(len(items)), key=lambda i: length(items[i]))
+            if length and len(items) > self.batch_size
+            else None
+        )
+        ordered = [items[i] for i in order] if order is not None else items
         with self._autocast():
-            parts = [fn(chunk).float().cpu() for chunk in _batches(items, self.batch_size)]
+            parts = [fn(chunk).float().cpu() for chunk in _batches(ordered, self.batch_size)]
         if not parts:
             return np.zeros((0, self.embed_dim or 0), dtype=np.float32)
-        return torch.cat(parts).numpy()
+        rows = torch.cat(parts).numpy()
+        if order is None:
+            return rows
+        restored = np.empty_like(rows)
+        restored[order] = rows
+        return restored
 
     # -- embeddings -------------------------------------------------------------------------------------------
     def embed(self, modality: str, items: object) -> np.ndarray:
@@ -147,7 +166,8 @@ class Model:
         if modality == "video":
             return self._map(self._embed_clips, to_clips(items))  # type: ignore[arg-type]
         prepared = to_inputs(modality, items)
-        return self._map(lambda chunk: embed(self.backend, modality, chunk), prepared)
+        by_length = len if modality == "text" else None  # characters: a proxy for tokens, known before tokenizing
+        return self._map(lambda chunk: embed(self.backend, modality, chunk), prepared, by_length)
 
     def embed_text(self, texts: str | Sequence[str]) -> np.ndarray:
         """(N, D) float32 unit vectors."""
