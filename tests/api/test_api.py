@@ -47,11 +47,13 @@ def test_batching_does_not_change_results(tiny_dual_encoder_dir) -> None:  # noq
     np.testing.assert_allclose(one.embed_text(texts), many.embed_text(texts), atol=1e-5)
 
 
-def test_texts_are_batched_by_length_and_come_back_in_order(
+def test_texts_are_batched_by_token_count_and_come_back_in_order(
     tiny_dual_encoder_dir, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # noqa: ANN001
-    """More texts than a batch go in batches of like lengths (each pads to its own longest), rows in input order."""
+    """More texts than a batch go in batches of like token counts (each pads to its own longest), rows in input
+    order; the counts are the model's own (special tokens in), and a backend that cannot count gets characters."""
     import polymodal.api.model as api_model
+    from polymodal.backends.base import text_lengths
 
     texts = ["a red circle above a blue square", "no", "two yellow stars", "a", "a green triangle", "big"]
     chunks: list[list[str]] = []
@@ -62,15 +64,16 @@ def test_texts_are_batched_by_length_and_come_back_in_order(
 
     real = api_model.embed
     model = polymodal.load(tiny_dual_encoder_dir, batch_size=2)
+    _, mask = model.backend.saved.text.tokenizer.encode_batch(texts, model.backend.saved.text.max_length)
+    counts = text_lengths(model.backend, texts)
+    assert counts == mask.sum(1).tolist() and counts != [len(t) for t in texts]
     monkeypatch.setattr(api_model, "embed", spy)
     rows = model.embed_text(texts)
-    assert chunks == [
-        ["a", "no"],
-        ["big", "two yellow stars"],
-        ["a green triangle", "a red circle above a blue square"],
-    ]
+    by_count = [texts[i] for i in sorted(range(len(texts)), key=lambda i: counts[i])]
+    assert chunks == [by_count[0:2], by_count[2:4], by_count[4:6]]
     alone = np.concatenate([model.embed_text(t) for t in texts])
     np.testing.assert_allclose(rows, alone, atol=1e-5)
+    assert text_lengths(object(), texts) == [len(t) for t in texts]
 
 
 def test_embed_text_matches_the_model_directly(clip, tiny_dual_encoder_dir) -> None:  # noqa: ANN001

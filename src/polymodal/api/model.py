@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -16,7 +17,7 @@ from polymodal.api.inputs import ImageInput, MediaInput, to_inputs
 from polymodal.api.predictor import PredictorBackend
 from polymodal.api.video import VideoInput, VideoSegment, decoded, segment_clip, to_clips
 from polymodal.backends import ANSWER, CAPTION, EMBED, GENERATE, PREDICT, Backend, TaskNotSupported, load_backend
-from polymodal.backends.base import accepts, embed, media, video_embedding
+from polymodal.backends.base import accepts, embed, media, text_lengths, video_embedding
 from polymodal.backends.video import IMAGE_FRAMES
 from polymodal.data.video import Clip, VideoSampling
 from polymodal.hardware import PrecisionChoice, choose_precision, normalize_precision
@@ -136,16 +137,14 @@ class Model:
         self,
         fn: Callable[[Sequence[T]], torch.Tensor],
         items: Sequence[T],
-        length: Callable[[T], int] | None = None,
+        lengths: Callable[[Sequence[T]], Sequence[int]] | None = None,
     ) -> np.ndarray:
-        """``fn`` over batches of ``items``, rows in the order of ``items``. With ``length``, more items than a batch
-        are batched in order of length, so a batch pads to lengths like its own (texts pad to their batch's
-        longest), and the rows are put back in order."""
-        order = (
-            sorted(range(len(items)), key=lambda i: length(items[i]))
-            if length and len(items) > self.batch_size
-            else None
-        )
+        """``fn`` over batches of ``items``, rows in the order of ``items``. With ``lengths`` (of all items), more
+        items than a batch are batched in order of length, so each batch pads only to its own longest, and the
+        rows are put back in order."""
+        order = None
+        if lengths is not None and len(items) > self.batch_size:
+            order = [int(i) for i in np.argsort(np.asarray(lengths(items)), kind="stable")]
         ordered = [items[i] for i in order] if order is not None else items
         with self._autocast():
             parts = [fn(chunk).float().cpu() for chunk in _batches(ordered, self.batch_size)]
@@ -166,7 +165,7 @@ class Model:
         if modality == "video":
             return self._map(self._embed_clips, to_clips(items))  # type: ignore[arg-type]
         prepared = to_inputs(modality, items)
-        by_length = len if modality == "text" else None  # characters: a proxy for tokens, known before tokenizing
+        by_length = functools.partial(text_lengths, self.backend) if modality == "text" else None
         return self._map(lambda chunk: embed(self.backend, modality, chunk), prepared, by_length)
 
     def embed_text(self, texts: str | Sequence[str]) -> np.ndarray:

@@ -103,6 +103,14 @@ def accepts(backend: Backend, capability: str) -> frozenset[str]:
     return own | {"video"} if capability == EMBED and video_embedding(backend) else own
 
 
+def text_lengths(backend: Backend, texts: Sequence[str]) -> list[int]:
+    """How long each text is for ``backend``: its token count where the backend can tell (a ``text_lengths``
+    method), otherwise its length in characters. Batching texts of like length keeps padding low."""
+    if hasattr(backend, "text_lengths"):
+        return list(backend.text_lengths(texts))
+    return [len(text) for text in texts]
+
+
 def embed(backend: Backend, modality: str, refs: Sequence[Any], frame_batch: int = 32) -> torch.Tensor:
     """(N, D) embeddings of ``refs`` of ``modality``: decoded images, strings, or media references (paths, bytes)
     for the other modalities of a backend that embeds them (one with an ``embed(modality, refs)`` method). Clips

@@ -58,6 +58,10 @@ class PolymodalBackend:
     def embed_text(self, texts: Sequence[str]) -> torch.Tensor:
         return self.embed("text", texts)
 
+    def text_lengths(self, texts: Sequence[str]) -> list[int]:
+        """Token counts of ``texts`` as the model reads them (special tokens in, truncated to its length)."""
+        return [len(ids) for ids in self.saved.text.prepare_many(texts)]
+
     def embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         return self.embed("image", images)
 
