@@ -72,6 +72,15 @@ def test_no_job_is_cut_below_the_floor_and_no_budget_means_no_scaling() -> None:
     assert [unlimited.steps_for(job) for job in JOBS] == [100, 600]
 
 
+def test_without_a_budget_the_rate_is_not_measured_and_the_summary_says_so() -> None:
+    plan, _ = budget(0, 0.0)  # --budget 0: the demo skips the matmul measurement
+    assert plan.estimated_slowdown is None and plan.slowdown == 1.0
+    summary = plan.summary()
+    assert summary["matmul_gflops"] is None and summary["estimated_slowdown"] is None
+    plan.finished(JOBS[0], 100, 52.0)  # twice the reference's 26 s: still measured from the jobs
+    assert plan.summary()["measured_slowdown"] == pytest.approx(2.0)
+
+
 def test_bf16_costs_apply_to_a_bf16_demo() -> None:
     plan, _ = budget(200, 400.0, precision="bf16")
     assert plan.predicted_total() == pytest.approx(0.1 * 100 + 5 + 0.05 * 600 + 5)

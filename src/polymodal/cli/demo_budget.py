@@ -53,8 +53,8 @@ class DemoBudget:
     def __post_init__(self) -> None:
         costs = self.reference["precisions"].get(self.precision) or self.reference["precisions"]["fp32"]
         self.costs = costs
-        # First estimate: compute-bound work runs at the ratio of matmul rates.
-        self.estimated_slowdown = costs["matmul_gflops"] / max(self.measured_gflops, 1e-9)
+        # First estimate: compute-bound work runs at the ratio of matmul rates (none without a budget: not measured).
+        self.estimated_slowdown = costs["matmul_gflops"] / self.measured_gflops if self.measured_gflops > 0 else None
 
     def _predicted(self, job: PlannedJob, steps: int) -> float:
         """Seconds for ``job`` at ``steps`` on the reference machine: training plus evaluation."""
@@ -69,7 +69,7 @@ class DemoBudget:
     def slowdown(self) -> float:
         """This machine's time / the reference's: measured over the finished jobs once there are any."""
         if not self.done:
-            return self.estimated_slowdown
+            return self.estimated_slowdown or 1.0
         predicted = sum(self._predicted(job, steps) for job, steps, _ in self.done)
         return sum(seconds for _, _, seconds in self.done) / max(predicted, 1e-9)
 
@@ -98,9 +98,9 @@ class DemoBudget:
         return {
             "budget_seconds": self.seconds,
             "precision": self.precision,
-            "matmul_gflops": round(self.measured_gflops, 1),
+            "matmul_gflops": round(self.measured_gflops, 1) if self.measured_gflops > 0 else None,
             "reference_machine": self.reference["machine"],
-            "estimated_slowdown": round(self.estimated_slowdown, 3),
+            "estimated_slowdown": None if self.estimated_slowdown is None else round(self.estimated_slowdown, 3),
             "measured_slowdown": round(self.slowdown, 3),
             "scaled_jobs": scaled,
         }
