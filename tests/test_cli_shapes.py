@@ -149,9 +149,9 @@ def test_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
     assert all(label in report for label in runs) and (tmp_path / "report.html").is_file()
 
 
-def _tiny_demo(suite: str, out: Path, n: int) -> dict:  # type: ignore[type-arg]
-    """``polymodal demo SUITE`` on ``n`` items, 2 steps a job, fp32; its JSON document."""
-    args = ["demo", suite, "--out", str(out), "--n", str(n), "--steps", "2", "--precision", "no", "--json"]
+def _tiny_demo(suite: str, out: Path, n: int, *extra: str) -> dict:  # type: ignore[type-arg]
+    """``polymodal demo SUITE`` on ``n`` items, 2 steps a job, fp32 (and ``extra`` options); its JSON document."""
+    args = ["demo", suite, "--out", str(out), "--n", str(n), "--steps", "2", "--precision", "no", "--json", *extra]
     result = runner.invoke(DEMO_APP, args)
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
@@ -214,9 +214,15 @@ def test_video_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
 def test_generation_demo_end_to_end_with_a_tiny_budget(tmp_path: Path) -> None:
     """``polymodal demo generation``: ShapesWorld at 32 px with its prompts, the scene checker, a CLIP model, the
     diffusion model and the GAN, both judged on test and test_novel by the checker and the CLIP model, a report."""
-    doc = _tiny_demo("generation", tmp_path, 80)
+    doc = _tiny_demo("generation", tmp_path, 80, "--budget", "1")  # a budget nothing fits: every cut is made
     runs = doc["runs"]
     assert set(runs) == {"scene-checker", "gen-clip", "diffusion", "gan"}
+    for label in ("scene-checker", "gen-clip"):  # the judges keep their steps; the generators go to the floor
+        assert runs[label]["steps"] == runs[label]["own_steps"]
+    assert runs["gan"]["steps"] == 1 < runs["gan"]["own_steps"] and set(doc["budget"]["scaled_jobs"]) == {
+        "diffusion",
+        "gan",
+    }
     assert (tmp_path / "shapes" / "prompts_train.jsonl").is_file() and (tmp_path / "scene-checker-cells").is_dir()
     assert runs["scene-checker"]["scores"] == {}  # an instrument: its reading of real images is in the others'
     for label in ("diffusion", "gan"):

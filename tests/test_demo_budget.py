@@ -72,6 +72,26 @@ def test_no_job_is_cut_below_the_floor_and_no_budget_means_no_scaling() -> None:
     assert [unlimited.steps_for(job) for job in JOBS] == [100, 600]
 
 
+def test_a_judge_keeps_its_steps_and_the_other_jobs_pay_for_them() -> None:
+    jobs = [PlannedJob("clip", 100, judge=True), PlannedJob("vqa", 600)]
+    plan = DemoBudget(100, jobs, "fp32", REFERENCE, 80.0, started=0.0, clock=Clock())  # 2x slower: 184 s
+    assert plan.steps_for(jobs[0]) == 100  # the judge: never cut
+    fixed = 2 * (0.2 * 100 + 6.0 + 6.0)  # the judge's training and both evaluations
+    scale = (100 * PLAN_SHARE - fixed) / (2 * 60.0)
+    assert plan.steps_for(jobs[1]) == round(600 * scale) and plan.summary()["scaled_jobs"] == {
+        "vqa": pytest.approx(scale, abs=1e-3)
+    }
+    unjudged = DemoBudget(100, JOBS, "fp32", REFERENCE, 80.0, started=0.0, clock=Clock())
+    assert unjudged.steps_for(JOBS[0]) < 100  # the same job, not a judge, is cut with the others
+
+
+def test_the_generation_demo_plans_its_scene_checker_and_clip_judge_as_judges(tmp_path) -> None:  # noqa: ANN001
+    from polymodal.cli.demo import generation_jobs
+
+    jobs = generation_jobs(tmp_path, 350)
+    assert {label for job in jobs for label in job.judges.values()} == {"scene-checker", "gen-clip"}
+
+
 def test_without_a_budget_the_rate_is_not_measured_and_the_summary_says_so() -> None:
     plan, _ = budget(0, 0.0)  # --budget 0: the demo skips the matmul measurement
     assert plan.estimated_slowdown is None and plan.slowdown == 1.0

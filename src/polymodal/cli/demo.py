@@ -293,7 +293,9 @@ def demo(
     else:
         jobs = audio_jobs(steps) if audio else video_jobs(out, steps, from_clip)
     results: dict[str, Any] = {"suite": suite, "data": {k: v for k, v in summary.items() if k != "params"}, "runs": {}}
-    budget = _budget(budget_seconds, precision, [PlannedJob(job.label, job.steps) for job in jobs], started)
+    judging = {label for job in jobs for label in job.judges.values()}
+    planned_jobs = {job.label: PlannedJob(job.label, job.steps, judge=job.label in judging) for job in jobs}
+    budget = _budget(budget_seconds, precision, list(planned_jobs.values()), started)
     if not json and budget.seconds > 0:
         console.print(
             f"budget {budget.seconds:.0f} s: this machine runs {budget.precision} matmuls at "
@@ -306,7 +308,7 @@ def demo(
         for job in jobs:
             label, recipe_name, own_steps = job.label, job.recipe, job.steps
             job_started = time.perf_counter()
-            planned = PlannedJob(label, own_steps)
+            planned = planned_jobs[label]
             job_steps = budget.steps_for(planned)
             recipe = job.make_recipe(out / job.data_dir if job.data_dir else data_dir, job_steps, seed, precision)
             run_dir = out / label

@@ -3,7 +3,8 @@
 Each job's cost per step and its evaluation were measured on a reference machine in each precision
 (``demo_reference.json``). Before the first job, this machine's matmul rate in the chosen precision against the
 reference's gives a first estimate of how much slower (or faster) it is; after each job the measured time
-replaces the estimate. Every job gets the steps the remaining budget can hold, at most the demo's own.
+replaces the estimate. Every job gets the steps the remaining budget can hold, at most the demo's own; a job that
+judges the others (a scene checker, the CLIP model of the CLIP score) keeps all of its steps.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def load_reference(path: Path = REFERENCE_FILE) -> dict[str, Any]:
 class PlannedJob:
     label: str  # clip, caption, vqa, fusion-gmu, ...
     steps: int  # the demo's own steps for this job
+    judge: bool = False  # it scores other jobs' models: never cut, as a judge trained for less would misjudge them
 
     @property
     def kind(self) -> str:
@@ -75,13 +77,18 @@ class DemoBudget:
 
     def steps_for(self, job: PlannedJob) -> int:
         """The steps ``job`` gets: its own, scaled down (from here on) when the rest would overrun the budget."""
-        if self.seconds <= 0:
+        if self.seconds <= 0 or job.judge:
             self.scales[job.label] = 1.0
             return job.steps
         remaining = [j for j in self.jobs if j.label not in {d.label for d, _, _ in self.done}]
         left = self.seconds * PLAN_SHARE - (self.clock() - self.started)
-        fixed = sum(self.costs["eval_seconds"][self._key(j)] for j in remaining) * self.slowdown
-        per_full_scale = sum(self.costs["seconds_per_step"][self._key(j)] * j.steps for j in remaining) * self.slowdown
+        judges = [j for j in remaining if j.judge]
+        fixed = (
+            sum(self.costs["eval_seconds"][self._key(j)] for j in remaining)
+            + sum(self.costs["seconds_per_step"][self._key(j)] * j.steps for j in judges)
+        ) * self.slowdown
+        scalable = [j for j in remaining if not j.judge]
+        per_full_scale = sum(self.costs["seconds_per_step"][self._key(j)] * j.steps for j in scalable) * self.slowdown
         scale = 1.0 if per_full_scale <= 0 else min(1.0, max(MIN_SCALE, (left - fixed) / per_full_scale))
         self.scales[job.label] = scale
         return max(1, round(job.steps * scale))
