@@ -50,8 +50,9 @@ def test_batching_does_not_change_results(tiny_dual_encoder_dir) -> None:  # noq
 def test_texts_are_batched_by_token_count_and_come_back_in_order(
     tiny_dual_encoder_dir, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # noqa: ANN001
-    """More texts than a batch go in batches of like token counts (each pads to its own longest), rows in input
-    order; the counts are the model's own (special tokens in), and a backend that cannot count gets characters."""
+    """More texts than a batch go in batches of like token counts (each pads to its own longest, short ones in
+    larger batches), rows in input order; the counts are the model's own (special tokens in), and a backend that
+    cannot count gets characters."""
     import polymodal.api.model as api_model
     from polymodal.backends.base import text_lengths
 
@@ -69,8 +70,11 @@ def test_texts_are_batched_by_token_count_and_come_back_in_order(
     assert counts == mask.sum(1).tolist() and counts != [len(t) for t in texts]
     monkeypatch.setattr(api_model, "embed", spy)
     rows = model.embed_text(texts)
-    by_count = [texts[i] for i in sorted(range(len(texts)), key=lambda i: counts[i])]
-    assert chunks == [by_count[0:2], by_count[2:4], by_count[4:6]]
+    order = sorted(range(len(texts)), key=lambda i: counts[i])
+    assert sum(chunks, []) == [texts[i] for i in order]  # batches of like counts, shortest first
+    # No batch pads to more than 2 (batch_size) x the longest text: short texts share larger batches.
+    assert all(len(c) * max(counts[texts.index(t)] for t in c) <= 2 * max(counts) for c in chunks)
+    assert max(map(len, chunks)) > 2 and len(chunks[-1]) <= 2
     alone = np.concatenate([model.embed_text(t) for t in texts])
     np.testing.assert_allclose(rows, alone, atol=1e-5)
     assert text_lengths(object(), texts) == [len(t) for t in texts]

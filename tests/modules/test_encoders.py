@@ -364,10 +364,49 @@ def test_hf_text_matches_transformers(name, hf_dirs):
         ref = model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
         outs = {p: ENCODERS.build("hf_text", path=path, pooling=p).eval()(ids, mask) for p in ("cls", "mean", "eos")}
     for out in outs.values():
-        torch.testing.assert_close(out.tokens, ref, atol=1e-6, rtol=1e-6)
+        real = mask[..., None]  # BERT runs on the real tokens only: its padded positions are zero
+        expected = ref.masked_fill(~real, 0) if name == "bert" else ref
+        torch.testing.assert_close(out.tokens, expected, atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(outs["cls"].pooled, ref[:, 0])
     torch.testing.assert_close(outs["mean"].pooled, _hand_masked_mean(ref, mask), atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(outs["eos"].pooled, torch.stack([ref[0, 5], ref[1, 3]]))
+
+
+def test_packed_bert_equals_transformers_on_real_tokens_with_either_padding_side(hf_dirs):
+    path, model = hf_dirs["bert"]
+    enc = ENCODERS.build("hf_text", path=path, pooling="mean").eval()
+    assert enc.packs and not ENCODERS.build("hf_text", path=hf_dirs["gpt2"][0]).packs
+    lengths = torch.tensor([9, 1, 5, 9, 3])
+    right = torch.arange(9) < lengths[:, None]  # (5, 9), texts of unequal length padded on the right
+    for mask in (right, right.flip(1)):  # and on the left, where BERT's positions still count from the first slot
+        ids = torch.randint(2, 50, mask.shape).masked_fill(~mask, 0)
+        with torch.no_grad():
+            ref = model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+            out = enc(ids, mask)
+        torch.testing.assert_close(out.tokens[mask], ref[mask], atol=1e-5, rtol=1e-5)
+        assert not out.tokens[~mask].any()
+        torch.testing.assert_close(out.pooled, _hand_masked_mean(ref, mask), atol=1e-5, rtol=1e-5)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            low = enc(ids, mask).pooled.float()
+        assert torch.nn.functional.cosine_similarity(low, out.pooled).min() > 0.99
+    enc.train()  # training runs transformers itself (dropout, checkpointing): its padded positions are not zero
+    with torch.no_grad():
+        assert enc(ids, mask).tokens[~mask].abs().sum() > 0
+
+
+def test_exporting_a_bert_tower_traces_transformers_graph_not_the_packing(hf_dirs):
+    enc = ENCODERS.build("hf_text", path=hf_dirs["bert"][0], pooling="mean").eval()
+    ids = torch.randint(2, 50, (2, 6))
+    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2], dtype=torch.bool)
+
+    class Pooled(nn.Module):
+        def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            return enc(ids, mask).pooled
+
+    program = torch.export.export(Pooled(), (ids, mask))  # what ONNX export (dynamo) traces
+    assert "nonzero" not in str(program.graph)  # packing's data-dependent shapes stay out of exported graphs
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(ids, mask), enc(ids, mask).pooled, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["vit", "clip"])

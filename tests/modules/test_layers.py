@@ -54,6 +54,22 @@ def test_attend_long_sequences_take_the_fused_kernel_with_the_same_result(causal
     torch.testing.assert_close(long, expected, atol=1e-5, rtol=1e-5)
 
 
+def test_inference_takes_the_fused_kernel_sooner_than_training(monkeypatch):
+    import polymodal.modules.layers as layers
+
+    math_calls = []
+    real_kernel = layers.sdpa_kernel
+    monkeypatch.setattr(layers, "sdpa_kernel", lambda backend: math_calls.append(backend) or real_kernel(backend))
+    q = k = v = torch.randn(1, 2, 40, 8)  # 1,600 pairs: above the inference bound, below the training one
+    trained = attend(q, k, v)
+    assert len(math_calls) == 1
+    with torch.no_grad():
+        inferred = attend(q, k, v)
+        attend(q[:, :, :20], k[:, :, :20], v[:, :, :20])  # 400 pairs: math
+    assert len(math_calls) == 2
+    torch.testing.assert_close(inferred, trained, atol=1e-5, rtol=1e-5)
+
+
 def test_attend_all_padding_row_is_finite():
     q = k = v = torch.randn(2, 2, 4, 8)
     key_mask = torch.tensor([[True, True, False, False], [False, False, False, False]])

@@ -42,6 +42,19 @@ def _batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
         yield items[start : start + size]
 
 
+def _batches_by_length(items: Sequence[T], lengths: Sequence[int], size: int) -> Iterator[Sequence[T]]:
+    """``items`` sorted by ``lengths`` (ascending) in batches padded to at most ``size`` x the longest length: a
+    batch of short items holds more than ``size`` of them, and none needs more room than ``size`` of the longest."""
+    budget = size * max(max(lengths, default=1), 1)
+    start = 0
+    for end, length in enumerate(lengths, start=1):
+        if (end - start) * max(length, 1) > budget:
+            yield items[start : end - 1]
+            start = end - 1
+    if start < len(items):
+        yield items[start:]
+
+
 class Model:
     """A loaded model: ``embed`` (``embed_text``, ``embed_image``, ``embed_audio``, ``embed_video``), ``classify``,
     ``caption``, ``answer``, ``generate``; or a fitted table predictor (``polymodal fit``): ``predict``.
@@ -140,14 +153,16 @@ class Model:
         lengths: Callable[[Sequence[T]], Sequence[int]] | None = None,
     ) -> np.ndarray:
         """``fn`` over batches of ``items``, rows in the order of ``items``. With ``lengths`` (of all items), more
-        items than a batch are batched in order of length, so each batch pads only to its own longest, and the
-        rows are put back in order."""
+        items than a batch are batched in order of length, so each batch pads only to its own longest (and short
+        items go in larger batches, see :func:`_batches_by_length`), and the rows are put back in order."""
         order = None
+        batches = _batches(items, self.batch_size)
         if lengths is not None and len(items) > self.batch_size:
-            order = [int(i) for i in np.argsort(np.asarray(lengths(items)), kind="stable")]
-        ordered = [items[i] for i in order] if order is not None else items
+            counts = np.asarray(lengths(items))
+            order = [int(i) for i in np.argsort(counts, kind="stable")]
+            batches = _batches_by_length([items[i] for i in order], counts[order].tolist(), self.batch_size)
         with self._autocast():
-            parts = [fn(chunk).float().cpu() for chunk in _batches(ordered, self.batch_size)]
+            parts = [fn(chunk).float().cpu() for chunk in batches]
         if not parts:
             return np.zeros((0, self.embed_dim or 0), dtype=np.float32)
         rows = torch.cat(parts).numpy()

@@ -20,6 +20,9 @@ from torch.utils.checkpoint import checkpoint
 # mostly in the backward pass: shapes-clip trains at 159 ms/step with it and 104 ms/step with the math
 # kernel (bf16, 2 cores). Above this many query x key pairs the fused kernel's O(T) memory wins.
 CPU_MATH_ATTENTION_MAX_PAIRS = 256 * 256
+# Without a backward pass the fused kernel wins much sooner: from about 24 x 24 pairs (batch 32, 2 cores; a ViT-B/32's
+# 50 x 50 attention 4.9 against 6.2 ms). Inference uses this bound.
+CPU_MATH_INFERENCE_MAX_PAIRS = 24 * 24
 
 
 def attention_mask(
@@ -58,10 +61,38 @@ def scaled_dot_product(
 ) -> Tensor:
     """``F.scaled_dot_product_attention`` with the faster kernel for short sequences on CPU (see
     :data:`CPU_MATH_ATTENTION_MAX_PAIRS`). Every attention in polymodal goes through here."""
-    if q.device.type == "cpu" and q.size(-2) * k.size(-2) <= CPU_MATH_ATTENTION_MAX_PAIRS:
+    math_pairs = CPU_MATH_ATTENTION_MAX_PAIRS if torch.is_grad_enabled() else CPU_MATH_INFERENCE_MAX_PAIRS
+    if q.device.type == "cpu" and q.size(-2) * k.size(-2) <= math_pairs:
         with sdpa_kernel(SDPBackend.MATH):
             return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout, is_causal=is_causal)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=dropout, is_causal=is_causal)
+
+
+class Packing:
+    """The real tokens of a padded (B, T) batch as rows of one (N, ...) matrix, and the way back.
+
+    Linear layers, norms and activations act on each token alone, so they can run on the N real tokens and skip
+    the padding; only attention needs the padded (B, T) layout, where a key mask keeps padding out.
+    """
+
+    def __init__(self, mask: Tensor) -> None:
+        self.mask = mask.bool()  # (B, T), True = real token
+        self.batch, self.length = self.mask.shape
+        self.rows = self.mask.reshape(-1).nonzero().squeeze(1)  # (N,) positions of the real tokens in B * T
+
+    def pack(self, x: Tensor) -> Tensor:
+        """(B, T, ...) -> (N, ...)."""
+        return x.reshape(self.batch * self.length, *x.shape[2:])[self.rows]
+
+    def pad(self, x: Tensor) -> Tensor:
+        """(N, ...) -> (B, T, ...), zeros at the padding."""
+        out = x.new_zeros(self.batch * self.length, *x.shape[1:])
+        out[self.rows] = x
+        return out.view(self.batch, self.length, *x.shape[1:])
+
+    def positions(self) -> Tensor:
+        """(N,) the index of each real token in its row (its position, whichever side the padding is on)."""
+        return torch.arange(self.length, device=self.mask.device).expand(self.batch, -1)[self.mask]
 
 
 class RotaryEmbedding(nn.Module):
@@ -223,6 +254,7 @@ def maybe_checkpoint(fn: Callable[..., Any], *args: Any, enabled: bool, **kwargs
 
 __all__ = [
     "MLP",
+    "Packing",
     "Attention",
     "RotaryEmbedding",
     "TransformerBlock",

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from polymodal.modules.encoders.audio import patch_token_mask
 from polymodal.modules.encoders.base import Encoder, EncoderOutput, masked_mean
 from polymodal.modules.encoders.pooling import check_choice, pool_tokens
+from polymodal.modules.layers import Packing, attention_mask, scaled_dot_product
 from polymodal.registry import Registry
 
 if TYPE_CHECKING:
@@ -108,11 +109,53 @@ class _HFEncoder(Encoder):
         self._hf_checkpointing = self.grad_checkpointing
 
 
+# Text architectures whose inference runs on the real tokens only (:func:`packed_bert_states`): BERT's layer layout
+# with absolute positions counted from 0 (MiniLM and other sentence encoders are BERT models).
+PACKED_TEXT_MODEL_TYPES = ("bert",)
+
+
+def packs_text(model: PreTrainedModel) -> bool:
+    """Whether :func:`packed_bert_states` computes ``model``'s hidden states: a BERT encoder, absolute positions."""
+    config = model.config
+    return (
+        config.model_type in PACKED_TEXT_MODEL_TYPES
+        and not getattr(config, "is_decoder", False)
+        and getattr(config, "position_embedding_type", "absolute") == "absolute"
+        and hasattr(model, "embeddings")
+        and hasattr(model, "encoder")
+    )
+
+
+def packed_bert_states(model: PreTrainedModel, ids: Tensor, mask: Tensor) -> Tensor:
+    """A BERT model's last hidden states (B, T, D) for ``ids`` (B, T), computed on the real tokens only.
+
+    transformers runs every linear layer on the padding too: half the work on a batch of texts of unequal length.
+    Here embeddings, projections, feed-forward layers and norms run on the packed real tokens, through the model's
+    own modules; attention alone runs padded, with padding masked out. Real tokens get transformers' values (token
+    type 0, as transformers assumes without ``token_type_ids``); padded positions are zero.
+    """
+    packing = Packing(mask)
+    embeddings = model.embeddings
+    x = embeddings.word_embeddings(packing.pack(ids)) + embeddings.token_type_embeddings.weight[0]
+    x = embeddings.LayerNorm(x + embeddings.position_embeddings(packing.positions()))
+    keys = attention_mask(packing.mask, packing.length, packing.length, causal=False)
+    heads = model.config.num_attention_heads
+    for layer in model.encoder.layer:
+        projections = layer.attention.self
+        qkv = torch.cat([projections.query(x), projections.key(x), projections.value(x)], dim=-1)  # (N, 3D)
+        q, k, v = packing.pad(qkv).unflatten(-1, (3, heads, -1)).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, hd)
+        attended = scaled_dot_product(q, k, v, attn_mask=keys).transpose(1, 2).flatten(2)  # (B, T, D)
+        x = layer.attention.output(packing.pack(attended), x)  # dense, residual, LayerNorm
+        x = layer.output(layer.intermediate(x), x)
+    return packing.pad(x)
+
+
 class HFTextEncoder(_HFEncoder):
     """Any ``AutoModel`` text model (BERT, MiniLM, GPT-2, a CLIP text tower ...) with
     ``cls``/``mean``/``eos`` pooling (``eos`` on right-padded CLIP text equals its pooler).
 
-    Without a mask, tokens equal to the model's ``pad_token_id`` (if it has one) are padding.
+    Without a mask, tokens equal to the model's ``pad_token_id`` (if it has one) are padding. In eval mode (not
+    traced) a BERT model runs on the real tokens only (:func:`packed_bert_states`); its padded positions are zero.
     """
 
     modality = "text"
@@ -121,6 +164,7 @@ class HFTextEncoder(_HFEncoder):
     def __init__(self, model_or_path: PreTrainedModel | str | os.PathLike[str], pooling: str = "cls") -> None:
         super().__init__(model_or_path)
         self.pooling = check_choice("pooling", pooling, ("cls", "mean", "eos"))
+        self.packs = packs_text(self.model)
         # An encoder never decodes step by step: skip building a KV cache (GPT-2 would by default).
         self._no_cache = {"use_cache": False} if "use_cache" in inspect.signature(self.model.forward).parameters else {}
 
@@ -132,9 +176,13 @@ class HFTextEncoder(_HFEncoder):
         pad_id = self.model.config.pad_token_id
         if mask is None and pad_id is not None:
             mask = x != pad_id
-        self._sync_grad_checkpointing()
-        out = self.model(input_ids=x, attention_mask=None if mask is None else mask.long(), **self._no_cache)
-        tokens = out.last_hidden_state  # (B, T, D)
+        # Exporting and compiling trace transformers' own graph: packing's shapes depend on the data.
+        if mask is not None and self.packs and not self.training and not torch.compiler.is_compiling():
+            tokens = packed_bert_states(self.model, x, mask)
+        else:
+            self._sync_grad_checkpointing()
+            out = self.model(input_ids=x, attention_mask=None if mask is None else mask.long(), **self._no_cache)
+            tokens = out.last_hidden_state  # (B, T, D)
         mask = None if mask is None else mask.bool()
         return EncoderOutput(tokens, pool_tokens(tokens, mask, self.pooling), mask)
 
