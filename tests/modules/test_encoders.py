@@ -389,6 +389,12 @@ def test_packed_bert_equals_transformers_on_real_tokens_with_either_padding_side
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
             low = enc(ids, mask).pooled.float()
         assert torch.nn.functional.cosine_similarity(low, out.pooled).min() > 0.99
+    with torch.no_grad():  # a row without real tokens (an empty text) pools to zeros, the others are unaffected
+        empty = enc(ids[:2], torch.cat([mask[:1], torch.zeros_like(mask[:1])]))
+    assert not empty.pooled[1].any() and torch.isfinite(empty.pooled).all()
+    torch.testing.assert_close(empty.pooled[0], out.pooled[0], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="texts of 40 tokens: this model reads at most 32"):
+        enc(torch.randint(2, 50, (1, 40)), torch.ones(1, 40, dtype=torch.bool))
     enc.train()  # training runs transformers itself (dropout, checkpointing): its padded positions are not zero
     with torch.no_grad():
         assert enc(ids, mask).tokens[~mask].abs().sum() > 0

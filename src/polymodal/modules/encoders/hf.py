@@ -134,8 +134,11 @@ def packed_bert_states(model: PreTrainedModel, ids: Tensor, mask: Tensor) -> Ten
     own modules; attention alone runs padded, with padding masked out. Real tokens get transformers' values (token
     type 0, as transformers assumes without ``token_type_ids``); padded positions are zero.
     """
-    packing = Packing(mask)
     embeddings = model.embeddings
+    if ids.size(1) > embeddings.position_embeddings.num_embeddings:
+        limit = embeddings.position_embeddings.num_embeddings
+        raise ValueError(f"texts of {ids.size(1)} tokens: this model reads at most {limit} (max_position_embeddings)")
+    packing = Packing(mask)
     x = embeddings.word_embeddings(packing.pack(ids)) + embeddings.token_type_embeddings.weight[0]
     x = embeddings.LayerNorm(x + embeddings.position_embeddings(packing.positions()))
     keys = attention_mask(packing.mask, packing.length, packing.length, causal=False)
