@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
 import polymodal
 from polymodal.api import Model
@@ -202,7 +203,7 @@ def test_concurrent_requests_are_batched_and_equal_to_unbatched_calls(tiny_dual_
     images = [shape_image(c) for c in list(COLORS) * 4]
     spy = SpyBackend(load_backend(tiny_dual_encoder_dir))
     model = Model(spy, batch_size=64)
-    expected_text, expected_image = model.embed_text(texts), model.embed_image(images)  # one call each
+    expected_text, expected_image = model.embed_text(texts), model.embed_image(images)
     app = create_app(model, settings=None)
     spy.calls = {"embed_text": 0, "embed_images": 0}
 
@@ -222,3 +223,6 @@ def test_concurrent_requests_are_batched_and_equal_to_unbatched_calls(tiny_dual_
     assert spy.calls["embed_text"] < n and spy.calls["embed_images"] < n, spy.calls
     stats = app.state.service.batcher.stats
     assert stats.requests == 2 * n and stats.model_calls < 2 * n and stats.largest_batch > 1
+    with TestClient(app) as client:  # image calls took the sizes the model timed; /health says the fastest
+        assert client.get("/health").json()["batching"]["chunk_sizes"] == {"image": model.chunk_sizers["image"].best()}
+    assert model.chunk_sizers["image"].measured()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from polymodal.api.chunking import ChunkSizer
 from polymodal.api.inputs import ImageInput, MediaInput, to_inputs
 from polymodal.api.predictor import PredictorBackend
 from polymodal.api.video import VideoInput, VideoSegment, decoded, segment_clip, to_clips
@@ -80,6 +82,8 @@ class Model:
         self.backend = backend.to(device)
         self.precision = self.precision_choice.precision
         self.batch_size = batch_size
+        # Per media modality: the call size with the least time per item on this machine, learned as it embeds.
+        self.chunk_sizers: dict[str, ChunkSizer] = {}
 
     # -- what it is -------------------------------------------------------------------------------------------
     @property
@@ -151,10 +155,12 @@ class Model:
         fn: Callable[[Sequence[T]], torch.Tensor],
         items: Sequence[T],
         lengths: Callable[[Sequence[T]], Sequence[int]] | None = None,
+        sized_by: str | None = None,
     ) -> np.ndarray:
         """``fn`` over batches of ``items``, rows in the order of ``items``. With ``lengths`` (of all items), more
         items than a batch are batched in order of length, so each batch pads only to its own longest (and short
-        items go in larger batches, see :func:`_batches_by_length`), and the rows are put back in order."""
+        items go in larger batches, see :func:`_batches_by_length`), and the rows are put back in order. With
+        ``sized_by`` (a modality), batches take the size its :class:`ChunkSizer` finds fastest."""
         order = None
         batches = _batches(items, self.batch_size)
         if lengths is not None and len(items) > self.batch_size:
@@ -162,7 +168,10 @@ class Model:
             order = [int(i) for i in np.argsort(counts, kind="stable")]
             batches = _batches_by_length([items[i] for i in order], counts[order].tolist(), self.batch_size)
         with self._autocast():
-            parts = [fn(chunk).float().cpu() for chunk in batches]
+            if sized_by is not None:
+                parts = self._sized_calls(fn, items, sized_by)
+            else:
+                parts = [fn(chunk).float().cpu() for chunk in batches]
         if not parts:
             return np.zeros((0, self.embed_dim or 0), dtype=np.float32)
         rows = torch.cat(parts).numpy()
@@ -172,6 +181,20 @@ class Model:
         restored[order] = rows
         return restored
 
+    def _sized_calls(
+        self, fn: Callable[[Sequence[T]], torch.Tensor], items: Sequence[T], modality: str
+    ) -> list[torch.Tensor]:
+        """``fn`` over ``items`` in calls of the size the modality's sizer picks, each call timed for it."""
+        sizer = self.chunk_sizers.setdefault(modality, ChunkSizer(self.batch_size))
+        parts, start = [], 0
+        while start < len(items):
+            size = sizer.next_size(len(items) - start)
+            began = time.perf_counter()
+            parts.append(fn(items[start : start + size]).float().cpu())
+            sizer.record(size, time.perf_counter() - began)
+            start += size
+        return parts
+
     # -- embeddings -------------------------------------------------------------------------------------------
     def embed(self, modality: str, items: object) -> np.ndarray:
         """(N, D) float32 unit vectors of ``items`` of ``modality`` (one of ``accepts()``): texts as strings,
@@ -180,8 +203,10 @@ class Model:
         if modality == "video":
             return self._map(self._embed_clips, to_clips(items))  # type: ignore[arg-type]
         prepared = to_inputs(modality, items)
-        by_length = functools.partial(text_lengths, self.backend) if modality == "text" else None
-        return self._map(lambda chunk: embed(self.backend, modality, chunk), prepared, by_length)
+        if modality == "text":  # texts are batched by token count instead
+            by_length = functools.partial(text_lengths, self.backend)
+            return self._map(lambda chunk: embed(self.backend, modality, chunk), prepared, by_length)
+        return self._map(lambda chunk: embed(self.backend, modality, chunk), prepared, sized_by=modality)
 
     def embed_text(self, texts: str | Sequence[str]) -> np.ndarray:
         """(N, D) float32 unit vectors."""

@@ -540,9 +540,14 @@ async def _health(
             max_generate_images=settings.max_generate_images,
             max_generate_steps=settings.max_generate_steps,
         ),
-        batching=Batching(**asdict(service.batcher.stats)),
+        batching=Batching(**asdict(service.batcher.stats), chunk_sizes=_chunk_sizes(service.model)),
         runtime=runtime,
     )
+
+
+def _chunk_sizes(model: Model) -> dict[str, int]:
+    sizes = {modality: sizer.best() for modality, sizer in model.chunk_sizers.items()}
+    return {modality: size for modality, size in sizes.items() if size is not None}
 
 
 def _predictor_info(model: Model) -> PredictorInfo | None:

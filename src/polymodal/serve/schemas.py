@@ -279,6 +279,10 @@ class Batching(BaseModel):
     model_calls: int = Field(description="Batched model calls they took (fewer than requests: batching works).")
     largest_batch: int
     rejected: int = Field(description="Requests answered 503 because the queue was over its time budget.")
+    chunk_sizes: dict[str, int] = Field(
+        default_factory=dict,
+        description="Per media modality, the items per model call measured fastest on this machine so far.",
+    )
 
 
 class Runtime(BaseModel):

@@ -1,0 +1,66 @@
+"""The chunk sizer: which call size a model's media embeddings take, learned from timed calls."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import polymodal
+from polymodal.api.chunking import ChunkSizer
+
+
+def run(sizer: ChunkSizer, items: int, seconds_per_item: dict[int, float]) -> list[int]:
+    """The call sizes ``sizer`` picks for ``items`` items, each call reported as taking its size's cost."""
+    calls = []
+    while items:
+        size = sizer.next_size(items)
+        calls.append(size)
+        sizer.record(size, size * seconds_per_item.get(size, 1.0))
+        items -= size
+    return calls
+
+
+def test_explores_each_size_largest_first_then_takes_the_fastest_per_item() -> None:
+    sizer = ChunkSizer(8, samples=2)
+    assert sizer.sizes == [1, 2, 4, 8] and sizer.best() is None
+    cost = {8: 3.0, 4: 1.0, 2: 2.0, 1: 5.0}  # seconds per item: 4 is the fastest
+    calls = run(sizer, 8 * 3 + 4 * 3 + 2 * 3 + 1 * 3 + 20, cost)
+    assert calls[:12] == [8] * 3 + [4] * 3 + [2] * 3 + [1] * 3  # one warm-up and two timed calls each
+    assert calls[12:] == [4] * 5 and sizer.best() == 4
+    assert sizer.measured() == {1: 0.2, 2: 0.5, 4: 1.0, 8: 1 / 3}
+
+
+def test_warm_up_calls_and_remainders_do_not_count() -> None:
+    sizer = ChunkSizer(6, samples=1)
+    assert sizer.sizes == [1, 2, 4, 6]  # the limit itself is a size even when it is no power of two
+    sizer.record(6, 0.001)  # a first call builds kernels: fast or slow, it is not a measurement
+    assert sizer.best() is None
+    sizer.record(6, 6.0)
+    sizer.record(3, 0.0)  # a remainder (no candidate size)
+    assert sizer.measured() == {6: 1.0}
+    assert sizer.next_size(3) == 2  # explores what a small call can fill
+    with pytest.raises(ValueError, match="limit must be >= 1"):
+        ChunkSizer(0)
+
+
+def test_a_call_explores_only_sizes_it_can_fill_and_later_calls_the_rest() -> None:
+    sizer = ChunkSizer(32, samples=1)
+    cost = {1: 4.0, 2: 3.0, 4: 2.0, 8: 1.5, 16: 0.5, 32: 1.0}
+    for _ in range(4):  # calls of 8 items, as a server with 8 clients gets them
+        run(sizer, 8, cost)
+    assert sizer.best() == 8 and set(sizer.measured()) == {1, 2, 4, 8}
+    run(sizer, 32 * 2 + 16 * 2, cost)  # then calls of more items time the larger sizes too
+    assert sizer.best() == 16 and run(sizer, 40, cost) == [16, 16, 8]
+
+
+def test_model_embeds_images_in_learned_chunks_with_rows_in_order(tiny_dual_encoder_dir) -> None:  # noqa: ANN001
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (20, 24, 3), dtype=np.uint8) for _ in range(31)]
+    model = polymodal.load(tiny_dual_encoder_dir, batch_size=4)
+    sized = model.embed_image(images)
+    sizer = model.chunk_sizers["image"]
+    assert set(sizer.measured()) == {1, 2, 4}  # 31 items: 4 calls each of 4, 2 and 1 (a warm-up, 3 timed), 3 more
+    alone = np.concatenate([model.embed_image(image) for image in images[:5]])
+    np.testing.assert_allclose(sized[:5], alone, atol=1e-5)
+    np.testing.assert_allclose(model.embed_image(images), sized, atol=1e-5)
+    assert "text" not in model.chunk_sizers  # texts are batched by token count
