@@ -1,8 +1,9 @@
-"""Images/s of a model's image embeddings in fixed call sizes, against the size ``Model`` learns on this machine.
+"""Images/s of a model's image embeddings in fixed call sizes, against the size ``Model`` learns on this machine;
+then the same for ``polymodal fit``'s image featurizer (the packaged EfficientNet-Lite0 at 224 px).
 
-A larger batch is not always faster per item (a conv tower's activations outgrow the caches), so ``Model`` times
-the calls it makes and settles on the fastest size (``polymodal.api.chunking.ChunkSizer``). This prints what each
-fixed size gives, what the model chose, and its rate, all interleaved round by round::
+A larger batch is not always faster per item (a conv tower's activations outgrow the caches), so ``Model`` and the
+featurizers time the calls they make and settle on the fastest size (``polymodal.chunking.ChunkSizer``). This
+prints what each fixed size gives, what was chosen, and its rate, all interleaved round by round::
 
     .venv/bin/python benchmarks/chunk_sizes.py [--model runs/demo/clip/best] [--images 512] [--batch-size 32]
     benchmarks/avx2_only.sh .venv/bin/python benchmarks/chunk_sizes.py   # as an AVX2-only CPU
@@ -11,7 +12,10 @@ fixed size gives, what the model chose, and its rate, all interleaved round by r
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,6 +24,10 @@ from PIL import Image
 import polymodal
 from polymodal.api.model import Model
 from polymodal.backends.base import embed
+from polymodal.chunking import ChunkSizer
+from polymodal.data.errors import BadSampleLog
+from polymodal.fit.features import featurizers_for
+from polymodal.fit.table import Table
 from polymodal.hardware import machine_header
 
 
@@ -30,12 +38,50 @@ def fixed_calls(model: Model, images: list[Image.Image], size: int) -> None:
             embed(model.backend, "image", images[start : start + size])
 
 
+def best_seconds(rows: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """The fastest of ``rounds`` runs of each row, the rows interleaved round by round."""
+    best = dict.fromkeys(rows, float("inf"))
+    for _ in range(rounds):
+        for name, run in rows.items():
+            began = time.perf_counter()
+            run()
+            best[name] = min(best[name], time.perf_counter() - began)
+    return best
+
+
+def fit_featurizer(images: list[Image.Image], batch_size: int, rounds: int) -> None:
+    """``polymodal fit``'s image featurizer over the images saved as PNG files: in its learned call size, and held
+    to calls of ``batch_size`` (what it did before)."""
+    with tempfile.TemporaryDirectory(prefix="polymodal-chunks-") as tmp:
+        for i, image in enumerate(images):
+            image.save(Path(tmp) / f"{i}.png")
+        table = Table("bench", Path(tmp), [{"image": f"{i}.png"} for i in range(len(images))], list(range(len(images))))
+        learned, held = (featurizers_for({"image": "image"})[0] for _ in range(2))
+        held.sizer = ChunkSizer(batch_size)
+        held.sizer.sizes = [batch_size]  # the only size it may take
+        learned.transform(table, BadSampleLog())  # explores, then settles
+        print(f"polymodal fit image featurizer (EfficientNet-Lite0, 224 px), {len(images)} PNG files")
+        print(
+            "  timed while exploring, images/s: "
+            + ", ".join(f"{s}: {r:.1f}" for s, r in learned.sizer.measured().items())
+        )
+        rows = {
+            f"calls of {batch_size}": lambda: held.transform(table, BadSampleLog()),
+            f"learned (chose {learned.sizer.best()})": lambda: learned.transform(table, BadSampleLog()),
+        }
+        best = best_seconds(rows, rounds)
+        reference = best[f"calls of {batch_size}"]
+        for name, secs in best.items():
+            print(f"  {name:30} {len(images) / secs:8.1f} images/s {reference / secs:6.2f}x calls of {batch_size}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="runs/demo/clip/best")
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=32, help="the model's batch_size: the largest call")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds; the fastest of each row counts")
+    parser.add_argument("--fit-images", type=int, default=256, help="images for the fit featurizer's rows")
     args = parser.parse_args()
 
     model = polymodal.load(args.model, batch_size=args.batch_size)
@@ -51,15 +97,11 @@ def main() -> None:
     print("  timed while exploring, images/s: " + ", ".join(f"{s}: {r:.1f}" for s, r in sizer.measured().items()))
     rows = {f"fixed calls of {s}": lambda s=s: fixed_calls(model, images, s) for s in sizer.sizes if s >= 4}
     rows["learned (Model.embed_image)"] = lambda: model.embed_image(images)
-    best = dict.fromkeys(rows, float("inf"))
-    for _ in range(args.rounds):
-        for name, run in rows.items():
-            began = time.perf_counter()
-            run()
-            best[name] = min(best[name], time.perf_counter() - began)
+    best = best_seconds(rows, args.rounds)
     reference = best[f"fixed calls of {args.batch_size}"]
     for name, secs in best.items():
         print(f"  {name:30} {args.images / secs:8.1f} images/s {reference / secs:6.2f}x calls of {args.batch_size}")
+    fit_featurizer(images[: args.fit_images], args.batch_size, args.rounds)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import pytest
 # The single source of truth for the layering: top-level module or package -> layer, bottom first.
 # Names on one layer are peers and may not import each other; a new package must be placed here.
 LAYERS: dict[str, int] = {
-    **dict.fromkeys(["version", "registry", "fsutil", "weights", "hardware", "progress", "config"], 0),
+    **dict.fromkeys(["version", "registry", "fsutil", "weights", "hardware", "progress", "chunking", "config"], 0),
     **dict.fromkeys(["data", "metrics"], 1),
     "modules": 2,
     "pretrained": 3,

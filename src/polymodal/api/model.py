@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -14,13 +13,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from polymodal.api.chunking import ChunkSizer
 from polymodal.api.inputs import ImageInput, MediaInput, to_inputs
 from polymodal.api.predictor import PredictorBackend
 from polymodal.api.video import VideoInput, VideoSegment, decoded, segment_clip, to_clips
 from polymodal.backends import ANSWER, CAPTION, EMBED, GENERATE, PREDICT, Backend, TaskNotSupported, load_backend
 from polymodal.backends.base import accepts, embed, media, text_lengths, video_embedding
 from polymodal.backends.video import IMAGE_FRAMES
+from polymodal.chunking import ChunkSizer, map_in_sized_calls
 from polymodal.data.video import Clip, VideoSampling
 from polymodal.hardware import PrecisionChoice, choose_precision, normalize_precision
 from polymodal.modules.generators.unet import SAMPLERS
@@ -169,7 +168,8 @@ class Model:
             batches = _batches_by_length([items[i] for i in order], counts[order].tolist(), self.batch_size)
         with self._autocast():
             if sized_by is not None:
-                parts = self._sized_calls(fn, items, sized_by)
+                sizer = self.chunk_sizers.setdefault(sized_by, ChunkSizer(self.batch_size))
+                parts = map_in_sized_calls(sizer, lambda chunk: fn(chunk).float().cpu(), items)
             else:
                 parts = [fn(chunk).float().cpu() for chunk in batches]
         if not parts:
@@ -180,20 +180,6 @@ class Model:
         restored = np.empty_like(rows)
         restored[order] = rows
         return restored
-
-    def _sized_calls(
-        self, fn: Callable[[Sequence[T]], torch.Tensor], items: Sequence[T], modality: str
-    ) -> list[torch.Tensor]:
-        """``fn`` over ``items`` in calls of the size the modality's sizer picks, each call timed for it."""
-        sizer = self.chunk_sizers.setdefault(modality, ChunkSizer(self.batch_size))
-        parts, start = [], 0
-        while start < len(items):
-            size = sizer.next_size(len(items) - start)
-            began = time.perf_counter()
-            parts.append(fn(items[start : start + size]).float().cpu())
-            sizer.record(size, time.perf_counter() - began)
-            start += size
-        return parts
 
     # -- embeddings -------------------------------------------------------------------------------------------
     def embed(self, modality: str, items: object) -> np.ndarray:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from polymodal.chunking import ChunkSizer, map_in_sized_calls
 from polymodal.data.audio import decode_audio
 from polymodal.data.errors import BadSampleError, BadSampleLog
 from polymodal.data.image import decode_image
@@ -87,6 +88,7 @@ class TowerFeaturizer(Featurizer):
     def __init__(self, columns: Sequence[str]) -> None:
         super().__init__(columns)
         self.tower: nn.Module | None = None  # fine-tuned weights of its own; None: the packaged tower, locked
+        self.sizer = ChunkSizer(BATCH_SIZE)  # tower calls take the size measured fastest here (not saved)
 
     def packaged_tower(self) -> nn.Module:
         raise NotImplementedError
@@ -155,8 +157,12 @@ class TowerFeaturizer(Featurizer):
                     bad.record(e)
             if prepared:  # the tower is loaded only when something is not in the store
                 tower = (self.tower if self.tower is not None else self.packaged_tower()).eval()
+
+                def run(part: Sequence[Any], tower: nn.Module = tower) -> Tensor:
+                    return self.forward(tower, self.collate(list(part))).float()
+
                 with torch.inference_mode():
-                    features[rows] = self.forward(tower, self.collate(prepared)).float()
+                    features[rows] = torch.cat(map_in_sized_calls(self.sizer, run, prepared))
                 present[rows] = True
                 if store is not None:
                     store.put(self.store_id, [references[i][1] for i in rows], features[rows])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import polymodal
-from polymodal.api.chunking import ChunkSizer
+from polymodal.chunking import ChunkSizer
 
 
 def run(sizer: ChunkSizer, items: int, seconds_per_item: dict[int, float]) -> list[int]:

@@ -9,6 +9,12 @@ from __future__ import annotations
 
 import math
 import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class ChunkSizer:
@@ -55,3 +61,15 @@ class ChunkSizer:
     def measured(self) -> dict[int, float]:
         """Items per second at each size timed so far."""
         return {size: 1.0 / secs for size, secs in sorted(self._seconds_per_item.items()) if secs > 0}
+
+
+def map_in_sized_calls(sizer: ChunkSizer, fn: Callable[[Sequence[T]], R], items: Sequence[T]) -> list[R]:
+    """``fn`` over ``items`` in calls of the sizes ``sizer`` picks, each call timed for it; one result per call."""
+    results, start = [], 0
+    while start < len(items):
+        size = sizer.next_size(len(items) - start)
+        began = time.perf_counter()
+        results.append(fn(items[start : start + size]))
+        sizer.record(size, time.perf_counter() - began)
+        start += size
+    return results
