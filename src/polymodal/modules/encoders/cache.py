@@ -21,16 +21,18 @@ import hashlib
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from polymodal.chunking import ChunkSizer, map_in_sized_calls
 from polymodal.modules.encoders.base import Encoder, EncoderOutput
 
 Entry = tuple[Tensor, Tensor, Tensor | None, tuple[int, int] | None]  # tokens (T, D), pooled (D,), mask (T,), grid
+CALL_LIMIT = 256  # the most new samples one encoder call takes; fewer where that is faster per sample
 
 
 class FeatureCache:
@@ -47,6 +49,7 @@ class FeatureCache:
         self.max_items = max_items
         self.entries: OrderedDict[bytes, Entry] = OrderedDict()
         self.hits = self.misses = 0
+        self.sizer = ChunkSizer(CALL_LIMIT)  # how many new samples one call of the encoder takes
         # Models may be called from several threads: a lookup must not see another's eviction.
         self._lock = threading.Lock()
 
@@ -121,17 +124,17 @@ class FeatureCache:
                 new.add(k)
                 todo.append(i)
         if todo:
-            with torch.no_grad():
-                rows = torch.tensor(todo, device=x.device)
-                out = nn.Module.__call__(encoder, x[rows], None if mask is None else mask[rows])
-            for j, i in enumerate(todo):
-                found[keys[i]] = (
-                    out.tokens[j].clone(),
-                    out.pooled[j].clone(),
-                    None if out.mask is None else out.mask[j].clone(),
-                    out.grid,
-                )
-                self._put(keys[i], found[keys[i]])
+            rows = iter(todo)
+            for out in self._compute(encoder, x, mask, todo):
+                for j in range(out.pooled.shape[0]):
+                    k = keys[next(rows)]
+                    found[k] = (
+                        out.tokens[j].clone(),
+                        out.pooled[j].clone(),
+                        None if out.mask is None else out.mask[j].clone(),
+                        out.grid,
+                    )
+                    self._put(k, found[k])
         self.misses += len(todo)
         self.hits += len(keys) - len(todo)  # a repeat within the batch counts as a hit
         entries = [found[k] for k in keys]
@@ -142,6 +145,20 @@ class FeatureCache:
             masks,
             entries[0][3],  # the grid follows from the input shape, which is part of every key
         )
+
+    def _compute(self, encoder: Encoder, x: Tensor, mask: Tensor | None, todo: list[int]) -> list[EncoderOutput]:
+        """The encoder's outputs for rows ``todo`` of the batch, in calls of consecutive rows: on a CPU in the size
+        measured fastest there (:class:`ChunkSizer`), elsewhere in one call (timing asynchronous kernels would
+        measure their launch)."""
+
+        def run(part: Sequence[int]) -> EncoderOutput:
+            rows = torch.tensor(part, device=x.device)
+            return nn.Module.__call__(encoder, x[rows], None if mask is None else mask[rows])  # type: ignore[no-any-return]
+
+        with torch.no_grad():
+            if x.device.type != "cpu":
+                return [run(todo)]
+            return map_in_sized_calls(self.sizer, run, todo)
 
     def _put(self, key: bytes, entry: Entry) -> None:
         self.entries[key] = entry
