@@ -129,7 +129,7 @@ def packs_text(model: PreTrainedModel) -> bool:
 def packed_bert_states(model: PreTrainedModel, ids: Tensor, mask: Tensor) -> Tensor:
     """A BERT model's last hidden states (B, T, D) for ``ids`` (B, T), computed on the real tokens only.
 
-    transformers runs every linear layer on the padding too: half the work on a batch of texts of unequal length.
+    transformers runs every linear layer on the padding too: much of the work on a batch of texts of unequal length.
     Here embeddings, projections, feed-forward layers and norms run on the packed real tokens, through the model's
     own modules; attention alone runs padded, with padding masked out. Real tokens get transformers' values (token
     type 0, as transformers assumes without ``token_type_ids``); padded positions are zero.
