@@ -20,8 +20,8 @@ from torch.utils.checkpoint import checkpoint
 # mostly in the backward pass: shapes-clip trains at 159 ms/step with it and 104 ms/step with the math
 # kernel (bf16, 2 cores). Above this many query x key pairs the fused kernel's O(T) memory wins.
 CPU_MATH_ATTENTION_MAX_PAIRS = 256 * 256
-# Without a backward pass the fused kernel wins much sooner: from about 24 x 24 pairs (batch 32, 2 cores; a ViT-B/32's
-# 50 x 50 attention 4.9 against 6.2 ms). Inference uses this bound.
+# Without a backward pass the fused kernel wins much sooner, from about 24 x 24 pairs (benchmarks/README.md, "On AVX2
+# kernels"): inference uses this bound.
 CPU_MATH_INFERENCE_MAX_PAIRS = 24 * 24
 
 
