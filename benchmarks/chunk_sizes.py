@@ -1,5 +1,6 @@
 """Images/s of a model's image embeddings in fixed call sizes, against the size ``Model`` learns on this machine;
-then the same for ``polymodal fit``'s image featurizer (the packaged EfficientNet-Lite0 at 224 px).
+then the same for ``polymodal fit``'s image featurizer (the packaged EfficientNet-Lite0 at 224 px) and, with
+``--video-model``, for clips embedded zero-shot through a model's image tower per frame.
 
 A larger batch is not always faster per item (a conv tower's activations outgrow the caches), so ``Model`` and the
 featurizers time the calls they make and settle on the fastest size (``polymodal.chunking.ChunkSizer``). This
@@ -7,6 +8,7 @@ prints what each fixed size gives, what was chosen, and its rate, all interleave
 
     .venv/bin/python benchmarks/chunk_sizes.py [--model runs/demo/clip/best] [--images 512] [--batch-size 32]
     benchmarks/avx2_only.sh .venv/bin/python benchmarks/chunk_sizes.py   # as an AVX2-only CPU
+    .venv/bin/python benchmarks/chunk_sizes.py --video-model polymodal-base  # also clips through its image tower
 """
 
 from __future__ import annotations
@@ -75,6 +77,26 @@ def fit_featurizer(images: list[Image.Image], batch_size: int, rounds: int) -> N
             print(f"  {name:30} {len(images) / secs:8.1f} images/s {reference / secs:6.2f}x calls of {batch_size}")
 
 
+def video_frames(model_name: str, images: list[Image.Image], batch_size: int, rounds: int) -> None:
+    """Clips of 8 frames (the images, as MP4) embedded by ``model_name``'s image tower per frame: in the size it
+    learns, and held to calls of ``batch_size`` (what it did before)."""
+    from polymodal.data.shapes_video import encode_mp4
+
+    clips = [encode_mp4(images[i : i + 8], fps=4) for i in range(0, len(images) - 7, 8)]
+    learned, held = (polymodal.load(model_name, batch_size=batch_size) for _ in range(2))
+    held.chunk_sizers["image"] = ChunkSizer(batch_size)
+    held.chunk_sizers["image"].sizes = [batch_size]  # the only size it may take
+    learned.embed_video(clips)  # explores, then settles
+    frames = 8 * len(clips)
+    print(f"{model_name}: {len(clips)} clips of 8 frames through its image tower, {learned.precision}")
+    rows = {f"calls of {batch_size}": lambda: held.embed_video(clips), "learned": lambda: learned.embed_video(clips)}
+    best = best_seconds(rows, rounds)
+    reference = best[f"calls of {batch_size}"]
+    for name, secs in best.items():
+        print(f"  {name:30} {frames / secs:8.1f} frames/s {reference / secs:6.2f}x calls of {batch_size}")
+    print(f"  chose calls of {learned.chunk_sizers['image'].best()} (the first passes explore)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="runs/demo/clip/best")
@@ -82,6 +104,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="the model's batch_size: the largest call")
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds; the fastest of each row counts")
     parser.add_argument("--fit-images", type=int, default=256, help="images for the fit featurizer's rows")
+    parser.add_argument("--video-model", help="also time clips through this model's image tower per frame")
+    parser.add_argument("--video-frames", type=int, default=128, help="frames (8 a clip) for the video rows")
     args = parser.parse_args()
 
     model = polymodal.load(args.model, batch_size=args.batch_size)
@@ -102,6 +126,8 @@ def main() -> None:
     for name, secs in best.items():
         print(f"  {name:30} {args.images / secs:8.1f} images/s {reference / secs:6.2f}x calls of {args.batch_size}")
     fit_featurizer(images[: args.fit_images], args.batch_size, args.rounds)
+    if args.video_model:
+        video_frames(args.video_model, images[: args.video_frames], args.batch_size, args.rounds)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ def test_an_image_text_model_embeds_a_clip_as_the_mean_of_its_frames(colour_mode
     assert model.video_embedding == IMAGE_FRAMES and model.media() == {"image", "text"}
     assert model.accepts() == {"image", "text", "video"}
     vectors = model.embed_video([clips["red-then-blue"], clips["red"].read_bytes()])
+    assert set(model.chunk_sizers) == {"image"}  # the frames went through the image tower's call sizes
     assert vectors.shape == (2, model.embed_dim) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     frames = decode_video(clips["red-then-blue"], VideoSampling()).frames  # 8 uniform frames: 4 red, 4 blue
     assert len(frames) == 8
