@@ -1,6 +1,7 @@
 """Images/s of a model's image embeddings in fixed call sizes, against the size ``Model`` learns on this machine;
-then the same for ``polymodal fit``'s image featurizer (the packaged EfficientNet-Lite0 at 224 px) and, with
-``--video-model``, for clips embedded zero-shot through a model's image tower per frame.
+then the same for ``polymodal fit``'s image featurizer (the packaged EfficientNet-Lite0 at 224 px); with
+``--video-model``, for clips embedded zero-shot through a model's image tower per frame; with ``--onnx``, for the
+model's ONNX export (fp32 graph) in onnxruntime, beside PyTorch.
 
 A larger batch is not always faster per item (a conv tower's activations outgrow the caches), so ``Model`` and the
 featurizers time the calls they make and settle on the fastest size (``polymodal.chunking.ChunkSizer``). This
@@ -9,6 +10,7 @@ prints what each fixed size gives, what was chosen, and its rate, all interleave
     .venv/bin/python benchmarks/chunk_sizes.py [--model runs/demo/clip/best] [--images 512] [--batch-size 32]
     benchmarks/avx2_only.sh .venv/bin/python benchmarks/chunk_sizes.py   # as an AVX2-only CPU
     .venv/bin/python benchmarks/chunk_sizes.py --video-model polymodal-base  # also clips through its image tower
+    .venv/bin/python benchmarks/chunk_sizes.py --onnx   # also the model's ONNX export in onnxruntime
 """
 
 from __future__ import annotations
@@ -97,6 +99,26 @@ def video_frames(model_name: str, images: list[Image.Image], batch_size: int, ro
     print(f"  chose calls of {learned.chunk_sizers['image'].best()} (the first passes explore)")
 
 
+def onnx_rows(model: Model, images: list[Image.Image], sizes: list[int], rounds: int) -> None:
+    """The model's ONNX export (its fp32 graph) in onnxruntime, images/s at each call size, against the PyTorch
+    model's learned size in the same rounds."""
+    from polymodal.export import OnnxDualEncoder, export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="polymodal-chunks-onnx-") as tmp:
+        began = time.perf_counter()
+        export_onnx(model.source, Path(tmp) / "onnx", quantize=False)
+        print(f"ONNX export of {model.source} (fp32 graph): {time.perf_counter() - began:.0f} s")
+        rows: dict[str, Callable[[], object]] = {}
+        for size in sizes:
+            runtime = OnnxDualEncoder(Path(tmp) / "onnx", variant="fp32", batch_size=size)
+            rows[f"onnxruntime fp32, calls of {size}"] = lambda r=runtime: r.embed_images(images)
+        rows[f"PyTorch {model.precision}, learned"] = lambda: model.embed_image(images)
+        best = best_seconds(rows, rounds)
+        reference = best[f"PyTorch {model.precision}, learned"]
+        for name, secs in best.items():
+            print(f"  {name:30} {len(images) / secs:8.1f} images/s {reference / secs:6.2f}x PyTorch learned")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="runs/demo/clip/best")
@@ -105,6 +127,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds; the fastest of each row counts")
     parser.add_argument("--fit-images", type=int, default=256, help="images for the fit featurizer's rows")
     parser.add_argument("--video-model", help="also time clips through this model's image tower per frame")
+    parser.add_argument("--onnx", action="store_true", help="also time the model's ONNX export in onnxruntime")
     parser.add_argument("--video-frames", type=int, default=128, help="frames (8 a clip) for the video rows")
     args = parser.parse_args()
 
@@ -125,6 +148,8 @@ def main() -> None:
     reference = best[f"fixed calls of {args.batch_size}"]
     for name, secs in best.items():
         print(f"  {name:30} {args.images / secs:8.1f} images/s {reference / secs:6.2f}x calls of {args.batch_size}")
+    if args.onnx:
+        onnx_rows(model, images, [s for s in sizer.sizes if s >= 4], args.rounds)
     fit_featurizer(images[: args.fit_images], args.batch_size, args.rounds)
     if args.video_model:
         video_frames(args.video_model, images[: args.video_frames], args.batch_size, args.rounds)
