@@ -18,7 +18,7 @@ from polymodal.api.predictor import PredictorBackend
 from polymodal.api.video import VideoInput, VideoSegment, decoded, segment_clip, to_clips
 from polymodal.backends import ANSWER, CAPTION, EMBED, GENERATE, PREDICT, Backend, TaskNotSupported, load_backend
 from polymodal.backends.base import accepts, embed, media, text_lengths, video_embedding
-from polymodal.backends.video import IMAGE_FRAMES, embed_by_frames
+from polymodal.backends.video import IMAGE_FRAMES
 from polymodal.chunking import ChunkSizer, map_in_sized_calls
 from polymodal.data.video import Clip, VideoSampling
 from polymodal.hardware import PrecisionChoice, choose_precision, normalize_precision
@@ -224,12 +224,7 @@ class Model:
     def _embed_clips(self, clips: Sequence[str | bytes | Clip]) -> torch.Tensor:
         if self.video_embedding == IMAGE_FRAMES:  # their frames through the image tower, in its learned call sizes
             sizer = self.chunk_sizers.setdefault("image", ChunkSizer(self.batch_size))
-            by_image_tower = functools.partial(embed, self.backend, "image")
-
-            def embed_frames(frames: list[Image.Image]) -> torch.Tensor:
-                return torch.cat(map_in_sized_calls(sizer, by_image_tower, frames))
-
-            return embed_by_frames(embed_frames, clips, VideoSampling(), self.batch_size)
+            return embed(self.backend, "video", clips, frame_batch=self.batch_size, frame_sizer=sizer)
         if not any(isinstance(c, Clip) for c in clips):
             return embed(self.backend, "video", clips)  # the processor decodes the files itself
         return self._embed_decoded(clips)

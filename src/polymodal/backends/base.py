@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from polymodal.backends.video import IMAGE_FRAMES, VIDEO_TOWER, embed_by_frames
+from polymodal.chunking import ChunkSizer, map_in_sized_calls
 from polymodal.data.video import VideoSampling
 
 # Capabilities a backend can declare; the API refuses a task the backend does not have with a clear error.
@@ -111,14 +112,27 @@ def text_lengths(backend: Backend, texts: Sequence[str]) -> list[int]:
     return [len(text) for text in texts]
 
 
-def embed(backend: Backend, modality: str, refs: Sequence[Any], frame_batch: int = 32) -> torch.Tensor:
+def embed(
+    backend: Backend,
+    modality: str,
+    refs: Sequence[Any],
+    frame_batch: int = 32,
+    frame_sizer: ChunkSizer | None = None,
+) -> torch.Tensor:
     """(N, D) embeddings of ``refs`` of ``modality``: decoded images, strings, or media references (paths, bytes)
     for the other modalities of a backend that embeds them (one with an ``embed(modality, refs)`` method). Clips
-    a backend has no video tower for go through its image tower per frame, ``frame_batch`` frames at a time."""
+    a backend has no video tower for go through its image tower per frame, ``frame_batch`` frames at a time, each
+    batch in the call sizes ``frame_sizer`` picks when given."""
     if modality not in accepts(backend, EMBED):
         raise TaskNotSupported(backend, f"embed {modality}")
     if modality == "video" and video_embedding(backend) == IMAGE_FRAMES:
-        by_image_tower = functools.partial(embed, backend, "image")
+        one_call = functools.partial(embed, backend, "image")
+
+        def by_image_tower(frames: list[Image.Image]) -> torch.Tensor:
+            if frame_sizer is None:
+                return one_call(frames)
+            return torch.cat(map_in_sized_calls(frame_sizer, one_call, frames))
+
         return embed_by_frames(by_image_tower, refs, VideoSampling(), frame_batch)
     if hasattr(backend, "embed"):
         return backend.embed(modality, refs)  # type: ignore[no-any-return]
