@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -81,7 +84,7 @@ def test_the_machine_header_measures_only_the_precisions_asked_for(monkeypatch: 
 
 
 def test_instruction_set_caps_are_recorded_beside_the_flags(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in hardware.ISA_CAP_ENVS:
+    for name in (*hardware.ISA_CAP_ENVS, "LD_PRELOAD"):
         monkeypatch.delenv(name, raising=False)
     assert hardware.isa_caps() == {} and "capped" not in hardware.kernels_note()
     assert "capped" not in hardware.describe_record(hardware.machine_record())
@@ -102,6 +105,58 @@ def test_capping_the_instruction_sets_to_avx2_turns_native_bf16_off() -> None:
     )
     out = subprocess.run([str(script), sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["AVX2", "False"]
+
+
+# x86-64 machine code of `uint32_t f(uint32_t leaf, uint32_t subleaf)`: CPUID, returning EBX.
+_CPUID_EBX = bytes.fromhex("5389f889f10fa289d85bc3")
+_PRINT_AVX512F = (
+    "import ctypes, mmap; code = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC); "
+    f"code.write({_CPUID_EBX!r}); "
+    "address = ctypes.addressof(ctypes.c_char.from_buffer(code)); "
+    "ebx = ctypes.CFUNCTYPE(ctypes.c_uint32, ctypes.c_uint32, ctypes.c_uint32)(address)(7, 0); "
+    "print(bool(ebx >> 16 & 1))"
+)
+
+
+def _cpu_flags() -> set[str]:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+@pytest.mark.skipif(
+    not {"avx512f", "cpuid_fault"} <= _cpu_flags() or shutil.which("gcc") is None,
+    reason="needs an AVX-512 CPU that can fault on CPUID, and gcc to build benchmarks/avx2_cpuid.c",
+)
+def test_avx2_only_masks_avx512_in_cpuid_and_a_real_crash_still_crashes(tmp_path: Path) -> None:
+    """Libraries that read CPUID themselves (onnxruntime, fbgemm) see an AVX2-only CPU under avx2_only.sh; a fault
+    other than CPUID still reaches the program's own handler (faulthandler here) and ends the process."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "avx2_only.sh"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    plain = subprocess.run([sys.executable, "-c", _PRINT_AVX512F], capture_output=True, text=True, check=True)
+    assert plain.stdout.split() == ["True"]
+    shimmed = subprocess.run(
+        [str(script), sys.executable, "-c", _PRINT_AVX512F], capture_output=True, text=True, check=True, env=env
+    )
+    assert shimmed.stdout.split() == ["False"]
+    crash = subprocess.run(
+        [str(script), sys.executable, "-X", "faulthandler", "-c", "import ctypes; ctypes.string_at(0)"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert crash.returncode == -signal.SIGSEGV and "Segmentation fault" in crash.stderr
+
+
+def test_the_cpuid_shim_is_recorded_among_the_caps(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in hardware.ISA_CAP_ENVS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libjemalloc.so")
+    assert hardware.isa_caps() == {}
+    monkeypatch.setenv("LD_PRELOAD", f"/home/me/.cache/polymodal/{hardware.CPUID_SHIM}:/usr/lib/libjemalloc.so")
+    assert hardware.isa_caps() == {"LD_PRELOAD": os.environ["LD_PRELOAD"]}
 
 
 def test_fp16_on_cpu_and_unknown_names_are_errors(unpinned: None) -> None:

@@ -33,6 +33,9 @@ FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "am
 # Environment variables that cap the instruction sets torch, oneDNN, MKL and numpy use below what the CPU has: set,
 # they make an AVX-512 machine run the kernels of an AVX2-only one, so a figure records them beside the flags.
 ISA_CAP_ENVS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", "NPY_DISABLE_CPU_FEATURES")
+# The preloaded library (benchmarks/avx2_cpuid.c) under which the process's CPUID reports an AVX2-only CPU, so
+# libraries that read CPUID themselves (onnxruntime, fbgemm, faiss) are capped too.
+CPUID_SHIM = "avx2_cpuid.so"
 
 
 def normalize_precision(value: str) -> str:
@@ -80,8 +83,13 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
 
 
 def isa_caps() -> dict[str, str]:
-    """The instruction-set caps in effect (:data:`ISA_CAP_ENVS` that are set), by variable."""
-    return {name: os.environ[name] for name in ISA_CAP_ENVS if os.environ.get(name)}
+    """The instruction-set caps in effect (:data:`ISA_CAP_ENVS` that are set, by variable; ``LD_PRELOAD`` when it
+    holds :data:`CPUID_SHIM`)."""
+    caps = {name: os.environ[name] for name in ISA_CAP_ENVS if os.environ.get(name)}
+    preload = os.environ.get("LD_PRELOAD", "")
+    if any(Path(entry).name == CPUID_SHIM for entry in preload.replace(":", " ").split()):
+        caps["LD_PRELOAD"] = preload
+    return caps
 
 
 def kernels_note() -> str:
