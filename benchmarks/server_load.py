@@ -8,7 +8,7 @@ micro-batcher made. ``--soak N`` then sends N text searches and prints the serve
 
     .venv/bin/python benchmarks/server_load.py [--model runs/demo/clip/best] [--images 3000] \
         [--requests 300] [--concurrency 1 8 32] [--max-wait-ms 5] [--max-queue-ms 1000] [--batch-size 32] \
-        [--index DIR] [--soak 100000 --soak-concurrency 32]
+        [--index DIR] [--soak 100000 --soak-concurrency 32] [--export DIR]
 
 Scenarios: ``search`` (POST /search, a text query, k=10), ``embed-image`` (POST /embed, one 64 px PNG as
 base64), ``classify`` (POST /classify, multipart upload, 5 labels).
@@ -102,6 +102,8 @@ def start_server(model: str, index: Path, port: int, args: argparse.Namespace, l
         "--precision",
         args.precision,
     ]
+    if args.export:
+        cmd += ["--export", args.export, "--export-towers", args.export_towers]
     # The server's output (its access log too) goes to a file: an unread pipe would fill and stall it.
     with log.open("w") as output:
         server = subprocess.Popen(cmd, stdout=output, stderr=subprocess.STDOUT, text=True)
@@ -252,6 +254,12 @@ def main() -> None:
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--max-queue-ms", type=float, default=1000.0, help="the server's admission budget (0: off)")
     parser.add_argument("--precision", default="fp32")
+    parser.add_argument(
+        "--export",
+        default=None,
+        help="serve with the model's ONNX export (polymodal serve --export): towers where faster",
+    )
+    parser.add_argument("--export-towers", default="auto", help="auto or all (polymodal serve --export-towers)")
     parser.add_argument("--soak", type=int, default=0, help="then this many text searches, memory tracked")
     parser.add_argument("--soak-concurrency", type=int, default=32)
     parser.add_argument("--json", action="store_true", help="print one JSON line per result")
@@ -276,6 +284,8 @@ def main() -> None:
                 f"max wait {args.max_wait_ms:g} ms, admission budget {args.max_queue_ms:g} ms, {args.precision}, "
                 f"{os.cpu_count()} CPUs shared with the client; access log on (to a file)"
             )
+            for modality, tower in httpx.get(f"{base_url}/health", timeout=10).json()["runtime"]["towers"].items():
+                print(f"  {modality} tower: {tower['runtime']} ({tower['reason']})")
             print(
                 f"{'scenario':<12} {'conc.':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'503s':>6} "
                 f"{'errors':>6} {'batched calls':>13} {'client CPU':>10}"

@@ -25,6 +25,7 @@ from polymodal.hardware import PrecisionChoice, choose_precision, normalize_prec
 from polymodal.modules.generators.unet import SAMPLERS
 
 if TYPE_CHECKING:
+    from polymodal.export.towers import TowerRuntime
     from polymodal.fit import Predictions, Table, TablePredictor
 
 T = TypeVar("T")
@@ -66,10 +67,21 @@ class Model:
     it; an image-text model without one embeds them zero-shot with its image tower per frame
     (``video_embedding`` says which). Work is done in
     batches of ``batch_size``. ``precision="auto"`` runs under bf16 autocast where the device has native bf16 and
-    in fp32 elsewhere (``precision_choice`` says which and why); results are float32 either way.
+    in fp32 elsewhere (``precision_choice`` says which and why); results are float32 either way. Given the model's
+    ONNX ``export`` (``polymodal export``), each embedding tower the two share runs in onnxruntime where it measures
+    faster on this machine (``export_towers="all"``: every one); ``tower_runtimes`` says which and why.
     """
 
-    def __init__(self, backend: Backend, *, device: str = "cpu", precision: str = "auto", batch_size: int = 32) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        device: str = "cpu",
+        precision: str = "auto",
+        batch_size: int = 32,
+        export: str | os.PathLike[str] | None = None,
+        export_towers: str = "auto",
+    ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device)
@@ -83,6 +95,14 @@ class Model:
         self.batch_size = batch_size
         # Per media modality: the call size with the least time per item on this machine, learned as it embeds.
         self.chunk_sizers: dict[str, ChunkSizer] = {}
+        # Per embedding tower shared with ``export``: onnxruntime or PyTorch, whichever measured faster here.
+        self.tower_runtimes: dict[str, TowerRuntime] = {}
+        if export is not None:
+            from polymodal.export.towers import with_export_towers
+
+            self.backend, self.tower_runtimes = with_export_towers(
+                self.backend, export, towers=export_towers, autocast=self._autocast
+            )
 
     # -- what it is -------------------------------------------------------------------------------------------
     @property
@@ -392,15 +412,24 @@ def check_generate_options(
 
 
 def load(
-    model: str | Path | None = None, *, device: str = "cpu", precision: str = "auto", batch_size: int = 32
+    model: str | Path | None = None,
+    *,
+    device: str = "cpu",
+    precision: str = "auto",
+    batch_size: int = 32,
+    export: str | os.PathLike[str] | None = None,
+    export_towers: str = "auto",
 ) -> Model:
     """Load a model: a polymodal model or run directory, a Hugging Face directory or hub id, ``polymodal-base``
     (the offline default, used when ``model`` is None), or a ``polymodal fit`` directory: a table predictor, whose
-    :meth:`Model.predict` takes rows and whose other tasks are refused (it runs on the CPU, in fp32)."""
+    :meth:`Model.predict` takes rows and whose other tasks are refused (it runs on the CPU, in fp32). ``export``:
+    the model's ONNX export, whose towers run where they are faster (see :class:`Model`)."""
     from polymodal.fit import is_fit_dir
 
     if model is not None and is_fit_dir(Path(model).expanduser()):
         backend: Backend = PredictorBackend.load(Path(model).expanduser())
     else:
         backend = load_backend(model)
-    return Model(backend, device=device, precision=precision, batch_size=batch_size)
+    return Model(
+        backend, device=device, precision=precision, batch_size=batch_size, export=export, export_towers=export_towers
+    )

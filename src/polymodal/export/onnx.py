@@ -151,7 +151,7 @@ def _sample(modality: str, source: ExportSource, tower: Tower) -> tuple[Tensor, 
     example clips."""
     if modality == "image":
         assert source.preprocess is not None  # an image tower's source always has one
-        return (torch.stack([source.preprocess.to_tensor(img) for img in _sample_images(SAMPLE_SIZE)]),)
+        return (torch.stack([source.preprocess.to_tensor(img) for img in sample_images(SAMPLE_SIZE)]),)
     if modality == "text":
         assert source.max_length is not None  # a text tower's source always has one
         if source.tokenizer is not None:
@@ -164,7 +164,7 @@ def _sample(modality: str, source: ExportSource, tower: Tower) -> tuple[Tensor, 
     return tower.args
 
 
-def _sample_images(count: int) -> list[Image.Image]:
+def sample_images(count: int) -> list[Image.Image]:
     """Seeded pictures with some structure (a colour gradient and a few filled shapes), not noise: activations like
     a photo's are what quantisation error depends on."""
     rng = np.random.RandomState(0)

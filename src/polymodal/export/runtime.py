@@ -151,6 +151,17 @@ class OnnxEmbedder:
         }
         return self._run("video", feeds)
 
+    def embed(self, modality: str, refs: Sequence[Any]) -> np.ndarray:
+        """(N, D) embeddings of ``refs`` of ``modality``: decoded images, strings, or media files (paths, bytes)."""
+        methods = {
+            "image": self.embed_images,
+            "text": self.embed_text,
+            "audio": self.embed_audio,
+            "video": self.embed_video,
+        }
+        self._require(modality)
+        return methods[modality](refs)
+
     def embed_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         self._require("image")
         assert self.preprocess is not None  # loaded with the image tower

@@ -76,6 +76,7 @@ from polymodal.serve.schemas import (
     SearchHit,
     SearchRequest,
     SearchResponse,
+    TowerRuntimeInfo,
 )
 from polymodal.serve.search import SearchIndex
 from polymodal.serve.service import Service
@@ -508,6 +509,10 @@ async def _health(
         precision_reason=model.precision_choice.reason,
         threads=None if threads is None else threads.threads,
         threads_reason=None if threads is None else threads.choice.reason,
+        towers={
+            m: TowerRuntimeInfo(**{k: v for k, v in choice.to_dict().items() if k != "modality"})
+            for m, choice in model.tower_runtimes.items()
+        },
     )
     index = (
         None

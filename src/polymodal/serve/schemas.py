@@ -285,11 +285,24 @@ class Batching(BaseModel):
     )
 
 
+class TowerRuntimeInfo(BaseModel):
+    runtime: Literal["onnx", "torch"] = Field(description="onnxruntime (the export) or PyTorch (the model).")
+    reason: str
+    variant: str | None = Field(None, description="The export's variant onnxruntime runs (fp32, int8, ...).")
+    torch_items_per_second: float | None = None
+    onnx_items_per_second: float | None = None
+    cosine_min: float | None = Field(None, description="onnxruntime against PyTorch on the timed sample, worst row.")
+
+
 class Runtime(BaseModel):
     precision: str = Field(description="fp32, bf16 or fp16: what the model runs in.")
     precision_reason: str
     threads: int | None = Field(description="Compute threads now (None: not managed by this server).")
     threads_reason: str | None
+    towers: dict[str, TowerRuntimeInfo] = Field(
+        default_factory=dict,
+        description="Per embedding tower shared with the export given to --export: where it runs and why.",
+    )
 
 
 class Health(BaseModel):

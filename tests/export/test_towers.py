@@ -1,0 +1,138 @@
+"""A model's embedding towers run from its ONNX export where onnxruntime measures faster: same embeddings, choices
+made from the timings and the check, an export of another model refused."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+import polymodal
+from polymodal.data.video import Clip
+from polymodal.export import ExportError, export_onnx
+from polymodal.export import towers as export_towers
+from polymodal.export.towers import ExportTowers
+from polymodal.serve import create_app
+from tests.export.test_onnx import _images, _save_polymodal_clip
+
+pytest.importorskip("onnxruntime")
+TEXTS = ["a red circle", "a small blue square left of a big green triangle", "cat", "two green triangles"]
+
+
+@pytest.fixture(scope="module")
+def clip_and_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("towers")
+    model_dir = _save_polymodal_clip(root / "clip")
+    export_onnx(model_dir, root / "onnx", quantize=False)
+    return model_dir, root / "onnx"
+
+
+@pytest.fixture
+def rates(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[float]]:
+    """Items/s the timing returns, in call order (PyTorch, then onnxruntime, per tower)."""
+    given: list[float] = []
+    monkeypatch.setattr(export_towers, "_best_rate", lambda fn, items: given.pop(0))
+    yield given
+    assert not given, "every rate given was used"
+
+
+def test_towers_from_the_export_embed_as_the_model_does(clip_and_export: tuple[Path, Path]) -> None:
+    model_dir, export = clip_and_export
+    plain = polymodal.load(model_dir, precision="fp32")
+    served = polymodal.load(model_dir, precision="fp32", export=export, export_towers="all")
+    assert isinstance(served.backend, ExportTowers) and served.backend.onnx_modalities == {"image", "text"}
+    assert {m: c.runtime for m, c in served.tower_runtimes.items()} == {"image": "onnx", "text": "onnx"}
+    for choice in served.tower_runtimes.values():
+        assert choice.variant == "fp32" and choice.cosine_min > 0.9999
+        assert choice.torch_items_per_second > 0 and choice.onnx_items_per_second > 0
+    images = _images(5)
+    np.testing.assert_allclose(served.embed_image(images), plain.embed_image(images), atol=1e-5)
+    np.testing.assert_allclose(served.embed_text(TEXTS), plain.embed_text(TEXTS), atol=1e-5)
+    # clips go through the image tower per frame: from the export too
+    clips = [Clip(frames=images, times=[0.25 * i for i in range(5)], duration=1.25, rate=4.0)]
+    np.testing.assert_allclose(served.embed_video(clips), plain.embed_video(clips), atol=1e-5)
+    # the rest of the model is the model's
+    assert served.capabilities == plain.capabilities and served.embed_dim == plain.embed_dim
+
+
+def test_auto_takes_the_export_only_where_it_is_faster_by_the_margin(
+    clip_and_export: tuple[Path, Path], rates: list[float]
+) -> None:
+    model_dir, export = clip_and_export
+    rates += [100.0, 200.0, 100.0, 105.0]  # image: 2x faster in onnxruntime; text: 1.05x (under the 1.1x margin)
+    model = polymodal.load(model_dir, precision="fp32", export=export)
+    image, text = model.tower_runtimes["image"], model.tower_runtimes["text"]
+    assert (image.runtime, image.onnx_items_per_second, image.torch_items_per_second) == ("onnx", 200.0, 100.0)
+    assert image.reason.startswith("faster here: 200 against 100 items/s")
+    assert text.runtime == "torch" and "not 1.1x faster" in text.reason
+    assert isinstance(model.backend, ExportTowers) and model.backend.onnx_modalities == {"image"}
+    rates += [100.0, 90.0, 100.0, 90.0]  # slower everywhere: the plain backend, unwrapped
+    slower = polymodal.load(model_dir, precision="fp32", export=export)
+    assert not isinstance(slower.backend, ExportTowers)
+    assert {c.runtime for c in slower.tower_runtimes.values()} == {"torch"}
+
+
+def test_an_export_that_strays_is_not_taken_and_one_of_another_model_is_refused(
+    clip_and_export: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, rates: list[float]
+) -> None:
+    model_dir, export = clip_and_export
+    plain = polymodal.load(model_dir, precision="fp32")
+    rng = np.random.default_rng(0)
+    real = export_towers.OnnxEmbedder.embed
+
+    def nudged(self: object, modality: str, refs: list) -> np.ndarray:  # type: ignore[type-arg]
+        out = real(self, modality, refs)  # type: ignore[arg-type]
+        return out + rng.normal(0, 0.02, out.shape).astype(np.float32)  # cosine about 0.99-0.999 at this width
+
+    monkeypatch.setattr(export_towers.OnnxEmbedder, "embed", nudged)
+    rates += [100.0, 300.0, 100.0, 300.0]
+    model = polymodal.load(model_dir, precision="fp32", export=export)
+    for choice in model.tower_runtimes.values():
+        assert choice.runtime == "torch" and "strays from PyTorch" in choice.reason
+        assert export_towers.SAME_MODEL_COSINE <= choice.cosine_min < export_towers.COSINE_FLOOR
+    monkeypatch.setattr(
+        export_towers.OnnxEmbedder,
+        "embed",
+        lambda self, modality, refs: rng.normal(size=(len(refs), plain.embed_dim)).astype(np.float32),
+    )
+    with pytest.raises(ExportError, match=r"its image tower is not this model's: cosine"):
+        polymodal.load(model_dir, precision="fp32", export=export)
+
+
+def test_bad_export_arguments_are_clear_errors(clip_and_export: tuple[Path, Path], tmp_path: Path) -> None:
+    model_dir, export = clip_and_export
+    with pytest.raises(ValueError, match="towers must be one of auto, all, got 'some'"):
+        polymodal.load(model_dir, export=export, export_towers="some")
+    with pytest.raises(ExportError, match="no export.json; not an ONNX export directory"):
+        polymodal.load(model_dir, export=tmp_path)
+    manifest = json.loads((export / "export.json").read_text())
+    del manifest["image_encoder"], manifest["text_encoder"]  # an export with none of the model's towers
+    (tmp_path / "export.json").write_text(json.dumps(manifest))
+    with pytest.raises(ExportError, match=r"its towers \(\) are none of the model's \(image, text\)"):
+        polymodal.load(model_dir, export=tmp_path)
+
+
+def test_health_says_where_each_tower_runs(clip_and_export: tuple[Path, Path], rates: list[float]) -> None:
+    model_dir, export = clip_and_export
+    rates += [100.0, 200.0, 100.0, 100.0]
+    model = polymodal.load(model_dir, precision="fp32", export=export)
+    with TestClient(create_app(model)) as client:
+        towers = client.get("/health").json()["runtime"]["towers"]
+        assert towers["image"]["runtime"] == "onnx" and towers["image"]["variant"] == "fp32"
+        assert towers["text"]["runtime"] == "torch" and "not 1.1x faster" in towers["text"]["reason"]
+        images = [Image.new("RGB", (40, 40), (200, 30, 30)), Image.new("RGB", (40, 40), (30, 30, 200))]
+        encoded = []
+        for image in images:
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            encoded.append(base64.b64encode(buffer.getvalue()).decode())
+        body = client.post("/embed", json={"texts": TEXTS, "images": encoded}).json()
+        np.testing.assert_allclose(body["image_embeddings"], model.embed_image(images), atol=1e-5)
+        np.testing.assert_allclose(body["text_embeddings"], model.embed_text(TEXTS), atol=1e-5)
