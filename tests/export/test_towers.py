@@ -4,6 +4,7 @@ made from the timings and the check, an export of another model refused."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -95,8 +97,9 @@ def test_an_export_that_strays_is_not_taken_and_one_of_another_model_is_refused(
     rates += [100.0, 300.0, 100.0, 300.0]
     model = polymodal.load(model_dir, precision="fp32", export=export)
     for choice in model.tower_runtimes.values():
-        assert choice.runtime == "torch" and "strays from PyTorch" in choice.reason
+        assert choice.runtime == "torch" and "strays from fp32" in choice.reason
         assert export_towers.SAME_MODEL_COSINE <= choice.cosine_min < export_towers.COSINE_FLOOR
+        assert choice.torch_cosine_min > 0.9999  # PyTorch in fp32 is the reference itself
     monkeypatch.setattr(
         export_towers.OnnxEmbedder,
         "embed",
@@ -104,6 +107,42 @@ def test_an_export_that_strays_is_not_taken_and_one_of_another_model_is_refused(
     )
     with pytest.raises(ExportError, match=r"its image tower is not this model's: cosine"):
         polymodal.load(model_dir, precision="fp32", export=export)
+
+
+def test_an_export_no_further_from_fp32_than_pytorch_in_its_precision_is_taken(
+    clip_and_export: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, rates: list[float]
+) -> None:
+    """bf16 autocast moves a conv tower's embeddings further from fp32 than the floor allows an export's variant: a
+    variant as close to fp32 as that is no loss."""
+    model_dir, export = clip_and_export
+    backend = polymodal.load(model_dir, precision="fp32").backend
+    embedder = export_towers.OnnxEmbedder(export)
+    rng = np.random.default_rng(0)
+    in_precision = []
+
+    @contextlib.contextmanager
+    def lossy_precision() -> Iterator[None]:
+        in_precision.append(True)
+        yield
+        in_precision.pop()
+
+    class Lossy:  # the model: its embeddings under lossy_precision stray further from fp32 than the export's
+        def __getattr__(self, name: str) -> object:
+            return getattr(backend, name)
+
+        def embed(self, modality: str, refs: list) -> torch.Tensor:  # type: ignore[type-arg]
+            out = export_towers.embed(backend, modality, refs)
+            return out + (torch.from_numpy(rng.normal(0, 0.05, out.shape)).float() if in_precision else 0)
+
+    def nudged(modality: str, refs: list) -> np.ndarray:  # type: ignore[type-arg]
+        out = export_towers.OnnxEmbedder.embed(embedder, modality, refs)
+        return out + rng.normal(0, 0.01, out.shape).astype(np.float32)
+
+    monkeypatch.setattr(embedder, "embed", nudged)
+    rates += [100.0, 200.0]
+    choice = export_towers.choose_tower_runtime(Lossy(), embedder, "image", "auto", lossy_precision)  # type: ignore[arg-type]
+    assert choice.cosine_min < export_towers.COSINE_FLOOR and choice.torch_cosine_min < choice.cosine_min
+    assert choice.runtime == "onnx" and choice.reason.startswith("faster here")
 
 
 def test_bad_export_arguments_are_clear_errors(clip_and_export: tuple[Path, Path], tmp_path: Path) -> None:

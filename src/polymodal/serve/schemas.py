@@ -291,7 +291,12 @@ class TowerRuntimeInfo(BaseModel):
     variant: str | None = Field(None, description="The export's variant onnxruntime runs (fp32, int8, ...).")
     torch_items_per_second: float | None = None
     onnx_items_per_second: float | None = None
-    cosine_min: float | None = Field(None, description="onnxruntime against PyTorch on the timed sample, worst row.")
+    cosine_min: float | None = Field(
+        None, description="onnxruntime against PyTorch fp32 on the timed sample, worst row."
+    )
+    torch_cosine_min: float | None = Field(
+        None, description="PyTorch in the model's precision against PyTorch fp32 on that sample, worst row."
+    )
 
 
 class Runtime(BaseModel):
