@@ -175,3 +175,22 @@ def test_health_says_where_each_tower_runs(clip_and_export: tuple[Path, Path], r
         body = client.post("/embed", json={"texts": TEXTS, "images": encoded}).json()
         np.testing.assert_allclose(body["image_embeddings"], model.embed_image(images), atol=1e-5)
         np.testing.assert_allclose(body["text_embeddings"], model.embed_text(TEXTS), atol=1e-5)
+
+
+def test_index_build_embeds_through_the_export_and_says_so(clip_and_export: tuple[Path, Path], tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from polymodal.cli.main import app
+    from polymodal.index import VectorIndex
+
+    model_dir, export = clip_and_export
+    images = _images(6)
+    for i, image in enumerate(images):
+        image.save(tmp_path / f"{i}.png")
+    args = ["index", "build", str(tmp_path), "--model", str(model_dir), "--export", str(export)]
+    result = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "idx"), "--no-tune", "--precision", "fp32"])
+    assert result.exit_code == 0, result.output
+    assert "image tower in onnxruntime: asked for" not in result.output  # auto: timed, not forced
+    assert "image tower in " in result.output and "items/s in PyTorch" in result.output
+    with VectorIndex.open(tmp_path / "idx") as index:
+        assert len(index) == 6

@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from polymodal.cli.output import JsonOption, console, emit_json, err_console, fail
-from polymodal.cli.tasks import BatchOption, ModelOption, PrecisionOption, check_files, load_model_or_fail
+from polymodal.cli.tasks import BatchOption, ExportOption, ModelOption, PrecisionOption, check_files, load_model_or_fail
 
 if TYPE_CHECKING:
     from polymodal.index import BuildResult
@@ -175,6 +175,7 @@ def build(
     ),
     tune: bool = typer.Option(True, "--tune/--no-tune", help="Measure and tune recall after building."),
     precision: str = PrecisionOption,
+    export: Path = ExportOption,
     json: bool = JsonOption,
 ) -> None:
     """Embed SOURCE with the model, write a searchable index tuned to a recall target on held-out items; rerun
@@ -206,7 +207,7 @@ def build(
         fail(str(e), as_json=json, code=2)
     if not source.exists():
         fail(f"{source}: no such file or directory", as_json=json)
-    loaded = load_model_or_fail(model, batch_size=batch_size, precision=precision, as_json=json)
+    loaded = load_model_or_fail(model, batch_size=batch_size, precision=precision, as_json=json, export=export)
     _threads_for_work(loaded, json)
     result = _run(
         "build",
@@ -257,6 +258,7 @@ def add(
         "nprobe/efSearch if it fell below the target).",
     ),
     precision: str = PrecisionOption,
+    export: Path = ExportOption,
     json: bool = JsonOption,
 ) -> None:
     """Add the new items of SOURCE to an index (resumable like build); a tuned index that grew by more than 20% is
@@ -266,7 +268,9 @@ def add(
     if not source.exists():
         fail(f"{source}: no such file or directory", as_json=json)
     meta = _run("add", index, json, lambda: _meta(VectorIndex, index))
-    loaded = load_model_or_fail(model or meta.model, batch_size=batch_size, precision=precision, as_json=json)
+    loaded = load_model_or_fail(
+        model or meta.model, batch_size=batch_size, precision=precision, as_json=json, export=export
+    )
     _threads_for_work(loaded, json)
     result = _run(
         "add",

@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from polymodal.cli.output import JsonOption, console, emit_json, fail
+from polymodal.cli.output import JsonOption, console, emit_json, err_console, fail
 
 if TYPE_CHECKING:
     from polymodal.api import Model
@@ -27,14 +27,28 @@ PrecisionOption = typer.Option(
 )
 
 
+ExportOption = typer.Option(
+    None,
+    "--export",
+    help="The model's ONNX export (polymodal export): each embedding tower runs in onnxruntime where that measures "
+    "faster here.",
+)
+
+
 def load_model_or_fail(
-    model: str | None, *, batch_size: int = 32, precision: str = "auto", as_json: bool = False
+    model: str | None,
+    *,
+    batch_size: int = 32,
+    precision: str = "auto",
+    as_json: bool = False,
+    export: Path | None = None,
 ) -> Model:
-    """``polymodal.load(model)``, with any loading problem turned into one clear line and exit code 1."""
+    """``polymodal.load(model)``, with any loading problem turned into one clear line and exit code 1; with
+    ``export``, a line per tower saying where it runs."""
     from polymodal.api import load
 
     try:
-        return load(model, batch_size=batch_size, precision=precision)
+        loaded = load(model, batch_size=batch_size, precision=precision, export=export)
     except ModuleNotFoundError as e:
         fail(
             f"cannot load {model or 'polymodal-base'}: {e} "
@@ -43,6 +57,10 @@ def load_model_or_fail(
         )
     except (OSError, ImportError, ValueError, KeyError) as e:
         fail(f"cannot load model {model or 'polymodal-base'}: {e}", as_json=as_json)
+    for modality, choice in loaded.tower_runtimes.items():
+        where = "onnxruntime" if choice.runtime == "onnx" else "PyTorch"
+        err_console.print(f"{modality} tower in {where}: {choice.reason}", highlight=False)
+    return loaded
 
 
 def check_files(paths: list[Path], as_json: bool) -> None:
