@@ -428,6 +428,25 @@ def test_hf_image_matches_transformers(name, hf_dirs):
     assert enc.output_dim == 16 and len(enc.blocks()) == 2
 
 
+@pytest.mark.parametrize("name", ["vit", "clip"])
+def test_an_embedding_of_a_clip_image_tower_runs_its_last_layer_for_the_cls_token_only(name, hf_dirs, monkeypatch):
+    from polymodal.modules.encoders import hf
+
+    path, model = hf_dirs[name]
+    enc = ENCODERS.build("hf_image", path=path).eval()
+    assert enc.pools_cls == (name == "clip")
+    calls = []
+    shortcut = hf.clip_pooled_image
+    monkeypatch.setattr(hf, "clip_pooled_image", lambda *a: calls.append(1) or shortcut(*a))
+    pixels = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(enc.pooled(pixels), model(pixel_values=pixels).pooler_output, atol=1e-6, rtol=1e-6)
+    assert len(calls) == (name == "clip")
+    enc.train()  # training keeps transformers' own forward (gradient checkpointing, dropout)
+    pooled = enc.pooled(pixels)
+    assert len(calls) == (name == "clip") and pooled.requires_grad
+
+
 def test_hf_towers_of_a_dual_clip_checkpoint(tmp_path):
     t = transformers
     text = {"vocab_size": 50, "max_position_embeddings": 16, "bos_token_id": 1, "eos_token_id": 3, "pad_token_id": 0}

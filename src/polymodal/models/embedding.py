@@ -36,7 +36,7 @@ class EmbeddingModel(ComposedModel):
         """One modality's inputs -> (B, embed_dim) unit vectors."""
         if modality not in self.encoders:
             raise KeyError(f"this embedding model has no {modality!r} tower; it has {self.modalities}")
-        return F.normalize(self.projections[modality](self.encoders[modality](x, mask).pooled), dim=-1)
+        return F.normalize(self.projections[modality](self.encoders[modality].pooled(x, mask)), dim=-1)
 
     def forward(self, inputs: Inputs) -> dict[str, Tensor]:
         """Modality -> (B, embed_dim) unit vectors, for each modality given."""

@@ -41,6 +41,11 @@ class Encoder(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:  # pragma: no cover
         raise NotImplementedError
 
+    def pooled(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """(B, D): ``forward(x, mask).pooled``. An embedding reads nothing else, so an encoder may compute it with
+        less work than all its tokens take."""
+        return self(x, mask).pooled
+
     @property
     def frozen(self) -> bool:
         """No parameter trains (read from ``requires_grad`` each time, so unfreezing by hand counts)."""
