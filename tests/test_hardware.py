@@ -355,3 +355,23 @@ def test_progress_lines_say_eta(tmp_path: Path) -> None:
         progress.update(4)
     lines = stream.getvalue().splitlines()
     assert lines[0].startswith("index 1/4 (25%)  elapsed 0:00:00  ETA ") and lines[-1].startswith("index 4/4 (100%)")
+
+
+def test_releasing_idle_openmp_workers_leaves_torch_working() -> None:
+    """The server frees the loading thread's OpenMP workers (see release_idle_threads); torch's next parallel work
+    starts new ones, in any thread, with the same thread count."""
+    import threading
+
+    x = torch.randn(256, 256)
+    expected = x @ x
+    torch.set_num_threads(2)
+    has_runtime = any((Path(torch.__file__).parent / "lib").glob("lib*omp*.so*"))
+    assert hardware.release_idle_threads() is has_runtime
+    assert hardware.release_idle_threads() is has_runtime  # nothing left to free is fine too
+    assert torch.get_num_threads() == 2
+    results: list[torch.Tensor] = []
+    worker = threading.Thread(target=lambda: results.append(x @ x))
+    worker.start()
+    worker.join()
+    torch.testing.assert_close(results[0], expected)
+    torch.testing.assert_close(x @ x, expected)

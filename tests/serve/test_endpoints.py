@@ -226,3 +226,14 @@ def test_concurrent_requests_are_batched_and_equal_to_unbatched_calls(tiny_dual_
     with TestClient(app) as client:  # image calls took the sizes the model timed; /health says the fastest
         assert client.get("/health").json()["batching"]["chunk_sizes"] == {"image": model.chunk_sizers["image"].best()}
     assert model.chunk_sizers["image"].measured()
+
+
+def test_the_server_frees_the_loading_threads_openmp_workers_at_start(model: Model, monkeypatch) -> None:  # noqa: ANN001
+    """The model computes in the batcher's thread; workers left from loading would slow its small batches."""
+    import polymodal.serve.app as serve_app
+
+    calls: list[bool] = []
+    monkeypatch.setattr(serve_app, "release_idle_threads", lambda: calls.append(True) or True)
+    with TestClient(create_app(model)) as client:
+        assert calls == [True]
+        assert client.post("/embed", json={"texts": ["a red circle"]}).status_code == 200

@@ -27,7 +27,7 @@ from pydantic import BaseModel
 
 from polymodal.api import Model
 from polymodal.api.model import check_generate_options
-from polymodal.hardware import ThreadBudget
+from polymodal.hardware import ThreadBudget, release_idle_threads
 from polymodal.serve.batching import MicroBatcher
 from polymodal.serve.errors import ApiError, install_error_handlers
 from polymodal.serve.payloads import (
@@ -461,6 +461,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # The model computes in the batcher's thread from now on; idle OpenMP workers left from loading it here
+        # would halve its speed on small batches (see release_idle_threads).
+        release_idle_threads()
         yield
         batcher.close()
         app.state.service.playable.close()
