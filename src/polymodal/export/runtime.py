@@ -29,8 +29,9 @@ class OnnxEmbedder:
     Each tower runs the variant its export chose for it (``default`` in export.json, fp32 in exports made before
     variants) unless ``variant`` names one for all towers. ``threads`` defaults to polymodal's thread budget (torch's
     intra-op threads, which :class:`polymodal.hardware.ThreadBudget` sets), ``optimization`` is onnxruntime's graph
-    optimisation level (disable, basic, extended, all) and ``batch_size`` splits larger inputs into runs of that
-    many items.
+    optimisation level (disable, basic, extended, all), ``batch_size`` splits larger inputs into runs of that
+    many items and ``spinning=False`` lets onnxruntime's threads sleep between runs (for a process that computes
+    with torch too).
     """
 
     def __init__(
@@ -41,6 +42,7 @@ class OnnxEmbedder:
         variant: str | None = None,
         optimization: str = "all",
         batch_size: int | None = None,
+        spinning: bool = True,
     ) -> None:
         require_onnx()
         self.directory = Path(directory)
@@ -59,7 +61,10 @@ class OnnxEmbedder:
         }
         self.sessions: dict[str, Any] = {
             modality: make_session(
-                self.directory / variant_file(self.manifest[PARTS[modality]]["file"], name), self.threads, optimization
+                self.directory / variant_file(self.manifest[PARTS[modality]]["file"], name),
+                self.threads,
+                optimization,
+                spinning,
             )
             for modality, name in self.variants.items()
         }

@@ -160,7 +160,8 @@ def with_export_towers(
     every tower the two share), and where each embedding tower runs and why."""
     if towers not in TOWER_CHOICES:
         raise ValueError(f"towers must be one of {', '.join(TOWER_CHOICES)}, got {towers!r}")
-    embedder = OnnxEmbedder(Path(export).expanduser())
+    # The process computes with torch too: onnxruntime's threads spin-waiting between runs would take its cores.
+    embedder = OnnxEmbedder(Path(export).expanduser(), spinning=False)
     shared = sorted(set(embedder.modalities) & media(backend, EMBED))
     if not shared:
         raise ExportError(

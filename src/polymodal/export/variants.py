@@ -46,9 +46,11 @@ def variant_file(fp32_file: str, variant: str) -> str:
     return fp32_file if variant == "fp32" else fp32_file.removesuffix(".onnx") + f".{variant}.onnx"
 
 
-def make_session(path: Path, threads: int, optimization: str = "all") -> Any:
+def make_session(path: Path, threads: int, optimization: str = "all", spinning: bool = True) -> Any:
     """An onnxruntime CPU session on ``threads`` intra-op threads (one inter-op thread: the towers are sequential
-    graphs) with graph optimisation ``optimization`` (one of OPTIMIZATION_LEVELS)."""
+    graphs) with graph optimisation ``optimization`` (one of OPTIMIZATION_LEVELS). ``spinning=False``: its threads
+    sleep as soon as a run ends instead of spin-waiting for the next, leaving the cores to other work in the
+    process (torch's own threads)."""
     import onnxruntime as ort
 
     levels = {
@@ -65,6 +67,8 @@ def make_session(path: Path, threads: int, optimization: str = "all") -> Any:
     options.graph_optimization_level = levels[optimization]
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
