@@ -194,3 +194,25 @@ def test_index_build_embeds_through_the_export_and_says_so(clip_and_export: tupl
     assert "image tower in " in result.output and "items/s in PyTorch" in result.output
     with VectorIndex.open(tmp_path / "idx") as index:
         assert len(index) == 6
+
+
+def test_serve_with_an_export_says_where_each_tower_runs(
+    clip_and_export: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from polymodal.cli.main import app
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
+    model_dir, export = clip_and_export
+    args = ["serve", "--model", str(model_dir), "--export", str(export), "--precision", "fp32"]
+    shown = CliRunner().invoke(app, [*args, "--export-towers", "all"])
+    assert shown.exit_code == 0, shown.output
+    assert "image tower in onnxruntime: asked for" in shown.stdout and "text tower in onnxruntime" in shown.stdout
+    summary = json.loads(CliRunner().invoke(app, [*args, "--json"]).stdout)
+    assert set(summary["tower_runtimes"]) == {"image", "text"}
+    assert {c["runtime"] for c in summary["tower_runtimes"].values()} <= {"onnx", "torch"}
+    wrong = CliRunner().invoke(app, ["serve", "--model", str(model_dir), "--export", str(tmp_path)])
+    assert wrong.exit_code == 1 and "no export.json; not an ONNX export directory" in wrong.output
+    assert "Traceback" not in wrong.output

@@ -111,9 +111,8 @@ def serve(
             f"{summary['precision']['precision']}, {summary['threads']['threads']} threads",
             highlight=False,
         )
-        for modality, choice in summary["tower_runtimes"].items():
-            where = "onnxruntime" if choice["runtime"] == "onnx" else "PyTorch"
-            console.print(f"  {modality} tower in {where}: {choice['reason']}", highlight=False)
+        for choice in app.state.service.model.tower_runtimes.values():
+            console.print(f"  {choice.describe()}", highlight=False)
     import gc
 
     import uvicorn

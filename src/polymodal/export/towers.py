@@ -55,6 +55,10 @@ class TowerRuntime:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def describe(self) -> str:
+        """``image tower in onnxruntime: faster here: ...``."""
+        return f"{self.modality} tower in {'onnxruntime' if self.runtime == 'onnx' else 'PyTorch'}: {self.reason}"
+
 
 class ExportTowers:
     """A backend whose embeddings of ``onnx_modalities`` come from an export in onnxruntime; everything else
