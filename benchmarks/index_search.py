@@ -73,6 +73,12 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     return hits / truth.size
 
 
+def faiss_simd_level() -> str:
+    """The SIMD level faiss dispatches to on this CPU (AVX2, AVX512, ...): its kernels follow CPUID, not torch."""
+    config = getattr(faiss, "SIMDConfig", None)
+    return config.get_level_name() if config is not None else "compiled-in"
+
+
 def latency_ms(index: faiss.Index, queries: np.ndarray, rounds: int) -> tuple[float, float, np.ndarray]:
     """p50 and p99 of one-query-at-a-time search (what a server handling one request does), and the results.
 
@@ -245,9 +251,10 @@ def main() -> None:
     if args.tune:
         options = TuningOptions(recall_target=args.recall_target, max_latency_ms=args.max_latency_ms)
         print(
-            f"faiss {faiss.__version__}, {args.threads} build threads, {args.queries} held-out mixture queries x "
-            f"{args.rounds} rounds on 1 thread, k={K}, {args.centres} centres; tuning to recall@{K} >= "
-            f"{options.recall_target} at p50 <= {options.max_latency_ms} ms"
+            f"faiss {faiss.__version__} ({faiss_simd_level()} kernels), {args.threads} build threads, "
+            f"{args.queries} held-out mixture queries x {args.rounds} rounds on 1 thread, k={K}, "
+            f"{args.centres} centres; tuning to recall@{K} >= {options.recall_target} at p50 <= "
+            f"{options.max_latency_ms} ms"
         )
         print(f"{'vectors':>9} {'dim':>4} {'index':<44} {'build s':>8} {'p50 ms':>7} {'p99 ms':>7} {'recall@10':>9}")
         for n in args.sizes:
@@ -256,8 +263,9 @@ def main() -> None:
         return
     base = IndexParams(hnsw_m=args.hnsw_m, ef_construction=args.ef_construction, nlist=args.nlist)
     print(
-        f"faiss {faiss.__version__}, {args.threads} build threads, {args.queries} single queries x {args.rounds} "
-        f"rounds, k={K}, {args.centres} centres, hnsw M={base.hnsw_m} efConstruction={base.ef_construction}, "
+        f"faiss {faiss.__version__} ({faiss_simd_level()} kernels), {args.threads} build threads, "
+        f"{args.queries} single queries x {args.rounds} rounds, k={K}, {args.centres} centres, "
+        f"hnsw M={base.hnsw_m} efConstruction={base.ef_construction}, "
         f"ivf/ivfpq nlist={base.nlist or '4*sqrt(N)'}, ivfpq m=dim/8 nbits={base.nbits}"
     )
     print(

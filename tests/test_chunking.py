@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import polymodal
 from polymodal.chunking import ChunkSizer
@@ -64,3 +65,23 @@ def test_model_embeds_images_in_learned_chunks_with_rows_in_order(tiny_dual_enco
     np.testing.assert_allclose(sized[:5], alone, atol=1e-5)
     np.testing.assert_allclose(model.embed_image(images), sized, atol=1e-5)
     assert "text" not in model.chunk_sizers  # texts are batched by token count
+
+
+def test_call_sizes_are_learned_per_thread_count(tiny_dual_encoder_dir) -> None:  # noqa: ANN001
+    """A server's thread budget follows the load; a size timed at one thread count says little about another."""
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (20, 24, 3), dtype=np.uint8) for _ in range(12)]
+    model = polymodal.load(tiny_dual_encoder_dir, batch_size=4)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        model.embed_image(images)
+        at_two = model.chunk_sizers["image"]
+        torch.set_num_threads(1)
+        assert "image" not in model.chunk_sizers  # nothing measured at one thread yet
+        model.embed_image(images)
+        assert model.chunk_sizers["image"] is not at_two and model.chunk_sizers["image"].measured()
+        torch.set_num_threads(2)
+        assert model.chunk_sizers["image"] is at_two  # back at two threads: what was learned there
+    finally:
+        torch.set_num_threads(before)

@@ -93,8 +93,9 @@ class Model:
         self.backend = backend.to(device)
         self.precision = self.precision_choice.precision
         self.batch_size = batch_size
-        # Per media modality: the call size with the least time per item on this machine, learned as it embeds.
-        self.chunk_sizers: dict[str, ChunkSizer] = {}
+        # Per thread count, then per media modality: the call size with the least time per item, learned as it
+        # embeds (a server's thread budget follows the load, and the fastest size moves with the thread count).
+        self._chunk_sizers: dict[int, dict[str, ChunkSizer]] = {}
         # Per embedding tower shared with ``export``: onnxruntime or PyTorch, whichever measured faster here.
         self.tower_runtimes: dict[str, TowerRuntime] = {}
         if export is not None:
@@ -103,6 +104,11 @@ class Model:
             self.backend, self.tower_runtimes = with_export_towers(
                 self.backend, export, towers=export_towers, autocast=self._autocast
             )
+
+    @property
+    def chunk_sizers(self) -> dict[str, ChunkSizer]:
+        """Per media modality, the call-size learner at torch's current thread count."""
+        return self._chunk_sizers.setdefault(torch.get_num_threads(), {})
 
     # -- what it is -------------------------------------------------------------------------------------------
     @property
