@@ -78,10 +78,21 @@ def test_call_sizes_are_learned_per_thread_count(tiny_dual_encoder_dir) -> None:
         model.embed_image(images)
         at_two = model.chunk_sizers["image"]
         torch.set_num_threads(1)
-        assert "image" not in model.chunk_sizers  # nothing measured at one thread yet
         model.embed_image(images)
-        assert model.chunk_sizers["image"] is not at_two and model.chunk_sizers["image"].measured()
+        at_one = model.chunk_sizers["image"]
+        assert at_one is not at_two and at_one.measured()  # learned anew at one thread
         torch.set_num_threads(2)
+        model.embed_image(images[:1])
         assert model.chunk_sizers["image"] is at_two  # back at two threads: what was learned there
     finally:
         torch.set_num_threads(before)
+
+
+def test_load_frees_the_loading_threads_idle_openmp_workers(tiny_dual_encoder_dir, monkeypatch) -> None:  # noqa: ANN001
+    """A model loaded in one thread and used from another (a web framework's worker) must not run at half speed."""
+    import polymodal.api.model as api_model
+
+    calls: list[bool] = []
+    monkeypatch.setattr(api_model, "release_idle_threads", lambda: calls.append(True) or True)
+    polymodal.load(tiny_dual_encoder_dir)
+    assert calls == [True]

@@ -216,3 +216,47 @@ def test_serve_with_an_export_says_where_each_tower_runs(
     wrong = CliRunner().invoke(app, ["serve", "--model", str(model_dir), "--export", str(tmp_path)])
     assert wrong.exit_code == 1 and "no export.json; not an ONNX export directory" in wrong.output
     assert "Traceback" not in wrong.output
+
+
+def test_auto_exports_the_model_once_into_the_cache_and_reuses_it(
+    clip_and_export: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    model_dir, _ = clip_and_export
+    monkeypatch.setenv(export_towers.EXPORT_CACHE_ENV, str(tmp_path / "cache"))
+    with caplog.at_level("WARNING", logger=export_towers.__name__):
+        first = polymodal.load(model_dir, precision="fp32", export="auto", export_towers="all")
+    assert "towers to ONNX once" in caplog.text
+    (made,) = (tmp_path / "cache").iterdir()
+    assert (made / "export.json").is_file() and set(first.tower_runtimes) == {"image", "text"}
+    assert {c.runtime for c in first.tower_runtimes.values()} == {"onnx"}
+
+    def no_second_export(*args: object, **kwargs: object) -> None:
+        raise AssertionError("exported again")
+
+    monkeypatch.setattr(export_towers, "export_onnx", no_second_export)
+    again = polymodal.load(model_dir, precision="fp32", export="auto", export_towers="all")
+    assert isinstance(again.backend, ExportTowers) and list((tmp_path / "cache").iterdir()) == [made]
+    images = _images(3)
+    np.testing.assert_allclose(again.embed_image(images), first.embed_image(images), atol=1e-6)
+
+
+def test_auto_keeps_pytorch_with_the_reason_when_the_model_cannot_be_exported(
+    clip_and_export: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    model_dir, _ = clip_and_export
+    monkeypatch.setenv(export_towers.EXPORT_CACHE_ENV, str(tmp_path / "cache"))
+
+    def fails(*args: object, **kwargs: object) -> None:
+        raise ExportError("the dynamo ONNX exporter cannot export the image tower (x)")
+
+    monkeypatch.setattr(export_towers, "export_onnx", fails)
+    model = polymodal.load(model_dir, precision="fp32", export="auto")
+    assert not isinstance(model.backend, ExportTowers) and set(model.tower_runtimes) == {"image", "text"}
+    for choice in model.tower_runtimes.values():
+        assert choice.runtime == "torch"
+        assert choice.reason == "no ONNX export: the dynamo ONNX exporter cannot export the image tower (x)"
+    with pytest.raises(ExportError, match="cannot export .*: the dynamo ONNX exporter"):
+        polymodal.load(model_dir, precision="fp32", export="auto", export_towers="all")

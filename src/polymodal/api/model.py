@@ -21,7 +21,7 @@ from polymodal.backends.base import accepts, embed, media, text_lengths, video_e
 from polymodal.backends.video import IMAGE_FRAMES
 from polymodal.chunking import ChunkSizer, map_in_sized_calls
 from polymodal.data.video import Clip, VideoSampling
-from polymodal.hardware import PrecisionChoice, choose_precision, normalize_precision
+from polymodal.hardware import PrecisionChoice, choose_precision, normalize_precision, release_idle_threads
 from polymodal.modules.generators.unet import SAMPLERS
 
 if TYPE_CHECKING:
@@ -70,6 +70,7 @@ class Model:
     in fp32 elsewhere (``precision_choice`` says which and why); results are float32 either way. Given the model's
     ONNX ``export`` (``polymodal export``), each embedding tower the two share runs in onnxruntime where it measures
     faster on this machine (``export_towers="all"``: every one); ``tower_runtimes`` says which and why.
+    ``export="auto"`` exports the model once into a cache (``~/.cache/polymodal/exports``) and reuses it.
     """
 
     def __init__(
@@ -96,6 +97,7 @@ class Model:
         # Per thread count, then per media modality: the call size with the least time per item, learned as it
         # embeds (a server's thread budget follows the load, and the fastest size moves with the thread count).
         self._chunk_sizers: dict[int, dict[str, ChunkSizer]] = {}
+        self._sizing_threads = torch.get_num_threads()  # the thread count of the latest sized call
         # Per embedding tower shared with ``export``: onnxruntime or PyTorch, whichever measured faster here.
         self.tower_runtimes: dict[str, TowerRuntime] = {}
         if export is not None:
@@ -107,8 +109,14 @@ class Model:
 
     @property
     def chunk_sizers(self) -> dict[str, ChunkSizer]:
-        """Per media modality, the call-size learner at torch's current thread count."""
-        return self._chunk_sizers.setdefault(torch.get_num_threads(), {})
+        """Per media modality, the call-size learner at the thread count of the latest embedding call (torch's
+        thread count is per thread: a server computes in its batcher thread and reports from another)."""
+        return self._chunk_sizers.setdefault(self._sizing_threads, {})
+
+    def _sizer(self, modality: str) -> ChunkSizer:
+        """The call-size learner of ``modality`` at the calling thread's torch thread count."""
+        self._sizing_threads = torch.get_num_threads()
+        return self.chunk_sizers.setdefault(modality, ChunkSizer(self.batch_size))
 
     # -- what it is -------------------------------------------------------------------------------------------
     @property
@@ -194,8 +202,7 @@ class Model:
             batches = _batches_by_length([items[i] for i in order], counts[order].tolist(), self.batch_size)
         with self._autocast():
             if sized_by is not None:
-                sizer = self.chunk_sizers.setdefault(sized_by, ChunkSizer(self.batch_size))
-                parts = map_in_sized_calls(sizer, lambda chunk: fn(chunk).float().cpu(), items)
+                parts = map_in_sized_calls(self._sizer(sized_by), lambda chunk: fn(chunk).float().cpu(), items)
             else:
                 parts = [fn(chunk).float().cpu() for chunk in batches]
         if not parts:
@@ -249,7 +256,7 @@ class Model:
 
     def _embed_clips(self, clips: Sequence[str | bytes | Clip]) -> torch.Tensor:
         if self.video_embedding == IMAGE_FRAMES:  # their frames through the image tower, in its learned call sizes
-            sizer = self.chunk_sizers.setdefault("image", ChunkSizer(self.batch_size))
+            sizer = self._sizer("image")
             return embed(self.backend, "video", clips, frame_batch=self.batch_size, frame_sizer=sizer)
         if not any(isinstance(c, Clip) for c in clips):
             return embed(self.backend, "video", clips)  # the processor decodes the files itself
@@ -436,6 +443,10 @@ def load(
         backend: Backend = PredictorBackend.load(Path(model).expanduser())
     else:
         backend = load_backend(model)
-    return Model(
+    loaded = Model(
         backend, device=device, precision=precision, batch_size=batch_size, export=export, export_towers=export_towers
     )
+    # Loading computed in this thread; if the model is then used from another (a web framework's worker thread),
+    # this thread's idle OpenMP workers would halve its speed on small batches (see release_idle_threads).
+    release_idle_threads()
+    return loaded

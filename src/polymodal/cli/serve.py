@@ -60,8 +60,8 @@ def serve(
     export: Path = typer.Option(
         None,
         "--export",
-        help="The model's ONNX export (polymodal export): each embedding tower runs in onnxruntime where that "
-        "measures faster here (timed at start; /health says which).",
+        help="The model's ONNX export (polymodal export), or auto (exported once into the cache): each embedding "
+        "tower runs in onnxruntime where that measures faster here (timed at start; /health says which).",
     ),
     export_towers: str = typer.Option(
         "auto", "--export-towers", help="auto (each tower where faster) or all (every tower the export has)."

@@ -30,8 +30,8 @@ PrecisionOption = typer.Option(
 ExportOption = typer.Option(
     None,
     "--export",
-    help="The model's ONNX export (polymodal export): each embedding tower runs in onnxruntime where that measures "
-    "faster here.",
+    help="The model's ONNX export (polymodal export), or auto (exported once into the cache): each embedding tower "
+    "runs in onnxruntime where that measures faster here.",
 )
 
 

@@ -11,6 +11,8 @@ no further from fp32 than PyTorch in the model's precision); otherwise in PyTorc
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -23,12 +25,16 @@ import torch
 
 from polymodal.backends.base import EMBED, Backend, embed, media
 from polymodal.export.check import SAMPLE_TEXTS
-from polymodal.export.onnx import SAMPLE_SIZE, sample_images
+from polymodal.export.onnx import MANIFEST_FILE, SAMPLE_SIZE, export_onnx, sample_images
 from polymodal.export.runtime import OnnxEmbedder
 from polymodal.export.source import ExportError
 from polymodal.export.variants import COSINE_FLOOR, SPEEDUP_MARGIN, cosines
+from polymodal.version import __version__
 
 TOWER_CHOICES = ("auto", "all")
+AUTO_EXPORT = "auto"  # export= value: the model's export in the cache, made on first use
+EXPORT_CACHE_ENV = "POLYMODAL_EXPORT_CACHE"
+log = logging.getLogger(__name__)
 ROUNDS = 3  # timed calls per runtime after a warm-up; the fastest counts
 # Below this the export is not of this model (another checkpoint, other preprocessing), not merely less precise.
 SAME_MODEL_COSINE = 0.99
@@ -153,6 +159,29 @@ def choose_tower_runtime(
     )
 
 
+def export_cache() -> Path:
+    """Where ``export="auto"`` keeps the exports it makes: ``POLYMODAL_EXPORT_CACHE``, else
+    ``$XDG_CACHE_HOME/polymodal/exports`` (``~/.cache/polymodal/exports``)."""
+    if os.environ.get(EXPORT_CACHE_ENV):
+        return Path(os.environ[EXPORT_CACHE_ENV]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "polymodal" / "exports"
+
+
+def cached_export(backend: Backend) -> Path:
+    """The ONNX export of ``backend``'s model in :func:`export_cache`, made on first use (its variants timed and
+    chosen on this machine) and found again by the model's content identity."""
+    import onnxruntime
+
+    if not Path(backend.source).is_dir():  # a packaged model's name or a hub id: nothing on disk to export from
+        raise ExportError(f"{backend.source} is not a model directory")
+    key = f"{backend.identity}|polymodal {__version__}|onnxruntime {onnxruntime.__version__}"
+    directory = export_cache() / hashlib.sha256(key.encode()).hexdigest()[:24]
+    if not (directory / MANIFEST_FILE).is_file():
+        log.warning("exporting %s's towers to ONNX once (reused from %s later)", backend.name, directory)
+        export_onnx(backend.source, directory, overwrite=True)
+    return directory
+
+
 def with_export_towers(
     backend: Backend,
     export: str | os.PathLike[str],
@@ -161,9 +190,19 @@ def with_export_towers(
     autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
 ) -> tuple[Backend, dict[str, TowerRuntime]]:
     """``backend`` with the towers of the export at ``export`` that run faster in onnxruntime here (``towers="all"``:
-    every tower the two share), and where each embedding tower runs and why."""
+    every tower the two share), and where each embedding tower runs and why. ``export="auto"``: the model's export
+    in the cache, made now if missing; a model that cannot be exported keeps every tower in PyTorch, with the
+    reason."""
     if towers not in TOWER_CHOICES:
         raise ValueError(f"towers must be one of {', '.join(TOWER_CHOICES)}, got {towers!r}")
+    if str(export) == AUTO_EXPORT and not Path(export).is_dir():
+        try:
+            export = cached_export(backend)
+        except (ValueError, ImportError, OSError) as error:  # not exportable (ExportError), no onnxruntime, ...
+            if towers == "all":
+                raise ExportError(f"cannot export {backend.name}: {error}") from error
+            reason = f"no ONNX export: {error}"
+            return backend, {m: TowerRuntime(m, "torch", reason) for m in sorted(media(backend, EMBED))}
     # The process computes with torch too: onnxruntime's threads spin-waiting between runs would take its cores.
     embedder = OnnxEmbedder(Path(export).expanduser(), spinning=False)
     shared = sorted(set(embedder.modalities) & media(backend, EMBED))
