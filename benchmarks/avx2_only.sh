@@ -23,9 +23,15 @@ elif ! command -v gcc >/dev/null; then
 else
     if [ ! -f "$shim" ] || [ "$source" -nt "$shim" ]; then
         mkdir -p "$(dirname "$shim")"
-        gcc -O2 -Wall -shared -fPIC -o "$shim.$$" "$source" -ldl
-        mv "$shim.$$" "$shim"
+        if gcc -O2 -Wall -shared -fPIC -o "$shim.$$" "$source" -ldl; then
+            mv "$shim.$$" "$shim"
+        else
+            rm -f "$shim.$$"
+            echo "avx2_only.sh: could not build $source: onnxruntime, fbgemm and faiss still see the CPU's AVX-512" >&2
+        fi
     fi
-    export LD_PRELOAD="$shim${LD_PRELOAD:+:$LD_PRELOAD}"
+    if [ -f "$shim" ]; then
+        export LD_PRELOAD="$shim${LD_PRELOAD:+:$LD_PRELOAD}"
+    fi
 fi
 exec "$@"

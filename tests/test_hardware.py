@@ -148,6 +148,28 @@ def test_avx2_only_masks_avx512_in_cpuid_and_a_real_crash_still_crashes(tmp_path
         timeout=60,
     )
     assert crash.returncode == -signal.SIGSEGV and "Segmentation fault" in crash.stderr
+    killed = subprocess.run(  # a SIGSEGV sent by a process, not a fault, still ends it
+        [
+            str(script),
+            sys.executable,
+            "-c",
+            "import os, signal, time; os.kill(os.getpid(), signal.SIGSEGV); time.sleep(5)",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert killed.returncode == -signal.SIGSEGV
+    blocked = (  # a thread that blocks SIGSEGV and then reads CPUID is not killed by it
+        "import signal; signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGSEGV}); "
+        + _PRINT_AVX512F
+        + "; from polymodal import hardware; print('LD_PRELOAD' in hardware.isa_caps())"
+    )
+    survived = subprocess.run(
+        [str(script), sys.executable, "-c", blocked], capture_output=True, text=True, check=True, env=env
+    )
+    assert survived.stdout.split() == ["False", "True"]  # masked, and recorded among the caps
 
 
 def test_the_cpuid_shim_is_recorded_among_the_caps(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -156,6 +178,9 @@ def test_the_cpuid_shim_is_recorded_among_the_caps(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("LD_PRELOAD", "/usr/lib/libjemalloc.so")
     assert hardware.isa_caps() == {}
     monkeypatch.setenv("LD_PRELOAD", f"/home/me/.cache/polymodal/{hardware.CPUID_SHIM}:/usr/lib/libjemalloc.so")
+    monkeypatch.delenv(hardware.CPUID_MASKED_ENV, raising=False)
+    assert hardware.isa_caps() == {}  # preloaded, but it could not mask (no CPUID faulting here)
+    monkeypatch.setenv(hardware.CPUID_MASKED_ENV, "avx2")
     assert hardware.isa_caps() == {"LD_PRELOAD": os.environ["LD_PRELOAD"]}
 
 
@@ -362,16 +387,28 @@ def test_releasing_idle_openmp_workers_leaves_torch_working() -> None:
     starts new ones, in any thread, with the same thread count."""
     import threading
 
-    x = torch.randn(256, 256)
-    expected = x @ x
-    torch.set_num_threads(2)
-    has_runtime = any((Path(torch.__file__).parent / "lib").glob("lib*omp*.so*"))
-    assert hardware.release_idle_threads() is has_runtime
-    assert hardware.release_idle_threads() is has_runtime  # nothing left to free is fine too
-    assert torch.get_num_threads() == 2
-    results: list[torch.Tensor] = []
-    worker = threading.Thread(target=lambda: results.append(x @ x))
-    worker.start()
-    worker.join()
-    torch.testing.assert_close(results[0], expected)
-    torch.testing.assert_close(x @ x, expected)
+    def threads_of_this_process() -> int:
+        return len(list(Path("/proc/self/task").iterdir()))
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        x = torch.randn(512, 512)
+        expected = x @ x  # parallel work: this thread's OpenMP team now exists
+        library = Path(torch.__file__).parent / "lib"
+        loaded = Path("/proc/self/maps").read_text()
+        has_runtime = any(path.name in loaded for p in hardware.OPENMP_RUNTIMES for path in library.glob(p))
+        with_team = threads_of_this_process()
+        assert hardware.release_idle_threads() is has_runtime
+        if has_runtime:
+            assert threads_of_this_process() < with_team  # its idle workers are gone
+        assert hardware.release_idle_threads() is has_runtime  # nothing left to free is fine too
+        assert torch.get_num_threads() == 2
+        results: list[torch.Tensor] = []
+        worker = threading.Thread(target=lambda: results.append(x @ x))
+        worker.start()
+        worker.join()
+        torch.testing.assert_close(results[0], expected)
+        torch.testing.assert_close(x @ x, expected)
+    finally:
+        torch.set_num_threads(before)

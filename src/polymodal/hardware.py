@@ -36,6 +36,7 @@ ISA_CAP_ENVS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUC
 # The preloaded library (benchmarks/avx2_cpuid.c) under which the process's CPUID reports an AVX2-only CPU, so
 # libraries that read CPUID themselves (onnxruntime, fbgemm, faiss) are capped too.
 CPUID_SHIM = "avx2_cpuid.so"
+CPUID_MASKED_ENV = "POLYMODAL_CPUID_MASKED"
 
 
 def normalize_precision(value: str) -> str:
@@ -84,10 +85,12 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> CpuInfo:
 
 def isa_caps() -> dict[str, str]:
     """The instruction-set caps in effect (:data:`ISA_CAP_ENVS` that are set, by variable; ``LD_PRELOAD`` when it
-    holds :data:`CPUID_SHIM`)."""
+    holds :data:`CPUID_SHIM` and the shim says its masking took effect)."""
     caps = {name: os.environ[name] for name in ISA_CAP_ENVS if os.environ.get(name)}
     preload = os.environ.get("LD_PRELOAD", "")
-    if any(Path(entry).name == CPUID_SHIM for entry in preload.replace(":", " ").split()):
+    # The shim sets POLYMODAL_CPUID_MASKED in each process where the masking took effect.
+    shimmed = any(Path(entry).name == CPUID_SHIM for entry in preload.replace(":", " ").split())
+    if shimmed and os.environ.get(CPUID_MASKED_ENV):
         caps["LD_PRELOAD"] = preload
     return caps
 
@@ -418,6 +421,10 @@ def apply_threads(count: int) -> None:
         faiss.omp_set_num_threads(count)
 
 
+# The OpenMP runtimes a torch build ships in torch/lib (GNU, Intel, LLVM).
+OPENMP_RUNTIMES = ("libgomp*.so*", "libiomp5*.so*", "libomp.so*", "libomp-*.so*")
+
+
 def release_idle_threads() -> bool:
     """Free the calling thread's idle OpenMP workers (``omp_pause_resource_all``, soft) in torch's OpenMP runtime;
     False where it has none to call. Call it in a thread that is done computing while another thread computes on:
@@ -425,10 +432,11 @@ def release_idle_threads() -> bool:
     each small parallel region waits on a futex (a one-image embedding in a worker thread: 22 ms, 9 ms after)."""
     import ctypes
 
-    runtimes = sorted((Path(torch.__file__).parent / "lib").glob("lib*omp*.so*"))
+    library = Path(torch.__file__).parent / "lib"
+    runtimes = sorted(p for pattern in OPENMP_RUNTIMES for p in library.glob(pattern))
     for path in runtimes:
-        try:
-            pause = ctypes.CDLL(str(path)).omp_pause_resource_all
+        try:  # RTLD_NOLOAD: only a runtime this process already uses, never loading one
+            pause = ctypes.CDLL(str(path), mode=os.RTLD_NOLOAD | os.RTLD_LAZY).omp_pause_resource_all
         except (OSError, AttributeError):
             continue
         pause.argtypes, pause.restype = [ctypes.c_int], ctypes.c_int

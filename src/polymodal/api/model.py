@@ -115,8 +115,9 @@ class Model:
 
     def _sizer(self, modality: str) -> ChunkSizer:
         """The call-size learner of ``modality`` at the calling thread's torch thread count."""
-        self._sizing_threads = torch.get_num_threads()
-        return self.chunk_sizers.setdefault(modality, ChunkSizer(self.batch_size))
+        threads = torch.get_num_threads()
+        self._sizing_threads = threads
+        return self._chunk_sizers.setdefault(threads, {}).setdefault(modality, ChunkSizer(self.batch_size))
 
     # -- what it is -------------------------------------------------------------------------------------------
     @property

@@ -207,8 +207,9 @@ def build(
         fail(str(e), as_json=json, code=2)
     if not source.exists():
         fail(f"{source}: no such file or directory", as_json=json)
+    budget = _threads_for_work()
     loaded = load_model_or_fail(model, batch_size=batch_size, precision=precision, as_json=json, export=export)
-    _threads_for_work(loaded, json)
+    _say_precision_and_threads(loaded, budget, json)
     result = _run(
         "build",
         out,
@@ -268,10 +269,11 @@ def add(
     if not source.exists():
         fail(f"{source}: no such file or directory", as_json=json)
     meta = _run("add", index, json, lambda: _meta(VectorIndex, index))
+    budget = _threads_for_work()
     loaded = load_model_or_fail(
         model or meta.model, batch_size=batch_size, precision=precision, as_json=json, export=export
     )
-    _threads_for_work(loaded, json)
+    _say_precision_and_threads(loaded, budget, json)
     result = _run(
         "add",
         index,
@@ -328,12 +330,15 @@ def tune(
         _report_tuning(record)
 
 
-def _threads_for_work(loaded: Any, as_json: bool) -> None:
-    """Threads for the embedding work from the cores other processes leave free; said (with the precision)
-    unless --json."""
+def _threads_for_work() -> Any:
+    """Threads for the embedding work from the cores other processes leave free, chosen before the model loads (an
+    export's onnxruntime sessions take the count they are made with)."""
     from polymodal.hardware import ThreadBudget
 
-    budget = ThreadBudget()
+    return ThreadBudget()
+
+
+def _say_precision_and_threads(loaded: Any, budget: Any, as_json: bool) -> None:
     if not as_json:
         choice = loaded.precision_choice
         err_console.print(

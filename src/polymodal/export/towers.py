@@ -11,6 +11,7 @@ no further from fp32 than PyTorch in the model's precision); otherwise in PyTorc
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -76,6 +77,8 @@ class ExportTowers:
         self.onnx_modalities = onnx_modalities
 
     def __getattr__(self, name: str) -> Any:
+        if name == "backend":  # not set yet (copy, pickle): no endless lookup
+            raise AttributeError(name)
         return getattr(self.backend, name)
 
     def embed(self, modality: str, refs: Sequence[Any]) -> torch.Tensor:
@@ -176,9 +179,14 @@ def cached_export(backend: Backend) -> Path:
         raise ExportError(f"{backend.source} is not a model directory")
     key = f"{backend.identity}|polymodal {__version__}|onnxruntime {onnxruntime.__version__}"
     directory = export_cache() / hashlib.sha256(key.encode()).hexdigest()[:24]
-    if not (directory / MANIFEST_FILE).is_file():
-        log.warning("exporting %s's towers to ONNX once (reused from %s later)", backend.name, directory)
-        export_onnx(backend.source, directory, overwrite=True)
+    if (directory / MANIFEST_FILE).is_file():
+        return directory
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.with_suffix(".lock"), "w") as lock:  # one process exports; the others wait and reuse it
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (directory / MANIFEST_FILE).is_file():
+            log.warning("exporting %s's towers to ONNX once (reused from %s later)", backend.name, directory)
+            export_onnx(backend.source, directory, overwrite=True)
     return directory
 
 

@@ -192,6 +192,7 @@ class HFTextEncoder(_HFEncoder):
 
 def pools_clip_cls(model: nn.Module) -> bool:
     """Whether :func:`clip_pooled_image` computes ``model``'s pooled output: a CLIP vision transformer."""
+    model = getattr(model, "vision_model", model)  # transformers 4.x nests it in CLIPVisionModel
     layers = getattr(getattr(model, "encoder", None), "layers", None)
     return (
         getattr(getattr(model, "config", None), "model_type", None) == "clip_vision_model"
@@ -222,6 +223,7 @@ def clip_pooled_image(model: nn.Module, pixels: Tensor) -> Tensor:
     """A CLIP vision transformer's ``pooler_output`` (the post-LayerNorm CLS token) with its last layer run for the
     CLS token alone: the last layer's queries, output projection and MLP on the other tokens feed nothing pooled
     (about 1/12 of a ViT-B/32's work)."""
+    model = getattr(model, "vision_model", model)  # transformers 4.x nests it in CLIPVisionModel
     x = model.pre_layrnorm(model.embeddings(pixels))
     *layers, last = model.encoder.layers
     for layer in layers:
@@ -242,7 +244,8 @@ class HFImageEncoder(_HFEncoder):
         self.pools_cls = pools_clip_cls(self.model)
 
     def pooled(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        if self.pools_cls and not self.training:
+        # Forward hooks on the encoder expect forward to run: they keep it.
+        if self.pools_cls and not self.training and not (self._forward_hooks or self._forward_pre_hooks):
             return clip_pooled_image(self.model, x)
         return super().pooled(x, mask)
 
