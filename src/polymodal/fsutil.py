@@ -1,4 +1,5 @@
-"""Atomic writes: a reader (or a resumed run) never sees a half-written file or directory."""
+"""Atomic writes: a reader (or a resumed run) never sees a half-written file or directory; and where polymodal
+keeps what it caches between runs."""
 
 from __future__ import annotations
 
@@ -9,6 +10,15 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+CACHE_ENV = "POLYMODAL_CACHE_DIR"
+
+
+def default_cache_dir() -> Path:
+    """Where polymodal keeps what it caches between runs (features, exports): ``$POLYMODAL_CACHE_DIR``, default
+    ``~/.cache/polymodal``."""
+    given = os.environ.get(CACHE_ENV, "").strip()
+    return Path(given).expanduser() if given else Path.home() / ".cache" / "polymodal"
 
 
 def _fsync_tree(path: Path) -> None:

@@ -225,11 +225,13 @@ def test_auto_exports_the_model_once_into_the_cache_and_reuses_it(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     model_dir, _ = clip_and_export
-    monkeypatch.setenv(export_towers.EXPORT_CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv("POLYMODAL_CACHE_DIR", str(tmp_path / "cache"))
     with caplog.at_level("WARNING", logger=export_towers.__name__):
         first = polymodal.load(model_dir, precision="fp32", export="auto", export_towers="all")
     assert "towers to ONNX once" in caplog.text
-    (made,) = [path for path in (tmp_path / "cache").iterdir() if path.is_dir()]  # beside it, the export's lock
+    (made,) = [
+        path for path in (tmp_path / "cache" / "exports").iterdir() if path.is_dir()
+    ]  # beside it, the export's lock
     assert (made / "export.json").is_file() and set(first.tower_runtimes) == {"image", "text"}
     assert {c.runtime for c in first.tower_runtimes.values()} == {"onnx"}
 
@@ -239,7 +241,7 @@ def test_auto_exports_the_model_once_into_the_cache_and_reuses_it(
     monkeypatch.setattr(export_towers, "export_onnx", no_second_export)
     again = polymodal.load(model_dir, precision="fp32", export="auto", export_towers="all")
     assert isinstance(again.backend, ExportTowers)
-    assert [path for path in (tmp_path / "cache").iterdir() if path.is_dir()] == [made]
+    assert [path for path in (tmp_path / "cache" / "exports").iterdir() if path.is_dir()] == [made]
     images = _images(3)
     np.testing.assert_allclose(again.embed_image(images), first.embed_image(images), atol=1e-6)
 
@@ -248,7 +250,7 @@ def test_auto_keeps_pytorch_with_the_reason_when_the_model_cannot_be_exported(
     clip_and_export: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     model_dir, _ = clip_and_export
-    monkeypatch.setenv(export_towers.EXPORT_CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv("POLYMODAL_CACHE_DIR", str(tmp_path / "cache"))
 
     def fails(*args: object, **kwargs: object) -> None:
         raise ExportError("the dynamo ONNX exporter cannot export the image tower (x)")

@@ -30,11 +30,12 @@ from polymodal.export.onnx import MANIFEST_FILE, SAMPLE_SIZE, export_onnx, sampl
 from polymodal.export.runtime import OnnxEmbedder
 from polymodal.export.source import ExportError
 from polymodal.export.variants import COSINE_FLOOR, SPEEDUP_MARGIN, cosines
+from polymodal.fsutil import default_cache_dir
 from polymodal.version import __version__
 
 TOWER_CHOICES = ("auto", "all")
 AUTO_EXPORT = "auto"  # export= value: the model's export in the cache, made on first use
-EXPORT_CACHE_ENV = "POLYMODAL_EXPORT_CACHE"
+EXPORTS_DIR = "exports"  # under polymodal's cache directory
 log = logging.getLogger(__name__)
 ROUNDS = 3  # timed calls per runtime after a warm-up; the fastest counts
 # Below this the export is not of this model (another checkpoint, other preprocessing), not merely less precise.
@@ -98,7 +99,7 @@ class ExportTowers:
 
 
 def _best_rate(fn: Callable[[], Any], items: int) -> float:
-    fn()  # warm-up: first-call allocations and kernel choices
+    """Items/s of ``fn``'s fastest of ``ROUNDS`` calls; the caller has called it once already (the warm-up)."""
     best = float("inf")
     for _ in range(ROUNDS):
         start = time.perf_counter()
@@ -136,7 +137,7 @@ def choose_tower_runtime(
             f"{embedder.directory}: its {modality} tower is not this model's: cosine {worst:.4f} to the model's own "
             f"fp32 embeddings of a fixed sample (an export of another checkpoint?)"
         )
-    torch_worst = float(cosines(by_torch(), reference).min())
+    torch_worst = float(cosines(by_torch(), reference).min())  # these first calls were the warm-ups
     torch_rate, onnx_rate = _best_rate(by_torch, len(inputs)), _best_rate(by_onnx, len(inputs))
     measured = (
         f"{onnx_rate:.0f} against {torch_rate:.0f} items/s in PyTorch; cosine to fp32 {worst:.5f} against "
@@ -162,23 +163,16 @@ def choose_tower_runtime(
     )
 
 
-def export_cache() -> Path:
-    """Where ``export="auto"`` keeps the exports it makes: ``POLYMODAL_EXPORT_CACHE``, else
-    ``$XDG_CACHE_HOME/polymodal/exports`` (``~/.cache/polymodal/exports``)."""
-    if os.environ.get(EXPORT_CACHE_ENV):
-        return Path(os.environ[EXPORT_CACHE_ENV]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "polymodal" / "exports"
-
-
 def cached_export(backend: Backend) -> Path:
-    """The ONNX export of ``backend``'s model in :func:`export_cache`, made on first use (its variants timed and
-    chosen on this machine) and found again by the model's content identity."""
+    """The ONNX export of ``backend``'s model under polymodal's cache (``$POLYMODAL_CACHE_DIR/exports``, default
+    ``~/.cache/polymodal/exports``), made on first use (its variants timed and chosen on this machine) and found
+    again by the model's content identity."""
     import onnxruntime
 
     if not Path(backend.source).is_dir():  # a packaged model's name or a hub id: nothing on disk to export from
         raise ExportError(f"{backend.source} is not a model directory")
     key = f"{backend.identity}|polymodal {__version__}|onnxruntime {onnxruntime.__version__}"
-    directory = export_cache() / hashlib.sha256(key.encode()).hexdigest()[:24]
+    directory = default_cache_dir() / EXPORTS_DIR / hashlib.sha256(key.encode()).hexdigest()[:24]
     if (directory / MANIFEST_FILE).is_file():
         return directory
     directory.parent.mkdir(parents=True, exist_ok=True)

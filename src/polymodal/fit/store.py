@@ -18,13 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-CACHE_ENV = "POLYMODAL_CACHE_DIR"
+from polymodal.fsutil import default_cache_dir
+
 STORE_FILE = "features.sqlite"
-
-
-def default_cache_dir() -> Path:
-    given = os.environ.get(CACHE_ENV, "").strip()
-    return Path(given).expanduser() if given else Path.home() / ".cache" / "polymodal"
 
 
 def digest_bytes(data: bytes) -> bytes:
