@@ -463,11 +463,15 @@ def search(
     if json:
         emit_json([{"rank": r, **h.to_dict()} for r, h in enumerate(hits, 1)])
         return
+    segmented = any("start" in h.metadata for h in hits)
     table = Table("rank", "score", "kind", "id", box=None)
+    if segmented:  # a video segment's span in its own column, so that a folded path never splits it
+        table.add_column("segment", no_wrap=True)
     table.add_column("path / text", overflow="fold")  # last and folded: a long path wraps instead of being cut
     for r, h in enumerate(hits, 1):
-        shown = str(h.text if h.kind == "text" else h.path or h.metadata.get("id"))
-        if "start" in h.metadata:
-            shown += f" @ {h.metadata['start']:g}-{h.metadata['end']:g} s"
-        table.add_row(str(r), f"{h.score:.4f}", h.kind, str(h.id), escape(shown))
+        shown = escape(str(h.text if h.kind == "text" else h.path or h.metadata.get("id")))
+        span = (
+            [f"{h.metadata['start']:g}-{h.metadata['end']:g} s" if "start" in h.metadata else ""] if segmented else []
+        )
+        table.add_row(str(r), f"{h.score:.4f}", h.kind, str(h.id), *span, shown)
     console.print(table)
