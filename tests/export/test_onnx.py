@@ -46,11 +46,13 @@ def test_cli_exports_a_polymodal_embedding_model(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == [
         "check.npz",
         "export.json",
+        "image_encoder.int8-avx2.onnx",
         "image_encoder.int8-block.onnx",
         "image_encoder.int8-mixed.onnx",
         "image_encoder.int8.onnx",
         "image_encoder.onnx",
         "sample.npz",
+        "text_encoder.int8-avx2.onnx",
         "text_encoder.int8-block.onnx",
         "text_encoder.int8-mixed.onnx",
         "text_encoder.int8.onnx",

@@ -57,9 +57,9 @@ def test_each_variant_is_measured_against_pytorch_and_the_default_follows_the_ru
     clip = t.CLIPModel.from_pretrained(clip_dir, local_files_only=True).eval()
     for modality in ("image", "text"):
         entry = manifest[PARTS[modality]]
-        assert set(entry["variants"]) == {"fp32", "int8", "int8-mixed", "int8-block"}
+        assert set(entry["variants"]) == {"fp32", "int8", "int8-avx2", "int8-mixed", "int8-block"}
         assert entry["variants"]["fp32"]["file"] == entry["file"]
-        for variant in ("int8", "int8-mixed", "int8-block"):
+        for variant in ("int8", "int8-avx2", "int8-mixed", "int8-block"):
             assert entry["variants"][variant]["quantized_nodes"] > 0
             assert (out / entry["variants"][variant]["file"]).is_file()
         feeds, want = samples[modality]
@@ -130,7 +130,7 @@ def test_a_variant_accurate_only_on_its_calibration_sample_is_not_chosen(
     out = _copy(exported[1], tmp_path)
     manifest = json.loads((out / MANIFEST_FILE).read_text())
     for part in ("image_encoder", "text_encoder"):  # fp32 and int8 only
-        for variant in ("int8-mixed", "int8-block"):
+        for variant in ("int8-avx2", "int8-mixed", "int8-block"):
             (out / manifest[part]["variants"][variant]["file"]).unlink()
     samples = load_sample(out)
     real_session, real_measure = variants.make_session, variants.measure
@@ -188,7 +188,7 @@ def test_a_forced_default_is_loaded_and_the_runtime_can_override_it(
     assert OnnxEmbedder(out).variants == {"image": "fp32", "text": "fp32"}
     assert manifest["image_encoder"]["variants"]["int8"]["quantized_nodes"] > 0  # kept from the export
     with pytest.raises(
-        ExportError, match="default variant 'int4': choose auto or one of fp32, int8, int8-mixed, int8-block"
+        ExportError, match="default variant 'int4': choose auto or one of fp32, int8, int8-avx2, int8-mixed, int8-block"
     ):
         choose_again(out, default="int4")
 
@@ -210,7 +210,9 @@ def test_session_options_threads_optimization_and_batches(exported: tuple[Path, 
     np.testing.assert_allclose(basic.embed_text(texts), full.embed_text(texts), atol=1e-5)
     with pytest.raises(ExportError, match="optimization 'max': choose one of disable, basic, extended, all"):
         OnnxEmbedder(out, optimization="max")
-    with pytest.raises(ExportError, match="variant 'fp16': choose one of fp32, int8, int8-mixed, int8-block"):
+    with pytest.raises(
+        ExportError, match="variant 'fp16': choose one of fp32, int8, int8-avx2, int8-mixed, int8-block"
+    ):
         OnnxEmbedder(out, variant="fp16")
     with pytest.raises(ExportError, match="batch_size 0"):
         OnnxEmbedder(out, batch_size=0)
@@ -221,7 +223,7 @@ def test_an_export_without_variants_still_loads(exported: tuple[Path, Path], tmp
     manifest = json.loads((out / MANIFEST_FILE).read_text())
     manifest.pop("variant_choice")
     for part in ("image_encoder", "text_encoder"):
-        for variant in ("int8", "int8-mixed", "int8-block"):
+        for variant in ("int8", "int8-avx2", "int8-mixed", "int8-block"):
             (out / manifest[part]["variants"][variant]["file"]).unlink()
         manifest[part].pop("variants"), manifest[part].pop("default")
     (out / SAMPLE_FILE).unlink()
@@ -346,7 +348,10 @@ def test_a_variant_the_quantiser_cannot_build_is_left_out_with_the_reason(
     monkeypatch.setitem(onnx_export.QUANTIZERS, "int8-block", unsupported)
     entry = {"file": "image_encoder.onnx"}
     onnx_export._quantize(tmp_path, entry, load_sample(exported[1])["image"][0])
-    assert set(entry["variants"]) == {"int8", "int8-mixed"} and (tmp_path / "image_encoder.int8.onnx").is_file()
+    assert (
+        set(entry["variants"]) == {"int8", "int8-avx2", "int8-mixed"}
+        and (tmp_path / "image_encoder.int8.onnx").is_file()
+    )
     assert entry["variants_not_built"] == {"int8-block": "NotImplementedError: no kernel for this graph"}
 
 
@@ -399,3 +404,57 @@ def test_int8_mixed_is_recorded_and_chosen_when_it_is_the_fastest_accurate_varia
     np.testing.assert_allclose(
         chosen.embed_text(texts), OnnxEmbedder(out, variant="int8-mixed").embed_text(texts), atol=1e-6
     )
+
+
+def _avx2_int8_matmul(activations: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """uint8 (rows, inner) x int8 (inner, output) as AVX2's vpmaddubsw + vpmaddwd compute it: the products of inner
+    positions 2i and 2i+1 summed and clamped to int16, then the pairs summed in int32."""
+    a = activations.astype(np.int64)
+    w = weights.astype(np.int64)
+    pairs = np.einsum("rip,iop->rio", a.reshape(len(a), -1, 2), w.reshape(-1, 2, w.shape[1]).transpose(0, 2, 1))
+    return np.clip(pairs, -32768, 32767).sum(axis=1)
+
+
+def test_int8_avx2_weights_cannot_saturate_avx2_pair_sums_and_int8_weights_can() -> None:
+    from polymodal.export.variants import PAIR_LIMIT, _pair_safe_scale
+
+    rng = np.random.RandomState(0)
+    weight = rng.standard_t(4, size=(64, 48)).astype(np.float32)  # heavy tails: large neighbours of like sign
+    weight[:, 0] = 0.0  # an all-zero column keeps a usable scale
+    weight[:, 1] = np.tile([0.5, -0.5], 32)  # alternating signs: no pair can overflow, so int8's own scale
+    activations = rng.randint(0, 256, size=(200, 64))
+    activations[:4] = 255  # the worst case for positive pairs
+    scale = _pair_safe_scale(weight)
+    plain = np.abs(weight).max(axis=0) / 127
+    assert scale[0] == 1.0 and scale[1] == pytest.approx(plain[1]) and np.all(scale >= plain - 1e-9)
+    safe = np.clip(np.round(weight / scale), -127, 127).astype(np.int8)
+    pairs = safe.astype(int).reshape(-1, 2, safe.shape[1])
+    like = pairs[:, 0] * pairs[:, 1] > 0
+    assert np.abs(pairs).sum(axis=1)[like].max() <= PAIR_LIMIT + 1
+    exact = activations.astype(np.int64) @ safe.astype(np.int64)
+    np.testing.assert_array_equal(_avx2_int8_matmul(activations, safe), exact)
+    # The same matrix at int8's per-channel scale overflows: the emulation would catch a scale that is too narrow.
+    int8 = np.clip(np.round(weight / np.where(plain > 0, plain, 1.0)), -127, 127).astype(np.int8)
+    assert np.any(_avx2_int8_matmul(activations, int8) != activations.astype(np.int64) @ int8.astype(np.int64))
+
+
+def test_the_int8_avx2_variant_holds_pair_safe_weights_and_tracks_fp32(exported: tuple[Path, Path]) -> None:
+    import onnx
+    from onnx import numpy_helper
+
+    from polymodal.export.variants import PAIR_LIMIT
+
+    out = exported[1]
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    for modality in ("image", "text"):
+        entry = manifest[PARTS[modality]]
+        graph = onnx.load(str(out / entry["variants"]["int8-avx2"]["file"])).graph
+        inits = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+        weights = [inits[n.input[1]] for n in graph.node if n.op_type == "MatMulInteger" and n.input[1] in inits]
+        assert len(weights) == entry["variants"]["int8-avx2"]["quantized_nodes"] > 0
+        for w in weights:
+            padded = np.vstack([w, np.zeros((len(w) % 2, w.shape[1]), w.dtype)]).astype(int).reshape(-1, 2, w.shape[1])
+            like = padded[:, 0] * padded[:, 1] > 0
+            assert np.abs(padded).sum(axis=1)[like].max(initial=0) <= PAIR_LIMIT + 1
+        figures = entry["variants"]["int8-avx2"]
+        assert min(figures["cosine_min"], figures["heldout_cosine_min"]) > 0.99

@@ -28,7 +28,7 @@ def export(
         "auto",
         "--default",
         help="The variant the runtime loads: auto (per tower, the fastest that keeps cosine >= 0.999 to PyTorch "
-        "fp32 on every sample and held-out row, measured now), fp32, int8, int8-mixed or int8-block.",
+        "fp32 on every sample and held-out row, measured now), fp32, int8, int8-avx2, int8-mixed or int8-block.",
     ),
     choose: bool = typer.Option(
         False, "--choose", help="Time the variants of the export MODEL on this machine and record the default again."
