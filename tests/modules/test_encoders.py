@@ -23,6 +23,7 @@ from polymodal.modules.encoders import (
     VideoViT,
     ViTImageEncoder,
 )
+from polymodal.modules.encoders.pooling import pool_tokens
 from polymodal.pretrained.speaker import SpeakerLSTM
 
 transformers = pytest.importorskip("transformers")
@@ -462,6 +463,34 @@ def test_hf_towers_of_a_dual_clip_checkpoint(tmp_path):
         torch.testing.assert_close(image_enc(pixels).pooled, clip.vision_model(pixel_values=pixels).pooler_output)
         ref = clip.text_model(input_ids=ids, attention_mask=(ids != 0).long()).pooler_output
         torch.testing.assert_close(text_enc(ids).pooled, ref)
+
+
+@pytest.mark.parametrize("pooling", ["eos", "mean"])
+def test_an_eos_embedding_of_a_clip_text_tower_runs_its_last_layer_for_that_token_only(tmp_path, monkeypatch, pooling):
+    from polymodal.modules.encoders import hf
+
+    text = {"vocab_size": 50, "max_position_embeddings": 16, "bos_token_id": 1, "eos_token_id": 3, "pad_token_id": 0}
+    config = transformers.CLIPTextConfig(**{**TINY, "num_hidden_layers": 3}, **text)
+    torch.manual_seed(0)
+    transformers.CLIPTextModel(config).save_pretrained(tmp_path)
+    model = transformers.CLIPTextModel.from_pretrained(tmp_path).eval()
+    enc = ENCODERS.build("hf_text", path=str(tmp_path), pooling=pooling).eval()
+    assert enc.pools_eos == (pooling == "eos")
+    calls = []
+    shortcut = hf.clip_pooled_text
+    monkeypatch.setattr(hf, "clip_pooled_text", lambda *a: calls.append(1) or shortcut(*a))
+    # Right-padded rows of 6, 3 and 1 real tokens (the last one all of BOS): its EOS is where the row ends.
+    ids = torch.tensor([[1, 5, 6, 7, 8, 3], [1, 9, 3, 0, 0, 0], [3, 0, 0, 0, 0, 0]])
+    with torch.no_grad():
+        hidden = model(input_ids=ids, attention_mask=(ids != 0).long()).last_hidden_state
+        want = pool_tokens(hidden, ids != 0, pooling)
+        torch.testing.assert_close(enc.pooled(ids), want, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(enc.pooled(ids, ids != 0), want, atol=1e-6, rtol=1e-6)
+    assert len(calls) == 2 * (pooling == "eos")
+    if pooling == "eos":  # transformers' own pooler reads the same token
+        torch.testing.assert_close(want, model(input_ids=ids, attention_mask=(ids != 0).long()).pooler_output)
+    enc.train()  # training keeps transformers' own forward
+    assert enc.pooled(ids).requires_grad and len(calls) == 2 * (pooling == "eos")
 
 
 def test_hf_wrapper_accepts_a_built_model(hf_dirs):

@@ -87,9 +87,13 @@ def masked_mean(tokens: Tensor, mask: Tensor | None) -> Tensor:
     return (tokens * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
+def last_index(mask: Tensor) -> Tensor:
+    """(B,) the position of each right-padded row's last real token (0 for a row of padding only)."""
+    return mask.long().sum(1).clamp_min(1) - 1
+
+
 def last_token(tokens: Tensor, mask: Tensor | None) -> Tensor:
     """The last real token of each row (EOS pooling); (B, T, D) -> (B, D)."""
     if mask is None:
         return tokens[:, -1]
-    lengths = mask.long().sum(1).clamp_min(1) - 1  # (B,)
-    return tokens[torch.arange(tokens.size(0), device=tokens.device), lengths]
+    return tokens[torch.arange(tokens.size(0), device=tokens.device), last_index(mask)]

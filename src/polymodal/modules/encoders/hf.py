@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polymodal.modules.encoders.audio import patch_token_mask
-from polymodal.modules.encoders.base import Encoder, EncoderOutput, masked_mean
+from polymodal.modules.encoders.base import Encoder, EncoderOutput, last_index, masked_mean
 from polymodal.modules.encoders.pooling import check_choice, pool_tokens
 from polymodal.modules.layers import Packing, attention_mask, scaled_dot_product
 from polymodal.registry import Registry
@@ -159,6 +159,8 @@ class HFTextEncoder(_HFEncoder):
 
     Without a mask, tokens equal to the model's ``pad_token_id`` (if it has one) are padding. In eval mode (not
     traced) a BERT model runs on the real tokens only (:func:`packed_bert_states`); its padded positions are zero.
+    An ``eos``-pooled embedding of a CLIP text tower in eval mode runs its last layer for that token only
+    (:func:`clip_pooled_text`).
     """
 
     modality = "text"
@@ -168,6 +170,7 @@ class HFTextEncoder(_HFEncoder):
         super().__init__(model_or_path)
         self.pooling = check_choice("pooling", pooling, ("cls", "mean", "eos"))
         self.packs = packs_text(self.model)
+        self.pools_eos = self.pooling == "eos" and pools_clip_eos(self.model)
         # An encoder never decodes step by step: skip building a KV cache (GPT-2 would by default).
         self._no_cache = {"use_cache": False} if "use_cache" in inspect.signature(self.model.forward).parameters else {}
 
@@ -175,10 +178,18 @@ class HFTextEncoder(_HFEncoder):
     def vocab_size(self) -> int:
         return self.model.config.vocab_size
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
+    def _real_tokens(self, x: Tensor, mask: Tensor | None) -> Tensor | None:
         pad_id = self.model.config.pad_token_id
-        if mask is None and pad_id is not None:
-            mask = x != pad_id
+        return x != pad_id if mask is None and pad_id is not None else mask
+
+    def pooled(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        # Forward hooks on the encoder expect forward to run: they keep it.
+        if self.pools_eos and not self.training and not (self._forward_hooks or self._forward_pre_hooks):
+            return clip_pooled_text(self.model, x, self._real_tokens(x, mask))
+        return super().pooled(x, mask)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
+        mask = self._real_tokens(x, mask)
         # Exporting and compiling trace transformers' own graph: packing's shapes depend on the data.
         if mask is not None and self.packs and not self.training and not torch.compiler.is_compiling():
             tokens = packed_bert_states(self.model, x, mask)
@@ -202,20 +213,42 @@ def pools_clip_cls(model: nn.Module) -> bool:
     )
 
 
-def _clip_layer(layer: nn.Module, x: Tensor, queries: int | None = None) -> Tensor:
+def pools_clip_eos(model: nn.Module) -> bool:
+    """Whether :func:`clip_pooled_text` computes ``model``'s ``eos``-pooled output: a CLIP text transformer."""
+    model = getattr(model, "text_model", model)  # transformers 4.x nests it in CLIPTextModel
+    layers = getattr(getattr(model, "encoder", None), "layers", None)
+    return (
+        getattr(getattr(model, "config", None), "model_type", None) == "clip_text_model"
+        and all(hasattr(model, name) for name in ("embeddings", "final_layer_norm"))
+        and layers is not None
+        and len(layers) > 0
+    )
+
+
+def _clip_layer(
+    layer: nn.Module,
+    x: Tensor,
+    *,
+    causal: bool = False,
+    queries: Callable[[Tensor], Tensor] | None = None,
+    keys: Tensor | None = None,
+) -> Tensor:
     """One CLIP encoder layer (pre-norm attention, then the MLP, each residual) through its own modules, for every
-    token or, with ``queries``, for the first ``queries`` tokens only (keys and values still come from all)."""
+    token or only for the tokens ``queries`` picks ((B, T, D) -> (B, Q, D)), whose keys and values still come from
+    all tokens (``keys``: an SDPA mask over them)."""
     attention = layer.self_attn
     normed = layer.layer_norm1(x)
-    kept = x if queries is None else x[:, :queries]
     heads = attention.num_heads
 
     def split(t: Tensor) -> Tensor:
         return t.unflatten(-1, (heads, -1)).transpose(1, 2)  # (B, H, T, hd)
 
-    q = split(attention.q_proj(normed if queries is None else normed[:, :queries]))
+    if queries is not None:
+        x = queries(x)
+    q = split(attention.q_proj(normed if queries is None else queries(normed)))
     k, v = split(attention.k_proj(normed)), split(attention.v_proj(normed))
-    h = kept + attention.out_proj(scaled_dot_product(q, k, v).transpose(1, 2).flatten(2))
+    attended = scaled_dot_product(q, k, v, attn_mask=keys, is_causal=causal)
+    h = x + attention.out_proj(attended.transpose(1, 2).flatten(2))
     return h + layer.mlp(layer.layer_norm2(h))
 
 
@@ -228,7 +261,23 @@ def clip_pooled_image(model: nn.Module, pixels: Tensor) -> Tensor:
     *layers, last = model.encoder.layers
     for layer in layers:
         x = _clip_layer(layer, x)
-    return model.post_layernorm(_clip_layer(last, x, queries=1)[:, 0])
+    return model.post_layernorm(_clip_layer(last, x, queries=lambda t: t[:, :1])[:, 0])
+
+
+def clip_pooled_text(model: nn.Module, ids: Tensor, mask: Tensor | None) -> Tensor:
+    """A CLIP text transformer's final-LayerNorm state at each right-padded row's last real token (``eos`` pooling),
+    its last layer run for that token alone: under causal attention nothing else in that layer reaches it (about
+    1/14 of a CLIP text tower's work on full-length texts)."""
+    model = getattr(model, "text_model", model)  # transformers 4.x nests it in CLIPTextModel
+    x = model.embeddings(input_ids=ids)
+    *layers, last = model.encoder.layers
+    for layer in layers:
+        x = _clip_layer(layer, x, causal=True)
+    ends = torch.full_like(ids[:, 0], ids.size(1) - 1) if mask is None else last_index(mask)  # (B,)
+    seen = (torch.arange(ids.size(1), device=ids.device) <= ends[:, None])[:, None, None]  # (B, 1, 1, T)
+    at_end = ends[:, None, None].expand(-1, 1, x.size(-1))  # gather, not take_along_dim: that fixes B when exported
+    eos = _clip_layer(last, x, queries=lambda t: t.gather(1, at_end), keys=seen)
+    return model.final_layer_norm(eos[:, 0])
 
 
 class HFImageEncoder(_HFEncoder):
