@@ -22,6 +22,7 @@ from polymodal.export.variants import (
     COSINE_FLOOR,
     SAMPLE_FILE,
     SPEEDUP_MARGIN,
+    TIE_MARGIN,
     choose_variants,
     cosines,
     load_check,
@@ -105,6 +106,12 @@ def test_the_rule_keeps_fp32_unless_a_variant_is_accurate_and_clearly_faster() -
     held_out["int8"]["heldout_cosine_min"] = COSINE_FLOOR - 1e-4  # accurate on the sample only
     held_out["int8-block"]["heldout_cosine_min"] = COSINE_FLOOR
     assert pick(held_out) == "int8-block"
+    # Two accurate variants within timing noise of each other: the more accurate one (int8 beside int8-avx2 on a
+    # CPU whose int8 does not saturate); a clearly faster one still wins.
+    rates = {"fp32": (10, 1.0), "int8": (30, 0.9995), "int8-avx2": (30 * TIE_MARGIN, 0.9993)}
+    assert pick({n: {"items_per_second": r, "cosine_min": c} for n, (r, c) in rates.items()}) == "int8"
+    rates["int8-avx2"] = (30 * TIE_MARGIN * 1.01, 0.9993)
+    assert pick({n: {"items_per_second": r, "cosine_min": c} for n, (r, c) in rates.items()}) == "int8-avx2"
 
 
 class _DriftingSession:
@@ -458,3 +465,26 @@ def test_the_int8_avx2_variant_holds_pair_safe_weights_and_tracks_fp32(exported:
             assert np.abs(padded).sum(axis=1)[like].max(initial=0) <= PAIR_LIMIT + 1
         figures = entry["variants"]["int8-avx2"]
         assert min(figures["cosine_min"], figures["heldout_cosine_min"]) > 0.99
+
+
+def test_timing_runs_each_variant_for_at_least_its_rounds_and_the_minimum_time() -> None:
+    import time
+
+    from polymodal.export.variants import MAX_TIMED_ROUNDS, MIN_TIMED_SECONDS, measure
+
+    class Session:
+        def __init__(self, seconds: float) -> None:
+            self.seconds, self.runs = seconds, 0
+
+        def run(self, outputs: None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+            self.runs += 1
+            time.sleep(self.seconds)
+            return [np.ones((2, 4), np.float32)]
+
+    want = np.ones((2, 4), np.float32)
+    instant = {"fp32": Session(0.0)}
+    measure(instant, {}, want, rounds=3)
+    assert instant["fp32"].runs == 1 + MAX_TIMED_ROUNDS  # the warm-up, then rounds up to the cap
+    slow = {"fp32": Session(MIN_TIMED_SECONDS / 2.5)}
+    figures = measure(slow, {}, want, rounds=3)
+    assert slow["fp32"].runs == 1 + 3 and figures["fp32"]["cosine_min"] == pytest.approx(1.0)
