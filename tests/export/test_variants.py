@@ -488,3 +488,26 @@ def test_timing_runs_each_variant_for_at_least_its_rounds_and_the_minimum_time()
     slow = {"fp32": Session(MIN_TIMED_SECONDS / 2.5)}
     figures = measure(slow, {}, want, rounds=3)
     assert slow["fp32"].runs == 1 + 3 and figures["fp32"]["cosine_min"] == pytest.approx(1.0)
+
+
+def test_an_export_chosen_on_another_machine_says_so_when_loaded(
+    exported: tuple[Path, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from polymodal.export.variants import chosen_elsewhere, this_machine
+
+    out = _copy(exported[1], tmp_path)
+    manifest = json.loads((out / MANIFEST_FILE).read_text())
+    assert {k: manifest["variant_choice"][k] for k in ("machine", "kernels")} == this_machine()
+    assert chosen_elsewhere(manifest) is None
+    with caplog.at_level("WARNING", logger="polymodal.export.runtime"):
+        OnnxEmbedder(out)
+    assert "another machine" not in caplog.text
+    manifest["variant_choice"]["machine"] = "AMD EPYC 7B13 (avx2 fma)"
+    (out / MANIFEST_FILE).write_text(json.dumps(manifest))
+    with caplog.at_level("WARNING", logger="polymodal.export.runtime"):
+        OnnxEmbedder(out)
+        OnnxEmbedder(out, variant="fp32")  # a variant asked for by name: nothing to warn about
+    assert caplog.text.count("chosen on another machine (AMD EPYC 7B13 (avx2 fma)); `polymodal export") == 1
+    assert f"{out} --choose" in caplog.text
+    choose_again(out)
+    assert chosen_elsewhere(json.loads((out / MANIFEST_FILE).read_text())) is None

@@ -4,6 +4,7 @@ has."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,8 +19,10 @@ from polymodal.data.processors import AudioProcessor, VideoProcessor
 from polymodal.data.text import TextTokenizer
 from polymodal.data.transforms import ImagePreprocess
 from polymodal.export.onnx import MANIFEST_FILE, PARTS, ExportError, require_onnx
-from polymodal.export.variants import VARIANTS, make_session, variant_file
+from polymodal.export.variants import VARIANTS, chosen_elsewhere, make_session, variant_file
 from polymodal.interop.preprocess import HFImagePreprocess
+
+log = logging.getLogger(__name__)
 
 
 class OnnxEmbedder:
@@ -56,6 +59,15 @@ class OnnxEmbedder:
         # The cores this process uses for torch (polymodal.hardware chooses them), not onnxruntime's own count of
         # the host's cores: no oversubscription beside torch or FAISS.
         self.threads = threads or torch.get_num_threads()
+        elsewhere = None if variant else chosen_elsewhere(self.manifest)
+        if elsewhere:
+            log.warning(
+                "%s: its default variants were chosen on another machine (%s); `polymodal export %s --choose` "
+                "chooses them for this one",
+                self.directory,
+                elsewhere,
+                self.directory,
+            )
         self.variants: dict[str, str] = {
             modality: self._variant(part, variant) for modality, part in PARTS.items() if part in self.manifest
         }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import time
@@ -26,10 +27,10 @@ import torch
 
 from polymodal.backends.base import EMBED, Backend, embed, media
 from polymodal.export.check import SAMPLE_TEXTS
-from polymodal.export.onnx import MANIFEST_FILE, SAMPLE_SIZE, export_onnx, sample_images
+from polymodal.export.onnx import MANIFEST_FILE, SAMPLE_SIZE, choose_again, export_onnx, sample_images
 from polymodal.export.runtime import OnnxEmbedder
 from polymodal.export.source import ExportError
-from polymodal.export.variants import COSINE_FLOOR, SPEEDUP_MARGIN, cosines
+from polymodal.export.variants import COSINE_FLOOR, SPEEDUP_MARGIN, chosen_elsewhere, cosines
 from polymodal.fsutil import default_cache_dir
 from polymodal.version import __version__
 
@@ -173,15 +174,25 @@ def cached_export(backend: Backend) -> Path:
         raise ExportError(f"{backend.source} is not a model directory")
     key = f"{backend.identity}|polymodal {__version__}|onnxruntime {onnxruntime.__version__}"
     directory = default_cache_dir() / EXPORTS_DIR / hashlib.sha256(key.encode()).hexdigest()[:24]
-    if (directory / MANIFEST_FILE).is_file():
+    manifest = directory / MANIFEST_FILE
+    if manifest.is_file() and not _chosen_elsewhere(manifest):
         return directory
     directory.parent.mkdir(parents=True, exist_ok=True)
     with open(directory.with_suffix(".lock"), "w") as lock:  # one process exports; the others wait and reuse it
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (directory / MANIFEST_FILE).is_file():
+        if not manifest.is_file():
             log.warning("exporting %s's towers to ONNX once (reused from %s later)", backend.name, directory)
             export_onnx(backend.source, directory, overwrite=True)
+        elif elsewhere := _chosen_elsewhere(manifest):  # a cache shared between machines, or an ISA cap
+            log.warning(
+                "choosing the cached export's variants again for this machine (they were chosen on %s)", elsewhere
+            )
+            choose_again(directory)
     return directory
+
+
+def _chosen_elsewhere(manifest: Path) -> str | None:
+    return chosen_elsewhere(json.loads(manifest.read_text(encoding="utf-8")))
 
 
 def with_export_towers(

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from polymodal.export.source import ExportError
-from polymodal.hardware import bf16_native, cpu_info
+from polymodal.hardware import bf16_native, cpu_info, kernels_note
 
 VARIANTS = ("fp32", "int8", "int8-avx2", "int8-mixed", "int8-block")
 COSINE_FLOOR = 0.999
@@ -438,11 +438,27 @@ def choose_variants(
         "threads": threads,
         "optimization": "all",
         "rounds": rounds,
-        "machine": cpu_info().describe(),
+        **this_machine(),
         "bf16_native": bf16_native("cpu"),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     return manifest
+
+
+def this_machine() -> dict[str, str]:
+    """What a variant choice depends on: the CPU and the kernels torch runs here (lower under an ISA cap)."""
+    return {"machine": cpu_info().describe(), "kernels": kernels_note()}
+
+
+def chosen_elsewhere(manifest: dict[str, Any]) -> str | None:
+    """Where the export's variants were chosen when that is not this machine (its CPU or kernels differ); None when
+    they were chosen here or never (an export without variants)."""
+    recorded = manifest.get(CHOICE_KEY)
+    if not recorded:
+        return None
+    here = this_machine()
+    differs = [key for key in here if key in recorded and recorded[key] != here[key]]
+    return ", ".join(f"{recorded[key]}" for key in differs) or None
 
 
 def _built(entry: dict[str, Any], name: str) -> dict[str, Any]:
