@@ -122,7 +122,7 @@ def test_an_export_no_further_from_fp32_than_pytorch_in_its_precision_is_taken(
     in_precision = []
 
     @contextlib.contextmanager
-    def lossy_precision() -> Iterator[None]:
+    def lossy_precision(modality: str) -> Iterator[None]:
         in_precision.append(True)
         yield
         in_precision.pop()

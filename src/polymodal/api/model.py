@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from polymodal.api.inputs import ImageInput, MediaInput, to_inputs
+from polymodal.api.precision import choose_tower_precisions
 from polymodal.api.predictor import PredictorBackend
 from polymodal.api.video import VideoInput, VideoSegment, decoded, segment_clip, to_clips
 from polymodal.backends import ANSWER, CAPTION, EMBED, GENERATE, PREDICT, Backend, TaskNotSupported, load_backend
@@ -93,6 +94,10 @@ class Model:
         self.precision_choice = fixed or choose_precision(precision, self.device)
         self.backend = backend.to(device)
         self.precision = self.precision_choice.precision
+        # Under auto, the embedding towers whose embeddings stray from fp32 in the chosen precision run in fp32.
+        self.tower_precisions: dict[str, PrecisionChoice] = choose_tower_precisions(
+            self.backend, self.precision_choice, self.device
+        )
         self.batch_size = batch_size
         # Per thread count, then per media modality: the call size with the least time per item, learned as it
         # embeds (a server's thread budget follows the load, and the fastest size moves with the thread count).
@@ -181,8 +186,9 @@ class Model:
             raise ValueError(f"model {self.name} reads {' and '.join(own)} together to {task}; pass items of one")
         return own[0]
 
-    def _autocast(self) -> contextlib.AbstractContextManager[None]:
-        return self.precision_choice.autocast(self.device)
+    def _autocast(self, modality: str | None = None) -> contextlib.AbstractContextManager[None]:
+        """The model's precision, or ``modality``'s tower's where that differs (``tower_precisions``)."""
+        return self.tower_precisions.get(modality or "", self.precision_choice).autocast(self.device)
 
     def _map(
         self,
@@ -190,18 +196,20 @@ class Model:
         items: Sequence[T],
         lengths: Callable[[Sequence[T]], Sequence[int]] | None = None,
         sized_by: str | None = None,
+        tower: str | None = None,
     ) -> np.ndarray:
-        """``fn`` over batches of ``items``, rows in the order of ``items``. With ``lengths`` (of all items), more
-        items than a batch are batched in order of length, so each batch pads only to its own longest (and short
-        items go in larger batches, see :func:`_batches_by_length`), and the rows are put back in order. With
-        ``sized_by`` (a modality), batches take the size its :class:`ChunkSizer` finds fastest."""
+        """``fn`` over batches of ``items``, rows in the order of ``items``, in ``tower``'s precision. With
+        ``lengths`` (of all items), more items than a batch are batched in order of length, so each batch pads only
+        to its own longest (and short items go in larger batches, see :func:`_batches_by_length`), and the rows are
+        put back in order. With ``sized_by`` (a modality), batches take the size its :class:`ChunkSizer` finds
+        fastest."""
         order = None
         batches = _batches(items, self.batch_size)
         if lengths is not None and len(items) > self.batch_size:
             counts = np.asarray(lengths(items))
             order = [int(i) for i in np.argsort(counts, kind="stable")]
             batches = _batches_by_length([items[i] for i in order], counts[order].tolist(), self.batch_size)
-        with self._autocast():
+        with self._autocast(tower):
             if sized_by is not None:
                 parts = map_in_sized_calls(self._sizer(sized_by), lambda chunk: fn(chunk).float().cpu(), items)
             else:
@@ -221,12 +229,15 @@ class Model:
         images, sounds and videos as above."""
         self._require(EMBED, "embed", modality)
         if modality == "video":
-            return self._map(self._embed_clips, to_clips(items))  # type: ignore[arg-type]
+            frames = "image" if self.video_embedding == IMAGE_FRAMES else "video"
+            return self._map(self._embed_clips, to_clips(items), tower=frames)  # type: ignore[arg-type]
         prepared = to_inputs(modality, items)
         if modality == "text":  # texts are batched by token count instead
             by_length = functools.partial(text_lengths, self.backend)
-            return self._map(lambda chunk: embed(self.backend, modality, chunk), prepared, by_length)
-        return self._map(lambda chunk: embed(self.backend, modality, chunk), prepared, sized_by=modality)
+            return self._map(lambda chunk: embed(self.backend, modality, chunk), prepared, by_length, tower=modality)
+        return self._map(
+            lambda chunk: embed(self.backend, modality, chunk), prepared, sized_by=modality, tower=modality
+        )
 
     def embed_text(self, texts: str | Sequence[str]) -> np.ndarray:
         """(N, D) float32 unit vectors."""

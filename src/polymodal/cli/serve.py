@@ -111,6 +111,8 @@ def serve(
             f"{summary['precision']['precision']}, {summary['threads']['threads']} threads",
             highlight=False,
         )
+        for modality, precision in app.state.service.model.tower_precisions.items():
+            console.print(f"  {modality} tower in {precision.precision}: {precision.reason}", highlight=False)
         for choice in app.state.service.model.tower_runtimes.values():
             console.print(f"  {choice.describe()}", highlight=False)
     import gc
@@ -220,5 +222,6 @@ def build_server(
         "precision": loaded.precision_choice.to_dict(),
         "threads": threads.choice.to_dict(),
         "tower_runtimes": {m: choice.to_dict() for m, choice in loaded.tower_runtimes.items()},
+        "tower_precisions": {m: choice.to_dict() for m, choice in loaded.tower_precisions.items()},
     }
     return app, summary

@@ -57,6 +57,8 @@ def load_model_or_fail(
         )
     except (OSError, ImportError, ValueError, KeyError) as e:
         fail(f"cannot load model {model or 'polymodal-base'}: {e}", as_json=as_json)
+    for modality, precision in loaded.tower_precisions.items():
+        err_console.print(f"{modality} tower in {precision.precision}: {precision.reason}", highlight=False)
     for choice in loaded.tower_runtimes.values():
         err_console.print(choice.describe(), highlight=False)
     return loaded

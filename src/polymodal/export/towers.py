@@ -114,16 +114,17 @@ def choose_tower_runtime(
     embedder: OnnxEmbedder,
     modality: str,
     towers: str,
-    autocast: Callable[[], contextlib.AbstractContextManager[Any]],
+    autocast: Callable[[str], contextlib.AbstractContextManager[Any]],
 ) -> TowerRuntime:
-    """Time and check ``modality``'s tower in PyTorch (under ``autocast``, as the model runs) and in the export."""
+    """Time and check ``modality``'s tower in PyTorch (under ``autocast(modality)``, as the model runs it) and in the
+    export."""
     variant = embedder.variants[modality]
     if modality not in SAMPLES:
         return TowerRuntime(modality, "torch", f"no sample to check the export's {modality} tower on", variant)
     inputs = SAMPLES[modality]()
 
     def by_torch(precise: bool = False) -> np.ndarray:
-        with torch.inference_mode(), contextlib.nullcontext() if precise else autocast():
+        with torch.inference_mode(), contextlib.nullcontext() if precise else autocast(modality):
             return embed(backend, modality, inputs).float().cpu().numpy()
 
     def by_onnx() -> np.ndarray:
@@ -200,7 +201,7 @@ def with_export_towers(
     export: str | os.PathLike[str],
     *,
     towers: str = "auto",
-    autocast: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+    autocast: Callable[[str], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
 ) -> tuple[Backend, dict[str, TowerRuntime]]:
     """``backend`` with the towers of the export at ``export`` that run faster in onnxruntime here (``towers="all"``:
     every tower the two share), and where each embedding tower runs and why. ``export="auto"``: the model's export

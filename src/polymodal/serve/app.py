@@ -516,6 +516,7 @@ async def _health(
             m: TowerRuntimeInfo(**{k: v for k, v in choice.to_dict().items() if k != "modality"})
             for m, choice in model.tower_runtimes.items()
         },
+        tower_precisions={m: f"{c.precision}: {c.reason}" for m, c in model.tower_precisions.items()},
     )
     index = (
         None

@@ -308,6 +308,11 @@ class Runtime(BaseModel):
         default_factory=dict,
         description="Per embedding tower shared with the export given to --export: where it runs and why.",
     )
+    tower_precisions: dict[str, str] = Field(
+        default_factory=dict,
+        description="Embedding towers that run in another precision than the model (fp32 where the model's "
+        "auto-chosen bf16 strays from fp32 on that tower), with the reason.",
+    )
 
 
 class Health(BaseModel):

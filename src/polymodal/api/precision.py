@@ -1,0 +1,74 @@
+"""Per embedding tower, whether ``precision="auto"``'s reduced precision keeps its embeddings close to fp32.
+
+bf16 autocast is exact enough for transformer towers (cosine 0.99995 to fp32 on a ViT-B/32) but not for every
+tower: the demo CLIP's small conv image tower strays to a worst cosine of 0.94 on ShapesWorld images. So under
+``auto`` each tower with a fixed sample (images, texts) is checked once on this machine: one that falls below
+``COSINE_FLOOR`` on the sample runs in fp32. The result is cached per model, machine and torch version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import replace
+
+import torch
+
+from polymodal.backends.base import EMBED, Backend, embed, media
+from polymodal.fsutil import default_cache_dir, write_atomic
+from polymodal.hardware import PrecisionChoice, cpu_info, kernels_note
+
+PRECISION_DIR = "precision"  # under polymodal's cache directory: one small JSON per model and machine
+log = logging.getLogger(__name__)
+
+
+def choose_tower_precisions(
+    backend: Backend, choice: PrecisionChoice, device: torch.device
+) -> dict[str, PrecisionChoice]:
+    """The towers that run in fp32 although the model runs in ``choice`` (an ``auto`` choice of bf16 or fp16):
+    those whose embeddings of the fixed sample in that precision have a worst cosine under COSINE_FLOOR to fp32."""
+    if choice.requested != "auto" or choice.precision == "fp32":
+        return {}
+    from polymodal.export.towers import SAMPLES
+    from polymodal.export.variants import COSINE_FLOOR
+
+    towers = sorted(media(backend, EMBED) & SAMPLES.keys())
+    if not towers:
+        return {}
+    key = "|".join(
+        [backend.identity, choice.precision, str(device), cpu_info().describe(), kernels_note(), torch.__version__]
+    )
+    cached = default_cache_dir() / PRECISION_DIR / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+    worst: dict[str, float] = {}
+    if cached.is_file():
+        try:
+            worst = {m: float(v) for m, v in json.loads(cached.read_text(encoding="utf-8")).items() if m in towers}
+        except (OSError, ValueError, AttributeError):
+            worst = {}
+    if set(worst) != set(towers):
+        worst = {m: _worst_cosine(backend, m, SAMPLES[m](), choice, device) for m in towers}
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(cached, json.dumps(worst))
+    kept = {}
+    for modality, cosine in worst.items():
+        if cosine < COSINE_FLOOR:
+            reason = (
+                f"{choice.precision} autocast strays from fp32 on this tower (worst cosine {cosine:.5f} on a fixed "
+                f"sample, floor {COSINE_FLOOR})"
+            )
+            kept[modality] = replace(choice, precision="fp32", reason=reason)
+            log.info("%s tower in fp32: %s", modality, reason)
+    return kept
+
+
+def _worst_cosine(
+    backend: Backend, modality: str, inputs: list[object], choice: PrecisionChoice, device: torch.device
+) -> float:
+    from polymodal.export.variants import cosines
+
+    with torch.inference_mode():
+        reference = embed(backend, modality, inputs).float().cpu().numpy()
+        with choice.autocast(device):
+            reduced = embed(backend, modality, inputs).float().cpu().numpy()
+    return float(cosines(reduced, reference).min())

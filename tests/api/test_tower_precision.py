@@ -1,0 +1,88 @@
+"""Under precision auto, an embedding tower whose bf16 embeddings stray from fp32 on the fixed sample runs in fp32:
+the decision follows the measured cosine, is cached per model and machine, and the model embeds accordingly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import polymodal
+from polymodal.api import precision as tower_precision
+from polymodal.api.precision import choose_tower_precisions
+from polymodal.backends.base import embed
+from polymodal.export.towers import SAMPLES
+from polymodal.export.variants import COSINE_FLOOR, cosines
+from polymodal.hardware import PrecisionChoice
+from tests.export.test_onnx import _images, _save_polymodal_clip
+
+AUTO_BF16 = PrecisionChoice("auto", "bf16", "CPU runs bf16 natively (as if)")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _save_polymodal_clip(tmp_path_factory.mktemp("precision") / "model")
+
+
+@pytest.fixture(autouse=True)
+def cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    monkeypatch.setenv("POLYMODAL_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_the_towers_kept_in_fp32_are_those_whose_bf16_strays_on_the_sample(model_dir: Path) -> None:
+    backend = polymodal.load(model_dir, precision="fp32").backend
+    kept = choose_tower_precisions(backend, AUTO_BF16, torch.device("cpu"))
+    for modality in ("image", "text"):
+        inputs = SAMPLES[modality]()
+        with torch.inference_mode():
+            reference = embed(backend, modality, inputs).float().numpy()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                reduced = embed(backend, modality, inputs).float().numpy()
+        worst = float(cosines(reduced, reference).min())
+        assert (modality in kept) == (worst < COSINE_FLOOR), (modality, worst)
+        if modality in kept:
+            assert kept[modality].precision == "fp32" and f"{worst:.5f}" in kept[modality].reason
+    # Only an auto choice of a reduced precision is checked: what the user asked for runs as asked.
+    assert choose_tower_precisions(backend, PrecisionChoice("bf16", "bf16", "asked"), torch.device("cpu")) == {}
+    assert choose_tower_precisions(backend, PrecisionChoice("auto", "fp32", "no bf16"), torch.device("cpu")) == {}
+
+
+def test_the_check_is_cached_per_model_and_machine(
+    model_dir: Path, cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = polymodal.load(model_dir, precision="fp32").backend
+    measured = []
+    real = tower_precision._worst_cosine
+
+    def counted(*args: object) -> float:
+        measured.append(args[1])
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tower_precision, "_worst_cosine", counted)
+    first = choose_tower_precisions(backend, AUTO_BF16, torch.device("cpu"))
+    assert sorted(measured) == ["image", "text"]
+    assert choose_tower_precisions(backend, AUTO_BF16, torch.device("cpu")) == first and len(measured) == 2
+    (cached,) = (cache / "precision").iterdir()
+    cached.write_text("{not json")  # a damaged cache is measured again, not an error
+    assert choose_tower_precisions(backend, AUTO_BF16, torch.device("cpu")) == first and len(measured) == 4
+
+
+def test_a_model_runs_a_straying_tower_in_fp32_and_the_others_in_its_precision(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import polymodal.api.model as api_model
+
+    monkeypatch.setattr(api_model, "choose_precision", lambda *a: AUTO_BF16)
+    monkeypatch.setattr(tower_precision, "_worst_cosine", lambda b, modality, *a: 0.98 if modality == "image" else 1.0)
+    model = polymodal.load(model_dir)
+    assert model.precision == "bf16" and set(model.tower_precisions) == {"image"}
+    assert "worst cosine 0.98000" in model.tower_precisions["image"].reason
+    fp32 = polymodal.load(model_dir, precision="fp32")
+    images, texts = _images(3), ["a red circle", "a big blue square left of a green triangle"]
+    np.testing.assert_array_equal(model.embed_image(images), fp32.embed_image(images))  # no autocast at all
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.inference_mode():
+        want = embed(fp32.backend, "text", texts).float().numpy()
+    np.testing.assert_allclose(model.embed_text(texts), want, atol=1e-6)  # the text tower stays in bf16
