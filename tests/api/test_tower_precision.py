@@ -66,8 +66,17 @@ def test_the_check_is_cached_per_model_and_machine(
     assert sorted(measured) == ["image", "text"]
     assert choose_tower_precisions(backend, AUTO_BF16, torch.device("cpu")) == first and len(measured) == 2
     (cached,) = (cache / "precision").iterdir()
-    cached.write_text("{not json")  # a damaged cache is measured again, not an error
-    assert choose_tower_precisions(backend, AUTO_BF16, torch.device("cpu")) == first and len(measured) == 4
+    for damaged in ("{not json", '{"image": null, "text": 1.0}', "[1, 2]"):  # measured again, not an error
+        cached.write_text(damaged)
+        assert choose_tower_precisions(backend, AUTO_BF16, torch.device("cpu")) == first
+    assert len(measured) == 8
+
+
+def test_a_nan_cosine_keeps_the_tower_in_fp32(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    backend = polymodal.load(model_dir, precision="fp32").backend
+    monkeypatch.setattr(tower_precision, "_worst_cosine", lambda b, modality, *a: float("nan"))
+    kept = choose_tower_precisions(backend, AUTO_BF16, torch.device("cpu"))
+    assert set(kept) == {"image", "text"} and "worst cosine nan" in kept["image"].reason
 
 
 def test_a_model_runs_a_straying_tower_in_fp32_and_the_others_in_its_precision(

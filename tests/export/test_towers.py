@@ -247,14 +247,14 @@ def test_auto_exports_the_model_once_into_the_cache_and_reuses_it(
     np.testing.assert_allclose(again.embed_image(images), first.embed_image(images), atol=1e-6)
     # A cache shared with another machine (or used under an ISA cap): its variants are chosen again for this one.
     manifest = json.loads((made / "export.json").read_text())
-    manifest["variant_choice"]["kernels"] = "AVX2 kernels (capped: ATEN_CPU_CAPABILITY=avx2)"
+    manifest["variant_choice"]["machine"] += " with CPUID masked to AVX2"
     (made / "export.json").write_text(json.dumps(manifest))
     caplog.clear()
     with caplog.at_level("WARNING", logger=export_towers.__name__):
         polymodal.load(model_dir, precision="fp32", export="auto", export_towers="all")
-    assert "variants again for this machine (they were chosen on AVX2 kernels (capped" in caplog.text
+    assert "variants again for this machine (they were chosen on " in caplog.text and "masked to AVX2)" in caplog.text
     rechosen = json.loads((made / "export.json").read_text())["variant_choice"]
-    assert rechosen["kernels"] == this_machine()["kernels"] and chosen_elsewhere({"variant_choice": rechosen}) is None
+    assert rechosen["machine"] == this_machine()["machine"] and chosen_elsewhere({"variant_choice": rechosen}) is None
 
 
 def test_auto_keeps_pytorch_with_the_reason_when_the_model_cannot_be_exported(

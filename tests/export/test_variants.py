@@ -416,26 +416,28 @@ def test_int8_mixed_is_recorded_and_chosen_when_it_is_the_fastest_accurate_varia
 def _avx2_int8_matmul(activations: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """uint8 (rows, inner) x int8 (inner, output) as AVX2's vpmaddubsw + vpmaddwd compute it: the products of inner
     positions 2i and 2i+1 summed and clamped to int16, then the pairs summed in int32."""
-    a = activations.astype(np.int64)
-    w = weights.astype(np.int64)
+    a = np.pad(activations.astype(np.int64), ((0, 0), (0, activations.shape[1] % 2)))  # the kernel pads k with 0
+    w = np.pad(weights.astype(np.int64), ((0, len(weights) % 2), (0, 0)))
     pairs = np.einsum("rip,iop->rio", a.reshape(len(a), -1, 2), w.reshape(-1, 2, w.shape[1]).transpose(0, 2, 1))
     return np.clip(pairs, -32768, 32767).sum(axis=1)
 
 
-def test_int8_avx2_weights_cannot_saturate_avx2_pair_sums_and_int8_weights_can() -> None:
+@pytest.mark.parametrize("inner", [64, 63])
+def test_int8_avx2_weights_cannot_saturate_avx2_pair_sums_and_int8_weights_can(inner: int) -> None:
     from polymodal.export.variants import PAIR_LIMIT, _pair_safe_scale
 
     rng = np.random.RandomState(0)
-    weight = rng.standard_t(4, size=(64, 48)).astype(np.float32)  # heavy tails: large neighbours of like sign
+    weight = rng.standard_t(4, size=(inner, 48)).astype(np.float32)  # heavy tails: large neighbours of like sign
     weight[:, 0] = 0.0  # an all-zero column keeps a usable scale
-    weight[:, 1] = np.tile([0.5, -0.5], 32)  # alternating signs: no pair can overflow, so int8's own scale
-    activations = rng.randint(0, 256, size=(200, 64))
+    weight[:, 1] = np.resize([0.5, -0.5], inner)  # alternating signs: no pair can overflow, so int8's own scale
+    weight[-1, 2] = 50.0  # an odd inner dimension's last weight pairs with the kernel's zero padding
+    activations = rng.randint(0, 256, size=(200, inner))
     activations[:4] = 255  # the worst case for positive pairs
     scale = _pair_safe_scale(weight)
     plain = np.abs(weight).max(axis=0) / 127
     assert scale[0] == 1.0 and scale[1] == pytest.approx(plain[1]) and np.all(scale >= plain - 1e-9)
     safe = np.clip(np.round(weight / scale), -127, 127).astype(np.int8)
-    pairs = safe.astype(int).reshape(-1, 2, safe.shape[1])
+    pairs = np.pad(safe.astype(int), ((0, inner % 2), (0, 0))).reshape(-1, 2, safe.shape[1])
     like = pairs[:, 0] * pairs[:, 1] > 0
     assert np.abs(pairs).sum(axis=1)[like].max() <= PAIR_LIMIT + 1
     exact = activations.astype(np.int64) @ safe.astype(np.int64)
@@ -459,10 +461,21 @@ def test_the_int8_avx2_variant_holds_pair_safe_weights_and_tracks_fp32(exported:
         inits = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
         weights = [inits[n.input[1]] for n in graph.node if n.op_type == "MatMulInteger" and n.input[1] in inits]
         assert len(weights) == entry["variants"]["int8-avx2"]["quantized_nodes"] > 0
-        for w in weights:
+        fp32 = {
+            init.name: numpy_helper.to_array(init) for init in onnx.load(str(out / entry["file"])).graph.initializer
+        }
+        for n in graph.node:
+            if n.op_type != "MatMulInteger" or n.input[1] not in inits:
+                continue
+            w = inits[n.input[1]]
             padded = np.vstack([w, np.zeros((len(w) % 2, w.shape[1]), w.dtype)]).astype(int).reshape(-1, 2, w.shape[1])
             like = padded[:, 0] * padded[:, 1] > 0
             assert np.abs(padded).sum(axis=1)[like].max(initial=0) <= PAIR_LIMIT + 1
+            # The rewritten weights and scales still represent the fp32 weights to half a step.
+            name = n.input[1].removesuffix("_quantized")
+            scale = inits[f"{name}_scale"]
+            assert np.all(np.abs(w * scale - fp32[name]) <= scale / 2 + 1e-6)
+            assert not np.any(inits[f"{name}_zero_point"])
         figures = entry["variants"]["int8-avx2"]
         assert min(figures["cosine_min"], figures["heldout_cosine_min"]) > 0.99
 
@@ -485,9 +498,12 @@ def test_timing_runs_each_variant_for_at_least_its_rounds_and_the_minimum_time()
     instant = {"fp32": Session(0.0)}
     measure(instant, {}, want, rounds=3)
     assert instant["fp32"].runs == 1 + MAX_TIMED_ROUNDS  # the warm-up, then rounds up to the cap
-    slow = {"fp32": Session(MIN_TIMED_SECONDS / 2.5)}
-    figures = measure(slow, {}, want, rounds=3)
-    assert slow["fp32"].runs == 1 + 3 and figures["fp32"]["cosine_min"] == pytest.approx(1.0)
+    # Each variant stops once it has its rounds and its time: a slow one is not kept running by a fast one.
+    mixed = {"fp32": Session(MIN_TIMED_SECONDS / 2.5), "int8": Session(0.0)}
+    figures = measure(mixed, {}, want, rounds=3)
+    assert mixed["fp32"].runs == 1 + 3 and figures["fp32"]["timed_runs"] == 3
+    assert mixed["int8"].runs == 1 + MAX_TIMED_ROUNDS and figures["int8"]["timed_runs"] == MAX_TIMED_ROUNDS
+    assert figures["fp32"]["cosine_min"] == pytest.approx(1.0)
 
 
 def test_an_export_chosen_on_another_machine_says_so_when_loaded(
@@ -497,7 +513,7 @@ def test_an_export_chosen_on_another_machine_says_so_when_loaded(
 
     out = _copy(exported[1], tmp_path)
     manifest = json.loads((out / MANIFEST_FILE).read_text())
-    assert {k: manifest["variant_choice"][k] for k in ("machine", "kernels")} == this_machine()
+    assert {k: manifest["variant_choice"][k] for k in this_machine()} == this_machine()
     assert chosen_elsewhere(manifest) is None
     with caplog.at_level("WARNING", logger="polymodal.export.runtime"):
         OnnxEmbedder(out)
@@ -509,5 +525,7 @@ def test_an_export_chosen_on_another_machine_says_so_when_loaded(
         OnnxEmbedder(out, variant="fp32")  # a variant asked for by name: nothing to warn about
     assert caplog.text.count("chosen on another machine (AMD EPYC 7B13 (avx2 fma)); `polymodal export") == 1
     assert f"{out} --choose" in caplog.text
+    forced = {**manifest, "variant_choice": {**manifest["variant_choice"], "forced": "fp32"}}
+    assert chosen_elsewhere(forced) is None  # chosen by hand: nothing to choose again
     choose_again(out)
     assert chosen_elsewhere(json.loads((out / MANIFEST_FILE).read_text())) is None

@@ -479,7 +479,7 @@ def test_an_eos_embedding_of_a_clip_text_tower_runs_its_last_layer_for_that_toke
     calls = []
     shortcut = hf.clip_pooled_text
     monkeypatch.setattr(hf, "clip_pooled_text", lambda *a: calls.append(1) or shortcut(*a))
-    # Right-padded rows of 6, 3 and 1 real tokens (the last one all of BOS): its EOS is where the row ends.
+    # Right-padded rows of 6, 3 and 1 real tokens (the last one EOS alone): the EOS is where each row ends.
     ids = torch.tensor([[1, 5, 6, 7, 8, 3], [1, 9, 3, 0, 0, 0], [3, 0, 0, 0, 0, 0]])
     with torch.no_grad():
         hidden = model(input_ids=ids, attention_mask=(ids != 0).long()).last_hidden_state

@@ -37,6 +37,9 @@ from polymodal.version import __version__
 TOWER_CHOICES = ("auto", "all")
 AUTO_EXPORT = "auto"  # export= value: the model's export in the cache, made on first use
 EXPORTS_DIR = "exports"  # under polymodal's cache directory
+# Part of a cached export's key: changed whenever what an export holds changes (its graphs, its variants), so that
+# a cache made by an older polymodal of the same version number is not reused. 2: int8-avx2, EOS-only CLIP text.
+CACHE_FORMAT = "export format 2"
 log = logging.getLogger(__name__)
 ROUNDS = 3  # timed calls per runtime after a warm-up; the fastest counts
 # Below this the export is not of this model (another checkpoint, other preprocessing), not merely less precise.
@@ -173,7 +176,7 @@ def cached_export(backend: Backend) -> Path:
 
     if not Path(backend.source).is_dir():  # a packaged model's name or a hub id: nothing on disk to export from
         raise ExportError(f"{backend.source} is not a model directory")
-    key = f"{backend.identity}|polymodal {__version__}|onnxruntime {onnxruntime.__version__}"
+    key = f"{backend.identity}|polymodal {__version__}|{CACHE_FORMAT}|onnxruntime {onnxruntime.__version__}"
     directory = default_cache_dir() / EXPORTS_DIR / hashlib.sha256(key.encode()).hexdigest()[:24]
     manifest = directory / MANIFEST_FILE
     if manifest.is_file() and not _chosen_elsewhere(manifest):

@@ -11,9 +11,9 @@ ones (inner dimension larger than the output: a transformer's MLP down-projectio
 carry the worst outliers) run as ``int8-block``.
 
 ``int8-avx2`` is ``int8`` with each output channel's weight scale widened until no two neighbouring weights can
-overflow the 16-bit sums of AVX2's int8 multiply (vpmaddubsw adds the products of adjacent input channels in pairs
-and clamps at +-32767; CPUs with VNNI or AMX accumulate in 32 bits): on a CPU without VNNI it runs at int8's speed
-without int8's clamping error, for about 0.4 bit less weight precision.
+overflow the 16-bit sums of AVX2's int8 multiply (vpmaddubsw adds the products of adjacent input channels in
+pairs and clamps to [-32768, 32767]; CPUs with VNNI or AMX accumulate in 32 bits): on a CPU without VNNI it runs
+at int8's speed without int8's clamping error, for about 0.4 bit less weight precision.
 
 Each tower's variants are timed on a fixed sample (the calibration rows int8-mixed's scales come from) with this
 process's threads, and compared with PyTorch's fp32 embeddings of that sample and of a larger, varied held-out check
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from polymodal.export.source import ExportError
-from polymodal.hardware import bf16_native, cpu_info, kernels_note
+from polymodal.hardware import bf16_native, cpu_info, isa_caps
 
 VARIANTS = ("fp32", "int8", "int8-avx2", "int8-mixed", "int8-block")
 COSINE_FLOOR = 0.999
@@ -343,20 +343,24 @@ def measure(
     outputs = {name: s.run(None, feeds)[0] for name, s in sessions.items()}  # also the warm-up
     best = dict.fromkeys(sessions, float("inf"))
     spent = dict.fromkeys(sessions, 0.0)
-    done = 0
-    while done < rounds or (done < MAX_TIMED_ROUNDS and min(spent.values()) < MIN_TIMED_SECONDS):
-        for name, session in sessions.items():
+    runs = dict.fromkeys(sessions, 0)
+
+    def timed_enough(name: str) -> bool:
+        return runs[name] >= rounds and (spent[name] >= MIN_TIMED_SECONDS or runs[name] >= MAX_TIMED_ROUNDS)
+
+    while pending := [name for name in sessions if not timed_enough(name)]:
+        for name in pending:
             start = time.perf_counter()
-            session.run(None, feeds)
+            sessions[name].run(None, feeds)
             took = time.perf_counter() - start
-            best[name], spent[name] = min(best[name], took), spent[name] + took
-        done += 1
+            best[name], spent[name], runs[name] = min(best[name], took), spent[name] + took, runs[name] + 1
     items = len(want)
     result = {}
     for name, session in sessions.items():
         cos = cosines(outputs[name], want)
         result[name] = {
             "items_per_second": round(items / best[name], 2),
+            "timed_runs": runs[name],
             "cosine_min": round(float(cos.min()), 6),
             "cosine_mean": round(float(cos.mean()), 6),
         }
@@ -437,7 +441,8 @@ def choose_variants(
         "forced": None if default == "auto" else default,
         "threads": threads,
         "optimization": "all",
-        "rounds": rounds,
+        "rounds": rounds,  # at least; then at least MIN_TIMED_SECONDS per variant (each records its timed_runs)
+        "min_seconds": MIN_TIMED_SECONDS,
         **this_machine(),
         "bf16_native": bf16_native("cpu"),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -446,15 +451,17 @@ def choose_variants(
 
 
 def this_machine() -> dict[str, str]:
-    """What a variant choice depends on: the CPU and the kernels torch runs here (lower under an ISA cap)."""
-    return {"machine": cpu_info().describe(), "kernels": kernels_note()}
+    """What onnxruntime's kernels, and so a variant choice, depend on: the CPU, and whether its CPUID is masked to
+    AVX2 (``benchmarks/avx2_only.sh``; torch's own ISA caps do not change onnxruntime's kernels)."""
+    masked = " with CPUID masked to AVX2" if "LD_PRELOAD" in isa_caps() else ""
+    return {"machine": cpu_info().describe() + masked}
 
 
 def chosen_elsewhere(manifest: dict[str, Any]) -> str | None:
-    """Where the export's variants were chosen when that is not this machine (its CPU or kernels differ); None when
-    they were chosen here or never (an export without variants)."""
+    """Where the export's variants were chosen when that is not this machine; None when they were chosen here, by
+    hand (``--default``) or never (an export without variants)."""
     recorded = manifest.get(CHOICE_KEY)
-    if not recorded:
+    if not recorded or recorded.get("forced"):
         return None
     here = this_machine()
     differs = [key for key in here if key in recorded and recorded[key] != here[key]]
