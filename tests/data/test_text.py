@@ -114,3 +114,30 @@ def test_a_tokenizer_json_with_its_own_padding_and_truncation_is_not_padded_twic
     again = TextTokenizer.load(tmp_path)
     assert again.encode("a red circle", 16) == tok.encode("a red circle", 16)
     assert tok.pad_id not in again.encode("a red circle", 16)
+
+
+def test_a_text_processor_tokenizes_each_recent_text_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from polymodal.data import processors
+    from polymodal.data.processors import TextProcessor
+
+    tokenizer = train_tokenizer(["a red circle left of a blue square", "two objects on a textured background"], 64)
+    processor = TextProcessor(tokenizer, max_length=8)
+    encoded = []
+    real = tokenizer.encode_many
+
+    def counted(texts: list[str], max_length: int) -> list[list[int]]:
+        encoded.extend(texts)
+        return real(texts, max_length)
+
+    monkeypatch.setattr(tokenizer, "encode_many", counted)
+    texts = ["a red circle", "two objects", "a red circle", ""]
+    first = processor.prepare_many(texts)
+    assert first == real(texts, 8) and encoded == ["a red circle", "two objects", ""]  # a repeat once
+    first[0].append(99)  # the caller's lists are its own
+    assert processor.prepare_many(["two objects", "a red circle"]) == real(["two objects", "a red circle"], 8)
+    assert len(encoded) == 3  # all known: nothing tokenized again
+    assert processor.batch(["a blue square"])[0].tolist() == [real(["a blue square"], 8)[0]]
+    monkeypatch.setattr(processors, "ENCODED_MEMO", 4)  # a full memo starts again
+    assert processor.prepare_many(["x", "y", "z"]) == real(["x", "y", "z"], 8)
+    assert processor.prepare_many(["a red circle", "x"]) == real(["a red circle", "x"], 8)
+    assert encoded[-4:] == ["x", "y", "z", "a red circle"] and len(processor._encoded) <= 4

@@ -135,6 +135,9 @@ class ImageProcessor(Processor):
         return cls(ImagePreprocess.from_dict(dict(settings)))
 
 
+ENCODED_MEMO = 16384  # texts whose ids a TextProcessor keeps between calls
+
+
 @PROCESSORS.register("text")
 class TextProcessor(Processor):
     """Tokenize (special tokens kept, truncated to ``max_length``) -> right-padded ids with a mask.
@@ -149,6 +152,8 @@ class TextProcessor(Processor):
     def __init__(self, tokenizer: TextTokenizer, max_length: int = 32) -> None:
         self.tokenizer = tokenizer
         self.max_length = max_length
+        # prepare_many's latest texts -> ids: a corpus is tokenized to be batched by length, then again per batch.
+        self._encoded: dict[str, tuple[int, ...]] = {}
 
     @property
     def pad_id(self) -> int:
@@ -160,7 +165,17 @@ class TextProcessor(Processor):
         return self.tokenizer.encode(str(ref), self.max_length)
 
     def prepare_many(self, texts: Sequence[str]) -> list[list[int]]:
-        return self.tokenizer.encode_many(list(texts), self.max_length)
+        """Ids of each text; the texts of recent calls (up to ENCODED_MEMO) are not tokenized again."""
+        memo = self._encoded
+        known = {text: memo[text] for text in texts if text in memo}
+        missing = [text for text in dict.fromkeys(texts) if text not in known]
+        if missing:
+            fresh = dict(zip(missing, map(tuple, self.tokenizer.encode_many(missing, self.max_length))))
+            known.update(fresh)
+            if len(memo) + len(fresh) > ENCODED_MEMO:
+                memo = self._encoded = {}  # a new memo: another thread may still be reading the old one
+            memo.update(fresh)
+        return [list(known[text]) for text in texts]
 
     def collate(self, values: Sequence[Any]) -> ModalityBatch:
         present = torch.tensor([bool(v) for v in values], dtype=torch.bool)
