@@ -29,6 +29,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(autouse=True)
 def cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("POLYMODAL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("POLYMODAL_PRECISION", raising=False)  # the suite pins fp32; these tests choose for auto
     return tmp_path / "cache"
 
 
@@ -95,3 +96,16 @@ def test_a_model_runs_a_straying_tower_in_fp32_and_the_others_in_its_precision(
     with torch.autocast("cpu", dtype=torch.bfloat16), torch.inference_mode():
         want = embed(fp32.backend, "text", texts).float().numpy()
     np.testing.assert_allclose(model.embed_text(texts), want, atol=1e-6)  # the text tower stays in bf16
+
+
+def test_a_cache_that_cannot_be_written_or_a_pinned_precision_does_not_stop_a_load(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    backend = polymodal.load(model_dir, precision="fp32").backend
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the cache directory would be")
+    monkeypatch.setenv("POLYMODAL_CACHE_DIR", str(blocked))
+    monkeypatch.setattr(tower_precision, "_worst_cosine", lambda b, modality, *a: 0.5)
+    assert set(choose_tower_precisions(backend, AUTO_BF16, torch.device("cpu"))) == {"image", "text"}
+    monkeypatch.setenv("POLYMODAL_PRECISION", "bf16")  # pinned: every tower runs as pinned
+    assert choose_tower_precisions(backend, AUTO_BF16, torch.device("cpu")) == {}

@@ -141,3 +141,11 @@ def test_a_text_processor_tokenizes_each_recent_text_once(monkeypatch: pytest.Mo
     assert processor.prepare_many(["x", "y", "z"]) == real(["x", "y", "z"], 8)
     assert processor.prepare_many(["a red circle", "x"]) == real(["a red circle", "x"], 8)
     assert encoded[-4:] == ["x", "y", "z", "a red circle"] and len(processor._encoded) <= 4
+    big = [f"text {i}" for i in range(5)]  # one call larger than the memo: not kept
+    assert processor.prepare_many(iter(big)) == real(big, 8) and not set(big) & set(processor._encoded)
+    processor.max_length = 3  # another length: other ids, not the memo's
+    assert processor.prepare_many(["a red circle"]) == real(["a red circle"], 3)
+    import pickle
+
+    monkeypatch.undo()  # the counting stand-in is a local function, which pickle cannot take
+    assert processor._encoded and pickle.loads(pickle.dumps(processor))._encoded == {}  # a worker starts empty

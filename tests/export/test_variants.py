@@ -526,6 +526,10 @@ def test_an_export_chosen_on_another_machine_says_so_when_loaded(
     assert caplog.text.count("chosen on another machine (AMD EPYC 7B13 (avx2 fma)); `polymodal export") == 1
     assert f"{out} --choose" in caplog.text
     forced = {**manifest, "variant_choice": {**manifest["variant_choice"], "forced": "fp32"}}
+    for part in ("image_encoder", "text_encoder"):
+        forced[part] = {**manifest[part], "default": "fp32"}
     assert chosen_elsewhere(forced) is None  # chosen by hand: nothing to choose again
+    forced["text_encoder"] = {**manifest["text_encoder"], "default": "int8"}  # the forced one missing there
+    assert chosen_elsewhere(forced) == "AMD EPYC 7B13 (avx2 fma)"
     choose_again(out)
     assert chosen_elsewhere(json.loads((out / MANIFEST_FILE).read_text())) is None

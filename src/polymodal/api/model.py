@@ -111,6 +111,9 @@ class Model:
             self.backend, self.tower_runtimes = with_export_towers(
                 self.backend, export, towers=export_towers, autocast=self._autocast
             )
+            # A tower that runs from the export does not run in PyTorch's precision: nothing to report for it.
+            onnx = {m for m, choice in self.tower_runtimes.items() if choice.runtime == "onnx"}
+            self.tower_precisions = {m: c for m, c in self.tower_precisions.items() if m not in onnx}
 
     @property
     def chunk_sizers(self) -> dict[str, ChunkSizer]:

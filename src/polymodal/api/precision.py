@@ -12,13 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
 from polymodal.backends.base import EMBED, Backend, embed, media
 from polymodal.fsutil import default_cache_dir, write_atomic
-from polymodal.hardware import PrecisionChoice, cpu_info, kernels_note
+from polymodal.hardware import PRECISION_ENV, PrecisionChoice, cpu_info, kernels_note
 from polymodal.version import __version__
 
 PRECISION_DIR = "precision"  # under polymodal's cache directory: one small JSON per model and machine
@@ -30,8 +32,8 @@ def choose_tower_precisions(
 ) -> dict[str, PrecisionChoice]:
     """The towers that run in fp32 although the model runs in ``choice`` (an ``auto`` choice of bf16 or fp16):
     those whose embeddings of the fixed sample in that precision have a worst cosine under COSINE_FLOOR to fp32."""
-    if choice.requested != "auto" or choice.precision == "fp32":
-        return {}
+    if choice.requested != "auto" or choice.precision == "fp32" or os.environ.get(PRECISION_ENV, "").strip():
+        return {}  # asked for by name (or pinned by the environment): runs as asked
     from polymodal.export.towers import SAMPLES
     from polymodal.export.variants import COSINE_FLOOR
 
@@ -41,17 +43,21 @@ def choose_tower_precisions(
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
     parts = [backend.identity, choice.precision, str(device), gpu, cpu_info().describe(), kernels_note()]
     key = "|".join([*parts, f"torch {torch.__version__}", f"polymodal {__version__}"])
-    cached = default_cache_dir() / PRECISION_DIR / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json"
+    cached = _cache_file(f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json")
     worst: dict[str, float] = {}
-    if cached.is_file():
+    if cached is not None and cached.is_file():
         try:
             worst = {m: float(v) for m, v in json.loads(cached.read_text(encoding="utf-8")).items() if m in towers}
-        except (OSError, ValueError, TypeError, AttributeError):
+        except (OSError, ValueError, TypeError, AttributeError):  # damaged: measured again
             worst = {}
     if set(worst) != set(towers):
         worst = {m: _worst_cosine(backend, m, SAMPLES[m](), choice, device) for m in towers}
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(cached, json.dumps(worst))
+        try:
+            if cached is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                write_atomic(cached, json.dumps(worst))
+        except OSError as error:  # a read-only cache: measured again next time
+            log.info("tower precision check not cached: %s", error)
     kept = {}
     for modality, cosine in worst.items():
         if not cosine >= COSINE_FLOOR:  # NaN (bf16 overflowed) strays too
@@ -62,6 +68,14 @@ def choose_tower_precisions(
             kept[modality] = replace(choice, precision="fp32", reason=reason)
             log.info("%s tower in fp32: %s", modality, reason)
     return kept
+
+
+def _cache_file(name: str) -> Path | None:
+    """``name`` under polymodal's cache directory; None where there is none (no home directory)."""
+    try:
+        return default_cache_dir() / PRECISION_DIR / name
+    except RuntimeError:
+        return None
 
 
 def _worst_cosine(

@@ -154,6 +154,10 @@ class TextProcessor(Processor):
         self.max_length = max_length
         # prepare_many's latest texts -> ids: a corpus is tokenized to be batched by length, then again per batch.
         self._encoded: dict[str, tuple[int, ...]] = {}
+        self._encoded_by: tuple[int, int] = (id(tokenizer), max_length)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_encoded": {}}  # a worker process starts with no memo
 
     @property
     def pad_id(self) -> int:
@@ -166,15 +170,20 @@ class TextProcessor(Processor):
 
     def prepare_many(self, texts: Sequence[str]) -> list[list[int]]:
         """Ids of each text; the texts of recent calls (up to ENCODED_MEMO) are not tokenized again."""
+        texts = list(texts)
         memo = self._encoded
+        if self._encoded_by != (id(self.tokenizer), self.max_length):  # another tokenizer or length: other ids
+            memo = self._encoded = {}
+            self._encoded_by = (id(self.tokenizer), self.max_length)
         known = {text: memo[text] for text in texts if text in memo}
         missing = [text for text in dict.fromkeys(texts) if text not in known]
         if missing:
             fresh = dict(zip(missing, map(tuple, self.tokenizer.encode_many(missing, self.max_length))))
             known.update(fresh)
-            if len(memo) + len(fresh) > ENCODED_MEMO:
-                memo = self._encoded = {}  # a new memo: another thread may still be reading the old one
-            memo.update(fresh)
+            if len(fresh) <= ENCODED_MEMO:  # a larger call is not kept: the memo stays small
+                if len(memo) + len(fresh) > ENCODED_MEMO:
+                    memo = self._encoded = {}  # a new memo: another thread may still be reading the old one
+                memo.update(fresh)
         return [list(known[text]) for text in texts]
 
     def collate(self, values: Sequence[Any]) -> ModalityBatch:

@@ -461,8 +461,12 @@ def chosen_elsewhere(manifest: dict[str, Any]) -> str | None:
     """Where the export's variants were chosen when that is not this machine; None when they were chosen here, by
     hand (``--default``) or never (an export without variants)."""
     recorded = manifest.get(CHOICE_KEY)
-    if not recorded or recorded.get("forced"):
+    if not recorded:
         return None
+    forced = recorded.get("forced")
+    towers = [entry for entry in manifest.values() if isinstance(entry, dict) and "variants" in entry]
+    if forced and all(entry.get("default") == forced for entry in towers):
+        return None  # every tower runs the variant asked for, wherever it was measured
     here = this_machine()
     differs = [key for key in here if key in recorded and recorded[key] != here[key]]
     return ", ".join(f"{recorded[key]}" for key in differs) or None
