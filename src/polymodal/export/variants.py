@@ -122,7 +122,8 @@ def quantize_int8_avx2(source: Path, target: Path, feeds: dict[str, np.ndarray])
             continue
         name = node.input[1].removesuffix("_quantized")
         weight = weights.get(name)
-        if weight is None or weight.ndim != 2 or f"{name}_scale" not in inits:
+        quantized_shape = tuple(inits[node.input[1]].dims)
+        if weight is None or weight.shape != quantized_shape or weight.ndim != 2 or f"{name}_scale" not in inits:
             raise ExportError(f"int8-avx2: no fp32 weight or scale for {node.input[1]} (onnxruntime's naming changed?)")
         scale = _pair_safe_scale(weight)
         values = np.clip(np.round(weight / scale), -127, 127).astype(np.int8)
