@@ -513,7 +513,7 @@ def test_an_export_chosen_on_another_machine_says_so_when_loaded(
 
     out = _copy(exported[1], tmp_path)
     manifest = json.loads((out / MANIFEST_FILE).read_text())
-    assert {k: manifest["variant_choice"][k] for k in this_machine()} == this_machine()
+    assert manifest["variant_choice"]["machine"] == this_machine()
     assert chosen_elsewhere(manifest) is None
     with caplog.at_level("WARNING", logger="polymodal.export.runtime"):
         OnnxEmbedder(out)

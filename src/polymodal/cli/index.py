@@ -469,9 +469,8 @@ def search(
         table.add_column("segment", no_wrap=True)
     table.add_column("path / text", overflow="fold")  # last and folded: a long path wraps instead of being cut
     for r, h in enumerate(hits, 1):
-        shown = escape(str(h.text if h.kind == "text" else h.path or h.metadata.get("id")))
-        span = (
-            [f"{h.metadata['start']:g}-{h.metadata['end']:g} s" if "start" in h.metadata else ""] if segmented else []
-        )
-        table.add_row(str(r), f"{h.score:.4f}", h.kind, str(h.id), *span, shown)
+        cells = [str(r), f"{h.score:.4f}", h.kind, str(h.id)]
+        if segmented:
+            cells.append(f"{h.metadata['start']:g}-{h.metadata['end']:g} s" if "start" in h.metadata else "")
+        table.add_row(*cells, escape(str(h.text if h.kind == "text" else h.path or h.metadata.get("id"))))
     console.print(table)

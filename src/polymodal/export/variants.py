@@ -124,7 +124,9 @@ def quantize_int8_avx2(source: Path, target: Path, feeds: dict[str, np.ndarray])
         weight = weights.get(name)
         quantized_shape = tuple(inits[node.input[1]].dims)
         if weight is None or weight.shape != quantized_shape or weight.ndim != 2 or f"{name}_scale" not in inits:
-            raise ExportError(f"int8-avx2: no fp32 weight or scale for {node.input[1]} (onnxruntime's naming changed?)")
+            raise ExportError(
+                f"int8-avx2: no fp32 weight of its shape or no scale for {node.input[1]} (did onnxruntime rename them?)"
+            )
         scale = _pair_safe_scale(weight)
         values = np.clip(np.round(weight / scale), -127, 127).astype(np.int8)
         inits[node.input[1]].CopyFrom(numpy_helper.from_array(values, node.input[1]))
@@ -444,18 +446,18 @@ def choose_variants(
         "optimization": "all",
         "rounds": rounds,  # at least; then at least MIN_TIMED_SECONDS per variant (each records its timed_runs)
         "min_seconds": MIN_TIMED_SECONDS,
-        **this_machine(),
+        "machine": this_machine(),
         "bf16_native": bf16_native("cpu"),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     return manifest
 
 
-def this_machine() -> dict[str, str]:
+def this_machine() -> str:
     """What onnxruntime's kernels, and so a variant choice, depend on: the CPU, and whether its CPUID is masked to
     AVX2 (``benchmarks/avx2_only.sh``; torch's own ISA caps do not change onnxruntime's kernels)."""
     masked = " with CPUID masked to AVX2" if "LD_PRELOAD" in isa_caps() else ""
-    return {"machine": cpu_info().describe() + masked}
+    return cpu_info().describe() + masked
 
 
 def chosen_elsewhere(manifest: dict[str, Any]) -> str | None:
@@ -468,9 +470,8 @@ def chosen_elsewhere(manifest: dict[str, Any]) -> str | None:
     towers = [entry for entry in manifest.values() if isinstance(entry, dict) and "variants" in entry]
     if forced and all(entry.get("default") == forced for entry in towers):
         return None  # every tower runs the variant asked for, wherever it was measured
-    here = this_machine()
-    differs = [key for key in here if key in recorded and recorded[key] != here[key]]
-    return ", ".join(f"{recorded[key]}" for key in differs) or None
+    machine = recorded.get("machine")
+    return machine if machine and machine != this_machine() else None
 
 
 def _built(entry: dict[str, Any], name: str) -> dict[str, Any]:

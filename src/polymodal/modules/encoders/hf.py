@@ -201,28 +201,27 @@ class HFTextEncoder(_HFEncoder):
         return EncoderOutput(tokens, pool_tokens(tokens, mask, self.pooling), mask)
 
 
-def pools_clip_cls(model: nn.Module) -> bool:
-    """Whether :func:`clip_pooled_image` computes ``model``'s pooled output: a CLIP vision transformer."""
-    model = getattr(model, "vision_model", model)  # transformers 4.x nests it in CLIPVisionModel
+def _is_clip_tower(model: nn.Module, nested: str, model_type: str, parts: tuple[str, ...]) -> bool:
+    """``model`` (or its ``nested`` tower: transformers 4.x nests it) is a CLIP tower of ``model_type`` with
+    ``parts`` and a non-empty layer stack."""
+    model = getattr(model, nested, model)
     layers = getattr(getattr(model, "encoder", None), "layers", None)
     return (
-        getattr(getattr(model, "config", None), "model_type", None) == "clip_vision_model"
-        and all(hasattr(model, name) for name in ("embeddings", "pre_layrnorm", "post_layernorm"))
+        getattr(getattr(model, "config", None), "model_type", None) == model_type
+        and all(hasattr(model, name) for name in ("embeddings", *parts))
         and layers is not None
         and len(layers) > 0
     )
+
+
+def pools_clip_cls(model: nn.Module) -> bool:
+    """Whether :func:`clip_pooled_image` computes ``model``'s pooled output: a CLIP vision transformer."""
+    return _is_clip_tower(model, "vision_model", "clip_vision_model", ("pre_layrnorm", "post_layernorm"))
 
 
 def pools_clip_eos(model: nn.Module) -> bool:
     """Whether :func:`clip_pooled_text` computes ``model``'s ``eos``-pooled output: a CLIP text transformer."""
-    model = getattr(model, "text_model", model)  # transformers 4.x nests it in CLIPTextModel
-    layers = getattr(getattr(model, "encoder", None), "layers", None)
-    return (
-        getattr(getattr(model, "config", None), "model_type", None) == "clip_text_model"
-        and all(hasattr(model, name) for name in ("embeddings", "final_layer_norm"))
-        and layers is not None
-        and len(layers) > 0
-    )
+    return _is_clip_tower(model, "text_model", "clip_text_model", ("final_layer_norm",))
 
 
 def _clip_layer(
