@@ -4,7 +4,7 @@ Data are clustered unit vectors (a Gaussian mixture: 1000 centres by default, ``
 around them in a shared 32-dimensional subspace plus a little noise in all dimensions), which is closer to real
 embeddings than uniform noise: clusters, and an intrinsic dimension far below the width. Queries
 come from the same mixture but are not in the database. The index types are the ones ``polymodal index build``
-makes (:func:`polymodal.index.kinds.new_index`); for HNSW, IVF and IVF-PQ the search knob (efSearch, nprobe) is swept
+makes (:func:`polymodal.index.kinds.new_index`); for HNSW and the IVF types the search knob (efSearch, nprobe) is swept
 and every setting is printed, so the smallest one meeting recall@10 >= 0.95 can be read off.
 
     .venv/bin/python benchmarks/index_search.py --sizes 100000 --dims 256 512
@@ -173,8 +173,12 @@ def run(
             "hnsw": [16, 32, 64, 128, 256],
             "ivf": [8, 16, 32, 64, 128, 256],
             "ivfpq": [8, 16, 32, 64, 128],
+            "ivfpq-rerank": [16, 64, 256, 512, 1024, 2048],
         }[kind]
+        cells = faiss.extract_index_ivf(index).nlist if is_ivf(kind) else None
         for knob in sweep:
+            if cells is not None and knob > cells:
+                continue
             if kind == "hnsw":
                 params.ef_search = knob
             elif is_ivf(kind):
@@ -204,7 +208,7 @@ def run(
 
 def print_row(r: dict) -> None:
     print(
-        f"{r['n']:>9,} {r['dim']:>4} {r['type']:>6} {r['knob']:>13} {r['threads']:>3} {r['build_s']:>8.1f} "
+        f"{r['n']:>9,} {r['dim']:>4} {r['type']:>12} {r['knob']:>13} {r['threads']:>3} {r['build_s']:>8.1f} "
         f"{r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['recall@10']:>9.3f}",
         flush=True,
     )
@@ -215,7 +219,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--dims", type=int, nargs="+", default=[256, 512])
     parser.add_argument(
-        "--types", nargs="+", default=["flat", "hnsw", "ivf", "ivfpq"], choices=["flat", "hnsw", "ivf", "ivfpq"]
+        "--types",
+        nargs="+",
+        default=["flat", "hnsw", "ivf", "ivfpq", "ivfpq-rerank"],
+        choices=["flat", "hnsw", "ivf", "ivfpq", "ivfpq-rerank"],
     )
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--threads", type=int, default=2, help="OpenMP threads for building and exact search.")
@@ -237,7 +244,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="Latency rounds over the queries; the best p50 counts.")
     parser.add_argument("--hnsw-m", type=int, default=IndexParams.hnsw_m)
     parser.add_argument("--ef-construction", type=int, default=IndexParams.ef_construction)
-    parser.add_argument("--nlist", type=int, default=None, help="ivf/ivfpq cells (default 4*sqrt(N)).")
+    parser.add_argument("--nlist", type=int, default=None, help="IVF cells (default 4*sqrt(N); ivfpq-rerank sqrt(N)).")
     parser.add_argument(
         "--tune",
         action="store_true",
@@ -266,10 +273,11 @@ def main() -> None:
         f"faiss {faiss.__version__} ({faiss_simd_level()} kernels), {args.threads} build threads, "
         f"{args.queries} single queries x {args.rounds} rounds, k={K}, {args.centres} centres, "
         f"hnsw M={base.hnsw_m} efConstruction={base.ef_construction}, "
-        f"ivf/ivfpq nlist={base.nlist or '4*sqrt(N)'}, ivfpq m=dim/8 nbits={base.nbits}"
+        f"ivf/ivfpq nlist={base.nlist or '4*sqrt(N)'} (ivfpq-rerank {base.nlist or 'sqrt(N)'}), ivfpq m=dim/8 "
+        f"nbits={base.nbits}, ivfpq-rerank m=dim/8 nbits=4 rerank={base.rerank}"
     )
     print(
-        f"{'vectors':>9} {'dim':>4} {'type':>6} {'search knob':>13} {'thr':>3} {'build s':>8} {'p50 ms':>7} "
+        f"{'vectors':>9} {'dim':>4} {'type':>12} {'search knob':>13} {'thr':>3} {'build s':>8} {'p50 ms':>7} "
         f"{'p99 ms':>7} {'recall@10':>9}"
     )
     for n in args.sizes:

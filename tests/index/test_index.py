@@ -71,7 +71,7 @@ def test_flat_build_matches_brute_force_and_logs_skipped(tmp_path: Path, image_f
     assert hits[0].path == str(good[3].resolve()) and hits[0].score == pytest.approx(1.0, abs=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf", "ivfpq"])
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf", "ivfpq", "ivfpq-rerank"])
 def test_each_type_finds_the_exact_neighbours_of_clustered_vectors(kind: str) -> None:
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((20, 32)).astype(np.float32)
@@ -86,7 +86,7 @@ def test_each_type_finds_the_exact_neighbours_of_clustered_vectors(kind: str) ->
     _, found = index.search(queries, 10)
     truth = np.argsort(-(queries @ base.T), axis=1)[:, :10] + 100  # (50, 10)
     recall = np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)])
-    assert recall >= {"flat": 1.0, "hnsw": 0.95, "ivf": 0.95, "ivfpq": 0.5}[kind]
+    assert recall >= {"flat": 1.0, "hnsw": 0.95, "ivf": 0.95, "ivfpq": 0.5, "ivfpq-rerank": 0.95}[kind]
 
 
 def test_auto_type_switches_at_the_threshold() -> None:

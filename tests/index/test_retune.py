@@ -135,3 +135,16 @@ def test_saving_settings_refuses_an_index_replaced_meanwhile(tmp_path: Path) -> 
         other.commit(lambda conn: None)
         with pytest.raises(ValueError, match="changed by another process"):
             idx.save_settings()
+
+
+def test_an_ivfpq_rerank_index_is_re_tuned_on_its_stored_vectors(tmp_path: Path) -> None:
+    vectors = spread_vectors(4000)
+    built = build_tuned(vectors, IndexParams(type="ivfpq-rerank", pq_m=16, nprobe=1), None)
+    out = write_vectors(tmp_path / "idx", vectors, built)
+    record = tune_index(out, max_latency_ms=NO_BOUND)
+    assert record["sample"] == "stored" and record["met"] and record["before"]["recall"] < 0.5
+    with VectorIndex.open(out) as idx:
+        assert idx.params.nprobe == record["chosen"]["params"]["nprobe"] > 1
+        assert faiss.downcast_index(idx.faiss_index.index).k_factor == record["chosen"]["params"]["rerank"]
+        held = np.arange(0, 4000, 10)
+        assert brute_recall(idx.faiss_index, vectors, vectors[held], held) >= 0.9

@@ -109,8 +109,44 @@ def test_the_ladder_of_other_types_goes_from_cheap_to_slow_builds() -> None:
     def shapes(kind: str, n: int) -> list[tuple[str, int | None]]:
         return [(c.type, c.params.nlist) for c in tuning_mod.alternatives(kind, n, IndexParams())]
 
-    assert shapes("ivf", 1_000_000) == [("flat", None), ("ivf", 16_000), ("hnsw", None)]
-    assert shapes("hnsw", 100_000) == [("flat", None), ("ivf", 5_059)]
+    assert shapes("ivf", 1_000_000) == [("flat", None), ("ivfpq-rerank", None), ("ivf", 16_000), ("hnsw", None)]
+    assert shapes("hnsw", 100_000) == [("flat", None), ("ivfpq-rerank", None), ("ivf", 5_059)]
+    assert shapes("ivfpq-rerank", 1_000_000) == [("flat", None), ("ivf", 16_000), ("hnsw", None)]
     assert shapes("flat", 10_000) == [("hnsw", None)], "too few vectors for finer cells"
-    finer = tuning_mod.alternatives("ivf", 1_000_000, IndexParams())[1].params
+    finer = tuning_mod.alternatives("ivf", 1_000_000, IndexParams())[2].params
     assert finer.train_per_cell == tuning_mod.MORE_CELLS_TRAIN_PER_CELL
+
+
+def test_ivfpq_rerank_scores_candidates_exactly_and_tombstones_removals(tmp_path: Path) -> None:
+    vectors = spread_vectors(4000)  # 32-d noise: 4 sub-quantisers of 16 codes rank the true neighbours poorly
+    lines: list[str] = []
+    options = TuningOptions(max_latency_ms=NO_BOUND)
+    built = build_tuned(vectors, IndexParams(type="ivfpq-rerank", rerank=8), options, lines.append)
+    record = built.tuning
+    assert built.type == "ivfpq-rerank" and record is not None and record["met"] and built.index.ntotal == 4000
+    assert built.params.nlist == int(np.sqrt(3600)) and built.params.pq_m == 4  # sqrt(N) cells, dim / 8 codes
+    # No nprobe reached the target re-scoring 8 x k candidates, so the tuner re-scored more.
+    assert all(t["recall"] < 0.95 for t in record["tried"] if t["params"]["rerank"] == 8)
+    chosen = record["chosen"]["params"]
+    assert chosen["rerank"] > 8 and built.params.rerank == chosen["rerank"] and built.params.nprobe == chosen["nprobe"]
+    assert any("rerank=16" in line for line in lines)
+    out = write_vectors(tmp_path / "idx", vectors, built)
+    with VectorIndex.open(out) as idx:
+        refine = faiss.downcast_index(idx.faiss_index.index)
+        assert (
+            refine.k_factor == chosen["rerank"] and faiss.extract_index_ivf(idx.faiss_index).nprobe == chosen["nprobe"]
+        )
+        hits = idx.search(vectors[7], k=3)[0]
+        # Re-scored on the full vectors: the exact inner products, not the 4-bit codes' estimates.
+        np.testing.assert_allclose([h.score for h in hits], vectors[[h.id for h in hits]] @ vectors[7], atol=1e-5)
+        assert hits[0].id == 7 and hits[0].score == pytest.approx(1.0, abs=1e-5)
+        removed, _ = idx.remove([7])
+        assert removed == [7] and idx.search(vectors[7], k=3)[0][0].id != 7
+        np.testing.assert_array_equal(idx.vectors([8]), vectors[[8]])  # stored exactly
+    with VectorIndex.open(out) as idx:
+        assert (idx.info()["vectors"], idx.info()["tombstones"]) == (4000, 1)  # like HNSW, kept as a tombstone
+
+
+def test_ivfpq_rerank_needs_enough_vectors_for_its_codebooks() -> None:
+    with pytest.raises(ValueError, match="ivfpq-rerank with 4-bit codes needs at least 16 vectors.*--type flat"):
+        build_tuned(spread_vectors(12), IndexParams(type="ivfpq-rerank"), None)

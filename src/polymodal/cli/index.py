@@ -138,7 +138,7 @@ def build(
         "auto",
         "--type",
         help="auto (flat below 50k items, hnsw below 500k, else ivf; the tuning may switch it to meet "
-        "--recall-target), flat, hnsw, ivf or ivfpq.",
+        "--recall-target), flat, hnsw, ivf, ivfpq or ivfpq-rerank.",
     ),
     texts: bool = TextsOption,
     segment_seconds: float = typer.Option(
@@ -156,13 +156,21 @@ def build(
     ef_search: int = typer.Option(
         None, "--ef-search", min=1, help="hnsw: search-time candidate list, with --no-tune (default 64)."
     ),
-    nlist: int = typer.Option(None, "--nlist", min=1, help="ivf/ivfpq: k-means cells (default 4*sqrt(N))."),
-    pq_m: int = typer.Option(
-        None, "--pq-m", min=1, help="ivfpq: sub-quantisers, must divide the dimension (default dim/8)."
+    nlist: int = typer.Option(
+        None, "--nlist", min=1, help="ivf types: k-means cells (default 4*sqrt(N); ivfpq-rerank sqrt(N))."
     ),
-    nbits: int = typer.Option(8, "--nbits", min=1, max=16, help="ivfpq: bits per code."),
+    pq_m: int = typer.Option(
+        None, "--pq-m", min=1, help="ivfpq types: sub-quantisers, must divide the dimension (default dim/8)."
+    ),
+    nbits: int = typer.Option(8, "--nbits", min=1, max=16, help="ivfpq: bits per code (ivfpq-rerank's are 4)."),
+    rerank: int = typer.Option(
+        None,
+        "--rerank",
+        min=1,
+        help="ivfpq-rerank: candidates re-scored exactly on the full vectors, per result wanted (default 16).",
+    ),
     nprobe: int = typer.Option(
-        None, "--nprobe", min=1, help="ivf/ivfpq: cells searched per query, with --no-tune (default 16)."
+        None, "--nprobe", min=1, help="ivf types: cells searched per query, with --no-tune (default 16)."
     ),
     recall_target: float = typer.Option(
         None,
@@ -199,6 +207,7 @@ def build(
             nlist=nlist,
             pq_m=pq_m,
             nbits=nbits,
+            rerank=rerank or IndexParams.rerank,
             nprobe=nprobe or IndexParams.nprobe,
         )
         given = {"recall_target": recall_target, "max_latency_ms": max_latency_ms}
@@ -435,7 +444,7 @@ def search(
     kind: str = typer.Option(None, "--kind", help="Only results of this kind: image, audio, video or text."),
     model: str = typer.Option(None, "--model", "-m", help="Override the index's recorded model (same identity only)."),
     ef_search: int = typer.Option(None, "--ef-search", min=1, help="hnsw: candidate list for this search."),
-    nprobe: int = typer.Option(None, "--nprobe", min=1, help="ivf/ivfpq: cells to visit for this search."),
+    nprobe: int = typer.Option(None, "--nprobe", min=1, help="ivf types: cells to visit for this search."),
     json: bool = JsonOption,
 ) -> None:
     """Search an index with a text, an image, a sound or a clip; prints rank, score and path/text (with the

@@ -10,6 +10,11 @@ Every type scores by inner product on unit vectors (= cosine similarity):
   time at a million vectors, removal is real, memory is the same as ``flat``.
 - ``ivfpq``: inverted lists of product-quantised codes (``IndexIVFPQ``), trained on a sample; the smallest in
   memory (``m`` bytes per vector at 8 bits), with recall capped by the codes (~0.7-0.8 recall@10).
+- ``ivfpq-rerank``: inverted lists of 4-bit PQ codes scanned with faiss's SIMD fast-scan kernels, then the best
+  ``rerank`` x k candidates re-scored exactly on the full vectors (``IndexRefineFlat`` over
+  ``IndexIVFPQFastScan``). Scanning a code costs a fraction of scoring a full vector, so a query can visit most
+  cells: recall is what the visited cells hold, not what the codes keep. Memory is ``flat``'s plus ``dim / 16``
+  bytes a vector; like HNSW it cannot remove vectors, so removal is a tombstone.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-INDEX_TYPES = ("auto", "flat", "hnsw", "ivf", "ivfpq")
+INDEX_TYPES = ("auto", "flat", "hnsw", "ivf", "ivfpq", "ivfpq-rerank")
 # Below this many vectors exact search is already fast (50k x 512 floats is ~25 MFLOP per query: a few ms on one
 # core) and needs no training or tuning; above it, exact search grows linearly while HNSW stays around a
 # millisecond at recall@10 >= 0.95 (see docs/index.md for the measured figures).
@@ -39,7 +44,12 @@ KNOBS = {
     "hnsw": ("hnsw_m", "ef_construction", "ef_search"),
     "ivf": ("nlist", "nprobe"),
     "ivfpq": ("nlist", "pq_m", "nbits", "nprobe"),
+    "ivfpq-rerank": ("nlist", "pq_m", "rerank", "nprobe"),
 }
+# The knobs a built index can change without a rebuild.
+SEARCH_TIME_KNOBS = ("ef_search", "rerank", "nprobe")
+# Bits per code of ivfpq-rerank: faiss's fast-scan kernels keep 4-bit codes' lookup tables in SIMD registers.
+FAST_SCAN_BITS = 4
 
 
 def _faiss() -> Any:
@@ -58,16 +68,17 @@ class IndexParams:
     hnsw_m: int = 32  # graph degree: more -> better recall, more memory and slower build
     ef_construction: int = 80  # candidate list while building
     ef_search: int = 64  # candidate list while searching: the recall/latency knob
-    nlist: int | None = None  # IVF cells (ivf, ivfpq); None -> 4 * sqrt(N), the usual rule of thumb
+    nlist: int | None = None  # IVF cells; None -> 4 * sqrt(N) (ivf, ivfpq), sqrt(N) (ivfpq-rerank)
     pq_m: int | None = None  # PQ sub-vectors (bytes per vector at 8 bits); None -> dim / 8, must divide dim
-    nbits: int = 8  # bits per PQ code
-    nprobe: int = 16  # IVF cells visited per query (ivf, ivfpq): the recall/latency knob
+    nbits: int = 8  # bits per PQ code (ivfpq; ivfpq-rerank's are 4)
+    rerank: int = 16  # ivfpq-rerank: candidates re-scored exactly per result wanted
+    nprobe: int = 16  # IVF cells visited per query (ivf, ivfpq, ivfpq-rerank): the recall/latency knob
     train_per_cell: int = TRAIN_POINTS_PER_CENTROID  # vectors sampled per IVF cell to train k-means
 
     def __post_init__(self) -> None:
         if self.type not in INDEX_TYPES:
             raise ValueError(f"index type must be one of {', '.join(INDEX_TYPES)}, got {self.type!r}")
-        for name in ("hnsw_m", "ef_construction", "ef_search", "nbits", "nprobe", "train_per_cell"):
+        for name in ("hnsw_m", "ef_construction", "ef_search", "nbits", "rerank", "nprobe", "train_per_cell"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -94,11 +105,17 @@ def search_knob(kind: str) -> str | None:
 
 def is_ivf(kind: str) -> bool:
     """Whether ``kind`` is trained on the vectors it is built from (k-means cells)."""
-    return kind in ("ivf", "ivfpq")
+    return kind in ("ivf", "ivfpq", "ivfpq-rerank")
+
+
+def default_nlist(kind: str, n: int) -> int:
+    """IVF cells for ``n`` vectors when not given: 4 * sqrt(N), the usual rule; ivfpq-rerank scans a cell's codes
+    so cheaply that a cell's fixed cost dominates, so it takes sqrt(N) larger cells (docs/index.md)."""
+    return int((1 if kind == "ivfpq-rerank" else 4) * math.sqrt(n))
 
 
 def new_index(kind: str, dim: int, params: IndexParams, train: np.ndarray | None = None) -> Any:
-    """An empty FAISS index of concrete type ``kind`` (``ivf``/``ivfpq`` are trained on ``train``, (N, D) float32)."""
+    """An empty FAISS index of concrete type ``kind`` (the IVF types are trained on ``train``, (N, D) float32)."""
     faiss = _faiss()
     if kind == "flat":
         return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
@@ -118,7 +135,7 @@ def _new_ivf(kind: str, dim: int, params: IndexParams, train: np.ndarray | None)
     n = len(train)
     # More cells than the sample can train leaves empty centroids; cap at one cell per `train_per_cell` points
     # (at most 39, below which faiss warns).
-    nlist = params.nlist or int(4 * math.sqrt(n))
+    nlist = params.nlist or default_nlist(kind, n)
     nlist = max(1, min(nlist, n // min(39, params.train_per_cell)))
     quantizer = faiss.IndexFlatIP(dim)
     if kind == "ivf":
@@ -126,15 +143,20 @@ def _new_ivf(kind: str, dim: int, params: IndexParams, train: np.ndarray | None)
         minimum = nlist
     else:
         pq_m = params.pq_m or max(1, dim // 8)
+        nbits = FAST_SCAN_BITS if kind == "ivfpq-rerank" else params.nbits
         if dim % pq_m:
             raise ValueError(f"pq_m must divide the embedding dimension {dim}, got {pq_m}")
-        if n < 2**params.nbits:
+        if n < 2**nbits:
             raise ValueError(
-                f"ivfpq with nbits={params.nbits} needs at least {2**params.nbits} vectors to train its codebooks, "
-                f"got {n}: use --type flat (exact, and fast at this size) or fewer bits"
+                f"{kind} with {nbits}-bit codes needs at least {2**nbits} vectors to train its codebooks, "
+                f"got {n}: use --type flat (exact, and fast at this size)" + (" or fewer bits" * (kind == "ivfpq"))
             )
-        index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m, params.nbits, faiss.METRIC_INNER_PRODUCT)
-        minimum = 2**params.nbits
+        if kind == "ivfpq":
+            index = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m, nbits, faiss.METRIC_INNER_PRODUCT)
+        else:
+            index = faiss.IndexIVFPQFastScan(quantizer, dim, nlist, pq_m, nbits, faiss.METRIC_INNER_PRODUCT)
+            index.by_residual = False  # one lookup table a query, not one a cell: most cells are visited
+        minimum = 2**nbits
     limit = max(nlist, minimum) * params.train_per_cell
     index.cp.min_points_per_centroid = min(index.cp.min_points_per_centroid, params.train_per_cell)
     sample = train
@@ -142,6 +164,9 @@ def _new_ivf(kind: str, dim: int, params: IndexParams, train: np.ndarray | None)
         pick = np.random.default_rng(0).choice(n, size=limit, replace=False)
         sample = train[np.sort(pick)]
     index.train(np.ascontiguousarray(sample, dtype=np.float32))
+    if kind == "ivfpq-rerank":
+        # Positions in both the codes and the full vectors; the id map holds our ids and answers `reconstruct`.
+        return faiss.IndexIDMap2(faiss.IndexRefineFlat(index))
     # A hash-table id -> list position map lets `reconstruct(id)` find a vector by our (non-contiguous) ids and
     # keeps `remove_ids` working.
     index.set_direct_map_type(faiss.DirectMap.Hashtable)
@@ -155,6 +180,8 @@ def apply_search_params(index: Any, kind: str, params: IndexParams) -> None:
         faiss.downcast_index(index.index).hnsw.efSearch = params.ef_search
     elif is_ivf(kind):
         faiss.extract_index_ivf(index).nprobe = params.nprobe
+    if kind == "ivfpq-rerank":
+        faiss.downcast_index(index.index).k_factor = float(params.rerank)
 
 
 @contextlib.contextmanager
@@ -170,15 +197,16 @@ def threads(count: int) -> Iterator[None]:
 
 
 def can_remove(kind: str) -> bool:
-    """Whether FAISS can delete vectors from this type (HNSW graphs cannot)."""
-    return kind != "hnsw"
+    """Whether FAISS can delete vectors from this type (HNSW graphs and the exact re-scoring of ivfpq-rerank
+    cannot)."""
+    return kind not in ("hnsw", "ivfpq-rerank")
 
 
 def stored_ids(index: Any, kind: str) -> np.ndarray:
     """(N,) sorted ids of every vector in a built index of concrete type ``kind`` (tombstoned ones included: an
     HNSW graph keeps them)."""
     faiss = _faiss()
-    if not is_ivf(kind):
+    if kind not in ("ivf", "ivfpq"):  # the others keep our ids in an id map
         return np.sort(faiss.vector_to_array(index.id_map))
     ivf = faiss.extract_index_ivf(index)
     lists = ivf.invlists

@@ -7,7 +7,7 @@ as a hit when its exact score reaches the k-th exact score of that query (brute 
 tie with the k-th neighbour is not a miss. Latency is the p50/p99 of one query at a time on one thread, as the
 index searches a single query; the best of three rounds counts, against a shared machine's hiccups.
 
-The search knob (nprobe for ivf/ivfpq, efSearch for hnsw) doubles until the target is met or the latency bound is
+The search knob (nprobe for the IVF types, efSearch for hnsw) doubles until the target is met or the latency bound is
 passed, then is bisected towards the smallest setting that meets it, which is chosen (a larger knob only costs more
 time). When no setting does and the type was ``auto``, other types are built and measured in turn
 (:func:`alternatives`) until one meets the target; when none does, the best trade-off found is kept and the record
@@ -28,9 +28,11 @@ import numpy as np
 from polymodal.index.kinds import (
     AUTO_HNSW_THRESHOLD,
     KNOBS,
+    SEARCH_TIME_KNOBS,
     IndexParams,
     _faiss,
     apply_search_params,
+    default_nlist,
     is_ivf,
     new_index,
     resolve_type,
@@ -48,6 +50,9 @@ MIN_QUERIES = 20  # fewer cannot tell 0.95 from 0.90
 HELD_OUT_SHARE = 10  # hold out at most one vector in this many
 BISECT_STEPS = 3
 MAX_EF_SEARCH = 4096
+# ivfpq-rerank's codes can rank the true neighbours below the candidates re-scored; its rerank doubles up to this
+# when no nprobe reaches the target.
+MAX_RERANK = 256
 ADD_CHUNK = 65_536
 # An ivf whose default cells (4 * sqrt(N)) miss the target is rebuilt with 16 * sqrt(N), the top of faiss's
 # guideline range; trained on fewer vectors per cell so that k-means stays minutes, not hours, at a million.
@@ -319,11 +324,14 @@ def recorded_options(record: dict[str, Any] | None) -> TuningOptions:
 
 def alternatives(kind: str, n: int, params: IndexParams) -> list[_Candidate]:
     """What to build when no setting of ``kind`` meets the target, cheapest build first: exact search (kept only if
-    fast enough), IVF with more cells (from 50,000 vectors), then an HNSW graph (the slowest to build: tens of
-    minutes at a million vectors on 2 cores, but the one whose recall held on the hard synthetic sets)."""
+    fast enough), then from 50,000 vectors ivfpq-rerank (a query can scan most of its cells' 4-bit codes within the
+    bound: on the hard synthetic million it reached recall 1.0 scanning them all in ~2.5 ms) and IVF with more
+    cells, then an HNSW graph (the slowest to build: tens of minutes at a million vectors on 2 cores)."""
     out = [] if kind == "flat" else [_Candidate("flat", dataclasses.replace(params, type="flat"))]
+    if kind != "ivfpq-rerank" and n >= AUTO_HNSW_THRESHOLD:
+        out.append(_Candidate("ivfpq-rerank", dataclasses.replace(params, type="ivfpq-rerank", nlist=None)))
     more = min(int(MORE_CELLS * math.sqrt(n)), n // MORE_CELLS_TRAIN_PER_CELL)
-    if more > (params.nlist or int(4 * math.sqrt(n))) and n >= AUTO_HNSW_THRESHOLD:
+    if more > (params.nlist or default_nlist("ivf", n)) and n >= AUTO_HNSW_THRESHOLD:
         cells = dataclasses.replace(params, type="ivf", nlist=more, train_per_cell=MORE_CELLS_TRAIN_PER_CELL)
         out.append(_Candidate("ivf", cells))
     if kind != "hnsw":
@@ -362,6 +370,28 @@ def _measure_candidate(
 
 
 def _sweep(
+    candidate: _Candidate,
+    bench: HeldOut,
+    options: TuningOptions,
+    say: ReportFn,
+    known: dict[int, Trial] | None = None,
+) -> list[Trial]:
+    """Sweep the search knob (:func:`_sweep_knob`); for ivfpq-rerank, when no nprobe reaches the recall target
+    within the latency bound, double ``rerank`` and sweep again, until one does, the bound is passed or
+    ``MAX_RERANK``. The candidate keeps the last ``rerank`` tried; the chosen trial names its own."""
+    trials = _sweep_knob(candidate, bench, options, say, known)
+    while candidate.type == "ivfpq-rerank" and candidate.params.rerank < MAX_RERANK:
+        within = [t for t in trials if t.p50_ms <= options.max_latency_ms]
+        if not within or any(t.recall >= options.recall_target for t in within):
+            break
+        rerank = min(2 * candidate.params.rerank, MAX_RERANK)
+        say(f"  the codes rank neighbours out of the {candidate.params.rerank} x k re-scored: rerank={rerank}")
+        candidate.params = dataclasses.replace(candidate.params, rerank=rerank)
+        trials += _sweep_knob(candidate, bench, options, say)
+    return trials
+
+
+def _sweep_knob(
     candidate: _Candidate,
     bench: HeldOut,
     options: TuningOptions,
@@ -433,9 +463,9 @@ def _better(a: Trial, b: Trial, options: TuningOptions) -> bool:
 
 
 def _set_knob(candidate: _Candidate, chosen: Trial) -> None:
-    knob = search_knob(candidate.type)
-    if knob is not None:
-        candidate.params = dataclasses.replace(candidate.params, **{knob: chosen.params[knob]})
+    """Give the candidate the chosen trial's search-time settings."""
+    chosen_knobs = {k: v for k, v in chosen.params.items() if k in SEARCH_TIME_KNOBS}
+    candidate.params = dataclasses.replace(candidate.params, **chosen_knobs)
 
 
 def _hold_out(n: int, options: TuningOptions) -> np.ndarray:
@@ -488,14 +518,17 @@ def _without_own(found: np.ndarray, own: np.ndarray) -> np.ndarray:
 
 
 def _filled(kind: str, params: IndexParams, vectors: np.ndarray, rows: np.ndarray, say: ReportFn) -> Any:
-    """A new index of ``kind`` trained (ivf, ivfpq) on and filled with ``vectors[rows]`` under ids ``rows``."""
+    """A new index of ``kind`` trained (the IVF types) on and filled with ``vectors[rows]`` under ids ``rows``."""
     train = vectors[rows] if is_ivf(kind) else None
     if is_ivf(kind) and len(rows) >= ADD_CHUNK:
         say(f"  training {kind} cells (k-means)")
     index = new_index(kind, vectors.shape[1], params, train=train)
     del train
     if is_ivf(kind):
-        params.nlist = int(_faiss().extract_index_ivf(index).nlist)
+        ivf = _faiss().downcast_index(_faiss().extract_index_ivf(index))
+        params.nlist = int(ivf.nlist)
+        if kind != "ivf":
+            params.pq_m = int(ivf.pq.M)
     _add(index, kind, vectors, rows, say)
     apply_search_params(index, kind, params)
     return index
@@ -521,7 +554,7 @@ def _knobs(kind: str, params: IndexParams) -> dict[str, Any]:
 
 
 def _shape(candidate: _Candidate) -> str:
-    build = [k for k in KNOBS[candidate.type] if k != search_knob(candidate.type)]
+    build = [k for k in KNOBS[candidate.type] if k not in SEARCH_TIME_KNOBS]
     shape = " ".join(f"{k}={getattr(candidate.params, k)}" for k in build if getattr(candidate.params, k) is not None)
     return f"{candidate.type}{' ' + shape if shape else ''}"
 

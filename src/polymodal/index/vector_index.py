@@ -57,7 +57,7 @@ class IndexMeta:
     model_name: str
     identity: str  # the model's content hash: vectors of another model are not comparable
     embed_dim: int
-    type: str  # concrete FAISS type: flat | hnsw | ivf | ivfpq
+    type: str  # concrete FAISS type: flat | hnsw | ivf | ivfpq | ivfpq-rerank
     params: dict[str, Any]
     segment_seconds: float | None = None  # videos indexed as segments of this length (None: one item per clip)
     metric: str = METRIC
@@ -150,7 +150,7 @@ class VectorIndex:
         return store.get(self.conn, ids)
 
     def vectors(self, ids: Sequence[int]) -> np.ndarray:
-        """(N, D) stored vectors (exact for flat, hnsw and ivf; decoded approximations for ivfpq)."""
+        """(N, D) stored vectors (exact for all types but ivfpq, whose are decoded approximations)."""
         return (
             np.stack([self.faiss_index.reconstruct(int(i)) for i in ids])
             if ids
