@@ -80,6 +80,31 @@ def test_texts_are_batched_by_token_count_and_come_back_in_order(
     assert text_lengths(object(), texts) == [len(t) for t in texts]
 
 
+def test_a_corpus_larger_than_the_memo_is_tokenized_once_a_window_at_a_time(
+    tiny_dual_encoder_dir, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
+    import polymodal.api.model as api_model
+    from polymodal.data import processors
+
+    monkeypatch.setattr(api_model, "ENCODED_MEMO", 6)
+    monkeypatch.setattr(processors, "ENCODED_MEMO", 6)
+    model = polymodal.load(tiny_dual_encoder_dir, batch_size=2)
+    tokenizer = model.backend.saved.text.tokenizer
+    texts = [f"a {'red ' * (i % 4)}circle {i}" for i in range(15)]  # three windows: 6, 6 and 3 texts
+    alone = np.concatenate([model.embed_text(t) for t in texts])
+    encoded: list[str] = []
+    real = tokenizer.encode_many
+
+    def counted(chunk: list[str], max_length: int) -> list[list[int]]:
+        encoded.extend(chunk)
+        return real(chunk, max_length)
+
+    monkeypatch.setattr(tokenizer, "encode_many", counted)
+    rows = model.embed_text(texts)
+    np.testing.assert_allclose(rows, alone, atol=1e-5)  # rows in input order across windows
+    assert sorted(encoded) == sorted(texts)  # counted for the length sort, then found in the memo per batch
+
+
 def test_embed_text_matches_the_model_directly(clip, tiny_dual_encoder_dir) -> None:  # noqa: ANN001
     backend = load_backend(tiny_dual_encoder_dir)
     text = backend.saved.text  # the tokenizer and length the model was saved with

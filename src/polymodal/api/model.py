@@ -21,6 +21,7 @@ from polymodal.backends import ANSWER, CAPTION, EMBED, GENERATE, PREDICT, Backen
 from polymodal.backends.base import accepts, embed, media, text_lengths, video_embedding
 from polymodal.backends.video import IMAGE_FRAMES
 from polymodal.chunking import ChunkSizer, map_in_sized_calls
+from polymodal.data.processors import ENCODED_MEMO
 from polymodal.data.video import Clip, VideoSampling
 from polymodal.hardware import PrecisionChoice, choose_precision, normalize_precision, release_idle_threads
 from polymodal.modules.generators.unet import SAMPLERS
@@ -237,7 +238,14 @@ class Model:
         prepared = to_inputs(modality, items)
         if modality == "text":  # texts are batched by token count instead
             by_length = functools.partial(text_lengths, self.backend)
-            return self._map(lambda chunk: embed(self.backend, modality, chunk), prepared, by_length, tower=modality)
+            # A window at a time, which the text processor's memo holds: each text is tokenized once, to be sorted
+            # by length, and its ids are found again when its batch is embedded.
+            windows = [prepared[start : start + ENCODED_MEMO] for start in range(0, len(prepared), ENCODED_MEMO)]
+            parts = [
+                self._map(lambda chunk: embed(self.backend, modality, chunk), window, by_length, tower=modality)
+                for window in windows or [prepared]
+            ]
+            return parts[0] if len(parts) == 1 else np.concatenate(parts)
         return self._map(
             lambda chunk: embed(self.backend, modality, chunk), prepared, sized_by=modality, tower=modality
         )
