@@ -176,6 +176,8 @@ def run(
             "ivfpq-rerank": [16, 64, 256, 512, 1024, 2048],
         }[kind]
         cells = faiss.extract_index_ivf(index).nlist if is_ivf(kind) else None
+        if cells is not None and kind == "ivfpq-rerank":
+            sweep = [k for k in sweep if k < cells] + [cells]  # up to every cell: a scan of all the codes
         for knob in sweep:
             if cells is not None and knob > cells:
                 continue

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from polymodal.index import (
-    AUTO_HNSW_THRESHOLD,
+    AUTO_APPROXIMATE_THRESHOLD,
     AUTO_IVF_THRESHOLD,
     IndexParams,
     ModelMismatchError,
@@ -90,9 +90,9 @@ def test_each_type_finds_the_exact_neighbours_of_clustered_vectors(kind: str) ->
 
 
 def test_auto_type_switches_at_the_threshold() -> None:
-    assert resolve_type("auto", AUTO_HNSW_THRESHOLD - 1) == "flat"
-    assert resolve_type("auto", AUTO_HNSW_THRESHOLD) == "hnsw"
-    assert resolve_type("auto", AUTO_IVF_THRESHOLD - 1) == "hnsw"
+    assert resolve_type("auto", AUTO_APPROXIMATE_THRESHOLD - 1) == "flat"
+    assert resolve_type("auto", AUTO_APPROXIMATE_THRESHOLD) == "ivfpq-rerank"
+    assert resolve_type("auto", AUTO_IVF_THRESHOLD - 1) == "ivfpq-rerank"
     assert resolve_type("auto", AUTO_IVF_THRESHOLD) == "ivf"
     with pytest.raises(ValueError, match="index type must be one of"):
         IndexParams(type="annoy")

@@ -112,6 +112,7 @@ def test_the_ladder_of_other_types_goes_from_cheap_to_slow_builds() -> None:
     assert shapes("ivf", 1_000_000) == [("flat", None), ("ivfpq-rerank", None), ("ivf", 16_000), ("hnsw", None)]
     assert shapes("hnsw", 100_000) == [("flat", None), ("ivfpq-rerank", None), ("ivf", 5_059)]
     assert shapes("ivfpq-rerank", 1_000_000) == [("flat", None), ("ivf", 16_000), ("hnsw", None)]
+    assert shapes("ivfpq-rerank", 100_000) == [("flat", None), ("ivf", 5_059), ("hnsw", None)]
     assert shapes("flat", 10_000) == [("hnsw", None)], "too few vectors for finer cells"
     finer = tuning_mod.alternatives("ivf", 1_000_000, IndexParams())[2].params
     assert finer.train_per_cell == tuning_mod.MORE_CELLS_TRAIN_PER_CELL

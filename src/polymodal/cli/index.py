@@ -137,7 +137,7 @@ def build(
     type_: str = typer.Option(
         "auto",
         "--type",
-        help="auto (flat below 50k items, hnsw below 500k, else ivf; the tuning may switch it to meet "
+        help="auto (flat below 50k items, ivfpq-rerank below 500k, else ivf; the tuning may switch it to meet "
         "--recall-target), flat, hnsw, ivf, ivfpq or ivfpq-rerank.",
     ),
     texts: bool = TextsOption,

@@ -7,7 +7,7 @@ queries are embedded with that model, and any other model is refused by its cont
 """
 
 from polymodal.index.build import BuildResult, add_to_index, build_index
-from polymodal.index.kinds import AUTO_HNSW_THRESHOLD, AUTO_IVF_THRESHOLD, INDEX_TYPES, IndexParams
+from polymodal.index.kinds import AUTO_APPROXIMATE_THRESHOLD, AUTO_IVF_THRESHOLD, INDEX_TYPES, IndexParams
 from polymodal.index.query import open_for_search, search, search_audio, search_image, search_text, search_video
 from polymodal.index.retune import tune_index
 from polymodal.index.store import Hit, Item
@@ -15,7 +15,7 @@ from polymodal.index.tuning import TuningOptions
 from polymodal.index.vector_index import IndexFormatError, ModelMismatchError, VectorIndex
 
 __all__ = [
-    "AUTO_HNSW_THRESHOLD",
+    "AUTO_APPROXIMATE_THRESHOLD",
     "AUTO_IVF_THRESHOLD",
     "INDEX_TYPES",
     "BuildResult",

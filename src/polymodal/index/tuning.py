@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from polymodal.index.kinds import (
-    AUTO_HNSW_THRESHOLD,
+    AUTO_APPROXIMATE_THRESHOLD,
     KNOBS,
     SEARCH_TIME_KNOBS,
     IndexParams,
@@ -328,10 +328,10 @@ def alternatives(kind: str, n: int, params: IndexParams) -> list[_Candidate]:
     bound: on the hard synthetic million it reached recall 1.0 scanning them all in ~2.5 ms) and IVF with more
     cells, then an HNSW graph (the slowest to build: tens of minutes at a million vectors on 2 cores)."""
     out = [] if kind == "flat" else [_Candidate("flat", dataclasses.replace(params, type="flat"))]
-    if kind != "ivfpq-rerank" and n >= AUTO_HNSW_THRESHOLD:
+    if kind != "ivfpq-rerank" and n >= AUTO_APPROXIMATE_THRESHOLD:
         out.append(_Candidate("ivfpq-rerank", dataclasses.replace(params, type="ivfpq-rerank", nlist=None)))
     more = min(int(MORE_CELLS * math.sqrt(n)), n // MORE_CELLS_TRAIN_PER_CELL)
-    if more > (params.nlist or default_nlist("ivf", n)) and n >= AUTO_HNSW_THRESHOLD:
+    if more > (params.nlist or default_nlist("ivf", n)) and n >= AUTO_APPROXIMATE_THRESHOLD:
         cells = dataclasses.replace(params, type="ivf", nlist=more, train_per_cell=MORE_CELLS_TRAIN_PER_CELL)
         out.append(_Candidate("ivf", cells))
     if kind != "hnsw":
