@@ -151,3 +151,33 @@ def test_ivfpq_rerank_scores_candidates_exactly_and_tombstones_removals(tmp_path
 def test_ivfpq_rerank_needs_enough_vectors_for_its_codebooks() -> None:
     with pytest.raises(ValueError, match="ivfpq-rerank with 4-bit codes needs at least 16 vectors.*--type flat"):
         build_tuned(spread_vectors(12), IndexParams(type="ivfpq-rerank"), None)
+
+
+def test_removed_items_filling_the_visited_cells_still_leave_k_live_hits(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    centres = rng.standard_normal((40, 32)).astype(np.float32)
+    vectors = np.repeat(centres, 50, axis=0) + 0.05 * rng.standard_normal((2000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)  # 40 tight clusters of 50
+    out = write_vectors(
+        tmp_path / "idx", vectors, build_tuned(vectors, IndexParams(type="ivfpq-rerank", nprobe=1), None)
+    )
+    with VectorIndex.open(out) as idx:
+        idx.remove(list(range(1000, 1050)))  # the whole cluster the query's one visited cell holds
+        hits = idx.search(vectors[1000], k=10)[0]  # its cell held only tombstones: more cells are visited
+        assert len(hits) == 10 and not any(1000 <= h.id < 1050 for h in hits)
+        np.testing.assert_allclose([h.score for h in hits], vectors[[h.id for h in hits]] @ vectors[1000], atol=1e-5)
+        # Every vector fetched: the candidates re-scored stay within the index, the results are exact.
+        everything = idx.search(vectors[3], k=2000)[0]
+        assert len(everything) == 1950 and [h.id for h in everything[:5]] == [
+            int(i) for i in np.argsort(-(vectors @ vectors[3]))[:5]
+        ]
+        idx.search(vectors[3], k=10)
+        assert faiss.downcast_index(idx.faiss_index.index).k_factor == idx.params.rerank  # the next search's own
+
+
+def test_the_default_pq_size_divides_the_dimension() -> None:
+    from polymodal.index.kinds import default_pq_m
+
+    assert [default_pq_m(d) for d in (512, 384, 100, 300, 7, 1)] == [64, 48, 10, 30, 1, 1]
+    built = build_tuned(spread_vectors(400, dim=100), IndexParams(type="ivfpq-rerank"), None)
+    assert built.params.pq_m == 10

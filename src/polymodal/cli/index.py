@@ -321,7 +321,8 @@ def tune(
     json: bool = JsonOption,
 ) -> None:
     """Measure recall@10 and latency of an existing index on a sample of its stored vectors (each query's own id
-    left out) and re-tune its search setting, nprobe (ivf, ivfpq) or efSearch (hnsw), to the goal. The index type
+    left out) and re-tune its search setting, nprobe (the IVF types; with rerank for ivfpq-rerank) or efSearch
+    (hnsw), to the goal. The index type
     is kept: changing it needs a rebuild (index build --type auto --overwrite)."""
     from polymodal.index import TuningOptions, tune_index
 

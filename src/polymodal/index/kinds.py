@@ -69,7 +69,7 @@ class IndexParams:
     ef_construction: int = 80  # candidate list while building
     ef_search: int = 64  # candidate list while searching: the recall/latency knob
     nlist: int | None = None  # IVF cells; None -> 4 * sqrt(N) (ivf, ivfpq), sqrt(N) (ivfpq-rerank)
-    pq_m: int | None = None  # PQ sub-vectors (bytes per vector at 8 bits); None -> dim / 8, must divide dim
+    pq_m: int | None = None  # PQ sub-vectors (bytes per vector at 8 bits); must divide dim; None -> default_pq_m
     nbits: int = 8  # bits per PQ code (ivfpq; ivfpq-rerank's are 4)
     rerank: int = 16  # ivfpq-rerank: candidates re-scored exactly per result wanted
     nprobe: int = 16  # IVF cells visited per query (ivf, ivfpq, ivfpq-rerank): the recall/latency knob
@@ -114,6 +114,12 @@ def default_nlist(kind: str, n: int) -> int:
     return int((1 if kind == "ivfpq-rerank" else 4) * math.sqrt(n))
 
 
+def default_pq_m(dim: int) -> int:
+    """PQ sub-quantisers when not given: dim / 8 (8 dimensions each), else the largest divisor of ``dim`` below it
+    (faiss needs one that divides the dimension: 100 -> 10)."""
+    return max(m for m in range(1, max(1, dim // 8) + 1) if dim % m == 0)
+
+
 def new_index(kind: str, dim: int, params: IndexParams, train: np.ndarray | None = None) -> Any:
     """An empty FAISS index of concrete type ``kind`` (the IVF types are trained on ``train``, (N, D) float32)."""
     faiss = _faiss()
@@ -142,7 +148,7 @@ def _new_ivf(kind: str, dim: int, params: IndexParams, train: np.ndarray | None)
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
         minimum = nlist
     else:
-        pq_m = params.pq_m or max(1, dim // 8)
+        pq_m = params.pq_m or default_pq_m(dim)
         nbits = FAST_SCAN_BITS if kind == "ivfpq-rerank" else params.nbits
         if dim % pq_m:
             raise ValueError(f"pq_m must divide the embedding dimension {dim}, got {pq_m}")

@@ -1,6 +1,7 @@
 """Re-tune the search setting of an existing index on its stored vectors: on request (``polymodal index tune``), or
 once ``index add`` has grown it by more than a fifth of the size it was measured at (see
-:func:`polymodal.index.tuning.retune`). Only the knob (nprobe, efSearch) changes; another type needs a rebuild."""
+:func:`polymodal.index.tuning.retune`). Only the search-time knobs (nprobe, rerank, efSearch) change; another type
+needs a rebuild."""
 
 from __future__ import annotations
 

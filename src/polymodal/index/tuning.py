@@ -329,7 +329,8 @@ def alternatives(kind: str, n: int, params: IndexParams) -> list[_Candidate]:
     cells, then an HNSW graph (the slowest to build: tens of minutes at a million vectors on 2 cores)."""
     out = [] if kind == "flat" else [_Candidate("flat", dataclasses.replace(params, type="flat"))]
     if kind != "ivfpq-rerank" and n >= AUTO_APPROXIMATE_THRESHOLD:
-        out.append(_Candidate("ivfpq-rerank", dataclasses.replace(params, type="ivfpq-rerank", nlist=None)))
+        shape = dataclasses.replace(params, type="ivfpq-rerank", nlist=None, pq_m=None)  # its own defaults
+        out.append(_Candidate("ivfpq-rerank", shape))
     more = min(int(MORE_CELLS * math.sqrt(n)), n // MORE_CELLS_TRAIN_PER_CELL)
     if more > (params.nlist or default_nlist("ivf", n)) and n >= AUTO_APPROXIMATE_THRESHOLD:
         cells = dataclasses.replace(params, type="ivf", nlist=more, train_per_cell=MORE_CELLS_TRAIN_PER_CELL)
@@ -377,18 +378,28 @@ def _sweep(
     known: dict[int, Trial] | None = None,
 ) -> list[Trial]:
     """Sweep the search knob (:func:`_sweep_knob`); for ivfpq-rerank, when no nprobe reaches the recall target
-    within the latency bound, double ``rerank`` and sweep again, until one does, the bound is passed or
-    ``MAX_RERANK``. The candidate keeps the last ``rerank`` tried; the chosen trial names its own."""
+    within the latency bound, double ``rerank`` and sweep again, while that raises the best recall within the bound,
+    up to ``MAX_RERANK``. The candidate keeps the last ``rerank`` tried; the chosen trial names its own."""
     trials = _sweep_knob(candidate, bench, options, say, known)
+    best = _best_recall_within(trials, options)
     while candidate.type == "ivfpq-rerank" and candidate.params.rerank < MAX_RERANK:
-        within = [t for t in trials if t.p50_ms <= options.max_latency_ms]
-        if not within or any(t.recall >= options.recall_target for t in within):
+        if best is None or best >= options.recall_target:
             break
         rerank = min(2 * candidate.params.rerank, MAX_RERANK)
-        say(f"  the codes rank neighbours out of the {candidate.params.rerank} x k re-scored: rerank={rerank}")
+        say(f"  no nprobe reached it re-scoring {candidate.params.rerank} x k candidates: rerank={rerank}")
         candidate.params = dataclasses.replace(candidate.params, rerank=rerank)
-        trials += _sweep_knob(candidate, bench, options, say)
+        more = _sweep_knob(candidate, bench, options, say)
+        trials += more
+        better = _best_recall_within(more, options)
+        if better is None or better <= best:
+            break  # the latency bound, not the re-scoring, holds the recall back
+        best = better
     return trials
+
+
+def _best_recall_within(trials: list[Trial], options: TuningOptions) -> float | None:
+    """The highest recall among ``trials`` within the latency bound (None: none is)."""
+    return max((t.recall for t in trials if t.p50_ms <= options.max_latency_ms), default=None)
 
 
 def _sweep_knob(

@@ -30,7 +30,7 @@ import numpy as np
 
 from polymodal.fsutil import atomic_directory, write_atomic
 from polymodal.index import store
-from polymodal.index.kinds import IndexParams, _faiss, apply_search_params, can_remove, threads
+from polymodal.index.kinds import IndexParams, _faiss, apply_search_params, can_remove, is_ivf, threads
 from polymodal.index.store import Hit
 
 META_FILE = "index.json"
@@ -168,8 +168,9 @@ class VectorIndex:
     ) -> list[list[Hit]]:
         """Per query row of ``queries`` (Q, D), the ``k`` best live items (of ``kind``, if given), best first.
 
-        Removed HNSW items and items of another kind are still in FAISS, so the search over-fetches
-        (k + tombstones first, then doubling) and filters until every query has k hits or the index is exhausted.
+        Removed items (hnsw, ivfpq-rerank) and items of another kind are still in FAISS, so the search over-fetches
+        (k + tombstones first, then doubling) and filters until every query has k hits or the index is exhausted;
+        an IVF type whose visited cells ran out visits twice as many.
         """
         queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)  # (Q, D)
         if queries.shape[1] != self.meta.embed_dim:
@@ -178,17 +179,24 @@ class VectorIndex:
             raise ValueError(f"k must be >= 1, got {k}")
         if kind is not None and kind not in store.ITEM_KINDS:
             raise ValueError(f"kind must be one of {', '.join(store.ITEM_KINDS)}, got {kind!r}")
-        self._set_knobs(ef_search, nprobe)
+        probe = nprobe or self.params.nprobe
+        cells = int(_faiss().extract_index_ivf(self.faiss_index).nlist) if is_ivf(self.meta.type) else 0
         total = int(self.faiss_index.ntotal)
         live = self.meta.counts.get(kind, 0) if kind else len(self)
         want = min(k, live)
         fetch = min(total, k + len(self.tombstones))
         while True:
+            self._set_knobs(ef_search, probe, fetch)
             with _threads_for(len(queries)):
                 scores, ids = self.faiss_index.search(queries, max(fetch, 1))  # (Q, fetch) each
             found = self.items(sorted({int(i) for i in ids.ravel() if i >= 0} - self.tombstones))
             hits = [self._filter(s_row, i_row, found, kind, k) for s_row, i_row in zip(scores, ids)]
-            if fetch >= total or all(len(h) >= want for h in hits):
+            if all(len(h) >= want for h in hits):
+                return hits
+            if probe < cells and bool((ids < 0).any()):  # the visited cells held fewer than asked for
+                probe = min(cells, 2 * probe)
+                continue
+            if fetch >= total:
                 return hits
             fetch = min(total, fetch * 2)
 
@@ -205,10 +213,12 @@ class VectorIndex:
                 break
         return out
 
-    def _set_knobs(self, ef_search: int | None, nprobe: int | None) -> None:
+    def _set_knobs(self, ef_search: int | None, nprobe: int, fetch: int) -> None:
+        """This search's knobs; ivfpq-rerank re-scores at most every vector, however many results are fetched."""
         params = IndexParams.from_dict(self.params.to_dict())
         params.ef_search = ef_search or params.ef_search
-        params.nprobe = nprobe or params.nprobe
+        params.nprobe = nprobe
+        params.rerank = max(1, min(params.rerank, int(self.faiss_index.ntotal) // max(fetch, 1)))
         apply_search_params(self.faiss_index, self.meta.type, params)
 
     def info(self) -> dict[str, Any]:
