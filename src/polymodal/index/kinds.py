@@ -165,6 +165,10 @@ def _new_ivf(kind: str, dim: int, params: IndexParams, train: np.ndarray | None)
         minimum = 2**nbits
     limit = max(nlist, minimum) * params.train_per_cell
     index.cp.min_points_per_centroid = min(index.cp.min_points_per_centroid, params.train_per_cell)
+    if kind != "ivf":
+        # The codebooks' k-means get `limit` points, >= 40 per centroid unless the index is tiny, where faiss's
+        # warning (one per sub-quantiser) says only that: 270 vectors train 16 codes each.
+        index.pq.cp.min_points_per_centroid = 1
     sample = train
     if n > limit:
         pick = np.random.default_rng(0).choice(n, size=limit, replace=False)
