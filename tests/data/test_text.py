@@ -141,6 +141,8 @@ def test_a_text_processor_tokenizes_each_recent_text_once(monkeypatch: pytest.Mo
     assert processor.prepare_many(["x", "y", "z"]) == real(["x", "y", "z"], 8)
     assert processor.prepare_many(["a red circle", "x"]) == real(["a red circle", "x"], 8)
     assert encoded[-4:] == ["x", "y", "z", "a red circle"] and len(processor._encoded) <= 4
+    assert processor.prepare_many(["x", "w"]) == real(["x", "w"], 8)  # full: a new memo, with this call's texts
+    assert processor.prepare_many(["w", "x"]) == real(["w", "x"], 8) and encoded[-1] == "w"  # neither again
     big = [f"text {i}" for i in range(5)]  # one call larger than the memo: not kept
     assert processor.prepare_many(iter(big)) == real(big, 8) and not set(big) & set(processor._encoded)
     processor.max_length = 3  # another length: other ids, not the memo's

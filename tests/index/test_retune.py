@@ -148,3 +148,17 @@ def test_an_ivfpq_rerank_index_is_re_tuned_on_its_stored_vectors(tmp_path: Path)
         assert faiss.downcast_index(idx.faiss_index.index).k_factor == record["chosen"]["params"]["rerank"]
         held = np.arange(0, 4000, 10)
         assert brute_recall(idx.faiss_index, vectors, vectors[held], held) >= 0.9
+
+
+def test_re_tuning_may_lower_an_ivfpq_rerank_that_is_higher_than_needed(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    centres = rng.standard_normal((40, 32)).astype(np.float32)
+    vectors = np.repeat(centres, 100, axis=0) + 0.3 * rng.standard_normal((4000, 32)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    built = build_tuned(vectors, IndexParams(type="ivfpq-rerank", pq_m=16, rerank=128, nprobe=64), None)
+    out = write_vectors(tmp_path / "idx", vectors, built)
+    record = tune_index(out, max_latency_ms=NO_BOUND)
+    assert record["before"]["params"]["rerank"] == 128 and record["met"]
+    assert record["chosen"]["params"]["rerank"] == IndexParams.rerank  # the default re-scores enough here
+    with VectorIndex.open(out) as idx:
+        assert idx.params.rerank == IndexParams.rerank

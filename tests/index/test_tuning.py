@@ -171,8 +171,14 @@ def test_removed_items_filling_the_visited_cells_still_leave_k_live_hits(tmp_pat
         assert len(everything) == 1950 and [h.id for h in everything[:5]] == [
             int(i) for i in np.argsort(-(vectors @ vectors[3]))[:5]
         ]
+        live = np.setdiff1d(np.arange(2000), np.arange(1000, 1050))
+        exact = np.sort(vectors[live] @ vectors[3])[::-1][:1400]
+        # 1,450 fetched: more than half the index, still every vector re-scored (a whole factor would give 1).
+        np.testing.assert_allclose([h.score for h in idx.search(vectors[3], k=1400)[0]], exact, atol=1e-5)
         idx.search(vectors[3], k=10)
-        assert faiss.downcast_index(idx.faiss_index.index).k_factor == idx.params.rerank  # the next search's own
+        # The 50 tombstones are fetched on top of k: re-scored once each, not rerank times.
+        refine = faiss.downcast_index(idx.faiss_index.index)
+        assert refine.k_factor * (10 + 50) == pytest.approx(idx.params.rerank * 10 + 50)
 
 
 def test_the_default_pq_size_divides_the_dimension() -> None:
@@ -181,3 +187,21 @@ def test_the_default_pq_size_divides_the_dimension() -> None:
     assert [default_pq_m(d) for d in (512, 384, 100, 300, 7, 1)] == [64, 48, 10, 30, 1, 1]
     built = build_tuned(spread_vectors(400, dim=100), IndexParams(type="ivfpq-rerank"), None)
     assert built.params.pq_m == 10
+
+
+def test_a_search_reads_only_its_hits_from_sqlite(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from polymodal.index import store
+
+    vectors = spread_vectors(1000)
+    out = write_vectors(tmp_path / "idx", vectors, build_tuned(vectors, IndexParams(type="hnsw"), None))
+    with VectorIndex.open(out) as idx:
+        order = np.argsort(-(vectors @ vectors[0]))
+        idx.remove([int(i) for i in order[:300]])  # the query's 300 nearest: fetched, then skipped
+        read: list[int] = []
+        real = store.get
+        monkeypatch.setattr(store, "get", lambda conn, ids: read.extend(ids) or real(conn, ids))
+        hits = idx.search(vectors[0], k=5)[0]
+        assert len(hits) == 5 and not {h.id for h in hits} & {int(i) for i in order[:300]}
+        assert sorted(read) == sorted(h.id for h in hits)
+        assert [h.id for h in idx.search(vectors[0], k=5, kind="text")[0]] == [h.id for h in hits]  # all are texts
+        assert idx.search(vectors[0], k=5, kind="image") == [[]]

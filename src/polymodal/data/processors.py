@@ -182,7 +182,8 @@ class TextProcessor(Processor):
             known.update(fresh)
             if len(fresh) <= ENCODED_MEMO:  # a larger call is not kept: the memo stays small
                 if len(memo) + len(fresh) > ENCODED_MEMO:
-                    memo = self._encoded = {}  # a new memo: another thread may still be reading the old one
+                    # A new memo (another thread may still be reading the old one) with this call's texts.
+                    memo = self._encoded = dict(known) if len(known) <= ENCODED_MEMO else {}
                 memo.update(fresh)
         return [list(known[text]) for text in texts]
 

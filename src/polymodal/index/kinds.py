@@ -184,7 +184,7 @@ def _new_ivf(kind: str, dim: int, params: IndexParams, train: np.ndarray | None)
 
 
 def apply_search_params(index: Any, kind: str, params: IndexParams) -> None:
-    """Set the search-time knobs (efSearch, nprobe) on a built or loaded index."""
+    """Set the search-time knobs (efSearch, nprobe, rerank) on a built or loaded index."""
     faiss = _faiss()
     if kind == "hnsw":
         faiss.downcast_index(index.index).hnsw.efSearch = params.ef_search
@@ -192,6 +192,15 @@ def apply_search_params(index: Any, kind: str, params: IndexParams) -> None:
         faiss.extract_index_ivf(index).nprobe = params.nprobe
     if kind == "ivfpq-rerank":
         faiss.downcast_index(index.index).k_factor = float(params.rerank)
+
+
+def rescore_for_fetch(index: Any, kind: str, rerank: int, k: int, fetch: int) -> None:
+    """For a search of ``fetch`` results of which ``k`` are wanted (the rest make up for tombstones and other kinds),
+    have ivfpq-rerank re-score ``rerank`` x k candidates plus the extra, at most every vector: not ``rerank`` x
+    ``fetch``, which grows with every removal."""
+    if kind == "ivfpq-rerank" and fetch > 0:
+        candidates = min(int(index.ntotal), rerank * k + (fetch - k))
+        _faiss().downcast_index(index.index).k_factor = max(1.0, candidates / fetch)
 
 
 @contextlib.contextmanager

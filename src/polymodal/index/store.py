@@ -125,6 +125,15 @@ def get(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, Item]:
     return out
 
 
+def kinds(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, str]:
+    """id -> kind of those ``ids`` that are items (without reading their other columns)."""
+    out: dict[int, str] = {}
+    for part in _chunks([int(i) for i in ids]):
+        marks = ",".join("?" * len(part))
+        out.update(conn.execute(f"SELECT id, kind FROM items WHERE id IN ({marks})", part).fetchall())
+    return out
+
+
 def existing_ids(conn: sqlite3.Connection, ids: Sequence[int]) -> list[int]:
     return sorted(get(conn, ids))
 

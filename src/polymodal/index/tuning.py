@@ -288,7 +288,12 @@ def retune(
     candidate.trials = [before]
     knob = search_knob(kind)
     if knob is not None and (sweep or before.recall < options.recall_target):
-        candidate.trials = _sweep(candidate, bench, options, say, known={before.params[knob]: before})
+        known = {before.params[knob]: before}
+        if kind == "ivfpq-rerank" and params.rerank > IndexParams.rerank:  # the sweep may find fewer re-scored enough
+            candidate.params = dataclasses.replace(params, rerank=IndexParams.rerank)
+            known = {}
+        swept = _sweep(candidate, bench, options, say, known=known)
+        candidate.trials = swept if known else [before, *swept]
     chosen = _pick(candidate.trials, options)
     _set_knob(candidate, chosen)
     apply_search_params(index, kind, candidate.params)

@@ -30,7 +30,15 @@ import numpy as np
 
 from polymodal.fsutil import atomic_directory, write_atomic
 from polymodal.index import store
-from polymodal.index.kinds import IndexParams, _faiss, apply_search_params, can_remove, is_ivf, threads
+from polymodal.index.kinds import (
+    IndexParams,
+    _faiss,
+    apply_search_params,
+    can_remove,
+    is_ivf,
+    rescore_for_fetch,
+    threads,
+)
 from polymodal.index.store import Hit
 
 META_FILE = "index.json"
@@ -186,40 +194,52 @@ class VectorIndex:
         want = min(k, live)
         fetch = min(total, k + len(self.tombstones))
         while True:
-            self._set_knobs(ef_search, probe, fetch)
+            self._set_knobs(ef_search, probe, k, fetch)
             with _threads_for(len(queries)):
                 scores, ids = self.faiss_index.search(queries, max(fetch, 1))  # (Q, fetch) each
-            found = self.items(sorted({int(i) for i in ids.ravel() if i >= 0} - self.tombstones))
-            hits = [self._filter(s_row, i_row, found, kind, k) for s_row, i_row in zip(scores, ids)]
-            if all(len(h) >= want for h in hits):
-                return hits
-            if probe < cells and bool((ids < 0).any()):  # the visited cells held fewer than asked for
-                probe = min(cells, 2 * probe)
+            picked = self._live_columns(ids, kind, k)
+            short = [row for row, columns in enumerate(picked) if len(columns) < want]
+            if not short:
+                break
+            if probe < cells and bool((ids[short] < 0).any()):  # a short row's visited cells held fewer than asked
+                probe = cells if fetch >= total else min(cells, 2 * probe)
                 continue
             if fetch >= total:
-                return hits
-            fetch = min(total, fetch * 2)
-
-    def _filter(
-        self, scores: np.ndarray, ids: np.ndarray, found: dict[int, store.Item], kind: str | None, k: int
-    ) -> list[Hit]:
-        out: list[Hit] = []
-        for score, i in zip(scores.tolist(), ids.tolist()):
-            item = found.get(i)
-            if item is None or (kind is not None and item.kind != kind):
-                continue  # -1 padding, a tombstone, or another kind
-            out.append(Hit(i, float(score), item.kind, item.path, item.text, item.metadata))
-            if len(out) == k:
                 break
-        return out
+            fetch = min(total, fetch * 2)
+        # Only the hits are read from SQLite: a fetch padded by many tombstones reads no more rows.
+        found = self.items(sorted({int(ids[row, col]) for row, columns in enumerate(picked) for col in columns}))
+        return [
+            [
+                Hit(i, float(scores[row, col]), item.kind, item.path, item.text, item.metadata)
+                for col in columns
+                if (item := found.get(i := int(ids[row, col]))) is not None
+            ]
+            for row, columns in enumerate(picked)
+        ]
 
-    def _set_knobs(self, ef_search: int | None, nprobe: int, fetch: int) -> None:
-        """This search's knobs; ivfpq-rerank re-scores at most every vector, however many results are fetched."""
+    def _live_columns(self, ids: np.ndarray, kind: str | None, k: int) -> list[list[int]]:
+        """Per row of ``ids`` ((Q, fetch), -1 for none), the columns of its first ``k`` live items (of ``kind``)."""
+        live = {int(i) for i in ids.ravel() if i >= 0} - self.tombstones
+        kinds = store.kinds(self.conn, sorted(live)) if kind is not None else None
+        picked = []
+        for row in ids.tolist():
+            columns: list[int] = []
+            for col, i in enumerate(row):
+                if i in live and (kinds is None or kinds.get(i) == kind):
+                    columns.append(col)
+                    if len(columns) == k:
+                        break
+            picked.append(columns)
+        return picked
+
+    def _set_knobs(self, ef_search: int | None, nprobe: int, k: int, fetch: int) -> None:
+        """This search's knobs, for ``fetch`` results of which ``k`` are wanted."""
         params = IndexParams.from_dict(self.params.to_dict())
         params.ef_search = ef_search or params.ef_search
         params.nprobe = nprobe
-        params.rerank = max(1, min(params.rerank, int(self.faiss_index.ntotal) // max(fetch, 1)))
         apply_search_params(self.faiss_index, self.meta.type, params)
+        rescore_for_fetch(self.faiss_index, self.meta.type, params.rerank, min(k, fetch), fetch)
 
     def info(self) -> dict[str, Any]:
         info = self.meta.to_dict()
