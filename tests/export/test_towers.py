@@ -65,6 +65,28 @@ def test_towers_from_the_export_embed_as_the_model_does(clip_and_export: tuple[P
     assert served.capabilities == plain.capabilities and served.embed_dim == plain.embed_dim
 
 
+def test_a_corpus_through_the_export_is_tokenized_once_by_the_export(clip_and_export: tuple[Path, Path]) -> None:
+    model_dir, export = clip_and_export
+    served = polymodal.load(model_dir, precision="fp32", export=export, export_towers="all", batch_size=2)
+    plain = polymodal.load(model_dir, precision="fp32", batch_size=2)
+    embedder = served.backend.embedder
+    encoded: list[str] = []
+    real = embedder.tokenizer.encode_many
+
+    def counted(texts: list[str], max_length: int) -> list[list[int]]:
+        encoded.extend(texts)
+        return real(texts, max_length)
+
+    embedder.tokenizer.encode_many = counted
+    by_pytorch: list[str] = []
+    served.backend.backend.saved.text.tokenizer.encode_many = lambda texts, n: by_pytorch.extend(texts) or []
+    corpus = [f"{text} {i}" for i, text in enumerate(TEXTS * 3)]  # 12 texts: sorted by length into batches of 2+
+    np.testing.assert_allclose(served.embed_text(corpus), plain.embed_text(corpus), atol=1e-5)
+    assert sorted(encoded) == sorted(corpus)  # counted by the export's tokenizer, then found again per batch
+    assert not by_pytorch  # the model's own tokenizer is not run for the length sort
+    assert served.backend.text_lengths(corpus) == [len(ids) for ids in real(corpus, embedder.max_length)]
+
+
 def test_auto_takes_the_export_only_where_it_is_faster_by_the_margin(
     clip_and_export: tuple[Path, Path], rates: list[float]
 ) -> None:

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from polymodal.data.audio import AudioFeatures
-from polymodal.data.processors import AudioProcessor, VideoProcessor
+from polymodal.data.processors import AudioProcessor, TextProcessor, VideoProcessor
 from polymodal.data.text import TextTokenizer
 from polymodal.data.transforms import ImagePreprocess
 from polymodal.export.onnx import MANIFEST_FILE, PARTS, ExportError, require_onnx
@@ -87,10 +87,12 @@ class OnnxEmbedder:
             self.preprocess = (HFImagePreprocess if floor else ImagePreprocess).from_dict(pre)
         self.tokenizer: TextTokenizer | None = None
         self.max_length: int | None = None
+        self.text: TextProcessor | None = None  # tokenizes, keeping recent texts' ids (lengths, then batches)
         if "text" in self.sessions:
             tok = self.manifest["text_encoder"].get("tokenizer")
             self.tokenizer = TextTokenizer.load(self.directory / tok["dir"]) if tok else None
             self.max_length = int(self.manifest["text_encoder"]["max_length"])
+            self.text = TextProcessor(self.tokenizer, self.max_length) if self.tokenizer is not None else None
         self.audio: AudioProcessor | None = None
         if "audio" in self.sessions:
             self.audio = AudioProcessor(AudioFeatures.model_validate(self.manifest["audio_encoder"]["features"]))
@@ -185,11 +187,18 @@ class OnnxEmbedder:
         return self.embed_pixels(np.stack([self.preprocess.to_tensor(img).numpy() for img in images]))
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
-        self._require("text")
-        if self.tokenizer is None or self.max_length is None:
-            raise ExportError(f"{self.directory}: the export has no tokenizer/; use embed_ids")
-        ids, mask = self.tokenizer.encode_batch(list(texts), self.max_length)
+        ids, mask = self._text_processor().batch(list(texts))
         return self.embed_ids(ids.numpy(), mask.numpy())
+
+    def text_lengths(self, texts: Sequence[str]) -> list[int]:
+        """Token counts of ``texts`` as the text tower reads them; their ids are kept for the batches that follow."""
+        return [len(ids) for ids in self._text_processor().prepare_many(texts)]
+
+    def _text_processor(self) -> TextProcessor:
+        self._require("text")
+        if self.text is None:
+            raise ExportError(f"{self.directory}: the export has no tokenizer/; use embed_ids")
+        return self.text
 
     def embed_audio(self, clips: Sequence[str | os.PathLike[str] | bytes]) -> np.ndarray:
         """Audio files (paths) or their encoded bytes -> (N, D): decoded, cropped or padded and turned into features

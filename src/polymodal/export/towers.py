@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from polymodal.backends.base import EMBED, Backend, embed, media
+from polymodal.backends.base import EMBED, Backend, embed, media, text_lengths
 from polymodal.export.check import SAMPLE_TEXTS
 from polymodal.export.onnx import MANIFEST_FILE, SAMPLE_SIZE, choose_again, export_onnx, sample_images
 from polymodal.export.runtime import OnnxEmbedder
@@ -96,6 +96,13 @@ class ExportTowers:
 
     def embed_text(self, texts: Sequence[str]) -> torch.Tensor:
         return self.embed("text", texts)
+
+    def text_lengths(self, texts: Sequence[str]) -> list[int]:
+        """Token counts by the tokenizer that will embed ``texts``: the export's when its text tower runs them (which
+        then finds their ids again), else the wrapped backend's."""
+        if "text" in self.onnx_modalities:
+            return self.embedder.text_lengths(texts)
+        return text_lengths(self.backend, texts)
 
     def to(self, device: str | torch.device) -> ExportTowers:
         self.backend = self.backend.to(device)
