@@ -160,5 +160,7 @@ def test_re_tuning_may_lower_an_ivfpq_rerank_that_is_higher_than_needed(tmp_path
     record = tune_index(out, max_latency_ms=NO_BOUND)
     assert record["before"]["params"]["rerank"] == 128 and record["met"]
     assert record["chosen"]["params"]["rerank"] == IndexParams.rerank  # the default re-scores enough here
+    settings = [tuple(sorted(t["params"].items())) for t in record["tried"]]
+    assert len(settings) == len(set(settings)) and settings[0] == tuple(sorted(record["before"]["params"].items()))
     with VectorIndex.open(out) as idx:
         assert idx.params.rerank == IndexParams.rerank

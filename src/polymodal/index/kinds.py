@@ -195,12 +195,13 @@ def apply_search_params(index: Any, kind: str, params: IndexParams) -> None:
 
 
 def rescore_for_fetch(index: Any, kind: str, rerank: int, k: int, fetch: int) -> None:
-    """For a search of ``fetch`` results of which ``k`` are wanted (the rest make up for tombstones and other kinds),
-    have ivfpq-rerank re-score ``rerank`` x k candidates plus the extra, at most every vector: not ``rerank`` x
-    ``fetch``, which grows with every removal."""
+    """For a search of ``fetch`` results of which ``k`` are wanted (the rest make up for tombstones), have
+    ivfpq-rerank re-score ``rerank`` x k candidates plus the extra, at most every vector: not ``rerank`` x ``fetch``,
+    which grows with every removal."""
     if kind == "ivfpq-rerank" and fetch > 0:
         candidates = min(int(index.ntotal), rerank * k + (fetch - k))
-        _faiss().downcast_index(index.index).k_factor = max(1.0, candidates / fetch)
+        # faiss keeps the factor in float32 and truncates fetch x factor: half a candidate over, not one short.
+        _faiss().downcast_index(index.index).k_factor = max(1.0, (candidates + 0.5) / fetch)
 
 
 @contextlib.contextmanager

@@ -293,7 +293,8 @@ def retune(
             candidate.params = dataclasses.replace(params, rerank=IndexParams.rerank)
             known = {}
         swept = _sweep(candidate, bench, options, say, known=known)
-        candidate.trials = swept if known else [before, *swept]
+        # From the default rerank the sweep may come back up to the one in use, and measure it again.
+        candidate.trials = swept if known else [before, *(t for t in swept if t.params != before.params)]
     chosen = _pick(candidate.trials, options)
     _set_knob(candidate, chosen)
     apply_search_params(index, kind, candidate.params)

@@ -194,7 +194,8 @@ class VectorIndex:
         want = min(k, live)
         fetch = min(total, k + len(self.tombstones))
         while True:
-            self._set_knobs(ef_search, probe, k, fetch)
+            # With a kind filter the extra rows are mostly other kinds, not tombstones: every fetched row is re-scored.
+            self._set_knobs(ef_search, probe, k if kind is None else fetch, fetch)
             with _threads_for(len(queries)):
                 scores, ids = self.faiss_index.search(queries, max(fetch, 1))  # (Q, fetch) each
             picked = self._live_columns(ids, kind, k)
@@ -220,13 +221,12 @@ class VectorIndex:
 
     def _live_columns(self, ids: np.ndarray, kind: str | None, k: int) -> list[list[int]]:
         """Per row of ``ids`` ((Q, fetch), -1 for none), the columns of its first ``k`` live items (of ``kind``)."""
-        live = {int(i) for i in ids.ravel() if i >= 0} - self.tombstones
-        kinds = store.kinds(self.conn, sorted(live)) if kind is not None else None
+        kinds = store.kinds(self.conn, sorted({int(i) for i in ids.ravel() if i >= 0} - self.tombstones))
         picked = []
         for row in ids.tolist():
             columns: list[int] = []
             for col, i in enumerate(row):
-                if i in live and (kinds is None or kinds.get(i) == kind):
+                if i in kinds and (kind is None or kinds[i] == kind):
                     columns.append(col)
                     if len(columns) == k:
                         break
