@@ -90,6 +90,11 @@ def check_model(meta: IndexMeta, identity: str, name: str, where: str | os.PathL
         )
 
 
+def _hit(item_id: int, score: float, found: dict[int, store.Item]) -> Hit:
+    item = found[item_id]
+    return Hit(item_id, float(score), item.kind, item.path, item.text, item.metadata)
+
+
 class VectorIndex:
     """An open index: search, remove, info. Build or extend one with :mod:`polymodal.index.build`."""
 
@@ -193,12 +198,13 @@ class VectorIndex:
         live = self.meta.counts.get(kind, 0) if kind else len(self)
         want = min(k, live)
         fetch = min(total, k + len(self.tombstones))
+        skip = set(self.tombstones)  # and ids whose items are not in SQLite (found on the way)
         while True:
             # With a kind filter the extra rows are mostly other kinds, not tombstones: every fetched row is re-scored.
             self._set_knobs(ef_search, probe, k if kind is None else fetch, fetch)
             with _threads_for(len(queries)):
                 scores, ids = self.faiss_index.search(queries, max(fetch, 1))  # (Q, fetch) each
-            picked = self._live_columns(ids, kind, k)
+            picked, found = self._hits(ids, kind, k, skip)
             short = [row for row, columns in enumerate(picked) if len(columns) < want]
             if not short:
                 break
@@ -208,25 +214,33 @@ class VectorIndex:
             if fetch >= total:
                 break
             fetch = min(total, fetch * 2)
-        # Only the hits are read from SQLite: a fetch padded by many tombstones reads no more rows.
-        found = self.items(sorted({int(ids[row, col]) for row, columns in enumerate(picked) for col in columns}))
         return [
-            [
-                Hit(i, float(scores[row, col]), item.kind, item.path, item.text, item.metadata)
-                for col in columns
-                if (item := found.get(i := int(ids[row, col]))) is not None
-            ]
-            for row, columns in enumerate(picked)
+            [_hit(int(ids[row, col]), scores[row, col], found) for col in columns] for row, columns in enumerate(picked)
         ]
 
-    def _live_columns(self, ids: np.ndarray, kind: str | None, k: int) -> list[list[int]]:
-        """Per row of ``ids`` ((Q, fetch), -1 for none), the columns of its first ``k`` live items (of ``kind``)."""
-        kinds = store.kinds(self.conn, sorted({int(i) for i in ids.ravel() if i >= 0} - self.tombstones))
+    def _hits(
+        self, ids: np.ndarray, kind: str | None, k: int, skip: set[int]
+    ) -> tuple[list[list[int]], dict[int, store.Item]]:
+        """Per row of ``ids`` ((Q, fetch), -1 for none), the columns of its first ``k`` items (of ``kind``) not in
+        ``skip``, and those items. Only they are read from SQLite, so a fetch padded by tombstones reads no more rows;
+        an id without an item joins ``skip``."""
+        while True:
+            picked = self._live_columns(ids, kind, k, skip)
+            wanted = {int(ids[row, col]) for row, columns in enumerate(picked) for col in columns}
+            found = self.items(sorted(wanted))
+            if len(found) == len(wanted):
+                return picked, found
+            skip |= wanted - found.keys()
+
+    def _live_columns(self, ids: np.ndarray, kind: str | None, k: int, skip: set[int]) -> list[list[int]]:
+        """Per row of ``ids``, the columns of its first ``k`` ids not in ``skip`` (and of ``kind``, if given)."""
+        candidates = {int(i) for i in ids.ravel() if i >= 0} - skip
+        kinds = store.kinds(self.conn, sorted(candidates)) if kind is not None else None
         picked = []
         for row in ids.tolist():
             columns: list[int] = []
             for col, i in enumerate(row):
-                if i in kinds and (kind is None or kinds[i] == kind):
+                if i in candidates and (kinds is None or kinds.get(i) == kind):
                     columns.append(col)
                     if len(columns) == k:
                         break
