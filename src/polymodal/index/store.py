@@ -114,24 +114,20 @@ def _chunks(values: Sequence[Any], size: int = 900) -> Iterable[Sequence[Any]]:
         yield values[start : start + size]
 
 
+def _select_in(conn: sqlite3.Connection, columns: str, key: str, values: Sequence[Any]) -> Iterable[tuple[Any, ...]]:
+    """Rows of ``SELECT columns FROM items WHERE key IN values``, a chunk of values per statement."""
+    for part in _chunks(list(values)):
+        yield from conn.execute(f"SELECT {columns} FROM items WHERE {key} IN ({','.join('?' * len(part))})", part)
+
+
 def get(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, Item]:
-    out: dict[int, Item] = {}
-    for part in _chunks([int(i) for i in ids]):
-        marks = ",".join("?" * len(part))
-        for row in conn.execute(
-            f"SELECT id, kind, path, text, metadata, source, row FROM items WHERE id IN ({marks})", part
-        ):
-            out[row[0]] = Item(row[1], row[2], row[3], json.loads(row[4]), row[5], row[6])
-    return out
+    rows = _select_in(conn, "id, kind, path, text, metadata, source, row", "id", [int(i) for i in ids])
+    return {row[0]: Item(row[1], row[2], row[3], json.loads(row[4]), row[5], row[6]) for row in rows}
 
 
 def kinds(conn: sqlite3.Connection, ids: Sequence[int]) -> dict[int, str]:
     """id -> kind of those ``ids`` that are items (without reading their other columns)."""
-    out: dict[int, str] = {}
-    for part in _chunks([int(i) for i in ids]):
-        marks = ",".join("?" * len(part))
-        out.update(conn.execute(f"SELECT id, kind FROM items WHERE id IN ({marks})", part).fetchall())
-    return out
+    return dict(_select_in(conn, "id, kind", "id", [int(i) for i in ids]))
 
 
 def existing_ids(conn: sqlite3.Connection, ids: Sequence[int]) -> list[int]:
@@ -140,11 +136,7 @@ def existing_ids(conn: sqlite3.Connection, ids: Sequence[int]) -> list[int]:
 
 def ids_for_paths(conn: sqlite3.Connection, paths: Sequence[str]) -> list[int]:
     """Ids of every item at these paths (a media file and the texts that describe it)."""
-    found: list[int] = []
-    for part in _chunks(list(paths)):
-        marks = ",".join("?" * len(part))
-        found += [r[0] for r in conn.execute(f"SELECT id FROM items WHERE path IN ({marks})", part)]
-    return sorted(found)
+    return sorted(row[0] for row in _select_in(conn, "id", "path", paths))
 
 
 def delete(conn: sqlite3.Connection, ids: Sequence[int], *, tombstone: bool) -> None:

@@ -198,13 +198,13 @@ class VectorIndex:
         live = self.meta.counts.get(kind, 0) if kind else len(self)
         want = min(k, live)
         fetch = min(total, k + len(self.tombstones))
-        skip = set(self.tombstones)  # and ids whose items are not in SQLite (found on the way)
+        gone: set[int] = set()  # ids whose items are not in SQLite, found on the way
         while True:
             # With a kind filter the extra rows are mostly other kinds, not tombstones: every fetched row is re-scored.
             self._set_knobs(ef_search, probe, k if kind is None else fetch, fetch)
             with _threads_for(len(queries)):
                 scores, ids = self.faiss_index.search(queries, max(fetch, 1))  # (Q, fetch) each
-            picked, found = self._hits(ids, kind, k, skip)
+            picked, found = self._hits(ids, kind, k, gone)
             short = [row for row, columns in enumerate(picked) if len(columns) < want]
             if not short:
                 break
@@ -219,22 +219,23 @@ class VectorIndex:
         ]
 
     def _hits(
-        self, ids: np.ndarray, kind: str | None, k: int, skip: set[int]
+        self, ids: np.ndarray, kind: str | None, k: int, gone: set[int]
     ) -> tuple[list[list[int]], dict[int, store.Item]]:
-        """Per row of ``ids`` ((Q, fetch), -1 for none), the columns of its first ``k`` items (of ``kind``) not in
-        ``skip``, and those items. Only they are read from SQLite, so a fetch padded by tombstones reads no more rows;
-        an id without an item joins ``skip``."""
+        """Per row of ``ids`` ((Q, fetch), -1 for none), the columns of its first ``k`` live items (of ``kind``), and
+        those items. Only they are read from SQLite, so a fetch padded by tombstones reads no more rows; an id
+        without an item joins ``gone``."""
         while True:
-            picked = self._live_columns(ids, kind, k, skip)
+            picked = self._live_columns(ids, kind, k, gone)
             wanted = {int(ids[row, col]) for row, columns in enumerate(picked) for col in columns}
             found = self.items(sorted(wanted))
             if len(found) == len(wanted):
                 return picked, found
-            skip |= wanted - found.keys()
+            gone |= wanted - found.keys()
 
-    def _live_columns(self, ids: np.ndarray, kind: str | None, k: int, skip: set[int]) -> list[list[int]]:
-        """Per row of ``ids``, the columns of its first ``k`` ids not in ``skip`` (and of ``kind``, if given)."""
-        candidates = {int(i) for i in ids.ravel() if i >= 0} - skip
+    def _live_columns(self, ids: np.ndarray, kind: str | None, k: int, gone: set[int]) -> list[list[int]]:
+        """Per row of ``ids``, the columns of its first ``k`` ids neither tombstoned nor ``gone`` (and of ``kind``,
+        if given)."""
+        candidates = {int(i) for i in ids.ravel() if i >= 0} - self.tombstones - gone
         kinds = store.kinds(self.conn, sorted(candidates)) if kind is not None else None
         picked = []
         for row in ids.tolist():
