@@ -46,6 +46,9 @@ KNOBS = {
     "ivfpq": ("nlist", "pq_m", "nbits", "nprobe"),
     "ivfpq-rerank": ("nlist", "pq_m", "rerank", "nprobe"),
 }
+# A type's second search-time knob and its cap: the tuner doubles it from its default when no value of the first
+# reaches the target (ivfpq-rerank: its codes can rank the true neighbours below the candidates re-scored).
+WIDENING_KNOBS = {"ivfpq-rerank": ("rerank", 256)}
 # The knobs a built index can change without a rebuild.
 SEARCH_TIME_KNOBS = ("ef_search", "rerank", "nprobe")
 # Bits per code of ivfpq-rerank: faiss's fast-scan kernels keep 4-bit codes' lookup tables in SIMD registers.

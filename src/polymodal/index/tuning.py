@@ -29,6 +29,7 @@ from polymodal.index.kinds import (
     AUTO_APPROXIMATE_THRESHOLD,
     KNOBS,
     SEARCH_TIME_KNOBS,
+    WIDENING_KNOBS,
     IndexParams,
     _faiss,
     apply_search_params,
@@ -50,9 +51,6 @@ MIN_QUERIES = 20  # fewer cannot tell 0.95 from 0.90
 HELD_OUT_SHARE = 10  # hold out at most one vector in this many
 BISECT_STEPS = 3
 MAX_EF_SEARCH = 4096
-# ivfpq-rerank's codes can rank the true neighbours below the candidates re-scored; its rerank doubles up to this
-# when no nprobe reaches the target.
-MAX_RERANK = 256
 ADD_CHUNK = 65_536
 # An ivf whose default cells (4 * sqrt(N)) miss the target is rebuilt with 16 * sqrt(N), the top of faiss's
 # guideline range; trained on fewer vectors per cell so that k-means stays minutes, not hours, at a million.
@@ -289,11 +287,13 @@ def retune(
     knob = search_knob(kind)
     if knob is not None and (sweep or before.recall < options.recall_target):
         known = {before.params[knob]: before}
-        if kind == "ivfpq-rerank" and params.rerank > IndexParams.rerank:  # the sweep may find fewer re-scored enough
-            candidate.params = dataclasses.replace(params, rerank=IndexParams.rerank)
+        widening = WIDENING_KNOBS.get(kind)
+        if widening and getattr(params, widening[0]) > getattr(IndexParams, widening[0]):
+            # The sweep may find less enough: it starts again from the default.
+            candidate.params = dataclasses.replace(params, **{widening[0]: getattr(IndexParams, widening[0])})
             known = {}
         swept = _sweep(candidate, bench, options, say, known=known)
-        # From the default rerank the sweep may come back up to the one in use, and measure it again.
+        # From the default the sweep may come back up to the setting in use, and measure it again.
         candidate.trials = swept if known else [before, *(t for t in swept if t.params != before.params)]
     chosen = _pick(candidate.trials, options)
     _set_knob(candidate, chosen)
@@ -383,17 +383,20 @@ def _sweep(
     say: ReportFn,
     known: dict[int, Trial] | None = None,
 ) -> list[Trial]:
-    """Sweep the search knob (:func:`_sweep_knob`); for ivfpq-rerank, when no nprobe reaches the recall target
-    within the latency bound, double ``rerank`` and sweep again, while that raises the best recall within the bound,
-    up to ``MAX_RERANK``. The candidate keeps the last ``rerank`` tried; the chosen trial names its own."""
+    """Sweep the search knob (:func:`_sweep_knob`); for a type with a widening knob (``WIDENING_KNOBS``: rerank),
+    when no value of the search knob reaches the recall target within the latency bound, double the widening knob and
+    sweep again, while that raises the best recall within the bound, up to its cap. The candidate keeps the last
+    value tried; the chosen trial names its own."""
     trials = _sweep_knob(candidate, bench, options, say, known)
     best = _best_recall_within(trials, options)
-    while candidate.type == "ivfpq-rerank" and candidate.params.rerank < MAX_RERANK:
+    widening, cap = WIDENING_KNOBS.get(candidate.type, (None, 0))
+    while widening is not None and getattr(candidate.params, widening) < cap:
         if best is None or best >= options.recall_target:
             break
-        rerank = min(2 * candidate.params.rerank, MAX_RERANK)
-        say(f"  no nprobe reached it re-scoring {candidate.params.rerank} x k candidates: rerank={rerank}")
-        candidate.params = dataclasses.replace(candidate.params, rerank=rerank)
+        value = getattr(candidate.params, widening)
+        wider = min(2 * value, cap)
+        say(f"  no {search_knob(candidate.type)} reached it with {widening}={value}: {widening}={wider}")
+        candidate.params = dataclasses.replace(candidate.params, **{widening: wider})
         more = _sweep_knob(candidate, bench, options, say)
         trials += more
         better = _best_recall_within(more, options)
