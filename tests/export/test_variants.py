@@ -225,6 +225,36 @@ def test_session_options_threads_optimization_and_batches(exported: tuple[Path, 
         OnnxEmbedder(out, batch_size=0)
 
 
+def test_sessions_follow_the_thread_budget_of_the_calling_thread(exported: tuple[Path, Path]) -> None:
+    """Without ``threads`` each run takes torch's thread count then (a server's budget changes with the load); the
+    sessions of the latest two counts are kept, so a budget that moves back and forth builds none again."""
+    out = exported[1]
+    before = torch.get_num_threads()
+    pixels = np.random.RandomState(2).randn(3, 3, 32, 32).astype(np.float32)
+    try:
+        torch.set_num_threads(2)
+        embedder = OnnxEmbedder(out, variant="fp32")
+        expected = embedder.embed_pixels(pixels)
+        first = embedder.sessions["image"]
+        torch.set_num_threads(1)
+        np.testing.assert_allclose(embedder.embed_pixels(pixels), expected, atol=1e-5)
+        assert embedder.threads == 1
+        one = embedder.sessions["image"]
+        assert one.get_session_options().intra_op_num_threads == 1
+        torch.set_num_threads(2)
+        assert embedder.sessions["image"] is first  # kept, not built again
+        torch.set_num_threads(3)
+        embedder.embed_pixels(pixels)
+        assert embedder.sessions["image"].get_session_options().intra_op_num_threads == 3
+        torch.set_num_threads(1)
+        assert embedder.sessions["image"] is not one  # the least recently used count (1) made room for 3
+        fixed = OnnxEmbedder(out, threads=2, variant="fp32")
+        fixed.embed_pixels(pixels)
+        assert fixed.threads == 2 and fixed.sessions["image"].get_session_options().intra_op_num_threads == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_an_export_without_variants_still_loads(exported: tuple[Path, Path], tmp_path: Path) -> None:
     out = _copy(exported[1], tmp_path)
     manifest = json.loads((out / MANIFEST_FILE).read_text())

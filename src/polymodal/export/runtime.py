@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from polymodal.export.variants import VARIANTS, chosen_elsewhere, make_session, 
 from polymodal.interop.preprocess import HFImagePreprocess
 
 log = logging.getLogger(__name__)
+KEPT_THREAD_COUNTS = 2  # sessions are kept for this many thread counts, the latest used
 
 
 class OnnxEmbedder:
@@ -30,8 +33,10 @@ class OnnxEmbedder:
     loaded, and asking for another raises ExportError.
 
     Each tower runs the variant its export chose for it (``default`` in export.json, fp32 in exports made before
-    variants) unless ``variant`` names one for all towers. ``threads`` defaults to polymodal's thread budget (torch's
-    intra-op threads, which :class:`polymodal.hardware.ThreadBudget` sets), ``optimization`` is onnxruntime's graph
+    variants) unless ``variant`` names one for all towers. ``threads`` fixes onnxruntime's intra-op threads; without
+    it each run takes polymodal's thread budget of the calling thread (torch's intra-op threads, which
+    :class:`polymodal.hardware.ThreadBudget` sets and a server's changes with the load), its sessions built for
+    that count on first use. ``optimization`` is onnxruntime's graph
     optimisation level (disable, basic, extended, all), ``batch_size`` splits larger inputs into runs of that
     many items and ``spinning=False`` lets onnxruntime's threads sleep between runs (for a process that computes
     with torch too).
@@ -58,7 +63,9 @@ class OnnxEmbedder:
         self.batch_size = batch_size
         # The cores this process uses for torch (polymodal.hardware chooses them), not onnxruntime's own count of
         # the host's cores: no oversubscription beside torch or FAISS.
-        self.threads = threads or torch.get_num_threads()
+        self.fixed_threads = threads
+        self.threads = threads or torch.get_num_threads()  # the thread count of the latest run
+        self.optimization, self.spinning = optimization, spinning
         elsewhere = None if variant else chosen_elsewhere(self.manifest)
         if elsewhere:
             log.warning(
@@ -71,33 +78,30 @@ class OnnxEmbedder:
         self.variants: dict[str, str] = {
             modality: self._variant(part, variant) for modality, part in PARTS.items() if part in self.manifest
         }
-        self.sessions: dict[str, Any] = {
-            modality: make_session(
-                self.directory / variant_file(self.manifest[PARTS[modality]]["file"], name),
-                self.threads,
-                optimization,
-                spinning,
-            )
-            for modality, name in self.variants.items()
-        }
+        # Per thread count (the latest KEPT_THREAD_COUNTS), each tower's session: one is built for the count at
+        # load, so that a broken file fails here, and others when a run first asks for them.
+        self._sessions: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self._sessions_lock = threading.Lock()
+        for modality in self.variants:
+            self._session(modality, self.threads)
         self.preprocess: ImagePreprocess | None = None
-        if "image" in self.sessions:
+        if "image" in self.variants:
             pre = dict(self.manifest["image_encoder"]["preprocess"])
             floor = pre.pop("crop_offsets", "round") == "floor"
             self.preprocess = (HFImagePreprocess if floor else ImagePreprocess).from_dict(pre)
         self.tokenizer: TextTokenizer | None = None
         self.max_length: int | None = None
         self.text: TextProcessor | None = None  # tokenizes, keeping recent texts' ids (lengths, then batches)
-        if "text" in self.sessions:
+        if "text" in self.variants:
             tok = self.manifest["text_encoder"].get("tokenizer")
             self.tokenizer = TextTokenizer.load(self.directory / tok["dir"]) if tok else None
             self.max_length = int(self.manifest["text_encoder"]["max_length"])
             self.text = TextProcessor(self.tokenizer, self.max_length) if self.tokenizer is not None else None
         self.audio: AudioProcessor | None = None
-        if "audio" in self.sessions:
+        if "audio" in self.variants:
             self.audio = AudioProcessor(AudioFeatures.model_validate(self.manifest["audio_encoder"]["features"]))
         self.video: VideoProcessor | None = None
-        if "video" in self.sessions:
+        if "video" in self.variants:
             entry = self.manifest["video_encoder"]
             self.video = VideoProcessor.from_settings(
                 {**entry["sampling"], "image": entry["preprocess"]}, self.directory
@@ -116,17 +120,41 @@ class OnnxEmbedder:
             )
         return name
 
+    def _session(self, modality: str, threads: int) -> Any:
+        """``modality``'s session on ``threads`` intra-op threads, built if this count has none yet."""
+        with self._sessions_lock:
+            sessions = self._sessions.setdefault(threads, {})
+            self._sessions.move_to_end(threads)
+            while len(self._sessions) > KEPT_THREAD_COUNTS:
+                self._sessions.popitem(last=False)
+            if modality not in sessions:
+                file = variant_file(self.manifest[PARTS[modality]]["file"], self.variants[modality])
+                if len(self._sessions) > 1:  # the thread budget changed since load
+                    log.info("%s: building the %s tower's session for %d threads", self.directory, modality, threads)
+                sessions[modality] = make_session(self.directory / file, threads, self.optimization, self.spinning)
+            return sessions[modality]
+
+    @property
+    def sessions(self) -> dict[str, Any]:
+        """Each tower's session at the calling thread's thread count."""
+        threads = self._run_threads()
+        return {modality: self._session(modality, threads) for modality in self.variants}
+
+    def _run_threads(self) -> int:
+        return self.fixed_threads or torch.get_num_threads()
+
     @property
     def modalities(self) -> list[str]:
-        return sorted(self.sessions)
+        return sorted(self.variants)
 
     def _require(self, modality: str) -> None:
-        if modality not in self.sessions:
+        if modality not in self.variants:
             raise ExportError(f"{self.directory}: the export has no {modality} tower; it has {self.modalities}")
 
     def _run(self, modality: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
         self._require(modality)
-        session = self.sessions[modality]
+        self.threads = self._run_threads()
+        session = self._session(modality, self.threads)
         items = len(next(iter(feeds.values())))
         step = self.batch_size or items
         if items <= step:
