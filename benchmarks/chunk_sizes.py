@@ -11,11 +11,13 @@ prints what each fixed size gives, what was chosen, and its rate, all interleave
     benchmarks/avx2_only.sh .venv/bin/python benchmarks/chunk_sizes.py   # as an AVX2-only CPU
     .venv/bin/python benchmarks/chunk_sizes.py --video-model polymodal-base  # also clips through its image tower
     .venv/bin/python benchmarks/chunk_sizes.py --onnx   # also the model's ONNX export in onnxruntime
+    .venv/bin/python benchmarks/chunk_sizes.py --busy 1 [--busy-share 0.5]  # then while another process computes
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
 import tempfile
 import time
 from collections.abc import Callable
@@ -32,12 +34,19 @@ from polymodal.chunking import ChunkSizer
 from polymodal.data.errors import BadSampleLog
 from polymodal.fit.features import featurizers_for
 from polymodal.fit.table import Table
-from polymodal.hardware import machine_header
+from polymodal.hardware import PrecisionChoice, ThreadBudget, machine_header
+from threads_under_load import hold_a_core
+
+
+def image_precision(model: Model) -> PrecisionChoice:
+    """The precision the model's image tower runs in: its own where it differs from the model's."""
+    return model.tower_precisions.get("image", model.precision_choice)
 
 
 def fixed_calls(model: Model, images: list[Image.Image], size: int) -> None:
-    """Every image embedded in calls of exactly ``size`` (the model's own sizing bypassed)."""
-    with torch.inference_mode(), model.precision_choice.autocast(model.device):
+    """Every image embedded in calls of exactly ``size`` (the model's own sizing bypassed), in the precision the
+    model runs its image tower in."""
+    with torch.inference_mode(), image_precision(model).autocast(model.device):
         for start in range(0, len(images), size):
             embed(model.backend, "image", images[start : start + size])
 
@@ -112,11 +121,58 @@ def onnx_rows(model: Model, images: list[Image.Image], sizes: list[int], rounds:
         for size in sizes:
             runtime = OnnxDualEncoder(Path(tmp) / "onnx", variant="fp32", batch_size=size)
             rows[f"onnxruntime fp32, calls of {size}"] = lambda r=runtime: r.embed_images(images)
-        rows[f"PyTorch {model.precision}, learned"] = lambda: model.embed_image(images)
+        rows[f"PyTorch {image_precision(model).precision}, learned"] = lambda: model.embed_image(images)
         best = best_seconds(rows, rounds)
-        reference = best[f"PyTorch {model.precision}, learned"]
+        reference = best[f"PyTorch {image_precision(model).precision}, learned"]
         for name, secs in best.items():
             print(f"  {name:30} {len(images) / secs:8.1f} images/s {reference / secs:6.2f}x PyTorch learned")
+
+
+def size_rows(model: Model, images: list[Image.Image], rounds: int, batch_size: int) -> None:
+    """Images/s in each fixed call size from 4 up, and in the size the model learns, interleaved."""
+    sizes = [s for s in model.chunk_sizers["image"].sizes if s >= 4]
+    rows = {f"fixed calls of {s}": lambda s=s: fixed_calls(model, images, s) for s in sizes}
+    rows["learned (Model.embed_image)"] = lambda: model.embed_image(images)
+    best = best_seconds(rows, rounds)
+    reference = best[f"fixed calls of {batch_size}"]
+    for name, secs in best.items():
+        print(f"  {name:30} {len(images) / secs:8.1f} images/s {reference / secs:6.2f}x calls of {batch_size}")
+
+
+def under_load(model: Model, images: list[Image.Image], args: argparse.Namespace) -> None:
+    """The same rows while ``args.busy`` other processes each keep a core busy for ``args.busy_share`` of the time,
+    after the model learned its size on the quiet machine, at the thread count polymodal's budget takes under that
+    load (as a server's does): whether the fastest size moves with the load, and whether the sizer follows it."""
+    sizer = model.chunk_sizers["image"]
+    quiet_choice, relearned, quiet_threads = sizer.best(), sizer.relearned, torch.get_num_threads()
+    spawn = mp.get_context("spawn")  # not fork: this process's OpenMP threads are running
+    stop = spawn.Event()
+    holders = [spawn.Process(target=hold_a_core, args=(stop, args.busy_share), daemon=True) for _ in range(args.busy)]
+    for holder in holders:
+        holder.start()
+    try:
+        time.sleep(1.0)
+        budget = ThreadBudget(window=0.5)
+        start = time.perf_counter()
+        model.embed_image(images)
+        rate = args.images / (time.perf_counter() - start)
+        sizer_now = model.chunk_sizers["image"]
+        learned = (
+            f"timed every size again {sizer.relearned - relearned} time(s), chose {sizer.best()}"
+            if sizer_now is sizer
+            else f"learned anew at this thread count, chose {sizer_now.best()}"
+        )
+        print(
+            f"with {args.busy} other process(es) each keeping a core {args.busy_share:.0%} busy: the budget took "
+            f"{budget.threads} thread(s) ({budget.choice.reason}); first pass {rate:.1f} images/s; the sizer "
+            f"{learned} (quiet: {quiet_choice})"
+        )
+        size_rows(model, images, args.rounds, args.batch_size)
+    finally:
+        stop.set()
+        for holder in holders:
+            holder.join()
+        torch.set_num_threads(quiet_threads)
 
 
 def main() -> None:
@@ -129,25 +185,28 @@ def main() -> None:
     parser.add_argument("--video-model", help="also time clips through this model's image tower per frame")
     parser.add_argument("--onnx", action="store_true", help="also time the model's ONNX export in onnxruntime")
     parser.add_argument("--video-frames", type=int, default=128, help="frames (8 a clip) for the video rows")
+    parser.add_argument(
+        "--busy", type=int, default=0, help="then time the sizes again while this many processes each hold a core"
+    )
+    parser.add_argument("--busy-share", type=float, default=1.0, help="of the time each --busy process computes")
     args = parser.parse_args()
 
     model = polymodal.load(args.model, batch_size=args.batch_size)
-    print(machine_header(precisions=(model.precision,)))
+    print(machine_header(precisions=(image_precision(model).precision,)))
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for _ in range(args.images)]
     start = time.perf_counter()
     model.embed_image(images)  # the first pass: the sizer explores, then settles
     first = time.perf_counter() - start
     sizer = model.chunk_sizers["image"]
-    print(f"model {args.model}, {model.precision}, batch_size {args.batch_size}, {args.images} images of 64 px")
+    tower = image_precision(model)
+    print(f"model {args.model}, image tower in {tower.precision} ({tower.reason}), batch_size {args.batch_size}")
+    print(f"{args.images} images of 64 px")
     print(f"first pass (exploring): {args.images / first:.1f} images/s; chose calls of {sizer.best()}")
     print("  timed while exploring, images/s: " + ", ".join(f"{s}: {r:.1f}" for s, r in sizer.measured().items()))
-    rows = {f"fixed calls of {s}": lambda s=s: fixed_calls(model, images, s) for s in sizer.sizes if s >= 4}
-    rows["learned (Model.embed_image)"] = lambda: model.embed_image(images)
-    best = best_seconds(rows, args.rounds)
-    reference = best[f"fixed calls of {args.batch_size}"]
-    for name, secs in best.items():
-        print(f"  {name:30} {args.images / secs:8.1f} images/s {reference / secs:6.2f}x calls of {args.batch_size}")
+    size_rows(model, images, args.rounds, args.batch_size)
+    if args.busy:
+        under_load(model, images, args)
     if args.onnx:
         onnx_rows(model, images, [s for s in sizer.sizes if s >= 4], args.rounds)
     fit_featurizer(images[: args.fit_images], args.batch_size, args.rounds)

@@ -21,11 +21,16 @@ from polymodal.hardware import ThreadBudget, choose_precision, machine_header, u
 from polymodal.models import build_preset
 
 
-def hold_a_core(stop: mp.Event) -> None:  # type: ignore[valid-type]
+def hold_a_core(stop: mp.Event, share: float = 1.0) -> None:  # type: ignore[valid-type]
+    """Keep one core busy with a single-threaded matmul loop for ``share`` of every 20 ms."""
     torch.set_num_threads(1)
     a = torch.randn(384, 384)
     while not stop.is_set():  # type: ignore[attr-defined]
-        a @ a
+        began = time.perf_counter()
+        while time.perf_counter() - began < share * 0.02:
+            a @ a
+        if share < 1:
+            time.sleep((1 - share) * 0.02)
 
 
 def samples_per_second(threads: int, steps: int, batch: int, precision: str) -> float:

@@ -54,6 +54,43 @@ def test_a_call_explores_only_sizes_it_can_fill_and_later_calls_the_rest() -> No
     assert sizer.best() == 16 and run(sizer, 40, cost) == [16, 16, 8]
 
 
+def test_when_the_load_changes_every_size_is_timed_again() -> None:
+    """Other processes start (or stop) loading the cores: the chosen size's time per item moves, and where the
+    fastest size lies may move with it."""
+    sizer = ChunkSizer(8, samples=2)
+    quiet = {8: 1.0, 4: 0.5, 2: 0.8, 1: 2.0}
+    run(sizer, 8 * 3 + 4 * 3 + 2 * 3 + 1 * 3 + 40, quiet)
+    assert sizer.best() == 4 and sizer.relearned == 0
+    run(sizer, 40, {size: cost * 1.3 for size, cost in quiet.items()})  # within the drift: kept
+    assert sizer.best() == 4 and sizer.relearned == 0
+    busy = {8: 3.0, 4: 2.0, 2: 1.5, 1: 4.0}  # 4x slower at 4, and now 2 is the fastest
+    calls = run(sizer, 4 * 2 + 8 * 2 + 4 * 2 + 2 * 2 + 1 * 2 + 20, busy)
+    assert sizer.relearned == 1
+    assert calls[2:10] == [8, 8, 4, 4, 2, 2, 1, 1]  # two drifted calls, then each size timed again, no warm-up
+    assert calls[10:] == [2] * 10 and sizer.best() == 2
+    run(sizer, 20, quiet)  # the load goes away: 2 is 1.9x faster than when chosen
+    assert sizer.relearned == 2
+    run(sizer, 8 * 2 + 4 * 2 + 2 * 2 + 1 * 2 + 20, quiet)
+    assert sizer.best() == 4
+    with pytest.raises(ValueError, match="drift must be > 1"):
+        ChunkSizer(8, drift=1.0)
+
+
+def test_the_sizes_beside_the_chosen_one_are_timed_again_now_and_then() -> None:
+    """One unlucky exploration (a burst of load, kernels still warming) must not hold for good."""
+    sizer = ChunkSizer(8, samples=2, recheck=5)
+    unlucky = {8: 3.0, 4: 1.0, 2: 0.9, 1: 2.0}  # 8 measured slow while exploring
+    run(sizer, 8 * 3 + 4 * 3 + 2 * 3 + 1 * 3, unlucky)
+    assert sizer.best() == 2
+    steady = {8: 0.5, 4: 0.8, 2: 0.9, 1: 2.0}  # 8 is the fastest in truth
+    calls = run(sizer, 100, steady)
+    assert calls[:5] == [2] * 5  # then 1 and 4 are timed again; 4 wins, and 5 calls later 8 is timed again
+    assert calls[5:9] == [4, 4, 1, 1] and sizer.best() == 8
+    later = run(sizer, 80, steady)  # 8 from now on, but for its neighbour 4 timed again every 5 calls of 8
+    assert later.count(8) == 8 and later.count(4) == 4 and sizer.best() == 8
+    assert sizer.relearned == 0
+
+
 def test_model_embeds_images_in_learned_chunks_with_rows_in_order(tiny_dual_encoder_dir) -> None:  # noqa: ANN001
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (20, 24, 3), dtype=np.uint8) for _ in range(31)]
