@@ -34,19 +34,14 @@ from polymodal.chunking import ChunkSizer
 from polymodal.data.errors import BadSampleLog
 from polymodal.fit.features import featurizers_for
 from polymodal.fit.table import Table
-from polymodal.hardware import PrecisionChoice, ThreadBudget, machine_header
+from polymodal.hardware import ThreadBudget, machine_header
 from threads_under_load import hold_a_core
-
-
-def image_precision(model: Model) -> PrecisionChoice:
-    """The precision the model's image tower runs in: its own where it differs from the model's."""
-    return model.tower_precisions.get("image", model.precision_choice)
 
 
 def fixed_calls(model: Model, images: list[Image.Image], size: int) -> None:
     """Every image embedded in calls of exactly ``size`` (the model's own sizing bypassed), in the precision the
     model runs its image tower in."""
-    with torch.inference_mode(), image_precision(model).autocast(model.device):
+    with torch.inference_mode(), model.tower_precision("image").autocast(model.device):
         for start in range(0, len(images), size):
             embed(model.backend, "image", images[start : start + size])
 
@@ -99,7 +94,8 @@ def video_frames(model_name: str, images: list[Image.Image], batch_size: int, ro
     held.chunk_sizers["image"].sizes = [batch_size]  # the only size it may take
     learned.embed_video(clips)  # explores, then settles
     frames = 8 * len(clips)
-    print(f"{model_name}: {len(clips)} clips of 8 frames through its image tower, {learned.precision}")
+    precision = learned.tower_precision("image").precision
+    print(f"{model_name}: {len(clips)} clips of 8 frames through its image tower, {precision}")
     rows = {f"calls of {batch_size}": lambda: held.embed_video(clips), "learned": lambda: learned.embed_video(clips)}
     best = best_seconds(rows, rounds)
     reference = best[f"calls of {batch_size}"]
@@ -121,9 +117,9 @@ def onnx_rows(model: Model, images: list[Image.Image], sizes: list[int], rounds:
         for size in sizes:
             runtime = OnnxDualEncoder(Path(tmp) / "onnx", variant="fp32", batch_size=size)
             rows[f"onnxruntime fp32, calls of {size}"] = lambda r=runtime: r.embed_images(images)
-        rows[f"PyTorch {image_precision(model).precision}, learned"] = lambda: model.embed_image(images)
+        rows[f"PyTorch {model.tower_precision('image').precision}, learned"] = lambda: model.embed_image(images)
         best = best_seconds(rows, rounds)
-        reference = best[f"PyTorch {image_precision(model).precision}, learned"]
+        reference = best[f"PyTorch {model.tower_precision('image').precision}, learned"]
         for name, secs in best.items():
             print(f"  {name:30} {len(images) / secs:8.1f} images/s {reference / secs:6.2f}x PyTorch learned")
 
@@ -144,7 +140,7 @@ def under_load(model: Model, images: list[Image.Image], args: argparse.Namespace
     after the model learned its size on the quiet machine, at the thread count polymodal's budget takes under that
     load (as a server's does): whether the fastest size moves with the load, and whether the sizer follows it."""
     sizer = model.chunk_sizers["image"]
-    quiet_choice, relearned, quiet_threads = sizer.best(), sizer.relearned, torch.get_num_threads()
+    quiet_choice, drifted, quiet_threads = sizer.best(), sizer.drifted, torch.get_num_threads()
     spawn = mp.get_context("spawn")  # not fork: this process's OpenMP threads are running
     stop = spawn.Event()
     holders = [spawn.Process(target=hold_a_core, args=(stop, args.busy_share), daemon=True) for _ in range(args.busy)]
@@ -158,7 +154,7 @@ def under_load(model: Model, images: list[Image.Image], args: argparse.Namespace
         rate = args.images / (time.perf_counter() - start)
         sizer_now = model.chunk_sizers["image"]
         learned = (
-            f"timed every size again {sizer.relearned - relearned} time(s), chose {sizer.best()}"
+            f"drifted {sizer.drifted - drifted} time(s), chose {sizer.best()}"
             if sizer_now is sizer
             else f"learned anew at this thread count, chose {sizer_now.best()}"
         )
@@ -192,14 +188,14 @@ def main() -> None:
     args = parser.parse_args()
 
     model = polymodal.load(args.model, batch_size=args.batch_size)
-    print(machine_header(precisions=(image_precision(model).precision,)))
+    print(machine_header(precisions=(model.tower_precision("image").precision,)))
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for _ in range(args.images)]
     start = time.perf_counter()
     model.embed_image(images)  # the first pass: the sizer explores, then settles
     first = time.perf_counter() - start
     sizer = model.chunk_sizers["image"]
-    tower = image_precision(model)
+    tower = model.tower_precision("image")
     print(f"model {args.model}, image tower in {tower.precision} ({tower.reason}), batch_size {args.batch_size}")
     print(f"{args.images} images of 64 px")
     print(f"first pass (exploring): {args.images / first:.1f} images/s; chose calls of {sizer.best()}")

@@ -17,8 +17,9 @@ from typing import TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 log = logging.getLogger(__name__)
-DRIFT = 1.5  # the chosen size this much slower or faster per item than when chosen: time every size again
-RECHECK = 50  # calls of the chosen size between timings of its neighbours
+DRIFT = 1.5  # the chosen size this much slower or faster per item than when chosen: time the sizes beside it
+RECHECK = 50  # calls of the chosen size between timings of the sizes beside it
+MAX_HOLD = 1024  # the most calls of the chosen size a drift waits for, while drifts keep changing nothing
 
 
 class ChunkSizer:
@@ -27,26 +28,32 @@ class ChunkSizer:
     Each size is timed on real calls: its first call is warm-up (a new shape builds new kernels), then the fastest
     of its latest ``samples`` calls counts (so one descheduled call does not). A call explores the sizes it can fill
     that are not timed yet, largest first; once they are, it takes the fastest per item. Every ``recheck`` calls of
-    the chosen size the sizes beside it are timed again, so that one unlucky exploration is not kept for good. When
-    the chosen size's time per item moves by more than ``drift`` times from what it was when chosen (other
-    processes now load the cores, or stopped), every size is timed again: where activations outgrow the caches
-    moves with the load too.
+    the chosen size, the sizes beside it get one more timed call, so that one unlucky exploration is not kept for
+    good. When all of the chosen size's latest calls are more than ``drift`` times slower (or faster) per item than
+    when it was chosen (other processes now load the cores, or stopped), the sizes beside it are timed afresh and
+    the others forgotten, and the fastest is chosen again from there; a load that keeps coming and going is followed
+    less often each time it changes nothing.
     """
 
     def __init__(self, limit: int, samples: int = 3, drift: float = DRIFT, recheck: int = RECHECK) -> None:
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit}")
+        if samples < 1 or recheck < 1:
+            raise ValueError(f"samples and recheck must be >= 1, got {samples} and {recheck}")
         if drift <= 1:
             raise ValueError(f"drift must be > 1, got {drift}")
         self.sizes = sorted({2**i for i in range(limit.bit_length()) if 2**i <= limit} | {limit})
         self.samples = samples
         self.drift = drift
         self.recheck = recheck
-        self.relearned = 0  # times every size was timed again after the chosen one drifted
-        self._since_check = 0  # timed calls of the chosen size since its neighbours were last timed
-        self._calls: dict[int, int] = {}  # size -> calls timed so far, warm-up included
+        self.drifted = 0  # times the chosen size's time per item drifted and the sizes beside it were timed afresh
+        self._calls: dict[int, int] = {}  # size -> calls so far, warm-up included (samples + 1: timed enough)
         self._recent: dict[int, deque[float]] = {}  # size -> seconds per item of its latest timed calls
         self._chosen: tuple[int, float] | None = None  # the fastest size and its seconds per item when chosen
+        self._since_chosen = 0  # timed calls of the chosen size since it was chosen (or its drift)
+        self._since_check = 0  # timed calls of the chosen size since the sizes beside it were last timed
+        self._hold = 0  # calls of the chosen size a drift must wait for: doubles while drifts change nothing
+        self._drifted_at: int | None = None  # the chosen size at the latest drift
         self._lock = threading.Lock()
 
     def next_size(self, remaining: int) -> int:
@@ -70,34 +77,41 @@ class ChunkSizer:
                 self._follow(size)
 
     def _follow(self, size: int) -> None:
-        """After a timed call of ``size``: time every size again when the chosen size's time per item has drifted;
-        else note the fastest size as chosen once its window is full."""
+        """After a timed call of ``size``: note the fastest size as chosen once its window is full; for the chosen
+        size, time the sizes beside it again now and then, or at once when its time per item has drifted."""
         recent = self._recent[size]
         if len(recent) < self.samples:
             return
-        if self._chosen is not None and self._chosen[0] == size:
-            ratio = min(recent) / self._chosen[1]
-            if not 1 / self.drift <= ratio <= self.drift:
-                log.info(
-                    "chunk size %d takes %.2fx its time per item when chosen: timing every size again", size, ratio
-                )
-                self.relearned += 1
-                self._calls = dict.fromkeys(self._calls, 1)  # warm already: no second warm-up
-                self._recent.clear()
-                self._chosen = None
-                return
-            self._since_check += 1
-            if self._since_check >= self.recheck:
-                self._since_check = 0
-                at = self.sizes.index(size)
-                for neighbour in self.sizes[max(at - 1, 0) : at + 2]:
-                    if neighbour != size and neighbour in self._recent:  # warm: timed again from its next call
-                        self._calls[neighbour] = 1
-                        del self._recent[neighbour]
+        if self._chosen is None or self._chosen[0] != size:
+            if size == self._best():  # a new size won: a load that moves it is followed promptly again
+                self._chosen, self._since_chosen, self._since_check = (size, min(recent)), 0, 0
+                self._hold, self._drifted_at = 0, None
             return
-        if size == self._best():
-            self._chosen = (size, min(recent))
+        self._since_chosen += 1
+        self._since_check += 1
+        then = self._chosen[1]
+        drifted = min(recent) > self.drift * then or max(recent) < then / self.drift
+        if drifted and self._since_chosen > self._hold:
+            log.info("chunk size %d now takes %.2fx its time per item when chosen", size, min(recent) / then)
+            self.drifted += 1
+            if self._drifted_at == size:  # the last drift's timings kept this size: wait longer for the next
+                self._hold = min(2 * max(self._hold, self.samples), MAX_HOLD)
+            self._drifted_at = size
+            for other in list(self._recent):  # timed under another load: forgotten, but for these
+                if other != size:
+                    del self._recent[other]
+            self._time_beside(size, self.samples)
+            self._chosen, self._since_chosen, self._since_check = (size, min(recent)), 0, 0
+        elif self._since_check >= self.recheck:
             self._since_check = 0
+            self._time_beside(size, 1)
+
+    def _time_beside(self, size: int, calls: int) -> None:
+        """Let the warm sizes beside ``size`` take ``calls`` more timed calls (all ``samples`` if not timed now)."""
+        at = self.sizes.index(size)
+        for other in (self.sizes[at - 1] if at else None, self.sizes[at + 1] if at + 1 < len(self.sizes) else None):
+            if other is not None and other in self._calls:
+                self._calls[other] = self.samples + 1 - (calls if other in self._recent else self.samples)
 
     def _best(self) -> int | None:
         timed = {size: min(recent) for size, recent in self._recent.items() if recent}
@@ -109,7 +123,7 @@ class ChunkSizer:
             return self._best()
 
     def measured(self) -> dict[int, float]:
-        """Items per second at each size timed so far (its best of its latest calls)."""
+        """Items per second at each size timed under the current load (its best of its latest calls)."""
         with self._lock:
             return {size: 1.0 / min(r) for size, r in sorted(self._recent.items()) if r and min(r) > 0}
 

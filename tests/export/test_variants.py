@@ -225,32 +225,48 @@ def test_session_options_threads_optimization_and_batches(exported: tuple[Path, 
         OnnxEmbedder(out, batch_size=0)
 
 
-def test_sessions_follow_the_thread_budget_of_the_calling_thread(exported: tuple[Path, Path]) -> None:
+def test_sessions_follow_the_thread_budget_of_the_calling_thread(
+    exported: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Without ``threads`` each run takes torch's thread count then (a server's budget changes with the load); the
     sessions of the latest two counts are kept, so a budget that moves back and forth builds none again."""
+    from polymodal.export import runtime
+
+    builds: list[tuple[str, int]] = []
+    real = runtime.make_session
+
+    def recording(path: Path, threads: int, *args: object) -> object:
+        builds.append((path.name, threads))
+        return real(path, threads, *args)
+
+    monkeypatch.setattr(runtime, "make_session", recording)
     out = exported[1]
     before = torch.get_num_threads()
     pixels = np.random.RandomState(2).randn(3, 3, 32, 32).astype(np.float32)
     try:
         torch.set_num_threads(2)
         embedder = OnnxEmbedder(out, variant="fp32")
+        assert sorted(builds) == [("image_encoder.onnx", 2), ("text_encoder.onnx", 2)]  # at load
         expected = embedder.embed_pixels(pixels)
-        first = embedder.sessions["image"]
         torch.set_num_threads(1)
         np.testing.assert_allclose(embedder.embed_pixels(pixels), expected, atol=1e-5)
-        assert embedder.threads == 1
-        one = embedder.sessions["image"]
-        assert one.get_session_options().intra_op_num_threads == 1
+        assert builds[2:] == [("image_encoder.onnx", 1)] and embedder.threads == 1  # the run built and used it
         torch.set_num_threads(2)
-        assert embedder.sessions["image"] is first  # kept, not built again
+        embedder.embed_pixels(pixels)
+        torch.set_num_threads(1)
+        embedder.embed_pixels(pixels)
+        assert len(builds) == 3  # both counts kept: nothing built again
         torch.set_num_threads(3)
         embedder.embed_pixels(pixels)
-        assert embedder.sessions["image"].get_session_options().intra_op_num_threads == 3
-        torch.set_num_threads(1)
-        assert embedder.sessions["image"] is not one  # the least recently used count (1) made room for 3
+        assert builds[3:] == [("image_encoder.onnx", 3)]
+        torch.set_num_threads(2)  # the least recently used count (2) made room for 3
+        embedder.embed_pixels(pixels)
+        assert builds[4:] == [("image_encoder.onnx", 2)]
+        assert embedder.image_session.get_session_options().intra_op_num_threads == 2
         fixed = OnnxEmbedder(out, threads=2, variant="fp32")
+        torch.set_num_threads(1)
         fixed.embed_pixels(pixels)
-        assert fixed.threads == 2 and fixed.sessions["image"].get_session_options().intra_op_num_threads == 2
+        assert fixed.threads == 2 and builds[5:] == [("image_encoder.onnx", 2), ("text_encoder.onnx", 2)]
     finally:
         torch.set_num_threads(before)
 

@@ -190,9 +190,13 @@ class Model:
             raise ValueError(f"model {self.name} reads {' and '.join(own)} together to {task}; pass items of one")
         return own[0]
 
+    def tower_precision(self, modality: str | None = None) -> PrecisionChoice:
+        """The precision ``modality``'s tower runs in: the model's, or the tower's own where that differs
+        (``tower_precisions``)."""
+        return self.tower_precisions.get(modality or "", self.precision_choice)
+
     def _autocast(self, modality: str | None = None) -> contextlib.AbstractContextManager[None]:
-        """The model's precision, or ``modality``'s tower's where that differs (``tower_precisions``)."""
-        return self.tower_precisions.get(modality or "", self.precision_choice).autocast(self.device)
+        return self.tower_precision(modality).autocast(self.device)
 
     def _map(
         self,

@@ -121,18 +121,23 @@ class OnnxEmbedder:
         return name
 
     def _session(self, modality: str, threads: int) -> Any:
-        """``modality``'s session on ``threads`` intra-op threads, built if this count has none yet."""
+        """``modality``'s session on ``threads`` intra-op threads, built if this count has none yet (outside the
+        lock: other runs go on meanwhile; the least recently used count is dropped once the new session exists)."""
         with self._sessions_lock:
-            sessions = self._sessions.setdefault(threads, {})
+            session = self._sessions.get(threads, {}).get(modality)
+            if session is not None:
+                self._sessions.move_to_end(threads)
+                return session
+        if self._sessions and threads not in self._sessions:  # the thread budget changed since load
+            log.info("%s: building the %s tower's session for %d threads", self.directory, modality, threads)
+        file = variant_file(self.manifest[PARTS[modality]]["file"], self.variants[modality])
+        built = make_session(self.directory / file, threads, self.optimization, self.spinning)
+        with self._sessions_lock:
+            session = self._sessions.setdefault(threads, {}).setdefault(modality, built)  # another run's if first
             self._sessions.move_to_end(threads)
             while len(self._sessions) > KEPT_THREAD_COUNTS:
                 self._sessions.popitem(last=False)
-            if modality not in sessions:
-                file = variant_file(self.manifest[PARTS[modality]]["file"], self.variants[modality])
-                if len(self._sessions) > 1:  # the thread budget changed since load
-                    log.info("%s: building the %s tower's session for %d threads", self.directory, modality, threads)
-                sessions[modality] = make_session(self.directory / file, threads, self.optimization, self.spinning)
-            return sessions[modality]
+            return session
 
     @property
     def sessions(self) -> dict[str, Any]:
@@ -153,8 +158,9 @@ class OnnxEmbedder:
 
     def _run(self, modality: str, feeds: dict[str, np.ndarray]) -> np.ndarray:
         self._require(modality)
-        self.threads = self._run_threads()
-        session = self._session(modality, self.threads)
+        threads = self._run_threads()
+        self.threads = threads
+        session = self._session(modality, threads)
         items = len(next(iter(feeds.values())))
         step = self.batch_size or items
         if items <= step:
@@ -167,11 +173,11 @@ class OnnxEmbedder:
 
     @property
     def image_session(self) -> Any:
-        return self.sessions.get("image")
+        return self._session("image", self._run_threads()) if "image" in self.variants else None
 
     @property
     def text_session(self) -> Any:
-        return self.sessions.get("text")
+        return self._session("text", self._run_threads()) if "text" in self.variants else None
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """(N, 3, S, S) float32 -> (N, D)."""
