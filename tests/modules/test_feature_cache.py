@@ -356,16 +356,18 @@ def test_tokens_whose_count_follows_the_batch_are_padded_and_masked() -> None:
 
 
 def test_new_samples_reach_the_encoder_in_the_call_sizes_the_store_measures() -> None:
-    from polymodal.chunking import ChunkSizer
-
     encoder = frozen_efficientnet(seed=40)
     wrapper = cached(encoder, 100)
     calls: list[int] = []
     encoder.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
-    wrapper.store.sizer = ChunkSizer(4)
+    wrapper.store.call_limit = 4
     x = torch.randn(7, 3, 32, 32)
     out = wrapper(x)
     assert calls == [4, 2, 1]  # explored largest first, 7 new samples each computed once
-    assert wrapper.store.misses == 7 and wrapper.store.sizer.measured() == {}  # first calls of a size: warm-up
+    (sizer,) = wrapper.store.sizers.values()
+    assert wrapper.store.misses == 7 and sizer.measured() == {}  # first calls of a size: warm-up
     with torch.no_grad():
         torch.testing.assert_close(out.pooled, encoder(x).pooled)
+    calls.clear()
+    wrapper(torch.randn(3, 3, 40, 40))  # another input shape: its own sizer, explored from the largest size again
+    assert calls == [2, 1] and len(wrapper.store.sizers) == 2

@@ -49,7 +49,10 @@ class FeatureCache:
         self.max_items = max_items
         self.entries: OrderedDict[bytes, Entry] = OrderedDict()
         self.hits = self.misses = 0
-        self.sizer = ChunkSizer(CALL_LIMIT)  # how many new samples one call of the encoder takes
+        # How many new samples one call of the encoder takes, per key prefix: the input's shape, dtype and autocast
+        # (a bf16 training step and an fp32 evaluation, or longer inputs, have their own fastest size).
+        self.call_limit = CALL_LIMIT
+        self.sizers: dict[bytes, ChunkSizer] = {}
         # Models may be called from several threads: a lookup must not see another's eviction.
         self._lock = threading.Lock()
 
@@ -111,9 +114,11 @@ class FeatureCache:
         prefix = self._key_prefix(x)
         keys = [self._key(prefix, host_x[i], None if host_mask is None else host_mask[i]) for i in range(x.shape[0])]
         with self._lock:
-            return self._lookup(encoder, keys, x, mask)
+            return self._lookup(encoder, keys, x, mask, prefix)
 
-    def _lookup(self, encoder: Encoder, keys: list[bytes], x: Tensor, mask: Tensor | None) -> EncoderOutput:
+    def _lookup(
+        self, encoder: Encoder, keys: list[bytes], x: Tensor, mask: Tensor | None, prefix: bytes
+    ) -> EncoderOutput:
         # Collected before anything is stored: storing this batch's new samples may evict others it needs.
         found = {k: self.entries[k] for k in keys if k in self.entries}
         for k in found:
@@ -125,7 +130,7 @@ class FeatureCache:
                 todo.append(i)
         if todo:
             rows = iter(todo)
-            for out in self._compute(encoder, x, mask, todo):
+            for out in self._compute(encoder, x, mask, todo, prefix):
                 for j in range(out.pooled.shape[0]):
                     k = keys[next(rows)]
                     found[k] = (
@@ -146,10 +151,12 @@ class FeatureCache:
             entries[0][3],  # the grid follows from the input shape, which is part of every key
         )
 
-    def _compute(self, encoder: Encoder, x: Tensor, mask: Tensor | None, todo: list[int]) -> list[EncoderOutput]:
+    def _compute(
+        self, encoder: Encoder, x: Tensor, mask: Tensor | None, todo: list[int], prefix: bytes
+    ) -> list[EncoderOutput]:
         """The encoder's outputs for rows ``todo`` of the batch, in calls of consecutive rows: on a CPU in the size
-        measured fastest there (:class:`ChunkSizer`), elsewhere in one call (timing asynchronous kernels would
-        measure their launch)."""
+        measured fastest there for inputs of ``prefix`` (:class:`ChunkSizer`), elsewhere in one call (timing
+        asynchronous kernels would measure their launch)."""
 
         def run(part: Sequence[int]) -> EncoderOutput:
             rows = torch.tensor(part, device=x.device)
@@ -158,7 +165,8 @@ class FeatureCache:
         with torch.no_grad():
             if x.device.type != "cpu":
                 return [run(todo)]
-            return map_in_sized_calls(self.sizer, run, todo)
+            sizer = self.sizers.setdefault(prefix, ChunkSizer(self.call_limit))
+            return map_in_sized_calls(sizer, run, todo)
 
     def _put(self, key: bytes, entry: Entry) -> None:
         self.entries[key] = entry
