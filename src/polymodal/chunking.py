@@ -17,9 +17,9 @@ from typing import TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 log = logging.getLogger(__name__)
-DRIFT = 1.5  # the chosen size this much slower or faster per item than when chosen: time the sizes beside it
-RECHECK = 50  # calls of the chosen size between timings of the sizes beside it
-MAX_HOLD = 1024  # the most calls of the chosen size a drift waits for, while drifts keep changing nothing
+DRIFT = 1.5  # the chosen size this much slower or faster per item than when chosen: the load changed
+RECHECK = 50  # calls of the chosen size before the sizes beside it are timed again; doubling up to MAX_RECHECK
+MAX_RECHECK = 1600
 
 
 class ChunkSizer:
@@ -27,12 +27,12 @@ class ChunkSizer:
 
     Each size is timed on real calls: its first call is warm-up (a new shape builds new kernels), then the fastest
     of its latest ``samples`` calls counts (so one descheduled call does not). A call explores the sizes it can fill
-    that are not timed yet, largest first; once they are, it takes the fastest per item. Every ``recheck`` calls of
-    the chosen size, the sizes beside it get one more timed call, so that one unlucky exploration is not kept for
-    good. When all of the chosen size's latest calls are more than ``drift`` times slower (or faster) per item than
-    when it was chosen (other processes now load the cores, or stopped), the sizes beside it are timed afresh and
-    the others forgotten, and the fastest is chosen again from there; a load that keeps coming and going is followed
-    less often each time it changes nothing.
+    that are not timed yet, largest first; once they are, it takes the fastest per item. After ``recheck`` calls of
+    the chosen size, the sizes beside it get one more timed call (then after twice as many, while it stays chosen), so
+    that an unlucky first timing is not kept for good. When all of the chosen size's latest calls are more than
+    ``drift`` times slower (or faster) per item than when it was chosen (other processes now load the cores, or
+    stopped), the other sizes' timings are scaled alike and the sizes beside it are looked at again soon: a load that
+    comes and goes costs no extra calls, and a fastest size that moved with the load is found.
     """
 
     def __init__(self, limit: int, samples: int = 3, drift: float = DRIFT, recheck: int = RECHECK) -> None:
@@ -47,13 +47,13 @@ class ChunkSizer:
         self.drift = drift
         self.recheck = recheck
         self.drifted = 0  # times the chosen size's time per item drifted and the sizes beside it were timed afresh
-        self._calls: dict[int, int] = {}  # size -> calls so far, warm-up included (samples + 1: timed enough)
+        # size -> calls counted toward being timed enough (samples + 1, warm-up included); set back to let a warm
+        # size take more timed calls
+        self._calls: dict[int, int] = {}
         self._recent: dict[int, deque[float]] = {}  # size -> seconds per item of its latest timed calls
         self._chosen: tuple[int, float] | None = None  # the fastest size and its seconds per item when chosen
-        self._since_chosen = 0  # timed calls of the chosen size since it was chosen (or its drift)
         self._since_check = 0  # timed calls of the chosen size since the sizes beside it were last timed
-        self._hold = 0  # calls of the chosen size a drift must wait for: doubles while drifts change nothing
-        self._drifted_at: int | None = None  # the chosen size at the latest drift
+        self._interval = recheck  # calls of the chosen size between those timings: doubles while it stays chosen
         self._lock = threading.Lock()
 
     def next_size(self, remaining: int) -> int:
@@ -78,40 +78,36 @@ class ChunkSizer:
 
     def _follow(self, size: int) -> None:
         """After a timed call of ``size``: note the fastest size as chosen once its window is full; for the chosen
-        size, time the sizes beside it again now and then, or at once when its time per item has drifted."""
+        size, time the sizes beside it again now and then, and carry a drift of its time over to the others."""
         recent = self._recent[size]
         if len(recent) < self.samples:
             return
         if self._chosen is None or self._chosen[0] != size:
-            if size == self._best():  # a new size won: a load that moves it is followed promptly again
-                self._chosen, self._since_chosen, self._since_check = (size, min(recent)), 0, 0
-                self._hold, self._drifted_at = 0, None
+            if size == self._best():  # a new size won: look around it at the first interval again
+                self._chosen, self._since_check, self._interval = (size, min(recent)), 0, self.recheck
             return
-        self._since_chosen += 1
         self._since_check += 1
-        then = self._chosen[1]
-        drifted = min(recent) > self.drift * then or max(recent) < then / self.drift
-        if drifted and self._since_chosen > self._hold:
-            log.info("chunk size %d now takes %.2fx its time per item when chosen", size, min(recent) / then)
+        ratio = min(recent) / self._chosen[1]
+        if min(recent) > self.drift * self._chosen[1] or max(recent) < self._chosen[1] / self.drift:
+            # The other sizes were timed under the old load: their times scaled as the chosen one's moved, so that
+            # they compete with it on the new load's terms until they are timed again.
+            log.info("chunk size %d now takes %.2fx its time per item when chosen", size, ratio)
             self.drifted += 1
-            if self._drifted_at == size:  # the last drift's timings kept this size: wait longer for the next
-                self._hold = min(2 * max(self._hold, self.samples), MAX_HOLD)
-            self._drifted_at = size
-            for other in list(self._recent):  # timed under another load: forgotten, but for these
+            for other, times in self._recent.items():
                 if other != size:
-                    del self._recent[other]
-            self._time_beside(size, self.samples)
-            self._chosen, self._since_chosen, self._since_check = (size, min(recent)), 0, 0
-        elif self._since_check >= self.recheck:
-            self._since_check = 0
-            self._time_beside(size, 1)
+                    self._recent[other] = deque((t * ratio for t in times), maxlen=self.samples)
+            self._chosen = (size, min(recent))
+            self._interval = min(self._interval, 4 * self.recheck)  # the fastest size may have moved: look soon
+        if self._since_check >= self._interval:  # while the re-checks keep this size, they come less often
+            self._since_check, self._interval = 0, min(2 * self._interval, MAX_RECHECK)
+            self._time_beside(size)
 
-    def _time_beside(self, size: int, calls: int) -> None:
-        """Let the warm sizes beside ``size`` take ``calls`` more timed calls (all ``samples`` if not timed now)."""
+    def _time_beside(self, size: int) -> None:
+        """Let the warm sizes beside ``size`` take one more timed call (``samples`` if never timed)."""
         at = self.sizes.index(size)
         for other in (self.sizes[at - 1] if at else None, self.sizes[at + 1] if at + 1 < len(self.sizes) else None):
             if other is not None and other in self._calls:
-                self._calls[other] = self.samples + 1 - (calls if other in self._recent else self.samples)
+                self._calls[other] = self.samples if other in self._recent else 1
 
     def _best(self) -> int | None:
         timed = {size: min(recent) for size, recent in self._recent.items() if recent}

@@ -271,6 +271,42 @@ def test_sessions_follow_the_thread_budget_of_the_calling_thread(
         torch.set_num_threads(before)
 
 
+def test_a_session_is_built_once_while_other_runs_go_on(
+    exported: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A budget change under load: the first run at the new count builds its session (0.2-1 s for a ViT-B/32 tower);
+    a run at a count that has its session does not wait for that, and a second run at the new count waits for the
+    same build instead of building its own."""
+    import threading
+
+    from polymodal.export import runtime
+
+    real, release, builds = runtime.make_session, threading.Event(), []
+
+    def slow_at_three(path: Path, threads: int, *args: object) -> object:
+        builds.append(threads)
+        if threads == 3:
+            assert release.wait(30)
+        return real(path, threads, *args)
+
+    monkeypatch.setattr(runtime, "make_session", slow_at_three)
+    embedder = OnnxEmbedder(exported[1], variant="fp32", threads=2)
+    pixels = np.random.RandomState(3).randn(2, 3, 32, 32).astype(np.float32)
+    got: list[object] = []
+    workers = [threading.Thread(target=lambda: got.append(embedder._session("image", 3))) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for _ in range(3000):  # until the build at 3 has started (at most 30 s)
+        if 3 in builds:
+            break
+        threading.Event().wait(0.01)
+    assert embedder.embed_pixels(pixels).shape[0] == 2  # at 2 threads: not held up by the build at 3
+    release.set()
+    for worker in workers:
+        worker.join(30)
+    assert builds.count(3) == 1 and len(got) == 2 and got[0] is got[1]
+
+
 def test_an_export_without_variants_still_loads(exported: tuple[Path, Path], tmp_path: Path) -> None:
     out = _copy(exported[1], tmp_path)
     manifest = json.loads((out / MANIFEST_FILE).read_text())

@@ -368,6 +368,11 @@ def test_new_samples_reach_the_encoder_in_the_call_sizes_the_store_measures() ->
     assert wrapper.store.misses == 7 and sizer.measured() == {}  # first calls of a size: warm-up
     with torch.no_grad():
         torch.testing.assert_close(out.pooled, encoder(x).pooled)
+    wrapper(torch.randn(7, 3, 32, 32))
+    assert set(sizer.measured()) == {1, 2, 4}  # second calls: timed
     calls.clear()
-    wrapper(torch.randn(3, 3, 40, 40))  # another input shape: its own sizer, explored from the largest size again
-    assert calls == [2, 1] and len(wrapper.store.sizers) == 2
+    wrapper(torch.randn(7, 3, 48, 48))  # samples over twice as large: a sizer of their own, warming up
+    first, second = wrapper.store.sizers.values()
+    assert first is sizer and calls == [4, 2, 1] and second.measured() == {}
+    wrapper(torch.randn(7, 3, 34, 34))  # within a factor of two: the first one's
+    assert len(wrapper.store.sizers) == 2

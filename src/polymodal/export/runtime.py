@@ -82,6 +82,7 @@ class OnnxEmbedder:
         # load, so that a broken file fails here, and others when a run first asks for them.
         self._sessions: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self._sessions_lock = threading.Lock()
+        self._building: dict[tuple[int, str], threading.Event] = {}  # sessions being built, set when done
         for modality in self.variants:
             self._session(modality, self.threads)
         self.preprocess: ImagePreprocess | None = None
@@ -121,23 +122,36 @@ class OnnxEmbedder:
         return name
 
     def _session(self, modality: str, threads: int) -> Any:
-        """``modality``'s session on ``threads`` intra-op threads, built if this count has none yet (outside the
-        lock: other runs go on meanwhile; the least recently used count is dropped once the new session exists)."""
-        with self._sessions_lock:
-            session = self._sessions.get(threads, {}).get(modality)
-            if session is not None:
+        """``modality``'s session on ``threads`` intra-op threads, built if this count has none yet: outside the lock
+        (other runs go on meanwhile) and once (runs that ask for it meanwhile wait for that build). The least
+        recently used count is dropped once the new session exists."""
+        key = (threads, modality)
+        while True:
+            with self._sessions_lock:
+                session = self._sessions.get(threads, {}).get(modality)
+                if session is not None:
+                    self._sessions.move_to_end(threads)
+                    return session
+                building = self._building.get(key)
+                if building is None:
+                    building = self._building[key] = threading.Event()
+                    break
+            building.wait()  # another run builds it; then look again (its build may have failed)
+        try:
+            if self._sessions and threads not in self._sessions:  # the thread budget changed since load
+                log.info("%s: building the %s tower's session for %d threads", self.directory, modality, threads)
+            file = variant_file(self.manifest[PARTS[modality]]["file"], self.variants[modality])
+            session = make_session(self.directory / file, threads, self.optimization, self.spinning)
+            with self._sessions_lock:
+                self._sessions.setdefault(threads, {})[modality] = session
                 self._sessions.move_to_end(threads)
-                return session
-        if self._sessions and threads not in self._sessions:  # the thread budget changed since load
-            log.info("%s: building the %s tower's session for %d threads", self.directory, modality, threads)
-        file = variant_file(self.manifest[PARTS[modality]]["file"], self.variants[modality])
-        built = make_session(self.directory / file, threads, self.optimization, self.spinning)
-        with self._sessions_lock:
-            session = self._sessions.setdefault(threads, {}).setdefault(modality, built)  # another run's if first
-            self._sessions.move_to_end(threads)
-            while len(self._sessions) > KEPT_THREAD_COUNTS:
-                self._sessions.popitem(last=False)
+                while len(self._sessions) > KEPT_THREAD_COUNTS:
+                    self._sessions.popitem(last=False)
             return session
+        finally:
+            with self._sessions_lock:
+                del self._building[key]
+            building.set()
 
     @property
     def sessions(self) -> dict[str, Any]:
@@ -173,10 +187,12 @@ class OnnxEmbedder:
 
     @property
     def image_session(self) -> Any:
+        """The image tower's session at the calling thread's thread count (built if it has none)."""
         return self._session("image", self._run_threads()) if "image" in self.variants else None
 
     @property
     def text_session(self) -> Any:
+        """The text tower's session at the calling thread's thread count (built if it has none)."""
         return self._session("text", self._run_threads()) if "text" in self.variants else None
 
     def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:

@@ -33,6 +33,7 @@ from polymodal.modules.encoders.base import Encoder, EncoderOutput
 
 Entry = tuple[Tensor, Tensor, Tensor | None, tuple[int, int] | None]  # tokens (T, D), pooled (D,), mask (T,), grid
 CALL_LIMIT = 256  # the most new samples one encoder call takes; fewer where that is faster per sample
+KEPT_SIZERS = 16  # call-size learners kept per store, the latest used
 
 
 class FeatureCache:
@@ -49,10 +50,10 @@ class FeatureCache:
         self.max_items = max_items
         self.entries: OrderedDict[bytes, Entry] = OrderedDict()
         self.hits = self.misses = 0
-        # How many new samples one call of the encoder takes, per key prefix: the input's shape, dtype and autocast
-        # (a bf16 training step and an fp32 evaluation, or longer inputs, have their own fastest size).
+        # How many new samples one call of the encoder takes, per kind of call (see _sizer): a bf16 training step
+        # and an fp32 evaluation, or inputs four times as long, have their own fastest size. The latest KEPT_SIZERS.
         self.call_limit = CALL_LIMIT
-        self.sizers: dict[bytes, ChunkSizer] = {}
+        self.sizers: OrderedDict[tuple[Any, ...], ChunkSizer] = OrderedDict()
         # Models may be called from several threads: a lookup must not see another's eviction.
         self._lock = threading.Lock()
 
@@ -114,11 +115,9 @@ class FeatureCache:
         prefix = self._key_prefix(x)
         keys = [self._key(prefix, host_x[i], None if host_mask is None else host_mask[i]) for i in range(x.shape[0])]
         with self._lock:
-            return self._lookup(encoder, keys, x, mask, prefix)
+            return self._lookup(encoder, keys, x, mask)
 
-    def _lookup(
-        self, encoder: Encoder, keys: list[bytes], x: Tensor, mask: Tensor | None, prefix: bytes
-    ) -> EncoderOutput:
+    def _lookup(self, encoder: Encoder, keys: list[bytes], x: Tensor, mask: Tensor | None) -> EncoderOutput:
         # Collected before anything is stored: storing this batch's new samples may evict others it needs.
         found = {k: self.entries[k] for k in keys if k in self.entries}
         for k in found:
@@ -130,7 +129,7 @@ class FeatureCache:
                 todo.append(i)
         if todo:
             rows = iter(todo)
-            for out in self._compute(encoder, x, mask, todo, prefix):
+            for out in self._compute(encoder, x, mask, todo):
                 for j in range(out.pooled.shape[0]):
                     k = keys[next(rows)]
                     found[k] = (
@@ -151,12 +150,10 @@ class FeatureCache:
             entries[0][3],  # the grid follows from the input shape, which is part of every key
         )
 
-    def _compute(
-        self, encoder: Encoder, x: Tensor, mask: Tensor | None, todo: list[int], prefix: bytes
-    ) -> list[EncoderOutput]:
+    def _compute(self, encoder: Encoder, x: Tensor, mask: Tensor | None, todo: list[int]) -> list[EncoderOutput]:
         """The encoder's outputs for rows ``todo`` of the batch, in calls of consecutive rows: on a CPU in the size
-        measured fastest there for inputs of ``prefix`` (:class:`ChunkSizer`), elsewhere in one call (timing
-        asynchronous kernels would measure their launch)."""
+        measured fastest there for calls like these (:meth:`_sizer`), elsewhere in one call (timing asynchronous
+        kernels would measure their launch)."""
 
         def run(part: Sequence[int]) -> EncoderOutput:
             rows = torch.tensor(part, device=x.device)
@@ -165,8 +162,21 @@ class FeatureCache:
         with torch.no_grad():
             if x.device.type != "cpu":
                 return [run(todo)]
-            sizer = self.sizers.setdefault(prefix, ChunkSizer(self.call_limit))
-            return map_in_sized_calls(sizer, run, todo)
+            return map_in_sized_calls(self._sizer(x), run, todo)
+
+    def _sizer(self, x: Tensor) -> ChunkSizer:
+        """The call-size learner for calls like ``x``'s: its dtype, autocast, inference mode and thread count, and
+        its elements per sample to the next power of two (token ids padded to each batch's longest share one)."""
+        autocast = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else None
+        per_sample = x[0].numel() if x.shape[0] else 0
+        kind = (x.dtype, autocast, torch.is_inference_mode_enabled(), torch.get_num_threads(), per_sample.bit_length())
+        sizer = self.sizers.get(kind)
+        if sizer is None:
+            sizer = self.sizers[kind] = ChunkSizer(self.call_limit)
+            while len(self.sizers) > KEPT_SIZERS:
+                self.sizers.popitem(last=False)
+        self.sizers.move_to_end(kind)
+        return sizer
 
     def _put(self, key: bytes, entry: Entry) -> None:
         self.entries[key] = entry
