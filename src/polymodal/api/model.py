@@ -110,7 +110,7 @@ class Model:
             from polymodal.export.towers import with_export_towers
 
             self.backend, self.tower_runtimes = with_export_towers(
-                self.backend, export, towers=export_towers, autocast=self._autocast
+                self.backend, export, towers=export_towers, autocast=self._autocast, batch_size=batch_size
             )
             # A tower that runs from the export does not run in PyTorch's precision: nothing to report for it.
             onnx = {m for m, choice in self.tower_runtimes.items() if choice.runtime == "onnx"}

@@ -3,7 +3,8 @@
 Which runtime is faster depends on the CPU and the tower: a small conv image tower ran 2.4x faster in onnxruntime
 than in PyTorch on AVX2 kernels, while a BERT text tower is faster in PyTorch, which skips its padding. So each tower
 the export and the model share is timed both ways on a fixed sample when the model loads, and the export is checked
-against the model in fp32 on that sample (cosine, so an export of another model is refused). The tower runs in
+against the model in fp32 on that sample (cosine, so an export of another model is refused); when the two rates come
+close to the margin, both are timed in calls of the model's batch size too. The tower runs in
 onnxruntime when it is at least ``SPEEDUP_MARGIN`` faster there and keeps cosine >= ``COSINE_FLOOR`` to fp32 (or is
 no further from fp32 than PyTorch in the model's precision); otherwise in PyTorch.
 """
@@ -42,6 +43,9 @@ EXPORTS_DIR = "exports"  # under polymodal's cache directory
 CACHE_FORMAT = "export format 2"
 log = logging.getLogger(__name__)
 ROUNDS = 3  # timed calls per runtime after a warm-up; the fastest counts
+# Rates on the sample within this factor of the margin, either way: both runtimes are timed again in calls of the
+# model's batch size, and each counts at its faster call size (a close call on a few items can turn on a batch).
+CLOSE_CALL = 1.5
 # Below this the export is not of this model (another checkpoint, other preprocessing), not merely less precise.
 SAME_MODEL_COSINE = 0.99
 # What each tower is timed and checked on: decoded inputs, so preprocessing and tokenizing are part of both runs.
@@ -125,20 +129,21 @@ def choose_tower_runtime(
     modality: str,
     towers: str,
     autocast: Callable[[str], contextlib.AbstractContextManager[Any]],
+    batch_size: int | None = None,
 ) -> TowerRuntime:
     """Time and check ``modality``'s tower in PyTorch (under ``autocast(modality)``, as the model runs it) and in the
-    export."""
+    export, on the fixed sample and, in a close call, in calls of ``batch_size`` too."""
     variant = embedder.variants[modality]
     if modality not in SAMPLES:
         return TowerRuntime(modality, "torch", f"no sample to check the export's {modality} tower on", variant)
     inputs = SAMPLES[modality]()
 
-    def by_torch(precise: bool = False) -> np.ndarray:
+    def by_torch(precise: bool = False, items: list[Any] = inputs) -> np.ndarray:
         with torch.inference_mode(), contextlib.nullcontext() if precise else autocast(modality):
-            return embed(backend, modality, inputs).float().cpu().numpy()
+            return embed(backend, modality, items).float().cpu().numpy()
 
-    def by_onnx() -> np.ndarray:
-        return embedder.embed(modality, inputs)
+    def by_onnx(items: list[Any] = inputs) -> np.ndarray:
+        return embedder.embed(modality, items)
 
     # Both runtimes against the model in fp32: the export must be this model's, and may replace PyTorch when it is
     # as accurate as the floor asks or as PyTorch itself is in its precision (bf16 autocast strays too).
@@ -151,8 +156,17 @@ def choose_tower_runtime(
         )
     torch_worst = float(cosines(by_torch(), reference).min())  # these first calls were the warm-ups
     torch_rate, onnx_rate = _best_rate(by_torch, len(inputs)), _best_rate(by_onnx, len(inputs))
+    calls = f"calls of {len(inputs)}"
+    close = SPEEDUP_MARGIN / CLOSE_CALL <= onnx_rate / torch_rate <= SPEEDUP_MARGIN * CLOSE_CALL
+    if close and batch_size is not None and batch_size > len(inputs):
+        batch = [inputs[i % len(inputs)] for i in range(batch_size)]
+        by_torch(items=batch)  # warm-ups: a new shape
+        by_onnx(batch)
+        torch_rate = max(torch_rate, _best_rate(lambda: by_torch(items=batch), batch_size))
+        onnx_rate = max(onnx_rate, _best_rate(lambda: by_onnx(batch), batch_size))
+        calls = f"the faster of calls of {len(inputs)} and {batch_size} for each"
     measured = (
-        f"{onnx_rate:.0f} against {torch_rate:.0f} items/s in PyTorch; cosine to fp32 {worst:.5f} against "
+        f"{onnx_rate:.0f} against {torch_rate:.0f} items/s in PyTorch ({calls}); cosine to fp32 {worst:.5f} against "
         f"{torch_worst:.5f}"
     )
     if towers == "all":
@@ -212,6 +226,7 @@ def with_export_towers(
     *,
     towers: str = "auto",
     autocast: Callable[[str], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
+    batch_size: int | None = None,
 ) -> tuple[Backend, dict[str, TowerRuntime]]:
     """``backend`` with the towers of the export at ``export`` that run faster in onnxruntime here (``towers="all"``:
     every tower the two share), and where each embedding tower runs and why. ``export="auto"``: the model's export
@@ -235,7 +250,7 @@ def with_export_towers(
             f"{embedder.directory}: its towers ({', '.join(embedder.modalities)}) are none of the model's "
             f"({', '.join(sorted(media(backend, EMBED))) or 'it embeds nothing'})"
         )
-    runtimes = {m: choose_tower_runtime(backend, embedder, m, towers, autocast) for m in shared}
+    runtimes = {m: choose_tower_runtime(backend, embedder, m, towers, autocast, batch_size) for m in shared}
     onnx = frozenset(m for m, choice in runtimes.items() if choice.runtime == "onnx")
     if towers == "all" and onnx != set(shared):
         left = ", ".join(f"{m}: {runtimes[m].reason}" for m in shared if m not in onnx)
