@@ -135,6 +135,25 @@ def test_audio_image_text_export_serves_all_three(tmp_path: Path) -> None:
     np.testing.assert_allclose(onnx.embed_text(TEXTS), _want(saved, "text", TEXTS), atol=1e-4)
 
 
+def test_a_model_with_an_audio_export_times_and_checks_its_audio_tower(tmp_path: Path) -> None:
+    """The audio tower has a fixed sample too (seeded sounds, some padded, some cropped): it is checked against the
+    model in fp32 and timed both ways like the image and text towers, and runs from the export when asked."""
+    import polymodal
+    from polymodal.export.onnx import sample_sounds
+    from polymodal.export.towers import SAMPLES
+
+    sounds = SAMPLES["audio"]()
+    assert len(sounds) == 8 and sounds == sample_sounds(8) and len(set(sounds)) == 8  # seeded, all different
+    model_dir = _save(tmp_path / "model", AUDIO_CNN)
+    export_onnx(model_dir, tmp_path / "onnx", quantize=False)
+    model = polymodal.load(model_dir, precision="fp32", export=tmp_path / "onnx", export_towers="all")
+    audio = model.tower_runtimes["audio"]
+    assert audio.runtime == "onnx" and audio.cosine_min > 0.9999 and audio.onnx_items_per_second > 0
+    clips = _clips(tmp_path / "clips")
+    plain = polymodal.load(model_dir, precision="fp32")
+    np.testing.assert_allclose(model.embed_audio(clips), plain.embed_audio(clips), atol=1e-4)
+
+
 def test_image_text_export_has_no_audio_tower(tmp_path: Path) -> None:
     from tests.export.test_onnx import _save_polymodal_clip
 

@@ -185,6 +185,27 @@ def sample_images(count: int) -> list[Image.Image]:
     return images
 
 
+def sample_sounds(count: int) -> list[bytes]:
+    """Seeded sounds with some structure, FLAC-encoded: two or three ShapesWorld object sounds (a shape's timbre at
+    a colour's pitch) over faint noise, 0.6 to 2.3 s long, so that towers pad some clips and crop others."""
+    from polymodal.data.shapes import COLORS, SHAPES, SIZES
+    from polymodal.data.shapes_audio import encode_flac, mix_sounds, object_sound
+
+    sounds = []
+    for i in range(count):
+        rng = np.random.default_rng(i)
+        seconds = 0.6 + 1.7 * i / max(count - 1, 1)
+        events = [
+            (
+                float(at),
+                object_sound(str(rng.choice(SHAPES)), str(rng.choice(list(COLORS))), str(rng.choice(list(SIZES))), rng),
+            )
+            for at in np.sort(rng.uniform(0, seconds * 0.8, int(rng.integers(2, 4))))
+        ]
+        sounds.append(encode_flac(mix_sounds(events, seconds, bool(i % 2), rng)))
+    return sounds
+
+
 def _example_text(source: ExportSource) -> tuple[Tensor, Tensor]:
     # Batch 2 and length >= 2 with real padding: torch.export specialises dimensions of size 1.
     assert source.max_length is not None  # a text tower's source always has one

@@ -28,7 +28,14 @@ import torch
 
 from polymodal.backends.base import EMBED, Backend, embed, media, text_lengths
 from polymodal.export.check import SAMPLE_TEXTS
-from polymodal.export.onnx import MANIFEST_FILE, SAMPLE_SIZE, choose_again, export_onnx, sample_images
+from polymodal.export.onnx import (
+    MANIFEST_FILE,
+    SAMPLE_SIZE,
+    choose_again,
+    export_onnx,
+    sample_images,
+    sample_sounds,
+)
 from polymodal.export.runtime import OnnxEmbedder
 from polymodal.export.source import ExportError
 from polymodal.export.variants import COSINE_FLOOR, SPEEDUP_MARGIN, chosen_elsewhere, cosines
@@ -51,6 +58,7 @@ SAME_MODEL_COSINE = 0.99
 # What each tower is timed and checked on: decoded inputs, so preprocessing and tokenizing are part of both runs.
 SAMPLES: dict[str, Callable[[], list[Any]]] = {
     "image": lambda: sample_images(SAMPLE_SIZE),
+    "audio": lambda: sample_sounds(SAMPLE_SIZE),
     "text": lambda: list(SAMPLE_TEXTS),
 }
 
