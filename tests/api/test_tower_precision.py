@@ -122,3 +122,19 @@ def test_embeddings_are_unit_vectors_in_fp32_whatever_the_towers_precision(model
     for rows in (model.embed_image(_images(5)), model.embed_text(["a red circle", "a big blue square", "cat"])):
         assert rows.dtype == np.float32
         np.testing.assert_allclose(np.linalg.norm(rows, axis=1), 1.0, atol=2e-6)
+
+
+def test_an_audio_tower_is_checked_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.export.test_onnx_audio import AUDIO_CNN, _save
+
+    backend = polymodal.load(_save(tmp_path / "clap", AUDIO_CNN), precision="fp32").backend
+    checked: list[tuple[str, int]] = []
+
+    def worst(b: object, modality: str, inputs: list, *a: object) -> float:  # type: ignore[type-arg]
+        checked.append((modality, len(inputs)))
+        return 0.98 if modality == "audio" else 1.0
+
+    monkeypatch.setattr(tower_precision, "_worst_cosine", worst)
+    kept = choose_tower_precisions(backend, AUTO_BF16, torch.device("cpu"))
+    assert sorted(checked) == [("audio", 8), ("text", 8)] and set(kept) == {"audio"}
+    assert "worst cosine 0.98000" in kept["audio"].reason

@@ -135,12 +135,16 @@ def test_audio_image_text_export_serves_all_three(tmp_path: Path) -> None:
     np.testing.assert_allclose(onnx.embed_text(TEXTS), _want(saved, "text", TEXTS), atol=1e-4)
 
 
-def test_a_model_with_an_audio_export_times_and_checks_its_audio_tower(tmp_path: Path) -> None:
-    """The audio tower has a fixed sample too (seeded sounds, some padded, some cropped): it is checked against the
-    model in fp32 and timed both ways like the image and text towers, and runs from the export when asked."""
+def test_a_model_with_an_audio_export_times_and_checks_its_audio_tower(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The audio tower has a fixed sample too (seeded sounds of 0.6-2.3 s): it is checked against the model in fp32
+    and timed both ways like the image and text towers, and runs from the export when asked; without soundfile
+    (needed to read any sound) it has none and stays in PyTorch."""
     import polymodal
+    from polymodal.data import audio as audio_io
     from polymodal.export.onnx import sample_sounds
-    from polymodal.export.towers import SAMPLES
+    from polymodal.export.towers import SAMPLES, ExportTowers, fixed_sample
 
     sounds = SAMPLES["audio"]()
     assert len(sounds) == 8 and sounds == sample_sounds(8) and len(set(sounds)) == 8  # seeded, all different
@@ -149,9 +153,19 @@ def test_a_model_with_an_audio_export_times_and_checks_its_audio_tower(tmp_path:
     model = polymodal.load(model_dir, precision="fp32", export=tmp_path / "onnx", export_towers="all")
     audio = model.tower_runtimes["audio"]
     assert audio.runtime == "onnx" and audio.cosine_min > 0.9999 and audio.onnx_items_per_second > 0
+    assert isinstance(model.backend, ExportTowers) and "audio" in model.backend.onnx_modalities
     clips = _clips(tmp_path / "clips")
     plain = polymodal.load(model_dir, precision="fp32")
     np.testing.assert_allclose(model.embed_audio(clips), plain.embed_audio(clips), atol=1e-4)
+
+    def no_soundfile() -> None:
+        raise ImportError("reading sounds needs soundfile")
+
+    monkeypatch.setattr(audio_io, "_soundfile", no_soundfile)
+    assert fixed_sample("audio") is None
+    without = polymodal.load(model_dir, precision="fp32", export=tmp_path / "onnx")
+    assert without.tower_runtimes["audio"].runtime == "torch"
+    assert "no sample" in without.tower_runtimes["audio"].reason
 
 
 def test_image_text_export_has_no_audio_tower(tmp_path: Path) -> None:

@@ -34,10 +34,11 @@ def choose_tower_precisions(
     those whose embeddings of the fixed sample in that precision have a worst cosine under COSINE_FLOOR to fp32."""
     if choice.requested != "auto" or choice.precision == "fp32" or os.environ.get(PRECISION_ENV, "").strip():
         return {}  # asked for by name (or pinned by the environment): runs as asked
-    from polymodal.export.towers import SAMPLES
+    from polymodal.export.towers import fixed_sample
     from polymodal.export.variants import COSINE_FLOOR
 
-    towers = sorted(media(backend, EMBED) & SAMPLES.keys())
+    samples = {m: sample for m in sorted(media(backend, EMBED)) if (sample := fixed_sample(m)) is not None}
+    towers = sorted(samples)
     if not towers:
         return {}
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
@@ -51,7 +52,7 @@ def choose_tower_precisions(
         except (OSError, ValueError, TypeError, AttributeError):  # damaged: measured again
             worst = {}
     if set(worst) != set(towers):
-        worst = {m: _worst_cosine(backend, m, SAMPLES[m](), choice, device) for m in towers}
+        worst = {m: _worst_cosine(backend, m, samples[m], choice, device) for m in towers}
         try:
             if cached is not None:
                 cached.parent.mkdir(parents=True, exist_ok=True)

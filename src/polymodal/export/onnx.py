@@ -187,7 +187,7 @@ def sample_images(count: int) -> list[Image.Image]:
 
 def sample_sounds(count: int) -> list[bytes]:
     """Seeded sounds with some structure, FLAC-encoded: two or three ShapesWorld object sounds (a shape's timbre at
-    a colour's pitch) over faint noise, 0.6 to 2.3 s long, so that towers pad some clips and crop others."""
+    a colour's pitch) over faint noise, 0.6 to 2.3 s long (a 2 s tower pads some and crops others)."""
     from polymodal.data.shapes import COLORS, SHAPES, SIZES
     from polymodal.data.shapes_audio import encode_flac, mix_sounds, object_sound
 

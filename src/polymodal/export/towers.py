@@ -63,6 +63,18 @@ SAMPLES: dict[str, Callable[[], list[Any]]] = {
 }
 
 
+def fixed_sample(modality: str) -> list[Any] | None:
+    """``modality``'s fixed sample; None where there is none, or it cannot be made here (sounds need soundfile,
+    which reading any audio needs too)."""
+    if modality not in SAMPLES:
+        return None
+    try:
+        return SAMPLES[modality]()
+    except ImportError as error:
+        log.info("no fixed %s sample: %s", modality, error)
+        return None
+
+
 @dataclass(frozen=True)
 class TowerRuntime:
     """Where one embedding tower runs and why."""
@@ -142,9 +154,9 @@ def choose_tower_runtime(
     """Time and check ``modality``'s tower in PyTorch (under ``autocast(modality)``, as the model runs it) and in the
     export, on the fixed sample and, in a close call, in calls of ``batch_size`` too."""
     variant = embedder.variants[modality]
-    if modality not in SAMPLES:
+    inputs = fixed_sample(modality)
+    if inputs is None:
         return TowerRuntime(modality, "torch", f"no sample to check the export's {modality} tower on", variant)
-    inputs = SAMPLES[modality]()
 
     def by_torch(precise: bool = False, items: list[Any] = inputs) -> np.ndarray:
         with torch.inference_mode(), contextlib.nullcontext() if precise else autocast(modality):
@@ -165,8 +177,10 @@ def choose_tower_runtime(
     torch_worst = float(cosines(by_torch(), reference).min())  # these first calls were the warm-ups
     torch_rate, onnx_rate = _best_rate(by_torch, len(inputs)), _best_rate(by_onnx, len(inputs))
     calls = f"calls of {len(inputs)}"
+    strays = worst < min(COSINE_FLOOR, torch_worst)
     close = SPEEDUP_MARGIN / CLOSE_CALL <= onnx_rate / torch_rate <= SPEEDUP_MARGIN * CLOSE_CALL
-    if close and batch_size is not None and batch_size > len(inputs):
+    # (A text batch here is padded to its longest sample, as the model's length-sorted batches are to theirs.)
+    if close and towers == "auto" and not strays and batch_size is not None and batch_size > len(inputs):
         batch = [inputs[i % len(inputs)] for i in range(batch_size)]
         by_torch(items=batch)  # warm-ups: a new shape
         by_onnx(batch)
@@ -179,7 +193,7 @@ def choose_tower_runtime(
     )
     if towers == "all":
         runtime, reason = "onnx", f"asked for ({measured})"
-    elif worst < min(COSINE_FLOOR, torch_worst):
+    elif strays:
         runtime, reason = "torch", f"onnxruntime {variant} strays from fp32 here ({measured})"
     elif onnx_rate < SPEEDUP_MARGIN * torch_rate:
         runtime, reason = "torch", f"onnxruntime {variant} not {SPEEDUP_MARGIN}x faster ({measured})"
