@@ -46,7 +46,7 @@ class ChunkSizer:
         self.samples = samples
         self.drift = drift
         self.recheck = recheck
-        self.drifted = 0  # times the chosen size's time per item drifted and the sizes beside it were timed afresh
+        self.drifted = 0  # times the chosen size's time per item drifted (the others' timings scaled alike)
         # size -> calls counted toward being timed enough (samples + 1, warm-up included); set back to let a warm
         # size take more timed calls
         self._calls: dict[int, int] = {}

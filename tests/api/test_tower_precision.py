@@ -67,7 +67,7 @@ def test_the_check_is_cached_per_model_and_machine(
     assert sorted(measured) == ["image", "text"]
     assert choose_tower_precisions(backend, AUTO_BF16, torch.device("cpu")) == first and len(measured) == 2
     (cached,) = (cache / "precision").iterdir()
-    for damaged in ("{not json", '{"image": null, "text": 1.0}', "[1, 2]"):  # measured again, not an error
+    for damaged in ("{not json", '{"image": "high", "text": 1.0}', "[1, 2]"):  # measured again, not an error
         cached.write_text(damaged)
         assert choose_tower_precisions(backend, AUTO_BF16, torch.device("cpu")) == first
     assert len(measured) == 8
@@ -138,3 +138,27 @@ def test_an_audio_tower_is_checked_too(tmp_path: Path, monkeypatch: pytest.Monke
     kept = choose_tower_precisions(backend, AUTO_BF16, torch.device("cpu"))
     assert sorted(checked) == [("audio", 8), ("text", 8)] and set(kept) == {"audio"}
     assert "worst cosine 0.98000" in kept["audio"].reason
+    checked.clear()
+    assert choose_tower_precisions(backend, AUTO_BF16, torch.device("cpu")) == kept and not checked  # cached
+
+
+def test_a_tower_without_a_sample_here_is_not_checked_and_not_tried_each_load(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from polymodal.data import audio as audio_io
+    from tests.export.test_onnx_audio import AUDIO_CNN, _save
+
+    backend = polymodal.load(_save(tmp_path / "clap", AUDIO_CNN), precision="fp32").backend
+    checked: list[str] = []
+    monkeypatch.setattr(tower_precision, "_worst_cosine", lambda b, modality, *a: checked.append(modality) or 0.5)
+    tried: list[bool] = []
+
+    def no_soundfile() -> None:
+        tried.append(True)
+        raise ImportError("reading sounds needs soundfile")
+
+    monkeypatch.setattr(audio_io, "_soundfile", no_soundfile)
+    assert set(choose_tower_precisions(backend, AUTO_BF16, torch.device("cpu"))) == {"text"}
+    assert checked == ["text"] and tried
+    tried.clear()
+    assert set(choose_tower_precisions(backend, AUTO_BF16, torch.device("cpu"))) == {"text"} and not tried

@@ -34,25 +34,26 @@ def choose_tower_precisions(
     those whose embeddings of the fixed sample in that precision have a worst cosine under COSINE_FLOOR to fp32."""
     if choice.requested != "auto" or choice.precision == "fp32" or os.environ.get(PRECISION_ENV, "").strip():
         return {}  # asked for by name (or pinned by the environment): runs as asked
-    from polymodal.export.towers import fixed_sample
+    from polymodal.export.towers import SAMPLES, fixed_sample
     from polymodal.export.variants import COSINE_FLOOR
 
-    samples = {m: sample for m in sorted(media(backend, EMBED)) if (sample := fixed_sample(m)) is not None}
-    towers = sorted(samples)
+    towers = sorted(media(backend, EMBED) & SAMPLES.keys())
     if not towers:
         return {}
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
     parts = [backend.identity, choice.precision, str(device), gpu, cpu_info().describe(), kernels_note()]
     key = "|".join([*parts, f"torch {torch.__version__}", f"polymodal {__version__}"])
     cached = _cache_file(f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.json")
-    worst: dict[str, float] = {}
+    worst: dict[str, float | None] = {}  # None: no sample can be made here (cached too: not tried each load)
     if cached is not None and cached.is_file():
         try:
-            worst = {m: float(v) for m, v in json.loads(cached.read_text(encoding="utf-8")).items() if m in towers}
+            read = json.loads(cached.read_text(encoding="utf-8")).items()
+            worst = {m: None if v is None else float(v) for m, v in read if m in towers}
         except (OSError, ValueError, TypeError, AttributeError):  # damaged: measured again
             worst = {}
     if set(worst) != set(towers):
-        worst = {m: _worst_cosine(backend, m, samples[m], choice, device) for m in towers}
+        samples = {m: fixed_sample(m) for m in towers}  # built only when measuring
+        worst = {m: None if x is None else _worst_cosine(backend, m, x, choice, device) for m, x in samples.items()}
         try:
             if cached is not None:
                 cached.parent.mkdir(parents=True, exist_ok=True)
@@ -61,7 +62,7 @@ def choose_tower_precisions(
             log.info("tower precision check not cached: %s", error)
     kept = {}
     for modality, cosine in worst.items():
-        if not cosine >= COSINE_FLOOR:  # NaN (bf16 overflowed) strays too
+        if cosine is not None and not cosine >= COSINE_FLOOR:  # NaN (bf16 overflowed) strays too
             reason = (
                 f"{choice.precision} autocast strays from fp32 on this tower (worst cosine {cosine:.5f} on a fixed "
                 f"sample, floor {COSINE_FLOOR})"
