@@ -18,6 +18,17 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture
+def fresh_fixed_samples():  # noqa: ANN201
+    """The export's fixed samples made anew in this test, and forgotten after it (one that fakes a missing library
+    must not leave "no sample" to the tests after it)."""
+    from polymodal.export.towers import _built_sample
+
+    _built_sample.cache_clear()
+    yield
+    _built_sample.cache_clear()
+
+
 def _tiny(kind: str, factory: pytest.TempPathFactory):  # noqa: ANN202
     from tests.tiny_models import save_tiny_model
 

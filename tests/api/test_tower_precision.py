@@ -143,7 +143,7 @@ def test_an_audio_tower_is_checked_too(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 def test_a_tower_without_a_sample_here_is_not_checked_and_not_tried_each_load(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_fixed_samples: None
 ) -> None:
     from polymodal.data import audio as audio_io
     from tests.export.test_onnx_audio import AUDIO_CNN, _save

@@ -136,7 +136,7 @@ def test_audio_image_text_export_serves_all_three(tmp_path: Path) -> None:
 
 
 def test_a_model_with_an_audio_export_times_and_checks_its_audio_tower(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fresh_fixed_samples: None
 ) -> None:
     """The audio tower has a fixed sample too (seeded sounds of 0.6-2.3 s): it is checked against the model in fp32
     and timed both ways like the image and text towers, and runs from the export when asked; without soundfile
@@ -144,7 +144,7 @@ def test_a_model_with_an_audio_export_times_and_checks_its_audio_tower(
     import polymodal
     from polymodal.data import audio as audio_io
     from polymodal.export.onnx import sample_sounds
-    from polymodal.export.towers import SAMPLES, ExportTowers, fixed_sample
+    from polymodal.export.towers import SAMPLES, ExportTowers, _built_sample, fixed_sample
 
     sounds = SAMPLES["audio"]()
     assert len(sounds) == 8 and sounds == sample_sounds(8) and len(set(sounds)) == 8  # seeded, all different
@@ -162,6 +162,8 @@ def test_a_model_with_an_audio_export_times_and_checks_its_audio_tower(
         raise ImportError("reading sounds needs soundfile")
 
     monkeypatch.setattr(audio_io, "_soundfile", no_soundfile)
+    assert fixed_sample("audio") is not None  # made once per process: the one made at the load above
+    _built_sample.cache_clear()
     assert fixed_sample("audio") is None
     without = polymodal.load(model_dir, precision="fp32", export=tmp_path / "onnx")
     assert without.tower_runtimes["audio"].runtime == "torch"

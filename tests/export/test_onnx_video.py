@@ -119,3 +119,43 @@ def test_a_temporal_lstm_is_refused_with_the_reason(tmp_path: Path) -> None:
         "each sequence's real steps by the lengths in the mask (pack_padded_sequence)"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_a_model_with_a_video_export_times_and_checks_its_video_tower(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Video towers have a fixed sample too (seeded ShapesWorld clips, some shorter than T frames and padded, some
+    longer and sampled): checked for bf16 under precision auto, and checked and timed against the export like the
+    image, text and audio towers."""
+    import polymodal
+    from polymodal.api import precision as tower_precision
+    from polymodal.export.onnx import sample_videos
+    from polymodal.export.towers import SAMPLES
+    from polymodal.hardware import PrecisionChoice
+
+    clips = SAMPLES["video"]()
+    assert len(clips) == 8 and clips == sample_videos(8) and len(set(clips)) == 8  # seeded, all different
+    model_dir = _save(tmp_path / "model", "transformer")
+    _, mask = SavedModel.load(model_dir).inputs("video", clips)
+    assert mask is not None and min(mask.sum(1)) < T == max(mask.sum(1))  # padded clips and sampled ones
+
+    export_onnx(model_dir, tmp_path / "onnx", quantize=False)
+    model = polymodal.load(model_dir, precision="fp32", export=tmp_path / "onnx", export_towers="all")
+    video = model.tower_runtimes["video"]
+    assert video.runtime == "onnx" and video.cosine_min > 0.9999 and video.onnx_items_per_second > 0
+    assert "video" in model.backend.onnx_modalities  # type: ignore[attr-defined]
+    plain = polymodal.load(model_dir, precision="fp32")
+    np.testing.assert_allclose(model.embed_video(clips[:3]), plain.embed_video(clips[:3]), atol=1e-4)
+
+    checked: list[tuple[str, int]] = []
+
+    def worst(backend: object, modality: str, inputs: list, *rest: object) -> float:  # type: ignore[type-arg]
+        checked.append((modality, len(inputs)))
+        return 0.98 if modality == "video" else 1.0
+
+    monkeypatch.setenv("POLYMODAL_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("POLYMODAL_PRECISION", raising=False)
+    monkeypatch.setattr(tower_precision, "_worst_cosine", worst)
+    auto_bf16 = PrecisionChoice("auto", "bf16", "CPU runs bf16 natively (as if)")
+    kept = tower_precision.choose_tower_precisions(plain.backend, auto_bf16, torch.device("cpu"))
+    assert sorted(checked) == [("text", 8), ("video", 8)] and set(kept) == {"video"}

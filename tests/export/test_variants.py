@@ -615,3 +615,34 @@ def test_an_export_chosen_on_another_machine_says_so_when_loaded(
     assert chosen_elsewhere(forced) == "AMD EPYC 7B13 (avx2 fma)"
     choose_again(out)
     assert chosen_elsewhere(json.loads((out / MANIFEST_FILE).read_text())) is None
+
+
+def test_the_exporters_notes_are_dropped_without_setting_up_logging(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The quantisers log to the root logger (so Python sets up logging for the whole process) and one calls
+    ``logging.basicConfig(level=INFO)`` on import: inside ``without_notes`` their notes are dropped, nothing else,
+    and the process's logging is as it was afterwards."""
+    import logging
+
+    from polymodal.export.source import without_notes
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])  # as in a script that set up no logging
+    monkeypatch.setattr(root, "level", logging.WARNING)
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    noisy = logging.getLogger("tests.noisy")
+    noisy.addHandler(Keep())
+    monkeypatch.setattr(noisy, "level", logging.DEBUG)
+    with without_notes("tests.noisy", "Please consider", below=logging.WARNING):
+        logging.basicConfig(level=logging.INFO)  # a no-op here
+        assert root.handlers == [logging.lastResort] and root.level == logging.WARNING
+        noisy.info("skip to quantize node_1 ...")
+        noisy.warning("Please consider to run pre-processing before quantization.")
+        noisy.warning("a weight has NaNs")
+    noisy.info("after: kept")
+    assert seen == ["a weight has NaNs", "after: kept"]
+    assert root.handlers == [] and root.level == logging.WARNING

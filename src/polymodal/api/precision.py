@@ -2,7 +2,7 @@
 
 bf16 autocast is close to fp32 for transformer towers (worst cosine 0.99997-0.99999 on a ViT-B/32-size CLIP) but
 not for every tower: the demo CLIP's small conv image tower strays to a worst cosine of 0.94 on ShapesWorld images.
-So under ``auto`` each tower with a fixed sample (images, texts, sounds) is checked once on this machine: one that
+So under ``auto`` each tower with a fixed sample (images, texts, sounds, clips) is checked once here: one that
 falls below ``COSINE_FLOOR`` on the sample runs in fp32. The result is cached per model, machine, torch and polymodal
 version.
 """

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from polymodal.data.audio import AudioFeatures
 from polymodal.data.processors import VideoProcessor
 from polymodal.export.check import CHECK_BATCH, SAMPLE_TEXTS, check_set, read_check_images, read_check_texts
-from polymodal.export.source import ExportError, ExportSource, load_export_source
+from polymodal.export.source import ExportError, ExportSource, load_export_source, without_notes
 from polymodal.export.variants import (
     CHECK_FILE,
     QUANTIZERS,
@@ -206,6 +206,16 @@ def sample_sounds(count: int) -> list[bytes]:
     return sounds
 
 
+def sample_videos(count: int) -> list[bytes]:
+    """Seeded ShapesWorld clips (moving and changing shapes over a plain or textured ground), MPEG-4 at 96 px: 3 to
+    3 + 4 * (count - 1) frames, so a tower of T frames pads some clips and samples others."""
+    from polymodal.data.shapes_video import encode_mp4, make_clip
+    from polymodal.data.video import require_av
+
+    require_av()  # the ImportError that says how to install it
+    return [encode_mp4(make_clip(0, i, 3 + 4 * i, 96, novel=False)[0]) for i in range(count)]
+
+
 def _example_text(source: ExportSource) -> tuple[Tensor, Tensor]:
     # Batch 2 and length >= 2 with real padding: torch.export specialises dimensions of size 1.
     assert source.max_length is not None  # a text tower's source always has one
@@ -233,7 +243,10 @@ def _export_one(
     and the graph's ONNX opset."""
     import onnxruntime as ort
 
-    with warnings.catch_warnings():
+    with (
+        warnings.catch_warnings(),
+        without_notes("torch.onnx._internal.exporter._registration", "torchvision is not installed"),
+    ):
         warnings.simplefilter("ignore")  # the exporter is chatty about deprecations inside torch
         program = torch.onnx.export(
             module,

@@ -4,7 +4,10 @@ directory or a Hugging Face CLIP checkpoint."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +25,31 @@ EXPORTABLE = ("audio", "image", "text", "video")
 
 class ExportError(ValueError):
     """The model cannot be exported as asked; the message says why."""
+
+
+@contextlib.contextmanager
+def without_notes(logger: str, *starts: str, below: int = logging.NOTSET) -> Iterator[None]:
+    """Drops the records of ``logger`` (``""``: the root logger) below level ``below`` or whose message starts with
+    one of ``starts`` while inside: notes of the exporter and the quantisers that do not apply to an export (it has
+    no torchvision ops, and is quantised as it is) or narrate each node. Where the root logger has no handler it
+    gets Python's last-resort one meanwhile, so a library's bare ``logging.warning`` or ``logging.basicConfig``
+    prints as before without setting up logging for the whole process."""
+    target = logging.getLogger(logger or None)
+
+    def keep(record: logging.LogRecord) -> bool:
+        return record.levelno >= below and not str(record.msg).startswith(starts)
+
+    root = logging.getLogger()
+    stand_in = logging.lastResort if not root.handlers else None
+    target.addFilter(keep)
+    if stand_in is not None:
+        root.addHandler(stand_in)
+    try:
+        yield
+    finally:
+        target.removeFilter(keep)
+        if stand_in is not None:
+            root.removeHandler(stand_in)
 
 
 @dataclass

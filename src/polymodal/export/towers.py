@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -35,6 +36,7 @@ from polymodal.export.onnx import (
     export_onnx,
     sample_images,
     sample_sounds,
+    sample_videos,
 )
 from polymodal.export.runtime import OnnxEmbedder
 from polymodal.export.source import ExportError
@@ -59,20 +61,27 @@ SAME_MODEL_COSINE = 0.99
 SAMPLES: dict[str, Callable[[], list[Any]]] = {
     "image": lambda: sample_images(SAMPLE_SIZE),
     "audio": lambda: sample_sounds(SAMPLE_SIZE),
+    "video": lambda: sample_videos(SAMPLE_SIZE),
     "text": lambda: list(SAMPLE_TEXTS),
 }
 
 
-def fixed_sample(modality: str) -> list[Any] | None:
-    """``modality``'s fixed sample; None where there is none, or it cannot be made here (sounds need soundfile,
-    which reading any audio needs too)."""
-    if modality not in SAMPLES:
-        return None
+@functools.cache
+def _built_sample(modality: str) -> tuple[Any, ...] | None:
     try:
-        return SAMPLES[modality]()
+        return tuple(SAMPLES[modality]())
     except ImportError as error:
         log.info("no fixed %s sample: %s", modality, error)
         return None
+
+
+def fixed_sample(modality: str) -> list[Any] | None:
+    """``modality``'s fixed sample, made once per process (a load checks precision, then the export, on it); None
+    where there is none, or it cannot be made here (sounds need soundfile, clips PyAV, as reading any does)."""
+    if modality not in SAMPLES:
+        return None
+    built = _built_sample(modality)
+    return None if built is None else list(built)
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,14 @@ machine without the PyTorch model.
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from polymodal.export.source import ExportError
+from polymodal.export.source import ExportError, without_notes
 from polymodal.hardware import bf16_native, cpu_info, isa_caps
 
 VARIANTS = ("fp32", "int8", "int8-avx2", "int8-mixed", "int8-block")
@@ -183,16 +184,19 @@ def quantize_int8_mixed(source: Path, target: Path, feeds: dict[str, np.ndarray]
 def _dynamic_int8(model: Any, target: Path, nodes: list[str]) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(model, target, weight_type=QuantType.QInt8, per_channel=True, nodes_to_quantize=nodes)
+    with without_notes("", "Please consider to run pre-processing before quantization"):
+        quantize_dynamic(model, target, weight_type=QuantType.QInt8, per_channel=True, nodes_to_quantize=nodes)
 
 
 def _block_int8(model: Any, target: Path, nodes: list[str]) -> None:
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    name = "onnxruntime.quantization.matmul_nbits_quantizer"
+    with without_notes(name, below=logging.WARNING):  # its import calls logging.basicConfig; it logs every node
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    quantizer = MatMulNBitsQuantizer(
-        model, bits=8, block_size=BLOCK_SIZE, is_symmetric=True, accuracy_level=4, nodes_to_include=nodes
-    )
-    quantizer.process()
+        quantizer = MatMulNBitsQuantizer(
+            model, bits=8, block_size=BLOCK_SIZE, is_symmetric=True, accuracy_level=4, nodes_to_include=nodes
+        )
+        quantizer.process()
     quantizer.model.save_model_to_file(str(target), use_external_data_format=False)
 
 
