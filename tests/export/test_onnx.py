@@ -127,6 +127,11 @@ def test_cli_refuses_what_it_cannot_export(tmp_path: Path) -> None:
     result = runner.invoke(app, ["export", str(tmp_path / "captioner"), "--out", str(tmp_path / "busy")])
     assert result.exit_code == 1 and "not empty" in result.output and (tmp_path / "busy" / "keep.txt").exists()
 
+    # An opset the dynamo exporter does not write is refused, not quietly raised to 18.
+    result = runner.invoke(app, ["export", str(tmp_path / "captioner"), "--out", str(tmp_path / "o"), "--opset", "17"])
+    assert result.exit_code == 1 and "opset 17: the dynamo ONNX exporter writes opset 18 or later" in result.output
+    assert not (tmp_path / "o").exists()
+
 
 def test_a_failed_check_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import polymodal.export.onnx as onnx_export

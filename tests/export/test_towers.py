@@ -300,7 +300,10 @@ def test_auto_exports_the_model_once_into_the_cache_and_reuses_it(
 
 
 def test_auto_keeps_pytorch_with_the_reason_when_the_model_cannot_be_exported(
-    clip_and_export: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    clip_and_export: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     model_dir, _ = clip_and_export
     monkeypatch.setenv("POLYMODAL_CACHE_DIR", str(tmp_path / "cache"))
@@ -309,10 +312,31 @@ def test_auto_keeps_pytorch_with_the_reason_when_the_model_cannot_be_exported(
         raise ExportError("the dynamo ONNX exporter cannot export the image tower (x)")
 
     monkeypatch.setattr(export_towers, "export_onnx", fails)
-    model = polymodal.load(model_dir, precision="fp32", export="auto")
+    with caplog.at_level("WARNING", logger=export_towers.__name__):
+        model = polymodal.load(model_dir, precision="fp32", export="auto")
+    assert (
+        "cannot export" in caplog.text and "the dynamo ONNX exporter cannot export the image tower (x)" in caplog.text
+    )
     assert not isinstance(model.backend, ExportTowers) and set(model.tower_runtimes) == {"image", "text"}
     for choice in model.tower_runtimes.values():
         assert choice.runtime == "torch"
         assert choice.reason == "no ONNX export: the dynamo ONNX exporter cannot export the image tower (x)"
+
+    def not_again(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the export was tried again")
+
+    monkeypatch.setattr(export_towers, "export_onnx", not_again)  # the model cannot be: remembered, not retried
+    again = polymodal.load(model_dir, precision="fp32", export="auto")
+    assert {c.reason for c in again.tower_runtimes.values()} == {choice.reason}
     with pytest.raises(ExportError, match="cannot export .*: the dynamo ONNX exporter"):
         polymodal.load(model_dir, precision="fp32", export="auto", export_towers="all")
+
+
+def test_auto_on_a_model_without_embedding_towers_says_so_and_exports_nothing(
+    tiny_captioner_dir: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("POLYMODAL_CACHE_DIR", str(tmp_path / "cache"))
+    with caplog.at_level("WARNING", logger=export_towers.__name__):
+        model = polymodal.load(tiny_captioner_dir, precision="fp32", export="auto")
+    assert model.tower_runtimes == {} and "has no embedding towers to export" in caplog.text
+    assert "towers to ONNX once" not in caplog.text and not (tmp_path / "cache" / "exports").exists()

@@ -142,8 +142,10 @@ def test_a_variant_accurate_only_on_its_calibration_sample_is_not_chosen(
     samples = load_sample(out)
     real_session, real_measure = variants.make_session, variants.measure
 
-    def session(path: Path, threads: int, optimization: str = "all") -> object:
-        real = real_session(path, threads)
+    def session(path: Path, threads: int, optimization: str = "all", spinning: bool = True) -> object:
+        # The variants take turns: a spinning session's threads would take the cores from the next one's run.
+        assert not spinning
+        real = real_session(path, threads, spinning=spinning)
         return (
             _DriftingSession(real, samples[path.name.split("_", 1)[0]][0]) if drift and ".int8" in path.name else real
         )

@@ -20,8 +20,11 @@ def started(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     """Replaces uvicorn.run: records what would have been served instead of listening."""
     import uvicorn
 
+    from polymodal.serve import safety
+
     calls: dict[str, Any] = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.update(app=app, **kwargs))
+    monkeypatch.setattr(safety, "listen_error", lambda host, port: None)  # nothing listens: the port may be taken
     return calls
 
 
@@ -74,6 +77,7 @@ def test_api_key_from_the_environment(started: dict, tiny_dual_encoder_dir: Path
         (["--model", "{model}", "--max-generate-steps", "0"], "max_generate_steps must be >= 1", 2),
         (["--model", "{model}", "--precision", "fp16"], "fp16 needs a CUDA GPU", 1),
         (["--model", "{other}", "--index", "{index}"], "rebuild", 1),
+        (["--model", "{model}", "--export-towers", "some"], "--export-towers 'some': choose one of auto, all", 2),
     ],
 )
 def test_errors_are_one_clear_line(
@@ -96,3 +100,28 @@ def test_errors_are_one_clear_line(
     assert result.exit_code == code, result.output
     assert needle in json.loads(result.stdout)["error"]
     assert "Traceback" not in result.output and not started
+
+
+def test_a_port_in_use_or_an_unknown_host_is_said_before_the_model_loads(
+    monkeypatch: pytest.MonkeyPatch, tiny_dual_encoder_dir: Path
+) -> None:
+    import socket
+
+    import polymodal.api
+    from polymodal.serve.safety import listen_error
+
+    def no_load(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(polymodal.api, "load", no_load)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert listen_error("127.0.0.1", port) == f"cannot listen on 127.0.0.1:{port}: Address already in use"
+        result = runner.invoke(cli, ["serve", "--model", str(tiny_dual_encoder_dir), "--port", str(port), "--json"])
+    assert result.exit_code == 1 and "Address already in use" in json.loads(result.stdout)["error"]
+    assert listen_error("127.0.0.1", port) is None  # free again
+    assert (listen_error("no-such-host.invalid", 8000) or "").startswith(
+        "cannot listen on --host 'no-such-host.invalid'"
+    )

@@ -166,10 +166,16 @@ def build_server(
         fail("the server needs fastapi and uvicorn: pip install 'polymodal[serve]'", as_json=as_json)
     from polymodal.api import load
     from polymodal.backends import DEFAULT_MODEL
+    from polymodal.export.towers import TOWER_CHOICES
     from polymodal.hardware import ThreadBudget
     from polymodal.serve import ServeSettings, create_app
-    from polymodal.serve.safety import bind_warning
+    from polymodal.serve.safety import bind_warning, listen_error
     from polymodal.serve.search import IndexDirectory
+
+    if export_towers not in TOWER_CHOICES:
+        fail(f"--export-towers {export_towers!r}: choose one of {', '.join(TOWER_CHOICES)}", as_json=as_json, code=2)
+    if (cannot := listen_error(host, port)) is not None:  # before the model loads, not after
+        fail(cannot, as_json=as_json)
 
     try:
         settings = ServeSettings(

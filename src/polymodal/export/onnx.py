@@ -53,6 +53,7 @@ IMAGE_FILE = "image_encoder.onnx"
 TEXT_FILE = "text_encoder.onnx"
 AUDIO_FILE = "audio_encoder.onnx"
 VIDEO_FILE = "video_encoder.onnx"
+MIN_OPSET = 18  # the lowest the dynamo exporter writes (it raises a lower one to this, with a log line)
 MANIFEST_FILE = "export.json"
 TOKENIZER_DIR = "tokenizer"
 CHECK_TOLERANCE = 1e-4
@@ -286,6 +287,8 @@ def export_onnx(
     set the variants must stay accurate on."""
     require_onnx()
     check_default(default)
+    if opset is not None and opset < MIN_OPSET:
+        raise ExportError(f"opset {opset}: the dynamo ONNX exporter writes opset {MIN_OPSET} or later")
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise ExportError(f"{out}: directory exists and is not empty (pass overwrite=True / --overwrite to replace it)")
@@ -319,6 +322,8 @@ def export_onnx(
                 diffs[modality], used_opset = _export_one(
                     t.module, t.args, t.names, t.output, t.dynamic, tmp / t.file, opset
                 )
+                if opset is not None and used_opset != opset:
+                    raise ExportError(f"opset {opset} asked for, the exporter wrote {used_opset}; nothing written")
             except ExportError:
                 raise
             except Exception as e:  # the exporter and onnxruntime fail in many types; name the tower that failed

@@ -41,12 +41,13 @@ from polymodal.export.onnx import (
 from polymodal.export.runtime import OnnxEmbedder
 from polymodal.export.source import ExportError
 from polymodal.export.variants import COSINE_FLOOR, SPEEDUP_MARGIN, chosen_elsewhere, cosines
-from polymodal.fsutil import default_cache_dir
+from polymodal.fsutil import default_cache_dir, write_atomic
 from polymodal.version import __version__
 
 TOWER_CHOICES = ("auto", "all")
 AUTO_EXPORT = "auto"  # export= value: the model's export in the cache, made on first use
 EXPORTS_DIR = "exports"  # under polymodal's cache directory
+FAILED_SUFFIX = ".failed"  # beside a cached export's directory: why the model could not be exported
 # Part of a cached export's key: changed whenever what an export holds changes (its graphs, its variants), so that
 # a cache made by an older polymodal of the same version number is not reused. 2: int8-avx2, EOS-only CLIP text.
 CACHE_FORMAT = "export format 2"
@@ -230,15 +231,23 @@ def cached_export(backend: Backend) -> Path:
         raise ExportError(f"{backend.source} is not a model directory")
     key = f"{backend.identity}|polymodal {__version__}|{CACHE_FORMAT}|onnxruntime {onnxruntime.__version__}"
     directory = default_cache_dir() / EXPORTS_DIR / hashlib.sha256(key.encode()).hexdigest()[:24]
-    manifest = directory / MANIFEST_FILE
+    manifest, failed = directory / MANIFEST_FILE, directory.with_suffix(FAILED_SUFFIX)
     if manifest.is_file() and not _chosen_elsewhere(manifest):
         return directory
+    if failed.is_file():  # this model cannot be exported: not tried again at each load
+        raise ExportError(failed.read_text(encoding="utf-8"))
     directory.parent.mkdir(parents=True, exist_ok=True)
     with open(directory.with_suffix(".lock"), "w") as lock:  # one process exports; the others wait and reuse it
         fcntl.flock(lock, fcntl.LOCK_EX)
+        if failed.is_file():
+            raise ExportError(failed.read_text(encoding="utf-8"))
         if not manifest.is_file():
             log.warning("exporting %s's towers to ONNX once (reused from %s later)", backend.name, directory)
-            export_onnx(backend.source, directory, overwrite=True)
+            try:
+                export_onnx(backend.source, directory, overwrite=True)
+            except ExportError as error:  # the model, not this machine: remembered
+                write_atomic(failed, str(error))
+                raise
         elif elsewhere := _chosen_elsewhere(manifest):  # a cache shared between machines, or an ISA cap
             log.warning(
                 "choosing the cached export's variants again for this machine (they were chosen on %s)", elsewhere
@@ -266,11 +275,15 @@ def with_export_towers(
     if towers not in TOWER_CHOICES:
         raise ValueError(f"towers must be one of {', '.join(TOWER_CHOICES)}, got {towers!r}")
     if str(export) == AUTO_EXPORT and not Path(export).is_dir():
+        if not media(backend, EMBED):
+            log.warning("export=auto: %s has no embedding towers to export; it runs in PyTorch", backend.name)
+            return backend, {}
         try:
             export = cached_export(backend)
         except (ValueError, ImportError, OSError) as error:  # not exportable (ExportError), no onnxruntime, ...
             if towers == "all":
                 raise ExportError(f"cannot export {backend.name}: {error}") from error
+            log.warning("export=auto: cannot export %s (%s); its towers run in PyTorch", backend.name, error)
             reason = f"no ONNX export: {error}"
             return backend, {m: TowerRuntime(m, "torch", reason) for m in sorted(media(backend, EMBED))}
     # The process computes with torch too: onnxruntime's threads spin-waiting between runs would take its cores.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -129,6 +130,23 @@ def bind_warning(host: str, api_key: str | None) -> str | None:
     if api_key is None:
         message += " WITHOUT AUTHENTICATION (set --api-key or POLYMODAL_API_KEY)"
     return message
+
+
+def listen_error(host: str, port: int) -> str | None:
+    """Why the server could not listen on ``host``:``port`` (an unknown host, a port in use or not allowed), found
+    before the model loads; None where a socket binds there now (as uvicorn's will: address reuse on)."""
+    try:
+        found = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        return f"cannot listen on --host {host!r}: {e.strerror}"
+    family, kind, proto, _, address = found[0]
+    try:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as e:
+        return f"cannot listen on {host}:{port}: {e.strerror or e}"
+    return None
 
 
 # The page loads only its own files: no CDN, no inline script, no framing by other sites.
