@@ -44,7 +44,8 @@ def test_build_reports_counts_and_skips(built: Path, image_folder: Path, tmp_pat
     result = invoke("index", "build", image_folder, "--model", tiny_clip, "--out", tmp_path / "again")
     assert result.exit_code == 0, result.output
     assert "indexed 12 items" in result.output and "skipped 2" in result.output and "skipped.jsonl" in result.output
-    assert "broken.png" in result.output
+    (broken,) = [line for line in result.output.splitlines() if "broken.png" in line]
+    assert broken.count("broken.png") == 1, broken  # each example once, with its reason
     text = invoke("index", "info", built).output
     assert "flat" in text and "inner_product" in text
 
@@ -254,3 +255,16 @@ def test_add_measures_again_once_the_index_grew_by_a_fifth(tmp_path: Path, tiny_
     assert now["by"] == "add" and now["vectors"] == 301 and now["grown_from"] == 240 and now["measured"]
     assert "measuring on 30 of 301 stored vectors" in output
     assert "re-measured at 301 vectors (last measured at 240)" in output or "re-tuned to ivf" in output
+
+
+def test_an_out_that_holds_an_index_is_refused_before_the_model_loads(
+    built: Path, image_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import polymodal.cli.index as cli_index
+
+    def no_load(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(cli_index, "load_model_or_fail", no_load)
+    result = invoke("index", "build", image_folder, "--out", built)
+    assert result.exit_code == 1 and "already holds an index" in result.output and "--overwrite" in result.output

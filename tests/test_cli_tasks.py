@@ -44,6 +44,15 @@ def test_classify_errors(images: list[Path], tiny_clip: Path, tmp_path: Path) ->
     assert result.exit_code == 2 and "at least two" in result.output
     result = invoke("classify", tmp_path / "nope.png", "--labels", "a,b", "--model", tiny_clip)
     assert result.exit_code == 1 and "nope.png: no such file" in result.output
+    result = invoke("classify", tmp_path, "--labels", "a,b", "--model", tiny_clip)
+    assert result.exit_code == 1 and "a directory; give its files" in result.output
+    result = invoke("classify", images[0], "--labels", "a,b", "--model", tmp_path / "none", "--templates", "bogus")
+    assert result.exit_code == 2 and "--templates: unknown template set 'bogus'; choose from" in result.output
+    deep = tmp_path / ("a-long-folder-name-" * 6)
+    deep.mkdir()
+    (deep / "x.png").write_bytes(images[0].read_bytes())
+    result = invoke("classify", deep / "x.png", "--labels", "a,b", "--model", tiny_clip)
+    assert result.exit_code == 0 and "x.png" in result.output.replace("\n", "")  # folded, not cut short
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")
     result = invoke("classify", bad, "--labels", "a,b", "--model", tiny_clip)
@@ -67,6 +76,8 @@ def test_caption_and_ask_match_the_api(images: list[Path], tmp_path_factory: pyt
     )
     assert [r["question"] for r in rows] == ["what color is the shape", "is there a circle"]
     assert all(r["answer"] in ANSWERS for r in rows)
+    text = invoke("ask", images[0], "what color is the shape", "--model", vqa).stdout
+    assert text.strip() == f"what color is the shape -> {rows[0]['answer']}"  # the answer set apart from the question
 
 
 @pytest.mark.slow

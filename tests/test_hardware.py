@@ -378,8 +378,10 @@ def test_progress_lines_say_eta(tmp_path: Path) -> None:
     with ProgressReporter("index", 4, stream=stream, terminal=False) as progress:
         progress.update(1)
         progress.update(4)
+        progress.update(4)  # the end reported twice (a last chunk, then the build's end): one line
     lines = stream.getvalue().splitlines()
     assert lines[0].startswith("index 1/4 (25%)  elapsed 0:00:00  ETA ") and lines[-1].startswith("index 4/4 (100%)")
+    assert len(lines) == 2
 
 
 def test_releasing_idle_openmp_workers_leaves_torch_working() -> None:
@@ -412,3 +414,9 @@ def test_releasing_idle_openmp_workers_leaves_torch_working() -> None:
         torch.testing.assert_close(x @ x, expected)
     finally:
         torch.set_num_threads(before)
+
+
+def test_thread_counts_read_as_english() -> None:
+    from polymodal.hardware import threads_phrase
+
+    assert (threads_phrase(1), threads_phrase(2)) == ("1 thread", "2 threads")

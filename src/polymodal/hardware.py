@@ -150,7 +150,7 @@ def machine_header(peaks: dict[str, float] | None = None, precisions: Sequence[s
     return (
         f"machine: {info.describe()}; {kernels_note()}; native bf16: {'yes' if bf16_native('cpu') else 'no'}; "
         f"torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads; matmul peak {measured}"
+        f"{threads_phrase(torch.get_num_threads())}; matmul peak {measured}"
     )
 
 
@@ -463,6 +463,11 @@ def machine_record(precision: PrecisionChoice | None = None, threads: ThreadChoi
     return record
 
 
+def threads_phrase(count: int) -> str:
+    """``1 thread``, ``2 threads``."""
+    return f"{count} thread{'s' * (count != 1)}"
+
+
 def describe_record(record: dict[str, Any]) -> str:
     """``bf16, 2 threads on AMD EPYC (avx2 ... avx512_bf16)``: a :func:`machine_record` in one line."""
     flags = " ".join(record.get("cpu_flags", [])) or "no AVX2"
@@ -470,6 +475,5 @@ def describe_record(record: dict[str, Any]) -> str:
         flags += f"; capped to {record.get('kernels', '?')} kernels"
     parts = [record["precision"]["precision"]] if "precision" in record else []
     if "threads" in record:
-        count = record["threads"]["threads"]
-        parts.append(f"{count} thread{'s' * (count != 1)}")
+        parts.append(threads_phrase(record["threads"]["threads"]))
     return f"{', '.join(parts)} on {record.get('cpu', '?')} ({flags}), torch {record.get('torch', '?')}"

@@ -43,6 +43,7 @@ class ProgressReporter:
         self.terminal = enabled and (is_tty() if terminal is None else terminal)
         self.step = max(1, round(self.total * every_percent / 100)) if self.total else 1
         self.next_line = start + self.step
+        self.last_line_at: int | None = None  # ``done`` of the latest line written
         self.log_file = log_file
         self._log: IO[str] | None = None
         self.started = time.perf_counter()
@@ -103,8 +104,9 @@ class ProgressReporter:
     def update(self, done: int, info: str = "") -> None:
         if self.bar is not None:
             self.bar.update(self.task, completed=done, info=info)
-        if done < self.next_line and done < self.total:
+        if (done < self.next_line and done < self.total) or done == self.last_line_at:
             return
+        self.last_line_at = done  # a caller that reports the end twice gets one line
         while self.next_line <= done:
             self.next_line += self.step
         text = self.line(done, info)

@@ -194,6 +194,8 @@ def test_bad_export_arguments_are_clear_errors(clip_and_export: tuple[Path, Path
         polymodal.load(model_dir, export=export, export_towers="some")
     with pytest.raises(ExportError, match="no export.json; not an ONNX export directory"):
         polymodal.load(model_dir, export=tmp_path)
+    with pytest.raises(ExportError, match="nope: no such export directory"):
+        polymodal.load(model_dir, export=tmp_path / "nope")
     manifest = json.loads((export / "export.json").read_text())
     del manifest["image_encoder"], manifest["text_encoder"]  # an export with none of the model's towers
     (tmp_path / "export.json").write_text(json.dumps(manifest))

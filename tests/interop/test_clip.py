@@ -130,3 +130,12 @@ def test_bf16_weights_stay_close_to_float32(clip_dir: Path) -> None:
     ):
         assert a.dtype == torch.float32  # the backend contract: float32 out, whatever runs inside
         assert F.cosine_similarity(a, b).min() > 0.99
+
+
+def test_a_model_with_no_task_of_the_api_says_where_it_is_used() -> None:
+    class Scored:  # a fusion classifier's backend: no task of the Python API
+        name, capabilities = "fusion-concat", frozenset()
+
+    message = str(TaskNotSupported(Scored(), "caption"))  # type: ignore[arg-type]
+    assert message.startswith("model fusion-concat cannot caption: it supports none of the tasks this API serves (")
+    assert message.endswith("`polymodal eval` scores it")

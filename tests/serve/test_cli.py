@@ -72,7 +72,7 @@ def test_api_key_from_the_environment(started: dict, tiny_dual_encoder_dir: Path
     [
         (["--index", "{missing}"], "not an index directory", 1),
         (["--model", "{missing}"], "no such model directory", 1),
-        (["--model", "{model}", "--max-upload-mb", "0"], "max_upload_bytes must be >= 1", 2),
+        (["--model", "{model}", "--max-upload-mb", "-1"], "--max-upload-mb must be > 0, got -1", 2),
         (["--model", "{model}", "--max-video-seconds", "0"], "max_video_seconds must be > 0", 2),
         (["--model", "{model}", "--max-generate-steps", "0"], "max_generate_steps must be >= 1", 2),
         (["--model", "{model}", "--precision", "fp16"], "fp16 needs a CUDA GPU", 1),

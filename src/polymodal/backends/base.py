@@ -77,7 +77,10 @@ class TaskNotSupported(ValueError):
     """Raised when a model is asked for a task it cannot do (e.g. caption with a dual encoder)."""
 
     def __init__(self, backend: Backend, task: str) -> None:
-        can = ", ".join(sorted(backend.capabilities)) or "nothing"
+        can = ", ".join(sorted(backend.capabilities))
+        if not can:  # a fusion classifier, say: scored by `polymodal eval`, no task of the Python API
+            tasks = ", ".join((EMBED, CAPTION, ANSWER, GENERATE, PREDICT))
+            can = f"none of the tasks this API serves ({tasks}); `polymodal eval` scores it"
         super().__init__(f"model {backend.name} cannot {task}: it supports {can}")
 
 

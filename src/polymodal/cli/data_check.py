@@ -51,7 +51,8 @@ def _print(report: CheckReport) -> None:
     if report.duplicate_ids:
         table.add_row("duplicate ids", str(report.duplicate_ids), style="yellow")
     console.print(table)
-    for example in report.bad_examples[:5]:
+    shown = report.bad_examples[:5]
+    for example in shown:
         where = {k: example[k] for k in ("source", "row", "field")}
         # Text, not markup: field names like qa[0] must print as they are.
         console.print(
@@ -59,3 +60,5 @@ def _print(report: CheckReport) -> None:
         )
     if report.bad_samples_path:
         console.print(Text(f"all bad samples: {report.bad_samples_path}"), soft_wrap=True)
+    elif report.bad > len(shown):
+        console.print(Text(f"... and {report.bad - len(shown)} more (--bad-samples FILE lists them all)"))

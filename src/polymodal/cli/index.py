@@ -114,8 +114,8 @@ def _report(result: BuildResult, verb: str, as_json: bool) -> None:
             highlight=False,
             soft_wrap=True,
         )
-        for s in result.skipped_examples[:3]:
-            console.print(f"  {escape(str(s['path']))}: {escape(s['reason'])}", highlight=False, soft_wrap=True)
+        for s in result.skipped_examples[:3]:  # each reason names its file
+            console.print(f"  {escape(s['reason'])}", highlight=False, soft_wrap=True)
 
 
 def _report_tuning(record: dict[str, Any]) -> None:
@@ -189,7 +189,7 @@ def build(
     """Embed SOURCE with the model, write a searchable index tuned to a recall target on held-out items; rerun
     after an interruption to resume."""
     from polymodal.index import IndexParams, TuningOptions, build_index
-    from polymodal.index.build import model_reference
+    from polymodal.index.build import check_out, model_reference
 
     if tune and (nprobe is not None or ef_search is not None):
         fail(
@@ -216,6 +216,10 @@ def build(
         fail(str(e), as_json=json, code=2)
     if not source.exists():
         fail(f"{source}: no such file or directory", as_json=json)
+    try:
+        check_out(out, overwrite)  # before the model loads
+    except FileExistsError as e:
+        fail(str(e), as_json=json)
     budget = _threads_for_work()
     loaded = load_model_or_fail(model, batch_size=batch_size, precision=precision, as_json=json, export=export)
     _say_precision_and_threads(loaded, budget, json)
@@ -350,9 +354,11 @@ def _threads_for_work() -> Any:
 
 def _say_precision_and_threads(loaded: Any, budget: Any, as_json: bool) -> None:
     if not as_json:
+        from polymodal.hardware import threads_phrase
+
         choice = loaded.precision_choice
         err_console.print(
-            f"[dim]{choice.precision} ({choice.reason}); {budget.threads} threads ({budget.choice.reason})[/]",
+            f"[dim]{choice.precision} ({choice.reason}); {threads_phrase(budget.threads)} ({budget.choice.reason})[/]",
             highlight=False,
         )
 

@@ -105,10 +105,12 @@ def serve(
     if json:
         emit_json(summary)
     else:
+        from polymodal.hardware import threads_phrase
+
         working = ", ".join(path for path, ok in summary["endpoints"].items() if ok)
         console.print(
             f"[bold green]serving[/] {summary['model']} on [bold]{summary['url']}[/] ({working}); "
-            f"{summary['precision']['precision']}, {summary['threads']['threads']} threads",
+            f"{summary['precision']['precision']}, {threads_phrase(summary['threads']['threads'])}",
             highlight=False,
         )
         for modality, precision in app.state.service.model.tower_precisions.items():
@@ -177,6 +179,8 @@ def build_server(
     if (cannot := listen_error(host, port)) is not None:  # before the model loads, not after
         fail(cannot, as_json=as_json)
 
+    if not max_upload_mb > 0:
+        fail(f"--max-upload-mb must be > 0, got {max_upload_mb:g}", as_json=as_json, code=2)
     try:
         settings = ServeSettings(
             api_key=api_key,

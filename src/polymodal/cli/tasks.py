@@ -23,7 +23,7 @@ ModelOption = typer.Option(
 )
 BatchOption = typer.Option(32, "--batch-size", min=1, help="Images per forward pass.")
 PrecisionOption = typer.Option(
-    "auto", "--precision", help="auto (bf16 where the CPU runs it natively, else fp32), fp32 or bf16."
+    "auto", "--precision", help="auto (bf16 where the CPU runs it natively, else fp32), fp32, bf16 or fp16 (CUDA)."
 )
 
 
@@ -66,6 +66,8 @@ def load_model_or_fail(
 
 def check_files(paths: list[Path], as_json: bool) -> None:
     for path in paths:
+        if path.is_dir():
+            fail(f"{path}: a directory; give its files (e.g. {path}/*.png)", as_json=as_json)
         if not path.is_file():
             fail(f"{path}: no such file", as_json=as_json)
 
@@ -97,6 +99,12 @@ def classify(
     names = [x.strip() for x in labels.split(",") if x.strip()]
     if len(names) < 2:
         fail(f"--labels needs at least two comma-separated labels, got {labels!r}", as_json=json, code=2)
+    from polymodal.evaluate.prompts import resolve_templates
+
+    try:
+        resolve_templates(templates)  # before the model loads
+    except ValueError as e:
+        fail(f"--templates: {e}", as_json=json, code=2)
     check_files(images, json)
     loaded = load_model_or_fail(model, batch_size=batch_size, as_json=json)
     results = run_task(
@@ -109,7 +117,10 @@ def classify(
     if json:
         emit_json(payload)
         return
-    table = Table("image", "label", "probability", "top", box=None)
+    table = Table(box=None)
+    table.add_column("image", overflow="fold")  # the whole path, folded, not cut short in a narrow terminal
+    for name in ("label", "probability", "top"):
+        table.add_column(name)
     for row in payload:
         preds = row["predictions"]
         rest = ", ".join(f"{p['label']} {p['score']:.2f}" for p in preds[1:4])
@@ -156,4 +167,4 @@ def ask(
         emit_json(payload)
         return
     for row in payload:
-        console.print(f"[bold]{escape(row['question'])}[/] {escape(row['answer'])}", highlight=False, soft_wrap=True)
+        console.print(f"{escape(row['question'])} -> [bold]{escape(row['answer'])}[/]", highlight=False, soft_wrap=True)

@@ -124,9 +124,13 @@ def _report(result: TrainResult, run_dir: Path, metric: str | None, json: bool) 
         console.print(
             f"initialised {t['transferred']}/{t['total']} tensors from {t['source']}{listed}", highlight=False
         )
+    from polymodal.hardware import threads_phrase
+
     processes = f" on {result.processes} processes" if result.processes > 1 else ""
     machine = result.machine
-    chosen = f" ({machine['precision']['precision']}, {machine['threads']['threads']} threads)" if machine else ""
+    chosen = (
+        f" ({machine['precision']['precision']}, {threads_phrase(machine['threads']['threads'])})" if machine else ""
+    )
     console.print(
         f"[bold green]done[/] {run_dir}: {result.step} steps{processes}, "
         f"{result.samples_per_second:,.0f} samples/s{chosen}, best {metric or 'metric'} = {result.best_metric}"

@@ -268,6 +268,16 @@ def _export_one(
     return float((torch.from_numpy(got) - want).abs().max()), int(program.model.opset_imports[""])
 
 
+def manifest_path(directory: Path) -> Path:
+    """``directory``'s export.json, or an ExportError that says what ``directory`` is instead."""
+    path = directory / MANIFEST_FILE
+    if not directory.exists():
+        raise ExportError(f"{directory}: no such export directory")
+    if not path.is_file():
+        raise ExportError(f"{directory}: no {MANIFEST_FILE}; not an ONNX export directory")
+    return path
+
+
 def export_onnx(
     model_path: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -381,9 +391,7 @@ def choose_again(directory: str | os.PathLike[str], *, default: str = "auto") ->
     default in its export.json (replaced atomically) and return the manifest."""
     require_onnx()
     directory = Path(directory)
-    path = directory / MANIFEST_FILE
-    if not path.is_file():
-        raise ExportError(f"{directory}: no {MANIFEST_FILE}; not an ONNX export directory")
+    path = manifest_path(directory)
     manifest = choose_variants(
         directory, json.loads(path.read_text(encoding="utf-8")), PARTS, threads=torch.get_num_threads(), default=default
     )

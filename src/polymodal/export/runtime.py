@@ -20,7 +20,7 @@ from polymodal.data.audio import AudioFeatures
 from polymodal.data.processors import AudioProcessor, TextProcessor, VideoProcessor
 from polymodal.data.text import TextTokenizer
 from polymodal.data.transforms import ImagePreprocess
-from polymodal.export.onnx import MANIFEST_FILE, PARTS, ExportError, require_onnx
+from polymodal.export.onnx import PARTS, ExportError, manifest_path, require_onnx
 from polymodal.export.variants import VARIANTS, chosen_elsewhere, make_session, variant_file
 from polymodal.interop.preprocess import HFImagePreprocess
 
@@ -54,9 +54,7 @@ class OnnxEmbedder:
     ) -> None:
         require_onnx()
         self.directory = Path(directory)
-        path = self.directory / MANIFEST_FILE
-        if not path.is_file():
-            raise ExportError(f"{self.directory}: no {MANIFEST_FILE}; not an ONNX export directory")
+        path = manifest_path(self.directory)
         if batch_size is not None and batch_size < 1:
             raise ExportError(f"batch_size {batch_size}: give a whole number >= 1")
         self.manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))

@@ -88,6 +88,15 @@ def _resolve_model(model: str | os.PathLike | Model | None, model_ref: str | Non
     return load(model), model_ref or model_reference(model)
 
 
+def check_out(out: Path, overwrite: bool) -> None:
+    """FileExistsError unless ``out`` can take a new index: absent, empty, an unfinished build (resumed), or a
+    finished index and ``overwrite``."""
+    if (out / META_FILE).is_file() and not overwrite:
+        raise FileExistsError(f"{out}: already holds an index; use `polymodal index add` to extend it, or --overwrite")
+    if out.exists() and not (out / META_FILE).is_file() and not (out / WORK_DIR).is_dir() and any(out.iterdir()):
+        raise FileExistsError(f"{out}: exists and is not an index; choose another --out")
+
+
 def build_index(
     source: str | os.PathLike,
     out: str | os.PathLike,
@@ -118,10 +127,7 @@ def build_index(
     params = params or IndexParams()
     if segment_seconds is not None and not segment_seconds > 0:
         raise ValueError(f"segment seconds must be > 0, got {segment_seconds}")
-    if (out / META_FILE).is_file() and not overwrite:
-        raise FileExistsError(f"{out}: already holds an index; use `polymodal index add` to extend it, or --overwrite")
-    if out.exists() and not (out / META_FILE).is_file() and not (out / WORK_DIR).is_dir() and any(out.iterdir()):
-        raise FileExistsError(f"{out}: exists and is not an index; choose another --out")
+    check_out(out, overwrite)
     loaded, ref = _resolve_model(model, model_ref)
     dim = _embed_dim(loaded)
     done = _embed(
@@ -333,11 +339,16 @@ def _embed_refs(model: Model, kind: str, refs: list[Any]) -> tuple[np.ndarray, d
     return (np.concatenate(rows) if rows else np.zeros((0, _embed_dim(model)), np.float32)), bad
 
 
+def _naming(path: str | None, reason: str) -> str:
+    """``reason`` with the skipped item's ``path`` in front, unless it names it already."""
+    return reason if not path or path in reason else f"{path}: {reason}"
+
+
 def _skip_record(item: Item, error: BadSampleError) -> dict[str, Any]:
     path = item.path or f"{item.source}#{item.metadata.get('id')}"
     return {
         "path": path,
-        "reason": error.reason if path in error.reason else f"{path}: {error.reason}",
+        "reason": _naming(path, error.reason),
         "kind": error.kind,
         "source": item.source,
         "row": item.row,
@@ -390,10 +401,11 @@ def _reader_skips(log: BadSampleLog) -> Iterable[dict[str, Any]]:
     out = []
     for line in log.path.read_text().splitlines():
         e = json.loads(line)
+        path = e.get("id") or e.get("source")
         out.append(
             {
-                "path": e.get("id") or e.get("source"),
-                "reason": e["reason"],
+                "path": path,
+                "reason": _naming(path, e["reason"]),
                 "kind": e["kind"],
                 "source": e.get("source"),
                 "row": e.get("row"),
