@@ -98,6 +98,7 @@ def test_missing_cells_are_missing_inputs(predictor_client: TestClient) -> None:
         ({"photo": 3}, 422, "bad_image", "rows[1].photo: expected a base64-encoded image file"),
         ({"photo": base64.b64encode(b"not a picture").decode()}, 422, "bad_image", "rows[1].photo:"),
         ({"photo": ""}, 200, None, None),  # an empty cell is a missing one
+        ({"x": [1, 2]}, 422, "invalid_request", "rows[1].x: expected str or int or float or bool, got list"),
     ],
 )
 def test_bad_cells_are_refused_naming_row_and_column(

@@ -7,6 +7,7 @@ message that says what to fix; only real bugs become a 500, and those are logged
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -65,12 +66,35 @@ def bad_media(error: BadSampleError, field: str, modality: str, limit: str) -> A
     return ApiError(413, f"{modality}_{error.kind}", f"{field}: {reason}")
 
 
+def _field_name(loc: Sequence[Any]) -> str:
+    """``("body", "rows", 0, "note")`` -> ``rows[0].note``."""
+    name = ""
+    for part in loc:
+        if part != "body":
+            name += f"[{part}]" if isinstance(part, int) else f".{part}" if name else str(part)
+    return name or "body"
+
+
 def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
-    return "; ".join(parts) or "invalid request"
+    """One part per field. A value that fits none of a union's types is one part: pydantic reports each type as an
+    error of its own, at the field's location plus the type's name."""
+    errors = exc.errors()
+    by_parent: dict[tuple[Any, ...], int] = {}
+    for err in errors:
+        if str(err.get("type", "")).endswith("_type"):
+            parent = tuple(err.get("loc", ()))[:-1]
+            by_parent[parent] = by_parent.get(parent, 0) + 1
+    parts: dict[str, str] = {}
+    unions: dict[str, list[str]] = {}
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        if str(err.get("type", "")).endswith("_type") and by_parent.get(loc[:-1], 0) > 1:
+            field = _field_name(loc[:-1])
+            unions.setdefault(field, []).append(str(loc[-1]))
+            parts[field] = f"expected {' or '.join(unions[field])}, got {type(err.get('input')).__name__}"
+        else:
+            parts.setdefault(_field_name(loc), str(err.get("msg", "invalid")))
+    return "; ".join(f"{field}: {message}" for field, message in list(parts.items())[:5]) or "invalid request"
 
 
 def install_error_handlers(app: FastAPI) -> None:
