@@ -8,6 +8,7 @@ import io
 import json
 import os
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -279,9 +280,104 @@ def test_csv_bad_rows(dataset: Path) -> None:
         (3, "label", "nan_label"),
         (4, "qa", "bad_json"),
         (5, "image", "bad_encoding"),
-        (6, None, "invalid"),
+        (6, None, "bad_csv"),
         (7, "image", "unsafe_path"),
     ]
+
+
+def test_csv_cell_count_unlike_the_header_is_a_bad_row(dataset: Path) -> None:
+    path = dataset / "m.csv"
+    path.write_text("id,image,label\na,images/000001.png,1\nb,images/000001.png\nc,images/000001.png,1,x\nd,,2\n")
+    samples, log, _ = lenient(read_manifest, path)
+    assert [s.id for s in samples] == ["a", "d"]  # an empty cell is a missing field, a missing cell is a bad row
+    assert [(e.row, e.kind, e.reason) for e in log.examples] == [
+        (3, "bad_csv", "2 cells, the header has 3"),
+        (4, "bad_csv", "4 cells, the header has 3"),
+    ]
+
+
+# A quote left open on line 5 would join every later line into one cell.
+STRAY_QUOTE_CSV = (
+    "id,image,caption,label\n"
+    'a,images/000001.png,"commas, ""doubled"" quotes",1\n'
+    'b,images/000002.png,"a caption\nover two lines",2\n'
+    "c,images/000001.png,plain,3\n"
+    '"d,images/000001.png,stray quote,4\n'
+    "e,images/000001.png,after the stray quote,5\n"
+    'f,images/000002.png,"closed, again",6\n'
+    "g,images/000001.png,last,7\n"
+)
+
+
+def test_csv_stray_quote_costs_its_own_line_only(dataset: Path) -> None:
+    path = dataset / "m.csv"
+    path.write_text(STRAY_QUOTE_CSV)
+    samples, log, _ = lenient(read_manifest, path)
+    assert [(s.id, s.row) for s in samples] == [("a", 2), ("b", 3), ("c", 5), ("e", 7), ("f", 8), ("g", 9)]
+    assert samples[0].text == ['commas, "doubled" quotes'] and samples[1].text == ["a caption\nover two lines"]
+    (error,) = log.examples
+    assert (error.row, error.field, error.kind) == (6, None, "bad_csv")
+    assert "malformed CSV" in error.reason and "runs on to line 8 (a stray quote?)" in error.reason
+    with pytest.raises(BadSampleError, match="row 6"):
+        list(read_manifest(path, strict=True))
+
+
+def test_csv_quote_open_to_the_end_of_the_file_costs_its_own_line_only(dataset: Path) -> None:
+    path = dataset / "m.csv"
+    path.write_text(STRAY_QUOTE_CSV.replace('"closed, again"', "no quotes"))  # nothing closes the stray quote
+    samples, log, _ = lenient(read_manifest, path)
+    assert [s.id for s in samples] == ["a", "b", "c", "e", "f", "g"]
+    (error,) = log.examples
+    assert error.row == 6 and error.reason.startswith("unterminated quote") and "line 9" in error.reason
+
+
+def test_csv_stray_quote_on_the_last_line(dataset: Path) -> None:
+    path = dataset / "m.csv"
+    path.write_text('id,text\na,fine\n"b,cut off')
+    samples, log, _ = lenient(read_manifest, path)
+    assert [s.id for s in samples] == ["a"]
+    assert [(e.row, e.reason) for e in log.examples] == [(3, "unterminated quote: a quoted field never closes")]
+
+
+@pytest.fixture
+def small_csv_fields() -> Iterator[int]:
+    """csv's field size limit lowered to 200 characters for one test."""
+    previous = csv.field_size_limit(200)
+    yield 200
+    csv.field_size_limit(previous)
+
+
+def test_csv_stray_quote_stops_at_the_field_size_limit(dataset: Path, small_csv_fields: int) -> None:
+    """A quote left open in a huge file is given up on at csv's field size limit, not held to the end of the file."""
+    path = dataset / "m.csv"
+    rows = [f"{i},images/000001.png,caption {i},{i}\n" for i in range(100)]
+    rows[3] = '"3,images/000001.png,stray quote,3\n'
+    path.write_text("id,image,caption,label\n" + "".join(rows))
+    samples, log, _ = lenient(read_manifest, path)
+    assert [s.id for s in samples] == [str(i) for i in range(100) if i != 3]
+    (error,) = log.examples
+    assert error.row == 5 and f"field limit ({small_csv_fields})" in error.reason
+    assert int(error.reason.split("runs on to line ")[1].split()[0]) < 20  # gave up after ~200 characters
+
+
+def test_csv_and_jsonl_caption_column_is_text(dataset: Path) -> None:
+    path = dataset / "m.csv"
+    path.write_text('image,caption\nimages/000001.png,a red square\nimages/000002.png,"[""one"", ""two""]"\n')
+    assert [s.text for s in read_manifest(path, strict=True)] == [["a red square"], ["one", "two"]]
+    manifest = write_jsonl(dataset / "m.jsonl", [{"text": "t", "caption": "c", "captions": ["c1", "c2"]}])
+    (sample,) = read_manifest(manifest, strict=True)
+    assert sample.text == ["t", "c", "c1", "c2"] and sample.metadata == {}
+    with pytest.raises(BadSampleError, match="field 'caption'"):
+        list(read_manifest(write_jsonl(dataset / "bad.jsonl", [{"caption": 3}]), strict=True))
+
+
+def test_jsonl_error_column_is_on_the_broken_line(dataset: Path) -> None:
+    cut = '{"id": "x", "image": "images/000001.png", "captions": ['
+    manifest = dataset / "m.jsonl"
+    manifest.write_bytes(b'{"id": "a", "text": "t"}\n' + cut.encode() + b"\n" + cut.encode() + b"\r\n")
+    _, log, _ = lenient(read_manifest, manifest)
+    expected = f"invalid JSON: Expecting value at column {len(cut) + 1}"
+    assert [(e.row, e.reason) for e in log.examples] == [(2, expected), (3, expected)]
 
 
 # --- ImageFolder ----------------------------------------------------------------------------
@@ -544,6 +640,12 @@ def test_read_shards_groups_members(tmp_path: Path) -> None:
     assert (s2.id, s2.text, s2.label, s2.metadata) == ("0002", ["x", "y"], "dog", {"url": "u"})
     assert (s3.id, s3.text, s3.source) == ("sub/0003", ["ünï"], str(tmp_path / "shard-000001.tar"))
     assert expand_shards(tmp_path) == [str(tmp_path / "shard-000000.tar"), str(tmp_path / "shard-000001.tar")]
+
+
+def test_shard_json_caption_is_the_text(tmp_path: Path) -> None:
+    shard = write_tar(tmp_path / "s.tar", [("0001.json", b'{"caption": "from json"}'), ("0001.txt", b"from txt")])
+    (sample,) = read_shards(str(shard), strict=True)
+    assert sample.text == ["from json"] and sample.metadata == {}  # as with text and captions, the json wins
 
 
 BAD_MEMBERS = {

@@ -3,6 +3,8 @@ up, strict and lenient agree, paths never escape the root, shards round-trip."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import tempfile
@@ -14,6 +16,7 @@ from hypothesis import strategies as st
 from polymodal.data.errors import BadSampleError, BadSampleLog
 from polymodal.data.readers import expand_shards, read_manifest, read_shards, write_shards
 from polymodal.data.readers.base import PathResolver
+from polymodal.data.readers.manifest import csv_records
 from polymodal.data.schema import QA, Sample, Statement
 
 SETTINGS = settings(
@@ -95,6 +98,67 @@ def test_garbage_never_crashes_and_good_rows_survive(lines: list[tuple[bool, byt
             assert log.total > 0 and e.row == log.examples[0].row and e.source == str(path)
         else:
             assert log.total == 0 and [s.id for s in strict] == [s.id for s in samples]
+
+
+# CSV cells as users write them: commas, quotes and line breaks, quoted by csv.writer; never a leading [ or {
+# (a JSON cell).
+csv_cells = st.text(alphabet=st.sampled_from(list('ab ,"\n\ré')), max_size=10)
+
+
+def _csv_line(cells: list[str]) -> str:
+    text = io.StringIO(newline="")
+    csv.writer(text).writerow(cells)
+    return text.getvalue()
+
+
+def _write_csv(path: Path, rows: list[str]) -> list[int]:
+    """Writes the header ``id,caption,note`` and ``rows`` (each as written, newline included); the line each row
+    starts on."""
+    starts, line = [], 2
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        f.write(_csv_line(["id", "caption", "note"]))
+        for row in rows:
+            f.write(row)
+            starts.append(line)
+            line += len(row.splitlines())
+    return starts
+
+
+@SETTINGS
+@given(cells=st.lists(st.tuples(csv_cells, csv_cells), max_size=8))
+def test_csv_from_csv_writer_reads_back_cell_for_cell(cells: list[tuple[str, str]]) -> None:
+    """Well-formed CSV (quoted commas, doubled quotes, cells over several lines) reads back whole, each row at the
+    line it starts on."""
+    rows = [[f"r{i}", caption, note] for i, (caption, note) in enumerate(cells)]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.csv"
+        starts = _write_csv(path, [_csv_line(row) for row in rows])
+        expected = [{k: v for k, v in zip(("id", "caption", "note"), row) if v} for row in rows]
+        assert list(csv_records(path)) == list(zip(starts, expected))
+
+
+@SETTINGS
+@given(
+    captions=st.lists(csv_cells.map(lambda t: "a" + t), min_size=1, max_size=8),
+    stray=st.text(alphabet=st.sampled_from(list("ab ,")), max_size=10),
+    stray_at=st.integers(0, 8),
+)
+def test_csv_stray_quote_costs_only_its_line(captions: list[str], stray: str, stray_at: int) -> None:
+    """A line that opens a quote and never closes it is one bad row; every other row survives. Cells start with a
+    letter so that every quote after the stray one is followed by text, and the stray quote cannot close cleanly
+    (a cell starting with a comma would close it, which no reader can tell from a cell over several lines)."""
+    rows = [[f"r{i}", caption, "n"] for i, caption in enumerate(captions)]
+    lines = [_csv_line(row) for row in rows]
+    stray_at = min(stray_at, len(lines))
+    lines.insert(stray_at, f'"{stray}\r\n')
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.csv"
+        stray_line = _write_csv(path, lines)[stray_at]
+        records = list(csv_records(path))
+        good = [record for _, record in records if not isinstance(record, BadSampleError)]
+        bad = [(row, record.kind) for row, record in records if isinstance(record, BadSampleError)]
+        assert [(r["id"], r["caption"]) for r in good] == [(row[0], row[1]) for row in rows]
+        assert bad == [(stray_line, "bad_csv")]
 
 
 segments = st.lists(st.sampled_from(["..", ".", "a", "b", "img.png", "/", "link"]), min_size=1, max_size=6)

@@ -38,7 +38,9 @@ def media_kind(name: str | os.PathLike[str]) -> str | None:
 
 # Row keys with a meaning of their own; every other key goes into ``Sample.metadata``.
 MEDIA_FIELDS = ("image", "audio", "video")
-RESERVED_FIELDS = frozenset({"id", "text", "captions", "label", "qa", "statements", "metadata", *MEDIA_FIELDS})
+# The fields whose strings become ``Sample.text``, in this order; ``caption`` is what users write for one.
+TEXT_FIELDS = ("text", "caption", "captions")
+RESERVED_FIELDS = frozenset({"id", "label", "qa", "statements", "metadata", *MEDIA_FIELDS, *TEXT_FIELDS})
 
 # Turns a media field's raw value into a MediaRef (or raises BadSampleError).
 MediaResolver = Callable[[Any, str], MediaRef]
@@ -284,8 +286,8 @@ def record_to_sample(
 ) -> Sample:
     """Validate one record and build its Sample, or raise BadSampleError naming the field.
 
-    Fields: ``id``, ``image``/``audio``/``video`` (through ``media``), ``text`` and/or
-    ``captions`` (string or list; both are kept, text first), ``label``, ``qa`` (objects with
+    Fields: ``id``, ``image``/``audio``/``video`` (through ``media``), ``text``, ``caption`` and/or
+    ``captions`` (each a string or list; all are kept, in that order), ``label``, ``qa`` (objects with
     ``question`` and ``answer`` or ``answers``, optional ``type``/``question_id``),
     ``statements`` (objects with ``text`` and a true/false ``label``), ``metadata`` (an object
     merged into the metadata); every other key goes to ``metadata`` unchanged. A record
@@ -320,7 +322,7 @@ def record_to_sample(
     sample = Sample(
         id=sample_id,
         image=refs["image"],
-        text=_texts(record.get("text"), "text", at) + _texts(record.get("captions"), "captions", at),
+        text=[text for field in TEXT_FIELDS for text in _texts(record.get(field), field, at)],
         audio=refs["audio"],
         video=refs["video"],
         label=_label(record.get("label"), at, label_key, metadata),

@@ -1,9 +1,9 @@
 """JSONL and CSV manifests: one sample per row, media paths relative to the manifest file.
 
-JSONL is read line by line in binary so that one line of invalid UTF-8 or broken JSON costs
-that row only. CSV cells are strings: cells that start with ``[`` or ``{`` are parsed as JSON
-(lists of captions, qa, statements, label dicts) and ``label`` cells that look like numbers
-become numbers (``"nan"`` is a NaN label, which is rejected).
+JSONL is read line by line in binary so that one line of invalid UTF-8 or broken JSON costs that row only; a
+malformed CSV row (a stray quote, a missing cell) costs its own line only. CSV cells are strings: cells that start
+with ``[`` or ``{`` are parsed as JSON (lists of captions, qa, statements, label dicts) and ``label`` cells that look
+like numbers become numbers (``"nan"`` is a NaN label, which is rejected).
 """
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from polymodal.data.errors import BadSampleError, BadSampleLog
 from polymodal.data.readers.base import PathResolver, Where, record_to_sample, require_file, resolve_log
@@ -82,7 +83,8 @@ def jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadSampleE
             if not raw.strip():
                 continue
             try:
-                line = raw.decode("utf-8")
+                # Without its newline, so that a JSON error's column is on this line, not at the start of the next.
+                line = raw.rstrip(b"\r\n").decode("utf-8")
             except UnicodeDecodeError as e:
                 yield row, Where(src, row).error(None, f"invalid UTF-8 at byte {e.start}", "bad_encoding")
                 continue
@@ -100,12 +102,19 @@ def jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadSampleE
 
 
 def csv_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadSampleError]]:
-    """(row, record or error) with the 1-based line where each CSV row starts."""
+    """(row, record or error) with the 1-based line where each CSV row starts.
+
+    A malformed row (a stray quote, a cell count unlike the header's) is a bad row at its first line, and the lines
+    after its first are read again: a stray quote must not join the rest of the file into one cell. One that closes
+    cleanly on a later line into a row of the header's width cannot be told from a multi-line cell. Memory stays
+    bounded by csv's field size limit (131,072 characters), where an open quote is given up on.
+    """
     src = str(path)
     # surrogateescape keeps invalid bytes as lone surrogates so that the bad row, not the
     # whole file, is rejected.
     with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
-        reader = csv.reader(f)
+        lines = _RereadableLines(f)
+        reader = csv.reader(lines, strict=True)
         try:
             header = next(reader)
         except (StopIteration, csv.Error):
@@ -116,23 +125,77 @@ def csv_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadSampleErr
             yield 1, Where(src, 1).error(None, "header has invalid UTF-8 or repeated columns")
             return
         while True:
-            row = reader.line_num + 1
+            lines.start_row()
             try:
                 cells = next(reader)
             except StopIteration:
                 return
             except csv.Error as e:
-                yield row, Where(src, row).error(None, f"malformed CSV: {e}", "bad_csv")
-                continue
-            if not any(c.strip() for c in cells):
-                continue
-            yield row, _csv_record(header, cells, src, row)
+                problem = _CSV_ERRORS.get(str(e), f"malformed CSV: {e}")
+            else:
+                if not any(c.strip() for c in cells):
+                    continue
+                if len(cells) == len(header):
+                    yield lines.first, _csv_record(header, cells, src, lines.first)
+                    continue
+                problem = f"{len(cells)} cells, the header has {len(header)}"
+            row, last = lines.first, lines.last
+            if last > row:
+                problem += (
+                    f"; the row runs on to line {last} (a stray quote?), so the lines after this one are read again"
+                )
+                lines.reread_after_first()
+                reader = csv.reader(lines, strict=True)  # a fresh parser, in no quoted field
+            yield row, Where(src, row).error(None, problem, "bad_csv")
+
+
+# csv's messages for the malformed rows a user writes, in the user's words.
+_CSV_ERRORS = {"unexpected end of data": "unterminated quote: a quoted field never closes"}
+
+
+class _RereadableLines:
+    """The physical lines of a text file for ``csv.reader``, numbered from 1, keeping those of the row being
+    read so that a malformed row's lines after its first can be read again."""
+
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+        self._next_number = 1
+        self._pending: deque[tuple[int, str]] = deque()  # lines to read again, before the file's next
+        self._row: list[tuple[int, str]] = []  # (number, text) of the current row's lines
+
+    def __iter__(self) -> _RereadableLines:
+        return self
+
+    def __next__(self) -> str:
+        if self._pending:
+            line = self._pending.popleft()
+        else:
+            line = (self._next_number, next(self._file))  # StopIteration at the end of the file
+            self._next_number += 1
+        self._row.append(line)
+        return line[1]
+
+    def start_row(self) -> None:
+        self._row.clear()
+
+    @property
+    def first(self) -> int:
+        """The line the current row starts on."""
+        return self._row[0][0]
+
+    @property
+    def last(self) -> int:
+        """The line the current row ends on."""
+        return self._row[-1][0]
+
+    def reread_after_first(self) -> None:
+        """Hand out the current row's lines after its first again, then carry on with the file."""
+        self._pending.extendleft(reversed(self._row[1:]))
+        self._row.clear()
 
 
 def _csv_record(header: list[str], cells: list[str], src: str, row: int) -> dict[str, Any] | BadSampleError:
     at = Where(src, row)
-    if len(cells) > len(header):
-        return at.error(None, f"{len(cells)} cells but the header has {len(header)} columns")
     record: dict[str, Any] = {}
     for name, cell in zip(header, cells):
         if _has_surrogates(cell):

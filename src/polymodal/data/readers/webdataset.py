@@ -26,6 +26,7 @@ from polymodal.data.errors import BadSampleError, BadSampleLog
 from polymodal.data.readers.base import (
     AUDIO_EXTENSIONS,
     IMAGE_EXTENSIONS,
+    TEXT_FIELDS,
     VIDEO_EXTENSIONS,
     record_to_sample,
     resolve_log,
@@ -212,7 +213,7 @@ def _group_record(group: dict[str, bytes], bad: _ErrorFactory) -> dict[str, Any]
             if last in known:
                 media.setdefault(name, data)
     record.update(media)
-    if "txt" in group and "text" not in record and "captions" not in record:
+    if "txt" in group and not any(field in record for field in TEXT_FIELDS):
         record["text"] = _utf8(group["txt"], "txt", bad)
     if "cls" in group:
         label = _utf8(group["cls"], "cls", bad).strip()
