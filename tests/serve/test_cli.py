@@ -76,7 +76,7 @@ def test_api_key_from_the_environment(started: dict, tiny_dual_encoder_dir: Path
         (["--model", "{model}", "--max-video-seconds", "0"], "max_video_seconds must be > 0", 2),
         (["--model", "{model}", "--max-generate-steps", "0"], "max_generate_steps must be >= 1", 2),
         (["--model", "{model}", "--precision", "fp16"], "fp16 needs a CUDA GPU", 1),
-        (["--model", "{other}", "--index", "{index}"], "rebuild", 1),
+        (["--model", "{other}", "--index", "{index}"], "(identity ", 1),  # names both models, then "rebuild"
         (["--model", "{model}", "--export-towers", "some"], "--export-towers 'some': choose one of auto, all", 2),
     ],
 )

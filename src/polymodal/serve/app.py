@@ -446,9 +446,11 @@ def create_app(
     ``threads`` budget follows the machine's load, re-checked before model calls on the batcher's thread."""
     settings = settings or ServeSettings()
     if index is not None and index.model_identity not in (None, model.identity):
+        built_with = getattr(getattr(index, "meta", None), "model_name", None)  # an index directory names it
+        named = f"{built_with} (identity {index.model_identity[:12]})" if built_with else index.model_identity
         raise ValueError(
-            f"the index was built with model {index.model_identity}, not with {model.name} "
-            f"({model.identity}): rebuild it with this model or serve the model it was built with"
+            f"the index was built with model {named}, not with {model.name} (identity {model.identity[:12]}): "
+            "rebuild it with this model or serve the model it was built with"
         )
     active = ActiveRequests()
     batcher = MicroBatcher(
