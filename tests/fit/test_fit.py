@@ -149,6 +149,7 @@ def test_fit_and_predict_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     payload = json.loads(result.stdout)
     kinds = {c["name"]: c["kind"] for c in payload["columns"]}
     assert kinds == {"id": "ignore", "x": "numeric", "colour": "text"}
+    predictor_columns = TablePredictor.load(out).columns
     assert payload["validation"]["accuracy"] > 0.8
     assert {"fit.json", "model.safetensors", "report.html", "fit.log"} <= {p.name for p in out.iterdir()}
     assert (tmp_path / "cache" / "features.sqlite").is_file()  # the text column's features, for the next run
@@ -165,10 +166,13 @@ def test_fit_and_predict_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         "probability_low",
     ]
     assert [r["id"] for r in written[:3]] == ["0", "1", "2"]  # the table's id column, to join the predictions back
-    bad = runner.invoke(app, ["fit", str(table), "--label", "nope", "--out", str(out)])
+    bad = runner.invoke(app, ["fit", str(table), "--label", "nope", "--out", str(out), "--overwrite"])
     assert bad.exit_code == 1 and "no label column 'nope'" in bad.output
-    bad = runner.invoke(app, ["fit", str(table), "--label", "label", "--out", str(out), "--column", "x=picture"])
+    bad = runner.invoke(
+        app, ["fit", str(table), "-y", "label", "--out", str(out), "--overwrite", "--column", "x=picture"]
+    )
     assert bad.exit_code == 1 and "NAME=KIND" in bad.output
+    assert TablePredictor.load(out).columns == predictor_columns  # a failed fit leaves the predictor there as it was
 
 
 def test_video_clips_with_a_truncated_one(tmp_path: Path) -> None:

@@ -26,6 +26,15 @@ def test_csv_and_jsonl_rows_keep_missing_cells_missing(tmp_path: Path) -> None:
     assert len(table.bad) == 1 and table.bad[0].row == 2 and "invalid JSON" in str(table.bad[0])
 
 
+def test_a_file_keeps_a_column_empty_in_every_row_but_rows_as_dicts_have_no_header(tmp_path: Path) -> None:
+    csv_path = tmp_path / "t.csv"
+    csv_path.write_text("a,photo,label\n1,,yes\n2,,no\n")
+    table = read_table(csv_path)
+    assert table.header == ["a", "photo", "label"] and table.columns == ["a", "photo", "label"]
+    assert table.subset([1]).columns == ["a", "photo", "label"] and table.values("photo") == [None, None]
+    assert rows_table([{"a": 1}, {"b": 2}], tmp_path).header is None
+
+
 def test_parquet_rows(tmp_path: Path) -> None:
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
@@ -34,6 +43,8 @@ def test_parquet_rows(tmp_path: Path) -> None:
     pq.write_table(pa.table({"x": [1.0, None, 3.0], "label": ["a", "b", "a"]}), path)
     table = read_table(path)
     assert table.values("x") == [1.0, None, 3.0] and table.values("label") == ["a", "b", "a"]
+    pq.write_table(pa.table({"x": pa.array([None, None], pa.float64()), "label": ["a", "b"]}), path)
+    assert read_table(path).columns == ["x", "label"]  # the schema's column, though every cell is empty
     broken = tmp_path / "broken.parquet"
     broken.write_bytes(path.read_bytes()[:40])
     with pytest.raises(BadSampleError, match="unreadable Parquet"):

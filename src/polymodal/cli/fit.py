@@ -23,6 +23,9 @@ CacheOption = typer.Option(
     "($POLYMODAL_CACHE_DIR/features.sqlite, default ~/.cache/polymodal) for the next fit or predict.",
 )
 
+# What `fit --json` prints of fit.json.
+FIT_JSON_KEYS = ("problem", "columns", "rows", "validation", "leaderboard", "baselines", "seconds", "bad_cells")
+
 
 def _store(cache: bool):  # type: ignore[no-untyped-def]
     from polymodal.fit.store import FeatureStore
@@ -66,17 +69,22 @@ def fit(
         help="After the search, train the winner with its pretrained towers end to end in the "
         "rest of the time (kept when it validates better; slower, and the saved predictor carries the towers).",
     ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing predictor (any non-empty --out)."),
     cache: bool = CacheOption,
     json: bool = JsonOption,
 ) -> None:
     """Train a classifier or regressor on your table: columns detected, pretrained towers, fusion searched."""
     from polymodal.data.errors import BadSampleError, BadSampleLog
     from polymodal.fit import TablePredictor, read_table
-    from polymodal.fit.predictor import BAD_SAMPLES_FILE, LOG_FILE
+    from polymodal.fit.predictor import BAD_SAMPLES_FILE, LOG_FILE, check_output
     from polymodal.fit.table import FOLDER_LABEL_COLUMN
 
     if time_limit <= 0:
         fail(f"--time-limit must be positive, got {time_limit}", as_json=json)
+    try:
+        check_output(out, overwrite)  # before the training, not after it
+    except FileExistsError as e:
+        fail(str(e), as_json=json)
     logs = out.with_name(out.name + ".logs")
     logs.mkdir(parents=True, exist_ok=True)
     log_file, bad_file = logs / LOG_FILE, logs / BAD_SAMPLES_FILE
@@ -110,12 +118,10 @@ def fit(
             store=_store(cache),
             fine_tune=fine_tune,
         )
-        for unreadable in train_table.bad + (val_table.bad if val_table else []):
-            bad_log.record(unreadable)
         extra = {p.name: p.read_text(encoding="utf-8") for p in logs.glob("*.log")}
         if bad_file.is_file():
             extra[BAD_SAMPLES_FILE] = bad_file.read_text(encoding="utf-8")
-        predictor.save(out, extra)
+        predictor.save(out, extra, overwrite=overwrite)
     except (BadSampleError, ValueError, ImportError, OSError) as e:
         fail(str(e), as_json=json)
     summary = predictor.to_dict()
@@ -123,10 +129,7 @@ def fit(
         emit_json(
             {
                 "out": str(out),
-                **{
-                    k: summary[k]
-                    for k in ("problem", "columns", "validation", "leaderboard", "baselines", "seconds", "bad_cells")
-                },
+                **{k: summary[k] for k in FIT_JSON_KEYS},
             }
         )
         return
@@ -134,6 +137,8 @@ def fit(
 
 
 def _print_summary(summary: dict, out: Path) -> None:
+    from polymodal.fit.predictor import BAD_SAMPLES_FILE
+
     metrics = summary["validation"]
     name = metrics["score_name"]
     board = RichTable(title="validation", title_justify="left")
@@ -155,6 +160,13 @@ def _print_summary(summary: dict, out: Path) -> None:
     }
     console.print("chosen: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()), highlight=False)
     console.print(f"wrote {escape(str(out))} (report.html, fit.json, model.safetensors)", highlight=False)
+    rows = summary["rows"]
+    if rows["unreadable"] or rows["unlabelled"] or summary["bad_cells"]:
+        console.print(
+            f"left out: {rows['unreadable']} unreadable, {rows['unlabelled']} without a label; "
+            f"{summary['bad_cells']} bad cells: each listed in {escape(str(out / BAD_SAMPLES_FILE))}",
+            highlight=False,
+        )
 
 
 def predict(
@@ -166,7 +178,7 @@ def predict(
 ) -> None:
     """Predict every row of a table with a fitted predictor (missing cells and bad files are missing inputs)."""
     from polymodal.data.errors import BadSampleError, BadSampleLog
-    from polymodal.fit import TablePredictor, read_table
+    from polymodal.fit import ColumnMismatchError, TablePredictor, read_table
     from polymodal.fsutil import write_atomic
 
     try:
@@ -176,6 +188,8 @@ def predict(
         result = predictor.predict(rows, bad_log, store=_store(cache))
         out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(out, result.to_csv())
+    except ColumnMismatchError as e:
+        fail(str(e), as_json=json, code=2)
     except (BadSampleError, ValueError, ImportError, OSError) as e:
         fail(str(e), as_json=json)
     payload = {

@@ -6,13 +6,14 @@ within a time limit. :class:`TablePredictor` saves, loads and predicts.
 """
 
 from polymodal.fit.columns import COLUMN_KINDS, PROBLEMS, ColumnInfo, Problem, describe_column, detect_problem
-from polymodal.fit.predictor import Predictions, TablePredictor, is_fit_dir, plan_inputs
+from polymodal.fit.predictor import ColumnMismatchError, Predictions, TablePredictor, is_fit_dir, plan_inputs
 from polymodal.fit.table import Table, read_table, rows_table
 
 __all__ = [
     "COLUMN_KINDS",
     "PROBLEMS",
     "ColumnInfo",
+    "ColumnMismatchError",
     "Predictions",
     "Problem",
     "Table",

@@ -60,6 +60,10 @@ class Featurizer:
         """Features and presence per row of ``table``; vectors already in ``store`` are not computed again."""
         raise NotImplementedError
 
+    def cell_counts(self, table: Table, present: Tensor) -> dict[str, tuple[int, int]]:
+        """Per column this input reads, given ``present`` from :meth:`transform`: (cells with a value, bad cells)."""
+        return {}
+
     @property
     def store_id(self) -> str:
         """What the feature store files this featurizer's vectors under (changes when its output would)."""
@@ -127,6 +131,10 @@ class TowerFeaturizer(Featurizer):
     @property
     def store_id(self) -> str:
         return super().store_id if self.tower is None else ""  # a tuned tower's features are never stored
+
+    def cell_counts(self, table: Table, present: Tensor) -> dict[str, tuple[int, int]]:
+        given = sum(not is_missing(v) for v in table.values(self.name))
+        return {self.name: (given, given - int(present.sum()))}  # a cell with a value is absent only when bad
 
     def transform(
         self, table: Table, bad: BadSampleLog, progress: Progress | None = None, store: FeatureStore | None = None
@@ -407,6 +415,13 @@ class TabularFeaturizer(Featurizer):
         if progress is not None:
             progress(len(table))
         return out, torch.ones(len(table), dtype=torch.bool)
+
+    def cell_counts(self, table: Table, present: Tensor) -> dict[str, tuple[int, int]]:
+        counts = {}
+        for column in self.numeric:  # a category is never bad
+            given = [v for v in table.values(column) if not is_missing(v)]
+            counts[column] = (len(given), sum(as_number(v) is None for v in given))
+        return counts
 
     def state(self) -> dict[str, Any]:
         return {**super().state(), "numeric": self.numeric, "categories": self.categories}

@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from polymodal.data.errors import BadSampleError, BadSampleLog
-from polymodal.fit.columns import ID_NAMES, ColumnInfo, Problem, describe_column, detect_problem
+from polymodal.fit.columns import ID_NAMES, MEDIA_KINDS, ColumnInfo, Problem, describe_column, detect_problem
 from polymodal.fit.features import Featurizer, TowerFeaturizer, featurizer_from_state, featurizers_for
 from polymodal.fit.network import Candidate, FeatureNetwork
 
@@ -64,6 +64,19 @@ Say = Callable[[str], None]
 
 def is_fit_dir(path: str | os.PathLike[str]) -> bool:
     return (Path(path) / FIT_FILE).is_file()
+
+
+def check_output(directory: str | os.PathLike[str], overwrite: bool) -> None:
+    """Refuse (FileExistsError) to replace anything at ``directory`` but an empty folder, unless ``overwrite``."""
+    path = Path(directory)
+    if overwrite or not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        return
+    what = "already holds a fitted predictor" if is_fit_dir(path) else "exists and is not an empty directory"
+    raise FileExistsError(f"{path}: {what} (pass overwrite=True / --overwrite to replace it)")
+
+
+class ColumnMismatchError(ValueError):
+    """A table to predict lacks columns the predictor reads: a usage error, unlike a missing cell."""
 
 
 def holdout_split(problem: Problem, targets: Targets, share: float, seed: int) -> tuple[list[int], list[int]]:
@@ -174,13 +187,21 @@ class TablePredictor:
         say = say or (lambda _: None)
         bad_log = bad_log or BadSampleLog()
         columns, the_problem, featurizers = plan_inputs(table, label, kinds, problem, val)
-        say(describe_inputs(columns, the_problem, len(table)))
-        if val is None:
-            targets = encode_targets(the_problem, table.values(label))
+        # Rows left out (unreadable, or without a label) are recorded before any bad cell, and counted apart.
+        labelled, unlabelled = labelled_rows(table, the_problem)
+        labelled_val, val_unlabelled = labelled_rows(val, the_problem) if val is not None else (None, [])
+        unreadable, unlabelled = table.bad + (val.bad if val is not None else []), unlabelled + val_unlabelled
+        for left_out in unreadable + unlabelled:
+            bad_log.record(left_out)
+        cells_from = bad_log.total
+        used = len(labelled) + (len(labelled_val) if labelled_val is not None else 0)
+        say(describe_inputs(columns, the_problem, used, len(unreadable), len(unlabelled)))
+        if labelled_val is None:
+            targets = encode_targets(the_problem, labelled.values(label))
             train_rows, val_rows = holdout_split(the_problem, targets, VALIDATION_SHARE, seed)
-            train_table, val_table = table.subset(train_rows), table.subset(val_rows)
+            train_table, val_table = labelled.subset(train_rows), labelled.subset(val_rows)
         else:
-            train_table, val_table = table, val
+            train_table, val_table = labelled, labelled_val
         for featurizer in featurizers:
             featurizer.fit(train_table)
         train = featurize(featurizers, train_table, bad_log, "train", log_file, store, progress)
@@ -188,10 +209,13 @@ class TablePredictor:
         train_targets = encode_targets(the_problem, train_table.values(label))
         val_targets = encode_targets(the_problem, val_table.values(label), (train_targets.mean, train_targets.std))
         featurized = time.monotonic() - started
+        cells = bad_cells_by_column(featurizers, [(train_table, train), (val_table, held)])
+        by_column = ", ".join(f"{column} {bad}" for column, (_, bad) in cells.items() if bad)
         say(
             f"features: {len(train_table)} training and {len(val_table)} validation rows in {featurized:.1f} s; "
-            f"{bad_log.total} bad cells"
+            f"{bad_log.total - cells_from} bad cells" + (f" ({by_column})" if by_column else "")
         )
+        refuse_unusable_columns(cells, {c.name: c.kind for c in columns}, bad_log, labelled)
         remaining = max(1.0, time_limit - featurized)
         search_seconds = remaining * (FINE_TUNE_SEARCH_SHARE if fine_tune else 1.0)
 
@@ -234,8 +258,13 @@ class TablePredictor:
                     featurizer = next(f for f in featurizers if f.name == name)
                     featurizer.tower = tower.requires_grad_(False).eval()  # type: ignore[attr-defined]
         summary = {
-            "rows": {"train": len(train_table), "validation": len(val_table), "unreadable": len(table.bad)},
-            "bad_cells": bad_log.total,
+            "rows": {
+                "train": len(train_table),
+                "validation": len(val_table),
+                "unreadable": len(unreadable),
+                "unlabelled": len(unlabelled),
+            },
+            "bad_cells": bad_log.total - cells_from,
             "bad_by_kind": dict(bad_log.counts),
             "validation": validation,
             "fine_tuned": network is not best.network,
@@ -264,6 +293,7 @@ class TablePredictor:
         are absolute or relative to the working directory); a bad file or missing cell only removes that input.
         ``progress``: a line per input as it is featurized (terminal and ``log_file``)."""
         table = as_table(table)
+        self.check_columns(table)
         bad_log = bad_log or BadSampleLog()
         features = featurize(self.featurizers, table, bad_log, "predict", log_file, store, progress)
         outputs = outputs_of(self.network, features)
@@ -276,6 +306,7 @@ class TablePredictor:
     ) -> dict[str, Any]:
         """The metrics of this predictor on a labelled ``table`` (as :meth:`predict` takes it)."""
         table = as_table(table)
+        self.check_columns(table)
         features = featurize(self.featurizers, table, BadSampleLog(), "evaluate", None, store)
         targets = encode_targets(self.problem, table.values(self.problem.label), (self.target_mean, self.target_std))
         outputs = outputs_of(self.network, features)
@@ -284,6 +315,35 @@ class TablePredictor:
     @property
     def inputs(self) -> list[str]:
         return [f.name for f in self.featurizers]
+
+    @property
+    def read_columns(self) -> list[str]:
+        """The columns this predictor reads: those it was fit on, but for the ones it ignores."""
+        return [c.name for c in self.columns if c.kind != "ignore"]
+
+    def unknown_columns(self, names: Iterable[str]) -> list[str]:
+        """Those of ``names`` that are neither a column the predictor was fit on (read or ignored) nor its label."""
+        known = {c.name for c in self.columns} | {self.problem.label}
+        return [name for name in names if name not in known]
+
+    def check_columns(self, table: Table) -> None:
+        """Refuse (:class:`ColumnMismatchError`) a table file that lacks a column this predictor reads, naming those
+        and the table's columns it does not know (a renamed column is one of each). A column may be empty. Rows given
+        as dicts are not checked: a key they leave out is a missing cell."""
+        if table.header is None:
+            return
+        missing = [c for c in self.read_columns if c not in table.columns]
+        if not missing:
+            return
+
+        def named(names: list[str]) -> str:
+            return f"column{'s' if len(names) > 1 else ''} {', '.join(names)}"
+
+        message = f"{table.source}: no {named(missing)} (this predictor reads {', '.join(self.read_columns)})"
+        unknown = self.unknown_columns(table.columns)
+        if unknown:
+            message += f"; it does not know the table's {named(unknown)} (renamed?)"
+        raise ColumnMismatchError(message + ". A column may have empty cells, but it must be in the table")
 
     # -- saving -------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -302,10 +362,17 @@ class TablePredictor:
             **self.summary,
         }
 
-    def save(self, directory: str | os.PathLike[str], extra_files: Mapping[str, str | bytes] | None = None) -> Path:
-        """Write the predictor (and ``extra_files``: name -> content) atomically to ``directory``."""
+    def save(
+        self,
+        directory: str | os.PathLike[str],
+        extra_files: Mapping[str, str | bytes] | None = None,
+        overwrite: bool = True,
+    ) -> Path:
+        """Write the predictor (and ``extra_files``: name -> content) atomically to ``directory``; ``overwrite=False``
+        refuses to replace anything there but an empty folder."""
         from polymodal.fit.report import fit_report_html
 
+        check_output(directory, overwrite)
         target = Path(directory)
         with atomic_directory(target) as tmp:
             save_weights(self.network, tmp / WEIGHTS_FILE)
@@ -415,6 +482,67 @@ def plan_inputs(
     return columns, the_problem, featurizers_for(used)
 
 
+def labelled_rows(table: Table, problem: Problem) -> tuple[Table, list[BadSampleError]]:
+    """The rows of ``table`` with a label, and an error naming each row without one (it is left out of training)."""
+    known = encode_targets(problem, table.values(problem.label)).known.tolist()
+    missing = [
+        BadSampleError(
+            f"no {problem.label!r} value: the row is left out",
+            source=table.source,
+            row=row,
+            field=problem.label,
+            kind="missing_label",
+        )
+        for row, has_label in zip(table.row_numbers, known)
+        if not has_label
+    ]
+    if len(missing) == len(table):
+        raise ValueError(f"{table.source}: no row has a {problem.label!r} value")
+    return table.subset(i for i, has_label in enumerate(known) if has_label), missing
+
+
+def bad_cells_by_column(
+    featurizers: Sequence[Featurizer], parts: Sequence[tuple[Table, Features]]
+) -> dict[str, tuple[int, int]]:
+    """Per column read, over every (table, its features): (cells with a value, cells of them that are bad)."""
+    totals: dict[str, tuple[int, int]] = {}
+    for table, features in parts:
+        for featurizer in featurizers:
+            for column, (given, bad) in featurizer.cell_counts(table, features.present[featurizer.name]).items():
+                before = totals.get(column, (0, 0))
+                totals[column] = (before[0] + given, before[1] + bad)
+    return totals
+
+
+SHOWN_REASONS = 3  # kinds of bad cell an unusable column's error shows an example of
+
+
+def refuse_unusable_columns(
+    cells: Mapping[str, tuple[int, int]], kinds: Mapping[str, str], bad_log: BadSampleLog, table: Table
+) -> None:
+    """Refuse to train when every value of a column is a bad cell: its input would never be present. The error names
+    the column, the count, the first cell of each kind of failure, and for media where paths must be."""
+    for column, (given, bad) in cells.items():
+        if not given or bad < given:
+            continue
+        first_of_kind: dict[str, BadSampleError] = {}
+        for error in bad_log.examples:
+            if error.field == column:
+                first_of_kind.setdefault(error.kind, error)
+        shown = list(first_of_kind.values())[:SHOWN_REASONS]
+        message = f"column {column!r} ({kinds[column]}): none of its {given} values can be used"
+        if shown:
+            message += ", e.g. " + "; ".join(f"row {e.row}: {e.reason}" for e in shown)
+        if kinds[column] in MEDIA_KINDS:
+            resolver = table.resolver()
+            base = "" if resolver.base == resolver.root else f"relative ones start at {resolver.base}, "
+            message += (
+                f". Media paths must stay inside {resolver.root}, the table's folder ({base}absolute paths elsewhere "
+                "are refused): put the files under it and write their paths relative to it"
+            )
+        raise ValueError(f"{message}. Fix the column, or train without it: --column {column}=ignore")
+
+
 def as_table(data: Table | str | os.PathLike[str] | Sequence[Mapping[str, Any]]) -> Table:
     if isinstance(data, Table):
         return data
@@ -445,10 +573,14 @@ def featurize(
     return Features(values, present)
 
 
-def describe_inputs(columns: Sequence[ColumnInfo], problem: Problem, rows: int) -> str:
-    """The detected columns and problem as a small text table (printed before training)."""
+def describe_inputs(
+    columns: Sequence[ColumnInfo], problem: Problem, rows: int, unreadable: int, unlabelled: int
+) -> str:
+    """The rows used and left out, the detected columns and the problem as a small text table (printed before
+    training)."""
     width = max(len(c.name) for c in columns)
-    lines = [f"{rows} rows; label {problem.label!r}: {problem.kind} ({problem.reason})"]
+    left_out = f"left out: {unreadable} unreadable, {unlabelled} without a label"
+    lines = [f"{rows} labelled rows ({left_out}); label {problem.label!r}: {problem.kind} ({problem.reason})"]
     if problem.classes:
         shown = ", ".join(problem.classes[:10]) + (" ..." if len(problem.classes) > 10 else "")
         lines.append(f"  classes: {shown}")
@@ -467,4 +599,4 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON-serialisable: {type(value).__name__}")
 
 
-__all__ = ["Predictions", "TablePredictor", "holdout_split", "is_fit_dir"]
+__all__ = ["ColumnMismatchError", "Predictions", "TablePredictor", "check_output", "holdout_split", "is_fit_dir"]

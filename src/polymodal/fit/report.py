@@ -21,8 +21,8 @@ def fit_report_blocks(fit: dict[str, Any]) -> list[Any]:
         Paragraph(
             f"Label {problem['label']!r}: {problem['kind']} ({problem['reason']}). "
             f"Trained on {rows.get('train')} rows, validated on {rows.get('validation')}; "
-            f"{fit.get('bad_cells', 0)} bad cells skipped, "
-            f"{rows.get('unreadable', 0)} unreadable rows. Source: {fit.get('source')}."
+            f"{fit.get('bad_cells', 0)} bad cells skipped; left out: {rows.get('unreadable', 0)} unreadable rows, "
+            f"{rows.get('unlabelled', 0)} without a label. Source: {fit.get('source')}."
         ),
         Heading("Columns", anchor="columns"),
         Table(

@@ -16,7 +16,7 @@ from typing import Any
 from polymodal.data.errors import BadSampleError
 from polymodal.data.readers.base import PathResolver, media_kind, require_file
 from polymodal.data.readers.classfolders import class_folders
-from polymodal.data.readers.manifest import csv_records, jsonl_records
+from polymodal.data.readers.manifest import csv_header, csv_records, jsonl_records
 
 TABLE_SUFFIXES = (".csv", ".jsonl", ".parquet")
 FOLDER_PATH_COLUMN = "path"
@@ -34,14 +34,17 @@ class Table:
     row_numbers: list[int]  # the 1-based line (CSV/JSONL) or index (Parquet, folders) of each row
     bad: list[BadSampleError] = field(default_factory=list)  # rows that could not be read
     base: Path | None = None
+    # The columns a file has, even one empty in every row (a CSV header, a Parquet schema, a JSONL file's keys);
+    # None for rows given as dicts, where a key left out is only a missing cell.
+    header: list[str] | None = None
 
     def resolver(self) -> PathResolver:
         return PathResolver(self.root, self.source, base=self.base)
 
     @property
     def columns(self) -> list[str]:
-        """Column names in first-seen order."""
-        seen: dict[str, None] = {}
+        """Column names: the header's, then any other in first-seen order."""
+        seen = dict.fromkeys(self.header or [])
         for row in self.rows:
             seen.update(dict.fromkeys(row))
         return list(seen)
@@ -56,7 +59,7 @@ class Table:
     def subset(self, indices: Iterable[int]) -> Table:
         chosen = list(indices)
         rows, numbers = [self.rows[i] for i in chosen], [self.row_numbers[i] for i in chosen]
-        return Table(self.source, self.root, rows, numbers, [], self.base)
+        return Table(self.source, self.root, rows, numbers, [], self.base, self.header)
 
 
 def read_table(path: str | os.PathLike[str]) -> Table:
@@ -84,7 +87,9 @@ def read_table(path: str | os.PathLike[str]) -> Table:
             numbers.append(row)
     if not rows:
         raise BadSampleError("no readable rows", source=str(file), kind="invalid")
-    return Table(str(file), file.parent, rows, numbers, bad)
+    table = Table(str(file), file.parent, rows, numbers, bad)
+    table.header = csv_header(file) if suffix == ".csv" else table.columns
+    return table
 
 
 def rows_table(
@@ -106,13 +111,13 @@ def _parquet_table(file: Path) -> Table:
     except ImportError:
         raise ImportError(f"{file}: reading Parquet needs pyarrow: pip install 'polymodal[fit]'") from None
     try:
-        records = pq.read_table(file).to_pylist()
+        data = pq.read_table(file)
     except Exception as e:  # pyarrow raises its own error types for a truncated or foreign file
         raise BadSampleError(f"unreadable Parquet file: {e}", source=str(file), kind="decode") from None
-    rows = [{k: v for k, v in r.items() if v is not None} for r in records]
+    rows = [{k: v for k, v in r.items() if v is not None} for r in data.to_pylist()]
     if not rows:
         raise BadSampleError("no rows", source=str(file), kind="invalid")
-    return Table(str(file), file.parent, rows, list(range(1, len(rows) + 1)))
+    return Table(str(file), file.parent, rows, list(range(1, len(rows) + 1)), header=data.column_names)
 
 
 def _class_folder_table(root: Path) -> Table:
@@ -125,4 +130,5 @@ def _class_folder_table(root: Path) -> Table:
                     rows.append({FOLDER_PATH_COLUMN: rel, FOLDER_LABEL_COLUMN: name})
     if not rows:
         raise BadSampleError("no class folder holds an image, audio or video file", source=str(root), kind="invalid")
-    return Table(str(root), root, rows, list(range(1, len(rows) + 1)))
+    header = [FOLDER_PATH_COLUMN, FOLDER_LABEL_COLUMN]
+    return Table(str(root), root, rows, list(range(1, len(rows) + 1)), header=header)

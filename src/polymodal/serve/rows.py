@@ -33,16 +33,17 @@ async def predictor_rows(
     """The request's rows with their media written under ``directory`` (absolute paths); ignored columns and the
     label column dropped."""
     kinds = {c.name: c.kind for c in predictor.columns}
-    read = [name for name, kind in kinds.items() if kind != "ignore"]
     out = []
     for i, row in enumerate(rows):
         cells: dict[str, Any] = {}
+        if unknown := predictor.unknown_columns(row):
+            raise ApiError(
+                422,
+                "unknown_column",
+                f"{cell_name(i, unknown[0])}: no such column; this predictor reads {', '.join(predictor.read_columns)}",
+            )
         for j, (column, value) in enumerate(row.items()):
             field = cell_name(i, column)
-            if column not in kinds and column != predictor.problem.label:
-                raise ApiError(
-                    422, "unknown_column", f"{field}: no such column; this predictor reads {', '.join(read)}"
-                )
             kind = kinds.get(column, "ignore")
             if kind == "ignore" or is_missing(value):
                 continue

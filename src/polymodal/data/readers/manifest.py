@@ -101,6 +101,12 @@ def jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadSampleE
             yield row, record
 
 
+def csv_header(path: Path) -> list[str]:
+    """A CSV file's column names, as written (its records, as read, leave out empty cells)."""
+    with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
+        return next(csv.reader(f), [])
+
+
 def csv_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadSampleError]]:
     """(row, record or error) with the 1-based line where each CSV row starts.
 
