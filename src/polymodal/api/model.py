@@ -179,8 +179,7 @@ class Model:
         if capability not in self.capabilities:
             raise TaskNotSupported(self.backend, task)
         if modality is not None and modality not in self.accepts(capability):
-            takes = ", ".join(sorted(self.accepts(capability)))
-            raise TaskNotSupported(self.backend, f"{task} from {modality} (it takes {takes})")
+            raise TaskNotSupported(self.backend, task, modality, self.accepts(capability))
 
     def _source(self, capability: str, task: str) -> str:
         """The one modality ``capability`` reads items of: what a captioner describes, a question answerer is asked

@@ -9,7 +9,7 @@ above it, in `polymodal.api.Model`.
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -76,7 +76,10 @@ class Backend(Protocol):
 class TaskNotSupported(ValueError):
     """Raised when a model is asked for a task it cannot do (e.g. caption with a dual encoder)."""
 
-    def __init__(self, backend: Backend, task: str) -> None:
+    def __init__(self, backend: Backend, task: str, modality: str | None = None, takes: Iterable[str] = ()) -> None:
+        if modality is not None:  # the task it can do, but not on this modality
+            super().__init__(f"model {backend.name} cannot {task} {modality}: it takes {', '.join(sorted(takes))}")
+            return
         can = ", ".join(sorted(backend.capabilities))
         if not can:  # a fusion classifier, say: scored by `polymodal eval`, no task of the Python API
             tasks = ", ".join((EMBED, CAPTION, ANSWER, GENERATE, PREDICT))

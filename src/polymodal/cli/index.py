@@ -114,8 +114,11 @@ def _report(result: BuildResult, verb: str, as_json: bool) -> None:
             highlight=False,
             soft_wrap=True,
         )
-        for s in result.skipped_examples[:3]:  # each reason names its file
+        shown = result.skipped_examples[:3]
+        for s in shown:  # each reason starts with its file
             console.print(f"  {escape(s['reason'])}", highlight=False, soft_wrap=True)
+        if result.skipped > len(shown):
+            console.print(f"  ... and {result.skipped - len(shown):,} more", highlight=False)
 
 
 def _report_tuning(record: dict[str, Any]) -> None:

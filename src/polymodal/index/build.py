@@ -340,8 +340,9 @@ def _embed_refs(model: Model, kind: str, refs: list[Any]) -> tuple[np.ndarray, d
 
 
 def _naming(path: str | None, reason: str) -> str:
-    """``reason`` with the skipped item's ``path`` in front, unless it names it already."""
-    return reason if not path or path in reason else f"{path}: {reason}"
+    """``reason`` with the skipped item's ``path`` in front, unless it starts with it already (a decoder's message
+    may quote the path further on)."""
+    return reason if not path or reason.startswith(path) else f"{path}: {reason}"
 
 
 def _skip_record(item: Item, error: BadSampleError) -> dict[str, Any]:

@@ -58,8 +58,8 @@ class Service:
         if capability is not None and capability not in self.model.capabilities:
             raise ApiError(400, "not_supported", str(TaskNotSupported(self.model.backend, task)))
         if capability is not None and modality is not None and modality not in self.model.accepts(capability):
-            takes = ", ".join(sorted(self.model.accepts(capability)))
-            raise ApiError(400, "not_supported", f"model {self.model.name} cannot {task} {modality}: it takes {takes}")
+            refused = TaskNotSupported(self.model.backend, task, modality, self.model.accepts(capability))
+            raise ApiError(400, "not_supported", str(refused))
         if needs_index and self.index is None:
             raise ApiError(404, "no_index", "this server has no index: start it with --index DIR")
 
