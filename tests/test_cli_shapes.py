@@ -71,6 +71,17 @@ def test_shapes_table_output(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     for needle in ["train", "test_novel", "held out", "yellow circle"]:
         assert needle in result.stdout
+    # Not a terminal (a pipe, a CI log): progress lines on stderr, the last one at 100%.
+    assert "ShapesWorld 11/11 (100%)" in result.stderr.splitlines()[-1]
+
+
+def test_shapes_video_says_how_far_it_is(tmp_path: Path) -> None:
+    from polymodal.cli.main import app
+
+    result = runner.invoke(app, ["data", "shapes-video", str(tmp_path), "--n", "10", "--frames", "4", "--size", "32"])
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("ShapesWorld moves ")]
+    assert len(lines) >= 2 and lines[-1].startswith("ShapesWorld moves 11/11 (100%)")
 
 
 def test_shapes_rejects_bad_arguments(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ def check(
     bad_samples: Path | None = typer.Option(None, "--bad-samples", help="Write every bad sample to this JSONL file."),
     image_root: Path | None = typer.Option(None, "--image-root", help="Image folder of a COCO/Karpathy/VQA JSON."),
 ) -> None:
-    """Validate a dataset: structure, paths, and every image decoded."""
+    """Validate a dataset: structure, paths, and every image, sound and clip decoded."""
     reader_kw = {"image_root": image_root} if image_root is not None else {}
     try:
         report = check_dataset(path, strict=strict, progress=not json, bad_samples=bad_samples, **reader_kw)

@@ -101,7 +101,7 @@ def shapes_video(
 
     try:
         summary = generate_shapesworld_video(
-            out, n, seed=seed, size=size, frames=frames, workers=workers, sound=sound, av=sound or av
+            out, n, seed=seed, size=size, frames=frames, workers=workers, sound=sound, av=sound or av, progress=not json
         )
     except ValueError as e:
         fail(str(e), as_json=json)

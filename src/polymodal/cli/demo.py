@@ -260,7 +260,7 @@ def demo(
     started = time.perf_counter()
     try:
         if suite == "video":
-            summary = _video_data(out, n, seed)
+            summary = _video_data(out, n, seed, quiet=json)
         elif suite == "generation":
             summary = _generation_data(out, n, seed, quiet=json)
         else:
@@ -390,11 +390,11 @@ def _generation_data(out: Path, n: int, seed: int, quiet: bool) -> dict[str, Any
     return summary
 
 
-def _video_data(out: Path, n: int, seed: int) -> dict[str, Any]:
+def _video_data(out: Path, n: int, seed: int, quiet: bool) -> dict[str, Any]:
     """ShapesWorld moves and the audio-visual clips in OUT/shapes: seconds to generate, so made afresh each time."""
     from polymodal.data.shapes_video import generate_shapesworld_video
 
-    summary = generate_shapesworld_video(out / "shapes", n, seed=seed, av=True, workers=2)
+    summary = generate_shapesworld_video(out / "shapes", n, seed=seed, av=True, workers=2, progress=not quiet)
     summary["reused"] = False
     return summary
 

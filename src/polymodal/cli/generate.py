@@ -167,4 +167,5 @@ def generate(
         names = [e["file"] for e in manifest["images"] if e["prompt_index"] == t]
         table.add_row(escape(text), escape(", ".join(names)))
     console.print(table)
-    console.print(f"{len(images)} images and {CONTACT_SHEET} in {escape(str(out))}", highlight=False)
+    count = f"{len(images)} image{'s' * (len(images) != 1)}"
+    console.print(f"{count} and {CONTACT_SHEET} in {escape(str(out))}", highlight=False)

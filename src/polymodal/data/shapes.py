@@ -28,11 +28,9 @@ import math
 import multiprocessing
 import os
 import struct
-import sys
 import time
 import zlib
-from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from pathlib import Path
@@ -42,6 +40,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from polymodal.fsutil import write_atomic
+from polymodal.progress import ProgressReporter
 
 T = TypeVar("T")
 
@@ -662,12 +661,13 @@ def generate_shapesworld(
         for split in SPLITS
     }
     try:
-        with _progress_bar(progress, total) as advance:
-            for split, *rows in _rows(range(total), worker, workers, fork=not (sound or speech)):
+        with ProgressReporter("ShapesWorld", total, enabled=progress) as reporter:
+            rows_made = _rows(range(total), worker, workers, fork=not (sound or speech))
+            for done, (split, *rows) in enumerate(rows_made, 1):
                 for prefix, row in zip(views, rows):
                     if row is not None:
                         files[prefix, split].write(row_encoder.encode(row) + "\n")
-                advance()
+                reporter.update(done)
     finally:
         for f in files.values():
             f.close()
@@ -708,20 +708,6 @@ def _remove_stale_files(folder: Path, suffix: str | None, total: int) -> None:
         index = path.name[:6]
         if path.is_file() and (suffix is None or not index.isdigit() or int(index) >= total or path.suffix != suffix):
             path.unlink()
-
-
-@contextmanager
-def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
-    """Yield an ``advance()`` callback: a rich bar on stderr when enabled and a terminal."""
-    if not (enabled and sys.stderr.isatty()):
-        yield lambda: None
-        return
-    from rich.console import Console
-    from rich.progress import Progress
-
-    with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("ShapesWorld", total=total)
-        yield lambda: bar.advance(task)
 
 
 def read_manifest(out_dir: str | Path) -> dict[str, Any] | None:

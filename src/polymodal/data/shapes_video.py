@@ -45,6 +45,7 @@ from polymodal.data.shapes import (
 )
 from polymodal.data.shapes_audio import SAMPLE_RATE, click, mix_sounds, object_sound
 from polymodal.fsutil import write_atomic
+from polymodal.progress import ProgressReporter
 
 VIDEO_GENERATOR_VERSION = 3  # 2: bounces, soundtracks and the audio-visual clips; 3: their training aids
 VIDEO_MANIFEST_NAME = "shapesworld_video.json"  # written last: its presence marks a complete dataset
@@ -396,11 +397,12 @@ def generate_shapesworld_video(
     workers: int = 1,
     sound: bool = False,
     av: bool | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Write ``n`` clips (80/10/10 train/val/test, and ``max(1, n // 10)`` more for test_novel) to ``out_dir``:
     ``videos/*.mp4``, ``{split}.jsonl`` and, last, ``shapesworld_video.json``; returns a summary. ``sound`` gives
     every clip a soundtrack; ``av`` (default: as ``sound``) adds as many audio-visual clips (``videos/av*.mp4``,
-    ``av_{split}.jsonl``), which always have theirs."""
+    ``av_{split}.jsonl``), which always have theirs. ``progress``: a bar in a terminal, a line every 5% elsewhere."""
     av = sound if av is None else av
     if n < 1 or size < 32 or frames < 4:
         raise ValueError(f"need n >= 1, size >= 32 and frames >= 4; got n={n}, size={size}, frames={frames}")
@@ -414,10 +416,13 @@ def generate_shapesworld_video(
     prefixes = ("", "av_") if av else ("",)
     files = {(p, split): (out / f"{p}{split}.jsonl").open("w", encoding="utf-8") for p in prefixes for split in SPLITS}
     try:
-        for split, row, av_row in _rows(range(total), worker, workers, fork=False):
-            files["", split].write(json.dumps(row, ensure_ascii=False) + "\n")
-            if av_row is not None:
-                files["av_", split].write(json.dumps(av_row, ensure_ascii=False) + "\n")
+        with ProgressReporter("ShapesWorld moves", total, enabled=progress) as reporter:
+            rows = _rows(range(total), worker, workers, fork=False)
+            for done, (split, row, av_row) in enumerate(rows, 1):
+                files["", split].write(json.dumps(row, ensure_ascii=False) + "\n")
+                if av_row is not None:
+                    files["av_", split].write(json.dumps(av_row, ensure_ascii=False) + "\n")
+                reporter.update(done)
     finally:
         for f in files.values():
             f.close()
