@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 from polymodal.cli.main import app
@@ -90,10 +91,16 @@ def test_train_recipe_then_resume(tmp_path: Path) -> None:
     ):
         assert (run / name).exists(), name
     assert "fusion: gmu" in (run / "config.yaml").read_text()
-    # Resuming a finished run trains nothing more and keeps the step count.
+    # Resuming a finished run trains nothing more, keeps the step count and its summary, and says so.
+    summary = (run / "train_summary.json").read_text()
     again = runner.invoke(app, [*args[:-3], "--resume", str(run), "--json"])
     assert again.exit_code == 0, again.output
-    assert json.loads(again.stdout)["steps"] == 4
+    assert json.loads(again.stdout)["steps"] == 4 and json.loads(again.stdout)["already_complete"] is True
+    said = runner.invoke(app, [*args[:-3], "--resume", str(run)])
+    assert said.exit_code == 0, said.output
+    assert f"{run} is already complete: it trained all its steps (4 steps)" in said.output
+    assert "nothing to resume" in said.output and "samples/s" not in said.output
+    assert (run / "train_summary.json").read_text() == summary  # not rewritten with 0 samples/s
 
 
 def test_the_same_recipe_and_seed_give_bitwise_the_same_model(tmp_path: Path) -> None:
@@ -575,3 +582,127 @@ def test_a_presets_audio_tower_reads_as_many_bands_as_the_recipes_audio_features
         assert tower(features).tokens.shape[0] == 2
     default = load_recipe("shapes-sentiment", ["data.path=unused", "data.processors={}"])
     assert _build(default)[0].encoders["audio"].input_norm.num_features == 64  # no audio settings: the preset's own
+
+
+def test_bad_samples_are_counted_once_and_the_run_says_so(tmp_path: Path) -> None:
+    """Two broken images in a run of several epochs: two bad samples, in the summary, the file, the done line and
+    train.log; the done line rounds the best metric and stays one line."""
+    data = tmp_path / "shapes"
+    generate_shapesworld(data, 40, seed=0, image_size=32, progress=False)
+    rows = [json.loads(line) for line in (data / "train.jsonl").read_text().splitlines()]
+    for row in rows[:2]:
+        (data / row["image"]).write_bytes(b"not an image")
+    run = tmp_path / ("a-run-directory-with-a-long-name-" * 2)
+    steps = 3 * len(rows) // 8  # three epochs
+    args = _clip_args(data, run, "--set", f"train.steps={steps}", "--set", f"train.eval_every={steps}")[:-1]
+    result = runner.invoke(app, args)  # without --json: the lines people read
+    assert result.exit_code == 0, result.output
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["bad_samples"] == 2 and sum(summary["bad_samples_by_kind"].values()) == 2
+    assert len((run / "bad_samples.jsonl").read_text().splitlines()) == 2
+    (kind,) = summary["bad_samples_by_kind"]
+    note = f"skipped 2 bad samples ({kind} 2): see {run / 'bad_samples.jsonl'}"
+    lines = result.stdout.splitlines()
+    assert note in lines and (run / "train.log").read_text().splitlines()[-1] == note
+    (done,) = [line for line in lines if line.startswith("done ")]
+    assert f"best recall@1 = {summary['best_metric']:.4g} (step {steps})" in done, result.stdout
+
+
+def test_ctrl_c_exits_130_saying_how_to_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import polymodal.train.run
+    from polymodal.train.trainer import TrainingInterrupted
+
+    run = tmp_path / "run"
+
+    def stopped_at_step_8(*args: object, **kwargs: object) -> None:
+        raise TrainingInterrupted(run, 8, checkpointed=True)
+
+    monkeypatch.setattr(polymodal.train.run, "run_recipe", stopped_at_step_8)
+    args = ["train", "shapes-clip", "--set", "data.path=unused", "--out", str(run)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 130
+    assert f"interrupted at step 8; checkpoint saved; resume with `polymodal train --resume {run}`" in result.output
+
+    def stopped_while_reading_data(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(polymodal.train.run, "run_recipe", stopped_while_reading_data)
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 130
+    payload = json.loads(result.stdout)
+    assert payload["interrupted"] is True and payload["checkpoint_step"] is None
+    assert payload["message"] == f"interrupted before {run} had a checkpoint: nothing to resume"
+
+
+def test_recipe_errors_name_their_origin_and_are_found_before_any_data_is_read(tmp_path: Path) -> None:
+    unread = str(tmp_path / "no-data-here")
+    typo = runner.invoke(app, ["train", "shapes-clip", "--set", "train.stepz=5"])
+    assert typo.exit_code == 2
+    assert "error: --set on " in typo.output and "train.stepz (from --set train.stepz=5): unknown key" in typo.output
+    setting = runner.invoke(
+        app, ["train", "shapes-clap", "--set", f"data.path={unread}", "--set", "data.processors.audio.n_melz=64"]
+    )
+    assert setting.exit_code == 2 and "data.processors.audio.n_melz (from --set" in setting.output
+    assert "pydantic" not in setting.output
+    tower = runner.invoke(
+        app, ["train", "shapes-clap", "--set", f"data.path={unread}", "--set", "data.processors.video.frames=4"]
+    )
+    assert "note: data.processors.video is not used: the model (preset shapes-clap) has no video tower" in (
+        tower.output
+    )
+    assert unread in tower.output  # a note: it went on to read the data
+    # A shorter run than the recipe's warmup: the warmup follows, and a note says so.
+    short = runner.invoke(app, ["train", "shapes-clap", "--set", f"data.path={unread}", "--set", "train.steps=5"])
+    assert "note: train.warmup_steps lowered from 100" in short.output and "to 5" in short.output
+    assert "exceeds" not in short.output and unread in short.output  # it got as far as reading the data
+    # On resume, what cannot change is the error, not what validating the changed recipe finds.
+    run = tmp_path / "run"
+    run.mkdir()
+    from polymodal.train.recipe import load_recipe
+
+    saved = load_recipe("shapes-clap", [f"data.path={unread}"]).model_dump(mode="json")
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    resumed = runner.invoke(app, ["train", "--resume", str(run), "--set", "train.steps=20"])
+    assert resumed.exit_code == 2
+    assert "train.steps cannot change on resume (train.steps: 1200 in the run, 20 now" in resumed.output
+    assert "warmup" not in resumed.output and "{" not in resumed.output
+
+
+def test_train_list_has_a_header_and_aligned_columns() -> None:
+    result = runner.invoke(app, ["train", "--list"])
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["recipe", "model", "objective", "steps"]
+    assert len({len(line) for line in lines}) == 1  # the steps column is right-aligned: every line ends together
+    for column in ("model", "objective"):
+        start = lines[0].index(column)
+        assert all(line[start - 2 : start] == "  " and line[start] != " " for line in lines), column
+
+
+def test_models_processors_lists_the_settings_recipes_use() -> None:
+    result = runner.invoke(app, ["models", "processors", "--json"])
+    assert result.exit_code == 0
+    rows = {row["name"]: row for row in json.loads(result.stdout)["processors"]}
+    audio = {p["name"]: p["default"] for p in rows["audio"]["params"]}
+    assert {"sample_rate", "clip_seconds", "n_mels", "hop_length", "augment.gain_db"} <= set(audio)
+    assert "features" not in audio and audio["sample_rate"] == 16000
+    video = {p["name"] for p in rows["video"]["params"]}
+    assert {"frames", "sampling", "image.image_size", "augment.hflip"} <= video
+    assert rows["audio"]["recipe_key"] == "data.processors.audio" and rows["image"]["recipe_key"] == "data.image"
+
+
+def test_the_done_line_rounds_the_best_metric_and_says_when_there_is_none(capsys: pytest.CaptureFixture[str]) -> None:
+    from polymodal.cli.train import _report
+    from polymodal.train.trainer import TrainResult
+
+    run = Path("runs") / ("a-long-run-directory-name-" * 3)
+    _report(
+        TrainResult(step=300, stopped_early=False, best_metric=0.2500000074505806, best_step=300),
+        run,
+        "recall@1",
+        False,
+    )
+    _report(TrainResult(step=2000, stopped_early=False, best_metric=None, best_step=None), run, None, False)
+    first, second = capsys.readouterr().out.splitlines()
+    assert first.endswith("best recall@1 = 0.25 (step 300)")
+    assert second.endswith("no best metric (train.metric is not set)")

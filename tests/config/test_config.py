@@ -2,7 +2,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from polymodal.config import Config, ConfigError, apply_overrides, load_config
 
@@ -78,3 +78,50 @@ def test_overrides_parse_yaml_scalars_and_reject_bad_syntax() -> None:
         apply_overrides({}, ["novalue"])
     with pytest.raises(ConfigError, match="not a section"):
         apply_overrides({"a": 1}, ["a.b=2"])
+
+
+class Schedule(Config):
+    steps: int = Field(10, ge=1)
+    warmup: int = 0
+
+    @model_validator(mode="after")
+    def _fits(self) -> "Schedule":
+        if self.warmup > self.steps:
+            raise ValueError(f"warmup ({self.warmup}) exceeds steps ({self.steps})")
+        return self
+
+
+class Run(Config):
+    name: str = "demo"
+    schedule: Schedule = Schedule()
+
+    @model_validator(mode="after")
+    def _named(self) -> "Run":
+        if self.name == "reserved":
+            raise ValueError("name 'reserved' is taken")
+        return self
+
+
+def test_an_error_from_an_override_names_the_override_not_the_file(tmp_path: Path) -> None:
+    p = write(tmp_path, "name: demo\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(Run, p, ["schedule.stepz=5"])
+    header, line = str(e.value).splitlines()
+    assert header.startswith(f"--set on {p}:")
+    assert line.startswith("  schedule.stepz (from --set schedule.stepz=5): unknown key; known keys: steps, warmup")
+    # An error in the file itself still names the file alone.
+    with pytest.raises(ConfigError) as e:
+        load_config(Run, write(tmp_path, "schedule: {stepz: 5}\n"), ["name=other"])
+    assert str(e.value).startswith(f"{tmp_path / 'recipe.yaml'}: invalid Run") and "--set" not in str(e.value)
+    # An error about the whole config names the override its message is about.
+    with pytest.raises(ConfigError) as e:
+        load_config(Run, write(tmp_path, "name: demo\n"), ["name=reserved", "schedule.steps=3"])
+    assert str(e.value).splitlines()[1] == "  <root> (from --set name=reserved): name 'reserved' is taken"
+
+
+def test_a_section_validators_error_says_its_sentence_without_dumping_the_section(tmp_path: Path) -> None:
+    p = write(tmp_path, "schedule: {steps: 100, warmup: 10}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(Run, p, ["schedule.steps=5"])
+    line = str(e.value).splitlines()[1]
+    assert line == "  schedule (from --set schedule.steps=5): warmup (10) exceeds steps (5)"

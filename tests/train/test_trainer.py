@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from torch.utils.data import TensorDataset
 
 from polymodal.train.checkpoint import list_checkpoints
 from polymodal.train.config import TrainConfig
-from polymodal.train.trainer import Trainer
+from polymodal.train.trainer import Trainer, TrainingInterrupted
 
 
 class Regression(nn.Module):
@@ -102,6 +103,67 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path: Path) -> None
     resumed, trainer = train(tmp_path / "b", resume=True)
     assert trainer.step == 12
     assert same_weights(reference, resumed)
+
+
+class CtrlC(MSETask):
+    """Presses Ctrl-C (a real SIGINT to this process) during the given calls, once per listed entry."""
+
+    def __init__(self, *at_calls: int) -> None:
+        super().__init__()
+        self.at_calls = list(at_calls)
+
+    def forward(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = super().forward(model, batch)
+        for call in self.at_calls:
+            if call == self.calls:
+                signal.raise_signal(signal.SIGINT)
+        return out
+
+
+@pytest.fixture
+def python_ctrl_c() -> Iterator[None]:
+    """Ctrl-C handled as Python does by default (a test runner may have changed it), restored afterwards."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def logged_steps(run_dir: Path) -> list[int]:
+    return [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_ctrl_c_checkpoints_the_step_it_lands_in_and_the_run_resumes_exactly(
+    tmp_path: Path, python_ctrl_c: None
+) -> None:
+    reference, _ = train(tmp_path / "a")
+    with pytest.raises(TrainingInterrupted) as stop:
+        train(tmp_path / "b", objective=CtrlC(8))  # during step 8; regular checkpoints at 3 and 6
+    assert (stop.value.step, stop.value.checkpointed) == (8, True)
+    assert str(stop.value) == (
+        f"interrupted at step 8; checkpoint saved; resume with `polymodal train --resume {tmp_path / 'b'}`"
+    )
+    assert [c.step for c in list_checkpoints(tmp_path / "b")] == [6, 8]  # keep_last 2
+    assert logged_steps(tmp_path / "b") == list(range(1, 9))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C is Python's own again
+    resumed, trainer = train(tmp_path / "b", resume=True)
+    assert trainer.step == 12 and same_weights(reference, resumed)
+    assert logged_steps(tmp_path / "b") == list(range(1, 13))
+    log = (tmp_path / "b" / "train.log").read_text()
+    assert str(stop.value) in log and f"resuming {tmp_path / 'b'} from step 8" in log
+
+
+def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(tmp_path: Path, python_ctrl_c: None) -> None:
+    with pytest.raises(KeyboardInterrupt) as stop:
+        train(tmp_path, objective=CtrlC(8, 8))
+    assert not isinstance(stop.value, TrainingInterrupted)
+    assert [c.step for c in list_checkpoints(tmp_path)] == [3, 6]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_resuming_a_run_without_a_checkpoint_says_it_starts_from_step_0(tmp_path: Path) -> None:
+    train(tmp_path, resume=True, steps=2)
+    first = (tmp_path / "train.log").read_text().splitlines()[0]
+    assert first == f"no checkpoint in {tmp_path} yet: starting from step 0"
 
 
 def test_resume_keeps_the_fused_optimizer_of_this_run(tmp_path: Path) -> None:

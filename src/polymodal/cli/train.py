@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import typer
+from rich.markup import escape
 
-from polymodal.cli.output import JsonOption, console, emit_json, fail
+from polymodal.cli.output import JsonOption, console, emit_json, err_console, fail
 
 if TYPE_CHECKING:
+    from polymodal.train.recipe import Recipe
     from polymodal.train.trainer import TrainResult
+
+INTERRUPTED_EXIT = 130  # a shell's code for a process stopped by Ctrl-C (128 + SIGINT)
 
 
 def train(
@@ -34,7 +39,6 @@ def train(
     """
     from polymodal.config import ConfigError
     from polymodal.modules.losses.distributed import distributed_rank
-    from polymodal.train.recipe import load_recipe
     from polymodal.train.resume import CONFIG_NAME
     from polymodal.train.run import run_recipe
     from polymodal.train.trainer import end_distributed, exit_launched_process
@@ -60,8 +64,8 @@ def train(
                 code=2,
             )
     try:
-        cfg = load_recipe(recipe, set_)
-    except ConfigError as e:
+        cfg = _checked_recipe(recipe, set_, resume)
+    except ValueError as e:  # a ConfigError, or a preset refusing its parameters
         fail(str(e), as_json=json, code=2)
     if resume is not None and out is not None and out.resolve() != resume.resolve():
         fail(
@@ -72,6 +76,8 @@ def train(
     run_dir = resume or out or Path("runs") / cfg.name
     try:
         result = run_recipe(cfg, run_dir, resume=resume is not None, progress=not json)
+    except KeyboardInterrupt as e:
+        _report_interrupted(e, run_dir, json)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         # Every rank reports its own error (they may differ); a launched one then leaves as below.
         if distributed_rank() is not None:
@@ -90,20 +96,80 @@ def train(
             exit_launched_process(code)
 
 
-def _report_error_and_exit(message: str, json: bool) -> NoReturn:
+def _checked_recipe(recipe: Path, overrides: list[str], resume: Path | None) -> Recipe:
+    """The recipe with its overrides, checked before any data is read (ValueError): on resume, that the
+    overrides change nothing the run computes; then the recipe itself. What load_recipe adjusted to fit an override,
+    and processor settings the model does not use, are said on stderr."""
+    from polymodal.train.build import unused_processor_settings
+    from polymodal.train.recipe import RecipeAdjusted, load_recipe
+    from polymodal.train.resume import check_resume_overrides
+
+    if resume is not None:
+        check_resume_overrides(resume, overrides)
+    with warnings.catch_warnings(record=True) as notes:
+        warnings.simplefilter("always", RecipeAdjusted)
+        cfg = load_recipe(recipe, overrides)
+    for note in notes:
+        if issubclass(note.category, RecipeAdjusted):
+            err_console.print(f"[bold]note:[/] {escape(str(note.message))}", highlight=False, soft_wrap=True)
+        else:
+            warnings.warn_explicit(note.message, note.category, note.filename, note.lineno)
+    for unused in unused_processor_settings(cfg):
+        err_console.print(escape(unused), highlight=False, soft_wrap=True)
+    return cfg
+
+
+def _report_interrupted(stop: KeyboardInterrupt, run_dir: Path, json: bool) -> NoReturn:
+    """Ctrl-C: what the run keeps and how to resume it, then exit 130. The trainer says it for a stop at a step
+    boundary (TrainingInterrupted); a Ctrl-C elsewhere (reading data, a second Ctrl-C) leaves the newest
+    checkpoint."""
+    from polymodal.modules.losses.distributed import distributed_rank
+    from polymodal.train.checkpoint import list_checkpoints
+    from polymodal.train.trainer import TrainingInterrupted
+
+    newest = list_checkpoints(run_dir)
+    step = newest[-1].step if newest else None
+    if isinstance(stop, TrainingInterrupted):
+        message = str(stop)
+    elif step is not None:
+        message = f"interrupted; {run_dir} keeps its checkpoint of step {step}: "
+        message += f"resume with `polymodal train --resume {run_dir}`"
+    else:
+        message = f"interrupted before {run_dir} had a checkpoint: nothing to resume"
+    if distributed_rank() is not None:
+        _report_error_and_exit(message, json, INTERRUPTED_EXIT)
+    if json:
+        emit_json({"run_dir": str(run_dir), "interrupted": True, "checkpoint_step": step, "message": message})
+    else:
+        err_console.print(escape(message), highlight=False, soft_wrap=True)
+    raise typer.Exit(INTERRUPTED_EXIT)
+
+
+def _report_error_and_exit(message: str, json: bool, code: int = 1) -> NoReturn:
     """``fail`` for a rank of a distributed launch: the same message, then the launched process's exit."""
     from polymodal.train.trainer import exit_launched_process
 
     try:
-        fail(message, as_json=json)
+        fail(message, as_json=json, code=code)
     except typer.Exit as stop:
         exit_launched_process(stop.exit_code)
 
 
+def _best_phrase(result: TrainResult, metric: str | None) -> str:
+    """'best recall@1 = 0.25 (step 300)', or why there is none."""
+    if metric is None:
+        return "no best metric (train.metric is not set)"
+    if result.best_metric is None:
+        return f"no {metric} yet (not evaluated)"
+    return f"best {metric} = {result.best_metric:.4g} (step {result.best_step})"
+
+
 def _report(result: TrainResult, run_dir: Path, metric: str | None, json: bool) -> None:
     """The run's summary: one JSON document with ``--json``, else a line (and what was transferred)."""
+    bad = result.bad_samples
     payload = {
         "run_dir": str(run_dir),
+        "already_complete": result.already_complete,
         "steps": result.step,
         "stopped_early": result.stopped_early,
         "best_metric": result.best_metric,
@@ -113,9 +179,22 @@ def _report(result: TrainResult, run_dir: Path, metric: str | None, json: bool) 
         "last_losses": result.last_losses,
         "transfer": result.transfer,
         "machine": result.machine,
+        "bad_samples": bad.total if bad is not None else 0,
+        "bad_samples_by_kind": bad.by_kind if bad is not None else {},
     }
     if json:
         emit_json(payload)
+        return
+    from polymodal.train.bad_samples import bad_samples_note
+
+    if result.already_complete:
+        ended = "stopped early" if result.stopped_early else "trained all its steps"
+        console.print(
+            f"{escape(str(run_dir))} is already complete: it {ended} ({result.step} steps), "
+            f"{_best_phrase(result, metric)}; nothing to resume (train into a new --out to train again)",
+            highlight=False,
+            soft_wrap=True,
+        )
         return
     if result.transfer is not None:
         t = result.transfer
@@ -132,9 +211,14 @@ def _report(result: TrainResult, run_dir: Path, metric: str | None, json: bool) 
         f" ({machine['precision']['precision']}, {threads_phrase(machine['threads']['threads'])})" if machine else ""
     )
     console.print(
-        f"[bold green]done[/] {run_dir}: {result.step} steps{processes}, "
-        f"{result.samples_per_second:,.0f} samples/s{chosen}, best {metric or 'metric'} = {result.best_metric}"
+        f"[bold green]done[/] {escape(str(run_dir))}: {result.step} steps{processes}, "
+        f"{result.samples_per_second:,.0f} samples/s{chosen}, {_best_phrase(result, metric)}",
+        highlight=False,
+        soft_wrap=True,  # one line however narrow the terminal: a log or a script reads it whole
     )
+    note = bad_samples_note(bad)
+    if note is not None:
+        console.print(escape(note), highlight=False, soft_wrap=True)
 
 
 def _list_recipes(as_json: bool) -> None:
@@ -148,7 +232,9 @@ def _list_recipes(as_json: bool) -> None:
     if as_json:
         emit_json(rows)
         return
-    for row in rows:
-        console.print(
-            f"{row['name']:<26} {row['model']:<14} {row['objective']:<15} {row['steps']} steps", highlight=False
-        )
+    header = {"name": "recipe", "model": "model", "objective": "objective", "steps": "steps"}
+    table = [header, *({k: str(v) for k, v in row.items()} for row in rows)]
+    widths = {key: max(len(line[key]) for line in table) for key in header}
+    for line in table:
+        text = "  ".join(line[key].ljust(widths[key]) for key in ("name", "model", "objective"))
+        console.print(f"{text}  {line['steps'].rjust(widths['steps'])}", highlight=False, soft_wrap=True)

@@ -8,6 +8,7 @@ from polymodal.config.base import (
     format_validation_errors,
     load_config,
     load_yaml,
+    override_key,
 )
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "format_validation_errors",
     "load_config",
     "load_yaml",
+    "override_key",
 ]

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 C = TypeVar("C", bound="Config")
 
@@ -52,20 +53,85 @@ def _allowed(error: dict[str, Any]) -> str:
     return ""
 
 
-def format_validation_errors(exc: ValidationError, source: str, model: type[BaseModel]) -> str:
-    lines = [f"{source}: invalid {model.__name__} ({exc.error_count()} error(s))"]
+def override_key(item: str) -> str:
+    """The dotted key of a ``key.path=value`` override."""
+    return item.split("=", 1)[0].strip()
+
+
+def _from_overrides(loc: tuple[Any, ...], message: str, overrides: list[str]) -> list[str]:
+    """The ``key=value`` overrides that set the field at ``loc``, a section holding it or a field inside it; for an
+    error about the whole config (a check across sections), those whose key its message names."""
+    path = ".".join(str(p) for p in loc)
+    found = []
+    for item in overrides:
+        key = override_key(item)
+        if not path:
+            if key in message:
+                found.append(item)
+        elif key == path or key.startswith(path + ".") or path.startswith(key + "."):
+            found.append(item)
+    return found
+
+
+def format_validation_errors(
+    exc: ValidationError, source: str, model: type[BaseModel], overrides: list[str] | None = None
+) -> str:
+    """One line per error: the dotted field path, what is wrong, what was given and what is allowed. An error
+    at a field that a ``--set`` override wrote (``overrides``: the ``key=value`` items) names that override, so
+    a bad ``--set`` is not blamed on the file."""
+    lines = []
+    from_set = 0
     for err in exc.errors():
         path = ".".join(str(p) for p in err["loc"]) or "<root>"
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")  # a validator's own sentence says what is wrong
+        culprits = _from_overrides(err["loc"], msg, overrides or [])
+        if culprits:
+            from_set += 1
+            path += f" (from --set {', --set '.join(culprits)})"
         if err["type"] == "extra_forbidden":
             parent = err["loc"][:-1]
             known = _known_fields(model, parent)
             msg = "unknown key" + (f"; known keys: {', '.join(known)}" if known else "")
         given = err.get("input")
-        given_txt = "" if err["type"] in ("missing", "extra_forbidden") else f" (got {given!r})"
+        # A whole section (a model validator's input) is not repeated: the message names the values it is about.
+        omit_given = err["type"] in ("missing", "extra_forbidden", UNKNOWN_KEY) or isinstance(given, dict)
+        given_txt = "" if omit_given else f" (got {given!r})"
         allowed = _allowed(err)
         lines.append(f"  {path}: {msg}{given_txt}" + (f"; {allowed}" if allowed and allowed not in msg else ""))
-    return "\n".join(lines)
+    if from_set == exc.error_count():
+        origin = f"--set on {source}"
+    elif from_set:
+        origin = f"{source} and --set"
+    else:
+        origin = source
+    return "\n".join([f"{origin}: invalid {model.__name__} ({exc.error_count()} error(s))", *lines])
+
+
+# The error type of :func:`unknown_key` (pydantic's own, extra_forbidden, cannot carry the known keys).
+UNKNOWN_KEY = "unknown_key"
+
+
+def unknown_key(loc: tuple[Any, ...], given: Any, known: list[str], hint: str = "") -> InitErrorDetails:
+    """An 'unknown key; known keys: ...' error at ``loc`` for a validator that checks keys itself."""
+    detail = (f"; known keys: {', '.join(known)}" if known else "") + hint
+    return InitErrorDetails(
+        type=PydanticCustomError(UNKNOWN_KEY, "unknown key{detail}", {"detail": detail}), loc=loc, input=given
+    )
+
+
+def nested_errors(exc: ValidationError, model: type[BaseModel], prefix: tuple[Any, ...]) -> list[InitErrorDetails]:
+    """``exc`` (from validating ``model``) as errors under ``prefix``, to raise again from a validator of the
+    section holding it (``ValidationError.from_exception_data``); unknown keys name ``model``'s known keys."""
+    out = []
+    for err in exc.errors():
+        if err["type"] == "extra_forbidden":
+            out.append(unknown_key((*prefix, *err["loc"]), err["input"], _known_fields(model, err["loc"][:-1])))
+            continue
+        detail = InitErrorDetails(type=err["type"], loc=(*prefix, *err["loc"]), input=err["input"])
+        if "ctx" in err:
+            detail["ctx"] = err["ctx"]
+        out.append(detail)
+    return out
 
 
 def _known_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -78,17 +144,18 @@ def _known_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
         if not fields or part not in fields:
             return []
         annotation = fields[part].annotation
-        current = _first_model(annotation)
+        current = first_model(annotation)
         if current is None:
             return []
     return sorted(getattr(current, "model_fields", {}).keys())
 
 
-def _first_model(annotation: Any) -> Any:
+def first_model(annotation: Any) -> Any:
+    """The pydantic model an annotation holds (``AudioAugment | None`` -> AudioAugment), else None."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     for arg in getattr(annotation, "__args__", ()) or ():
-        found = _first_model(arg)
+        found = first_model(arg)
         if found is not None:
             return found
     return None
@@ -147,11 +214,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return out
 
 
-def validate(model: type[C], data: dict[str, Any], source: str) -> C:
+def validate(model: type[C], data: dict[str, Any], source: str, overrides: list[str] | None = None) -> C:
+    """``data`` as ``model``, or a ConfigError naming ``source`` (and the ``overrides`` behind a bad value)."""
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(format_validation_errors(e, source, model)) from None
+        raise ConfigError(format_validation_errors(e, source, model, overrides)) from None
 
 
 def load_config(model: type[C], path: str | os.PathLike, overrides: list[str] | None = None) -> C:
@@ -159,4 +227,4 @@ def load_config(model: type[C], path: str | os.PathLike, overrides: list[str] | 
     data = load_yaml(path)
     if overrides:
         data = apply_overrides(data, overrides)
-    return validate(model, data, str(path))
+    return validate(model, data, str(path), overrides)

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import torch
 from PIL import Image
-from pydantic import Field
+from pydantic import BaseModel, Field, model_validator
 
 from polymodal.config import Config, ConfigError
 from polymodal.data.audio import AudioFeatures, decode_audio
@@ -47,6 +47,9 @@ class Processor:
     modality: ClassVar[str]
     # A reference in a manifest is a file to resolve against the manifest's folder (True), or the value itself.
     reads_files: ClassVar[bool] = True
+    # The settings ``from_settings`` reads (a recipe's ``data.processors.<modality>``), so a recipe is checked
+    # against them before any data is read and ``polymodal models processors`` lists them; None: free-form.
+    settings_model: ClassVar[type[BaseModel] | None] = None
 
     @property
     def deterministic(self) -> bool:
@@ -106,6 +109,7 @@ class ImageProcessor(Processor):
     """Decode (safely) -> augment (training only) -> resize, crop, normalise: (3, S, S) float tensors."""
 
     modality = "image"
+    settings_model = ImagePreprocess
 
     def __init__(self, preprocess: ImagePreprocess, augment: Augment | None = None) -> None:
         self.preprocess = preprocess
@@ -244,6 +248,23 @@ class AudioAugment(Config):
     freq_mask_bands: int = Field(8, ge=1, description="each frequency mask's width, drawn in [0, this]")
 
 
+def check_audio_augment(features: AudioFeatures, augment: AudioAugment | None) -> None:
+    """Refuse augmentation the features cannot take (ConfigError)."""
+    if augment is not None and augment.freq_masks and features.kind == "waveform":
+        raise ConfigError("audio augment: freq_masks need spectrogram features (kind log_mel or mfcc), not waveform")
+
+
+class AudioSettings(AudioFeatures):
+    """What a recipe's ``data.processors.audio`` holds: the features, and the training-time ``augment``."""
+
+    augment: AudioAugment | None = None
+
+    @model_validator(mode="after")
+    def _augment_fits(self) -> AudioSettings:
+        check_audio_augment(self, self.augment)
+        return self
+
+
 @dataclass
 class MaskedClip:
     """A training clip with the SpecAugment spans drawn for it: ``[start, end)`` in samples and in bands."""
@@ -269,14 +290,12 @@ class AudioProcessor(Processor):
     the waveform, with a mask of the frames (samples) that hold sound (a shorter clip is padded with silence)."""
 
     modality = "audio"
+    settings_model = AudioSettings
 
     def __init__(self, features: AudioFeatures | None = None, augment: AudioAugment | None = None) -> None:
         self.features = features or AudioFeatures()
         self.augment = augment
-        if augment is not None and augment.freq_masks and self.features.kind == "waveform":
-            raise ConfigError(
-                "audio augment: freq_masks need spectrogram features (kind log_mel or mfcc), not waveform"
-            )
+        check_audio_augment(self.features, augment)
 
     @property
     def deterministic(self) -> bool:
@@ -346,11 +365,8 @@ class AudioProcessor(Processor):
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any], directory: Path) -> AudioProcessor:
         """From saved settings, or a recipe's ``data.processors.audio`` (which may add ``augment``)."""
-        features = {k: v for k, v in settings.items() if k != "augment"}
-        augment = settings.get("augment")
-        return cls(
-            AudioFeatures.model_validate(features), None if augment is None else AudioAugment.model_validate(augment)
-        )
+        checked = AudioSettings.model_validate(dict(settings))
+        return cls(AudioFeatures.model_validate(checked.model_dump(exclude={"augment"})), checked.augment)
 
 
 class VideoAugment(Augment):
@@ -360,6 +376,14 @@ class VideoAugment(Augment):
     random_segments: bool = True
 
 
+class VideoSettings(VideoSampling):
+    """What a recipe's ``data.processors.video`` holds: the frame sampling, each frame's ``image`` preprocessing and
+    the training-time ``augment``."""
+
+    image: ImagePreprocess = Field(default_factory=ImagePreprocess, description="each frame's preprocessing")
+    augment: VideoAugment | None = None
+
+
 @PROCESSORS.register("video")
 class VideoProcessor(Processor):
     """Decode (safely) the frames ``sampling`` picks -> augment (training only, the same for every frame) -> the image
@@ -367,6 +391,7 @@ class VideoProcessor(Processor):
     frames than T is padded with zero frames)."""
 
     modality = "video"
+    settings_model = VideoSettings
 
     def __init__(
         self, sampling: VideoSampling, preprocess: ImagePreprocess, augment: VideoAugment | None = None
@@ -421,10 +446,9 @@ class VideoProcessor(Processor):
     def from_settings(cls, settings: Mapping[str, Any], directory: Path) -> VideoProcessor:
         """From saved settings, or a recipe's ``data.processors.video`` (``image``: the per-frame ImagePreprocess;
         ``augment``: training-time VideoAugment)."""
-        sampling = {k: v for k, v in settings.items() if k not in ("image", "augment")}
-        augment = settings.get("augment")
+        checked = VideoSettings.model_validate(dict(settings))
         return cls(
-            VideoSampling.model_validate(sampling),
-            ImagePreprocess.from_dict(dict(settings.get("image") or {})),
-            None if augment is None else VideoAugment.model_validate(augment),
+            VideoSampling.model_validate(checked.model_dump(exclude={"image", "augment"})),
+            checked.image,
+            checked.augment,
         )

@@ -64,6 +64,28 @@ def recipe_model_config(recipe: Recipe, vocab_size: int, derived: dict[str, Any]
     return builder(**{k: v for k, v in from_data.items() if k in accepted}, **recipe.model.params)  # type: ignore[no-any-return]
 
 
+def model_inputs(config: ModelConfig) -> list[str]:
+    """The modalities a model reads: its towers', and a captioner's target texts or a generator's target images."""
+    target = "text" if config.kind == "captioner" else getattr(config, "target", None)
+    return list(config.encoders) + ([target] if target is not None and target not in config.encoders else [])
+
+
+def unused_processor_settings(recipe: Recipe) -> list[str]:
+    """A note for each ``data.processors`` entry of a modality the recipe's model does not read (its settings are
+    not used): a slip, or a recipe shared with a model of fewer towers (a unimodal baseline). Known from the recipe
+    alone, before any data is read."""
+    if not recipe.data.processors:
+        return []
+    modalities = model_inputs(recipe_model_config(recipe, recipe.data.vocab_size))
+    model = f"preset {recipe.model.preset}" if recipe.model.preset else "model.config"
+    return [
+        f"note: data.processors.{modality} is not used: the model ({model}) has no {modality} tower; it reads "
+        f"{', '.join(modalities)}"
+        for modality in recipe.data.processors
+        if modality not in modalities
+    ]
+
+
 def _audio_channels(recipe: Recipe) -> dict[str, int]:
     """``audio_channels``: the bands (mel or MFCC) of the recipe's audio features, which a preset's audio tower
     reads."""

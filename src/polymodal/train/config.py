@@ -55,5 +55,8 @@ class TrainConfig(Config):
         if self.early_stopping_patience is not None and self.metric is None:
             raise ValueError("early_stopping_patience needs a metric")
         if self.warmup_steps > self.steps:
-            raise ValueError(f"warmup_steps ({self.warmup_steps}) exceeds steps ({self.steps})")
+            raise ValueError(
+                f"warmup_steps ({self.warmup_steps}) exceeds steps ({self.steps}): "
+                f"set train.warmup_steps to at most {self.steps}"
+            )
         return self

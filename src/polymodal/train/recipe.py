@@ -14,15 +14,17 @@ The recipes polymodal ships live in ``polymodal/recipes/`` and load by name (``l
 
 from __future__ import annotations
 
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from polymodal.config import Config, ConfigError, apply_overrides, load_yaml
-from polymodal.config.base import validate
+from polymodal.config import Config, ConfigError, apply_overrides, load_yaml, override_key
+from polymodal.config.base import nested_errors, unknown_key, validate
 from polymodal.data.hard_negatives import WordSwapNegatives
+from polymodal.data.processors import PROCESSORS
 from polymodal.data.transforms import Augment, ImagePreprocess
 from polymodal.models import PRESETS
 from polymodal.train.config import TrainConfig
@@ -39,6 +41,9 @@ OBJECTIVE_VIEWS = {
     "adversarial": "captions",
 }
 GENERATING = ("diffusion", "adversarial")  # objectives whose target is the image
+# Modalities whose processing the data section sets itself (data.image, data.augment, data.max_length ...), not
+# data.processors.
+DATA_SECTION_MODALITIES = ("image", "text")
 
 
 class ModelSection(Config):
@@ -76,7 +81,8 @@ class DataSection(Config):
     vocab_size: int = Field(1000, ge=16)
     processors: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
-        description="settings of the processors of modalities beyond image and text (modality -> settings)",
+        description="settings of the processors of modalities beyond image and text (modality -> settings; "
+        "`polymodal models processors` lists them)",
     )
     max_val_samples: int = Field(512, ge=1)
     strict: bool = False
@@ -86,6 +92,30 @@ class DataSection(Config):
         description="keep prepared media (without augmentation) in memory up to this many MiB per dataset, split "
         "among the DataLoader workers (each holds its own); 0: prepare every time",
     )
+
+    @field_validator("processors")
+    @classmethod
+    def _processors_exist(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Each entry names a registered processor (beyond image and text) and holds settings it takes, so a
+        misspelt modality or setting fails here, before any data is read, instead of training with defaults."""
+        configurable = [name for name in PROCESSORS.names() if name not in DATA_SECTION_MODALITIES]
+        errors = []
+        for modality, settings in value.items():
+            if modality not in configurable:
+                hint = (
+                    " (image and text: data.image and data.max_length)" if modality in DATA_SECTION_MODALITIES else ""
+                )
+                errors.append(unknown_key((modality,), settings, configurable, hint))
+                continue
+            settings_model = getattr(PROCESSORS.get(modality), "settings_model", None)
+            if settings_model is not None:
+                try:
+                    settings_model.model_validate(settings)
+                except ValidationError as e:
+                    errors.extend(nested_errors(e, settings_model, (modality,)))
+        if errors:
+            raise ValidationError.from_exception_data("processors", errors)
+        return value  # as written: the run's config.yaml keeps the recipe's own settings
 
 
 class ObjectiveSection(Config):
@@ -194,10 +224,42 @@ def recipe_path(name_or_path: str | Path) -> Path:
     )
 
 
+class RecipeAdjusted(UserWarning):
+    """A recipe value :func:`load_recipe` changed to fit an override; the message says which, and how to choose."""
+
+
+def upgrade_overrides(overrides: list[str]) -> list[str]:
+    """``task.*`` overrides (the objective section's name before it was ``objective``) as ``objective.*``."""
+    return [("objective" + o[4:]) if o.startswith("task.") else o for o in overrides]
+
+
+def fit_warmup_to_steps(data: dict[str, Any], overrides: list[str], source: str) -> None:
+    """Lower the recipe's ``train.warmup_steps`` to ``train.steps`` when an override shortened the run below it
+    (a quick ``--set train.steps=5``), with a :class:`RecipeAdjusted` warning; when the overrides set both, they
+    are the user's own and are left for validation to refuse."""
+    keys = {override_key(o) for o in overrides}
+    train = data.get("train")
+    if "train.steps" not in keys or "train.warmup_steps" in keys or not isinstance(train, dict):
+        return
+    steps, warmup = train.get("steps"), train.get("warmup_steps")
+    if isinstance(steps, int) and isinstance(warmup, int) and 1 <= steps < warmup:
+        train["warmup_steps"] = steps
+        warnings.warn(
+            RecipeAdjusted(
+                f"train.warmup_steps lowered from {warmup} ({source}) to {steps}, the --set train.steps; "
+                "--set train.warmup_steps to choose another"
+            ),
+            stacklevel=3,
+        )
+
+
 def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    """Read a recipe file (or a packaged recipe by name), apply ``key=value`` overrides, validate."""
+    """Read a recipe file (or a packaged recipe by name), apply ``key=value`` overrides, validate. A warmup longer
+    than an overridden ``train.steps`` is shortened to it (see :func:`fit_warmup_to_steps`)."""
     path = recipe_path(name_or_path)
     data = upgrade_recipe_dict(load_yaml(path))
+    overrides = upgrade_overrides(overrides or [])
     if overrides:
-        data = apply_overrides(data, [("objective" + o[4:]) if o.startswith("task.") else o for o in overrides])
-    return validate(Recipe, data, str(path))
+        data = apply_overrides(data, overrides)
+        fit_warmup_to_steps(data, overrides, str(path))
+    return validate(Recipe, data, str(path), overrides)

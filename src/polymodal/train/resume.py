@@ -10,9 +10,9 @@ import yaml
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
-from polymodal.config import ConfigError, flatten_config
+from polymodal.config import ConfigError, apply_overrides, flatten_config
 from polymodal.hardware import normalize_precision
-from polymodal.train.recipe import Recipe, upgrade_recipe_dict
+from polymodal.train.recipe import Recipe, upgrade_overrides, upgrade_recipe_dict
 
 CONFIG_NAME = "config.yaml"
 # Settings a resumed run may change: they decide how fast it runs, what it logs and which checkpoints it keeps,
@@ -55,6 +55,11 @@ def _recipe_field(recipe: Recipe, key: str) -> tuple[str, Any]:
 
 
 def _same_setting(key: str, saved: Any, now: Any) -> bool:
+    if isinstance(saved, (int, float)) and not isinstance(saved, bool) and isinstance(now, str):
+        try:  # a --set value YAML left a string (1e-3), which the recipe reads as a number
+            return float(now) == saved
+        except ValueError:
+            return False
     if key in PATH_KEYS and isinstance(saved, str) and isinstance(now, str):
         return Path(saved).resolve() == Path(now).resolve()
     if key == "train.precision" and isinstance(saved, (str, bool)) and isinstance(now, str):
@@ -88,6 +93,38 @@ def resume_config_differences(recipe: Recipe, saved_config: dict[str, Any]) -> d
     return changed
 
 
+def _saved_config(run_dir: Path) -> dict[str, Any] | None:
+    """The config a run was started with (its config.yaml), or None for a run killed before it wrote one."""
+    saved_path = run_dir / CONFIG_NAME
+    if not saved_path.is_file():
+        return None
+    try:
+        saved_config = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--resume {run_dir}: {saved_path} is not valid YAML ({e})") from e
+    if not isinstance(saved_config, dict):
+        raise ConfigError(f"--resume {run_dir}: {saved_path} is not a recipe (a mapping at the top level)")
+    return saved_config
+
+
+def check_resume_overrides(run_dir: Path, overrides: list[str]) -> None:
+    """Refuse a ``--set`` that changes a setting of the run being resumed, before the recipe is validated: that
+    the setting cannot change is the error to report, not what validating the changed recipe finds."""
+    saved_config = _saved_config(run_dir)
+    if saved_config is None:
+        return
+    saved = flatten_config(upgrade_recipe_dict(saved_config))
+    for item in upgrade_overrides(overrides):
+        for key, now in flatten_config(apply_overrides({}, [item])).items():
+            if key in saved and key not in RESUME_MAY_CHANGE and not _same_setting(key, saved[key], now):
+                raise ConfigError(
+                    f"--resume {run_dir}: --set {item}: {key} cannot change on resume ({key}: {saved[key]!r} in the "
+                    f"run, {now!r} now; see {run_dir / CONFIG_NAME}). A resumed run continues the schedule it "
+                    f"started; only {', '.join(sorted(RESUME_MAY_CHANGE))} may change. Drop that --set, or train "
+                    "into a new --out."
+                )
+
+
 def check_resume_config(recipe: Recipe, run_dir: Path) -> None:
     """Refuse to resume ``run_dir`` with a recipe other than the one it was started with.
 
@@ -95,14 +132,9 @@ def check_resume_config(recipe: Recipe, run_dir: Path) -> None:
     dataset would silently make it a different run (and overwrite the record of what it was).
     """
     saved_path = run_dir / CONFIG_NAME
-    if not saved_path.is_file():
+    saved_config = _saved_config(run_dir)
+    if saved_config is None:
         return  # a run killed before it wrote its config: nothing to compare against
-    try:
-        saved_config = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"--resume {run_dir}: {saved_path} is not valid YAML ({e})") from e
-    if not isinstance(saved_config, dict):
-        raise ConfigError(f"--resume {run_dir}: {saved_path} is not a recipe (a mapping at the top level)")
     if "task" in saved_config and "objective" not in saved_config:
         raise ConfigError(
             f"--resume {run_dir}: the run was started by a polymodal from before the modality-generic core, whose "

@@ -16,18 +16,53 @@ from accelerate import PartialState
 from accelerate.utils import set_seed
 
 from polymodal.config import ConfigError
-from polymodal.data.errors import BadSampleLog
+from polymodal.data.errors import BadSampleSummary
 from polymodal.data.processors import TOKENIZER_DIR
 from polymodal.fsutil import write_atomic
 from polymodal.models import save_model
 from polymodal.models.saved import ANSWERS_FILE
-from polymodal.train.build import build_recipe_model, make_objective, recipe_model_config
+from polymodal.train.bad_samples import BAD_SAMPLES_FILE, RunBadSampleLog, bad_samples_note
+from polymodal.train.build import (
+    build_recipe_model,
+    make_objective,
+    model_inputs,
+    recipe_model_config,
+)
 from polymodal.train.checkpoint import list_checkpoints
 from polymodal.train.prepare import choose_tokenizer, default_view, labels_for, make_datasets, read_rows
 from polymodal.train.recipe import Recipe
 from polymodal.train.resume import CONFIG_NAME, check_resume_config
-from polymodal.train.trainer import Trainer, TrainResult
+from polymodal.train.trainer import Trainer, TrainResult, append_train_log
 from polymodal.train.validation import make_validator
+
+SUMMARY_FILE = "train_summary.json"
+
+
+def finished_run(recipe: Recipe, run_dir: Path) -> TrainResult | None:
+    """The result of a run that already trained to its end (or stopped early) and saved its summary, else None (a
+    run killed after its last checkpoint but before its model was saved is not finished)."""
+    checkpoints = list_checkpoints(run_dir)
+    if not checkpoints or not (run_dir / SUMMARY_FILE).is_file():
+        return None
+    newest = checkpoints[-1]
+    if newest.step < recipe.train.steps and not newest.meta.get("stopped_early"):
+        return None
+    summary = json.loads((run_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+    bad = summary.get("bad_samples", 0)
+    return TrainResult(
+        step=newest.step,
+        stopped_early=bool(newest.meta.get("stopped_early")),
+        best_metric=newest.meta.get("best_metric"),
+        best_step=newest.meta.get("best_step"),
+        last_losses=summary.get("last_losses", {}),
+        samples_per_second=summary.get("samples_per_second", 0.0),
+        skipped_batches=summary.get("skipped_batches", 0),
+        machine=summary.get("machine", {}),
+        bad_samples=BadSampleSummary(
+            bad, summary.get("bad_samples_by_kind", {}), str(run_dir / BAD_SAMPLES_FILE) if bad else None
+        ),
+        already_complete=True,
+    )
 
 
 def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progress: bool = True) -> TrainResult:
@@ -39,13 +74,17 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
         )
     if resume:
         check_resume_config(recipe, run_dir)
+        finished = finished_run(recipe, run_dir)
+        if finished is not None:
+            return finished
     # Under a distributed launch this joins the process group, so only the main process writes the run's files.
     # The others log bad samples to their own file (appends from two processes to one file could interleave).
     state = PartialState(cpu=not torch.cuda.is_available())
     is_main = state.is_main_process
-    bad_log = BadSampleLog(
-        run_dir / ("bad_samples.jsonl" if is_main else f"bad_samples.rank{state.process_index}.jsonl"),
+    bad_log = RunBadSampleLog(
+        run_dir / (BAD_SAMPLES_FILE if is_main else f"bad_samples.rank{state.process_index}.jsonl"),
         strict=recipe.data.strict,
+        fresh=not resume,
     )
 
     # 1. Data: rows, tokenizer, labels.
@@ -60,9 +99,7 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
     # 2. The model's config decides the modalities to prepare (a captioner also reads its target texts, a
     # generator its target images).
     config = recipe_model_config(recipe, tokenizer.vocab_size, labels.preset_args)
-    target = "text" if config.kind == "captioner" else getattr(config, "target", None)
-    modalities = list(config.encoders) + ([target] if target is not None and target not in config.encoders else [])
-    datasets = make_datasets(recipe, modalities, tokenizer, train_rows, val_rows, view, labels, bad_log)
+    datasets = make_datasets(recipe, model_inputs(config), tokenizer, train_rows, val_rows, view, labels, bad_log)
 
     # 3. Model and objective, seeded before the model exists: its initial weights are part of what the seed fixes.
     set_seed(recipe.train.seed)
@@ -105,9 +142,12 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
     # 5. Save the last model and what the run did.
     if trainer.is_main:
         save(model, run_dir / "model")
-        summary = bad_log.summary()
+        summary = result.bad_samples = bad_log.finish()
+        note = bad_samples_note(summary)
+        if note is not None:
+            append_train_log(run_dir, note)
         write_atomic(
-            run_dir / "train_summary.json",
+            run_dir / SUMMARY_FILE,
             json.dumps(
                 {
                     "steps": result.step,

@@ -17,11 +17,14 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any, NoReturn
 
 import torch
@@ -31,8 +34,9 @@ from accelerate.utils import DistributedDataParallelKwargs, DistributedType, set
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from polymodal.data.errors import BadSampleSummary
 from polymodal.fsutil import write_atomic
-from polymodal.hardware import PrecisionChoice, ThreadBudget, choose_precision, machine_record
+from polymodal.hardware import PrecisionChoice, ThreadBudget, choose_precision, machine_record, threads_phrase
 from polymodal.modules.losses.distributed import distributed_rank
 from polymodal.progress import ProgressReporter
 from polymodal.train.checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
@@ -88,6 +92,60 @@ class TrainResult:
     transfer: dict[str, Any] | None = None  # what model.init_from copied: source, tensors transferred / total
     processes: int = 1  # of the launch: `accelerate launch --num_processes 2` without --multi_gpu starts one on CPU
     machine: dict[str, Any] = field(default_factory=dict)  # CPU, flags, and the precision and threads chosen (why)
+    bad_samples: BadSampleSummary | None = None  # each bad sample once, with the file that lists them
+    already_complete: bool = False  # a resumed run that had finished: nothing was trained, the result is its summary
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped by Ctrl-C at a step boundary; ``checkpointed``: the run's newest checkpoint is at ``step``,
+    so ``--resume`` continues exactly from there (False: nothing was trained yet)."""
+
+    def __init__(self, run_dir: Path, step: int, checkpointed: bool) -> None:
+        self.run_dir, self.step, self.checkpointed = run_dir, step, checkpointed
+        if checkpointed:
+            message = f"interrupted at step {step}; checkpoint saved; resume with `polymodal train --resume {run_dir}`"
+        else:
+            message = f"interrupted at step {step}, before anything was trained: no checkpoint to resume from"
+        super().__init__(message)
+
+
+class StepBoundaryInterrupt:
+    """Ctrl-C (SIGINT) while training, taken as a request to stop at the next step boundary, where a checkpoint is
+    consistent (``requested``); a second Ctrl-C stops at once, without one.
+
+    Only in the main thread (where Python runs signal handlers) of a single process: the ranks of a distributed run
+    could see the request at different steps, and a checkpoint needs them all together.
+    """
+
+    def __init__(self, active: bool) -> None:
+        self.active = active
+        self.requested = False
+        self._previous: Any = None
+        self._installed = False
+
+    def __enter__(self) -> StepBoundaryInterrupt:
+        in_main_thread = threading.current_thread() is threading.main_thread()
+        # A process started with SIGINT ignored (nohup, a background job) keeps ignoring it.
+        if self.active and in_main_thread and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            self._previous = signal.signal(signal.SIGINT, self._request)
+            self._installed = True
+        return self
+
+    def _request(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("stopping after this step to save a checkpoint (Ctrl-C again: stop now, without one)", file=sys.stderr)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.SIG_DFL)
+            self._installed = False
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    """A DataLoader worker leaves Ctrl-C to the trainer, which finishes its step (with the worker's batches) first."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _batch_size_of(batch: Any) -> int:
@@ -172,6 +230,12 @@ def exit_launched_process(code: int = 0) -> NoReturn:
 
 TRAIN_LOG = "train.log"  # in the run directory: the progress lines, as a terminal would have shown them
 MACHINE_FILE = "machine.json"  # in the run directory: what the run trained on, and the precision and threads chosen
+
+
+def append_train_log(run_dir: Path, line: str) -> None:
+    """A line of the run's own (an interruption, the bad samples skipped) in train.log, after the progress lines."""
+    with open(run_dir / TRAIN_LOG, "a", encoding="utf-8") as log:
+        log.write(line + "\n")
 
 
 def _read_machine_record(run_dir: Path) -> dict[str, Any] | None:
@@ -269,6 +333,8 @@ class Trainer:
         self.evals_without_improvement = 0
         self.stopped_early = False
         self._started_with: dict[str, Any] | None = None  # the machine record of the run this one resumes
+        self._checkpointed_step: int | None = None  # the step of the newest checkpoint written or restored
+        self._resume_note: str | None = None  # what resume() found, said when training starts
 
     def _lr_entries(
         self, model: nn.Module, owned: list[tuple[str, nn.Module]], param_lrs: dict[str, float]
@@ -308,10 +374,14 @@ class Trainer:
     # ----------------------------------------------------------------- resume
     def resume(self, run_dir: str | Path | None = None) -> int:
         """Restore the newest complete checkpoint in ``run_dir``; returns its step (0: none)."""
-        checkpoints = list_checkpoints(run_dir or self.run_dir)
+        where = Path(run_dir or self.run_dir)
+        checkpoints = list_checkpoints(where)
         if checkpoints:
             self._restore(checkpoints[-1].path)
-        previous = _read_machine_record(Path(run_dir or self.run_dir))
+            self._resume_note = f"resuming {where} from step {self.step}"
+        else:
+            self._resume_note = f"no checkpoint in {where} yet: starting from step 0"
+        previous = _read_machine_record(where)
         # A run resumed before keeps, under started_with, the record of how it first started.
         self._started_with = None if previous is None else previous.get("started_with", previous)
         recorded = (self._started_with or {}).get("threads", {}).get("threads")
@@ -330,7 +400,7 @@ class Trainer:
         for optimizer in self.optimizers:
             for group in optimizer.param_groups:
                 group["fused"], group["foreach"] = self.fused, None
-        self.step = meta["step"]
+        self.step = self._checkpointed_step = meta["step"]
         self.best_metric = meta.get("best_metric")
         self.best_step = meta.get("best_step")
         self.evals_without_improvement = meta.get("evals_without_improvement", 0)
@@ -356,7 +426,20 @@ class Trainer:
             )
             keep = {self.best_step} if self.best_step is not None else set()
             prune_checkpoints(self.run_dir, self.config.keep_last, keep)
+        self._checkpointed_step = self.step
         self.accelerator.wait_for_everyone()
+
+    def _stop_interrupted(self) -> NoReturn:
+        """At a step boundary after Ctrl-C: checkpoint this step (unless one holds it already), then stop."""
+        checkpointed = self._checkpointed_step == self.step
+        if not checkpointed and self.step > 0:
+            self._checkpoint()
+            checkpointed = True
+        self.metrics_log.close()
+        interrupted = TrainingInterrupted(self.run_dir, self.step, checkpointed)
+        if self.is_main:
+            append_train_log(self.run_dir, str(interrupted))
+        raise interrupted
 
     # ----------------------------------------------------------------- logging
     def _log(self, record: dict[str, Any]) -> None:
@@ -414,6 +497,7 @@ class Trainer:
             collate_fn=self.collate_fn,
             num_workers=cfg.num_workers,
             generator=generator,
+            worker_init_fn=_ignore_sigint if cfg.num_workers else None,
         )
 
     def _phase_step(
@@ -473,13 +557,18 @@ class Trainer:
         samples, started, skipped, dropped = 0, time.perf_counter(), 0, 0
         last: dict[str, float] = {}
         stopped_early = self.stopped_early  # a resumed run that had stopped early stays stopped
-        with progress:
+        interrupt = StepBoundaryInterrupt(active=acc.num_processes == 1)
+        with progress, interrupt:
+            if self._resume_note is not None:
+                progress.note(self._resume_note)
             count = self.threads.threads
             progress.note(
-                f"precision {self.precision.precision} ({self.precision.reason}); {count} thread{'s' * (count != 1)} "
+                f"precision {self.precision.precision} ({self.precision.reason}); {threads_phrase(count)} "
                 f"({self.threads.choice.reason}); {machine['cpu']}"
             )
             while self.step < cfg.steps and not stopped_early:
+                if interrupt.requested:
+                    self._stop_interrupted()
                 micro_batches = []
                 for _ in range(cfg.accumulate):
                     batch = next(loader)

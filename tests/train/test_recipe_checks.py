@@ -1,0 +1,123 @@
+"""Recipe checks that fail before any data is read: data.processors (its modalities and each one's settings), the
+warmup an overridden train.steps leaves, and --set values a resumed run cannot change."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+import yaml
+
+from polymodal.config import ConfigError
+from polymodal.train.build import unused_processor_settings
+from polymodal.train.recipe import RecipeAdjusted, load_recipe
+from polymodal.train.resume import CONFIG_NAME, check_resume_overrides
+
+
+def recipe_error(name: str, *overrides: str) -> str:
+    with pytest.raises(ConfigError) as e:
+        load_recipe(name, ["data.path=unused", *overrides])
+    return str(e.value)
+
+
+def test_a_misspelt_processor_modality_is_an_unknown_key() -> None:
+    message = recipe_error("shapes-video-clip", "data.processors.vidoe.frames=8")
+    assert (
+        "data.processors.vidoe (from --set data.processors.vidoe.frames=8): unknown key; known keys: audio, video"
+        in (message)
+    )
+    # Image and text are set in the data section itself: the error says where.
+    assert "data.image and data.max_length" in recipe_error("shapes-clip", "data.processors.image.image_size=32")
+
+
+@pytest.mark.parametrize(
+    ("override", "line"),
+    [
+        ("audio.n_melz=64", "data.processors.audio.n_melz (from --set data.processors.audio.n_melz=64): unknown key"),
+        ("audio.sample_rate=-5", "data.processors.audio.sample_rate (from --set data.processors.audio.sample_rate=-5)"),
+        (
+            "audio.clip_seconds=0",
+            "data.processors.audio.clip_seconds (from --set data.processors.audio.clip_seconds=0)",
+        ),
+        ("audio.augment.gain_dbb=3", "data.processors.audio.augment.gain_dbb (from --set"),
+        ("video.frames=0", "data.processors.video.frames (from --set data.processors.video.frames=0)"),
+        ("video.image.crop=middle", "data.processors.video.image.crop (from --set"),
+    ],
+)
+def test_a_bad_processor_setting_names_its_field_path(override: str, line: str) -> None:
+    message = recipe_error("shapes-clap", f"data.processors.{override}")
+    assert line in message and "pydantic.dev" not in message and "validation error for" not in message
+
+
+def test_an_unknown_processor_setting_lists_the_known_ones() -> None:
+    known = recipe_error("shapes-clap", "data.processors.audio.n_melz=64").split("known keys: ")[1]
+    assert {"sample_rate", "clip_seconds", "n_mels", "hop_length", "augment"} <= set(known.split(", "))
+    nested = recipe_error("shapes-clap", "data.processors.audio.augment.gain_dbb=3").split("known keys: ")[1]
+    assert {"gain_db", "random_crop", "time_masks"} <= set(nested.split(", "))
+
+
+def test_audio_augment_the_features_cannot_take_is_a_recipe_error() -> None:
+    message = recipe_error(
+        "shapes-clap", "data.processors.audio.kind=waveform", "data.processors.audio.augment.freq_masks=2"
+    )
+    assert "data.processors.audio" in message and "freq_masks need spectrogram features" in message
+
+
+def test_processor_settings_for_a_modality_the_model_does_not_read_are_said_to_be_unused() -> None:
+    """A note, not an error: a recipe may be shared with a model of fewer towers (the audio demo's text baseline)."""
+    recipe = load_recipe("shapes-clap", ["data.path=unused", "data.processors.video.frames=4"])
+    assert unused_processor_settings(recipe) == [
+        "note: data.processors.video is not used: the model (preset shapes-clap) has no video tower; it reads "
+        "audio, text"
+    ]
+    assert unused_processor_settings(load_recipe("shapes-clap", ["data.path=unused"])) == []  # its audio settings fit
+    assert unused_processor_settings(load_recipe("shapes-video-av", ["data.path=unused"])) == []  # both read
+
+
+def test_the_recipe_keeps_the_processor_settings_as_written() -> None:
+    """Validated, not filled in: the run's config.yaml, and so resuming a run, see the recipe's own settings."""
+    recipe = load_recipe("shapes-clap", ["data.path=unused"])
+    assert recipe.data.processors["audio"] == {
+        "sample_rate": 16000,
+        "clip_seconds": 2.0,
+        "n_mels": 64,
+        "hop_length": 320,
+        "augment": {"random_crop": False, "gain_db": 6},
+    }
+
+
+def test_an_overridden_steps_below_the_recipes_warmup_lowers_the_warmup_with_a_note() -> None:
+    with pytest.warns(RecipeAdjusted, match=r"train.warmup_steps lowered from 100 .*shapes-clap.yaml\) to 5"):
+        recipe = load_recipe("shapes-clap", ["data.path=unused", "train.steps=5"])
+    assert recipe.train.steps == 5 and recipe.train.warmup_steps == 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RecipeAdjusted)  # a warmup that fits is left alone, silently
+        assert load_recipe("shapes-clap", ["data.path=unused", "train.steps=500"]).train.warmup_steps == 100
+
+
+def test_steps_and_warmup_both_overridden_out_of_order_are_refused_with_the_fix() -> None:
+    message = recipe_error("shapes-clap", "train.steps=5", "train.warmup_steps=10")
+    assert "from --set train.steps=5, --set train.warmup_steps=10" in message
+    assert "warmup_steps (10) exceeds steps (5): set train.warmup_steps to at most 5" in message
+    assert "{" not in message  # not the whole train section
+
+
+def _run_started_with(run_dir: Path, *overrides: str) -> Path:
+    run_dir.mkdir()
+    recipe = load_recipe("shapes-clap", ["data.path=unused", *overrides])
+    (run_dir / CONFIG_NAME).write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+    return run_dir
+
+
+def test_a_resume_refuses_a_set_that_changes_the_run_before_validating_it(tmp_path: Path) -> None:
+    run = _run_started_with(tmp_path / "run")
+    with pytest.raises(ConfigError) as e:
+        check_resume_overrides(run, ["train.steps=20"])
+    message = str(e.value)
+    assert "--set train.steps=20: train.steps cannot change on resume (train.steps: 1200 in the run, 20 now" in message
+    assert "warmup" not in message and "train.log_every" in message  # what may change instead
+    # The run's own values, spelt as YAML leaves them, and settings that only change how it runs, are fine.
+    check_resume_overrides(run, ["train.steps=1200", "train.lr=1e-3", "train.log_every=5", "data.path=./unused"])
+    with pytest.raises(ConfigError, match="data.processors.audio.n_mels cannot change"):
+        check_resume_overrides(run, ["data.processors.audio={n_mels: 32}"])
