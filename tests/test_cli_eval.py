@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
+import pytest
+import typer
+from rich.console import Console
 from typer.testing import CliRunner
 
 from polymodal.cli.main import app
+from polymodal.data.readers import read_manifest
+from polymodal.evaluate.prompts import TEMPLATES
 from polymodal.evaluate.provenance import command_line
 from polymodal.evaluate.results import load_results
 from tests.evaluate.conftest import models, shapes_dir  # noqa: F401  (session fixtures)
@@ -89,3 +95,99 @@ def test_command_line_is_pasteable() -> None:
     argv = ["/venv/bin/polymodal", "eval", "runs/m", "--data", "my data", "-b", "cifar10"]
     assert command_line(argv) == "polymodal eval runs/m --data 'my data' -b cifar10"
     assert command_line(["/src/polymodal/__main__.py", "eval", "m"]) == "polymodal eval m"
+
+
+def _one_line(text: str) -> str:
+    """Output with rich's wrapping undone: words joined by single spaces."""
+    return " ".join(text.split())
+
+
+@pytest.mark.parametrize("width", [80, 50])
+def test_eval_table_keeps_every_number_whole_at_80_columns(
+    shapes_dir: Path, models: dict, monkeypatch: pytest.MonkeyPatch, width: int
+) -> None:
+    # 80 columns: a pipe or a CI log. The names fold; the value, its CI and the robustness values never shrink. At
+    # 50 even the folded names do not fit: the table is wider than the terminal, and nothing is cut.
+    monkeypatch.setattr("polymodal.cli.eval.console", Console(width=width))
+    args = ["eval", str(models["fusion"]), "-b", "shapes-statements", "--data", str(shapes_dir), "--split", "test"]
+    result = runner.invoke(app, [*args, "--robustness", "--resamples", "20"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "…" not in result.stdout and max(map(len, lines)) <= 80
+    assert any("value" in line and "95% CI" in line for line in lines)
+    assert any(re.search(r"\d\.\d{4} │ \[\d\.\d{4}, \d\.\d{4}\] │$", line) for line in lines), result.stdout
+    # Three corruptions at their severest and the two modalities dropped in turn: a whole value, no interval.
+    robustness = [line for line in lines if re.search(r"│ +\d\.\d{4} │ +│$", line)]
+    assert len(robustness) == 5, result.stdout
+    assert "shapes-" in result.stdout and "statements" in result.stdout  # folded after its hyphen, not cut
+
+
+def test_eval_records_and_shows_how_many_items_it_scored(
+    tmp_path: Path, shapes_dir: Path, models: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("polymodal.cli.eval.console", Console(width=120))
+    out = tmp_path / "e.json"
+    args = ["eval", str(models["clip"]), "-b", "shapes-zeroshot,shapes-retrieval", "--data", str(shapes_dir)]
+    result = runner.invoke(app, [*args, "--split", "test", "--resamples", "20", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    samples = list(read_manifest(shapes_dir / "test.jsonl"))
+    one_object = sum(len(s.metadata["objects"]) == 1 for s in samples)
+    captions = sum(len(s.text) for s in samples)
+    zeroshot, retrieval = json.loads(out.read_text())["results"]
+    assert (zeroshot["n"], zeroshot["unit"]) == (one_object, "images")
+    assert (retrieval["n"], retrieval["unit"]) == (captions, "captions")  # t2i_R@1: one outcome per caption
+    assert re.search(rf"│ accuracy +│ +{one_object} │", result.stdout), result.stdout
+    assert re.search(rf"│ t2i_R@1 +│ +{captions} │", result.stdout), result.stdout
+
+
+def test_an_ineligible_benchmark_is_skipped_and_the_others_run(
+    tmp_path: Path, shapes_dir: Path, models: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("polymodal.cli.eval.console", Console(width=120))
+    # test.jsonl without one-object scenes: shapes-zeroshot has nothing to classify, shapes-retrieval runs.
+    data = tmp_path / "shapes"
+    shutil.copytree(shapes_dir, data)
+    rows = [json.loads(line) for line in (data / "test.jsonl").read_text().splitlines()]
+    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows if len(r["objects"]) > 1))
+    out = tmp_path / "e.json"
+    args = ["eval", str(models["clip"]), "-b", "shapes-zeroshot,shapes-caption,shapes-retrieval", "--data", str(data)]
+    result = runner.invoke(app, [*args, "--split", "test", "--resamples", "20", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    assert [(r["benchmark"], r["split"]) for r in doc["results"]] == [("shapes-retrieval", "test")]
+    reasons = {s["benchmark"]: s["reason"] for s in doc["skipped"]}
+    assert set(reasons) == {"shapes-zeroshot", "shapes-caption"}
+    assert "test.jsonl: none of its" in reasons["shapes-zeroshot"] and "one object" in reasons["shapes-zeroshot"]
+    assert "needs a model that can caption" in reasons["shapes-caption"]
+    assert load_results(out).skipped[0].benchmark == "shapes-zeroshot"
+    assert re.search(r"│ shapes-zeroshot +│ test +│ skipped +│", result.stdout), result.stdout
+    # The reason under the table (a long path may fold anywhere: compared without whitespace).
+    squeezed = "".join(result.stdout.split())
+    assert "".join(f"skipped shapes-zeroshot (test): {reasons['shapes-zeroshot']}".split()) in squeezed
+    # Only what runs is announced: no "shapes-caption/test" before its skip.
+    assert "shapes-retrieval/test" in result.stderr and "shapes-caption/test" not in result.stderr
+    # Nothing could run: an error with every reason, and no result file.
+    none_run = runner.invoke(app, [*args[:3], "shapes-zeroshot,shapes-caption", *args[4:], "--split", "test"])
+    assert none_run.exit_code == 1
+    assert "nothing could run" in none_run.output and "one object" in none_run.output and "caption" in none_run.output
+
+
+def test_an_unknown_split_names_the_splits_there_are(shapes_dir: Path, models: dict) -> None:
+    args = ["eval", str(models["clip"]), "-b", "shapes-zeroshot", "--data", str(shapes_dir), "--split", "valx"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert "no split 'valx'" in result.output and "has: train, val, test, test_novel" in _one_line(result.output)
+
+
+def test_help_and_docs_list_every_option_and_template_set() -> None:
+    help_text = _one_line(runner.invoke(app, ["eval", "--help"]).output)
+    assert all(name in help_text for name in TEMPLATES), help_text
+    # docs/evaluation.md's synopsis names every option of the command.
+    docs = (Path(__file__).parents[1] / "docs" / "evaluation.md").read_text()
+    synopsis = docs.split("```", 2)[1]
+    command = typer.main.get_command(app).commands["eval"]  # type: ignore[attr-defined]
+    options = [next(o for o in p.opts if o.startswith("--")) for p in command.params if p.param_type_name == "option"]
+    assert {"--benchmark", "--precision", "--judge", "--json"} <= set(options)
+    documented = {o for o in options if o in synopsis or o == "--meteor" and "--no-meteor" in synopsis}
+    assert documented == set(options), set(options) - documented
+    assert all(name in synopsis for name in TEMPLATES)

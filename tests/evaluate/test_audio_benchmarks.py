@@ -382,3 +382,21 @@ def test_audio_caption_sets_report_recall_and_map_at_10(tmp_path: Path, audio_mo
     assert result.metrics["t2a_R@1"] == pytest.approx(np.mean(np.equal(ranks, 1)))
     assert result.metrics["t2a_mAP@10"] == pytest.approx(np.mean([1 / r if r <= 10 else 0 for r in ranks]))
     assert {"a2t_R@1", "a2t_R@5", "a2t_R@10", "t2a_R@10", "a2t_mAP@10"} <= set(result.metrics)
+
+
+def test_eval_says_in_the_terminal_that_image_corruptions_skip_sounds(
+    sounds_dir: Path, audio_models: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from polymodal.cli.main import app
+
+    monkeypatch.setattr("polymodal.cli.eval.console", Console(width=80))
+    args = ["eval", str(audio_models["clap"]), "-b", "shapes-audio-retrieval", "--data", str(sounds_dir)]
+    result = CliRunner().invoke(app, [*args, "--split", "test", "--robustness", "--resamples", "20"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.stdout.split())
+    assert (
+        "robustness to corruptions not run for shapes-audio-retrieval (test): image corruptions; this benchmark" in said
+    )

@@ -209,3 +209,30 @@ def test_clear_errors(tmp_path: Path, shapes_dir: Path, models: dict) -> None:
         run_eval(str(models["clip"]), "shapes-caption", data=shapes_dir)
     with pytest.raises(FileNotFoundError, match="test.jsonl: no such file"):
         run_eval(str(models["clip"]), "shapes-retrieval", data=tmp_path)
+
+
+def test_each_result_counts_what_its_headline_averages(shapes_dir: Path, models: dict) -> None:
+    samples = list(read_manifest(shapes_dir / "test.jsonl"))
+    expected = {
+        ("caption", "shapes-caption"): (len(samples), "images"),
+        ("vqa", "shapes-vqa"): (sum(len(s.qa) for s in samples), "questions"),
+        ("fusion", "shapes-statements"): (sum(len(s.statements) for s in samples), "statements"),
+    }
+    for (kind, benchmark), (n, unit) in expected.items():
+        (result,) = run_eval(str(models[kind]), benchmark, data=shapes_dir, splits=["test"], n_resamples=20).results
+        assert (result.n, result.unit) == (n, unit), benchmark
+
+
+def test_ineligible_benchmarks_are_skipped_until_none_can_run(shapes_dir: Path, models: dict) -> None:
+    doc = run_eval(str(models["clip"]), "shapes-caption,shapes-retrieval", data=shapes_dir, n_resamples=20)
+    assert [(r.benchmark, r.split) for r in doc.results] == [
+        ("shapes-retrieval", "test"),
+        ("shapes-retrieval", "test_novel"),
+    ]
+    assert [(s.benchmark, s.split) for s in doc.skipped] == [
+        ("shapes-caption", "test"),
+        ("shapes-caption", "test_novel"),
+    ]
+    assert "needs a model that can caption" in doc.skipped[0].reason
+    with pytest.raises(ValueError, match=r"nothing could run: shapes-caption \(test\): .*; shapes-vqa \(test\): "):
+        run_eval(str(models["clip"]), "shapes-caption,shapes-vqa", data=shapes_dir, splits=["test"])

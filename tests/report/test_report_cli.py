@@ -194,3 +194,14 @@ def test_missing_matplotlib_names_the_extra(tmp_path: Path, monkeypatch: pytest.
     result = runner.invoke(app, ["report", str(tmp_path / "run"), "--json"])
     assert result.exit_code == 2
     assert "pip install 'polymodal[report]'" in json.loads(result.output)["error"]
+
+
+@pytest.mark.parametrize(("name", "content"), [("train.jsonl", '{"id": 1}\n{"id": 2}\n'), ("shapes.json", "{}")])
+def test_a_file_that_is_not_a_result_file_is_called_one(tmp_path: Path, name: str, content: str) -> None:
+    path = tmp_path / name
+    path.write_text(content)
+    result = runner.invoke(app, ["report", str(path), "--json"])
+    assert result.exit_code == 2
+    error = json.loads(result.output)["error"]
+    assert f"{path}: not a polymodal result file" in error and "polymodal eval --out FILE" in error, error
+    assert "'polymodal_eval'" in error

@@ -157,3 +157,52 @@ def test_plots_are_deterministic_and_take_any_name() -> None:
         assert im.format == "PNG" and im.size == (round(plots.WIDTH * plots.DPI), round(plots.HEIGHT * plots.DPI))
     heatmap = plots.confusion_heatmap("c", ["a", "b"], [[3, 0], [1, 2]])
     assert heatmap.startswith(b"\x89PNG")
+
+
+def test_metric_tables_say_how_many_items_the_headline_averages(tmp_path: Path, images: dict[str, Path]) -> None:
+    from polymodal.report.build import build_document
+
+    counted = result_document(images)
+    counted["results"][0].update(n=4, unit="images")
+    counted["results"][1].update(n=1, unit="captions")
+    write_result(tmp_path / "counted", counted)
+    write_result(tmp_path / "old", result_document(images))  # written before results recorded n
+    blocks = build_document(load_runs([tmp_path / "counted", tmp_path / "old"]), max_examples=0).blocks
+    classify, retrieval, vqa = [b for b in blocks if isinstance(b, Table) and b.columns[0] == "metric"]
+    # Right under the headline: an accuracy of 0.75 on 4 images reads as one.
+    assert classify.rows[1] == ["n", "4 images", "—"] and "n: the items" in (classify.caption or "")
+    assert retrieval.rows[1] == ["n", "1 caption", "—"]
+    assert [row[0] for row in vqa.rows] == ["vqa_accuracy"]  # no file gives n: no row
+
+
+def test_skipped_benchmarks_are_listed_with_their_reason(tmp_path: Path, images: dict[str, Path]) -> None:
+    reason = "benchmark shapes-caption needs a model that can caption; runs/clip can: embed"
+    doc = result_document(images)
+    doc["skipped"] = [
+        {"benchmark": "shapes-caption", "split": "test", "reason": reason},
+        {"benchmark": "shapes-vqa", "split": "test_novel", "reason": "superseded by the result beside it"},
+    ]
+    write_result(tmp_path / "run", doc)
+    md = write_report([tmp_path / "run"]).markdown.read_text()
+    section = md.split("## Not run\n", 1)[1]
+    assert f"| shapes-caption | test | run | {md_escape(reason)} |" in section
+    assert "superseded" not in section  # the same file holds a result for shapes-vqa · test_novel
+
+
+def test_asset_names_keep_the_whole_benchmark_split_and_run(tmp_path: Path, images: dict[str, Path]) -> None:
+    doc = result_document(images)
+    doc["results"][0].update(benchmark="shapes-audio-zeroshot", split="test_novel")  # with a confusion matrix
+    doc["results"][1].update(benchmark="shapes-speech-retrieval", split="test_novel")  # with recall at K
+    run = "clap-with-a-rather-long-descriptive-run-name"
+    write_result(tmp_path / run, doc)
+    md = write_report([tmp_path / run]).markdown.read_text()
+    names = [name.split("-", 2)[2] for name in re.findall(r"report_assets/(plot-[^)]+)\.png", md)]  # no plot-NN-
+    assert f"shapes-audio-zeroshot-test-novel-confusion-{run}" in names, names
+    assert "shapes-speech-retrieval-test-novel-recall" in names, names
+
+
+def test_a_slug_too_long_for_a_file_name_ends_in_a_hash_of_the_whole() -> None:
+    from polymodal.report.build import MAX_SLUG, _slugify
+
+    first, second = _slugify("x" * 300 + "-a"), _slugify("x" * 300 + "-b")
+    assert len(first) == len(second) == MAX_SLUG and first != second

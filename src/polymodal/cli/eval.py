@@ -1,32 +1,129 @@
-"""``polymodal eval MODEL --benchmark NAME[,NAME]``: standard benchmarks with CIs, robustness and provenance."""
+"""``polymodal eval MODEL --benchmark NAME[,NAME]``: standard benchmarks with CIs, robustness and provenance.
+
+A benchmark the model or data is not eligible for is skipped with its reason (table and result file) and the others
+run; the command fails (exit 1) only when none could run."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import typer
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 from polymodal.cli.output import JsonOption, console, emit_json, err_console, fail
+from polymodal.evaluate.prompts import TEMPLATES
+from polymodal.evaluate.results import ResultFile, describe_skipped
+
+# (header, justify, folds): names fold when the table is wider than the terminal, the benchmark first (it is read
+# once per result, the metric labels row by row); numbers and splits never shrink.
+COLUMNS = (
+    ("benchmark", "left", True),
+    ("split", "left", False),
+    ("metric", "left", True),
+    ("n", "right", False),
+    ("value", "right", False),
+    ("95% CI", "right", False),
+)
 
 
-def _table(doc: dict) -> Table:
-    table = Table(title=f"{doc['provenance']['model']}", title_justify="left")
-    for column in ("benchmark", "split", "metric", "value", "95% CI"):
-        table.add_column(column, justify="right" if column in ("value", "95% CI") else "left", no_wrap=True)
-    for r in doc["results"]:
-        h = r["headline"]
-        ci = r.get("ci95", {}).get(h)
-        table.add_row(
-            r["benchmark"], r["split"], h, f"{r['metrics'][h]:.4f}", f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "-"
-        )
-        rob = r.get("robustness")
-        for name, curve in (rob or {}).get("corruptions", {}).items():
-            worst = curve[max(curve, key=int)]
-            table.add_row("", "", f"  {name}, severity 5", f"{worst:.4f}", "")
-        for modality, value in ((rob or {}).get("missing_modality") or {}).items():
+class _Name:
+    """A name that breaks after a hyphen or a space when its column is narrower than it (``shapes-audio-`` /
+    ``zeroshot``); an indent stays with the first word."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pieces = re.findall(r" *[^- ]*[- ]+|[^- ]+$", text) or [text]
+
+    @property
+    def widest_piece(self) -> int:
+        return max(cell_len(p.rstrip()) for p in self.pieces)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement(self.widest_piece, cell_len(self.text))
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        lines = [""]
+        for piece in self.pieces:
+            if lines[-1].strip() and cell_len(lines[-1] + piece.rstrip()) > options.max_width:
+                lines.append("")
+            lines[-1] += piece
+        yield Text("\n".join(line.rstrip() for line in lines), overflow="fold")
+
+
+def _rows(doc: ResultFile) -> list[tuple[str, ...]]:
+    """A row per result (headline, items scored, CI), its robustness under it, then a row per skipped split."""
+    rows: list[tuple[str, ...]] = []
+    for r in doc.results:
+        ci = r.ci95.get(r.headline)
+        n = f"{r.n:,}" if r.n is not None else "-"
+        interval = f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "-"
+        rows.append((r.benchmark, r.split, r.headline, n, f"{r.metrics[r.headline]:.4f}", interval))
+        rob = r.robustness
+        for name, curve in ((rob.corruptions if rob else None) or {}).items():
+            severest = max(curve, key=int)
+            rows.append(("", "", f"  {name}, severity {severest}", "", f"{curve[severest]:.4f}", ""))
+        for modality, value in ((rob.missing_modality if rob else None) or {}).items():
             if modality != "none":
-                table.add_row("", "", f"  without {modality}", f"{value:.4f}", "")
+                rows.append(("", "", f"  without {modality}", "", f"{value:.4f}", ""))
+    rows.extend((s.benchmark, s.split, "skipped", "", "-", "-") for s in doc.skipped)
+    return rows
+
+
+def _notes(doc: ResultFile) -> list[str]:
+    """What the table cannot say in a cell: why a split was skipped, why a robustness curve was not run."""
+    notes = [f"skipped {line}" for line in describe_skipped(doc.skipped)]
+    not_run: dict[tuple[str, str, str], list[str]] = {}
+    for r in doc.results:
+        for curve, reason in ((r.robustness.skipped if r.robustness else None) or {}).items():
+            not_run.setdefault((r.benchmark, curve, reason), []).append(r.split)
+    notes += [
+        f"robustness to {curve} not run for {b} ({', '.join(splits)}): {why}"
+        for (b, curve, why), splits in not_run.items()
+    ]
+    return notes
+
+
+def _widths(rows: list[tuple[str, ...]], width: int) -> list[tuple[int, int]]:
+    """(least, most) width of each column for a table ``width`` wide: numbers and splits whole; the names as wide as
+    the room left allows, the benchmark giving way first, never narrower than their longest unbroken piece."""
+    texts = [[header, *(row[index] for row in rows)] for index, (header, _, _) in enumerate(COLUMNS)]
+    natural = [max(cell_len(text) for text in column) for column in texts]
+    least = [
+        max(_Name(text).widest_piece for text in column) if folds else natural[index]
+        for index, (column, (_, _, folds)) in enumerate(zip(texts, COLUMNS))
+    ]
+    folding = [index for index, (_, _, folds) in enumerate(COLUMNS) if folds]
+    room = width - (3 * len(COLUMNS) + 1) - sum(w for index, w in enumerate(natural) if index not in folding)
+    most = list(natural)
+    for position, index in enumerate(folding):
+        later = sum(natural[i] for i in folding[position + 1 :])
+        most[index] = max(least[index], min(natural[index], room - later))
+        room -= most[index]
+    return list(zip(least, most))
+
+
+def _table(doc: ResultFile, width: int) -> Table:
+    """The results as a table ``width`` columns wide (80 in a pipe or a CI log) with every number whole; wider only
+    when the names broken at every hyphen and space still do not fit."""
+    rows = _rows(doc)
+    notes = _notes(doc)
+    # Text, not str: paths and reasons are shown as they are, never read as rich markup.
+    table = Table(
+        title=Text(doc.provenance.model),
+        title_justify="left",
+        caption=Text("\n".join(notes)) if notes else None,
+        caption_justify="left",
+    )
+    # Rich narrows a table by cutting its widest columns, numbers and words alike: the widths are chosen here.
+    for (header, justify, folds), (least, most) in zip(COLUMNS, _widths(rows, width)):
+        table.add_column(header, justify=justify, no_wrap=not folds, min_width=least, max_width=most)
+    for row in rows:
+        table.add_row(*(_Name(cell) if folds else Text(cell) for cell, (_, _, folds) in zip(row, COLUMNS)))
     return table
 
 
@@ -41,7 +138,7 @@ def eval_command(
     split: str = typer.Option(None, "--split", help="Split(s), comma-separated (default: each benchmark's own)."),
     out: Path = typer.Option(None, "--out", help="Write the result file (JSON) here."),
     templates: str = typer.Option(
-        None, "--templates", help="Prompt template set for zero-shot: simple, imagenet, shapes, audio."
+        None, "--templates", help=f"Prompt template set for zero-shot: {', '.join(TEMPLATES)}."
     ),
     robustness: bool = typer.Option(False, "--robustness", help="Add missing-modality and corruption curves."),
     seed: int = typer.Option(0, "--seed", help="Seed for corruptions and the bootstrap."),
@@ -62,7 +159,6 @@ def eval_command(
 ) -> None:
     """Evaluate a model on standard benchmarks; every number comes with its provenance."""
     from polymodal.data.errors import BadSampleError
-    from polymodal.evaluate.prompts import TEMPLATES
     from polymodal.evaluate.results import dump_results, to_json
     from polymodal.evaluate.runner import parse_benchmarks, run_eval
 
@@ -103,10 +199,9 @@ def eval_command(
             dump_results(doc, out)
         except OSError as e:
             fail(f"cannot write {out}: {e}", as_json=json)
-    payload = to_json(doc)
     if json:
-        emit_json(payload)
+        emit_json(to_json(doc))
         return
-    console.print(_table(payload))
+    console.print(_table(doc, console.width), crop=False)  # narrower than its names: wrapped, never cut
     if out is not None:
         console.print(f"results: {out}", highlight=False)

@@ -29,7 +29,7 @@ from polymodal.data.readers import (
 from polymodal.data.readers.cifar import cifar_classes, cifar_files, read_cifar
 from polymodal.data.schema import Sample
 from polymodal.evaluate import passes
-from polymodal.evaluate.context import EvalContext, ImageFn, ItemRef
+from polymodal.evaluate.context import EvalContext, ImageFn, ItemRef, NotApplicable
 from polymodal.evaluate.prompts import class_words, resolve_templates
 from polymodal.models import FusionClassifier, QuestionAnswerer
 
@@ -91,14 +91,29 @@ def _name(kind: str, modality: str) -> str:
 # ------------------------------------------------------------------------------------------ ShapesWorld
 
 
-def _shapes_split(ctx: EvalContext, name: str, split: str, prefix: str = "") -> list[Sample]:
-    """The rows of ``{prefix}{split}.jsonl`` (``speech_test.jsonl`` ...) in the ShapesWorld directory."""
-    manifest = _data(ctx, name) / f"{prefix}{split}.jsonl"
+def _shapes_manifest(ctx: EvalContext, name: str, split: str, prefix: str = "") -> Path:
+    """``{prefix}{split}.jsonl`` (``speech_test.jsonl`` ...) in the ShapesWorld directory, recorded as read; a split
+    the directory lacks is an error naming the splits it has."""
+    from polymodal.data.shapes import SPLITS
+
+    root = _data(ctx, name)
+    manifest = root / f"{prefix}{split}.jsonl"
     if not manifest.is_file():
+        present = [s for s in SPLITS if (root / f"{prefix}{s}.jsonl").is_file()]
+        if not present:
+            raise FileNotFoundError(
+                f"{manifest}: no such file; --data must be a ShapesWorld directory (polymodal data shapes OUT)"
+            )
         raise FileNotFoundError(
-            f"{manifest}: no such file; --data must be a ShapesWorld directory (polymodal data shapes OUT)"
+            f"{root}: no split {split!r} for {name} (no {manifest.name}); this directory has: {', '.join(present)}"
         )
     ctx.read(manifest)
+    return manifest
+
+
+def _shapes_split(ctx: EvalContext, name: str, split: str, prefix: str = "") -> list[Sample]:
+    """The rows of ``{prefix}{split}.jsonl`` in the ShapesWorld directory."""
+    manifest = _shapes_manifest(ctx, name, split, prefix)
     return _read(ctx, list(read_manifest(manifest, strict=True)))
 
 
@@ -110,9 +125,12 @@ def _shapes_zeroshot(modality: str) -> Callable[[EvalContext, str], LoadedSplit]
 
         ctx.require(EMBED, name, modality)
         # One-object scenes only: the label names the single object, so the prompt can be right.
-        samples = [s for s in _shapes_split(ctx, name, split) if len(s.metadata.get("objects", [])) == 1]
+        scenes = _shapes_split(ctx, name, split)
+        samples = [s for s in scenes if len(s.metadata.get("objects", [])) == 1]
         if not samples:
-            raise ValueError(f"{ctx.data}/{split}.jsonl: no one-object scenes to classify")
+            raise NotApplicable(
+                f"{ctx.data}/{split}.jsonl: none of its {len(scenes)} scenes has one object to classify"
+            )
         classnames = [f"{c} {s}" for c in COLORS for s in SHAPES]
         labels = [classnames.index(s.metadata["label"]["color_shape"]) for s in samples]
         items = _items(samples, modality)
@@ -278,7 +296,7 @@ def _fusion_classifier(ctx: EvalContext, name: str, modalities: set[str], any_of
     fits = (have and have <= modalities) if any_of else modalities <= have
     if not fits:
         need = (" or " if any_of else " and ").join(sorted(modalities))
-        raise ValueError(f"benchmark {name} needs a polymodal fusion classifier of {need}; {ctx.model} is not one")
+        raise NotApplicable(f"benchmark {name} needs a polymodal fusion classifier of {need}; {ctx.model} is not one")
     return model  # type: ignore[return-value]
 
 
@@ -337,6 +355,7 @@ def _labelled_clips(
         labels=[classes.index(label(s)) for s in samples],
         types=[types(s) for s in samples],
         classes=classes,
+        unit=passes.UNITS[modality],  # one text per item: the items are what is counted
     )
 
 
@@ -476,12 +495,7 @@ def _load_shapes_generation(ctx: EvalContext, split: str) -> LoadedSplit:
 
     name = "shapes-generation"
     ctx.require(GENERATE, name)
-    manifest = _data(ctx, name) / f"{split}.jsonl"
-    if not manifest.is_file():
-        raise FileNotFoundError(
-            f"{manifest}: no such file; --data must be a ShapesWorld directory (polymodal data shapes OUT)"
-        )
-    ctx.read(manifest)
+    manifest = _shapes_manifest(ctx, name, split)
     rows = load_split(manifest.parent, split)[:GENERATION_PROMPTS]
     checker = SceneChecker.load(ctx.judge("checker", name))
     clip = load_backend(ctx.judges["clip"]) if "clip" in ctx.judges else None

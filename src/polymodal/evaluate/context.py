@@ -30,6 +30,11 @@ ItemRef = ImageRef
 ImageFn = Callable[[Image.Image, int], Image.Image]
 
 
+class NotApplicable(ValueError):
+    """A benchmark cannot score this model (a capability it lacks) or this split (nothing of the kind it scores):
+    ``run_eval`` records it as skipped, with this message as the reason, and runs the other benchmarks."""
+
+
 def batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -69,7 +74,7 @@ class EvalContext:
     def saved(self) -> SavedModel:
         """The polymodal model with its processors (the backend's own, not a second copy)."""
         if not self.is_polymodal:
-            raise ValueError(f"{self.model}: this suite needs a polymodal model directory")
+            raise NotApplicable(f"{self.model}: this suite needs a polymodal model directory")
         return self.backend.saved  # type: ignore[attr-defined, no-any-return]
 
     @property
@@ -84,10 +89,10 @@ class EvalContext:
         """Refuse a model that lacks ``capability`` (for ``modality``, when given) before any data is read."""
         if capability not in self.backend.capabilities:
             can = ", ".join(sorted(self.backend.capabilities)) or "nothing"
-            raise ValueError(f"benchmark {benchmark} needs a model that can {capability}; {self.model} can: {can}")
+            raise NotApplicable(f"benchmark {benchmark} needs a model that can {capability}; {self.model} can: {can}")
         if modality is not None and not self.takes(capability, modality):
             takes = ", ".join(sorted(accepts(self.backend, capability)))
-            raise ValueError(
+            raise NotApplicable(
                 f"benchmark {benchmark} needs a model that can {capability} {modality}; "
                 f"{self.model} can {capability}: {takes}"
             )

@@ -40,9 +40,12 @@ class PassResult:
     ci95: dict[str, tuple[float, float]] = field(default_factory=dict)
     details: Details = field(default_factory=Details)
     examples: list[Example] = field(default_factory=list)
+    n: int | None = None  # outcomes the pass's first metric averages (a full pass only): its CI's sample size
+    unit: str | None = None  # what n counts (UNITS, "captions", "questions" ...)
 
 
 SHOWN = ("image", "audio", "video", "text")  # the modalities an Example names by path (or words)
+UNITS = {"image": "images", "audio": "sounds", "video": "clips", "text": "texts"}  # what n counts, per modality
 
 
 def _path(ref: ImageRef) -> str | None:
@@ -56,7 +59,8 @@ def _shown(modality: str, ref: ItemRef) -> dict[str, str | None]:
 
 
 def merge(*runs: PassResult) -> PassResult:
-    """Passes over one split as one result: all metrics, CIs and details, the examples shared out evenly."""
+    """Passes over one split as one result: all metrics, CIs and details, the examples shared out evenly; ``n`` is
+    the first pass's (benchmarks list the pass of their headline metric first)."""
     details = Details()
     for run in runs:
         for name, value in run.details:
@@ -73,6 +77,8 @@ def merge(*runs: PassResult) -> PassResult:
         {k: v for run in runs for k, v in run.ci95.items()},
         details,
         [e for run in runs for e in run.examples[:share]],
+        runs[0].n,
+        runs[0].unit,
     )
 
 
@@ -127,6 +133,8 @@ def zero_shot(
         ci95={"accuracy": bootstrap_ci(hits, n_resamples=ctx.n_resamples, seed=ctx.seed)},
         details=Details(confusion=Confusion(classes=list(classnames), matrix=matrix.tolist()), per_class=per_class),
         examples=examples,
+        n=len(items),
+        unit=UNITS[modality],
     )
 
 
@@ -162,7 +170,8 @@ def linear_probe(
     metrics = {"probe_accuracy": float(hits.mean()), **fold_accuracies(hits, folds, "probe_accuracy")}
     if not full:
         return PassResult(metrics)
-    return PassResult(metrics, {"probe_accuracy": bootstrap_ci(hits, n_resamples=ctx.n_resamples, seed=ctx.seed)})
+    ci = {"probe_accuracy": bootstrap_ci(hits, n_resamples=ctx.n_resamples, seed=ctx.seed)}
+    return PassResult(metrics, ci, n=len(hits), unit=UNITS[modality])
 
 
 def train_test_probe(
@@ -183,7 +192,8 @@ def train_test_probe(
     metrics = {"probe_accuracy": float(hits.mean())}
     if not full:
         return PassResult(metrics)
-    return PassResult(metrics, {"probe_accuracy": bootstrap_ci(hits, n_resamples=ctx.n_resamples, seed=ctx.seed)})
+    ci = {"probe_accuracy": bootstrap_ci(hits, n_resamples=ctx.n_resamples, seed=ctx.seed)}
+    return PassResult(metrics, ci, n=len(hits), unit=UNITS[modality])
 
 
 # ---------------------------------------------------------------------------- retrieval
@@ -248,7 +258,9 @@ def retrieval(
                 retrieved=retrieved,
             )
         )
-    return PassResult(metrics, ci, Details(recall_at_k=recall), examples)
+    # The headline is the caption -> item direction (t2i): one outcome per caption query.
+    unit = "captions" if caption_modality == "text" else UNITS[caption_modality]
+    return PassResult(metrics, ci, Details(recall_at_k=recall), examples, len(captions), unit)
 
 
 # ---------------------------------------------------------------------------- captioning
@@ -278,7 +290,7 @@ def captioning(
         Example(**_shown(modality, items[i]), prediction=preds[i], reference=references[i][0])
         for i in range(min(MAX_EXAMPLES, len(items)))
     ]
-    return PassResult(metrics, ci, Details(), examples)
+    return PassResult(metrics, ci, Details(), examples, len(items), UNITS[modality])
 
 
 # ---------------------------------------------------------------------------- VQA
@@ -341,7 +353,7 @@ def vqa(
         )
         for i in range(min(MAX_EXAMPLES, len(preds)))
     ]
-    return PassResult(metrics, ci, Details(per_question_type=per_type), examples)
+    return PassResult(metrics, ci, Details(per_question_type=per_type), examples, len(preds), "questions")
 
 
 # ---------------------------------------------------------------------------- fusion models
@@ -364,6 +376,7 @@ class Statements:
     labels: list[int]
     types: list[str | None]  # what a false claim gets wrong (ShapesWorld: exists, position, ...), for per-type accuracy
     classes: Sequence[str] = ("false", "true")  # class index -> the name examples show
+    unit: str = "statements"  # what is counted: statements, or the items themselves when each has one text
 
 
 @torch.inference_mode()
@@ -392,8 +405,10 @@ def statements(
         "accuracy": float(hits.mean()) if len(hits) else 0.0,
         **{f"accuracy_{t}": v for t, v in per_type.items()},
     }
-    if not full or not len(hits):
+    if not full:
         return PassResult(metrics)
+    if not len(hits):
+        return PassResult(metrics, n=0, unit=st.unit)
     examples = [
         Example(
             **{
@@ -407,7 +422,7 @@ def statements(
         for i in range(min(MAX_EXAMPLES, len(hits)))
     ]
     ci = {"accuracy": bootstrap_ci(hits, n_resamples=ctx.n_resamples, seed=ctx.seed)}
-    return PassResult(metrics, ci, Details(per_statement_type=per_type or None), examples)
+    return PassResult(metrics, ci, Details(per_statement_type=per_type or None), examples, len(hits), st.unit)
 
 
 # ---------------------------------------------------------------------------- text-to-image generation
@@ -489,4 +504,4 @@ def generation(
                     image=str(path.resolve()), text=prompts[i], prediction=f"checker reads: {seen}", correct=correct
                 )
             )
-    return PassResult(metrics, ci, Details(), examples)
+    return PassResult(metrics, ci, Details(), examples, len(prompts), "prompts")

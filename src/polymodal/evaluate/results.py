@@ -8,7 +8,9 @@ Shape::
 
     {"polymodal_eval": 1,
      "provenance": {"model", "model_hash", "data": {"path", "hash"}, "versions", "seed", "command", "created"},
-     "results": [{"benchmark", "split", "headline", "metrics", "ci95", "details", "robustness"?, "examples"}]}
+     "results": [{"benchmark", "split", "headline", "n"?, "unit"?, "metrics", "ci95", "details", "robustness"?,
+                  "examples"}],
+     "skipped": [{"benchmark", "split", "reason"}]}
 """
 
 from __future__ import annotations
@@ -28,8 +30,20 @@ FORMAT_VERSION = 1
 MAX_EXAMPLES = 16
 
 
+# What a result file is, for errors about files that are not one.
+RESULT_FILE_IS = f"the JSON object `polymodal eval --out FILE` writes, with a top-level {EVAL_KEY!r} key"
+
+
 class ResultFileError(ValueError):
     """A result file cannot be read or is invalid; the message names the file (and line or field)."""
+
+
+class NotJSONError(ResultFileError):
+    """The file is not JSON text; ``detail`` says why without naming the file (where it stops being JSON)."""
+
+    def __init__(self, message: str, detail: str) -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class _Model(BaseModel):
@@ -119,6 +133,8 @@ class Result(_Model):
     benchmark: str
     split: str
     headline: str
+    n: int | None = Field(default=None, ge=0)  # how many outcomes the headline averages (and its CI resamples)
+    unit: str | None = None  # what n counts: images, sounds, clips, captions, questions, statements, prompts
     metrics: dict[str, float]
     ci95: dict[str, tuple[float, float]] = Field(default_factory=dict)
     details: Details = Field(default_factory=Details)
@@ -132,10 +148,27 @@ class Result(_Model):
         return self
 
 
+class Skipped(_Model):
+    """A benchmark split that was not run: the model cannot do what it scores, or the split has nothing of its kind."""
+
+    benchmark: str
+    split: str
+    reason: str
+
+
 class ResultFile(_Model):
     polymodal_eval: int = FORMAT_VERSION
     provenance: Provenance
     results: list[Result]
+    skipped: list[Skipped] = Field(default_factory=list)
+
+
+def describe_skipped(skipped: list[Skipped]) -> list[str]:
+    """One line per benchmark and reason: ``shapes-caption (test, test_novel): benchmark shapes-caption needs ...``."""
+    splits: dict[tuple[str, str], list[str]] = {}
+    for entry in skipped:
+        splits.setdefault((entry.benchmark, entry.reason), []).append(entry.split)
+    return [f"{benchmark} ({', '.join(names)}): {reason}" for (benchmark, reason), names in splits.items()]
 
 
 def to_json(doc: ResultFile) -> dict[str, Any]:
@@ -163,15 +196,17 @@ def read_json(path: str | os.PathLike) -> Any:
     except FileNotFoundError:
         raise ResultFileError(f"{path}: no such file") from None
     except UnicodeDecodeError as e:
-        raise ResultFileError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        detail = f"not UTF-8 text ({e.reason} at byte {e.start})"
+        raise NotJSONError(f"{path}: {detail}", detail) from None
     except json.JSONDecodeError as e:
-        raise ResultFileError(f"{path}, line {e.lineno}, column {e.colno}: invalid JSON: {e.msg}") from None
+        where = f"line {e.lineno}, column {e.colno}"
+        raise NotJSONError(f"{path}, {where}: invalid JSON: {e.msg}", f"{where}: {e.msg}") from None
 
 
 def parse_results(data: Any, source: str | os.PathLike) -> ResultFile:
     """Validate a parsed result document; errors name ``source`` and the field."""
     if not is_result_document(data):
-        raise ResultFileError(f"{source}: not a polymodal result file (no top-level {EVAL_KEY!r} key)")
+        raise ResultFileError(f"{source}: not a polymodal result file ({RESULT_FILE_IS})")
     if data[EVAL_KEY] != FORMAT_VERSION:
         raise ResultFileError(
             f"{source}: field {EVAL_KEY!r}: unsupported version {data[EVAL_KEY]!r}; "
@@ -184,5 +219,15 @@ def parse_results(data: Any, source: str | os.PathLike) -> ResultFile:
 
 
 def load_results(path: str | os.PathLike) -> ResultFile:
-    """Read and validate one result file."""
-    return parse_results(read_json(path), path)
+    """Read and validate one result file. A file that is not JSON is said not to be a result file, unless it
+    holds the result key: then it is a damaged one, and the error names the line."""
+    path = Path(path)
+    try:
+        data = read_json(path)
+    except NotJSONError as e:
+        if f'"{EVAL_KEY}"' in path.read_text(encoding="utf-8", errors="replace"):
+            raise
+        raise ResultFileError(
+            f"{path}: not a polymodal result file ({RESULT_FILE_IS}); it is not JSON: {e.detail}"
+        ) from None
+    return parse_results(data, path)

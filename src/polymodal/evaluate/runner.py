@@ -15,10 +15,10 @@ import torch
 from PIL import Image
 
 from polymodal.evaluate.benchmarks import BENCHMARKS, LoadedSplit
-from polymodal.evaluate.context import EvalContext
+from polymodal.evaluate.context import EvalContext, NotApplicable
 from polymodal.evaluate.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from polymodal.evaluate.provenance import command_line, data_hash, make_provenance, model_hash
-from polymodal.evaluate.results import Result, ResultFile, Robustness
+from polymodal.evaluate.results import Result, ResultFile, Robustness, Skipped, describe_skipped
 from polymodal.hardware import choose_precision, machine_record
 
 Progress = Callable[[str], None]
@@ -90,7 +90,12 @@ def run_eval(
     ``precision``: auto runs the model under bf16 autocast where the CPU has native bf16, else in fp32; the
     result file's provenance records which (bf16 moves metrics in about the third decimal). ``judges``: models a
     benchmark scores with (name -> path), such as shapes-generation's scene checker; ``media_dir``: where a benchmark
-    may write what the model made (generated images), shown as examples."""
+    may write what the model made (generated images), shown as examples.
+
+    A benchmark split the model or data is not eligible for (:class:`NotApplicable`: a capability the model lacks,
+    nothing of the kind the benchmark scores) is recorded in ``skipped`` with the reason and the others run; when
+    none can run, :class:`NotApplicable` is raised with every reason. Other errors (a missing file, a bad row) stop
+    the run."""
     names = parse_benchmarks(benchmarks)
     choice = choose_precision(precision, "cpu")
     ctx = EvalContext(
@@ -106,13 +111,18 @@ def run_eval(
     )
     _ = ctx.backend  # load the model first: a wrong model path fails before any data is read
     results: list[Result] = []
+    skipped: list[Skipped] = []
     for name in names:
         bench = BENCHMARKS[name]
         for split in splits or bench.splits:
-            if progress:
-                progress(f"{name}/{split}")
             torch.manual_seed(seed)
-            loaded = bench.load(ctx, split)
+            try:
+                loaded = bench.load(ctx, split)
+            except NotApplicable as e:
+                skipped.append(Skipped(benchmark=name, split=split, reason=str(e)))
+                continue
+            if progress:  # announced once it is known to run
+                progress(f"{name}/{split}")
             with torch.inference_mode(), choice.autocast("cpu"):
                 scored = loaded.score(None, None, True)
                 rob = (
@@ -125,6 +135,8 @@ def run_eval(
                     benchmark=name,
                     split=split,
                     headline=loaded.headline,
+                    n=scored.n,
+                    unit=scored.unit,
                     metrics=scored.metrics,
                     ci95=scored.ci95,
                     details=scored.details,
@@ -132,6 +144,9 @@ def run_eval(
                     examples=scored.examples,
                 )
             )
+    if not results:
+        reasons = describe_skipped(skipped)
+        raise NotApplicable(skipped[0].reason if len(reasons) == 1 else "nothing could run: " + "; ".join(reasons))
     provenance = make_provenance(
         model=str(model),
         model_hash_value=model_hash(ctx.model_dir, ctx.backend.identity),
@@ -141,4 +156,4 @@ def run_eval(
         command=command if command is not None else command_line(),
         machine=machine_record(choice),
     )
-    return ResultFile(provenance=provenance, results=results)
+    return ResultFile(provenance=provenance, results=results, skipped=skipped)

@@ -7,6 +7,7 @@ only a confusion matrix is drawn per run.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import re
@@ -53,6 +54,7 @@ KEY_SETTINGS = [
     "train.seed",
 ]
 MAX_BAR_CATEGORIES = 40
+MAX_SLUG = 100  # characters of a file name or anchor made from names; longer ones end in a hash of the whole
 T = TypeVar("T")
 
 
@@ -95,7 +97,21 @@ def _shown(cache: Thumbnails | Sounds | FrameStrips, path: str | None) -> tuple[
 
 
 def _slugify(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:40] or "x"
+    """``text`` as a file name or anchor: lowercase words joined by hyphens, whole up to :data:`MAX_SLUG`
+    characters; a longer one is cut and ends in a hash of the whole, so two cut names stay apart."""
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
+    if len(slug) <= MAX_SLUG:
+        return slug
+    digest = hashlib.sha1(slug.encode()).hexdigest()[:8]
+    return f"{slug[: MAX_SLUG - len(digest) - 1].rstrip('-')}-{digest}"
+
+
+def _scored(result: Result) -> str:
+    """How many items a result scored, and what they are: ``4 images``, ``2,248 statements``."""
+    if result.n is None:
+        return MISSING
+    unit = result.unit or "items"
+    return f"{result.n:,} {unit.removesuffix('s') if result.n == 1 else unit}"  # units are plurals: "1 image"
 
 
 def _ordered_union(lists: Iterable[Iterable[T]]) -> list[T]:
@@ -181,7 +197,8 @@ class _Builder:
         return blocks
 
     def metrics_table(self, present: list[tuple[Run, Result]]) -> Table:
-        """Metric rows (headline first), one column per run, ``value [lo, hi]`` cells."""
+        """Metric rows (headline first, then how many items it averages), one column per run, ``value [lo, hi]``
+        cells."""
         headline = present[0][1].headline
         names = _ordered_union([[headline], *(res.metrics for _, res in present)])
         rows = [
@@ -197,6 +214,10 @@ class _Builder:
         caption = (
             f"Headline metric: {headline}. Brackets hold the 95% confidence interval where the result file gives one."
         )
+        if any(res.n is not None for _, res in present):
+            # Beside the headline: an accuracy of 1.000 on 4 images must read as one.
+            rows.insert(1, ["n", *[_scored(res) for _, res in present]])
+            caption += " n: the items the headline metric averages over (the sample its interval resamples)."
         return Table(["metric", *[run.name for run, _ in present]], rows, caption=caption, bold_rows={0})
 
     def benchmark_plots(self, key: str, present: list[tuple[Run, Result]]) -> list[Asset]:
@@ -321,6 +342,21 @@ class _Builder:
             )
         return ExampleCard(image, note, fields, example.correct, retrieved, sound, sound_note, strip, strip_note)
 
+    def not_run(self) -> list[Block]:
+        """The benchmark splits result files say ``polymodal eval`` skipped, and why (a capability the model lacks,
+        nothing of the kind in the split)."""
+        rows = [
+            [benchmark, split, run.name, reason]
+            for run in self.runs
+            for (benchmark, split), reason in run.skipped().items()
+        ]
+        if not rows:
+            return []
+        return [
+            Heading("Not run", anchor="not-run"),
+            Table(["benchmark", "split", "run", "reason"], rows, numeric=False),
+        ]
+
     # ------------------------------------------------------------------ training
     def training(self) -> list[Block]:
         trained = [(r, r.training) for r in self.runs if r.training is not None]
@@ -406,5 +442,11 @@ def build_document(
         f"Generated {created} by polymodal {__version__}.",
         muted=True,
     )
-    blocks: list[Block] = [intro, *builder.provenance(), *builder.benchmarks(), *builder.training()]
+    blocks: list[Block] = [
+        intro,
+        *builder.provenance(),
+        *builder.benchmarks(),
+        *builder.not_run(),
+        *builder.training(),
+    ]
     return Document(title=title, blocks=blocks)

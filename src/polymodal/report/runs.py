@@ -14,7 +14,15 @@ from typing import Any
 
 import yaml
 
-from polymodal.evaluate.results import Result, ResultFile, ResultFileError, is_result_document, parse_results, read_json
+from polymodal.evaluate.results import (
+    Result,
+    ResultFile,
+    ResultFileError,
+    is_result_document,
+    load_results,
+    parse_results,
+    read_json,
+)
 from polymodal.report.errors import ReportError
 from polymodal.train.recipe import upgrade_recipe_dict
 
@@ -48,6 +56,16 @@ class Run:
             for result in doc.results:
                 merged[(result.benchmark, result.split)] = result
         return merged
+
+    def skipped(self) -> dict[tuple[str, str], str]:
+        """(benchmark, split) -> why ``polymodal eval`` did not run it, for those no result file of the run holds."""
+        ran = self.results()
+        return {
+            (entry.benchmark, entry.split): entry.reason
+            for _, doc in self.eval_files
+            for entry in doc.skipped
+            if (entry.benchmark, entry.split) not in ran
+        }
 
 
 def _eval_candidates(directory: Path) -> list[Path]:
@@ -125,7 +143,7 @@ def load_run(path: str | Path, warnings: list[str] | None = None) -> Run:
     path = Path(path)
     warnings = warnings if warnings is not None else []
     if path.is_file():
-        return Run(name=path.stem, path=path, eval_files=[(path, parse_results(read_json(path), path))])
+        return Run(name=path.stem, path=path, eval_files=[(path, load_results(path))])
     if not path.is_dir():
         raise ReportError(f"{path}: no such file or directory")
     run = Run(
