@@ -20,6 +20,7 @@ import polymodal
 from polymodal.data.video import Clip
 from polymodal.export import ExportError, export_onnx
 from polymodal.export import towers as export_towers
+from polymodal.export.source import NotExportable
 from polymodal.export.towers import ExportTowers
 from polymodal.export.variants import chosen_elsewhere, this_machine
 from polymodal.serve import create_app
@@ -311,7 +312,7 @@ def test_auto_keeps_pytorch_with_the_reason_when_the_model_cannot_be_exported(
     monkeypatch.setenv("POLYMODAL_CACHE_DIR", str(tmp_path / "cache"))
 
     def fails(*args: object, **kwargs: object) -> None:
-        raise ExportError("the dynamo ONNX exporter cannot export the image tower (x)")
+        raise NotExportable("the dynamo ONNX exporter cannot export the image tower (x)")
 
     monkeypatch.setattr(export_towers, "export_onnx", fails)
     with caplog.at_level("WARNING", logger=export_towers.__name__):
@@ -329,9 +330,28 @@ def test_auto_keeps_pytorch_with_the_reason_when_the_model_cannot_be_exported(
 
     monkeypatch.setattr(export_towers, "export_onnx", not_again)  # the model cannot be: remembered, not retried
     again = polymodal.load(model_dir, precision="fp32", export="auto")
-    assert {c.reason for c in again.tower_runtimes.values()} == {choice.reason}
+    (reason,) = {c.reason for c in again.tower_runtimes.values()}
+    assert reason.startswith(choice.reason) and reason.endswith(".failed: delete it to try again)")
     with pytest.raises(ExportError, match="cannot export .*: the dynamo ONNX exporter"):
         polymodal.load(model_dir, precision="fp32", export="auto", export_towers="all")
+
+
+def test_a_failure_of_this_machine_or_moment_is_not_remembered(
+    clip_and_export: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    model_dir, _ = clip_and_export
+    monkeypatch.setenv("POLYMODAL_CACHE_DIR", str(tmp_path / "cache"))
+    tries: list[int] = []
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        tries.append(1)
+        raise ExportError("cannot export the image tower: No space left on device; nothing written")
+
+    monkeypatch.setattr(export_towers, "export_onnx", disk_full)
+    for _ in range(2):
+        model = polymodal.load(model_dir, precision="fp32", export="auto")
+        assert {c.runtime for c in model.tower_runtimes.values()} == {"torch"}
+    assert len(tries) == 2  # tried again at the next load
 
 
 def test_auto_on_a_model_without_embedding_towers_says_so_and_exports_nothing(

@@ -64,8 +64,8 @@ def test_predict_takes_extra_columns_and_columns_with_empty_cells(fit_dir: Path,
     assert code == 0, output
     assert out.read_text().splitlines()[0].startswith("row,id,prediction")
     jsonl = tmp_path / "new.jsonl"
-    jsonl.write_text(json.dumps({"x": 0.5, "colour": None}) + "\n" + json.dumps({"x": 1.5}) + "\n")
-    assert _predict(fit_dir, jsonl)[0] == 0  # a key with null in one line is the column, empty
+    jsonl.write_text(json.dumps({"x": 0.5}) + "\n" + json.dumps({"x": 1.5}) + "\n")
+    assert _predict(fit_dir, jsonl)[0] == 0  # a JSONL row leaves a key out to say it is missing
 
 
 def test_the_python_api_checks_a_tables_columns_but_not_rows_as_dicts(fit_dir: Path, tmp_path: Path) -> None:
@@ -174,4 +174,6 @@ def test_fit_refuses_an_existing_output_unless_overwrite(tmp_path: Path, monkeyp
     (other / "keep.txt").write_text("mine")
     result = runner.invoke(app, ["fit", str(table), "-y", "label", "--out", str(other), "--json"])
     assert result.exit_code == 1 and "notes: exists and is not an empty directory" in json.loads(result.stdout)["error"]
+    result = runner.invoke(app, ["fit", str(table), "-y", "label", "--out", str(other), "--overwrite", "--json"])
+    assert result.exit_code == 1 and "or a fitted predictor" in json.loads(result.stdout)["error"]  # never deleted
     assert (other / "keep.txt").read_text() == "mine"

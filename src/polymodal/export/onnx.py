@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from polymodal.data.audio import AudioFeatures
 from polymodal.data.processors import VideoProcessor
 from polymodal.export.check import CHECK_BATCH, SAMPLE_TEXTS, check_set, read_check_images, read_check_texts
-from polymodal.export.source import ExportError, ExportSource, load_export_source, without_notes
+from polymodal.export.source import ExportError, ExportSource, NotExportable, load_export_source, without_notes
 from polymodal.export.variants import (
     CHECK_FILE,
     QUANTIZERS,
@@ -324,7 +324,7 @@ def export_onnx(
             t = _tower(modality, source, model, batch)
             untraceable = _untraceable(model.encoders[modality])
             if untraceable:
-                raise ExportError(
+                raise NotExportable(
                     f"the dynamo ONNX exporter cannot export the {modality} tower ({_tower_kind(model, modality)}): "
                     f"{untraceable}; nothing written"
                 )
@@ -336,8 +336,10 @@ def export_onnx(
                     raise ExportError(f"opset {opset} asked for, the exporter wrote {used_opset}; nothing written")
             except ExportError:
                 raise
+            except (OSError, MemoryError) as e:  # this machine, this moment
+                raise ExportError(f"cannot export the {modality} tower: {_reason(e)}; nothing written") from e
             except Exception as e:  # the exporter and onnxruntime fail in many types; name the tower that failed
-                raise ExportError(
+                raise NotExportable(
                     f"the dynamo ONNX exporter cannot export the {modality} tower ({_tower_kind(model, modality)}): "
                     f"{_reason(e)}; nothing written"
                 ) from e

@@ -27,6 +27,11 @@ class ExportError(ValueError):
     """The model cannot be exported as asked; the message says why."""
 
 
+class NotExportable(ExportError):
+    """The model cannot be exported as it is built (its kind, or a tower the exporter cannot trace), whatever the
+    machine or the moment: ``export="auto"`` remembers it rather than trying at each load."""
+
+
 @contextlib.contextmanager
 def without_notes(logger: str, *starts: str, below: int = logging.NOTSET) -> Iterator[None]:
     """Drops the records of ``logger`` (``""``: the root logger) below level ``below`` or whose message starts with
@@ -85,7 +90,7 @@ def load_export_source(path: str | os.PathLike[str]) -> ExportSource:
         clip = load_clip(path)
         return ExportSource(clip.model, clip.tokenizer, clip.preprocess, clip.max_length, "hf-clip", path)
     if kind is not None:
-        raise ExportError(f"{path}: a Hugging Face {kind} checkpoint; ONNX export supports dual encoders (CLIP) only")
+        raise NotExportable(f"{path}: a Hugging Face {kind} checkpoint; ONNX export supports dual encoders (CLIP) only")
 
     from polymodal.data.processors import AudioProcessor, ImageProcessor, VideoProcessor
     from polymodal.models import SavedModel, find_model_dir
@@ -97,7 +102,7 @@ def load_export_source(path: str | os.PathLike[str]) -> ExportSource:
     model = saved.model
     modalities = sorted(model.modalities)
     if not isinstance(model, EmbeddingModel) or not set(modalities) <= set(EXPORTABLE):
-        raise ExportError(
+        raise NotExportable(
             f"{saved.path}: a {model.config.kind} model over {modalities}; ONNX export supports embedding models "
             f"over any of {', '.join(EXPORTABLE)}"
         )

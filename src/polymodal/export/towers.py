@@ -39,7 +39,7 @@ from polymodal.export.onnx import (
     sample_videos,
 )
 from polymodal.export.runtime import OnnxEmbedder
-from polymodal.export.source import ExportError
+from polymodal.export.source import ExportError, NotExportable
 from polymodal.export.variants import COSINE_FLOOR, SPEEDUP_MARGIN, chosen_elsewhere, cosines
 from polymodal.fsutil import default_cache_dir, write_atomic
 from polymodal.version import __version__
@@ -229,24 +229,28 @@ def cached_export(backend: Backend) -> Path:
 
     if not Path(backend.source).is_dir():  # a packaged model's name or a hub id: nothing on disk to export from
         raise ExportError(f"{backend.source} is not a model directory")
-    key = f"{backend.identity}|polymodal {__version__}|{CACHE_FORMAT}|onnxruntime {onnxruntime.__version__}"
+    key = (
+        f"{backend.identity}|polymodal {__version__}|{CACHE_FORMAT}|onnxruntime {onnxruntime.__version__}"
+        f"|torch {torch.__version__}"
+    )
     directory = default_cache_dir() / EXPORTS_DIR / hashlib.sha256(key.encode()).hexdigest()[:24]
     manifest, failed = directory / MANIFEST_FILE, directory.with_suffix(FAILED_SUFFIX)
     if manifest.is_file() and not _chosen_elsewhere(manifest):
         return directory
     if failed.is_file():  # this model cannot be exported: not tried again at each load
-        raise ExportError(failed.read_text(encoding="utf-8"))
+        raise ExportError(_remembered(failed))
     directory.parent.mkdir(parents=True, exist_ok=True)
     with open(directory.with_suffix(".lock"), "w") as lock:  # one process exports; the others wait and reuse it
         fcntl.flock(lock, fcntl.LOCK_EX)
         if failed.is_file():
-            raise ExportError(failed.read_text(encoding="utf-8"))
+            raise ExportError(_remembered(failed))
         if not manifest.is_file():
             log.warning("exporting %s's towers to ONNX once (reused from %s later)", backend.name, directory)
             try:
                 export_onnx(backend.source, directory, overwrite=True)
-            except ExportError as error:  # the model, not this machine: remembered
-                write_atomic(failed, str(error))
+            except NotExportable as error:  # the model's structure, not this machine or this moment: remembered
+                with contextlib.suppress(OSError):  # a read-only cache: tried again next time
+                    write_atomic(failed, str(error))
                 raise
         elif elsewhere := _chosen_elsewhere(manifest):  # a cache shared between machines, or an ISA cap
             log.warning(
@@ -254,6 +258,10 @@ def cached_export(backend: Backend) -> Path:
             )
             choose_again(directory)
     return directory
+
+
+def _remembered(failed: Path) -> str:
+    return f"{failed.read_text(encoding='utf-8')} (remembered in {failed}: delete it to try again)"
 
 
 def _chosen_elsewhere(manifest: Path) -> str | None:

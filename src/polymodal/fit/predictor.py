@@ -67,12 +67,16 @@ def is_fit_dir(path: str | os.PathLike[str]) -> bool:
 
 
 def check_output(directory: str | os.PathLike[str], overwrite: bool) -> None:
-    """Refuse (FileExistsError) to replace anything at ``directory`` but an empty folder, unless ``overwrite``."""
+    """Refuse (FileExistsError) to replace anything at ``directory`` but an empty folder or, with ``overwrite``, a
+    fitted predictor: ``overwrite`` never deletes a folder of other files (the table's own, say)."""
     path = Path(directory)
-    if overwrite or not path.exists() or (path.is_dir() and not any(path.iterdir())):
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())) or (overwrite and is_fit_dir(path)):
         return
-    what = "already holds a fitted predictor" if is_fit_dir(path) else "exists and is not an empty directory"
-    raise FileExistsError(f"{path}: {what} (pass overwrite=True / --overwrite to replace it)")
+    if is_fit_dir(path):
+        raise FileExistsError(
+            f"{path}: already holds a fitted predictor (pass overwrite=True / --overwrite to replace it)"
+        )
+    raise FileExistsError(f"{path}: exists and is not an empty directory or a fitted predictor; choose another --out")
 
 
 class ColumnMismatchError(ValueError):

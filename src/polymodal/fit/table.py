@@ -88,7 +88,8 @@ def read_table(path: str | os.PathLike[str]) -> Table:
     if not rows:
         raise BadSampleError("no readable rows", source=str(file), kind="invalid")
     table = Table(str(file), file.parent, rows, numbers, bad)
-    table.header = csv_header(file) if suffix == ".csv" else table.columns
+    # A JSONL row leaves out a key to say it is missing: only a CSV header says which columns the file has.
+    table.header = csv_header(file) if suffix == ".csv" else None
     return table
 
 

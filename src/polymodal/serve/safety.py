@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hmac
 import socket
 from collections.abc import Awaitable, Callable, Mapping
@@ -139,14 +140,17 @@ def listen_error(host: str, port: int) -> str | None:
         found = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as e:
         return f"cannot listen on --host {host!r}: {e.strerror}"
-    family, kind, proto, _, address = found[0]
-    try:
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(address)
-    except OSError as e:
-        return f"cannot listen on {host}:{port}: {e.strerror or e}"
-    return None
+    bound, failure = 0, None
+    for family, kind, proto, _, address in found:  # every address, as uvicorn's server binds them
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(address)
+            bound += 1
+        except OSError as e:
+            if e.errno != errno.EADDRNOTAVAIL:  # an address this host lacks (IPv6 off) is skipped, as uvicorn does
+                failure = failure or f"cannot listen on {host}:{port}: {e.strerror or e}"
+    return failure if failure or bound else f"cannot listen on {host}:{port}: no address of it is on this machine"
 
 
 # The page loads only its own files: no CDN, no inline script, no framing by other sites.

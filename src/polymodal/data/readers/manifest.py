@@ -141,7 +141,9 @@ def csv_records(path: Path) -> Iterator[tuple[int, dict[str, Any] | BadSampleErr
             else:
                 if not any(c.strip() for c in cells):
                     continue
-                if len(cells) == len(header):
+                # A one-line row short of cells leaves its last ones empty (as a spreadsheet may write it); a
+                # longer one, or a short one over several lines (a stray quote), is a bad row.
+                if len(cells) == len(header) or (len(cells) < len(header) and lines.last == lines.first):
                     yield lines.first, _csv_record(header, cells, src, lines.first)
                     continue
                 problem = f"{len(cells)} cells, the header has {len(header)}"
