@@ -177,3 +177,17 @@ def test_fit_refuses_an_existing_output_unless_overwrite(tmp_path: Path, monkeyp
     result = runner.invoke(app, ["fit", str(table), "-y", "label", "--out", str(other), "--overwrite", "--json"])
     assert result.exit_code == 1 and "or a fitted predictor" in json.loads(result.stdout)["error"]  # never deleted
     assert (other / "keep.txt").read_text() == "mine"
+
+
+def test_a_label_that_is_no_number_is_named_as_such_not_as_missing(tmp_path: Path) -> None:
+    from polymodal.fit.columns import detect_problem
+    from polymodal.fit.predictor import labelled_rows
+
+    table = rows_table([{"x": 1, "price": 3.5}, {"x": 2, "price": "12kg"}, {"x": 3, "price": ""}], tmp_path)
+    problem = detect_problem("price", [3.5, 4.0], "regression")
+    kept, left_out = labelled_rows(table, problem)
+    assert len(kept) == 1
+    assert [(e.row, e.kind, e.reason) for e in left_out] == [
+        (2, "bad_label", "'price' is '12kg', not a number: the row is left out"),
+        (3, "missing_label", "no 'price' value: the row is left out"),
+    ]

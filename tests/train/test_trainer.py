@@ -457,3 +457,11 @@ def test_a_resumed_runs_event_file_is_read_after_the_killed_runs(tmp_path: Path,
     resumed.write({"step": 1, "mse": 2.0})
     names = sorted(p.name for p in (tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert len(names) == 2 and names[-1].endswith(".10")
+
+
+def test_an_interruption_says_whether_it_wrote_the_checkpoint_it_names(tmp_path: Path) -> None:
+    from polymodal.train.trainer import TrainingInterrupted
+
+    assert "; checkpoint saved; resume with" in str(TrainingInterrupted(tmp_path, 8, checkpointed=True))
+    stands = str(TrainingInterrupted(tmp_path, 6, checkpointed=True, saved=False))  # Ctrl-C before a resumed step
+    assert "; its checkpoint of step 6 stands; resume with" in stands

@@ -25,7 +25,15 @@ from safetensors.torch import load_file
 from torch import nn
 
 from polymodal.data.errors import BadSampleError, BadSampleLog
-from polymodal.fit.columns import ID_NAMES, MEDIA_KINDS, ColumnInfo, Problem, describe_column, detect_problem
+from polymodal.fit.columns import (
+    ID_NAMES,
+    MEDIA_KINDS,
+    ColumnInfo,
+    Problem,
+    describe_column,
+    detect_problem,
+    is_missing,
+)
 from polymodal.fit.features import Featurizer, TowerFeaturizer, featurizer_from_state, featurizers_for
 from polymodal.fit.network import Candidate, FeatureNetwork
 
@@ -487,18 +495,22 @@ def plan_inputs(
 
 
 def labelled_rows(table: Table, problem: Problem) -> tuple[Table, list[BadSampleError]]:
-    """The rows of ``table`` with a label, and an error naming each row without one (it is left out of training)."""
-    known = encode_targets(problem, table.values(problem.label)).known.tolist()
+    """The rows of ``table`` with a label, and an error naming each row without one, or with one that is no number
+    (regression) or no class (it is left out of training)."""
+    values = table.values(problem.label)
+    known = encode_targets(problem, values).known.tolist()
+
+    def why(value: Any) -> tuple[str, str]:
+        if is_missing(value):
+            return f"no {problem.label!r} value: the row is left out", "missing_label"
+        wanted = "a number" if problem.kind == "regression" else "one of the classes"
+        return f"{problem.label!r} is {value!r}, not {wanted}: the row is left out", "bad_label"
+
     missing = [
-        BadSampleError(
-            f"no {problem.label!r} value: the row is left out",
-            source=table.source,
-            row=row,
-            field=problem.label,
-            kind="missing_label",
-        )
-        for row, has_label in zip(table.row_numbers, known)
+        BadSampleError(reason, source=table.source, row=row, field=problem.label, kind=kind)
+        for row, value, has_label in zip(table.row_numbers, values, known)
         if not has_label
+        for reason, kind in [why(value)]
     ]
     if len(missing) == len(table):
         raise ValueError(f"{table.source}: no row has a {problem.label!r} value")

@@ -98,12 +98,14 @@ class TrainResult:
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Training stopped by Ctrl-C at a step boundary; ``checkpointed``: the run's newest checkpoint is at ``step``,
-    so ``--resume`` continues exactly from there (False: nothing was trained yet)."""
+    so ``--resume`` continues exactly from there (False: nothing was trained yet); ``saved``: it was written now (not
+    the one a resume started from)."""
 
-    def __init__(self, run_dir: Path, step: int, checkpointed: bool) -> None:
+    def __init__(self, run_dir: Path, step: int, checkpointed: bool, saved: bool = True) -> None:
         self.run_dir, self.step, self.checkpointed = run_dir, step, checkpointed
         if checkpointed:
-            message = f"interrupted at step {step}; checkpoint saved; resume with `polymodal train --resume {run_dir}`"
+            kept = "checkpoint saved" if saved else f"its checkpoint of step {step} stands"
+            message = f"interrupted at step {step}; {kept}; resume with `polymodal train --resume {run_dir}`"
         else:
             message = f"interrupted at step {step}, before anything was trained: no checkpoint to resume from"
         super().__init__(message)
@@ -334,6 +336,7 @@ class Trainer:
         self.stopped_early = False
         self._started_with: dict[str, Any] | None = None  # the machine record of the run this one resumes
         self._checkpointed_step: int | None = None  # the step of the newest checkpoint written or restored
+        self._resumed_step: int | None = None  # the step of the checkpoint this session resumed from
         self._resume_note: str | None = None  # what resume() found, said when training starts
 
     def _lr_entries(
@@ -400,7 +403,7 @@ class Trainer:
         for optimizer in self.optimizers:
             for group in optimizer.param_groups:
                 group["fused"], group["foreach"] = self.fused, None
-        self.step = self._checkpointed_step = meta["step"]
+        self.step = self._checkpointed_step = self._resumed_step = meta["step"]
         self.best_metric = meta.get("best_metric")
         self.best_step = meta.get("best_step")
         self.evals_without_improvement = meta.get("evals_without_improvement", 0)
@@ -432,11 +435,12 @@ class Trainer:
     def _stop_interrupted(self) -> NoReturn:
         """At a step boundary after Ctrl-C: checkpoint this step (unless one holds it already), then stop."""
         checkpointed = self._checkpointed_step == self.step
+        saved = checkpointed and self.step != self._resumed_step  # a checkpoint written by this session
         if not checkpointed and self.step > 0:
             self._checkpoint()
-            checkpointed = True
+            checkpointed = saved = True
         self.metrics_log.close()
-        interrupted = TrainingInterrupted(self.run_dir, self.step, checkpointed)
+        interrupted = TrainingInterrupted(self.run_dir, self.step, checkpointed, saved)
         if self.is_main:
             append_train_log(self.run_dir, str(interrupted))
         raise interrupted
