@@ -69,7 +69,9 @@ def fit(
         help="After the search, train the winner with its pretrained towers end to end in the "
         "rest of the time (kept when it validates better; slower, and the saved predictor carries the towers).",
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing predictor (any non-empty --out)."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace a fitted predictor at --out (never a folder of other files)."
+    ),
     cache: bool = CacheOption,
     json: bool = JsonOption,
 ) -> None:
@@ -137,7 +139,7 @@ def fit(
 
 
 def _print_summary(summary: dict, out: Path) -> None:
-    from polymodal.fit.predictor import BAD_SAMPLES_FILE
+    from polymodal.fit.predictor import BAD_SAMPLES_FILE, rows_left_out
 
     metrics = summary["validation"]
     name = metrics["score_name"]
@@ -163,8 +165,8 @@ def _print_summary(summary: dict, out: Path) -> None:
     rows = summary["rows"]
     if rows["unreadable"] or rows["unlabelled"] or summary["bad_cells"]:
         console.print(
-            f"left out: {rows['unreadable']} unreadable, {rows['unlabelled']} without a label; "
-            f"{summary['bad_cells']} bad cells: each listed in {escape(str(out / BAD_SAMPLES_FILE))}",
+            f"{rows_left_out(rows['unreadable'], rows['unlabelled'])}; {summary['bad_cells']} bad cells: "
+            f"each listed in {escape(str(out / BAD_SAMPLES_FILE))}",
             highlight=False,
         )
 

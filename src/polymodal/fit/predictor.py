@@ -589,13 +589,18 @@ def featurize(
     return Features(values, present)
 
 
+def rows_left_out(unreadable: int, unlabelled: int) -> str:
+    """``left out: 2 unreadable, 1 without a label``: the rows a fit did not train on."""
+    return f"left out: {unreadable} unreadable, {unlabelled} without a label"
+
+
 def describe_inputs(
     columns: Sequence[ColumnInfo], problem: Problem, rows: int, unreadable: int, unlabelled: int
 ) -> str:
     """The rows used and left out, the detected columns and the problem as a small text table (printed before
     training)."""
     width = max(len(c.name) for c in columns)
-    left_out = f"left out: {unreadable} unreadable, {unlabelled} without a label"
+    left_out = rows_left_out(unreadable, unlabelled)
     lines = [f"{rows} labelled rows ({left_out}); label {problem.label!r}: {problem.kind} ({problem.reason})"]
     if problem.classes:
         shown = ", ".join(problem.classes[:10]) + (" ..." if len(problem.classes) > 10 else "")
