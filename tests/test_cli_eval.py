@@ -152,7 +152,9 @@ def test_an_ineligible_benchmark_is_skipped_and_the_others_run(
     out = tmp_path / "e.json"
     args = ["eval", str(models["clip"]), "-b", "shapes-zeroshot,shapes-caption,shapes-retrieval", "--data", str(data)]
     result = runner.invoke(app, [*args, "--split", "test", "--resamples", "20", "--out", str(out)])
-    assert result.exit_code == 0, result.output
+    # What ran is written and shown, but two benchmarks asked for by name did not run: a script must not pass.
+    assert result.exit_code == 1, result.output
+    assert "asked for but not run: shapes-zeroshot, shapes-caption" in _one_line(result.stderr)
     doc = json.loads(out.read_text())
     assert [(r["benchmark"], r["split"]) for r in doc["results"]] == [("shapes-retrieval", "test")]
     reasons = {s["benchmark"]: s["reason"] for s in doc["skipped"]}
@@ -166,6 +168,11 @@ def test_an_ineligible_benchmark_is_skipped_and_the_others_run(
     assert "".join(f"skipped shapes-zeroshot (test): {reasons['shapes-zeroshot']}".split()) in squeezed
     # Only what runs is announced: no "shapes-caption/test" before its skip.
     assert "shapes-retrieval/test" in result.stderr and "shapes-caption/test" not in result.stderr
+    # A default split the data has nothing for is skipped without failing: only test_novel was asked for by default.
+    default_splits = runner.invoke(app, [*args[:3], "shapes-zeroshot", *args[4:], "--resamples", "20"])
+    assert default_splits.exit_code == 0, default_splits.output
+    assert re.search(r"│ shapes-zeroshot +│ test +│ skipped +│", default_splits.stdout), default_splits.stdout
+    assert re.search(r"│ shapes-zeroshot +│ test_novel +│ accuracy +│", default_splits.stdout)
     # Nothing could run: an error with every reason, and no result file.
     none_run = runner.invoke(app, [*args[:3], "shapes-zeroshot,shapes-caption", *args[4:], "--split", "test"])
     assert none_run.exit_code == 1

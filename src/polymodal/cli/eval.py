@@ -1,7 +1,8 @@
 """``polymodal eval MODEL --benchmark NAME[,NAME]``: standard benchmarks with CIs, robustness and provenance.
 
 A benchmark the model or data is not eligible for is skipped with its reason (table and result file) and the others
-run; the command fails (exit 1) only when none could run."""
+run; the command still fails (exit 1, after writing what ran) when a benchmark named in --benchmark has no result or a
+split named in --split was skipped: a script never reads a skipped benchmark as a pass."""
 
 from __future__ import annotations
 
@@ -201,7 +202,21 @@ def eval_command(
             fail(f"cannot write {out}: {e}", as_json=json)
     if json:
         emit_json(to_json(doc))
-        return
-    console.print(_table(doc, console.width), crop=False)  # narrower than its names: wrapped, never cut
-    if out is not None:
-        console.print(f"results: {out}", highlight=False)
+    else:
+        console.print(_table(doc, console.width), crop=False)  # narrower than its names: wrapped, never cut
+        if out is not None:
+            console.print(f"results: {out}", highlight=False)
+    missed = _not_run(doc, names, splits)
+    if missed:
+        if not json:
+            err_console.print(f"[red]error:[/] asked for but not run: {', '.join(missed)}", highlight=False)
+        raise typer.Exit(1)
+
+
+def _not_run(doc: ResultFile, names: list[str], splits: list[str] | None) -> list[str]:
+    """The benchmarks named that have no result, and the named splits skipped (a default split the data lacks is
+    not something the user asked for)."""
+    ran = {r.benchmark for r in doc.results}
+    missed = [name for name in names if name not in ran]
+    missed += [f"{s.benchmark} {s.split}" for s in doc.skipped if splits and s.split in splits and s.benchmark in ran]
+    return missed
