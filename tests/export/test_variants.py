@@ -648,3 +648,28 @@ def test_the_exporters_notes_are_dropped_without_setting_up_logging(monkeypatch:
     noisy.info("after: kept")
     assert seen == ["a weight has NaNs", "after: kept"]
     assert root.handlers == [] and root.level == logging.WARNING
+
+
+def test_overlapping_exports_keep_the_stand_in_handler_until_the_last_leaves(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two exports in threads: the first to leave must not take the root logger's stand-in handler from the other
+    (whose library's ``logging.basicConfig`` would then set up logging for the whole process)."""
+    import logging
+    from contextlib import ExitStack
+
+    from polymodal.export.source import without_notes
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    first, second = ExitStack(), ExitStack()
+    first.enter_context(without_notes("tests.first"))
+    second.enter_context(without_notes("tests.second"))
+    first.close()  # left first, while the second is still inside
+    assert root.handlers == [logging.lastResort]
+    second.close()
+    assert root.handlers == []
+    # A process with its own handler keeps it, and gets no stand-in.
+    own = logging.NullHandler()
+    monkeypatch.setattr(root, "handlers", [own])
+    with without_notes("tests.first"):
+        assert root.handlers == [own]
+    assert root.handlers == [own]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,10 @@ class NotExportable(ExportError):
     machine or the moment: ``export="auto"`` remembers it rather than trying at each load."""
 
 
+_stand_in_lock = threading.Lock()
+_stand_in_users = 0  # how many without_notes have the root logger's stand-in handler in place
+
+
 @contextlib.contextmanager
 def without_notes(logger: str, *starts: str, below: int = logging.NOTSET) -> Iterator[None]:
     """Drops the records of ``logger`` (``""``: the root logger) below level ``below`` or whose message starts with
@@ -44,17 +49,24 @@ def without_notes(logger: str, *starts: str, below: int = logging.NOTSET) -> Ite
     def keep(record: logging.LogRecord) -> bool:
         return record.levelno >= below and not str(record.msg).startswith(starts)
 
+    global _stand_in_users
     root = logging.getLogger()
-    stand_in = logging.lastResort if not root.handlers else None
     target.addFilter(keep)
-    if stand_in is not None:
-        root.addHandler(stand_in)
+    with _stand_in_lock:  # exports in two threads: the stand-in stays until the last of them leaves
+        joins = _stand_in_users > 0 or not root.handlers
+        if joins:
+            if _stand_in_users == 0:
+                root.addHandler(logging.lastResort)
+            _stand_in_users += 1
     try:
         yield
     finally:
         target.removeFilter(keep)
-        if stand_in is not None:
-            root.removeHandler(stand_in)
+        with _stand_in_lock:
+            if joins:
+                _stand_in_users -= 1
+                if _stand_in_users == 0:
+                    root.removeHandler(logging.lastResort)
 
 
 @dataclass
