@@ -384,6 +384,27 @@ def test_progress_lines_say_eta(tmp_path: Path) -> None:
     assert len(lines) == 2
 
 
+def test_progress_of_unknown_total_is_a_count_every_few_seconds_and_at_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [0.0]
+    monkeypatch.setattr("polymodal.progress.time.perf_counter", lambda: now[0])
+    stream = io.StringIO()
+    with ProgressReporter("checked", None, stream=stream, terminal=False, log_file=tmp_path / "log.txt") as progress:
+        for done, seconds in enumerate([3.0, 9.0, 10.5, 11.0, 25.0], 1):  # a line at 10.5 s and at 25 s
+            now[0] = seconds
+            progress.update(done * 1000)
+        now[0] = 26.0
+        progress.update(5500)  # within the interval: only the end says it
+    lines = stream.getvalue().splitlines()
+    assert lines == [
+        "checked 3,000  elapsed 0:00:10",
+        "checked 5,000  elapsed 0:00:25",
+        "checked 5,500  elapsed 0:00:26",
+    ]
+    assert (tmp_path / "log.txt").read_text().splitlines() == lines
+
+
 def test_releasing_idle_openmp_workers_leaves_torch_working() -> None:
     """The server frees the loading thread's OpenMP workers (see release_idle_threads); torch's next parallel work
     starts new ones, in any thread, with the same thread count."""

@@ -20,6 +20,7 @@ from polymodal.data.image import DEFAULT_MAX_PIXELS, decode_image
 from polymodal.data.readers import open_dataset_with_format
 from polymodal.data.schema import Sample
 from polymodal.data.video import decode_video
+from polymodal.progress import ProgressReporter
 
 MAX_EXAMPLES = 20  # bad samples listed in the report; all of them go to the log file
 REPORTED = ("image", "text", "audio", "video", "label", "qa", "statements")  # counted per good sample
@@ -99,16 +100,11 @@ def _check_media(sample: Sample, max_pixels: int) -> None:
 
 
 def _with_progress(samples: Iterator[Sample], enabled: bool) -> Iterator[Sample]:
+    """``samples``, counted on stderr as they go: readers stream, so the total is known only at the end."""
     if not enabled:
         yield from samples
         return
-    # Imported here: rich is only needed when a person is watching.
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-
-    columns = (SpinnerColumn(), TextColumn("checking"), BarColumn(), TextColumn("{task.completed} samples"))
-    with Progress(*columns, TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("check", total=None)  # readers stream: the total is unknown
-        for sample in samples:
+    with ProgressReporter("checked samples:", None) as progress:
+        for done, sample in enumerate(samples, 1):
             yield sample
-            bar.advance(task)
+            progress.update(done)
