@@ -2,6 +2,7 @@
 
 import json
 import math
+import signal
 from pathlib import Path
 
 import pytest
@@ -622,6 +623,12 @@ def test_ctrl_c_exits_130_saying_how_to_resume(tmp_path: Path, monkeypatch: pyte
     result = runner.invoke(app, args)
     assert result.exit_code == 130
     assert f"interrupted at step 8; checkpoint saved; resume with `polymodal train --resume {run}`" in result.output
+
+    def preempted_at_step_8(*args: object, **kwargs: object) -> None:
+        raise TrainingInterrupted(run, 8, checkpointed=True, signum=signal.SIGTERM)
+
+    monkeypatch.setattr(polymodal.train.run, "run_recipe", preempted_at_step_8)
+    assert runner.invoke(app, args).exit_code == 143  # 128 + SIGTERM, as a shell reports it
 
     def stopped_while_reading_data(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt

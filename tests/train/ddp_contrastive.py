@@ -1,11 +1,19 @@
 """Run by test_distributed.py under ``accelerate launch`` (and once in-process as reference):
 a toy dual encoder trained with the CLIP loss; writes its final weights to ARGV[1]. With ARGV[2] ==
-"negatives" every other sample also has a hard negative caption (gathered across processes too)."""
+"negatives" every other sample also has a hard negative caption (gathered across processes too).
+
+Interruptions (environment): ``DDP_SIGNAL_AT=RANK:CALL`` sends that rank SIGINT during its CALL-th objective call
+(a signal one rank got mid-step); ``DDP_MARK_AT=CALL`` has rank 0 write ``marked`` beside ARGV[1] during that call
+and wait there, for the test to press Ctrl-C on the whole launch. An interrupted rank writes
+``interrupted-rank<R>.json`` (step, checkpointed) and exits 130; ``DDP_RESUME=1`` resumes the run."""
 
 import atexit
 import faulthandler
+import json
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -15,7 +23,7 @@ from torch.utils.data import TensorDataset
 
 from polymodal.modules.losses import ClipLoss
 from polymodal.train.config import TrainConfig
-from polymodal.train.trainer import Trainer, end_distributed, exit_launched_process
+from polymodal.train.trainer import Trainer, TrainingInterrupted, end_distributed, exit_launched_process
 
 
 class Towers(nn.Module):
@@ -26,11 +34,22 @@ class Towers(nn.Module):
 
 
 class Objective(nn.Module):
-    def __init__(self) -> None:
+    def __init__(self, marks: Path) -> None:
         super().__init__()
         self.loss = ClipLoss()
+        self.calls, self.marks = 0, marks
+        rank, _, call = os.environ.get("DDP_SIGNAL_AT", ":").partition(":")
+        self.signal_at = int(call) if rank == os.environ.get("RANK") else None
+        mark = os.environ.get("DDP_MARK_AT")
+        self.mark_at = int(mark) if mark and os.environ.get("RANK") == "0" else None
 
     def forward(self, model: Towers, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        self.calls += 1
+        if self.calls == self.signal_at:
+            signal.raise_signal(signal.SIGINT)
+        if self.calls == self.mark_at:
+            (self.marks / "marked").touch()
+            time.sleep(5)  # the test's Ctrl-C lands in this step
         if len(batch) == 2:
             images, texts = batch
             return {"loss": self.loss(model.image(images), model.text(texts))}
@@ -54,8 +73,17 @@ def main(out: str, negatives: bool = False) -> None:
     torch.manual_seed(0)
     model = Towers()
     cfg = TrainConfig(steps=10, batch_size=16, lr=1e-2, grad_clip=None, seed=1, log_every=5)
-    trainer = Trainer(model, Objective(), data, cfg, Path(out).parent / "run", progress=False)
-    trainer.fit()
+    marks = Path(out).parent
+    trainer = Trainer(model, Objective(marks), data, cfg, marks / "run", progress=False)
+    if os.environ.get("DDP_RESUME"):
+        trainer.resume()
+    try:
+        trainer.fit()
+    except TrainingInterrupted as stop:
+        record = {"step": stop.step, "checkpointed": stop.checkpointed, "signum": stop.signum}
+        (marks / f"interrupted-rank{rank}.json").write_text(json.dumps(record))
+        faulthandler.cancel_dump_traceback_later()
+        exit_launched_process(130)
     if trainer.is_main:
         state = {k: v.detach().contiguous() for k, v in trainer.module.state_dict().items()}
         save_file(state, out, metadata={"world_size": str(trainer.accelerator.num_processes)})

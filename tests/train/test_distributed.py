@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -22,8 +23,11 @@ SCRIPT = Path(__file__).with_name("ddp_contrastive.py")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SCRIPT.parent)}
 
 
-def launch_two(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """``accelerate launch`` of ``args`` in 2 gloo processes; a timeout kills the launcher and both ranks."""
+def launch_two(
+    args: list[str], timeout: float = 300, env: dict[str, str] | None = None, ctrl_c_after: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``accelerate launch`` of ``args`` in 2 gloo processes; a timeout kills the launcher and both ranks.
+    ``ctrl_c_after``: once that file exists, Ctrl-C as a terminal sends it (SIGINT to the launcher and the ranks)."""
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
     cmd = [
         accelerate,
@@ -42,9 +46,20 @@ def launch_two(args: list[str], timeout: float = 300) -> subprocess.CompletedPro
         *args,
     ]
     with subprocess.Popen(
-        cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        cmd,
+        env={**ENV, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     ) as proc:
         try:
+            if ctrl_c_after is not None:
+                deadline = time.monotonic() + timeout
+                while not ctrl_c_after.exists() and proc.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGINT)  # the launch's process group: what a terminal's Ctrl-C reaches
             out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)  # the ranks are in the launcher's session, not only the launcher
@@ -104,6 +119,56 @@ def test_two_processes_match_one(tmp_path: Path, negatives: bool) -> None:
     # Both ranks left without the interpreter's teardown (their atexit handlers would have left a mark);
     # the single-process reference run, which has no process group, went through it.
     assert not list(double.parent.glob("atexit-rank*")) and (single.parent / "atexit-single").is_file()
+
+
+def interruptions(directory: Path) -> list[dict]:
+    import json
+
+    return [json.loads((directory / f"interrupted-rank{rank}.json").read_text()) for rank in (0, 1)]
+
+
+def same_weights(a_file: Path, b_file: Path) -> None:
+    a, b = load_file(str(a_file)), load_file(str(b_file))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4, msg=key)
+
+
+def test_a_signal_to_one_rank_stops_every_rank_at_one_step_with_a_checkpoint_and_the_run_resumes(
+    tmp_path: Path,
+) -> None:
+    """Rank 1 alone gets SIGINT during step 4 (rank 0 may have finished it): the ranks agree at the step boundary,
+    checkpoint step 4 together and exit 130; the resumed launch ends with the weights of one process never
+    stopped."""
+    from polymodal.train.checkpoint import list_checkpoints
+
+    single = tmp_path / "single" / "weights.safetensors"
+    single.parent.mkdir()
+    subprocess.run([sys.executable, str(SCRIPT), str(single)], check=True, env=ENV, timeout=300)
+    launched = tmp_path / "launched" / "weights.safetensors"
+    launched.parent.mkdir()
+    stopped = launch_two([str(SCRIPT), str(launched)], env={"DDP_SIGNAL_AT": "1:4"})
+    assert stopped.returncode != 0 and "exitcode  : 130" in stopped.stderr, stopped.stderr[-3000:]
+    assert interruptions(launched.parent) == [{"step": 4, "checkpointed": True, "signum": signal.SIGINT}] * 2
+    assert [c.step for c in list_checkpoints(launched.parent / "run")] == [4]
+    assert not launched.exists()
+    resumed = launch_two([str(SCRIPT), str(launched)], env={"DDP_RESUME": "1"})
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    same_weights(single, launched)
+
+
+def test_ctrl_c_on_a_launch_checkpoints_the_step_it_lands_in_on_every_rank(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches the launcher and both ranks, and the launcher passes it on (each rank gets it
+    twice): that is one request, not a second Ctrl-C's stop-now, so both ranks end step 4 and checkpoint it."""
+    from polymodal.train.checkpoint import list_checkpoints
+
+    launched = tmp_path / "launched" / "weights.safetensors"
+    launched.parent.mkdir()
+    result = launch_two([str(SCRIPT), str(launched)], env={"DDP_MARK_AT": "4"}, ctrl_c_after=launched.parent / "marked")
+    assert result.returncode != 0, result.stderr[-3000:]
+    assert interruptions(launched.parent) == [{"step": 4, "checkpointed": True, "signum": signal.SIGINT}] * 2
+    assert [c.step for c in list_checkpoints(launched.parent / "run")] == [4]
+    assert result.stderr.count("stopping after this step to save a checkpoint") == 1  # rank 0 says it
 
 
 def test_polymodal_train_under_accelerate_launch_reports_once(tmp_path: Path) -> None:

@@ -106,17 +106,18 @@ def test_resume_after_interruption_matches_uninterrupted(tmp_path: Path) -> None
 
 
 class CtrlC(MSETask):
-    """Presses Ctrl-C (a real SIGINT to this process) during the given calls, once per listed entry."""
+    """Presses Ctrl-C (a real SIGINT to this process; or sends ``signum``) during the given calls, once per listed
+    entry."""
 
-    def __init__(self, *at_calls: int) -> None:
+    def __init__(self, *at_calls: int, signum: int = signal.SIGINT) -> None:
         super().__init__()
-        self.at_calls = list(at_calls)
+        self.at_calls, self.signum = list(at_calls), signum
 
     def forward(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = super().forward(model, batch)
         for call in self.at_calls:
             if call == self.calls:
-                signal.raise_signal(signal.SIGINT)
+                signal.raise_signal(self.signum)
         return out
 
 
@@ -150,6 +151,17 @@ def test_ctrl_c_checkpoints_the_step_it_lands_in_and_the_run_resumes_exactly(
     assert logged_steps(tmp_path / "b") == list(range(1, 13))
     log = (tmp_path / "b" / "train.log").read_text()
     assert str(stop.value) in log and f"resuming {tmp_path / 'b'} from step 8" in log
+
+
+def test_sigterm_checkpoints_the_step_it_lands_in_like_ctrl_c(tmp_path: Path, python_ctrl_c: None) -> None:
+    """A scheduler's preemption or `docker stop` sends SIGTERM: the step ends and is checkpointed (its default
+    would end the process at once, losing the steps since the last checkpoint)."""
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted) as stop:
+        train(tmp_path, objective=CtrlC(8, signum=signal.SIGTERM))
+    assert (stop.value.step, stop.value.checkpointed, stop.value.signum) == (8, True, signal.SIGTERM)
+    assert [c.step for c in list_checkpoints(tmp_path)] == [6, 8]
+    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_a_second_ctrl_c_stops_at_once_without_a_checkpoint(tmp_path: Path, python_ctrl_c: None) -> None:

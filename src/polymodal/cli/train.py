@@ -120,29 +120,32 @@ def _checked_recipe(recipe: Path, overrides: list[str], resume: Path | None) -> 
 
 
 def _report_interrupted(stop: KeyboardInterrupt, run_dir: Path, json: bool) -> NoReturn:
-    """Ctrl-C: what the run keeps and how to resume it, then exit 130. The trainer says it for a stop at a step
-    boundary (TrainingInterrupted); a Ctrl-C elsewhere (reading data, a second Ctrl-C) leaves the newest
-    checkpoint."""
+    """Ctrl-C or SIGTERM: what the run keeps and how to resume it, then exit 128 + the signal (130 for Ctrl-C). The
+    trainer says it for a stop at a step boundary (TrainingInterrupted); a Ctrl-C elsewhere (reading data, a second
+    Ctrl-C) leaves the newest checkpoint."""
     from polymodal.modules.losses.distributed import distributed_rank
     from polymodal.train.checkpoint import list_checkpoints
-    from polymodal.train.trainer import TrainingInterrupted
+    from polymodal.train.trainer import TrainingInterrupted, exit_launched_process
 
     newest = list_checkpoints(run_dir)
     step = newest[-1].step if newest else None
+    code = INTERRUPTED_EXIT
     if isinstance(stop, TrainingInterrupted):
-        message = str(stop)
+        message, code = str(stop), 128 + stop.signum  # as a shell reports a process the signal stopped
+        if distributed_rank() not in (None, 0):  # every rank stopped at the same step: rank 0 says it
+            exit_launched_process(code)
     elif step is not None:
         message = f"interrupted; {run_dir} keeps its checkpoint of step {step}: "
         message += f"resume with `polymodal train --resume {run_dir}`"
     else:
         message = f"interrupted before {run_dir} had a checkpoint: nothing to resume"
-    if distributed_rank() is not None:
-        _report_error_and_exit(message, json, INTERRUPTED_EXIT)
     if json:
         emit_json({"run_dir": str(run_dir), "interrupted": True, "checkpoint_step": step, "message": message})
     else:
         err_console.print(escape(message), highlight=False, soft_wrap=True)
-    raise typer.Exit(INTERRUPTED_EXIT)
+    if distributed_rank() is not None:
+        exit_launched_process(code)
+    raise typer.Exit(code)
 
 
 def _report_error_and_exit(message: str, json: bool, code: int = 1) -> NoReturn:

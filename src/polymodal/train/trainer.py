@@ -97,12 +97,14 @@ class TrainResult:
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped by Ctrl-C at a step boundary; ``checkpointed``: the run's newest checkpoint is at ``step``,
-    so ``--resume`` continues exactly from there (False: nothing was trained yet); ``saved``: it was written now (not
-    the one a resume started from)."""
+    """Training stopped by Ctrl-C or SIGTERM (``signum``) at a step boundary; ``checkpointed``: the run's newest
+    checkpoint is at ``step``, so ``--resume`` continues exactly from there (False: nothing was trained yet);
+    ``saved``: it was written now (not the one a resume started from)."""
 
-    def __init__(self, run_dir: Path, step: int, checkpointed: bool, saved: bool = True) -> None:
-        self.run_dir, self.step, self.checkpointed = run_dir, step, checkpointed
+    def __init__(
+        self, run_dir: Path, step: int, checkpointed: bool, saved: bool = True, signum: int = signal.SIGINT
+    ) -> None:
+        self.run_dir, self.step, self.checkpointed, self.signum = run_dir, step, checkpointed, signum
         if checkpointed:
             kept = "checkpoint saved" if saved else f"its checkpoint of step {step} stands"
             message = f"interrupted at step {step}; {kept}; resume with `polymodal train --resume {run_dir}`"
@@ -111,43 +113,62 @@ class TrainingInterrupted(KeyboardInterrupt):
         super().__init__(message)
 
 
-class StepBoundaryInterrupt:
-    """Ctrl-C (SIGINT) while training, taken as a request to stop at the next step boundary, where a checkpoint is
-    consistent (``requested``); a second Ctrl-C stops at once, without one.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; a scheduler's preemption, `docker stop`, a launcher's
 
-    Only in the main thread (where Python runs signal handlers) of a single process: the ranks of a distributed run
-    could see the request at different steps, and a checkpoint needs them all together.
+
+class StepBoundaryInterrupt:
+    """Ctrl-C (SIGINT) or SIGTERM while training, taken as a request to stop at the next step boundary, where a
+    checkpoint is consistent (``agreed``); a second one stops at once, without one.
+
+    In a ``distributed`` run the ranks agree at each step boundary, so that all stop at the same step (one may get
+    the signal during a step the others have finished). There a second signal does not stop at once: Ctrl-C reaches
+    every process and the launcher passes its own on, so each rank gets it twice; the launcher kills the ranks
+    itself when they outlast its grace period (30 s for torchrun and accelerate). Signal handlers run only in the
+    main thread: elsewhere a signal keeps its default effect.
     """
 
-    def __init__(self, active: bool) -> None:
-        self.active = active
-        self.requested = False
-        self._previous: Any = None
-        self._installed = False
+    def __init__(self, *, distributed: bool = False, announce: bool = True) -> None:
+        self.distributed, self.announce = distributed, announce
+        self.requested: int | None = None  # the signal that asked
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> StepBoundaryInterrupt:
-        in_main_thread = threading.current_thread() is threading.main_thread()
-        # A process started with SIGINT ignored (nohup, a background job) keeps ignoring it.
-        if self.active and in_main_thread and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-            self._previous = signal.signal(signal.SIGINT, self._request)
-            self._installed = True
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                # A process started with a signal ignored (nohup, a background job) keeps ignoring it.
+                if signal.getsignal(signum) is not signal.SIG_IGN:
+                    self._previous[signum] = signal.signal(signum, self._request)
         return self
 
     def _request(self, signum: int, frame: FrameType | None) -> None:
-        if self.requested:
+        if self.requested is not None:
+            if self.distributed:
+                return
             raise KeyboardInterrupt
-        self.requested = True
-        print("stopping after this step to save a checkpoint (Ctrl-C again: stop now, without one)", file=sys.stderr)
+        self.requested = signum
+        if self.announce:
+            again = "" if self.distributed else " (Ctrl-C again: stop now, without one)"
+            print(f"stopping after this step to save a checkpoint{again}", file=sys.stderr, flush=True)
+
+    def agreed(self, accelerator: Accelerator) -> int | None:
+        """At a step boundary: the signal to stop for, if any rank got one (the same answer on every rank)."""
+        if not self.distributed:
+            return self.requested
+        asked = torch.tensor([self.requested or 0], device=accelerator.device)
+        signum = int(accelerator.gather(asked).max())
+        return signum or None
 
     def __exit__(self, *exc: object) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.SIG_DFL)
-            self._installed = False
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+        self._previous.clear()
 
 
-def _ignore_sigint(worker_id: int) -> None:
-    """A DataLoader worker leaves Ctrl-C to the trainer, which finishes its step (with the worker's batches) first."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _leave_stop_signals(worker_id: int) -> None:
+    """A DataLoader worker leaves Ctrl-C and SIGTERM to the trainer, which finishes its step (with the worker's
+    batches) first."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def _batch_size_of(batch: Any) -> int:
@@ -432,15 +453,16 @@ class Trainer:
         self._checkpointed_step = self.step
         self.accelerator.wait_for_everyone()
 
-    def _stop_interrupted(self) -> NoReturn:
-        """At a step boundary after Ctrl-C: checkpoint this step (unless one holds it already), then stop."""
+    def _stop_interrupted(self, signum: int) -> NoReturn:
+        """At a step boundary after Ctrl-C or SIGTERM: checkpoint this step (unless one holds it already), then
+        stop."""
         checkpointed = self._checkpointed_step == self.step
         saved = checkpointed and self.step != self._resumed_step  # a checkpoint written by this session
         if not checkpointed and self.step > 0:
             self._checkpoint()
             checkpointed = saved = True
         self.metrics_log.close()
-        interrupted = TrainingInterrupted(self.run_dir, self.step, checkpointed, saved)
+        interrupted = TrainingInterrupted(self.run_dir, self.step, checkpointed, saved, signum)
         if self.is_main:
             append_train_log(self.run_dir, str(interrupted))
         raise interrupted
@@ -501,7 +523,7 @@ class Trainer:
             collate_fn=self.collate_fn,
             num_workers=cfg.num_workers,
             generator=generator,
-            worker_init_fn=_ignore_sigint if cfg.num_workers else None,
+            worker_init_fn=_leave_stop_signals if cfg.num_workers else None,
         )
 
     def _phase_step(
@@ -561,7 +583,7 @@ class Trainer:
         samples, started, skipped, dropped = 0, time.perf_counter(), 0, 0
         last: dict[str, float] = {}
         stopped_early = self.stopped_early  # a resumed run that had stopped early stays stopped
-        interrupt = StepBoundaryInterrupt(active=acc.num_processes == 1)
+        interrupt = StepBoundaryInterrupt(distributed=acc.num_processes > 1, announce=self.is_main)
         with progress, interrupt:
             if self._resume_note is not None:
                 progress.note(self._resume_note)
@@ -571,8 +593,9 @@ class Trainer:
                 f"({self.threads.choice.reason}); {machine['cpu']}"
             )
             while self.step < cfg.steps and not stopped_early:
-                if interrupt.requested:
-                    self._stop_interrupted()
+                stop_signal = interrupt.agreed(acc)
+                if stop_signal is not None:
+                    self._stop_interrupted(stop_signal)
                 micro_batches = []
                 for _ in range(cfg.accumulate):
                     batch = next(loader)
