@@ -147,6 +147,24 @@ def test_fusion_classifier_every_fusion_and_absent_modality(fusion: str) -> None
     assert any(p.grad is not None for p in model.encoders["image"].parameters())
 
 
+def test_a_late_fusion_classifier_averages_each_modalitys_own_classifier() -> None:
+    """Late fusion's logits are the mean of head(predictor_m(x_m)) over the modalities a sample has; a hidden layer
+    in the head (which would act on the average, not per modality) is refused."""
+    cfg = dict(CONFIGS["fusion_classifier"], fusion={"name": "late", "params": {"hidden_dim": 8}})
+    model = build_model(parse_model_config(cfg)).eval()
+    images, ids, mask = inputs()
+    present = {"image": torch.tensor([True, False, True]), "text": torch.ones(B, dtype=torch.bool)}
+    with torch.no_grad():
+        logits = model({"image": (images, None), "text": (ids, mask)}, present)
+        features, _ = model.encode({"image": (images, None), "text": (ids, mask)}, present)
+        own = {m: model.head(model.fusion.predictors[m](features[m].pooled)) for m in ("image", "text")}
+    torch.testing.assert_close(logits[0], (own["image"][0] + own["text"][0]) / 2)
+    torch.testing.assert_close(logits[1], own["text"][1])  # no image: the text classifier alone
+    hidden_head = dict(cfg, head={"name": "classification", "params": {"hidden": 8}})
+    with pytest.raises(ValueError, match="head must be linear.*fusion.params.hidden_dim"):
+        build_model(parse_model_config(hidden_head))
+
+
 def test_generation_from_captioner_and_question_answerer() -> None:
     images, ids, mask = inputs()
     for kind in ("captioner", "captioner_lstm"):
@@ -256,9 +274,9 @@ def test_a_captioner_trains_on_a_batch_without_its_source() -> None:
 
 
 def test_decoder_params_are_checked_against_the_decoder() -> None:
-    with pytest.raises(ConfigError, match=r"params of decoder 'transformer': missing \['depth', 'heads', 'width'\]"):
+    with pytest.raises(ConfigError, match=r"captioner\.decoder\.params: missing depth, heads, width; its parameters:"):
         parse_model_config(dict(CONFIGS["captioner"], decoder={"vocab_size": VOCAB}))
-    with pytest.raises(ConfigError, match=r"unknown \['widht'\]"):
+    with pytest.raises(ConfigError, match=r"decoder\.params: unknown widht \(did you mean width\?\)"):
         parse_model_config(dict(CONFIGS["captioner_lstm"], decoder=dict(LSTM, params={"widht": 16, "depth": 1})))
     with pytest.raises(ConfigError, match="source cannot be text"):
         parse_model_config(dict(CONFIGS["captioner_lstm"], encoders={"text": TEXT}, source="text"))

@@ -69,6 +69,10 @@ class FeatureNetwork(nn.Module):
         self.fusion = FUSIONS.build(
             candidate.fusion, input_dims=input_dims, output_dim=candidate.fusion_dim, **candidate.params
         )
+        if self.fusion.predictions_only and candidate.head_hidden:
+            raise ValueError(
+                f"{candidate.fusion} fusion averages predictions: its head must be linear (no head_hidden)"
+            )
         self.head = MLPHead(self.fusion.output_dim, outputs, candidate.head_hidden, candidate.dropout)
 
     def set_statistics(self, features: dict[str, Tensor], present: dict[str, Tensor]) -> None:

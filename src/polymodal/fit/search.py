@@ -34,7 +34,7 @@ CANDIDATES = (
     Candidate("co_attention", {"dim": 64, "heads": 4, "layers": 1, "dropout": 0.1}, lr=5e-4),
     Candidate("concat", {"hidden_dim": 256, "dropout": 0.2}, 256, head_hidden=256, dropout=0.2),
     Candidate("gmu", {}, 256, head_hidden=256, dropout=0.2),
-    Candidate("late", {"hidden_dim": 256, "dropout": 0.2}, 256, head_hidden=256, dropout=0.2),
+    Candidate("late", {"hidden_dim": 256, "dropout": 0.2}, 256, dropout=0.2),  # late: hidden layers per input only
     Candidate("co_attention", {"dim": 128, "heads": 4, "layers": 2, "dropout": 0.1}, 256, head_hidden=256, lr=5e-4),
 )
 FUSIONS_NEEDING_TWO = frozenset({"co_attention", "cross_attention"})

@@ -37,6 +37,12 @@ class FusionClassifier(ComposedModel):
     def from_config(cls, config: FusionClassifierConfig) -> FusionClassifier:
         encoders = build_encoders(config.encoders)
         fusion = build_fusion(config.fusion, encoders, config.fusion_dim)
+        if fusion.predictions_only and config.head.params.get("hidden"):
+            raise ValueError(
+                f"fusion {config.fusion.name!r} averages per-modality predictions, so its head must be linear (a "
+                f"hidden layer there would act on the average, no longer late fusion): drop head.params.hidden and "
+                f"give the predictors a hidden layer with fusion.params.hidden_dim"
+            )
         return cls(encoders, fusion, build_head(config.head, fusion.output_dim, config.num_classes))
 
     def forward(

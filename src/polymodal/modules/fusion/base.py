@@ -29,6 +29,9 @@ class FusionOutput:
 
 class Fusion(nn.Module):
     output_dim: int
+    # True where the fused vector is an average of per-modality predictions (late fusion): a model's head on it
+    # must be linear, so that head(average) is the average of each modality's head(prediction).
+    predictions_only: bool = False
 
     def forward(
         self, features: dict[str, EncoderOutput], present: dict[str, Tensor]

@@ -17,7 +17,12 @@ class LateFusion(MaskedFusion):
 
     ``combine="mean"`` averages the logits of the modalities a sample has; ``"learned"`` uses
     softmax weights over learned per-modality scores, renormalised over present modalities.
+    A linear head after it keeps it late fusion (weights summing to one commute with an affine map): the
+    prediction is the weighted average of each modality's own classifier, head(predictor(x)). A hidden layer
+    belongs in the predictors (``hidden_dim``); in the head it would act on the average (``predictions_only``).
     """
+
+    predictions_only = True
 
     def __init__(
         self,
