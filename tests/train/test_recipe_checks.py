@@ -121,3 +121,55 @@ def test_a_resume_refuses_a_set_that_changes_the_run_before_validating_it(tmp_pa
     check_resume_overrides(run, ["train.steps=1200", "train.lr=1e-3", "train.log_every=5", "data.path=./unused"])
     with pytest.raises(ConfigError, match="data.processors.audio.n_mels cannot change"):
         check_resume_overrides(run, ["data.processors.audio={n_mels: 32}"])
+
+
+TEXT = {"name": "transformer_text", "params": {"vocab_size": 64, "width": 16, "depth": 1, "heads": 2, "max_length": 8}}
+VIT = {"name": "vit", "params": {"image_size": 16, "patch_size": 8, "width": 16, "depth": 1, "heads": 2}}
+
+
+def written_out(model_config: dict, **data: object) -> tuple:
+    """A recipe whose model.config is written out, and that config parsed."""
+    from polymodal.models import parse_model_config
+    from polymodal.train.recipe import Recipe
+
+    recipe = Recipe.model_validate(
+        {
+            "name": "mm",
+            "model": {"config": model_config},
+            "data": {"path": "unused", "image": {"image_size": 16}, "max_length": 8, **data},
+            "objective": {"kind": "classification"},
+            "train": {"steps": 4, "batch_size": 8},
+        }
+    )
+    return recipe, parse_model_config(model_config)
+
+
+def test_a_written_out_model_that_does_not_fit_the_data_is_refused_before_training() -> None:
+    """A vocabulary smaller than the tokenizer's, a text tower shorter than data.max_length, a class count other
+    than the labels': each named with its fix (they failed in torch mid-run, or trained logits no label names)."""
+    from polymodal.train.build import check_model_fits_data
+
+    classes = {"false": 0, "true": 1}
+    config = {"kind": "fusion_classifier", "encoders": {"text": TEXT, "image": VIT}, "fusion": {"name": "concat"}}
+    recipe, fits = written_out({**config, "num_classes": 2})
+    check_model_fits_data(fits, recipe, 64, classes)  # as it should be: no error
+    for num_classes in (1, 5):
+        recipe, model = written_out({**config, "num_classes": num_classes})
+        with pytest.raises(ConfigError, match=f"num_classes {num_classes}, but the labels have 2 \\(false, true\\)"):
+            check_model_fits_data(model, recipe, 64, classes)
+    with pytest.raises(ConfigError, match="encoders.text has vocab_size 64, but the tokenizer has 77 tokens: set it"):
+        check_model_fits_data(fits, recipe, 77, classes)
+    recipe, _ = written_out({**config, "num_classes": 2}, max_length=12)
+    with pytest.raises(ConfigError, match="takes texts of up to 8 tokens, but data.max_length is 12"):
+        check_model_fits_data(fits, recipe, 64, classes)
+
+
+def test_a_contrastive_objective_needs_an_embedding_model() -> None:
+    from polymodal.models import build_model
+    from polymodal.train.build import make_objective
+
+    config = {"kind": "fusion_classifier", "encoders": {"text": TEXT, "image": VIT}, "fusion": {"name": "concat"}}
+    recipe, parsed = written_out({**config, "num_classes": 2})
+    recipe.objective.kind = "contrastive"
+    with pytest.raises(ConfigError, match="contrastive trains an embedding model.*builds fusion_classifier"):
+        make_objective(recipe, build_model(parsed), tokenizer=None)  # type: ignore[arg-type]

@@ -64,6 +64,37 @@ def recipe_model_config(recipe: Recipe, vocab_size: int, derived: dict[str, Any]
     return builder(**{k: v for k, v in from_data.items() if k in accepted}, **recipe.model.params)  # type: ignore[no-any-return]
 
 
+def check_model_fits_data(config: ModelConfig, recipe: Recipe, vocab_size: int, classes: dict[str, int] | None) -> None:
+    """What the data decided against what a written-out ``model.config`` says, before any batch runs (a mismatch
+    would otherwise fail mid-run in torch, or train logits no label names): text towers and decoders that hold
+    every token id and text length, and one output per class or answer."""
+    where = "model.config" if recipe.model.config is not None else f"preset {recipe.model.preset}"
+    problems = []
+    towers = {f"encoders.{m}": c.params for m, c in config.encoders.items()}
+    decoder = getattr(config, "decoder", None)
+    if decoder is not None:
+        towers["decoder"] = {"vocab_size": decoder.vocab_size, "max_length": decoder.max_length}
+    for name, params in towers.items():
+        if isinstance(params.get("vocab_size"), int) and params["vocab_size"] < vocab_size:
+            problems.append(
+                f"{where}.{name} has vocab_size {params['vocab_size']}, but the tokenizer has {vocab_size} tokens: "
+                f"set it to {vocab_size} (or leave it out of a preset's params: the data decides it)"
+            )
+        if isinstance(params.get("max_length"), int) and params["max_length"] < recipe.data.max_length:
+            problems.append(
+                f"{where}.{name} takes texts of up to {params['max_length']} tokens, but data.max_length is "
+                f"{recipe.data.max_length}: lower data.max_length or raise the tower's max_length"
+            )
+    wanted = {"num_classes": len(classes or {}), "num_answers": max(2, len(classes or {}))}
+    for field, count in wanted.items():
+        given = getattr(config, field, None)
+        if classes is not None and isinstance(given, int) and given != count:
+            names = ", ".join(sorted(classes)[:8]) + (", ..." if len(classes) > 8 else "")
+            problems.append(f"{where} has {field} {given}, but the labels have {len(classes)} ({names}): set {count}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
 def model_inputs(config: ModelConfig) -> list[str]:
     """The modalities a model reads: its towers', and a captioner's target texts or a generator's target images."""
     target = "text" if config.kind == "captioner" else getattr(config, "target", None)
@@ -118,6 +149,11 @@ def contrastive_pairs(recipe: Recipe, model: ComposedModel) -> list[tuple[str, s
 def make_objective(recipe: Recipe, model: ComposedModel, tokenizer: TextTokenizer) -> nn.Module:
     section = recipe.objective
     if section.kind == "contrastive":
+        if model.config.kind != "embedding":
+            raise ConfigError(
+                f"objective.kind contrastive trains an embedding model (towers in one space, e.g. the shapes-clip "
+                f"preset); the recipe builds {model.config.kind}"
+            )
         return ContrastiveObjective(contrastive_pairs(recipe, model), lambda: LOSSES.build(section.loss or "clip"))
     if section.kind == "matching":
         if not isinstance(model, FusionClassifier) or model.config.num_classes != 2:

@@ -24,6 +24,7 @@ from polymodal.models.saved import ANSWERS_FILE
 from polymodal.train.bad_samples import BAD_SAMPLES_FILE, RunBadSampleLog, bad_samples_note
 from polymodal.train.build import (
     build_recipe_model,
+    check_model_fits_data,
     make_objective,
     model_inputs,
     recipe_model_config,
@@ -99,6 +100,7 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
     # 2. The model's config decides the modalities to prepare (a captioner also reads its target texts, a
     # generator its target images).
     config = recipe_model_config(recipe, tokenizer.vocab_size, labels.preset_args)
+    check_model_fits_data(config, recipe, tokenizer.vocab_size, labels.vocab)
     datasets = make_datasets(recipe, model_inputs(config), tokenizer, train_rows, val_rows, view, labels, bad_log)
 
     # 3. Model and objective, seeded before the model exists: its initial weights are part of what the seed fixes.
