@@ -8,28 +8,65 @@ can list parameters and defaults from the code itself, never from a copy that co
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 T = TypeVar("T", bound=Callable[..., Any])
 
+# What a recipe can hold as a name, a manifest column or a ``--set`` path segment (``hf_text``, ``shapes-clip``):
+# no whitespace, '/', '.', ':' or quotes.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str) -> None:
+    """``check(name, builder)``, if given, refuses (raises) what this kind of registry cannot hold."""
+
+    def __init__(self, kind: str, check: Callable[[str, T], None] | None = None) -> None:
         self.kind = kind
+        self._check = check
         self._builders: dict[str, T] = {}
 
-    def register(self, name: str | None = None) -> Callable[[T], T]:
-        def wrap(builder: T) -> T:
-            key = name or getattr(builder, "__name__", None)
-            if not key:
-                raise ValueError(f"{self.kind}: builder needs a name")
-            if key in self._builders:
-                raise ValueError(f"{self.kind} {key!r} is registered twice")
-            self._builders[key] = builder
-            return builder
+    @overload
+    def register(self, name: str | None = None) -> Callable[[T], T]: ...
 
-        return wrap
+    @overload
+    def register(self, name: T) -> T: ...
+
+    def register(self, name: Any = None) -> Any:
+        """``@REG.register("name")``; ``@REG.register()`` or ``@REG.register`` register under ``__name__``."""
+        if callable(name):  # `@REG.register` without (): what it was given is the builder
+            return self._add(None, name)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(
+                f"{self.kind} name must be a string, got {name!r} ({type(name).__name__}); "
+                f'pass a string: register("my_{_slug(self.kind)}")'
+            )
+        return lambda builder: self._add(name, builder)
+
+    def _add(self, name: str | None, builder: T) -> T:
+        if not callable(builder):
+            raise TypeError(
+                f"{self.kind}{f' {name!r}' if name else ''}: the builder must be a class or function, got {builder!r} "
+                f"({type(builder).__name__})"
+            )
+        key = getattr(builder, "__name__", "") if name is None else name
+        if not key:
+            raise ValueError(f'{self.kind} name is empty; pass one: register("my_{_slug(self.kind)}")')
+        if not NAME_PATTERN.fullmatch(key):
+            suggestion = _slug(key)
+            raise ValueError(
+                f"{self.kind} name {key!r} cannot be written in a recipe: use letters, digits, '_' and '-', "
+                f"starting with a letter or digit"
+                + (f" (e.g. {suggestion!r})" if suggestion else "")
+                + ('; pass a name: register("...")' if name is None else "")
+            )
+        if key in self._builders:
+            raise ValueError(f"{self.kind} {key!r} is registered twice")
+        if self._check is not None:
+            self._check(key, builder)
+        self._builders[key] = builder
+        return builder
 
     def unregister(self, name: str) -> T:
         """Remove and return a builder (a plugin or a test that registered one for a while)."""
@@ -80,6 +117,11 @@ class Registry(Generic[T]):
                 )
             rows.append({"name": name, "summary": doc.split("\n\n")[0].replace("\n", " "), "params": params})
         return rows
+
+
+def _slug(text: str) -> str:
+    """``text`` with every run of characters a name cannot hold turned into '_' (``my enc/v1`` -> ``my_enc_v1``)."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_-")
 
 
 def _annotation(a: Any) -> str | None:

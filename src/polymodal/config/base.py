@@ -74,11 +74,17 @@ def _from_overrides(loc: tuple[Any, ...], message: str, overrides: list[str]) ->
 
 
 def format_validation_errors(
-    exc: ValidationError, source: str, model: type[BaseModel], overrides: list[str] | None = None
+    exc: ValidationError,
+    source: str,
+    model: type[BaseModel] | None = None,
+    overrides: list[str] | None = None,
+    *,
+    title: str | None = None,
 ) -> str:
     """One line per error: the dotted field path, what is wrong, what was given and what is allowed. An error
     at a field that a ``--set`` override wrote (``overrides``: the ``key=value`` items) names that override, so
-    a bad ``--set`` is not blamed on the file."""
+    a bad ``--set`` is not blamed on the file. The first line says what was validated: ``title``, else the name
+    of ``model`` (whose fields an 'unknown key' error lists)."""
     lines = []
     from_set = 0
     for err in exc.errors():
@@ -90,11 +96,16 @@ def format_validation_errors(
             path += f" (from --set {', --set '.join(culprits)})"
         if err["type"] == "extra_forbidden":
             parent = err["loc"][:-1]
-            known = _known_fields(model, parent)
+            known = _known_fields(model, parent) if model is not None else []
             msg = "unknown key" + (f"; known keys: {', '.join(known)}" if known else "")
         given = err.get("input")
-        # A whole section (a model validator's input) is not repeated: the message names the values it is about.
-        omit_given = err["type"] in ("missing", "extra_forbidden", UNKNOWN_KEY) or isinstance(given, dict)
+        # A whole section (a model validator's input) is not repeated: the message names the values it is about;
+        # nor is a string the message already quotes (a validator's "unknown decoder 'gru'").
+        omit_given = (
+            err["type"] in ("missing", "extra_forbidden", UNKNOWN_KEY)
+            or isinstance(given, dict)
+            or (isinstance(given, str) and repr(given) in msg)
+        )
         given_txt = "" if omit_given else f" (got {given!r})"
         allowed = _allowed(err)
         lines.append(f"  {path}: {msg}{given_txt}" + (f"; {allowed}" if allowed and allowed not in msg else ""))
@@ -104,7 +115,8 @@ def format_validation_errors(
         origin = f"{source} and --set"
     else:
         origin = source
-    return "\n".join([f"{origin}: invalid {model.__name__} ({exc.error_count()} error(s))", *lines])
+    what = title or (model.__name__ if model is not None else "config")
+    return "\n".join([f"{origin}: invalid {what} ({exc.error_count()} error(s))", *lines])
 
 
 # The error type of :func:`unknown_key` (pydantic's own, extra_forbidden, cannot carry the known keys).

@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, model_validator
 from polymodal.config import Config, ConfigError
 from polymodal.data.audio import AudioFeatures, decode_audio
 from polymodal.data.image import decode_image
+from polymodal.data.schema import Modality
 from polymodal.data.text import TextTokenizer, pad_ids
 from polymodal.data.transforms import Augment, ImagePipeline, ImagePreprocess
 from polymodal.data.video import VideoSampling, decode_video
@@ -88,7 +89,27 @@ class Processor:
         return out.x, out.mask
 
 
-PROCESSORS: Registry[Callable[..., Processor]] = Registry("processor")
+def _check_processor(name: str, processor: Callable[..., Processor]) -> None:
+    """A processor's name is its modality, and the manifest column the readers route to it: refuse one that
+    disagrees with the modality its class declares, or a column that means something else (``label``, ``id``)."""
+    declared = getattr(processor, "modality", None)
+    if isinstance(declared, str) and declared != name:
+        raise ValueError(
+            f"processor {name!r}: {getattr(processor, '__name__', processor)} declares modality {declared!r}; "
+            f"register it as {declared!r} (or set its modality to {name!r})"
+        )
+    if name in {m.value for m in Modality}:  # the built-in modalities are reserved columns for their own processor
+        return
+    from polymodal.data.readers.base import RESERVED_FIELDS  # here: the readers import this module
+
+    if name in RESERVED_FIELDS:
+        raise ValueError(
+            f"processor {name!r}: {name!r} is a manifest column with a meaning of its own (reserved: "
+            f"{', '.join(sorted(RESERVED_FIELDS))}), so no column would reach the processor; choose another name"
+        )
+
+
+PROCESSORS: Registry[Callable[..., Processor]] = Registry("processor", _check_processor)
 
 
 def stack_present(values: Sequence[torch.Tensor | None], modality: str) -> ModalityBatch:

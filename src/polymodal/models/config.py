@@ -7,13 +7,17 @@ the list of known names. Towers are always ``encoders: {modality: component}``.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import inspect
+from collections.abc import Callable, Collection, Mapping
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from polymodal.config import Config
+from polymodal.registry import Registry
 
 
 class ComponentConfig(Config):
@@ -21,28 +25,107 @@ class ComponentConfig(Config):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-def _known(value: ComponentConfig, registry_attr: str, module: str) -> ComponentConfig:
+def _registry(attr: str, module: str) -> Registry[Any]:
     # Imported lazily: the registries fill up when the module packages are imported.
-    registry = getattr(importlib.import_module(module), registry_attr)
-    if value.name not in registry:
-        raise ValueError(f"unknown {registry.kind} {value.name!r}; allowed: {', '.join(registry.names())}")
-    return value
+    return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
+
+
+def unknown_name(registry: Registry[Any], name: str) -> str | None:
+    """Why ``name`` cannot be built from ``registry`` (with the names it knows), or None when it can."""
+    if name in registry:
+        return None
+    return (
+        f"unknown {registry.kind} {name!r} (a plugin's? import the module that registers it before loading); "
+        f"allowed: {', '.join(registry.names())}"
+    )
+
+
+def params_problem(
+    builder: Callable[..., Any],
+    params: Mapping[str, Any],
+    given: Collection[str] = (),
+    positional: int = 0,
+    required: bool = False,
+) -> str | None:
+    """What is wrong with ``params`` as keyword arguments of ``builder`` (names it does not take; with ``required``,
+    ones it needs that are not there), listing its parameters; None when they fit. The model itself passes the
+    parameters named in ``given`` and the first ``positional`` ones. A builder taking ``**kwargs`` takes any name."""
+    try:
+        signature = list(inspect.signature(builder).parameters.values())
+    except (TypeError, ValueError):  # a builder whose signature cannot be read: left to build time
+        return None
+    passed = {p.name for p in signature[:positional]} | set(given)
+    own = {p.name: p for p in signature if p.name not in passed and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in signature)
+    problems = []
+    unknown = [] if takes_any else sorted(set(params) - set(own))
+    if unknown:
+        problems.append("unknown " + ", ".join(_why_unknown(n, own, passed) for n in unknown))
+    missing = sorted(n for n, p in own.items() if required and p.default is p.empty and n not in params)
+    if missing:
+        problems.append(f"missing {', '.join(missing)}")
+    if not problems:
+        return None
+    return "; ".join([*problems, f"its parameters: {', '.join(sorted(own)) or '(none)'}"])
+
+
+def _why_unknown(name: str, own: Collection[str], passed: Collection[str]) -> str:
+    if name in passed:
+        return f"{name} (the model sets it)"
+    close = difflib.get_close_matches(name, own, n=1)
+    return f"{name} (did you mean {close[0]}?)" if close else name
+
+
+def _error(loc: tuple[str | int, ...], given: Any, message: str) -> InitErrorDetails:
+    return InitErrorDetails(
+        type=PydanticCustomError("component", "{message}", {"message": message}), loc=loc, input=given
+    )
+
+
+def _component_errors(
+    component: ComponentConfig,
+    registry: Registry[Any],
+    loc: tuple[str | int, ...] = (),
+    given: Collection[str] = (),
+    positional: int = 0,
+) -> list[InitErrorDetails]:
+    """A component names a registered builder that takes its ``params`` (errors at ``loc`` and ``loc.params``)."""
+    problem = unknown_name(registry, component.name)
+    if problem:
+        return [_error(loc, component.model_dump(), problem)]
+    problem = params_problem(registry.get(component.name), component.params, given, positional)
+    return [_error((*loc, "params"), component.params, problem)] if problem else []
+
+
+def _raise(errors: list[InitErrorDetails], title: str) -> None:
+    # Raised from a validator, these errors keep their own locations below the field's.
+    if errors:
+        raise ValidationError.from_exception_data(title, errors)
 
 
 def _check_encoders(cls: type, value: dict[str, ComponentConfig]) -> dict[str, ComponentConfig]:
     if not value:
         raise ValueError("at least one encoder (modality: component) is required")
-    for component in value.values():
-        _known(component, "ENCODERS", "polymodal.modules.encoders")
+    encoders = _registry("ENCODERS", "polymodal.modules.encoders")
+    _raise([e for modality, c in value.items() for e in _component_errors(c, encoders, (modality,))], "encoders")
     return value
 
 
+# What build_fusion passes to every fusion itself, and build_head to every head (its first two arguments:
+# the input width and the number of outputs); the rest are the component's own ``params``.
+_FUSION_GIVEN = ("input_dims", "output_dim")
+_HEAD_POSITIONAL = 2
+
+
 def _check_fusion(cls: type, value: ComponentConfig) -> ComponentConfig:
-    return _known(value, "FUSIONS", "polymodal.modules.fusion")
+    _raise(_component_errors(value, _registry("FUSIONS", "polymodal.modules.fusion"), given=_FUSION_GIVEN), "fusion")
+    return value
 
 
 def _check_head(cls: type, value: ComponentConfig) -> ComponentConfig:
-    return _known(value, "HEADS", "polymodal.modules.heads")
+    heads = _registry("HEADS", "polymodal.modules.heads")
+    _raise(_component_errors(value, heads, positional=_HEAD_POSITIONAL), "head")
+    return value
 
 
 class EmbeddingConfig(Config):
@@ -90,25 +173,21 @@ class DecoderConfig(Config):
     @field_validator("name")
     @classmethod
     def _known_decoder(cls, value: str) -> str:
-        registry = importlib.import_module("polymodal.modules.heads").DECODERS
-        if value not in registry:
-            raise ValueError(f"unknown decoder {value!r}; allowed: {', '.join(registry.names())}")
+        problem = unknown_name(_registry("DECODERS", "polymodal.modules.heads"), value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @model_validator(mode="after")
     def _params_fit(self) -> DecoderConfig:
-        builder = importlib.import_module("polymodal.modules.heads").DECODERS.get(self.name)
-        own = {n: p for n, p in inspect.signature(builder).parameters.items() if n not in _DECODER_GIVEN}
-        unknown = sorted(set(self.params) - set(own))
-        missing = sorted(n for n, p in own.items() if p.default is p.empty and n not in self.params)
-        if unknown or missing:
-            problem = f"unknown {unknown}" if unknown else f"missing {missing}"
-            raise ValueError(f"params of decoder {self.name!r}: {problem}; its parameters: {sorted(own)}")
+        builder = _registry("DECODERS", "polymodal.modules.heads").get(self.name)
+        problem = params_problem(builder, self.params, given=_DECODER_GIVEN, required=True)
+        _raise([_error(("params",), self.params, problem)] if problem else [], "decoder")
         return self
 
 
 # What a model passes to every decoder itself; the rest are the decoder's own ``params``.
-_DECODER_GIVEN = {"self", "memory_dim", "vocab_size", "max_length", "pad_id", "bos_id", "eos_id"}
+_DECODER_GIVEN = ("memory_dim", "vocab_size", "max_length", "pad_id", "bos_id", "eos_id")
 
 
 class CaptionerConfig(Config):
@@ -262,4 +341,4 @@ def parse_model_config(data: Any, source: str = "<config>") -> Any:
     try:
         return TypeAdapter(ModelConfig).validate_python(upgrade_config(data))
     except ValidationError as e:
-        raise ConfigError(format_validation_errors(e, source, type(None))) from None  # type: ignore[arg-type]
+        raise ConfigError(format_validation_errors(e, source, title="model config")) from None
