@@ -1,17 +1,48 @@
-"""Atomic writes: a reader (or a resumed run) never sees a half-written file or directory; and where polymodal
-keeps what it caches between runs."""
+"""Atomic writes: a reader (or a resumed run) never sees a half-written file or directory; reading back what was
+written, with errors that name the file and what is wrong with it; and where polymodal keeps what it caches between
+runs."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 CACHE_ENV = "POLYMODAL_CACHE_DIR"
+# What an error says of a file that would need unpickling Python objects to load: polymodal never does.
+PICKLED_OBJECTS = "refused: it holds pickled Python objects, which are never loaded"
+
+
+class UnreadableFileError(ValueError):
+    """A file cannot be read back: missing, truncated, corrupt, or not the kind of file it should be."""
+
+    def __init__(self, path: str | os.PathLike, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path, self.problem = Path(path), problem
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file; :class:`UnreadableFileError` says where it is truncated or stops being JSON."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_bytes())
+    except UnicodeDecodeError as e:
+        raise UnreadableFileError(path, f"not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except json.JSONDecodeError as e:
+        if not e.doc.strip():
+            raise UnreadableFileError(path, "empty (expected JSON)") from None
+        # JSON cut short ends mid-value, or inside a string (a string left open is only ever at the end of the text)
+        if e.pos >= len(e.doc.rstrip()) or e.msg.startswith("Unterminated string"):
+            lines = e.doc.rstrip().count("\n") + 1
+            raise UnreadableFileError(path, f"truncated (its JSON breaks off in line {lines})") from None
+        raise UnreadableFileError(path, f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
 
 
 def default_cache_dir() -> Path:
@@ -21,11 +52,37 @@ def default_cache_dir() -> Path:
     return Path(given).expanduser() if given else Path.home() / ".cache" / "polymodal"
 
 
-def _fsync_tree(path: Path) -> None:
+def _umask() -> int:
+    """The process umask. os.umask can only read it by setting it, so Linux's /proc record is read first."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _plain_mode(path: Path, umask: int) -> None:
+    """Give ``path`` the mode a plain open()/mkdir() would under ``umask`` (its execute bits kept): temporary files
+    and directories are private (mkdtemp makes 0700, safetensors writes 0600), the files they become need not be."""
+    current = stat.S_IMODE(path.stat().st_mode)
+    base = 0o777 if path.is_dir() else 0o666 | (current & 0o111)
+    os.chmod(path, base & ~umask)
+
+
+def _settle_tree(path: Path, umask: int) -> None:
+    """Sync every file and directory under ``path`` to disk and give each its plain mode."""
     for child in path.iterdir():
-        if child.is_file():
+        if child.is_dir() and not child.is_symlink():
+            _settle_tree(child, umask)
+        elif child.is_file() and not child.is_symlink():
             with open(child, "rb") as f:
                 os.fsync(f.fileno())
+            _plain_mode(child, umask)
+    _plain_mode(path, umask)
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -39,14 +96,15 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
 
     An existing ``target`` is first renamed aside (not deleted), so at every instant either
     the old or the new complete directory exists under a name a reader can find. On an
-    exception the temporary directory is removed and ``target`` is untouched.
+    exception the temporary directory is removed and ``target`` is untouched. What it holds gets the modes a plain
+    open()/mkdir() gives under the umask.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield tmp
-        _fsync_tree(tmp)
+        _settle_tree(tmp, _umask())
         if target.exists():
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)
@@ -63,13 +121,18 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
 @contextmanager
 def atomic_file(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling of ``target`` to write by any means; on success it is synced and renamed to
-    ``target``, on an exception removed."""
+    ``target``, on an exception removed. It keeps the mode of the ``target`` it replaces, as writing into that file
+    would; a new file gets the plain mode under the umask."""
     target = Path(target)
     tmp = target.with_name(f".{target.name}.tmp")
     try:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        if target.is_file():
+            os.chmod(tmp, stat.S_IMODE(target.stat().st_mode))
+        else:
+            _plain_mode(tmp, _umask())
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

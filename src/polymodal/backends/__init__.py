@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 
 from polymodal.backends.base import ANSWER, CAPTION, EMBED, GENERATE, PREDICT, Backend, TaskNotSupported
-from polymodal.models.saved import CONFIG_FILE
+from polymodal.data.transforms import PREPROCESS_FILE
+from polymodal.models.saved import CONFIG_FILE, PROCESSORS_FILE
 
 DEFAULT_MODEL = "polymodal-base"
 
@@ -32,10 +33,13 @@ def _is_polymodal_dir(directory: Path) -> bool:
     config = directory / CONFIG_FILE
     if not config.is_file():
         return False
+    if any((directory / name).is_file() for name in (PROCESSORS_FILE, PREPROCESS_FILE)):
+        return True  # files only polymodal writes: even with an unreadable config.json, loading it says so
     try:
-        return "polymodal_version" in json.loads(config.read_text())
-    except (OSError, json.JSONDecodeError):
+        meta = json.loads(config.read_text())
+    except (OSError, ValueError):
         return False
+    return isinstance(meta, dict) and "polymodal_version" in meta
 
 
 def load_backend(model: str | Path | None = None) -> Backend:

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from polymodal.data.errors import BadSampleError, BadSampleLog
@@ -56,7 +55,7 @@ from polymodal.fit.table import Table, read_table, rows_table
 from polymodal.fsutil import atomic_directory, write_atomic
 from polymodal.progress import ProgressReporter
 from polymodal.version import __version__
-from polymodal.weights import load_state, save_weights
+from polymodal.weights import load_state, read_weights, save_weights
 
 FIT_FILE = "fit.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -410,7 +409,7 @@ class TablePredictor:
         featurizers = [featurizer_from_state(s) for s in data["featurizers"]]
         spec = data["network"]
         network = FeatureNetwork(spec["input_dims"], Candidate(**spec["candidate"]), spec["outputs"])
-        load_state(network, load_file(str(path / WEIGHTS_FILE)), path / WEIGHTS_FILE)
+        load_state(network, read_weights(path / WEIGHTS_FILE), path / WEIGHTS_FILE)
         if data.get("fine_tuned"):
             _load_tuned_towers(featurizers, path / TOWERS_FILE)
         skip = {"format", "polymodal_version", "problem", "columns", "featurizers", "network", "targets"}
@@ -465,7 +464,7 @@ def _fine_tune(
 def _load_tuned_towers(featurizers: Sequence[Featurizer], path: Path) -> None:
     towers = {f.name: f for f in featurizers if isinstance(f, TowerFeaturizer)}
     modules = nn.ModuleDict({name: f.trainable_tower() for name, f in towers.items()})
-    load_state(modules, load_file(str(path)), path)
+    load_state(modules, read_weights(path), path)
     for name, featurizer in towers.items():
         featurizer.tower = modules[name].requires_grad_(False).eval()
 

@@ -20,18 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 
 from polymodal.config import ConfigError
 from polymodal.data.processors import Processor, TextProcessor, build_processor
 from polymodal.data.text import TextTokenizer
 from polymodal.data.transforms import PREPROCESS_FILE
-from polymodal.fsutil import atomic_directory
+from polymodal.fsutil import UnreadableFileError, atomic_directory, read_json
 from polymodal.models.base import ComposedModel, build_model
 from polymodal.models.config import parse_model_config
 from polymodal.models.legacy import legacy_processor_settings, upgrade_state
 from polymodal.version import __version__
-from polymodal.weights import load_state, save_weights
+from polymodal.weights import load_state, read_weights, save_weights
 
 FORMAT = 2  # of the directory; format 1 is read through polymodal.models.legacy
 CONFIG_FILE = "config.json"
@@ -78,10 +77,7 @@ def _read_meta(directory: Path) -> dict[str, Any]:
     path = directory / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{directory}: not a polymodal model directory (no {CONFIG_FILE})")
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: not valid JSON ({e})") from None
+    meta = read_json(path)
     if not isinstance(meta, dict):
         raise ConfigError(f"{path}: expected an object")
     return meta
@@ -99,7 +95,7 @@ def load_model(directory: str | os.PathLike) -> ComposedModel:
     raw = meta.get("config", {})
     config = parse_model_config(raw, str(directory / CONFIG_FILE))
     model = build_model(config)
-    state = upgrade_state(raw, load_file(str(directory / WEIGHTS_FILE)))
+    state = upgrade_state(raw, read_weights(directory / WEIGHTS_FILE))
     load_state(model, state, directory / WEIGHTS_FILE)
     return model
 
@@ -109,12 +105,26 @@ def load_processors(directory: str | os.PathLike) -> dict[str, Processor]:
     directory = Path(directory)
     path = directory / PROCESSORS_FILE
     if path.is_file():
-        settings = json.loads(path.read_text())
+        settings = read_json(path)
+        if not isinstance(settings, dict):
+            raise UnreadableFileError(path, "not a JSON object (modality -> processor settings)")
     else:
         settings = legacy_processor_settings(
             _read_meta(directory).get("config", {}), directory / PREPROCESS_FILE, (directory / "tokenizer").is_dir()
         )
-    return {modality: build_processor(modality, s, directory) for modality, s in settings.items()}
+    processors: dict[str, Processor] = {}
+    for modality, s in settings.items():
+        try:
+            processors[modality] = build_processor(modality, s, directory)
+        except Exception as e:
+            if type(e) is not Exception:
+                raise
+            # The tokenizers library raises a bare Exception for a file it cannot parse ("EOF while parsing a
+            # list at line 78 column 5"), naming no file: find the file that is not JSON, else say what we know.
+            for json_file in sorted(directory.rglob("*.json")):
+                read_json(json_file)
+            raise UnreadableFileError(directory, f"the {modality} processor's files do not load ({e})") from None
+    return processors
 
 
 def load_answers(directory: str | os.PathLike) -> list[str] | None:
@@ -122,7 +132,7 @@ def load_answers(directory: str | os.PathLike) -> list[str] | None:
     path = Path(directory) / ANSWERS_FILE
     if not path.is_file():
         return None
-    vocab: dict[str, int] = json.loads(path.read_text())
+    vocab: dict[str, int] = read_json(path)
     return [a for a, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
 
 

@@ -39,7 +39,13 @@ from polymodal.fsutil import write_atomic
 from polymodal.hardware import PrecisionChoice, ThreadBudget, choose_precision, machine_record, threads_phrase
 from polymodal.modules.losses.distributed import distributed_rank
 from polymodal.progress import ProgressReporter
-from polymodal.train.checkpoint import list_checkpoints, load_checkpoint, prune_checkpoints, save_checkpoint
+from polymodal.train.checkpoint import (
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    restore_newest,
+    save_checkpoint,
+)
 from polymodal.train.config import TrainConfig
 from polymodal.train.metrics_log import MetricsLog
 from polymodal.train.optim import cosine_with_warmup, param_groups
@@ -397,12 +403,13 @@ class Trainer:
 
     # ----------------------------------------------------------------- resume
     def resume(self, run_dir: str | Path | None = None) -> int:
-        """Restore the newest complete checkpoint in ``run_dir``; returns its step (0: none)."""
+        """Restore the newest checkpoint in ``run_dir`` that loads; returns its step (0: none)."""
         where = Path(run_dir or self.run_dir)
         checkpoints = list_checkpoints(where)
         if checkpoints:
-            self._restore(checkpoints[-1].path)
-            self._resume_note = f"resuming {where} from step {self.step}"
+            skipped = restore_newest(checkpoints, self._restore, set_aside=self.is_main)
+            went_back = f" ({'; '.join(skipped)})" if skipped else ""  # past checkpoints that do not load
+            self._resume_note = f"resuming {where} from step {self.step}{went_back}"
         else:
             self._resume_note = f"no checkpoint in {where} yet: starting from step 0"
         previous = _read_machine_record(where)
