@@ -176,3 +176,35 @@ def test_a_contrastive_pair_no_row_has_counts_zero_not_nan() -> None:
     losses = ContrastiveObjective([("a", "b"), ("a", "c"), ("b", "c")])(model, batch)
     assert losses["contrastive_a_b"].item() == 0.0 and torch.isfinite(losses["loss"])
     losses["loss"].backward()  # the pairs that have rows train
+
+
+@pytest.mark.parametrize("loss", ["clip", "siglip"])
+def test_a_contrastive_run_saves_its_learned_temperature_and_classify_uses_it(
+    squares: Path, tmp_path: Path, loss: str
+) -> None:
+    """The saved model keeps the temperature its loss learned (it lived only in the checkpoint's objective), and
+    zero-shot probabilities are softmax(that scale * cosine), as open_clip's logit_scale gives them."""
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file
+
+    import polymodal
+
+    overrides = [*_overrides(squares, 30), "data.image.image_size=16", "data.vocab_size=32", f"objective.loss={loss}"]
+    overrides += ["objective.hard_negatives=[]", "train.metric=recall@1"]
+    recipe = load_recipe("shapes-clip", overrides)
+    run_recipe(recipe, tmp_path / "run", progress=False)
+    saved = SavedModel.load(tmp_path / "run" / "model")
+    (scale,) = saved.model.config.logit_scales.values()
+    assert list(saved.model.config.logit_scales) == ["image-text"]
+    state = load_file(str(sorted((tmp_path / "run").glob("checkpoint-*"))[-1] / "model.safetensors"))
+    learned = state["objective.losses.image-text.logit_scale"].exp().clamp(max=100.0).item()
+    assert scale == pytest.approx(learned, rel=1e-6) and scale != 100.0
+    model = polymodal.load(tmp_path / "run" / "model", precision="fp32")
+    labels = [f"a {name} square" for name in COLOURS]
+    image = squares / "red.png"
+    got = dict(model.classify(image, labels, templates=["{}"])[0])
+    texts = model.embed_text(labels)
+    cosines = torch.from_numpy(model.embed_image([image]) @ texts.T)[0]
+    want = (scale * cosines).softmax(-1).numpy()
+    np.testing.assert_allclose([got[label] for label in labels], want, rtol=1e-4, atol=1e-6)

@@ -18,7 +18,7 @@ from polymodal.api.precision import choose_tower_precisions
 from polymodal.api.predictor import PredictorBackend
 from polymodal.api.video import VideoInput, VideoSegment, decoded, segment_clip, to_clips
 from polymodal.backends import ANSWER, CAPTION, EMBED, GENERATE, PREDICT, Backend, TaskNotSupported, load_backend
-from polymodal.backends.base import accepts, embed, media, text_lengths, video_embedding
+from polymodal.backends.base import accepts, embed, logit_scale, media, text_lengths, video_embedding
 from polymodal.backends.video import IMAGE_FRAMES
 from polymodal.chunking import ChunkSizer, map_in_sized_calls
 from polymodal.data.processors import ENCODED_MEMO
@@ -31,9 +31,6 @@ if TYPE_CHECKING:
     from polymodal.fit import Predictions, Table, TablePredictor
 
 T = TypeVar("T")
-# CLIP's fixed logit scale at the end of training (exp(4.6052) = 100); it turns cosine similarities into
-# probabilities with the sharpness zero-shot users expect, whatever temperature the model trained with.
-ZERO_SHOT_LOGIT_SCALE = 100.0
 # What ``generate`` accepts: beyond these a call is a mistake (or hours of CPU), not a request.
 MAX_IMAGES_PER_TEXT = 64
 MAX_STEPS = 1000  # the schedulers' training timesteps: more sampling steps than that are not steps
@@ -349,7 +346,8 @@ class Model:
             templates = TEMPLATES[templates]
         classes = zero_shot_classifier(self._text_tensor, labels, list(templates))  # (C, D)
         item_emb = torch.from_numpy(self.embed(modality, items))  # (N, D)
-        probs = (ZERO_SHOT_LOGIT_SCALE * item_emb @ classes.float().T).softmax(dim=-1)  # (N, C)
+        scale = logit_scale(self.backend, modality)  # the temperature it learned: calibrated probabilities
+        probs = (scale * item_emb @ classes.float().T).softmax(dim=-1)  # (N, C)
         k = len(labels) if top_k is None else max(1, min(top_k, len(labels)))
         values, indices = probs.topk(k, dim=-1)
         return [[(labels[i], float(v)) for v, i in zip(vs.tolist(), ids.tolist())] for vs, ids in zip(values, indices)]

@@ -87,6 +87,16 @@ class TaskNotSupported(ValueError):
         super().__init__(f"model {backend.name} cannot {task}: it supports {can}")
 
 
+DEFAULT_LOGIT_SCALE = 100.0  # CLIP's: for a model that learned none (trained before it was saved, or not contrastively)
+
+
+def logit_scale(backend: Backend, modality: str) -> float:
+    """What zero-shot classification of ``modality`` multiplies cosine similarities to texts by: the temperature the
+    model learned for that pair (``logit_scales``, "image-text"), else DEFAULT_LOGIT_SCALE."""
+    scales = getattr(backend, "logit_scales", None) or {}
+    return float(scales.get(f"{modality}-text") or scales.get(f"text-{modality}") or DEFAULT_LOGIT_SCALE)
+
+
 def media(backend: Backend, capability: str) -> frozenset[str]:
     """The modalities ``backend`` takes for ``capability`` (a polymodal model says; the others take images)."""
     if capability not in backend.capabilities:

@@ -87,9 +87,9 @@ class HFClipBackend(_HFBackend):
         return cls(load_clip(id_or_dir, dtype=dtype))
 
     @property
-    def logit_scale(self) -> float:
-        """CLIP's learned temperature: logits = logit_scale * cosine similarity."""
-        return self.clip.logit_scale
+    def logit_scales(self) -> dict[str, float]:
+        """CLIP's learned temperature: logits = scale * cosine similarity."""
+        return {"image-text": self.clip.logit_scale}
 
     @torch.inference_mode()
     def embed_text(self, texts: Sequence[str]) -> torch.Tensor:

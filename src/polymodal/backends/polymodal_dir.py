@@ -25,6 +25,7 @@ class PolymodalBackend:
         model = saved.model
         self.capabilities = frozenset(c for c in (EMBED, CAPTION, ANSWER, GENERATE) if c in model.capabilities)
         self.embed_dim = int(model.config.embed_dim) if EMBED in self.capabilities else None
+        self.logit_scales: dict[str, float] = dict(getattr(model.config, "logit_scales", None) or {})
         # capability -> the modalities it takes: every tower embeds, a captioner reads its source, a question
         # answerer the towers beside its question's.
         self.media = {EMBED: frozenset(model.encoders)}

@@ -135,6 +135,9 @@ class EmbeddingConfig(Config):
     encoders: dict[str, ComponentConfig]
     embed_dim: int = Field(256, ge=1)
     projection: Literal["linear", "mlp"] = "linear"
+    # Each trained pair's learned temperature ("image-text": 15.2): zero-shot probabilities are softmax(scale *
+    # cosine). Written when a contrastive run saves the model; empty for one trained otherwise.
+    logit_scales: dict[str, float] = Field(default_factory=dict)
 
     check_encoders = field_validator("encoders")(_check_encoders)
 

@@ -53,6 +53,13 @@ class ContrastiveObjective(nn.Module):
     def _name(self, a: str, b: str) -> str:
         return "contrastive" if len(self.pairs) == 1 else f"contrastive_{a}_{b}"
 
+    def logit_scales(self) -> dict[str, float]:
+        """Each pair's learned multiplier of cosine similarities (as its loss applies it), for the saved model."""
+        return {
+            name: float(loss.scale if hasattr(loss, "scale") else loss.logit_scale.exp())
+            for name, loss in self.losses.items()
+        }
+
     def forward(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
         paired = {m for pair in self.pairs for m in pair}
         inputs = {m: value for m, value in batch.inputs.items() if m in paired}  # towers in no pair do not run

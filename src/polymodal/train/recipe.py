@@ -148,9 +148,12 @@ class ObjectiveSection(Config):
 
     @model_validator(mode="after")
     def _fits(self) -> ObjectiveSection:
-        if self.hard_negatives is not None:
+        if self.hard_negatives:  # [] or null: none
             if not (self.kind == "adversarial" or (self.kind == "contrastive" and self.loss in (None, "clip"))):
-                raise ValueError("hard_negatives works with kind: contrastive and loss: clip, or kind: adversarial")
+                raise ValueError(
+                    "hard_negatives works with kind: contrastive and loss: clip, or kind: adversarial "
+                    "(objective.hard_negatives=null trains without them)"
+                )
             WordSwapNegatives(self.hard_negatives)  # checks the groups
         if self.contrastive_weight > 0 and self.kind != "caption":
             raise ValueError(

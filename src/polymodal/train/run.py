@@ -30,6 +30,7 @@ from polymodal.train.build import (
     recipe_model_config,
 )
 from polymodal.train.checkpoint import list_checkpoints
+from polymodal.train.objectives import ContrastiveObjective
 from polymodal.train.prepare import choose_tokenizer, default_view, labels_for, make_datasets, read_rows
 from polymodal.train.recipe import Recipe
 from polymodal.train.resume import CONFIG_NAME, check_resume_config
@@ -122,6 +123,9 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
         validate = make_validator(objective, recipe.objective.kind, datasets.val, recipe.train.batch_size)
 
     def save(model_to_save: torch.nn.Module, where: Path) -> None:
+        if isinstance(objective, ContrastiveObjective):  # the temperature it learned, for zero-shot probabilities
+            config = model_to_save.config  # type: ignore[union-attr]
+            model_to_save.config = config.model_copy(update={"logit_scales": objective.logit_scales()})
         save_model(where, model_to_save, datasets.processors, labels.vocab)  # type: ignore[arg-type]
 
     trainer = Trainer(
