@@ -71,6 +71,21 @@ def test_search_by_image_finds_itself(built: Path, image_folder: Path) -> None:
     assert hits[0]["path"] == str(query.resolve()) and hits[0]["score"] == pytest.approx(1.0, abs=1e-5)
 
 
+def test_another_model_is_refused_before_it_loads(
+    built: Path, other_clip: Path, image_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its files say it is another model: search and add refuse it at once, not after a long load."""
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the other model was loaded before being refused")
+
+    monkeypatch.setattr("polymodal.index.query.load", never)
+    monkeypatch.setattr("polymodal.cli.index.load_model_or_fail", never)
+    for args in (("search", built, "x"), ("index", "add", built, image_folder)):
+        result = invoke(*args, "--model", other_clip)
+        assert result.exit_code == 1 and "built with model" in result.output and "clip-other" in result.output
+
+
 def test_search_errors_are_one_line(built: Path, other_clip: Path, tmp_path: Path) -> None:
     result = invoke("search", built, "x", "--model", other_clip)
     assert result.exit_code == 1 and "clip-other" in result.output and "built with model" in result.output

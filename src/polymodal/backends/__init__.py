@@ -42,32 +42,56 @@ def _is_polymodal_dir(directory: Path) -> bool:
     return isinstance(meta, dict) and "polymodal_version" in meta
 
 
-def load_backend(model: str | Path | None = None) -> Backend:
-    """The model at ``model`` (a path, a hub id or ``polymodal-base``; None means ``polymodal-base``)."""
-    spec = DEFAULT_MODEL if model is None else str(model)
+def _resolve(spec: str) -> tuple[str, Path | str | None]:
+    """What ``spec`` names, before anything loads: ("default", None), ("polymodal", dir), ("hf", dir or hub id)."""
     if spec == DEFAULT_MODEL:
-        from polymodal.backends.conse import ConSEBackend
-
-        return ConSEBackend.load()
+        return "default", None
     path = Path(spec).expanduser()
     if path.exists():
         for candidate in (path, path / "best", path / "model"):
             if _is_polymodal_dir(candidate):
-                from polymodal.backends.polymodal_dir import PolymodalBackend
-
-                return PolymodalBackend.load(candidate)
+                return "polymodal", candidate
         if (path / CONFIG_FILE).is_file():
-            from polymodal.backends.hf import load_hf_backend
-
-            return load_hf_backend(path)
+            return "hf", path
         raise FileNotFoundError(
             f"{path}: no model here: expected a polymodal model or run directory (config.json with "
             f"polymodal_version, or best/ or model/ inside), or a Hugging Face model directory (config.json)"
         )
     if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
-        from polymodal.backends.hf import load_hf_backend
-
-        return load_hf_backend(spec)  # a hub id: transformers resolves it from the local cache when offline
+        return "hf", spec  # a hub id: transformers resolves it from the local cache when offline
     raise FileNotFoundError(
         f"{spec}: no such model directory, and not a Hugging Face hub id (org/name) or {DEFAULT_MODEL!r}"
     )
+
+
+def load_backend(model: str | Path | None = None) -> Backend:
+    """The model at ``model`` (a path, a hub id or ``polymodal-base``; None means ``polymodal-base``)."""
+    kind, where = _resolve(DEFAULT_MODEL if model is None else str(model))
+    if kind == "default":
+        from polymodal.backends.conse import ConSEBackend
+
+        return ConSEBackend.load()
+    if kind == "polymodal":
+        from polymodal.backends.polymodal_dir import PolymodalBackend
+
+        return PolymodalBackend.load(where)  # type: ignore[arg-type]
+    from polymodal.backends.hf import load_hf_backend
+
+    return load_hf_backend(where)  # type: ignore[arg-type]
+
+
+def model_identity(model: str | Path) -> str | None:
+    """The identity ``load_backend(model)`` would report, from its files alone (nothing loads), so that a model
+    another index or run was not built with is refused before a long load; None where only loading tells (the
+    default model, a hub id)."""
+    kind, where = _resolve(str(model))
+    if kind == "polymodal":
+        from polymodal.backends.polymodal_dir import directory_identity
+        from polymodal.models import find_model_dir
+
+        return directory_identity(find_model_dir(where))  # type: ignore[arg-type]
+    if kind == "hf" and isinstance(where, Path):
+        from polymodal.backends.hf import checkpoint_identity
+
+        return checkpoint_identity(where)
+    return None

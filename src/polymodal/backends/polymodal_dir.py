@@ -14,6 +14,11 @@ from polymodal.fsutil import hash_files
 from polymodal.models import SavedModel, find_model_dir
 
 
+def directory_identity(directory: Path) -> str:
+    """A saved model's identity: the hash of every file in its directory (config, weights, processors ...)."""
+    return hash_files([p for p in directory.rglob("*") if p.is_file()], root=directory)
+
+
 class PolymodalBackend:
     """Wraps a :class:`SavedModel`; the model's capabilities decide what it can do."""
 
@@ -21,7 +26,7 @@ class PolymodalBackend:
         self.saved = saved
         self.name = f"polymodal:{saved.path}"
         self.source = str(Path(saved.path).resolve())
-        self.identity = hash_files([p for p in saved.path.rglob("*") if p.is_file()], root=saved.path)
+        self.identity = directory_identity(saved.path)
         model = saved.model
         self.capabilities = frozenset(c for c in (EMBED, CAPTION, ANSWER, GENERATE) if c in model.capabilities)
         self.embed_dim = int(model.config.embed_dim) if EMBED in self.capabilities else None

@@ -281,10 +281,13 @@ def add(
     """Add the new items of SOURCE to an index (resumable like build); a tuned index that grew by more than 20% is
     measured again."""
     from polymodal.index import VectorIndex, add_to_index
+    from polymodal.index.vector_index import check_model_files
 
     if not source.exists():
         fail(f"{source}: no such file or directory", as_json=json)
     meta = _run("add", index, json, lambda: _meta(VectorIndex, index))
+    if model is not None:
+        _run("add", index, json, lambda: check_model_files(meta, model, index))  # before a long load
     budget = _threads_for_work()
     loaded = load_model_or_fail(
         model or meta.model, batch_size=batch_size, precision=precision, as_json=json, export=export

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from polymodal.api import ImageInput, MediaInput, Model, load
 from polymodal.api.video import VideoInput
 from polymodal.index.store import Hit
-from polymodal.index.vector_index import VectorIndex
+from polymodal.index.vector_index import VectorIndex, check_model_files
 
 
 def open_for_search(
@@ -18,6 +18,8 @@ def open_for_search(
     (which must be the same model, by identity: another model's vectors live in another space)."""
     index = VectorIndex.open(path)
     try:
+        if model is not None and not isinstance(model, Model):
+            check_model_files(index.meta, model, path)
         loaded = model if isinstance(model, Model) else load(model if model is not None else index.meta.model)
         index.check_model(loaded.identity, loaded.name)
     except BaseException:

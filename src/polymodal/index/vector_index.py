@@ -90,6 +90,19 @@ def check_model(meta: IndexMeta, identity: str, name: str, where: str | os.PathL
         )
 
 
+def check_model_files(meta: IndexMeta, model: str | os.PathLike, where: str | os.PathLike) -> None:
+    """:func:`check_model` before ``model`` loads, where its files already tell its identity (a model directory):
+    another model is refused at once rather than after a long load. Where they do not, loading it checks."""
+    from polymodal.backends import model_identity
+
+    try:
+        identity = model_identity(model)
+    except (OSError, ValueError):  # no model there: loading it says what is wrong
+        return
+    if identity is not None:
+        check_model(meta, identity, str(model), where)
+
+
 def _hit(item_id: int, score: float, found: dict[int, store.Item]) -> Hit:
     item = found[item_id]
     return Hit(item_id, float(score), item.kind, item.path, item.text, item.metadata)
