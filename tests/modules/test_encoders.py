@@ -254,6 +254,42 @@ def test_grad_checkpointing_gives_the_same_grads(case, hf_dirs):
         torch.testing.assert_close(grads[1][name], grads[0][name], atol=1e-5, rtol=1e-5, msg=name)
 
 
+def test_every_encoder_class_registers_under_its_name():
+    """A class's ``name`` is its registry key, so its input errors name it as configs do."""
+    classes = {name: ENCODERS.get(name) for name in ENCODERS.names() if isinstance(ENCODERS.get(name), type)}
+    assert len(classes) >= 9
+    assert {name: cls.name for name, cls in classes.items()} == {name: name for name in classes}
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_a_wrong_input_is_refused_in_the_encoders_own_words(case, hf_dirs):
+    """Wrong rank, dtype, type or mask: a ValueError / TypeError that begins with the encoder's registered name, from
+    forward and from pooled (which some towers compute without forward), not a raw error from a layer inside."""
+    enc = build(case, hf_dirs).eval()
+    if isinstance(enc, SpeakerLSTM):
+        pytest.skip("polymodal.pretrained's speaker tower checks its own inputs")
+    x, mask = example(enc)
+    assert enc.name in ENCODERS
+    expected = rf"^{enc.name}: expected "
+    for call in (enc, enc.pooled):
+        with pytest.raises(ValueError, match=expected + r".*got shape \(1, 2, "):
+            call(x.unsqueeze(0), mask)  # one dimension too many
+        with pytest.raises(TypeError, match=expected + ".*, not a tensor"):
+            call(x.tolist(), mask)
+        if mask is not None:
+            with pytest.raises(ValueError, match=expected + r"a \(batch, \w+\) mask of shape"):
+                call(x, mask[:, :-1])
+        if enc.modality == "text":
+            with pytest.raises(TypeError, match=expected + r"token ids .* dtype int64 .*got .* dtype float32"):
+                call(x.float(), mask)
+            vocab = enc.vocab_size
+            with pytest.raises(ValueError, match=rf"^{enc.name}: token id {vocab} >= vocab_size {vocab} \(was"):
+                call(x.clamp(max=vocab - 1).index_fill(1, torch.tensor([1]), vocab), mask)
+        elif not (isinstance(enc, HFAudioEncoder) and enc.spec.input == "waveform"):  # a waveform may be int PCM
+            with pytest.raises(TypeError, match=expected + r".*got .* dtype uint8"):
+                call(x.clamp(0, 1).mul(255).to(torch.uint8), mask)
+
+
 # ---- from-scratch encoders: specifics -------------------------------------------------------
 
 
@@ -315,7 +351,7 @@ def test_vit_tokens_are_cls_plus_patches_and_size_is_checked():
     out = mean(torch.randn(1, 3, 16, 16))
     assert out.tokens.shape == (1, 16, 16)
     torch.testing.assert_close(out.pooled, out.tokens.mean(1))
-    with pytest.raises(ValueError, match="expected 16x16 images"):
+    with pytest.raises(ValueError, match=r"^vit: expected images \(batch, 3, 16, 16\) .*got shape \(1, 3, 32, 32\)"):
         enc(torch.randn(1, 3, 32, 32))
 
 

@@ -23,41 +23,45 @@ from polymodal.registry import Registry
 ENCODERS: Registry[Callable[..., Encoder]] = Registry("encoder")
 
 # The classes themselves are the builders, so each default lives in one place (the class); presets and
-# recipes name the sizes they want.
-ENCODERS.register("transformer_text")(TransformerTextEncoder)
-ENCODERS.register("rnn_text")(RNNTextEncoder)
-ENCODERS.register("vit")(ViTImageEncoder)
-ENCODERS.register("cnn")(ConvImageEncoder)
-ENCODERS.register("audio_cnn")(AudioCNN)
-ENCODERS.register("audio_lstm")(AudioLSTM)
-ENCODERS.register("audio_transformer")(AudioTransformer)
-ENCODERS.register("video_vit")(VideoViT)
-ENCODERS.register("efficientnet_lite0")(EfficientNetLite0)  # random init; ImageNet weights: efficientnet_lite0_imagenet
+# recipes name the sizes they want. Each registers under its class's ``name`` ("vit", "audio_cnn" ...), the name
+# its input errors begin with.
+for _encoder in (
+    TransformerTextEncoder,
+    RNNTextEncoder,
+    ViTImageEncoder,
+    ConvImageEncoder,
+    AudioCNN,
+    AudioLSTM,
+    AudioTransformer,
+    VideoViT,
+    EfficientNetLite0,  # random init; ImageNet weights: efficientnet_lite0_imagenet
+):
+    ENCODERS.register(_encoder.name)(_encoder)
 # Builders that need packaged weights (efficientnet_lite0_imagenet) and the ``pretrained:NAME`` paths of the hf
 # towers register from polymodal.pretrained, the layer above; polymodal.models imports it.
 
 
 # Hugging Face towers load from a directory; configs name it ``path``.
-@ENCODERS.register("hf_text")
+@ENCODERS.register(HFTextEncoder.name)
 def hf_text(path: str | os.PathLike[str], **kwargs: Any) -> HFTextEncoder:
     """A Hugging Face text model (BERT, MiniLM, GPT-2 ...) from a local directory; kwargs: pooling."""
     return HFTextEncoder.from_pretrained(path, **kwargs)
 
 
-@ENCODERS.register("hf_image")
+@ENCODERS.register(HFImageEncoder.name)
 def hf_image(path: str | os.PathLike[str], **kwargs: Any) -> HFImageEncoder:
     """A Hugging Face vision model (ViTModel, CLIPVisionModel) from a local directory."""
     return HFImageEncoder.from_pretrained(path, **kwargs)
 
 
-@ENCODERS.register("hf_audio")
+@ENCODERS.register(HFAudioEncoder.name)
 def hf_audio(path: str | os.PathLike[str], **kwargs: Any) -> HFAudioEncoder:
     """A Hugging Face audio tower (Wav2Vec2, HuBERT, Whisper's encoder, AST, CLAP's audio model) from a local
     directory; kwargs: normalize."""
     return HFAudioEncoder.from_pretrained(path, **kwargs)
 
 
-@ENCODERS.register("video_frames")
+@ENCODERS.register(FrameEncoder.name)
 def video_frames(frame_encoder: Mapping[str, Any] | Encoder | None = None, **kwargs: Any) -> FrameEncoder:
     """Any image encoder on each real frame, then a temporal model (mean, transformer or lstm; see FrameEncoder).
 

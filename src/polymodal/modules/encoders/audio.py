@@ -15,6 +15,14 @@ from polymodal.modules.encoders.text import RecurrentEncoder
 from polymodal.modules.layers import TransformerBlock, init_transformer_weights, maybe_checkpoint
 
 
+def check_audio_inputs(encoder: Encoder, x: Tensor, mask: Tensor | None, bands: int, dtype: torch.dtype) -> None:
+    """Frames (B, bands, frames) of the weights' dtype, and a (B, frames) mask (or None)."""
+    hint = f"the audio processor makes them with kind: log_mel (or mfcc) and n_mels (or n_mfcc): {bands}"
+    encoder.check_input(x, "log-mel (or MFCC) features", ("batch", (bands, "bands"), "frames"), dtype, hint)
+    if mask is not None:
+        encoder.check_mask(mask, (x.shape[0], x.shape[2]), "(batch, frames)")
+
+
 class AudioCNN(Encoder):
     """PANNs-style CNN: blocks of two 3x3 convolutions (BatchNorm, ReLU) each halving frequency and time, then the
     frequency axis averaged away (``frequency: mean``, as PANNs) or kept (``flatten``: every band group's features
@@ -23,6 +31,7 @@ class AudioCNN(Encoder):
     checkpointing each block runs twice in training, so its BatchNorm statistics update twice (as in ``cnn``)."""
 
     modality = "audio"
+    name = "audio_cnn"
 
     def __init__(
         self,
@@ -60,7 +69,11 @@ class AudioCNN(Encoder):
     def blocks(self) -> list[nn.Module]:
         return list(self.stages)
 
+    def check_inputs(self, x: Tensor, mask: Tensor | None = None) -> None:
+        check_audio_inputs(self, x, mask, self.input_norm.num_features, self.proj.weight.dtype)
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
+        self.check_inputs(x, mask)
         h = self.input_norm(x).unsqueeze(1)  # (B, 1, channels, frames)
         use_ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for stage in self.stages:
@@ -82,6 +95,7 @@ class AudioLSTM(RecurrentEncoder):
     ``width``), one token per frame; padded frames are skipped."""
 
     modality = "audio"
+    name = "audio_lstm"
 
     def __init__(
         self,
@@ -100,7 +114,11 @@ class AudioLSTM(RecurrentEncoder):
         self.proj = nn.Linear(channels, width)
         self._init_recurrence(width, cell, layers, bidirectional, dropout)
 
+    def check_inputs(self, x: Tensor, mask: Tensor | None = None) -> None:
+        check_audio_inputs(self, x, mask, self.input_norm.num_features, self.proj.weight.dtype)
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
+        self.check_inputs(x, mask)
         h = self.proj(self.input_norm(x).transpose(1, 2))  # (B, frames, width)
         frames = torch.ones(h.shape[:2], dtype=torch.bool, device=h.device) if mask is None else mask.bool()
         return self._encode(h, frames)
@@ -130,6 +148,7 @@ class AudioTransformer(Encoder):
     """
 
     modality = "audio"
+    name = "audio_transformer"
 
     def __init__(
         self,
@@ -171,6 +190,9 @@ class AudioTransformer(Encoder):
     def blocks(self) -> list[nn.Module]:
         return list(self.layers)
 
+    def check_inputs(self, x: Tensor, mask: Tensor | None = None) -> None:
+        check_audio_inputs(self, x, mask, self.channels, self.patch_embed.weight.dtype)
+
     def _positions(self, time_patches: int) -> Tensor:
         table = self.position_embedding  # (1, D, f, t)
         if time_patches <= table.shape[-1]:
@@ -179,8 +201,7 @@ class AudioTransformer(Encoder):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
         """x (B, channels, frames) log-mel; ``mask`` (B, frames) True where a frame holds sound."""
-        if x.shape[1] != self.channels:
-            raise ValueError(f"expected {self.channels} mel bands (channels), got {x.shape[1]}")
+        self.check_inputs(x, mask)
         h = x.transpose(1, 2)  # (B, frames, channels)
         if mask is None:
             h = self.input_norm(h.reshape(-1, self.channels)).view_as(h)

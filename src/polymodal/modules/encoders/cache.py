@@ -262,7 +262,15 @@ class CachedEncoder(Encoder):
         self._register_load_state_dict_pre_hook(_with_inner_prefix)
         self.register_load_state_dict_post_hook(_new_weights_new_store)
 
+    @property
+    def label(self) -> str:
+        return self.inner.label
+
+    def check_inputs(self, x: Tensor, mask: Tensor | None = None) -> None:
+        self.inner.check_inputs(x, mask)
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
+        self.check_inputs(x, mask)  # before the inputs are hashed: a wrong input gets the tower's own error
         return self.store.lookup(self.inner, x, mask)
 
     def blocks(self) -> list[nn.Module]:

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from polymodal.modules.encoders.base import Encoder, EncoderOutput
+from polymodal.modules.encoders.image import PIXELS
 
 BN_EPS = 1e-3  # TensorFlow's BatchNorm epsilon, which the converted running statistics assume
 STEM_WIDTH = 32
@@ -107,6 +108,7 @@ class EfficientNetLite0(Encoder):
     """
 
     modality = "image"
+    name = "efficientnet_lite0"
 
     def __init__(self, num_classes: int = 1000, dropout: float = 0.2, stages: int = len(LITE0_STAGES)) -> None:
         super().__init__()
@@ -144,8 +146,12 @@ class EfficientNetLite0(Encoder):
                 x = block(x)
         return F.relu6(self._bn1(self._conv_head(x))) if self.full else x
 
+    def check_inputs(self, x: Tensor, mask: Tensor | None = None) -> None:
+        self.check_input(x, "images", ("batch", 3, "height", "width"), self._conv_stem.weight.dtype, PIXELS)
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
         """``mask`` is ignored: every spatial position is a real token."""
+        self.check_inputs(x, mask)
         features = self.forward_features(x)  # (B, D, h, w)
         tokens = features.flatten(2).transpose(1, 2)  # (B, h*w, D)
         return EncoderOutput(tokens, tokens.mean(dim=1), None, (features.shape[-2], features.shape[-1]))

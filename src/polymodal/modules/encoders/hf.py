@@ -6,11 +6,12 @@ run time. ``transformers`` is imported lazily so that importing polymodal stays 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -21,7 +22,9 @@ from torch import Tensor, nn
 
 from polymodal.modules.encoders.audio import patch_token_mask
 from polymodal.modules.encoders.base import Encoder, EncoderOutput, last_index, masked_mean
+from polymodal.modules.encoders.image import PIXELS
 from polymodal.modules.encoders.pooling import check_choice, pool_tokens
+from polymodal.modules.encoders.text import check_text_inputs
 from polymodal.modules.layers import Packing, attention_mask, scaled_dot_product
 from polymodal.registry import Registry
 
@@ -164,6 +167,7 @@ class HFTextEncoder(_HFEncoder):
     """
 
     modality = "text"
+    name = "hf_text"
     tower = "text"
 
     def __init__(self, model_or_path: PreTrainedModel | str | os.PathLike[str], pooling: str = "cls") -> None:
@@ -182,13 +186,35 @@ class HFTextEncoder(_HFEncoder):
         pad_id = self.model.config.pad_token_id
         return x != pad_id if mask is None and pad_id is not None else mask
 
+    def check_inputs(self, x: Tensor, mask: Tensor | None = None) -> None:
+        check_text_inputs(self, x, mask)
+
     def pooled(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         # Forward hooks on the encoder expect forward to run: they keep it.
         if self.pools_eos and not self.training and not (self._forward_hooks or self._forward_pre_hooks):
-            return clip_pooled_text(self.model, x, self._real_tokens(x, mask))
+            self.check_inputs(x, mask)
+            with self._naming_bad_ids(x):
+                return clip_pooled_text(self.model, x, self._real_tokens(x, mask))
         return super().pooled(x, mask)
 
+    @contextlib.contextmanager
+    def _naming_bad_ids(self, ids: Tensor) -> Iterator[None]:
+        """An IndexError inside the model (an embedding lookup on a CPU) caused by an id outside the vocabulary
+        becomes an error naming it; the ids' range is read only then."""
+        try:
+            yield
+        except IndexError as e:
+            error = self.ids_out_of_range(ids, self.vocab_size)
+            if error is None:
+                raise
+            raise error from e
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
+        self.check_inputs(x, mask)
+        with self._naming_bad_ids(x):
+            return self._forward(x, mask)
+
+    def _forward(self, x: Tensor, mask: Tensor | None) -> EncoderOutput:
         mask = self._real_tokens(x, mask)
         # Exporting and compiling trace transformers' own graph: packing's shapes depend on the data.
         if mask is not None and self.packs and not self.training and not torch.compiler.is_compiling():
@@ -285,15 +311,22 @@ class HFImageEncoder(_HFEncoder):
     for the CLS token only (:func:`clip_pooled_image`)."""
 
     modality = "image"
+    name = "hf_image"
     tower = "vision"
 
     def __init__(self, model_or_path: PreTrainedModel | str | os.PathLike[str]) -> None:
         super().__init__(model_or_path)
         self.pools_cls = pools_clip_cls(self.model)
 
+    def check_inputs(self, x: Tensor, mask: Tensor | None = None) -> None:
+        # transformers casts pixels to the model's dtype and checks the image size itself: any float will do.
+        channels = getattr(self.model.config, "num_channels", 3)
+        self.check_input(x, "images", ("batch", channels, "height", "width"), "float", PIXELS)
+
     def pooled(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         # Forward hooks on the encoder expect forward to run: they keep it.
         if self.pools_cls and not self.training and not (self._forward_hooks or self._forward_pre_hooks):
+            self.check_inputs(x, mask)
             return clip_pooled_image(self.model, x)
         return super().pooled(x, mask)
 
@@ -304,6 +337,7 @@ class HFImageEncoder(_HFEncoder):
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
         """x (B, 3, H, W) at the model's image size; ``mask`` is ignored."""
+        self.check_inputs(x, mask)
         self._sync_grad_checkpointing()
         out = self.model(pixel_values=x)
         tokens = out.last_hidden_state  # (B, T, D)
@@ -423,6 +457,7 @@ class HFAudioEncoder(_HFEncoder):
     """
 
     modality = "audio"
+    name = "hf_audio"
 
     def __init__(self, model_or_path: PreTrainedModel | str | os.PathLike[str], normalize: bool | None = None) -> None:
         super().__init__(model_or_path)
@@ -450,20 +485,32 @@ class HFAudioEncoder(_HFEncoder):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
         """x: the waveform (B, 1, samples) or log-mel frames (B, mel bins, frames), as the tower takes (see the
         class); ``mask`` (B, samples or frames), True where the clip holds sound."""
+        self.check_inputs(x, mask)
         mask = None if mask is None else mask.bool()
         self._sync_grad_checkpointing()
         if self.spec.input == "waveform":
             return self._waveform(x, mask)
-        if x.dim() != 3 or x.shape[1] != self._mel_bins:
-            raise ValueError(
-                f"{self.model_type} takes log-mel frames (B, {self._mel_bins}, frames); got {tuple(x.shape)}: "
-                f"set the audio processor's kind: log_mel and n_mels: {self._mel_bins}"
-            )
         if self.model_type == "whisper":
             return self._whisper(x, mask)
         if self.model_type == "audio-spectrogram-transformer":
             return self._ast(x, mask)
         return self._clap(x, mask)
+
+    def check_inputs(self, x: Tensor, mask: Tensor | None = None) -> None:
+        if self.spec.input == "waveform":  # any dtype: forward casts the waveform to float32 (and normalises it)
+            if not (isinstance(x, Tensor) and x.dim() == 2):  # (B, samples) is taken too
+                hint = "or (batch, samples); set the audio processor's kind: waveform"
+                self.check_input(x, f"a {self.model_type} waveform", ("batch", 1, "samples"), None, hint)
+            if mask is not None:
+                self.check_mask(mask, (x.shape[0], x.shape[-1]), "(batch, samples)")
+            return
+        bins = self._mel_bins
+        hint = f"set the audio processor's kind: log_mel and n_mels: {bins}"
+        self.check_input(
+            x, f"{self.model_type} log-mel frames", ("batch", (bins, "mel bands"), "frames"), "float", hint
+        )
+        if mask is not None:
+            self.check_mask(mask, (x.shape[0], x.shape[-1]), "(batch, frames)")
 
     @property
     def _mel_bins(self) -> int:
@@ -482,13 +529,8 @@ class HFAudioEncoder(_HFEncoder):
         return F.pad(x, (0, pad), value=pad_value), F.pad(real, (0, pad), value=False)
 
     def _waveform(self, x: Tensor, mask: Tensor | None) -> EncoderOutput:
-        if x.dim() == 3 and x.shape[1] == 1:
-            x = x[:, 0]  # (B, samples)
-        if x.dim() != 2:
-            raise ValueError(
-                f"{self.model_type} takes the waveform (B, 1, samples) or (B, samples), got {tuple(x.shape)}: "
-                "set the audio processor's kind: waveform"
-            )
+        if x.dim() == 3:
+            x = x[:, 0]  # (B, 1, samples) -> (B, samples)
         wave = x.float() if mask is None else x.float().masked_fill(~mask, 0.0)
         if self.normalize:
             wave = _zero_mean_unit_var(wave, mask)

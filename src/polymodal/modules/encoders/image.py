@@ -16,6 +16,8 @@ from polymodal.modules.encoders.base import Encoder, EncoderOutput
 from polymodal.modules.encoders.pooling import check_choice
 from polymodal.modules.layers import TransformerBlock, init_transformer_weights, maybe_checkpoint
 
+PIXELS = "the model's image processor makes them (normalised float pixels)"
+
 
 class ViTImageEncoder(Encoder):
     """Vision Transformer: non-overlapping patches, learned positions, pre-norm blocks.
@@ -34,6 +36,7 @@ class ViTImageEncoder(Encoder):
     """
 
     modality = "image"
+    name = "vit"
 
     def __init__(
         self,
@@ -55,6 +58,7 @@ class ViTImageEncoder(Encoder):
             raise ValueError(f"image_size={image_size} is not divisible by patch_size={patch_size}")
         self.pooling = check_choice("pooling", pooling, ("cls", "mean"))
         self.image_size, self.patch_size, self.output_dim = image_size, patch_size, width
+        self.in_channels = in_channels
         self.grad_checkpointing = False
         num_patches = (image_size // patch_size) ** 2
         self.stem = stem
@@ -79,10 +83,13 @@ class ViTImageEncoder(Encoder):
     def blocks(self) -> list[nn.Module]:
         return list(self.layers)
 
+    def check_inputs(self, x: Tensor, mask: Tensor | None = None) -> None:
+        size = self.image_size
+        self.check_input(x, "images", ("batch", self.in_channels, size, size), self.position_embedding.dtype, PIXELS)
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
         """x (B, C, H, W) with H = W = image_size; ``mask`` is ignored (all patches are real)."""
-        if x.shape[-2:] != (self.image_size, self.image_size):
-            raise ValueError(f"expected {self.image_size}x{self.image_size} images, got {tuple(x.shape[-2:])}")
+        self.check_inputs(x, mask)
         patches = self.patch_embed(x)  # (B, D, h, w)
         grid = (patches.shape[-2], patches.shape[-1])
         h = patches.flatten(2).transpose(1, 2)  # (B, N, D)
@@ -161,6 +168,7 @@ class ConvImageEncoder(Encoder):
     """
 
     modality = "image"
+    name = "cnn"
 
     def __init__(
         self,
@@ -193,8 +201,13 @@ class ConvImageEncoder(Encoder):
     def blocks(self) -> list[nn.Module]:
         return list(self.layers)
 
+    def check_inputs(self, x: Tensor, mask: Tensor | None = None) -> None:
+        conv = self.stem[0]
+        self.check_input(x, "images", ("batch", conv.in_channels, "height", "width"), conv.weight.dtype, PIXELS)
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
         """x (B, C, H, W), any size; ``mask`` is ignored."""
+        self.check_inputs(x, mask)
         h = self.stem(x)
         use_ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.layers:

@@ -15,9 +15,29 @@ from polymodal.modules.encoders.base import Encoder, EncoderOutput, masked_mean
 from polymodal.modules.encoders.pooling import check_choice, pool_tokens
 from polymodal.modules.layers import RotaryEmbedding, TransformerBlock, init_transformer_weights, maybe_checkpoint
 
+TOKEN_IDS = "the model's tokenizer makes them"
+
 
 def _text_mask(x: Tensor, mask: Tensor | None, pad_id: int) -> Tensor:
     return (x != pad_id) if mask is None else mask.bool()
+
+
+def check_text_inputs(encoder: Encoder, x: Tensor, mask: Tensor | None) -> None:
+    """Token ids (B, T) of an integer dtype, and a mask of their shape (or None)."""
+    encoder.check_input(x, "token ids", ("batch", "length"), "ids", TOKEN_IDS)
+    encoder.check_mask(mask, x.shape, "(batch, length)")
+
+
+def embed_ids(encoder: Encoder, embedding: nn.Embedding, ids: Tensor) -> Tensor:
+    """``embedding(ids)``, with an error naming the id when one is outside the vocabulary. The ids' range is read
+    only once the lookup has failed (on a CPU it raises IndexError), so valid ids cost nothing extra."""
+    try:
+        return embedding(ids)
+    except IndexError as e:
+        error = encoder.ids_out_of_range(ids, embedding.num_embeddings)
+        if error is None:
+            raise
+        raise error from e
 
 
 class TransformerTextEncoder(Encoder):
@@ -29,6 +49,7 @@ class TransformerTextEncoder(Encoder):
     """
 
     modality = "text"
+    name = "transformer_text"
 
     def __init__(
         self,
@@ -65,12 +86,16 @@ class TransformerTextEncoder(Encoder):
     def blocks(self) -> list[nn.Module]:
         return list(self.layers)
 
+    def check_inputs(self, x: Tensor, mask: Tensor | None = None) -> None:
+        check_text_inputs(self, x, mask)
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
+        self.check_inputs(x, mask)
         mask = _text_mask(x, mask, self.pad_id)
-        h = self.token_embedding(x)  # (B, T, D)
+        h = embed_ids(self, self.token_embedding, x)  # (B, T, D)
         if self.position_embedding is not None:
             if x.size(1) > self.max_length:
-                raise ValueError(f"text length {x.size(1)} exceeds max_length {self.max_length}")
+                raise ValueError(f"{self.label}: text length {x.size(1)} exceeds max_length {self.max_length}")
             h = h + self.position_embedding[: x.size(1)]
         use_ckpt = self.grad_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.layers:
@@ -130,6 +155,7 @@ class RNNTextEncoder(RecurrentEncoder):
     """Stacked LSTM/GRU over token embeddings (see :class:`RecurrentEncoder`)."""
 
     modality = "text"
+    name = "rnn_text"
 
     def __init__(
         self,
@@ -149,5 +175,9 @@ class RNNTextEncoder(RecurrentEncoder):
         self.embedding = nn.Embedding(vocab_size, width)
         self._init_recurrence(width, cell, layers, bidirectional, dropout)
 
+    def check_inputs(self, x: Tensor, mask: Tensor | None = None) -> None:
+        check_text_inputs(self, x, mask)
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
-        return self._encode(self.embedding(x), _text_mask(x, mask, self.pad_id))
+        self.check_inputs(x, mask)
+        return self._encode(embed_ids(self, self.embedding, x), _text_mask(x, mask, self.pad_id))

@@ -21,10 +21,11 @@ TEMPORAL_KINDS = ("mean", "transformer", "lstm", "space_time")
 MOTION_KINDS = ("none", "pixel_difference", "feature_difference")
 
 
+CLIPS = "the model's video processor makes them (normalised float pixels)"
+
+
 def _frame_mask(x: Tensor, mask: Tensor | None) -> Tensor:
     """The (B, T) bool mask of clips ``x`` (B, T, C, H, W); every frame is real without one."""
-    if x.dim() != 5:
-        raise ValueError(f"expected clips (B, T, C, H, W), got shape {tuple(x.shape)}")
     if mask is None:
         return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
     return mask.bool()
@@ -146,6 +147,7 @@ class FrameEncoder(Encoder):
     """
 
     modality = "video"
+    name = "video_frames"
 
     def __init__(
         self,
@@ -203,8 +205,14 @@ class FrameEncoder(Encoder):
         self.frames.set_grad_checkpointing(enable)
         self.temporal.set_grad_checkpointing(enable)
 
+    def check_inputs(self, x: Tensor, mask: Tensor | None = None) -> None:
+        # Channels and frame size are the frame tower's to check (it names itself): it may take any size.
+        self.check_input(x, "clips", ("batch", "frames", "channels", "height", "width"), "float", CLIPS)
+        self.check_mask(mask, x.shape[:2], "(batch, frames)")
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
         """x (B, T, C, H, W) clips; ``mask`` (B, T) True for real frames."""
+        self.check_inputs(x, mask)
         frames = _frame_mask(x, mask)
         if self.motion == "pixel_difference":
             x = torch.cat([x, frame_differences(x)], dim=2)
@@ -255,6 +263,7 @@ class VideoViT(Encoder):
     """
 
     modality = "video"
+    name = "video_vit"
 
     def __init__(
         self,
@@ -275,6 +284,7 @@ class VideoViT(Encoder):
             raise ValueError(f"image_size={image_size} is not divisible by patch_size={patch_size}")
         self.pooling = check_choice("pooling", pooling, ("cls", "mean"))
         self.image_size, self.patch_size, self.tubelet, self.output_dim = image_size, patch_size, tubelet, width
+        self.in_channels = in_channels
         self.time_patches = -(-frames // tubelet)
         size = (tubelet, patch_size, patch_size)
         self.patch_embed = nn.Conv3d(in_channels, width, size, stride=size)
@@ -293,18 +303,25 @@ class VideoViT(Encoder):
     def blocks(self) -> list[nn.Module]:
         return list(self.layers)
 
+    def check_inputs(self, x: Tensor, mask: Tensor | None = None) -> None:
+        size = self.image_size
+        layout = ("batch", "frames", self.in_channels, size, size)
+        self.check_input(x, "clips", layout, self.patch_embed.weight.dtype, CLIPS)
+        self.check_mask(mask, x.shape[:2], "(batch, frames)")
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
         """x (B, T, C, H, W) clips with H = W = image_size; ``mask`` (B, T) True for real frames."""
+        self.check_inputs(x, mask)
         frames = _frame_mask(x, mask)
-        if x.shape[-2:] != (self.image_size, self.image_size):
-            raise ValueError(f"expected {self.image_size}x{self.image_size} frames, got {tuple(x.shape[-2:])}")
         pad = -x.shape[1] % self.tubelet
         x = F.pad(x * frames[:, :, None, None, None], (0, 0, 0, 0, 0, 0, 0, pad))  # padding frames are zeros
         frames = F.pad(frames, (0, pad), value=False)
         patches = self.patch_embed(x.transpose(1, 2))  # (B, D, t, h, w)
         b, _, t, hp, wp = patches.shape
         if t > self.time_patches:
-            raise ValueError(f"{t * self.tubelet} frames exceed frames={self.time_patches * self.tubelet}")
+            raise ValueError(
+                f"{self.label}: {t * self.tubelet} frames exceed frames={self.time_patches * self.tubelet}"
+            )
         h = patches.flatten(3).permute(0, 2, 3, 1)  # (B, t, h * w, D)
         h = (h + self.time_position[:, :t] + self.space_position).flatten(1, 2)  # (B, t * h * w, D), time-major
         token_mask = frames.view(b, t, self.tubelet).any(-1).repeat_interleave(hp * wp, dim=1)  # (B, t * h * w)
