@@ -165,6 +165,14 @@ def test_a_late_fusion_classifier_averages_each_modalitys_own_classifier() -> No
         build_model(parse_model_config(hidden_head))
 
 
+@pytest.mark.parametrize("kind", ["embedding", "fusion_classifier"])
+def test_an_input_given_without_its_mask_says_what_a_model_takes(kind: str) -> None:
+    model = build_model(parse_model_config(CONFIGS[kind]))
+    images, ids, mask = inputs()
+    with pytest.raises(TypeError, match=r"inputs\['image'\]: expected the pair \(x, mask\).*shape \(3, 3, 16, 16\)"):
+        model({"image": images, "text": (ids, mask)})
+
+
 def test_generation_from_captioner_and_question_answerer() -> None:
     images, ids, mask = inputs()
     for kind in ("captioner", "captioner_lstm"):

@@ -48,13 +48,22 @@ class ComposedModel(nn.Module):
         """Run the tower of each given modality; presence defaults to all True."""
         features: dict[str, EncoderOutput] = {}
         masks: dict[str, Tensor] = {}
-        for name, (x, mask) in inputs.items():
+        for name, value in inputs.items():
             if name not in self.encoders:
                 raise KeyError(f"{type(self).__name__} has no encoder for modality {name!r}; it has {self.modalities}")
+            x, mask = modality_input(name, value)
             features[name] = self.encoders[name](x, mask)
             given = None if present is None else present.get(name)
             masks[name] = given if given is not None else torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
         return features, masks
+
+
+def modality_input(modality: str, value: object) -> tuple[Tensor, Tensor | None]:
+    """``value`` as a model's input for ``modality``: the pair (x, mask), mask None where every position is real."""
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return value[0], value[1]
+    given = f"a tensor of shape {tuple(value.shape)}" if isinstance(value, Tensor) else f"a {type(value).__name__}"
+    raise TypeError(f"inputs[{modality!r}]: expected the pair (x, mask), mask None if none; got {given}")
 
 
 def build_encoders(components: Mapping[str, ComponentConfig]) -> dict[str, Encoder]:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from polymodal.models.base import MODELS, ComposedModel, Inputs, build_encoders
+from polymodal.models.base import MODELS, ComposedModel, Inputs, build_encoders, modality_input
 from polymodal.models.config import EmbeddingConfig
 from polymodal.modules.encoders import Encoder
 from polymodal.modules.heads import ProjectionHead
@@ -40,7 +40,7 @@ class EmbeddingModel(ComposedModel):
 
     def forward(self, inputs: Inputs) -> dict[str, Tensor]:
         """Modality -> (B, embed_dim) unit vectors, for each modality given."""
-        return {modality: self.embed(modality, x, mask) for modality, (x, mask) in inputs.items()}
+        return {modality: self.embed(modality, *modality_input(modality, value)) for modality, value in inputs.items()}
 
 
 MODELS.register("embedding")(EmbeddingModel.from_config)
