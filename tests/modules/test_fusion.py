@@ -475,7 +475,7 @@ def test_film_needs_a_grid_and_valid_options() -> None:
         FiLMFusion(DIMS2, OUT, pool="sum")
     with pytest.raises(ValueError, match="kernel must be odd"):
         FiLMFusion(DIMS2, OUT, kernel=2)
-    with pytest.raises(ValueError, match="visual modality 'video'"):
+    with pytest.raises(ValueError, match="visual modality .video.*fusion.params.visual"):
         FiLMFusion(DIMS2, OUT, visual="video")
 
 

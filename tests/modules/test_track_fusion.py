@@ -78,7 +78,7 @@ def test_clip_without_cells_or_too_long_is_refused() -> None:
         fusion({**feats, "video": EncoderOutput(flat.tokens, flat.pooled)}, present())
     with pytest.raises(ValueError, match="raise max_frames"):
         fusion({**feats, "video": clip_features(torch.randn(3, 6, CELLS, WIDTH))}, present())
-    with pytest.raises(ValueError, match="track must be one of"):
+    with pytest.raises(ValueError, match="track must be one of.*fusion.params.track"):
         FUSIONS.build("track", input_dims=DIMS, output_dim=5, query="text", track="text")
 
 

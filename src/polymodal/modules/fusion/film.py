@@ -74,7 +74,8 @@ class FiLMFusion(MaskedFusion):
         super().__init__(input_dims, output_dim)
         if visual not in self.input_dims or len(self.modalities) < 2:
             raise ValueError(
-                f"FiLMFusion: visual modality {visual!r} and at least one other must be among {self.modalities}"
+                f"FiLMFusion: visual modality {visual!r} and at least one other must be among {self.modalities}; "
+                f"name the tower with a feature map in fusion.params.visual"
             )
         if pool not in ("max", "mean"):
             raise ValueError(f"FiLMFusion: pool must be 'max' or 'mean', got {pool!r}")

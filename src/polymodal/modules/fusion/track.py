@@ -61,7 +61,10 @@ class TrackFusion(CrossAttentionFusion):
         super().__init__(input_dims, output_dim, query, dim, heads, layers, mlp_ratio, dropout, gate_by)
         if track not in self.input_dims or track in self.queries:
             others = [m for m in self.modalities if m not in self.queries]
-            raise ValueError(f"TrackFusion: track must be one of the non-query modalities {others}, got {track!r}")
+            raise ValueError(
+                f"TrackFusion: track must be one of the non-query modalities {others}, got {track!r} (it follows a "
+                f"video tower's space-time cells: name it in fusion.params.track)"
+            )
         if reading_width < 1 or max_frames < 1:
             raise ValueError(
                 f"TrackFusion: need reading_width >= 1 and max_frames >= 1, got {reading_width}, {max_frames}"
