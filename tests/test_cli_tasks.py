@@ -37,6 +37,14 @@ def test_classify_matches_the_api(images: list[Path], tiny_clip: Path, clip_mode
         invoke("classify", images[0], "-l", "red,blue,green", "--top-k", "1", "-m", tiny_clip, "--json").stdout
     )
     assert len(top[0]["predictions"]) == 1
+    # --precision reaches the model (as for eval, index and serve): a bf16 load gives the API's bf16 figures.
+    pinned = invoke("classify", *images, "-l", "red,blue,green", "-m", tiny_clip, "--precision", "bf16", "--json")
+    assert pinned.exit_code == 0, pinned.output
+    bf16 = polymodal.load(tiny_clip, precision="bf16").classify([str(p) for p in images], ["red", "blue", "green"])
+    got = [{p["label"]: p["score"] for p in row["predictions"]} for row in json.loads(pinned.stdout)]
+    assert got == [pytest.approx(dict(exp), abs=1e-5) for exp in bf16]
+    assert got != [pytest.approx(dict(exp), abs=1e-6) for exp in expected]  # not the suite's fp32 figures
+    assert invoke("caption", images[0], "-m", tiny_clip, "--precision", "fp64").exit_code != 0
 
 
 def test_classify_errors(images: list[Path], tiny_clip: Path, tmp_path: Path) -> None:

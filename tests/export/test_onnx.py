@@ -116,6 +116,10 @@ def test_cli_refuses_what_it_cannot_export(tmp_path: Path) -> None:
 
     result = runner.invoke(app, ["export", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--json"])
     assert result.exit_code == 1 and "missing: not a model directory" in json.loads(result.stdout)["error"]
+    # The offline default is a name: refused as what it is, without advice to download it from the Hub.
+    result = runner.invoke(app, ["export", "polymodal-base", "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "polymodal-base (the offline zero-shot model" in result.output
+    assert "hf download" not in result.output
 
     result = runner.invoke(
         app, ["export", str(tmp_path / "captioner"), "--format", "tflite", "--out", str(tmp_path / "o")]

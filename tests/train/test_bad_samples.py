@@ -7,6 +7,8 @@ import json
 import pickle
 from pathlib import Path
 
+import pytest
+
 from polymodal.data.errors import BadSampleError
 from polymodal.train.bad_samples import RunBadSampleLog, bad_samples_note
 
@@ -68,3 +70,21 @@ def test_the_note_names_the_count_the_kinds_and_the_file(tmp_path: Path) -> None
     assert bad_samples_note(log.finish()) == (
         f"skipped 3 bad samples (decode 2, truncated 1): see {tmp_path / 'run' / 'bad_samples.jsonl'}"
     )
+
+
+def test_a_run_with_no_usable_sample_says_how_many_were_bad_and_where_they_are_listed(tmp_path: Path) -> None:
+    from polymodal.config import ConfigError
+    from polymodal.train.recipe import load_recipe
+    from polymodal.train.run import run_recipe
+
+    (tmp_path / "train.jsonl").write_text(
+        '{"id": "a", "image": "missing.png", "captions": ["a red circle"]}\n{"id": "b", "image": "gone.png", '
+        '"captions": ["a blue square"]}\n'
+    )
+    recipe = load_recipe("shapes-clip", [f"data.path={tmp_path}", "data.val=null", "train.steps=2"])
+    with pytest.raises(ConfigError) as stop:
+        run_recipe(recipe, tmp_path / "run", progress=False)
+    message = str(stop.value)
+    assert message.startswith(f"{tmp_path / 'train.jsonl'}: no usable samples: 2 bad (")
+    assert message.endswith(f"listed in {tmp_path / 'run' / 'bad_samples.jsonl'}")
+    assert len(lines(tmp_path / "run" / "bad_samples.jsonl")) == 2

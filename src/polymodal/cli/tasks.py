@@ -93,6 +93,7 @@ def classify(
     ),
     top_k: int = typer.Option(None, "--top-k", min=1, help="Show only the k most probable labels."),
     batch_size: int = BatchOption,
+    precision: str = PrecisionOption,
     json: bool = JsonOption,
 ) -> None:
     """Zero-shot classification: which of --labels each image shows, with probabilities."""
@@ -106,7 +107,7 @@ def classify(
     except ValueError as e:
         fail(f"--templates: {e}", as_json=json, code=2)
     check_files(images, json)
-    loaded = load_model_or_fail(model, batch_size=batch_size, as_json=json)
+    loaded = load_model_or_fail(model, batch_size=batch_size, precision=precision, as_json=json)
     results = run_task(
         "classify", lambda: loaded.classify([str(p) for p in images], names, templates=templates, top_k=top_k), json
     )
@@ -134,11 +135,12 @@ def caption(
     max_new_tokens: int = typer.Option(30, "--max-new-tokens", min=1),
     beams: int = typer.Option(1, "--beams", min=1, help="Beam width (1 = greedy)."),
     batch_size: int = BatchOption,
+    precision: str = PrecisionOption,
     json: bool = JsonOption,
 ) -> None:
     """Describe each image in a sentence (needs a captioning model)."""
     check_files(images, json)
-    loaded = load_model_or_fail(model, batch_size=batch_size, as_json=json)
+    loaded = load_model_or_fail(model, batch_size=batch_size, precision=precision, as_json=json)
     texts = run_task(
         "caption",
         lambda: loaded.caption([str(p) for p in images], max_new_tokens=max_new_tokens, num_beams=beams),
@@ -156,11 +158,12 @@ def ask(
     image: Path = typer.Argument(..., help="An image file."),
     questions: list[str] = typer.Argument(..., help="One or more questions about it."),
     model: str = ModelOption,
+    precision: str = PrecisionOption,
     json: bool = JsonOption,
 ) -> None:
     """Answer questions about an image (needs a VQA model)."""
     check_files([image], json)
-    loaded = load_model_or_fail(model, as_json=json)
+    loaded = load_model_or_fail(model, precision=precision, as_json=json)
     answers = run_task("ask", lambda: loaded.answer(str(image), list(questions)), json)
     payload = [{"image": str(image), "question": q, "answer": a} for q, a in zip(questions, answers)]
     if json:

@@ -96,6 +96,11 @@ def load_export_source(path: str | os.PathLike[str]) -> ExportSource:
     CLIPModel directory or Hub id (resolved to a local snapshot; a clear error when offline and not cached)."""
     from polymodal.interop import detect_hf_kind, load_clip, resolve_model_dir
 
+    if str(path) == "polymodal-base":  # a name, not a directory or a Hub id: the Hub's advice would not apply
+        raise NotExportable(
+            "polymodal-base (the offline zero-shot model: EfficientNet-Lite0 labels read through MiniLM) cannot be "
+            "exported yet; export an embedding model's directory or a Hugging Face CLIP"
+        )
     path = resolve_model_dir(path)  # a directory as is; raises HFLoadError for anything else
     kind = detect_hf_kind(path)  # raises, listing what is supported, for other HF architectures
     if kind == "clip":
