@@ -27,8 +27,9 @@ from polymodal.hardware import PrecisionChoice, choose_precision, normalize_prec
 from polymodal.modules.generators.unet import SAMPLERS
 
 if TYPE_CHECKING:
+    from polymodal.data.errors import BadSampleLog
     from polymodal.export.towers import TowerRuntime
-    from polymodal.fit import Predictions, Table, TablePredictor
+    from polymodal.fit import Predictions, Problem, Table, TablePredictor
 
 T = TypeVar("T")
 # What ``generate`` accepts: beyond these a call is a mistake (or hours of CPU), not a request.
@@ -58,7 +59,8 @@ def _batches_by_length(items: Sequence[T], lengths: Sequence[int], size: int) ->
 
 class Model:
     """A loaded model: ``embed`` (``embed_text``, ``embed_image``, ``embed_audio``, ``embed_video``), ``classify``,
-    ``caption``, ``answer``, ``generate``; or a fitted table predictor (``polymodal fit``): ``predict``.
+    ``caption``, ``answer``, ``generate``; ``predict`` for a fusion classifier or a fitted table predictor
+    (``polymodal fit``).
 
     Images may be paths, bytes, PIL images or numpy arrays (H, W[, C]); sounds (and other media the model's
     processors decode) paths or encoded bytes (WAV, FLAC, OGG, MP3); videos paths, encoded bytes or decoded
@@ -155,6 +157,26 @@ class Model:
         """The fitted table predictor of a ``polymodal fit`` directory (its ``problem``, ``columns``, ``summary``);
         None for any other model."""
         return self.backend.predictor if isinstance(self.backend, PredictorBackend) else None
+
+    @property
+    def predict_problem(self) -> Problem | None:
+        """What ``predict`` predicts (``kind``, ``label``, ``classes``): a fitted predictor's problem, or a fusion
+        classifier's, as its saved model records its outputs; None for a model that does not predict."""
+        if self.predictor is not None:
+            return self.predictor.problem
+        if PREDICT not in self.capabilities:
+            return None
+        from polymodal.api.fusion import fusion_problem
+
+        return fusion_problem(self.backend)  # type: ignore[arg-type]
+
+    @property
+    def predict_columns(self) -> dict[str, str]:
+        """The columns ``predict`` knows, name -> kind: a fitted predictor's (``ignore`` for those it does not read),
+        or a fusion classifier's modalities (each its own kind: image, audio, video, text ...)."""
+        if self.predictor is not None:
+            return {c.name: c.kind for c in self.predictor.columns}
+        return {m: m for m in sorted(self.media(PREDICT))}
 
     def media(self, capability: str = EMBED) -> frozenset[str]:
         """The modalities the model has a tower for, for ``capability`` (for ``embed``: those it embeds into its
@@ -307,15 +329,23 @@ class Model:
         return torch.from_numpy(self.embed_text(texts))
 
     # -- tasks --------------------------------------------------------------------------------------------------
-    def predict(self, rows: Table | str | os.PathLike[str] | Sequence[Mapping[str, Any]]) -> Predictions:
-        """A fitted table predictor's prediction per row (``.labels``, ``.values``, ``.to_rows()``): rows as dicts
-        column -> value (media columns hold file paths: absolute, or relative to the working directory), a
+    def predict(
+        self,
+        rows: Table | str | os.PathLike[str] | Sequence[Mapping[str, Any]],
+        *,
+        bad_log: BadSampleLog | None = None,
+    ) -> Predictions:
+        """The prediction per row (``.labels``, ``.values``, ``.to_rows()``) of a fitted table predictor, or of a
+        fusion classifier (its columns named after its modalities, ``media("predict")``: image, text ...): rows as
+        dicts column -> value (media columns hold file paths: absolute, or relative to the working directory), a
         :class:`~polymodal.fit.Table`, or a table file. A bad file or a missing cell only removes that input; the
-        errors are in ``.bad``."""
+        errors are in ``.bad`` (and ``bad_log``, when given)."""
         self._require(PREDICT, "predict")
-        predictor = self.predictor
-        assert predictor is not None  # only a PredictorBackend declares PREDICT
-        return predictor.predict(rows)
+        if isinstance(self.backend, PredictorBackend):
+            return self.backend.predict(rows, bad_log)
+        from polymodal.api.fusion import predict_rows
+
+        return predict_rows(self.backend, rows, batch_size=self.batch_size, autocast=self._autocast, bad_log=bad_log)
 
     def classify(
         self,

@@ -18,6 +18,7 @@ from polymodal.hardware import PrecisionChoice
 if TYPE_CHECKING:
     from PIL import Image
 
+    from polymodal.data.errors import BadSampleLog
     from polymodal.fit import Predictions, Table, TablePredictor
 
 # The features it was trained on were computed in fp32; autocast would feed the network something else.
@@ -48,8 +49,11 @@ class PredictorBackend:
 
         return cls(TablePredictor.load(directory), directory)
 
-    def predict(self, rows: Table | str | os.PathLike[str] | Sequence[Mapping[str, Any]]) -> Predictions:
-        return self.predictor.predict(rows, progress=False)  # quiet, like every other Model task (and the server's)
+    def predict(
+        self, rows: Table | str | os.PathLike[str] | Sequence[Mapping[str, Any]], bad_log: BadSampleLog | None = None
+    ) -> Predictions:
+        # Quiet, like every other Model task (and the server's).
+        return self.predictor.predict(rows, bad_log, progress=False)
 
     def to(self, device: str | torch.device) -> PredictorBackend:
         if torch.device(device).type != "cpu":

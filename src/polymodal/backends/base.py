@@ -24,7 +24,7 @@ EMBED = "embed"  # embed_text + embed_images into one space (zero-shot classify,
 CAPTION = "caption"
 ANSWER = "answer"
 GENERATE = "generate"  # text -> images
-PREDICT = "predict"  # rows of a table -> a fitted predictor's predictions (`polymodal fit`)
+PREDICT = "predict"  # rows of a table -> predictions: a fitted predictor's (`polymodal fit`), a fusion classifier's
 # What a backend that does not say otherwise takes: images (and text, for embedding); a generator reads text.
 IMAGE_MEDIA = {
     EMBED: frozenset({"image", "text"}),
@@ -81,7 +81,7 @@ class TaskNotSupported(ValueError):
             super().__init__(f"model {backend.name} cannot {task} {modality}: it takes {', '.join(sorted(takes))}")
             return
         can = ", ".join(sorted(backend.capabilities))
-        if not can:  # a fusion classifier, say: scored by `polymodal eval`, no task of the Python API
+        if not can:  # a model with no task of the Python API (scored by `polymodal eval`)
             tasks = ", ".join((EMBED, CAPTION, ANSWER, GENERATE, PREDICT))
             can = f"none of the tasks this API serves ({tasks}); `polymodal eval` scores it"
         super().__init__(f"model {backend.name} cannot {task}: it supports {can}")

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
 
-from polymodal.backends.base import ANSWER, CAPTION, EMBED, GENERATE
+from polymodal.backends.base import ANSWER, CAPTION, EMBED, GENERATE, PREDICT
+from polymodal.data.errors import BadSampleError
 from polymodal.data.processors import ImageProcessor
+from polymodal.data.readers.base import PathResolver
 from polymodal.fsutil import hash_files
 from polymodal.models import SavedModel, find_model_dir
 
@@ -29,6 +32,8 @@ class PolymodalBackend:
         self.identity = directory_identity(saved.path)
         model = saved.model
         self.capabilities = frozenset(c for c in (EMBED, CAPTION, ANSWER, GENERATE) if c in model.capabilities)
+        if "classify" in model.capabilities:  # a fusion classifier predicts rows of its modalities
+            self.capabilities |= {PREDICT}
         self.embed_dim = int(model.config.embed_dim) if EMBED in self.capabilities else None
         self.logit_scales: dict[str, float] = dict(getattr(model.config, "logit_scales", None) or {})
         # capability -> the modalities it takes: every tower embeds, a captioner reads its source, a question
@@ -40,7 +45,15 @@ class PolymodalBackend:
             self.media[ANSWER] = frozenset(model.encoders) - {model.question}  # type: ignore[operator]
         if GENERATE in self.capabilities:
             self.media[GENERATE] = frozenset({"text"})
+        if PREDICT in self.capabilities:  # the towers it has a processor for: what a row's columns are named
+            self.media[PREDICT] = frozenset(m for m in model.encoders if m in saved.processors)
         self.device = torch.device("cpu")
+
+    @property
+    def classes(self) -> list[str]:
+        """A classifier's output names: its answers.json, else each output's index (a regression: its one value)."""
+        outputs = int(getattr(self.saved.model.config, "num_classes", 0))
+        return list(self.saved.answers) if self.saved.answers is not None else [str(i) for i in range(outputs)]
 
     @classmethod
     def load(cls, path: str | Path) -> PolymodalBackend:
@@ -107,6 +120,36 @@ class PolymodalBackend:
         if self.saved.answers is None:
             raise ValueError(f"{self.saved.path}: a classifying question-answering model needs its answers.json")
         return [self.saved.answers[i] for i in model(inputs, present).argmax(-1).tolist()]
+
+    def prepare(self, modality: str, value: object, resolver: PathResolver, row: int) -> Any:
+        """One row's ``modality`` cell (a path, resolved by ``resolver`` when the processor reads files; a text ...)
+        prepared as the model was trained, to pass to :meth:`predict`; a bad one raises BadSampleError naming the
+        table, ``row`` and the modality."""
+        processor = self.saved.processors[modality]
+        ref = resolver.resolve(value, modality, row) if processor.reads_files and isinstance(value, str) else value
+        try:
+            return processor.prepare(ref, source=resolver.source, row=row)
+        except BadSampleError as e:
+            if e.field is not None:
+                raise
+            raise BadSampleError(e.reason, source=e.source, row=e.row, field=modality, kind=e.kind) from None
+
+    @torch.inference_mode()
+    def predict(self, values: Mapping[str, Sequence[Any]], absent: bool = False) -> torch.Tensor | None:
+        """(B, outputs) float32 logits of a fusion classifier for one batch: per modality, each row's value from
+        :meth:`prepare`, or None where the row lacks it (its ``present`` mask is False). None when no row has any
+        input. ``absent``: every row treated as lacking every input (what the model predicts from nothing)."""
+        inputs, present = {}, {}
+        for modality, cells in values.items():
+            batch = self.saved.processors[modality].collate(list(cells))
+            if batch.x is None:
+                continue  # no row has it: the tower does not run
+            mask = None if batch.mask is None else batch.mask.to(self.device)
+            inputs[modality] = (batch.x.to(self.device), mask)
+            present[modality] = (batch.present & (not absent)).to(self.device)
+        if not inputs:
+            return None
+        return self.saved.model(inputs, present).float().cpu()  # type: ignore[no-any-return]
 
     @torch.inference_mode()
     def generate(

@@ -172,25 +172,39 @@ def _print_summary(summary: dict, out: Path) -> None:
 
 
 def predict(
-    model: Path = typer.Argument(..., help="A predictor directory written by `polymodal fit`."),
-    table: Path = typer.Argument(..., help="A CSV, JSONL or Parquet file with the columns the predictor was fit on."),
+    model: Path = typer.Argument(
+        ..., help="A predictor directory written by `polymodal fit`, or a fusion classifier (model or run directory)."
+    ),
+    table: Path = typer.Argument(
+        ...,
+        help="A CSV, JSONL or Parquet file with the columns the model reads (a fusion classifier's: its modalities).",
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="CSV of predictions: row, prediction, probability_<class>."),
     cache: bool = CacheOption,
     json: bool = JsonOption,
 ) -> None:
-    """Predict every row of a table with a fitted predictor (missing cells and bad files are missing inputs)."""
+    """Predict every row of a table with a fitted predictor or a fusion classifier (missing cells and bad files are
+    missing inputs)."""
+    from polymodal.backends import TaskNotSupported
     from polymodal.data.errors import BadSampleError, BadSampleLog
-    from polymodal.fit import ColumnMismatchError, TablePredictor, read_table
+    from polymodal.fit import ColumnMismatchError, TablePredictor, is_fit_dir, read_table
     from polymodal.fsutil import write_atomic
 
     try:
-        predictor = TablePredictor.load(model)
-        rows = read_table(table)
         bad_log = BadSampleLog(out.with_name(out.name + ".bad_samples.jsonl"))
-        result = predictor.predict(rows, bad_log, store=_store(cache))
+        if is_fit_dir(model):
+            predictor = TablePredictor.load(model)
+            rows = read_table(table)
+            result = predictor.predict(rows, bad_log, store=_store(cache))
+        else:  # a polymodal model: its own towers read the files (the feature store is for fit's)
+            from polymodal.api import load
+
+            loaded = load(model)
+            rows = read_table(table)
+            result = loaded.predict(rows, bad_log=bad_log)
         out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(out, result.to_csv())
-    except ColumnMismatchError as e:
+    except (ColumnMismatchError, TaskNotSupported) as e:
         fail(str(e), as_json=json, code=2)
     except (BadSampleError, ValueError, ImportError, OSError) as e:
         fail(str(e), as_json=json)
@@ -200,7 +214,7 @@ def predict(
         "unreadable_rows": len(rows.bad),
         "bad_cells": bad_log.total,
     }
-    if predictor.problem.kind in ("binary", "multiclass"):
+    if result.problem.kind in ("binary", "multiclass"):
         payload["predicted"] = dict(Counter(result.labels).most_common())
     if json:
         emit_json(payload)

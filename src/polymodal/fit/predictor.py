@@ -309,8 +309,7 @@ class TablePredictor:
         features = featurize(self.featurizers, table, bad_log, "predict", log_file, store, progress)
         outputs = outputs_of(self.network, features)
         values = predictions(self.problem, outputs, self.target_mean, self.target_std)
-        keys = {c: table.values(c) for c in table.columns if c.lower() in ID_NAMES and c != "row"}
-        return Predictions(self.problem, values, list(table.row_numbers), list(bad_log.examples), keys)
+        return Predictions(self.problem, values, list(table.row_numbers), list(bad_log.examples), id_columns(table))
 
     def evaluate(
         self, table: Table | str | os.PathLike[str] | Sequence[Mapping[str, Any]], store: FeatureStore | None = None
@@ -565,6 +564,11 @@ def as_table(data: Table | str | os.PathLike[str] | Sequence[Mapping[str, Any]])
         return read_table(data)
     # Rows from the caller's own code: their files may be anywhere, relative paths start at the working directory.
     return rows_table(data, Path(Path.cwd().anchor), base=Path.cwd())
+
+
+def id_columns(table: Table) -> dict[str, list[Any]]:
+    """The table's identifier columns (``id``, ``uid`` ...), each cell per row: what joins predictions back."""
+    return {c: table.values(c) for c in table.columns if c.lower() in ID_NAMES and c != "row"}
 
 
 def featurize(

@@ -6,6 +6,9 @@
     tokenizer/          the text processor's tokenizer (when the model reads or writes text)
     answers.json        answer or class -> output index (models that classify over a vocabulary)
 
+``config.json`` also says what a classifier's outputs mean, as its head was trained (``"outputs"``: ``classes``,
+``multilabel`` or ``regression``); a directory without it (saved before it was recorded) holds ``classes``.
+
 A directory is written atomically as a whole: into a temporary sibling, then renamed into place. A format-1
 directory (``dual_encoder``/``vqa`` kinds, ``preprocess.json``) loads through :mod:`polymodal.models.legacy`.
 """
@@ -37,6 +40,10 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 PROCESSORS_FILE = "processors.json"
 ANSWERS_FILE = "answers.json"
+# What a classifier's outputs are, by the loss its head was trained with: logits of classes, one of which is the
+# answer (cross-entropy: softmax); logits of labels, each on or off (bce: a sigmoid per label); values (mse).
+CLASSES, MULTILABEL, REGRESSION = "classes", "multilabel", "regression"
+OUTPUTS = (CLASSES, MULTILABEL, REGRESSION)
 
 
 def save_model(
@@ -44,8 +51,12 @@ def save_model(
     model: ComposedModel,
     processors: Mapping[str, Processor],
     answers: Mapping[str, int] | None = None,
+    outputs: str | None = None,
 ) -> Path:
-    """Write config, weights, processors (with their files) and answers to ``directory``, atomically."""
+    """Write config, weights, processors (with their files) and answers to ``directory``, atomically; ``outputs``
+    (one of ``OUTPUTS``) records what a classifier's outputs mean, as its head was trained."""
+    if outputs is not None and outputs not in OUTPUTS:
+        raise ValueError(f"outputs must be one of {', '.join(OUTPUTS)}, got {outputs!r}")
     if model.config is None:
         raise ValueError(
             f"{type(model).__name__} was composed by hand, without a config; build it with "
@@ -53,7 +64,10 @@ def save_model(
         )
     target = Path(directory)
     with atomic_directory(target) as tmp:
-        meta = {"polymodal_version": __version__, "format": FORMAT, "config": model.config.model_dump(mode="json")}
+        meta: dict[str, Any] = {"polymodal_version": __version__, "format": FORMAT}
+        if outputs is not None:
+            meta["outputs"] = outputs
+        meta["config"] = model.config.model_dump(mode="json")
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
         save_weights(model, tmp / WEIGHTS_FILE)
         (tmp / PROCESSORS_FILE).write_text(json.dumps({m: p.settings() for m, p in processors.items()}, indent=2))
@@ -136,6 +150,15 @@ def load_answers(directory: str | os.PathLike) -> list[str] | None:
     return [a for a, _ in sorted(vocab.items(), key=lambda kv: kv[1])]
 
 
+def load_outputs(directory: str | os.PathLike) -> str:
+    """What the classifier saved in ``directory`` outputs (one of ``OUTPUTS``): ``classes`` unless recorded."""
+    path = Path(directory) / CONFIG_FILE
+    outputs = _read_meta(Path(directory)).get("outputs", CLASSES)
+    if outputs not in OUTPUTS:
+        raise ConfigError(f"{path}: outputs is {outputs!r}; expected one of {', '.join(OUTPUTS)}")
+    return str(outputs)
+
+
 @dataclass
 class SavedModel:
     """A loaded model directory: the model, in eval mode, with what inference needs."""
@@ -144,12 +167,13 @@ class SavedModel:
     processors: dict[str, Processor]
     answers: list[str] | None  # output index -> answer/class, for models classifying over a vocabulary
     path: Path
+    outputs: str = CLASSES  # what a classifier's outputs mean (one of OUTPUTS), as its head was trained
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> SavedModel:
         directory = Path(directory)
         model = load_model(directory).eval()
-        return cls(model, load_processors(directory), load_answers(directory), directory)
+        return cls(model, load_processors(directory), load_answers(directory), directory, load_outputs(directory))
 
     @property
     def text(self) -> TextProcessor:

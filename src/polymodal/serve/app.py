@@ -2,8 +2,9 @@
 
 Endpoints: ``GET /health``, ``POST /embed``, ``POST /classify``, ``POST /search``, ``GET /items/{id}/image``,
 ``GET /items/{id}/audio``, ``GET /items/{id}/video``, ``POST /caption``, ``POST /answer``, ``POST /generate``, and
-``POST /predict`` for a fitted table predictor (``polymodal fit``). Images, sounds and clips are all media: a request
-names its item's modality by its field (``image``, ``audio``, ``video``), the model says which modalities it takes.
+``POST /predict`` for a fitted table predictor (``polymodal fit``) or a fusion classifier. Images, sounds and clips
+are all media: a request names its item's modality by its field (``image``, ``audio``, ``video``), the model says
+which modalities it takes.
 The OpenAPI schema is at ``/openapi.json``; the interactive docs UI is off because it would load scripts from a CDN.
 """
 
@@ -27,6 +28,7 @@ from pydantic import BaseModel
 
 from polymodal.api import Model
 from polymodal.api.model import check_generate_options
+from polymodal.fit.columns import COLUMN_KINDS
 from polymodal.hardware import ThreadBudget, release_idle_threads
 from polymodal.serve.batching import MicroBatcher
 from polymodal.serve.errors import ApiError, install_error_handlers
@@ -289,19 +291,22 @@ async def generate(
 @router.post(
     "/predict",
     response_model=PredictResponse,
-    summary="Predict table rows with a fitted predictor (from `polymodal fit`); media cells as base64 files",
+    summary="Predict table rows with a fitted predictor (`polymodal fit`) or a fusion classifier; media as base64",
 )
 async def predict(
     body: PredictRequest, service: Service = Depends(_service), settings: ServeSettings = Depends(_settings)
 ) -> PredictResponse:
     service.require("/predict", "predict")
-    predictor = service.model.predictor
-    assert predictor is not None  # only a predictor can predict
-    kinds = {c.name: c.kind for c in predictor.columns}
+    problem = service.model.predict_problem
+    assert problem is not None  # only a model that predicts passes require
+    kinds = service.model.predict_columns
     # The request's media files live in a directory of its own, removed when it is answered.
     with tempfile.TemporaryDirectory(prefix="polymodal-predict-") as directory:
-        rows = await predictor_rows(body.rows, predictor, Path(directory), settings)
-        predicted = await service.predict(rows, Path(directory))
+        rows = await predictor_rows(body.rows, kinds, problem.label, Path(directory), settings)
+        try:
+            predicted = await service.predict(rows, Path(directory))
+        except ValueError as e:  # a fusion classifier's rows none of which has an input it reads
+            raise ApiError(422, "invalid_request", str(e)) from None
     for i, (label, values, bad) in enumerate(predicted):
         if bad:
             raise bad_cell(bad[0], kinds)
@@ -309,12 +314,13 @@ async def predict(
             raise ApiError(
                 422, "invalid_request", f"rows[{i}]: the prediction is not a finite number (extreme values?)"
             )
-    classes = predictor.problem.classes
     return PredictResponse(
-        problem=predictor.problem.kind,
-        label=predictor.problem.label,
+        problem=problem.kind,
+        label=problem.label,
         predictions=[
-            PredictedRow(row=i, prediction=label, probabilities=None if values is None else dict(zip(classes, values)))
+            PredictedRow(
+                row=i, prediction=label, probabilities=None if values is None else dict(zip(problem.classes, values))
+            )
             for i, (label, values, _) in enumerate(predicted)
         ],
     )
@@ -478,7 +484,7 @@ def create_app(
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
         description="Embed, classify, search, caption, answer and generate with a polymodal model, or predict table "
-        "rows with a fitted predictor.",
+        "rows with a fusion classifier or a fitted predictor.",
     )
     app.state.service = Service(model, index, batcher)
     app.state.settings = settings
@@ -562,14 +568,18 @@ def _chunk_sizes(model: Model) -> dict[str, int]:
 
 
 def _predictor_info(model: Model) -> PredictorInfo | None:
-    predictor = model.predictor
-    if predictor is None:
+    problem = model.predict_problem
+    if problem is None:
         return None
     return PredictorInfo(
-        problem=predictor.problem.kind,
-        label=predictor.problem.label,
-        classes=list(predictor.problem.classes),
-        columns=[PredictorColumn(name=c.name, kind=c.kind) for c in predictor.columns],
+        problem=problem.kind,
+        label=problem.label,
+        classes=list(problem.classes),
+        # A fusion classifier's own modality beyond fit's kinds takes its value as written, like text.
+        columns=[
+            PredictorColumn(name=name, kind=kind if kind in COLUMN_KINDS else "text")
+            for name, kind in model.predict_columns.items()
+        ],
     )
 
 

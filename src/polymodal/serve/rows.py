@@ -1,6 +1,6 @@
-"""/predict's rows -> the rows a fitted table predictor reads, or a 4xx naming the row and column.
+"""/predict's rows -> the rows a fitted predictor or a fusion classifier reads, or a 4xx naming the row and column.
 
-Cells are checked against the predictor's columns (an unknown column or a number that is not one is refused); a media
+Cells are checked against the model's columns (an unknown column or a number that is not one is refused); a media
 cell is a base64 file, checked like any upload (size, pixels, length) and written into the request's own directory,
 which the row then points into: clients never name a path on the server.
 """
@@ -15,7 +15,6 @@ from starlette.concurrency import run_in_threadpool
 
 from polymodal.data.audio import is_video_container
 from polymodal.data.errors import BadSampleError
-from polymodal.fit import TablePredictor
 from polymodal.fit.columns import MEDIA_KINDS, as_number, is_missing
 from polymodal.serve.errors import ApiError
 from polymodal.serve.payloads import Upload, decode_base64, decode_media
@@ -28,19 +27,20 @@ def cell_name(row: int, column: str) -> str:
 
 
 async def predictor_rows(
-    rows: Sequence[Mapping[str, Any]], predictor: TablePredictor, directory: Path, settings: ServeSettings
+    rows: Sequence[Mapping[str, Any]], kinds: Mapping[str, str], label: str, directory: Path, settings: ServeSettings
 ) -> list[dict[str, Any]]:
-    """The request's rows with their media written under ``directory`` (absolute paths); ignored columns and the
+    """The request's rows, for a model whose columns are ``kinds`` (name -> kind, ``ignore``: not read) and whose
+    label column is ``label``, with their media written under ``directory`` (absolute paths); ignored columns and the
     label column dropped."""
-    kinds = {c.name: c.kind for c in predictor.columns}
+    reads = [name for name, kind in kinds.items() if kind != "ignore"]
     out = []
     for i, row in enumerate(rows):
         cells: dict[str, Any] = {}
-        if unknown := predictor.unknown_columns(row):
+        if unknown := [name for name in row if name not in kinds and name != label]:
             raise ApiError(
                 422,
                 "unknown_column",
-                f"{cell_name(i, unknown[0])}: no such column; this predictor reads {', '.join(predictor.read_columns)}",
+                f"{cell_name(i, unknown[0])}: no such column; this predictor reads {', '.join(reads)}",
             )
         for j, (column, value) in enumerate(row.items()):
             field = cell_name(i, column)

@@ -112,7 +112,8 @@ class Service:
     async def predict(self, rows: list[dict[str, Any]], root: Path) -> list[tuple[Any, Any, list[BadSampleError]]]:
         """Per row (its media files under ``root``): the prediction, the class probabilities (None for regression)
         and the cells the predictor could not read. One model call per request: each has its own ``root``."""
-        regression = self.model.predictor is not None and self.model.predictor.problem.kind == "regression"
+        problem = self.model.predict_problem
+        regression = problem is not None and problem.kind == "regression"
 
         def run(batch: list[dict[str, Any]]) -> list[tuple[Any, Any, list[BadSampleError]]]:
             result = self.model.predict(rows_table(batch, root, source="request"))

@@ -17,7 +17,7 @@ from polymodal.data.readers import read_manifest
 from polymodal.data.schema import Sample
 from polymodal.data.text import TextTokenizer, train_tokenizer
 from polymodal.models import find_model_dir
-from polymodal.models.saved import ANSWERS_FILE
+from polymodal.models.saved import ANSWERS_FILE, CLASSES, MULTILABEL, REGRESSION
 from polymodal.train.recipe import OBJECTIVE_VIEWS, DataSection, Recipe
 
 
@@ -96,6 +96,25 @@ def labels_for(recipe: Recipe, rows: list[Sample], view: str, run_dir: Path, res
     if recipe.objective.kind in ("contrastive", "caption", "matching", "masked_lm"):
         return Labels(no_label)  # the objective learns from pairs; whatever labels the rows carry are not read
     return Labels()
+
+
+# What a classification run's outputs mean, by its loss (saved with the model, for ``Model.predict``).
+LOSS_OUTPUTS = {None: CLASSES, "cross_entropy": CLASSES, "bce": MULTILABEL, "mse": REGRESSION}
+# The class names of objectives whose classes are fixed: a statement is false (0) or true (1); a pair matches (1).
+FIXED_CLASSES = {"statements": {"false": 0, "true": 1}, "matching": {"mismatch": 0, "match": 1}}
+
+
+def saved_outputs(recipe: Recipe, view: str, labels: Labels) -> tuple[dict[str, int] | None, str | None]:
+    """What a run saves with its model about the outputs: the class (or answer) names, and what the outputs mean
+    (``classes``, ``multilabel``, ``regression``; None where the model does not classify)."""
+    kind = recipe.objective.kind
+    if kind == "matching":
+        return FIXED_CLASSES["matching"], CLASSES
+    if kind != "classification":
+        return labels.vocab, None
+    if labels.vocab is None and view == "statements":
+        return FIXED_CLASSES["statements"], CLASSES
+    return labels.vocab, LOSS_OUTPUTS[recipe.objective.loss]
 
 
 def no_label(sample: Sample) -> None:

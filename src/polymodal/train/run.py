@@ -31,7 +31,14 @@ from polymodal.train.build import (
 )
 from polymodal.train.checkpoint import list_checkpoints
 from polymodal.train.objectives import ContrastiveObjective
-from polymodal.train.prepare import choose_tokenizer, default_view, labels_for, make_datasets, read_rows
+from polymodal.train.prepare import (
+    choose_tokenizer,
+    default_view,
+    labels_for,
+    make_datasets,
+    read_rows,
+    saved_outputs,
+)
 from polymodal.train.recipe import Recipe
 from polymodal.train.resume import CONFIG_NAME, check_resume_config
 from polymodal.train.trainer import Trainer, TrainResult, append_train_log
@@ -125,11 +132,13 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
     if datasets.val is not None:
         validate = make_validator(objective, recipe.objective.kind, datasets.val, recipe.train.batch_size)
 
+    answers, outputs = saved_outputs(recipe, view, labels)
+
     def save(model_to_save: torch.nn.Module, where: Path) -> None:
         if isinstance(objective, ContrastiveObjective):  # the temperature it learned, for zero-shot probabilities
             config = model_to_save.config  # type: ignore[union-attr]
             model_to_save.config = config.model_copy(update={"logit_scales": objective.logit_scales()})
-        save_model(where, model_to_save, datasets.processors, labels.vocab)  # type: ignore[arg-type]
+        save_model(where, model_to_save, datasets.processors, answers, outputs)  # type: ignore[arg-type]
 
     trainer = Trainer(
         model,
