@@ -266,8 +266,6 @@ def test_a_wrong_input_is_refused_in_the_encoders_own_words(case, hf_dirs):
     """Wrong rank, dtype, type or mask: a ValueError / TypeError that begins with the encoder's registered name, from
     forward and from pooled (which some towers compute without forward), not a raw error from a layer inside."""
     enc = build(case, hf_dirs).eval()
-    if isinstance(enc, SpeakerLSTM):
-        pytest.skip("polymodal.pretrained's speaker tower checks its own inputs")
     x, mask = example(enc)
     assert enc.name in ENCODERS
     expected = rf"^{enc.name}: expected "

@@ -186,7 +186,10 @@ def test_a_speaker_classifier_trains_from_a_recipe_on_the_frozen_tower(speaker, 
 
 
 def test_wrong_features_and_bad_checkpoints_are_clear_errors(tmp_path: Path, monkeypatch):
-    with pytest.raises(ValueError, match="takes 40 mel bands, got 64: .*RESEMBLYZER_FEATURES"):
+    expected = (
+        r"resemblyzer_speaker: expected log-mel features \(batch, 40 mel bands, frames\).*got shape \(1, 64, 50\)"
+    )
+    with pytest.raises(ValueError, match=expected + ".*RESEMBLYZER_FEATURES"):
         SpeakerLSTM()(torch.zeros(1, 64, 50))
     bad = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(2)}, bad)

@@ -81,7 +81,8 @@ def test_a_run_with_no_usable_sample_says_how_many_were_bad_and_where_they_are_l
         '{"id": "a", "image": "missing.png", "captions": ["a red circle"]}\n{"id": "b", "image": "gone.png", '
         '"captions": ["a blue square"]}\n'
     )
-    recipe = load_recipe("shapes-clip", [f"data.path={tmp_path}", "data.val=null", "train.steps=2"])
+    overrides = [f"data.path={tmp_path}", "data.val=null", "train.steps=2", "train.warmup_steps=1"]
+    recipe = load_recipe("shapes-clip", overrides)
     with pytest.raises(ConfigError) as stop:
         run_recipe(recipe, tmp_path / "run", progress=False)
     message = str(stop.value)

@@ -38,6 +38,7 @@ class SpeakerLSTM(Encoder):
     """
 
     modality = "audio"
+    name = "resemblyzer_speaker"
 
     def __init__(
         self,
@@ -74,13 +75,16 @@ class SpeakerLSTM(Encoder):
         _, (hidden, _) = self.lstm(windows)
         return F.normalize(F.relu(self.linear(hidden[-1])), dim=-1)
 
+    def check_inputs(self, x: Tensor, mask: Tensor | None = None) -> None:
+        hint = "compute features with RESEMBLYZER_FEATURES (n_mels: 40, mel_scale: slaney, pad_mode: constant)"
+        layout = ("batch", (self.channels, "mel bands"), "frames")
+        self.check_input(x, "log-mel features", layout, self.linear.weight.dtype, hint)
+        if mask is not None:
+            self.check_mask(mask, (x.shape[0], x.shape[2]), "(batch, frames)")
+
     def forward(self, x: Tensor, mask: Tensor | None = None) -> EncoderOutput:
-        b, channels, t = x.shape
-        if channels != self.channels:
-            raise ValueError(
-                f"the speaker encoder takes {self.channels} mel bands, got {channels}: compute features with "
-                "RESEMBLYZER_FEATURES (n_mels: 40, mel_scale: slaney, pad_mode: constant)"
-            )
+        self.check_inputs(x, mask)
+        b, _, t = x.shape
         lengths = [t] * b if mask is None else mask.sum(1).tolist()
         starts = [self.partial_starts(int(n)) for n in lengths]
         owner = torch.tensor([i for i, s in enumerate(starts) for _ in s], device=x.device)

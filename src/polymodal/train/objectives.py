@@ -56,7 +56,7 @@ class ContrastiveObjective(nn.Module):
     def logit_scales(self) -> dict[str, float]:
         """Each pair's learned multiplier of cosine similarities (as its loss applies it), for the saved model."""
         return {
-            name: float(loss.scale if hasattr(loss, "scale") else loss.logit_scale.exp())
+            name: float((loss.scale if hasattr(loss, "scale") else loss.logit_scale.exp()).detach())
             for name, loss in self.losses.items()
         }
 
