@@ -26,7 +26,7 @@ from polymodal.fit import ColumnMismatchError
 from polymodal.models import SavedModel, build_model, parse_model_config, save_model
 from polymodal.train.recipe import load_recipe
 from polymodal.train.run import run_recipe
-from tests.train.test_pretraining_objectives import _square_rows, _tiny_fusion
+from tests.train.test_pretraining_objectives import _square_rows, _tiny_fusion, tiny_fusion_config
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
 TEXTS = ["a red square", "a green square", "a blue square", "there is a square", "no square here"]
@@ -36,18 +36,7 @@ LEGACY = Path(__file__).parents[1] / "fixtures" / "legacy_models" / "fusion_clas
 def _save_fusion(directory: Path, outputs: int = 2, **record: object) -> Path:
     """A tiny untrained image + text fusion classifier (16 px CNN, GRU text tower) with its processors."""
     torch.manual_seed(0)
-    towers = {
-        "image": {"name": "cnn", "params": {"widths": [8, 16], "depths": [1, 1]}},
-        "text": {"name": "rnn_text", "params": {"vocab_size": 32, "width": 16}},
-    }
-    config = {
-        "kind": "fusion_classifier",
-        "encoders": towers,
-        "fusion": {"name": "concat", "params": {"hidden_dim": 32}},
-        "fusion_dim": 32,
-        "num_classes": outputs,
-    }
-    model = build_model(parse_model_config(config)).eval()
+    model = build_model(parse_model_config(tiny_fusion_config(outputs))).eval()
     processors = {
         "image": ImageProcessor(ImagePreprocess(image_size=16)),
         "text": TextProcessor(train_tokenizer(TEXTS, vocab_size=32, kind="wordlevel"), 12),

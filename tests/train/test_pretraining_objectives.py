@@ -63,18 +63,23 @@ def _tiny_fusion(
         "shapes-fusion",
         [*_overrides(data, steps), "train.lr=3e-3", "data.image.image_size=16", "data.vocab_size=32", *overrides],
     )
+    config = tiny_fusion_config(outputs, fusion)
+    return Recipe.model_validate({**recipe.model_dump(), "model": {"config": config}})
+
+
+def tiny_fusion_config(outputs: int, fusion: dict | None = None) -> dict:
+    """A 16 px CNN + GRU text fusion classifier of ``outputs`` classes (32-word vocabulary)."""
     towers = {
         "image": {"name": "cnn", "params": {"widths": [8, 16], "depths": [1, 1]}},
         "text": {"name": "rnn_text", "params": {"vocab_size": 32, "width": 16}},
     }
-    config = {
+    return {
         "kind": "fusion_classifier",
         "encoders": towers,
         "fusion": fusion or {"name": "concat", "params": {"hidden_dim": 32}},
         "fusion_dim": 32,
         "num_classes": outputs,
     }
-    return Recipe.model_validate({**recipe.model_dump(), "model": {"config": config}})
 
 
 def test_matching_trains_a_two_class_fusion_classifier(squares: Path, tmp_path: Path) -> None:
