@@ -15,7 +15,7 @@ import pytest
 # The single source of truth for the layering: top-level module or package -> layer, bottom first.
 # Names on one layer are peers and may not import each other; a new package must be placed here.
 LAYERS: dict[str, int] = {
-    **dict.fromkeys(["version", "registry", "fsutil", "hardware", "progress", "chunking", "config"], 0),
+    **dict.fromkeys(["version", "registry", "fsutil", "hardware", "progress", "chunking", "config", "plugins"], 0),
     **dict.fromkeys(["data", "metrics", "weights"], 1),  # weights: its read errors are fsutil's
     "modules": 2,
     "pretrained": 3,

@@ -56,6 +56,14 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
     """polymodal: compose, pretrain, fine-tune, evaluate and serve multimodal models."""
+    from polymodal.plugins import PluginError, load_plugins
+
+    try:
+        load_plugins()  # what they register, recipes and commands can name
+    except PluginError as e:
+        from polymodal.cli.output import fail
+
+        fail(str(e), code=2)
 
 
 def main() -> None:
