@@ -69,3 +69,25 @@ def test_a_plugin_that_fails_to_import_is_named_with_its_error(fresh: Path, monk
     message = " ".join(result.output.split())
     assert "plugin plugin_broken (POLYMODAL_PLUGINS) failed to import: RuntimeError: no GPU driver here" in message
     assert "plugin_broken.py, line 2" in message
+
+
+def test_settings_a_plugins_processor_refuses_are_a_config_error_naming_where_they_were_given(tmp_path: Path) -> None:
+    from polymodal.config import ConfigError
+    from polymodal.data.processors import PROCESSORS, Processor, processor_from_settings
+
+    class DepthProcessor(Processor):
+        modality = "plugin_depth"
+
+        @classmethod
+        def from_settings(cls, settings: dict, directory: Path) -> Processor:
+            return cls(int(settings["size"]), float(settings["max_depth"]))  # type: ignore[call-arg]
+
+    PROCESSORS.register("plugin_depth")(DepthProcessor)
+    try:
+        with pytest.raises(ConfigError) as refused:
+            processor_from_settings("plugin_depth", {"size": 16}, tmp_path, "data.processors.plugin_depth")
+    finally:
+        PROCESSORS.unregister("plugin_depth")
+    assert str(refused.value) == (
+        "data.processors.plugin_depth: DepthProcessor refused the settings {'size': 16}: KeyError: 'max_depth'"
+    )

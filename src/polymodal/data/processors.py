@@ -254,7 +254,20 @@ def build_processor(modality: str, settings: Mapping[str, Any], directory: Path)
             f"{directory}: the model has a {modality!r} input but no processor is registered for it; "
             f"registered: {', '.join(PROCESSORS.names())}"
         )
-    return PROCESSORS.get(modality).from_settings(settings, directory)  # type: ignore[attr-defined, no-any-return]
+    return processor_from_settings(modality, settings, directory, f"{directory}: processors.json's {modality!r}")
+
+
+def processor_from_settings(modality: str, settings: Mapping[str, Any], directory: Path, where: str) -> Processor:
+    """``PROCESSORS[modality].from_settings``; settings it refuses (a plugin's processor may raise anything) are a
+    ConfigError naming ``where`` they were given, the class and its error."""
+    builder = PROCESSORS.get(modality)
+    try:
+        return builder.from_settings(settings, directory)  # type: ignore[attr-defined, no-any-return]
+    except ConfigError:
+        raise
+    except Exception as e:
+        name = getattr(builder, "__name__", modality)
+        raise ConfigError(f"{where}: {name} refused the settings {dict(settings)}: {type(e).__name__}: {e}") from e
 
 
 class AudioAugment(Config):

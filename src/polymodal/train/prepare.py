@@ -12,7 +12,14 @@ from polymodal.config import ConfigError
 from polymodal.data.dataset import LabelFn, MultimodalDataset, label_from_vocab, qa_samples, statement_samples
 from polymodal.data.errors import BadSampleError, BadSampleLog
 from polymodal.data.hard_negatives import WordSwapNegatives
-from polymodal.data.processors import PROCESSORS, TOKENIZER_DIR, ImageProcessor, Processor, TextProcessor
+from polymodal.data.processors import (
+    PROCESSORS,
+    TOKENIZER_DIR,
+    ImageProcessor,
+    Processor,
+    TextProcessor,
+    processor_from_settings,
+)
 from polymodal.data.readers import read_manifest
 from polymodal.data.schema import Sample
 from polymodal.data.text import TextTokenizer, train_tokenizer
@@ -168,7 +175,7 @@ def processors_for(
             out[modality] = TextProcessor(tokenizer, data.max_length)
         elif modality in PROCESSORS:
             settings = data.processors.get(modality, {})
-            processor = PROCESSORS.get(modality).from_settings(settings, Path(data.path))  # type: ignore[attr-defined]
+            processor = processor_from_settings(modality, settings, Path(data.path), f"data.processors.{modality}")
             out[modality] = processor if training else processor.for_inference()
         else:
             raise ConfigError(
