@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -173,3 +174,34 @@ def test_load_backend_accepts_run_dirs_and_names_what_it_expected(tiny_dual_enco
         load_backend(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="not a Hugging Face hub id"):
         load_backend("no/such/thing")
+
+
+def test_a_long_list_of_image_paths_is_decoded_one_batch_at_a_time(
+    clip, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
+    """Decoding every path first held all the images at once (a folder of photos in memory); a batch at a time
+    holds batch_size of them, and the embeddings are the same."""
+    import polymodal.api.inputs as inputs
+
+    paths = []
+    for i in range(7):
+        paths.append(tmp_path / f"{i}.png")
+        _image(i).save(paths[-1])
+    expected = clip.embed_image([_image(i) for i in range(7)])
+    live: list[int] = []  # images decoded and not yet given to the model, at each decode
+    decoded_since_call = [0]
+    real_to_image, real_embed = inputs.to_image, clip.backend.embed
+
+    def counting_to_image(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        decoded_since_call[0] += 1
+        live.append(decoded_since_call[0])
+        return real_to_image(*args, **kwargs)
+
+    def counting_embed(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        decoded_since_call[0] = 0
+        return real_embed(*args, **kwargs)
+
+    monkeypatch.setattr(inputs, "to_image", counting_to_image)
+    monkeypatch.setattr(clip.backend, "embed", counting_embed)
+    np.testing.assert_allclose(clip.embed_image([str(p) for p in paths]), expected, atol=1e-5)
+    assert len(live) == 7 and max(live) <= clip.batch_size

@@ -67,9 +67,21 @@ def to_media(values: MediaInput | Sequence[MediaInput]) -> list[str | bytes]:
 
 
 def to_inputs(modality: str, values: object) -> list[object]:
-    """What a backend embeds for ``modality``: decoded images, strings, or media paths and bytes."""
+    """``values`` as a list, one entry per item, to be batched and then :func:`decoded` a batch at a time (a long
+    list of image paths never holds more than one batch of decoded images): images with their position, strings,
+    or media paths and bytes."""
     if modality == "image":
-        return list(to_images(values))  # type: ignore[arg-type]
+        if isinstance(values, (str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray)):
+            values = [values]
+        return list(enumerate(values))  # type: ignore[call-overload]
     if modality == "text":
         return [values] if isinstance(values, str) else [str(v) for v in values]  # type: ignore[attr-defined]
     return list(to_media(values))  # type: ignore[arg-type]
+
+
+def decode_batch(modality: str, batch: Sequence[object]) -> list[object]:
+    """What a backend takes for one batch of :func:`to_inputs`: RGB images decoded now (errors name the path, or the
+    input's position in the call); other modalities as they are."""
+    if modality != "image":
+        return list(batch)
+    return [to_image(value, index=index) for index, value in batch]  # type: ignore[misc]

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from polymodal.api.inputs import ImageInput, MediaInput, to_inputs
+from polymodal.api.inputs import ImageInput, MediaInput, decode_batch, to_inputs
 from polymodal.api.precision import choose_tower_precisions
 from polymodal.api.predictor import PredictorBackend
 from polymodal.api.video import VideoInput, VideoSegment, decoded, segment_clip, to_clips
@@ -274,7 +274,10 @@ class Model:
             ]
             return parts[0] if len(parts) == 1 else np.concatenate(parts)
         return self._map(
-            lambda chunk: embed(self.backend, modality, chunk), prepared, sized_by=modality, tower=modality
+            lambda chunk: embed(self.backend, modality, decode_batch(modality, chunk)),
+            prepared,
+            sized_by=modality,
+            tower=modality,
         )
 
     def embed_text(self, texts: str | Sequence[str]) -> np.ndarray:
@@ -391,11 +394,13 @@ class Model:
     ) -> list[str]:
         """A caption per item of the modality the captioner describes (images, or sounds for an audio captioner)."""
         self._require(CAPTION, "caption")
-        prepared = to_inputs(self._source(CAPTION, "caption"), items)
+        source = self._source(CAPTION, "caption")
+        prepared = to_inputs(source, items)
         out: list[str] = []
         with self._autocast():
             for chunk in _batches(prepared, self.batch_size):
-                out.extend(self.backend.caption(chunk, max_new_tokens=max_new_tokens, num_beams=num_beams))
+                batch = decode_batch(source, chunk)
+                out.extend(self.backend.caption(batch, max_new_tokens=max_new_tokens, num_beams=num_beams))
         return out
 
     def answer(
@@ -422,7 +427,7 @@ class Model:
         out: list[str] = []
         with self._autocast():
             for chunk in _batches(pairs, self.batch_size):
-                out.extend(self.backend.answer([p[0] for p in chunk], [p[1] for p in chunk]))
+                out.extend(self.backend.answer(decode_batch(source, [p[0] for p in chunk]), [p[1] for p in chunk]))
         return out
 
     def texts_per_generate_call(self, n: int) -> int:
