@@ -179,3 +179,22 @@ def test_path_and_bytes_decode_the_same(tmp_path: Path, photo: Image.Image) -> N
     path = tmp_path / "p.png"
     path.write_bytes(encode(photo))
     assert np.array_equal(rgb(decode_image(str(path))), rgb(decode_image(path.read_bytes())))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_an_image_larger_than_any_photo_is_reduced_as_it_is_decoded(fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over DECODED_PIXELS (a scan, a bomb under the pixel limit) an image is kept reduced by a whole factor (a JPEG
+    decoded at a smaller scale straight away); one within it decodes unchanged."""
+    import polymodal.data.image as image
+
+    monkeypatch.setattr(image, "DECODED_PIXELS", 10_000)  # a 100 x 100 budget, for images the test can afford
+    large = Image.new("RGB", (360, 240), (200, 10, 10))
+    buffer = io.BytesIO()
+    large.save(buffer, fmt)
+    got = decode_image(buffer.getvalue())
+    assert got.width * got.height <= 10_000 and got.width / got.height == pytest.approx(1.5, rel=0.05)
+    assert np.abs(np.asarray(got, dtype=int)[5, 5] - (200, 10, 10)).max() <= 3
+    small = Image.new("RGB", (100, 100), (1, 2, 3))
+    buffer = io.BytesIO()
+    small.save(buffer, "PNG")
+    assert decode_image(buffer.getvalue()).size == (100, 100)

@@ -10,6 +10,7 @@ I, F ...) becomes 8-bit RGB, with transparency composited on white.
 from __future__ import annotations
 
 import io
+import math
 import os
 import warnings
 from pathlib import Path
@@ -23,6 +24,11 @@ from polymodal.data.schema import MediaRef
 # Far above any real training image (e.g. 16k x 11k), far below what fits a small file that
 # expands to gigabytes. Checked against the header's width x height before decoding.
 DEFAULT_MAX_PIXELS = 178_956_970
+
+# What a decoded image keeps at most: a 16 MP photo as it is; a larger scan (or a bomb under the limit above) is
+# reduced by a whole factor as it is decoded (a JPEG at a smaller scale straight away), since no model input is
+# that large and a batch may hold many decoded images. Embeddings of images up to this size do not change.
+DECODED_PIXELS = 16_000_000
 
 _BACKGROUND = (255, 255, 255)
 
@@ -115,7 +121,9 @@ def decode_image(
                     f"{max_pixels:,} (possible decompression bomb)",
                     "too_large",
                 )
-            img.load()
+            _load_within(img, DECODED_PIXELS)
+            if img.width * img.height > DECODED_PIXELS:
+                img = _reduced(img, DECODED_PIXELS)
     except BadSampleError:
         raise
     except Image.DecompressionBombError as e:
@@ -135,6 +143,23 @@ def decode_image(
     except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the pixels
         pass
     return to_rgb(img)
+
+
+def _load_within(img: Image.Image, pixels: int) -> None:
+    """Decode ``img``; a JPEG over ``pixels`` at the largest of libjpeg's scales (1/2, 1/4, 1/8) it still exceeds."""
+    if img.format == "JPEG" and img.width * img.height > pixels:
+        factor = math.sqrt(img.width * img.height / pixels)
+        img.draft(img.mode, (math.ceil(img.width / factor), math.ceil(img.height / factor)))
+    img.load()
+
+
+def _reduced(img: Image.Image, pixels: int) -> Image.Image:
+    """``img`` reduced by the smallest whole factor that fits ``pixels`` (box filter; palette images in RGB)."""
+    factor = math.ceil(math.sqrt(img.width * img.height / pixels))
+    try:
+        return img.reduce(factor)
+    except ValueError:  # modes reduce does not take (palette, 16-bit): in RGB first
+        return to_rgb(img).reduce(factor)
 
 
 def _looks_like_text(head: bytes) -> bool:
