@@ -89,3 +89,22 @@ def test_a_run_with_no_usable_sample_says_how_many_were_bad_and_where_they_are_l
     assert message.startswith(f"{tmp_path / 'train.jsonl'}: no usable samples: 2 bad (")
     assert message.endswith(f"listed in {tmp_path / 'run' / 'bad_samples.jsonl'}")
     assert len(lines(tmp_path / "run" / "bad_samples.jsonl")) == 2
+
+
+def test_a_missing_file_in_a_column_the_model_does_not_read_loses_no_row(tmp_path: Path) -> None:
+    """Rows of an image-text recipe whose audio files are gone: the model reads image and text only, so every row
+    trains (each was a bad sample, 'sounds/0.flac: file not found', and the run had nothing to train on)."""
+    from PIL import Image
+
+    from polymodal.train.recipe import load_recipe
+    from polymodal.train.run import run_recipe
+
+    rows = []
+    for i, colour in enumerate(["red", "blue", "green", "white"] * 2):
+        Image.new("RGB", (32, 32), colour).save(tmp_path / f"{i}.png")
+        rows.append({"id": str(i), "image": f"{i}.png", "audio": f"sounds/{i}.flac", "captions": [f"a {colour} one"]})
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    overrides = [f"data.path={tmp_path}", "data.val=null", "data.image.image_size=32", "train.steps=2"]
+    recipe = load_recipe("shapes-clip", [*overrides, "train.warmup_steps=1", "train.batch_size=4"])
+    result = run_recipe(recipe, tmp_path / "run", progress=False)
+    assert result.step == 2 and result.bad_samples.total == 0

@@ -4,6 +4,7 @@ and the training and validation datasets."""
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,14 @@ from polymodal.models.saved import ANSWERS_FILE, CLASSES, MULTILABEL, REGRESSION
 from polymodal.train.recipe import OBJECTIVE_VIEWS, DataSection, Recipe
 
 
-def read_rows(data: DataSection, name: str, bad_log: BadSampleLog) -> list[Sample]:
+def read_rows(
+    data: DataSection, name: str, bad_log: BadSampleLog, modalities: Collection[str] | None = None
+) -> list[Sample]:
+    """The rows of ``name``; with ``modalities`` (what the model reads), only their files must exist."""
     path = Path(data.path) / name
-    return list(read_manifest(path, strict=data.strict, bad_log=bad_log, label_key=data.label_key))
+    return list(
+        read_manifest(path, strict=data.strict, bad_log=bad_log, label_key=data.label_key, checked_fields=modalities)
+    )
 
 
 def expand_view(samples: list[Sample], view: str) -> list[Sample]:

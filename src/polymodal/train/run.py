@@ -97,13 +97,14 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
     )
 
     # 1. Data: rows, tokenizer, labels.
-    train_rows = read_rows(recipe.data, recipe.data.train, bad_log)
+    reads = model_inputs(recipe_model_config(recipe, recipe.data.vocab_size))  # a file in another column is not read
+    train_rows = read_rows(recipe.data, recipe.data.train, bad_log, reads)
     if not train_rows:
         counted = bad_log.finish()
         kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(counted.by_kind.items()))
         why = f": {counted.total} bad ({kinds}), listed in {bad_log.path}" if counted.total else ""
         raise ConfigError(f"{Path(recipe.data.path) / recipe.data.train}: no usable samples{why}")
-    val_rows = read_rows(recipe.data, recipe.data.val, bad_log) if recipe.data.val else []
+    val_rows = read_rows(recipe.data, recipe.data.val, bad_log, reads) if recipe.data.val else []
     tokenizer, tokenizer_from_run = choose_tokenizer(recipe, train_rows, run_dir, resume)
     view = default_view(recipe)
     labels = labels_for(recipe, train_rows, view, run_dir, resume)

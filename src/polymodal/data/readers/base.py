@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -110,11 +110,14 @@ class PathResolver:
         *,
         base: str | os.PathLike | None = None,
         check_exists: bool = True,
+        checked_fields: Collection[str] | None = None,
     ) -> None:
         self.root = Path(root).resolve()
         self.base = Path(base).resolve() if base is not None else self.root  # relative paths start here
         self.source = source
         self.check_exists = check_exists
+        # The media fields whose files must exist (None: all); a column the caller does not read loses no row.
+        self.checked_fields = None if checked_fields is None else frozenset(checked_fields)
 
     def resolve(self, value: Any, field: str, row: int | None, sample_id: str | None = None) -> str:
         def bad(reason: str, kind: str) -> BadSampleError:
@@ -132,7 +135,8 @@ class PathResolver:
             if not real.is_relative_to(self.root):
                 raise bad(f"path {value!r} escapes the dataset root {self.root}", "unsafe_path")
             # A video may be a folder of frame images.
-            if self.check_exists and not real.is_file() and not (field == "video" and real.is_dir()):
+            checked = self.check_exists and (self.checked_fields is None or field in self.checked_fields)
+            if checked and not real.is_file() and not (field == "video" and real.is_dir()):
                 if not real.exists():
                     raise bad(f"{value}: file not found", "missing_file")
                 raise bad(f"{value}: not a regular file", "unreadable")

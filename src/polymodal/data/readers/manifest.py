@@ -12,7 +12,7 @@ import csv
 import json
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -31,6 +31,7 @@ def read_manifest(
     root: str | os.PathLike | None = None,
     label_key: str | None = None,
     check_files: bool = True,
+    checked_fields: Collection[str] | None = None,
 ) -> Iterator[Sample]:
     """Samples of a ``.jsonl`` or ``.csv`` manifest.
 
@@ -38,7 +39,8 @@ def read_manifest(
     path may escape (default: the manifest's directory).
     A row without ``id`` gets ``<manifest stem>-<row>``. ``label_key`` picks the entry of a
     dict label that becomes ``Sample.label`` (the whole dict is always in
-    ``metadata['label']``). ``check_files=False`` skips the per-row existence check.
+    ``metadata['label']``). ``check_files=False`` skips the per-row existence check; ``checked_fields`` limits it to
+    those media fields (the modalities a model reads: a missing file in another column loses no row).
     A missing or empty manifest raises at once, in both modes.
     """
     manifest = require_file(path)
@@ -47,7 +49,11 @@ def read_manifest(
         raise ValueError(f"{manifest}: not a manifest (expected one of {', '.join(MANIFEST_SUFFIXES)})")
     rows = jsonl_records(manifest) if suffix == ".jsonl" else csv_records(manifest)
     resolver = PathResolver(
-        root if root is not None else manifest.parent, str(manifest), base=manifest.parent, check_exists=check_files
+        root if root is not None else manifest.parent,
+        str(manifest),
+        base=manifest.parent,
+        check_exists=check_files,
+        checked_fields=checked_fields,
     )
     return _samples(rows, manifest, resolver, resolve_log(strict, bad_log), label_key)
 
