@@ -283,3 +283,24 @@ def test_an_out_that_holds_an_index_is_refused_before_the_model_loads(
     monkeypatch.setattr(cli_index, "load_model_or_fail", no_load)
     result = invoke("index", "build", image_folder, "--out", built)
     assert result.exit_code == 1 and "already holds an index" in result.output and "--overwrite" in result.output
+
+
+def test_files_the_model_does_not_embed_are_counted_as_left_out(
+    image_folder: Path, tiny_clip: Path, tmp_path: Path
+) -> None:
+    """An image-text model over a folder that also holds a sound: the sound is left out and said to be."""
+    import shutil
+    import wave
+
+    folder = tmp_path / "mixed"
+    shutil.copytree(image_folder, folder)
+    with wave.open(str(folder / "birdsong.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16_000)
+        w.writeframes(b"\x00\x00" * 1600)
+    result = invoke("index", "build", folder, "--model", tiny_clip, "--out", tmp_path / "idx")
+    assert result.exit_code == 0, result.output
+    assert "left out 1 audio files: the model does not embed audio" in " ".join(result.output.split())
+    as_json = invoke("index", "build", folder, "--model", tiny_clip, "--out", tmp_path / "idx2", "--json")
+    assert json.loads(as_json.stdout)["not_embedded"] == {"audio": 1}

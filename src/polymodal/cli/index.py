@@ -107,6 +107,10 @@ def _report(result: BuildResult, verb: str, as_json: bool) -> None:
     console.print(line, highlight=False, soft_wrap=True)
     if result.tuning is not None:
         _report_tuning(result.tuning)
+    if result.not_embedded:
+        files = ", ".join(f"{n:,} {kind}" for kind, n in result.not_embedded.items())
+        kinds = " or ".join(result.not_embedded)
+        console.print(f"[yellow]left out {files} files[/]: the model does not embed {kinds}", highlight=False)
     if result.skipped:
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(result.skipped_by_kind.items()))
         console.print(

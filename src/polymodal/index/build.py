@@ -56,6 +56,7 @@ class BuildResult:
     items: int  # items in the index now
     skipped_examples: list[dict[str, Any]] = field(default_factory=list)
     tuning: dict[str, Any] | None = None  # what build measured and chose (see polymodal.index.tuning)
+    not_embedded: dict[str, int] = field(default_factory=dict)  # files of kinds the model has no tower for, by kind
 
     def to_dict(self) -> dict[str, Any]:
         out = dict(self.__dict__)
@@ -71,6 +72,7 @@ class _Embedded:
     chunks: int
     resumed: int
     excluded: int
+    not_embedded: dict[str, int] = field(default_factory=dict)
 
 
 def model_reference(model: str | os.PathLike | None) -> str:
@@ -265,7 +267,12 @@ def _embed(
         finished += len(group)
         if progress is not None:
             progress(finished, total - excluded)
-    return _load_chunks(work, chunks, resumed, excluded, _embed_dim(model), reader_log)
+    done = _load_chunks(work, chunks, resumed, excluded, _embed_dim(model), reader_log)
+    others = frozenset(store.MEDIA_KINDS) - media  # files the model cannot embed are left out, and counted
+    if others:
+        left = iter_items(source, media=others, bad_log=BadSampleLog())
+        done.not_embedded = dict(sorted(Counter(s.item.kind for s in left).items()))
+    return done
 
 
 def _embed_chunk(
@@ -476,4 +483,5 @@ def _result(
         items=items,
         skipped_examples=done.skipped[:5],
         tuning=tuning,
+        not_embedded=done.not_embedded,
     )
