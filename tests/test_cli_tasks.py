@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -94,3 +96,92 @@ def test_default_model_is_polymodal_base(images: list[Path]) -> None:
     result = invoke("classify", images[0], "--labels", "a cat,a dog", "--json")
     assert result.exit_code == 0, result.output
     assert {p["label"] for p in json.loads(result.stdout)[0]["predictions"]} == {"a cat", "a dog"}
+
+
+@pytest.fixture
+def mixed(images: list[Path], tmp_path: Path) -> list[Path]:
+    """Good, empty, truncated, good, missing, FIFO: the good ones answered, each bad one named with its reason."""
+    empty, truncated, fifo = tmp_path / "empty.png", tmp_path / "cut.png", tmp_path / "fifo.png"
+    empty.write_bytes(b"")
+    truncated.write_bytes(images[1].read_bytes()[:60])
+    os.mkfifo(fifo)  # opened, it would block: it must be refused without being read
+    return [images[0], empty, truncated, images[1], tmp_path / "missing.png", fifo]
+
+
+def count_calls(monkeypatch: pytest.MonkeyPatch, method: str) -> list[int]:
+    """The number of items of each call of ``Model.<method>``."""
+    calls: list[int] = []
+    original = getattr(polymodal.Model, method)
+
+    def spy(self, items, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(len(items))
+        return original(self, items, *args, **kwargs)
+
+    monkeypatch.setattr(polymodal.Model, method, spy)
+    return calls
+
+
+BAD_REASONS = {
+    1: "file is empty (0 bytes)",
+    2: "cannot decode image",
+    4: "no such file",
+    5: "not a regular file",
+}
+
+
+def test_classify_answers_the_good_files_and_names_each_bad_one(
+    mixed: list[Path], images: list[Path], tiny_clip: Path, clip_model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = clip_model.classify([str(p) for p in images], ["red", "blue"])
+    calls = count_calls(monkeypatch, "classify")
+    result = invoke("classify", *mixed, "-l", "red,blue", "-m", tiny_clip, "--json")
+    assert result.exit_code == 1, result.output
+    rows = json.loads(result.stdout)
+    assert [r["image"] for r in rows] == [str(p) for p in mixed]  # one entry per file, in order
+    for i, row in enumerate(rows):
+        if i in BAD_REASONS:
+            assert "predictions" not in row and BAD_REASONS[i] in row["error"]
+    got = [{p["label"]: p["score"] for p in rows[i]["predictions"]} for i in (0, 3)]
+    assert got == [pytest.approx(dict(exp), abs=1e-5) for exp in expected]
+    assert calls == [2]  # one model call, on the good files only
+    table = invoke("classify", *mixed, "-l", "red,blue", "-m", tiny_clip)
+    assert table.exit_code == 1
+    assert len(re.findall(r" \d\.\d{3} ", table.stdout)) == 2  # a row per good file (paths folded over lines)
+    assert "empty.png" not in table.stdout  # the bad files are on stderr, each with its reason
+    for i, reason in BAD_REASONS.items():
+        assert f"{mixed[i]}: {reason}" in table.stderr.replace("\n", "")
+    assert "4 of 6 files could not be read" in table.stderr
+    good = invoke("classify", *images, "-l", "red,blue", "-m", tiny_clip)
+    assert good.exit_code == 0 and not good.stderr.count("error")
+
+
+def test_classify_with_no_usable_file_exits_before_loading_the_model(mixed: list[Path], tmp_path: Path) -> None:
+    result = invoke("classify", mixed[4], mixed[5], "-l", "a,b", "-m", tmp_path / "no-model", "--json")
+    assert result.exit_code == 1 and "cannot load" not in result.output
+    assert json.loads(result.stdout) == [
+        {"image": str(mixed[4]), "error": "no such file"},
+        {"image": str(mixed[5]), "error": "not a regular file"},
+    ]
+
+
+def test_caption_answers_the_good_files_and_names_each_bad_one(
+    mixed: list[Path], images: list[Path], tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    captioner = save_tiny_model("captioner", tmp_path_factory.mktemp("cap-mixed") / "cap")
+    expected = polymodal.load(captioner).caption([str(p) for p in images], max_new_tokens=5)
+    calls = count_calls(monkeypatch, "caption")
+    result = invoke(
+        "caption", *mixed, images[0], "-m", captioner, "--max-new-tokens", "5", "--batch-size", "2", "--json"
+    )
+    assert result.exit_code == 1, result.output
+    rows = json.loads(result.stdout)
+    assert [r["image"] for r in rows] == [str(p) for p in [*mixed, images[0]]]
+    assert [rows[i]["caption"] for i in (0, 3, 6)] == [expected[0], expected[1], expected[0]]
+    for i, reason in BAD_REASONS.items():
+        assert "caption" not in rows[i] and reason in rows[i]["error"]
+    # A batch at a time; a batch with a bad file in it runs again without it (the model decodes its files).
+    assert max(calls) <= 2 and calls[-1] == 1
+    text = invoke("caption", *mixed, "-m", captioner, "--max-new-tokens", "5")
+    assert text.exit_code == 1
+    assert text.stdout.splitlines() == [f"{images[0]}: {expected[0]}", f"{images[1]}: {expected[1]}"]
+    assert f"{mixed[1]}: file is empty (0 bytes)" in text.stderr.replace("\n", "")

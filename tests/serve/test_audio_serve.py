@@ -167,3 +167,21 @@ def test_size_limit_and_models_without_audio(audio_model: Model, model: Model, m
             assert response.status_code == 400 and error(response)["code"] == "not_supported"
             assert "audio: it takes image, text, video" in error(response)["message"]
         assert image_only.get("/health").json()["media"] == {"embed": ["image", "text"]}
+
+
+def test_a_sound_that_does_not_decode_is_named_by_its_upload_not_a_file_object(client) -> None:  # noqa: ANN001
+    """libsndfile names the in-memory file it was given (<_io.BytesIO object at 0x7f...>): the client sees the name
+    of what it uploaded instead."""
+    text = b"hello world, not a sound"
+    named = client.post("/classify", data={"labels": "a,b"}, files={"audio": ("dir/clip.wav", text, "audio/wav")})
+    message = error(named)["message"]
+    assert named.status_code == 422 and error(named)["code"] == "bad_audio"
+    assert message.startswith("audio: ") and "'clip.wav'" in message
+    assert "BytesIO" not in message and "0x" not in message and "dir/" not in message
+    files = [("audio", ("good.flac", flac(0.5), "audio/flac")), ("audio", ("bad.wav", text, "audio/wav"))]
+    embedded = client.post("/embed", files=files)
+    assert embedded.status_code == 422 and error(embedded)["message"].startswith("audio[1]: ")
+    assert "'bad.wav'" in error(embedded)["message"] and "BytesIO" not in error(embedded)["message"]
+    unnamed = client.post("/search", json={"audio": base64.b64encode(text).decode()})
+    assert unnamed.status_code == 422 and "the uploaded file" in error(unnamed)["message"]
+    assert "BytesIO" not in error(unnamed)["message"]

@@ -287,3 +287,14 @@ def test_a_question_answerer_of_two_media_together_is_a_clear_4xx(tmp_path: Path
         response = server.post("/answer", json={"video": b64_file(clips["red"]), "question": "what colour"})
         assert response.status_code == 422 and error(response)["code"] == "invalid_request"
         assert "reads image and video together" in error(response)["message"]
+
+
+def test_a_clip_that_does_not_open_is_named_by_its_upload(client, clips) -> None:  # noqa: ANN001
+    """PyAV names an in-memory clip '<none>': the client sees the name of what it uploaded instead."""
+    cut = clips["red"].read_bytes()[:300]
+    named = client.post("/classify", data={"labels": "a,b"}, files={"video": ("cut.mp4", cut, "video/mp4")})
+    message = error(named)["message"]
+    assert named.status_code == 422 and error(named)["code"] == "bad_video"
+    assert message.startswith("video: ") and "'cut.mp4'" in message and "<none>" not in message
+    unnamed = client.post("/search", json={"video": base64.b64encode(cut).decode()})
+    assert "the uploaded file" in error(unnamed)["message"] and "<none>" not in error(unnamed)["message"]

@@ -39,6 +39,9 @@ def serve(
     max_pixels: int = typer.Option(40_000_000, "--max-pixels", help="Largest decoded image, width x height."),
     max_audio_seconds: float = typer.Option(60.0, "--max-audio-seconds", help="Longest uploaded sound, in seconds."),
     max_video_seconds: float = typer.Option(600.0, "--max-video-seconds", help="Longest uploaded clip, in seconds."),
+    body_timeout_seconds: float = typer.Option(
+        30.0, "--body-timeout-seconds", help="Answer 408 when nothing of a request body arrives for this long."
+    ),
     max_generate_images: int = typer.Option(
         16, "--max-generate-images", help="Most images one /generate request may ask for (texts x n)."
     ),
@@ -90,6 +93,7 @@ def serve(
         max_pixels=max_pixels,
         max_audio_seconds=max_audio_seconds,
         max_video_seconds=max_video_seconds,
+        body_timeout_seconds=body_timeout_seconds,
         max_generate_images=max_generate_images,
         max_generate_steps=max_generate_steps,
         batch_size=batch_size,
@@ -152,6 +156,7 @@ def build_server(
     max_generate_steps: int,
     batch_size: int,
     max_wait_ms: float,
+    body_timeout_seconds: float = 30.0,
     max_queue_ms: float,
     precision: str,
     device: str,
@@ -188,6 +193,7 @@ def build_server(
             max_pixels=max_pixels,
             max_audio_seconds=max_audio_seconds,
             max_video_seconds=max_video_seconds,
+            body_timeout_seconds=body_timeout_seconds,
             max_generate_images=max_generate_images,
             max_generate_steps=max_generate_steps,
             batch_size=batch_size,

@@ -1,13 +1,16 @@
 """``polymodal classify | caption | ask``: one-shot tasks on image files, over :func:`polymodal.load`.
 
 Without ``--model`` the offline default ``polymodal-base`` is used. A model that cannot do the task (e.g.
-``caption`` with a dual encoder) is refused in one line with exit code 2; unreadable inputs exit with 1.
+``caption`` with a dual encoder) is refused in one line with exit code 2. Given many files, ``classify`` and
+``caption`` answer for every good one and report each bad one with its reason, then exit 1 if any was bad.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.markup import escape
@@ -64,16 +67,108 @@ def load_model_or_fail(
     return loaded
 
 
+def file_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be an input file, found without opening it (a FIFO would block a read), or None."""
+    if path.is_dir():
+        return f"a directory; give its files (e.g. {path}/*{path.suffix or '.png'})"
+    if not path.exists():
+        return "no such file"
+    if not path.is_file():
+        return "not a regular file"
+    return None
+
+
 def check_files(paths: list[Path], as_json: bool) -> None:
     for path in paths:
-        if path.is_dir():
-            fail(f"{path}: a directory; give its files (e.g. {path}/*.png)", as_json=as_json)
-        if not path.is_file():
-            fail(f"{path}: no such file", as_json=as_json)
+        if (problem := file_problem(path)) is not None:
+            fail(f"{path}: {problem}", as_json=as_json)
 
 
-def run_task(task: str, fn, as_json: bool):  # type: ignore[no-untyped-def]
-    """Call ``fn``; unsupported tasks exit 2, bad inputs exit 1, each as one line."""
+def require(loaded: Model, capability: str, task: str, as_json: bool) -> None:
+    """Exit 2 before any file is decoded when the model cannot do ``task`` at all."""
+    from polymodal.backends import TaskNotSupported
+
+    if capability not in loaded.capabilities:
+        fail(str(TaskNotSupported(loaded.backend, task)), as_json=as_json, code=2)
+
+
+def decode_images(paths: list[Path], bad: dict[int, str], positions: Sequence[int] | None = None) -> dict[int, Any]:
+    """Each file (of ``positions``, default all) not already in ``bad`` decoded once, as the API decodes a path;
+    undecodable ones join ``bad``."""
+    from polymodal.api.inputs import to_image
+    from polymodal.data.errors import BadSampleError
+
+    images: dict[int, Any] = {}
+    for i in range(len(paths)) if positions is None else positions:
+        path = paths[i]
+        if i in bad:
+            continue
+        try:
+            images[i] = to_image(str(path))
+        except (OSError, ValueError) as e:
+            bad[i] = e.reason if isinstance(e, BadSampleError) else str(e)
+    return images
+
+
+def run_batches(
+    task: str,
+    fn: Callable[[list[Any]], Sequence[Any]],
+    items: dict[int, Any],
+    batch_size: int,
+    bad: dict[int, str],
+    as_json: bool,
+) -> dict[int, Any]:
+    """``fn`` over ``items`` a batch at a time. Items the model decodes itself (sounds, by path) can turn out bad
+    only inside ``fn``: such a file joins ``bad`` and its batch runs again without it."""
+    from polymodal.data.errors import BadSampleError
+
+    out: dict[int, Any] = {}
+    keys = list(items)
+    for start in range(0, len(keys), batch_size):
+        batch = keys[start : start + batch_size]
+        while batch:
+            try:
+                results = run_task(
+                    task, functools.partial(fn, [items[k] for k in batch]), as_json, reraise=BadSampleError
+                )
+            except BadSampleError as e:
+                named = [k for k in batch if isinstance(items[k], str) and e.source == items[k]]
+                if not named:  # not about one of the files: the whole command fails, as before
+                    fail(f"{task}: {e}", as_json=as_json)
+                bad[named[0]] = e.reason
+                batch.remove(named[0])
+                continue
+            out.update(zip(batch, results))
+            break
+    return out
+
+
+def report(task: str, paths: list[Path], bad: dict[int, str], as_json: bool) -> None:
+    """Each bad file on stderr (with --json, its entry says it instead), then a count of them."""
+    if not bad:
+        return
+    if not as_json:
+        for i in sorted(bad):
+            err_console.print(f"[bold red]error:[/] {escape(f'{paths[i]}: {bad[i]}')}", highlight=False, soft_wrap=True)
+    noun = "file" if len(paths) == 1 else "files"
+    err_console.print(f"{task}: {len(bad)} of {len(paths)} {noun} could not be read", highlight=False)
+
+
+def precheck(task: str, paths: list[Path], as_json: bool) -> dict[int, str]:
+    """The files that cannot be inputs (missing, directories, devices), by position; when none is left, they are
+    reported and the command exits 1 before the model loads."""
+    bad = {i: problem for i, path in enumerate(paths) if (problem := file_problem(path)) is not None}
+    if len(bad) == len(paths):
+        if as_json:
+            emit_json([{"image": str(path), "error": bad[i]} for i, path in enumerate(paths)])
+        report(task, paths, bad, as_json)
+        raise typer.Exit(1)
+    return bad
+
+
+def run_task(task: str, fn, as_json: bool, reraise: type[Exception] | None = None):  # type: ignore[no-untyped-def]
+    """Call ``fn``; unsupported tasks exit 2, bad inputs exit 1, each as one line (``reraise``: errors of that
+    type are the caller's to handle)."""
     from polymodal.backends import TaskNotSupported
 
     try:
@@ -81,6 +176,8 @@ def run_task(task: str, fn, as_json: bool):  # type: ignore[no-untyped-def]
     except TaskNotSupported as e:
         fail(str(e), as_json=as_json, code=2)
     except (OSError, ValueError) as e:  # BadSampleError (undecodable image) is a ValueError
+        if reraise is not None and isinstance(e, reraise):
+            raise
         fail(f"{task}: {e}", as_json=as_json)
 
 
@@ -106,27 +203,46 @@ def classify(
         resolve_templates(templates)  # before the model loads
     except ValueError as e:
         fail(f"--templates: {e}", as_json=json, code=2)
-    check_files(images, json)
+    from polymodal.backends import EMBED
+
+    bad = precheck("classify", images, json)
     loaded = load_model_or_fail(model, batch_size=batch_size, precision=precision, as_json=json)
-    results = run_task(
-        "classify", lambda: loaded.classify([str(p) for p in images], names, templates=templates, top_k=top_k), json
-    )
+    require(loaded, EMBED, "classify", json)
+    results: dict[int, list[tuple[str, float]]] = {}
+    good = [i for i in range(len(images)) if i not in bad]
+    for start in range(0, len(good), batch_size):  # a batch of files decoded at a time, never a whole folder
+        decoded = decode_images(images, bad, good[start : start + batch_size])  # once each: bad ones join `bad`
+        if decoded:
+            ranked = run_task(
+                "classify",
+                lambda: loaded.classify(list(decoded.values()), names, templates=templates, top_k=top_k),  # noqa: B023
+                json,
+            )
+            results.update(zip(decoded, ranked))
     payload = [
-        {"image": str(p), "predictions": [{"label": lab, "score": round(s, 6)} for lab, s in preds]}
-        for p, preds in zip(images, results)
+        {"image": str(p), "error": bad[i]}
+        if i in bad
+        else {"image": str(p), "predictions": [{"label": lab, "score": round(s, 6)} for lab, s in results[i]]}
+        for i, p in enumerate(images)
     ]
     if json:
         emit_json(payload)
-        return
-    table = Table(box=None)
-    table.add_column("image", overflow="fold")  # the whole path, folded, not cut short in a narrow terminal
-    for name in ("label", "probability", "top"):
-        table.add_column(name)
-    for row in payload:
-        preds = row["predictions"]
-        rest = ", ".join(f"{p['label']} {p['score']:.2f}" for p in preds[1:4])
-        table.add_row(escape(row["image"]), escape(preds[0]["label"]), f"{preds[0]['score']:.3f}", escape(rest))
-    console.print(table)
+    else:
+        table = Table(box=None)
+        table.add_column("image", overflow="fold")  # the whole path, folded, not cut short in a narrow terminal
+        for name in ("label", "probability", "top"):
+            table.add_column(name)
+        for row in payload:
+            if "error" in row:
+                continue  # on stderr, below
+            preds = row["predictions"]
+            rest = ", ".join(f"{p['label']} {p['score']:.2f}" for p in preds[1:4])
+            table.add_row(escape(row["image"]), escape(preds[0]["label"]), f"{preds[0]['score']:.3f}", escape(rest))
+        if results:
+            console.print(table)
+    report("classify", images, bad, json)
+    if bad:
+        raise typer.Exit(1)
 
 
 def caption(
@@ -139,19 +255,34 @@ def caption(
     json: bool = JsonOption,
 ) -> None:
     """Describe each image in a sentence (needs a captioning model)."""
-    check_files(images, json)
+    from polymodal.backends import CAPTION
+
+    bad = precheck("caption", images, json)
     loaded = load_model_or_fail(model, batch_size=batch_size, precision=precision, as_json=json)
-    texts = run_task(
+    require(loaded, CAPTION, "caption", json)
+    items = {i: str(p) for i, p in enumerate(images) if i not in bad}  # decoded by the model a batch at a time
+    texts = run_batches(
         "caption",
-        lambda: loaded.caption([str(p) for p in images], max_new_tokens=max_new_tokens, num_beams=beams),
+        lambda batch: loaded.caption(batch, max_new_tokens=max_new_tokens, num_beams=beams),
+        items,
+        batch_size,
+        bad,
         json,
     )
-    payload = [{"image": str(p), "caption": t} for p, t in zip(images, texts)]
+    payload = [
+        {"image": str(p), "error": bad[i]} if i in bad else {"image": str(p), "caption": texts[i]}
+        for i, p in enumerate(images)
+    ]
     if json:
         emit_json(payload)
-        return
-    for row in payload:
-        console.print(f"[bold]{escape(row['image'])}[/]: {escape(row['caption'])}", highlight=False, soft_wrap=True)
+    else:
+        for row in payload:
+            if "caption" in row:
+                line = f"[bold]{escape(row['image'])}[/]: {escape(row['caption'])}"
+                console.print(line, highlight=False, soft_wrap=True)
+    report("caption", images, bad, json)
+    if bad:
+        raise typer.Exit(1)
 
 
 def ask(

@@ -491,7 +491,12 @@ def create_app(
     app.state.threads = threads
     install_error_handlers(app)
     # Middleware added last runs first: security headers wrap everything, CORS sees preflights before the guard.
-    app.add_middleware(RequestGuard, max_body_bytes=settings.max_upload_bytes, content_types=CONTENT_TYPES)
+    app.add_middleware(
+        RequestGuard,
+        max_body_bytes=settings.max_upload_bytes,
+        content_types=CONTENT_TYPES,
+        body_timeout=settings.body_timeout_seconds,
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -7,6 +7,7 @@ message that says what to fix; only real bugs become a 500, and those are logged
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ _HTTP_CODES = {
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
@@ -56,13 +58,36 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 TOO_BIG = ("too_large", "too_long")
 
 
-def bad_media(error: BadSampleError, field: str, modality: str, limit: str) -> ApiError:
-    """A decoding failure as a client error naming the field (``bad_image``, ``bad_audio``); one over the server's
-    size or length ``limit`` ("40,000,000 pixels", "60 s") is 413 and names it."""
+UPLOADED = "the uploaded file"
+# How decoders name an upload they read from memory: libsndfile the file object (<_io.BytesIO object at 0x7f...>),
+# PyAV no name at all ('<none>'). Neither tells the client anything, and the first leaks an address.
+_IN_MEMORY = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>|'<none>'")
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def upload_name(filename: str | None) -> str:
+    """How a message names an upload: its file name as the client sent it (last path part, quoted, at most 80
+    characters), or "the uploaded file"."""
+    name = _UNPRINTABLE.sub("", (filename or "").replace("\\", "/").rsplit("/", 1)[-1]).strip()
+    if not name:
+        return UPLOADED
+    return repr(name if len(name) <= 80 else f"{name[:77]}...")
+
+
+def name_upload(reason: str, filename: str | None = None) -> str:
+    """``reason`` with a decoder's in-memory file object replaced by the upload's name."""
+    return _IN_MEMORY.sub(lambda _: upload_name(filename), reason)
+
+
+def bad_media(error: BadSampleError, field: str, modality: str, limit: str, filename: str | None = None) -> ApiError:
+    """A decoding failure as a client error naming the field (``bad_image``, ``bad_audio``) and, in the decoder's
+    words, the upload (``filename``, or "the uploaded file"); one over the server's size or length ``limit``
+    ("40,000,000 pixels", "60 s") is 413 and names it."""
+    reason = name_upload(error.reason, filename)
     if error.kind not in TOO_BIG:
-        return ApiError(422, f"bad_{modality}", f"{field}: {error.reason}")
+        return ApiError(422, f"bad_{modality}", f"{field}: {reason}")
     # PIL may refuse a huge image before our own check does, quoting its own limit: name ours too.
-    reason = error.reason if limit in error.reason else f"{error.reason} (this server's limit: {limit})"
+    reason = reason if limit in reason else f"{reason} (this server's limit: {limit})"
     return ApiError(413, f"{modality}_{error.kind}", f"{field}: {reason}")
 
 
@@ -120,7 +145,7 @@ def install_error_handlers(app: FastAPI) -> None:
         # An upload that passed the checks but not the model's own decoding: still the client's to fix.
         modality = exc.field or "input"
         status, code = (413, f"{modality}_{exc.kind}") if exc.kind in TOO_BIG else (422, f"bad_{modality}")
-        return error_response(status, code, str(exc))
+        return error_response(status, code, name_upload(str(exc)))
 
     @app.exception_handler(Overloaded)
     async def _overloaded(_: Request, exc: Overloaded) -> JSONResponse:

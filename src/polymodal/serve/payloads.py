@@ -41,6 +41,7 @@ class Upload:
     modality: str
     field: str
     data: bytes
+    filename: str | None = None  # a multipart part's file name, for error messages only
 
 
 def decode_base64(data: str, field: str) -> bytes:
@@ -56,32 +57,32 @@ def decode_base64(data: str, field: str) -> bytes:
     return raw
 
 
-async def decode_upload(data: bytes, field: str, max_pixels: int) -> Image.Image:
+async def decode_upload(data: bytes, field: str, max_pixels: int, filename: str | None = None) -> Image.Image:
     """Decode in a worker thread (decoding a large photo takes tens of ms) with the pixel limit applied."""
     try:
         return await run_in_threadpool(decode_image, data, max_pixels=max_pixels, source=field, field=field)
     except BadSampleError as e:
-        raise bad_media(e, field, "image", f"{max_pixels:,} pixels") from None
+        raise bad_media(e, field, "image", f"{max_pixels:,} pixels", filename) from None
 
 
-async def check_audio(data: bytes, field: str, max_seconds: float) -> bytes:
+async def check_audio(data: bytes, field: str, max_seconds: float, filename: str | None = None) -> bytes:
     """The upload itself once it decodes as a sound no longer than ``max_seconds`` (the length is read from the
     header first). The model decodes it again at its own sample rate, which this layer does not know."""
     try:
         await run_in_threadpool(decode_audio, data, None, max_seconds=max_seconds, source=field, field=field)
     except BadSampleError as e:
-        raise bad_media(e, field, "audio", f"{max_seconds:g} s") from None
+        raise bad_media(e, field, "audio", f"{max_seconds:g} s", filename) from None
     return data
 
 
-async def check_video(data: bytes, field: str, bounds: VideoSampling) -> bytes:
+async def check_video(data: bytes, field: str, bounds: VideoSampling, filename: str | None = None) -> bytes:
     """The upload itself once it opens as a clip within ``bounds`` (length, frame size, decoding time; one frame
     decoded); the model samples its own frames from it."""
     try:
         await run_in_threadpool(decode_video, data, bounds.model_copy(update={"frames": 1}), source=field, field=field)
     except BadSampleError as e:
         limit = f"{bounds.max_pixels:,} pixels" if e.kind == "too_large" else f"{bounds.max_seconds:g} s"
-        raise bad_media(e, field, "video", limit) from None
+        raise bad_media(e, field, "video", limit, filename) from None
     return data
 
 
@@ -101,10 +102,11 @@ async def decode_media(upload: Upload, settings: ServeSettings, video: VideoSamp
     if not upload.data:
         raise ApiError(422, f"bad_{upload.modality}", f"{upload.field}: {upload.modality} data is empty (0 bytes)")
     if upload.modality == "image":
-        return await decode_upload(upload.data, upload.field, settings.max_pixels)
+        return await decode_upload(upload.data, upload.field, settings.max_pixels, upload.filename)
     if upload.modality == "video":
-        return await check_video(upload.data, upload.field, video_bounds(settings, video or VideoSampling()))
-    return await check_audio(upload.data, upload.field, settings.max_audio_seconds)
+        bounds = video_bounds(settings, video or VideoSampling())
+        return await check_video(upload.data, upload.field, bounds, upload.filename)
+    return await check_audio(upload.data, upload.field, settings.max_audio_seconds, upload.filename)
 
 
 async def png_base64(images: list[Image.Image]) -> list[str]:
@@ -144,7 +146,7 @@ async def read_media_request(
             part = form.get(given[0]) if len(given) == 1 else None
             if not isinstance(part, UploadFile):
                 raise ApiError(422, "invalid_request", f"multipart body needs one file part named {names}")
-            upload = Upload(given[0], given[0], await part.read())
+            upload = Upload(given[0], given[0], await part.read(), part.filename)
             values = {key: _form_value(options, key, form.getlist(key)) for key in form if key not in fields}
         return validate(options, values), upload
     full = validate(with_media, await read_json(request))
@@ -156,6 +158,7 @@ async def read_media_request(
 async def read_embed_request(request: Request, fields: dict[str, str]) -> tuple[list[str], list[Upload]]:
     """/embed's body: JSON (texts and lists of base64 per media field) or multipart (``texts`` form fields and
     file parts named after the media fields, each repeatable). ``fields``: field name -> modality."""
+    filenames: dict[str, list[str | None]] = {}  # multipart parts carry their file names
     if media_type(request.headers.get("content-type")) == MULTIPART:
         async with request.form(max_files=len(fields) * MAX_ITEMS, max_fields=MAX_ITEMS) as form:
             unknown = sorted(set(form) - {"texts", *fields})
@@ -166,12 +169,17 @@ async def read_embed_request(request: Request, fields: dict[str, str]) -> tuple[
             if any(not isinstance(t, str) for t in texts) or any(isinstance(v, str) for p in parts.values() for v in p):
                 raise ApiError(422, "invalid_request", f"texts must be text fields, {', '.join(fields)} file parts")
             data = {name: [await v.read() for v in vs] for name, vs in parts.items()}  # type: ignore[union-attr]
+            filenames = {name: [v.filename for v in vs] for name, vs in parts.items()}  # type: ignore[union-attr]
         # The same checks as JSON (counts, at least one item), with a placeholder for each file part.
         body = validate(EmbedRequest, {"texts": texts, **{name: [""] * len(v) for name, v in data.items()}})
     else:
         body = validate(EmbedRequest, await read_json(request))
         data = {name: [decode_base64(v, f"{name}[{i}]") for i, v in enumerate(getattr(body, name))] for name in fields}
-    uploads = [Upload(fields[name], f"{name}[{i}]", raw) for name, items in data.items() for i, raw in enumerate(items)]
+    uploads = [
+        Upload(fields[name], f"{name}[{i}]", raw, filenames.get(name, [None] * len(items))[i])
+        for name, items in data.items()
+        for i, raw in enumerate(items)
+    ]
     return body.texts, uploads
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import hmac
 import socket
@@ -26,17 +27,28 @@ def media_type(content_type: str | None) -> str:
 
 
 class RequestGuard:
-    """Refuses a request body of the wrong type (415) or over ``max_body_bytes`` (413) before any endpoint runs.
+    """Refuses a request body of the wrong type (415), over ``max_body_bytes`` (413) or stalled (408) before any
+    endpoint runs.
 
     The size is checked against Content-Length when there is one and, always, while the body streams in, so a
     chunked upload without a length (or with a false one) is cut off at the limit rather than read whole.
+    A body that stops coming for ``body_timeout`` seconds (between two reads, as nginx's client_body_timeout) is
+    answered 408 and its connection closed: uvicorn's own timeouts cover idle connections, not a stalled body.
     The accepted body is then replayed to the app, which therefore never sees more than the limit.
     """
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, content_types: Mapping[str, tuple[str, ...]]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        content_types: Mapping[str, tuple[str, ...]],
+        body_timeout: float = 30.0,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.content_types = content_types  # path -> accepted media types, for the routes that take a body
+        self.body_timeout = body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -50,7 +62,11 @@ class RequestGuard:
         body = bytearray()
         more = True
         while more:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.body_timeout)
+            except asyncio.TimeoutError:
+                await self._timed_out()(scope, receive, send)
+                return
             if message["type"] == "http.disconnect":
                 return  # the client went away: nothing to answer
             body += message.get("body", b"")
@@ -72,6 +88,14 @@ class RequestGuard:
             if int(length) > self.max_body_bytes:
                 return self._too_large()
         return None
+
+    def _timed_out(self) -> Callable[..., Awaitable[None]]:
+        return error_response(
+            408,
+            "request_timeout",
+            f"the request body stopped coming: nothing arrived for {self.body_timeout:g} s",
+            {"Connection": "close"},  # the rest of the body may still come: the connection cannot be reused
+        )
 
     def _too_large(self) -> Callable[..., Awaitable[None]]:
         mb = self.max_body_bytes / (1024 * 1024)

@@ -18,6 +18,7 @@ class ServeSettings:
     ``max_generate_images`` (texts x n) and ``max_generate_steps`` bound one /generate request, so that a single
     request cannot hold the model for minutes. ``max_queue_ms`` bounds waiting: when the work queued ahead of a
     request would hold it up longer, it is answered 503 with ``Retry-After`` instead of waiting seconds.
+    ``body_timeout_seconds``: a request body from which nothing arrives for that long is answered 408.
     """
 
     api_key: str | None = None
@@ -31,12 +32,13 @@ class ServeSettings:
     max_generate_images: int = 16
     max_generate_steps: int = 200
     cors_origins: tuple[str, ...] = field(default_factory=tuple)  # empty: no CORS headers at all
+    body_timeout_seconds: float = 30.0  # a stalled upload is not held longer than this between two reads
 
     def __post_init__(self) -> None:
         for name in ("max_upload_bytes", "max_pixels", "batch_size", "max_generate_images", "max_generate_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_audio_seconds", "max_video_seconds"):
+        for name in ("max_audio_seconds", "max_video_seconds", "body_timeout_seconds"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.max_queue_ms is not None and not self.max_queue_ms > 0:

@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 access_logger = logging.getLogger("polymodal.access")
 ACCESS_FORMAT = "%(asctime)s %(message)s"
+CLIENT_CLOSED = 499  # logged (never sent) for a request whose client closed the connection before the answer
 
 
 class ActiveRequests:
@@ -42,7 +43,8 @@ class Traffic:
             await self.app(scope, receive, send)
             return
         counted = scope["method"] == "POST"
-        status = 500  # what the client sees if the app fails before it answers
+        status = None
+        gone = False  # the client closed the connection
         started = time.perf_counter()
 
         async def send_recording_status(message: Message) -> None:
@@ -51,11 +53,19 @@ class Traffic:
                 status = message["status"]
             await send(message)
 
+        async def receive_noting_disconnect() -> Message:
+            nonlocal gone
+            message = await receive()
+            gone = gone or message["type"] == "http.disconnect"
+            return message
+
         self.active.count += counted
         try:
-            await self.app(scope, receive, send_recording_status)
+            await self.app(scope, receive_noting_disconnect, send_recording_status)
         finally:
             self.active.count -= counted
+            if status is None:  # no answer: the client left first (nginx's 499), else the app failed (500)
+                status = CLIENT_CLOSED if gone else 500
             if access_logger.isEnabledFor(logging.INFO):
                 client = scope.get("client") or ("-", 0)
                 access_logger.info(
