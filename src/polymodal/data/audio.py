@@ -1,17 +1,22 @@
 """Audio decoding that cannot end a run: any file libsndfile reads (WAV, FLAC, OGG, MP3), or the sound track of
 a video container (MP4, MKV, WebM, AVI, MOV: decoded by PyAV), as mono float32 at the model's sample rate.
 
-A missing, empty, truncated or undecodable file, an absurd sample rate, a clip longer than ``max_seconds``, a
-decode slower than ``timeout_seconds`` or a video without a sound track (``no_audio``) raises
+A missing, empty, truncated or undecodable file, an absurd sample rate or channel count, a clip longer than
+``max_seconds``, a decode slower than ``timeout_seconds`` or a video without a sound track (``no_audio``) raises
 :class:`BadSampleError` naming the file (and the manifest row, when given), which a dataset counts and skips.
 Resampling is band-limited (FFT), so a tone keeps its pitch exactly and nothing above the new Nyquist frequency
 folds back.
+
+Decoding is a stream: each block is mixed down to mono as it is read, and a long clip is resampled block by block,
+so a small file that declares a high rate and many channels (a decompression bomb) costs about what its output at
+the model's rate does, not what its source would decode to.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import struct
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -29,6 +34,14 @@ MAX_SECONDS = 600.0  # a longer clip is a mistake (a whole album, a stream), not
 TIMEOUT_SECONDS = 60.0  # a video container's track, checked between frames: a broken file fails instead of hanging
 VIDEO_CONTAINERS = frozenset({"mp4", "m4v", "mkv", "webm", "avi", "mov"})  # their sound track is decoded by PyAV
 SAMPLE_RATES = (1_000, 384_000)  # outside this range a header is broken or the file is not audio
+MAX_CHANNELS = 32  # more is a broken header or a bomb: 22.2 surround has 24
+BLOCK_FRAMES = 2**16  # frames read from a sound file at a time (8 MB at 32 channels)
+# Up to this many (mono, source-rate) samples a clip is resampled whole, as `resample` does; a longer one (over
+# 47 s at 44.1 kHz) block by block with overlapping margins, which agrees with the whole-clip result to ~1e-4 of
+# full scale (its edges differ more: there the whole-clip FFT wraps the clip's end onto its start).
+WHOLE_SAMPLES = 2**21
+STREAM_BLOCK = 2**20  # source samples per block when resampling block by block
+STREAM_MARGIN = 2**16  # source samples each block sees on each side: the band-limited kernel's tail beyond is tiny
 # Features are computed over at most this many samples at once: a whole batch's spectrum (100 MB for 64
 # clips of 10 s) costs more to allocate and walk than to compute.
 CHUNK_SAMPLES = 2**19
@@ -51,21 +64,20 @@ def decode_audio(
     source: str | None = None,
     row: int | None = None,
     field: str = "audio",
+    keep_seconds: float | None = None,
 ) -> torch.Tensor:
     """``ref`` (a path or encoded bytes of a sound file or a video container) -> (samples,) float32 mono at
-    ``sample_rate`` (None: the file's own), or BadSampleError."""
+    ``sample_rate`` (None: the file's own), or BadSampleError.
+
+    ``keep_seconds``: return only the clip's first seconds and stop decoding there (a caller that crops to a
+    window needs no more); the header's length is still checked against ``max_seconds``."""
     bad = media_errors(ref, source, row, field)
     handle = open_media(ref, bad)
     if is_video_container(ref):
-        data, rate = _decode_track(handle, max_seconds, timeout_seconds, bad)
+        sink = _decode_track(handle, sample_rate, max_seconds, keep_seconds, timeout_seconds, bad)
     else:
-        data, rate = _decode_sound_file(handle, max_seconds, bad)
-    if len(data) == 0:
-        raise bad("no audio samples", "empty_file")
-    if not np.isfinite(data).all():
-        raise bad("samples are not finite numbers", "decode")
-    mono = torch.from_numpy(np.ascontiguousarray(data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)))
-    return mono if sample_rate is None else resample(mono, rate, sample_rate)
+        sink = _decode_sound_file(handle, sample_rate, max_seconds, keep_seconds, bad)
+    return sink.result()
 
 
 def is_video_container(ref: object) -> bool:
@@ -83,28 +95,95 @@ def _check_rate(rate: int, bad: Any) -> None:
         raise bad(f"sample rate {rate} Hz is outside {SAMPLE_RATES[0]}-{SAMPLE_RATES[1]} Hz", "bad_audio")
 
 
-def _decode_sound_file(handle: Any, max_seconds: float, bad: Any) -> tuple[np.ndarray, int]:
-    """(samples, channels) float32 and the rate of a file libsndfile reads."""
+def _check_channels(channels: int, bad: Any) -> None:
+    if channels > MAX_CHANNELS:
+        raise bad(f"{channels} channels, more than the {MAX_CHANNELS} allowed", "bad_audio")
+
+
+def _check_length(declared: float, held: float, bad: Any) -> None:
+    """A file holding clearly less sound than its header declares is truncated (a few frames of encoder padding or
+    rounding are not)."""
+    if declared - held > max(0.5, 0.1 * declared):
+        raise bad(f"declares {declared:.2f} s, holds {held:.2f} s", "truncated")
+
+
+def _cap(keep_seconds: float | None, rate: int) -> int | None:
+    """Source samples to decode for the first ``keep_seconds``, with the resampler's margin past them."""
+    return None if keep_seconds is None else math.ceil(keep_seconds * rate) + STREAM_MARGIN
+
+
+def _decode_sound_file(
+    handle: Any, target: int | None, max_seconds: float, keep_seconds: float | None, bad: Any
+) -> _MonoSink:
+    """The mono clip at ``target`` Hz of a file libsndfile reads, read block by block."""
     sf = _soundfile()
+    declared = _wav_seconds(handle)  # libsndfile cuts a WAV's length to the bytes present: ask the header
     try:
         with sf.SoundFile(handle) as f:
-            rate, frames = int(f.samplerate), int(f.frames)
+            rate, frames, kind = int(f.samplerate), int(f.frames), f.format
             _check_rate(rate, bad)
+            _check_channels(int(f.channels), bad)
+            if declared is not None and kind in ("WAV", "WAVEX"):
+                _check_length(declared, frames / rate, bad)
             limit = int(max_seconds * rate)
             if frames > limit:
                 raise bad(f"{frames / rate:.0f} s long, more than the {max_seconds:.0f} s allowed", "too_long")
-            data = f.read(min(frames, limit) if frames > 0 else limit + 1, dtype="float32", always_2d=True)
+            sink = _MonoSink(rate, target, _cap(keep_seconds, rate), keep_seconds, bad)
+            wanted = min(frames, limit) if frames > 0 else limit + 1  # a stream that does not say its length
+            while sink.seen < wanted and not sink.full:
+                block = f.read(min(BLOCK_FRAMES, wanted - sink.seen), dtype="float32", always_2d=True)
+                if len(block) == 0:
+                    break
+                sink.add(block)
     except BadSampleError:
         raise
     except Exception as e:  # libsndfile's errors (truncated, not audio, unsupported) come in several types
         raise bad(f"cannot decode audio ({type(e).__name__}: {e})", "decode") from None
-    if len(data) > limit:  # a stream that does not say its length
+    if sink.seen > limit:
         raise bad(f"longer than the {max_seconds:.0f} s allowed", "too_long")
-    return data, rate
+    if kind == "FLAC" and frames > 0 and not sink.full:  # STREAMINFO's count is a declaration, not a guess
+        _check_length(frames / rate, sink.seen / rate, bad)
+    return sink
 
 
-def _decode_track(handle: Any, max_seconds: float, timeout_seconds: float, bad: Any) -> tuple[np.ndarray, int]:
-    """(samples, channels) float32 and the rate of a video container's first sound track, through PyAV."""
+def _wav_seconds(handle: Any) -> float | None:
+    """The seconds a RIFF/RIFX WAVE's data chunk declares, or None where it declares none: 0 or 0xFFFFFFFF, which
+    a writer that cannot seek back (a pipe, a stream) leaves, or RF64, which keeps the length elsewhere."""
+    if isinstance(handle, (str, os.PathLike)):
+        with open(handle, "rb") as f:
+            return _riff_data_seconds(f)
+    try:
+        return _riff_data_seconds(handle)
+    finally:
+        handle.seek(0)
+
+
+def _riff_data_seconds(f: Any) -> float | None:
+    size = f.seek(0, os.SEEK_END)
+    f.seek(0)
+    head = f.read(12)
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+        return None
+    order = "<" if head[:4] == b"RIFF" else ">"
+    byte_rate, pos = 0, 12
+    while pos + 8 <= size:  # chunks: (id, length, body), bodies padded to even lengths
+        f.seek(pos)
+        chunk, length = struct.unpack(order + "4sI", f.read(8))
+        if chunk == b"fmt ":
+            body = f.read(12)
+            if len(body) < 12:  # a broken header: libsndfile says what is wrong with it
+                return None
+            byte_rate = struct.unpack(order + "I", body[8:12])[0]  # average bytes per second
+        elif chunk == b"data":
+            return length / byte_rate if byte_rate and length not in (0, 0xFFFFFFFF) else None
+        pos += 8 + length + (length & 1)
+    return None
+
+
+def _decode_track(
+    handle: Any, target: int | None, max_seconds: float, keep_seconds: float | None, timeout_seconds: float, bad: Any
+) -> _MonoSink:
+    """The mono clip at ``target`` Hz of a video container's first sound track, through PyAV, frame by frame."""
     av = require_av()
     deadline = time.monotonic() + timeout_seconds
     try:
@@ -113,20 +192,21 @@ def _decode_track(handle: Any, max_seconds: float, timeout_seconds: float, bad: 
         raise bad(f"cannot open as a video container ({type(e).__name__}: {e})", "decode") from None
     try:
         with container:
-            return _read_track(av, container, max_seconds, deadline, timeout_seconds, bad)
+            return _read_track(av, container, target, max_seconds, keep_seconds, deadline, timeout_seconds, bad)
     except BadSampleError:
         raise
     except Exception as e:
         raise bad(f"cannot decode the sound track ({type(e).__name__}: {e})", "decode") from None
 
 
-def _read_track(av, container, max_seconds, deadline, timeout_seconds, bad) -> tuple[np.ndarray, int]:  # type: ignore[no-untyped-def]
+def _read_track(av, container, target, max_seconds, keep_seconds, deadline, timeout_seconds, bad) -> _MonoSink:  # type: ignore[no-untyped-def]
     if not container.streams.audio:
         kinds = sorted({s.type for s in container.streams}) or ["nothing"]
         raise bad(f"no audio stream ({container.format.name} holding {', '.join(kinds)})", "no_audio")
     stream = container.streams.audio[0]
     rate = int(stream.rate or stream.codec_context.sample_rate or 0)
     _check_rate(rate, bad)
+    _check_channels(int(stream.codec_context.channels or 0), bad)
     if stream.duration:
         declared = float(stream.duration * stream.time_base)
     else:
@@ -134,25 +214,96 @@ def _read_track(av, container, max_seconds, deadline, timeout_seconds, bad) -> t
     if declared is not None and declared > max_seconds:
         raise bad(f"{declared:.0f} s long, more than the {max_seconds:.0f} s allowed", "too_long")
     limit = int(max_seconds * rate)
+    cap = _cap(keep_seconds, rate)
+    if declared is not None:  # the encoder's padding of the last frame is not sound
+        cap = min(round(declared * rate), cap if cap is not None else limit + 1)
+    sink = _MonoSink(rate, target, cap, keep_seconds, bad)
     to_float = av.AudioResampler(format="fltp")  # planar float32 at the track's own rate and channels
-    chunks, total = [], 0
     for frame in container.decode(stream):
         for converted in to_float.resample(frame):
-            chunks.append(converted.to_ndarray())  # (channels, samples)
-            total += chunks[-1].shape[1]
-        if total > limit:  # a stream that does not say its length
+            sink.add(converted.to_ndarray().T)  # (samples, channels)
+        if sink.seen > limit:  # a stream that does not say its length
             raise bad(f"longer than the {max_seconds:.0f} s allowed", "too_long")
         if time.monotonic() > deadline:
             raise bad(f"decoding took longer than {timeout_seconds:.0f} s", "timeout")
-    chunks += [f.to_ndarray() for f in to_float.resample(None)]
-    data = np.concatenate(chunks, axis=1).T if chunks else np.zeros((0, 1), dtype=np.float32)
-    if declared is not None:
-        if declared - len(data) / rate > max(0.5, 0.1 * declared):
-            raise bad(
-                f"sound ends at {len(data) / rate:.2f} s of the {declared:.2f} s the header declares", "truncated"
-            )
-        data = data[: round(declared * rate)]  # the encoder's padding of the last frame
-    return np.asarray(data, dtype=np.float32), rate
+        if keep_seconds is not None and sink.full:
+            return sink
+    for converted in to_float.resample(None):
+        sink.add(converted.to_ndarray().T)
+    if declared is not None and declared - sink.seen / rate > max(0.5, 0.1 * declared):
+        raise bad(f"sound ends at {sink.seen / rate:.2f} s of the {declared:.2f} s the header declares", "truncated")
+    return sink
+
+
+class _MonoSink:
+    """Decoded blocks of (samples, channels) -> one mono float32 clip at ``target`` Hz (None: the source's rate).
+
+    Each block is mixed down as it arrives, so the channel count costs nothing beyond one block. A clip of up to
+    WHOLE_SAMPLES source samples is resampled whole (exactly as :func:`resample`); past that the source is
+    resampled in blocks of STREAM_BLOCK samples, each seeing STREAM_MARGIN samples either side, and let go, so
+    what is held is the output at ``target`` Hz plus one block of source, whatever the source's rate.
+    Samples past ``cap`` (source samples) are counted in ``seen`` but not kept.
+    """
+
+    def __init__(self, rate: int, target: int | None, cap: int | None, keep_seconds: float | None, bad: Any) -> None:
+        self.rate, self.target, self.cap, self.bad = rate, target or rate, cap, bad
+        self.out_samples = None if keep_seconds is None else round(keep_seconds * self.target)
+        self.seen = 0  # source samples decoded
+        self.kept = 0  # source samples kept (at most cap)
+        self.pending: list[np.ndarray] = []  # mono source samples [base, kept)
+        self.base = 0
+        self.done = 0  # source samples already resampled into `out` (block by block)
+        self.out: list[torch.Tensor] = []
+        step = rate // math.gcd(rate, self.target)  # block edges on whole output samples
+        self.block = step * -(-STREAM_BLOCK // step)
+        self.margin = step * -(-STREAM_MARGIN // step)
+
+    @property
+    def full(self) -> bool:
+        return self.cap is not None and self.kept >= self.cap
+
+    def add(self, block: np.ndarray) -> None:
+        self.seen += len(block)
+        if self.cap is not None:
+            block = block[: max(0, self.cap - self.kept)]
+        if len(block) == 0:
+            return
+        mono = block[:, 0] if block.shape[1] == 1 else block.mean(axis=1)
+        if not np.isfinite(mono).all():
+            raise self.bad("samples are not finite numbers", "decode")
+        self.pending.append(np.ascontiguousarray(mono, dtype=np.float32))
+        self.kept += len(mono)
+        if self.target != self.rate and self.kept > WHOLE_SAMPLES and self.kept >= self.done + self.block + self.margin:
+            self._resample_blocks(final=False)  # a whole block and its right margin have arrived
+
+    def _resample_blocks(self, final: bool) -> None:
+        """Resample every block whose right margin has arrived (``final``: everything left)."""
+        source = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
+        ratio = self.target / self.rate
+        while self.done < self.kept:
+            end = self.done + self.block
+            if end + self.margin > self.kept and not final:
+                break
+            segment = torch.from_numpy(source[: min(end + self.margin, self.kept) - self.base])  # from done - margin
+            wave = resample(segment, self.rate, self.target)
+            first = round((self.done - self.base) * ratio)  # whole numbers: block edges are multiples of `step`
+            last = len(wave) if end >= self.kept else round((end - self.base) * ratio)
+            self.out.append(wave[first:last].clone())
+            self.done = min(end, self.kept)
+            cut = max(0, self.done - self.margin) - self.base
+            source, self.base = source[cut:], self.base + cut
+        self.pending = [source.copy()]  # not a view that keeps the blocks already resampled alive
+
+    def result(self) -> torch.Tensor:
+        if self.kept == 0:
+            raise self.bad("no audio samples", "empty_file")
+        if self.out or (self.target != self.rate and self.kept > WHOLE_SAMPLES):
+            self._resample_blocks(final=True)
+            wave = torch.cat(self.out)
+        else:
+            mono = torch.from_numpy(np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0])
+            wave = resample(mono, self.rate, self.target)
+        return wave if self.out_samples is None else wave[: self.out_samples]
 
 
 def resample(wave: torch.Tensor, rate: int, target: int) -> torch.Tensor:

@@ -136,9 +136,15 @@ def open_media(ref: object, bad: Callable[[str, str], BadSampleError], expected:
     references raise ``bad``."""
     if isinstance(ref, (str, os.PathLike)):
         path = Path(ref)
-        if not path.is_file():
-            raise bad("no such file", "missing_file")
-        if path.stat().st_size == 0:
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise bad("no such file", "missing_file") from None
+        except OSError as e:  # permissions, a symlink loop, a name too long
+            raise bad(f"cannot read file ({e.strerror})", "unreadable") from None
+        if not path.is_file():  # a directory, a FIFO or a device (/dev/zero) exists but is no file to decode
+            raise bad("not a regular file", "unreadable")
+        if size == 0:
             raise bad("file is empty (0 bytes)", "empty_file")
         return path
     if isinstance(ref, (bytes, bytearray, memoryview)):
