@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +21,7 @@ from tests.api.video_model import (  # noqa: F401
     write_webm,
 )
 from tests.serve.conftest import shape_image
+from tests.serve.live import serve
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's Chromium at /usr/bin/chromium")
@@ -40,28 +38,6 @@ def wait_until(page, expression: str, timeout: float = 15.0) -> None:  # noqa: A
     while not page.evaluate(expression):
         assert time.monotonic() < deadline, f"timed out waiting for: {expression}"
         time.sleep(0.05)
-
-
-@contextlib.contextmanager
-def serve(app: object) -> Iterator[str]:
-    """A real uvicorn server on 127.0.0.1 and a port the OS picked, in a thread of this process."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))  # type: ignore[arg-type]
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import threading
 import time
 from collections.abc import Iterator
 
@@ -15,6 +14,7 @@ import pytest
 from polymodal.api import Model
 from polymodal.serve import ServeSettings, create_app
 from polymodal.serve.traffic import access_logger
+from tests.serve.live import serve
 
 BOUNDARY = "----stall"
 PART = (
@@ -39,28 +39,16 @@ class Lines(logging.Handler):
 @pytest.fixture(scope="module")
 def server(model: Model) -> Iterator[tuple[int, Lines]]:
     """uvicorn on a free port in a thread, with a 0.5 s body timeout; the access lines it logs."""
-    import uvicorn
 
     log = Lines()
     saved = (access_logger.handlers, access_logger.level, access_logger.propagate)
     access_logger.handlers, access_logger.propagate = [log], False
     access_logger.setLevel(logging.INFO)
     app = create_app(model, settings=ServeSettings(body_timeout_seconds=0.5))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))  # type: ignore[arg-type]
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.05)
     try:
-        yield sock.getsockname()[1], log
+        with serve(app) as url:
+            yield int(url.rsplit(":", 1)[1]), log
     finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
         access_logger.handlers, access_logger.propagate = saved[0], saved[2]
         access_logger.setLevel(saved[1])
 
