@@ -131,13 +131,14 @@ def load_processors(directory: str | os.PathLike) -> dict[str, Processor]:
         try:
             processors[modality] = build_processor(modality, s, directory)
         except Exception as e:
-            if type(e) is not Exception:
+            cause = e.__cause__ if isinstance(e, ConfigError) and e.__cause__ is not None else e
+            if type(cause) is not Exception:
                 raise
             # The tokenizers library raises a bare Exception for a file it cannot parse ("EOF while parsing a
             # list at line 78 column 5"), naming no file: find the file that is not JSON, else say what we know.
             for json_file in sorted(directory.rglob("*.json")):
                 read_json(json_file)
-            raise UnreadableFileError(directory, f"the {modality} processor's files do not load ({e})") from None
+            raise UnreadableFileError(directory, f"the {modality} processor's files do not load ({cause})") from None
     return processors
 
 
