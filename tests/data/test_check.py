@@ -149,3 +149,29 @@ def test_cli_image_root_for_json_formats(cli: typer.Typer, tmp_path: Path) -> No
     result = CliRunner().invoke(cli, ["check", str(coco), "--json", "--image-root", str(tmp_path / "images")])
     report = json.loads(result.stdout)
     assert (report["format"], report["samples"], report["modalities"]["text"]) == ("coco_captions", 1, 1)
+
+
+def test_a_sound_is_checked_at_a_fixed_low_rate_so_its_own_rate_does_not_set_the_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 384 kHz file decoded at its own rate held 24x what it does at 16 kHz (2.2 GB for a 1 MB FLAC bomb); that
+    the whole file decodes shows at any rate."""
+    import polymodal.data.check as check_module
+    from polymodal.data.audio import CHECK_RATE
+
+    with wave.open(str(tmp_path / "a.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(384_000)
+        w.writeframes(b"\x00\x01" * 3840)
+    (tmp_path / "m.jsonl").write_text('{"id": "a", "audio": "a.wav", "text": "a tone"}\n')
+    rates: list[int | None] = []
+    real = check_module.decode_audio
+
+    def spy(ref, sample_rate, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        rates.append(sample_rate)
+        return real(ref, sample_rate, **kwargs)
+
+    monkeypatch.setattr(check_module, "decode_audio", spy)
+    report = check_dataset(tmp_path / "m.jsonl", progress=False)
+    assert rates == [CHECK_RATE] and report.bad == 0

@@ -34,6 +34,9 @@ MAX_SECONDS = 600.0  # a longer clip is a mistake (a whole album, a stream), not
 TIMEOUT_SECONDS = 60.0  # a video container's track, checked between frames: a broken file fails instead of hanging
 VIDEO_CONTAINERS = frozenset({"mp4", "m4v", "mkv", "webm", "avi", "mov"})  # their sound track is decoded by PyAV
 SAMPLE_RATES = (1_000, 384_000)  # outside this range a header is broken or the file is not audio
+# What a check that a file decodes whole resamples to: its memory is then this rate's, whatever the file's (a
+# 384 kHz file at its own rate costs 24x as much), and a decode error shows the same at any rate.
+CHECK_RATE = 16_000
 MAX_CHANNELS = 32  # more is a broken header or a bomb: 22.2 surround has 24
 BLOCK_FRAMES = 2**16  # frames read from a sound file at a time (8 MB at 32 channels)
 # Up to this many (mono, source-rate) samples a clip is resampled whole, as `resample` does; a longer one (over

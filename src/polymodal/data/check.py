@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from polymodal.data.audio import decode_audio
+from polymodal.data.audio import CHECK_RATE, decode_audio
 from polymodal.data.errors import BadSampleError, BadSampleLog
 from polymodal.data.image import DEFAULT_MAX_PIXELS, decode_image
 from polymodal.data.readers import open_dataset_with_format
@@ -94,7 +94,7 @@ def _check_media(sample: Sample, max_pixels: int) -> None:
     if sample.image is not None:
         decode_image(sample.image, max_pixels=max_pixels, source=sample.source, row=sample.row)
     if sample.audio is not None:
-        decode_audio(sample.audio, None, source=sample.source, row=sample.row)
+        decode_audio(sample.audio, CHECK_RATE, source=sample.source, row=sample.row)
     if sample.video is not None:
         decode_video(sample.video, source=sample.source, row=sample.row)
 

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from polymodal.data.audio import decode_audio
+from polymodal.data.audio import CHECK_RATE, decode_audio
 from polymodal.data.errors import BadSampleError
 from polymodal.data.image import decode_image
 from polymodal.data.shapes import encode_png
@@ -69,7 +69,7 @@ async def check_audio(data: bytes, field: str, max_seconds: float, filename: str
     """The upload itself once it decodes as a sound no longer than ``max_seconds`` (the length is read from the
     header first). The model decodes it again at its own sample rate, which this layer does not know."""
     try:
-        await run_in_threadpool(decode_audio, data, None, max_seconds=max_seconds, source=field, field=field)
+        await run_in_threadpool(decode_audio, data, CHECK_RATE, max_seconds=max_seconds, source=field, field=field)
     except BadSampleError as e:
         raise bad_media(e, field, "audio", f"{max_seconds:g} s", filename) from None
     return data
