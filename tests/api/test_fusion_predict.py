@@ -130,6 +130,10 @@ def test_the_predict_command_writes_the_csv(classifier_dir: Path, files: Path, t
     expected = polymodal.load(classifier_dir).predict(str(table))
     assert [r["prediction"] for r in written] == expected.labels
     assert "broken.png" in (tmp_path / "preds.csv.bad_samples.jsonl").read_text()
+    assert payload["bad_cells_by_column"] == {"image": 1}
+    table_run = CliRunner().invoke(app, ["predict", str(classifier_dir), str(table), "--out", str(out)])
+    said = "".join(table_run.output.split())  # a long path may wrap anywhere
+    assert "".join(f"bad cells (image 1): each listed in {tmp_path / 'preds.csv.bad_samples.jsonl'}".split()) in said
 
     renamed = files / "renamed.csv"
     renamed.write_text("id,picture,caption\n1,red.png,a red square\n")

@@ -213,6 +213,7 @@ def predict(
         "rows": len(result.row_numbers),
         "unreadable_rows": len(rows.bad),
         "bad_cells": bad_log.total,
+        "bad_cells_by_column": dict(bad_log.by_field.most_common()),
     }
     if result.problem.kind in ("binary", "multiclass"):
         payload["predicted"] = dict(Counter(result.labels).most_common())
@@ -225,3 +226,7 @@ def predict(
         f"{bad_log.total} bad cells, {len(rows.bad)} unreadable rows",
         highlight=False,
     )
+    if bad_log.total:
+        columns = ", ".join(f"{name} {n}" for name, n in bad_log.by_field.most_common())
+        where = f" ({escape(columns)})" if columns else ""
+        console.print(f"bad cells{where}: each listed in {escape(str(bad_log.path))}", highlight=False)

@@ -81,6 +81,7 @@ class BadSampleLog:
         self.path = Path(path) if path is not None else None
         self.strict = strict
         self.counts: Counter[str] = Counter()
+        self.by_field: Counter[str] = Counter()  # the column (image, audio ...) of each bad sample that names one
         self.examples: list[BadSampleError] = []
         self._lock = threading.Lock()
 
@@ -98,6 +99,8 @@ class BadSampleLog:
             raise error
         with self._lock:
             self.counts[error.kind] += 1
+            if error.field is not None:
+                self.by_field[error.field] += 1
             if len(self.examples) < 1000:
                 self.examples.append(error)
             if self.path is not None:
