@@ -27,6 +27,7 @@ from polymodal.data.schema import Modality
 from polymodal.data.text import TextTokenizer, pad_ids
 from polymodal.data.transforms import Augment, ImagePipeline, ImagePreprocess
 from polymodal.data.video import VideoSampling, decode_video
+from polymodal.fsutil import UnreadableFileError
 from polymodal.registry import Registry
 
 TOKENIZER_DIR = "tokenizer"
@@ -263,7 +264,7 @@ def processor_from_settings(modality: str, settings: Mapping[str, Any], director
     builder = PROCESSORS.get(modality)
     try:
         return builder.from_settings(settings, directory)  # type: ignore[attr-defined, no-any-return]
-    except ConfigError:
+    except (ConfigError, UnreadableFileError):  # already naming what is wrong (a damaged tokenizer file ...)
         raise
     except Exception as e:
         name = getattr(builder, "__name__", modality)

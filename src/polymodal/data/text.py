@@ -21,6 +21,8 @@ from typing import Any, Literal
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from polymodal.fsutil import UnreadableFileError, read_json
+
 META_FILE = "polymodal_tokenizer.json"
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -139,8 +141,13 @@ class TextTokenizer:
         directory = Path(directory)
         meta_path = directory / META_FILE
         if meta_path.is_file():
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            return cls(Tokenizer.from_file(str(directory / TOKENIZER_FILE)), **meta)
+            meta = read_json(meta_path)
+            path = directory / TOKENIZER_FILE
+            try:
+                return cls(Tokenizer.from_file(str(path)), **meta)
+            except Exception as e:  # the tokenizers library raises a bare Exception naming no file
+                read_json(path)  # says where its JSON breaks off, when it does
+                raise UnreadableFileError(path, f"not a tokenizer the tokenizers library reads ({e})") from None
         if not directory.is_dir():
             raise FileNotFoundError(f"{directory}: no such tokenizer directory")
         from transformers import AutoTokenizer  # heavy import, only for HF directories

@@ -126,20 +126,7 @@ def load_processors(directory: str | os.PathLike) -> dict[str, Processor]:
         settings = legacy_processor_settings(
             _read_meta(directory).get("config", {}), directory / PREPROCESS_FILE, (directory / "tokenizer").is_dir()
         )
-    processors: dict[str, Processor] = {}
-    for modality, s in settings.items():
-        try:
-            processors[modality] = build_processor(modality, s, directory)
-        except Exception as e:
-            cause = e.__cause__ if isinstance(e, ConfigError) and e.__cause__ is not None else e
-            if type(cause) is not Exception:
-                raise
-            # The tokenizers library raises a bare Exception for a file it cannot parse ("EOF while parsing a
-            # list at line 78 column 5"), naming no file: find the file that is not JSON, else say what we know.
-            for json_file in sorted(directory.rglob("*.json")):
-                read_json(json_file)
-            raise UnreadableFileError(directory, f"the {modality} processor's files do not load ({cause})") from None
-    return processors
+    return {modality: build_processor(modality, s, directory) for modality, s in settings.items()}
 
 
 def load_answers(directory: str | os.PathLike) -> list[str] | None:
