@@ -17,6 +17,7 @@ import torch
 from polymodal.data import audio
 from polymodal.data.audio import decode_audio, resample
 from polymodal.data.errors import BadSampleError
+from polymodal.data.image import decode_image
 
 sf = pytest.importorskip("soundfile")
 
@@ -141,15 +142,19 @@ def test_a_path_that_is_no_regular_file_says_so(tmp_path: Path) -> None:
     zero.symlink_to("/dev/zero")
     folder = tmp_path / "folder.wav"
     folder.mkdir()
-    for path in (fifo, zero, folder):
-        with pytest.raises(BadSampleError, match="not a regular file") as err:
+    for path, reason in ((fifo, "not a regular file"), (zero, "not a regular file"), (folder, "a directory")):
+        with pytest.raises(BadSampleError, match=reason) as err:
             decode_audio(path, 16000)
+        assert err.value.kind == "unreadable", path
+        with pytest.raises(BadSampleError, match=reason) as err:  # images are checked by the same rule
+            decode_image(path)
         assert err.value.kind == "unreadable", path
     for path in (tmp_path / "fifo.mp4", tmp_path / "zero.mp4"):
         path.symlink_to(fifo if "fifo" in path.name else "/dev/zero")
         with pytest.raises(BadSampleError, match="not a regular file") as err:
             decode_video(path)
         assert err.value.kind == "unreadable", path
-    with pytest.raises(BadSampleError, match="no such file") as err:
-        decode_audio(tmp_path / "missing.wav", 16000)
-    assert err.value.kind == "missing_file"
+    for decode in (lambda path: decode_audio(path, 16000), decode_image):
+        with pytest.raises(BadSampleError, match="no such file") as err:
+            decode(tmp_path / "missing.wav")
+        assert err.value.kind == "missing_file"

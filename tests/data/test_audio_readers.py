@@ -97,5 +97,5 @@ def test_caption_csvs_with_a_wrong_header_or_no_file_are_errors(tmp_path: Path) 
     assert detect_format(bad) == "manifest"  # not Clotho's columns: an ordinary manifest
     with pytest.raises(BadSampleError, match=r"row 1.*header lacks \['caption_2'"):
         list(read_clotho(bad))
-    with pytest.raises(BadSampleError, match="file not found"):
+    with pytest.raises(BadSampleError, match="no such file"):
         read_audiocaps(tmp_path / "nothing.csv")

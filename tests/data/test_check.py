@@ -133,7 +133,7 @@ def test_cli_unknown_format_and_missing_path(cli: typer.Typer, tmp_path: Path) -
     result = CliRunner().invoke(cli, ["check", str(tmp_path / "x.bin")])
     assert result.exit_code == 1 and "cannot tell the dataset format" in result.output
     result = CliRunner().invoke(cli, ["check", str(tmp_path / "none.jsonl")])
-    assert result.exit_code == 1 and "file not found" in result.output
+    assert result.exit_code == 1 and "no such file" in result.output
 
 
 def test_cli_image_root_for_json_formats(cli: typer.Typer, tmp_path: Path) -> None:

@@ -249,7 +249,7 @@ def test_bom_is_not_an_error(dataset: Path) -> None:
 
 @pytest.mark.parametrize("strict", [True, False])
 def test_missing_or_empty_manifest_raises_in_both_modes(tmp_path: Path, strict: bool) -> None:
-    with pytest.raises(BadSampleError, match="file not found") as info:
+    with pytest.raises(BadSampleError, match="no such file") as info:
         read_manifest(tmp_path / "nope.jsonl", strict=strict)
     assert info.value.kind == "missing_file"
     (tmp_path / "empty.jsonl").touch()

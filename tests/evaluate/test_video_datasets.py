@@ -150,7 +150,7 @@ def test_ucf101_without_a_train_list_scores_zero_shot_only(
         f.write("RedPicture/v_RedPicture_g09_c01.avi\n")  # listed, never shipped
     with pytest.raises(
         BadSampleError,
-        match=r"testlist01.txt, row 5, field .video.: RedPicture/v_RedPicture_g09_c01.avi: file not found",
+        match=r"testlist01.txt, row 5, field .video.: RedPicture/v_RedPicture_g09_c01.avi: no such file",
     ):
         run_eval(str(colour_model_dir), "ucf101", data=root)
     with pytest.raises(ValueError, match="ucf101 has the splits split1, split2, split3, not 'test'"):

@@ -130,7 +130,7 @@ def test_markdown_assets_exist(three_runs: Built) -> None:
         "training-eval",
     ):
         assert kind in names, kind
-    assert "file not found" in three_runs.md  # an example whose image is missing says so
+    assert "no such file" in three_runs.md  # an example whose image is missing says so
 
 
 def test_single_file_defaults_out_to_its_folder(tmp_path: Path, images: dict[str, Path]) -> None:

@@ -93,7 +93,7 @@ def test_a_run_with_no_usable_sample_says_how_many_were_bad_and_where_they_are_l
 
 def test_a_missing_file_in_a_column_the_model_does_not_read_loses_no_row(tmp_path: Path) -> None:
     """Rows of an image-text recipe whose audio files are gone: the model reads image and text only, so every row
-    trains (each was a bad sample, 'sounds/0.flac: file not found', and the run had nothing to train on)."""
+    trains (each was a bad sample, 'sounds/0.flac: no such file', and the run had nothing to train on)."""
     from PIL import Image
 
     from polymodal.train.recipe import load_recipe

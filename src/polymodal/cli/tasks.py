@@ -69,13 +69,12 @@ def load_model_or_fail(
 
 def file_problem(path: Path) -> str | None:
     """Why ``path`` cannot be an input file, found without opening it (a FIFO would block a read), or None."""
+    from polymodal.data.errors import path_problem
+
     if path.is_dir():
         return f"a directory; give its files (e.g. {path}/*{path.suffix or '.png'})"
-    if not path.exists():
-        return "no such file"
-    if not path.is_file():
-        return "not a regular file"
-    return None
+    problem = path_problem(path)
+    return None if problem is None else problem[0]
 
 
 def check_files(paths: list[Path], as_json: bool) -> None:

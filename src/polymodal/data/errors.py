@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -120,11 +121,20 @@ class BadSampleLog:
         )
 
 
+def describe_ref(ref: object) -> str:
+    """A media reference as an error names it: the path, or what was given instead of one."""
+    if isinstance(ref, (str, os.PathLike)):
+        return os.fspath(ref)
+    if isinstance(ref, (bytes, bytearray, memoryview)):
+        return f"<{len(ref)} bytes>"
+    return f"<{type(ref).__name__}>"
+
+
 def media_errors(ref: object, source: str | None, row: int | None, field: str) -> Callable[[str, str], BadSampleError]:
     """``bad(reason, kind)``: a BadSampleError about ``ref`` (a path or encoded bytes) naming the manifest ``source``
     and ``row`` when given, else the file itself."""
     is_path = isinstance(ref, (str, os.PathLike))
-    where = source if source is not None else (os.fspath(ref) if is_path else "<bytes>")  # type: ignore[arg-type]
+    where = source if source is not None else describe_ref(ref)
 
     def bad(reason: str, kind: str) -> BadSampleError:
         if source is not None and is_path:
@@ -134,21 +144,31 @@ def media_errors(ref: object, source: str | None, row: int | None, field: str) -
     return bad
 
 
+def path_problem(path: Path) -> tuple[str, str] | None:
+    """Why ``path`` is no file to read, as (reason, kind), found with one ``stat`` and without opening it (a FIFO
+    or a device would block or never end), or None for a regular non-empty file."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return "no such file", "missing_file"
+    except OSError as e:  # permissions, a symlink loop, a name too long
+        return f"cannot read file ({e.strerror})", "unreadable"
+    if stat.S_ISDIR(info.st_mode):
+        return "a directory, not a file", "unreadable"
+    if not stat.S_ISREG(info.st_mode):  # a FIFO or a device (/dev/zero) exists but is no file to decode
+        return "not a regular file", "unreadable"
+    if info.st_size == 0:
+        return "file is empty (0 bytes)", "empty_file"
+    return None
+
+
 def open_media(ref: object, bad: Callable[[str, str], BadSampleError], expected: str = "a path or bytes") -> Any:
     """A decoder's handle on ``ref``: the file's path, or the bytes as a file object; missing, empty or other
     references raise ``bad``."""
     if isinstance(ref, (str, os.PathLike)):
         path = Path(ref)
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            raise bad("no such file", "missing_file") from None
-        except OSError as e:  # permissions, a symlink loop, a name too long
-            raise bad(f"cannot read file ({e.strerror})", "unreadable") from None
-        if not path.is_file():  # a directory, a FIFO or a device (/dev/zero) exists but is no file to decode
-            raise bad("not a regular file", "unreadable")
-        if size == 0:
-            raise bad("file is empty (0 bytes)", "empty_file")
+        if (problem := path_problem(path)) is not None:
+            raise bad(*problem)
         return path
     if isinstance(ref, (bytes, bytearray, memoryview)):
         if len(ref) == 0:

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
-from polymodal.data.errors import BadSampleError
+from polymodal.data.errors import BadSampleError, media_errors, open_media
 from polymodal.data.schema import MediaRef
 
 # Far above any real training image (e.g. 16k x 11k), far below what fits a small file that
@@ -31,14 +30,6 @@ DEFAULT_MAX_PIXELS = 178_956_970
 DECODED_PIXELS = 16_000_000
 
 _BACKGROUND = (255, 255, 255)
-
-
-def _describe(ref: object) -> str:
-    if isinstance(ref, (str, os.PathLike)):
-        return str(ref)
-    if isinstance(ref, (bytes, bytearray, memoryview)):
-        return f"<{len(ref)} bytes>"
-    return f"<{type(ref).__name__}>"
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -80,34 +71,15 @@ def decode_image(
     error points at the row to fix; for a path the path itself is named as well.
     """
 
-    def bad(reason: str, kind: str) -> BadSampleError:
-        where = source if source is not None else _describe(ref)
-        if source is not None and isinstance(ref, (str, os.PathLike)):
-            reason = f"{ref}: {reason}"
-        return BadSampleError(reason, source=where, row=row, field=field, kind=kind)
-
-    if isinstance(ref, (str, os.PathLike)):
-        path = Path(ref)
+    bad = media_errors(ref, source, row, field)
+    handle = open_media(ref, bad)
+    if isinstance(handle, Path):
         try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            raise bad("file not found", "missing_file") from None
+            data = handle.read_bytes()
         except OSError as e:
             raise bad(f"cannot read file ({e.strerror})", "unreadable") from None
-        if not path.is_file():
-            raise bad("not a regular file", "unreadable")
-        if size == 0:
-            raise bad("file is empty (0 bytes)", "empty_file")
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise bad(f"cannot read file ({e.strerror})", "unreadable") from None
-    elif isinstance(ref, (bytes, bytearray, memoryview)):
-        data = bytes(ref)
-        if not data:
-            raise bad("image data is empty (0 bytes)", "empty_file")
     else:
-        raise bad(f"expected a path or bytes, got {type(ref).__name__}", "invalid")
+        data = handle.getvalue()
 
     try:
         with warnings.catch_warnings():

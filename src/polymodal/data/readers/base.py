@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
-from polymodal.data.errors import BadSampleError, BadSampleLog
+from polymodal.data.errors import BadSampleError, BadSampleLog, path_problem
 from polymodal.data.processors import PROCESSORS
 from polymodal.data.schema import QA, Label, MediaRef, Sample, Statement
 
@@ -62,12 +62,8 @@ def file_error(reason: str, path: str | os.PathLike, kind: str) -> BadSampleErro
 def require_file(path: str | os.PathLike) -> Path:
     """``path`` as a Path, or a BadSampleError if it is not a readable, non-empty file."""
     p = Path(path)
-    if not p.exists():
-        raise file_error("file not found", p, "missing_file")
-    if not p.is_file():
-        raise file_error("not a regular file", p, "unreadable")
-    if p.stat().st_size == 0:
-        raise file_error("file is empty (0 bytes)", p, "empty_file")
+    if (problem := path_problem(p)) is not None:
+        raise file_error(problem[0], p, problem[1])
     return p
 
 
@@ -138,7 +134,7 @@ class PathResolver:
             checked = self.check_exists and (self.checked_fields is None or field in self.checked_fields)
             if checked and not real.is_file() and not (field == "video" and real.is_dir()):
                 if not real.exists():
-                    raise bad(f"{value}: file not found", "missing_file")
+                    raise bad(f"{value}: no such file", "missing_file")
                 raise bad(f"{value}: not a regular file", "unreadable")
         except (OSError, RuntimeError) as e:  # symlink loops, names too long, permissions
             raise bad(f"{value}: cannot resolve path ({e})", "unreadable") from None
