@@ -50,7 +50,7 @@ def test_classify_clips_zero_shot_with_the_image_tower(colour_model_dir, clips) 
 
 def test_segments_carry_their_times_and_embed_only_their_frames(colour_model_dir, clips) -> None:  # noqa: ANN001, F811
     model = polymodal.load(colour_model_dir, precision="fp32")
-    segments = model.video_segments(str(clips["red-then-blue"]), 1.0)
+    segments = list(model.video_segments(str(clips["red-then-blue"]), 1.0))
     assert [(s.start, s.end) for s in segments] == [(0.0, 1.0), (1.0, 2.0)]
     assert all(len(s.clip.frames) == 8 and all(s.start <= t < s.end for t in s.clip.times) for s in segments)
     red, blue = model.embed_video([s.clip for s in segments])
@@ -90,3 +90,31 @@ def test_bad_clips_and_models_that_cannot_embed_video(colour_model_dir, tiny_cap
     assert captioner.video_embedding is None
     with pytest.raises(TaskNotSupported, match="cannot embed"):
         captioner.embed_video(broken)
+
+
+def test_a_long_clip_is_cut_into_whole_segments_a_window_at_a_time(
+    colour_model_dir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001, F811
+    """Every segment of a long clip has all its frames (1,040 of them here: past the 1,024 one decode took before,
+    which thinned them), and frames are decoded a window at a time as the segments are taken."""
+    import polymodal.api.video as video_api
+
+    clip = write_clip(tmp_path / "long.mp4", ["red", "blue"] * 65, 1.0)  # 130 s at 8 fps
+    frames_per_call: list[int] = []
+
+    def counting(ref, settings, *args, **kwargs):  # type: ignore[no-untyped-def]
+        frames_per_call.append(settings.frames)
+        return decode_video(ref, settings, *args, **kwargs)
+
+    monkeypatch.setattr(video_api, "decode_video", counting)
+    model = polymodal.load(colour_model_dir, precision="fp32")
+    segments = model.video_segments(str(clip), 1.0)
+    first = next(segments)
+    assert len(frames_per_call) == 2  # the length probe and the first window: nothing more decoded yet
+    taken = [first, *segments]
+    assert [(s.start, s.end, len(s.clip.frames)) for s in taken] == [(float(j), j + 1.0, 8) for j in range(130)]
+    assert all(s.start <= t < s.end for s in taken for t in s.clip.times)
+    assert max(frames_per_call) <= video_api.WINDOW_FRAMES and sum(frames_per_call[1:]) == 1040
+    captions = model.embed_text(["a red picture", "a blue picture"])
+    colours = (model.embed_video([s.clip for s in taken[-4:]]) @ captions.T).argmax(1)
+    assert colours.tolist() == [0, 1, 0, 1]

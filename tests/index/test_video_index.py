@@ -82,7 +82,7 @@ def test_segments_are_items_with_their_times_and_add_cuts_new_clips_alike(tmp_pa
             ("red.mp4", 1.0, 2.0),
         ]
         (id_second,) = [i for i, it in items.items() if it.path.endswith("red-then-blue.mp4") and it.metadata["start"]]
-        segment = model.video_segments(str(videos / "more" / "red-then-blue.mp4"), 1.0)[1]
+        segment = list(model.video_segments(str(videos / "more" / "red-then-blue.mp4"), 1.0))[1]
         np.testing.assert_allclose(idx.vectors([id_second])[0], model.embed_video(segment.clip)[0], atol=1e-5)
     idx, loaded = open_for_search(tmp_path / "idx", model)
     with idx:

@@ -302,9 +302,10 @@ class Model:
         processor = getattr(getattr(self.backend, "saved", None), "processors", {}).get("video")
         return processor.sampling if processor is not None else VideoSampling()
 
-    def video_segments(self, clip: str | bytes, seconds: float) -> list[VideoSegment]:
+    def video_segments(self, clip: str | bytes, seconds: float) -> Iterator[VideoSegment]:
         """``clip`` cut into ``seconds``-long segments, each with the frames its embedding reads (pass their
-        ``.clip`` to ``embed_video``); a bad file raises BadSampleError."""
+        ``.clip`` to ``embed_video``), yielded as the clip is decoded; a bad file raises BadSampleError (a bad
+        header at the call, a clip that breaks off where it does)."""
         return segment_clip(clip, seconds, self.video_sampling())
 
     def _embed_clips(self, clips: Sequence[str | bytes | Clip]) -> torch.Tensor:

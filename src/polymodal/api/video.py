@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Union
 
@@ -14,7 +14,6 @@ from polymodal.data.video import Clip, VideoSampling, decode_video
 
 __all__ = [
     "IMAGE_FRAMES",
-    "MAX_DECODED_FRAMES",
     "VIDEO_TOWER",
     "VideoInput",
     "VideoSegment",
@@ -24,8 +23,8 @@ __all__ = [
 ]
 
 VideoInput = Union[str, "os.PathLike[str]", bytes, bytearray, Clip]  # a file, its bytes, or frames already decoded
-# VideoSampling caps frames per decode at 1024: a segmented clip takes fewer frames per segment beyond that.
-MAX_DECODED_FRAMES = 1024
+# Frames decoded at a time when a clip is cut into segments (32 frames of 4K take 0.8 GB).
+WINDOW_FRAMES = 32
 
 
 @dataclass
@@ -54,27 +53,33 @@ def to_clips(values: VideoInput | Sequence[VideoInput]) -> list[str | bytes | Cl
     return out
 
 
-def segment_clip(ref: str | bytes, seconds: float, sampling: VideoSampling) -> list[VideoSegment]:
+def segment_clip(ref: str | bytes, seconds: float, sampling: VideoSampling) -> Iterator[VideoSegment]:
     """``ref`` cut into consecutive ``seconds``-long segments (the last one may be shorter), each with up to
-    ``sampling.frames`` frames taken at a fixed rate from its start. The clip is decoded once, at that rate."""
+    ``sampling.frames`` frames taken at a fixed rate from its start. The segments come as they are decoded, a
+    window of about WINDOW_FRAMES frames at a time, so a long clip never holds all its frames at once."""
     if not seconds > 0:
         raise ValueError(f"segment seconds must be > 0, got {seconds}")
     duration = decode_video(ref, sampling.model_copy(update={"frames": 1})).duration
-    rate = sampling.frames / seconds
-    if duration * rate > MAX_DECODED_FRAMES:
-        rate = MAX_DECODED_FRAMES / duration  # fewer frames per segment rather than an unbounded decode
-    total = min(MAX_DECODED_FRAMES, max(1, math.ceil(duration * rate - 1e-9)))
-    clip = decode_video(ref, sampling.model_copy(update={"frames": total, "sampling": "fps", "fps": rate}))
+    return _segments(ref, seconds, sampling, duration)
+
+
+def _segments(ref: str | bytes, seconds: float, sampling: VideoSampling, duration: float) -> Iterator[VideoSegment]:
     count = max(1, math.ceil(duration / seconds - 1e-6))
-    groups: list[list[int]] = [[] for _ in range(count)]
-    for i, t in enumerate(clip.times):
-        groups[min(count - 1, int(t / seconds + 1e-6))].append(i)
-    return [
-        VideoSegment(
-            start=j * seconds,
-            end=min((j + 1) * seconds, duration),
-            clip=Clip([clip.frames[i] for i in ids], [clip.times[i] for i in ids], clip.duration, clip.rate),
-        )
-        for j, ids in enumerate(groups)
-        if ids
-    ]
+    rate = sampling.frames / seconds
+    per_window = max(1, WINDOW_FRAMES // sampling.frames)  # segments decoded together
+    for first in range(0, count, per_window):
+        last = min(count, first + per_window)
+        begin, end = first * seconds, min(last * seconds, duration)
+        frames = min((last - first) * sampling.frames, max(1, math.ceil((end - begin) * rate - 1e-9)))
+        window = sampling.model_copy(update={"frames": frames, "sampling": "fps", "fps": rate})
+        clip = decode_video(ref, window, start=begin)
+        groups: dict[int, list[int]] = {}
+        for i, t in enumerate(clip.times):
+            groups.setdefault(min(last - 1, max(first, int(t / seconds + 1e-6))), []).append(i)
+        for j in sorted(groups):
+            ids = groups[j]
+            yield VideoSegment(
+                start=j * seconds,
+                end=min((j + 1) * seconds, duration),
+                clip=Clip([clip.frames[i] for i in ids], [clip.times[i] for i in ids], clip.duration, clip.rate),
+            )

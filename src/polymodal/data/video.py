@@ -79,15 +79,25 @@ class Clip:
 
 
 def sample_indices(
-    count: int, rate: float, settings: VideoSampling, generator: torch.Generator | None = None, random: bool = False
+    count: int,
+    rate: float,
+    settings: VideoSampling,
+    generator: torch.Generator | None = None,
+    random: bool = False,
+    start: float = 0.0,
 ) -> list[int]:
-    """Indices (sorted, of ``count`` frames at ``rate``) that ``settings`` samples; ``random`` draws segment frames."""
+    """Indices (sorted, of ``count`` frames at ``rate``) that ``settings`` samples; ``random`` draws segment frames;
+    ``fps`` sampling begins ``start`` seconds in."""
     t = settings.frames
     if count <= 0:
         return []
     if settings.sampling == "fps":
         step = rate / float(settings.fps)  # type: ignore[arg-type]
-        return [min(count - 1, math.floor(k * step + 1e-9)) for k in range(min(t, math.ceil(count / step - 1e-9)))]
+        first = start * rate
+        n = min(t, math.ceil((count - first) / step - 1e-9))
+        return [min(count - 1, math.floor(first + k * step + 1e-9)) for k in range(max(0, n))]
+    if start:
+        raise ValueError(f"a start time needs 'fps' sampling, not {settings.sampling!r}")
     if count <= t:
         return list(range(count))  # every frame; the rest of the T slots are padding
     if settings.sampling == "uniform":
@@ -112,13 +122,15 @@ def decode_video(
     source: str | None = None,
     row: int | None = None,
     field: str = "video",
+    start: float = 0.0,
 ) -> Clip:
     """``ref`` (a video file, its bytes, or a folder of frame images) -> the frames ``settings`` samples, or
-    BadSampleError. ``random`` draws the frame of each segment from ``generator`` (training)."""
+    BadSampleError. ``random`` draws the frame of each segment from ``generator`` (training); ``start`` (seconds,
+    ``fps`` sampling) skips the clip's beginning, so a long clip can be decoded a window at a time."""
     settings = settings or VideoSampling()
     bad = media_errors(ref, source, row, field)
     if isinstance(ref, (str, os.PathLike)) and Path(ref).is_dir():
-        return _decode_folder(Path(ref), settings, generator, random, bad, source, row, field)
+        return _decode_folder(Path(ref), settings, generator, random, bad, source, row, field, start)
     handle: Any = open_media(ref, bad, "a path, bytes or a folder of frames")
     if isinstance(handle, Path):
         handle = os.fspath(handle)
@@ -137,7 +149,7 @@ def decode_video(
         return opened[-1]
 
     try:
-        return _decode_container(reopen(), reopen, settings, generator, random, deadline, bad)
+        return _decode_container(reopen(), reopen, settings, generator, random, deadline, bad, start)
     except BadSampleError:
         raise
     except Exception as e:
@@ -147,7 +159,7 @@ def decode_video(
             container.close()
 
 
-def _decode_container(container, reopen, settings, generator, random, deadline, bad) -> Clip:  # type: ignore[no-untyped-def]
+def _decode_container(container, reopen, settings, generator, random, deadline, bad, start_at) -> Clip:  # type: ignore[no-untyped-def]
     """Probe the stream (rate, frame count, bounds), then decode the sampled frames with seeks."""
     fmt = container.format.name
     if fmt == "image2" or fmt.endswith("_pipe"):
@@ -173,7 +185,7 @@ def _decode_container(container, reopen, settings, generator, random, deadline, 
     if duration > settings.max_seconds:
         raise bad(f"{duration:.0f} s long, more than the {settings.max_seconds:.0f} s allowed", "too_long")
     count = int(stream.frames) or max(1, round(duration * rate))
-    indices = sample_indices(count, rate, settings, generator, random)
+    indices = sample_indices(count, rate, settings, generator, random, start_at)
     targets = sorted({start + i / rate for i in indices})
     found = _seek_and_decode(container, stream, targets, rate, count, settings, deadline, bad)
     if not found:
@@ -243,7 +255,7 @@ def _seek_and_decode(container, stream, targets, rate, count, settings, deadline
     return found
 
 
-def _decode_folder(path, settings, generator, random, bad, source, row, field) -> Clip:  # type: ignore[no-untyped-def]
+def _decode_folder(path, settings, generator, random, bad, source, row, field, start) -> Clip:  # type: ignore[no-untyped-def]
     """A folder of frame images (sorted by name) as a clip at ``folder_fps``; only sampled frames are decoded."""
     names = sorted(
         e.name
@@ -255,7 +267,7 @@ def _decode_folder(path, settings, generator, random, bad, source, row, field) -
     rate = settings.folder_fps
     if len(names) > settings.max_seconds * rate:
         raise bad(f"{len(names)} frames, more than {settings.max_seconds:.0f} s at {rate:g} fps", "too_long")
-    indices = sample_indices(len(names), rate, settings, generator, random)
+    indices = sample_indices(len(names), rate, settings, generator, random, start)
     frames = []
     for i in indices:
         image = decode_image(path / names[i], max_pixels=settings.max_pixels, source=source, row=row, field=field)

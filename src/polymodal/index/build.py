@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -37,6 +37,7 @@ from polymodal.index.store import Item
 from polymodal.index.tuning import DEFAULT_TUNING, ReportFn, TuningOptions, build_tuned
 from polymodal.index.vector_index import META_FILE, WORK_DIR, IndexMeta, VectorIndex, write_index
 
+T = TypeVar("T")
 DEFAULT_CHUNK_SIZE = 1024
 ProgressFn = Callable[[int, int], None]  # (items finished so far, total items)
 ChunkHook = Callable[[int], None]  # called with the chunk number after each chunk is saved
@@ -312,21 +313,26 @@ def _embed_segments(
     model: Model, clips: list[SourceItem], seconds: float
 ) -> tuple[dict[int, tuple[list[Item], np.ndarray]], dict[int, BadSampleError]]:
     """({position: (one item per segment with its start and end, their vectors)}, {position: error}) of ``clips``,
-    each decoded once and cut into ``seconds``-long segments."""
+    each decoded once and cut into ``seconds``-long segments, embedded a batch of segments at a time as they are
+    decoded (a long clip's frames are never all in memory)."""
     done, bad = {}, {}
     for i, clip in enumerate(clips):
+        items: list[Item] = []
+        vectors: list[np.ndarray] = []
         try:
             segments = model.video_segments(clip.ref, seconds)  # type: ignore[arg-type]
-        except BadSampleError as e:
+            for batch in _batched(segments, model.batch_size):
+                items += [
+                    dataclasses.replace(
+                        clip.item, metadata={**clip.item.metadata, "start": round(s.start, 3), "end": round(s.end, 3)}
+                    )
+                    for s in batch
+                ]
+                vectors.append(model.embed("video", [s.clip for s in batch]))
+        except BadSampleError as e:  # a clip that breaks off part-way is left out whole, as one that cannot open
             bad[i] = e
             continue
-        items = [
-            dataclasses.replace(
-                clip.item, metadata={**clip.item.metadata, "start": round(seg.start, 3), "end": round(seg.end, 3)}
-            )
-            for seg in segments
-        ]
-        done[i] = (items, model.embed("video", [seg.clip for seg in segments]))
+        done[i] = (items, np.concatenate(vectors))
     return done, bad
 
 
@@ -423,7 +429,7 @@ def _reader_skips(log: BadSampleLog) -> Iterable[dict[str, Any]]:
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------------
-def _batched(items: Iterable[SourceItem], size: int) -> Iterator[list[SourceItem]]:
+def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
     it = iter(items)
     while group := list(islice(it, size)):
         yield group
