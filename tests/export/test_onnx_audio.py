@@ -157,6 +157,10 @@ def test_a_model_with_an_audio_export_times_and_checks_its_audio_tower(
     clips = _clips(tmp_path / "clips")
     plain = polymodal.load(model_dir, precision="fp32")
     np.testing.assert_allclose(model.embed_audio(clips), plain.embed_audio(clips), atol=1e-4)
+    # A model in bf16 (the default on CPUs with native bf16) still feeds the export fp32 features, as it checked it.
+    in_bf16 = polymodal.load(model_dir, precision="bf16", export=tmp_path / "onnx", export_towers="all")
+    assert in_bf16.tower_runtimes["audio"].runtime == "onnx"
+    np.testing.assert_allclose(in_bf16.embed_audio(clips), plain.embed_audio(clips), atol=1e-4)
 
     def no_soundfile() -> None:
         raise ImportError("reading sounds needs soundfile")

@@ -15,7 +15,7 @@ import torch
 from polymodal.data.processors import TextProcessor, VideoProcessor
 from polymodal.data.text import train_tokenizer
 from polymodal.data.transforms import ImagePreprocess
-from polymodal.data.video import VideoSampling
+from polymodal.data.video import VideoSampling, decode_video
 from polymodal.export import ExportError, OnnxEmbedder, export_onnx
 from polymodal.models import SavedModel, build_model, parse_model_config, save_model
 from tests.data.test_video import write_clip
@@ -146,6 +146,11 @@ def test_a_model_with_a_video_export_times_and_checks_its_video_tower(
     assert "video" in model.backend.onnx_modalities  # type: ignore[attr-defined]
     plain = polymodal.load(model_dir, precision="fp32")
     np.testing.assert_allclose(model.embed_video(clips[:3]), plain.embed_video(clips[:3]), atol=1e-4)
+    # Decoded clips (segments) in a bf16 model: their frames are preprocessed in fp32 for the export too.
+    decoded = [decode_video(clip, SavedModel.load(model_dir).processors["video"].sampling) for clip in clips[:3]]
+    in_bf16 = polymodal.load(model_dir, precision="bf16", export=tmp_path / "onnx", export_towers="all")
+    assert in_bf16.tower_runtimes["video"].runtime == "onnx"
+    np.testing.assert_allclose(in_bf16.embed_video(decoded), plain.embed_video(decoded), atol=1e-4)
 
     checked: list[tuple[str, int]] = []
 

@@ -16,7 +16,7 @@ from PIL import Image
 from polymodal.api.inputs import ImageInput, MediaInput, decode_batch, to_inputs
 from polymodal.api.precision import choose_tower_precisions
 from polymodal.api.predictor import PredictorBackend
-from polymodal.api.video import VideoInput, VideoSegment, decoded, segment_clip, to_clips
+from polymodal.api.video import VideoInput, VideoSegment, segment_clip, to_clips
 from polymodal.backends import ANSWER, CAPTION, EMBED, GENERATE, PREDICT, Backend, TaskNotSupported, load_backend
 from polymodal.backends.base import accepts, embed, logit_scale, media, text_lengths, video_embedding
 from polymodal.backends.video import IMAGE_FRAMES
@@ -312,22 +312,7 @@ class Model:
         if self.video_embedding == IMAGE_FRAMES:  # their frames through the image tower, in its learned call sizes
             sizer = self._sizer("image")
             return embed(self.backend, "video", clips, frame_batch=self.batch_size, frame_sizer=sizer)
-        if not any(isinstance(c, Clip) for c in clips):
-            return embed(self.backend, "video", clips)  # the processor decodes the files itself
-        return self._embed_decoded(clips)
-
-    @torch.inference_mode()
-    def _embed_decoded(self, clips: Sequence[str | bytes | Clip]) -> torch.Tensor:
-        """The video tower over decoded frames (segments), each frame through the video processor's preprocessing."""
-        saved = self.backend.saved  # type: ignore[attr-defined]  # only a polymodal model has a video tower
-        processor = saved.processors["video"]
-        tensors = [
-            torch.stack([processor.preprocess.to_tensor(f) for f in decoded(c, processor.sampling).frames])
-            for c in clips
-        ]
-        batch = processor.collate(tensors)  # x (B, T, 3, S, S), mask (B, T)
-        x, mask = batch.x.to(self.device), batch.mask.to(self.device)
-        return saved.model.embed("video", x, mask).float()
+        return embed(self.backend, "video", clips)  # the video processor decodes files and takes Clips as they are
 
     def _text_tensor(self, texts: list[str]) -> torch.Tensor:
         return torch.from_numpy(self.embed_text(texts))

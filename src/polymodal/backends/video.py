@@ -9,16 +9,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from polymodal.data.video import Clip, VideoSampling, decode_video
+from polymodal.data.video import Clip, VideoSampling, decoded
 
 # How a backend embeds clips (Model.video_embedding, /health): its own tower, or its image tower per frame.
 VIDEO_TOWER = "video tower"
 IMAGE_FRAMES = "image tower per frame (mean of unit frame embeddings)"
-
-
-def decoded(clip: str | bytes | Clip, sampling: VideoSampling) -> Clip:
-    """The clip's sampled frames (a decoded clip is taken as it is); a bad file raises BadSampleError."""
-    return clip if isinstance(clip, Clip) else decode_video(clip, sampling)
 
 
 def embed_by_frames(

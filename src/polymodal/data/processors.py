@@ -26,7 +26,7 @@ from polymodal.data.image import decode_image
 from polymodal.data.schema import Modality
 from polymodal.data.text import TextTokenizer, pad_ids
 from polymodal.data.transforms import Augment, ImagePipeline, ImagePreprocess
-from polymodal.data.video import VideoSampling, decode_video
+from polymodal.data.video import Clip, VideoSampling, decode_video
 from polymodal.fsutil import UnreadableFileError
 from polymodal.registry import Registry
 
@@ -450,7 +450,10 @@ class VideoProcessor(Processor):
     def prepare(
         self, ref: Any, generator: torch.Generator | None = None, *, source: str | None = None, row: int | None = None
     ) -> torch.Tensor:
-        clip = decode_video(ref, self.sampling, generator, random=self.random_segments, source=source, row=row)
+        if isinstance(ref, Clip):  # decoded already (a segment): its frames as they are
+            clip = ref
+        else:
+            clip = decode_video(ref, self.sampling, generator, random=self.random_segments, source=source, row=row)
         if not self.pipeline.ops:
             return torch.stack([self.preprocess.to_tensor(frame) for frame in clip.frames])  # (n, 3, S, S)
         # One seed per clip, replayed for each frame: every frame gets the same crop and flip.

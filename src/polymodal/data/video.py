@@ -113,6 +113,12 @@ def sample_indices(
     return out
 
 
+def decoded(clip: MediaRef | Clip, sampling: VideoSampling) -> Clip:
+    """The clip's sampled frames (a decoded clip, such as a segment, is taken as it is); a bad file raises
+    BadSampleError."""
+    return clip if isinstance(clip, Clip) else decode_video(clip, sampling)
+
+
 def decode_video(
     ref: MediaRef,
     settings: VideoSampling | None = None,

@@ -122,7 +122,10 @@ class ExportTowers:
 
     def embed(self, modality: str, refs: Sequence[Any]) -> torch.Tensor:
         if modality in self.onnx_modalities:
-            return torch.from_numpy(self.embedder.embed(modality, refs))
+            # The export takes fp32 inputs: its preprocessing (an audio tower's mel features, a Clip's frames) must
+            # not run in the bf16 autocast the model keeps for its PyTorch towers.
+            with torch.autocast("cpu", enabled=False):
+                return torch.from_numpy(self.embedder.embed(modality, refs))
         return embed(self.backend, modality, refs)
 
     def embed_images(self, images: Sequence[Any]) -> torch.Tensor:
