@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from polymodal.data.audio import decode_audio, is_video_container
+from polymodal.data.audio import decode_audio, is_av_container
 from polymodal.data.errors import BadSampleError
 from polymodal.data.processors import AudioProcessor
 
@@ -132,6 +132,6 @@ def test_bad_clips_are_bad_samples_with_the_sound_files_kinds(tmp_path: Path) ->
 def test_containers_are_told_from_sound_files_by_extension_or_first_bytes(tmp_path: Path) -> None:
     clip = write_clip(None, burst_wave(1.0, 16000, onset=0.2), rate=16000, seconds=1.0)
     mkv = write_clip(None, burst_wave(1.0, 48000, onset=0.2), rate=48000, fmt="matroska", codec="libopus", seconds=1.0)
-    assert is_video_container("a/b.MP4") and is_video_container(Path("x.webm")) and not is_video_container("x.flac")
-    assert is_video_container(clip) and is_video_container(mkv)
-    assert not is_video_container(b"RIFF\x00\x00\x00\x00WAVEfmt ") and not is_video_container(b"fLaC\x00\x00")
+    assert is_av_container("a/b.MP4") and is_av_container(Path("x.webm")) and not is_av_container("x.flac")
+    assert is_av_container(clip) and is_av_container(mkv)
+    assert not is_av_container(b"RIFF\x00\x00\x00\x00WAVEfmt ") and not is_av_container(b"fLaC\x00\x00")

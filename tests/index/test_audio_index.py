@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 import polymodal
 from polymodal.cli.main import app
 from polymodal.index import VectorIndex, add_to_index, build_index, open_for_search, search, search_audio, store
-from tests.api.audio_model import CAPTIONS, audio_model_dir, write_sounds, write_tone  # noqa: F401
+from tests.api.audio_model import CAPTIONS, PITCHES, audio_model_dir, save_audio_model, write_sounds, write_tone  # noqa: F401
+from tests.data.test_audio_tracks import write_clip
 from tests.index.fixtures import clip_model, tiny_clip, write_images, write_manifest  # noqa: F401
 
 
@@ -65,6 +66,39 @@ def test_a_folder_of_sounds_is_indexed_and_searched_by_text_and_by_clip(tmp_path
         (by_clip,) = search_audio(idx, loaded, clip.read_bytes(), k=6)
         assert by_clip[0].path == str(clip) and by_clip[0].score > 0.999
         assert sorted(names(by_clip[:3])) == sorted(p.name for p in files["high"])
+
+
+def test_an_audio_model_indexes_clips_by_their_sound_and_every_sound_format(tmp_path: Path) -> None:
+    """For a model that embeds sound but not video (no image tower to embed frames), a folder's clips are sounds
+    (their tracks; a clip without one is a bad sample, not a video left out), and M4A, Opus and AIFF files are
+    indexed like WAV."""
+    model = polymodal.load(save_audio_model(tmp_path / "model"), precision="fp32")
+    assert model.accepts() == {"audio", "text"}
+    sf = pytest.importorskip("soundfile")
+    folder = tmp_path / "media"
+    folder.mkdir()
+    rate = 16000
+    wave = np.sin(2 * np.pi * PITCHES["high"] * np.arange(rate // 2) / rate).astype(np.float32) * 0.5
+    write_clip(folder / "clip.mp4", wave, rate=rate)
+    write_clip(folder / "silent.mp4", None)  # no sound track
+    write_clip(folder / "sound.m4a", wave, rate=rate)
+    for name, kwargs in {"tone.opus": {"format": "OGG", "subtype": "OPUS"}, "tone.aiff": {}}.items():
+        sf.write(folder / name, wave, 48000 if name.endswith("opus") else rate, **kwargs)
+    result = build_index(folder, tmp_path / "idx", model)
+    assert (result.added, result.skipped_by_kind, result.not_embedded) == (4, {"no_audio": 1}, {})
+    with VectorIndex.open(tmp_path / "idx") as idx:
+        items = idx.items(store.all_ids(idx.conn))
+        assert sorted(Path(it.path).name for it in items.values()) == [
+            "clip.mp4",
+            "sound.m4a",
+            "tone.aiff",
+            "tone.opus",
+        ]
+        assert {it.kind for it in items.values()} == {"audio"}
+    idx, loaded = open_for_search(tmp_path / "idx", model)
+    with idx:
+        (hits,) = search(idx, loaded, "text", [CAPTIONS["high"]], k=4)
+        assert {h.kind for h in hits} == {"audio"} and len(hits) == 4
 
 
 def test_images_and_sounds_in_one_folder_are_items_of_their_own_kind(tmp_path: Path, model) -> None:  # noqa: ANN001

@@ -122,6 +122,24 @@ def test_remove_by_id_and_path(tmp_path: Path, image_folder: Path, clip_model, k
     np.testing.assert_array_equal(vectors_after, vectors_before[keep])
 
 
+def test_a_link_is_an_item_of_its_own(tmp_path: Path, clip_model) -> None:
+    """A symlink in the folder is indexed under its own path (not twice under its target's), and removing it
+    leaves the target's item."""
+    folder = tmp_path / "pics"
+    (target,) = write_images(folder, 1)
+    link = folder / "link.png"
+    link.symlink_to(target.name)
+    out = tmp_path / "idx"
+    build_index(folder, out, clip_model)
+    _, items, _ = snapshot(out)
+    root = folder.resolve()  # the walked folder, resolved; the files in it keep their names
+    assert sorted(i["path"] for i in items) == [str(root / "img000.png"), str(root / "link.png")]
+    with VectorIndex.open(out) as idx:
+        removed, missing = idx.remove([str(link)])
+        assert len(removed) == 1 and not missing
+        assert [i.path for i in idx.items(store.all_ids(idx.conn)).values()] == [str(root / "img000.png")]
+
+
 def test_add_skips_what_is_indexed_and_continues_ids(tmp_path: Path, clip_model) -> None:
     a, b = tmp_path / "a", tmp_path / "b"
     write_images(a, 4)

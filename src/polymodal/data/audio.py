@@ -32,7 +32,7 @@ from polymodal.data.video import require_av
 
 MAX_SECONDS = 600.0  # a longer clip is a mistake (a whole album, a stream), not a sample
 TIMEOUT_SECONDS = 60.0  # a video container's track, checked between frames: a broken file fails instead of hanging
-VIDEO_CONTAINERS = frozenset({"mp4", "m4v", "mkv", "webm", "avi", "mov"})  # their sound track is decoded by PyAV
+AV_CONTAINERS = frozenset({"mp4", "m4v", "m4a", "mkv", "webm", "avi", "mov"})  # sound in these is decoded by PyAV
 SAMPLE_RATES = (1_000, 384_000)  # outside this range a header is broken or the file is not audio
 # What a check that a file decodes whole resamples to: its memory is then this rate's, whatever the file's (a
 # 384 kHz file at its own rate costs 24x as much), and a decode error shows the same at any rate.
@@ -76,17 +76,18 @@ def decode_audio(
     window needs no more); the header's length is still checked against ``max_seconds``."""
     bad = media_errors(ref, source, row, field)
     handle = open_media(ref, bad)
-    if is_video_container(ref):
+    if is_av_container(ref):
         sink = _decode_track(handle, sample_rate, max_seconds, keep_seconds, timeout_seconds, bad)
     else:
         sink = _decode_sound_file(handle, sample_rate, max_seconds, keep_seconds, bad)
     return sink.result()
 
 
-def is_video_container(ref: object) -> bool:
-    """True for a path with a video container's extension, or bytes that start like MP4/MOV, Matroska/WebM or AVI."""
+def is_av_container(ref: object) -> bool:
+    """True for what PyAV decodes rather than libsndfile: a path with a container's extension (MP4 and M4A, MOV,
+    Matroska/WebM, AVI), or bytes that start like one."""
     if isinstance(ref, (str, os.PathLike)):
-        return Path(ref).suffix.lower().lstrip(".") in VIDEO_CONTAINERS
+        return Path(ref).suffix.lower().lstrip(".") in AV_CONTAINERS
     if isinstance(ref, (bytes, bytearray, memoryview)):
         head = bytes(ref[:12])
         return head[4:8] == b"ftyp" or head[:4] == b"\x1a\x45\xdf\xa3" or (head[:4], head[8:12]) == (b"RIFF", b"AVI ")

@@ -32,7 +32,7 @@ from polymodal.fsutil import write_atomic
 from polymodal.index import store
 from polymodal.index.kinds import IndexParams
 from polymodal.index.retune import remeasure_if_grown
-from polymodal.index.sources import SourceItem, iter_items
+from polymodal.index.sources import SourceItem, indexed_kind, iter_items
 from polymodal.index.store import Item
 from polymodal.index.tuning import DEFAULT_TUNING, ReportFn, TuningOptions, build_tuned
 from polymodal.index.vector_index import META_FILE, WORK_DIR, IndexMeta, VectorIndex, write_index
@@ -269,7 +269,8 @@ def _embed(
         if progress is not None:
             progress(finished, total - excluded)
     done = _load_chunks(work, chunks, resumed, excluded, _embed_dim(model), reader_log)
-    others = frozenset(store.MEDIA_KINDS) - media  # files the model cannot embed are left out, and counted
+    # Files the model cannot embed are left out, and counted (clips are not, where their sound tracks are embedded).
+    others = frozenset(k for k in store.MEDIA_KINDS if indexed_kind(k, media) not in media)
     if others:
         left = iter_items(source, media=others, bad_log=BadSampleLog())
         done.not_embedded = dict(sorted(Counter(s.item.kind for s in left).items()))

@@ -32,6 +32,12 @@ def file_kind(name: str | os.PathLike | None) -> str | None:
     return None if name is None else media_kind(name)
 
 
+def indexed_kind(kind: str, media: Collection[str]) -> str:
+    """The kind a file is embedded as by a model that embeds ``media``: a clip's sound track is a sound to a model
+    that embeds sound but not video."""
+    return "audio" if kind == "video" and "audio" in media and "video" not in media else kind
+
+
 def media_file(kind: str, path: str | None) -> str | None:
     """The media kind of an item's file: its own kind for a media item, the file's for a text that describes one."""
     if path is None:
@@ -50,10 +56,10 @@ def _walk_media(root: Path, media: Collection[str]) -> Iterator[SourceItem]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(files):
             kind = file_kind(name)
-            if kind not in media:
+            if kind is None or (kind := indexed_kind(kind, media)) not in media:
                 continue
             row += 1
-            path = str((Path(dirpath) / name).resolve())
+            path = os.path.join(dirpath, name)  # a link keeps its own name: it is an item of its own
             rel = (Path(dirpath) / name).relative_to(root).as_posix()
             yield SourceItem(Item(kind, path=path, metadata={"id": rel}, source=str(root), row=row), path)
 
@@ -65,6 +71,8 @@ def _sample_items(sample: Sample, texts: bool, media: Collection[str]) -> Iterat
     meta = {"id": sample.id, **sample.metadata}
     if sample.label is not None:
         meta["label"] = sample.label
+    if refs["audio"] is None and refs["video"] is not None and indexed_kind("video", media) == "audio":
+        refs["audio"], refs["video"] = refs["video"], None  # the clip's sound track
     for kind, ref in refs.items():
         if ref is not None and kind in media:
             path = ref if isinstance(ref, str) else None

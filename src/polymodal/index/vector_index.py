@@ -281,12 +281,15 @@ class VectorIndex:
     def remove(self, targets: Sequence[int | str]) -> tuple[list[int], list[int | str]]:
         """Remove items by id (int) or by path (str: every item at that path). Returns (removed ids, not found)."""
         ids = [int(t) for t in targets if isinstance(t, int)]
-        paths = [str(Path(t).expanduser().resolve()) for t in targets if isinstance(t, str)]
         existing = set(store.existing_ids(self.conn, ids))
         missing: list[int | str] = [i for i in ids if i not in existing]
         by_path: set[int] = set()
-        for raw, path in zip([t for t in targets if isinstance(t, str)], paths):
-            matched = store.ids_for_paths(self.conn, [path])
+        for raw in [t for t in targets if isinstance(t, str)]:
+            # The path as named (a link is an item of its own), else where it leads (indexes that stored that).
+            named = os.path.abspath(os.path.expanduser(raw))
+            matched = store.ids_for_paths(self.conn, [named]) or store.ids_for_paths(
+                self.conn, [str(Path(named).resolve())]
+            )
             if not matched:
                 missing.append(raw)
             by_path.update(matched)

@@ -91,7 +91,19 @@ THUMBNAIL_SIZE = 256
 # Sound and video files by extension; browsers play these from /items/{id}/audio and /items/{id}/video (mimetypes
 # lacks some, e.g. FLAC, MKV).
 MEDIA_TYPES = {
-    "audio": {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg", "mp3": "audio/mpeg", "m4a": "audio/mp4"},
+    "audio": {
+        "wav": "audio/wav",
+        "flac": "audio/flac",
+        "ogg": "audio/ogg",
+        "opus": "audio/ogg",
+        "mp3": "audio/mpeg",
+        "aiff": "audio/aiff",
+        "aif": "audio/aiff",
+        "m4a": "audio/mp4",
+        "mp4": "audio/mp4",  # a clip's sound track, indexed as a sound: played by <audio>
+        "m4v": "audio/mp4",
+        "webm": "audio/webm",
+    },
     "video": {
         "mp4": "video/mp4",
         "m4v": "video/mp4",
@@ -424,7 +436,8 @@ async def _played_file(item_id: int, modality: str, service: Service) -> Respons
     path = await _item_file(item_id, modality, service)
     if modality == "video" and path.is_file():
         path = await asyncio.to_thread(service.playable.path_for, path)
-    return _file_response(path, item_id, MEDIA_TYPES[modality].get(path.suffix.lower().lstrip(".")))
+    suffix = path.suffix.lower().lstrip(".")
+    return _file_response(path, item_id, MEDIA_TYPES[modality].get(suffix) or MEDIA_TYPES["video"].get(suffix))
 
 
 async def _item_file(item_id: int, modality: str, service: Service) -> Path:

@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from polymodal.data.audio import is_video_container
+from polymodal.data.audio import is_av_container
 from polymodal.data.errors import BadSampleError
 from polymodal.fit.columns import MEDIA_KINDS, as_number, is_missing
 from polymodal.serve.errors import ApiError
@@ -64,7 +64,7 @@ async def _media_file(value: Any, kind: str, field: str, stem: Path, settings: S
         raise ApiError(422, f"bad_{kind}", f"{field}: expected a base64-encoded {kind} file, got {value!r}")
     data = decode_base64(value, field)
     await decode_media(Upload(kind, field, data), settings)
-    path = stem.with_suffix(".mp4" if kind == "audio" and is_video_container(data) else "")
+    path = stem.with_suffix(".mp4" if kind == "audio" and is_av_container(data) else "")
     await run_in_threadpool(path.write_bytes, data)
     return path
 
