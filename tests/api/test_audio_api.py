@@ -40,7 +40,7 @@ def test_classify_a_sound_zero_shot(model, sounds) -> None:  # noqa: ANN001
     ranked = model.classify(clips, ["high", "low"], modality="audio", templates=["a {} tone"])
     assert [r[0][0] for r in ranked] == ["low", "high"]
     assert all(abs(sum(p for _, p in r) - 1) < 1e-5 for r in ranked)
-    with pytest.raises(ValueError, match="expected a file path or encoded bytes"):
+    with pytest.raises(ValueError, match="expected a file path, encoded bytes, a Waveform"):
         model.classify([np.zeros(100)], ["high", "low"], modality="audio")
 
 
@@ -56,3 +56,53 @@ def test_bad_sounds_and_models_without_audio_are_clear_errors(model, tmp_path: P
         clip.embed_audio(broken)
     with pytest.raises(TaskNotSupported, match="cannot classify audio: it takes image, text, video$"):
         clip.classify(broken, ["a", "b"], modality="audio")
+
+
+def test_decoded_samples_embed_as_their_file_does(model, sounds, tmp_path: Path) -> None:  # noqa: ANN001
+    """A Waveform or a (samples, rate) pair, at any rate and channel count, embeds as the file holding it; wrong
+    arrays are errors naming the input."""
+    import soundfile as sf
+
+    from polymodal.api import Waveform
+
+    path = sounds["high"][0]
+    samples, rate = sf.read(path, dtype="float32")
+    from_file = model.embed_audio(path)
+    np.testing.assert_allclose(model.embed_audio((samples, rate)), from_file, atol=1e-5)
+    stereo_48k = np.stack([samples, samples], axis=1).repeat(6, axis=0).astype(np.float64)  # 8 kHz -> 48 kHz
+    both = model.embed_audio([Waveform(stereo_48k, rate * 6), (samples, rate)])
+    assert float(both[0] @ from_file[0]) > 0.99 and np.allclose(both[1], from_file[0], atol=1e-5)
+    with pytest.raises(ValueError, match=r"input #0: a waveform is float samples"):
+        model.embed_audio([(np.zeros((10, 2, 2), np.float32), rate)])
+    with pytest.raises(ValueError, match=r"input #1: expected a file path, encoded bytes, a Waveform"):
+        model.embed_audio([path, samples])  # samples without their rate
+    with pytest.raises(BadSampleError, match="not finite"):
+        model.embed_audio((np.full(800, np.nan, np.float32), rate))
+
+
+def test_a_long_recording_is_cut_into_timed_segments(model, tmp_path: Path) -> None:  # noqa: ANN001
+    """A tone two seconds into a recording is in its own segment, which embeds as that tone alone does, while the
+    whole recording (read from its start for the model's 0.5 s) does not find it."""
+    from tests.api.audio_model import RATE, tone
+
+    silence = np.zeros(int(2.0 * RATE), np.float32) + np.random.default_rng(1).normal(0, 0.01, int(2.0 * RATE))
+    recording = np.concatenate([silence, tone(PITCHES["high"], 0.5), silence[: RATE // 4]]).astype(np.float32)
+    segments = model.audio_segments(write_wav(tmp_path / "long.wav", recording), 0.5)
+    assert [(s.start, s.end) for s in segments] == [(0.5 * i, 0.5 * (i + 1)) for i in range(5)] + [(2.5, 2.75)]
+    vectors = model.embed_audio([s.sound for s in segments])
+    captions = model.embed_text([CAPTIONS["low"], CAPTIONS["high"]])
+    assert int((vectors @ captions[1]).argmax()) == 4  # the segment from 2.0 s
+    np.testing.assert_allclose(
+        vectors[4], model.embed_audio((recording[2 * RATE : 2 * RATE + RATE // 2], RATE))[0], atol=1e-5
+    )
+    with pytest.raises(ValueError, match="segment seconds must be > 0"):
+        model.audio_segments(tmp_path / "long.wav", 0)
+
+
+def write_wav(path: Path, samples: np.ndarray) -> Path:
+    import soundfile as sf
+
+    from tests.api.audio_model import RATE
+
+    sf.write(path, samples, RATE)
+    return path

@@ -187,3 +187,22 @@ def test_cli_builds_from_sounds_and_searches_by_clip(tmp_path: Path, sounds, aud
     assert hits[0]["path"] == str(clip) and hits[0]["kind"] == "audio" and len(hits) == 2
     both = runner.invoke(app, ["search", str(out), "a low tone", "--audio", str(clip)])
     assert both.exit_code == 2 and "give one query" in both.output
+
+
+def test_segmented_sounds_are_found_where_the_sound_is(tmp_path: Path, model) -> None:  # noqa: ANN001
+    """With segment_seconds a recording is one item per segment, with its start and end: a tone 2 s into a file is
+    found at its segment, where the whole file (read from its start) would not show it."""
+    from tests.api.audio_model import RATE, tone
+
+    folder = tmp_path / "long"
+    folder.mkdir()
+    quiet = np.random.default_rng(1).normal(0, 0.01, 2 * RATE).astype(np.float32)
+    sf = pytest.importorskip("soundfile")
+    sf.write(folder / "late.wav", np.concatenate([quiet, tone(PITCHES["high"], 0.5)]), RATE)
+    sf.write(folder / "quiet.flac", quiet, RATE)
+    result = build_index(folder, tmp_path / "idx", model, segment_seconds=0.5)
+    assert result.added == 5 + 4
+    idx, loaded = open_for_search(tmp_path / "idx", model)
+    with idx:
+        (hits,) = search(idx, loaded, "text", [CAPTIONS["high"]], k=1, kind="audio")
+        assert (Path(hits[0].path).name, hits[0].metadata["start"], hits[0].metadata["end"]) == ("late.wav", 2.0, 2.5)

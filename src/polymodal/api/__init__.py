@@ -1,17 +1,21 @@
 """``polymodal.load(...)`` and the :class:`Model` handle it returns."""
 
-from polymodal.api.inputs import ImageInput, MediaInput, to_image, to_images, to_media
+from polymodal.api.audio import AudioSegment, Waveform
+from polymodal.api.inputs import ImageInput, MediaInput, SoundInput, to_image, to_images, to_sounds
 from polymodal.api.model import Model, load
 from polymodal.api.video import VideoInput, VideoSegment
 
 __all__ = [
+    "AudioSegment",
     "ImageInput",
     "MediaInput",
     "Model",
+    "SoundInput",
     "VideoInput",
     "VideoSegment",
+    "Waveform",
     "load",
     "to_image",
     "to_images",
-    "to_media",
+    "to_sounds",
 ]

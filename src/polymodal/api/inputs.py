@@ -10,10 +10,13 @@ from typing import Union
 import numpy as np
 from PIL import Image
 
+from polymodal.data.audio import Waveform
 from polymodal.data.image import DEFAULT_MAX_PIXELS, decode_image, to_rgb
 
 ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, Image.Image, np.ndarray]
 MediaInput = Union[str, "os.PathLike[str]", bytes, bytearray]  # a file path or the encoded file (WAV, FLAC ...)
+# A sound: a file, its bytes, a Waveform, or (samples, sample rate) as numpy or torch gives them.
+SoundInput = MediaInput | Waveform | tuple
 
 
 def to_image(value: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS, index: int | None = None) -> Image.Image:
@@ -51,19 +54,34 @@ def _from_array(array: np.ndarray, index: int | None) -> Image.Image:
     return to_rgb(Image.fromarray(array))
 
 
-def to_media(values: MediaInput | Sequence[MediaInput]) -> list[str | bytes]:
-    """A list of paths (as strings) and encoded bytes from one input or a sequence of them."""
-    if isinstance(values, (str, os.PathLike, bytes, bytearray)):
+def to_sounds(values: SoundInput | Sequence[SoundInput]) -> list[str | bytes | Waveform]:
+    """A list of paths (as strings), encoded bytes and Waveforms from one sound or a sequence of them; a pair
+    ``(samples, rate)`` is one sound."""
+    if isinstance(values, (str, os.PathLike, bytes, bytearray, Waveform)) or _is_samples_and_rate(values):
         values = [values]
-    out: list[str | bytes] = []
-    for i, value in enumerate(values):
+    out: list[str | bytes | Waveform] = []
+    for i, value in enumerate(values):  # type: ignore[arg-type]
         if isinstance(value, (str, os.PathLike)):
             out.append(os.fspath(value))
         elif isinstance(value, (bytes, bytearray)):
             out.append(bytes(value))
+        elif isinstance(value, Waveform):
+            out.append(value)
+        elif _is_samples_and_rate(value):
+            try:
+                out.append(Waveform(np.asarray(value[0]), value[1]))
+            except ValueError as e:
+                raise ValueError(f"input #{i}: {e}") from None
         else:
-            raise ValueError(f"input #{i}: expected a file path or encoded bytes, got {type(value).__name__}")
+            raise ValueError(
+                f"input #{i}: expected a file path, encoded bytes, a Waveform or (samples, sample rate), "
+                f"got {type(value).__name__}"
+            )
     return out
+
+
+def _is_samples_and_rate(value: object) -> bool:
+    return isinstance(value, tuple) and len(value) == 2 and hasattr(value[0], "__len__") and isinstance(value[1], int)
 
 
 def to_inputs(modality: str, values: object) -> list[object]:
@@ -76,7 +94,7 @@ def to_inputs(modality: str, values: object) -> list[object]:
         return list(enumerate(values))  # type: ignore[call-overload]
     if modality == "text":
         return [values] if isinstance(values, str) else [str(v) for v in values]  # type: ignore[attr-defined]
-    return list(to_media(values))  # type: ignore[arg-type]
+    return list(to_sounds(values))  # type: ignore[arg-type]
 
 
 def decode_batch(modality: str, batch: Sequence[object]) -> list[object]:

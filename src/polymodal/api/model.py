@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from polymodal.api.inputs import ImageInput, MediaInput, decode_batch, to_inputs
+from polymodal.api.audio import AudioSegment, segment_sound
+from polymodal.api.inputs import ImageInput, MediaInput, SoundInput, decode_batch, to_inputs
 from polymodal.api.precision import choose_tower_precisions
 from polymodal.api.predictor import PredictorBackend
 from polymodal.api.video import VideoInput, VideoSegment, segment_clip, to_clips
@@ -288,9 +289,17 @@ class Model:
         """(N, D) float32 unit vectors."""
         return self.embed("image", images)
 
-    def embed_audio(self, clips: MediaInput | Sequence[MediaInput]) -> np.ndarray:
-        """(N, D) float32 unit vectors of sound files (paths or encoded bytes), decoded as the model was trained."""
+    def embed_audio(self, clips: SoundInput | Sequence[SoundInput]) -> np.ndarray:
+        """(N, D) float32 unit vectors of sounds (paths, encoded bytes, Waveforms or ``(samples, rate)`` pairs),
+        decoded and resampled as the model was trained; each is read from its start for the model's clip length."""
         return self.embed("audio", clips)
+
+    def audio_segments(self, clip: str | bytes, seconds: float) -> list[AudioSegment]:
+        """A recording cut into ``seconds``-long segments at the model's sample rate, each with its start and end
+        (pass their ``.sound`` to ``embed_audio``); a bad file raises BadSampleError."""
+        self._require(EMBED, "embed", "audio")
+        processor = self.backend.saved.processors["audio"]  # type: ignore[attr-defined]  # audio: polymodal models
+        return segment_sound(clip, seconds, processor.features.sample_rate)
 
     def embed_video(self, clips: VideoInput | Sequence[VideoInput]) -> np.ndarray:
         """(N, D) float32 unit vectors of clips (paths, encoded bytes or decoded Clips), by the model's video tower

@@ -35,6 +35,11 @@ class VideoSegment:
     end: float
     clip: Clip
 
+    @property
+    def media(self) -> Clip:
+        """What to embed: the segment's frames."""
+        return self.clip
+
 
 def to_clips(values: VideoInput | Sequence[VideoInput]) -> list[str | bytes | Clip]:
     """A list of paths (as strings), encoded bytes and decoded clips from one input or a sequence of them."""

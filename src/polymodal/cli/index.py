@@ -152,8 +152,8 @@ def build(
         None,
         "--segment-seconds",
         min=0.001,
-        help="Index each video as segments of this many seconds (one item each, with its start and end time); "
-        "by default one item per clip.",
+        help="Index each video and sound as segments of this many seconds (one item each, with its start and end "
+        "time); by default one item per clip, read from its start (a sound for the model's clip length).",
     ),
     batch_size: int = BatchOption,
     chunk_size: int = ChunkOption,
@@ -465,7 +465,7 @@ def search(
     json: bool = JsonOption,
 ) -> None:
     """Search an index with a text, an image, a sound or a clip; prints rank, score and path/text (with the
-    segment's start and end for a video segment)."""
+    segment's start and end for a video or sound segment)."""
     from polymodal.index import open_for_search
     from polymodal.index.store import ITEM_KINDS
 

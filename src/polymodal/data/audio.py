@@ -18,6 +18,7 @@ import math
 import os
 import struct
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,8 +59,31 @@ def _soundfile():  # type: ignore[no-untyped-def]
     return soundfile
 
 
+@dataclass(frozen=True)
+class Waveform:
+    """Sound already decoded: ``samples`` (samples,) or (samples, channels), float, at ``rate`` Hz (a microphone's
+    buffer, a segment of a longer file). :func:`decode_audio` mixes, checks and resamples it as it does a file."""
+
+    samples: np.ndarray
+    rate: int
+
+    def __post_init__(self) -> None:
+        samples = np.asarray(self.samples)
+        if samples.ndim not in (1, 2) or not np.issubdtype(samples.dtype, np.floating):
+            raise ValueError(
+                f"a waveform is float samples of shape (samples,) or (samples, channels), got "
+                f"{samples.dtype} {samples.shape}"
+            )
+        object.__setattr__(self, "samples", samples.reshape(len(samples), -1))
+        object.__setattr__(self, "rate", int(self.rate))
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / self.rate
+
+
 def decode_audio(
-    ref: MediaRef,
+    ref: MediaRef | Waveform,
     sample_rate: int | None,
     *,
     max_seconds: float = MAX_SECONDS,
@@ -69,18 +93,36 @@ def decode_audio(
     field: str = "audio",
     keep_seconds: float | None = None,
 ) -> torch.Tensor:
-    """``ref`` (a path or encoded bytes of a sound file or a video container) -> (samples,) float32 mono at
-    ``sample_rate`` (None: the file's own), or BadSampleError.
+    """``ref`` (a path or encoded bytes of a sound file or a video container, or a :class:`Waveform`) -> (samples,)
+    float32 mono at ``sample_rate`` (None: the file's own), or BadSampleError.
 
     ``keep_seconds``: return only the clip's first seconds and stop decoding there (a caller that crops to a
     window needs no more); the header's length is still checked against ``max_seconds``."""
     bad = media_errors(ref, source, row, field)
+    if isinstance(ref, Waveform):
+        return _decode_waveform(ref, sample_rate, max_seconds, keep_seconds, bad).result()
     handle = open_media(ref, bad)
     if is_av_container(ref):
         sink = _decode_track(handle, sample_rate, max_seconds, keep_seconds, timeout_seconds, bad)
     else:
         sink = _decode_sound_file(handle, sample_rate, max_seconds, keep_seconds, bad)
     return sink.result()
+
+
+def _decode_waveform(
+    sound: Waveform, target: int | None, max_seconds: float, keep_seconds: float | None, bad: Any
+) -> _MonoSink:
+    """A decoded sound through the same checks, mixing and resampling as a file's blocks."""
+    _check_rate(sound.rate, bad)
+    _check_channels(sound.samples.shape[1], bad)
+    if sound.seconds > max_seconds:
+        raise bad(f"{sound.seconds:.0f} s long, more than the {max_seconds:.0f} s allowed", "too_long")
+    sink = _MonoSink(sound.rate, target, _cap(keep_seconds, sound.rate), keep_seconds, bad)
+    for start in range(0, len(sound.samples), BLOCK_FRAMES):
+        sink.add(sound.samples[start : start + BLOCK_FRAMES])
+        if sink.full:
+            break
+    return sink
 
 
 def is_av_container(ref: object) -> bool:

@@ -38,6 +38,7 @@ from polymodal.index.tuning import DEFAULT_TUNING, ReportFn, TuningOptions, buil
 from polymodal.index.vector_index import META_FILE, WORK_DIR, IndexMeta, VectorIndex, write_index
 
 T = TypeVar("T")
+SEGMENTED = ("video", "audio")  # what --segment-seconds cuts into timed segments
 DEFAULT_CHUNK_SIZE = 1024
 ProgressFn = Callable[[int, int], None]  # (items finished so far, total items)
 ChunkHook = Callable[[int], None]  # called with the chunk number after each chunk is saved
@@ -294,8 +295,8 @@ def _embed_chunk(
         for pos in range(start, min(start + step, len(group))):
             by_kind.setdefault(group[pos].item.kind, []).append(pos)
         for kind, positions in by_kind.items():
-            if kind == "video" and segment_seconds is not None:
-                done, bad = _embed_segments(model, [group[p] for p in positions], segment_seconds)
+            if kind in SEGMENTED and segment_seconds is not None:
+                done, bad = _embed_segments(model, kind, [group[p] for p in positions], segment_seconds)
             else:
                 refs = [group[p].item.text if kind == "text" else group[p].ref for p in positions]
                 embedded, bad = _embed_refs(model, kind, refs)
@@ -311,17 +312,18 @@ def _embed_chunk(
 
 
 def _embed_segments(
-    model: Model, clips: list[SourceItem], seconds: float
+    model: Model, kind: str, clips: list[SourceItem], seconds: float
 ) -> tuple[dict[int, tuple[list[Item], np.ndarray]], dict[int, BadSampleError]]:
-    """({position: (one item per segment with its start and end, their vectors)}, {position: error}) of ``clips``,
-    each decoded once and cut into ``seconds``-long segments, embedded a batch of segments at a time as they are
-    decoded (a long clip's frames are never all in memory)."""
+    """({position: (one item per segment with its start and end, their vectors)}, {position: error}) of ``clips``
+    (videos or sounds), each decoded once and cut into ``seconds``-long segments, embedded a batch of segments at a
+    time as they are decoded (a long clip's frames are never all in memory)."""
+    cut = model.video_segments if kind == "video" else model.audio_segments
     done, bad = {}, {}
     for i, clip in enumerate(clips):
         items: list[Item] = []
         vectors: list[np.ndarray] = []
         try:
-            segments = model.video_segments(clip.ref, seconds)  # type: ignore[arg-type]
+            segments = cut(clip.ref, seconds)  # type: ignore[arg-type]
             for batch in _batched(segments, model.batch_size):
                 items += [
                     dataclasses.replace(
@@ -329,7 +331,7 @@ def _embed_segments(
                     )
                     for s in batch
                 ]
-                vectors.append(model.embed("video", [s.clip for s in batch]))
+                vectors.append(model.embed(kind, [s.media for s in batch]))
         except BadSampleError as e:  # a clip that breaks off part-way is left out whole, as one that cannot open
             bad[i] = e
             continue
