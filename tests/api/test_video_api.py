@@ -118,3 +118,32 @@ def test_a_long_clip_is_cut_into_whole_segments_a_window_at_a_time(
     captions = model.embed_text(["a red picture", "a blue picture"])
     colours = (model.embed_video([s.clip for s in taken[-4:]]) @ captions.T).argmax(1)
     assert colours.tolist() == [0, 1, 0, 1]
+
+
+def test_segments_of_a_variable_rate_clip_take_each_frame_once(tmp_path: Path) -> None:
+    """15 frames 20 ms apart, then 15 frames 200 ms apart: no segment holds more than T frames, and the last one is
+    not the clip's final frame repeated to fill the frames its header's rate promised."""
+    import fractions
+
+    import av
+
+    from polymodal.api.video import segment_clip
+
+    path = tmp_path / "vfr.mp4"
+    times = [i * 0.02 if i < 15 else 0.3 + (i - 15) * 0.2 for i in range(30)]
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=25)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = fractions.Fraction(1, 1000)
+        for i, t in enumerate(times):
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), i * 8, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = round(1000 * t), fractions.Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    segments = list(segment_clip(str(path), 1.0, VideoSampling(frames=8)))
+    assert len(segments) == 4 and all(1 <= len(s.clip.frames) <= 8 for s in segments)
+    for s in segments:
+        assert len(set(s.clip.times)) == len(s.clip.times), (s.start, s.clip.times)  # no frame twice

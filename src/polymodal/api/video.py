@@ -80,7 +80,11 @@ def _segments(ref: str | bytes, seconds: float, sampling: VideoSampling, duratio
         clip = decode_video(ref, window, start=begin)
         groups: dict[int, list[int]] = {}
         for i, t in enumerate(clip.times):
-            groups.setdefault(min(last - 1, max(first, int(t / seconds + 1e-6))), []).append(i)
+            if i and t == clip.times[i - 1]:
+                continue  # the same frame again (a variable-rate clip's gap, or the end standing in for missing ones)
+            group = groups.setdefault(min(last - 1, max(first, int(t / seconds + 1e-6))), [])
+            if len(group) < sampling.frames:
+                group.append(i)
         for j in sorted(groups):
             ids = groups[j]
             yield VideoSegment(
