@@ -106,3 +106,45 @@ def write_wav(path: Path, samples: np.ndarray) -> Path:
 
     sf.write(path, samples, RATE)
     return path
+
+
+def test_classify_tells_sounds_clips_and_images_apart_by_extension(
+    model,
+    sounds,
+    audio_model_dir: Path,
+    tmp_path: Path,  # noqa: ANN001, F811
+) -> None:
+    """The API and `polymodal classify` take sounds and clips as they take images: by the file's extension (a clip's
+    sound track to a model of sounds only); a file the model cannot read is named with the reason, the rest
+    answered."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from polymodal.cli.main import app
+    from tests.api.audio_model import save_audio_model, tone
+    from tests.data.test_audio_tracks import write_clip
+    from tests.index.fixtures import write_images
+
+    low, high = sounds["low"][0], sounds["high"][0]
+    by_default = model.classify([low, high], ["low", "high"], templates=["a {} tone"])
+    assert by_default == model.classify([low, high], ["low", "high"], modality="audio", templates=["a {} tone"])
+    clip = tmp_path / "high.mp4"
+    write_clip(clip, tone(PITCHES["high"], 1.0, 16000), rate=16000)
+    (picture,) = write_images(tmp_path / "pics", 1)
+    garbage = tmp_path / "noise.mp3"
+    garbage.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    sounds_only = save_audio_model(tmp_path / "sounds-only")
+    args = ["classify", str(high), str(clip), str(picture), str(garbage), "-l", "a low tone,a high tone", "--json"]
+    result = CliRunner().invoke(app, [*args, "-m", str(sounds_only)])
+    rows = json.loads(result.stdout)
+    assert result.exit_code == 1
+    assert [next(iter(r)) for r in rows] == ["audio", "audio", "image", "audio"]  # each row keyed by its kind
+    assert [r["predictions"][0]["label"] for r in rows[:2]] == ["a high tone", "a high tone"]
+    assert (
+        "does not embed images" in rows[2]["error"]
+        and rows[3]["error"] == "cannot decode audio (format not recognised)"
+    )
+    # A model that embeds images as well takes the picture, and the clip as a clip (its frames).
+    both = CliRunner().invoke(app, [*args[:4], "-l", "a low tone,a high tone", "--json", "-m", str(audio_model_dir)])
+    assert [next(iter(r)) for r in json.loads(both.stdout)] == ["audio", "video", "image"] and both.exit_code == 0

@@ -84,6 +84,27 @@ def _is_samples_and_rate(value: object) -> bool:
     return isinstance(value, tuple) and len(value) == 2 and hasattr(value[0], "__len__") and isinstance(value[1], int)
 
 
+def modality_of(values: object) -> str:
+    """What a task that takes any medium reads ``values`` as: sounds when every item is a sound (a path with a sound
+    file's extension, a Waveform or a (samples, rate) pair), clips when every item is a clip (a video path or a
+    decoded Clip), else images."""
+    from polymodal.data.readers.base import media_kind
+    from polymodal.data.video import Clip
+
+    single = isinstance(values, (str, os.PathLike, bytes, bytearray, Waveform, Clip)) or _is_samples_and_rate(values)
+    items = [values] if single or not isinstance(values, Sequence) else list(values)
+
+    def kind(value: object) -> str | None:
+        if isinstance(value, (str, os.PathLike)):
+            return media_kind(value)
+        if isinstance(value, Waveform) or _is_samples_and_rate(value):
+            return "audio"
+        return "video" if isinstance(value, Clip) else None
+
+    kinds = {kind(v) for v in items}
+    return kinds.pop() if len(kinds) == 1 and kinds <= {"audio", "video"} else "image"
+
+
 def to_inputs(modality: str, values: object) -> list[object]:
     """``values`` as a list, one entry per item, to be batched and then :func:`decoded` a batch at a time (a long
     list of image paths never holds more than one batch of decoded images): images with their position, strings,

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from polymodal.api.audio import AudioSegment, segment_sound
-from polymodal.api.inputs import ImageInput, MediaInput, SoundInput, decode_batch, to_inputs
+from polymodal.api.inputs import ImageInput, MediaInput, SoundInput, decode_batch, modality_of, to_inputs
 from polymodal.api.precision import choose_tower_precisions
 from polymodal.api.predictor import PredictorBackend
 from polymodal.api.video import VideoInput, VideoSegment, segment_clip, to_clips
@@ -23,6 +23,7 @@ from polymodal.backends.base import accepts, embed, logit_scale, media, text_len
 from polymodal.backends.video import IMAGE_FRAMES
 from polymodal.chunking import ChunkSizer, map_in_sized_calls
 from polymodal.data.processors import ENCODED_MEMO
+from polymodal.data.readers.base import embedded_kind
 from polymodal.data.video import Clip, VideoSampling
 from polymodal.hardware import PrecisionChoice, choose_precision, normalize_precision, release_idle_threads
 from polymodal.modules.generators.unet import SAMPLERS
@@ -345,23 +346,32 @@ class Model:
 
         return predict_rows(self.backend, rows, batch_size=self.batch_size, autocast=self._autocast, bad_log=bad_log)
 
+    def evaluate(self, rows: Table | str | os.PathLike[str] | Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """A fitted table predictor's metrics on labelled rows (as ``predict`` takes them, with the label column):
+        those fit.json reports for validation; see :meth:`polymodal.fit.TablePredictor.evaluate`."""
+        if not isinstance(self.backend, PredictorBackend):
+            raise TaskNotSupported(self.backend, "evaluate a table (only a `polymodal fit` predictor can)")
+        return self.backend.evaluate(rows)
+
     def classify(
         self,
         items: ImageInput | MediaInput | Sequence[ImageInput | MediaInput],
         labels: Sequence[str],
         *,
-        modality: str = "image",
+        modality: str | None = None,
         templates: str | Sequence[str] = "simple",
         top_k: int | None = None,
     ) -> list[list[tuple[str, float]]]:
-        """Zero-shot classification of images (or sounds, clips, with ``modality="audio"``, ``"video"``): per
-        item, (label, probability) pairs, most probable first.
+        """Zero-shot classification of images, sounds or clips (``modality``: by default sounds or clips when every
+        item is one, by its file's extension, else images): per item, (label, probability) pairs, most probable
+        first.
 
         ``templates`` is a template set name (see ``polymodal.evaluate.prompts.TEMPLATES``) or a list of format
         strings with one ``{}``; class embeddings average over the templates (CLIP's prompt ensembling).
         """
         from polymodal.evaluate.prompts import TEMPLATES, zero_shot_classifier
 
+        modality = modality or embedded_kind(modality_of(items), self.accepts())
         self._require(EMBED, "classify", modality)
         labels = [str(label).strip() for label in labels]
         if len(labels) < 2 or any(not label for label in labels):

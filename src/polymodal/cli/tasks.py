@@ -181,7 +181,7 @@ def run_task(task: str, fn, as_json: bool, reraise: type[Exception] | None = Non
 
 
 def classify(
-    images: list[Path] = typer.Argument(..., help="Image files."),
+    images: list[Path] = typer.Argument(..., help="Image, sound or video files (told apart by extension)."),
     labels: str = typer.Option(..., "--labels", "-l", help="Comma-separated class names, e.g. 'cat,dog,bird'."),
     model: str = ModelOption,
     templates: str = typer.Option(
@@ -192,7 +192,7 @@ def classify(
     precision: str = PrecisionOption,
     json: bool = JsonOption,
 ) -> None:
-    """Zero-shot classification: which of --labels each image shows, with probabilities."""
+    """Zero-shot classification: which of --labels each image, sound or clip shows, with probabilities."""
     names = [x.strip() for x in labels.split(",") if x.strip()]
     if len(names) < 2:
         fail(f"--labels needs at least two comma-separated labels, got {labels!r}", as_json=json, code=2)
@@ -202,33 +202,51 @@ def classify(
         resolve_templates(templates)  # before the model loads
     except ValueError as e:
         fail(f"--templates: {e}", as_json=json, code=2)
+    from polymodal.api.inputs import modality_of
     from polymodal.backends import EMBED
+    from polymodal.data.readers.base import embedded_kind
+    from polymodal.evaluate.passes import UNITS
 
     bad = precheck("classify", images, json)
     loaded = load_model_or_fail(model, batch_size=batch_size, precision=precision, as_json=json)
     require(loaded, EMBED, "classify", json)
+    # A sound or a clip by its extension (a clip's sound track to a model of sounds only), else an image.
+    kinds = [embedded_kind(modality_of(str(p)), loaded.accepts()) for p in images]
+    for i, kind in enumerate(kinds):
+        if i not in bad and kind not in loaded.accepts():
+            bad[i] = f"{loaded.name} does not embed {UNITS[kind]}"
     results: dict[int, list[tuple[str, float]]] = {}
     good = [i for i in range(len(images)) if i not in bad]
-    for start in range(0, len(good), batch_size):  # a batch of files decoded at a time, never a whole folder
-        decoded = decode_images(images, bad, good[start : start + batch_size])  # once each: bad ones join `bad`
+    pictures = [i for i in good if kinds[i] == "image"]
+    for start in range(0, len(pictures), batch_size):  # a batch of files decoded at a time, never a whole folder
+        decoded = decode_images(images, bad, pictures[start : start + batch_size])  # once each: bad ones join `bad`
         if decoded:
             ranked = run_task(
                 "classify",
-                lambda: loaded.classify(list(decoded.values()), names, templates=templates, top_k=top_k),  # noqa: B023
+                lambda decoded=decoded: loaded.classify(
+                    list(decoded.values()), names, modality="image", templates=templates, top_k=top_k
+                ),
                 json,
             )
             results.update(zip(decoded, ranked))
+    for kind in ("audio", "video"):  # decoded by the model, a batch at a time
+        files = {i: str(images[i]) for i in good if kinds[i] == kind}
+        if files:
+            classify_files = functools.partial(
+                loaded.classify, labels=names, modality=kind, templates=templates, top_k=top_k
+            )
+            results.update(run_batches("classify", classify_files, files, batch_size, bad, json))
     payload = [
-        {"image": str(p), "error": bad[i]}
+        {kinds[i]: str(p), "error": bad[i]}
         if i in bad
-        else {"image": str(p), "predictions": [{"label": lab, "score": round(s, 6)} for lab, s in results[i]]}
+        else {kinds[i]: str(p), "predictions": [{"label": lab, "score": round(s, 6)} for lab, s in results[i]]}
         for i, p in enumerate(images)
     ]
     if json:
         emit_json(payload)
     else:
         table = Table(box=None)
-        table.add_column("image", overflow="fold")  # the whole path, folded, not cut short in a narrow terminal
+        table.add_column("file", overflow="fold")  # the whole path, folded, not cut short in a narrow terminal
         for name in ("label", "probability", "top"):
             table.add_column(name)
         for row in payload:
@@ -236,7 +254,8 @@ def classify(
                 continue  # on stderr, below
             preds = row["predictions"]
             rest = ", ".join(f"{p['label']} {p['score']:.2f}" for p in preds[1:4])
-            table.add_row(escape(row["image"]), escape(preds[0]["label"]), f"{preds[0]['score']:.3f}", escape(rest))
+            path = next(v for k, v in row.items() if k != "predictions")
+            table.add_row(escape(path), escape(preds[0]["label"]), f"{preds[0]['score']:.3f}", escape(rest))
         if results:
             console.print(table)
     report("classify", images, bad, json)
@@ -245,7 +264,9 @@ def classify(
 
 
 def caption(
-    images: list[Path] = typer.Argument(..., help="Image files."),
+    images: list[Path] = typer.Argument(
+        ..., help="Files of the kind the captioner describes: images, sounds or clips."
+    ),
     model: str = ModelOption,
     max_new_tokens: int = typer.Option(30, "--max-new-tokens", min=1),
     beams: int = typer.Option(1, "--beams", min=1, help="Beam width (1 = greedy)."),
@@ -253,7 +274,7 @@ def caption(
     precision: str = PrecisionOption,
     json: bool = JsonOption,
 ) -> None:
-    """Describe each image in a sentence (needs a captioning model)."""
+    """Describe each image (or sound, clip: what the captioner reads) in a sentence (needs a captioning model)."""
     from polymodal.backends import CAPTION
 
     bad = precheck("caption", images, json)
@@ -285,7 +306,7 @@ def caption(
 
 
 def ask(
-    image: Path = typer.Argument(..., help="An image file."),
+    image: Path = typer.Argument(..., help="An image file (or a sound, a clip: what the model answers about)."),
     questions: list[str] = typer.Argument(..., help="One or more questions about it."),
     model: str = ModelOption,
     precision: str = PrecisionOption,

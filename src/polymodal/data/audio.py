@@ -184,7 +184,10 @@ def _decode_sound_file(
     except BadSampleError:
         raise
     except Exception as e:  # libsndfile's errors (truncated, not audio, unsupported) come in several types
-        raise bad(f"cannot decode audio ({type(e).__name__}: {e})", "decode") from None
+        detail = getattr(e, "error_string", None) or f"{type(e).__name__}: {e}"  # libsndfile's own words
+        if "does not exist" in detail:  # what it says of a file it found but could not parse as any format
+            detail = "format not recognised"
+        raise bad(f"cannot decode audio ({detail.rstrip('.')})", "decode") from None
     if sink.seen > limit:
         raise bad(f"longer than the {max_seconds:.0f} s allowed", "too_long")
     if kind == "FLAC" and frames > 0 and not sink.full:  # STREAMINFO's count is a declaration, not a guess

@@ -28,11 +28,12 @@ import numpy as np
 from polymodal.api import Model, load
 from polymodal.backends import DEFAULT_MODEL
 from polymodal.data.errors import BadSampleError, BadSampleLog
+from polymodal.data.readers.base import embedded_kind
 from polymodal.fsutil import write_atomic
 from polymodal.index import store
 from polymodal.index.kinds import IndexParams
 from polymodal.index.retune import remeasure_if_grown
-from polymodal.index.sources import SourceItem, indexed_kind, iter_items
+from polymodal.index.sources import SourceItem, iter_items
 from polymodal.index.store import Item
 from polymodal.index.tuning import DEFAULT_TUNING, ReportFn, TuningOptions, build_tuned
 from polymodal.index.vector_index import META_FILE, WORK_DIR, IndexMeta, VectorIndex, write_index
@@ -271,7 +272,7 @@ def _embed(
             progress(finished, total - excluded)
     done = _load_chunks(work, chunks, resumed, excluded, _embed_dim(model), reader_log)
     # Files the model cannot embed are left out, and counted (clips are not, where their sound tracks are embedded).
-    others = frozenset(k for k in store.MEDIA_KINDS if indexed_kind(k, media) not in media)
+    others = frozenset(k for k in store.MEDIA_KINDS if embedded_kind(k, media) not in media)
     if others:
         left = iter_items(source, media=others, bad_log=BadSampleLog())
         done.not_embedded = dict(sorted(Counter(s.item.kind for s in left).items()))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from polymodal.data.errors import BadSampleLog
 from polymodal.data.readers import open_dataset
-from polymodal.data.readers.base import media_kind
+from polymodal.data.readers.base import embedded_kind, media_kind
 from polymodal.data.schema import MediaRef, Sample
 from polymodal.index.store import MEDIA_KINDS, Item
 
@@ -30,12 +30,6 @@ def file_kind(name: str | os.PathLike | None) -> str | None:
     """The media kind of a file by its extension (``image``, ``audio``, ``video``), or None (hidden files, anything
     else)."""
     return None if name is None else media_kind(name)
-
-
-def indexed_kind(kind: str, media: Collection[str]) -> str:
-    """The kind a file is embedded as by a model that embeds ``media``: a clip's sound track is a sound to a model
-    that embeds sound but not video."""
-    return "audio" if kind == "video" and "audio" in media and "video" not in media else kind
 
 
 def media_file(kind: str, path: str | None) -> str | None:
@@ -56,7 +50,7 @@ def _walk_media(root: Path, media: Collection[str]) -> Iterator[SourceItem]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(files):
             kind = file_kind(name)
-            if kind is None or (kind := indexed_kind(kind, media)) not in media:
+            if kind is None or (kind := embedded_kind(kind, media)) not in media:
                 continue
             row += 1
             path = os.path.join(dirpath, name)  # a link keeps its own name: it is an item of its own
@@ -71,7 +65,7 @@ def _sample_items(sample: Sample, texts: bool, media: Collection[str]) -> Iterat
     meta = {"id": sample.id, **sample.metadata}
     if sample.label is not None:
         meta["label"] = sample.label
-    if refs["audio"] is None and refs["video"] is not None and indexed_kind("video", media) == "audio":
+    if refs["audio"] is None and refs["video"] is not None and embedded_kind("video", media) == "audio":
         refs["audio"], refs["video"] = refs["video"], None  # the clip's sound track
     for kind, ref in refs.items():
         if ref is not None and kind in media:

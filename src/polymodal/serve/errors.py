@@ -84,6 +84,8 @@ def bad_media(error: BadSampleError, field: str, modality: str, limit: str, file
     words, the upload (``filename``, or "the uploaded file"); one over the server's size or length ``limit``
     ("40,000,000 pixels", "60 s") is 413 and names it."""
     reason = name_upload(error.reason, filename)
+    if reason == error.reason:  # the decoder did not name the file it read: the upload's name goes in front
+        reason = f"{upload_name(filename)}: {reason}"
     if error.kind not in TOO_BIG:
         return ApiError(422, f"bad_{modality}", f"{field}: {reason}")
     # PIL may refuse a huge image before our own check does, quoting its own limit: name ours too.

@@ -36,6 +36,12 @@ def media_kind(name: str | os.PathLike[str]) -> str | None:
     return next((kind for kind, extensions in MEDIA_EXTENSIONS.items() if extension in extensions), None)
 
 
+def embedded_kind(kind: str, media: Collection[str]) -> str:
+    """What a file of ``kind`` is embedded as by a model that embeds ``media``: a clip's sound track is a sound to a
+    model that embeds sound but not video."""
+    return "audio" if kind == "video" and "audio" in media and "video" not in media else kind
+
+
 # Row keys with a meaning of their own; every other key goes into ``Sample.metadata``.
 MEDIA_FIELDS = ("image", "audio", "video")
 # The fields whose strings become ``Sample.text``, in this order; ``caption`` is what users write for one.
