@@ -115,3 +115,25 @@ def test_a_long_prompts_list_gets_a_sheet_of_its_first_rows(
     assert len(list((tmp_path / "out").glob("00?-00.png"))) == 3
     sheet = Image.open(tmp_path / "out" / CONTACT_SHEET)
     assert sheet.height == GAP + 2 * (LABEL_HEIGHT + MIN_TILE + GAP)
+
+
+def test_a_gan_records_only_the_options_it_used_and_names_those_it_ignored(
+    tiny_gan_dir: Path, tiny_diffusion_dir: Path, tmp_path: Path
+) -> None:
+    result = invoke(
+        "generate", tiny_gan_dir, "a red circle", "--steps", 50, "--guidance", 7, "--sampler", "ddpm", "--seed", 1,
+        "--out", tmp_path / "gan",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "gan" / MANIFEST).read_text())["options"] == {"n": 1, "seed": 1}
+    notes = [line for line in result.stderr.splitlines() if "do not apply" in line]
+    assert len(notes) == 1 and "--steps, --guidance, --sampler" in notes[0] and "gan" in notes[0]
+    assert notes[0].endswith(f"left out of {MANIFEST}")  # one line
+
+    result = invoke("generate", tiny_gan_dir, "a red circle", "--out", tmp_path / "quiet")
+    assert result.exit_code == 0 and "apply" not in result.stderr  # nothing given that it ignores: no note
+
+    result = invoke("generate", tiny_diffusion_dir, "a red circle", "--steps", 2, "--out", tmp_path / "diffusion")
+    assert result.exit_code == 0 and "apply" not in result.stderr
+    options = json.loads((tmp_path / "diffusion" / MANIFEST).read_text())["options"]
+    assert options == {"n": 1, "steps": 2, "guidance": 3.0, "seed": 0, "sampler": "ddim"}

@@ -10,7 +10,7 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -161,6 +161,15 @@ def hash_files(paths: Iterator[Path] | list[Path], root: Path | None = None, chu
                 digest.update(block)
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+def data_hash(files: Iterable[Path], root: Path | None) -> str:
+    """sha256 over the files a benchmark read, named relative to ``root`` so a moved copy hashes the same."""
+    paths = sorted({Path(p).resolve() for p in files})
+    base = root.resolve() if root is not None else None
+    if base is not None and not all(p.is_relative_to(base) for p in paths):
+        base = None  # some file lies outside the data root: name files by their base name only
+    return hash_files(paths, root=base)
 
 
 def hash_directory(directory: str | os.PathLike) -> str:

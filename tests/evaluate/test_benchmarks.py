@@ -13,6 +13,7 @@ from PIL import Image
 
 from polymodal.backends import load_backend
 from polymodal.data.readers import read_manifest
+from polymodal.evaluate import passes, scoring
 from polymodal.evaluate.benchmarks import BENCHMARKS
 from polymodal.evaluate.context import EvalContext
 from polymodal.evaluate.results import dump_results, load_results
@@ -236,3 +237,29 @@ def test_ineligible_benchmarks_are_skipped_until_none_can_run(shapes_dir: Path, 
     assert "needs a model that can caption" in doc.skipped[0].reason
     with pytest.raises(ValueError, match=r"nothing could run: shapes-caption \(test\): .*; shapes-vqa \(test\): "):
         run_eval(str(models["clip"]), "shapes-caption,shapes-vqa", data=shapes_dir, splits=["test"])
+
+
+def test_cis_resample_the_items_of_one_image_together(
+    shapes_dir: Path, models: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Captions, questions and statements about one image are one unit of the bootstrap (a cluster bootstrap)."""
+    calls: list[tuple[int, int]] = []  # (items, distinct groups) of each interval
+
+    def spy(values, groups=None, **kw):  # type: ignore[no-untyped-def]
+        calls.append((len(values), len(set(range(len(values)) if groups is None else groups))))
+        return real(values, groups, **kw)
+
+    real = scoring.grouped_bootstrap_ci
+    monkeypatch.setattr(passes, "grouped_bootstrap_ci", spy)
+    monkeypatch.setattr(scoring, "grouped_bootstrap_ci", spy)
+    samples = list(read_manifest(shapes_dir / "test.jsonl"))
+    for kind, benchmark, per_image in [
+        ("clip", "shapes-retrieval", [len(s.text) for s in samples]),
+        ("vqa", "shapes-vqa", [len(s.qa) for s in samples]),
+        ("fusion", "shapes-statements", [len(s.statements) for s in samples]),
+    ]:
+        calls.clear()
+        (result,) = run_eval(str(models[kind]), benchmark, data=shapes_dir, splits=["test"], n_resamples=20).results
+        assert sum(per_image) > len(samples)  # several items per image
+        assert (sum(per_image), len(samples)) in calls, benchmark  # the headline's items, grouped by image
+        assert result.n == sum(per_image)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from polymodal.data.errors import BadSampleError
 from polymodal.evaluate.score_files import load_caption_preds, load_caption_refs, load_vqa_preds, load_vqa_refs
-from polymodal.evaluate.scoring import caption_scores, vqa_scores
-from polymodal.metrics import score_captions, vqa_score
+from polymodal.evaluate.scoring import caption_scores, grouped_bootstrap_ci, vqa_scores
+from polymodal.metrics import bootstrap_ci, score_captions, vqa_score
 
 REFS = {
     1: ["A red circle on the left.", "a small red circle", "red circle, grey background"],
@@ -111,3 +112,38 @@ def test_vqa_files_name_bad_entries(tmp_path: Path) -> None:
     twice = _write(tmp_path / "p2.json", [{"question_id": 10, "answer": "yes"}, {"question_id": 10, "answer": "no"}])
     with pytest.raises(BadSampleError, match=r"entry\[1\]: question_id 10 is answered twice"):
         load_vqa_preds(twice, answers)
+
+
+def test_groups_of_one_are_the_item_bootstrap() -> None:
+    values = (np.random.default_rng(0).random(211) < 0.3).astype(float)
+    item = bootstrap_ci(values, n_resamples=300, seed=4)
+    assert grouped_bootstrap_ci(values, n_resamples=300, seed=4) == item
+    assert grouped_bootstrap_ci(values, [f"image{i}" for i in range(211)], n_resamples=300, seed=4) == item
+
+
+def test_items_of_one_image_are_resampled_together() -> None:
+    # 30 images of 7 captions each; an image's captions all hit or all miss, as correlated captions do.
+    rng = np.random.default_rng(1)
+    per_image = (rng.random(30) < 0.4).astype(float)
+    values, images = np.repeat(per_image, 7), np.repeat(np.arange(30), 7)
+    order = rng.permutation(len(values))  # groups need not be contiguous
+    values, images = values[order], images[order]
+    item = bootstrap_ci(values, n_resamples=1000, seed=0)
+    cluster = grouped_bootstrap_ci(values, images, n_resamples=1000, seed=0)
+    assert cluster[1] - cluster[0] > 2 * (item[1] - item[0])  # about sqrt(7) wider: 30 units, not 210
+    # Equal groups of equal items: exactly the bootstrap of one value per image.
+    by_image = grouped_bootstrap_ci(np.repeat(per_image, 7), np.repeat(np.arange(30), 7), n_resamples=1000, seed=0)
+    assert by_image == pytest.approx(bootstrap_ci(per_image, n_resamples=1000, seed=0))
+    with pytest.raises(ValueError, match="210 values but 3 groups"):
+        grouped_bootstrap_ci(values, [0, 1, 2])
+
+
+def test_vqa_questions_about_one_image_are_resampled_together() -> None:
+    answers = {q: ["yes"] * 10 for q in range(40)}
+    preds = {q: "yes" if (q // 4) % 2 else "no" for q in range(40)}  # 10 images of 4 questions, all right or wrong
+    images = {q: q // 4 for q in range(40)}
+    metrics, ci, _, _ = vqa_scores(preds, answers, exact=True, n_resamples=500)
+    grouped_metrics, grouped, _, _ = vqa_scores(preds, answers, exact=True, n_resamples=500, groups=images)
+    assert grouped_metrics == metrics  # the point estimate does not change
+    width = ci["vqa_accuracy"][1] - ci["vqa_accuracy"][0]
+    assert grouped["vqa_accuracy"][1] - grouped["vqa_accuracy"][0] > 1.5 * width

@@ -137,7 +137,9 @@ def eval_command(
     ),
     data: Path = typer.Option(None, "--data", help="Dataset location in the benchmark's layout."),
     split: str = typer.Option(None, "--split", help="Split(s), comma-separated (default: each benchmark's own)."),
-    out: Path = typer.Option(None, "--out", help="Write the result file (JSON) here."),
+    out: Path = typer.Option(
+        None, "--out", help="Write the result file (JSON) here; generated images go beside it, in OUT_STEM-generated/."
+    ),
     templates: str = typer.Option(
         None, "--templates", help=f"Prompt template set for zero-shot: {', '.join(TEMPLATES)}."
     ),
@@ -161,7 +163,7 @@ def eval_command(
     """Evaluate a model on standard benchmarks; every number comes with its provenance."""
     from polymodal.data.errors import BadSampleError
     from polymodal.evaluate.results import dump_results, to_json
-    from polymodal.evaluate.runner import parse_benchmarks, run_eval
+    from polymodal.evaluate.runner import media_dir_for, parse_benchmarks, run_eval
 
     try:
         names = parse_benchmarks(benchmark)
@@ -192,6 +194,7 @@ def eval_command(
             progress=progress,
             precision=precision,
             judges=judges,
+            media_dir=media_dir_for(out) if out is not None else None,
         )
     except (BadSampleError, FileNotFoundError, ValueError) as e:
         fail(str(e), as_json=json)

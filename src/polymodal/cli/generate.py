@@ -2,12 +2,13 @@
 
 ``--out DIR`` receives ``PPP-II.png`` per image (prompt index, then image index, both from 0 and zero-padded),
 ``contact_sheet.png`` (one labelled row per prompt, the first ``SHEET_ROWS`` of them) and ``generate.json`` (model,
-options, prompts, files). The folder is written as a whole and atomically: a reader sees the old one or the new one,
-never a mix, and a folder holding files ``generate`` did not write is refused rather than replaced.
+the options it used, prompts, files). The folder is written as a whole and atomically: a reader sees the old one or
+the new one, never a mix, and a folder holding files ``generate`` did not write is refused rather than replaced.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 from pathlib import Path
@@ -29,6 +30,16 @@ MIN_TILE = 128  # contact-sheet cells are at least this many pixels wide: a 32 p
 LABEL_HEIGHT = 20
 GAP = 4
 SHEET_ROWS = 64  # a prompts file of thousands of lines still gets a sheet one can open
+SAMPLING = ("steps", "guidance", "sampler")  # a diffusion model's sampling options
+
+
+def sampling_options(loaded: Any) -> tuple[str, ...]:
+    """The sampling options the model's generator reads: those its ``generate`` names (a GAN, drawing in one pass,
+    names none); all of them when the generator cannot be seen."""
+    generator = getattr(getattr(getattr(loaded.backend, "saved", None), "model", None), "generate", None)
+    if generator is None:
+        return SAMPLING
+    return tuple(name for name in SAMPLING if name in inspect.signature(generator).parameters)
 
 
 def image_name(prompt_index: int, image_index: int, prompt_digits: int = 3) -> str:
@@ -117,6 +128,7 @@ def write_outputs(
 
 
 def generate(
+    ctx: typer.Context,
     model: str = typer.Argument(..., help="A text-to-image model directory or training run directory."),
     prompts: list[str] = typer.Argument(None, help="One or more prompts, e.g. 'a red circle above a blue square'."),
     prompts_file: Path = typer.Option(None, "--prompts", help="A text file of prompts, one per line."),
@@ -140,6 +152,22 @@ def generate(
     except ValueError as e:
         fail(str(e), as_json=json, code=2)
     loaded = load_model_or_fail(model, precision=precision, as_json=json)
+    # generate.json records the options the model used; those given that it ignores are named once. (Typer carries
+    # its own copy of click, whose ParameterSource is not click's: the source is told by its name.)
+    used = sampling_options(loaded)
+    ignored = [
+        o for o in SAMPLING if o not in used and getattr(ctx.get_parameter_source(o), "name", "DEFAULT") != "DEFAULT"
+    ]
+    if ignored:
+        kind = getattr(loaded.backend.saved.model.config, "kind", "model")
+        flags = ", ".join(f"--{o}" for o in ignored)
+        err_console.print(
+            f"note: {flags} {'does' if len(ignored) == 1 else 'do'} not apply to this model ({kind}: one pass, no "
+            f"sampling): ignored, and left out of {MANIFEST}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,  # one line, however narrow the terminal
+        )
     images: list[Image.Image] = []
     with ProgressReporter("generate", len(texts) * n, enabled=not json, stream=err_console.file) as progress:
         per_call = loaded.texts_per_generate_call(n)  # progress after each of generate's own chunks
@@ -147,9 +175,10 @@ def generate(
             chunk = texts[start : start + per_call]
             images.extend(run_task("generate", lambda chunk=chunk: loaded.generate(chunk, **options), json))
             progress.update(len(images))
+    recorded = {k: v for k, v in options.items() if k not in SAMPLING or k in used}
     manifest = run_task(
         "generate",
-        lambda: write_outputs(out, texts, images, n, {"model": loaded.source, "options": options, "prompts": texts}),
+        lambda: write_outputs(out, texts, images, n, {"model": loaded.source, "options": recorded, "prompts": texts}),
         json,
     )
     if json:

@@ -246,8 +246,13 @@ def _load_shapes_speech(ctx: EvalContext, split: str) -> LoadedSplit:
         index = {ref: i for i, ref in enumerate(dict.fromkeys(_items(samples, "image")))}
         images, image_owner = list(index), [index[s.image] for s in samples]  # type: ignore[index]
 
+    # A row's clip and words describe its image, as its other captions' do: the CIs resample them by image.
+    scenes = [s.image for s in samples]
+    by_scene = scenes if all(scene is not None for scene in scenes) else None
+
     def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
-        runs = [passes.retrieval(ctx, speech, texts, list(range(len(texts))), None, full, modality="audio")]
+        owner = list(range(len(texts)))
+        runs = [passes.retrieval(ctx, speech, texts, owner, None, full, modality="audio", item_groups=by_scene)]
         if with_images:  # each image owns the clips of its captions: i2a / a2i
             runs.append(passes.retrieval(ctx, images, speech, image_owner, None, full, caption_modality="audio"))
         return passes.merge(*runs)
@@ -489,7 +494,6 @@ def _load_shapes_generation(ctx: EvalContext, split: str) -> LoadedSplit:
     """Text-to-image on ShapesWorld: each row's full-spec prompt ("a red circle in the top left and ..."), one
     image each, judged by ``--judge checker=`` (a scene checker trained on real images) and, when given,
     ``--judge clip=`` (an image-text embedding model, for the CLIP score); FD against the same rows' real images."""
-    from polymodal.backends import load_backend
     from polymodal.data.shapes import load_split
     from polymodal.evaluate.generation import SceneChecker, scene_prompt
 
@@ -497,8 +501,8 @@ def _load_shapes_generation(ctx: EvalContext, split: str) -> LoadedSplit:
     ctx.require(GENERATE, name)
     manifest = _shapes_manifest(ctx, name, split)
     rows = load_split(manifest.parent, split)[:GENERATION_PROMPTS]
-    checker = SceneChecker.load(ctx.judge("checker", name))
-    clip = load_backend(ctx.judges["clip"]) if "clip" in ctx.judges else None
+    checker = SceneChecker.of_backend(ctx.judge_backend("checker", name))
+    clip = ctx.judge_backend("clip", name) if "clip" in ctx.judges else None
     prompts = [scene_prompt(row["objects"]) for row in rows]
     real = [str(manifest.parent / row["image"]) for row in rows]
     media = None if ctx.media_dir is None else ctx.media_dir / f"{name}-{split}"

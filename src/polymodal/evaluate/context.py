@@ -35,6 +35,16 @@ class NotApplicable(ValueError):
     ``run_eval`` records it as skipped, with this message as the reason, and runs the other benchmarks."""
 
 
+def loaded_from(backend: Backend, spec: str) -> Path | None:
+    """The directory ``backend`` (loaded from ``spec``) was read from: a polymodal model's own (``best/`` of a run),
+    else ``spec`` when it is a directory; None for a named model such as ``polymodal-base``."""
+    saved = getattr(backend, "saved", None)
+    if isinstance(saved, SavedModel):
+        return saved.path
+    path = Path(spec)
+    return path if path.is_dir() else None
+
+
 def batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -52,6 +62,8 @@ class EvalContext:
     judges: dict[str, str] = field(default_factory=dict)  # name -> model path: instruments a benchmark scores with
     media_dir: Path | None = None  # where a benchmark writes what the model made (generated images), for examples
     files_read: set[Path] = field(default_factory=set)
+    # The judges loaded: name -> (model directory or None, identity), hashed into the provenance like the model.
+    judges_loaded: dict[str, tuple[Path | None, str]] = field(default_factory=dict)
     _backend: Backend | None = field(default=None, init=False, repr=False)
     _text_cache: dict[tuple[str, ...], torch.Tensor] = field(default_factory=dict, init=False, repr=False)
     _media_cache: dict[tuple[Any, ...], torch.Tensor] = field(default_factory=dict, init=False, repr=False)
@@ -80,10 +92,7 @@ class EvalContext:
     @property
     def model_dir(self) -> Path | None:
         """The directory the model was loaded from (None for a named model such as ``polymodal-base``)."""
-        if self.is_polymodal:
-            return self.saved.path
-        path = Path(self.model)
-        return path if path.is_dir() else None
+        return loaded_from(self.backend, self.model)
 
     def require(self, capability: str, benchmark: str, modality: str | None = None) -> None:
         """Refuse a model that lacks ``capability`` (for ``modality``, when given) before any data is read."""
@@ -103,6 +112,13 @@ class EvalContext:
             given = ", ".join(sorted(self.judges)) or "none"
             raise ValueError(f"benchmark {benchmark} needs --judge {name}=PATH (judges given: {given})")
         return self.judges[name]
+
+    def judge_backend(self, name: str, benchmark: str) -> Backend:
+        """The judge ``name`` loaded (as :func:`load_backend` loads a model), noted for the result's provenance."""
+        spec = self.judge(name, benchmark)
+        backend = load_backend(spec)
+        self.judges_loaded[name] = (loaded_from(backend, spec), backend.identity)
+        return backend
 
     def takes(self, capability: str, modality: str) -> bool:
         """True when the model can ``capability`` (embed, caption, ...) items of ``modality`` (embed: clips too, by

@@ -19,7 +19,7 @@ import json
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -46,6 +46,9 @@ from polymodal.metrics.generation import clip_score as clip_score_of_embeddings
 from polymodal.models import SavedModel, find_model_dir
 from polymodal.modules.encoders.efficientnet_lite import EfficientNetLite0
 from polymodal.pretrained.imagenet import EFFICIENTNET_LITE0_PREPROCESS, load_efficientnet_lite0
+
+if TYPE_CHECKING:
+    from polymodal.backends import Backend
 
 ImagesInput = Sequence[Image.Image] | Sequence[torch.Tensor] | torch.Tensor
 
@@ -275,6 +278,14 @@ class SceneChecker:
     def load(cls, path: str | Path) -> SceneChecker:
         """From a saved model directory or a run directory (its best model)."""
         return cls(SavedModel.load(find_model_dir(path)))
+
+    @classmethod
+    def of_backend(cls, backend: Backend) -> SceneChecker:
+        """The checker a loaded model is (a polymodal classifier with the scene classes; anything else is refused)."""
+        saved = getattr(backend, "saved", None)
+        if not isinstance(saved, SavedModel):
+            raise ValueError(f"{backend.source}: not a scene checker (it must be a polymodal model directory)")
+        return cls(saved)
 
     @torch.inference_mode()
     def read(self, images: ImagesInput, batch_size: int = 64) -> list[list[SceneObject]]:

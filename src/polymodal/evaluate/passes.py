@@ -8,7 +8,7 @@ curves rerun a pass many times and only read its headline metric.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from polymodal.evaluate.generation import SceneChecker, frechet_efficientnet_dis
 from polymodal.evaluate.probe import probe_predictions
 from polymodal.evaluate.prompts import zero_shot_classifier
 from polymodal.evaluate.results import MAX_EXAMPLES, Confusion, Details, Example, Retrieved
-from polymodal.evaluate.scoring import caption_scores, mean_by_type, vqa_scores
+from polymodal.evaluate.scoring import caption_scores, grouped_bootstrap_ci, mean_by_type, vqa_scores
 from polymodal.fsutil import write_atomic
 from polymodal.metrics import bootstrap_ci, confusion_matrix, precision_recall_f1
 from polymodal.metrics.generation import clip_score as clip_score_of_embeddings
@@ -209,12 +209,15 @@ def retrieval(
     modality: str = "image",
     caption_modality: str = "text",
     map_at: int | None = None,
+    item_groups: Sequence[Hashable] | None = None,
 ) -> PassResult:
     """Item <-> caption retrieval (Karpathy protocol: an item query hits if any of its captions is in the top K).
 
     Items are of ``modality``; captions (``owner[j]``: caption j's item) of ``caption_modality``: texts, or
     e.g. spoken captions. Metric names start with the two modalities' initials (``i2t``/``t2i``, ``a2t``/``t2a``);
-    ``map_at`` adds mAP@K in both directions (K = 10 as the audio-retrieval papers report it).
+    ``map_at`` adds mAP@K in both directions (K = 10 as the audio-retrieval papers report it). The CIs resample
+    items with all their captions (a cluster bootstrap); ``item_groups[i]`` names a larger unit item i belongs to
+    (the image a spoken caption describes), resampled whole instead.
     """
     forward, backward = f"{modality[0]}2{caption_modality[0]}", f"{caption_modality[0]}2{modality[0]}"
     item_emb = ctx.embed_media(modality, items, image_fn)  # (N_item, D)
@@ -232,9 +235,10 @@ def retrieval(
     if not full:
         return PassResult(metrics)
     best = ranks.image_to_text[:, 0]  # rank of each item's best caption
+    units = list(range(len(items))) if item_groups is None else list(item_groups)
     ci = {
-        f"{d}_R@{k}": bootstrap_ci((r <= k).astype(np.float64), n_resamples=ctx.n_resamples, seed=ctx.seed)
-        for d, r in ((forward, best), (backward, ranks.text_to_image))
+        f"{d}_R@{k}": grouped_bootstrap_ci((r <= k).astype(np.float64), g, n_resamples=ctx.n_resamples, seed=ctx.seed)
+        for d, r, g in ((forward, best, units), (backward, ranks.text_to_image, [units[o] for o in owner]))
         for k in (1, 5, 10)
     }
     recall = {d: {str(k): metrics[f"{d}_R@{k}"] for k in (1, 5, 10)} for d in (forward, backward)}
@@ -340,6 +344,7 @@ def vqa(
         exact=exact,
         seed=ctx.seed,
         n_resamples=ctx.n_resamples,
+        groups=dict(zip(ids, qs.item_index)),  # the questions about one item are resampled together
     )
     if not full:
         return PassResult(metrics)
@@ -421,7 +426,8 @@ def statements(
         )
         for i in range(min(MAX_EXAMPLES, len(hits)))
     ]
-    ci = {"accuracy": bootstrap_ci(hits, n_resamples=ctx.n_resamples, seed=ctx.seed)}
+    # The statements about one item are resampled together (a cluster bootstrap).
+    ci = {"accuracy": grouped_bootstrap_ci(hits, st.item_index, n_resamples=ctx.n_resamples, seed=ctx.seed)}
     return PassResult(metrics, ci, Details(per_statement_type=per_type or None), examples, len(hits), st.unit)
 
 

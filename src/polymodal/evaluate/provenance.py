@@ -11,8 +11,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from polymodal.evaluate.results import DataProvenance, Provenance
-from polymodal.fsutil import hash_directory, hash_files
+from polymodal.evaluate.results import DataProvenance, JudgeProvenance, Provenance
+from polymodal.fsutil import hash_directory
 
 VERSIONED = ("polymodal", "torch", "transformers", "numpy")
 
@@ -33,15 +33,6 @@ def model_hash(model_dir: Path | None, fallback_identity: str) -> str:
     return hash_directory(model_dir) if model_dir is not None else fallback_identity
 
 
-def data_hash(files: Iterable[Path], root: Path | None) -> str:
-    """sha256 over the files a benchmark read, named relative to ``root`` so a moved copy hashes the same."""
-    paths = sorted({Path(p).resolve() for p in files})
-    base = root.resolve() if root is not None else None
-    if base is not None and not all(p.is_relative_to(base) for p in paths):
-        base = None  # some file lies outside the data root: name files by their base name only
-    return hash_files(paths, root=base)
-
-
 def command_line(argv: list[str] | None = None) -> str:
     """The command as typed (``polymodal eval ...``), quoted so it can be pasted back into a shell."""
     args = sys.argv if argv is None else argv
@@ -59,6 +50,7 @@ def make_provenance(
     command: str,
     created: datetime | None = None,
     machine: dict[str, Any] | None = None,
+    judges: dict[str, JudgeProvenance] | None = None,
 ) -> Provenance:
     """A :class:`Provenance` stamped now (UTC) unless ``created`` is given."""
     when = (created or datetime.now(timezone.utc)).isoformat(timespec="seconds")
@@ -66,6 +58,7 @@ def make_provenance(
         model=model,
         model_hash=model_hash_value,
         data=DataProvenance(path=str(data_path) if data_path is not None else "", hash=data_hash_value),
+        judges=judges or None,
         versions=library_versions(),
         seed=seed,
         command=command,

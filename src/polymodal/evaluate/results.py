@@ -7,7 +7,8 @@ when absent (not written as ``null``).
 Shape::
 
     {"polymodal_eval": 1,
-     "provenance": {"model", "model_hash", "data": {"path", "hash"}, "versions", "seed", "command", "created"},
+     "provenance": {"model", "model_hash", "data": {"path", "hash"}, "judges"?: {NAME: {"path", "hash"}}, "versions",
+                    "seed", "command", "created"},
      "results": [{"benchmark", "split", "headline", "n"?, "unit"?, "metrics", "ci95", "details", "robustness"?,
                   "examples"}],
      "skipped": [{"benchmark", "split", "reason"}]}
@@ -57,10 +58,16 @@ class DataProvenance(_Model):
     hash: str  # sha256 over the files the benchmark read
 
 
+class JudgeProvenance(_Model):
+    path: str  # as given to --judge NAME=PATH
+    hash: str  # as model_hash: sha256 over its model directory's files (a named model: its identity)
+
+
 class Provenance(_Model):
     model: str
     model_hash: str
     data: DataProvenance
+    judges: dict[str, JudgeProvenance] | None = None  # the models a benchmark scored with (scene checker, CLIP)
     versions: dict[str, str | None] = Field(default_factory=dict)  # polymodal, torch, ... (None: not installed)
     seed: int | None = None
     command: str | None = None

@@ -17,8 +17,9 @@ from PIL import Image
 from polymodal.evaluate.benchmarks import BENCHMARKS, LoadedSplit
 from polymodal.evaluate.context import EvalContext, NotApplicable
 from polymodal.evaluate.corruptions import CORRUPTIONS, SEVERITIES, corrupt
-from polymodal.evaluate.provenance import command_line, data_hash, make_provenance, model_hash
-from polymodal.evaluate.results import Result, ResultFile, Robustness, Skipped, describe_skipped
+from polymodal.evaluate.provenance import command_line, make_provenance, model_hash
+from polymodal.evaluate.results import JudgeProvenance, Result, ResultFile, Robustness, Skipped, describe_skipped
+from polymodal.fsutil import data_hash
 from polymodal.hardware import choose_precision, machine_record
 
 Progress = Callable[[str], None]
@@ -33,6 +34,13 @@ def parse_benchmarks(names: str | Sequence[str]) -> list[str]:
     if unknown:
         raise ValueError(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
     return items
+
+
+def media_dir_for(result_file: str | Path) -> Path:
+    """Where a run whose result file is ``result_file`` writes what the model made (``eval.json`` ->
+    ``eval-generated/``): beside it, one folder per result file so two results in a folder keep their own images."""
+    path = Path(result_file)
+    return path.with_name(f"{path.stem}-generated")
 
 
 def _corrupted(name: str, severity: int, seed: int, image: Image.Image, index: int) -> Image.Image:
@@ -155,5 +163,9 @@ def run_eval(
         seed=seed,
         command=command if command is not None else command_line(),
         machine=machine_record(choice),
+        judges={
+            name: JudgeProvenance(path=ctx.judges[name], hash=model_hash(directory, identity))
+            for name, (directory, identity) in sorted(ctx.judges_loaded.items())
+        },
     )
     return ResultFile(provenance=provenance, results=results, skipped=skipped)

@@ -1,5 +1,8 @@
 """Score predictions against references with 95% bootstrap CIs: shared by ``polymodal score`` and the suites.
 
+Items that share an image (its captions, questions, statements) are not independent: their CIs come from
+:func:`grouped_bootstrap_ci`, which resamples whole images (a cluster bootstrap); point estimates are unchanged.
+
 Caption CIs: ROUGE-L and CIDEr-D resample per-image scores (CIDEr-D's document frequencies stay
 those of the full set); BLEU is a corpus metric, so each resample recomputes it over the drawn
 images, from per-image statistics counted once (exactly what a full BLEU pass over the resample
@@ -8,7 +11,7 @@ gives, at the cost of a sum). METEOR comes from one Java run over the set and ha
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,6 +20,28 @@ from polymodal.metrics import bootstrap_ci, normalize_answer, vqa_accuracy
 from polymodal.metrics import captioning as cap
 
 Interval = tuple[float, float]
+
+
+def grouped_bootstrap_ci(
+    values: Sequence[float] | np.ndarray,
+    groups: Sequence[Hashable] | None = None,
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> Interval:
+    """95% CI of the mean of ``values`` by a cluster bootstrap: ``groups[i]`` is item i's independent unit (the image
+    its caption, question or statement is about), and each resample draws whole groups with replacement and takes
+    the mean over their items. Groups of one (``groups`` None) draw exactly as the item bootstrap does."""
+    arr = np.asarray(values, dtype=np.float64)
+    ids: dict[Hashable, int] = {}
+    cluster = np.array([ids.setdefault(g, len(ids)) for g in (range(len(arr)) if groups is None else groups)])
+    if len(cluster) != len(arr):
+        raise ValueError(f"{len(arr)} values but {len(cluster)} groups")
+    sums = np.bincount(cluster, weights=arr, minlength=len(ids))  # per group, in order of first appearance
+    sizes = np.bincount(cluster, minlength=len(ids)).astype(np.float64)
+    return bootstrap_ci(
+        lambda idx: float(sums[idx].sum() / sizes[idx].sum()), n_items=len(ids), n_resamples=n_resamples, seed=seed
+    )
 
 
 def caption_scores(
@@ -79,8 +104,10 @@ def vqa_scores(
     exact: bool = False,
     seed: int = 0,
     n_resamples: int = 1000,
+    groups: Mapping[Any, Hashable] | None = None,
 ) -> tuple[dict[str, float], dict[str, Interval], dict[str, float], dict[Any, float]]:
-    """(metrics, ci95, accuracy per type, per-question accuracy).
+    """(metrics, ci95, accuracy per type, per-question accuracy). ``groups``: question id -> the image it is about,
+    whose questions the CI resamples together (without it, each question is its own unit).
 
     ``exact=False``: the official VQA accuracy over the (10) human answers; ``exact=True``:
     normalised exact match against the most frequent reference answer (datasets with one
@@ -99,5 +126,6 @@ def vqa_scores(
     values = list(per_q.values())
     metrics = {"vqa_accuracy": float(np.mean(values)) if values else 0.0}
     metrics.update({f"vqa_accuracy_{t}": v for t, v in per_type.items()})
-    ci = {"vqa_accuracy": bootstrap_ci(values, n_resamples=n_resamples, seed=seed)} if values else {}
+    units = None if groups is None else [groups[q] for q in per_q]
+    ci = {"vqa_accuracy": grouped_bootstrap_ci(values, units, n_resamples=n_resamples, seed=seed)} if values else {}
     return metrics, ci, per_type, per_q

@@ -123,6 +123,11 @@ def _ordered_union(lists: Iterable[Iterable[T]]) -> list[T]:
     return list(seen)
 
 
+def _judges(provenance: Any) -> str:
+    """The models a run's benchmarks scored with: ``checker runs/checker (1a2b3c4d5e6f)``, hash shortened."""
+    return ", ".join(f"{name} {j.path} ({j.hash[:12]})" for name, j in (provenance.judges or {}).items())
+
+
 class _Builder:
     def __init__(self, runs: list[Run], max_examples: int, max_retrieved: int) -> None:
         self.runs = runs
@@ -159,6 +164,11 @@ class _Builder:
         rows = [
             ["model", *[cell(r, lambda p: p.model) for r in eval_runs]],
             ["model hash", *[cell(r, lambda p: p.model_hash[:12]) for r in eval_runs]],
+            *(
+                [["judges", *[cell(r, _judges) for r in eval_runs]]]
+                if any(doc.provenance.judges for r in eval_runs for _, doc in r.eval_files)
+                else []
+            ),
             ["data", *[cell(r, lambda p: p.data.path) for r in eval_runs]],
             ["data hash", *[cell(r, lambda p: p.data.hash[:12]) for r in eval_runs]],
             ["seed", *[cell(r, lambda p: p.seed) for r in eval_runs]],
