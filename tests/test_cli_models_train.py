@@ -658,9 +658,9 @@ def test_recipe_errors_name_their_origin_and_are_found_before_any_data_is_read(t
         tower.output
     )
     assert unread in tower.output  # a note: it went on to read the data
-    # A shorter run than the recipe's warmup: the warmup follows, and a note says so.
+    # A shorter run than the recipe's warmup: the warmup takes a tenth of it, and a note says so.
     short = runner.invoke(app, ["train", "shapes-clap", "--set", f"data.path={unread}", "--set", "train.steps=5"])
-    assert "note: train.warmup_steps lowered from 100" in short.output and "to 5" in short.output
+    assert "note: train.warmup_steps lowered from 100" in short.output and "to 0, a tenth" in short.output
     assert "exceeds" not in short.output and unread in short.output  # it got as far as reading the data
     # On resume, what cannot change is the error, not what validating the changed recipe finds.
     run = tmp_path / "run"

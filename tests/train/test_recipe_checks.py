@@ -87,10 +87,16 @@ def test_the_recipe_keeps_the_processor_settings_as_written() -> None:
     }
 
 
-def test_an_overridden_steps_below_the_recipes_warmup_lowers_the_warmup_with_a_note() -> None:
-    with pytest.warns(RecipeAdjusted, match=r"train.warmup_steps lowered from 100 .*shapes-clap.yaml\) to 5"):
-        recipe = load_recipe("shapes-clap", ["data.path=unused", "train.steps=5"])
-    assert recipe.train.steps == 5 and recipe.train.warmup_steps == 5
+def test_an_overridden_steps_below_the_recipes_warmup_lowers_the_warmup_to_a_tenth_with_a_note() -> None:
+    """A tenth, not all the steps: the learning rate still decays after it."""
+    with pytest.warns(
+        RecipeAdjusted,
+        match=r"train.warmup_steps lowered from 100 .*shapes-clap.yaml\) to 6, a tenth of the --set train.steps=60;",
+    ):
+        recipe = load_recipe("shapes-clap", ["data.path=unused", "train.steps=60"])
+    assert recipe.train.steps == 60 and recipe.train.warmup_steps == 6
+    with pytest.warns(RecipeAdjusted, match=r"to 0, a tenth of the --set train.steps=5"):
+        assert load_recipe("shapes-clap", ["data.path=unused", "train.steps=5"]).train.warmup_steps == 0
     with warnings.catch_warnings():
         warnings.simplefilter("error", RecipeAdjusted)  # a warmup that fits is left alone, silently
         assert load_recipe("shapes-clap", ["data.path=unused", "train.steps=500"]).train.warmup_steps == 100
@@ -173,3 +179,80 @@ def test_a_contrastive_objective_needs_an_embedding_model() -> None:
     recipe.objective.kind = "contrastive"
     with pytest.raises(ConfigError, match="contrastive trains an embedding model.*builds fusion_classifier"):
         make_objective(recipe, build_model(parsed), tokenizer=None)  # type: ignore[arg-type]
+
+
+def test_model_params_may_repeat_a_value_the_data_decides_but_not_change_it() -> None:
+    from polymodal.train.build import recipe_model_config
+
+    same = load_recipe("shapes-clip", ["data.path=unused", "data.image.image_size=32", "model.params.image_size=32"])
+    assert recipe_model_config(same, 50).encoders["image"].params["image_size"] == 32
+    other = load_recipe("shapes-clip", ["data.path=unused", "data.image.image_size=32", "model.params.image_size=64"])
+    with pytest.raises(ConfigError) as e:
+        recipe_model_config(other, 50)
+    assert str(e.value) == (
+        "model.params.image_size: 64, but data.image.image_size sets it to 32 for this run: "
+        "leave image_size out of model.params"
+    )
+    # The tokenizer's size is known once the data is read: checked then, not before.
+    vocab = load_recipe("shapes-clip", ["data.path=unused", "model.params.vocab_size=256"])
+    recipe_model_config(vocab, None)
+    with pytest.raises(ConfigError, match=r"model.params.vocab_size: 256, but the tokenizer .* sets it to 77"):
+        recipe_model_config(vocab, 77)
+
+
+def cli_train(*args: str) -> tuple[int, str]:
+    from typer.testing import CliRunner
+
+    from polymodal.cli.main import app
+
+    result = CliRunner().invoke(app, ["train", *args])
+    return result.exit_code, result.output
+
+
+def test_recipe_values_the_model_and_metric_cannot_take_fail_before_any_data_is_read(tmp_path: Path) -> None:
+    """Exit 2 with one line naming the key, while data.path does not even exist."""
+    nowhere = f"data.path={tmp_path / 'nowhere'}"
+    code, output = cli_train("shapes-clip", "--set", nowhere, "--set", "model.params.max_length=16")
+    assert code == 2 and "model.params.max_length: 16, but data.max_length sets it to 32" in output
+    assert "Traceback" not in output
+    code, output = cli_train("shapes-clip", "--set", nowhere, "--set", "train.metric=accuracy")
+    assert code == 2
+    assert (
+        "train.metric 'accuracy' is not a metric of objective.kind contrastive (loss clip); its validation reports "
+        "i2t_recall@1, t2i_recall@1, recall@1" in " ".join(output.split())
+    )
+
+
+@pytest.mark.parametrize(
+    ("overrides", "names"),
+    [
+        (["objective.kind=classification", "objective.loss=mse"], ["rmse"]),
+        (["objective.kind=classification", "objective.loss=bce"], ["exact_match"]),
+        (["objective.kind=matching", "objective.loss=null"], ["accuracy"]),
+    ],
+)
+def test_train_metric_is_checked_against_what_the_objective_reports(overrides: list[str], names: list[str]) -> None:
+    from polymodal.train.build import check_recipe_before_data
+
+    recipe = load_recipe("shapes-fusion", ["data.path=unused", *overrides, "train.metric=recall@1"])
+    with pytest.raises(ConfigError, match=f"its validation reports {', '.join(names)}$"):
+        check_recipe_before_data(recipe)
+    check_recipe_before_data(load_recipe("shapes-fusion", ["data.path=unused", *overrides, f"train.metric={names[0]}"]))
+
+
+def test_several_contrastive_pairs_report_one_recall_each() -> None:
+    from polymodal.train.validation import validation_metrics
+
+    pairs = [("audio", "text"), ("image", "audio")]
+    assert validation_metrics("contrastive", None, pairs) == ["audio-text_recall@1", "image-audio_recall@1", "recall@1"]
+
+
+def test_a_misspelt_model_lrs_path_names_the_field_and_the_towers() -> None:
+    from polymodal.train.build import build_recipe_model, recipe_model_config
+
+    recipe = load_recipe(
+        "shapes-fusion", ["data.path=unused", "data.image.image_size=32", "model.lrs={encoder: 1.0e-4}"]
+    )
+    with pytest.raises(ConfigError) as e:
+        build_recipe_model(recipe, recipe_model_config(recipe, 50))
+    assert str(e.value) == "model.lrs.encoder: no such submodule; towers: encoders.image, encoders.text"

@@ -84,7 +84,7 @@ def test_learns_and_logs(tmp_path: Path) -> None:
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["step"] == 60 and "lr" in records[0] and "samples_per_s" in records[0]
     assert records[-1]["mse"] < 0.5 * records[0]["mse"]
-    assert [c.step for c in list_checkpoints(tmp_path)] == [60]  # final checkpoint always written
+    assert [c.step for c in list_checkpoints(tmp_path)] == [54, 60]  # a tenth of the run apart; the last two kept
     # The same scalars as TensorBoard events, read back with TensorBoard's own reader.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -93,6 +93,21 @@ def test_learns_and_logs(tmp_path: Path) -> None:
     mse = events.Scalars("mse")
     assert [e.step for e in mse] == [r["step"] for r in records]
     assert mse[-1].value == pytest.approx(records[-1]["mse"], rel=1e-6)
+
+
+def test_by_default_checkpoints_follow_every_evaluation_and_every_tenth_of_the_run(tmp_path: Path) -> None:
+    """Without train.checkpoint_every a kill (even SIGKILL, which writes nothing on the way out) loses at most a
+    tenth of the run, and never an evaluation's result; checkpoint_every, when set, is the cadence instead."""
+    train(tmp_path / "default", steps=30, eval_every=7, checkpoint_every=None, keep_last=100)
+    assert [c.step for c in list_checkpoints(tmp_path / "default")] == [3, 6, 7, 9, 12, 14, 15, 18, 21, 24, 27, 28, 30]
+    train(tmp_path / "set", steps=30, eval_every=7, checkpoint_every=10, keep_last=100)
+    assert [c.step for c in list_checkpoints(tmp_path / "set")] == [10, 20, 30]
+    reference, _ = train(tmp_path / "reference", checkpoint_every=None)
+    with pytest.raises(KeyboardInterrupt):  # dies during step 8, as a SIGKILL would leave it
+        train(tmp_path / "killed", objective=MSETask(fail_at_call=8), checkpoint_every=None)
+    assert list_checkpoints(tmp_path / "killed")[-1].step == 6
+    resumed, trainer = train(tmp_path / "killed", resume=True, checkpoint_every=None)
+    assert trainer.step == 12 and same_weights(reference, resumed)
 
 
 def test_resume_after_interruption_matches_uninterrupted(tmp_path: Path) -> None:
@@ -477,3 +492,36 @@ def test_an_interruption_says_whether_it_wrote_the_checkpoint_it_names(tmp_path:
     assert "; checkpoint saved; resume with" in str(TrainingInterrupted(tmp_path, 8, checkpointed=True))
     stands = str(TrainingInterrupted(tmp_path, 6, checkpointed=True, saved=False))  # Ctrl-C before a resumed step
     assert "; its checkpoint of step 6 stands; resume with" in stands
+
+
+class FailsAt(MSETask):
+    def forward(self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if self.calls + 1 == self.fail_at_call:
+            self.calls += 1
+            raise ValueError("no such thing")
+        return super().forward(model, batch)
+
+
+def test_evaluations_and_the_error_that_ends_a_run_are_in_train_log(tmp_path: Path, capsys) -> None:
+    scores = iter([0.5, 0.25, 0.75])
+    trainer = Trainer(
+        Regression(),
+        MSETask(),
+        dataset(),
+        config(steps=12, eval_every=4, metric="score"),
+        tmp_path / "run",
+        validate=lambda m: {"score": next(scores), "other": 1.0},
+        progress=True,
+    )
+    trainer.fit()
+    evals = [line for line in (tmp_path / "run" / "train.log").read_text().splitlines() if line.startswith("eval")]
+    assert evals == [
+        "eval 4/12  score 0.5  other 1 (best)",
+        "eval 8/12  score 0.25  other 1",
+        "eval 12/12  score 0.75  other 1 (best)",
+    ]
+    assert "eval 8/12  score 0.25  other 1" in capsys.readouterr().err  # the terminal says it too
+    with pytest.raises(ValueError, match="no such thing"):
+        train(tmp_path / "failed", objective=FailsAt(fail_at_call=5))
+    log = (tmp_path / "failed" / "train.log").read_text()
+    assert "stopped at step 4: ValueError: no such thing\nTraceback (most recent call last):" in log

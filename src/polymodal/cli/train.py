@@ -98,9 +98,10 @@ def train(
 
 def _checked_recipe(recipe: Path, overrides: list[str], resume: Path | None) -> Recipe:
     """The recipe with its overrides, checked before any data is read (ValueError): on resume, that the
-    overrides change nothing the run computes; then the recipe itself. What load_recipe adjusted to fit an override,
-    and processor settings the model does not use, are said on stderr."""
-    from polymodal.train.build import unused_processor_settings
+    overrides change nothing the run computes; then the recipe itself, and what its values decide of the model and
+    its metric. What load_recipe adjusted to fit an override, and processor settings the model does not use, are
+    said on stderr."""
+    from polymodal.train.build import check_recipe_before_data, unused_processor_settings
     from polymodal.train.recipe import RecipeAdjusted, load_recipe
     from polymodal.train.resume import check_resume_overrides
 
@@ -114,6 +115,7 @@ def _checked_recipe(recipe: Path, overrides: list[str], resume: Path | None) -> 
             err_console.print(f"[bold]note:[/] {escape(str(note.message))}", highlight=False, soft_wrap=True)
         else:
             warnings.warn_explicit(note.message, note.category, note.filename, note.lineno)
+    check_recipe_before_data(cfg)
     for unused in unused_processor_settings(cfg):
         err_console.print(escape(unused), highlight=False, soft_wrap=True)
     return cfg

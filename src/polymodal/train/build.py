@@ -25,7 +25,7 @@ from polymodal.models import (
     parse_model_config,
 )
 from polymodal.models.config import ModelConfig
-from polymodal.models.transfer import TransferReport, cache_towers, freeze_towers, transfer_weights
+from polymodal.models.transfer import TransferReport, cache_towers, freeze_towers, submodule, transfer_weights
 from polymodal.modules.losses import LOSSES
 from polymodal.train.objectives import (
     AdversarialObjective,
@@ -38,18 +38,30 @@ from polymodal.train.objectives import (
     MatchingObjective,
 )
 from polymodal.train.recipe import Recipe
+from polymodal.train.validation import validation_metrics
+
+# Where the preset arguments the data decides come from, for an error when model.params sets one otherwise.
+DECIDED_BY = {
+    "vocab_size": "the tokenizer (data.tokenizer, model.init_from's, or one trained with data.vocab_size)",
+    "image_size": "data.image.image_size",
+    "max_length": "data.max_length",
+    "audio_channels": "data.processors.audio (n_mels, or n_mfcc with kind: mfcc)",
+    "num_classes": "the training labels",
+    "num_answers": "the training answers",
+}
 
 
-def recipe_model_config(recipe: Recipe, vocab_size: int, derived: dict[str, Any] | None = None) -> ModelConfig:
+def recipe_model_config(recipe: Recipe, vocab_size: int | None, derived: dict[str, Any] | None = None) -> ModelConfig:
     """The model config a recipe names: written out in ``model.config``, or its preset called with the values
     the data decides (vocabulary and image size, text length, the audio features' bands, number of classes or
-    answers) and ``model.params``."""
+    answers) and ``model.params``. ``vocab_size`` None: the tokenizer is not known yet (``data.vocab_size`` stands
+    in, unchecked). ``model.params`` may repeat a value the data decides, not change it."""
     if recipe.model.config is not None:
         return parse_model_config(recipe.model.config, "model.config")  # type: ignore[no-any-return]
     builder = PRESETS.get(recipe.model.preset)  # type: ignore[arg-type]
     accepted = inspect.signature(builder).parameters
     from_data = {
-        "vocab_size": vocab_size,
+        "vocab_size": recipe.data.vocab_size if vocab_size is None else vocab_size,
         "image_size": recipe.data.image.image_size,
         "max_length": recipe.data.max_length,
         **_audio_channels(recipe),
@@ -61,7 +73,15 @@ def recipe_model_config(recipe: Recipe, vocab_size: int, derived: dict[str, Any]
             f"model.params: {sorted(unknown)} not accepted by preset {recipe.model.preset!r}; "
             f"allowed: {sorted(accepted)}"
         )
-    return builder(**{k: v for k, v in from_data.items() if k in accepted}, **recipe.model.params)  # type: ignore[no-any-return]
+    unknowable = {"vocab_size"} if vocab_size is None else set()
+    for key in sorted(set(recipe.model.params) & set(from_data) - unknowable):
+        if recipe.model.params[key] != from_data[key]:
+            raise ConfigError(
+                f"model.params.{key}: {recipe.model.params[key]!r}, but {DECIDED_BY.get(key, 'the data')} sets it "
+                f"to {from_data[key]!r} for this run: leave {key} out of model.params"
+            )
+    given = {k: v for k, v in from_data.items() if k in accepted} | recipe.model.params
+    return builder(**given)  # type: ignore[no-any-return]
 
 
 def check_model_fits_data(config: ModelConfig, recipe: Recipe, vocab_size: int, classes: dict[str, int] | None) -> None:
@@ -107,7 +127,7 @@ def unused_processor_settings(recipe: Recipe) -> list[str]:
     alone, before any data is read."""
     if not recipe.data.processors:
         return []
-    modalities = model_inputs(recipe_model_config(recipe, recipe.data.vocab_size))
+    modalities = model_inputs(recipe_model_config(recipe, None))
     model = f"preset {recipe.model.preset}" if recipe.model.preset else "model.config"
     return [
         f"note: data.processors.{modality} is not used: the model ({model}) has no {modality} tower; it reads "
@@ -128,22 +148,44 @@ def _audio_channels(recipe: Recipe) -> dict[str, int]:
 
 
 def build_recipe_model(recipe: Recipe, config: ModelConfig) -> tuple[ComposedModel, TransferReport | None]:
-    """The model: built, started from ``model.init_from``'s weights, towers frozen, locked towers cached."""
+    """The model: built, started from ``model.init_from``'s weights, towers frozen, locked towers cached; the
+    submodules ``model.lrs`` names checked to exist (the trainer gives them their rates)."""
     model = build_model(config)
+    for path in recipe.model.lrs:
+        submodule(model, path, "model.lrs")
     report = transfer_weights(model, recipe.model.init_from, recipe.model.init_map) if recipe.model.init_from else None
     freeze_towers(model, recipe.model.freeze)
     cache_towers(model, recipe.model.cache)
     return model, report
 
 
-def contrastive_pairs(recipe: Recipe, model: ComposedModel) -> list[tuple[str, str]]:
-    """The modality pairs a contrastive objective aligns: the recipe's, else every pair of the model's towers."""
-    pairs = recipe.objective.pairs or list(itertools.combinations(model.modalities, 2))
+def contrastive_pairs(recipe: Recipe, modalities: list[str]) -> list[tuple[str, str]]:
+    """The modality pairs a contrastive objective aligns: the recipe's, else every pair of the model's towers
+    (``modalities``)."""
+    pairs = recipe.objective.pairs or list(itertools.combinations(modalities, 2))
     for a, b in pairs:
         for modality in (a, b):
-            if modality not in model.modalities:
-                raise ConfigError(f"objective.pairs: {modality!r} is not a modality of the model ({model.modalities})")
+            if modality not in modalities:
+                raise ConfigError(f"objective.pairs: {modality!r} is not a modality of the model ({modalities})")
     return [(a, b) for a, b in pairs]
+
+
+def check_recipe_before_data(recipe: Recipe) -> ModelConfig:
+    """What a recipe's own values decide, checked before any data is read (ConfigError): the preset's
+    ``model.params``, ``objective.pairs``, and that ``train.metric`` is a metric the objective's validation
+    reports. Returns the model config, its vocabulary not known yet (see :func:`recipe_model_config`)."""
+    config = recipe_model_config(recipe, None)
+    kind, metric = recipe.objective.kind, recipe.train.metric
+    pairs = contrastive_pairs(recipe, list(config.encoders)) if kind in ("contrastive", "matching") else []
+    if metric is not None:
+        names = validation_metrics(kind, recipe.objective.loss, pairs)
+        if metric not in names:
+            loss = f" (loss {recipe.objective.loss})" if recipe.objective.loss else ""
+            raise ConfigError(
+                f"train.metric {metric!r} is not a metric of objective.kind {kind}{loss}; its validation reports "
+                f"{', '.join(names)}"
+            )
+    return config
 
 
 def make_objective(recipe: Recipe, model: ComposedModel, tokenizer: TextTokenizer) -> nn.Module:
@@ -154,14 +196,16 @@ def make_objective(recipe: Recipe, model: ComposedModel, tokenizer: TextTokenize
                 f"objective.kind contrastive trains an embedding model (towers in one space, e.g. the shapes-clip "
                 f"preset); the recipe builds {model.config.kind}"
             )
-        return ContrastiveObjective(contrastive_pairs(recipe, model), lambda: LOSSES.build(section.loss or "clip"))
+        return ContrastiveObjective(
+            contrastive_pairs(recipe, model.modalities), lambda: LOSSES.build(section.loss or "clip")
+        )
     if section.kind == "matching":
         if not isinstance(model, FusionClassifier) or model.config.num_classes != 2:
             raise ConfigError(
                 "objective.kind matching trains a fusion classifier with num_classes: 2 "
                 "(match / no match), e.g. the shapes-fusion preset"
             )
-        return MatchingObjective(contrastive_pairs(recipe, model)[0])
+        return MatchingObjective(contrastive_pairs(recipe, model.modalities)[0])
     if section.kind == "masked_lm":
         if "text" not in model.encoders or tokenizer.mask_id is None:
             raise ConfigError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -33,11 +34,25 @@ class TrainConfig(Config):
     log_every: int = Field(10, ge=1)
     tensorboard: bool = Field(True, description="also write TensorBoard events (RUN_DIR/tensorboard) when installed")
     eval_every: int | None = Field(None, ge=1)
-    checkpoint_every: int | None = Field(None, ge=1)
+    checkpoint_every: int | None = Field(
+        None, ge=1, description="steps between checkpoints; default: at every evaluation and every tenth of the run"
+    )
     keep_last: int = Field(2, ge=1)
     metric: str | None = Field(None, description="evaluation metric that picks the best checkpoint")
     metric_mode: Literal["max", "min"] = "max"
     early_stopping_patience: int | None = Field(None, ge=1, description="evaluations without improvement")
+
+    def evaluation_due(self, step: int) -> bool:
+        """Whether the run evaluates after ``step``: every ``eval_every`` steps, and at the end."""
+        return self.eval_every is not None and (step % self.eval_every == 0 or step == self.steps)
+
+    def checkpoint_due(self, step: int) -> bool:
+        """Whether a regular checkpoint follows ``step`` (the last step always has one): every ``checkpoint_every``
+        steps when set, else at every evaluation and every tenth of the run, so a SIGKILL loses at most that much.
+        A function of the step alone, so every rank of a distributed run decides alike."""
+        if self.checkpoint_every is not None:
+            return step % self.checkpoint_every == 0
+        return self.evaluation_due(step) or step % math.ceil(self.steps / 10) == 0
 
     @field_validator("precision", mode="before")
     @classmethod

@@ -236,21 +236,24 @@ def upgrade_overrides(overrides: list[str]) -> list[str]:
     return [("objective" + o[4:]) if o.startswith("task.") else o for o in overrides]
 
 
+WARMUP_SHARE = 10  # a warmup lowered to fit a shortened run takes a tenth of its steps
+
+
 def fit_warmup_to_steps(data: dict[str, Any], overrides: list[str], source: str) -> None:
-    """Lower the recipe's ``train.warmup_steps`` to ``train.steps`` when an override shortened the run below it
-    (a quick ``--set train.steps=5``), with a :class:`RecipeAdjusted` warning; when the overrides set both, they
-    are the user's own and are left for validation to refuse."""
+    """Lower the recipe's ``train.warmup_steps`` to a tenth of ``train.steps`` when an override shortened the run
+    below it (a quick ``--set train.steps=5``), so the schedule still decays, with a :class:`RecipeAdjusted`
+    warning; when the overrides set both, they are the user's own and are left for validation to refuse."""
     keys = {override_key(o) for o in overrides}
     train = data.get("train")
     if "train.steps" not in keys or "train.warmup_steps" in keys or not isinstance(train, dict):
         return
     steps, warmup = train.get("steps"), train.get("warmup_steps")
     if isinstance(steps, int) and isinstance(warmup, int) and 1 <= steps < warmup:
-        train["warmup_steps"] = steps
+        train["warmup_steps"] = steps // WARMUP_SHARE
         warnings.warn(
             RecipeAdjusted(
-                f"train.warmup_steps lowered from {warmup} ({source}) to {steps}, the --set train.steps; "
-                "--set train.warmup_steps to choose another"
+                f"train.warmup_steps lowered from {warmup} ({source}) to {train['warmup_steps']}, a tenth of the "
+                f"--set train.steps={steps}; --set train.warmup_steps to choose another"
             ),
             stacklevel=3,
         )

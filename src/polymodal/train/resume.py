@@ -3,6 +3,7 @@ fast it runs or what it logs."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,18 @@ RESUME_MAY_CHANGE = frozenset(
 
 # Recipe values that name files or directories: compared as paths (`./data/shapes` is `data/shapes`).
 PATH_KEYS = frozenset({"data.path", "data.tokenizer", "model.init_from"})
+
+
+def with_absolute_paths(config: dict[str, Any]) -> dict[str, Any]:
+    """A dumped recipe whose ``PATH_KEYS`` values that name existing files or directories are made absolute, so a
+    run's config.yaml resumes from any working directory (others, such as ``pretrained:minilm``, stay)."""
+    out = copy.deepcopy(config)
+    for key in PATH_KEYS:
+        section, name = key.split(".")
+        value = out.get(section, {}).get(name)
+        if isinstance(value, str) and Path(value).exists():
+            out[section][name] = str(Path(value).resolve())
+    return out
 
 
 def _recipe_field(recipe: Recipe, key: str) -> tuple[str, Any]:

@@ -1,14 +1,15 @@
 """``run_recipe``: read the data, build the model and its objective, train, and save the model with its processors.
 
-The run directory ends up holding the resolved ``config.yaml``, ``metrics.jsonl``, ``train.log``, checkpoints,
-``bad_samples.jsonl`` (when samples were skipped), ``train_summary.json``, and ``best/`` and ``model/`` (saved
-model directories).
+The run directory ends up holding the resolved ``config.yaml`` (paths made absolute), ``data.json`` (the
+manifests' hash), ``metrics.jsonl``, ``train.log``, checkpoints, ``bad_samples.jsonl`` (when samples were skipped),
+``train_summary.json``, and ``best/`` and ``model/`` (saved model directories).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 import yaml
@@ -18,13 +19,14 @@ from accelerate.utils import set_seed
 from polymodal.config import ConfigError
 from polymodal.data.errors import BadSampleSummary
 from polymodal.data.processors import TOKENIZER_DIR
-from polymodal.fsutil import write_atomic
+from polymodal.fsutil import data_hash, write_atomic
 from polymodal.models import save_model
 from polymodal.models.saved import ANSWERS_FILE
 from polymodal.train.bad_samples import BAD_SAMPLES_FILE, RunBadSampleLog, bad_samples_note
 from polymodal.train.build import (
     build_recipe_model,
     check_model_fits_data,
+    check_recipe_before_data,
     make_objective,
     model_inputs,
     recipe_model_config,
@@ -40,11 +42,36 @@ from polymodal.train.prepare import (
     saved_outputs,
 )
 from polymodal.train.recipe import Recipe
-from polymodal.train.resume import CONFIG_NAME, check_resume_config
+from polymodal.train.resume import CONFIG_NAME, check_resume_config, with_absolute_paths
 from polymodal.train.trainer import Trainer, TrainResult, append_train_log
 from polymodal.train.validation import make_validator
 
 SUMMARY_FILE = "train_summary.json"
+DATA_FILE = "data.json"  # in the run directory: the manifests the run trains on and their content hash
+
+
+def data_fingerprint(recipe: Recipe) -> dict[str, Any]:
+    """The identity of a recipe's data that is cheap to take: the sha256 of its manifests (names and contents, as
+    ``polymodal eval`` hashes what it reads), not of the media they point to."""
+    root = Path(recipe.data.path).resolve()
+    manifests = [root / name for name in (recipe.data.train, recipe.data.val) if name]
+    present = [m for m in manifests if m.is_file()]
+    return {"path": str(root), "manifests": [str(m) for m in present], "hash": data_hash(present, root)}
+
+
+def changed_data_note(run_dir: Path, now: dict[str, Any]) -> str | None:
+    """A warning when the data a resumed run is given is not what it started on (by :func:`data_fingerprint`)."""
+    try:
+        then = json.loads((run_dir / DATA_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # a run from before the fingerprint, or killed before it was written
+    if not isinstance(then, dict) or then.get("hash") == now["hash"]:
+        return None
+    return (
+        f"warning: the training data changed since {run_dir} started: its manifests ({', '.join(now['manifests'])}) "
+        f"hash {str(then.get('hash'))[:12]} in {run_dir / DATA_FILE}, {now['hash'][:12]} now; the run continues "
+        "on the data as it is now, so it will not end as one never stopped would have"
+    )
 
 
 def finished_run(recipe: Recipe, run_dir: Path) -> TrainResult | None:
@@ -97,7 +124,7 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
     )
 
     # 1. Data: rows, tokenizer, labels.
-    reads = model_inputs(recipe_model_config(recipe, recipe.data.vocab_size))  # a file in another column is not read
+    reads = model_inputs(check_recipe_before_data(recipe))  # a file in another column is not read
     train_rows = read_rows(recipe.data, recipe.data.train, bad_log, reads)
     if not train_rows:
         counted = bad_log.finish()
@@ -120,9 +147,14 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
     model, transfer = build_recipe_model(recipe, config)
     objective = make_objective(recipe, model, tokenizer)
 
+    fingerprint = data_fingerprint(recipe)
+    data_note = changed_data_note(run_dir, fingerprint) if resume else None
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(run_dir / CONFIG_NAME, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+        resolved = with_absolute_paths(recipe.model_dump(mode="json"))  # resumable from any working directory
+        write_atomic(run_dir / CONFIG_NAME, yaml.safe_dump(resolved, sort_keys=False))
+        if data_note is None:  # a changed fingerprint stays the one the run started on
+            write_atomic(run_dir / DATA_FILE, json.dumps(fingerprint, indent=1))
         if not tokenizer_from_run:
             tokenizer.save(run_dir / TOKENIZER_DIR)
         if labels.vocab is not None:
@@ -155,6 +187,8 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
     )
     if resume:
         trainer.resume()
+    if data_note is not None:
+        trainer.notes.append(data_note)
     result = trainer.fit()
     result.transfer = transfer.to_dict() if transfer is not None else None
 

@@ -21,7 +21,9 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -365,6 +367,8 @@ class Trainer:
         self._checkpointed_step: int | None = None  # the step of the newest checkpoint written or restored
         self._resumed_step: int | None = None  # the step of the checkpoint this session resumed from
         self._resume_note: str | None = None  # what resume() found, said when training starts
+        self.notes: list[str] = []  # the caller's lines (a warning about the run), said when training starts
+        self._progress: ProgressReporter | None = None  # while fit() runs: where evaluations are said
 
     def _lr_entries(
         self, model: nn.Module, owned: list[tuple[str, nn.Module]], param_lrs: dict[str, float]
@@ -490,14 +494,16 @@ class Trainer:
         model.train()
         self._log({"step": self.step, "eval": metrics})
         cfg = self.config
-        if cfg.metric is None:
-            return False
-        if cfg.metric not in metrics:
+        if cfg.metric is not None and cfg.metric not in metrics:
             raise KeyError(f"train.metric {cfg.metric!r} is not among the evaluation metrics {sorted(metrics)}")
-        value = float(metrics[cfg.metric])
-        better = self.best_metric is None or (
-            value > self.best_metric if cfg.metric_mode == "max" else value < self.best_metric
+        value = None if cfg.metric is None else float(metrics[cfg.metric])
+        better = value is not None and (
+            self.best_metric is None
+            or (value > self.best_metric if cfg.metric_mode == "max" else value < self.best_metric)
         )
+        self._say_eval(metrics, better)
+        if value is None:
+            return False
         if better:
             self.best_metric, self.best_step = value, self.step
             self.evals_without_improvement = 0
@@ -507,6 +513,35 @@ class Trainer:
             self.evals_without_improvement += 1
         patience = cfg.early_stopping_patience
         return patience is not None and self.evals_without_improvement >= patience
+
+    @contextmanager
+    def _failure_logged(self, progress: ProgressReporter) -> Iterator[None]:
+        """While training: evaluations said through ``progress``; an exception that ends the run written to
+        train.log (with its traceback) before it propagates, so the run directory says how the run ended."""
+        self._progress = progress
+        try:
+            yield
+        except TrainingInterrupted:
+            raise  # it logs its own line
+        except BaseException as e:
+            if self.is_main:
+                what = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
+                append_train_log(
+                    self.run_dir, f"stopped at step {self.step}: {what}\n{traceback.format_exc().rstrip()}"
+                )
+            raise
+        finally:
+            self._progress = None
+
+    def _say_eval(self, metrics: dict[str, float], better: bool) -> None:
+        """One line per evaluation in the terminal and train.log: the step and each metric (``train.metric``
+        first, marked when it is the best so far)."""
+        if self._progress is None:
+            return
+        first = [self.config.metric] if self.config.metric in metrics else []
+        shown = [f"{name} {metrics[name]:.4g}" for name in first + sorted(set(metrics) - set(first))]
+        best = " (best)" if better else ""
+        self._progress.note(f"eval {self.step}/{self.config.steps}  {'  '.join(shown)}{best}")
 
     # ----------------------------------------------------------------- loop
     def _loader(self) -> DataLoader:
@@ -553,11 +588,10 @@ class Trainer:
             for k, v in losses.items():
                 name = f"loss_{phase}" if k == "loss" and phase is not None else k
                 totals[name] = totals.get(name, 0.0) + float(v.detach()) / cfg.accumulate
-        if cfg.grad_clip is not None:
-            params = [p for group in optimizer.param_groups for p in group["params"]]
-            totals["grad_norm" if phase is None else f"grad_norm_{phase}"] = float(
-                acc.clip_grad_norm_(params, cfg.grad_clip)
-            )
+        # The norm is logged with or without clipping (an infinite bound clips nothing): a GAN's main diagnostic.
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        bound = cfg.grad_clip if cfg.grad_clip is not None else math.inf
+        totals["grad_norm" if phase is None else f"grad_norm_{phase}"] = float(acc.clip_grad_norm_(params, bound))
         optimizer.step()
         # Every phase's gradients go: the generator's pass also reaches the discriminator's parameters.
         for each in self.optimizers:
@@ -591,9 +625,11 @@ class Trainer:
         last: dict[str, float] = {}
         stopped_early = self.stopped_early  # a resumed run that had stopped early stays stopped
         interrupt = StepBoundaryInterrupt(distributed=acc.num_processes > 1, announce=self.is_main)
-        with progress, interrupt:
+        with progress, interrupt, self._failure_logged(progress):
             if self._resume_note is not None:
                 progress.note(self._resume_note)
+            for note in self.notes:
+                progress.note(note)
             count = self.threads.threads
             progress.note(
                 f"precision {self.precision.precision} ({self.precision.reason}); {threads_phrase(count)} "
@@ -631,13 +667,9 @@ class Trainer:
                     if self._lr_index:
                         record["lrs"] = {entry: lrs[i] for entry, i in self._lr_index.items()}
                     self._log(record)
-                if cfg.eval_every and (self.step % cfg.eval_every == 0 or self.step == cfg.steps):
+                if cfg.evaluation_due(self.step):
                     stopped_early = self.stopped_early = self._run_eval()
-                if (
-                    (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0)
-                    or self.step == cfg.steps
-                    or stopped_early
-                ):
+                if cfg.checkpoint_due(self.step) or self.step == cfg.steps or stopped_early:
                     self._checkpoint()
                 if stopped_early:
                     break

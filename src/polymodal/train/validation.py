@@ -3,7 +3,7 @@ stopping (the full benchmark suites live in the evaluation layer)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -15,6 +15,47 @@ from polymodal.modules.losses import CaptionLoss
 from polymodal.train.objectives import denoising_target
 
 Validator = Callable[[nn.Module], dict[str, float]]
+
+# The metric each objective's validation reports, by objective kind (contrastive: see contrastive_metrics;
+# adversarial: one per kind of pair the discriminator judges). Classification's depends on its loss.
+OBJECTIVE_METRIC = {
+    "classification": "accuracy",
+    "vqa": "accuracy",
+    "caption": "caption_loss",
+    "matching": "accuracy",
+    "masked_lm": "accuracy",
+    "diffusion": "denoising_loss",
+}
+LOSS_METRIC = {"bce": "exact_match", "mse": "rmse"}  # classification under another loss than cross_entropy
+JUDGED = ("real", "generated", "mismatched")  # the adversarial validation's kinds of pair
+
+
+def _judged_metric(name: str) -> str:
+    return f"discriminator_{name}_accuracy"
+
+
+def _direction_names(a: str, b: str) -> tuple[str, str]:
+    return ("i", "t") if (a, b) == ("image", "text") else (a, b)
+
+
+def contrastive_metrics(pairs: Sequence[tuple[str, str]]) -> list[str]:
+    """The contrastive validation's metrics: both directions of one pair, or one per pair; and their mean."""
+    if len(pairs) == 1:
+        x, y = _direction_names(*pairs[0])
+        return [f"{x}2{y}_recall@1", f"{y}2{x}_recall@1", "recall@1"]
+    return [f"{a}-{b}_recall@1" for a, b in pairs] + ["recall@1"]
+
+
+def validation_metrics(objective: str, loss: str | None, pairs: Sequence[tuple[str, str]]) -> list[str]:
+    """The names of the metrics :func:`make_validator` reports for an objective of kind ``objective`` with
+    ``loss`` and the modality ``pairs`` it aligns: what ``train.metric`` may name."""
+    if objective == "contrastive":
+        return contrastive_metrics(pairs)
+    if objective == "adversarial":
+        return [_judged_metric(name) for name in JUDGED]
+    if objective == "classification" and loss in LOSS_METRIC:
+        return [LOSS_METRIC[loss]]
+    return [OBJECTIVE_METRIC[objective]]
 
 
 def _batches(dataset: MultimodalDataset, batch_size: int, model: nn.Module) -> Iterator[Batch]:
@@ -52,8 +93,9 @@ def make_validator(
         joined = {m: torch.cat(v) for m, v in features.items()}
         if len(pairs) == 1:
             ((a, b),) = pairs
-            return recall_at_1(joined[a], joined[b], ("i", "t") if (a, b) == ("image", "text") else (a, b))
-        out = {f"{a}-{b}_recall@1": recall_at_1(joined[a], joined[b])["recall@1"] for a, b in pairs}
+            return recall_at_1(joined[a], joined[b], _direction_names(a, b))
+        names = contrastive_metrics(pairs)[:-1]
+        out = {name: recall_at_1(joined[a], joined[b])["recall@1"] for name, (a, b) in zip(names, pairs, strict=True)}
         out["recall@1"] = sum(out.values()) / len(out)
         return out
 
@@ -68,7 +110,7 @@ def make_validator(
             correct += int((logits.argmax(-1)[keep] == batch.labels[keep]).sum())
             # VQA: an answer outside the training vocabulary has no label but counts as a miss.
             total += len(batch) if objective == "vqa" else int(keep.sum())
-        return {"accuracy": correct / max(total, 1)}
+        return {OBJECTIVE_METRIC[objective]: correct / max(total, 1)}
 
     def regression_or_multilabel(model: nn.Module, loss_kind: str) -> dict[str, float]:
         squared = hits = total = 0.0
@@ -82,8 +124,8 @@ def make_validator(
                 hits += float(((out > 0) == (labels > 0.5)).all(-1).sum())
             total += int(keep.sum())
         if loss_kind == "MSELoss":
-            return {"rmse": (squared / max(total, 1)) ** 0.5}
-        return {"exact_match": hits / max(total, 1)}
+            return {LOSS_METRIC["mse"]: (squared / max(total, 1)) ** 0.5}
+        return {LOSS_METRIC["bce"]: hits / max(total, 1)}
 
     def caption(model: nn.Module) -> dict[str, float]:
         loss_fn = CaptionLoss()
@@ -93,7 +135,7 @@ def make_validator(
             logits = model(batch.inputs, ids, mask, batch.present)["logits"]
             losses += float(loss_fn(logits, ids, mask)) * len(batch)
             n += len(batch)
-        return {"caption_loss": losses / max(n, 1)}
+        return {OBJECTIVE_METRIC["caption"]: losses / max(n, 1)}
 
     def matching(model: nn.Module) -> dict[str, float]:
         (a, b), correct, total = pairs[0], 0, 0
@@ -106,7 +148,7 @@ def make_validator(
                 other = (xb, mb) if rows is None else (xb[rows], None if mb is None else mb[rows])
                 correct += int((model({a: (xa, ma), b: other}).argmax(-1) == label).sum())
                 total += len(batch)
-        return {"accuracy": correct / max(total, 1)}
+        return {OBJECTIVE_METRIC["matching"]: correct / max(total, 1)}
 
     def masked_lm(model: nn.Module) -> dict[str, float]:
         generator = torch.Generator().manual_seed(0)
@@ -118,7 +160,7 @@ def make_validator(
             chosen = labels.to(ids.device) != -100
             correct += int((logits.argmax(-1)[chosen] == labels.to(ids.device)[chosen]).sum())
             total += int(chosen.sum())
-        return {"accuracy": correct / max(total, 1)}
+        return {OBJECTIVE_METRIC["masked_lm"]: correct / max(total, 1)}
 
     def diffusion(model: nn.Module) -> dict[str, float]:
         """The denoising loss at the same noise and timesteps every time (drawn from a fixed seed)."""
@@ -134,13 +176,13 @@ def make_validator(
             target = denoising_target(scheduler, images, noise, timesteps)
             total += float(((prediction.float() - target) ** 2).mean()) * len(batch)
             n += len(batch)
-        return {"denoising_loss": total / max(n, 1)}
+        return {OBJECTIVE_METRIC["diffusion"]: total / max(n, 1)}
 
     def adversarial(model: nn.Module) -> dict[str, float]:
         """How often the discriminator is right: real pairs judged real; generated images (EMA generator, fixed
         noise) and real images with another row's text judged fake."""
         generator = torch.Generator().manual_seed(0)
-        right = {"real": 0, "generated": 0, "mismatched": 0}
+        right = dict.fromkeys(JUDGED, 0)
         n = 0
         for batch in _batches(dataset, batch_size, model):
             images, text = batch.input("image")[0], model.text_features({"text": batch.input("text")})  # type: ignore[operator]
@@ -154,7 +196,7 @@ def make_validator(
             for name, correct in judged.items():
                 right[name] += int(correct.sum())
             n += len(batch)
-        return {f"discriminator_{name}_accuracy": count / max(n, 1) for name, count in right.items()}
+        return {_judged_metric(name): count / max(n, 1) for name, count in right.items()}
 
     validators = {
         "contrastive": contrastive,
