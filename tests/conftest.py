@@ -18,6 +18,15 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cache_dir(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN202
+    """What polymodal caches between runs (fit's feature store, exports) goes to a temporary folder, not
+    ~/.cache; a test that wants another sets its own."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("POLYMODAL_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture
 def fresh_fixed_samples():  # noqa: ANN201
     """The export's fixed samples made anew in this test, and forgotten after it (one that fakes a missing library

@@ -79,3 +79,24 @@ def test_value_helpers() -> None:
     assert class_name(1.0) == "1" and class_name("1") == "1" and class_name(True) == "true"
     assert label_values("a|b|a") == ["a", "b"] and label_values(["x", None]) == ["x"]
     assert math.isclose(as_number(" 3 "), 3.0)
+
+
+def test_numeric_looking_label_strings_are_one_class() -> None:
+    # A CSV cell is a string: "2.0" (a float column written out) and "2" must be the same class, as 2.0 and 2 are.
+    assert [class_name(v) for v in ("1", "1.0", " 2.0 ", 2.0, "1.50", "007")] == ["1", "1", "2", "2", "1.5", "7"]
+    assert class_name("red") == "red" and class_name("12345678901234567890") == "12345678901234567890"
+    problem = detect_problem("y", ["1", "1.0", "2", "2.0", "3", "3.0"])
+    assert (problem.kind, problem.classes) == ("multiclass", ("1", "2", "3"))
+    assert label_values("1.0|2") == ["1", "2"]
+
+
+def test_separated_label_strings_are_multilabel_but_ordinary_text_is_not() -> None:
+    cells = ["blue|pink", "green|red|yellow", "red", "blue", "pink|red", "green", "yellow|blue"] * 5
+    problem = detect_problem("y", cells)
+    assert (problem.kind, problem.classes) == ("multilabel", ("blue", "green", "pink", "red", "yellow"))
+    assert "split on" in problem.reason
+    assert detect_problem("y", ["a;b", "b", "a"] * 5).kind == "multilabel"
+    # Few cells with a separator, or free text holding one: still classes.
+    assert detect_problem("y", ["cat", "dog", "cat|dog"] + ["cat", "dog"] * 10).kind == "multiclass"
+    sentences = [f"the item {i} arrived broken | refund asked" for i in range(30)] + ["fine"] * 30
+    assert detect_problem("y", sentences).kind == "multiclass"

@@ -161,12 +161,13 @@ def test_fit_refuses_an_existing_output_unless_overwrite(tmp_path: Path, monkeyp
     out.mkdir()  # an empty folder is fine
     assert fit()[0] == 0
     first = (out / "fit.json").read_bytes()
-    log = (tmp_path / "model.logs" / "fit.log").read_text()
+    log = (out / "fit.log").read_text()
+    assert not (tmp_path / "model.logs").exists()  # its files were copied into the predictor
     assert fit("--seed", "1") == (
         1,
         f"error: {out}: already holds a fitted predictor (pass overwrite=True / --overwrite to replace it)",
     )
-    assert (out / "fit.json").read_bytes() == first and (tmp_path / "model.logs" / "fit.log").read_text() == log
+    assert (out / "fit.json").read_bytes() == first and (out / "fit.log").read_text() == log
     assert fit("--seed", "1", "--overwrite")[0] == 0
     assert json.loads((out / "fit.json").read_text())["seed"] == 1
     other = tmp_path / "notes"

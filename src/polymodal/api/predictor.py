@@ -37,6 +37,7 @@ class PredictorBackend:
     def __init__(self, predictor: TablePredictor, directory: str | os.PathLike[str]) -> None:
         path = Path(directory).resolve()
         self.predictor = predictor
+        self.store = True  # the default feature store, as the CLI's; False: the towers run on every file
         self.name = f"fit:{Path(directory)}"
         self.source = str(path)
         self.identity = hash_files([path / name for name in PREDICTOR_FILES if (path / name).is_file()], root=path)
@@ -52,8 +53,12 @@ class PredictorBackend:
     def predict(
         self, rows: Table | str | os.PathLike[str] | Sequence[Mapping[str, Any]], bad_log: BadSampleLog | None = None
     ) -> Predictions:
-        # Quiet, like every other Model task (and the server's).
-        return self.predictor.predict(rows, bad_log, progress=False)
+        # Quiet, like every other Model task (and the server's); the towers' features go through the CLI's store.
+        return self.predictor.predict(rows, bad_log, store=self.store, progress=False)
+
+    def evaluate(self, rows: Table | str | os.PathLike[str] | Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """The predictor's metrics on labelled rows: :meth:`~polymodal.fit.TablePredictor.evaluate`."""
+        return self.predictor.evaluate(rows, store=self.store)
 
     def to(self, device: str | torch.device) -> PredictorBackend:
         if torch.device(device).type != "cpu":

@@ -2,13 +2,15 @@
 
 ``fit`` prints the columns as it reads them before it trains, each candidate as it finishes, and writes the
 predictor directory atomically with its ``report.html``; ``fit.log`` and ``bad_samples.jsonl`` go beside it while it
-runs (in ``DIR.logs/``), and into the directory when it is written.
+runs (in ``DIR.logs/``), into the directory when it is written, and ``DIR.logs/`` is then removed (also when the fit
+fails). Ctrl-C during the search saves the best candidate trained so far, then exits 130.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.markup import escape
@@ -24,13 +26,35 @@ CacheOption = typer.Option(
 )
 
 # What `fit --json` prints of fit.json.
-FIT_JSON_KEYS = ("problem", "columns", "rows", "validation", "leaderboard", "baselines", "seconds", "bad_cells")
+FIT_JSON_KEYS = (
+    "problem",
+    "columns",
+    "rows",
+    "validation",
+    "leaderboard",
+    "baselines",
+    "seconds",
+    "bad_cells",
+    "interrupted",
+)
+SHOWN_METRICS = ("accuracy", "f1_macro", "roc_auc", "f1_micro", "rmse", "mae", "r2")
+INTERRUPTED_EXIT = 130  # a shell's code for a process stopped by Ctrl-C (128 + SIGINT)
 
 
-def _store(cache: bool):  # type: ignore[no-untyped-def]
-    from polymodal.fit.store import FeatureStore
+def _metric_line(metrics: dict[str, Any]) -> str:
+    """``accuracy 0.9500, f1_macro 0.9400``: the headline metrics of fit.json's ``validation`` (or an evaluation)."""
+    return ", ".join(f"{k} {metrics[k]:.4f}" for k in SHOWN_METRICS if k in metrics)
 
-    return FeatureStore.default() if cache else None
+
+def _remove_logs(logs: Path) -> None:
+    """Remove ``DIR.logs/``'s files (their content is in the predictor, or the fit failed) and the folder when it is
+    then empty."""
+    for file in [*logs.glob("*.log"), *logs.glob("*.jsonl")]:
+        file.unlink(missing_ok=True)
+    try:
+        logs.rmdir()
+    except OSError:
+        pass  # it holds something fit did not write
 
 
 def _kinds(values: list[str] | None) -> dict[str, str]:
@@ -62,7 +86,12 @@ def fit(
     ),
     val: Path = typer.Option(None, "--val", help="A validation table (default: a stratified fifth of TABLE)."),
     time_limit: float = typer.Option(600.0, "--time-limit", help="Seconds for features, search and baselines."),
-    seed: int = typer.Option(0, "--seed", help="The same seed and table give the same predictor."),
+    seed: int = typer.Option(
+        0,
+        "--seed",
+        help="Seeds the split and the training: the same seed and table train the same candidates the same way (how "
+        "many candidates fit in --time-limit depends on the machine's speed and load).",
+    ),
     fine_tune: bool = typer.Option(
         False,
         "--fine-tune",
@@ -78,6 +107,7 @@ def fit(
     """Train a classifier or regressor on your table: columns detected, pretrained towers, fusion searched."""
     from polymodal.data.errors import BadSampleError, BadSampleLog
     from polymodal.fit import TablePredictor, read_table
+    from polymodal.fit.columns import column_names
     from polymodal.fit.predictor import BAD_SAMPLES_FILE, LOG_FILE, check_output
     from polymodal.fit.table import FOLDER_LABEL_COLUMN
 
@@ -103,7 +133,7 @@ def fit(
         train_table = read_table(table)
         label = label or (FOLDER_LABEL_COLUMN if table.is_dir() else None)
         if label is None:
-            raise ValueError(f"give --label COLUMN; {table} has columns {', '.join(train_table.columns)}")
+            raise ValueError(f"give --label COLUMN; {table} has columns {column_names(train_table.columns)}")
         val_table = read_table(val) if val is not None else None
         bad_log = BadSampleLog(bad_file)
         predictor = TablePredictor.fit(
@@ -117,7 +147,7 @@ def fit(
             say=say,
             log_file=log_file,
             bad_log=bad_log,
-            store=_store(cache),
+            store=cache,
             fine_tune=fine_tune,
         )
         extra = {p.name: p.read_text(encoding="utf-8") for p in logs.glob("*.log")}
@@ -125,17 +155,25 @@ def fit(
             extra[BAD_SAMPLES_FILE] = bad_file.read_text(encoding="utf-8")
         predictor.save(out, extra, overwrite=overwrite)
     except (BadSampleError, ValueError, ImportError, OSError) as e:
+        _remove_logs(logs)
         fail(str(e), as_json=json)
+    except KeyboardInterrupt:
+        _remove_logs(logs)
+        fail(
+            f"interrupted before a candidate was trained and saved: nothing written to {out}",
+            as_json=json,
+            code=INTERRUPTED_EXIT,
+        )
+    _remove_logs(logs)
     summary = predictor.to_dict()
     if json:
-        emit_json(
-            {
-                "out": str(out),
-                **{k: summary[k] for k in FIT_JSON_KEYS},
-            }
-        )
-        return
-    _print_summary(summary, out)
+        emit_json({"out": str(out), **{k: summary[k] for k in FIT_JSON_KEYS}})
+    else:
+        _print_summary(summary, out)
+    if summary["interrupted"]:
+        if not json:
+            console.print(f"interrupted: saved the best candidate trained so far to {escape(str(out))}")
+        raise typer.Exit(INTERRUPTED_EXIT)
 
 
 def _print_summary(summary: dict, out: Path) -> None:
@@ -157,10 +195,7 @@ def _print_summary(summary: dict, out: Path) -> None:
                 f"{t['seconds']:.1f}",
             )
     console.print(board)
-    shown = {
-        k: metrics[k] for k in ("accuracy", "f1_macro", "roc_auc", "f1_micro", "rmse", "mae", "r2") if k in metrics
-    }
-    console.print("chosen: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()), highlight=False)
+    console.print("chosen: " + _metric_line(metrics), highlight=False)
     console.print(f"wrote {escape(str(out))} (report.html, fit.json, model.safetensors)", highlight=False)
     rows = summary["rows"]
     if rows["unreadable"] or rows["unlabelled"] or summary["bad_cells"]:
@@ -179,26 +214,51 @@ def predict(
         ...,
         help="A CSV, JSONL or Parquet file with the columns the model reads (a fusion classifier's: its modalities).",
     ),
-    out: Path = typer.Option(..., "--out", "-o", help="CSV of predictions: row, prediction, probability_<class>."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        "-o",
+        help="CSV of predictions: row, the table's identifier, ignored and media-path columns, prediction, "
+        "probability_<class>.",
+    ),
+    evaluate: bool = typer.Option(
+        False,
+        "--evaluate",
+        help="Also score the predictions against TABLE's label column (a `polymodal fit` predictor): the metrics "
+        "fit.json reports for validation. A label the model does not know counts as an error; rows without one "
+        "are left out and counted.",
+    ),
     cache: bool = CacheOption,
     json: bool = JsonOption,
 ) -> None:
     """Predict every row of a table with a fitted predictor or a fusion classifier (missing cells and bad files are
-    missing inputs)."""
+    missing inputs); --evaluate scores them when the table has the label."""
+    import warnings
+
     from polymodal.backends import TaskNotSupported
     from polymodal.data.errors import BadSampleError, BadSampleLog
     from polymodal.fit import ColumnMismatchError, TablePredictor, is_fit_dir, read_table
     from polymodal.fsutil import write_atomic
 
+    metrics = None
     try:
         bad_log = BadSampleLog(out.with_name(out.name + ".bad_samples.jsonl"))
         if is_fit_dir(model):
             predictor = TablePredictor.load(model)
             rows = read_table(table)
-            result = predictor.predict(rows, bad_log, store=_store(cache))
+            if evaluate and predictor.problem.label not in rows.columns:
+                raise ValueError(f"--evaluate: {table} has no label column {predictor.problem.label!r}")
+            result = predictor.predict(rows, bad_log, store=cache)
+            if evaluate:
+                with warnings.catch_warnings():  # the counts are in the metrics' rows, printed below
+                    warnings.simplefilter("ignore")
+                    labels = rows.values(predictor.problem.label)
+                    metrics = predictor.score_labels(result.values, labels, unreadable=len(rows.bad))
         else:  # a polymodal model: its own towers read the files (the feature store is for fit's)
             from polymodal.api import load
 
+            if evaluate:
+                raise ValueError("--evaluate scores a `polymodal fit` predictor; for this model use `polymodal eval`")
             loaded = load(model)
             rows = read_table(table)
             result = loaded.predict(rows, bad_log=bad_log)
@@ -208,7 +268,7 @@ def predict(
         fail(str(e), as_json=json, code=2)
     except (BadSampleError, ValueError, ImportError, OSError) as e:
         fail(str(e), as_json=json)
-    payload = {
+    payload: dict[str, Any] = {
         "out": str(out),
         "rows": len(result.row_numbers),
         "unreadable_rows": len(rows.bad),
@@ -217,6 +277,8 @@ def predict(
     }
     if result.problem.kind in ("binary", "multiclass"):
         payload["predicted"] = dict(Counter(result.labels).most_common())
+    if metrics is not None:
+        payload["metrics"] = metrics
     if json:
         emit_json(payload)
         return
@@ -230,3 +292,18 @@ def predict(
         columns = ", ".join(f"{name} {n}" for name, n in bad_log.by_field.most_common())
         where = f" ({escape(columns)})" if columns else ""
         console.print(f"bad cells{where}: each listed in {escape(str(bad_log.path))}", highlight=False)
+    if metrics is not None:
+        _print_evaluation(metrics)
+
+
+def _print_evaluation(metrics: dict[str, Any]) -> None:
+    counted = metrics["rows"]
+    console.print(f"evaluated {counted['scored']} rows: {_metric_line(metrics)}", highlight=False)
+    if counted["left_out"] or counted["unreadable"]:
+        console.print(
+            f"left out: {counted['left_out']} without a usable label, {counted['unreadable']} unreadable",
+            highlight=False,
+        )
+    if counted["unknown"]:
+        unknown = ", ".join(f"{name} {n}" for name, n in counted["unknown"].items())
+        console.print(f"counted as errors, labels the model does not know: {escape(unknown)}", highlight=False)

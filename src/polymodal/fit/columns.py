@@ -73,14 +73,19 @@ def describe_column(name: str, values: Sequence[Any], kind: str | None = None) -
     """The column's :class:`ColumnInfo`; ``kind`` given (an override) is kept, with that as its reason."""
     present = [v for v in values if not is_missing(v)]
     distinct = len({_hashable(v) for v in present})
-    example = _short(present[0]) if present else ""
     missing = len(values) - len(present)
-    if kind is not None:
-        if kind not in COLUMN_KINDS:
-            raise ValueError(f"column {name!r}: unknown kind {kind!r}; kinds: {', '.join(COLUMN_KINDS)}")
-        return ColumnInfo(name, kind, "given", missing, distinct, example)
-    detected, reason = _detect(name, present, distinct)
+    if kind is not None and kind not in COLUMN_KINDS:
+        raise ValueError(f"column {name!r}: unknown kind {kind!r}; kinds: {', '.join(COLUMN_KINDS)}")
+    detected, reason = (kind, "given") if kind is not None else _detect(name, present, distinct)
+    # A numeric column's example is a number: its first value may be one of the bad cells.
+    usable = [v for v in present if as_number(v) is not None] if detected == "numeric" else present
+    example = _short(usable[0]) if usable else ""
     return ColumnInfo(name, detected, reason, missing, distinct, example)
+
+
+def column_names(names: Sequence[str]) -> str:
+    """Column names for a message, comma-separated; one with surrounding whitespace quoted, so the space shows."""
+    return ", ".join(repr(n) if n != n.strip() else n for n in names)
 
 
 def _detect(name: str, present: list[Any], distinct: int) -> tuple[str, str]:
@@ -134,14 +139,23 @@ class Problem:
         return cls(data["kind"], data["label"], tuple(data.get("classes", ())), data.get("reason", ""))
 
 
+EXACT_INTEGERS = 2**53  # floats hold every integer below this: a longer numeric string stays as written
+
+
 def class_name(value: Any) -> str:
-    """A label value as its class name: ``1.0`` and ``"1"`` are the same class ``"1"``."""
+    """A label value as its class name: ``1``, ``1.0``, ``"1"`` and ``"1.0"`` are the same class ``"1"`` (a CSV cell
+    is a string, and a float column written out says ``1.0``); ``"1.50"`` is ``"1.5"``; other strings are stripped."""
     if isinstance(value, bool):
         return str(value).lower()
     number = as_number(value)
-    if number is not None and number.is_integer() and not isinstance(value, str):
+    if number is not None and number.is_integer() and abs(number) < EXACT_INTEGERS:
         return str(int(number))
+    if number is not None and isinstance(value, str) and abs(number) < EXACT_INTEGERS:
+        return str(number)
     return str(value).strip()
+
+
+LABEL_SEPARATORS = ("|", ";")
 
 
 def label_values(value: Any) -> list[str]:
@@ -149,10 +163,33 @@ def label_values(value: Any) -> list[str]:
     if isinstance(value, list):
         return sorted({class_name(v) for v in value if not is_missing(v)})
     text = str(value)
-    for separator in ("|", ";"):
+    for separator in LABEL_SEPARATORS:
         if separator in text:
-            return sorted({p.strip() for p in text.split(separator) if p.strip()})
+            return sorted({class_name(p) for p in text.split(separator) if p.strip()})
     return [class_name(value)] if text.strip() else []
+
+
+MULTILABEL_SHARE = 0.2  # of the label's string cells that must hold several labels to read it as multi-label
+MAX_MULTILABEL_CLASSES = 50  # the labels (the parts) must be a small vocabulary of short names
+MAX_LABEL_WORDS = 3
+
+
+def _separated_labels(present: list[Any]) -> str | None:
+    """Why string cells read as ``a|b`` (or ``a;b``) label sets, or None: a clear share of them hold several labels,
+    and the labels are few short names, fewer than the distinct cells (so ordinary text is not split)."""
+    if not all(isinstance(v, str) for v in present):
+        return None
+    parts = [label_values(v) for v in present]
+    share = sum(len(p) > 1 for p in parts) / len(parts)
+    vocabulary = {name for p in parts for name in p}
+    if (
+        share < MULTILABEL_SHARE
+        or len(vocabulary) > MAX_MULTILABEL_CLASSES
+        or len(vocabulary) >= len(set(present))
+        or any(len(name.split()) > MAX_LABEL_WORDS for name in vocabulary)
+    ):
+        return None
+    return f"{share:.0%} of values are several labels split on {' or '.join(LABEL_SEPARATORS)}"
 
 
 def detect_problem(label: str, values: Sequence[Any], kind: str | None = None) -> Problem:
@@ -168,9 +205,11 @@ def detect_problem(label: str, values: Sequence[Any], kind: str | None = None) -
             raise ValueError(f"label column {label!r}: regression needs numbers; got {bad[0]!r}")
         reason = "given" if kind else "numbers with many distinct or fractional values"
         return Problem("regression", label, (), reason)
-    if kind == "multilabel" or (kind is None and any(isinstance(v, list) for v in present)):
+    separated = _separated_labels(present) if kind is None else None
+    if kind == "multilabel" or (kind is None and any(isinstance(v, list) for v in present)) or separated:
         classes = sorted({c for v in present for c in label_values(v)})
-        return Problem("multilabel", label, tuple(classes), "given" if kind else "lists of labels")
+        reason = "given" if kind else separated or "lists of labels"
+        return Problem("multilabel", label, tuple(classes), reason)
     classes = _class_order([class_name(v) for v in present])
     if len(classes) < 2:
         raise ValueError(f"label column {label!r} has a single class {classes[0]!r}: nothing to learn")

@@ -41,8 +41,14 @@ class Candidate:
         return asdict(self)
 
 
+MIN_STD = 1e-4  # a feature whose training std is at most this was constant in training: it is given no weight
+
+
 class Standardize(nn.Module):
-    """``(x - mean) / std`` per feature, with the statistics of the training rows that have the input."""
+    """``(x - mean) / std`` per feature, with the statistics of the training rows that have the input. A feature
+    constant in training (a missing flag or "other" slot never set, std <= MIN_STD) reads 0: its weight was never
+    trained, so a value it first takes at predict time (a blank cell, an unseen category) must not reach the network.
+    Saved predictors keep ``std`` clamped to MIN_STD, so older ones are read the same way."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -52,10 +58,10 @@ class Standardize(nn.Module):
     def set_statistics(self, x: Tensor) -> None:
         if len(x):
             self.mean.copy_(x.mean(0))
-            self.std.copy_(x.std(0, unbiased=False).clamp(min=1e-4) if len(x) > 1 else torch.ones_like(x[0]))
+            self.std.copy_(x.std(0, unbiased=False).clamp(min=MIN_STD) if len(x) > 1 else torch.ones_like(x[0]))
 
     def forward(self, x: Tensor) -> Tensor:
-        return (x - self.mean) / self.std
+        return torch.where(self.std > MIN_STD, (x - self.mean) / self.std, torch.zeros_like(x))
 
 
 class FeatureNetwork(nn.Module):

@@ -14,6 +14,8 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,8 @@ from polymodal.fit.columns import (
     MEDIA_KINDS,
     ColumnInfo,
     Problem,
+    class_name,
+    column_names,
     describe_column,
     detect_problem,
     is_missing,
@@ -50,7 +54,7 @@ from polymodal.fit.search import (
     score,
     search,
 )
-from polymodal.fit.store import FeatureStore
+from polymodal.fit.store import FeatureStore, StoreChoice, opened_store
 from polymodal.fit.table import Table, read_table, rows_table
 from polymodal.fsutil import atomic_directory, write_atomic
 from polymodal.progress import ProgressReporter
@@ -66,6 +70,7 @@ LOG_FILE = "fit.log"
 BAD_SAMPLES_FILE = "bad_samples.jsonl"
 FORMAT = 1
 VALIDATION_SHARE = 0.2
+FEATURES_SHARE_WARNED = 0.2  # features leaving less than this share of the time limit to the search are said
 Say = Callable[[str], None]
 
 
@@ -184,16 +189,19 @@ class TablePredictor:
         say: Say | None = None,
         log_file: Path | None = None,
         bad_log: BadSampleLog | None = None,
-        store: FeatureStore | None = None,
+        store: StoreChoice = True,
         candidates: Sequence[Candidate] = CANDIDATES,
         fine_tune: bool = False,
         progress: bool = True,
     ) -> TablePredictor:
         """Detect the columns and the problem, featurize, search, and return the best predictor. ``kinds`` override
-        detected column kinds; ``val`` is a validation table (default: a stratified fifth of ``table``); ``store`` keeps
-        the pretrained towers' features across runs; ``candidates`` are the networks searched, in order. ``fine_tune``
-        then trains the winner with its towers end to end in the rest of the time (kept if it validates better).
-        ``progress``: a line per input as it is featurized, and the fine-tuning's progress."""
+        detected column kinds; ``val`` is a validation table (default: a stratified fifth of ``table``): its rows whose
+        class ``table`` lacks are left out, warned about, and are no class of the model; ``store`` keeps the pretrained
+        towers' features across runs (True: the default store, as the CLI's; False: none); ``candidates`` are the
+        networks searched, in order. ``fine_tune`` then trains the winner with its towers end to end in the rest of
+        the time (kept if it validates better). ``progress``: a line per input as it is featurized, and the
+        fine-tuning's progress. Ctrl-C during the search keeps the best candidate trained so far
+        (``summary["interrupted"]``)."""
         started = time.monotonic()
         say = say or (lambda _: None)
         bad_log = bad_log or BadSampleLog()
@@ -207,6 +215,12 @@ class TablePredictor:
         cells_from = bad_log.total
         used = len(labelled) + (len(labelled_val) if labelled_val is not None else 0)
         say(describe_inputs(columns, the_problem, used, len(unreadable), len(unlabelled)))
+        val_only = Counter(unknown_classes(the_problem, val.values(label))) if val is not None else Counter()
+        if val_only:
+            shown = ", ".join(f"{name!r} ({n} rows)" for name, n in val_only.most_common(5))
+            message = f"--val has classes the training table lacks, left out of the model and its validation: {shown}"
+            say(message)
+            warnings.warn(message, stacklevel=2)
         if labelled_val is None:
             targets = encode_targets(the_problem, labelled.values(label))
             train_rows, val_rows = holdout_split(the_problem, targets, VALIDATION_SHARE, seed)
@@ -215,8 +229,9 @@ class TablePredictor:
             train_table, val_table = labelled, labelled_val
         for featurizer in featurizers:
             featurizer.fit(train_table)
-        train = featurize(featurizers, train_table, bad_log, "train", log_file, store, progress)
-        held = featurize(featurizers, val_table, bad_log, "validation", log_file, store, progress)
+        with opened_store(store) as opened:
+            train = featurize(featurizers, train_table, bad_log, "train", log_file, opened, progress)
+            held = featurize(featurizers, val_table, bad_log, "validation", log_file, opened, progress)
         train_targets = encode_targets(the_problem, train_table.values(label))
         val_targets = encode_targets(the_problem, val_table.values(label), (train_targets.mean, train_targets.std))
         featurized = time.monotonic() - started
@@ -229,6 +244,12 @@ class TablePredictor:
         refuse_unusable_columns(cells, {c.name: c.kind for c in columns}, bad_log, labelled)
         remaining = max(1.0, time_limit - featurized)
         search_seconds = remaining * (FINE_TUNE_SEARCH_SHARE if fine_tune else 1.0)
+        if featurized > time_limit * (1 - FEATURES_SHARE_WARNED):
+            say(
+                f"features took {featurized:.0f} s of the {time_limit:g} s time limit: the search has "
+                f"{search_seconds:.0f} s, so its first candidate may stop under-trained (stored features make a "
+                "second fit faster; or raise --time-limit)"
+            )
 
         def report(trial: Trial, done: int, total: int) -> None:
             say(
@@ -236,7 +257,7 @@ class TablePredictor:
                 f"{abs(trial.score):.4f} (epoch {trial.epochs}, {trial.seconds:.1f} s)"
             )
 
-        best, leaderboard, baselines = search(
+        best, leaderboard, baselines, interrupted = search(
             the_problem,
             train,
             train_targets,
@@ -249,7 +270,9 @@ class TablePredictor:
         )
         assert best.network is not None
         network, validation, tuned = best.network, best.metrics, None
-        if fine_tune:
+        if interrupted:
+            say(f"interrupted: keeping the best of the {len(leaderboard)} candidates trained, {best.candidate.label}")
+        if fine_tune and not interrupted:
             tuned = _fine_tune(
                 featurizers,
                 best,
@@ -288,6 +311,7 @@ class TablePredictor:
             "time_limit": time_limit,
             "seed": seed,
             "source": table.source,
+            "interrupted": interrupted,
         }
         return cls(the_problem, columns, featurizers, network, (train_targets.mean, train_targets.std), summary)
 
@@ -297,30 +321,65 @@ class TablePredictor:
         table: Table | str | os.PathLike[str] | Sequence[Mapping[str, Any]],
         bad_log: BadSampleLog | None = None,
         log_file: Path | None = None,
-        store: FeatureStore | None = None,
+        store: StoreChoice = True,
         progress: bool = True,
     ) -> Predictions:
         """Predictions for every row of ``table`` (a :class:`Table`, a table file, or rows as dicts whose media paths
         are absolute or relative to the working directory); a bad file or missing cell only removes that input.
-        ``progress``: a line per input as it is featurized (terminal and ``log_file``)."""
+        ``store``: as :meth:`fit`'s. ``progress``: a line per input as it is featurized (terminal and ``log_file``).
+        Each row keeps the table's identifier columns, those the predictor ignores and its media paths."""
         table = as_table(table)
         self.check_columns(table)
         bad_log = bad_log or BadSampleLog()
-        features = featurize(self.featurizers, table, bad_log, "predict", log_file, store, progress)
+        with opened_store(store) as opened:
+            features = featurize(self.featurizers, table, bad_log, "predict", log_file, opened, progress)
         outputs = outputs_of(self.network, features)
         values = predictions(self.problem, outputs, self.target_mean, self.target_std)
-        return Predictions(self.problem, values, list(table.row_numbers), list(bad_log.examples), id_columns(table))
+        keep = [c.name for c in self.columns if c.kind == "ignore" or c.kind in MEDIA_KINDS]
+        return Predictions(
+            self.problem, values, list(table.row_numbers), list(bad_log.examples), id_columns(table, keep)
+        )
 
     def evaluate(
-        self, table: Table | str | os.PathLike[str] | Sequence[Mapping[str, Any]], store: FeatureStore | None = None
+        self,
+        table: Table | str | os.PathLike[str] | Sequence[Mapping[str, Any]],
+        store: StoreChoice = True,
+        progress: bool = False,
     ) -> dict[str, Any]:
-        """The metrics of this predictor on a labelled ``table`` (as :meth:`predict` takes it)."""
+        """The metrics of this predictor on a labelled ``table`` (as :meth:`predict` takes it), as :meth:`score_labels`
+        gives them."""
         table = as_table(table)
         self.check_columns(table)
-        features = featurize(self.featurizers, table, BadSampleLog(), "evaluate", None, store)
-        targets = encode_targets(self.problem, table.values(self.problem.label), (self.target_mean, self.target_std))
-        outputs = outputs_of(self.network, features)
-        return score(self.problem, predictions(self.problem, outputs, self.target_mean, self.target_std), targets)
+        if self.problem.label not in table.columns:
+            raise ValueError(f"{table.source}: no label column {self.problem.label!r} to evaluate against")
+        result = self.predict(table, store=store, progress=progress)
+        return self.score_labels(result.values, table.values(self.problem.label), unreadable=len(table.bad))
+
+    def score_labels(self, values: np.ndarray, labels: Sequence[Any], unreadable: int = 0) -> dict[str, Any]:
+        """The metrics (those of ``fit.json``'s ``validation``) of predicted ``values`` (:attr:`Predictions.values`)
+        against the ``labels`` of the same rows. A row whose label is none of the model's classes counts as an error
+        (its class joins the metrics, never predicted); a row without a label (or, for regression, without a number)
+        is left out. ``rows`` counts both, and a warning says when rows were left out or the classes unknown."""
+        problem, extra = self.problem, Counter(unknown_classes(self.problem, labels))
+        if extra:  # the unknown classes as classes no row is predicted to be: each such row is a miss
+            problem = Problem("multiclass", problem.label, problem.classes + tuple(sorted(extra)), problem.reason)
+            values = np.pad(values, ((0, 0), (0, len(extra))))
+        targets = encode_targets(problem, labels, (self.target_mean, self.target_std))
+        scored = int(targets.known.sum())
+        if not scored:
+            raise ValueError(f"no row has a usable {problem.label!r} value to evaluate against")
+        metrics = score(problem, values, targets)
+        left_out = len(labels) - scored
+        metrics["rows"] = {"scored": scored, "left_out": left_out, "unreadable": unreadable, "unknown": dict(extra)}
+        if left_out or unreadable or extra:
+            unknown = ", ".join(f"{name!r} ({n} rows)" for name, n in extra.most_common(5))
+            warnings.warn(
+                f"evaluated {scored} rows; left out {left_out} without a usable {problem.label!r} value and "
+                f"{unreadable} unreadable"
+                + (f"; counted as errors: labels the model does not know: {unknown}" if extra else ""),
+                stacklevel=2,
+            )
+        return metrics
 
     @property
     def inputs(self) -> list[str]:
@@ -347,9 +406,9 @@ class TablePredictor:
             return
 
         def named(names: list[str]) -> str:
-            return f"column{'s' if len(names) > 1 else ''} {', '.join(names)}"
+            return f"column{'s' if len(names) > 1 else ''} {column_names(names)}"
 
-        message = f"{table.source}: no {named(missing)} (this predictor reads {', '.join(self.read_columns)})"
+        message = f"{table.source}: no {named(missing)} (this predictor reads {column_names(self.read_columns)})"
         unknown = self.unknown_columns(table.columns)
         if unknown:
             message += f"; it does not know the table's {named(unknown)} (renamed?)"
@@ -476,19 +535,19 @@ def plan_inputs(
     val: Table | None = None,
 ) -> tuple[list[ColumnInfo], Problem, list[Featurizer]]:
     """What ``fit`` will read: each column described (``kinds`` override the detected ones), the problem the label
-    poses (over ``table`` and ``val``), and the featurizers of the used columns; clear errors for a missing label,
-    unknown overrides or no usable column."""
+    poses (its classes are ``table``'s: a class only ``val`` has could never be learnt), and the featurizers of the
+    used columns; clear errors for a missing label, unknown overrides or no usable column."""
     if label not in table.columns:
-        raise ValueError(f"{table.source}: no label column {label!r}; columns: {', '.join(table.columns)}")
+        raise ValueError(f"{table.source}: no label column {label!r}; columns: {column_names(table.columns)}")
     overrides = dict(kinds or {})
     unknown = sorted(set(overrides) - set(table.columns))
     if unknown:
-        raise ValueError(f"--column names {unknown} are not columns of {table.source}: {', '.join(table.columns)}")
+        raise ValueError(f"--column names {unknown} are not columns of {table.source}: {column_names(table.columns)}")
     columns = [describe_column(c, table.values(c), overrides.get(c)) for c in table.columns if c != label]
     used = {c.name: c.kind for c in columns if c.kind != "ignore"}
     if not used:
         raise ValueError(f"{table.source}: no column besides {label!r} can be used (all ignored)")
-    the_problem = detect_problem(label, table.values(label) + (val.values(label) if val else []), problem)
+    the_problem = detect_problem(label, table.values(label), problem)
     return columns, the_problem, featurizers_for(used)
 
 
@@ -566,9 +625,25 @@ def as_table(data: Table | str | os.PathLike[str] | Sequence[Mapping[str, Any]])
     return rows_table(data, Path(Path.cwd().anchor), base=Path.cwd())
 
 
-def id_columns(table: Table) -> dict[str, list[Any]]:
-    """The table's identifier columns (``id``, ``uid`` ...), each cell per row: what joins predictions back."""
-    return {c: table.values(c) for c in table.columns if c.lower() in ID_NAMES and c != "row"}
+def unknown_classes(problem: Problem, labels: Sequence[Any]) -> list[str]:
+    """The class of each label cell that is none of a (single-label) classification ``problem``'s classes."""
+    if problem.kind not in ("binary", "multiclass"):
+        return []
+    names = (class_name(v) for v in labels if not is_missing(v))
+    return [name for name in names if name not in problem.classes]
+
+
+def id_columns(table: Table, keep: Iterable[str] = ()) -> dict[str, list[Any]]:
+    """The table's identifier columns (``id``, ``uid`` ... and those named in ``keep``), each cell per row: what joins
+    predictions back. Names the predictions' own columns use are left out."""
+    wanted = set(keep)
+    return {
+        c: table.values(c)
+        for c in table.columns
+        if (c.lower() in ID_NAMES or c in wanted)
+        and c not in ("row", "prediction")
+        and not c.startswith("probability_")
+    }
 
 
 def featurize(

@@ -347,44 +347,56 @@ def search(
     candidates: Sequence[Candidate] = CANDIDATES,
     seed: int = 0,
     report: Report | None = None,
-) -> tuple[Trial, list[Trial], list[Trial]]:
+) -> tuple[Trial, list[Trial], list[Trial], bool]:
     """Train the candidates in order until ``time_limit`` seconds have passed (at least one always trains), then
     each input alone with the winner's settings. Returns the chosen trial (see :func:`choose`), the leaderboard (best
-    first) and the single-input baselines."""
+    first), the single-input baselines and whether Ctrl-C stopped the search: then the candidates trained so far are
+    kept (the one in training is dropped) and the baselines left undone; with none trained, it propagates."""
     started = time.monotonic()
     several = len(train.values) > 1
     # The single-input baselines get the last BASELINE_SHARE of the budget, and the candidates the rest.
     deadline = started + time_limit * ((1 - BASELINE_SHARE) if several else 1.0)
     usable = [c for c in candidates if several or c.fusion not in FUSIONS_NEEDING_TWO]
     trials: list[Trial] = []
-    for k, candidate in enumerate(usable):
-        if trials and time.monotonic() > deadline:
-            break
-        trials.append(
-            train_network(candidate, problem, train, train_targets, val, val_targets, deadline=deadline, seed=seed)
-        )
-        if report is not None:
-            report(trials[-1], k + 1, len(usable))
+    interrupted = False
+    try:
+        for k, candidate in enumerate(usable):
+            if trials and time.monotonic() > deadline:
+                break
+            trials.append(
+                train_network(candidate, problem, train, train_targets, val, val_targets, deadline=deadline, seed=seed)
+            )
+            if report is not None:
+                report(trials[-1], k + 1, len(usable))
+    except KeyboardInterrupt:
+        if not trials:
+            raise
+        interrupted = True
     leaderboard = sorted(trials, key=_rank, reverse=True)
     best = choose(trials, int(val_targets.known.sum()))
-    baselines = []
-    if several:
+    baselines: list[Trial] = []
+    if several and not interrupted:
         alone = best.candidate
         if alone.fusion in FUSIONS_NEEDING_TWO:
             alone = Candidate("concat", {"hidden_dim": alone.fusion_dim}, alone.fusion_dim, alone.head_hidden)
         names = list(train.values)
-        for k, name in enumerate(names):
-            share = max(started + time_limit - time.monotonic(), 1.0) / (len(names) - k)  # an even share of the rest
-            trial = train_network(
-                alone,
-                problem,
-                train.only([name]),
-                train_targets,
-                val.only([name]),
-                val_targets,
-                deadline=time.monotonic() + share,
-                seed=seed,
-            )
-            trial.network = None  # only its scores are kept
-            baselines.append(trial)
-    return best, leaderboard, baselines
+        try:
+            for k, name in enumerate(names):
+                share = max(started + time_limit - time.monotonic(), 1.0) / (
+                    len(names) - k
+                )  # an even share of the rest
+                trial = train_network(
+                    alone,
+                    problem,
+                    train.only([name]),
+                    train_targets,
+                    val.only([name]),
+                    val_targets,
+                    deadline=time.monotonic() + share,
+                    seed=seed,
+                )
+                trial.network = None  # only its scores are kept
+                baselines.append(trial)
+        except KeyboardInterrupt:
+            interrupted = True
+    return best, leaderboard, baselines, interrupted

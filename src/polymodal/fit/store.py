@@ -11,7 +11,9 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -76,3 +78,25 @@ class FeatureStore:
 
     def close(self) -> None:
         self._db.close()
+
+
+StoreChoice = FeatureStore | bool | None  # a store; True: the default one (the CLI's); False or None: none
+
+
+@contextmanager
+def opened_store(choice: StoreChoice) -> Iterator[FeatureStore | None]:
+    """The store ``choice`` names, open for the block: ``True`` opens the default store (and closes it after), or
+    warns and goes without one when its folder cannot be written."""
+    if isinstance(choice, FeatureStore) or not choice:
+        yield choice if isinstance(choice, FeatureStore) else None
+        return
+    try:
+        store = FeatureStore.default()
+    except (OSError, sqlite3.Error) as e:
+        warnings.warn(f"no feature store ({e}): the towers run on every file", stacklevel=3)
+        yield None
+        return
+    try:
+        yield store
+    finally:
+        store.close()
