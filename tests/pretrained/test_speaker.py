@@ -183,6 +183,21 @@ def test_a_speaker_classifier_trains_from_a_recipe_on_the_frozen_tower(speaker, 
         logits = saved.model({"audio": saved.inputs("audio", [tmp_path / r["audio"] for r in rows])})
     predicted = [saved.answers[i] for i in logits.argmax(-1).tolist()]
     assert predicted == [r["label"] for r in rows]
+    # The classifier over one tower also embeds with it: voices it was never trained on are told apart by cosine
+    # (verification), with the tower's own features.
+    import polymodal
+    from polymodal.backends import TaskNotSupported
+
+    loaded = polymodal.load(tmp_path / "run" / "model", precision="fp32")
+    assert "embed" in loaded.capabilities and loaded.embed_dim == 256
+    new_voices = [(130.0, 1.12), (260.0, 0.95)]
+    waves = [voiced(f0, scale, phrase, rng, 2.0) for f0, scale in new_voices for phrase in ("aieu", "ueia")]
+    vectors = torch.from_numpy(loaded.embed_audio([(w, RATE) for w in waves]))
+    np.testing.assert_allclose(vectors, embed(speaker, waves, 2.0), atol=1e-4)
+    similarity = vectors @ vectors.T
+    assert similarity[0, 1] > similarity[0, 2:].max() and similarity[2, 3] > similarity[2, :2].max()
+    with pytest.raises(TaskNotSupported, match="without a text tower"):
+        loaded.classify([(waves[0], RATE)], ["voice0", "voice1"])
 
 
 def test_wrong_features_and_bad_checkpoints_are_clear_errors(tmp_path: Path, monkeypatch):

@@ -373,6 +373,9 @@ class Model:
 
         modality = modality or embedded_kind(modality_of(items), self.accepts())
         self._require(EMBED, "classify", modality)
+        if "text" not in self.accepts():  # labels are matched as texts: a model of one tower embeds none
+            task = "classify by text labels (zero-shot)"
+            raise TaskNotSupported(self.backend, task, "without a text tower", self.capabilities)
         labels = [str(label).strip() for label in labels]
         if len(labels) < 2 or any(not label for label in labels):
             raise ValueError("classify needs at least two non-empty labels")

@@ -34,7 +34,8 @@ class PolymodalBackend:
         self.capabilities = frozenset(c for c in (EMBED, CAPTION, ANSWER, GENERATE) if c in model.capabilities)
         if "classify" in model.capabilities:  # a fusion classifier predicts rows of its modalities
             self.capabilities |= {PREDICT}
-        self.embed_dim = int(model.config.embed_dim) if EMBED in self.capabilities else None
+        width = (getattr(model, "embed_dim", None) or model.config.embed_dim) if EMBED in self.capabilities else None
+        self.embed_dim = None if width is None else int(width)
         self.logit_scales: dict[str, float] = dict(getattr(model.config, "logit_scales", None) or {})
         # capability -> the modalities it takes: every tower embeds, a captioner reads its source, a question
         # answerer the towers beside its question's.

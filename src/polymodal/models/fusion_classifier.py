@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from polymodal.models.base import MODELS, ComposedModel, Inputs, Presence, build_encoders
@@ -26,12 +27,28 @@ def build_head(component: ComponentConfig, in_dim: int, outputs: int) -> nn.Modu
 
 
 class FusionClassifier(ComposedModel):
-    capabilities = frozenset({"classify"})
-
     def __init__(self, encoders: Mapping[str, nn.Module], fusion: Fusion, head: nn.Module) -> None:
         super().__init__(encoders)
         self.fusion = fusion
         self.head = head
+
+    @property
+    def capabilities(self) -> frozenset[str]:  # type: ignore[override]
+        """It classifies; over one tower it also embeds, by that tower's features: a voice or face encoder's
+        identities beyond the classes it was trained on (search, verification by cosine)."""
+        return frozenset({"classify", "embed"}) if len(self.encoders) == 1 else frozenset({"classify"})
+
+    @property
+    def embed_dim(self) -> int:
+        """The width of :meth:`embed` (its one tower's features)."""
+        (encoder,) = self.encoders.values()
+        return int(encoder.output_dim)
+
+    def embed(self, modality: str, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """One modality's inputs -> (B, D) unit vectors of its tower's pooled features."""
+        if "embed" not in self.capabilities or modality not in self.encoders:
+            raise KeyError(f"this classifier embeds only when it has one tower; it has {self.modalities}")
+        return F.normalize(self.encoders[modality].pooled(x, mask), dim=-1)
 
     @classmethod
     def from_config(cls, config: FusionClassifierConfig) -> FusionClassifier:
