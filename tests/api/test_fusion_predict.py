@@ -80,7 +80,8 @@ def test_predictions_are_the_models_own_softmax(classifier_dir: Path, files: Pat
     assert predictions.labels == [("false", "true")[i] for i in probabilities.argmax(1)]
     assert not predictions.bad and predictions.row_numbers == [1, 2, 3, 4, 5]
     first = predictions.to_rows()[0]
-    assert list(first) == ["row", "id", "prediction", "probability_false", "probability_true"] and first["id"] == "s0"
+    assert list(first) == ["row", "id", "image", "prediction", "probability_false", "probability_true"]
+    assert first["id"] == "s0" and first["image"] == rows[0]["image"]
 
 
 def test_a_missing_or_broken_image_leaves_the_text(classifier_dir: Path, files: Path) -> None:
@@ -125,7 +126,8 @@ def test_the_predict_command_writes_the_csv(classifier_dir: Path, files: Path, t
     assert payload["rows"] == 3 and payload["bad_cells"] == 1
     with open(out) as f:
         written = list(csv.DictReader(f))
-    assert list(written[0]) == ["row", "id", "prediction", "probability_false", "probability_true"]
+    assert list(written[0]) == ["row", "id", "image", "prediction", "probability_false", "probability_true"]
+    assert [r["image"] for r in written] == ["red.png", "broken.png", ""]  # what joins a row back to its file
     assert [r["id"] for r in written] == ["a", "b", "c"]
     expected = polymodal.load(classifier_dir).predict(str(table))
     assert [r["prediction"] for r in written] == expected.labels

@@ -107,4 +107,6 @@ def predict_rows(
         for batch in empty:
             outputs[batch.start : batch.stop] = prior.view(1, -1)
     values = predictions(problem, outputs)
-    return Predictions(problem, values, list(table.row_numbers), list(bad_log.examples), id_columns(table))
+    # Each row keeps the table's identifier columns and the model's media columns (a folder's paths).
+    keep = [m for m in reads if m != "text"]
+    return Predictions(problem, values, list(table.row_numbers), list(bad_log.examples), id_columns(table, keep))
