@@ -11,7 +11,7 @@ import yaml
 
 from polymodal.config import ConfigError
 from polymodal.train.build import unused_processor_settings
-from polymodal.train.recipe import RecipeAdjusted, load_recipe
+from polymodal.train.recipe import Recipe, RecipeAdjusted, load_recipe
 from polymodal.train.resume import CONFIG_NAME, check_resume_overrides
 
 
@@ -256,3 +256,23 @@ def test_a_misspelt_model_lrs_path_names_the_field_and_the_towers() -> None:
     with pytest.raises(ConfigError) as e:
         build_recipe_model(recipe, recipe_model_config(recipe, 50))
     assert str(e.value) == "model.lrs.encoder: no such submodule; towers: encoders.image, encoders.text"
+
+
+def test_accumulating_a_loss_over_in_batch_negatives_is_said_not_to_enlarge_them() -> None:
+    from polymodal.train.build import accumulation_note
+
+    def recipe(kind: str, **objective: object):  # type: ignore[no-untyped-def]
+        return Recipe.model_validate(
+            {
+                "name": "x",
+                "model": {"preset": "shapes-clip"},
+                "data": {"path": "unused"},
+                "objective": {"kind": kind, **objective},
+                "train": {"steps": 4, "batch_size": 32, "accumulate": 2, "warmup_steps": 1},
+            }
+        )
+
+    note = accumulation_note(recipe("contrastive"))
+    assert note is not None and "its own 32 items, not from all 64" in note
+    assert accumulation_note(recipe("classification")) is None
+    assert accumulation_note(recipe("caption")) is None and accumulation_note(recipe("caption", contrastive_weight=0.5))

@@ -101,7 +101,7 @@ def _checked_recipe(recipe: Path, overrides: list[str], resume: Path | None) -> 
     overrides change nothing the run computes; then the recipe itself, and what its values decide of the model and
     its metric. What load_recipe adjusted to fit an override, and processor settings the model does not use, are
     said on stderr."""
-    from polymodal.train.build import check_recipe_before_data, unused_processor_settings
+    from polymodal.train.build import accumulation_note, check_recipe_before_data, unused_processor_settings
     from polymodal.train.recipe import RecipeAdjusted, load_recipe
     from polymodal.train.resume import check_resume_overrides
 
@@ -116,8 +116,9 @@ def _checked_recipe(recipe: Path, overrides: list[str], resume: Path | None) -> 
         else:
             warnings.warn_explicit(note.message, note.category, note.filename, note.lineno)
     check_recipe_before_data(cfg)
-    for unused in unused_processor_settings(cfg):
-        err_console.print(escape(unused), highlight=False, soft_wrap=True)
+    for note in [*unused_processor_settings(cfg), accumulation_note(cfg)]:
+        if note is not None:
+            err_console.print(escape(note), highlight=False, soft_wrap=True)
     return cfg
 
 

@@ -147,6 +147,21 @@ def _audio_channels(recipe: Recipe) -> dict[str, int]:
     return {"audio_channels": processor.features.channels}
 
 
+def accumulation_note(recipe: Recipe) -> str | None:
+    """A note when ``train.accumulate`` meets a loss over in-batch negatives: each micro-batch's loss sees only its
+    own ``batch_size`` items, so accumulating is not training with a larger batch there (open_clip's accum-freq
+    recomputes the loss over the whole accumulated batch; polymodal does not)."""
+    section, steps = recipe.objective, recipe.train.accumulate
+    in_batch = section.kind in ("contrastive", "matching") or (section.kind == "caption" and section.contrastive_weight)
+    if steps <= 1 or not in_batch:
+        return None
+    return (
+        f"note: train.accumulate {steps}: each micro-batch's {section.kind} loss takes its negatives from its own "
+        f"{recipe.train.batch_size} items, not from all {steps * recipe.train.batch_size} of an optimizer step; for "
+        "more negatives raise train.batch_size"
+    )
+
+
 def build_recipe_model(recipe: Recipe, config: ModelConfig) -> tuple[ComposedModel, TransferReport | None]:
     """The model: built, started from ``model.init_from``'s weights, towers frozen, locked towers cached; the
     submodules ``model.lrs`` names checked to exist (the trainer gives them their rates)."""
