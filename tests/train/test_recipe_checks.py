@@ -276,3 +276,14 @@ def test_accumulating_a_loss_over_in_batch_negatives_is_said_not_to_enlarge_them
     assert note is not None and "its own 32 items, not from all 64" in note
     assert accumulation_note(recipe("classification")) is None
     assert accumulation_note(recipe("caption")) is None and accumulation_note(recipe("caption", contrastive_weight=0.5))
+
+
+def test_a_preset_parameter_its_config_refuses_is_a_config_error_naming_the_preset() -> None:
+    """A model.params value the preset passes into its model config (an unknown fusion) is a config error in the
+    recipe's terms, not pydantic's raw ValidationError."""
+    from polymodal.train.build import recipe_model_config
+
+    recipe = load_recipe("shapes-fusion", ["data.path=unused", "model.params.fusion=foo"])
+    with pytest.raises(ConfigError, match=r"model.params of preset shapes-fusion: invalid model config") as info:
+        recipe_model_config(recipe, None)
+    assert "unknown fusion 'foo'" in str(info.value) and "input_value" not in str(info.value)

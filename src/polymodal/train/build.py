@@ -8,9 +8,10 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from torch import nn
 
-from polymodal.config import ConfigError
+from polymodal.config import ConfigError, format_validation_errors
 from polymodal.data.processors import AudioProcessor
 from polymodal.data.text import TextTokenizer
 from polymodal.models import (
@@ -81,7 +82,11 @@ def recipe_model_config(recipe: Recipe, vocab_size: int | None, derived: dict[st
                 f"to {from_data[key]!r} for this run: leave {key} out of model.params"
             )
     given = {k: v for k, v in from_data.items() if k in accepted} | recipe.model.params
-    return builder(**given)  # type: ignore[no-any-return]
+    try:
+        return builder(**given)  # type: ignore[no-any-return]
+    except ValidationError as e:  # a model.params value the preset passes into its config: named as a config error
+        source = f"model.params of preset {recipe.model.preset}"
+        raise ConfigError(format_validation_errors(e, source, title="model config it builds")) from None
 
 
 def check_model_fits_data(config: ModelConfig, recipe: Recipe, vocab_size: int, classes: dict[str, int] | None) -> None:
