@@ -205,3 +205,17 @@ def test_a_file_that_is_not_a_result_file_is_called_one(tmp_path: Path, name: st
     error = json.loads(result.output)["error"]
     assert f"{path}: not a polymodal result file" in error and "polymodal eval --out FILE" in error, error
     assert "'polymodal_eval'" in error
+
+
+def test_an_unfinished_run_says_how_far_it_got(tmp_path: Path) -> None:
+    """A run without train_summary.json (stopped, crashed or still running) is not shown as a finished run."""
+    run = write_training(tmp_path / "crashed")
+    (run / "train_summary.json").unlink()
+    lines = (run / "metrics.jsonl").read_text().splitlines()[:6]  # steps 10 to 50 and the eval at 50
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    result = runner.invoke(
+        app, ["report", str(run), str(write_training(tmp_path / "done")), "--out", str(tmp_path / "r")]
+    )
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert _md_row(md, "Training", "steps") == ["50 of 100 (unfinished)", "100"]

@@ -379,13 +379,23 @@ class _Builder:
         def text(value: Any) -> str:
             return MISSING if value is None else str(value)
 
+        def steps(log: TrainingLog) -> str:
+            """The steps a finished run took; an unfinished one (no train_summary.json: stopped, crashed or still
+            running) says how far it got of its configured steps."""
+            done = summary(log, "steps")
+            if done is not None:
+                return str(done)
+            last = int(log.steps[-1]["step"]) if log.steps else 0
+            planned = ((log.config or {}).get("train") or {}).get("steps")
+            return f"{last} of {planned} (unfinished)" if planned else f"{last} (unfinished)"
+
         def final_loss(log: TrainingLog) -> float | None:
             losses = [s["loss"] for s in log.steps if "loss" in s]
             return losses[-1] if losses else None
 
         logs = [log for _, log in trained]
         rows = [
-            ["steps", *[text(summary(g, "steps") or (int(g.steps[-1]["step"]) if g.steps else None)) for g in logs]],
+            ["steps", *[steps(g) for g in logs]],
             ["final loss", *[fmt(final_loss(g)) for g in logs]],
             ["best metric", *[fmt(summary(g, "best_metric")) for g in logs]],
             ["best step", *[text(summary(g, "best_step")) for g in logs]],
