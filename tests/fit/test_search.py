@@ -50,3 +50,30 @@ def test_one_standard_error_rule() -> None:
         Trial(Candidate(n), ["v"], {"score": s, "score_name": "rmse"}, 1, 0.1) for n, s in (("a", -2.0), ("b", -1.0))
     ]
     assert choose(rmse, 25).candidate.fusion == "b"
+
+
+def test_candidates_are_ranked_by_the_metric_asked_for() -> None:
+    """An imbalanced validation split: the always-majority predictor has the best accuracy but the worst balanced
+    accuracy; --metric balanced_accuracy ranks by that (and says it), a metric of another kind is refused, and a
+    class the model never predicts is named."""
+    from polymodal.fit.predictor import never_predicted
+    from polymodal.fit.search import score
+
+    problem = Problem("binary", "rare", ("no", "yes"))
+    truth = Targets(torch.tensor([0] * 9 + [1]), torch.ones(10, dtype=torch.bool))
+    majority = np.tile([0.9, 0.1], (10, 1))
+    finds_it = np.array([[0.9, 0.1]] * 7 + [[0.1, 0.9]] * 3)  # two false alarms, the one positive found
+    by_accuracy = [score(problem, p, truth) for p in (majority, finds_it)]
+    assert [m["score_name"] for m in by_accuracy] == ["accuracy"] * 2
+    assert by_accuracy[0]["score"] > by_accuracy[1]["score"]
+    balanced = problem.with_metric("balanced_accuracy")
+    ranked = [score(balanced, p, truth) for p in (majority, finds_it)]
+    assert [m["score_name"] for m in ranked] == ["balanced_accuracy"] * 2
+    assert ranked[0]["score"] == pytest.approx(0.5) and ranked[1]["score"] == pytest.approx((7 / 9 + 1) / 2)
+    assert Problem.from_dict(balanced.to_dict()) == balanced and "metric" not in problem.to_dict()
+    assert never_predicted(problem, by_accuracy[0]) == "'yes' (1 rows)" and never_predicted(problem, ranked[1]) == ""
+    regression = Problem("regression", "y").with_metric("mae")
+    values = Targets(torch.tensor([0.0, 1.0]), torch.ones(2, dtype=torch.bool))
+    assert score(regression, np.array([0.5, 1.5]), values)["score"] == pytest.approx(-0.5)
+    with pytest.raises(ValueError, match="does not rank a binary problem; choose from accuracy, balanced_accuracy"):
+        problem.with_metric("rmse")

@@ -42,8 +42,13 @@ INTERRUPTED_EXIT = 130  # a shell's code for a process stopped by Ctrl-C (128 + 
 
 
 def _metric_line(metrics: dict[str, Any]) -> str:
-    """``accuracy 0.9500, f1_macro 0.9400``: the headline metrics of fit.json's ``validation`` (or an evaluation)."""
-    return ", ".join(f"{k} {metrics[k]:.4f}" for k in SHOWN_METRICS if k in metrics)
+    """``accuracy 0.9500, f1_macro 0.9400``: the headline metrics of fit.json's ``validation`` (or an evaluation),
+    the one the candidates were ranked by first."""
+    ranked = metrics.get("score_name")
+    names = [ranked] if ranked in metrics else []
+    return ", ".join(
+        f"{k} {metrics[k]:.4f}" for k in [*names, *(k for k in SHOWN_METRICS if k != ranked)] if k in metrics
+    )
 
 
 def _remove_logs(logs: Path) -> None:
@@ -83,6 +88,12 @@ def fit(
         None,
         "--problem",
         help="binary, multiclass, multilabel or regression (default: detected from the label column).",
+    ),
+    metric: str = typer.Option(
+        None,
+        "--metric",
+        help="What ranks the candidates: accuracy, balanced_accuracy, f1_macro, roc_auc (binary); f1_micro, "
+        "f1_macro, subset_accuracy (multilabel); rmse, mae, r2 (regression). Default: the first of each.",
     ),
     val: Path = typer.Option(None, "--val", help="A validation table (default: a stratified fifth of TABLE)."),
     time_limit: float = typer.Option(600.0, "--time-limit", help="Seconds for features, search and baselines."),
@@ -141,6 +152,7 @@ def fit(
             label,
             kinds=_kinds(column),
             problem=problem,
+            metric=metric,
             val=val_table,
             time_limit=time_limit,
             seed=seed,

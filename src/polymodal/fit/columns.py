@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from polymodal.data.readers.base import media_kind
@@ -126,17 +126,44 @@ class Problem:
     label: str
     classes: tuple[str, ...] = ()
     reason: str = ""
+    metric: str = ""  # what the search ranks candidates by; "" is the kind's first in METRICS
 
     @property
     def is_classification(self) -> bool:
         return self.kind != "regression"
 
+    @property
+    def ranked_by(self) -> str:
+        return self.metric or METRICS[self.kind][0]
+
+    def with_metric(self, metric: str | None) -> Problem:
+        """This problem ranked by ``metric`` (one of its kind's METRICS), or ValueError naming them."""
+        if metric is None:
+            return self
+        if metric not in METRICS[self.kind]:
+            raise ValueError(
+                f"--metric {metric!r} does not rank a {self.kind} problem; choose from {', '.join(METRICS[self.kind])}"
+            )
+        return replace(self, metric=metric)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "label": self.label, "classes": list(self.classes), "reason": self.reason}
+        out = {"kind": self.kind, "label": self.label, "classes": list(self.classes), "reason": self.reason}
+        return {**out, "metric": self.metric} if self.metric else out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Problem:
-        return cls(data["kind"], data["label"], tuple(data.get("classes", ())), data.get("reason", ""))
+        classes = tuple(data.get("classes", ()))
+        return cls(data["kind"], data["label"], classes, data.get("reason", ""), data.get("metric", ""))
+
+
+# The metrics a fit may rank candidates by, per problem kind, the default first (RMSE and MAE: lower is better).
+METRICS = {
+    "binary": ("accuracy", "balanced_accuracy", "f1_macro", "roc_auc"),
+    "multiclass": ("accuracy", "balanced_accuracy", "f1_macro"),
+    "multilabel": ("f1_micro", "f1_macro", "subset_accuracy"),
+    "regression": ("rmse", "mae", "r2"),
+}
+LOWER_IS_BETTER = frozenset({"rmse", "mae"})
 
 
 EXACT_INTEGERS = 2**53  # floats hold every integer below this: a longer numeric string stays as written

@@ -183,6 +183,7 @@ class TablePredictor:
         *,
         kinds: Mapping[str, str] | None = None,
         problem: str | None = None,
+        metric: str | None = None,
         val: Table | None = None,
         time_limit: float = 600.0,
         seed: int = 0,
@@ -195,17 +196,19 @@ class TablePredictor:
         progress: bool = True,
     ) -> TablePredictor:
         """Detect the columns and the problem, featurize, search, and return the best predictor. ``kinds`` override
-        detected column kinds; ``val`` is a validation table (default: a stratified fifth of ``table``): its rows whose
-        class ``table`` lacks are left out, warned about, and are no class of the model; ``store`` keeps the pretrained
-        towers' features across runs (True: the default store, as the CLI's; False: none); ``candidates`` are the
-        networks searched, in order. ``fine_tune`` then trains the winner with its towers end to end in the rest of
-        the time (kept if it validates better). ``progress``: a line per input as it is featurized, and the
-        fine-tuning's progress. Ctrl-C during the search keeps the best candidate trained so far
-        (``summary["interrupted"]``)."""
+        detected column kinds; ``metric`` ranks the candidates (one of ``METRICS`` for the problem's kind,
+        default accuracy, RMSE or micro-F1); ``val`` is a validation table (default: a stratified fifth of
+        ``table``): its rows whose class ``table`` lacks are left out, warned about, and are no class of the
+        model; ``store`` keeps the pretrained towers' features across runs (True: the default store, as the
+        CLI's; False: none); ``candidates`` are the networks searched, in order. ``fine_tune`` then trains the
+        winner with its towers end to end in the rest of the time (kept if it validates better). ``progress``: a
+        line per input as it is featurized, and the fine-tuning's progress. Ctrl-C during the search keeps the
+        best candidate trained so far (``summary["interrupted"]``)."""
         started = time.monotonic()
         say = say or (lambda _: None)
         bad_log = bad_log or BadSampleLog()
         columns, the_problem, featurizers = plan_inputs(table, label, kinds, problem, val)
+        the_problem = the_problem.with_metric(metric)
         # Rows left out (unreadable, or without a label) are recorded before any bad cell, and counted apart.
         labelled, unlabelled = labelled_rows(table, the_problem)
         labelled_val, val_unlabelled = labelled_rows(val, the_problem) if val is not None else (None, [])
@@ -270,6 +273,11 @@ class TablePredictor:
         )
         assert best.network is not None
         network, validation, tuned = best.network, best.metrics, None
+        if (unpredicted := never_predicted(the_problem, best.metrics)) and the_problem.ranked_by == "accuracy":
+            say(
+                f"the chosen model never predicts {unpredicted} on the validation rows: with classes this uneven, "
+                "rank candidates by --metric balanced_accuracy or f1_macro"
+            )
         if interrupted:
             say(f"interrupted: keeping the best of the {len(leaderboard)} candidates trained, {best.candidate.label}")
         if fine_tune and not interrupted:
@@ -525,6 +533,20 @@ def _load_tuned_towers(featurizers: Sequence[Featurizer], path: Path) -> None:
     load_state(modules, read_weights(path), path)
     for name, featurizer in towers.items():
         featurizer.tower = modules[name].requires_grad_(False).eval()
+
+
+def never_predicted(problem: Problem, metrics: Mapping[str, Any]) -> str:
+    """The validation classes (with rows) a classifier's confusion matrix shows it never predicts, as text, or ""."""
+    confusion = metrics.get("confusion")
+    if not confusion or problem.kind not in ("binary", "multiclass"):
+        return ""
+    columns = [sum(row[j] for row in confusion) for j in range(len(confusion))]
+    missed = [
+        f"{name!r} ({sum(confusion[j])} rows)"
+        for j, name in enumerate(problem.classes)
+        if columns[j] == 0 and sum(confusion[j]) > 0
+    ]
+    return ", ".join(missed)
 
 
 def plan_inputs(

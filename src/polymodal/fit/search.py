@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from polymodal.fit.columns import Problem, as_number, class_name, is_missing, label_values
+from polymodal.fit.columns import LOWER_IS_BETTER, Problem, as_number, class_name, is_missing, label_values
 from polymodal.fit.network import Candidate, FeatureNetwork
 from polymodal.metrics.classification import accuracy, confusion_matrix, precision_recall_f1, roc_auc
 from polymodal.metrics.regression import regression_metrics
@@ -138,27 +138,28 @@ def score(problem: Problem, predicted: np.ndarray, targets: Targets) -> dict[str
     if problem.kind == "regression":
         truth = targets.y.double().numpy() * targets.std + targets.mean
         out: dict[str, Any] = regression_metrics(truth[known], predicted[known])
-        return {**out, "score": -out["rmse"], "score_name": "rmse"}
+        return _ranked(problem, out)
     if problem.kind == "multilabel":
         truth_bits = targets.y.numpy()[known] > 0.5
         pred_bits = predicted[known] > 0.5
         tp, fp, fn = (truth_bits & pred_bits).sum(0), (~truth_bits & pred_bits).sum(0), (truth_bits & ~pred_bits).sum(0)
         per_class = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
         micro = float(2 * tp.sum() / max(2 * tp.sum() + fp.sum() + fn.sum(), 1))
-        return {
+        out = {
             "f1_micro": micro,
             "f1_macro": float(per_class.mean()),
             "subset_accuracy": float((truth_bits == pred_bits).all(1).mean()),
             "per_class_f1": dict(zip(problem.classes, per_class.tolist())),
-            "score": micro,
-            "score_name": "f1_micro",
         }
+        return _ranked(problem, out)
     truth = targets.y.numpy()[known]
     chosen = predicted[known].argmax(1)
     labels = list(range(len(problem.classes)))
     prf = precision_recall_f1(truth, chosen, "macro", labels)
+    present = prf.support > 0  # balanced accuracy: the mean recall over the classes the rows hold
     out = {
         "accuracy": accuracy(truth, chosen),
+        "balanced_accuracy": float(prf.recall[present].mean()) if present.any() else 0.0,
         "f1_macro": prf.avg_f1,
         "per_class": {
             name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
@@ -168,7 +169,15 @@ def score(problem: Problem, predicted: np.ndarray, targets: Targets) -> dict[str
     }
     if problem.kind == "binary" and 0 < truth.sum() < len(truth):
         out["roc_auc"] = roc_auc(truth, predicted[known][:, 1])
-    return {**out, "score": out["accuracy"], "score_name": "accuracy"}
+    return _ranked(problem, out)
+
+
+def _ranked(problem: Problem, metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` with ``score``, the one the search maximises (the problem's metric, negated where lower is
+    better; ROC-AUC, undefined on a one-class validation split, falls back to accuracy)."""
+    name = problem.ranked_by if problem.ranked_by in metrics else "accuracy"
+    value = float(metrics[name])
+    return {**metrics, "score": -value if name in LOWER_IS_BETTER else value, "score_name": name}
 
 
 @dataclass
@@ -187,7 +196,20 @@ class Trial:
         return float(self.metrics["score"])
 
     def to_dict(self) -> dict[str, Any]:
-        keep = ("score", "score_name", "loss", "accuracy", "f1_macro", "roc_auc", "rmse", "mae", "r2", "f1_micro")
+        keep = (
+            "score",
+            "score_name",
+            "loss",
+            "accuracy",
+            "balanced_accuracy",
+            "f1_macro",
+            "roc_auc",
+            "rmse",
+            "mae",
+            "r2",
+            "f1_micro",
+            "subset_accuracy",
+        )
         return {
             "candidate": self.candidate.label,
             "settings": self.candidate.to_dict(),
