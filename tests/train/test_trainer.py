@@ -84,7 +84,7 @@ def test_learns_and_logs(tmp_path: Path) -> None:
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert records[-1]["step"] == 60 and "lr" in records[0] and "samples_per_s" in records[0]
     assert records[-1]["mse"] < 0.5 * records[0]["mse"]
-    assert [c.step for c in list_checkpoints(tmp_path)] == [54, 60]  # a tenth of the run apart; the last two kept
+    assert [c.step for c in list_checkpoints(tmp_path)] == [60]  # a short run: its last step only (100 steps apart)
     # The same scalars as TensorBoard events, read back with TensorBoard's own reader.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -95,11 +95,17 @@ def test_learns_and_logs(tmp_path: Path) -> None:
     assert mse[-1].value == pytest.approx(records[-1]["mse"], rel=1e-6)
 
 
-def test_by_default_checkpoints_follow_every_evaluation_and_every_tenth_of_the_run(tmp_path: Path) -> None:
+def test_by_default_checkpoints_come_every_tenth_of_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without train.checkpoint_every a kill (even SIGKILL, which writes nothing on the way out) loses at most a
-    tenth of the run, and never an evaluation's result; checkpoint_every, when set, is the cadence instead."""
+    tenth of the run, or DEFAULT_CHECKPOINT_STEPS (a short run writes its last step only); checkpoint_every, when
+    set, is the cadence instead."""
+    from polymodal.train import config as train_config
+
+    train(tmp_path / "short", steps=30, eval_every=7, checkpoint_every=None, keep_last=100)
+    assert [c.step for c in list_checkpoints(tmp_path / "short")] == [30]
+    monkeypatch.setattr(train_config, "DEFAULT_CHECKPOINT_STEPS", 1)  # as a long run would
     train(tmp_path / "default", steps=30, eval_every=7, checkpoint_every=None, keep_last=100)
-    assert [c.step for c in list_checkpoints(tmp_path / "default")] == [3, 6, 7, 9, 12, 14, 15, 18, 21, 24, 27, 28, 30]
+    assert [c.step for c in list_checkpoints(tmp_path / "default")] == list(range(3, 31, 3))
     train(tmp_path / "set", steps=30, eval_every=7, checkpoint_every=10, keep_last=100)
     assert [c.step for c in list_checkpoints(tmp_path / "set")] == [10, 20, 30]
     reference, _ = train(tmp_path / "reference", checkpoint_every=None)

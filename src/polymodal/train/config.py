@@ -10,6 +10,8 @@ from pydantic import Field, field_validator, model_validator
 from polymodal.config import Config
 from polymodal.hardware import normalize_precision
 
+DEFAULT_CHECKPOINT_STEPS = 100  # the fewest steps between the default checkpoints
+
 
 class TrainConfig(Config):
     steps: int = Field(ge=1, description="optimizer steps")
@@ -35,7 +37,7 @@ class TrainConfig(Config):
     tensorboard: bool = Field(True, description="also write TensorBoard events (RUN_DIR/tensorboard) when installed")
     eval_every: int | None = Field(None, ge=1)
     checkpoint_every: int | None = Field(
-        None, ge=1, description="steps between checkpoints; default: at every evaluation and every tenth of the run"
+        None, ge=1, description="steps between checkpoints; default: every tenth of the run, at least 100 steps apart"
     )
     keep_last: int = Field(2, ge=1)
     metric: str | None = Field(None, description="evaluation metric that picks the best checkpoint")
@@ -48,11 +50,11 @@ class TrainConfig(Config):
 
     def checkpoint_due(self, step: int) -> bool:
         """Whether a regular checkpoint follows ``step`` (the last step always has one): every ``checkpoint_every``
-        steps when set, else at every evaluation and every tenth of the run, so a SIGKILL loses at most that much.
-        A function of the step alone, so every rank of a distributed run decides alike."""
-        if self.checkpoint_every is not None:
-            return step % self.checkpoint_every == 0
-        return self.evaluation_due(step) or step % math.ceil(self.steps / 10) == 0
+        steps when set, else every tenth of the run (at least DEFAULT_CHECKPOINT_STEPS apart, so a short run or a
+        frequent evaluation does not spend its time writing), so a SIGKILL loses at most that much. A function of
+        the step alone, so every rank of a distributed run decides alike."""
+        every = self.checkpoint_every or max(DEFAULT_CHECKPOINT_STEPS, math.ceil(self.steps / 10))
+        return step % every == 0
 
     @field_validator("precision", mode="before")
     @classmethod
