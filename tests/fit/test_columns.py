@@ -6,7 +6,15 @@ import math
 
 import pytest
 
-from polymodal.fit.columns import as_number, class_name, describe_column, detect_problem, is_missing, label_values
+from polymodal.fit.columns import (
+    Problem,
+    as_number,
+    class_name,
+    describe_column,
+    detect_problem,
+    is_missing,
+    label_values,
+)
 
 
 @pytest.mark.parametrize(
@@ -83,8 +91,20 @@ def test_value_helpers() -> None:
 
 def test_numeric_looking_label_strings_are_one_class() -> None:
     # A CSV cell is a string: "2.0" (a float column written out) and "2" must be the same class, as 2.0 and 2 are.
-    assert [class_name(v) for v in ("1", "1.0", " 2.0 ", 2.0, "1.50", "007")] == ["1", "1", "2", "2", "1.5", "7"]
+    assert [class_name(v) for v in ("1", "1.0", " 2.0 ", 2.0, "1.50")] == ["1", "1", "2", "2", "1.5"]
     assert class_name("red") == "red" and class_name("12345678901234567890") == "12345678901234567890"
+    # Codes are not numbers written out: a zero-padded code, an exponent or a digit separator stays as written.
+    assert [class_name(v) for v in ("007", "7", "1e3", "1_000")] == ["007", "7", "1e3", "1_000"]
+
+
+def test_a_predictor_saved_with_labels_as_written_still_reads_them() -> None:
+    """Before labels were normalised a CSV's "1.0" was class "1.0": its rows still find that class, not a miss."""
+    from polymodal.fit.predictor import unknown_classes
+    from polymodal.fit.search import encode_targets
+
+    saved = Problem("multiclass", "y", ("1.0", "2.0", "3.0"))
+    assert encode_targets(saved, ["2.0", "3.0", "1.0"]).y.tolist() == [1, 2, 0]
+    assert unknown_classes(saved, ["2.0", "4"]) == ["4"]
     problem = detect_problem("y", ["1", "1.0", "2", "2.0", "3", "3.0"])
     assert (problem.kind, problem.classes) == ("multiclass", ("1", "2", "3"))
     assert label_values("1.0|2") == ["1", "2"]

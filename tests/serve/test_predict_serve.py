@@ -164,3 +164,15 @@ def test_serve_takes_the_predictor_directory(fit_dir: Path, monkeypatch: pytest.
     assert summary["endpoints"]["/predict"] is True and summary["model"] == f"fit:{fit_dir}"
     result = CliRunner().invoke(cli, ["serve", str(fit_dir), "--model", "polymodal-base", "--json"])
     assert result.exit_code == 2 and "give the model once" in json.loads(result.stdout)["error"]
+
+
+def test_requests_are_not_kept_in_the_feature_store(fit_dir: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001, F811
+    """The feature store is for a user's tables (fit, predict): a server answering uploads writes nothing to it."""
+    monkeypatch.setenv("POLYMODAL_CACHE_DIR", str(tmp_path / "cache"))
+    model = polymodal.load(fit_dir)
+    assert model.backend.store is True  # the Python API's predict on a table keeps its features, as the CLI's
+    with TestClient(create_app(model)) as client:
+        assert model.backend.store is False
+        response = client.post("/predict", json={"rows": as_request(table_rows(2, seed=4), fit_dir.parent)})
+        assert response.status_code == 200, response.text
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.sqlite"))

@@ -9,6 +9,7 @@ carries its reason and can be overridden (``--column NAME=KIND``, ``--problem``)
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -166,14 +167,18 @@ METRICS = {
 LOWER_IS_BETTER = frozenset({"rmse", "mae"})
 
 
+PLAIN_DECIMAL = re.compile(r"[+-]?(0|[1-9][0-9]*)(\.[0-9]+)?$")  # how a number column is written out
 EXACT_INTEGERS = 2**53  # floats hold every integer below this: a longer numeric string stays as written
 
 
 def class_name(value: Any) -> str:
     """A label value as its class name: ``1``, ``1.0``, ``"1"`` and ``"1.0"`` are the same class ``"1"`` (a CSV cell
-    is a string, and a float column written out says ``1.0``); ``"1.50"`` is ``"1.5"``; other strings are stripped."""
+    is a string, and a float column written out says ``1.0``); ``"1.50"`` is ``"1.5"``; other strings, codes such as
+    ``"007"``, ``"1e3"`` or ``"1_000"`` among them, are only stripped."""
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, str) and not PLAIN_DECIMAL.match(value.strip()):
+        return value.strip()
     number = as_number(value)
     if number is not None and number.is_integer() and abs(number) < EXACT_INTEGERS:
         return str(int(number))

@@ -17,7 +17,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +29,7 @@ from polymodal.data.errors import BadSampleError, BadSampleLog
 from polymodal.fit.columns import (
     ID_NAMES,
     MEDIA_KINDS,
+    METRICS,
     ColumnInfo,
     Problem,
     class_name,
@@ -370,7 +371,9 @@ class TablePredictor:
         is left out. ``rows`` counts both, and a warning says when rows were left out or the classes unknown."""
         problem, extra = self.problem, Counter(unknown_classes(self.problem, labels))
         if extra:  # the unknown classes as classes no row is predicted to be: each such row is a miss
-            problem = Problem("multiclass", problem.label, problem.classes + tuple(sorted(extra)), problem.reason)
+            kept = problem.metric if problem.metric in METRICS["multiclass"] else ""  # ROC-AUC needs two classes
+            classes = problem.classes + tuple(sorted(extra))
+            problem = replace(problem, kind="multiclass", classes=classes, metric=kept)
             values = np.pad(values, ((0, 0), (0, len(extra))))
         targets = encode_targets(problem, labels, (self.target_mean, self.target_std))
         scored = int(targets.known.sum())
@@ -651,8 +654,9 @@ def unknown_classes(problem: Problem, labels: Sequence[Any]) -> list[str]:
     """The class of each label cell that is none of a (single-label) classification ``problem``'s classes."""
     if problem.kind not in ("binary", "multiclass"):
         return []
-    names = (class_name(v) for v in labels if not is_missing(v))
-    return [name for name in names if name not in problem.classes]
+    known = set(problem.classes)
+    cells = (v for v in labels if not is_missing(v))
+    return [class_name(v) for v in cells if str(v).strip() not in known and class_name(v) not in known]
 
 
 def id_columns(table: Table, keep: Iterable[str] = ()) -> dict[str, list[Any]]:

@@ -103,7 +103,8 @@ def encode_targets(problem: Problem, values: Sequence[Any], scale: tuple[float, 
                     if name in index:
                         y[i, index[name]] = 1.0
         return Targets(y, known)
-    ids = [index.get(class_name(v), -1) if k else -1 for v, k in zip(values, known.tolist())]
+    # A label as written first (a predictor saved before labels were normalised holds "1.0"), then normalised.
+    ids = [index.get(str(v).strip(), index.get(class_name(v), -1)) if k else -1 for v, k in zip(values, known.tolist())]
     y = torch.tensor(ids, dtype=torch.long)
     return Targets(y.clamp(min=0), known & (y >= 0))
 

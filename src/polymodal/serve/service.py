@@ -38,6 +38,8 @@ class Service:
 
     def __init__(self, model: Model, index: SearchIndex | None, batcher: MicroBatcher) -> None:
         self.model = model
+        if hasattr(model.backend, "store"):  # a fitted predictor: uploads are not kept in the feature store
+            model.backend.store = False
         self.index = index
         self.batcher = batcher
         self.playable = PlayableVideos()
