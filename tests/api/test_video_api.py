@@ -147,3 +147,27 @@ def test_segments_of_a_variable_rate_clip_take_each_frame_once(tmp_path: Path) -
     assert len(segments) == 4 and all(1 <= len(s.clip.frames) <= 8 for s in segments)
     for s in segments:
         assert len(set(s.clip.times)) == len(s.clip.times), (s.start, s.clip.times)  # no frame twice
+
+
+def test_segments_at_ntsc_rates_get_all_their_frames(tmp_path: Path) -> None:
+    """At 29.97 fps a sampled frame's time may fall half a frame before its segment's start: each segment still gets
+    its T frames (grouped by when they were asked for, not by their rounded times)."""
+    import fractions
+
+    import av
+
+    from polymodal.api.video import segment_clip
+
+    path = tmp_path / "ntsc.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=fractions.Fraction(30000, 1001))
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        for i in range(300):  # 10 s
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), i % 256, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    segments = list(segment_clip(str(path), 1.0, VideoSampling(frames=8)))
+    assert [len(s.clip.frames) for s in segments] == [8] * 10

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from polymodal.backends.video import IMAGE_FRAMES, VIDEO_TOWER, decoded
+from polymodal.data.errors import BadSampleError
 from polymodal.data.video import Clip, VideoSampling, decode_video
 
 __all__ = [
@@ -64,12 +65,15 @@ def segment_clip(ref: str | bytes, seconds: float, sampling: VideoSampling) -> I
     window of about WINDOW_FRAMES frames at a time, so a long clip never holds all its frames at once."""
     if not seconds > 0:
         raise ValueError(f"segment seconds must be > 0, got {seconds}")
-    duration = decode_video(ref, sampling.model_copy(update={"frames": 1})).duration
-    return _segments(ref, seconds, sampling, duration)
+    probe = decode_video(ref, sampling.model_copy(update={"frames": 1}))
+    return _segments(ref, seconds, sampling, probe.duration, probe.rate)
 
 
-def _segments(ref: str | bytes, seconds: float, sampling: VideoSampling, duration: float) -> Iterator[VideoSegment]:
-    count = max(1, math.ceil(duration / seconds - 1e-6))
+def _segments(
+    ref: str | bytes, seconds: float, sampling: VideoSampling, duration: float, frame_rate: float
+) -> Iterator[VideoSegment]:
+    # A tail shorter than half a frame (3.003 s of 29.97 fps in 1 s segments) is no segment of its own.
+    count = max(1, math.ceil((duration - 0.5 / frame_rate) / seconds - 1e-6))
     rate = sampling.frames / seconds
     per_window = max(1, WINDOW_FRAMES // sampling.frames)  # segments decoded together
     for first in range(0, count, per_window):
@@ -77,14 +81,20 @@ def _segments(ref: str | bytes, seconds: float, sampling: VideoSampling, duratio
         begin, end = first * seconds, min(last * seconds, duration)
         frames = min((last - first) * sampling.frames, max(1, math.ceil((end - begin) * rate - 1e-9)))
         window = sampling.model_copy(update={"frames": frames, "sampling": "fps", "fps": rate})
-        clip = decode_video(ref, window, start=begin)
+        try:
+            clip = decode_video(ref, window, start=begin)
+        except BadSampleError:
+            if first and begin >= duration - max(0.5, 0.1 * duration):
+                return  # the header promised a little more than the stream holds: the clip ends here, as whole ones do
+            raise
+        # The k-th frame decoded is the k-th sampling time from `begin`: segment first + k // T (a frame's own time
+        # may fall a little before its segment's start, half a frame early, at rates such as 29.97 fps).
         groups: dict[int, list[int]] = {}
         for i, t in enumerate(clip.times):
-            if i and t == clip.times[i - 1]:
+            group = groups.setdefault(min(last - 1, first + i // sampling.frames), [])
+            if group and clip.times[group[-1]] == t:
                 continue  # the same frame again (a variable-rate clip's gap, or the end standing in for missing ones)
-            group = groups.setdefault(min(last - 1, max(first, int(t / seconds + 1e-6))), [])
-            if len(group) < sampling.frames:
-                group.append(i)
+            group.append(i)
         for j in sorted(groups):
             ids = groups[j]
             yield VideoSegment(

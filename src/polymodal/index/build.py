@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from polymodal.api import Model, load
+from polymodal.api.video import WINDOW_FRAMES
 from polymodal.backends import DEFAULT_MODEL
 from polymodal.data.errors import BadSampleError, BadSampleLog
 from polymodal.data.readers.base import embedded_kind
@@ -319,13 +320,16 @@ def _embed_segments(
     (videos or sounds), each decoded once and cut into ``seconds``-long segments, embedded a batch of segments at a
     time as they are decoded (a long clip's frames are never all in memory)."""
     cut = model.video_segments if kind == "video" else model.audio_segments
+    # Segments per model call: a clip's as many as one decoding window holds (its frames are full size until the
+    # model resizes them), a sound's a batch.
+    per_call = max(1, WINDOW_FRAMES // model.video_sampling().frames) if kind == "video" else model.batch_size
     done, bad = {}, {}
     for i, clip in enumerate(clips):
         items: list[Item] = []
         vectors: list[np.ndarray] = []
         try:
             segments = cut(clip.ref, seconds)  # type: ignore[arg-type]
-            for batch in _batched(segments, model.batch_size):
+            for batch in _batched(segments, per_call):
                 items += [
                     dataclasses.replace(
                         clip.item, metadata={**clip.item.metadata, "start": round(s.start, 3), "end": round(s.end, 3)}
