@@ -130,7 +130,9 @@ def test_classify_tells_sounds_clips_and_images_apart_by_extension(
     by_default = model.classify([low, high], ["low", "high"], templates=["a {} tone"])
     explicit = model.classify([low, high], ["low", "high"], modality="audio", templates=["a {} tone"])
     assert [[label for label, _ in r] for r in by_default] == [[label for label, _ in r] for r in explicit]
-    assert [[p for _, p in r] for r in by_default] == pytest.approx([[p for _, p in r] for r in explicit], abs=1e-5)
+    np.testing.assert_allclose(
+        [[p for _, p in r] for r in by_default], [[p for _, p in r] for r in explicit], atol=1e-5
+    )
     clip = tmp_path / "high.mp4"
     write_clip(clip, tone(PITCHES["high"], 1.0, 16000), rate=16000)
     (picture,) = write_images(tmp_path / "pics", 1)
@@ -150,3 +152,15 @@ def test_classify_tells_sounds_clips_and_images_apart_by_extension(
     # A model that embeds images as well takes the picture, and the clip as a clip (its frames).
     both = CliRunner().invoke(app, [*args[:4], "-l", "a low tone,a high tone", "--json", "-m", str(audio_model_dir)])
     assert [next(iter(r)) for r in json.loads(both.stdout)] == ["audio", "video", "image"] and both.exit_code == 0
+
+
+def test_decoded_sound_edge_cases_are_clear(model) -> None:  # noqa: ANN001
+    """A numpy rate (np.int64, 16000.0) makes a pair; channels-first arrays and empty ones are named errors."""
+    from polymodal.api import Waveform
+
+    wave = np.sin(np.arange(4000) / 5).astype(np.float32)
+    np.testing.assert_allclose(model.embed_audio((wave, np.int64(8000))), model.embed_audio((wave, 8000.0)), atol=1e-6)
+    with pytest.raises(ValueError, match=r"looks like \(channels, samples\): pass its .T"):
+        model.embed_audio((np.stack([wave, wave]), 8000))
+    with pytest.raises(BadSampleError, match="no audio samples"):
+        model.embed_audio(Waveform(np.zeros(0, np.float32), 8000))

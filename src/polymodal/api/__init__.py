@@ -1,7 +1,7 @@
 """``polymodal.load(...)`` and the :class:`Model` handle it returns."""
 
 from polymodal.api.audio import AudioSegment, Waveform
-from polymodal.api.inputs import ImageInput, MediaInput, SoundInput, to_image, to_images, to_sounds
+from polymodal.api.inputs import ImageInput, MediaInput, SoundInput, to_image, to_images, to_media, to_sounds
 from polymodal.api.model import Model, load
 from polymodal.api.video import VideoInput, VideoSegment
 
@@ -17,5 +17,6 @@ __all__ = [
     "load",
     "to_image",
     "to_images",
+    "to_media",
     "to_sounds",
 ]

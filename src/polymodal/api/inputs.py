@@ -3,6 +3,7 @@ arrays), strings, or the paths and encoded bytes of the media a model's processo
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Sequence
 from typing import Union
@@ -80,8 +81,13 @@ def to_sounds(values: SoundInput | Sequence[SoundInput]) -> list[str | bytes | W
     return out
 
 
+to_media = to_sounds  # its name before sounds could be decoded samples
+
+
 def _is_samples_and_rate(value: object) -> bool:
-    return isinstance(value, tuple) and len(value) == 2 and hasattr(value[0], "__len__") and isinstance(value[1], int)
+    rate = value[1] if isinstance(value, tuple) and len(value) == 2 else None
+    whole = isinstance(rate, numbers.Integral) or (isinstance(rate, float) and rate.is_integer())
+    return whole and not isinstance(rate, bool) and hasattr(value[0], "__len__")  # type: ignore[index]
 
 
 def modality_of(values: object) -> str:

@@ -153,13 +153,14 @@ def report(task: str, paths: list[Path], bad: dict[int, str], as_json: bool) -> 
     err_console.print(f"{task}: {len(bad)} of {len(paths)} {noun} could not be read", highlight=False)
 
 
-def precheck(task: str, paths: list[Path], as_json: bool) -> dict[int, str]:
+def precheck(task: str, paths: list[Path], as_json: bool, keyed: Callable[[Path], str] | None = None) -> dict[int, str]:
     """The files that cannot be inputs (missing, directories, devices), by position; when none is left, they are
-    reported and the command exits 1 before the model loads."""
+    reported (each JSON entry under ``keyed(path)``, default "image") and the command exits 1 before the model
+    loads."""
     bad = {i: problem for i, path in enumerate(paths) if (problem := file_problem(path)) is not None}
     if len(bad) == len(paths):
         if as_json:
-            emit_json([{"image": str(path), "error": bad[i]} for i, path in enumerate(paths)])
+            emit_json([{(keyed or (lambda _: "image"))(p): str(p), "error": bad[i]} for i, p in enumerate(paths)])
         report(task, paths, bad, as_json)
         raise typer.Exit(1)
     return bad
@@ -207,7 +208,7 @@ def classify(
     from polymodal.data.readers.base import embedded_kind
     from polymodal.evaluate.passes import UNITS
 
-    bad = precheck("classify", images, json)
+    bad = precheck("classify", images, json, keyed=lambda path: modality_of(str(path)))
     loaded = load_model_or_fail(model, batch_size=batch_size, precision=precision, as_json=json)
     require(loaded, EMBED, "classify", json)
     # A sound or a clip by its extension (a clip's sound track to a model of sounds only), else an image.

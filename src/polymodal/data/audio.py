@@ -74,7 +74,9 @@ class Waveform:
                 f"a waveform is float samples of shape (samples,) or (samples, channels), got "
                 f"{samples.dtype} {samples.shape}"
             )
-        object.__setattr__(self, "samples", samples.reshape(len(samples), -1))
+        if samples.ndim == 2 and samples.shape[0] <= MAX_CHANNELS < samples.shape[1]:
+            raise ValueError(f"a waveform of shape {samples.shape} looks like (channels, samples): pass its .T")
+        object.__setattr__(self, "samples", samples.reshape(len(samples), -1 if samples.size else 1))
         object.__setattr__(self, "rate", int(self.rate))
 
     @property
