@@ -169,3 +169,23 @@ def test_the_seed_help_promises_no_same_predictor() -> None:
 
     help_text = inspect.signature(fit).parameters["seed"].default.help
     assert "give the same predictor" not in help_text and "depends on the machine" in help_text
+
+
+def test_ctrl_c_during_fine_tuning_keeps_the_searched_candidate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Ctrl-C while --fine-tune trains the towers keeps what the search chose, as one during the search keeps its
+    best (it wrote nothing, saying no candidate had been trained)."""
+    from polymodal.fit import predictor as predictor_module
+
+    def interrupted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(predictor_module, "_fine_tune", interrupted)
+    table = _write_csv(tmp_path / "t.csv", _tabular_rows(80, 0))
+    lines: list[str] = []
+    fitted = TablePredictor.fit(
+        read_table(table), "label", time_limit=20, candidates=FAST[:1], fine_tune=True, say=lines.append
+    )
+    assert fitted.summary["interrupted"] and any("interrupted fine-tuning: keeping the searched" in x for x in lines)
+    assert fitted.predict(read_table(table), progress=False).labels

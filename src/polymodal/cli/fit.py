@@ -172,7 +172,8 @@ def fit(
     except KeyboardInterrupt:
         _remove_logs(logs)
         fail(
-            f"interrupted before a candidate was trained and saved: nothing written to {out}",
+            f"interrupted before a candidate was trained (while reading the table or its features): nothing written "
+            f"to {out}",
             as_json=json,
             code=INTERRUPTED_EXIT,
         )

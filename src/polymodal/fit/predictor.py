@@ -282,19 +282,23 @@ class TablePredictor:
         if interrupted:
             say(f"interrupted: keeping the best of the {len(leaderboard)} candidates trained, {best.candidate.label}")
         if fine_tune and not interrupted:
-            tuned = _fine_tune(
-                featurizers,
-                best,
-                the_problem,
-                (train_table, train_targets),
-                (val_table, val_targets),
-                seconds=time_limit - (time.monotonic() - started),
-                log_dir=log_file.parent if log_file else None,
-                bad_log=bad_log,
-                seed=seed,
-                say=say,
-                progress=progress,
-            )
+            try:
+                tuned = _fine_tune(
+                    featurizers,
+                    best,
+                    the_problem,
+                    (train_table, train_targets),
+                    (val_table, val_targets),
+                    seconds=time_limit - (time.monotonic() - started),
+                    log_dir=log_file.parent if log_file else None,
+                    bad_log=bad_log,
+                    seed=seed,
+                    say=say,
+                    progress=progress,
+                )
+            except KeyboardInterrupt:  # the searched candidate stands, as a Ctrl-C during the search keeps its best
+                interrupted = True
+                say(f"interrupted fine-tuning: keeping the searched candidate {best.candidate.label}")
             if tuned is not None and tuned.metrics and tuned.metrics["score"] > best.score:
                 network, validation = tuned.model.network, tuned.metrics
                 for name, tower in tuned.model.towers.items():
