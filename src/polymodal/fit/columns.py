@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -185,6 +185,15 @@ def class_name(value: Any) -> str:
     if number is not None and isinstance(value, str) and abs(number) < EXACT_INTEGERS:
         return str(number)
     return str(value).strip()
+
+
+def known_class(value: Any, classes: Collection[str]) -> str | None:
+    """The one of ``classes`` a label cell names: as written first (a predictor saved before labels were normalised
+    holds "1.0"), then as :func:`class_name` normalises it; None for a class it does not know."""
+    for name in (str(value).strip(), class_name(value)):
+        if name in classes:
+            return name
+    return None
 
 
 LABEL_SEPARATORS = ("|", ";")

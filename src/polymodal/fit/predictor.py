@@ -37,6 +37,7 @@ from polymodal.fit.columns import (
     describe_column,
     detect_problem,
     is_missing,
+    known_class,
 )
 from polymodal.fit.features import Featurizer, TowerFeaturizer, featurizer_from_state, featurizers_for
 from polymodal.fit.network import Candidate, FeatureNetwork
@@ -659,8 +660,7 @@ def unknown_classes(problem: Problem, labels: Sequence[Any]) -> list[str]:
     if problem.kind not in ("binary", "multiclass"):
         return []
     known = set(problem.classes)
-    cells = (v for v in labels if not is_missing(v))
-    return [class_name(v) for v in cells if str(v).strip() not in known and class_name(v) not in known]
+    return [class_name(v) for v in labels if not is_missing(v) and known_class(v, known) is None]
 
 
 def id_columns(table: Table, keep: Iterable[str] = ()) -> dict[str, list[Any]]:

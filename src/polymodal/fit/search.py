@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from polymodal.fit.columns import LOWER_IS_BETTER, Problem, as_number, class_name, is_missing, label_values
+from polymodal.fit.columns import LOWER_IS_BETTER, Problem, as_number, is_missing, known_class, label_values
 from polymodal.fit.network import Candidate, FeatureNetwork
 from polymodal.metrics.classification import accuracy, confusion_matrix, precision_recall_f1, roc_auc
 from polymodal.metrics.regression import regression_metrics
@@ -103,8 +103,8 @@ def encode_targets(problem: Problem, values: Sequence[Any], scale: tuple[float, 
                     if name in index:
                         y[i, index[name]] = 1.0
         return Targets(y, known)
-    # A label as written first (a predictor saved before labels were normalised holds "1.0"), then normalised.
-    ids = [index.get(str(v).strip(), index.get(class_name(v), -1)) if k else -1 for v, k in zip(values, known.tolist())]
+    names = [known_class(v, index) if k else None for v, k in zip(values, known.tolist())]
+    ids = [-1 if name is None else index[name] for name in names]
     y = torch.tensor(ids, dtype=torch.long)
     return Targets(y.clamp(min=0), known & (y >= 0))
 
