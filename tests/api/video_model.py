@@ -15,10 +15,11 @@ from PIL import Image
 from polymodal.data.processors import ImageProcessor, TextProcessor, VideoProcessor
 from polymodal.data.text import train_tokenizer
 from polymodal.data.transforms import ImagePreprocess
-from polymodal.data.video import VideoSampling
+from polymodal.data.video import Clip, VideoSampling
 from polymodal.models import build_model, build_preset, parse_model_config, save_model
 from polymodal.models.config import ComponentConfig
 from polymodal.models.presets import PRESETS
+from polymodal.modules.losses.caption import CaptionLoss
 from tests.api.audio_model import contrastive_step
 
 pytest.importorskip("av")
@@ -93,16 +94,36 @@ def save_colour_model(directory: Path, *, video_tower: bool = False, steps: int 
     return save_model(directory, tower.eval(), processors)
 
 
-def save_video_captioner(directory: Path) -> Path:
-    """An untrained captioner of clips: a ViT per frame under a temporal transformer, and a text decoder."""
+def save_video_captioner(directory: Path, steps: int = 0, source: str = "video", frames: int = 8) -> Path:
+    """A captioner of clips (a ViT per frame under a temporal transformer, and a text decoder), or with ``source``
+    "image" of pictures; with ``steps``, trained that long to say each colour's caption."""
+    torch.manual_seed(0)
     tokenizer = train_tokenizer(list(CAPTIONS.values()), vocab_size=32, kind="wordlevel")
     model = build_preset(
-        "shapes-caption", source="video", image_size=SIZE, frames=8, vocab_size=tokenizer.vocab_size, max_length=8
+        "shapes-caption", source=source, image_size=SIZE, frames=frames, vocab_size=tokenizer.vocab_size, max_length=8
     )
+    preprocess = ImagePreprocess(image_size=SIZE)
     processors = {
-        "video": VideoProcessor(VideoSampling(frames=8), ImagePreprocess(image_size=SIZE)),
+        source: VideoProcessor(VideoSampling(frames=frames), preprocess)
+        if source == "video"
+        else ImageProcessor(preprocess),
         "text": TextProcessor(tokenizer, 8),
     }
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for step in range(steps):
+        names = [list(COLOURS)[i % len(COLOURS)] for i in range(8)]
+        pictures = [picture(n, seed=step * 8 + i) for i, n in enumerate(names)]
+        media = (
+            [Clip([p] * frames, [k / frames for k in range(frames)], 1.0, FPS) for p in pictures]
+            if source == "video"
+            else pictures
+        )
+        ids, mask = processors["text"].batch([CAPTIONS[n] for n in names])
+        logits = model({source: processors[source].batch(media)}, ids, mask)["logits"]
+        loss = CaptionLoss()(logits, ids, mask)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
     return save_model(directory, model.eval(), processors)
 
 

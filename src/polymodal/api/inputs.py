@@ -11,6 +11,7 @@ from typing import Union
 import numpy as np
 from PIL import Image
 
+from polymodal.api.video import to_clips
 from polymodal.data.audio import Waveform
 from polymodal.data.image import DEFAULT_MAX_PIXELS, decode_image, to_rgb
 
@@ -114,13 +115,15 @@ def modality_of(values: object) -> str:
 def to_inputs(modality: str, values: object) -> list[object]:
     """``values`` as a list, one entry per item, to be batched and then :func:`decoded` a batch at a time (a long
     list of image paths never holds more than one batch of decoded images): images with their position, strings,
-    or media paths and bytes."""
+    clips (paths, bytes, decoded Clips), or sounds (paths, bytes, Waveforms)."""
     if modality == "image":
         if isinstance(values, (str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray)):
             values = [values]
         return list(enumerate(values))  # type: ignore[call-overload]
     if modality == "text":
         return [values] if isinstance(values, str) else [str(v) for v in values]  # type: ignore[attr-defined]
+    if modality == "video":
+        return list(to_clips(values))  # type: ignore[arg-type]
     return list(to_sounds(values))  # type: ignore[arg-type]
 
 

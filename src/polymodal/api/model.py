@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -17,7 +18,8 @@ from polymodal.api.audio import AudioSegment, segment_sound
 from polymodal.api.inputs import ImageInput, MediaInput, SoundInput, decode_batch, modality_of, to_inputs
 from polymodal.api.precision import choose_tower_precisions
 from polymodal.api.predictor import PredictorBackend
-from polymodal.api.video import VideoInput, VideoSegment, segment_clip, to_clips
+from polymodal.api.timeline import TimedCaption, merge_repeats
+from polymodal.api.video import VideoInput, VideoSegments, middle_frame, segment_clip, to_clips
 from polymodal.backends import ANSWER, CAPTION, EMBED, GENERATE, PREDICT, Backend, TaskNotSupported, load_backend
 from polymodal.backends.base import accepts, embed, logit_scale, media, text_lengths, video_embedding
 from polymodal.backends.video import IMAGE_FRAMES
@@ -41,9 +43,11 @@ MAX_GUIDANCE = 50.0
 MAX_SEED = 2**53 - 1  # every seed survives a JSON round trip through JavaScript numbers
 
 
-def _batches(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` ``size`` at a time (an iterator is read as it goes)."""
+    rest = iter(items)
+    while chunk := list(itertools.islice(rest, size)):
+        yield chunk
 
 
 def _batches_by_length(items: Sequence[T], lengths: Sequence[int], size: int) -> Iterator[Sequence[T]]:
@@ -297,9 +301,10 @@ class Model:
 
     def audio_segments(self, clip: str | bytes, seconds: float) -> list[AudioSegment]:
         """A recording cut into ``seconds``-long segments at the model's sample rate, each with its start and end
-        (pass their ``.sound`` to ``embed_audio``); a bad file raises BadSampleError."""
-        self._require(EMBED, "embed", "audio")
-        processor = self.backend.saved.processors["audio"]  # type: ignore[attr-defined]  # audio: polymodal models
+        (pass their ``.sound`` to ``embed_audio`` or ``caption``); a bad file raises BadSampleError."""
+        processor = getattr(getattr(self.backend, "saved", None), "processors", {}).get("audio")
+        if processor is None:  # audio towers are polymodal models' own
+            raise TaskNotSupported(self.backend, "read sounds")
         return segment_sound(clip, seconds, processor.features.sample_rate)
 
     def embed_video(self, clips: VideoInput | Sequence[VideoInput]) -> np.ndarray:
@@ -312,7 +317,7 @@ class Model:
         processor = getattr(getattr(self.backend, "saved", None), "processors", {}).get("video")
         return processor.sampling if processor is not None else VideoSampling()
 
-    def video_segments(self, clip: str | bytes, seconds: float) -> Iterator[VideoSegment]:
+    def video_segments(self, clip: str | bytes, seconds: float) -> VideoSegments:
         """``clip`` cut into ``seconds``-long segments, each with the frames its embedding reads (pass their
         ``.clip`` to ``embed_video``), yielded as the clip is decoded; a bad file raises BadSampleError (a bad
         header at the call, a clip that breaks off where it does)."""
@@ -410,6 +415,41 @@ class Model:
                 batch = decode_batch(source, chunk)
                 out.extend(self.backend.caption(batch, max_new_tokens=max_new_tokens, num_beams=num_beams))
         return out
+
+    def caption_segments(
+        self,
+        clip: str | os.PathLike[str] | bytes,
+        seconds: float,
+        *,
+        max_new_tokens: int = 30,
+        num_beams: int = 1,
+        merge: bool = True,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[TimedCaption]:
+        """A long clip or recording described ``seconds`` at a time: each segment's caption with its start and end;
+        with ``merge``, consecutive segments captioned alike as one span (a timeline of what happens). A captioner
+        of clips reads each segment's frames, one of images the segment's middle frame, one of sounds its sound.
+        ``progress(done, total)`` counts segments. A bad file raises BadSampleError."""
+        self._require(CAPTION, "caption")
+        source = self._source(CAPTION, "caption")
+        ref = os.fspath(clip) if isinstance(clip, os.PathLike) else clip
+        if source == "audio":
+            sounds = self.audio_segments(ref, seconds)
+            media: Iterator[tuple[float, float, object]] = ((s.start, s.end, s.sound) for s in sounds)
+            total = len(sounds)
+        elif source in ("video", "image"):
+            clips = self.video_segments(ref, seconds)
+            media = ((s.start, s.end, s.clip if source == "video" else middle_frame(s.clip)) for s in clips)
+            total = clips.count
+        else:
+            raise ValueError(f"model {self.name} captions {source}; only clips and sounds are cut into segments")
+        timed: list[TimedCaption] = []
+        for chunk in _batches(media, self.batch_size):
+            texts = self.caption([item for *_, item in chunk], max_new_tokens=max_new_tokens, num_beams=num_beams)
+            timed.extend(TimedCaption(start, end, text) for (start, end, _), text in zip(chunk, texts))
+            if progress is not None:
+                progress(len(timed), total)
+        return merge_repeats(timed) if merge else timed
 
     def answer(
         self,

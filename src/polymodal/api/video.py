@@ -9,6 +9,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Union
 
+from PIL import Image
+
 from polymodal.backends.video import IMAGE_FRAMES, VIDEO_TOWER, decoded
 from polymodal.data.errors import BadSampleError
 from polymodal.data.video import Clip, VideoSampling, decode_video
@@ -18,7 +20,9 @@ __all__ = [
     "VIDEO_TOWER",
     "VideoInput",
     "VideoSegment",
+    "VideoSegments",
     "decoded",
+    "middle_frame",
     "segment_clip",
     "to_clips",
 ]
@@ -42,6 +46,16 @@ class VideoSegment:
         return self.clip
 
 
+class VideoSegments(Iterator[VideoSegment]):
+    """The segments of one clip as they are decoded, with how many there are and the clip's length in seconds."""
+
+    def __init__(self, segments: Iterator[VideoSegment], count: int, duration: float) -> None:
+        self._segments, self.count, self.duration = segments, count, duration
+
+    def __next__(self) -> VideoSegment:
+        return next(self._segments)
+
+
 def to_clips(values: VideoInput | Sequence[VideoInput]) -> list[str | bytes | Clip]:
     """A list of paths (as strings), encoded bytes and decoded clips from one input or a sequence of them."""
     if isinstance(values, (str, os.PathLike, bytes, bytearray, Clip)):
@@ -59,21 +73,26 @@ def to_clips(values: VideoInput | Sequence[VideoInput]) -> list[str | bytes | Cl
     return out
 
 
-def segment_clip(ref: str | bytes, seconds: float, sampling: VideoSampling) -> Iterator[VideoSegment]:
+def middle_frame(clip: Clip) -> Image.Image:
+    """The middle one of the clip's sampled frames (of frames sampled from a segment's start: the one at its middle)."""
+    return clip.frames[len(clip.frames) // 2]
+
+
+def segment_clip(ref: str | bytes, seconds: float, sampling: VideoSampling) -> VideoSegments:
     """``ref`` cut into consecutive ``seconds``-long segments (the last one may be shorter), each with up to
     ``sampling.frames`` frames taken at a fixed rate from its start. The segments come as they are decoded, a
     window of about WINDOW_FRAMES frames at a time, so a long clip never holds all its frames at once."""
     if not seconds > 0:
         raise ValueError(f"segment seconds must be > 0, got {seconds}")
     probe = decode_video(ref, sampling.model_copy(update={"frames": 1}))
-    return _segments(ref, seconds, sampling, probe.duration, probe.rate)
+    # A tail shorter than half a frame (3.003 s of 29.97 fps in 1 s segments) is no segment of its own.
+    count = max(1, math.ceil((probe.duration - 0.5 / probe.rate) / seconds - 1e-6))
+    return VideoSegments(_segments(ref, seconds, sampling, probe.duration, count), count, probe.duration)
 
 
 def _segments(
-    ref: str | bytes, seconds: float, sampling: VideoSampling, duration: float, frame_rate: float
+    ref: str | bytes, seconds: float, sampling: VideoSampling, duration: float, count: int
 ) -> Iterator[VideoSegment]:
-    # A tail shorter than half a frame (3.003 s of 29.97 fps in 1 s segments) is no segment of its own.
-    count = max(1, math.ceil((duration - 0.5 / frame_rate) / seconds - 1e-6))
     rate = sampling.frames / seconds
     per_window = max(1, WINDOW_FRAMES // sampling.frames)  # segments decoded together
     for first in range(0, count, per_window):

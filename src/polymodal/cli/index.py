@@ -15,16 +15,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
-from rich.text import Text
 
-from polymodal.cli.output import JsonOption, console, emit_json, err_console, fail
+from polymodal.cli.output import JsonOption, console, emit_json, err_console, fail, with_progress
 from polymodal.cli.tasks import BatchOption, ExportOption, ModelOption, PrecisionOption, check_files, load_model_or_fail
 
 if TYPE_CHECKING:
     from polymodal.index import BuildResult
-    from polymodal.index.build import ProgressFn
 
 T = TypeVar("T")
 app = typer.Typer(
@@ -35,36 +32,6 @@ TextsOption = typer.Option(
     False, "--texts", help="Also index the captions of a manifest (kind text), for image->text search."
 )
 ChunkOption = typer.Option(1024, "--chunk-size", min=1, help="Items per saved chunk: the unit of resume.")
-
-
-class _RateColumn(ProgressColumn):
-    """``done/total  N items/s`` (the total is unknown until the source has been counted)."""
-
-    def render(self, task: Any) -> Text:
-        total = f"{task.total:,.0f}" if task.total is not None else "?"
-        rate = f"{task.speed:,.1f} items/s" if task.speed else "- items/s"
-        return Text(f"{task.completed:,.0f}/{total}  {rate}", style="cyan")
-
-
-def _with_progress(show: bool, label: str, work: Callable[[ProgressFn | None], T]) -> T:
-    """Run ``work(progress_callback)`` under a rich progress bar on stderr (none with --json)."""
-    if not show:
-        return work(None)
-    if not err_console.is_terminal:  # a pipe or a CI log: a line every 5% instead of a bar nobody sees
-        from polymodal.progress import ProgressReporter
-
-        lines: list[ProgressReporter] = []
-
-        def report(done: int, total: int) -> None:
-            if not lines or lines[-1].total != total:  # the total is known once the source has been counted
-                lines.append(ProgressReporter(label, total, stream=err_console.file, terminal=False))
-            lines[-1].update(done)
-
-        return work(report)
-    columns = (TextColumn("{task.description}"), BarColumn(), _RateColumn(), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err_console, transient=False) as bar:
-        task = bar.add_task(label, total=None)
-        return work(lambda done, total: bar.update(task, completed=done, total=total))
 
 
 def _index_errors() -> tuple[type[BaseException], ...]:
@@ -234,7 +201,7 @@ def build(
         "build",
         out,
         json,
-        lambda: _with_progress(
+        lambda: with_progress(
             not json,
             "embedding",
             lambda progress: build_index(
@@ -301,7 +268,7 @@ def add(
         "add",
         index,
         json,
-        lambda: _with_progress(
+        lambda: with_progress(
             not json,
             "embedding",
             lambda progress: add_to_index(

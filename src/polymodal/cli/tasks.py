@@ -16,7 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from polymodal.cli.output import JsonOption, console, emit_json, err_console, fail
+from polymodal.cli.output import JsonOption, console, emit_json, err_console, fail, with_progress
 
 if TYPE_CHECKING:
     from polymodal.api import Model
@@ -273,14 +273,31 @@ def caption(
     beams: int = typer.Option(1, "--beams", min=1, help="Beam width (1 = greedy)."),
     batch_size: int = BatchOption,
     precision: str = PrecisionOption,
+    segment_seconds: float = typer.Option(
+        None,
+        "--segment-seconds",
+        help="Describe each clip or sound S seconds at a time: a timeline of captions with their times, "
+        "consecutive equal ones as one span (an image captioner reads each segment's middle frame).",
+    ),
+    every_segment: bool = typer.Option(
+        False, "--every-segment", help="With --segment-seconds: a line per segment, equal captions not merged."
+    ),
     json: bool = JsonOption,
 ) -> None:
     """Describe each image (or sound, clip: what the captioner reads) in a sentence (needs a captioning model)."""
     from polymodal.backends import CAPTION
 
+    if segment_seconds is not None and not segment_seconds > 0:
+        fail(f"--segment-seconds must be > 0, got {segment_seconds}", as_json=json, code=2)
+    if every_segment and segment_seconds is None:
+        fail("--every-segment needs --segment-seconds", as_json=json, code=2)
     bad = precheck("caption", images, json)
     loaded = load_model_or_fail(model, batch_size=batch_size, precision=precision, as_json=json)
     require(loaded, CAPTION, "caption", json)
+    if segment_seconds is not None:
+        options = {"max_new_tokens": max_new_tokens, "num_beams": beams, "merge": not every_segment}
+        caption_timelines(loaded, images, segment_seconds, options, bad, json)
+        return
     items = {i: str(p) for i, p in enumerate(images) if i not in bad}  # decoded by the model a batch at a time
     texts = run_batches(
         "caption",
@@ -302,6 +319,56 @@ def caption(
                 line = f"[bold]{escape(row['image'])}[/]: {escape(row['caption'])}"
                 console.print(line, highlight=False, soft_wrap=True)
     report("caption", images, bad, json)
+    if bad:
+        raise typer.Exit(1)
+
+
+def caption_timelines(
+    loaded: Model, paths: list[Path], seconds: float, options: dict[str, Any], bad: dict[int, str], as_json: bool
+) -> None:
+    """``caption --segment-seconds``: each clip or sound's timeline of captions, a file at a time under a progress
+    bar; an image, or a file the captioner cannot decode, is a bad file."""
+    from polymodal.api.inputs import modality_of
+    from polymodal.api.timeline import clock
+    from polymodal.data.errors import BadSampleError
+
+    kinds = [modality_of(str(p)) for p in paths]
+    timelines: dict[int, list[Any]] = {}
+    for i, path in enumerate(paths):
+        if i in bad:
+            continue
+        if kinds[i] == "image":
+            bad[i] = "an image is one picture: --segment-seconds cuts clips and sounds"
+            continue
+
+        def work(progress: Any, path: Path = path) -> list[Any]:
+            return loaded.caption_segments(str(path), seconds, progress=progress, **options)
+
+        try:
+            timelines[i] = run_task(
+                "caption",
+                lambda work=work, path=path: with_progress(not as_json, f"caption {path.name}", work, "segments"),
+                as_json,
+                reraise=BadSampleError,
+            )
+        except BadSampleError as e:
+            bad[i] = e.reason
+    payload = [
+        {kinds[i]: str(p), "error": bad[i]}
+        if i in bad
+        else {kinds[i]: str(p), "segments": [t.as_dict() for t in timelines[i]]}
+        for i, p in enumerate(paths)
+    ]
+    if as_json:
+        emit_json(payload)
+    else:
+        for i, path in enumerate(paths):
+            if i in timelines:
+                console.print(f"[bold]{escape(str(path))}[/]", highlight=False, soft_wrap=True)
+                for t in timelines[i]:
+                    span = f"{clock(t.start)}-{clock(t.end)}"
+                    console.print(f"  {span:>15}  {escape(t.caption)}", highlight=False, soft_wrap=True)
+    report("caption", paths, bad, as_json)
     if bad:
         raise typer.Exit(1)
 
