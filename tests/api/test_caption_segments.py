@@ -4,6 +4,7 @@ captioner reads each segment's middle frame; bad files and options are clear err
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -161,3 +162,42 @@ def test_cli_prints_each_clips_timeline(clip_captioner: polymodal.Model, clips, 
     ]:
         result = runner.invoke(app, [*caption, str(clips["rrbr"]), *args])
         assert result.exit_code == 2 and message in result.output
+
+
+def test_the_server_returns_a_clips_timeline(
+    clip_captioner: polymodal.Model,
+    picture_captioner: polymodal.Model,
+    clips,  # noqa: ANN001
+) -> None:
+    from tests.serve.conftest import make_client
+
+    clip = base64.b64encode(clips["rrbr"].read_bytes()).decode()
+    with make_client(clip_captioner) as client:
+        answer = client.post("/caption", json={"video": clip, "segment_seconds": 1})
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {
+            "caption": f"{RED}; {BLUE}; {RED}",
+            "segments": [
+                {"start": 0.0, "end": 2.0, "caption": RED},
+                {"start": 2.0, "end": 3.0, "caption": BLUE},
+                {"start": 3.0, "end": 4.0, "caption": RED},
+            ],
+        }
+        form = {"segment_seconds": "1", "every_segment": "true"}
+        files = {"video": ("rrbr.mp4", clips["rrbr"].read_bytes(), "video/mp4")}
+        every = client.post("/caption", data=form, files=files)
+        assert every.status_code == 200, every.text
+        assert [s["caption"] for s in every.json()["segments"]] == [RED, RED, BLUE, RED]
+        plain = client.post("/caption", json={"video": clip})  # no segments: one caption, as before
+        assert plain.status_code == 200 and set(plain.json()) == {"caption"}
+        too_many = client.post("/caption", json={"video": clip, "segment_seconds": 0.001})
+        assert too_many.status_code == 422 and "more than 1000" in too_many.text
+        for bad in (0, -1):
+            assert client.post("/caption", json={"video": clip, "segment_seconds": bad}).status_code == 422
+        picture = base64.b64encode(b"not read").decode()
+        not_a_clip = client.post("/caption", json={"image": picture, "segment_seconds": 1})
+        assert not_a_clip.status_code == 422 and "upload a video" in not_a_clip.text
+    with make_client(picture_captioner) as client:  # reads each segment's middle frame
+        answer = client.post("/caption", json={"video": clip, "segment_seconds": 1})
+        assert answer.status_code == 200, answer.text
+        assert [s["caption"] for s in answer.json()["segments"]] == [RED, BLUE, RED]

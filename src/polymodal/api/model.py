@@ -425,11 +425,13 @@ class Model:
         num_beams: int = 1,
         merge: bool = True,
         progress: Callable[[int, int], None] | None = None,
+        max_segments: int | None = None,
     ) -> list[TimedCaption]:
         """A long clip or recording described ``seconds`` at a time: each segment's caption with its start and end;
         with ``merge``, consecutive segments captioned alike as one span (a timeline of what happens). A captioner
         of clips reads each segment's frames, one of images the segment's middle frame, one of sounds its sound.
-        ``progress(done, total)`` counts segments. A bad file raises BadSampleError."""
+        ``progress(done, total)`` counts segments; more than ``max_segments`` is a ValueError before any is
+        captioned. A bad file raises BadSampleError."""
         self._require(CAPTION, "caption")
         source = self._source(CAPTION, "caption")
         ref = os.fspath(clip) if isinstance(clip, os.PathLike) else clip
@@ -443,6 +445,8 @@ class Model:
             total = clips.count
         else:
             raise ValueError(f"model {self.name} captions {source}; only clips and sounds are cut into segments")
+        if max_segments is not None and total > max_segments:
+            raise ValueError(f"{total} segments of {seconds:g} s, more than {max_segments}: take longer segments")
         timed: list[TimedCaption] = []
         for chunk in _batches(media, self.batch_size):
             texts = self.caption([item for *_, item in chunk], max_new_tokens=max_new_tokens, num_beams=num_beams)

@@ -78,6 +78,7 @@ from polymodal.serve.schemas import (
     SearchHit,
     SearchRequest,
     SearchResponse,
+    TimedCaptionOut,
     TowerRuntimeInfo,
 )
 from polymodal.serve.search import SearchIndex
@@ -234,6 +235,7 @@ async def classify(
 @router.post(
     "/caption",
     response_model=CaptionResponse,
+    response_model_exclude_none=True,  # `segments` only when asked for
     summary="Caption an image (or a clip, for a captioner of clips)",
     openapi_extra=_media_body(CaptionOptions, CaptionRequest, {m: QUERY_DOCS[m] for m in SOURCE_MEDIA}),
 )
@@ -242,8 +244,19 @@ async def caption(
 ) -> CaptionResponse:
     service.require("/caption", "caption")
     options, upload = await read_media_request(request, CaptionOptions, CaptionRequest, SOURCE_MEDIA)
-    item = await _media_item(upload, "/caption", "caption", service, settings)
-    return CaptionResponse(caption=await service.caption(item, options.max_new_tokens, options.num_beams))
+    if options.segment_seconds is None:
+        item = await _media_item(upload, "/caption", "caption", service, settings)
+        return CaptionResponse(caption=await service.caption(item, options.max_new_tokens, options.num_beams))
+    if upload.modality != "video":
+        raise ApiError(422, "invalid_request", "segment_seconds cuts a clip into segments: upload a video")
+    if not service.model.media("caption") & {"video", "image"}:
+        service.require("/caption", "caption", "video")  # a captioner of sounds: refused, saying what it reads
+    clip = await decode_media(upload, settings, service.model.video_sampling())
+    timeline = await service.caption_segments(clip, options)  # type: ignore[arg-type]
+    return CaptionResponse(
+        caption="; ".join(t.caption for t in timeline),
+        segments=[TimedCaptionOut(**t.as_dict()) for t in timeline],  # type: ignore[arg-type]
+    )
 
 
 @router.post(

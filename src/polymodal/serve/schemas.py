@@ -92,9 +92,20 @@ class ClassifyResponse(BaseModel):
 
 
 # -- caption / answer ----------------------------------------------------------------------------------------
+MAX_SEGMENTS = 1000  # captions one request may ask for: a 10-minute clip in 0.6-second segments
+
+
 class CaptionOptions(_Strict):
     max_new_tokens: int = Field(30, ge=1, le=100)
     num_beams: int = Field(1, ge=1, le=8)
+    segment_seconds: float | None = Field(
+        None,
+        gt=0,
+        description="Describe a clip this many seconds at a time: `segments` holds each span's caption with its "
+        f"times, consecutive equal captions merged (at most {MAX_SEGMENTS} segments; an image captioner reads each "
+        "segment's middle frame).",
+    )
+    every_segment: bool = Field(False, description="With segment_seconds: every segment, equal captions not merged.")
 
 
 class _SourceItem(BaseModel):
@@ -114,8 +125,17 @@ class CaptionRequest(CaptionOptions, _SourceItem):
     pass
 
 
-class CaptionResponse(BaseModel):
+class TimedCaptionOut(BaseModel):
+    start: float = Field(description="Seconds from the clip's start.")
+    end: float
     caption: str
+
+
+class CaptionResponse(BaseModel):
+    caption: str = Field(
+        description="The caption; with segment_seconds, the segments' captions in order, joined by '; '."
+    )
+    segments: list[TimedCaptionOut] | None = Field(None, description="With segment_seconds: the timeline.")
 
 
 class AnswerOptions(_Strict):

@@ -10,12 +10,14 @@ import numpy as np
 from PIL import Image
 
 from polymodal.api import Model
+from polymodal.api.timeline import TimedCaption
 from polymodal.backends import ANSWER, CAPTION, EMBED, GENERATE, PREDICT, TaskNotSupported
 from polymodal.data.errors import BadSampleError
 from polymodal.fit import rows_table
 from polymodal.serve.batching import MicroBatcher
 from polymodal.serve.errors import ApiError
 from polymodal.serve.playable import PlayableVideos
+from polymodal.serve.schemas import MAX_SEGMENTS, CaptionOptions
 from polymodal.serve.search import SearchIndex
 
 # Endpoint -> what it needs: a model capability, and for search/items an index.
@@ -90,6 +92,26 @@ class Service:
 
         (text,) = await self._checked(("caption", max_new_tokens, num_beams), [item], run)
         return text
+
+    async def caption_segments(self, clip: bytes, options: CaptionOptions) -> list[TimedCaption]:
+        """A clip's timeline of captions (``Model.caption_segments``), one request per model call."""
+
+        def run(clips: list[bytes]) -> list[list[TimedCaption]]:
+            return [
+                self.model.caption_segments(
+                    one,
+                    options.segment_seconds,  # type: ignore[arg-type]
+                    max_new_tokens=options.max_new_tokens,
+                    num_beams=options.num_beams,
+                    merge=not options.every_segment,
+                    max_segments=MAX_SEGMENTS,
+                )
+                for one in clips
+            ]
+
+        key = ("caption_segments", *options.model_dump().items())  # requests asking alike share a call
+        (timeline,) = await self._checked(key, [clip], run)
+        return timeline
 
     async def answer(self, item: Any, question: str) -> str:
         def run(pairs: list[tuple[Any, str]]) -> list[str]:
