@@ -88,6 +88,14 @@ def test_search_returns_the_exact_nearest_items_with_thumbnails(client, model: M
     assert all(h["kind"] == "image" and h["thumbnail_url"] == f"/items/{h['id']}/image?max_size=256" for h in hits)
     by_image = client.post("/search", json={"image": b64(shape_image("green")), "k": 1}).json()["hits"]
     assert Path(by_image[0]["path"]).name == "green.png" and by_image[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    # The same query as a file upload, options as form fields, as /classify takes them.
+    upload = {"image": ("q.png", png_bytes(shape_image("green")), "image/png")}
+    by_file = client.post("/search", files=upload, data={"k": "2", "kind": "image"})
+    assert by_file.status_code == 200, by_file.text
+    assert [h["id"] for h in by_file.json()["hits"]][:1] == [by_image[0]["id"]] and len(by_file.json()["hits"]) == 2
+    for form, needle in [({"k": "0"}, "k"), ({"text": "a red circle"}, "text")]:  # a text query is JSON
+        refused = client.post("/search", files=upload, data=form)
+        assert refused.status_code == 422 and needle in refused.text
 
 
 def test_item_images_are_served_by_id_only(client, image_dir: Path) -> None:  # noqa: ANN001

@@ -97,7 +97,7 @@ def test_wrong_content_type_is_415(small) -> None:  # noqa: ANN001
     for path, kwargs in [
         ("/embed", {"content": b'{"texts": ["a"]}', "headers": {"Content-Type": "text/plain"}}),
         ("/search", {"content": b'{"text": "a"}'}),  # no Content-Type at all
-        ("/search", {"files": {"image": ("a.png", b"x", "image/png")}}),
+        ("/generate", {"files": {"image": ("a.png", b"x", "image/png")}}),
         ("/caption", {"content": b"raw", "headers": {"Content-Type": "image/png"}}),
     ]:
         response = small.post(path, **kwargs)

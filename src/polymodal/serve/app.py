@@ -38,11 +38,13 @@ from polymodal.serve.payloads import (
     decode_media,
     png_base64,
     read_embed_request,
+    read_json,
     read_media_request,
     thumbnail,
+    validate,
 )
 from polymodal.serve.rows import bad_cell, predictor_rows
-from polymodal.serve.safety import JSON, MULTIPART, RequestGuard, SecurityHeaders, api_key_dependency
+from polymodal.serve.safety import JSON, MULTIPART, RequestGuard, SecurityHeaders, api_key_dependency, media_type
 from polymodal.serve.schemas import (
     AUDIO_DOC,
     IMAGE_DOC,
@@ -76,6 +78,7 @@ from polymodal.serve.schemas import (
     PredictResponse,
     Runtime,
     SearchHit,
+    SearchOptions,
     SearchRequest,
     SearchResponse,
     TimedCaptionOut,
@@ -118,7 +121,7 @@ EMBED_FIELDS = {"images": "image", "audio": "audio", "videos": "video"}  # /embe
 # Body routes and the media types they take; everything else is refused with 415 before it is read.
 CONTENT_TYPES = {
     "/embed": (JSON, MULTIPART),
-    "/search": (JSON,),
+    "/search": (JSON, MULTIPART),
     "/classify": (JSON, MULTIPART),
     "/caption": (JSON, MULTIPART),
     "/answer": (JSON, MULTIPART),
@@ -351,21 +354,28 @@ async def predict(
     )
 
 
-@router.post("/search", response_model=SearchResponse, summary="Search the index by text, image, sound or clip")
+@router.post(
+    "/search",
+    response_model=SearchResponse,
+    summary="Search the index by text, image, sound or clip",
+    openapi_extra=_media_body(SearchOptions, SearchRequest, QUERY_DOCS),
+)
 async def search(
-    body: SearchRequest,
-    request: Request,
-    service: Service = Depends(_service),
-    settings: ServeSettings = Depends(_settings),
+    request: Request, service: Service = Depends(_service), settings: ServeSettings = Depends(_settings)
 ) -> SearchResponse:
     service.require("/search", "search")
-    if body.text is not None:
-        hits = await service.search("text", body.text, body.k, body.kind)
+    options: SearchOptions
+    if media_type(request.headers.get("content-type")) == MULTIPART:  # a file to search by, options as form fields
+        options, upload = await read_media_request(request, SearchOptions, SearchRequest, QUERY_MEDIA)
     else:
+        options = body = validate(SearchRequest, await read_json(request))
+        if body.text is not None:
+            hits = await service.search("text", body.text, body.k, body.kind)
+            return SearchResponse(hits=[_hit(hit, request) for hit in hits])
         (field,) = [f for f in QUERY_MEDIA if getattr(body, f) is not None]
         upload = Upload(field, field, decode_base64(getattr(body, field), field))
-        item = await _media_item(upload, "/search", "search by", service, settings)
-        hits = await service.search(field, item, body.k, body.kind)
+    item = await _media_item(upload, "/search", "search by", service, settings)
+    hits = await service.search(upload.modality, item, options.k, options.kind)
     return SearchResponse(hits=[_hit(hit, request) for hit in hits])
 
 

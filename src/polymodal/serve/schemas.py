@@ -188,13 +188,16 @@ class GenerateResponse(BaseModel):
 
 
 # -- search --------------------------------------------------------------------------------------------------
-class SearchRequest(_Strict):
+class SearchOptions(_Strict):
+    k: int = Field(10, ge=1, le=MAX_K)
+    kind: ItemKind | None = Field(None, description="Only return items of this kind.")
+
+
+class SearchRequest(SearchOptions):
     text: str | None = Field(None, max_length=2000, description="Text query.")
     image: str | None = Field(None, description="Base64-encoded image query.")
     audio: str | None = Field(None, description="Base64-encoded sound query (WAV, FLAC, OGG, MP3).")
     video: str | None = Field(None, description="Base64-encoded video query (MP4, WebM, MKV, AVI, MOV).")
-    k: int = Field(10, ge=1, le=MAX_K)
-    kind: ItemKind | None = Field(None, description="Only return items of this kind.")
 
     @model_validator(mode="after")
     def _one_query(self) -> SearchRequest:
