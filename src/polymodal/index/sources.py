@@ -39,25 +39,6 @@ def media_file(kind: str, path: str | None) -> str | None:
     return kind if kind in MEDIA_KINDS else file_kind(path)
 
 
-def _has_loose_media(path: Path) -> bool:
-    return path.is_dir() and any(p.is_file() and file_kind(p.name) for p in path.iterdir())
-
-
-def _walk_media(root: Path, media: Collection[str]) -> Iterator[SourceItem]:
-    """Every file of the ``media`` kinds under ``root`` (recursively, sorted, hidden entries skipped)."""
-    row = 0
-    for dirpath, dirnames, files in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(files):
-            kind = file_kind(name)
-            if kind is None or (kind := embedded_kind(kind, media)) not in media:
-                continue
-            row += 1
-            path = os.path.join(dirpath, name)  # a link keeps its own name: it is an item of its own
-            rel = (Path(dirpath) / name).relative_to(root).as_posix()
-            yield SourceItem(Item(kind, path=path, metadata={"id": rel}, source=str(root), row=row), path)
-
-
 def _sample_items(sample: Sample, texts: bool, media: Collection[str]) -> Iterator[SourceItem]:
     refs = {kind: sample.reference(kind) for kind in MEDIA_KINDS}
     # Texts point at the file they describe (the image first, as image indexes always did).
@@ -87,14 +68,11 @@ def iter_items(
     """Items of ``source``: its files of the ``media`` kinds (each item's kind is its modality), and with ``texts``
     its captions too (kind ``text``, path = the file they describe).
 
-    A directory with media files in it is walked recursively; anything else goes to
-    :func:`polymodal.data.readers.open_dataset` (bad rows go to ``bad_log``; a missing source raises).
+    Read by :func:`polymodal.data.readers.open_dataset`: a directory with media files in it is walked recursively
+    (a media folder); bad rows go to ``bad_log``; a missing source raises.
     """
     path = Path(source)
     if not path.exists() and "{" not in str(source):
         raise FileNotFoundError(f"{source}: no such file or directory")
-    if _has_loose_media(path):
-        yield from _walk_media(path.resolve(), media)
-        return
     for sample in open_dataset(path, bad_log=bad_log or BadSampleLog()):
         yield from _sample_items(sample, texts, media)

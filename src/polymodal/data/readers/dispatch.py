@@ -4,6 +4,7 @@
 - ``*.csv`` with Kinetics / MSR-VTT 1k-A columns -> Kinetics / MSR-VTT (``video_dir=``; default beside it)
 - ``*.jsonl`` / ``*.csv``                         -> manifest
 - ``*.tar``, a brace pattern, a dir of ``*.tar``   -> WebDataset shards
+- a directory with media files at its top level  -> a media folder (every file under it, unlabelled)
 - a directory with class sub-folders of images    -> ImageFolder (unless it holds manifests)
 - ``*.json`` with ``videos`` and ``sentences``    -> MSR-VTT (``video_dir=``, ``split=``)
 - ``*.json`` with ``questions``                   -> VQAv2 (``image_dir=``, ``annotations=``)
@@ -30,6 +31,7 @@ from polymodal.data.readers.coco import _splits, coco_captions_samples, karpathy
 from polymodal.data.readers.esc50 import is_esc50, read_esc50
 from polymodal.data.readers.kinetics import is_kinetics, read_kinetics
 from polymodal.data.readers.manifest import MANIFEST_SUFFIXES, read_manifest
+from polymodal.data.readers.mediafolder import is_media_folder, read_media_folder
 from polymodal.data.readers.msrvtt import is_msrvtt_csv, is_msrvtt_json, read_msrvtt
 from polymodal.data.readers.vqa import read_vqa
 from polymodal.data.readers.webdataset import is_shard_pattern, read_shards
@@ -39,6 +41,7 @@ FORMATS = (
     "manifest",
     "webdataset",
     "imagefolder",
+    "mediafolder",
     "esc50",
     "audiocaps",
     "clotho",
@@ -70,6 +73,8 @@ def _detect(path: str | os.PathLike) -> tuple[str, Any]:
         return "manifest", None
     if is_shard_pattern(p) or (p.is_dir() and any(p.glob("*.tar"))):
         return "webdataset", None
+    if is_media_folder(p):  # before manifests: a labels.csv beside the photos does not make them a dataset
+        return "mediafolder", None
     if p.is_dir():
         # A folder of manifests (ShapesWorld: train.jsonl, val.jsonl + images/) would also
         # pass for an ImageFolder with one class "images": the manifests win, and the user
@@ -81,7 +86,9 @@ def _detect(path: str | os.PathLike) -> tuple[str, Any]:
             return "esc50", None
         if is_class_folders(p):
             return "imagefolder", None
-        raise ValueError(f"{p}: directory is neither class folders, ESC-50 nor a folder of .tar shards")
+        raise ValueError(
+            f"{p}: directory is neither a folder of media files, class folders, ESC-50 nor a folder of .tar shards"
+        )
     if p.suffix.lower() == ".json":
         data = load_json_file(p)
         return _json_format(data, p), data
@@ -134,6 +141,8 @@ def _open(
         return read_shards(path, strict, bad_log, **kw)
     if fmt == "imagefolder":
         return read_class_folders(path, strict, bad_log, **kw)
+    if fmt == "mediafolder":
+        return read_media_folder(path, **kw)
     if fmt == "esc50":
         return read_esc50(path, strict, bad_log, **kw)
     if fmt in ("audiocaps", "clotho"):
