@@ -15,7 +15,8 @@ from polymodal.data.errors import BadSampleError
 
 def check(
     path: Path = typer.Argument(
-        ..., help="Manifest (.jsonl/.csv), ImageFolder, .tar shard(s), COCO/Karpathy/VQA JSON."
+        ...,
+        help="Manifest (.jsonl/.csv), class folders, a folder of media files, .tar shard(s), COCO/Karpathy/VQA JSON.",
     ),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad sample and exit non-zero."),
     json: bool = JsonOption,
