@@ -320,6 +320,13 @@ def test_esc50_five_fold_zero_shot_and_linear_probe_match_references(tmp_path: P
         assert result.metrics[f"probe_accuracy_fold{k}"] == pytest.approx(probe_hits[~train].mean())
     assert result.metrics["probe_accuracy"] == pytest.approx(probe_hits.mean())
     assert "probe_accuracy" in result.ci95
+    # The results table gives the probe a row of its own under the zero-shot headline (it was only in the JSON).
+    from polymodal.cli.eval import _rows
+
+    assert result.also == ["probe_accuracy"]
+    headline, probe = _rows(doc)[:2]
+    assert headline[:3] == ("esc50", "all", "accuracy") and probe[:3] == ("", "", "probe_accuracy")
+    assert probe[4] == f"{probe_hits.mean():.4f}" and probe[5].startswith("[")
 
     esc10 = run_eval(str(audio_models["clap"]), "esc50", data=root, splits=["esc10"], n_resamples=20).results[0]
     assert esc10.details.confusion.classes == ["dog", "rain"]  # ESC-10 rows only, classes renumbered

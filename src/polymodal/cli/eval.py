@@ -60,10 +60,12 @@ def _rows(doc: ResultFile) -> list[tuple[str, ...]]:
     """A row per result (headline, items scored, CI), its robustness under it, then a row per skipped split."""
     rows: list[tuple[str, ...]] = []
     for r in doc.results:
-        ci = r.ci95.get(r.headline)
         n = f"{r.n:,}" if r.n is not None else "-"
-        interval = f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "-"
-        rows.append((r.benchmark, r.split, r.headline, n, f"{r.metrics[r.headline]:.4f}", interval))
+        for name in (r.headline, *r.also):  # the others under the headline's row
+            ci = r.ci95.get(name)
+            interval = f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "-"
+            where = (r.benchmark, r.split) if name == r.headline else ("", "")
+            rows.append((*where, name, n, f"{r.metrics[name]:.4f}", interval))
         rob = r.robustness
         for name, curve in ((rob.corruptions if rob else None) or {}).items():
             severest = max(curve, key=int)

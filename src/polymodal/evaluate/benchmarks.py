@@ -45,6 +45,7 @@ class LoadedSplit:
     score: Scorer
     drops: tuple[str, ...] = ()  # modalities the model can be evaluated without
     media: str = "image"  # the modality of the items scored; corruption curves need images
+    also: tuple[str, ...] = ()  # metrics beside the headline that the results table shows too
 
 
 @dataclass(frozen=True)
@@ -604,7 +605,7 @@ def _load_esc50(ctx: EvalContext, split: str) -> LoadedSplit:
         zs = zero_shot.score(image_fn, drop, full)
         return passes.merge(zs, passes.linear_probe(ctx, items, labels, folds, len(targets), full, "audio"))
 
-    return LoadedSplit("esc50", split, "accuracy", score, media="audio")
+    return LoadedSplit("esc50", split, "accuracy", score, media="audio", also=("probe_accuracy",))
 
 
 def _caption_csv_loader(

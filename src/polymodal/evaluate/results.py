@@ -9,7 +9,7 @@ Shape::
     {"polymodal_eval": 1,
      "provenance": {"model", "model_hash", "data": {"path", "hash"}, "judges"?: {NAME: {"path", "hash"}}, "versions",
                     "seed", "command", "created"},
-     "results": [{"benchmark", "split", "headline", "n"?, "unit"?, "metrics", "ci95", "details", "robustness"?,
+     "results": [{"benchmark", "split", "headline", "also"?, "n"?, "unit"?, "metrics", "ci95", "details", "robustness"?,
                   "examples"}],
      "skipped": [{"benchmark", "split", "reason"}]}
 """
@@ -140,6 +140,7 @@ class Result(_Model):
     benchmark: str
     split: str
     headline: str
+    also: list[str] = Field(default_factory=list)  # other metrics worth a row of their own (ESC-50's probe accuracy)
     n: int | None = Field(default=None, ge=0)  # how many outcomes the headline averages (and its CI resamples)
     unit: str | None = None  # what n counts: images, sounds, clips, captions, questions, statements, prompts
     metrics: dict[str, float]
@@ -150,8 +151,10 @@ class Result(_Model):
 
     @model_validator(mode="after")
     def _headline_is_a_metric(self) -> Result:
-        if self.headline not in self.metrics:
-            raise ValueError(f"headline {self.headline!r} is not a key of metrics {sorted(self.metrics)}")
+        for name in (self.headline, *self.also):
+            if name not in self.metrics:
+                role = "headline" if name == self.headline else "also"
+                raise ValueError(f"{role} {name!r} is not a key of metrics {sorted(self.metrics)}")
         return self
 
 

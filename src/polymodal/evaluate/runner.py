@@ -143,6 +143,7 @@ def run_eval(
                     benchmark=name,
                     split=split,
                     headline=loaded.headline,
+                    also=[name for name in loaded.also if name in scored.metrics],
                     n=scored.n,
                     unit=scored.unit,
                     metrics=scored.metrics,
