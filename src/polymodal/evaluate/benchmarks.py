@@ -678,7 +678,7 @@ def _load_ucf101(ctx: EvalContext, split: str) -> LoadedSplit:
         probe = passes.train_test_probe(ctx, train_items, train_labels, items, labels, len(targets), full, "video")
         return passes.merge(zero_shot.score(image_fn, drop, full), probe)
 
-    return LoadedSplit(name, split, "accuracy", score, media="video")
+    return LoadedSplit(name, split, "accuracy", score, media="video", also=("probe_accuracy",))
 
 
 SHAPES_SPLITS = ("test", "test_novel")
