@@ -84,3 +84,29 @@ def test_score_vqa_overall_and_per_answer_type(tmp_path: Path) -> None:
     assert lo <= payload["metrics"]["vqa_accuracy"] <= hi
     missing = runner.invoke(app, ["score", "vqa", str(ann_path), str(_write(tmp_path / "q.json", preds[:2]))])
     assert missing.exit_code == 1 and "question_id 3" in missing.output
+
+
+def test_score_vqa_resamples_each_images_questions_together(tmp_path: Path) -> None:
+    """30 images of 5 questions each, an image's questions all right or all wrong: the interval is the cluster
+    bootstrap's over images (as `eval` computes it), wider than resampling questions one by one."""
+    from polymodal.evaluate.scoring import grouped_bootstrap_ci
+
+    anns, preds = [], []
+    for image in range(30):
+        for k in range(5):
+            qid = image * 5 + k
+            anns.append({"question_id": qid, "image_id": image, "answers": [{"answer": "yes"}] * 10})
+            preds.append({"question_id": qid, "answer": "yes" if image % 3 else "no"})
+    ann_path, pred_path = _write(tmp_path / "ann.json", {"annotations": anns}), _write(tmp_path / "p.json", preds)
+    result = runner.invoke(app, ["score", "vqa", str(ann_path), str(pred_path), "--json", "--resamples", "200"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    hits = [1.0 if p["answer"] == "yes" else 0.0 for p in preds]
+    images = [a["image_id"] for a in anns]
+    assert payload["n_images"] == 30
+    assert payload["ci95"]["vqa_accuracy"] == pytest.approx(list(grouped_bootstrap_ci(hits, images, n_resamples=200)))
+    per_question = grouped_bootstrap_ci(hits, n_resamples=200)
+    lo, hi = payload["ci95"]["vqa_accuracy"]
+    assert hi - lo > 1.5 * (per_question[1] - per_question[0])
+    shown = runner.invoke(app, ["score", "vqa", str(ann_path), str(pred_path), "--resamples", "200"])
+    assert "intervals resample the 30 images" in shown.stdout

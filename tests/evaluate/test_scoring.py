@@ -98,12 +98,12 @@ def test_caption_files_accept_both_reference_forms_and_name_bad_entries(tmp_path
 def test_vqa_files_name_bad_entries(tmp_path: Path) -> None:
     ann = {
         "annotations": [
-            {"question_id": 10, "answers": [{"answer": "yes"}], "answer_type": "yes/no"},
+            {"question_id": 10, "answers": [{"answer": "yes"}], "answer_type": "yes/no", "image_id": 7},
             {"question_id": 11, "answers": [{"answer": "2"}], "answer_type": "number"},
         ]
     }
-    answers, types = load_vqa_refs(_write(tmp_path / "ann.json", ann))
-    assert answers == {10: ["yes"], 11: ["2"]} and types == {10: "yes/no", 11: "number"}
+    answers, types, images = load_vqa_refs(_write(tmp_path / "ann.json", ann))
+    assert answers == {10: ["yes"], 11: ["2"]} and types == {10: "yes/no", 11: "number"} and images == {10: 7}
     with pytest.raises(BadSampleError, match="holds questions but no answers"):
         load_vqa_refs(_write(tmp_path / "q.json", {"questions": []}))
     short = _write(tmp_path / "p.json", [{"question_id": 10, "answer": "yes"}])

@@ -77,12 +77,17 @@ def vqa(
     from polymodal.evaluate.scoring import vqa_scores
 
     try:
-        answers, types = load_vqa_refs(annotations)
+        answers, types, images = load_vqa_refs(annotations)
         predictions = load_vqa_preds(preds, answers)
     except BadSampleError as e:
         fail(str(e), as_json=json)
-    metrics, ci, per_type, _ = vqa_scores(predictions, answers, types, seed=seed, n_resamples=resamples)
+    # An image's questions are resampled together (a cluster bootstrap), as `eval` does, when every one names it.
+    groups = images if len(images) == len(answers) else None
+    metrics, ci, per_type, _ = vqa_scores(predictions, answers, types, seed=seed, n_resamples=resamples, groups=groups)
+    n_images = len(set(images.values())) if groups else None
     if json:
-        emit_json(_payload(metrics, ci, per_answer_type=per_type, n_questions=len(predictions)))
+        emit_json(_payload(metrics, ci, per_answer_type=per_type, n_questions=len(predictions), n_images=n_images))
         return
     _show("VQA accuracy", metrics, ci, len(predictions), "questions")
+    if groups:
+        console.print(f"intervals resample the {n_images:,} images, each with all its questions", highlight=False)

@@ -88,8 +88,11 @@ def load_caption_preds(path: str | os.PathLike, refs: dict[Any, list[str]]) -> d
     return out
 
 
-def load_vqa_refs(path: str | os.PathLike) -> tuple[dict[Any, list[str]], dict[Any, str | None]]:
-    """(question_id -> human answers, question_id -> answer_type) from a VQAv2 annotations file."""
+def load_vqa_refs(
+    path: str | os.PathLike,
+) -> tuple[dict[Any, list[str]], dict[Any, str | None], dict[Any, Any]]:
+    """(question_id -> human answers, question_id -> answer_type, question_id -> image_id where given) from a VQAv2
+    annotations file; the images let a confidence interval resample each image's questions together."""
     data = load_json_file(path)
     if isinstance(data, dict) and "questions" in data and "annotations" not in data:
         raise BadSampleError(
@@ -100,6 +103,7 @@ def load_vqa_refs(path: str | os.PathLike) -> tuple[dict[Any, list[str]], dict[A
     entries, name = _entries(path, data, "annotations")
     answers: dict[Any, list[str]] = {}
     types: dict[Any, str | None] = {}
+    images: dict[Any, Any] = {}
     for i, entry in enumerate(entries):
         qid = _field(path, name, i, entry, "question_id", "id")
         raw = _field(path, name, i, entry, "answers", "list")
@@ -112,9 +116,11 @@ def load_vqa_refs(path: str | os.PathLike) -> tuple[dict[Any, list[str]], dict[A
         answers[qid] = [a["answer"] for a in raw]
         kind = entry.get("answer_type")
         types[qid] = kind if isinstance(kind, str) else None
+        if isinstance(entry.get("image_id"), (int, str)):
+            images[qid] = entry["image_id"]
     if not answers:
         raise BadSampleError("no annotations", source=str(path), kind="empty_file")
-    return answers, types
+    return answers, types, images
 
 
 def load_vqa_preds(path: str | os.PathLike, answers: dict[Any, list[str]]) -> dict[Any, str]:
