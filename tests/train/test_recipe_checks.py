@@ -240,6 +240,33 @@ def test_train_metric_is_checked_against_what_the_objective_reports(overrides: l
     check_recipe_before_data(load_recipe("shapes-fusion", ["data.path=unused", *overrides, f"train.metric={names[0]}"]))
 
 
+def test_metric_mode_follows_the_metric_and_a_contradicting_one_is_refused() -> None:
+    """A loss or an error improves as it falls, a recall as it rises: without train.metric_mode the best checkpoint is
+    picked that way; a mode that says otherwise would keep the worst one, and is refused before any data is read."""
+    from polymodal.train.build import check_recipe_before_data
+    from polymodal.train.config import TrainConfig
+
+    for metric, better, worse in [("caption_loss", 0.9, 1.2), ("rmse", 0.1, 0.3), ("recall@1", 0.6, 0.4)]:
+        config = TrainConfig(steps=10, metric=metric)
+        assert config.improved(better, worse) and not config.improved(worse, better) and config.improved(worse, None)
+    assert TrainConfig(steps=10, metric="score", metric_mode="min").improved(0.1, 0.2)  # a metric of one's own: as told
+    mse = ["objective.kind=classification", "objective.loss=mse", "train.metric=rmse"]
+    check_recipe_before_data(load_recipe("shapes-fusion", ["data.path=unused", *mse]))
+    check_recipe_before_data(load_recipe("shapes-fusion", ["data.path=unused", *mse, "train.metric_mode=min"]))
+    for overrides, message in [
+        (
+            [*mse, "train.metric_mode=max"],
+            "train.metric_mode max contradicts train.metric rmse, which improves as it falls",
+        ),
+        (
+            ["train.metric_mode=min"],
+            "train.metric_mode min contradicts train.metric accuracy, which improves as it rises",
+        ),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            check_recipe_before_data(load_recipe("shapes-fusion", ["data.path=unused", *overrides]))
+
+
 def test_several_contrastive_pairs_report_one_recall_each() -> None:
     from polymodal.train.validation import validation_metrics
 

@@ -28,6 +28,7 @@ from polymodal.models import (
 from polymodal.models.config import ModelConfig
 from polymodal.models.transfer import TransferReport, cache_towers, freeze_towers, submodule, transfer_weights
 from polymodal.modules.losses import LOSSES
+from polymodal.train.config import metric_direction
 from polymodal.train.objectives import (
     AdversarialObjective,
     AnswerObjective,
@@ -204,6 +205,13 @@ def check_recipe_before_data(recipe: Recipe) -> ModelConfig:
             raise ConfigError(
                 f"train.metric {metric!r} is not a metric of objective.kind {kind}{loss}; its validation reports "
                 f"{', '.join(names)}"
+            )
+        mode, direction = recipe.train.metric_mode, metric_direction(metric)
+        if mode is not None and mode != direction:
+            raise ConfigError(
+                f"train.metric_mode {mode} contradicts train.metric {metric}, which improves as it "
+                f"{'falls' if direction == 'min' else 'rises'}: the best checkpoint would be the worst; drop "
+                "train.metric_mode (it follows the metric)"
             )
     return config
 

@@ -13,6 +13,11 @@ from polymodal.hardware import normalize_precision
 DEFAULT_CHECKPOINT_STEPS = 100  # the fewest steps between the default checkpoints
 
 
+def metric_direction(name: str) -> Literal["max", "min"]:
+    """Which way a metric improves: losses and errors (``caption_loss``, ``rmse``, ``mae``) fall, the rest rise."""
+    return "min" if name.endswith(("loss", "rmse", "mae", "error")) else "max"
+
+
 class TrainConfig(Config):
     steps: int = Field(ge=1, description="optimizer steps")
     batch_size: int = Field(64, ge=1, description="global batch per optimizer micro-step, over all processes")
@@ -41,8 +46,15 @@ class TrainConfig(Config):
     )
     keep_last: int = Field(2, ge=1)
     metric: str | None = Field(None, description="evaluation metric that picks the best checkpoint")
-    metric_mode: Literal["max", "min"] = "max"
+    metric_mode: Literal["max", "min"] | None = Field(
+        None, description="max or min: which way train.metric improves; default: min for losses and errors, else max"
+    )
     early_stopping_patience: int | None = Field(None, ge=1, description="evaluations without improvement")
+
+    def improved(self, value: float, best: float | None) -> bool:
+        """Whether ``value`` of ``metric`` beats ``best`` (None: nothing yet), in the direction it improves."""
+        mode = self.metric_mode or metric_direction(self.metric or "")
+        return best is None or (value > best if mode == "max" else value < best)
 
     def evaluation_due(self, step: int) -> bool:
         """Whether the run evaluates after ``step``: every ``eval_every`` steps, and at the end."""

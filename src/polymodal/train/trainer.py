@@ -497,10 +497,7 @@ class Trainer:
         if cfg.metric is not None and cfg.metric not in metrics:
             raise KeyError(f"train.metric {cfg.metric!r} is not among the evaluation metrics {sorted(metrics)}")
         value = None if cfg.metric is None else float(metrics[cfg.metric])
-        better = value is not None and (
-            self.best_metric is None
-            or (value > self.best_metric if cfg.metric_mode == "max" else value < self.best_metric)
-        )
+        better = value is not None and cfg.improved(value, self.best_metric)
         self._say_eval(metrics, better)
         if value is None:
             return False
