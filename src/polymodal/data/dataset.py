@@ -73,6 +73,22 @@ def label_from_vocab(vocab: dict[str, int]) -> LabelFn:
     return label_fn
 
 
+def _check_columns_routed(samples: Sequence[Sample], processors: Mapping[str, Processor], look: int = 1000) -> None:
+    """A processor's modality that the first samples hold only as a metadata column was read before its processor
+    was registered (a reader routes columns to the processors it knows): without this, no sample would have it."""
+    first = [samples[i] for i in range(min(look, len(samples)))]
+    for modality in processors:
+        if modality == "text" or any(s.reference(modality) is not None for s in first):
+            continue
+        sample = next((s for s in first if modality in s.metadata), None)
+        if sample is not None:
+            raise ValueError(
+                f"{sample.where()}: column {modality!r} was read as metadata, not as a {modality!r} input: the data "
+                f"was read before the {modality!r} processor was registered; import the module that registers it "
+                "(CLI: POLYMODAL_PLUGINS) before reading the data"
+            )
+
+
 class MultimodalDataset(Dataset):
     """Samples -> item dicts of tensors (see :mod:`polymodal.data.collate`)."""
 
@@ -105,6 +121,7 @@ class MultimodalDataset(Dataset):
             raise TypeError(f"the 'text' processor must be a TextProcessor, got {type(text).__name__}")
         if negative_text is not None and text is None:
             raise ValueError("negative_text needs a 'text' processor to tokenize the negatives")
+        _check_columns_routed(samples, processors)
         self.samples = samples
         self.processors = dict(processors)
         self.text: TextProcessor | None = text
