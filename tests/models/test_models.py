@@ -218,6 +218,28 @@ def test_load_rejects_mismatched_weights(tmp_path: Path) -> None:
         load_model(tmp_path / "m")
 
 
+def test_save_model_records_learned_temperatures_and_warns_of_towers_without_processors(tmp_path: Path) -> None:
+    """A training loop's contrastive losses hold the temperature zero-shot probabilities need: save_model takes it
+    as a number, a tensor or the loss itself. A tower saved without its processor could not be fed after loading."""
+    import json
+
+    from polymodal.modules.losses import ClipLoss, SigLipLoss
+
+    model = build_model(parse_model_config(CONFIGS["embedding"]))
+    clip, siglip = ClipLoss(init_temperature=0.05), SigLipLoss()
+    with pytest.warns(UserWarning, match="saved without a processor for image, text .*cannot prepare its inputs"):
+        save_model(tmp_path / "m", model, {}, logit_scales={"image-text": clip, "audio-text": torch.tensor(7.0)})
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())["config"]["logit_scales"]
+    assert saved == {"image-text": pytest.approx(20.0), "audio-text": 7.0}
+    assert load_model(tmp_path / "m").config.logit_scales == saved and model.config.logit_scales == {}
+    with pytest.warns(UserWarning):
+        save_model(tmp_path / "s", model, {}, logit_scales={"image-text": siglip})
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["config"]["logit_scales"]["image-text"] > 0
+    for bad, error in [(0.0, "must be > 0"), (torch.nn.Linear(1, 1), "learns no temperature")]:
+        with pytest.raises((ValueError, TypeError), match=error), pytest.warns(UserWarning):
+            save_model(tmp_path / "x", model, {}, logit_scales={"image-text": bad})
+
+
 @pytest.mark.parametrize("name", PRESETS.names())
 def test_presets_build_and_run(name: str) -> None:
     model = build_preset(name, vocab_size=VOCAB, image_size=32).eval()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,7 @@ from polymodal.fsutil import UnreadableFileError, atomic_directory, read_json
 from polymodal.models.base import ComposedModel, build_model
 from polymodal.models.config import parse_model_config
 from polymodal.models.legacy import legacy_processor_settings, upgrade_state
+from polymodal.modules.losses import learned_scale
 from polymodal.version import __version__
 from polymodal.weights import load_state, read_weights, save_weights
 
@@ -52,9 +54,12 @@ def save_model(
     processors: Mapping[str, Processor],
     answers: Mapping[str, int] | None = None,
     outputs: str | None = None,
+    logit_scales: Mapping[str, float | torch.Tensor | torch.nn.Module] | None = None,
 ) -> Path:
     """Write config, weights, processors (with their files) and answers to ``directory``, atomically; ``outputs``
-    (one of ``OUTPUTS``) records what a classifier's outputs mean, as its head was trained."""
+    (one of ``OUTPUTS``) records what a classifier's outputs mean, as its head was trained. ``logit_scales``: each
+    contrastive pair's learned temperature (``"image-text"`` -> a number, or the loss that learned it), which
+    zero-shot probabilities use; a training loop's losses hold it, not the model."""
     if outputs is not None and outputs not in OUTPUTS:
         raise ValueError(f"outputs must be one of {', '.join(OUTPUTS)}, got {outputs!r}")
     if model.config is None:
@@ -62,12 +67,24 @@ def save_model(
             f"{type(model).__name__} was composed by hand, without a config; build it with "
             "build_model() to save it as a directory"
         )
+    missing = [m for m in model.modalities if m not in processors]
+    if missing:  # load_model still reads it back; polymodal.load and the CLI could not feed those towers
+        warnings.warn(
+            f"{directory}: saved without a processor for {', '.join(missing)} (given: "
+            f"{', '.join(sorted(processors)) or 'none'}): polymodal.load and the CLI cannot prepare its inputs; "
+            "pass the processors the towers were trained with",
+            stacklevel=2,
+        )
+    config = model.config
+    if logit_scales is not None:
+        scales = {pair: _scale(pair, value) for pair, value in logit_scales.items()}
+        config = config.model_copy(update={"logit_scales": {**config.logit_scales, **scales}})
     target = Path(directory)
     with atomic_directory(target) as tmp:
         meta: dict[str, Any] = {"polymodal_version": __version__, "format": FORMAT}
         if outputs is not None:
             meta["outputs"] = outputs
-        meta["config"] = model.config.model_dump(mode="json")
+        meta["config"] = config.model_dump(mode="json")
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
         save_weights(model, tmp / WEIGHTS_FILE)
         (tmp / PROCESSORS_FILE).write_text(json.dumps({m: p.settings() for m, p in processors.items()}, indent=2))
@@ -76,6 +93,15 @@ def save_model(
         if answers is not None:
             (tmp / ANSWERS_FILE).write_text(json.dumps(dict(answers), indent=1))
     return target
+
+
+def _scale(pair: str, value: float | torch.Tensor | torch.nn.Module) -> float:
+    if isinstance(value, torch.nn.Module):
+        return learned_scale(value)
+    scale = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+    if not scale > 0:
+        raise ValueError(f"logit_scales[{pair!r}] must be > 0 (a multiplier of cosine similarities), got {scale}")
+    return scale
 
 
 def find_model_dir(path: str | os.PathLike) -> Path:

@@ -24,6 +24,7 @@ from polymodal.modules.losses import (
     MaskedLMLoss,
     hinge_discriminator_loss,
     hinge_generator_loss,
+    learned_scale,
     mask_tokens,
 )
 
@@ -55,10 +56,7 @@ class ContrastiveObjective(nn.Module):
 
     def logit_scales(self) -> dict[str, float]:
         """Each pair's learned multiplier of cosine similarities (as its loss applies it), for the saved model."""
-        return {
-            name: float((loss.scale if hasattr(loss, "scale") else loss.logit_scale.exp()).detach())
-            for name, loss in self.losses.items()
-        }
+        return {name: learned_scale(loss) for name, loss in self.losses.items()}
 
     def forward(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
         paired = {m for pair in self.pairs for m in pair}

@@ -168,10 +168,9 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
     answers, outputs = saved_outputs(recipe, view, labels)
 
     def save(model_to_save: torch.nn.Module, where: Path) -> None:
-        if isinstance(objective, ContrastiveObjective):  # the temperature it learned, for zero-shot probabilities
-            config = model_to_save.config  # type: ignore[union-attr]
-            model_to_save.config = config.model_copy(update={"logit_scales": objective.logit_scales()})
-        save_model(where, model_to_save, datasets.processors, answers, outputs)  # type: ignore[arg-type]
+        # A contrastive objective's learned temperatures go with the model, for zero-shot probabilities.
+        scales = objective.logit_scales() if isinstance(objective, ContrastiveObjective) else None
+        save_model(where, model_to_save, datasets.processors, answers, outputs, scales)  # type: ignore[arg-type]
 
     trainer = Trainer(
         model,

@@ -9,7 +9,7 @@ from torch import nn
 from polymodal.modules.losses.adversarial import hinge_discriminator_loss, hinge_generator_loss
 from polymodal.modules.losses.basic import BCELoss, CrossEntropyLoss, MSELoss, masked_sample_mean, token_cross_entropy
 from polymodal.modules.losses.caption import CaptionLoss
-from polymodal.modules.losses.contrastive import ClipLoss, SigLipLoss
+from polymodal.modules.losses.contrastive import ClipLoss, SigLipLoss, learned_scale
 from polymodal.modules.losses.distributed import all_gather_with_grad, rank_and_world_size
 from polymodal.modules.losses.masked_lm import MaskedLMLoss, mask_tokens
 from polymodal.modules.losses.matching import ItmLoss, sample_hard_negatives
@@ -26,6 +26,7 @@ LOSSES.register("bce")(BCELoss)
 LOSSES.register("mse")(MSELoss)
 
 __all__ = [
+    "learned_scale",
     "LOSSES",
     "BCELoss",
     "CaptionLoss",

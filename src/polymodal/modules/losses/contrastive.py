@@ -174,3 +174,14 @@ class SigLipLoss(nn.Module):
         rows = torch.arange(batch, device=image.device)
         labels[rows, rows + rank * batch] = 1.0
         return -F.logsigmoid(labels * logits).sum() / batch
+
+
+def learned_scale(loss: nn.Module) -> float:
+    """The multiplier of cosine similarities a contrastive loss learned (``ClipLoss.scale``, SigLIP's
+    ``exp(logit_scale)``): what zero-shot probabilities need as their temperature."""
+    scale = getattr(loss, "scale", None)
+    if scale is None and hasattr(loss, "logit_scale"):
+        scale = loss.logit_scale.exp()
+    if not isinstance(scale, Tensor):
+        raise TypeError(f"{type(loss).__name__} learns no temperature (no scale or logit_scale)")
+    return float(scale.detach())
