@@ -8,6 +8,7 @@ can list parameters and defaults from the code itself, never from a copy that co
 from __future__ import annotations
 
 import inspect
+import os
 import re
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar, overload
@@ -136,3 +137,14 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, (list, tuple)):
         return [_jsonable(x) for x in v]
     return repr(v)
+
+
+# Named directories a config or a call can give instead of a machine-specific path, as ``SCHEME:NAME``: scheme ->
+# NAME -> directory. polymodal.pretrained adds ``pretrained`` (directories inside PyPI packages: pretrained:minilm).
+PATH_SCHEMES: Registry[Callable[[str], str | os.PathLike[str]]] = Registry("path scheme")
+
+
+def resolve_path(path: str | os.PathLike[str]) -> str | os.PathLike[str]:
+    """``SCHEME:NAME`` of a registered scheme -> that scheme's directory for NAME; any other path unchanged."""
+    scheme, sep, name = str(path).partition(":")
+    return PATH_SCHEMES.get(scheme)(name) if sep and scheme in PATH_SCHEMES else path

@@ -60,7 +60,8 @@ def test_a_parameter_the_model_passes_itself_is_refused() -> None:
 
 def test_an_unknown_component_hints_at_an_unimported_plugin() -> None:
     msg = error(dict(CONFIGS["fusion_classifier"], encoders={"depth": {"name": "depth_cnn"}}, fusion={"name": "max"}))
-    hint = "(a plugin's? import the module that registers it before loading); allowed: "
+    hint = "(a plugin's? import the module that registers it before loading; CLI: set POLYMODAL_PLUGINS=module); "
+    hint += "allowed: "
     assert f"fusion_classifier.encoders.depth: unknown encoder 'depth_cnn' {hint}" in msg
     assert f"fusion_classifier.fusion: unknown fusion 'max' {hint}" in msg
     decoder = error(dict(CONFIGS["captioner_lstm"], decoder=dict(LSTM, name="gru")))

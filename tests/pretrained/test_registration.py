@@ -8,15 +8,15 @@ import sys
 import pytest
 
 from polymodal.modules.encoders import ENCODERS
-from polymodal.modules.encoders.hf import resolve_path
 from polymodal.pretrained import locate
+from polymodal.registry import resolve_path
 
 
 def test_modules_alone_know_nothing_pretrained_and_models_registers_it():
     code = (
         "import sys\n"
         "from polymodal.modules.encoders import ENCODERS\n"
-        "from polymodal.modules.encoders.hf import PATH_SCHEMES\n"
+        "from polymodal.registry import PATH_SCHEMES\n"
         "assert 'polymodal.pretrained' not in sys.modules and 'efficientnet_lite0_imagenet' not in ENCODERS\n"
         "import polymodal.models\n"
         "assert 'efficientnet_lite0_imagenet' in ENCODERS and 'pretrained' in PATH_SCHEMES\n"

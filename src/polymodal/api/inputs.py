@@ -13,7 +13,7 @@ from PIL import Image
 
 from polymodal.api.video import to_clips
 from polymodal.data.audio import Waveform
-from polymodal.data.image import DEFAULT_MAX_PIXELS, decode_image, to_rgb
+from polymodal.data.image import DEFAULT_MAX_PIXELS, decode_image
 
 ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, Image.Image, np.ndarray]
 MediaInput = Union[str, "os.PathLike[str]", bytes, bytearray]  # a file path or the encoded file (WAV, FLAC ...)
@@ -23,12 +23,8 @@ SoundInput = MediaInput | Waveform | tuple
 
 def to_image(value: ImageInput, *, max_pixels: int = DEFAULT_MAX_PIXELS, index: int | None = None) -> Image.Image:
     """One RGB image; errors name the input (its path, or its position in the call)."""
-    if isinstance(value, Image.Image):
-        return to_rgb(value)
-    if isinstance(value, np.ndarray):
-        return _from_array(value, index)
     where = None if isinstance(value, (str, os.PathLike)) else f"input #{index}" if index is not None else "input"
-    return decode_image(value, max_pixels=max_pixels, source=where)  # type: ignore[arg-type]
+    return decode_image(value, max_pixels=max_pixels, source=where)  # type: ignore[arg-type]  # PIL, arrays too
 
 
 def to_images(values: ImageInput | Sequence[ImageInput], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Image.Image]:
@@ -36,24 +32,6 @@ def to_images(values: ImageInput | Sequence[ImageInput], *, max_pixels: int = DE
     if isinstance(values, (str, os.PathLike, bytes, bytearray, Image.Image, np.ndarray)):
         values = [values]
     return [to_image(v, max_pixels=max_pixels, index=i) for i, v in enumerate(values)]
-
-
-def _from_array(array: np.ndarray, index: int | None) -> Image.Image:
-    """HWC or HW arrays, uint8 0..255 or float 0..1 (the two conventions numpy image code uses)."""
-    where = f"input #{index}" if index is not None else "input"
-    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
-        raise ValueError(f"{where}: array of shape {array.shape} looks channels-first; pass (H, W, C)")
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (1, 3, 4)):
-        raise ValueError(f"{where}: expected an image array of shape (H, W), (H, W, 3) or (H, W, 4), got {array.shape}")
-    if array.dtype != np.uint8:
-        if not np.issubdtype(array.dtype, np.floating):
-            raise ValueError(f"{where}: expected uint8 or float pixels, got {array.dtype}")
-        if array.size and (np.nanmin(array) < 0 or np.nanmax(array) > 1):
-            raise ValueError(f"{where}: float pixels must lie in [0, 1]")
-        array = np.round(np.nan_to_num(array) * 255).astype(np.uint8)
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    return to_rgb(Image.fromarray(array))
 
 
 def to_sounds(values: SoundInput | Sequence[SoundInput]) -> list[str | bytes | Waveform]:

@@ -73,6 +73,16 @@ class Backend(Protocol):
     def to(self, device: str | torch.device) -> Backend: ...
 
 
+# What a refused task's message adds when the model has a capability the user likely meant: (task, capability) ->
+# hint. Data, not branches: a new confusable pair is one more row.
+TASK_HINTS: dict[tuple[str, str], str] = {
+    ("classify", PREDICT): (
+        "classify is zero-shot over the given labels (--labels) and needs an embedding model; this model predicts "
+        "its own classes: use `polymodal predict` (or Model.predict)"
+    ),
+}
+
+
 class TaskNotSupported(ValueError):
     """Raised when a model is asked for a task it cannot do (e.g. caption with a dual encoder)."""
 
@@ -84,7 +94,8 @@ class TaskNotSupported(ValueError):
         if not can:  # a model with no task of the Python API (scored by `polymodal eval`)
             tasks = ", ".join((EMBED, CAPTION, ANSWER, GENERATE, PREDICT))
             can = f"none of the tasks this API serves ({tasks}); `polymodal eval` scores it"
-        super().__init__(f"model {backend.name} cannot {task}: it supports {can}")
+        hints = [TASK_HINTS[task, c] for c in sorted(backend.capabilities) if (task, c) in TASK_HINTS]
+        super().__init__("; ".join([f"model {backend.name} cannot {task}: it supports {can}", *hints]))
 
 
 DEFAULT_LOGIT_SCALE = 100.0  # CLIP's: for a model that learned none (trained before it was saved, or not contrastively)

@@ -4,7 +4,8 @@
 :class:`~polymodal.data.errors.BadSampleError` that says why: missing, empty, not an image,
 truncated, or a decompression bomb (checked from the header, before any pixels are decoded).
 EXIF orientation is applied, and every mode (L, LA, P with transparency, RGBA, CMYK, I;16,
-I, F ...) becomes 8-bit RGB, with transparency composited on white.
+I, F ...) becomes 8-bit RGB, with transparency composited on white. An in-memory PIL image or
+numpy array (HW/HWC, uint8 or float 0..1) is converted the same way.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -58,21 +60,26 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def decode_image(
-    ref: MediaRef,
+    ref: MediaRef | Image.Image | np.ndarray,
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     source: str | None = None,
     row: int | None = None,
     field: str = "image",
 ) -> Image.Image:
-    """Decode ``ref`` (path or encoded bytes) into an RGB image, or raise BadSampleError.
+    """Decode ``ref`` (path or encoded bytes; a PIL image or numpy array is converted) into an RGB image, or raise
+    BadSampleError.
 
     ``source``/``row`` name where the reference came from (e.g. the manifest and line), so the
     error points at the row to fix; for a path the path itself is named as well.
     """
 
     bad = media_errors(ref, source, row, field)
-    handle = open_media(ref, bad)
+    if isinstance(ref, Image.Image):
+        return to_rgb(ref)
+    if isinstance(ref, np.ndarray):
+        return _from_array(ref, bad)
+    handle = open_media(ref, bad, expected="a path, bytes, a PIL image or a numpy array")
     if isinstance(handle, Path):
         try:
             data = handle.read_bytes()
@@ -115,6 +122,23 @@ def decode_image(
     except Exception:  # noqa: BLE001 - a broken EXIF block must not lose the pixels
         pass
     return to_rgb(img)
+
+
+def _from_array(array: np.ndarray, bad: Callable[[str, str], BadSampleError]) -> Image.Image:
+    """HWC or HW arrays, uint8 0..255 or float 0..1 (the two conventions numpy image code uses)."""
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        raise bad(f"array of shape {array.shape} looks channels-first; pass (H, W, C)", "invalid")
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (1, 3, 4)):
+        raise bad(f"expected an image array of shape (H, W), (H, W, 3) or (H, W, 4), got {array.shape}", "invalid")
+    if array.dtype != np.uint8:
+        if not np.issubdtype(array.dtype, np.floating):
+            raise bad(f"expected uint8 or float pixels, got {array.dtype}", "invalid")
+        if array.size and (np.nanmin(array) < 0 or np.nanmax(array) > 1):
+            raise bad("float pixels must lie in [0, 1]", "invalid")
+        array = np.round(np.nan_to_num(array) * 255).astype(np.uint8)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    return to_rgb(Image.fromarray(array))
 
 
 def _load_within(img: Image.Image, pixels: int) -> None:

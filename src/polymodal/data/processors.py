@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from PIL import Image
 from pydantic import BaseModel, Field, model_validator
 
 from polymodal.config import Config, ConfigError
@@ -147,8 +146,7 @@ class ImageProcessor(Processor):
     def prepare(
         self, ref: Any, generator: torch.Generator | None = None, *, source: str | None = None, row: int | None = None
     ) -> torch.Tensor:
-        image = ref if isinstance(ref, Image.Image) else decode_image(ref, source=source, row=row)
-        return self.pipeline(image, generator)
+        return self.pipeline(decode_image(ref, source=source, row=row), generator)  # PIL images, arrays too
 
     def collate(self, values: Sequence[torch.Tensor | None]) -> ModalityBatch:
         return stack_present(values, self.modality)

@@ -22,6 +22,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from polymodal.fsutil import UnreadableFileError, read_json
+from polymodal.registry import NAME_PATTERN, PATH_SCHEMES, resolve_path
 
 META_FILE = "polymodal_tokenizer.json"
 TOKENIZER_FILE = "tokenizer.json"
@@ -137,8 +138,10 @@ class TextTokenizer:
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> TextTokenizer:
-        """Read a directory written by :meth:`save` or by ``transformers`` ``save_pretrained``."""
-        directory = Path(directory)
+        """Read a directory written by :meth:`save` or by ``transformers`` ``save_pretrained``, or named as
+        ``SCHEME:NAME`` (``pretrained:minilm``: see :data:`polymodal.registry.PATH_SCHEMES`)."""
+        given = str(directory)
+        directory = Path(resolve_path(directory))
         meta_path = directory / META_FILE
         if meta_path.is_file():
             meta = read_json(meta_path)
@@ -149,7 +152,10 @@ class TextTokenizer:
                 read_json(path)  # says where its JSON breaks off, when it does
                 raise UnreadableFileError(path, f"not a tokenizer the tokenizers library reads ({e})") from None
         if not directory.is_dir():
-            raise FileNotFoundError(f"{directory}: no such tokenizer directory")
+            scheme, sep, _ = given.partition(":")
+            unregistered = sep and NAME_PATTERN.fullmatch(scheme) and scheme not in PATH_SCHEMES
+            hint = f" (no {scheme!r} path scheme is registered: for pretrained:NAME import polymodal.pretrained)"
+            raise FileNotFoundError(f"{directory}: no such tokenizer directory" + (hint if unregistered else ""))
         from transformers import AutoTokenizer  # heavy import, only for HF directories
 
         try:

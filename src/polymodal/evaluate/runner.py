@@ -7,6 +7,7 @@ same command on the same files gives the same numbers.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -76,7 +77,7 @@ def robustness(
 
 
 def run_eval(
-    model: str,
+    model: str | os.PathLike[str],
     benchmarks: str | Sequence[str],
     *,
     data: str | Path | None = None,
@@ -93,7 +94,8 @@ def run_eval(
     judges: dict[str, str] | None = None,
     media_dir: str | Path | None = None,
 ) -> ResultFile:
-    """Evaluate ``model`` (a path or model name) on ``benchmarks``; ``splits`` overrides each one's defaults.
+    """Evaluate ``model`` (a model or run directory, HF id or model name) on ``benchmarks``; ``splits`` overrides
+    each one's defaults.
 
     ``precision``: auto runs the model under bf16 autocast where the CPU has native bf16, else in fp32; the
     result file's provenance records which (bf16 moves metrics in about the third decimal). ``judges``: models a
@@ -104,6 +106,12 @@ def run_eval(
     nothing of the kind the benchmark scores) is recorded in ``skipped`` with the reason and the others run; when
     none can run, :class:`NotApplicable` is raised with every reason. Other errors (a missing file, a bad row) stop
     the run."""
+    if not isinstance(model, (str, os.PathLike)):  # str() of an nn.Module would be taken as a path
+        raise TypeError(
+            f"run_eval takes a model directory, run directory, Hugging Face id or model name, got a "
+            f"{type(model).__name__} object; save an in-memory model first with polymodal.models.save_model(dir, "
+            "model, processors) and pass dir"
+        )
     names = parse_benchmarks(benchmarks)
     choice = choose_precision(precision, "cpu")
     ctx = EvalContext(

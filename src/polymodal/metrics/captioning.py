@@ -282,6 +282,17 @@ def load_coco_refs(refs: str | os.PathLike | Mapping[str, Any]) -> dict[Any, lis
     return out
 
 
+def _coco_shape_error(name: str, value: object) -> TypeError:
+    """The error for a non-COCO argument to :func:`score_captions` (parallel lists are the usual mistake)."""
+    got = f"a {type(value).__name__}" + (
+        " without 'annotations'" if name == "refs" and isinstance(value, Mapping) else ""
+    )
+    return TypeError(
+        f"score_captions takes COCO format: refs a captions JSON path or {{'annotations': [{{'image_id', 'caption'}}, "
+        f"...]}}, preds [{{'image_id', 'caption'}}, ...]; {name} is {got}"
+    )
+
+
 def score_captions(
     refs: str | os.PathLike | Mapping[str, Any],
     preds: Iterable[Mapping[str, Any]],
@@ -294,9 +305,15 @@ def score_captions(
     METEOR is included when ``with_meteor`` is true, or when it is None and java + jar exist.
     Keys follow COCOEvalCap: Bleu_1..4, METEOR, ROUGE_L, CIDEr.
     """
+    if not isinstance(refs, (str, os.PathLike)) and not (isinstance(refs, Mapping) and "annotations" in refs):
+        raise _coco_shape_error("refs", refs)
+    if isinstance(preds, (str, Mapping)):
+        raise _coco_shape_error("preds", preds)
     all_refs = load_coco_refs(refs)
     hyps: dict[Any, str] = {}
     for i, pred in enumerate(preds):
+        if not isinstance(pred, Mapping):
+            raise _coco_shape_error(f"preds[{i}]", pred)
         image_id = pred.get("image_id")
         if image_id not in all_refs:
             raise ValueError(f"preds[{i}] image_id {image_id!r} has no reference captions")

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from polymodal.models.config import ComponentConfig, ModelConfig
+from polymodal.models.config import ComponentConfig, ModelConfig, parse_model_config
 from polymodal.modules.encoders import ENCODERS, Encoder, EncoderOutput
 from polymodal.registry import Registry
 
@@ -73,8 +73,11 @@ def build_encoders(components: Mapping[str, ComponentConfig]) -> dict[str, Encod
 MODELS: Registry[Callable[[Any], ComposedModel]] = Registry("model kind")
 
 
-def build_model(config: ModelConfig) -> ComposedModel:
-    """Build the composed model a (validated) model config describes."""
+def build_model(config: ModelConfig | Mapping[str, Any]) -> ComposedModel:
+    """Build the composed model a model config describes; a plain mapping is validated by ``parse_model_config``
+    first, so its mistakes are ConfigErrors naming the field."""
+    if isinstance(config, Mapping):
+        config = parse_model_config(dict(config))
     model = MODELS.get(config.kind)(config)
     model.config = config
     return model

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from polymodal.models.base import MODELS, ComposedModel, Inputs, Presence, build_encoders
 from polymodal.models.config import CaptionerConfig, DecoderConfig
 from polymodal.modules.heads import DECODERS, ProjectionHead, TextDecoder, generate
+from polymodal.modules.heads.generation import Strategy
 
 
 def build_decoder(config: DecoderConfig, memory_dim: int) -> TextDecoder:
@@ -100,12 +101,51 @@ class Captioner(ComposedModel):
             }
         return out
 
-    def generate(self, inputs: Inputs, present: Presence | None = None, **kwargs: Any) -> Tensor:
-        """Caption token ids (B, L); kwargs go to :func:`generate` (strategy, num_beams ...)."""
+    def generate(
+        self,
+        inputs: Inputs,
+        present: Presence | None = None,
+        *,
+        strategy: Strategy = "greedy",
+        max_new_tokens: int = 20,
+        num_beams: int = 4,
+        length_penalty: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+    ) -> Tensor:
+        """Caption token ids (B, L), L <= ``max_new_tokens``, ending at EOS then padded; the options go to
+        :func:`~polymodal.modules.heads.generate`:
+
+        - ``strategy``: "greedy", "beam" or "sample".
+        - ``max_new_tokens``: the most tokens to generate, at most the decoder's max_length.
+        - ``num_beams``: how many hypotheses "beam" keeps per sample.
+        - ``length_penalty``: a sequence's score is its log-probability over ``length ** length_penalty``.
+        - ``top_k``: "sample" draws from the k likeliest tokens only (0: all).
+        - ``top_p``: "sample" draws from the smallest set of tokens holding probability ``top_p`` (1.0: all).
+        - ``temperature``: "sample" divides the logits by it (> 0; lower is closer to greedy).
+        - ``generator``: the torch generator "sample" draws with, for reproducible samples.
+        - ``use_cache``: False re-runs the whole prefix at every step (slow; the reference for the cache).
+        """
         if self.source not in inputs:
             raise ValueError(f"a caption needs the {self.source!r} input to describe; got {sorted(inputs)}")
         memory, memory_mask, _ = self._memory(inputs, present, 0)
-        ids, _scores = generate(self.decoder, memory, memory_mask, **kwargs)
+        ids, _scores = generate(
+            self.decoder,
+            memory,
+            memory_mask,
+            strategy=strategy,
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            length_penalty=length_penalty,
+            top_k=top_k,
+            top_p=top_p,
+            temperature=temperature,
+            generator=generator,
+            use_cache=use_cache,
+        )
         return ids
 
 

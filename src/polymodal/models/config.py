@@ -17,6 +17,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from polymodal.config import Config
+from polymodal.plugins import PLUGINS_ENV
 from polymodal.registry import Registry
 
 
@@ -35,7 +36,8 @@ def unknown_name(registry: Registry[Any], name: str) -> str | None:
     if name in registry:
         return None
     return (
-        f"unknown {registry.kind} {name!r} (a plugin's? import the module that registers it before loading); "
+        f"unknown {registry.kind} {name!r} (a plugin's? import the module that registers it before loading; "
+        f"CLI: set {PLUGINS_ENV}=module); "
         f"allowed: {', '.join(registry.names())}"
     )
 

@@ -4,8 +4,8 @@ classifies over an answer vocabulary or a text decoder that generates the answer
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 from polymodal.models.base import MODELS, ComposedModel, Inputs, Presence, build_encoders
@@ -14,6 +14,7 @@ from polymodal.models.config import QuestionAnsweringConfig
 from polymodal.models.fusion_classifier import build_fusion, build_head
 from polymodal.modules.fusion import Fusion, FusionOutput
 from polymodal.modules.heads import TextDecoder, generate
+from polymodal.modules.heads.generation import Strategy
 
 
 class QuestionAnswerer(ComposedModel):
@@ -84,11 +85,40 @@ class QuestionAnswerer(ComposedModel):
         memory, memory_mask = self._memory(fused)
         return self.decoder(answer_ids, memory, memory_mask=memory_mask, attention_mask=answer_mask)  # type: ignore[misc]
 
-    def generate(self, inputs: Inputs, present: Presence | None = None, **kwargs: Any) -> Tensor:
+    def generate(
+        self,
+        inputs: Inputs,
+        present: Presence | None = None,
+        *,
+        strategy: Strategy = "greedy",
+        max_new_tokens: int = 20,
+        num_beams: int = 4,
+        length_penalty: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        use_cache: bool = True,
+    ) -> Tensor:
+        """Answer token ids (B, L) of a generating model; the options are :meth:`Captioner.generate`'s (each
+        described there), passed to :func:`~polymodal.modules.heads.generate`."""
         if self.decoder is None:
             raise ValueError("this model classifies answers; call forward() and take the argmax")
         memory, memory_mask = self._memory(self.fuse(inputs, present))
-        ids, _scores = generate(self.decoder, memory, memory_mask, **kwargs)
+        ids, _scores = generate(
+            self.decoder,
+            memory,
+            memory_mask,
+            strategy=strategy,
+            max_new_tokens=max_new_tokens,
+            num_beams=num_beams,
+            length_penalty=length_penalty,
+            top_k=top_k,
+            top_p=top_p,
+            temperature=temperature,
+            generator=generator,
+            use_cache=use_cache,
+        )
         return ids
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from polymodal.modules.encoders import ENCODERS
 from polymodal.modules.encoders.efficientnet_lite import EfficientNetLite0
-from polymodal.modules.encoders.hf import PATH_SCHEMES
 from polymodal.pretrained.imagenet import load_efficientnet_lite0
 from polymodal.pretrained.locate import PRETRAINED_SCHEME, pretrained_dir
 from polymodal.pretrained.speaker import SpeakerLSTM, load_speaker_lstm
+from polymodal.registry import PATH_SCHEMES
 
 PATH_SCHEMES.register(PRETRAINED_SCHEME.rstrip(":"))(pretrained_dir)  # pretrained:minilm -> the packaged directory
 

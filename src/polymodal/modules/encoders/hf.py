@@ -26,27 +26,17 @@ from polymodal.modules.encoders.image import PIXELS
 from polymodal.modules.encoders.pooling import check_choice, pool_tokens
 from polymodal.modules.encoders.text import check_text_inputs
 from polymodal.modules.layers import Packing, attention_mask, scaled_dot_product
-from polymodal.registry import Registry
+from polymodal.registry import resolve_path
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 E = TypeVar("E", bound="_HFEncoder")
 
-# Named directories a config can give instead of a machine-specific path, as ``SCHEME:NAME``: scheme -> NAME ->
-# directory. The modules know no names; polymodal.pretrained adds ``pretrained`` (directories inside PyPI packages).
-PATH_SCHEMES: Registry[Callable[[str], str | os.PathLike[str]]] = Registry("path scheme")
-
-
-def resolve_path(path: str | os.PathLike[str]) -> str | os.PathLike[str]:
-    """``SCHEME:NAME`` of a registered scheme -> that scheme's directory for NAME; any other path unchanged."""
-    scheme, sep, name = str(path).partition(":")
-    return PATH_SCHEMES.get(scheme)(name) if sep and scheme in PATH_SCHEMES else path
-
 
 def load_hf_model(model_or_path: PreTrainedModel | str | os.PathLike[str], tower: str | None = None) -> PreTrainedModel:
     """An already-built model as is, or a model loaded from a local directory (or ``SCHEME:NAME``, such as
-    ``pretrained:minilm``: see :data:`PATH_SCHEMES`).
+    ``pretrained:minilm``: see :data:`polymodal.registry.PATH_SCHEMES`).
 
     ``tower`` (``"text"`` or ``"vision"``) picks one tower of a dual checkpoint such as
     ``CLIPModel`` (whose config has ``text_config`` / ``vision_config``): the matching
