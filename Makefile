@@ -47,8 +47,8 @@ browser:
 	  else echo "note: /usr/bin/chromium missing and apt-get unavailable: the browser test will be skipped"; fi; }
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff format --check src tests benchmarks
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	$(VENV)/bin/ruff check src tests benchmarks examples
 
 test: $(STAMP) browser lint
 	$(PY) -m pytest -m "not slow" -n 2 -q

@@ -380,9 +380,7 @@ def test_set_epoch_reaches_persistent_workers(tok) -> None:
 def test_a_column_read_before_its_processor_was_registered_is_named_not_dropped() -> None:
     """A reader routes only the columns whose processors it knows; a plugin imported after the manifest was read
     leaves its column in metadata, where no sample would ever have the modality: the dataset says so."""
-    samples = [
-        Sample(id=str(i), metadata={"vector": [1.0, 2.0]}, source="data.jsonl", row=i + 1) for i in range(3)
-    ]
+    samples = [Sample(id=str(i), metadata={"vector": [1.0, 2.0]}, source="data.jsonl", row=i + 1) for i in range(3)]
     with pytest.raises(ValueError, match=r"data.jsonl:1: column 'vector' was read as metadata.*POLYMODAL_PLUGINS"):
         MultimodalDataset(samples, {"vector": ImageProcessor(ImagePreprocess(image_size=8))})
     # A modality some sample has, or one no sample mentions at all, is no mistake.
