@@ -4,6 +4,7 @@
     model.safetensors   the weights (no pickle: loading never executes code)
     processors.json     modality -> the settings its processor was trained with
     tokenizer/          the text processor's tokenizer (when the model reads or writes text)
+    towers/N/           the configs of Hugging Face towers loaded from a local directory (their weights are above)
     answers.json        answer or class -> output index (models that classify over a vocabulary)
 
 ``config.json`` also says what a classifier's outputs mean, as its head was trained (``"outputs"``: ``classes``,
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,6 +35,7 @@ from polymodal.fsutil import UnreadableFileError, atomic_directory, read_json
 from polymodal.models.base import ComposedModel, build_model
 from polymodal.models.config import parse_model_config
 from polymodal.models.legacy import legacy_processor_settings, upgrade_state
+from polymodal.modules.encoders.hf import architecture_only
 from polymodal.modules.losses import learned_scale
 from polymodal.version import __version__
 from polymodal.weights import load_state, read_weights, save_weights
@@ -45,6 +48,9 @@ ANSWERS_FILE = "answers.json"
 # What a classifier's outputs are, by the loss its head was trained with: logits of classes, one of which is the
 # answer (cross-entropy: softmax); logits of labels, each on or off (bce: a sigmoid per label); values (mse).
 CLASSES, MULTILABEL, REGRESSION = "classes", "multilabel", "regression"
+TOWERS_DIR = "towers"  # the configs of Hugging Face towers loaded from local directories
+HF_TOWERS = ("hf_text", "hf_image", "hf_audio")  # encoders whose params.path names a transformers directory
+MODEL_DIR_SCHEME = "model:"  # a tower path inside the saved directory
 OUTPUTS = (CLASSES, MULTILABEL, REGRESSION)
 
 
@@ -84,7 +90,7 @@ def save_model(
         meta: dict[str, Any] = {"polymodal_version": __version__, "format": FORMAT}
         if outputs is not None:
             meta["outputs"] = outputs
-        meta["config"] = config.model_dump(mode="json")
+        meta["config"] = _bundle_tower_configs(config.model_dump(mode="json"), tmp)
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
         save_weights(model, tmp / WEIGHTS_FILE)
         (tmp / PROCESSORS_FILE).write_text(json.dumps({m: p.settings() for m, p in processors.items()}, indent=2))
@@ -93,6 +99,49 @@ def save_model(
         if answers is not None:
             (tmp / ANSWERS_FILE).write_text(json.dumps(dict(answers), indent=1))
     return target
+
+
+def _tower_paths(node: Any, visit: Any) -> Any:
+    """``node`` (a config as JSON) with the directory (``params.path``) of every Hugging Face tower replaced by
+    ``visit(path)``, however deep the tower sits (a frame tower under a video tower)."""
+    if isinstance(node, list):
+        return [_tower_paths(v, visit) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _tower_paths(v, visit) for k, v in node.items()}
+    params = out.get("params")
+    if out.get("name") in HF_TOWERS and isinstance(params, dict) and isinstance(params.get("path"), str):
+        out["params"] = {**params, "path": visit(params["path"])}
+    return out
+
+
+def _bundle_tower_configs(config: dict[str, Any], target: Path) -> dict[str, Any]:
+    """A tower loaded from a local directory keeps that directory's configs (its architecture and preprocessing,
+    not its weights: those are in the model's) under ``towers/N``, so the saved model does not need it again."""
+    copied: list[str] = []
+
+    def bundle(path: str) -> str:
+        source = Path(path)
+        if not (source / "config.json").is_file():
+            return path  # a named directory (pretrained:minilm, the package's) or a hub id: as given
+        folder = target / TOWERS_DIR / str(len(copied))
+        folder.mkdir(parents=True)
+        for file in source.glob("*.json"):
+            if not file.name.endswith(".index.json"):  # a sharded checkpoint's weight map: weights are ours
+                shutil.copyfile(file, folder / file.name)
+        copied.append(path)
+        return f"{MODEL_DIR_SCHEME}{TOWERS_DIR}/{len(copied) - 1}"
+
+    return _tower_paths(config, bundle)
+
+
+def _with_tower_dirs(config: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """``model:towers/N`` tower paths of a saved config as directories inside ``directory``."""
+
+    def resolve(path: str) -> str:
+        return str(directory / path[len(MODEL_DIR_SCHEME) :]) if path.startswith(MODEL_DIR_SCHEME) else path
+
+    return _tower_paths(config, resolve)
 
 
 def _scale(pair: str, value: float | torch.Tensor | torch.nn.Module) -> float:
@@ -133,8 +182,9 @@ def load_model(directory: str | os.PathLike) -> ComposedModel:
             f"this polymodal reads formats up to {FORMAT}: upgrade polymodal"
         )
     raw = meta.get("config", {})
-    config = parse_model_config(raw, str(directory / CONFIG_FILE))
-    model = build_model(config)
+    config = parse_model_config(_with_tower_dirs(raw, directory), str(directory / CONFIG_FILE))
+    with architecture_only():  # the weights come from this directory, not from the towers' own checkpoints
+        model = build_model(config)
     state = upgrade_state(raw, read_weights(directory / WEIGHTS_FILE))
     load_state(model, state, directory / WEIGHTS_FILE)
     return model

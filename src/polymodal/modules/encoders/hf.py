@@ -12,6 +12,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -34,6 +35,21 @@ if TYPE_CHECKING:
 E = TypeVar("E", bound="_HFEncoder")
 
 
+# Set while a saved model is built: its own weights replace the towers' next, so a tower is built from its
+# directory's config alone (the checkpoint's weights are never read, and a saved model keeps only the configs).
+_ARCHITECTURE_ONLY: ContextVar[bool] = ContextVar("polymodal_hf_architecture_only", default=False)
+
+
+@contextlib.contextmanager
+def architecture_only() -> Iterator[None]:
+    """Within it, Hugging Face towers are built from their directory's config, with untrained weights."""
+    token = _ARCHITECTURE_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _ARCHITECTURE_ONLY.reset(token)
+
+
 def load_hf_model(model_or_path: PreTrainedModel | str | os.PathLike[str], tower: str | None = None) -> PreTrainedModel:
     """An already-built model as is, or a model loaded from a local directory (or ``SCHEME:NAME``, such as
     ``pretrained:minilm``: see :data:`polymodal.registry.PATH_SCHEMES`).
@@ -53,7 +69,12 @@ def load_hf_model(model_or_path: PreTrainedModel | str | os.PathLike[str], tower
     config = AutoConfig.from_pretrained(model_or_path, local_files_only=True)
     sub_config = getattr(config, f"{tower}_config", None) if tower else None
     if sub_config is not None and type(sub_config) in MODEL_MAPPING:
-        return MODEL_MAPPING[type(sub_config)].from_pretrained(model_or_path, local_files_only=True)
+        model_class = MODEL_MAPPING[type(sub_config)]
+        if _ARCHITECTURE_ONLY.get():
+            return model_class._from_config(sub_config)
+        return model_class.from_pretrained(model_or_path, local_files_only=True)
+    if _ARCHITECTURE_ONLY.get():
+        return AutoModel.from_config(config)
     return AutoModel.from_pretrained(model_or_path, local_files_only=True)
 
 
@@ -393,9 +414,12 @@ def load_hf_audio_model(
         if name not in CLAP_AUDIO_CLASSES:
             raise ValueError(f"{path}: architecture {name!r} is not one of {', '.join(CLAP_AUDIO_CLASSES)}")
         loader = getattr(transformers, name)
-    model, info = loader.from_pretrained(path, local_files_only=True, output_loading_info=True)
-    prefix = f"{spec.part}." if spec.part and hasattr(model, spec.part) else ""
-    missing = sorted(k for k in info["missing_keys"] if k.startswith(prefix))
+    if _ARCHITECTURE_ONLY.get():
+        model, missing = loader.from_config(config) if loader is AutoModel else loader._from_config(config), []
+    else:
+        model, info = loader.from_pretrained(path, local_files_only=True, output_loading_info=True)
+        prefix = f"{spec.part}." if spec.part and hasattr(model, spec.part) else ""
+        missing = sorted(k for k in info["missing_keys"] if k.startswith(prefix))
     if missing:
         raise ValueError(
             f"{path}: the checkpoint has no weights for {len(missing)} parameters of the audio tower "
