@@ -145,6 +145,37 @@ def test_the_predict_command_writes_the_csv(classifier_dir: Path, files: Path, t
     assert result.exit_code == 2 and "no column the model reads" in result.output and not (tmp_path / "x.csv").exists()
 
 
+def test_a_fusion_classifier_is_scored_on_labelled_rows(classifier_dir: Path, files: Path, tmp_path: Path) -> None:
+    """Model.evaluate and `predict --evaluate` score a fusion classifier on one's own labelled table, as they score a
+    fitted predictor: accuracy over the rows with a known label, an unknown label counted as an error."""
+    model = polymodal.load(classifier_dir, precision="fp32")
+    names, truths = ["red", "green", "blue", "red"], ["true", "false", "true", "false"]
+    rows = [{"image": str(files / f"{n}.png"), "text": t, "label": y} for n, t, y in zip(names, TEXTS, truths)]
+    predicted = model.predict(rows).labels
+    metrics = model.evaluate(rows)
+    assert metrics["accuracy"] == pytest.approx(np.mean([p == y for p, y in zip(predicted, truths)]))
+    assert metrics["rows"] == {"scored": 4, "left_out": 0, "unreadable": 0, "unknown": {}}
+    with pytest.warns(UserWarning, match="labels the model does not know: 'maybe'"):
+        odd = model.evaluate([*rows, {**rows[0], "label": "maybe"}])
+    assert odd["accuracy"] == pytest.approx(metrics["accuracy"] * 4 / 5) and odd["rows"]["unknown"] == {"maybe": 1}
+    with pytest.raises(ValueError, match="no label column 'label'"):
+        model.evaluate([{k: v for k, v in r.items() if k != "label"} for r in rows])
+    table = tmp_path / "labelled.csv"
+    with open(table, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["image", "text", "label"])
+        writer.writeheader()
+        writer.writerows({**r, "image": Path(r["image"]).name} for r in rows)
+    (tmp_path / "red.png").write_bytes((files / "red.png").read_bytes())
+    for name in ("green", "blue"):
+        (tmp_path / f"{name}.png").write_bytes((files / f"{name}.png").read_bytes())
+    command = ["predict", str(classifier_dir), str(table), "--out", str(tmp_path / "p.csv"), "--evaluate", "--json"]
+    result = CliRunner().invoke(app, command)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["metrics"]["accuracy"] == pytest.approx(
+        polymodal.load(classifier_dir).evaluate(str(table))["accuracy"]
+    )
+
+
 @pytest.mark.parametrize(
     ("loss", "outputs", "labels", "metric"),
     [

@@ -21,7 +21,7 @@ from polymodal.backends.polymodal_dir import PolymodalBackend
 from polymodal.data.errors import BadSampleError, BadSampleLog
 from polymodal.fit import ColumnMismatchError, Predictions, Problem, Table
 from polymodal.fit.columns import is_missing
-from polymodal.fit.predictor import as_table, id_columns
+from polymodal.fit.predictor import as_table, id_columns, score_rows
 from polymodal.fit.search import predictions
 from polymodal.models.saved import MULTILABEL, REGRESSION
 
@@ -110,3 +110,19 @@ def predict_rows(
     # Each row keeps the table's identifier columns and the model's media columns (a folder's paths).
     keep = [m for m in reads if m != "text"]
     return Predictions(problem, values, list(table.row_numbers), list(bad_log.examples), id_columns(table, keep))
+
+
+def evaluate_rows(
+    backend: Backend,
+    rows: Table | str | os.PathLike[str] | Sequence[Mapping[str, Any]],
+    *,
+    batch_size: int,
+    autocast: Callable[[], contextlib.AbstractContextManager[None]],
+) -> dict[str, Any]:
+    """The fusion classifier's metrics on labelled ``rows`` (its modalities' columns and ``label``), as a fitted
+    predictor's ``evaluate`` gives them (:func:`~polymodal.fit.predictor.score_rows`)."""
+    table = as_table(rows)
+    if LABEL not in table.columns:
+        raise ValueError(f"{table.source}: no label column {LABEL!r} to evaluate against")
+    result = predict_rows(backend, table, batch_size=batch_size, autocast=autocast)
+    return score_rows(result.problem, result.values, table.values(LABEL), unreadable=len(table.bad))

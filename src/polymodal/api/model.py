@@ -352,11 +352,15 @@ class Model:
         return predict_rows(self.backend, rows, batch_size=self.batch_size, autocast=self._autocast, bad_log=bad_log)
 
     def evaluate(self, rows: Table | str | os.PathLike[str] | Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        """A fitted table predictor's metrics on labelled rows (as ``predict`` takes them, with the label column):
-        those fit.json reports for validation; see :meth:`polymodal.fit.TablePredictor.evaluate`."""
-        if not isinstance(self.backend, PredictorBackend):
-            raise TaskNotSupported(self.backend, "evaluate a table (only a `polymodal fit` predictor can)")
-        return self.backend.evaluate(rows)
+        """The metrics of a fitted table predictor or a fusion classifier on labelled rows (as ``predict`` takes
+        them, with the label column: ``label`` for a fusion classifier): those fit.json reports for validation;
+        see :meth:`polymodal.fit.TablePredictor.evaluate`."""
+        self._require(PREDICT, "evaluate a table")
+        if isinstance(self.backend, PredictorBackend):
+            return self.backend.evaluate(rows)
+        from polymodal.api.fusion import evaluate_rows
+
+        return evaluate_rows(self.backend, rows, batch_size=self.batch_size, autocast=self._autocast)
 
     def classify(
         self,

@@ -237,8 +237,8 @@ def predict(
     evaluate: bool = typer.Option(
         False,
         "--evaluate",
-        help="Also score the predictions against TABLE's label column (a `polymodal fit` predictor): the metrics "
-        "fit.json reports for validation. A label the model does not know counts as an error; rows without one "
+        help="Also score the predictions against TABLE's label column (`label` for a fusion classifier): the "
+        "metrics fit.json reports for validation. A label the model does not know counts as an error; rows without one "
         "are left out and counted.",
     ),
     cache: bool = CacheOption,
@@ -251,30 +251,31 @@ def predict(
     from polymodal.backends import TaskNotSupported
     from polymodal.data.errors import BadSampleError, BadSampleLog
     from polymodal.fit import ColumnMismatchError, TablePredictor, is_fit_dir, read_table
+    from polymodal.fit.predictor import score_rows
     from polymodal.fsutil import write_atomic
 
     metrics = None
     try:
         bad_log = BadSampleLog(out.with_name(out.name + ".bad_samples.jsonl"))
+        scaling = (0.0, 1.0)  # a regression target's mean and std, which a fitted predictor standardised
         if is_fit_dir(model):
             predictor = TablePredictor.load(model)
-            rows = read_table(table)
-            if evaluate and predictor.problem.label not in rows.columns:
-                raise ValueError(f"--evaluate: {table} has no label column {predictor.problem.label!r}")
+            rows, problem = read_table(table), predictor.problem
+            check_label(evaluate, table, rows, problem)
             result = predictor.predict(rows, bad_log, store=cache)
-            if evaluate:
-                with warnings.catch_warnings():  # the counts are in the metrics' rows, printed below
-                    warnings.simplefilter("ignore")
-                    labels = rows.values(predictor.problem.label)
-                    metrics = predictor.score_labels(result.values, labels, unreadable=len(rows.bad))
+            scaling = (predictor.target_mean, predictor.target_std)
         else:  # a polymodal model: its own towers read the files (the feature store is for fit's)
             from polymodal.api import load
 
-            if evaluate:
-                raise ValueError("--evaluate scores a `polymodal fit` predictor; for this model use `polymodal eval`")
             loaded = load(model)
-            rows = read_table(table)
+            rows, problem = read_table(table), loaded.predict_problem
+            check_label(evaluate, table, rows, problem)
             result = loaded.predict(rows, bad_log=bad_log)
+        if evaluate:
+            with warnings.catch_warnings():  # the counts are in the metrics' rows, printed below
+                warnings.simplefilter("ignore")
+                labels = rows.values(result.problem.label)
+                metrics = score_rows(result.problem, result.values, labels, scaling, unreadable=len(rows.bad))
         out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(out, result.to_csv())
     except (ColumnMismatchError, TaskNotSupported) as e:
@@ -307,6 +308,12 @@ def predict(
         console.print(f"bad cells{where}: each listed in {escape(str(bad_log.path))}", highlight=False)
     if metrics is not None:
         _print_evaluation(metrics)
+
+
+def check_label(evaluate: bool, table: Path, rows: Any, problem: Any) -> None:
+    """``--evaluate`` needs the label column (before anything is predicted)."""
+    if evaluate and problem is not None and problem.label not in rows.columns:
+        raise ValueError(f"--evaluate: {table} has no label column {problem.label!r}")
 
 
 def _print_evaluation(metrics: dict[str, Any]) -> None:

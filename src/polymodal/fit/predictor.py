@@ -371,31 +371,8 @@ class TablePredictor:
 
     def score_labels(self, values: np.ndarray, labels: Sequence[Any], unreadable: int = 0) -> dict[str, Any]:
         """The metrics (those of ``fit.json``'s ``validation``) of predicted ``values`` (:attr:`Predictions.values`)
-        against the ``labels`` of the same rows. A row whose label is none of the model's classes counts as an error
-        (its class joins the metrics, never predicted); a row without a label (or, for regression, without a number)
-        is left out. ``rows`` counts both, and a warning says when rows were left out or the classes unknown."""
-        problem, extra = self.problem, Counter(unknown_classes(self.problem, labels))
-        if extra:  # the unknown classes as classes no row is predicted to be: each such row is a miss
-            kept = problem.metric if problem.metric in METRICS["multiclass"] else ""  # ROC-AUC needs two classes
-            classes = problem.classes + tuple(sorted(extra))
-            problem = replace(problem, kind="multiclass", classes=classes, metric=kept)
-            values = np.pad(values, ((0, 0), (0, len(extra))))
-        targets = encode_targets(problem, labels, (self.target_mean, self.target_std))
-        scored = int(targets.known.sum())
-        if not scored:
-            raise ValueError(f"no row has a usable {problem.label!r} value to evaluate against")
-        metrics = score(problem, values, targets)
-        left_out = len(labels) - scored
-        metrics["rows"] = {"scored": scored, "left_out": left_out, "unreadable": unreadable, "unknown": dict(extra)}
-        if left_out or unreadable or extra:
-            unknown = ", ".join(f"{name!r} ({n} rows)" for name, n in extra.most_common(5))
-            warnings.warn(
-                f"evaluated {scored} rows; left out {left_out} without a usable {problem.label!r} value and "
-                f"{unreadable} unreadable"
-                + (f"; counted as errors: labels the model does not know: {unknown}" if extra else ""),
-                stacklevel=2,
-            )
-        return metrics
+        against the ``labels`` of the same rows: :func:`score_rows` with this predictor's problem and targets."""
+        return score_rows(self.problem, values, labels, (self.target_mean, self.target_std), unreadable)
 
     @property
     def inputs(self) -> list[str]:
@@ -729,3 +706,39 @@ def _json_default(value: Any) -> Any:
 
 
 __all__ = ["ColumnMismatchError", "Predictions", "TablePredictor", "check_output", "holdout_split", "is_fit_dir"]
+
+
+def score_rows(
+    problem: Problem,
+    values: np.ndarray,
+    labels: Sequence[Any],
+    target_scaling: tuple[float, float] = (0.0, 1.0),
+    unreadable: int = 0,
+) -> dict[str, Any]:
+    """The metrics (those of ``fit.json``'s ``validation``) of predicted ``values`` (:attr:`Predictions.values`)
+    against the ``labels`` of the same rows (``target_scaling``: a regression's target mean and std). A row whose
+    label is none of the problem's classes counts as an error (its class joins the metrics, never predicted); a row
+    without a label (or, for regression, without a number) is left out. ``rows`` counts both, and a warning says
+    when rows were left out or the classes unknown."""
+    extra = Counter(unknown_classes(problem, labels))
+    if extra:  # the unknown classes as classes no row is predicted to be: each such row is a miss
+        kept = problem.metric if problem.metric in METRICS["multiclass"] else ""  # ROC-AUC needs two classes
+        classes = problem.classes + tuple(sorted(extra))
+        problem = replace(problem, kind="multiclass", classes=classes, metric=kept)
+        values = np.pad(values, ((0, 0), (0, len(extra))))
+    targets = encode_targets(problem, labels, target_scaling)
+    scored = int(targets.known.sum())
+    if not scored:
+        raise ValueError(f"no row has a usable {problem.label!r} value to evaluate against")
+    metrics = score(problem, values, targets)
+    left_out = len(labels) - scored
+    metrics["rows"] = {"scored": scored, "left_out": left_out, "unreadable": unreadable, "unknown": dict(extra)}
+    if left_out or unreadable or extra:
+        unknown = ", ".join(f"{name!r} ({n} rows)" for name, n in extra.most_common(5))
+        warnings.warn(
+            f"evaluated {scored} rows; left out {left_out} without a usable {problem.label!r} value and "
+            f"{unreadable} unreadable"
+            + (f"; counted as errors: labels the model does not know: {unknown}" if extra else ""),
+            stacklevel=2,
+        )
+    return metrics
