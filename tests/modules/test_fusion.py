@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from polymodal.modules.encoders.base import EncoderOutput
 from polymodal.modules.fusion import (
@@ -520,3 +520,23 @@ def reference_pooled(fusion: CrossAttentionFusion, features: dict[str, EncoderOu
     finally:
         del fusion.finish
     return captured["pooled"]
+
+
+def test_a_fusion_that_cannot_take_the_models_dimensions_is_refused_at_registration() -> None:
+    """The model builds a fusion with input_dims and output_dim: a plugin's class without them is refused when it is
+    registered, naming the two, not with a TypeError deep in a model's build."""
+
+    class NoDims(nn.Module):
+        def __init__(self, width: int = 8) -> None:
+            super().__init__()
+
+    with pytest.raises(TypeError, match="fusion 'no_dims': NoDims must take input_dims and output_dim"):
+        FUSIONS.register("no_dims")(NoDims)
+    assert "no_dims" not in FUSIONS.names()
+
+    class AnyOptions(nn.Module):
+        def __init__(self, **options: object) -> None:
+            super().__init__()
+
+    FUSIONS.register("any_options")(AnyOptions)  # takes whatever the model passes
+    FUSIONS.unregister("any_options")

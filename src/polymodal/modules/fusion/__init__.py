@@ -6,6 +6,9 @@ The registered builders are the classes themselves: their ``__init__`` signature
 place the options and defaults are written.
 """
 
+import inspect
+from collections.abc import Callable
+
 from polymodal.modules.fusion.attention import AttentionFusion, CoAttentionFusion, CrossAttentionFusion
 from polymodal.modules.fusion.base import Fusion, FusionOutput
 from polymodal.modules.fusion.concat import ConcatFusion
@@ -18,7 +21,24 @@ from polymodal.modules.fusion.track import TrackFusion
 from polymodal.modules.fusion.weighted import WeightedSumFusion
 from polymodal.registry import Registry
 
-FUSIONS: Registry[type[Fusion]] = Registry("fusion")
+
+def _check_fusion(name: str, builder: Callable[..., Fusion]) -> None:
+    """A fusion module is built with ``input_dims`` and ``output_dim`` (the model passes them): refuse, at
+    registration, a builder that cannot take them, instead of a TypeError when a model is built."""
+    try:
+        parameters = inspect.signature(builder).parameters
+    except (TypeError, ValueError):
+        return  # no signature to read (a C builder): checked when built
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    missing = [arg for arg in ("input_dims", "output_dim") if arg not in parameters and not takes_any]
+    if missing:
+        raise TypeError(
+            f"fusion {name!r}: {getattr(builder, '__name__', builder)} must take {' and '.join(missing)} (the model "
+            "passes input_dims, modality -> feature width, and output_dim; see polymodal.modules.fusion.base)"
+        )
+
+
+FUSIONS: Registry[type[Fusion]] = Registry("fusion", _check_fusion)
 FUSIONS.register("concat")(ConcatFusion)
 FUSIONS.register("late")(LateFusion)
 FUSIONS.register("weighted_sum")(WeightedSumFusion)
