@@ -12,7 +12,7 @@ import polymodal
 from polymodal.api.video import IMAGE_FRAMES, VIDEO_TOWER
 from polymodal.backends import TaskNotSupported
 from polymodal.data.errors import BadSampleError
-from polymodal.data.video import VideoSampling, decode_video
+from polymodal.data.video import VideoSampling, decode_video, frames_at
 from tests.api.video_model import colour_model_dir, colour_video_model_dir, write_clip  # noqa: F401
 
 
@@ -59,7 +59,7 @@ def test_segments_carry_their_times_and_embed_only_their_frames(colour_model_dir
     # Shorter than a segment: one segment, the whole clip.
     (whole,) = model.video_segments(str(clips["blue"]), 5.0)
     assert (whole.start, whole.end) == (0.0, 1.5)
-    with pytest.raises(ValueError, match="segment seconds must be > 0"):
+    with pytest.raises(ValueError, match="segment seconds must be a finite number > 0"):
         model.video_segments(str(clips["blue"]), 0)
 
 
@@ -92,29 +92,29 @@ def test_bad_clips_and_models_that_cannot_embed_video(colour_model_dir, tiny_cap
         captioner.embed_video(broken)
 
 
-def test_a_long_clip_is_cut_into_whole_segments_a_window_at_a_time(
+def test_a_long_clip_is_cut_into_whole_segments_as_it_is_decoded(
     colour_model_dir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # noqa: ANN001, F811
     """Every segment of a long clip has all its frames (1,040 of them here: past the 1,024 one decode took before,
-    which thinned them), and frames are decoded a window at a time as the segments are taken."""
+    which thinned them), each from its own second, and the clip is decoded as the segments are taken."""
     import polymodal.api.video as video_api
 
     clip = write_clip(tmp_path / "long.mp4", ["red", "blue"] * 65, 1.0)  # 130 s at 8 fps
-    frames_per_call: list[int] = []
+    given: list[float] = []
 
-    def counting(ref, settings, *args, **kwargs):  # type: ignore[no-untyped-def]
-        frames_per_call.append(settings.frames)
-        return decode_video(ref, settings, *args, **kwargs)
+    def counting(ref, times, settings):  # type: ignore[no-untyped-def]
+        for item in frames_at(ref, times, settings):
+            given.append(item[0])
+            yield item
 
-    monkeypatch.setattr(video_api, "decode_video", counting)
+    monkeypatch.setattr(video_api, "frames_at", counting)
     model = polymodal.load(colour_model_dir, precision="fp32")
     segments = model.video_segments(str(clip), 1.0)
     first = next(segments)
-    assert len(frames_per_call) == 2  # the length probe and the first window: nothing more decoded yet
+    assert len(given) <= 9  # the first segment's 8 frames (and the next one's first): nothing more decoded yet
     taken = [first, *segments]
     assert [(s.start, s.end, len(s.clip.frames)) for s in taken] == [(float(j), j + 1.0, 8) for j in range(130)]
-    assert all(s.start <= t < s.end for s in taken for t in s.clip.times)
-    assert max(frames_per_call) <= video_api.WINDOW_FRAMES and sum(frames_per_call[1:]) == 1040
+    assert all(s.start <= t < s.end for s in taken for t in s.clip.times) and len(given) == 1040
     captions = model.embed_text(["a red picture", "a blue picture"])
     colours = (model.embed_video([s.clip for s in taken[-4:]]) @ captions.T).argmax(1)
     assert colours.tolist() == [0, 1, 0, 1]
@@ -171,3 +171,65 @@ def test_segments_at_ntsc_rates_get_all_their_frames(tmp_path: Path) -> None:
             out.mux(packet)
     segments = list(segment_clip(str(path), 1.0, VideoSampling(frames=8)))
     assert [len(s.clip.frames) for s in segments] == [8] * 10
+
+
+def _clip_of(path: Path, frames: list[tuple[float, int]], fmt: str | None = None, keyframe_every: int = 12) -> Path:
+    """A 32 px clip of grey frames (time in seconds, grey level), each at its own timestamp (ms), muxed as ``fmt``."""
+    import fractions
+
+    import av
+
+    with av.open(str(path), "w", format=fmt) as out:
+        stream = out.add_stream("mpeg4", rate=25)
+        stream.codec_context.gop_size = keyframe_every
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.time_base = fractions.Fraction(1, 1000)
+        for t, level in frames:
+            frame = av.VideoFrame.from_ndarray(np.full((32, 32, 3), level, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = round(1000 * t), fractions.Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def _levels(segment) -> list[int]:  # noqa: ANN001
+    return [round(float(np.asarray(f).mean()) / 10) * 10 for f in segment.clip.frames]
+
+
+def test_a_clip_with_a_frame_only_at_each_change_is_cut_by_what_is_on_screen(tmp_path: Path) -> None:
+    """A screen recording's frames come only when the picture changes: dark from 0 s, light from 6 s (and a last
+    frame at 11.9 s). Each second shows what was on screen then, not the next frame in the file."""
+    from polymodal.api.video import segment_clip
+
+    path = _clip_of(tmp_path / "screen.mp4", [(0.0, 40), (6.0, 200), (11.9, 200)])
+    segments = list(segment_clip(str(path), 1.0, VideoSampling(frames=4)))
+    assert len(segments) == 12
+    assert [_levels(s)[0] for s in segments] == [40] * 6 + [200] * 6
+    assert all(len(s.clip.frames) == 1 for s in segments)  # one frame on screen the whole second, taken once
+
+
+def test_segments_of_an_mpeg_ts_clip_hold_their_own_seconds(tmp_path: Path) -> None:
+    """Segments are read in one pass, without seeks (in long MPEG-TS files a seek can land on a later keyframe):
+    each frame from its own time (frame i of 25 fps has grey level 10 * (i // 25), a new level every second)."""
+    from polymodal.api.video import segment_clip
+
+    frames = [(i / 25, 10 * (i // 25)) for i in range(25 * 12)]
+    path = _clip_of(tmp_path / "clip.ts", frames, fmt="mpegts", keyframe_every=100)
+    segments = list(segment_clip(str(path), 1.0, VideoSampling(frames=4)))
+    assert [s.start for s in segments] == [float(j) for j in range(12)]
+    assert [set(_levels(s)) for s in segments] == [{10 * j} for j in range(12)]
+
+
+def test_a_truncated_clip_ends_its_segments_where_its_frames_end_and_says_so(tmp_path: Path) -> None:
+    from polymodal.api.video import segment_clip
+
+    path = _clip_of(tmp_path / "whole.mkv", [(i / 25, 10 * (i // 250)) for i in range(25 * 60)], fmt="matroska")
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.warns(UserWarning, match=r"cut.mkv: frames end at \d+\.\d s of the 60\.0 s its header declares"):
+        segments = list(segment_clip(str(cut), 5.0, VideoSampling(frames=2)))
+    assert 3 <= len(segments) < 12 and segments[-1].end < 60.0
+    assert all(s.start <= t < s.end + 1e-6 for s in segments for t in s.clip.times)

@@ -4,6 +4,7 @@ long file is found only in its own segment)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from polymodal.data.audio import Waveform, decode_audio
@@ -29,8 +30,8 @@ class AudioSegment:
 def segment_sound(ref: object, seconds: float, sample_rate: int) -> list[AudioSegment]:
     """``ref`` decoded once at ``sample_rate`` (up to an hour, as a video) and cut into consecutive ``seconds``-long
     segments (the last one may be shorter); a bad file raises BadSampleError."""
-    if not seconds > 0:
-        raise ValueError(f"segment seconds must be > 0, got {seconds}")
+    if not seconds > 0 or not math.isfinite(seconds):
+        raise ValueError(f"segment seconds must be a finite number > 0, got {seconds}")
     samples = decode_audio(ref, sample_rate, max_seconds=MAX_SECONDS).numpy()  # type: ignore[arg-type]
     step = max(1, round(seconds * sample_rate))
     return [

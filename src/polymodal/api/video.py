@@ -3,8 +3,10 @@ image-text model embeds them zero-shot by its image tower per frame (see :mod:`p
 
 from __future__ import annotations
 
+import collections
 import math
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Union
@@ -13,7 +15,7 @@ from PIL import Image
 
 from polymodal.backends.video import IMAGE_FRAMES, VIDEO_TOWER, decoded
 from polymodal.data.errors import BadSampleError
-from polymodal.data.video import Clip, VideoSampling, decode_video
+from polymodal.data.video import Clip, VideoSampling, decode_video, frames_at
 
 __all__ = [
     "IMAGE_FRAMES",
@@ -28,8 +30,9 @@ __all__ = [
 ]
 
 VideoInput = Union[str, "os.PathLike[str]", bytes, bytearray, Clip]  # a file, its bytes, or frames already decoded
-# Frames decoded at a time when a clip is cut into segments (32 frames of 4K take 0.8 GB).
+# Frames of a clip's segments held at once by their consumers (an index embeds that many; 32 of 4K take 0.8 GB).
 WINDOW_FRAMES = 32
+SEGMENTED_MAX_SECONDS = 24 * 3600.0  # the longest clip cut into segments (a whole clip: VideoSampling.max_seconds)
 
 
 @dataclass
@@ -74,50 +77,63 @@ def to_clips(values: VideoInput | Sequence[VideoInput]) -> list[str | bytes | Cl
 
 
 def middle_frame(clip: Clip) -> Image.Image:
-    """The middle one of the clip's sampled frames (of frames sampled from a segment's start: the one at its middle)."""
+    """The middle one of the clip's sampled frames (of a segment sampled for one frame: that one, at its middle)."""
     return clip.frames[len(clip.frames) // 2]
 
 
 def segment_clip(ref: str | bytes, seconds: float, sampling: VideoSampling) -> VideoSegments:
     """``ref`` cut into consecutive ``seconds``-long segments (the last one may be shorter), each with up to
-    ``sampling.frames`` frames taken at a fixed rate from its start. The segments come as they are decoded, a
-    window of about WINDOW_FRAMES frames at a time, so a long clip never holds all its frames at once."""
-    if not seconds > 0:
-        raise ValueError(f"segment seconds must be > 0, got {seconds}")
+    ``sampling.frames`` frames, the ones on screen at the middles of its equal parts (one frame: its middle). The
+    clip is decoded once, from its start, and the segments come as they are: a long clip never holds more than one
+    segment's frames. A stream that ends more than a segment before its header says warns, and its segments stop."""
+    if not seconds > 0 or not math.isfinite(seconds):
+        raise ValueError(f"segment seconds must be a finite number > 0, got {seconds}")
+    # Decoded as a stream, a segment at a time: a clip may be longer than one read whole.
+    sampling = sampling.model_copy(update={"max_seconds": max(sampling.max_seconds, SEGMENTED_MAX_SECONDS)})
     probe = decode_video(ref, sampling.model_copy(update={"frames": 1}))
-    # A tail shorter than half a frame (3.003 s of 29.97 fps in 1 s segments) is no segment of its own.
-    count = max(1, math.ceil((probe.duration - 0.5 / probe.rate) / seconds - 1e-6))
-    return VideoSegments(_segments(ref, seconds, sampling, probe.duration, count), count, probe.duration)
+    # A tail shorter than half a frame (3.003 s of 29.97 fps in 1 s segments) is no segment of its own; a
+    # variable-rate clip's average rate can be a frame in seconds, so never more than a tenth of a segment.
+    count = max(1, math.ceil((probe.duration - min(0.5 / probe.rate, 0.1 * seconds)) / seconds - 1e-6))
+    segments = VideoSegments(iter(()), count, probe.duration)
+    segments._segments = _segments(ref, seconds, sampling, probe, count)
+    return segments
 
 
 def _segments(
-    ref: str | bytes, seconds: float, sampling: VideoSampling, duration: float, count: int
+    ref: str | bytes, seconds: float, sampling: VideoSampling, probe: Clip, count: int
 ) -> Iterator[VideoSegment]:
-    rate = sampling.frames / seconds
-    per_window = max(1, WINDOW_FRAMES // sampling.frames)  # segments decoded together
-    for first in range(0, count, per_window):
-        last = min(count, first + per_window)
-        begin, end = first * seconds, min(last * seconds, duration)
-        frames = min((last - first) * sampling.frames, max(1, math.ceil((end - begin) * rate - 1e-9)))
-        window = sampling.model_copy(update={"frames": frames, "sampling": "fps", "fps": rate})
-        try:
-            clip = decode_video(ref, window, start=begin)
-        except BadSampleError:
-            if first and begin >= duration - max(0.5, 0.1 * duration):
-                return  # the header promised a little more than the stream holds: the clip ends here, as whole ones do
-            raise
-        # The k-th frame decoded is the k-th sampling time from `begin`: segment first + k // T (a frame's own time
-        # may fall a little before its segment's start, half a frame early, at rates such as 29.97 fps).
-        groups: dict[int, list[int]] = {}
-        for i, t in enumerate(clip.times):
-            group = groups.setdefault(min(last - 1, first + i // sampling.frames), [])
-            if group and clip.times[group[-1]] == t:
-                continue  # the same frame again (a variable-rate clip's gap, or the end standing in for missing ones)
-            group.append(i)
-        for j in sorted(groups):
-            ids = groups[j]
-            yield VideoSegment(
-                start=j * seconds,
-                end=min((j + 1) * seconds, duration),
-                clip=Clip([clip.frames[i] for i in ids], [clip.times[i] for i in ids], clip.duration, clip.rate),
-            )
+    owners: collections.deque[int] = collections.deque()  # the segment of each time asked, in the order asked
+
+    def times() -> Iterator[float]:
+        for j in range(count):
+            begin, end = j * seconds, min((j + 1) * seconds, probe.duration)
+            step = (end - begin) / sampling.frames
+            for k in range(sampling.frames):
+                owners.append(j)
+                yield begin + (k + 0.5) * step
+
+    def segment(j: int, frames: list[Image.Image], at: list[float], end: float) -> VideoSegment:
+        return VideoSegment(j * seconds, min((j + 1) * seconds, end), Clip(frames, at, probe.duration, probe.rate))
+
+    current, frames, at, last = -1, [], [], 0.0
+    for _, shown_at, image in frames_at(ref, times(), sampling):
+        j = owners.popleft()
+        if j != current and frames:
+            yield segment(current, frames, at, probe.duration)
+            frames, at = [], []
+        current, last = j, shown_at
+        if at and at[-1] == shown_at:
+            continue  # the same frame again (a still stretch of a variable-rate clip)
+        frames.append(image)
+        at.append(shown_at)
+    if not frames:
+        raise BadSampleError("no decodable frames", source=ref if isinstance(ref, str) else None, kind="decode")
+    end = probe.duration if current == count - 1 else last + 1 / probe.rate
+    yield segment(current, frames, at, end)
+    if probe.duration - end > max(1.0, seconds):
+        where = ref if isinstance(ref, str) else "the clip"
+        warnings.warn(
+            f"{where}: frames end at {end:.1f} s of the {probe.duration:.1f} s its header declares (truncated?); "
+            f"the segments after {end:.1f} s are not there",
+            stacklevel=3,
+        )

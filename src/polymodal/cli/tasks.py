@@ -323,11 +323,17 @@ def caption(
         raise typer.Exit(1)
 
 
+MAX_CLI_SEGMENTS = 100_000  # a clip of 24 h in segments under a second: almost surely a mistyped --segment-seconds
+
+
 def caption_timelines(
     loaded: Model, paths: list[Path], seconds: float, options: dict[str, Any], bad: dict[int, str], as_json: bool
 ) -> None:
     """``caption --segment-seconds``: each clip or sound's timeline of captions, a file at a time under a progress
-    bar; an image, or a file the captioner cannot decode, is a bad file."""
+    bar and printed when it is done (an interruption keeps those); an image, or a file the captioner cannot decode,
+    is a bad file. A clip that ends before its header says is a warning line."""
+    import warnings
+
     from polymodal.api.inputs import modality_of
     from polymodal.api.timeline import clock
     from polymodal.data.errors import BadSampleError
@@ -342,32 +348,38 @@ def caption_timelines(
             continue
 
         def work(progress: Any, path: Path = path) -> list[Any]:
-            return loaded.caption_segments(str(path), seconds, progress=progress, **options)
+            return loaded.caption_segments(
+                str(path), seconds, progress=progress, max_segments=MAX_CLI_SEGMENTS, **options
+            )
 
         try:
-            timelines[i] = run_task(
-                "caption",
-                lambda work=work, path=path: with_progress(not as_json, f"caption {path.name}", work, "segments"),
-                as_json,
-                reraise=BadSampleError,
-            )
+            with warnings.catch_warnings(record=True) as said:
+                warnings.simplefilter("always")
+                timelines[i] = run_task(
+                    "caption",
+                    lambda work=work, path=path: with_progress(not as_json, f"caption {path.name}", work, "segments"),
+                    as_json,
+                    reraise=BadSampleError,
+                )
         except BadSampleError as e:
             bad[i] = e.reason
-    payload = [
-        {kinds[i]: str(p), "error": bad[i]}
-        if i in bad
-        else {kinds[i]: str(p), "segments": [t.as_dict() for t in timelines[i]]}
-        for i, p in enumerate(paths)
-    ]
+            continue
+        for warning in said:
+            err_console.print(f"[yellow]warning:[/] {escape(str(warning.message))}", highlight=False, soft_wrap=True)
+        if not as_json:
+            console.print(f"[bold]{escape(str(path))}[/]", highlight=False, soft_wrap=True)
+            for t in timelines[i]:
+                span = f"{clock(t.start)}-{clock(t.end)}"
+                console.print(f"  {span:>15}  {escape(t.caption)}", highlight=False, soft_wrap=True)
     if as_json:
-        emit_json(payload)
-    else:
-        for i, path in enumerate(paths):
-            if i in timelines:
-                console.print(f"[bold]{escape(str(path))}[/]", highlight=False, soft_wrap=True)
-                for t in timelines[i]:
-                    span = f"{clock(t.start)}-{clock(t.end)}"
-                    console.print(f"  {span:>15}  {escape(t.caption)}", highlight=False, soft_wrap=True)
+        emit_json(
+            [
+                {kinds[i]: str(p), "error": bad[i]}
+                if i in bad
+                else {kinds[i]: str(p), "segments": [t.as_dict() for t in timelines[i]]}
+                for i, p in enumerate(paths)
+            ]
+        )
     report("caption", paths, bad, as_json)
     if bad:
         raise typer.Exit(1)

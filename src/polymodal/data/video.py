@@ -13,6 +13,7 @@ import io
 import math
 import os
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -165,8 +166,8 @@ def decode_video(
             container.close()
 
 
-def _decode_container(container, reopen, settings, generator, random, deadline, bad, start_at) -> Clip:  # type: ignore[no-untyped-def]
-    """Probe the stream (rate, frame count, bounds), then decode the sampled frames with seeks."""
+def _video_stream(container, settings, bad):  # type: ignore[no-untyped-def]
+    """The container's first video stream, its frame rate and its start time, within the pixel bound."""
     fmt = container.format.name
     if fmt == "image2" or fmt.endswith("_pipe"):
         raise bad(f"an image ({fmt.removesuffix('_pipe')}), not a video", "not_a_video")
@@ -178,8 +179,93 @@ def _decode_container(container, reopen, settings, generator, random, deadline, 
     if width * height > settings.max_pixels:
         raise bad(f"frames are {width}x{height}, over the {settings.max_pixels:,} pixels allowed", "too_large")
     rate = float(stream.average_rate or stream.guessed_rate or 0) or 25.0
+    start = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+    return stream, rate, start
+
+
+def frames_at(
+    ref: MediaRef, times: Iterable[float], settings: VideoSampling | None = None
+) -> Iterator[tuple[float, float, Image.Image]]:
+    """``(time, frame time, frame)`` for each of ``times`` (seconds from the clip's start, non-decreasing): the frame
+    on screen then, or the next one when it is due within a quarter of a frame. The clip is decoded once from its
+    start, with no seeks (timestamps after a seek are not to be trusted in every container: MPEG-TS lands on a later
+    keyframe), and only the frames given are converted. Times past the stream's last frame (and its duration) get
+    none: the iterator stops. A bad file raises BadSampleError, as does a stream that stalls ``timeout_seconds``."""
+    settings = settings or VideoSampling()
+    bad = media_errors(ref, None, None, "video")
+    wanted = iter(times)
+    if isinstance(ref, (str, os.PathLike)) and Path(ref).is_dir():
+        clip = decode_video(ref, settings.model_copy(update={"frames": 1}))
+        names = sorted(
+            n for n in os.listdir(ref) if not n.startswith(".") and n.rpartition(".")[2].lower() in FRAME_EXTENSIONS
+        )
+        for t in wanted:
+            index = math.floor(t * clip.rate + 1e-6)
+            if index >= len(names):
+                return
+            yield t, index / clip.rate, decode_image(Path(ref) / names[index], max_pixels=settings.max_pixels)
+        return
+    handle: Any = open_media(ref, bad, "a path, bytes or a folder of frames")
+    av = require_av()
+    try:
+        container = av.open(os.fspath(handle) if isinstance(handle, Path) else handle, metadata_errors="ignore")
+    except Exception as e:  # FFmpeg's errors (not a container, truncated header) come in several types
+        raise bad(f"cannot open as video ({type(e).__name__}: {e})", "decode") from None
+    try:
+        with container:
+            yield from _frames_at(container, wanted, settings, bad)
+    except BadSampleError:
+        raise
+    except Exception as e:
+        raise bad(f"cannot decode video ({type(e).__name__}: {e})", "decode") from None
+
+
+def _frames_at(container, wanted, settings, bad):  # type: ignore[no-untyped-def]
+    stream, rate, start = _video_stream(container, settings, bad)
+    # near: a frame due that soon after a time asked for is the one meant (rounding: 29.97 fps frames fall a sliver
+    # late); bounded, as a variable-rate clip's average rate can be a frame in seconds. slack: timestamps' rounding.
+    half, near, slack = 0.5 / rate, min(0.25 / rate, 0.01), 1e-4
+    target = next(wanted, None)
+    shown: tuple[float, Any] | None = None  # the last frame decoded: (its time, the frame), converted when given
+    converted: dict[float, Image.Image] = {}  # the frame given last, so a repeat is not converted again
+    last_duration = 1 / rate
+    deadline = time.monotonic() + settings.timeout_seconds
+
+    def give(at: float, pick: tuple[float, Any]) -> tuple[float, float, Image.Image]:
+        if pick[0] not in converted:
+            if pick[1].width * pick[1].height > settings.max_pixels:
+                raise bad(f"frames are {pick[1].width}x{pick[1].height}, over the pixel bound", "too_large")
+            converted.clear()
+            converted[pick[0]] = pick[1].to_image()
+        return at, pick[0], converted[pick[0]]
+
+    for decoded, frame in enumerate(container.decode(stream), start=1):
+        if decoded > settings.max_seconds * rate * 2 or time.monotonic() > deadline:
+            kind = "timeout" if time.monotonic() > deadline else "too_long"
+            raise bad(
+                f"decoding ran past the bounds ({settings.timeout_seconds:.0f} s a frame, {decoded} frames)", kind
+            )
+        deadline = time.monotonic() + settings.timeout_seconds  # a stall, not a long clip, is the failure
+        now = float(frame.time) - start if frame.pts is not None else (shown[0] + 1 / rate if shown else 0.0)
+        while target is not None and now > target + slack:
+            # This frame comes after the target: the one on screen then is the previous, unless this one is due
+            # within a quarter of a frame (at 29.97 fps a time asked for is often a sliver before a frame).
+            yield give(target, (now, frame) if shown is None or now - target < near else shown)
+            target = next(wanted, None)
+        if target is None:
+            return
+        shown = (now, frame)
+        if frame.duration:
+            last_duration = float(frame.duration * stream.time_base)
+    while target is not None and shown is not None and target < shown[0] + max(last_duration, half) - slack:
+        yield give(target, shown)  # the last frame, on screen for its duration
+        target = next(wanted, None)
+
+
+def _decode_container(container, reopen, settings, generator, random, deadline, bad, start_at) -> Clip:  # type: ignore[no-untyped-def]
+    """Probe the stream (rate, frame count, bounds), then decode the sampled frames with seeks."""
+    stream, rate, start = _video_stream(container, settings, bad)
     base = stream.time_base
-    start = float(stream.start_time * base) if stream.start_time is not None else 0.0
     if stream.duration:
         duration = float(stream.duration * base)
     elif container.duration:

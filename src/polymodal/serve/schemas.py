@@ -8,6 +8,7 @@ PNG strings (/generate). /predict takes table rows as JSON, its media columns' f
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -106,6 +107,14 @@ class CaptionOptions(_Strict):
         "segment's middle frame).",
     )
     every_segment: bool = Field(False, description="With segment_seconds: every segment, equal captions not merged.")
+
+    @model_validator(mode="after")
+    def _segments_asked(self) -> CaptionOptions:
+        if self.every_segment and self.segment_seconds is None:
+            raise ValueError("every_segment needs segment_seconds")
+        if self.segment_seconds is not None and not math.isfinite(self.segment_seconds):
+            raise ValueError("segment_seconds must be a finite number")
+        return self
 
 
 class _SourceItem(BaseModel):

@@ -22,7 +22,7 @@ from polymodal.data.schema import QA, Label, MediaRef, Sample, Statement
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"})
 AUDIO_EXTENSIONS = frozenset({"wav", "flac", "mp3", "ogg", "opus", "aiff", "aif", "m4a"})
-VIDEO_EXTENSIONS = frozenset({"mp4", "webm", "avi", "mkv", "mov"})
+VIDEO_EXTENSIONS = frozenset({"mp4", "m4v", "webm", "avi", "mkv", "mov", "ts", "mts", "m2ts", "mpg", "mpeg", "3gp"})
 # The media a folder of files may hold, by extension.
 MEDIA_EXTENSIONS = {"image": IMAGE_EXTENSIONS, "audio": AUDIO_EXTENSIONS, "video": VIDEO_EXTENSIONS}
 
