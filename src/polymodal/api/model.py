@@ -19,7 +19,7 @@ from polymodal.api.inputs import ImageInput, MediaInput, SoundInput, decode_batc
 from polymodal.api.precision import choose_tower_precisions
 from polymodal.api.predictor import PredictorBackend
 from polymodal.api.timeline import TimedCaption, merge_repeats
-from polymodal.api.video import WINDOW_FRAMES, VideoInput, VideoSegments, middle_frame, segment_clip, to_clips
+from polymodal.api.video import VideoInput, VideoSegments, middle_frame, segment_clip, to_clips
 from polymodal.backends import ANSWER, CAPTION, EMBED, GENERATE, PREDICT, Backend, TaskNotSupported, load_backend
 from polymodal.backends.base import accepts, embed, logit_scale, media, text_lengths, video_embedding
 from polymodal.backends.video import IMAGE_FRAMES
@@ -442,22 +442,20 @@ class Model:
         if source == "audio":
             sounds = self.audio_segments(ref, seconds)
             media: Iterator[tuple[float, float, object]] = ((s.start, s.end, s.sound) for s in sounds)
-            total = len(sounds)
+            total, per_call = len(sounds), self.batch_size
         elif source in ("video", "image"):
             sampling = self.video_sampling()  # a picture captioner reads one frame of each segment: its middle
             if source == "image":
                 sampling = sampling.model_copy(update={"frames": 1})
             clips = segment_clip(ref, seconds, sampling)
             media = ((s.start, s.end, s.clip if source == "video" else middle_frame(s.clip)) for s in clips)
-            total = clips.count
+            total, per_call = clips.count, clips.per_call(sampling.frames, self.batch_size)
         else:
             raise ValueError(f"model {self.name} captions {source}; only clips and sounds are cut into segments")
         if max_segments is not None and total > max_segments:
             raise ValueError(f"{total} segments of {seconds:g} s, more than {max_segments}: take longer segments")
-        # Segments of full-size frames held at once: about WINDOW_FRAMES frames (a 1080p frame is 6 MB).
-        per_call = self.batch_size if source == "audio" else max(1, WINDOW_FRAMES // sampling.frames)
         timed: list[TimedCaption] = []
-        for chunk in _batches(media, min(self.batch_size, per_call)):
+        for chunk in _batches(media, per_call):  # full-size frames: a bounded number of bytes of them at once
             texts = self.caption([item for *_, item in chunk], max_new_tokens=max_new_tokens, num_beams=num_beams)
             timed.extend(TimedCaption(start, end, text) for (start, end, _), text in zip(chunk, texts))
             if progress is not None:

@@ -32,6 +32,7 @@ __all__ = [
 VideoInput = Union[str, "os.PathLike[str]", bytes, bytearray, Clip]  # a file, its bytes, or frames already decoded
 # Frames of a clip's segments held at once by their consumers (an index embeds that many; 32 of 4K take 0.8 GB).
 WINDOW_FRAMES = 32
+SEGMENT_FRAME_BYTES = 256 * 2**20  # the RGB frames of the segments a call holds (a 1080p frame is 6 MB)
 SEGMENTED_MAX_SECONDS = 24 * 3600.0  # the longest clip cut into segments (a whole clip: VideoSampling.max_seconds)
 
 
@@ -50,10 +51,18 @@ class VideoSegment:
 
 
 class VideoSegments(Iterator[VideoSegment]):
-    """The segments of one clip as they are decoded, with how many there are and the clip's length in seconds."""
+    """The segments of one clip as they are decoded, with how many there are, the clip's length in seconds and the
+    size of its frames (width, height)."""
 
-    def __init__(self, segments: Iterator[VideoSegment], count: int, duration: float) -> None:
-        self._segments, self.count, self.duration = segments, count, duration
+    def __init__(
+        self, segments: Iterator[VideoSegment], count: int, duration: float, frame_size: tuple[int, int]
+    ) -> None:
+        self._segments, self.count, self.duration, self.frame_size = segments, count, duration, frame_size
+
+    def per_call(self, frames_per_segment: int, most: int) -> int:
+        """How many segments (at most ``most``) a call may take with their frames under SEGMENT_FRAME_BYTES."""
+        width, height = self.frame_size
+        return max(1, min(most, SEGMENT_FRAME_BYTES // max(1, 3 * width * height * frames_per_segment)))
 
     def __next__(self) -> VideoSegment:
         return next(self._segments)
@@ -94,7 +103,7 @@ def segment_clip(ref: str | bytes, seconds: float, sampling: VideoSampling) -> V
     # A tail shorter than half a frame (3.003 s of 29.97 fps in 1 s segments) is no segment of its own; a
     # variable-rate clip's average rate can be a frame in seconds, so never more than a tenth of a segment.
     count = max(1, math.ceil((probe.duration - min(0.5 / probe.rate, 0.1 * seconds)) / seconds - 1e-6))
-    segments = VideoSegments(iter(()), count, probe.duration)
+    segments = VideoSegments(iter(()), count, probe.duration, probe.frames[0].size)
     segments._segments = _segments(ref, seconds, sampling, probe, count)
     return segments
 
