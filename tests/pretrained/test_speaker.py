@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
+from polymodal.data.audio import AudioFeatures
 from polymodal.data.processors import AudioProcessor
 from polymodal.pretrained import locate
 from polymodal.pretrained.speaker import RESEMBLYZER_FEATURES, SpeakerLSTM, load_speaker_lstm
@@ -35,7 +36,7 @@ def features(seconds: float) -> AudioProcessor:
 
 def embed(encoder: SpeakerLSTM, waves: list[np.ndarray], seconds: float) -> torch.Tensor:
     processor = features(seconds)
-    batch = processor.collate([torch.from_numpy(w) for w in waves])
+    batch = processor.collate([processor.prepare(torch.from_numpy(w)) for w in waves])  # leveled, as loaded models do
     with torch.no_grad():
         return encoder(batch.x, batch.mask).pooled
 
@@ -130,6 +131,21 @@ def test_each_synthetic_voice_is_nearest_to_itself(speaker):
     nearest = similarity.masked_fill(torch.eye(len(voice), dtype=torch.bool), -2).argmax(1)
     assert torch.equal(voice[nearest], voice)
     assert similarity[same].mean() > similarity[voice[:, None] != voice[None]].mean() + 0.1
+
+
+def test_a_voice_is_the_same_voice_whatever_its_recording_level(speaker):
+    """Clips are brought to -30 dBFS before the features, as resemblyzer's preprocess_wav does: a recording 12 dB
+    quieter or 6 dB louder embeds as the original (without it: cosine 0.83 at -12 dB, and a fitted speaker classifier
+    fell from 0.90 to 0.22 accuracy). Silence stays silence."""
+    rng = np.random.default_rng(3)
+    wave = voiced(*VOICES[0], "aieu", rng, 2.0)
+    original, quieter, louder = embed(speaker, [wave, wave * 10 ** (-12 / 20), wave * 10 ** (6 / 20)], 2.0)
+    assert float(original @ quieter) > 0.9999 and float(original @ louder) > 0.9999
+    level = RESEMBLYZER_FEATURES.leveled(torch.from_numpy(wave * 0.01))
+    assert 20 * np.log10(float(level.square().mean().sqrt())) == pytest.approx(-30.0, abs=1e-3)
+    silence = torch.zeros(RATE)
+    assert torch.equal(RESEMBLYZER_FEATURES.leveled(silence), silence)
+    assert AudioFeatures().level_dbfs is None  # other towers' features are as they were
 
 
 def test_a_speaker_classifier_trains_from_a_recipe_on_the_frozen_tower(speaker, tmp_path: Path):

@@ -414,6 +414,23 @@ class AudioFeatures(Config):
     pad_mode: Literal["reflect", "constant"] = Field(
         "reflect", description="how centred frames extend the clip's ends (constant: zeros, as librosa >= 0.10)"
     )
+    level_dbfs: float | None = Field(
+        None,
+        le=0,
+        description="scale each clip to this RMS level (dBFS) before its features, so the recording level does not "
+        "count (resemblyzer's voices: -30); silence stays as it is",
+    )
+
+    def leveled(self, wave: torch.Tensor) -> torch.Tensor:
+        """``wave`` scaled to ``level_dbfs`` (its RMS in dB of full scale), at most 40 dB up; as it is without a
+        level, or when it is silent."""
+        if self.level_dbfs is None or wave.numel() == 0:
+            return wave
+        rms = wave.float().square().mean().sqrt()
+        if rms < 1e-5:  # silence (or a -100 dBFS hum): nothing to bring to a level
+            return wave
+        gain_db = min(40.0, self.level_dbfs - 20 * math.log10(float(rms)))
+        return wave * 10 ** (gain_db / 20)
 
     @property
     def clip_samples(self) -> int:

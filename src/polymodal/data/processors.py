@@ -349,7 +349,7 @@ class AudioProcessor(Processor):
         start = 0
         if wave.shape[-1] > clip and self.augment is not None and self.augment.random_crop:
             start = int(torch.randint(wave.shape[-1] - clip + 1, (), generator=generator))
-        wave = wave[..., start : start + clip]
+        wave = self.features.leveled(wave[..., start : start + clip])
         if self.augment is not None and self.augment.gain_db > 0:
             gain_db = (torch.rand((), generator=generator) * 2 - 1) * self.augment.gain_db
             wave = wave * 10 ** (gain_db / 20)

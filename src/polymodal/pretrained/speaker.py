@@ -5,8 +5,9 @@ The weights are ``pretrained.pt`` inside the installed ``resemblyzer`` package (
 ``weights_only=True``; resemblyzer itself and librosa, which it imports, are not needed. The tower takes the log-mel
 frames of :data:`RESEMBLYZER_FEATURES` (40 Slaney mel bands, 25 ms windows every 10 ms at 16 kHz, zero-padded ends:
 librosa's ``melspectrogram`` defaults) and computes what ``VoiceEncoder.embed_utterance`` does: an embedding per
-1.6 s window of the clip, windows every 0.77 s, averaged and L2-normalised. Resemblyzer's ``preprocess_wav``
-(volume normalisation, silence trimming by voice activity) is not applied: clips are embedded as given.
+1.6 s window of the clip, windows every 0.77 s, averaged and L2-normalised. Each clip is first brought to -30 dBFS,
+as resemblyzer's ``preprocess_wav`` does (so a quieter recording of a voice is the same voice; its silence trimming
+by voice activity is not applied).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from polymodal.pretrained.locate import resemblyzer_weights
 
 # librosa.feature.melspectrogram(sr=16000, n_fft=400, hop_length=160, n_mels=40), the features the weights know.
 RESEMBLYZER_FEATURES = AudioFeatures(
-    sample_rate=16_000, n_fft=400, hop_length=160, n_mels=40, mel_scale="slaney", pad_mode="constant"
+    sample_rate=16_000, n_fft=400, hop_length=160, n_mels=40, mel_scale="slaney", pad_mode="constant", level_dbfs=-30.0
 )
 
 
