@@ -120,3 +120,20 @@ def test_separated_label_strings_are_multilabel_but_ordinary_text_is_not() -> No
     assert detect_problem("y", ["cat", "dog", "cat|dog"] + ["cat", "dog"] * 10).kind == "multiclass"
     sentences = [f"the item {i} arrived broken | refund asked" for i in range(30)] + ["fine"] * 30
     assert detect_problem("y", sentences).kind == "multiclass"
+
+
+def test_classes_that_look_like_mistakes_are_warned_of_but_kept() -> None:
+    """' Positive ' beside 'positive' (case), and 'furious' once among 60 rows: each still a class (a label is what
+    the user wrote), each named in a warning instead of silently learnt."""
+    import warnings
+
+    labels = ["positive"] * 30 + ["negative"] * 29 + [" Positive ", "furious"]
+    with pytest.warns(UserWarning) as said:
+        problem = detect_problem("y", labels)
+    assert problem.classes == ("Positive", "furious", "negative", "positive")
+    messages = [str(w.message) for w in said]
+    assert any("differing only in case: 'Positive', 'positive'" in m for m in messages)
+    assert any("2 class(es) of a single row among 61: 'Positive', 'furious'" in m for m in messages)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a small table's classes of one row each are no mistake
+        detect_problem("y", ["a", "b", "c", "d"])

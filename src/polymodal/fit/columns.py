@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
+from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -251,13 +253,36 @@ def detect_problem(label: str, values: Sequence[Any], kind: str | None = None) -
         classes = sorted({c for v in present for c in label_values(v)})
         reason = "given" if kind else separated or "lists of labels"
         return Problem("multilabel", label, tuple(classes), reason)
-    classes = _class_order([class_name(v) for v in present])
+    names = [class_name(v) for v in present]
+    classes = _class_order(names)
     if len(classes) < 2:
         raise ValueError(f"label column {label!r} has a single class {classes[0]!r}: nothing to learn")
+    _warn_of_odd_classes(label, names)
     chosen = kind or ("binary" if len(classes) == 2 else "multiclass")
     if chosen == "binary" and len(classes) != 2:
         raise ValueError(f"label column {label!r}: binary needs 2 classes, found {len(classes)}")
     return Problem(chosen, label, tuple(classes), "given" if kind else f"{len(classes)} classes")
+
+
+def _warn_of_odd_classes(label: str, names: list[str]) -> None:
+    """Classes that look like mistakes, which would otherwise be learnt as classes: names that differ only in case
+    ("Positive", "positive"), and a class of one row among many (a typo, too few to learn or to validate)."""
+    counts = Counter(names)
+    by_case: dict[str, list[str]] = {}
+    for name in sorted(counts):
+        by_case.setdefault(" ".join(name.lower().split()), []).append(name)
+    alike = [group for group in by_case.values() if len(group) > 1]
+    if alike:
+        shown = "; ".join(", ".join(repr(n) for n in group) for group in alike[:3])
+        warnings.warn(f"label column {label!r}: classes differing only in case: {shown} (one class each)", stacklevel=3)
+    lonely = sorted(n for n, k in counts.items() if k == 1)
+    if lonely and len(names) >= 10 * len(counts):
+        shown = ", ".join(repr(n) for n in lonely[:5])
+        warnings.warn(
+            f"label column {label!r}: {len(lonely)} class(es) of a single row among {len(names)}: {shown} "
+            "(a typo? too few to learn or to validate)",
+            stacklevel=3,
+        )
 
 
 def _looks_continuous(present: list[Any]) -> bool:
