@@ -276,3 +276,21 @@ def test_the_server_predicts_with_a_fusion_classifier(classifier_dir: Path, file
         assert refused.status_code == 422 and refused.json()["error"]["code"] == "unknown_column"
         empty = client.post("/predict", json={"rows": [{"image": None}]})
         assert empty.status_code == 422, empty.text
+
+
+def test_predict_exits_1_when_a_whole_media_column_is_unreadable(
+    classifier_dir: Path, files: Path, tmp_path: Path
+) -> None:
+    """A table moved away from its files: every image path breaks. The predictions (from the text) are written, and
+    the command says the column was lost and exits 1, instead of 0 with '3 bad cells'."""
+    table = tmp_path / "moved.csv"  # relative paths, but the pictures are in another folder
+    table.write_text("image,text\nred.png,a red square\ngreen.png,a green square\n,no square here\n")
+    out = tmp_path / "p.csv"
+    result = CliRunner().invoke(app, ["predict", str(classifier_dir), str(table), "--out", str(out)])
+    assert result.exit_code == 1 and out.is_file() and len(out.read_text().splitlines()) == 4
+    said = " ".join(result.output.split())
+    assert "every cell of 'image' in" in said and "made without it" in said
+    as_json = CliRunner().invoke(app, ["predict", str(classifier_dir), str(table), "--out", str(out), "--json"])
+    assert as_json.exit_code == 1 and json.loads(as_json.stdout)["unusable_columns"] == ["image"]
+    (tmp_path / "red.png").write_bytes((files / "red.png").read_bytes())  # one of them found: no longer all lost
+    assert CliRunner().invoke(app, ["predict", str(classifier_dir), str(table), "--out", str(out)]).exit_code == 0

@@ -278,10 +278,13 @@ def predict(
                 metrics = score_rows(result.problem, result.values, labels, scaling, unreadable=len(rows.bad))
         out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(out, result.to_csv())
+        for error in rows.bad:  # rows the table reader could not read: listed with the bad cells
+            bad_log.record(error)
     except (ColumnMismatchError, TaskNotSupported) as e:
         fail(str(e), as_json=json, code=2)
     except (BadSampleError, ValueError, ImportError, OSError) as e:
         fail(str(e), as_json=json)
+    unusable = unusable_columns(rows, bad_log)
     payload: dict[str, Any] = {
         "out": str(out),
         "rows": len(result.row_numbers),
@@ -293,8 +296,12 @@ def predict(
         payload["predicted"] = dict(Counter(result.labels).most_common())
     if metrics is not None:
         payload["metrics"] = metrics
+    if unusable:
+        payload["unusable_columns"] = unusable
     if json:
         emit_json(payload)
+        if unusable:
+            raise typer.Exit(1)
         return
     counts = ", ".join(f"{k} {v}" for k, v in payload.get("predicted", {}).items())
     console.print(
@@ -308,6 +315,23 @@ def predict(
         console.print(f"bad cells{where}: each listed in {escape(str(bad_log.path))}", highlight=False)
     if metrics is not None:
         _print_evaluation(metrics)
+    if unusable:  # predictions were written, from the other inputs: but a whole column was lost
+        fail(
+            f"every cell of {', '.join(repr(c) for c in unusable)} in {table} is unusable (e.g. "
+            f"{bad_log.examples[0].reason if bad_log.examples else '?'}); media paths are read relative to "
+            f"{rows.base or rows.root}: the predictions in {out} were made without it",
+            as_json=False,
+        )
+
+
+def unusable_columns(rows: Any, bad_log: Any) -> list[str]:
+    """The columns none of whose filled cells could be read (a table moved away from its files, a wrong root)."""
+    out = []
+    for column, bad in bad_log.by_field.items():
+        filled = sum(1 for value in rows.values(column) if value not in (None, "")) if column in rows.columns else 0
+        if filled and bad >= filled:
+            out.append(column)
+    return sorted(out)
 
 
 def check_label(evaluate: bool, table: Path, rows: Any, problem: Any) -> None:
