@@ -185,3 +185,30 @@ def test_a_sound_that_does_not_decode_is_named_by_its_upload_not_a_file_object(c
     unnamed = client.post("/search", json={"audio": base64.b64encode(text).decode()})
     assert unnamed.status_code == 422 and "the uploaded file" in error(unnamed)["message"]
     assert "BytesIO" not in error(unnamed)["message"]
+
+
+def test_a_model_that_embeds_sounds_but_no_labels_does_not_offer_classify(tmp_path: Path) -> None:
+    """A classifier over one audio tower embeds sounds (search, verification) but has no text tower for labels:
+    /health says /classify does not work here, and /classify answers 400 not_supported (it was a 422)."""
+    from polymodal.data.audio import AudioFeatures
+    from polymodal.data.processors import AudioProcessor
+    from polymodal.models import build_model, save_model
+    from tests.api.audio_model import AUDIO, FEATURES
+
+    config = {
+        "kind": "fusion_classifier",
+        "encoders": {"audio": AUDIO},
+        "fusion": {"name": "concat"},
+        "fusion_dim": 16,
+        "num_classes": 2,
+    }
+    saved = save_model(
+        tmp_path / "voices", build_model(config).eval(), {"audio": AudioProcessor(AudioFeatures(**FEATURES))}
+    )
+    model = polymodal.load(saved, precision="fp32")
+    assert "embed" in model.capabilities and "text" not in model.accepts()
+    with make_client(model) as client:
+        endpoints = client.get("/health").json()["endpoints"]
+        assert endpoints["/embed"] is True and endpoints["/classify"] is False
+        refused = client.post("/classify", json={"audio": "AAAA", "labels": ["a", "b"]})
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "not_supported"

@@ -225,6 +225,8 @@ async def classify(
     request: Request, service: Service = Depends(_service), settings: ServeSettings = Depends(_settings)
 ) -> ClassifyResponse:
     service.require("/classify", "classify")
+    if not service.endpoints()["/classify"]:  # it embeds, but no text tower embeds the labels
+        raise ApiError(400, "not_supported", f"model {service.model.name} cannot classify by labels: no text tower")
     options, upload = await read_media_request(request, ClassifyOptions, ClassifyRequest, QUERY_MEDIA)
     item = await _media_item(upload, "/classify", "classify", service, settings)
     templates = options.templates

@@ -48,10 +48,12 @@ class Service:
 
     # -- what works -------------------------------------------------------------------------------------------
     def endpoints(self) -> dict[str, bool]:
-        return {
+        works = {
             path: (cap is None or cap in self.model.capabilities) and (not needs_index or self.index is not None)
             for path, (cap, needs_index) in ENDPOINT_NEEDS.items()
         }
+        works["/classify"] &= "text" in self.model.accepts(EMBED)  # labels are embedded as texts
+        return works
 
     def require(self, endpoint: str, task: str, modality: str | None = None) -> None:
         """A 400 naming what the model can do (with ``modality``: also that it takes that modality for the task), a
