@@ -89,12 +89,21 @@ def test_a_picture_captioner_reads_each_segments_middle_frame(picture_captioner:
     ]
 
 
-def test_a_sound_captioner_describes_each_segment_of_a_recording(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def sound_captioner(tmp_path_factory: pytest.TempPathFactory) -> polymodal.Model:
+    """An untrained captioner of sounds (a small audio CNN and a text decoder)."""
     tokenizer = train_tokenizer(["a low tone", "a high tone"], vocab_size=32, kind="wordlevel")
     decoder = {"vocab_size": tokenizer.vocab_size, "max_length": 8, "params": {"width": 16, "depth": 1, "heads": 2}}
     config = {"kind": "captioner", "encoders": {"audio": AUDIO}, "source": "audio", "decoder": decoder}
     processors = {"audio": AudioProcessor(AudioFeatures(**FEATURES)), "text": TextProcessor(tokenizer, 8)}
-    model = polymodal.load(save_model(tmp_path / "model", build_model(parse_model_config(config)).eval(), processors))
+    directory = tmp_path_factory.mktemp("sound-captioner") / "model"
+    return polymodal.load(save_model(directory, build_model(parse_model_config(config)).eval(), processors))
+
+
+def test_a_sound_captioner_describes_each_segment_of_a_recording(
+    sound_captioner: polymodal.Model, tmp_path: Path
+) -> None:
+    model = sound_captioner
     recording = np.concatenate([tone(220, 1.0), tone(1760, 1.0), tone(220, 0.5)])
     sf.write(tmp_path / "tones.wav", recording, RATE)
     every = model.caption_segments(tmp_path / "tones.wav", 1.0, merge=False, max_new_tokens=4)
@@ -201,3 +210,24 @@ def test_the_server_returns_a_clips_timeline(
         answer = client.post("/caption", json={"video": clip, "segment_seconds": 1})
         assert answer.status_code == 200, answer.text
         assert [s["caption"] for s in answer.json()["segments"]] == [RED, BLUE, RED]
+
+
+def test_the_server_captions_sounds_and_their_segments(sound_captioner: polymodal.Model, tmp_path: Path) -> None:
+    """A captioner of sounds is served too: /caption takes an `audio` upload, and with segment_seconds its timeline."""
+    from tests.serve.conftest import make_client
+
+    recording = np.concatenate([tone(220, 1.0), tone(1760, 1.0)])
+    sf.write(tmp_path / "tones.wav", recording, RATE)
+    sound = base64.b64encode((tmp_path / "tones.wav").read_bytes()).decode()
+    expected = sound_captioner.caption_segments(tmp_path / "tones.wav", 1.0, merge=False, max_new_tokens=4)
+    with make_client(sound_captioner) as client:
+        whole = client.post("/caption", json={"audio": sound, "max_new_tokens": 4})
+        assert whole.status_code == 200, whole.text
+        assert whole.json() == {"caption": sound_captioner.caption(str(tmp_path / "tones.wav"), max_new_tokens=4)[0]}
+        form = {"segment_seconds": "1", "every_segment": "true", "max_new_tokens": "4"}
+        files = {"audio": ("tones.wav", (tmp_path / "tones.wav").read_bytes(), "audio/wav")}
+        timeline = client.post("/caption", data=form, files=files)
+        assert timeline.status_code == 200, timeline.text
+        assert timeline.json()["segments"] == [t.as_dict() for t in expected]
+        clip = client.post("/caption", json={"video": sound, "segment_seconds": 1})  # not what it reads
+        assert clip.status_code == 400 and clip.json()["error"]["code"] == "not_supported"

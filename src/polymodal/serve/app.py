@@ -241,7 +241,7 @@ async def classify(
     "/caption",
     response_model=CaptionResponse,
     response_model_exclude_none=True,  # `segments` only when asked for
-    summary="Caption an image (or a clip, for a captioner of clips)",
+    summary="Caption an image (or a sound, a clip: what the captioner reads)",
     openapi_extra=_media_body(CaptionOptions, CaptionRequest, {m: QUERY_DOCS[m] for m in SOURCE_MEDIA}),
 )
 async def caption(
@@ -252,10 +252,12 @@ async def caption(
     if options.segment_seconds is None:
         item = await _media_item(upload, "/caption", "caption", service, settings)
         return CaptionResponse(caption=await service.caption(item, options.max_new_tokens, options.num_beams))
-    if upload.modality != "video":
-        raise ApiError(422, "invalid_request", "segment_seconds cuts a clip into segments: upload a video")
-    if not service.model.media("caption") & {"video", "image"}:
-        service.require("/caption", "caption", "video")  # a captioner of sounds: refused, saying what it reads
+    if upload.modality == "image":
+        raise ApiError(422, "invalid_request", "segment_seconds cuts a clip or a recording: upload a video or audio")
+    # A clip for a captioner of clips or of pictures (its segments' middle frames), a recording for one of sounds.
+    reads = service.model.media("caption")
+    if not (reads & {"video", "image"} if upload.modality == "video" else reads & {"audio"}):
+        service.require("/caption", "caption", upload.modality)  # refused, saying what it reads
     clip = await decode_media(upload, settings, service.model.video_sampling())
     timeline = await service.caption_segments(clip, options)  # type: ignore[arg-type]
     return CaptionResponse(

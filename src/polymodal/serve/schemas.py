@@ -28,7 +28,7 @@ Base64Image = Field(description=IMAGE_DOC)
 AUDIO_DOC = "Base64-encoded sound file (WAV, FLAC, OGG, MP3), optionally a data: URL."
 VIDEO_DOC = "Base64-encoded video file (MP4, WebM, MKV, AVI, MOV), optionally a data: URL."
 QUERY_MEDIA = ("image", "audio", "video")  # what a classify or search request may send as its one media item
-SOURCE_MEDIA = ("image", "video")  # what /caption and /answer take: the modality the model describes or asks about
+SOURCE_MEDIA = ("image", "audio", "video")  # what /caption and /answer take: what the model describes or asks about
 ItemKind = Literal["image", "text", "audio", "video"]
 
 
@@ -118,15 +118,16 @@ class CaptionOptions(_Strict):
 
 
 class _SourceItem(BaseModel):
-    """The one image or clip /caption and /answer read: of the modality the model describes or asks about."""
+    """The one image, sound or clip /caption and /answer read: of the modality the model describes or asks about."""
 
     image: str | None = Field(None, description=IMAGE_DOC)
+    audio: str | None = Field(None, description=AUDIO_DOC + " For a captioner or question answerer of sounds.")
     video: str | None = Field(None, description=VIDEO_DOC + " For a captioner or question answerer of clips.")
 
     @model_validator(mode="after")
     def _one_item(self) -> _SourceItem:
         if len(_given(self, SOURCE_MEDIA)) != 1:
-            raise ValueError("give exactly one of image or video")
+            raise ValueError("give exactly one of image, audio or video")
         return self
 
 
