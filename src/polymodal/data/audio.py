@@ -29,7 +29,7 @@ from pydantic import Field
 from polymodal.config import Config
 from polymodal.data.errors import BadSampleError, media_errors, open_media
 from polymodal.data.schema import MediaRef
-from polymodal.data.video import require_av
+from polymodal.data.video import open_av, require_av
 
 MAX_SECONDS = 600.0  # a longer clip is a mistake (a whole album, a stream), not a sample
 TIMEOUT_SECONDS = 60.0  # a video container's track, checked between frames: a broken file fails instead of hanging
@@ -237,10 +237,7 @@ def _decode_track(
     """The mono clip at ``target`` Hz of a video container's first sound track, through PyAV, frame by frame."""
     av = require_av()
     deadline = time.monotonic() + timeout_seconds
-    try:
-        container = av.open(os.fspath(handle) if isinstance(handle, Path) else handle, metadata_errors="ignore")
-    except Exception as e:  # FFmpeg's errors (not a container, truncated header) come in several types
-        raise bad(f"cannot open as a video container ({type(e).__name__}: {e})", "decode") from None
+    container = open_av(handle, bad, "a video container")
     try:
         with container:
             return _read_track(av, container, target, max_seconds, keep_seconds, deadline, timeout_seconds, bad)

@@ -47,6 +47,16 @@ def require_av():  # type: ignore[no-untyped-def]
     return av
 
 
+def open_av(handle: Any, bad: Any, what: str = "video") -> Any:
+    """A PyAV container on ``handle`` (a path or a file object); what FFmpeg cannot open raises ``bad`` (its errors,
+    for what is not a container or has a truncated header, come in several types)."""
+    av = require_av()
+    try:
+        return av.open(os.fspath(handle) if isinstance(handle, Path) else handle, metadata_errors="ignore")
+    except Exception as e:
+        raise bad(f"cannot open as {what} ({type(e).__name__}: {e})", "decode") from None
+
+
 class VideoSampling(Config):
     """Which frames of a clip a model sees, and the bounds on what is decoded at all."""
 
@@ -141,7 +151,6 @@ def decode_video(
     handle: Any = open_media(ref, bad, "a path, bytes or a folder of frames")
     if isinstance(handle, Path):
         handle = os.fspath(handle)
-    av = require_av()
     deadline = time.monotonic() + settings.timeout_seconds
     opened = []
 
@@ -149,10 +158,7 @@ def decode_video(
         """The container from its start (a raw stream cannot seek back)."""
         if isinstance(handle, io.BytesIO):
             handle.seek(0)
-        try:
-            opened.append(av.open(handle, metadata_errors="ignore"))
-        except Exception as e:  # FFmpeg's errors (not a container, truncated header) come in several types
-            raise bad(f"cannot open as video ({type(e).__name__}: {e})", "decode") from None
+        opened.append(open_av(handle, bad))
         return opened[-1]
 
     try:
@@ -205,12 +211,7 @@ def frames_at(
                 return
             yield t, index / clip.rate, decode_image(Path(ref) / names[index], max_pixels=settings.max_pixels)
         return
-    handle: Any = open_media(ref, bad, "a path, bytes or a folder of frames")
-    av = require_av()
-    try:
-        container = av.open(os.fspath(handle) if isinstance(handle, Path) else handle, metadata_errors="ignore")
-    except Exception as e:  # FFmpeg's errors (not a container, truncated header) come in several types
-        raise bad(f"cannot open as video ({type(e).__name__}: {e})", "decode") from None
+    container = open_av(open_media(ref, bad, "a path, bytes or a folder of frames"), bad)
     try:
         with container:
             yield from _frames_at(container, wanted, settings, bad)
