@@ -50,6 +50,9 @@ def test_one_standard_error_rule() -> None:
         Trial(Candidate(n), ["v"], {"score": s, "score_name": "rmse"}, 1, 0.1) for n, s in (("a", -2.0), ("b", -1.0))
     ]
     assert choose(rmse, 25).candidate.fusion == "b"
+    # A perfect score still has an error: one miss in 72 rows is within it (the naive one, 0, chose the bigger one).
+    perfect = [_trial("linear", 71 / 72), _trial("concat", 1.0)]
+    assert choose(perfect, 72).candidate.fusion == "linear" and choose(perfect, 7200).candidate.fusion == "concat"
 
 
 def test_candidates_are_ranked_by_the_metric_asked_for() -> None:

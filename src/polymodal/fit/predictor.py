@@ -277,7 +277,7 @@ class TablePredictor:
         network, validation, tuned = best.network, best.metrics, None
         if (unpredicted := never_predicted(the_problem, best.metrics)) and the_problem.ranked_by == "accuracy":
             say(
-                f"the chosen model never predicts {unpredicted} on the validation rows: with classes this uneven, "
+                f"the chosen model never predicts {unpredicted} on the validation rows; where classes are uneven, "
                 "rank candidates by --metric balanced_accuracy or f1_macro"
             )
         if interrupted:

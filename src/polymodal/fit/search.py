@@ -348,11 +348,13 @@ def _rank(trial: Trial) -> tuple[float, float]:
 def choose(trials: Sequence[Trial], validation_rows: int) -> Trial:
     """The one-standard-error rule (Breiman et al. 1984): the first, simplest, trial whose validation accuracy is
     within one standard error of the best one's, so a small validation split's noise does not pick a bigger network
-    over a linear model. Other scores (RMSE, micro-F1): the best; equal scores go to the lower validation loss."""
+    over a linear model. Other scores (RMSE, micro-F1): the best; equal scores go to the lower validation loss. The
+    error is Agresti and Coull's (two hits and two misses added), which a perfect score does not make zero."""
     top = max(trials, key=_rank)
     if top.metrics.get("score_name") != "accuracy" or validation_rows < 1:
         return top
-    error = math.sqrt(top.score * (1 - top.score) / validation_rows)
+    smoothed = (top.score * validation_rows + 2) / (validation_rows + 4)
+    error = math.sqrt(smoothed * (1 - smoothed) / (validation_rows + 4))
     return next(t for t in trials if t.score >= top.score - error)
 
 
