@@ -799,3 +799,17 @@ def test_paths_are_not_left_relative_to_cwd(dataset: Path, monkeypatch: pytest.M
     monkeypatch.chdir(os.sep)
     (sample,) = read_manifest(manifest, strict=True)
     assert Path(sample.image).is_file()
+
+
+def test_a_row_with_media_under_another_column_name_says_which_to_use(tmp_path: Path) -> None:
+    """A manifest whose sounds are in a `clip` column has rows with nothing a reader reads: the error says what the
+    column holds and the name to give it (an index build of such a table skipped every row as 'nothing to learn')."""
+    table = tmp_path / "voices.csv"
+    table.write_text("id,clip,speaker_note\na,x/one.wav,calm\nb,,\n")
+    with pytest.raises(BadSampleError, match=r"row 2: no image.*'clip' holds audio files: name it 'audio'"):
+        list(read_manifest(table, strict=True))
+    log = BadSampleLog()
+    assert list(read_manifest(table, bad_log=log)) == []
+    assert str(log.examples[1]).endswith(
+        "row 3: no image, text, audio, video, label, qa or statements (no cell filled in but its id)"
+    )

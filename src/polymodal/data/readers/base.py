@@ -340,5 +340,14 @@ def record_to_sample(
         row=row,
     )
     if not sample.modalities() and sample.label is None and not sample.qa and not sample.statements:
-        raise at.error(None, "no image, text, audio, video, label, qa or statements: nothing to learn from", "empty")
+        raise at.error(None, f"no image, text, audio, video, label, qa or statements{_renaming(metadata)}", "empty")
     return sample
+
+
+def _renaming(columns: dict[str, Any]) -> str:
+    """For a row with none of the known columns: what its own columns hold, when it is media a reader would read."""
+    named = [(k, media_kind(v)) for k, v in columns.items() if isinstance(v, str) and media_kind(v)]
+    if not named:
+        return f" (its other columns: {', '.join(columns)})" if columns else " (no cell filled in but its id)"
+    hints = ", ".join(f"{k!r} holds {kind} files: name it {kind!r}" for k, kind in named[:3])
+    return f"; {hints}"
