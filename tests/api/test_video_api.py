@@ -233,3 +233,22 @@ def test_a_truncated_clip_ends_its_segments_where_its_frames_end_and_says_so(tmp
         segments = list(segment_clip(str(cut), 5.0, VideoSampling(frames=2)))
     assert 3 <= len(segments) < 12 and segments[-1].end < 60.0
     assert all(s.start <= t < s.end + 1e-6 for s in segments for t in s.clip.times)
+
+
+def test_segments_of_a_whole_clip_end_at_its_length_and_a_cut_one_where_its_frames_do(tmp_path: Path) -> None:
+    """Long segments (12 s of a 20 s clip): a whole clip's last segment ends at 20 s, no warning; cut in half, the
+    last one ends where the frames do, with a warning (a whole segment went missing silently before)."""
+    import warnings
+
+    from polymodal.api.video import segment_clip
+
+    path = _clip_of(tmp_path / "whole.mkv", [(i / 25, 10 * (i // 250)) for i in range(25 * 20)], fmt="matroska")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        whole = list(segment_clip(str(path), 12.0, VideoSampling(frames=8)))
+    assert [(s.start, s.end) for s in whole] == [(0.0, 12.0), (12.0, 20.0)]
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size * 55 // 100])
+    with pytest.warns(UserWarning, match="cut.mkv: frames end at"):
+        parts = list(segment_clip(str(cut), 12.0, VideoSampling(frames=8)))
+    assert parts[-1].end < 20.0 - 1 and all(t < parts[-1].end for t in parts[-1].clip.times)

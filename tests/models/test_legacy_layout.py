@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from polymodal.models import Captioner, EmbeddingModel, FusionClassifier, QuestionAnswerer, SavedModel, save_model
+from polymodal.models.saved import FORMAT
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "legacy_models"
 
@@ -62,7 +63,7 @@ def test_a_legacy_model_saved_again_is_written_in_the_current_layout(tmp_path: P
     saved, x, _ = _load("vqa")
     target = save_model(tmp_path / "again", saved.model, saved.processors, {a: i for i, a in enumerate(saved.answers)})
     meta = json.loads((target / "config.json").read_text())
-    assert meta["format"] == 2 and meta["config"]["kind"] == "question_answering"
+    assert meta["format"] == FORMAT and meta["config"]["kind"] == "question_answering"
     assert (target / "processors.json").is_file() and not (target / "preprocess.json").exists()
     again = SavedModel.load(target)
     inputs = {"image": (x["pixels"], None), "text": (x["ids"], x["mask"])}

@@ -137,9 +137,12 @@ def _segments(
         at.append(shown_at)
     if not frames:
         raise BadSampleError("no decodable frames", source=ref if isinstance(ref, str) else None, kind="decode")
-    end = probe.duration if current == count - 1 else last + 1 / probe.rate
-    yield segment(current, frames, at, end)
-    if probe.duration - end > max(1.0, seconds):
+    # Times left unserved: the stream ended before them. By more than a little (a header a few frames long is
+    # common), the file is truncated, and its last segment ends where its frames do.
+    end = last + 1 / probe.rate
+    truncated = bool(owners) and probe.duration - end > max(0.5, 0.02 * probe.duration)
+    yield segment(current, frames, at, end if truncated else probe.duration)
+    if truncated:
         where = ref if isinstance(ref, str) else "the clip"
         warnings.warn(
             f"{where}: frames end at {end:.1f} s of the {probe.duration:.1f} s its header declares (truncated?); "

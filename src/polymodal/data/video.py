@@ -34,6 +34,8 @@ Sampling = Literal["uniform", "fps", "segments"]
 MAX_SECONDS = 3600.0  # a longer clip is a mistake (a stream, a whole film), not a sample
 MAX_PIXELS = 3840 * 2160  # per frame: 4K; beyond it a sample costs seconds per frame
 TIMEOUT_SECONDS = 60.0  # checked between packets: a broken or endless file fails instead of hanging
+# Containers whose seeks land on a later keyframe than asked (MPEG transport and program streams): decoded on instead.
+UNSEEKABLE_FORMATS = frozenset({"mpegts", "mpeg"})
 SEEK_GAP = 2.0  # seconds: a nearer target is reached by decoding on, a farther one by seeking
 FRAME_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "bmp"})  # the frames of a frame folder
 
@@ -252,6 +254,7 @@ def _frames_at(container, wanted, settings, bad):  # type: ignore[no-untyped-def
             # This frame comes after the target: the one on screen then is the previous, unless this one is due
             # within a quarter of a frame (at 29.97 fps a time asked for is often a sliver before a frame).
             yield give(target, (now, frame) if shown is None or now - target < near else shown)
+            deadline = time.monotonic() + settings.timeout_seconds  # the caller's time between frames is no stall
             target = next(wanted, None)
         if target is None:
             return
@@ -280,7 +283,8 @@ def _decode_container(container, reopen, settings, generator, random, deadline, 
     count = int(stream.frames) or max(1, round(duration * rate))
     indices = sample_indices(count, rate, settings, generator, random, start_at)
     targets = sorted({start + i / rate for i in indices})
-    found = _seek_and_decode(container, stream, targets, rate, count, settings, deadline, bad)
+    seekable = container.format.name not in UNSEEKABLE_FORMATS
+    found = _seek_and_decode(container, stream, targets, rate, count, settings, deadline, bad, seekable)
     if not found:
         raise bad("no decodable frames", "decode")
     missing = [t for t in targets if t not in found]
@@ -308,14 +312,14 @@ def _demux_length(container, stream, rate, settings, deadline, bad) -> float:  #
     return packets / rate
 
 
-def _seek_and_decode(container, stream, targets, rate, count, settings, deadline, bad):  # type: ignore[no-untyped-def]
+def _seek_and_decode(container, stream, targets, rate, count, settings, deadline, bad, seekable=True):  # type: ignore[no-untyped-def]
     """{target time: (frame time, RGB image)} of the first frame at or after each target (half a frame early)."""
     half = 0.5 / rate
     found: dict[float, tuple[float, Image.Image]] = {}
     frames = None  # the decoder's frame iterator, restarted after each seek
     position = -math.inf  # time of the last frame decoded
     decoded = 0
-    seeks_help = True  # false once a seek lands behind where decoding already was (sparse keyframes)
+    seeks_help = seekable  # false once a seek lands behind where decoding already was (sparse keyframes)
     landed = None  # time of the first frame after the last (re)start
     for target in targets:
         if frames is None or (seeks_help and target - position > SEEK_GAP):

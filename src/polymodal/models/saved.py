@@ -40,7 +40,9 @@ from polymodal.modules.losses import learned_scale
 from polymodal.version import __version__
 from polymodal.weights import load_state, read_weights, save_weights
 
-FORMAT = 2  # of the directory; format 1 is read through polymodal.models.legacy
+# Of the directory; format 1 is read through polymodal.models.legacy. 3: settings a format-2 reader does not know
+# (audio features' level_dbfs, towers/N configs of Hugging Face towers): an older polymodal says to upgrade.
+FORMAT = 3
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 PROCESSORS_FILE = "processors.json"

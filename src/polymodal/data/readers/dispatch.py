@@ -71,10 +71,10 @@ def _detect(path: str | os.PathLike) -> tuple[str, Any]:
         return "msrvtt", None
     if p.suffix.lower() in MANIFEST_SUFFIXES:
         return "manifest", None
+    if is_media_folder(p):  # before shards and manifests: a .tar or a labels.csv beside the photos is not the data
+        return "mediafolder", None
     if is_shard_pattern(p) or (p.is_dir() and any(p.glob("*.tar"))):
         return "webdataset", None
-    if is_media_folder(p):  # before manifests: a labels.csv beside the photos does not make them a dataset
-        return "mediafolder", None
     if p.is_dir():
         # A folder of manifests (ShapesWorld: train.jsonl, val.jsonl + images/) would also
         # pass for an ImageFolder with one class "images": the manifests win, and the user
