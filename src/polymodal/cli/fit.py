@@ -278,7 +278,8 @@ def predict(
                 metrics = score_rows(result.problem, result.values, labels, scaling, unreadable=len(rows.bad))
         out.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(out, result.to_csv())
-        for error in rows.bad:  # rows the table reader could not read: listed with the bad cells
+        cells = bad_log.total  # the bad cells; the unreadable rows are listed in the same file, counted apart
+        for error in rows.bad:
             bad_log.record(error)
     except (ColumnMismatchError, TaskNotSupported) as e:
         fail(str(e), as_json=json, code=2)
@@ -289,7 +290,7 @@ def predict(
         "out": str(out),
         "rows": len(result.row_numbers),
         "unreadable_rows": len(rows.bad),
-        "bad_cells": bad_log.total,
+        "bad_cells": cells,
         "bad_cells_by_column": dict(bad_log.by_field.most_common()),
     }
     if result.problem.kind in ("binary", "multiclass"):
@@ -306,7 +307,7 @@ def predict(
     counts = ", ".join(f"{k} {v}" for k, v in payload.get("predicted", {}).items())
     console.print(
         f"{payload['rows']} predictions -> {escape(str(out))}{'; ' + escape(counts) if counts else ''}; "
-        f"{bad_log.total} bad cells, {len(rows.bad)} unreadable rows",
+        f"{cells} bad cells, {len(rows.bad)} unreadable rows",
         highlight=False,
     )
     if bad_log.total:
