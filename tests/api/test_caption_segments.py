@@ -144,7 +144,12 @@ def test_repeated_captions_merge_only_when_consecutive_and_adjacent() -> None:
     assert [clock(s) for s in (0, 4, 61.5, 3599.96, 3725)] == ["0:00", "0:04", "1:01.5", "1:00:00", "1:02:05"]
 
 
-def test_cli_prints_each_clips_timeline(clip_captioner: polymodal.Model, clips, tmp_path: Path) -> None:  # noqa: ANN001
+def test_cli_prints_each_clips_timeline(
+    clip_captioner: polymodal.Model,
+    clips,  # noqa: ANN001
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # noqa: ANN001
     caption = ["caption", "-m", str(clip_captioner.source), "--precision", "fp32"]
     picture = tmp_path / "still.png"
     picture.write_bytes(b"\x89PNG\r\n\x1a\n")  # an image: one picture, no segments
@@ -165,6 +170,15 @@ def test_cli_prints_each_clips_timeline(clip_captioner: polymodal.Model, clips, 
         ],
     }
     assert second["image"] == str(picture) and "--segment-seconds cuts clips and sounds" in second["error"]
+    # A file of more segments than the cap is that file's error; the others are still described.
+    from polymodal.cli import tasks
+
+    monkeypatch.setattr(tasks, "MAX_CLI_SEGMENTS", 3)
+    short = write_clip(tmp_path / "short.mp4", ["red", "blue"])  # 2 segments of 1 s; rrbr has 4
+    result = runner.invoke(app, [*caption, str(clips["rrbr"]), str(short), "--segment-seconds", "1", "--json"])
+    long_entry, short_entry = json.loads(result.stdout)
+    assert result.exit_code == 1 and "4 segments of 1 s, more than 3" in long_entry["error"]
+    assert [s["caption"] for s in short_entry["segments"]] == [RED, BLUE]
     for args, message in [
         (["--segment-seconds", "0"], "--segment-seconds must be > 0"),
         (["--every-segment"], "--every-segment needs --segment-seconds"),

@@ -359,10 +359,10 @@ def caption_timelines(
                     "caption",
                     lambda work=work, path=path: with_progress(not as_json, f"caption {path.name}", work, "segments"),
                     as_json,
-                    reraise=BadSampleError,
+                    reraise=ValueError,  # a bad file, or one of more segments than the cap: that file's error
                 )
-        except BadSampleError as e:
-            bad[i] = e.reason
+        except ValueError as e:
+            bad[i] = e.reason if isinstance(e, BadSampleError) else str(e)
             continue
         for warning in said:
             err_console.print(f"[yellow]warning:[/] {escape(str(warning.message))}", highlight=False, soft_wrap=True)
