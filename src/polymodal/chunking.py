@@ -11,7 +11,8 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from itertools import islice
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -134,3 +135,10 @@ def map_in_sized_calls(sizer: ChunkSizer, fn: Callable[[Sequence[T]], R], items:
         sizer.record(size, time.perf_counter() - began)
         start += size
     return results
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` ``size`` at a time, the last list shorter; an iterator is read as it goes."""
+    rest = iter(items)
+    while group := list(islice(rest, size)):
+        yield group

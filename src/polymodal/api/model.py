@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import itertools
 import os
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -23,7 +22,7 @@ from polymodal.api.video import VideoInput, VideoSegments, middle_frame, segment
 from polymodal.backends import ANSWER, CAPTION, EMBED, GENERATE, PREDICT, Backend, TaskNotSupported, load_backend
 from polymodal.backends.base import accepts, embed, logit_scale, media, text_lengths, video_embedding
 from polymodal.backends.video import IMAGE_FRAMES
-from polymodal.chunking import ChunkSizer, map_in_sized_calls
+from polymodal.chunking import ChunkSizer, batched, map_in_sized_calls
 from polymodal.data.processors import ENCODED_MEMO
 from polymodal.data.readers.base import embedded_kind
 from polymodal.data.video import Clip, VideoSampling
@@ -41,13 +40,6 @@ MAX_IMAGES_PER_TEXT = 64
 MAX_STEPS = 1000  # the schedulers' training timesteps: more sampling steps than that are not steps
 MAX_GUIDANCE = 50.0
 MAX_SEED = 2**53 - 1  # every seed survives a JSON round trip through JavaScript numbers
-
-
-def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """``items`` ``size`` at a time (an iterator is read as it goes)."""
-    rest = iter(items)
-    while chunk := list(itertools.islice(rest, size)):
-        yield chunk
 
 
 def _batches_by_length(items: Sequence[T], lengths: Sequence[int], size: int) -> Iterator[Sequence[T]]:
@@ -236,7 +228,7 @@ class Model:
         put back in order. With ``sized_by`` (a modality), batches take the size its :class:`ChunkSizer` finds
         fastest."""
         order = None
-        batches = _batches(items, self.batch_size)
+        batches = batched(items, self.batch_size)
         if lengths is not None and len(items) > self.batch_size:
             counts = np.asarray(lengths(items))
             order = [int(i) for i in np.argsort(counts, kind="stable")]
@@ -415,7 +407,7 @@ class Model:
         prepared = to_inputs(source, items)
         out: list[str] = []
         with self._autocast():
-            for chunk in _batches(prepared, self.batch_size):
+            for chunk in batched(prepared, self.batch_size):
                 batch = decode_batch(source, chunk)
                 out.extend(self.backend.caption(batch, max_new_tokens=max_new_tokens, num_beams=num_beams))
         return out
@@ -455,7 +447,7 @@ class Model:
         if max_segments is not None and total > max_segments:
             raise ValueError(f"{total} segments of {seconds:g} s, more than {max_segments}: take longer segments")
         timed: list[TimedCaption] = []
-        for chunk in _batches(media, per_call):  # full-size frames: a bounded number of bytes of them at once
+        for chunk in batched(media, per_call):  # full-size frames: a bounded number of bytes of them at once
             texts = self.caption([item for *_, item in chunk], max_new_tokens=max_new_tokens, num_beams=num_beams)
             timed.extend(TimedCaption(start, end, text) for (start, end, _), text in zip(chunk, texts))
             if progress is not None:
@@ -485,7 +477,7 @@ class Model:
         pairs = list(zip(prepared, questions))
         out: list[str] = []
         with self._autocast():
-            for chunk in _batches(pairs, self.batch_size):
+            for chunk in batched(pairs, self.batch_size):
                 out.extend(self.backend.answer(decode_batch(source, [p[0] for p in chunk]), [p[1] for p in chunk]))
         return out
 
@@ -516,7 +508,7 @@ class Model:
         out: list[Image.Image] = []
         # Texts batch safely: a model draws each text's noise from that text's own seeded generator.
         with self._autocast():
-            for chunk in _batches(prompts, self.texts_per_generate_call(n)):
+            for chunk in batched(prompts, self.texts_per_generate_call(n)):
                 out.extend(
                     self.backend.generate(
                         chunk, num_per_text=n, steps=steps, guidance=guidance, seed=seed, sampler=sampler

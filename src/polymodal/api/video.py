@@ -30,8 +30,6 @@ __all__ = [
 ]
 
 VideoInput = Union[str, "os.PathLike[str]", bytes, bytearray, Clip]  # a file, its bytes, or frames already decoded
-# Frames of a clip's segments held at once by their consumers (an index embeds that many; 32 of 4K take 0.8 GB).
-WINDOW_FRAMES = 32
 SEGMENT_FRAME_BYTES = 256 * 2**20  # the RGB frames of the segments a call holds (a 1080p frame is 6 MB)
 SEGMENTED_MAX_SECONDS = 24 * 3600.0  # the longest clip cut into segments (a whole clip: VideoSampling.max_seconds)
 

@@ -19,15 +19,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
 
 from polymodal.api import Model, load
-from polymodal.api.video import WINDOW_FRAMES
 from polymodal.backends import DEFAULT_MODEL
+from polymodal.chunking import batched
 from polymodal.data.errors import BadSampleError, BadSampleLog
 from polymodal.data.readers.base import embedded_kind
 from polymodal.fsutil import write_atomic
@@ -254,7 +253,7 @@ def _embed(
     reader_log = BadSampleLog(work / "reader_skipped.jsonl")
     reader_log.path.unlink(missing_ok=True)  # type: ignore[union-attr]  # every run re-reads the whole source
     finished = resumed = chunks = 0
-    for number, group in enumerate(_batched(items(reader_log), chunk_size)):
+    for number, group in enumerate(batched(items(reader_log), chunk_size)):
         chunks += 1
         if (work / f"chunk-{number:06d}.json").is_file():
             resumed += 1
@@ -320,16 +319,20 @@ def _embed_segments(
     (videos or sounds), each decoded once and cut into ``seconds``-long segments, embedded a batch of segments at a
     time as they are decoded (a long clip's frames are never all in memory)."""
     cut = model.video_segments if kind == "video" else model.audio_segments
-    # Segments per model call: a clip's as many as one decoding window holds (its frames are full size until the
-    # model resizes them), a sound's a batch.
-    per_call = max(1, WINDOW_FRAMES // model.video_sampling().frames) if kind == "video" else model.batch_size
     done, bad = {}, {}
     for i, clip in enumerate(clips):
         items: list[Item] = []
         vectors: list[np.ndarray] = []
         try:
             segments = cut(clip.ref, seconds)  # type: ignore[arg-type]
-            for batch in _batched(segments, per_call):
+            # Segments per model call: a clip's up to a bound of frame bytes (full size until the model resizes
+            # them), a sound's a batch.
+            per_call = (
+                segments.per_call(model.video_sampling().frames, model.batch_size)  # type: ignore[union-attr]
+                if kind == "video"
+                else model.batch_size
+            )
+            for batch in batched(segments, per_call):
                 items += [
                     dataclasses.replace(
                         clip.item, metadata={**clip.item.metadata, "start": round(s.start, 3), "end": round(s.end, 3)}
@@ -437,10 +440,6 @@ def _reader_skips(log: BadSampleLog) -> Iterable[dict[str, Any]]:
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------------
-def _batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    it = iter(items)
-    while group := list(islice(it, size)):
-        yield group
 
 
 def _key(item: Item) -> tuple[str, str | None, str | None]:
