@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from polymodal.fit import search
 from polymodal.fit.columns import Problem
 from polymodal.fit.network import Candidate
 from polymodal.fit.search import CANDIDATES, Features, Targets, Trial, choose, evaluate, train_network
@@ -35,6 +36,22 @@ def test_the_linear_candidate_agrees_with_logistic_regression() -> None:
     reference = sklearn_linear.LogisticRegression(max_iter=2000).fit((x[:40] - mean) / std, labels[:40])
     theirs = reference.score((x[100:] - mean) / std, labels[100:])
     assert abs(ours - theirs) <= 0.05, (ours, theirs)
+
+
+def test_the_linear_candidate_stops_once_its_solver_has_converged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full-batch solver that stopped short of its iterations would not move again: the search moves on (it ran
+    ``patience`` epochs more, each a full pass of the line search)."""
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 200)
+    x = np.c_[labels * 6.0 - 3 + rng.normal(size=200), rng.normal(size=(200, 3))]  # one feature separates them
+    problem = Problem("binary", "y", ("a", "b"))
+    train, train_y = _split(x[:150], labels[:150])
+    val, val_y = _split(x[150:], labels[150:])
+    passes = []
+    monkeypatch.setattr(search, "evaluate", lambda *a: passes.append(1) or evaluate(*a))  # once per epoch
+    trial = train_network(CANDIDATES[0], problem, train, train_y, val, val_y, deadline=float("inf"), patience=50)
+    assert trial.metrics["accuracy"] >= 0.95
+    assert len(passes) < 10, len(passes)  # not best epoch + 50 (or + LBFGS_PATIENCE): it converged
 
 
 def _trial(label: str, accuracy: float, loss: float = 1.0) -> Trial:

@@ -236,30 +236,30 @@ def train_network(
     batch_size: int = 64,
 ) -> Trial:
     """Train ``candidate`` on ``train`` (AdamW with input dropout, or full-batch L-BFGS), keep the epoch with the best
-    validation score, stop after ``patience`` epochs without a gain, at ``max_epochs`` or at ``deadline``
-    (time.monotonic)."""
+    validation score, stop after ``patience`` epochs without a gain (L-BFGS: ``LBFGS_PATIENCE``, or once it has
+    converged), at ``max_epochs`` or at ``deadline`` (time.monotonic)."""
     started = time.monotonic()
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     network = FeatureNetwork(train.dims, candidate, output_size(problem))
     rows = torch.nonzero(train_targets.known).squeeze(1)
     network.set_statistics(train.values, train.present)
-    run_epoch = (
-        _lbfgs_epochs(network, problem, train.rows(rows), train_targets.rows(rows))
-        if candidate.solver == "lbfgs"
-        else _adamw_epochs(network, problem, train, train_targets, rows, generator, batch_size)
-    )
+    if candidate.solver == "lbfgs":
+        run_epoch = _lbfgs_epochs(network, problem, train.rows(rows), train_targets.rows(rows))
+        patience = min(patience, LBFGS_PATIENCE)
+    else:
+        run_epoch = _adamw_epochs(network, problem, train, train_targets, rows, generator, batch_size)
     best: tuple[float, float] = (-math.inf, -math.inf)
     best_state, best_epoch, best_metrics, epoch = None, 0, {}, 0
     for epoch in range(1, max_epochs + 1):
         network.train()
-        run_epoch()
+        converged = run_epoch()
         metrics, val_loss = evaluate(network, problem, val, val_targets)
         key = (metrics["score"], -val_loss)
         if key > best:
             best, best_epoch, best_metrics = key, epoch, {**metrics, "loss": val_loss}
             best_state = copy.deepcopy(network.state_dict())
-        if epoch - best_epoch >= patience or time.monotonic() > deadline:
+        if converged or epoch - best_epoch >= patience or time.monotonic() > deadline:
             break
     if best_state is not None:
         network.load_state_dict(best_state)
@@ -275,13 +275,14 @@ def _adamw_epochs(
     rows: Tensor,
     generator: torch.Generator,
     batch_size: int,
-) -> Callable[[], None]:
-    """One epoch of shuffled mini-batches per call; each input of a row is hidden with probability INPUT_DROPOUT."""
+) -> Callable[[], bool]:
+    """One epoch of shuffled mini-batches per call (returns False: never known to have converged); each input of a
+    row is hidden with probability INPUT_DROPOUT."""
     candidate = network.candidate
     optimizer = torch.optim.AdamW(network.parameters(), lr=candidate.lr, weight_decay=candidate.weight_decay)
     several = len(train.values) > 1
 
-    def epoch() -> None:
+    def epoch() -> bool:
         order = rows[torch.randperm(len(rows), generator=generator)]
         for start in range(0, len(order), batch_size):
             batch = order[start : start + batch_size]
@@ -296,16 +297,19 @@ def _adamw_epochs(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+        return False
 
     return epoch
 
 
 LBFGS_ITERATIONS = 20  # per epoch
+LBFGS_PATIENCE = 5  # epochs: a full-batch solver that has not gained in 100 iterations is done
 
 
-def _lbfgs_epochs(network: FeatureNetwork, problem: Problem, train: Features, targets: Targets) -> Callable[[], None]:
+def _lbfgs_epochs(network: FeatureNetwork, problem: Problem, train: Features, targets: Targets) -> Callable[[], bool]:
     """L-BFGS over all rows at once on the mean loss plus ``weight_decay / (2 n)`` times the squared weights (the
-    objective of scikit-learn's logistic regression at ``C = 1 / weight_decay``), ``LBFGS_ITERATIONS`` per call."""
+    objective of scikit-learn's logistic regression at ``C = 1 / weight_decay``), ``LBFGS_ITERATIONS`` per call;
+    a call returns True once the solver stopped short of them (converged: more calls would not move it)."""
     weights = [p for name, p in network.named_parameters() if p.dim() > 1]
     optimizer = torch.optim.LBFGS(
         network.parameters(), lr=1.0, max_iter=LBFGS_ITERATIONS, history_size=20, line_search_fn="strong_wolfe"
@@ -319,7 +323,17 @@ def _lbfgs_epochs(network: FeatureNetwork, problem: Problem, train: Features, ta
         loss.backward()
         return loss
 
-    return lambda: optimizer.step(closure)  # type: ignore[no-any-return]
+    def epoch() -> bool:
+        before = _lbfgs_iterations(optimizer)
+        optimizer.step(closure)
+        return _lbfgs_iterations(optimizer) - before < LBFGS_ITERATIONS
+
+    return epoch
+
+
+def _lbfgs_iterations(optimizer: torch.optim.LBFGS) -> int:
+    state = optimizer.state[optimizer.param_groups[0]["params"][0]]
+    return int(state.get("n_iter", 0))
 
 
 @torch.no_grad()
