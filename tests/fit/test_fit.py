@@ -57,6 +57,19 @@ def test_tabular_classification_learns_both_columns_and_round_trips(tmp_path: Pa
     assert "Confusion matrix" in html and "colour" in html
 
 
+def test_predictors_saved_in_the_first_format_still_load(tmp_path: Path) -> None:
+    """Format 1 (before featurizer versions) is read; a newer format says to upgrade."""
+    table = read_table(_write_csv(tmp_path / "t.csv", _tabular_rows(100, 0)))
+    TablePredictor.fit(table, "label", time_limit=10, candidates=FAST[:1]).save(tmp_path / "model")
+    fit_file = tmp_path / "model" / "fit.json"
+    data = json.loads(fit_file.read_text())
+    fit_file.write_text(json.dumps({**data, "format": 1}))
+    assert TablePredictor.load(tmp_path / "model").predict(table).labels
+    fit_file.write_text(json.dumps({**data, "format": data["format"] + 1}))
+    with pytest.raises(ValueError, match="upgrade"):
+        TablePredictor.load(tmp_path / "model")
+
+
 def test_regression_and_multilabel(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     rows = [

@@ -245,16 +245,42 @@ def _voice_tower() -> nn.Module:
 
 
 AUDIO_SECONDS = 10.0  # the part of each clip that is featurized
+SPEECH_BAND_HZ = (300.0, 3400.0)  # a telephone's band: what every recording of a voice keeps
+FLOOR_DB = 60.0  # log-mel values more than this below the clip's loudest are the floor
 
 
 @FEATURIZERS.register("audio")
 class AudioFeaturizer(TowerFeaturizer):
     """Who speaks and how: Resemblyzer's 256-d voice embedding beside the per-band mean and standard deviation of
-    the 40 log-mel bands over the clip's sound and its log duration (pitch, loudness, pace)."""
+    the log-mel bands over the clip's sound and its log duration (pitch, timbre, pace).
+
+    Version 2 (the default) reads each clip at one level (-30 dBFS) and only the mel bands inside the telephone
+    band (:data:`SPEECH_BAND_HZ`; the others are the floor), so a quieter recording, a phone call or a low-bitrate
+    MP3 of the same voice gives the same features (``benchmarks/fit_audio_conditions.py``). Version 1 read the level
+    and all 40 bands: predictors saved with it keep it."""
 
     kind = "audio"
     bands = 40
-    dim = 256 + 2 * bands + 1
+
+    def __init__(self, columns: Sequence[str], version: int = 2) -> None:
+        super().__init__(columns)
+        if version not in (1, 2):
+            raise ValueError(f"audio features version {version} is not known to this polymodal; upgrade it")
+        self.version = version
+        self.statistic_bands = self.bands if version == 1 else int(_speech_band().sum())
+        self.dim = 256 + 2 * self.statistic_bands + 1
+
+    @property
+    def store_id(self) -> str:
+        stored = super().store_id
+        return stored if self.version == 1 or not stored else f"{stored}/speech-band"
+
+    def state(self) -> dict[str, Any]:
+        return {**super().state(), "version": self.version}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> AudioFeaturizer:
+        return cls(state["columns"], state.get("version", 1))  # saved before versions: version 1
 
     def packaged_tower(self) -> nn.Module:
         return _voice_tower()
@@ -262,11 +288,12 @@ class AudioFeaturizer(TowerFeaturizer):
     def prepare(self, reference: Any, source: str, row: int) -> Tensor:
         settings = _voice_features()
         wave = decode_audio(reference, settings.sample_rate, source=source, row=row, field=self.name)
-        return wave[: settings.clip_samples]
+        wave = wave[: settings.clip_samples]
+        return wave if self.version == 1 else settings.leveled(wave)
 
     def collate(self, prepared: list[Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-        """(log-mel (n, 40, frames), frame mask, statistics (n, 81)): the statistics are fixed, the mel feeds the
-        tower."""
+        """(log-mel (n, 40, frames), frame mask, statistics (n, 2 * bands + 1)): the statistics are fixed, the mel
+        feeds the tower."""
         settings = _voice_features()
         lengths = torch.tensor([len(w) for w in prepared])
         waves = torch.zeros(len(prepared), int(lengths.max()))
@@ -275,15 +302,31 @@ class AudioFeaturizer(TowerFeaturizer):
         mel = settings(waves)
         mask = settings.frame_mask(lengths, mel.shape[-1])
         weights = mask.unsqueeze(1).to(mel.dtype)  # (n, 1, frames)
+        statistics_of = mel
+        if self.version >= 2:
+            band = _speech_band()
+            loudest = mel[:, band].masked_fill(~mask.unsqueeze(1), -math.inf).amax(dim=(1, 2), keepdim=True)
+            floor = loudest - FLOOR_DB / 10 * math.log(10)  # dB of power -> natural log
+            mel = torch.where(band[None, :, None], torch.maximum(mel, floor), floor)
+            statistics_of = mel[:, band]
         count = weights.sum(-1).clamp(min=1)
-        mean = (mel * weights).sum(-1) / count
-        std = (((mel - mean.unsqueeze(-1)) ** 2 * weights).sum(-1) / count).sqrt()
+        mean = (statistics_of * weights).sum(-1) / count
+        std = (((statistics_of - mean.unsqueeze(-1)) ** 2 * weights).sum(-1) / count).sqrt()
         seconds = (lengths.float() / settings.sample_rate).clamp(min=1e-3).log().unsqueeze(-1)
         return mel, mask, torch.cat([mean, std, seconds], dim=-1)
 
     def forward(self, tower: nn.Module, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
         mel, mask, statistics = batch
         return torch.cat([tower(mel, mask).pooled, statistics.to(mel.dtype)], dim=-1)
+
+
+@lru_cache(maxsize=1)
+def _speech_band() -> Tensor:
+    """(40,) bool: the voice features' mel bands whose centre frequency lies in :data:`SPEECH_BAND_HZ`."""
+    filters = _voice_features().mel_filters()  # (frequencies, bands)
+    hz = torch.linspace(0, _voice_features().sample_rate / 2, filters.shape[0])
+    centres = (filters * hz[:, None]).sum(0) / filters.sum(0)
+    return (centres > SPEECH_BAND_HZ[0]) & (centres < SPEECH_BAND_HZ[1])
 
 
 @lru_cache(maxsize=1)

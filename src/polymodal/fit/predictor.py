@@ -70,7 +70,7 @@ FINE_TUNE_SEARCH_SHARE = 0.3  # of the time after features, with --fine-tune: th
 REPORT_FILE = "report.html"
 LOG_FILE = "fit.log"
 BAD_SAMPLES_FILE = "bad_samples.jsonl"
-FORMAT = 1
+FORMAT = 2  # 2: featurizers may carry a version (audio features 2); format 1 is read as version 1 of each
 VALIDATION_SHARE = 0.2
 FEATURES_SHARE_WARNED = 0.2  # features leaving less than this share of the time limit to the search are said
 Say = Callable[[str], None]
@@ -453,8 +453,11 @@ class TablePredictor:
         if not is_fit_dir(path):
             raise FileNotFoundError(f"{path}: not a fitted predictor (no {FIT_FILE}); make one with `polymodal fit`")
         data = json.loads((path / FIT_FILE).read_text(encoding="utf-8"))
-        if data.get("format") != FORMAT:
-            raise ValueError(f"{path / FIT_FILE}: format {data.get('format')!r}, this polymodal reads {FORMAT}")
+        if data.get("format") not in range(1, FORMAT + 1):
+            raise ValueError(
+                f"{path / FIT_FILE}: format {data.get('format')!r}, this polymodal reads 1 to {FORMAT}: a newer "
+                "polymodal saved it; upgrade"
+            )
         problem = Problem.from_dict(data["problem"])
         columns = [ColumnInfo(**c) for c in data["columns"]]
         featurizers = [featurizer_from_state(s) for s in data["featurizers"]]
