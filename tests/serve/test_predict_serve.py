@@ -119,6 +119,33 @@ def test_bad_cells_are_refused_naming_row_and_column(
     assert list(tmp_path.iterdir()) == []  # the upload directory is gone, answered or refused
 
 
+def test_bad_cells_as_missing_predict_the_row_without_them(
+    predictor_client: TestClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """One unreadable photo in a batch need not cost the other rows: each row says which of its cells it went
+    without, and is predicted as if they were empty."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    garbage = base64.b64encode(b"not a picture").decode()
+    rows = [{"x": 1}, {"review": "a quiet room", "photo": garbage}, {"x": "tall", "colour": "red"}]
+    response = predictor_client.post("/predict", json={"rows": rows, "bad_cells": "as_missing"})
+    assert response.status_code == 200, response.text
+    unread = [p["unread"] for p in response.json()["predictions"]]
+    assert unread[0] == [] and len(unread[1]) == 1 and unread[1][0].startswith("rows[1].photo:")
+    assert unread[2] == ["rows[2].x: expected a number, got 'tall'"]
+    without = predictor_client.post(
+        "/predict", json={"rows": [{"x": 1}, {"review": "a quiet room"}, {"colour": "red"}]}
+    )
+    assert [p["probabilities"] for p in response.json()["predictions"]] == [
+        p["probabilities"] for p in without.json()["predictions"]
+    ]
+    assert all(p["unread"] == [] for p in without.json()["predictions"])
+    refused = predictor_client.post("/predict", json={"rows": rows})  # the default still refuses
+    assert refused.status_code == 422 and refused.json()["error"]["message"].startswith("rows[1].photo:")
+    unknown = predictor_client.post("/predict", json={"rows": [{"colr": "red"}], "bad_cells": "as_missing"})
+    assert unknown.status_code == 422  # a column the predictor lacks is the request's mistake, not a bad cell
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_uploads_are_removed_and_limits_apply(
     predictor_model: Model,
     fit_dir: Path,  # noqa: F811

@@ -334,14 +334,20 @@ async def predict(
     kinds = service.model.predict_columns
     # The request's media files live in a directory of its own, removed when it is answered.
     with tempfile.TemporaryDirectory(prefix="polymodal-predict-") as directory:
-        rows = await predictor_rows(body.rows, kinds, problem.label, Path(directory), settings)
+        as_missing = body.bad_cells == "as_missing"
+        unread: list[list[str]] = []
+        rows = await predictor_rows(
+            body.rows, kinds, problem.label, Path(directory), settings, unread if as_missing else None
+        )
         try:
             predicted = await service.predict(rows, Path(directory))
         except ValueError as e:  # a fusion classifier's rows none of which has an input it reads
             raise ApiError(422, "invalid_request", str(e)) from None
     for i, (label, values, bad) in enumerate(predicted):
-        if bad:
+        if bad and not as_missing:
             raise bad_cell(bad[0], kinds)
+        if as_missing:
+            unread[i] += [bad_cell(error, kinds).message for error in bad]
         if not np.isfinite(np.asarray(values if values is not None else label, dtype=float)).all():
             raise ApiError(
                 422, "invalid_request", f"rows[{i}]: the prediction is not a finite number (extreme values?)"
@@ -351,7 +357,10 @@ async def predict(
         label=problem.label,
         predictions=[
             PredictedRow(
-                row=i, prediction=label, probabilities=None if values is None else dict(zip(problem.classes, values))
+                row=i,
+                prediction=label,
+                probabilities=None if values is None else dict(zip(problem.classes, values)),
+                unread=unread[i] if as_missing else [],
             )
             for i, (label, values, _) in enumerate(predicted)
         ],

@@ -27,11 +27,17 @@ def cell_name(row: int, column: str) -> str:
 
 
 async def predictor_rows(
-    rows: Sequence[Mapping[str, Any]], kinds: Mapping[str, str], label: str, directory: Path, settings: ServeSettings
+    rows: Sequence[Mapping[str, Any]],
+    kinds: Mapping[str, str],
+    label: str,
+    directory: Path,
+    settings: ServeSettings,
+    unread: list[list[str]] | None = None,
 ) -> list[dict[str, Any]]:
     """The request's rows, for a model whose columns are ``kinds`` (name -> kind, ``ignore``: not read) and whose
     label column is ``label``, with their media written under ``directory`` (absolute paths); ignored columns and the
-    label column dropped."""
+    label column dropped. A cell that cannot be read is a 422, or, given ``unread`` (one list per row), left out of
+    its row and named in that row's list."""
     reads = [name for name, kind in kinds.items() if kind != "ignore"]
     out = []
     for i, row in enumerate(rows):
@@ -42,17 +48,24 @@ async def predictor_rows(
                 "unknown_column",
                 f"{cell_name(i, unknown[0])}: no such column; this predictor reads {', '.join(reads)}",
             )
+        if unread is not None:
+            unread.append([])
         for j, (column, value) in enumerate(row.items()):
             field = cell_name(i, column)
             kind = kinds.get(column, "ignore")
             if kind == "ignore" or is_missing(value):
                 continue
-            if kind in MEDIA_KINDS:
-                cells[column] = str(await _media_file(value, kind, field, directory / f"{i}-{j}", settings))
-            elif kind == "numeric" and as_number(value) is None:
-                raise ApiError(422, "invalid_request", f"{field}: expected a number, got {value!r}")
-            else:
-                cells[column] = value
+            try:
+                if kind in MEDIA_KINDS:
+                    cells[column] = str(await _media_file(value, kind, field, directory / f"{i}-{j}", settings))
+                elif kind == "numeric" and as_number(value) is None:
+                    raise ApiError(422, "invalid_request", f"{field}: expected a number, got {value!r}")
+                else:
+                    cells[column] = value
+            except ApiError as e:
+                if unread is None or e.status != 422:
+                    raise
+                unread[i].append(e.message)
         out.append(cells)
     return out
 

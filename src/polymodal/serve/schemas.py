@@ -255,6 +255,11 @@ class PredictRequest(_Strict):
         "audio and video columns a base64-encoded file (optionally a data: URL). A missing column is a missing "
         "value; the label column and ignored columns may be sent and are not read.",
     )
+    bad_cells: Literal["refuse", "as_missing"] = Field(
+        "refuse",
+        description="A cell that cannot be read (a file that does not decode, a number that is not one): 'refuse' "
+        "answers 422 naming it; 'as_missing' predicts its row without it and names it in the row's 'unread'.",
+    )
 
 
 class PredictedRow(BaseModel):
@@ -265,6 +270,11 @@ class PredictedRow(BaseModel):
     )
     probabilities: dict[str, float] | None = Field(
         None, description="Class -> probability (classification; independent per class for multilabel)."
+    )
+    unread: list[str] = Field(
+        default_factory=list,
+        description="With bad_cells 'as_missing': the row's cells that could not be read, each with why "
+        "('rows[1].photo: ...'); the prediction is made without them.",
     )
 
 
