@@ -14,6 +14,7 @@ from polymodal.fit.columns import (
     detect_problem,
     is_missing,
     label_values,
+    warn_of_label_copies,
 )
 
 
@@ -137,3 +138,39 @@ def test_classes_that_look_like_mistakes_are_warned_of_but_kept() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a small table's classes of one row each are no mistake
         detect_problem("y", ["a", "b", "c", "d"])
+
+
+def test_columns_that_give_the_label_away_are_warned_of() -> None:
+    """A column that is the label under another name or code scores perfectly in training and is usually not known
+    when predicting: fit names it (and how to leave it out) but still uses it (it may be a legitimate key)."""
+    import warnings
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    labels = [str(v) for v in rng.choice(["spam", "ham"], 60)]
+    noisy = [float(rng.normal()) + (1.0 if y == "spam" else 0.0) for y in labels]
+    table = {
+        "y": labels,
+        "code": ["S" if y == "spam" else "H" for y in labels],  # the label recoded
+        "flag": [1 if y == "spam" else 0 for y in labels],  # as numbers
+        "score": noisy,  # informative, not a copy
+        "colour": [str(v) for v in rng.choice(["red", "green", "blue"], 60)],
+        "note": [f"message {i}" for i in range(60)],  # every value its own: a key, not the label
+    }
+    problem = detect_problem("y", labels)
+    with pytest.warns(UserWarning) as said:
+        warn_of_label_copies(problem, ["code", "flag", "score", "colour", "note"], table.__getitem__)
+    messages = [str(w.message) for w in said]
+    assert len(messages) == 2, messages
+    assert messages[0].startswith("column 'code' gives the label 'y' away: each of its 2 values goes with one class")
+    assert "--column code=ignore" in messages[0] and messages[1].startswith("column 'flag' gives")
+    amounts = [float(v) for v in rng.normal(size=40)]
+    regression = detect_problem("price", amounts)
+    noise = [float(v) for v in rng.normal(size=40)]
+    columns = {"price": amounts, "cents": [100 * v + 5 for v in amounts], "noise": noise}
+    with pytest.warns(UserWarning, match="column 'cents' gives the label 'price' away: its numbers are the label's"):
+        warn_of_label_copies(regression, ["cents", "noise"], columns.__getitem__)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # too few rows to tell
+        warn_of_label_copies(problem, ["code"], {"y": labels[:10], "code": table["code"][:10]}.__getitem__)

@@ -135,6 +135,26 @@ def test_fit_names_the_rows_it_leaves_out(tmp_path: Path, monkeypatch: pytest.Mo
     assert fitted["rows"]["train"] + fitted["rows"]["validation"] == 57
 
 
+def test_fit_says_each_warning_once_as_it_happens_and_logs_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A column that is the label recoded, and a --val class the table lacks: one `warning:` line each on stderr
+    (not Python's file:line form), and the same lines in the predictor's fit.log."""
+    monkeypatch.setenv("POLYMODAL_CACHE_DIR", str(tmp_path / "cache"))
+    rows = [{**r, "code": r["label"].upper()} for r in _tabular_rows(60, 0)]
+    table = _write_csv(tmp_path / "t.csv", rows)
+    val = _write_csv(tmp_path / "v.csv", [*[{**r, "code": ""} for r in _tabular_rows(20, 1)], {"x": 1, "label": "odd"}])
+    out = tmp_path / "model"
+    args = ["fit", str(table), "--label", "label", "--val", str(val), "--out", str(out), "--time-limit", "5"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    said = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert len(said) == 2, result.stderr
+    assert said[0].startswith("warning: column 'code' gives the label 'label' away: each of its 2 values")
+    assert said[1].startswith("warning: --val has classes the training table lacks") and "'odd' (1 rows)" in said[1]
+    assert "UserWarning" not in result.stderr and "--val has classes" not in result.stdout
+    logged = [line for line in (out / "fit.log").read_text().splitlines() if line.startswith("warning:")]
+    assert logged == said
+
+
 def test_a_validation_tables_unlabelled_rows_are_counted_too(tmp_path: Path) -> None:
     train = _write_csv(tmp_path / "train.csv", _tabular_rows(60, 0))
     val = _write_csv(tmp_path / "val.csv", [*_tabular_rows(20, 1), {"x": 1.0, "colour": "red", "label": ""}])

@@ -8,6 +8,7 @@ fails). Ctrl-C during the search saves the best candidate trained so far, then e
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from polymodal.cli.output import JsonOption, console, emit_json, fail
+from polymodal.cli.output import JsonOption, console, emit_json, err_console, fail
 
 CacheOption = typer.Option(
     True,
@@ -140,43 +141,51 @@ def fit(
         if not json:
             console.print(escape(message), highlight=False)
 
-    try:
-        train_table = read_table(table)
-        label = label or (FOLDER_LABEL_COLUMN if table.is_dir() else None)
-        if label is None:
-            raise ValueError(f"give --label COLUMN; {table} has columns {column_names(train_table.columns)}")
-        val_table = read_table(val) if val is not None else None
-        bad_log = BadSampleLog(bad_file)
-        predictor = TablePredictor.fit(
-            train_table,
-            label,
-            kinds=_kinds(column),
-            problem=problem,
-            metric=metric,
-            val=val_table,
-            time_limit=time_limit,
-            seed=seed,
-            say=say,
-            log_file=log_file,
-            bad_log=bad_log,
-            store=cache,
-            fine_tune=fine_tune,
-        )
-        extra = {p.name: p.read_text(encoding="utf-8") for p in logs.glob("*.log")}
-        if bad_file.is_file():
-            extra[BAD_SAMPLES_FILE] = bad_file.read_text(encoding="utf-8")
-        predictor.save(out, extra, overwrite=overwrite)
-    except (BadSampleError, ValueError, ImportError, OSError) as e:
-        _remove_logs(logs)
-        fail(str(e), as_json=json)
-    except KeyboardInterrupt:
-        _remove_logs(logs)
-        fail(
-            f"interrupted before a candidate was trained (while reading the table or its features): nothing written "
-            f"to {out}",
-            as_json=json,
-            code=INTERRUPTED_EXIT,
-        )
+    def warn(message: Warning | str, *_: Any, **__: Any) -> None:
+        """A warning of the fit (label classes, columns, --val rows) when it happens: on stderr and in the log."""
+        with open(log_file, "a", encoding="utf-8") as f:
+            f.write(f"warning: {message}\n")
+        err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = warn
+        try:
+            train_table = read_table(table)
+            label = label or (FOLDER_LABEL_COLUMN if table.is_dir() else None)
+            if label is None:
+                raise ValueError(f"give --label COLUMN; {table} has columns {column_names(train_table.columns)}")
+            val_table = read_table(val) if val is not None else None
+            bad_log = BadSampleLog(bad_file)
+            predictor = TablePredictor.fit(
+                train_table,
+                label,
+                kinds=_kinds(column),
+                problem=problem,
+                metric=metric,
+                val=val_table,
+                time_limit=time_limit,
+                seed=seed,
+                say=say,
+                log_file=log_file,
+                bad_log=bad_log,
+                store=cache,
+                fine_tune=fine_tune,
+            )
+            extra = {p.name: p.read_text(encoding="utf-8") for p in logs.glob("*.log")}
+            if bad_file.is_file():
+                extra[BAD_SAMPLES_FILE] = bad_file.read_text(encoding="utf-8")
+            predictor.save(out, extra, overwrite=overwrite)
+        except (BadSampleError, ValueError, ImportError, OSError) as e:
+            _remove_logs(logs)
+            fail(str(e), as_json=json)
+        except KeyboardInterrupt:
+            _remove_logs(logs)
+            fail(
+                "interrupted before a candidate was trained (while reading the table or its features): nothing "
+                f"written to {out}",
+                as_json=json,
+                code=INTERRUPTED_EXIT,
+            )
     _remove_logs(logs)
     summary = predictor.to_dict()
     if json:

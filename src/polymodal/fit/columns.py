@@ -12,9 +12,11 @@ import math
 import re
 import warnings
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
+
+import numpy as np
 
 from polymodal.data.readers.base import media_kind
 
@@ -281,6 +283,44 @@ def _warn_of_odd_classes(label: str, names: list[str]) -> None:
         warnings.warn(
             f"label column {label!r}: {len(lonely)} class(es) of a single row among {len(names)}: {shown} "
             "(a typo? too few to learn or to validate)",
+            stacklevel=3,
+        )
+
+
+LEAK_MIN_ROWS = 20  # fewer labelled rows than this decide nothing
+LEAK_CORRELATION = 0.9999  # a number column this correlated with a number label is a copy of it
+
+
+def warn_of_label_copies(problem: Problem, columns: Sequence[str], values: Callable[[str], Sequence[Any]]) -> None:
+    """Columns that give the label away in the training rows: a class per value, with no more values than twice
+    the classes (the label under another name or code: a model scores perfectly on it, then fails where the
+    column is not known in advance), or a number column equal to a regression label up to scale and shift."""
+    labels = values(problem.label)
+    for column in columns:
+        pairs = [(v, y) for v, y in zip(values(column), labels) if not is_missing(v) and not is_missing(y)]
+        if len(pairs) < LEAK_MIN_ROWS or any(isinstance(v, list) or isinstance(y, list) for v, y in pairs):
+            continue
+        if problem.kind == "regression":
+            numbers = [(as_number(v), as_number(y)) for v, y in pairs]
+            if any(a is None or b is None for a, b in numbers):
+                continue
+            x, t = np.array(numbers, dtype=np.float64).T
+            if x.std() == 0 or t.std() == 0 or abs(np.corrcoef(x, t)[0, 1]) < LEAK_CORRELATION:
+                continue
+            why = f"its numbers are the label's up to scale and shift (correlation above {LEAK_CORRELATION})"
+        else:
+            classes_of: dict[str, set[str]] = {}
+            for v, y in pairs:
+                classes_of.setdefault(class_name(v), set()).add(class_name(y))
+            classes = {c for found in classes_of.values() for c in found}
+            if len(classes) < 2 or len(classes_of) > 2 * len(classes):
+                continue
+            if any(len(found) > 1 for found in classes_of.values()):
+                continue
+            why = f"each of its {len(classes_of)} values goes with one class in all {len(pairs)} training rows"
+        warnings.warn(
+            f"column {column!r} gives the label {problem.label!r} away: {why}. A copy or code of the label? If it "
+            f"is not known when predicting, leave it out: --column {column}=ignore",
             stacklevel=3,
         )
 

@@ -38,6 +38,7 @@ from polymodal.fit.columns import (
     detect_problem,
     is_missing,
     known_class,
+    warn_of_label_copies,
 )
 from polymodal.fit.features import Featurizer, TowerFeaturizer, featurizer_from_state, featurizers_for
 from polymodal.fit.network import Candidate, FeatureNetwork
@@ -224,7 +225,6 @@ class TablePredictor:
         if val_only:
             shown = ", ".join(f"{name!r} ({n} rows)" for name, n in val_only.most_common(5))
             message = f"--val has classes the training table lacks, left out of the model and its validation: {shown}"
-            say(message)
             warnings.warn(message, stacklevel=2)
         if labelled_val is None:
             targets = encode_targets(the_problem, labelled.values(label))
@@ -558,6 +558,7 @@ def plan_inputs(
     if not used:
         raise ValueError(f"{table.source}: no column besides {label!r} can be used (all ignored)")
     the_problem = detect_problem(label, table.values(label), problem)
+    warn_of_label_copies(the_problem, [c for c, kind in used.items() if kind not in MEDIA_KINDS], table.values)
     return columns, the_problem, featurizers_for(used)
 
 
