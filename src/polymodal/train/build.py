@@ -30,6 +30,7 @@ from polymodal.models.transfer import TransferReport, cache_towers, freeze_tower
 from polymodal.modules.losses import LOSSES
 from polymodal.train.config import metric_direction
 from polymodal.train.objectives import (
+    AdversarialExamples,
     AdversarialObjective,
     AnswerObjective,
     CaptionObjective,
@@ -214,6 +215,25 @@ def check_recipe_before_data(recipe: Recipe) -> ModelConfig:
                 "train.metric_mode (it follows the metric)"
             )
     return config
+
+
+def with_adversarial_examples(recipe: Recipe, objective: nn.Module, model: ComposedModel) -> nn.Module:
+    """``objective`` trained on PGD-moved images when the recipe asks (objective.adversarial_examples), else itself."""
+    attack = recipe.objective.adversarial_examples
+    if attack is None:
+        return objective
+    if "image" not in model.modalities:
+        raise ConfigError(f"objective.adversarial_examples moves images; the model reads {', '.join(model.modalities)}")
+    image = recipe.data.image
+    return AdversarialExamples(
+        objective,
+        epsilon=attack.epsilon,
+        steps=attack.steps,
+        step_size=attack.step_size,
+        clean_weight=attack.clean_weight,
+        mean=image.mean,
+        std=image.std,
+    )
 
 
 def make_objective(recipe: Recipe, model: ComposedModel, tokenizer: TextTokenizer) -> nn.Module:

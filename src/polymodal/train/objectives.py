@@ -8,6 +8,7 @@ named loss values plus their weighted sum under ``"loss"``. The batch is a
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from polymodal.modules.attacks import pgd_images
 from polymodal.modules.generators import matching_gradient_penalty
 from polymodal.modules.losses import (
     CaptionLoss,
@@ -366,3 +368,57 @@ class AdversarialObjective(nn.Module):
     def after_phase(self, model: nn.Module, phase: str | None) -> None:
         if phase == "generator":
             model.update_ema()
+
+
+class AdversarialExamples(nn.Module):
+    """Trains ``objective`` on its batch's images moved by projected gradient descent towards a higher loss, each
+    pixel at most ``epsilon`` (of [0, 1]) from the original (Madry et al. 2018), so small crafted changes to an
+    image cannot flip what the model says. The attack runs with the model in eval mode (batch-norm statistics and
+    dropout as at inference); with ``clean_weight`` the clean images' loss is added, weighted, as ``loss_clean``."""
+
+    def __init__(
+        self,
+        objective: nn.Module,
+        *,
+        epsilon: float,
+        steps: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        step_size: float | None = None,
+        clean_weight: float = 0.0,
+        modality: str = "image",
+    ) -> None:
+        super().__init__()
+        self.objective = objective
+        self.epsilon, self.steps, self.step_size, self.clean_weight = epsilon, steps, step_size, clean_weight
+        self.mean, self.std, self.modality = tuple(mean), tuple(std), modality
+
+    def forward(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
+        if self.modality not in batch.inputs:  # no row of this batch has an image
+            return self.objective(model, batch)  # type: ignore[no-any-return]
+        images, mask = batch.inputs[self.modality]
+
+        def with_images(x: Tensor) -> Any:
+            return dataclasses.replace(batch, inputs={**batch.inputs, self.modality: (x, mask)})
+
+        training = model.training
+        model.eval()
+        try:
+            moved = pgd_images(
+                lambda x: self.objective(model, with_images(x))["loss"],
+                images,
+                epsilon=self.epsilon,
+                steps=self.steps,
+                step_size=self.step_size,
+                mean=self.mean,
+                std=self.std,
+                rows=batch.present.get(self.modality),
+            )
+        finally:
+            model.train(training)
+        losses = dict(self.objective(model, with_images(moved)))
+        if self.clean_weight > 0:
+            clean = self.objective(model, batch)["loss"]
+            losses["loss_clean"] = clean
+            losses["loss"] = losses["loss"] + self.clean_weight * clean
+        return losses

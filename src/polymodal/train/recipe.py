@@ -118,6 +118,19 @@ class DataSection(Config):
         return value  # as written: the run's config.yaml keeps the recipe's own settings
 
 
+class AdversarialExamplesSection(Config):
+    """Adversarial training: each batch's images moved by PGD towards a higher loss before the step."""
+
+    epsilon: float = Field(
+        gt=0, le=1, description="how far each pixel may move, in units of its [0, 1] range (4/255 = 0.0157)"
+    )
+    steps: int = Field(3, ge=1, le=100, description="PGD steps per training batch (each a forward and backward)")
+    step_size: float | None = Field(
+        None, gt=0, description="per PGD step, in pixel units; default 2.5 * epsilon / steps"
+    )
+    clean_weight: float = Field(0.0, ge=0, description="also train on the clean images, their loss at this weight")
+
+
 class ObjectiveSection(Config):
     kind: Literal[
         "contrastive", "classification", "caption", "vqa", "matching", "masked_lm", "diffusion", "adversarial"
@@ -145,6 +158,11 @@ class ObjectiveSection(Config):
         description="contrastive, clip loss: groups of interchangeable words; each caption with one swapped "
         "is an extra negative for its image (NegCLIP); adversarial: an extra mismatched pair for the discriminator",
     )
+    adversarial_examples: AdversarialExamplesSection | None = Field(
+        None,
+        description="contrastive, classification, matching, caption, vqa: train on images moved by PGD within "
+        "epsilon of the originals (robustness to small crafted changes); each PGD step costs a forward and backward",
+    )
 
     @model_validator(mode="after")
     def _fits(self) -> ObjectiveSection:
@@ -165,6 +183,11 @@ class ObjectiveSection(Config):
             raise ValueError(
                 f"loss {self.loss!r} does not go with kind {self.kind!r}; allowed: "
                 f"{', '.join(allowed.get(self.kind, ())) or 'none (the objective has its own)'}"
+            )
+        if self.adversarial_examples is not None and self.kind in ("masked_lm", "diffusion", "adversarial"):
+            raise ValueError(
+                f"adversarial_examples attack a model's images: objective.kind {self.kind} has no loss on them to "
+                "raise (drop objective.adversarial_examples)"
             )
         if self.pairs is not None and self.kind not in ("contrastive", "matching"):
             raise ValueError("pairs are for kind: contrastive or matching")

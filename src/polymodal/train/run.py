@@ -30,6 +30,7 @@ from polymodal.train.build import (
     make_objective,
     model_inputs,
     recipe_model_config,
+    with_adversarial_examples,
 )
 from polymodal.train.checkpoint import list_checkpoints
 from polymodal.train.objectives import ContrastiveObjective
@@ -146,6 +147,7 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
     set_seed(recipe.train.seed)
     model, transfer = build_recipe_model(recipe, config)
     objective = make_objective(recipe, model, tokenizer)
+    trained = with_adversarial_examples(recipe, objective, model)  # validation and saving read the objective
 
     fingerprint = data_fingerprint(recipe)
     data_note = changed_data_note(run_dir, fingerprint) if resume else None
@@ -174,7 +176,7 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
 
     trainer = Trainer(
         model,
-        objective,
+        trained,
         datasets.train,
         recipe.train,
         run_dir,
