@@ -95,3 +95,12 @@ def test_silence_stays_silence(tmp_path: Path) -> None:
     """A silent clip is not amplified to the level (nothing to level), and its features are finite."""
     features = _features(AudioFeaturizer(["audio"]), [np.zeros(RATE, dtype=np.float32), _voice()], tmp_path)
     assert torch.isfinite(features).all()
+
+
+def test_a_clips_features_do_not_depend_on_its_batch_mates(tmp_path: Path) -> None:
+    """A short clip featurized alone or beside a longer one (its frames then padded) gives the same vector: stored
+    vectors do not depend on which files were featurized together."""
+    short, long = _voice(seconds=1.0), _voice(pitch_hz=180, seconds=4.0)
+    alone = _features(AudioFeaturizer(["audio"]), [short], tmp_path)[0]
+    together = _features(AudioFeaturizer(["audio"]), [short, long], tmp_path)[0]
+    assert (alone - together).abs().max() < 1e-4, (alone - together).abs().max()

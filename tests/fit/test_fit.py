@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from polymodal.cli.main import app
 from polymodal.fit import TablePredictor, read_table, rows_table
 from polymodal.fit.network import Candidate
+from polymodal.fit.predictor import FORMAT
 from polymodal.fit.store import FeatureStore
 
 FAST = (Candidate("concat", {"hidden_dim": 32}, 32), Candidate("gmu", {}, 32))
@@ -58,14 +59,16 @@ def test_tabular_classification_learns_both_columns_and_round_trips(tmp_path: Pa
 
 
 def test_predictors_saved_in_the_first_format_still_load(tmp_path: Path) -> None:
-    """Format 1 (before featurizer versions) is read; a newer format says to upgrade."""
+    """A predictor whose featurizers are all of version 1 is written as format 1 (what older polymodal reads);
+    formats up to this one are read; a newer one says to upgrade."""
     table = read_table(_write_csv(tmp_path / "t.csv", _tabular_rows(100, 0)))
     TablePredictor.fit(table, "label", time_limit=10, candidates=FAST[:1]).save(tmp_path / "model")
     fit_file = tmp_path / "model" / "fit.json"
     data = json.loads(fit_file.read_text())
-    fit_file.write_text(json.dumps({**data, "format": 1}))
+    assert data["format"] == 1  # no featurizer of a later version: older polymodal reads it too
+    fit_file.write_text(json.dumps({**data, "format": 2}))
     assert TablePredictor.load(tmp_path / "model").predict(table).labels
-    fit_file.write_text(json.dumps({**data, "format": data["format"] + 1}))
+    fit_file.write_text(json.dumps({**data, "format": FORMAT + 1}))
     with pytest.raises(ValueError, match="upgrade"):
         TablePredictor.load(tmp_path / "model")
 

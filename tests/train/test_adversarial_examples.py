@@ -5,7 +5,6 @@ under attack is measured by benchmarks/adversarial_training.py."""
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -13,8 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from polymodal.config import ConfigError
+from polymodal.data.collate import Batch
 from polymodal.modules.attacks import pgd_images
-from polymodal.train.build import with_adversarial_examples
+from polymodal.train.build import check_recipe_before_data
+from polymodal.train.objectives import AdversarialExamples
 from polymodal.train.recipe import load_recipe
 from polymodal.train.run import run_recipe
 from tests.train.test_pretraining_objectives import _tiny_fusion, squares  # noqa: F401
@@ -68,12 +69,47 @@ def test_adversarial_examples_train_and_their_clean_loss_is_logged(squares: Path
 
 
 def test_adversarial_examples_are_refused_without_images_to_move() -> None:
+    """Before any data is read: no image tower, a cached one (never reused once images move), or an objective
+    with no loss on images."""
+    attack = "objective.adversarial_examples={epsilon: 0.01}"
     with pytest.raises(ValueError, match="adversarial_examples attack a model's images: objective.kind diffusion"):
-        load_recipe("shapes-diffusion", ["objective.adversarial_examples={epsilon: 0.01}"])
+        load_recipe("shapes-diffusion", [attack])
     with pytest.raises(ValueError, match="epsilon"):
         load_recipe("shapes-fusion", ["objective.adversarial_examples={epsilon: 0}"])
-    recipe = load_recipe("shapes-speaker", ["objective.adversarial_examples={epsilon: 0.01}"])
-    assert recipe.objective.adversarial_examples is not None
-    sound_only = SimpleNamespace(modalities=["audio"])  # what with_adversarial_examples reads of a model
     with pytest.raises(ConfigError, match="moves images; the model reads audio"):
-        with_adversarial_examples(recipe, nn.Identity(), sound_only)  # type: ignore[arg-type]
+        check_recipe_before_data(load_recipe("shapes-speaker", [attack]))
+    with pytest.raises(ConfigError, match="drop model.cache.encoders.image"):
+        check_recipe_before_data(load_recipe("shapes-fusion-imagenet", [attack]))
+    check_recipe_before_data(load_recipe("shapes-fusion", [attack]))  # images, no cache: fine
+
+
+def test_the_attack_leaves_the_models_mode_and_draws_what_the_step_draws() -> None:
+    """The attack runs in eval mode and the model is back in training mode after; every call of the objective in
+    one step draws the same random numbers (a matching objective's partners), the step's own included."""
+    seen: list[tuple[bool, float]] = []
+
+    class Noisy(nn.Module):
+        def forward(self, model: nn.Module, batch: Batch) -> dict[str, torch.Tensor]:
+            draw = float(torch.rand(()))
+            seen.append((model.training, draw))
+            return {"loss": model(batch.inputs["image"][0]).square().mean() * draw}
+
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2), nn.Dropout(0.5)).train()
+    images = torch.randn(2, 3, 4, 4)
+    batch = Batch(["a", "b"], inputs={"image": (images, None)}, present={"image": torch.ones(2, dtype=torch.bool)})
+    wrapper = AdversarialExamples(Noisy(), epsilon=0.05, steps=2, mean=MEAN, std=STD, clean_weight=1.0)
+    losses = wrapper(model, batch)
+    assert model.training
+    assert [mode for mode, _ in seen] == [False, False, True, True]  # two attack steps, then clean and attacked
+    assert len({draw for _, draw in seen}) == 1, seen
+    assert set(losses) == {"loss", "loss_clean"}
+
+
+def test_pgd_moves_clips_frame_by_frame() -> None:
+    """Clips (B, T, C, H, W): the channel axis is the third from the end, each frame's pixels in [0, 1]."""
+    clips = torch.zeros(2, 3, 3, 4, 4)  # normalised zeros: pixels at the mean
+    moved = pgd_images(lambda x: x[:, :, 0].sum() - x[:, :, 2].sum(), clips, epsilon=0.1, steps=3, mean=MEAN, std=STD)
+    pixels = moved * torch.tensor(STD).view(1, 1, 3, 1, 1) + torch.tensor(MEAN).view(1, 1, 3, 1, 1)
+    change = pixels - torch.tensor(MEAN).view(1, 1, 3, 1, 1)
+    assert torch.allclose(change[:, :, 0], torch.full_like(change[:, :, 0], 0.1), atol=1e-5)  # up, to the edge
+    assert torch.allclose(change[:, :, 2], torch.full_like(change[:, :, 2], -0.1), atol=1e-5)  # down

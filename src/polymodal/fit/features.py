@@ -307,7 +307,8 @@ class AudioFeaturizer(TowerFeaturizer):
             band = _speech_band()
             loudest = mel[:, band].masked_fill(~mask.unsqueeze(1), -math.inf).amax(dim=(1, 2), keepdim=True)
             floor = loudest - FLOOR_DB / 10 * math.log(10)  # dB of power -> natural log
-            mel = torch.where(band[None, :, None], torch.maximum(mel, floor), floor)
+            banded = torch.where(band[None, :, None], torch.maximum(mel, floor), floor)
+            mel = torch.where(mask.unsqueeze(1), banded, mel)  # padding as it was: a clip's batch-mates don't count
             statistics_of = mel[:, band]
         count = weights.sum(-1).clamp(min=1)
         mean = (statistics_of * weights).sum(-1) / count

@@ -71,7 +71,7 @@ FINE_TUNE_SEARCH_SHARE = 0.3  # of the time after features, with --fine-tune: th
 REPORT_FILE = "report.html"
 LOG_FILE = "fit.log"
 BAD_SAMPLES_FILE = "bad_samples.jsonl"
-FORMAT = 2  # 2: featurizers may carry a version (audio features 2); format 1 is read as version 1 of each
+FORMAT = 2  # 2: a featurizer of a version other than 1 (audio features 2); format 1 is read as version 1 of each
 VALIDATION_SHARE = 0.2
 FEATURES_SHARE_WARNED = 0.2  # features leaving less than this share of the time limit to the search are said
 Say = Callable[[str], None]
@@ -410,7 +410,7 @@ class TablePredictor:
     # -- saving -------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
-            "format": FORMAT,
+            "format": FORMAT if any(getattr(f, "version", 1) != 1 for f in self.featurizers) else 1,
             "polymodal_version": __version__,
             "problem": self.problem.to_dict(),
             "columns": [c.to_dict() for c in self.columns],

@@ -309,10 +309,16 @@ LBFGS_PATIENCE = 5  # epochs: a full-batch solver that has not gained in 100 ite
 def _lbfgs_epochs(network: FeatureNetwork, problem: Problem, train: Features, targets: Targets) -> Callable[[], bool]:
     """L-BFGS over all rows at once on the mean loss plus ``weight_decay / (2 n)`` times the squared weights (the
     objective of scikit-learn's logistic regression at ``C = 1 / weight_decay``), ``LBFGS_ITERATIONS`` per call;
-    a call returns True once the solver stopped short of them (converged: more calls would not move it)."""
+    a call returns True once the solver stopped short of them twice in a row (converged: more calls would not move
+    it)."""
     weights = [p for name, p in network.named_parameters() if p.dim() > 1]
     optimizer = torch.optim.LBFGS(
-        network.parameters(), lr=1.0, max_iter=LBFGS_ITERATIONS, history_size=20, line_search_fn="strong_wolfe"
+        network.parameters(),
+        lr=1.0,
+        max_iter=LBFGS_ITERATIONS,
+        max_eval=4 * LBFGS_ITERATIONS,  # so that stopping short means a tolerance was met, not evaluations ran out
+        history_size=20,
+        line_search_fn="strong_wolfe",
     )
     penalty = network.candidate.weight_decay / (2 * max(len(train), 1))
 
@@ -323,10 +329,14 @@ def _lbfgs_epochs(network: FeatureNetwork, problem: Problem, train: Features, ta
         loss.backward()
         return loss
 
+    short = [False]  # whether the last call stopped short
+
     def epoch() -> bool:
         before = _lbfgs_iterations(optimizer)
         optimizer.step(closure)
-        return _lbfgs_iterations(optimizer) - before < LBFGS_ITERATIONS
+        stopped_short = _lbfgs_iterations(optimizer) - before < LBFGS_ITERATIONS
+        converged, short[0] = stopped_short and short[0], stopped_short  # twice in a row: a tolerance, not chance
+        return converged
 
     return epoch
 

@@ -342,7 +342,9 @@ async def predict(
         try:
             predicted = await service.predict(rows, Path(directory))
         except ValueError as e:  # a fusion classifier's rows none of which has an input it reads
-            raise ApiError(422, "invalid_request", str(e)) from None
+            dropped = [cell for row in unread for cell in row]
+            why = f" (left out as unreadable: {'; '.join(dropped[:3])})" if dropped else ""
+            raise ApiError(422, "invalid_request", f"{e}{why}") from None
     for i, (label, values, bad) in enumerate(predicted):
         if bad and not as_missing:
             raise bad_cell(bad[0], kinds)

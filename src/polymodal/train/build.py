@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -214,16 +215,30 @@ def check_recipe_before_data(recipe: Recipe) -> ModelConfig:
                 f"{'falls' if direction == 'min' else 'rises'}: the best checkpoint would be the worst; drop "
                 "train.metric_mode (it follows the metric)"
             )
+    if recipe.objective.adversarial_examples is not None:
+        check_adversarial_examples(recipe, list(config.encoders))
     return config
 
 
-def with_adversarial_examples(recipe: Recipe, objective: nn.Module, model: ComposedModel) -> nn.Module:
-    """``objective`` trained on PGD-moved images when the recipe asks (objective.adversarial_examples), else itself."""
+def check_adversarial_examples(recipe: Recipe, towers: Sequence[str]) -> None:
+    """Adversarial training needs an image tower that sees the moved pixels at every step (ConfigError)."""
+    if "image" not in towers:
+        raise ConfigError(f"objective.adversarial_examples moves images; the model reads {', '.join(towers)}")
+    cached = [path for path in recipe.model.cache if path in ("encoders", "encoders.image")]
+    if cached:
+        raise ConfigError(
+            f"objective.adversarial_examples moves every image at every step, so a cache of the image tower's "
+            f"outputs is never reused (and the attacked images would push the clean ones out): drop "
+            f"model.cache.{cached[0]}"
+        )
+
+
+def with_adversarial_examples(recipe: Recipe, objective: nn.Module) -> nn.Module:
+    """``objective`` trained on PGD-moved images when the recipe asks (objective.adversarial_examples), else itself
+    (checked by :func:`check_recipe_before_data`)."""
     attack = recipe.objective.adversarial_examples
     if attack is None:
         return objective
-    if "image" not in model.modalities:
-        raise ConfigError(f"objective.adversarial_examples moves images; the model reads {', '.join(model.modalities)}")
     image = recipe.data.image
     return AdversarialExamples(
         objective,

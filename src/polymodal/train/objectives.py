@@ -374,7 +374,9 @@ class AdversarialExamples(nn.Module):
     """Trains ``objective`` on its batch's images moved by projected gradient descent towards a higher loss, each
     pixel at most ``epsilon`` (of [0, 1]) from the original (Madry et al. 2018), so small crafted changes to an
     image cannot flip what the model says. The attack runs with the model in eval mode (batch-norm statistics and
-    dropout as at inference); with ``clean_weight`` the clean images' loss is added, weighted, as ``loss_clean``."""
+    dropout as at inference); with ``clean_weight`` the clean images' loss is added, weighted, as ``loss_clean``.
+    Every call of ``objective`` in one step draws the same random numbers (matching's partners), so the attack
+    raises the loss the step then trains on."""
 
     def __init__(
         self,
@@ -394,18 +396,20 @@ class AdversarialExamples(nn.Module):
         self.mean, self.std, self.modality = tuple(mean), tuple(std), modality
 
     def forward(self, model: nn.Module, batch: Any) -> dict[str, Tensor]:
-        if self.modality not in batch.inputs:  # no row of this batch has an image
+        if not _everywhere(self.modality in batch.inputs, model):  # a batch without images, on some process
             return self.objective(model, batch)  # type: ignore[no-any-return]
         images, mask = batch.inputs[self.modality]
+        draws = _RandomState()
 
-        def with_images(x: Tensor) -> Any:
-            return dataclasses.replace(batch, inputs={**batch.inputs, self.modality: (x, mask)})
+        def run(x: Tensor) -> dict[str, Tensor]:
+            draws.restore()
+            return self.objective(model, dataclasses.replace(batch, inputs={**batch.inputs, self.modality: (x, mask)}))  # type: ignore[no-any-return]
 
         training = model.training
         model.eval()
         try:
             moved = pgd_images(
-                lambda x: self.objective(model, with_images(x))["loss"],
+                lambda x: run(x)["loss"],
                 images,
                 epsilon=self.epsilon,
                 steps=self.steps,
@@ -416,9 +420,34 @@ class AdversarialExamples(nn.Module):
             )
         finally:
             model.train(training)
-        losses = dict(self.objective(model, with_images(moved)))
         if self.clean_weight > 0:
-            clean = self.objective(model, batch)["loss"]
+            clean = run(images)["loss"]
+        losses = dict(run(moved))
+        if self.clean_weight > 0:
             losses["loss_clean"] = clean
             losses["loss"] = losses["loss"] + self.clean_weight * clean
         return losses
+
+
+def _everywhere(flag: bool, model: nn.Module) -> bool:
+    """``flag`` on every process of a distributed run (on this one alone otherwise): processes must make the same
+    forward passes, since contrastive losses gather across them at each."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return flag
+    device = next(model.parameters()).device
+    agreed = torch.tensor([int(flag)], device=device)
+    torch.distributed.all_reduce(agreed, op=torch.distributed.ReduceOp.MIN)
+    return bool(agreed.item())
+
+
+class _RandomState:
+    """The CPU and CUDA random states at creation, to be restored before each call that must draw the same."""
+
+    def __init__(self) -> None:
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+
+    def restore(self) -> None:
+        torch.set_rng_state(self.cpu)
+        if self.cuda is not None:
+            torch.cuda.set_rng_state_all(self.cuda)

@@ -147,7 +147,7 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
     set_seed(recipe.train.seed)
     model, transfer = build_recipe_model(recipe, config)
     objective = make_objective(recipe, model, tokenizer)
-    trained = with_adversarial_examples(recipe, objective, model)  # validation and saving read the objective
+    trained = with_adversarial_examples(recipe, objective)  # validation and saving read the objective
 
     fingerprint = data_fingerprint(recipe)
     data_note = changed_data_note(run_dir, fingerprint) if resume else None
