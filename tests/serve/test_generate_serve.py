@@ -124,7 +124,14 @@ def test_concurrent_generate_requests_share_one_model_call(
         return future
 
     monkeypatch.setattr(batcher, "submit", counting_submit)
-    gate = submit("gate", [None], lambda items: [both_queued.wait(30) for _ in items], admit=False)
+    gate_running = threading.Event()  # the worker's batch is then closed: the gate runs alone in it
+
+    def hold(items: list) -> list:  # noqa: ANN001
+        gate_running.set()
+        return [both_queued.wait(30) for _ in items]
+
+    gate = submit("gate", [None], hold, admit=False)
+    assert gate_running.wait(30)  # else a request arriving within the batching window joins the gate's batch
 
     async def run() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=app)

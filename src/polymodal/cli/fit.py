@@ -135,14 +135,20 @@ def fit(
     for stale in (log_file, bad_file):
         stale.unlink(missing_ok=True)
 
+    said: set[str] = set()
+
     def say(message: str) -> None:
+        said.add(message)
         with open(log_file, "a", encoding="utf-8") as f:
             f.write(message + "\n")
         if not json:
             console.print(escape(message), highlight=False)
 
     def warn(message: Warning | str, *_: Any, **__: Any) -> None:
-        """A warning of the fit (label classes, columns, --val rows) when it happens: on stderr and in the log."""
+        """A warning of the fit (label classes, columns, --val rows) when it happens: on stderr and in the log, unless
+        the fit said it already (a line of its own output)."""
+        if str(message) in said:
+            return
         with open(log_file, "a", encoding="utf-8") as f:
             f.write(f"warning: {message}\n")
         err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)

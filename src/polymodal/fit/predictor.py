@@ -225,6 +225,7 @@ class TablePredictor:
         if val_only:
             shown = ", ".join(f"{name!r} ({n} rows)" for name, n in val_only.most_common(5))
             message = f"--val has classes the training table lacks, left out of the model and its validation: {shown}"
+            say(message)
             warnings.warn(message, stacklevel=2)
         if labelled_val is None:
             targets = encode_targets(the_problem, labelled.values(label))
