@@ -42,6 +42,7 @@ class Featurizer:
 
     kind: ClassVar[str]
     dim: int
+    version = 1  # of what the featurizer computes; a saved predictor keeps the version it was fitted with
 
     def __init__(self, columns: Sequence[str]) -> None:
         self.columns = list(columns)
@@ -267,8 +268,7 @@ class AudioFeaturizer(TowerFeaturizer):
         if version not in (1, 2):
             raise ValueError(f"audio features version {version} is not known to this polymodal; upgrade it")
         self.version = version
-        self.statistic_bands = self.bands if version == 1 else int(_speech_band().sum())
-        self.dim = 256 + 2 * self.statistic_bands + 1
+        self.dim = 256 + 2 * (self.bands if version == 1 else int(_speech_band().sum())) + 1
 
     @property
     def store_id(self) -> str:

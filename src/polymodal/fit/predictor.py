@@ -411,7 +411,7 @@ class TablePredictor:
     # -- saving -------------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
-            "format": FORMAT if any(getattr(f, "version", 1) != 1 for f in self.featurizers) else 1,
+            "format": FORMAT if any(f.version != 1 for f in self.featurizers) else 1,
             "polymodal_version": __version__,
             "problem": self.problem.to_dict(),
             "columns": [c.to_dict() for c in self.columns],

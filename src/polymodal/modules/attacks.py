@@ -51,8 +51,7 @@ def pgd_images(
         (grad,) = torch.autograd.grad(loss, [delta], allow_unused=True)
         if grad is None:
             raise ValueError(
-                "the loss does not depend on the images (a frozen tower whose features are cached, or no image "
-                "tower): there is nothing to attack"
+                "the loss does not depend on the images (nothing in the model reads them): there is nothing to attack"
             )
         delta = _project(start, delta.detach() + step * grad.sign(), radius, low, high, keep)
     return (start + delta).to(images.dtype).detach()

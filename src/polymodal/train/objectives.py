@@ -403,7 +403,8 @@ class AdversarialExamples(nn.Module):
 
         def run(x: Tensor) -> dict[str, Tensor]:
             draws.restore()
-            return self.objective(model, dataclasses.replace(batch, inputs={**batch.inputs, self.modality: (x, mask)}))  # type: ignore[no-any-return]
+            moved_batch = dataclasses.replace(batch, inputs={**batch.inputs, self.modality: (x, mask)})
+            return self.objective(model, moved_batch)  # type: ignore[no-any-return]
 
         training = model.training
         model.eval()
@@ -420,10 +421,9 @@ class AdversarialExamples(nn.Module):
             )
         finally:
             model.train(training)
-        if self.clean_weight > 0:
-            clean = run(images)["loss"]
         losses = dict(run(moved))
-        if self.clean_weight > 0:
+        if self.clean_weight > 0:  # the same draws as the attacked pass, whichever runs first
+            clean = run(images)["loss"]
             losses["loss_clean"] = clean
             losses["loss"] = losses["loss"] + self.clean_weight * clean
         return losses
