@@ -3,11 +3,11 @@
 Two CLIP models (``shapes-clip``: a ViT and a text transformer from scratch, InfoNCE with hard negatives) are trained
 for the same steps on ShapesWorld, one on clean images and one on images moved by PGD within ``--train-epsilon`` of
 each pixel. Each then classifies the test split's one-object scenes zero-shot (64 colour-shape prompts, ShapesWorld's
-templates), clean and under a PGD attack on the images (``--attack-steps`` steps from a random start) at each
-``--epsilons`` radius: every pixel moves by at most epsilon (of its [0, 1] range) in the direction that most raises
-the cross-entropy of the true class. From scratch these models learn colour, not shape, in a short run (see
-docs/training.md), so colour accuracy (the predicted class has the scene's colour) is the figure; colour-shape is
-printed too. Accuracy has a 95% bootstrap interval.
+templates), clean and under ``polymodal eval --adversarial``'s PGD attack on the images (``--attack-steps`` steps
+from a random start) at each ``--epsilons`` radius: every pixel moves by at most epsilon (of its [0, 1] range) in
+the direction that most raises the cross-entropy of the true class. From scratch these models learn colour, not
+shape, in a short run (see docs/training.md), so colour accuracy (the predicted class has the scene's colour) is the
+figure; colour-shape is printed too. Accuracy has a 95% bootstrap interval.
 
 Run: ``.venv/bin/python benchmarks/adversarial_training.py [--n 6000] [--steps 400] [--data DIR] [--out FILE]``
 """
@@ -23,15 +23,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from polymodal.data.shapes import COLORS, SHAPES, generate_shapesworld, is_complete, load_split
+from polymodal.evaluate.context import Attack, EvalContext
 from polymodal.evaluate.prompts import SHAPES_TEMPLATES, zero_shot_classifier
 from polymodal.fsutil import write_atomic
 from polymodal.hardware import ThreadBudget, choose_precision, describe_record, machine_header, machine_record
 from polymodal.metrics.bootstrap import bootstrap_ci
-from polymodal.models import SavedModel, find_model_dir
-from polymodal.modules.attacks import pgd_images
+from polymodal.models import find_model_dir
 from polymodal.train.recipe import load_recipe
 from polymodal.train.run import run_recipe
 
@@ -60,35 +59,17 @@ def scenes(data: Path, split: str) -> tuple[list[str], list[int]]:
 
 
 def accuracy_under_attack(
-    saved: SavedModel, images: list[str], labels: list[int], epsilon: float, steps: int
+    model_dir: Path, images: list[str], labels: list[int], epsilon: float, steps: int
 ) -> dict[str, Any]:
-    with torch.no_grad():  # not inference mode: the attack's graph reads the class embeddings
-        classes = zero_shot_classifier(
-            lambda texts: saved.model({"text": saved.inputs("text", texts)})["text"], CLASSES, SHAPES_TEMPLATES
-        )
-    preprocess = saved.processors["image"].preprocess
-    generator = torch.Generator().manual_seed(0)
-    predicted = []
-    for start in range(0, len(images), BATCH):
-        pixels, mask = saved.inputs("image", images[start : start + BATCH])
-        target = torch.tensor(labels[start : start + BATCH])
-
-        def logits(x: torch.Tensor, mask: Any = mask) -> torch.Tensor:
-            return 100 * F.normalize(saved.model({"image": (x, mask)})["image"].float(), dim=-1) @ classes.T
-
-        if epsilon > 0:
-            pixels = pgd_images(
-                lambda x, target=target: F.cross_entropy(logits(x), target),
-                pixels,
-                epsilon=epsilon,
-                steps=steps,
-                mean=preprocess.mean,
-                std=preprocess.std,
-                generator=generator,
-            )
-        with torch.inference_mode():
-            predicted.extend(logits(pixels).argmax(-1).tolist())
-    y, p, n = np.asarray(labels), np.asarray(predicted), len(SHAPES)
+    """Zero-shot colour and colour-shape accuracy (95% CIs) of the scenes moved by ``polymodal eval --adversarial``'s
+    attack at ``epsilon`` (clean at 0)."""
+    ctx = EvalContext(model=str(model_dir), batch_size=BATCH)
+    classes = zero_shot_classifier(ctx.embed_texts, CLASSES, SHAPES_TEMPLATES)
+    if epsilon > 0:
+        embedded = ctx.embed_attacked(images, labels, classes, Attack(epsilon, steps))
+    else:
+        embedded = ctx.embed_media("image", images)
+    y, p, n = np.asarray(labels), (embedded @ classes.T).argmax(-1).numpy(), len(SHAPES)
     out = {"scenes": len(y)}
     for name, hits in (("colour", y // n == p // n), ("colour_shape", y == p)):
         low, high = bootstrap_ci(hits.astype(np.float64), n_resamples=RESAMPLES, seed=0)
@@ -123,9 +104,9 @@ def main() -> None:
         images, labels = scenes(data, "test")
         for name, epsilon in (("standard", None), ("adversarial", args.train_epsilon)):
             trained = train(data, Path(tmp) / name, args, epsilon)
-            saved = SavedModel.load(find_model_dir(Path(tmp) / name))
+            model_dir = find_model_dir(Path(tmp) / name)
             started = time.perf_counter()
-            scores = {str(e): accuracy_under_attack(saved, images, labels, e, args.attack_steps) for e in epsilons}
+            scores = {str(e): accuracy_under_attack(model_dir, images, labels, e, args.attack_steps) for e in epsilons}
             results["models"][name] = {**trained, "eval_seconds": time.perf_counter() - started, "accuracy": scores}
             took = f"{trained['steps']} steps in {trained['seconds']:.0f} s"
             print(f"{name}: trained {took} ({describe_record(trained['machine'])})")

@@ -44,6 +44,8 @@ def result_document(
                 k: {"0": accuracy, "1": accuracy - 0.1, "2": accuracy - 0.25}
                 for k in ("gaussian_noise", "blur", "jpeg")
             },
+            "adversarial": {"0": accuracy, "0.00392157": accuracy - 0.2, "0.0156863": accuracy - 0.5},
+            "attack": "PGD-10 on the L-inf ball",
         },
         "examples": [
             {

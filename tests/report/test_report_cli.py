@@ -115,13 +115,14 @@ def test_markdown_assets_exist(three_runs: Built) -> None:
     assert three_runs.payload["clips"] == 0  # image runs: no sound clips
     for ref in refs:
         assert (three_runs.out / ref).is_file()
-    # Expected plots: metrics comparison, per-class, corruptions, missing modality, 3 confusion
+    # Expected plots: metrics comparison, per-class, corruptions, adversarial examples, missing modality, 3 confusion
     # matrices, recall@K, per-question-type, training loss and validation curves.
     names = " ".join(refs)
     for kind in (
         "metrics",
         "per-class",
         "corruptions",
+        "adversarial",
         "missing-modality",
         "confusion-gmu",
         "recall",

@@ -9,7 +9,8 @@ above it, in `polymodal.api.Model`.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import torch
@@ -106,6 +107,25 @@ def logit_scale(backend: Backend, modality: str) -> float:
     model learned for that pair (``logit_scales``, "image-text"), else DEFAULT_LOGIT_SCALE."""
     scales = getattr(backend, "logit_scales", None) or {}
     return float(scales.get(f"{modality}-text") or scales.get(f"text-{modality}") or DEFAULT_LOGIT_SCALE)
+
+
+@dataclass(frozen=True)
+class PixelTower:
+    """A model's image tower as an attack on its pixels needs it: ``pixels`` turns decoded images into the (B, 3,
+    H, W) tensor and mask it reads, ``embed`` their unit embeddings with gradients passing to the pixels, and
+    ``mean``/``std`` its normalisation (pixels in [0, 1] before it)."""
+
+    pixels: Callable[[Sequence[Image.Image]], tuple[torch.Tensor, torch.Tensor | None]]
+    embed: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+def pixel_tower(backend: Backend) -> PixelTower | None:
+    """``backend``'s image tower for an attack (a ``pixel_tower`` method), or None: it has no image tower, or no
+    gradients reach its pixels (an ONNX export)."""
+    own = getattr(backend, "pixel_tower", None)
+    return own() if own is not None else None
 
 
 def media(backend: Backend, capability: str) -> frozenset[str]:

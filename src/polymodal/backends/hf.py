@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from polymodal.backends.base import CAPTION, EMBED, TaskNotSupported
+from polymodal.backends.base import CAPTION, EMBED, PixelTower, TaskNotSupported
 from polymodal.data.text import TextTokenizer
 from polymodal.fsutil import hash_files
 from polymodal.interop.clip import ConvertedCLIP, load_clip
@@ -99,6 +99,15 @@ class HFClipBackend(_HFBackend):
     @torch.inference_mode()
     def embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         return self.clip.model.embed("image", self._pixels(images)).float()
+
+    def pixel_tower(self) -> PixelTower:
+        """The image tower an attack moves pixels against."""
+        return PixelTower(
+            pixels=lambda images: (self._pixels(images), None),
+            embed=lambda pixels, mask: self.clip.model.embed("image", pixels),
+            mean=tuple(self.preprocess.mean),
+            std=tuple(self.preprocess.std),
+        )
 
 
 class HFCaptionBackend(_HFBackend):

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from polymodal.backends.base import ANSWER, CAPTION, EMBED, GENERATE, PREDICT
+from polymodal.backends.base import ANSWER, CAPTION, EMBED, GENERATE, PREDICT, PixelTower
 from polymodal.data.errors import BadSampleError
 from polymodal.data.processors import ImageProcessor
 from polymodal.data.readers.base import PathResolver
@@ -84,6 +84,23 @@ class PolymodalBackend:
 
     def embed_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         return self.embed("image", images)
+
+    def pixel_tower(self) -> PixelTower | None:
+        """The image tower an attack moves pixels against (None without an image tower that embeds)."""
+        processor = self.saved.processors.get("image")
+        if (
+            EMBED not in self.capabilities
+            or "image" not in self.media[EMBED]
+            or not isinstance(processor, ImageProcessor)
+        ):
+            return None
+        model = self.saved.model
+        return PixelTower(
+            pixels=lambda images: self._inputs("image", images),
+            embed=lambda pixels, mask: model.embed("image", pixels, mask),  # type: ignore[operator]
+            mean=tuple(processor.preprocess.mean),
+            std=tuple(processor.preprocess.std),
+        )
 
     @torch.inference_mode()
     def caption(self, images: Sequence[Image.Image], *, max_new_tokens: int = 30, num_beams: int = 1) -> list[str]:

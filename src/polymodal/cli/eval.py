@@ -18,7 +18,7 @@ from rich.text import Text
 
 from polymodal.cli.output import JsonOption, console, emit_json, err_console, fail
 from polymodal.evaluate.prompts import TEMPLATES
-from polymodal.evaluate.results import ResultFile, describe_skipped
+from polymodal.evaluate.results import ResultFile, describe_epsilon, describe_skipped
 
 # (header, justify, folds): names fold when the table is wider than the terminal, the benchmark first (it is read
 # once per result, the metric labels row by row); numbers and splits never shrink.
@@ -73,6 +73,9 @@ def _rows(doc: ResultFile) -> list[tuple[str, ...]]:
         for modality, value in ((rob.missing_modality if rob else None) or {}).items():
             if modality != "none":
                 rows.append(("", "", f"  without {modality}", "", f"{value:.4f}", ""))
+        for epsilon, value in ((rob.adversarial if rob else None) or {}).items():
+            if float(epsilon) > 0:
+                rows.append(("", "", f"  PGD at {describe_epsilon(float(epsilon))}", "", f"{value:.4f}", ""))
     rows.extend((s.benchmark, s.split, "skipped", "", "-", "-") for s in doc.skipped)
     return rows
 
@@ -146,6 +149,13 @@ def eval_command(
         None, "--templates", help=f"Prompt template set for zero-shot: {', '.join(TEMPLATES)}."
     ),
     robustness: bool = typer.Option(False, "--robustness", help="Add missing-modality and corruption curves."),
+    adversarial: str = typer.Option(
+        None,
+        "--adversarial",
+        help="Attack radii, e.g. 1/255,4/255: zero-shot image accuracy on images moved by PGD within each "
+        "(slow: about --attack-steps + 1 passes per radius).",
+    ),
+    attack_steps: int = typer.Option(10, "--attack-steps", min=1, help="PGD steps of --adversarial's attack."),
     seed: int = typer.Option(0, "--seed", help="Seed for corruptions and the bootstrap."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per model call."),
     resamples: int = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples for the 95% CIs."),
@@ -165,12 +175,16 @@ def eval_command(
     """Evaluate a model on standard benchmarks; every number comes with its provenance."""
     from polymodal.data.errors import BadSampleError
     from polymodal.evaluate.results import dump_results, to_json
-    from polymodal.evaluate.runner import media_dir_for, parse_benchmarks, run_eval
+    from polymodal.evaluate.runner import media_dir_for, parse_benchmarks, parse_epsilons, run_eval
 
     try:
         names = parse_benchmarks(benchmark)
     except ValueError as e:
         fail(str(e), as_json=json, code=2)
+    try:
+        epsilons = parse_epsilons(adversarial) if adversarial is not None else []
+    except ValueError as e:
+        fail(f"--adversarial: {e}", as_json=json, code=2)
     if templates is not None and templates not in TEMPLATES:
         fail(f"unknown template set {templates!r}; choose from {', '.join(TEMPLATES)}", as_json=json, code=2)
     splits = [s.strip() for s in split.split(",") if s.strip()] if split else None
@@ -189,6 +203,8 @@ def eval_command(
             splits=splits,
             templates=templates,
             with_robustness=robustness,
+            epsilons=epsilons,
+            attack_steps=attack_steps,
             seed=seed,
             batch_size=batch_size,
             n_resamples=resamples,

@@ -2,7 +2,8 @@
 
 A benchmark loads one split into a :class:`LoadedSplit`, whose ``score(image_fn, drop, full)`` runs the
 scoring passes of :mod:`polymodal.evaluate.passes`. The runner calls it once for the result and,
-with ``--robustness``, again per corruption severity and per dropped modality.
+with ``--robustness``, again per corruption severity and per dropped modality; with ``--adversarial``, a zero-shot
+image classification's ``attacked(attack)`` scores its images moved by PGD.
 
 Layouts on disk (``--data PATH``) are described in ``docs/evaluation.md`` and in each loader.
 """
@@ -29,7 +30,7 @@ from polymodal.data.readers import (
 from polymodal.data.readers.cifar import cifar_classes, cifar_files, read_cifar
 from polymodal.data.schema import Sample
 from polymodal.evaluate import passes
-from polymodal.evaluate.context import EvalContext, ImageFn, ItemRef, NotApplicable
+from polymodal.evaluate.context import Attack, EvalContext, ImageFn, ItemRef, NotApplicable
 from polymodal.evaluate.prompts import class_words, resolve_templates
 from polymodal.models import FusionClassifier, QuestionAnswerer
 
@@ -46,6 +47,7 @@ class LoadedSplit:
     drops: tuple[str, ...] = ()  # modalities the model can be evaluated without
     media: str = "image"  # the modality of the items scored; corruption curves need images
     also: tuple[str, ...] = ()  # metrics beside the headline that the results table shows too
+    attacked: Callable[[Attack], passes.PassResult] | None = None  # the headline pass on attacked images, if defined
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,12 @@ def _shapes_zeroshot(modality: str) -> Callable[[EvalContext, str], LoadedSplit]
                 ctx, items, labels, classnames, templates, image_fn, full, extra=parts, modality=modality
             )
 
-        return LoadedSplit(name, split, "accuracy", score, media=modality)
+        def attacked(attack: Attack) -> passes.PassResult:
+            return passes.zero_shot(ctx, items, labels, classnames, templates, None, False, parts, attack=attack)
+
+        return LoadedSplit(
+            name, split, "accuracy", score, media=modality, attacked=attacked if modality == "image" else None
+        )
 
     return load
 
@@ -484,7 +491,12 @@ def _classification_split(
     def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
         return passes.zero_shot(ctx, items, labels, prompts, templates, image_fn, full, extra, modality)
 
-    return LoadedSplit(name, split, "accuracy", score, media=modality)
+    def attacked(attack: Attack) -> passes.PassResult:
+        return passes.zero_shot(ctx, items, labels, prompts, templates, None, False, extra, attack=attack)
+
+    return LoadedSplit(
+        name, split, "accuracy", score, media=modality, attacked=attacked if modality == "image" else None
+    )
 
 
 # Prompts per split: the first rows of the manifest (256 images take about a minute to sample on 2 CPU cores).

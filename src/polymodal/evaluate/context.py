@@ -13,13 +13,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from polymodal.backends import Backend, load_backend
-from polymodal.backends.base import accepts, embed
+from polymodal.backends.base import accepts, embed, logit_scale, pixel_tower
 from polymodal.data.image import decode_image
 from polymodal.models import ComposedModel, SavedModel
 from polymodal.models.transfer import cache_towers, freeze_towers
+from polymodal.modules.attacks import pgd_images
 
 T = TypeVar("T")
 # An image a benchmark holds: a path, encoded bytes, or pixels already decoded (CIFAR).
@@ -28,6 +30,15 @@ ImageRef = str | bytes | Image.Image
 ItemRef = ImageRef
 # Applied to every decoded image before the model sees it: (image, item index) -> image.
 ImageFn = Callable[[Image.Image, int], Image.Image]
+
+
+@dataclass(frozen=True)
+class Attack:
+    """PGD on the images: ``steps`` signed-gradient steps from a random start, each pixel at most ``epsilon`` (of
+    its [0, 1] range) from where it was, raising the cross-entropy of each image's true class."""
+
+    epsilon: float
+    steps: int = 10
 
 
 class NotApplicable(ValueError):
@@ -184,6 +195,45 @@ class EvalContext:
         if key not in self._media_cache:
             self._media_cache[key] = run()
         return self._media_cache[key]
+
+    def embed_attacked(
+        self, refs: Sequence[ImageRef], labels: Sequence[int], classes: torch.Tensor, attack: Attack
+    ) -> torch.Tensor:
+        """(N, D) embeddings of the images ``refs`` after ``attack`` moved each against its true class
+        ``labels[i]`` among the (C, D) unit ``classes``, by logits scaled as zero-shot classification scales them.
+        Each batch draws its random start from a generator seeded by the run's seed and the batch's first index."""
+        tower = pixel_tower(self.backend)
+        if tower is None:
+            raise NotApplicable(f"{self.model}: no gradients reach its image pixels (no image tower, or an export)")
+        scale = logit_scale(self.backend, "image")
+        out = []
+        with torch.inference_mode(False):  # the runner scores in inference mode; an attack needs gradients
+            classes = classes.detach().clone().float()  # a normal tensor: an inference one cannot enter autograd
+            for start in range(0, len(refs), self.batch_size):
+                chunk = refs[start : start + self.batch_size]
+                images = self.images(chunk, range(start, start + len(chunk)), None)
+                pixels, mask = tower.pixels(images)
+                target = torch.tensor(labels[start : start + len(chunk)], device=pixels.device)
+
+                def loss_of(
+                    x: torch.Tensor, mask: torch.Tensor | None = mask, target: torch.Tensor = target
+                ) -> torch.Tensor:
+                    logits = scale * F.normalize(tower.embed(x, mask).float(), dim=-1) @ classes.T
+                    return F.cross_entropy(logits, target)
+
+                with torch.enable_grad():
+                    moved = pgd_images(
+                        loss_of,
+                        pixels,
+                        epsilon=attack.epsilon,
+                        steps=attack.steps,
+                        mean=tower.mean,
+                        std=tower.std,
+                        generator=torch.Generator().manual_seed(self.seed * 1_000_003 + start),
+                    )
+                with torch.no_grad():
+                    out.append(tower.embed(moved, mask).float())
+        return torch.cat(out)
 
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """(N, D) text embeddings, cached: robustness reruns change the images, never the texts."""

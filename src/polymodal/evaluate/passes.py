@@ -20,7 +20,7 @@ from polymodal.backends import Backend
 from polymodal.backends.base import embed
 from polymodal.data.image import decode_image
 from polymodal.data.shapes import encode_png
-from polymodal.evaluate.context import EvalContext, ImageFn, ImageRef, ItemRef, batches
+from polymodal.evaluate.context import Attack, EvalContext, ImageFn, ImageRef, ItemRef, batches
 from polymodal.evaluate.generation import FD_NAME as FD_METRIC
 from polymodal.evaluate.generation import SceneChecker, frechet_efficientnet_distance, scene_of
 from polymodal.evaluate.probe import probe_predictions
@@ -95,14 +95,23 @@ def zero_shot(
     full: bool = True,
     extra: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None,
     modality: str = "image",
+    attack: Attack | None = None,
 ) -> PassResult:
     """Top-1/top-5 accuracy and macro F1 (over classes present) of item -> class-prompt similarity, for items of
-    ``modality`` (images, sounds ...).
+    ``modality`` (images, sounds ...); with ``attack``, of images each moved against its true class first.
 
     ``extra(y_true, y_pred)`` adds benchmark-specific metrics computed from the class indices.
     """
     classes = zero_shot_classifier(ctx.embed_texts, classnames, templates)  # (C, D)
-    logits = ctx.embed_media(modality, items, image_fn) @ classes.T  # (N, C)
+    if attack is not None:
+        if modality != "image":
+            raise ValueError(f"an attack moves images; these items are {modality}")
+        if image_fn is not None:
+            raise ValueError("an attack moves clean images, not corrupted ones")
+        embedded = ctx.embed_attacked(items, labels, classes, attack)
+    else:
+        embedded = ctx.embed_media(modality, items, image_fn)
+    logits = embedded @ classes.T  # (N, C)
     y_true, y_pred = np.asarray(labels), logits.argmax(dim=1).numpy()
     hits = (y_true == y_pred).astype(np.float64)
     metrics = {"accuracy": float(hits.mean())}

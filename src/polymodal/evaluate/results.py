@@ -86,6 +86,17 @@ def _numeric_keys(curves: dict[str, dict[str, float]] | None) -> dict[str, dict[
     return curves
 
 
+def epsilon_key(epsilon: float) -> str:
+    """An adversarial curve's key for ``epsilon``: a number to six significant figures ("0.0156863" for 4/255)."""
+    return format(epsilon, ".6g")
+
+
+def describe_epsilon(epsilon: float) -> str:
+    """``4/255`` where epsilon is (close to) a whole number of 255ths, else the number."""
+    levels = epsilon * 255
+    return f"{round(levels)}/255" if abs(levels - round(levels)) < 1e-3 and round(levels) > 0 else f"{epsilon:g}"
+
+
 class Confusion(_Model):
     classes: list[str]
     matrix: list[list[int]]  # row = true class, column = predicted class
@@ -112,9 +123,17 @@ class Robustness(_Model):
     metric: str  # the headline metric every number here measures
     missing_modality: dict[str, float] | None = None  # {"none": full input, "image": image dropped, "text": ...}
     corruptions: dict[str, dict[str, float]] | None = None  # corruption -> severity ("0".."5") -> metric
+    adversarial: dict[str, float] | None = None  # PGD epsilon (of the [0, 1] pixel range; "0": clean) -> metric
+    attack: str | None = None  # how the adversarial curve's images were moved
     skipped: dict[str, str] | None = None  # curve -> why it was not run (image corruptions on sounds)
 
     _severity_is_a_number = field_validator("corruptions")(_numeric_keys)
+
+    @field_validator("adversarial")
+    @classmethod
+    def _epsilon_is_a_number(cls, curve: dict[str, float] | None) -> dict[str, float] | None:
+        _numeric_keys({"adversarial": curve or {}})
+        return curve
 
 
 class Retrieved(_Model):

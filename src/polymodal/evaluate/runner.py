@@ -1,8 +1,9 @@
 """``run_eval``: load a model once, run named benchmarks on their splits, add robustness and provenance.
 
-Determinism: models run in eval mode, torch and the bootstrap are seeded with ``seed``, and every
-corruption draws from a generator seeded by (seed, corruption, severity, image index), so the
-same command on the same files gives the same numbers.
+Determinism: models run in eval mode, torch and the bootstrap are seeded with ``seed``, every
+corruption draws from a generator seeded by (seed, corruption, severity, image index) and every
+attack's random start from one seeded by (seed, batch), so the same command on the same files
+gives the same numbers.
 """
 
 from __future__ import annotations
@@ -16,12 +17,22 @@ import torch
 from PIL import Image
 
 from polymodal.evaluate.benchmarks import BENCHMARKS, LoadedSplit
-from polymodal.evaluate.context import EvalContext, NotApplicable
+from polymodal.evaluate.context import Attack, EvalContext, NotApplicable
 from polymodal.evaluate.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from polymodal.evaluate.provenance import command_line, make_provenance, model_hash
-from polymodal.evaluate.results import JudgeProvenance, Result, ResultFile, Robustness, Skipped, describe_skipped
+from polymodal.evaluate.results import (
+    JudgeProvenance,
+    Result,
+    ResultFile,
+    Robustness,
+    Skipped,
+    describe_epsilon,
+    describe_skipped,
+    epsilon_key,
+)
 from polymodal.fsutil import data_hash
 from polymodal.hardware import choose_precision, machine_record
+from polymodal.modules.attacks import DEFAULT_STEP_SHARE
 
 Progress = Callable[[str], None]
 
@@ -76,6 +87,53 @@ def robustness(
     return out
 
 
+def parse_epsilons(text: str) -> list[float]:
+    """``"1/255,4/255"`` or ``"0.004,0.016"`` -> attack radii in (0, 1], each a share of the [0, 1] pixel range."""
+    out = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        top, slash, bottom = part.partition("/")
+        try:
+            value = float(top) / float(bottom) if slash else float(part)
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"epsilon {part!r} is not a number or a fraction such as 4/255") from None
+        if not 0 < value <= 1:
+            raise ValueError(f"epsilon {part!r} is {value:g}: it must be in (0, 1], a share of the pixel range")
+        out.append(value)
+    if not out:
+        raise ValueError(f"no epsilon in {text!r}; give radii such as 1/255,4/255")
+    return sorted(set(out))
+
+
+def adversarial(
+    loaded: LoadedSplit,
+    headline_value: float,
+    epsilons: Sequence[float],
+    steps: int,
+    progress: Progress | None = None,
+) -> tuple[dict[str, float] | None, str]:
+    """(epsilon -> the headline metric on images moved by PGD of ``steps`` steps within it, "0" clean; or None) and
+    what the attack was, or why there is no curve: only zero-shot image classification defines an attacked pass, and
+    gradients must reach the model's pixels."""
+    if loaded.attacked is None:
+        scores = loaded.media if loaded.media != "image" else "images, but not by zero-shot classification"
+        why = f"adversarial examples are measured for zero-shot image classification; this benchmark scores {scores}"
+        return None, why
+    curve = {"0": headline_value}
+    for epsilon in epsilons:
+        if progress:
+            progress(f"{loaded.benchmark}/{loaded.split}: PGD-{steps} at epsilon {describe_epsilon(epsilon)}")
+        try:
+            curve[epsilon_key(epsilon)] = loaded.attacked(Attack(epsilon, steps)).metrics[loaded.headline]
+        except NotApplicable as e:
+            return None, str(e)
+    return curve, (
+        f"PGD-{steps} on the L-inf ball (epsilon of the [0, 1] pixel range), random start, step "
+        f"{DEFAULT_STEP_SHARE:g} x epsilon / {steps}, raising the cross-entropy of the true class"
+    )
+
+
 def run_eval(
     model: str | os.PathLike[str],
     benchmarks: str | Sequence[str],
@@ -84,6 +142,8 @@ def run_eval(
     splits: Sequence[str] | None = None,
     templates: str | None = None,
     with_robustness: bool = False,
+    epsilons: Sequence[float] = (),
+    attack_steps: int = 10,
     seed: int = 0,
     batch_size: int = 64,
     n_resamples: int = 1000,
@@ -100,7 +160,8 @@ def run_eval(
     ``precision``: auto runs the model under bf16 autocast where the CPU has native bf16, else in fp32; the
     result file's provenance records which (bf16 moves metrics in about the third decimal). ``judges``: models a
     benchmark scores with (name -> path), such as shapes-generation's scene checker; ``media_dir``: where a benchmark
-    may write what the model made (generated images), shown as examples.
+    may write what the model made (generated images), shown as examples. ``epsilons``: an adversarial curve of
+    zero-shot image classification, the images moved by PGD of ``attack_steps`` steps at each radius.
 
     A benchmark split the model or data is not eligible for (:class:`NotApplicable`: a capability the model lacks,
     nothing of the kind the benchmark scores) is recorded in ``skipped`` with the reason and the others run; when
@@ -141,11 +202,15 @@ def run_eval(
                 progress(f"{name}/{split}")
             with torch.inference_mode(), choice.autocast("cpu"):
                 scored = loaded.score(None, None, True)
-                rob = (
-                    robustness(loaded, scored.metrics[loaded.headline], seed, progress=progress)
-                    if with_robustness
-                    else None
-                )
+                value = scored.metrics[loaded.headline]
+                rob = robustness(loaded, value, seed, progress=progress) if with_robustness else None
+                if epsilons:
+                    rob = rob or Robustness(metric=loaded.headline)
+                    curve, how = adversarial(loaded, value, epsilons, attack_steps, progress)
+                    if curve is None:
+                        rob.skipped = {**(rob.skipped or {}), "adversarial examples": how}
+                    else:
+                        rob.adversarial, rob.attack = curve, how
             results.append(
                 Result(
                     benchmark=name,

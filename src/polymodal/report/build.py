@@ -299,6 +299,14 @@ class _Builder:
         if panels:
             png = plots.line_panels(f"Robustness to corruptions ({metric})", panels, "severity", metric)
             figures.append(self.plot(f"{key}-corruptions", "Robustness to corruptions", png))
+        attacked = [(run, rob) for run, rob in robust if rob.adversarial]
+        if attacked:
+            lines = [
+                self.series(run, ((float(e) * 255, v) for e, v in rob.adversarial.items())) for run, rob in attacked
+            ]
+            title = f"Robustness to adversarial examples ({metric})"
+            png = plots.line_panels(title, {"PGD, L-inf": lines}, "epsilon (/255)", metric)
+            figures.append(self.plot(f"{key}-adversarial", "Robustness to adversarial examples", png))
         dropped = [(run, rob.missing_modality) for run, rob in robust if rob.missing_modality]
         if dropped:
             categories = _ordered_union(values for _, values in dropped)

@@ -1,0 +1,123 @@
+"""``--adversarial``: zero-shot image accuracy on images moved by PGD against their true class."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from typer.testing import CliRunner
+
+from polymodal.backends.base import logit_scale, pixel_tower
+from polymodal.backends.hf import HFClipBackend
+from polymodal.cli.main import app
+from polymodal.data.readers import read_manifest
+from polymodal.data.shapes import COLORS, SHAPES
+from polymodal.evaluate.context import Attack, EvalContext
+from polymodal.evaluate.prompts import SHAPES_TEMPLATES, zero_shot_classifier
+from polymodal.evaluate.results import describe_epsilon, epsilon_key, load_results
+from polymodal.evaluate.runner import parse_epsilons, run_eval
+from tests.interop.tiny import save_tiny_clip
+
+
+def test_epsilons_parse_as_fractions_or_numbers_and_bad_ones_are_named() -> None:
+    assert parse_epsilons("4/255, 1/255,0.01") == [1 / 255, 0.01, 4 / 255]
+    assert parse_epsilons("2/255,2/255") == [2 / 255]
+    for bad, why in (
+        ("x", "'x' is not a number"),
+        ("1/0", "fraction"),
+        ("0", "in \\(0, 1\\]"),
+        ("2", "is 2"),
+        (",", "no epsilon"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            parse_epsilons(bad)
+    assert describe_epsilon(4 / 255) == "4/255" and describe_epsilon(0.01) == "0.01"
+    assert epsilon_key(4 / 255) == "0.0156863"
+
+
+def _one_object_scenes(shapes_dir: Path) -> tuple[list[str], list[int], list[str]]:
+    classnames = [f"{c} {s}" for c in COLORS for s in SHAPES]
+    scenes = [s for split in ("test", "test_novel") for s in read_manifest(shapes_dir / f"{split}.jsonl")]
+    scenes = [s for s in scenes if len(s.metadata["objects"]) == 1]
+    return (
+        [str(s.image) for s in scenes],
+        [classnames.index(s.metadata["label"]["color_shape"]) for s in scenes],
+        classnames,
+    )
+
+
+def test_the_attack_raises_the_true_class_loss_and_leaves_the_model_alone(shapes_dir: Path, models: dict) -> None:
+    ctx = EvalContext(model=str(models["clip"]), batch_size=4)
+    images, labels, classnames = _one_object_scenes(shapes_dir)
+    classes = zero_shot_classifier(ctx.embed_texts, classnames, SHAPES_TEMPLATES)
+    scale = logit_scale(ctx.backend, "image")
+    target = torch.tensor(labels)
+    params = {k: v.clone() for k, v in ctx.saved.model.state_dict().items()}
+
+    def loss(embedded: torch.Tensor) -> float:
+        return float(F.cross_entropy(scale * embedded @ classes.T, target))
+
+    clean = ctx.embed_media("image", images)
+    with torch.inference_mode():  # as the runner calls it
+        attacked = ctx.embed_attacked(images, labels, classes, Attack(8 / 255, steps=3))
+    again = ctx.embed_attacked(images, labels, classes, Attack(8 / 255, steps=3))
+    assert attacked.shape == clean.shape
+    assert loss(attacked) > loss(clean) + 0.01
+    assert torch.equal(attacked, again)  # the random start is seeded
+    assert all(torch.equal(v, ctx.saved.model.state_dict()[k]) for k, v in params.items())
+    assert all(p.grad is None for p in ctx.saved.model.parameters())
+
+
+def test_adversarial_curve_in_the_result_and_the_table(tmp_path: Path, shapes_dir: Path, models: dict) -> None:
+    kwargs = {"data": shapes_dir, "splits": ["test"], "n_resamples": 20, "epsilons": [1 / 255, 16 / 255]}
+    kwargs["attack_steps"] = 2
+    doc = run_eval(str(models["clip"]), "shapes-zeroshot,shapes-retrieval", **kwargs)
+    zero_shot, retrieval = doc.results
+    rob = zero_shot.robustness
+    assert rob.metric == "accuracy" and rob.corruptions is None and rob.missing_modality is None  # no --robustness
+    assert list(rob.adversarial) == ["0", "0.00392157", "0.0627451"]
+    assert rob.adversarial["0"] == zero_shot.metrics["accuracy"]
+    assert all(0 <= v <= 1 for v in rob.adversarial.values()) and "PGD-2" in rob.attack
+    assert (
+        run_eval(str(models["clip"]), "shapes-zeroshot", **kwargs).results[0].robustness.adversarial == rob.adversarial
+    )
+    why = retrieval.robustness.skipped["adversarial examples"]
+    assert retrieval.robustness.adversarial is None and "zero-shot image classification" in why
+
+    out = tmp_path / "eval.json"
+    args = ["eval", str(models["clip"]), "-b", "shapes-zeroshot", "--data", str(shapes_dir), "--split", "test"]
+    result = CliRunner().invoke(app, [*args, "--adversarial", "16/255,1/255", "--attack-steps", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "PGD at 1/255" in result.output and "PGD at 16/255" in result.output
+    assert load_results(out).results[0].robustness.adversarial == rob.adversarial
+    assert json.loads(out.read_text())["results"][0]["robustness"]["attack"] == rob.attack
+    bad = CliRunner().invoke(app, [*args, "--adversarial", "4/255,half"])
+    assert bad.exit_code == 2 and "--adversarial: epsilon 'half' is not a number" in bad.output
+
+
+def test_audio_zero_shot_is_not_attacked_and_says_why(shapes_dir: Path, models: dict) -> None:
+    from polymodal.evaluate.benchmarks import LoadedSplit
+    from polymodal.evaluate.runner import adversarial
+
+    loaded = LoadedSplit("esc50", "fold1", "accuracy", score=lambda *a: None, media="audio")  # type: ignore[arg-type]
+    curve, why = adversarial(loaded, 0.5, [1 / 255], steps=2)
+    assert curve is None and why.endswith("this benchmark scores audio")
+
+
+def test_a_hugging_face_clip_can_be_attacked(tmp_path: Path) -> None:
+    save_tiny_clip(tmp_path / "clip")
+    backend = HFClipBackend.load(tmp_path / "clip")
+    tower = pixel_tower(backend)
+    from PIL import Image
+
+    images = [Image.new("RGB", (40, 30), (200, 30, 30)), Image.new("RGB", (30, 40), (20, 30, 200))]
+    pixels, mask = tower.pixels(images)
+    assert mask is None and tower.mean == tuple(backend.preprocess.mean)
+    pixels.requires_grad_(True)
+    embedded = tower.embed(pixels, mask)
+    assert torch.allclose(embedded, backend.embed_images(images), atol=1e-6)
+    embedded[:, 0].sum().backward()
+    assert pixels.grad is not None and pixels.grad.abs().sum() > 0
