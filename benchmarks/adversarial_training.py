@@ -59,12 +59,10 @@ def scenes(data: Path, split: str) -> tuple[list[str], list[int]]:
 
 
 def accuracy_under_attack(
-    model_dir: Path, images: list[str], labels: list[int], epsilon: float, steps: int
+    ctx: EvalContext, classes: torch.Tensor, images: list[str], labels: list[int], epsilon: float, steps: int
 ) -> dict[str, Any]:
     """Zero-shot colour and colour-shape accuracy (95% CIs) of the scenes moved by ``polymodal eval --adversarial``'s
-    attack at ``epsilon`` (clean at 0)."""
-    ctx = EvalContext(model=str(model_dir), batch_size=BATCH)
-    classes = zero_shot_classifier(ctx.embed_texts, CLASSES, SHAPES_TEMPLATES)
+    attack at ``epsilon`` (clean at 0) among the (C, D) ``classes``."""
     if epsilon > 0:
         embedded = ctx.embed_attacked(images, labels, classes, Attack(epsilon, steps))
     else:
@@ -104,9 +102,12 @@ def main() -> None:
         images, labels = scenes(data, "test")
         for name, epsilon in (("standard", None), ("adversarial", args.train_epsilon)):
             trained = train(data, Path(tmp) / name, args, epsilon)
-            model_dir = find_model_dir(Path(tmp) / name)
+            ctx = EvalContext(model=str(find_model_dir(Path(tmp) / name)), batch_size=BATCH)
             started = time.perf_counter()
-            scores = {str(e): accuracy_under_attack(model_dir, images, labels, e, args.attack_steps) for e in epsilons}
+            classes = zero_shot_classifier(ctx.embed_texts, CLASSES, SHAPES_TEMPLATES)
+            scores = {
+                str(e): accuracy_under_attack(ctx, classes, images, labels, e, args.attack_steps) for e in epsilons
+            }
             results["models"][name] = {**trained, "eval_seconds": time.perf_counter() - started, "accuracy": scores}
             took = f"{trained['steps']} steps in {trained['seconds']:.0f} s"
             print(f"{name}: trained {took} ({describe_record(trained['machine'])})")

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from polymodal.backends.base import logit_scale, pixel_tower
 from polymodal.backends.hf import HFClipBackend
+from polymodal.backends.polymodal_dir import PolymodalBackend
 from polymodal.cli.main import app
 from polymodal.data.readers import read_manifest
 from polymodal.data.shapes import COLORS, SHAPES
@@ -29,7 +30,8 @@ def test_epsilons_parse_as_fractions_or_numbers_and_bad_ones_are_named() -> None
         ("x", "'x' is not a number"),
         ("1/0", "fraction"),
         ("0", "in \\(0, 1\\]"),
-        ("2", "is 2"),
+        ("2", "'2': epsilon 2 must be in"),
+        ("300/255", "'300/255': epsilon 1.17647 must be in"),
         (",", "no epsilon"),
     ):
         with pytest.raises(ValueError, match=why):
@@ -61,12 +63,15 @@ def test_the_attack_raises_the_true_class_loss_and_leaves_the_model_alone(shapes
         return float(F.cross_entropy(scale * embedded @ classes.T, target))
 
     clean = ctx.embed_media("image", images)
+    store = ctx.saved.model.encoders["image"].store  # the eval's cache of the image tower's outputs
+    stored = len(store.entries)
     with torch.inference_mode():  # as the runner calls it
         attacked = ctx.embed_attacked(images, labels, classes, Attack(8 / 255, steps=3))
     again = ctx.embed_attacked(images, labels, classes, Attack(8 / 255, steps=3))
     assert attacked.shape == clean.shape
     assert loss(attacked) > loss(clean) + 0.01
     assert torch.equal(attacked, again)  # the random start is seeded
+    assert len(store.entries) == stored  # attacked images are never seen again: not kept
     assert all(torch.equal(v, ctx.saved.model.state_dict()[k]) for k, v in params.items())
     assert all(p.grad is None for p in ctx.saved.model.parameters())
 
@@ -96,15 +101,22 @@ def test_adversarial_curve_in_the_result_and_the_table(tmp_path: Path, shapes_di
     assert json.loads(out.read_text())["results"][0]["robustness"]["attack"] == rob.attack
     bad = CliRunner().invoke(app, [*args, "--adversarial", "4/255,half"])
     assert bad.exit_code == 2 and "--adversarial: epsilon 'half' is not a number" in bad.output
+    alone = CliRunner().invoke(app, [*args, "--attack-steps", "3"])
+    assert alone.exit_code == 2 and "give the radii too" in alone.output
 
 
-def test_audio_zero_shot_is_not_attacked_and_says_why(shapes_dir: Path, models: dict) -> None:
-    from polymodal.evaluate.benchmarks import LoadedSplit
-    from polymodal.evaluate.runner import adversarial
-
-    loaded = LoadedSplit("esc50", "fold1", "accuracy", score=lambda *a: None, media="audio")  # type: ignore[arg-type]
-    curve, why = adversarial(loaded, 0.5, [1 / 255], steps=2)
-    assert curve is None and why.endswith("this benchmark scores audio")
+def test_a_model_without_a_pixel_tower_is_skipped_and_bad_attacks_refused(
+    shapes_dir: Path, models: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kwargs = {"data": shapes_dir, "splits": ["test"], "n_resamples": 20}
+    with pytest.raises(ValueError, match="epsilon 0 must be in"):
+        run_eval(str(models["clip"]), "shapes-zeroshot", epsilons=[0.0], **kwargs)
+    with pytest.raises(ValueError, match="at least one step, got 0"):
+        run_eval(str(models["clip"]), "shapes-zeroshot", epsilons=[0.01], attack_steps=0, **kwargs)
+    monkeypatch.setattr(PolymodalBackend, "pixel_tower", lambda self: None)  # as polymodal-base's classifier
+    (result,) = run_eval(str(models["clip"]), "shapes-zeroshot", epsilons=[0.01], **kwargs).results
+    assert result.robustness.adversarial is None
+    assert "nothing to attack" in result.robustness.skipped["adversarial examples"]
 
 
 def test_a_hugging_face_clip_can_be_attacked(tmp_path: Path) -> None:
@@ -121,3 +133,14 @@ def test_a_hugging_face_clip_can_be_attacked(tmp_path: Path) -> None:
     assert torch.allclose(embedded, backend.embed_images(images), atol=1e-6)
     embedded[:, 0].sum().backward()
     assert pixels.grad is not None and pixels.grad.abs().sum() > 0
+
+    backend.clip.model.zero_grad(set_to_none=True)
+    ctx = EvalContext(model=str(tmp_path / "clip"), batch_size=1)
+    ctx._backend = backend  # the model checked above (its parameters train: an attack must leave their grads alone)
+    classes = ctx.embed_texts(["red", "blue", "green"])
+    classes = classes / classes.norm(dim=-1, keepdim=True)
+    clean = backend.embed_images(images)
+    attacked = ctx.embed_attacked(images, [0, 1], classes, Attack(16 / 255, steps=3))
+    scale, target = logit_scale(backend, "image"), torch.tensor([0, 1])
+    assert F.cross_entropy(scale * attacked @ classes.T, target) > F.cross_entropy(scale * clean @ classes.T, target)
+    assert all(p.grad is None for p in backend.clip.model.parameters())

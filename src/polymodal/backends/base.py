@@ -122,8 +122,8 @@ class PixelTower:
 
 
 def pixel_tower(backend: Backend) -> PixelTower | None:
-    """``backend``'s image tower for an attack (a ``pixel_tower`` method), or None: it has no image tower, or no
-    gradients reach its pixels (an ONNX export)."""
+    """``backend``'s image tower for an attack (a ``pixel_tower`` method), or None: it has no image tower that
+    embeds in PyTorch (polymodal-base's classifier has none)."""
     own = getattr(backend, "pixel_tower", None)
     return own() if own is not None else None
 

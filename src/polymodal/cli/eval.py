@@ -155,7 +155,9 @@ def eval_command(
         help="Attack radii, e.g. 1/255,4/255: zero-shot image accuracy on images moved by PGD within each "
         "(slow: about --attack-steps + 1 passes per radius).",
     ),
-    attack_steps: int = typer.Option(10, "--attack-steps", min=1, help="PGD steps of --adversarial's attack."),
+    attack_steps: int = typer.Option(
+        None, "--attack-steps", min=1, help="PGD steps of --adversarial's attack [default: 10]."
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed for corruptions and the bootstrap."),
     batch_size: int = typer.Option(64, "--batch-size", min=1, help="Images per model call."),
     resamples: int = typer.Option(1000, "--resamples", min=1, help="Bootstrap resamples for the 95% CIs."),
@@ -174,6 +176,7 @@ def eval_command(
 ) -> None:
     """Evaluate a model on standard benchmarks; every number comes with its provenance."""
     from polymodal.data.errors import BadSampleError
+    from polymodal.evaluate.context import ATTACK_STEPS
     from polymodal.evaluate.results import dump_results, to_json
     from polymodal.evaluate.runner import media_dir_for, parse_benchmarks, parse_epsilons, run_eval
 
@@ -185,6 +188,12 @@ def eval_command(
         epsilons = parse_epsilons(adversarial) if adversarial is not None else []
     except ValueError as e:
         fail(f"--adversarial: {e}", as_json=json, code=2)
+    if attack_steps is not None and not epsilons:
+        fail(
+            "--attack-steps sets --adversarial's attack: give the radii too (--adversarial 1/255,4/255)",
+            as_json=json,
+            code=2,
+        )
     if templates is not None and templates not in TEMPLATES:
         fail(f"unknown template set {templates!r}; choose from {', '.join(TEMPLATES)}", as_json=json, code=2)
     splits = [s.strip() for s in split.split(",") if s.strip()] if split else None
@@ -204,7 +213,7 @@ def eval_command(
             templates=templates,
             with_robustness=robustness,
             epsilons=epsilons,
-            attack_steps=attack_steps,
+            attack_steps=attack_steps or ATTACK_STEPS,
             seed=seed,
             batch_size=batch_size,
             n_resamples=resamples,

@@ -147,17 +147,7 @@ def _shapes_zeroshot(modality: str) -> Callable[[EvalContext, str], LoadedSplit]
                 "shape_accuracy": float(np.mean(y_true % n == y_pred % n)),
             }
 
-        def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
-            return passes.zero_shot(
-                ctx, items, labels, classnames, templates, image_fn, full, extra=parts, modality=modality
-            )
-
-        def attacked(attack: Attack) -> passes.PassResult:
-            return passes.zero_shot(ctx, items, labels, classnames, templates, None, False, parts, attack=attack)
-
-        return LoadedSplit(
-            name, split, "accuracy", score, media=modality, attacked=attacked if modality == "image" else None
-        )
+        return _zero_shot_split(ctx, name, split, items, labels, classnames, templates, parts, modality)
 
     return load
 
@@ -488,11 +478,27 @@ def _classification_split(
     prompts = [class_words(c) for c in classnames]
     templates = _templates(ctx, {"audio": "audio", "video": "human_actions"}.get(modality, "imagenet"))
 
+    return _zero_shot_split(ctx, name, split, items, labels, prompts, templates, extra, modality)
+
+
+def _zero_shot_split(
+    ctx: EvalContext,
+    name: str,
+    split: str,
+    items: list[ItemRef],
+    labels: list[int],
+    classnames: list[str],
+    templates: list[str],
+    extra: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None,
+    modality: str,
+) -> LoadedSplit:
+    """Zero-shot classification of ``items`` into ``classnames``' prompts; images can be attacked too."""
+
     def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
-        return passes.zero_shot(ctx, items, labels, prompts, templates, image_fn, full, extra, modality)
+        return passes.zero_shot(ctx, items, labels, classnames, templates, image_fn, full, extra, modality)
 
     def attacked(attack: Attack) -> passes.PassResult:
-        return passes.zero_shot(ctx, items, labels, prompts, templates, None, False, extra, attack=attack)
+        return passes.zero_shot(ctx, items, labels, classnames, templates, None, False, extra, attack=attack)
 
     return LoadedSplit(
         name, split, "accuracy", score, media=modality, attacked=attacked if modality == "image" else None

@@ -32,13 +32,16 @@ ItemRef = ImageRef
 ImageFn = Callable[[Image.Image, int], Image.Image]
 
 
+ATTACK_STEPS = 10  # PGD-10: the usual evaluation attack (Madry et al. 2018 used 7-20 steps)
+
+
 @dataclass(frozen=True)
 class Attack:
     """PGD on the images: ``steps`` signed-gradient steps from a random start, each pixel at most ``epsilon`` (of
     its [0, 1] range) from where it was, raising the cross-entropy of each image's true class."""
 
     epsilon: float
-    steps: int = 10
+    steps: int = ATTACK_STEPS
 
 
 class NotApplicable(ValueError):
@@ -204,7 +207,10 @@ class EvalContext:
         Each batch draws its random start from a generator seeded by the run's seed and the batch's first index."""
         tower = pixel_tower(self.backend)
         if tower is None:
-            raise NotApplicable(f"{self.model}: no gradients reach its image pixels (no image tower, or an export)")
+            raise NotApplicable(
+                f"{self.model}: no image tower in PyTorch that embeds for zero-shot classification (polymodal-base's "
+                "classifier is not one): nothing to attack"
+            )
         scale = logit_scale(self.backend, "image")
         out = []
         with torch.inference_mode(False):  # the runner scores in inference mode; an attack needs gradients
@@ -218,8 +224,7 @@ class EvalContext:
                 def loss_of(
                     x: torch.Tensor, mask: torch.Tensor | None = mask, target: torch.Tensor = target
                 ) -> torch.Tensor:
-                    logits = scale * F.normalize(tower.embed(x, mask).float(), dim=-1) @ classes.T
-                    return F.cross_entropy(logits, target)
+                    return F.cross_entropy(scale * tower.embed(x, mask).float() @ classes.T, target)
 
                 with torch.enable_grad():
                     moved = pgd_images(
@@ -231,8 +236,8 @@ class EvalContext:
                         std=tower.std,
                         generator=torch.Generator().manual_seed(self.seed * 1_000_003 + start),
                     )
-                with torch.no_grad():
-                    out.append(tower.embed(moved, mask).float())
+                with torch.no_grad():  # an input asking for gradients skips a cached tower's store: seen once only
+                    out.append(tower.embed(moved.requires_grad_(True), mask).float())
         return torch.cat(out)
 
     def embed_texts(self, texts: Sequence[str]) -> torch.Tensor:

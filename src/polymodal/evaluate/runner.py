@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from polymodal.evaluate.benchmarks import BENCHMARKS, LoadedSplit
-from polymodal.evaluate.context import Attack, EvalContext, NotApplicable
+from polymodal.evaluate.context import ATTACK_STEPS, Attack, EvalContext, NotApplicable
 from polymodal.evaluate.corruptions import CORRUPTIONS, SEVERITIES, corrupt
 from polymodal.evaluate.provenance import command_line, make_provenance, model_hash
 from polymodal.evaluate.results import (
@@ -87,6 +87,15 @@ def robustness(
     return out
 
 
+def check_attack(epsilons: Sequence[float], steps: int) -> None:
+    """Refuse a radius outside (0, 1] (a share of the [0, 1] pixel range) or fewer than one step, before any pass."""
+    for epsilon in epsilons:
+        if not 0 < epsilon <= 1:
+            raise ValueError(f"epsilon {epsilon:g} must be in (0, 1], a share of the pixel range (4/255 = 0.0157)")
+    if steps < 1:
+        raise ValueError(f"an attack takes at least one step, got {steps}")
+
+
 def parse_epsilons(text: str) -> list[float]:
     """``"1/255,4/255"`` or ``"0.004,0.016"`` -> attack radii in (0, 1], each a share of the [0, 1] pixel range."""
     out = []
@@ -98,15 +107,17 @@ def parse_epsilons(text: str) -> list[float]:
             value = float(top) / float(bottom) if slash else float(part)
         except (ValueError, ZeroDivisionError):
             raise ValueError(f"epsilon {part!r} is not a number or a fraction such as 4/255") from None
-        if not 0 < value <= 1:
-            raise ValueError(f"epsilon {part!r} is {value:g}: it must be in (0, 1], a share of the pixel range")
+        try:
+            check_attack([value], 1)
+        except ValueError as e:
+            raise ValueError(f"{part!r}: {e}") from None
         out.append(value)
     if not out:
         raise ValueError(f"no epsilon in {text!r}; give radii such as 1/255,4/255")
     return sorted(set(out))
 
 
-def adversarial(
+def adversarial_curve(
     loaded: LoadedSplit,
     headline_value: float,
     epsilons: Sequence[float],
@@ -143,7 +154,7 @@ def run_eval(
     templates: str | None = None,
     with_robustness: bool = False,
     epsilons: Sequence[float] = (),
-    attack_steps: int = 10,
+    attack_steps: int = ATTACK_STEPS,
     seed: int = 0,
     batch_size: int = 64,
     n_resamples: int = 1000,
@@ -174,6 +185,7 @@ def run_eval(
             "model, processors) and pass dir"
         )
     names = parse_benchmarks(benchmarks)
+    check_attack(epsilons, attack_steps)
     choice = choose_precision(precision, "cpu")
     ctx = EvalContext(
         model=str(model),
@@ -206,7 +218,7 @@ def run_eval(
                 rob = robustness(loaded, value, seed, progress=progress) if with_robustness else None
                 if epsilons:
                     rob = rob or Robustness(metric=loaded.headline)
-                    curve, how = adversarial(loaded, value, epsilons, attack_steps, progress)
+                    curve, how = adversarial_curve(loaded, value, epsilons, attack_steps, progress)
                     if curve is None:
                         rob.skipped = {**(rob.skipped or {}), "adversarial examples": how}
                     else:
