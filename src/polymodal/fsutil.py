@@ -176,3 +176,14 @@ def hash_directory(directory: str | os.PathLike) -> str:
     """:func:`hash_files` over every file under ``directory`` (recursively)."""
     root = Path(directory)
     return hash_files([p for p in root.rglob("*") if p.is_file()], root=root)
+
+
+def listing_hash(path: str | os.PathLike) -> str:
+    """sha256 over the names (relative to ``path``) and sizes of the files under ``path``, or of the file ``path``:
+    a cheap identity of a folder of media or of shards, whose contents are too large to read each time."""
+    root = Path(path)
+    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    digest = hashlib.sha256()
+    for p in files:
+        digest.update(f"{p.relative_to(root) if root.is_dir() else p.name}\0{p.stat().st_size}\n".encode())
+    return digest.hexdigest()

@@ -3,7 +3,9 @@ and the training and validation datasets."""
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,22 +23,74 @@ from polymodal.data.processors import (
     TextProcessor,
     processor_from_settings,
 )
-from polymodal.data.readers import read_manifest
+from polymodal.data.readers import detect_format, open_dataset, read_manifest
 from polymodal.data.schema import Sample
 from polymodal.data.text import TextTokenizer, train_tokenizer
 from polymodal.models import find_model_dir
 from polymodal.models.saved import ANSWERS_FILE, CLASSES, MULTILABEL, REGRESSION
 from polymodal.train.recipe import OBJECTIVE_VIEWS, DataSection, Recipe
 
+# Reader options that name a file or folder: relative to data.path, as the splits are.
+PATH_OPTIONS = ("split_list", "image_root", "image_dir", "annotations", "audio_dir", "video_dir")
+
+
+def split_path(data: DataSection, name: str) -> Path:
+    """Where the split ``name`` (data.train or data.val) is: under data.path unless absolute."""
+    return Path(data.path) / Path(name).expanduser()
+
+
+def split_format(data: DataSection, role: str) -> str:
+    """The reader of split ``role`` (train or val): its format name, or ConfigError naming data.ROLE."""
+    path = split_path(data, getattr(data, role))
+    try:
+        return detect_format(path)
+    except ValueError as e:
+        raise ConfigError(
+            f"data.{role}: {path}: no such file or folder" if not path.exists() else f"data.{role}: {e}"
+        ) from None
+
 
 def read_rows(
-    data: DataSection, name: str, bad_log: BadSampleLog, modalities: Collection[str] | None = None
+    data: DataSection, role: str, bad_log: BadSampleLog, modalities: Collection[str] | None = None
 ) -> list[Sample]:
-    """The rows of ``name``; with ``modalities`` (what the model reads), only their files must exist."""
-    path = Path(data.path) / name
-    return list(
-        read_manifest(path, strict=data.strict, bad_log=bad_log, label_key=data.label_key, checked_fields=modalities)
-    )
+    """The rows of split ``role`` (train or val); with ``modalities`` (what the model reads), only their files
+    must exist in a manifest's rows. A dataset in another layout is read by its own reader, with data.ROLE_options."""
+    path, options = split_path(data, getattr(data, role)), dict(getattr(data, f"{role}_options"))
+    fmt = split_format(data, role)
+    if fmt == "manifest":
+        if options:
+            raise ConfigError(f"data.{role}_options: {path} is a manifest, which takes no reader options")
+        return list(
+            read_manifest(
+                path, strict=data.strict, bad_log=bad_log, label_key=data.label_key, checked_fields=modalities
+            )
+        )
+    if data.label_key is not None:
+        raise ConfigError(f"data.label_key picks an entry of a manifest's dict labels; {path} is {fmt}")
+    for key in PATH_OPTIONS:
+        if isinstance(options.get(key), str):
+            options[key] = str(Path(data.path) / Path(options[key]).expanduser())
+    try:
+        return list(open_dataset(path, strict=data.strict, bad_log=bad_log, **options))
+    except TypeError as e:
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(e))
+        if unknown is None:
+            raise
+        raise ConfigError(f"data.{role}_options: the {fmt} reader ({path}) takes no option {unknown[1]!r}") from None
+
+
+def hold_out(rows: list[Sample], share: float) -> tuple[list[Sample], list[Sample]]:
+    """(training rows, validation rows): ``share`` of ``rows`` validate, each chosen by a hash of its id (the same
+    rows every run, whatever their order)."""
+    chosen = [int(hashlib.sha256(row.id.encode()).hexdigest()[:8], 16) < share * 2**32 for row in rows]
+    train = [row for row, held in zip(rows, chosen) if not held]
+    val = [row for row, held in zip(rows, chosen) if held]
+    if not train or not val:
+        raise ConfigError(
+            f"data.val_share {share} of {len(rows)} training rows leaves {len(train)} to train on and {len(val)} to "
+            "validate: give more rows or another share"
+        )
+    return train, val
 
 
 def expand_view(samples: list[Sample], view: str) -> list[Sample]:

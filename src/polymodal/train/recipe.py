@@ -65,9 +65,27 @@ class ModelSection(Config):
 
 
 class DataSection(Config):
-    path: str = Field(description="a ShapesWorld directory or any directory holding the manifests")
-    train: str = "train.jsonl"
-    val: str | None = "val.jsonl"
+    path: str = Field(description="the data's directory (a ShapesWorld one, ...): train and val are read from it")
+    train: str = Field(
+        "train.jsonl",
+        description="the training split: a manifest (.jsonl, .csv) or any dataset `polymodal data check` reads "
+        "(class folders, WebDataset shards, a COCO or Karpathy JSON, ESC-50, a Kinetics, AudioCaps or Clotho CSV, "
+        "MSR-VTT, VQAv2), relative to path",
+    )
+    val: str | None = Field("val.jsonl", description="the validation split, as train; none: no validation")
+    train_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="options of train's reader: split (a Karpathy JSON, MSR-VTT), folds (ESC-50), split_list "
+        "(UCF101 class folders), image_root, audio_dir, video_dir (paths relative to path)",
+    )
+    val_options: dict[str, Any] = Field(default_factory=dict, description="options of val's reader, as train_options")
+    val_share: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="validate on this share of the training rows instead of a val split (the rows are chosen by "
+        "their ids, so a resumed run holds out the same ones)",
+    )
     view: Literal["captions", "statements", "qa", "labels"] | None = Field(
         None, description="how rows become samples; default follows the objective"
     )
@@ -92,6 +110,19 @@ class DataSection(Config):
         description="keep prepared media (without augmentation) in memory up to this many MiB per dataset, split "
         "among the DataLoader workers (each holds its own); 0: prepare every time",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _val_share_replaces_val(cls, data: Any) -> Any:
+        """val_share holds out training rows instead of the val split: without a val given, val is none."""
+        if isinstance(data, dict) and data.get("val_share") is not None:
+            if data.get("val") is not None:
+                raise ValueError(
+                    f"val_share {data['val_share']} takes validation rows out of train, and val {data['val']!r} "
+                    "is a validation split too: set val: null, or drop val_share"
+                )
+            data = {**data, "val": None}
+        return data
 
     @field_validator("processors")
     @classmethod

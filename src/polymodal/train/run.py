@@ -7,6 +7,7 @@ manifests' hash), ``metrics.jsonl``, ``train.log``, checkpoints, ``bad_samples.j
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from accelerate.utils import set_seed
 from polymodal.config import ConfigError
 from polymodal.data.errors import BadSampleSummary
 from polymodal.data.processors import TOKENIZER_DIR
-from polymodal.fsutil import data_hash, write_atomic
+from polymodal.fsutil import data_hash, listing_hash, write_atomic
 from polymodal.models import save_model
 from polymodal.models.saved import ANSWERS_FILE
 from polymodal.train.bad_samples import BAD_SAMPLES_FILE, RunBadSampleLog, bad_samples_note
@@ -37,10 +38,12 @@ from polymodal.train.objectives import ContrastiveObjective
 from polymodal.train.prepare import (
     choose_tokenizer,
     default_view,
+    hold_out,
     labels_for,
     make_datasets,
     read_rows,
     saved_outputs,
+    split_path,
 )
 from polymodal.train.recipe import Recipe
 from polymodal.train.resume import CONFIG_NAME, check_resume_config, with_absolute_paths
@@ -52,12 +55,22 @@ DATA_FILE = "data.json"  # in the run directory: the manifests the run trains on
 
 
 def data_fingerprint(recipe: Recipe) -> dict[str, Any]:
-    """The identity of a recipe's data that is cheap to take: the sha256 of its manifests (names and contents, as
-    ``polymodal eval`` hashes what it reads), not of the media they point to."""
+    """The identity of a recipe's data that is cheap to take: the sha256 of its split files (manifests, a COCO
+    JSON, a CSV: names and contents, as ``polymodal eval`` hashes what it reads), not of the media they point to; a
+    split that is a folder (class folders, shards) by its files' names and sizes, and reader options as given."""
     root = Path(recipe.data.path).resolve()
-    manifests = [root / name for name in (recipe.data.train, recipe.data.val) if name]
-    present = [m for m in manifests if m.is_file()]
-    return {"path": str(root), "manifests": [str(m) for m in present], "hash": data_hash(present, root)}
+    roles = [role for role in ("train", "val") if getattr(recipe.data, role)]
+    splits = [split_path(recipe.data, getattr(recipe.data, role)).resolve() for role in roles]
+    files = [p for p in splits if p.is_file() and p.suffix.lower() != ".tar"]
+    digest = data_hash(files, root)
+    others = [p for p in splits if p.exists() and p not in files]
+    options = {f"{role}_options": getattr(recipe.data, f"{role}_options") for role in roles}
+    if others or any(options.values()):  # manifests alone hash as they always did: a resumed run's note stays quiet
+        listing = {str(p): listing_hash(p) for p in others}
+        digest = hashlib.sha256(
+            json.dumps([digest, listing, options], sort_keys=True, default=str).encode()
+        ).hexdigest()
+    return {"path": str(root), "manifests": [str(p) for p in splits if p.exists()], "hash": digest}
 
 
 def changed_data_note(run_dir: Path, now: dict[str, Any]) -> str | None:
@@ -126,13 +139,15 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
 
     # 1. Data: rows, tokenizer, labels.
     reads = model_inputs(check_recipe_before_data(recipe))  # a file in another column is not read
-    train_rows = read_rows(recipe.data, recipe.data.train, bad_log, reads)
+    train_rows = read_rows(recipe.data, "train", bad_log, reads)
     if not train_rows:
         counted = bad_log.finish()
         kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(counted.by_kind.items()))
         why = f": {counted.total} bad ({kinds}), listed in {bad_log.path}" if counted.total else ""
-        raise ConfigError(f"{Path(recipe.data.path) / recipe.data.train}: no usable samples{why}")
-    val_rows = read_rows(recipe.data, recipe.data.val, bad_log, reads) if recipe.data.val else []
+        raise ConfigError(f"{split_path(recipe.data, recipe.data.train)}: no usable samples{why}")
+    val_rows = read_rows(recipe.data, "val", bad_log, reads) if recipe.data.val else []
+    if recipe.data.val_share is not None:
+        train_rows, val_rows = hold_out(train_rows, recipe.data.val_share)
     tokenizer, tokenizer_from_run = choose_tokenizer(recipe, train_rows, run_dir, resume)
     view = default_view(recipe)
     labels = labels_for(recipe, train_rows, view, run_dir, resume)

@@ -1,0 +1,133 @@
+"""``polymodal train`` reads its splits in the layouts ``polymodal data check`` knows, not only manifests: class
+folders (with UCF101-style split lists), ESC-50 folds, a validation share held out of train."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from polymodal.config import ConfigError
+from polymodal.data.errors import BadSampleLog
+from polymodal.train.prepare import hold_out, read_rows
+from polymodal.train.recipe import load_recipe
+from polymodal.train.run import data_fingerprint, run_recipe
+
+COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 200, 30)}
+IMAGE_RECIPE = [
+    "model.preset=shapes-fusion",
+    "model.params={source: image, text: false, image_encoder: cnn, fusion: concat}",
+    "data.view=labels",
+    "data.image.image_size=16",
+    "objective.kind=classification",
+    "objective.loss=null",
+    "train.steps=4",
+    "train.warmup_steps=0",
+    "train.batch_size=8",
+    "train.eval_every=4",
+    "train.metric=accuracy",
+    "train.tensorboard=false",
+]
+
+
+def class_folders(root: Path, per_class: int = 6, broken: int = 0) -> Path:
+    """root/<colour>/<i>.png: plain colour squares with noise; ``broken`` files that are not images."""
+    rng = np.random.default_rng(0)
+    for name, rgb in COLOURS.items():
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = np.clip(np.array(rgb) + rng.normal(0, 20, (16, 16, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+    for i in range(broken):
+        (root / "red" / f"broken{i}.png").write_bytes(b"not a png")
+    return root
+
+
+def recipe(path: Path, *overrides: str):  # noqa: ANN201 - a Recipe
+    return load_recipe("shapes-scene-checker", [f"data.path={path}", *IMAGE_RECIPE, *overrides])
+
+
+def test_a_classifier_trains_on_class_folders_and_counts_their_bad_files(tmp_path: Path) -> None:
+    data = tmp_path / "photos"
+    class_folders(data / "train", broken=2)
+    class_folders(data / "val", per_class=2)
+    run = tmp_path / "run"
+    result = run_recipe(recipe(data, "data.train=train", "data.val=val"), run, progress=False)
+    assert result.step == 4 and result.best_metric is not None
+    assert json.loads((run / "answers.json").read_text()) == {"blue": 0, "green": 1, "red": 2}
+    assert result.bad_samples.total == 2  # the two broken files are counted, the run goes on
+    # The fingerprint is the folders' listing (names, sizes), not a manifest hash: a new photo changes it.
+    before = data_fingerprint(recipe(data, "data.train=train", "data.val=val"))
+    assert before["manifests"] == [str((data / "train").resolve()), str((data / "val").resolve())]
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(data / "train" / "red" / "new.png")
+    assert data_fingerprint(recipe(data, "data.train=train", "data.val=val"))["hash"] != before["hash"]
+
+
+def test_split_lists_select_the_clips_of_each_split(tmp_path: Path) -> None:
+    data = class_folders(tmp_path / "UCF", per_class=4)
+    lists = tmp_path / "UCF" / "lists"
+    lists.mkdir()
+    (lists / "trainlist01.txt").write_text("".join(f"{c}/{i}.png\n" for c in COLOURS for i in range(3)))
+    (lists / "testlist01.txt").write_text("".join(f"{c}/3.png\n" for c in COLOURS))
+    options = [
+        "data.train=.",
+        "data.val=.",
+        "data.train_options={split_list: lists/trainlist01.txt}",  # relative to data.path, as the splits are
+        "data.val_options={split_list: lists/testlist01.txt}",
+    ]
+    train = read_rows(recipe(data, *options).data, "train", BadSampleLog())
+    val = read_rows(recipe(data, *options).data, "val", BadSampleLog())
+    assert (len(train), len(val)) == (9, 3)
+    assert {row.id for row in val} == {f"{c}/3.png" for c in COLOURS}
+    assert {row.label for row in train} == set(COLOURS)
+
+
+def test_esc50_folds_and_reader_options_that_do_not_exist(tmp_path: Path) -> None:
+    import soundfile as sf
+
+    root = tmp_path / "ESC-50"
+    (root / "meta").mkdir(parents=True)
+    (root / "audio").mkdir()
+    rows = ["filename,fold,target,category,esc10,src_file,take"]
+    for i in range(6):
+        name = f"{i % 3 + 1}-{i}-A-{i % 2}.wav"
+        sf.write(root / "audio" / name, np.zeros(800, dtype=np.float32), 8000)
+        rows.append(f"{name},{i % 3 + 1},{i % 2},{['dog', 'rain'][i % 2]},False,{i},A")
+    (root / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n")
+    base = [f"data.path={tmp_path}", "data.train=ESC-50", "data.val=ESC-50"]
+    data = load_recipe("shapes-speaker", [*base, "data.train_options={folds: [1, 2]}", "data.val_options={folds: [3]}"])
+    train, val = (read_rows(data.data, role, BadSampleLog()) for role in ("train", "val"))
+    assert (len(train), len(val)) == (4, 2) and {row.label for row in val} == {"dog", "rain"}
+    wrong = load_recipe("shapes-speaker", [*base, "data.train_options={split: train}"])
+    with pytest.raises(ConfigError, match=r"data.train_options: the esc50 reader \(.*ESC-50\) takes no option 'split'"):
+        read_rows(wrong.data, "train", BadSampleLog())
+
+
+def test_a_validation_share_is_the_same_rows_whatever_their_order(tmp_path: Path) -> None:
+    data = class_folders(tmp_path / "photos", per_class=20)
+    rows = read_rows(recipe(data, "data.train=.", "data.val_share=0.25").data, "train", BadSampleLog())
+    train, val = hold_out(rows, 0.25)
+    assert len(train) + len(val) == 60 and 5 <= len(val) <= 25
+    again_train, again_val = hold_out(list(reversed(rows)), 0.25)
+    assert {r.id for r in again_val} == {r.id for r in val} and not {r.id for r in train} & {r.id for r in val}
+    with pytest.raises(ConfigError, match="leaves .* to validate"):
+        hold_out(rows[:1], 0.25)
+    with pytest.raises(ConfigError, match="set val: null, or drop val_share"):
+        recipe(data, "data.train=.", "data.val=val.jsonl", "data.val_share=0.25")
+
+
+def test_clear_errors_for_splits_that_are_not_there_or_not_datasets(tmp_path: Path) -> None:
+    data = class_folders(tmp_path / "photos")
+    with pytest.raises(ConfigError, match=r"data.train: .*/photos/missing: no such file or folder"):
+        read_rows(recipe(data, "data.train=missing").data, "train", BadSampleLog())
+    with pytest.raises(ConfigError, match="label_key picks an entry of a manifest's dict labels; .* is imagefolder"):
+        read_rows(recipe(data, "data.train=.", "data.label_key=colour").data, "train", BadSampleLog())
+    (data / "notes.jsonl").write_text('{"image": "red/0.png", "label": "red"}\n')
+    manifest = recipe(data, "data.train=notes.jsonl", "data.train_options={folds: [1]}")
+    with pytest.raises(ConfigError, match="is a manifest, which takes no reader options"):
+        read_rows(manifest.data, "train", BadSampleLog())
+    with pytest.raises(ConfigError, match=r"data.train: .*photos: directory holds manifests \(notes.jsonl\)"):
+        read_rows(recipe(data, "data.train=.").data, "train", BadSampleLog())
