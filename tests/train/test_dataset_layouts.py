@@ -97,13 +97,19 @@ def test_esc50_folds_and_reader_options_that_do_not_exist(tmp_path: Path) -> Non
         sf.write(root / "audio" / name, np.zeros(800, dtype=np.float32), 8000)
         rows.append(f"{name},{i % 3 + 1},{i % 2},{['dog', 'rain'][i % 2]},False,{i},A")
     (root / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n")
+    Image.new("RGB", (4, 4)).save(root / "esc50.gif")  # the repository's own picture: not a media folder
     base = [f"data.path={tmp_path}", "data.train=ESC-50", "data.val=ESC-50"]
     data = load_recipe("shapes-speaker", [*base, "data.train_options={folds: [1, 2]}", "data.val_options={folds: [3]}"])
     train, val = (read_rows(data.data, role, BadSampleLog()) for role in ("train", "val"))
     assert (len(train), len(val)) == (4, 2) and {row.label for row in val} == {"dog", "rain"}
-    wrong = load_recipe("shapes-speaker", [*base, "data.train_options={split: train}"])
-    with pytest.raises(ConfigError, match=r"data.train_options: the esc50 reader \(.*ESC-50\) takes no option 'split'"):
-        read_rows(wrong.data, "train", BadSampleLog())
+    for options, why in (
+        ("{split: train}", "unexpected keyword argument 'split'"),
+        ("{folds: 1}", "not iterable"),
+        ("{strict: true}", "strict is not a reader option here"),
+    ):
+        wrong = load_recipe("shapes-speaker", [*base, f"data.train_options={options}"])
+        with pytest.raises(ConfigError, match=rf"data.train_options.*{why}"):
+            read_rows(wrong.data, "train", BadSampleLog())
 
 
 def test_a_validation_share_is_the_same_rows_whatever_their_order(tmp_path: Path) -> None:
@@ -121,9 +127,12 @@ def test_a_validation_share_is_the_same_rows_whatever_their_order(tmp_path: Path
 
 def test_clear_errors_for_splits_that_are_not_there_or_not_datasets(tmp_path: Path) -> None:
     data = class_folders(tmp_path / "photos")
-    with pytest.raises(ConfigError, match=r"data.train: .*/photos/missing: no such file or folder"):
-        read_rows(recipe(data, "data.train=missing").data, "train", BadSampleLog())
-    with pytest.raises(ConfigError, match="label_key picks an entry of a manifest's dict labels; .* is imagefolder"):
+    for missing in ("missing", "missing.jsonl"):
+        with pytest.raises(ConfigError, match=rf"data.train: .*/photos/{missing}: no such file or folder"):
+            read_rows(recipe(data, f"data.train={missing}").data, "train", BadSampleLog())
+    with pytest.raises(ConfigError, match="is a plain folder of media files, without labels or captions"):
+        read_rows(recipe(data, "data.train=red").data, "train", BadSampleLog())
+    with pytest.raises(ConfigError, match=r"label_key picks an entry of a manifest's dict labels; .*\(imagefolder\)"):
         read_rows(recipe(data, "data.train=.", "data.label_key=colour").data, "train", BadSampleLog())
     (data / "notes.jsonl").write_text('{"image": "red/0.png", "label": "red"}\n')
     manifest = recipe(data, "data.train=notes.jsonl", "data.train_options={folds: [1]}")
@@ -131,3 +140,26 @@ def test_clear_errors_for_splits_that_are_not_there_or_not_datasets(tmp_path: Pa
         read_rows(manifest.data, "train", BadSampleLog())
     with pytest.raises(ConfigError, match=r"data.train: .*photos: directory holds manifests \(notes.jsonl\)"):
         read_rows(recipe(data, "data.train=.").data, "train", BadSampleLog())
+
+
+def test_validation_share_and_same_splits_in_a_run_and_home_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = class_folders(tmp_path / "photos", per_class=10)
+    shared = run_recipe(recipe(data, "data.train=.", "data.val_share=0.3"), tmp_path / "shared", progress=False)
+    assert shared.best_metric is not None  # validated on the held-out rows
+    same = tmp_path / "same"
+    run_recipe(recipe(data, "data.train=.", "data.val=."), same, progress=False)
+    assert "warning: data.val reads the same rows as data.train" in (same / "train.log").read_text()
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert recipe("~/photos", "data.train=.").data.path == str(data)
+
+
+def test_manifest_runs_keep_their_fingerprint(tmp_path: Path) -> None:
+    """A run started before other layouts hashed its manifests alone: resumed now, it must hash the same."""
+    from polymodal.fsutil import data_hash
+
+    (tmp_path / "train.jsonl").write_text('{"image": "a.png", "label": "red"}\n')
+    (tmp_path / "val.jsonl").write_text('{"image": "b.png", "label": "red"}\n')
+    fingerprint = data_fingerprint(recipe(tmp_path, "data.train=train.jsonl", "data.val=val.jsonl"))
+    assert fingerprint["hash"] == data_hash([tmp_path / "train.jsonl", tmp_path / "val.jsonl"], tmp_path)

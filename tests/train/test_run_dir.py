@@ -69,7 +69,7 @@ def test_a_resume_on_changed_manifests_warns_and_keeps_the_fingerprint_it_starte
     resumed = runner.invoke(app, ["train", "--resume", str(stopped_run)])
     assert resumed.exit_code == 0, resumed.output
     said = " ".join(resumed.output.split())
-    assert f"warning: the training data changed since {stopped_run} started: its manifests" in said
+    assert f"warning: the training data changed since {stopped_run} started: its splits" in said
     assert f"hash {started['hash'][:12]} in {stopped_run / 'data.json'}" in said
     assert "warning: the training data changed" in (stopped_run / "train.log").read_text()
     assert json.loads((stopped_run / "data.json").read_text()) == started

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,8 @@ from polymodal.data.processors import (
     TextProcessor,
     processor_from_settings,
 )
-from polymodal.data.readers import detect_format, open_dataset, read_manifest
+from polymodal.data.readers import FoundDataset, find_dataset
+from polymodal.data.readers.webdataset import is_shard_pattern
 from polymodal.data.schema import Sample
 from polymodal.data.text import TextTokenizer, train_tokenizer
 from polymodal.models import find_model_dir
@@ -39,15 +39,24 @@ def split_path(data: DataSection, name: str) -> Path:
     return Path(data.path) / Path(name).expanduser()
 
 
-def split_format(data: DataSection, role: str) -> str:
-    """The reader of split ``role`` (train or val): its format name, or ConfigError naming data.ROLE."""
+def split_options(data: DataSection, role: str) -> dict[str, Any]:
+    """data.ROLE_options with the paths in them under data.path (unless absolute)."""
+    options = dict(getattr(data, f"{role}_options"))
+    for key in PATH_OPTIONS:
+        if isinstance(options.get(key), str):
+            options[key] = str(Path(data.path) / Path(options[key]).expanduser())
+    return options
+
+
+def find_split(data: DataSection, role: str) -> FoundDataset:
+    """Split ``role`` (train or val) with its format found, or ConfigError naming data.ROLE."""
     path = split_path(data, getattr(data, role))
+    if not path.exists() and not is_shard_pattern(path):
+        raise ConfigError(f"data.{role}: {path}: no such file or folder")
     try:
-        return detect_format(path)
+        return find_dataset(path)
     except ValueError as e:
-        raise ConfigError(
-            f"data.{role}: {path}: no such file or folder" if not path.exists() else f"data.{role}: {e}"
-        ) from None
+        raise ConfigError(f"data.{role}: {e}") from None
 
 
 def read_rows(
@@ -55,28 +64,29 @@ def read_rows(
 ) -> list[Sample]:
     """The rows of split ``role`` (train or val); with ``modalities`` (what the model reads), only their files
     must exist in a manifest's rows. A dataset in another layout is read by its own reader, with data.ROLE_options."""
-    path, options = split_path(data, getattr(data, role)), dict(getattr(data, f"{role}_options"))
-    fmt = split_format(data, role)
-    if fmt == "manifest":
+    found = find_split(data, role)
+    where = f"{found.path} ({found.format})"
+    options = split_options(data, role)
+    if found.format == "manifest":
         if options:
-            raise ConfigError(f"data.{role}_options: {path} is a manifest, which takes no reader options")
-        return list(
-            read_manifest(
-                path, strict=data.strict, bad_log=bad_log, label_key=data.label_key, checked_fields=modalities
-            )
+            raise ConfigError(f"data.{role}_options: {where} is a manifest, which takes no reader options")
+        return list(found.open(data.strict, bad_log, label_key=data.label_key, checked_fields=modalities))
+    if found.format == "mediafolder":
+        raise ConfigError(
+            f"data.{role}: {where} is a plain folder of media files, without labels or captions to train on; put "
+            "them in class folders or list them in a manifest"
         )
     if data.label_key is not None:
-        raise ConfigError(f"data.label_key picks an entry of a manifest's dict labels; {path} is {fmt}")
-    for key in PATH_OPTIONS:
-        if isinstance(options.get(key), str):
-            options[key] = str(Path(data.path) / Path(options[key]).expanduser())
+        raise ConfigError(f"data.label_key picks an entry of a manifest's dict labels; {where} has no such labels")
+    for fixed in ("strict", "bad_log"):
+        if fixed in options:
+            raise ConfigError(f"data.{role}_options: {fixed} is not a reader option here (data.strict sets it)")
     try:
-        return list(open_dataset(path, strict=data.strict, bad_log=bad_log, **options))
-    except TypeError as e:
-        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(e))
-        if unknown is None:
-            raise
-        raise ConfigError(f"data.{role}_options: the {fmt} reader ({path}) takes no option {unknown[1]!r}") from None
+        return list(found.open(data.strict, bad_log, **options))
+    except TypeError as e:  # an option its reader lacks, or of the wrong kind (folds: 1 for [1])
+        raise ConfigError(
+            f"data.{role}_options {dict(getattr(data, f'{role}_options'))}: the {where} reader: {e}"
+        ) from None
 
 
 def hold_out(rows: list[Sample], share: float) -> tuple[list[Sample], list[Sample]]:

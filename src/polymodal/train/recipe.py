@@ -111,6 +111,12 @@ class DataSection(Config):
         "among the DataLoader workers (each holds its own); 0: prepare every time",
     )
 
+    @field_validator("path")
+    @classmethod
+    def _home(cls, value: str) -> str:
+        """``~/data`` as the shell would expand it (``--set data.path=~/data`` reaches here unexpanded)."""
+        return str(Path(value).expanduser()) if value.startswith("~") else value
+
     @model_validator(mode="before")
     @classmethod
     def _val_share_replaces_val(cls, data: Any) -> Any:

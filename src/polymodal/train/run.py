@@ -1,7 +1,7 @@
 """``run_recipe``: read the data, build the model and its objective, train, and save the model with its processors.
 
 The run directory ends up holding the resolved ``config.yaml`` (paths made absolute), ``data.json`` (the
-manifests' hash), ``metrics.jsonl``, ``train.log``, checkpoints, ``bad_samples.jsonl`` (when samples were skipped),
+splits' hash), ``metrics.jsonl``, ``train.log``, checkpoints, ``bad_samples.jsonl`` (when samples were skipped),
 ``train_summary.json``, and ``best/`` and ``model/`` (saved model directories).
 """
 
@@ -20,6 +20,8 @@ from accelerate.utils import set_seed
 from polymodal.config import ConfigError
 from polymodal.data.errors import BadSampleSummary
 from polymodal.data.processors import TOKENIZER_DIR
+from polymodal.data.readers import expand_shards
+from polymodal.data.readers.webdataset import is_shard_pattern
 from polymodal.fsutil import data_hash, listing_hash, write_atomic
 from polymodal.models import save_model
 from polymodal.models.saved import ANSWERS_FILE
@@ -36,6 +38,7 @@ from polymodal.train.build import (
 from polymodal.train.checkpoint import list_checkpoints
 from polymodal.train.objectives import ContrastiveObjective
 from polymodal.train.prepare import (
+    PATH_OPTIONS,
     choose_tokenizer,
     default_view,
     hold_out,
@@ -43,6 +46,7 @@ from polymodal.train.prepare import (
     make_datasets,
     read_rows,
     saved_outputs,
+    split_options,
     split_path,
 )
 from polymodal.train.recipe import Recipe
@@ -51,26 +55,43 @@ from polymodal.train.trainer import Trainer, TrainResult, append_train_log
 from polymodal.train.validation import make_validator
 
 SUMMARY_FILE = "train_summary.json"
-DATA_FILE = "data.json"  # in the run directory: the manifests the run trains on and their content hash
+DATA_FILE = "data.json"  # in the run directory: the splits the run trains on and their hash
 
 
 def data_fingerprint(recipe: Recipe) -> dict[str, Any]:
     """The identity of a recipe's data that is cheap to take: the sha256 of its split files (manifests, a COCO
-    JSON, a CSV: names and contents, as ``polymodal eval`` hashes what it reads), not of the media they point to; a
-    split that is a folder (class folders, shards) by its files' names and sizes, and reader options as given."""
+    JSON, a CSV) and of files its reader options name (split lists), names and contents as ``polymodal eval``
+    hashes what it reads, not of the media they point to; a split that is a folder or shards by its files' names
+    and sizes; and the reader options. ``manifests`` (its key since runs had only those) names the splits."""
     root = Path(recipe.data.path).resolve()
     roles = [role for role in ("train", "val") if getattr(recipe.data, role)]
     splits = [split_path(recipe.data, getattr(recipe.data, role)).resolve() for role in roles]
-    files = [p for p in splits if p.is_file() and p.suffix.lower() != ".tar"]
+    options = {f"{role}_options": split_options(recipe.data, role) for role in roles}
+    named = [Path(v) for role in options.values() for k, v in role.items() if k in PATH_OPTIONS]
+    files = [p for p in [*splits, *named] if p.is_file() and p.suffix.lower() != ".tar"]
     digest = data_hash(files, root)
-    others = [p for p in splits if p.exists() and p not in files]
-    options = {f"{role}_options": getattr(recipe.data, f"{role}_options") for role in roles}
-    if others or any(options.values()):  # manifests alone hash as they always did: a resumed run's note stays quiet
-        listing = {str(p): listing_hash(p) for p in others}
+    listed = [p for p in splits if p.exists() and p not in files]
+    shards = [Path(s) for p in splits if not p.exists() and is_shard_pattern(p) for s in expand_shards(p)]
+    if listed or shards or any(options.values()):  # manifests alone hash as they always did: no note on resume
+        listing = {str(p): listing_hash(p) for p in [*listed, *shards] if p.exists()}
         digest = hashlib.sha256(
             json.dumps([digest, listing, options], sort_keys=True, default=str).encode()
         ).hexdigest()
-    return {"path": str(root), "manifests": [str(p) for p in splits if p.exists()], "hash": digest}
+    return {"path": str(root), "manifests": [str(p) for p in splits], "hash": digest}
+
+
+def same_splits_note(recipe: Recipe) -> str | None:
+    """A warning when data.val reads what data.train reads (the same split and options): validation would measure
+    how well the model fits its training rows."""
+    data = recipe.data
+    if data.val is None or split_path(data, data.train).resolve() != split_path(data, data.val).resolve():
+        return None
+    if split_options(data, "train") != split_options(data, "val"):
+        return None
+    return (
+        f"warning: data.val reads the same rows as data.train ({split_path(data, data.train)}, the same options): "
+        "validation measures the fit to training rows; give data.val_options (folds, split_list) or data.val_share"
+    )
 
 
 def changed_data_note(run_dir: Path, now: dict[str, Any]) -> str | None:
@@ -82,7 +103,7 @@ def changed_data_note(run_dir: Path, now: dict[str, Any]) -> str | None:
     if not isinstance(then, dict) or then.get("hash") == now["hash"]:
         return None
     return (
-        f"warning: the training data changed since {run_dir} started: its manifests ({', '.join(now['manifests'])}) "
+        f"warning: the training data changed since {run_dir} started: its splits ({', '.join(now['manifests'])}) "
         f"hash {str(then.get('hash'))[:12]} in {run_dir / DATA_FILE}, {now['hash'][:12]} now; the run continues "
         "on the data as it is now, so it will not end as one never stopped would have"
     )
@@ -203,8 +224,9 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
     )
     if resume:
         trainer.resume()
-    if data_note is not None:
-        trainer.notes.append(data_note)
+    for note in (data_note, same_splits_note(recipe)):
+        if note is not None:
+            trainer.notes.append(note)
     result = trainer.fit()
     result.transfer = transfer.to_dict() if transfer is not None else None
 

@@ -11,7 +11,14 @@ from polymodal.data.readers.cifar import cifar_classes, read_cifar
 from polymodal.data.readers.classfolders import read_class_folders
 from polymodal.data.readers.clotho import read_clotho
 from polymodal.data.readers.coco import KARPATHY_SPLITS, read_coco_captions, read_karpathy
-from polymodal.data.readers.dispatch import FORMATS, detect_format, open_dataset, open_dataset_with_format
+from polymodal.data.readers.dispatch import (
+    FORMATS,
+    FoundDataset,
+    detect_format,
+    find_dataset,
+    open_dataset,
+    open_dataset_with_format,
+)
 from polymodal.data.readers.esc50 import read_esc50
 from polymodal.data.readers.kinetics import read_kinetics
 from polymodal.data.readers.manifest import read_manifest
@@ -24,7 +31,9 @@ __all__ = [
     "FORMATS",
     "KARPATHY_SPLITS",
     "cifar_classes",
+    "FoundDataset",
     "detect_format",
+    "find_dataset",
     "expand_shards",
     "open_dataset",
     "open_dataset_with_format",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,8 @@ def _detect(path: str | os.PathLike) -> tuple[str, Any]:
         return "msrvtt", None
     if p.suffix.lower() in MANIFEST_SUFFIXES:
         return "manifest", None
+    if p.is_dir() and is_esc50(p):  # before media folders: the ESC-50 repository has esc50.gif at its top
+        return "esc50", None
     if is_media_folder(p):  # before shards and manifests: a .tar or a labels.csv beside the photos is not the data
         return "mediafolder", None
     if is_shard_pattern(p) or (p.is_dir() and any(p.glob("*.tar"))):
@@ -82,8 +85,6 @@ def _detect(path: str | os.PathLike) -> tuple[str, Any]:
         manifests = sorted(q.name for q in p.iterdir() if q.suffix.lower() in MANIFEST_SUFFIXES)
         if manifests:
             raise ValueError(f"{p}: directory holds manifests ({', '.join(manifests)}): pass one of them")
-        if is_esc50(p):
-            return "esc50", None
         if is_class_folders(p):
             return "imagefolder", None
         raise ValueError(
@@ -128,8 +129,27 @@ def open_dataset_with_format(
 ) -> tuple[str, Iterator[Sample]]:
     """(format name, samples): :func:`open_dataset` for callers that report the format too,
     without detecting (and parsing a large JSON) twice."""
+    found = find_dataset(path)
+    return found.format, found.open(strict, bad_log, **kw)
+
+
+@dataclass(frozen=True)
+class FoundDataset:
+    """A dataset whose format is known (and its JSON parsed, for the JSON formats): open it with the options its
+    reader takes, which may depend on the format."""
+
+    path: str | os.PathLike
+    format: str
+    parsed: Any = None
+
+    def open(self, strict: bool = False, bad_log: BadSampleLog | None = None, **kw: Any) -> Iterator[Sample]:
+        return _open(self.format, self.parsed, self.path, strict, bad_log, dict(kw))
+
+
+def find_dataset(path: str | os.PathLike) -> FoundDataset:
+    """The dataset at ``path`` with its format detected (ValueError saying why there is none)."""
     fmt, data = _detect(path)
-    return fmt, _open(fmt, data, path, strict, bad_log, kw)
+    return FoundDataset(path, fmt, data)
 
 
 def _open(
