@@ -9,7 +9,12 @@ the direction that most raises the cross-entropy of the true class. From scratch
 shape, in a short run (see docs/training.md), so colour accuracy (the predicted class has the scene's colour) is the
 figure; colour-shape is printed too. Accuracy has a 95% bootstrap interval.
 
-Run: ``.venv/bin/python benchmarks/adversarial_training.py [--n 6000] [--steps 400] [--data DIR] [--out FILE]``
+``--models standard,finetuned`` adds (or keeps only) the standard model fine-tuned on PGD examples for
+``--finetune-steps`` at a tenth of the learning rate: robust fine-tuning of a trained model, the usual practice for
+pretrained towers.
+
+Run: ``.venv/bin/python benchmarks/adversarial_training.py [--n 6000] [--steps 400] [--models M,M] [--data DIR]
+[--out FILE]``
 """
 
 from __future__ import annotations
@@ -38,9 +43,16 @@ BATCH = 64
 RESAMPLES = 1000
 
 
-def train(data: Path, run_dir: Path, args: argparse.Namespace, epsilon: float | None) -> dict[str, Any]:
-    overrides = [f"data.path={data}", f"train.steps={args.steps}", f"train.eval_every={args.steps}"]
+def train(
+    data: Path, run_dir: Path, args: argparse.Namespace, epsilon: float | None, init_from: Path | None = None
+) -> dict[str, Any]:
+    """A shapes-clip run: from scratch for ``--steps``, or fine-tuned from ``init_from`` for ``--finetune-steps``
+    (at a tenth of the learning rate); with ``epsilon``, on PGD examples."""
+    steps = args.steps if init_from is None else args.finetune_steps
+    overrides = [f"data.path={data}", f"train.steps={steps}", f"train.eval_every={steps}"]
     overrides.append("train.tensorboard=false")
+    if init_from is not None:
+        overrides += [f"model.init_from={init_from}", "train.lr=5.0e-5", f"train.warmup_steps={max(1, steps // 10)}"]
     if epsilon is not None:
         attack = f"epsilon: {epsilon}, steps: {args.train_attack_steps}, clean_weight: {args.clean_weight}"
         overrides.append(f"objective.adversarial_examples={{{attack}}}")
@@ -82,6 +94,12 @@ def main() -> None:
     parser.add_argument("--train-epsilon", type=float, default=4 / 255, help="adversarial training's epsilon")
     parser.add_argument("--train-attack-steps", type=int, default=2, help="PGD steps per training batch")
     parser.add_argument("--clean-weight", type=float, default=1.0, help="weight of the clean images' loss")
+    parser.add_argument(
+        "--models",
+        default="standard,adversarial",
+        help="which of standard, adversarial (from scratch), finetuned (the standard model fine-tuned adversarially)",
+    )
+    parser.add_argument("--finetune-steps", type=int, default=200, help="adversarial fine-tuning steps (finetuned)")
     parser.add_argument("--epsilons", default="0,0.00784,0.0157,0.0314,0.0627", help="attack radii (of [0, 1])")
     parser.add_argument("--attack-steps", type=int, default=10, help="PGD steps of the evaluation attack")
     parser.add_argument("--threads", type=int, help="torch threads (default: POLYMODAL_THREADS)")
@@ -94,14 +112,19 @@ def main() -> None:
     machine = machine_record(choose_precision("fp32", "cpu"), budget.choice)
     print(f"{describe_record(machine)} (the attacks); training in the recipe's precision (auto)")
     epsilons = [float(e) for e in args.epsilons.split(",")]
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if set(models) - {"standard", "adversarial", "finetuned"} or ("finetuned" in models and "standard" not in models):
+        parser.error(f"--models {args.models}: choose from standard, adversarial, finetuned (finetuned needs standard)")
     results: dict[str, Any] = {"machine": machine, "args": {k: str(v) for k, v in vars(args).items()}, "models": {}}
     with tempfile.TemporaryDirectory(prefix="polymodal-adversarial-") as tmp:
         data = args.data or Path(tmp) / "shapes"
         if not is_complete(data, args.n, 0, 64):
             generate_shapesworld(data, args.n, seed=0, image_size=64, workers=2, progress=False)
         images, labels = scenes(data, "test")
-        for name, epsilon in (("standard", None), ("adversarial", args.train_epsilon)):
-            trained = train(data, Path(tmp) / name, args, epsilon)
+        for name in models:
+            epsilon = None if name == "standard" else args.train_epsilon
+            init_from = find_model_dir(Path(tmp) / "standard") if name == "finetuned" else None
+            trained = train(data, Path(tmp) / name, args, epsilon, init_from)
             ctx = EvalContext(model=str(find_model_dir(Path(tmp) / name)), batch_size=BATCH)
             started = time.perf_counter()
             classes = zero_shot_classifier(ctx.embed_texts, CLASSES, SHAPES_TEMPLATES)
@@ -112,17 +135,23 @@ def main() -> None:
             took = f"{trained['steps']} steps in {trained['seconds']:.0f} s"
             print(f"{name}: trained {took} ({describe_record(trained['machine'])})")
     trained_on = f"epsilon {args.train_epsilon:.4f}, PGD-{args.train_attack_steps}, clean weight {args.clean_weight:g}"
+    headers = {
+        "standard": f"standard ({args.steps} steps)",
+        "adversarial": f"adversarial ({args.steps} steps)",
+        "finetuned": f"standard + {args.finetune_steps} adversarial steps",
+    }
     print(f"\n### {len(labels)} one-object test scenes, zero-shot accuracy (95% CI) under PGD-{args.attack_steps}")
-    print(f"| epsilon (of [0, 1]) | figure | standard training | adversarial training ({trained_on}) |")
-    print("|---|---|---:|---:|")
+    print(f"adversarial examples in training: {trained_on}")
+    print(f"| epsilon (of [0, 1]) | figure | {' | '.join(headers[m] for m in models)} |")
+    print("|---|---|" + "---:|" * len(models))
     for e in epsilons:
         label = "clean" if e == 0 else f"{e:.4f} ({e * 255:.0f}/255)"
         for figure in ("colour", "colour_shape"):
             cells = []
-            for name in ("standard", "adversarial"):
+            for name in models:
                 a = results["models"][name]["accuracy"][str(e)][figure]
                 cells.append(f"{a['accuracy']:.3f} ({a['ci95'][0]:.3f}-{a['ci95'][1]:.3f})")
-            print(f"| {label} | {figure.replace('_', '-')} | {cells[0]} | {cells[1]} |")
+            print(f"| {label} | {figure.replace('_', '-')} | {' | '.join(cells)} |")
     if args.out:
         write_atomic(args.out, json.dumps(results, indent=1))
 
