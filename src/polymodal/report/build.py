@@ -302,7 +302,9 @@ class _Builder:
         attacked = [(run, rob) for run, rob in robust if rob.adversarial]
         if attacked:
             lines = [
-                self.series(run, ((float(e) * 255, v) for e, v in rob.adversarial.items())) for run, rob in attacked
+                # In 255ths, rounded: the keys keep six figures (4/255 is 0.0156863, 4.00001/255).
+                self.series(run, ((round(float(e) * 255, 3), v) for e, v in rob.adversarial.items()))
+                for run, rob in attacked
             ]
             title = f"Robustness to adversarial examples ({metric})"
             png = plots.line_panels(title, {"PGD, L-inf": lines}, "epsilon (/255)", metric)
