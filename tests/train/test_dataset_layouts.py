@@ -4,6 +4,7 @@ folders (with UCF101-style split lists), ESC-50 folds, a validation share held o
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,8 @@ def test_a_classifier_trains_on_class_folders_and_counts_their_bad_files(tmp_pat
     assert result.step == 4 and result.best_metric is not None
     assert json.loads((run / "answers.json").read_text()) == {"blue": 0, "green": 1, "red": 2}
     assert result.bad_samples.total == 2  # the two broken files are counted, the run goes on
+    said = (run / "train.log").read_text()
+    assert f"data: train 20 rows ({data / 'train'}, imagefolder); val 6 rows ({data / 'val'}, imagefolder)" in said
     # The fingerprint is the folders' listing (names, sizes), not a manifest hash: a new photo changes it.
     before = data_fingerprint(recipe(data, "data.train=train", "data.val=val"))
     assert before["manifests"] == [str((data / "train").resolve()), str((data / "val").resolve())]
@@ -78,8 +81,9 @@ def test_split_lists_select_the_clips_of_each_split(tmp_path: Path) -> None:
         "data.train_options={split_list: lists/trainlist01.txt}",  # relative to data.path, as the splits are
         "data.val_options={split_list: lists/testlist01.txt}",
     ]
-    train = read_rows(recipe(data, *options).data, "train", BadSampleLog())
-    val = read_rows(recipe(data, *options).data, "val", BadSampleLog())
+    train, layout = read_rows(recipe(data, *options).data, "train", BadSampleLog())
+    val, _ = read_rows(recipe(data, *options).data, "val", BadSampleLog())
+    assert layout == "imagefolder"
     assert (len(train), len(val)) == (9, 3)
     assert {row.id for row in val} == {f"{c}/3.png" for c in COLOURS}
     assert {row.label for row in train} == set(COLOURS)
@@ -100,7 +104,8 @@ def test_esc50_folds_and_reader_options_that_do_not_exist(tmp_path: Path) -> Non
     Image.new("RGB", (4, 4)).save(root / "esc50.gif")  # the repository's own picture: not a media folder
     base = [f"data.path={tmp_path}", "data.train=ESC-50", "data.val=ESC-50"]
     data = load_recipe("shapes-speaker", [*base, "data.train_options={folds: [1, 2]}", "data.val_options={folds: [3]}"])
-    train, val = (read_rows(data.data, role, BadSampleLog()) for role in ("train", "val"))
+    (train, layout), (val, _) = (read_rows(data.data, role, BadSampleLog()) for role in ("train", "val"))
+    assert layout == "esc50"
     assert (len(train), len(val)) == (4, 2) and {row.label for row in val} == {"dog", "rain"}
     for options, why in (
         ("{split: train}", "unexpected keyword argument 'split'"),
@@ -114,7 +119,7 @@ def test_esc50_folds_and_reader_options_that_do_not_exist(tmp_path: Path) -> Non
 
 def test_a_validation_share_is_the_same_rows_whatever_their_order(tmp_path: Path) -> None:
     data = class_folders(tmp_path / "photos", per_class=20)
-    rows = read_rows(recipe(data, "data.train=.", "data.val_share=0.25").data, "train", BadSampleLog())
+    rows, _ = read_rows(recipe(data, "data.train=.", "data.val_share=0.25").data, "train", BadSampleLog())
     train, val = hold_out(rows, 0.25)
     assert len(train) + len(val) == 60 and 5 <= len(val) <= 25
     again_train, again_val = hold_out(list(reversed(rows)), 0.25)
@@ -148,6 +153,8 @@ def test_validation_share_and_same_splits_in_a_run_and_home_paths(
     data = class_folders(tmp_path / "photos", per_class=10)
     shared = run_recipe(recipe(data, "data.train=.", "data.val_share=0.3"), tmp_path / "shared", progress=False)
     assert shared.best_metric is not None  # validated on the held-out rows
+    said = (tmp_path / "shared" / "train.log").read_text()
+    assert re.search(r"data: train 30 rows \(.*photos, imagefolder\); \d+ of them held out to validate", said)
     same = tmp_path / "same"
     run_recipe(recipe(data, "data.train=.", "data.val=."), same, progress=False)
     assert "warning: data.val reads the same rows as data.train" in (same / "train.log").read_text()

@@ -59,18 +59,28 @@ def find_split(data: DataSection, role: str) -> FoundDataset:
         raise ConfigError(f"data.{role}: {e}") from None
 
 
+def describe_data(data: DataSection, read: dict[str, tuple[list[Sample], str]]) -> str:
+    """What a run reads, for its first lines: ``read`` is role -> (rows, layout) of each split read."""
+    parts = [
+        f"{role} {len(rows):,} rows ({split_path(data, getattr(data, role))}, {layout})"
+        for role, (rows, layout) in read.items()
+    ]
+    return "data: " + "; ".join(parts)
+
+
 def read_rows(
     data: DataSection, role: str, bad_log: BadSampleLog, modalities: Collection[str] | None = None
-) -> list[Sample]:
-    """The rows of split ``role`` (train or val); with ``modalities`` (what the model reads), only their files
-    must exist in a manifest's rows. A dataset in another layout is read by its own reader, with data.ROLE_options."""
+) -> tuple[list[Sample], str]:
+    """(the rows of split ``role`` (train or val), its layout: manifest, imagefolder, esc50 ...); with
+    ``modalities`` (what the model reads), only their files must exist in a manifest's rows. A dataset in another
+    layout is read by its own reader, with data.ROLE_options."""
     found = find_split(data, role)
     where = f"{found.path} ({found.format})"
     options = split_options(data, role)
     if found.format == "manifest":
         if options:
             raise ConfigError(f"data.{role}_options: {where} is a manifest, which takes no reader options")
-        return list(found.open(data.strict, bad_log, label_key=data.label_key, checked_fields=modalities))
+        return list(found.open(data.strict, bad_log, label_key=data.label_key, checked_fields=modalities)), "manifest"
     if found.format == "mediafolder":
         raise ConfigError(
             f"data.{role}: {where} is a plain folder of media files, without labels or captions to train on; put "
@@ -82,7 +92,7 @@ def read_rows(
         if fixed in options:
             raise ConfigError(f"data.{role}_options: {fixed} is not a reader option here (data.strict sets it)")
     try:
-        return list(found.open(data.strict, bad_log, **options))
+        return list(found.open(data.strict, bad_log, **options)), found.format
     except TypeError as e:  # an option its reader lacks, or of the wrong kind (folds: 1 for [1])
         raise ConfigError(
             f"data.{role}_options {dict(getattr(data, f'{role}_options'))}: the {where} reader: {e}"

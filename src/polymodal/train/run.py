@@ -41,6 +41,7 @@ from polymodal.train.prepare import (
     PATH_OPTIONS,
     choose_tokenizer,
     default_view,
+    describe_data,
     hold_out,
     labels_for,
     make_datasets,
@@ -160,15 +161,21 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
 
     # 1. Data: rows, tokenizer, labels.
     reads = model_inputs(check_recipe_before_data(recipe))  # a file in another column is not read
-    train_rows = read_rows(recipe.data, "train", bad_log, reads)
+    train_rows, train_layout = read_rows(recipe.data, "train", bad_log, reads)
     if not train_rows:
         counted = bad_log.finish()
         kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(counted.by_kind.items()))
         why = f": {counted.total} bad ({kinds}), listed in {bad_log.path}" if counted.total else ""
         raise ConfigError(f"{split_path(recipe.data, recipe.data.train)}: no usable samples{why}")
-    val_rows = read_rows(recipe.data, "val", bad_log, reads) if recipe.data.val else []
+    read = {"train": (train_rows, train_layout)}
+    if recipe.data.val:
+        read["val"] = read_rows(recipe.data, "val", bad_log, reads)
+    val_rows = read["val"][0] if "val" in read else []
     if recipe.data.val_share is not None:
         train_rows, val_rows = hold_out(train_rows, recipe.data.val_share)
+    data_read = describe_data(recipe.data, read)
+    if recipe.data.val_share is not None:
+        data_read += f"; {len(val_rows):,} of them held out to validate (data.val_share {recipe.data.val_share:g})"
     tokenizer, tokenizer_from_run = choose_tokenizer(recipe, train_rows, run_dir, resume)
     view = default_view(recipe)
     labels = labels_for(recipe, train_rows, view, run_dir, resume)
@@ -224,7 +231,7 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
     )
     if resume:
         trainer.resume()
-    for note in (data_note, same_splits_note(recipe)):
+    for note in (data_read, data_note, same_splits_note(recipe)):
         if note is not None:
             trainer.notes.append(note)
     result = trainer.fit()
