@@ -187,3 +187,14 @@ def listing_hash(path: str | os.PathLike) -> str:
     for p in files:
         digest.update(f"{p.relative_to(root) if root.is_dir() else p.name}\0{p.stat().st_size}\n".encode())
     return digest.hexdigest()
+
+
+# Characters str.splitlines() (but not a file's line iteration) ends a line at, which json.dumps leaves raw.
+_LINE_BREAKS_JSON_KEEPS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def json_line(value: Any, **options: Any) -> str:
+    """``value`` as one line of a JSON Lines file (with its newline), other scripts kept readable
+    (``ensure_ascii=False``) but every character any reader may split lines at escaped: a file name or reason holding
+    U+2028 would otherwise cut its record in two for ``splitlines()``."""
+    return json.dumps(value, ensure_ascii=False, **options).translate(_LINE_BREAKS_JSON_KEEPS) + "\n"

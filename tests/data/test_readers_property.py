@@ -87,7 +87,7 @@ def test_garbage_never_crashes_and_good_rows_survive(lines: list[tuple[bool, byt
                 assert by_row[row].id == json.loads(line)["id"]
         counted = sum(1 for _, line in lines if line.strip())  # blank lines are not rows
         assert len(samples) + log.total == counted
-        logged = (Path(tmp) / "bad.jsonl").read_text().splitlines() if log.total else []
+        logged = (Path(tmp) / "bad.jsonl").read_text().splitlines() if log.total else []  # escaped: whole lines
         assert len(logged) == log.total
         assert {json.loads(e)["row"] for e in logged}.isdisjoint(by_row)
 

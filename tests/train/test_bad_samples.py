@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from polymodal.data.errors import BadSampleError
-from polymodal.train.bad_samples import RunBadSampleLog, bad_samples_note
+from polymodal.train.bad_samples import RunBadSampleLog, bad_samples_note, read_bad_samples
 
 
 def bad(row: int, kind: str = "decode", reason: str = "cannot open as video") -> BadSampleError:
@@ -108,3 +108,17 @@ def test_a_missing_file_in_a_column_the_model_does_not_read_loses_no_row(tmp_pat
     recipe = load_recipe("shapes-clip", [*overrides, "train.warmup_steps=1", "train.batch_size=4"])
     result = run_recipe(recipe, tmp_path / "run", progress=False)
     assert result.step == 2 and result.bad_samples.total == 0
+
+
+def test_a_reason_holding_a_unicode_line_separator_stays_one_record(tmp_path: Path) -> None:
+    """json.dumps leaves U+2028, U+2029 and U+0085 raw, and str.splitlines() ends lines at them: a file name or
+    decoder message holding one cut its record in two (found by the manifest property test)."""
+    path = tmp_path / "bad_samples.jsonl"
+    log = RunBadSampleLog(path)
+    log.record(bad(2, reason="cannot open clip\u2028two\x85.mp4"))
+    assert len(path.read_text().splitlines()) == 1
+    assert lines(path)[0]["reason"] == "cannot open clip\u2028two\x85.mp4"
+    # A file written raw by an older version still reads as one record per newline.
+    path.write_text(json.dumps({**lines(path)[0], "row": 3}, ensure_ascii=False) + "\n", encoding="utf-8")
+    assert "\u2028" in path.read_text()
+    assert log.finish().total == 1 and [r["row"] for r in read_bad_samples(path)] == [3]

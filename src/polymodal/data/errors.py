@@ -9,7 +9,6 @@ to ``bad_samples.jsonl`` and lets the run go on.
 from __future__ import annotations
 
 import io
-import json
 import os
 import stat
 import threading
@@ -18,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from polymodal.fsutil import json_line
 
 
 class BadSampleError(ValueError):
@@ -107,7 +108,7 @@ class BadSampleLog:
             if self.path is not None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 with open(self.path, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(error.to_dict(), ensure_ascii=False) + "\n")
+                    f.write(json_line(error.to_dict()))
 
     @property
     def total(self) -> int:

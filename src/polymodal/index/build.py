@@ -424,7 +424,9 @@ def _reader_skips(log: BadSampleLog) -> Iterable[dict[str, Any]]:
     if log.path is None or not log.path.is_file():
         return []
     out = []
-    for line in log.path.read_text().splitlines():
+    for line in log.path.read_text(encoding="utf-8").split("\n"):  # not splitlines: U+2028 is no line end
+        if not line:
+            continue
         e = json.loads(line)
         path = e.get("id") or e.get("source")
         out.append(

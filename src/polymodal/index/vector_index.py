@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from polymodal.fsutil import atomic_directory, write_atomic
+from polymodal.fsutil import atomic_directory, json_line, write_atomic
 from polymodal.index import store
 from polymodal.index.kinds import (
     IndexParams,
@@ -371,7 +371,7 @@ def write_index(
         meta.vectors = int(index.ntotal)
         meta.updated = _now()
         _faiss().write_index(index, str(tmp / FAISS_FILE))
-        lines = "".join(json.dumps(s, ensure_ascii=False) + "\n" for s in skipped)
+        lines = "".join(json_line(s) for s in skipped)
         if old_skipped or lines:
             (tmp / SKIPPED_FILE).write_text(old_skipped + lines)
         (tmp / META_FILE).write_text(json.dumps(meta.to_dict(), indent=2))

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from polymodal.data.errors import BadSampleError, BadSampleLog, BadSampleSummary
-from polymodal.fsutil import write_atomic
+from polymodal.fsutil import json_line, write_atomic
 
 BAD_SAMPLES_FILE = "bad_samples.jsonl"
 
@@ -25,7 +25,7 @@ def read_bad_samples(path: Path) -> list[dict[str, Any]]:
     """The records of a bad-samples file; a line cut short by a kill is left out."""
     records = []
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines: U+2028 in a reason is no line end
     except FileNotFoundError:
         return records
     for line in lines:
@@ -66,7 +66,7 @@ class RunBadSampleLog(BadSampleLog):
         for record in records:
             unique.setdefault(sample_identity(record), record)
         if len(unique) < len(records):
-            write_atomic(self.path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in unique.values()))
+            write_atomic(self.path, "".join(json_line(r) for r in unique.values()))
         kinds = Counter(str(r.get("kind", "invalid")) for r in unique.values())
         return BadSampleSummary(len(unique), dict(kinds), str(self.path) if unique else None)
 
