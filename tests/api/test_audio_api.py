@@ -87,7 +87,9 @@ def test_a_long_recording_is_cut_into_timed_segments(model, tmp_path: Path) -> N
 
     silence = np.zeros(int(2.0 * RATE), np.float32) + np.random.default_rng(1).normal(0, 0.01, int(2.0 * RATE))
     recording = np.concatenate([silence, tone(PITCHES["high"], 0.5), silence[: RATE // 4]]).astype(np.float32)
-    segments = model.audio_segments(write_wav(tmp_path / "long.wav", recording), 0.5)
+    cut = model.audio_segments(write_wav(tmp_path / "long.wav", recording), 0.5)
+    segments = list(cut)  # yielded as the recording is decoded
+    assert cut.count == len(segments) == 6
     assert [(s.start, s.end) for s in segments] == [(0.5 * i, 0.5 * (i + 1)) for i in range(5)] + [(2.5, 2.75)]
     vectors = model.embed_audio([s.sound for s in segments])
     captions = model.embed_text([CAPTIONS["low"], CAPTIONS["high"]])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from polymodal.api.audio import AudioSegment, segment_sound
+from polymodal.api.audio import AudioSegment, AudioSegments, segment_sound
 from polymodal.api.inputs import ImageInput, MediaInput, SoundInput, decode_batch, modality_of, to_inputs
 from polymodal.api.precision import choose_tower_precisions
 from polymodal.api.predictor import PredictorBackend
@@ -291,9 +291,11 @@ class Model:
         decoded and resampled as the model was trained; each is read from its start for the model's clip length."""
         return self.embed("audio", clips)
 
-    def audio_segments(self, clip: str | bytes, seconds: float) -> list[AudioSegment]:
+    def audio_segments(self, clip: str | bytes, seconds: float) -> AudioSegments:
         """A recording cut into ``seconds``-long segments at the model's sample rate, each with its start and end
-        (pass their ``.sound`` to ``embed_audio`` or ``caption``); a bad file raises BadSampleError."""
+        (pass their ``.sound`` to ``embed_audio`` or ``caption``), yielded as it is decoded (``count``: how many its
+        header makes); a bad file raises BadSampleError (a bad header at the call, a file that breaks off where it
+        does)."""
         processor = getattr(getattr(self.backend, "saved", None), "processors", {}).get("audio")
         if processor is None:  # audio towers are polymodal models' own
             raise TaskNotSupported(self.backend, "read sounds")
@@ -433,8 +435,12 @@ class Model:
         ref = os.fspath(clip) if isinstance(clip, os.PathLike) else clip
         if source == "audio":
             sounds = self.audio_segments(ref, seconds)
-            media: Iterator[tuple[float, float, object]] = ((s.start, s.end, s.sound) for s in sounds)
-            total, per_call = len(sounds), self.batch_size
+            segments: Iterable[AudioSegment] = sounds
+            if sounds.count is None:  # a header without a length (a streamed WAV): counted by cutting it first
+                segments = list(sounds)
+            total = sounds.count if sounds.count is not None else len(segments)  # type: ignore[arg-type]
+            media: Iterator[tuple[float, float, object]] = ((s.start, s.end, s.sound) for s in segments)
+            per_call = self.batch_size
         elif source in ("video", "image"):
             sampling = self.video_sampling()  # a picture captioner reads one frame of each segment: its middle
             if source == "image":

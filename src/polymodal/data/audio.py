@@ -14,10 +14,12 @@ the model's rate does, not what its source would decode to.
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import struct
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -101,30 +103,85 @@ def decode_audio(
     ``keep_seconds``: return only the clip's first seconds and stop decoding there (a caller that crops to a
     window needs no more); the header's length is still checked against ``max_seconds``."""
     bad = media_errors(ref, source, row, field)
-    if isinstance(ref, Waveform):
-        return _decode_waveform(ref, sample_rate, max_seconds, keep_seconds, bad).result()
-    handle = open_media(ref, bad)
-    if is_av_container(ref):
-        sink = _decode_track(handle, sample_rate, max_seconds, keep_seconds, timeout_seconds, bad)
-    else:
-        sink = _decode_sound_file(handle, sample_rate, max_seconds, keep_seconds, bad)
+    # Run to its end: the sink it yields (one object, after each block) then holds the whole clip.
+    sink = collections.deque(_sink_stream(ref, sample_rate, max_seconds, keep_seconds, timeout_seconds, bad), 1)[0]
     return sink.result()
 
 
-def _decode_waveform(
+@dataclass
+class AudioStream:
+    """A sound decoded as it is read (:func:`stream_audio`): ``seconds`` is the length its header declares (None
+    where it declares none); iterating gives its mono float32 samples at the rate asked, a block at a time."""
+
+    seconds: float | None
+    blocks: Iterator[torch.Tensor]
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return self.blocks
+
+
+def stream_audio(
+    ref: MediaRef | Waveform,
+    sample_rate: int,
+    *,
+    max_seconds: float = MAX_SECONDS,
+    timeout_seconds: float = TIMEOUT_SECONDS,
+) -> AudioStream:
+    """``ref`` decoded as :func:`decode_audio` decodes it (the same samples, concatenated), but given a block at a
+    time as it is read, so a long recording is never held whole. Its header is read and checked here (a bad file
+    raises BadSampleError now); a file that breaks off raises it where it does. ``timeout_seconds`` counts decoding
+    only, not the time the caller spends between blocks."""
+    bad = media_errors(ref, None, None, "audio")
+    sinks = _sink_stream(ref, sample_rate, max_seconds, None, timeout_seconds, bad)
+    first = next(sinks)
+    return AudioStream(first.declared_seconds, _drained(first, sinks))
+
+
+def _drained(sink: _MonoSink, sinks: Iterator[_MonoSink]) -> Iterator[torch.Tensor]:
+    """The output of ``sink`` as each block of ``sinks`` (the same sink, after each block) makes some ready."""
+    for sink in sinks:
+        ready = sink.drain(final=False)
+        if len(ready):
+            yield ready
+    if sink.kept == 0:
+        raise sink.bad("no audio samples", "empty_file")
+    ready = sink.drain(final=True)
+    if len(ready):
+        yield ready
+
+
+def _sink_stream(
+    ref: MediaRef | Waveform,
+    target: int | None,
+    max_seconds: float,
+    keep_seconds: float | None,
+    timeout_seconds: float,
+    bad: Any,
+) -> Iterator[_MonoSink]:
+    """The sink ``ref`` decodes into, yielded once its header is checked and again after each block added."""
+    if isinstance(ref, Waveform):
+        return _waveform_stream(ref, target, max_seconds, keep_seconds, bad)
+    handle = open_media(ref, bad)
+    if is_av_container(ref):
+        return _track_stream(handle, target, max_seconds, keep_seconds, timeout_seconds, bad)
+    return _sound_file_stream(handle, target, max_seconds, keep_seconds, bad)
+
+
+def _waveform_stream(
     sound: Waveform, target: int | None, max_seconds: float, keep_seconds: float | None, bad: Any
-) -> _MonoSink:
+) -> Iterator[_MonoSink]:
     """A decoded sound through the same checks, mixing and resampling as a file's blocks."""
     _check_rate(sound.rate, bad)
     _check_channels(sound.samples.shape[1], bad)
     if sound.seconds > max_seconds:
         raise bad(f"{sound.seconds:.0f} s long, more than the {max_seconds:.0f} s allowed", "too_long")
-    sink = _MonoSink(sound.rate, target, _cap(keep_seconds, sound.rate), keep_seconds, bad)
+    sink = _MonoSink(sound.rate, target, _cap(keep_seconds, sound.rate), keep_seconds, bad, sound.seconds)
+    yield sink
     for start in range(0, len(sound.samples), BLOCK_FRAMES):
         sink.add(sound.samples[start : start + BLOCK_FRAMES])
+        yield sink
         if sink.full:
             break
-    return sink
 
 
 def is_av_container(ref: object) -> bool:
@@ -160,9 +217,9 @@ def _cap(keep_seconds: float | None, rate: int) -> int | None:
     return None if keep_seconds is None else math.ceil(keep_seconds * rate) + STREAM_MARGIN
 
 
-def _decode_sound_file(
+def _sound_file_stream(
     handle: Any, target: int | None, max_seconds: float, keep_seconds: float | None, bad: Any
-) -> _MonoSink:
+) -> Iterator[_MonoSink]:
     """The mono clip at ``target`` Hz of a file libsndfile reads, read block by block."""
     sf = _soundfile()
     declared = _wav_seconds(handle)  # libsndfile cuts a WAV's length to the bytes present: ask the header
@@ -176,13 +233,16 @@ def _decode_sound_file(
             limit = int(max_seconds * rate)
             if frames > limit:
                 raise bad(f"{frames / rate:.0f} s long, more than the {max_seconds:.0f} s allowed", "too_long")
-            sink = _MonoSink(rate, target, _cap(keep_seconds, rate), keep_seconds, bad)
+            length = declared if declared is not None else (frames / rate if frames > 0 else None)
+            sink = _MonoSink(rate, target, _cap(keep_seconds, rate), keep_seconds, bad, length)
+            yield sink
             wanted = min(frames, limit) if frames > 0 else limit + 1  # a stream that does not say its length
             while sink.seen < wanted and not sink.full:
                 block = f.read(min(BLOCK_FRAMES, wanted - sink.seen), dtype="float32", always_2d=True)
                 if len(block) == 0:
                     break
                 sink.add(block)
+                yield sink
     except BadSampleError:
         raise
     except Exception as e:  # libsndfile's errors (truncated, not audio, unsupported) come in several types
@@ -194,7 +254,7 @@ def _decode_sound_file(
         raise bad(f"longer than the {max_seconds:.0f} s allowed", "too_long")
     if kind == "FLAC" and frames > 0 and not sink.full:  # STREAMINFO's count is a declaration, not a guess
         _check_length(frames / rate, sink.seen / rate, bad)
-    return sink
+    yield sink
 
 
 def _wav_seconds(handle: Any) -> float | None:
@@ -231,23 +291,25 @@ def _riff_data_seconds(f: Any) -> float | None:
     return None
 
 
-def _decode_track(
+def _track_stream(
     handle: Any, target: int | None, max_seconds: float, keep_seconds: float | None, timeout_seconds: float, bad: Any
-) -> _MonoSink:
+) -> Iterator[_MonoSink]:
     """The mono clip at ``target`` Hz of a video container's first sound track, through PyAV, frame by frame."""
     av = require_av()
     deadline = time.monotonic() + timeout_seconds
     container = open_av(handle, bad, "a video container")
     try:
         with container:
-            return _read_track(av, container, target, max_seconds, keep_seconds, deadline, timeout_seconds, bad)
+            yield from _read_track(av, container, target, max_seconds, keep_seconds, deadline, timeout_seconds, bad)
     except BadSampleError:
         raise
     except Exception as e:
         raise bad(f"cannot decode the sound track ({type(e).__name__}: {e})", "decode") from None
 
 
-def _read_track(av, container, target, max_seconds, keep_seconds, deadline, timeout_seconds, bad) -> _MonoSink:  # type: ignore[no-untyped-def]
+def _read_track(
+    av, container, target, max_seconds, keep_seconds, deadline, timeout_seconds, bad
+) -> Iterator[_MonoSink]:  # type: ignore[no-untyped-def]
     if not container.streams.audio:
         kinds = sorted({s.type for s in container.streams}) or ["nothing"]
         raise bad(f"no audio stream ({container.format.name} holding {', '.join(kinds)})", "no_audio")
@@ -265,7 +327,10 @@ def _read_track(av, container, target, max_seconds, keep_seconds, deadline, time
     cap = _cap(keep_seconds, rate)
     if declared is not None:  # the encoder's padding of the last frame is not sound
         cap = min(round(declared * rate), cap if cap is not None else limit + 1)
-    sink = _MonoSink(rate, target, cap, keep_seconds, bad)
+    sink = _MonoSink(rate, target, cap, keep_seconds, bad, declared)
+    paused = time.monotonic()
+    yield sink
+    deadline += time.monotonic() - paused  # the caller's time between blocks is not decoding time
     to_float = av.AudioResampler(format="fltp")  # planar float32 at the track's own rate and channels
     for frame in container.decode(stream):
         for converted in to_float.resample(frame):
@@ -275,12 +340,15 @@ def _read_track(av, container, target, max_seconds, keep_seconds, deadline, time
         if time.monotonic() > deadline:
             raise bad(f"decoding took longer than {timeout_seconds:.0f} s", "timeout")
         if keep_seconds is not None and sink.full:
-            return sink
+            return
+        paused = time.monotonic()
+        yield sink
+        deadline += time.monotonic() - paused
     for converted in to_float.resample(None):
         sink.add(converted.to_ndarray().T)
     if declared is not None and declared - sink.seen / rate > max(0.5, 0.1 * declared):
         raise bad(f"sound ends at {sink.seen / rate:.2f} s of the {declared:.2f} s the header declares", "truncated")
-    return sink
+    yield sink
 
 
 class _MonoSink:
@@ -293,8 +361,17 @@ class _MonoSink:
     Samples past ``cap`` (source samples) are counted in ``seen`` but not kept.
     """
 
-    def __init__(self, rate: int, target: int | None, cap: int | None, keep_seconds: float | None, bad: Any) -> None:
+    def __init__(
+        self,
+        rate: int,
+        target: int | None,
+        cap: int | None,
+        keep_seconds: float | None,
+        bad: Any,
+        declared_seconds: float | None = None,
+    ) -> None:
         self.rate, self.target, self.cap, self.bad = rate, target or rate, cap, bad
+        self.declared_seconds = declared_seconds  # the length the source's header gives (None: it gives none)
         self.out_samples = None if keep_seconds is None else round(keep_seconds * self.target)
         self.seen = 0  # source samples decoded
         self.kept = 0  # source samples kept (at most cap)
@@ -345,13 +422,26 @@ class _MonoSink:
     def result(self) -> torch.Tensor:
         if self.kept == 0:
             raise self.bad("no audio samples", "empty_file")
-        if self.out or (self.target != self.rate and self.kept > WHOLE_SAMPLES):
-            self._resample_blocks(final=True)
-            wave = torch.cat(self.out)
-        else:
-            mono = torch.from_numpy(np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0])
-            wave = resample(mono, self.rate, self.target)
+        wave = self.drain(final=True)
         return wave if self.out_samples is None else wave[: self.out_samples]
+
+    def drain(self, final: bool) -> torch.Tensor:
+        """The output at ``target`` Hz not taken yet that is ready (all of it, ``final``), taken out of the sink: a
+        stream's samples so far, so that a long one is never held whole (:func:`stream_audio`)."""
+        if self.target == self.rate:
+            ready = np.concatenate(self.pending) if self.pending else np.zeros(0, np.float32)
+            self.pending = []
+            return torch.from_numpy(ready)
+        if final and self.done < self.kept:
+            if self.done > 0 or self.kept > WHOLE_SAMPLES:  # resampled block by block since it grew past whole
+                self._resample_blocks(final=True)
+            else:  # a short clip: resampled whole, as `resample` does
+                mono = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
+                self.out.append(resample(torch.from_numpy(mono), self.rate, self.target))
+                self.pending, self.done = [], self.kept
+        ready = torch.cat(self.out) if self.out else torch.zeros(0)
+        self.out = []
+        return ready
 
 
 def resample(wave: torch.Tensor, rate: int, target: int) -> torch.Tensor:
