@@ -3,6 +3,7 @@ samples as decoding it whole, never held whole."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,8 @@ def test_a_stream_gives_the_samples_a_whole_decode_does(tmp_path: Path, rate: in
     blocks = list(stream)
     assert stream.seconds == pytest.approx(seconds, abs=1 / rate)
     assert torch.equal(torch.cat(blocks), decode_audio(str(path), target))
-    if rate == target:
-        assert len(blocks) > 1  # given as it is read
+    if rate == target or seconds * rate > WHOLE_SAMPLES:
+        assert len(blocks) > 1  # given as it is read (resampled: once it is past WHOLE_SAMPLES)
 
 
 def test_a_video_containers_track_streams_too(tmp_path: Path) -> None:
@@ -78,3 +79,58 @@ def test_segments_match_cutting_the_whole_decode_and_bad_files_fail_at_the_call(
         segment_sound(str(tmp_path / "empty.wav"), 2.0, 16_000)
     decoded = segment_sound(Waveform(noise(3.0, 8_000), 8_000), 1.0, 16_000)
     assert decoded.count == 3 and len(list(decoded)) == 3
+
+
+def is_open(path: Path) -> bool:
+    """True when this process holds ``path`` open (by /proc/self/fd)."""
+    target = str(path.resolve())
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            if str(fd.resolve()) == target:
+                return True
+        except OSError:  # the listing's own descriptor, gone by now
+            continue
+    return False
+
+
+def test_a_caller_that_stops_early_lets_go_of_the_file(tmp_path: Path) -> None:
+    rate = 16_000
+    path = tmp_path / "long.wav"
+    sf.write(path, noise(30.0, rate), rate)
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, burst_wave(2.0, rate, onset=1.0), rate=rate)  # at the model's rate: given frame by frame
+    for source in (path, clip):
+        segments = segment_sound(str(source), 0.5, rate)
+        next(segments)
+        assert is_open(source)  # being read
+        segments.close()
+        assert not is_open(source)
+        with segment_sound(str(source), 0.5, rate) as again:
+            next(again)
+            assert is_open(source)
+        assert not is_open(source)
+
+
+def test_a_recording_that_ends_before_its_header_says_gives_the_segments_it_has(tmp_path: Path) -> None:
+    whole = write_clip(
+        None, burst_wave(8.0, 48_000, onset=0.5), rate=48_000, fmt="matroska", codec="libopus", seconds=8
+    )
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(whole[: len(whole) // 3])
+    with pytest.raises(BadSampleError, match="sound ends at"):
+        decode_audio(str(cut), 16_000)  # read whole, it is a bad sample, as before
+    with pytest.warns(UserWarning, match=r"cut.mkv: sound ends at .* the segments after .* s are not there"):
+        segments = list(segment_sound(str(cut), 1.0, 16_000))
+    assert 1 <= len(segments) < 8 and segments[-1].end < 8.0
+
+
+def test_the_timeout_of_a_stream_bounds_each_block_not_the_callers_time(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    write_clip(clip, burst_wave(0.3, 16_000, onset=0.1), rate=16_000, seconds=0.5)
+    blocks = 0
+    for _ in stream_audio(str(clip), 16_000, timeout_seconds=0.05):
+        time.sleep(0.08)  # longer than the timeout, between blocks: the caller's time
+        blocks += 1
+    assert blocks > 1
+    with pytest.raises(BadSampleError, match="longer than 0 s for one block"):
+        list(stream_audio(str(clip), 16_000, timeout_seconds=1e-9))

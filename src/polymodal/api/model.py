@@ -433,31 +433,32 @@ class Model:
         self._require(CAPTION, "caption")
         source = self._source(CAPTION, "caption")
         ref = os.fspath(clip) if isinstance(clip, os.PathLike) else clip
-        if source == "audio":
-            sounds = self.audio_segments(ref, seconds)
-            segments: Iterable[AudioSegment] = sounds
-            if sounds.count is None:  # a header without a length (a streamed WAV): counted by cutting it first
-                segments = list(sounds)
-            total = sounds.count if sounds.count is not None else len(segments)  # type: ignore[arg-type]
-            media: Iterator[tuple[float, float, object]] = ((s.start, s.end, s.sound) for s in segments)
-            per_call = self.batch_size
-        elif source in ("video", "image"):
-            sampling = self.video_sampling()  # a picture captioner reads one frame of each segment: its middle
-            if source == "image":
-                sampling = sampling.model_copy(update={"frames": 1})
-            clips = segment_clip(ref, seconds, sampling)
-            media = ((s.start, s.end, s.clip if source == "video" else middle_frame(s.clip)) for s in clips)
-            total, per_call = clips.count, clips.per_call(sampling.frames, self.batch_size)
-        else:
-            raise ValueError(f"model {self.name} captions {source}; only clips and sounds are cut into segments")
-        if max_segments is not None and total > max_segments:
-            raise ValueError(f"{total} segments of {seconds:g} s, more than {max_segments}: take longer segments")
-        timed: list[TimedCaption] = []
-        for chunk in batched(media, per_call):  # full-size frames: a bounded number of bytes of them at once
-            texts = self.caption([item for *_, item in chunk], max_new_tokens=max_new_tokens, num_beams=num_beams)
-            timed.extend(TimedCaption(start, end, text) for (start, end, _), text in zip(chunk, texts))
-            if progress is not None:
-                progress(len(timed), total)
+        with contextlib.ExitStack() as files:  # a caption that fails lets go of the recording at once
+            if source == "audio":
+                sounds = files.enter_context(self.audio_segments(ref, seconds))
+                segments: Iterable[AudioSegment] = sounds
+                if sounds.count is None:  # no length given (a live-recorded WebM): read whole, up to an hour
+                    segments = list(sounds)
+                total = sounds.count if sounds.count is not None else len(segments)  # type: ignore[arg-type]
+                media: Iterator[tuple[float, float, object]] = ((s.start, s.end, s.sound) for s in segments)
+                per_call = self.batch_size
+            elif source in ("video", "image"):
+                sampling = self.video_sampling()  # a picture captioner reads one frame of each segment: its middle
+                if source == "image":
+                    sampling = sampling.model_copy(update={"frames": 1})
+                clips = segment_clip(ref, seconds, sampling)
+                media = ((s.start, s.end, s.clip if source == "video" else middle_frame(s.clip)) for s in clips)
+                total, per_call = clips.count, clips.per_call(sampling.frames, self.batch_size)
+            else:
+                raise ValueError(f"model {self.name} captions {source}; only clips and sounds are cut into segments")
+            if max_segments is not None and total > max_segments:
+                raise ValueError(f"{total} segments of {seconds:g} s, more than {max_segments}: take longer segments")
+            timed: list[TimedCaption] = []
+            for chunk in batched(media, per_call):  # full-size frames: a bounded number of bytes of them at once
+                texts = self.caption([item for *_, item in chunk], max_new_tokens=max_new_tokens, num_beams=num_beams)
+                timed.extend(TimedCaption(start, end, text) for (start, end, _), text in zip(chunk, texts))
+                if progress is not None:
+                    progress(len(timed), total)
         return merge_repeats(timed) if merge else timed
 
     def answer(

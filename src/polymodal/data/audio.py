@@ -19,7 +19,7 @@ import math
 import os
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -114,10 +114,14 @@ class AudioStream:
     where it declares none); iterating gives its mono float32 samples at the rate asked, a block at a time."""
 
     seconds: float | None
-    blocks: Iterator[torch.Tensor]
+    blocks: Generator[torch.Tensor, None, None]
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         return self.blocks
+
+    def close(self) -> None:
+        """Let go of the file (a caller that stops early): closing the stream closes its decoder."""
+        self.blocks.close()
 
 
 def stream_audio(
@@ -129,25 +133,38 @@ def stream_audio(
 ) -> AudioStream:
     """``ref`` decoded as :func:`decode_audio` decodes it (the same samples, concatenated), but given a block at a
     time as it is read, so a long recording is never held whole. Its header is read and checked here (a bad file
-    raises BadSampleError now); a file that breaks off raises it where it does. ``timeout_seconds`` counts decoding
-    only, not the time the caller spends between blocks."""
+    raises BadSampleError now); a file that breaks off raises it where it does (one that ends before its header
+    says, ``truncated``, after giving the samples it holds). ``timeout_seconds`` bounds each
+    block's decoding (a stalled decoder), not the whole recording's, nor the caller's time between blocks."""
     bad = media_errors(ref, None, None, "audio")
-    sinks = _sink_stream(ref, sample_rate, max_seconds, None, timeout_seconds, bad)
+    sinks = _sink_stream(ref, sample_rate, max_seconds, None, timeout_seconds, bad, per_block=True)
     first = next(sinks)
-    return AudioStream(first.declared_seconds, _drained(first, sinks))
+    return AudioStream(first.length_seconds, _drained(first, sinks))
 
 
-def _drained(sink: _MonoSink, sinks: Iterator[_MonoSink]) -> Iterator[torch.Tensor]:
-    """The output of ``sink`` as each block of ``sinks`` (the same sink, after each block) makes some ready."""
-    for sink in sinks:
-        ready = sink.drain(final=False)
+def _drained(sink: _MonoSink, sinks: Generator[_MonoSink, None, None]) -> Generator[torch.Tensor, None, None]:
+    """The output of ``sink`` as each block of ``sinks`` (the same sink, after each block) makes some ready; a
+    sound that ends before its header says gives what it holds, then raises its ``truncated`` error."""
+    ended_early = None
+    try:
+        try:
+            for sink in sinks:
+                ready = sink.drain(final=False)
+                if len(ready):
+                    yield ready
+        except BadSampleError as e:
+            if e.kind != "truncated":
+                raise
+            ended_early = e
+        if sink.kept == 0:
+            raise ended_early or sink.bad("no audio samples", "empty_file")
+        ready = sink.drain(final=True)
         if len(ready):
             yield ready
-    if sink.kept == 0:
-        raise sink.bad("no audio samples", "empty_file")
-    ready = sink.drain(final=True)
-    if len(ready):
-        yield ready
+        if ended_early is not None:
+            raise ended_early
+    finally:
+        sinks.close()  # a caller that stopped early: the file or container is closed now, not when collected
 
 
 def _sink_stream(
@@ -157,19 +174,21 @@ def _sink_stream(
     keep_seconds: float | None,
     timeout_seconds: float,
     bad: Any,
-) -> Iterator[_MonoSink]:
-    """The sink ``ref`` decodes into, yielded once its header is checked and again after each block added."""
+    per_block: bool = False,
+) -> Generator[_MonoSink, None, None]:
+    """The sink ``ref`` decodes into, yielded once its header is checked and again after each block added;
+    ``timeout_seconds`` bounds the whole decode, or (``per_block``) each block's."""
     if isinstance(ref, Waveform):
         return _waveform_stream(ref, target, max_seconds, keep_seconds, bad)
     handle = open_media(ref, bad)
     if is_av_container(ref):
-        return _track_stream(handle, target, max_seconds, keep_seconds, timeout_seconds, bad)
+        return _track_stream(handle, target, max_seconds, keep_seconds, timeout_seconds, bad, per_block)
     return _sound_file_stream(handle, target, max_seconds, keep_seconds, bad)
 
 
 def _waveform_stream(
     sound: Waveform, target: int | None, max_seconds: float, keep_seconds: float | None, bad: Any
-) -> Iterator[_MonoSink]:
+) -> Generator[_MonoSink, None, None]:
     """A decoded sound through the same checks, mixing and resampling as a file's blocks."""
     _check_rate(sound.rate, bad)
     _check_channels(sound.samples.shape[1], bad)
@@ -219,7 +238,7 @@ def _cap(keep_seconds: float | None, rate: int) -> int | None:
 
 def _sound_file_stream(
     handle: Any, target: int | None, max_seconds: float, keep_seconds: float | None, bad: Any
-) -> Iterator[_MonoSink]:
+) -> Generator[_MonoSink, None, None]:
     """The mono clip at ``target`` Hz of a file libsndfile reads, read block by block."""
     sf = _soundfile()
     declared = _wav_seconds(handle)  # libsndfile cuts a WAV's length to the bytes present: ask the header
@@ -233,7 +252,7 @@ def _sound_file_stream(
             limit = int(max_seconds * rate)
             if frames > limit:
                 raise bad(f"{frames / rate:.0f} s long, more than the {max_seconds:.0f} s allowed", "too_long")
-            length = declared if declared is not None else (frames / rate if frames > 0 else None)
+            length = frames / rate if frames > 0 else declared  # what libsndfile will read, else the header's
             sink = _MonoSink(rate, target, _cap(keep_seconds, rate), keep_seconds, bad, length)
             yield sink
             wanted = min(frames, limit) if frames > 0 else limit + 1  # a stream that does not say its length
@@ -292,24 +311,51 @@ def _riff_data_seconds(f: Any) -> float | None:
 
 
 def _track_stream(
-    handle: Any, target: int | None, max_seconds: float, keep_seconds: float | None, timeout_seconds: float, bad: Any
-) -> Iterator[_MonoSink]:
+    handle: Any,
+    target: int | None,
+    max_seconds: float,
+    keep_seconds: float | None,
+    timeout_seconds: float,
+    bad: Any,
+    per_block: bool = False,
+) -> Generator[_MonoSink, None, None]:
     """The mono clip at ``target`` Hz of a video container's first sound track, through PyAV, frame by frame."""
     av = require_av()
-    deadline = time.monotonic() + timeout_seconds
+    clock = _Deadline(timeout_seconds, per_block)
     container = open_av(handle, bad, "a video container")
     try:
         with container:
-            yield from _read_track(av, container, target, max_seconds, keep_seconds, deadline, timeout_seconds, bad)
+            yield from _read_track(av, container, target, max_seconds, keep_seconds, clock, bad)
     except BadSampleError:
         raise
     except Exception as e:
         raise bad(f"cannot decode the sound track ({type(e).__name__}: {e})", "decode") from None
 
 
-def _read_track(
-    av, container, target, max_seconds, keep_seconds, deadline, timeout_seconds, bad
-) -> Iterator[_MonoSink]:  # type: ignore[no-untyped-def]
+class _Deadline:
+    """When decoding has taken too long: ``seconds`` of decoding in all, the caller's time between blocks not
+    counted, or (``per_block``) ``seconds`` for any one block (a stalled decoder, in a recording of hours)."""
+
+    def __init__(self, seconds: float, per_block: bool) -> None:
+        self.seconds, self.per_block = seconds, per_block
+        self.at = time.monotonic() + seconds
+        self.paused = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return time.monotonic() > self.at
+
+    def pause(self) -> None:
+        """The block is the caller's now."""
+        self.paused = time.monotonic()
+
+    def resume(self) -> None:
+        """Decoding again: the caller's time is not decoding time."""
+        now = time.monotonic()
+        self.at = now + self.seconds if self.per_block else self.at + (now - self.paused)
+
+
+def _read_track(av, container, target, max_seconds, keep_seconds, clock, bad) -> Generator[_MonoSink, None, None]:  # type: ignore[no-untyped-def]
     if not container.streams.audio:
         kinds = sorted({s.type for s in container.streams}) or ["nothing"]
         raise bad(f"no audio stream ({container.format.name} holding {', '.join(kinds)})", "no_audio")
@@ -328,22 +374,23 @@ def _read_track(
     if declared is not None:  # the encoder's padding of the last frame is not sound
         cap = min(round(declared * rate), cap if cap is not None else limit + 1)
     sink = _MonoSink(rate, target, cap, keep_seconds, bad, declared)
-    paused = time.monotonic()
+    clock.pause()
     yield sink
-    deadline += time.monotonic() - paused  # the caller's time between blocks is not decoding time
+    clock.resume()
     to_float = av.AudioResampler(format="fltp")  # planar float32 at the track's own rate and channels
     for frame in container.decode(stream):
         for converted in to_float.resample(frame):
             sink.add(converted.to_ndarray().T)  # (samples, channels)
         if sink.seen > limit:  # a stream that does not say its length
             raise bad(f"longer than the {max_seconds:.0f} s allowed", "too_long")
-        if time.monotonic() > deadline:
-            raise bad(f"decoding took longer than {timeout_seconds:.0f} s", "timeout")
+        if clock.passed:
+            per = " for one block" if clock.per_block else ""
+            raise bad(f"decoding took longer than {clock.seconds:.0f} s{per}", "timeout")
         if keep_seconds is not None and sink.full:
             return
-        paused = time.monotonic()
+        clock.pause()
         yield sink
-        deadline += time.monotonic() - paused
+        clock.resume()
     for converted in to_float.resample(None):
         sink.add(converted.to_ndarray().T)
     if declared is not None and declared - sink.seen / rate > max(0.5, 0.1 * declared):
@@ -368,10 +415,10 @@ class _MonoSink:
         cap: int | None,
         keep_seconds: float | None,
         bad: Any,
-        declared_seconds: float | None = None,
+        length_seconds: float | None = None,
     ) -> None:
         self.rate, self.target, self.cap, self.bad = rate, target or rate, cap, bad
-        self.declared_seconds = declared_seconds  # the length the source's header gives (None: it gives none)
+        self.length_seconds = length_seconds  # the source's length as its header or reader gives it (None: unknown)
         self.out_samples = None if keep_seconds is None else round(keep_seconds * self.target)
         self.seen = 0  # source samples decoded
         self.kept = 0  # source samples kept (at most cap)

@@ -323,8 +323,10 @@ def _embed_segments(
     for i, clip in enumerate(clips):
         items: list[Item] = []
         vectors: list[np.ndarray] = []
+        close = None  # a recording's file is let go of when its segments are done (or fail)
         try:
             segments = cut(clip.ref, seconds)  # type: ignore[arg-type]
+            close = getattr(segments, "close", None)
             # Segments per model call: a clip's up to a bound of frame bytes (full size until the model resizes
             # them), a sound's a batch.
             per_call = (
@@ -343,6 +345,9 @@ def _embed_segments(
         except BadSampleError as e:  # a clip that breaks off part-way is left out whole, as one that cannot open
             bad[i] = e
             continue
+        finally:
+            if close is not None:
+                close()
         done[i] = (items, np.concatenate(vectors))
     return done, bad
 
