@@ -12,8 +12,10 @@ import soundfile as sf
 import torch
 
 from polymodal.api.audio import segment_sound
+from polymodal.api.video import segment_clip
 from polymodal.data.audio import WHOLE_SAMPLES, Waveform, decode_audio, stream_audio
 from polymodal.data.errors import BadSampleError
+from polymodal.data.video import VideoSampling
 
 from .test_audio_tracks import burst_wave, write_clip
 
@@ -109,6 +111,11 @@ def test_a_caller_that_stops_early_lets_go_of_the_file(tmp_path: Path) -> None:
             next(again)
             assert is_open(source)
         assert not is_open(source)
+    frames = segment_clip(str(clip), 0.5, VideoSampling(frames=2))  # a clip's segments alike
+    next(frames)
+    assert is_open(clip)
+    frames.close()
+    assert not is_open(clip)
 
 
 def test_a_recording_that_ends_before_its_header_says_gives_the_segments_it_has(tmp_path: Path) -> None:

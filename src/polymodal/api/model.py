@@ -446,7 +446,7 @@ class Model:
                 sampling = self.video_sampling()  # a picture captioner reads one frame of each segment: its middle
                 if source == "image":
                     sampling = sampling.model_copy(update={"frames": 1})
-                clips = segment_clip(ref, seconds, sampling)
+                clips = files.enter_context(segment_clip(ref, seconds, sampling))
                 media = ((s.start, s.end, s.clip if source == "video" else middle_frame(s.clip)) for s in clips)
                 total, per_call = clips.count, clips.per_call(sampling.frames, self.batch_size)
             else:

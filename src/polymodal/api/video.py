@@ -65,6 +65,18 @@ class VideoSegments(Iterator[VideoSegment]):
     def __next__(self) -> VideoSegment:
         return next(self._segments)
 
+    def close(self) -> None:
+        """Let go of the clip's file (a caller that stops early; ``with`` does it too)."""
+        close = getattr(self._segments, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> VideoSegments:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def to_clips(values: VideoInput | Sequence[VideoInput]) -> list[str | bytes | Clip]:
     """A list of paths (as strings), encoded bytes and decoded clips from one input or a sequence of them."""

@@ -323,10 +323,9 @@ def _embed_segments(
     for i, clip in enumerate(clips):
         items: list[Item] = []
         vectors: list[np.ndarray] = []
-        close = None  # a recording's file is let go of when its segments are done (or fail)
+        segments = None  # its file is let go of when its segments are done (or fail)
         try:
             segments = cut(clip.ref, seconds)  # type: ignore[arg-type]
-            close = getattr(segments, "close", None)
             # Segments per model call: a clip's up to a bound of frame bytes (full size until the model resizes
             # them), a sound's a batch.
             per_call = (
@@ -346,8 +345,8 @@ def _embed_segments(
             bad[i] = e
             continue
         finally:
-            if close is not None:
-                close()
+            if segments is not None:
+                segments.close()
         done[i] = (items, np.concatenate(vectors))
     return done, bad
 
