@@ -121,7 +121,7 @@ def main() -> None:
         if not is_complete(data, args.n, 0, 64):
             generate_shapesworld(data, args.n, seed=0, image_size=64, workers=2, progress=False)
         images, labels = scenes(data, "test")
-        for name in models:
+        for name in [m for m in ("standard", "adversarial", "finetuned") if m in models]:  # finetuned after standard
             epsilon = None if name == "standard" else args.train_epsilon
             init_from = find_model_dir(Path(tmp) / "standard") if name == "finetuned" else None
             trained = train(data, Path(tmp) / name, args, epsilon, init_from)

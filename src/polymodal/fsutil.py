@@ -198,3 +198,21 @@ def json_line(value: Any, **options: Any) -> str:
     (``ensure_ascii=False``) but every character any reader may split lines at escaped: a file name or reason holding
     U+2028 would otherwise cut its record in two for ``splitlines()``."""
     return json.dumps(value, ensure_ascii=False, **options).translate(_LINE_BREAKS_JSON_KEEPS) + "\n"
+
+
+def read_json_lines(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The objects of a JSON Lines file (none when it is missing), split at newlines only (a U+2028 written raw by
+    an older writer is no line end); a line cut short by a kill, or one that is not an object, is left out."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").split("\n")
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records

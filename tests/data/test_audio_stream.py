@@ -64,7 +64,8 @@ def test_segments_come_as_the_recording_is_read(tmp_path: Path) -> None:
     assert (first.start, first.end) == (0.0, 5.0)
     with open(path, "r+b") as f:  # the rest of the recording is gone before it is read
         f.truncate(44 + 2 * 20 * rate)
-    rest = list(cut)
+    with pytest.warns(UserWarning, match="declares 60.00 s, holds 20.00 s"):  # and says so
+        rest = list(cut)
     assert 3 <= len(rest) < 11 and rest[-1].end <= 21.0
 
 
@@ -125,10 +126,19 @@ def test_a_recording_that_ends_before_its_header_says_gives_the_segments_it_has(
     cut = tmp_path / "cut.mkv"
     cut.write_bytes(whole[: len(whole) // 3])
     with pytest.raises(BadSampleError, match="sound ends at"):
-        decode_audio(str(cut), 16_000)  # read whole, it is a bad sample, as before
+        decode_audio(str(cut), 16_000)  # read whole, it is a bad sample
     with pytest.warns(UserWarning, match=r"cut.mkv: sound ends at .* the segments after .* s are not there"):
         segments = list(segment_sound(str(cut), 1.0, 16_000))
     assert 1 <= len(segments) < 8 and segments[-1].end < 8.0
+    wav = tmp_path / "cut.wav"
+    sf.write(wav, noise(10.0, 16_000), 16_000, subtype="PCM_16")
+    with open(wav, "r+b") as f:  # the header still says 10 s
+        f.truncate(44 + 2 * 4 * 16_000)
+    with pytest.raises(BadSampleError, match="declares 10.00 s, holds 4.00 s"):
+        decode_audio(str(wav), 16_000)
+    with pytest.warns(UserWarning, match=r"cut.wav: declares 10.00 s, holds 4.00 s; the segments after 4.0 s"):
+        held = list(segment_sound(str(wav), 1.0, 16_000))
+    assert [(s.start, s.end) for s in held] == [(float(i), float(i + 1)) for i in range(4)]
 
 
 def test_the_timeout_of_a_stream_bounds_each_block_not_the_callers_time(tmp_path: Path) -> None:

@@ -112,7 +112,7 @@ def test_a_missing_file_in_a_column_the_model_does_not_read_loses_no_row(tmp_pat
 
 def test_a_reason_holding_a_unicode_line_separator_stays_one_record(tmp_path: Path) -> None:
     """json.dumps leaves U+2028, U+2029 and U+0085 raw, and str.splitlines() ends lines at them: a file name or
-    decoder message holding one cut its record in two (found by the manifest property test)."""
+    decoder message holding one would cut its record in two."""
     path = tmp_path / "bad_samples.jsonl"
     log = RunBadSampleLog(path)
     log.record(bad(2, reason="cannot open clip\u2028two\x85.mp4"))

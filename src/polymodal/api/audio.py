@@ -36,8 +36,8 @@ class AudioSegment:
 @dataclass
 class AudioSegments:
     """A recording's segments, cut as it is decoded: iterate for :class:`AudioSegment` s (once); ``count`` is how
-    many its length makes (None where neither its header nor its reader gives one). ``close()`` (or ``with``) lets
-    go of the file when a caller stops early."""
+    many its length makes (None where nothing gives its length). ``close()`` (or ``with``) lets go of the file when
+    a caller stops early."""
 
     segments: Generator[AudioSegment, None, None]
     count: int | None

@@ -294,8 +294,8 @@ class Model:
     def audio_segments(self, clip: str | bytes, seconds: float) -> AudioSegments:
         """A recording cut into ``seconds``-long segments at the model's sample rate, each with its start and end
         (pass their ``.sound`` to ``embed_audio`` or ``caption``), yielded as it is decoded (``count``: how many its
-        header makes); a bad file raises BadSampleError (a bad header at the call, a file that breaks off where it
-        does)."""
+        length makes; ``close()`` or ``with`` lets go of the file early); see :func:`~polymodal.api.audio.segment_sound`
+        for bad and cut files."""
         processor = getattr(getattr(self.backend, "saved", None), "processors", {}).get("audio")
         if processor is None:  # audio towers are polymodal models' own
             raise TaskNotSupported(self.backend, "read sounds")

@@ -110,8 +110,9 @@ def decode_audio(
 
 @dataclass
 class AudioStream:
-    """A sound decoded as it is read (:func:`stream_audio`): ``seconds`` is the length its header declares (None
-    where it declares none); iterating gives its mono float32 samples at the rate asked, a block at a time."""
+    """A sound decoded as it is read (:func:`stream_audio`): ``seconds`` is its length, from the frames libsndfile
+    reads or the container's header (None where neither gives one); iterating gives its mono float32 samples at the
+    rate asked, a block at a time."""
 
     seconds: float | None
     blocks: Generator[torch.Tensor, None, None]
@@ -183,7 +184,7 @@ def _sink_stream(
     handle = open_media(ref, bad)
     if is_av_container(ref):
         return _track_stream(handle, target, max_seconds, keep_seconds, timeout_seconds, bad, per_block)
-    return _sound_file_stream(handle, target, max_seconds, keep_seconds, bad)
+    return _sound_file_stream(handle, target, max_seconds, keep_seconds, bad, cut_at_end=per_block)
 
 
 def _waveform_stream(
@@ -237,9 +238,15 @@ def _cap(keep_seconds: float | None, rate: int) -> int | None:
 
 
 def _sound_file_stream(
-    handle: Any, target: int | None, max_seconds: float, keep_seconds: float | None, bad: Any
+    handle: Any,
+    target: int | None,
+    max_seconds: float,
+    keep_seconds: float | None,
+    bad: Any,
+    cut_at_end: bool = False,
 ) -> Generator[_MonoSink, None, None]:
-    """The mono clip at ``target`` Hz of a file libsndfile reads, read block by block."""
+    """The mono clip at ``target`` Hz of a file libsndfile reads, read block by block. A WAV holding less than its
+    header says is ``truncated`` when opened, or (``cut_at_end``, a stream) once the samples it holds are read."""
     sf = _soundfile()
     declared = _wav_seconds(handle)  # libsndfile cuts a WAV's length to the bytes present: ask the header
     try:
@@ -247,8 +254,9 @@ def _sound_file_stream(
             rate, frames, kind = int(f.samplerate), int(f.frames), f.format
             _check_rate(rate, bad)
             _check_channels(int(f.channels), bad)
-            if declared is not None and kind in ("WAV", "WAVEX"):
-                _check_length(declared, frames / rate, bad)
+            wav_declared = declared if kind in ("WAV", "WAVEX") else None
+            if wav_declared is not None and not cut_at_end:
+                _check_length(wav_declared, frames / rate, bad)
             limit = int(max_seconds * rate)
             if frames > limit:
                 raise bad(f"{frames / rate:.0f} s long, more than the {max_seconds:.0f} s allowed", "too_long")
@@ -273,6 +281,8 @@ def _sound_file_stream(
         raise bad(f"longer than the {max_seconds:.0f} s allowed", "too_long")
     if kind == "FLAC" and frames > 0 and not sink.full:  # STREAMINFO's count is a declaration, not a guess
         _check_length(frames / rate, sink.seen / rate, bad)
+    if wav_declared is not None and cut_at_end:
+        _check_length(wav_declared, sink.seen / rate, bad)
     yield sink
 
 
@@ -333,26 +343,21 @@ def _track_stream(
 
 
 class _Deadline:
-    """When decoding has taken too long: ``seconds`` of decoding in all, the caller's time between blocks not
-    counted, or (``per_block``) ``seconds`` for any one block (a stalled decoder, in a recording of hours)."""
+    """When decoding has taken too long: ``seconds`` for the whole clip, or (``per_block``) for any one block of a
+    stream (a stalled decoder, in a recording of hours; the caller's time between blocks is not counted)."""
 
     def __init__(self, seconds: float, per_block: bool) -> None:
         self.seconds, self.per_block = seconds, per_block
         self.at = time.monotonic() + seconds
-        self.paused = 0.0
 
     @property
     def passed(self) -> bool:
         return time.monotonic() > self.at
 
-    def pause(self) -> None:
-        """The block is the caller's now."""
-        self.paused = time.monotonic()
-
-    def resume(self) -> None:
-        """Decoding again: the caller's time is not decoding time."""
-        now = time.monotonic()
-        self.at = now + self.seconds if self.per_block else self.at + (now - self.paused)
+    def next_block(self) -> None:
+        """The caller is done with the block: a stream's next one has its own ``seconds``."""
+        if self.per_block:
+            self.at = time.monotonic() + self.seconds
 
 
 def _read_track(av, container, target, max_seconds, keep_seconds, clock, bad) -> Generator[_MonoSink, None, None]:  # type: ignore[no-untyped-def]
@@ -374,9 +379,8 @@ def _read_track(av, container, target, max_seconds, keep_seconds, clock, bad) ->
     if declared is not None:  # the encoder's padding of the last frame is not sound
         cap = min(round(declared * rate), cap if cap is not None else limit + 1)
     sink = _MonoSink(rate, target, cap, keep_seconds, bad, declared)
-    clock.pause()
     yield sink
-    clock.resume()
+    clock.next_block()
     to_float = av.AudioResampler(format="fltp")  # planar float32 at the track's own rate and channels
     for frame in container.decode(stream):
         for converted in to_float.resample(frame):
@@ -388,9 +392,8 @@ def _read_track(av, container, target, max_seconds, keep_seconds, clock, bad) ->
             raise bad(f"decoding took longer than {clock.seconds:.0f} s{per}", "timeout")
         if keep_seconds is not None and sink.full:
             return
-        clock.pause()
         yield sink
-        clock.resume()
+        clock.next_block()
     for converted in to_float.resample(None):
         sink.add(converted.to_ndarray().T)
     if declared is not None and declared - sink.seen / rate > max(0.5, 0.1 * declared):

@@ -487,18 +487,19 @@ def _zero_shot_split(
     split: str,
     items: list[ItemRef],
     labels: list[int],
-    classnames: list[str],
+    class_texts: list[str],
     templates: list[str],
     extra: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None,
     modality: str,
 ) -> LoadedSplit:
-    """Zero-shot classification of ``items`` into ``classnames``' prompts; images can be attacked too."""
+    """Zero-shot classification of ``items``, each class named by its words in ``templates``; images can be
+    attacked too."""
 
     def score(image_fn: ImageFn | None, drop: str | None, full: bool) -> passes.PassResult:
-        return passes.zero_shot(ctx, items, labels, classnames, templates, image_fn, full, extra, modality)
+        return passes.zero_shot(ctx, items, labels, class_texts, templates, image_fn, full, extra, modality)
 
     def attacked(attack: Attack) -> passes.PassResult:
-        return passes.zero_shot(ctx, items, labels, classnames, templates, None, False, extra, attack=attack)
+        return passes.zero_shot(ctx, items, labels, class_texts, templates, None, False, extra, attack=attack)
 
     return LoadedSplit(
         name, split, "accuracy", score, media=modality, attacked=attacked if modality == "image" else None

@@ -29,7 +29,7 @@ from polymodal.backends import DEFAULT_MODEL
 from polymodal.chunking import batched
 from polymodal.data.errors import BadSampleError, BadSampleLog
 from polymodal.data.readers.base import embedded_kind
-from polymodal.fsutil import write_atomic
+from polymodal.fsutil import read_json_lines, write_atomic
 from polymodal.index import store
 from polymodal.index.kinds import IndexParams
 from polymodal.index.retune import remeasure_if_grown
@@ -323,30 +323,27 @@ def _embed_segments(
     for i, clip in enumerate(clips):
         items: list[Item] = []
         vectors: list[np.ndarray] = []
-        segments = None  # its file is let go of when its segments are done (or fail)
         try:
-            segments = cut(clip.ref, seconds)  # type: ignore[arg-type]
-            # Segments per model call: a clip's up to a bound of frame bytes (full size until the model resizes
-            # them), a sound's a batch.
-            per_call = (
-                segments.per_call(model.video_sampling().frames, model.batch_size)  # type: ignore[union-attr]
-                if kind == "video"
-                else model.batch_size
-            )
-            for batch in batched(segments, per_call):
-                items += [
-                    dataclasses.replace(
-                        clip.item, metadata={**clip.item.metadata, "start": round(s.start, 3), "end": round(s.end, 3)}
-                    )
-                    for s in batch
-                ]
-                vectors.append(model.embed(kind, [s.media for s in batch]))
+            with cut(clip.ref, seconds) as segments:  # type: ignore[arg-type]  # its file let go of when done or failed
+                # Segments per model call: a clip's up to a bound of frame bytes (full size until the model resizes
+                # them), a sound's a batch.
+                per_call = (
+                    segments.per_call(model.video_sampling().frames, model.batch_size)  # type: ignore[union-attr]
+                    if kind == "video"
+                    else model.batch_size
+                )
+                for batch in batched(segments, per_call):
+                    items += [
+                        dataclasses.replace(
+                            clip.item,
+                            metadata={**clip.item.metadata, "start": round(s.start, 3), "end": round(s.end, 3)},
+                        )
+                        for s in batch
+                    ]
+                    vectors.append(model.embed(kind, [s.media for s in batch]))
         except BadSampleError as e:  # a clip that breaks off part-way is left out whole, as one that cannot open
             bad[i] = e
             continue
-        finally:
-            if segments is not None:
-                segments.close()
         done[i] = (items, np.concatenate(vectors))
     return done, bad
 
@@ -428,10 +425,7 @@ def _reader_skips(log: BadSampleLog) -> Iterable[dict[str, Any]]:
     if log.path is None or not log.path.is_file():
         return []
     out = []
-    for line in log.path.read_text(encoding="utf-8").split("\n"):  # not splitlines: U+2028 is no line end
-        if not line:
-            continue
-        e = json.loads(line)
+    for e in read_json_lines(log.path):
         path = e.get("id") or e.get("source")
         out.append(
             {

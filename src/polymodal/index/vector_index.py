@@ -357,7 +357,7 @@ def write_index(
 
     The previous directory (with any ``.work/`` inside) is replaced as a whole.
     """
-    old_skipped = (path / SKIPPED_FILE).read_text() if (path / SKIPPED_FILE).is_file() else ""
+    old_skipped = (path / SKIPPED_FILE).read_text(encoding="utf-8") if (path / SKIPPED_FILE).is_file() else ""
     with atomic_directory(path) as tmp:
         conn = store.connect(tmp / ITEMS_FILE)
         if base is not None:
@@ -373,7 +373,7 @@ def write_index(
         _faiss().write_index(index, str(tmp / FAISS_FILE))
         lines = "".join(json_line(s) for s in skipped)
         if old_skipped or lines:
-            (tmp / SKIPPED_FILE).write_text(old_skipped + lines)
+            (tmp / SKIPPED_FILE).write_text(old_skipped + lines, encoding="utf-8")
         (tmp / META_FILE).write_text(json.dumps(meta.to_dict(), indent=2))
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from polymodal.data.errors import BadSampleError, BadSampleLog, BadSampleSummary
-from polymodal.fsutil import json_line, write_atomic
+from polymodal.fsutil import json_line, read_json_lines, write_atomic
 
 BAD_SAMPLES_FILE = "bad_samples.jsonl"
 
@@ -23,19 +22,7 @@ def sample_identity(record: Mapping[str, Any]) -> tuple[Any, ...]:
 
 def read_bad_samples(path: Path) -> list[dict[str, Any]]:
     """The records of a bad-samples file; a line cut short by a kill is left out."""
-    records = []
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines: U+2028 in a reason is no line end
-    except FileNotFoundError:
-        return records
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
+    return read_json_lines(path)
 
 
 class RunBadSampleLog(BadSampleLog):

@@ -76,7 +76,7 @@ class DataSection(Config):
     train_options: dict[str, Any] = Field(
         default_factory=dict,
         description="options of train's reader: split (a Karpathy JSON, MSR-VTT), folds (ESC-50), split_list "
-        "(UCF101 class folders), image_root, audio_dir, video_dir (paths relative to path)",
+        "(UCF101 class folders), image_root, image_dir, annotations, audio_dir, video_dir (paths relative to path)",
     )
     val_options: dict[str, Any] = Field(default_factory=dict, description="options of val's reader, as train_options")
     val_share: float | None = Field(

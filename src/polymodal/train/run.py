@@ -73,7 +73,7 @@ def data_fingerprint(recipe: Recipe) -> dict[str, Any]:
     digest = data_hash(files, root)
     listed = [p for p in splits if p.exists() and p not in files]
     shards = [Path(s) for p in splits if not p.exists() and is_shard_pattern(p) for s in expand_shards(p)]
-    if listed or shards or any(options.values()):  # manifests alone hash as they always did: no note on resume
+    if listed or shards or any(options.values()):  # manifests alone: their content hash, as runs have recorded it
         listing = {str(p): listing_hash(p) for p in [*listed, *shards] if p.exists()}
         digest = hashlib.sha256(
             json.dumps([digest, listing, options], sort_keys=True, default=str).encode()
