@@ -109,7 +109,7 @@ def save_video_captioner(directory: Path, steps: int = 0, source: str = "video",
         else ImageProcessor(preprocess),
         "text": TextProcessor(tokenizer, 8),
     }
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)  # at 3e-3 it can say one caption for 200+ steps
     for step in range(steps):
         names = [list(COLOURS)[i % len(COLOURS)] for i in range(8)]
         pictures = [picture(n, seed=step * 8 + i) for i, n in enumerate(names)]

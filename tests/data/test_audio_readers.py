@@ -29,9 +29,9 @@ def write_clip(path: Path, freq: float = 440.0) -> None:
 
 def audiocaps_tree(root: Path) -> Path:
     """test.csv: clip abc (named by its YouTube id, two captions), clip def (named Ydef as in AudioSet), clip ghi
-    (named by an audiocap id), clip zzz (no file)."""
-    for name in ("abc.wav", "Ydef.flac", "103.wav"):
-        write_clip(root / "audio" / "test" / name)
+    (named by an audiocap id), clip zzz (no file); each clip its own tone, so retrieval over them has no ties."""
+    for name, freq in (("abc.wav", 330.0), ("Ydef.flac", 550.0), ("103.wav", 880.0)):
+        write_clip(root / "audio" / "test" / name, freq)
     return write_csv(
         root / "test.csv",
         ["audiocap_id", "youtube_id", "start_time", "caption"],

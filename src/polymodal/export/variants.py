@@ -6,9 +6,10 @@ scale, so no calibration data is needed): the fastest, but an activation with ou
 quantises the MatMul weights to int8 in blocks of 32 along the inner dimension (onnxruntime's MatMulNBits) and
 computes in int8 with the activations quantised per block of 32 too: slower than ``int8``, closer to fp32.
 ``int8-mixed`` sits between ``int8`` and ``int8-block``: per-channel activation outliers are first moved into the
-weights (SmoothQuant, scales from the export's own sample), then most weight MatMuls run as ``int8``; the narrowing
-ones (inner dimension larger than the output: a transformer's MLP down-projections, whose post-activation inputs
-carry the worst outliers) run as ``int8-block``.
+weights (SmoothQuant, scales from the export's own sample), then most weight MatMuls run as ``int8`` with
+``int8-avx2``'s scales (smoothing enlarges weights, which AVX2's pair sums would clamp); the narrowing ones (inner
+dimension larger than the output: a transformer's MLP down-projections, whose post-activation inputs carry the worst
+outliers) run as ``int8-block``.
 
 ``int8-avx2`` is ``int8`` with each output channel's weight scale widened until no two neighbouring weights can
 overflow the 16-bit sums of AVX2's int8 multiply (vpmaddubsw adds the products of adjacent input channels in
@@ -107,14 +108,26 @@ def quantize_int8_avx2(source: Path, target: Path, feeds: dict[str, np.ndarray])
     """Write ``source`` to ``target`` quantised as ``int8``, then each weight's per-channel scale widened so that
     adjacent input channels' weights of like sign sum to at most PAIR_LIMIT steps (see the module docstring);
     returns how many nodes were quantised (0: nothing quantised)."""
-    import onnx
-    from onnx import numpy_helper
-
     model, nodes = _weight_nodes(source, QUANTIZED_OPS)
     if not nodes:
         return 0
-    weights = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    weights = _initializers(model)
     _dynamic_int8(model, target, nodes)
+    return _widen_to_pair_safe(target, weights)
+
+
+def _initializers(model: Any) -> dict[str, np.ndarray]:
+    from onnx import numpy_helper
+
+    return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+
+
+def _widen_to_pair_safe(target: Path, weights: dict[str, np.ndarray]) -> int:
+    """Requantise every int8 weight of the dynamically quantised graph at ``target`` from its fp32 values in
+    ``weights`` with :func:`_pair_safe_scale`, in place; returns how many (the graph's int8 MatMuls)."""
+    import onnx
+    from onnx import numpy_helper
+
     quantized = onnx.load(str(target))
     inits = {init.name: init for init in quantized.graph.initializer}
     rescaled = 0
@@ -126,7 +139,8 @@ def quantize_int8_avx2(source: Path, target: Path, feeds: dict[str, np.ndarray])
         quantized_shape = tuple(inits[node.input[1]].dims)
         if weight is None or weight.shape != quantized_shape or weight.ndim != 2 or f"{name}_scale" not in inits:
             raise ExportError(
-                f"int8-avx2: no fp32 weight of its shape or no scale for {node.input[1]} (did onnxruntime rename them?)"
+                f"pair-safe int8: no fp32 weight of its shape or no scale for {node.input[1]} (did onnxruntime rename "
+                "them?)"
             )
         scale = _pair_safe_scale(weight)
         values = np.clip(np.round(weight / scale), -127, 127).astype(np.int8)
@@ -160,8 +174,8 @@ def quantize_int8_block(source: Path, target: Path, feeds: dict[str, np.ndarray]
 def quantize_int8_mixed(source: Path, target: Path, feeds: dict[str, np.ndarray]) -> int:
     """Write ``source`` to ``target`` with its weight MatMuls smoothed (each input channel's range on ``feeds``, the
     tower's sample, shared with the weights) and quantised: narrowing MatMuls and Gemms (which dynamic quantisation
-    leaves fp32) as int8 blocks, the rest int8 per channel; returns how many nodes were quantised (0: nothing
-    written)."""
+    leaves fp32) as int8 blocks, the rest int8 per channel with pair-safe scales; returns how many nodes were
+    quantised (0: nothing written)."""
     model, nodes = _weight_nodes(source, QUANTIZED_OPS)
     if not nodes:
         return 0
@@ -171,7 +185,9 @@ def quantize_int8_mixed(source: Path, target: Path, feeds: dict[str, np.ndarray]
     per_channel = [n for n in nodes if n not in blocks]
     _smooth(model, [by_name[n] for n in per_channel], feeds)
     if per_channel:
+        smoothed = _initializers(model)
         _dynamic_int8(model, target, per_channel)
+        _widen_to_pair_safe(target, smoothed)  # smoothing enlarges weights: AVX2's pair sums would clamp more
     if blocks:
         import onnx
 
