@@ -135,3 +135,22 @@ def test_containers_are_told_from_sound_files_by_extension_or_first_bytes(tmp_pa
     assert is_av_container("a/b.MP4") and is_av_container(Path("x.webm")) and not is_av_container("x.flac")
     assert is_av_container(clip) and is_av_container(mkv)
     assert not is_av_container(b"RIFF\x00\x00\x00\x00WAVEfmt ") and not is_av_container(b"fLaC\x00\x00")
+
+
+def test_sound_tracks_and_files_left_in_a_shard_decode_as_their_bytes(tmp_path: Path) -> None:
+    """Also when a member's extension is wrong: the bytes say what decodes them, as for bytes given directly."""
+    import soundfile as sf
+
+    from polymodal.data.readers import read_shards, write_shards
+    from polymodal.data.schema import Sample, ShardMember
+
+    clip = write_clip(None, burst_wave(1.0, 16000, onset=0.2), rate=16000, seconds=1.0)
+    wav = io.BytesIO()
+    sf.write(wav, burst_wave(0.5, 8000, onset=0.1), 8000, format="WAV")
+    write_shards([Sample(id="c", audio=clip), Sample(id="w", audio=wav.getvalue())], str(tmp_path / "s-%d.tar"))
+    lazy = list(read_shards(tmp_path / "s-0.tar", strict=True, media_in_shard=True))
+    assert [type(s.audio) for s in lazy] == [ShardMember, ShardMember]
+    assert [s.audio.name for s in lazy] == ["c.m4a", "w.wav"]  # written under their formats' extensions
+    mislabelled = ShardMember(lazy[0].audio.shard, lazy[0].audio.offset, lazy[0].audio.size, "c.wav")
+    for ref, data in zip((*(s.audio for s in lazy), mislabelled), (clip, wav.getvalue(), clip)):
+        assert torch.equal(decode_audio(ref, 16000), decode_audio(data, 16000))

@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import pickle
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from polymodal.data.dataset import MediaMemo
 from polymodal.data.errors import BadSampleError, BadSampleLog
+from polymodal.data.image import decode_image
 from polymodal.data.readers import (
     detect_format,
     expand_shards,
@@ -27,7 +30,7 @@ from polymodal.data.readers import (
     read_vqa,
     write_shards,
 )
-from polymodal.data.schema import QA, Sample, Statement
+from polymodal.data.schema import QA, Sample, ShardMember, Statement
 
 
 def png_bytes(color: tuple[int, int, int] = (200, 10, 10), size: tuple[int, int] = (4, 3)) -> bytes:
@@ -638,6 +641,39 @@ def test_read_shards_groups_members(tmp_path: Path) -> None:
     assert (s2.id, s2.text, s2.label, s2.metadata) == ("0002", ["x", "y"], "dog", {"url": "u"})
     assert (s3.id, s3.text, s3.source) == ("sub/0003", ["ünï"], str(tmp_path / "shard-000001.tar"))
     assert expand_shards(tmp_path) == [str(tmp_path / "shard-000000.tar"), str(tmp_path / "shard-000001.tar")]
+
+
+def test_media_left_in_the_shard_read_as_their_bytes_when_decoded(tmp_path: Path) -> None:
+    red, blue = png_bytes(), png_bytes((10, 10, 200), (5, 5))
+    members = [("0001.png", red), ("0001.cls", b"3"), ("0002.seg.png", blue), ("0002.txt", b"t"), ("0003.png", b"no")]
+    shard = write_tar(tmp_path / "s.tar", members)
+    eager = list(read_shards(shard, strict=True))
+    lazy = list(read_shards(shard, strict=True, media_in_shard=True))
+    assert [type(s.image) for s in lazy] == [ShardMember] * 3
+    assert [s.image.read() for s in lazy] == [s.image for s in eager] == [red, blue, b"no"]
+    assert [(s.id, s.text, s.label, s.row) for s in lazy] == [(s.id, s.text, s.label, s.row) for s in eager]
+    assert pickle.loads(pickle.dumps(lazy[1])) == lazy[1]  # what a DataLoader worker is sent: no pixels
+    assert decode_image(lazy[0].image).tobytes() == decode_image(red).tobytes()
+    assert decode_image(lazy[1].image).size == (5, 5)
+    memo = MediaMemo(1 << 20)
+    assert memo.key("image", lazy[0].image) != memo.key("image", lazy[1].image)
+    # A mislabelled member fails as its bytes would, naming the shard, the row and the member.
+    with pytest.raises(BadSampleError) as info:
+        decode_image(lazy[2].image, source=lazy[2].source, row=lazy[2].row)
+    assert (info.value.source, info.value.row, info.value.kind) == (str(shard), 3, "not_an_image")
+    assert f"{shard}:0003.png" in str(info.value)
+    # Written again as shards, the members' bytes go along.
+    again = write_shards(lazy[:2], str(tmp_path / "again-%d.tar"))
+    assert [s.image for s in read_shards(again, strict=True)] == [red, blue]
+    # A shard cut or removed after it was listed: that sample is bad, named, and nothing hangs or crashes.
+    shard.write_bytes(shard.read_bytes()[: lazy[1].image.offset + 10])
+    with pytest.raises(BadSampleError, match="cannot read the member") as info:
+        decode_image(lazy[1].image, source=lazy[1].source, row=lazy[1].row)
+    assert (info.value.kind, info.value.row) == ("truncated", 2)
+    assert decode_image(lazy[0].image).size == (4, 3)
+    shard.unlink()
+    with pytest.raises(BadSampleError, match="cannot read the member"):
+        decode_image(lazy[0].image)
 
 
 def test_shard_json_caption_is_the_text(tmp_path: Path) -> None:

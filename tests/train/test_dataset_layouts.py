@@ -3,8 +3,11 @@ folders (with UCF101-style split lists), ESC-50 folds, a validation share held o
 
 from __future__ import annotations
 
+import io
 import json
 import re
+import tarfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,9 @@ from PIL import Image
 
 from polymodal.config import ConfigError
 from polymodal.data.errors import BadSampleLog
+from polymodal.data.readers import write_shards
+from polymodal.data.schema import Sample, ShardMember
+from polymodal.fsutil import read_json_lines
 from polymodal.train.prepare import hold_out, read_rows
 from polymodal.train.recipe import load_recipe
 from polymodal.train.run import data_fingerprint, run_recipe
@@ -67,6 +73,31 @@ def test_a_classifier_trains_on_class_folders_and_counts_their_bad_files(tmp_pat
     assert before["manifests"] == [str((data / "train").resolve()), str((data / "val").resolve())]
     Image.new("RGB", (16, 16), (200, 30, 30)).save(data / "train" / "red" / "new.png")
     assert data_fingerprint(recipe(data, "data.train=train", "data.val=val"))["hash"] != before["hash"]
+
+
+def test_a_classifier_trains_on_webdataset_shards_read_from_the_shards_per_batch(tmp_path: Path) -> None:
+    photos = class_folders(tmp_path / "photos", per_class=4)
+    rows = [Sample(id=f"{p.parent.name}-{p.stem}", image=str(p), label=p.parent.name) for p in photos.rglob("*.png")]
+    data = tmp_path / "shards"
+    write_shards(sorted(rows, key=lambda row: row.id), str(data / "train-%d.tar"), max_count=6)
+    write_shards(rows[:3], str(data / "val-%d.tar"))
+    with tarfile.open(data / "train-9.tar", "w") as tar:  # a mislabelled member: counted, the run goes on
+        info = tarfile.TarInfo("bad.png")
+        info.size = 9
+        tar.addfile(info, io.BytesIO(b"not a png"))
+        label = tarfile.TarInfo("bad.cls")
+        label.size = 1
+        tar.addfile(label, io.BytesIO(b"1"))
+    options = ["data.train=train-{0,1,9}.tar", "data.val=val-0.tar"]
+    train, layout = read_rows(recipe(data, *options).data, "train", BadSampleLog())
+    assert layout == "webdataset" and len(train) == 13
+    assert all(isinstance(row.image, ShardMember) for row in train)  # the rows hold places, not the images
+    run = tmp_path / "run"
+    result = run_recipe(recipe(data, *options), run, progress=False)
+    assert result.step == 4 and result.best_metric is not None
+    assert result.bad_samples.total == 1
+    (bad,) = read_json_lines(run / "bad_samples.jsonl")
+    assert (bad["source"], bad["kind"]) == (str(data / "train-9.tar"), "not_an_image")
 
 
 def test_split_lists_select_the_clips_of_each_split(tmp_path: Path) -> None:
@@ -124,6 +155,14 @@ def test_a_validation_share_is_the_same_rows_whatever_their_order(tmp_path: Path
     assert len(train) + len(val) == 60 and 5 <= len(val) <= 25
     again_train, again_val = hold_out(list(reversed(rows)), 0.25)
     assert {r.id for r in again_val} == {r.id for r in val} and not {r.id for r in train} & {r.id for r in val}
+    # Per class: 5 of each colour's 20; a class of 3 gives 1 (and one of 1 stays in training); unlabelled and
+    # regression rows by the hash alone.
+    assert Counter(r.label for r in val) == {"red": 5, "blue": 5, "green": 5}
+    rare = [*rows, *(Sample(id=f"rare{i}", label="rare") for i in range(3)), Sample(id="once", label="once")]
+    _, val = hold_out(rare, 0.25)
+    assert Counter(r.label for r in val) == {"red": 5, "blue": 5, "green": 5, "rare": 1}
+    numbers = [Sample(id=str(i), label=i / 7) for i in range(400)]
+    assert 70 <= len(hold_out(numbers, 0.25)[1]) <= 130
     with pytest.raises(ConfigError, match="leaves .* to validate"):
         hold_out(rows[:1], 0.25)
     with pytest.raises(ConfigError, match="set val: null, or drop val_share"):

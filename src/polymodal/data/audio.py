@@ -15,6 +15,7 @@ the model's rate does, not what its source would decode to.
 from __future__ import annotations
 
 import collections
+import io
 import math
 import os
 import struct
@@ -182,7 +183,7 @@ def _sink_stream(
     if isinstance(ref, Waveform):
         return _waveform_stream(ref, target, max_seconds, keep_seconds, bad)
     handle = open_media(ref, bad)
-    if is_av_container(ref):
+    if is_av_container(ref if isinstance(handle, Path) else _head(handle)):
         return _track_stream(handle, target, max_seconds, keep_seconds, timeout_seconds, bad, per_block)
     return _sound_file_stream(handle, target, max_seconds, keep_seconds, bad, cut_at_end=per_block)
 
@@ -202,6 +203,13 @@ def _waveform_stream(
         yield sink
         if sink.full:
             break
+
+
+def _head(handle: io.BytesIO) -> bytes:
+    """The first bytes of an in-memory file (its format's magic), the file left at its start."""
+    head = handle.read(12)
+    handle.seek(0)
+    return head
 
 
 def is_av_container(ref: object) -> bool:

@@ -45,7 +45,7 @@ from torch.utils.data import Dataset
 from polymodal.data.collate import Collator, Item
 from polymodal.data.errors import BadSampleError, BadSampleLog
 from polymodal.data.processors import Processor, TextProcessor
-from polymodal.data.schema import Label, MediaRef, Sample
+from polymodal.data.schema import Label, MediaRef, Sample, ShardMember
 
 TextMode = Literal["random", "first", "all"]
 LabelFn = Callable[[Sample], "int | float | list[float] | torch.Tensor | None"]
@@ -231,8 +231,8 @@ class MultimodalDataset(Dataset):
 class MediaMemo:
     """An LRU of prepared media tensors bounded by their total bytes (``max_bytes`` 0: off).
 
-    Keys are (modality, reference) pairs (a path, or a digest of encoded bytes), not the processor: a memo
-    belongs to one dataset and its processors. It stores and hands out copies.
+    Keys are (modality, reference) pairs (a path, a shard member's place, or a digest of encoded bytes), not the
+    processor: a memo belongs to one dataset and its processors. It stores and hands out copies.
     """
 
     def __init__(self, max_bytes: int) -> None:
@@ -250,13 +250,16 @@ class MediaMemo:
         self.__init__(state["max_bytes"])  # type: ignore[misc]
 
     def key(self, modality: str, ref: MediaRef) -> Any:
-        """A memo key for a media reference: the path itself, or a digest of in-memory bytes."""
+        """A memo key for a media reference: the path itself, a shard member's place, or a digest of in-memory
+        bytes."""
         if not self.max_bytes:
             return None
         if isinstance(ref, (str, os.PathLike)):
             return modality, os.fspath(ref)
         if isinstance(ref, (bytes, bytearray, memoryview)):
             return modality, hashlib.sha256(ref).digest()
+        if isinstance(ref, ShardMember):
+            return modality, ref.shard, ref.offset
         return None  # an inline value (or a bad reference, which preparing reports): not memoised
 
     def get(self, key: Any) -> torch.Tensor | None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from polymodal.data.schema import ShardMember
 from polymodal.fsutil import json_line
 
 
@@ -128,17 +129,19 @@ def describe_ref(ref: object) -> str:
         return os.fspath(ref)
     if isinstance(ref, (bytes, bytearray, memoryview)):
         return f"<{len(ref)} bytes>"
+    if isinstance(ref, ShardMember):
+        return str(ref)
     return f"<{type(ref).__name__}>"
 
 
 def media_errors(ref: object, source: str | None, row: int | None, field: str) -> Callable[[str, str], BadSampleError]:
-    """``bad(reason, kind)``: a BadSampleError about ``ref`` (a path or encoded bytes) naming the manifest ``source``
-    and ``row`` when given, else the file itself."""
-    is_path = isinstance(ref, (str, os.PathLike))
+    """``bad(reason, kind)``: a BadSampleError about ``ref`` (a path, a shard's member or encoded bytes) naming the
+    manifest ``source`` and ``row`` when given (and the reason the file or member), else the file itself."""
+    named = isinstance(ref, (str, os.PathLike, ShardMember))
     where = source if source is not None else describe_ref(ref)
 
     def bad(reason: str, kind: str) -> BadSampleError:
-        if source is not None and is_path:
+        if source is not None and named:
             reason = f"{ref}: {reason}"
         return BadSampleError(reason, source=where, row=row, field=field, kind=kind)
 
@@ -164,13 +167,18 @@ def path_problem(path: Path) -> tuple[str, str] | None:
 
 
 def open_media(ref: object, bad: Callable[[str, str], BadSampleError], expected: str = "a path or bytes") -> Any:
-    """A decoder's handle on ``ref``: the file's path, or the bytes as a file object; missing, empty or other
-    references raise ``bad``."""
+    """A decoder's handle on ``ref``: the file's path, or the bytes (given, or read from their shard) as a file
+    object; missing, empty, unreadable or other references raise ``bad``."""
     if isinstance(ref, (str, os.PathLike)):
         path = Path(ref)
         if (problem := path_problem(path)) is not None:
             raise bad(*problem)
         return path
+    if isinstance(ref, ShardMember):
+        try:
+            ref = ref.read()
+        except OSError as e:
+            raise bad(f"cannot read the member from its shard: {e}", "truncated") from None
     if isinstance(ref, (bytes, bytearray, memoryview)):
         if len(ref) == 0:
             raise bad("empty bytes", "empty_file")

@@ -1,8 +1,8 @@
 """One sample schema for every modality.
 
 A reader turns a row of any dataset format into a :class:`Sample`. Media fields hold a
-reference (an absolute path, or the raw bytes when the sample came out of a tar shard), not
-decoded pixels: decoding happens later, in the data pipeline, where bad files are counted.
+reference (an absolute path, the raw bytes of a tar shard's member, or a :class:`ShardMember` saying where in its
+shard they are), not decoded pixels: decoding happens later, in the data pipeline, where bad files are counted.
 A modality that a sample lacks is ``None`` (or an empty list), never an error.
 """
 
@@ -10,11 +10,41 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import PurePosixPath
 from typing import Any
 
+
+@dataclass(frozen=True, slots=True)
+class ShardMember:
+    """Where a tar shard holds one member's bytes (``offset`` from the file's start, ``size`` bytes), read when
+    needed: a training set of shards keeps these in memory instead of every image, sound and clip."""
+
+    shard: str
+    offset: int
+    size: int
+    name: str  # the member's name in the shard: its extension says the format
+
+    @property
+    def suffix(self) -> str:
+        """The member name's last extension, lower case and without its dot (``0001.seg.png`` -> ``png``)."""
+        return PurePosixPath(self.name).suffix.lower().lstrip(".")
+
+    def read(self) -> bytes:
+        """The member's bytes; OSError when the shard no longer holds them (gone, cut short, or not a file)."""
+        with open(self.shard, "rb") as f:
+            f.seek(self.offset)
+            data = f.read(self.size)
+        if len(data) != self.size:
+            raise OSError(f"{self.shard} ends {self.size - len(data):,} bytes into member {self.name}")
+        return data
+
+    def __str__(self) -> str:
+        return f"{self.shard}:{self.name}"
+
+
 # A reference to encoded media: a filesystem path (absolute, already resolved against the
-# dataset root) or the encoded bytes themselves.
-MediaRef = str | bytes
+# dataset root), the encoded bytes themselves, or where a tar shard holds them.
+MediaRef = str | bytes | ShardMember
 Label = int | float | str
 
 

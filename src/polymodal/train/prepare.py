@@ -91,6 +91,8 @@ def read_rows(
     for fixed in ("strict", "bad_log"):
         if fixed in options:
             raise ConfigError(f"data.{role}_options: {fixed} is not a reader option here (data.strict sets it)")
+    if found.format == "webdataset":  # rows name their media's place in the shards; the bytes are read per batch
+        options = {"media_in_shard": True, **options}
     try:
         return list(found.open(data.strict, bad_log, **options)), found.format
     except TypeError as e:  # an option its reader lacks, or of the wrong kind (folds: 1 for [1])
@@ -100,11 +102,24 @@ def read_rows(
 
 
 def hold_out(rows: list[Sample], share: float) -> tuple[list[Sample], list[Sample]]:
-    """(training rows, validation rows): ``share`` of ``rows`` validate, each chosen by a hash of its id (the same
-    rows every run, whatever their order)."""
-    chosen = [int(hashlib.sha256(row.id.encode()).hexdigest()[:8], 16) < share * 2**32 for row in rows]
-    train = [row for row, held in zip(rows, chosen) if not held]
-    val = [row for row, held in zip(rows, chosen) if held]
+    """(training rows, validation rows): ``share`` of ``rows`` validate, the same rows every run whatever their order.
+    Rows with class labels (strings or integers) are held out per class, each class's rows ranked by a hash of their
+    id and its first ``round(share * n)`` taken (never all of a class: training sees every class), so a rare class is
+    not left out by chance nor a common one over-drawn; other rows (no labels, numbers) are chosen by the hash
+    alone."""
+    rank = {id(row): int(hashlib.sha256(row.id.encode()).hexdigest()[:8], 16) for row in rows}
+    held: set[int] = set()
+    if all(isinstance(row.label, (str, int)) and not isinstance(row.label, bool) for row in rows):
+        classes: dict[Any, list[Sample]] = {}
+        for row in rows:
+            classes.setdefault(row.label, []).append(row)
+        for members in classes.values():
+            members.sort(key=lambda row: (rank[id(row)], row.id))
+            held.update(id(row) for row in members[: min(round(share * len(members)), len(members) - 1)])
+    else:
+        held = {id(row) for row in rows if rank[id(row)] < share * 2**32}
+    train = [row for row in rows if id(row) not in held]
+    val = [row for row in rows if id(row) in held]
     if not train or not val:
         raise ConfigError(
             f"data.val_share {share} of {len(rows)} training rows leaves {len(train)} to train on and {len(val)} to "

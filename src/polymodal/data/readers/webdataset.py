@@ -2,8 +2,9 @@
 
 A sample is the run of consecutive members sharing a key (the member path up to the first
 dot of its basename): ``0001.jpg`` + ``0001.txt`` + ``0001.json`` -> one Sample. Members are
-read into memory, never extracted to disk; members named with ``..`` or an absolute path, and
-links or devices, are rejected. ``json`` members are records in the manifest sense (``id``,
+read into memory (or, with ``media_in_shard``, media members are left where they are and named by
+:class:`~polymodal.data.schema.ShardMember`), never extracted to disk; members named with ``..`` or an absolute
+path, and links or devices, are rejected. ``json`` members are records in the manifest sense (``id``,
 ``label``, ``text``, ``qa``, ``statements``, ``metadata``, other keys -> metadata); ``txt``
 is one caption (used when the json has no text) and ``cls`` the label.
 """
@@ -31,7 +32,7 @@ from polymodal.data.readers.base import (
     record_to_sample,
     resolve_log,
 )
-from polymodal.data.schema import MediaRef, Sample
+from polymodal.data.schema import MediaRef, Sample, ShardMember
 
 # A member larger than this is refused rather than read into memory.
 DEFAULT_MAX_MEMBER_BYTES = 256 * 1024 * 1024
@@ -79,20 +80,22 @@ def read_shards(
     bad_log: BadSampleLog | None = None,
     *,
     max_member_bytes: int = DEFAULT_MAX_MEMBER_BYTES,
+    media_in_shard: bool = False,
 ) -> Iterator[Sample]:
-    """Samples of every shard in order; media fields hold the members' bytes.
+    """Samples of every shard in order; media fields hold the members' bytes, or with ``media_in_shard`` where the
+    shard holds them (a :class:`ShardMember`, read when decoded: a training set's rows stay small).
 
     ``Sample.source`` is the shard and ``row`` the 1-based sample index within it. A missing,
     empty or truncated shard is one bad entry (kind ``missing_file``/``truncated``/``corrupt``);
     the samples read before the damage are kept, the one being read is dropped.
     """
     paths = expand_shards(shards)
-    return _read_all(paths, resolve_log(strict, bad_log), max_member_bytes)
+    return _read_all(paths, resolve_log(strict, bad_log), max_member_bytes, media_in_shard)
 
 
-def _read_all(paths: list[str], log: BadSampleLog, max_member_bytes: int) -> Iterator[Sample]:
+def _read_all(paths: list[str], log: BadSampleLog, max_member_bytes: int, media_in_shard: bool) -> Iterator[Sample]:
     for path in paths:
-        yield from _ShardReader(path, log, max_member_bytes).samples()
+        yield from _ShardReader(path, log, max_member_bytes, media_in_shard).samples()
 
 
 def split_key(name: str) -> tuple[str, str]:
@@ -115,8 +118,9 @@ def _unsafe(name: str) -> bool:
 
 
 class _ShardReader:
-    def __init__(self, path: str, log: BadSampleLog, max_member_bytes: int) -> None:
+    def __init__(self, path: str, log: BadSampleLog, max_member_bytes: int, media_in_shard: bool = False) -> None:
         self.path, self.log, self.max_member_bytes = path, log, max_member_bytes
+        self.media_in_shard = media_in_shard
         self.row = 0
 
     def _bad(self, reason: str, kind: str, field: str | None = None) -> BadSampleError:
@@ -124,12 +128,13 @@ class _ShardReader:
 
     def samples(self) -> Iterator[Sample]:
         key: str | None = None
-        group: dict[str, bytes] = {}
+        group: dict[str, bytes | ShardMember] = {}
         try:
             with open(self.path, "rb") as f:
                 if os.fstat(f.fileno()).st_size == 0:
                     raise self._bad("shard is empty (0 bytes)", "empty_file")
-                # Members are read lazily, in order, into memory; nothing is extracted.
+                # Members are read lazily, in order, into memory (media left in the shard when asked); nothing is
+                # extracted.
                 with tarfile.open(fileobj=f, mode="r:") as tar:
                     for info in tar:
                         member = self._member(tar, info)
@@ -158,8 +163,8 @@ class _ShardReader:
             kind = "truncated" if any(w in str(e) for w in ("unexpected end", "truncated")) else "corrupt"
             self.log.record(self._bad(f"cannot read tar: {e}", kind))
 
-    def _member(self, tar: tarfile.TarFile, info: tarfile.TarInfo) -> tuple[str, str, bytes] | None:
-        """(key, extension, bytes) of a usable member; None for directories and rejects."""
+    def _member(self, tar: tarfile.TarFile, info: tarfile.TarInfo) -> tuple[str, str, bytes | ShardMember] | None:
+        """(key, extension, bytes or where they are) of a usable member; None for directories and rejects."""
         if info.isdir():
             return None
         name = info.name[2:] if info.name.startswith("./") else info.name
@@ -176,11 +181,13 @@ class _ShardReader:
         key, ext = split_key(name)
         if not ext:
             return None  # no extension: not part of any sample (e.g. a README)
+        if self.media_in_shard and _media_kind(ext) is not None:
+            return key, ext, ShardMember(self.path, info.offset_data, info.size, name)
         handle = tar.extractfile(info)
         assert handle is not None  # regular files always have a handle
         return key, ext, handle.read()
 
-    def _flush(self, key: str | None, group: dict[str, bytes]) -> Iterator[Sample]:
+    def _flush(self, key: str | None, group: dict[str, bytes | ShardMember]) -> Iterator[Sample]:
         try:
             record = _group_record(group, self._bad)
             yield record_to_sample(record, source=self.path, row=self.row, default_id=str(key), media=self._media)
@@ -188,17 +195,27 @@ class _ShardReader:
             self.log.record(e)
 
     def _media(self, value: Any, field: str) -> MediaRef:
-        if not isinstance(value, bytes):
+        if not isinstance(value, (bytes, ShardMember)):
             raise self._bad(f"media in a shard must be a member, got {type(value).__name__}", "invalid", field)
         return value
 
 
-def _group_record(group: dict[str, bytes], bad: _ErrorFactory) -> dict[str, Any]:
-    """Members of one sample -> a record for :func:`record_to_sample`."""
+def _media_kind(ext: str) -> str | None:
+    """image, audio or video for a member's extension (``seg.png`` is still an image); None for other members."""
+    last = ext.rpartition(".")[2]
+    for name, known in (("image", IMAGE_EXTENSIONS), ("audio", AUDIO_EXTENSIONS), ("video", VIDEO_EXTENSIONS)):
+        if last in known:
+            return name
+    return None
+
+
+def _group_record(group: dict[str, bytes | ShardMember], bad: _ErrorFactory) -> dict[str, Any]:
+    """Members of one sample -> a record for :func:`record_to_sample`; only media members may be ShardMembers."""
     record: dict[str, Any] = {}
-    if "json" in group:
+    text = {ext: data for ext, data in group.items() if isinstance(data, bytes)}
+    if "json" in text:
         try:
-            parsed = json.loads(group["json"].decode("utf-8"))
+            parsed = json.loads(text["json"].decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise bad(f"invalid JSON member: {e}", "bad_json", "json") from None
         if not isinstance(parsed, dict):
@@ -206,17 +223,15 @@ def _group_record(group: dict[str, bytes], bad: _ErrorFactory) -> dict[str, Any]
         record.update(parsed)
     # Media come from members only (a path inside the json would point outside the shard);
     # the first member of each kind wins.
-    media: dict[str, bytes] = {}
+    media: dict[str, bytes | ShardMember] = {}
     for ext, data in group.items():
-        last = ext.rpartition(".")[2]  # "seg.png" is still an image
-        for name, known in (("image", IMAGE_EXTENSIONS), ("audio", AUDIO_EXTENSIONS), ("video", VIDEO_EXTENSIONS)):
-            if last in known:
-                media.setdefault(name, data)
+        if (kind := _media_kind(ext)) is not None:
+            media.setdefault(kind, data)
     record.update(media)
-    if "txt" in group and not any(field in record for field in TEXT_FIELDS):
-        record["text"] = _utf8(group["txt"], "txt", bad)
-    if "cls" in group:
-        label = _utf8(group["cls"], "cls", bad).strip()
+    if "txt" in text and not any(field in record for field in TEXT_FIELDS):
+        record["text"] = _utf8(text["txt"], "txt", bad)
+    if "cls" in text:
+        label = _utf8(text["cls"], "cls", bad).strip()
         record["label"] = int(label) if re.fullmatch(r"-?\d+", label) else label
     return record
 
@@ -237,17 +252,25 @@ _MAGIC = (
     (b"BM", "bmp"),
     (b"II*\x00", "tiff"),
     (b"MM\x00*", "tiff"),
+    (b"fLaC", "flac"),
+    (b"OggS", "ogg"),
+    (b"ID3", "mp3"),
+    (b"\x1a\x45\xdf\xa3", "mkv"),  # Matroska and WebM
 )
+# Formats told by bytes past the start: (offset, bytes, extension); the first whose extension the field knows wins.
+_MAGIC_AT = ((8, b"WEBP", "webp"), (8, b"WAVE", "wav"), (8, b"AVI ", "avi"), (4, b"ftyp", "m4a"), (4, b"ftyp", "mp4"))
 
 
 def _media_member(ref: MediaRef, known: frozenset[str], default: str) -> tuple[str, bytes]:
-    """(extension, bytes) of a media reference: a path's suffix, else the bytes' magic."""
-    if isinstance(ref, str):
-        ext = Path(ref).suffix.lower().lstrip(".")
-        return ("jpg" if ext == "jpeg" else ext) if ext in known else default, Path(ref).read_bytes()
-    if ref[:4] == b"RIFF" and ref[8:12] == b"WEBP":
-        return "webp", ref
-    return next((ext for magic, ext in _MAGIC if ref.startswith(magic) and ext in known), default), ref
+    """(extension, bytes) of a media reference: a path's or shard member's suffix, else the bytes' magic (an MP4
+    sound track is ``m4a`` and a clip ``mp4``), else ``default``."""
+    if isinstance(ref, (str, ShardMember)):
+        ext = ref.suffix if isinstance(ref, ShardMember) else Path(ref).suffix.lower().lstrip(".")
+        data = ref.read() if isinstance(ref, ShardMember) else Path(ref).read_bytes()
+        return ("jpg" if ext == "jpeg" else ext) if ext in known else default, data
+    found = [ext for magic, ext in _MAGIC if ref.startswith(magic)]
+    found += [ext for at, magic, ext in _MAGIC_AT if ref[at : at + len(magic)] == magic]
+    return next((ext for ext in found if ext in known), default), ref
 
 
 def sample_members(sample: Sample) -> dict[str, bytes]:
