@@ -3,6 +3,7 @@ sound files' bounds and bad-sample kinds, and ``no_audio`` for a clip without a 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 
@@ -151,6 +152,23 @@ def test_sound_tracks_and_files_left_in_a_shard_decode_as_their_bytes(tmp_path: 
     lazy = list(read_shards(tmp_path / "s-0.tar", strict=True, media_in_shard=True))
     assert [type(s.audio) for s in lazy] == [ShardMember, ShardMember]
     assert [s.audio.name for s in lazy] == ["c.m4a", "w.wav"]  # written under their formats' extensions
-    mislabelled = ShardMember(lazy[0].audio.shard, lazy[0].audio.offset, lazy[0].audio.size, "c.wav")
+    mislabelled = dataclasses.replace(lazy[0].audio, name="c.wav")
     for ref, data in zip((*(s.audio for s in lazy), mislabelled), (clip, wav.getvalue(), clip)):
         assert torch.equal(decode_audio(ref, 16000), decode_audio(data, 16000))
+
+
+def test_sounds_are_written_to_shards_under_their_own_formats_extensions(tmp_path: Path) -> None:
+    from polymodal.data.readers import read_shards, write_shards
+    from polymodal.data.schema import Sample
+
+    mka = write_clip(None, burst_wave(1.0, 48000, onset=0.2), rate=48000, fmt="matroska", codec="libopus", seconds=1.0)
+    (tmp_path / "track.mp4").write_bytes(write_clip(None, burst_wave(1.0, 16000, onset=0.2), rate=16000, seconds=1.0))
+    rows = [
+        Sample(id="path", audio=str(tmp_path / "track.mp4")),  # a clip's sound track named by its path
+        Sample(id="mka", audio=mka),
+        Sample(id="mp3", audio=b"\xff\xfb\x90\x00" + bytes(400)),  # MPEG frames without an ID3 tag
+    ]
+    write_shards(rows, str(tmp_path / "s-%d.tar"))
+    back = list(read_shards(tmp_path / "s-0.tar", strict=True, media_in_shard=True))
+    assert [(s.id, s.audio.name) for s in back] == [("path", "path.m4a"), ("mka", "mka.mka"), ("mp3", "mp3.mp3")]
+    assert torch.equal(decode_audio(back[1].audio, 16000), decode_audio(mka, 16000))

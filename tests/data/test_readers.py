@@ -8,6 +8,8 @@ import io
 import json
 import os
 import pickle
+import shutil
+import subprocess
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -665,15 +667,36 @@ def test_media_left_in_the_shard_read_as_their_bytes_when_decoded(tmp_path: Path
     # Written again as shards, the members' bytes go along.
     again = write_shards(lazy[:2], str(tmp_path / "again-%d.tar"))
     assert [s.image for s in read_shards(again, strict=True)] == [red, blue]
-    # A shard cut or removed after it was listed: that sample is bad, named, and nothing hangs or crashes.
-    shard.write_bytes(shard.read_bytes()[: lazy[1].image.offset + 10])
-    with pytest.raises(BadSampleError, match="cannot read the member") as info:
+    # A shard rewritten (even at its old size), cut or removed after it was listed: its samples are bad, named, and
+    # nothing is read from where a member used to be.
+    assert Path(lazy[0].image.shard).is_absolute()
+    os.utime(shard, ns=(1, 1))
+    with pytest.raises(BadSampleError, match="changed since it was listed") as info:
         decode_image(lazy[1].image, source=lazy[1].source, row=lazy[1].row)
     assert (info.value.kind, info.value.row) == ("truncated", 2)
-    assert decode_image(lazy[0].image).size == (4, 3)
-    shard.unlink()
+    relisted = list(read_shards(shard, strict=True, media_in_shard=True))
+    shard.write_bytes(shard.read_bytes()[: relisted[1].image.offset + 10])
     with pytest.raises(BadSampleError, match="cannot read the member"):
-        decode_image(lazy[0].image)
+        decode_image(relisted[0].image)
+    shard.unlink()
+    with pytest.raises(BadSampleError, match="the shard is gone") as info:
+        decode_image(relisted[0].image)
+    assert info.value.kind == "missing_file"
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="GNU tar writes the sparse member")
+def test_a_sparse_member_is_read_whole_not_left_in_its_shard(tmp_path: Path) -> None:
+    holey = tmp_path / "in" / "0001.png"
+    holey.parent.mkdir()
+    with open(holey, "wb") as f:  # a PNG followed by a hole: tar -S stores only the data blocks
+        f.write(png_bytes())
+        f.seek(1 << 20)
+        f.write(b"end")
+    (tmp_path / "in" / "0002.png").write_bytes(png_bytes((1, 2, 3)))
+    subprocess.run(["tar", "-S", "-cf", str(tmp_path / "s.tar"), "-C", str(tmp_path / "in"), "0001.png", "0002.png"])
+    first, second = read_shards(tmp_path / "s.tar", strict=True, media_in_shard=True)
+    assert first.image == holey.read_bytes()  # whole, as an eager read gives it
+    assert isinstance(second.image, ShardMember) and second.image.read() == png_bytes((1, 2, 3))
 
 
 def test_shard_json_caption_is_the_text(tmp_path: Path) -> None:

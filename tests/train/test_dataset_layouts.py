@@ -155,12 +155,22 @@ def test_a_validation_share_is_the_same_rows_whatever_their_order(tmp_path: Path
     assert len(train) + len(val) == 60 and 5 <= len(val) <= 25
     again_train, again_val = hold_out(list(reversed(rows)), 0.25)
     assert {r.id for r in again_val} == {r.id for r in val} and not {r.id for r in train} & {r.id for r in val}
-    # Per class: 5 of each colour's 20; a class of 3 gives 1 (and one of 1 stays in training); unlabelled and
-    # regression rows by the hash alone.
+    # By class: 5 of each colour's 20; a class of 3 gives 0 or 1 and one of 1 stays in training; many small classes
+    # still validate about their share; rows sharing an id stay on one side; unlabelled rows by the hash alone.
+    train, val = hold_out(rows, 0.25, by_class=True)
     assert Counter(r.label for r in val) == {"red": 5, "blue": 5, "green": 5}
+    assert {r.id for r in hold_out(list(reversed(rows)), 0.25, by_class=True)[1]} == {r.id for r in val}
     rare = [*rows, *(Sample(id=f"rare{i}", label="rare") for i in range(3)), Sample(id="once", label="once")]
-    _, val = hold_out(rare, 0.25)
-    assert Counter(r.label for r in val) == {"red": 5, "blue": 5, "green": 5, "rare": 1}
+    counts = Counter(r.label for r in hold_out(rare, 0.25, by_class=True)[1])
+    assert counts["once"] == 0 and counts["rare"] <= 1 and counts["red"] == 5
+    small = [Sample(id=f"{c}-{i}", label=c) for c in range(100) for i in range(5)]
+    held = Counter(r.label for r in hold_out(small, 0.1, by_class=True)[1])
+    assert 35 <= sum(held.values()) <= 65 and set(held.values()) == {1}
+    twice = [Sample(id=f"{i // 2}", label="a", source=str(i % 2)) for i in range(40)]
+    _, val = hold_out(twice, 0.5, by_class=True)
+    assert len(val) == 20 and all(Counter(r.id for r in val)[r.id] == 2 for r in val)
+    mixed = [*rows, Sample(id="no label")]
+    assert Counter(r.label for r in hold_out(mixed, 0.25, by_class=True)[1])["red"] == 5
     numbers = [Sample(id=str(i), label=i / 7) for i in range(400)]
     assert 70 <= len(hold_out(numbers, 0.25)[1]) <= 130
     with pytest.raises(ConfigError, match="leaves .* to validate"):

@@ -177,7 +177,11 @@ def open_media(ref: object, bad: Callable[[str, str], BadSampleError], expected:
     if isinstance(ref, ShardMember):
         try:
             ref = ref.read()
-        except OSError as e:
+        except FileNotFoundError:
+            raise bad("the shard is gone", "missing_file") from None
+        except PermissionError as e:
+            raise bad(f"cannot read the shard ({e.strerror})", "unreadable") from None
+        except OSError as e:  # cut short or rewritten since it was listed
             raise bad(f"cannot read the member from its shard: {e}", "truncated") from None
     if isinstance(ref, (bytes, bytearray, memoryview)):
         if len(ref) == 0:

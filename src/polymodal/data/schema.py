@@ -8,6 +8,7 @@ A modality that a sample lacks is ``None`` (or an empty list), never an error.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import PurePosixPath
@@ -17,12 +18,16 @@ from typing import Any
 @dataclass(frozen=True, slots=True)
 class ShardMember:
     """Where a tar shard holds one member's bytes (``offset`` from the file's start, ``size`` bytes), read when
-    needed: a training set of shards keeps these in memory instead of every image, sound and clip."""
+    needed: a training set of shards keeps these in memory instead of every image, sound and clip. ``shard_bytes``
+    and ``shard_mtime_ns`` are the shard's size and time when it was listed: a shard rewritten since is refused
+    rather than read at offsets that may now hold something else."""
 
-    shard: str
+    shard: str  # absolute
     offset: int
     size: int
     name: str  # the member's name in the shard: its extension says the format
+    shard_bytes: int
+    shard_mtime_ns: int
 
     @property
     def suffix(self) -> str:
@@ -30,8 +35,11 @@ class ShardMember:
         return PurePosixPath(self.name).suffix.lower().lstrip(".")
 
     def read(self) -> bytes:
-        """The member's bytes; OSError when the shard no longer holds them (gone, cut short, or not a file)."""
+        """The member's bytes; OSError when the shard no longer holds them (FileNotFoundError when it is gone)."""
         with open(self.shard, "rb") as f:
+            now = os.fstat(f.fileno())
+            if (now.st_size, now.st_mtime_ns) != (self.shard_bytes, self.shard_mtime_ns):
+                raise OSError(f"{self.shard} changed since it was listed: member {self.name} may have moved")
             f.seek(self.offset)
             data = f.read(self.size)
         if len(data) != self.size:

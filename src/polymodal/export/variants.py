@@ -111,15 +111,18 @@ def quantize_int8_avx2(source: Path, target: Path, feeds: dict[str, np.ndarray])
     model, nodes = _weight_nodes(source, QUANTIZED_OPS)
     if not nodes:
         return 0
-    weights = _initializers(model)
+    weights = _weights_of(model, nodes)
     _dynamic_int8(model, target, nodes)
     return _widen_to_pair_safe(target, weights)
 
 
-def _initializers(model: Any) -> dict[str, np.ndarray]:
+def _weights_of(model: Any, nodes: list[str]) -> dict[str, np.ndarray]:
+    """The fp32 weights (second inputs) of ``model``'s nodes named ``nodes``, by initializer name."""
     from onnx import numpy_helper
 
-    return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
+    named = set(nodes)
+    wanted = {node.input[1] for node in model.graph.node if node.name in named}
+    return {init.name: numpy_helper.to_array(init) for init in model.graph.initializer if init.name in wanted}
 
 
 def _widen_to_pair_safe(target: Path, weights: dict[str, np.ndarray]) -> int:
@@ -185,7 +188,7 @@ def quantize_int8_mixed(source: Path, target: Path, feeds: dict[str, np.ndarray]
     per_channel = [n for n in nodes if n not in blocks]
     _smooth(model, [by_name[n] for n in per_channel], feeds)
     if per_channel:
-        smoothed = _initializers(model)
+        smoothed = _weights_of(model, per_channel)
         _dynamic_int8(model, target, per_channel)
         _widen_to_pair_safe(target, smoothed)  # smoothing enlarges weights: AVX2's pair sums would clamp more
     if blocks:

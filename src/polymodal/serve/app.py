@@ -107,6 +107,7 @@ MEDIA_TYPES = {
         "mp4": "audio/mp4",  # a clip's sound track, indexed as a sound: played by <audio>
         "m4v": "audio/mp4",
         "webm": "audio/webm",
+        "mka": "audio/x-matroska",
     },
     "video": {
         "mp4": "video/mp4",

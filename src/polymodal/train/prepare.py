@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection
+import math
+from collections.abc import Collection, Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,31 +102,36 @@ def read_rows(
         ) from None
 
 
-def hold_out(rows: list[Sample], share: float) -> tuple[list[Sample], list[Sample]]:
-    """(training rows, validation rows): ``share`` of ``rows`` validate, the same rows every run whatever their order.
-    Rows with class labels (strings or integers) are held out per class, each class's rows ranked by a hash of their
-    id and its first ``round(share * n)`` taken (never all of a class: training sees every class), so a rare class is
-    not left out by chance nor a common one over-drawn; other rows (no labels, numbers) are chosen by the hash
-    alone."""
-    rank = {id(row): int(hashlib.sha256(row.id.encode()).hexdigest()[:8], 16) for row in rows}
-    held: set[int] = set()
-    if all(isinstance(row.label, (str, int)) and not isinstance(row.label, bool) for row in rows):
-        classes: dict[Any, list[Sample]] = {}
-        for row in rows:
-            classes.setdefault(row.label, []).append(row)
-        for members in classes.values():
-            members.sort(key=lambda row: (rank[id(row)], row.id))
-            held.update(id(row) for row in members[: min(round(share * len(members)), len(members) - 1)])
-    else:
-        held = {id(row) for row in rows if rank[id(row)] < share * 2**32}
-    train = [row for row in rows if id(row) not in held]
-    val = [row for row in rows if id(row) in held]
+def hold_out(rows: list[Sample], share: float, by_class: bool = False) -> tuple[list[Sample], list[Sample]]:
+    """(training rows, validation rows): ``share`` of ``rows`` validate, chosen by hashes of their ids (the same rows
+    every run, whatever their order; rows sharing an id stay together). With ``by_class`` (a classifier's rows), each
+    class's ids in hash order give floor(share x n) or one more (by a hash of the class, so the total stays near
+    share of the rows), never a class's last id: a rare class is neither left out by chance nor over-drawn. Rows
+    without a class (no label, or a list of them) go by the hash alone."""
+    held: set[str] = set()
+    classes: dict[Any, list[str]] = {}
+    for row in rows:
+        if by_class and isinstance(row.label, Hashable) and row.label is not None:
+            classes.setdefault(row.label, []).append(row.id)
+        elif _hash_share(row.id) < share:
+            held.add(row.id)
+    for label, ids in classes.items():
+        ranked = sorted(set(ids), key=lambda i: (_hash_share(i), i))
+        take = math.floor(share * len(ranked) + _hash_share(repr(label)))
+        held.update(ranked[: min(take, len(ranked) - 1)])
+    train = [row for row in rows if row.id not in held]
+    val = [row for row in rows if row.id in held]
     if not train or not val:
         raise ConfigError(
             f"data.val_share {share} of {len(rows)} training rows leaves {len(train)} to train on and {len(val)} to "
             "validate: give more rows or another share"
         )
     return train, val
+
+
+def _hash_share(text: str) -> float:
+    """A number in [0, 1) fixed by ``text``."""
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 2**32
 
 
 def expand_view(samples: list[Sample], view: str) -> list[Sample]:

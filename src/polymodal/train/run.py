@@ -172,7 +172,8 @@ def run_recipe(recipe: Recipe, run_dir: str | Path, resume: bool = False, progre
         read["val"] = read_rows(recipe.data, "val", bad_log, reads)
     val_rows = read["val"][0] if "val" in read else []
     if recipe.data.val_share is not None:
-        train_rows, val_rows = hold_out(train_rows, recipe.data.val_share)
+        classifier = recipe.objective.kind == "classification" and recipe.objective.loss != "mse"
+        train_rows, val_rows = hold_out(train_rows, recipe.data.val_share, by_class=classifier)
     data_read = describe_data(recipe.data, read)
     if recipe.data.val_share is not None:
         data_read += f"; {len(val_rows):,} of them held out to validate (data.val_share {recipe.data.val_share:g})"

@@ -21,7 +21,7 @@ from polymodal.data.processors import PROCESSORS
 from polymodal.data.schema import QA, Label, MediaRef, Sample, Statement
 
 IMAGE_EXTENSIONS = frozenset({"jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff"})
-AUDIO_EXTENSIONS = frozenset({"wav", "flac", "mp3", "ogg", "opus", "aiff", "aif", "m4a"})
+AUDIO_EXTENSIONS = frozenset({"wav", "flac", "mp3", "ogg", "opus", "aiff", "aif", "m4a", "mka"})
 VIDEO_EXTENSIONS = frozenset({"mp4", "m4v", "webm", "avi", "mkv", "mov", "ts", "mts", "m2ts", "mpg", "mpeg", "3gp"})
 # The media a folder of files may hold, by extension.
 MEDIA_EXTENSIONS = {"image": IMAGE_EXTENSIONS, "audio": AUDIO_EXTENSIONS, "video": VIDEO_EXTENSIONS}

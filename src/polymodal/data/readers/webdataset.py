@@ -121,6 +121,7 @@ class _ShardReader:
     def __init__(self, path: str, log: BadSampleLog, max_member_bytes: int, media_in_shard: bool = False) -> None:
         self.path, self.log, self.max_member_bytes = path, log, max_member_bytes
         self.media_in_shard = media_in_shard
+        self.stamp = (0, 0)  # the shard's size and time when opened: its ShardMembers check them when read
         self.row = 0
 
     def _bad(self, reason: str, kind: str, field: str | None = None) -> BadSampleError:
@@ -131,8 +132,10 @@ class _ShardReader:
         group: dict[str, bytes | ShardMember] = {}
         try:
             with open(self.path, "rb") as f:
-                if os.fstat(f.fileno()).st_size == 0:
+                listed = os.fstat(f.fileno())
+                if listed.st_size == 0:
                     raise self._bad("shard is empty (0 bytes)", "empty_file")
+                self.stamp = (listed.st_size, listed.st_mtime_ns)
                 # Members are read lazily, in order, into memory (media left in the shard when asked); nothing is
                 # extracted.
                 with tarfile.open(fileobj=f, mode="r:") as tar:
@@ -181,8 +184,8 @@ class _ShardReader:
         key, ext = split_key(name)
         if not ext:
             return None  # no extension: not part of any sample (e.g. a README)
-        if self.media_in_shard and _media_kind(ext) is not None:
-            return key, ext, ShardMember(self.path, info.offset_data, info.size, name)
+        if self.media_in_shard and _media_kind(ext) is not None and not info.issparse():  # sparse: not stored whole
+            return key, ext, ShardMember(os.path.abspath(self.path), info.offset_data, info.size, name, *self.stamp)
         handle = tar.extractfile(info)
         assert handle is not None  # regular files always have a handle
         return key, ext, handle.read()
@@ -255,19 +258,25 @@ _MAGIC = (
     (b"fLaC", "flac"),
     (b"OggS", "ogg"),
     (b"ID3", "mp3"),
-    (b"\x1a\x45\xdf\xa3", "mkv"),  # Matroska and WebM
+    (b"\xff\xfb", "mp3"),  # MPEG audio frames without an ID3 tag
+    (b"\xff\xf3", "mp3"),
+    (b"\xff\xf2", "mp3"),
+    (b"\x1a\x45\xdf\xa3", "mka"),  # Matroska and WebM: audio-only as mka, a clip as mkv
+    (b"\x1a\x45\xdf\xa3", "mkv"),
 )
 # Formats told by bytes past the start: (offset, bytes, extension); the first whose extension the field knows wins.
 _MAGIC_AT = ((8, b"WEBP", "webp"), (8, b"WAVE", "wav"), (8, b"AVI ", "avi"), (4, b"ftyp", "m4a"), (4, b"ftyp", "mp4"))
 
 
 def _media_member(ref: MediaRef, known: frozenset[str], default: str) -> tuple[str, bytes]:
-    """(extension, bytes) of a media reference: a path's or shard member's suffix, else the bytes' magic (an MP4
-    sound track is ``m4a`` and a clip ``mp4``), else ``default``."""
+    """(extension, bytes) of a media reference: a path's or shard member's suffix when the field knows it, else the
+    bytes' magic (an MP4 sound track is ``m4a`` and a clip ``mp4``), else ``default``."""
     if isinstance(ref, (str, ShardMember)):
         ext = ref.suffix if isinstance(ref, ShardMember) else Path(ref).suffix.lower().lstrip(".")
         data = ref.read() if isinstance(ref, ShardMember) else Path(ref).read_bytes()
-        return ("jpg" if ext == "jpeg" else ext) if ext in known else default, data
+        if ext in known:
+            return "jpg" if ext == "jpeg" else ext, data
+        ref = data
     found = [ext for magic, ext in _MAGIC if ref.startswith(magic)]
     found += [ext for at, magic, ext in _MAGIC_AT if ref[at : at + len(magic)] == magic]
     return next((ext for ext in found if ext in known), default), ref
