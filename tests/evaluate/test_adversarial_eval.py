@@ -89,8 +89,11 @@ def test_adversarial_curve_in_the_result_and_the_table(tmp_path: Path, shapes_di
     assert (
         run_eval(str(models["clip"]), "shapes-zeroshot", **kwargs).results[0].robustness.adversarial == rob.adversarial
     )
-    why = retrieval.robustness.skipped["adversarial examples"]
-    assert retrieval.robustness.adversarial is None and "zero-shot image classification" in why
+    # Retrieval too: each image moved away from its own captions; its curve is the headline, caption -> image R@1.
+    curve = retrieval.robustness.adversarial
+    assert retrieval.robustness.metric == "t2i_R@1" and curve["0"] == retrieval.metrics["t2i_R@1"]
+    assert list(curve) == list(rob.adversarial) and all(0 <= v <= curve["0"] for v in curve.values())
+    assert "each image's own captions among the split's captions" in retrieval.robustness.attack
 
     out = tmp_path / "eval.json"
     args = ["eval", str(models["clip"]), "-b", "shapes-zeroshot", "--data", str(shapes_dir), "--split", "test"]
@@ -103,6 +106,31 @@ def test_adversarial_curve_in_the_result_and_the_table(tmp_path: Path, shapes_di
     assert bad.exit_code == 2 and "--adversarial: epsilon 'half' is not a number" in bad.output
     alone = CliRunner().invoke(app, [*args, "--attack-steps", "3"])
     assert alone.exit_code == 2 and "give the radii too" in alone.output
+
+
+def test_the_retrieval_attack_moves_each_image_away_from_its_own_captions(shapes_dir: Path, models: dict) -> None:
+    ctx = EvalContext(model=str(models["clip"]), batch_size=4)
+    scenes = list(read_manifest(shapes_dir / "test.jsonl"))[:12]
+    images = [str(s.image) for s in scenes]
+    texts = [t for s in scenes for t in s.text]
+    owner = [i for i, s in enumerate(scenes) for _ in s.text]
+    own = [[j for j, o in enumerate(owner) if o == i] for i in range(len(scenes))]
+    captions = ctx.embed_texts(texts)
+    scale = logit_scale(ctx.backend, "image")
+
+    def own_share(embedded: torch.Tensor) -> torch.Tensor:  # per image, its captions' share of the softmax
+        probs = (scale * embedded @ captions.T).softmax(dim=1)
+        return torch.stack([probs[i, own[i]].sum() for i in range(len(scenes))])
+
+    clean = ctx.embed_media("image", images)
+    attacked = ctx.embed_attacked(images, own, captions, Attack(8 / 255, steps=3))
+    assert bool((own_share(attacked) < own_share(clean)).all())
+    # One target per image is the classification attack: the same as giving it as a one-caption list.
+    one = ctx.embed_attacked(images, [o[0] for o in own], captions, Attack(8 / 255, steps=2))
+    assert torch.allclose(one, ctx.embed_attacked(images, [o[:1] for o in own], captions, Attack(8 / 255, steps=2)))
+    # An image with nothing to move away from is left as it is.
+    kept = ctx.embed_attacked(images[:2], [own[0], []], captions, Attack(8 / 255, steps=2))
+    assert torch.allclose(kept[1], clean[1], atol=1e-5) and not torch.allclose(kept[0], clean[0], atol=1e-3)
 
 
 def test_a_model_without_a_pixel_tower_is_skipped_and_bad_attacks_refused(

@@ -152,8 +152,8 @@ def eval_command(
     adversarial: str = typer.Option(
         None,
         "--adversarial",
-        help="Attack radii, e.g. 1/255,4/255: zero-shot image accuracy on images moved by PGD within each "
-        "(slow: about --attack-steps + 1 passes per radius).",
+        help="Attack radii, e.g. 1/255,4/255: zero-shot image accuracy and image-caption retrieval on images moved "
+        "by PGD within each (slow: about --attack-steps + 1 passes per radius).",
     ),
     attack_steps: int = typer.Option(
         None, "--attack-steps", min=1, help="PGD steps of --adversarial's attack [default: 10]."

@@ -48,6 +48,7 @@ class LoadedSplit:
     media: str = "image"  # the modality of the items scored; corruption curves need images
     also: tuple[str, ...] = ()  # metrics beside the headline that the results table shows too
     attacked: Callable[[Attack], passes.PassResult] | None = None  # the headline pass on attacked images, if defined
+    attack_goal: str = "the true class among the class prompts"  # what the attack raises the cross-entropy of
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,18 @@ def _retrieval_split(
             runs.append(passes.captioning(ctx, items, refs, image_fn, full, modality=modality))
         return passes.merge(*runs)  # retrieval details, half the examples from each pass
 
-    return LoadedSplit(name, split, f"t2{modality[0]}_R@1" if embeds else "CIDEr-D", score, media=modality)
+    def attacked(attack: Attack) -> passes.PassResult:
+        return passes.retrieval(ctx, items, texts, owner, None, False, modality=modality, map_at=map_at, attack=attack)
+
+    return LoadedSplit(
+        name,
+        split,
+        f"t2{modality[0]}_R@1" if embeds else "CIDEr-D",
+        score,
+        media=modality,
+        attacked=attacked if embeds and modality == "image" else None,
+        attack_goal="each image's own captions among the split's captions",
+    )
 
 
 def _shapes_retrieval(modality: str) -> Callable[[EvalContext, str], LoadedSplit]:

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from polymodal.backends import Backend, load_backend
@@ -200,11 +199,17 @@ class EvalContext:
         return self._media_cache[key]
 
     def embed_attacked(
-        self, refs: Sequence[ImageRef], labels: Sequence[int], classes: torch.Tensor, attack: Attack
+        self,
+        refs: Sequence[ImageRef],
+        targets: Sequence[int | Sequence[int]],
+        candidates: torch.Tensor,
+        attack: Attack,
     ) -> torch.Tensor:
-        """(N, D) embeddings of the images ``refs`` after ``attack`` moved each against its true class
-        ``labels[i]`` among the (C, D) unit ``classes``, by logits scaled as zero-shot classification scales them.
-        Each batch draws its random start from a generator seeded by the run's seed and the batch's first index."""
+        """(N, D) embeddings of the images ``refs`` after ``attack`` moved each against its ``targets[i]`` (rows of
+        the (C, D) unit ``candidates``: its true class among class prompts, or its captions among a split's
+        captions), raising the cross-entropy of the targets' share of the softmax over logits scaled as zero-shot
+        classification scales them. An image without targets stays as it is. Each batch draws its random start from
+        a generator seeded by the run's seed and the batch's first index."""
         tower = pixel_tower(self.backend)
         if tower is None:
             raise NotApplicable(
@@ -212,19 +217,30 @@ class EvalContext:
                 "classifier is not one): nothing to attack"
             )
         scale = logit_scale(self.backend, "image")
+        wanted = torch.zeros(len(refs), len(candidates), dtype=torch.bool)
+        for row, target in enumerate(targets):
+            wanted[row, [target] if isinstance(target, int) else list(target)] = True
         out = []
         with torch.inference_mode(False):  # the runner scores in inference mode; an attack needs gradients
-            classes = classes.detach().clone().float()  # a normal tensor: an inference one cannot enter autograd
+            candidates = candidates.detach().clone().float()  # a normal tensor: an inference one cannot enter autograd
             for start in range(0, len(refs), self.batch_size):
                 chunk = refs[start : start + self.batch_size]
                 images = self.images(chunk, range(start, start + len(chunk)), None)
                 pixels, mask = tower.pixels(images)
-                target = torch.tensor(labels[start : start + len(chunk)], device=pixels.device)
+                own = wanted[start : start + len(chunk)].to(pixels.device)
+                moved_rows = own.any(dim=1)
 
                 def loss_of(
-                    x: torch.Tensor, mask: torch.Tensor | None = mask, target: torch.Tensor = target
+                    x: torch.Tensor,
+                    mask: torch.Tensor | None = mask,
+                    own: torch.Tensor = own,
+                    rows: torch.Tensor = moved_rows,
                 ) -> torch.Tensor:
-                    return F.cross_entropy(scale * tower.embed(x, mask).float() @ classes.T, target)
+                    logits = scale * tower.embed(x, mask).float() @ candidates.T
+                    ce = torch.logsumexp(logits, dim=1) - torch.logsumexp(
+                        logits.masked_fill(~own, float("-inf")), dim=1
+                    )
+                    return ce[rows].sum() / max(int(rows.sum()), 1)
 
                 with torch.enable_grad():
                     moved = pgd_images(
@@ -234,6 +250,7 @@ class EvalContext:
                         steps=attack.steps,
                         mean=tower.mean,
                         std=tower.std,
+                        rows=moved_rows,
                         generator=torch.Generator().manual_seed(self.seed * 1_000_003 + start),
                     )
                 with torch.no_grad():  # an input asking for gradients skips a cached tower's store: seen once only

@@ -85,6 +85,13 @@ def merge(*runs: PassResult) -> PassResult:
 # ---------------------------------------------------------------------------- zero-shot classification
 
 
+def _check_attack(modality: str, image_fn: ImageFn | None) -> None:
+    if modality != "image":
+        raise ValueError(f"an attack moves images; these items are {modality}")
+    if image_fn is not None:
+        raise ValueError("an attack moves clean images, not corrupted ones")
+
+
 def zero_shot(
     ctx: EvalContext,
     items: Sequence[ItemRef],
@@ -104,10 +111,7 @@ def zero_shot(
     """
     classes = zero_shot_classifier(ctx.embed_texts, classnames, templates)  # (C, D)
     if attack is not None:
-        if modality != "image":
-            raise ValueError(f"an attack moves images; these items are {modality}")
-        if image_fn is not None:
-            raise ValueError("an attack moves clean images, not corrupted ones")
+        _check_attack(modality, image_fn)
         embedded = ctx.embed_attacked(items, labels, classes, attack)
     else:
         embedded = ctx.embed_media(modality, items, image_fn)
@@ -219,8 +223,10 @@ def retrieval(
     caption_modality: str = "text",
     map_at: int | None = None,
     item_groups: Sequence[Hashable] | None = None,
+    attack: Attack | None = None,
 ) -> PassResult:
-    """Item <-> caption retrieval (Karpathy protocol: an item query hits if any of its captions is in the top K).
+    """Item <-> caption retrieval (Karpathy protocol: an item query hits if any of its captions is in the top K);
+    with ``attack``, of images each moved away from its own captions among all the captions first.
 
     Items are of ``modality``; captions (``owner[j]``: caption j's item) of ``caption_modality``: texts, or
     e.g. spoken captions. Metric names start with the two modalities' initials (``i2t``/``t2i``, ``a2t``/``t2a``);
@@ -229,10 +235,17 @@ def retrieval(
     (the image a spoken caption describes), resampled whole instead.
     """
     forward, backward = f"{modality[0]}2{caption_modality[0]}", f"{caption_modality[0]}2{modality[0]}"
-    item_emb = ctx.embed_media(modality, items, image_fn)  # (N_item, D)
     caption_emb = (
         ctx.embed_texts(captions) if caption_modality == "text" else ctx.embed_media(caption_modality, captions)
     )  # (N_caption, D)
+    if attack is not None:
+        _check_attack(modality, image_fn)
+        own: list[list[int]] = [[] for _ in items]
+        for caption, item in enumerate(owner):
+            own[item].append(caption)
+        item_emb = ctx.embed_attacked(items, own, caption_emb, attack)
+    else:
+        item_emb = ctx.embed_media(modality, items, image_fn)  # (N_item, D)
     ranks = retrieval_ranks(item_emb, caption_emb, owner)
     found = metrics_from_ranks(ranks, ks=(1, 5, 10))
     if map_at is not None:

@@ -125,11 +125,14 @@ def adversarial_curve(
     progress: Progress | None = None,
 ) -> tuple[dict[str, float] | None, str]:
     """(epsilon -> the headline metric on images moved by PGD of ``steps`` steps within it, "0" clean; or None) and
-    what the attack was, or why there is no curve: only zero-shot image classification defines an attacked pass, and
-    gradients must reach the model's pixels."""
+    what the attack was, or why there is no curve: zero-shot image classification and image-caption retrieval define
+    an attacked pass, and gradients must reach the model's pixels."""
     if loaded.attacked is None:
-        scores = loaded.media if loaded.media != "image" else "images, but not by zero-shot classification"
-        why = f"adversarial examples are measured for zero-shot image classification; this benchmark scores {scores}"
+        scores = loaded.media if loaded.media != "image" else "images, but not by zero-shot classification or retrieval"
+        why = (
+            "adversarial examples are measured for zero-shot image classification and image-caption retrieval; this "
+            f"benchmark scores {scores}"
+        )
         return None, why
     curve = {"0": headline_value}
     for epsilon in epsilons:
@@ -141,7 +144,7 @@ def adversarial_curve(
             return None, str(e)
     return curve, (
         f"PGD-{steps} on the L-inf ball (epsilon of the [0, 1] pixel range), random start, step "
-        f"{DEFAULT_STEP_SHARE:g} x epsilon / {steps}, raising the cross-entropy of the true class"
+        f"{DEFAULT_STEP_SHARE:g} x epsilon / {steps}, raising the cross-entropy of {loaded.attack_goal}"
     )
 
 
@@ -172,7 +175,8 @@ def run_eval(
     result file's provenance records which (bf16 moves metrics in about the third decimal). ``judges``: models a
     benchmark scores with (name -> path), such as shapes-generation's scene checker; ``media_dir``: where a benchmark
     may write what the model made (generated images), shown as examples. ``epsilons``: an adversarial curve of
-    zero-shot image classification, the images moved by PGD of ``attack_steps`` steps at each radius.
+    zero-shot image classification and image-caption retrieval, the images moved by PGD of ``attack_steps`` steps at
+    each radius.
 
     A benchmark split the model or data is not eligible for (:class:`NotApplicable`: a capability the model lacks,
     nothing of the kind the benchmark scores) is recorded in ``skipped`` with the reason and the others run; when
