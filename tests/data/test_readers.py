@@ -673,10 +673,17 @@ def test_media_left_in_the_shard_read_as_their_bytes_when_decoded(tmp_path: Path
     os.utime(shard, ns=(1, 1))
     with pytest.raises(BadSampleError, match="changed since it was listed") as info:
         decode_image(lazy[1].image, source=lazy[1].source, row=lazy[1].row)
-    assert (info.value.kind, info.value.row) == ("truncated", 2)
+    assert (info.value.kind, info.value.row) == ("changed", 2)
+    listed = list(read_shards(shard, strict=True, media_in_shard=True))[0].image
+    copy = tmp_path / "copy.tar"  # replaced by another file of the same size and time: refused too
+    copy.write_bytes(shard.read_bytes())
+    os.utime(copy, ns=(1, 1))
+    os.replace(copy, shard)
+    with pytest.raises(BadSampleError, match="changed since it was listed"):
+        decode_image(listed)
     relisted = list(read_shards(shard, strict=True, media_in_shard=True))
-    shard.write_bytes(shard.read_bytes()[: relisted[1].image.offset + 10])
-    with pytest.raises(BadSampleError, match="cannot read the member"):
+    shard.write_bytes(shard.read_bytes()[: relisted[1].image.offset + 10])  # cut short
+    with pytest.raises(BadSampleError, match="changed since it was listed"):
         decode_image(relisted[0].image)
     shard.unlink()
     with pytest.raises(BadSampleError, match="the shard is gone") as info:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,10 +17,11 @@ from polymodal.backends.polymodal_dir import PolymodalBackend
 from polymodal.cli.main import app
 from polymodal.data.readers import read_manifest
 from polymodal.data.shapes import COLORS, SHAPES
+from polymodal.evaluate.benchmarks import LoadedSplit
 from polymodal.evaluate.context import Attack, EvalContext
 from polymodal.evaluate.prompts import SHAPES_TEMPLATES, zero_shot_classifier
 from polymodal.evaluate.results import describe_epsilon, epsilon_key, load_results
-from polymodal.evaluate.runner import parse_epsilons, run_eval
+from polymodal.evaluate.runner import adversarial_curve, parse_epsilons, run_eval
 from tests.interop.tiny import save_tiny_clip
 
 
@@ -94,6 +96,12 @@ def test_adversarial_curve_in_the_result_and_the_table(tmp_path: Path, shapes_di
     assert retrieval.robustness.metric == "t2i_R@1" and curve["0"] == retrieval.metrics["t2i_R@1"]
     assert list(curve) == list(rob.adversarial) and all(0 <= v <= curve["0"] for v in curve.values())
     assert "each image's own captions among the split's captions" in retrieval.robustness.attack
+    captions_only = LoadedSplit("shapes-retrieval", "test", "CIDEr-D", lambda *a: None)  # as a captioner's is
+    assert adversarial_curve(captions_only, 0.5, [0.01], 2) == (
+        None,
+        "adversarial examples are measured for zero-shot image classification and image-caption retrieval by an "
+        "embedding model; this run scores CIDEr-D of image",
+    )
 
     out = tmp_path / "eval.json"
     args = ["eval", str(models["clip"]), "-b", "shapes-zeroshot", "--data", str(shapes_dir), "--split", "test"]
@@ -125,9 +133,9 @@ def test_the_retrieval_attack_moves_each_image_away_from_its_own_captions(shapes
     clean = ctx.embed_media("image", images)
     attacked = ctx.embed_attacked(images, own, captions, Attack(8 / 255, steps=3))
     assert bool((own_share(attacked) < own_share(clean)).all())
-    # One target per image is the classification attack: the same as giving it as a one-caption list.
-    one = ctx.embed_attacked(images, [o[0] for o in own], captions, Attack(8 / 255, steps=2))
-    assert torch.allclose(one, ctx.embed_attacked(images, [o[:1] for o in own], captions, Attack(8 / 255, steps=2)))
+    # A target given as a number (a class index, numpy's too) or as a list of one.
+    one = ctx.embed_attacked(images, [np.int64(o[0]) for o in own], captions, Attack(8 / 255, steps=2))
+    assert torch.equal(one, ctx.embed_attacked(images, [o[:1] for o in own], captions, Attack(8 / 255, steps=2)))
     # An image with nothing to move away from is left as it is.
     kept = ctx.embed_attacked(images[:2], [own[0], []], captions, Attack(8 / 255, steps=2))
     assert torch.allclose(kept[1], clean[1], atol=1e-5) and not torch.allclose(kept[0], clean[0], atol=1e-3)

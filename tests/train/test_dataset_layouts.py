@@ -171,6 +171,16 @@ def test_a_validation_share_is_the_same_rows_whatever_their_order(tmp_path: Path
     assert len(val) == 20 and all(Counter(r.id for r in val)[r.id] == 2 for r in val)
     mixed = [*rows, Sample(id="no label")]
     assert Counter(r.label for r in hold_out(mixed, 0.25, by_class=True)[1])["red"] == 5
+    # An id with rows of two classes goes by its hash, so a class of two keeps a row to train on; the classes' draws
+    # do not depend on the rows' order even when labels compare equal (1 and 1.0).
+    shared = [Sample(id="x", label="a"), Sample(id="x", label="b"), Sample(id="y", label="b"), *rows]
+    for share in (0.25, 0.5, 0.9):
+        train, _ = hold_out(shared, share, by_class=True)
+        assert {"red", "green", "blue", "b"} <= {r.label for r in train}
+    ones = [Sample(id=f"n{i}", label=1.0 if i % 2 else 1) for i in range(30)]
+    assert {r.id for r in hold_out(ones, 0.25, by_class=True)[1]} == {
+        r.id for r in hold_out(list(reversed(ones)), 0.25, by_class=True)[1]
+    }
     numbers = [Sample(id=str(i), label=i / 7) for i in range(400)]
     assert 70 <= len(hold_out(numbers, 0.25)[1]) <= 130
     with pytest.raises(ConfigError, match="leaves .* to validate"):

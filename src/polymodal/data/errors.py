@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from polymodal.data.schema import ShardMember
+from polymodal.data.schema import ShardChanged, ShardMember
 from polymodal.fsutil import json_line
 
 
@@ -181,7 +181,9 @@ def open_media(ref: object, bad: Callable[[str, str], BadSampleError], expected:
             raise bad("the shard is gone", "missing_file") from None
         except PermissionError as e:
             raise bad(f"cannot read the shard ({e.strerror})", "unreadable") from None
-        except OSError as e:  # cut short or rewritten since it was listed
+        except ShardChanged as e:
+            raise bad(f"{e}; start the run again to list it anew", "changed") from None
+        except OSError as e:  # cut short
             raise bad(f"cannot read the member from its shard: {e}", "truncated") from None
     if isinstance(ref, (bytes, bytearray, memoryview)):
         if len(ref) == 0:

@@ -15,12 +15,17 @@ from pathlib import PurePosixPath
 from typing import Any
 
 
+class ShardChanged(OSError):
+    """A shard is not the file its members were listed from (rewritten, replaced, touched): list it again."""
+
+
 @dataclass(frozen=True, slots=True)
 class ShardMember:
     """Where a tar shard holds one member's bytes (``offset`` from the file's start, ``size`` bytes), read when
-    needed: a training set of shards keeps these in memory instead of every image, sound and clip. ``shard_bytes``
-    and ``shard_mtime_ns`` are the shard's size and time when it was listed: a shard rewritten since is refused
-    rather than read at offsets that may now hold something else."""
+    needed: a training set of shards keeps these in memory instead of every image, sound and clip. ``shard_bytes``,
+    ``shard_mtime_ns`` and ``shard_inode`` are the shard's size, time and file when it was listed: a shard
+    rewritten or replaced since is refused (:class:`ShardChanged`) rather than read at offsets that may now hold
+    something else."""
 
     shard: str  # absolute
     offset: int
@@ -28,6 +33,7 @@ class ShardMember:
     name: str  # the member's name in the shard: its extension says the format
     shard_bytes: int
     shard_mtime_ns: int
+    shard_inode: int
 
     @property
     def suffix(self) -> str:
@@ -38,8 +44,8 @@ class ShardMember:
         """The member's bytes; OSError when the shard no longer holds them (FileNotFoundError when it is gone)."""
         with open(self.shard, "rb") as f:
             now = os.fstat(f.fileno())
-            if (now.st_size, now.st_mtime_ns) != (self.shard_bytes, self.shard_mtime_ns):
-                raise OSError(f"{self.shard} changed since it was listed: member {self.name} may have moved")
+            if (now.st_size, now.st_mtime_ns, now.st_ino) != (self.shard_bytes, self.shard_mtime_ns, self.shard_inode):
+                raise ShardChanged(f"{self.shard} changed since it was listed: member {self.name} may have moved")
             f.seek(self.offset)
             data = f.read(self.size)
         if len(data) != self.size:

@@ -3,7 +3,7 @@
 A benchmark loads one split into a :class:`LoadedSplit`, whose ``score(image_fn, drop, full)`` runs the
 scoring passes of :mod:`polymodal.evaluate.passes`. The runner calls it once for the result and,
 with ``--robustness``, again per corruption severity and per dropped modality; with ``--adversarial``, a zero-shot
-image classification's ``attacked(attack)`` scores its images moved by PGD.
+image classification's or image-caption retrieval's ``attacked(attack)`` scores its images moved by PGD.
 
 Layouts on disk (``--data PATH``) are described in ``docs/evaluation.md`` and in each loader.
 """

@@ -7,6 +7,7 @@ The model is loaded once, lazily, in both forms a suite may need: the :class:`Ba
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,13 +214,10 @@ class EvalContext:
         tower = pixel_tower(self.backend)
         if tower is None:
             raise NotApplicable(
-                f"{self.model}: no image tower in PyTorch that embeds for zero-shot classification (polymodal-base's "
-                "classifier is not one): nothing to attack"
+                f"{self.model}: no image tower in PyTorch that embeds into the text space (polymodal-base's classifier "
+                "is not one): nothing to attack"
             )
         scale = logit_scale(self.backend, "image")
-        wanted = torch.zeros(len(refs), len(candidates), dtype=torch.bool)
-        for row, target in enumerate(targets):
-            wanted[row, [target] if isinstance(target, int) else list(target)] = True
         out = []
         with torch.inference_mode(False):  # the runner scores in inference mode; an attack needs gradients
             candidates = candidates.detach().clone().float()  # a normal tensor: an inference one cannot enter autograd
@@ -227,20 +225,20 @@ class EvalContext:
                 chunk = refs[start : start + self.batch_size]
                 images = self.images(chunk, range(start, start + len(chunk)), None)
                 pixels, mask = tower.pixels(images)
-                own = wanted[start : start + len(chunk)].to(pixels.device)
+                own = torch.zeros(len(chunk), len(candidates), dtype=torch.bool, device=pixels.device)
+                for row, target in enumerate(targets[start : start + len(chunk)]):
+                    own[row, [operator.index(target)] if not isinstance(target, Sequence) else list(target)] = True
                 moved_rows = own.any(dim=1)
 
                 def loss_of(
                     x: torch.Tensor,
                     mask: torch.Tensor | None = mask,
-                    own: torch.Tensor = own,
+                    own: torch.Tensor = own[moved_rows],
                     rows: torch.Tensor = moved_rows,
                 ) -> torch.Tensor:
-                    logits = scale * tower.embed(x, mask).float() @ candidates.T
-                    ce = torch.logsumexp(logits, dim=1) - torch.logsumexp(
-                        logits.masked_fill(~own, float("-inf")), dim=1
-                    )
-                    return ce[rows].sum() / max(int(rows.sum()), 1)
+                    logits = scale * tower.embed(x, mask)[rows].float() @ candidates.T  # rows with targets only
+                    theirs = logits.masked_fill(~own, float("-inf"))
+                    return (torch.logsumexp(logits, dim=1) - torch.logsumexp(theirs, dim=1)).sum() / max(len(own), 1)
 
                 with torch.enable_grad():
                     moved = pgd_images(

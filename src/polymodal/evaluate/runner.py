@@ -128,10 +128,9 @@ def adversarial_curve(
     what the attack was, or why there is no curve: zero-shot image classification and image-caption retrieval define
     an attacked pass, and gradients must reach the model's pixels."""
     if loaded.attacked is None:
-        scores = loaded.media if loaded.media != "image" else "images, but not by zero-shot classification or retrieval"
         why = (
-            "adversarial examples are measured for zero-shot image classification and image-caption retrieval; this "
-            f"benchmark scores {scores}"
+            "adversarial examples are measured for zero-shot image classification and image-caption retrieval by an "
+            f"embedding model; this run scores {loaded.headline} of {loaded.media}"
         )
         return None, why
     curve = {"0": headline_value}

@@ -102,22 +102,31 @@ def read_rows(
         ) from None
 
 
+_NO_CLASS = object()  # hold_out: a row that goes by its id's hash alone
+
+
 def hold_out(rows: list[Sample], share: float, by_class: bool = False) -> tuple[list[Sample], list[Sample]]:
     """(training rows, validation rows): ``share`` of ``rows`` validate, chosen by hashes of their ids (the same rows
     every run, whatever their order; rows sharing an id stay together). With ``by_class`` (a classifier's rows), each
     class's ids in hash order give floor(share x n) or one more (by a hash of the class, so the total stays near
     share of the rows), never a class's last id: a rare class is neither left out by chance nor over-drawn. Rows
-    without a class (no label, or a list of them) go by the hash alone."""
-    held: set[str] = set()
-    classes: dict[Any, list[str]] = {}
+    without a class (no label, or a list of them), or whose id has rows of two classes, go by the hash alone."""
+    labels: dict[str, set[Any]] = {}
     for row in rows:
-        if by_class and isinstance(row.label, Hashable) and row.label is not None:
-            classes.setdefault(row.label, []).append(row.id)
-        elif _hash_share(row.id) < share:
-            held.add(row.id)
-    for label, ids in classes.items():
-        ranked = sorted(set(ids), key=lambda i: (_hash_share(i), i))
-        take = math.floor(share * len(ranked) + _hash_share(repr(label)))
+        classed = by_class and isinstance(row.label, Hashable) and row.label is not None
+        labels.setdefault(row.id, set()).add(row.label if classed else _NO_CLASS)
+    classes: dict[Any, list[str]] = {}
+    held: set[str] = set()
+    for row_id, found in labels.items():
+        (label,) = found if len(found) == 1 else (_NO_CLASS,)  # an id under two classes goes by its hash
+        if label is not _NO_CLASS:
+            classes.setdefault(label, []).append(row_id)
+        elif _hash_share(row_id) < share:
+            held.add(row_id)
+    for ids in classes.values():
+        ranked = sorted(ids, key=lambda i: (_hash_share(i), i))
+        # One more or not by a hash fixed by the class's first id (another hash than its rank: that one is low).
+        take = math.floor(share * len(ranked) + _hash_share(f"class of {ranked[0]}"))
         held.update(ranked[: min(take, len(ranked) - 1)])
     train = [row for row in rows if row.id not in held]
     val = [row for row in rows if row.id in held]

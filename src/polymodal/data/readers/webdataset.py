@@ -121,7 +121,7 @@ class _ShardReader:
     def __init__(self, path: str, log: BadSampleLog, max_member_bytes: int, media_in_shard: bool = False) -> None:
         self.path, self.log, self.max_member_bytes = path, log, max_member_bytes
         self.media_in_shard = media_in_shard
-        self.stamp = (0, 0)  # the shard's size and time when opened: its ShardMembers check them when read
+        self.stamp = (0, 0, 0)  # the shard's size, time and inode when opened: its ShardMembers check them when read
         self.row = 0
 
     def _bad(self, reason: str, kind: str, field: str | None = None) -> BadSampleError:
@@ -135,7 +135,7 @@ class _ShardReader:
                 listed = os.fstat(f.fileno())
                 if listed.st_size == 0:
                     raise self._bad("shard is empty (0 bytes)", "empty_file")
-                self.stamp = (listed.st_size, listed.st_mtime_ns)
+                self.stamp = (listed.st_size, listed.st_mtime_ns, listed.st_ino)
                 # Members are read lazily, in order, into memory (media left in the shard when asked); nothing is
                 # extracted.
                 with tarfile.open(fileobj=f, mode="r:") as tar:
