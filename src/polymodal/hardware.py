@@ -143,14 +143,15 @@ def matmul_peaks(seconds: float = 0.2, precisions: Sequence[str] = ("fp32", "bf1
 
 def machine_header(peaks: dict[str, float] | None = None, precisions: Sequence[str] = ("fp32", "bf16")) -> str:
     """One line for a benchmark's output: CPU, flags, torch, threads and matmul peaks (given, or measured now for
-    ``precisions``: only those a benchmark runs, as a bf16 peak takes minutes on a CPU without native bf16)."""
+    ``precisions``: only those a benchmark runs, as a bf16 peak takes minutes on a CPU without native bf16; none for
+    a benchmark without matmuls)."""
     info = cpu_info()
     peaks = matmul_peaks(precisions=precisions) if peaks is None else peaks
     measured = ", ".join(f"{name} {value:.0f} GFLOP/s" for name, value in peaks.items())
     return (
         f"machine: {info.describe()}; {kernels_note()}; native bf16: {'yes' if bf16_native('cpu') else 'no'}; "
         f"torch {torch.__version__}, "
-        f"{threads_phrase(torch.get_num_threads())}; matmul peak {measured}"
+        f"{threads_phrase(torch.get_num_threads())}" + (f"; matmul peak {measured}" if measured else "")
     )
 
 
