@@ -36,9 +36,8 @@ from polymodal.data.video import open_av, require_av
 
 MAX_SECONDS = 600.0  # a longer clip is a mistake (a whole album, a stream), not a sample
 TIMEOUT_SECONDS = 60.0  # a video container's track, checked between frames: a broken file fails instead of hanging
-AV_CONTAINERS = frozenset(
-    {"mp4", "m4v", "m4a", "mka", "mkv", "webm", "avi", "mov"}
-)  # sound in these is decoded by PyAV
+# Sound in these is decoded by PyAV.
+AV_CONTAINERS = frozenset({"mp4", "m4v", "m4a", "mka", "mkv", "webm", "avi", "mov"})
 SAMPLE_RATES = (1_000, 384_000)  # outside this range a header is broken or the file is not audio
 # What a check that a file decodes whole resamples to: its memory is then this rate's, whatever the file's (a
 # 384 kHz file at its own rate costs 24x as much), and a decode error shows the same at any rate.

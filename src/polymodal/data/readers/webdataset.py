@@ -27,6 +27,7 @@ from polymodal.data.errors import BadSampleError, BadSampleLog
 from polymodal.data.readers.base import (
     AUDIO_EXTENSIONS,
     IMAGE_EXTENSIONS,
+    MEDIA_EXTENSIONS,
     TEXT_FIELDS,
     VIDEO_EXTENSIONS,
     record_to_sample,
@@ -206,10 +207,7 @@ class _ShardReader:
 def _media_kind(ext: str) -> str | None:
     """image, audio or video for a member's extension (``seg.png`` is still an image); None for other members."""
     last = ext.rpartition(".")[2]
-    for name, known in (("image", IMAGE_EXTENSIONS), ("audio", AUDIO_EXTENSIONS), ("video", VIDEO_EXTENSIONS)):
-        if last in known:
-            return name
-    return None
+    return next((kind for kind, known in MEDIA_EXTENSIONS.items() if last in known), None)
 
 
 def _group_record(group: dict[str, bytes | ShardMember], bad: _ErrorFactory) -> dict[str, Any]:
