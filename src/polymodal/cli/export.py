@@ -21,7 +21,9 @@ def export(
     ),
     format: str = typer.Option("onnx", "--format", help="Export format (only onnx for now)."),
     out: Path = typer.Option(None, "--out", help="Directory to write (atomically); not with --choose."),
-    opset: int = typer.Option(None, "--opset", help="ONNX opset, 18 or later (default: the exporter's)."),
+    opset: int = typer.Option(
+        None, "--opset", help="ONNX opset, 18 or later (default: 23, the first with an Attention operator)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out directory."),
     quantize: bool = typer.Option(True, "--quantize/--no-quantize", help="Also write each tower's int8 variants."),
     default: str = typer.Option(
