@@ -20,8 +20,9 @@ HEAD_SPLIT = [0, 2, 1, 3]  # (B, T, H, hd) <-> (B, H, T, hd)
 def fold_head_transposes(model: Any) -> int:
     """Feed each ``Attention`` node of the ``onnx.ModelProto`` ``model`` the 3-D tensors its queries, keys and values
     were split into heads from, and hand its 3-D output straight to the reshape that merged the heads; the split and
-    merge nodes go. A node whose surroundings are not exactly that (shared inputs, unknown head counts, extra
-    outputs) is left as it is. Returns how many nodes changed."""
+    merge nodes go. A node whose surroundings are not exactly that (shared inputs, unknown head counts, a split that
+    does not keep the batch and sequence, extra outputs, a mask of unknown rank) is left as it is. Returns how many
+    nodes changed."""
     from onnx import helper
 
     graph = model.graph
@@ -40,6 +41,8 @@ def fold_head_transposes(model: Any) -> int:
             a.name in ("q_num_heads", "kv_num_heads") for a in node.attribute
         ):
             continue
+        if len(node.input) > 3 and node.input[3] and node.input[3] not in shapes:
+            continue  # a mask of unknown rank could not be expanded over the queries, which 3-D inputs need
         splits = [_head_split(name, producer, consumers, shapes) for name in node.input[:3]]
         merge = _head_merge(node.output[0], consumers, shapes)
         if None in splits or merge is None or splits[1][2] != splits[2][2]:  # type: ignore[index]
@@ -64,21 +67,22 @@ def fold_head_transposes(model: Any) -> int:
 
 
 def expand_mask_queries(model: Any) -> int:
-    """Give each ``Attention`` node of ``model`` whose mask has a query dimension of 1 (a padding mask broadcast over
-    the queries) that mask expanded to the queries' length. Returns how many masks were expanded."""
+    """Give each ``Attention`` node of ``model`` whose mask's query dimension is not known to be the queries' length
+    (a padding mask's 1, broadcast over the queries) that mask expanded to the queries' length. Returns how many
+    masks were expanded."""
     from onnx import TensorProto, helper
 
     graph = model.graph
     shapes = _shapes(graph)
     changed = 0
     for index, node in reversed(list(enumerate(graph.node))):
-        if node.op_type != "Attention" or len(node.input) < 4 or not node.input[3]:
+        if node.op_type != "Attention" or node.domain not in ("", "ai.onnx") or len(node.input) < 4:
             continue
         query, mask = shapes.get(node.input[0]), shapes.get(node.input[3])
-        if query is None or mask is None or len(mask) < 2 or mask[-2] != 1 or len(query) not in (3, 4):
+        if not node.input[3] or query is None or mask is None or len(mask) < 2 or len(query) not in (3, 4):
             continue
         query_axis = 1 if len(query) == 3 else 2
-        if query[query_axis] == 1:
+        if query[query_axis] is not None and mask[-2] == query[query_axis]:
             continue
         prefix = f"{node.name or 'attention'}_mask_queries_{changed}"
         lead = len(mask) - 2
@@ -99,16 +103,24 @@ def expand_mask_queries(model: Any) -> int:
     return changed
 
 
-def _shapes(graph: Any) -> dict[str, list[int | None]]:
-    """Each annotated value's dims (None where symbolic or unknown)."""
+Dim = int | str | None  # a size, a symbolic size's name, or unknown
+
+
+def _shapes(graph: Any) -> dict[str, list[Dim]]:
+    """Each annotated value's dims: sizes, symbolic names (equal names, equal sizes), None where unknown."""
+
+    def dim(d: Any) -> Dim:
+        return d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+
     return {
-        v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+        v.name: [dim(d) for d in v.type.tensor_type.shape.dim]
         for v in (*graph.value_info, *graph.input)
+        if v.type.tensor_type.HasField("shape")
     }
 
 
 def _head_split(
-    name: str, producer: dict[str, Any], consumers: dict[str, list[Any]], shapes: dict[str, list[int | None]]
+    name: str, producer: dict[str, Any], consumers: dict[str, list[Any]], shapes: dict[str, list[Dim]]
 ) -> tuple[Any, Any, int] | None:
     """(transpose, reshape, heads) when ``name`` is a (B, H, T, hd) transpose of a (B, T, H, hd) reshape of a 3-D
     tensor, used by one node each; else None."""
@@ -123,13 +135,15 @@ def _head_split(
     split, hidden = shapes.get(name), shapes.get(reshape.input[0])
     if split is None or hidden is None or len(split) != 4 or len(hidden) != 3:
         return None
-    heads, head_size, width = split[1], split[3], hidden[2]
-    if not heads or not head_size or width != heads * head_size:
+    (batch, heads, length, head_size), width = split, hidden[2]
+    if not isinstance(heads, int) or not isinstance(head_size, int) or width != heads * head_size:
+        return None
+    if batch is None or length is None or [batch, length] != hidden[:2]:  # (B, T, H, hd) from (B, T, H x hd) only
         return None
     return transpose, reshape, heads
 
 
-def _head_merge(name: str, consumers: dict[str, list[Any]], shapes: dict[str, list[int | None]]) -> Any | None:
+def _head_merge(name: str, consumers: dict[str, list[Any]], shapes: dict[str, list[Dim]]) -> Any | None:
     """The transpose that takes ``name`` (B, H, T, hd) back to (B, T, H, hd) when it is ``name``'s only use and only
     reshapes to 3-D use it; else None."""
     users = consumers.get(name, [])
@@ -147,13 +161,24 @@ def _head_merge(name: str, consumers: dict[str, list[Any]], shapes: dict[str, li
 def _drop_unused(graph: Any) -> None:
     """Remove the nodes and initializers nothing reads any more (the split's shape computations)."""
     while True:
-        used = {name for node in graph.node for name in node.input} | {out.name for out in graph.output}
+        used = _names_read(graph) | {out.name for out in graph.output}
         live = [node for node in graph.node if any(out in used for out in node.output)]
         if len(live) == len(graph.node):
             break
         del graph.node[:]
         graph.node.extend(live)
     _keep_only(graph.initializer, lambda init: init.name in used)
+
+
+def _names_read(graph: Any) -> set[str]:
+    """The names ``graph``'s nodes read, those of the branches and bodies of its If, Loop and Scan nodes included."""
+    names: set[str] = set()
+    for node in graph.node:
+        names.update(node.input)
+        for attribute in node.attribute:
+            for sub in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
+                names |= _names_read(sub)
+    return names
 
 
 def _perm(transpose: Any) -> list[int] | None:
