@@ -35,7 +35,7 @@ def fold_head_transposes(model: Any) -> int:
     dropped: set[int] = set()
     changed = 0
     for node in graph.node:
-        if node.op_type != "Attention" or node.domain not in ("", "ai.onnx") or len(node.input) < 3:
+        if not _is_attention(node) or len(node.input) < 3:
             continue
         if any(out for out in node.output[1:]) or any(
             a.name in ("q_num_heads", "kv_num_heads") for a in node.attribute
@@ -61,7 +61,7 @@ def fold_head_transposes(model: Any) -> int:
         _keep_only(graph.node, lambda node: id(node) not in dropped)
         _drop_unused(graph)
         produced = {out for node in graph.node for out in node.output}
-        attention_outputs = {node.output[0] for node in graph.node if node.op_type == "Attention"}
+        attention_outputs = {node.output[0] for node in graph.node if _is_attention(node)}
         _keep_only(graph.value_info, lambda v: v.name in produced and v.name not in attention_outputs)
     return changed
 
@@ -76,7 +76,7 @@ def expand_mask_queries(model: Any) -> int:
     shapes = _shapes(graph)
     changed = 0
     for index, node in reversed(list(enumerate(graph.node))):
-        if node.op_type != "Attention" or node.domain not in ("", "ai.onnx") or len(node.input) < 4:
+        if not _is_attention(node) or len(node.input) < 4:
             continue
         query, mask = shapes.get(node.input[0]), shapes.get(node.input[3])
         if not node.input[3] or query is None or mask is None or len(mask) < 2 or len(query) not in (3, 4):
@@ -179,6 +179,11 @@ def _names_read(graph: Any) -> set[str]:
             for sub in (*([attribute.g] if attribute.HasField("g") else []), *attribute.graphs):
                 names |= _names_read(sub)
     return names
+
+
+def _is_attention(node: Any) -> bool:
+    """An ONNX-domain ``Attention`` node (a contrib op of that name takes other inputs)."""
+    return node.op_type == "Attention" and node.domain in ("", "ai.onnx")
 
 
 def _perm(transpose: Any) -> list[int] | None:
